@@ -1,0 +1,731 @@
+/* catalog.c: see catalog.h. */
+#include "catalog.h"
+#include "util.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CATALOG_FORMAT "cassbackup-store-1"
+
+static const char schema_sql[] =
+	"PRAGMA journal_mode=WAL;"
+	"CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+	"CREATE TABLE packs(id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL UNIQUE,"
+	"  size INTEGER NOT NULL, frames INTEGER NOT NULL, created_ns INTEGER NOT NULL);"
+	"CREATE TABLE blobs(id INTEGER PRIMARY KEY AUTOINCREMENT, sha256 BLOB NOT NULL,"
+	"  size INTEGER NOT NULL, pack_id INTEGER NOT NULL REFERENCES packs(id),"
+	"  offset INTEGER NOT NULL, UNIQUE(sha256, size));"
+	"CREATE INDEX blobs_size ON blobs(size);"
+	"CREATE INDEX blobs_pack ON blobs(pack_id);"
+	"CREATE TABLE backups(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,"
+	"  cluster TEXT NOT NULL, datacenter TEXT NOT NULL, node TEXT NOT NULL,"
+	"  host_id TEXT NOT NULL, snapshot_tag TEXT NOT NULL, created_ns INTEGER NOT NULL,"
+	"  pack_id INTEGER NOT NULL REFERENCES packs(id), files INTEGER NOT NULL,"
+	"  bytes INTEGER NOT NULL, new_bytes INTEGER NOT NULL, stored_bytes INTEGER NOT NULL);"
+	"CREATE TABLE keyspaces(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  backup_id INTEGER NOT NULL REFERENCES backups(id), name TEXT NOT NULL,"
+	"  mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,"
+	"  mtime_ns INTEGER NOT NULL, UNIQUE(backup_id, name));"
+	"CREATE TABLE tables(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  backup_id INTEGER NOT NULL REFERENCES backups(id),"
+	"  keyspace_id INTEGER NOT NULL REFERENCES keyspaces(id), name TEXT NOT NULL,"
+	"  table_id TEXT NOT NULL, schema_cql TEXT, mode INTEGER NOT NULL, uid INTEGER NOT NULL,"
+	"  gid INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, UNIQUE(keyspace_id, name));"
+	"CREATE INDEX tables_backup ON tables(backup_id);"
+	"CREATE TABLE dirs(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  table_row INTEGER NOT NULL REFERENCES tables(id), name TEXT NOT NULL,"
+	"  mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,"
+	"  mtime_ns INTEGER NOT NULL, UNIQUE(table_row, name));"
+	"CREATE TABLE files(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  backup_id INTEGER NOT NULL REFERENCES backups(id),"
+	"  table_row INTEGER NOT NULL REFERENCES tables(id), dir_id INTEGER NOT NULL,"
+	"  name TEXT NOT NULL, size INTEGER NOT NULL, mode INTEGER NOT NULL, uid INTEGER NOT NULL,"
+	"  gid INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
+	"  blob_id INTEGER NOT NULL REFERENCES blobs(id), UNIQUE(table_row, dir_id, name));"
+	"CREATE INDEX files_backup_blob ON files(backup_id, blob_id);"
+	"CREATE INDEX files_blob_backup ON files(blob_id, backup_id);"
+	"INSERT INTO meta(key, value) VALUES('format', '" CATALOG_FORMAT "');";
+
+/* Columns every node query returns: id, name, size, mode, uid, gid, mtime_ns. */
+#define NODE_COLS_DIR(t) "id, name, 0, mode, uid, gid, mtime_ns FROM " t
+#define NODE_COLS_FILE "id, name, size, mode, uid, gid, mtime_ns FROM files"
+#define BACKUP_COLS "id, name, 0, 16877, -1, -1, created_ns FROM backups" /* 040755 */
+
+enum stmt {
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_BACKUP_EXISTS,
+	ST_BLOB_SIZE_EXISTS,
+	ST_FIND_BLOB,
+	ST_ADD_PACK,
+	ST_ADD_BLOB,
+	ST_ADD_BACKUP,
+	ST_ADD_KEYSPACE,
+	ST_ADD_TABLE,
+	ST_ADD_DIR,
+	ST_ADD_FILE,
+	ST_LIST_PACKS,
+	ST_LIST_BACKUPS,
+	ST_GET_BACKUP,
+	ST_GET_KEYSPACE,
+	ST_GET_TABLE,
+	ST_GET_DIR,
+	ST_GET_FILE,
+	ST_LOOKUP_BACKUP,
+	ST_LOOKUP_KEYSPACE,
+	ST_LOOKUP_TABLE,
+	ST_LOOKUP_DIR,
+	ST_LOOKUP_TABLE_FILE,
+	ST_LOOKUP_DIR_FILE,
+	ST_LIST_BACKUP_NODES,
+	ST_LIST_KEYSPACES,
+	ST_LIST_TABLES,
+	ST_LIST_DIRS,
+	ST_LIST_TABLE_FILES,
+	ST_LIST_DIR_FILES,
+	ST_FILE_BLOB,
+	ST_XATTR_BACKUP,
+	ST_XATTR_TABLE,
+	ST_XATTR_FILE,
+	ST__COUNT
+};
+
+static const char *const stmt_sql[ST__COUNT] = {
+	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+	[ST_BACKUP_EXISTS] = "SELECT 1 FROM backups WHERE name = ?1",
+	[ST_BLOB_SIZE_EXISTS] = "SELECT 1 FROM blobs WHERE size = ?1 LIMIT 1",
+	[ST_FIND_BLOB] = "SELECT id FROM blobs WHERE sha256 = ?1 AND size = ?2",
+	[ST_ADD_PACK] = "INSERT INTO packs(path, size, frames, created_ns) VALUES(?1, ?2, ?3, ?4)",
+	[ST_ADD_BLOB] = "INSERT INTO blobs(sha256, size, pack_id, offset) VALUES(?1, ?2, ?3, ?4)"
+			" ON CONFLICT(sha256, size) DO NOTHING",
+	[ST_ADD_BACKUP] = "INSERT INTO backups(name, cluster, datacenter, node, host_id,"
+			  " snapshot_tag, created_ns, pack_id, files, bytes, new_bytes,"
+			  " stored_bytes) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+	[ST_ADD_KEYSPACE] = "INSERT INTO keyspaces(backup_id, name, mode, uid, gid, mtime_ns)"
+			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+	[ST_ADD_TABLE] = "INSERT INTO tables(backup_id, keyspace_id, name, table_id, schema_cql,"
+			 " mode, uid, gid, mtime_ns) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	[ST_ADD_DIR] = "INSERT INTO dirs(table_row, name, mode, uid, gid, mtime_ns)"
+		       " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+	[ST_ADD_FILE] = "INSERT INTO files(backup_id, table_row, dir_id, name, size, mode, uid, gid,"
+			" mtime_ns, blob_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+	[ST_LIST_PACKS] = "SELECT id, path FROM packs ORDER BY id",
+	[ST_LIST_BACKUPS] =
+		"SELECT b.id, b.name, b.node, b.cluster, b.datacenter, b.host_id, b.snapshot_tag,"
+		" b.created_ns, b.files, b.bytes, b.new_bytes, b.stored_bytes,"
+		" (SELECT COUNT(*) FROM tables t WHERE t.backup_id = b.id),"
+		" (SELECT COALESCE(SUM(bl.size), 0) FROM blobs bl WHERE bl.id IN"
+		"   (SELECT blob_id FROM files f WHERE f.backup_id = b.id) AND NOT EXISTS"
+		"   (SELECT 1 FROM files f2 WHERE f2.blob_id = bl.id AND f2.backup_id <> b.id))"
+		" FROM backups b ORDER BY b.created_ns, b.id",
+	[ST_GET_BACKUP] = "SELECT " BACKUP_COLS " WHERE id = ?1",
+	[ST_GET_KEYSPACE] = "SELECT " NODE_COLS_DIR("keyspaces") " WHERE id = ?1",
+	[ST_GET_TABLE] = "SELECT " NODE_COLS_DIR("tables") " WHERE id = ?1",
+	[ST_GET_DIR] = "SELECT " NODE_COLS_DIR("dirs") " WHERE id = ?1",
+	[ST_GET_FILE] = "SELECT " NODE_COLS_FILE " WHERE id = ?1",
+	[ST_LOOKUP_BACKUP] = "SELECT " BACKUP_COLS " WHERE name = ?2",
+	[ST_LOOKUP_KEYSPACE] = "SELECT " NODE_COLS_DIR("keyspaces") " WHERE backup_id = ?1 AND name = ?2",
+	[ST_LOOKUP_TABLE] = "SELECT " NODE_COLS_DIR("tables") " WHERE keyspace_id = ?1 AND name = ?2",
+	[ST_LOOKUP_DIR] = "SELECT " NODE_COLS_DIR("dirs") " WHERE table_row = ?1 AND name = ?2",
+	[ST_LOOKUP_TABLE_FILE] = "SELECT " NODE_COLS_FILE
+				 " WHERE table_row = ?1 AND dir_id = 0 AND name = ?2",
+	[ST_LOOKUP_DIR_FILE] = "SELECT " NODE_COLS_FILE " WHERE table_row ="
+			       " (SELECT table_row FROM dirs WHERE id = ?1) AND dir_id = ?1 AND name = ?2",
+	[ST_LIST_BACKUP_NODES] = "SELECT " BACKUP_COLS " ORDER BY name",
+	[ST_LIST_KEYSPACES] = "SELECT " NODE_COLS_DIR("keyspaces") " WHERE backup_id = ?1 ORDER BY name",
+	[ST_LIST_TABLES] = "SELECT " NODE_COLS_DIR("tables") " WHERE keyspace_id = ?1 ORDER BY name",
+	[ST_LIST_DIRS] = "SELECT " NODE_COLS_DIR("dirs") " WHERE table_row = ?1 ORDER BY name",
+	[ST_LIST_TABLE_FILES] = "SELECT " NODE_COLS_FILE
+				" WHERE table_row = ?1 AND dir_id = 0 ORDER BY name",
+	[ST_LIST_DIR_FILES] = "SELECT " NODE_COLS_FILE " WHERE table_row ="
+			      " (SELECT table_row FROM dirs WHERE id = ?1) AND dir_id = ?1 ORDER BY name",
+	[ST_FILE_BLOB] = "SELECT b.pack_id, p.path, b.offset, b.size, b.sha256 FROM files f"
+			 " JOIN blobs b ON b.id = f.blob_id JOIN packs p ON p.id = b.pack_id"
+			 " WHERE f.id = ?1",
+	[ST_XATTR_BACKUP] = "SELECT node, cluster, datacenter, created_ns, snapshot_tag, host_id"
+			    " FROM backups WHERE id = ?1",
+	[ST_XATTR_TABLE] = "SELECT t.table_id, k.name, t.name FROM tables t"
+			   " JOIN keyspaces k ON k.id = t.keyspace_id WHERE t.id = ?1",
+	[ST_XATTR_FILE] = "SELECT b.sha256 FROM files f JOIN blobs b ON b.id = f.blob_id"
+			  " WHERE f.id = ?1",
+};
+
+struct catalog {
+	sqlite3 *db;
+	sqlite3_stmt *st[ST__COUNT];
+};
+
+/* Translates a SQLite result code to a negative errno, once, here. */
+static int errno_from_sqlite(sqlite3 *db, int rc)
+{
+	int sys = db ? sqlite3_system_errno(db) : 0;
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE:
+		return 0;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_READONLY:
+		return -EROFS;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		return -EACCES;
+	case SQLITE_CONSTRAINT:
+		return -EEXIST;
+	case SQLITE_NOTADB:
+		return -EMEDIUMTYPE;
+	case SQLITE_CORRUPT:
+		return -EUCLEAN;
+	case SQLITE_CANTOPEN:
+	case SQLITE_IOERR:
+		return sys > 0 ? -sys : -EIO;
+	default:
+		return -EIO;
+	}
+}
+
+static int cerr(catalog *c, int rc)
+{
+	return errno_from_sqlite(c->db, rc);
+}
+
+/* Hands out a statement, reset and unbound. */
+static sqlite3_stmt *stmt(catalog *c, enum stmt s)
+{
+	sqlite3_stmt *st = c->st[s];
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return st;
+}
+
+/* Steps a statement that returns no rows (or whose rows we ignore) and resets it. */
+static int exec_stmt(catalog *c, sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+	while (rc == SQLITE_ROW)
+		rc = sqlite3_step(st);
+	int rc2 = sqlite3_reset(st);
+	return cerr(c, rc == SQLITE_DONE ? rc2 : rc);
+}
+
+static int bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	return sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
+}
+
+int catalog_open(catalog **out, const char *path, int flags)
+{
+	*out = NULL;
+	struct stat sb;
+	bool create = flags & CATALOG_CREATE;
+	if (create && stat(path, &sb) == 0)
+		return -EEXIST;
+	if (!create && stat(path, &sb) < 0)
+		return -errno;
+
+	catalog *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	int oflags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
+	oflags |= (flags & CATALOG_READONLY) ? SQLITE_OPEN_READONLY
+					     : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
+	int rc = sqlite3_open_v2(path, &c->db, oflags, NULL);
+	int r = errno_from_sqlite(c->db, rc);
+	if (r < 0)
+		goto fail;
+	sqlite3_busy_timeout(c->db, 30000);
+	rc = sqlite3_exec(c->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;", NULL, NULL, NULL);
+	if (create && rc == SQLITE_OK)
+		rc = sqlite3_exec(c->db, schema_sql, NULL, NULL, NULL);
+	if ((r = errno_from_sqlite(c->db, rc)) < 0)
+		goto fail;
+
+	/* Is this ours? */
+	sqlite3_stmt *st = NULL;
+	rc = sqlite3_prepare_v2(c->db, "SELECT value FROM meta WHERE key = 'format'", -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = (rc & 0xff) == SQLITE_ERROR || (rc & 0xff) == SQLITE_NOTADB ? -EMEDIUMTYPE
+										  : cerr(c, rc);
+		goto fail;
+	}
+	rc = sqlite3_step(st);
+	r = rc == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(st, 0), CATALOG_FORMAT) == 0
+		    ? 0 : -EMEDIUMTYPE;
+	sqlite3_finalize(st);
+	if (r < 0)
+		goto fail;
+
+	for (int i = 0; i < ST__COUNT; i++) {
+		rc = sqlite3_prepare_v3(c->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &c->st[i],
+					NULL);
+		if (rc != SQLITE_OK) {
+			r = cerr(c, rc);
+			goto fail;
+		}
+	}
+	*out = c;
+	return 0;
+fail:
+	catalog_close(c);
+	return r < 0 ? r : -EIO;
+}
+
+void catalog_close(catalog *c)
+{
+	if (!c)
+		return;
+	for (int i = 0; i < ST__COUNT; i++)
+		sqlite3_finalize(c->st[i]);
+	sqlite3_close(c->db);
+	free(c);
+}
+
+const char *catalog_errmsg(catalog *c)
+{
+	return c && c->db ? sqlite3_errmsg(c->db) : "out of memory";
+}
+
+int catalog_begin(catalog *c)
+{
+	return exec_stmt(c, stmt(c, ST_BEGIN));
+}
+
+int catalog_commit(catalog *c)
+{
+	return exec_stmt(c, stmt(c, ST_COMMIT));
+}
+
+void catalog_rollback(catalog *c)
+{
+	if (!sqlite3_get_autocommit(c->db))
+		exec_stmt(c, stmt(c, ST_ROLLBACK));
+}
+
+/* Runs a query expected to give at most one row; 1 if it did, 0 if not. The statement is
+ * left on its row for the caller to read; the caller resets it with done(). */
+static int step_one(catalog *c, sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	int rc2 = sqlite3_reset(st);
+	return rc == SQLITE_DONE ? cerr(c, rc2) : cerr(c, rc);
+}
+
+static int done(catalog *c, sqlite3_stmt *st, int r)
+{
+	int rc = sqlite3_reset(st);
+	return r < 0 ? r : (rc == SQLITE_OK ? r : cerr(c, rc));
+}
+
+int catalog_backup_exists(catalog *c, const char *name)
+{
+	sqlite3_stmt *st = stmt(c, ST_BACKUP_EXISTS);
+	bind_text(st, 1, name);
+	int r = step_one(c, st);
+	return r == 1 ? done(c, st, 1) : r;
+}
+
+int catalog_blob_size_exists(catalog *c, uint64_t size)
+{
+	sqlite3_stmt *st = stmt(c, ST_BLOB_SIZE_EXISTS);
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)size);
+	int r = step_one(c, st);
+	return r == 1 ? done(c, st, 1) : r;
+}
+
+int catalog_find_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t *id)
+{
+	sqlite3_stmt *st = stmt(c, ST_FIND_BLOB);
+	sqlite3_bind_blob(st, 1, sha256, 32, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
+	int r = step_one(c, st);
+	if (r != 1)
+		return r;
+	*id = sqlite3_column_int64(st, 0);
+	return done(c, st, 1);
+}
+
+static int insert(catalog *c, sqlite3_stmt *st, int64_t *id)
+{
+	int r = exec_stmt(c, st);
+	if (r == 0 && id)
+		*id = sqlite3_last_insert_rowid(c->db);
+	return r;
+}
+
+int catalog_add_pack(catalog *c, const char *relpath, uint64_t size, uint32_t frames,
+		     int64_t created_ns, int64_t *id)
+{
+	sqlite3_stmt *st = stmt(c, ST_ADD_PACK);
+	bind_text(st, 1, relpath);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
+	sqlite3_bind_int64(st, 3, frames);
+	sqlite3_bind_int64(st, 4, created_ns);
+	return insert(c, st, id);
+}
+
+int catalog_add_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t pack_id,
+		     uint64_t offset, int64_t *id)
+{
+	sqlite3_stmt *st = stmt(c, ST_ADD_BLOB);
+	sqlite3_bind_blob(st, 1, sha256, 32, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
+	sqlite3_bind_int64(st, 3, pack_id);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)offset);
+	int r = exec_stmt(c, st);
+	if (r < 0)
+		return r;
+	/* Inserted, or a concurrent backup stored the same bytes first: either way, look it up. */
+	r = catalog_find_blob(c, sha256, size, id);
+	return r == 1 ? 0 : (r == 0 ? -EIO : r);
+}
+
+int catalog_add_backup(catalog *c, const struct cb_backup_info *b, int64_t *id)
+{
+	sqlite3_stmt *st = stmt(c, ST_ADD_BACKUP);
+	bind_text(st, 1, b->name);
+	bind_text(st, 2, b->cluster);
+	bind_text(st, 3, b->datacenter);
+	bind_text(st, 4, b->node);
+	bind_text(st, 5, b->host_id);
+	bind_text(st, 6, b->snapshot_tag);
+	sqlite3_bind_int64(st, 7, b->created_ns);
+	sqlite3_bind_int64(st, 8, b->pack_id);
+	sqlite3_bind_int64(st, 9, (sqlite3_int64)b->files);
+	sqlite3_bind_int64(st, 10, (sqlite3_int64)b->bytes);
+	sqlite3_bind_int64(st, 11, (sqlite3_int64)b->new_bytes);
+	sqlite3_bind_int64(st, 12, (sqlite3_int64)b->stored_bytes);
+	return insert(c, st, id);
+}
+
+static void bind_attr(sqlite3_stmt *st, int first, const struct cb_dir_attr *a)
+{
+	sqlite3_bind_int64(st, first, a->mode);
+	sqlite3_bind_int64(st, first + 1, a->uid);
+	sqlite3_bind_int64(st, first + 2, a->gid);
+	sqlite3_bind_int64(st, first + 3, a->mtime_ns);
+}
+
+int catalog_add_keyspace(catalog *c, int64_t backup_id, const char *name,
+			 const struct cb_dir_attr *a, int64_t *id)
+{
+	sqlite3_stmt *st = stmt(c, ST_ADD_KEYSPACE);
+	sqlite3_bind_int64(st, 1, backup_id);
+	bind_text(st, 2, name);
+	bind_attr(st, 3, a);
+	return insert(c, st, id);
+}
+
+int catalog_add_table(catalog *c, int64_t backup_id, int64_t keyspace_row, const char *name,
+		      const char *table_id, const char *schema_cql, const struct cb_dir_attr *a,
+		      int64_t *id)
+{
+	sqlite3_stmt *st = stmt(c, ST_ADD_TABLE);
+	sqlite3_bind_int64(st, 1, backup_id);
+	sqlite3_bind_int64(st, 2, keyspace_row);
+	bind_text(st, 3, name);
+	bind_text(st, 4, table_id);
+	if (schema_cql)
+		bind_text(st, 5, schema_cql);
+	bind_attr(st, 6, a);
+	return insert(c, st, id);
+}
+
+int catalog_add_dir(catalog *c, int64_t table_row, const char *name, const struct cb_dir_attr *a,
+		    int64_t *id)
+{
+	sqlite3_stmt *st = stmt(c, ST_ADD_DIR);
+	sqlite3_bind_int64(st, 1, table_row);
+	bind_text(st, 2, name);
+	bind_attr(st, 3, a);
+	return insert(c, st, id);
+}
+
+int catalog_add_file(catalog *c, const struct cb_file_info *f, int64_t *id)
+{
+	sqlite3_stmt *st = stmt(c, ST_ADD_FILE);
+	sqlite3_bind_int64(st, 1, f->backup_id);
+	sqlite3_bind_int64(st, 2, f->table_row);
+	sqlite3_bind_int64(st, 3, f->dir_id);
+	bind_text(st, 4, f->name);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)f->size);
+	sqlite3_bind_int64(st, 6, f->mode);
+	sqlite3_bind_int64(st, 7, f->uid);
+	sqlite3_bind_int64(st, 8, f->gid);
+	sqlite3_bind_int64(st, 9, f->mtime_ns);
+	sqlite3_bind_int64(st, 10, f->blob_id);
+	return insert(c, st, id);
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+	const char *s = (const char *)sqlite3_column_text(st, i);
+	return s ? s : "";
+}
+
+int catalog_list_packs(catalog *c, int (*cb)(void *ctx, int64_t id, const char *relpath),
+		       void *ctx)
+{
+	sqlite3_stmt *st = stmt(c, ST_LIST_PACKS);
+	int rc, r = 0;
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		r = cb(ctx, sqlite3_column_int64(st, 0), col_text(st, 1));
+	if (r != 0)
+		return done(c, st, r);
+	return rc == SQLITE_DONE ? done(c, st, 0) : done(c, st, cerr(c, rc));
+}
+
+int catalog_list_backups(catalog *c, int (*cb)(void *ctx, const struct cb_backup_summary *b),
+			 void *ctx)
+{
+	sqlite3_stmt *st = stmt(c, ST_LIST_BACKUPS);
+	int rc, r = 0;
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cb_backup_summary b = {
+			.id = sqlite3_column_int64(st, 0),
+			.name = col_text(st, 1),
+			.node = col_text(st, 2),
+			.cluster = col_text(st, 3),
+			.datacenter = col_text(st, 4),
+			.host_id = col_text(st, 5),
+			.snapshot_tag = col_text(st, 6),
+			.created_ns = sqlite3_column_int64(st, 7),
+			.files = (uint64_t)sqlite3_column_int64(st, 8),
+			.bytes = (uint64_t)sqlite3_column_int64(st, 9),
+			.new_bytes = (uint64_t)sqlite3_column_int64(st, 10),
+			.stored_bytes = (uint64_t)sqlite3_column_int64(st, 11),
+			.tables = (uint64_t)sqlite3_column_int64(st, 12),
+			.unique_bytes = (uint64_t)sqlite3_column_int64(st, 13),
+		};
+		r = cb(ctx, &b);
+	}
+	if (r != 0)
+		return done(c, st, r);
+	return rc == SQLITE_DONE ? done(c, st, 0) : done(c, st, cerr(c, rc));
+}
+
+/* --- tree -------------------------------------------------------------------------------- */
+
+static void read_node(sqlite3_stmt *st, enum cb_node_kind kind, struct cb_node *n)
+{
+	n->kind = kind;
+	n->ino = CB_INO(kind, sqlite3_column_int64(st, 0));
+	snprintf(n->name, sizeof(n->name), "%s", col_text(st, 1));
+	n->size = (uint64_t)sqlite3_column_int64(st, 2);
+	n->mode = (uint32_t)sqlite3_column_int64(st, 3);
+	int64_t uid = sqlite3_column_int64(st, 4), gid = sqlite3_column_int64(st, 5);
+	n->uid = uid < 0 ? CB_OWNER_UNSET : (uint32_t)uid;
+	n->gid = gid < 0 ? CB_OWNER_UNSET : (uint32_t)gid;
+	n->mtime_ns = sqlite3_column_int64(st, 6);
+	if (kind != CB_NODE_FILE)
+		n->mode = (n->mode & 07777) | S_IFDIR;
+}
+
+static void special_node(uint64_t ino, struct cb_node *n)
+{
+	*n = (struct cb_node){
+		.ino = ino,
+		.kind = CB_NODE_SPECIAL,
+		.mode = S_IFDIR | 0755,
+		.uid = CB_OWNER_UNSET,
+		.gid = CB_OWNER_UNSET,
+	};
+	snprintf(n->name, sizeof(n->name), "%s", ino == CB_INO_ROOT ? "" : "backups");
+}
+
+/* Runs a node query bound to (?1 = id, ?2 = name) and reads its single row. */
+static int node_query(catalog *c, enum stmt s, enum cb_node_kind kind, int64_t id,
+		      const char *name, struct cb_node *out)
+{
+	sqlite3_stmt *st = stmt(c, s);
+	sqlite3_bind_int64(st, 1, id);
+	if (name)
+		bind_text(st, 2, name);
+	int r = step_one(c, st);
+	if (r == 0)
+		return -ENOENT;
+	if (r < 0)
+		return r;
+	read_node(st, kind, out);
+	return done(c, st, 0);
+}
+
+int catalog_node_get(catalog *c, uint64_t ino, struct cb_node *out)
+{
+	int64_t row = CB_INO_ROW(ino);
+	switch (CB_INO_KIND(ino)) {
+	case CB_NODE_SPECIAL:
+		if (ino != CB_INO_ROOT && ino != CB_INO_BACKUPS)
+			return -ENOENT;
+		special_node(ino, out);
+		return 0;
+	case CB_NODE_BACKUP: return node_query(c, ST_GET_BACKUP, CB_NODE_BACKUP, row, NULL, out);
+	case CB_NODE_KEYSPACE: return node_query(c, ST_GET_KEYSPACE, CB_NODE_KEYSPACE, row, NULL, out);
+	case CB_NODE_TABLE: return node_query(c, ST_GET_TABLE, CB_NODE_TABLE, row, NULL, out);
+	case CB_NODE_DIR: return node_query(c, ST_GET_DIR, CB_NODE_DIR, row, NULL, out);
+	case CB_NODE_FILE: return node_query(c, ST_GET_FILE, CB_NODE_FILE, row, NULL, out);
+	default: return -ENOENT;
+	}
+}
+
+int catalog_node_lookup(catalog *c, uint64_t parent, const char *name, struct cb_node *out)
+{
+	int64_t row = CB_INO_ROW(parent);
+	int r;
+	switch (CB_INO_KIND(parent)) {
+	case CB_NODE_SPECIAL:
+		if (parent == CB_INO_ROOT) {
+			if (strcmp(name, "backups") != 0)
+				return -ENOENT;
+			special_node(CB_INO_BACKUPS, out);
+			return 0;
+		}
+		if (parent != CB_INO_BACKUPS)
+			return -ENOENT;
+		return node_query(c, ST_LOOKUP_BACKUP, CB_NODE_BACKUP, 0, name, out);
+	case CB_NODE_BACKUP:
+		return node_query(c, ST_LOOKUP_KEYSPACE, CB_NODE_KEYSPACE, row, name, out);
+	case CB_NODE_KEYSPACE:
+		return node_query(c, ST_LOOKUP_TABLE, CB_NODE_TABLE, row, name, out);
+	case CB_NODE_TABLE:
+		r = node_query(c, ST_LOOKUP_DIR, CB_NODE_DIR, row, name, out);
+		if (r != -ENOENT)
+			return r;
+		return node_query(c, ST_LOOKUP_TABLE_FILE, CB_NODE_FILE, row, name, out);
+	case CB_NODE_DIR:
+		return node_query(c, ST_LOOKUP_DIR_FILE, CB_NODE_FILE, row, name, out);
+	case CB_NODE_FILE:
+		return -ENOTDIR;
+	default:
+		return -ENOENT;
+	}
+}
+
+static int list_query(catalog *c, enum stmt s, enum cb_node_kind kind, int64_t id,
+		      int (*cb)(void *ctx, const struct cb_node *n), void *ctx)
+{
+	sqlite3_stmt *st = stmt(c, s);
+	sqlite3_bind_int64(st, 1, id);
+	int rc, r = 0;
+	struct cb_node n;
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		read_node(st, kind, &n);
+		r = cb(ctx, &n);
+	}
+	if (r != 0)
+		return done(c, st, r);
+	return rc == SQLITE_DONE ? done(c, st, 0) : done(c, st, cerr(c, rc));
+}
+
+int catalog_node_list(catalog *c, uint64_t parent,
+		      int (*cb)(void *ctx, const struct cb_node *n), void *ctx)
+{
+	int64_t row = CB_INO_ROW(parent);
+	int r;
+	struct cb_node n;
+	switch (CB_INO_KIND(parent)) {
+	case CB_NODE_SPECIAL:
+		if (parent == CB_INO_ROOT) {
+			special_node(CB_INO_BACKUPS, &n);
+			return cb(ctx, &n);
+		}
+		if (parent != CB_INO_BACKUPS)
+			return -ENOENT;
+		return list_query(c, ST_LIST_BACKUP_NODES, CB_NODE_BACKUP, 0, cb, ctx);
+	case CB_NODE_BACKUP:
+		return list_query(c, ST_LIST_KEYSPACES, CB_NODE_KEYSPACE, row, cb, ctx);
+	case CB_NODE_KEYSPACE:
+		return list_query(c, ST_LIST_TABLES, CB_NODE_TABLE, row, cb, ctx);
+	case CB_NODE_TABLE:
+		r = list_query(c, ST_LIST_DIRS, CB_NODE_DIR, row, cb, ctx);
+		if (r != 0)
+			return r;
+		return list_query(c, ST_LIST_TABLE_FILES, CB_NODE_FILE, row, cb, ctx);
+	case CB_NODE_DIR:
+		return list_query(c, ST_LIST_DIR_FILES, CB_NODE_FILE, row, cb, ctx);
+	case CB_NODE_FILE:
+		return -ENOTDIR;
+	default:
+		return -ENOENT;
+	}
+}
+
+int catalog_file_blob(catalog *c, uint64_t ino, struct cb_blob_loc *out)
+{
+	if (CB_INO_KIND(ino) != CB_NODE_FILE)
+		return -ENOENT;
+	sqlite3_stmt *st = stmt(c, ST_FILE_BLOB);
+	sqlite3_bind_int64(st, 1, CB_INO_ROW(ino));
+	int r = step_one(c, st);
+	if (r == 0)
+		return -ENOENT;
+	if (r < 0)
+		return r;
+	out->pack_id = sqlite3_column_int64(st, 0);
+	snprintf(out->pack_path, sizeof(out->pack_path), "%s", col_text(st, 1));
+	out->offset = (uint64_t)sqlite3_column_int64(st, 2);
+	out->size = (uint64_t)sqlite3_column_int64(st, 3);
+	if (sqlite3_column_bytes(st, 4) == 32)
+		memcpy(out->sha256, sqlite3_column_blob(st, 4), 32);
+	else
+		r = -EUCLEAN;
+	return done(c, st, r < 0 ? r : 0);
+}
+
+int catalog_node_xattrs(catalog *c, uint64_t ino,
+			int (*cb)(void *ctx, const char *name, const char *value), void *ctx)
+{
+	sqlite3_stmt *st;
+	int r;
+	char buf[80];
+	switch (CB_INO_KIND(ino)) {
+	case CB_NODE_BACKUP:
+		st = stmt(c, ST_XATTR_BACKUP);
+		sqlite3_bind_int64(st, 1, CB_INO_ROW(ino));
+		if ((r = step_one(c, st)) <= 0)
+			return r == 0 ? -ENOENT : r;
+		format_time_utc(sqlite3_column_int64(st, 3), buf, sizeof(buf));
+		if ((r = cb(ctx, "user.cassbackup.node", col_text(st, 0))) == 0 &&
+		    (r = cb(ctx, "user.cassbackup.cluster", col_text(st, 1))) == 0 &&
+		    (r = cb(ctx, "user.cassbackup.datacenter", col_text(st, 2))) == 0 &&
+		    (r = cb(ctx, "user.cassbackup.created", buf)) == 0 &&
+		    (r = cb(ctx, "user.cassbackup.snapshot_tag", col_text(st, 4))) == 0 &&
+		    *col_text(st, 5))
+			r = cb(ctx, "user.cassbackup.host_id", col_text(st, 5));
+		return done(c, st, r);
+	case CB_NODE_TABLE:
+		st = stmt(c, ST_XATTR_TABLE);
+		sqlite3_bind_int64(st, 1, CB_INO_ROW(ino));
+		if ((r = step_one(c, st)) <= 0)
+			return r == 0 ? -ENOENT : r;
+		if ((r = cb(ctx, "user.cassbackup.table_id", col_text(st, 0))) == 0 &&
+		    (r = cb(ctx, "user.cassbackup.keyspace", col_text(st, 1))) == 0)
+			r = cb(ctx, "user.cassbackup.table", col_text(st, 2));
+		return done(c, st, r);
+	case CB_NODE_FILE:
+		st = stmt(c, ST_XATTR_FILE);
+		sqlite3_bind_int64(st, 1, CB_INO_ROW(ino));
+		if ((r = step_one(c, st)) <= 0)
+			return r == 0 ? -ENOENT : r;
+		if (sqlite3_column_bytes(st, 0) != 32)
+			return done(c, st, -EUCLEAN);
+		hex_encode(sqlite3_column_blob(st, 0), 32, buf);
+		return done(c, st, cb(ctx, "user.cassbackup.sha256", buf));
+	default:
+		return 0;
+	}
+}

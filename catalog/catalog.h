@@ -1,0 +1,168 @@
+/* catalog.h: the SQLite index of a store.
+ *
+ * One catalog handle is one SQLite connection and its prepared statements; it belongs to one
+ * thread at a time (the mount gives each worker thread its own). The database runs in WAL mode,
+ * so readers (the mount) never block the writer (a backup being registered) and vice versa.
+ *
+ * The catalog is an index: every fact in it is also in the packs' manifests.
+ *
+ * Tree for the mount. Inode numbers are (row id << 3 | kind) and therefore stable across mounts:
+ *   /                      CB_INO_ROOT (kind SPECIAL, row 0)
+ *   /backups               CB_INO_BACKUPS (kind SPECIAL, row 1)
+ *   /backups/<name>        BACKUP rows
+ *   .../<keyspace>         KEYSPACE rows
+ *   .../<table>            TABLE rows
+ *   .../<table>/.<index>   DIR rows (secondary index sstables)
+ *   .../<file>             FILE rows
+ */
+#ifndef CASSBACKUP_CATALOG_H
+#define CASSBACKUP_CATALOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct catalog catalog;
+
+enum catalog_flags {
+	CATALOG_READONLY = 1 << 0, /* open for queries only */
+	CATALOG_CREATE = 1 << 1,   /* create a new, empty catalog (fails if the file exists) */
+};
+
+/* Opens (or creates) the catalog at path. -ENOENT when missing, -EMEDIUMTYPE when the file is not
+ * a cassbackup catalog, other -errno for I/O. On failure *out is NULL. */
+int catalog_open(catalog **out, const char *path, int flags);
+void catalog_close(catalog *c); /* accepts NULL */
+
+/* The last SQLite error message of this handle, for a program to print. Never NULL. */
+const char *catalog_errmsg(catalog *c);
+
+/* Write transaction (BEGIN IMMEDIATE) around a backup's registration. */
+int catalog_begin(catalog *c);
+int catalog_commit(catalog *c);
+void catalog_rollback(catalog *c);
+
+/* --- writer ------------------------------------------------------------------------------ */
+
+struct cb_backup_info {
+	const char *name;
+	const char *cluster;
+	const char *datacenter;
+	const char *node;
+	const char *host_id;
+	const char *snapshot_tag;
+	int64_t created_ns;
+	int64_t pack_id;
+	uint64_t files;
+	uint64_t bytes;        /* logical bytes of all files */
+	uint64_t new_bytes;    /* logical bytes written to this backup's pack */
+	uint64_t stored_bytes; /* size of this backup's pack */
+};
+
+struct cb_dir_attr {
+	uint32_t mode, uid, gid;
+	int64_t mtime_ns;
+};
+
+struct cb_file_info {
+	int64_t backup_id;
+	int64_t table_row;
+	int64_t dir_id; /* 0: the table directory itself */
+	const char *name;
+	uint64_t size;
+	uint32_t mode, uid, gid;
+	int64_t mtime_ns;
+	int64_t blob_id;
+};
+
+/* 1 when a backup of that name exists, 0 when not, or -errno. */
+int catalog_backup_exists(catalog *c, const char *name);
+/* 1 when some blob has exactly this size (a file of another size can't be a duplicate). */
+int catalog_blob_size_exists(catalog *c, uint64_t size);
+/* 1 and *id when a blob with this content is stored, 0 when not. */
+int catalog_find_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t *id);
+
+int catalog_add_pack(catalog *c, const char *relpath, uint64_t size, uint32_t frames,
+		     int64_t created_ns, int64_t *id);
+/* Adds a blob, or returns the id of the one already stored with that content. */
+int catalog_add_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t pack_id,
+		     uint64_t offset, int64_t *id);
+int catalog_add_backup(catalog *c, const struct cb_backup_info *b, int64_t *id);
+int catalog_add_keyspace(catalog *c, int64_t backup_id, const char *name,
+			 const struct cb_dir_attr *a, int64_t *id);
+int catalog_add_table(catalog *c, int64_t backup_id, int64_t keyspace_row, const char *name,
+		      const char *table_id, const char *schema_cql, const struct cb_dir_attr *a,
+		      int64_t *id);
+int catalog_add_dir(catalog *c, int64_t table_row, const char *name, const struct cb_dir_attr *a,
+		    int64_t *id);
+int catalog_add_file(catalog *c, const struct cb_file_info *f, int64_t *id);
+
+/* Packs the catalog knows, for reclaiming packs it doesn't. cb returns 0 to go on. */
+int catalog_list_packs(catalog *c, int (*cb)(void *ctx, int64_t id, const char *relpath),
+		       void *ctx);
+
+/* --- listing ----------------------------------------------------------------------------- */
+
+struct cb_backup_summary {
+	int64_t id;
+	const char *name, *node, *cluster, *datacenter, *host_id, *snapshot_tag;
+	int64_t created_ns;
+	uint64_t tables, files, bytes, new_bytes, stored_bytes;
+	uint64_t unique_bytes; /* logical bytes of blobs no other backup references */
+};
+
+/* Calls cb for every backup, oldest first; strings are valid during the call only. */
+int catalog_list_backups(catalog *c, int (*cb)(void *ctx, const struct cb_backup_summary *b),
+			 void *ctx);
+
+/* --- tree -------------------------------------------------------------------------------- */
+
+enum cb_node_kind {
+	CB_NODE_SPECIAL = 1,
+	CB_NODE_BACKUP,
+	CB_NODE_KEYSPACE,
+	CB_NODE_TABLE,
+	CB_NODE_DIR,
+	CB_NODE_FILE,
+};
+
+#define CB_INO(kind, row) (((uint64_t)(row) << 3) | (uint64_t)(kind))
+#define CB_INO_KIND(ino) ((int)((ino) & 7))
+#define CB_INO_ROW(ino) ((int64_t)((ino) >> 3))
+#define CB_INO_ROOT CB_INO(CB_NODE_SPECIAL, 0) /* == 1, FUSE_ROOT_ID */
+#define CB_INO_BACKUPS CB_INO(CB_NODE_SPECIAL, 1)
+#define CB_OWNER_UNSET UINT32_MAX /* uid/gid not recorded: the caller picks one */
+
+struct cb_node {
+	uint64_t ino;
+	enum cb_node_kind kind;
+	uint64_t size;
+	uint32_t mode; /* with file type bits */
+	uint32_t uid, gid;
+	int64_t mtime_ns; /* 0: not recorded */
+	char name[256];
+};
+
+/* Node by inode number; -ENOENT when there is none. */
+int catalog_node_get(catalog *c, uint64_t ino, struct cb_node *out);
+/* Child of parent by name; -ENOENT, or -ENOTDIR when parent is a file. */
+int catalog_node_lookup(catalog *c, uint64_t parent, const char *name, struct cb_node *out);
+/* Calls cb for each child of parent, in a stable order. cb returns 0 to go on. */
+int catalog_node_list(catalog *c, uint64_t parent,
+		      int (*cb)(void *ctx, const struct cb_node *n), void *ctx);
+
+struct cb_blob_loc {
+	int64_t pack_id;
+	char pack_path[256];
+	uint64_t offset; /* of the file's first byte in the pack's tar stream */
+	uint64_t size;
+	unsigned char sha256[32];
+};
+
+/* Where a FILE node's bytes are. -ENOENT when ino is not a file. */
+int catalog_file_blob(catalog *c, uint64_t ino, struct cb_blob_loc *out);
+
+/* Extended attributes of a node: cb(name, value) for each. */
+int catalog_node_xattrs(catalog *c, uint64_t ino,
+			int (*cb)(void *ctx, const char *name, const char *value), void *ctx);
+
+#endif

@@ -1,0 +1,37 @@
+/* io.h: the one small interface packs are read through.
+ *
+ * Readers of packs never touch file descriptors directly, so that a pack can later be backed by
+ * ranged GETs against object storage: an implementation only needs positional reads and a size.
+ */
+#ifndef CASSBACKUP_IO_H
+#define CASSBACKUP_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct cb_io;
+
+struct cb_io_ops {
+	/* Reads up to len bytes at off; returns bytes read (short only at end) or -errno. */
+	ssize_t (*pread)(struct cb_io *io, void *buf, size_t len, uint64_t off);
+	void (*close)(struct cb_io *io);
+};
+
+struct cb_io {
+	const struct cb_io_ops *ops;
+	uint64_t size;
+};
+
+/* Opens a local file for reading. 0 or -errno; *out is owned by the caller (cb_io_close). */
+int cb_io_open_file(const char *path, struct cb_io **out);
+
+static inline ssize_t cb_io_pread(struct cb_io *io, void *buf, size_t len, uint64_t off)
+{
+	return io->ops->pread(io, buf, len, off);
+}
+
+/* Accepts NULL. */
+void cb_io_close(struct cb_io *io);
+
+#endif

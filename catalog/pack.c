@@ -1,0 +1,195 @@
+/* pack.c: see pack.h. */
+#include "pack.h"
+#include "seekable.h"
+#include "util.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define COPY_CHUNK (1u << 20)
+
+struct pack_writer {
+	struct archive *a;
+	seekable_writer *sw;
+	char *buf;
+	int err; /* sticky: first failure */
+	char msg[256];
+};
+
+static la_ssize_t sink_write(struct archive *a, void *ctx, const void *buf, size_t len)
+{
+	pack_writer *w = ctx;
+	if (w->err) { /* a failed or abandoned pack: write nothing more */
+		archive_set_error(a, -w->err, "%s", strerror(-w->err));
+		return -1;
+	}
+	int r = seekable_writer_write(w->sw, buf, len);
+	if (r < 0) {
+		archive_set_error(a, -r, "%s", strerror(-r));
+		return -1;
+	}
+	return (la_ssize_t)len;
+}
+
+/* Maps a libarchive failure to -errno, remembering the first error. */
+static int fail(pack_writer *w, int fallback)
+{
+	if (w->err == 0) {
+		int e = archive_errno(w->a);
+		w->err = e > 0 ? -e : fallback;
+		const char *s = archive_error_string(w->a);
+		if (s)
+			snprintf(w->msg, sizeof(w->msg), "%s", s);
+	}
+	return w->err;
+}
+
+int pack_writer_new(pack_writer **out, int fd, int level, unsigned nthreads)
+{
+	pack_writer *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	int r = seekable_writer_new(&w->sw, fd, level, nthreads, SEEKABLE_DEFAULT_FRAME_SIZE);
+	if (r < 0)
+		goto fail;
+	r = -ENOMEM;
+	w->buf = malloc(COPY_CHUNK);
+	w->a = archive_write_new();
+	if (!w->buf || !w->a)
+		goto fail;
+	/* No blocking: every header and data byte reaches sink_write as it is produced, so the
+	 * stream offset after archive_write_header() is where the member's data begins. */
+	if (archive_write_set_format_pax(w->a) != ARCHIVE_OK ||
+	    archive_write_set_bytes_per_block(w->a, 0) != ARCHIVE_OK ||
+	    archive_write_open2(w->a, w, NULL, sink_write, NULL, NULL) != ARCHIVE_OK) {
+		r = fail(w, -EIO);
+		goto fail;
+	}
+	*out = w;
+	return 0;
+fail:
+	pack_writer_free(w);
+	return r;
+}
+
+static int write_header(pack_writer *w, const struct pack_member *m, uint64_t *data_off)
+{
+	if (w->err)
+		return w->err;
+	struct archive_entry *e = archive_entry_new();
+	if (!e)
+		return w->err = -ENOMEM;
+	archive_entry_set_pathname(e, m->path);
+	archive_entry_set_filetype(e, AE_IFREG);
+	archive_entry_set_perm(e, m->mode & 07777);
+	archive_entry_set_size(e, (la_int64_t)m->size);
+	archive_entry_set_uid(e, m->uid);
+	archive_entry_set_gid(e, m->gid);
+	archive_entry_set_mtime(e, m->mtime_ns / 1000000000, m->mtime_ns % 1000000000);
+	int r = archive_write_header(w->a, e);
+	archive_entry_free(e);
+	if (r != ARCHIVE_OK)
+		return fail(w, -EIO);
+	r = seekable_writer_cut(w->sw);
+	if (r < 0)
+		return w->err = r;
+	*data_off = seekable_writer_offset(w->sw);
+	return 0;
+}
+
+static int write_data(pack_writer *w, const void *buf, size_t len)
+{
+	la_ssize_t n = archive_write_data(w->a, buf, len);
+	if (n < 0 || (size_t)n != len)
+		return fail(w, -EIO);
+	return 0;
+}
+
+int pack_writer_add_fd(pack_writer *w, const struct pack_member *m, int src_fd,
+		       unsigned char sha256[32], uint64_t *data_off,
+		       const volatile sig_atomic_t *cancel, progress_fn progress, void *pctx)
+{
+	sha256_ctx *h;
+	int r = sha256_new(&h);
+	if (r < 0)
+		return w->err = r;
+	r = write_header(w, m, data_off);
+	posix_fadvise(src_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	uint64_t off = 0;
+	while (r == 0) {
+		if (cancel && *cancel) {
+			r = -ECANCELED;
+			break;
+		}
+		ssize_t n = pread_full(src_fd, w->buf, COPY_CHUNK, (off_t)off);
+		if (n < 0) {
+			r = (int)n;
+			break;
+		}
+		if (n == 0 || off + (uint64_t)n > m->size) {
+			if (off + (uint64_t)n != m->size)
+				r = -ESTALE;
+			else if (n > 0 && (r = sha256_update(h, w->buf, (size_t)n)) == 0)
+				r = write_data(w, w->buf, (size_t)n);
+			if (r == 0 && progress && n > 0)
+				progress(pctx, (uint64_t)n);
+			break;
+		}
+		if ((r = sha256_update(h, w->buf, (size_t)n)) < 0 ||
+		    (r = write_data(w, w->buf, (size_t)n)) < 0)
+			break;
+		off += (uint64_t)n;
+		if (progress)
+			progress(pctx, (uint64_t)n);
+	}
+	if (r == 0)
+		r = sha256_final(h, sha256);
+	sha256_free(h);
+	if (r < 0 && w->err == 0)
+		w->err = r;
+	return r;
+}
+
+int pack_writer_add_buffer(pack_writer *w, const struct pack_member *m, const void *data,
+			   uint64_t *data_off)
+{
+	int r = write_header(w, m, data_off);
+	if (r == 0 && m->size)
+		r = write_data(w, data, (size_t)m->size);
+	return r;
+}
+
+int pack_writer_finish(pack_writer *w, uint64_t *compressed, uint32_t *frames)
+{
+	if (w->err)
+		return w->err;
+	if (archive_write_close(w->a) != ARCHIVE_OK)
+		return fail(w, -EIO);
+	int r = seekable_writer_finish(w->sw, compressed, frames);
+	if (r < 0)
+		w->err = r;
+	return r;
+}
+
+const char *pack_writer_errmsg(pack_writer *w)
+{
+	return w && w->msg[0] ? w->msg : NULL;
+}
+
+void pack_writer_free(pack_writer *w)
+{
+	if (!w)
+		return;
+	if (w->err == 0)
+		w->err = -ECANCELED; /* if still open, archive_write_free()'s close writes nothing */
+	if (w->a)
+		archive_write_free(w->a); /* closes, harmlessly, if still open */
+	seekable_writer_free(w->sw);
+	free(w->buf);
+	free(w);
+}

@@ -1,0 +1,48 @@
+/* pack.h: writing a pack: a pax tar stream (libarchive) compressed as seekable zstd.
+ *
+ * Each member's data starts a new zstd frame, so a file's bytes begin at a frame boundary and
+ * its offset in the tar stream is where a reader seeks to. `tar --zstd -xf` of a pack restores
+ * the members under their names; `zstd -t` checks every frame.
+ */
+#ifndef CASSBACKUP_PACK_H
+#define CASSBACKUP_PACK_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "hash.h"
+
+typedef struct pack_writer pack_writer;
+
+struct pack_member {
+	const char *path; /* member name, relative */
+	uint64_t size;
+	uint32_t mode; /* permission bits; members are regular files */
+	uint32_t uid, gid;
+	int64_t mtime_ns;
+};
+
+/* Starts a pack on fd. level: zstd level; nthreads: compression threads (0: the caller's). */
+int pack_writer_new(pack_writer **out, int fd, int level, unsigned nthreads);
+
+/* Adds a member with m->size bytes read from src_fd, hashing them into sha256.
+ * *data_off gets the offset of the member's first data byte in the tar stream.
+ * -ESTALE when the file's length differs from m->size, -ECANCELED when *cancel is set, the
+ * sink's error (e.g. -ENOSPC) when writing fails. Any error leaves the pack unusable. */
+int pack_writer_add_fd(pack_writer *w, const struct pack_member *m, int src_fd,
+		       unsigned char sha256[32], uint64_t *data_off,
+		       const volatile sig_atomic_t *cancel, progress_fn progress, void *pctx);
+
+/* Adds a member from memory (m->size bytes at data). */
+int pack_writer_add_buffer(pack_writer *w, const struct pack_member *m, const void *data,
+			   uint64_t *data_off);
+
+/* Ends the tar stream and writes the seek table. */
+int pack_writer_finish(pack_writer *w, uint64_t *compressed, uint32_t *frames);
+
+/* libarchive's message for the last failure, if it had one; else NULL. */
+const char *pack_writer_errmsg(pack_writer *w);
+
+void pack_writer_free(pack_writer *w); /* accepts NULL */
+
+#endif

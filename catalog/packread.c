@@ -1,0 +1,396 @@
+/* packread.c: see packread.h. */
+#include "packread.h"
+#include "io.h"
+#include "seekable.h"
+#include "util.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <zstd.h>
+
+#define PACK_BUCKETS 256
+#define FRAME_BUCKETS 4096
+#define MAX_IDLE_PACKS 128
+
+struct preader {
+	int64_t id;
+	struct cb_io *io;
+	struct seek_table *table;
+	unsigned refs;
+	struct preader *next;
+};
+
+enum { FRAME_LOADING, FRAME_READY };
+
+struct frame {
+	int64_t pack;
+	uint32_t index;
+	int state;
+	unsigned refs;
+	int err; /* set when loading failed; the entry is then unlinked */
+	unsigned char *data;
+	size_t len;
+	struct frame *next;             /* hash chain */
+	struct frame *lru_prev, *lru_next; /* most recent at head */
+};
+
+struct pack_cache {
+	char *store_dir;
+	size_t budget;
+	pthread_mutex_t mu;
+	pthread_cond_t loaded;
+	struct preader *packs[PACK_BUCKETS];
+	unsigned npacks;
+	struct frame *frames[FRAME_BUCKETS];
+	struct frame *lru_head, *lru_tail;
+	size_t used;
+	struct pack_cache_stats stats;
+};
+
+/* Per-thread decompression state. */
+struct tls {
+	ZSTD_DCtx *dctx;
+	void *scratch;
+	size_t scratch_cap;
+};
+static pthread_key_t tls_key;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+
+static void tls_destroy(void *p)
+{
+	struct tls *t = p;
+	ZSTD_freeDCtx(t->dctx);
+	free(t->scratch);
+	free(t);
+}
+
+static void tls_init(void)
+{
+	pthread_key_create(&tls_key, tls_destroy);
+}
+
+static struct tls *tls_get(void)
+{
+	pthread_once(&tls_once, tls_init);
+	struct tls *t = pthread_getspecific(tls_key);
+	if (t)
+		return t;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->dctx = ZSTD_createDCtx();
+	if (!t->dctx) {
+		free(t);
+		return NULL;
+	}
+	pthread_setspecific(tls_key, t);
+	return t;
+}
+
+int pack_cache_new(pack_cache **out, const char *store_dir, size_t cache_bytes)
+{
+	pack_cache *pc = calloc(1, sizeof(*pc));
+	if (!pc)
+		return -ENOMEM;
+	pc->store_dir = strdup(store_dir);
+	if (!pc->store_dir) {
+		free(pc);
+		return -ENOMEM;
+	}
+	pc->budget = cache_bytes;
+	pthread_mutex_init(&pc->mu, NULL);
+	pthread_cond_init(&pc->loaded, NULL);
+	*out = pc;
+	return 0;
+}
+
+static void preader_close(struct preader *p)
+{
+	cb_io_close(p->io);
+	seek_table_free(p->table);
+	free(p);
+}
+
+void pack_cache_free(pack_cache *pc)
+{
+	if (!pc)
+		return;
+	for (unsigned b = 0; b < PACK_BUCKETS; b++) {
+		for (struct preader *p = pc->packs[b], *n; p; p = n) {
+			n = p->next;
+			preader_close(p);
+		}
+	}
+	for (struct frame *f = pc->lru_head, *n; f; f = n) {
+		n = f->lru_next;
+		free(f->data);
+		free(f);
+	}
+	pthread_cond_destroy(&pc->loaded);
+	pthread_mutex_destroy(&pc->mu);
+	free(pc->store_dir);
+	free(pc);
+}
+
+/* Drops readers nobody uses. Called with mu held. */
+static void close_idle_packs(pack_cache *pc)
+{
+	for (unsigned b = 0; b < PACK_BUCKETS; b++) {
+		struct preader **pp = &pc->packs[b];
+		while (*pp) {
+			struct preader *p = *pp;
+			if (p->refs == 0) {
+				*pp = p->next;
+				preader_close(p);
+				pc->npacks--;
+			} else {
+				pp = &p->next;
+			}
+		}
+	}
+}
+
+static int get_pack(pack_cache *pc, int64_t id, const char *relpath, struct preader **out)
+{
+	unsigned b = (unsigned)((uint64_t)id % PACK_BUCKETS);
+	pthread_mutex_lock(&pc->mu);
+	for (struct preader *p = pc->packs[b]; p; p = p->next) {
+		if (p->id == id) {
+			p->refs++;
+			pthread_mutex_unlock(&pc->mu);
+			*out = p;
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&pc->mu);
+
+	/* Open outside the lock; if another thread raced us, keep theirs. */
+	struct strbuf path = {0};
+	int r = sb_printf(&path, "%s/%s", pc->store_dir, relpath);
+	struct preader *np = calloc(1, sizeof(*np));
+	if (r == 0 && !np)
+		r = -ENOMEM;
+	if (r == 0)
+		r = cb_io_open_file(path.buf, &np->io);
+	if (r == 0)
+		r = seek_table_read(np->io, &np->table);
+	sb_free(&path);
+	if (r < 0) {
+		if (np)
+			preader_close(np);
+		return r;
+	}
+	np->id = id;
+	np->refs = 1;
+
+	pthread_mutex_lock(&pc->mu);
+	for (struct preader *p = pc->packs[b]; p; p = p->next) {
+		if (p->id == id) {
+			p->refs++;
+			pthread_mutex_unlock(&pc->mu);
+			preader_close(np);
+			*out = p;
+			return 0;
+		}
+	}
+	if (pc->npacks >= MAX_IDLE_PACKS)
+		close_idle_packs(pc);
+	np->next = pc->packs[b];
+	pc->packs[b] = np;
+	pc->npacks++;
+	pthread_mutex_unlock(&pc->mu);
+	*out = np;
+	return 0;
+}
+
+static void put_pack(pack_cache *pc, struct preader *p)
+{
+	pthread_mutex_lock(&pc->mu);
+	p->refs--;
+	pthread_mutex_unlock(&pc->mu);
+}
+
+static unsigned frame_bucket(int64_t pack, uint32_t index)
+{
+	uint64_t h = (uint64_t)pack * 0x9E3779B97F4A7C15ull ^ (uint64_t)index * 0xC2B2AE3D27D4EB4Full;
+	return (unsigned)(h >> 40) % FRAME_BUCKETS;
+}
+
+static void lru_unlink(pack_cache *pc, struct frame *f)
+{
+	if (f->lru_prev)
+		f->lru_prev->lru_next = f->lru_next;
+	else
+		pc->lru_head = f->lru_next;
+	if (f->lru_next)
+		f->lru_next->lru_prev = f->lru_prev;
+	else
+		pc->lru_tail = f->lru_prev;
+	f->lru_prev = f->lru_next = NULL;
+}
+
+static void lru_push(pack_cache *pc, struct frame *f)
+{
+	f->lru_prev = NULL;
+	f->lru_next = pc->lru_head;
+	if (pc->lru_head)
+		pc->lru_head->lru_prev = f;
+	pc->lru_head = f;
+	if (!pc->lru_tail)
+		pc->lru_tail = f;
+}
+
+static void hash_unlink(pack_cache *pc, struct frame *f)
+{
+	struct frame **pp = &pc->frames[frame_bucket(f->pack, f->index)];
+	while (*pp && *pp != f)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = f->next;
+}
+
+/* Frees unreferenced frames from the cold end until within budget. Called with mu held. */
+static void evict(pack_cache *pc)
+{
+	struct frame *f = pc->lru_tail;
+	while (pc->used > pc->budget && f) {
+		struct frame *prev = f->lru_prev;
+		if (f->refs == 0 && f->state == FRAME_READY) {
+			hash_unlink(pc, f);
+			lru_unlink(pc, f);
+			pc->used -= f->len;
+			pc->stats.evictions++;
+			free(f->data);
+			free(f);
+		}
+		f = prev;
+	}
+}
+
+/* Returns frame `index` of pack p, decoded, with a reference held (release with put_frame). */
+static int get_frame(pack_cache *pc, struct preader *p, uint32_t index, struct frame **out)
+{
+	unsigned b = frame_bucket(p->id, index);
+	pthread_mutex_lock(&pc->mu);
+	for (;;) {
+		struct frame *f = pc->frames[b];
+		while (f && !(f->pack == p->id && f->index == index))
+			f = f->next;
+		if (!f)
+			break;
+		f->refs++;
+		while (f->state == FRAME_LOADING && f->err == 0)
+			pthread_cond_wait(&pc->loaded, &pc->mu);
+		if (f->err) {
+			int r = f->err;
+			if (--f->refs == 0)
+				free(f); /* already unlinked by the loader */
+			pthread_mutex_unlock(&pc->mu);
+			return r;
+		}
+		pc->stats.hits++;
+		lru_unlink(pc, f);
+		lru_push(pc, f);
+		pthread_mutex_unlock(&pc->mu);
+		*out = f;
+		return 0;
+	}
+
+	struct frame *f = calloc(1, sizeof(*f));
+	if (!f) {
+		pthread_mutex_unlock(&pc->mu);
+		return -ENOMEM;
+	}
+	f->pack = p->id;
+	f->index = index;
+	f->state = FRAME_LOADING;
+	f->refs = 1;
+	f->len = seek_table_frame_size(p->table, index);
+	f->next = pc->frames[b];
+	pc->frames[b] = f;
+	pc->stats.misses++;
+	pthread_mutex_unlock(&pc->mu);
+
+	struct tls *t = tls_get();
+	int r = t ? 0 : -ENOMEM;
+	if (r == 0) {
+		f->data = malloc(f->len ? f->len : 1);
+		if (!f->data)
+			r = -ENOMEM;
+	}
+	if (r == 0)
+		r = seekable_decode_frame(p->io, p->table, index, t->dctx, f->data, &t->scratch,
+					  &t->scratch_cap);
+
+	pthread_mutex_lock(&pc->mu);
+	if (r < 0) {
+		hash_unlink(pc, f);
+		free(f->data);
+		f->data = NULL;
+		f->err = r;
+		pthread_cond_broadcast(&pc->loaded);
+		if (--f->refs == 0)
+			free(f);
+		pthread_mutex_unlock(&pc->mu);
+		return r;
+	}
+	f->state = FRAME_READY;
+	lru_push(pc, f);
+	pc->used += f->len;
+	evict(pc);
+	pthread_cond_broadcast(&pc->loaded);
+	pthread_mutex_unlock(&pc->mu);
+	*out = f;
+	return 0;
+}
+
+static void put_frame(pack_cache *pc, struct frame *f)
+{
+	pthread_mutex_lock(&pc->mu);
+	f->refs--;
+	if (f->refs == 0 && pc->used > pc->budget)
+		evict(pc);
+	pthread_mutex_unlock(&pc->mu);
+}
+
+int pack_cache_read(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_t off, void *buf,
+		    size_t len)
+{
+	struct preader *p;
+	int r = get_pack(pc, pack_id, relpath, &p);
+	if (r < 0)
+		return r;
+	uint64_t total = p->table->doff[p->table->frames];
+	if (off > total || len > total - off) {
+		put_pack(pc, p);
+		return -EINVAL;
+	}
+	unsigned char *dst = buf;
+	while (len) {
+		uint32_t i = seek_table_frame_at(p->table, off);
+		struct frame *f = NULL;
+		r = get_frame(pc, p, i, &f);
+		if (r < 0)
+			break;
+		size_t in = (size_t)(off - p->table->doff[i]);
+		size_t n = f->len - in < len ? f->len - in : len;
+		memcpy(dst, f->data + in, n);
+		put_frame(pc, f);
+		dst += n;
+		off += n;
+		len -= n;
+	}
+	put_pack(pc, p);
+	return r;
+}
+
+void pack_cache_get_stats(pack_cache *pc, struct pack_cache_stats *st)
+{
+	pthread_mutex_lock(&pc->mu);
+	*st = pc->stats;
+	st->bytes = pc->used;
+	pthread_mutex_unlock(&pc->mu);
+}

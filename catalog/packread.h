@@ -1,0 +1,34 @@
+/* packread.h: reading the decompressed tar stream of packs, with a bounded frame cache.
+ *
+ * Thread-safe: any number of threads may call pack_cache_read() at once. Each thread gets its
+ * own zstd decompression context; a frame being decoded by one thread is waited for, not
+ * decoded again, by others. Packs are opened lazily through the cb_io interface.
+ */
+#ifndef CASSBACKUP_PACKREAD_H
+#define CASSBACKUP_PACKREAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct pack_cache pack_cache;
+
+/* store_dir: the store root; pack paths are relative to it. cache_bytes bounds the decoded
+ * frames kept (frames in use by a reader are kept even past it). */
+int pack_cache_new(pack_cache **out, const char *store_dir, size_t cache_bytes);
+
+/* Accepts NULL. No read may be in progress. */
+void pack_cache_free(pack_cache *pc);
+
+/* Copies len bytes at offset off of the decompressed stream of pack `pack_id` (at `relpath`
+ * under the store) into buf. 0 on success; -ENOENT when the pack file is missing, -EINVAL when
+ * it has no valid seek table or the range lies outside it, -EIO when a frame is corrupt. */
+int pack_cache_read(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_t off, void *buf,
+		    size_t len);
+
+struct pack_cache_stats {
+	uint64_t hits, misses, evictions;
+	size_t bytes;
+};
+void pack_cache_get_stats(pack_cache *pc, struct pack_cache_stats *st);
+
+#endif

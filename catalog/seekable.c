@@ -1,0 +1,500 @@
+/* seekable.c: zstd seekable format writer and reader; see seekable.h. */
+#include "seekable.h"
+
+#include <zstd_errors.h>
+#include "util.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)v;
+	p[1] = (unsigned char)(v >> 8);
+	p[2] = (unsigned char)(v >> 16);
+	p[3] = (unsigned char)(v >> 24);
+}
+
+static uint32_t get_le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* --- writer ----------------------------------------------------------------------------- */
+
+enum job_state { JOB_FREE, JOB_QUEUED, JOB_BUSY, JOB_DONE };
+
+struct job {
+	unsigned char *in;
+	size_t in_len;
+	unsigned char *out;
+	size_t out_len;
+	enum job_state state;
+	int err;
+	uint64_t seq;
+};
+
+struct seekable_writer {
+	int fd;
+	int level;
+	size_t frame_size;
+	size_t out_cap;
+
+	unsigned nthreads;
+	pthread_t *threads;
+	unsigned started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv_work; /* a job was queued, or stop */
+	pthread_cond_t cv_done; /* a job finished */
+	bool stop;
+
+	struct job *jobs;
+	unsigned njobs;
+	struct job *cur;    /* job being filled by the caller, or NULL */
+	uint64_t next_seq;  /* sequence number the next filled job gets */
+	uint64_t flush_seq; /* next sequence number to write out */
+
+	ZSTD_CCtx *cctx; /* inline compression (nthreads == 0) */
+	uint64_t input;
+	uint64_t written;
+	uint32_t *entries; /* 2 per frame: compressed, decompressed */
+	uint32_t nentries, entries_cap;
+	int err;
+};
+
+static ZSTD_CCtx *make_cctx(int level)
+{
+	ZSTD_CCtx *c = ZSTD_createCCtx();
+	if (!c)
+		return NULL;
+	if (ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1))) {
+		ZSTD_freeCCtx(c);
+		return NULL;
+	}
+	return c;
+}
+
+static void compress_job(ZSTD_CCtx *c, struct job *j, size_t out_cap)
+{
+	size_t n = ZSTD_compress2(c, j->out, out_cap, j->in, j->in_len);
+	if (ZSTD_isError(n)) {
+		j->err = ZSTD_getErrorCode(n) == ZSTD_error_memory_allocation ? -ENOMEM : -EIO;
+		j->out_len = 0;
+	} else {
+		j->err = 0;
+		j->out_len = n;
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	seekable_writer *w = arg;
+	ZSTD_CCtx *c = make_cctx(w->level);
+
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		struct job *pick = NULL;
+		for (unsigned i = 0; i < w->njobs; i++) {
+			struct job *j = &w->jobs[i];
+			if (j->state == JOB_QUEUED && (!pick || j->seq < pick->seq))
+				pick = j;
+		}
+		if (!pick) {
+			if (w->stop)
+				break;
+			pthread_cond_wait(&w->cv_work, &w->mu);
+			continue;
+		}
+		pick->state = JOB_BUSY;
+		pthread_mutex_unlock(&w->mu);
+		if (c)
+			compress_job(c, pick, w->out_cap);
+		else
+			pick->err = -ENOMEM;
+		pthread_mutex_lock(&w->mu);
+		pick->state = JOB_DONE;
+		pthread_cond_broadcast(&w->cv_done);
+	}
+	pthread_mutex_unlock(&w->mu);
+	ZSTD_freeCCtx(c);
+	return NULL;
+}
+
+static int add_entry(seekable_writer *w, uint32_t csize, uint32_t dsize)
+{
+	if (w->nentries >= SEEKABLE_MAX_FRAMES)
+		return -EFBIG;
+	if (w->nentries == w->entries_cap) {
+		uint32_t cap = w->entries_cap ? w->entries_cap * 2 : 256;
+		uint32_t *p = realloc(w->entries, (size_t)cap * 2 * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		w->entries = p;
+		w->entries_cap = cap;
+	}
+	w->entries[2 * w->nentries] = csize;
+	w->entries[2 * w->nentries + 1] = dsize;
+	w->nentries++;
+	return 0;
+}
+
+/* Writes a compressed job to fd and records its seek table entry. */
+static int emit_job(seekable_writer *w, struct job *j)
+{
+	int r = j->err;
+	if (r == 0)
+		r = write_full(w->fd, j->out, j->out_len);
+	if (r == 0)
+		r = add_entry(w, (uint32_t)j->out_len, (uint32_t)j->in_len);
+	if (r == 0)
+		w->written += j->out_len;
+	j->in_len = 0;
+	j->state = JOB_FREE;
+	w->flush_seq++;
+	return r;
+}
+
+/* Waits for the oldest outstanding job and writes it. Caller ensures one is outstanding. */
+static int flush_oldest(seekable_writer *w)
+{
+	struct job *j = &w->jobs[w->flush_seq % w->njobs];
+	pthread_mutex_lock(&w->mu);
+	while (j->state != JOB_DONE)
+		pthread_cond_wait(&w->cv_done, &w->mu);
+	pthread_mutex_unlock(&w->mu);
+	return emit_job(w, j);
+}
+
+static int submit(seekable_writer *w)
+{
+	struct job *j = w->cur;
+	w->cur = NULL;
+	j->seq = w->next_seq++;
+	if (w->nthreads == 0) {
+		compress_job(w->cctx, j, w->out_cap);
+		return emit_job(w, j);
+	}
+	pthread_mutex_lock(&w->mu);
+	j->state = JOB_QUEUED;
+	pthread_cond_signal(&w->cv_work);
+	pthread_mutex_unlock(&w->mu);
+	return 0;
+}
+
+/* Makes w->cur a free job, writing out the job that held its slot before if needed. */
+static int acquire(seekable_writer *w)
+{
+	struct job *j = &w->jobs[w->next_seq % w->njobs];
+	if (j->state != JOB_FREE) {
+		/* Slots are used round-robin, so this slot's job is the oldest outstanding one. */
+		int r = flush_oldest(w);
+		if (r < 0)
+			return r;
+	}
+	w->cur = j;
+	return 0;
+}
+
+int seekable_writer_new(seekable_writer **out, int fd, int level, unsigned nthreads,
+			size_t frame_size)
+{
+	if (frame_size == 0 || frame_size > SEEKABLE_MAX_FRAME_SIZE)
+		return -EINVAL;
+	seekable_writer *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->fd = fd;
+	w->level = level;
+	w->frame_size = frame_size;
+	w->out_cap = ZSTD_compressBound(frame_size);
+	w->nthreads = nthreads;
+	w->njobs = nthreads ? 2 * nthreads + 1 : 1;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv_work, NULL);
+	pthread_cond_init(&w->cv_done, NULL);
+	int r = -ENOMEM;
+	w->jobs = calloc(w->njobs, sizeof(*w->jobs));
+	if (!w->jobs)
+		goto fail;
+	for (unsigned i = 0; i < w->njobs; i++) {
+		w->jobs[i].in = malloc(frame_size);
+		w->jobs[i].out = malloc(w->out_cap);
+		if (!w->jobs[i].in || !w->jobs[i].out)
+			goto fail;
+	}
+	if (nthreads == 0) {
+		w->cctx = make_cctx(level);
+		if (!w->cctx)
+			goto fail;
+	} else {
+		w->threads = calloc(nthreads, sizeof(*w->threads));
+		if (!w->threads)
+			goto fail;
+		for (; w->started < nthreads; w->started++) {
+			int e = pthread_create(&w->threads[w->started], NULL, worker_main, w);
+			if (e) {
+				r = -e;
+				goto fail;
+			}
+		}
+	}
+	*out = w;
+	return 0;
+fail:
+	seekable_writer_free(w);
+	return r;
+}
+
+int seekable_writer_write(seekable_writer *w, const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	while (len && w->err == 0) {
+		if (!w->cur && (w->err = acquire(w)) < 0)
+			break;
+		size_t n = w->frame_size - w->cur->in_len;
+		if (n > len)
+			n = len;
+		memcpy(w->cur->in + w->cur->in_len, p, n);
+		w->cur->in_len += n;
+		w->input += n;
+		p += n;
+		len -= n;
+		if (w->cur->in_len == w->frame_size)
+			w->err = submit(w);
+	}
+	return w->err;
+}
+
+int seekable_writer_cut(seekable_writer *w)
+{
+	if (w->err == 0 && w->cur && w->cur->in_len > 0)
+		w->err = submit(w);
+	return w->err;
+}
+
+uint64_t seekable_writer_offset(const seekable_writer *w)
+{
+	return w->input;
+}
+
+int seekable_writer_finish(seekable_writer *w, uint64_t *compressed, uint32_t *frames)
+{
+	if (seekable_writer_cut(w) < 0)
+		return w->err;
+	if (w->cur) { /* acquired but empty */
+		w->cur->state = JOB_FREE;
+		w->cur = NULL;
+	}
+	while (w->flush_seq < w->next_seq) {
+		int r = flush_oldest(w);
+		if (r < 0)
+			return w->err = r;
+	}
+	size_t esize = 8;
+	size_t tsize = 8 + (size_t)w->nentries * esize + 9;
+	unsigned char *t = malloc(tsize);
+	if (!t)
+		return w->err = -ENOMEM;
+	put_le32(t, SEEKABLE_SKIPPABLE_MAGIC);
+	put_le32(t + 4, (uint32_t)(tsize - 8));
+	unsigned char *p = t + 8;
+	for (uint32_t i = 0; i < w->nentries; i++, p += esize) {
+		put_le32(p, w->entries[2 * i]);
+		put_le32(p + 4, w->entries[2 * i + 1]);
+	}
+	put_le32(p, w->nentries);
+	p[4] = 0; /* descriptor: no checksums */
+	put_le32(p + 5, SEEKABLE_MAGIC);
+	int r = write_full(w->fd, t, tsize);
+	free(t);
+	if (r < 0)
+		return w->err = r;
+	w->written += tsize;
+	if (compressed)
+		*compressed = w->written;
+	if (frames)
+		*frames = w->nentries;
+	w->err = -EINVAL; /* spent */
+	return 0;
+}
+
+void seekable_writer_free(seekable_writer *w)
+{
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->stop = true;
+	pthread_cond_broadcast(&w->cv_work);
+	pthread_mutex_unlock(&w->mu);
+	for (unsigned i = 0; i < w->started; i++)
+		pthread_join(w->threads[i], NULL);
+	free(w->threads);
+	if (w->jobs) {
+		for (unsigned i = 0; i < w->njobs; i++) {
+			free(w->jobs[i].in);
+			free(w->jobs[i].out);
+		}
+	}
+	free(w->jobs);
+	ZSTD_freeCCtx(w->cctx);
+	free(w->entries);
+	pthread_cond_destroy(&w->cv_done);
+	pthread_cond_destroy(&w->cv_work);
+	pthread_mutex_destroy(&w->mu);
+	free(w);
+}
+
+/* --- reader ----------------------------------------------------------------------------- */
+
+void seek_table_free(struct seek_table *t)
+{
+	if (!t)
+		return;
+	free(t->coff);
+	free(t->doff);
+	free(t);
+}
+
+int seek_table_read(struct cb_io *io, struct seek_table **out)
+{
+	unsigned char foot[9];
+	if (io->size < 8 + 9)
+		return -EINVAL;
+	ssize_t n = cb_io_pread(io, foot, sizeof(foot), io->size - 9);
+	if (n < 0)
+		return (int)n;
+	if (n != 9 || get_le32(foot + 5) != SEEKABLE_MAGIC)
+		return -EINVAL;
+	uint32_t frames = get_le32(foot);
+	unsigned desc = foot[4];
+	if (desc & 0x7c) /* reserved bits must be zero */
+		return -EINVAL;
+	size_t esize = (desc & 0x80) ? 12 : 8;
+	if (frames > SEEKABLE_MAX_FRAMES)
+		return -EINVAL;
+	uint64_t tsize = 8 + (uint64_t)frames * esize + 9;
+	if (tsize > io->size)
+		return -EINVAL;
+
+	unsigned char *buf = malloc(tsize);
+	struct seek_table *t = calloc(1, sizeof(*t));
+	int r = -ENOMEM;
+	if (!buf || !t)
+		goto fail;
+	t->frames = frames;
+	t->coff = malloc(((size_t)frames + 1) * sizeof(uint64_t));
+	t->doff = malloc(((size_t)frames + 1) * sizeof(uint64_t));
+	if (!t->coff || !t->doff)
+		goto fail;
+	n = cb_io_pread(io, buf, tsize, io->size - tsize);
+	r = n < 0 ? (int)n : -EINVAL;
+	if (n != (ssize_t)tsize)
+		goto fail;
+	if (get_le32(buf) != SEEKABLE_SKIPPABLE_MAGIC || get_le32(buf + 4) != tsize - 8)
+		goto fail;
+	uint64_t c = 0, d = 0;
+	const unsigned char *p = buf + 8;
+	for (uint32_t i = 0; i < frames; i++, p += esize) {
+		t->coff[i] = c;
+		t->doff[i] = d;
+		uint32_t dsize = get_le32(p + 4);
+		if (dsize > SEEKABLE_MAX_FRAME_SIZE)
+			goto fail;
+		c += get_le32(p);
+		d += dsize;
+	}
+	t->coff[frames] = c;
+	t->doff[frames] = d;
+	if (c != io->size - tsize) /* frames must tile the file up to the table */
+		goto fail;
+	free(buf);
+	*out = t;
+	return 0;
+fail:
+	free(buf);
+	seek_table_free(t);
+	return r;
+}
+
+uint32_t seek_table_frame_at(const struct seek_table *t, uint64_t off)
+{
+	/* Last frame whose start is <= off; empty frames share a start and are skipped past. */
+	uint32_t lo = 0, hi = t->frames;
+	while (hi - lo > 1) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (t->doff[mid] <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+int seekable_decode_frame(struct cb_io *io, const struct seek_table *t, uint32_t i, ZSTD_DCtx *dctx,
+			  void *dst, void **scratch, size_t *scratch_cap)
+{
+	size_t csize = (size_t)(t->coff[i + 1] - t->coff[i]);
+	size_t dsize = seek_table_frame_size(t, i);
+	if (*scratch_cap < csize) {
+		void *p = realloc(*scratch, csize);
+		if (!p)
+			return -ENOMEM;
+		*scratch = p;
+		*scratch_cap = csize;
+	}
+	ssize_t n = cb_io_pread(io, *scratch, csize, t->coff[i]);
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n != csize)
+		return -EIO;
+	if (dsize == 0)
+		return 0; /* a skippable or empty frame holds no stream bytes */
+	unsigned long long fcs = ZSTD_getFrameContentSize(*scratch, csize);
+	if (fcs != dsize || ZSTD_findFrameCompressedSize(*scratch, csize) != csize)
+		return -EIO;
+	size_t got = ZSTD_decompressDCtx(dctx, dst, dsize, *scratch, csize);
+	if (ZSTD_isError(got))
+		return ZSTD_getErrorCode(got) == ZSTD_error_memory_allocation ? -ENOMEM : -EIO;
+	return got == dsize ? 0 : -EIO;
+}
+
+int seekable_read(struct cb_io *io, const struct seek_table *t, ZSTD_DCtx *dctx, uint64_t off,
+		  void *buf, size_t len)
+{
+	if (off + len > t->doff[t->frames] || off + len < off)
+		return -EINVAL;
+	void *scratch = NULL, *frame = NULL;
+	size_t scratch_cap = 0, frame_cap = 0;
+	int r = 0;
+	unsigned char *dst = buf;
+	while (len) {
+		uint32_t i = seek_table_frame_at(t, off);
+		size_t fsize = seek_table_frame_size(t, i);
+		if (frame_cap < fsize) {
+			void *p = realloc(frame, fsize);
+			if (!p) {
+				r = -ENOMEM;
+				break;
+			}
+			frame = p;
+			frame_cap = fsize;
+		}
+		r = seekable_decode_frame(io, t, i, dctx, frame, &scratch, &scratch_cap);
+		if (r < 0)
+			break;
+		size_t in = (size_t)(off - t->doff[i]);
+		size_t n = fsize - in < len ? fsize - in : len;
+		memcpy(dst, (unsigned char *)frame + in, n);
+		dst += n;
+		off += n;
+		len -= n;
+	}
+	free(scratch);
+	free(frame);
+	return r;
+}

@@ -1,0 +1,86 @@
+/* seekable.h: the zstd seekable format, written and read here from its published description
+ * (zstd contrib/seekable_format/zstd_seekable_compression_format.md, version 0.1.0).
+ *
+ * A seekable stream is a run of independent zstd frames (each with zstd's content checksum)
+ * followed by one skippable frame holding the seek table:
+ *
+ *   0x184D2A5E | u32 size | n x { u32 compressed, u32 decompressed [, u32 xxh64-low] }
+ *              | u32 n | u8 descriptor | 0x8F92EAB1             (all little-endian)
+ *
+ * Plain `zstd -d` skips the seek table; our reader uses it to decode only the frames a read
+ * touches. We write no per-entry checksums (descriptor 0): every frame already carries zstd's
+ * own content checksum, which the decoder verifies. We read tables with or without them.
+ */
+#ifndef CASSBACKUP_SEEKABLE_H
+#define CASSBACKUP_SEEKABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <zstd.h>
+
+#include "io.h"
+
+#define SEEKABLE_MAGIC 0x8F92EAB1u
+#define SEEKABLE_SKIPPABLE_MAGIC 0x184D2A5Eu
+#define SEEKABLE_MAX_FRAMES 0x8000000u
+#define SEEKABLE_MAX_FRAME_SIZE (1u << 30) /* decompressed bytes in one frame we accept */
+#define SEEKABLE_DEFAULT_FRAME_SIZE (1u << 20)
+
+/* --- writer ----------------------------------------------------------------------------- */
+
+typedef struct seekable_writer seekable_writer;
+
+/* Creates a writer appending to fd (positioned where the stream starts). Frames hold at most
+ * frame_size bytes of input; nthreads > 0 compresses that many frames in parallel on worker
+ * threads (output order is kept), 0 compresses on the caller's thread. */
+int seekable_writer_new(seekable_writer **out, int fd, int level, unsigned nthreads,
+			size_t frame_size);
+
+/* Appends input. Errors are sticky: once a call fails, every later call fails the same way. */
+int seekable_writer_write(seekable_writer *w, const void *buf, size_t len);
+
+/* Ends the current frame, so the next byte written starts a new frame. No-op when empty. */
+int seekable_writer_cut(seekable_writer *w);
+
+/* Bytes of input accepted so far (the offset in the decompressed stream). */
+uint64_t seekable_writer_offset(const seekable_writer *w);
+
+/* Compresses and writes what is pending, then the seek table. On success *compressed gets the
+ * total bytes written to fd and *frames the number of frames. The writer is spent afterwards. */
+int seekable_writer_finish(seekable_writer *w, uint64_t *compressed, uint32_t *frames);
+
+/* Stops worker threads and frees. Accepts NULL. Does not close fd. */
+void seekable_writer_free(seekable_writer *w);
+
+/* --- reader ----------------------------------------------------------------------------- */
+
+struct seek_table {
+	uint32_t frames;
+	uint64_t *coff; /* frames + 1 entries: compressed offset of frame i; coff[frames] = end */
+	uint64_t *doff; /* frames + 1 entries: decompressed offset of frame i; doff[frames] = total */
+};
+
+/* Reads and validates the seek table at the end of io. -EINVAL (with no table or a malformed
+ * one), -EIO for read errors, -ENOMEM. *out is owned by the caller (seek_table_free). */
+int seek_table_read(struct cb_io *io, struct seek_table **out);
+void seek_table_free(struct seek_table *t);
+
+/* Index of the frame holding decompressed offset off; requires off < doff[frames]. */
+uint32_t seek_table_frame_at(const struct seek_table *t, uint64_t off);
+
+static inline size_t seek_table_frame_size(const struct seek_table *t, uint32_t i)
+{
+	return (size_t)(t->doff[i + 1] - t->doff[i]);
+}
+
+/* Decodes frame i into dst (seek_table_frame_size(t, i) bytes). scratch and scratch_cap hold a
+ * caller-owned buffer for the compressed bytes, grown as needed (release with free).
+ * A frame whose bytes or checksum do not match gives -EIO, never wrong bytes. */
+int seekable_decode_frame(struct cb_io *io, const struct seek_table *t, uint32_t i, ZSTD_DCtx *dctx,
+			  void *dst, void **scratch, size_t *scratch_cap);
+
+/* Reads len decompressed bytes at off (must lie within the stream) without any caching. */
+int seekable_read(struct cb_io *io, const struct seek_table *t, ZSTD_DCtx *dctx, uint64_t off,
+		  void *buf, size_t len);
+
+#endif

@@ -1,0 +1,59 @@
+/* util.h: small helpers shared by the catalog library and the programs.
+ *
+ * Conventions (as everywhere in cassbackup): functions return >= 0 on success or a negative
+ * errno value; nothing here prints.
+ */
+#ifndef CASSBACKUP_UTIL_H
+#define CASSBACKUP_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/types.h>
+
+/* Growable NUL-terminated byte buffer. A zeroed struct is an empty buffer. */
+struct strbuf {
+	char *buf;
+	size_t len;
+	size_t cap;
+};
+
+int sb_append(struct strbuf *sb, const void *data, size_t len);
+int sb_puts(struct strbuf *sb, const char *s);
+int sb_printf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s as a JSON string literal (quotes included), escaping as RFC 8259 requires. */
+int sb_json_str(struct strbuf *sb, const char *s);
+void sb_free(struct strbuf *sb);
+
+/* Writes/reads all of buf, retrying on EINTR and short transfers. 0 or -errno.
+ * read_full returns the number of bytes read (short only at end of file). */
+int write_full(int fd, const void *buf, size_t len);
+ssize_t pread_full(int fd, void *buf, size_t len, off_t off);
+
+/* fsyncs the directory at path. */
+int fsync_dir(const char *path);
+
+/* Lower-case hex of n bytes into out (2n+1 bytes, NUL-terminated). */
+void hex_encode(const unsigned char *in, size_t n, char *out);
+/* Parses exactly 2n hex characters. 0 or -EINVAL. */
+int hex_decode(const char *in, unsigned char *out, size_t n);
+
+/* Reads a whole (small) file into a NUL-terminated malloc'd buffer; *len gets its size.
+ * Refuses files over max bytes with -EFBIG. */
+int read_small_file(const char *path, size_t max, char **out, size_t *len);
+
+/* Formats bytes as "1.5 GiB" into out (at least 16 bytes). */
+void format_bytes(uint64_t bytes, char *out, size_t outlen);
+/* Formats nanoseconds since the epoch as UTC ISO 8601 "2026-11-21T05:44:47Z". */
+void format_time_utc(int64_t ns, char *out, size_t outlen);
+
+int64_t now_ns(void);          /* CLOCK_REALTIME */
+double mono_seconds(void);     /* CLOCK_MONOTONIC */
+
+static inline void freep(void *p) { free(*(void **)p); }
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _cleanup_free_ _cleanup_(freep)
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif
