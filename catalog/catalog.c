@@ -531,8 +531,7 @@ static void read_node(sqlite3_stmt *st, enum cb_node_kind kind, struct cb_node *
 	n->uid = uid < 0 ? CB_OWNER_UNSET : (uint32_t)uid;
 	n->gid = gid < 0 ? CB_OWNER_UNSET : (uint32_t)gid;
 	n->mtime_ns = sqlite3_column_int64(st, 6);
-	if (kind != CB_NODE_FILE)
-		n->mode = (n->mode & 07777) | S_IFDIR;
+	n->mode = (n->mode & 07777) | (kind == CB_NODE_FILE ? S_IFREG : S_IFDIR);
 }
 
 static void special_node(uint64_t ino, struct cb_node *n)

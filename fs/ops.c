@@ -1,0 +1,439 @@
+/* ops.c: FUSE low-level operations. They only translate: the tree and the bytes come from the
+ * catalog library. Each operation ends in exactly one fuse_reply_*.
+ *
+ * Backed-up files never change, so entries, attributes and pages are left to the kernel's
+ * caches for long; only /backups itself is re-read, so a new backup shows up at once.
+ */
+#include "cbfs.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#define LONG_TIMEOUT 86400.0 /* immutable parts of the tree */
+#define SHORT_TIMEOUT 1.0    /* the root and /backups, which gain entries */
+
+void cbfs_log(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (cbfs.foreground) {
+		fputs("mount.cassbackup: ", stderr);
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+	} else {
+		vsyslog(LOG_ERR, fmt, ap);
+	}
+	va_end(ap);
+}
+
+static void close_catalog(void *p)
+{
+	catalog_close(p);
+}
+
+/* This thread's catalog connection (a connection belongs to one thread). */
+static int get_catalog(catalog **out)
+{
+	catalog *c = pthread_getspecific(cbfs.catalog_key);
+	if (!c) {
+		int r = catalog_open(&c, cbfs.catalog_path, CATALOG_READONLY);
+		if (r < 0) {
+			cbfs_log("cannot open catalog %s: %s", cbfs.catalog_path, strerror(-r));
+			return r;
+		}
+		pthread_setspecific(cbfs.catalog_key, c);
+	}
+	*out = c;
+	return 0;
+}
+
+static void node_stat(const struct cb_node *n, struct stat *st)
+{
+	*st = (struct stat){0};
+	st->st_ino = n->ino;
+	st->st_mode = n->mode;
+	st->st_nlink = S_ISDIR(n->mode) ? 2 : 1;
+	st->st_uid = n->uid == CB_OWNER_UNSET ? cbfs.uid : n->uid;
+	st->st_gid = n->gid == CB_OWNER_UNSET ? cbfs.gid : n->gid;
+	st->st_size = S_ISDIR(n->mode) ? 4096 : (off_t)n->size;
+	st->st_blksize = 128 * 1024;
+	st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
+	int64_t t = n->mtime_ns ? n->mtime_ns : cbfs.start_ns;
+	st->st_mtim.tv_sec = t / 1000000000;
+	st->st_mtim.tv_nsec = t % 1000000000;
+	st->st_ctim = st->st_mtim;
+	st->st_atim = st->st_mtim;
+}
+
+static double node_timeout(uint64_t ino)
+{
+	return CB_INO_KIND(ino) == CB_NODE_SPECIAL ? SHORT_TIMEOUT : LONG_TIMEOUT;
+}
+
+static void fill_entry(const struct cb_node *n, struct fuse_entry_param *e)
+{
+	*e = (struct fuse_entry_param){0};
+	e->ino = n->ino;
+	e->attr_timeout = node_timeout(n->ino);
+	e->entry_timeout = n->kind == CB_NODE_BACKUP ? SHORT_TIMEOUT : LONG_TIMEOUT;
+	node_stat(n, &e->attr);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/* The kernel lowers its readahead to what we answer; ask for plenty and raise the bdi's
+	 * own limit once the mount is up (cbfs_raise_readahead). */
+	conn->max_readahead = 16u << 20;
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
+	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	if (conn->max_background < 64)
+		conn->max_background = 64;
+}
+
+/* Runs once, on the first request after INIT, when the kernel's INIT handling is done. */
+static void first_request(void)
+{
+	pthread_once(&cbfs.readahead_once, cbfs_raise_readahead);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	first_request();
+	catalog *c;
+	struct cb_node n;
+	struct fuse_entry_param e;
+	int r = get_catalog(&c);
+	if (r == 0)
+		r = catalog_node_lookup(c, parent, name, &n);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fill_entry(&n, &e);
+	fuse_reply_entry(req, &e);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)fi;
+	first_request();
+	catalog *c;
+	struct cb_node n;
+	struct stat st;
+	int r = get_catalog(&c);
+	if (r == 0)
+		r = catalog_node_get(c, ino, &n);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	node_stat(&n, &st);
+	fuse_reply_attr(req, &st, node_timeout(ino));
+}
+
+/* A directory's listing, taken whole at opendir: one indexed query, then served by offset. */
+struct dirlist {
+	struct cb_node *v;
+	size_t n, cap;
+};
+
+static int dirlist_add(void *ctx, const struct cb_node *n)
+{
+	struct dirlist *d = ctx;
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 16;
+		struct cb_node *v = realloc(d->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		d->v = v;
+		d->cap = cap;
+	}
+	d->v[d->n++] = *n;
+	return 0;
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	first_request();
+	catalog *c;
+	struct dirlist *d = calloc(1, sizeof(*d));
+	int r = d ? get_catalog(&c) : -ENOMEM;
+	if (r == 0)
+		r = catalog_node_list(c, ino, dirlist_add, d);
+	if (r < 0) {
+		if (d)
+			free(d->v);
+		free(d);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->fh = (uintptr_t)d;
+	/* Everything below /backups/<name> is immutable: let the kernel keep the listing. */
+	bool immutable = CB_INO_KIND(ino) != CB_NODE_SPECIAL;
+	fi->cache_readdir = immutable;
+	fi->keep_cache = immutable;
+	fuse_reply_open(req, fi);
+}
+
+static void reply_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		      struct fuse_file_info *fi, bool plus)
+{
+	struct dirlist *d = (struct dirlist *)(uintptr_t)fi->fh;
+	char *buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	size_t used = 0;
+	/* Offsets: 1 after ".", 2 after "..", 3 + i after entry i. */
+	for (off_t i = off; (size_t)i < d->n + 2; i++) {
+		struct fuse_entry_param e = {0};
+		const char *name;
+		if (i < 2) {
+			name = i == 0 ? "." : "..";
+			e.attr.st_ino = i == 0 ? ino : 0;
+			e.attr.st_mode = S_IFDIR;
+		} else {
+			const struct cb_node *n = &d->v[i - 2];
+			name = n->name;
+			fill_entry(n, &e);
+		}
+		size_t need = plus ? fuse_add_direntry_plus(req, buf + used, size - used, name, &e, i + 1)
+				   : fuse_add_direntry(req, buf + used, size - used, name, &e.attr, i + 1);
+		if (need > size - used)
+			break;
+		used += need;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	reply_dir(req, ino, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	reply_dir(req, ino, size, off, fi, true);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct dirlist *d = (struct dirlist *)(uintptr_t)fi->fh;
+	free(d->v);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+struct open_file {
+	uint64_t ino;
+	struct cb_blob_loc loc;
+};
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	first_request();
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	catalog *c;
+	struct open_file *of = calloc(1, sizeof(*of));
+	int r = of ? get_catalog(&c) : -ENOMEM;
+	if (r == 0)
+		r = catalog_file_blob(c, ino, &of->loc);
+	if (r < 0) {
+		free(of);
+		fuse_reply_err(req, r == -ENOENT && CB_INO_KIND(ino) != CB_NODE_FILE ? EISDIR : -r);
+		return;
+	}
+	of->ino = ino;
+	fi->fh = (uintptr_t)of;
+	fi->keep_cache = 1; /* the bytes never change */
+	fuse_reply_open(req, fi);
+}
+
+static void log_read_error(uint64_t ino, const struct cb_blob_loc *loc, int r)
+{
+	catalog *c;
+	struct cb_node n = {.name = "?"};
+	if (get_catalog(&c) == 0)
+		catalog_node_get(c, ino, &n);
+	const char *why = r == -ENOENT ? "pack file is missing"
+			  : r == -EINVAL ? "pack has no valid seek table"
+			  : r == -EIO ? "pack data is corrupt (checksum mismatch)"
+				      : strerror(-r);
+	cbfs_log("cannot read %s (inode %llu): %s/%s: %s", n.name, (unsigned long long)ino,
+		 cbfs.store, loc->pack_path, why);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	uint64_t fsize = of->loc.size;
+	if ((uint64_t)off >= fsize) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if (size > fsize - (uint64_t)off)
+		size = (size_t)(fsize - (uint64_t)off);
+	char *buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	int r = pack_cache_read(cbfs.packs, of->loc.pack_id, of->loc.pack_path,
+				of->loc.offset + (uint64_t)off, buf, size);
+	if (r < 0) {
+		log_read_error(ino, &of->loc, r);
+		fuse_reply_err(req, r == -ENOMEM ? ENOMEM : EIO);
+	} else {
+		fuse_reply_buf(req, buf, size);
+	}
+	free(buf);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	free((void *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+struct xattr_ctx {
+	const char *want; /* NULL: collect names */
+	struct strbuf out;
+	bool found;
+};
+
+static int xattr_cb(void *ctx, const char *name, const char *value)
+{
+	struct xattr_ctx *x = ctx;
+	if (!x->want)
+		return sb_append(&x->out, name, strlen(name) + 1);
+	if (strcmp(name, x->want) != 0)
+		return 0;
+	x->found = true;
+	return sb_append(&x->out, value, strlen(value));
+}
+
+static void reply_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	catalog *c;
+	struct xattr_ctx x = {.want = name};
+	int r = get_catalog(&c);
+	if (r == 0)
+		r = catalog_node_xattrs(c, ino, xattr_cb, &x);
+	if (r == 0 && name && !x.found)
+		r = -ENODATA;
+	if (r == 0 && size && x.out.len > size)
+		r = -ERANGE;
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else if (size == 0)
+		fuse_reply_xattr(req, x.out.len);
+	else
+		fuse_reply_buf(req, x.out.buf, x.out.len);
+	sb_free(&x.out);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	reply_xattr(req, ino, name, size);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	reply_xattr(req, ino, NULL, size);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	(void)ino;
+	struct statvfs sv;
+	if (statvfs(cbfs.store, &sv) < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	sv.f_bfree = sv.f_bavail = 0; /* nothing can be written here */
+	sv.f_ffree = sv.f_favail = 0;
+	sv.f_namemax = 255;
+	sv.f_flag |= ST_RDONLY;
+	fuse_reply_statfs(req, &sv);
+}
+
+/* Everything that would change the tree: read-only file system. The mount is also made with
+ * MS_RDONLY, so the kernel normally answers these itself. */
+static void erofs(fuse_req_t req) { fuse_reply_err(req, EROFS); }
+static void op_setattr(fuse_req_t req, fuse_ino_t i, struct stat *a, int s, struct fuse_file_info *f)
+{ (void)i; (void)a; (void)s; (void)f; erofs(req); }
+static void op_mknod(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m, dev_t d)
+{ (void)p; (void)n; (void)m; (void)d; erofs(req); }
+static void op_mkdir(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m)
+{ (void)p; (void)n; (void)m; erofs(req); }
+static void op_unlink(fuse_req_t req, fuse_ino_t p, const char *n) { (void)p; (void)n; erofs(req); }
+static void op_symlink(fuse_req_t req, const char *l, fuse_ino_t p, const char *n)
+{ (void)l; (void)p; (void)n; erofs(req); }
+static void op_rename(fuse_req_t req, fuse_ino_t p, const char *n, fuse_ino_t np, const char *nn,
+		      unsigned int f)
+{ (void)p; (void)n; (void)np; (void)nn; (void)f; erofs(req); }
+static void op_link(fuse_req_t req, fuse_ino_t i, fuse_ino_t p, const char *n)
+{ (void)i; (void)p; (void)n; erofs(req); }
+static void op_write(fuse_req_t req, fuse_ino_t i, const char *b, size_t s, off_t o,
+		     struct fuse_file_info *f)
+{ (void)i; (void)b; (void)s; (void)o; (void)f; erofs(req); }
+static void op_create(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m, struct fuse_file_info *f)
+{ (void)p; (void)n; (void)m; (void)f; erofs(req); }
+static void op_setxattr(fuse_req_t req, fuse_ino_t i, const char *n, const char *v, size_t s, int f)
+{ (void)i; (void)n; (void)v; (void)s; (void)f; erofs(req); }
+static void op_removexattr(fuse_req_t req, fuse_ino_t i, const char *n) { (void)i; (void)n; erofs(req); }
+static void op_fallocate(fuse_req_t req, fuse_ino_t i, int m, off_t o, off_t l, struct fuse_file_info *f)
+{ (void)i; (void)m; (void)o; (void)l; (void)f; erofs(req); }
+
+const struct fuse_lowlevel_ops cbfs_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.getattr = op_getattr,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.open = op_open,
+	.read = op_read,
+	.release = op_release,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.statfs = op_statfs,
+	.setattr = op_setattr,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.unlink = op_unlink,
+	.rmdir = op_unlink,
+	.symlink = op_symlink,
+	.rename = op_rename,
+	.link = op_link,
+	.write = op_write,
+	.create = op_create,
+	.setxattr = op_setxattr,
+	.removexattr = op_removexattr,
+	.fallocate = op_fallocate,
+};
+
+int cbfs_init_threads(void)
+{
+	return -pthread_key_create(&cbfs.catalog_key, close_catalog);
+}
