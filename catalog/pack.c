@@ -77,7 +77,8 @@ fail:
 	return r;
 }
 
-static int write_header(pack_writer *w, const struct pack_member *m, uint64_t *data_off)
+static int write_header(pack_writer *w, const struct pack_member *m, const char *link,
+			uint64_t *data_off)
 {
 	if (w->err)
 		return w->err;
@@ -87,7 +88,12 @@ static int write_header(pack_writer *w, const struct pack_member *m, uint64_t *d
 	archive_entry_set_pathname(e, m->path);
 	archive_entry_set_filetype(e, AE_IFREG);
 	archive_entry_set_perm(e, m->mode & 07777);
-	archive_entry_set_size(e, (la_int64_t)m->size);
+	if (link) {
+		archive_entry_set_hardlink(e, link);
+		archive_entry_set_size(e, 0);
+	} else {
+		archive_entry_set_size(e, (la_int64_t)m->size);
+	}
 	archive_entry_set_uid(e, m->uid);
 	archive_entry_set_gid(e, m->gid);
 	archive_entry_set_mtime(e, m->mtime_ns / 1000000000, m->mtime_ns % 1000000000);
@@ -118,7 +124,7 @@ int pack_writer_add_fd(pack_writer *w, const struct pack_member *m, int src_fd,
 	int r = sha256_new(&h);
 	if (r < 0)
 		return w->err = r;
-	r = write_header(w, m, data_off);
+	r = write_header(w, m, NULL, data_off);
 	posix_fadvise(src_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	uint64_t off = 0;
 	while (r == 0) {
@@ -158,10 +164,16 @@ int pack_writer_add_fd(pack_writer *w, const struct pack_member *m, int src_fd,
 int pack_writer_add_buffer(pack_writer *w, const struct pack_member *m, const void *data,
 			   uint64_t *data_off)
 {
-	int r = write_header(w, m, data_off);
+	int r = write_header(w, m, NULL, data_off);
 	if (r == 0 && m->size)
 		r = write_data(w, data, (size_t)m->size);
 	return r;
+}
+
+int pack_writer_add_hardlink(pack_writer *w, const struct pack_member *m, const char *target)
+{
+	uint64_t off;
+	return write_header(w, m, target, &off);
 }
 
 int pack_writer_finish(pack_writer *w, uint64_t *compressed, uint32_t *frames)

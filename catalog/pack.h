@@ -37,6 +37,10 @@ int pack_writer_add_fd(pack_writer *w, const struct pack_member *m, int src_fd,
 int pack_writer_add_buffer(pack_writer *w, const struct pack_member *m, const void *data,
 			   uint64_t *data_off);
 
+/* Adds a member that is a hard link to an earlier member `target` (same bytes): `tar -x`
+ * recreates the file without the pack storing its bytes twice. */
+int pack_writer_add_hardlink(pack_writer *w, const struct pack_member *m, const char *target);
+
 /* Ends the tar stream and writes the seek table. */
 int pack_writer_finish(pack_writer *w, uint64_t *compressed, uint32_t *frames);
 

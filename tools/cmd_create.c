@@ -33,6 +33,7 @@ struct blob {
 	uint64_t size;
 	uint64_t offset; /* in this pack's tar stream */
 	int64_t id;      /* catalog id once registered */
+	char *member;    /* the member holding the bytes, for hard links to it */
 };
 
 struct plan {
@@ -227,19 +228,28 @@ static int back_up_file(struct backup_state *s, const struct scan_file *f, struc
 		errorf("cannot read %s: %s", f->src, strerror(errno));
 		return r;
 	}
-	struct stat st;
+	struct stat st = {0};
 	int r = fstat(fd, &st) < 0 ? -errno : 0;
 	if (r == 0 && (st.st_size != f->st.st_size || st.st_ino != f->st.st_ino))
 		r = -ESTALE;
 	bool prehashed = false, wrote = false;
+	struct pack_member m = {
+		.path = path->buf,
+		.size = size,
+		.mode = st.st_mode,
+		.uid = st.st_uid,
+		.gid = st.st_gid,
+		.mtime_ns = mtime_ns(&st),
+	};
 	if (r == 0 && (size < PREHASH_BELOW || size_seen(s->blobs, s->nblobs, size) ||
 		       (r = catalog_blob_size_exists(s->cat, size)) == 1)) {
 		r = sha256_fd(fd, size, pl->sha, &cancel_requested, NULL, NULL);
 		prehashed = true;
 		if (r == 0) {
 			long i = map_find(&s->map, s->blobs, pl->sha, size);
-			if (i >= 0) {
+			if (i >= 0) { /* same bytes as a file already in this pack: link to it */
 				pl->pending = i;
+				r = pack_writer_add_hardlink(s->pw, &m, s->blobs[i].member);
 				goto out;
 			}
 			r = catalog_find_blob(s->cat, pl->sha, size, &pl->stored_id);
@@ -264,14 +274,6 @@ static int back_up_file(struct backup_state *s, const struct scan_file *f, struc
 	}
 	struct blob *b = &s->blobs[s->nblobs];
 	*b = (struct blob){.size = size};
-	struct pack_member m = {
-		.path = path->buf,
-		.size = size,
-		.mode = st.st_mode,
-		.uid = st.st_uid,
-		.gid = st.st_gid,
-		.mtime_ns = mtime_ns(&st),
-	};
 	r = pack_writer_add_fd(s->pw, &m, fd, b->sha, &b->offset, &cancel_requested, progress_add,
 			       &s->prog);
 	wrote = true;
@@ -283,6 +285,11 @@ static int back_up_file(struct backup_state *s, const struct scan_file *f, struc
 		if (i >= 0) { /* same bytes as a file written earlier in this run */
 			pl->pending = i;
 		} else {
+			b->member = strdup(path->buf);
+			if (!b->member) {
+				r = -ENOMEM;
+				goto out;
+			}
 			pl->pending = (long)s->nblobs++;
 			s->new_bytes += size;
 			r = map_insert(&s->map, s->blobs, pl->pending);
@@ -708,6 +715,8 @@ out:
 	for (size_t i = 0; s.plans && i < s.scan.ntables; i++)
 		free(s.plans[i]);
 	free(s.plans);
+	for (size_t i = 0; i < s.nblobs; i++)
+		free(s.blobs[i].member);
 	free(s.blobs);
 	free(s.map.slots);
 	free(s.node);

@@ -1,0 +1,187 @@
+"""Shared fixtures for the integration tests: real stores, real FUSE mounts, real SSTables.
+
+The build directory comes from $CASSBACKUP_BUILD (meson test sets it), else ../build.
+The real Cassandra SSTables come from ../shared/fixtures/cassandra-sstables
+($CASSBACKUP_FIXTURES overrides); they are read from there, never copied into the repository.
+"""
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+BUILD = os.environ.get('CASSBACKUP_BUILD', os.path.join(REPO, 'build'))
+CASSBACKUP = os.path.join(BUILD, 'tools', 'cassbackup')
+MOUNT = os.path.join(BUILD, 'fs', 'mount.cassbackup')
+SAMPLE = os.path.join(REPO, 'tools', 'sample_data.py')
+FIXTURES = os.environ.get('CASSBACKUP_FIXTURES',
+                          os.path.join(REPO, '..', 'shared', 'fixtures', 'cassandra-sstables'))
+FIXTURE_TAG = '1728658114123'
+
+
+def run(*args, check=True, **kw):
+    """Runs a command, returning CompletedProcess with text output."""
+    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f'{args} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}')
+    return p
+
+
+def cb(*args, check=True, **kw):
+    return run(CASSBACKUP, *args, check=check, **kw)
+
+
+def make_sample(out, *args):
+    run(sys.executable, SAMPLE, '--out', out, *args)
+    return out
+
+
+def sample_dirs(out):
+    return sorted(os.path.join(out, d) for d in os.listdir(out) if d.startswith('data'))
+
+
+def data_dir_args(dirs):
+    a = []
+    for d in dirs:
+        a += ['--data-dir', d]
+    return a
+
+
+def snapshot_tables(data_dirs, tag):
+    """{(ks, table): {relpath: abs path}} of what a backup of tag must hold, merged over dirs,
+    with the exclusion rules applied (txn logs, tmp- files)."""
+    res = {}
+    for dd in data_dirs:
+        for ks in sorted(os.listdir(dd)):
+            for tdir in sorted(os.listdir(os.path.join(dd, ks))):
+                sdir = os.path.join(dd, ks, tdir, 'snapshots', tag)
+                if not os.path.isdir(sdir):
+                    continue
+                table = tdir.rsplit('-', 1)[0] if len(tdir.rsplit('-', 1)[-1]) == 32 else tdir
+                files = res.setdefault((ks, table), {})
+                for root, _, names in os.walk(sdir):
+                    for n in names:
+                        if n.startswith('tmp-') or n.startswith('tmplink-') or ('_txn_' in n and n.endswith('.log')):
+                            continue
+                        p = os.path.join(root, n)
+                        files[os.path.relpath(p, sdir)] = p
+    return res
+
+
+def read(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+class Mount:
+    """A running mount.cassbackup -f; stderr is collected to check for unexpected errors."""
+
+    def __init__(self, store, mnt, opts=()):
+        self.store, self.mnt = store, mnt
+        os.makedirs(mnt, exist_ok=True)
+        self.errfile = open(os.path.join(os.path.dirname(mnt), os.path.basename(mnt) + '.log'), 'w+')
+        self.proc = subprocess.Popen([MOUNT, store, mnt, '-f', *opts], stdout=self.errfile,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while not os.path.ismount(mnt):
+            if self.proc.poll() is not None:
+                raise AssertionError(f'mount.cassbackup exited {self.proc.returncode}: {self.log()}')
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError('mount.cassbackup did not mount within 10 s')
+            time.sleep(0.02)
+
+    def log(self):
+        self.errfile.flush()
+        self.errfile.seek(0)
+        return self.errfile.read()
+
+    def path(self, *parts):
+        return os.path.join(self.mnt, 'backups', *parts)
+
+    def kill(self):
+        subprocess.run(['fusermount3', '-z', '-u', self.mnt], capture_output=True)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def umount(self, expect_errors=()):
+        r = subprocess.run(['fusermount3', '-u', self.mnt], capture_output=True, text=True)
+        if r.returncode != 0:
+            self.kill()
+            raise AssertionError(f'fusermount3 -u failed: {r.stderr}')
+        rc = self.proc.wait(10)
+        log = self.log()
+        self.errfile.close()
+        assert rc == 0, f'mount.cassbackup exited {rc}: {log}'
+        for line in log.splitlines():
+            assert any(e in line for e in expect_errors), f'unexpected daemon output: {line}'
+        return log
+
+
+@contextlib.contextmanager
+def mounted(store, mnt, opts=(), expect_errors=()):
+    m = Mount(store, mnt, opts)
+    try:
+        yield m
+    except BaseException:
+        m.kill()
+        raise
+    m.umount(expect_errors)
+
+
+@pytest.fixture(scope='session')
+def binaries():
+    for b in (CASSBACKUP, MOUNT):
+        assert os.access(b, os.X_OK), f'{b} is not built (set CASSBACKUP_BUILD)'
+    return CASSBACKUP, MOUNT
+
+
+@pytest.fixture(scope='session')
+def fixture_tree(tmp_path_factory, binaries):
+    """A data directory laid out by shared/fixtures' make_tree.sh from real SSTables."""
+    mk = os.path.join(FIXTURES, 'make_tree.sh')
+    assert os.path.exists(mk), f'real SSTable fixtures not found at {FIXTURES}'
+    out = str(tmp_path_factory.mktemp('fixture') / 'data')
+    run('bash', mk, env=dict(os.environ, OUT=out, PATH='/usr/bin:/bin:' + os.environ.get('PATH', '')))
+    return out
+
+
+@pytest.fixture(scope='session')
+def sample_tree(tmp_path_factory, binaries):
+    """Our own generated data: 2 data dirs, index subdir, clutter to exclude."""
+    out = str(tmp_path_factory.mktemp('sample'))
+    make_sample(out, '--data-kib', '2500')
+    return out
+
+
+@pytest.fixture
+def store(tmp_path, binaries):
+    s = str(tmp_path / 'store')
+    cb('init', '--store', s)
+    return s
+
+
+def backup_list(store):
+    return json.loads(cb('list', '--store', store, '--json').stdout)
+
+
+def packs(store):
+    res = []
+    for root, _, names in os.walk(os.path.join(store, 'packs')):
+        res += [os.path.join(root, n) for n in names]
+    return sorted(res)
+
+
+def tmp_files(store):
+    return sorted(os.listdir(os.path.join(store, 'tmp')))
