@@ -1,0 +1,294 @@
+"""Bad input: a clear one-line error, a non-zero exit, and nothing changed."""
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import (CASSBACKUP, MOUNT, backup_list, cb, data_dir_args, make_sample, mounted,
+                      packs, read, run, sample_dirs, snapshot_tables, tmp_files)
+
+
+def one_error_line(p, *words):
+    """The command failed with exactly one line on stderr that says what and why."""
+    assert p.returncode != 0
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, p.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+def store_state(store):
+    """What a failed command must leave untouched: catalog rows and pack files."""
+    return backup_list(store), packs(store), tmp_files(store)
+
+
+@pytest.fixture
+def base(store, sample_tree):
+    """A store already holding one good backup."""
+    dirs = sample_dirs(sample_tree)
+    cb('create', '--store', store, '--name', 'good', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    return store, dirs
+
+
+def assert_good_backup_intact(store, dirs, tmp_path):
+    with mounted(store, str(tmp_path / 'check')) as m:
+        for (ks, table), files in snapshot_tables(dirs, 'nightly-1').items():
+            for rel, src in files.items():
+                assert read(m.path('good', ks, table, rel)) == read(src)
+
+
+def test_store_missing(tmp_path, sample_tree):
+    p = cb('create', '--store', tmp_path / 'nope', '--data-dir', sample_dirs(sample_tree)[0],
+           '--snapshot', 'nightly-1', check=False)
+    one_error_line(p, 'cannot open store', 'nope', 'No such file or directory')
+    assert not (tmp_path / 'nope').exists()
+    one_error_line(cb('list', '--store', tmp_path / 'nope', check=False), 'No such file')
+
+
+def test_not_a_store(tmp_path, sample_tree):
+    d = tmp_path / 'plain'
+    d.mkdir()
+    (d / 'keep.txt').write_text('x')
+    p = cb('create', '--store', d, '--data-dir', sample_dirs(sample_tree)[0], '--snapshot',
+           'nightly-1', check=False)
+    one_error_line(p, 'cannot open store', 'not a cassbackup store')
+    assert sorted(os.listdir(d)) == ['keep.txt']
+    (d / 'catalog.db').write_bytes(b'this is not sqlite' * 100)
+    one_error_line(cb('list', '--store', d, check=False), 'not a cassbackup store')
+    one_error_line(cb('init', '--store', d, check=False), 'not empty')
+    m = subprocess.run([MOUNT, d, tmp_path], capture_output=True, text=True)
+    one_error_line(m, 'not a cassbackup store')
+
+
+def test_snapshot_tag_not_found_lists_existing(base):
+    store, dirs = base
+    before = store_state(store)
+    p = cb('create', '--store', store, '--name', 'x', *data_dir_args(dirs), '--snapshot', 'nope',
+           check=False)
+    line = one_error_line(p, 'snapshot nope', 'not found')
+    assert 'nightly-1' in line and 'older-tag' in line
+    assert store_state(store) == before
+
+
+def test_backup_name_taken(base):
+    store, dirs = base
+    before = store_state(store)
+    p = cb('create', '--store', store, '--name', 'good', *data_dir_args(dirs), '--snapshot',
+           'nightly-1', check=False)
+    one_error_line(p, 'backup good already exists')
+    assert store_state(store) == before
+
+
+def test_empty_selection(base, tmp_path):
+    store, dirs = base
+    before = store_state(store)
+    one_error_line(cb('create', '--store', store, '--name', 'x', *data_dir_args(dirs),
+                      '--snapshot', 'nightly-1', '--keyspace', 'nosuchks', check=False),
+                   'keyspace nosuchks', 'not found')
+    one_error_line(cb('create', '--store', store, '--name', 'x', *data_dir_args(dirs),
+                      '--snapshot', 'nightly-1', '--table', 'shop.nosuch', check=False),
+                   'table shop.nosuch', 'not found')
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    one_error_line(cb('create', '--store', store, '--name', 'x', '--data-dir', empty,
+                      '--snapshot', 'nightly-1', check=False), 'snapshot nightly-1', 'not found')
+    one_error_line(cb('create', '--store', store, '--name', 'x', '--data-dir', tmp_path / 'gone',
+                      '--snapshot', 'nightly-1', check=False), 'data directory', 'No such file')
+    one_error_line(cb('create', '--store', store, '--name', '../evil', *data_dir_args(dirs),
+                      '--snapshot', 'nightly-1', check=False), 'backup name')
+    assert store_state(store) == before
+
+
+def test_unreadable_file(binaries):
+    """As an unprivileged user (root reads everything), with one file mode 000."""
+    top = tempfile.mkdtemp(prefix='cb-unreadable-')  # pytest's tmp dirs are private to root
+    try:
+        os.chmod(top, 0o755)
+        store = os.path.join(top, 'store')
+        cb('init', '--store', store)
+        src = make_sample(os.path.join(top, 's'), '--data-kib', '64', '--data-dirs', '1')
+        [d] = sample_dirs(src)
+        run('chown', '-R', 'nobody', store)
+        run('chmod', '-R', 'a+rX', src)
+        as_nobody = ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', CASSBACKUP]
+        run(*as_nobody, 'create', '--store', store, '--name', 'ok', '--data-dir', d,
+            '--snapshot', 'nightly-1', '--table', 'shop.orders')
+        bad = snapshot_tables([d], 'nightly-1')[('shop', 'table1')]['nb-1-big-Index.db']
+        os.chmod(bad, 0)
+        before = store_state(store)
+        p = run(*as_nobody, 'create', '--store', store, '--name', 'x', '--data-dir', d,
+                '--snapshot', 'nightly-1', check=False)
+        one_error_line(p, 'cannot read', bad, 'Permission denied')
+        assert store_state(store) == before
+    finally:
+        shutil.rmtree(top)
+
+
+def test_file_vanishing_during_create(store, tmp_path):
+    """A file deleted after the scan and before it is read: the backup fails, cleanly."""
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '262144', '--incompressible', '--data-dirs', '1',
+                      '--keyspaces', '2', '--tables', '1', '--sstables', '1', '--no-index',
+                      '--no-clutter')
+    [d] = sample_dirs(src)
+    victim = snapshot_tables([d], 'nightly-1')[('shop1', 'orders')]['nb-1-big-Data.db']
+    proc = subprocess.Popen([CASSBACKUP, 'create', '--store', store, '--name', 'x', '--data-dir', d,
+                             '--snapshot', 'nightly-1', '--threads', '1'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Files go in keyspace order: once the pack grows, the scan is over and shop/ is being read.
+    deadline = time.monotonic() + 30
+    while not any(os.path.getsize(os.path.join(store, 'tmp', f)) > 0 for f in tmp_files(store)):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGSTOP)
+    os.unlink(victim)
+    proc.send_signal(signal.SIGCONT)
+    out, err = proc.communicate(timeout=120)
+    p = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    one_error_line(p, 'cannot read', victim, 'No such file')
+    assert backup_list(store) == [] and packs(store) == [] and tmp_files(store) == []
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_create(base, tmp_path, sig):
+    store, dirs = base
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '307200', '--incompressible', '--data-dirs', '1',
+                      '--keyspaces', '1', '--tables', '1', '--sstables', '1', '--no-index', '--no-clutter')
+    before = store_state(store)
+    proc = subprocess.Popen([CASSBACKUP, 'create', '--store', store, '--name', 'x', '--data-dir',
+                             sample_dirs(src)[0], '--snapshot', 'nightly-1'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not any(os.path.getsize(os.path.join(store, 'tmp', f)) > 0 for f in tmp_files(store)):
+        assert proc.poll() is None
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig
+    one_error_line(subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
+                   'interrupted', 'no backup was made')
+    assert store_state(store) == before
+    assert_good_backup_intact(store, dirs, tmp_path)
+
+
+def test_kill_9_during_create(base, tmp_path):
+    store, dirs = base
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '307200', '--incompressible', '--data-dirs', '1',
+                      '--keyspaces', '1', '--tables', '1', '--sstables', '1', '--no-index', '--no-clutter')
+    before_list, before_packs, _ = store_state(store)
+    proc = subprocess.Popen([CASSBACKUP, 'create', '--store', store, '--name', 'x', '--data-dir',
+                             sample_dirs(src)[0], '--snapshot', 'nightly-1'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while not any(os.path.getsize(os.path.join(store, 'tmp', f)) > 0 for f in tmp_files(store)):
+        assert proc.poll() is None
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    assert len(tmp_files(store)) == 1  # the stray pack, which nobody holds any more
+    assert backup_list(store) == before_list and packs(store) == before_packs
+    assert_good_backup_intact(store, dirs, tmp_path)
+    # the next backup reclaims it, and says so
+    p = cb('create', '--store', store, '--name', 'next', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    assert 'removed 1 unfinished pack' in p.stderr
+    assert tmp_files(store) == []
+    assert [b['name'] for b in backup_list(store)] == ['good', 'next']
+
+
+def test_disk_full_while_writing_pack(tmp_path, sample_tree):
+    """A real full file system: a 3 MiB tmpfs holding the store."""
+    fs = tmp_path / 'small'
+    fs.mkdir()
+    run('mount', '-t', 'tmpfs', '-o', 'size=3m', 'cbtest', fs)
+    try:
+        store = str(fs / 'store')
+        cb('init', '--store', store)
+        small = make_sample(str(tmp_path / 'small-data'), '--data-kib', '64', '--data-dirs', '1',
+                            '--keyspaces', '1', '--tables', '1')
+        cb('create', '--store', store, '--name', 'fits', *data_dir_args(sample_dirs(small)),
+           '--snapshot', 'nightly-1')
+        big = make_sample(str(tmp_path / 'big-data'), '--data-kib', '8192', '--incompressible',
+                          '--data-dirs', '1', '--keyspaces', '1', '--tables', '1')
+        before = store_state(store)
+        p = cb('create', '--store', store, '--name', 'toobig', *data_dir_args(sample_dirs(big)),
+               '--snapshot', 'nightly-1', check=False)
+        one_error_line(p, 'cannot write pack', 'No space left on device')
+        assert store_state(store) == before
+        with mounted(store, str(tmp_path / 'mnt')) as m:
+            for rel, src in snapshot_tables(sample_dirs(small), 'nightly-1')[('shop', 'orders')].items():
+                assert read(m.path('fits', 'shop', 'orders', rel)) == read(src)
+    finally:
+        run('umount', '-l', fs, check=False)
+
+
+def test_mountpoint_missing_or_busy(base, tmp_path):
+    store, _ = base
+    p = subprocess.run([MOUNT, store, tmp_path / 'nope', '-f'], capture_output=True, text=True)
+    one_error_line(p, 'mountpoint', 'No such file or directory')
+    f = tmp_path / 'file'
+    f.write_text('x')
+    one_error_line(subprocess.run([MOUNT, store, f], capture_output=True, text=True), 'not a directory')
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        p = subprocess.run([MOUNT, store, m.mnt, '-f'], capture_output=True, text=True, timeout=10)
+        one_error_line(p, 'busy')
+        assert os.listdir(m.path()) == ['good']  # the first mount still serves
+
+
+def frame_bounds(pack):
+    """(compressed offset, size) of each frame, from the seek table at the pack's end."""
+    data = read(pack)
+    n = int.from_bytes(data[-9:-5], 'little')
+    table = data[-(9 + 8 * n):-9]
+    off, res = 0, []
+    for i in range(n):
+        c = int.from_bytes(table[8 * i:8 * i + 4], 'little')
+        res.append((off, c))
+        off += c
+    return res
+
+
+def test_corrupt_or_missing_pack_gives_eio_and_spares_the_rest(store, tmp_path):
+    a = make_sample(str(tmp_path / 'a'), '--data-kib', '4096', '--data-dirs', '1', '--keyspaces', '1',
+                    '--tables', '1', '--sstables', '1', '--no-index', '--no-clutter', '--seed', '11')
+    b = make_sample(str(tmp_path / 'b'), '--data-kib', '64', '--data-dirs', '1', '--keyspaces', '1',
+                    '--tables', '1', '--sstables', '1', '--no-index', '--no-clutter', '--seed', '12')
+    cb('create', '--store', store, '--name', 'a', *data_dir_args(sample_dirs(a)), '--snapshot', 'nightly-1')
+    [pack_a] = packs(store)
+    cb('create', '--store', store, '--name', 'b', *data_dir_args(sample_dirs(b)), '--snapshot', 'nightly-1')
+    files_a = snapshot_tables(sample_dirs(a), 'nightly-1')[('shop', 'orders')]
+    files_b = snapshot_tables(sample_dirs(b), 'nightly-1')[('shop', 'orders')]
+
+    # Flip one byte in the middle of the largest frame: part of a's Data.db.
+    off, size = max(frame_bounds(pack_a), key=lambda f: f[1])
+    with open(pack_a, 'r+b') as f:
+        f.seek(off + size // 2)
+        byte = f.read(1)
+        f.seek(off + size // 2)
+        f.write(bytes([byte[0] ^ 0x40]))
+    with mounted(store, str(tmp_path / 'mnt'), expect_errors=('pack data is corrupt',)) as m:
+        with pytest.raises(OSError) as e:
+            read(m.path('a', 'shop', 'orders', 'nb-1-big-Data.db'))
+        assert e.value.errno == errno.EIO
+        for rel, src in files_a.items():   # other files of the same pack
+            if rel != 'nb-1-big-Data.db':
+                assert read(m.path('a', 'shop', 'orders', rel)) == read(src)
+        for rel, src in files_b.items():
+            assert read(m.path('b', 'shop', 'orders', rel)) == read(src)
+        assert 'nb-1-big-Data.db' in m.log() and 'corrupt' in m.log()
+
+    os.rename(pack_a, pack_a + '.away')
+    in_a = {read(p) for p in files_a.values()}  # b shares these bytes with a (deduplicated)
+    with mounted(store, str(tmp_path / 'mnt2'), expect_errors=('pack file is missing',)) as m:
+        for rel in files_a:
+            with pytest.raises(OSError) as e:
+                read(m.path('a', 'shop', 'orders', rel))
+            assert e.value.errno == errno.EIO
+        own = [(rel, src) for rel, src in files_b.items() if read(src) not in in_a]
+        assert len(own) > len(files_b) // 2
+        for rel, src in own:
+            assert read(m.path('b', 'shop', 'orders', rel)) == read(src)
+        assert os.listdir(m.path('a', 'shop', 'orders'))  # the tree is still listed
