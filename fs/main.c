@@ -252,6 +252,7 @@ err_out3:
 err_out2:
 	fuse_session_destroy(se);
 err_out1:
+	fuse_opt_free_args(&args);
 	pack_cache_free(cbfs.packs);
 	sb_free(&o);
 	sb_free(&fuse_opts);

@@ -546,14 +546,23 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 	return 0;
 }
 
+static void free_opts(struct create_opts *o)
+{
+	free(o->scan.data_dirs);
+	free(o->scan.keyspaces);
+	free(o->scan.tables);
+}
+
 int cmd_create(int argc, char **argv)
 {
 	struct create_opts o = {.level = 3, .cassandra_conf = "/etc/cassandra"};
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	o.threads = ncpu > 0 ? (unsigned)ncpu : 1;
 	int r = parse_opts(argc, argv, &o);
-	if (r)
+	if (r) {
+		free_opts(&o);
 		return r;
+	}
 
 	struct backup_state s = {.o = &o, .tmp = {.fd = -1}};
 	struct strbuf err = {0};
@@ -725,9 +734,7 @@ out:
 	scan_result_free(&s.scan);
 	catalog_close(s.cat);
 	sb_free(&err);
-	free(o.scan.data_dirs);
-	free(o.scan.keyspaces);
-	free(o.scan.tables);
+	free_opts(&o);
 	if (rc != 0 && cancel_requested)
 		return 128 + (int)cancel_requested;
 	return rc;

@@ -1,0 +1,287 @@
+"""cassbackup benchmarks; run through bench/run.sh. Every figure is measured in this run, and
+each comparison runs the real programs on the same data on this machine."""
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(REPO, 'tools', 'sample_data.py')
+MiB = 1 << 20
+
+
+def sh(*args, **kw):
+    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True, **kw)
+
+
+def drop_caches():
+    os.sync()
+    with open('/proc/sys/vm/drop_caches', 'w') as f:
+        f.write('3\n')
+
+
+def timed(fn, cold=True):
+    if cold:
+        drop_caches()
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def read_file(path, bs=MiB):
+    fd = os.open(path, os.O_RDONLY)
+    n = 0
+    try:
+        while True:
+            b = os.read(fd, bs)
+            if not b:
+                return n
+            n += len(b)
+    finally:
+        os.close(fd)
+
+
+class Mount:
+    def __init__(self, build, store, mnt, *opts):
+        os.makedirs(mnt, exist_ok=True)
+        self.mnt = mnt
+        self.proc = subprocess.Popen([os.path.join(build, 'fs', 'mount.cassbackup'), store, mnt,
+                                      '-f', *opts])
+        while not os.path.ismount(mnt):
+            if self.proc.poll() is not None:
+                raise SystemExit('mount.cassbackup failed')
+            time.sleep(0.005)
+
+    def peak_rss_kib(self):
+        with open(f'/proc/{self.proc.pid}/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1])
+        return 0
+
+    def close(self):
+        subprocess.run(['fusermount3', '-u', self.mnt], check=True)
+        self.proc.wait()
+
+
+def percentile(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+def random_reads(path, size, n, seed=3):
+    """Latencies (s) of n 4 KiB O_DIRECT reads at random aligned offsets."""
+    import mmap
+    rng = random.Random(seed)
+    buf = mmap.mmap(-1, 4096)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    lat = []
+    try:
+        for _ in range(n):
+            off = rng.randrange(size // 4096) * 4096
+            t = time.perf_counter()
+            os.preadv(fd, [buf], off)
+            lat.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+    return lat
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--build', required=True)
+    ap.add_argument('--dir', default=os.environ.get('BENCH_DIR', '/var/tmp/cassbackup-bench'))
+    ap.add_argument('--gib', type=float, default=float(os.environ.get('BENCH_GIB', '2')))
+    ap.add_argument('--backups', type=int, default=int(os.environ.get('BENCH_BACKUPS', '10000')))
+    ap.add_argument('--random-reads', type=int, default=2000)
+    a = ap.parse_args()
+    build = os.path.abspath(a.build)
+    cb = os.path.join(build, 'tools', 'cassbackup')
+    W = a.dir
+    subprocess.run(['fusermount3', '-u', os.path.join(W, 'mnt')], capture_output=True)
+    shutil.rmtree(W, ignore_errors=True)
+    os.makedirs(W)
+    res = {}
+    rows = []
+
+    def report(name, ours, theirs, unit, target=None, higher_is_better=True, note=''):
+        ratio = ours / theirs if theirs else float('inf')
+        ok = '' if target is None else ('PASS' if (ratio >= target if higher_is_better else ratio <= target) else 'MISS')
+        tgt = '' if target is None else (f'>= {target}' if higher_is_better else f'<= {target}')
+        rows.append((name, ours, theirs, unit, ratio, tgt, ok, note))
+        print(f'{name:58s} ours {ours:10.3f} {unit:5s} other {theirs:10.3f}  ratio {ratio:7.2f} {tgt:7s} {ok} {note}',
+              flush=True)
+
+    data_kib = int(a.gib * 1024 * 1024)
+    print(f'== data: {a.gib} GiB Data.db (compressible and incompressible), 100 tables x 2 x 5 MiB', flush=True)
+    for kind, extra in (('comp', []), ('incomp', ['--incompressible'])):
+        sh(sys.executable, SAMPLE, '--out', f'{W}/{kind}', '--data-dirs', '1', '--keyspaces', '1',
+           '--tables', '1', '--sstables', '1', '--data-kib', data_kib, '--no-index', '--no-clutter', *extra)
+    sh(sys.executable, SAMPLE, '--out', f'{W}/many', '--data-dirs', '1', '--keyspaces', '1',
+       '--tables', '100', '--sstables', '2', '--data-kib', '5120', '--no-clutter')
+
+    def snap_data(kind):
+        d = f'{W}/{kind}/data1/shop'
+        [t] = [x for x in os.listdir(d) if x.startswith('orders-')]
+        return f'{d}/{t}/snapshots/nightly-1/nb-1-big-Data.db', t
+
+    # -- create throughput vs tar + zstd -T0
+    print('== create', flush=True)
+    stores = {}
+    for kind in ('comp', 'incomp', 'many'):
+        store = f'{W}/store-{kind}'
+        sh(cb, 'init', '--store', store)
+        stores[kind] = store
+        dd = f'{W}/{kind}/data1'
+        snap_paths = sorted(os.path.relpath(os.path.join(dd, 'shop', t, 'snapshots', 'nightly-1'), dd)
+                            for t in os.listdir(os.path.join(dd, 'shop')))
+        t_ours = timed(lambda: sh(cb, 'create', '--store', store, '--name', 'day1', '--data-dir', dd,
+                                  '--snapshot', 'nightly-1', '--json'))
+        info = json.loads(sh(cb, 'list', '--store', store, '--json').stdout)[0]
+        t_tar = timed(lambda: sh('tar', '-I', 'zstd -3 -T0', '-cf', f'{W}/{kind}.tar.zst', '-C', dd, *snap_paths))
+        gib = info['bytes'] / (1 << 30)
+        report(f'create {kind} ({gib:.2f} GiB), throughput vs tar -I "zstd -3 -T0"',
+               info['bytes'] / MiB / t_ours, info['bytes'] / MiB / t_tar, 'MiB/s', 1.0,
+               note=f'stored {info["stored_bytes"] / MiB:.0f} MiB vs tar.zst {os.path.getsize(f"{W}/{kind}.tar.zst") / MiB:.0f} MiB')
+
+    # -- cold sequential read through the mount vs zstd -dc vs the plain file
+    print('== sequential read (cold: page cache dropped, fresh mount)', flush=True)
+    rss = []
+    for kind in ('comp', 'incomp'):
+        data, _ = snap_data(kind)
+        size = os.path.getsize(data)
+        sh('zstd', '-3', '-T0', '-q', '-f', data, '-o', f'{W}/{kind}.Data.db.zst')
+        m = Mount(build, stores[kind], f'{W}/mnt')
+        p = os.path.join(m.mnt, 'backups', 'day1', 'shop', 'orders', 'nb-1-big-Data.db')
+        t_mount = timed(lambda: read_file(p))
+        rss.append(m.peak_rss_kib())
+        m.close()
+        t_zstd = timed(lambda: subprocess.run(f'zstd -dc {W}/{kind}.Data.db.zst > /dev/null', shell=True, check=True))
+        t_plain = timed(lambda: read_file(data))
+        report(f'cold sequential read {kind}: mount vs zstd -dc', size / MiB / t_mount, size / MiB / t_zstd,
+               'MiB/s', 0.9 if kind == 'comp' else None)
+        report(f'cold sequential read {kind}: mount vs plain file', size / MiB / t_mount, size / MiB / t_plain,
+               'MiB/s', 0.8 if kind == 'incomp' else None)
+
+    # -- random 4 KiB reads
+    print('== random 4 KiB reads (O_DIRECT, so every read reaches the file system)', flush=True)
+    for kind in ('comp', 'incomp'):
+        data, _ = snap_data(kind)
+        size = os.path.getsize(data)
+        drop_caches()
+        m = Mount(build, stores[kind], f'{W}/mnt')
+        lat_m = random_reads(os.path.join(m.mnt, 'backups', 'day1', 'shop', 'orders', 'nb-1-big-Data.db'),
+                             size, a.random_reads)
+        rss.append(m.peak_rss_kib())
+        m.close()
+        drop_caches()
+        lat_p = random_reads(data, size, a.random_reads)
+        report(f'random 4K {kind} p50 latency, mount vs plain file', percentile(lat_m, 50) * 1e3,
+               percentile(lat_p, 50) * 1e3, 'ms', None, False)
+        report(f'random 4K {kind} p99 latency, mount vs plain file', percentile(lat_m, 99) * 1e3,
+               percentile(lat_p, 99) * 1e3, 'ms', 8, False)
+
+    # -- archivemount on a single tar.zst of the same snapshot
+    print('== archivemount (one tar.zst) vs mount.cassbackup: mount + read the Data.db', flush=True)
+    data, tdir = snap_data('comp')
+    size = os.path.getsize(data)
+    am = f'{W}/am'
+    os.makedirs(am, exist_ok=True)
+
+    def with_archivemount():
+        sh('archivemount', '-o', 'ro', f'{W}/comp.tar.zst', am)
+        try:
+            read_file(os.path.join(am, 'shop', tdir, 'snapshots', 'nightly-1', 'nb-1-big-Data.db'))
+        finally:
+            sh('fusermount3', '-u', am)
+
+    def with_ours():
+        m = Mount(build, stores['comp'], f'{W}/mnt')
+        read_file(os.path.join(m.mnt, 'backups', 'day1', 'shop', 'orders', 'nb-1-big-Data.db'))
+        m.close()
+
+    t_am = timed(with_archivemount)
+    t_ours = timed(with_ours)
+    report('mount + cold read of Data.db, speed-up over archivemount', t_am / t_ours, 1.0, 'x', None,
+           note=f'archivemount {t_am:.2f} s, ours {t_ours:.2f} s')
+
+    # -- one table out of 100
+    print('== restore one table out of 100', flush=True)
+    many = f'{W}/many/data1/shop'
+    [t42] = [x for x in os.listdir(many) if x.startswith('table42-')]
+    dst = f'{W}/restore'
+
+    def tar_one():
+        shutil.rmtree(dst, ignore_errors=True)
+        os.makedirs(dst)
+        sh('tar', '--zstd', '-xf', f'{W}/many.tar.zst', '-C', dst, f'shop/{t42}/snapshots/nightly-1')
+
+    m = Mount(build, stores['many'], f'{W}/mnt')
+
+    def ours_one():
+        shutil.rmtree(dst, ignore_errors=True)
+        sh('cp', '-a', os.path.join(m.mnt, 'backups', 'day1', 'shop', 'table42'), dst)
+
+    t_ours = timed(ours_one)
+    m.close()
+    t_tar = timed(tar_one)
+    report('restore 1 of 100 tables (cp -a from mount) speed-up over tar -xf', t_tar / t_ours, 1.0, 'x', 20,
+           note=f'tar {t_tar:.2f} s, ours {t_ours:.3f} s')
+
+    # -- second day: 5% new sstables
+    print('== second-day backup (5% new sstables)', flush=True)
+    sh(sys.executable, SAMPLE, '--out', f'{W}/many', '--data-dirs', '1', '--keyspaces', '1',
+       '--tables', '100', '--data-kib', '5120', '--no-clutter', '--grow-percent', '5',
+       '--tag', 'nightly-2', '--seed', '9')
+    day1 = json.loads(sh(cb, 'list', '--store', stores['many'], '--json').stdout)[0]
+    t_day2 = timed(lambda: sh(cb, 'create', '--store', stores['many'], '--name', 'day2',
+                              '--data-dir', f'{W}/many/data1', '--snapshot', 'nightly-2'))
+    t_day1_again = timed(lambda: sh(cb, 'create', '--store', f'{W}/store-fresh', '--name', 'x',
+                                    '--data-dir', f'{W}/many/data1', '--snapshot', 'nightly-1'),
+                         cold=True) if sh(cb, 'init', '--store', f'{W}/store-fresh') else 0
+    day2 = json.loads(sh(cb, 'list', '--store', stores['many'], '--json').stdout)[1]
+    report('second-day backup: stored bytes, day 2 / day 1', day2['stored_bytes'] / MiB,
+           day1['stored_bytes'] / MiB, 'MiB', None, False,
+           note=f'logical {day2["bytes"] / MiB:.0f} MiB, new {day2["new_bytes"] / MiB:.0f} MiB')
+    report('second-day backup: time, day 2 / day 1', t_day2, t_day1_again, 's', None, False)
+
+    # -- many backups: mount + ls /backups
+    print(f'== mount + ls /backups: 10 vs {a.backups} backups', flush=True)
+    sh(sys.executable, SAMPLE, '--out', f'{W}/tiny', '--data-dirs', '1', '--keyspaces', '1',
+       '--tables', '1', '--sstables', '1', '--data-kib', '4', '--no-index', '--no-clutter')
+    for n in (10, a.backups):
+        store = f'{W}/store-{n}'
+        sh(cb, 'init', '--store', store)
+        names = '\n'.join(f'b{i:05d}' for i in range(n)) + '\n'
+        subprocess.run(f'xargs -P 4 -I NAME {cb} create --store {store} --name NAME --data-dir {W}/tiny/data1 '
+                       f'--snapshot nightly-1 --threads 1 > /dev/null', shell=True, check=True, input=names,
+                       text=True)
+    mount_bin = os.path.join(build, 'fs', 'mount.cassbackup')
+    times = {}
+    for n in (10, a.backups):
+        samples = []
+        for _ in range(7):
+            drop_caches()
+            t = time.perf_counter()
+            sh(mount_bin, f'{W}/store-{n}', f'{W}/mnt')  # daemonizes once mounted
+            out = sh('ls', f'{W}/mnt/backups').stdout
+            samples.append(time.perf_counter() - t)
+            sh('fusermount3', '-u', f'{W}/mnt')
+            assert out.count('\n') == n
+        times[n] = statistics.median(samples)
+    report(f'mount + ls /backups, {a.backups} backups / 10 backups', times[a.backups] * 1e3, times[10] * 1e3,
+           'ms', 1.5, False)
+
+    print(f'== peak RSS of mount.cassbackup over the read runs: {max(rss) / 1024:.1f} MiB '
+          f'(target <= 64 MiB: {"PASS" if max(rss) <= 64 * 1024 else "MISS"})', flush=True)
+    with open(os.path.join(W, 'results.json'), 'w') as f:
+        json.dump({'rows': rows, 'peak_rss_kib': max(rss)}, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()

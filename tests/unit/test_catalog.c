@@ -1,0 +1,219 @@
+/* Unit tests for the catalog: schema, registration, the tree the mount walks, listings. */
+#include "catalog.h"
+#include "store.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int failures;
+#define CHECK(cond)                                                                      \
+	do {                                                                             \
+		if (!(cond)) {                                                           \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+			failures++;                                                      \
+		}                                                                        \
+	} while (0)
+
+struct names {
+	char v[16][256];
+	uint64_t ino[16];
+	int n;
+};
+
+static int collect(void *ctx, const struct cb_node *n)
+{
+	struct names *s = ctx;
+	if (s->n < 16) {
+		snprintf(s->v[s->n], sizeof(s->v[0]), "%s", n->name);
+		s->ino[s->n] = n->ino;
+	}
+	s->n++;
+	return 0;
+}
+
+struct xa {
+	char sha[80];
+	char node[80];
+	int n;
+};
+
+static int collect_xattr(void *ctx, const char *name, const char *value)
+{
+	struct xa *x = ctx;
+	if (!strcmp(name, "user.cassbackup.sha256"))
+		snprintf(x->sha, sizeof(x->sha), "%s", value);
+	if (!strcmp(name, "user.cassbackup.node"))
+		snprintf(x->node, sizeof(x->node), "%s", value);
+	x->n++;
+	return 0;
+}
+
+struct sums {
+	uint64_t unique[4];
+	int n;
+};
+
+static int collect_backup(void *ctx, const struct cb_backup_summary *b)
+{
+	struct sums *s = ctx;
+	if (s->n < 4)
+		s->unique[s->n] = b->unique_bytes;
+	s->n++;
+	return 0;
+}
+
+/* Registers a backup with one table holding files with the given blob ids. */
+static int64_t add_backup(catalog *c, const char *name, int64_t pack, const int64_t *blobs,
+			  const uint64_t *sizes, int nfiles)
+{
+	struct cb_dir_attr a = {.mode = 0755, .uid = 999, .gid = 999, .mtime_ns = 1000000000};
+	struct cb_backup_info b = {.name = name, .node = "node-1", .created_ns = 5, .pack_id = pack};
+	int64_t bid, ks, tb, dir, fid;
+	CHECK(catalog_begin(c) == 0);
+	CHECK(catalog_add_backup(c, &b, &bid) == 0);
+	CHECK(catalog_add_keyspace(c, bid, "shop", &a, &ks) == 0);
+	CHECK(catalog_add_table(c, bid, ks, "orders", "0123456789abcdef0123456789abcdef",
+				"CREATE TABLE shop.orders (id int PRIMARY KEY);", &a, &tb) == 0);
+	CHECK(catalog_add_dir(c, tb, ".orders_idx", &a, &dir) == 0);
+	for (int i = 0; i < nfiles; i++) {
+		char fname[64];
+		snprintf(fname, sizeof(fname), "nb-%d-big-Data.db", i + 1);
+		struct cb_file_info f = {
+			.backup_id = bid, .table_row = tb, .dir_id = i == nfiles - 1 ? dir : 0,
+			.name = fname, .size = sizes[i], .mode = 0644, .uid = 999, .gid = 999,
+			.mtime_ns = 1234567890123456789, .blob_id = blobs[i],
+		};
+		CHECK(catalog_add_file(c, &f, &fid) == 0);
+	}
+	CHECK(catalog_commit(c) == 0);
+	return bid;
+}
+
+int main(void)
+{
+	char root[] = "/tmp/cb-catalog-XXXXXX";
+	CHECK(mkdtemp(root) != NULL);
+	struct strbuf store = {0}, db = {0};
+	sb_printf(&store, "%s/store", root);
+	sb_printf(&db, "%s/catalog.db", store.buf);
+
+	catalog *c = NULL;
+	CHECK(store_open(store.buf, 0, &c) == -ENOENT);
+	CHECK(store_init(store.buf) == 0);
+	CHECK(store_init(store.buf) == -EEXIST); /* not empty any more */
+	CHECK(store_open(store.buf, 0, &c) == 0);
+
+	unsigned char sha1[32], sha2[32], sha3[32];
+	memset(sha1, 1, 32);
+	memset(sha2, 2, 32);
+	memset(sha3, 3, 32);
+	int64_t pack, b1, b2, b3, again, found;
+	CHECK(catalog_begin(c) == 0);
+	CHECK(catalog_add_pack(c, "packs/aa/aa.tar.zst", 1000, 3, 1, &pack) == 0);
+	CHECK(catalog_add_blob(c, sha1, 100, pack, 1536, &b1) == 0);
+	CHECK(catalog_add_blob(c, sha2, 200, pack, 4096, &b2) == 0);
+	CHECK(catalog_add_blob(c, sha3, 300, pack, 9000, &b3) == 0);
+	CHECK(catalog_add_blob(c, sha1, 100, pack, 77, &again) == 0 && again == b1); /* dedup */
+	CHECK(catalog_commit(c) == 0);
+	CHECK(catalog_find_blob(c, sha2, 200, &found) == 1 && found == b2);
+	CHECK(catalog_find_blob(c, sha2, 201, &found) == 0);
+	CHECK(catalog_blob_size_exists(c, 300) == 1 && catalog_blob_size_exists(c, 301) == 0);
+
+	int64_t blobs1[] = {b1, b2, b3};
+	uint64_t sizes1[] = {100, 200, 300};
+	int64_t id1 = add_backup(c, "day1", pack, blobs1, sizes1, 3);
+	int64_t blobs2[] = {b1, b2};
+	uint64_t sizes2[] = {100, 200};
+	add_backup(c, "day2", pack, blobs2, sizes2, 2);
+	CHECK(catalog_backup_exists(c, "day1") == 1 && catalog_backup_exists(c, "nope") == 0);
+	/* a second backup of the same name is refused by the schema, and rolled back */
+	CHECK(catalog_begin(c) == 0);
+	struct cb_backup_info dup = {.name = "day1", .pack_id = pack};
+	CHECK(catalog_add_backup(c, &dup, &found) == -EEXIST);
+	catalog_rollback(c);
+
+	/* day1 alone holds blob 3 (300 bytes); day2 holds nothing alone */
+	struct sums s = {0};
+	CHECK(catalog_list_backups(c, collect_backup, &s) == 0);
+	CHECK(s.n == 2 && s.unique[0] == 300 && s.unique[1] == 0);
+
+	/* the tree: a read-only handle, as the mount uses */
+	catalog *r;
+	CHECK(catalog_open(&r, db.buf, CATALOG_READONLY) == 0);
+	struct names n = {0};
+	CHECK(catalog_node_list(r, CB_INO_ROOT, collect, &n) == 0);
+	CHECK(n.n == 1 && !strcmp(n.v[0], "backups") && n.ino[0] == CB_INO_BACKUPS);
+	n.n = 0;
+	CHECK(catalog_node_list(r, CB_INO_BACKUPS, collect, &n) == 0);
+	CHECK(n.n == 2 && !strcmp(n.v[0], "day1") && !strcmp(n.v[1], "day2"));
+	CHECK(n.ino[0] == CB_INO(CB_NODE_BACKUP, id1));
+
+	struct cb_node node, tnode, fnode;
+	CHECK(catalog_node_lookup(r, CB_INO_BACKUPS, "day1", &node) == 0 && node.kind == CB_NODE_BACKUP);
+	CHECK(S_ISDIR(node.mode) && node.uid == CB_OWNER_UNSET);
+	CHECK(catalog_node_lookup(r, CB_INO_BACKUPS, "day9", &node) == -ENOENT);
+	CHECK(catalog_node_lookup(r, CB_INO(CB_NODE_BACKUP, id1), "shop", &node) == 0);
+	CHECK(catalog_node_lookup(r, node.ino, "orders", &tnode) == 0 && tnode.kind == CB_NODE_TABLE);
+	CHECK(tnode.uid == 999 && (tnode.mode & 07777) == 0755 && S_ISDIR(tnode.mode));
+	n.n = 0;
+	CHECK(catalog_node_list(r, tnode.ino, collect, &n) == 0);
+	CHECK(n.n == 3 && !strcmp(n.v[0], ".orders_idx") && !strcmp(n.v[1], "nb-1-big-Data.db"));
+	CHECK(catalog_node_lookup(r, tnode.ino, "nb-2-big-Data.db", &fnode) == 0);
+	CHECK(fnode.kind == CB_NODE_FILE && S_ISREG(fnode.mode) && fnode.size == 200);
+	CHECK(fnode.mtime_ns == 1234567890123456789);
+	CHECK(catalog_node_lookup(r, fnode.ino, "x", &node) == -ENOTDIR);
+	CHECK(catalog_node_get(r, fnode.ino, &node) == 0 && !strcmp(node.name, "nb-2-big-Data.db"));
+	CHECK(catalog_node_get(r, CB_INO(CB_NODE_FILE, 999999), &node) == -ENOENT);
+	/* the index subdirectory holds the last file */
+	CHECK(catalog_node_lookup(r, tnode.ino, ".orders_idx", &node) == 0 && node.kind == CB_NODE_DIR);
+	CHECK(catalog_node_lookup(r, node.ino, "nb-3-big-Data.db", &fnode) == 0 && fnode.size == 300);
+	CHECK(catalog_node_lookup(r, tnode.ino, "nb-3-big-Data.db", &node) == -ENOENT);
+
+	struct cb_blob_loc loc;
+	CHECK(catalog_file_blob(r, fnode.ino, &loc) == 0);
+	CHECK(loc.pack_id == pack && loc.offset == 9000 && loc.size == 300);
+	CHECK(!strcmp(loc.pack_path, "packs/aa/aa.tar.zst") && !memcmp(loc.sha256, sha3, 32));
+	CHECK(catalog_file_blob(r, tnode.ino, &loc) == -ENOENT);
+
+	struct xa x = {0};
+	CHECK(catalog_node_xattrs(r, fnode.ino, collect_xattr, &x) == 0);
+	CHECK(x.n == 1 && !strcmp(x.sha, "0303030303030303030303030303030303030303030303030303030303030303"));
+	x = (struct xa){0};
+	CHECK(catalog_node_xattrs(r, CB_INO(CB_NODE_BACKUP, id1), collect_xattr, &x) == 0);
+	CHECK(!strcmp(x.node, "node-1") && x.n >= 5);
+	/* writes through a read-only handle fail */
+	CHECK(catalog_add_pack(r, "packs/bb/bb.tar.zst", 1, 1, 1, &found) == -EROFS);
+	catalog_close(r);
+	catalog_close(c);
+
+	/* a file that is not a catalog */
+	struct strbuf junk = {0};
+	sb_printf(&junk, "%s/junk.db", root);
+	FILE *f = fopen(junk.buf, "w");
+	fputs("definitely not sqlite, but long enough to look like a header..........", f);
+	fclose(f);
+	CHECK(catalog_open(&c, junk.buf, 0) == -EMEDIUMTYPE && c == NULL);
+	unlink(junk.buf);
+	/* an SQLite database of someone else's */
+	CHECK(catalog_open(&c, junk.buf, CATALOG_CREATE) == 0); /* fresh catalog is ours */
+	catalog_close(c);
+
+	sb_free(&junk);
+	sb_free(&db);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+	if (system(cmd) != 0)
+		failures++;
+	sb_free(&store);
+	if (failures) {
+		fprintf(stderr, "test_catalog: %d checks failed\n", failures);
+		return 1;
+	}
+	printf("test_catalog: all checks passed\n");
+	return 0;
+}
