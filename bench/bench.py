@@ -99,6 +99,8 @@ def main():
     ap.add_argument('--gib', type=float, default=float(os.environ.get('BENCH_GIB', '2')))
     ap.add_argument('--backups', type=int, default=int(os.environ.get('BENCH_BACKUPS', '10000')))
     ap.add_argument('--random-reads', type=int, default=2000)
+    ap.add_argument('--am-mib', type=int, default=256, help='prefix archivemount reads')
+    ap.add_argument('--am-cap', type=int, default=300, help='seconds archivemount may take')
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     cb = os.path.join(build, 'tools', 'cassbackup')
@@ -140,12 +142,22 @@ def main():
         dd = f'{W}/{kind}/data1'
         snap_paths = sorted(os.path.relpath(os.path.join(dd, 'shop', t, 'snapshots', 'nightly-1'), dd)
                             for t in os.listdir(os.path.join(dd, 'shop')))
-        t_ours = timed(lambda: sh(cb, 'create', '--store', store, '--name', 'day1', '--data-dir', dd,
-                                  '--snapshot', 'nightly-1', '--json'))
+        def ours(i):
+            shutil.rmtree(store)
+            sh(cb, 'init', '--store', store)
+            return timed(lambda: sh(cb, 'create', '--store', store, '--name', 'day1', '--data-dir', dd,
+                                    '--snapshot', 'nightly-1'))
+
+        def tar(i):  # made durable like a backup: create fsyncs its pack before it returns
+            out = f'{W}/{kind}.tar.zst'
+            return timed(lambda: (sh('tar', '-I', 'zstd -3 -T0', '-cf', out, '-C', dd, *snap_paths),
+                                  sh('sync', '-f', out)))
+
+        t_ours = statistics.median(ours(i) for i in range(3))
+        t_tar = statistics.median(tar(i) for i in range(3))
         info = json.loads(sh(cb, 'list', '--store', store, '--json').stdout)[0]
-        t_tar = timed(lambda: sh('tar', '-I', 'zstd -3 -T0', '-cf', f'{W}/{kind}.tar.zst', '-C', dd, *snap_paths))
         gib = info['bytes'] / (1 << 30)
-        report(f'create {kind} ({gib:.2f} GiB), throughput vs tar -I "zstd -3 -T0"',
+        report(f'create {kind} ({gib:.2f} GiB) vs tar -I "zstd -3 -T0" + fsync',
                info['bytes'] / MiB / t_ours, info['bytes'] / MiB / t_tar, 'MiB/s', 1.0,
                note=f'stored {info["stored_bytes"] / MiB:.0f} MiB vs tar.zst {os.path.getsize(f"{W}/{kind}.tar.zst") / MiB:.0f} MiB')
 
@@ -156,59 +168,82 @@ def main():
         data, _ = snap_data(kind)
         size = os.path.getsize(data)
         sh('zstd', '-3', '-T0', '-q', '-f', data, '-o', f'{W}/{kind}.Data.db.zst')
-        m = Mount(build, stores[kind], f'{W}/mnt')
-        p = os.path.join(m.mnt, 'backups', 'day1', 'shop', 'orders', 'nb-1-big-Data.db')
-        t_mount = timed(lambda: read_file(p))
-        rss.append(m.peak_rss_kib())
-        m.close()
-        t_zstd = timed(lambda: subprocess.run(f'zstd -dc {W}/{kind}.Data.db.zst > /dev/null', shell=True, check=True))
-        t_plain = timed(lambda: read_file(data))
+        def via_mount():
+            drop_caches()
+            m = Mount(build, stores[kind], f'{W}/mnt')  # fresh: nothing cached anywhere
+            p = os.path.join(m.mnt, 'backups', 'day1', 'shop', 'orders', 'nb-1-big-Data.db')
+            t = timed(lambda: read_file(p))
+            rss.append(m.peak_rss_kib())
+            m.close()
+            return t
+
+        t_mount = statistics.median(via_mount() for _ in range(3))
+        t_zstd = statistics.median(timed(lambda: subprocess.run(
+            f'zstd -dc {W}/{kind}.Data.db.zst > /dev/null', shell=True, check=True)) for _ in range(3))
+        t_plain = statistics.median(timed(lambda: read_file(data)) for _ in range(3))
         report(f'cold sequential read {kind}: mount vs zstd -dc', size / MiB / t_mount, size / MiB / t_zstd,
                'MiB/s', 0.9 if kind == 'comp' else None)
         report(f'cold sequential read {kind}: mount vs plain file', size / MiB / t_mount, size / MiB / t_plain,
                'MiB/s', 0.8 if kind == 'incomp' else None)
 
-    # -- random 4 KiB reads
+    # -- random 4 KiB reads, with the default 1 MiB frames and with --frame-kib 128
     print('== random 4 KiB reads (O_DIRECT, so every read reaches the file system)', flush=True)
     for kind in ('comp', 'incomp'):
         data, _ = snap_data(kind)
         size = os.path.getsize(data)
         drop_caches()
-        m = Mount(build, stores[kind], f'{W}/mnt')
-        lat_m = random_reads(os.path.join(m.mnt, 'backups', 'day1', 'shop', 'orders', 'nb-1-big-Data.db'),
-                             size, a.random_reads)
-        rss.append(m.peak_rss_kib())
-        m.close()
-        drop_caches()
         lat_p = random_reads(data, size, a.random_reads)
-        report(f'random 4K {kind} p50 latency, mount vs plain file', percentile(lat_m, 50) * 1e3,
-               percentile(lat_p, 50) * 1e3, 'ms', None, False)
-        report(f'random 4K {kind} p99 latency, mount vs plain file', percentile(lat_m, 99) * 1e3,
-               percentile(lat_p, 99) * 1e3, 'ms', 8, False)
+        small = f'{W}/store-{kind}-128k'
+        sh(cb, 'init', '--store', small)
+        sh(cb, 'create', '--store', small, '--name', 'day1', '--data-dir', f'{W}/{kind}/data1',
+           '--snapshot', 'nightly-1', '--frame-kib', '128')
+        for label, store in (('1 MiB frames', stores[kind]), ('128 KiB frames', small)):
+            drop_caches()
+            m = Mount(build, store, f'{W}/mnt')
+            lat_m = random_reads(os.path.join(m.mnt, 'backups', 'day1', 'shop', 'orders', 'nb-1-big-Data.db'),
+                                 size, a.random_reads)
+            rss.append(m.peak_rss_kib())
+            m.close()
+            stored = json.loads(sh(cb, 'list', '--store', store, '--json').stdout)[0]['stored_bytes']
+            report(f'random 4K {kind} p50, {label}, mount vs plain file', percentile(lat_m, 50) * 1e3,
+                   percentile(lat_p, 50) * 1e3, 'ms', None, False)
+            report(f'random 4K {kind} p99, {label}, mount vs plain file', percentile(lat_m, 99) * 1e3,
+                   percentile(lat_p, 99) * 1e3, 'ms', 8, False, note=f'pack {stored / MiB:.0f} MiB')
 
-    # -- archivemount on a single tar.zst of the same snapshot
-    print('== archivemount (one tar.zst) vs mount.cassbackup: mount + read the Data.db', flush=True)
+    # -- archivemount on a single tar.zst of the same snapshot. archivemount cannot seek in a
+    # zstd stream, so it decodes from the start again and again; it reads a bounded prefix of the
+    # file, under a time cap, and a capped run is reported as a lower bound.
+    print('== archivemount (one tar.zst) vs mount.cassbackup: mount + cold read of the first '
+          f'{a.am_mib} MiB of Data.db', flush=True)
     data, tdir = snap_data('comp')
-    size = os.path.getsize(data)
     am = f'{W}/am'
     os.makedirs(am, exist_ok=True)
 
-    def with_archivemount():
-        sh('archivemount', '-o', 'ro', f'{W}/comp.tar.zst', am)
-        try:
-            read_file(os.path.join(am, 'shop', tdir, 'snapshots', 'nightly-1', 'nb-1-big-Data.db'))
-        finally:
-            sh('fusermount3', '-u', am)
+    def read_prefix(path):
+        with open(path, 'rb') as f:
+            left = a.am_mib * MiB
+            while left > 0:
+                b = f.read(min(MiB, left))
+                if not b:
+                    break
+                left -= len(b)
+
+    script = (f'archivemount -o ro {W}/comp.tar.zst {am} && '
+              f'head -c {a.am_mib * MiB} {am}/shop/{tdir}/snapshots/nightly-1/nb-1-big-Data.db > /dev/null')
+    drop_caches()
+    t = time.perf_counter()
+    capped = subprocess.run(['timeout', str(a.am_cap), 'sh', '-c', script]).returncode == 124
+    t_am = time.perf_counter() - t
+    subprocess.run(['fusermount3', '-u', am], capture_output=True)
 
     def with_ours():
         m = Mount(build, stores['comp'], f'{W}/mnt')
-        read_file(os.path.join(m.mnt, 'backups', 'day1', 'shop', 'orders', 'nb-1-big-Data.db'))
+        read_prefix(os.path.join(m.mnt, 'backups', 'day1', 'shop', 'orders', 'nb-1-big-Data.db'))
         m.close()
 
-    t_am = timed(with_archivemount)
     t_ours = timed(with_ours)
-    report('mount + cold read of Data.db, speed-up over archivemount', t_am / t_ours, 1.0, 'x', None,
-           note=f'archivemount {t_am:.2f} s, ours {t_ours:.2f} s')
+    report('mount + cold read, speed-up over archivemount', t_am / t_ours, 1.0, 'x', None,
+           note=f'archivemount {">" if capped else ""}{t_am:.2f} s, ours {t_ours:.3f} s')
 
     # -- one table out of 100
     print('== restore one table out of 100', flush=True)
@@ -241,9 +276,9 @@ def main():
     day1 = json.loads(sh(cb, 'list', '--store', stores['many'], '--json').stdout)[0]
     t_day2 = timed(lambda: sh(cb, 'create', '--store', stores['many'], '--name', 'day2',
                               '--data-dir', f'{W}/many/data1', '--snapshot', 'nightly-2'))
+    sh(cb, 'init', '--store', f'{W}/store-fresh')  # day 1 again, timed the same way
     t_day1_again = timed(lambda: sh(cb, 'create', '--store', f'{W}/store-fresh', '--name', 'x',
-                                    '--data-dir', f'{W}/many/data1', '--snapshot', 'nightly-1'),
-                         cold=True) if sh(cb, 'init', '--store', f'{W}/store-fresh') else 0
+                                    '--data-dir', f'{W}/many/data1', '--snapshot', 'nightly-1'))
     day2 = json.loads(sh(cb, 'list', '--store', stores['many'], '--json').stdout)[1]
     report('second-day backup: stored bytes, day 2 / day 1', day2['stored_bytes'] / MiB,
            day1['stored_bytes'] / MiB, 'MiB', None, False,

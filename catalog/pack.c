@@ -49,12 +49,13 @@ static int fail(pack_writer *w, int fallback)
 	return w->err;
 }
 
-int pack_writer_new(pack_writer **out, int fd, int level, unsigned nthreads)
+int pack_writer_new(pack_writer **out, int fd, int level, unsigned nthreads, size_t frame_size)
 {
 	pack_writer *w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
-	int r = seekable_writer_new(&w->sw, fd, level, nthreads, SEEKABLE_DEFAULT_FRAME_SIZE);
+	int r = seekable_writer_new(&w->sw, fd, level, nthreads,
+				    frame_size ? frame_size : SEEKABLE_DEFAULT_FRAME_SIZE);
 	if (r < 0)
 		goto fail;
 	r = -ENOMEM;

@@ -22,8 +22,9 @@ struct pack_member {
 	int64_t mtime_ns;
 };
 
-/* Starts a pack on fd. level: zstd level; nthreads: compression threads (0: the caller's). */
-int pack_writer_new(pack_writer **out, int fd, int level, unsigned nthreads);
+/* Starts a pack on fd. level: zstd level; nthreads: compression threads (0: the caller's);
+ * frame_size: bytes of tar stream per zstd frame at most (0: SEEKABLE_DEFAULT_FRAME_SIZE). */
+int pack_writer_new(pack_writer **out, int fd, int level, unsigned nthreads, size_t frame_size);
 
 /* Adds a member with m->size bytes read from src_fd, hashing them into sha256.
  * *data_off gets the offset of the member's first data byte in the tar stream.

@@ -387,6 +387,54 @@ int pack_cache_read(pack_cache *pc, int64_t pack_id, const char *relpath, uint64
 	return r;
 }
 
+int pack_cache_pin(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_t off, size_t len,
+		   struct pack_pin *pin)
+{
+	struct preader *p;
+	*pin = (struct pack_pin){0};
+	int r = get_pack(pc, pack_id, relpath, &p);
+	if (r < 0)
+		return r;
+	pin->pack = p;
+	uint64_t total = p->table->doff[p->table->frames];
+	if (off > total || len > total - off) {
+		r = -EINVAL;
+		goto fail;
+	}
+	if (len && seek_table_frame_at(p->table, off + len - 1) - seek_table_frame_at(p->table, off) >=
+			   PACK_PIN_MAX) {
+		r = -E2BIG;
+		goto fail;
+	}
+	while (len) {
+		uint32_t i = seek_table_frame_at(p->table, off);
+		struct frame *f = NULL;
+		if ((r = get_frame(pc, p, i, &f)) < 0)
+			goto fail;
+		size_t in = (size_t)(off - p->table->doff[i]);
+		size_t n = f->len - in < len ? f->len - in : len;
+		pin->frame[pin->n] = f;
+		pin->seg[pin->n].data = f->data + in;
+		pin->seg[pin->n].len = n;
+		pin->n++;
+		off += n;
+		len -= n;
+	}
+	return 0;
+fail:
+	pack_cache_unpin(pc, pin);
+	return r;
+}
+
+void pack_cache_unpin(pack_cache *pc, struct pack_pin *pin)
+{
+	for (unsigned i = 0; i < pin->n; i++)
+		put_frame(pc, pin->frame[i]);
+	if (pin->pack)
+		put_pack(pc, pin->pack);
+	*pin = (struct pack_pin){0};
+}
+
 void pack_cache_get_stats(pack_cache *pc, struct pack_cache_stats *st)
 {
 	pthread_mutex_lock(&pc->mu);

@@ -25,6 +25,23 @@ void pack_cache_free(pack_cache *pc);
 int pack_cache_read(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_t off, void *buf,
 		    size_t len);
 
+/* Zero-copy access: the decoded frames holding [off, off + len) stay pinned in the cache, and
+ * seg[] points into them, until pack_cache_unpin(). -E2BIG when the range spans more than
+ * PACK_PIN_MAX frames (use pack_cache_read then); other errors as pack_cache_read. */
+#define PACK_PIN_MAX 16
+struct pack_pin {
+	unsigned n;
+	struct {
+		const void *data;
+		size_t len;
+	} seg[PACK_PIN_MAX];
+	void *frame[PACK_PIN_MAX];
+	void *pack;
+};
+int pack_cache_pin(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_t off, size_t len,
+		   struct pack_pin *pin);
+void pack_cache_unpin(pack_cache *pc, struct pack_pin *pin);
+
 struct pack_cache_stats {
 	uint64_t hits, misses, evictions;
 	size_t bytes;

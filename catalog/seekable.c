@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -46,9 +47,12 @@ struct seekable_writer {
 	unsigned nthreads;
 	pthread_t *threads;
 	unsigned started;
+	pthread_t flusher;
+	bool flusher_started;
 	pthread_mutex_t mu;
 	pthread_cond_t cv_work; /* a job was queued, or stop */
-	pthread_cond_t cv_done; /* a job finished */
+	pthread_cond_t cv_done; /* a job was compressed, or stop */
+	pthread_cond_t cv_free; /* a job was written out and its slot freed */
 	bool stop;
 
 	struct job *jobs;
@@ -60,10 +64,16 @@ struct seekable_writer {
 	ZSTD_CCtx *cctx; /* inline compression (nthreads == 0) */
 	uint64_t input;
 	uint64_t written;
+	uint64_t synced; /* output up to here has had writeback started */
 	uint32_t *entries; /* 2 per frame: compressed, decompressed */
 	uint32_t nentries, entries_cap;
-	int err;
+	int err;       /* the caller's sticky error */
+	int flush_err; /* the flusher's first error (under mu) */
 };
+
+/* Start writeback every this many output bytes, so dirty pages don't pile up for the final
+ * fsync and the disk works while we compress. */
+#define WRITEBACK_STEP (32u << 20)
 
 static ZSTD_CCtx *make_cctx(int level)
 {
@@ -153,21 +163,43 @@ static int emit_job(seekable_writer *w, struct job *j)
 		r = add_entry(w, (uint32_t)j->out_len, (uint32_t)j->in_len);
 	if (r == 0)
 		w->written += j->out_len;
-	j->in_len = 0;
-	j->state = JOB_FREE;
-	w->flush_seq++;
+	if (r == 0 && w->written - w->synced >= WRITEBACK_STEP) {
+		/* Best effort: errors surface at the caller's fsync. */
+		sync_file_range(w->fd, (off64_t)w->synced, (off64_t)(w->written - w->synced),
+				SYNC_FILE_RANGE_WRITE);
+		w->synced = w->written;
+	}
 	return r;
 }
 
-/* Waits for the oldest outstanding job and writes it. Caller ensures one is outstanding. */
-static int flush_oldest(seekable_writer *w)
+/* Writes compressed jobs to fd in order, freeing their slots. Runs on its own thread so that
+ * the caller's reading and hashing, the compression and the output overlap. */
+static void *flusher_main(void *arg)
 {
-	struct job *j = &w->jobs[w->flush_seq % w->njobs];
+	seekable_writer *w = arg;
 	pthread_mutex_lock(&w->mu);
-	while (j->state != JOB_DONE)
-		pthread_cond_wait(&w->cv_done, &w->mu);
+	for (;;) {
+		struct job *j = &w->jobs[w->flush_seq % w->njobs];
+		if (j->state != JOB_DONE) {
+			if (w->stop && w->flush_seq == w->next_seq)
+				break;
+			if (w->stop && j->state == JOB_FREE)
+				break;
+			pthread_cond_wait(&w->cv_done, &w->mu);
+			continue;
+		}
+		pthread_mutex_unlock(&w->mu);
+		int r = w->flush_err ? w->flush_err : emit_job(w, j);
+		pthread_mutex_lock(&w->mu);
+		if (r < 0 && w->flush_err == 0)
+			w->flush_err = r;
+		j->in_len = 0;
+		j->state = JOB_FREE;
+		w->flush_seq++;
+		pthread_cond_broadcast(&w->cv_free);
+	}
 	pthread_mutex_unlock(&w->mu);
-	return emit_job(w, j);
+	return NULL;
 }
 
 static int submit(seekable_writer *w)
@@ -177,27 +209,34 @@ static int submit(seekable_writer *w)
 	j->seq = w->next_seq++;
 	if (w->nthreads == 0) {
 		compress_job(w->cctx, j, w->out_cap);
-		return emit_job(w, j);
+		int r = emit_job(w, j);
+		j->in_len = 0;
+		w->flush_seq++;
+		return r;
 	}
 	pthread_mutex_lock(&w->mu);
 	j->state = JOB_QUEUED;
 	pthread_cond_signal(&w->cv_work);
+	int r = w->flush_err;
 	pthread_mutex_unlock(&w->mu);
-	return 0;
+	return r;
 }
 
-/* Makes w->cur a free job, writing out the job that held its slot before if needed. */
+/* Makes w->cur a free job, waiting for the flusher to free its slot if needed. */
 static int acquire(seekable_writer *w)
 {
 	struct job *j = &w->jobs[w->next_seq % w->njobs];
-	if (j->state != JOB_FREE) {
-		/* Slots are used round-robin, so this slot's job is the oldest outstanding one. */
-		int r = flush_oldest(w);
-		if (r < 0)
-			return r;
+	int r = 0;
+	if (w->nthreads) {
+		pthread_mutex_lock(&w->mu);
+		while (j->state != JOB_FREE && w->flush_err == 0)
+			pthread_cond_wait(&w->cv_free, &w->mu);
+		r = w->flush_err;
+		pthread_mutex_unlock(&w->mu);
 	}
-	w->cur = j;
-	return 0;
+	if (r == 0)
+		w->cur = j;
+	return r;
 }
 
 int seekable_writer_new(seekable_writer **out, int fd, int level, unsigned nthreads,
@@ -213,10 +252,11 @@ int seekable_writer_new(seekable_writer **out, int fd, int level, unsigned nthre
 	w->frame_size = frame_size;
 	w->out_cap = ZSTD_compressBound(frame_size);
 	w->nthreads = nthreads;
-	w->njobs = nthreads ? 2 * nthreads + 1 : 1;
+	w->njobs = nthreads ? 8 * nthreads + 2 : 1;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv_work, NULL);
 	pthread_cond_init(&w->cv_done, NULL);
+	pthread_cond_init(&w->cv_free, NULL);
 	int r = -ENOMEM;
 	w->jobs = calloc(w->njobs, sizeof(*w->jobs));
 	if (!w->jobs)
@@ -242,6 +282,12 @@ int seekable_writer_new(seekable_writer **out, int fd, int level, unsigned nthre
 				goto fail;
 			}
 		}
+		int e = pthread_create(&w->flusher, NULL, flusher_main, w);
+		if (e) {
+			r = -e;
+			goto fail;
+		}
+		w->flusher_started = true;
 	}
 	*out = w;
 	return 0;
@@ -290,8 +336,12 @@ int seekable_writer_finish(seekable_writer *w, uint64_t *compressed, uint32_t *f
 		w->cur->state = JOB_FREE;
 		w->cur = NULL;
 	}
-	while (w->flush_seq < w->next_seq) {
-		int r = flush_oldest(w);
+	if (w->nthreads) {
+		pthread_mutex_lock(&w->mu);
+		while (w->flush_seq < w->next_seq && w->flush_err == 0)
+			pthread_cond_wait(&w->cv_free, &w->mu);
+		int r = w->flush_err;
+		pthread_mutex_unlock(&w->mu);
 		if (r < 0)
 			return w->err = r;
 	}
@@ -333,6 +383,12 @@ void seekable_writer_free(seekable_writer *w)
 	pthread_mutex_unlock(&w->mu);
 	for (unsigned i = 0; i < w->started; i++)
 		pthread_join(w->threads[i], NULL);
+	if (w->flusher_started) {
+		pthread_mutex_lock(&w->mu);
+		pthread_cond_broadcast(&w->cv_done);
+		pthread_mutex_unlock(&w->mu);
+		pthread_join(w->flusher, NULL);
+	}
 	free(w->threads);
 	if (w->jobs) {
 		for (unsigned i = 0; i < w->njobs; i++) {
@@ -343,6 +399,7 @@ void seekable_writer_free(seekable_writer *w)
 	free(w->jobs);
 	ZSTD_freeCCtx(w->cctx);
 	free(w->entries);
+	pthread_cond_destroy(&w->cv_free);
 	pthread_cond_destroy(&w->cv_done);
 	pthread_cond_destroy(&w->cv_work);
 	pthread_mutex_destroy(&w->mu);

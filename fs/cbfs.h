@@ -2,7 +2,7 @@
 #ifndef CASSBACKUP_CBFS_H
 #define CASSBACKUP_CBFS_H
 
-#define FUSE_USE_VERSION 34
+#define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <stdbool.h>

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +43,8 @@ static void usage(FILE *f)
 		"  -f                 stay in the foreground\n"
 		"  -s                 single-threaded\n"
 		"  -d                 FUSE debug output (implies -f)\n"
-		"  -o cache_size=MiB  decoded-frame cache (default 32)\n"
+		"  -o cache_size=MiB  decoded-frame cache (default 16)\n"
+		"  -o threads=N       worker threads (default 2 per core)\n"
 		"  -o readahead_kb=N  kernel readahead for the mount (default 4096; 0 keeps the kernel's)\n"
 		"  -o allow_other     let other users read (the default when mounted by root)\n"
 		"  other -o options go to FUSE; mount(8)'s own (defaults, noauto, nofail, _netdev,\n"
@@ -128,7 +130,9 @@ int main(int argc, char **argv)
 {
 	const char *store = NULL, *mnt = NULL;
 	bool single = false, debug = false, allow_other = getuid() == 0;
-	unsigned cache_mib = 32;
+	unsigned cache_mib = 16;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned max_threads = ncpu > 1 ? 2 * (unsigned)ncpu : 2;
 	struct strbuf fuse_opts = {0};
 	cbfs.readahead_kb = 4096;
 
@@ -156,6 +160,8 @@ int main(int argc, char **argv)
 			for (char *o = strtok_r(copy, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
 				if (!strncmp(o, "cache_size=", 11))
 					cache_mib = parse_uint("cache_size", o + 11, 65536);
+				else if (!strncmp(o, "threads=", 8))
+					max_threads = parse_uint("threads", o + 8, 256);
 				else if (!strncmp(o, "readahead_kb=", 13))
 					cbfs.readahead_kb = parse_uint("readahead_kb", o + 13, 1 << 20);
 				else if (!strcmp(o, "allow_other"))
@@ -212,6 +218,11 @@ int main(int argc, char **argv)
 	cbfs.start_ns = now_ns();
 	if ((r = cbfs_init_threads()) < 0)
 		die("cannot start: %s", strerror(-r));
+	/* Decoded frames (~1 MiB) come and go all the time: keep them on the heap and keep the
+	 * heap, instead of a fresh zero-filled mmap per frame. Bounded by the cache size. */
+	mallopt(M_MMAP_THRESHOLD, 8 << 20);
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+	mallopt(M_ARENA_MAX, 2);
 	if ((r = pack_cache_new(&cbfs.packs, cbfs.store, (size_t)cache_mib << 20)) < 0)
 		die("cannot start: %s", strerror(-r));
 
@@ -241,8 +252,15 @@ int main(int argc, char **argv)
 	if (single) {
 		rc = fuse_session_loop(se);
 	} else {
-		struct fuse_loop_config cfg = {.clone_fd = 0, .max_idle_threads = 16};
-		rc = fuse_session_loop_mt(se, &cfg);
+		/* A few workers per core keep decoding busy; each costs a ~1 MiB request buffer,
+		 * so they are bounded to keep the daemon's memory small. */
+		struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+		if (!cfg)
+			goto err_out4;
+		fuse_loop_cfg_set_max_threads(cfg, max_threads);
+		fuse_loop_cfg_set_idle_threads(cfg, max_threads);
+		rc = fuse_session_loop_mt(se, cfg);
+		fuse_loop_cfg_destroy(cfg);
 	}
 	rc = rc == 0 ? 0 : 1;
 err_out4:

@@ -291,13 +291,29 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	if (size > fsize - (uint64_t)off)
 		size = (size_t)(fsize - (uint64_t)off);
-	char *buf = malloc(size);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
+	uint64_t at = of->loc.offset + (uint64_t)off;
+
+	/* Usually the range lies in one or two cached frames: reply straight from them. */
+	struct pack_pin pin;
+	int r = pack_cache_pin(cbfs.packs, of->loc.pack_id, of->loc.pack_path, at, size, &pin);
+	if (r == 0) {
+		union { /* a fuse_bufvec with room for PACK_PIN_MAX buffers */
+			struct fuse_bufvec v;
+			char room[sizeof(struct fuse_bufvec) + (PACK_PIN_MAX - 1) * sizeof(struct fuse_buf)];
+		} bv = {.v = {.count = pin.n}};
+		struct fuse_buf *bufs = bv.v.buf;
+		for (unsigned i = 0; i < pin.n; i++)
+			bufs[i] = (struct fuse_buf){.mem = (void *)pin.seg[i].data, .size = pin.seg[i].len};
+		fuse_reply_data(req, &bv.v, FUSE_BUF_NO_SPLICE);
+		pack_cache_unpin(cbfs.packs, &pin);
 		return;
 	}
-	int r = pack_cache_read(cbfs.packs, of->loc.pack_id, of->loc.pack_path,
-				of->loc.offset + (uint64_t)off, buf, size);
+	char *buf = NULL;
+	if (r == -E2BIG) { /* a read across many small frames */
+		buf = malloc(size);
+		r = buf ? pack_cache_read(cbfs.packs, of->loc.pack_id, of->loc.pack_path, at, buf, size)
+			: -ENOMEM;
+	}
 	if (r < 0) {
 		log_read_error(ino, &of->loc, r);
 		fuse_reply_err(req, r == -ENOMEM ? ENOMEM : EIO);
