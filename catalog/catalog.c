@@ -92,6 +92,9 @@ enum stmt {
 	ST_XATTR_BACKUP,
 	ST_XATTR_TABLE,
 	ST_XATTR_FILE,
+	ST_GET_BACKUP_BY_NAME,
+	ST_BACKUP_TABLES,
+	ST_TABLE_FILES,
 	ST__COUNT
 };
 
@@ -117,6 +120,19 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_ADD_FILE] = "INSERT INTO files(backup_id, table_row, dir_id, name, size, mode, uid, gid,"
 			" mtime_ns, blob_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 	[ST_LIST_PACKS] = "SELECT id, path FROM packs ORDER BY id",
+	[ST_GET_BACKUP_BY_NAME] =
+		"SELECT b.id, b.name, b.node, b.cluster, b.datacenter, b.host_id, b.snapshot_tag,"
+		" b.created_ns, b.files, b.bytes, b.new_bytes, b.stored_bytes,"
+		" (SELECT COUNT(*) FROM tables t WHERE t.backup_id = b.id), 0"
+		" FROM backups b WHERE b.name = ?1",
+	[ST_BACKUP_TABLES] = "SELECT t.id, k.name, t.name, t.table_id, t.schema_cql FROM tables t"
+			     " JOIN keyspaces k ON k.id = t.keyspace_id WHERE t.backup_id = ?1"
+			     " ORDER BY k.name, t.name",
+	[ST_TABLE_FILES] = "SELECT COALESCE(d.name, ''), f.name, f.size, f.mode, f.uid, f.gid, f.mtime_ns,"
+			   " b.pack_id, p.path, b.offset, b.size, b.sha256 FROM files f"
+			   " JOIN blobs b ON b.id = f.blob_id JOIN packs p ON p.id = b.pack_id"
+			   " LEFT JOIN dirs d ON d.id = f.dir_id WHERE f.table_row = ?1"
+			   " ORDER BY COALESCE(d.name, ''), f.name",
 	[ST_LIST_BACKUPS] =
 		"SELECT b.id, b.name, b.node, b.cluster, b.datacenter, b.host_id, b.snapshot_tag,"
 		" b.created_ns, b.files, b.bytes, b.new_bytes, b.stored_bytes,"
@@ -489,28 +505,101 @@ int catalog_list_packs(catalog *c, int (*cb)(void *ctx, int64_t id, const char *
 	return rc == SQLITE_DONE ? done(c, st, 0) : done(c, st, cerr(c, rc));
 }
 
+static void read_summary(sqlite3_stmt *st, struct cb_backup_summary *b)
+{
+	*b = (struct cb_backup_summary){
+		.id = sqlite3_column_int64(st, 0),
+		.name = col_text(st, 1),
+		.node = col_text(st, 2),
+		.cluster = col_text(st, 3),
+		.datacenter = col_text(st, 4),
+		.host_id = col_text(st, 5),
+		.snapshot_tag = col_text(st, 6),
+		.created_ns = sqlite3_column_int64(st, 7),
+		.files = (uint64_t)sqlite3_column_int64(st, 8),
+		.bytes = (uint64_t)sqlite3_column_int64(st, 9),
+		.new_bytes = (uint64_t)sqlite3_column_int64(st, 10),
+		.stored_bytes = (uint64_t)sqlite3_column_int64(st, 11),
+		.tables = (uint64_t)sqlite3_column_int64(st, 12),
+		.unique_bytes = (uint64_t)sqlite3_column_int64(st, 13),
+	};
+}
+
+int catalog_get_backup(catalog *c, const char *name,
+		       int (*cb)(void *ctx, const struct cb_backup_summary *b), void *ctx)
+{
+	sqlite3_stmt *st = stmt(c, ST_GET_BACKUP_BY_NAME);
+	bind_text(st, 1, name);
+	int r = step_one(c, st);
+	if (r != 1)
+		return r;
+	struct cb_backup_summary b;
+	read_summary(st, &b);
+	r = cb(ctx, &b);
+	return done(c, st, r ? r : 1);
+}
+
+int catalog_backup_tables(catalog *c, int64_t backup_id,
+			  int (*cb)(void *ctx, const struct cb_table_row *t), void *ctx)
+{
+	sqlite3_stmt *st = stmt(c, ST_BACKUP_TABLES);
+	sqlite3_bind_int64(st, 1, backup_id);
+	int rc, r = 0;
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cb_table_row t = {
+			.row = sqlite3_column_int64(st, 0),
+			.keyspace = col_text(st, 1),
+			.table = col_text(st, 2),
+			.table_id = col_text(st, 3),
+			.schema_cql = (const char *)sqlite3_column_text(st, 4),
+		};
+		r = cb(ctx, &t);
+	}
+	if (r != 0)
+		return done(c, st, r);
+	return rc == SQLITE_DONE ? done(c, st, 0) : done(c, st, cerr(c, rc));
+}
+
+int catalog_table_files(catalog *c, int64_t table_row,
+			int (*cb)(void *ctx, const struct cb_file_row *f), void *ctx)
+{
+	sqlite3_stmt *st = stmt(c, ST_TABLE_FILES);
+	sqlite3_bind_int64(st, 1, table_row);
+	int rc, r = 0;
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cb_file_row f = {
+			.dir = col_text(st, 0),
+			.name = col_text(st, 1),
+			.size = (uint64_t)sqlite3_column_int64(st, 2),
+			.mode = (uint32_t)sqlite3_column_int64(st, 3),
+			.uid = (uint32_t)sqlite3_column_int64(st, 4),
+			.gid = (uint32_t)sqlite3_column_int64(st, 5),
+			.mtime_ns = sqlite3_column_int64(st, 6),
+			.loc.pack_id = sqlite3_column_int64(st, 7),
+			.loc.offset = (uint64_t)sqlite3_column_int64(st, 9),
+			.loc.size = (uint64_t)sqlite3_column_int64(st, 10),
+		};
+		snprintf(f.loc.pack_path, sizeof(f.loc.pack_path), "%s", col_text(st, 8));
+		if (sqlite3_column_bytes(st, 11) != 32) {
+			r = -EUCLEAN;
+			break;
+		}
+		memcpy(f.loc.sha256, sqlite3_column_blob(st, 11), 32);
+		r = cb(ctx, &f);
+	}
+	if (r != 0)
+		return done(c, st, r);
+	return rc == SQLITE_DONE ? done(c, st, 0) : done(c, st, cerr(c, rc));
+}
+
 int catalog_list_backups(catalog *c, int (*cb)(void *ctx, const struct cb_backup_summary *b),
 			 void *ctx)
 {
 	sqlite3_stmt *st = stmt(c, ST_LIST_BACKUPS);
 	int rc, r = 0;
+	struct cb_backup_summary b;
 	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct cb_backup_summary b = {
-			.id = sqlite3_column_int64(st, 0),
-			.name = col_text(st, 1),
-			.node = col_text(st, 2),
-			.cluster = col_text(st, 3),
-			.datacenter = col_text(st, 4),
-			.host_id = col_text(st, 5),
-			.snapshot_tag = col_text(st, 6),
-			.created_ns = sqlite3_column_int64(st, 7),
-			.files = (uint64_t)sqlite3_column_int64(st, 8),
-			.bytes = (uint64_t)sqlite3_column_int64(st, 9),
-			.new_bytes = (uint64_t)sqlite3_column_int64(st, 10),
-			.stored_bytes = (uint64_t)sqlite3_column_int64(st, 11),
-			.tables = (uint64_t)sqlite3_column_int64(st, 12),
-			.unique_bytes = (uint64_t)sqlite3_column_int64(st, 13),
-		};
+		read_summary(st, &b);
 		r = cb(ctx, &b);
 	}
 	if (r != 0)

@@ -114,6 +114,39 @@ struct cb_backup_summary {
 int catalog_list_backups(catalog *c, int (*cb)(void *ctx, const struct cb_backup_summary *b),
 			 void *ctx);
 
+struct cb_blob_loc {
+	int64_t pack_id;
+	char pack_path[256];
+	uint64_t offset; /* of the file's first byte in the pack's tar stream */
+	uint64_t size;
+	unsigned char sha256[32];
+};
+
+/* Calls cb with the summary of the backup called name (unique_bytes not computed).
+ * 1 when found, 0 when not, or -errno / cb's non-zero return. */
+int catalog_get_backup(catalog *c, const char *name,
+		       int (*cb)(void *ctx, const struct cb_backup_summary *b), void *ctx);
+
+struct cb_table_row {
+	int64_t row;
+	const char *keyspace, *table, *table_id, *schema_cql; /* schema_cql may be NULL */
+};
+/* Tables of a backup, by keyspace and name. cb returns 0 to go on. */
+int catalog_backup_tables(catalog *c, int64_t backup_id,
+			  int (*cb)(void *ctx, const struct cb_table_row *t), void *ctx);
+
+struct cb_file_row {
+	const char *dir;  /* "" for the table directory, else ".<index>" */
+	const char *name;
+	uint64_t size;
+	uint32_t mode, uid, gid;
+	int64_t mtime_ns;
+	struct cb_blob_loc loc;
+};
+/* Files of one table (row from catalog_backup_tables), by directory and name. */
+int catalog_table_files(catalog *c, int64_t table_row,
+			int (*cb)(void *ctx, const struct cb_file_row *f), void *ctx);
+
 /* --- tree -------------------------------------------------------------------------------- */
 
 enum cb_node_kind {
@@ -149,14 +182,6 @@ int catalog_node_lookup(catalog *c, uint64_t parent, const char *name, struct cb
 /* Calls cb for each child of parent, in a stable order. cb returns 0 to go on. */
 int catalog_node_list(catalog *c, uint64_t parent,
 		      int (*cb)(void *ctx, const struct cb_node *n), void *ctx);
-
-struct cb_blob_loc {
-	int64_t pack_id;
-	char pack_path[256];
-	uint64_t offset; /* of the file's first byte in the pack's tar stream */
-	uint64_t size;
-	unsigned char sha256[32];
-};
 
 /* Where a FILE node's bytes are. -ENOENT when ino is not a file. */
 int catalog_file_blob(catalog *c, uint64_t ino, struct cb_blob_loc *out);

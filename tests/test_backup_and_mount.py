@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import (FIXTURE_TAG, backup_list, cb, data_dir_args, make_sample, mounted, packs,
+from conftest import (CASSBACKUP, FIXTURE_TAG, backup_list, cb, data_dir_args, make_sample, mounted, packs,
                       read, run, sample_dirs, snapshot_tables)
 
 
@@ -293,3 +293,42 @@ def test_list_reports_every_backup(store, sample_tree):
     assert 0 < b['unique_bytes'] == b['new_bytes'] < b['bytes']
     text = cb('list', '--store', store).stdout.splitlines()
     assert text[0].split()[:3] == ['NAME', 'NODE', 'CREATED'] and text[1].split()[0] == 'a'
+
+
+def test_progress_line_only_on_a_terminal(store, sample_tree):
+    import pty
+    dirs = sample_dirs(sample_tree)
+    master, slave = pty.openpty()
+    p = subprocess.run([CASSBACKUP, 'create', '--store', store, '--name', 'tty', *data_dir_args(dirs), '--snapshot', 'nightly-1'],
+        stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    out = b''
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert p.returncode == 0
+    assert b'\rbacking up:' in out.replace(b'\x1b[K', b'') and b'files' in out
+    # not a terminal: quiet but for the one summary line on stdout
+    r = cb('create', '--store', store, '--name', 'pipe', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    assert r.stderr == '' and len(r.stdout.splitlines()) == 1 and r.stdout.startswith('backup pipe:')
+
+
+def test_mount_raises_readahead(store, sample_tree, tmp_path):
+    dirs = sample_dirs(sample_tree)
+    cb('create', '--store', store, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        os.listdir(m.path())  # the first request after INIT raises it
+        dev = os.stat(m.mnt).st_dev
+        bdi = f'/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb'
+        if not os.access(bdi, os.W_OK):
+            pytest.skip(f'{bdi} is not writable here')
+        deadline = time.monotonic() + 5
+        while int(open(bdi).read()) != 4096:
+            assert time.monotonic() < deadline, open(bdi).read()
+            time.sleep(0.05)

@@ -142,6 +142,7 @@ static void usage(FILE *f)
 		"  create  --store DIR --data-dir DIR --snapshot TAG [--name NAME] ...\n"
 		"                                           back up a node's snapshot\n"
 		"  list    --store DIR [--json]             list backups\n"
+		"  verify  --store DIR (NAME... | --all)    read backups back and check them\n"
 		"\n"
 		"'cassbackup COMMAND --help' tells more. Browse backups with mount.cassbackup.\n");
 }
@@ -168,6 +169,7 @@ int main(int argc, char **argv)
 		{"init", cmd_init},
 		{"create", cmd_create},
 		{"list", cmd_list},
+		{"verify", cmd_verify},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
 		if (strcmp(cmd, cmds[i].name) == 0) {

@@ -34,5 +34,6 @@ void progress_end(struct progress *p);
 int cmd_init(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_list(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 #endif

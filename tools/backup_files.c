@@ -1,0 +1,102 @@
+/* backup_files.c: see backup_files.h. */
+#include "backup_files.h"
+#include "cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int collect_file(void *ctx, const struct cb_file_row *fr)
+{
+	struct vlist *l = ctx;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 64;
+		struct vf *v = realloc(l->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	struct vf *f = &l->v[l->n];
+	*f = (struct vf){.size = fr->size, .loc = fr->loc, .mode = fr->mode, .mtime_ns = fr->mtime_ns};
+	memcpy(f->want, fr->loc.sha256, 32);
+	f->dir = strdup(fr->dir);
+	f->name = strdup(fr->name);
+	if (!f->dir || !f->name)
+		return -ENOMEM;
+	l->n++;
+	return 0;
+}
+
+void vlist_free(struct vlist *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		free(l->v[i].dir);
+		free(l->v[i].name);
+		free(l->v[i].path);
+		free(l->v[i].small);
+		data_sums_final(&l->v[i].sums);
+	}
+	free(l->v);
+	*l = (struct vlist){0};
+}
+
+static int collect_table(void *ctx, const struct cb_table_row *t)
+{
+	struct tables *ts = ctx;
+	struct cb_table_row *v = realloc(ts->v, (ts->n + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	ts->v = v;
+	v[ts->n++] = (struct cb_table_row){
+		.row = t->row,
+		.keyspace = strdup(t->keyspace),
+		.table = strdup(t->table),
+		.table_id = strdup(t->table_id),
+	};
+	return 0;
+}
+
+void tables_free(struct tables *ts)
+{
+	for (size_t i = 0; i < ts->n; i++) {
+		free((char *)ts->v[i].keyspace);
+		free((char *)ts->v[i].table);
+		free((char *)ts->v[i].table_id);
+	}
+	free(ts->v);
+}
+
+static int summary_id(void *ctx, const struct cb_backup_summary *b)
+{
+	*(int64_t *)ctx = b->id;
+	return 0;
+}
+
+int load_tables(catalog *cat, const char *store, const char *name, struct tables *ts)
+{
+	*ts = (struct tables){0};
+	int r = catalog_get_backup(cat, name, summary_id, &ts->backup_id);
+	if (r == 0) {
+		errorf("backup %s: no such backup in %s", name, store);
+		return -ENOENT;
+	}
+	if (r > 0)
+		r = catalog_backup_tables(cat, ts->backup_id, collect_table, ts);
+	if (r < 0) {
+		errorf("cannot read catalog of %s: %s", store, catalog_errmsg(cat));
+		tables_free(ts);
+	}
+	return r < 0 ? r : 0;
+}
+
+int load_files(catalog *cat, const char *store, int64_t table_row, struct vlist *l)
+{
+	*l = (struct vlist){0};
+	int r = catalog_table_files(cat, table_row, collect_file, l);
+	if (r < 0) {
+		errorf("cannot read catalog of %s: %s", store, catalog_errmsg(cat));
+		vlist_free(l);
+	}
+	return r;
+}
