@@ -234,7 +234,11 @@ def main():
     t = time.perf_counter()
     capped = subprocess.run(['timeout', str(a.am_cap), 'sh', '-c', script]).returncode == 124
     t_am = time.perf_counter() - t
-    subprocess.run(['fusermount3', '-u', am], capture_output=True)
+    # timeout kills only the shell: stop archivemount and its reader too, or they would keep
+    # a core busy through the measurements that follow
+    subprocess.run(['pkill', '-f', f'archivemount -o ro {W}/comp.tar.zst'], capture_output=True)
+    subprocess.run(['pkill', '-f', f'head -c {a.am_mib * MiB} {am}/'], capture_output=True)
+    subprocess.run(['fusermount3', '-u', '-z', am], capture_output=True)
 
     def with_ours():
         m = Mount(build, stores['comp'], f'{W}/mnt')

@@ -53,6 +53,7 @@ static int collect_table(void *ctx, const struct cb_table_row *t)
 		.keyspace = strdup(t->keyspace),
 		.table = strdup(t->table),
 		.table_id = strdup(t->table_id),
+		.schema_cql = t->schema_cql ? strdup(t->schema_cql) : NULL,
 	};
 	return 0;
 }
@@ -63,6 +64,7 @@ void tables_free(struct tables *ts)
 		free((char *)ts->v[i].keyspace);
 		free((char *)ts->v[i].table);
 		free((char *)ts->v[i].table_id);
+		free((char *)ts->v[i].schema_cql);
 	}
 	free(ts->v);
 }

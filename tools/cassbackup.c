@@ -143,12 +143,39 @@ static void usage(FILE *f)
 		"                                           back up a node's snapshot\n"
 		"  list    --store DIR [--json]             list backups\n"
 		"  verify  --store DIR (NAME... | --all)    read backups back and check them\n"
+		"  restore --store DIR NAME --data-dir DIR  copy tables into live table directories\n"
 		"\n"
+		"\n"
+		"--config FILE (anywhere on the line) reads defaults from FILE instead of\n"
+		"" CONFIG_DEFAULT_PATH "; flags override it.\n"
 		"'cassbackup COMMAND --help' tells more. Browse backups with mount.cassbackup.\n");
 }
 
 int main(int argc, char **argv)
 {
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	/* --config FILE may stand anywhere; take it out before the command parses its options. */
+	const char *cfg = NULL;
+	int n = 1;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--config") && i + 1 < argc)
+			cfg = argv[++i];
+		else if (!strncmp(argv[i], "--config=", 9))
+			cfg = argv[i] + 9;
+		else
+			argv[n++] = argv[i];
+	}
+	argc = n;
+	argv[argc] = NULL;
+	struct strbuf cerr = {0};
+	if (config_load(cfg ? cfg : CONFIG_DEFAULT_PATH, cfg != NULL, &cerr) < 0) {
+		errorf("%s", cerr.buf);
+		sb_free(&cerr);
+		return 2;
+	}
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
@@ -170,6 +197,7 @@ int main(int argc, char **argv)
 		{"create", cmd_create},
 		{"list", cmd_list},
 		{"verify", cmd_verify},
+		{"restore", cmd_restore},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
 		if (strcmp(cmd, cmds[i].name) == 0) {

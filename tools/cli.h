@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "catalog.h"
+#include "conf.h"
 
 /* Prints "cassbackup: <message>" and a newline to stderr. */
 void errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -35,5 +36,6 @@ int cmd_init(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
 
 #endif

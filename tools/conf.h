@@ -1,0 +1,29 @@
+/* conf.h: /etc/cassbackup.conf (or --config FILE). Lines are "key = value"; '#' starts a
+ * comment; a key may repeat (data_dir). Command-line flags override the file. Keys:
+ *   store, data_dir, cassandra_conf, nodetool, nodetool_user, nodetool_password_file,
+ *   sstableloader, sstableloader_user, sstableloader_password_file, hosts
+ */
+#ifndef CASSBACKUP_CONFIG_H
+#define CASSBACKUP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "util.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/cassbackup.conf"
+
+/* Loads path. A missing file is an error only when must_exist (it was named with --config).
+ * On error, err says which line and why. */
+int config_load(const char *path, bool must_exist, struct strbuf *err);
+const char *config_path(void); /* the file loaded, or NULL */
+
+/* The last value of key, or NULL. */
+const char *config_get(const char *key);
+/* Appends every value of key to (*v, *n); the strings belong to the configuration. */
+void config_get_all(const char *key, char ***v, size_t *n);
+
+/* Every key and value, in file order, with line numbers, for validate-config. */
+int config_each(int (*cb)(void *ctx, const char *key, const char *value, int line), void *ctx);
+
+#endif

@@ -1,0 +1,92 @@
+/* exec.c: see exec.h. */
+#include "exec.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+pid_t exec_start(char *const argv[], const char *log_path)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		if (log_path) {
+			int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+			if (fd < 0 || dup2(fd, STDOUT_FILENO) < 0 || dup2(fd, STDERR_FILENO) < 0)
+				_exit(127);
+			int nul = open("/dev/null", O_RDONLY);
+			if (nul >= 0)
+				dup2(nul, STDIN_FILENO);
+		}
+		execvp(argv[0], argv);
+		fprintf(stderr, "cassbackup: cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	return pid;
+}
+
+int exec_status(int ws)
+{
+	if (WIFEXITED(ws))
+		return WEXITSTATUS(ws);
+	if (WIFSIGNALED(ws))
+		return 128 + WTERMSIG(ws);
+	return 1;
+}
+
+int exec_run(char *const argv[], const char *log_path)
+{
+	pid_t pid = exec_start(argv, log_path);
+	if (pid < 0)
+		return pid;
+	int ws;
+	while (waitpid(pid, &ws, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return exec_status(ws);
+}
+
+void last_line(const char *path, char *buf, size_t n)
+{
+	buf[0] = '\0';
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return;
+	char line[1024];
+	while (fgets(line, sizeof(line), f)) {
+		size_t len = strcspn(line, "\r\n");
+		line[len] = '\0';
+		if (len && strspn(line, " \t") != len)
+			snprintf(buf, n, "%s", line);
+	}
+	fclose(f);
+}
+
+void format_command(char *const argv[], char *buf, size_t n)
+{
+	struct strbuf sb = {0};
+	for (int i = 0; argv[i]; i++) {
+		const char *a = argv[i];
+		bool plain = *a && strspn(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+					     "0123456789-_./:=,@+") == strlen(a);
+		sb_printf(&sb, i ? " " : "");
+		if (plain) {
+			sb_puts(&sb, a);
+		} else {
+			sb_puts(&sb, "'");
+			for (; *a; a++)
+				sb_puts(&sb, *a == '\'' ? "'\\''" : (char[]){*a, 0});
+			sb_puts(&sb, "'");
+		}
+	}
+	snprintf(buf, n, "%s", sb.buf ? sb.buf : "");
+	sb_free(&sb);
+}

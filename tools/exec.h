@@ -1,0 +1,24 @@
+/* exec.h: running the Cassandra tools (nodetool, sstableloader). */
+#ifndef CASSBACKUP_EXEC_H
+#define CASSBACKUP_EXEC_H
+
+#include <sys/types.h>
+
+/* Runs argv (argv[0] looked up in PATH) with our stdin/stdout/stderr, or with stdout and stderr
+ * appended to log_path when it is not NULL. Returns the exit status, 128 + signal number when
+ * the program was killed, 127 when it could not be run, or -errno when fork failed. */
+int exec_run(char *const argv[], const char *log_path);
+
+/* Starts argv as exec_run would, without waiting: returns the pid or -errno. */
+pid_t exec_start(char *const argv[], const char *log_path);
+
+/* Exit status of a waitpid() status as exec_run returns it. */
+int exec_status(int wstatus);
+
+/* The last non-empty line of a (log) file, into buf. */
+void last_line(const char *path, char *buf, size_t n);
+
+/* "a b 'c d'": argv as a shell would need it typed, for messages. */
+void format_command(char *const argv[], char *buf, size_t n);
+
+#endif
