@@ -12,6 +12,7 @@
  * and files whose exact size some stored (or just written) blob has.
  */
 #include "cli.h"
+#include "exec.h"
 #include "hash.h"
 #include "pack.h"
 #include "scan.h"
@@ -119,6 +120,8 @@ struct create_opts {
 	unsigned threads;
 	unsigned frame_kib;
 	bool json;
+	bool take_snapshot;
+	const char *nodetool;
 	struct scan_opts scan;
 };
 
@@ -180,6 +183,7 @@ static void create_usage(FILE *f)
 		"                         [--include-system] [--node NAME] [--cluster NAME]\n"
 		"                         [--datacenter NAME] [--host-id UUID] [--cassandra-conf DIR]\n"
 		"                         [--level N] [--threads N] [--frame-kib N] [--json]\n"
+		"                         [--take-snapshot [--nodetool PATH]]\n"
 		"\n"
 		"Backs up <data-dir>/<ks>/<table>-<id>/snapshots/<TAG>/ of every selected table.\n"
 		"NAME defaults to TAG; --node to this host's name; --cluster and --datacenter to\n"
@@ -187,7 +191,9 @@ static void create_usage(FILE *f)
 		"(DIR: --cassandra-conf, default /etc/cassandra). --level: zstd level (default 3);\n"
 		"--threads: compression threads (default: all cores). --frame-kib: tar stream per zstd\n"
 		"frame (default 1024); smaller frames make random reads through the mount cheaper and\n"
-		"compress a little worse.\n");
+		"compress a little worse.\n"
+		"--take-snapshot runs 'nodetool snapshot -t TAG [KS...]' first and, whatever happens,\n"
+		"'nodetool clearsnapshot -t TAG' after, so no hard links are left pinning old sstables.\n");
 }
 
 struct backup_state {
@@ -487,6 +493,8 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 		{"threads", required_argument, NULL, 'j'},
 		{"frame-kib", required_argument, NULL, 'F'},
 		{"json", no_argument, NULL, 'J'},
+		{"take-snapshot", no_argument, NULL, 'P'},
+		{"nodetool", required_argument, NULL, 'X'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -508,6 +516,8 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 		case 'H': o->host_id = optarg; break;
 		case 'c': o->cassandra_conf = optarg; break;
 		case 'J': o->json = true; break;
+		case 'P': o->take_snapshot = true; break;
+		case 'X': o->nodetool = optarg; break;
 		case 'l':
 			v = strtol(optarg, &end, 10);
 			if (*end || v < 1 || v > 19) {
@@ -540,6 +550,14 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 		errorf("unexpected argument '%s'", argv[optind]);
 		return 2;
 	}
+	if (!o->store)
+		o->store = config_get("store");
+	if (!o->scan.ndata_dirs)
+		config_get_all("data_dir", &o->scan.data_dirs, &o->scan.ndata_dirs);
+	if (!o->cassandra_conf)
+		o->cassandra_conf = config_get("cassandra_conf");
+	if (!o->cassandra_conf)
+		o->cassandra_conf = "/etc/cassandra";
 	if (!o->store || !o->scan.ndata_dirs || !o->scan.tag) {
 		errorf("create needs --store, --data-dir and --snapshot (see 'cassbackup create --help')");
 		return 2;
@@ -565,17 +583,10 @@ static void free_opts(struct create_opts *o)
 	free(o->scan.tables);
 }
 
-int cmd_create(int argc, char **argv)
+static int do_create(struct create_opts *po)
 {
-	struct create_opts o = {.level = 3, .cassandra_conf = "/etc/cassandra"};
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	o.threads = ncpu > 0 ? (unsigned)ncpu : 1;
-	int r = parse_opts(argc, argv, &o);
-	if (r) {
-		free_opts(&o);
-		return r;
-	}
-
+	struct create_opts o = *po;
+	int r;
 	struct backup_state s = {.o = &o, .tmp = {.fd = -1}};
 	struct strbuf err = {0};
 	int rc = 1;
@@ -746,8 +757,89 @@ out:
 	scan_result_free(&s.scan);
 	catalog_close(s.cat);
 	sb_free(&err);
-	free_opts(&o);
 	if (rc != 0 && cancel_requested)
 		return 128 + (int)cancel_requested;
 	return rc;
+}
+
+/* nodetool snapshot -t TAG [KS...] or [-kt KS.T,...]. */
+static int take_snapshot(const struct create_opts *o)
+{
+	struct strv a = {0};
+	int r = nodetool_argv(&a, o->nodetool);
+	r = r ?: strv_push(&a, "snapshot") ?: strv_push(&a, "-t") ?: strv_push(&a, o->scan.tag);
+	if (r == 0 && o->scan.ntables) {
+		struct strbuf kt = {0};
+		for (size_t i = 0; i < o->scan.ntables; i++)
+			sb_printf(&kt, "%s%s", i ? "," : "", o->scan.tables[i]);
+		r = strv_push(&a, "-kt") ?: strv_push(&a, kt.buf);
+		sb_free(&kt);
+	}
+	for (size_t i = 0; r == 0 && !o->scan.ntables && i < o->scan.nkeyspaces; i++)
+		r = strv_push(&a, o->scan.keyspaces[i]);
+	if (r < 0) {
+		strv_free(&a);
+		return r;
+	}
+	char cmd[2048];
+	format_command(a.v, cmd, sizeof(cmd));
+	int s = exec_run(a.v, NULL);
+	if (s != 0)
+		errorf("%s failed (exit status %d); no backup was made", cmd, s);
+	strv_free(&a);
+	return s == 0 ? 0 : -EIO;
+}
+
+static void clear_snapshot(const struct create_opts *o)
+{
+	struct strv a = {0};
+	if (nodetool_argv(&a, o->nodetool) ?: strv_push(&a, "clearsnapshot") ?: strv_push(&a, "-t") ?:
+	    strv_push(&a, o->scan.tag)) {
+		strv_free(&a);
+		return;
+	}
+	char cmd[2048];
+	format_command(a.v, cmd, sizeof(cmd));
+	int s = exec_run(a.v, NULL);
+	if (s != 0)
+		errorf("%s failed (exit status %d): snapshot %s is still on disk and pins its sstables; "
+		       "clear it by hand", cmd, s, o->scan.tag);
+	strv_free(&a);
+}
+
+int cmd_create(int argc, char **argv)
+{
+	struct create_opts o = {.level = 3};
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	o.threads = ncpu > 0 ? (unsigned)ncpu : 1;
+	int r = parse_opts(argc, argv, &o);
+	if (r) {
+		free_opts(&o);
+		return r;
+	}
+	if (!o.take_snapshot) {
+		r = do_create(&o);
+	} else {
+		/* Check what can be checked before Cassandra is asked for a snapshot; once taken,
+		 * the snapshot is cleared whatever happens. */
+		catalog *cat;
+		if (open_store(o.store, CATALOG_READONLY, &cat) < 0) {
+			free_opts(&o);
+			return 1;
+		}
+		r = catalog_backup_exists(cat, o.name);
+		catalog_close(cat);
+		if (r != 0) {
+			errorf("backup %s already exists in %s; choose another --name", o.name, o.store);
+			free_opts(&o);
+			return 1;
+		}
+		install_cancel_handlers();
+		r = take_snapshot(&o) < 0 ? 1 : do_create(&o);
+		clear_snapshot(&o);
+		if (r == 0 && cancel_requested)
+			r = 128 + (int)cancel_requested;
+	}
+	free_opts(&o);
+	return r;
 }

@@ -1,5 +1,6 @@
 /* exec.c: see exec.h. */
 #include "exec.h"
+#include "conf.h"
 #include "util.h"
 
 #include <errno.h>
@@ -89,4 +90,36 @@ void format_command(char *const argv[], char *buf, size_t n)
 	}
 	snprintf(buf, n, "%s", sb.buf ? sb.buf : "");
 	sb_free(&sb);
+}
+
+int strv_push(struct strv *a, const char *s)
+{
+	char **v = realloc(a->v, (a->n + 2) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	a->v = v;
+	if (!(v[a->n] = strdup(s)))
+		return -ENOMEM;
+	v[++a->n] = NULL;
+	return 0;
+}
+
+void strv_free(struct strv *a)
+{
+	for (size_t i = 0; i < a->n; i++)
+		free(a->v[i]);
+	free(a->v);
+	*a = (struct strv){0};
+}
+
+int nodetool_argv(struct strv *a, const char *nodetool)
+{
+	const char *prog = nodetool ? nodetool : config_get("nodetool");
+	const char *user = config_get("nodetool_user"), *pwf = config_get("nodetool_password_file");
+	int r = strv_push(a, prog ? prog : "nodetool");
+	if (r == 0 && user)
+		r = strv_push(a, "-u") ?: strv_push(a, user);
+	if (r == 0 && pwf)
+		r = strv_push(a, "-pwf") ?: strv_push(a, pwf);
+	return r;
 }

@@ -21,4 +21,16 @@ void last_line(const char *path, char *buf, size_t n);
 /* "a b 'c d'": argv as a shell would need it typed, for messages. */
 void format_command(char *const argv[], char *buf, size_t n);
 
+/* A growing NULL-terminated argv; strings are copied. */
+struct strv {
+	char **v;
+	size_t n;
+};
+int strv_push(struct strv *a, const char *s);
+void strv_free(struct strv *a);
+
+/* nodetool's argv up to the subcommand: the program (--nodetool, else config, else
+ * "nodetool") and -u/-pwf from the config's nodetool_user / nodetool_password_file. */
+int nodetool_argv(struct strv *a, const char *nodetool);
+
 #endif
