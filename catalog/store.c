@@ -10,6 +10,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static char *path_join(const char *a, const char *b)
@@ -100,8 +101,12 @@ int store_reclaim_tmp(const char *root, unsigned *reclaimed)
 		int fd = openat(dfd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0)
 			continue;
-		/* A live writer holds the lock; a dead one's file is free to take. */
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+		/* A live writer holds the lock; a dead one's file is free to take. A writer locks
+		 * its file just after creating it, so an empty, new file may be one in that instant:
+		 * leave those alone (a writer never writes before it holds the lock). */
+		struct stat st;
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 &&
+		    (st.st_size > 0 || time(NULL) - st.st_mtime > 60)) {
 			if (unlinkat(dfd, e->d_name, 0) == 0)
 				(*reclaimed)++;
 			else if (r == 0)

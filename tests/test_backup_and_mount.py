@@ -332,3 +332,16 @@ def test_mount_raises_readahead(store, sample_tree, tmp_path):
         while int(open(bdi).read()) != 4096:
             assert time.monotonic() < deadline, open(bdi).read()
             time.sleep(0.05)
+
+
+def test_concurrent_creates_all_land(store, tmp_path):
+    """Several creates at once into one store: none may reclaim another's pack in progress."""
+    src = make_sample(str(tmp_path / 'tiny'), '--data-kib', '4', '--data-dirs', '1', '--keyspaces', '1',
+                      '--tables', '1', '--sstables', '1', '--no-index', '--no-clutter')
+    names = '\n'.join(f'b{i:03d}' for i in range(60)) + '\n'
+    p = subprocess.run(f'xargs -P 6 -I NAME {CASSBACKUP} create --store {store} --name NAME '
+                       f'--data-dir {sample_dirs(src)[0]} --snapshot nightly-1 --threads 1',
+                       shell=True, input=names, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ''
+    assert len(backup_list(store)) == 60 and len(packs(store)) == 60 and tmp_files(store) == []
