@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import (CASSBACKUP, FIXTURE_TAG, backup_list, cb, data_dir_args, make_sample, mounted, packs,
+from conftest import (CASSBACKUP, FIXTURE_TAG, backup_list, cb, data_dir_args, make_sample, mounted, packs, tmp_files,
                       read, run, sample_dirs, snapshot_tables)
 
 

@@ -144,6 +144,8 @@ static void usage(FILE *f)
 		"  list    --store DIR [--json]             list backups\n"
 		"  verify  --store DIR (NAME... | --all)    read backups back and check them\n"
 		"  restore --store DIR NAME --data-dir DIR  copy tables into live table directories\n"
+		"  load    --store DIR NAME --hosts H1,H2   stream tables with sstableloader\n"
+		"  validate-config                          check every path and program the config names\n"
 		"\n"
 		"\n"
 		"--config FILE (anywhere on the line) reads defaults from FILE instead of\n"
@@ -198,6 +200,8 @@ int main(int argc, char **argv)
 		{"list", cmd_list},
 		{"verify", cmd_verify},
 		{"restore", cmd_restore},
+		{"load", cmd_load},
+		{"validate-config", cmd_validate_config},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
 		if (strcmp(cmd, cmds[i].name) == 0) {

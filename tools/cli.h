@@ -37,5 +37,7 @@ int cmd_create(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
+int cmd_load(int argc, char **argv);
+int cmd_validate_config(int argc, char **argv);
 
 #endif

@@ -1,0 +1,117 @@
+/* cassbackup validate-config: check every path and program the configuration names, and say
+ * what is wrong with each, before a bad day depends on it. */
+#include "cli.h"
+#include "store.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct vctx {
+	unsigned problems, checked;
+};
+
+static void say(struct vctx *v, bool ok, int line, const char *key, const char *value, const char *fmt, ...)
+	__attribute__((format(printf, 6, 7)));
+static void say(struct vctx *v, bool ok, int line, const char *key, const char *value, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	printf("%-8s line %-3d %s = %s: %s\n", ok ? "ok" : "PROBLEM", line, key, value, msg);
+	v->checked++;
+	v->problems += !ok;
+}
+
+/* A program: a path, or a name looked up in PATH. */
+static bool find_program(const char *p, char *found, size_t n)
+{
+	if (strchr(p, '/')) {
+		snprintf(found, n, "%s", p);
+		return access(p, X_OK) == 0;
+	}
+	const char *path = getenv("PATH");
+	char *copy = strdup(path ? path : "/usr/bin:/bin"), *save = NULL;
+	bool ok = false;
+	for (char *d = strtok_r(copy, ":", &save); d && !ok; d = strtok_r(NULL, ":", &save)) {
+		snprintf(found, n, "%s/%s", d, p);
+		struct stat st;
+		ok = stat(found, &st) == 0 && S_ISREG(st.st_mode) && access(found, X_OK) == 0;
+	}
+	free(copy);
+	return ok;
+}
+
+static int check(void *ctx, const char *key, const char *value, int line)
+{
+	struct vctx *v = ctx;
+	struct stat st;
+	char found[4096];
+	if (!strcmp(key, "store")) {
+		catalog *c;
+		int r = store_open(value, CATALOG_READONLY, &c);
+		catalog_close(c);
+		if (r == 0)
+			say(v, true, line, key, value, "a cassbackup store");
+		else
+			say(v, false, line, key, value, "%s", r == -EMEDIUMTYPE ? "not a cassbackup store (cassbackup init --store ...)" : strerror(-r));
+	} else if (!strcmp(key, "data_dir") || !strcmp(key, "cassandra_conf")) {
+		if (stat(value, &st) < 0)
+			say(v, false, line, key, value, "%s", strerror(errno));
+		else if (!S_ISDIR(st.st_mode))
+			say(v, false, line, key, value, "not a directory");
+		else if (access(value, R_OK | X_OK) < 0)
+			say(v, false, line, key, value, "not readable: %s", strerror(errno));
+		else
+			say(v, true, line, key, value, "readable directory");
+	} else if (!strcmp(key, "nodetool") || !strcmp(key, "sstableloader")) {
+		if (find_program(value, found, sizeof(found)))
+			say(v, true, line, key, value, "runs %s", found);
+		else
+			say(v, false, line, key, value, "no executable program by that name%s",
+			    strchr(value, '/') ? "" : " on PATH");
+	} else if (!strcmp(key, "nodetool_password_file") || !strcmp(key, "sstableloader_password_file")) {
+		if (stat(value, &st) < 0 || access(value, R_OK) < 0)
+			say(v, false, line, key, value, "%s", strerror(errno));
+		else if (st.st_mode & 004)
+			say(v, false, line, key, value, "readable by everyone (chmod o-r)");
+		else
+			say(v, true, line, key, value, "readable, not by everyone");
+	} else if (!strcmp(key, "hosts")) {
+		bool ok = *value && !strchr(value, ' ') && value[strlen(value) - 1] != ',' && value[0] != ',' &&
+			  !strstr(value, ",,");
+		say(v, ok, line, key, value, ok ? "host list" : "expected HOST[,HOST...] without spaces");
+	} else {
+		say(v, true, line, key, value, "set");
+	}
+	return 0;
+}
+
+int cmd_validate_config(int argc, char **argv)
+{
+	if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		printf("usage: cassbackup [--config FILE] validate-config\n"
+		       "Checks every path and program in the configuration (default %s).\n", CONFIG_DEFAULT_PATH);
+		return 0;
+	}
+	if (argc > 1) {
+		errorf("validate-config takes no arguments (give the file with --config FILE)");
+		return 2;
+	}
+	if (!config_path()) {
+		errorf("no configuration: %s does not exist (or give --config FILE)", CONFIG_DEFAULT_PATH);
+		return 1;
+	}
+	struct vctx v = {0};
+	config_each(check, &v);
+	if (!config_get("store"))
+		say(&v, false, 0, "store", "(unset)", "every command needs a store: set it or pass --store");
+	printf("%s: %u settings checked, %u problem(s)\n", config_path(), v.checked, v.problems);
+	return v.problems ? 1 : 0;
+}
