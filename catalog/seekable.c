@@ -511,8 +511,11 @@ int seekable_decode_frame(struct cb_io *io, const struct seek_table *t, uint32_t
 		return -EIO;
 	if (dsize == 0)
 		return 0; /* a skippable or empty frame holds no stream bytes */
+	/* The frame must be exactly one zstd frame; its content size, when it records one (the
+	 * format does not require it), must match the seek table. */
 	unsigned long long fcs = ZSTD_getFrameContentSize(*scratch, csize);
-	if (fcs != dsize || ZSTD_findFrameCompressedSize(*scratch, csize) != csize)
+	if ((fcs != ZSTD_CONTENTSIZE_UNKNOWN && fcs != dsize) ||
+	    ZSTD_findFrameCompressedSize(*scratch, csize) != csize)
 		return -EIO;
 	size_t got = ZSTD_decompressDCtx(dctx, dst, dsize, *scratch, csize);
 	if (ZSTD_isError(got))

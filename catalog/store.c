@@ -66,6 +66,7 @@ int store_init(const char *root)
 
 int store_open(const char *root, int catalog_flags, catalog **out)
 {
+	*out = NULL;
 	struct stat st;
 	if (stat(root, &st) < 0)
 		return -errno;

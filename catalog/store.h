@@ -16,7 +16,8 @@
  * packs/, tmp/ and an empty catalog. -EEXIST when root holds anything else. */
 int store_init(const char *root);
 
-/* Opens root's catalog. -ENOENT when root is missing, -EMEDIUMTYPE when root is not a store. */
+/* Opens root's catalog. -ENOENT when root is missing, -EMEDIUMTYPE when root is not a store.
+ * *out is NULL on failure. */
 int store_open(const char *root, int catalog_flags, catalog **out);
 
 /* Removes files in tmp/ that no live process holds. *reclaimed gets their count. */

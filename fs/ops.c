@@ -21,16 +21,25 @@
 
 void cbfs_log(const char *fmt, ...)
 {
+	/* One write per line: worker threads log at the same time. */
+	char line[1024];
 	va_list ap;
 	va_start(ap, fmt);
-	if (cbfs.foreground) {
-		fputs("mount.cassbackup: ", stderr);
-		vfprintf(stderr, fmt, ap);
-		fputc('\n', stderr);
-	} else {
-		vsyslog(LOG_ERR, fmt, ap);
-	}
+	int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
 	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	if (!cbfs.foreground) {
+		syslog(LOG_ERR, "%s", line);
+		return;
+	}
+	line[n] = '\n';
+	char out[1100];
+	int m = snprintf(out, sizeof(out), "mount.cassbackup: %.*s", n + 1, line);
+	if (m > 0 && write(STDERR_FILENO, out, (size_t)m < sizeof(out) ? (size_t)m : sizeof(out) - 1) < 0)
+		return;
 }
 
 static void close_catalog(void *p)

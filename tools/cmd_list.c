@@ -71,6 +71,8 @@ int cmd_list(int argc, char **argv)
 		default: return 2;
 		}
 	}
+	if (!store)
+		store = config_get("store");
 	if (!store || optind < argc) {
 		errorf("usage: cassbackup list --store DIR [--json]");
 		return 2;

@@ -415,6 +415,8 @@ int cmd_verify(int argc, char **argv)
 		default: return 2;
 		}
 	}
+	if (!store)
+		store = config_get("store");
 	if (!store || (dir && (!against || all || optind < argc)) || (!dir && against) ||
 	    (!dir && (all == (optind < argc)))) {
 		verify_usage(stderr);

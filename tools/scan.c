@@ -136,15 +136,36 @@ static struct scan_table *find_or_add_table(struct ctx *c, const char *ks, const
 	return t;
 }
 
+static bool same_contents(const char *a, const char *b)
+{
+	char *x = NULL, *y = NULL;
+	size_t xl = 0, yl = 0;
+	bool same = read_small_file(a, 1 << 20, &x, &xl) == 0 && read_small_file(b, 1 << 20, &y, &yl) == 0 &&
+		    xl == yl && memcmp(x, y, xl) == 0;
+	free(x);
+	free(y);
+	return same;
+}
+
 static int add_file(struct ctx *c, struct scan_table *t, const char *path, const char *name, int dir,
 		    const struct stat *st)
 {
 	for (size_t i = 0; i < t->nfiles; i++) {
-		if (t->files[i].dir == dir && strcmp(t->files[i].name, name) == 0) {
-			sb_printf(c->err, "table %s.%s: %s is in two data directories (%s and %s)",
-				  t->keyspace, t->table, name, t->files[i].src, path);
-			return -EEXIST;
+		if (t->files[i].dir != dir || strcmp(t->files[i].name, name) != 0)
+			continue;
+		/* Snapshot metadata written in more than one data directory: one copy is enough;
+		 * if they differ, the first is kept. Two sstable components of one name are an
+		 * error: one of them would be lost. */
+		if (dir < 0 && (!strcmp(name, "manifest.json") || !strcmp(name, "schema.cql"))) {
+			if (!same_contents(t->files[i].src, path))
+				fprintf(stderr, "cassbackup: table %s.%s: %s differs between %s and %s; "
+					"keeping the first, ignoring\n", t->keyspace, t->table, name,
+					t->files[i].src, path);
+			return 0;
 		}
+		sb_printf(c->err, "table %s.%s: %s is in two data directories (%s and %s)",
+			  t->keyspace, t->table, name, t->files[i].src, path);
+		return -EEXIST;
 	}
 	struct scan_file *v = realloc(t->files, (t->nfiles + 1) * sizeof(*v));
 	if (!v)

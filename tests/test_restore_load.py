@@ -1,0 +1,474 @@
+"""verify, restore, load, create --take-snapshot and the config file.
+
+Cassandra, nodetool and sstableloader cannot run here: nodetool and sstableloader are the
+stand-ins in tests/standins/, which check what they are given (arguments, complete sstables,
+Digest.crc32, the exact backed-up bytes) and make snapshots with hard links as Cassandra does.
+"""
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import zlib
+
+import pytest
+
+from conftest import (CASSBACKUP, FIXTURE_TAG, backup_list, cb, data_dir_args, make_sample, mounted,
+                      packs, read, run, sample_dirs, snapshot_tables)
+
+STANDINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'standins')
+NODETOOL = os.path.join(STANDINS, 'nodetool')
+LOADER = os.path.join(STANDINS, 'sstableloader')
+
+
+def sha(path):
+    return hashlib.sha256(read(path)).hexdigest()
+
+
+def log_lines(path):
+    return [json.loads(l) for l in open(path)] if os.path.exists(path) else []
+
+
+@pytest.fixture
+def real_backup(store, fixture_tree):
+    cb('create', '--store', store, '--name', 'real', '--data-dir', fixture_tree, '--snapshot', FIXTURE_TAG)
+    return store, fixture_tree
+
+
+def live_node(root, backup_tree, tag, ids='0123456789abcdef0123456789abcdef'):
+    """A node's data directory with every table of the backup created (other table ids)."""
+    for (ks, table) in snapshot_tables([backup_tree], tag):
+        os.makedirs(os.path.join(root, ks, f'{table}-{ids}'), exist_ok=True)
+    return root
+
+
+# --- verify ---------------------------------------------------------------------------------
+
+def test_verify_real_sstables_all_digests_ok(real_backup):
+    store, _ = real_backup
+    r = cb('verify', '--store', store, 'real', '--json')
+    res = json.loads(r.stdout)
+    assert len(res) == 66 and all(t['status'] == 'ok' for t in res)
+    text = cb('verify', '--store', store, '--all').stdout.splitlines()
+    assert len(text) == 66 and all(l.startswith('ok ') for l in text)
+
+
+def digest_variant_tree(root, fixture_tree):
+    """Real Data.db files from the fixtures with each Digest variant Cassandra ever wrote:
+    crc32 (3.0+), adler32 (2.x), sha1 holding an Adler-32 (2.1) and sha1sum lines (2.0); each
+    in a good and in a wrong copy."""
+    src = snapshot_tables([fixture_tree], FIXTURE_TAG)[('legacy_tables', 'legacy_nb_simple')]
+    data = read(src['nb-1-big-Data.db'])
+    crc, adler, sha1 = zlib.crc32(data), zlib.adler32(data), hashlib.sha1(data).hexdigest()
+    variants = {
+        'crc32': ('Digest.crc32', str(crc)),
+        'adler32': ('Digest.adler32', str(adler)),
+        'sha1adler': ('Digest.sha1', str(adler)),
+        'sha1sum': ('Digest.sha1', f'{sha1}  nb-1-big-Data.db\n'),
+    }
+    for name, (comp, good) in variants.items():
+        for quality, text in (('good', good), ('bad', good.replace(good[2], '0' if good[2] != '0' else '1', 1))):
+            sdir = os.path.join(root, 'digests', f'{name}_{quality}-{"ab" * 16}', 'snapshots', 't')
+            os.makedirs(sdir)
+            for rel, p in src.items():
+                if 'Digest' not in rel and rel not in ('manifest.json', 'schema.cql'):
+                    shutil.copy(p, os.path.join(sdir, rel))
+            with open(os.path.join(sdir, 'nb-1-big-' + comp), 'w') as f:
+                f.write(text)
+            with open(os.path.join(sdir, 'nb-1-big-TOC.txt'), 'w') as f:
+                f.write('\n'.join(sorted(n[len('nb-1-big-'):] for n in os.listdir(sdir) if n.startswith('nb-1-big-'))) + '\n')
+    return root
+
+
+def test_verify_each_digest_variant(store, fixture_tree, tmp_path):
+    root = digest_variant_tree(str(tmp_path / 'd'), fixture_tree)
+    cb('create', '--store', store, '--name', 'dig', '--data-dir', root, '--snapshot', 't')
+    res = {t['table']: t for t in json.loads(cb('verify', '--store', store, 'dig', '--json', check=False).stdout)}
+    for name in ('crc32', 'adler32', 'sha1adler', 'sha1sum'):
+        assert res[f'{name}_good']['status'] == 'ok', res[f'{name}_good']
+        assert res[f'{name}_bad']['status'] == 'failed', name
+    assert 'CRC32' in res['crc32_bad']['errors'][0]
+    assert 'Adler-32' in res['adler32_bad']['errors'][0] and 'Adler-32' in res['sha1adler_bad']['errors'][0]
+    assert 'SHA-1' in res['sha1sum_bad']['errors'][0]
+    assert cb('verify', '--store', store, 'dig', check=False).returncode == 1
+
+
+def test_verify_flipped_byte_in_data_db_via_digest(store, fixture_tree, tmp_path):
+    """Bit rot on the node before the backup: the bytes are stored faithfully, Digest catches it."""
+    tree = str(tmp_path / 'data')
+    shutil.copytree(fixture_tree, tree)
+    f = snapshot_tables([tree], FIXTURE_TAG)[('legacy_tables', 'legacy_mc_clust')]['mc-1-big-Data.db']
+    os.unlink(f)  # break the hard link: change only the snapshot's copy
+    b = bytearray(read(snapshot_tables([fixture_tree], FIXTURE_TAG)[('legacy_tables', 'legacy_mc_clust')]['mc-1-big-Data.db']))
+    b[len(b) // 2] ^= 0x01
+    open(f, 'wb').write(b)
+    cb('create', '--store', store, '--name', 'rot', '--data-dir', tree, '--snapshot', FIXTURE_TAG,
+       '--table', 'legacy_tables.legacy_mc_clust', '--table', 'legacy_tables.legacy_mc_simple')
+    p = cb('verify', '--store', store, 'rot', check=False)
+    assert p.returncode == 1
+    assert 'FAILED  rot legacy_tables.legacy_mc_clust' in p.stdout
+    assert 'mc-1-big-Data.db: CRC32 is' in p.stdout
+    assert 'ok      rot legacy_tables.legacy_mc_simple' in p.stdout
+
+
+def rewrite_frame(pack, member_offset, fn):
+    """Replaces the zstd frame holding tar-stream offset member_offset by a *valid* frame of
+    changed content (fn(bytes) -> bytes, same length): damage zstd's checksum cannot see."""
+    data = read(pack)
+    n = int.from_bytes(data[-9:-5], 'little')
+    table = data[-(9 + 8 * n) - 8:]
+    entries = [(int.from_bytes(data[len(data) - 9 - 8 * n + 8 * i:][:4], 'little'),
+                int.from_bytes(data[len(data) - 9 - 8 * n + 8 * i + 4:][:4], 'little')) for i in range(n)]
+    coff = doff = 0
+    out, new_entries = b'', []
+    for c, d in entries:
+        frame = data[coff:coff + c]
+        if doff <= member_offset < doff + d:
+            plain = subprocess.run(['zstd', '-dc'], input=frame, capture_output=True, check=True).stdout
+            plain = fn(plain, member_offset - doff)
+            frame = subprocess.run(['zstd', '-3', '-c', '--content-size'], input=plain, capture_output=True,
+                                   check=True).stdout
+        out += frame
+        new_entries.append((len(frame), d))
+        coff += c
+        doff += d
+    st = b''.join(c.to_bytes(4, 'little') + d.to_bytes(4, 'little') for c, d in new_entries)
+    footer = n.to_bytes(4, 'little') + b'\0' + (0x8F92EAB1).to_bytes(4, 'little')
+    out += (0x184D2A5E).to_bytes(4, 'little') + (len(st) + 9).to_bytes(4, 'little') + st + footer
+    open(pack, 'wb').write(out)
+    assert table  # silence unused
+
+
+def test_verify_flipped_byte_in_other_component_via_sha256(real_backup):
+    store, tree = real_backup
+    [pack] = packs(store)
+    db = os.path.join(store, 'catalog.db')
+    import sqlite3
+    con = sqlite3.connect(db)
+    [(off,)] = con.execute(
+        "SELECT b.offset FROM files f JOIN blobs b ON b.id = f.blob_id JOIN tables t ON t.id = f.table_row "
+        "WHERE t.name = 'legacy_oa_clust' AND f.name = 'oa-1-big-Index.db' AND f.backup_id = 1").fetchall()
+    con.close()
+
+    def flip(plain, at):
+        b = bytearray(plain)
+        b[at + 5] ^= 0x20
+        return bytes(b)
+
+    rewrite_frame(pack, off, flip)
+    run('zstd', '-t', '-q', pack)  # still a valid zstd stream: only SHA-256 can tell
+    p = cb('verify', '--store', store, 'real', check=False)
+    assert p.returncode == 1
+    bad = [l for l in p.stdout.splitlines() if not l.startswith('ok ')]
+    assert bad[0].startswith('FAILED  real legacy_tables.legacy_oa_clust')
+    assert 'oa-1-big-Index.db: SHA-256 differs' in bad[1]
+    assert len([l for l in p.stdout.splitlines() if l.startswith('FAILED')]) == 1
+
+
+def test_verify_missing_toc_component_and_manifest_entry(store, sample_tree, tmp_path):
+    tree = str(tmp_path / 'data')
+    shutil.copytree(sample_tree, tree, symlinks=True)
+    dirs = sample_dirs(tree)
+    files = snapshot_tables(dirs, 'nightly-1')[('shop', 'table1')]
+    os.unlink(files['nb-1-big-Filter.db'])
+    os.unlink(files['nb-2-big-Data.db'])
+    cb('create', '--store', store, '--name', 'holes', *data_dir_args(dirs), '--snapshot', 'nightly-1',
+       '--table', 'shop.table1')
+    p = cb('verify', '--store', store, 'holes', check=False)
+    assert p.returncode == 1
+    assert 'nb-1-big-TOC.txt lists nb-1-big-Filter.db, which is missing' in p.stdout
+    assert 'manifest.json lists nb-2-big-Data.db, which is missing' in p.stdout
+    assert 'nb-2-big-Digest.crc32 has no nb-2-big-Data.db to check' in p.stdout
+
+
+def test_verify_bad_input(store):
+    p = cb('verify', '--store', store, 'nope', check=False)
+    assert p.returncode == 1 and 'backup nope: no such backup' in p.stderr
+    assert cb('verify', '--store', store, check=False).returncode == 2
+
+
+# --- restore --------------------------------------------------------------------------------
+
+def test_restore_into_new_node_then_import(real_backup, tmp_path):
+    store, tree = real_backup
+    live = live_node(str(tmp_path / 'live'), tree, FIXTURE_TAG)
+    nlog = str(tmp_path / 'nodetool.log')
+    env = dict(os.environ, NODETOOL_STANDIN_LOG=nlog)
+    r = cb('restore', '--store', store, 'real', '--data-dir', live, '--keyspace', 'test_ks',
+           '--table', 'legacy_tables.legacy_na_clust', '--import', '--nodetool', NODETOOL, env=env)
+    assert 'restored real: 2 tables' in r.stdout
+    calls = log_lines(nlog)
+    assert [(c['cmd'], c['args'][:2]) for c in calls] == [('import', ['legacy_tables', 'legacy_na_clust']),
+                                                         ('import', ['test_ks', 'test_table'])]
+    src = snapshot_tables([tree], FIXTURE_TAG)[('test_ks', 'test_table')]
+    dst = os.path.join(live, 'test_ks', 'test_table-0123456789abcdef0123456789abcdef')
+    assert sorted(os.listdir(dst)) == sorted(n for n in src if n not in ('manifest.json', 'schema.cql'))
+    for n in os.listdir(dst):
+        assert read(os.path.join(dst, n)) == read(src[n])
+        assert os.stat(os.path.join(dst, n)).st_mtime_ns == os.stat(src[n]).st_mtime_ns
+    cb('verify', '--store', store, '--dir', dst, '--against', 'real/test_ks/test_table')
+
+
+def test_restore_renames_colliding_sstables_and_is_idempotent(store, sample_tree, tmp_path):
+    dirs = sample_dirs(sample_tree)
+    cb('create', '--store', store, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1',
+       '--keyspace', 'shop')
+    live = str(tmp_path / 'live')
+    tdir = os.path.join(live, 'shop', 'orders-' + 'c' * 32)
+    os.makedirs(os.path.join(tdir, '.orders_by_customer_idx'))
+    for t in ('table1', 'table2'):
+        os.makedirs(os.path.join(live, 'shop', f'{t}-' + 'c' * 32))
+    # the live table already has an nb-1 and nb-2 of its own (other data), and nb-5
+    for g in (1, 2, 5):
+        for comp in ('Data.db', 'TOC.txt'):
+            open(os.path.join(tdir, f'nb-{g}-big-{comp}'), 'w').write(f'live {g}\n')
+    before = {n: read(os.path.join(tdir, n)) for n in os.listdir(tdir) if n.startswith('nb-')}
+    plan = cb('restore', '--store', store, 'b', '--data-dir', live, '--dry-run').stdout
+    assert 'rename  nb-1-big -> nb-6-big' in plan and 'rename  nb-2-big -> nb-7-big' in plan
+    assert sorted(os.listdir(tdir)) == sorted(list(before) + ['.orders_by_customer_idx'])  # nothing written
+    r = cb('restore', '--store', store, 'b', '--data-dir', live).stdout
+    assert '2 sstables under new generations' in r
+    for n, content in before.items():  # live files untouched
+        assert read(os.path.join(tdir, n)) == content
+    src = snapshot_tables(dirs, 'nightly-1')[('shop', 'orders')]
+    for g_old, g_new in ((1, 6), (2, 7)):
+        for rel, p in src.items():
+            if rel.startswith(f'nb-{g_old}-big-'):
+                assert read(os.path.join(tdir, rel.replace(f'nb-{g_old}-', f'nb-{g_new}-'))) == read(p)
+    idx = os.listdir(os.path.join(tdir, '.orders_by_customer_idx'))
+    assert len(idx) == 16 and not any(n.startswith('.cassbackup') for n in os.listdir(tdir))
+    cb('verify', '--store', store, '--dir', tdir, '--against', 'b/shop/orders')
+    # twice: nothing copied, nothing duplicated
+    snapshot_before = sorted(os.listdir(tdir))
+    r2 = cb('restore', '--store', store, 'b', '--data-dir', live).stdout
+    assert 'restored b: 3 tables, 0 files' in r2 and sorted(os.listdir(tdir)) == snapshot_before
+    assert 'next: nodetool import shop orders ' + tdir in r2
+
+
+def test_restore_missing_table_prints_schema_and_writes_nothing(real_backup, tmp_path):
+    store, tree = real_backup
+    live = live_node(str(tmp_path / 'live'), tree, FIXTURE_TAG)
+    shutil.rmtree(os.path.join(live, 'test_ks'))
+    p = cb('restore', '--store', store, 'real', '--data-dir', live, check=False)
+    assert p.returncode == 1
+    assert 'table test_ks.test_table: no table directory' in p.stderr and 'create the table first' in p.stderr
+    assert 'CREATE TABLE IF NOT EXISTS test_ks.test_table' in p.stderr
+    assert p.stderr.rstrip().endswith('nothing was restored')
+    assert all(not files for _, _, files in os.walk(live))
+
+
+def test_restore_two_candidate_dirs_refuses_until_chosen(store, sample_tree, tmp_path):
+    dirs = sample_dirs(sample_tree)
+    cb('create', '--store', store, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1',
+       '--table', 'shop.table1')
+    live = str(tmp_path / 'live')
+    old, new = (os.path.join(live, 'shop', f'table1-{c * 32}') for c in 'ab')
+    os.makedirs(old)
+    os.makedirs(new)
+    p = cb('restore', '--store', store, 'b', '--data-dir', live, check=False)
+    assert p.returncode == 1 and '2 table directories' in p.stderr and old in p.stderr and new in p.stderr
+    assert '--table-dir shop.table1=PATH' in p.stderr
+    assert os.listdir(old) == [] and os.listdir(new) == []
+    cb('restore', '--store', store, 'b', '--data-dir', live, '--table-dir', f'shop.table1={new}')
+    assert os.listdir(old) == [] and len(os.listdir(new)) == 16
+
+
+def test_restore_owner_and_refresh(store, sample_tree, tmp_path):
+    dirs = sample_dirs(sample_tree)
+    cb('create', '--store', store, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1',
+       '--table', 'shop.table2')
+    live = str(tmp_path / 'live')
+    t = os.path.join(live, 'shop', 'table2-' + 'd' * 32)
+    os.makedirs(t)
+    os.chown(t, 65534, 65534)  # default owner: the table directory's
+    nlog = str(tmp_path / 'n.log')
+    env = dict(os.environ, NODETOOL_STANDIN_LOG=nlog, NODETOOL_STANDIN_DATA_DIRS=live)
+    cb('restore', '--store', store, 'b', '--data-dir', live, '--refresh', '--nodetool', NODETOOL, env=env)
+    assert {(os.stat(os.path.join(t, n)).st_uid, os.stat(os.path.join(t, n)).st_gid) for n in os.listdir(t)} == {(65534, 65534)}
+    assert [(c['cmd'], c['args']) for c in log_lines(nlog)] == [('refresh', ['shop', 'table2'])]
+    t2 = os.path.join(str(tmp_path / 'live2'), 'shop', 'table2-' + 'd' * 32)
+    os.makedirs(t2)
+    cb('restore', '--store', store, 'b', '--data-dir', str(tmp_path / 'live2'), '--owner', 'nobody:daemon')
+    assert {os.stat(os.path.join(t2, n)).st_gid for n in os.listdir(t2)} == {1}
+    # nodetool failing: the files stay, the exit says so
+    env['NODETOOL_STANDIN_FAIL'] = 'import'
+    shutil.rmtree(t2)
+    os.makedirs(t2)
+    p = cb('restore', '--store', store, 'b', '--data-dir', str(tmp_path / 'live2'), '--import',
+           '--nodetool', NODETOOL, env=env, check=False)
+    assert p.returncode == 1 and 'exited with status 1' in p.stderr and len(os.listdir(t2)) == 16
+
+
+def test_restore_from_damaged_pack_leaves_no_partial_sstable(store, sample_tree, tmp_path):
+    dirs = sample_dirs(sample_tree)
+    cb('create', '--store', store, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1',
+       '--table', 'shop.orders')
+    [pack] = packs(store)
+    os.rename(pack, pack + '.away')
+    live = str(tmp_path / 'live')
+    t = os.path.join(live, 'shop', 'orders-' + 'e' * 32)
+    os.makedirs(t)
+    p = cb('restore', '--store', store, 'b', '--data-dir', live, check=False)
+    assert p.returncode == 1 and 'pack file is missing' in p.stderr
+    assert os.listdir(t) == [] or set(os.listdir(t)) == {'.orders_by_customer_idx'}
+
+
+# --- load -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def load_env(store, sample_tree, tmp_path):
+    dirs = sample_dirs(sample_tree)
+    cb('create', '--store', store, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    expect = {f'{ks}.{t}': {rel: sha(p) for rel, p in files.items()}
+              for (ks, t), files in snapshot_tables(dirs, 'nightly-1').items()}
+    ef = str(tmp_path / 'expect.json')
+    json.dump(expect, open(ef, 'w'))
+    state = tmp_path / 'state'
+    state.mkdir()
+    env = dict(os.environ, SSTABLELOADER_STANDIN_EXPECT=ef, SSTABLELOADER_STANDIN_STATE=str(state),
+               SSTABLELOADER_STANDIN_LOG=str(tmp_path / 'loader.log'))
+    return store, env, str(tmp_path / 'status.json'), str(tmp_path / 'loader.log'), expect
+
+
+def test_load_streams_every_table(load_env):
+    store, env, status, llog, expect = load_env
+    r = cb('load', '--store', store, 'b', '--hosts', '10.0.0.1,10.0.0.2', '--sstableloader', LOADER,
+           '--throttle', '100', '--parallel', '2', '--status-file', status, '--json', env=env)
+    res = json.loads(r.stdout)
+    assert res['backup'] == 'b' and len(res['tables']) == len(expect)
+    assert all(t['status'] == 'ok' and t['attempts'] == 1 and t['started'] and t['finished']
+               for t in res['tables'])
+    assert json.load(open(status)) == res
+    calls = log_lines(llog)
+    assert sorted(f"{c['keyspace']}.{c['table']}" for c in calls) == sorted(expect)
+    for c in calls:
+        assert c['hosts'] == '10.0.0.1,10.0.0.2' and c['throttle'] == '100'
+        assert c['dir'].endswith(f"/backups/b/{c['keyspace']}/{c['table']}")
+    # the mount it made is gone again
+    assert not [l for l in open('/proc/self/mountinfo') if 'cassbackup-load-' in l]
+
+
+def test_load_retries_and_rerun_skips_loaded_tables(load_env):
+    store, env, status, llog, expect = load_env
+    env1 = dict(env, SSTABLELOADER_STANDIN_FAIL='shop.table1:1')
+    cb('load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', LOADER, '--retries', '2',
+       '--retry-delay', '0', '--status-file', status, env=env1)
+    t1 = [t for t in json.load(open(status))['tables'] if t['table'] == 'table1' and t['keyspace'] == 'shop'][0]
+    assert t1['status'] == 'ok' and t1['attempts'] == 2
+
+    os.unlink(status)
+    open(llog, 'w').close()
+    env2 = dict(env, SSTABLELOADER_STANDIN_FAIL='shop1.table2:always')
+    p = cb('load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', LOADER, '--retries', '1',
+           '--retry-delay', '0', '--status-file', status, env=env2, check=False)
+    assert p.returncode == 1
+    assert 'FAILED  shop1.table2 after 2 attempt(s): exit status 1: ERROR sstableloader: stream to h1 failed' in p.stdout
+    st = {f"{t['keyspace']}.{t['table']}": t for t in json.load(open(status))['tables']}
+    assert st['shop1.table2']['status'] == 'failed' and st['shop1.table2']['attempts'] == 2
+    assert 'failed for shop1.table2' in st['shop1.table2']['last_error']
+    assert sum(t['status'] == 'ok' for t in st.values()) == len(expect) - 1
+
+    # re-run: only the failed table is attempted again
+    open(llog, 'w').close()
+    r = cb('load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', LOADER, '--status-file', status,
+           '--retry-delay', '0', env=env)
+    assert [f"{c['keyspace']}.{c['table']}" for c in log_lines(llog)] == ['shop1.table2']
+    assert f'1 loaded, {len(expect) - 1} already loaded before (skipped), 0 failed' in r.stdout
+    # --force loads everything again
+    open(llog, 'w').close()
+    cb('load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', LOADER, '--status-file', status,
+       '--force', env=env)
+    assert len(log_lines(llog)) == len(expect)
+
+
+def test_load_target_keyspace_and_no_index_dirs(load_env, tmp_path):
+    store, env, status, llog, expect = load_env
+    env = dict(env, SSTABLELOADER_STANDIN_SOURCE_KEYSPACE='shop')
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        cb('load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', LOADER, '--status-file', status,
+           '--table', 'shop.orders', '--target-keyspace', 'shop_copy', '--mount', m.mnt, env=env)
+    [c] = log_lines(llog)
+    assert (c['keyspace'], c['table']) == ('shop_copy', 'orders')
+    assert c['subdirs'] == [] and not any(f.startswith('.') for f in c['files'])
+    assert 'nb-1-big-Data.db' in c['files']
+
+
+def test_load_bad_input(load_env):
+    store, env, status, llog, _ = load_env
+    p = cb('load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', LOADER, '--table', 'no.such',
+           '--status-file', status, env=env, check=False)
+    assert p.returncode == 1 and 'nothing to load' in p.stderr
+    p = cb('load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', '/nonexistent/loader',
+           '--retries', '0', '--table', 'shop.orders', '--status-file', status, env=env, check=False)
+    assert p.returncode == 1 and 'cannot run /nonexistent/loader' in p.stdout
+
+
+# --- create --take-snapshot -----------------------------------------------------------------
+
+def test_take_snapshot_then_always_clear(store, tmp_path):
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '64', '--no-clutter')
+    dirs = sample_dirs(src)
+    for d in dirs:  # a node before the snapshot: only live sstables
+        for root, subdirs, _ in os.walk(d):
+            if 'snapshots' in subdirs:
+                shutil.rmtree(os.path.join(root, 'snapshots'))
+                subdirs.remove('snapshots')
+    nlog = str(tmp_path / 'n.log')
+    env = dict(os.environ, NODETOOL_STANDIN_LOG=nlog, NODETOOL_STANDIN_DATA_DIRS=':'.join(dirs))
+    cb('create', '--store', store, '--name', 'snap', *data_dir_args(dirs), '--snapshot', 'cb-1',
+       '--take-snapshot', '--nodetool', NODETOOL, '--keyspace', 'shop', env=env)
+    assert [(c['cmd'], c['args']) for c in log_lines(nlog)] == [('snapshot', ['-t', 'cb-1', 'shop']),
+                                                               ('clearsnapshot', ['-t', 'cb-1'])]
+    assert not any(r.endswith('/snapshots/cb-1') for d in dirs for r, _, _ in os.walk(d))  # no hard links left
+    [b] = backup_list(store)
+    assert b['tables'] == 3 and b['files'] > 40
+    # a failure after the snapshot: it is cleared all the same
+    open(nlog, 'w').close()
+    p = cb('create', '--store', store, '--name', 'snap2', *data_dir_args(dirs), '--snapshot', 'cb-2',
+           '--take-snapshot', '--nodetool', NODETOOL, '--table', 'shop.nosuch', '--table', 'shop.orders',
+           env=env, check=False)
+    assert p.returncode != 0 and 'table shop.nosuch: not found' in p.stderr
+    assert [c['cmd'] for c in log_lines(nlog)] == ['snapshot', 'clearsnapshot']
+    assert not any(r.endswith('/snapshots/cb-2') for d in dirs for r, _, _ in os.walk(d))
+    assert len(backup_list(store)) == 1
+    # the name check comes before any snapshot is taken
+    open(nlog, 'w').close()
+    p = cb('create', '--store', store, '--name', 'snap', *data_dir_args(dirs), '--snapshot', 'cb-3',
+           '--take-snapshot', '--nodetool', NODETOOL, env=env, check=False)
+    assert p.returncode == 1 and log_lines(nlog) == []
+
+
+# --- configuration --------------------------------------------------------------------------
+
+def test_config_file_defaults_and_validate(store, sample_tree, tmp_path):
+    dirs = sample_dirs(sample_tree)
+    pw = tmp_path / 'pw'
+    pw.write_text('secret\n')
+    os.chmod(pw, 0o600)
+    conf = tmp_path / 'cb.conf'
+    conf.write_text(f'# cassbackup\nstore = {store}\n' + ''.join(f'data_dir = {d}\n' for d in dirs) +
+                    f'nodetool = {NODETOOL}\nnodetool_user = cassandra\nnodetool_password_file = {pw}\n'
+                    f'sstableloader = {LOADER}\nhosts = 10.0.0.1,10.0.0.2\n')
+    r = cb('--config', conf, 'validate-config')
+    assert r.stdout.strip().endswith('0 problem(s)') and 'PROBLEM' not in r.stdout
+    # flags override the file; the file fills in the rest
+    cb('--config', conf, 'create', '--name', 'fromconf', '--snapshot', 'nightly-1')
+    assert [b['name'] for b in json.loads(cb('list', '--json', '--config', conf).stdout)] == ['fromconf']
+
+    bad = tmp_path / 'bad.conf'
+    os.chmod(pw, 0o644)
+    bad.write_text(f'store = {tmp_path}\ndata_dir = {tmp_path}/none\nnodetool = /bin/nonexistent-nodetool\n'
+                   f'nodetool_password_file = {pw}\nhosts = a, b\n')
+    p = cb('--config', bad, 'validate-config', check=False)
+    assert p.returncode == 1
+    problems = [l for l in p.stdout.splitlines() if l.startswith('PROBLEM')]
+    assert len(problems) == 5
+    assert 'not a cassbackup store' in problems[0] and 'No such file' in problems[1]
+    assert 'no executable program' in problems[2] and 'readable by everyone' in problems[3]
+    p = cb('--config', tmp_path / 'missing.conf', 'list', check=False)
+    assert p.returncode == 2 and 'missing.conf: No such file or directory' in p.stderr
+    typo = tmp_path / 'typo.conf'
+    typo.write_text('stroe = /x\n')
+    p = cb('--config', typo, 'list', check=False)
+    assert p.returncode == 2 and "line 1: unknown key 'stroe'" in p.stderr
