@@ -237,3 +237,13 @@ double mono_seconds(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
+
+int ptrv_push(char ***v, size_t *n, char *s)
+{
+	char **p = realloc(*v, (*n + 1) * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	*v = p;
+	p[(*n)++] = s;
+	return 0;
+}

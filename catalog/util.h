@@ -25,6 +25,9 @@ int sb_printf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(pri
 int sb_json_str(struct strbuf *sb, const char *s);
 void sb_free(struct strbuf *sb);
 
+/* Appends s (not copied) to the array (*v, *n). 0 or -ENOMEM. */
+int ptrv_push(char ***v, size_t *n, char *s);
+
 /* Writes/reads all of buf, retrying on EINTR and short transfers. 0 or -errno.
  * read_full returns the number of bytes read (short only at end of file). */
 int write_full(int fd, const void *buf, size_t len);

@@ -133,16 +133,6 @@ static bool valid_name(const char *s)
 	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@+-") == n;
 }
 
-static int push(char ***v, size_t *n, char *s)
-{
-	char **p = realloc(*v, (*n + 1) * sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	*v = p;
-	p[(*n)++] = s;
-	return 0;
-}
-
 /* Reads "key: value" (cassandra.yaml) or "key=value" (cassandra-rackdc.properties) from a
  * config file; quotes around the value are dropped. NULL when absent. */
 static char *conf_value(const char *path, const char *key, char sep)
@@ -505,10 +495,10 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 		switch (c) {
 		case 's': o->store = optarg; break;
 		case 'n': o->name = optarg; break;
-		case 'd': if (push(&o->scan.data_dirs, &o->scan.ndata_dirs, optarg)) return 1; break;
+		case 'd': if (ptrv_push(&o->scan.data_dirs, &o->scan.ndata_dirs, optarg)) return 1; break;
 		case 't': o->scan.tag = optarg; break;
-		case 'k': if (push(&o->scan.keyspaces, &o->scan.nkeyspaces, optarg)) return 1; break;
-		case 'T': if (push(&o->scan.tables, &o->scan.ntables, optarg)) return 1; break;
+		case 'k': if (ptrv_push(&o->scan.keyspaces, &o->scan.nkeyspaces, optarg)) return 1; break;
+		case 'T': if (ptrv_push(&o->scan.tables, &o->scan.ntables, optarg)) return 1; break;
 		case 'S': o->scan.include_system = true; break;
 		case 'N': o->node = optarg; break;
 		case 'C': o->cluster = optarg; break;

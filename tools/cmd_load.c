@@ -49,16 +49,6 @@ struct load_opts {
 	bool json, force;
 };
 
-static int push(char ***v, size_t *n, char *s)
-{
-	char **p = realloc(*v, (*n + 1) * sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	*v = p;
-	p[(*n)++] = s;
-	return 0;
-}
-
 static void iso(int64_t ns, char *buf, size_t n)
 {
 	if (ns)
@@ -225,8 +215,8 @@ int cmd_load(int argc, char **argv)
 		switch (c) {
 		case 's': o.store = optarg; break;
 		case 'H': o.hosts = optarg; break;
-		case 'k': push(&o.keyspaces, &o.nkeyspaces, optarg); break;
-		case 'T': push(&o.tables, &o.ntables, optarg); break;
+		case 'k': ptrv_push(&o.keyspaces, &o.nkeyspaces, optarg); break;
+		case 'T': ptrv_push(&o.tables, &o.ntables, optarg); break;
 		case 'K': o.target_ks = optarg; break;
 		case 'L': o.loader = optarg; break;
 		case 't': parse_count("throttle", optarg, 1, 1000000, &bad); o.throttle = optarg; break;
@@ -272,15 +262,7 @@ int cmd_load(int argc, char **argv)
 		goto out;
 	t = calloc(ts.n + 1, sizeof(*t));
 	for (size_t i = 0; i < ts.n; i++) {
-		bool sel = !o.nkeyspaces && !o.ntables;
-		for (size_t k = 0; k < o.nkeyspaces; k++)
-			sel |= !strcmp(o.keyspaces[k], ts.v[i].keyspace);
-		for (size_t k = 0; k < o.ntables; k++) {
-			char kt[512];
-			snprintf(kt, sizeof(kt), "%s.%s", ts.v[i].keyspace, ts.v[i].table);
-			sel |= !strcmp(o.tables[k], kt);
-		}
-		if (sel)
+		if (table_selected(o.keyspaces, o.nkeyspaces, o.tables, o.ntables, ts.v[i].keyspace, ts.v[i].table))
 			t[n++] = (struct ltable){.keyspace = strdup(ts.v[i].keyspace), .table = strdup(ts.v[i].table)};
 	}
 	if (n == 0) {

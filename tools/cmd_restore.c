@@ -61,32 +61,6 @@ struct restore_opts {
 	gid_t gid;
 };
 
-static int push(char ***v, size_t *n, char *s)
-{
-	char **p = realloc(*v, (*n + 1) * sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	*v = p;
-	p[(*n)++] = s;
-	return 0;
-}
-
-static bool selected(const struct restore_opts *o, const char *ks, const char *table)
-{
-	if (!o->nkeyspaces && !o->ntables)
-		return true;
-	for (size_t i = 0; i < o->nkeyspaces; i++)
-		if (!strcmp(o->keyspaces[i], ks))
-			return true;
-	for (size_t i = 0; i < o->ntables; i++) {
-		const char *dot = strchr(o->tables[i], '.');
-		if (dot && (size_t)(dot - o->tables[i]) == strlen(ks) && !strncmp(o->tables[i], ks, strlen(ks)) &&
-		    !strcmp(dot + 1, table))
-			return true;
-	}
-	return false;
-}
-
 /* The live directories of ks.table in the data dirs: <table>-<32 hex> (or a bare <table>). */
 static int find_table_dirs(const struct restore_opts *o, const char *ks, const char *table,
 			   struct strbuf *found, size_t *n)
@@ -481,10 +455,10 @@ int cmd_restore(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "s:d:k:T:nh", opts, NULL)) != -1) {
 		switch (c) {
 		case 's': o.store = optarg; break;
-		case 'd': push(&o.data_dirs, &o.ndata_dirs, optarg); break;
-		case 'k': push(&o.keyspaces, &o.nkeyspaces, optarg); break;
-		case 'T': push(&o.tables, &o.ntables, optarg); break;
-		case 'D': push(&o.table_dirs, &o.ntable_dirs, optarg); break;
+		case 'd': ptrv_push(&o.data_dirs, &o.ndata_dirs, optarg); break;
+		case 'k': ptrv_push(&o.keyspaces, &o.nkeyspaces, optarg); break;
+		case 'T': ptrv_push(&o.tables, &o.ntables, optarg); break;
+		case 'D': ptrv_push(&o.table_dirs, &o.ntable_dirs, optarg); break;
 		case 'n': o.dry_run = true; break;
 		case 'o': o.owner = optarg; break;
 		case 'I': o.import = true; break;
@@ -529,7 +503,7 @@ int cmd_restore(int argc, char **argv)
 	bool bad = false, any = false;
 	for (size_t i = 0; i < ts.n; i++) {
 		const struct cb_table_row *t = &ts.v[i];
-		if (!selected(&o, t->keyspace, t->table))
+		if (!table_selected(o.keyspaces, o.nkeyspaces, o.tables, o.ntables, t->keyspace, t->table))
 			continue;
 		any = true;
 		struct plan_table *pt = &plan[nplan++];
