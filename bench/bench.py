@@ -120,12 +120,12 @@ def main():
               flush=True)
 
     data_kib = int(a.gib * 1024 * 1024)
-    print(f'== data: {a.gib} GiB Data.db (compressible and incompressible), 100 tables x 2 x 5 MiB', flush=True)
+    print(f'== data: {a.gib} GiB Data.db (compressible and incompressible), 100 tables x 20 sstables x 512 KiB', flush=True)
     for kind, extra in (('comp', []), ('incomp', ['--incompressible'])):
         sh(sys.executable, SAMPLE, '--out', f'{W}/{kind}', '--data-dirs', '1', '--keyspaces', '1',
            '--tables', '1', '--sstables', '1', '--data-kib', data_kib, '--no-index', '--no-clutter', *extra)
     sh(sys.executable, SAMPLE, '--out', f'{W}/many', '--data-dirs', '1', '--keyspaces', '1',
-       '--tables', '100', '--sstables', '2', '--data-kib', '5120', '--no-clutter')
+       '--tables', '100', '--sstables', '20', '--data-kib', '512', '--no-clutter')
 
     def snap_data(kind):
         d = f'{W}/{kind}/data1/shop'
@@ -275,7 +275,7 @@ def main():
     # -- second day: 5% new sstables
     print('== second-day backup (5% new sstables)', flush=True)
     sh(sys.executable, SAMPLE, '--out', f'{W}/many', '--data-dirs', '1', '--keyspaces', '1',
-       '--tables', '100', '--data-kib', '5120', '--no-clutter', '--grow-percent', '5',
+       '--tables', '100', '--data-kib', '512', '--no-clutter', '--grow-percent', '5',
        '--tag', 'nightly-2', '--seed', '9')
     day1 = json.loads(sh(cb, 'list', '--store', stores['many'], '--json').stdout)[0]
     t_day2 = timed(lambda: sh(cb, 'create', '--store', stores['many'], '--name', 'day2',

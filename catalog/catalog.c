@@ -11,6 +11,10 @@
 
 #define CATALOG_FORMAT "cassbackup-store-1"
 
+/* Listing /backups reads only this index: dense pages, even when the rows of thousands of
+ * backups are scattered over a large catalog. */
+#define BACKUPS_BY_NAME "CREATE INDEX IF NOT EXISTS backups_by_name ON backups(name, created_ns)"
+
 static const char schema_sql[] =
 	"PRAGMA journal_mode=WAL;"
 	"CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -26,6 +30,7 @@ static const char schema_sql[] =
 	"  host_id TEXT NOT NULL, snapshot_tag TEXT NOT NULL, created_ns INTEGER NOT NULL,"
 	"  pack_id INTEGER NOT NULL REFERENCES packs(id), files INTEGER NOT NULL,"
 	"  bytes INTEGER NOT NULL, new_bytes INTEGER NOT NULL, stored_bytes INTEGER NOT NULL);"
+	BACKUPS_BY_NAME ";"
 	"CREATE TABLE keyspaces(id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  backup_id INTEGER NOT NULL REFERENCES backups(id), name TEXT NOT NULL,"
 	"  mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,"
@@ -266,6 +271,7 @@ int catalog_open(catalog **out, const char *path, int flags)
 	rc = sqlite3_exec(c->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;", NULL, NULL, NULL);
 	if (create && rc == SQLITE_OK)
 		rc = sqlite3_exec(c->db, schema_sql, NULL, NULL, NULL);
+
 	if ((r = errno_from_sqlite(c->db, rc)) < 0)
 		goto fail;
 
@@ -282,6 +288,10 @@ int catalog_open(catalog **out, const char *path, int flags)
 		    ? 0 : -EMEDIUMTYPE;
 	sqlite3_finalize(st);
 	if (r < 0)
+		goto fail;
+	/* Catalogs made before the index existed gain it on their next write. */
+	if (!(flags & CATALOG_READONLY) && !create &&
+	    (r = errno_from_sqlite(c->db, sqlite3_exec(c->db, BACKUPS_BY_NAME, NULL, NULL, NULL))) < 0)
 		goto fail;
 
 	for (int i = 0; i < ST__COUNT; i++) {

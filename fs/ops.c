@@ -215,6 +215,11 @@ static void reply_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			const struct cb_node *n = &d->v[i - 2];
 			name = n->name;
 			fill_entry(n, &e);
+			/* /backups may hold thousands of entries, and `ls` needs only their names: hand
+			 * out no node ids there, so the kernel lists them like a plain readdir instead of
+			 * instantiating an inode for each (lookups come later, for the one opened). */
+			if (plus && ino == CB_INO_BACKUPS)
+				e.ino = 0;
 		}
 		size_t need = plus ? fuse_add_direntry_plus(req, buf + used, size - used, name, &e, i + 1)
 				   : fuse_add_direntry(req, buf + used, size - used, name, &e.attr, i + 1);
