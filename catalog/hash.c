@@ -48,6 +48,18 @@ void sha256_free(sha256_ctx *c)
 	free(c);
 }
 
+int sha256_buf(const void *data, size_t len, unsigned char out[32])
+{
+	sha256_ctx *c;
+	int r = sha256_new(&c);
+	if (r == 0)
+		r = sha256_update(c, data, len);
+	if (r == 0)
+		r = sha256_final(c, out);
+	sha256_free(c);
+	return r;
+}
+
 int sha256_fd(int fd, uint64_t size, unsigned char out[32], const volatile sig_atomic_t *cancel,
 	      progress_fn progress, void *pctx)
 {

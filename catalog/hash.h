@@ -15,6 +15,9 @@ int sha256_update(sha256_ctx *c, const void *data, size_t len);
 int sha256_final(sha256_ctx *c, unsigned char out[32]);
 void sha256_free(sha256_ctx *c); /* accepts NULL */
 
+/* SHA-256 of a buffer. */
+int sha256_buf(const void *data, size_t len, unsigned char out[32]);
+
 /* Called with the bytes just consumed, for progress displays. */
 typedef void (*progress_fn)(void *ctx, uint64_t bytes);
 

@@ -105,12 +105,16 @@ int store_reclaim_tmp(const char *root, unsigned *reclaimed)
 		/* A live writer holds the lock; a dead one's file is free to take. A writer locks
 		 * its file just after creating it, so an empty, new file may be one in that instant:
 		 * leave those alone (a writer never writes before it holds the lock). */
-		struct stat st;
+		/* Once locked, the name must still be this file: a writer that finished meanwhile
+		 * has renamed it into packs/ (and the name is gone, or another's). */
+		struct stat st, now;
 		if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 &&
-		    (st.st_size > 0 || time(NULL) - st.st_mtime > 60)) {
+		    (st.st_size > 0 || time(NULL) - st.st_mtime > 60) &&
+		    fstatat(dfd, e->d_name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_ino == st.st_ino &&
+		    now.st_dev == st.st_dev) {
 			if (unlinkat(dfd, e->d_name, 0) == 0)
 				(*reclaimed)++;
-			else if (r == 0)
+			else if (errno != ENOENT && r == 0)
 				r = -errno;
 		}
 		close(fd);

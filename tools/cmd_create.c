@@ -28,6 +28,8 @@
 #include <unistd.h>
 
 #define PREHASH_BELOW (1u << 20) /* always hash files smaller than this before writing */
+#define IN_MEMORY_BELOW (8u << 20) /* read files this small once, into memory: the bytes hashed
+				    * are then exactly the bytes written */
 
 struct blob {
 	unsigned char sha[32];
@@ -232,6 +234,7 @@ static int back_up_file(struct backup_state *s, const struct scan_file *f, struc
 	if (r == 0 && (st.st_size != f->st.st_size || st.st_ino != f->st.st_ino))
 		r = -ESTALE;
 	bool prehashed = false, wrote = false;
+	char *mem = NULL; /* the file's bytes, when read into memory */
 	struct pack_member m = {
 		.path = path->buf,
 		.size = size,
@@ -242,7 +245,13 @@ static int back_up_file(struct backup_state *s, const struct scan_file *f, struc
 	};
 	if (r == 0 && (size < PREHASH_BELOW || size_seen(s->blobs, s->nblobs, size) ||
 		       (r = catalog_blob_size_exists(s->cat, size)) == 1)) {
-		r = sha256_fd(fd, size, pl->sha, &cancel_requested, NULL, NULL);
+		if (size <= IN_MEMORY_BELOW) {
+			mem = malloc(size + 1);
+			ssize_t n = mem ? pread_full(fd, mem, size + 1, 0) : -ENOMEM;
+			r = n < 0 ? (int)n : (uint64_t)n != size ? -ESTALE : sha256_buf(mem, size, pl->sha);
+		} else {
+			r = sha256_fd(fd, size, pl->sha, &cancel_requested, NULL, NULL);
+		}
 		prehashed = true;
 		if (r == 0) {
 			long i = map_find(&s->map, s->blobs, pl->sha, size);
@@ -273,8 +282,15 @@ static int back_up_file(struct backup_state *s, const struct scan_file *f, struc
 	}
 	struct blob *b = &s->blobs[s->nblobs];
 	*b = (struct blob){.size = size};
-	r = pack_writer_add_fd(s->pw, &m, fd, b->sha, &b->offset, &cancel_requested, progress_add,
-			       &s->prog);
+	if (mem) {
+		r = pack_writer_add_buffer(s->pw, &m, mem, &b->offset);
+		memcpy(b->sha, pl->sha, 32);
+		if (r == 0)
+			progress_add(&s->prog, size);
+	} else {
+		r = pack_writer_add_fd(s->pw, &m, fd, b->sha, &b->offset, &cancel_requested, progress_add,
+				       &s->prog);
+	}
 	wrote = true;
 	if (r == 0 && prehashed && memcmp(b->sha, pl->sha, 32) != 0)
 		r = -ESTALE;
@@ -295,6 +311,7 @@ static int back_up_file(struct backup_state *s, const struct scan_file *f, struc
 		}
 	}
 out:
+	free(mem);
 	close(fd);
 	if (r == -ESTALE)
 		errorf("cannot back up %s: the file changed while it was being read", f->src);
