@@ -247,3 +247,10 @@ int ptrv_push(char ***v, size_t *n, char *s)
 	p[(*n)++] = s;
 	return 0;
 }
+
+bool name_is_component(const char *s)
+{
+	if (!s || !*s || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+		return false;
+	return !strchr(s, '/') && strlen(s) <= 255;
+}

@@ -6,6 +6,7 @@
 #ifndef CASSBACKUP_UTIL_H
 #define CASSBACKUP_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -44,6 +45,12 @@ int hex_decode(const char *in, unsigned char *out, size_t n);
 /* Reads a whole (small) file into a NUL-terminated malloc'd buffer; *len gets its size.
  * Refuses files over max bytes with -EFBIG. */
 int read_small_file(const char *path, size_t max, char **out, size_t *len);
+
+/* True when s is usable as one path component of something we create or show: not empty, not
+ * "." or "..", no '/' and at most 255 bytes (NUL cannot occur in a C string). Every name read
+ * from a store (backup, keyspace, table, index directory, file) is checked with this where it
+ * is read; later code may assume it. */
+bool name_is_component(const char *s);
 
 /* Formats bytes as "1.5 GiB" into out (at least 16 bytes). */
 void format_bytes(uint64_t bytes, char *out, size_t outlen);

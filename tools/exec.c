@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +33,46 @@ pid_t exec_start(char *const argv[], const char *log_path)
 		_exit(127);
 	}
 	return pid;
+}
+
+static int check_executable(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || access(path, X_OK) < 0)
+		return -EACCES;
+	return 0;
+}
+
+int exec_find(const char *prog, char *out, size_t n)
+{
+	if (!prog || !*prog)
+		return -ENOENT;
+	if (strchr(prog, '/')) {
+		snprintf(out, n, "%s", prog);
+		int r = check_executable(prog);
+		return r == -ENOTDIR ? -ENOENT : r;
+	}
+	const char *path = getenv("PATH");
+	if (!path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	int found_unusable = 0;
+	for (const char *p = path; ; ) {
+		const char *end = strchrnul(p, ':');
+		int len = (int)(end - p);
+		snprintf(out, n, "%.*s%s%s", len, p, len ? "/" : "", prog);
+		int r = check_executable(out);
+		if (r == 0)
+			return 0;
+		if (r == -EACCES)
+			found_unusable = r;
+		if (!*end)
+			break;
+		p = end + 1;
+	}
+	snprintf(out, n, "%s", prog);
+	return found_unusable ? found_unusable : -ENOENT;
 }
 
 int exec_status(int ws)

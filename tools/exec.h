@@ -12,6 +12,11 @@ int exec_run(char *const argv[], const char *log_path);
 /* Starts argv as exec_run would, without waiting: returns the pid or -errno. */
 pid_t exec_start(char *const argv[], const char *log_path);
 
+/* Finds prog as execvp would (a name with '/' as is, else each $PATH entry) and checks that it
+ * is an executable regular file, so a command can refuse before it changes anything. The path
+ * found goes to out. 0, -ENOENT (not found) or -EACCES (found, not executable). */
+int exec_find(const char *prog, char *out, size_t n);
+
 /* Exit status of a waitpid() status as exec_run returns it. */
 int exec_status(int wstatus);
 
