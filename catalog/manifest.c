@@ -1,0 +1,705 @@
+/* manifest.c: see manifest.h. JSON through jansson; every value checked where it is read. */
+#include "manifest.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --- errors ------------------------------------------------------------------------------ */
+
+struct perr {
+	char *buf;
+	size_t len;
+};
+
+static int fail(struct perr *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(struct perr *e, const char *fmt, ...)
+{
+	if (e->buf && e->len) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(e->buf, e->len, fmt, ap);
+		va_end(ap);
+	}
+	return -EBADMSG;
+}
+
+/* --- writing ----------------------------------------------------------------------------- */
+
+/* o[key] = name, or o[key_hex] = hex of its bytes when name is not UTF-8. */
+static int put_name(json_t *o, const char *key, const char *name)
+{
+	json_t *s = json_string(name); /* NULL when name is not valid UTF-8 */
+	if (s)
+		return json_object_set_new(o, key, s) ? -ENOMEM : 0;
+	size_t n = strlen(name);
+	char *hex = malloc(2 * n + 1);
+	char hkey[64];
+	if (!hex)
+		return -ENOMEM;
+	hex_encode((const unsigned char *)name, n, hex);
+	snprintf(hkey, sizeof(hkey), "%s_hex", key);
+	int r = json_object_set_new(o, hkey, json_string(hex)) ? -ENOMEM : 0;
+	free(hex);
+	return r;
+}
+
+static int put_int(json_t *o, const char *key, int64_t v)
+{
+	return json_object_set_new(o, key, json_integer((json_int_t)v)) ? -ENOMEM : 0;
+}
+
+static int put_str(json_t *o, const char *key, const char *v)
+{
+	return json_object_set_new(o, key, json_string(v ? v : "")) ? -ENOMEM : 0;
+}
+
+static int put_sha(json_t *o, const unsigned char sha[32])
+{
+	char hex[65];
+	hex_encode(sha, 32, hex);
+	return put_str(o, "sha256", hex);
+}
+
+static int put_attr(json_t *o, const struct cb_attr *a)
+{
+	return put_int(o, "mode", a->mode) ?: put_int(o, "uid", a->uid) ?:
+	       put_int(o, "gid", a->gid) ?: put_int(o, "mtime_ns", a->mtime_ns);
+}
+
+static json_t *file_json(const struct manifest_file *f)
+{
+	json_t *o = json_object();
+	if (!o)
+		return NULL;
+	int r = (*f->dir ? put_name(o, "dir", f->dir) : 0) ?: put_name(o, "name", f->name) ?:
+		put_int(o, "size", (int64_t)f->size) ?: put_attr(o, &f->attr) ?: put_sha(o, f->sha256);
+	if (r) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static json_t *table_json(const struct manifest_table *t)
+{
+	json_t *o = json_object(), *dirs = json_array(), *files = json_array();
+	int r = (!o || !dirs || !files) ? -ENOMEM : 0;
+	r = r ?: put_name(o, "name", t->name) ?: put_str(o, "id", t->id) ?: put_attr(o, &t->attr);
+	if (!r && t->schema_cql)
+		r = put_str(o, "schema_cql", t->schema_cql);
+	for (size_t i = 0; !r && i < t->ndirs; i++) {
+		json_t *d = json_object();
+		r = !d || json_array_append_new(dirs, d) ? -ENOMEM : 0;
+		r = r ?: put_name(d, "name", t->dirs[i].name) ?: put_attr(d, &t->dirs[i].attr);
+	}
+	for (size_t i = 0; !r && i < t->nfiles; i++) {
+		json_t *f = file_json(&t->files[i]);
+		r = !f || json_array_append_new(files, f) ? -ENOMEM : 0;
+	}
+	if (!r && (json_object_set(o, "dirs", dirs) || json_object_set(o, "files", files)))
+		r = -ENOMEM;
+	json_decref(dirs);
+	json_decref(files);
+	if (r) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static json_t *keyspace_json(const struct manifest_keyspace *k)
+{
+	json_t *o = json_object(), *tables = json_array();
+	int r = (!o || !tables) ? -ENOMEM : 0;
+	r = r ?: put_name(o, "name", k->name) ?: put_attr(o, &k->attr);
+	for (size_t i = 0; !r && i < k->ntables; i++) {
+		json_t *t = table_json(&k->tables[i]);
+		r = !t || json_array_append_new(tables, t) ? -ENOMEM : 0;
+	}
+	if (!r && json_object_set(o, "tables", tables))
+		r = -ENOMEM;
+	json_decref(tables);
+	if (r) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static int dump(json_t *root, struct strbuf *out)
+{
+	char *s = json_dumps(root, JSON_INDENT(1) | JSON_ENSURE_ASCII);
+	if (!s)
+		return -ENOMEM;
+	int r = sb_puts(out, s) ?: sb_puts(out, "\n");
+	free(s);
+	return r;
+}
+
+static int manifest_check(const struct manifest *m, char *err, size_t errlen);
+
+int manifest_write(const struct manifest *m, struct strbuf *out, char *err, size_t errlen)
+{
+	int r = manifest_check(m, err, errlen);
+	if (r < 0)
+		return -EINVAL;
+	json_t *root = json_object(), *tokens = json_array(), *kss = json_array();
+	r = (!root || !tokens || !kss) ? -ENOMEM : 0;
+	r = r ?: put_int(root, "format", CB_FORMAT) ?: put_name(root, "name", m->name) ?:
+		put_str(root, "node", m->node) ?: put_str(root, "cluster", m->cluster) ?:
+		put_str(root, "datacenter", m->datacenter) ?: put_str(root, "host_id", m->host_id) ?:
+		put_str(root, "snapshot_tag", m->snapshot_tag) ?:
+		put_str(root, "cassandra_version", m->cassandra_version) ?:
+		put_int(root, "created_ns", m->created_ns);
+	for (size_t i = 0; !r && i < m->ntokens; i++)
+		r = json_array_append_new(tokens, json_string(m->tokens[i])) ? -ENOMEM : 0;
+	json_t *rootattr = json_object();
+	r = r ?: (!rootattr || json_object_set_new(root, "root", rootattr)) ? -ENOMEM : 0;
+	r = r ?: put_attr(rootattr, &m->root_attr);
+	json_t *stats = json_object();
+	r = r ?: (!stats || json_object_set_new(root, "stats", stats)) ? -ENOMEM : 0;
+	r = r ?: put_int(stats, "files", (int64_t)m->files) ?: put_int(stats, "bytes", (int64_t)m->bytes) ?:
+		put_int(stats, "new_bytes", (int64_t)m->new_bytes) ?:
+		put_int(stats, "stored_bytes", (int64_t)m->stored_bytes);
+	for (size_t i = 0; !r && i < m->nkeyspaces; i++) {
+		json_t *k = keyspace_json(&m->keyspaces[i]);
+		r = !k || json_array_append_new(kss, k) ? -ENOMEM : 0;
+	}
+	if (!r && (json_object_set(root, "tokens", tokens) || json_object_set(root, "keyspaces", kss)))
+		r = -ENOMEM;
+	r = r ?: dump(root, out);
+	json_decref(tokens);
+	json_decref(kss);
+	json_decref(root);
+	return r;
+}
+
+/* --- reading ----------------------------------------------------------------------------- */
+
+static json_t *load(const char *buf, size_t len, struct perr *e, const char *what, int *r)
+{
+	json_error_t je;
+	json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+	if (!root) {
+		*r = fail(e, "%s: not JSON (line %d: %s)", what, je.line, je.text);
+		return NULL;
+	}
+	if (!json_is_object(root)) {
+		json_decref(root);
+		*r = fail(e, "%s: not a JSON object", what);
+		return NULL;
+	}
+	*r = 0;
+	return root;
+}
+
+static int get_int(json_t *o, const char *key, int64_t min, int64_t max, int64_t *out,
+		   struct perr *e, const char *where)
+{
+	json_t *v = json_object_get(o, key);
+	if (!json_is_integer(v))
+		return fail(e, "%s: \"%s\" is missing or not an integer", where, key);
+	json_int_t x = json_integer_value(v);
+	if (x < min || x > max)
+		return fail(e, "%s: \"%s\" %lld is out of range", where, key, (long long)x);
+	*out = x;
+	return 0;
+}
+
+static int get_u64(json_t *o, const char *key, uint64_t *out, struct perr *e, const char *where)
+{
+	int64_t v = 0;
+	int r = get_int(o, key, 0, (int64_t)CB_MAX_SIZE, &v, e, where);
+	*out = (uint64_t)v;
+	return r;
+}
+
+/* A string value, copied; "" when absent and optional. */
+static int get_str(json_t *o, const char *key, bool optional, char **out, struct perr *e,
+		   const char *where)
+{
+	json_t *v = json_object_get(o, key);
+	if (!v && optional) {
+		*out = strdup("");
+		return *out ? 0 : -ENOMEM;
+	}
+	if (!json_is_string(v))
+		return fail(e, "%s: \"%s\" is missing or not a string", where, key);
+	*out = strndup(json_string_value(v), json_string_length(v));
+	if (!*out)
+		return -ENOMEM;
+	if (strlen(*out) != json_string_length(v))
+		return fail(e, "%s: \"%s\" contains a NUL byte", where, key);
+	return 0;
+}
+
+/* A name: o[key] or o[key_hex]; always checked as one path component. */
+static int get_name(json_t *o, const char *key, char **out, struct perr *e, const char *where)
+{
+	char hkey[64];
+	snprintf(hkey, sizeof(hkey), "%s_hex", key);
+	json_t *hv = json_object_get(o, hkey);
+	int r;
+	if (hv) {
+		const char *hex = json_string_value(hv);
+		size_t n = hex ? strlen(hex) : 1;
+		if (n % 2 || n > 2 * 255)
+			return fail(e, "%s: \"%s\" is not hex of a name", where, hkey);
+		*out = calloc(1, n / 2 + 1);
+		if (!*out)
+			return -ENOMEM;
+		if (hex_decode(hex, (unsigned char *)*out, n / 2) < 0 || strlen(*out) != n / 2)
+			return fail(e, "%s: \"%s\" is not hex of a name", where, hkey);
+	} else if ((r = get_str(o, key, false, out, e, where)) < 0) {
+		return r;
+	}
+	if (!name_is_component(*out))
+		return fail(e, "%s: \"%s\" is not a valid name (empty, \".\", \"..\", a '/' or over 255 bytes)",
+			    where, key);
+	return 0;
+}
+
+static int get_sha(json_t *o, unsigned char sha[32], struct perr *e, const char *where)
+{
+	const char *hex = json_string_value(json_object_get(o, "sha256"));
+	if (!hex || strlen(hex) != 64 || hex_decode(hex, sha, 32) < 0)
+		return fail(e, "%s: \"sha256\" is not 64 hex digits", where);
+	return 0;
+}
+
+static int get_attr(json_t *o, struct cb_attr *a, struct perr *e, const char *where)
+{
+	int64_t mode, uid, gid;
+	int r = get_int(o, "mode", 0, 07777, &mode, e, where) ?:
+		get_int(o, "uid", 0, UINT32_MAX - 1, &uid, e, where) ?:
+		get_int(o, "gid", 0, UINT32_MAX - 1, &gid, e, where) ?:
+		get_int(o, "mtime_ns", INT64_MIN, INT64_MAX, &a->mtime_ns, e, where);
+	a->mode = (uint32_t)mode;
+	a->uid = (uint32_t)uid;
+	a->gid = (uint32_t)gid;
+	return r;
+}
+
+/* The array o[key] (absent: empty when optional) and its length. */
+static int get_array(json_t *o, const char *key, bool optional, json_t **arr, size_t *n,
+		     struct perr *e, const char *where)
+{
+	*arr = json_object_get(o, key);
+	*n = 0;
+	if (!*arr && optional)
+		return 0;
+	if (!json_is_array(*arr))
+		return fail(e, "%s: \"%s\" is missing or not an array", where, key);
+	*n = json_array_size(*arr);
+	return 0;
+}
+
+/* ".<index>": the one kind of subdirectory a table directory holds in a backup. */
+static bool index_dir_ok(const char *d) { return name_is_component(d) && d[0] == '.'; }
+
+static int parse_file(json_t *o, struct manifest_file *f, struct perr *e, const char *where)
+{
+	if (!json_is_object(o))
+		return fail(e, "%s: a file entry is not an object", where);
+	int r = json_object_get(o, "dir") || json_object_get(o, "dir_hex")
+			? get_name(o, "dir", &f->dir, e, where)
+			: ((f->dir = strdup("")) ? 0 : -ENOMEM);
+	if (r < 0)
+		return r;
+	if (*f->dir && !index_dir_ok(f->dir))
+		return fail(e, "%s: index directory \"%s\" does not start with '.'", where, f->dir);
+	return get_name(o, "name", &f->name, e, where) ?: get_u64(o, "size", &f->size, e, where) ?:
+	       get_attr(o, &f->attr, e, where) ?: get_sha(o, f->sha256, e, where);
+}
+
+static int cmp_file(const void *a, const void *b)
+{
+	const struct manifest_file *x = *(const struct manifest_file *const *)a;
+	const struct manifest_file *y = *(const struct manifest_file *const *)b;
+	return strcmp(x->dir, y->dir) ?: strcmp(x->name, y->name);
+}
+
+/* Two files of one table under the same directory and name would make the tree ambiguous. */
+static int check_unique_files(const struct manifest_table *t, struct perr *e, const char *where)
+{
+	if (t->nfiles < 2)
+		return 0;
+	const struct manifest_file **v = malloc(t->nfiles * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->nfiles; i++)
+		v[i] = &t->files[i];
+	qsort(v, t->nfiles, sizeof(*v), cmp_file);
+	int r = 0;
+	for (size_t i = 1; i < t->nfiles && !r; i++)
+		if (!cmp_file(&v[i - 1], &v[i]))
+			r = fail(e, "%s: file \"%s%s%s\" appears twice", where, v[i]->dir,
+				 *v[i]->dir ? "/" : "", v[i]->name);
+	free(v);
+	return r;
+}
+
+static bool is_table_id(const char *s)
+{
+	size_t n = strlen(s);
+	unsigned char tmp[16];
+	return n == 0 || (n == 32 && hex_decode(s, tmp, 16) == 0);
+}
+
+static int parse_table(json_t *o, struct manifest_table *t, struct perr *e, const char *ks)
+{
+	char where[320];
+	snprintf(where, sizeof(where), "keyspace %s: a table", ks);
+	if (!json_is_object(o))
+		return fail(e, "%s is not an object", where);
+	int r = get_name(o, "name", &t->name, e, where);
+	if (r < 0)
+		return r;
+	snprintf(where, sizeof(where), "table %s.%s", ks, t->name);
+	json_t *dirs = NULL, *files = NULL;
+	r = get_str(o, "id", true, &t->id, e, where) ?: get_attr(o, &t->attr, e, where) ?:
+	    get_array(o, "dirs", true, &dirs, &t->ndirs, e, where) ?:
+	    get_array(o, "files", false, &files, &t->nfiles, e, where);
+	if (r < 0)
+		return r;
+	if (!is_table_id(t->id))
+		return fail(e, "%s: \"id\" is not 32 hex digits", where);
+	json_t *cql = json_object_get(o, "schema_cql");
+	if (cql && (r = get_str(o, "schema_cql", false, &t->schema_cql, e, where)) < 0)
+		return r;
+	t->dirs = calloc(t->ndirs + 1, sizeof(*t->dirs));
+	t->files = calloc(t->nfiles + 1, sizeof(*t->files));
+	if (!t->dirs || !t->files)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->ndirs && !r; i++) {
+		json_t *d = json_array_get(dirs, i);
+		r = !json_is_object(d) ? fail(e, "%s: a dir entry is not an object", where)
+				       : get_name(d, "name", &t->dirs[i].name, e, where) ?:
+					 get_attr(d, &t->dirs[i].attr, e, where);
+		if (!r && !index_dir_ok(t->dirs[i].name))
+			r = fail(e, "%s: index directory \"%s\" does not start with '.'", where,
+				 t->dirs[i].name);
+	}
+	for (size_t i = 0; i < t->nfiles && !r; i++)
+		r = parse_file(json_array_get(files, i), &t->files[i], e, where);
+	return r ?: check_unique_files(t, e, where);
+}
+
+static int parse_keyspace(json_t *o, struct manifest_keyspace *k, struct perr *e)
+{
+	if (!json_is_object(o))
+		return fail(e, "manifest: a keyspace is not an object");
+	int r = get_name(o, "name", &k->name, e, "manifest: a keyspace");
+	if (r < 0)
+		return r;
+	char where[300];
+	snprintf(where, sizeof(where), "keyspace %s", k->name);
+	json_t *tables = NULL;
+	r = get_attr(o, &k->attr, e, where) ?:
+	    get_array(o, "tables", false, &tables, &k->ntables, e, where);
+	if (r < 0)
+		return r;
+	k->tables = calloc(k->ntables + 1, sizeof(*k->tables));
+	if (!k->tables)
+		return -ENOMEM;
+	for (size_t i = 0; i < k->ntables && !r; i++)
+		r = parse_table(json_array_get(tables, i), &k->tables[i], e, k->name);
+	for (size_t i = 1; i < k->ntables && !r; i++)
+		for (size_t j = 0; j < i && !r; j++)
+			if (!strcmp(k->tables[i].name, k->tables[j].name))
+				r = fail(e, "%s: table \"%s\" appears twice", where, k->tables[i].name);
+	return r;
+}
+
+static int parse_header(json_t *root, struct manifest *m, struct perr *e)
+{
+	const char *w = "manifest";
+	int64_t format;
+	int r = get_int(root, "format", INT64_MIN, INT64_MAX, &format, e, w);
+	if (r < 0)
+		return r;
+	if (format != CB_FORMAT)
+		return fail(e, "manifest: format %lld, this cassbackup reads format %d",
+			    (long long)format, CB_FORMAT);
+	r = get_name(root, "name", &m->name, e, w) ?: get_str(root, "node", true, &m->node, e, w) ?:
+	    get_str(root, "cluster", true, &m->cluster, e, w) ?:
+	    get_str(root, "datacenter", true, &m->datacenter, e, w) ?:
+	    get_str(root, "host_id", true, &m->host_id, e, w) ?:
+	    get_str(root, "snapshot_tag", true, &m->snapshot_tag, e, w) ?:
+	    get_str(root, "cassandra_version", true, &m->cassandra_version, e, w) ?:
+	    get_int(root, "created_ns", INT64_MIN, INT64_MAX, &m->created_ns, e, w);
+	if (r < 0)
+		return r;
+	json_t *ra = json_object_get(root, "root");
+	if (!json_is_object(ra))
+		return fail(e, "manifest: \"root\" is missing or not an object");
+	json_t *st = json_object_get(root, "stats");
+	if (!json_is_object(st))
+		return fail(e, "manifest: \"stats\" is missing or not an object");
+	r = get_attr(ra, &m->root_attr, e, "manifest root") ?:
+	    get_u64(st, "files", &m->files, e, "manifest stats") ?:
+	    get_u64(st, "bytes", &m->bytes, e, "manifest stats") ?:
+	    get_u64(st, "new_bytes", &m->new_bytes, e, "manifest stats") ?:
+	    get_u64(st, "stored_bytes", &m->stored_bytes, e, "manifest stats");
+	return r;
+}
+
+static int parse_tokens(json_t *root, struct manifest *m, struct perr *e)
+{
+	json_t *arr;
+	int r = get_array(root, "tokens", true, &arr, &m->ntokens, e, "manifest");
+	if (r < 0)
+		return r;
+	m->tokens = calloc(m->ntokens + 1, sizeof(*m->tokens));
+	if (!m->tokens)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->ntokens; i++) {
+		const char *s = json_string_value(json_array_get(arr, i));
+		if (!s)
+			return fail(e, "manifest: a token is not a string");
+		if (!(m->tokens[i] = strdup(s)))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+int manifest_parse(const char *buf, size_t len, struct manifest **out, char *err, size_t errlen)
+{
+	struct perr e = {err, errlen};
+	*out = NULL;
+	int r;
+	json_t *root = load(buf, len, &e, "manifest", &r);
+	if (!root)
+		return r;
+	struct manifest *m = calloc(1, sizeof(*m));
+	json_t *kss = NULL;
+	r = !m ? -ENOMEM : parse_header(root, m, &e) ?: parse_tokens(root, m, &e) ?:
+	    get_array(root, "keyspaces", false, &kss, &m->nkeyspaces, &e, "manifest");
+	if (!r && !(m->keyspaces = calloc(m->nkeyspaces + 1, sizeof(*m->keyspaces))))
+		r = -ENOMEM;
+	for (size_t i = 0; !r && i < m->nkeyspaces; i++)
+		r = parse_keyspace(json_array_get(kss, i), &m->keyspaces[i], &e);
+	for (size_t i = 1; !r && i < m->nkeyspaces; i++)
+		for (size_t j = 0; j < i && !r; j++)
+			if (!strcmp(m->keyspaces[i].name, m->keyspaces[j].name))
+				r = fail(&e, "manifest: keyspace \"%s\" appears twice",
+					 m->keyspaces[i].name);
+	json_decref(root);
+	if (r < 0) {
+		if (r == -ENOMEM && err && errlen)
+			snprintf(err, errlen, "manifest: out of memory");
+		manifest_free(m);
+		return r;
+	}
+	*out = m;
+	return 0;
+}
+
+static int check_table(const char *ks, const struct manifest_table *t, char *err, size_t errlen)
+{
+	if (!name_is_component(t->name) || !is_table_id(t->id)) {
+		snprintf(err, errlen, "table %s.%s: invalid name or id", ks, t->name);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < t->ndirs; i++)
+		if (!index_dir_ok(t->dirs[i].name)) {
+			snprintf(err, errlen, "table %s.%s: invalid index directory name", ks, t->name);
+			return -EINVAL;
+		}
+	for (size_t i = 0; i < t->nfiles; i++) {
+		const struct manifest_file *f = &t->files[i];
+		if (!name_is_component(f->name) || (*f->dir && !index_dir_ok(f->dir)) ||
+		    f->size > CB_MAX_SIZE || f->attr.mode > 07777) {
+			snprintf(err, errlen, "table %s.%s: file has an invalid name, size or mode", ks,
+				 t->name);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* The rules manifest_parse enforces, applied before writing, so that nothing can commit a
+ * manifest that no reader would accept. */
+static int manifest_check(const struct manifest *m, char *err, size_t errlen)
+{
+	if (!name_is_component(m->name)) {
+		snprintf(err, errlen, "backup name is not a valid name");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < m->nkeyspaces; i++) {
+		const struct manifest_keyspace *k = &m->keyspaces[i];
+		if (!name_is_component(k->name)) {
+			snprintf(err, errlen, "a keyspace name is not a valid name");
+			return -EINVAL;
+		}
+		for (size_t j = 0; j < k->ntables; j++) {
+			int r = check_table(k->name, &k->tables[j], err, errlen);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+static void table_free(struct manifest_table *t)
+{
+	free(t->name);
+	free(t->id);
+	free(t->schema_cql);
+	for (size_t i = 0; t->dirs && i < t->ndirs; i++)
+		free(t->dirs[i].name);
+	for (size_t i = 0; t->files && i < t->nfiles; i++) {
+		free(t->files[i].dir);
+		free(t->files[i].name);
+	}
+	free(t->dirs);
+	free(t->files);
+}
+
+void manifest_free(struct manifest *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; m->keyspaces && i < m->nkeyspaces; i++) {
+		struct manifest_keyspace *k = &m->keyspaces[i];
+		for (size_t j = 0; k->tables && j < k->ntables; j++)
+			table_free(&k->tables[j]);
+		free(k->tables);
+		free(k->name);
+	}
+	free(m->keyspaces);
+	for (size_t i = 0; m->tokens && i < m->ntokens; i++)
+		free(m->tokens[i]);
+	free(m->tokens);
+	free(m->name);
+	free(m->node);
+	free(m->cluster);
+	free(m->datacenter);
+	free(m->host_id);
+	free(m->snapshot_tag);
+	free(m->cassandra_version);
+	free(m);
+}
+
+/* --- pack index -------------------------------------------------------------------------- */
+
+int pack_index_write(const struct pack_index *pi, struct strbuf *out)
+{
+	json_t *root = json_object(), *blobs = json_array();
+	int r = (!root || !blobs) ? -ENOMEM : put_int(root, "format", CB_FORMAT);
+	for (size_t i = 0; !r && i < pi->nblobs; i++) {
+		json_t *b = json_object();
+		r = !b || json_array_append_new(blobs, b) ? -ENOMEM : 0;
+		r = r ?: put_sha(b, pi->blobs[i].sha256) ?: put_int(b, "size", (int64_t)pi->blobs[i].size) ?:
+		    put_int(b, "offset", (int64_t)pi->blobs[i].offset);
+	}
+	if (!r && json_object_set(root, "blobs", blobs))
+		r = -ENOMEM;
+	r = r ?: dump(root, out);
+	json_decref(blobs);
+	json_decref(root);
+	return r;
+}
+
+static int cmp_blob(const void *a, const void *b)
+{
+	return memcmp(((const struct pack_blob *)a)->sha256, ((const struct pack_blob *)b)->sha256, 32);
+}
+
+int pack_index_parse(const char *buf, size_t len, struct pack_index *out, char *err, size_t errlen)
+{
+	struct perr e = {err, errlen};
+	memset(out, 0, sizeof(*out));
+	int r;
+	json_t *root = load(buf, len, &e, "pack index", &r);
+	if (!root)
+		return r;
+	int64_t format = 0;
+	json_t *blobs = NULL;
+	r = get_int(root, "format", INT64_MIN, INT64_MAX, &format, &e, "pack index");
+	if (!r && format != CB_FORMAT)
+		r = fail(&e, "pack index: format %lld, this cassbackup reads format %d",
+			 (long long)format, CB_FORMAT);
+	r = r ?: get_array(root, "blobs", false, &blobs, &out->nblobs, &e, "pack index");
+	if (!r && !(out->blobs = calloc(out->nblobs + 1, sizeof(*out->blobs))))
+		r = -ENOMEM;
+	for (size_t i = 0; !r && i < out->nblobs; i++) {
+		json_t *b = json_array_get(blobs, i);
+		struct pack_blob *pb = &out->blobs[i];
+		r = !json_is_object(b) ? fail(&e, "pack index: a blob is not an object")
+				       : get_sha(b, pb->sha256, &e, "pack index") ?:
+					 get_u64(b, "size", &pb->size, &e, "pack index") ?:
+					 get_u64(b, "offset", &pb->offset, &e, "pack index");
+	}
+	json_decref(root);
+	if (!r && out->nblobs > 1) {
+		struct pack_blob *sorted = malloc(out->nblobs * sizeof(*sorted));
+		if (!sorted)
+			r = -ENOMEM;
+		else {
+			memcpy(sorted, out->blobs, out->nblobs * sizeof(*sorted));
+			qsort(sorted, out->nblobs, sizeof(*sorted), cmp_blob);
+			for (size_t i = 1; i < out->nblobs && !r; i++)
+				if (!cmp_blob(&sorted[i - 1], &sorted[i]))
+					r = fail(&e, "pack index: a blob appears twice");
+			free(sorted);
+		}
+	}
+	if (r < 0)
+		pack_index_free(out);
+	return r;
+}
+
+void pack_index_free(struct pack_index *pi)
+{
+	free(pi->blobs);
+	pi->blobs = NULL;
+	pi->nblobs = 0;
+}
+
+/* --- store config ------------------------------------------------------------------------ */
+
+int store_config_write(const struct store_config *c, struct strbuf *out)
+{
+	json_t *root = json_object();
+	int r = !root ? -ENOMEM : put_str(root, "store", "cassbackup") ?: put_int(root, "format", c->format) ?:
+				   put_str(root, "id", c->id) ?: put_int(root, "created_ns", c->created_ns);
+	r = r ?: dump(root, out);
+	json_decref(root);
+	return r;
+}
+
+int store_config_parse(const char *buf, size_t len, struct store_config *c, char *err,
+		       size_t errlen)
+{
+	struct perr e = {err, errlen};
+	memset(c, 0, sizeof(*c));
+	int r;
+	json_t *root = load(buf, len, &e, "store config", &r);
+	if (!root)
+		return r;
+	const char *magic = json_string_value(json_object_get(root, "store"));
+	const char *id = json_string_value(json_object_get(root, "id"));
+	int64_t format = 0;
+	unsigned char raw[16];
+	if (!magic || strcmp(magic, "cassbackup"))
+		r = fail(&e, "store config: not a cassbackup store");
+	r = r ?: get_int(root, "format", 1, 1000000, &format, &e, "store config");
+	c->format = (int)format;
+	if (!r && format != CB_FORMAT)
+		r = -EPROTONOSUPPORT;
+	if (!r && (!id || strlen(id) != 32 || hex_decode(id, raw, 16) < 0))
+		r = fail(&e, "store config: \"id\" is not 32 hex digits");
+	if (!r)
+		memcpy(c->id, id, 33);
+	r = r ?: get_int(root, "created_ns", INT64_MIN, INT64_MAX, &c->created_ns, &e, "store config");
+	if (r == -EPROTONOSUPPORT && err && errlen)
+		snprintf(err, errlen, "store format %d, this cassbackup reads format %d", c->format,
+			 CB_FORMAT);
+	json_decref(root);
+	return r;
+}

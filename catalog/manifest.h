@@ -1,0 +1,119 @@
+/* manifest.h: the JSON documents of store format 2, written and read here only.
+ *
+ *   STORE/config                 store id, format, creation time           (struct store_config)
+ *   STORE/backups/NAME.json      one backup: metadata, tables, every file  (struct manifest)
+ *   pack member .cassbackup/index.json: every blob in the pack             (struct pack_index)
+ *
+ * Every parser here takes bytes from a store, which may be damaged or hostile, and checks them
+ * where they are read: names are single path components (name_is_component), index
+ * directories start with '.', sizes and offsets are at most CB_MAX_SIZE, modes fit 07777,
+ * hashes are 64 hex digits, no name appears twice where it would make a tree ambiguous. Later
+ * code may rely on all of that. A parser fails with -EBADMSG and a one-line reason in err.
+ *
+ * Names are bytes (Cassandra does not restrict file names to UTF-8, and a locale must not
+ * decide what can be backed up): a name that is valid UTF-8 is stored as "name", any other as
+ * "name_hex" (its bytes in hex).
+ */
+#ifndef CASSBACKUP_MANIFEST_H
+#define CASSBACKUP_MANIFEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#define CB_FORMAT 2
+/* Largest file, blob or offset a store may describe: far above any real file, far enough below
+ * 2^63 that sums of a few of them cannot overflow int64. */
+#define CB_MAX_SIZE (UINT64_C(1) << 56)
+
+struct cb_attr {
+	uint32_t mode; /* permission bits only (07777) */
+	uint32_t uid, gid;
+	int64_t mtime_ns;
+};
+
+struct manifest_file {
+	char *dir;  /* "" for the table directory, else ".<index>" */
+	char *name;
+	uint64_t size;
+	struct cb_attr attr;
+	unsigned char sha256[32];
+};
+
+struct manifest_dir {
+	char *name; /* ".<index>" */
+	struct cb_attr attr;
+};
+
+struct manifest_table {
+	char *name;
+	char *id;         /* 32 hex digits, or "" when the directory had none (Cassandra < 2.1) */
+	char *schema_cql; /* NULL when the snapshot had no schema.cql */
+	struct cb_attr attr;
+	struct manifest_dir *dirs;
+	size_t ndirs;
+	struct manifest_file *files;
+	size_t nfiles;
+};
+
+struct manifest_keyspace {
+	char *name;
+	struct cb_attr attr;
+	struct manifest_table *tables;
+	size_t ntables;
+};
+
+struct manifest {
+	char *name;
+	char *node, *cluster, *datacenter, *host_id, *snapshot_tag, *cassandra_version; /* "" if unknown */
+	char **tokens;
+	size_t ntokens;
+	int64_t created_ns;
+	struct cb_attr root_attr; /* of the (first) data directory: the mount shows the backup so */
+	struct manifest_keyspace *keyspaces;
+	size_t nkeyspaces;
+	/* Totals as create measured them: */
+	uint64_t files, bytes, new_bytes, stored_bytes;
+};
+
+/* Serialises m (whose names must already satisfy the rules above) as a format-2 manifest.
+ * 0, -EINVAL when m breaks a rule (err says which), or -ENOMEM. */
+int manifest_write(const struct manifest *m, struct strbuf *out, char *err, size_t errlen);
+
+/* Parses and checks a manifest. On success *out is the caller's (manifest_free). */
+int manifest_parse(const char *buf, size_t len, struct manifest **out, char *err, size_t errlen);
+
+void manifest_free(struct manifest *m); /* accepts NULL */
+
+struct pack_blob {
+	unsigned char sha256[32];
+	uint64_t size;
+	uint64_t offset; /* of the blob's first byte in the pack's (uncompressed) tar stream */
+};
+
+struct pack_index {
+	struct pack_blob *blobs;
+	size_t nblobs;
+};
+
+int pack_index_write(const struct pack_index *pi, struct strbuf *out);
+/* Parses and checks a pack index: offsets and sizes within CB_MAX_SIZE, no sha256 twice. */
+int pack_index_parse(const char *buf, size_t len, struct pack_index *out, char *err,
+		     size_t errlen);
+void pack_index_free(struct pack_index *pi);
+
+struct store_config {
+	char id[33]; /* 32 hex digits */
+	int format;
+	int64_t created_ns;
+};
+
+int store_config_write(const struct store_config *c, struct strbuf *out);
+/* -EBADMSG when buf is not a store config, -EPROTONOSUPPORT when it is one of another format
+ * (c->format says which). */
+int store_config_parse(const char *buf, size_t len, struct store_config *c, char *err,
+		       size_t errlen);
+
+#endif

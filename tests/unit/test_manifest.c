@@ -1,0 +1,209 @@
+/* Unit tests of the format-2 documents (catalog/manifest.c): round trips, byte names, and
+ * hostile or damaged input that every parser must refuse. */
+#include "manifest.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+
+static struct manifest_file files[] = {
+	{.dir = "", .name = "nb-1-big-Data.db", .size = 1234, .attr = {0644, 999, 999, 1700000000123456789}},
+	{.dir = ".idx", .name = "nb-1-big-Data.db", .size = 5, .attr = {0600, 0, 0, 42}},
+	{.dir = "", .name = "caf\xe9-latin1.db", .size = 0, .attr = {0644, 1, 2, 3}}, /* not UTF-8 */
+	{.dir = "", .name = "h\xc3\xa9llo-utf8.db", .size = 7, .attr = {0644, 1, 2, 3}},
+};
+static struct manifest_dir dirs[] = {{.name = ".idx", .attr = {0755, 999, 999, 5}}};
+static struct manifest_table tables[] = {{
+	.name = "orders", .id = "5f1c0000000000000000000000000abc", .schema_cql = "CREATE TABLE \"x\";\n",
+	.attr = {0755, 999, 999, 9}, .dirs = dirs, .ndirs = 1, .files = files, .nfiles = 4,
+}};
+static struct manifest_keyspace kss[] = {{.name = "shop", .attr = {0755, 999, 999, 8},
+					  .tables = tables, .ntables = 1}};
+static char *tokens[] = {"-9223372036854775808", "42"};
+static const struct manifest sample = {
+	.name = "nightly-1", .node = "n1", .cluster = "c", .datacenter = "dc1", .host_id = "",
+	.snapshot_tag = "t1", .cassandra_version = "4.1.3", .tokens = tokens, .ntokens = 2,
+	.created_ns = 1763700000000000000, .root_attr = {0700, 999, 999, 1},
+	.keyspaces = kss, .nkeyspaces = 1, .files = 4, .bytes = 1246, .new_bytes = 10, .stored_bytes = 99,
+};
+
+static void test_round_trip(void)
+{
+	struct strbuf sb = {0};
+	char err[256] = "";
+	CHECK(manifest_write(&sample, &sb, err, sizeof(err)) == 0);
+	CHECK(strstr(sb.buf, "\"name_hex\": \"636166e92d6c6174696e312e6462\"") != NULL);
+	struct manifest *m = NULL;
+	CHECK(manifest_parse(sb.buf, sb.len, &m, err, sizeof(err)) == 0);
+	if (!m) {
+		fprintf(stderr, "round trip: %s\n", err);
+		failures++;
+		sb_free(&sb);
+		return;
+	}
+	CHECK(!strcmp(m->name, "nightly-1") && !strcmp(m->cassandra_version, "4.1.3"));
+	CHECK(m->ntokens == 2 && !strcmp(m->tokens[0], "-9223372036854775808"));
+	CHECK(m->created_ns == sample.created_ns && m->root_attr.mode == 0700);
+	CHECK(m->files == 4 && m->bytes == 1246 && m->new_bytes == 10 && m->stored_bytes == 99);
+	CHECK(m->nkeyspaces == 1 && m->keyspaces[0].ntables == 1);
+	const struct manifest_table *t = &m->keyspaces[0].tables[0];
+	CHECK(!strcmp(t->id, tables[0].id) && !strcmp(t->schema_cql, tables[0].schema_cql));
+	CHECK(t->ndirs == 1 && !strcmp(t->dirs[0].name, ".idx"));
+	CHECK(t->nfiles == 4);
+	for (size_t i = 0; i < 4 && i < t->nfiles; i++) {
+		CHECK(!strcmp(t->files[i].dir, files[i].dir));
+		CHECK(!strcmp(t->files[i].name, files[i].name));
+		CHECK(t->files[i].size == files[i].size);
+		CHECK(!memcmp(&t->files[i].attr, &files[i].attr, sizeof(files[i].attr)));
+	}
+	manifest_free(m);
+	sb_free(&sb);
+}
+
+/* A minimal valid manifest with one file whose fields are spliced in: %s is the file object. */
+static const char *frame =
+	"{\"format\": 2, \"name\": \"b\", \"created_ns\": 1,"
+	" \"root\": {\"mode\": 448, \"uid\": 0, \"gid\": 0, \"mtime_ns\": 0},"
+	" \"stats\": {\"files\": 1, \"bytes\": 1, \"new_bytes\": 0, \"stored_bytes\": 0},"
+	" \"keyspaces\": [{\"name\": \"ks\", \"mode\": 493, \"uid\": 0, \"gid\": 0, \"mtime_ns\": 0,"
+	"  \"tables\": [{\"name\": \"t\", \"id\": \"\", \"mode\": 493, \"uid\": 0, \"gid\": 0,"
+	"   \"mtime_ns\": 0, \"files\": [%s]}]}]}";
+
+#define SHA "\"sha256\": \"" \
+	"00000000000000000000000000000000000000000000000000000000000000ff\""
+#define ATTR "\"mode\": 420, \"uid\": 0, \"gid\": 0, \"mtime_ns\": 0"
+
+static int parse_with_file(const char *file_json)
+{
+	char doc[4096], err[256] = "";
+	snprintf(doc, sizeof(doc), frame, file_json);
+	struct manifest *m = NULL;
+	int r = manifest_parse(doc, strlen(doc), &m, err, sizeof(err));
+	if (r < 0 && !*err && r != -ENOMEM) {
+		fprintf(stderr, "error without a reason for %s\n", file_json);
+		failures++;
+	}
+	manifest_free(m);
+	return r;
+}
+
+static void test_hostile_files(void)
+{
+	CHECK(parse_with_file("{\"name\": \"nb-1-big-Data.db\", \"size\": 1, " ATTR ", " SHA "}") == 0);
+	const char *bad[] = {
+		"{\"name\": \"..\", \"size\": 1, " ATTR ", " SHA "}",
+		"{\"name\": \".\", \"size\": 1, " ATTR ", " SHA "}",
+		"{\"name\": \"\", \"size\": 1, " ATTR ", " SHA "}",
+		"{\"name\": \"a/b\", \"size\": 1, " ATTR ", " SHA "}",
+		"{\"name\": \"/etc/passwd\", \"size\": 1, " ATTR ", " SHA "}",
+		"{\"name\": \"a\\u0000b\", \"size\": 1, " ATTR ", " SHA "}",
+		"{\"name_hex\": \"2e2e\", \"size\": 1, " ATTR ", " SHA "}",     /* ".." in hex */
+		"{\"name_hex\": \"612f62\", \"size\": 1, " ATTR ", " SHA "}",   /* "a/b" */
+		"{\"name_hex\": \"610062\", \"size\": 1, " ATTR ", " SHA "}",   /* NUL */
+		"{\"name_hex\": \"6\", \"size\": 1, " ATTR ", " SHA "}",
+		"{\"dir\": \"..\", \"name\": \"x\", \"size\": 1, " ATTR ", " SHA "}",
+		"{\"dir\": \"idx\", \"name\": \"x\", \"size\": 1, " ATTR ", " SHA "}", /* not ".idx" */
+		"{\"dir\": \"../../x\", \"name\": \"x\", \"size\": 1, " ATTR ", " SHA "}",
+		"{\"name\": \"x\", \"size\": -1, " ATTR ", " SHA "}",
+		"{\"name\": \"x\", \"size\": 4611686018427387904, " ATTR ", " SHA "}", /* 2^62 */
+		"{\"name\": \"x\", \"size\": 1.5, " ATTR ", " SHA "}",
+		"{\"name\": \"x\", \"size\": \"1\", " ATTR ", " SHA "}",
+		"{\"name\": \"x\", " ATTR ", " SHA "}",
+		"{\"name\": \"x\", \"size\": 1, \"mode\": 65536, \"uid\": 0, \"gid\": 0, \"mtime_ns\": 0, " SHA "}",
+		"{\"name\": \"x\", \"size\": 1, \"mode\": 420, \"uid\": -1, \"gid\": 0, \"mtime_ns\": 0, " SHA "}",
+		"{\"name\": \"x\", \"size\": 1, " ATTR ", \"sha256\": \"abc\"}",
+		"{\"name\": \"x\", \"size\": 1, " ATTR ", \"sha256\": \"zz00000000000000000000000000000000000000000000000000000000000000\"}",
+		"{\"name\": \"x\", \"name\": \"y\", \"size\": 1, " ATTR ", " SHA "}", /* duplicate key */
+		"{\"name\": \"x\", \"size\": 1, " ATTR ", " SHA "}, {\"name\": \"x\", \"size\": 2, " ATTR ", " SHA "}",
+		"\"x\"",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int r = parse_with_file(bad[i]);
+		if (r != -EBADMSG) {
+			fprintf(stderr, "hostile file entry %zu accepted (%d): %s\n", i, r, bad[i]);
+			failures++;
+		}
+	}
+}
+
+static void test_hostile_documents(void)
+{
+	char err[256];
+	struct manifest *m;
+	const char *bad[] = {
+		"", "[]", "{", "null", "{\"format\": 1}", "{\"format\": 3}",
+		"{\"format\": 2, \"name\": \"../x\"}",
+		"{\"format\": 2, \"name\": \"x/../y\", \"created_ns\": 1}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		m = NULL;
+		err[0] = 0;
+		CHECK(manifest_parse(bad[i], strlen(bad[i]), &m, err, sizeof(err)) == -EBADMSG);
+		CHECK(m == NULL && err[0]);
+	}
+	/* The writer refuses what the reader would. */
+	struct manifest bad_name = sample;
+	bad_name.name = "..";
+	struct strbuf sb = {0};
+	CHECK(manifest_write(&bad_name, &sb, err, sizeof(err)) == -EINVAL);
+	sb_free(&sb);
+}
+
+static void test_pack_index(void)
+{
+	struct pack_blob blobs[2] = {{.size = 10, .offset = 512}, {.size = 0, .offset = 1536}};
+	blobs[1].sha256[0] = 1;
+	struct pack_index pi = {blobs, 2}, back;
+	struct strbuf sb = {0};
+	char err[256];
+	CHECK(pack_index_write(&pi, &sb) == 0);
+	CHECK(pack_index_parse(sb.buf, sb.len, &back, err, sizeof(err)) == 0);
+	CHECK(back.nblobs == 2 && back.blobs[0].offset == 512 && back.blobs[1].sha256[0] == 1);
+	pack_index_free(&back);
+	sb_free(&sb);
+	blobs[1].sha256[0] = 0; /* the same blob twice */
+	CHECK(pack_index_write(&pi, &sb) == 0);
+	CHECK(pack_index_parse(sb.buf, sb.len, &back, err, sizeof(err)) == -EBADMSG);
+	sb_free(&sb);
+	const char *neg = "{\"format\": 2, \"blobs\": [{\"sha256\": "
+			  "\"00000000000000000000000000000000000000000000000000000000000000ff\","
+			  " \"size\": 1, \"offset\": -512}]}";
+	CHECK(pack_index_parse(neg, strlen(neg), &back, err, sizeof(err)) == -EBADMSG);
+}
+
+static void test_store_config(void)
+{
+	struct store_config c = {.format = CB_FORMAT, .created_ns = 5}, back;
+	memcpy(c.id, "0123456789abcdef0123456789abcdef", 33);
+	struct strbuf sb = {0};
+	char err[256];
+	CHECK(store_config_write(&c, &sb) == 0);
+	CHECK(store_config_parse(sb.buf, sb.len, &back, err, sizeof(err)) == 0);
+	CHECK(!strcmp(back.id, c.id) && back.created_ns == 5 && back.format == CB_FORMAT);
+	sb_free(&sb);
+	const char *other = "{\"store\": \"cassbackup\", \"format\": 3, \"id\": "
+			    "\"0123456789abcdef0123456789abcdef\", \"created_ns\": 1}";
+	CHECK(store_config_parse(other, strlen(other), &back, err, sizeof(err)) == -EPROTONOSUPPORT);
+	CHECK(back.format == 3 && strstr(err, "format 3"));
+	const char *foreign = "{\"store\": \"restic\", \"format\": 2}";
+	CHECK(store_config_parse(foreign, strlen(foreign), &back, err, sizeof(err)) == -EBADMSG);
+	CHECK(store_config_parse("\x89PNG", 4, &back, err, sizeof(err)) == -EBADMSG);
+}
+
+int main(void)
+{
+	test_round_trip();
+	test_hostile_files();
+	test_hostile_documents();
+	test_pack_index();
+	test_store_config();
+	if (failures) {
+		fprintf(stderr, "test_manifest: %d checks failed\n", failures);
+		return 1;
+	}
+	printf("test_manifest: all checks passed\n");
+	return 0;
+}
