@@ -31,27 +31,30 @@ static const struct cb_io_ops file_ops = {
 	.close = file_close,
 };
 
-int cb_io_open_file(const char *path, struct cb_io **out)
+int cb_io_open_fd(int fd, struct cb_io **out)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
 	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		int r = -errno;
-		close(fd);
-		return r;
-	}
+	if (fstat(fd, &st) < 0)
+		return -errno;
 	struct file_io *f = calloc(1, sizeof(*f));
-	if (!f) {
-		close(fd);
+	if (!f)
 		return -ENOMEM;
-	}
 	f->io.ops = &file_ops;
 	f->io.size = (uint64_t)st.st_size;
 	f->fd = fd;
 	*out = &f->io;
 	return 0;
+}
+
+int cb_io_open_file(const char *path, struct cb_io **out)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = cb_io_open_fd(fd, out);
+	if (r < 0)
+		close(fd);
+	return r;
 }
 
 void cb_io_close(struct cb_io *io)

@@ -26,6 +26,9 @@ struct cb_io {
 /* Opens a local file for reading. 0 or -errno; *out is owned by the caller (cb_io_close). */
 int cb_io_open_file(const char *path, struct cb_io **out);
 
+/* Takes over an open file descriptor (closed by cb_io_close, or by the caller on failure). */
+int cb_io_open_fd(int fd, struct cb_io **out);
+
 static inline ssize_t cb_io_pread(struct cb_io *io, void *buf, size_t len, uint64_t off)
 {
 	return io->ops->pread(io, buf, len, off);

@@ -1,0 +1,150 @@
+/* backend.c: the backend interface's checks and dispatch; see backend.h. */
+#include "backend_i.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool cb_key_valid(const char *key)
+{
+	if (!key || !*key || strlen(key) > 1024)
+		return false;
+	for (const char *p = key;;) {
+		const char *slash = strchr(p, '/');
+		size_t n = slash ? (size_t)(slash - p) : strlen(p);
+		char part[256];
+		if (n == 0 || n >= sizeof(part))
+			return false;
+		memcpy(part, p, n);
+		part[n] = '\0';
+		if (!name_is_component(part))
+			return false;
+		if (!slash)
+			return true;
+		p = slash + 1;
+	}
+}
+
+/* A prefix is "" (everything) or a key followed by '/'. */
+static bool prefix_valid(const char *prefix)
+{
+	size_t n = strlen(prefix);
+	if (n == 0)
+		return true;
+	if (prefix[n - 1] != '/' || n > 1024)
+		return false;
+	char k[1025];
+	memcpy(k, prefix, n - 1);
+	k[n - 1] = '\0';
+	return cb_key_valid(k);
+}
+
+int cb_backend_open(const char *location, int flags, struct cb_backend **out)
+{
+	*out = NULL;
+	if (!location || !*location)
+		return -EINVAL;
+	return cb_backend_open_local(location, flags, out);
+}
+
+void cb_backend_close(struct cb_backend *b)
+{
+	if (b)
+		b->ops->close(b);
+}
+
+const char *cb_backend_location(const struct cb_backend *b) { return b->location; }
+bool cb_backend_readonly(const struct cb_backend *b) { return b->readonly; }
+
+int cb_backend_get(struct cb_backend *b, const char *key, size_t max, char **data, size_t *len)
+{
+	*data = NULL;
+	*len = 0;
+	return cb_key_valid(key) ? b->ops->get(b, key, max, data, len) : -EINVAL;
+}
+
+int cb_backend_stat(struct cb_backend *b, const char *key, uint64_t *size)
+{
+	return cb_key_valid(key) ? b->ops->stat(b, key, size) : -EINVAL;
+}
+
+int cb_backend_put(struct cb_backend *b, const char *key, const void *data, size_t len)
+{
+	struct cb_upload *u;
+	int r = cb_backend_upload_begin(b, key, &u);
+	if (r < 0)
+		return r;
+	r = cb_upload_write(u, data, len);
+	if (r == 0)
+		r = cb_upload_commit(u);
+	cb_upload_free(u);
+	return r;
+}
+
+int cb_backend_delete(struct cb_backend *b, const char *key)
+{
+	if (b->readonly)
+		return -EROFS;
+	return cb_key_valid(key) ? b->ops->del(b, key) : -EINVAL;
+}
+
+int cb_backend_list(struct cb_backend *b, const char *prefix,
+		    int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+{
+	return prefix_valid(prefix) ? b->ops->list(b, prefix, cb, ctx) : -EINVAL;
+}
+
+int cb_backend_open_read(struct cb_backend *b, const char *key, struct cb_io **out)
+{
+	*out = NULL;
+	return cb_key_valid(key) ? b->ops->open_read(b, key, out) : -EINVAL;
+}
+
+int cb_backend_upload_begin(struct cb_backend *b, const char *key, struct cb_upload **out)
+{
+	*out = NULL;
+	if (b->readonly)
+		return -EROFS;
+	return cb_key_valid(key) ? b->ops->upload_begin(b, key, out) : -EINVAL;
+}
+
+int cb_upload_write(struct cb_upload *u, const void *buf, size_t len)
+{
+	if (u->error)
+		return u->error;
+	if (u->committed)
+		return -EINVAL;
+	int r = len ? u->ops->write(u, buf, len) : 0;
+	if (r < 0)
+		u->error = r;
+	else
+		u->size += len;
+	return r;
+}
+
+uint64_t cb_upload_size(const struct cb_upload *u) { return u->size; }
+
+int cb_upload_commit(struct cb_upload *u)
+{
+	if (u->error)
+		return u->error;
+	int r = u->ops->commit(u);
+	if (r < 0)
+		u->error = r;
+	else
+		u->committed = true;
+	return r;
+}
+
+void cb_upload_free(struct cb_upload *u)
+{
+	if (u)
+		u->ops->free(u);
+}
+
+int cb_backend_reclaim(struct cb_backend *b, unsigned *removed)
+{
+	*removed = 0;
+	return b->readonly ? 0 : b->ops->reclaim(b, removed);
+}

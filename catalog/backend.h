@@ -1,0 +1,78 @@
+/* backend.h: where a store's objects live. The one interface through which the catalog library
+ * reads and writes a store, so that a local directory and S3-compatible object storage behave
+ * the same to everything above.
+ *
+ * A store is a set of objects named by keys, '/'-separated relative paths whose every part is
+ * a name_is_component:
+ *   config                       written once by init
+ *   backups/NAME.json            a backup's manifest; its presence is the backup's existence
+ *   packs/xx/ID.tar.zst          immutable packs
+ *   locks/ID.json                who works on the store (rewritten to refresh)
+ * Objects appear whole or not at all (put and upload commit are atomic), and are durable once
+ * the call returns. A local store keeps everything private: directories 0700, files 0600,
+ * whatever the umask.
+ */
+#ifndef CASSBACKUP_BACKEND_H
+#define CASSBACKUP_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io.h"
+
+struct cb_backend;
+struct cb_upload;
+
+enum cb_backend_flags {
+	CB_BACKEND_READONLY = 1 << 0, /* never write: a snapshot, a read-only mount, a DR copy */
+};
+
+/* Opens the store at location (a local directory path). The directory must exist.
+ * -ENOENT, -ENOTDIR, or -errno; *out is the caller's (cb_backend_close). */
+int cb_backend_open(const char *location, int flags, struct cb_backend **out);
+void cb_backend_close(struct cb_backend *b); /* accepts NULL */
+
+/* The location as given, for messages. */
+const char *cb_backend_location(const struct cb_backend *b);
+bool cb_backend_readonly(const struct cb_backend *b);
+
+/* True when key is a well-formed key (see above). Every function here refuses others with
+ * -EINVAL, so a name from a hostile manifest cannot reach outside the store. */
+bool cb_key_valid(const char *key);
+
+/* Reads a whole (small) object: *data (NUL-terminated, the caller's) and *len.
+ * -ENOENT when absent, -EFBIG when larger than max. */
+int cb_backend_get(struct cb_backend *b, const char *key, size_t max, char **data, size_t *len);
+
+/* Size of an object; -ENOENT when absent. */
+int cb_backend_stat(struct cb_backend *b, const char *key, uint64_t *size);
+
+/* Stores a small object atomically and durably (replacing one of the same key). */
+int cb_backend_put(struct cb_backend *b, const char *key, const void *data, size_t len);
+
+/* Removes an object; -ENOENT when it was not there. */
+int cb_backend_delete(struct cb_backend *b, const char *key);
+
+/* Calls cb for every object whose key starts with prefix (a directory, "backups/"), in no
+ * particular order, with its size. Objects being uploaded are not listed. cb returns 0 to go on;
+ * its non-zero return ends the walk and is returned. */
+int cb_backend_list(struct cb_backend *b, const char *prefix,
+		    int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx);
+
+/* Opens an object for positional reads. */
+int cb_backend_open_read(struct cb_backend *b, const char *key, struct cb_io **out);
+
+/* A large object written sequentially (a pack): invisible until cb_upload_commit returns 0.
+ * An upload freed before it committed leaves nothing under key; one whose process died leaves
+ * a leftover that cb_backend_reclaim removes. */
+int cb_backend_upload_begin(struct cb_backend *b, const char *key, struct cb_upload **out);
+int cb_upload_write(struct cb_upload *u, const void *buf, size_t len);
+uint64_t cb_upload_size(const struct cb_upload *u);
+int cb_upload_commit(struct cb_upload *u);
+void cb_upload_free(struct cb_upload *u); /* accepts NULL; aborts an uncommitted upload */
+
+/* Removes the leftovers of uploads whose writer is gone. *removed gets their count. */
+int cb_backend_reclaim(struct cb_backend *b, unsigned *removed);
+
+#endif

@@ -1,0 +1,40 @@
+/* backend_i.h: what a backend implementation provides (local directory; later S3). */
+#ifndef CASSBACKUP_BACKEND_I_H
+#define CASSBACKUP_BACKEND_I_H
+
+#include "backend.h"
+
+struct cb_backend_ops {
+	int (*get)(struct cb_backend *b, const char *key, size_t max, char **data, size_t *len);
+	int (*stat)(struct cb_backend *b, const char *key, uint64_t *size);
+	int (*del)(struct cb_backend *b, const char *key);
+	int (*list)(struct cb_backend *b, const char *prefix,
+		    int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx);
+	int (*open_read)(struct cb_backend *b, const char *key, struct cb_io **out);
+	int (*upload_begin)(struct cb_backend *b, const char *key, struct cb_upload **out);
+	int (*reclaim)(struct cb_backend *b, unsigned *removed);
+	void (*close)(struct cb_backend *b);
+};
+
+struct cb_backend {
+	const struct cb_backend_ops *ops;
+	char *location;
+	bool readonly;
+};
+
+struct cb_upload_ops {
+	int (*write)(struct cb_upload *u, const void *buf, size_t len);
+	int (*commit)(struct cb_upload *u);
+	void (*free)(struct cb_upload *u); /* aborts when not committed */
+};
+
+struct cb_upload {
+	const struct cb_upload_ops *ops;
+	uint64_t size;
+	bool committed;
+	int error; /* sticky: once a write fails, every later call returns it */
+};
+
+int cb_backend_open_local(const char *path, int flags, struct cb_backend **out);
+
+#endif

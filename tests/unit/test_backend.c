@@ -1,0 +1,205 @@
+/* Unit tests of the local store backend (catalog/backend_local.c): atomic puts, private modes,
+ * keys that cannot leave the store, symlinks never followed, uploads invisible until committed
+ * and gone when their writer dies, listing, deletion, read-only stores. */
+#include "backend.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+
+static char root[256], outside[256];
+
+static mode_t mode_of(const char *rel)
+{
+	char p[512];
+	struct stat st;
+	snprintf(p, sizeof(p), "%s/%s", root, rel);
+	return lstat(p, &st) == 0 ? st.st_mode & 07777 : (mode_t)-1;
+}
+
+static int count_keys(void *ctx, const char *key, uint64_t size)
+{
+	(void)key;
+	(void)size;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static int count_dir(const char *rel)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "test $(ls -A %s/%s | wc -l) -eq 0", root, rel);
+	return system(cmd) == 0 ? 0 : 1;
+}
+
+static void test_put_get(struct cb_backend *b)
+{
+	umask(0); /* modes must not depend on it */
+	CHECK(cb_backend_put(b, "config", "{}", 2) == 0);
+	CHECK(cb_backend_put(b, "backups/n1.json", "abc", 3) == 0);
+	CHECK(mode_of("config") == 0600 && mode_of("backups") == 0700 && mode_of("tmp") == 0700);
+	CHECK(mode_of("backups/n1.json") == 0600);
+	char *d;
+	size_t n;
+	CHECK(cb_backend_get(b, "backups/n1.json", 100, &d, &n) == 0 && n == 3 && !strcmp(d, "abc"));
+	free(d);
+	CHECK(cb_backend_get(b, "backups/n1.json", 2, &d, &n) == -EFBIG);
+	CHECK(cb_backend_get(b, "backups/none.json", 100, &d, &n) == -ENOENT);
+	CHECK(cb_backend_put(b, "backups/n1.json", "replaced", 8) == 0);
+	uint64_t size = 0;
+	CHECK(cb_backend_stat(b, "backups/n1.json", &size) == 0 && size == 8);
+	int keys = 0;
+	CHECK(cb_backend_list(b, "backups/", count_keys, &keys) == 0 && keys == 1);
+	keys = 0;
+	CHECK(cb_backend_list(b, "packs/", count_keys, &keys) == 0 && keys == 0);
+	CHECK(cb_backend_delete(b, "backups/n1.json") == 0);
+	CHECK(cb_backend_delete(b, "backups/n1.json") == -ENOENT);
+	umask(022);
+}
+
+static void test_bad_keys(struct cb_backend *b)
+{
+	const char *bad[] = {"", "/etc/passwd", "../x", "a/../../x", "a//b", "a/./b", "a/", "..",
+			     "backups/../../x"};
+	char *d;
+	size_t n;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECK(!cb_key_valid(bad[i]));
+		CHECK(cb_backend_put(b, bad[i], "x", 1) == -EINVAL);
+		CHECK(cb_backend_get(b, bad[i], 10, &d, &n) == -EINVAL);
+		CHECK(cb_backend_delete(b, bad[i]) == -EINVAL);
+	}
+	CHECK(cb_backend_list(b, "../", count_keys, NULL) == -EINVAL);
+}
+
+static void test_symlinks(struct cb_backend *b)
+{
+	char p[512], cmd[800];
+	snprintf(p, sizeof(p), "%s/packs", root);
+	CHECK(symlink(outside, p) == 0);
+	snprintf(cmd, sizeof(cmd), "echo secret > %s/x", outside);
+	CHECK(system(cmd) == 0);
+	char *d = NULL;
+	size_t n;
+	CHECK(cb_backend_get(b, "packs/x", 100, &d, &n) < 0 && d == NULL);
+	CHECK(cb_backend_put(b, "packs/y", "z", 1) < 0);
+	snprintf(p, sizeof(p), "%s/y", outside);
+	CHECK(access(p, F_OK) < 0); /* nothing written outside the store */
+	int keys = 0;
+	CHECK(cb_backend_list(b, "", count_keys, &keys) == 0);
+	CHECK(keys == 1); /* config only: the symlinked directory is not walked */
+	snprintf(p, sizeof(p), "%s/packs", root);
+	unlink(p);
+}
+
+static void test_uploads(struct cb_backend *b)
+{
+	struct cb_upload *u;
+	CHECK(cb_backend_upload_begin(b, "packs/ab/ab01.tar.zst", &u) == 0);
+	CHECK(cb_upload_write(u, "0123456789", 10) == 0 && cb_upload_size(u) == 10);
+	uint64_t size;
+	CHECK(cb_backend_stat(b, "packs/ab/ab01.tar.zst", &size) == -ENOENT);
+	cb_upload_free(u); /* never committed */
+	CHECK(cb_backend_stat(b, "packs/ab/ab01.tar.zst", &size) == -ENOENT);
+	CHECK(count_dir("tmp") == 0);
+
+	CHECK(cb_backend_upload_begin(b, "packs/ab/ab02.tar.zst", &u) == 0);
+	CHECK(cb_upload_write(u, "abc", 3) == 0 && cb_upload_commit(u) == 0);
+	CHECK(cb_upload_write(u, "more", 4) < 0);
+	cb_upload_free(u);
+	CHECK(cb_backend_stat(b, "packs/ab/ab02.tar.zst", &size) == 0 && size == 3);
+	CHECK(mode_of("packs/ab") == 0700 && mode_of("packs/ab/ab02.tar.zst") == 0600);
+
+	/* A writer killed mid-upload leaves nothing visible and nothing to reclaim. */
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct cb_upload *k;
+		if (cb_backend_upload_begin(b, "packs/cd/cd01.tar.zst", &k) == 0)
+			cb_upload_write(k, "partial", 7);
+		_exit(0); /* as kill -9 would: no free, no commit */
+	}
+	int ws;
+	waitpid(pid, &ws, 0);
+	CHECK(cb_backend_stat(b, "packs/cd/cd01.tar.zst", &size) == -ENOENT);
+	unsigned removed = 9;
+	CHECK(cb_backend_reclaim(b, &removed) == 0 && removed == 0);
+	CHECK(count_dir("tmp") == 0);
+}
+
+static void test_reclaim_named(struct cb_backend *b)
+{
+	char p[512];
+	snprintf(p, sizeof(p), "%s/tmp/dead.upload", root);
+	int fd = open(p, O_CREAT | O_WRONLY, 0600);
+	CHECK(fd >= 0 && write(fd, "x", 1) == 1);
+	close(fd);
+	snprintf(p, sizeof(p), "%s/tmp/live.upload", root);
+	int live = open(p, O_CREAT | O_WRONLY, 0600);
+	CHECK(live >= 0 && write(live, "x", 1) == 1);
+	pid_t pid = fork(); /* the holder must be another open file description */
+	if (pid == 0) {
+		int fd2 = open(p, O_RDONLY);
+		flock(fd2, LOCK_EX);
+		sleep(3);
+		_exit(0);
+	}
+	usleep(300000);
+	unsigned removed = 0;
+	CHECK(cb_backend_reclaim(b, &removed) == 0 && removed == 1);
+	CHECK(access(p, F_OK) == 0);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	close(live);
+	CHECK(cb_backend_reclaim(b, &removed) == 0 && removed == 1);
+}
+
+static void test_readonly(void)
+{
+	struct cb_backend *ro;
+	CHECK(cb_backend_open(root, CB_BACKEND_READONLY, &ro) == 0);
+	CHECK(cb_backend_readonly(ro));
+	CHECK(cb_backend_put(ro, "backups/x.json", "x", 1) == -EROFS);
+	CHECK(cb_backend_delete(ro, "config") == -EROFS);
+	char *d;
+	size_t n;
+	CHECK(cb_backend_get(ro, "config", 10, &d, &n) == 0);
+	free(d);
+	cb_backend_close(ro);
+}
+
+int main(void)
+{
+	snprintf(root, sizeof(root), "/tmp/cb-test-backend-XXXXXX");
+	snprintf(outside, sizeof(outside), "/tmp/cb-test-outside-XXXXXX");
+	if (!mkdtemp(root) || !mkdtemp(outside))
+		return 2;
+	struct cb_backend *b;
+	CHECK(cb_backend_open("/nonexistent/store", 0, &b) == -ENOENT);
+	CHECK(cb_backend_open(root, 0, &b) == 0);
+	test_put_get(b);
+	test_bad_keys(b);
+	test_symlinks(b);
+	test_uploads(b);
+	test_reclaim_named(b);
+	test_readonly();
+	cb_backend_close(b);
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s %s", root, outside);
+	if (system(cmd) != 0)
+		failures++;
+	if (failures) {
+		fprintf(stderr, "test_backend: %d checks failed\n", failures);
+		return 1;
+	}
+	printf("test_backend: all checks passed\n");
+	return 0;
+}
