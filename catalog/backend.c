@@ -3,6 +3,8 @@
 #include "util.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,11 +42,34 @@ static bool prefix_valid(const char *prefix)
 	return cb_key_valid(k);
 }
 
-int cb_backend_open(const char *location, int flags, struct cb_backend **out)
+static __thread char last_error[512];
+
+const char *cb_backend_last_error(void) { return last_error; }
+
+void cb_backend_set_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	va_end(ap);
+}
+
+bool cb_location_is_remote(const char *location)
+{
+	return location && strncmp(location, "s3://", 5) == 0;
+}
+
+int cb_backend_open(const char *location, int flags, const struct cb_s3_options *s3,
+		    struct cb_backend **out)
 {
 	*out = NULL;
+	last_error[0] = '\0';
 	if (!location || !*location)
 		return -EINVAL;
+	if (cb_location_is_remote(location)) {
+		struct cb_s3_options none = {0};
+		return cb_backend_open_s3(location, flags, s3 ? s3 : &none, out);
+	}
 	return cb_backend_open_local(location, flags, out);
 }
 

@@ -28,9 +28,39 @@ enum cb_backend_flags {
 	CB_BACKEND_READONLY = 1 << 0, /* never write: a snapshot, a read-only mount, a DR copy */
 };
 
-/* Opens the store at location (a local directory path). The directory must exist.
- * -ENOENT, -ENOTDIR, or -errno; *out is the caller's (cb_backend_close). */
-int cb_backend_open(const char *location, int flags, struct cb_backend **out);
+/* How to reach an S3-compatible store. Strings may be NULL (unset). */
+struct cb_s3_options {
+	const char *endpoint;      /* "http://127.0.0.1:9000": path-style; NULL: AWS, virtual-hosted */
+	const char *region;        /* NULL: us-east-1 */
+	const char *access_key, *secret_key, *session_token;
+	const char *ca_file;       /* TLS is always verified; this adds a CA bundle */
+	unsigned parallel;         /* requests in flight at most (0: 4) */
+	uint64_t limit_upload;     /* bytes/s over all transfers, 0: unlimited */
+	uint64_t limit_download;
+	size_t part_size;          /* multipart part size (0: 16 MiB; 5 MiB to 64 MiB) */
+	unsigned retries;          /* attempts after the first (0: 5) */
+};
+
+/* Fills the unset fields of o from the environment as the AWS CLI reads it: AWS_ENDPOINT_URL,
+ * AWS_REGION / AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+ * AWS_SESSION_TOKEN, else the profile AWS_PROFILE (default "default") of the shared
+ * credentials file (AWS_SHARED_CREDENTIALS_FILE, default ~/.aws/credentials), else key_file:
+ * lines "access_key = ...", "secret_key = ...", "session_token = ...". Strings it sets are
+ * owned by *strings, a NULL-terminated array (NULL when it set none): free each, then it. */
+int cb_s3_options_resolve(struct cb_s3_options *o, const char *key_file, char ***strings);
+
+/* Opens the store at location: a local directory path (which must exist), or
+ * s3://bucket/prefix (s3 may be NULL for a local store). -ENOENT, -ENOTDIR, -EINVAL for a
+ * malformed location, or -errno; *out is the caller's (cb_backend_close). */
+int cb_backend_open(const char *location, int flags, const struct cb_s3_options *s3,
+		    struct cb_backend **out);
+
+/* True when location names object storage (s3://...). */
+bool cb_location_is_remote(const char *location);
+
+/* What went wrong in this thread's last failed call, when the backend knows more than an
+ * errno says ("PUT backups/n1.json: HTTP 403 AccessDenied"); "" otherwise. */
+const char *cb_backend_last_error(void);
 void cb_backend_close(struct cb_backend *b); /* accepts NULL */
 
 /* The location as given, for messages. */

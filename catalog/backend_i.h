@@ -36,5 +36,10 @@ struct cb_upload {
 };
 
 int cb_backend_open_local(const char *path, int flags, struct cb_backend **out);
+int cb_backend_open_s3(const char *location, int flags, const struct cb_s3_options *o,
+		       struct cb_backend **out);
+
+/* Sets this thread's cb_backend_last_error(). */
+void cb_backend_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

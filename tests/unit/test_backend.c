@@ -165,7 +165,7 @@ static void test_reclaim_named(struct cb_backend *b)
 static void test_readonly(void)
 {
 	struct cb_backend *ro;
-	CHECK(cb_backend_open(root, CB_BACKEND_READONLY, &ro) == 0);
+	CHECK(cb_backend_open(root, CB_BACKEND_READONLY, NULL, &ro) == 0);
 	CHECK(cb_backend_readonly(ro));
 	CHECK(cb_backend_put(ro, "backups/x.json", "x", 1) == -EROFS);
 	CHECK(cb_backend_delete(ro, "config") == -EROFS);
@@ -183,8 +183,8 @@ int main(void)
 	if (!mkdtemp(root) || !mkdtemp(outside))
 		return 2;
 	struct cb_backend *b;
-	CHECK(cb_backend_open("/nonexistent/store", 0, &b) == -ENOENT);
-	CHECK(cb_backend_open(root, 0, &b) == 0);
+	CHECK(cb_backend_open("/nonexistent/store", 0, NULL, &b) == -ENOENT);
+	CHECK(cb_backend_open(root, 0, NULL, &b) == 0);
 	test_put_get(b);
 	test_bad_keys(b);
 	test_symlinks(b);

@@ -46,7 +46,7 @@ int main(void)
 		return 2;
 	gethostname(host, sizeof(host));
 	struct cb_backend *b;
-	CHECK(cb_backend_open(root, 0, &b) == 0);
+	CHECK(cb_backend_open(root, 0, NULL, &b) == 0);
 
 	struct store_lock *s1, *s2, *x;
 	struct lock_info h = {0};
@@ -93,7 +93,7 @@ int main(void)
 	CHECK(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
 
 	struct cb_backend *ro;
-	CHECK(cb_backend_open(root, CB_BACKEND_READONLY, &ro) == 0);
+	CHECK(cb_backend_open(root, CB_BACKEND_READONLY, NULL, &ro) == 0);
 	CHECK(store_lock_take(ro, false, "verify", 0, NULL, NULL, &x, NULL) == -EROFS);
 	cb_backend_close(ro);
 

@@ -1,0 +1,527 @@
+/* backend_s3.c: a store in S3-compatible object storage, s3://bucket/prefix.
+ *
+ * Small objects are single PUTs (atomic by S3's semantics). Large ones stream into a multipart
+ * upload while they are written: parts of s3_client_part_size() bytes, up to
+ * s3_client_parallel() of them in flight on threads of their own, so memory stays at
+ * (parallel + 1) parts whatever the object's size. Nothing is visible under the key until
+ * CompleteMultipartUpload succeeds; a failed or abandoned upload is aborted, and uploads left
+ * by a killed writer are aborted by cb_backend_reclaim (which prune calls holding the store's
+ * exclusive lock, so no live upload can be among them).
+ */
+#include "backend_i.h"
+#include "s3.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LIST_MAX_BODY (16u << 20)
+
+struct s3_backend {
+	struct cb_backend b;
+	struct s3_client *c;
+};
+
+static struct s3_client *client(struct cb_backend *b) { return ((struct s3_backend *)b)->c; }
+
+static int s3_get(struct cb_backend *b, const char *key, size_t max, char **data, size_t *len)
+{
+	struct s3_req rq = {.method = "GET", .key = key, .max_body = max};
+	struct s3_resp rs;
+	int r = s3_request(client(b), &rq, &rs);
+	if (r < 0) {
+		sb_free(&rs.body);
+		return r;
+	}
+	if (!rs.body.buf && sb_puts(&rs.body, "") < 0)
+		return -ENOMEM;
+	*data = rs.body.buf;
+	*len = rs.body.len;
+	return 0;
+}
+
+static int s3_stat(struct cb_backend *b, const char *key, uint64_t *size)
+{
+	struct s3_req rq = {.method = "HEAD", .key = key};
+	struct s3_resp rs;
+	int r = s3_request(client(b), &rq, &rs);
+	sb_free(&rs.body);
+	if (r == 0)
+		*size = rs.length;
+	return r;
+}
+
+static int s3_del(struct cb_backend *b, const char *key)
+{
+	uint64_t size;
+	int r = s3_stat(b, key, &size); /* S3 answers 204 for absent keys too */
+	if (r < 0)
+		return r;
+	struct s3_req rq = {.method = "DELETE", .key = key};
+	struct s3_resp rs;
+	r = s3_request(client(b), &rq, &rs);
+	sb_free(&rs.body);
+	return r;
+}
+
+/* --- listing ----------------------------------------------------------------------------- */
+
+static int list_page(struct cb_backend *b, const struct strbuf *query, struct s3_resp *rs)
+{
+	struct s3_req rq = {.method = "GET", .query = query->buf, .max_body = LIST_MAX_BODY};
+	return s3_request(client(b), &rq, rs);
+}
+
+/* One <Contents> entry: its key relative to the store, if it is a store key, and size. */
+static int list_entry(const char *s, size_t n, size_t strip,
+		      int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+{
+	char *key = s3_xml_text(s, s + n, "Key"), *size = s3_xml_text(s, s + n, "Size");
+	int r = 0;
+	if (!key || !size)
+		r = -EBADMSG;
+	else if (strlen(key) > strip && cb_key_valid(key + strip))
+		r = cb(ctx, key + strip, strtoull(size, NULL, 10));
+	free(key);
+	free(size);
+	return r;
+}
+
+static int s3_list(struct cb_backend *b, const char *prefix,
+		   int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+{
+	struct s3_client *c = client(b);
+	const char *sp = s3_client_prefix(c);
+	struct strbuf full = {0}, query = {0};
+	char *token = NULL;
+	int r = sb_puts(&full, sp) ?: sb_puts(&full, prefix);
+	while (r == 0) {
+		query.len = 0;
+		if (query.buf)
+			query.buf[0] = '\0';
+		if (token)
+			r = sb_puts(&query, "continuation-token=") ?: s3_uri_encode(&query, token, false) ?:
+			    sb_puts(&query, "&");
+		r = r ?: sb_puts(&query, "list-type=2&prefix=") ?: s3_uri_encode(&query, full.buf, false);
+		struct s3_resp rs;
+		r = r ?: list_page(b, &query, &rs);
+		if (r < 0) {
+			sb_free(&rs.body);
+			break;
+		}
+		const char *pos = rs.body.buf, *end = rs.body.buf + rs.body.len, *s;
+		size_t n;
+		while (r == 0 && pos && s3_xml_next(&pos, end, "Contents", &s, &n))
+			r = list_entry(s, n, strlen(sp), cb, ctx);
+		char *trunc = rs.body.buf ? s3_xml_text(rs.body.buf, end, "IsTruncated") : NULL;
+		free(token);
+		token = trunc && !strcmp(trunc, "true") ? s3_xml_text(rs.body.buf, end, "NextContinuationToken")
+							: NULL;
+		free(trunc);
+		sb_free(&rs.body);
+		if (!token)
+			break;
+	}
+	free(token);
+	sb_free(&full);
+	sb_free(&query);
+	return r;
+}
+
+/* --- ranged reads ------------------------------------------------------------------------ */
+
+struct s3_io {
+	struct cb_io io;
+	struct s3_client *c;
+	char *key;
+};
+
+static ssize_t s3_pread(struct cb_io *io, void *buf, size_t len, uint64_t off)
+{
+	struct s3_io *s = (struct s3_io *)io;
+	if (off >= io->size || len == 0)
+		return 0;
+	if (len > io->size - off)
+		len = (size_t)(io->size - off);
+	struct s3_req rq = {.method = "GET", .key = s->key, .range_off = off, .range_len = len, .dst = buf};
+	struct s3_resp rs;
+	int r = s3_request(s->c, &rq, &rs);
+	sb_free(&rs.body);
+	if (r < 0)
+		return r == -ENOENT ? -ENOENT : -EIO;
+	return (ssize_t)rs.length;
+}
+
+static void s3_io_close(struct cb_io *io)
+{
+	struct s3_io *s = (struct s3_io *)io;
+	free(s->key);
+	free(s);
+}
+
+static const struct cb_io_ops s3_io_ops = {.pread = s3_pread, .close = s3_io_close};
+
+static int s3_open_read(struct cb_backend *b, const char *key, struct cb_io **out)
+{
+	uint64_t size;
+	int r = s3_stat(b, key, &size);
+	if (r < 0)
+		return r;
+	struct s3_io *s = calloc(1, sizeof(*s));
+	if (!s || !(s->key = strdup(key))) {
+		free(s);
+		return -ENOMEM;
+	}
+	s->io.ops = &s3_io_ops;
+	s->io.size = size;
+	s->c = client(b);
+	*out = &s->io;
+	return 0;
+}
+
+/* --- multipart uploads ------------------------------------------------------------------- */
+
+struct part_job {
+	struct s3_upload *up;
+	unsigned number;
+	char *buf;
+	size_t len;
+	pthread_t thread;
+};
+
+struct s3_upload {
+	struct cb_upload u;
+	struct s3_client *c;
+	char *key;
+	char *upload_id; /* NULL until the first part goes out */
+	char *buf;       /* the part being filled */
+	size_t len;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	unsigned inflight;
+	int err;             /* first part failure */
+	char **etags;        /* by part number - 1 */
+	struct part_job **jobs;
+	unsigned njobs, cap;
+};
+
+static int id_query(struct strbuf *q, const char *before, const char *id)
+{
+	return sb_puts(q, before) ?: sb_puts(q, "uploadId=") ?: s3_uri_encode(q, id, false);
+}
+
+static void *part_thread(void *arg)
+{
+	struct part_job *j = arg;
+	struct s3_upload *up = j->up;
+	struct strbuf q = {0};
+	char before[48];
+	snprintf(before, sizeof(before), "partNumber=%u&", j->number);
+	struct s3_resp rs = {0};
+	int r = id_query(&q, before, up->upload_id);
+	struct s3_req rq = {.method = "PUT", .key = up->key, .query = q.buf, .body = j->buf,
+			    .body_len = j->len};
+	r = r ?: s3_request(up->c, &rq, &rs);
+	char *etag = r == 0 ? strdup(rs.etag) : NULL;
+	sb_free(&rs.body);
+	sb_free(&q);
+	free(j->buf);
+	j->buf = NULL;
+	pthread_mutex_lock(&up->mu);
+	if (r == 0 && !etag)
+		r = -ENOMEM;
+	if (r < 0 && !up->err)
+		up->err = r;
+	up->etags[j->number - 1] = etag;
+	up->inflight--;
+	pthread_cond_broadcast(&up->cv);
+	pthread_mutex_unlock(&up->mu);
+	return NULL;
+}
+
+static int start_multipart(struct s3_upload *up)
+{
+	struct s3_req rq = {.method = "POST", .key = up->key, .query = "uploads=", .max_body = 65536};
+	struct s3_resp rs;
+	int r = s3_request(up->c, &rq, &rs);
+	if (r == 0) {
+		up->upload_id = s3_xml_text(rs.body.buf, rs.body.buf + rs.body.len, "UploadId");
+		if (!up->upload_id)
+			r = -EIO;
+	}
+	sb_free(&rs.body);
+	return r;
+}
+
+static int grow_jobs(struct s3_upload *up)
+{
+	if (up->njobs < up->cap)
+		return 0;
+	unsigned cap = up->cap ? 2 * up->cap : 16;
+	struct part_job **j = realloc(up->jobs, cap * sizeof(*j));
+	if (j)
+		up->jobs = j;
+	char **e = j ? realloc(up->etags, cap * sizeof(*e)) : NULL;
+	if (e) {
+		up->etags = e;
+		memset(e + up->cap, 0, (cap - up->cap) * sizeof(*e));
+		up->cap = cap;
+	}
+	return e ? 0 : -ENOMEM;
+}
+
+/* Hands the filled buffer to a part thread, waiting while `parallel` are in flight. */
+static int send_part(struct s3_upload *up)
+{
+	int r = up->upload_id ? 0 : start_multipart(up);
+	struct part_job *j = r == 0 ? calloc(1, sizeof(*j)) : NULL;
+	if (r == 0 && (!j || grow_jobs(up) < 0))
+		r = -ENOMEM;
+	if (r < 0) {
+		free(j);
+		return r;
+	}
+	pthread_mutex_lock(&up->mu);
+	while (up->inflight >= s3_client_parallel(up->c) && !up->err)
+		pthread_cond_wait(&up->cv, &up->mu);
+	r = up->err;
+	if (r == 0) {
+		*j = (struct part_job){.up = up, .number = up->njobs + 1, .buf = up->buf, .len = up->len};
+		if (pthread_create(&j->thread, NULL, part_thread, j) != 0) {
+			r = -EAGAIN;
+		} else {
+			up->jobs[up->njobs++] = j;
+			up->inflight++;
+			up->buf = NULL;
+			up->len = 0;
+		}
+	}
+	pthread_mutex_unlock(&up->mu);
+	if (r < 0)
+		free(j);
+	return r;
+}
+
+static int upload_write(struct cb_upload *u, const void *data, size_t len)
+{
+	struct s3_upload *up = (struct s3_upload *)u;
+	size_t part = s3_client_part_size(up->c);
+	while (len) {
+		if (!up->buf && !(up->buf = malloc(part)))
+			return -ENOMEM;
+		size_t n = part - up->len < len ? part - up->len : len;
+		memcpy(up->buf + up->len, data, n);
+		up->len += n;
+		data = (const char *)data + n;
+		len -= n;
+		if (up->len == part) {
+			int r = send_part(up);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+static void join_parts(struct s3_upload *up)
+{
+	for (unsigned i = 0; i < up->njobs; i++) {
+		if (up->jobs[i]) {
+			pthread_join(up->jobs[i]->thread, NULL);
+			free(up->jobs[i]);
+			up->jobs[i] = NULL;
+		}
+	}
+}
+
+static int complete_multipart(struct s3_upload *up)
+{
+	struct strbuf body = {0}, q = {0};
+	int r = sb_puts(&body, "<CompleteMultipartUpload>");
+	for (unsigned i = 0; !r && i < up->njobs; i++)
+		r = sb_printf(&body, "<Part><PartNumber>%u</PartNumber><ETag>%s</ETag></Part>", i + 1,
+			      up->etags[i]);
+	r = r ?: sb_puts(&body, "</CompleteMultipartUpload>") ?: id_query(&q, "", up->upload_id);
+	struct s3_req rq = {.method = "POST", .key = up->key, .query = q.buf, .body = body.buf,
+			    .body_len = body.len, .max_body = 65536};
+	struct s3_resp rs = {0};
+	r = r ?: s3_request(up->c, &rq, &rs);
+	sb_free(&rs.body);
+	sb_free(&body);
+	sb_free(&q);
+	return r;
+}
+
+static int upload_commit(struct cb_upload *u)
+{
+	struct s3_upload *up = (struct s3_upload *)u;
+	if (!up->upload_id) { /* small: one PUT */
+		struct s3_req rq = {.method = "PUT", .key = up->key, .body = up->buf ? up->buf : "",
+				    .body_len = up->len};
+		struct s3_resp rs;
+		int r = s3_request(up->c, &rq, &rs);
+		sb_free(&rs.body);
+		return r;
+	}
+	int r = up->len ? send_part(up) : 0;
+	join_parts(up);
+	if (r == 0)
+		r = up->err;
+	return r ?: complete_multipart(up);
+}
+
+static void abort_multipart(struct s3_client *c, const char *key, const char *id)
+{
+	struct strbuf q = {0};
+	if (id_query(&q, "", id) == 0) {
+		struct s3_req rq = {.method = "DELETE", .key = key, .query = q.buf};
+		struct s3_resp rs;
+		s3_request(c, &rq, &rs);
+		sb_free(&rs.body);
+	}
+	sb_free(&q);
+}
+
+static void upload_free(struct cb_upload *u)
+{
+	struct s3_upload *up = (struct s3_upload *)u;
+	join_parts(up);
+	if (up->upload_id && !u->committed)
+		abort_multipart(up->c, up->key, up->upload_id);
+	for (unsigned i = 0; up->etags && i < up->cap; i++)
+		free(up->etags[i]);
+	free(up->etags);
+	free(up->jobs);
+	free(up->buf);
+	free(up->upload_id);
+	free(up->key);
+	pthread_mutex_destroy(&up->mu);
+	pthread_cond_destroy(&up->cv);
+	free(up);
+}
+
+static const struct cb_upload_ops s3_upload_ops = {
+	.write = upload_write,
+	.commit = upload_commit,
+	.free = upload_free,
+};
+
+static int s3_upload_begin(struct cb_backend *b, const char *key, struct cb_upload **out)
+{
+	struct s3_upload *up = calloc(1, sizeof(*up));
+	if (!up)
+		return -ENOMEM;
+	up->u.ops = &s3_upload_ops;
+	up->c = client(b);
+	pthread_mutex_init(&up->mu, NULL);
+	pthread_cond_init(&up->cv, NULL);
+	if (!(up->key = strdup(key))) {
+		upload_free(&up->u);
+		return -ENOMEM;
+	}
+	*out = &up->u;
+	return 0;
+}
+
+/* --- leftovers --------------------------------------------------------------------------- */
+
+/* Aborts every multipart upload under the store's prefix. A server without
+ * ListMultipartUploads (501/404) has nothing to reclaim that we can see. */
+static int s3_reclaim(struct cb_backend *b, unsigned *removed)
+{
+	struct s3_client *c = client(b);
+	struct strbuf q = {0};
+	int r = sb_puts(&q, "prefix=") ?: s3_uri_encode(&q, s3_client_prefix(c), false) ?:
+		sb_puts(&q, "&uploads=");
+	struct s3_req rq = {.method = "GET", .query = q.buf, .max_body = LIST_MAX_BODY};
+	struct s3_resp rs = {0};
+	r = r ?: s3_request(c, &rq, &rs);
+	if (r == -EIO && (rs.status == 501 || rs.status == 405))
+		r = 0;
+	const char *pos = rs.body.buf, *end = rs.body.buf + rs.body.len, *s;
+	size_t n;
+	size_t plen = strlen(s3_client_prefix(c));
+	while (r == 0 && pos && s3_xml_next(&pos, end, "Upload", &s, &n)) {
+		char *key = s3_xml_text(s, s + n, "Key"), *id = s3_xml_text(s, s + n, "UploadId");
+		if (key && id && strlen(key) > plen && cb_key_valid(key + plen)) {
+			abort_multipart(c, key + plen, id);
+			(*removed)++;
+		}
+		free(key);
+		free(id);
+	}
+	sb_free(&rs.body);
+	sb_free(&q);
+	return r == -ENOENT ? 0 : r;
+}
+
+static void s3_close(struct cb_backend *b)
+{
+	struct s3_backend *sb = (struct s3_backend *)b;
+	s3_client_free(sb->c);
+	free(b->location);
+	free(sb);
+}
+
+static const struct cb_backend_ops s3_ops = {
+	.get = s3_get,
+	.stat = s3_stat,
+	.del = s3_del,
+	.list = s3_list,
+	.open_read = s3_open_read,
+	.upload_begin = s3_upload_begin,
+	.reclaim = s3_reclaim,
+	.close = s3_close,
+};
+
+/* s3://bucket[/prefix]: bucket names as S3 allows them (3-63 of [a-z0-9.-]); the prefix made
+ * of valid key parts. */
+static int parse_location(const char *loc, char *bucket, size_t blen, struct strbuf *prefix)
+{
+	const char *p = loc + 5, *slash = strchr(p, '/');
+	size_t n = slash ? (size_t)(slash - p) : strlen(p);
+	if (n < 3 || n > 63 || n >= blen || strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789.-") < n)
+		return -EINVAL;
+	memcpy(bucket, p, n);
+	bucket[n] = '\0';
+	if (!slash)
+		return 0;
+	char path[1024];
+	snprintf(path, sizeof(path), "%s", slash + 1);
+	size_t l = strlen(path);
+	while (l && path[l - 1] == '/')
+		path[--l] = '\0';
+	if (!l)
+		return 0;
+	if (!cb_key_valid(path))
+		return -EINVAL;
+	return sb_printf(prefix, "%s/", path);
+}
+
+int cb_backend_open_s3(const char *location, int flags, const struct cb_s3_options *o,
+		       struct cb_backend **out)
+{
+	char bucket[64];
+	struct strbuf prefix = {0};
+	int r = parse_location(location, bucket, sizeof(bucket), &prefix);
+	if (r < 0) {
+		sb_free(&prefix);
+		cb_backend_set_error("%s: not s3://BUCKET[/PREFIX] with a valid bucket name", location);
+		return r;
+	}
+	struct s3_backend *sb = calloc(1, sizeof(*sb));
+	char *loc = strdup(location);
+	r = !sb || !loc ? -ENOMEM : s3_client_new(o, bucket, prefix.buf ? prefix.buf : "", &sb->c);
+	sb_free(&prefix);
+	if (r < 0) {
+		free(sb);
+		free(loc);
+		return r;
+	}
+	sb->b = (struct cb_backend){.ops = &s3_ops, .location = loc,
+				    .readonly = (flags & CB_BACKEND_READONLY) != 0};
+	*out = &sb->b;
+	return 0;
+}

@@ -1,0 +1,67 @@
+/* s3.h: a small S3 client on libcurl: SigV4 signing (CURLOPT_AWS_SIGV4), connection reuse,
+ * retries, and the few XML fields the store needs. Internal to the catalog library; the store
+ * uses it through backend_s3.c.
+ *
+ * Every request is retried with exponential backoff and full jitter (100 ms doubling, at most
+ * 5 s between attempts) on connection failures, resets, stalls (no byte for 30 s), short
+ * bodies, HTTP 429/500/502/503/504 and S3's RequestTimeout; a ranged read also when the
+ * server's Content-Range or length is not what was asked. A request that still fails returns
+ * -EIO (or -ENOENT for 404, -EACCES for 403) and leaves one line in cb_backend_last_error()
+ * naming the operation, the key and the status. Credentials never appear in that line.
+ */
+#ifndef CASSBACKUP_S3_H
+#define CASSBACKUP_S3_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "util.h"
+
+struct s3_client;
+
+/* bucket and prefix ("" or "a/b/", ending in '/') as parsed from s3://bucket/prefix. */
+int s3_client_new(const struct cb_s3_options *o, const char *bucket, const char *prefix,
+		  struct s3_client **out);
+void s3_client_free(struct s3_client *c);
+unsigned s3_client_parallel(const struct s3_client *c);
+const char *s3_client_prefix(const struct s3_client *c); /* "" or "a/b/" */
+size_t s3_client_part_size(const struct s3_client *c);
+
+struct s3_req {
+	const char *method;  /* GET PUT HEAD DELETE POST */
+	const char *key;     /* below the prefix; NULL for a bucket-level request */
+	const char *query;   /* canonical: parameters sorted, values URI-encoded; NULL: none */
+	const void *body;
+	size_t body_len;
+	uint64_t range_off, range_len; /* range_len > 0: GET of exactly these bytes (206) */
+	void *dst;                     /* with a range: the bytes go here (range_len of room) */
+	size_t max_body;               /* other responses: refuse bodies larger than this */
+};
+
+struct s3_resp {
+	long status;
+	struct strbuf body;   /* response body unless dst was given; the caller frees it */
+	char etag[130];
+	uint64_t length;      /* Content-Length of the object (HEAD), or bytes received */
+	uint64_t total;       /* from Content-Range: the object's size */
+	bool too_large;       /* the body was over max_body (the call returned -EFBIG) */
+};
+
+/* Performs rq with retries. 0 on a 2xx answer; *rs is filled either way (free rs->body). */
+int s3_request(struct s3_client *c, const struct s3_req *rq, struct s3_resp *rs);
+
+/* Appends s URI-encoded as SigV4 wants it (unreserved characters kept; '/' kept when
+ * keep_slash). */
+int s3_uri_encode(struct strbuf *sb, const char *s, bool keep_slash);
+
+/* XML: finds the next <tag>...</tag> at or after *pos within [*pos, end); its content in
+ * [*start, *start + *len). Advances *pos past it. false when there is none. */
+bool s3_xml_next(const char **pos, const char *end, const char *tag, const char **start,
+		 size_t *len);
+/* The text of the first <tag> in [p, end), entities decoded, NUL-terminated, malloc'd; NULL
+ * when absent or out of memory. */
+char *s3_xml_text(const char *p, const char *end, const char *tag);
+
+#endif
