@@ -60,7 +60,7 @@ const char *store_open_why(const char *root, int r, char *buf, size_t n)
 {
 	_cleanup_free_ char *eroot = cli_escape(root);
 	if (r == -EUCLEAN)
-		snprintf(buf, n, "catalog.db is damaged or not a cassbackup catalog");
+		snprintf(buf, n, "not a cassbackup store: catalog.db is damaged or not a cassbackup catalog");
 	else if (r == -EMEDIUMTYPE)
 		snprintf(buf, n, "not a cassbackup store (no catalog.db; make one with "
 			 "'cassbackup init --store %s')", eroot ? eroot : root);
