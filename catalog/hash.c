@@ -15,6 +15,7 @@ struct sha256_ctx {
 
 int sha256_new(sha256_ctx **out)
 {
+	*out = NULL;
 	sha256_ctx *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;

@@ -9,6 +9,7 @@
 
 typedef struct sha256_ctx sha256_ctx;
 
+/* 0, or -ENOMEM with *out NULL (so sha256_free(*out) is always safe). */
 int sha256_new(sha256_ctx **out);
 int sha256_update(sha256_ctx *c, const void *data, size_t len);
 /* Writes the digest and resets c for reuse. */

@@ -184,7 +184,7 @@ def test_verify_missing_toc_component_and_manifest_entry(store, sample_tree, tmp
 
 def test_verify_bad_input(store):
     p = cb('verify', '--store', store, 'nope', check=False)
-    assert p.returncode == 1 and 'backup nope: no such backup' in p.stderr
+    assert p.returncode == 3 and 'backup nope: no such backup' in p.stderr
     assert cb('verify', '--store', store, check=False).returncode == 2
 
 

@@ -80,13 +80,14 @@ int load_tables(catalog *cat, const char *store, const char *name, struct tables
 	*ts = (struct tables){0};
 	int r = catalog_get_backup(cat, name, summary_id, &ts->backup_id);
 	if (r == 0) {
-		errorf("backup %s: no such backup in %s", name, store);
+		report_no_such_backup(cat, store, name);
 		return -ENOENT;
 	}
+	char why[512];
 	if (r > 0)
 		r = catalog_backup_tables(cat, ts->backup_id, collect_table, ts);
 	if (r < 0) {
-		errorf("cannot read catalog of %s: %s", store, catalog_errmsg(cat));
+		errorf("cannot read catalog of %s: %s", store, catalog_why(cat, r, why, sizeof(why)));
 		tables_free(ts);
 	}
 	return r < 0 ? r : 0;
@@ -97,7 +98,8 @@ int load_files(catalog *cat, const char *store, int64_t table_row, struct vlist 
 	*l = (struct vlist){0};
 	int r = catalog_table_files(cat, table_row, collect_file, l);
 	if (r < 0) {
-		errorf("cannot read catalog of %s: %s", store, catalog_errmsg(cat));
+		char why[512];
+		errorf("cannot read catalog of %s: %s", store, catalog_why(cat, r, why, sizeof(why)));
 		vlist_free(l);
 	}
 	return r;

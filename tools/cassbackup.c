@@ -5,212 +5,138 @@
 #include "util.h"
 
 #include <errno.h>
-#include <getopt.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
-
-volatile sig_atomic_t cancel_requested;
-
-void errorf(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fputs("cassbackup: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-}
-
-int open_store(const char *root, int flags, catalog **out)
-{
-	int r = store_open(root, flags, out);
-	if (r == -EMEDIUMTYPE)
-		errorf("cannot open store %s: not a cassbackup store (no catalog.db; make one with "
-		       "'cassbackup init --store %s')", root, root);
-	else if (r < 0)
-		errorf("cannot open store %s: %s", root, strerror(-r));
-	return r;
-}
-
-static void on_signal(int sig)
-{
-	cancel_requested = sig;
-}
-
-void install_cancel_handlers(void)
-{
-	struct sigaction sa = {.sa_handler = on_signal};
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-}
-
-void progress_init(struct progress *p, const char *what, uint64_t total_bytes, uint64_t total_files)
-{
-	*p = (struct progress){
-		.tty = isatty(STDERR_FILENO),
-		.what = what,
-		.total_bytes = total_bytes,
-		.total_files = total_files,
-		.start = mono_seconds(),
-	};
-}
-
-static void progress_draw(struct progress *p, bool force)
-{
-	double now = mono_seconds();
-	if (!p->tty || (!force && now - p->last < 0.2))
-		return;
-	p->last = now;
-	char done[32], total[32], rate[32];
-	format_bytes(p->done_bytes, done, sizeof(done));
-	format_bytes(p->total_bytes, total, sizeof(total));
-	double el = now - p->start;
-	format_bytes(el > 0 ? (uint64_t)((double)p->done_bytes / el) : 0, rate, sizeof(rate));
-	fprintf(stderr, "\r\033[K%s: %s / %s (%.0f%%), %llu / %llu files, %s/s", p->what, done, total,
-		p->total_bytes ? 100.0 * (double)p->done_bytes / (double)p->total_bytes : 100.0,
-		(unsigned long long)p->done_files, (unsigned long long)p->total_files, rate);
-	fflush(stderr);
-}
-
-void progress_add(void *ctx, uint64_t bytes)
-{
-	struct progress *p = ctx;
-	p->done_bytes += bytes;
-	progress_draw(p, false);
-}
-
-void progress_file_done(struct progress *p)
-{
-	p->done_files++;
-	progress_draw(p, false);
-}
-
-void progress_end(struct progress *p)
-{
-	if (p->tty && p->last > 0) {
-		fputs("\r\033[K", stderr);
-		fflush(stderr);
-	}
-}
 
 int cmd_init(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"store", required_argument, NULL, 's'},
-		{"help", no_argument, NULL, 'h'},
+	const char *store = NULL;
+	struct cli_option opts[] = {
+		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &store, .arg = "DIR",
+		 .help = "the directory to make a store in (empty or new)"},
 		{0},
 	};
-	const char *store = NULL;
-	int c;
-	while ((c = getopt_long(argc, argv, "s:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 's': store = optarg; break;
-		case 'h': printf("usage: cassbackup init --store DIR\n"); return 0;
-		default: return 2;
-		}
-	}
-	if (!store && optind < argc)
-		store = argv[optind++];
-	if (!store || optind < argc) {
-		errorf("usage: cassbackup init --store DIR");
-		return 2;
-	}
+	struct cli_command cmd = {
+		.name = "init",
+		.usage = (const char *const[]){"--store DIR", NULL},
+		.operands = "[DIR]",
+		.max_operands = 1,
+		.description = "Makes an empty store: DIR/catalog.db, DIR/packs/, DIR/tmp/.\n"
+			       "The store may also be given as the one operand.",
+		.options = opts,
+	};
+	int first, rc = cli_parse(&cmd, argc, argv, &first);
+	if (rc != CLI_RUN)
+		return rc;
+	if (store && first < argc)
+		return cli_usage_error(&cmd, "give the store once, as --store DIR or as DIR");
+	if (!store && first < argc)
+		store = argv[first];
+	if (!store)
+		return cli_usage_error(&cmd, "missing --store DIR");
+	_cleanup_free_ char *shown = cli_escape(store);
 	int r = store_init(store);
 	if (r == -EEXIST) {
-		errorf("cannot create store %s: directory is not empty", store);
-		return 1;
+		errorf("cannot create store %s: directory is not empty", shown ? shown : "");
+		return CB_EXIT_FAILED;
 	}
 	if (r < 0) {
-		errorf("cannot create store %s: %s", store, strerror(-r));
-		return 1;
+		errorf("cannot create store %s: %s", shown ? shown : "", strerror(-r));
+		return CB_EXIT_FAILED;
 	}
-	printf("created store %s\n", store);
-	return 0;
+	printf("created store %s\n", shown ? shown : "");
+	return CB_EXIT_OK;
 }
+
+static const struct {
+	const char *name;
+	int (*fn)(int, char **);
+	const char *args, *summary;
+} commands[] = {
+	{"init", cmd_init, "--store DIR", "make an empty store"},
+	{"create", cmd_create, "--store DIR --data-dir DIR --snapshot TAG [--name NAME] ...",
+	 "back up a node's snapshot"},
+	{"list", cmd_list, "--store DIR [--json]", "list backups"},
+	{"verify", cmd_verify, "--store DIR (NAME... | --all)", "read backups back and check them"},
+	{"restore", cmd_restore, "--store DIR NAME --data-dir DIR", "copy tables into live table directories"},
+	{"load", cmd_load, "--store DIR NAME --hosts H1,H2", "stream tables with sstableloader"},
+	{"validate-config", cmd_validate_config, "", "check every path and program the config names"},
+};
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: cassbackup COMMAND [OPTIONS]\n"
-		"\n"
-		"commands:\n"
-		"  init    --store DIR                      make an empty store\n"
-		"  create  --store DIR --data-dir DIR --snapshot TAG [--name NAME] ...\n"
-		"                                           back up a node's snapshot\n"
-		"  list    --store DIR [--json]             list backups\n"
-		"  verify  --store DIR (NAME... | --all)    read backups back and check them\n"
-		"  restore --store DIR NAME --data-dir DIR  copy tables into live table directories\n"
-		"  load    --store DIR NAME --hosts H1,H2   stream tables with sstableloader\n"
-		"  validate-config                          check every path and program the config names\n"
-		"\n"
-		"\n"
-		"--config FILE (anywhere on the line) reads defaults from FILE instead of\n"
-		"" CONFIG_DEFAULT_PATH "; flags override it.\n"
-		"'cassbackup COMMAND --help' tells more. Browse backups with mount.cassbackup.\n");
+	fputs("usage: cassbackup COMMAND [OPTIONS]\n"
+	      "       cassbackup help COMMAND | --version\n\ncommands:\n", f);
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+		fprintf(f, "  %s %s\n        %s\n", commands[i].name, commands[i].args, commands[i].summary);
+	fputs("\n--config FILE (anywhere on the line) reads defaults from FILE instead of\n"
+	      CONFIG_DEFAULT_PATH "; flags override it.\n"
+	      "'cassbackup help COMMAND' or 'cassbackup COMMAND --help' tells more.\n"
+	      "Browse backups with mount.cassbackup.\n"
+	      "\nexit status: 0 ok, 1 the work failed, 2 usage or configuration error, "
+	      "3 no such store or backup\n", f);
+}
+
+static int unknown_command(const char *cmd)
+{
+	const char *names[ARRAY_SIZE(commands)], *best[1];
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+		names[i] = commands[i].name;
+	_cleanup_free_ char *shown = cli_escape(cmd);
+	if (closest_names(cmd, names, ARRAY_SIZE(names), best, 1))
+		errorf("unknown command '%s'; did you mean '%s'? (try 'cassbackup --help')", shown ? shown : "",
+		       best[0]);
+	else
+		errorf("unknown command '%s' (try 'cassbackup --help')", shown ? shown : "");
+	return CB_EXIT_USAGE;
+}
+
+/* Runs command `name` with argv[0..argc) (argv[0] becomes "cassbackup NAME"). */
+static int run_command(const char *name, int argc, char **argv)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
+		if (strcmp(name, commands[i].name) == 0) {
+			char prog[64];
+			snprintf(prog, sizeof(prog), "cassbackup %s", name);
+			argv[0] = prog;
+			return commands[i].fn(argc, argv);
+		}
+	}
+	return unknown_command(name);
 }
 
 int main(int argc, char **argv)
 {
-	if (argc < 2) {
-		usage(stderr);
-		return 2;
-	}
-	/* --config FILE may stand anywhere; take it out before the command parses its options. */
 	const char *cfg = NULL;
-	int n = 1;
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--config") && i + 1 < argc)
-			cfg = argv[++i];
-		else if (!strncmp(argv[i], "--config=", 9))
-			cfg = argv[i] + 9;
-		else
-			argv[n++] = argv[i];
-	}
-	argc = n;
-	argv[argc] = NULL;
-	struct strbuf cerr = {0};
-	if (config_load(cfg ? cfg : CONFIG_DEFAULT_PATH, cfg != NULL, &cerr) < 0) {
-		errorf("%s", cerr.buf);
-		sb_free(&cerr);
-		return 2;
-	}
+	argc = cli_take_config(argc, argv, &cfg);
+	if (argc < 0)
+		return CB_EXIT_USAGE;
 	if (argc < 2) {
 		usage(stderr);
-		return 2;
+		return CB_EXIT_USAGE;
 	}
 	const char *cmd = argv[1];
-	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || (!strcmp(cmd, "help") && argc == 2)) {
 		usage(stdout);
-		return 0;
+		return CB_EXIT_OK;
 	}
-	if (!strcmp(cmd, "--version")) {
+	if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
 		printf("cassbackup %s\n", PACKAGE_VERSION);
-		return 0;
+		return CB_EXIT_OK;
 	}
-	static const struct {
-		const char *name;
-		int (*fn)(int, char **);
-	} cmds[] = {
-		{"init", cmd_init},
-		{"create", cmd_create},
-		{"list", cmd_list},
-		{"verify", cmd_verify},
-		{"restore", cmd_restore},
-		{"load", cmd_load},
-		{"validate-config", cmd_validate_config},
-	};
-	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
-		if (strcmp(cmd, cmds[i].name) == 0) {
-			char prog[64];
-			snprintf(prog, sizeof(prog), "cassbackup %s", cmd);
-			argv[1] = prog;
-			return cmds[i].fn(argc - 1, argv + 1);
+	if (!strcmp(cmd, "help")) { /* help CMD is CMD --help */
+		if (argc > 3) {
+			errorf("usage: cassbackup help COMMAND");
+			return CB_EXIT_USAGE;
 		}
+		char *hargv[] = {NULL, "--help", NULL};
+		return run_command(argv[2], 2, hargv);
 	}
-	errorf("unknown command '%s' (try 'cassbackup --help')", cmd);
-	return 2;
+	struct strbuf cerr = {0};
+	if (config_load(cfg ? cfg : CONFIG_DEFAULT_PATH, cfg != NULL, &cerr) < 0) {
+		errorf("%s", cerr.buf ? cerr.buf : "out of memory");
+		sb_free(&cerr);
+		return CB_EXIT_USAGE;
+	}
+	return run_command(cmd, argc - 1, argv + 1);
 }

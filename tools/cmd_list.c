@@ -3,99 +3,103 @@
 #include "util.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
 struct list_ctx {
 	bool json;
-	unsigned n;
 	struct strbuf out;
+	struct json j;
 };
+
+static void list_json(struct json *j, const struct cb_backup_summary *b, const char *created)
+{
+	json_object_begin(j);
+	json_kv_str(j, "name", b->name);
+	json_kv_str(j, "node", b->node);
+	json_kv_str(j, "cluster", b->cluster);
+	json_kv_str(j, "datacenter", b->datacenter);
+	json_kv_str(j, "snapshot_tag", b->snapshot_tag);
+	json_kv_str(j, "created", created);
+	json_kv_i64(j, "created_ns", b->created_ns);
+	json_kv_u64(j, "tables", b->tables);
+	json_kv_u64(j, "files", b->files);
+	json_kv_u64(j, "bytes", b->bytes);
+	json_kv_u64(j, "unique_bytes", b->unique_bytes);
+	json_kv_u64(j, "new_bytes", b->new_bytes);
+	json_kv_u64(j, "stored_bytes", b->stored_bytes);
+	json_object_end(j);
+}
+
+/* One line of the table; names escaped so that none can forge a line. */
+static int list_text(struct strbuf *o, const struct cb_backup_summary *b, const char *created)
+{
+	char size[32], uniq[32];
+	format_bytes(b->bytes, size, sizeof(size));
+	format_bytes(b->unique_bytes, uniq, sizeof(uniq));
+	_cleanup_free_ char *name = cli_escape(b->name), *node = cli_escape(b->node);
+	if (!name || !node)
+		return -ENOMEM;
+	return sb_printf(o, "%-28s %-16s %-20s %6llu %7llu %10s %10s\n", name, node, created,
+			 (unsigned long long)b->tables, (unsigned long long)b->files, size, uniq);
+}
 
 static int list_one(void *ctx, const struct cb_backup_summary *b)
 {
 	struct list_ctx *l = ctx;
-	struct strbuf *o = &l->out;
 	char created[64];
 	format_time_utc(b->created_ns, created, sizeof(created));
-	int r;
-	if (l->json) {
-		r = sb_puts(o, l->n ? ",\n  {\"name\": " : "\n  {\"name\": ");
-		r |= sb_json_str(o, b->name);
-		r |= sb_puts(o, ", \"node\": ");
-		r |= sb_json_str(o, b->node);
-		r |= sb_puts(o, ", \"cluster\": ");
-		r |= sb_json_str(o, b->cluster);
-		r |= sb_puts(o, ", \"datacenter\": ");
-		r |= sb_json_str(o, b->datacenter);
-		r |= sb_puts(o, ", \"snapshot_tag\": ");
-		r |= sb_json_str(o, b->snapshot_tag);
-		r |= sb_printf(o, ", \"created\": \"%s\", \"created_ns\": %lld, \"tables\": %llu, "
-			       "\"files\": %llu, \"bytes\": %llu, \"unique_bytes\": %llu, "
-			       "\"new_bytes\": %llu, \"stored_bytes\": %llu}",
-			       created, (long long)b->created_ns, (unsigned long long)b->tables,
-			       (unsigned long long)b->files, (unsigned long long)b->bytes,
-			       (unsigned long long)b->unique_bytes, (unsigned long long)b->new_bytes,
-			       (unsigned long long)b->stored_bytes);
-	} else {
-		char size[32], uniq[32];
-		format_bytes(b->bytes, size, sizeof(size));
-		format_bytes(b->unique_bytes, uniq, sizeof(uniq));
-		r = sb_printf(o, "%-28s %-16s %-20s %6llu %7llu %10s %10s\n", b->name, b->node, created,
-			      (unsigned long long)b->tables, (unsigned long long)b->files, size, uniq);
-	}
-	l->n++;
-	return r ? -ENOMEM : 0;
+	if (!l->json)
+		return list_text(&l->out, b, created);
+	list_json(&l->j, b, created);
+	return json_error(&l->j);
 }
 
 int cmd_list(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"store", required_argument, NULL, 's'},
-		{"json", no_argument, NULL, 'J'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
-	};
 	const char *store = NULL;
 	struct list_ctx l = {0};
-	int c;
-	while ((c = getopt_long(argc, argv, "s:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 's': store = optarg; break;
-		case 'J': l.json = true; break;
-		case 'h':
-			printf("usage: cassbackup list --store DIR [--json]\n"
-			       "UNIQUE is the data only that backup holds: what deleting it would free.\n");
-			return 0;
-		default: return 2;
-		}
-	}
-	if (!store)
-		store = config_get("store");
-	if (!store || optind < argc) {
-		errorf("usage: cassbackup list --store DIR [--json]");
-		return 2;
-	}
+	struct cli_option opts[] = {
+		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &store, .arg = "DIR",
+		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
+		{.name = "json", .type = OPT_FLAG, .value = &l.json,
+		 .help = "print JSON for scripts (adds cluster, datacenter, snapshot tag, new and "
+			 "stored bytes)"},
+		{0},
+	};
+	struct cli_command cmd = {
+		.name = "list",
+		.description = "Lists the backups: name, node, creation time, tables, files, size, and\n"
+			       "UNIQUE: the data only that backup holds, what deleting it would free.",
+		.options = opts,
+	};
+	int first, rc = cli_parse(&cmd, argc, argv, &first);
+	if (rc != CLI_RUN)
+		return rc;
 	catalog *cat;
-	if (open_store(store, CATALOG_READONLY, &cat) < 0)
-		return 1;
-	if (!l.json)
+	int r = open_store(store, CATALOG_READONLY, &cat);
+	if (r < 0)
+		return exit_code_for(r);
+	json_init(&l.j, &l.out);
+	if (l.json)
+		json_array_begin(&l.j);
+	else
 		sb_printf(&l.out, "%-28s %-16s %-20s %6s %7s %10s %10s\n", "NAME", "NODE", "CREATED",
 			  "TABLES", "FILES", "SIZE", "UNIQUE");
-	else
-		sb_puts(&l.out, "[");
-	int r = catalog_list_backups(cat, list_one, &l);
-	if (r < 0) {
-		errorf("cannot list backups in %s: %s", store, catalog_errmsg(cat));
-		catalog_close(cat);
-		sb_free(&l.out);
-		return 1;
-	}
+	r = catalog_list_backups(cat, list_one, &l);
 	if (l.json)
-		sb_puts(&l.out, l.n ? "\n]\n" : "]\n");
-	fputs(l.out.buf, stdout);
+		json_array_end(&l.j);
+	if (r < 0 || json_error(&l.j) < 0) {
+		char why[512];
+		_cleanup_free_ char *shown = cli_escape(store);
+		errorf("cannot list backups in %s: %s", shown ? shown : "",
+		       catalog_why(cat, r < 0 ? r : json_error(&l.j), why, sizeof(why)));
+		rc = CB_EXIT_FAILED;
+	} else {
+		fputs(l.out.buf, stdout);
+		rc = CB_EXIT_OK;
+	}
 	sb_free(&l.out);
 	catalog_close(cat);
-	return 0;
+	return rc;
 }

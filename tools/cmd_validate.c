@@ -24,28 +24,11 @@ static void say(struct vctx *v, bool ok, int line, const char *key, const char *
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	printf("%-8s line %-3d %s = %s: %s\n", ok ? "ok" : "PROBLEM", line, key, value, msg);
+	_cleanup_free_ char *shown = cli_escape(value), *why = cli_escape(msg);
+	printf("%-8s line %-3d %s = %s: %s\n", ok ? "ok" : "PROBLEM", line, key, shown ? shown : "",
+	       why ? why : "");
 	v->checked++;
 	v->problems += !ok;
-}
-
-/* A program: a path, or a name looked up in PATH. */
-static bool find_program(const char *p, char *found, size_t n)
-{
-	if (strchr(p, '/')) {
-		snprintf(found, n, "%s", p);
-		return access(p, X_OK) == 0;
-	}
-	const char *path = getenv("PATH");
-	char *copy = strdup(path ? path : "/usr/bin:/bin"), *save = NULL;
-	bool ok = false;
-	for (char *d = strtok_r(copy, ":", &save); d && !ok; d = strtok_r(NULL, ":", &save)) {
-		snprintf(found, n, "%s/%s", d, p);
-		struct stat st;
-		ok = stat(found, &st) == 0 && S_ISREG(st.st_mode) && access(found, X_OK) == 0;
-	}
-	free(copy);
-	return ok;
 }
 
 static int check(void *ctx, const char *key, const char *value, int line)
@@ -55,12 +38,13 @@ static int check(void *ctx, const char *key, const char *value, int line)
 	char found[4096];
 	if (!strcmp(key, "store")) {
 		catalog *c;
-		int r = store_open(value, CATALOG_READONLY, &c);
+		int r = open_store_quiet(value, CATALOG_READONLY, &c);
 		catalog_close(c);
+		char why[512];
 		if (r == 0)
 			say(v, true, line, key, value, "a cassbackup store");
 		else
-			say(v, false, line, key, value, "%s", r == -EMEDIUMTYPE ? "not a cassbackup store (cassbackup init --store ...)" : strerror(-r));
+			say(v, false, line, key, value, "%s", store_open_why(value, r, why, sizeof(why)));
 	} else if (!strcmp(key, "data_dir") || !strcmp(key, "cassandra_conf")) {
 		if (stat(value, &st) < 0)
 			say(v, false, line, key, value, "%s", strerror(errno));
@@ -71,7 +55,7 @@ static int check(void *ctx, const char *key, const char *value, int line)
 		else
 			say(v, true, line, key, value, "readable directory");
 	} else if (!strcmp(key, "nodetool") || !strcmp(key, "sstableloader")) {
-		if (find_program(value, found, sizeof(found)))
+		if (exec_find(value, found, sizeof(found)) == 0)
 			say(v, true, line, key, value, "runs %s", found);
 		else
 			say(v, false, line, key, value, "no executable program by that name%s",
@@ -95,23 +79,26 @@ static int check(void *ctx, const char *key, const char *value, int line)
 
 int cmd_validate_config(int argc, char **argv)
 {
-	if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-		printf("usage: cassbackup [--config FILE] validate-config\n"
-		       "Checks every path and program in the configuration (default %s).\n", CONFIG_DEFAULT_PATH);
-		return 0;
-	}
-	if (argc > 1) {
-		errorf("validate-config takes no arguments (give the file with --config FILE)");
-		return 2;
-	}
+	struct cli_option opts[] = {{0}};
+	struct cli_command cmd = {
+		.name = "validate-config",
+		.description = "Checks every path and program in the configuration (" CONFIG_DEFAULT_PATH ",\n"
+			       "or the file given with --config FILE) and prints one ok or PROBLEM line\n"
+			       "for each entry; exit 1 on any problem.",
+		.options = opts,
+	};
+	int first, rc = cli_parse(&cmd, argc, argv, &first);
+	if (rc != CLI_RUN)
+		return rc;
 	if (!config_path()) {
 		errorf("no configuration: %s does not exist (or give --config FILE)", CONFIG_DEFAULT_PATH);
-		return 1;
+		return CB_EXIT_USAGE;
 	}
 	struct vctx v = {0};
 	config_each(check, &v);
 	if (!config_get("store"))
 		say(&v, false, 0, "store", "(unset)", "every command needs a store: set it or pass --store");
-	printf("%s: %u settings checked, %u problem(s)\n", config_path(), v.checked, v.problems);
-	return v.problems ? 1 : 0;
+	_cleanup_free_ char *shown = cli_escape(config_path());
+	printf("%s: %u settings checked, %u problem(s)\n", shown ? shown : "", v.checked, v.problems);
+	return v.problems ? CB_EXIT_FAILED : CB_EXIT_OK;
 }

@@ -5,6 +5,9 @@
  * its Digest.crc32 / Digest.adler32 / Digest.sha1, every component TOC.txt lists is present,
  * every Data.db that manifest.json lists is present. With --dir, a restored table directory is
  * checked against the backup instead (an sstable restored under a new generation counts).
+ *
+ * plan (options, the backups and tables to check) -> execute (one table at a time: load its
+ * files, map them to --dir, read and check) -> report (one result per table as it is done).
  */
 #include "cli.h"
 #include "hash.h"
@@ -16,7 +19,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,13 +29,18 @@
 #define KEEP_BELOW (1u << 20) /* small files kept in memory for the TOC/digest/manifest checks */
 
 struct table_result {
-	char *keyspace, *table;
+	const char *keyspace, *table;
 	size_t files;
 	uint64_t bytes;
 	size_t renamed;
-	struct strbuf errors; /* one per line */
-	size_t nerrors;
+	struct strv errors; /* one problem each, unescaped (escaped when printed) */
+	size_t nerrors;     /* errors.n, unless out of memory lost some of the texts */
 };
+
+static const char *error_text(const struct table_result *t, size_t i)
+{
+	return i < t->errors.n ? t->errors.v[i] : "(out of memory)";
+}
 
 static void add_error(struct table_result *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void add_error(struct table_result *t, const char *fmt, ...)
@@ -43,7 +50,7 @@ static void add_error(struct table_result *t, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	sb_printf(&t->errors, "%s\n", line);
+	strv_push(&t->errors, line);
 	t->nerrors++;
 }
 
@@ -67,79 +74,96 @@ static struct vf *find(struct vf *v, size_t n, const char *dir, const char *name
 	return NULL;
 }
 
-/* Reads one file from its source, hashing as it goes. */
-static int read_vf(pack_cache *pc, const char *store, struct vf *f, unsigned char sha[32],
-		   uint64_t *got, char **why)
-{
-	static char reason[512];
-	*why = reason;
+/* What every read shares: the packs, one hash context, one buffer. */
+struct reader {
+	pack_cache *pc;
+	const char *store;
 	sha256_ctx *h;
-	int r = sha256_new(&h);
-	if (r < 0)
+	char *buf;
+};
+
+static const char *pack_error(int r)
+{
+	return r == -ENOENT ? "pack file is missing"
+	       : r == -EIO ? "pack data is corrupt (checksum mismatch)"
+	       : r == -EINVAL ? "pack has no valid seek table" : strerror(-r);
+}
+
+/* Reads bytes [off, off + n) of f from its source into rd->buf; why says what failed. */
+static int read_chunk(struct reader *rd, const struct vf *f, int fd, uint64_t off, size_t n,
+		      struct strbuf *why)
+{
+	if (fd >= 0) {
+		ssize_t k = pread_full(fd, rd->buf, n, (off_t)off);
+		int r = k < 0 ? (int)k : (size_t)k != n ? -ESTALE : 0;
+		if (r < 0)
+			sb_puts(why, r == -ESTALE ? "the file shrank while it was read" : strerror(-r));
 		return r;
-	if (is_data(f->name))
-		data_sums_init(&f->sums, f->want_sha1);
-	char *buf = malloc(CHUNK);
-	int fd = -1;
-	if (!buf) {
-		sha256_free(h);
-		return -ENOMEM;
 	}
-	if (f->path && (fd = open(f->path, O_RDONLY | O_CLOEXEC)) < 0) {
-		r = -errno;
-		snprintf(reason, sizeof(reason), "%s", strerror(errno));
-		goto out;
+	int r = pack_cache_read(rd->pc, f->loc.pack_id, f->loc.pack_path, f->loc.offset + off, rd->buf, n);
+	if (r < 0)
+		sb_printf(why, "%s/%s: %s", rd->store, f->loc.pack_path, pack_error(r));
+	return r;
+}
+
+/* Opens f's file in --dir and gets its size: -errno with why set. */
+static int open_source(const struct vf *f, uint64_t *size, struct strbuf *why)
+{
+	int fd = open(f->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		int r = -errno;
+		sb_puts(why, strerror(-r));
+		if (fd >= 0)
+			close(fd);
+		return r;
 	}
-	uint64_t off = 0;
+	*size = (uint64_t)st.st_size;
+	return fd;
+}
+
+/* Reads one file from its source (the packs, or f->path), hashing as it goes, and keeps small
+ * files in f->small for the Cassandra checks. *got gets the bytes read; why says what failed. */
+static int read_vf(struct reader *rd, struct vf *f, unsigned char sha[32], uint64_t *got,
+		   struct strbuf *why)
+{
 	uint64_t total = f->size;
-	if (f->path) {
-		struct stat st;
-		fstat(fd, &st);
-		total = (uint64_t)st.st_size;
-	}
-	if (total < KEEP_BELOW)
-		f->small = malloc(total + 1);
-	while (off < total) {
+	int fd = f->path ? open_source(f, &total, why) : -1;
+	if (fd < 0 && f->path)
+		return fd;
+	int r = is_data(f->name) ? data_sums_init(&f->sums, f->want_sha1) : 0;
+	if (r == 0 && total < KEEP_BELOW && !(f->small = malloc(total + 1)))
+		r = -ENOMEM;
+	if (r < 0)
+		sb_puts(why, strerror(-r));
+	for (uint64_t off = 0; r == 0 && off < total;) {
 		size_t n = total - off < CHUNK ? (size_t)(total - off) : CHUNK;
-		if (f->path) {
-			ssize_t k = pread_full(fd, buf, n, (off_t)off);
-			r = k < 0 ? (int)k : 0;
-			if (k >= 0 && (size_t)k != n)
-				r = -ESTALE;
-		} else {
-			r = pack_cache_read(pc, f->loc.pack_id, f->loc.pack_path, f->loc.offset + off, buf, n);
-		}
-		if (r < 0) {
-			if (f->path)
-				snprintf(reason, sizeof(reason), "%s", strerror(-r));
-			else
-				snprintf(reason, sizeof(reason), "%s/%s: %s", store, f->loc.pack_path,
-					 r == -ENOENT ? "pack file is missing"
-					 : r == -EIO ? "pack data is corrupt (checksum mismatch)"
-					 : r == -EINVAL ? "pack has no valid seek table" : strerror(-r));
-			goto out;
-		}
-		sha256_update(h, buf, n);
+		if ((r = read_chunk(rd, f, fd, off, n, why)) < 0)
+			break;
+		sha256_update(rd->h, rd->buf, n);
 		if (is_data(f->name))
-			data_sums_update(&f->sums, buf, n);
+			data_sums_update(&f->sums, rd->buf, n);
 		if (f->small)
-			memcpy(f->small + off, buf, n);
+			memcpy(f->small + off, rd->buf, n);
 		off += n;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (r == 0 && (r = sha256_final(rd->h, sha)) < 0)
+		sb_puts(why, strerror(-r));
+	if (r < 0) {
+		uint8_t discard[32];
+		sha256_final(rd->h, discard); /* leave the context fresh for the next file */
+		return r;
 	}
 	if (f->small) {
 		f->small[total] = '\0';
 		f->small_len = (size_t)total;
 	}
-	r = sha256_final(h, sha);
 	*got = total;
 	if (is_data(f->name))
 		data_sums_final(&f->sums);
-out:
-	if (fd >= 0)
-		close(fd);
-	free(buf);
-	sha256_free(h);
-	return r;
+	return 0;
 }
 
 struct toc_ctx {
@@ -227,8 +251,9 @@ static void cassandra_checks(struct vf *v, size_t n, struct table_result *res)
 	}
 }
 
-static void read_and_check(pack_cache *pc, const char *store, struct vf *v, size_t n,
-			   struct table_result *res, struct progress *prog)
+/* Reads every file of one table and checks it against the backup, then Cassandra's checks. */
+static void read_and_check(struct reader *rd, struct vf *v, size_t n, struct table_result *res,
+			   struct progress *prog)
 {
 	char where[512];
 	for (size_t i = 0; i < n; i++) { /* Digest.sha1 of the 2.0 kind needs Data.db's SHA-1 */
@@ -244,14 +269,16 @@ static void read_and_check(pack_cache *pc, const char *store, struct vf *v, size
 		struct vf *f = &v[i];
 		unsigned char sha[32];
 		uint64_t got = 0;
-		char *why;
-		int r = read_vf(pc, store, f, sha, &got, &why);
+		struct strbuf why = {0};
+		int r = read_vf(rd, f, sha, &got, &why);
 		res->files++;
 		res->bytes += f->size;
 		progress_add(prog, f->size);
 		progress_file_done(prog);
 		if (r < 0) {
-			add_error(res, "%s: cannot read: %s", rel(f, where, sizeof(where)), why);
+			add_error(res, "%s: cannot read: %s", rel(f, where, sizeof(where)),
+				  why.buf ? why.buf : strerror(-r));
+			sb_free(&why);
 			continue;
 		}
 		f->read_ok = true;
@@ -265,10 +292,52 @@ static void read_and_check(pack_cache *pc, const char *store, struct vf *v, size
 	cassandra_checks(v, n, res);
 }
 
-static int names_cb(void *ctx, const struct cb_backup_summary *b)
+/* ---- --dir: find each backed-up file among the restored ones -------------------------------- */
+
+/* Does path hold exactly f's bytes (a regular file, not followed through a symlink)? */
+static bool has_bytes(const char *path, const struct vf *f)
 {
-	struct strbuf *sb = ctx;
-	return sb_append(sb, b->name, strlen(b->name) + 1);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return false;
+	struct stat st;
+	unsigned char sha[32];
+	bool same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == f->size &&
+		    sha256_fd(fd, f->size, sha, NULL, NULL, NULL) == 0 && !memcmp(sha, f->want, 32);
+	close(fd);
+	return same;
+}
+
+/* An sstable component not found under its own name: restored under a new generation, all its
+ * components were renamed together; find the generation whose component has the same bytes and
+ * present it under that name, so the TOC and digest checks pair up. */
+static void map_new_generation(struct vf *f, const char *dir, struct table_result *res)
+{
+	size_t pl = sstable_prefix_len(f->name);
+	struct strbuf d = {0};
+	sb_printf(&d, "%s%s%s", dir, *f->dir ? "/" : "", f->dir);
+	DIR *dd = opendir(d.buf);
+	struct dirent *e;
+	while (dd && !f->path && (e = readdir(dd))) {
+		size_t el = sstable_prefix_len(e->d_name);
+		if (!el || strcmp(e->d_name + el, f->name + pl) != 0)
+			continue;
+		struct strbuf p = {0};
+		sb_printf(&p, "%s/%s", d.buf, e->d_name);
+		char *name = strdup(e->d_name);
+		if (name && p.buf && has_bytes(p.buf, f)) {
+			free(f->name);
+			f->name = name;
+			f->path = p.buf;
+			res->renamed++;
+		} else {
+			free(name);
+			sb_free(&p);
+		}
+	}
+	if (dd)
+		closedir(dd);
+	sb_free(&d);
 }
 
 /* Maps each backed-up file to the file in dir holding the same bytes: the same name, or an
@@ -276,267 +345,327 @@ static int names_cb(void *ctx, const struct cb_backup_summary *b)
 static void map_to_dir(struct vf *v, size_t n, const char *dir, struct table_result *res)
 {
 	for (size_t i = 0; i < n; i++) {
-		struct vf *f = &v[i];
 		struct strbuf p = {0};
-		sb_printf(&p, "%s%s%s/%s", dir, *f->dir ? "/" : "", f->dir, f->name);
-		struct stat st;
-		if (stat(p.buf, &st) == 0 && (uint64_t)st.st_size == f->size) {
-			sha256_ctx *h;
-			unsigned char sha[32];
-			int fd = open(p.buf, O_RDONLY | O_CLOEXEC);
-			if (fd >= 0 && sha256_new(&h) == 0) {
-				int r = sha256_fd(fd, f->size, sha, NULL, NULL, NULL);
-				sha256_free(h);
-				close(fd);
-				if (r == 0 && !memcmp(sha, f->want, 32)) {
-					f->path = p.buf;
-					continue;
-				}
-			} else if (fd >= 0) {
-				close(fd);
-			}
-		}
-		sb_free(&p);
+		sb_printf(&p, "%s%s%s/%s", dir, *v[i].dir ? "/" : "", v[i].dir, v[i].name);
+		if (p.buf && has_bytes(p.buf, &v[i]))
+			v[i].path = p.buf;
+		else
+			sb_free(&p);
 	}
-	/* Not found under its own name: an sstable restored under a new generation has all its
-	 * components renamed together; find the generation whose Data.db has the same bytes. */
-	for (size_t i = 0; i < n; i++) {
-		struct vf *f = &v[i];
-		size_t pl = sstable_prefix_len(f->name);
-		if (f->path || !pl)
-			continue;
-		struct strbuf d = {0};
-		sb_printf(&d, "%s%s%s", dir, *f->dir ? "/" : "", f->dir);
-		DIR *dd = opendir(d.buf);
-		struct dirent *e;
-		while (dd && !f->path && (e = readdir(dd))) {
-			size_t el = sstable_prefix_len(e->d_name);
-			if (!el || strcmp(e->d_name + el, f->name + pl) != 0)
-				continue;
-			struct strbuf p = {0};
-			sb_printf(&p, "%s/%s", d.buf, e->d_name);
-			struct stat st;
-			unsigned char sha[32];
-			int fd = open(p.buf, O_RDONLY | O_CLOEXEC);
-			if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size == f->size &&
-			    sha256_fd(fd, f->size, sha, NULL, NULL, NULL) == 0 && !memcmp(sha, f->want, 32)) {
-				/* present it under the restored name, so TOC and digest checks pair up */
-				free(f->name);
-				f->name = strdup(e->d_name);
-				f->path = p.buf;
-				res->renamed++;
-			} else {
-				sb_free(&p);
-			}
-			if (fd >= 0)
-				close(fd);
-		}
-		if (dd)
-			closedir(dd);
-		sb_free(&d);
-	}
+	for (size_t i = 0; i < n; i++)
+		if (!v[i].path && sstable_prefix_len(v[i].name))
+			map_new_generation(&v[i], dir, res);
 }
 
-static void print_result(const struct table_result *t, const char *backup, bool json, bool first)
+/* Moves the files for which keep() is false behind the others (in order, calling drop() for
+ * each) and returns how many are kept: v[0 .. kept) are checked, all n stay owned by l. */
+static size_t vlist_partition(struct vlist *l, size_t n, bool (*keep)(const struct vf *f),
+			      void (*drop)(const struct vf *f, void *ctx), void *ctx)
 {
-	if (json) {
-		struct strbuf j = {0};
-		sb_puts(&j, first ? "\n  {\"backup\": " : ",\n  {\"backup\": ");
-		sb_json_str(&j, backup);
-		sb_puts(&j, ", \"keyspace\": ");
-		sb_json_str(&j, t->keyspace);
-		sb_puts(&j, ", \"table\": ");
-		sb_json_str(&j, t->table);
-		sb_printf(&j, ", \"status\": \"%s\", \"files\": %zu, \"bytes\": %llu, \"errors\": [",
-			  t->nerrors ? "failed" : "ok", t->files, (unsigned long long)t->bytes);
-		const char *p = t->errors.buf;
-		for (size_t i = 0; p && i < t->nerrors; i++) {
-			const char *nl = strchr(p, '\n');
-			char *line = strndup(p, (size_t)(nl - p));
-			if (i)
-				sb_puts(&j, ", ");
-			sb_json_str(&j, line);
-			free(line);
-			p = nl + 1;
-		}
-		sb_puts(&j, "]}");
-		fputs(j.buf, stdout);
-		sb_free(&j);
-		return;
+	struct vf *tmp = malloc((n ? n : 1) * sizeof(*tmp));
+	size_t k = 0, d = n;
+	for (size_t j = 0; j < n; j++) {
+		bool kept = keep(&l->v[j]);
+		if (!kept && drop)
+			drop(&l->v[j], ctx);
+		if (tmp)
+			tmp[kept ? k : --d] = l->v[j];
+		k += kept;
 	}
+	if (!tmp)
+		return n; /* out of memory: check them all rather than lose any */
+	for (size_t j = k; j < n; j++) /* the dropped ones were filled from the end */
+		l->v[j] = tmp[n - 1 - (j - k)];
+	memcpy(l->v, tmp, k * sizeof(*tmp));
+	free(tmp);
+	return k;
+}
+
+/* Snapshot-only files are not copied into live table directories. */
+static bool not_snapshot_only(const struct vf *f)
+{
+	return *f->dir || (strcmp(f->name, "manifest.json") && strcmp(f->name, "schema.cql"));
+}
+
+static bool has_path(const struct vf *f)
+{
+	return f->path != NULL;
+}
+
+struct dir_ctx {
+	struct table_result *res;
+	const char *dir;
+};
+
+static void missing_from_dir(const struct vf *f, void *ctx)
+{
+	struct dir_ctx *d = ctx;
+	char where[512];
+	add_error(d->res, "%s: missing from %s (no file with its bytes)", rel(f, where, sizeof(where)), d->dir);
+	d->res->files++;
+	d->res->bytes += f->size;
+}
+
+/* ---- report ------------------------------------------------------------------------------ */
+
+static void report_json(struct json *j, const struct table_result *t, const char *backup)
+{
+	json_object_begin(j);
+	json_kv_str(j, "backup", backup);
+	json_kv_str(j, "keyspace", t->keyspace);
+	json_kv_str(j, "table", t->table);
+	json_kv_str(j, "status", t->nerrors ? "failed" : "ok");
+	json_kv_u64(j, "files", t->files);
+	json_kv_u64(j, "bytes", t->bytes);
+	json_key(j, "errors");
+	json_array_begin(j);
+	for (size_t i = 0; i < t->nerrors; i++)
+		json_str(j, error_text(t, i));
+	json_array_end(j);
+	json_object_end(j);
+	json_flush(j, stdout);
+}
+
+/* One line per table, and one indented line per problem; every name escaped, so that no name
+ * can forge or split a line. */
+static void report_text(const struct table_result *t, const char *backup)
+{
 	char size[32];
 	format_bytes(t->bytes, size, sizeof(size));
-	if (!t->nerrors) {
-		printf("ok      %s %s.%s: %zu files, %s%s\n", backup, t->keyspace, t->table, t->files, size,
-		       t->renamed ? " (some sstables under new generations)" : "");
-		return;
-	}
-	printf("FAILED  %s %s.%s: %zu files checked, %zu problem(s):\n", backup, t->keyspace,
-	       t->table, t->files, t->nerrors);
-	const char *p = t->errors.buf;
+	struct strbuf o = {0};
+	sb_puts(&o, t->nerrors ? "FAILED  " : "ok      ");
+	sb_escape(&o, backup);
+	sb_puts(&o, " ");
+	sb_escape(&o, t->keyspace);
+	sb_puts(&o, ".");
+	sb_escape(&o, t->table);
+	if (!t->nerrors)
+		sb_printf(&o, ": %zu files, %s%s\n", t->files, size,
+			  t->renamed ? " (some sstables under new generations)" : "");
+	else
+		sb_printf(&o, ": %zu files checked, %zu problem(s):\n", t->files, t->nerrors);
 	for (size_t i = 0; i < t->nerrors; i++) {
-		const char *nl = strchr(p, '\n');
-		printf("        %.*s\n", (int)(nl - p), p);
-		p = nl + 1;
+		sb_puts(&o, "        ");
+		sb_escape(&o, error_text(t, i));
+		sb_puts(&o, "\n");
 	}
+	fputs(o.buf ? o.buf : "out of memory\n", stdout);
+	sb_free(&o);
 }
 
-static void verify_usage(FILE *f)
+/* ---- plan and execute --------------------------------------------------------------------- */
+
+struct verify {
+	const char *store, *dir, *against;
+	bool all, json;
+	struct selection sel;
+	struct strv names; /* the backups to check */
+	catalog *cat;
+	struct reader rd;
+	struct json j;
+	struct strbuf out;
+	bool failed;
+};
+
+static int names_cb(void *ctx, const struct cb_backup_summary *b)
 {
-	fprintf(f, "usage: cassbackup verify --store DIR (NAME... | --all) [--json]\n"
-		   "       cassbackup verify --store DIR --dir TABLE_DIR --against NAME/KS/TABLE [--json]\n"
-		   "Reads every file of the backups back out of the packs and checks SHA-256 and size,\n"
-		   "each Data.db against its Digest.crc32/.adler32/.sha1, TOC.txt and manifest.json.\n"
-		   "With --dir, checks a restored table directory against the backup.\n");
+	return strv_push(ctx, b->name);
 }
+
+static int exists_cb(void *ctx, const struct cb_backup_summary *b)
+{
+	(void)ctx;
+	(void)b;
+	return 0;
+}
+
+/* --dir DIR --against NAME/KS/TABLE: the backup to check, and the table as a selection. */
+static int plan_dir(struct cli_command *cmd, struct verify *v)
+{
+	const char *a = v->against, *s1 = strchr(a, '/'), *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
+	struct strbuf kt = {0}, err = {0};
+	_cleanup_free_ char *name = s1 ? strndup(a, (size_t)(s1 - a)) : NULL;
+	int r = !s2 || strchr(s2 + 1, '/') || !name || !name_is_component(name) ? -EINVAL : 0;
+	r = r ?: sb_printf(&kt, "%.*s.%s", (int)(s2 - s1 - 1), s1 + 1, s2 + 1);
+	r = r ?: selection_add_table(&v->sel, kt.buf, &err);
+	r = r ?: strv_push(&v->names, name);
+	sb_free(&kt);
+	sb_free(&err);
+	if (r < 0) {
+		_cleanup_free_ char *shown = cli_escape(a);
+		return cli_usage_error(cmd, "--against %s: expected NAME/KEYSPACE/TABLE", shown ? shown : "");
+	}
+	/* errno is read only right after the call that set it (no stale one from before) */
+	struct stat st;
+	_cleanup_free_ char *shown = cli_escape(v->dir);
+	if (stat(v->dir, &st) < 0) {
+		errorf("--dir %s: %s", shown ? shown : "", strerror(errno));
+		return CB_EXIT_USAGE;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		errorf("--dir %s: not a directory", shown ? shown : "");
+		return CB_EXIT_USAGE;
+	}
+	return CLI_RUN;
+}
+
+/* The backups to check: every one (--all), the named ones (each must exist), or --against's. */
+static int plan(struct cli_command *cmd, struct verify *v, char **names, int nnames)
+{
+	if (v->dir && (!v->against || v->all || nnames || !selection_is_empty(&v->sel)))
+		return cli_usage_error(cmd, "--dir needs --against NAME/KS/TABLE and no backup names, "
+					    "--all, --keyspace or --table");
+	if (!v->dir && v->against)
+		return cli_usage_error(cmd, "--against goes with --dir");
+	if (!v->dir && v->all == (nnames > 0))
+		return cli_usage_error(cmd, "give backup names or --all");
+	int rc = v->dir ? plan_dir(cmd, v) : CLI_RUN;
+	if (rc != CLI_RUN)
+		return rc;
+	int r = open_store(v->store, CATALOG_READONLY, &v->cat);
+	if (r < 0)
+		return exit_code_for(r);
+	char why[512];
+	if (v->all && (r = catalog_list_backups(v->cat, names_cb, &v->names)) < 0) {
+		errorf("cannot read catalog of %s: %s", v->store, catalog_why(v->cat, r, why, sizeof(why)));
+		return CB_EXIT_FAILED;
+	}
+	for (int i = 0; i < nnames; i++)
+		if (strv_push(&v->names, names[i]) < 0)
+			return errorf("out of memory"), CB_EXIT_FAILED;
+	for (size_t i = 0; i < v->names.n; i++) {
+		r = catalog_get_backup(v->cat, v->names.v[i], exists_cb, NULL);
+		if (r == 0)
+			return report_no_such_backup(v->cat, v->store, v->names.v[i]);
+		if (r < 0) {
+			errorf("cannot read catalog of %s: %s", v->store, catalog_why(v->cat, r, why, sizeof(why)));
+			return CB_EXIT_FAILED;
+		}
+	}
+	if ((r = pack_cache_new(&v->rd.pc, v->store, 8u << 20)) < 0 || (r = sha256_new(&v->rd.h)) < 0 ||
+	    !(v->rd.buf = malloc(CHUNK))) {
+		errorf("cannot start: %s", strerror(r < 0 ? -r : ENOMEM));
+		return CB_EXIT_FAILED;
+	}
+	v->rd.store = v->store;
+	return CLI_RUN;
+}
+
+/* Checks one table of a backup and reports it. < 0 when its files could not be loaded. */
+static int execute_table(struct verify *v, const char *name, const struct cb_table_row *t)
+{
+	struct vlist l = {0};
+	struct table_result res = {.keyspace = t->keyspace, .table = t->table};
+	int r = load_files(v->cat, v->store, t->row, &l);
+	if (r < 0)
+		return r;
+	size_t n = l.n; /* the files to read: v[0 .. n) */
+	if (v->dir) {
+		struct dir_ctx d = {.res = &res, .dir = v->dir};
+		n = vlist_partition(&l, n, not_snapshot_only, NULL, NULL);
+		map_to_dir(l.v, n, v->dir, &res);
+		n = vlist_partition(&l, n, has_path, missing_from_dir, &d);
+	}
+	uint64_t bytes = 0;
+	for (size_t j = 0; j < n; j++)
+		bytes += l.v[j].size;
+	struct progress prog;
+	progress_init(&prog, "verifying", bytes, n);
+	read_and_check(&v->rd, l.v, n, &res, &prog);
+	progress_end(&prog);
+	if (v->json)
+		report_json(&v->j, &res, name);
+	else
+		report_text(&res, name);
+	v->failed |= res.nerrors > 0;
+	strv_free(&res.errors);
+	vlist_free(&l);
+	return 0;
+}
+
+static int execute(struct verify *v)
+{
+	for (size_t i = 0; i < v->names.n; i++) {
+		struct tables ts = {0};
+		if (load_tables(v->cat, v->store, v->names.v[i], &ts) < 0)
+			return CB_EXIT_FAILED;
+		int r = 0;
+		for (size_t k = 0; r == 0 && k < ts.n; k++)
+			if (selection_matches(&v->sel, ts.v[k].keyspace, ts.v[k].table))
+				r = execute_table(v, v->names.v[i], &ts.v[k]);
+		tables_free(&ts);
+		if (r < 0)
+			return CB_EXIT_FAILED;
+	}
+	const struct selection_entry *miss = selection_unmatched(&v->sel);
+	if (miss) {
+		struct strbuf m = {0};
+		sb_selection_entry(&m, miss);
+		_cleanup_free_ char *shown = cli_escape(v->names.n == 1 ? v->names.v[0] : "");
+		if (v->names.n == 1)
+			errorf("%s: not in backup %s", m.buf ? m.buf : "", shown ? shown : "");
+		else
+			errorf("%s: not in any backup checked", m.buf ? m.buf : "");
+		sb_free(&m);
+		return CB_EXIT_FAILED;
+	}
+	return v->failed ? CB_EXIT_FAILED : CB_EXIT_OK;
+}
+
+static const char *const verify_usage[] = {
+	"--store DIR (NAME... | --all) [--keyspace KS]... [--table KS.TABLE]... [--json]",
+	"--store DIR --dir TABLE_DIR --against NAME/KS/TABLE [--json]",
+	NULL,
+};
 
 int cmd_verify(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"store", required_argument, NULL, 's'},
-		{"all", no_argument, NULL, 'a'},
-		{"json", no_argument, NULL, 'J'},
-		{"dir", required_argument, NULL, 'd'},
-		{"against", required_argument, NULL, 'A'},
-		{"help", no_argument, NULL, 'h'},
+	struct verify v = {0};
+	struct cli_option opts[] = {
+		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &v.store, .arg = "DIR",
+		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
+		{.name = "all", .type = OPT_FLAG, .value = &v.all, .help = "check every backup in the store"},
+		{.name = "keyspace", .type = OPT_KEYSPACE, .value = &v.sel, .arg = "KS",
+		 .help = "check only this keyspace (repeatable)"},
+		{.name = "table", .type = OPT_TABLE, .value = &v.sel, .arg = "KS.TABLE",
+		 .help = "check only this table (repeatable)"},
+		{.name = "dir", .type = OPT_STRING, .value = &v.dir, .arg = "TABLE_DIR",
+		 .help = "check a restored table directory instead"},
+		{.name = "against", .type = OPT_STRING, .value = &v.against, .arg = "NAME/KS/TABLE",
+		 .help = "the backed-up table --dir must hold"},
+		{.name = "json", .type = OPT_FLAG, .value = &v.json, .help = "print JSON for scripts"},
 		{0},
 	};
-	const char *store = NULL, *dir = NULL, *against = NULL;
-	bool all = false, json = false;
-	int c;
-	while ((c = getopt_long(argc, argv, "s:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 's': store = optarg; break;
-		case 'a': all = true; break;
-		case 'J': json = true; break;
-		case 'd': dir = optarg; break;
-		case 'A': against = optarg; break;
-		case 'h': verify_usage(stdout); return 0;
-		default: return 2;
+	struct cli_command cmd = {
+		.name = "verify",
+		.usage = verify_usage,
+		.operands = "NAME...",
+		.max_operands = -1,
+		.description = "Reads every file of the backups back out of the packs and checks SHA-256 and size,\n"
+			       "each Data.db against its Digest.crc32/.adler32/.sha1, TOC.txt and manifest.json.\n"
+			       "With --dir, checks a restored table directory against the backup.\n"
+			       "Exit 1 when any table fails.",
+		.options = opts,
+	};
+	int first, rc = cli_parse(&cmd, argc, argv, &first);
+	if (rc == CLI_RUN)
+		rc = plan(&cmd, &v, argv + first, argc - first);
+	if (rc == CLI_RUN) {
+		json_init(&v.j, &v.out);
+		if (v.json)
+			json_array_begin(&v.j);
+		rc = execute(&v);
+		if (v.json) {
+			json_array_end(&v.j);
+			json_flush(&v.j, stdout);
 		}
 	}
-	if (!store)
-		store = config_get("store");
-	if (!store || (dir && (!against || all || optind < argc)) || (!dir && against) ||
-	    (!dir && (all == (optind < argc)))) {
-		verify_usage(stderr);
-		return 2;
-	}
-	catalog *cat;
-	if (open_store(store, CATALOG_READONLY, &cat) < 0)
-		return 1;
-	pack_cache *pc = NULL;
-	int rc = 1;
-	struct strbuf names = {0}; /* NUL-separated backup names */
-	char *aks = NULL, *atable = NULL, *aname = NULL;
-	if (pack_cache_new(&pc, store, 8u << 20) < 0) {
-		errorf("out of memory");
-		goto out;
-	}
-	if (dir) {
-		aname = strdup(against);
-		char *s1 = strchr(aname, '/'), *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
-		if (!s1 || !s2 || strchr(s2 + 1, '/')) {
-			errorf("--against %s: expected NAME/KEYSPACE/TABLE", against);
-			rc = 2;
-			goto out;
-		}
-		*s1 = *s2 = '\0';
-		aks = s1 + 1;
-		atable = s2 + 1;
-		struct stat st;
-		if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-			errorf("--dir %s: %s", dir, errno ? strerror(errno) : "not a directory");
-			goto out;
-		}
-		sb_append(&names, aname, strlen(aname) + 1);
-	} else if (all) {
-		if (catalog_list_backups(cat, names_cb, &names) < 0) {
-			errorf("cannot read catalog of %s: %s", store, catalog_errmsg(cat));
-			goto out;
-		}
-	} else {
-		for (int i = optind; i < argc; i++)
-			sb_append(&names, argv[i], strlen(argv[i]) + 1);
-	}
-
-	bool failed = false, first = true;
-	if (json)
-		fputs("[", stdout);
-	for (size_t off = 0; off < names.len; off += strlen(names.buf + off) + 1) {
-		const char *name = names.buf + off;
-		struct tables ts = {0};
-		if (load_tables(cat, store, name, &ts) < 0)
-			goto out;
-		bool matched = false;
-		for (size_t i = 0; i < ts.n; i++) {
-			if (dir && (strcmp(ts.v[i].keyspace, aks) || strcmp(ts.v[i].table, atable)))
-				continue;
-			matched = true;
-			struct vlist l = {0};
-			struct table_result res = {.keyspace = (char *)ts.v[i].keyspace,
-						   .table = (char *)ts.v[i].table};
-			if (load_files(cat, store, ts.v[i].row, &l) < 0) {
-				tables_free(&ts);
-				goto out;
-			}
-			if (dir) { /* snapshot-only files are not copied into live table dirs */
-				size_t k = 0;
-				for (size_t j = 0; j < l.n; j++) {
-					if (!*l.v[j].dir && (!strcmp(l.v[j].name, "manifest.json") ||
-							     !strcmp(l.v[j].name, "schema.cql"))) {
-						free(l.v[j].dir);
-						free(l.v[j].name);
-						continue;
-					}
-					l.v[k++] = l.v[j];
-				}
-				l.n = k;
-				map_to_dir(l.v, l.n, dir, &res);
-			}
-			uint64_t bytes = 0;
-			for (size_t j = 0; j < l.n; j++)
-				bytes += l.v[j].size;
-			struct progress prog;
-			progress_init(&prog, "verifying", bytes, l.n);
-			if (dir) {
-				char where[512];
-				size_t k = 0;
-				for (size_t j = 0; j < l.n; j++) {
-					if (!l.v[j].path) {
-						add_error(&res, "%s: missing from %s (no file with its bytes)",
-							  rel(&l.v[j], where, sizeof(where)), dir);
-						res.files++;
-						res.bytes += l.v[j].size;
-						free(l.v[j].dir);
-						free(l.v[j].name);
-						continue;
-					}
-					l.v[k++] = l.v[j];
-				}
-				l.n = k;
-			}
-			read_and_check(pc, store, l.v, l.n, &res, &prog);
-			progress_end(&prog);
-			print_result(&res, name, json, first);
-			first = false;
-			failed |= res.nerrors > 0;
-			sb_free(&res.errors);
-			vlist_free(&l);
-		}
-		tables_free(&ts);
-		if (dir && !matched) {
-			errorf("table %s.%s: not in backup %s", aks, atable, name);
-			goto out;
-		}
-	}
-	if (json)
-		fputs(first ? "]\n" : "\n]\n", stdout);
-	rc = failed ? 1 : 0;
-out:
-	free(aname);
-	sb_free(&names);
-	pack_cache_free(pc);
-	catalog_close(cat);
+	sb_free(&v.out);
+	free(v.rd.buf);
+	sha256_free(v.rd.h);
+	pack_cache_free(v.rd.pc);
+	catalog_close(v.cat);
+	strv_free(&v.names);
+	selection_free(&v.sel);
 	return rc;
 }

@@ -30,6 +30,57 @@ static char *trim(char *s)
 	return s;
 }
 
+/* Adds one entry; the strings are copied. */
+static int entry_add(const char *k, const char *v, int line)
+{
+	struct entry *e = realloc(entries, (nentries + 1) * sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	entries = e;
+	char *key = strdup(k), *value = strdup(v);
+	if (!key || !value) {
+		free(key);
+		free(value);
+		return -ENOMEM;
+	}
+	entries[nentries++] = (struct entry){.key = key, .value = value, .line = line};
+	return 0;
+}
+
+static bool key_known(const char *k)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(known_keys); i++)
+		if (!strcmp(k, known_keys[i]))
+			return true;
+	return false;
+}
+
+/* Parses one line (modified in place). 0, or < 0 with err saying why. */
+static int parse_line(const char *path, char *l, int line, struct strbuf *err)
+{
+	char *hash = strchr(l, '#');
+	if (hash)
+		*hash = '\0';
+	char *s = trim(l);
+	if (!*s)
+		return 0;
+	char *eq = strchr(s, '=');
+	if (!eq) {
+		sb_printf(err, "config %s, line %d: expected key = value", path, line);
+		return -EINVAL;
+	}
+	*eq = '\0';
+	char *k = trim(s), *v = trim(eq + 1);
+	if (!key_known(k)) {
+		sb_printf(err, "config %s, line %d: unknown key '%s'", path, line, k);
+		return -EINVAL;
+	}
+	int r = entry_add(k, v, line);
+	if (r < 0)
+		sb_printf(err, "config %s, line %d: %s", path, line, strerror(-r));
+	return r;
+}
+
 int config_load(const char *path, bool must_exist, struct strbuf *err)
 {
 	char *text = NULL;
@@ -40,43 +91,20 @@ int config_load(const char *path, bool must_exist, struct strbuf *err)
 		sb_printf(err, "config %s: %s", path, strerror(-r));
 		return r;
 	}
+	/* Every line counts, blank ones too, so the line numbers are the editor's. */
 	int line = 0;
-	char *save = NULL;
-	for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
-		line++;
-		char *hash = strchr(l, '#');
-		if (hash)
-			*hash = '\0';
-		char *s = trim(l);
-		if (!*s)
-			continue;
-		char *eq = strchr(s, '=');
-		if (!eq) {
-			sb_printf(err, "config %s, line %d: expected key = value", path, line);
-			r = -EINVAL;
-			break;
-		}
-		*eq = '\0';
-		char *k = trim(s), *v = trim(eq + 1);
-		bool known = false;
-		for (size_t i = 0; i < sizeof(known_keys) / sizeof(*known_keys); i++)
-			known |= !strcmp(k, known_keys[i]);
-		if (!known) {
-			sb_printf(err, "config %s, line %d: unknown key '%s'", path, line, k);
-			r = -EINVAL;
-			break;
-		}
-		struct entry *e = realloc(entries, (nentries + 1) * sizeof(*e));
-		if (!e) {
-			r = -ENOMEM;
-			break;
-		}
-		entries = e;
-		entries[nentries++] = (struct entry){.key = strdup(k), .value = strdup(v), .line = line};
+	for (char *l = text; r == 0 && l; ) {
+		char *nl = strchr(l, '\n');
+		if (nl)
+			*nl = '\0';
+		r = parse_line(path, l, ++line, err);
+		l = nl ? nl + 1 : NULL;
 	}
 	free(text);
-	if (r == 0)
-		loaded_path = strdup(path);
+	if (r == 0 && !(loaded_path = strdup(path))) {
+		sb_printf(err, "config %s: %s", path, strerror(ENOMEM));
+		r = -ENOMEM;
+	}
 	return r;
 }
 
@@ -87,23 +115,46 @@ const char *config_path(void)
 
 const char *config_get(const char *key)
 {
-	for (size_t i = nentries; i-- > 0;)
-		if (!strcmp(entries[i].key, key))
+	return config_get_at(key, NULL);
+}
+
+const char *config_get_at(const char *key, int *line)
+{
+	for (size_t i = nentries; i-- > 0;) {
+		if (!strcmp(entries[i].key, key)) {
+			if (line)
+				*line = entries[i].line;
 			return entries[i].value;
+		}
+	}
 	return NULL;
 }
 
-void config_get_all(const char *key, char ***v, size_t *n)
+void config_reset(void)
+{
+	for (size_t i = 0; i < nentries; i++) {
+		free(entries[i].key);
+		free(entries[i].value);
+	}
+	free(entries);
+	entries = NULL;
+	nentries = 0;
+	free(loaded_path);
+	loaded_path = NULL;
+}
+
+int config_get_all(const char *key, char ***v, size_t *n)
 {
 	for (size_t i = 0; i < nentries; i++) {
 		if (strcmp(entries[i].key, key))
 			continue;
 		char **p = realloc(*v, (*n + 1) * sizeof(*p));
 		if (!p)
-			return;
+			return -ENOMEM;
 		*v = p;
 		p[(*n)++] = entries[i].value;
 	}
+	return 0;
 }
 
 int config_each(int (*cb)(void *ctx, const char *key, const char *value, int line), void *ctx)

@@ -14,14 +14,20 @@
 #define CONFIG_DEFAULT_PATH "/etc/cassbackup.conf"
 
 /* Loads path. A missing file is an error only when must_exist (it was named with --config).
- * On error, err says which line and why. */
+ * On error, err says which line and why (lines counted as an editor does, blank ones too).
+ * Entries of an earlier call are kept. */
 int config_load(const char *path, bool must_exist, struct strbuf *err);
 const char *config_path(void); /* the file loaded, or NULL */
 
 /* The last value of key, or NULL. */
 const char *config_get(const char *key);
-/* Appends every value of key to (*v, *n); the strings belong to the configuration. */
-void config_get_all(const char *key, char ***v, size_t *n);
+/* The same, and the line it is on (when line is not NULL). */
+const char *config_get_at(const char *key, int *line);
+/* Appends every value of key to (*v, *n); the strings belong to the configuration. 0 or
+ * -ENOMEM (what was appended stays). */
+int config_get_all(const char *key, char ***v, size_t *n);
+/* Forgets what was loaded (for tests; config_load then starts afresh). */
+void config_reset(void);
 
 /* Every key and value, in file order, with line numbers, for validate-config. */
 int config_each(int (*cb)(void *ctx, const char *key, const char *value, int line), void *ctx);

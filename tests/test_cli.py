@@ -1,0 +1,152 @@
+"""The CLI layer: exit codes, --version, help, usage errors, closest names, escaped names, and
+messages that say what is really wrong (issue 6, defects 3, 4, 19)."""
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import CASSBACKUP, cb, data_dir_args, make_sample, run, sample_dirs
+
+NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
+
+
+def one_error_line(p, code, *words):
+    assert p.returncode == code, (p.returncode, p.stderr)
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, p.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope='module')
+def small_tree(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('cli-sample'))
+    make_sample(out, '--data-kib', '16', '--data-dirs', '1', '--keyspaces', '1', '--tables', '2',
+                '--sstables', '1', '--no-clutter')
+    return sample_dirs(out)
+
+
+@pytest.fixture
+def two_backups(store, small_tree):
+    for n in ('nightly-1', 'nightly-2'):
+        cb('create', '--store', store, '--name', n, *data_dir_args(small_tree), '--snapshot', 'nightly-1')
+    return store
+
+
+def test_version_and_help(binaries):
+    r = cb('--version')
+    assert r.stdout.startswith('cassbackup ') and r.stdout.split()[1][0].isdigit()
+    for c in ('list', 'verify', 'init', 'validate-config'):
+        h = cb('help', c)
+        assert h.stdout == cb(c, '--help').stdout
+        assert h.stdout.startswith('usage: cassbackup ' + c)
+        assert 'exit status: 0 ok, 1 the work failed, 2 usage or configuration error, 3 no such store or backup' in h.stdout
+    assert '--store DIR' in cb('help', 'list').stdout and '(config: store)' in cb('help', 'list').stdout
+    one_error_line(cb('help', 'lst', check=False), 2, "unknown command 'lst'", "did you mean 'list'")
+
+
+def test_exit_codes(store, tmp_path):
+    one_error_line(cb('list', '--store', tmp_path / 'nope', check=False), 3, 'No such file')
+    plain = tmp_path / 'plain'
+    plain.mkdir()
+    one_error_line(cb('verify', '--store', plain, '--all', check=False), 3, 'not a cassbackup store')
+    one_error_line(cb('verify', '--store', store, 'nope', check=False), 3, 'backup nope: no such backup')
+    one_error_line(cb('verify', '--store', store, check=False), 2, 'give backup names or --all')
+    one_error_line(cb('list', check=False), 2, 'missing --store DIR')
+    one_error_line(cb('list', '--store', store, '--jsn', check=False), 2, 'unknown option --jsn', '--json')
+    one_error_line(cb('list', '--store', store, 'extra', check=False), 2, 'too many operands')
+    one_error_line(cb('verify', '--store', store, '--all', '--table', 'nodot', check=False), 2,
+                   '--table nodot: expected KEYSPACE.TABLE')
+    one_error_line(cb('list', '--store', store, '--config', check=False), 2, '--config needs a FILE')
+    one_error_line(cb('init', check=False), 2, 'missing --store DIR')
+
+
+def test_unknown_backup_lists_closest_names(two_backups):
+    p = cb('verify', '--store', two_backups, 'nightly-3', check=False)
+    one_error_line(p, 3, 'backup nightly-3: no such backup', 'closest: nightly-1, nightly-2')
+    p = cb('verify', '--store', two_backups, 'zzzzzzzzzzzz', check=False)
+    assert 'closest' not in one_error_line(p, 3, 'no such backup')
+
+
+def test_verify_selection(two_backups):
+    r = cb('verify', '--store', two_backups, 'nightly-1', '--table', 'shop.table1', '--json')
+    res = json.loads(r.stdout)
+    assert [(t['keyspace'], t['table'], t['status']) for t in res] == [('shop', 'table1', 'ok')]
+    p = cb('verify', '--store', two_backups, 'nightly-1', '--table', 'shop.nosuch', check=False)
+    one_error_line(p, 1, 'table shop.nosuch: not in backup nightly-1')
+
+
+def test_config_error_names_the_right_line(store, tmp_path):
+    """Defect 3: blank lines count, so the line number is the one an editor shows."""
+    conf = tmp_path / 'cb.conf'
+    conf.write_text(f'# cassbackup\n\nstore = {store}\n\n\nthreads 4\n')
+    one_error_line(cb('--config', conf, 'list', check=False), 2, 'line 6: expected key = value')
+    conf.write_text(f'\n\n\nstore = {store}\n\nstroe = /x\n')
+    one_error_line(cb('--config', conf, 'list', check=False), 2, "line 6: unknown key 'stroe'")
+
+
+def test_verify_dir_that_is_a_file(two_backups, tmp_path):
+    """Defect 4: after a successful stat, no stale errno ("No such file or directory")."""
+    f = tmp_path / 'file'
+    f.write_text('x')
+    p = cb('verify', '--store', two_backups, '--dir', f, '--against', 'nightly-1/shop/table1', check=False)
+    line = one_error_line(p, 2, str(f), 'not a directory')
+    assert 'No such file' not in line
+
+
+def test_damaged_catalog_is_not_called_missing(two_backups):
+    """Defect 19: a catalog.db that exists but is damaged is not "no catalog.db; make one"."""
+    db = os.path.join(two_backups, 'catalog.db')
+    with open(db, 'r+b') as f:
+        f.write(b'this is no SQLite header, it was overwritten')
+    line = one_error_line(cb('list', '--store', two_backups, check=False), 1, 'catalog.db is damaged')
+    assert 'init' not in line and 'no catalog.db' not in line
+
+
+def test_bad_sha_length_is_not_not_an_error(two_backups):
+    """Defect 19: a SHA-256 of the wrong length in the catalog is a damaged catalog, not "not an error"."""
+    with sqlite3.connect(os.path.join(two_backups, 'catalog.db')) as c:
+        c.execute("UPDATE blobs SET sha256 = substr(sha256, 1, 31)")
+    line = one_error_line(cb('verify', '--store', two_backups, 'nightly-1', check=False), 1,
+                          'catalog.db is damaged')
+    assert 'not an error' not in line
+
+
+def test_permission_denied_is_not_read_only(binaries, small_tree):
+    """Defect 19: a user who may not write the store is told so, not "Read-only file system"."""
+    top = tempfile.mkdtemp(prefix='cb-perm-')
+    try:
+        os.chmod(top, 0o755)
+        store = os.path.join(top, 'store')
+        cb('init', '--store', store)
+        run('chmod', '-R', 'a+rX', os.path.dirname(small_tree[0]))
+        p = run(*NOBODY, CASSBACKUP, 'create', '--store', store, '--name', 'x',
+                *data_dir_args(small_tree), '--snapshot', 'nightly-1', check=False)
+        line = one_error_line(p, 1, 'cannot open store', 'permission denied', 'user id 65534')
+        assert 'Read-only' not in line
+        p = run(*NOBODY, CASSBACKUP, 'list', '--store', store, check=False)
+        line = one_error_line(p, 1, 'cannot open store', 'permission denied')
+        assert 'Read-only' not in line
+    finally:
+        shutil.rmtree(top)
+
+
+def test_names_are_escaped_in_human_output(two_backups):
+    """Defect 19: a newline in a name (from a hostile or damaged store) cannot forge a line."""
+    forged = 'evil\nok      nightly-9 shop.table1: 8 files, 1.0 KiB'
+    with sqlite3.connect(os.path.join(two_backups, 'catalog.db')) as c:
+        c.execute("UPDATE backups SET name = ? WHERE name = 'nightly-2'", (forged,))
+    out = cb('verify', '--store', two_backups, '--all').stdout.splitlines()
+    assert len(out) == 4 and all(l.startswith('ok      ') for l in out), out
+    assert not any(l.startswith('ok      nightly-9') for l in out)
+    assert sum('evil\\nok      nightly-9' in l for l in out) == 2
+    lst = cb('list', '--store', two_backups).stdout.splitlines()
+    assert len(lst) == 3 and lst[2].startswith('evil\\nok ') or lst[1].startswith('evil\\nok '), lst
+    # JSON keeps the name as it is
+    names = {b['name'] for b in json.loads(cb('list', '--store', two_backups, '--json').stdout)}
+    assert forged in names
