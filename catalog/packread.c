@@ -175,8 +175,8 @@ static int get_pack(pack_cache *pc, int64_t id, const char *relpath, struct prea
 		r = -ENOMEM;
 	if (r == 0)
 		r = cb_io_open_file(path.buf, &np->io);
-	if (r == 0)
-		r = seek_table_read(np->io, &np->table);
+	if (r == 0 && (r = seek_table_read(np->io, &np->table)) == -EINVAL)
+		r = -EBADMSG; /* no valid seek table: keep -EINVAL for nothing but bad arguments */
 	sb_free(&path);
 	if (r < 0) {
 		if (np)
@@ -356,6 +356,13 @@ static void put_frame(pack_cache *pc, struct frame *f)
 	pthread_mutex_unlock(&pc->mu);
 }
 
+/* Does [off, off + len) lie within the pack's decompressed stream? */
+static bool in_stream(const struct preader *p, uint64_t off, size_t len)
+{
+	uint64_t total = p->table->doff[p->table->frames];
+	return off <= total && len <= total - off;
+}
+
 int pack_cache_read(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_t off, void *buf,
 		    size_t len)
 {
@@ -363,10 +370,9 @@ int pack_cache_read(pack_cache *pc, int64_t pack_id, const char *relpath, uint64
 	int r = get_pack(pc, pack_id, relpath, &p);
 	if (r < 0)
 		return r;
-	uint64_t total = p->table->doff[p->table->frames];
-	if (off > total || len > total - off) {
+	if (!in_stream(p, off, len)) {
 		put_pack(pc, p);
-		return -EINVAL;
+		return -ERANGE;
 	}
 	unsigned char *dst = buf;
 	while (len) {
@@ -396,9 +402,8 @@ int pack_cache_pin(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_
 	if (r < 0)
 		return r;
 	pin->pack = p;
-	uint64_t total = p->table->doff[p->table->frames];
-	if (off > total || len > total - off) {
-		r = -EINVAL;
+	if (!in_stream(p, off, len)) {
+		r = -ERANGE;
 		goto fail;
 	}
 	if (len && seek_table_frame_at(p->table, off + len - 1) - seek_table_frame_at(p->table, off) >=
@@ -441,4 +446,15 @@ void pack_cache_get_stats(pack_cache *pc, struct pack_cache_stats *st)
 	*st = pc->stats;
 	st->bytes = pc->used;
 	pthread_mutex_unlock(&pc->mu);
+}
+
+const char *pack_cache_strerror(int err)
+{
+	switch (err) {
+	case -ENOENT: return "pack file is missing";
+	case -EBADMSG: return "pack has no valid seek table";
+	case -EIO: return "pack data is corrupt (checksum mismatch)";
+	case -ERANGE: return "file lies beyond the end of the pack (catalog and pack disagree)";
+	default: return strerror(-err);
+	}
 }
