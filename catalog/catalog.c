@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #define CATALOG_FORMAT "cassbackup-store-1"
+/* Pages a CATALOG_SMALL_CACHE connection keeps (SQLite's default is 2 MiB per connection). */
+#define CATALOG_SMALL_CACHE_KIB "256"
 #define CB_SIZE_MAX_SQL "4611686018427387903" /* CB_SIZE_MAX */
 _Static_assert(CB_SIZE_MAX == 4611686018427387903, "CB_SIZE_MAX_SQL");
 
@@ -102,6 +104,7 @@ enum stmt {
 	ST_GET_BACKUP_BY_NAME,
 	ST_BACKUP_TABLES,
 	ST_TABLE_FILES,
+	ST_FILE_PATH,
 	ST__COUNT
 };
 
@@ -140,6 +143,10 @@ static const char *const stmt_sql[ST__COUNT] = {
 			   " JOIN blobs b ON b.id = f.blob_id JOIN packs p ON p.id = b.pack_id"
 			   " LEFT JOIN dirs d ON d.id = f.dir_id WHERE f.table_row = ?1"
 			   " ORDER BY COALESCE(d.name, ''), f.name",
+	[ST_FILE_PATH] = "SELECT bk.name, k.name, t.name, f.dir_id, d.name, f.name FROM files f"
+			 " JOIN backups bk ON bk.id = f.backup_id JOIN tables t ON t.id = f.table_row"
+			 " JOIN keyspaces k ON k.id = t.keyspace_id LEFT JOIN dirs d ON d.id = f.dir_id"
+			 " WHERE f.id = ?1",
 	[ST_LIST_BACKUPS] =
 		"SELECT b.id, b.name, b.node, b.cluster, b.datacenter, b.host_id, b.snapshot_tag,"
 		" b.created_ns, b.files, b.bytes, b.new_bytes, b.stored_bytes,"
@@ -277,6 +284,8 @@ int catalog_open(catalog **out, const char *path, int flags)
 		goto fail;
 	sqlite3_busy_timeout(c->db, 30000);
 	rc = sqlite3_exec(c->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;", NULL, NULL, NULL);
+	if (rc == SQLITE_OK && (flags & CATALOG_SMALL_CACHE))
+		rc = sqlite3_exec(c->db, "PRAGMA cache_size=-" CATALOG_SMALL_CACHE_KIB, NULL, NULL, NULL);
 	if (create && rc == SQLITE_OK)
 		rc = sqlite3_exec(c->db, schema_sql, NULL, NULL, NULL);
 
@@ -919,4 +928,23 @@ int catalog_node_xattrs(catalog *c, uint64_t ino,
 	default:
 		return 0;
 	}
+}
+
+int catalog_file_path(catalog *c, uint64_t ino, char *out, size_t outlen)
+{
+	if (CB_INO_KIND(ino) != CB_NODE_FILE)
+		return -ENOENT;
+	sqlite3_stmt *st = stmt(c, ST_FILE_PATH);
+	sqlite3_bind_int64(st, 1, CB_INO_ROW(ino));
+	int r = step_one(c, st);
+	if (r <= 0)
+		return r == 0 ? -ENOENT : r;
+	const char *bk = col_text(st, 0), *ks = col_text(st, 1), *t = col_text(st, 2);
+	const char *dir = sqlite3_column_int64(st, 3) ? col_text(st, 4) : NULL, *name = col_text(st, 5);
+	if (!name_is_component(bk) || !name_is_component(ks) || !name_is_component(t) ||
+	    (dir && !name_is_component(dir)) || !name_is_component(name))
+		return done(c, st, bad_row(c, CB_INO_ROW(ino), "invalid name on the file's path"));
+	int n = snprintf(out, outlen, "%s/%s/%s/%s%s%s", bk, ks, t, dir ? dir : "", dir ? "/" : "",
+			 name);
+	return done(c, st, n < 0 || (size_t)n >= outlen ? -ERANGE : 0);
 }

@@ -33,6 +33,7 @@
 #define CASSBACKUP_CATALOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct catalog catalog;
@@ -44,6 +45,9 @@ typedef struct catalog catalog;
 enum catalog_flags {
 	CATALOG_READONLY = 1 << 0, /* open for queries only */
 	CATALOG_CREATE = 1 << 1,   /* create a new, empty catalog (fails if the file exists) */
+	/* keep a small page cache (256 KiB instead of SQLite's 2 MiB): for the mount, which holds
+	 * a connection per worker thread and runs only indexed point queries and short listings */
+	CATALOG_SMALL_CACHE = 1 << 2,
 };
 
 /* Opens (or creates) the catalog at path. -ENOENT when missing, -EMEDIUMTYPE when the file is not
@@ -213,6 +217,11 @@ int catalog_node_list(catalog *c, uint64_t parent,
 /* Where a FILE node's bytes are. -ENOENT when ino is not a file, -EUCLEAN when its blob's row
  * is invalid (catalog_errmsg says why). */
 int catalog_file_blob(catalog *c, uint64_t ino, struct cb_blob_loc *out);
+
+/* The path of a FILE node below /backups, "backup/keyspace/table/[.index/]file", into out (for
+ * messages). -ENOENT when ino is not a file, -ERANGE when out is too small (PATH_MAX is enough),
+ * -EUCLEAN when a name on the way is invalid. */
+int catalog_file_path(catalog *c, uint64_t ino, char *out, size_t outlen);
 
 /* Extended attributes of a node: cb(name, value) for each. */
 int catalog_node_xattrs(catalog *c, uint64_t ino,
