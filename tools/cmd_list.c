@@ -17,6 +17,10 @@ static int list_one(void *ctx, const struct cb_backup_summary *b)
 {
 	struct list_ctx *l = ctx;
 	struct strbuf *o = &l->out;
+	if (b->invalid) { /* one damaged row: say so, and list the others */
+		errorf("%s, not listed", b->invalid);
+		return 0;
+	}
 	char created[64];
 	format_time_utc(b->created_ns, created, sizeof(created));
 	int r;
