@@ -10,6 +10,10 @@
 #include <unistd.h>
 
 #define CATALOG_FORMAT "cassbackup-store-1"
+/* Pages a CATALOG_SMALL_CACHE connection keeps (SQLite's default is 2 MiB per connection). */
+#define CATALOG_SMALL_CACHE_KIB "256"
+#define CB_SIZE_MAX_SQL "4611686018427387903" /* CB_SIZE_MAX */
+_Static_assert(CB_SIZE_MAX == 4611686018427387903, "CB_SIZE_MAX_SQL");
 
 /* Listing /backups reads only this index: dense pages, even when the rows of thousands of
  * backups are scattered over a large catalog. */
@@ -100,6 +104,7 @@ enum stmt {
 	ST_GET_BACKUP_BY_NAME,
 	ST_BACKUP_TABLES,
 	ST_TABLE_FILES,
+	ST_FILE_PATH,
 	ST__COUNT
 };
 
@@ -130,19 +135,26 @@ static const char *const stmt_sql[ST__COUNT] = {
 		" b.created_ns, b.files, b.bytes, b.new_bytes, b.stored_bytes,"
 		" (SELECT COUNT(*) FROM tables t WHERE t.backup_id = b.id), 0"
 		" FROM backups b WHERE b.name = ?1",
-	[ST_BACKUP_TABLES] = "SELECT t.id, k.name, t.name, t.table_id, t.schema_cql FROM tables t"
+	[ST_BACKUP_TABLES] = "SELECT t.id, k.id, k.name, t.name, t.table_id, t.schema_cql FROM tables t"
 			     " JOIN keyspaces k ON k.id = t.keyspace_id WHERE t.backup_id = ?1"
 			     " ORDER BY k.name, t.name",
-	[ST_TABLE_FILES] = "SELECT COALESCE(d.name, ''), f.name, f.size, f.mode, f.uid, f.gid, f.mtime_ns,"
+	[ST_TABLE_FILES] = "SELECT f.id, f.dir_id, d.name, f.name, f.size, f.mode, f.uid, f.gid, f.mtime_ns,"
 			   " b.pack_id, p.path, b.offset, b.size, b.sha256 FROM files f"
 			   " JOIN blobs b ON b.id = f.blob_id JOIN packs p ON p.id = b.pack_id"
 			   " LEFT JOIN dirs d ON d.id = f.dir_id WHERE f.table_row = ?1"
 			   " ORDER BY COALESCE(d.name, ''), f.name",
+	[ST_FILE_PATH] = "SELECT bk.name, k.name, t.name, f.dir_id, d.name, f.name FROM files f"
+			 " JOIN backups bk ON bk.id = f.backup_id JOIN tables t ON t.id = f.table_row"
+			 " JOIN keyspaces k ON k.id = t.keyspace_id LEFT JOIN dirs d ON d.id = f.dir_id"
+			 " WHERE f.id = ?1",
 	[ST_LIST_BACKUPS] =
 		"SELECT b.id, b.name, b.node, b.cluster, b.datacenter, b.host_id, b.snapshot_tag,"
 		" b.created_ns, b.files, b.bytes, b.new_bytes, b.stored_bytes,"
 		" (SELECT COUNT(*) FROM tables t WHERE t.backup_id = b.id),"
-		" (SELECT COALESCE(SUM(bl.size), 0) FROM blobs bl WHERE bl.id IN"
+		/* TOTAL, not SUM: a damaged size must not make the whole listing fail with an
+		 * integer overflow. -1 flags a size out of range. */
+		" (SELECT CASE WHEN MIN(bl.size) < 0 OR MAX(bl.size) > " CB_SIZE_MAX_SQL
+		"   THEN -1.0 ELSE TOTAL(bl.size) END FROM blobs bl WHERE bl.id IN"
 		"   (SELECT blob_id FROM files f WHERE f.backup_id = b.id) AND NOT EXISTS"
 		"   (SELECT 1 FROM files f2 WHERE f2.blob_id = bl.id AND f2.backup_id <> b.id))"
 		" FROM backups b ORDER BY b.created_ns, b.id",
@@ -167,7 +179,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 				" WHERE table_row = ?1 AND dir_id = 0 ORDER BY name",
 	[ST_LIST_DIR_FILES] = "SELECT " NODE_COLS_FILE " WHERE table_row ="
 			      " (SELECT table_row FROM dirs WHERE id = ?1) AND dir_id = ?1 ORDER BY name",
-	[ST_FILE_BLOB] = "SELECT b.pack_id, p.path, b.offset, b.size, b.sha256 FROM files f"
+	[ST_FILE_BLOB] = "SELECT b.pack_id, p.path, b.offset, b.size, b.sha256, f.size FROM files f"
 			 " JOIN blobs b ON b.id = f.blob_id JOIN packs p ON p.id = b.pack_id"
 			 " WHERE f.id = ?1",
 	[ST_XATTR_BACKUP] = "SELECT node, cluster, datacenter, created_ns, snapshot_tag, host_id"
@@ -181,6 +193,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 struct catalog {
 	sqlite3 *db;
 	sqlite3_stmt *st[ST__COUNT];
+	char why[160]; /* the last invalid row, for catalog_errmsg; "" when none */
 };
 
 /* Translates a SQLite result code to a negative errno, once, here. */
@@ -223,10 +236,12 @@ static int cerr(catalog *c, int rc)
 	return errno_from_sqlite(c->db, rc);
 }
 
-/* Hands out a statement, reset and unbound. */
+/* Hands out a statement, reset and unbound. Every public call starts here, so it also forgets
+ * the previous call's invalid row. */
 static sqlite3_stmt *stmt(catalog *c, enum stmt s)
 {
 	sqlite3_stmt *st = c->st[s];
+	c->why[0] = '\0';
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	return st;
@@ -269,6 +284,8 @@ int catalog_open(catalog **out, const char *path, int flags)
 		goto fail;
 	sqlite3_busy_timeout(c->db, 30000);
 	rc = sqlite3_exec(c->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;", NULL, NULL, NULL);
+	if (rc == SQLITE_OK && (flags & CATALOG_SMALL_CACHE))
+		rc = sqlite3_exec(c->db, "PRAGMA cache_size=-" CATALOG_SMALL_CACHE_KIB, NULL, NULL, NULL);
 	if (create && rc == SQLITE_OK)
 		rc = sqlite3_exec(c->db, schema_sql, NULL, NULL, NULL);
 
@@ -321,6 +338,8 @@ void catalog_close(catalog *c)
 
 const char *catalog_errmsg(catalog *c)
 {
+	if (c && c->why[0])
+		return c->why;
 	return c && c->db ? sqlite3_errmsg(c->db) : "out of memory";
 }
 
@@ -503,6 +522,59 @@ static const char *col_text(sqlite3_stmt *st, int i)
 	return s ? s : "";
 }
 
+/* --- rows as read: every name, size and pack path is checked here, where it leaves SQLite ---- */
+
+/* Records why row `row` cannot be used (for catalog_errmsg) and returns -EUCLEAN. */
+static int bad_row(catalog *c, int64_t row, const char *what)
+{
+	snprintf(c->why, sizeof(c->why), "catalog row %lld: %s", (long long)row, what);
+	return -EUCLEAN;
+}
+
+/* A size or offset column, if it lies in 0 .. CB_SIZE_MAX. */
+static bool col_size(sqlite3_stmt *st, int i, uint64_t *out)
+{
+	sqlite3_int64 v = sqlite3_column_int64(st, i);
+	if (v < 0 || v > CB_SIZE_MAX)
+		return false;
+	*out = (uint64_t)v;
+	return true;
+}
+
+/* A pack path is relative to the store, made of valid components, and fits cb_blob_loc. */
+static bool pack_path_ok(const char *p)
+{
+	char comp[256];
+	if (strlen(p) >= sizeof(((struct cb_blob_loc *)0)->pack_path))
+		return false;
+	for (;;) {
+		size_t n = strcspn(p, "/");
+		memcpy(comp, p, n);
+		comp[n] = '\0';
+		if (!name_is_component(comp))
+			return false; /* also an empty component: a leading, doubled or trailing '/' */
+		if (!p[n])
+			return true;
+		p += n + 1;
+	}
+}
+
+/* Reads (pack_id, pack path, offset, size, sha256) from columns first.. of a blob query. */
+static int read_loc(catalog *c, sqlite3_stmt *st, int first, int64_t row, struct cb_blob_loc *loc)
+{
+	const char *path = col_text(st, first + 1);
+	loc->pack_id = sqlite3_column_int64(st, first);
+	if (!pack_path_ok(path))
+		return bad_row(c, row, "invalid pack path");
+	snprintf(loc->pack_path, sizeof(loc->pack_path), "%s", path);
+	if (!col_size(st, first + 2, &loc->offset) || !col_size(st, first + 3, &loc->size))
+		return bad_row(c, row, "blob offset or size out of range");
+	if (sqlite3_column_bytes(st, first + 4) != 32)
+		return bad_row(c, row, "blob has no valid SHA-256");
+	memcpy(loc->sha256, sqlite3_column_blob(st, first + 4), 32);
+	return 0;
+}
+
 int catalog_list_packs(catalog *c, int (*cb)(void *ctx, int64_t id, const char *relpath),
 		       void *ctx)
 {
@@ -515,7 +587,9 @@ int catalog_list_packs(catalog *c, int (*cb)(void *ctx, int64_t id, const char *
 	return rc == SQLITE_DONE ? done(c, st, 0) : done(c, st, cerr(c, rc));
 }
 
-static void read_summary(sqlite3_stmt *st, struct cb_backup_summary *b)
+/* Reads a backup summary row. 0, or -EUCLEAN (with the reason in c->why) when its name or a
+ * count is invalid; the counts are then 0. */
+static int read_summary(catalog *c, sqlite3_stmt *st, struct cb_backup_summary *b)
 {
 	*b = (struct cb_backup_summary){
 		.id = sqlite3_column_int64(st, 0),
@@ -526,13 +600,23 @@ static void read_summary(sqlite3_stmt *st, struct cb_backup_summary *b)
 		.host_id = col_text(st, 5),
 		.snapshot_tag = col_text(st, 6),
 		.created_ns = sqlite3_column_int64(st, 7),
-		.files = (uint64_t)sqlite3_column_int64(st, 8),
-		.bytes = (uint64_t)sqlite3_column_int64(st, 9),
-		.new_bytes = (uint64_t)sqlite3_column_int64(st, 10),
-		.stored_bytes = (uint64_t)sqlite3_column_int64(st, 11),
 		.tables = (uint64_t)sqlite3_column_int64(st, 12),
-		.unique_bytes = (uint64_t)sqlite3_column_int64(st, 13),
 	};
+	double unique = sqlite3_column_double(st, 13);
+	int r = 0;
+	if (!name_is_component(b->name))
+		r = bad_row(c, b->id, "invalid backup name");
+	else if (!col_size(st, 8, &b->files) || !col_size(st, 9, &b->bytes) ||
+		 !col_size(st, 10, &b->new_bytes) || !col_size(st, 11, &b->stored_bytes) ||
+		 !(unique >= 0 && unique <= (double)CB_SIZE_MAX))
+		r = bad_row(c, b->id, "size out of range");
+	if (r < 0) {
+		b->files = b->bytes = b->new_bytes = b->stored_bytes = b->tables = 0;
+		b->invalid = c->why;
+		return r;
+	}
+	b->unique_bytes = (uint64_t)unique;
+	return 0;
 }
 
 int catalog_get_backup(catalog *c, const char *name,
@@ -544,8 +628,9 @@ int catalog_get_backup(catalog *c, const char *name,
 	if (r != 1)
 		return r;
 	struct cb_backup_summary b;
-	read_summary(st, &b);
-	r = cb(ctx, &b);
+	r = read_summary(c, st, &b);
+	if (r == 0)
+		r = cb(ctx, &b);
 	return done(c, st, r ? r : 1);
 }
 
@@ -558,16 +643,48 @@ int catalog_backup_tables(catalog *c, int64_t backup_id,
 	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct cb_table_row t = {
 			.row = sqlite3_column_int64(st, 0),
-			.keyspace = col_text(st, 1),
-			.table = col_text(st, 2),
-			.table_id = col_text(st, 3),
-			.schema_cql = (const char *)sqlite3_column_text(st, 4),
+			.keyspace = col_text(st, 2),
+			.table = col_text(st, 3),
+			.table_id = col_text(st, 4),
+			.schema_cql = (const char *)sqlite3_column_text(st, 5),
 		};
-		r = cb(ctx, &t);
+		if (!name_is_component(t.keyspace))
+			r = bad_row(c, sqlite3_column_int64(st, 1), "invalid keyspace name");
+		else if (!name_is_component(t.table))
+			r = bad_row(c, t.row, "invalid table name");
+		else
+			r = cb(ctx, &t);
 	}
 	if (r != 0)
 		return done(c, st, r);
 	return rc == SQLITE_DONE ? done(c, st, 0) : done(c, st, cerr(c, rc));
+}
+
+/* One row of ST_TABLE_FILES, checked. 0 or -EUCLEAN. */
+static int read_file_row(catalog *c, sqlite3_stmt *st, struct cb_file_row *f)
+{
+	int64_t row = sqlite3_column_int64(st, 0);
+	bool in_dir = sqlite3_column_int64(st, 1) != 0;
+	*f = (struct cb_file_row){
+		.dir = in_dir ? (const char *)sqlite3_column_text(st, 2) : "",
+		.name = col_text(st, 3),
+		.mode = (uint32_t)sqlite3_column_int64(st, 5),
+		.uid = (uint32_t)sqlite3_column_int64(st, 6),
+		.gid = (uint32_t)sqlite3_column_int64(st, 7),
+		.mtime_ns = sqlite3_column_int64(st, 8),
+	};
+	if (!f->dir)
+		return bad_row(c, row, "file in an index directory the catalog does not have");
+	if (in_dir && !name_is_component(f->dir))
+		return bad_row(c, row, "invalid index directory name");
+	if (!name_is_component(f->name))
+		return bad_row(c, row, "invalid file name");
+	if (!col_size(st, 4, &f->size))
+		return bad_row(c, row, "file size out of range");
+	int r = read_loc(c, st, 9, row, &f->loc);
+	if (r == 0 && f->loc.size != f->size)
+		r = bad_row(c, row, "file size differs from its blob's");
+	return r;
 }
 
 int catalog_table_files(catalog *c, int64_t table_row,
@@ -576,26 +693,10 @@ int catalog_table_files(catalog *c, int64_t table_row,
 	sqlite3_stmt *st = stmt(c, ST_TABLE_FILES);
 	sqlite3_bind_int64(st, 1, table_row);
 	int rc, r = 0;
+	struct cb_file_row f;
 	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct cb_file_row f = {
-			.dir = col_text(st, 0),
-			.name = col_text(st, 1),
-			.size = (uint64_t)sqlite3_column_int64(st, 2),
-			.mode = (uint32_t)sqlite3_column_int64(st, 3),
-			.uid = (uint32_t)sqlite3_column_int64(st, 4),
-			.gid = (uint32_t)sqlite3_column_int64(st, 5),
-			.mtime_ns = sqlite3_column_int64(st, 6),
-			.loc.pack_id = sqlite3_column_int64(st, 7),
-			.loc.offset = (uint64_t)sqlite3_column_int64(st, 9),
-			.loc.size = (uint64_t)sqlite3_column_int64(st, 10),
-		};
-		snprintf(f.loc.pack_path, sizeof(f.loc.pack_path), "%s", col_text(st, 8));
-		if (sqlite3_column_bytes(st, 11) != 32) {
-			r = -EUCLEAN;
-			break;
-		}
-		memcpy(f.loc.sha256, sqlite3_column_blob(st, 11), 32);
-		r = cb(ctx, &f);
+		if ((r = read_file_row(c, st, &f)) == 0)
+			r = cb(ctx, &f);
 	}
 	if (r != 0)
 		return done(c, st, r);
@@ -609,7 +710,7 @@ int catalog_list_backups(catalog *c, int (*cb)(void *ctx, const struct cb_backup
 	int rc, r = 0;
 	struct cb_backup_summary b;
 	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		read_summary(st, &b);
+		read_summary(c, st, &b); /* an invalid row is handed on flagged (b.invalid) */
 		r = cb(ctx, &b);
 	}
 	if (r != 0)
@@ -619,18 +720,23 @@ int catalog_list_backups(catalog *c, int (*cb)(void *ctx, const struct cb_backup
 
 /* --- tree -------------------------------------------------------------------------------- */
 
-static void read_node(sqlite3_stmt *st, enum cb_node_kind kind, struct cb_node *n)
+/* Reads a node row. false when the row is invalid (a name that is not one path component, a
+ * size out of range): the tree leaves such a row out, as if it were not there. */
+static bool read_node(sqlite3_stmt *st, enum cb_node_kind kind, struct cb_node *n)
 {
+	const char *name = col_text(st, 1);
+	if (!name_is_component(name) || !col_size(st, 2, &n->size))
+		return false;
 	n->kind = kind;
 	n->ino = CB_INO(kind, sqlite3_column_int64(st, 0));
-	snprintf(n->name, sizeof(n->name), "%s", col_text(st, 1));
-	n->size = (uint64_t)sqlite3_column_int64(st, 2);
+	snprintf(n->name, sizeof(n->name), "%s", name);
 	n->mode = (uint32_t)sqlite3_column_int64(st, 3);
 	int64_t uid = sqlite3_column_int64(st, 4), gid = sqlite3_column_int64(st, 5);
 	n->uid = uid < 0 ? CB_OWNER_UNSET : (uint32_t)uid;
 	n->gid = gid < 0 ? CB_OWNER_UNSET : (uint32_t)gid;
 	n->mtime_ns = sqlite3_column_int64(st, 6);
 	n->mode = (n->mode & 07777) | (kind == CB_NODE_FILE ? S_IFREG : S_IFDIR);
+	return true;
 }
 
 static void special_node(uint64_t ino, struct cb_node *n)
@@ -658,8 +764,7 @@ static int node_query(catalog *c, enum stmt s, enum cb_node_kind kind, int64_t i
 		return -ENOENT;
 	if (r < 0)
 		return r;
-	read_node(st, kind, out);
-	return done(c, st, 0);
+	return done(c, st, read_node(st, kind, out) ? 0 : -ENOENT);
 }
 
 int catalog_node_get(catalog *c, uint64_t ino, struct cb_node *out)
@@ -721,8 +826,8 @@ static int list_query(catalog *c, enum stmt s, enum cb_node_kind kind, int64_t i
 	int rc, r = 0;
 	struct cb_node n;
 	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		read_node(st, kind, &n);
-		r = cb(ctx, &n);
+		if (read_node(st, kind, &n)) /* an invalid row hides only itself */
+			r = cb(ctx, &n);
 	}
 	if (r != 0)
 		return done(c, st, r);
@@ -773,15 +878,10 @@ int catalog_file_blob(catalog *c, uint64_t ino, struct cb_blob_loc *out)
 		return -ENOENT;
 	if (r < 0)
 		return r;
-	out->pack_id = sqlite3_column_int64(st, 0);
-	snprintf(out->pack_path, sizeof(out->pack_path), "%s", col_text(st, 1));
-	out->offset = (uint64_t)sqlite3_column_int64(st, 2);
-	out->size = (uint64_t)sqlite3_column_int64(st, 3);
-	if (sqlite3_column_bytes(st, 4) == 32)
-		memcpy(out->sha256, sqlite3_column_blob(st, 4), 32);
-	else
-		r = -EUCLEAN;
-	return done(c, st, r < 0 ? r : 0);
+	r = read_loc(c, st, 0, CB_INO_ROW(ino), out);
+	if (r == 0 && sqlite3_column_int64(st, 5) != (sqlite3_int64)out->size)
+		r = bad_row(c, CB_INO_ROW(ino), "file size differs from its blob's");
+	return done(c, st, r);
 }
 
 int catalog_node_xattrs(catalog *c, uint64_t ino,
@@ -810,6 +910,8 @@ int catalog_node_xattrs(catalog *c, uint64_t ino,
 		sqlite3_bind_int64(st, 1, CB_INO_ROW(ino));
 		if ((r = step_one(c, st)) <= 0)
 			return r == 0 ? -ENOENT : r;
+		if (!name_is_component(col_text(st, 1)) || !name_is_component(col_text(st, 2)))
+			return done(c, st, bad_row(c, CB_INO_ROW(ino), "invalid keyspace or table name"));
 		if ((r = cb(ctx, "user.cassbackup.table_id", col_text(st, 0))) == 0 &&
 		    (r = cb(ctx, "user.cassbackup.keyspace", col_text(st, 1))) == 0)
 			r = cb(ctx, "user.cassbackup.table", col_text(st, 2));
@@ -820,10 +922,29 @@ int catalog_node_xattrs(catalog *c, uint64_t ino,
 		if ((r = step_one(c, st)) <= 0)
 			return r == 0 ? -ENOENT : r;
 		if (sqlite3_column_bytes(st, 0) != 32)
-			return done(c, st, -EUCLEAN);
+			return done(c, st, bad_row(c, CB_INO_ROW(ino), "blob has no valid SHA-256"));
 		hex_encode(sqlite3_column_blob(st, 0), 32, buf);
 		return done(c, st, cb(ctx, "user.cassbackup.sha256", buf));
 	default:
 		return 0;
 	}
+}
+
+int catalog_file_path(catalog *c, uint64_t ino, char *out, size_t outlen)
+{
+	if (CB_INO_KIND(ino) != CB_NODE_FILE)
+		return -ENOENT;
+	sqlite3_stmt *st = stmt(c, ST_FILE_PATH);
+	sqlite3_bind_int64(st, 1, CB_INO_ROW(ino));
+	int r = step_one(c, st);
+	if (r <= 0)
+		return r == 0 ? -ENOENT : r;
+	const char *bk = col_text(st, 0), *ks = col_text(st, 1), *t = col_text(st, 2);
+	const char *dir = sqlite3_column_int64(st, 3) ? col_text(st, 4) : NULL, *name = col_text(st, 5);
+	if (!name_is_component(bk) || !name_is_component(ks) || !name_is_component(t) ||
+	    (dir && !name_is_component(dir)) || !name_is_component(name))
+		return done(c, st, bad_row(c, CB_INO_ROW(ino), "invalid name on the file's path"));
+	int n = snprintf(out, outlen, "%s/%s/%s/%s%s%s", bk, ks, t, dir ? dir : "", dir ? "/" : "",
+			 name);
+	return done(c, st, n < 0 || (size_t)n >= outlen ? -ERANGE : 0);
 }

@@ -14,18 +14,40 @@
  *   .../<table>            TABLE rows
  *   .../<table>/.<index>   DIR rows (secondary index sstables)
  *   .../<file>             FILE rows
+ *
+ * Rows as read. The catalog may be damaged or hostile, so every row is checked where it is read:
+ * each name (backup, keyspace, table, index directory, file) must be one path component
+ * (name_is_component), each size and offset at most CB_SIZE_MAX, each pack path a relative path
+ * of such components, a file's size its blob's. Callers may rely on what they are handed.
+ * What happens to a row that fails depends on who reads it:
+ *   - the tree (catalog_node_*): the row hides only itself. Listings leave it out, a lookup or
+ *     get of it gives -ENOENT, as if it were not there; its siblings are served as usual.
+ *   - everything else (catalog_backup_tables, catalog_table_files, catalog_get_backup,
+ *     catalog_file_blob, catalog_node_xattrs): the call fails with -EUCLEAN, and
+ *     catalog_errmsg() says which row and why ("catalog row 12: invalid keyspace name"), so a
+ *     restore or verify never acts on a partial or hostile listing without knowing it.
+ *   - catalog_list_backups: the listing goes on; the bad backup is handed to the callback
+ *     flagged (cb_backup_summary.invalid), for the caller to report.
  */
 #ifndef CASSBACKUP_CATALOG_H
 #define CASSBACKUP_CATALOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct catalog catalog;
 
+/* The largest size or offset a row may hold (2^62 - 1): beyond any real file, and small enough
+ * that an offset plus a size never overflows an off_t. */
+#define CB_SIZE_MAX (INT64_MAX / 2)
+
 enum catalog_flags {
 	CATALOG_READONLY = 1 << 0, /* open for queries only */
 	CATALOG_CREATE = 1 << 1,   /* create a new, empty catalog (fails if the file exists) */
+	/* keep a small page cache (256 KiB instead of SQLite's 2 MiB): for the mount, which holds
+	 * a connection per worker thread and runs only indexed point queries and short listings */
+	CATALOG_SMALL_CACHE = 1 << 2,
 };
 
 /* Opens (or creates) the catalog at path. -ENOENT when missing, -EMEDIUMTYPE when the file is not
@@ -33,7 +55,8 @@ enum catalog_flags {
 int catalog_open(catalog **out, const char *path, int flags);
 void catalog_close(catalog *c); /* accepts NULL */
 
-/* The last SQLite error message of this handle, for a program to print. Never NULL. */
+/* Why the last call on this handle failed, for a program to print: the invalid row it met
+ * ("catalog row N: ..."), else SQLite's message. Never NULL; valid until the next call. */
 const char *catalog_errmsg(catalog *c);
 
 /* Write transaction (BEGIN IMMEDIATE) around a backup's registration. */
@@ -108,9 +131,13 @@ struct cb_backup_summary {
 	int64_t created_ns;
 	uint64_t tables, files, bytes, new_bytes, stored_bytes;
 	uint64_t unique_bytes; /* logical bytes of blobs no other backup references */
+	/* NULL for a sound row; else why it is not ("catalog row 3: invalid backup name"): the
+	 * counts are then 0 and name is as stored (escape it before printing). */
+	const char *invalid;
 };
 
-/* Calls cb for every backup, oldest first; strings are valid during the call only. */
+/* Calls cb for every backup, oldest first, invalid rows included (flagged: see above); strings
+ * are valid during the call only. */
 int catalog_list_backups(catalog *c, int (*cb)(void *ctx, const struct cb_backup_summary *b),
 			 void *ctx);
 
@@ -123,7 +150,7 @@ struct cb_blob_loc {
 };
 
 /* Calls cb with the summary of the backup called name (unique_bytes not computed).
- * 1 when found, 0 when not, or -errno / cb's non-zero return. */
+ * 1 when found, 0 when not, -EUCLEAN when its row is invalid, or -errno / cb's non-zero return. */
 int catalog_get_backup(catalog *c, const char *name,
 		       int (*cb)(void *ctx, const struct cb_backup_summary *b), void *ctx);
 
@@ -131,7 +158,9 @@ struct cb_table_row {
 	int64_t row;
 	const char *keyspace, *table, *table_id, *schema_cql; /* schema_cql may be NULL */
 };
-/* Tables of a backup, by keyspace and name. cb returns 0 to go on. */
+/* Tables of a backup, by keyspace and name. cb returns 0 to go on. A row with an invalid
+ * keyspace or table name stops the listing with -EUCLEAN (catalog_errmsg says which): rows
+ * before it have been handed to cb, none after it. */
 int catalog_backup_tables(catalog *c, int64_t backup_id,
 			  int (*cb)(void *ctx, const struct cb_table_row *t), void *ctx);
 
@@ -143,7 +172,9 @@ struct cb_file_row {
 	int64_t mtime_ns;
 	struct cb_blob_loc loc;
 };
-/* Files of one table (row from catalog_backup_tables), by directory and name. */
+/* Files of one table (row from catalog_backup_tables), by directory and name. A row with an
+ * invalid directory or file name, size, offset or pack path stops the listing with -EUCLEAN, as
+ * in catalog_backup_tables. */
 int catalog_table_files(catalog *c, int64_t table_row,
 			int (*cb)(void *ctx, const struct cb_file_row *f), void *ctx);
 
@@ -175,7 +206,7 @@ struct cb_node {
 	char name[256];
 };
 
-/* Node by inode number; -ENOENT when there is none. */
+/* Node by inode number; -ENOENT when there is none (or its row is invalid). */
 int catalog_node_get(catalog *c, uint64_t ino, struct cb_node *out);
 /* Child of parent by name; -ENOENT, or -ENOTDIR when parent is a file. */
 int catalog_node_lookup(catalog *c, uint64_t parent, const char *name, struct cb_node *out);
@@ -183,8 +214,14 @@ int catalog_node_lookup(catalog *c, uint64_t parent, const char *name, struct cb
 int catalog_node_list(catalog *c, uint64_t parent,
 		      int (*cb)(void *ctx, const struct cb_node *n), void *ctx);
 
-/* Where a FILE node's bytes are. -ENOENT when ino is not a file. */
+/* Where a FILE node's bytes are. -ENOENT when ino is not a file, -EUCLEAN when its blob's row
+ * is invalid (catalog_errmsg says why). */
 int catalog_file_blob(catalog *c, uint64_t ino, struct cb_blob_loc *out);
+
+/* The path of a FILE node below /backups, "backup/keyspace/table/[.index/]file", into out (for
+ * messages). -ENOENT when ino is not a file, -ERANGE when out is too small (PATH_MAX is enough),
+ * -EUCLEAN when a name on the way is invalid. */
+int catalog_file_path(catalog *c, uint64_t ino, char *out, size_t outlen);
 
 /* Extended attributes of a node: cb(name, value) for each. */
 int catalog_node_xattrs(catalog *c, uint64_t ino,

@@ -9,11 +9,22 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #define PACK_BUCKETS 256
 #define FRAME_BUCKETS 4096
 #define MAX_IDLE_PACKS 128
+
+/* Decoded frames are the bulk of a reader's memory, allocated and freed all the time. Those of
+ * FRAME_MAP_MIN bytes or more are mapped on their own (mmap), outside malloc's arenas, so the
+ * memory of an evicted frame goes back to the system instead of fragmenting a heap that never
+ * shrinks (a long-running mount's RSS grew that way); up to POOL_MAX freed buffers (POOL_BYTES
+ * in all) are kept for reuse, so a busy cache does not map and fault in a buffer per frame. */
+#define FRAME_MAP_MIN (64u << 10)
+#define POOL_MAX 8
+#define POOL_BYTES (8u << 20)
 
 struct preader {
 	int64_t id;
@@ -47,6 +58,12 @@ struct pack_cache {
 	struct frame *frames[FRAME_BUCKETS];
 	struct frame *lru_head, *lru_tail;
 	size_t used;
+	struct {
+		void *buf;
+		size_t cap;
+	} pool[POOL_MAX]; /* freed frame buffers kept for reuse */
+	unsigned npool;
+	size_t pool_bytes;
 	struct pack_cache_stats stats;
 };
 
@@ -90,6 +107,52 @@ static struct tls *tls_get(void)
 	return t;
 }
 
+static size_t map_size(size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	return (len + page - 1) / page * page;
+}
+
+/* A buffer for a decoded frame of len bytes: from the pool when one fits (at most twice the
+ * size, so big buffers are not spent on small frames), else a new mapping. NULL when out of
+ * memory. Called without mu. */
+static void *frame_buf_get(pack_cache *pc, size_t len)
+{
+	if (len < FRAME_MAP_MIN)
+		return malloc(len ? len : 1);
+	size_t want = map_size(len);
+	pthread_mutex_lock(&pc->mu);
+	for (unsigned i = 0; i < pc->npool; i++) {
+		if (pc->pool[i].cap >= want && pc->pool[i].cap / 2 <= want) {
+			void *b = pc->pool[i].buf;
+			pc->pool_bytes -= pc->pool[i].cap;
+			pc->pool[i] = pc->pool[--pc->npool];
+			pthread_mutex_unlock(&pc->mu);
+			return b;
+		}
+	}
+	pthread_mutex_unlock(&pc->mu);
+	void *b = mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return b == MAP_FAILED ? NULL : b;
+}
+
+/* Gives back a frame buffer from frame_buf_get (NULL is fine). Called with mu held. */
+static void frame_buf_put(pack_cache *pc, void *buf, size_t len)
+{
+	if (!buf || len < FRAME_MAP_MIN) {
+		free(buf);
+		return;
+	}
+	size_t cap = map_size(len);
+	if (pc->npool < POOL_MAX && pc->pool_bytes + cap <= POOL_BYTES) {
+		pc->pool[pc->npool].buf = buf;
+		pc->pool[pc->npool++].cap = cap;
+		pc->pool_bytes += cap;
+	} else {
+		munmap(buf, cap);
+	}
+}
+
 int pack_cache_new(pack_cache **out, const char *store_dir, size_t cache_bytes)
 {
 	pack_cache *pc = calloc(1, sizeof(*pc));
@@ -126,9 +189,11 @@ void pack_cache_free(pack_cache *pc)
 	}
 	for (struct frame *f = pc->lru_head, *n; f; f = n) {
 		n = f->lru_next;
-		free(f->data);
+		frame_buf_put(pc, f->data, f->len);
 		free(f);
 	}
+	for (unsigned i = 0; i < pc->npool; i++)
+		munmap(pc->pool[i].buf, pc->pool[i].cap);
 	pthread_cond_destroy(&pc->loaded);
 	pthread_mutex_destroy(&pc->mu);
 	free(pc->store_dir);
@@ -175,8 +240,8 @@ static int get_pack(pack_cache *pc, int64_t id, const char *relpath, struct prea
 		r = -ENOMEM;
 	if (r == 0)
 		r = cb_io_open_file(path.buf, &np->io);
-	if (r == 0)
-		r = seek_table_read(np->io, &np->table);
+	if (r == 0 && (r = seek_table_read(np->io, &np->table)) == -EINVAL)
+		r = -EBADMSG; /* no valid seek table: keep -EINVAL for nothing but bad arguments */
 	sb_free(&path);
 	if (r < 0) {
 		if (np)
@@ -263,7 +328,7 @@ static void evict(pack_cache *pc)
 			lru_unlink(pc, f);
 			pc->used -= f->len;
 			pc->stats.evictions++;
-			free(f->data);
+			frame_buf_put(pc, f->data, f->len);
 			free(f);
 		}
 		f = prev;
@@ -316,11 +381,8 @@ static int get_frame(pack_cache *pc, struct preader *p, uint32_t index, struct f
 
 	struct tls *t = tls_get();
 	int r = t ? 0 : -ENOMEM;
-	if (r == 0) {
-		f->data = malloc(f->len ? f->len : 1);
-		if (!f->data)
-			r = -ENOMEM;
-	}
+	if (r == 0 && !(f->data = frame_buf_get(pc, f->len)))
+		r = -ENOMEM;
 	if (r == 0)
 		r = seekable_decode_frame(p->io, p->table, index, t->dctx, f->data, &t->scratch,
 					  &t->scratch_cap);
@@ -328,7 +390,7 @@ static int get_frame(pack_cache *pc, struct preader *p, uint32_t index, struct f
 	pthread_mutex_lock(&pc->mu);
 	if (r < 0) {
 		hash_unlink(pc, f);
-		free(f->data);
+		frame_buf_put(pc, f->data, f->len);
 		f->data = NULL;
 		f->err = r;
 		pthread_cond_broadcast(&pc->loaded);
@@ -356,6 +418,13 @@ static void put_frame(pack_cache *pc, struct frame *f)
 	pthread_mutex_unlock(&pc->mu);
 }
 
+/* Does [off, off + len) lie within the pack's decompressed stream? */
+static bool in_stream(const struct preader *p, uint64_t off, size_t len)
+{
+	uint64_t total = p->table->doff[p->table->frames];
+	return off <= total && len <= total - off;
+}
+
 int pack_cache_read(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_t off, void *buf,
 		    size_t len)
 {
@@ -363,10 +432,9 @@ int pack_cache_read(pack_cache *pc, int64_t pack_id, const char *relpath, uint64
 	int r = get_pack(pc, pack_id, relpath, &p);
 	if (r < 0)
 		return r;
-	uint64_t total = p->table->doff[p->table->frames];
-	if (off > total || len > total - off) {
+	if (!in_stream(p, off, len)) {
 		put_pack(pc, p);
-		return -EINVAL;
+		return -ERANGE;
 	}
 	unsigned char *dst = buf;
 	while (len) {
@@ -396,9 +464,8 @@ int pack_cache_pin(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_
 	if (r < 0)
 		return r;
 	pin->pack = p;
-	uint64_t total = p->table->doff[p->table->frames];
-	if (off > total || len > total - off) {
-		r = -EINVAL;
+	if (!in_stream(p, off, len)) {
+		r = -ERANGE;
 		goto fail;
 	}
 	if (len && seek_table_frame_at(p->table, off + len - 1) - seek_table_frame_at(p->table, off) >=
@@ -441,4 +508,15 @@ void pack_cache_get_stats(pack_cache *pc, struct pack_cache_stats *st)
 	*st = pc->stats;
 	st->bytes = pc->used;
 	pthread_mutex_unlock(&pc->mu);
+}
+
+const char *pack_cache_strerror(int err)
+{
+	switch (err) {
+	case -ENOENT: return "pack file is missing";
+	case -EBADMSG: return "pack has no valid seek table";
+	case -EIO: return "pack data is corrupt (checksum mismatch)";
+	case -ERANGE: return "file lies beyond the end of the pack (catalog and pack disagree)";
+	default: return strerror(-err);
+	}
 }

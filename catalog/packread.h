@@ -20,8 +20,13 @@ int pack_cache_new(pack_cache **out, const char *store_dir, size_t cache_bytes);
 void pack_cache_free(pack_cache *pc);
 
 /* Copies len bytes at offset off of the decompressed stream of pack `pack_id` (at `relpath`
- * under the store) into buf. 0 on success; -ENOENT when the pack file is missing, -EINVAL when
- * it has no valid seek table or the range lies outside it, -EIO when a frame is corrupt. */
+ * under the store) into buf. 0 on success, else one of these, each with one meaning:
+ *   -ENOENT   the pack file is missing
+ *   -EBADMSG  the pack has no valid seek table (truncated, or not a seekable pack)
+ *   -ERANGE   [off, off + len) does not lie within the pack's stream (the catalog and the pack
+ *             disagree about where a file is)
+ *   -EIO      a frame is corrupt (checksum mismatch), or a read error
+ *   -ENOMEM, or another -errno from opening or reading the pack. */
 int pack_cache_read(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_t off, void *buf,
 		    size_t len);
 
@@ -41,6 +46,10 @@ struct pack_pin {
 int pack_cache_pin(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_t off, size_t len,
 		   struct pack_pin *pin);
 void pack_cache_unpin(pack_cache *pc, struct pack_pin *pin);
+
+/* The one text for the errors above, for a program's message ("pack file is missing");
+ * strerror's for any other. Never NULL; a static string. */
+const char *pack_cache_strerror(int err);
 
 struct pack_cache_stats {
 	uint64_t hits, misses, evictions;

@@ -14,14 +14,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-struct cbfs cbfs = {.readahead_once = PTHREAD_ONCE_INIT};
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
@@ -72,70 +71,47 @@ static unsigned parse_uint(const char *opt, const char *v, unsigned max)
 	return (unsigned)n;
 }
 
-/* Is path a mount point already? From /proc/self/mountinfo, without touching path's fs. */
-static bool is_mountpoint(const char *path, char *dev, size_t devlen)
+/* What the command line asks for. */
+struct options {
+	const char *store, *mnt;
+	bool single, debug, foreground, allow_other;
+	unsigned cache_mib, max_threads, readahead_kb;
+	struct strbuf fuse_opts; /* ",opt,opt" passed on to FUSE */
+};
+
+/* One -o list: ours, mount(8)'s (ignored), and FUSE's (passed on). */
+static void parse_o(struct options *o, const char *list)
 {
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	if (!f)
-		return false;
-	char *line = NULL;
-	size_t cap = 0;
-	bool found = false;
-	while (getline(&line, &cap, f) > 0) {
-		char mp[PATH_MAX], majmin[64];
-		/* id parent major:minor root mountpoint ... ; octal escapes as \040 */
-		if (sscanf(line, "%*s %*s %63s %*s %4095s", majmin, mp) != 2)
-			continue;
-		char un[PATH_MAX];
-		size_t j = 0;
-		for (size_t i = 0; mp[i] && j + 1 < sizeof(un); i++) {
-			if (mp[i] == '\\' && mp[i + 1] && mp[i + 2] && mp[i + 3]) {
-				un[j++] = (char)((mp[i + 1] - '0') * 64 + (mp[i + 2] - '0') * 8 +
-						 (mp[i + 3] - '0'));
-				i += 3;
-			} else {
-				un[j++] = mp[i];
-			}
-		}
-		un[j] = '\0';
-		if (strcmp(un, path) == 0) {
-			found = true; /* the last one is on top */
-			if (dev)
-				snprintf(dev, devlen, "%s", majmin);
-		}
+	char *copy = strdup(list), *save = NULL;
+	if (!copy)
+		die("out of memory");
+	for (char *s = strtok_r(copy, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
+		if (!strncmp(s, "cache_size=", 11))
+			o->cache_mib = parse_uint("cache_size", s + 11, 65536);
+		else if (!strncmp(s, "threads=", 8))
+			o->max_threads = parse_uint("threads", s + 8, 256);
+		else if (!strncmp(s, "readahead_kb=", 13))
+			o->readahead_kb = parse_uint("readahead_kb", s + 13, 1 << 20);
+		else if (!strcmp(s, "allow_other"))
+			o->allow_other = true;
+		else if (!strcmp(s, "noallow_other"))
+			o->allow_other = false;
+		else if (!ignored_option(s) && sb_printf(&o->fuse_opts, ",%s", s) < 0)
+			die("out of memory");
 	}
-	free(line);
-	fclose(f);
-	return found;
+	free(copy);
 }
 
-void cbfs_raise_readahead(void)
+/* Fills o from argv. -1 to go on and mount, else the exit code (--help, --version, usage). */
+static int parse_args(int argc, char **argv, struct options *o)
 {
-	if (!cbfs.readahead_kb)
-		return;
-	char dev[64], path[128], val[32];
-	if (!is_mountpoint(cbfs.mountpoint, dev, sizeof(dev)))
-		return;
-	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return; /* not allowed here (not root, or sysfs read-only): keep the default */
-	int n = snprintf(val, sizeof(val), "%u", cbfs.readahead_kb);
-	if (write(fd, val, (size_t)n) < 0 && cbfs.foreground)
-		cbfs_log("cannot raise readahead in %s: %s, ignoring", path, strerror(errno));
-	close(fd);
-}
-
-int main(int argc, char **argv)
-{
-	const char *store = NULL, *mnt = NULL;
-	bool single = false, debug = false, allow_other = getuid() == 0;
-	unsigned cache_mib = 16;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	unsigned max_threads = ncpu > 1 ? 2 * (unsigned)ncpu : 2;
-	struct strbuf fuse_opts = {0};
-	cbfs.readahead_kb = 4096;
-
+	*o = (struct options){
+		.allow_other = getuid() == 0,
+		.cache_mib = 16,
+		.max_threads = ncpu > 1 ? 2 * (unsigned)ncpu : 2,
+		.readahead_kb = 4096,
+	};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -145,124 +121,139 @@ int main(int argc, char **argv)
 			printf("mount.cassbackup %s (libfuse %s)\n", PACKAGE_VERSION, fuse_pkgversion());
 			return 0;
 		} else if (!strcmp(a, "-f")) {
-			cbfs.foreground = true;
+			o->foreground = true;
 		} else if (!strcmp(a, "-s")) {
-			single = true;
+			o->single = true;
 		} else if (!strcmp(a, "-d")) {
-			debug = cbfs.foreground = true;
+			o->debug = o->foreground = true;
 		} else if (!strcmp(a, "-n") || !strcmp(a, "-v")) {
 			/* mount(8) helper flags: no mtab, verbose */
 		} else if (!strncmp(a, "-o", 2)) {
 			const char *list = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
 			if (!list)
 				die("-o needs an argument");
-			char *copy = strdup(list), *save = NULL;
-			for (char *o = strtok_r(copy, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
-				if (!strncmp(o, "cache_size=", 11))
-					cache_mib = parse_uint("cache_size", o + 11, 65536);
-				else if (!strncmp(o, "threads=", 8))
-					max_threads = parse_uint("threads", o + 8, 256);
-				else if (!strncmp(o, "readahead_kb=", 13))
-					cbfs.readahead_kb = parse_uint("readahead_kb", o + 13, 1 << 20);
-				else if (!strcmp(o, "allow_other"))
-					allow_other = true;
-				else if (!strcmp(o, "noallow_other"))
-					allow_other = false;
-				else if (!ignored_option(o))
-					sb_printf(&fuse_opts, ",%s", o);
-			}
-			free(copy);
+			parse_o(o, list);
 		} else if (a[0] == '-' && a[1]) {
 			die("unknown option %s (see --help)", a);
-		} else if (!store) {
-			store = a;
-		} else if (!mnt) {
-			mnt = a;
+		} else if (!o->store) {
+			o->store = a;
+		} else if (!o->mnt) {
+			o->mnt = a;
 		} else {
 			die("unexpected argument %s (see --help)", a);
 		}
 	}
-	if (!store || !mnt) {
+	if (!o->store || !o->mnt) {
 		usage(stderr);
 		return 2;
 	}
+	return -1;
+}
 
-	/* Check everything we can before mounting, and say plainly what is wrong. */
-	cbfs.store = realpath(store, NULL);
-	if (!cbfs.store)
-		die("cannot open store %s: %s", store, strerror(errno));
+/* Checks everything we can before mounting, and says plainly what is wrong; fills fs's paths. */
+static void check_store_and_mountpoint(struct cbfs *fs, const struct options *o)
+{
+	fs->store = realpath(o->store, NULL);
+	if (!fs->store)
+		die("cannot open store %s: %s", o->store, strerror(errno));
 	catalog *probe;
-	int r = store_open(cbfs.store, CATALOG_READONLY, &probe);
+	int r = store_open(fs->store, CATALOG_READONLY, &probe);
 	if (r == -EMEDIUMTYPE)
-		die("cannot open store %s: not a cassbackup store", store);
+		die("cannot open store %s: not a cassbackup store", o->store);
 	if (r < 0)
-		die("cannot open store %s: %s", store, strerror(-r));
+		die("cannot open store %s: %s", o->store, strerror(-r));
 	catalog_close(probe);
 	struct stat st;
-	if (stat(mnt, &st) < 0)
-		die("mountpoint %s: %s", mnt, strerror(errno));
+	if (stat(o->mnt, &st) < 0)
+		die("mountpoint %s: %s", o->mnt, strerror(errno));
 	if (!S_ISDIR(st.st_mode))
-		die("mountpoint %s: not a directory", mnt);
-	cbfs.mountpoint = realpath(mnt, NULL);
-	if (!cbfs.mountpoint)
-		die("mountpoint %s: %s", mnt, strerror(errno));
-	if (is_mountpoint(cbfs.mountpoint, NULL, 0))
+		die("mountpoint %s: not a directory", o->mnt);
+	fs->mountpoint = realpath(o->mnt, NULL);
+	if (!fs->mountpoint)
+		die("mountpoint %s: %s", o->mnt, strerror(errno));
+	if (cbfs_is_mountpoint(fs->mountpoint, NULL, 0))
 		die("mountpoint %s: busy: something is already mounted there (fusermount3 -u %s)",
-		    mnt, cbfs.mountpoint);
+		    o->mnt, fs->mountpoint);
+}
 
-	struct strbuf cat = {0};
-	sb_printf(&cat, "%s/catalog.db", cbfs.store);
-	cbfs.catalog_path = cat.buf;
-	cbfs.uid = getuid();
-	cbfs.gid = getgid();
-	cbfs.start_ns = now_ns();
-	if ((r = cbfs_init_threads()) < 0)
-		die("cannot start: %s", strerror(-r));
-	/* Decoded frames (~1 MiB) come and go all the time: keep them on the heap and keep the
-	 * heap, instead of a fresh zero-filled mmap per frame. Bounded by the cache size. */
-	mallopt(M_MMAP_THRESHOLD, 8 << 20);
-	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+/* The -o list for FUSE: always read-only, named after the store. */
+static void fuse_option_list(const struct cbfs *fs, const struct options *o, struct strbuf *out)
+{
+	int r = sb_puts(out, "ro,default_permissions,subtype=cassbackup,fsname=");
+	for (const char *p = fs->store; *p; p++) /* commas would split the option list */
+		r |= sb_append(out, *p == ',' ? "_" : p, 1);
+	if (o->allow_other)
+		r |= sb_puts(out, ",allow_other");
+	if (o->fuse_opts.len)
+		r |= sb_puts(out, o->fuse_opts.buf);
+	if (r)
+		die("out of memory");
+}
+
+/* Serves requests until unmounted. 0 or 1. */
+static int serve(struct fuse_session *se, const struct options *o)
+{
+	if (o->single)
+		return fuse_session_loop(se) == 0 ? 0 : 1;
+	/* A few workers per core keep decoding busy; each costs a request buffer, a decompression
+	 * context and a catalog connection, so they are bounded to keep the daemon's memory small. */
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	if (!cfg)
+		return 1;
+	fuse_loop_cfg_set_max_threads(cfg, o->max_threads);
+	fuse_loop_cfg_set_idle_threads(cfg, o->max_threads);
+	int rc = fuse_session_loop_mt(se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	return rc == 0 ? 0 : 1;
+}
+
+/* Keeps the heap from growing under load (README: memory). Decoded frames live outside it (see
+ * packread.c); what is left is small and short-lived, so two arenas serve every worker thread
+ * (glibc would otherwise make one per thread, each keeping its own free memory). */
+static void tune_malloc(void)
+{
 	mallopt(M_ARENA_MAX, 2);
-	if ((r = pack_cache_new(&cbfs.packs, cbfs.store, (size_t)cache_mib << 20)) < 0)
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	int rc = parse_args(argc, argv, &o);
+	if (rc >= 0)
+		return rc;
+	struct cbfs fs = {
+		.uid = getuid(),
+		.gid = getgid(),
+		.start_ns = now_ns(),
+		.foreground = o.foreground,
+		.readahead_kb = o.readahead_kb,
+	};
+	check_store_and_mountpoint(&fs, &o);
+	int r = cbfs_init_threads(&fs);
+	if (r < 0)
+		die("cannot start: %s", strerror(-r));
+	tune_malloc();
+	if ((r = pack_cache_new(&fs.packs, fs.store, (size_t)o.cache_mib << 20)) < 0)
 		die("cannot start: %s", strerror(-r));
 
-	struct strbuf o = {0};
-	sb_printf(&o, "ro,default_permissions,subtype=cassbackup,fsname=");
-	for (const char *p = cbfs.store; *p; p++) /* commas would split the option list */
-		sb_append(&o, *p == ',' ? "_" : p, 1);
-	if (allow_other)
-		sb_puts(&o, ",allow_other");
-	if (fuse_opts.len)
-		sb_puts(&o, fuse_opts.buf);
-	char *fargv[] = {argv[0], "-o", o.buf, debug ? "-d" : NULL, NULL};
-	struct fuse_args args = FUSE_ARGS_INIT(debug ? 4 : 3, fargv);
+	struct strbuf fo = {0};
+	fuse_option_list(&fs, &o, &fo);
+	char *fargv[] = {argv[0], "-o", fo.buf, o.debug ? "-d" : NULL, NULL};
+	struct fuse_args args = FUSE_ARGS_INIT(o.debug ? 4 : 3, fargv);
 
-	int rc = 1;
-	struct fuse_session *se = fuse_session_new(&args, &cbfs_ops, sizeof(cbfs_ops), NULL);
+	rc = 1;
+	struct fuse_session *se = fuse_session_new(&args, &cbfs_ops, sizeof(cbfs_ops), &fs);
 	if (!se)
 		goto err_out1; /* libfuse printed why (e.g. an unknown option) */
 	if (fuse_set_signal_handlers(se) != 0)
 		goto err_out2;
-	if (fuse_session_mount(se, cbfs.mountpoint) != 0) {
-		fprintf(stderr, "mount.cassbackup: cannot mount %s on %s\n", store, mnt);
+	if (fuse_session_mount(se, fs.mountpoint) != 0) {
+		fprintf(stderr, "mount.cassbackup: cannot mount %s on %s\n", o.store, o.mnt);
 		goto err_out3;
 	}
-	if (fuse_daemonize(cbfs.foreground) != 0)
+	if (fuse_daemonize(fs.foreground) != 0)
 		goto err_out4;
-	if (single) {
-		rc = fuse_session_loop(se);
-	} else {
-		/* A few workers per core keep decoding busy; each costs a ~1 MiB request buffer,
-		 * so they are bounded to keep the daemon's memory small. */
-		struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-		if (!cfg)
-			goto err_out4;
-		fuse_loop_cfg_set_max_threads(cfg, max_threads);
-		fuse_loop_cfg_set_idle_threads(cfg, max_threads);
-		rc = fuse_session_loop_mt(se, cfg);
-		fuse_loop_cfg_destroy(cfg);
-	}
-	rc = rc == 0 ? 0 : 1;
+	rc = serve(se, &o);
 err_out4:
 	fuse_session_unmount(se);
 err_out3:
@@ -270,12 +261,12 @@ err_out3:
 err_out2:
 	fuse_session_destroy(se);
 err_out1:
+	cbfs_end_threads(&fs);
 	fuse_opt_free_args(&args);
-	pack_cache_free(cbfs.packs);
-	sb_free(&o);
-	sb_free(&fuse_opts);
-	sb_free(&cat);
-	free(cbfs.mountpoint);
-	free(cbfs.store);
+	pack_cache_free(fs.packs);
+	sb_free(&fo);
+	sb_free(&o.fuse_opts);
+	free(fs.mountpoint);
+	free(fs.store);
 	return rc;
 }

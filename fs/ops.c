@@ -2,13 +2,18 @@
  * catalog library. Each operation ends in exactly one fuse_reply_*.
  *
  * Backed-up files never change, so entries, attributes and pages are left to the kernel's
- * caches for long; only /backups itself is re-read, so a new backup shows up at once.
+ * caches for long, and so are failed lookups in them (negative entries); only /backups itself
+ * is re-read, so a new backup shows up at once.
+ *
+ * The daemon's state is the session's userdata: each operation starts from fuse_req_userdata().
  */
 #include "cbfs.h"
+#include "store.h"
 #include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,7 +24,7 @@
 #define LONG_TIMEOUT 86400.0 /* immutable parts of the tree */
 #define SHORT_TIMEOUT 1.0    /* the root and /backups, which gain entries */
 
-void cbfs_log(const char *fmt, ...)
+void cbfs_log(const struct cbfs *fs, const char *fmt, ...)
 {
 	/* One write per line: worker threads log at the same time. */
 	char line[1024];
@@ -31,7 +36,7 @@ void cbfs_log(const char *fmt, ...)
 		return;
 	if ((size_t)n > sizeof(line) - 2)
 		n = sizeof(line) - 2;
-	if (!cbfs.foreground) {
+	if (!fs->foreground) {
 		syslog(LOG_ERR, "%s", line);
 		return;
 	}
@@ -47,34 +52,42 @@ static void close_catalog(void *p)
 	catalog_close(p);
 }
 
-/* This thread's catalog connection (a connection belongs to one thread). */
-static int get_catalog(catalog **out)
+/* This thread's catalog connection (a connection belongs to one thread), opened on the thread's
+ * first request through the store, with a small page cache: there is one per worker. */
+static int get_catalog(struct cbfs *fs, catalog **out)
 {
-	catalog *c = pthread_getspecific(cbfs.catalog_key);
+	catalog *c = pthread_getspecific(fs->catalog_key);
 	if (!c) {
-		int r = catalog_open(&c, cbfs.catalog_path, CATALOG_READONLY);
+		int r = store_open(fs->store, CATALOG_READONLY | CATALOG_SMALL_CACHE, &c);
+		if (r == 0 && (r = -pthread_setspecific(fs->catalog_key, c)) < 0)
+			catalog_close(c);
 		if (r < 0) {
-			cbfs_log("cannot open catalog %s: %s", cbfs.catalog_path, strerror(-r));
+			cbfs_log(fs, "cannot open catalog of %s: %s", fs->store, strerror(-r));
 			return r;
 		}
-		pthread_setspecific(cbfs.catalog_key, c);
 	}
 	*out = c;
 	return 0;
 }
 
-static void node_stat(const struct cb_node *n, struct stat *st)
+/* The daemon's state and this thread's catalog, for an operation that needs both. */
+static struct cbfs *req_fs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void node_stat(const struct cbfs *fs, const struct cb_node *n, struct stat *st)
 {
 	*st = (struct stat){0};
 	st->st_ino = n->ino;
 	st->st_mode = n->mode;
 	st->st_nlink = S_ISDIR(n->mode) ? 2 : 1;
-	st->st_uid = n->uid == CB_OWNER_UNSET ? cbfs.uid : n->uid;
-	st->st_gid = n->gid == CB_OWNER_UNSET ? cbfs.gid : n->gid;
+	st->st_uid = n->uid == CB_OWNER_UNSET ? fs->uid : n->uid;
+	st->st_gid = n->gid == CB_OWNER_UNSET ? fs->gid : n->gid;
 	st->st_size = S_ISDIR(n->mode) ? 4096 : (off_t)n->size;
 	st->st_blksize = 128 * 1024;
 	st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
-	int64_t t = n->mtime_ns ? n->mtime_ns : cbfs.start_ns;
+	int64_t t = n->mtime_ns ? n->mtime_ns : fs->start_ns;
 	st->st_mtim.tv_sec = t / 1000000000;
 	st->st_mtim.tv_nsec = t % 1000000000;
 	st->st_ctim = st->st_mtim;
@@ -86,13 +99,13 @@ static double node_timeout(uint64_t ino)
 	return CB_INO_KIND(ino) == CB_NODE_SPECIAL ? SHORT_TIMEOUT : LONG_TIMEOUT;
 }
 
-static void fill_entry(const struct cb_node *n, struct fuse_entry_param *e)
+static void fill_entry(const struct cbfs *fs, const struct cb_node *n, struct fuse_entry_param *e)
 {
 	*e = (struct fuse_entry_param){0};
 	e->ino = n->ino;
 	e->attr_timeout = node_timeout(n->ino);
 	e->entry_timeout = n->kind == CB_NODE_BACKUP ? SHORT_TIMEOUT : LONG_TIMEOUT;
-	node_stat(n, &e->attr);
+	node_stat(fs, n, &e->attr);
 }
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -101,51 +114,68 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* The kernel lowers its readahead to what we answer; ask for plenty and raise the bdi's
 	 * own limit once the mount is up (cbfs_raise_readahead). */
 	conn->max_readahead = 16u << 20;
-	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
-		conn->want |= FUSE_CAP_SPLICE_WRITE;
+	/* No splice: every reply's bytes are in memory (decoded frames), and splicing memory means
+	 * an extra copy into a pipe (fuse_reply_data would vmsplice/copy it there first). */
+	conn->want &= ~(unsigned)(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	if (conn->max_background < 64)
 		conn->max_background = 64;
 }
 
 /* Runs once, on the first request after INIT, when the kernel's INIT handling is done. */
-static void first_request(void)
+static struct cbfs *first_request(fuse_req_t req)
 {
-	pthread_once(&cbfs.readahead_once, cbfs_raise_readahead);
+	struct cbfs *fs = req_fs(req);
+	if (!atomic_exchange(&fs->readahead_done, true))
+		cbfs_raise_readahead(fs);
+	return fs;
+}
+
+/* A directory whose entries cannot change: everything below /backups/<name>, and the root. */
+static bool immutable_dir(fuse_ino_t ino)
+{
+	return CB_INO_KIND(ino) != CB_NODE_SPECIAL || ino == CB_INO_ROOT;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	first_request();
+	struct cbfs *fs = first_request(req);
 	catalog *c;
 	struct cb_node n;
 	struct fuse_entry_param e;
-	int r = get_catalog(&c);
+	int r = get_catalog(fs, &c);
 	if (r == 0)
 		r = catalog_node_lookup(c, parent, name, &n);
+	if (r == -ENOENT && immutable_dir(parent)) {
+		/* A negative entry (ino 0) the kernel keeps, as passthrough_hp does: the name will
+		 * never appear here, so it need not ask again. */
+		e = (struct fuse_entry_param){.ino = 0, .entry_timeout = LONG_TIMEOUT};
+		fuse_reply_entry(req, &e);
+		return;
+	}
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
 	}
-	fill_entry(&n, &e);
+	fill_entry(fs, &n, &e);
 	fuse_reply_entry(req, &e);
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)fi;
-	first_request();
+	struct cbfs *fs = first_request(req);
 	catalog *c;
 	struct cb_node n;
 	struct stat st;
-	int r = get_catalog(&c);
+	int r = get_catalog(fs, &c);
 	if (r == 0)
 		r = catalog_node_get(c, ino, &n);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
 	}
-	node_stat(&n, &st);
+	node_stat(fs, &n, &st);
 	fuse_reply_attr(req, &st, node_timeout(ino));
 }
 
@@ -172,10 +202,10 @@ static int dirlist_add(void *ctx, const struct cb_node *n)
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	first_request();
+	struct cbfs *fs = first_request(req);
 	catalog *c;
 	struct dirlist *d = calloc(1, sizeof(*d));
-	int r = d ? get_catalog(&c) : -ENOMEM;
+	int r = d ? get_catalog(fs, &c) : -ENOMEM;
 	if (r == 0)
 		r = catalog_node_list(c, ino, dirlist_add, d);
 	if (r < 0) {
@@ -196,6 +226,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void reply_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		      struct fuse_file_info *fi, bool plus)
 {
+	const struct cbfs *fs = req_fs(req);
 	struct dirlist *d = (struct dirlist *)(uintptr_t)fi->fh;
 	char *buf = malloc(size);
 	if (!buf) {
@@ -214,7 +245,7 @@ static void reply_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		} else {
 			const struct cb_node *n = &d->v[i - 2];
 			name = n->name;
-			fill_entry(n, &e);
+			fill_entry(fs, n, &e);
 			/* /backups may hold thousands of entries, and `ls` needs only their names: hand
 			 * out no node ids there, so the kernel lists them like a plain readdir instead of
 			 * instantiating an inode for each (lookups come later, for the one opened). */
@@ -252,6 +283,36 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
+/* Copies s into out (outlen > 0), escaping bytes a log line must not hold as \xNN: a name may
+ * hold a newline, which would otherwise forge a line of its own. */
+static void escape(const char *s, char *out, size_t outlen)
+{
+	size_t j = 0;
+	for (const unsigned char *p = (const unsigned char *)s; *p && j + 5 < outlen; p++) {
+		if (*p < 0x20 || *p == 0x7f || *p == '\\')
+			j += (size_t)snprintf(out + j, outlen - j, "\\x%02x", *p);
+		else
+			out[j++] = (char)*p;
+	}
+	out[j] = '\0';
+}
+
+/* "backups/<backup>/<keyspace>/<table>/<file>" of a file node, escaped, for a log line. */
+static void file_path(struct cbfs *fs, uint64_t ino, char *out, size_t outlen)
+{
+	catalog *c;
+	char path[PATH_MAX];
+	int r = get_catalog(fs, &c);
+	if (r == 0)
+		r = catalog_file_path(c, ino, path, sizeof(path));
+	if (r < 0)
+		snprintf(path, sizeof(path), "inode %llu (path unknown: %s)", (unsigned long long)ino,
+			 r == -EUCLEAN ? catalog_errmsg(c) : strerror(-r));
+	char esc[PATH_MAX];
+	escape(path, esc, sizeof(esc));
+	snprintf(out, outlen, "%s%s", r < 0 ? "" : "backups/", esc);
+}
+
 struct open_file {
 	uint64_t ino;
 	struct cb_blob_loc loc;
@@ -259,16 +320,23 @@ struct open_file {
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	first_request();
+	struct cbfs *fs = first_request(req);
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
 	catalog *c;
 	struct open_file *of = calloc(1, sizeof(*of));
-	int r = of ? get_catalog(&c) : -ENOMEM;
+	int r = of ? get_catalog(fs, &c) : -ENOMEM;
 	if (r == 0)
 		r = catalog_file_blob(c, ino, &of->loc);
+	if (r == -EUCLEAN) { /* the file is listed, but where its bytes are is damaged */
+		char path[PATH_MAX], why[256];
+		snprintf(why, sizeof(why), "%s", catalog_errmsg(c));
+		file_path(fs, ino, path, sizeof(path));
+		cbfs_log(fs, "cannot open %s: %s/catalog.db: %s", path, fs->store, why);
+		r = -EIO;
+	}
 	if (r < 0) {
 		free(of);
 		fuse_reply_err(req, r == -ENOENT && CB_INO_KIND(ino) != CB_NODE_FILE ? EISDIR : -r);
@@ -280,36 +348,23 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
-static void log_read_error(uint64_t ino, const struct cb_blob_loc *loc, int r)
+/* One line naming the file (backup/keyspace/table/file), the pack and what is wrong with it. */
+static void log_read_error(struct cbfs *fs, uint64_t ino, const struct cb_blob_loc *loc, int r)
 {
-	catalog *c;
-	struct cb_node n = {.name = "?"};
-	if (get_catalog(&c) == 0)
-		catalog_node_get(c, ino, &n);
-	const char *why = r == -ENOENT ? "pack file is missing"
-			  : r == -EINVAL ? "pack has no valid seek table"
-			  : r == -EIO ? "pack data is corrupt (checksum mismatch)"
-				      : strerror(-r);
-	cbfs_log("cannot read %s (inode %llu): %s/%s: %s", n.name, (unsigned long long)ino,
-		 cbfs.store, loc->pack_path, why);
+	char path[PATH_MAX];
+	file_path(fs, ino, path, sizeof(path));
+	cbfs_log(fs, "cannot read %s: %s/%s: %s", path, fs->store, loc->pack_path,
+		 pack_cache_strerror(r));
 }
 
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		    struct fuse_file_info *fi)
+/* Replies with [off, off + size) of the file, which lies within it. */
+static void reply_range(fuse_req_t req, struct cbfs *fs, const struct open_file *of, size_t size,
+			off_t off)
 {
-	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
-	uint64_t fsize = of->loc.size;
-	if ((uint64_t)off >= fsize) {
-		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	if (size > fsize - (uint64_t)off)
-		size = (size_t)(fsize - (uint64_t)off);
 	uint64_t at = of->loc.offset + (uint64_t)off;
-
 	/* Usually the range lies in one or two cached frames: reply straight from them. */
 	struct pack_pin pin;
-	int r = pack_cache_pin(cbfs.packs, of->loc.pack_id, of->loc.pack_path, at, size, &pin);
+	int r = pack_cache_pin(fs->packs, of->loc.pack_id, of->loc.pack_path, at, size, &pin);
 	if (r == 0) {
 		union { /* a fuse_bufvec with room for PACK_PIN_MAX buffers */
 			struct fuse_bufvec v;
@@ -318,23 +373,38 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		struct fuse_buf *bufs = bv.v.buf;
 		for (unsigned i = 0; i < pin.n; i++)
 			bufs[i] = (struct fuse_buf){.mem = (void *)pin.seg[i].data, .size = pin.seg[i].len};
-		fuse_reply_data(req, &bv.v, FUSE_BUF_NO_SPLICE);
-		pack_cache_unpin(cbfs.packs, &pin);
+		fuse_reply_data(req, &bv.v, 0); /* copied into the reply: splice is not used */
+		pack_cache_unpin(fs->packs, &pin);
 		return;
 	}
 	char *buf = NULL;
 	if (r == -E2BIG) { /* a read across many small frames */
 		buf = malloc(size);
-		r = buf ? pack_cache_read(cbfs.packs, of->loc.pack_id, of->loc.pack_path, at, buf, size)
+		r = buf ? pack_cache_read(fs->packs, of->loc.pack_id, of->loc.pack_path, at, buf, size)
 			: -ENOMEM;
 	}
 	if (r < 0) {
-		log_read_error(ino, &of->loc, r);
+		log_read_error(fs, of->ino, &of->loc, r);
 		fuse_reply_err(req, r == -ENOMEM ? ENOMEM : EIO);
 	} else {
 		fuse_reply_buf(req, buf, size);
 	}
 	free(buf);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	(void)ino;
+	const struct open_file *of = (const struct open_file *)(uintptr_t)fi->fh;
+	uint64_t fsize = of->loc.size;
+	if (off < 0 || (uint64_t)off >= fsize) { /* at or past the end: no bytes, not an error */
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if (size > fsize - (uint64_t)off)
+		size = (size_t)(fsize - (uint64_t)off);
+	reply_range(req, req_fs(req), of, size, off);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -365,13 +435,15 @@ static void reply_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 {
 	catalog *c;
 	struct xattr_ctx x = {.want = name};
-	int r = get_catalog(&c);
+	int r = get_catalog(req_fs(req), &c);
 	if (r == 0)
 		r = catalog_node_xattrs(c, ino, xattr_cb, &x);
 	if (r == 0 && name && !x.found)
 		r = -ENODATA;
 	if (r == 0 && size && x.out.len > size)
 		r = -ERANGE;
+	if (r == -EUCLEAN)
+		r = -EIO;
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else if (size == 0)
@@ -395,7 +467,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	(void)ino;
 	struct statvfs sv;
-	if (statvfs(cbfs.store, &sv) < 0) {
+	if (statvfs(req_fs(req)->store, &sv) < 0) {
 		fuse_reply_err(req, errno);
 		return;
 	}
@@ -463,7 +535,14 @@ const struct fuse_lowlevel_ops cbfs_ops = {
 	.fallocate = op_fallocate,
 };
 
-int cbfs_init_threads(void)
+int cbfs_init_threads(struct cbfs *fs)
 {
-	return -pthread_key_create(&cbfs.catalog_key, close_catalog);
+	return -pthread_key_create(&fs->catalog_key, close_catalog);
+}
+
+void cbfs_end_threads(struct cbfs *fs)
+{
+	catalog_close(pthread_getspecific(fs->catalog_key));
+	pthread_setspecific(fs->catalog_key, NULL);
+	pthread_key_delete(fs->catalog_key);
 }

@@ -47,6 +47,10 @@ static int list_text(struct strbuf *o, const struct cb_backup_summary *b, const 
 static int list_one(void *ctx, const struct cb_backup_summary *b)
 {
 	struct list_ctx *l = ctx;
+	if (b->invalid) { /* one damaged row: say so, and list the others */
+		errorf("%s, not listed", b->invalid);
+		return 0;
+	}
 	char created[64];
 	format_time_utc(b->created_ns, created, sizeof(created));
 	if (!l->json)

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "check.h"
 
 struct names {
@@ -85,6 +87,67 @@ static int64_t add_backup(catalog *c, const char *name, int64_t pack, const int6
 	}
 	CHECK(catalog_commit(c) == 0);
 	return bid;
+}
+
+static int count_tables(void *ctx, const struct cb_table_row *t)
+{
+	(void)t;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static int count_files(void *ctx, const struct cb_file_row *f)
+{
+	(void)f;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static void sql(const char *db, const char *q)
+{
+	sqlite3 *h;
+	CHECK(sqlite3_open(db, &h) == SQLITE_OK);
+	CHECK(sqlite3_exec(h, q, NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(h);
+}
+
+/* Rows a hostile or damaged catalog may hold: the tree hides each bad row alone; the other
+ * readers fail with -EUCLEAN and name the row. day1's rows come first (ids 1), day2's next. */
+static void check_invalid_rows(const char *db)
+{
+	catalog *c;
+	struct names n = {0};
+	struct cb_node node;
+	int k = 0;
+	sql(db, "UPDATE backups SET name = 'x/../y' WHERE name = 'day1';"
+		"UPDATE keyspaces SET name = '..' WHERE id = 2;"
+		"UPDATE files SET size = 4611686018427387904 WHERE name = 'nb-1-big-Data.db'"
+		" AND backup_id = 2;");
+	CHECK(catalog_open(&c, db, CATALOG_READONLY) == 0);
+	CHECK(catalog_node_list(c, CB_INO_BACKUPS, collect, &n) == 0);
+	CHECK(n.n == 1 && !strcmp(n.v[0], "day2"));
+	CHECK(catalog_node_get(c, CB_INO(CB_NODE_BACKUP, 1), &node) == -ENOENT);
+	n.n = 0;
+	CHECK(catalog_node_list(c, n.ino[0], collect, &n) == 0 && n.n == 0); /* keyspace '..' */
+	CHECK(catalog_node_get(c, CB_INO(CB_NODE_KEYSPACE, 2), &node) == -ENOENT);
+	CHECK(catalog_get_backup(c, "x/../y", collect_backup, &(struct sums){0}) == -EUCLEAN);
+	CHECK(!strcmp(catalog_errmsg(c), "catalog row 1: invalid backup name"));
+	CHECK(catalog_backup_tables(c, 2, count_tables, &k) == -EUCLEAN && k == 0);
+	CHECK(!strcmp(catalog_errmsg(c), "catalog row 2: invalid keyspace name"));
+	CHECK(catalog_backup_tables(c, 1, count_tables, &k) == 0 && k == 1);
+	k = 0;
+	CHECK(catalog_table_files(c, 2, count_files, &k) == -EUCLEAN);
+	CHECK(strstr(catalog_errmsg(c), ": file size out of range") != NULL);
+	CHECK(catalog_table_files(c, 1, count_files, &k) == 0 && k == 3);
+	/* the listing goes on past a bad row, flagging it */
+	struct sums s = {0};
+	CHECK(catalog_list_backups(c, collect_backup, &s) == 0 && s.n == 2);
+	catalog_close(c);
+	sql(db, "UPDATE blobs SET size = -1 WHERE id = 1");
+	CHECK(catalog_open(&c, db, CATALOG_READONLY) == 0);
+	CHECK(catalog_table_files(c, 1, count_files, &k) == -EUCLEAN);
+	CHECK(strstr(catalog_errmsg(c), "blob offset or size out of range") != NULL);
+	catalog_close(c);
 }
 
 int main(void)
@@ -192,9 +255,25 @@ int main(void)
 	fclose(f);
 	CHECK(catalog_open(&c, junk.buf, 0) == -EMEDIUMTYPE && c == NULL);
 	unlink(junk.buf);
-	/* an SQLite database of someone else's */
+	/* an SQLite database of someone else's: valid SQLite, no cassbackup format */
+	sqlite3 *other;
+	CHECK(sqlite3_open(junk.buf, &other) == SQLITE_OK);
+	CHECK(sqlite3_exec(other, "CREATE TABLE meta(key TEXT, value TEXT);"
+			   "INSERT INTO meta VALUES('format', 'someone-else-1');"
+			   "CREATE TABLE photos(id INTEGER PRIMARY KEY);", NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(other);
+	CHECK(catalog_open(&c, junk.buf, 0) == -EMEDIUMTYPE && c == NULL);
+	CHECK(catalog_open(&c, junk.buf, CATALOG_READONLY) == -EMEDIUMTYPE && c == NULL);
+	unlink(junk.buf);
+	CHECK(sqlite3_open(junk.buf, &other) == SQLITE_OK); /* and one without a meta table */
+	CHECK(sqlite3_exec(other, "CREATE TABLE t(x);", NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(other);
+	CHECK(catalog_open(&c, junk.buf, 0) == -EMEDIUMTYPE && c == NULL);
+	unlink(junk.buf);
 	CHECK(catalog_open(&c, junk.buf, CATALOG_CREATE) == 0); /* fresh catalog is ours */
 	catalog_close(c);
+
+	check_invalid_rows(db.buf);
 
 	sb_free(&junk);
 	sb_free(&db);
