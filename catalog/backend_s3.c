@@ -74,8 +74,9 @@ static int list_page(struct cb_backend *b, const struct strbuf *query, struct s3
 	return s3_request(client(b), &rq, rs);
 }
 
-/* One <Contents> entry: its key relative to the store, if it is a store key, and size. */
-static int list_entry(const char *s, size_t n, size_t strip,
+/* One <Contents> entry: its key relative to the store, if it is a store key, and size.
+ * *last gets the full key (the next page's marker). */
+static int list_entry(const char *s, size_t n, size_t strip, char **last,
 		      int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
 {
 	char *key = s3_xml_text(s, s + n, "Key"), *size = s3_xml_text(s, s + n, "Size");
@@ -84,47 +85,47 @@ static int list_entry(const char *s, size_t n, size_t strip,
 		r = -EBADMSG;
 	else if (strlen(key) > strip && cb_key_valid(key + strip))
 		r = cb(ctx, key + strip, strtoull(size, NULL, 10));
-	free(key);
 	free(size);
+	free(*last);
+	*last = key;
 	return r;
 }
 
+/* ListObjects (version 1, paged by marker): every S3 implementation has it, and some test
+ * servers page version 2 wrongly (s3rver #814). */
 static int s3_list(struct cb_backend *b, const char *prefix,
 		   int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
 {
 	struct s3_client *c = client(b);
 	const char *sp = s3_client_prefix(c);
 	struct strbuf full = {0}, query = {0};
-	char *token = NULL;
+	char *marker = NULL;
 	int r = sb_puts(&full, sp) ?: sb_puts(&full, prefix);
-	while (r == 0) {
+	bool more = true;
+	while (r == 0 && more) {
 		query.len = 0;
 		if (query.buf)
 			query.buf[0] = '\0';
-		if (token)
-			r = sb_puts(&query, "continuation-token=") ?: s3_uri_encode(&query, token, false) ?:
+		if (marker)
+			r = sb_puts(&query, "marker=") ?: s3_uri_encode(&query, marker, false) ?:
 			    sb_puts(&query, "&");
-		r = r ?: sb_puts(&query, "list-type=2&prefix=") ?: s3_uri_encode(&query, full.buf, false);
-		struct s3_resp rs;
+		r = r ?: sb_puts(&query, "prefix=") ?: s3_uri_encode(&query, full.buf, false);
+		struct s3_resp rs = {0};
 		r = r ?: list_page(b, &query, &rs);
-		if (r < 0) {
-			sb_free(&rs.body);
-			break;
-		}
 		const char *pos = rs.body.buf, *end = rs.body.buf + rs.body.len, *s;
 		size_t n;
+		char *before = marker ? strdup(marker) : NULL;
 		while (r == 0 && pos && s3_xml_next(&pos, end, "Contents", &s, &n))
-			r = list_entry(s, n, strlen(sp), cb, ctx);
-		char *trunc = rs.body.buf ? s3_xml_text(rs.body.buf, end, "IsTruncated") : NULL;
-		free(token);
-		token = trunc && !strcmp(trunc, "true") ? s3_xml_text(rs.body.buf, end, "NextContinuationToken")
-							: NULL;
+			r = list_entry(s, n, strlen(sp), &marker, cb, ctx);
+		char *trunc = r == 0 && rs.body.buf ? s3_xml_text(rs.body.buf, end, "IsTruncated") : NULL;
+		/* Truncated with no new key would loop for ever: treat as the end. */
+		more = trunc && !strcmp(trunc, "true") && marker &&
+		       (!before || strcmp(before, marker) != 0);
+		free(before);
 		free(trunc);
 		sb_free(&rs.body);
-		if (!token)
-			break;
 	}
-	free(token);
+	free(marker);
 	sb_free(&full);
 	sb_free(&query);
 	return r;
