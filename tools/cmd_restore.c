@@ -1009,7 +1009,11 @@ static int restore_backup(const struct restore_opts *o)
 		errorf("cannot open store %s: out of memory", o->store);
 		goto out;
 	}
-	if (load_tables(cat, o->store, o->name, &ts) < 0 || make_plan(cat, o, &ts, &p) < 0)
+	if (load_tables(cat, o->store, o->name, &ts) < 0) {
+		ts = (struct tables){0}; /* load_tables freed it */
+		goto out;
+	}
+	if (make_plan(cat, o, &ts, &p) < 0)
 		goto out;
 	if (p.bad) {
 		errorf("nothing was restored");
