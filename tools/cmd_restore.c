@@ -542,8 +542,8 @@ static int copy_bytes(pack_cache *pc, const struct vf *f, int fd, const char *pa
 		else if ((r = pack_cache_read(pc, f->loc.pack_id, f->loc.pack_path, f->loc.offset + off, buf, n)) < 0) {
 			snprintf(fail->why, sizeof(fail->why), "%s%s%s: cannot read from pack %s: %s", f->dir,
 				 *f->dir ? "/" : "", f->name, f->loc.pack_path,
-				 r == -ENOENT ? "pack file is missing" : r == -EIO ? "pack data is corrupt" : strerror(-r));
-			fail->damaged = r == -ENOENT || r == -EIO || r == -EINVAL;
+				 pack_cache_strerror(r));
+			fail->damaged = r == -ENOENT || r == -EIO || r == -EBADMSG || r == -ERANGE;
 		} else if ((r = sha256_update(h, buf, n)) == 0 && (r = write_full(fd, buf, n)) < 0) {
 			snprintf(fail->why, sizeof(fail->why), "%s: %s", path, strerror(-r));
 		} else {

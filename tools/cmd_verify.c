@@ -82,13 +82,6 @@ struct reader {
 	char *buf;
 };
 
-static const char *pack_error(int r)
-{
-	return r == -ENOENT ? "pack file is missing"
-	       : r == -EIO ? "pack data is corrupt (checksum mismatch)"
-	       : r == -EINVAL ? "pack has no valid seek table" : strerror(-r);
-}
-
 /* Reads bytes [off, off + n) of f from its source into rd->buf; why says what failed. */
 static int read_chunk(struct reader *rd, const struct vf *f, int fd, uint64_t off, size_t n,
 		      struct strbuf *why)
@@ -102,7 +95,7 @@ static int read_chunk(struct reader *rd, const struct vf *f, int fd, uint64_t of
 	}
 	int r = pack_cache_read(rd->pc, f->loc.pack_id, f->loc.pack_path, f->loc.offset + off, rd->buf, n);
 	if (r < 0)
-		sb_printf(why, "%s/%s: %s", rd->store, f->loc.pack_path, pack_error(r));
+		sb_printf(why, "%s/%s: %s", rd->store, f->loc.pack_path, pack_cache_strerror(r));
 	return r;
 }
 
