@@ -185,3 +185,8 @@ def packs(store):
 
 def tmp_files(store):
     return sorted(os.listdir(os.path.join(store, 'tmp')))
+
+
+# cassbackup starts mount.cassbackup from its installed path (SBINDIR) unless
+# CASSBACKUP_MOUNT_HELPER names another: every test uses the build tree's.
+os.environ['CASSBACKUP_MOUNT_HELPER'] = MOUNT

@@ -401,7 +401,7 @@ def test_load_bad_input(load_env):
     assert p.returncode == 1 and 'nothing to load' in p.stderr
     p = cb('load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', '/nonexistent/loader',
            '--retries', '0', '--table', 'shop.orders', '--status-file', status, env=env, check=False)
-    assert p.returncode == 1 and 'cannot run /nonexistent/loader' in p.stdout
+    assert p.returncode == 2 and 'cannot run /nonexistent/loader' in p.stderr  # checked before any work
 
 
 # --- create --take-snapshot -----------------------------------------------------------------

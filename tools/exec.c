@@ -5,34 +5,69 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-pid_t exec_start(char *const argv[], const char *log_path)
+/* In the child: signals as a freshly started program expects them. Handlers would be reset by
+ * execve anyway, but SIG_IGN and the mask are inherited, and a signal arriving between fork and
+ * execve must not run our handler in the child. */
+static void child_reset_signals(void)
 {
+	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD};
+	for (size_t i = 0; i < ARRAY_SIZE(sigs); i++)
+		signal(sigs[i], SIG_DFL);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* In the child: stdout and stderr to the log, stdin from /dev/null. Both opened O_CLOEXEC: only
+ * the dup2'd descriptors 0, 1 and 2 reach the program. */
+static int child_redirect(const char *log_path)
+{
+	int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd < 0 || dup2(fd, STDOUT_FILENO) < 0 || dup2(fd, STDERR_FILENO) < 0)
+		return -1;
+	int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (nul < 0 || dup2(nul, STDIN_FILENO) < 0)
+		return -1;
+	return 0;
+}
+
+pid_t exec_spawn(char *const argv[], const struct exec_opts *o)
+{
+	pid_t parent = getpid();
 	fflush(stdout);
 	fflush(stderr);
 	pid_t pid = fork();
 	if (pid < 0)
 		return -errno;
-	if (pid == 0) {
-		if (log_path) {
-			int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-			if (fd < 0 || dup2(fd, STDOUT_FILENO) < 0 || dup2(fd, STDERR_FILENO) < 0)
-				_exit(127);
-			int nul = open("/dev/null", O_RDONLY);
-			if (nul >= 0)
-				dup2(nul, STDIN_FILENO);
-		}
-		execvp(argv[0], argv);
-		fprintf(stderr, "cassbackup: cannot run %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
+	if (pid > 0)
+		return pid;
+	if (o->own_group)
+		setpgid(0, 0);
+	if (o->parent_death_signal) {
+		prctl(PR_SET_PDEATHSIG, o->parent_death_signal);
+		if (getppid() != parent) /* we died before prctl took effect */
+			_exit(127);
 	}
-	return pid;
+	if (o->log_path && child_redirect(o->log_path) < 0)
+		_exit(127);
+	child_reset_signals();
+	execvp(argv[0], argv);
+	fprintf(stderr, "cassbackup: cannot run %s: %s\n", argv[0], strerror(errno));
+	_exit(127);
+}
+
+pid_t exec_start(char *const argv[], const char *log_path)
+{
+	return exec_spawn(argv, &(struct exec_opts){.log_path = log_path});
 }
 
 static int check_executable(const char *path)
@@ -162,5 +197,27 @@ int nodetool_argv(struct strv *a, const char *nodetool)
 		r = strv_push(a, "-u") ?: strv_push(a, user);
 	if (r == 0 && pwf)
 		r = strv_push(a, "-pwf") ?: strv_push(a, pwf);
+	return r;
+}
+
+bool host_list_ok(const char *hosts)
+{
+	if (!hosts || !*hosts || *hosts == ',')
+		return false;
+	for (const unsigned char *p = (const unsigned char *)hosts; *p; p++) {
+		if (*p <= ' ' || *p >= 0x7f || (*p == ',' && (p[1] == ',' || p[1] == '\0')))
+			return false;
+	}
+	return true;
+}
+
+int sstableloader_argv(struct strv *a, const char *loader, const char *hosts, const char *throttle,
+		       const char *user, const char *password)
+{
+	int r = strv_push(a, loader) ?: strv_push(a, "-d") ?: strv_push(a, hosts);
+	if (r == 0 && throttle)
+		r = strv_push(a, "-t") ?: strv_push(a, throttle);
+	if (r == 0 && user && password)
+		r = strv_push(a, "-u") ?: strv_push(a, user) ?: strv_push(a, "-pw") ?: strv_push(a, password);
 	return r;
 }

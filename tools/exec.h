@@ -2,6 +2,8 @@
 #ifndef CASSBACKUP_EXEC_H
 #define CASSBACKUP_EXEC_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 
 /* Runs argv (argv[0] looked up in PATH) with our stdin/stdout/stderr, or with stdout and stderr
@@ -9,8 +11,23 @@
  * the program was killed, 127 when it could not be run, or -errno when fork failed. */
 int exec_run(char *const argv[], const char *log_path);
 
-/* Starts argv as exec_run would, without waiting: returns the pid or -errno. */
+/* Starts argv as exec_run would, without waiting: returns the pid (> 0) or -errno when fork
+ * failed. A program that cannot be run exits 127 after saying why (in the log). */
 pid_t exec_start(char *const argv[], const char *log_path);
+
+/* How exec_spawn starts a program; a zeroed struct starts it as exec_start does. */
+struct exec_opts {
+	const char *log_path;     /* stdout and stderr appended here, stdin /dev/null; NULL: ours */
+	bool own_group;           /* in a process group of its own: a terminal's Ctrl-C reaches
+				   * only us, and we decide when it stops */
+	int parent_death_signal;  /* sent to it when we die, even by SIGKILL; 0: none */
+};
+
+/* Starts argv (argv[0] looked up in PATH). The program inherits only stdin, stdout and stderr,
+ * an empty signal mask and default signal dispositions for the signals cassbackup handles or
+ * ignores (INT, TERM, HUP, PIPE, CHLD), whatever the caller has blocked or installed.
+ * Returns the pid (> 0) or -errno when fork failed. */
+pid_t exec_spawn(char *const argv[], const struct exec_opts *o);
 
 /* Finds prog as execvp would (a name with '/' as is, else each $PATH entry) and checks that it
  * is an executable regular file, so a command can refuse before it changes anything. The path
@@ -33,6 +50,19 @@ struct strv {
 };
 int strv_push(struct strv *a, const char *s);
 void strv_free(struct strv *a);
+
+/* Is hosts a host list as sstableloader -d takes it: HOST[,HOST...], no host empty, printable
+ * ASCII without spaces? */
+bool host_list_ok(const char *hosts);
+
+/* sstableloader's argv up to the directory: loader -d HOSTS [-t MBITS] [-u USER -pw PASSWORD].
+ * Cassandra's sstableloader (3.x to 5.0, tools/LoaderOptions.java) takes the password only as
+ * -pw/--password on its command line: -f/--conf-path reads only throughput, ports and
+ * encryption options from a cassandra.yaml, and no environment variable is read. So the
+ * password is visible in the process list while the loader runs. user and password: both or
+ * neither (sstableloader refuses one without the other). 0 or -ENOMEM. */
+int sstableloader_argv(struct strv *a, const char *loader, const char *hosts, const char *throttle,
+		       const char *user, const char *password);
 
 /* nodetool's argv up to the subcommand: the program (--nodetool, else config, else
  * "nodetool") and -u/-pwf from the config's nodetool_user / nodetool_password_file. */

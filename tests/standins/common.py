@@ -55,3 +55,17 @@ def sha256(path):
         for b in iter(lambda: f.read(1 << 20), b''):
             h.update(b)
     return h.hexdigest()
+
+
+def inherited_fds():
+    """Descriptors above 2 this process was started with ("fd -> target"): a program cassbackup
+    starts must inherit only stdin, stdout and stderr (everything else is opened O_CLOEXEC)."""
+    fds = []
+    for n in os.listdir('/proc/self/fd'):
+        if int(n) <= 2:
+            continue
+        try:
+            fds.append(f'{n} -> {os.readlink(f"/proc/self/fd/{n}")}')
+        except OSError:
+            pass  # the descriptor listdir used, closed by now
+    return sorted(fds)

@@ -1,0 +1,331 @@
+"""cassbackup load: checks before any work, starting and stopping the mount helper, signals,
+a closed stdout, credentials, and what the loaders it starts inherit (issue 6: defects 9, 12,
+22; preflight; one way to find mount.cassbackup).
+
+Every test that interrupts a load checks the same promise: afterwards no mount of ours is in
+/proc/self/mountinfo, no mount.cassbackup or sstableloader we started is alive, and the status
+file says what happened.
+"""
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import BUILD, CASSBACKUP, MOUNT, cb, data_dir_args, run, sample_dirs, snapshot_tables
+from test_restore_load import LOADER, log_lines, sha
+
+
+
+def wait_for(cond, what, proc=None):
+    """Waits until cond() is true. Fails if proc exits first; the long guard only stops a hung
+    test, it measures nothing."""
+    deadline = time.monotonic() + 120
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f'exited {proc.returncode} before {what}\nstdout: {out}\nstderr: {err}')
+        assert time.monotonic() < deadline, f'no {what} after 120 s'
+        time.sleep(0.02)
+
+
+def mounts_of(store):
+    """Mount points of mounts of store (other tests may mount other stores meanwhile)."""
+    res = []
+    for line in open('/proc/self/mountinfo'):
+        fields, source = line.split(' - ', 1)
+        if source.split()[1] == store:
+            res.append(fields.split()[4])
+    return res
+
+
+def alive(pid):
+    """pid exists and is not a zombie (an orphan's zombie may wait for a PID 1 that never reaps)."""
+    try:
+        return open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False
+
+
+def procs_with(arg):
+    """Live pids whose command line has arg as one of its arguments."""
+    res = []
+    for p in os.listdir('/proc'):
+        if not p.isdigit():
+            continue
+        try:
+            argv = open(f'/proc/{p}/cmdline', 'rb').read().split(b'\0')
+        except OSError:
+            continue
+        if arg.encode() in argv and alive(int(p)):
+            res.append(int(p))
+    return res
+
+
+def assert_nothing_left(store, mount_dir):
+    assert not mounts_of(store), f'a mount is left: {mounts_of(store)}'
+    assert not procs_with(mount_dir), f'processes left on {mount_dir}: {procs_with(mount_dir)}'
+    assert not os.path.exists(mount_dir), f'mount point {mount_dir} is left'
+
+
+@pytest.fixture
+def backup(store, sample_tree, tmp_path):
+    """Store with backup 'b' of the sample tree, and the stand-in's environment."""
+    dirs = sample_dirs(sample_tree)
+    cb('create', '--store', store, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    expect = {f'{ks}.{t}': {rel: sha(p) for rel, p in files.items()}
+              for (ks, t), files in snapshot_tables(dirs, 'nightly-1').items()}
+    json.dump(expect, open(tmp_path / 'expect.json', 'w'))
+    (tmp_path / 'state').mkdir()
+    env = dict(os.environ, SSTABLELOADER_STANDIN_EXPECT=str(tmp_path / 'expect.json'),
+               SSTABLELOADER_STANDIN_STATE=str(tmp_path / 'state'),
+               SSTABLELOADER_STANDIN_LOG=str(tmp_path / 'loader.log'))
+    return store, env, str(tmp_path / 'status.json'), expect
+
+
+def load_args(store, status, *extra):
+    return [CASSBACKUP, 'load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', LOADER,
+            '--status-file', status, '--retry-delay', '0', *extra]
+
+
+def one_error_line(p):
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, f'expected one line on stderr, got: {p.stderr}'
+    return lines[0]
+
+
+# --- preflight: nothing is done when a program, host list, credential or backup is wrong -----
+
+@pytest.mark.parametrize('hosts', ['h1,,h2', 'h1,', ',h1', 'h1, h2', ''])
+def test_bad_host_list_refused_before_any_work(backup, hosts):
+    store, env, status, _ = backup
+    p = run(*load_args(store, status), '--hosts', hosts, env=env, check=False)
+    assert p.returncode == 2 and f'--hosts {hosts}: expected HOST[,HOST...]' in one_error_line(p)
+    assert not os.path.exists(status) and not log_lines(env['SSTABLELOADER_STANDIN_LOG']) and not mounts_of(store)
+
+
+def test_loader_not_executable_or_missing_backup_refused_before_any_work(backup, tmp_path):
+    store, env, status, _ = backup
+    noexec = tmp_path / 'loader'
+    noexec.write_text('#!/bin/sh\n')
+    p = run(CASSBACKUP, 'load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', noexec,
+            '--status-file', status, env=env, check=False)
+    assert p.returncode == 2 and f'cannot run {noexec}: Permission denied' in one_error_line(p)
+    p = run(CASSBACKUP, 'load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', 'no-such-loader',
+            '--status-file', status, env=dict(env, PATH='/usr/bin:/bin'), check=False)
+    assert p.returncode == 2 and 'cannot run no-such-loader: No such file' in one_error_line(p)
+    p = run(CASSBACKUP, 'load', '--store', store, 'nope', '--hosts', 'h1', '--sstableloader', LOADER,
+            '--status-file', status, env=env, check=False)
+    assert p.returncode == 1 and 'backup nope: no such backup' in one_error_line(p)
+    assert not os.path.exists(status) and not mounts_of(store)
+
+
+# --- defect 9 and "one way to find mount.cassbackup" ----------------------------------------
+
+def test_mount_helper_from_environment_else_installed_path(backup, tmp_path):
+    store, env, status, expect = backup
+    # CASSBACKUP_MOUNT_HELPER is the helper started (the suite points it at the build tree)
+    calls = tmp_path / 'helper-calls'
+    wrapper = tmp_path / 'mount-wrapper'
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {MOUNT} "$@"\n')
+    wrapper.chmod(0o755)
+    r = run(*load_args(store, status, '--table', 'shop.orders'), env=dict(env, CASSBACKUP_MOUNT_HELPER=str(wrapper)))
+    assert '1 loaded' in r.stdout
+    [line] = calls.read_text().splitlines()
+    assert line.startswith(f'{store} /tmp/cassbackup-load-') and line.endswith(' -f')
+    # without it, the installed path from the build configuration: never ../fs beside us
+    sbindir = [l.split('"')[1] for l in open(os.path.join(BUILD, 'config.h')) if 'define SBINDIR' in l][0]
+    installed = os.path.join(sbindir, 'mount.cassbackup')
+    if os.path.exists(installed):
+        pytest.skip(f'{installed} is installed here')
+    env2 = {k: v for k, v in env.items() if k != 'CASSBACKUP_MOUNT_HELPER'}
+    p = run(*load_args(store, status), env=env2, check=False)
+    assert p.returncode == 2
+    assert f'cannot run the mount helper {installed}: No such file or directory' in one_error_line(p)
+
+
+@pytest.mark.parametrize('kind', ['missing', 'not executable', 'a directory'])
+def test_mount_helper_that_cannot_run_fails_at_once(backup, tmp_path, kind):
+    store, env, status, _ = backup
+    helper = tmp_path / 'mount.cassbackup'
+    if kind == 'not executable':
+        helper.write_text('#!/bin/sh\n')
+    elif kind == 'a directory':
+        helper.mkdir()
+    p = run(*load_args(store, status), env=dict(env, CASSBACKUP_MOUNT_HELPER=str(helper)), check=False)
+    reason = 'No such file or directory' if kind == 'missing' else 'Permission denied'
+    assert p.returncode == 2
+    assert f'cannot run the mount helper {helper}: {reason}' in one_error_line(p)
+    assert 'timed out' not in p.stderr and not os.path.exists(status) and not mounts_of(store)
+
+
+def test_mount_helper_fork_failure_is_reported_not_waited_for(sample_tree):
+    """fork() failing for the helper gave a negative pid that went to waitpid: 15 s, then
+    'timed out'. Here the load runs as nobody with RLIMIT_NPROC 1, so that fork fails."""
+    root = tempfile.mkdtemp(prefix='cb-nproc-')
+    try:
+        os.chmod(root, 0o755)
+        store = os.path.join(root, 'store')
+        cb('init', '--store', store)
+        cb('create', '--store', store, '--name', 'b', *data_dir_args(sample_dirs(sample_tree)),
+           '--snapshot', 'nightly-1')
+        for d, _, names in os.walk(root):
+            for n in [d] + [os.path.join(d, x) for x in names]:
+                os.chown(n, 65534, 65534)
+        status = os.path.join(root, 'status.json')
+        env = dict(os.environ, ASAN_OPTIONS=os.environ.get('ASAN_OPTIONS', '') + ':detect_leaks=0')
+        p = subprocess.run(load_args(store, status), env=env, capture_output=True, text=True,
+                           user=65534, group=65534, extra_groups=[],
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NPROC, (1, 1)))
+        assert p.returncode == 1, p.stderr
+        assert 'timed out' not in p.stderr
+        assert f'cannot mount store {store}: cannot start {MOUNT}: Resource temporarily unavailable' \
+            in one_error_line(p)
+        assert not mounts_of(store) and not [n for n in os.listdir('/tmp') if n.startswith('cassbackup-load-')
+                                             and os.stat(f'/tmp/{n}').st_uid == 65534]
+    finally:
+        shutil.rmtree(root)
+
+
+# --- defect 12: a closed stdout, INT, TERM, and our own death ---------------------------------
+
+def test_closed_stdout_does_not_kill_load_before_cleanup(backup):
+    """`cassbackup load ... | head -1`: SIGPIPE used to kill it before it unmounted."""
+    store, env, status, expect = backup
+    proc = subprocess.Popen(load_args(store, status, '--json'), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # nobody reads: the report's write gets EPIPE (or SIGPIPE)
+    err = proc.stderr.read()
+    rc = proc.wait()
+    assert rc == 1, f'exit {rc}: {err}'
+    assert 'cannot write the report to standard output: Broken pipe' in err
+    st = json.load(open(status))
+    assert len(st['tables']) == len(expect) and all(t['status'] == 'ok' for t in st['tables'])
+    calls = log_lines(env['SSTABLELOADER_STANDIN_LOG'])
+    assert_nothing_left(store, calls[0]['dir'].split('/backups/')[0])
+
+
+def start_hanging_load(backup, hang='shop.orders', **popen):
+    """A load whose sstableloader for `hang` runs until a signal ends it; returns the process,
+    the loader's pid, our mount point and the mount helper's pid, once that loader runs."""
+    store, env, status, _ = backup
+    env = dict(env, SSTABLELOADER_STANDIN_HANG=hang)
+    proc = subprocess.Popen(load_args(store, status), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+    marker = os.path.join(env['SSTABLELOADER_STANDIN_STATE'], f'hang.{hang}')
+    wait_for(lambda: os.path.exists(marker), 'the loader to start', proc)
+    loader = int(open(marker).read())
+    mount_dir = log_lines(env['SSTABLELOADER_STANDIN_LOG'])[-1]['dir'].split('/backups/')[0]
+    assert mounts_of(store) == [mount_dir]
+    [helper] = procs_with(mount_dir)
+    assert helper != proc.pid and alive(loader)
+    return proc, loader, mount_dir, helper
+
+
+@contextlib.contextmanager
+def hanging_load(backup, **popen):
+    """start_hanging_load; on leaving, whatever the load left is taken down (so a test checks
+    what is left inside the with block)."""
+    h = start_hanging_load(backup, **popen)
+    try:
+        yield h
+    finally:
+        proc, loader, mount_dir, helper = h
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for pid in (loader, helper):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        subprocess.run(['fusermount3', '-u', '-z', mount_dir], capture_output=True)
+
+
+@pytest.mark.parametrize('how', ['SIGTERM to cassbackup', 'SIGINT to the process group'])
+def test_signal_reports_interrupted_and_cleans_up(backup, how):
+    store, env, status, expect = backup
+    group = how.endswith('group')
+    sig = signal.SIGINT if group else signal.SIGTERM
+    with hanging_load(backup, start_new_session=group) as (proc, loader, mount_dir, helper):
+        if group:
+            os.killpg(proc.pid, sig)  # what Ctrl-C in a terminal does
+        else:
+            proc.send_signal(sig)
+        out, err = proc.communicate()
+        # checked before hanging_load cleans up after a failure
+        assert not alive(loader) and not alive(helper)
+        assert_nothing_left(store, mount_dir)
+    assert proc.returncode == 128 + sig, f'exit {proc.returncode}\n{out}\n{err}'
+    assert 'FAILED' not in out and 'FAILED' not in err
+    assert f'interrupted by signal {int(sig)} (SIG{sig.name[3:]})' in err
+    assert 'load b into h1: interrupted: ' in out and '1 interrupted' in out
+    st = {f"{t['keyspace']}.{t['table']}": t for t in json.load(open(status))['tables']}
+    assert st['shop.orders']['status'] == 'interrupted' and st['shop.orders']['last_error'] == 'interrupted'
+    assert all(t['status'] in ('ok', 'pending', 'interrupted') for t in st.values())
+    # a re-run loads what is not loaded yet, and only that
+    open(env['SSTABLELOADER_STANDIN_LOG'], 'w').close()
+    r = run(*load_args(store, status), env=env)
+    done_before = sum(t['status'] == 'ok' for t in st.values())
+    assert f'{len(expect) - done_before} loaded, {done_before} already loaded before (skipped), 0 failed' in r.stdout
+    assert 'shop.orders' in [f"{c['keyspace']}.{c['table']}" for c in log_lines(env['SSTABLELOADER_STANDIN_LOG'])]
+
+
+def test_sigkill_still_takes_the_mount_and_loader_down(backup):
+    """Nothing can run in a process killed by SIGKILL: the helper and the loaders get SIGTERM
+    from the kernel (parent-death signal), and libfuse unmounts as the helper exits."""
+    store = backup[0]
+    with hanging_load(backup) as (proc, loader, mount_dir, helper):
+        proc.kill()
+        proc.communicate()
+        wait_for(lambda: not alive(helper) and not alive(loader) and not mounts_of(store),
+                 'the helper and loader to end and the mount to go')
+        assert not procs_with(mount_dir)
+    os.rmdir(mount_dir)  # the one thing left: an empty directory in /tmp
+
+
+# --- defect 9 (password), defect 22 (descriptors) ---------------------------------------------
+
+def test_credentials_both_or_neither_and_password_never_shown(backup, tmp_path):
+    store, env, status, expect = backup
+    pw = tmp_path / 'pw'
+    pw.write_text('s3cret-pw\n')
+    pw.chmod(0o600)
+    conf = tmp_path / 'cb.conf'
+    conf.write_text(f'sstableloader_user = loaduser\nsstableloader_password_file = {pw}\n')
+    r = run(CASSBACKUP, '--config', conf, *load_args(store, status)[1:], '--table', 'shop.orders',
+            env=dict(env, SSTABLELOADER_STANDIN_AUTH='loaduser:s3cret-pw'))
+    assert '1 loaded' in r.stdout
+    log = open(json.load(open(status))['tables'][0]['log']).read()
+    assert " -u loaduser -pw '********' " in log
+    for f in [status, *[os.path.join(status + '.d', n) for n in os.listdir(status + '.d')]]:
+        assert 's3cret' not in open(f).read(), f
+    assert 's3cret' not in r.stdout + r.stderr
+    # one without the other, or a password file that cannot be read: refused before any work
+    os.unlink(status)
+    for text, says in [('sstableloader_user = loaduser\n', 'sstableloader_user is set but '
+                        'sstableloader_password_file is not'),
+                       (f'sstableloader_password_file = {pw}\n', 'sstableloader_password_file is set but '
+                        'sstableloader_user is not'),
+                       (f'sstableloader_user = u\nsstableloader_password_file = {tmp_path}/none\n',
+                        f'sstableloader_password_file {tmp_path}/none: No such file or directory')]:
+        conf.write_text(text)
+        p = run(CASSBACKUP, '--config', conf, *load_args(store, status)[1:], env=env, check=False)
+        assert p.returncode == 2 and says in one_error_line(p)
+        assert not os.path.exists(status)
+
+
+def test_loader_inherits_only_stdin_stdout_stderr(backup, tmp_path):
+    store, env, status, _ = backup
+    # the stand-in's check is real: it refuses a descriptor it should not have
+    with open(tmp_path / 'extra', 'w') as extra:
+        p = subprocess.run([LOADER, '-d', 'h1', str(tmp_path)], pass_fds=[extra.fileno()],
+                           capture_output=True, text=True, env=env)
+    assert p.returncode == 1 and 'started with descriptors other than 0, 1, 2 open' in p.stdout
+    # what load starts passes it (the /dev/null of its stdin used to leak as a 4th descriptor)
+    r = run(*load_args(store, status, '--table', 'shop.orders'), env=env)
+    assert '1 loaded' in r.stdout, r.stdout + r.stderr

@@ -1,0 +1,132 @@
+/* mounter.c: see mounter.h. */
+#include "mounter.h"
+#include "config.h"
+#include "exec.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MOUNT_WAIT_SECONDS 15
+
+int mounter_find_helper(char *out, size_t n)
+{
+	const char *env = getenv("CASSBACKUP_MOUNT_HELPER");
+	char installed[PATH_MAX];
+	snprintf(installed, sizeof(installed), "%s/mount.cassbackup", SBINDIR);
+	return exec_find(env && *env ? env : installed, out, n);
+}
+
+static void reap(pid_t pid, int *ws)
+{
+	while (waitpid(pid, ws, 0) < 0 && errno == EINTR)
+		;
+}
+
+bool mounter_exited(struct mounter *m)
+{
+	if (m->pid <= 0)
+		return false;
+	int ws;
+	if (waitpid(m->pid, &ws, WNOHANG) != m->pid)
+		return false;
+	m->pid = 0;
+	return true;
+}
+
+void mounter_stop(struct mounter *m)
+{
+	if (!m->dir[0])
+		return;
+	char *u[] = {"fusermount3", "-u", m->dir, NULL};
+	char *lazy[] = {"fusermount3", "-u", "-z", m->dir, NULL};
+	/* A helper that exited on its own may leave a dead mount: always unmount. When neither
+	 * unmount works (not mounted yet, no fusermount3), SIGTERM: libfuse unmounts as the helper
+	 * exits. */
+	bool unmounted = exec_run(u, "/dev/null") == 0 || exec_run(lazy, "/dev/null") == 0;
+	if (m->pid > 0) {
+		if (!unmounted)
+			kill(m->pid, SIGTERM);
+		int ws;
+		reap(m->pid, &ws);
+		m->pid = 0;
+	}
+	rmdir(m->dir);
+	m->dir[0] = '\0';
+}
+
+/* Why the helper exited before mounting: its last line of output, else its exit status. */
+static void exit_reason(const char *log_path, int ws, char *why, size_t whylen)
+{
+	char line[512];
+	last_line(log_path, line, sizeof(line));
+	if (line[0])
+		snprintf(why, whylen, "%s", line);
+	else
+		snprintf(why, whylen, "mount helper exited with status %d", exec_status(ws));
+}
+
+/* Polls until dir is a different filesystem than it was (mounted), the helper exits, *cancel,
+ * or the deadline. 0 or -errno as mounter_start. */
+static int wait_mounted(struct mounter *m, dev_t before, const char *log_path,
+			const volatile sig_atomic_t *cancel, char *why, size_t whylen)
+{
+	double deadline = mono_seconds() + MOUNT_WAIT_SECONDS;
+	for (;;) {
+		struct stat st;
+		if (stat(m->dir, &st) == 0 && st.st_dev != before)
+			return 0;
+		int ws;
+		if (waitpid(m->pid, &ws, WNOHANG) == m->pid) {
+			m->pid = 0;
+			exit_reason(log_path, ws, why, whylen);
+			return -EIO;
+		}
+		if (cancel && *cancel) {
+			snprintf(why, whylen, "interrupted");
+			return -EINTR;
+		}
+		if (mono_seconds() > deadline) {
+			snprintf(why, whylen, "not mounted after %d s (see %s)", MOUNT_WAIT_SECONDS, log_path);
+			return -ETIMEDOUT;
+		}
+		usleep(20000);
+	}
+}
+
+int mounter_start(struct mounter *m, const char *store, const char *tag, const char *log_path,
+		  const volatile sig_atomic_t *cancel, char *why, size_t whylen)
+{
+	*m = (struct mounter){0};
+	int r = mounter_find_helper(m->helper, sizeof(m->helper));
+	if (r < 0) {
+		snprintf(why, whylen, "cannot run %s: %s", m->helper, strerror(-r));
+		return r;
+	}
+	snprintf(m->dir, sizeof(m->dir), "/tmp/cassbackup-%s-XXXXXX", tag);
+	struct stat st;
+	if (!mkdtemp(m->dir) || stat(m->dir, &st) < 0) {
+		r = -errno;
+		snprintf(why, whylen, "cannot make a mount point in /tmp: %s", strerror(-r));
+		m->dir[0] = '\0';
+		return r;
+	}
+	char *argv[] = {m->helper, (char *)store, m->dir, "-f", NULL};
+	struct exec_opts eo = {.log_path = log_path, .own_group = true, .parent_death_signal = SIGTERM};
+	m->pid = exec_spawn(argv, &eo);
+	if (m->pid < 0) {
+		r = m->pid;
+		m->pid = 0;
+		snprintf(why, whylen, "cannot start %s: %s", m->helper, strerror(-r));
+	} else {
+		r = wait_mounted(m, st.st_dev, log_path, cancel, why, whylen);
+	}
+	if (r < 0)
+		mounter_stop(m);
+	return r;
+}
