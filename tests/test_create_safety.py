@@ -189,6 +189,19 @@ def test_symlinked_keyspace_dir_not_followed(store, tmp_path):
     assert not any(b'secret' in n for n in pack_members(store))
 
 
+def test_only_a_symlinked_snapshot_is_not_found_and_says_why(store, tmp_path):
+    data = tmp_path / 'data'
+    secret = make_table(tmp_path / 'outside', 'x', 'y', 'nightly-1', {b'nb-1-big-Data.db': b'secret'})
+    snaps = data / 'shop' / f'items-{TABLE_ID}' / 'snapshots'
+    os.makedirs(snaps)
+    os.symlink(secret, snaps / 'nightly-1')
+    p = cb('create', '--store', store, '--name', 'b', '--data-dir', data, '--snapshot', 'nightly-1',
+           check=False)
+    one_error_line(p, 'snapshot nightly-1: not found', 'symbolic links are not followed',
+                   f'items-{TABLE_ID}/snapshots/nightly-1')
+    assert backup_list(store) == [] and packs(store) == [] and tmp_files(store) == []
+
+
 # --- defect 17: names are bytes, whatever the locale ----------------------------------------
 
 LATIN1 = b'caf\xe9'                       # not valid UTF-8

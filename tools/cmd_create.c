@@ -16,7 +16,6 @@
 #include "exec.h"
 #include "scan.h"
 #include "seekable.h"
-#include "store.h"
 #include "util.h"
 
 #include <errno.h>

@@ -554,6 +554,10 @@ int scan_snapshot(const struct scan_opts *o, struct scan_result *res, struct str
 				sb_printf(err, "%s%s", i ? ", " : "", c.tags.v[i]);
 			if (c.tags.n > 20)
 				sb_printf(err, ", ... (%zu in all)", c.tags.n);
+		} else if (res->nskipped) {
+			sb_printf(err, "snapshot %s: not found; symbolic links are not followed, and "
+				  "%zu were skipped (%s%s)", o->tag, res->nskipped, res->skipped[0],
+				  res->nskipped > 1 ? ", ..." : "");
 		} else {
 			sb_printf(err, "snapshot %s: not found; the selected tables have no snapshots "
 				  "(take one with 'nodetool snapshot -t %s')", o->tag, o->tag);
