@@ -7,6 +7,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <locale.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,6 +18,13 @@ struct pack_writer {
 	struct archive *a;
 	seekable_writer *sw;
 	char *buf;
+	/* Names are bytes. libarchive translates them from the locale's charset to the UTF-8 of pax
+	 * headers, so headers are written under C.UTF-8 on this thread, whatever the process's
+	 * locale: a UTF-8 name goes in as it is; one that is not UTF-8 cannot be translated and
+	 * libarchive writes its bytes unchanged under the pax keyword hdrcharset=BINARY (with
+	 * ARCHIVE_WARN). GNU tar lists and extracts such members under their bytes. (locale_t)0
+	 * when C.UTF-8 is missing: the caller's locale then decides which names are UTF-8. */
+	locale_t utf8;
 	int err; /* sticky: first failure */
 	char msg[256];
 };
@@ -59,6 +67,7 @@ int pack_writer_new(pack_writer **out, int fd, int level, unsigned nthreads, siz
 	if (r < 0)
 		goto fail;
 	r = -ENOMEM;
+	w->utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
 	w->buf = malloc(COPY_CHUNK);
 	w->a = archive_write_new();
 	if (!w->buf || !w->a)
@@ -98,9 +107,12 @@ static int write_header(pack_writer *w, const struct pack_member *m, const char 
 	archive_entry_set_uid(e, m->uid);
 	archive_entry_set_gid(e, m->gid);
 	archive_entry_set_mtime(e, m->mtime_ns / 1000000000, m->mtime_ns % 1000000000);
+	locale_t caller = w->utf8 ? uselocale(w->utf8) : (locale_t)0;
 	int r = archive_write_header(w->a, e);
+	if (caller)
+		uselocale(caller);
 	archive_entry_free(e);
-	if (r != ARCHIVE_OK)
+	if (r != ARCHIVE_OK && r != ARCHIVE_WARN) /* WARN: a name written as bytes, see utf8 */
 		return fail(w, -EIO);
 	r = seekable_writer_cut(w->sw);
 	if (r < 0)
@@ -203,6 +215,8 @@ void pack_writer_free(pack_writer *w)
 	if (w->a)
 		archive_write_free(w->a); /* closes, harmlessly, if still open */
 	seekable_writer_free(w->sw);
+	if (w->utf8)
+		freelocale(w->utf8);
 	free(w->buf);
 	free(w);
 }

@@ -3,6 +3,9 @@
  * Each member's data starts a new zstd frame, so a file's bytes begin at a frame boundary and
  * its offset in the tar stream is where a reader seeks to. `tar --zstd -xf` of a pack restores
  * the members under their names; `zstd -t` checks every frame.
+ *
+ * Member names are bytes: they are written as given (pax hdrcharset=BINARY), in any locale,
+ * whether or not they are valid UTF-8.
  */
 #ifndef CASSBACKUP_PACK_H
 #define CASSBACKUP_PACK_H
@@ -22,8 +25,10 @@ struct pack_member {
 	int64_t mtime_ns;
 };
 
-/* Starts a pack on fd. level: zstd level; nthreads: compression threads (0: the caller's);
- * frame_size: bytes of tar stream per zstd frame at most (0: SEEKABLE_DEFAULT_FRAME_SIZE). */
+/* Starts a pack on fd. level: zstd level; nthreads: compression threads (0: the caller's; fewer
+ * run when their memory would exceed SEEKABLE_WRITER_MEMORY); frame_size: bytes of tar stream
+ * per zstd frame at most (0: SEEKABLE_DEFAULT_FRAME_SIZE; over SEEKABLE_MAX_WRITE_FRAME_SIZE:
+ * -EINVAL). */
 int pack_writer_new(pack_writer **out, int fd, int level, unsigned nthreads, size_t frame_size);
 
 /* Adds a member with m->size bytes read from src_fd, hashing them into sha256.

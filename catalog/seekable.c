@@ -1,4 +1,5 @@
 /* seekable.c: zstd seekable format writer and reader; see seekable.h. */
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_estimateCCtxSize_usingCParams, exported by libzstd */
 #include "seekable.h"
 
 #include <zstd_errors.h>
@@ -239,10 +240,31 @@ static int acquire(seekable_writer *w)
 	return r;
 }
 
+/* Sizes the pipeline to SEEKABLE_WRITER_MEMORY: a job holds a frame and its compressed bound,
+ * a worker a zstd context. Ideally 8 jobs per worker (so reading, compressing and writing
+ * overlap); never fewer than workers + 2 (one being filled, one being written out). */
+static void size_pipeline(size_t frame_size, int level, unsigned *nthreads, unsigned *njobs)
+{
+	size_t job = frame_size + ZSTD_compressBound(frame_size);
+	size_t ctx = ZSTD_estimateCCtxSize_usingCParams(ZSTD_getCParams(level, frame_size, 0));
+	size_t budget = SEEKABLE_WRITER_MEMORY;
+	unsigned t = *nthreads;
+	if (t == 0) {
+		*njobs = 1;
+		return;
+	}
+	while (t > 1 && (t + 2) * job + t * ctx > budget)
+		t--;
+	size_t fit = budget > t * ctx ? (budget - t * ctx) / job : 0;
+	size_t want = 8 * (size_t)t + 2;
+	*njobs = (unsigned)(fit < t + 2 ? t + 2 : fit < want ? fit : want);
+	*nthreads = t;
+}
+
 int seekable_writer_new(seekable_writer **out, int fd, int level, unsigned nthreads,
 			size_t frame_size)
 {
-	if (frame_size == 0 || frame_size > SEEKABLE_MAX_FRAME_SIZE)
+	if (frame_size == 0 || frame_size > SEEKABLE_MAX_WRITE_FRAME_SIZE)
 		return -EINVAL;
 	seekable_writer *w = calloc(1, sizeof(*w));
 	if (!w)
@@ -251,8 +273,8 @@ int seekable_writer_new(seekable_writer **out, int fd, int level, unsigned nthre
 	w->level = level;
 	w->frame_size = frame_size;
 	w->out_cap = ZSTD_compressBound(frame_size);
+	size_pipeline(frame_size, level, &nthreads, &w->njobs);
 	w->nthreads = nthreads;
-	w->njobs = nthreads ? 8 * nthreads + 2 : 1;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv_work, NULL);
 	pthread_cond_init(&w->cv_done, NULL);
@@ -371,6 +393,11 @@ int seekable_writer_finish(seekable_writer *w, uint64_t *compressed, uint32_t *f
 		*frames = w->nentries;
 	w->err = -EINVAL; /* spent */
 	return 0;
+}
+
+unsigned seekable_writer_threads(const seekable_writer *w)
+{
+	return w->nthreads;
 }
 
 void seekable_writer_free(seekable_writer *w)

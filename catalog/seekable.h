@@ -26,13 +26,24 @@
 #define SEEKABLE_MAX_FRAME_SIZE (1u << 30) /* decompressed bytes in one frame we accept */
 #define SEEKABLE_DEFAULT_FRAME_SIZE (1u << 20)
 
+/* Frames we write hold at most 4 MiB: a read through the mount decodes a whole frame, and the
+ * mount's frame cache (16 MiB by default) must hold several frames for concurrent readers, or
+ * they evict each other's frames and every read decodes again. */
+#define SEEKABLE_MAX_WRITE_FRAME_SIZE (4u << 20)
+
+/* The writer's memory: in-flight frames (input plus compressed output) and the workers' zstd
+ * contexts together stay within this. Fewer frames are queued, then fewer workers run, than
+ * asked for when they would not fit; at least one worker always runs. */
+#define SEEKABLE_WRITER_MEMORY (128u << 20)
+
 /* --- writer ----------------------------------------------------------------------------- */
 
 typedef struct seekable_writer seekable_writer;
 
 /* Creates a writer appending to fd (positioned where the stream starts). Frames hold at most
- * frame_size bytes of input; nthreads > 0 compresses that many frames in parallel on worker
- * threads (output order is kept), 0 compresses on the caller's thread. */
+ * frame_size bytes of input (1 to SEEKABLE_MAX_WRITE_FRAME_SIZE, else -EINVAL); nthreads > 0
+ * compresses up to that many frames in parallel on worker threads (output order is kept; fewer
+ * when SEEKABLE_WRITER_MEMORY would be exceeded), 0 compresses on the caller's thread. */
 int seekable_writer_new(seekable_writer **out, int fd, int level, unsigned nthreads,
 			size_t frame_size);
 
@@ -48,6 +59,9 @@ uint64_t seekable_writer_offset(const seekable_writer *w);
 /* Compresses and writes what is pending, then the seek table. On success *compressed gets the
  * total bytes written to fd and *frames the number of frames. The writer is spent afterwards. */
 int seekable_writer_finish(seekable_writer *w, uint64_t *compressed, uint32_t *frames);
+
+/* Worker threads actually running (0: compression on the caller's thread). */
+unsigned seekable_writer_threads(const seekable_writer *w);
 
 /* Stops worker threads and frees. Accepts NULL. Does not close fd. */
 void seekable_writer_free(seekable_writer *w);

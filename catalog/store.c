@@ -10,7 +10,6 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 static char *path_join(const char *a, const char *b)
@@ -80,46 +79,73 @@ int store_open(const char *root, int catalog_flags, catalog **out)
 	return catalog_open(out, db, catalog_flags & ~CATALOG_CREATE);
 }
 
-int store_reclaim_tmp(const char *root, unsigned *reclaimed)
+/* The tmp/ directory, opened to hold its flock. Writers hold it shared while they create and
+ * lock a new tmp file; the reclaimer holds it exclusively while it looks. So the reclaimer never
+ * sees a file in the instant between its creation and its lock: any tmp file it can lock is
+ * one whose writer is gone, whatever its size or age. */
+static int open_tmpdir(const char *root)
 {
-	*reclaimed = 0;
 	_cleanup_free_ char *tmp = path_join(root, "tmp");
 	if (!tmp)
 		return -ENOMEM;
 	int dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return dfd < 0 ? -errno : dfd;
+}
+
+static int flock_retry(int fd, int op)
+{
+	while (flock(fd, op) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return 0;
+}
+
+/* Removes name if this process can lock it and the name still is the file locked: a writer
+ * that finished meanwhile has renamed it into packs/ (the name is gone, or another's).
+ * 1 when removed, 0 when held or gone, or -errno. */
+static int reclaim_one(int dfd, const char *name)
+{
+	int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return errno == ENOENT || errno == ELOOP ? 0 : -errno;
+	struct stat st, now;
+	int r = 0;
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 &&
+	    fstatat(dfd, name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_ino == st.st_ino &&
+	    now.st_dev == st.st_dev) {
+		if (unlinkat(dfd, name, 0) == 0)
+			r = 1;
+		else if (errno != ENOENT)
+			r = -errno;
+	}
+	close(fd);
+	return r;
+}
+
+int store_reclaim_tmp(const char *root, unsigned *reclaimed)
+{
+	*reclaimed = 0;
+	int dfd = open_tmpdir(root);
 	if (dfd < 0)
-		return errno == ENOENT ? 0 : -errno;
-	DIR *d = fdopendir(dfd);
+		return dfd == -ENOENT ? 0 : dfd;
+	int r = flock_retry(dfd, LOCK_EX);
+	DIR *d = r < 0 ? NULL : fdopendir(dfd);
 	if (!d) {
+		r = r < 0 ? r : -errno;
 		close(dfd);
-		return -errno;
+		return r;
 	}
 	struct dirent *e;
-	int r = 0;
 	while ((e = readdir(d))) {
 		if (e->d_name[0] == '.')
 			continue;
-		int fd = openat(dfd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (fd < 0)
-			continue;
-		/* A live writer holds the lock; a dead one's file is free to take. A writer locks
-		 * its file just after creating it, so an empty, new file may be one in that instant:
-		 * leave those alone (a writer never writes before it holds the lock). */
-		/* Once locked, the name must still be this file: a writer that finished meanwhile
-		 * has renamed it into packs/ (and the name is gone, or another's). */
-		struct stat st, now;
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 &&
-		    (st.st_size > 0 || time(NULL) - st.st_mtime > 60) &&
-		    fstatat(dfd, e->d_name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_ino == st.st_ino &&
-		    now.st_dev == st.st_dev) {
-			if (unlinkat(dfd, e->d_name, 0) == 0)
-				(*reclaimed)++;
-			else if (errno != ENOENT && r == 0)
-				r = -errno;
-		}
-		close(fd);
+		int k = reclaim_one(dfd, e->d_name);
+		if (k > 0)
+			(*reclaimed)++;
+		else if (k < 0 && r == 0)
+			r = k;
 	}
-	closedir(d);
+	closedir(d); /* closes dfd, dropping its lock */
 	return r;
 }
 
@@ -140,13 +166,20 @@ int store_tmp_create(const char *root, struct store_tmp *t)
 		sb_free(&fin);
 		return -ENOMEM;
 	}
-	int fd = open(tmp.buf, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (fd < 0 || flock(fd, LOCK_EX) < 0) {
-		int r = -errno;
-		if (fd >= 0) {
+	int dfd = open_tmpdir(root);
+	int r = dfd < 0 ? dfd : flock_retry(dfd, LOCK_SH);
+	int fd = -1;
+	if (r == 0) {
+		fd = openat(dfd, strrchr(tmp.buf, '/') + 1, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		r = fd < 0 ? -errno : flock_retry(fd, LOCK_EX);
+		if (r < 0 && fd >= 0) {
 			close(fd);
 			unlink(tmp.buf);
 		}
+	}
+	if (dfd >= 0)
+		close(dfd); /* drops the shared lock: the file is ours now */
+	if (r < 0) {
 		sb_free(&tmp);
 		sb_free(&rel);
 		sb_free(&fin);

@@ -4,8 +4,11 @@
  *   STORE/packs/xx/ID.tar.zst  immutable packs
  *   STORE/tmp/                 packs being written; renamed into packs/ only when complete
  *
- * A pack being written is held with an exclusive flock(2) until its backup is registered, so
- * a tmp/ file nobody holds is a leftover of a process that died, and can be reclaimed.
+ * A pack being written is held with an exclusive flock(2) until its backup is registered. A
+ * writer creates and locks its file while holding a shared flock on tmp/ itself, and the
+ * reclaimer looks while holding it exclusively, so no file is ever seen between its creation and
+ * its lock: a tmp/ file nobody holds is a leftover of a process that died, whatever its size or
+ * age, and is reclaimed.
  */
 #ifndef CASSBACKUP_STORE_H
 #define CASSBACKUP_STORE_H
@@ -20,7 +23,8 @@ int store_init(const char *root);
  * *out is NULL on failure. */
 int store_open(const char *root, int catalog_flags, catalog **out);
 
-/* Removes files in tmp/ that no live process holds. *reclaimed gets their count. */
+/* Removes files in tmp/ that no live process holds. *reclaimed gets their count. Waits (briefly)
+ * for writers that are creating their tmp file. */
 int store_reclaim_tmp(const char *root, unsigned *reclaimed);
 
 struct store_tmp {

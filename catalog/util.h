@@ -52,6 +52,9 @@ int read_small_file(const char *path, size_t max, char **out, size_t *len);
  * is read; later code may assume it. */
 bool name_is_component(const char *s);
 
+/* True when s is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates). */
+bool utf8_valid(const char *s);
+
 /* Formats bytes as "1.5 GiB" into out (at least 16 bytes). */
 void format_bytes(uint64_t bytes, char *out, size_t outlen);
 /* Formats nanoseconds since the epoch as UTC ISO 8601 "2026-11-21T05:44:47Z". */

@@ -3,6 +3,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <fnmatch.h>
 #include <stdio.h>
 #include <string.h>
@@ -136,28 +138,108 @@ static struct scan_table *find_or_add_table(struct ctx *c, const char *ks, const
 	return t;
 }
 
-static bool same_contents(const char *a, const char *b)
+#define DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+
+/* Reads a whole small file from fd (closed here) into a NUL-terminated buffer. */
+static int read_fd_small(int fd, size_t max, char **out, size_t *len)
+{
+	*out = NULL;
+	if (fd < 0)
+		return fd;
+	struct strbuf sb = {0};
+	char buf[8192];
+	ssize_t n;
+	int r = sb_puts(&sb, "");
+	while (r == 0 && (n = read(fd, buf, sizeof(buf))) != 0) {
+		if (n < 0)
+			r = errno == EINTR ? 0 : -errno;
+		else if (sb.len + (size_t)n > max)
+			r = -EFBIG;
+		else
+			r = sb_append(&sb, buf, (size_t)n);
+	}
+	close(fd);
+	if (r < 0) {
+		sb_free(&sb);
+		return r;
+	}
+	*out = sb.buf;
+	if (len)
+		*len = sb.len;
+	return 0;
+}
+
+int scan_open_file(const struct scan_file *f)
+{
+	int dfd = open(f->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	_cleanup_free_ char *rel = strdup(f->rel);
+	if (!rel) {
+		close(dfd);
+		return -ENOMEM;
+	}
+	char *p = rel, *slash;
+	while ((slash = strchr(p, '/'))) {
+		*slash = '\0';
+		int fd = openat(dfd, p, DIR_FLAGS);
+		int e = errno;
+		close(dfd);
+		if (fd < 0)
+			return -e;
+		dfd = fd;
+		p = slash + 1;
+	}
+	int fd = openat(dfd, p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	int e = errno;
+	close(dfd);
+	return fd < 0 ? -e : fd;
+}
+
+static bool same_contents(const struct scan_file *a, const struct scan_file *b)
 {
 	char *x = NULL, *y = NULL;
 	size_t xl = 0, yl = 0;
-	bool same = read_small_file(a, 1 << 20, &x, &xl) == 0 && read_small_file(b, 1 << 20, &y, &yl) == 0 &&
-		    xl == yl && memcmp(x, y, xl) == 0;
+	bool same = read_fd_small(scan_open_file(a), 1 << 20, &x, &xl) == 0 &&
+		    read_fd_small(scan_open_file(b), 1 << 20, &y, &yl) == 0 && xl == yl &&
+		    memcmp(x, y, xl) == 0;
 	free(x);
 	free(y);
 	return same;
 }
 
-static int add_file(struct ctx *c, struct scan_table *t, const char *path, const char *name, int dir,
-		    const struct stat *st)
+/* Notes a symlink that is not followed. */
+static int skip_link(struct ctx *c, const char *path)
+{
+	struct scan_result *res = c->res;
+	char *p = strdup(path);
+	if (!p || ptrv_push(&res->skipped, &res->nskipped, p) < 0) {
+		free(p);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Where a directory being scanned is: its fd and its path (for messages and scan_file.src). */
+struct place {
+	int fd;
+	const char *path;
+	const char *data_dir;
+};
+
+static int add_file(struct ctx *c, struct scan_table *t, const struct place *dir, const char *path,
+		    const char *name, int idx, const struct stat *st)
 {
 	for (size_t i = 0; i < t->nfiles; i++) {
-		if (t->files[i].dir != dir || strcmp(t->files[i].name, name) != 0)
+		if (t->files[i].dir != idx || strcmp(t->files[i].name, name) != 0)
 			continue;
 		/* Snapshot metadata written in more than one data directory: one copy is enough;
 		 * if they differ, the first is kept. Two sstable components of one name are an
 		 * error: one of them would be lost. */
-		if (dir < 0 && (!strcmp(name, "manifest.json") || !strcmp(name, "schema.cql"))) {
-			if (!same_contents(t->files[i].src, path))
+		if (idx < 0 && (!strcmp(name, "manifest.json") || !strcmp(name, "schema.cql"))) {
+			struct scan_file other = {.data_dir = dir->data_dir,
+						  .rel = path + strlen(dir->data_dir) + 1};
+			if (!same_contents(&t->files[i], &other))
 				fprintf(stderr, "cassbackup: table %s.%s: %s differs between %s and %s; "
 					"keeping the first, ignoring\n", t->keyspace, t->table, name,
 					t->files[i].src, path);
@@ -172,15 +254,17 @@ static int add_file(struct ctx *c, struct scan_table *t, const char *path, const
 		return -ENOMEM;
 	t->files = v;
 	struct scan_file *f = &v[t->nfiles++];
-	*f = (struct scan_file){.dir = dir, .st = *st};
+	*f = (struct scan_file){.dir = idx, .st = *st, .data_dir = dir->data_dir};
 	f->name = strdup(name);
 	f->src = strdup(path);
 	if (!f->name || !f->src)
 		return -ENOMEM;
+	f->rel = f->src + strlen(dir->data_dir) + 1;
 	c->res->nfiles++;
 	c->res->bytes += (uint64_t)st->st_size;
-	if (dir < 0 && strcmp(name, "schema.cql") == 0 && !t->schema_cql) {
-		int r = read_small_file(path, 1 << 20, &t->schema_cql, NULL);
+	if (idx < 0 && strcmp(name, "schema.cql") == 0 && !t->schema_cql) {
+		int fd = openat(dir->fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		int r = read_fd_small(fd < 0 ? -errno : fd, 1 << 20, &t->schema_cql, NULL);
 		if (r < 0) {
 			sb_printf(c->err, "cannot read %s: %s", path, strerror(-r));
 			return r;
@@ -204,13 +288,39 @@ static int find_dir(struct scan_table *t, const char *name, const struct stat *s
 	return (int)t->ndirs++;
 }
 
-/* Adds the regular files of dir (a snapshot dir, or an index subdirectory when idx >= 0). */
-static int scan_files(struct ctx *c, struct scan_table *t, const char *dir, int idx)
+/* Opens name in parent as a directory without following a symlink: *child gets its fd and
+ * path (path_buf holds it). 0, 1 when name is a symlink (noted, skipped), or -errno with
+ * c->err set. */
+static int open_place(struct ctx *c, const struct place *parent, const char *name,
+		      struct place *child, struct strbuf *path_buf)
 {
-	DIR *d = opendir(dir);
+	path_buf->len = 0;
+	int r = sb_printf(path_buf, "%s/%s", parent->path, name);
+	if (r < 0)
+		return r;
+	int fd = openat(parent->fd, name, DIR_FLAGS);
+	if (fd < 0) {
+		r = -errno;
+		struct stat st;
+		if ((r == -ELOOP || r == -ENOTDIR) &&
+		    fstatat(parent->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+			return skip_link(c, path_buf->buf) ?: 1;
+		sb_printf(c->err, "cannot read %s: %s", path_buf->buf, strerror(-r));
+		return r;
+	}
+	*child = (struct place){.fd = fd, .path = path_buf->buf, .data_dir = parent->data_dir};
+	return 0;
+}
+
+/* Adds the regular files of an opened snapshot dir, or of an index subdirectory when
+ * idx >= 0. Closes dir->fd. */
+static int scan_files(struct ctx *c, struct scan_table *t, const struct place *dir, int idx)
+{
+	DIR *d = fdopendir(dir->fd);
 	if (!d) {
 		int r = -errno;
-		sb_printf(c->err, "cannot read %s: %s", dir, strerror(errno));
+		sb_printf(c->err, "cannot read %s: %s", dir->path, strerror(-r));
+		close(dir->fd);
 		return r;
 	}
 	struct dirent *e;
@@ -220,32 +330,44 @@ static int scan_files(struct ctx *c, struct scan_table *t, const char *dir, int 
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || excluded(e->d_name))
 			continue;
 		p.len = 0;
-		if ((r = sb_printf(&p, "%s/%s", dir, e->d_name)) < 0)
+		if ((r = sb_printf(&p, "%s/%s", dir->path, e->d_name)) < 0)
 			break;
 		struct stat st;
-		if (lstat(p.buf, &st) < 0) {
+		if (fstatat(dir->fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			r = -errno;
 			sb_printf(c->err, "cannot read %s: %s", p.buf, strerror(errno));
 			break;
 		}
 		if (S_ISREG(st.st_mode)) {
-			r = add_file(c, t, p.buf, e->d_name, idx, &st);
+			r = add_file(c, t, dir, p.buf, e->d_name, idx, &st);
+		} else if (S_ISLNK(st.st_mode)) {
+			r = skip_link(c, p.buf);
 		} else if (S_ISDIR(st.st_mode) && idx < 0 && e->d_name[0] == '.') {
+			struct place sub = {0};
+			struct strbuf sp = {0};
 			int di = find_dir(t, e->d_name, &st);
-			r = di < 0 ? di : scan_files(c, t, p.buf, di);
+			r = di < 0 ? di : open_place(c, dir, e->d_name, &sub, &sp);
+			if (r == 0)
+				r = scan_files(c, t, &sub, di);
+			r = r > 0 ? 0 : r;
+			sb_free(&sp);
 		}
-		/* Anything else (symlinks, other directories) is not part of a snapshot. */
+		/* Anything else (other directories, devices, sockets) is not part of a snapshot. */
 	}
 	sb_free(&p);
 	closedir(d);
 	return r;
 }
 
-static int note_tags(struct ctx *c, const char *snapdir)
+static int note_tags(struct ctx *c, const struct place *snapshots)
 {
-	DIR *d = opendir(snapdir);
-	if (!d)
+	int fd = dup(snapshots->fd);
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
 		return 0;
+	}
 	struct dirent *e;
 	int r = 0;
 	while (r == 0 && (e = readdir(d)))
@@ -255,20 +377,66 @@ static int note_tags(struct ctx *c, const char *snapdir)
 	return r;
 }
 
-static int scan_keyspace(struct ctx *c, const char *datadir, const char *ks, const struct stat *ks_st)
+/* The snapshot directory snaps/<tag>, if there is one, into table t. */
+static int scan_tag(struct ctx *c, const char *ks, const char *table, const char *id,
+		    const char *dirname, const struct place *snaps, const struct stat *ks_st,
+		    const struct stat *table_st)
 {
-	struct strbuf ksdir = {0}, p = {0};
-	int r = sb_printf(&ksdir, "%s/%s", datadir, ks);
-	if (r < 0)
-		return r;
-	DIR *d = opendir(ksdir.buf);
+	struct stat st;
+	if (fstatat(snaps->fd, c->o->tag, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !(S_ISDIR(st.st_mode) || S_ISLNK(st.st_mode)))
+		return note_tags(c, snaps);
+	struct place snap;
+	struct strbuf path = {0};
+	int r = open_place(c, snaps, c->o->tag, &snap, &path);
+	if (r == 0) {
+		struct scan_table *t = find_or_add_table(c, ks, table, id, dirname, &r);
+		if (t && t->nfiles == 0 && t->ndirs == 0) {
+			t->ks_st = *ks_st;
+			t->table_st = *table_st;
+		}
+		if (t)
+			r = scan_files(c, t, &snap, -1);
+		else
+			close(snap.fd);
+	}
+	sb_free(&path);
+	return r;
+}
+
+/* The snapshot of one table directory (opened as tdir), if it has one. */
+static int scan_table_dir(struct ctx *c, const char *ks, const char *table, const char *id,
+			  const char *dirname, const struct place *tdir, const struct stat *ks_st)
+{
+	struct stat tst, st;
+	if (fstat(tdir->fd, &tst) < 0 || fstatat(tdir->fd, "snapshots", &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0; /* no snapshots at all */
+	struct place snaps;
+	struct strbuf path = {0};
+	int r = open_place(c, tdir, "snapshots", &snaps, &path);
+	if (r == 0) {
+		r = scan_tag(c, ks, table, id, dirname, &snaps, ks_st, &tst);
+		close(snaps.fd);
+	}
+	sb_free(&path);
+	return r > 0 ? 0 : r;
+}
+
+static int scan_keyspace(struct ctx *c, const struct place *ksdir, const char *ks,
+			 const struct stat *ks_st)
+{
+	int fd = dup(ksdir->fd);
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
 	if (!d) {
-		r = -errno;
-		sb_printf(c->err, "cannot read %s: %s", ksdir.buf, strerror(errno));
-		sb_free(&ksdir);
+		int r = -errno;
+		sb_printf(c->err, "cannot read %s: %s", ksdir->path, strerror(-r));
+		if (fd >= 0)
+			close(fd);
 		return r;
 	}
 	struct dirent *e;
+	struct strbuf p = {0};
+	int r = 0;
 	while (r == 0 && (e = readdir(d))) {
 		if (e->d_name[0] == '.')
 			continue;
@@ -279,35 +447,60 @@ static int scan_keyspace(struct ctx *c, const char *datadir, const char *ks, con
 			r = -ENOMEM;
 			break;
 		}
-		struct stat tst, sst;
-		p.len = 0;
-		if ((r = sb_printf(&p, "%s/%s", ksdir.buf, e->d_name)) < 0)
-			break;
-		if (stat(p.buf, &tst) < 0 || !S_ISDIR(tst.st_mode) || !wanted(c, ks, table))
+		struct stat st;
+		if (fstatat(ksdir->fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !(S_ISDIR(st.st_mode) || S_ISLNK(st.st_mode)) || !wanted(c, ks, table))
 			continue;
-		if ((r = sb_puts(&p, "/snapshots")) < 0)
-			break;
-		size_t snapdir_len = p.len;
-		if ((r = sb_printf(&p, "/%s", c->o->tag)) < 0)
-			break;
-		if (stat(p.buf, &sst) < 0 || !S_ISDIR(sst.st_mode)) {
-			p.buf[snapdir_len] = '\0';
-			r = note_tags(c, p.buf);
-			continue;
+		struct place tdir;
+		r = open_place(c, ksdir, e->d_name, &tdir, &p);
+		if (r == 0) {
+			r = scan_table_dir(c, ks, table, id, e->d_name, &tdir, ks_st);
+			close(tdir.fd);
 		}
-		struct scan_table *t = find_or_add_table(c, ks, table, id, e->d_name, &r);
-		if (!t)
-			break;
-		if (t->nfiles == 0 && t->ndirs == 0) {
-			t->ks_st = *ks_st;
-			t->table_st = tst;
-		}
-		r = scan_files(c, t, p.buf, -1);
+		r = r > 0 ? 0 : r; /* a symlink, noted */
 	}
 	closedir(d);
 	sb_free(&p);
-	sb_free(&ksdir);
-	return r;
+	return r > 0 ? 0 : r;
+}
+
+/* The keyspaces of one data directory. */
+static int scan_data_dir(struct ctx *c, const char *dd)
+{
+	struct place top = {.fd = open(dd, O_RDONLY | O_DIRECTORY | O_CLOEXEC), .path = dd,
+			    .data_dir = dd};
+	int fd = top.fd < 0 ? -1 : dup(top.fd);
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	if (!d) {
+		int r = -errno;
+		sb_printf(c->err, "data directory %s: %s", dd, strerror(-r));
+		if (fd >= 0)
+			close(fd);
+		if (top.fd >= 0)
+			close(top.fd);
+		return r;
+	}
+	struct dirent *e;
+	struct strbuf p = {0};
+	int r = 0;
+	while (r == 0 && (e = readdir(d))) {
+		struct stat st;
+		if (e->d_name[0] == '.' || fstatat(top.fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !(S_ISDIR(st.st_mode) || S_ISLNK(st.st_mode)))
+			continue;
+		struct place ks;
+		r = open_place(c, &top, e->d_name, &ks, &p);
+		if (r == 0) {
+			if (fstat(ks.fd, &st) == 0)
+				r = scan_keyspace(c, &ks, e->d_name, &st);
+			close(ks.fd);
+		}
+		r = r > 0 ? 0 : r; /* a symlink, noted */
+	}
+	closedir(d);
+	close(top.fd);
+	sb_free(&p);
+	return r > 0 ? 0 : r;
 }
 
 static int cmp_file(const void *a, const void *b)
@@ -339,29 +532,8 @@ int scan_snapshot(const struct scan_opts *o, struct scan_result *res, struct str
 			r = -EINVAL;
 		}
 	}
-	for (size_t i = 0; r == 0 && i < o->ndata_dirs; i++) {
-		const char *dd = o->data_dirs[i];
-		DIR *d = opendir(dd);
-		if (!d) {
-			r = -errno;
-			sb_printf(err, "data directory %s: %s", dd, strerror(errno));
-			break;
-		}
-		struct dirent *e;
-		struct strbuf p = {0};
-		while (r == 0 && (e = readdir(d))) {
-			if (e->d_name[0] == '.')
-				continue;
-			struct stat st;
-			p.len = 0;
-			if ((r = sb_printf(&p, "%s/%s", dd, e->d_name)) < 0)
-				break;
-			if (stat(p.buf, &st) == 0 && S_ISDIR(st.st_mode))
-				r = scan_keyspace(&c, dd, e->d_name, &st);
-		}
-		sb_free(&p);
-		closedir(d);
-	}
+	for (size_t i = 0; r == 0 && i < o->ndata_dirs; i++)
+		r = scan_data_dir(&c, o->data_dirs[i]);
 	for (size_t i = 0; r == 0 && i < o->nkeyspaces + o->ntables; i++) {
 		if (!c.filter_hit[i]) {
 			if (i < o->nkeyspaces)
@@ -382,6 +554,10 @@ int scan_snapshot(const struct scan_opts *o, struct scan_result *res, struct str
 				sb_printf(err, "%s%s", i ? ", " : "", c.tags.v[i]);
 			if (c.tags.n > 20)
 				sb_printf(err, ", ... (%zu in all)", c.tags.n);
+		} else if (res->nskipped) {
+			sb_printf(err, "snapshot %s: not found; symbolic links are not followed, and "
+				  "%zu were skipped (%s%s)", o->tag, res->nskipped, res->skipped[0],
+				  res->nskipped > 1 ? ", ..." : "");
 		} else {
 			sb_printf(err, "snapshot %s: not found; the selected tables have no snapshots "
 				  "(take one with 'nodetool snapshot -t %s')", o->tag, o->tag);
@@ -422,5 +598,8 @@ void scan_result_free(struct scan_result *res)
 		free(t->schema_cql);
 	}
 	free(res->tables);
+	for (size_t i = 0; i < res->nskipped; i++)
+		free(res->skipped[i]);
+	free(res->skipped);
 	*res = (struct scan_result){0};
 }

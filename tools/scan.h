@@ -6,6 +6,13 @@
  * One table's files may be spread over several data directories (data_file_directories); they
  * are merged into one table. Nothing outside snapshots/<tag>/ is read, and inside it transaction
  * logs (*_txn_*.log) and temporary files (tmp-*, tmplink-*) are left out.
+ *
+ * Symbolic links below a data directory are never followed (a link there is no part of what
+ * Cassandra wrote, and following one would back up whatever it points at): a keyspace, table,
+ * snapshots, snapshot or index directory or a file that is a symlink is skipped and listed in
+ * scan_result.skipped. Every directory is opened relative to its parent with O_NOFOLLOW, and
+ * scan_open_file() opens a file the same way, so a symlink swapped in later is not followed
+ * either. Names are bytes, taken as they are.
  */
 #ifndef CASSBACKUP_SCAN_H
 #define CASSBACKUP_SCAN_H
@@ -18,7 +25,9 @@
 
 struct scan_file {
 	char *name;      /* file name */
-	char *src;       /* absolute path to read it from */
+	char *src;       /* its path (data directory + rel), for messages */
+	const char *data_dir; /* the data directory it is in (scan_opts' string) */
+	const char *rel; /* within src: the path below data_dir */
 	int dir;         /* index into the table's dirs, or -1 for the table directory */
 	struct stat st;
 };
@@ -57,11 +66,17 @@ struct scan_result {
 	size_t ntables;
 	uint64_t nfiles;
 	uint64_t bytes;
+	char **skipped;  /* paths of symlinks not followed */
+	size_t nskipped;
 };
 
 /* Scans. On failure, err holds a one-line reason naming the thing that failed. */
 int scan_snapshot(const struct scan_opts *o, struct scan_result *res, struct strbuf *err);
 void scan_result_free(struct scan_result *res);
+
+/* Opens a scanned file for reading, each directory below its data directory with O_NOFOLLOW.
+ * The fd, or -errno (-ELOOP: a component became a symlink). */
+int scan_open_file(const struct scan_file *f);
 
 bool is_system_keyspace(const char *ks);
 

@@ -1,0 +1,113 @@
+/* backup.h: writing one backup into a store.
+ *
+ * A backup is metadata (name, node, cluster, ...) and a tree: tables, each with files and
+ * `.<index>/` directories of files. The writer owns what a backup is on disk:
+ *   - where each file's bytes go: a file whose content (SHA-256 and size) the store already
+ *     holds is not stored again, one whose content repeats a file of this backup is stored once;
+ *   - the description of the backup that the store keeps beside its bytes;
+ *   - the commit: nothing is visible to readers of the store until backup_writer_commit()
+ *     returns 0. A failure, backup_writer_free() before the commit, a signal or a crash leaves
+ *     no backup, and nothing that the next backup_writer_begin() on the store does not remove.
+ *
+ * Use: begin; add_table (and add_dir) for every table, add_file for every file, in any order
+ * after its table (and directory); commit; free. Names are bytes: any byte but '/' and NUL, in
+ * any locale, kept exactly (the caller checks that they are single path components).
+ *
+ * Errors are negative errno values. After a failure, backup_writer_errmsg() says in one line
+ * what failed and why, naming the file (by its `source`) or the store; the writer is then
+ * unusable except for backup_writer_free(). Nothing here prints.
+ */
+#ifndef CASSBACKUP_BACKUP_H
+#define CASSBACKUP_BACKUP_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "hash.h"
+#include "util.h"
+
+typedef struct backup_writer backup_writer;
+
+struct backup_meta {
+	const char *name; /* unique in the store */
+	const char *cluster, *datacenter, *node, *host_id, *snapshot_tag; /* NULL: unknown */
+	int64_t created_ns; /* 0: now */
+};
+
+struct backup_writer_opts {
+	int level;           /* zstd level, 1 to 19 */
+	unsigned threads;    /* compression threads, 0: the caller's; memory bounds them too */
+	size_t frame_size;   /* bytes per zstd frame, 0: the default; at most 4 MiB */
+	const volatile sig_atomic_t *cancel; /* non-zero: stop at the next chance, -ECANCELED */
+	progress_fn progress; /* called with bytes of files done (read, or found in the store) */
+	void *pctx;
+};
+
+/* Owner, mode (permission bits) and mtime of a keyspace, table or index directory, or file. */
+struct backup_attr {
+	uint32_t mode, uid, gid;
+	int64_t mtime_ns;
+};
+
+struct backup_table {
+	const char *keyspace, *table;
+	const char *table_id; /* 32 hex digits, or "" */
+	const char *dirname;  /* the table's directory name in the data directory (<table>-<id>) */
+	const char *schema_cql; /* NULL: none */
+	struct backup_attr keyspace_attr, table_attr;
+};
+
+struct backup_file {
+	const char *name; /* in its directory */
+	uint64_t size;    /* exactly this many bytes are backed up; other lengths give -ESTALE */
+	struct backup_attr attr;
+	const char *source; /* where the bytes come from, for messages */
+};
+
+struct backup_summary {
+	uint64_t tables, files;
+	uint64_t bytes;        /* of all files */
+	uint64_t new_bytes;    /* of files whose content the store did not hold */
+	uint64_t stored_bytes; /* written to the store */
+};
+
+/* Starts a backup of meta->name in the store at root: opens the store, removes what earlier
+ * writers that died left behind, checks the name is free. -EEXIST when a backup of that name
+ * exists. On failure err gets the reason (one line) and *out is NULL. */
+int backup_writer_begin(const char *root, const struct backup_meta *meta,
+			const struct backup_writer_opts *opts, backup_writer **out, struct strbuf *err);
+
+/* What begin removed: the count of unfinished backups' leftovers; the return value is < 0 when
+ * cleaning failed (not fatal: begin went on). */
+int backup_writer_reclaimed(const backup_writer *w, unsigned *count);
+
+/* Adds a table; *table gets its handle for add_dir/add_file. -EEXIST for the same keyspace and
+ * table twice. Strings are copied. */
+int backup_writer_add_table(backup_writer *w, const struct backup_table *t, unsigned *table);
+
+/* Adds a `.<index>` directory to a table; *dir gets its handle for add_file. */
+int backup_writer_add_dir(backup_writer *w, unsigned table, const char *name,
+			  const struct backup_attr *a, unsigned *dir);
+
+/* Adds a file of a table, in directory dir (BACKUP_TABLE_DIR: the table's own), reading
+ * f->size bytes from fd (positional reads from offset 0; fd stays the caller's). -ESTALE when
+ * the file is shorter or longer than f->size or its bytes changed while they were read. */
+#define BACKUP_TABLE_DIR UINT32_MAX
+int backup_writer_add_file(backup_writer *w, unsigned table, unsigned dir,
+			   const struct backup_file *f, int fd);
+
+/* As add_file, with the f->size bytes at data. */
+int backup_writer_add_buffer(backup_writer *w, unsigned table, unsigned dir,
+			     const struct backup_file *f, const void *data);
+
+/* Makes the backup durable, then visible (one catalog transaction). -EEXIST when another
+ * writer committed a backup of the same name meanwhile (nothing changed). */
+int backup_writer_commit(backup_writer *w, struct backup_summary *summary);
+
+/* One line saying what failed and why; "" when nothing failed. */
+const char *backup_writer_errmsg(const backup_writer *w);
+
+/* Frees; before a successful commit, removes everything the backup wrote. Accepts NULL. */
+void backup_writer_free(backup_writer *w);
+
+#endif

@@ -1,0 +1,226 @@
+/* Unit tests for writing packs (pack.c) and reading them back (packread.c, and libarchive as
+ * stock tar readers see them): data at the offsets the writer reported, names as bytes, hard
+ * links, empty members, sticky errors, and the writer's frame and memory limits. */
+#include "pack.h"
+#include "packread.h"
+#include "seekable.h"
+#include "util.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <locale.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static unsigned char rnd8(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return (unsigned char)rng_state;
+}
+
+struct member {
+	const char *path;
+	size_t size;
+	const char *link; /* hard link to this earlier member */
+	bool from_fd;
+	unsigned char *data;
+	uint64_t off;
+};
+
+static struct member members[] = {
+	{"ks/t-0123/nb-1-big-Data.db", 300000, NULL, true, NULL, 0},
+	{"ks/t-0123/nb-1-big-Index.db", 70000, NULL, false, NULL, 0},
+	{"ks/t-0123/caf\xe9-Data.db", 5000, NULL, false, NULL, 0},          /* not UTF-8 */
+	{"ks/t-0123/.idx_\xc3\xbc/nb-1-big-Data.db", 1, NULL, true, NULL, 0}, /* UTF-8 dir */
+	{"ks/t-0123/empty", 0, NULL, false, NULL, 0},
+	{"ks/t-0123/copy-of-\xe9", 70000, "ks/t-0123/nb-1-big-Index.db", false, NULL, 0},
+};
+#define NMEMBERS (sizeof(members) / sizeof(members[0]))
+
+static int temp_fd(char *path)
+{
+	int fd = mkstemp(path);
+	CHECK(fd >= 0);
+	return fd;
+}
+
+/* Writes every member into a new pack at path (a mkstemp template); returns its frames. */
+static uint32_t write_pack(char *path, unsigned threads)
+{
+	int fd = temp_fd(path);
+	pack_writer *w;
+	CHECK(pack_writer_new(&w, fd, 3, threads, 64u << 10) == 0);
+	for (size_t i = 0; i < NMEMBERS; i++) {
+		struct member *m = &members[i];
+		struct pack_member pm = {.path = m->path, .size = m->size, .mode = 0640, .uid = 1,
+					 .gid = 2, .mtime_ns = 1700000000123456789ll};
+		if (m->link) {
+			CHECK(pack_writer_add_hardlink(w, &pm, m->link) == 0);
+			continue;
+		}
+		if (!m->from_fd) {
+			CHECK(pack_writer_add_buffer(w, &pm, m->data, &m->off) == 0);
+			continue;
+		}
+		char src[] = "/tmp/cb-pack-src-XXXXXX";
+		int sfd = temp_fd(src);
+		CHECK(write_full(sfd, m->data, m->size) == 0);
+		unsigned char sha[32], want[32];
+		CHECK(pack_writer_add_fd(w, &pm, sfd, sha, &m->off, NULL, NULL, NULL) == 0);
+		CHECK(sha256_buf(m->data, m->size, want) == 0 && memcmp(sha, want, 32) == 0);
+		close(sfd);
+		unlink(src);
+	}
+	uint64_t compressed;
+	uint32_t frames;
+	CHECK(pack_writer_finish(w, &compressed, &frames) == 0);
+	CHECK((uint64_t)lseek(fd, 0, SEEK_END) == compressed);
+	pack_writer_free(w);
+	close(fd);
+	return frames;
+}
+
+/* Every member's bytes at the offset the writer reported, through the frame cache. */
+static void check_offsets(const char *path)
+{
+	char *dir = strdup(path), *base = strrchr(dir, '/');
+	*base++ = '\0';
+	pack_cache *pc;
+	CHECK(pack_cache_new(&pc, dir, 1u << 20) == 0);
+	unsigned char *buf = malloc(300000);
+	for (size_t i = 0; i < NMEMBERS; i++) {
+		const struct member *m = &members[i];
+		if (m->link || m->size == 0)
+			continue;
+		CHECK(pack_cache_read(pc, 1, base, m->off, buf, m->size) == 0);
+		CHECK(memcmp(buf, m->data, m->size) == 0);
+		CHECK(m->off % 512 == 0); /* data starts on a tar block */
+	}
+	free(buf);
+	pack_cache_free(pc);
+	free(dir);
+}
+
+/* What a tar reader sees: every name byte for byte, sizes, modes, the hard link. */
+static void check_tar(const char *path)
+{
+	struct archive *a = archive_read_new();
+	archive_read_support_filter_zstd(a);
+	archive_read_support_format_tar(a);
+	CHECK(archive_read_open_filename(a, path, 1 << 16) == ARCHIVE_OK);
+	struct archive_entry *e;
+	size_t i = 0;
+	unsigned char *buf = malloc(300001);
+	int r;
+	/* ARCHIVE_WARN: a UTF-8 name that the C locale cannot show; the bytes are given as they are */
+	while (i < NMEMBERS &&
+	       ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK || r == ARCHIVE_WARN)) {
+		const struct member *m = &members[i++];
+		CHECK(strcmp(archive_entry_pathname(e), m->path) == 0);
+		CHECK((archive_entry_perm(e) & 07777) == 0640);
+		CHECK(archive_entry_mtime(e) == 1700000000 && archive_entry_mtime_nsec(e) == 123456789);
+		if (m->link) {
+			CHECK(archive_entry_hardlink(e) && strcmp(archive_entry_hardlink(e), m->link) == 0);
+			continue;
+		}
+		CHECK(archive_entry_size(e) == (la_int64_t)m->size);
+		la_ssize_t n = archive_read_data(a, buf, 300001);
+		CHECK(n == (la_ssize_t)m->size && memcmp(buf, m->data, m->size) == 0);
+	}
+	CHECK(i == NMEMBERS);
+	CHECK(archive_read_next_header(a, &e) == ARCHIVE_EOF);
+	free(buf);
+	archive_read_free(a);
+}
+
+static void test_round_trip(unsigned threads)
+{
+	char path[] = "/tmp/cb-pack-XXXXXX";
+	uint32_t frames = write_pack(path, threads);
+	CHECK(frames > 300000 / (64u << 10)); /* 64 KiB frames, and a cut at every member */
+	check_offsets(path);
+	check_tar(path);
+	unlink(path);
+}
+
+static void test_errors(void)
+{
+	char path[] = "/tmp/cb-pack-XXXXXX";
+	int fd = temp_fd(path);
+	pack_writer *w = NULL;
+	CHECK(pack_writer_new(&w, fd, 3, 1, SEEKABLE_MAX_WRITE_FRAME_SIZE + 1) == -EINVAL && !w);
+	CHECK(pack_writer_new(&w, fd, 3, 1, SEEKABLE_MAX_WRITE_FRAME_SIZE) == 0);
+	/* a source shorter than announced: -ESTALE, and the pack is unusable from then on */
+	char src[] = "/tmp/cb-pack-src-XXXXXX";
+	int sfd = temp_fd(src);
+	CHECK(write_full(sfd, "short", 5) == 0);
+	struct pack_member pm = {.path = "x", .size = 6, .mode = 0644};
+	unsigned char sha[32];
+	uint64_t off;
+	CHECK(pack_writer_add_fd(w, &pm, sfd, sha, &off, NULL, NULL, NULL) == -ESTALE);
+	pm.size = 5;
+	CHECK(pack_writer_add_buffer(w, &pm, "short", &off) < 0);
+	CHECK(pack_writer_finish(w, NULL, NULL) < 0);
+	pack_writer_free(w);
+	close(sfd);
+	unlink(src);
+	close(fd);
+	unlink(path);
+}
+
+/* The writer's memory budget bounds its threads, whatever is asked for. */
+static void test_memory_budget(void)
+{
+	static const struct {
+		int level;
+		size_t frame;
+		unsigned want, min, max;
+	} cases[] = {
+		{3, 1u << 20, 2, 2, 2},                          /* the default on this machine */
+		{3, SEEKABLE_MAX_WRITE_FRAME_SIZE, 64, 1, 14},   /* ~9 MiB per worker */
+		{19, SEEKABLE_MAX_WRITE_FRAME_SIZE, 64, 1, 1},   /* ~50 MiB zstd context each */
+		{3, 64u << 10, 64, 64, 64},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		seekable_writer *w;
+		int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		CHECK(seekable_writer_new(&w, fd, cases[i].level, cases[i].want, cases[i].frame) == 0);
+		unsigned t = seekable_writer_threads(w);
+		if (t < cases[i].min || t > cases[i].max) {
+			fprintf(stderr, "case %zu: %u threads\n", i, t);
+			CHECK(!"threads within the budget");
+		}
+		seekable_writer_free(w);
+		close(fd);
+	}
+}
+
+int main(void)
+{
+	setlocale(LC_ALL, "C"); /* names are bytes in any locale; C is the strictest */
+	for (size_t i = 0; i < NMEMBERS; i++) {
+		if (members[i].link)
+			continue;
+		members[i].data = malloc(members[i].size + 1);
+		for (size_t k = 0; k < members[i].size; k++)
+			members[i].data[k] = i % 2 ? (unsigned char)"cassandra"[k % 9] : rnd8();
+	}
+	test_round_trip(0);
+	test_round_trip(3);
+	test_errors();
+	test_memory_budget();
+	for (size_t i = 0; i < NMEMBERS; i++)
+		free(members[i].data);
+	if (failures)
+		fprintf(stderr, "%d check(s) failed\n", failures);
+	return failures ? 1 : 0;
+}
