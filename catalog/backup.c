@@ -66,7 +66,10 @@ struct wtable {
 
 struct backup_writer {
 	char *root;
-	char *name, *cluster, *datacenter, *node, *host_id, *tag;
+	char *name, *cluster, *datacenter, *node, *host_id, *tag, *version;
+	char **tokens;
+	size_t ntokens;
+	struct backup_attr root_attr;
 	int64_t created_ns;
 	struct backup_writer_opts o;
 	catalog *cat;
@@ -186,10 +189,19 @@ static int copy_meta(backup_writer *w, const char *root, const struct backup_met
 	w->node = dup_or_empty(m->node);
 	w->host_id = m->host_id ? strdup(m->host_id) : NULL;
 	w->tag = dup_or_empty(m->snapshot_tag);
+	w->version = dup_or_empty(m->cassandra_version);
+	w->root_attr = m->root_attr;
 	w->created_ns = m->created_ns ? m->created_ns : now_ns();
 	if (!w->root || !w->name || !w->cluster || !w->datacenter || !w->node || !w->tag ||
-	    (m->host_id && !w->host_id))
+	    !w->version || (m->host_id && !w->host_id))
 		return -ENOMEM;
+	for (size_t i = 0; i < m->ntokens; i++) {
+		char *t = strdup(m->tokens[i]);
+		if (!t || ptrv_push(&w->tokens, &w->ntokens, t) < 0) {
+			free(t);
+			return -ENOMEM;
+		}
+	}
 	return 0;
 }
 
@@ -538,6 +550,12 @@ static int manifest_head(const backup_writer *w, struct strbuf *j)
 	r = r ?: sb_puts(j, ", ") ?: json_name(j, "node", w->node);
 	r = r ?: sb_puts(j, ", ") ?: json_name(j, "host_id", w->host_id ? w->host_id : "");
 	r = r ?: sb_puts(j, ", ") ?: json_name(j, "snapshot_tag", w->tag);
+	r = r ?: sb_puts(j, ", ") ?: json_name(j, "cassandra_version", w->version);
+	r = r ?: sb_printf(j, ", \"root\": {\"mode\": %u, \"uid\": %u, \"gid\": %u}, \"tokens\": [",
+			   w->root_attr.mode & 07777, w->root_attr.uid, w->root_attr.gid);
+	for (size_t i = 0; r == 0 && i < w->ntokens; i++)
+		r = sb_puts(j, i ? ", " : "") ?: sb_json_str(j, w->tokens[i]);
+	r = r ?: sb_puts(j, "]");
 	r = r ?: sb_printf(j, ", \"created\": \"%s\", \"created_ns\": %lld},\n  \"tables\": [", created,
 			   (long long)w->created_ns);
 	for (size_t i = 0; r == 0 && i < w->ntables; i++) {
@@ -769,6 +787,10 @@ void backup_writer_free(backup_writer *w)
 	free(w->node);
 	free(w->host_id);
 	free(w->tag);
+	free(w->version);
+	for (size_t i = 0; i < w->ntokens; i++)
+		free(w->tokens[i]);
+	free(w->tokens);
 	sb_free(&w->msg);
 	free(w);
 }

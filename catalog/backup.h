@@ -28,9 +28,19 @@
 
 typedef struct backup_writer backup_writer;
 
+/* Owner, mode (permission bits) and mtime of a keyspace, table or index directory, or file. */
+struct backup_attr {
+	uint32_t mode, uid, gid;
+	int64_t mtime_ns;
+};
+
 struct backup_meta {
 	const char *name; /* unique in the store */
 	const char *cluster, *datacenter, *node, *host_id, *snapshot_tag; /* NULL: unknown */
+	const char *cassandra_version;   /* NULL: unknown */
+	const char *const *tokens;       /* the node's tokens (nodetool info/ring), ntokens of them */
+	size_t ntokens;
+	struct backup_attr root_attr;    /* of the data directory: the mount shows the backup so */
 	int64_t created_ns; /* 0: now */
 };
 
@@ -41,12 +51,6 @@ struct backup_writer_opts {
 	const volatile sig_atomic_t *cancel; /* non-zero: stop at the next chance, -ECANCELED */
 	progress_fn progress; /* called with bytes of files done (read, or found in the store) */
 	void *pctx;
-};
-
-/* Owner, mode (permission bits) and mtime of a keyspace, table or index directory, or file. */
-struct backup_attr {
-	uint32_t mode, uid, gid;
-	int64_t mtime_ns;
 };
 
 struct backup_table {
