@@ -11,11 +11,15 @@
  * with the same bytes as an earlier member is a tar hard link to it.
  */
 #include "backup.h"
+#include "lock.h"
+#include "manifest.h"
+#include "packread.h"
 #include "catalog.h"
 #include "pack.h"
 #include "store.h"
 
 #include <errno.h>
+#include <sys/random.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -72,8 +76,11 @@ struct backup_writer {
 	struct backup_attr root_attr;
 	int64_t created_ns;
 	struct backup_writer_opts o;
-	catalog *cat;
-	struct store_tmp tmp;
+	catalog *cat;            /* the store's catalog (owned by store) */
+	struct store *store;
+	struct store_lock *lock; /* shared: prune waits until this backup is committed */
+	struct cb_upload *upload;
+	struct strbuf pack_key;  /* packs/xx/ID.tar.zst */
 	pack_writer *pw;
 	struct wtable *tables;
 	size_t ntables;
@@ -205,33 +212,80 @@ static int copy_meta(backup_writer *w, const char *root, const struct backup_met
 	return 0;
 }
 
+/* packs/xx/ID.tar.zst with a random ID. */
+static int new_pack_key(struct strbuf *key)
+{
+	unsigned char id[16];
+	char hex[33];
+	if (getrandom(id, sizeof(id), 0) != sizeof(id))
+		return -EIO;
+	hex_encode(id, sizeof(id), hex);
+	return sb_printf(key, "packs/%.2s/%s.tar.zst", hex, hex);
+}
+
+static const char *backend_why(int r)
+{
+	return *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r);
+}
+
+/* The name is free when neither the catalog nor the store has a manifest of it. */
+static int check_name_free(backup_writer *w, struct strbuf *err)
+{
+	int r = catalog_backup_exists(w->cat, w->name);
+	struct strbuf key = {0};
+	uint64_t size;
+	if (r == 0 && (r = store_manifest_key(w->name, &key)) == 0) {
+		r = cb_backend_stat(store_backend(w->store), key.buf, &size);
+		r = r == 0 ? 1 : r == -ENOENT ? 0 : r;
+	}
+	sb_free(&key);
+	if (r < 0)
+		sb_printf(err, "cannot read catalog of %s: %s", w->root,
+			  r == -EINVAL ? "invalid backup name" : catalog_errmsg(w->cat));
+	else if (r > 0)
+		sb_printf(err, "backup %s already exists in %s", w->name, w->root);
+	return r > 0 ? -EEXIST : r;
+}
+
+static int take_lock(backup_writer *w, struct strbuf *err)
+{
+	struct lock_info holder;
+	int r = store_lock_take(store_backend(w->store), false, "create", w->o.lock_wait_seconds,
+				w->o.lock_waiting, w->o.pctx, &w->lock, &holder);
+	if (r == -EBUSY)
+		sb_printf(err, "store %s is locked by %s (pid %lld on %s); try again later, or "
+			  "'cassbackup unlock' if that process is gone", w->root, holder.command,
+			  (long long)holder.pid, holder.host);
+	else if (r < 0)
+		sb_printf(err, "cannot lock store %s: %s", w->root, backend_why(r));
+	return r;
+}
+
 static int open_and_check(backup_writer *w, struct strbuf *err)
 {
-	int r = store_open(w->root, 0, &w->cat);
-	if (r == -EMEDIUMTYPE) {
-		sb_printf(err, "cannot open store %s: not a cassbackup store (no catalog.db)", w->root);
-		return r;
-	} else if (r < 0) {
-		sb_printf(err, "cannot open store %s: %s", w->root, strerror(-r));
-		return r;
-	}
-	w->reclaim_err = store_reclaim_tmp(w->root, &w->reclaimed);
-	r = catalog_backup_exists(w->cat, w->name);
-	if (r < 0) {
-		sb_printf(err, "cannot read catalog of %s: %s", w->root, catalog_errmsg(w->cat));
-		return r;
-	} else if (r > 0) {
-		sb_printf(err, "backup %s already exists in %s", w->name, w->root);
-		return -EEXIST;
-	}
-	r = store_tmp_create(w->root, &w->tmp);
-	if (r < 0) {
-		sb_printf(err, "cannot create a pack in %s/tmp: %s", w->root, strerror(-r));
-		return r;
-	}
-	r = pack_writer_new(&w->pw, w->tmp.fd, w->o.level, w->o.threads, w->o.frame_size);
+	int r = store_open_full(w->root, 0, &w->store, err);
 	if (r < 0)
-		sb_printf(err, "cannot start pack %s: %s", w->tmp.path, strerror(-r));
+		return r;
+	w->cat = store_catalog(w->store);
+	r = take_lock(w, err);
+	if (r < 0)
+		return r;
+	/* Leftover uploads of dead local writers (S3's are aborted by prune, under its lock). */
+	if (!cb_location_is_remote(w->root))
+		w->reclaim_err = cb_backend_reclaim(store_backend(w->store), &w->reclaimed);
+	r = check_name_free(w, err);
+	if (r < 0)
+		return r;
+	r = new_pack_key(&w->pack_key);
+	if (r == 0)
+		r = cb_backend_upload_begin(store_backend(w->store), w->pack_key.buf, &w->upload);
+	if (r < 0) {
+		sb_printf(err, "cannot start a pack in %s: %s", w->root, backend_why(r));
+		return r;
+	}
+	r = pack_writer_new(&w->pw, w->upload, w->o.level, w->o.threads, w->o.frame_size);
+	if (r < 0)
+		sb_printf(err, "cannot start pack %s: %s", w->pack_key.buf, strerror(-r));
 	return r;
 }
 
@@ -244,7 +298,6 @@ int backup_writer_begin(const char *root, const struct backup_meta *meta,
 		sb_puts(err, "out of memory");
 		return -ENOMEM;
 	}
-	w->tmp.fd = -1;
 	w->o = *opts;
 	int r = copy_meta(w, root, meta);
 	if (r < 0)
@@ -503,7 +556,7 @@ static int add(backup_writer *w, unsigned table, unsigned dir, const struct back
 		return fail(w, r, "cannot back up %s: the file changed while it was being read",
 			    f->source);
 	if (r == -ENOSPC || r == -EDQUOT)
-		return fail(w, r, "cannot write pack %s: %s", w->tmp.path, strerror(-r));
+		return fail(w, r, "cannot write pack %s/%s: %s", w->root, w->pack_key.buf, strerror(-r));
 	if (r == -EIO && la) /* libarchive's own words */
 		return fail(w, r, "cannot back up %s: %s", f->source, la);
 	return fail(w, r, "cannot back up %s: %s", f->source, strerror(-r));
@@ -521,228 +574,173 @@ int backup_writer_add_buffer(backup_writer *w, unsigned table, unsigned dir,
 	return add(w, table, dir, f, -1, data);
 }
 
-/* --- manifest ----------------------------------------------------------------------------- */
-
-/* "key": "name" when name is UTF-8, else "key_hex": "<its bytes in hex>": JSON holds text, and
- * names are bytes. */
-static int json_name(struct strbuf *j, const char *key, const char *name)
+/* The manifest of this backup: metadata, then keyspaces in the order their first table came. */
+static int fill_keyspace(const backup_writer *w, size_t first, struct manifest_keyspace *k)
 {
-	if (utf8_valid(name))
-		return sb_printf(j, "\"%s\": ", key) ?: sb_json_str(j, name);
-	size_t n = strlen(name);
-	char *hex = malloc(2 * n + 1);
-	if (!hex)
+	const struct wtable *t0 = &w->tables[first];
+	k->name = t0->keyspace;
+	k->attr = (struct cb_attr){t0->ka.mode & 07777, t0->ka.uid, t0->ka.gid, t0->ka.mtime_ns};
+	k->tables = calloc(w->ntables, sizeof(*k->tables));
+	if (!k->tables)
 		return -ENOMEM;
-	hex_encode((const unsigned char *)name, n, hex);
-	int r = sb_printf(j, "\"%s_hex\": \"%s\"", key, hex);
-	free(hex);
-	return r;
-}
-
-static int manifest_head(const backup_writer *w, struct strbuf *j)
-{
-	char created[64];
-	format_time_utc(w->created_ns, created, sizeof(created));
-	int r = sb_puts(j, "{\n  \"format\": \"cassbackup-manifest-1\",\n  \"backup\": {");
-	r = r ?: json_name(j, "name", w->name);
-	r = r ?: sb_puts(j, ", ") ?: json_name(j, "cluster", w->cluster);
-	r = r ?: sb_puts(j, ", ") ?: json_name(j, "datacenter", w->datacenter);
-	r = r ?: sb_puts(j, ", ") ?: json_name(j, "node", w->node);
-	r = r ?: sb_puts(j, ", ") ?: json_name(j, "host_id", w->host_id ? w->host_id : "");
-	r = r ?: sb_puts(j, ", ") ?: json_name(j, "snapshot_tag", w->tag);
-	r = r ?: sb_puts(j, ", ") ?: json_name(j, "cassandra_version", w->version);
-	r = r ?: sb_printf(j, ", \"root\": {\"mode\": %u, \"uid\": %u, \"gid\": %u}, \"tokens\": [",
-			   w->root_attr.mode & 07777, w->root_attr.uid, w->root_attr.gid);
-	for (size_t i = 0; r == 0 && i < w->ntokens; i++)
-		r = sb_puts(j, i ? ", " : "") ?: sb_json_str(j, w->tokens[i]);
-	r = r ?: sb_puts(j, "]");
-	r = r ?: sb_printf(j, ", \"created\": \"%s\", \"created_ns\": %lld},\n  \"tables\": [", created,
-			   (long long)w->created_ns);
-	for (size_t i = 0; r == 0 && i < w->ntables; i++) {
+	for (size_t i = first; i < w->ntables; i++) {
 		const struct wtable *t = &w->tables[i];
-		r = sb_puts(j, i ? ",\n    {" : "\n    {") ?: json_name(j, "keyspace", t->keyspace);
-		r = r ?: sb_puts(j, ", ") ?: json_name(j, "table", t->table);
-		r = r ?: sb_puts(j, ", ") ?: json_name(j, "table_id", t->table_id);
-		r = r ?: sb_puts(j, ", ") ?: json_name(j, "dir", t->dirname);
-		r = r ?: sb_puts(j, "}");
-	}
-	return r;
-}
-
-static int manifest_files(const backup_writer *w, struct strbuf *j)
-{
-	struct strbuf p = {0};
-	char hex[65];
-	bool first = true;
-	int r = sb_puts(j, "\n  ],\n  \"files\": [");
-	for (size_t i = 0; r == 0 && i < w->ntables; i++) {
-		const struct wtable *t = &w->tables[i];
-		for (size_t k = 0; r == 0 && k < t->nfiles; k++) {
-			const struct wfile *f = &t->files[k];
-			hex_encode(f->sha, 32, hex);
-			r = member_path(w, (unsigned)i, f, &p);
-			r = r ?: sb_puts(j, first ? "\n    {" : ",\n    {") ?: json_name(j, "path", p.buf);
-			first = false;
-			r = r ?: sb_printf(j, ", \"size\": %llu, \"mode\": %u, \"uid\": %u, \"gid\": %u, "
-					   "\"mtime_ns\": %lld, \"sha256\": \"%s\"}",
-					   (unsigned long long)f->size, f->a.mode & 07777, f->a.uid,
-					   f->a.gid, (long long)f->a.mtime_ns, hex);
+		if (strcmp(t->keyspace, t0->keyspace))
+			continue;
+		struct manifest_table *mt = &k->tables[k->ntables++];
+		*mt = (struct manifest_table){.name = t->table, .id = t->table_id,
+					      .schema_cql = t->schema_cql, .ndirs = t->ndirs,
+					      .nfiles = t->nfiles};
+		mt->attr = (struct cb_attr){t->ta.mode & 07777, t->ta.uid, t->ta.gid, t->ta.mtime_ns};
+		mt->dirs = calloc(t->ndirs + 1, sizeof(*mt->dirs));
+		mt->files = calloc(t->nfiles + 1, sizeof(*mt->files));
+		if (!mt->dirs || !mt->files)
+			return -ENOMEM;
+		for (size_t d = 0; d < t->ndirs; d++)
+			mt->dirs[d] = (struct manifest_dir){t->dirs[d].name,
+				{t->dirs[d].a.mode & 07777, t->dirs[d].a.uid, t->dirs[d].a.gid, t->dirs[d].a.mtime_ns}};
+		for (size_t f = 0; f < t->nfiles; f++) {
+			const struct wfile *wf = &t->files[f];
+			struct manifest_file *mf = &mt->files[f];
+			mf->dir = wf->dir == BACKUP_TABLE_DIR ? "" : t->dirs[wf->dir].name;
+			mf->name = wf->name;
+			mf->size = wf->size;
+			mf->attr = (struct cb_attr){wf->a.mode & 07777, wf->a.uid, wf->a.gid, wf->a.mtime_ns};
+			memcpy(mf->sha256, wf->sha, 32);
 		}
 	}
-	sb_free(&p);
-	r = r ?: sb_puts(j, "\n  ],\n  \"blobs\": [");
-	for (size_t i = 0; r == 0 && i < w->nblobs; i++) {
-		hex_encode(w->blobs[i].sha, 32, hex);
-		r = sb_printf(j, "%s\n    {\"sha256\": \"%s\", \"size\": %llu, \"offset\": %llu}",
-			      i ? "," : "", hex, (unsigned long long)w->blobs[i].size,
-			      (unsigned long long)w->blobs[i].offset);
-	}
-	return r ?: sb_puts(j, "\n  ]\n}\n");
+	return 0;
 }
 
-/* The last member: the pack describes the backup it completes. */
-static int write_manifest(backup_writer *w)
+/* Frees what fill_manifest allocated (the strings belong to the writer). */
+static void free_manifest_view(struct manifest *m)
 {
-	struct strbuf j = {0}, path = {0};
-	int r = manifest_head(w, &j) ?: manifest_files(w, &j);
-	r = r ?: sb_printf(&path, ".cassbackup/%s.manifest.json", w->name);
-	if (r == 0) {
-		struct pack_member m = {.path = path.buf, .size = j.len, .mode = 0644, .uid = getuid(),
-					.gid = getgid(), .mtime_ns = w->created_ns};
-		uint64_t off;
-		r = pack_writer_add_buffer(w->pw, &m, j.buf, &off);
-	}
-	sb_free(&j);
-	sb_free(&path);
-	return r;
-}
-
-/* --- commit ------------------------------------------------------------------------------- */
-
-static int register_files(backup_writer *w, int64_t backup_id, size_t ti, int64_t ks_row)
-{
-	catalog *c = w->cat;
-	const struct wtable *t = &w->tables[ti];
-	struct cb_dir_attr a = {t->ta.mode & 07777, t->ta.uid, t->ta.gid, t->ta.mtime_ns};
-	int64_t table_row, id;
-	int r = catalog_add_table(c, backup_id, ks_row, t->table, t->table_id, t->schema_cql, &a,
-				  &table_row);
-	int64_t *dir_rows = calloc(t->ndirs + 1, sizeof(*dir_rows));
-	if (r == 0 && !dir_rows)
-		r = -ENOMEM;
-	for (size_t d = 0; r == 0 && d < t->ndirs; d++) {
-		const struct backup_attr *da = &t->dirs[d].a;
-		a = (struct cb_dir_attr){da->mode & 07777, da->uid, da->gid, da->mtime_ns};
-		r = catalog_add_dir(c, table_row, t->dirs[d].name, &a, &dir_rows[d]);
-	}
-	for (size_t k = 0; r == 0 && k < t->nfiles; k++) {
-		const struct wfile *f = &t->files[k];
-		struct cb_file_info fi = {
-			.backup_id = backup_id,
-			.table_row = table_row,
-			.dir_id = f->dir != BACKUP_TABLE_DIR ? dir_rows[f->dir] : 0,
-			.name = f->name,
-			.size = f->size,
-			.mode = f->a.mode & 07777,
-			.uid = f->a.uid,
-			.gid = f->a.gid,
-			.mtime_ns = f->a.mtime_ns,
-			.blob_id = f->pending >= 0 ? w->blobs[f->pending].id : f->stored_id,
-		};
-		r = catalog_add_file(c, &fi, &id);
-	}
-	free(dir_rows);
-	return r;
-}
-
-/* The keyspace row of table ti: that of an earlier table of the same keyspace, or a new one. */
-static int keyspace_row(backup_writer *w, int64_t backup_id, size_t ti, int64_t *rows)
-{
-	const struct wtable *t = &w->tables[ti];
-	for (size_t i = 0; i < ti; i++) {
-		if (!strcmp(w->tables[i].keyspace, t->keyspace)) {
-			rows[ti] = rows[i];
-			return 0;
+	for (size_t k = 0; k < m->nkeyspaces; k++) {
+		for (size_t t = 0; t < m->keyspaces[k].ntables; t++) {
+			free(m->keyspaces[k].tables[t].dirs);
+			free(m->keyspaces[k].tables[t].files);
 		}
+		free(m->keyspaces[k].tables);
 	}
-	struct cb_dir_attr a = {t->ka.mode & 07777, t->ka.uid, t->ka.gid, t->ka.mtime_ns};
-	return catalog_add_keyspace(w->cat, backup_id, t->keyspace, &a, &rows[ti]);
+	free(m->keyspaces);
 }
 
-static int register_tree(backup_writer *w, int64_t pack_id, uint64_t stored)
+static int fill_manifest(const backup_writer *w, uint64_t stored, struct manifest *m)
 {
-	struct cb_backup_info b = {
-		.name = w->name, .cluster = w->cluster, .datacenter = w->datacenter, .node = w->node,
-		.host_id = w->host_id, .snapshot_tag = w->tag, .created_ns = w->created_ns,
-		.pack_id = pack_id, .files = w->files, .bytes = w->bytes, .new_bytes = w->new_bytes,
-		.stored_bytes = stored,
+	*m = (struct manifest){
+		.name = w->name, .node = w->node, .cluster = w->cluster, .datacenter = w->datacenter,
+		.host_id = w->host_id ? w->host_id : "", .snapshot_tag = w->tag,
+		.cassandra_version = w->version, .tokens = w->tokens, .ntokens = w->ntokens,
+		.created_ns = w->created_ns, .files = w->files, .bytes = w->bytes,
+		.new_bytes = w->new_bytes, .stored_bytes = stored,
+		.root_attr = {w->root_attr.mode & 07777, w->root_attr.uid, w->root_attr.gid,
+			      w->root_attr.mtime_ns},
 	};
-	int64_t backup_id;
-	int r = catalog_add_backup(w->cat, &b, &backup_id);
-	int64_t *ks_rows = calloc(w->ntables + 1, sizeof(*ks_rows));
-	if (r == 0 && !ks_rows)
-		r = -ENOMEM;
-	for (size_t i = 0; r == 0 && i < w->ntables; i++)
-		r = keyspace_row(w, backup_id, i, ks_rows) ?: register_files(w, backup_id, i, ks_rows[i]);
-	free(ks_rows);
+	m->keyspaces = calloc(w->ntables + 1, sizeof(*m->keyspaces));
+	if (!m->keyspaces)
+		return -ENOMEM;
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < w->ntables; i++) {
+		bool seen = false;
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = !strcmp(w->tables[j].keyspace, w->tables[i].keyspace);
+		if (!seen)
+			r = fill_keyspace(w, i, &m->keyspaces[m->nkeyspaces++]);
+	}
 	return r;
 }
 
-/* One transaction: the pack, its blobs, the backup and its tree. */
-static int register_backup(backup_writer *w, uint64_t stored, uint32_t frames)
+/* Ends the pack (its index, trailer and seek table) and commits its upload. A backup whose
+ * every file the store already held writes no pack at all. */
+static int finish_pack(backup_writer *w, struct pack_index *pi, struct pack_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	if (w->nblobs == 0)
+		return 0;
+	pi->blobs = calloc(w->nblobs, sizeof(*pi->blobs));
+	if (!pi->blobs)
+		return -ENOMEM;
+	for (size_t i = 0; i < w->nblobs; i++) {
+		memcpy(pi->blobs[i].sha256, w->blobs[i].sha, 32);
+		pi->blobs[i].size = w->blobs[i].size;
+		pi->blobs[i].offset = w->blobs[i].offset;
+	}
+	pi->nblobs = w->nblobs;
+	int r = pack_writer_finish(w->pw, pi, info);
+	if (r == 0 && w->o.cancel && *w->o.cancel)
+		r = -ECANCELED;
+	return r ?: cb_upload_commit(w->upload);
+}
+
+/* The commit point: backups/NAME.json, written once, after the pack. */
+static int put_manifest(backup_writer *w, const struct manifest *m, uint64_t *size)
+{
+	struct strbuf doc = {0}, key = {0};
+	char why[256] = "";
+	int r = manifest_write(m, &doc, why, sizeof(why));
+	if (r == -EINVAL)
+		return fail(w, r, "cannot describe backup %s: %s", w->name, why);
+	r = r ?: store_manifest_key(w->name, &key);
+	uint64_t there;
+	if (r == 0 && cb_backend_stat(store_backend(w->store), key.buf, &there) == 0)
+		r = -EEXIST;
+	if (r == 0)
+		r = cb_backend_put(store_backend(w->store), key.buf, doc.buf, doc.len);
+	*size = doc.len;
+	if (r == -EEXIST)
+		fail(w, r, "backup %s was created by another process meanwhile; nothing changed", w->name);
+	else if (r < 0)
+		fail(w, r, "cannot write %s/%s: %s", w->root, key.buf ? key.buf : "backups", backend_why(r));
+	sb_free(&doc);
+	sb_free(&key);
+	return r;
+}
+
+/* Takes the committed backup into the catalog (one transaction). A failure here loses
+ * nothing: the manifest is written, and the next open of the store takes it in. */
+static void register_backup(backup_writer *w, const struct pack_info *info,
+			    const struct pack_index *pi, const struct manifest *m, uint64_t msize)
 {
 	catalog *c = w->cat;
 	int64_t pack_id;
-	int r = catalog_begin(c);
-	if (r < 0)
-		return r;
-	r = catalog_backup_exists(c, w->name);
-	if (r > 0)
-		r = -EEXIST;
-	if (r == 0)
-		r = catalog_add_pack(c, w->tmp.relpath, stored, frames, w->created_ns, &pack_id);
-	for (size_t i = 0; r == 0 && i < w->nblobs; i++)
-		r = catalog_add_blob(c, w->blobs[i].sha, w->blobs[i].size, pack_id, w->blobs[i].offset,
-				     &w->blobs[i].id);
-	if (r == 0)
-		r = register_tree(w, pack_id, stored);
-	if (r == 0)
-		r = catalog_commit(c);
+	if (catalog_begin(c) < 0)
+		return;
+	struct cb_pack_info p = {.path = w->pack_key.buf, .size = info->compressed,
+				 .frames = info->frames, .created_ns = w->created_ns,
+				 .index_offset = info->index_offset, .index_size = info->index_size};
+	memcpy(p.table_sha256, info->table_sha256, 32);
+	int r = w->nblobs ? store_register_pack(c, &p, pi, &pack_id) : 0;
+	r = r ?: store_register_manifest(c, m, msize) ?: catalog_commit(c);
 	if (r < 0)
 		catalog_rollback(c);
-	return r;
 }
 
 int backup_writer_commit(backup_writer *w, struct backup_summary *sum)
 {
 	if (w->err)
 		return w->err;
-	uint64_t stored = 0;
-	uint32_t frames = 0;
-	int r = write_manifest(w);
-	if (r == 0)
-		r = pack_writer_finish(w->pw, &stored, &frames);
-	if (r == 0 && w->o.cancel && *w->o.cancel)
-		r = -ECANCELED;
+	struct pack_index pi = {0};
+	struct pack_info info;
+	struct manifest m;
+	uint64_t msize = 0;
+	int r = finish_pack(w, &pi, &info);
 	if (r == -ECANCELED)
-		return fail(w, r, "interrupted");
+		fail(w, r, "interrupted");
+	else if (r < 0)
+		fail(w, r, "cannot write pack %s/%s: %s", w->root, w->pack_key.buf, backend_why(r));
+	if (r == 0 && (r = fill_manifest(w, info.compressed, &m)) < 0)
+		fail(w, r, "out of memory");
+	if (r == 0 && (r = put_manifest(w, &m, &msize)) == 0) {
+		w->committed = true;
+		register_backup(w, &info, &pi, &m, msize);
+	}
+	if (m.keyspaces && r != -ENOMEM)
+		free_manifest_view(&m);
+	pack_index_free(&pi);
 	if (r < 0)
-		return fail(w, r, "cannot write pack %s: %s", w->tmp.path, strerror(-r));
-	r = store_tmp_commit(w->root, &w->tmp);
-	if (r < 0)
-		return fail(w, r, "cannot move pack into %s/%s: %s", w->root, w->tmp.relpath,
-			    strerror(-r));
-	r = register_backup(w, stored, frames);
-	if (r == -EEXIST)
-		return fail(w, r, "backup %s was created by another process meanwhile; nothing changed",
-			    w->name);
-	if (r < 0)
-		return fail(w, r, "cannot register backup in %s/catalog.db: %s", w->root,
-			    catalog_errmsg(w->cat));
-	w->committed = true;
-	store_tmp_release(&w->tmp, true);
+		return r;
 	*sum = (struct backup_summary){.tables = w->ntables, .files = w->files, .bytes = w->bytes,
-				       .new_bytes = w->new_bytes, .stored_bytes = stored};
+				       .new_bytes = w->new_bytes, .stored_bytes = info.compressed};
 	return 0;
 }
 
@@ -772,9 +770,10 @@ void backup_writer_free(backup_writer *w)
 	if (!w)
 		return;
 	pack_writer_free(w->pw);
-	if (w->tmp.path)
-		store_tmp_release(&w->tmp, w->committed);
-	catalog_close(w->cat);
+	cb_upload_free(w->upload); /* aborts it when no backup was committed */
+	store_lock_release(w->lock);
+	store_close(w->store);
+	sb_free(&w->pack_key);
 	free_tables(w);
 	for (size_t i = 0; i < w->nblobs; i++)
 		free(w->blobs[i].member);

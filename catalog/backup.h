@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "hash.h"
+#include "lock.h"
 #include "util.h"
 
 typedef struct backup_writer backup_writer;
@@ -51,6 +52,9 @@ struct backup_writer_opts {
 	const volatile sig_atomic_t *cancel; /* non-zero: stop at the next chance, -ECANCELED */
 	progress_fn progress; /* called with bytes of files done (read, or found in the store) */
 	void *pctx;
+	int lock_wait_seconds; /* how long to wait for a prune's exclusive lock to go */
+	/* called once (with pctx) when it starts to wait, naming the holder */
+	void (*lock_waiting)(void *pctx, const struct lock_info *holder);
 };
 
 struct backup_table {

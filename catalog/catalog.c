@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CATALOG_FORMAT "cassbackup-store-1"
+#define CATALOG_FORMAT "cassbackup-catalog-2"
 /* Pages a CATALOG_SMALL_CACHE connection keeps (SQLite's default is 2 MiB per connection). */
 #define CATALOG_SMALL_CACHE_KIB "256"
 #define CB_SIZE_MAX_SQL "4611686018427387903" /* CB_SIZE_MAX */
@@ -23,17 +23,27 @@ static const char schema_sql[] =
 	"PRAGMA journal_mode=WAL;"
 	"CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 	"CREATE TABLE packs(id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL UNIQUE,"
-	"  size INTEGER NOT NULL, frames INTEGER NOT NULL, created_ns INTEGER NOT NULL);"
+	"  size INTEGER NOT NULL, frames INTEGER NOT NULL, created_ns INTEGER NOT NULL,"
+	"  table_sha256 BLOB NOT NULL, index_offset INTEGER NOT NULL, index_size INTEGER NOT NULL);"
+	/* A blob is a content; pack_id/offset say where it is read from (NULL: no pack the
+	 * catalog knows holds it, and its files cannot be read); blob_locs lists every pack that
+	 * holds it, so a blob repacked elsewhere is found again when its pack goes. */
 	"CREATE TABLE blobs(id INTEGER PRIMARY KEY AUTOINCREMENT, sha256 BLOB NOT NULL,"
-	"  size INTEGER NOT NULL, pack_id INTEGER NOT NULL REFERENCES packs(id),"
-	"  offset INTEGER NOT NULL, UNIQUE(sha256, size));"
+	"  size INTEGER NOT NULL, pack_id INTEGER REFERENCES packs(id),"
+	"  offset INTEGER, UNIQUE(sha256, size));"
 	"CREATE INDEX blobs_size ON blobs(size);"
 	"CREATE INDEX blobs_pack ON blobs(pack_id);"
+	"CREATE TABLE blob_locs(blob_id INTEGER NOT NULL REFERENCES blobs(id),"
+	"  pack_id INTEGER NOT NULL REFERENCES packs(id), offset INTEGER NOT NULL,"
+	"  PRIMARY KEY(blob_id, pack_id)) WITHOUT ROWID;"
+	"CREATE INDEX blob_locs_pack ON blob_locs(pack_id);"
 	"CREATE TABLE backups(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,"
 	"  cluster TEXT NOT NULL, datacenter TEXT NOT NULL, node TEXT NOT NULL,"
 	"  host_id TEXT NOT NULL, snapshot_tag TEXT NOT NULL, created_ns INTEGER NOT NULL,"
-	"  pack_id INTEGER NOT NULL REFERENCES packs(id), files INTEGER NOT NULL,"
-	"  bytes INTEGER NOT NULL, new_bytes INTEGER NOT NULL, stored_bytes INTEGER NOT NULL);"
+	"  files INTEGER NOT NULL, bytes INTEGER NOT NULL, new_bytes INTEGER NOT NULL,"
+	"  stored_bytes INTEGER NOT NULL, cassandra_version TEXT NOT NULL, tokens TEXT NOT NULL,"
+	"  root_mode INTEGER NOT NULL, root_uid INTEGER NOT NULL, root_gid INTEGER NOT NULL,"
+	"  manifest_size INTEGER NOT NULL);"
 	BACKUPS_BY_NAME ";"
 	"CREATE TABLE keyspaces(id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  backup_id INTEGER NOT NULL REFERENCES backups(id), name TEXT NOT NULL,"
@@ -79,6 +89,19 @@ enum stmt {
 	ST_ADD_DIR,
 	ST_ADD_FILE,
 	ST_LIST_PACKS,
+	ST_PACK_SHA,
+	ST_FIND_ANY_BLOB,
+	ST_ADD_BLOB_LOC,
+	ST_BACKUP_NAMES,
+	ST_DEL_FILES,
+	ST_DEL_DIRS,
+	ST_DEL_TABLES,
+	ST_DEL_KEYSPACES,
+	ST_DEL_BACKUP,
+	ST_DEL_PACK_LOCS,
+	ST_REPOINT_BLOBS,
+	ST_DEL_PACK,
+	ST_DEL_LOOSE_BLOBS,
 	ST_LIST_BACKUPS,
 	ST_GET_BACKUP,
 	ST_GET_KEYSPACE,
@@ -114,13 +137,33 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_ROLLBACK] = "ROLLBACK",
 	[ST_BACKUP_EXISTS] = "SELECT 1 FROM backups WHERE name = ?1",
 	[ST_BLOB_SIZE_EXISTS] = "SELECT 1 FROM blobs WHERE size = ?1 LIMIT 1",
-	[ST_FIND_BLOB] = "SELECT id FROM blobs WHERE sha256 = ?1 AND size = ?2",
-	[ST_ADD_PACK] = "INSERT INTO packs(path, size, frames, created_ns) VALUES(?1, ?2, ?3, ?4)",
+	[ST_FIND_BLOB] = "SELECT id FROM blobs WHERE sha256 = ?1 AND size = ?2 AND pack_id IS NOT NULL",
+	[ST_FIND_ANY_BLOB] = "SELECT id FROM blobs WHERE sha256 = ?1 AND size = ?2",
+	[ST_ADD_PACK] = "INSERT INTO packs(path, size, frames, created_ns, table_sha256, index_offset,"
+			" index_size) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
 	[ST_ADD_BLOB] = "INSERT INTO blobs(sha256, size, pack_id, offset) VALUES(?1, ?2, ?3, ?4)"
-			" ON CONFLICT(sha256, size) DO NOTHING",
+			" ON CONFLICT(sha256, size) DO UPDATE SET"
+			" offset = CASE WHEN pack_id IS NULL THEN excluded.offset ELSE offset END,"
+			" pack_id = COALESCE(pack_id, excluded.pack_id)",
+	[ST_ADD_BLOB_LOC] = "INSERT OR IGNORE INTO blob_locs(blob_id, pack_id, offset)"
+			    " VALUES(?1, ?2, ?3)",
 	[ST_ADD_BACKUP] = "INSERT INTO backups(name, cluster, datacenter, node, host_id,"
-			  " snapshot_tag, created_ns, pack_id, files, bytes, new_bytes,"
-			  " stored_bytes) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+			  " snapshot_tag, created_ns, files, bytes, new_bytes, stored_bytes,"
+			  " cassandra_version, tokens, root_mode, root_uid, root_gid, manifest_size)"
+			  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+	[ST_BACKUP_NAMES] = "SELECT id, name, manifest_size FROM backups",
+	[ST_DEL_FILES] = "DELETE FROM files WHERE backup_id = ?1",
+	[ST_DEL_DIRS] = "DELETE FROM dirs WHERE table_row IN (SELECT id FROM tables WHERE backup_id = ?1)",
+	[ST_DEL_TABLES] = "DELETE FROM tables WHERE backup_id = ?1",
+	[ST_DEL_KEYSPACES] = "DELETE FROM keyspaces WHERE backup_id = ?1",
+	[ST_DEL_BACKUP] = "DELETE FROM backups WHERE id = ?1",
+	[ST_DEL_PACK_LOCS] = "DELETE FROM blob_locs WHERE pack_id = ?1",
+	[ST_REPOINT_BLOBS] = "UPDATE blobs SET (pack_id, offset) = (SELECT l.pack_id, l.offset FROM"
+			     " blob_locs l WHERE l.blob_id = blobs.id ORDER BY l.pack_id DESC LIMIT 1)"
+			     " WHERE pack_id = ?1",
+	[ST_DEL_PACK] = "DELETE FROM packs WHERE id = ?1",
+	[ST_DEL_LOOSE_BLOBS] = "DELETE FROM blobs WHERE pack_id IS NULL AND NOT EXISTS"
+			       " (SELECT 1 FROM files f WHERE f.blob_id = blobs.id)",
 	[ST_ADD_KEYSPACE] = "INSERT INTO keyspaces(backup_id, name, mode, uid, gid, mtime_ns)"
 			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
 	[ST_ADD_TABLE] = "INSERT INTO tables(backup_id, keyspace_id, name, table_id, schema_cql,"
@@ -130,10 +173,13 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_ADD_FILE] = "INSERT INTO files(backup_id, table_row, dir_id, name, size, mode, uid, gid,"
 			" mtime_ns, blob_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 	[ST_LIST_PACKS] = "SELECT id, path FROM packs ORDER BY id",
+	[ST_PACK_SHA] = "SELECT table_sha256 FROM packs WHERE id = ?1",
 	[ST_GET_BACKUP_BY_NAME] =
 		"SELECT b.id, b.name, b.node, b.cluster, b.datacenter, b.host_id, b.snapshot_tag,"
 		" b.created_ns, b.files, b.bytes, b.new_bytes, b.stored_bytes,"
-		" (SELECT COUNT(*) FROM tables t WHERE t.backup_id = b.id), 0"
+		" (SELECT COUNT(*) FROM tables t WHERE t.backup_id = b.id), 0,"
+		" NOT EXISTS (SELECT 1 FROM files f3 JOIN blobs b3 ON b3.id = f3.blob_id"
+		"   WHERE f3.backup_id = b.id AND b3.pack_id IS NULL), b.cassandra_version"
 		" FROM backups b WHERE b.name = ?1",
 	[ST_BACKUP_TABLES] = "SELECT t.id, k.id, k.name, t.name, t.table_id, t.schema_cql FROM tables t"
 			     " JOIN keyspaces k ON k.id = t.keyspace_id WHERE t.backup_id = ?1"
@@ -156,7 +202,9 @@ static const char *const stmt_sql[ST__COUNT] = {
 		" (SELECT CASE WHEN MIN(bl.size) < 0 OR MAX(bl.size) > " CB_SIZE_MAX_SQL
 		"   THEN -1.0 ELSE TOTAL(bl.size) END FROM blobs bl WHERE bl.id IN"
 		"   (SELECT blob_id FROM files f WHERE f.backup_id = b.id) AND NOT EXISTS"
-		"   (SELECT 1 FROM files f2 WHERE f2.blob_id = bl.id AND f2.backup_id <> b.id))"
+		"   (SELECT 1 FROM files f2 WHERE f2.blob_id = bl.id AND f2.backup_id <> b.id)),"
+		" NOT EXISTS (SELECT 1 FROM files f3 JOIN blobs b3 ON b3.id = f3.blob_id"
+		"   WHERE f3.backup_id = b.id AND b3.pack_id IS NULL), b.cassandra_version"
 		" FROM backups b ORDER BY b.created_ns, b.id",
 	[ST_GET_BACKUP] = "SELECT " BACKUP_COLS " WHERE id = ?1",
 	[ST_GET_KEYSPACE] = "SELECT " NODE_COLS_DIR("keyspaces") " WHERE id = ?1",
@@ -195,6 +243,9 @@ struct catalog {
 	sqlite3_stmt *st[ST__COUNT];
 	char why[160]; /* the last invalid row, for catalog_errmsg; "" when none */
 };
+
+static const char *col_text(sqlite3_stmt *st, int i);
+static int bad_row(catalog *c, int64_t row, const char *what);
 
 /* Translates a SQLite result code to a negative errno, once, here. */
 static int errno_from_sqlite(sqlite3 *db, int rc)
@@ -412,15 +463,29 @@ static int insert(catalog *c, sqlite3_stmt *st, int64_t *id)
 	return r;
 }
 
-int catalog_add_pack(catalog *c, const char *relpath, uint64_t size, uint32_t frames,
-		     int64_t created_ns, int64_t *id)
+int catalog_add_pack(catalog *c, const struct cb_pack_info *p, int64_t *id)
 {
 	sqlite3_stmt *st = stmt(c, ST_ADD_PACK);
-	bind_text(st, 1, relpath);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
-	sqlite3_bind_int64(st, 3, frames);
-	sqlite3_bind_int64(st, 4, created_ns);
+	bind_text(st, 1, p->path);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)p->size);
+	sqlite3_bind_int64(st, 3, p->frames);
+	sqlite3_bind_int64(st, 4, p->created_ns);
+	sqlite3_bind_blob(st, 5, p->table_sha256, 32, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, (sqlite3_int64)p->index_offset);
+	sqlite3_bind_int64(st, 7, (sqlite3_int64)p->index_size);
 	return insert(c, st, id);
+}
+
+static int find_any_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t *id)
+{
+	sqlite3_stmt *st = stmt(c, ST_FIND_ANY_BLOB);
+	sqlite3_bind_blob(st, 1, sha256, 32, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
+	int r = step_one(c, st);
+	if (r != 1)
+		return r;
+	*id = sqlite3_column_int64(st, 0);
+	return done(c, st, 1);
 }
 
 int catalog_add_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t pack_id,
@@ -429,14 +494,25 @@ int catalog_add_blob(catalog *c, const unsigned char sha256[32], uint64_t size, 
 	sqlite3_stmt *st = stmt(c, ST_ADD_BLOB);
 	sqlite3_bind_blob(st, 1, sha256, 32, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
-	sqlite3_bind_int64(st, 3, pack_id);
-	sqlite3_bind_int64(st, 4, (sqlite3_int64)offset);
+	if (pack_id) {
+		sqlite3_bind_int64(st, 3, pack_id);
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)offset);
+	} else {
+		sqlite3_bind_null(st, 3);
+		sqlite3_bind_null(st, 4);
+	}
 	int r = exec_stmt(c, st);
-	if (r < 0)
-		return r;
-	/* Inserted, or a concurrent backup stored the same bytes first: either way, look it up. */
-	r = catalog_find_blob(c, sha256, size, id);
-	return r == 1 ? 0 : (r == 0 ? -EIO : r);
+	if (r == 0)
+		r = find_any_blob(c, sha256, size, id);
+	if (r == 0)
+		r = -EIO;
+	if (r < 0 || !pack_id)
+		return r < 0 ? r : 0;
+	st = stmt(c, ST_ADD_BLOB_LOC);
+	sqlite3_bind_int64(st, 1, *id);
+	sqlite3_bind_int64(st, 2, pack_id);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)offset);
+	return exec_stmt(c, st);
 }
 
 int catalog_add_backup(catalog *c, const struct cb_backup_info *b, int64_t *id)
@@ -449,12 +525,70 @@ int catalog_add_backup(catalog *c, const struct cb_backup_info *b, int64_t *id)
 	bind_text(st, 5, b->host_id);
 	bind_text(st, 6, b->snapshot_tag);
 	sqlite3_bind_int64(st, 7, b->created_ns);
-	sqlite3_bind_int64(st, 8, b->pack_id);
-	sqlite3_bind_int64(st, 9, (sqlite3_int64)b->files);
-	sqlite3_bind_int64(st, 10, (sqlite3_int64)b->bytes);
-	sqlite3_bind_int64(st, 11, (sqlite3_int64)b->new_bytes);
-	sqlite3_bind_int64(st, 12, (sqlite3_int64)b->stored_bytes);
+	sqlite3_bind_int64(st, 8, (sqlite3_int64)b->files);
+	sqlite3_bind_int64(st, 9, (sqlite3_int64)b->bytes);
+	sqlite3_bind_int64(st, 10, (sqlite3_int64)b->new_bytes);
+	sqlite3_bind_int64(st, 11, (sqlite3_int64)b->stored_bytes);
+	bind_text(st, 12, b->cassandra_version ? b->cassandra_version : "");
+	bind_text(st, 13, b->tokens ? b->tokens : "");
+	sqlite3_bind_int64(st, 14, b->root_mode);
+	sqlite3_bind_int64(st, 15, b->root_uid);
+	sqlite3_bind_int64(st, 16, b->root_gid);
+	sqlite3_bind_int64(st, 17, (sqlite3_int64)b->manifest_size);
 	return insert(c, st, id);
+}
+
+static int exec_id(catalog *c, enum stmt which, int64_t id)
+{
+	sqlite3_stmt *st = stmt(c, which);
+	sqlite3_bind_int64(st, 1, id);
+	return exec_stmt(c, st);
+}
+
+int catalog_remove_backup(catalog *c, int64_t id)
+{
+	return exec_id(c, ST_DEL_FILES, id) ?: exec_id(c, ST_DEL_DIRS, id) ?:
+	       exec_id(c, ST_DEL_TABLES, id) ?: exec_id(c, ST_DEL_KEYSPACES, id) ?:
+	       exec_id(c, ST_DEL_BACKUP, id) ?: exec_stmt(c, stmt(c, ST_DEL_LOOSE_BLOBS));
+}
+
+int catalog_remove_pack(catalog *c, int64_t id)
+{
+	return exec_id(c, ST_DEL_PACK_LOCS, id) ?: exec_id(c, ST_REPOINT_BLOBS, id) ?:
+	       exec_id(c, ST_DEL_PACK, id) ?: exec_stmt(c, stmt(c, ST_DEL_LOOSE_BLOBS));
+}
+
+int catalog_backup_names(catalog *c,
+			 int (*cb)(void *ctx, int64_t id, const char *name, uint64_t manifest_size),
+			 void *ctx)
+{
+	sqlite3_stmt *st = stmt(c, ST_BACKUP_NAMES);
+	int r;
+	while ((r = step_one(c, st)) == 1) {
+		const char *name = col_text(st, 1);
+		r = cb(ctx, sqlite3_column_int64(st, 0), name ? name : "",
+		       (uint64_t)sqlite3_column_int64(st, 2));
+		if (r != 0) {
+			sqlite3_reset(st);
+			return r;
+		}
+	}
+	return r;
+}
+
+int catalog_pack_sha(catalog *c, int64_t pack_id, unsigned char sha[32])
+{
+	sqlite3_stmt *st = stmt(c, ST_PACK_SHA);
+	sqlite3_bind_int64(st, 1, pack_id);
+	int r = step_one(c, st);
+	if (r != 1)
+		return r;
+	const void *v = sqlite3_column_blob(st, 0);
+	if (!v || sqlite3_column_bytes(st, 0) != 32)
+		r = bad_row(c, pack_id, "pack hash is not 32 bytes");
+	else
+		memcpy(sha, v, 32);
+	return done(c, st, r < 0 ? r : 1);
 }
 
 static void bind_attr(sqlite3_stmt *st, int first, const struct cb_dir_attr *a)
@@ -601,6 +735,8 @@ static int read_summary(catalog *c, sqlite3_stmt *st, struct cb_backup_summary *
 		.snapshot_tag = col_text(st, 6),
 		.created_ns = sqlite3_column_int64(st, 7),
 		.tables = (uint64_t)sqlite3_column_int64(st, 12),
+		.complete = sqlite3_column_int(st, 14) != 0,
+		.cassandra_version = col_text(st, 15),
 	};
 	double unique = sqlite3_column_double(st, 13);
 	int r = 0;

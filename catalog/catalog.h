@@ -48,6 +48,9 @@ enum catalog_flags {
 	/* keep a small page cache (256 KiB instead of SQLite's 2 MiB): for the mount, which holds
 	 * a connection per worker thread and runs only indexed point queries and short listings */
 	CATALOG_SMALL_CACHE = 1 << 2,
+	/* store_open(): trust the catalog as it is, do not compare it with the store first (a
+	 * mount's worker threads; the mount's main thread keeps it up to date) */
+	CATALOG_NO_RECONCILE = 1 << 3,
 };
 
 /* Opens (or creates) the catalog at path. -ENOENT when missing, -EMEDIUMTYPE when the file is not
@@ -74,11 +77,23 @@ struct cb_backup_info {
 	const char *host_id;
 	const char *snapshot_tag;
 	int64_t created_ns;
-	int64_t pack_id;
 	uint64_t files;
 	uint64_t bytes;        /* logical bytes of all files */
-	uint64_t new_bytes;    /* logical bytes written to this backup's pack */
-	uint64_t stored_bytes; /* size of this backup's pack */
+	uint64_t new_bytes;    /* logical bytes of files whose content the store lacked */
+	uint64_t stored_bytes; /* bytes of the pack this backup wrote */
+	const char *cassandra_version; /* "" when unknown */
+	const char *tokens;    /* space-separated; "" when unknown */
+	uint32_t root_mode, root_uid, root_gid; /* the data directory's */
+	uint64_t manifest_size; /* of backups/NAME.json, to notice a replaced manifest */
+};
+
+struct cb_pack_info {
+	const char *path; /* the pack's key: packs/xx/ID.tar.zst */
+	uint64_t size;
+	uint32_t frames;
+	int64_t created_ns;
+	unsigned char table_sha256[32];
+	uint64_t index_offset, index_size;
 };
 
 struct cb_dir_attr {
@@ -104,9 +119,9 @@ int catalog_blob_size_exists(catalog *c, uint64_t size);
 /* 1 and *id when a blob with this content is stored, 0 when not. */
 int catalog_find_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t *id);
 
-int catalog_add_pack(catalog *c, const char *relpath, uint64_t size, uint32_t frames,
-		     int64_t created_ns, int64_t *id);
-/* Adds a blob, or returns the id of the one already stored with that content. */
+int catalog_add_pack(catalog *c, const struct cb_pack_info *p, int64_t *id);
+/* Adds a blob (pack_id 0: a content no known pack holds), or returns the id of the one with
+ * that content, recording pack_id as one more place that holds it. */
 int catalog_add_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t pack_id,
 		     uint64_t offset, int64_t *id);
 int catalog_add_backup(catalog *c, const struct cb_backup_info *b, int64_t *id);
@@ -118,6 +133,18 @@ int catalog_add_table(catalog *c, int64_t backup_id, int64_t keyspace_row, const
 int catalog_add_dir(catalog *c, int64_t table_row, const char *name, const struct cb_dir_attr *a,
 		    int64_t *id);
 int catalog_add_file(catalog *c, const struct cb_file_info *f, int64_t *id);
+
+/* Removes a backup and everything under it (blobs no file uses and no pack holds go too). */
+int catalog_remove_backup(catalog *c, int64_t id);
+/* Removes a pack; blobs it held are read from another pack that holds them, if any. */
+int catalog_remove_pack(catalog *c, int64_t id);
+/* Every backup's row id, name and manifest size, in no particular order. */
+int catalog_backup_names(catalog *c,
+			 int (*cb)(void *ctx, int64_t id, const char *name, uint64_t manifest_size),
+			 void *ctx);
+/* The SHA-256 of a pack's seek table as recorded when the pack was indexed. 1, 0 (no such
+ * pack) or -errno. */
+int catalog_pack_sha(catalog *c, int64_t pack_id, unsigned char sha[32]);
 
 /* Packs the catalog knows, for reclaiming packs it doesn't. cb returns 0 to go on. */
 int catalog_list_packs(catalog *c, int (*cb)(void *ctx, int64_t id, const char *relpath),
@@ -131,6 +158,8 @@ struct cb_backup_summary {
 	int64_t created_ns;
 	uint64_t tables, files, bytes, new_bytes, stored_bytes;
 	uint64_t unique_bytes; /* logical bytes of blobs no other backup references */
+	bool complete;         /* every file's bytes are in a pack the catalog knows */
+	const char *cassandra_version; /* "" when unknown */
 	/* NULL for a sound row; else why it is not ("catalog row 3: invalid backup name"): the
 	 * counts are then 0 and name is as stored (escape it before printing). */
 	const char *invalid;

@@ -1,6 +1,7 @@
 /* pack.c: see pack.h. */
 #include "pack.h"
 #include "seekable.h"
+#include "hash.h"
 #include "util.h"
 
 #include <archive.h>
@@ -57,12 +58,13 @@ static int fail(pack_writer *w, int fallback)
 	return w->err;
 }
 
-int pack_writer_new(pack_writer **out, int fd, int level, unsigned nthreads, size_t frame_size)
+int pack_writer_new(pack_writer **out, struct cb_upload *sink, int level, unsigned nthreads,
+		    size_t frame_size)
 {
 	pack_writer *w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
-	int r = seekable_writer_new(&w->sw, fd, level, nthreads,
+	int r = seekable_writer_new(&w->sw, sink, level, nthreads,
 				    frame_size ? frame_size : SEEKABLE_DEFAULT_FRAME_SIZE);
 	if (r < 0)
 		goto fail;
@@ -189,13 +191,52 @@ int pack_writer_add_hardlink(pack_writer *w, const struct pack_member *m, const 
 	return write_header(w, m, target, &off);
 }
 
-int pack_writer_finish(pack_writer *w, uint64_t *compressed, uint32_t *frames)
+int pack_trailer_frame(const void *table, size_t len, uint64_t index_offset,
+		       uint64_t index_size, unsigned char table_sha256[32], struct strbuf *out)
 {
+	unsigned char t[PACK_TRAILER_SIZE] = {0};
+	if (sha256_buf(table, len, table_sha256) < 0)
+		return -ENOMEM;
+	put_le32(t, PACK_TRAILER_MAGIC);
+	put_le32(t + 4, PACK_TRAILER_SIZE - 8);
+	memcpy(t + 8, PACK_TRAILER_TAG, 8);
+	put_le64(t + 16, index_offset);
+	put_le64(t + 24, index_size);
+	memcpy(t + 32, table_sha256, 32);
+	return sb_append(out, t, sizeof(t));
+}
+
+struct trailer_ctx {
+	struct pack_info *info;
+};
+
+static int make_trailer(void *ctx, const void *table, size_t len, struct strbuf *extra)
+{
+	struct pack_info *info = ((struct trailer_ctx *)ctx)->info;
+	return pack_trailer_frame(table, len, info->index_offset, info->index_size,
+				  info->table_sha256, extra);
+}
+
+int pack_writer_finish(pack_writer *w, const struct pack_index *index, struct pack_info *info)
+{
+	memset(info, 0, sizeof(*info));
 	if (w->err)
 		return w->err;
+	struct strbuf j = {0};
+	int r = pack_index_write(index, &j);
+	if (r == 0) {
+		struct pack_member m = {.path = PACK_INDEX_MEMBER, .size = j.len, .mode = 0600,
+					.uid = getuid(), .gid = getgid(), .mtime_ns = now_ns()};
+		r = pack_writer_add_buffer(w, &m, j.buf, &info->index_offset);
+		info->index_size = j.len;
+	}
+	sb_free(&j);
+	if (r < 0)
+		return r;
 	if (archive_write_close(w->a) != ARCHIVE_OK)
 		return fail(w, -EIO);
-	int r = seekable_writer_finish(w->sw, compressed, frames);
+	struct trailer_ctx tc = {info};
+	r = seekable_writer_finish(w->sw, make_trailer, &tc, &info->compressed, &info->frames);
 	if (r < 0)
 		w->err = r;
 	return r;

@@ -13,7 +13,20 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "hash.h"
+#include "manifest.h"
+
+/* Format 2: the last tar member lists the pack's blobs (manifest.h, struct pack_index), and a
+ * trailer, a skippable frame just before the seek table, says where that member is and holds
+ * the SHA-256 of the seek table frame, so a reader never trusts a damaged table:
+ *   u32 PACK_TRAILER_MAGIC | u32 56 | "CBPACK2\0" | u64 index offset | u64 index size |
+ *   u8[32] seek table SHA-256                                          (little-endian)
+ * `zstd -d` and `tar --zstd` skip it as they skip the seek table. */
+#define PACK_INDEX_MEMBER ".cassbackup/index.json"
+#define PACK_TRAILER_MAGIC 0x184D2A5Bu
+#define PACK_TRAILER_TAG "CBPACK2\0"
+#define PACK_TRAILER_SIZE 64
 
 typedef struct pack_writer pack_writer;
 
@@ -25,11 +38,12 @@ struct pack_member {
 	int64_t mtime_ns;
 };
 
-/* Starts a pack on fd. level: zstd level; nthreads: compression threads (0: the caller's; fewer
+/* Starts a pack written to sink (an upload to the store). level: zstd level; nthreads: compression threads (0: the caller's; fewer
  * run when their memory would exceed SEEKABLE_WRITER_MEMORY); frame_size: bytes of tar stream
  * per zstd frame at most (0: SEEKABLE_DEFAULT_FRAME_SIZE; over SEEKABLE_MAX_WRITE_FRAME_SIZE:
  * -EINVAL). */
-int pack_writer_new(pack_writer **out, int fd, int level, unsigned nthreads, size_t frame_size);
+int pack_writer_new(pack_writer **out, struct cb_upload *sink, int level, unsigned nthreads,
+		    size_t frame_size);
 
 /* Adds a member with m->size bytes read from src_fd, hashing them into sha256.
  * *data_off gets the offset of the member's first data byte in the tar stream.
@@ -47,8 +61,22 @@ int pack_writer_add_buffer(pack_writer *w, const struct pack_member *m, const vo
  * recreates the file without the pack storing its bytes twice. */
 int pack_writer_add_hardlink(pack_writer *w, const struct pack_member *m, const char *target);
 
-/* Ends the tar stream and writes the seek table. */
-int pack_writer_finish(pack_writer *w, uint64_t *compressed, uint32_t *frames);
+/* What finish wrote, for the catalog. */
+struct pack_info {
+	uint64_t compressed;           /* bytes of the pack */
+	uint32_t frames;
+	uint64_t index_offset, index_size; /* of PACK_INDEX_MEMBER's data in the tar stream */
+	unsigned char table_sha256[32];    /* of the seek table frame */
+};
+
+/* The trailer frame for a seek table frame (table, len), appended to out; table_sha256 gets
+ * the table's hash. (pack_writer_finish writes it; exposed for tests of readers.) */
+int pack_trailer_frame(const void *table, size_t len, uint64_t index_offset,
+		       uint64_t index_size, unsigned char table_sha256[32], struct strbuf *out);
+
+/* Adds index (every blob whose data this pack holds) as the last member, PACK_INDEX_MEMBER,
+ * ends the tar stream, and writes the trailer and the seek table. */
+int pack_writer_finish(pack_writer *w, const struct pack_index *index, struct pack_info *info);
 
 /* libarchive's message for the last failure, if it had one; else NULL. */
 const char *pack_writer_errmsg(pack_writer *w);

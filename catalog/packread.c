@@ -1,6 +1,10 @@
 /* packread.c: see packread.h. */
 #include "packread.h"
 #include "io.h"
+#include "backend.h"
+#include "hash.h"
+#include "pack.h"
+#include "store.h"
 #include "seekable.h"
 #include "util.h"
 
@@ -50,6 +54,7 @@ struct frame {
 
 struct pack_cache {
 	char *store_dir;
+	struct cb_backend *backend;
 	size_t budget;
 	pthread_mutex_t mu;
 	pthread_cond_t loaded;
@@ -159,9 +164,13 @@ int pack_cache_new(pack_cache **out, const char *store_dir, size_t cache_bytes)
 	if (!pc)
 		return -ENOMEM;
 	pc->store_dir = strdup(store_dir);
-	if (!pc->store_dir) {
+	int r = pc->store_dir ? cb_backend_open(store_dir, CB_BACKEND_READONLY, store_s3_options(),
+						&pc->backend)
+			      : -ENOMEM;
+	if (r < 0) {
+		free(pc->store_dir);
 		free(pc);
-		return -ENOMEM;
+		return r;
 	}
 	pc->budget = cache_bytes;
 	pthread_mutex_init(&pc->mu, NULL);
@@ -196,6 +205,7 @@ void pack_cache_free(pack_cache *pc)
 		munmap(pc->pool[i].buf, pc->pool[i].cap);
 	pthread_cond_destroy(&pc->loaded);
 	pthread_mutex_destroy(&pc->mu);
+	cb_backend_close(pc->backend);
 	free(pc->store_dir);
 	free(pc);
 }
@@ -239,9 +249,10 @@ static int get_pack(pack_cache *pc, int64_t id, const char *relpath, struct prea
 	if (r == 0 && !np)
 		r = -ENOMEM;
 	if (r == 0)
-		r = cb_io_open_file(path.buf, &np->io);
-	if (r == 0 && (r = seek_table_read(np->io, &np->table)) == -EINVAL)
-		r = -EBADMSG; /* no valid seek table: keep -EINVAL for nothing but bad arguments */
+		r = cb_backend_open_read(pc->backend, relpath, &np->io);
+	struct pack_trailer tr;
+	if (r == 0)
+		r = pack_table_read(np->io, &np->table, &tr);
 	sb_free(&path);
 	if (r < 0) {
 		if (np)
@@ -519,4 +530,87 @@ const char *pack_cache_strerror(int err)
 	case -ERANGE: return "file lies beyond the end of the pack (catalog and pack disagree)";
 	default: return strerror(-err);
 	}
+}
+
+/* --- the format-2 pack: trailer, verified seek table, index ------------------------------ */
+
+int pack_table_read(struct cb_io *io, struct seek_table **out, struct pack_trailer *tr)
+{
+	*out = NULL;
+	uint64_t tsize;
+	int r = seek_table_size(io, &tsize);
+	if (r < 0)
+		return r == -EINVAL ? -EBADMSG : r;
+	if (tsize + PACK_TRAILER_SIZE > io->size)
+		return -EBADMSG;
+	uint64_t at = io->size - tsize - PACK_TRAILER_SIZE;
+	unsigned char *buf = malloc(PACK_TRAILER_SIZE + tsize);
+	if (!buf)
+		return -ENOMEM;
+	ssize_t n = cb_io_pread(io, buf, PACK_TRAILER_SIZE + tsize, at);
+	unsigned char sha[32];
+	r = n < 0 ? (int)n : n != (ssize_t)(PACK_TRAILER_SIZE + tsize) ? -EBADMSG : 0;
+	if (r == 0 && (get_le32(buf) != PACK_TRAILER_MAGIC || get_le32(buf + 4) != PACK_TRAILER_SIZE - 8 ||
+		       memcmp(buf + 8, PACK_TRAILER_TAG, 8) != 0))
+		r = -EBADMSG;
+	if (r == 0 && (r = sha256_buf(buf + PACK_TRAILER_SIZE, tsize, sha)) == 0 &&
+	    memcmp(sha, buf + 32, 32) != 0)
+		r = -EBADMSG; /* the table is not the one the writer hashed: never use it */
+	if (r == 0) {
+		tr->index_offset = get_le64(buf + 16);
+		tr->index_size = get_le64(buf + 24);
+		memcpy(tr->table_sha256, sha, 32);
+		r = seek_table_parse(buf + PACK_TRAILER_SIZE, tsize, at, out);
+		if (r == -EINVAL)
+			r = -EBADMSG;
+	}
+	if (r == 0 && (tr->index_size > (*out)->doff[(*out)->frames] ||
+		       tr->index_offset > (*out)->doff[(*out)->frames] - tr->index_size)) {
+		seek_table_free(*out);
+		*out = NULL;
+		r = -EBADMSG;
+	}
+	free(buf);
+	return r;
+}
+
+/* True when off is where a frame starts (every blob's data starts a frame). */
+static bool at_frame_start(const struct seek_table *t, uint64_t off)
+{
+	if (off >= t->doff[t->frames])
+		return false;
+	return t->doff[seek_table_frame_at(t, off)] == off;
+}
+
+int pack_index_read(struct cb_io *io, const struct seek_table *t, const struct pack_trailer *tr,
+		    struct pack_index *out, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	if (tr->index_size > PACK_INDEX_MAX) {
+		snprintf(err, errlen, "pack index of %llu bytes is larger than any this writes",
+			 (unsigned long long)tr->index_size);
+		return -EBADMSG;
+	}
+	struct tls *tl = tls_get();
+	char *buf = malloc(tr->index_size + 1);
+	int r = !tl || !buf ? -ENOMEM
+			    : seekable_read(io, t, tl->dctx, tr->index_offset, buf, tr->index_size);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot read the pack index: %s", pack_cache_strerror(r));
+		free(buf);
+		return r;
+	}
+	r = pack_index_parse(buf, tr->index_size, out, err, errlen);
+	free(buf);
+	for (size_t i = 0; r == 0 && i < out->nblobs; i++) {
+		const struct pack_blob *b = &out->blobs[i];
+		if ((b->size && !at_frame_start(t, b->offset)) || b->offset > tr->index_offset ||
+		    b->size > tr->index_offset - b->offset) {
+			snprintf(err, errlen, "pack index: blob %zu at %llu does not start a frame within "
+				 "the pack's data", i, (unsigned long long)b->offset);
+			pack_index_free(out);
+			r = -EBADMSG;
+		}
+	}
+	return r;
 }

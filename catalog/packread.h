@@ -57,4 +57,26 @@ struct pack_cache_stats {
 };
 void pack_cache_get_stats(pack_cache *pc, struct pack_cache_stats *st);
 
+/* --- format-2 packs (pack.h: index member, trailer, seek table) --------------------------- */
+
+#include "io.h"
+#include "manifest.h"
+#include "seekable.h"
+
+struct pack_trailer {
+	uint64_t index_offset, index_size;
+	unsigned char table_sha256[32];
+};
+
+#define PACK_INDEX_MAX (256u << 20)
+
+/* Reads a pack's seek table and checks it against the trailer's SHA-256 (and the trailer's
+ * index location against the table), so a damaged table is never used: -EBADMSG then. */
+int pack_table_read(struct cb_io *io, struct seek_table **out, struct pack_trailer *tr);
+
+/* Reads and parses the pack's index member, and checks that every blob's data starts a frame
+ * and lies before the index: -EBADMSG (err says why) otherwise. */
+int pack_index_read(struct cb_io *io, const struct seek_table *t, const struct pack_trailer *tr,
+		    struct pack_index *out, char *err, size_t errlen);
+
 #endif

@@ -12,19 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void put_le32(unsigned char *p, uint32_t v)
-{
-	p[0] = (unsigned char)v;
-	p[1] = (unsigned char)(v >> 8);
-	p[2] = (unsigned char)(v >> 16);
-	p[3] = (unsigned char)(v >> 24);
-}
-
-static uint32_t get_le32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* --- writer ----------------------------------------------------------------------------- */
 
 enum job_state { JOB_FREE, JOB_QUEUED, JOB_BUSY, JOB_DONE };
@@ -40,7 +27,7 @@ struct job {
 };
 
 struct seekable_writer {
-	int fd;
+	struct cb_upload *sink;
 	int level;
 	size_t frame_size;
 	size_t out_cap;
@@ -65,7 +52,6 @@ struct seekable_writer {
 	ZSTD_CCtx *cctx; /* inline compression (nthreads == 0) */
 	uint64_t input;
 	uint64_t written;
-	uint64_t synced; /* output up to here has had writeback started */
 	uint32_t *entries; /* 2 per frame: compressed, decompressed */
 	uint32_t nentries, entries_cap;
 	int err;       /* the caller's sticky error */
@@ -74,7 +60,6 @@ struct seekable_writer {
 
 /* Start writeback every this many output bytes, so dirty pages don't pile up for the final
  * fsync and the disk works while we compress. */
-#define WRITEBACK_STEP (32u << 20)
 
 static ZSTD_CCtx *make_cctx(int level)
 {
@@ -154,26 +139,20 @@ static int add_entry(seekable_writer *w, uint32_t csize, uint32_t dsize)
 	return 0;
 }
 
-/* Writes a compressed job to fd and records its seek table entry. */
+/* Writes a compressed job to the sink and records its seek table entry. */
 static int emit_job(seekable_writer *w, struct job *j)
 {
 	int r = j->err;
 	if (r == 0)
-		r = write_full(w->fd, j->out, j->out_len);
+		r = cb_upload_write(w->sink, j->out, j->out_len);
 	if (r == 0)
 		r = add_entry(w, (uint32_t)j->out_len, (uint32_t)j->in_len);
 	if (r == 0)
 		w->written += j->out_len;
-	if (r == 0 && w->written - w->synced >= WRITEBACK_STEP) {
-		/* Best effort: errors surface at the caller's fsync. */
-		sync_file_range(w->fd, (off64_t)w->synced, (off64_t)(w->written - w->synced),
-				SYNC_FILE_RANGE_WRITE);
-		w->synced = w->written;
-	}
 	return r;
 }
 
-/* Writes compressed jobs to fd in order, freeing their slots. Runs on its own thread so that
+/* Writes compressed jobs to the sink in order, freeing their slots. Runs on its own thread so that
  * the caller's reading and hashing, the compression and the output overlap. */
 static void *flusher_main(void *arg)
 {
@@ -261,15 +240,15 @@ static void size_pipeline(size_t frame_size, int level, unsigned *nthreads, unsi
 	*nthreads = t;
 }
 
-int seekable_writer_new(seekable_writer **out, int fd, int level, unsigned nthreads,
-			size_t frame_size)
+int seekable_writer_new(seekable_writer **out, struct cb_upload *sink, int level,
+			unsigned nthreads, size_t frame_size)
 {
 	if (frame_size == 0 || frame_size > SEEKABLE_MAX_WRITE_FRAME_SIZE)
 		return -EINVAL;
 	seekable_writer *w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
-	w->fd = fd;
+	w->sink = sink;
 	w->level = level;
 	w->frame_size = frame_size;
 	w->out_cap = ZSTD_compressBound(frame_size);
@@ -350,7 +329,8 @@ uint64_t seekable_writer_offset(const seekable_writer *w)
 	return w->input;
 }
 
-int seekable_writer_finish(seekable_writer *w, uint64_t *compressed, uint32_t *frames)
+/* Waits until every frame is compressed and written out. */
+static int drain(seekable_writer *w)
 {
 	if (seekable_writer_cut(w) < 0)
 		return w->err;
@@ -367,26 +347,52 @@ int seekable_writer_finish(seekable_writer *w, uint64_t *compressed, uint32_t *f
 		if (r < 0)
 			return w->err = r;
 	}
+	return 0;
+}
+
+/* The seek table frame of what was written, into t. */
+static int build_table(const seekable_writer *w, struct strbuf *t)
+{
 	size_t esize = 8;
 	size_t tsize = 8 + (size_t)w->nentries * esize + 9;
-	unsigned char *t = malloc(tsize);
-	if (!t)
-		return w->err = -ENOMEM;
-	put_le32(t, SEEKABLE_SKIPPABLE_MAGIC);
-	put_le32(t + 4, (uint32_t)(tsize - 8));
-	unsigned char *p = t + 8;
-	for (uint32_t i = 0; i < w->nentries; i++, p += esize) {
-		put_le32(p, w->entries[2 * i]);
-		put_le32(p + 4, w->entries[2 * i + 1]);
+	unsigned char *p = malloc(tsize), *q = p;
+	if (!p)
+		return -ENOMEM;
+	put_le32(q, SEEKABLE_SKIPPABLE_MAGIC);
+	put_le32(q + 4, (uint32_t)(tsize - 8));
+	q += 8;
+	for (uint32_t i = 0; i < w->nentries; i++, q += esize) {
+		put_le32(q, w->entries[2 * i]);
+		put_le32(q + 4, w->entries[2 * i + 1]);
 	}
-	put_le32(p, w->nentries);
-	p[4] = 0; /* descriptor: no checksums */
-	put_le32(p + 5, SEEKABLE_MAGIC);
-	int r = write_full(w->fd, t, tsize);
-	free(t);
+	put_le32(q, w->nentries);
+	q[4] = 0; /* descriptor: no checksums */
+	put_le32(q + 5, SEEKABLE_MAGIC);
+	int r = sb_append(t, p, tsize);
+	free(p);
+	return r;
+}
+
+int seekable_writer_finish(seekable_writer *w, seekable_trailer_fn trailer, void *ctx,
+			   uint64_t *compressed, uint32_t *frames)
+{
+	int r = drain(w);
+	if (r < 0)
+		return r;
+	struct strbuf table = {0}, extra = {0};
+	r = build_table(w, &table);
+	if (r == 0 && trailer)
+		r = trailer(ctx, table.buf, table.len, &extra);
+	if (r == 0 && extra.len)
+		r = cb_upload_write(w->sink, extra.buf, extra.len);
+	if (r == 0)
+		r = cb_upload_write(w->sink, table.buf, table.len);
+	if (r == 0)
+		w->written += extra.len + table.len;
+	sb_free(&table);
+	sb_free(&extra);
 	if (r < 0)
 		return w->err = r;
-	w->written += tsize;
 	if (compressed)
 		*compressed = w->written;
 	if (frames)
@@ -444,7 +450,7 @@ void seek_table_free(struct seek_table *t)
 	free(t);
 }
 
-int seek_table_read(struct cb_io *io, struct seek_table **out)
+int seek_table_size(struct cb_io *io, uint64_t *tsize)
 {
 	unsigned char foot[9];
 	if (io->size < 8 + 9)
@@ -461,47 +467,68 @@ int seek_table_read(struct cb_io *io, struct seek_table **out)
 	size_t esize = (desc & 0x80) ? 12 : 8;
 	if (frames > SEEKABLE_MAX_FRAMES)
 		return -EINVAL;
-	uint64_t tsize = 8 + (uint64_t)frames * esize + 9;
-	if (tsize > io->size)
-		return -EINVAL;
+	*tsize = 8 + (uint64_t)frames * esize + 9;
+	return *tsize > io->size ? -EINVAL : 0;
+}
 
-	unsigned char *buf = malloc(tsize);
+int seek_table_parse(const unsigned char *buf, uint64_t tsize, uint64_t frames_end,
+		     struct seek_table **out)
+{
+	*out = NULL;
+	if (tsize < 17 || get_le32(buf) != SEEKABLE_SKIPPABLE_MAGIC || get_le32(buf + 4) != tsize - 8 ||
+	    get_le32(buf + tsize - 4) != SEEKABLE_MAGIC)
+		return -EINVAL;
+	uint32_t frames = get_le32(buf + tsize - 9);
+	size_t esize = (buf[tsize - 5] & 0x80) ? 12 : 8;
+	if ((buf[tsize - 5] & 0x7c) || frames > SEEKABLE_MAX_FRAMES ||
+	    8 + (uint64_t)frames * esize + 9 != tsize)
+		return -EINVAL;
 	struct seek_table *t = calloc(1, sizeof(*t));
-	int r = -ENOMEM;
-	if (!buf || !t)
-		goto fail;
+	if (!t)
+		return -ENOMEM;
 	t->frames = frames;
 	t->coff = malloc(((size_t)frames + 1) * sizeof(uint64_t));
 	t->doff = malloc(((size_t)frames + 1) * sizeof(uint64_t));
-	if (!t->coff || !t->doff)
-		goto fail;
-	n = cb_io_pread(io, buf, tsize, io->size - tsize);
-	r = n < 0 ? (int)n : -EINVAL;
-	if (n != (ssize_t)tsize)
-		goto fail;
-	if (get_le32(buf) != SEEKABLE_SKIPPABLE_MAGIC || get_le32(buf + 4) != tsize - 8)
-		goto fail;
+	if (!t->coff || !t->doff) {
+		seek_table_free(t);
+		return -ENOMEM;
+	}
 	uint64_t c = 0, d = 0;
 	const unsigned char *p = buf + 8;
 	for (uint32_t i = 0; i < frames; i++, p += esize) {
 		t->coff[i] = c;
 		t->doff[i] = d;
 		uint32_t dsize = get_le32(p + 4);
-		if (dsize > SEEKABLE_MAX_FRAME_SIZE)
-			goto fail;
+		if (dsize > SEEKABLE_MAX_FRAME_SIZE) {
+			seek_table_free(t);
+			return -EINVAL;
+		}
 		c += get_le32(p);
 		d += dsize;
 	}
 	t->coff[frames] = c;
 	t->doff[frames] = d;
-	if (c != io->size - tsize) /* frames must tile the file up to the table */
-		goto fail;
-	free(buf);
+	if (c != frames_end) { /* frames must tile the file up to where the caller says */
+		seek_table_free(t);
+		return -EINVAL;
+	}
 	*out = t;
 	return 0;
-fail:
+}
+
+int seek_table_read(struct cb_io *io, struct seek_table **out)
+{
+	*out = NULL;
+	uint64_t tsize;
+	int r = seek_table_size(io, &tsize);
+	if (r < 0)
+		return r;
+	unsigned char *buf = malloc(tsize);
+	if (!buf)
+		return -ENOMEM;
+	ssize_t n = cb_io_pread(io, buf, tsize, io->size - tsize);
+	r = n < 0 ? (int)n : n != (ssize_t)tsize ? -EINVAL : seek_table_parse(buf, tsize, io->size - tsize, out);
 	free(buf);
-	seek_table_free(t);
 	return r;
 }
 

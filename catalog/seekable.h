@@ -18,7 +18,9 @@
 #include <stdint.h>
 #include <zstd.h>
 
+#include "backend.h"
 #include "io.h"
+#include "util.h"
 
 #define SEEKABLE_MAGIC 0x8F92EAB1u
 #define SEEKABLE_SKIPPABLE_MAGIC 0x184D2A5Eu
@@ -40,12 +42,12 @@
 
 typedef struct seekable_writer seekable_writer;
 
-/* Creates a writer appending to fd (positioned where the stream starts). Frames hold at most
+/* Creates a writer appending to sink (an upload to the store, at the stream's start). Frames hold at most
  * frame_size bytes of input (1 to SEEKABLE_MAX_WRITE_FRAME_SIZE, else -EINVAL); nthreads > 0
  * compresses up to that many frames in parallel on worker threads (output order is kept; fewer
  * when SEEKABLE_WRITER_MEMORY would be exceeded), 0 compresses on the caller's thread. */
-int seekable_writer_new(seekable_writer **out, int fd, int level, unsigned nthreads,
-			size_t frame_size);
+int seekable_writer_new(seekable_writer **out, struct cb_upload *sink, int level,
+			unsigned nthreads, size_t frame_size);
 
 /* Appends input. Errors are sticky: once a call fails, every later call fails the same way. */
 int seekable_writer_write(seekable_writer *w, const void *buf, size_t len);
@@ -56,9 +58,15 @@ int seekable_writer_cut(seekable_writer *w);
 /* Bytes of input accepted so far (the offset in the decompressed stream). */
 uint64_t seekable_writer_offset(const seekable_writer *w);
 
-/* Compresses and writes what is pending, then the seek table. On success *compressed gets the
- * total bytes written to fd and *frames the number of frames. The writer is spent afterwards. */
-int seekable_writer_finish(seekable_writer *w, uint64_t *compressed, uint32_t *frames);
+/* Given the seek table frame about to be written (table, len), appends to extra a skippable
+ * frame to write just before it (or nothing). 0 or -errno. */
+typedef int (*seekable_trailer_fn)(void *ctx, const void *table, size_t len, struct strbuf *extra);
+
+/* Compresses and writes what is pending, then trailer's frame (when trailer is not NULL), then
+ * the seek table. On success *compressed gets the total bytes written to the sink and *frames
+ * the number of frames. The writer is spent afterwards. */
+int seekable_writer_finish(seekable_writer *w, seekable_trailer_fn trailer, void *ctx,
+			   uint64_t *compressed, uint32_t *frames);
 
 /* Worker threads actually running (0: compression on the caller's thread). */
 unsigned seekable_writer_threads(const seekable_writer *w);
@@ -73,6 +81,15 @@ struct seek_table {
 	uint64_t *coff; /* frames + 1 entries: compressed offset of frame i; coff[frames] = end */
 	uint64_t *doff; /* frames + 1 entries: decompressed offset of frame i; doff[frames] = total */
 };
+
+/* The size of the seek table frame at the end of io, from its footer. -EINVAL when there is no
+ * footer. */
+int seek_table_size(struct cb_io *io, uint64_t *tsize);
+
+/* Parses a seek table frame (tsize bytes at buf) whose frames must end exactly at compressed
+ * offset frames_end. -EINVAL when malformed. */
+int seek_table_parse(const unsigned char *buf, uint64_t tsize, uint64_t frames_end,
+		     struct seek_table **out);
 
 /* Reads and validates the seek table at the end of io. -EINVAL (with no table or a malformed
  * one), -EIO for read errors, -ENOMEM. *out is owned by the caller (seek_table_free). */

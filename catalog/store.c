@@ -1,24 +1,50 @@
 /* store.c: see store.h. */
 #include "store.h"
-#include "util.h"
+#include "packread.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char *path_join(const char *a, const char *b)
+#define CONFIG_KEY "config"
+#define CONFIG_MAX 65536
+
+static const struct cb_s3_options *s3_defaults;
+static const char *cache_dir_setting;
+
+void store_set_s3_options(const struct cb_s3_options *o) { s3_defaults = o; }
+const struct cb_s3_options *store_s3_options(void) { return s3_defaults; }
+void store_set_cache_dir(const char *dir) { cache_dir_setting = dir; }
+
+struct store {
+	char *location;
+	struct cb_backend *b;
+	catalog *cat;
+	struct store_config config;
+	char *catalog_path;
+	bool readonly;
+};
+
+struct cb_backend *store_backend(struct store *s) { return s->b; }
+catalog *store_catalog(struct store *s) { return s->cat; }
+const struct store_config *store_get_config(const struct store *s) { return &s->config; }
+const char *store_location(const struct store *s) { return s->location; }
+const char *store_catalog_path(const struct store *s) { return s->catalog_path; }
+
+int store_manifest_key(const char *name, struct strbuf *key)
 {
-	struct strbuf sb = {0};
-	if (sb_printf(&sb, "%s/%s", a, b) < 0)
-		return NULL;
-	return sb.buf;
+	if (!name_is_component(name) || strlen(name) > 250)
+		return -EINVAL;
+	return sb_printf(key, "backups/%s.json", name);
 }
+
+/* --- init -------------------------------------------------------------------------------- */
 
 static int dir_is_empty(const char *path)
 {
@@ -27,204 +53,531 @@ static int dir_is_empty(const char *path)
 		return -errno;
 	struct dirent *e;
 	int empty = 1;
-	while ((e = readdir(d))) {
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-			empty = 0;
-			break;
-		}
-	}
+	while (empty && (e = readdir(d)))
+		empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
 	closedir(d);
 	return empty;
 }
 
-int store_init(const char *root)
+static int make_local_root(const char *root)
 {
-	if (mkdir(root, 0755) < 0) {
-		if (errno != EEXIST)
-			return -errno;
-		int e = dir_is_empty(root);
-		if (e < 0)
-			return e;
-		if (!e)
-			return -EEXIST;
-	}
-	_cleanup_free_ char *packs = path_join(root, "packs");
-	_cleanup_free_ char *tmp = path_join(root, "tmp");
-	_cleanup_free_ char *db = path_join(root, "catalog.db");
-	if (!packs || !tmp || !db)
-		return -ENOMEM;
-	if (mkdir(packs, 0755) < 0 || mkdir(tmp, 0700) < 0)
+	if (mkdir(root, 0700) == 0)
+		return 0;
+	if (errno != EEXIST)
 		return -errno;
-	catalog *c;
-	int r = catalog_open(&c, db, CATALOG_CREATE);
-	if (r < 0)
-		return r;
-	catalog_close(c);
-	return fsync_dir(root);
+	int e = dir_is_empty(root);
+	return e < 0 ? e : e ? 0 : -EEXIST;
 }
 
-int store_open(const char *root, int catalog_flags, catalog **out)
+static int new_config(struct store_config *c)
 {
-	*out = NULL;
-	struct stat st;
-	if (stat(root, &st) < 0)
-		return -errno;
-	if (!S_ISDIR(st.st_mode))
-		return -ENOTDIR;
-	_cleanup_free_ char *db = path_join(root, "catalog.db");
-	if (!db)
-		return -ENOMEM;
-	if (stat(db, &st) < 0)
-		return errno == ENOENT ? -EMEDIUMTYPE : -errno;
-	return catalog_open(out, db, catalog_flags & ~CATALOG_CREATE);
-}
-
-/* The tmp/ directory, opened to hold its flock. Writers hold it shared while they create and
- * lock a new tmp file; the reclaimer holds it exclusively while it looks. So the reclaimer never
- * sees a file in the instant between its creation and its lock: any tmp file it can lock is
- * one whose writer is gone, whatever its size or age. */
-static int open_tmpdir(const char *root)
-{
-	_cleanup_free_ char *tmp = path_join(root, "tmp");
-	if (!tmp)
-		return -ENOMEM;
-	int dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	return dfd < 0 ? -errno : dfd;
-}
-
-static int flock_retry(int fd, int op)
-{
-	while (flock(fd, op) < 0)
-		if (errno != EINTR)
-			return -errno;
-	return 0;
-}
-
-/* Removes name if this process can lock it and the name still is the file locked: a writer
- * that finished meanwhile has renamed it into packs/ (the name is gone, or another's).
- * 1 when removed, 0 when held or gone, or -errno. */
-static int reclaim_one(int dfd, const char *name)
-{
-	int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-	if (fd < 0)
-		return errno == ENOENT || errno == ELOOP ? 0 : -errno;
-	struct stat st, now;
-	int r = 0;
-	if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 &&
-	    fstatat(dfd, name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_ino == st.st_ino &&
-	    now.st_dev == st.st_dev) {
-		if (unlinkat(dfd, name, 0) == 0)
-			r = 1;
-		else if (errno != ENOENT)
-			r = -errno;
-	}
-	close(fd);
-	return r;
-}
-
-int store_reclaim_tmp(const char *root, unsigned *reclaimed)
-{
-	*reclaimed = 0;
-	int dfd = open_tmpdir(root);
-	if (dfd < 0)
-		return dfd == -ENOENT ? 0 : dfd;
-	int r = flock_retry(dfd, LOCK_EX);
-	DIR *d = r < 0 ? NULL : fdopendir(dfd);
-	if (!d) {
-		r = r < 0 ? r : -errno;
-		close(dfd);
-		return r;
-	}
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (e->d_name[0] == '.')
-			continue;
-		int k = reclaim_one(dfd, e->d_name);
-		if (k > 0)
-			(*reclaimed)++;
-		else if (k < 0 && r == 0)
-			r = k;
-	}
-	closedir(d); /* closes dfd, dropping its lock */
-	return r;
-}
-
-int store_tmp_create(const char *root, struct store_tmp *t)
-{
-	*t = (struct store_tmp){.fd = -1};
 	unsigned char id[16];
-	char hex[33];
 	if (getrandom(id, sizeof(id), 0) != sizeof(id))
 		return -EIO;
-	hex_encode(id, sizeof(id), hex);
-	struct strbuf tmp = {0}, rel = {0}, fin = {0};
-	if (sb_printf(&tmp, "%s/tmp/%s.tar.zst.tmp", root, hex) < 0 ||
-	    sb_printf(&rel, "packs/%.2s/%s.tar.zst", hex, hex) < 0 ||
-	    sb_printf(&fin, "%s/%s", root, rel.buf) < 0) {
-		sb_free(&tmp);
-		sb_free(&rel);
-		sb_free(&fin);
-		return -ENOMEM;
-	}
-	int dfd = open_tmpdir(root);
-	int r = dfd < 0 ? dfd : flock_retry(dfd, LOCK_SH);
-	int fd = -1;
-	if (r == 0) {
-		fd = openat(dfd, strrchr(tmp.buf, '/') + 1, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-		r = fd < 0 ? -errno : flock_retry(fd, LOCK_EX);
-		if (r < 0 && fd >= 0) {
-			close(fd);
-			unlink(tmp.buf);
-		}
-	}
-	if (dfd >= 0)
-		close(dfd); /* drops the shared lock: the file is ours now */
-	if (r < 0) {
-		sb_free(&tmp);
-		sb_free(&rel);
-		sb_free(&fin);
-		return r;
-	}
-	t->fd = fd;
-	t->path = tmp.buf;
-	t->relpath = rel.buf;
-	t->final = fin.buf;
+	hex_encode(id, sizeof(id), c->id);
+	c->format = CB_FORMAT;
+	c->created_ns = now_ns();
 	return 0;
 }
 
-int store_tmp_commit(const char *root, struct store_tmp *t)
+int store_init(const char *location, struct strbuf *err)
 {
-	if (fsync(t->fd) < 0)
-		return -errno;
-	_cleanup_free_ char *dir = strdup(t->final);
-	_cleanup_free_ char *packs = path_join(root, "packs");
-	_cleanup_free_ char *tmpdir = path_join(root, "tmp");
-	if (!dir || !packs || !tmpdir)
-		return -ENOMEM;
-	*strrchr(dir, '/') = '\0';
-	if (mkdir(dir, 0755) < 0) {
-		if (errno != EEXIST)
-			return -errno;
-	} else {
-		int r = fsync_dir(packs);
-		if (r < 0)
-			return r;
+	bool remote = cb_location_is_remote(location);
+	int r = remote ? 0 : make_local_root(location);
+	if (r < 0) {
+		sb_printf(err, "%s", r == -EEXIST ? "the directory is not empty" : strerror(-r));
+		return r;
 	}
-	if (rename(t->path, t->final) < 0)
-		return -errno;
-	t->renamed = true;
-	int r = fsync_dir(dir);
-	return r < 0 ? r : fsync_dir(tmpdir);
+	if (!remote)
+		chmod(location, 0700);
+	struct cb_backend *b;
+	r = cb_backend_open(location, 0, s3_defaults, &b);
+	if (r < 0) {
+		sb_printf(err, "%s", *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
+		return r;
+	}
+	uint64_t size;
+	struct store_config c;
+	struct strbuf doc = {0};
+	r = cb_backend_stat(b, CONFIG_KEY, &size);
+	if (r == 0)
+		r = -EEXIST;
+	else if (r == -ENOENT)
+		r = new_config(&c) ?: store_config_write(&c, &doc) ?:
+		    cb_backend_put(b, CONFIG_KEY, doc.buf, doc.len);
+	if (r < 0)
+		sb_printf(err, "%s", r == -EEXIST ? "a store is already there"
+				     : *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
+	sb_free(&doc);
+	cb_backend_close(b);
+	if (r < 0 || remote)
+		return r;
+	struct store *s;
+	r = store_open_full(location, 0, &s, err); /* creates the local catalog */
+	store_close(s);
+	return r;
 }
 
-void store_tmp_release(struct store_tmp *t, bool committed)
+/* --- open -------------------------------------------------------------------------------- */
+
+static int read_config(struct store *s, struct strbuf *err)
 {
-	if (t->path && !committed)
-		unlink(t->renamed ? t->final : t->path);
-	if (t->fd >= 0)
-		close(t->fd);
-	free(t->path);
-	free(t->relpath);
-	free(t->final);
-	*t = (struct store_tmp){.fd = -1};
+	char *doc;
+	size_t len;
+	char why[256] = "";
+	int r = cb_backend_get(s->b, CONFIG_KEY, CONFIG_MAX, &doc, &len);
+	if (r == -ENOENT || r == -EFBIG || r == -EISDIR) {
+		sb_printf(err, "not a cassbackup store (no config)");
+		return -EMEDIUMTYPE;
+	}
+	if (r < 0) {
+		sb_printf(err, "cannot read config: %s",
+			  *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
+		return r;
+	}
+	r = store_config_parse(doc, len, &s->config, why, sizeof(why));
+	free(doc);
+	if (r == -EPROTONOSUPPORT)
+		sb_printf(err, "%s", why);
+	else if (r < 0)
+		sb_printf(err, "not a cassbackup store (config: %s)", why);
+	return r == -EBADMSG ? -EMEDIUMTYPE : r;
+}
+
+/* mkdir -p with private modes. */
+static int make_dirs(const char *path)
+{
+	char *p = strdup(path);
+	if (!p)
+		return -ENOMEM;
+	int r = 0;
+	for (char *q = p + 1; r == 0; q++) {
+		if (*q != '/' && *q)
+			continue;
+		char c = *q;
+		*q = '\0';
+		if (mkdir(p, 0700) < 0 && errno != EEXIST)
+			r = -errno;
+		*q = c;
+		if (!c)
+			break;
+	}
+	free(p);
+	return r;
+}
+
+/* Where the catalog lives: beside the store when it is a local, writable one; else in the
+ * cache directory, under the store's id (a remote store, a read-only copy). */
+static int pick_catalog_path(struct store *s)
+{
+	struct strbuf p = {0};
+	int r;
+	if (!cb_location_is_remote(s->location) && access(s->location, W_OK) == 0) {
+		r = sb_printf(&p, "%s/catalog.db", s->location);
+	} else {
+		const char *dir = cache_dir_setting ? cache_dir_setting : STORE_DEFAULT_CACHE_DIR;
+		if (!cache_dir_setting && geteuid() != 0) {
+			const char *tmp = getenv("TMPDIR");
+			r = sb_printf(&p, "%s/cassbackup-%u", tmp ? tmp : "/tmp", (unsigned)geteuid());
+		} else {
+			r = sb_puts(&p, dir);
+		}
+		r = r ?: sb_printf(&p, "/%s", s->config.id) ?: make_dirs(p.buf) ?: sb_puts(&p, "/catalog.db");
+	}
+	if (r < 0) {
+		sb_free(&p);
+		return r;
+	}
+	s->catalog_path = p.buf;
+	return 0;
+}
+
+static int open_catalog(struct store *s, int catalog_flags, struct strbuf *err)
+{
+	int r = catalog_open(&s->cat, s->catalog_path, catalog_flags & ~CATALOG_CREATE);
+	if (r == -ENOENT && !(catalog_flags & CATALOG_READONLY))
+		r = catalog_open(&s->cat, s->catalog_path, (catalog_flags & ~CATALOG_READONLY) | CATALOG_CREATE);
+	if (r == -EMEDIUMTYPE) /* a catalog of another format: it is only a cache */
+		r = unlink(s->catalog_path) < 0 ? -errno
+						 : catalog_open(&s->cat, s->catalog_path, CATALOG_CREATE);
+	if (r < 0)
+		sb_printf(err, "cannot open catalog %s: %s", s->catalog_path, strerror(-r));
+	return r;
+}
+
+int store_open_full(const char *location, int flags, struct store **out, struct strbuf *err)
+{
+	*out = NULL;
+	struct store *s = calloc(1, sizeof(*s));
+	if (!s || !(s->location = strdup(location))) {
+		free(s);
+		sb_puts(err, "out of memory");
+		return -ENOMEM;
+	}
+	s->readonly = flags & STORE_READONLY;
+	int r = cb_backend_open(location, s->readonly ? CB_BACKEND_READONLY : 0, s3_defaults, &s->b);
+	if (r < 0)
+		sb_printf(err, "%s", *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
+	r = r ?: read_config(s, err) ?: pick_catalog_path(s);
+	if (r == 0)
+		r = open_catalog(s, 0, err);
+	if (r == 0 && !(flags & STORE_NO_RECONCILE))
+		r = store_reconcile(s, RECONCILE_PACKS, NULL, err);
+	if (r < 0) {
+		store_close(s);
+		return r;
+	}
+	*out = s;
+	return 0;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	catalog_close(s->cat);
+	cb_backend_close(s->b);
+	free(s->catalog_path);
+	free(s->location);
+	free(s);
+}
+
+int store_open(const char *location, int catalog_flags, catalog **out)
+{
+	*out = NULL;
+	struct strbuf err = {0};
+	struct store *s;
+	int flags = STORE_READONLY | (catalog_flags & CATALOG_NO_RECONCILE ? STORE_NO_RECONCILE : 0);
+	int r = store_open_full(location, flags, &s, &err);
+	sb_free(&err);
+	if (r < 0)
+		return r;
+	/* The reconciled catalog, reopened with the caller's flags. */
+	r = catalog_open(out, s->catalog_path, catalog_flags & ~(CATALOG_CREATE | CATALOG_NO_RECONCILE));
+	store_close(s);
+	return r;
+}
+
+/* --- registration ------------------------------------------------------------------------ */
+
+int store_register_pack(catalog *c, const struct cb_pack_info *p, const struct pack_index *pi,
+			int64_t *pack_id)
+{
+	int r = catalog_add_pack(c, p, pack_id);
+	for (size_t i = 0; r == 0 && i < pi->nblobs; i++) {
+		int64_t blob;
+		r = catalog_add_blob(c, pi->blobs[i].sha256, pi->blobs[i].size, *pack_id,
+				     pi->blobs[i].offset, &blob);
+	}
+	return r;
+}
+
+static void attr_of(const struct cb_attr *a, struct cb_dir_attr *d)
+{
+	*d = (struct cb_dir_attr){a->mode, a->uid, a->gid, a->mtime_ns};
+}
+
+static int register_table(catalog *c, int64_t backup_id, int64_t ks_row,
+			  const struct manifest_table *t)
+{
+	struct cb_dir_attr a;
+	attr_of(&t->attr, &a);
+	int64_t row, *dir_rows = calloc(t->ndirs + 1, sizeof(*dir_rows));
+	if (!dir_rows)
+		return -ENOMEM;
+	int r = catalog_add_table(c, backup_id, ks_row, t->name, t->id, t->schema_cql, &a, &row);
+	for (size_t i = 0; r == 0 && i < t->ndirs; i++) {
+		attr_of(&t->dirs[i].attr, &a);
+		r = catalog_add_dir(c, row, t->dirs[i].name, &a, &dir_rows[i]);
+	}
+	for (size_t i = 0; r == 0 && i < t->nfiles; i++) {
+		const struct manifest_file *f = &t->files[i];
+		int64_t dir_id = 0, blob, id;
+		for (size_t d = 0; *f->dir && d < t->ndirs; d++)
+			if (!strcmp(t->dirs[d].name, f->dir))
+				dir_id = dir_rows[d];
+		if (*f->dir && !dir_id) { /* a file in a directory the manifest did not list */
+			struct cb_attr da = {0700, f->attr.uid, f->attr.gid, f->attr.mtime_ns};
+			attr_of(&da, &a);
+			r = catalog_add_dir(c, row, f->dir, &a, &dir_id);
+		}
+		r = r ?: catalog_add_blob(c, f->sha256, f->size, 0, 0, &blob);
+		struct cb_file_info fi = {.backup_id = backup_id, .table_row = row, .dir_id = dir_id,
+					  .name = f->name, .size = f->size, .mode = f->attr.mode,
+					  .uid = f->attr.uid, .gid = f->attr.gid,
+					  .mtime_ns = f->attr.mtime_ns, .blob_id = blob};
+		r = r ?: catalog_add_file(c, &fi, &id);
+	}
+	free(dir_rows);
+	return r;
+}
+
+static int join_tokens(const struct manifest *m, struct strbuf *out)
+{
+	int r = sb_puts(out, "");
+	for (size_t i = 0; r == 0 && i < m->ntokens; i++)
+		r = sb_printf(out, "%s%s", i ? " " : "", m->tokens[i]);
+	return r;
+}
+
+int store_register_manifest(catalog *c, const struct manifest *m, uint64_t manifest_size)
+{
+	struct strbuf tokens = {0};
+	int r = join_tokens(m, &tokens);
+	struct cb_backup_info b = {
+		.name = m->name, .cluster = m->cluster, .datacenter = m->datacenter, .node = m->node,
+		.host_id = m->host_id, .snapshot_tag = m->snapshot_tag, .created_ns = m->created_ns,
+		.files = m->files, .bytes = m->bytes, .new_bytes = m->new_bytes,
+		.stored_bytes = m->stored_bytes, .cassandra_version = m->cassandra_version,
+		.tokens = tokens.buf, .root_mode = m->root_attr.mode, .root_uid = m->root_attr.uid,
+		.root_gid = m->root_attr.gid, .manifest_size = manifest_size,
+	};
+	int64_t backup_id;
+	r = r ?: catalog_add_backup(c, &b, &backup_id);
+	for (size_t k = 0; r == 0 && k < m->nkeyspaces; k++) {
+		const struct manifest_keyspace *ks = &m->keyspaces[k];
+		struct cb_dir_attr a;
+		attr_of(&ks->attr, &a);
+		int64_t ks_row;
+		r = catalog_add_keyspace(c, backup_id, ks->name, &a, &ks_row);
+		for (size_t t = 0; r == 0 && t < ks->ntables; t++)
+			r = register_table(c, backup_id, ks_row, &ks->tables[t]);
+	}
+	sb_free(&tokens);
+	return r;
+}
+
+int store_read_manifest(struct store *s, const char *name, struct manifest **out,
+			uint64_t *size, struct strbuf *err)
+{
+	*out = NULL;
+	struct strbuf key = {0};
+	char *doc = NULL;
+	size_t len = 0;
+	char why[512] = "";
+	int r = store_manifest_key(name, &key) ?: cb_backend_get(s->b, key.buf, MANIFEST_MAX, &doc, &len);
+	if (r < 0 && r != -ENOENT)
+		sb_printf(err, "cannot read %s: %s", key.buf ? key.buf : name,
+			  *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
+	if (r == 0 && (r = manifest_parse(doc, len, out, why, sizeof(why))) < 0)
+		sb_printf(err, "%s: %s", key.buf, why);
+	if (r == 0 && strcmp((*out)->name, name) != 0) {
+		sb_printf(err, "%s: names backup \"%s\"", key.buf, (*out)->name);
+		manifest_free(*out);
+		*out = NULL;
+		r = -EBADMSG;
+	}
+	if (size)
+		*size = len;
+	free(doc);
+	sb_free(&key);
+	return r;
+}
+
+/* --- reconcile --------------------------------------------------------------------------- */
+
+struct named {
+	char *name;
+	uint64_t size;
+	int64_t id;
+	bool seen;
+};
+
+struct namelist {
+	struct named *v;
+	size_t n, cap;
+};
+
+static int namelist_add(struct namelist *l, const char *name, uint64_t size, int64_t id)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 64;
+		struct named *v = realloc(l->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	char *d = strdup(name);
+	if (!d)
+		return -ENOMEM;
+	l->v[l->n++] = (struct named){d, size, id, false};
+	return 0;
+}
+
+static void namelist_free(struct namelist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i].name);
+	free(l->v);
+}
+
+static int cmp_named(const void *a, const void *b)
+{
+	return strcmp(((const struct named *)a)->name, ((const struct named *)b)->name);
+}
+
+static struct named *namelist_find(struct namelist *l, const char *name)
+{
+	struct named key = {.name = (char *)name};
+	return l->n ? bsearch(&key, l->v, l->n, sizeof(key), cmp_named) : NULL;
+}
+
+/* backups/NAME.json -> NAME */
+static int on_manifest_key(void *ctx, const char *key, uint64_t size)
+{
+	const char *name = key + strlen("backups/");
+	size_t n = strlen(name);
+	if (n <= 5 || strcmp(name + n - 5, ".json") != 0 || strchr(name, '/'))
+		return 0;
+	char buf[256];
+	snprintf(buf, sizeof(buf), "%.*s", (int)(n - 5), name);
+	return name_is_component(buf) ? namelist_add(ctx, buf, size, 0) : 0;
+}
+
+static int on_catalog_backup(void *ctx, int64_t id, const char *name, uint64_t size)
+{
+	return namelist_add(ctx, name, size, id);
+}
+
+static int on_pack_key(void *ctx, const char *key, uint64_t size)
+{
+	size_t n = strlen(key);
+	if (n < 8 || strcmp(key + n - 8, ".tar.zst") != 0)
+		return 0;
+	return namelist_add(ctx, key, size, 0);
+}
+
+static int on_catalog_pack(void *ctx, int64_t id, const char *path)
+{
+	return namelist_add(ctx, path, 0, id);
+}
+
+/* Reads a pack's trailer, verified seek table and index, and registers them. */
+static int index_pack(struct store *s, const char *key, uint64_t size, struct strbuf *why)
+{
+	struct cb_io *io = NULL;
+	struct seek_table *t = NULL;
+	struct pack_trailer tr;
+	struct pack_index pi = {0};
+	char err[256] = "";
+	int r = cb_backend_open_read(s->b, key, &io);
+	if (r == 0 && (r = pack_table_read(io, &t, &tr)) < 0)
+		snprintf(err, sizeof(err), "%s", pack_cache_strerror(r));
+	if (r == 0)
+		r = pack_index_read(io, t, &tr, &pi, err, sizeof(err));
+	if (r == 0) {
+		struct cb_pack_info p = {.path = key, .size = size, .frames = t->frames,
+					 .created_ns = now_ns(), .index_offset = tr.index_offset,
+					 .index_size = tr.index_size};
+		memcpy(p.table_sha256, tr.table_sha256, 32);
+		int64_t id;
+		r = store_register_pack(s->cat, &p, &pi, &id);
+	} else {
+		sb_printf(why, "%s%s: %s", why->len ? "; " : "", key, *err ? err : strerror(-r));
+	}
+	pack_index_free(&pi);
+	seek_table_free(t);
+	cb_io_close(io);
+	return r;
+}
+
+/* Drops catalog packs the store no longer has; indexes store packs the catalog lacks. */
+static int reconcile_packs(struct store *s, struct reconcile_stats *st, struct strbuf *why)
+{
+	struct namelist have = {0}, known = {0};
+	int r = cb_backend_list(s->b, "packs/", on_pack_key, &have) ?:
+		catalog_list_packs(s->cat, on_catalog_pack, &known);
+	if (r == 0)
+		qsort(have.v, have.n, sizeof(*have.v), cmp_named);
+	for (size_t i = 0; r == 0 && i < known.n; i++) {
+		struct named *h = namelist_find(&have, known.v[i].name);
+		if (h)
+			h->seen = true;
+		else if ((r = catalog_remove_pack(s->cat, known.v[i].id)) == 0)
+			st->packs_removed++;
+	}
+	for (size_t i = 0; r == 0 && i < have.n; i++) {
+		if (have.v[i].seen)
+			continue;
+		int k = index_pack(s, have.v[i].name, have.v[i].size, why);
+		if (k == 0)
+			st->packs_added++;
+		else if (k == -ENOMEM || k == -EUCLEAN)
+			r = k;
+		else
+			st->bad_packs++; /* not indexed: its blobs stay unknown, check names it */
+	}
+	namelist_free(&have);
+	namelist_free(&known);
+	return r;
+}
+
+static int add_backup(struct store *s, const char *name, struct reconcile_stats *st,
+		      struct strbuf *why)
+{
+	struct manifest *m;
+	uint64_t size;
+	struct strbuf err = {0};
+	int r = store_read_manifest(s, name, &m, &size, &err);
+	if (r == 0) {
+		r = store_register_manifest(s->cat, m, size);
+		if (r == 0)
+			st->backups_added++;
+		manifest_free(m);
+	} else if (r != -ENOENT && r != -ENOMEM) { /* vanished meanwhile: nothing to do */
+		sb_printf(why, "%s%s", why->len ? "; " : "", err.buf ? err.buf : name);
+		st->bad_manifests++;
+		r = 0;
+	}
+	sb_free(&err);
+	return r == -ENOENT ? 0 : r;
+}
+
+/* Drops backups whose manifest went or changed; takes in those whose manifest is new. */
+static int reconcile_backups(struct store *s, struct reconcile_stats *st, struct strbuf *why)
+{
+	struct namelist have = {0}, known = {0};
+	int r = cb_backend_list(s->b, "backups/", on_manifest_key, &have) ?:
+		catalog_backup_names(s->cat, on_catalog_backup, &known);
+	if (r == 0)
+		qsort(have.v, have.n, sizeof(*have.v), cmp_named);
+	for (size_t i = 0; r == 0 && i < known.n; i++) {
+		struct named *h = namelist_find(&have, known.v[i].name);
+		if (h && h->size == known.v[i].size) {
+			h->seen = true;
+			continue;
+		}
+		if ((r = catalog_remove_backup(s->cat, known.v[i].id)) == 0)
+			st->backups_removed++;
+	}
+	for (size_t i = 0; r == 0 && i < have.n; i++)
+		if (!have.v[i].seen)
+			r = add_backup(s, have.v[i].name, st, why);
+	namelist_free(&have);
+	namelist_free(&known);
+	return r;
+}
+
+int store_reconcile(struct store *s, int flags, struct reconcile_stats *st, struct strbuf *err)
+{
+	struct reconcile_stats local = {0};
+	if (!st)
+		st = &local;
+	struct strbuf why = {0};
+	int r = catalog_begin(s->cat);
+	if (r == 0 && (flags & RECONCILE_PACKS))
+		r = reconcile_packs(s, st, &why);
+	if (r == 0)
+		r = reconcile_backups(s, st, &why);
+	if (r == 0)
+		r = catalog_commit(s->cat);
+	else
+		catalog_rollback(s->cat);
+	if (r < 0)
+		sb_printf(err, "cannot bring the catalog up to date: %s",
+			  r == -EUCLEAN || r == -EIO ? catalog_errmsg(s->cat)
+			  : *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
+	sb_free(&why);
+	return r;
 }

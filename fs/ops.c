@@ -58,7 +58,7 @@ static int get_catalog(struct cbfs *fs, catalog **out)
 {
 	catalog *c = pthread_getspecific(fs->catalog_key);
 	if (!c) {
-		int r = store_open(fs->store, CATALOG_READONLY | CATALOG_SMALL_CACHE, &c);
+		int r = store_open(fs->store, CATALOG_READONLY | CATALOG_SMALL_CACHE | CATALOG_NO_RECONCILE, &c);
 		if (r == 0 && (r = -pthread_setspecific(fs->catalog_key, c)) < 0)
 			catalog_close(c);
 		if (r < 0) {

@@ -35,13 +35,11 @@ int cmd_init(int argc, char **argv)
 	if (!store)
 		return cli_usage_error(&cmd, "missing --store DIR");
 	_cleanup_free_ char *shown = cli_escape(store);
-	int r = store_init(store);
-	if (r == -EEXIST) {
-		errorf("cannot create store %s: directory is not empty", shown ? shown : "");
-		return CB_EXIT_FAILED;
-	}
+	struct strbuf err = {0};
+	int r = store_init(store, &err);
 	if (r < 0) {
-		errorf("cannot create store %s: %s", shown ? shown : "", strerror(-r));
+		errorf("cannot create store %s: %s", shown ? shown : "", err.buf ? err.buf : strerror(-r));
+		sb_free(&err);
 		return CB_EXIT_FAILED;
 	}
 	printf("created store %s\n", shown ? shown : "");
@@ -105,6 +103,26 @@ static int run_command(const char *name, int argc, char **argv)
 	return unknown_command(name);
 }
 
+/* How stores in object storage are reached: the environment (as the AWS CLI reads it), then
+ * the configuration file. Set once, for every store this process opens. */
+static int use_store_settings(void)
+{
+	static struct cb_s3_options o;
+	static char **owned;
+	o.endpoint = config_get("s3_endpoint");
+	o.region = config_get("s3_region");
+	o.ca_file = config_get("s3_ca_file");
+	if (cb_s3_options_resolve(&o, config_get("s3_key_file"), &owned) < 0 &&
+	    config_get("s3_key_file")) {
+		errorf("cannot read s3_key_file %s: %s", config_get("s3_key_file"), strerror(errno));
+		return CB_EXIT_USAGE;
+	}
+	store_set_s3_options(&o);
+	if (config_get("cache_dir"))
+		store_set_cache_dir(config_get("cache_dir"));
+	return CB_EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
 	const char *cfg = NULL;
@@ -138,5 +156,8 @@ int main(int argc, char **argv)
 		sb_free(&cerr);
 		return CB_EXIT_USAGE;
 	}
+	int r = use_store_settings();
+	if (r != CB_EXIT_OK)
+		return r;
 	return run_command(cmd, argc - 1, argv + 1);
 }

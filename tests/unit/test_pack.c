@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "packread.h"
+#include "sink.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static unsigned char rnd8(void)
@@ -53,12 +55,16 @@ static int temp_fd(char *path)
 	return fd;
 }
 
-/* Writes every member into a new pack at path (a mkstemp template); returns its frames. */
+/* Writes every member into a new pack; its path goes to path (at least 128 bytes); returns its
+ * frames. */
 static uint32_t write_pack(char *path, unsigned threads)
 {
-	int fd = temp_fd(path);
+	struct test_sink sk;
+	CHECK(test_sink_open(&sk) == 0);
 	pack_writer *w;
-	CHECK(pack_writer_new(&w, fd, 3, threads, 64u << 10) == 0);
+	CHECK(pack_writer_new(&w, sk.u, 3, threads, 64u << 10) == 0);
+	struct pack_blob blobs[NMEMBERS];
+	struct pack_index pi = {blobs, 0};
 	for (size_t i = 0; i < NMEMBERS; i++) {
 		struct member *m = &members[i];
 		struct pack_member pm = {.path = m->path, .size = m->size, .mode = 0640, .uid = 1,
@@ -69,6 +75,9 @@ static uint32_t write_pack(char *path, unsigned threads)
 		}
 		if (!m->from_fd) {
 			CHECK(pack_writer_add_buffer(w, &pm, m->data, &m->off) == 0);
+			sha256_buf(m->data, m->size, blobs[pi.nblobs].sha256);
+			blobs[pi.nblobs].size = m->size;
+			blobs[pi.nblobs++].offset = m->off;
 			continue;
 		}
 		char src[] = "/tmp/cb-pack-src-XXXXXX";
@@ -77,16 +86,20 @@ static uint32_t write_pack(char *path, unsigned threads)
 		unsigned char sha[32], want[32];
 		CHECK(pack_writer_add_fd(w, &pm, sfd, sha, &m->off, NULL, NULL, NULL) == 0);
 		CHECK(sha256_buf(m->data, m->size, want) == 0 && memcmp(sha, want, 32) == 0);
+		memcpy(blobs[pi.nblobs].sha256, sha, 32);
+		blobs[pi.nblobs].size = m->size;
+		blobs[pi.nblobs++].offset = m->off;
 		close(sfd);
 		unlink(src);
 	}
-	uint64_t compressed;
-	uint32_t frames;
-	CHECK(pack_writer_finish(w, &compressed, &frames) == 0);
-	CHECK((uint64_t)lseek(fd, 0, SEEK_END) == compressed);
+	struct pack_info info;
+	CHECK(pack_writer_finish(w, &pi, &info) == 0);
 	pack_writer_free(w);
-	close(fd);
-	return frames;
+	CHECK(test_sink_close(&sk, 1) == 0);
+	struct stat st;
+	CHECK(stat(sk.path, &st) == 0 && (uint64_t)st.st_size == info.compressed);
+	snprintf(path, 128, "%s", sk.path);
+	return info.frames;
 }
 
 /* Every member's bytes at the offset the writer reported, through the frame cache. */
@@ -137,28 +150,122 @@ static void check_tar(const char *path)
 		CHECK(n == (la_ssize_t)m->size && memcmp(buf, m->data, m->size) == 0);
 	}
 	CHECK(i == NMEMBERS);
+	CHECK(archive_read_next_header(a, &e) == ARCHIVE_OK);
+	CHECK(strcmp(archive_entry_pathname(e), PACK_INDEX_MEMBER) == 0);
 	CHECK(archive_read_next_header(a, &e) == ARCHIVE_EOF);
 	free(buf);
 	archive_read_free(a);
 }
 
+/* The index member lists every blob, each at a frame start. */
+static void check_index(const char *path)
+{
+	struct cb_io *io;
+	struct seek_table *t;
+	struct pack_trailer tr;
+	struct pack_index pi;
+	char err[256];
+	CHECK(cb_io_open_file(path, &io) == 0);
+	CHECK(pack_table_read(io, &t, &tr) == 0);
+	CHECK(pack_index_read(io, t, &tr, &pi, err, sizeof(err)) == 0);
+	size_t want = 0;
+	for (size_t i = 0; i < NMEMBERS; i++)
+		want += !members[i].link;
+	CHECK(pi.nblobs == want);
+	for (size_t i = 0, k = 0; i < NMEMBERS && k < pi.nblobs; i++) {
+		if (members[i].link)
+			continue;
+		CHECK(pi.blobs[k].offset == members[i].off && pi.blobs[k].size == members[i].size);
+		k++;
+	}
+	pack_index_free(&pi);
+	seek_table_free(t);
+	cb_io_close(io);
+}
+
+/* Reads every member through a fresh cache: 1 when all bytes are right, 0 when a read failed,
+ * -1 when a read returned wrong bytes (what must never happen). */
+static int read_all(const char *dir, const char *base)
+{
+	pack_cache *pc;
+	if (pack_cache_new(&pc, dir, 1u << 20) < 0)
+		return 0;
+	unsigned char *buf = malloc(300000);
+	int verdict = 1;
+	for (size_t i = 0; i < NMEMBERS && verdict >= 0; i++) {
+		const struct member *m = &members[i];
+		if (m->link || m->size == 0)
+			continue;
+		if (pack_cache_read(pc, 1, base, m->off, buf, m->size) < 0)
+			verdict = 0;
+		else if (memcmp(buf, m->data, m->size) != 0)
+			verdict = -1;
+	}
+	free(buf);
+	pack_cache_free(pc);
+	return verdict;
+}
+
+/* Flips every bit of the seek table and the trailer, one at a time: reads give the right bytes
+ * or an error, never wrong bytes (issue 7: a flipped table used to map reads to the wrong
+ * frames, each of which passed its own checksum). */
+static void test_seek_table_bit_flips(void)
+{
+	char path[128];
+	write_pack(path, 1);
+	char *dir = strdup(path), *base = strrchr(dir, '/');
+	*base++ = '\0';
+	int fd = open(path, O_RDWR);
+	struct stat st;
+	CHECK(fd >= 0 && fstat(fd, &st) == 0);
+	struct cb_io *io;
+	uint64_t tsize = 0;
+	CHECK(cb_io_open_file(path, &io) == 0 && seek_table_size(io, &tsize) == 0);
+	cb_io_close(io);
+	off_t from = st.st_size - (off_t)tsize - PACK_TRAILER_SIZE;
+	unsigned flips = 0, wrong = 0, refused = 0;
+	for (off_t at = from; at < st.st_size; at++) {
+		for (int bit = 0; bit < 8; bit++) {
+			unsigned char c;
+			CHECK(pread(fd, &c, 1, at) == 1);
+			unsigned char f = c ^ (unsigned char)(1u << bit);
+			CHECK(pwrite(fd, &f, 1, at) == 1);
+			int v = read_all(dir, base);
+			wrong += v < 0;
+			refused += v == 0;
+			flips++;
+			CHECK(pwrite(fd, &c, 1, at) == 1);
+		}
+	}
+	printf("test_pack: %u single-bit flips of the seek table and trailer: %u refused, %u read "
+	       "right, %u gave wrong bytes\n", flips, refused, flips - refused - wrong, wrong);
+	CHECK(wrong == 0);
+	CHECK(refused > 0);
+	CHECK(read_all(dir, base) == 1);
+	close(fd);
+	unlink(path);
+	rmdir(dir);
+	free(dir);
+}
+
 static void test_round_trip(unsigned threads)
 {
-	char path[] = "/tmp/cb-pack-XXXXXX";
+	char path[128];
 	uint32_t frames = write_pack(path, threads);
 	CHECK(frames > 300000 / (64u << 10)); /* 64 KiB frames, and a cut at every member */
 	check_offsets(path);
+	check_index(path);
 	check_tar(path);
 	unlink(path);
 }
 
 static void test_errors(void)
 {
-	char path[] = "/tmp/cb-pack-XXXXXX";
-	int fd = temp_fd(path);
+	struct test_sink sk;
+	CHECK(test_sink_open(&sk) == 0);
 	pack_writer *w = NULL;
-	CHECK(pack_writer_new(&w, fd, 3, 1, SEEKABLE_MAX_WRITE_FRAME_SIZE + 1) == -EINVAL && !w);
-	CHECK(pack_writer_new(&w, fd, 3, 1, SEEKABLE_MAX_WRITE_FRAME_SIZE) == 0);
+	CHECK(pack_writer_new(&w, sk.u, 3, 1, SEEKABLE_MAX_WRITE_FRAME_SIZE + 1) == -EINVAL && !w);
+	CHECK(pack_writer_new(&w, sk.u, 3, 1, SEEKABLE_MAX_WRITE_FRAME_SIZE) == 0);
 	/* a source shorter than announced: -ESTALE, and the pack is unusable from then on */
 	char src[] = "/tmp/cb-pack-src-XXXXXX";
 	int sfd = temp_fd(src);
@@ -169,12 +276,13 @@ static void test_errors(void)
 	CHECK(pack_writer_add_fd(w, &pm, sfd, sha, &off, NULL, NULL, NULL) == -ESTALE);
 	pm.size = 5;
 	CHECK(pack_writer_add_buffer(w, &pm, "short", &off) < 0);
-	CHECK(pack_writer_finish(w, NULL, NULL) < 0);
+	struct pack_index none = {0};
+	struct pack_info info;
+	CHECK(pack_writer_finish(w, &none, &info) < 0);
 	pack_writer_free(w);
 	close(sfd);
 	unlink(src);
-	close(fd);
-	unlink(path);
+	test_sink_close(&sk, 0);
 }
 
 /* The writer's memory budget bounds its threads, whatever is asked for. */
@@ -192,15 +300,16 @@ static void test_memory_budget(void)
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		seekable_writer *w;
-		int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
-		CHECK(seekable_writer_new(&w, fd, cases[i].level, cases[i].want, cases[i].frame) == 0);
+		struct test_sink sk;
+		CHECK(test_sink_open(&sk) == 0);
+		CHECK(seekable_writer_new(&w, sk.u, cases[i].level, cases[i].want, cases[i].frame) == 0);
 		unsigned t = seekable_writer_threads(w);
 		if (t < cases[i].min || t > cases[i].max) {
 			fprintf(stderr, "case %zu: %u threads\n", i, t);
 			CHECK(!"threads within the budget");
 		}
 		seekable_writer_free(w);
-		close(fd);
+		test_sink_close(&sk, 0);
 	}
 }
 
@@ -217,10 +326,13 @@ int main(void)
 	test_round_trip(0);
 	test_round_trip(3);
 	test_errors();
+	test_seek_table_bit_flips();
 	test_memory_budget();
 	for (size_t i = 0; i < NMEMBERS; i++)
 		free(members[i].data);
 	if (failures)
 		fprintf(stderr, "%d check(s) failed\n", failures);
+	else
+		printf("test_pack: all checks passed\n");
 	return failures ? 1 : 0;
 }

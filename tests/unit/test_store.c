@@ -1,5 +1,7 @@
-/* Unit tests for the store layout (store.c): init, open, the tmp pack lock, reclaiming what
- * dead writers left (whatever its size or age), commit and release. */
+/* Unit tests for the store (format 2): init and open (not a store, another format, private
+ * modes), backups written by the backup writer, and the catalog as a cache of the store:
+ * reconciled with backups/ and packs/ on open, rebuilt from the store alone. */
+#include "backup.h"
 #include "store.h"
 #include "util.h"
 
@@ -8,9 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -26,117 +26,164 @@ static char *at(const char *rel)
 	return b;
 }
 
-static bool exists(const char *path)
+static mode_t mode_of(const char *path)
 {
 	struct stat st;
-	return lstat(path, &st) == 0;
+	return lstat(path, &st) == 0 ? st.st_mode & 07777 : (mode_t)-1;
 }
 
-static int tmp_count(void)
+static void put_file(const char *path, const char *text)
 {
-	int n = 0;
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "ls -A %s/s/tmp | wc -l", root);
-	FILE *f = popen(cmd, "r");
-	CHECK(f && fscanf(f, "%d", &n) == 1);
-	pclose(f);
-	return n;
+	FILE *f = fopen(path, "w");
+	CHECK(f && fputs(text, f) >= 0);
+	if (f)
+		fclose(f);
 }
 
 static void test_init_and_open(void)
 {
-	catalog *c = (catalog *)1;
-	CHECK(store_open(at("nope"), 0, &c) == -ENOENT && c == NULL);
+	struct strbuf err = {0};
+	struct store *s = NULL;
+	CHECK(store_open_full(at("nope"), 0, &s, &err) == -ENOENT && !s);
 	CHECK(mkdir(at("plain"), 0755) == 0);
-	CHECK(store_open(at("plain"), 0, &c) == -EMEDIUMTYPE && c == NULL);
-	CHECK(store_init(at("plain")) == 0); /* an existing empty directory may become a store */
-	CHECK(store_open(at("plain"), 0, &c) == 0 && c != NULL);
-	catalog_close(c);
-	CHECK(store_init(at("plain")) == -EEXIST);
-	CHECK(store_init(at("s")) == 0);
-	CHECK(exists(at("s/packs")) && exists(at("s/tmp")) && exists(at("s/catalog.db")));
-	int fd = open(at("s/catalog.db"), O_RDONLY);
-	CHECK(fd >= 0);
-	close(fd);
+	err.len = 0;
+	CHECK(store_open_full(at("plain"), 0, &s, &err) == -EMEDIUMTYPE);
+	CHECK(err.buf && strstr(err.buf, "not a cassbackup store"));
+	put_file(at("plain/x"), "x");
+	CHECK(store_init(at("plain"), &err) == -EEXIST); /* not empty */
+	umask(0);
+	CHECK(store_init(at("s"), &err) == 0);
+	umask(022);
+	CHECK(mode_of(at("s")) == 0700 && mode_of(at("s/config")) == 0600);
+	CHECK(mode_of(at("s/catalog.db")) != (mode_t)-1);
+	CHECK(store_init(at("s"), &err) == -EEXIST);
+	CHECK(store_open_full(at("s"), 0, &s, &err) == 0 && s);
+	CHECK(strlen(store_get_config(s)->id) == 32);
+	store_close(s);
+
+	/* another format, a config that is not one */
+	CHECK(mkdir(at("other"), 0700) == 0);
+	put_file(at("other/config"), "{\"store\": \"cassbackup\", \"format\": 3, \"id\": "
+				     "\"0123456789abcdef0123456789abcdef\", \"created_ns\": 1}");
+	err.len = 0;
+	CHECK(store_open_full(at("other"), 0, &s, &err) == -EPROTONOSUPPORT);
+	CHECK(err.buf && strstr(err.buf, "format 3"));
+	put_file(at("other/config"), "PK\x03\x04 not json");
+	CHECK(store_open_full(at("other"), 0, &s, &err) == -EMEDIUMTYPE);
+	sb_free(&err);
 }
 
-/* A writer's tmp file is locked from the moment it has a name; reclaim leaves it alone. */
-static void test_lock(void)
+/* One backup: a table with two files, one of which repeats the other's bytes. */
+static void make_backup(const char *name, const char *data)
 {
-	struct store_tmp t;
-	CHECK(store_tmp_create(at("s"), &t) == 0);
-	CHECK(t.fd >= 0 && exists(t.path) && strncmp(t.relpath, "packs/", 6) == 0);
-	int other = open(t.path, O_RDONLY);
-	CHECK(flock(other, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK);
-	close(other);
-	unsigned n = 99;
-	CHECK(store_reclaim_tmp(at("s"), &n) == 0 && n == 0 && exists(t.path));
-	store_tmp_release(&t, false); /* not committed: removed */
-	CHECK(t.path == NULL && tmp_count() == 0);
-}
-
-/* Writers that died, with an empty and a written tmp file, and at once (a zero-byte file from a
- * backup that was deduplicating when killed is reclaimed without waiting). */
-static void test_reclaim_dead_writers(void)
-{
-	for (int k = 0; k < 2; k++) {
-		pid_t pid = fork();
-		if (pid == 0) {
-			struct store_tmp t;
-			if (store_tmp_create(at("s"), &t) < 0)
-				_exit(1);
-			if (k == 1 && write_full(t.fd, "some bytes", 10) < 0)
-				_exit(1);
-			_exit(0); /* dies holding it, as kill -9 would */
-		}
-		int status;
-		CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	struct backup_meta meta = {.name = name, .node = "n1", .cluster = "c", .snapshot_tag = "t",
+				   .root_attr = {0750, 1, 2, 3}};
+	struct backup_writer_opts opts = {.level = 3, .frame_size = 64u << 10};
+	struct strbuf err = {0};
+	backup_writer *w;
+	int r = backup_writer_begin(at("s"), &meta, &opts, &w, &err);
+	CHECK(r == 0);
+	if (r < 0) {
+		fprintf(stderr, "begin: %s\n", err.buf);
+		sb_free(&err);
+		return;
 	}
-	CHECK(tmp_count() == 2);
-	/* a live writer's file next to them */
-	struct store_tmp live;
-	CHECK(store_tmp_create(at("s"), &live) == 0);
-	unsigned n = 0;
-	CHECK(store_reclaim_tmp(at("s"), &n) == 0 && n == 2);
-	CHECK(tmp_count() == 1 && exists(live.path));
-	store_tmp_release(&live, false);
-	CHECK(tmp_count() == 0);
+	struct backup_table t = {.keyspace = "shop", .table = "orders",
+				 .table_id = "0123456789abcdef0123456789abcdef",
+				 .dirname = "orders-0123456789abcdef0123456789abcdef",
+				 .keyspace_attr = {0755, 1, 2, 3}, .table_attr = {0755, 1, 2, 3}};
+	unsigned ti;
+	CHECK(backup_writer_add_table(w, &t, &ti) == 0);
+	struct backup_file f1 = {.name = "nb-1-big-Data.db", .size = strlen(data),
+				 .attr = {0644, 1, 2, 3}, .source = "mem"};
+	struct backup_file f2 = f1;
+	f2.name = "nb-1-big-Digest.crc32";
+	CHECK(backup_writer_add_buffer(w, ti, BACKUP_TABLE_DIR, &f1, data) == 0);
+	CHECK(backup_writer_add_buffer(w, ti, BACKUP_TABLE_DIR, &f2, data) == 0);
+	struct backup_summary sum;
+	CHECK(backup_writer_commit(w, &sum) == 0);
+	CHECK(sum.files == 2);
+	backup_writer_free(w);
+	sb_free(&err);
 }
 
-static void test_commit_and_release(void)
+struct seen {
+	char names[400];
+	unsigned n, complete;
+};
+
+static int collect(void *ctx, const struct cb_backup_summary *b)
 {
-	struct store_tmp t;
-	CHECK(store_tmp_create(at("s"), &t) == 0);
-	CHECK(write_full(t.fd, "pack", 4) == 0);
-	CHECK(store_tmp_commit(at("s"), &t) == 0);
-	CHECK(t.renamed && !exists(t.path) && exists(t.final));
-	unsigned n = 0; /* the lock moved with the file: reclaim sees nothing in tmp/ */
-	CHECK(store_reclaim_tmp(at("s"), &n) == 0 && n == 0);
-	char *final = strdup(t.final);
-	store_tmp_release(&t, true);
-	CHECK(exists(final));
-	/* committed to packs/ but not registered: release removes it from there */
-	CHECK(store_tmp_create(at("s"), &t) == 0);
-	CHECK(store_tmp_commit(at("s"), &t) == 0);
-	char *final2 = strdup(t.final);
-	store_tmp_release(&t, false);
-	CHECK(!exists(final2) && exists(final));
-	free(final);
-	free(final2);
+	struct seen *s = ctx;
+	size_t len = strlen(s->names);
+	snprintf(s->names + len, sizeof(s->names) - len, "%s%s", len ? "," : "", b->name);
+	s->n++;
+	s->complete += b->complete;
+	return 0;
+}
+
+static struct seen listing(void)
+{
+	struct seen s = {{0}, 0, 0};
+	catalog *c;
+	CHECK(store_open(at("s"), CATALOG_READONLY, &c) == 0);
+	if (c)
+		CHECK(catalog_list_backups(c, collect, &s) == 0);
+	catalog_close(c);
+	return s;
+}
+
+static void test_catalog_is_a_cache(void)
+{
+	make_backup("day1", "first day's bytes");
+	make_backup("day2", "first day's bytes"); /* all deduplicated: no pack of its own */
+	make_backup("day3", "new bytes on day three");
+	CHECK(mode_of(at("s/backups/day1.json")) == 0600);
+	struct seen s = listing();
+	CHECK(s.n == 3 && s.complete == 3 && !strcmp(s.names, "day1,day2,day3"));
+
+	/* the catalog deleted: rebuilt from the store alone */
+	CHECK(unlink(at("s/catalog.db")) == 0);
+	unlink(at("s/catalog.db-wal"));
+	unlink(at("s/catalog.db-shm"));
+	s = listing();
+	CHECK(s.n == 3 && s.complete == 3 && !strcmp(s.names, "day1,day2,day3"));
+
+	/* a manifest removed (forget): the backup goes from the catalog on the next open */
+	CHECK(unlink(at("s/backups/day2.json")) == 0);
+	s = listing();
+	CHECK(s.n == 2 && !strcmp(s.names, "day1,day3"));
+
+	/* a manifest that does not parse is skipped, not fatal */
+	put_file(at("s/backups/broken.json"), "{\"format\": 2");
+	s = listing();
+	CHECK(s.n == 2);
+	unlink(at("s/backups/broken.json"));
+
+	/* a pack gone: the backups needing it are listed as incomplete */
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "for p in %s/s/packs/*/*.tar.zst; do "
+		 "zstd -dc $p 2>/dev/null | grep -q 'new bytes' && rm $p; done", root);
+	CHECK(system(cmd) >= 0);
+	s = listing();
+	CHECK(s.n == 2 && s.complete == 1);
 }
 
 int main(void)
 {
-	snprintf(root, sizeof(root), "/tmp/cb-store-XXXXXX");
-	CHECK(mkdtemp(root) != NULL);
+	snprintf(root, sizeof(root), "/tmp/cb-test-store-XXXXXX");
+	if (!mkdtemp(root))
+		return 2;
 	test_init_and_open();
-	test_lock();
-	test_reclaim_dead_writers();
-	test_commit_and_release();
+	test_catalog_is_a_cache();
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
-	CHECK(system(cmd) == 0);
-	if (failures)
-		fprintf(stderr, "%d check(s) failed\n", failures);
-	return failures ? 1 : 0;
+	if (system(cmd) != 0)
+		failures++;
+	if (failures) {
+		fprintf(stderr, "test_store: %d checks failed\n", failures);
+		return 1;
+	}
+	printf("test_store: all checks passed\n");
+	return 0;
 }

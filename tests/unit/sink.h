@@ -1,0 +1,43 @@
+/* sink.h: the unit tests' way to write a stream to a file through the store's upload
+ * interface (backend.h), as the writers do in a store. */
+#ifndef CASSBACKUP_TEST_SINK_H
+#define CASSBACKUP_TEST_SINK_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "backend.h"
+
+struct test_sink {
+	char dir[64];
+	char path[128]; /* the file once committed */
+	struct cb_backend *b;
+	struct cb_upload *u;
+};
+
+/* Starts an upload of a new temp file; NULL members on failure. */
+static inline int test_sink_open(struct test_sink *s)
+{
+	snprintf(s->dir, sizeof(s->dir), "/tmp/cb-sink-XXXXXX");
+	s->b = NULL;
+	s->u = NULL;
+	if (!mkdtemp(s->dir))
+		return -1;
+	snprintf(s->path, sizeof(s->path), "%s/stream", s->dir);
+	if (cb_backend_open(s->dir, 0, NULL, &s->b) < 0)
+		return -1;
+	return cb_backend_upload_begin(s->b, "stream", &s->u);
+}
+
+/* Commits (when commit) and frees the upload; the file is at s->path then. */
+static inline int test_sink_close(struct test_sink *s, int commit)
+{
+	int r = commit ? cb_upload_commit(s->u) : 0;
+	cb_upload_free(s->u);
+	cb_backend_close(s->b);
+	s->u = NULL;
+	s->b = NULL;
+	return r;
+}
+
+#endif
