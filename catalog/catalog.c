@@ -186,7 +186,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 			     " ORDER BY k.name, t.name",
 	[ST_TABLE_FILES] = "SELECT f.id, f.dir_id, d.name, f.name, f.size, f.mode, f.uid, f.gid, f.mtime_ns,"
 			   " b.pack_id, p.path, b.offset, b.size, b.sha256 FROM files f"
-			   " JOIN blobs b ON b.id = f.blob_id JOIN packs p ON p.id = b.pack_id"
+			   " JOIN blobs b ON b.id = f.blob_id LEFT JOIN packs p ON p.id = b.pack_id"
 			   " LEFT JOIN dirs d ON d.id = f.dir_id WHERE f.table_row = ?1"
 			   " ORDER BY COALESCE(d.name, ''), f.name",
 	[ST_FILE_PATH] = "SELECT bk.name, k.name, t.name, f.dir_id, d.name, f.name FROM files f"
@@ -228,7 +228,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_LIST_DIR_FILES] = "SELECT " NODE_COLS_FILE " WHERE table_row ="
 			      " (SELECT table_row FROM dirs WHERE id = ?1) AND dir_id = ?1 ORDER BY name",
 	[ST_FILE_BLOB] = "SELECT b.pack_id, p.path, b.offset, b.size, b.sha256, f.size FROM files f"
-			 " JOIN blobs b ON b.id = f.blob_id JOIN packs p ON p.id = b.pack_id"
+			 " JOIN blobs b ON b.id = f.blob_id LEFT JOIN packs p ON p.id = b.pack_id"
 			 " WHERE f.id = ?1",
 	[ST_XATTR_BACKUP] = "SELECT node, cluster, datacenter, created_ns, snapshot_tag, host_id"
 			    " FROM backups WHERE id = ?1",
@@ -698,11 +698,16 @@ static int read_loc(catalog *c, sqlite3_stmt *st, int first, int64_t row, struct
 {
 	const char *path = col_text(st, first + 1);
 	loc->pack_id = sqlite3_column_int64(st, first);
-	if (!pack_path_ok(path))
+	bool nowhere = sqlite3_column_type(st, first) == SQLITE_NULL;
+	if (!nowhere && !pack_path_ok(path))
 		return bad_row(c, row, "invalid pack path");
-	snprintf(loc->pack_path, sizeof(loc->pack_path), "%s", path);
-	if (!col_size(st, first + 2, &loc->offset) || !col_size(st, first + 3, &loc->size))
-		return bad_row(c, row, "blob offset or size out of range");
+	snprintf(loc->pack_path, sizeof(loc->pack_path), "%s", nowhere ? "" : path);
+	if (nowhere)
+		loc->offset = 0; /* no pack the catalog knows holds these bytes: reads find none */
+	else if (!col_size(st, first + 2, &loc->offset))
+		return bad_row(c, row, "blob offset out of range");
+	if (!col_size(st, first + 3, &loc->size))
+		return bad_row(c, row, "blob size out of range");
 	if (sqlite3_column_bytes(st, first + 4) != 32)
 		return bad_row(c, row, "blob has no valid SHA-256");
 	memcpy(loc->sha256, sqlite3_column_blob(st, first + 4), 32);

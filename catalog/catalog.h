@@ -171,7 +171,7 @@ int catalog_list_backups(catalog *c, int (*cb)(void *ctx, const struct cb_backup
 			 void *ctx);
 
 struct cb_blob_loc {
-	int64_t pack_id;
+	int64_t pack_id;     /* 0 and pack_path "": no pack the catalog knows holds the bytes */
 	char pack_path[256];
 	uint64_t offset; /* of the file's first byte in the pack's tar stream */
 	uint64_t size;

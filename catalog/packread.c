@@ -230,6 +230,8 @@ static void close_idle_packs(pack_cache *pc)
 
 static int get_pack(pack_cache *pc, int64_t id, const char *relpath, struct preader **out)
 {
+	if (!relpath || !*relpath)
+		return -ENOENT; /* the catalog knows no pack holding these bytes */
 	unsigned b = (unsigned)((uint64_t)id % PACK_BUCKETS);
 	pthread_mutex_lock(&pc->mu);
 	for (struct preader *p = pc->packs[b]; p; p = p->next) {

@@ -190,3 +190,21 @@ def tmp_files(store):
 # cassbackup starts mount.cassbackup from its installed path (SBINDIR) unless
 # CASSBACKUP_MOUNT_HELPER names another: every test uses the build tree's.
 os.environ['CASSBACKUP_MOUNT_HELPER'] = MOUNT
+
+
+def upload_size(pid, store):
+    """Bytes written so far to the store upload (a pack) process pid holds open, or 0. Uploads
+    are O_TMPFILE files in STORE/tmp: invisible there, seen through the writer's descriptors."""
+    tmp = os.path.realpath(os.path.join(store, 'tmp')) + '/'
+    try:
+        fds = os.listdir(f'/proc/{pid}/fd')
+    except OSError:
+        return 0
+    best = 0
+    for fd in fds:
+        try:
+            if os.readlink(f'/proc/{pid}/fd/{fd}').startswith(tmp):
+                best = max(best, os.stat(f'/proc/{pid}/fd/{fd}').st_size)
+        except OSError:
+            pass
+    return best

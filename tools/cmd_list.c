@@ -8,6 +8,7 @@
 
 struct list_ctx {
 	bool json;
+	const char *node; /* --node: only this node's backups */
 	struct strbuf out;
 	struct json j;
 };
@@ -28,6 +29,8 @@ static void list_json(struct json *j, const struct cb_backup_summary *b, const c
 	json_kv_u64(j, "unique_bytes", b->unique_bytes);
 	json_kv_u64(j, "new_bytes", b->new_bytes);
 	json_kv_u64(j, "stored_bytes", b->stored_bytes);
+	json_kv_bool(j, "complete", b->complete);
+	json_kv_str(j, "cassandra_version", b->cassandra_version ? b->cassandra_version : "");
 	json_object_end(j);
 }
 
@@ -40,8 +43,9 @@ static int list_text(struct strbuf *o, const struct cb_backup_summary *b, const 
 	_cleanup_free_ char *name = cli_escape(b->name), *node = cli_escape(b->node);
 	if (!name || !node)
 		return -ENOMEM;
-	return sb_printf(o, "%-28s %-16s %-20s %6llu %7llu %10s %10s\n", name, node, created,
-			 (unsigned long long)b->tables, (unsigned long long)b->files, size, uniq);
+	return sb_printf(o, "%-28s %-16s %-20s %6llu %7llu %10s %10s  %s\n", name, node, created,
+			 (unsigned long long)b->tables, (unsigned long long)b->files, size, uniq,
+			 b->complete ? "complete" : "INCOMPLETE");
 }
 
 static int list_one(void *ctx, const struct cb_backup_summary *b)
@@ -53,6 +57,8 @@ static int list_one(void *ctx, const struct cb_backup_summary *b)
 	}
 	char created[64];
 	format_time_utc(b->created_ns, created, sizeof(created));
+	if (l->node && strcmp(l->node, b->node ? b->node : "") != 0)
+		return 0;
 	if (!l->json)
 		return list_text(&l->out, b, created);
 	list_json(&l->j, b, created);
@@ -66,6 +72,8 @@ int cmd_list(int argc, char **argv)
 	struct cli_option opts[] = {
 		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &store, .arg = "DIR",
 		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
+		{.name = "node", .type = OPT_STRING, .value = &l.node, .arg = "NODE",
+		 .help = "only the backups of this node"},
 		{.name = "json", .type = OPT_FLAG, .value = &l.json,
 		 .help = "print JSON for scripts (adds cluster, datacenter, snapshot tag, new and "
 			 "stored bytes)"},
@@ -73,8 +81,9 @@ int cmd_list(int argc, char **argv)
 	};
 	struct cli_command cmd = {
 		.name = "list",
-		.description = "Lists the backups: name, node, creation time, tables, files, size, and\n"
-			       "UNIQUE: the data only that backup holds, what deleting it would free.",
+		.description = "Lists the backups: name, node, creation time, tables, files, size,\n"
+			       "UNIQUE: the data only that backup holds, what deleting it would free,\n"
+			       "and STATE: complete, or incomplete when a pack it needs is missing.",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
@@ -88,8 +97,8 @@ int cmd_list(int argc, char **argv)
 	if (l.json)
 		json_array_begin(&l.j);
 	else
-		sb_printf(&l.out, "%-28s %-16s %-20s %6s %7s %10s %10s\n", "NAME", "NODE", "CREATED",
-			  "TABLES", "FILES", "SIZE", "UNIQUE");
+		sb_printf(&l.out, "%-28s %-16s %-20s %6s %7s %10s %10s  %s\n", "NAME", "NODE", "CREATED",
+			  "TABLES", "FILES", "SIZE", "UNIQUE", "STATE");
 	r = catalog_list_backups(cat, list_one, &l);
 	if (l.json)
 		json_array_end(&l.j);
