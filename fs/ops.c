@@ -353,8 +353,12 @@ static void log_read_error(struct cbfs *fs, uint64_t ino, const struct cb_blob_l
 {
 	char path[PATH_MAX];
 	file_path(fs, ino, path, sizeof(path));
-	cbfs_log(fs, "cannot read %s: %s/%s: %s", path, fs->store, loc->pack_path,
-		 pack_cache_strerror(r));
+	if (!loc->pack_path[0]) /* the catalog knows no pack holding these bytes */
+		cbfs_log(fs, "cannot read %s: %s: no pack in the store holds its bytes (pack file is "
+			 "missing)", path, fs->store);
+	else
+		cbfs_log(fs, "cannot read %s: %s/%s: %s", path, fs->store, loc->pack_path,
+			 pack_cache_strerror(r));
 }
 
 /* Replies with [off, off + size) of the file, which lies within it. */

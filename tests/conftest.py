@@ -208,3 +208,13 @@ def upload_size(pid, store):
         except OSError:
             pass
     return best
+
+
+def uploading(pid, store):
+    """True when process pid holds an upload open in STORE/tmp (see upload_size)."""
+    tmp = os.path.realpath(os.path.join(store, 'tmp')) + '/'
+    try:
+        return any(os.readlink(f'/proc/{pid}/fd/{fd}').startswith(tmp)
+                   for fd in os.listdir(f'/proc/{pid}/fd'))
+    except OSError:
+        return False

@@ -1,6 +1,7 @@
 """The mount and the catalog's readers facing a damaged or hostile store, and the mount's own
 hygiene: reads at the end, negative entries, log lines that name the file, memory."""
 import errno
+import json
 import os
 import re
 import sqlite3
@@ -75,8 +76,9 @@ def test_file_beyond_the_end_of_its_pack_is_not_called_a_bad_seek_table(two, tmp
 
 def test_damaged_or_missing_pack_is_logged_by_backup_keyspace_table_file(two, tmp_path):
     store, _, _ = two
-    pack_a = os.path.join(store, sql(store, "SELECT p.path FROM packs p JOIN backups b ON"
-                                     " b.pack_id = p.id WHERE b.name = 'a'")[0][0])
+    pack_a = os.path.join(store, sql(store, "SELECT p.path FROM files f JOIN blobs bl ON bl.id ="
+                                     " f.blob_id JOIN packs p ON p.id = bl.pack_id JOIN backups b"
+                                     " ON b.id = f.backup_id WHERE b.name = 'a' LIMIT 1")[0][0])
     with open(pack_a, 'r+b') as f:   # cut off the seek table
         f.truncate(os.path.getsize(pack_a) - 5)
     with mounted(store, str(tmp_path / 'mnt'), expect_errors=('no valid seek table',)) as m:
@@ -91,20 +93,40 @@ def test_damaged_or_missing_pack_is_logged_by_backup_keyspace_table_file(two, tm
         with pytest.raises(OSError):
             read(m.path('a', 'shop', 'orders', 'nb-1-big-Data.db'))
         line = [l for l in m.log().splitlines() if 'nb-1-big-Data.db' in l][0]
-    assert f'cannot read backups/a/shop/orders/nb-1-big-Data.db: {pack_a}: pack file is missing' in line
+    # format 2: the pack is gone from the store, so from the catalog too: no pack holds the bytes
+    assert f'cannot read backups/a/shop/orders/nb-1-big-Data.db: {store}: no pack in the store holds its bytes (pack file is missing)' in line
 
 
 # --- defect 15: names and sizes read from the catalog -----------------------------------------
 
 @pytest.mark.parametrize('bad', ['x/../y', '..', '.', ''])
 def test_backup_with_a_bad_name_hides_only_itself(two, tmp_path, bad):
+    """In store format 2 a backup's name comes from its manifest: one naming itself badly is
+    refused where it is read, and hides only itself."""
     store, _, want_b = two
-    sql(store, 'UPDATE backups SET name = ? WHERE name = ?', bad, 'a')
+    path = os.path.join(store, 'backups', 'a.json')
+    with open(path) as f:
+        doc = json.load(f)
+    doc['name'] = bad
+    with open(path, 'w') as f:
+        json.dump(doc, f)
     with mounted(store, str(tmp_path / 'mnt')) as m:
         assert os.listdir(m.path()) == ['b']
         for rel, src in want_b[('shop', 'orders')].items():
             assert read(m.path('b', 'shop', 'orders', rel)) == read(src)
         assert not os.path.exists(m.path('y'))
+
+
+@pytest.mark.parametrize('bad', ['x/../y', '..', '.', ''])
+def test_catalog_row_with_a_bad_backup_name_is_healed_from_the_store(two, tmp_path, bad):
+    """The catalog is a cache: a backup row renamed in it is dropped and the backup taken in
+    again from its manifest when the store is opened."""
+    store, want_a, _ = two
+    sql(store, 'UPDATE backups SET name = ? WHERE name = ?', bad, 'a')
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        assert sorted(os.listdir(m.path())) == ['a', 'b']
+        for rel, src in want_a[('shop', 'orders')].items():
+            assert read(m.path('a', 'shop', 'orders', rel)) == read(src)
 
 
 def test_bad_rows_below_a_backup_hide_only_themselves(two, tmp_path):

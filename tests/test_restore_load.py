@@ -114,12 +114,17 @@ def test_verify_flipped_byte_in_data_db_via_digest(store, fixture_tree, tmp_path
 
 def rewrite_frame(pack, member_offset, fn):
     """Replaces the zstd frame holding tar-stream offset member_offset by a *valid* frame of
-    changed content (fn(bytes) -> bytes, same length): damage zstd's checksum cannot see."""
+    changed content (fn(bytes) -> bytes, same length): damage zstd's checksum cannot see. The
+    pack stays a consistent format-2 pack (pack.h): its seek table describes the new frame and
+    the trailer holds the new table's SHA-256, as a careful forger would leave it."""
+    import hashlib
     data = read(pack)
     n = int.from_bytes(data[-9:-5], 'little')
-    table = data[-(9 + 8 * n) - 8:]
-    entries = [(int.from_bytes(data[len(data) - 9 - 8 * n + 8 * i:][:4], 'little'),
-                int.from_bytes(data[len(data) - 9 - 8 * n + 8 * i + 4:][:4], 'little')) for i in range(n)]
+    tsize = 8 + 8 * n + 9
+    trailer = data[len(data) - tsize - 64:len(data) - tsize]
+    base = len(data) - 9 - 8 * n
+    entries = [(int.from_bytes(data[base + 8 * i:][:4], 'little'),
+                int.from_bytes(data[base + 8 * i + 4:][:4], 'little')) for i in range(n)]
     coff = doff = 0
     out, new_entries = b'', []
     for c, d in entries:
@@ -135,9 +140,9 @@ def rewrite_frame(pack, member_offset, fn):
         doff += d
     st = b''.join(c.to_bytes(4, 'little') + d.to_bytes(4, 'little') for c, d in new_entries)
     footer = n.to_bytes(4, 'little') + b'\0' + (0x8F92EAB1).to_bytes(4, 'little')
-    out += (0x184D2A5E).to_bytes(4, 'little') + (len(st) + 9).to_bytes(4, 'little') + st + footer
+    table = (0x184D2A5E).to_bytes(4, 'little') + (len(st) + 9).to_bytes(4, 'little') + st + footer
+    out += trailer[:32] + hashlib.sha256(table).digest() + table
     open(pack, 'wb').write(out)
-    assert table  # silence unused
 
 
 def test_verify_flipped_byte_in_other_component_via_sha256(real_backup):
