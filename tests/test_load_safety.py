@@ -122,7 +122,11 @@ def test_loader_not_executable_or_missing_backup_refused_before_any_work(backup,
     assert p.returncode == 2 and 'cannot run no-such-loader: No such file' in one_error_line(p)
     p = run(CASSBACKUP, 'load', '--store', store, 'nope', '--hosts', 'h1', '--sstableloader', LOADER,
             '--status-file', status, env=env, check=False)
-    assert p.returncode == 1 and 'backup nope: no such backup' in one_error_line(p)
+    # exit 3 for no such backup or store, as every subcommand (it was 1 before the CLI layer)
+    assert p.returncode == 3 and 'backup nope: no such backup' in one_error_line(p)
+    p = run(CASSBACKUP, 'load', '--store', tmp_path / 'nostore', 'b', '--hosts', 'h1', '--sstableloader',
+            LOADER, '--status-file', status, env=env, check=False)
+    assert p.returncode == 3 and 'No such file or directory' in one_error_line(p)
     assert not os.path.exists(status) and not mounts_of(store)
 
 
@@ -329,3 +333,122 @@ def test_loader_inherits_only_stdin_stdout_stderr(backup, tmp_path):
     # what load starts passes it (the /dev/null of its stdin used to leak as a 4th descriptor)
     r = run(*load_args(store, status, '--table', 'shop.orders'), env=env)
     assert '1 loaded' in r.stdout, r.stdout + r.stderr
+
+
+# --- issue 9: one record per (backup identity, target hosts) in the state directory -----------
+
+def state_args(store, state, hosts, *extra):
+    return [CASSBACKUP, 'load', '--store', store, 'b', '--hosts', hosts, '--sstableloader', LOADER,
+            '--state-dir', state, '--retry-delay', '0', *extra]
+
+
+def records(state):
+    return sorted(n for n in os.listdir(state) if n.endswith('.json'))
+
+
+def test_state_dir_records_per_backup_and_hosts_nothing_in_cwd(backup, tmp_path):
+    store, env, _, expect = backup
+    cwd, state = tmp_path / 'cwd', str(tmp_path / 'var' / 'lib' / 'load')
+    cwd.mkdir()
+    r = run(*state_args(store, state, 'h1,h2'), env=env, cwd=cwd)
+    assert f'{len(expect)} loaded, 0 already loaded before (skipped), 0 failed' in r.stdout
+    assert os.listdir(cwd) == []  # the record used to go to ./cassbackup-load-b.json
+    [rec] = records(state)
+    assert rec.startswith('b.') and len(rec) == len('b.') + 16 + len('.json')
+    assert f'status in {state}/{rec}' in r.stdout
+    assert sorted(os.listdir(state)) == sorted([rec, rec[:-5] + '.d'])
+    for d in (state, os.path.join(state, rec[:-5] + '.d')):
+        assert os.stat(d).st_mode & 0o777 == 0o700, d
+    assert os.stat(os.path.join(state, rec)).st_mode & 0o777 == 0o600
+    st = json.load(open(os.path.join(state, rec)))
+    assert st['backup'] == 'b' and st['hosts'] == 'h1,h2' and len(st['backup_id']) == 32
+    assert all(t['status'] == 'ok' and t['log'].startswith(f'{state}/{rec[:-5]}.d/') for t in st['tables'])
+    # the same hosts, in another order or repeated: the same target, nothing to do again
+    open(env['SSTABLELOADER_STANDIN_LOG'], 'w').close()
+    r = run(*state_args(store, state, 'h2,h1,h2'), env=env, cwd=cwd)
+    assert f'0 loaded, {len(expect)} already loaded before (skipped), 0 failed' in r.stdout
+    assert log_lines(env['SSTABLELOADER_STANDIN_LOG']) == [] and records(state) == [rec]
+    # the record still says how and when each table was loaded, so a third run skips them too
+    again = json.load(open(os.path.join(state, rec)))
+    assert again['tables'] == [dict(t, loaded_before=True) for t in st['tables']]
+    r = run(*state_args(store, state, 'h1,h2'), env=env, cwd=cwd)
+    assert f'0 loaded, {len(expect)} already loaded before (skipped), 0 failed' in r.stdout
+    assert log_lines(env['SSTABLELOADER_STANDIN_LOG']) == []
+    # another cluster: a record of its own, and every table loaded there too
+    r = run(*state_args(store, state, 'other1', '--table', 'shop.orders'), env=env, cwd=cwd)
+    assert '1 loaded, 0 already loaded before (skipped)' in r.stdout
+    assert len(records(state)) == 2 and rec in records(state) and os.listdir(cwd) == []
+    assert json.load(open(os.path.join(state, rec))) == again  # the first record is untouched
+
+
+def test_backup_identity_is_more_than_its_name(backup, sample_tree, tmp_path):
+    """Another store's backup called 'b' is another backup: loading it into the same hosts is
+    not 'already loaded' because a record for a backup of that name exists."""
+    store, env, _, expect = backup
+    state = str(tmp_path / 'state-dir')
+    run(*state_args(store, state, 'h1', '--table', 'shop.orders'), env=env)
+    [first] = records(state)
+    other = str(tmp_path / 'other-store')
+    cb('init', '--store', other)
+    cb('create', '--store', other, '--name', 'b', *data_dir_args(sample_dirs(sample_tree)),
+       '--snapshot', 'nightly-1')
+    open(env['SSTABLELOADER_STANDIN_LOG'], 'w').close()
+    r = run(*state_args(other, state, 'h1', '--table', 'shop.orders'), env=env)
+    assert '1 loaded, 0 already loaded before (skipped)' in r.stdout
+    assert len(log_lines(env['SSTABLELOADER_STANDIN_LOG'])) == 1
+    recs = [json.load(open(os.path.join(state, n))) for n in records(state)]
+    assert len(recs) == 2 and {x['backup'] for x in recs} == {'b'} and recs[0]['backup_id'] != recs[1]['backup_id']
+    # --status-file naming the first backup's record: the other 'b' is not skipped either
+    r = run(*state_args(other, state, 'h1', '--table', 'shop.orders', '--status-file',
+                        os.path.join(state, first)), env=env)
+    assert '1 loaded, 0 already loaded before (skipped)' in r.stdout
+    assert len(log_lines(env['SSTABLELOADER_STANDIN_LOG'])) == 2
+
+
+def test_state_dir_from_configuration_and_unusable_state_dir(backup, tmp_path):
+    store, env, _, _ = backup
+    state = tmp_path / 'conf-state'
+    conf = tmp_path / 'cb.conf'
+    conf.write_text(f'store = {store}\nhosts = h1\nsstableloader = {LOADER}\nload_state_dir = {state}\n')
+    r = run(CASSBACKUP, '--config', conf, 'load', 'b', '--table', 'shop.orders', env=env, cwd=tmp_path)
+    assert '1 loaded' in r.stdout and len(records(state)) == 1
+    assert f'(default /var/lib/cassbackup/load)' in cb('load', '--help').stdout
+    # a state directory that cannot be made: refused before the mount and any loader
+    afile = tmp_path / 'afile'
+    afile.write_text('')
+    open(env['SSTABLELOADER_STANDIN_LOG'], 'w').close()
+    p = run(*state_args(store, str(afile / 'state'), 'h1'), env=env, check=False)
+    assert p.returncode == 2
+    assert f'cannot make state directory {afile}/state: Not a directory' in one_error_line(p)
+    assert log_lines(env['SSTABLELOADER_STANDIN_LOG']) == [] and not mounts_of(store)
+
+
+def test_mount_helper_from_configuration_environment_first(backup, tmp_path):
+    store, env, status, _ = backup
+    calls = tmp_path / 'helper-calls'
+    wrapper = tmp_path / 'mount-wrapper'
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {MOUNT} "$@"\n')
+    wrapper.chmod(0o755)
+    conf = tmp_path / 'cb.conf'
+    conf.write_text(f'mount_helper = {wrapper}\n')
+    env_no = {k: v for k, v in env.items() if k != 'CASSBACKUP_MOUNT_HELPER'}
+    r = run(CASSBACKUP, '--config', conf, *load_args(store, status, '--table', 'shop.orders')[1:], env=env_no)
+    assert '1 loaded' in r.stdout and len(calls.read_text().splitlines()) == 1
+    # CASSBACKUP_MOUNT_HELPER, when set, wins over the configuration
+    conf.write_text(f'mount_helper = {tmp_path}/no-such-helper\n')
+    r = run(CASSBACKUP, '--config', conf, *load_args(store, status, '--table', 'shop.orders', '--force')[1:],
+            env=dict(env, CASSBACKUP_MOUNT_HELPER=str(wrapper)))
+    assert '1 loaded' in r.stdout and len(calls.read_text().splitlines()) == 2
+    p = run(CASSBACKUP, '--config', conf, *load_args(store, status)[1:], env=env_no, check=False)
+    assert p.returncode == 2
+    assert f'cannot run the mount helper {tmp_path}/no-such-helper: No such file or directory' in one_error_line(p)
+
+
+def test_selection_naming_no_table_loads_nothing(backup):
+    store, env, status, _ = backup
+    p = run(*load_args(store, status, '--table', 'shop.orders', '--keyspace', 'nosuch'), env=env, check=False)
+    assert p.returncode == 1
+    assert 'nothing to load: keyspace nosuch is not in backup b' in one_error_line(p)
+    assert not os.path.exists(status) and not log_lines(env['SSTABLELOADER_STANDIN_LOG'])
+    p = run(*load_args(store, status, '--table', 'nodot'), env=env, check=False)
+    assert p.returncode == 2 and '--table nodot: expected KEYSPACE.TABLE' in one_error_line(p)

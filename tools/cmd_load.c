@@ -7,24 +7,32 @@
  * Secondary-index subdirectories are never streamed: the target cluster rebuilds its indexes.
  *
  * Each table's outcome (started, finished, status, duration, attempts, the loader's last error
- * line) goes to a status file, rewritten after every table; a re-run skips tables already
- * loaded unless --force. Loader output goes to one log file per table beside it.
+ * line) goes to a record, rewritten after every table; a re-run skips tables the record says
+ * were loaded unless --force. There is one record per (backup, target hosts), under the state
+ * directory (--state-dir, 'load_state_dir', else /var/lib/cassbackup/load):
+ *   STATE/[NAME.]KEY.json   the record; KEY = SHA-256 of the backup's identity and the hosts
+ *   STATE/[NAME.]KEY.d/     one loader log per table, and mount.log
+ * The backup's identity is not its name alone (a name can be reused in another store, or after
+ * a backup is forgotten): it is the SHA-256 of name, creation time, node and host id. The hosts
+ * count as a set (order and repeats ignored). --status-file FILE names the record instead (its
+ * logs in FILE.d/). Nothing is written to the current directory.
  *
- * Three steps: plan (parse, check every program, credential and name, read the catalog; nothing
- * changes yet), execute (mount, run the loaders, stop them on a signal, unmount), report.
- * Whatever happens after the mount (a failed table, INT/TERM/HUP, a closed stdout: SIGPIPE is
- * ignored) the loaders are reaped and the mount and its daemon are gone before we exit.
+ * Three steps: plan (parse, check every program, credential and name, read the catalog and the
+ * record; nothing changes yet), execute (mount, run the loaders, stop them on a signal,
+ * unmount), report. Whatever happens after the mount (a failed table, INT/TERM/HUP, a closed
+ * stdout: SIGPIPE is ignored) the loaders are reaped and the mount and its daemon are gone
+ * before we exit.
  */
 #include "backup_files.h"
 #include "cli.h"
 #include "exec.h"
+#include "hash.h"
 #include "mounter.h"
 #include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
@@ -33,6 +41,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#define LOAD_STATE_DIR "/var/lib/cassbackup/load"
 
 enum tstatus { T_PENDING, T_RUNNING, T_OK, T_FAILED, T_SKIPPED, T_INTERRUPTED };
 static const char *const status_names[] = {"pending", "running", "ok", "failed", "skipped", "interrupted"};
@@ -46,25 +56,37 @@ struct ltable {
 	double next_try; /* monotonic seconds */
 	char last_error[512];
 	char log[PATH_MAX];
+	/* T_SKIPPED: what the record said of the run that loaded it, kept in the record */
+	char prev_started[32], prev_finished[32];
+	uint64_t prev_ms;
 };
 
 struct load_opts {
-	const char *store, *name, *hosts, *target_ks, *loader, *throttle, *mount, *status_file;
-	char **keyspaces, **tables;
-	size_t nkeyspaces, ntables;
-	unsigned parallel, retries, retry_delay;
+	const char *store, *name, *hosts, *target_ks, *loader, *mount, *status_file, *state_dir;
+	uint64_t throttle, parallel, retries, retry_delay; /* throttle 0: not given */
+	struct selection sel;
 	bool json, force;
+};
+
+/* Who the backup is, whatever it is called: see the top of the file. */
+struct backup_identity {
+	char *node, *host_id;
+	int64_t created_ns;
+	char id[33]; /* 128 bits of SHA-256, hex */
 };
 
 /* What plan_load decided; nothing has changed on disk yet. */
 struct load_plan {
 	struct ltable *t;
 	size_t n;
+	struct backup_identity who;
+	char *hosts_key;         /* the hosts as a set: sorted, no repeats */
+	char throttle[24];       /* -t MBITS; "" when not given */
 	char loader[PATH_MAX];   /* sstableloader, as exec_find found it */
 	char mount_dir[PATH_MAX]; /* --mount, resolved; "" when we mount the store ourselves */
 	const char *user;        /* sstableloader_user; with password, or neither */
 	char *password;          /* the first line of sstableloader_password_file */
-	struct strbuf status_file, log_dir;
+	struct strbuf status_file, log_dir, mount_log;
 };
 
 /* What execute_load made and close_source undoes. */
@@ -77,7 +99,7 @@ struct load_run {
 
 static const char hidden_password[] = "********";
 
-/* --- status file ---------------------------------------------------------------------------- */
+/* --- the record ------------------------------------------------------------------------------ */
 
 static void iso(int64_t ns, char *buf, size_t n)
 {
@@ -87,47 +109,74 @@ static void iso(int64_t ns, char *buf, size_t n)
 		snprintf(buf, n, "%s", "");
 }
 
-/* One table per line: the status file is read back line by line on a re-run. */
-static void status_json(const struct load_opts *o, const struct load_plan *p, struct strbuf *j)
+/* The first keys of table t's object as the JSON writer writes them inside the record's
+ * "tables" array: {"keyspace": KS, "table": T, "status": STATUS. */
+static void table_json_head(struct json *j, const struct ltable *t, const char *status)
 {
-	sb_puts(j, "{\"backup\": ");
-	sb_json_str(j, o->name);
-	sb_puts(j, ", \"hosts\": ");
-	sb_json_str(j, o->hosts);
-	sb_puts(j, ", \"tables\": [\n");
-	for (size_t i = 0; i < p->n; i++) {
-		const struct ltable *t = &p->t[i];
-		char s[64], f[64];
-		iso(t->started_ns, s, sizeof(s));
-		iso(t->finished_ns, f, sizeof(f));
-		double dur = t->finished_ns && t->started_ns ? (double)(t->finished_ns - t->started_ns) / 1e9 : 0;
-		sb_puts(j, "  {\"keyspace\": ");
-		sb_json_str(j, t->keyspace);
-		sb_puts(j, ", \"table\": ");
-		sb_json_str(j, t->table);
-		sb_printf(j, ", \"status\": \"%s\", \"started\": \"%s\", \"finished\": \"%s\", "
-			  "\"duration_s\": %.3f, \"attempts\": %u, \"last_error\": ",
-			  status_names[t->status], s, f, dur, t->attempts);
-		sb_json_str(j, t->last_error);
-		sb_puts(j, ", \"log\": ");
-		sb_json_str(j, t->log);
-		sb_puts(j, i + 1 < p->n ? "},\n" : "}\n");
-	}
-	sb_puts(j, "]}\n");
+	json_object_begin(j);
+	json_kv_str(j, "keyspace", t->keyspace);
+	json_kv_str(j, "table", t->table);
+	json_kv_str(j, "status", status);
 }
 
-/* Writes the status file (tmp, fsync, rename), or prints it to stdout. 0 or -errno, said. */
+/* A table loaded by an earlier run stays "ok" in the record, with that run's times and
+ * attempts, and "loaded_before": true; so every later run skips it too. */
+static void table_json(struct json *j, const struct ltable *t)
+{
+	bool before = t->status == T_SKIPPED;
+	char s[64], f[64];
+	iso(t->started_ns, s, sizeof(s));
+	iso(t->finished_ns, f, sizeof(f));
+	table_json_head(j, t, before ? "ok" : status_names[t->status]);
+	json_kv_str(j, "started", before ? t->prev_started : s);
+	json_kv_str(j, "finished", before ? t->prev_finished : f);
+	json_kv_u64(j, "duration_ms", before ? t->prev_ms : t->finished_ns > t->started_ns && t->started_ns
+				      ? (uint64_t)(t->finished_ns - t->started_ns) / 1000000 : 0);
+	json_kv_u64(j, "attempts", t->attempts);
+	json_kv_str(j, "last_error", t->last_error);
+	json_kv_str(j, "log", t->log);
+	if (before)
+		json_kv_bool(j, "loaded_before", true);
+	json_object_end(j);
+}
+
+/* The record: the backup (name and identity), the target hosts, one object per table. */
+static int record_json(const struct load_opts *o, const struct load_plan *p, struct strbuf *sb)
+{
+	struct json j;
+	char created[64];
+	iso(p->who.created_ns, created, sizeof(created));
+	json_init(&j, sb);
+	json_object_begin(&j);
+	json_kv_str(&j, "backup", o->name);
+	json_kv_str(&j, "backup_id", p->who.id);
+	json_kv_str(&j, "created", created);
+	json_kv_str(&j, "node", p->who.node);
+	json_kv_str(&j, "host_id", p->who.host_id);
+	json_kv_str(&j, "hosts", p->hosts_key);
+	json_key(&j, "tables");
+	json_array_begin(&j);
+	for (size_t i = 0; i < p->n; i++)
+		table_json(&j, &p->t[i]);
+	json_array_end(&j);
+	json_object_end(&j);
+	return json_error(&j);
+}
+
+/* Writes the record (tmp, fsync, rename), or prints it to stdout. 0 or -errno, said. */
 static int write_status(const struct load_opts *o, const struct load_plan *p, bool to_stdout)
 {
 	_cleanup_(sb_free) struct strbuf j = {0}, tmp = {0};
-	status_json(o, p, &j);
-	if (!j.buf)
-		return -ENOMEM;
+	int r = record_json(o, p, &j);
+	if (r < 0) {
+		errorf("cannot write the load record: %s", strerror(-r));
+		return r;
+	}
 	if (to_stdout)
 		return fputs(j.buf, stdout) < 0 ? -EIO : 0;
 	sb_printf(&tmp, "%s.tmp", p->status_file.buf);
-	int fd = open(tmp.buf, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	int r = fd < 0 ? -errno : write_full(fd, j.buf, j.len);
+	int fd = tmp.buf ? open(tmp.buf, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+	r = !tmp.buf ? -ENOMEM : fd < 0 ? -errno : write_full(fd, j.buf, j.len);
 	if (fd >= 0 && r == 0 && fsync(fd) < 0)
 		r = -errno;
 	if (fd >= 0)
@@ -139,131 +188,113 @@ static int write_status(const struct load_opts *o, const struct load_plan *p, bo
 	return r;
 }
 
-/* Tables an earlier run of the same backup and hosts loaded: status "ok" in the status file. */
-static void mark_done_before(const struct load_opts *o, struct load_plan *p)
+/* Does text (a record) hold `"key": VALUE` with VALUE as the JSON writer writes it? */
+static bool record_has(const char *text, const char *key, const char *value)
+{
+	_cleanup_(sb_free) struct strbuf want = {0};
+	sb_json_str(&want, key);
+	sb_puts(&want, ": ");
+	sb_json_str(&want, value);
+	return want.buf && strstr(text, want.buf) != NULL;
+}
+
+/* The end ('}') of the JSON object starting at obj, strings skipped; NULL when cut short. */
+static const char *object_end(const char *obj)
+{
+	bool in_str = false;
+	for (const char *c = obj; *c; c++) {
+		if (in_str && *c == '\\' && c[1])
+			c++;
+		else if (*c == '"')
+			in_str = !in_str;
+		else if (!in_str && *c == '}')
+			return c;
+	}
+	return NULL;
+}
+
+/* The value of key in the object [obj, end) the record holds: a string without escapes (the
+ * times) or a number, as text into out. */
+static void old_field(const char *obj, const char *end, const char *key, char *out, size_t n)
+{
+	_cleanup_(sb_free) struct strbuf k = {0};
+	sb_json_str(&k, key);
+	sb_puts(&k, ": ");
+	out[0] = '\0';
+	const char *v = k.buf ? strstr(obj, k.buf) : NULL;
+	if (!v || v >= end)
+		return;
+	v += k.len;
+	bool str = *v == '"';
+	size_t len = strcspn(v + str, str ? "\"\\" : ",}");
+	if (v + str + len < end)
+		snprintf(out, n, "%.*s", (int)len, v + str);
+}
+
+/* Marks t loaded before, keeping what the record says of that run (the object at obj). */
+static void carry_over(struct ltable *t, const char *obj)
+{
+	const char *end = object_end(obj);
+	char num[32];
+	if (!end)
+		return; /* a record cut short: load it again */
+	old_field(obj, end, "started", t->prev_started, sizeof(t->prev_started));
+	old_field(obj, end, "finished", t->prev_finished, sizeof(t->prev_finished));
+	old_field(obj, end, "duration_ms", num, sizeof(num));
+	t->prev_ms = strtoull(num, NULL, 10);
+	old_field(obj, end, "attempts", num, sizeof(num));
+	t->attempts = (unsigned)strtoul(num, NULL, 10);
+	t->status = T_SKIPPED;
+}
+
+/* Tables an earlier run loaded into the same hosts: status "ok" in a record of this backup. */
+static void mark_done_before(struct load_plan *p)
 {
 	_cleanup_free_ char *text = NULL;
 	if (read_small_file(p->status_file.buf, 64 << 20, &text, NULL) < 0)
 		return;
-	_cleanup_(sb_free) struct strbuf want = {0};
-	sb_puts(&want, "\"hosts\": ");
-	sb_json_str(&want, o->hosts);
-	bool same = want.buf && strstr(text, want.buf) != NULL;
-	char *save = NULL;
-	for (char *line = strtok_r(text, "\n", &save); same && line; line = strtok_r(NULL, "\n", &save)) {
-		if (!strstr(line, "\"status\": \"ok\""))
-			continue;
-		for (size_t i = 0; i < p->n; i++) {
-			_cleanup_(sb_free) struct strbuf k = {0};
-			sb_puts(&k, "{\"keyspace\": ");
-			sb_json_str(&k, p->t[i].keyspace);
-			sb_puts(&k, ", \"table\": ");
-			sb_json_str(&k, p->t[i].table);
-			sb_puts(&k, ",");
-			if (k.buf && strstr(line, k.buf))
-				p->t[i].status = T_SKIPPED;
-		}
+	if (!record_has(text, "backup_id", p->who.id) || !record_has(text, "hosts", p->hosts_key))
+		return; /* another backup or other hosts: --status-file named a record of those */
+	for (size_t i = 0; i < p->n; i++) {
+		_cleanup_(sb_free) struct strbuf sb = {0};
+		struct json j;
+		json_init(&j, &sb);
+		json_array_begin(&j); /* nested as in the record: the object's keys are inline */
+		table_json_head(&j, &p->t[i], "ok");
+		const char *head = sb.buf ? strchr(sb.buf, '{') : NULL;
+		const char *obj = json_error(&j) == 0 && head ? strstr(text, head) : NULL;
+		if (obj)
+			carry_over(&p->t[i], obj);
 	}
-}
-
-/* --- options -------------------------------------------------------------------------------- */
-
-static void load_usage(FILE *f)
-{
-	fprintf(f,
-		"usage: cassbackup load --store DIR NAME --hosts H1,H2 [--keyspace KS ...] [--table KS.T ...]\n"
-		"         [--target-keyspace KS] [--sstableloader PATH] [--throttle MBITS] [--parallel N]\n"
-		"         [--retries N] [--retry-delay SECS] [--mount DIR] [--status-file PATH] [--force]\n"
-		"         [--json]\n"
-		"Streams each table of backup NAME to the cluster at HOSTS with sstableloader, from a\n"
-		"mount of the store. Status goes to --status-file (default ./cassbackup-load-NAME.json);\n"
-		"tables it records as loaded are skipped on a re-run unless --force.\n");
-}
-
-static unsigned parse_count(const char *opt, const char *v, unsigned lo, unsigned hi, bool *bad)
-{
-	char *end;
-	long n = strtol(v, &end, 10);
-	if (*end || !*v || n < (long)lo || n > (long)hi) {
-		errorf("--%s %s: expected a number from %u to %u", opt, v, lo, hi);
-		*bad = true;
-	}
-	return (unsigned)n;
-}
-
-/* Fills o from argv and the configuration. True to go on; false with *rc the exit code. */
-static bool parse_load_args(int argc, char **argv, struct load_opts *o, int *rc)
-{
-	static const struct option opts[] = {
-		{"store", required_argument, NULL, 's'},
-		{"hosts", required_argument, NULL, 'H'},
-		{"keyspace", required_argument, NULL, 'k'},
-		{"table", required_argument, NULL, 'T'},
-		{"target-keyspace", required_argument, NULL, 'K'},
-		{"sstableloader", required_argument, NULL, 'L'},
-		{"throttle", required_argument, NULL, 't'},
-		{"parallel", required_argument, NULL, 'p'},
-		{"retries", required_argument, NULL, 'r'},
-		{"retry-delay", required_argument, NULL, 'D'},
-		{"mount", required_argument, NULL, 'm'},
-		{"status-file", required_argument, NULL, 'S'},
-		{"force", no_argument, NULL, 'f'},
-		{"json", no_argument, NULL, 'J'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
-	};
-	*o = (struct load_opts){.parallel = 1, .retries = 2, .retry_delay = 5};
-	*rc = 2;
-	bool bad = false;
-	int c;
-	while ((c = getopt_long(argc, argv, "s:k:T:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 's': o->store = optarg; break;
-		case 'H': o->hosts = optarg; break;
-		case 'k':
-		case 'T':
-			if (ptrv_push(c == 'k' ? &o->keyspaces : &o->tables, c == 'k' ? &o->nkeyspaces : &o->ntables,
-				      optarg) < 0) {
-				errorf("--%s %s: %s", c == 'k' ? "keyspace" : "table", optarg, strerror(ENOMEM));
-				bad = true;
-			}
-			break;
-		case 'K': o->target_ks = optarg; break;
-		case 'L': o->loader = optarg; break;
-		case 't': parse_count("throttle", optarg, 1, 1000000, &bad); o->throttle = optarg; break;
-		case 'p': o->parallel = parse_count("parallel", optarg, 1, 64, &bad); break;
-		case 'r': o->retries = parse_count("retries", optarg, 0, 100, &bad); break;
-		case 'D': o->retry_delay = parse_count("retry-delay", optarg, 0, 3600, &bad); break;
-		case 'm': o->mount = optarg; break;
-		case 'S': o->status_file = optarg; break;
-		case 'f': o->force = true; break;
-		case 'J': o->json = true; break;
-		case 'h': load_usage(stdout); *rc = 0; return false;
-		default: return false;
-		}
-	}
-	if (!o->store)
-		o->store = config_get("store");
-	if (!o->hosts)
-		o->hosts = config_get("hosts");
-	if (!o->loader)
-		o->loader = config_get("sstableloader");
-	if (!o->loader)
-		o->loader = "sstableloader";
-	if (bad || optind + 1 != argc || !o->store || !o->hosts) {
-		if (!bad)
-			load_usage(stderr);
-		return false;
-	}
-	o->name = argv[optind];
-	if (o->target_ks && !name_is_component(o->target_ks)) {
-		errorf("--target-keyspace %s: not a keyspace name", o->target_ks);
-		return false;
-	}
-	return true;
 }
 
 /* --- plan ----------------------------------------------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* hosts (a list host_list_ok accepts) as a set: sorted, without repeats, comma-separated.
+ * Malloc'd; NULL on ENOMEM. */
+static char *hosts_as_set(const char *hosts)
+{
+	_cleanup_free_ char *copy = strdup(hosts);
+	_cleanup_free_ char **v = NULL;
+	size_t n = 0;
+	char *save = NULL;
+	if (!copy)
+		return NULL;
+	for (char *h = strtok_r(copy, ",", &save); h; h = strtok_r(NULL, ",", &save))
+		if (ptrv_push(&v, &n, h) < 0)
+			return NULL;
+	qsort(v, n, sizeof(*v), cmp_str);
+	struct strbuf sb = {0};
+	for (size_t i = 0; i < n; i++)
+		if (i == 0 || strcmp(v[i], v[i - 1]))
+			sb_printf(&sb, "%s%s", sb.len ? "," : "", v[i]);
+	return sb.buf;
+}
 
 /* sstableloader_user and sstableloader_password_file: both or neither, as sstableloader wants
  * them ("Username and password must both be provided"); the password is read once, here. */
@@ -275,64 +306,117 @@ static int plan_credentials(struct load_plan *p)
 		errorf("%s is set but %s is not: sstableloader needs a user and a password together",
 		       p->user ? "sstableloader_user" : "sstableloader_password_file",
 		       p->user ? "sstableloader_password_file" : "sstableloader_user");
-		return 2;
+		return CB_EXIT_USAGE;
 	}
 	if (!pwf)
 		return 0;
 	int r = read_small_file(pwf, 4096, &p->password, NULL);
 	if (r < 0) {
 		errorf("sstableloader_password_file %s: %s", pwf, strerror(-r));
-		return 2;
+		return CB_EXIT_USAGE;
 	}
 	p->password[strcspn(p->password, "\r\n")] = '\0';
 	if (!p->password[0]) {
 		errorf("sstableloader_password_file %s: empty first line, expected the password", pwf);
-		return 2;
+		return CB_EXIT_USAGE;
 	}
 	return 0;
 }
 
-/* The programs and settings a load needs, checked before anything changes. 0 or exit code 2. */
+/* The programs and settings a load needs, checked before anything changes: the host list, the
+ * loader and the mount helper (found and executable), the credentials. 0 or CB_EXIT_USAGE. */
 static int plan_programs(const struct load_opts *o, struct load_plan *p)
 {
 	if (!host_list_ok(o->hosts)) {
-		errorf("--hosts %s: expected HOST[,HOST...] without spaces or empty entries", o->hosts);
-		return 2;
+		_cleanup_free_ char *shown = cli_escape(o->hosts);
+		errorf("--hosts %s: expected HOST[,HOST...] without spaces or empty entries", shown ? shown : "");
+		return CB_EXIT_USAGE;
 	}
+	if (!(p->hosts_key = hosts_as_set(o->hosts)))
+		return errorf("out of memory"), CB_EXIT_FAILED;
 	int r = exec_find(o->loader, p->loader, sizeof(p->loader));
 	if (r < 0) {
 		errorf("cannot run %s: %s (sstableloader: --sstableloader PATH or 'sstableloader =' in "
 		       "the configuration)", p->loader, strerror(-r));
-		return 2;
+		return CB_EXIT_USAGE;
 	}
 	if (o->mount) {
 		if (!realpath(o->mount, p->mount_dir)) {
 			errorf("--mount %s: %s", o->mount, strerror(errno));
-			return 2;
+			return CB_EXIT_USAGE;
 		}
 	} else {
 		char helper[PATH_MAX];
 		r = mounter_find_helper(helper, sizeof(helper));
 		if (r < 0) {
-			errorf("cannot run the mount helper %s: %s (install mount.cassbackup, set "
-			       "CASSBACKUP_MOUNT_HELPER, or give --mount DIR)", helper, strerror(-r));
-			return 2;
+			errorf("cannot run the mount helper %s: %s (install mount.cassbackup, set 'mount_helper =' "
+			       "in the configuration, or give --mount DIR)", helper, strerror(-r));
+			return CB_EXIT_USAGE;
 		}
 	}
+	if (o->throttle)
+		snprintf(p->throttle, sizeof(p->throttle), "%llu", (unsigned long long)o->throttle);
 	return plan_credentials(p);
 }
 
+static int copy_identity(void *ctx, const struct cb_backup_summary *b)
+{
+	struct backup_identity *w = ctx;
+	w->created_ns = b->created_ns;
+	w->node = strdup(b->node ? b->node : "");
+	w->host_id = strdup(b->host_id ? b->host_id : "");
+	if (!w->node || !w->host_id)
+		return -ENOMEM;
+	_cleanup_(sb_free) struct strbuf sb = {0};
+	unsigned char sha[32];
+	/* NUL-separated: no two different (name, created, node, host id) give the same bytes */
+	sb_printf(&sb, "cassbackup backup identity 1%c%s%c%lld%c%s%c%s%c", 0, b->name, 0,
+		  (long long)b->created_ns, 0, w->node, 0, w->host_id, 0);
+	if (!sb.buf || sha256_buf(sb.buf, sb.len, sha) < 0)
+		return -ENOMEM;
+	hex_encode(sha, 16, w->id);
+	return 0;
+}
+
+/* Where the record and logs go: --status-file, else STATE/[NAME.]KEY.json (see the top). */
+static int plan_record_path(const struct load_opts *o, struct load_plan *p)
+{
+	if (o->status_file) {
+		sb_puts(&p->status_file, o->status_file);
+	} else {
+		_cleanup_(sb_free) struct strbuf k = {0};
+		unsigned char sha[32];
+		char key[33];
+		sb_printf(&k, "%s%c%s", p->who.id, 0, p->hosts_key);
+		if (!k.buf || sha256_buf(k.buf, k.len, sha) < 0)
+			return -ENOMEM;
+		hex_encode(sha, 8, key);
+		/* the name too when it is plain and short, for a person listing the directory */
+		bool plain = strlen(o->name) <= 64 && strspn(o->name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLM"
+			     "NOPQRSTUVWXYZ0123456789_-.") == strlen(o->name) && o->name[0] != '.';
+		sb_printf(&p->status_file, "%s/%s%s%s.json", o->state_dir, plain ? o->name : "",
+			  plain ? "." : "", key);
+	}
+	if (!p->status_file.buf)
+		return -ENOMEM;
+	sb_printf(&p->log_dir, "%.*s.d", (int)(p->status_file.len - (o->status_file ? 0 : 5)),
+		  p->status_file.buf);
+	sb_printf(&p->mount_log, "%s/mount.log", p->log_dir.buf);
+	return p->log_dir.buf && p->mount_log.buf ? 0 : -ENOMEM;
+}
+
 /* Appends the selected tables of ts to p. 0 or -ENOMEM. */
-static int plan_select(const struct load_opts *o, const struct tables *ts, struct load_plan *p)
+static int plan_select(struct load_opts *o, const struct tables *ts, struct load_plan *p)
 {
 	if (!(p->t = calloc(ts->n + 1, sizeof(*p->t))))
 		return -ENOMEM;
 	for (size_t i = 0; i < ts->n; i++) {
 		const char *ks = ts->v[i].keyspace, *table = ts->v[i].table;
-		if (!table_selected(o->keyspaces, o->nkeyspaces, o->tables, o->ntables, ks, table))
+		if (!selection_matches(&o->sel, ks, table))
 			continue;
 		if (!name_is_component(ks) || !name_is_component(table)) {
-			errorf("backup %s: a table with an invalid keyspace or table name, ignoring", o->name);
+			_cleanup_free_ char *shown = cli_escape(o->name);
+			errorf("backup %s: a table with an invalid keyspace or table name, ignoring", shown ? shown : "");
 			continue;
 		}
 		struct ltable *t = &p->t[p->n];
@@ -341,29 +425,51 @@ static int plan_select(const struct load_opts *o, const struct tables *ts, struc
 			return -ENOMEM;
 		}
 		p->n++;
-		snprintf(t->log, sizeof(t->log), "%s/%s.%s.log", p->log_dir.buf, ks, table);
 	}
 	return 0;
 }
 
-/* The backup's tables, the selection, and what an earlier run loaded. 0 or exit code 1. */
-static int plan_tables(const struct load_opts *o, struct load_plan *p)
+/* Every --keyspace/--table names something in the backup: else nothing is loaded. */
+static int plan_check_selection(const struct load_opts *o)
+{
+	const struct selection_entry *miss = selection_unmatched(&o->sel);
+	if (!miss)
+		return 0;
+	_cleanup_(sb_free) struct strbuf m = {0};
+	_cleanup_free_ char *shown = cli_escape(o->name);
+	sb_selection_entry(&m, miss);
+	errorf("nothing to load: %s is not in backup %s", m.buf ? m.buf : "", shown ? shown : "");
+	return CB_EXIT_FAILED;
+}
+
+/* The backup (its identity: CB_EXIT_MISSING when there is none), its tables, the selection,
+ * where the record goes and what an earlier run loaded. 0 or the exit code. */
+static int plan_tables(struct load_opts *o, struct load_plan *p)
 {
 	catalog *cat = NULL;
 	struct tables ts = {0};
-	int rc = 1;
-	if (open_store(o->store, CATALOG_READONLY, &cat) < 0 || load_tables(cat, o->store, o->name, &ts) < 0)
+	char why[512];
+	int r = open_store(o->store, CATALOG_READONLY, &cat), rc = CB_EXIT_FAILED;
+	if (r < 0)
+		return exit_code_for(r);
+	r = catalog_get_backup(cat, o->name, copy_identity, &p->who);
+	if (r == 0)
+		rc = report_no_such_backup(cat, o->store, o->name);
+	else if (r < 0)
+		errorf("cannot read catalog of %s: %s", o->store, catalog_why(cat, r, why, sizeof(why)));
+	if (r <= 0 || load_tables(cat, o->store, o->name, &ts) < 0)
 		goto out;
-	if (plan_select(o, &ts, p) < 0) {
+	if (plan_select(o, &ts, p) < 0 || plan_record_path(o, p) < 0) {
 		errorf("cannot plan the load of %s: %s", o->name, strerror(ENOMEM));
 		goto out;
 	}
-	if (p->n == 0) {
-		errorf("nothing to load: the selection matches no table of backup %s", o->name);
+	if ((rc = plan_check_selection(o)) != 0)
 		goto out;
-	}
+	for (size_t i = 0; i < p->n; i++)
+		snprintf(p->t[i].log, sizeof(p->t[i].log), "%s/%s.%s.log", p->log_dir.buf, p->t[i].keyspace,
+			 p->t[i].table);
 	if (!o->force)
-		mark_done_before(o, p);
+		mark_done_before(p);
 	rc = 0;
 out:
 	tables_free(&ts);
@@ -372,16 +478,12 @@ out:
 }
 
 /* Everything load checks and decides before it changes anything. 0 or the exit code. */
-static int plan_load(const struct load_opts *o, struct load_plan *p)
+static int plan_load(struct load_opts *o, struct load_plan *p)
 {
-	if (o->status_file)
-		sb_puts(&p->status_file, o->status_file);
-	else
-		sb_printf(&p->status_file, "cassbackup-load-%s.json", o->name);
-	sb_printf(&p->log_dir, "%s.d", p->status_file.buf);
-	if (!p->status_file.buf || !p->log_dir.buf) {
-		errorf("cannot plan the load of %s: %s", o->name, strerror(ENOMEM));
-		return 1;
+	if (o->target_ks && !name_is_component(o->target_ks)) {
+		_cleanup_free_ char *shown = cli_escape(o->target_ks);
+		errorf("--target-keyspace %s: not a keyspace name", shown ? shown : "");
+		return CB_EXIT_USAGE;
 	}
 	return plan_programs(o, p) ?: plan_tables(o, p);
 }
@@ -393,12 +495,16 @@ static void plan_free(struct load_plan *p)
 		free(p->t[i].table);
 	}
 	free(p->t);
+	free(p->who.node);
+	free(p->who.host_id);
+	free(p->hosts_key);
 	if (p->password) {
 		explicit_bzero(p->password, strlen(p->password));
 		free(p->password);
 	}
 	sb_free(&p->status_file);
 	sb_free(&p->log_dir);
+	sb_free(&p->mount_log);
 }
 
 /* --- execute -------------------------------------------------------------------------------- */
@@ -409,11 +515,9 @@ static int open_source(const struct load_opts *o, const struct load_plan *p, str
 {
 	const char *mnt = p->mount_dir;
 	if (!o->mount) {
-		_cleanup_(sb_free) struct strbuf mlog = {0};
 		char why[700];
-		sb_printf(&mlog, "%s.mount.log", p->status_file.buf);
-		int e = mounter_start(&r->m, o->store, "load", mlog.buf ? mlog.buf : "/dev/null",
-				      &cancel_requested, why, sizeof(why));
+		int e = mounter_start(&r->m, o->store, "load", p->mount_log.buf, &cancel_requested, why,
+				      sizeof(why));
 		if (e < 0) {
 			errorf("cannot mount store %s: %s", o->store, why);
 			return e;
@@ -500,10 +604,11 @@ static void start_table(const struct load_opts *o, const struct load_plan *p, st
 		}
 	}
 	struct strv a = {0}, shown = {0};
+	const char *throttle = p->throttle[0] ? p->throttle : NULL;
 	int e = !src.buf ? -ENOMEM
-		: sstableloader_argv(&a, p->loader, o->hosts, o->throttle, p->user, p->password) ?:
+		: sstableloader_argv(&a, p->loader, o->hosts, throttle, p->user, p->password) ?:
 		  strv_push(&a, src.buf) ?:
-		  sstableloader_argv(&shown, p->loader, o->hosts, o->throttle, p->user,
+		  sstableloader_argv(&shown, p->loader, o->hosts, throttle, p->user,
 				     p->password ? hidden_password : NULL) ?:
 		  strv_push(&shown, src.buf);
 	FILE *lf = e == 0 ? fopen(t->log, "ae") : NULL;
@@ -656,7 +761,7 @@ static void run_loaders(const struct load_opts *o, const struct load_plan *p, st
 		}
 		reap_tables(o, p, r);
 		if (mounter_exited(&r->m)) {
-			errorf("mount.cassbackup stopped unexpectedly (see %s.mount.log)", p->status_file.buf);
+			errorf("mount.cassbackup stopped unexpectedly (see %s)", p->mount_log.buf);
 			stop_tables(p, r, T_FAILED, "the mount helper stopped", "not started: the mount helper stopped");
 			break;
 		}
@@ -672,23 +777,63 @@ static void run_loaders(const struct load_opts *o, const struct load_plan *p, st
 	sigaction(SIGCHLD, &old_sa, NULL);
 }
 
+/* mkdir -p dir: the directories it makes are mode (whatever the umask). 0 or -errno. */
+static int make_dirs(char *dir, mode_t mode)
+{
+	struct stat st;
+	if (stat(dir, &st) == 0)
+		return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+	char *slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = '\0';
+		int r = make_dirs(dir, mode);
+		*slash = '/';
+		if (r < 0)
+			return r;
+	}
+	if (mkdir(dir, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return chmod(dir, mode) < 0 ? -errno : 0;
+}
+
+/* The state directory (unless --status-file) and the log directory, private to their owner:
+ * the logs name hosts and the record tells what was loaded where. 0 or CB_EXIT_USAGE, said. */
+static int make_state_dirs(const struct load_opts *o, struct load_plan *p)
+{
+	int r = 0;
+	if (!o->status_file) {
+		_cleanup_free_ char *dir = strdup(o->state_dir);
+		r = !dir ? -ENOMEM : make_dirs(dir, 0700);
+		if (r < 0) {
+			_cleanup_free_ char *shown = cli_escape(o->state_dir);
+			errorf("cannot make state directory %s: %s (--state-dir DIR or 'load_state_dir =' in "
+			       "the configuration)", shown ? shown : "", strerror(-r));
+			return CB_EXIT_USAGE;
+		}
+	}
+	if (mkdir(p->log_dir.buf, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		errorf("cannot make log directory %s: %s", p->log_dir.buf, strerror(-r));
+		return CB_EXIT_USAGE;
+	}
+	return 0;
+}
+
 /* Mounts, runs the loaders, unmounts. 0 when the loaders ran (the report tells how they did),
  * else the exit code. */
 static int execute_load(const struct load_opts *o, struct load_plan *p)
 {
 	struct load_run r = {0};
 	install_cancel_handlers();
-	if (mkdir(p->log_dir.buf, 0755) < 0 && errno != EEXIST) {
-		errorf("cannot make log directory %s: %s", p->log_dir.buf, strerror(errno));
-		return 1;
-	}
+	int rc = make_state_dirs(o, p);
+	if (rc != 0)
+		return rc;
 	if (write_status(o, p, false) < 0)
-		return 1;
-	int rc = 0;
+		return CB_EXIT_FAILED;
 	if (open_source(o, p, &r) == 0)
 		run_loaders(o, p, &r);
 	else
-		rc = cancel_requested ? 128 + (int)cancel_requested : 1;
+		rc = cancel_requested ? 128 + (int)cancel_requested : CB_EXIT_FAILED;
 	close_source(&r);
 	if (rc == 0)
 		write_status(o, p, false);
@@ -730,30 +875,82 @@ static int load_report(const struct load_opts *o, const struct load_plan *p)
 			printf("load %s into %s: %zu loaded, %zu already loaded before (skipped), %zu failed; "
 			       "status in %s\n", o->name, o->hosts, ok, skipped, failed, p->status_file.buf);
 	}
-	int rc = sig ? 128 + sig : failed ? 1 : 0;
+	int rc = sig ? 128 + sig : failed ? CB_EXIT_FAILED : CB_EXIT_OK;
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		errorf("cannot write the report to standard output: %s; the status is in %s",
 		       strerror(errno), p->status_file.buf);
-		rc = rc ? rc : 1;
+		rc = rc ? rc : CB_EXIT_FAILED;
 	}
 	return rc;
 }
 
+static const char load_description[] =
+	"Streams each table of backup NAME to the cluster at HOSTS with sstableloader, from a mount of\n"
+	"the store (ours, or --mount DIR). The outcome of each table goes to a record in the state\n"
+	"directory, one per backup and target hosts (or to --status-file); a re-run skips the tables\n"
+	"it records as loaded unless --force. sstableloader_user and sstableloader_password_file in\n"
+	"the configuration give credentials (sstableloader takes the password only as -pw on its\n"
+	"command line: the process list shows it while a loader runs).";
+
 int cmd_load(int argc, char **argv)
 {
-	struct load_opts o;
+	struct load_opts o = {.loader = "sstableloader", .state_dir = LOAD_STATE_DIR, .parallel = 1,
+			      .retries = 2, .retry_delay = 5};
+	struct cli_option opts[] = {
+		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &o.store, .arg = "DIR",
+		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
+		{.name = "hosts", .type = OPT_STRING, .value = &o.hosts, .arg = "H1,H2",
+		 .help = "the target cluster's hosts (sstableloader -d)", .config_key = "hosts",
+		 .flags = OPT_REQUIRED},
+		{.name = "keyspace", .short_name = 'k', .type = OPT_KEYSPACE, .value = &o.sel, .arg = "KS",
+		 .help = "load only this keyspace (repeatable)"},
+		{.name = "table", .short_name = 'T', .type = OPT_TABLE, .value = &o.sel, .arg = "KS.TABLE",
+		 .help = "load only this table (repeatable)"},
+		{.name = "target-keyspace", .type = OPT_STRING, .value = &o.target_ks, .arg = "KS",
+		 .help = "load into this keyspace instead of the backed-up one"},
+		{.name = "sstableloader", .type = OPT_STRING, .value = &o.loader, .arg = "PATH",
+		 .help = "the sstableloader to run (default: sstableloader on PATH)",
+		 .config_key = "sstableloader"},
+		{.name = "throttle", .type = OPT_U64, .value = &o.throttle, .arg = "MBITS",
+		 .help = "sstableloader -t: at most MBITS megabits per second", .min = 1, .max = 1000000},
+		{.name = "parallel", .type = OPT_U64, .value = &o.parallel, .arg = "N",
+		 .help = "tables loaded at once (default 1)", .min = 1, .max = 64},
+		{.name = "retries", .type = OPT_U64, .value = &o.retries, .arg = "N",
+		 .help = "attempts after a table's first failure (default 2)", .min = 0, .max = 100},
+		{.name = "retry-delay", .type = OPT_U64, .value = &o.retry_delay, .arg = "SECS",
+		 .help = "wait before a retry (default 5)", .min = 0, .max = 3600},
+		{.name = "mount", .type = OPT_STRING, .value = &o.mount, .arg = "DIR",
+		 .help = "read from this mount of the store instead of mounting it"},
+		{.name = "state-dir", .type = OPT_STRING, .value = &o.state_dir, .arg = "DIR",
+		 .help = "where load records and logs go (default " LOAD_STATE_DIR ")",
+		 .config_key = "load_state_dir"},
+		{.name = "status-file", .type = OPT_STRING, .value = &o.status_file, .arg = "FILE",
+		 .help = "the record to use instead of one in the state directory (logs in FILE.d)"},
+		{.name = "force", .type = OPT_FLAG, .value = &o.force,
+		 .help = "load every table again, even those recorded as loaded"},
+		{.name = "json", .type = OPT_FLAG, .value = &o.json, .help = "print the record as JSON"},
+		{0},
+	};
+	struct cli_command cmd = {
+		.name = "load",
+		.operands = "NAME",
+		.min_operands = 1,
+		.max_operands = 1,
+		.description = load_description,
+		.options = opts,
+	};
 	struct load_plan p = {0};
-	int rc;
 	/* A closed stdout (`cassbackup load ... | head`) must not kill us before the cleanup: the
 	 * write fails with EPIPE instead and the report says so. */
 	signal(SIGPIPE, SIG_IGN);
-	if (parse_load_args(argc, argv, &o, &rc)) {
+	int first, rc = cli_parse(&cmd, argc, argv, &first);
+	if (rc == CLI_RUN) {
+		o.name = argv[first];
 		rc = plan_load(&o, &p) ?: execute_load(&o, &p);
 		if (rc == 0)
 			rc = load_report(&o, &p);
 	}
 	plan_free(&p);
-	free(o.keyspaces);
-	free(o.tables);
+	selection_free(&o.sel);
 	return rc;
 }

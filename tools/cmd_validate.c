@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,65 +16,146 @@ struct vctx {
 	unsigned problems, checked;
 };
 
-static void say(struct vctx *v, bool ok, int line, const char *key, const char *value, const char *fmt, ...)
-	__attribute__((format(printf, 6, 7)));
-static void say(struct vctx *v, bool ok, int line, const char *key, const char *value, const char *fmt, ...)
+enum verdict { V_OK, V_PROBLEM, V_NOTE };
+
+/* One line: "ok|PROBLEM|note  line N  key = value: message", value and message escaped. A note
+ * is neither a setting checked nor a problem: something the operator should know. */
+static void say(struct vctx *v, enum verdict verdict, int line, const char *key, const char *value,
+		const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void say(struct vctx *v, enum verdict verdict, int line, const char *key, const char *value,
+		const char *fmt, ...)
 {
+	static const char *const words[] = {"ok", "PROBLEM", "note"};
 	char msg[512];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	_cleanup_free_ char *shown = cli_escape(value), *why = cli_escape(msg);
-	printf("%-8s line %-3d %s = %s: %s\n", ok ? "ok" : "PROBLEM", line, key, shown ? shown : "",
-	       why ? why : "");
+	struct strbuf out = {0};
+	sb_printf(&out, "%-8s line %-3d ", words[verdict], line);
+	sb_escape(&out, key);
+	sb_puts(&out, " = ");
+	sb_escape(&out, value);
+	sb_puts(&out, ": ");
+	sb_escape(&out, msg);
+	sb_puts(&out, "\n");
+	fputs(out.buf ? out.buf : "out of memory\n", stdout);
+	sb_free(&out);
+	if (verdict == V_NOTE)
+		return;
 	v->checked++;
-	v->problems += !ok;
+	v->problems += verdict == V_PROBLEM;
+}
+
+static void check_store(struct vctx *v, const char *key, const char *value, int line)
+{
+	catalog *c;
+	char why[512];
+	int r = open_store_quiet(value, CATALOG_READONLY, &c);
+	catalog_close(c);
+	if (r == 0)
+		say(v, V_OK, line, key, value, "a cassbackup store");
+	else
+		say(v, V_PROBLEM, line, key, value, "%s", store_open_why(value, r, why, sizeof(why)));
+}
+
+static void check_readable_dir(struct vctx *v, const char *key, const char *value, int line)
+{
+	struct stat st;
+	if (stat(value, &st) < 0)
+		say(v, V_PROBLEM, line, key, value, "%s", strerror(errno));
+	else if (!S_ISDIR(st.st_mode))
+		say(v, V_PROBLEM, line, key, value, "not a directory");
+	else if (access(value, R_OK | X_OK) < 0)
+		say(v, V_PROBLEM, line, key, value, "not readable: %s", strerror(errno));
+	else
+		say(v, V_OK, line, key, value, "readable directory");
+}
+
+/* The nearest existing ancestor of path (path itself excluded: it does not exist) into out. */
+static int nearest_existing(const char *path, char *out, size_t n, struct stat *st)
+{
+	snprintf(out, n, "%s", path);
+	for (;;) {
+		char *slash = strrchr(out, '/');
+		if (!slash)
+			snprintf(out, n, ".");
+		else if (slash == out)
+			out[1] = '\0';
+		else
+			*slash = '\0';
+		if (stat(out, st) == 0)
+			return 0;
+		if (!slash || slash == out)
+			return -errno;
+	}
+}
+
+/* load_state_dir: a directory we may write, or one load can make (its nearest existing
+ * ancestor is a directory we may write). */
+static void check_state_dir(struct vctx *v, const char *key, const char *value, int line)
+{
+	struct stat st;
+	char parent[PATH_MAX];
+	if (stat(value, &st) == 0) {
+		if (!S_ISDIR(st.st_mode))
+			say(v, V_PROBLEM, line, key, value, "not a directory");
+		else if (access(value, W_OK | X_OK) < 0)
+			say(v, V_PROBLEM, line, key, value, "not writable: %s", strerror(errno));
+		else
+			say(v, V_OK, line, key, value, "writable directory");
+	} else if (errno != ENOENT) {
+		say(v, V_PROBLEM, line, key, value, "%s", strerror(errno));
+	} else if (nearest_existing(value, parent, sizeof(parent), &st) < 0 || !S_ISDIR(st.st_mode) ||
+		   access(parent, W_OK | X_OK) < 0) {
+		say(v, V_PROBLEM, line, key, value, "does not exist, and %s cannot be written to make it", parent);
+	} else {
+		say(v, V_OK, line, key, value, "does not exist yet; load makes it");
+	}
+}
+
+static void check_program(struct vctx *v, const char *key, const char *value, int line)
+{
+	char found[4096];
+	if (exec_find(value, found, sizeof(found)) == 0)
+		say(v, V_OK, line, key, value, "runs %s", found);
+	else
+		say(v, V_PROBLEM, line, key, value, "no executable program by that name%s",
+		    strchr(value, '/') ? "" : " on PATH");
+}
+
+static void check_password_file(struct vctx *v, const char *key, const char *value, int line)
+{
+	struct stat st;
+	if (stat(value, &st) < 0 || access(value, R_OK) < 0)
+		say(v, V_PROBLEM, line, key, value, "%s", strerror(errno));
+	else if (st.st_mode & 004)
+		say(v, V_PROBLEM, line, key, value, "readable by everyone (chmod o-r)");
+	else
+		say(v, V_OK, line, key, value, "readable, not by everyone");
+	if (!strcmp(key, "sstableloader_password_file"))
+		say(v, V_NOTE, line, key, value, "sstableloader receives the password as -pw on its command "
+		    "line, visible in ps while it runs (Cassandra's LoaderOptions has no other way)");
 }
 
 static int check(void *ctx, const char *key, const char *value, int line)
 {
 	struct vctx *v = ctx;
-	struct stat st;
-	char found[4096];
-	if (!strcmp(key, "store")) {
-		catalog *c;
-		int r = open_store_quiet(value, CATALOG_READONLY, &c);
-		catalog_close(c);
-		char why[512];
-		if (r == 0)
-			say(v, true, line, key, value, "a cassbackup store");
-		else
-			say(v, false, line, key, value, "%s", store_open_why(value, r, why, sizeof(why)));
-	} else if (!strcmp(key, "data_dir") || !strcmp(key, "cassandra_conf")) {
-		if (stat(value, &st) < 0)
-			say(v, false, line, key, value, "%s", strerror(errno));
-		else if (!S_ISDIR(st.st_mode))
-			say(v, false, line, key, value, "not a directory");
-		else if (access(value, R_OK | X_OK) < 0)
-			say(v, false, line, key, value, "not readable: %s", strerror(errno));
-		else
-			say(v, true, line, key, value, "readable directory");
-	} else if (!strcmp(key, "nodetool") || !strcmp(key, "sstableloader")) {
-		if (exec_find(value, found, sizeof(found)) == 0)
-			say(v, true, line, key, value, "runs %s", found);
-		else
-			say(v, false, line, key, value, "no executable program by that name%s",
-			    strchr(value, '/') ? "" : " on PATH");
-	} else if (!strcmp(key, "nodetool_password_file") || !strcmp(key, "sstableloader_password_file")) {
-		if (stat(value, &st) < 0 || access(value, R_OK) < 0)
-			say(v, false, line, key, value, "%s", strerror(errno));
-		else if (st.st_mode & 004)
-			say(v, false, line, key, value, "readable by everyone (chmod o-r)");
-		else
-			say(v, true, line, key, value, "readable, not by everyone");
-	} else if (!strcmp(key, "hosts")) {
-		bool ok = *value && !strchr(value, ' ') && value[strlen(value) - 1] != ',' && value[0] != ',' &&
-			  !strstr(value, ",,");
-		say(v, ok, line, key, value, ok ? "host list" : "expected HOST[,HOST...] without spaces");
-	} else {
-		say(v, true, line, key, value, "set");
-	}
+	if (!strcmp(key, "store"))
+		check_store(v, key, value, line);
+	else if (!strcmp(key, "data_dir") || !strcmp(key, "cassandra_conf"))
+		check_readable_dir(v, key, value, line);
+	else if (!strcmp(key, "load_state_dir"))
+		check_state_dir(v, key, value, line);
+	else if (!strcmp(key, "nodetool") || !strcmp(key, "sstableloader") || !strcmp(key, "mount_helper"))
+		check_program(v, key, value, line);
+	else if (!strcmp(key, "nodetool_password_file") || !strcmp(key, "sstableloader_password_file"))
+		check_password_file(v, key, value, line);
+	else if (!strcmp(key, "hosts"))
+		say(v, host_list_ok(value) ? V_OK : V_PROBLEM, line, key, value, "%s", host_list_ok(value)
+		    ? "host list" : "expected HOST[,HOST...] without spaces or empty entries");
+	else
+		say(v, V_OK, line, key, value, "set");
 	return 0;
 }
 
@@ -97,8 +179,11 @@ int cmd_validate_config(int argc, char **argv)
 	struct vctx v = {0};
 	config_each(check, &v);
 	if (!config_get("store"))
-		say(&v, false, 0, "store", "(unset)", "every command needs a store: set it or pass --store");
-	_cleanup_free_ char *shown = cli_escape(config_path());
-	printf("%s: %u settings checked, %u problem(s)\n", shown ? shown : "", v.checked, v.problems);
+		say(&v, V_PROBLEM, 0, "store", "(unset)", "every command needs a store: set it or pass --store");
+	struct strbuf sum = {0};
+	sb_escape(&sum, config_path());
+	sb_printf(&sum, ": %u settings checked, %u problem(s)\n", v.checked, v.problems);
+	fputs(sum.buf ? sum.buf : "out of memory\n", stdout);
+	sb_free(&sum);
 	return v.problems ? CB_EXIT_FAILED : CB_EXIT_OK;
 }

@@ -458,6 +458,8 @@ struct verify {
 	struct json j;
 	struct strbuf out;
 	bool failed;
+	size_t tables_ok, tables_failed; /* for the summary */
+	uint64_t files, bytes;
 };
 
 static int names_cb(void *ctx, const struct cb_backup_summary *b)
@@ -571,13 +573,59 @@ static int execute_table(struct verify *v, const char *name, const struct cb_tab
 	else
 		report_text(&res, name);
 	v->failed |= res.nerrors > 0;
+	v->tables_ok += res.nerrors == 0;
+	v->tables_failed += res.nerrors > 0;
+	v->files += res.files;
+	v->bytes += res.bytes;
 	strv_free(&res.errors);
 	vlist_free(&l);
 	return 0;
 }
 
+/* The last line: "66 tables ok, 0 failed in 1 backup (1234 files, 5.0 GiB)"; in JSON, the
+ * "summary" object after "tables". */
+static void report_summary(struct verify *v)
+{
+	if (v->json) {
+		json_array_end(&v->j); /* "tables" */
+		json_key(&v->j, "summary");
+		json_object_begin(&v->j);
+		json_kv_u64(&v->j, "backups", v->names.n);
+		json_kv_u64(&v->j, "tables", v->tables_ok + v->tables_failed);
+		json_kv_u64(&v->j, "ok", v->tables_ok);
+		json_kv_u64(&v->j, "failed", v->tables_failed);
+		json_kv_u64(&v->j, "files", v->files);
+		json_kv_u64(&v->j, "bytes", v->bytes);
+		json_object_end(&v->j);
+		return;
+	}
+	char size[32];
+	format_bytes(v->bytes, size, sizeof(size));
+	printf("%zu %s ok, %zu failed in %zu backup%s (%llu files, %s)\n", v->tables_ok,
+	       v->tables_ok == 1 ? "table" : "tables", v->tables_failed, v->names.n,
+	       v->names.n == 1 ? "" : "s", (unsigned long long)v->files, size);
+}
+
+/* --all on a store without backups: nothing to check, and that is no failure. */
+static int report_no_backups(struct verify *v)
+{
+	if (v->json) {
+		report_summary(v);
+		return CB_EXIT_OK;
+	}
+	struct strbuf o = {0};
+	sb_puts(&o, "no backups in ");
+	sb_escape(&o, v->store);
+	sb_puts(&o, "\n");
+	fputs(o.buf ? o.buf : "out of memory\n", stdout);
+	sb_free(&o);
+	return CB_EXIT_OK;
+}
+
 static int execute(struct verify *v)
 {
+	if (v->names.n == 0)
+		return report_no_backups(v);
 	for (size_t i = 0; i < v->names.n; i++) {
 		struct tables ts = {0};
 		if (load_tables(v->cat, v->store, v->names.v[i], &ts) < 0)
@@ -590,6 +638,7 @@ static int execute(struct verify *v)
 		if (r < 0)
 			return CB_EXIT_FAILED;
 	}
+	report_summary(v);
 	const struct selection_entry *miss = selection_unmatched(&v->sel);
 	if (miss) {
 		struct strbuf m = {0};
@@ -645,13 +694,18 @@ int cmd_verify(int argc, char **argv)
 		rc = plan(&cmd, &v, argv + first, argc - first);
 	if (rc == CLI_RUN) {
 		json_init(&v.j, &v.out);
-		if (v.json)
+		if (v.json) { /* {"tables": [one per table, as each is done], "summary": {...}} */
+			json_object_begin(&v.j);
+			json_key(&v.j, "tables");
 			json_array_begin(&v.j);
-		rc = execute(&v);
-		if (v.json) {
-			json_array_end(&v.j);
-			json_flush(&v.j, stdout);
 		}
+		rc = execute(&v);
+		if (v.json && v.j.depth == 2) /* no summary: a failure cut it short */
+			json_array_end(&v.j);
+		if (v.json && v.j.depth == 1)
+			json_object_end(&v.j);
+		if (v.json)
+			json_flush(&v.j, stdout);
 	}
 	sb_free(&v.out);
 	free(v.rd.buf);

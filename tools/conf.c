@@ -8,7 +8,8 @@
 
 static const char *const known_keys[] = {
 	"store", "data_dir", "cassandra_conf", "nodetool", "nodetool_user", "nodetool_password_file",
-	"sstableloader", "sstableloader_user", "sstableloader_password_file", "hosts",
+	"sstableloader", "sstableloader_user", "sstableloader_password_file", "hosts", "load_state_dir",
+	"mount_helper",
 };
 
 struct entry {

@@ -1,7 +1,8 @@
 /* conf.h: /etc/cassbackup.conf (or --config FILE). Lines are "key = value"; '#' starts a
  * comment; a key may repeat (data_dir). Command-line flags override the file. Keys:
  *   store, data_dir, cassandra_conf, nodetool, nodetool_user, nodetool_password_file,
- *   sstableloader, sstableloader_user, sstableloader_password_file, hosts
+ *   sstableloader, sstableloader_user, sstableloader_password_file, hosts, load_state_dir,
+ *   mount_helper
  */
 #ifndef CASSBACKUP_CONFIG_H
 #define CASSBACKUP_CONFIG_H

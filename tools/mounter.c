@@ -1,5 +1,6 @@
 /* mounter.c: see mounter.h. */
 #include "mounter.h"
+#include "conf.h"
 #include "config.h"
 #include "exec.h"
 #include "util.h"
@@ -16,10 +17,10 @@
 
 int mounter_find_helper(char *out, size_t n)
 {
-	const char *env = getenv("CASSBACKUP_MOUNT_HELPER");
+	const char *env = getenv("CASSBACKUP_MOUNT_HELPER"), *conf = config_get("mount_helper");
 	char installed[PATH_MAX];
 	snprintf(installed, sizeof(installed), "%s/mount.cassbackup", SBINDIR);
-	return exec_find(env && *env ? env : installed, out, n);
+	return exec_find(env && *env ? env : conf && *conf ? conf : installed, out, n);
 }
 
 static void reap(pid_t pid, int *ws)

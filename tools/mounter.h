@@ -2,8 +2,10 @@
  * mount.cassbackup on a private mount point, waits until the mount is there, and takes it down
  * again (unmount, reap, remove the mount point).
  *
- * The helper is $CASSBACKUP_MOUNT_HELPER when set and not empty, else the installed
- * SBINDIR/mount.cassbackup (meson's prefix/sbindir): never a guess relative to our own path.
+ * The helper is $CASSBACKUP_MOUNT_HELPER when set and not empty (for one run, or a test suite
+ * using its build tree), else the configuration's mount_helper (an installation elsewhere),
+ * else the installed SBINDIR/mount.cassbackup (meson's prefix/sbindir): never a guess relative
+ * to our own path.
  * It runs in a process group of its own (a terminal's Ctrl-C reaches the command, which then
  * stops the helper in order) and gets SIGTERM if the command dies, even by SIGKILL: libfuse
  * then unmounts as it exits, so no mount or daemon outlives the command.

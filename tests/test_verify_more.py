@@ -1,0 +1,53 @@
+"""verify: the summary at the end (text line, JSON object) and --all on a store without backups
+(issue 9)."""
+import json
+import os
+
+import pytest
+
+from conftest import cb, data_dir_args, make_sample, packs, sample_dirs
+
+
+@pytest.fixture(scope='module')
+def small_tree(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('verify-sample'))
+    make_sample(out, '--data-kib', '16', '--data-dirs', '1', '--keyspaces', '1', '--tables', '2',
+                '--sstables', '1', '--no-clutter')
+    return sample_dirs(out)
+
+
+def test_empty_store_all_says_so_and_succeeds(store):
+    r = cb('verify', '--store', store, '--all')
+    assert r.stdout == f'no backups in {store}\n' and r.stderr == ''
+    r = cb('verify', '--store', store, '--all', '--keyspace', 'shop')
+    assert r.stdout == f'no backups in {store}\n'
+    res = json.loads(cb('verify', '--store', store, '--all', '--json').stdout)
+    assert res == {'tables': [], 'summary': {'backups': 0, 'tables': 0, 'ok': 0, 'failed': 0,
+                                             'files': 0, 'bytes': 0}}
+
+
+def test_summary_counts_ok_and_failed_tables(store, small_tree):
+    """Backup 'b' holds table1's bytes in a's pack (deduplicated) and orders' in its own: with
+    that pack gone, table1 checks out and orders fails."""
+    cb('create', '--store', store, '--name', 'a', *data_dir_args(small_tree), '--snapshot', 'nightly-1',
+       '--table', 'shop.table1')
+    [a_pack] = packs(store)
+    cb('create', '--store', store, '--name', 'b', *data_dir_args(small_tree), '--snapshot', 'nightly-1')
+    [b_pack] = [p for p in packs(store) if p != a_pack]
+    good = cb('verify', '--store', store, '--all').stdout.splitlines()
+    assert good[-1].startswith('3 tables ok, 0 failed in 2 backups (') and len(good) == 4
+    res = json.loads(cb('verify', '--store', store, '--all', '--json').stdout)
+    files = sum(t['files'] for t in res['tables'])
+    assert res['summary'] == {'backups': 2, 'tables': 3, 'ok': 3, 'failed': 0, 'files': files,
+                              'bytes': sum(t['bytes'] for t in res['tables'])}
+    os.rename(b_pack, b_pack + '.away')
+    p = cb('verify', '--store', store, 'b', check=False)
+    assert p.returncode == 1
+    lines = p.stdout.splitlines()
+    assert [l.split(':')[0] for l in lines if not l.startswith(' ')][:2] == ['FAILED  b shop.orders', 'ok      b shop.table1']
+    assert lines[-1].startswith('1 table ok, 1 failed in 1 backup (')
+    p = cb('verify', '--store', store, 'b', '--json', check=False)
+    res = json.loads(p.stdout)
+    assert p.returncode == 1 and [t['status'] for t in res['tables']] == ['failed', 'ok']
+    assert {k: res['summary'][k] for k in ('backups', 'tables', 'ok', 'failed')} == \
+        {'backups': 1, 'tables': 2, 'ok': 1, 'failed': 1}
