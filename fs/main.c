@@ -153,16 +153,17 @@ static int parse_args(int argc, char **argv, struct options *o)
 /* Checks everything we can before mounting, and says plainly what is wrong; fills fs's paths. */
 static void check_store_and_mountpoint(struct cbfs *fs, const struct options *o)
 {
-	fs->store = realpath(o->store, NULL);
+	fs->store = cb_location_is_remote(o->store) ? strdup(o->store) : realpath(o->store, NULL);
 	if (!fs->store)
 		die("cannot open store %s: %s", o->store, strerror(errno));
-	catalog *probe;
-	int r = store_open(fs->store, CATALOG_READONLY, &probe);
-	if (r == -EMEDIUMTYPE)
-		die("cannot open store %s: not a cassbackup store", o->store);
+	/* Opening reconciles the catalog with the store; the handle stays for later refreshes. */
+	struct strbuf err = {0};
+	int r = store_open_full(fs->store, STORE_READONLY, &fs->refresh, &err);
 	if (r < 0)
-		die("cannot open store %s: %s", o->store, strerror(-r));
-	catalog_close(probe);
+		die("cannot open store %s: %s", o->store, err.buf ? err.buf : strerror(-r));
+	sb_free(&err);
+	fs->refreshed_ns = now_ns();
+	pthread_mutex_init(&fs->refresh_mu, NULL);
 	struct stat st;
 	if (stat(o->mnt, &st) < 0)
 		die("mountpoint %s: %s", o->mnt, strerror(errno));
@@ -221,6 +222,11 @@ int main(int argc, char **argv)
 	int rc = parse_args(argc, argv, &o);
 	if (rc >= 0)
 		return rc;
+	static struct cb_s3_options s3; /* object storage: reached as the AWS CLI would */
+	static char **s3_strings;
+	if (cb_s3_options_resolve(&s3, NULL, &s3_strings) < 0)
+		die("cannot read S3 credentials: %s", strerror(errno));
+	store_set_s3_options(&s3);
 	struct cbfs fs = {
 		.uid = getuid(),
 		.gid = getgid(),
@@ -264,6 +270,8 @@ err_out1:
 	cbfs_end_threads(&fs);
 	fuse_opt_free_args(&args);
 	pack_cache_free(fs.packs);
+	store_close(fs.refresh);
+	pthread_mutex_destroy(&fs.refresh_mu);
 	sb_free(&fo);
 	sb_free(&o.fuse_opts);
 	free(fs.mountpoint);

@@ -349,19 +349,6 @@ int parse_duration(const char *s, struct duration *out, struct strbuf *err)
 	return 0;
 }
 
-int64_t duration_before(const struct duration *d, int64_t t_ns)
-{
-	time_t t = (time_t)(t_ns / 1000000000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	tm.tm_year -= (int)d->years;
-	tm.tm_mon -= (int)d->months;
-	tm.tm_mday -= (int)d->days;
-	time_t back = timegm(&tm);
-	back -= (time_t)d->hours * 3600 + (time_t)d->minutes * 60 + (time_t)d->seconds;
-	return (int64_t)back * 1000000000 + t_ns % 1000000000;
-}
-
 /* ---- selection ---------------------------------------------------------------------------- */
 
 static int selection_push(struct selection *s, const char *ks, size_t kslen, const char *table)
