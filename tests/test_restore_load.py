@@ -197,7 +197,7 @@ def test_restore_into_new_node_then_import(real_backup, tmp_path):
     env = dict(os.environ, NODETOOL_STANDIN_LOG=nlog, NODETOOL_STANDIN_DATA_DIRS=live)
     r = cb('restore', '--store', store, 'real', '--data-dir', live, '--keyspace', 'test_ks',
            '--table', 'legacy_tables.legacy_na_clust', '--import', '--nodetool', NODETOOL, env=env)
-    assert 'imported real: 2 tables' in r.stdout
+    assert 'imported real: 2 of 2 tables' in r.stdout
     calls = [c for c in log_lines(nlog) if c['cmd'] == 'import']
     assert [(c['cmd'], c['args'][:2]) for c in calls] == [('import', ['legacy_tables', 'legacy_na_clust']),
                                                          ('import', ['test_ks', 'test_table'])]

@@ -1054,7 +1054,7 @@ static int tell_cassandra(const struct restore_opts *o, struct plan *p)
 	return rc;
 }
 
-static void report_done(const struct restore_opts *o, const struct totals *tot)
+static void report_done(const struct restore_opts *o, const struct totals *tot, size_t n_tables)
 {
 	char size[32];
 	format_bytes(tot->bytes, size, sizeof(size));
@@ -1063,10 +1063,13 @@ static void report_done(const struct restore_opts *o, const struct totals *tot)
 	if (tot->stale_stages && !o->json)
 		printf("removed %zu staging directories left by an interrupted restore --import\n",
 		       tot->stale_stages);
-	if (!o->json)
-		printf("%s %s: %zu tables, %zu files, %s; %zu sstables under new generations, "
-		       "%zu already present\n", o->import ? "imported" : "restored", o->name, tot->tables,
-		       tot->files, size, tot->renamed, tot->present);
+	if (!o->json && o->import)
+		printf("imported %s: %zu of %zu tables; %zu files (%s) staged, %zu sstables already "
+		       "present\n", o->name, tot->tables, n_tables, tot->files, size, tot->present);
+	else if (!o->json)
+		printf("restored %s: %zu tables, %zu files, %s; %zu sstables under new generations, "
+		       "%zu already present\n", o->name, tot->tables, tot->files, size, tot->renamed,
+		       tot->present);
 	if (tot->conflicts)
 		errorf("%zu files not restored: the target holds other files under their names "
 		       "(CONFLICT lines of --dry-run); those live files were left as they are",
@@ -1318,7 +1321,7 @@ static int restore_backup(struct restore_opts *o)
 	} else if ((r = execute_plan(pc, o, &p, &tot, &fail)) < 0) {
 		rc = report_failure(o, &tot, &fail);
 	} else {
-		report_done(o, &tot);
+		report_done(o, &tot, p.n);
 		rc = tell_cassandra(o, &p) || r > 0 || tot.conflicts ? CB_EXIT_FAILED : CB_EXIT_OK;
 	}
 	if (o->json && print_json(o, &p, &tot, rc) < 0)
@@ -1386,9 +1389,7 @@ int cmd_restore(int argc, char **argv)
 		rc = check_args(&cmd, &o);
 	}
 	if (rc == CLI_RUN)
-		rc = check_environment(&o);
-	if (rc == 0)
-		rc = restore_backup(&o);
+		rc = check_environment(&o) ?: restore_backup(&o);
 	strv_free(&o.data_dirs);
 	strv_free(&o.table_dirs);
 	selection_free(&o.sel);
