@@ -384,7 +384,10 @@ int selection_add_keyspace(struct selection *s, const char *ks, struct strbuf *e
 		sb_printf(err, "not a keyspace name (letters, digits and _)");
 		return -EINVAL;
 	}
-	return selection_push(s, ks, strlen(ks), NULL);
+	int r = selection_push(s, ks, strlen(ks), NULL);
+	if (r < 0)
+		sb_puts(err, strerror(-r));
+	return r;
 }
 
 int selection_add_table(struct selection *s, const char *ks_table, struct strbuf *err)
@@ -394,7 +397,10 @@ int selection_add_table(struct selection *s, const char *ks_table, struct strbuf
 		sb_printf(err, "expected KEYSPACE.TABLE");
 		return -EINVAL;
 	}
-	return selection_push(s, ks_table, (size_t)(dot - ks_table), dot + 1);
+	int r = selection_push(s, ks_table, (size_t)(dot - ks_table), dot + 1);
+	if (r < 0)
+		sb_puts(err, strerror(-r));
+	return r;
 }
 
 bool selection_is_empty(const struct selection *s)
