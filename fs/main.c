@@ -46,8 +46,9 @@ static void usage(FILE *f)
 		"  -o threads=N       worker threads (default 2 per core)\n"
 		"  -o readahead_kb=N  kernel readahead for the mount (default 4096; 0 keeps the kernel's)\n"
 		"  -o allow_other     let other users read (the default when mounted by root)\n"
-		"  other -o options go to FUSE; mount(8)'s own (defaults, noauto, nofail, _netdev,\n"
-		"  user, x-*, ...) are accepted and ignored. The mount is always read-only.\n");
+		"  -o nofail          a store that does not exist is not an error (exit 0)\n"
+		"  other -o options go to FUSE; mount(8)'s own (defaults, noauto, _netdev, user,\n"
+		"  x-*, ...) are accepted and ignored. The mount is always read-only.\n");
 }
 
 /* mount(8) and fstab options that mean nothing to a FUSE mount. */
@@ -74,7 +75,7 @@ static unsigned parse_uint(const char *opt, const char *v, unsigned max)
 /* What the command line asks for. */
 struct options {
 	const char *store, *mnt;
-	bool single, debug, foreground, allow_other;
+	bool single, debug, foreground, allow_other, nofail;
 	unsigned cache_mib, max_threads, readahead_kb;
 	struct strbuf fuse_opts; /* ",opt,opt" passed on to FUSE */
 };
@@ -96,6 +97,8 @@ static void parse_o(struct options *o, const char *list)
 			o->allow_other = true;
 		else if (!strcmp(s, "noallow_other"))
 			o->allow_other = false;
+		else if (!strcmp(s, "nofail"))
+			o->nofail = true;
 		else if (!ignored_option(s) && sb_printf(&o->fuse_opts, ",%s", s) < 0)
 			die("out of memory");
 	}
@@ -154,6 +157,12 @@ static int parse_args(int argc, char **argv, struct options *o)
 static void check_store_and_mountpoint(struct cbfs *fs, const struct options *o)
 {
 	fs->store = cb_location_is_remote(o->store) ? strdup(o->store) : realpath(o->store, NULL);
+	if (!fs->store && errno == ENOENT && o->nofail) {
+		/* mount(8) leaves nofail to helpers: a store that is not there is no error */
+		fprintf(stderr, "mount.cassbackup: cannot open store %s: %s, ignoring (nofail)\n",
+			o->store, strerror(ENOENT));
+		exit(0);
+	}
 	if (!fs->store)
 		die("cannot open store %s: %s", o->store, strerror(errno));
 	/* Opening reconciles the catalog with the store; the handle stays for later refreshes. */
