@@ -194,14 +194,39 @@ static int pick_catalog_path(struct store *s)
 	return 0;
 }
 
-static int open_catalog(struct store *s, int catalog_flags, struct strbuf *err)
+/* Creates an empty catalog at path, atomically: made under a name of its own, then linked into
+ * place, so a process that opens the catalog meanwhile never sees a half-made one. -EEXIST when
+ * another process made it first. */
+static int create_catalog(const char *path)
 {
-	int r = catalog_open(&s->cat, s->catalog_path, catalog_flags & ~CATALOG_CREATE);
-	if (r == -ENOENT && !(catalog_flags & CATALOG_READONLY))
-		r = catalog_open(&s->cat, s->catalog_path, (catalog_flags & ~CATALOG_READONLY) | CATALOG_CREATE);
-	if (r == -EMEDIUMTYPE) /* a catalog of another format: it is only a cache */
-		r = unlink(s->catalog_path) < 0 ? -errno
-						 : catalog_open(&s->cat, s->catalog_path, CATALOG_CREATE);
+	struct strbuf tmp = {0};
+	catalog *c;
+	int r = sb_printf(&tmp, "%s.new-%d", path, (int)getpid());
+	if (r == 0 && (r = catalog_open(&c, tmp.buf, CATALOG_CREATE)) == 0) {
+		catalog_close(c);
+		r = link(tmp.buf, path) < 0 ? -errno : 0;
+	}
+	if (tmp.buf)
+		unlink(tmp.buf);
+	sb_free(&tmp);
+	return r;
+}
+
+static int open_catalog(struct store *s, struct strbuf *err)
+{
+	int r = catalog_open(&s->cat, s->catalog_path, 0);
+	if (r == -EMEDIUMTYPE) { /* damaged, or of another format: it is only a cache */
+		struct strbuf aside = {0};
+		r = sb_printf(&aside, "%s.damaged", s->catalog_path);
+		if (r == 0 && rename(s->catalog_path, aside.buf) < 0)
+			r = -errno;
+		sb_free(&aside);
+		r = r ?: -ENOENT;
+	}
+	if (r == -ENOENT) {
+		r = create_catalog(s->catalog_path);
+		r = (r == 0 || r == -EEXIST) ? catalog_open(&s->cat, s->catalog_path, 0) : r;
+	}
 	if (r < 0)
 		sb_printf(err, "cannot open catalog %s: %s", s->catalog_path, strerror(-r));
 	return r;
@@ -222,7 +247,7 @@ int store_open_full(const char *location, int flags, struct store **out, struct 
 		sb_printf(err, "%s", *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
 	r = r ?: read_config(s, err) ?: pick_catalog_path(s);
 	if (r == 0)
-		r = open_catalog(s, 0, err);
+		r = open_catalog(s, err);
 	if (r == 0 && !(flags & STORE_NO_RECONCILE))
 		r = store_reconcile(s, RECONCILE_PACKS, NULL, err);
 	if (r < 0) {
@@ -244,19 +269,28 @@ void store_close(struct store *s)
 	free(s);
 }
 
-int store_open(const char *location, int catalog_flags, catalog **out)
+int store_open_catalog(const char *location, int catalog_flags, catalog **out,
+		       struct strbuf *err)
 {
 	*out = NULL;
-	struct strbuf err = {0};
 	struct store *s;
 	int flags = STORE_READONLY | (catalog_flags & CATALOG_NO_RECONCILE ? STORE_NO_RECONCILE : 0);
-	int r = store_open_full(location, flags, &s, &err);
-	sb_free(&err);
+	int r = store_open_full(location, flags, &s, err);
 	if (r < 0)
 		return r;
 	/* The reconciled catalog, reopened with the caller's flags. */
 	r = catalog_open(out, s->catalog_path, catalog_flags & ~(CATALOG_CREATE | CATALOG_NO_RECONCILE));
+	if (r < 0)
+		sb_printf(err, "cannot open catalog %s: %s", s->catalog_path, strerror(-r));
 	store_close(s);
+	return r;
+}
+
+int store_open(const char *location, int catalog_flags, catalog **out)
+{
+	struct strbuf err = {0};
+	int r = store_open_catalog(location, catalog_flags, out, &err);
+	sb_free(&err);
 	return r;
 }
 

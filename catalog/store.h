@@ -87,8 +87,11 @@ int store_manifest_key(const char *name, struct strbuf *key);
 int store_read_manifest(struct store *s, const char *name, struct manifest **out,
 			uint64_t *size, struct strbuf *err);
 
-/* Compatibility for readers that only need the catalog: opens the store (reconciled, unless
- * catalog_flags has CATALOG_NO_RECONCILE) and hands over its catalog connection. */
+/* For readers that only need the catalog: opens the store (reconciled, unless catalog_flags
+ * has CATALOG_NO_RECONCILE) and opens its catalog with catalog_flags. err says why not. */
+int store_open_catalog(const char *location, int catalog_flags, catalog **out,
+		       struct strbuf *err);
+/* The same, without the reason. */
 int store_open(const char *location, int catalog_flags, catalog **out);
 
 #endif

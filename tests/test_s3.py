@@ -23,11 +23,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_listening(port, proc, what):
+def wait_listening(port, proc, what, log):
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f'{what} exited at start: {proc.stdout.read() if proc.stdout else ""}')
+            pytest.fail(f'{what} exited at start: {open(log).read()}')
         with contextlib.suppress(OSError), socket.create_connection(('127.0.0.1', port), 0.2):
             return
         time.sleep(0.1)
@@ -40,10 +40,11 @@ def moto(tmp_path):
     if not exe:
         pytest.skip('moto_server is not installed (pip install "moto[server]"): moto tests skipped')
     port = free_port()
-    proc = subprocess.Popen([exe, '-H', '127.0.0.1', '-p', str(port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    log = str(tmp_path / 'moto.log')  # a file, not a pipe: a full pipe would stall the server
+    proc = subprocess.Popen([exe, '-H', '127.0.0.1', '-p', str(port)], stdout=open(log, 'w'),
+                            stderr=subprocess.STDOUT)
     try:
-        wait_listening(port, proc, 'moto_server')
+        wait_listening(port, proc, 'moto_server', log)
         req = urllib.request.Request(f'http://127.0.0.1:{port}/cbtest', method='PUT')
         urllib.request.urlopen(req).read()
         yield port, 'test', 'test'
@@ -59,11 +60,12 @@ def s3rver(tmp_path):
     port = free_port()
     data = tmp_path / 's3rver-data'
     data.mkdir()
+    log = str(tmp_path / 's3rver.log')
     proc = subprocess.Popen([S3RVER, '-d', str(data), '-a', '127.0.0.1', '-p', str(port),
                              '--configure-bucket', 'cbtest', '--silent'],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=open(log, 'w'), stderr=subprocess.STDOUT)
     try:
-        wait_listening(port, proc, 's3rver')
+        wait_listening(port, proc, 's3rver', log)
         yield port, 'S3RVER', 'S3RVER'
     finally:
         proc.terminate()

@@ -56,60 +56,34 @@ char *cli_escape(const char *s)
 	return sb.buf;
 }
 
+/* What the last open_store_quiet() of this process found wrong, in the store's words. */
+static char last_open_error[512];
+
 const char *store_open_why(const char *root, int r, char *buf, size_t n)
 {
-	_cleanup_free_ char *eroot = cli_escape(root);
-	if (r == -EUCLEAN)
-		snprintf(buf, n, "not a cassbackup store: catalog.db is damaged or not a cassbackup catalog");
-	else if (r == -EMEDIUMTYPE)
-		snprintf(buf, n, "not a cassbackup store (no catalog.db; make one with "
-			 "'cassbackup init --store %s')", eroot ? eroot : root);
-	else if (r == -EACCES || r == -EPERM)
-		snprintf(buf, n, "permission denied for user id %u (the catalog needs read and write "
-			 "access to the store directory and its catalog.db, even to be read)",
-			 (unsigned)geteuid());
+	(void)root;
+	if (r == -EACCES || r == -EPERM)
+		snprintf(buf, n, "permission denied for user id %u%s%s", (unsigned)geteuid(),
+			 *last_open_error ? ": " : "", last_open_error);
+	else if (*last_open_error)
+		snprintf(buf, n, "%s", last_open_error);
 	else
 		snprintf(buf, n, "%s", strerror(-r));
 	return buf;
 }
 
-static bool file_exists(const char *root, const char *name)
-{
-	struct strbuf p = {0};
-	struct stat st;
-	bool yes = sb_printf(&p, "%s/%s", root, name) == 0 && stat(p.buf, &st) == 0;
-	sb_free(&p);
-	return yes;
-}
-
-/* A writable open needs to write catalog.db and create its -wal/-shm files beside it: check
- * that first, so that SQLite's fallback to read-only does not surface as EROFS later. */
-static int store_may_write(const char *root)
-{
-	struct strbuf db = {0};
-	if (sb_printf(&db, "%s/catalog.db", root) < 0)
-		return -ENOMEM;
-	int r = 0;
-	if (access(db.buf, F_OK) == 0 &&
-	    (access(root, W_OK | X_OK) < 0 || access(db.buf, R_OK | W_OK) < 0))
-		r = -errno;
-	sb_free(&db);
-	return r;
-}
-
 int open_store_quiet(const char *root, int flags, catalog **out)
 {
-	*out = NULL;
-	int r = (flags & CATALOG_READONLY) ? 0 : store_may_write(root);
-	if (r == 0)
-		r = store_open(root, flags, out);
+	struct strbuf err = {0};
+	int r = store_open_catalog(root, flags, out, &err);
+	snprintf(last_open_error, sizeof(last_open_error), "%s", r < 0 && err.buf ? err.buf : "");
+	sb_free(&err);
 	/* SQLite says "read-only" when it may not write the files a WAL catalog needs (also to
 	 * read it); on a file system that is not read-only, that is a permission problem. */
 	struct statvfs vfs;
-	if (r == -EROFS && statvfs(root, &vfs) == 0 && !(vfs.f_flag & ST_RDONLY))
+	if (r == -EROFS && !cb_location_is_remote(root) && statvfs(root, &vfs) == 0 &&
+	    !(vfs.f_flag & ST_RDONLY))
 		r = -EACCES;
-	if (r == -EMEDIUMTYPE && file_exists(root, "catalog.db"))
-		r = -EUCLEAN;
 	return r;
 }
 
