@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import (CASSBACKUP, backup_list, cb, make_sample, mounted, packs, read, run,
+from conftest import (CASSBACKUP, backup_list, cb, data_dir_args, make_sample, mounted, packs, read, run,
                       sample_dirs, snapshot_tables, tmp_files, uploading)
 
 TABLE_ID = '0123456789abcdef0123456789abcdef'
@@ -114,13 +114,13 @@ def corrupt_backups_index(store):
 @pytest.mark.parametrize('take_snapshot', [False, True])
 def test_unreadable_catalog_is_not_a_taken_name(store, sample_tree, tmp_path, take_snapshot):
     dirs = sample_dirs(sample_tree)
-    cb('create', '--store', store, '--name', 'one', '--data-dir', dirs[0], '--snapshot', 'nightly-1')
+    cb('create', '--store', store, '--name', 'one', *data_dir_args(dirs), '--snapshot', 'nightly-1')
     corrupt_backups_index(store)
     nlog = str(tmp_path / 'n.log')
     extra = ['--take-snapshot', '--nodetool', os.path.join(os.path.dirname(__file__), 'standins',
                                                            'nodetool')] if take_snapshot else []
-    env = dict(os.environ, NODETOOL_STANDIN_LOG=nlog, NODETOOL_STANDIN_DATA_DIRS=dirs[0])
-    p = cb('create', '--store', store, '--name', 'two', '--data-dir', dirs[0], '--snapshot',
+    env = dict(os.environ, NODETOOL_STANDIN_LOG=nlog, NODETOOL_STANDIN_DATA_DIRS=':'.join(dirs))
+    p = cb('create', '--store', store, '--name', 'two', *data_dir_args(dirs), '--snapshot',
            'nightly-1', *extra, env=env, check=False)
     line = one_error_line(p, 'cannot read catalog', store)
     assert 'already exists' not in line

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import stat
 import subprocess
 import zlib
@@ -178,9 +179,14 @@ def test_verify_missing_toc_component_and_manifest_entry(store, sample_tree, tmp
     dirs = sample_dirs(tree)
     files = snapshot_tables(dirs, 'nightly-1')[('shop', 'table1')]
     os.unlink(files['nb-1-big-Filter.db'])
-    os.unlink(files['nb-2-big-Data.db'])
     cb('create', '--store', store, '--name', 'holes', *data_dir_args(dirs), '--snapshot', 'nightly-1',
        '--table', 'shop.table1')
+    # create refuses a snapshot missing a Data.db its manifest.json lists, so the hole is made
+    # in the store, as damage (or an older cassbackup) would leave it
+    con = sqlite3.connect(os.path.join(store, 'catalog.db'))
+    with con:
+        assert con.execute("DELETE FROM files WHERE name = 'nb-2-big-Data.db'").rowcount == 1
+    con.close()
     p = cb('verify', '--store', store, 'holes', check=False)
     assert p.returncode == 1
     assert 'nb-1-big-TOC.txt lists nb-1-big-Filter.db, which is missing' in p.stdout
@@ -435,6 +441,7 @@ def test_take_snapshot_then_always_clear(store, tmp_path):
     cb('create', '--store', store, '--name', 'snap', *data_dir_args(dirs), '--snapshot', 'cb-1',
        '--take-snapshot', '--nodetool', NODETOOL, '--keyspace', 'shop', env=env)
     assert [(c['cmd'], c['args']) for c in log_lines(nlog)] == [('snapshot', ['-t', 'cb-1', 'shop']),
+                                                               ('version', []), ('info', ['-T']),
                                                                ('clearsnapshot', ['-t', 'cb-1'])]
     assert not any(r.endswith('/snapshots/cb-1') for d in dirs for r, _, _ in os.walk(d))  # no hard links left
     [b] = backup_list(store)

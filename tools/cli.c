@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -525,6 +526,16 @@ void json_null(struct json *j)
 	json_put(j, "null");
 }
 
+void json_double(struct json *j, double v, int decimals)
+{
+	json_sep(j);
+	if (!isfinite(v))
+		json_put(j, "null");
+	else if (!j->err)
+		j->err = sb_printf(j->sb, "%.*f", decimals, v);
+}
+
+void json_kv_double(struct json *j, const char *key, double v, int decimals) { json_key(j, key); json_double(j, v, decimals); }
 void json_kv_str(struct json *j, const char *key, const char *s) { json_key(j, key); json_str(j, s); }
 void json_kv_u64(struct json *j, const char *key, uint64_t v) { json_key(j, key); json_u64(j, v); }
 void json_kv_i64(struct json *j, const char *key, int64_t v) { json_key(j, key); json_i64(j, v); }

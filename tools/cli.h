@@ -152,10 +152,12 @@ void json_u64(struct json *j, uint64_t v);
 void json_i64(struct json *j, int64_t v);
 void json_bool(struct json *j, bool v);
 void json_null(struct json *j);
+void json_double(struct json *j, double v, int decimals); /* fixed point; NaN/inf write null */
 void json_kv_str(struct json *j, const char *key, const char *s);
 void json_kv_u64(struct json *j, const char *key, uint64_t v);
 void json_kv_i64(struct json *j, const char *key, int64_t v);
 void json_kv_bool(struct json *j, const char *key, bool v);
+void json_kv_double(struct json *j, const char *key, double v, int decimals);
 int json_error(const struct json *j); /* 0 or the first negative errno */
 /* Writes what the strbuf holds to f and empties it (for output that streams). */
 int json_flush(struct json *j, FILE *f);

@@ -5,13 +5,18 @@
  * its bytes are deduplicated and how it is committed, is catalog/backup.h's business.
  *
  * Order of work:
- *   1. plan: the name is free, the catalog readable, nodetool runnable (with --take-snapshot);
+ *   1. plan: the data directories known (options, configuration or cassandra.yaml), --tokens
+ *      readable, the name free, the catalog readable, nodetool runnable (with --take-snapshot);
  *   2. nodetool snapshot (with --take-snapshot);
- *   3. scan the snapshot (nothing is written yet);
- *   4. the backup writer: every table and file, then the commit;
- *   5. nodetool clearsnapshot (with --take-snapshot), whatever happened since 2.
+ *   3. scan the snapshot, and check every table against its manifest.json: a Data.db listed
+ *      there that no data directory holds refuses the backup (nothing is written yet);
+ *   4. what the backup records of the node: names, Cassandra version and tokens (nodetool
+ *      version / info -T when it can be run; unknown otherwise);
+ *   5. the backup writer: every table and file, then the commit;
+ *   6. nodetool clearsnapshot (with --take-snapshot), whatever happened since 2.
  */
 #include "backup.h"
+#include "cassandra_conf.h"
 #include "cli.h"
 #include "exec.h"
 #include "scan.h"
@@ -20,7 +25,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,17 +38,15 @@
 #define MAX_FRAME_KIB (SEEKABLE_MAX_WRITE_FRAME_SIZE >> 10)
 
 struct create_opts {
-	const char *store;
-	const char *name;
+	const char *store, *name, *tag;
 	const char *node, *cluster, *datacenter, *host_id;
-	const char *cassandra_conf;
-	int level;
-	unsigned threads;
-	unsigned frame_kib;
-	bool json;
-	bool take_snapshot;
-	const char *nodetool;
-	struct scan_opts scan;
+	const char *cassandra_conf, *nodetool;
+	const char *cassandra_version, *tokens_file;
+	uint64_t level, threads, frame_kib;
+	bool json, take_snapshot, include_system;
+	struct strv data_dirs;
+	struct selection sel;
+	struct strv tokens; /* from --tokens FILE */
 };
 
 static bool valid_name(const char *s)
@@ -55,251 +57,306 @@ static bool valid_name(const char *s)
 	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@+-") == n;
 }
 
-/* Reads "key: value" (cassandra.yaml) or "key=value" (cassandra-rackdc.properties) from a
- * config file; quotes around the value are dropped. NULL when absent. */
-static char *conf_value(const char *path, const char *key, char sep)
-{
-	char *text = NULL;
-	if (read_small_file(path, 4 << 20, &text, NULL) < 0)
-		return NULL;
-	char *res = NULL;
-	size_t klen = strlen(key);
-	for (char *line = strtok(text, "\n"); line && !res; line = strtok(NULL, "\n")) {
-		line += strspn(line, " \t");
-		if (strncmp(line, key, klen) != 0)
-			continue;
-		char *p = line + klen;
-		p += strspn(p, " \t");
-		if (*p != sep)
-			continue;
-		p++;
-		p += strspn(p, " \t");
-		size_t len = strcspn(p, "#\r");
-		while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-			len--;
-		if (len >= 2 && (p[0] == '\'' || p[0] == '"') && p[len - 1] == p[0]) {
-			p++;
-			len -= 2;
-		}
-		res = strndup(p, len);
-	}
-	free(text);
-	return res;
-}
+static const char create_description[] =
+	"Backs up <data-dir>/<ks>/<table>-<id>/snapshots/<TAG>/ of every selected table.\n"
+	"Data directories: --data-dir (repeatable), else data_dir in the configuration, else\n"
+	"data_file_directories in CONF/cassandra.yaml (CONF: --cassandra-conf, default\n"
+	"/etc/cassandra). Each table is checked against its snapshot's manifest.json: a Data.db it\n"
+	"lists that no data directory holds refuses the backup.\n"
+	"NAME defaults to TAG; --node to this host's name; --cluster and --datacenter to\n"
+	"cluster_name in CONF/cassandra.yaml and dc in CONF/cassandra-rackdc.properties.\n"
+	"The Cassandra version and the node's tokens are recorded: --cassandra-version and\n"
+	"--tokens, else 'nodetool version' and 'nodetool info -T' when nodetool can be run,\n"
+	"else they are recorded as unknown.\n"
+	"--frame-kib: tar stream per zstd frame; smaller frames make random reads through the\n"
+	"mount cheaper and compress a little worse. --threads: fewer run when their buffers\n"
+	"would pass 128 MiB. Symbolic links below a data directory are not followed; each one\n"
+	"skipped is named.\n"
+	"--take-snapshot runs 'nodetool snapshot -t TAG' first and, whatever happens,\n"
+	"'nodetool clearsnapshot -t TAG' after, so no hard links are left pinning old sstables.";
 
-static void create_usage(FILE *f)
+/* Parses the command line (and the configuration). CLI_RUN or the exit code. */
+static int parse_opts(int argc, char **argv, struct create_opts *o)
 {
-	fprintf(f,
-		"usage: cassbackup create --store DIR --data-dir DIR [--data-dir DIR ...] --snapshot TAG\n"
-		"                         [--name NAME] [--keyspace KS ...] [--table KS.TABLE ...]\n"
-		"                         [--include-system] [--node NAME] [--cluster NAME]\n"
-		"                         [--datacenter NAME] [--host-id UUID] [--cassandra-conf DIR]\n"
-		"                         [--level N] [--threads N] [--frame-kib N] [--json]\n"
-		"                         [--take-snapshot [--nodetool PATH]]\n"
-		"\n"
-		"Backs up <data-dir>/<ks>/<table>-<id>/snapshots/<TAG>/ of every selected table.\n"
-		"NAME defaults to TAG; --node to this host's name; --cluster and --datacenter to\n"
-		"cluster_name in DIR/cassandra.yaml and dc in DIR/cassandra-rackdc.properties\n"
-		"(DIR: --cassandra-conf, default /etc/cassandra). --level: zstd level (1-19, default 3);\n"
-		"--threads: compression threads (0-64, default: all cores; fewer run when their buffers\n"
-		"would pass 128 MiB). --frame-kib: tar stream per zstd frame (64-4096, default 1024);\n"
-		"smaller frames make random reads through the mount cheaper and compress a little worse.\n"
-		"Symbolic links below a data directory are not followed; each one skipped is named.\n"
-		"--take-snapshot runs 'nodetool snapshot -t TAG [KS...]' first and, whatever happens,\n"
-		"'nodetool clearsnapshot -t TAG' after, so no hard links are left pinning old sstables.\n");
-}
-
-/* A whole decimal number from min to max, or one line saying what is wrong. */
-static int parse_number(const char *opt, const char *arg, long min, long max, const char *what,
-			long *out)
-{
-	char *end;
-	errno = 0;
-	long v = strtol(arg, &end, 10);
-	if (errno || end == arg || *end || v < min || v > max) {
-		errorf("%s %s: expected %s from %ld to %ld", opt, arg, what, min, max);
-		return 2;
-	}
-	*out = v;
-	return 0;
-}
-
-static int parse_opt(int c, struct create_opts *o)
-{
-	long v;
-	int r = 0;
-	switch (c) {
-	case 's': o->store = optarg; break;
-	case 'n': o->name = optarg; break;
-	case 'd': r = ptrv_push(&o->scan.data_dirs, &o->scan.ndata_dirs, optarg); break;
-	case 't': o->scan.tag = optarg; break;
-	case 'k': r = ptrv_push(&o->scan.keyspaces, &o->scan.nkeyspaces, optarg); break;
-	case 'T': r = ptrv_push(&o->scan.tables, &o->scan.ntables, optarg); break;
-	case 'S': o->scan.include_system = true; break;
-	case 'N': o->node = optarg; break;
-	case 'C': o->cluster = optarg; break;
-	case 'D': o->datacenter = optarg; break;
-	case 'H': o->host_id = optarg; break;
-	case 'c': o->cassandra_conf = optarg; break;
-	case 'J': o->json = true; break;
-	case 'P': o->take_snapshot = true; break;
-	case 'X': o->nodetool = optarg; break;
-	case 'l':
-		if (parse_number("--level", optarg, 1, 19, "a zstd level", &v))
-			return 2;
-		o->level = (int)v;
-		break;
-	case 'j':
-		if (parse_number("--threads", optarg, 0, MAX_THREADS, "a number", &v))
-			return 2;
-		o->threads = (unsigned)v;
-		break;
-	case 'F':
-		if (parse_number("--frame-kib", optarg, MIN_FRAME_KIB, MAX_FRAME_KIB, "KiB", &v))
-			return 2;
-		o->frame_kib = (unsigned)v;
-		break;
-	case 'h': create_usage(stdout); exit(0);
-	default: return 2;
-	}
-	if (r < 0) {
-		errorf("out of memory");
-		return 1;
-	}
-	return 0;
-}
-
-/* Defaults from the config file, and what the options must say together. */
-static int check_opts(struct create_opts *o)
-{
-	if (!o->store)
-		o->store = config_get("store");
-	if (!o->scan.ndata_dirs)
-		config_get_all("data_dir", &o->scan.data_dirs, &o->scan.ndata_dirs);
-	if (!o->cassandra_conf)
-		o->cassandra_conf = config_get("cassandra_conf");
-	if (!o->cassandra_conf)
-		o->cassandra_conf = "/etc/cassandra";
-	if (!o->store || !o->scan.ndata_dirs || !o->scan.tag) {
-		errorf("create needs --store, --data-dir and --snapshot (see 'cassbackup create --help')");
-		return 2;
-	}
-	if (!valid_name(o->scan.tag) && !o->name) {
-		errorf("snapshot tag '%s' cannot serve as a backup name; give --name", o->scan.tag);
-		return 2;
+	struct cli_option opts[] = {
+		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &o->store, .arg = "DIR",
+		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
+		{.name = "snapshot", .short_name = 't', .type = OPT_STRING, .value = &o->tag, .arg = "TAG",
+		 .help = "the snapshot tag to back up", .flags = OPT_REQUIRED},
+		{.name = "name", .short_name = 'n', .type = OPT_STRING, .value = &o->name, .arg = "NAME",
+		 .help = "the backup's name (default: TAG)"},
+		{.name = "data-dir", .short_name = 'd', .type = OPT_STRINGS, .value = &o->data_dirs,
+		 .arg = "DIR", .help = "a Cassandra data directory (repeat for each)", .config_key = "data_dir"},
+		{.name = "keyspace", .short_name = 'k', .type = OPT_KEYSPACE, .value = &o->sel, .arg = "KS",
+		 .help = "back up only this keyspace (repeatable)"},
+		{.name = "table", .short_name = 'T', .type = OPT_TABLE, .value = &o->sel, .arg = "KS.TABLE",
+		 .help = "back up only this table (repeatable)"},
+		{.name = "include-system", .type = OPT_FLAG, .value = &o->include_system,
+		 .help = "include the system keyspaces"},
+		{.name = "node", .type = OPT_STRING, .value = &o->node, .arg = "NAME", .help = "the node's name"},
+		{.name = "cluster", .type = OPT_STRING, .value = &o->cluster, .arg = "NAME", .help = "the cluster's name"},
+		{.name = "datacenter", .type = OPT_STRING, .value = &o->datacenter, .arg = "NAME",
+		 .help = "the node's datacenter"},
+		{.name = "host-id", .type = OPT_STRING, .value = &o->host_id, .arg = "UUID", .help = "the node's host id"},
+		{.name = "cassandra-version", .type = OPT_STRING, .value = &o->cassandra_version,
+		 .arg = "VERSION", .help = "the node's Cassandra version (default: nodetool version)"},
+		{.name = "tokens", .type = OPT_STRING, .value = &o->tokens_file, .arg = "FILE",
+		 .help = "the node's tokens, blank- or comma-separated (default: nodetool info -T)"},
+		{.name = "cassandra-conf", .type = OPT_STRING, .value = &o->cassandra_conf, .arg = "DIR",
+		 .help = "Cassandra's configuration directory", .config_key = "cassandra_conf"},
+		{.name = "level", .short_name = 'l', .type = OPT_U64, .value = &o->level, .arg = "N",
+		 .help = "zstd level (default 3)", .min = 1, .max = 19},
+		{.name = "threads", .short_name = 'j', .type = OPT_U64, .value = &o->threads, .arg = "N",
+		 .help = "compression threads (default: all cores)", .min = 0, .max = MAX_THREADS},
+		{.name = "frame-kib", .type = OPT_U64, .value = &o->frame_kib, .arg = "N",
+		 .help = "KiB of tar stream per zstd frame (default 1024)", .min = MIN_FRAME_KIB,
+		 .max = MAX_FRAME_KIB},
+		{.name = "json", .type = OPT_FLAG, .value = &o->json, .help = "print the summary as JSON"},
+		{.name = "take-snapshot", .type = OPT_FLAG, .value = &o->take_snapshot,
+		 .help = "run nodetool snapshot first and clearsnapshot after"},
+		{.name = "nodetool", .type = OPT_STRING, .value = &o->nodetool, .arg = "PATH",
+		 .help = "the nodetool program", .config_key = "nodetool"},
+		{0},
+	};
+	struct cli_command cmd = {.name = "create", .description = create_description, .options = opts};
+	int first, rc = cli_parse(&cmd, argc, argv, &first);
+	if (rc != CLI_RUN)
+		return rc;
+	if (!valid_name(o->tag) && !o->name) {
+		errorf("snapshot tag '%s' cannot serve as a backup name; give --name", o->tag);
+		return CB_EXIT_USAGE;
 	}
 	if (!o->name)
-		o->name = o->scan.tag;
+		o->name = o->tag;
 	if (!valid_name(o->name)) {
 		errorf("backup name '%s': use letters, digits and . _ : @ + - (not first), at most 200",
 		       o->name);
-		return 2;
+		return CB_EXIT_USAGE;
 	}
-	return 0;
-}
-
-static int parse_opts(int argc, char **argv, struct create_opts *o)
-{
-	static const struct option opts[] = {
-		{"store", required_argument, NULL, 's'},
-		{"name", required_argument, NULL, 'n'},
-		{"data-dir", required_argument, NULL, 'd'},
-		{"snapshot", required_argument, NULL, 't'},
-		{"keyspace", required_argument, NULL, 'k'},
-		{"table", required_argument, NULL, 'T'},
-		{"include-system", no_argument, NULL, 'S'},
-		{"node", required_argument, NULL, 'N'},
-		{"cluster", required_argument, NULL, 'C'},
-		{"datacenter", required_argument, NULL, 'D'},
-		{"host-id", required_argument, NULL, 'H'},
-		{"cassandra-conf", required_argument, NULL, 'c'},
-		{"level", required_argument, NULL, 'l'},
-		{"threads", required_argument, NULL, 'j'},
-		{"frame-kib", required_argument, NULL, 'F'},
-		{"json", no_argument, NULL, 'J'},
-		{"take-snapshot", no_argument, NULL, 'P'},
-		{"nodetool", required_argument, NULL, 'X'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
-	};
-	int c, r;
-	while ((c = getopt_long(argc, argv, "s:n:d:t:k:T:hj:l:", opts, NULL)) != -1)
-		if ((r = parse_opt(c, o)) != 0)
-			return r;
-	if (optind < argc) {
-		errorf("unexpected argument '%s'", argv[optind]);
-		return 2;
-	}
-	return check_opts(o);
+	return CLI_RUN;
 }
 
 static void free_opts(struct create_opts *o)
 {
-	free(o->scan.data_dirs);
-	free(o->scan.keyspaces);
-	free(o->scan.tables);
+	strv_free(&o->data_dirs);
+	strv_free(&o->tokens);
+	selection_free(&o->sel);
 }
 
 /* --- plan: what can be checked before anything changes --------------------------------- */
 
-/* The store opens, its catalog reads, and the name is free. 0, or the exit status. */
+/* The store opens, its catalog reads, and the name is free. 0, or the exit code. */
 static int check_name_free(const struct create_opts *o)
 {
 	catalog *cat;
-	if (open_store(o->store, CATALOG_READONLY, &cat) < 0)
-		return 1;
-	int r = catalog_backup_exists(cat, o->name);
+	int r = open_store(o->store, CATALOG_READONLY, &cat);
 	if (r < 0)
-		errorf("cannot read catalog of %s: %s", o->store, catalog_errmsg(cat));
-	else if (r > 0)
+		return exit_code_for(r);
+	r = catalog_backup_exists(cat, o->name);
+	if (r < 0) {
+		char why[512];
+		errorf("cannot read catalog of %s: %s", o->store, catalog_why(cat, r, why, sizeof(why)));
+	} else if (r > 0) {
 		errorf("backup %s already exists in %s; choose another --name", o->name, o->store);
+	}
 	catalog_close(cat);
-	return r != 0 ? 1 : 0;
+	return r != 0 ? CB_EXIT_FAILED : 0;
 }
 
-/* nodetool can be run (with --take-snapshot). 0, or the exit status. */
-static int check_nodetool(const struct create_opts *o)
+/* Can nodetool be run? 0, or -ENOENT / -EACCES (exec_find) with its name in prog. */
+static int find_nodetool(const struct create_opts *o, char *prog, size_t n)
 {
 	struct strv a = {0};
 	char found[PATH_MAX];
 	int r = nodetool_argv(&a, o->nodetool);
-	if (r < 0) {
-		errorf("out of memory");
-		return 1;
+	if (r == 0) {
+		snprintf(prog, n, "%s", a.v[0]);
+		r = exec_find(a.v[0], found, sizeof(found));
 	}
-	r = exec_find(a.v[0], found, sizeof(found));
-	if (r < 0)
-		errorf("cannot run nodetool %s: %s; no snapshot was taken", a.v[0],
-		       r == -ENOENT ? "not found (give --nodetool PATH)" : "not an executable file");
 	strv_free(&a);
-	return r < 0 ? 2 : 0;
+	return r;
+}
+
+/* nodetool can be run (with --take-snapshot). 0, or the exit code. */
+static int check_nodetool(const struct create_opts *o)
+{
+	char prog[PATH_MAX];
+	int r = find_nodetool(o, prog, sizeof(prog));
+	if (r == -ENOMEM)
+		errorf("out of memory");
+	else if (r < 0)
+		errorf("cannot run nodetool %s: %s; no snapshot was taken", prog,
+		       r == -ENOENT ? "not found (give --nodetool PATH)" : "not an executable file");
+	return r < 0 ? CB_EXIT_USAGE : 0;
+}
+
+/* CONF/file into *text. 0 or -errno, with path set. */
+static int read_conf_file(const struct create_opts *o, const char *file, struct strbuf *path,
+			  char **text)
+{
+	*text = NULL;
+	path->len = 0;
+	int r = sb_printf(path, "%s/%s", o->cassandra_conf, file);
+	return r ?: read_small_file(path->buf, 4 << 20, text, NULL);
+}
+
+/* With no --data-dir (and no data_dir in the configuration): data_file_directories from
+ * cassandra.yaml. 0, or the exit code after one line saying why no data directory is known. */
+static int resolve_data_dirs(struct create_opts *o)
+{
+	if (o->data_dirs.n)
+		return 0;
+	struct strbuf path = {0}, err = {0};
+	_cleanup_free_ char *yaml = NULL;
+	int r = read_conf_file(o, "cassandra.yaml", &path, &yaml);
+	if (r == 0)
+		r = yaml_list(yaml, "data_file_directories", &o->data_dirs, &err);
+	if (r == -ENOMEM)
+		errorf("out of memory");
+	else if (r < 0 && err.len)
+		errorf("%s, %s", path.buf, err.buf);
+	else if (r < 0)
+		errorf("no data directory known: cannot read %s: %s; give --data-dir DIR (or data_dir in "
+		       "the configuration), or --cassandra-conf DIR", path.buf, strerror(-r));
+	else if (o->data_dirs.n == 0)
+		errorf("no data directory known: %s sets no data_file_directories (Cassandra then uses "
+		       "$CASSANDRA_HOME/data/data); give --data-dir DIR (or data_dir in the configuration)",
+		       path.buf);
+	sb_free(&path);
+	sb_free(&err);
+	return r < 0 || o->data_dirs.n == 0 ? CB_EXIT_USAGE : 0;
+}
+
+/* --tokens FILE, read and checked. 0, or the exit code. */
+static int load_tokens_file(struct create_opts *o)
+{
+	if (!o->tokens_file)
+		return 0;
+	_cleanup_free_ char *text = NULL;
+	struct strbuf err = {0};
+	int r = read_small_file(o->tokens_file, 16 << 20, &text, NULL);
+	if (r < 0)
+		errorf("--tokens %s: %s", o->tokens_file, strerror(-r));
+	else if ((r = tokens_parse_list(text, &o->tokens, &err)) < 0)
+		errorf("--tokens %s: %s", o->tokens_file, r == -ENOMEM ? "out of memory" : err.buf);
+	sb_free(&err);
+	return r < 0 ? CB_EXIT_USAGE : 0;
+}
+
+/* Everything checked before anything changes. 0, or the exit code. */
+static int plan(struct create_opts *o)
+{
+	int rc = resolve_data_dirs(o);
+	rc = rc ?: load_tokens_file(o);
+	rc = rc ?: check_name_free(o);
+	if (rc == 0 && o->take_snapshot)
+		rc = check_nodetool(o);
+	return rc;
 }
 
 /* --- execute ---------------------------------------------------------------------------- */
 
-/* What the backup records about the node: options, else cassandra.yaml and
- * cassandra-rackdc.properties, else the host name (node) or nothing. */
+/* What the backup records about the node: options, else Cassandra's configuration files and
+ * nodetool, else the host name (node), or unknown. */
 struct node_meta {
 	char *node, *cluster, *datacenter;
+	char *version;     /* NULL: unknown */
+	struct strv tokens; /* none: unknown */
 };
 
-static int read_node_meta(const struct create_opts *o, struct node_meta *m)
+static int read_node_names(const struct create_opts *o, struct node_meta *m)
 {
 	char host[256] = "";
 	gethostname(host, sizeof(host) - 1);
 	struct strbuf path = {0};
-	int r = sb_printf(&path, "%s/cassandra.yaml", o->cassandra_conf);
-	m->cluster = o->cluster ? strdup(o->cluster) : conf_value(path.buf, "cluster_name", ':');
-	path.len = 0;
-	r = r ?: sb_printf(&path, "%s/cassandra-rackdc.properties", o->cassandra_conf);
-	m->datacenter = o->datacenter ? strdup(o->datacenter) : conf_value(path.buf, "dc", '=');
+	_cleanup_free_ char *yaml = NULL, *props = NULL;
+	read_conf_file(o, "cassandra.yaml", &path, &yaml);
+	read_conf_file(o, "cassandra-rackdc.properties", &path, &props);
 	sb_free(&path);
+	m->cluster = o->cluster ? strdup(o->cluster) : yaml ? yaml_scalar(yaml, "cluster_name") : NULL;
+	m->datacenter = o->datacenter ? strdup(o->datacenter) : props ? properties_value(props, "dc") : NULL;
 	m->node = strdup(o->node ? o->node : host);
 	if (!m->cluster)
 		m->cluster = strdup("");
 	if (!m->datacenter)
 		m->datacenter = strdup("");
-	return r < 0 || !m->node || !m->cluster || !m->datacenter ? -ENOMEM : 0;
+	return !m->node || !m->cluster || !m->datacenter ? -ENOMEM : 0;
+}
+
+/* Runs "nodetool ARG..." (credentials from the configuration), its stdout and stderr going to
+ * *out. Returns its exit status (0 ok), or -errno. */
+static int nodetool_output(const struct create_opts *o, const char *const *args, char **out)
+{
+	*out = NULL;
+	struct strv a = {0};
+	int r = nodetool_argv(&a, o->nodetool);
+	for (size_t i = 0; r == 0 && args[i]; i++)
+		r = strv_push(&a, args[i]);
+	const char *tmp = getenv("TMPDIR");
+	struct strbuf path = {0};
+	r = r ?: sb_printf(&path, "%s/cassbackup-nodetool-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	int fd = r < 0 ? r : mkostemp(path.buf, O_CLOEXEC);
+	if (r == 0 && fd < 0)
+		r = -errno;
+	if (r == 0) {
+		close(fd);
+		r = exec_run(a.v, path.buf);
+		int rr = read_small_file(path.buf, 4 << 20, out, NULL);
+		unlink(path.buf);
+		r = r != 0 ? r : rr;
+	}
+	sb_free(&path);
+	strv_free(&a);
+	return r;
+}
+
+/* Says that nodetool ARG failed and what is therefore unknown. */
+static void report_nodetool_failed(const char *what, int status, const char *output, const char *unknown)
+{
+	char last[256] = "";
+	for (const char *p = output; p && *p; p += strcspn(p, "\n"), p += *p == '\n') {
+		size_t n = strcspn(p, "\r\n");
+		if (n && strspn(p, " \t") < n)
+			snprintf(last, sizeof(last), "%.*s", (int)n, p);
+	}
+	_cleanup_free_ char *shown = cli_escape(last);
+	if (status == -EBADMSG)
+		errorf("nodetool %s printed no ReleaseVersion line; %s recorded as unknown", what, unknown);
+	else if (status < 0)
+		errorf("nodetool %s: %s; %s recorded as unknown", what, strerror(-status), unknown);
+	else
+		errorf("nodetool %s failed (exit status %d%s%s); %s recorded as unknown", what, status,
+		       shown && *shown ? ": " : "", shown ? shown : "", unknown);
+}
+
+/* The Cassandra version and tokens: from the options, else from nodetool when it can be run
+ * (a nodetool that fails is reported and leaves them unknown). 0 or -ENOMEM. */
+static int read_node_ring(const struct create_opts *o, struct node_meta *m)
+{
+	char prog[PATH_MAX];
+	bool can = find_nodetool(o, prog, sizeof(prog)) == 0;
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < o->tokens.n; i++)
+		r = strv_push(&m->tokens, o->tokens.v[i]);
+	if (o->cassandra_version && !(m->version = strdup(o->cassandra_version)))
+		r = -ENOMEM;
+	if (r == 0 && can && !o->cassandra_version) {
+		_cleanup_free_ char *out = NULL;
+		int s = nodetool_output(o, (const char *const[]){"version", NULL}, &out);
+		if (s == 0 && !(m->version = out ? nodetool_parse_version(out) : NULL))
+			s = -EBADMSG;
+		if (s != 0)
+			report_nodetool_failed("version", s, out, "the Cassandra version is");
+	}
+	if (r == 0 && can && !o->tokens_file) {
+		_cleanup_free_ char *out = NULL;
+		int s = nodetool_output(o, (const char *const[]){"info", "-T", NULL}, &out);
+		if (s == 0 && out)
+			r = nodetool_parse_tokens(out, &m->tokens);
+		else
+			report_nodetool_failed("info -T", s, out, "the node's tokens are");
+	}
+	return r;
 }
 
 static void free_node_meta(struct node_meta *m)
@@ -307,6 +364,8 @@ static void free_node_meta(struct node_meta *m)
 	free(m->node);
 	free(m->cluster);
 	free(m->datacenter);
+	free(m->version);
+	strv_free(&m->tokens);
 }
 
 static struct backup_attr attr_of(const struct stat *st)
@@ -382,9 +441,60 @@ static int add_table(backup_writer *w, const struct scan_table *t, struct progre
 
 static void report_scan(const struct scan_result *scan)
 {
-	for (size_t i = 0; i < scan->nskipped; i++)
-		fprintf(stderr, "cassbackup: skipping %s: a symbolic link, not followed\n",
-			scan->skipped[i]);
+	for (size_t i = 0; i < scan->nskipped; i++) {
+		_cleanup_free_ char *shown = cli_escape(scan->skipped[i]);
+		errorf("skipping %s: a symbolic link, not followed", shown ? shown : "");
+	}
+}
+
+/* "table KS.T: manifest.json lists N Data.db file(s) that no data directory holds (searched:
+ * D1, D2): F1, F2, ...; backup refused". */
+static void report_incomplete(const struct create_opts *o, const struct scan_table *t,
+			      const struct strv *missing)
+{
+	struct strbuf l = {0};
+	sb_puts(&l, "table ");
+	sb_escape(&l, t->keyspace);
+	sb_puts(&l, ".");
+	sb_escape(&l, t->table);
+	sb_printf(&l, ": snapshot %s is incomplete: manifest.json lists %zu Data.db file(s) that no "
+		  "data directory holds (searched: ", o->tag, missing->n);
+	for (size_t i = 0; i < o->data_dirs.n; i++) {
+		sb_puts(&l, i ? ", " : "");
+		sb_escape(&l, o->data_dirs.v[i]);
+	}
+	sb_puts(&l, "): ");
+	for (size_t i = 0; i < missing->n && i < 10; i++) {
+		sb_puts(&l, i ? ", " : "");
+		sb_escape(&l, missing->v[i]);
+	}
+	if (missing->n > 10)
+		sb_printf(&l, ", ... (%zu in all)", missing->n);
+	errorf("%s; backup refused (is a data directory missing?)", l.buf ? l.buf : "out of memory");
+	sb_free(&l);
+}
+
+/* Every table against its manifest.json: true when all it lists was found (said otherwise). */
+static bool check_complete(const struct create_opts *o, const struct scan_result *scan)
+{
+	bool complete = true;
+	for (size_t i = 0; i < scan->ntables; i++) {
+		const struct scan_table *t = &scan->tables[i];
+		struct strv missing = {0};
+		int r = scan_table_missing(t, &missing);
+		if (r == -EINVAL) {
+			_cleanup_free_ char *ks = cli_escape(t->keyspace), *tb = cli_escape(t->table);
+			errorf("table %s.%s: its manifest.json has no \"files\" list, so the snapshot "
+			       "cannot be checked complete; backup refused", ks ? ks : "", tb ? tb : "");
+		} else if (r < 0) {
+			errorf("out of memory");
+		} else if (missing.n) {
+			report_incomplete(o, t, &missing);
+		}
+		complete = complete && r == 0 && missing.n == 0;
+		strv_free(&missing);
+	}
+	return complete;
 }
 
 static void report_reclaimed(const struct create_opts *o, const backup_writer *w)
@@ -394,52 +504,69 @@ static void report_reclaimed(const struct create_opts *o, const backup_writer *w
 	if (r < 0)
 		errorf("cannot clean %s/tmp: %s, ignoring", o->store, strerror(-r));
 	else if (n)
-		fprintf(stderr, "cassbackup: removed %u unfinished pack(s) left in %s/tmp by an "
-			"interrupted backup\n", n, o->store);
+		errorf("removed %u unfinished pack(s) left in %s/tmp by an interrupted backup", n, o->store);
 }
 
-static void report_done(const struct create_opts *o, const struct backup_summary *s, double secs)
+static void report_json(const struct create_opts *o, const struct node_meta *nm,
+			const struct backup_summary *s, double secs)
 {
+	struct strbuf out = {0};
+	struct json j;
+	json_init(&j, &out);
+	json_object_begin(&j);
+	json_kv_str(&j, "name", o->name);
+	json_kv_u64(&j, "tables", s->tables);
+	json_kv_u64(&j, "files", s->files);
+	json_kv_u64(&j, "bytes", s->bytes);
+	json_kv_u64(&j, "new_bytes", s->new_bytes);
+	json_kv_u64(&j, "stored_bytes", s->stored_bytes);
+	json_kv_double(&j, "seconds", secs, 3);
+	json_kv_str(&j, "cassandra_version", nm->version);
+	json_key(&j, "tokens");
+	json_array_begin(&j);
+	for (size_t i = 0; i < nm->tokens.n; i++)
+		json_str(&j, nm->tokens.v[i]);
+	json_array_end(&j);
+	json_object_end(&j);
+	if (json_error(&j) < 0)
+		errorf("backup %s was made, but its summary could not be written: out of memory", o->name);
+	else
+		fputs(out.buf, stdout);
+	sb_free(&out);
+}
+
+static void report_done(const struct create_opts *o, const struct node_meta *nm,
+			const struct backup_summary *s, double secs)
+{
+	if (o->json) {
+		report_json(o, nm, s, secs);
+		return;
+	}
 	char total[32], fresh[32], stored[32], rate[32];
 	format_bytes(s->bytes, total, sizeof(total));
 	format_bytes(s->new_bytes, fresh, sizeof(fresh));
 	format_bytes(s->stored_bytes, stored, sizeof(stored));
 	format_bytes(secs > 0 ? (uint64_t)((double)s->bytes / secs) : 0, rate, sizeof(rate));
-	if (!o->json) {
-		printf("backup %s: %llu tables, %llu files, %s; %s new, %s written to %s; %.1f s "
-		       "(%s/s)\n", o->name, (unsigned long long)s->tables,
-		       (unsigned long long)s->files, total, fresh, stored, o->store, secs, rate);
-		return;
-	}
-	struct strbuf j = {0};
-	sb_puts(&j, "{\"name\": ");
-	sb_json_str(&j, o->name);
-	sb_printf(&j, ", \"tables\": %llu, \"files\": %llu, \"bytes\": %llu, \"new_bytes\": %llu, "
-		  "\"stored_bytes\": %llu, \"seconds\": %.3f}\n", (unsigned long long)s->tables,
-		  (unsigned long long)s->files, (unsigned long long)s->bytes,
-		  (unsigned long long)s->new_bytes, (unsigned long long)s->stored_bytes, secs);
-	fputs(j.buf ? j.buf : "", stdout);
-	sb_free(&j);
+	printf("backup %s: %llu tables, %llu files, %s; %s new, %s written to %s; %.1f s (%s/s)\n",
+	       o->name, (unsigned long long)s->tables, (unsigned long long)s->files, total, fresh,
+	       stored, o->store, secs, rate);
 }
 
 /* --- the command ------------------------------------------------------------------------ */
 
 /* Writes and commits the scanned snapshot. 0 or -errno (the failure already said). */
-static int write_backup(const struct create_opts *o, const struct scan_result *scan,
-			struct backup_summary *sum)
+static int write_backup(const struct create_opts *o, const struct node_meta *nm,
+			const struct scan_result *scan, struct backup_summary *sum)
 {
-	struct node_meta nm = {0};
-	if (read_node_meta(o, &nm) < 0) {
-		free_node_meta(&nm);
-		errorf("out of memory");
-		return -ENOMEM;
-	}
-	struct backup_meta meta = {.name = o->name, .cluster = nm.cluster, .datacenter = nm.datacenter,
-				   .node = nm.node, .host_id = o->host_id,
-				   .snapshot_tag = o->scan.tag};
+	struct backup_meta meta = {.name = o->name, .cluster = nm->cluster,
+				   .datacenter = nm->datacenter, .node = nm->node,
+				   .host_id = o->host_id, .snapshot_tag = o->tag,
+				   .cassandra_version = nm->version,
+				   .tokens = (const char *const *)nm->tokens.v, .ntokens = nm->tokens.n,
+				   .root_attr = attr_of(&scan->root_st)};
 	struct progress prog;
 	progress_init(&prog, "backing up", scan->bytes, scan->nfiles);
-	struct backup_writer_opts wo = {.level = o->level, .threads = o->threads,
+	struct backup_writer_opts wo = {.level = (int)o->level, .threads = (unsigned)o->threads,
 					.frame_size = (size_t)o->frame_kib << 10,
 					.cancel = &cancel_requested, .progress = progress_add,
 					.pctx = &prog};
@@ -456,55 +583,79 @@ static int write_backup(const struct create_opts *o, const struct scan_result *s
 	if (r == 0 && (r = backup_writer_commit(w, sum)) < 0 && r != -ECANCELED)
 		errorf("%s", backup_writer_errmsg(w));
 	backup_writer_free(w);
-	free_node_meta(&nm);
 	sb_free(&err);
 	return r;
 }
 
-/* Scans and backs up; 0 or the exit status. */
-static int do_create(const struct create_opts *o)
+static int interrupted(void)
 {
-	double t0 = mono_seconds();
-	struct scan_result scan;
-	struct strbuf err = {0};
-	int r = scan_snapshot(&o->scan, &scan, &err);
-	if (r < 0) {
-		errorf("%s", err.buf);
-		sb_free(&err);
-		return cancel_requested ? 128 + (int)cancel_requested : 1;
-	}
-	sb_free(&err);
-	report_scan(&scan);
-	struct backup_summary sum;
-	r = write_backup(o, &scan, &sum);
-	scan_result_free(&scan);
-	if (r == 0) {
-		report_done(o, &sum, mono_seconds() - t0);
-		return 0;
-	}
-	if (!cancel_requested)
-		return 1;
 	errorf("interrupted by signal %d; no backup was made, nothing changed", (int)cancel_requested);
 	return 128 + (int)cancel_requested;
 }
 
-/* nodetool snapshot -t TAG [KS...] or [-kt KS.T,...]. */
+/* The node's names, version and tokens, then the backup. 0 or the exit code. */
+static int record_and_write(const struct create_opts *o, const struct scan_result *scan, double t0)
+{
+	struct node_meta nm = {0};
+	if (read_node_names(o, &nm) < 0 || read_node_ring(o, &nm) < 0) {
+		free_node_meta(&nm);
+		errorf("out of memory");
+		return CB_EXIT_FAILED;
+	}
+	struct backup_summary sum;
+	int r = cancel_requested ? -ECANCELED : write_backup(o, &nm, scan, &sum);
+	if (r == 0)
+		report_done(o, &nm, &sum, mono_seconds() - t0);
+	free_node_meta(&nm);
+	return r == 0 ? CB_EXIT_OK : cancel_requested ? interrupted() : CB_EXIT_FAILED;
+}
+
+/* Scans, checks the snapshot is complete, and backs it up. 0 or the exit code. */
+static int do_create(struct create_opts *o)
+{
+	double t0 = mono_seconds();
+	struct scan_result scan;
+	struct strbuf err = {0};
+	struct scan_opts so = {.data_dirs = o->data_dirs.v, .ndata_dirs = o->data_dirs.n,
+			       .tag = o->tag, .sel = &o->sel, .include_system = o->include_system};
+	int r = scan_snapshot(&so, &scan, &err);
+	if (r < 0) {
+		errorf("%s", err.buf);
+		sb_free(&err);
+		return cancel_requested ? 128 + (int)cancel_requested : CB_EXIT_FAILED;
+	}
+	sb_free(&err);
+	report_scan(&scan);
+	int rc = check_complete(o, &scan) ? record_and_write(o, &scan, t0) : CB_EXIT_FAILED;
+	scan_result_free(&scan);
+	return rc;
+}
+
+/* nodetool snapshot -t TAG, for what --keyspace/--table select: -kt KS.T,... when only tables
+ * are named, else the keyspaces named (the scan then takes only the selected tables). */
 static int take_snapshot(const struct create_opts *o)
 {
 	struct strv a = {0};
+	struct strbuf kt = {0};
+	bool only_tables = o->sel.n > 0;
+	for (size_t i = 0; i < o->sel.n; i++)
+		only_tables = only_tables && o->sel.v[i].table;
 	int r = nodetool_argv(&a, o->nodetool);
-	r = r ?: strv_push(&a, "snapshot") ?: strv_push(&a, "-t") ?: strv_push(&a, o->scan.tag);
-	if (r == 0 && o->scan.ntables) {
-		struct strbuf kt = {0};
-		for (size_t i = 0; i < o->scan.ntables; i++)
-			sb_printf(&kt, "%s%s", i ? "," : "", o->scan.tables[i]);
+	r = r ?: strv_push(&a, "snapshot") ?: strv_push(&a, "-t") ?: strv_push(&a, o->tag);
+	for (size_t i = 0; r == 0 && only_tables && i < o->sel.n; i++)
+		r = sb_printf(&kt, "%s%s.%s", i ? "," : "", o->sel.v[i].keyspace, o->sel.v[i].table);
+	if (r == 0 && only_tables)
 		r = strv_push(&a, "-kt") ?: strv_push(&a, kt.buf);
-		sb_free(&kt);
+	for (size_t i = 0; r == 0 && !only_tables && i < o->sel.n; i++) {
+		bool seen = false;
+		for (size_t k = 0; k < i; k++)
+			seen = seen || !strcmp(o->sel.v[k].keyspace, o->sel.v[i].keyspace);
+		r = seen ? 0 : strv_push(&a, o->sel.v[i].keyspace);
 	}
-	for (size_t i = 0; r == 0 && !o->scan.ntables && i < o->scan.nkeyspaces; i++)
-		r = strv_push(&a, o->scan.keyspaces[i]);
+	sb_free(&kt);
 	if (r < 0) {
 		strv_free(&a);
+		errorf("out of memory");
 		return r;
 	}
 	char cmd[2048];
@@ -520,8 +671,10 @@ static void clear_snapshot(const struct create_opts *o)
 {
 	struct strv a = {0};
 	if (nodetool_argv(&a, o->nodetool) ?: strv_push(&a, "clearsnapshot") ?: strv_push(&a, "-t") ?:
-	    strv_push(&a, o->scan.tag)) {
+	    strv_push(&a, o->tag)) {
 		strv_free(&a);
+		errorf("out of memory: snapshot %s is still on disk and pins its sstables; clear it with "
+		       "'nodetool clearsnapshot -t %s'", o->tag, o->tag);
 		return;
 	}
 	char cmd[2048];
@@ -529,27 +682,29 @@ static void clear_snapshot(const struct create_opts *o)
 	int s = exec_run(a.v, NULL);
 	if (s != 0)
 		errorf("%s failed (exit status %d): snapshot %s is still on disk and pins its sstables; "
-		       "clear it by hand", cmd, s, o->scan.tag);
+		       "clear it by hand", cmd, s, o->tag);
 	strv_free(&a);
 }
 
 int cmd_create(int argc, char **argv)
 {
-	struct create_opts o = {.level = 3, .frame_kib = SEEKABLE_DEFAULT_FRAME_SIZE >> 10};
+	struct create_opts o = {.level = 3, .frame_kib = SEEKABLE_DEFAULT_FRAME_SIZE >> 10,
+				.cassandra_conf = "/etc/cassandra"};
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	o.threads = ncpu <= 0 ? 1 : ncpu > MAX_THREADS ? MAX_THREADS : (unsigned)ncpu;
+	o.threads = ncpu <= 0 ? 1 : ncpu > MAX_THREADS ? MAX_THREADS : (uint64_t)ncpu;
 	int r = parse_opts(argc, argv, &o);
-	if (r == 0)
-		r = check_name_free(&o);
-	if (r == 0 && o.take_snapshot)
-		r = check_nodetool(&o);
+	if (r != CLI_RUN) {
+		free_opts(&o);
+		return r;
+	}
+	r = plan(&o);
 	if (r == 0) {
 		install_cancel_handlers();
 		if (!o.take_snapshot) {
 			r = do_create(&o);
 		} else {
 			/* once taken, the snapshot is cleared whatever happens */
-			r = take_snapshot(&o) < 0 ? 1 : do_create(&o);
+			r = take_snapshot(&o) < 0 ? CB_EXIT_FAILED : do_create(&o);
 			clear_snapshot(&o);
 			if (r == 0 && cancel_requested)
 				r = 128 + (int)cancel_requested;

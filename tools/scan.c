@@ -1,5 +1,6 @@
 /* scan.c: see scan.h. */
 #include "scan.h"
+#include "sstable.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -76,29 +77,12 @@ struct ctx {
 	struct scan_result *res;
 	struct strbuf *err;
 	struct names tags;   /* other tags seen, for the error message */
-	bool *filter_hit;    /* per --keyspace then per --table: matched something */
 };
 
 static bool wanted(struct ctx *c, const char *ks, const char *table)
 {
-	const struct scan_opts *o = c->o;
-	bool any_filter = o->nkeyspaces || o->ntables, hit = false;
-	for (size_t i = 0; i < o->nkeyspaces; i++) {
-		if (strcmp(o->keyspaces[i], ks) == 0) {
-			c->filter_hit[i] = true;
-			hit = true;
-		}
-	}
-	for (size_t i = 0; i < o->ntables; i++) {
-		const char *dot = strchr(o->tables[i], '.');
-		if (dot && (size_t)(dot - o->tables[i]) == strlen(ks) &&
-		    strncmp(o->tables[i], ks, strlen(ks)) == 0 && strcmp(dot + 1, table) == 0) {
-			c->filter_hit[o->nkeyspaces + i] = true;
-			hit = true;
-		}
-	}
-	if (any_filter)
-		return hit; /* an explicit request includes system keyspaces too */
+	if (!selection_is_empty(c->o->sel))
+		return selection_matches(c->o->sel, ks, table); /* a named system table is wanted */
 	return c->o->include_system || !is_system_keyspace(ks);
 }
 
@@ -262,9 +246,15 @@ static int add_file(struct ctx *c, struct scan_table *t, const struct place *dir
 	f->rel = f->src + strlen(dir->data_dir) + 1;
 	c->res->nfiles++;
 	c->res->bytes += (uint64_t)st->st_size;
-	if (idx < 0 && strcmp(name, "schema.cql") == 0 && !t->schema_cql) {
+	char **keep = NULL;
+	if (idx < 0 && strcmp(name, "schema.cql") == 0)
+		keep = &t->schema_cql;
+	else if (idx < 0 && strcmp(name, "manifest.json") == 0)
+		keep = &t->manifest;
+	if (keep && !*keep) {
 		int fd = openat(dir->fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-		int r = read_fd_small(fd < 0 ? -errno : fd, 1 << 20, &t->schema_cql, NULL);
+		int r = read_fd_small(fd < 0 ? -errno : fd, 16 << 20, keep,
+				      keep == &t->manifest ? &t->manifest_len : NULL);
 		if (r < 0) {
 			sb_printf(c->err, "cannot read %s: %s", path, strerror(-r));
 			return r;
@@ -518,50 +508,49 @@ static int cmp_table(const void *a, const void *b)
 	return r ? r : strcmp(x->table, y->table);
 }
 
+/* The one-line reason the scan found no table, into err. */
+static void explain_nothing(struct ctx *c)
+{
+	const struct scan_opts *o = c->o;
+	struct scan_result *res = c->res;
+	if (c->tags.n) {
+		qsort(c->tags.v, c->tags.n, sizeof(char *), cmp_str);
+		sb_printf(c->err, "snapshot %s: not found in the selected tables; snapshots present: ",
+			  o->tag);
+		for (size_t i = 0; i < c->tags.n && i < 20; i++)
+			sb_printf(c->err, "%s%s", i ? ", " : "", c->tags.v[i]);
+		if (c->tags.n > 20)
+			sb_printf(c->err, ", ... (%zu in all)", c->tags.n);
+	} else if (res->nskipped) {
+		sb_printf(c->err, "snapshot %s: not found; symbolic links are not followed, and "
+			  "%zu were skipped (%s%s)", o->tag, res->nskipped, res->skipped[0],
+			  res->nskipped > 1 ? ", ..." : "");
+	} else {
+		sb_printf(c->err, "snapshot %s: not found; the selected tables have no snapshots "
+			  "(take one with 'nodetool snapshot -t %s')", o->tag, o->tag);
+	}
+}
+
 int scan_snapshot(const struct scan_opts *o, struct scan_result *res, struct strbuf *err)
 {
 	*res = (struct scan_result){0};
 	struct ctx c = {.o = o, .res = res, .err = err};
-	c.filter_hit = calloc(o->nkeyspaces + o->ntables + 1, sizeof(bool));
-	if (!c.filter_hit)
-		return -ENOMEM;
 	int r = 0;
-	for (size_t i = 0; r == 0 && i < o->ntables; i++) {
-		if (!strchr(o->tables[i], '.')) {
-			sb_printf(err, "--table %s: expected KEYSPACE.TABLE", o->tables[i]);
-			r = -EINVAL;
-		}
+	if (o->ndata_dirs && stat(o->data_dirs[0], &res->root_st) < 0) {
+		r = -errno;
+		sb_printf(err, "data directory %s: %s", o->data_dirs[0], strerror(-r));
 	}
 	for (size_t i = 0; r == 0 && i < o->ndata_dirs; i++)
 		r = scan_data_dir(&c, o->data_dirs[i]);
-	for (size_t i = 0; r == 0 && i < o->nkeyspaces + o->ntables; i++) {
-		if (!c.filter_hit[i]) {
-			if (i < o->nkeyspaces)
-				sb_printf(err, "keyspace %s: not found in the data directories", o->keyspaces[i]);
-			else
-				sb_printf(err, "table %s: not found in the data directories",
-					  o->tables[i - o->nkeyspaces]);
-			r = -ENOENT;
-		}
+	const struct selection_entry *miss = r == 0 ? selection_unmatched(o->sel) : NULL;
+	if (miss) {
+		sb_selection_entry(err, miss);
+		sb_puts(err, ": not found in the data directories");
+		r = -ENOENT;
 	}
 	if (r == 0 && res->ntables == 0) {
+		explain_nothing(&c);
 		r = -ENOENT;
-		if (c.tags.n) {
-			qsort(c.tags.v, c.tags.n, sizeof(char *), cmp_str);
-			sb_printf(err, "snapshot %s: not found in the selected tables; snapshots present: ",
-				  o->tag);
-			for (size_t i = 0; i < c.tags.n && i < 20; i++)
-				sb_printf(err, "%s%s", i ? ", " : "", c.tags.v[i]);
-			if (c.tags.n > 20)
-				sb_printf(err, ", ... (%zu in all)", c.tags.n);
-		} else if (res->nskipped) {
-			sb_printf(err, "snapshot %s: not found; symbolic links are not followed, and "
-				  "%zu were skipped (%s%s)", o->tag, res->nskipped, res->skipped[0],
-				  res->nskipped > 1 ? ", ..." : "");
-		} else {
-			sb_printf(err, "snapshot %s: not found; the selected tables have no snapshots "
-				  "(take one with 'nodetool snapshot -t %s')", o->tag, o->tag);
-		}
 	}
 	if (r == 0) {
 		qsort(res->tables, res->ntables, sizeof(*res->tables), cmp_table);
@@ -570,13 +559,49 @@ int scan_snapshot(const struct scan_opts *o, struct scan_result *res, struct str
 			      cmp_file);
 	}
 	names_free(&c.tags);
-	free(c.filter_hit);
 	if (r < 0) {
 		if (err->len == 0)
 			sb_printf(err, "scanning data directories: %s", strerror(-r));
 		scan_result_free(res);
 	}
 	return r;
+}
+
+struct missing_ctx {
+	const struct scan_table *t;
+	struct strv *missing;
+};
+
+static bool scanned(const struct scan_table *t, const char *dir, size_t dlen, const char *name)
+{
+	int idx = -1;
+	for (size_t i = 0; dlen && i < t->ndirs; i++)
+		if (strlen(t->dirs[i].name) == dlen && !strncmp(t->dirs[i].name, dir, dlen))
+			idx = (int)i;
+	if (dlen && idx < 0)
+		return false;
+	for (size_t i = 0; i < t->nfiles; i++)
+		if (t->files[i].dir == idx && !strcmp(t->files[i].name, name))
+			return true;
+	return false;
+}
+
+static int note_missing(void *ctx, const char *file)
+{
+	struct missing_ctx *m = ctx;
+	const char *slash = strrchr(file, '/');
+	size_t dlen = slash ? (size_t)(slash - file) : 0;
+	if (scanned(m->t, file, dlen, slash ? slash + 1 : file))
+		return 0;
+	return strv_push(m->missing, file);
+}
+
+int scan_table_missing(const struct scan_table *t, struct strv *missing)
+{
+	if (!t->manifest)
+		return 0;
+	struct missing_ctx m = {.t = t, .missing = missing};
+	return manifest_files_each(t->manifest, t->manifest_len, note_missing, &m);
 }
 
 void scan_result_free(struct scan_result *res)
@@ -596,6 +621,7 @@ void scan_result_free(struct scan_result *res)
 		free(t->table_id);
 		free(t->dirname);
 		free(t->schema_cql);
+		free(t->manifest);
 	}
 	free(res->tables);
 	for (size_t i = 0; i < res->nskipped; i++)

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <sys/stat.h>
 
+#include "cli.h"
 #include "util.h"
 
 struct scan_file {
@@ -48,16 +49,16 @@ struct scan_table {
 	struct scan_dir *dirs;
 	size_t ndirs;
 	char *schema_cql; /* contents of schema.cql, or NULL */
+	char *manifest;   /* contents of manifest.json (the first copy found), or NULL */
+	size_t manifest_len;
 };
 
 struct scan_opts {
-	char **data_dirs;
+	char *const *data_dirs;
 	size_t ndata_dirs;
 	const char *tag;
-	char **keyspaces; /* --keyspace */
-	size_t nkeyspaces;
-	char **tables;    /* --table KS.TABLE */
-	size_t ntables;
+	struct selection *sel; /* --keyspace/--table; empty: every table (system ones only with
+				* include_system). Entries that match nothing fail the scan. */
 	bool include_system;
 };
 
@@ -68,6 +69,7 @@ struct scan_result {
 	uint64_t bytes;
 	char **skipped;  /* paths of symlinks not followed */
 	size_t nskipped;
+	struct stat root_st; /* of the first data directory */
 };
 
 /* Scans. On failure, err holds a one-line reason naming the thing that failed. */
@@ -79,5 +81,11 @@ void scan_result_free(struct scan_result *res);
 int scan_open_file(const struct scan_file *f);
 
 bool is_system_keyspace(const char *ks);
+
+/* The Data.db files t's manifest.json lists that the scan did not find (in any data directory
+ * scanned), appended to missing as "NAME" or ".<index>/NAME". 0 (also for a
+ * table without manifest.json: older Cassandra wrote none), -EINVAL when the manifest has no
+ * "files" list, -ENOMEM. */
+int scan_table_missing(const struct scan_table *t, struct strv *missing);
 
 #endif
