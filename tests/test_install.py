@@ -21,7 +21,7 @@ from conftest import BUILD, CASSBACKUP, MOUNT, REPO, cb, make_sample, mounted, r
 COMPLETION = os.path.join(REPO, 'completion', 'cassbackup')
 BASH_COMPLETION = '/usr/share/bash-completion/bash_completion'
 MESON = shutil.which('meson') or '/usr/bin/meson'
-COMMANDS = ['init', 'create', 'list', 'verify', 'restore', 'load', 'validate-config']
+COMMANDS = ['init', 'create', 'list', 'forget', 'unlock', 'verify', 'restore', 'load', 'validate-config']
 
 
 def build_options():
