@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # The test command (README.md): installs dependencies, builds, and runs every test twice:
-# once in a plain build, once under AddressSanitizer + UndefinedBehaviorSanitizer.
+# once in a plain build, once under AddressSanitizer + UndefinedBehaviorSanitizer; then every
+# fuzz target for FUZZ_SECONDS (default 20) each under libFuzzer.
 # Needs root: the tests mount FUSE and tmpfs file systems for real.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tools/install-deps.sh
+bash tools/install-deps.sh clang
+# s3rver, the second S3 server the object-storage tests run against (moto_server is the first,
+# from Python's moto where installed). Without it those tests skip, saying so.
+if [ ! -x build-node/node_modules/.bin/s3rver ] && command -v npm >/dev/null; then
+	mkdir -p build-node
+	(cd build-node && npm install --no-audit --no-fund --silent s3rver@3.7.1 >/dev/null 2>&1) ||
+		echo "tests/run.sh: npm could not install s3rver; its tests will skip" >&2
+fi
 [ -e /dev/fuse ] || { echo "tests/run.sh: /dev/fuse is missing; the mount tests need FUSE" >&2; exit 1; }
 
 setup() { # builddir, options...
@@ -26,3 +34,5 @@ echo "== plain build"
 meson test -C build --print-errorlogs -v
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
 meson test -C build-sanitize --print-errorlogs -v
+echo "== fuzzing every parser of store bytes (libFuzzer, ${FUZZ_SECONDS:-20} s each)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash tests/fuzz/run.sh
