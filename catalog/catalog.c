@@ -705,9 +705,9 @@ static int read_loc(catalog *c, sqlite3_stmt *st, int first, int64_t row, struct
 	if (nowhere)
 		loc->offset = 0; /* no pack the catalog knows holds these bytes: reads find none */
 	else if (!col_size(st, first + 2, &loc->offset))
-		return bad_row(c, row, "blob offset out of range");
+		return bad_row(c, row, "blob offset or size out of range");
 	if (!col_size(st, first + 3, &loc->size))
-		return bad_row(c, row, "blob size out of range");
+		return bad_row(c, row, "blob offset or size out of range");
 	if (sqlite3_column_bytes(st, first + 4) != 32)
 		return bad_row(c, row, "blob has no valid SHA-256");
 	memcpy(loc->sha256, sqlite3_column_blob(st, first + 4), 32);
