@@ -17,7 +17,8 @@ _Static_assert(CB_SIZE_MAX == 4611686018427387903, "CB_SIZE_MAX_SQL");
 
 /* Listing /backups reads only this index: dense pages, even when the rows of thousands of
  * backups are scattered over a large catalog. */
-#define BACKUPS_BY_NAME "CREATE INDEX IF NOT EXISTS backups_by_name ON backups(name, created_ns)"
+#define BACKUPS_BY_NAME \
+	"CREATE INDEX IF NOT EXISTS backups_by_name ON backups(name, created_ns, root_mode, root_uid, root_gid)"
 
 static const char schema_sql[] =
 	"PRAGMA journal_mode=WAL;"
@@ -72,7 +73,13 @@ static const char schema_sql[] =
 /* Columns every node query returns: id, name, size, mode, uid, gid, mtime_ns. */
 #define NODE_COLS_DIR(t) "id, name, 0, mode, uid, gid, mtime_ns FROM " t
 #define NODE_COLS_FILE "id, name, size, mode, uid, gid, mtime_ns FROM files"
-#define BACKUP_COLS "id, name, 0, 16877, -1, -1, created_ns FROM backups" /* 040755 */
+/* A backup's directory carries the protection its data directory had (040000 | mode, owner,
+ * group), so a user who could not read the data cannot read its backup; 040755 and the
+ * mounting user when none was recorded. */
+#define BACKUP_COLS                                                                              \
+	"id, name, 0, CASE WHEN root_mode > 0 THEN 16384 | root_mode ELSE 16877 END,"            \
+	" CASE WHEN root_mode > 0 THEN root_uid ELSE -1 END,"                                   \
+	" CASE WHEN root_mode > 0 THEN root_gid ELSE -1 END, created_ns FROM backups"
 
 enum stmt {
 	ST_BEGIN,

@@ -204,7 +204,8 @@ static int create_catalog(const char *path)
 	int r = sb_printf(&tmp, "%s.new-%d", path, (int)getpid());
 	if (r == 0 && (r = catalog_open(&c, tmp.buf, CATALOG_CREATE)) == 0) {
 		catalog_close(c);
-		r = link(tmp.buf, path) < 0 ? -errno : 0;
+		/* private, whatever the umask (its -wal and -shm files take the same mode) */
+		r = chmod(tmp.buf, 0600) < 0 ? -errno : link(tmp.buf, path) < 0 ? -errno : 0;
 	}
 	if (tmp.buf)
 		unlink(tmp.buf);
