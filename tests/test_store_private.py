@@ -56,3 +56,38 @@ def check_protection(store, mnt):
         p = as_nobody('ls', m.path('b'))                        # its data is not readable
         assert p.returncode != 0 and 'Permission denied' in p.stderr
         assert as_nobody('cat', m.path('b', 'shop', 'orders', 'nb-1-big-Data.db')).returncode != 0
+
+
+def test_read_only_store_is_listed_verified_mounted_and_restored(store, tmp_path):
+    """A read-only store (a snapshot, a read-only bind mount, a disaster-recovery copy without
+    the catalog's -wal/-shm files) works for everything that only reads: its catalog is rebuilt
+    in the cache directory when the store's own cannot be written."""
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '64', '--data-dirs', '1', '--keyspaces', '1',
+                      '--tables', '1', '--sstables', '2', '--no-index', '--no-clutter')
+    dirs = sample_dirs(src)
+    cb('create', '--store', store, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    want = cb('list', '--store', store, '--json').stdout
+    copy = str(tmp_path / 'dr-copy')
+    shutil.copytree(store, copy)
+    for suffix in ('-wal', '-shm'):
+        if os.path.exists(os.path.join(copy, 'catalog.db' + suffix)):
+            os.unlink(os.path.join(copy, 'catalog.db' + suffix))
+    ro = str(tmp_path / 'ro')
+    os.makedirs(ro)
+    subprocess.run(['mount', '--bind', copy, ro], check=True)
+    try:
+        subprocess.run(['mount', '-o', 'remount,ro,bind', ro], check=True)
+        env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+        assert cb('list', '--store', ro, '--json', env=env).stdout == want
+        cb('verify', '--store', ro, 'b', env=env)
+        live = tmp_path / 'live' / 'shop'
+        os.makedirs(live / 'orders-0123456789abcdef0123456789abcdef')
+        cb('restore', '--store', ro, 'b', '--data-dir', tmp_path / 'live', env=env)
+        assert os.listdir(live / 'orders-0123456789abcdef0123456789abcdef')
+        with mounted(ro, str(tmp_path / 'mnt'), env=env) as m:
+            assert os.listdir(m.path('b', 'shop', 'orders'))
+        p = cb('create', '--store', ro, '--name', 'x', *data_dir_args(dirs), '--snapshot', 'nightly-1',
+               env=env, check=False)
+        assert p.returncode != 0 and 'Read-only file system' in p.stderr, p.stderr
+    finally:
+        subprocess.run(['umount', ro], check=True)
