@@ -97,6 +97,7 @@ enum stmt {
 	ST_ADD_FILE,
 	ST_LIST_PACKS,
 	ST_PACK_SHA,
+	ST_ROOT_ATTR,
 	ST_FIND_ANY_BLOB,
 	ST_ADD_BLOB_LOC,
 	ST_BACKUP_NAMES,
@@ -181,6 +182,8 @@ static const char *const stmt_sql[ST__COUNT] = {
 			" mtime_ns, blob_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 	[ST_LIST_PACKS] = "SELECT id, path FROM packs ORDER BY id",
 	[ST_PACK_SHA] = "SELECT table_sha256 FROM packs WHERE id = ?1",
+	[ST_ROOT_ATTR] = "SELECT root_mode, root_uid, root_gid FROM backups WHERE root_mode > 0"
+			 " ORDER BY created_ns DESC LIMIT 1",
 	[ST_GET_BACKUP_BY_NAME] =
 		"SELECT b.id, b.name, b.node, b.cluster, b.datacenter, b.host_id, b.snapshot_tag,"
 		" b.created_ns, b.files, b.bytes, b.new_bytes, b.stored_bytes,"
@@ -887,7 +890,10 @@ static bool read_node(sqlite3_stmt *st, enum cb_node_kind kind, struct cb_node *
 	return true;
 }
 
-static void special_node(uint64_t ino, struct cb_node *n)
+/* The root and /backups: the protection of the newest backup's data directory (a user who
+ * could not read the data directory cannot list its backups), 0755 and the mounting user when
+ * no backup recorded one. */
+static void special_node(catalog *c, uint64_t ino, struct cb_node *n)
 {
 	*n = (struct cb_node){
 		.ino = ino,
@@ -897,6 +903,13 @@ static void special_node(uint64_t ino, struct cb_node *n)
 		.gid = CB_OWNER_UNSET,
 	};
 	snprintf(n->name, sizeof(n->name), "%s", ino == CB_INO_ROOT ? "" : "backups");
+	sqlite3_stmt *st = stmt(c, ST_ROOT_ATTR);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		n->mode = S_IFDIR | ((uint32_t)sqlite3_column_int64(st, 0) & 07777);
+		n->uid = (uint32_t)sqlite3_column_int64(st, 1);
+		n->gid = (uint32_t)sqlite3_column_int64(st, 2);
+	}
+	sqlite3_reset(st);
 }
 
 /* Runs a node query bound to (?1 = id, ?2 = name) and reads its single row. */
@@ -922,7 +935,7 @@ int catalog_node_get(catalog *c, uint64_t ino, struct cb_node *out)
 	case CB_NODE_SPECIAL:
 		if (ino != CB_INO_ROOT && ino != CB_INO_BACKUPS)
 			return -ENOENT;
-		special_node(ino, out);
+		special_node(c, ino, out);
 		return 0;
 	case CB_NODE_BACKUP: return node_query(c, ST_GET_BACKUP, CB_NODE_BACKUP, row, NULL, out);
 	case CB_NODE_KEYSPACE: return node_query(c, ST_GET_KEYSPACE, CB_NODE_KEYSPACE, row, NULL, out);
@@ -942,7 +955,7 @@ int catalog_node_lookup(catalog *c, uint64_t parent, const char *name, struct cb
 		if (parent == CB_INO_ROOT) {
 			if (strcmp(name, "backups") != 0)
 				return -ENOENT;
-			special_node(CB_INO_BACKUPS, out);
+			special_node(c, CB_INO_BACKUPS, out);
 			return 0;
 		}
 		if (parent != CB_INO_BACKUPS)
@@ -991,7 +1004,7 @@ int catalog_node_list(catalog *c, uint64_t parent,
 	switch (CB_INO_KIND(parent)) {
 	case CB_NODE_SPECIAL:
 		if (parent == CB_INO_ROOT) {
-			special_node(CB_INO_BACKUPS, &n);
+			special_node(c, CB_INO_BACKUPS, &n);
 			return cb(ctx, &n);
 		}
 		if (parent != CB_INO_BACKUPS)

@@ -50,10 +50,10 @@ def test_backup_directory_keeps_the_data_directory_protection(store, tmp_path):
 
 def check_protection(store, mnt):
     with mounted(store, mnt) as m:
-        st = os.stat(m.path('b'))
-        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, 4242, 4343)
-        assert 'b' in as_nobody('ls', m.path()).stdout        # the name is listed
-        p = as_nobody('ls', m.path('b'))                        # its data is not readable
+        for path in (m.mnt, m.path(), m.path('b')):  # the root, /backups, the backup
+            st = os.stat(path)
+            assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, 4242, 4343), path
+        p = as_nobody('ls', m.path())                           # not even the names
         assert p.returncode != 0 and 'Permission denied' in p.stderr
         assert as_nobody('cat', m.path('b', 'shop', 'orders', 'nb-1-big-Data.db')).returncode != 0
 
