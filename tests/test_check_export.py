@@ -435,3 +435,11 @@ def test_reindex_names_what_it_cannot_take_in(two_days):
     assert any(l.startswith(f'not indexed: {os.path.relpath(pack, store)}: damaged trailer or seek table')
                for l in lines)
     assert [b['name'] for b in backup_list(store)] == ['day2']
+
+
+def test_empty_store(store):
+    rc, res = check(store, '--read-data')
+    assert rc == 0 and res['summary']['packs'] == 0 and res['summary']['backups'] == 0
+    assert cb('reindex', '--store', store).stdout == f'reindexed {store}: 0 backups, 0 packs\n'
+    p = cb('export', '--store', store, 'x', check=False)
+    assert p.returncode == 3 and len(p.stderr.splitlines()) == 1

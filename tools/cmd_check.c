@@ -93,6 +93,20 @@ struct check {
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
+/* qsort, for arrays that may be empty (and NULL), which qsort itself may not be given. */
+static void sort(void *v, size_t n, size_t size, int (*cmp)(const void *, const void *))
+{
+	if (n)
+		qsort(v, n, size, cmp);
+}
+
+/* memcpy of n elements from an array that may be empty (and NULL). */
+static void copy(void *dst, const void *src, size_t n, size_t size)
+{
+	if (n)
+		memcpy(dst, src, n * size);
+}
+
 static void note(struct check *c, struct strv *v, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void note(struct check *c, struct strv *v, const char *fmt, ...)
 {
@@ -268,7 +282,7 @@ static void reconcile(struct check *c)
 		problem(c, "catalog.db: cannot list its packs: %s", catalog_why(cat, r, why, sizeof(why)));
 		return;
 	}
-	qsort(c->known, c->nknown, sizeof(*c->known), cmp_named);
+	sort(c->known, c->nknown, sizeof(*c->known), cmp_named);
 	r = store_reconcile(c->s, RECONCILE_PACKS, &c->rs, &err);
 	if (r < 0) {
 		problem(c, "catalog.db: %s ('cassbackup reindex' rebuilds it)", err.buf ? err.buf : strerror(-r));
@@ -325,8 +339,8 @@ static bool blobs_disjoint(struct check *c, struct cpack *p)
 		c->oom = true;
 		return true;
 	}
-	memcpy(v, p->idx.blobs, n * sizeof(*v));
-	qsort(v, n, sizeof(*v), cmp_pack_blob_offset);
+	copy(v, p->idx.blobs, n, sizeof(*v));
+	sort(v, n, sizeof(*v), cmp_pack_blob_offset);
 	bool ok = true;
 	for (size_t i = 1; ok && i < n; i++) {
 		if (v[i - 1].size && v[i - 1].offset + v[i - 1].size > v[i].offset) {
@@ -375,7 +389,7 @@ static int check_packs(struct check *c)
 	int r = cb_backend_list(store_backend(c->s), "packs/", on_pack_key, c);
 	if (r < 0)
 		return r;
-	qsort(c->packs, c->npacks, sizeof(*c->packs), cmp_pack);
+	sort(c->packs, c->npacks, sizeof(*c->packs), cmp_pack);
 	size_t n = 0;
 	for (size_t i = 0; i < c->npacks && !cancel_requested; i++) {
 		check_pack(c, &c->packs[i]);
@@ -395,7 +409,7 @@ static int check_packs(struct check *c)
 			c->blob_bytes += b->size;
 		}
 	}
-	qsort(c->blobs, c->nblobs, sizeof(*c->blobs), cmp_blobref);
+	sort(c->blobs, c->nblobs, sizeof(*c->blobs), cmp_blobref);
 	for (size_t i = 0; i < c->nknown; i++) /* packs the catalog had */
 		if (!pack_find(c, c->known[i].name))
 			information(c, "%s: catalog.db knew this pack; the store no longer has it",
@@ -509,8 +523,8 @@ static int read_pack(struct check *c, pack_cache *pc, size_t i, sha256_ctx *h, u
 		seek_table_free(t);
 		return -ENOMEM;
 	}
-	memcpy(pr.order, p->idx.blobs, pr.n * sizeof(*pr.order));
-	qsort(pr.order, pr.n, sizeof(*pr.order), cmp_pack_blob_offset);
+	copy(pr.order, p->idx.blobs, pr.n, sizeof(*pr.order));
+	sort(pr.order, pr.n, sizeof(*pr.order), cmp_pack_blob_offset);
 	for (uint32_t f = 0; f < t->frames && !cancel_requested; f++)
 		read_frame(&pr, pc, t, f, buf);
 	while (pr.next < pr.n && !cancel_requested) /* empty blobs at the very end */
@@ -624,7 +638,7 @@ static int manifest_files(const struct manifest *m, struct cfiles *l)
 		}
 	}
 	if (r == 0)
-		qsort(l->v, l->n, sizeof(*l->v), cmp_cfile);
+		sort(l->v, l->n, sizeof(*l->v), cmp_cfile);
 	return r;
 }
 
@@ -683,7 +697,7 @@ static int catalog_files(catalog *cat, int64_t id, struct cfiles *out)
 	}
 	free(w.t);
 	if (r == 0)
-		qsort(w.files.v, w.files.n, sizeof(*w.files.v), cmp_cfile);
+		sort(w.files.v, w.files.n, sizeof(*w.files.v), cmp_cfile);
 	*out = w.files;
 	return r;
 }
@@ -803,10 +817,10 @@ static int check_manifests(struct check *c)
 	catalog *cat = store_catalog(c->s);
 	if (r == 0 && c->catalog_ok) {
 		r = catalog_backup_names(cat, on_catalog_backup, c);
-		qsort(c->known, c->nknown, sizeof(*c->known), cmp_named);
+		sort(c->known, c->nknown, sizeof(*c->known), cmp_named);
 	}
 	if (r == 0 && names.n)
-		qsort(names.v, names.n, sizeof(*names.v), cmp_str);
+		sort(names.v, names.n, sizeof(*names.v), cmp_str);
 	for (size_t i = 0; r == 0 && i < names.n && !cancel_requested; i++) {
 		if (!strncmp(names.v[i], "backups/", 8))
 			information(c, "%s: not a manifest (not backups/NAME.json), ignored", names.v[i]);
@@ -859,9 +873,9 @@ static size_t blob_differences(struct cpack *p, struct loc_cmp *k)
 	struct pack_blob *v = malloc((n ? n : 1) * sizeof(*v));
 	if (!v)
 		return 0;
-	memcpy(v, p->idx.blobs, n * sizeof(*v));
-	qsort(v, n, sizeof(*v), cmp_pack_blob);
-	qsort(k->v, k->n, sizeof(*k->v), cmp_pack_blob);
+	copy(v, p->idx.blobs, n, sizeof(*v));
+	sort(v, n, sizeof(*v), cmp_pack_blob);
+	sort(k->v, k->n, sizeof(*k->v), cmp_pack_blob);
 	while (i < n || j < k->n) {
 		int d = i == n ? 1 : j == k->n ? -1 : cmp_pack_blob(&v[i], &k->v[j]);
 		differ += d != 0;

@@ -178,7 +178,8 @@ static int execute(struct reindex *x)
 		printf("reindexed %s: %zu backup%s, %zu pack%s\n", shown ? shown : "", x->backups,
 		       x->backups == 1 ? "" : "s", x->packs, x->packs == 1 ? "" : "s");
 		fflush(stdout);
-		qsort(x->known.v, x->known.n, sizeof(*x->known.v), cmp_str);
+		if (x->known.n)
+			qsort(x->known.v, x->known.n, sizeof(*x->known.v), cmp_str);
 		r = cb_backend_list(store_backend(x->s), "backups/", on_store_key, &u) ?:
 		    cb_backend_list(store_backend(x->s), "packs/", on_store_key, &u);
 	}
