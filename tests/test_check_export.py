@@ -121,7 +121,7 @@ def test_check_missing_pack(store, two_days):
     # every file of day1 lost its bytes, and so did day2's files it shared with day1
     lost1 = named(res['problems'], 'backup day1: ')
     lost2 = named(res['problems'], 'backup day2: ')
-    assert all("are in no pack's index" in p for p in lost1 + lost2)
+    assert all("are in no intact pack's index" in p for p in lost1 + lost2)
     assert len(lost1) == sum(len(f) for f in snapshot_tables(two_days[1], 'nightly-1').values())
     assert 0 < len(lost2) < sum(len(f) for f in snapshot_tables(two_days[1], 'nightly-2').values())
     assert any(i.startswith(key + ': catalog.db knew this pack') for i in res['info']), res['info']

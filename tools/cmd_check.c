@@ -613,8 +613,8 @@ static void check_files(struct check *c, const char *backup, const struct cfiles
 		}
 		c->bytes += f->size;
 		if (!first)
-			problem(c, "backup %s: %s: its bytes (SHA-256 %s..., %llu bytes) are in no pack's index",
-				backup, f->path, hex16(f->sha, h), (unsigned long long)f->size);
+			problem(c, "backup %s: %s: its bytes (SHA-256 %s..., %llu bytes) are in no intact "
+				"pack's index", backup, f->path, hex16(f->sha, h), (unsigned long long)f->size);
 		else if (!good)
 			problem(c, "backup %s: %s: its bytes are damaged in %s", backup, f->path,
 				c->packs[first->pack].key);
