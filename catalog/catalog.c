@@ -1109,3 +1109,96 @@ int catalog_file_path(catalog *c, uint64_t ino, char *out, size_t outlen)
 			 name);
 	return done(c, st, n < 0 || (size_t)n >= outlen ? -ERANGE : 0);
 }
+
+/* --- for check and export ---------------------------------------------------------------- */
+
+/* A statement for a query that runs once per command: prepared here, finalized by the caller. */
+static int prepare_once(catalog *c, const char *sql, sqlite3_stmt **st)
+{
+	int rc = sqlite3_prepare_v2(c->db, sql, -1, st, NULL);
+	return rc == SQLITE_OK ? 0 : cerr(c, rc);
+}
+
+/* Ends a walk over st: finalizes it and returns r, or SQLite's error when the walk ended with
+ * one (rc is the last sqlite3_step result). */
+static int finish_walk(catalog *c, sqlite3_stmt *st, int rc, int r)
+{
+	if (r == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
+		r = cerr(c, rc);
+	sqlite3_finalize(st);
+	return r;
+}
+
+static int read_pack_row(catalog *c, sqlite3_stmt *st, struct cb_pack_row *p)
+{
+	sqlite3_int64 frames = sqlite3_column_int64(st, 3);
+	*p = (struct cb_pack_row){.id = sqlite3_column_int64(st, 0), .path = col_text(st, 1)};
+	if (!pack_path_ok(p->path))
+		return bad_row(c, p->id, "invalid pack path");
+	if (!col_size(st, 2, &p->size) || !col_size(st, 5, &p->index_offset) ||
+	    !col_size(st, 6, &p->index_size) || frames < 0 || frames > UINT32_MAX)
+		return bad_row(c, p->id, "pack size out of range");
+	if (sqlite3_column_bytes(st, 4) != 32)
+		return bad_row(c, p->id, "pack hash is not 32 bytes");
+	p->frames = (uint32_t)frames;
+	memcpy(p->table_sha256, sqlite3_column_blob(st, 4), 32);
+	return 0;
+}
+
+int catalog_pack_rows(catalog *c, int (*cb)(void *ctx, const struct cb_pack_row *p), void *ctx)
+{
+	sqlite3_stmt *st;
+	int rc = SQLITE_DONE, r = prepare_once(c, "SELECT id, path, size, frames, table_sha256,"
+						" index_offset, index_size FROM packs ORDER BY path", &st);
+	if (r < 0)
+		return r;
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cb_pack_row p;
+		r = read_pack_row(c, st, &p) ?: cb(ctx, &p);
+	}
+	return finish_walk(c, st, rc, r);
+}
+
+int catalog_pack_blobs(catalog *c, int64_t pack_id,
+		       int (*cb)(void *ctx, const unsigned char sha256[32], uint64_t size,
+				 uint64_t offset),
+		       void *ctx)
+{
+	sqlite3_stmt *st;
+	int rc = SQLITE_DONE, r = prepare_once(c, "SELECT b.id, b.sha256, b.size, l.offset FROM blob_locs l"
+						" JOIN blobs b ON b.id = l.blob_id WHERE l.pack_id = ?1"
+						" ORDER BY l.offset", &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, pack_id);
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		uint64_t size, off;
+		int64_t row = sqlite3_column_int64(st, 0);
+		if (sqlite3_column_bytes(st, 1) != 32)
+			r = bad_row(c, row, "blob has no valid SHA-256");
+		else if (!col_size(st, 2, &size) || !col_size(st, 3, &off))
+			r = bad_row(c, row, "blob size or offset out of range");
+		else
+			r = cb(ctx, sqlite3_column_blob(st, 1), size, off);
+	}
+	return finish_walk(c, st, rc, r);
+}
+
+int catalog_blob_location(catalog *c, const unsigned char sha256[32], uint64_t size,
+			  struct cb_blob_loc *out)
+{
+	sqlite3_stmt *st;
+	int r = prepare_once(c, "SELECT b.id, b.pack_id, p.path, b.offset, b.size, b.sha256 FROM blobs b"
+				" LEFT JOIN packs p ON p.id = b.pack_id"
+				" WHERE b.sha256 = ?1 AND b.size = ?2", &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_blob(st, 1, sha256, 32, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		memset(out, 0, sizeof(*out));
+		r = read_loc(c, st, 1, sqlite3_column_int64(st, 0), out) ?: 1;
+	}
+	return finish_walk(c, st, rc, r);
+}

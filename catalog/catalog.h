@@ -256,4 +256,31 @@ int catalog_file_path(catalog *c, uint64_t ino, char *out, size_t outlen);
 int catalog_node_xattrs(catalog *c, uint64_t ino,
 			int (*cb)(void *ctx, const char *name, const char *value), void *ctx);
 
+/* --- for check and export (prepared per call: these run once per command) --------------- */
+
+struct cb_pack_row {
+	int64_t id;
+	const char *path;
+	uint64_t size;
+	uint32_t frames;
+	unsigned char table_sha256[32];
+	uint64_t index_offset, index_size;
+};
+/* Calls cb for every pack row, by path; strings valid during the call. A row whose path,
+ * sizes or hash are impossible stops the walk with -EUCLEAN (catalog_errmsg says which). */
+int catalog_pack_rows(catalog *c, int (*cb)(void *ctx, const struct cb_pack_row *p), void *ctx);
+
+/* Calls cb for every blob the catalog says pack pack_id holds (its blob_locs), with the blob's
+ * SHA-256, size and offset in that pack's tar stream. -EUCLEAN for an impossible row. */
+int catalog_pack_blobs(catalog *c, int64_t pack_id,
+		       int (*cb)(void *ctx, const unsigned char sha256[32], uint64_t size,
+				 uint64_t offset),
+		       void *ctx);
+
+/* Where the content (sha256, size) is read from: 1 and *out (pack_id 0 and pack_path "" when
+ * no pack the catalog knows holds it), 0 when the catalog has no such blob, -EUCLEAN for an
+ * impossible row, or -errno. */
+int catalog_blob_location(catalog *c, const unsigned char sha256[32], uint64_t size,
+			  struct cb_blob_loc *out);
+
 #endif

@@ -525,7 +525,7 @@ static int reconcile_packs(struct store *s, struct reconcile_stats *st, struct s
 	struct namelist have = {0}, known = {0};
 	int r = cb_backend_list(s->b, "packs/", on_pack_key, &have) ?:
 		catalog_list_packs(s->cat, on_catalog_pack, &known);
-	if (r == 0)
+	if (r == 0 && have.n) /* qsort's array may not be NULL, even empty */
 		qsort(have.v, have.n, sizeof(*have.v), cmp_named);
 	for (size_t i = 0; r == 0 && i < known.n; i++) {
 		struct named *h = namelist_find(&have, known.v[i].name);
@@ -577,7 +577,7 @@ static int reconcile_backups(struct store *s, struct reconcile_stats *st, struct
 	struct namelist have = {0}, known = {0};
 	int r = cb_backend_list(s->b, "backups/", on_manifest_key, &have) ?:
 		catalog_backup_names(s->cat, on_catalog_backup, &known);
-	if (r == 0)
+	if (r == 0 && have.n) /* qsort's array may not be NULL, even empty */
 		qsort(have.v, have.n, sizeof(*have.v), cmp_named);
 	for (size_t i = 0; r == 0 && i < known.n; i++) {
 		struct named *h = namelist_find(&have, known.v[i].name);

@@ -1,5 +1,6 @@
 /* cli.c: see cli.h. */
 #include "cli.h"
+#include "lock.h"
 #include "store.h"
 
 #include <ctype.h>
@@ -85,6 +86,49 @@ int open_store_quiet(const char *root, int flags, catalog **out)
 	if (r == -EROFS && !cb_location_is_remote(root) && statvfs(root, &vfs) == 0 &&
 	    !(vfs.f_flag & ST_RDONLY))
 		r = -EACCES;
+	return r;
+}
+
+int cli_store_open(const char *location, int flags, struct store **out)
+{
+	struct strbuf err = {0};
+	int r = store_open_full(location, flags, out, &err);
+	if (r < 0) {
+		_cleanup_free_ char *shown = cli_escape(location);
+		errorf("cannot open store %s: %s", shown ? shown : "", err.buf ? err.buf : strerror(-r));
+	}
+	sb_free(&err);
+	return r < 0 ? exit_code_for(r) : 0;
+}
+
+static void say_waiting(void *ctx, const struct lock_info *h)
+{
+	(void)ctx;
+	_cleanup_free_ char *cmd = cli_escape(h->command), *host = cli_escape(h->host);
+	errorf("waiting for the %s lock of %s (pid %lld on %s)", h->exclusive ? "exclusive" : "shared",
+	       cmd ? cmd : "", (long long)h->pid, host ? host : "");
+}
+
+int cli_store_lock(struct store *s, const char *location, bool exclusive, const char *command,
+		   int wait_seconds, struct store_lock **out)
+{
+	struct lock_info h;
+	int r = store_lock_take(store_backend(s), exclusive, command, wait_seconds, say_waiting, NULL,
+				out, &h);
+	_cleanup_free_ char *shown = cli_escape(location);
+	if (r == -EROFS) {
+		*out = NULL;
+		return 0;
+	}
+	if (r == -EBUSY) {
+		_cleanup_free_ char *cmd = cli_escape(h.command), *host = cli_escape(h.host);
+		errorf("store %s is locked by %s (pid %lld on %s); try again later, or 'cassbackup "
+		       "unlock' if that process is gone", shown ? shown : "", cmd ? cmd : "",
+		       (long long)h.pid, host ? host : "");
+	} else if (r < 0) {
+		errorf("cannot lock store %s: %s", shown ? shown : "",
+		       *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
+	}
 	return r;
 }
 

@@ -64,6 +64,18 @@ const char *store_open_why(const char *root, int r, char *buf, size_t n);
  * lives in buf (n bytes), which is returned. */
 const char *catalog_why(catalog *cat, int r, char *buf, size_t n);
 
+/* Opens the store at location (store_open_full with flags), or prints one line saying why not
+ * ("cannot open store X: not a cassbackup store (no config)"). 0, or the exit code to return. */
+struct store;
+struct store_lock;
+int cli_store_open(const char *location, int flags, struct store **out);
+
+/* Takes the store's lock for command (exclusive or shared), waiting up to wait_seconds and
+ * saying once whom it waits for, or prints one line naming who holds it. A read-only store
+ * cannot change, so needs no lock: *out is NULL then. 0 or -errno. */
+int cli_store_lock(struct store *s, const char *location, bool exclusive, const char *command,
+		   int wait_seconds, struct store_lock **out);
+
 /* Prints "backup NAME: no such backup in STORE" and, when the store has names close to NAME
  * (edit distance), "; closest: A, B, C". Returns CB_EXIT_MISSING. */
 int report_no_such_backup(catalog *cat, const char *store, const char *name);
@@ -252,5 +264,8 @@ int cmd_verify(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_load(int argc, char **argv);
 int cmd_validate_config(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_reindex(int argc, char **argv);
 
 #endif

@@ -204,32 +204,21 @@ static int mark_names(struct store *s, const char *store, struct flist *l, char 
 
 static int forget(struct fopts *o, char **names, int nnames)
 {
-	struct strbuf err = {0};
 	struct store *s;
-	int r = store_open_full(o->store, o->dry_run ? STORE_READONLY : 0, &s, &err);
-	if (r < 0) {
-		_cleanup_free_ char *shown = cli_escape(o->store);
-		errorf("cannot open store %s: %s", shown ? shown : "", err.buf ? err.buf : strerror(-r));
-		sb_free(&err);
-		return exit_code_for(r);
-	}
+	int rc = cli_store_open(o->store, o->dry_run ? STORE_READONLY : 0, &s);
+	if (rc)
+		return rc;
 	struct flist l = {0};
 	struct store_lock *lock = NULL;
-	struct lock_info holder;
-	int rc = CB_EXIT_OK;
-	r = catalog_list_backups(store_catalog(s), collect, &l);
+	int r = catalog_list_backups(store_catalog(s), collect, &l);
 	for (size_t i = 0; r == 0 && i < l.n; i++)
 		l.v[i].chosen = !o->node || !strcmp(o->node, l.v[i].node);
 	if (r == 0 && nnames)
 		rc = mark_names(s, o->store, &l, names, nnames);
 	else if (r == 0)
 		r = apply_policy(o, &l);
-	if (r == 0 && rc == CB_EXIT_OK && !o->dry_run) {
-		r = store_lock_take(store_backend(s), false, "forget", 60, NULL, NULL, &lock, &holder);
-		if (r == -EBUSY)
-			errorf("store %s is locked by %s (pid %lld on %s)", o->store, holder.command,
-			       (long long)holder.pid, holder.host);
-	}
+	if (r == 0 && rc == CB_EXIT_OK && !o->dry_run)
+		r = cli_store_lock(s, o->store, false, "forget", 60, &lock);
 	unsigned done = 0;
 	if (r == 0 && rc == CB_EXIT_OK && !o->dry_run)
 		r = forget_named(s, &l, &done);
@@ -239,7 +228,7 @@ static int forget(struct fopts *o, char **names, int nnames)
 			report_json(&l, nnames == 0);
 		else
 			report_text(&l, nnames == 0, o->dry_run);
-	} else if (r < 0 && r != -EBUSY && rc == CB_EXIT_OK) {
+	} else if (r < 0 && r != -EBUSY && r != -EROFS && rc == CB_EXIT_OK) {
 		char why[256];
 		errorf("cannot forget: %s", catalog_why(store_catalog(s), r, why, sizeof(why)));
 	}
@@ -247,7 +236,6 @@ static int forget(struct fopts *o, char **names, int nnames)
 		rc = CB_EXIT_FAILED;
 	flist_free(&l);
 	store_close(s);
-	sb_free(&err);
 	return rc;
 }
 

@@ -46,17 +46,12 @@ int cmd_unlock(int argc, char **argv)
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
 	if (rc != CLI_RUN)
 		return rc;
-	struct strbuf err = {0};
 	struct store *s;
-	int r = store_open_full(store, STORE_NO_RECONCILE, &s, &err);
-	if (r < 0) {
-		_cleanup_free_ char *shown = cli_escape(store);
-		errorf("cannot open store %s: %s", shown ? shown : "", err.buf ? err.buf : strerror(-r));
-		sb_free(&err);
-		return exit_code_for(r);
-	}
+	rc = cli_store_open(store, STORE_NO_RECONCILE, &s);
+	if (rc)
+		return rc;
 	unsigned removed = 0;
-	r = store_unlock(store_backend(s), all, &removed);
+	int r = store_unlock(store_backend(s), all, &removed);
 	struct shown sh = {now_ns(), 0};
 	if (r == 0)
 		r = store_lock_list(store_backend(s), show_lock, &sh);
@@ -66,6 +61,5 @@ int cmd_unlock(int argc, char **argv)
 	else
 		printf("removed %u stale lock%s; %u held\n", removed, removed == 1 ? "" : "s", sh.live);
 	store_close(s);
-	sb_free(&err);
 	return r < 0 ? CB_EXIT_FAILED : CB_EXIT_OK;
 }

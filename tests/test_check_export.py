@@ -1,0 +1,445 @@
+"""check, export and reindex on real stores: real packs, real damage, stock tar, a real mount."""
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+import stat
+import subprocess
+
+import pytest
+
+from conftest import (CASSBACKUP, FIXTURE_TAG, backup_list, cb, data_dir_args, make_sample, mounted, packs, read,
+                      run, sample_dirs, snapshot_tables)
+from test_restore_load import rewrite_frame
+
+
+def check(store, *args):
+    p = cb('check', '--store', store, '--json', *args, check=False)
+    assert p.returncode in (0, 1), p.stderr
+    res = json.loads(p.stdout)
+    assert (p.returncode == 1) == bool(res['problems'])
+    return p.returncode, res
+
+
+def blob_offsets(store, pack):
+    """{(file name, offset)} of the blobs the catalog says pack holds."""
+    con = sqlite3.connect(os.path.join(store, 'catalog.db'))
+    rel = os.path.relpath(pack, store)
+    rows = con.execute("SELECT f.name, l.offset FROM blob_locs l JOIN packs p ON p.id = l.pack_id"
+                       " JOIN files f ON f.blob_id = l.blob_id WHERE p.path = ? AND f.size > 100"
+                       " ORDER BY l.offset", (rel,)).fetchall()
+    con.close()
+    return rows
+
+
+def flip_in_blob(pack, offset):
+    """A flipped byte in the blob at offset, re-encoded as a valid zstd frame (see
+    rewrite_frame): only reading the data and comparing SHA-256 can find it."""
+    def flip(plain, at):
+        b = bytearray(plain)
+        b[at + 3] ^= 0x10
+        return bytes(b)
+    rewrite_frame(pack, offset, flip)
+
+
+@pytest.fixture
+def real_backup(store, fixture_tree):
+    cb('create', '--store', store, '--name', 'real', '--data-dir', fixture_tree, '--snapshot', FIXTURE_TAG)
+    return store
+
+
+@pytest.fixture
+def two_days(store, tmp_path):
+    """Two backups, the second sharing most files with the first: its blobs are in two packs."""
+    src = make_sample(str(tmp_path / 'grow'), '--data-kib', '256', '--sstables', '4', '--keyspaces', '2',
+                      '--tables', '2')
+    dirs = sample_dirs(src)
+    before = len(packs(store))
+    cb('create', '--store', store, '--name', 'day1', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    make_sample(src, '--data-kib', '256', '--keyspaces', '2', '--tables', '2', '--grow-percent', '30',
+                '--tag', 'nightly-2', '--seed', '2')
+    cb('create', '--store', store, '--name', 'day2', *data_dir_args(dirs), '--snapshot', 'nightly-2')
+    assert len(packs(store)) == before + 2
+    return store, dirs
+
+
+def small_backups(store, tmp_path, n):
+    """n backups of one small table, each of new bytes: n packs."""
+    for i in range(n):
+        d = tmp_path / f'dd{i}'
+        snap = d / 'ks' / ('t-' + '0' * 32) / 'snapshots' / 'tag'
+        snap.mkdir(parents=True)
+        (snap / 'nb-1-big-Data.db').write_bytes(os.urandom(3000 + i) * 3)
+        (snap / 'nb-1-big-TOC.txt').write_bytes(b'Data.db\nTOC.txt\n' + b'\n' * i)
+        cb('create', '--store', store, '--name', f'b{i}', '--data-dir', str(d), '--snapshot', 'tag')
+    assert len(packs(store)) == n
+
+
+def named(problems, what):
+    return [p for p in problems if what in p]
+
+
+# --- check ------------------------------------------------------------------------------------
+
+def test_check_clean_store(real_backup, two_days):
+    store, _ = two_days
+    rc, res = check(store)
+    assert rc == 0 and res['problems'] == [] and res['info'] == []
+    s = res['summary']
+    assert (s['backups'], s['packs'], s['packs_read']) == (3, 3, 0)
+    rc, res = check(store, '--read-data')
+    assert rc == 0 and res['problems'] == []
+    assert res['summary']['packs_read'] == 3
+    assert res['summary']['bytes_read'] > res['summary']['bytes'] / 2
+    text = cb('check', '--store', store, '--read-data').stdout.splitlines()
+    assert text[-1].startswith('3 backups, 3 packs (') and text[-1].endswith(': no problems')
+
+
+def test_check_damaged_manifest(real_backup, two_days):
+    store, _ = two_days
+    path = os.path.join(store, 'backups', 'day1.json')
+    doc = read(path)
+    open(path, 'wb').write(doc[:len(doc) // 2])
+    p = cb('check', '--store', store, check=False)
+    assert p.returncode == 1
+    bad = [l for l in p.stdout.splitlines() if l.startswith('PROBLEM ')]
+    assert len(bad) == 1 and bad[0].startswith('PROBLEM backups/day1.json: '), p.stdout
+    assert p.stdout.splitlines()[-1].endswith(': 1 problem')
+    # the other backups are still checked
+    rc, res = check(store)
+    assert res['summary']['backups'] == 2
+
+
+def test_check_missing_pack(store, two_days):
+    store, _ = two_days
+    first = min(packs(store), key=os.path.getmtime)
+    key = os.path.relpath(first, store)
+    os.unlink(first)
+    rc, res = check(store)
+    assert rc == 1
+    # every file of day1 lost its bytes, and so did day2's files it shared with day1
+    lost1 = named(res['problems'], 'backup day1: ')
+    lost2 = named(res['problems'], 'backup day2: ')
+    assert all("are in no intact pack's index" in p for p in lost1 + lost2)
+    assert len(lost1) == sum(len(f) for f in snapshot_tables(two_days[1], 'nightly-1').values())
+    assert 0 < len(lost2) < sum(len(f) for f in snapshot_tables(two_days[1], 'nightly-2').values())
+    assert any(i.startswith(key + ': catalog.db knew this pack') for i in res['info']), res['info']
+
+
+def test_check_flipped_byte_in_blob_only_with_read_data(real_backup):
+    store = real_backup
+    [pack] = packs(store)
+    name, off = blob_offsets(store, pack)[5]
+    flip_in_blob(pack, off)
+    run('zstd', '-t', '-q', pack)  # a valid zstd stream: only SHA-256 can tell
+    key = os.path.relpath(pack, store)
+    # the catalog still has the old seek table's hash: it disagrees with the pack
+    rc, res = check(store)
+    assert rc == 1 and len(res['problems']) == 1
+    assert res['problems'][0].startswith(f'catalog.db: pack {key}: its seek table SHA-256 differs')
+    assert 'reindex' in res['problems'][0]
+    # a careful forger leaves a catalog that agrees: rebuild it from the damaged store
+    cb('reindex', '--store', store)
+    rc, res = check(store)
+    assert rc == 0, res
+    rc, res = check(store, '--read-data')
+    assert rc == 1
+    blob = named(res['problems'], f'{key}: blob ')
+    assert len(blob) == 1 and f'at offset {off}): SHA-256 differs' in blob[0]
+    files = named(res['problems'], 'backup real: ')
+    assert files and all(p.endswith(f'{name}: its bytes are damaged in {key}') for p in files)
+    assert len(res['problems']) == 1 + len(files)
+
+
+def test_check_flipped_bits_in_seek_table_name_the_pack(real_backup):
+    store = real_backup
+    [pack] = packs(store)
+    key = os.path.relpath(pack, store)
+    orig = read(pack)
+    n = int.from_bytes(orig[-9:-5], 'little')
+    tsize = 8 + 8 * n + 9
+    start = len(orig) - tsize
+    nbits = tsize * 8
+    for bit in range(0, nbits, max(1, nbits // 40)):
+        data = bytearray(orig)
+        data[start + bit // 8] ^= 1 << (bit % 8)
+        open(pack, 'wb').write(data)
+        rc, res = check(store)
+        assert rc == 1, bit
+        assert any(p.startswith(key + ': ') for p in res['problems']), (bit, res['problems'])
+    open(pack, 'wb').write(orig)
+    assert check(store, '--read-data')[0] == 0
+
+
+def test_check_subsets_cover_every_pack_once(store, tmp_path):
+    small_backups(store, tmp_path, 8)
+    keys = {os.path.relpath(p, store) for p in packs(store)}
+    for p in packs(store):  # damage every pack where only reading the data can see it
+        flip_in_blob(p, blob_offsets(store, p)[0][1])
+    cb('reindex', '--store', store)
+    assert check(store)[0] == 0
+
+    def damaged(*args):
+        rc, res = check(store, *args)
+        found = {p.split(': ')[0] for p in named(res['problems'], ': blob ')}
+        assert len(found) == res['summary']['packs_read']
+        return found
+
+    assert damaged('--read-data') == keys
+    for m in (2, 3):
+        parts = [damaged('--read-data-subset', f'{n}/{m}') for n in range(1, m + 1)]
+        assert set().union(*parts) == keys
+        assert sum(len(p) for p in parts) == len(keys)
+    assert damaged('--read-data-subset', '1/2') == damaged('--read-data-subset', '1/2')
+    assert damaged('--read-data-subset', '100%') == keys
+    half = damaged('--read-data-subset', '50%')
+    assert half <= keys and half == damaged('--read-data-subset', '50%')
+
+
+def test_check_reports_stale_locks_and_unused_bytes(store, tmp_path):
+    small_backups(store, tmp_path, 2)
+    os.makedirs(os.path.join(store, 'locks'), exist_ok=True)
+    dead = subprocess.Popen(['true'])
+    dead.wait()
+    lock = {'host': socket.gethostname(), 'command': 'prune', 'pid': dead.pid, 'exclusive': True,
+            'time_ns': 0}
+    lock['time_ns'] = int(os.stat(store).st_mtime * 1e9)
+    open(os.path.join(store, 'locks', 'dead.json'), 'w').write(json.dumps(lock))
+    os.unlink(os.path.join(store, 'backups', 'b0.json'))  # forgotten: its pack is unused
+    rc, res = check(store)
+    assert rc == 0, res['problems']
+    assert any(i.startswith('locks/dead.json: stale exclusive lock of prune (pid ') for i in res['info'])
+    assert res['summary']['stale_locks'] == 1
+    assert res['summary']['unused_bytes'] >= 9000 and res['summary']['unused_blobs'] == 2
+    assert any('no backup uses any of its 2 blob(s)' in i for i in res['info'])
+    text = cb('check', '--store', store).stdout
+    assert 'info    unused: ' in text and "'cassbackup prune' removes them" in text
+
+
+def test_check_usage_errors(store):
+    for args in (['--read-data', '--read-data-subset', '1/2'], ['--read-data-subset', '0/2'],
+                 ['--read-data-subset', '3/2'], ['--read-data-subset', '0%'],
+                 ['--read-data-subset', '101%'], ['--read-data-subset', 'x'],
+                 ['--read-data-subset', '1/0']):
+        p = cb('check', '--store', store, *args, check=False)
+        assert p.returncode == 2, args
+        assert len(p.stderr.splitlines()) == 1, p.stderr
+    p = cb('check', '--store', store + '-nope', check=False)
+    assert p.returncode == 3 and len(p.stderr.splitlines()) == 1
+
+
+# --- export -----------------------------------------------------------------------------------
+
+def extracted_tables(root):
+    """{(ks, table): {relpath: abs path}} of an extracted export, and the table directory names."""
+    res, dirs = {}, set()
+    for ks in os.listdir(root):
+        for tdir in os.listdir(os.path.join(root, ks)):
+            dirs.add((ks, tdir))
+            table = tdir.rsplit('-', 1)[0] if len(tdir.rsplit('-', 1)[-1]) == 32 else tdir
+            t = os.path.join(root, ks, tdir)
+            files = res.setdefault((ks, table), {})
+            for r, _, names in os.walk(t):
+                for n in names:
+                    files[os.path.relpath(os.path.join(r, n), t)] = os.path.join(r, n)
+    return res, dirs
+
+
+def assert_same_tables(got, want):
+    assert set(got) == set(want)
+    for k, files in want.items():
+        assert set(got[k]) == set(files), k
+        for rel, src in files.items():
+            a, b = os.stat(got[k][rel]), os.stat(src)
+            assert read(got[k][rel]) == read(src), rel
+            assert (a.st_size, stat.S_IMODE(a.st_mode), a.st_mtime_ns) == \
+                   (b.st_size, stat.S_IMODE(b.st_mode), b.st_mtime_ns), rel
+
+
+def snapshot_table_dirs(data_dirs, tag):
+    return {(ks, t) for dd in data_dirs for ks in os.listdir(dd) for t in os.listdir(os.path.join(dd, ks))
+            if os.path.isdir(os.path.join(dd, ks, t, 'snapshots', tag))}
+
+
+def test_export_spread_over_packs_restores_with_stock_tar(two_days, tmp_path):
+    store, dirs = two_days
+    con = sqlite3.connect(os.path.join(store, 'catalog.db'))
+    [(npacks,)] = con.execute("SELECT COUNT(DISTINCT b.pack_id) FROM files f JOIN blobs b ON b.id = f.blob_id"
+                              " JOIN backups k ON k.id = f.backup_id WHERE k.name = 'day2'").fetchall()
+    con.close()
+    assert npacks == 2
+    want = snapshot_tables(dirs, 'nightly-2')
+    # to standard output, through a pipe, as plain tar
+    out = tmp_path / 'plain'
+    out.mkdir()
+    exp = subprocess.Popen([CASSBACKUP, 'export', '--store', store, 'day2'],
+                           stdout=subprocess.PIPE)
+    run('tar', '-x', '-C', out, '-f', '-', stdin=exp.stdout)
+    assert exp.wait() == 0
+    got, tdirs = extracted_tables(str(out))
+    assert_same_tables(got, want)
+    assert tdirs == snapshot_table_dirs(dirs, 'nightly-2')
+    # to a file, zstd-compressed
+    f = tmp_path / 'day2.tar.zst'
+    p = cb('export', '--store', store, 'day2', '--zstd', '-o', f)
+    assert p.stdout == '' and p.stderr.startswith('exported backup day2 to ')
+    assert not os.path.exists(str(f) + '.tmp')
+    assert read(f)[:4] == b'\x28\xb5\x2f\xfd'
+    out2 = tmp_path / 'zstd'
+    out2.mkdir()
+    run('tar', '--zstd', '-x', '-C', out2, '-f', f)
+    assert_same_tables(extracted_tables(str(out2))[0], want)
+    # the other backup, too
+    out3 = tmp_path / 'day1'
+    out3.mkdir()
+    cb('export', '--store', store, 'day1', '-o', tmp_path / 'day1.tar')
+    run('tar', '-x', '-C', out3, '-f', tmp_path / 'day1.tar')
+    assert_same_tables(extracted_tables(str(out3))[0], snapshot_tables(dirs, 'nightly-1'))
+
+
+def test_export_table_and_keyspace_narrow(two_days, tmp_path):
+    store, dirs = two_days
+    want = snapshot_tables(dirs, 'nightly-2')
+    (ks, table) = sorted(want)[0]
+    cb('export', '--store', store, 'day2', '--table', f'{ks}.{table}', '-o', tmp_path / 't.tar')
+    out = tmp_path / 't'
+    out.mkdir()
+    run('tar', '-x', '-C', out, '-f', tmp_path / 't.tar')
+    assert_same_tables(extracted_tables(str(out))[0], {(ks, table): want[(ks, table)]})
+    cb('export', '--store', store, 'day2', '--keyspace', ks, '-o', tmp_path / 'k.tar')
+    out = tmp_path / 'k'
+    out.mkdir()
+    run('tar', '-x', '-C', out, '-f', tmp_path / 'k.tar')
+    assert_same_tables(extracted_tables(str(out))[0], {k: v for k, v in want.items() if k[0] == ks})
+
+
+def test_export_names_are_bytes_in_any_locale(store, tmp_path):
+    d = tmp_path / 'dd'
+    snap = d / 'ks' / ('t-' + 'a' * 32) / 'snapshots' / 'tag'
+    snap.mkdir(parents=True)
+    names = [b'caf\xe9.txt', 'café-ü.txt'.encode(), b'nb-1-big-Data.db']
+    for i, n in enumerate(names):
+        open(os.path.join(bytes(snap), n), 'wb').write(bytes([i]) * 5000)
+    cb('create', '--store', store, '--name', 'bytes', '--data-dir', d, '--snapshot', 'tag')
+    env = dict(os.environ, LC_ALL='C', LANG='C')
+    cb('export', '--store', store, 'bytes', '-o', tmp_path / 'b.tar', env=env)
+    out = tmp_path / 'x'
+    out.mkdir()
+    run('tar', '-x', '-C', out, '-f', tmp_path / 'b.tar', env=env)
+    tdir = os.path.join(bytes(out), b'ks', b't-' + b'a' * 32)
+    assert sorted(os.listdir(tdir)) == sorted(names)
+    for i, n in enumerate(names):
+        assert read(os.path.join(tdir, n)) == bytes([i]) * 5000
+
+
+def test_export_bad_name_or_missing_backup(two_days, tmp_path):
+    store, _ = two_days
+    for name in ('nope', '../day1', 'day1/x', 'day'):
+        p = cb('export', '--store', store, name, '-o', tmp_path / 'o.tar', check=False)
+        assert p.returncode == 3, name
+        assert len(p.stderr.splitlines()) == 1 and 'no such backup' in p.stderr, p.stderr
+        assert not os.path.exists(tmp_path / 'o.tar') and not os.path.exists(tmp_path / 'o.tar.tmp')
+    p = cb('export', '--store', store, 'day', '-o', tmp_path / 'o.tar', check=False)
+    assert 'closest: day1, day2' in p.stderr
+    p = cb('export', '--store', store, 'day2', '--table', 'no.such', '-o', tmp_path / 'o.tar', check=False)
+    assert p.returncode == 1 and p.stderr.strip().endswith('table no.such: not in backup day2')
+    assert not os.path.exists(tmp_path / 'o.tar')
+
+
+def test_export_missing_or_damaged_pack_leaves_no_file(real_backup, tmp_path):
+    store = real_backup
+    [pack] = packs(store)
+    name, off = blob_offsets(store, pack)[3]
+    flip_in_blob(pack, off)
+    cb('reindex', '--store', store)
+    f = tmp_path / 'o.tar'
+    p = cb('export', '--store', store, 'real', '-o', f, check=False)
+    assert p.returncode == 1
+    assert len(p.stderr.splitlines()) == 1 and 'differ from the SHA-256 recorded' in p.stderr
+    assert name in p.stderr
+    assert not os.path.exists(f) and not os.path.exists(str(f) + '.tmp')
+    os.unlink(pack)
+    p = cb('export', '--store', store, 'real', '-o', f, check=False)
+    assert p.returncode == 1 and len(p.stderr.splitlines()) == 1
+    assert 'its bytes are in no pack of the store' in p.stderr
+    assert not os.path.exists(f) and not os.path.exists(str(f) + '.tmp')
+
+
+def test_export_refuses_a_terminal(real_backup):
+    import pty
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(CASSBACKUP, ['cassbackup', 'export', '--store', real_backup, 'real'])
+    out = b''
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 2
+    assert b'refusing to write a tar to a terminal' in out
+
+
+# --- reindex ----------------------------------------------------------------------------------
+
+def mount_tree(store, mnt):
+    """{path: (mode, size, mtime_ns, sha256)} of everything the mount shows under /backups."""
+    res = {}
+    with mounted(store, mnt) as m:
+        root = m.path()
+        for r, ds, fs in os.walk(root):
+            for n in ds + fs:
+                p = os.path.join(r, n)
+                st = os.lstat(p)
+                h = hashlib.sha256(read(p)).hexdigest() if n in fs else None
+                res[os.path.relpath(p, root)] = (st.st_mode, st.st_size, st.st_mtime_ns, h)
+    return res
+
+
+def test_reindex_gives_the_same_listing_and_tree(real_backup, two_days, tmp_path):
+    store, _ = two_days
+    before = sorted(backup_list(store), key=lambda b: b['name'])
+    tree = mount_tree(store, str(tmp_path / 'mnt1'))
+    assert len(before) == 3 and tree
+    p = cb('reindex', '--store', store)
+    assert p.stdout.splitlines() == [f'reindexed {store}: 3 backups, 3 packs']
+    assert sorted(backup_list(store), key=lambda b: b['name']) == before
+    assert mount_tree(store, str(tmp_path / 'mnt2')) == tree
+    # and from nothing at all: the catalog deleted by hand
+    for suffix in ('', '-wal', '-shm'):
+        if os.path.exists(os.path.join(store, 'catalog.db' + suffix)):
+            os.unlink(os.path.join(store, 'catalog.db' + suffix))
+    cb('reindex', '--store', store)
+    assert sorted(backup_list(store), key=lambda b: b['name']) == before
+    assert check(store, '--read-data')[0] == 0
+
+
+def test_reindex_names_what_it_cannot_take_in(two_days):
+    store, _ = two_days
+    path = os.path.join(store, 'backups', 'day1.json')
+    open(path, 'wb').write(b'{"not": "a manifest"}')
+    [pack] = [p for p in packs(store) if p != min(packs(store), key=os.path.getmtime)]
+    data = bytearray(read(pack))
+    data[-20] ^= 0x01  # in the seek table
+    open(pack, 'wb').write(data)
+    p = cb('reindex', '--store', store, check=False)
+    assert p.returncode == 1
+    lines = p.stdout.splitlines()
+    assert lines[0] == f'reindexed {store}: 1 backup, 1 pack'
+    assert any(l.startswith('not indexed: backups/day1.json: ') for l in lines)
+    assert any(l.startswith(f'not indexed: {os.path.relpath(pack, store)}: damaged trailer or seek table')
+               for l in lines)
+    assert [b['name'] for b in backup_list(store)] == ['day2']
+
+
+def test_empty_store(store):
+    rc, res = check(store, '--read-data')
+    assert rc == 0 and res['summary']['packs'] == 0 and res['summary']['backups'] == 0
+    assert cb('reindex', '--store', store).stdout == f'reindexed {store}: 0 backups, 0 packs\n'
+    p = cb('export', '--store', store, 'x', check=False)
+    assert p.returncode == 3 and len(p.stderr.splitlines()) == 1

@@ -1,0 +1,203 @@
+/* cassbackup reindex: rebuilds catalog.db from the store alone.
+ *
+ * The catalog is a cache of backups/ and of the packs' indexes. Reindex removes it (catalog.db
+ * and its -wal, -shm and -journal files), opens the store, which makes an empty catalog, and
+ * brings that up to date with every manifest and every pack (store_reconcile), under a shared
+ * lock. Then it says what it found, and names every manifest and pack it could not take in.
+ */
+#include "cli.h"
+#include "lock.h"
+#include "packread.h"
+#include "store.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+struct reindex {
+	const char *store;
+	struct store *s;
+	struct store_lock *lock;
+	struct reconcile_stats st;
+	struct strv known; /* what the new catalog holds: backup names, then pack keys */
+	size_t backups, packs;
+};
+
+/* Removes the catalog file at path and its companions; a missing one is fine. */
+static int remove_catalog(const char *path)
+{
+	static const char *const suffix[] = {"", "-wal", "-shm", "-journal"};
+	for (size_t i = 0; i < ARRAY_SIZE(suffix); i++) {
+		struct strbuf p = {0};
+		int r = sb_printf(&p, "%s%s", path, suffix[i]);
+		if (r == 0 && unlink(p.buf) < 0 && errno != ENOENT)
+			r = -errno;
+		if (r < 0) {
+			_cleanup_free_ char *shown = cli_escape(p.buf ? p.buf : path);
+			errorf("cannot remove %s: %s", shown ? shown : "", strerror(-r));
+			sb_free(&p);
+			return r;
+		}
+		sb_free(&p);
+	}
+	return 0;
+}
+
+/* Removes the old catalog, opens the store with a new one, takes a shared lock. */
+static int plan(struct reindex *x)
+{
+	int rc = cli_store_open(x->store, STORE_NO_RECONCILE, &x->s);
+	if (rc)
+		return rc;
+	_cleanup_free_ char *path = strdup(store_catalog_path(x->s));
+	store_close(x->s);
+	x->s = NULL;
+	if (!path)
+		return errorf("out of memory"), CB_EXIT_FAILED;
+	if (remove_catalog(path) < 0 || cli_store_open(x->store, STORE_NO_RECONCILE, &x->s) != 0)
+		return CB_EXIT_FAILED;
+	return cli_store_lock(x->s, x->store, false, "reindex", 0, &x->lock) < 0 ? CB_EXIT_FAILED
+										    : CLI_RUN;
+}
+
+static int on_backup(void *ctx, int64_t id, const char *name, uint64_t size)
+{
+	(void)id;
+	(void)size;
+	return strv_push(ctx, name);
+}
+
+static int on_pack(void *ctx, int64_t id, const char *path)
+{
+	(void)id;
+	return strv_push(ctx, path);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Is s among v (sorted)? */
+static bool known(const struct strv *v, const char *s)
+{
+	return v->n && bsearch(&s, v->v, v->n, sizeof(*v->v), cmp_str);
+}
+
+/* Why pack key could not be indexed, into why. */
+static void pack_why(struct reindex *x, const char *key, char *why, size_t n)
+{
+	struct cb_io *io = NULL;
+	struct seek_table *t = NULL;
+	struct pack_trailer tr;
+	struct pack_index pi = {0};
+	int r = cb_backend_open_read(store_backend(x->s), key, &io);
+	if (r == 0 && (r = pack_table_read(io, &t, &tr)) < 0)
+		snprintf(why, n, "%s", r == -EBADMSG ? "damaged trailer or seek table" : pack_cache_strerror(r));
+	else if (r == 0 && pack_index_read(io, t, &tr, &pi, why, n) == 0)
+		snprintf(why, n, "it reads now (changed while indexed?)");
+	else if (r < 0)
+		snprintf(why, n, "%s", strerror(-r));
+	pack_index_free(&pi);
+	seek_table_free(t);
+	cb_io_close(io);
+}
+
+struct unindexed {
+	struct reindex *x;
+	unsigned n;
+};
+
+/* A manifest or pack in the store that the new catalog lacks: name it and say why. */
+static int on_store_key(void *ctx, const char *key, uint64_t size)
+{
+	(void)size;
+	struct unindexed *u = ctx;
+	struct reindex *x = u->x;
+	char why[768] = "";
+	size_t n = strlen(key);
+	if (!strncmp(key, "packs/", 6)) {
+		if (n < 8 || strcmp(key + n - 8, ".tar.zst") || known(&x->known, key))
+			return 0;
+		int k = snprintf(why, sizeof(why), "%s: ", key);
+		pack_why(x, key, why + k, sizeof(why) - (size_t)k);
+	} else {
+		struct strbuf err = {0};
+		struct manifest *m = NULL;
+		_cleanup_free_ char *name = n > 13 && !strcmp(key + n - 5, ".json")
+						    ? strndup(key + 8, n - 13) : NULL;
+		if (!name || !name_is_component(name) || known(&x->known, name))
+			return 0;
+		int r = store_read_manifest(x->s, name, &m, NULL, &err); /* err names the key */
+		snprintf(why, sizeof(why), "%s", r == 0 ? "it reads now (changed while indexed?)"
+						 : err.buf ? err.buf : strerror(-r));
+		manifest_free(m);
+		sb_free(&err);
+	}
+	_cleanup_free_ char *shown = cli_escape(why);
+	printf("not indexed: %s\n", shown ? shown : "");
+	u->n++;
+	return 0;
+}
+
+static int execute(struct reindex *x)
+{
+	struct strbuf err = {0};
+	catalog *cat = store_catalog(x->s);
+	_cleanup_free_ char *shown = cli_escape(x->store);
+	struct unindexed u = {x, 0};
+	int r = store_reconcile(x->s, RECONCILE_PACKS, &x->st, &err);
+	if (r == 0 && (r = catalog_backup_names(cat, on_backup, &x->known)) == 0)
+		x->backups = x->known.n;
+	if (r == 0 && (r = catalog_list_packs(cat, on_pack, &x->known)) == 0)
+		x->packs = x->known.n - x->backups;
+	if (r == 0) {
+		printf("reindexed %s: %zu backup%s, %zu pack%s\n", shown ? shown : "", x->backups,
+		       x->backups == 1 ? "" : "s", x->packs, x->packs == 1 ? "" : "s");
+		fflush(stdout);
+		if (x->known.n)
+			qsort(x->known.v, x->known.n, sizeof(*x->known.v), cmp_str);
+		r = cb_backend_list(store_backend(x->s), "backups/", on_store_key, &u) ?:
+		    cb_backend_list(store_backend(x->s), "packs/", on_store_key, &u);
+	}
+	if (r < 0) {
+		char why[512];
+		errorf("cannot reindex %s: %s", shown ? shown : "",
+		       err.buf ? err.buf : catalog_why(cat, r, why, sizeof(why)));
+		sb_free(&err);
+		return CB_EXIT_FAILED;
+	}
+	if (u.n)
+		printf("%u manifest(s) or pack(s) could not be indexed ('cassbackup check' checks the "
+		       "whole store)\n", u.n);
+	return u.n ? CB_EXIT_FAILED : CB_EXIT_OK;
+}
+
+int cmd_reindex(int argc, char **argv)
+{
+	struct reindex x = {0};
+	struct cli_option opts[] = {
+		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &x.store, .arg = "DIR",
+		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
+		{0},
+	};
+	struct cli_command cmd = {
+		.name = "reindex",
+		.description = "Rebuilds the catalog (catalog.db) from the store alone: every manifest in\n"
+			       "backups/ and every pack's index. Names each manifest or pack it cannot take in\n"
+			       "(exit 1 then). A running mount keeps the catalog it opened: remount it.",
+		.options = opts,
+	};
+	int first, rc = cli_parse(&cmd, argc, argv, &first);
+	if (rc != CLI_RUN)
+		return rc;
+	rc = plan(&x);
+	if (rc == CLI_RUN)
+		rc = execute(&x);
+	store_lock_release(x.lock);
+	store_close(x.s);
+	strv_free(&x.known);
+	return rc;
+}
