@@ -251,5 +251,6 @@ int cmd_verify(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_load(int argc, char **argv);
 int cmd_validate_config(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 
 #endif
