@@ -2,7 +2,6 @@
 #include "retention.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,33 +15,7 @@ bool retention_policy_empty(const struct retention_policy *p)
 {
 	const struct retention_span *w = &p->within;
 	return !p->last && !p->hourly && !p->daily && !p->weekly && !p->monthly && !p->yearly &&
-	       !w->years && !w->months && !w->days && !w->hours;
-}
-
-int retention_span_parse(const char *s, struct retention_span *out)
-{
-	static const char units[] = "ymdh";
-	int *fields[] = {&out->years, &out->months, &out->days, &out->hours};
-	size_t next = 0; /* units must come in order, each at most once */
-	memset(out, 0, sizeof(*out));
-	if (!s || !*s)
-		return -EINVAL;
-	while (*s) {
-		if (*s < '0' || *s > '9')
-			return -EINVAL;
-		char *end;
-		errno = 0;
-		long v = strtol(s, &end, 10);
-		if (errno || v > INT_MAX / 2 || !*end)
-			return -EINVAL;
-		const char *u = strchr(units + next, *end);
-		if (!u)
-			return -EINVAL;
-		next = (size_t)(u - units) + 1;
-		*fields[u - units] = (int)v;
-		s = end + 1;
-	}
-	return 0;
+	       !w->years && !w->months && !w->days && !w->seconds;
 }
 
 /* The calendar period of t for a rule, as one comparable number (restic's "bucket"). */
@@ -80,7 +53,7 @@ static int64_t span_start(int64_t newest_ns, const struct retention_span *w)
 	tm.tm_mday -= w->days;
 	tm.tm_isdst = -1;
 	time_t start = mktime(&tm);
-	return ((int64_t)start - (int64_t)w->hours * 3600) * NS_PER_S + sub_ns;
+	return ((int64_t)start - w->seconds) * NS_PER_S + sub_ns;
 }
 
 struct order {
@@ -119,7 +92,7 @@ int retention_apply(struct retention_item *items, size_t n, const struct retenti
 			newest = o[k].t;
 			have_newest = true;
 		}
-	bool within = p->within.years || p->within.months || p->within.days || p->within.hours;
+	bool within = p->within.years || p->within.months || p->within.days || p->within.seconds;
 	int64_t within_start = have_newest && within ? span_start(newest, &p->within) : INT64_MIN;
 
 	for (size_t k = 0; k < n; k++) {

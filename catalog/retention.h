@@ -24,9 +24,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A calendar span as restic's --keep-within takes it: "2y5m7d3h". */
+/* A calendar span as restic's --keep-within takes it ("2y5m7d3h"): years, months and days
+ * step back on the calendar, then seconds (hours, minutes and seconds) on the clock. */
 struct retention_span {
-	int years, months, days, hours;
+	int years, months, days;
+	int64_t seconds;
 };
 
 /* Counts: 0 leaves a rule out, -1 keeps every period ("unlimited"). */
@@ -55,10 +57,6 @@ struct retention_item {
 
 /* True when the policy has no rule at all (forget refuses that rather than keep everything). */
 bool retention_policy_empty(const struct retention_policy *p);
-
-/* Parses "1y2m3d4h" (any subset, in that order, each a non-negative count) into *out.
- * 0 or -EINVAL. */
-int retention_span_parse(const char *s, struct retention_span *out);
 
 /* Sets items[i].reasons for the n backups of one group, per the rules above. Local time is
  * taken from TZ as localtime_r does. now_ns: the present, for the future-dated rule.

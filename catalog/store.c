@@ -175,8 +175,10 @@ static int pick_catalog_path(struct store *s)
 	if (!cb_location_is_remote(s->location) && access(s->location, W_OK) == 0) {
 		r = sb_printf(&p, "%s/catalog.db", s->location);
 	} else {
-		const char *dir = cache_dir_setting ? cache_dir_setting : STORE_DEFAULT_CACHE_DIR;
-		if (!cache_dir_setting && geteuid() != 0) {
+		const char *env = getenv("CASSBACKUP_CACHE_DIR");
+		const char *set = cache_dir_setting ? cache_dir_setting : env && *env ? env : NULL;
+		const char *dir = set ? set : STORE_DEFAULT_CACHE_DIR;
+		if (!set && geteuid() != 0) {
 			const char *tmp = getenv("TMPDIR");
 			r = sb_printf(&p, "%s/cassbackup-%u", tmp ? tmp : "/tmp", (unsigned)geteuid());
 		} else {

@@ -27,7 +27,9 @@
 #define MANIFEST_MAX (1u << 30)
 
 /* Process-wide settings, set by a program's main before it opens a store: how to reach S3
- * stores (the strings must outlive every store) and where remote stores keep their catalog. */
+ * stores (the strings must outlive every store) and where remote stores keep their catalog
+ * (else $CASSBACKUP_CACHE_DIR, else STORE_DEFAULT_CACHE_DIR as root, else
+ * $TMPDIR/cassbackup-UID). */
 void store_set_s3_options(const struct cb_s3_options *o);
 const struct cb_s3_options *store_s3_options(void);
 void store_set_cache_dir(const char *dir);

@@ -26,7 +26,18 @@ struct cbfs {
 	unsigned readahead_kb;   /* 0: leave the kernel's default */
 	pthread_key_t catalog_key; /* each worker thread's own catalog connection */
 	atomic_bool readahead_done;
+	/* The catalog is brought up to date with the store (new and forgotten backups, pruned
+	 * and new packs) through this handle, under refresh_mu, at most every REFRESH_SECONDS
+	 * when /backups is listed or looked in, and at once when a pack a file needs is gone. */
+	struct store *refresh;
+	pthread_mutex_t refresh_mu;
+	int64_t refreshed_ns;
 };
+
+#define REFRESH_SECONDS 2
+
+/* Reconciles the catalog with the store if the last time was more than min_age_ns ago. */
+void cbfs_refresh(struct cbfs *fs, int64_t min_age_ns);
 
 extern const struct fuse_lowlevel_ops cbfs_ops;
 

@@ -46,8 +46,9 @@ static void usage(FILE *f)
 		"  -o threads=N       worker threads (default 2 per core)\n"
 		"  -o readahead_kb=N  kernel readahead for the mount (default 4096; 0 keeps the kernel's)\n"
 		"  -o allow_other     let other users read (the default when mounted by root)\n"
-		"  other -o options go to FUSE; mount(8)'s own (defaults, noauto, nofail, _netdev,\n"
-		"  user, x-*, ...) are accepted and ignored. The mount is always read-only.\n");
+		"  -o nofail          a store that does not exist is not an error (exit 0)\n"
+		"  other -o options go to FUSE; mount(8)'s own (defaults, noauto, _netdev, user,\n"
+		"  x-*, ...) are accepted and ignored. The mount is always read-only.\n");
 }
 
 /* mount(8) and fstab options that mean nothing to a FUSE mount. */
@@ -74,7 +75,7 @@ static unsigned parse_uint(const char *opt, const char *v, unsigned max)
 /* What the command line asks for. */
 struct options {
 	const char *store, *mnt;
-	bool single, debug, foreground, allow_other;
+	bool single, debug, foreground, allow_other, nofail;
 	unsigned cache_mib, max_threads, readahead_kb;
 	struct strbuf fuse_opts; /* ",opt,opt" passed on to FUSE */
 };
@@ -96,6 +97,8 @@ static void parse_o(struct options *o, const char *list)
 			o->allow_other = true;
 		else if (!strcmp(s, "noallow_other"))
 			o->allow_other = false;
+		else if (!strcmp(s, "nofail"))
+			o->nofail = true;
 		else if (!ignored_option(s) && sb_printf(&o->fuse_opts, ",%s", s) < 0)
 			die("out of memory");
 	}
@@ -153,16 +156,23 @@ static int parse_args(int argc, char **argv, struct options *o)
 /* Checks everything we can before mounting, and says plainly what is wrong; fills fs's paths. */
 static void check_store_and_mountpoint(struct cbfs *fs, const struct options *o)
 {
-	fs->store = realpath(o->store, NULL);
+	fs->store = cb_location_is_remote(o->store) ? strdup(o->store) : realpath(o->store, NULL);
+	if (!fs->store && errno == ENOENT && o->nofail) {
+		/* mount(8) leaves nofail to helpers: a store that is not there is no error */
+		fprintf(stderr, "mount.cassbackup: cannot open store %s: %s, ignoring (nofail)\n",
+			o->store, strerror(ENOENT));
+		exit(0);
+	}
 	if (!fs->store)
 		die("cannot open store %s: %s", o->store, strerror(errno));
-	catalog *probe;
-	int r = store_open(fs->store, CATALOG_READONLY, &probe);
-	if (r == -EMEDIUMTYPE)
-		die("cannot open store %s: not a cassbackup store", o->store);
+	/* Opening reconciles the catalog with the store; the handle stays for later refreshes. */
+	struct strbuf err = {0};
+	int r = store_open_full(fs->store, STORE_READONLY, &fs->refresh, &err);
 	if (r < 0)
-		die("cannot open store %s: %s", o->store, strerror(-r));
-	catalog_close(probe);
+		die("cannot open store %s: %s", o->store, err.buf ? err.buf : strerror(-r));
+	sb_free(&err);
+	fs->refreshed_ns = now_ns();
+	pthread_mutex_init(&fs->refresh_mu, NULL);
 	struct stat st;
 	if (stat(o->mnt, &st) < 0)
 		die("mountpoint %s: %s", o->mnt, strerror(errno));
@@ -221,6 +231,11 @@ int main(int argc, char **argv)
 	int rc = parse_args(argc, argv, &o);
 	if (rc >= 0)
 		return rc;
+	static struct cb_s3_options s3; /* object storage: reached as the AWS CLI would */
+	static char **s3_strings;
+	if (cb_s3_options_resolve(&s3, NULL, &s3_strings) < 0)
+		die("cannot read S3 credentials: %s", strerror(errno));
+	store_set_s3_options(&s3);
 	struct cbfs fs = {
 		.uid = getuid(),
 		.gid = getgid(),
@@ -264,6 +279,8 @@ err_out1:
 	cbfs_end_threads(&fs);
 	fuse_opt_free_args(&args);
 	pack_cache_free(fs.packs);
+	store_close(fs.refresh);
+	pthread_mutex_destroy(&fs.refresh_mu);
 	sb_free(&fo);
 	sb_free(&o.fuse_opts);
 	free(fs.mountpoint);

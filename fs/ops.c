@@ -137,9 +137,24 @@ static bool immutable_dir(fuse_ino_t ino)
 	return CB_INO_KIND(ino) != CB_NODE_SPECIAL || ino == CB_INO_ROOT;
 }
 
+void cbfs_refresh(struct cbfs *fs, int64_t min_age_ns)
+{
+	pthread_mutex_lock(&fs->refresh_mu);
+	if (now_ns() - fs->refreshed_ns >= min_age_ns) {
+		struct strbuf err = {0};
+		if (store_reconcile(fs->refresh, RECONCILE_PACKS, NULL, &err) < 0)
+			cbfs_log(fs, "%s: %s", fs->store, err.buf ? err.buf : "cannot refresh the catalog");
+		sb_free(&err);
+		fs->refreshed_ns = now_ns();
+	}
+	pthread_mutex_unlock(&fs->refresh_mu);
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct cbfs *fs = first_request(req);
+	if (parent == CB_INO_BACKUPS)
+		cbfs_refresh(fs, REFRESH_SECONDS * 1000000000LL);
 	catalog *c;
 	struct cb_node n;
 	struct fuse_entry_param e;
@@ -203,6 +218,8 @@ static int dirlist_add(void *ctx, const struct cb_node *n)
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct cbfs *fs = first_request(req);
+	if (ino == CB_INO_BACKUPS)
+		cbfs_refresh(fs, REFRESH_SECONDS * 1000000000LL);
 	catalog *c;
 	struct dirlist *d = calloc(1, sizeof(*d));
 	int r = d ? get_catalog(fs, &c) : -ENOMEM;
@@ -361,14 +378,25 @@ static void log_read_error(struct cbfs *fs, uint64_t ino, const struct cb_blob_l
 			 pack_cache_strerror(r));
 }
 
-/* Replies with [off, off + size) of the file, which lies within it. */
-static void reply_range(fuse_req_t req, struct cbfs *fs, const struct open_file *of, size_t size,
-			off_t off)
+/* Where the file's bytes are now: a prune may have moved them to another pack and removed
+ * this one. Refreshes the catalog (at most once a second) and looks again. */
+static int re_resolve(struct cbfs *fs, fuse_ino_t ino, struct cb_blob_loc *loc)
 {
-	uint64_t at = of->loc.offset + (uint64_t)off;
+	catalog *c;
+	cbfs_refresh(fs, 1000000000LL);
+	int r = get_catalog(fs, &c);
+	return r < 0 ? r : catalog_file_blob(c, ino, loc);
+}
+
+/* Replies with [off, off + size) of file ino, whose bytes are at loc. Returns true, having
+ * replied nothing, when the pack is gone and last is false (the caller looks again). */
+static bool reply_range_at(fuse_req_t req, struct cbfs *fs, fuse_ino_t ino,
+			   const struct cb_blob_loc *loc, size_t size, off_t off, bool last)
+{
+	uint64_t at = loc->offset + (uint64_t)off;
 	/* Usually the range lies in one or two cached frames: reply straight from them. */
 	struct pack_pin pin;
-	int r = pack_cache_pin(fs->packs, of->loc.pack_id, of->loc.pack_path, at, size, &pin);
+	int r = pack_cache_pin(fs->packs, loc->pack_id, loc->pack_path, at, size, &pin);
 	if (r == 0) {
 		union { /* a fuse_bufvec with room for PACK_PIN_MAX buffers */
 			struct fuse_bufvec v;
@@ -379,21 +407,39 @@ static void reply_range(fuse_req_t req, struct cbfs *fs, const struct open_file 
 			bufs[i] = (struct fuse_buf){.mem = (void *)pin.seg[i].data, .size = pin.seg[i].len};
 		fuse_reply_data(req, &bv.v, 0); /* copied into the reply: splice is not used */
 		pack_cache_unpin(fs->packs, &pin);
-		return;
+		return false;
 	}
 	char *buf = NULL;
 	if (r == -E2BIG) { /* a read across many small frames */
 		buf = malloc(size);
-		r = buf ? pack_cache_read(fs->packs, of->loc.pack_id, of->loc.pack_path, at, buf, size)
+		r = buf ? pack_cache_read(fs->packs, loc->pack_id, loc->pack_path, at, buf, size)
 			: -ENOMEM;
 	}
+	if (r == -ENOENT && !last) {
+		free(buf);
+		return true; /* the pack is gone: the caller looks again */
+	}
 	if (r < 0) {
-		log_read_error(fs, of->ino, &of->loc, r);
+		log_read_error(fs, ino, loc, r);
 		fuse_reply_err(req, r == -ENOMEM ? ENOMEM : EIO);
 	} else {
 		fuse_reply_buf(req, buf, size);
 	}
 	free(buf);
+	return false;
+}
+
+/* Replies with [off, off + size) of the file, which lies within it; when its pack is gone,
+ * once more from wherever the catalog, refreshed, says its bytes are now. */
+static void reply_range(fuse_req_t req, struct cbfs *fs, const struct open_file *of, size_t size,
+			off_t off)
+{
+	struct cb_blob_loc moved;
+	if (!reply_range_at(req, fs, of->ino, &of->loc, size, off, false))
+		return;
+	if (re_resolve(fs, of->ino, &moved) < 0 || !strcmp(moved.pack_path, of->loc.pack_path))
+		moved = of->loc;
+	reply_range_at(req, fs, of->ino, &moved, size, off, true);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -467,18 +513,21 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	reply_xattr(req, ino, NULL, size);
 }
 
+/* df and statfs(2) on the mount: 0 blocks and 0 inodes in total, free and available, as proc,
+ * sysfs and other views that hold no space of their own report. The backups take space in the
+ * store's file system, which df reports where the store is; reporting it here again, all of it
+ * in use because nothing can be written, would read as a full disk to every monitor that alarms
+ * on used/total. With a total of 0 there is no percentage to alarm on: df prints "-" (and lists
+ * the mount only when asked for it by name or with -a), and checks such as Nagios' check_disk
+ * skip file systems without blocks. */
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	(void)ino;
-	struct statvfs sv;
-	if (statvfs(req_fs(req)->store, &sv) < 0) {
-		fuse_reply_err(req, errno);
-		return;
-	}
-	sv.f_bfree = sv.f_bavail = 0; /* nothing can be written here */
-	sv.f_ffree = sv.f_favail = 0;
-	sv.f_namemax = 255;
-	sv.f_flag |= ST_RDONLY;
+	const struct statvfs sv = {
+		.f_bsize = 4096,
+		.f_frsize = 4096,
+		.f_namemax = 255,
+	};
 	fuse_reply_statfs(req, &sv);
 }
 

@@ -82,12 +82,12 @@ def read(path):
 class Mount:
     """A running mount.cassbackup -f; stderr is collected to check for unexpected errors."""
 
-    def __init__(self, store, mnt, opts=()):
+    def __init__(self, store, mnt, opts=(), env=None):
         self.store, self.mnt = store, mnt
         os.makedirs(mnt, exist_ok=True)
         self.errfile = open(os.path.join(os.path.dirname(mnt), os.path.basename(mnt) + '.log'), 'w+')
         self.proc = subprocess.Popen([MOUNT, store, mnt, '-f', *opts], stdout=self.errfile,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 10
         while not os.path.ismount(mnt):
             if self.proc.poll() is not None:
@@ -130,8 +130,8 @@ class Mount:
 
 
 @contextlib.contextmanager
-def mounted(store, mnt, opts=(), expect_errors=()):
-    m = Mount(store, mnt, opts)
+def mounted(store, mnt, opts=(), expect_errors=(), env=None):
+    m = Mount(store, mnt, opts, env)
     try:
         yield m
     except BaseException:

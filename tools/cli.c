@@ -349,19 +349,6 @@ int parse_duration(const char *s, struct duration *out, struct strbuf *err)
 	return 0;
 }
 
-int64_t duration_before(const struct duration *d, int64_t t_ns)
-{
-	time_t t = (time_t)(t_ns / 1000000000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	tm.tm_year -= (int)d->years;
-	tm.tm_mon -= (int)d->months;
-	tm.tm_mday -= (int)d->days;
-	time_t back = timegm(&tm);
-	back -= (time_t)d->hours * 3600 + (time_t)d->minutes * 60 + (time_t)d->seconds;
-	return (int64_t)back * 1000000000 + t_ns % 1000000000;
-}
-
 /* ---- selection ---------------------------------------------------------------------------- */
 
 static int selection_push(struct selection *s, const char *ks, size_t kslen, const char *table)
@@ -397,7 +384,10 @@ int selection_add_keyspace(struct selection *s, const char *ks, struct strbuf *e
 		sb_printf(err, "not a keyspace name (letters, digits and _)");
 		return -EINVAL;
 	}
-	return selection_push(s, ks, strlen(ks), NULL);
+	int r = selection_push(s, ks, strlen(ks), NULL);
+	if (r < 0)
+		sb_puts(err, strerror(-r));
+	return r;
 }
 
 int selection_add_table(struct selection *s, const char *ks_table, struct strbuf *err)
@@ -407,7 +397,10 @@ int selection_add_table(struct selection *s, const char *ks_table, struct strbuf
 		sb_printf(err, "expected KEYSPACE.TABLE");
 		return -EINVAL;
 	}
-	return selection_push(s, ks_table, (size_t)(dot - ks_table), dot + 1);
+	int r = selection_push(s, ks_table, (size_t)(dot - ks_table), dot + 1);
+	if (r < 0)
+		sb_puts(err, strerror(-r));
+	return r;
 }
 
 bool selection_is_empty(const struct selection *s)

@@ -100,9 +100,6 @@ struct duration {
 	uint32_t years, months, days, hours, minutes, seconds; /* weeks are added to days */
 };
 int parse_duration(const char *s, struct duration *out, struct strbuf *err);
-/* t_ns (UTC) minus d, calendar-wise like restic's --keep-within: years, months and days step
- * back on the calendar (normalised as timegm does), then hours, minutes, seconds. */
-int64_t duration_before(const struct duration *d, int64_t t_ns);
 
 /* ---- --keyspace / --table selection ----------------------------------------------------- */
 
@@ -247,6 +244,8 @@ void progress_end(struct progress *p);
 int cmd_init(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_list(int argc, char **argv);
+int cmd_forget(int argc, char **argv);
+int cmd_unlock(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_load(int argc, char **argv);

@@ -31,7 +31,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -43,14 +42,20 @@
 #define CHUNK (1u << 20)
 
 struct restore_opts {
-	const char *store, *name;
-	char **data_dirs, **keyspaces, **tables, **table_dirs;
-	size_t ndata_dirs, nkeyspaces, ntables, ntable_dirs;
-	bool dry_run, import, refresh;
-	const char *nodetool; /* --nodetool, or NULL: nodetool_argv takes the config's */
+	const char *store, *name, *owner;
+	struct strv data_dirs, table_dirs;
+	struct selection sel;
+	bool dry_run, import, refresh, json;
+	const char *nodetool; /* --nodetool or the config's nodetool; NULL: "nodetool" */
 	bool have_owner;
 	uid_t uid;
 	gid_t gid;
+};
+
+/* What happened to one table (also what --dry-run would do). */
+struct totals {
+	size_t tables, files, renamed, present, conflicts, left_out, stale, stale_stages;
+	uint64_t bytes;
 };
 
 struct plan_table {
@@ -62,17 +67,17 @@ struct plan_table {
 	size_t nunits;
 	uid_t uid;
 	gid_t gid;
+	struct totals tot;   /* this table's share */
+	char *stage_root;    /* --import: <data dir>/.cassbackup-import-<pid>, removed afterwards */
+	char *stage;         /* --import: <stage_root>/<ks>/<table>, what nodetool import is given */
+	struct strv command; /* the nodetool command run or to run */
+	int nodetool_status; /* its exit status; -1: not run */
 };
 
 struct plan {
 	struct plan_table *v;
 	size_t n;
 	bool bad;            /* a problem was printed: write nothing */
-};
-
-struct totals {
-	size_t tables, files, renamed, present, conflicts, stale;
-	uint64_t bytes;
 };
 
 /* Why the copy stopped; damaged when the backup itself is at fault (pack missing or corrupt). */
@@ -89,9 +94,9 @@ static int find_table_dirs(const struct restore_opts *o, const char *ks, const c
 {
 	*n = 0;
 	int r = 0;
-	for (size_t i = 0; r == 0 && i < o->ndata_dirs; i++) {
+	for (size_t i = 0; r == 0 && i < o->data_dirs.n; i++) {
 		struct strbuf kd = {0};
-		r = sb_printf(&kd, "%s/%s", o->data_dirs[i], ks);
+		r = sb_printf(&kd, "%s/%s", o->data_dirs.v[i], ks);
 		DIR *d = r == 0 ? opendir(kd.buf) : NULL;
 		struct dirent *e;
 		while (r == 0 && d && (e = readdir(d))) {
@@ -136,14 +141,14 @@ static int choose_target(const struct restore_opts *o, const struct cb_table_row
 	struct strbuf key = {0};
 	if (sb_printf(&key, "%s.%s=", t->keyspace, t->table) < 0)
 		return -ENOMEM;
-	for (size_t k = 0; k < o->ntable_dirs; k++)
-		if (!strncmp(o->table_dirs[k], key.buf, key.len)) {
+	for (size_t k = 0; k < o->table_dirs.n; k++)
+		if (!strncmp(o->table_dirs.v[k], key.buf, key.len)) {
 			free(*target);
-			*target = strdup(o->table_dirs[k] + key.len);
+			*target = strdup(o->table_dirs.v[k] + key.len);
 		}
 	bool given = false;
-	for (size_t k = 0; k < o->ntable_dirs; k++)
-		given |= !strncmp(o->table_dirs[k], key.buf, key.len);
+	for (size_t k = 0; k < o->table_dirs.n; k++)
+		given |= !strncmp(o->table_dirs.v[k], key.buf, key.len);
 	sb_free(&key);
 	if (given)
 		return *target ? 0 : -ENOMEM;
@@ -394,6 +399,9 @@ static void plan_free(struct plan *p)
 	for (size_t i = 0; p->v && i < p->n; i++) {
 		struct plan_table *pt = &p->v[i];
 		free(pt->target);
+		free(pt->stage_root);
+		free(pt->stage);
+		strv_free(&pt->command);
 		if (pt->fd >= 0)
 			close(pt->fd);
 		plan_units_free(pt->units, pt->nunits);
@@ -404,7 +412,7 @@ static void plan_free(struct plan *p)
 }
 
 /* Plans every selected table. 0 (p->bad when a problem was said), or < 0 after saying why. */
-static int make_plan(catalog *cat, const struct restore_opts *o, const struct tables *ts, struct plan *p)
+static int make_plan(catalog *cat, struct restore_opts *o, const struct tables *ts, struct plan *p)
 {
 	*p = (struct plan){.v = calloc(ts->n + 1, sizeof(*p->v))};
 	if (!p->v) {
@@ -413,10 +421,10 @@ static int make_plan(catalog *cat, const struct restore_opts *o, const struct ta
 	}
 	for (size_t i = 0; i < ts->n; i++) {
 		const struct cb_table_row *t = &ts->v[i];
-		if (!table_selected(o->keyspaces, o->nkeyspaces, o->tables, o->ntables, t->keyspace, t->table))
+		if (!selection_matches(&o->sel, t->keyspace, t->table))
 			continue;
 		struct plan_table *pt = &p->v[p->n++];
-		*pt = (struct plan_table){.t = *t, .fd = -1};
+		*pt = (struct plan_table){.t = *t, .fd = -1, .nodetool_status = -1};
 		int r = plan_table(cat, o, pt);
 		if (r < 0) {
 			if (r == -ENOMEM)
@@ -427,9 +435,13 @@ static int make_plan(catalog *cat, const struct restore_opts *o, const struct ta
 			return -EINVAL; /* a name from the store that cannot be used: said, stop at once */
 		p->bad |= r > 0; /* go on: tell about every table that has a problem */
 	}
-	if (p->n == 0 && o->nkeyspaces + o->ntables) {
-		errorf("%s %s: not in backup %s", o->nkeyspaces ? "keyspace" : "table",
-		       o->nkeyspaces ? o->keyspaces[0] : o->tables[0], o->name);
+	const struct selection_entry *miss = selection_unmatched(&o->sel);
+	if (miss) {
+		struct strbuf what = {0};
+		sb_selection_entry(&what, miss);
+		_cleanup_free_ char *name = cli_escape(o->name);
+		errorf("%s: not in backup %s", what.buf ? what.buf : "selection", name ? name : "");
+		sb_free(&what);
 		p->bad = true;
 	}
 	return 0;
@@ -472,18 +484,6 @@ static void print_unit(const struct plan_table *pt, const struct unit *u, struct
 	}
 }
 
-static void print_plan(const struct plan *p)
-{
-	struct strbuf fin = {0};
-	for (size_t i = 0; i < p->n; i++) {
-		const struct plan_table *pt = &p->v[i];
-		printf("%s.%s -> %s\n", pt->t.keyspace, pt->t.table, pt->target);
-		for (size_t u = 0; u < pt->nunits; u++)
-			print_unit(pt, &pt->units[u], &fin);
-	}
-	sb_free(&fin);
-}
-
 /* ---- execution ---------------------------------------------------------------------------- */
 
 /* Removes the temporary files that runs of restore no longer alive left in dfd (killed
@@ -507,21 +507,23 @@ static void clean_stale_temps(int dfd, const char *path, size_t *removed)
 	closedir(d);
 }
 
-/* The target directory for files in dir, made (owned like the table directory) if needed,
+/* The directory for files in dir beneath base (the table directory, or the staging directory
+ * of --import), made (owned like the table directory) if needed,
  * opened without following symlinks. The descriptor or -errno (why is set). */
-static int prepare_dir(const struct plan_table *pt, const char *dir, struct failure *fail)
+static int prepare_dir(const struct plan_table *pt, int base, const char *base_path, const char *dir,
+		       struct failure *fail)
 {
 	if (!*dir)
-		return fcntl(pt->fd, F_DUPFD_CLOEXEC, 0);
-	if (mkdirat(pt->fd, dir, 0755) == 0 && fchownat(pt->fd, dir, pt->uid, pt->gid, AT_SYMLINK_NOFOLLOW) < 0) {
+		return fcntl(base, F_DUPFD_CLOEXEC, 0);
+	if (mkdirat(base, dir, 0755) == 0 && fchownat(base, dir, pt->uid, pt->gid, AT_SYMLINK_NOFOLLOW) < 0) {
 		int e = errno;
-		snprintf(fail->why, sizeof(fail->why), "%s/%s: %s", pt->target, dir, strerror(e));
+		snprintf(fail->why, sizeof(fail->why), "%s/%s: %s", base_path, dir, strerror(e));
 		return -e;
 	}
-	int fd = openat(pt->fd, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int fd = openat(base, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		int e = errno;
-		snprintf(fail->why, sizeof(fail->why), "%s/%s: %s", pt->target, dir,
+		snprintf(fail->why, sizeof(fail->why), "%s/%s: %s", base_path, dir,
 			 e == ELOOP ? "a symlink, not followed" : strerror(e));
 		return -e;
 	}
@@ -671,11 +673,29 @@ static int restore_unit(pack_cache *pc, const struct plan_table *pt, const struc
 	return r;
 }
 
-static void count_unit(const struct plan_table *pt, const struct unit *u, struct totals *tot)
+static bool unit_writes(const struct unit *u)
 {
+	return u->action == U_COPY || u->action == U_RENAME;
+}
+
+/* Is u restored in this mode? --import stages the table's own sstables only: nodetool import
+ * reads the files of one directory, not its .<index>/ subdirectories (Cassandra builds the
+ * secondary indexes of what it imports), and takes nothing that is not an sstable. */
+static bool unit_in_mode(const struct restore_opts *o, const struct plan_table *pt, const struct unit *u)
+{
+	return !o->import || (!*u->dir && sstable_prefix_len(pt->files.v[u->first].name) > 0);
+}
+
+static void count_unit(const struct restore_opts *o, struct plan_table *pt, const struct unit *u)
+{
+	struct totals *tot = &pt->tot;
+	if (!unit_in_mode(o, pt, u)) {
+		tot->left_out += u->count;
+		return;
+	}
 	tot->present += u->action == U_PRESENT;
 	tot->conflicts += u->action == U_CONFLICT;
-	if (u->action != U_COPY && u->action != U_RENAME)
+	if (!unit_writes(u))
 		return;
 	tot->files += u->count;
 	for (size_t k = 0; k < u->count; k++)
@@ -683,25 +703,31 @@ static void count_unit(const struct plan_table *pt, const struct unit *u, struct
 	tot->renamed += u->action == U_RENAME;
 }
 
-/* Restores the units of one table whose directory is dir. */
-static int restore_dir(pack_cache *pc, const struct plan_table *pt, size_t first, size_t end,
-		       struct progress *prog, struct totals *tot, struct failure *fail)
+/* Where files go: the table directory, or --import's staging directory. */
+struct dest {
+	int fd;
+	const char *path;
+};
+
+/* Restores the units [first, end) of one table, whose directory is dir, beneath d. */
+static int restore_dir(pack_cache *pc, const struct restore_opts *o, struct plan_table *pt, size_t first,
+		       size_t end, const struct dest *d, struct progress *prog, struct failure *fail)
 {
 	const char *dir = pt->units[first].dir;
 	bool work = false;
 	for (size_t u = first; u < end; u++)
-		work |= pt->units[u].action == U_COPY || pt->units[u].action == U_RENAME;
+		work |= unit_writes(&pt->units[u]) && unit_in_mode(o, pt, &pt->units[u]);
 	struct strbuf path = {0};
-	int r = sb_printf(&path, "%s%s%s", pt->target, *dir ? "/" : "", dir);
-	int dfd = r == 0 && work ? prepare_dir(pt, dir, fail) : -1;
+	int r = sb_printf(&path, "%s%s%s", d->path, *dir ? "/" : "", dir);
+	int dfd = r == 0 && work ? prepare_dir(pt, d->fd, d->path, dir, fail) : -1;
 	if (r == 0 && work && dfd < 0)
 		r = dfd;
 	for (size_t u = first; r == 0 && u < end; u++) {
 		const struct unit *un = &pt->units[u];
-		if (un->action == U_COPY || un->action == U_RENAME)
+		if (unit_writes(un) && unit_in_mode(o, pt, un))
 			r = restore_unit(pc, pt, un, dfd, path.buf, prog, fail);
 		if (r == 0)
-			count_unit(pt, un, tot);
+			count_unit(o, pt, un);
 	}
 	if (dfd >= 0)
 		close(dfd);
@@ -713,7 +739,7 @@ static int restore_dir(pack_cache *pc, const struct plan_table *pt, size_t first
 }
 
 /* Removes stale temporary files from the table's index directories. */
-static void clean_index_dirs(const struct plan_table *pt, struct totals *tot)
+static void clean_index_dirs(struct plan_table *pt)
 {
 	DIR *d = dir_stream(pt->fd);
 	struct dirent *e;
@@ -724,7 +750,7 @@ static void clean_index_dirs(const struct plan_table *pt, struct totals *tot)
 		if (sfd >= 0) {
 			struct strbuf p = {0};
 			sb_printf(&p, "%s/%s", pt->target, e->d_name);
-			clean_stale_temps(sfd, p.buf ? p.buf : e->d_name, &tot->stale);
+			clean_stale_temps(sfd, p.buf ? p.buf : e->d_name, &pt->tot.stale);
 			sb_free(&p);
 			close(sfd);
 		}
@@ -733,41 +759,246 @@ static void clean_index_dirs(const struct plan_table *pt, struct totals *tot)
 		closedir(d);
 }
 
-/* Restores one table, directory by directory (units are sorted by directory). */
-static int restore_table(pack_cache *pc, const struct plan_table *pt, struct progress *prog,
-			 struct totals *tot, struct failure *fail)
+/* Restores one table beneath d, directory by directory (units are sorted by directory). */
+static int restore_table(pack_cache *pc, const struct restore_opts *o, struct plan_table *pt,
+			 const struct dest *d, struct progress *prog, struct failure *fail)
 {
-	clean_stale_temps(pt->fd, pt->target, &tot->stale);
-	clean_index_dirs(pt, tot);
 	int r = 0;
 	for (size_t u = 0; r == 0 && u < pt->nunits;) {
 		size_t end = u + 1;
 		while (end < pt->nunits && !strcmp(pt->units[end].dir, pt->units[u].dir))
 			end++;
-		r = restore_dir(pc, pt, u, end, prog, tot, fail);
+		r = restore_dir(pc, o, pt, u, end, d, prog, fail);
 		u = end;
 	}
 	return r;
 }
 
-static int execute_plan(pack_cache *pc, const struct plan *p, struct totals *tot, struct failure *fail)
+/* ---- --import: staging on the target's file system ---------------------------------------- */
+
+/* Removes name beneath dfd, a file or a whole directory tree, never following a symlink.
+ * 0 (also when it is gone already) or the first -errno. */
+static int remove_tree_at(int dfd, const char *name)
+{
+	if (unlinkat(dfd, name, 0) == 0 || errno == ENOENT)
+		return 0;
+	if (errno != EISDIR)
+		return -errno;
+	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return -e;
+	}
+	int r = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+			int q = remove_tree_at(dirfd(d), e->d_name);
+			r = r ? r : q;
+		}
+	}
+	closedir(d);
+	if (unlinkat(dfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT && r == 0)
+		r = -errno;
+	return r;
+}
+
+/* Removes path (absolute) and everything beneath it; says so when it cannot. */
+static int remove_tree(const char *path)
+{
+	_cleanup_free_ char *dir = strdup(path);
+	char *slash = dir ? strrchr(dir, '/') : NULL;
+	if (!slash)
+		return -ENOMEM;
+	*slash = '\0';
+	int dfd = open(*dir ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = dfd < 0 ? -errno : remove_tree_at(dfd, slash + 1);
+	if (dfd >= 0)
+		close(dfd);
+	if (r < 0)
+		errorf("cannot remove staging directory %s: %s; remove it by hand", path, strerror(-r));
+	return r;
+}
+
+/* Removes the staging directories that runs of restore --import no longer alive left in the
+ * directory holding pt's staging root (killed before they could clean up). */
+static void clean_stale_stages(const struct plan_table *pt, size_t *removed)
+{
+	_cleanup_free_ char *parent = strdup(pt->stage_root);
+	char *slash = parent ? strrchr(parent, '/') : NULL;
+	if (!slash)
+		return;
+	*slash = '\0';
+	DIR *d = opendir(*parent ? parent : "/");
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		pid_t pid;
+		if (!plan_import_stage_pid(e->d_name, &pid) || pid == getpid() || kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		int r = remove_tree_at(dirfd(d), e->d_name);
+		if (r == 0)
+			(*removed)++;
+		else
+			errorf("cannot remove %s/%s, left by an interrupted restore --import: %s, ignoring",
+			       parent, e->d_name, strerror(-r));
+	}
+	if (d)
+		closedir(d);
+}
+
+/* The staging paths of pt: <data dir>/.cassbackup-import-<pid>/<ks>/<table>, in the directory
+ * that holds the target's keyspace directory, so on the target's file system and Cassandra's
+ * import moves the files with rename(2). The last two components are what Cassandra reads the
+ * keyspace and table from. */
+static int plan_stage(struct plan_table *pt)
+{
+	struct strbuf root = {0}, stage = {0};
+	_cleanup_free_ char *base = strdup(pt->target);
+	for (int up = 0; base && up < 2; up++) {
+		char *slash = strrchr(base, '/');
+		if (slash)
+			*slash = '\0';
+	}
+	int r = base ? sb_printf(&root, "%s/" IMPORT_STAGE_PREFIX "%d", base, (int)getpid()) : -ENOMEM;
+	if (r == 0)
+		r = sb_printf(&stage, "%s/%s/%s", root.buf, pt->t.keyspace, pt->t.table);
+	if (r == 0) {
+		pt->stage_root = root.buf;
+		pt->stage = stage.buf;
+		return 0;
+	}
+	sb_free(&root);
+	sb_free(&stage);
+	return -ENOMEM;
+}
+
+/* Makes one staging directory level beneath dfd (mode 0700, owned like the table directory, so
+ * Cassandra may read, write and search it: its import checks all three) and opens it. */
+static int stage_mkdir(const struct plan_table *pt, int dfd, const char *name)
+{
+	if (mkdirat(dfd, name, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fchown(fd, pt->uid, pt->gid) < 0 || fchmod(fd, 0700) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+/* Makes pt's staging directory; its descriptor, or -errno with why in fail. */
+static int stage_create(const struct plan_table *pt, struct failure *fail)
+{
+	_cleanup_free_ char *parent = strdup(pt->stage_root);
+	char *slash = parent ? strrchr(parent, '/') : NULL;
+	if (!slash)
+		return -ENOMEM;
+	*slash = '\0';
+	int pfd = open(*parent ? parent : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = pfd < 0 ? -errno : stage_mkdir(pt, pfd, slash + 1);
+	int kfd = fd < 0 ? fd : stage_mkdir(pt, fd, pt->t.keyspace);
+	int tfd = kfd < 0 ? kfd : stage_mkdir(pt, kfd, pt->t.table);
+	for (int *p = (int[]){pfd, fd, kfd}, i = 0; i < 3; i++)
+		if (p[i] >= 0)
+			close(p[i]);
+	if (tfd < 0)
+		snprintf(fail->why, sizeof(fail->why), "cannot make staging directory %s: %s", pt->stage,
+			 strerror(-tfd));
+	return tfd;
+}
+
+/* Runs pt->command with our stderr as its stdout too when stdout carries JSON. The status. */
+static int run_command(const struct restore_opts *o, struct plan_table *pt)
+{
+	char cmd[4096];
+	format_command(pt->command.v, cmd, sizeof(cmd));
+	if (!o->json)
+		printf("running: %s\n", cmd);
+	fflush(stdout);
+	int saved = o->json ? dup(STDOUT_FILENO) : -1;
+	if (saved >= 0)
+		dup2(STDERR_FILENO, STDOUT_FILENO);
+	pt->nodetool_status = exec_run(pt->command.v, NULL);
+	if (saved >= 0) {
+		dup2(saved, STDOUT_FILENO);
+		close(saved);
+	}
+	if (pt->nodetool_status != 0)
+		errorf("%s exited with status %d; %s", cmd, pt->nodetool_status,
+		       o->import ? "Cassandra imports a directory wholly or not at all; the staging directory "
+				   "was removed: run restore --import again once Cassandra is reachable"
+				 : "the files are in place, run it again once Cassandra is reachable");
+	return pt->nodetool_status;
+}
+
+/* --import of one table: stage its sstables, run nodetool import on the staging directory
+ * (Cassandra moves them into the table, so they are copied once), remove the staging
+ * directory whatever happened. 0, 1 when nodetool failed (said), or < 0. */
+static int import_table(pack_cache *pc, const struct restore_opts *o, struct plan_table *pt,
+			struct progress *prog, struct failure *fail)
+{
+	clean_stale_stages(pt, &pt->tot.stale_stages);
+	int sfd = stage_create(pt, fail);
+	int r = sfd;
+	if (sfd >= 0) {
+		r = restore_table(pc, o, pt, &(struct dest){sfd, pt->stage}, prog, fail);
+		close(sfd);
+	} else {
+		errorf("%s", fail->why);
+	}
+	if (r == 0 && !cancel_requested && pt->tot.files)
+		r = run_command(o, pt) ? 1 : 0;
+	if (remove_tree(pt->stage_root) < 0 && r == 0)
+		r = 1;
+	if (r == 0 && cancel_requested)
+		r = -ECANCELED;
+	return r;
+}
+
+/* ---- execution ---------------------------------------------------------------------------- */
+
+static int execute_plan(pack_cache *pc, const struct restore_opts *o, struct plan *p, struct totals *tot,
+			struct failure *fail)
 {
 	install_cancel_handlers();
 	uint64_t total = 0;
 	size_t nfiles = 0;
 	for (size_t i = 0; i < p->n; i++)
-		for (size_t u = 0; u < p->v[i].nunits; u++)
-			if (p->v[i].units[u].action == U_COPY || p->v[i].units[u].action == U_RENAME)
-				for (size_t k = 0; k < p->v[i].units[u].count; k++, nfiles++)
-					total += p->v[i].files.v[p->v[i].units[u].first + k].size;
+		for (size_t u = 0; u < p->v[i].nunits; u++) {
+			const struct unit *un = &p->v[i].units[u];
+			if (unit_writes(un) && unit_in_mode(o, &p->v[i], un))
+				for (size_t k = 0; k < un->count; k++, nfiles++)
+					total += p->v[i].files.v[un->first + k].size;
+		}
 	struct progress prog;
-	progress_init(&prog, "restoring", total, nfiles);
-	int r = 0;
-	for (size_t i = 0; r == 0 && i < p->n; i++)
-		if ((r = restore_table(pc, &p->v[i], &prog, tot, fail)) == 0)
-			tot->tables++;
+	progress_init(&prog, o->import ? "staging" : "restoring", total, nfiles);
+	int r = 0, failed = 0;
+	for (size_t i = 0; r >= 0 && i < p->n; i++) {
+		struct plan_table *pt = &p->v[i];
+		if (o->import) {
+			r = import_table(pc, o, pt, &prog, fail);
+		} else {
+			clean_stale_temps(pt->fd, pt->target, &pt->tot.stale);
+			clean_index_dirs(pt);
+			r = restore_table(pc, o, pt, &(struct dest){pt->fd, pt->target}, &prog, fail);
+		}
+		failed |= r > 0;
+		tot->tables += r == 0;
+	}
 	progress_end(&prog);
-	return r;
+	for (size_t i = 0; i < p->n; i++) {
+		const struct totals *t = &p->v[i].tot;
+		tot->files += t->files, tot->bytes += t->bytes, tot->renamed += t->renamed;
+		tot->present += t->present, tot->conflicts += t->conflicts, tot->left_out += t->left_out;
+		tot->stale += t->stale, tot->stale_stages += t->stale_stages;
+	}
+	return r < 0 ? r : failed;
 }
 
 /* ---- report and nodetool ------------------------------------------------------------------ */
@@ -777,86 +1008,166 @@ static int report_failure(const struct restore_opts *o, const struct totals *tot
 {
 	char size[32];
 	format_bytes(tot->bytes, size, sizeof(size));
+	const char *where = o->import ? "staged" : "restored";
 	if (cancel_requested) {
-		errorf("interrupted by signal %d after %zu files (%s); every sstable is either wholly in "
-		       "place or absent; run the same command again to finish", (int)cancel_requested,
-		       tot->files, size);
+		errorf("interrupted by signal %d after %zu files (%s); %s; run the same command again to "
+		       "finish", (int)cancel_requested, tot->files, size,
+		       o->import ? "the staging directory was removed"
+				 : "every sstable is either wholly in place or absent");
 		return 128 + (int)cancel_requested;
 	}
 	if (fail->damaged)
-		errorf("backup %s is damaged (%s); restored %zu files (%s) before stopping, every sstable "
+		errorf("backup %s is damaged (%s); %s %zu files (%s) before stopping, every sstable "
 		       "wholly in place or absent; running restore again will stop the same way: check "
-		       "the backup with: cassbackup verify --store %s %s", o->name, fail->why, tot->files,
-		       size, o->store, o->name);
+		       "the backup with: cassbackup verify --store %s %s", o->name, fail->why, where,
+		       tot->files, size, o->store, o->name);
 	else
-		errorf("restored %zu files (%s) before stopping; every sstable is either wholly in place "
-		       "or absent; run the same command again to finish", tot->files, size);
-	return 1;
+		errorf("%s %zu files (%s) before stopping; every sstable is either wholly in place "
+		       "or absent; run the same command again to finish", where, tot->files, size);
+	return CB_EXIT_FAILED;
 }
 
-/* argv of `nodetool [-u U -pwf F] import|refresh KS TABLE [DIR]`. */
-static int nodetool_cmd(const struct restore_opts *o, const struct plan_table *pt, struct strv *a)
+/* argv of `nodetool [-u U -pwf F] import|refresh KS TABLE [DIR]` into pt->command: import
+ * from the staging directory with --import, refresh with --refresh, else the command to run
+ * next (an import of the table directory the files went to). */
+static int nodetool_cmd(const struct restore_opts *o, struct plan_table *pt)
 {
+	struct strv *a = &pt->command;
 	return nodetool_argv(a, o->nodetool) ?: strv_push(a, o->refresh ? "refresh" : "import") ?:
 	       strv_push(a, pt->t.keyspace) ?: strv_push(a, pt->t.table) ?:
-	       (o->refresh ? 0 : strv_push(a, pt->target));
+	       (o->refresh ? 0 : strv_push(a, o->import ? pt->stage : pt->target));
 }
 
-/* Runs nodetool import/refresh for each table, or prints the command. 0, or 1 if one failed. */
-static int tell_cassandra(const struct restore_opts *o, const struct plan *p)
+/* After the copy: runs nodetool refresh for each table, or prints the command to run next.
+ * (--import ran its nodetool per table already.) 0, or 1 if one failed. */
+static int tell_cassandra(const struct restore_opts *o, struct plan *p)
 {
 	int rc = 0;
-	for (size_t i = 0; i < p->n; i++) {
-		struct strv a = {0};
+	for (size_t i = 0; !o->import && i < p->n; i++) {
 		char cmd[4096];
-		if (nodetool_cmd(o, &p->v[i], &a) < 0) {
-			errorf("out of memory");
-			strv_free(&a);
-			return 1;
-		}
-		format_command(a.v, cmd, sizeof(cmd));
-		if (!o->import && !o->refresh) {
+		format_command(p->v[i].command.v, cmd, sizeof(cmd));
+		if (o->refresh)
+			rc |= run_command(o, &p->v[i]) != 0;
+		else if (!o->json)
 			printf("next: %s\n", cmd);
-		} else {
-			printf("running: %s\n", cmd);
-			int s = exec_run(a.v, NULL);
-			if (s != 0) {
-				errorf("%s exited with status %d; the files are in place, run it again once "
-				       "Cassandra is reachable", cmd, s);
-				rc = 1;
-			}
-		}
-		strv_free(&a);
 	}
 	return rc;
 }
 
-static void report_done(const struct restore_opts *o, const struct totals *tot)
+static void report_done(const struct restore_opts *o, const struct totals *tot, size_t n_tables)
 {
 	char size[32];
 	format_bytes(tot->bytes, size, sizeof(size));
-	if (tot->stale)
+	if (tot->stale && !o->json)
 		printf("removed %zu temporary files left by an interrupted restore\n", tot->stale);
-	printf("restored %s: %zu tables, %zu files, %s; %zu sstables under new generations, "
-	       "%zu already present\n", o->name, tot->tables, tot->files, size, tot->renamed, tot->present);
+	if (tot->stale_stages && !o->json)
+		printf("removed %zu staging directories left by an interrupted restore --import\n",
+		       tot->stale_stages);
+	if (!o->json && o->import)
+		printf("imported %s: %zu of %zu tables; %zu files (%s) staged, %zu sstables already "
+		       "present\n", o->name, tot->tables, n_tables, tot->files, size, tot->present);
+	else if (!o->json)
+		printf("restored %s: %zu tables, %zu files, %s; %zu sstables under new generations, "
+		       "%zu already present\n", o->name, tot->tables, tot->files, size, tot->renamed,
+		       tot->present);
 	if (tot->conflicts)
 		errorf("%zu files not restored: the target holds other files under their names "
 		       "(CONFLICT lines of --dry-run); those live files were left as they are",
 		       tot->conflicts);
 }
 
-/* ---- options ------------------------------------------------------------------------------ */
+/* ---- the plan and the result as text or JSON ---------------------------------------------- */
 
-static void restore_usage(FILE *f)
+static void print_plan(const struct restore_opts *o, const struct plan *p)
 {
-	fprintf(f,
-		"usage: cassbackup restore --store DIR NAME --data-dir DIR [--data-dir DIR ...]\n"
-		"         [--keyspace KS ...] [--table KS.TABLE ...] [--table-dir KS.TABLE=PATH ...]\n"
-		"         [--dry-run] [--owner USER[:GROUP]] [--import | --refresh] [--nodetool PATH]\n"
-		"Copies the backup's tables into the live <table>-<id> directories of this node.\n"
-		"Owner defaults to the owner of each target table directory. Without --import or\n"
-		"--refresh it prints the nodetool command to run next.\n");
+	struct strbuf fin = {0};
+	for (size_t i = 0; i < p->n; i++) {
+		const struct plan_table *pt = &p->v[i];
+		char cmd[4096];
+		format_command(pt->command.v, cmd, sizeof(cmd));
+		printf("%s.%s -> %s\n", pt->t.keyspace, pt->t.table, pt->target);
+		if (o->import)
+			printf("  staged in %s, then: %s\n", pt->stage, cmd);
+		for (size_t u = 0; u < pt->nunits; u++) {
+			const struct unit *un = &pt->units[u];
+			if (unit_in_mode(o, pt, un))
+				print_unit(pt, un, &fin);
+			else
+				printf("  leave   %s%s%s: not imported (%s)\n", un->dir, *un->dir ? "/" : "",
+				       pt->files.v[un->first].name,
+				       *un->dir ? "Cassandra builds the secondary indexes of what it imports"
+						: "not an sstable");
+		}
+	}
+	sb_free(&fin);
 }
+
+static void json_table(struct json *j, const struct restore_opts *o, const struct plan_table *pt)
+{
+	char cmd[4096];
+	format_command(pt->command.v, cmd, sizeof(cmd));
+	json_object_begin(j);
+	json_kv_str(j, "keyspace", pt->t.keyspace);
+	json_kv_str(j, "table", pt->t.table);
+	json_kv_str(j, "target", pt->target);
+	json_kv_str(j, "staging", pt->stage);
+	json_kv_u64(j, "files_copied", pt->tot.files);
+	json_kv_u64(j, "bytes", pt->tot.bytes);
+	json_kv_u64(j, "sstables_skipped", pt->tot.present);
+	json_kv_u64(j, "sstables_renamed", pt->tot.renamed);
+	json_kv_u64(j, "conflicts", pt->tot.conflicts);
+	json_kv_u64(j, "files_left_out", pt->tot.left_out);
+	json_key(j, "nodetool");
+	json_object_begin(j);
+	json_key(j, "argv");
+	json_array_begin(j);
+	for (size_t k = 0; k < pt->command.n; k++)
+		json_str(j, pt->command.v[k]);
+	json_array_end(j);
+	json_kv_str(j, "command", cmd);
+	json_kv_bool(j, "ran", pt->nodetool_status >= 0);
+	json_key(j, "status");
+	if (pt->nodetool_status >= 0)
+		json_i64(j, pt->nodetool_status);
+	else
+		json_null(j);
+	json_object_end(j);
+	json_object_end(j);
+	(void)o;
+}
+
+/* One JSON document on stdout: what was (or, with --dry-run, would be) done, per table. */
+static int print_json(const struct restore_opts *o, const struct plan *p, const struct totals *tot, int rc)
+{
+	struct strbuf sb = {0};
+	struct json j;
+	json_init(&j, &sb);
+	json_object_begin(&j);
+	json_kv_str(&j, "backup", o->name);
+	json_kv_str(&j, "store", o->store);
+	json_kv_str(&j, "mode", o->import ? "import" : o->refresh ? "refresh" : "copy");
+	json_kv_bool(&j, "dry_run", o->dry_run);
+	json_kv_i64(&j, "exit_status", rc);
+	json_kv_u64(&j, "files_copied", tot->files);
+	json_kv_u64(&j, "bytes", tot->bytes);
+	json_kv_u64(&j, "stale_temp_files_removed", tot->stale);
+	json_kv_u64(&j, "stale_staging_dirs_removed", tot->stale_stages);
+	json_key(&j, "tables");
+	json_array_begin(&j);
+	for (size_t i = 0; i < p->n; i++)
+		json_table(&j, o, &p->v[i]);
+	json_array_end(&j);
+	json_object_end(&j);
+	int r = json_error(&j);
+	if (r == 0)
+		r = json_flush(&j, stdout);
+	if (r < 0)
+		errorf("cannot write the JSON result: %s", strerror(-r));
+	sb_free(&sb);
+	return r;
+}
+
+/* ---- options ------------------------------------------------------------------------------ */
 
 static int parse_id(const char *s, bool group, unsigned *id)
 {
@@ -911,72 +1222,33 @@ static int parse_owner(struct restore_opts *o, const char *spec)
 	return 0;
 }
 
-/* Parses argv into o: -1 to go on, else the exit status (usage said). */
-static int parse_args(int argc, char **argv, struct restore_opts *o)
+/* Checks what the option table cannot: CLI_RUN or CB_EXIT_USAGE (said). */
+static int check_args(const struct cli_command *cmd, struct restore_opts *o)
 {
-	static const struct option opts[] = {
-		{"store", required_argument, NULL, 's'},      {"data-dir", required_argument, NULL, 'd'},
-		{"keyspace", required_argument, NULL, 'k'},   {"table", required_argument, NULL, 'T'},
-		{"table-dir", required_argument, NULL, 'D'},  {"dry-run", no_argument, NULL, 'n'},
-		{"owner", required_argument, NULL, 'o'},      {"import", no_argument, NULL, 'I'},
-		{"refresh", no_argument, NULL, 'R'},          {"nodetool", required_argument, NULL, 'N'},
-		{"help", no_argument, NULL, 'h'},             {0},
-	};
-	const char *owner = NULL;
-	int c, r = 0;
-	while (r == 0 && (c = getopt_long(argc, argv, "s:d:k:T:nh", opts, NULL)) != -1) {
-		switch (c) {
-		case 's': o->store = optarg; break;
-		case 'd': r = ptrv_push(&o->data_dirs, &o->ndata_dirs, optarg); break;
-		case 'k': r = ptrv_push(&o->keyspaces, &o->nkeyspaces, optarg); break;
-		case 'T': r = ptrv_push(&o->tables, &o->ntables, optarg); break;
-		case 'D': r = ptrv_push(&o->table_dirs, &o->ntable_dirs, optarg); break;
-		case 'n': o->dry_run = true; break;
-		case 'o': owner = optarg; break;
-		case 'I': o->import = true; break;
-		case 'R': o->refresh = true; break;
-		case 'N': o->nodetool = optarg; break;
-		case 'h': restore_usage(stdout); return 0;
-		default: return 2;
-		}
+	if (o->import && o->refresh)
+		return cli_usage_error(cmd, "--import and --refresh exclude each other");
+	if (o->owner && parse_owner(o, o->owner) < 0)
+		return CB_EXIT_USAGE;
+	for (size_t i = 0; i < o->table_dirs.n; i++) {
+		char *eq = strchr(o->table_dirs.v[i], '='), *dot = strchr(o->table_dirs.v[i], '.');
+		if (!eq || !dot || dot > eq)
+			return cli_usage_error(cmd, "--table-dir %s: expected KEYSPACE.TABLE=PATH", o->table_dirs.v[i]);
 	}
-	if (r < 0) {
-		errorf("out of memory");
-		return 1;
-	}
-	if (!o->store)
-		o->store = config_get("store");
-	if (!o->ndata_dirs)
-		config_get_all("data_dir", &o->data_dirs, &o->ndata_dirs);
-	if (optind + 1 != argc || !o->store || !o->ndata_dirs || (o->import && o->refresh)) {
-		restore_usage(stderr);
-		return 2;
-	}
-	o->name = argv[optind];
-	if (owner && parse_owner(o, owner) < 0)
-		return 2;
-	for (size_t i = 0; i < o->ntable_dirs; i++) {
-		char *eq = strchr(o->table_dirs[i], '='), *dot = strchr(o->table_dirs[i], '.');
-		if (!eq || !dot || dot > eq) {
-			errorf("--table-dir %s: expected KEYSPACE.TABLE=PATH", o->table_dirs[i]);
-			return 2;
-		}
-	}
-	return -1;
+	return CLI_RUN;
 }
 
 /* What must hold before anything is read or written: every --data-dir is a Cassandra data
  * directory, and nodetool can be run when it will be. 0 or the exit status (said). */
 static int check_environment(const struct restore_opts *o)
 {
-	for (size_t i = 0; i < o->ndata_dirs; i++) {
+	for (size_t i = 0; i < o->data_dirs.n; i++) {
 		struct strbuf why = {0};
-		int r = plan_check_data_dir(o->data_dirs[i], &why);
+		int r = plan_check_data_dir(o->data_dirs.v[i], &why);
 		if (r < 0)
-			errorf("--data-dir %s: %s; nothing was restored", o->data_dirs[i], why.buf ? why.buf : strerror(-r));
+			errorf("--data-dir %s: %s; nothing was restored", o->data_dirs.v[i], why.buf ? why.buf : strerror(-r));
 		sb_free(&why);
 		if (r < 0)
-			return 2;
+			return CB_EXIT_USAGE;
 	}
 	if (!o->import && !o->refresh)
 		return 0;
@@ -990,11 +1262,33 @@ static int check_environment(const struct restore_opts *o)
 	else if (r < 0)
 		errorf("out of memory");
 	strv_free(&a);
-	return r < 0 ? 2 : 0;
+	return r < 0 ? CB_EXIT_USAGE : 0;
+}
+
+/* Plans the restore: the staging paths and the nodetool command of every table. The exit
+ * status when it cannot go on (said), else CLI_RUN. */
+static int plan_restore(catalog *cat, struct restore_opts *o, const struct tables *ts, struct plan *p)
+{
+	if (make_plan(cat, o, ts, p) < 0)
+		return CB_EXIT_FAILED;
+	for (size_t i = 0; !p->bad && i < p->n; i++)
+		if ((o->import && plan_stage(&p->v[i]) < 0) || nodetool_cmd(o, &p->v[i]) < 0) {
+			errorf("out of memory");
+			return CB_EXIT_FAILED;
+		}
+	if (p->bad) {
+		errorf("nothing was restored");
+		return CB_EXIT_FAILED;
+	}
+	if (o->dry_run)
+		for (size_t i = 0; i < p->n; i++)
+			for (size_t u = 0; u < p->v[i].nunits; u++)
+				count_unit(o, &p->v[i], &p->v[i].units[u]);
+	return CLI_RUN;
 }
 
 /* Plans, then copies (or prints the plan), then tells Cassandra. The exit status. */
-static int restore_backup(const struct restore_opts *o)
+static int restore_backup(struct restore_opts *o)
 {
 	catalog *cat = NULL;
 	pack_cache *pc = NULL;
@@ -1002,35 +1296,36 @@ static int restore_backup(const struct restore_opts *o)
 	struct plan p = {0};
 	struct totals tot = {0};
 	struct failure fail = {.damaged = false};
-	int rc = 1;
-	if (open_store(o->store, CATALOG_READONLY, &cat) < 0)
+	int rc = CB_EXIT_FAILED, r = open_store(o->store, CATALOG_READONLY, &cat);
+	if (r < 0) {
+		rc = exit_code_for(r);
 		goto out;
+	}
 	if (pack_cache_new(&pc, o->store, 8u << 20) < 0) {
 		errorf("cannot open store %s: out of memory", o->store);
 		goto out;
 	}
-	if (load_tables(cat, o->store, o->name, &ts) < 0) {
+	if ((r = load_tables(cat, o->store, o->name, &ts)) < 0) {
 		ts = (struct tables){0}; /* load_tables freed it */
+		rc = r == -ENOENT ? CB_EXIT_MISSING : CB_EXIT_FAILED;
 		goto out;
 	}
-	if (make_plan(cat, o, &ts, &p) < 0)
+	if ((rc = plan_restore(cat, o, &ts, &p)) != CLI_RUN)
 		goto out;
-	if (p.bad) {
-		errorf("nothing was restored");
-		goto out;
-	}
 	if (o->dry_run) {
-		print_plan(&p);
-		printf("dry run: nothing was written\n");
-		rc = 0;
-		goto out;
-	}
-	if (execute_plan(pc, &p, &tot, &fail) < 0) {
+		if (!o->json) {
+			print_plan(o, &p);
+			printf("dry run: nothing was written\n");
+		}
+		rc = CB_EXIT_OK;
+	} else if ((r = execute_plan(pc, o, &p, &tot, &fail)) < 0) {
 		rc = report_failure(o, &tot, &fail);
-		goto out;
+	} else {
+		report_done(o, &tot, p.n);
+		rc = tell_cassandra(o, &p) || r > 0 || tot.conflicts ? CB_EXIT_FAILED : CB_EXIT_OK;
 	}
-	report_done(o, &tot);
-	rc = tell_cassandra(o, &p) || tot.conflicts ? 1 : 0;
+	if (o->json && print_json(o, &p, &tot, rc) < 0)
+		rc = CB_EXIT_FAILED;
 out:
 	plan_free(&p);
 	tables_free(&ts);
@@ -1039,17 +1334,64 @@ out:
 	return rc;
 }
 
+static const char *const restore_usage[] = {
+	"--store DIR --data-dir DIR [--data-dir DIR]... NAME",
+	"  [--keyspace KS]... [--table KS.TABLE]... [--table-dir KS.TABLE=PATH]...",
+	"  [--dry-run] [--owner USER[:GROUP]] [--import | --refresh] [--nodetool PATH] [--json]",
+	NULL,
+};
+
 int cmd_restore(int argc, char **argv)
 {
 	struct restore_opts o = {0};
-	int rc = parse_args(argc, argv, &o);
-	if (rc < 0)
-		rc = check_environment(&o);
-	if (rc == 0 && o.name)
-		rc = restore_backup(&o);
-	free(o.data_dirs);
-	free(o.keyspaces);
-	free(o.tables);
-	free(o.table_dirs);
+	struct cli_option opts[] = {
+		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &o.store, .arg = "DIR",
+		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
+		{.name = "data-dir", .short_name = 'd', .type = OPT_STRINGS, .value = &o.data_dirs, .arg = "DIR",
+		 .help = "a data directory of this node (data_file_directories; repeatable)",
+		 .config_key = "data_dir", .flags = OPT_REQUIRED},
+		{.name = "keyspace", .short_name = 'k', .type = OPT_KEYSPACE, .value = &o.sel, .arg = "KS",
+		 .help = "restore only this keyspace (repeatable)"},
+		{.name = "table", .short_name = 'T', .type = OPT_TABLE, .value = &o.sel, .arg = "KS.TABLE",
+		 .help = "restore only this table (repeatable)"},
+		{.name = "table-dir", .type = OPT_STRINGS, .value = &o.table_dirs, .arg = "KS.TABLE=PATH",
+		 .help = "the live directory of KS.TABLE, when the data directories hold several"},
+		{.name = "dry-run", .short_name = 'n', .type = OPT_FLAG, .value = &o.dry_run,
+		 .help = "print the plan, write nothing"},
+		{.name = "owner", .type = OPT_STRING, .value = &o.owner, .arg = "USER[:GROUP]",
+		 .help = "owner of the files (default: the target table directory's)"},
+		{.name = "import", .type = OPT_FLAG, .value = &o.import,
+		 .help = "stage each table on the target's file system, run nodetool import on it"},
+		{.name = "refresh", .type = OPT_FLAG, .value = &o.refresh,
+		 .help = "copy into the table directories, then run nodetool refresh"},
+		{.name = "nodetool", .type = OPT_STRING, .value = &o.nodetool, .arg = "PATH",
+		 .help = "the nodetool to run", .config_key = "nodetool"},
+		{.name = "json", .type = OPT_FLAG, .value = &o.json,
+		 .help = "print one JSON document with the result per table"},
+		{0},
+	};
+	struct cli_command cmd = {
+		.name = "restore",
+		.usage = restore_usage,
+		.operands = "NAME",
+		.min_operands = 1,
+		.max_operands = 1,
+		.description = "Copies the backup's tables into the live <table>-<id> directories of this node\n"
+			       "(owner: the target table directory's, or --owner). Without --import or --refresh\n"
+			       "it prints the nodetool command to run next. --import copies each table once,\n"
+			       "into a staging directory on the target's file system that nodetool import\n"
+			       "moves into the table, and removes the staging directory afterwards.",
+		.options = opts,
+	};
+	int first, rc = cli_parse(&cmd, argc, argv, &first);
+	if (rc == CLI_RUN) {
+		o.name = argv[first];
+		rc = check_args(&cmd, &o);
+	}
+	if (rc == CLI_RUN)
+		rc = check_environment(&o) ?: restore_backup(&o);
+	strv_free(&o.data_dirs);
+	strv_free(&o.table_dirs);
+	selection_free(&o.sel);
 	return rc;
 }

@@ -4,7 +4,8 @@
 # Extra packages may be named as arguments (bench/ adds archivemount, hyperfine...).
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc libc6-dev libfuse3-dev fuse3 libarchive-dev libzstd-dev
-      libsqlite3-dev libssl-dev zlib1g-dev libjansson-dev libcurl4-openssl-dev python3 python3-pytest rsync zstd tar attr util-linux "$@")
+      libsqlite3-dev libssl-dev zlib1g-dev libjansson-dev libcurl4-openssl-dev python3 python3-pytest rsync zstd tar attr util-linux
+      scdoc bash-completion man-db "$@")
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -189,6 +189,19 @@ bool plan_restore_temp_pid(const char *name, pid_t *pid)
 	return *pid > 0;
 }
 
+bool plan_import_stage_pid(const char *name, pid_t *pid)
+{
+	size_t pl = strlen(IMPORT_STAGE_PREFIX);
+	if (strncmp(name, IMPORT_STAGE_PREFIX, pl) != 0)
+		return false;
+	const char *p = name + pl;
+	size_t n = strspn(p, "0123456789");
+	if (n == 0 || n > 9 || p[n] != '\0')
+		return false;
+	*pid = (pid_t)strtol(p, NULL, 10);
+	return *pid > 0;
+}
+
 /* Does the directory ks (open as fd) hold a <table>-<32 hex> directory? Takes fd. */
 static bool holds_table_dir(int fd)
 {

@@ -81,6 +81,12 @@ bool plan_is_table_dir_name(const char *entry);
 /* For a name made by restore as a temporary file, the pid of the run that made it. */
 bool plan_restore_temp_pid(const char *name, pid_t *pid);
 
+/* The staging directory of `restore --import`, made in a data directory:
+ * ".cassbackup-import-<pid>/<keyspace>/<table>/". A name Cassandra never takes for a keyspace. */
+#define IMPORT_STAGE_PREFIX ".cassbackup-import-"
+/* For a name ".cassbackup-import-<pid>" (nothing after the pid), the pid of the run that made it. */
+bool plan_import_stage_pid(const char *name, pid_t *pid);
+
 /* Is path a Cassandra data directory (data_file_directories), the place restore looks for
  * <keyspace>/<table>-<id>/? It must be a directory holding at least one keyspace directory
  * that holds a <table>-<32 hex> directory; every node that ever started has those at least

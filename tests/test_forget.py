@@ -1,0 +1,124 @@
+"""cassbackup forget and unlock on real stores: by name, by policy per node, dry runs, usage
+errors, and a mount that drops a forgotten backup from /backups while mounted. The policy's
+calendar rules themselves are unit-tested (tests/unit/test_retention.c, 29 cases)."""
+import json
+import os
+import socket
+import time
+
+import pytest
+
+from conftest import backup_list, cb, data_dir_args, make_sample, mounted, read, sample_dirs
+
+DAY = 86400 * 10**9
+
+
+def tiny(tmp_path, name, seed):
+    return make_sample(str(tmp_path / name), '--data-kib', '16', '--data-dirs', '1', '--keyspaces', '1',
+                       '--tables', '1', '--sstables', '1', '--no-index', '--no-clutter', '--seed', str(seed))
+
+
+@pytest.fixture
+def four(store, tmp_path):
+    """Backups n1-a, n1-b, n2-a, n2-b: nodes n1 and n2, 'a' three days older than 'b'."""
+    for i, name in enumerate(['n1-a', 'n1-b', 'n2-a', 'n2-b']):
+        src = tiny(tmp_path, name, 40 + i)
+        cb('create', '--store', store, '--name', name, *data_dir_args(sample_dirs(src)),
+           '--snapshot', 'nightly-1', '--node', name[:2])
+    now = time.time_ns()
+    for name in ['n1-a', 'n2-a']:  # make the 'a' backups older, in their manifests
+        path = os.path.join(store, 'backups', name + '.json')
+        with open(path) as f:
+            doc = json.load(f)
+        doc['created_ns'] = now - 3 * DAY
+        with open(path, 'w') as f:
+            json.dump(doc, f)
+    # manifests are never rewritten in place: make the catalog (a cache) read them again
+    for suffix in ('', '-wal', '-shm'):
+        if os.path.exists(os.path.join(store, 'catalog.db' + suffix)):
+            os.unlink(os.path.join(store, 'catalog.db' + suffix))
+    return store
+
+
+def names(store):
+    return sorted(b['name'] for b in backup_list(store))
+
+
+def test_forget_by_name(four):
+    p = cb('forget', '--store', four, 'n1-a')
+    assert p.stdout.split()[:2] == ['remove', 'n1-a']
+    assert names(four) == ['n1-b', 'n2-a', 'n2-b']
+    assert not os.path.exists(os.path.join(four, 'backups', 'n1-a.json'))
+
+
+def test_unknown_name_changes_nothing(four):
+    before = names(four)
+    p = cb('forget', '--store', four, 'n1-b', 'n1-x', check=False)
+    assert p.returncode == 3 and 'n1-x' in p.stderr and 'closest' in p.stderr
+    assert names(four) == before
+
+
+@pytest.mark.parametrize('args, why', [
+    ([], 'give backup names or a --keep-* policy'),
+    (['n1-a', '--keep-last', '1'], 'not both'),
+    (['n1-a', '--node', 'n1'], '--node goes with'),
+    (['--keep-within', '3x'], 'keep-within'),
+])
+def test_usage_errors(four, args, why):
+    p = cb('forget', '--store', four, *args, check=False)
+    assert p.returncode == 2 and why in p.stderr, p.stderr
+    assert len(names(four)) == 4
+
+
+def test_policy_per_node_dry_run_then_real(four):
+    p = cb('forget', '--store', four, '--keep-last', '1', '--dry-run')
+    lines = p.stdout.splitlines()
+    assert sum(l.startswith('would remove') for l in lines) == 2, lines
+    assert len(names(four)) == 4  # a dry run changes nothing
+    p = cb('forget', '--store', four, '--keep-last', '1', '--json')
+    got = {d['name']: (d['action'], d['reasons']) for d in json.loads(p.stdout)}
+    assert got == {'n1-a': ('remove', []), 'n1-b': ('keep', ['last']),
+                   'n2-a': ('remove', []), 'n2-b': ('keep', ['last'])}
+    assert names(four) == ['n1-b', 'n2-b']
+
+
+def test_policy_for_one_node_and_within(four):
+    cb('forget', '--store', four, '--keep-within', '1d', '--node', 'n2')
+    assert names(four) == ['n1-a', 'n1-b', 'n2-b']  # n1 untouched; n2's 3-day-old one goes
+
+
+def test_forgotten_backup_leaves_the_mount(four, tmp_path):
+    with mounted(four, str(tmp_path / 'mnt')) as m:
+        assert 'n1-a' in os.listdir(m.path())
+        kept = read(m.path('n1-b', 'shop', 'orders', 'nb-1-big-Data.db'))
+        cb('forget', '--store', four, 'n1-a')
+        deadline = time.monotonic() + 30  # the mount refreshes every few seconds
+        while 'n1-a' in os.listdir(m.path()):
+            assert time.monotonic() < deadline, 'forgotten backup still listed'
+            time.sleep(0.5)
+        assert read(m.path('n1-b', 'shop', 'orders', 'nb-1-big-Data.db')) == kept
+
+
+def test_unlock_removes_stale_locks_only(four):
+    locks = os.path.join(four, 'locks')
+    os.makedirs(locks, exist_ok=True)
+    host = socket.gethostname()
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    stale = {'host': host, 'command': 'prune', 'pid': dead, 'exclusive': True, 'time_ns': time.time_ns()}
+    live = {'host': host, 'command': 'create', 'pid': os.getpid(), 'exclusive': False,
+            'time_ns': time.time_ns()}
+    for name, doc in [('stale', stale), ('live', live)]:
+        with open(os.path.join(locks, name + '.json'), 'w') as f:
+            json.dump(doc, f)
+    p = cb('unlock', '--store', four)
+    assert 'removed 1 stale lock; 1 held' in p.stdout and 'shared lock of create' in p.stdout
+    assert sorted(os.listdir(locks)) == ['live.json']
+    # a live exclusive lock keeps forget (a shared locker) out, and says who holds it
+    live['exclusive'] = True
+    with open(os.path.join(locks, 'live.json'), 'w') as f:
+        json.dump(live, f)
+    p = cb('unlock', '--store', four, '--all')
+    assert os.listdir(locks) == []

@@ -1,0 +1,132 @@
+"""Stores in S3-compatible object storage, against real S3 servers on loopback that this file
+starts on free ports: moto_server (Python moto) and s3rver (npm). A server that is not
+installed skips its tests with one line saying so; tests/run.sh installs both where it can."""
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from conftest import BUILD, REPO, cb, data_dir_args, make_sample, mounted, read, sample_dirs, snapshot_tables
+
+S3RVER = os.path.join(REPO, 'build-node', 'node_modules', '.bin', 's3rver')
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, proc, what):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f'{what} exited at start: {proc.stdout.read() if proc.stdout else ""}')
+        with contextlib.suppress(OSError), socket.create_connection(('127.0.0.1', port), 0.2):
+            return
+        time.sleep(0.1)
+    pytest.fail(f'{what} did not listen on port {port}')
+
+
+@contextlib.contextmanager
+def moto(tmp_path):
+    exe = shutil.which('moto_server')
+    if not exe:
+        pytest.skip('moto_server is not installed (pip install "moto[server]"): moto tests skipped')
+    port = free_port()
+    proc = subprocess.Popen([exe, '-H', '127.0.0.1', '-p', str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_listening(port, proc, 'moto_server')
+        req = urllib.request.Request(f'http://127.0.0.1:{port}/cbtest', method='PUT')
+        urllib.request.urlopen(req).read()
+        yield port, 'test', 'test'
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def s3rver(tmp_path):
+    if not os.access(S3RVER, os.X_OK):
+        pytest.skip(f'{S3RVER} is not installed (tests/run.sh: npm install s3rver): s3rver tests skipped')
+    port = free_port()
+    data = tmp_path / 's3rver-data'
+    data.mkdir()
+    proc = subprocess.Popen([S3RVER, '-d', str(data), '-a', '127.0.0.1', '-p', str(port),
+                             '--configure-bucket', 'cbtest', '--silent'],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_listening(port, proc, 's3rver')
+        yield port, 'S3RVER', 'S3RVER'
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+@pytest.fixture(params=['moto', 's3rver'])
+def s3(request, tmp_path, binaries):
+    """(store location, environment) of an empty S3 store on a loopback server."""
+    server = moto if request.param == 'moto' else s3rver
+    with server(tmp_path) as (port, key, secret):
+        env = dict(os.environ, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=key,
+                   AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1',
+                   CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+        loc = 's3://cbtest/stores/prod'
+        cb('init', '--store', loc, env=env)
+        yield loc, env
+
+
+def test_backend_contract(s3):
+    """Every backend operation, large multipart uploads and >1000-key listings included."""
+    loc, env = s3
+    p = subprocess.run([os.path.join(BUILD, 'tests', 'backend_contract'), loc + '/contract'],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+
+
+def test_create_list_verify_mount_forget(s3, tmp_path):
+    loc, env = s3
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '4096', '--data-dirs', '1')
+    dirs = sample_dirs(src)
+    cb('create', '--store', loc, '--name', 'n1', *data_dir_args(dirs), '--snapshot', 'nightly-1', env=env)
+    [b] = json.loads(cb('list', '--store', loc, '--json', env=env).stdout)
+    assert b['name'] == 'n1' and b['complete']
+    cb('verify', '--store', loc, 'n1', env=env)
+    # a second init is refused: a store is there
+    p = cb('init', '--store', loc, env=env, check=False)
+    assert p.returncode != 0 and 'already there' in p.stderr
+    with mounted(loc, str(tmp_path / 'mnt'), env=env) as m:
+        for (ks, table), files in snapshot_tables(dirs, 'nightly-1').items():
+            for rel, path in files.items():
+                assert read(m.path('n1', ks, table, rel)) == read(path)
+    cb('forget', '--store', loc, 'n1', env=env)
+    assert json.loads(cb('list', '--store', loc, '--json', env=env).stdout) == []
+
+
+def test_two_nodes_create_at_once_and_dedup(s3, tmp_path):
+    """Two nodes back up into one store at the same time: both land, both verify; a third
+    backup of the same data stores next to nothing."""
+    loc, env = s3
+    srcs = [make_sample(str(tmp_path / f'n{i}'), '--data-kib', '4096', '--data-dirs', '1', '--seed', str(i))
+            for i in (1, 2)]
+    procs = [subprocess.Popen([os.path.join(BUILD, 'tools', 'cassbackup'), 'create', '--store', loc,
+                               '--name', f'node{i}', *data_dir_args(sample_dirs(src)), '--snapshot',
+                               'nightly-1', '--node', f'node{i}', '--json'],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i, src in zip((1, 2), srcs)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    names = sorted(b['name'] for b in json.loads(cb('list', '--store', loc, '--json', env=env).stdout))
+    assert names == ['node1', 'node2']
+    cb('verify', '--store', loc, '--all', env=env)
+    again = cb('create', '--store', loc, '--name', 'node1-again', *data_dir_args(sample_dirs(srcs[0])),
+               '--snapshot', 'nightly-1', '--node', 'node1', '--json', env=env)
+    summary = json.loads(again.stdout)
+    assert summary['new_bytes'] == 0, summary

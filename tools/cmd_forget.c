@@ -1,0 +1,309 @@
+/* cassbackup forget: removes backups by name or by a retention policy (restic's semantics,
+ * catalog/retention.h), per node. Forgetting deletes a backup's manifest, its commit point;
+ * the bytes it alone used stay in packs until `cassbackup prune` (or --prune) frees them. */
+#include "cli.h"
+#include "lock.h"
+#include "retention.h"
+#include "store.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fopts {
+	const char *store, *node;
+	uint64_t last, hourly, daily, weekly, monthly, yearly;
+	struct duration within;
+	bool dry_run, json;
+};
+
+/* One backup of the store, and what forget decides for it. */
+struct fitem {
+	char *name, *node;
+	int64_t created_ns;
+	unsigned reasons; /* retention_reason bits; 0: remove */
+	bool named;       /* to be removed: named on the command line, or kept by no rule */
+	bool chosen;      /* its node is the one asked for (or none was) */
+	bool grouped;     /* the policy was applied to its node's group */
+};
+
+struct flist {
+	struct fitem *v;
+	size_t n;
+};
+
+static int collect(void *ctx, const struct cb_backup_summary *b)
+{
+	struct flist *l = ctx;
+	if (b->invalid)
+		return 0;
+	struct fitem *v = realloc(l->v, (l->n + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	l->v = v;
+	v[l->n] = (struct fitem){.name = strdup(b->name), .node = strdup(b->node ? b->node : ""),
+				 .created_ns = b->created_ns};
+	if (!v[l->n].name || !v[l->n].node)
+		return -ENOMEM;
+	l->n++;
+	return 0;
+}
+
+static void flist_free(struct flist *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		free(l->v[i].name);
+		free(l->v[i].node);
+	}
+	free(l->v);
+}
+
+static int count_of(uint64_t v) { return v > INT32_MAX ? -1 : (int)v; }
+
+static void policy_of(const struct fopts *o, struct retention_policy *p)
+{
+	*p = (struct retention_policy){
+		.last = count_of(o->last), .hourly = count_of(o->hourly), .daily = count_of(o->daily),
+		.weekly = count_of(o->weekly), .monthly = count_of(o->monthly),
+		.yearly = count_of(o->yearly),
+		.within = {.years = (int)o->within.years, .months = (int)o->within.months,
+			   .days = (int)o->within.days,
+			   .seconds = (int64_t)o->within.hours * 3600 + (int64_t)o->within.minutes * 60 +
+				      o->within.seconds},
+	};
+}
+
+/* Applies the policy to each node's backups (those of --node only, when given). */
+static int apply_policy(const struct fopts *o, struct flist *l)
+{
+	struct retention_policy p;
+	policy_of(o, &p);
+	struct retention_item *items = calloc(l->n + 1, sizeof(*items));
+	size_t *idx = calloc(l->n + 1, sizeof(*idx));
+	int r = items && idx ? 0 : -ENOMEM;
+	for (size_t i = 0; r == 0 && i < l->n; i++) {
+		if (!l->v[i].chosen || l->v[i].grouped)
+			continue;
+		size_t n = 0; /* the group of l->v[i]'s node */
+		for (size_t k = i; k < l->n; k++)
+			if (l->v[k].chosen && !strcmp(l->v[k].node, l->v[i].node)) {
+				idx[n] = k;
+				items[n++] = (struct retention_item){.time_ns = l->v[k].created_ns};
+			}
+		r = retention_apply(items, n, &p, now_ns());
+		for (size_t k = 0; r == 0 && k < n; k++) {
+			l->v[idx[k]].reasons = items[k].reasons;
+			l->v[idx[k]].grouped = true;
+			l->v[idx[k]].named = !items[k].reasons;
+		}
+		memset(items, 0, (l->n + 1) * sizeof(*items));
+	}
+	free(items);
+	free(idx);
+	return r;
+}
+
+static void reasons_text(unsigned reasons, struct strbuf *sb)
+{
+	for (unsigned b = 0; b < RETAIN_REASON_COUNT; b++)
+		if (reasons & (1u << b))
+			sb_printf(sb, "%s%s", sb->len ? ", " : "", retention_reason_name(1u << b));
+}
+
+static void report_json(const struct flist *l, bool policy)
+{
+	struct strbuf out = {0};
+	struct json j;
+	json_init(&j, &out);
+	json_array_begin(&j);
+	for (size_t i = 0; i < l->n; i++) {
+		const struct fitem *f = &l->v[i];
+		if (policy ? !f->chosen : !f->named)
+			continue;
+		char created[64];
+		format_time_utc(f->created_ns, created, sizeof(created));
+		json_object_begin(&j);
+		json_kv_str(&j, "name", f->name);
+		json_kv_str(&j, "node", f->node);
+		json_kv_str(&j, "created", created);
+		json_kv_str(&j, "action", f->named ? "remove" : "keep");
+		json_key(&j, "reasons");
+		json_array_begin(&j);
+		for (unsigned b = 0; b < RETAIN_REASON_COUNT; b++)
+			if (f->reasons & (1u << b))
+				json_str(&j, retention_reason_name(1u << b));
+		json_array_end(&j);
+		json_object_end(&j);
+	}
+	json_array_end(&j);
+	json_flush(&j, stdout);
+	sb_free(&out);
+}
+
+static void report_text(const struct flist *l, bool policy, bool dry_run)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		const struct fitem *f = &l->v[i];
+		if (policy ? !f->chosen : !f->named)
+			continue;
+		char created[64];
+		format_time_utc(f->created_ns, created, sizeof(created));
+		struct strbuf why = {0};
+		reasons_text(f->reasons, &why);
+		_cleanup_free_ char *name = cli_escape(f->name), *node = cli_escape(f->node);
+		printf("%-6s %-28s %-16s %s%s%s\n",
+		       f->named ? (dry_run ? "would remove" : "remove") : "keep", name ? name : "",
+		       node ? node : "", created, why.len ? "  " : "", why.len ? why.buf : "");
+		sb_free(&why);
+	}
+}
+
+/* Deletes the chosen backups' manifests, then drops them from the catalog. */
+static int forget_named(struct store *s, const struct flist *l, unsigned *done)
+{
+	*done = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		if (!l->v[i].named)
+			continue;
+		struct strbuf key = {0};
+		int r = store_manifest_key(l->v[i].name, &key);
+		r = r ?: cb_backend_delete(store_backend(s), key.buf);
+		if (r < 0 && r != -ENOENT) {
+			_cleanup_free_ char *shown = cli_escape(l->v[i].name);
+			errorf("cannot forget %s: %s: %s", shown ? shown : "", key.buf ? key.buf : "",
+			       *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
+			sb_free(&key);
+			return r;
+		}
+		sb_free(&key);
+		(*done)++;
+	}
+	struct strbuf err = {0};
+	int r = store_reconcile(s, 0, NULL, &err); /* the catalog follows the manifests */
+	if (r < 0)
+		errorf("%s", err.buf ? err.buf : "cannot update the catalog");
+	sb_free(&err);
+	return r;
+}
+
+/* Marks the named backups; an unknown name stops everything before any change. */
+static int mark_names(struct store *s, const char *store, struct flist *l, char **names, int n)
+{
+	for (int k = 0; k < n; k++) {
+		bool found = false;
+		for (size_t i = 0; i < l->n; i++)
+			if (!strcmp(l->v[i].name, names[k]))
+				found = l->v[i].named = true;
+		if (!found)
+			return report_no_such_backup(store_catalog(s), store, names[k]);
+	}
+	return CB_EXIT_OK;
+}
+
+static int forget(struct fopts *o, char **names, int nnames)
+{
+	struct strbuf err = {0};
+	struct store *s;
+	int r = store_open_full(o->store, o->dry_run ? STORE_READONLY : 0, &s, &err);
+	if (r < 0) {
+		_cleanup_free_ char *shown = cli_escape(o->store);
+		errorf("cannot open store %s: %s", shown ? shown : "", err.buf ? err.buf : strerror(-r));
+		sb_free(&err);
+		return exit_code_for(r);
+	}
+	struct flist l = {0};
+	struct store_lock *lock = NULL;
+	struct lock_info holder;
+	int rc = CB_EXIT_OK;
+	r = catalog_list_backups(store_catalog(s), collect, &l);
+	for (size_t i = 0; r == 0 && i < l.n; i++)
+		l.v[i].chosen = !o->node || !strcmp(o->node, l.v[i].node);
+	if (r == 0 && nnames)
+		rc = mark_names(s, o->store, &l, names, nnames);
+	else if (r == 0)
+		r = apply_policy(o, &l);
+	if (r == 0 && rc == CB_EXIT_OK && !o->dry_run) {
+		r = store_lock_take(store_backend(s), false, "forget", 60, NULL, NULL, &lock, &holder);
+		if (r == -EBUSY)
+			errorf("store %s is locked by %s (pid %lld on %s)", o->store, holder.command,
+			       (long long)holder.pid, holder.host);
+	}
+	unsigned done = 0;
+	if (r == 0 && rc == CB_EXIT_OK && !o->dry_run)
+		r = forget_named(s, &l, &done);
+	store_lock_release(lock);
+	if (r == 0 && rc == CB_EXIT_OK) {
+		if (o->json)
+			report_json(&l, nnames == 0);
+		else
+			report_text(&l, nnames == 0, o->dry_run);
+	} else if (r < 0 && r != -EBUSY && rc == CB_EXIT_OK) {
+		char why[256];
+		errorf("cannot forget: %s", catalog_why(store_catalog(s), r, why, sizeof(why)));
+	}
+	if (r < 0)
+		rc = CB_EXIT_FAILED;
+	flist_free(&l);
+	store_close(s);
+	sb_free(&err);
+	return rc;
+}
+
+int cmd_forget(int argc, char **argv)
+{
+	struct fopts o = {0};
+	struct cli_option opts[] = {
+		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &o.store, .arg = "DIR",
+		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
+		{.name = "keep-last", .type = OPT_U64, .value = &o.last, .arg = "N", .max = INT32_MAX,
+		 .help = "keep the N newest backups"},
+		{.name = "keep-hourly", .type = OPT_U64, .value = &o.hourly, .arg = "N", .max = INT32_MAX,
+		 .help = "keep the newest backup of each of the last N hours that have one"},
+		{.name = "keep-daily", .type = OPT_U64, .value = &o.daily, .arg = "N", .max = INT32_MAX,
+		 .help = "... of each of the last N days"},
+		{.name = "keep-weekly", .type = OPT_U64, .value = &o.weekly, .arg = "N", .max = INT32_MAX,
+		 .help = "... of each of the last N ISO weeks"},
+		{.name = "keep-monthly", .type = OPT_U64, .value = &o.monthly, .arg = "N", .max = INT32_MAX,
+		 .help = "... of each of the last N months"},
+		{.name = "keep-yearly", .type = OPT_U64, .value = &o.yearly, .arg = "N", .max = INT32_MAX,
+		 .help = "... of each of the last N years"},
+		{.name = "keep-within", .type = OPT_DURATION, .value = &o.within, .arg = "DURATION",
+		 .help = "keep every backup made within DURATION (1y2m3d4h: m is months) of the newest"},
+		{.name = "node", .type = OPT_STRING, .value = &o.node, .arg = "NODE",
+		 .help = "only this node's backups"},
+		{.name = "dry-run", .short_name = 'n', .type = OPT_FLAG, .value = &o.dry_run,
+		 .help = "say what would be removed, remove nothing"},
+		{.name = "json", .type = OPT_FLAG, .value = &o.json, .help = "print JSON for scripts"},
+		{0},
+	};
+	struct cli_command cmd = {
+		.name = "forget",
+		.operands = "[NAME...]",
+		.min_operands = 0,
+		.max_operands = -1,
+		.description =
+			"Removes backups: those named, or those a policy does not keep. A policy is\n"
+			"applied to each node's backups separately, newest first, with restic's rules:\n"
+			"calendar periods in local time (ISO weeks), rules ORed and counted on their own,\n"
+			"a rule with count left keeps the oldest backup, --keep-within measured from the\n"
+			"newest backup; backups dated in the future are always kept. Each backup is\n"
+			"printed as kept (with the rules that keep it) or removed. Forgetting removes a\n"
+			"backup's manifest; 'cassbackup prune' frees the bytes no backup uses.",
+		.options = opts,
+	};
+	int first, rc = cli_parse(&cmd, argc, argv, &first);
+	if (rc != CLI_RUN)
+		return rc;
+	const struct duration *w = &o.within;
+	bool policy = o.last || o.hourly || o.daily || o.weekly || o.monthly || o.yearly ||
+		      w->years || w->months || w->days || w->hours || w->minutes || w->seconds;
+	if (first < argc && policy)
+		return cli_usage_error(&cmd, "give backup names or a --keep-* policy, not both");
+	if (first == argc && !policy)
+		return cli_usage_error(&cmd, "give backup names or a --keep-* policy");
+	if (first < argc && o.node)
+		return cli_usage_error(&cmd, "--node goes with a --keep-* policy");
+	return forget(&o, argv + first, argc - first);
+}
