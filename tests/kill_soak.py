@@ -5,16 +5,16 @@
 
 One store holds a few backups of a changing node (tools/sample_data.py: each day flushes add an
 sstable per table, and compaction drops older ones from the snapshot). The loop picks, at
-random, one of: create a backup of a new day, forget a backup (remove backups/NAME.json, what
-`cassbackup forget` does), prune (--max-unused 0, 5 or 50), and kills create and prune with
-SIGKILL after a random delay (up to the command's last uninterrupted run time). After each
-kill:
+random, one of: create a backup of a new day, forget a backup (`cassbackup forget NAME`, or,
+in a build without it, the removal of backups/NAME.json that it does), prune (--max-unused 0, 5
+or 50), and kills the command with SIGKILL after a random delay (up to the longest run of it
+seen). After each kill:
   - `cassbackup list --json` lists only whole backups: each is one the loop committed (or the
     killed create, if its manifest was written) and is complete;
   - every listed backup reads byte-identical to its snapshot through a real mount;
   - `cassbackup check --read-data` is clean, where the build has `check`;
-  - re-running the interrupted command completes (a create whose manifest made it finds its
-    name taken), and after a prune re-run a dry run finds nothing left to delete.
+  - re-running the interrupted command completes (a create or forget whose manifest change
+    made it has nothing left to do), and after a prune re-run a dry run finds nothing left.
 Exit 0 when every check passed, 1 with the first failure.
 """
 import argparse
@@ -60,10 +60,11 @@ class Soak:
         self.mnt = os.path.join(self.work, 'mnt')
         self.day = 0
         self.expected = {}  # backup name -> {ks/table/rel: sha256}, for committed backups
-        self.durations = {'create': 0.05, 'prune': 0.05}
-        self.kills = {'create': 0, 'prune': 0}
+        self.durations = {'create': 0.05, 'prune': 0.05, 'forget': 0.05}
+        self.kills = {'create': 0, 'prune': 0, 'forget': 0}
         self.has_check = None
-        self.left = {'create': 0, 'prune': 0}  # kills that left work for the re-run to finish
+        self.has_forget = None
+        self.left = {'create': 0, 'prune': 0, 'forget': 0}  # kills that left work for the re-run to finish
 
     # --- commands -------------------------------------------------------------------------
     def run(self, *args, check=True):
@@ -168,13 +169,19 @@ class Soak:
         return 'create'
 
     def op_forget(self):
-        names = sorted(self.expected)
-        if len(names) < 2:
+        """`cassbackup forget NAME` (killed at random too) where the build has it; else what it
+        does to the store, the manifest's removal."""
+        names = sorted(self.expected, key=lambda n: int(n[1:]))
+        if len(names) < 3:
             return None
-        name = self.rng.choice(names)
-        os.unlink(os.path.join(self.store, 'backups', name + '.json'))
-        del self.expected[name]
-        return None
+        name = self.rng.choice(names[:-1])  # never the newest: a store keeps a few backups
+        self.pending = (name, self.expected.pop(name))
+        if self.has_forget is None:
+            self.has_forget = self.run('forget', '--help', check=False).returncode == 0
+        if not self.has_forget:
+            os.unlink(os.path.join(self.store, 'backups', name + '.json'))
+            return None
+        return 'forget' if self.killed_run('forget', ['forget', '--store', self.store, name]) else None
 
     def op_prune(self):
         self.max_unused = self.rng.choice(['0', '5', '50'])
@@ -253,6 +260,10 @@ class Soak:
             else:
                 self.timed('create', self.create_args(name, f'day-{self.day}'))
                 self.expected[name] = expected
+        elif what == 'forget':  # gone, or still there and forgotten now
+            name = self.pending[0]
+            if name in self.check_list(maybe=name):
+                self.timed('forget', ['forget', '--store', self.store, name])
         elif what == 'prune':
             self.timed('prune', ['prune', '--store', self.store, '--max-unused', self.max_unused])
             dry = json.loads(self.run('prune', '--store', self.store, '--max-unused',
@@ -275,9 +286,9 @@ class Soak:
             self.left[what] += 1
 
     def after_kill(self, what):
-        maybe = self.pending[0] if what == 'create' else None
+        maybe = self.pending[0] if what in ('create', 'forget') else None
         listed = self.check_list(maybe)
-        if what == 'prune' or maybe not in listed:
+        if what == 'prune' or (what == 'create' and maybe not in listed):
             self.left_work(what)
         exp = dict(self.expected)
         if maybe in listed:
@@ -317,7 +328,8 @@ class Soak:
             if self.step():
                 done += 1
         self.check_mount(self.expected)
-        print(f'{done} kills ({self.kills["create"]} create, {self.kills["prune"]} prune; left '
+        print(f'{done} kills ({self.kills["create"]} create, {self.kills["forget"]} forget, '
+              f'{self.kills["prune"]} prune; left '
               f'work for prune: {self.left["create"]} creates, {self.left["prune"]} prunes), '
               f'{self.day} days, {len(self.expected)} backups left, every check passed in '
               f'{time.monotonic() - t:.0f} s')

@@ -314,3 +314,47 @@ def test_kill_soak_20(tmp_path, binaries):
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr
     assert '20 kills' in p.stdout
+
+
+def test_reads_through_the_mount_while_prune_repacks(store, tmp_path):
+    """A file of a surviving backup read in a loop (O_DIRECT: every read reaches the daemon)
+    while prune repacks its pack and deletes the old one: no error, no wrong byte."""
+    import mmap
+    import threading
+    dirs, p1, p2 = two_days(tmp_path, store)
+    forget(store, 'day1')
+    files = snapshot_tables(dirs, 'nightly-2')[('shop', 'orders')]
+    rel = 'nb-2-big-Data.db'  # day2 reads it from p1, which the prune repacks
+    want = read(files[rel])
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        path = m.path('day2', 'shop', 'orders', rel)
+        stop, reads, errors = threading.Event(), [0], []
+
+        def reader():
+            buf = mmap.mmap(-1, len(want) + 4096 - len(want) % 4096)
+            while not stop.is_set() or reads[0] == 0:
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+                    try:
+                        n = os.preadv(fd, [buf], 0)
+                    finally:
+                        os.close(fd)
+                    if buf[:n] != want:
+                        errors.append('wrong bytes')
+                except OSError as e:
+                    errors.append(str(e))
+                reads[0] += 1
+
+        t = threading.Thread(target=reader)
+        t.start()
+        try:
+            res, _ = prune(store, '--max-unused', '0')
+            after = reads[0]
+            while reads[0] < after + 3:  # and some reads after the old pack went
+                time.sleep(0.01)
+        finally:
+            stop.set()
+            t.join()
+    assert [(a['pack'], a['action'], a['done']) for a in res['actions']] == [(p1, 'repack', True)]
+    assert not os.path.exists(os.path.join(store, p1))
+    assert errors == [] and reads[0] > 3
