@@ -1202,3 +1202,125 @@ int catalog_blob_location(catalog *c, const unsigned char sha256[32], uint64_t s
 	}
 	return finish_walk(c, st, rc, r);
 }
+
+/* --- prune: what each pack holds, and moving blobs to a new pack ----------------------------- *
+ * Self-contained (prepared per call: prune runs each a few times per pack, not per read). */
+
+/* Steps st to its end, handing each row to row(); finalizes it. */
+static int each_row(catalog *c, sqlite3_stmt *st, int (*row)(catalog *c, sqlite3_stmt *st, void *ctx),
+		    void *ctx)
+{
+	int rc, r = 0;
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		r = row(c, st, ctx);
+	if (r == 0 && rc != SQLITE_DONE)
+		r = cerr(c, rc);
+	sqlite3_finalize(st);
+	return r;
+}
+
+struct usage_ctx {
+	int (*cb)(void *ctx, const struct cb_pack_usage *u);
+	void *ctx;
+};
+
+static int usage_row(catalog *c, sqlite3_stmt *st, void *ctx)
+{
+	struct usage_ctx *uc = ctx;
+	struct cb_pack_usage u = {.id = sqlite3_column_int64(st, 0), .path = col_text(st, 1)};
+	if (!pack_path_ok(u.path))
+		return bad_row(c, u.id, "invalid pack path");
+	if (!col_size(st, 2, &u.size) || !col_size(st, 3, &u.blobs) || !col_size(st, 4, &u.blob_bytes) ||
+	    !col_size(st, 5, &u.used) || !col_size(st, 6, &u.used_bytes) ||
+	    u.used > u.blobs || u.used_bytes > u.blob_bytes)
+		return bad_row(c, u.id, "pack sizes out of range");
+	return uc->cb(uc->ctx, &u);
+}
+
+int catalog_pack_usage(catalog *c, int (*cb)(void *ctx, const struct cb_pack_usage *u), void *ctx)
+{
+	static const char sql[] =
+		"SELECT p.id, p.path, p.size,"
+		" (SELECT COUNT(*) FROM blob_locs l WHERE l.pack_id = p.id),"
+		" (SELECT COALESCE(SUM(b.size), 0) FROM blob_locs l JOIN blobs b ON b.id = l.blob_id"
+		"   WHERE l.pack_id = p.id),"
+		" (SELECT COUNT(*) FROM blobs b WHERE b.pack_id = p.id AND"
+		"   EXISTS (SELECT 1 FROM files f WHERE f.blob_id = b.id)),"
+		" (SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.pack_id = p.id AND"
+		"   EXISTS (SELECT 1 FROM files f WHERE f.blob_id = b.id))"
+		" FROM packs p ORDER BY p.id";
+	sqlite3_stmt *st;
+	int r = prepare_once(c, sql, &st);
+	struct usage_ctx uc = {cb, ctx};
+	return r < 0 ? r : each_row(c, st, usage_row, &uc);
+}
+
+struct live_ctx {
+	int (*cb)(void *ctx, const struct cb_live_blob *b);
+	void *ctx;
+};
+
+static bool table_id_ok(const char *id)
+{
+	size_t n = strlen(id);
+	return (n == 0 || n == 32) && strspn(id, "0123456789abcdef") == n;
+}
+
+static int live_row(catalog *c, sqlite3_stmt *st, void *ctx)
+{
+	struct live_ctx *lc = ctx;
+	struct cb_live_blob b = {
+		.blob_id = sqlite3_column_int64(st, 0),
+		.keyspace = col_text(st, 4), .table = col_text(st, 5), .table_id = col_text(st, 6),
+		.dir = col_text(st, 7), .name = col_text(st, 8),
+		.mode = (uint32_t)sqlite3_column_int64(st, 9) & 07777,
+		.uid = (uint32_t)sqlite3_column_int64(st, 10), .gid = (uint32_t)sqlite3_column_int64(st, 11),
+		.mtime_ns = sqlite3_column_int64(st, 12),
+	};
+	if (sqlite3_column_bytes(st, 1) != 32)
+		return bad_row(c, b.blob_id, "blob has no valid SHA-256");
+	memcpy(b.sha256, sqlite3_column_blob(st, 1), 32);
+	if (!col_size(st, 2, &b.size) || !col_size(st, 3, &b.offset))
+		return bad_row(c, b.blob_id, "blob size or offset out of range");
+	if (!name_is_component(b.keyspace) || !name_is_component(b.table) || !table_id_ok(b.table_id) ||
+	    strlen(b.table) + strlen(b.table_id) > 200 || !name_is_component(b.name) ||
+	    (*b.dir && (b.dir[0] != '.' || !name_is_component(b.dir))))
+		return bad_row(c, b.blob_id, "invalid name on the path of a file using the blob");
+	return lc->cb(lc->ctx, &b);
+}
+
+int catalog_pack_live_blobs(catalog *c, int64_t pack_id,
+			    int (*cb)(void *ctx, const struct cb_live_blob *b), void *ctx)
+{
+	static const char sql[] =
+		"SELECT b.id, b.sha256, b.size, b.offset, k.name, t.name, t.table_id,"
+		" COALESCE(d.name, ''), f.name, f.mode, f.uid, f.gid, f.mtime_ns FROM blobs b"
+		" JOIN files f ON f.id = (SELECT MIN(f2.id) FROM files f2 WHERE f2.blob_id = b.id)"
+		" JOIN tables t ON t.id = f.table_row JOIN keyspaces k ON k.id = t.keyspace_id"
+		" LEFT JOIN dirs d ON d.id = f.dir_id"
+		" WHERE b.pack_id = ?1 ORDER BY b.offset, b.id";
+	sqlite3_stmt *st;
+	int r = prepare_once(c, sql, &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, pack_id);
+	struct live_ctx lc = {cb, ctx};
+	return each_row(c, st, live_row, &lc);
+}
+
+int catalog_prefer_pack(catalog *c, int64_t pack_id)
+{
+	static const char sql[] =
+		"UPDATE blobs SET (pack_id, offset) = (SELECT l.pack_id, l.offset FROM blob_locs l"
+		"  WHERE l.blob_id = blobs.id AND l.pack_id = ?1)"
+		" WHERE id IN (SELECT blob_id FROM blob_locs WHERE pack_id = ?1)";
+	sqlite3_stmt *st;
+	int r = prepare_once(c, sql, &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, pack_id);
+	int rc = sqlite3_step(st);
+	r = rc == SQLITE_DONE ? 0 : cerr(c, rc);
+	sqlite3_finalize(st);
+	return r;
+}

@@ -283,4 +283,39 @@ int catalog_pack_blobs(catalog *c, int64_t pack_id,
 int catalog_blob_location(catalog *c, const unsigned char sha256[32], uint64_t size,
 			  struct cb_blob_loc *out);
 
+/* --- prune ------------------------------------------------------------------------------- */
+
+/* What a pack holds: every blob (any blob it holds, whether read from there or not), and the
+ * blobs some file uses whose current location (the one reads go to) is this pack. */
+struct cb_pack_usage {
+	int64_t id;
+	const char *path;           /* checked as a pack path */
+	uint64_t size;              /* bytes of the pack */
+	uint64_t blobs, blob_bytes; /* every blob it holds */
+	uint64_t used, used_bytes;  /* blobs files use, read from this pack */
+};
+/* Calls cb for every pack, by id; strings are valid during the call only. A row out of range
+ * stops the listing with -EUCLEAN (catalog_errmsg says which). */
+int catalog_pack_usage(catalog *c, int (*cb)(void *ctx, const struct cb_pack_usage *u), void *ctx);
+
+/* A blob that files use, read from a pack, and the place of one file using it (the one
+ * catalogued first): names checked as path components, table_id "" or 32 hex digits, dir ""
+ * (the table's directory) or ".<index>". */
+struct cb_live_blob {
+	int64_t blob_id;
+	unsigned char sha256[32];
+	uint64_t size, offset;
+	const char *keyspace, *table, *table_id, *dir, *name;
+	uint32_t mode, uid, gid;
+	int64_t mtime_ns;
+};
+/* Calls cb for each blob files use whose current location is pack_id, by offset. Strings are
+ * valid during the call only; cb must not use the catalog. */
+int catalog_pack_live_blobs(catalog *c, int64_t pack_id,
+			    int (*cb)(void *ctx, const struct cb_live_blob *b), void *ctx);
+
+/* Makes pack_id the current location of every blob it holds (a pack just written by a
+ * repack), so that readers go there and the packs they came from hold them unused. */
+int catalog_prefer_pack(catalog *c, int64_t pack_id);
+
 #endif

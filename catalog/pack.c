@@ -185,6 +185,28 @@ int pack_writer_add_buffer(pack_writer *w, const struct pack_member *m, const vo
 	return r;
 }
 
+int pack_writer_add_reader(pack_writer *w, const struct pack_member *m,
+			   int (*read)(void *ctx, uint64_t off, void *buf, size_t len), void *ctx,
+			   unsigned char sha256[32], uint64_t *data_off)
+{
+	sha256_ctx *h;
+	int r = sha256_new(&h);
+	if (r < 0)
+		return w->err = r;
+	r = write_header(w, m, NULL, data_off);
+	for (uint64_t off = 0; r == 0 && off < m->size;) {
+		size_t n = m->size - off < COPY_CHUNK ? (size_t)(m->size - off) : COPY_CHUNK;
+		r = read(ctx, off, w->buf, n) ?: sha256_update(h, w->buf, n) ?: write_data(w, w->buf, n);
+		off += n;
+	}
+	if (r == 0)
+		r = sha256_final(h, sha256);
+	sha256_free(h);
+	if (r < 0 && w->err == 0)
+		w->err = r;
+	return r;
+}
+
 int pack_writer_add_hardlink(pack_writer *w, const struct pack_member *m, const char *target)
 {
 	uint64_t off;

@@ -57,6 +57,13 @@ int pack_writer_add_fd(pack_writer *w, const struct pack_member *m, int src_fd,
 int pack_writer_add_buffer(pack_writer *w, const struct pack_member *m, const void *data,
 			   uint64_t *data_off);
 
+/* Adds a member of m->size bytes that read(ctx, off, buf, len) supplies, in order, in chunks
+ * of at most 1 MiB (a blob copied from another pack; read returns 0 or -errno), hashing them
+ * into sha256. read's error is returned; any error leaves the pack unusable. */
+int pack_writer_add_reader(pack_writer *w, const struct pack_member *m,
+			   int (*read)(void *ctx, uint64_t off, void *buf, size_t len), void *ctx,
+			   unsigned char sha256[32], uint64_t *data_off);
+
 /* Adds a member that is a hard link to an earlier member `target` (same bytes): `tar -x`
  * recreates the file without the pack storing its bytes twice. */
 int pack_writer_add_hardlink(pack_writer *w, const struct pack_member *m, const char *target);

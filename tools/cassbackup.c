@@ -61,6 +61,7 @@ static const struct {
 	{"verify", cmd_verify, "--store DIR (NAME... | --all)", "read backups back and check them"},
 	{"restore", cmd_restore, "--store DIR NAME --data-dir DIR", "copy tables into live table directories"},
 	{"load", cmd_load, "--store DIR NAME --hosts H1,H2", "stream tables with sstableloader"},
+	{"prune", cmd_prune, "--store S [--max-unused PERCENT] [--dry-run] [--json]", "free the space no backup uses"},
 	{"validate-config", cmd_validate_config, "", "check every path and program the config names"},
 	{"check", cmd_check, "--store DIR [--read-data | --read-data-subset n/M|P%]", "check that the store is whole"},
 	{"export", cmd_export, "--store DIR NAME [-o FILE] [--zstd]", "write one backup as a standalone tar"},

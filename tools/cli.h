@@ -267,5 +267,6 @@ int cmd_validate_config(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_reindex(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 
 #endif

@@ -1,0 +1,593 @@
+/* prune.c: see prune.h. */
+#include "prune.h"
+#include "backend.h"
+#include "catalog.h"
+#include "pack.h"
+#include "packread.h"
+#include "store.h"
+
+#include <errno.h>
+#include <search.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define READ_CACHE_BYTES (16u << 20)
+
+struct prune {
+	struct prune_opts o;
+	char *location;
+	struct store *store;
+	struct store_lock *lock;
+	struct prune_pack *packs;
+	size_t npacks, cap;
+	struct prune_stats st;
+};
+
+static const char *backend_why(int r)
+{
+	return *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r);
+}
+
+static const char *catalog_reason(catalog *c, int r)
+{
+	return r == -EUCLEAN || r == -EIO || r == -EBUSY ? catalog_errmsg(c) : strerror(-r);
+}
+
+/* --- begin: lock, reconcile, check ------------------------------------------------------- */
+
+static int take_lock(prune *p, struct strbuf *err)
+{
+	struct lock_info holder = {0};
+	int r = store_lock_take(store_backend(p->store), true, "prune", p->o.lock_wait_seconds,
+				p->o.lock_waiting, p->o.lock_ctx, &p->lock, &holder);
+	if (r == -EBUSY)
+		sb_printf(err, "store %s is locked by %s (pid %lld on %s, %s); try again later, or "
+			  "'cassbackup unlock' if that process is gone", p->location, holder.command,
+			  (long long)holder.pid, holder.host, holder.exclusive ? "exclusive" : "shared");
+	else if (r == -EROFS)
+		sb_printf(err, "store %s is read-only", p->location);
+	else if (r < 0)
+		sb_printf(err, "cannot lock store %s: %s", p->location, backend_why(r));
+	return r;
+}
+
+struct unparsed_ctx {
+	struct store *s;
+	struct strbuf *err;
+	unsigned n;
+};
+
+/* A manifest in backups/ that the catalog lacks after a reconcile is one that does not parse. */
+static int find_unparsed(void *ctx, const char *key, uint64_t size)
+{
+	(void)size;
+	struct unparsed_ctx *u = ctx;
+	const char *name = key + strlen("backups/");
+	size_t n = strlen(name);
+	char buf[256];
+	if (n <= 5 || n - 5 >= sizeof(buf) || strcmp(name + n - 5, ".json") != 0)
+		return 0;
+	snprintf(buf, sizeof(buf), "%.*s", (int)(n - 5), name);
+	if (!name_is_component(buf))
+		return 0;
+	int r = catalog_backup_exists(store_catalog(u->s), buf);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	struct manifest *m = NULL;
+	struct strbuf why = {0};
+	r = store_read_manifest(u->s, buf, &m, NULL, &why);
+	manifest_free(m);
+	if (r < 0 && r != -ENOENT && u->n++ < 3)
+		sb_printf(u->err, "%s%s", u->n > 1 ? "; " : "", why.buf ? why.buf : key);
+	sb_free(&why);
+	return r == -ENOMEM ? r : 0;
+}
+
+/* Refuses to plan when a manifest does not parse: the blobs of its backup would look unused. */
+static int check_manifests(prune *p, const struct reconcile_stats *rst, struct strbuf *err)
+{
+	if (rst->bad_manifests == 0)
+		return 0;
+	struct strbuf names = {0};
+	struct unparsed_ctx u = {p->store, &names, 0};
+	int r = cb_backend_list(store_backend(p->store), "backups/", find_unparsed, &u);
+	if (r < 0) {
+		sb_printf(err, "cannot list %s/backups: %s", p->location, backend_why(r));
+	} else if (u.n) {
+		sb_printf(err, "%u manifest%s in %s cannot be read (%s); prune would take the data of "
+			  "%s for unused: fix or remove %s first", u.n, u.n > 1 ? "s" : "",
+			  p->location, names.buf, u.n > 1 ? "their backups" : "its backup",
+			  u.n > 1 ? "them" : "it");
+		r = -EBADMSG;
+	}
+	sb_free(&names);
+	return r;
+}
+
+/* --- plan -------------------------------------------------------------------------------- */
+
+static enum prune_action decide(const struct prune_pack *k, unsigned max_unused)
+{
+	if (k->used == 0)
+		return PRUNE_DELETE;
+	uint64_t unused = k->blob_bytes - k->used_bytes;
+	/* unused / blob_bytes > max_unused / 100, without overflow (sizes < 2^62) */
+	if (unused > 0 && (long double)unused * 100 > (long double)k->blob_bytes * max_unused)
+		return PRUNE_REPACK;
+	return PRUNE_KEEP;
+}
+
+static int add_pack(void *ctx, const struct cb_pack_usage *u)
+{
+	prune *p = ctx;
+	if (p->npacks == p->cap) {
+		size_t cap = p->cap ? 2 * p->cap : 64;
+		struct prune_pack *v = realloc(p->packs, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		p->packs = v;
+		p->cap = cap;
+	}
+	struct prune_pack *k = &p->packs[p->npacks];
+	*k = (struct prune_pack){.id = u->id, .path = strdup(u->path), .size = u->size,
+				 .blobs = u->blobs, .blob_bytes = u->blob_bytes, .used = u->used,
+				 .used_bytes = u->used_bytes};
+	if (!k->path)
+		return -ENOMEM;
+	k->action = decide(k, p->o.max_unused);
+	p->npacks++;
+	return 0;
+}
+
+static void count_plan(prune *p)
+{
+	struct prune_stats *st = &p->st;
+	for (size_t i = 0; i < p->npacks; i++) {
+		const struct prune_pack *k = &p->packs[i];
+		uint64_t unused = k->blob_bytes - k->used_bytes;
+		st->packs++;
+		st->bytes += k->size;
+		switch (k->action) {
+		case PRUNE_DELETE:
+			st->delete_packs++;
+			st->delete_bytes += k->size;
+			st->freed_estimate += k->size;
+			break;
+		case PRUNE_REPACK:
+			st->repack_packs++;
+			st->repack_bytes += k->size;
+			st->repack_used_bytes += k->used_bytes;
+			st->freed_estimate += (uint64_t)((long double)k->size * unused / k->blob_bytes);
+			break;
+		case PRUNE_KEEP:
+			st->keep_packs++;
+			st->keep_bytes += k->size;
+			st->keep_unused_bytes += unused;
+			break;
+		}
+	}
+}
+
+static int make_plan(prune *p, struct strbuf *err)
+{
+	catalog *c = store_catalog(p->store);
+	int r = catalog_pack_usage(c, add_pack, p);
+	if (r < 0) {
+		sb_printf(err, "cannot read the catalog of %s: %s", p->location, catalog_reason(c, r));
+		return r;
+	}
+	count_plan(p);
+	return 0;
+}
+
+static int open_and_plan(prune *p, struct strbuf *err)
+{
+	struct strbuf why = {0};
+	int r = store_open_full(p->location, STORE_NO_RECONCILE, &p->store, &why);
+	if (r < 0)
+		sb_printf(err, "cannot open store %s: %s", p->location, why.buf ? why.buf : strerror(-r));
+	sb_free(&why);
+	if (r < 0)
+		return r;
+	if ((r = take_lock(p, err)) < 0)
+		return r;
+	if (!p->o.dry_run)
+		p->st.leftovers_err = cb_backend_reclaim(store_backend(p->store), &p->st.leftovers);
+	struct reconcile_stats rst = {0};
+	r = store_reconcile(p->store, RECONCILE_PACKS, &rst, err) ?: check_manifests(p, &rst, err);
+	if (r < 0)
+		return r;
+	p->st.bad_packs = rst.bad_packs;
+	return make_plan(p, err);
+}
+
+int prune_begin(const char *location, const struct prune_opts *o, prune **out, struct strbuf *err)
+{
+	*out = NULL;
+	prune *p = calloc(1, sizeof(*p));
+	if (!p || !(p->location = strdup(location))) {
+		free(p);
+		sb_puts(err, "out of memory");
+		return -ENOMEM;
+	}
+	p->o = *o;
+	if (p->o.max_unused > 100)
+		p->o.max_unused = 100;
+	int r = open_and_plan(p, err);
+	if (r < 0) {
+		if (r == -ENOMEM && !err->len)
+			sb_puts(err, "out of memory");
+		prune_free(p);
+		return r;
+	}
+	*out = p;
+	return 0;
+}
+
+const struct prune_pack *prune_packs(const prune *p, size_t *n)
+{
+	*n = p->npacks;
+	return p->packs;
+}
+
+const struct prune_stats *prune_get_stats(const prune *p)
+{
+	return &p->st;
+}
+
+void prune_free(prune *p)
+{
+	if (!p)
+		return;
+	store_lock_release(p->lock);
+	store_close(p->store);
+	for (size_t i = 0; i < p->npacks; i++)
+		free(p->packs[i].path);
+	free(p->packs);
+	free(p->location);
+	free(p);
+}
+
+/* --- delete ------------------------------------------------------------------------------ */
+
+/* The store first, then the catalog: a prune killed in between leaves a catalog row whose
+ * pack is gone, which the next reconcile drops. */
+static int delete_pack(prune *p, struct prune_pack *k, struct strbuf *err)
+{
+	int r = cb_backend_delete(store_backend(p->store), k->path);
+	if (r < 0 && r != -ENOENT) {
+		sb_printf(err, "cannot delete %s/%s: %s", p->location, k->path, backend_why(r));
+		return r;
+	}
+	catalog *c = store_catalog(p->store);
+	r = catalog_begin(c) ?: catalog_remove_pack(c, k->id) ?: catalog_commit(c);
+	if (r < 0) {
+		catalog_rollback(c);
+		sb_printf(err, "deleted %s/%s, but cannot drop it from the catalog (the next open "
+			  "will): %s", p->location, k->path, catalog_reason(c, r));
+		return r;
+	}
+	k->gone = true;
+	p->st.bytes_removed += k->size;
+	if (k->action == PRUNE_DELETE)
+		p->st.packs_deleted++;
+	else
+		p->st.packs_repacked++;
+	return 0;
+}
+
+static int delete_unused(prune *p, struct strbuf *err)
+{
+	for (size_t i = 0; i < p->npacks; i++) {
+		if (p->packs[i].action != PRUNE_DELETE)
+			continue;
+		if (p->o.cancel && *p->o.cancel) {
+			sb_puts(err, "interrupted");
+			return -ECANCELED;
+		}
+		int r = delete_pack(p, &p->packs[i], err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* --- repack ------------------------------------------------------------------------------ */
+
+/* A used blob of a pack being repacked, and the member it becomes. */
+struct live {
+	unsigned char sha256[32];
+	uint64_t size, offset;
+	char *member;
+	uint32_t mode, uid, gid;
+	int64_t mtime_ns;
+};
+
+struct live_list {
+	struct live *v;
+	size_t n, cap;
+};
+
+static void live_list_free(struct live_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i].member);
+	free(l->v);
+	*l = (struct live_list){0};
+}
+
+static int add_live(void *ctx, const struct cb_live_blob *b)
+{
+	struct live_list *l = ctx;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 64;
+		struct live *v = realloc(l->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	struct live *x = &l->v[l->n];
+	*x = (struct live){.size = b->size, .offset = b->offset, .mode = b->mode, .uid = b->uid,
+			   .gid = b->gid, .mtime_ns = b->mtime_ns};
+	memcpy(x->sha256, b->sha256, 32);
+	struct strbuf m = {0};
+	int r = sb_printf(&m, "%s/%s%s%s/%s%s%s", b->keyspace, b->table, *b->table_id ? "-" : "",
+			  b->table_id, b->dir, *b->dir ? "/" : "", b->name);
+	if (r < 0)
+		return r;
+	x->member = m.buf;
+	l->n++;
+	return 0;
+}
+
+/* The new pack being written, and the packs copied into it. */
+struct repack {
+	prune *p;
+	pack_cache *pc;
+	struct strbuf *err;
+	pack_writer *w;
+	struct cb_upload *u;
+	struct strbuf key;
+	struct pack_blob *blobs; /* its index */
+	size_t nblobs, cap;
+	void *names;             /* tsearch tree of its member names */
+	uint64_t bytes;          /* of blobs in it */
+	int64_t created_ns;
+};
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static void no_free(void *x)
+{
+	(void)x; /* names belong to the live lists; the tree only points at them */
+}
+
+static void forget_new_pack(struct repack *rp)
+{
+	pack_writer_free(rp->w);
+	cb_upload_free(rp->u); /* aborts it unless committed */
+	rp->w = NULL;
+	rp->u = NULL;
+	sb_free(&rp->key);
+	free(rp->blobs);
+	rp->blobs = NULL;
+	rp->nblobs = rp->cap = 0;
+	tdestroy(rp->names, no_free);
+	rp->names = NULL;
+	rp->bytes = 0;
+}
+
+static int start_new_pack(struct repack *rp)
+{
+	prune *p = rp->p;
+	unsigned char id[16];
+	char hex[33];
+	if (getrandom(id, sizeof(id), 0) != sizeof(id))
+		return -EIO;
+	hex_encode(id, sizeof(id), hex);
+	int r = sb_printf(&rp->key, "packs/%.2s/%s.tar.zst", hex, hex);
+	if (r == 0 && (r = cb_backend_upload_begin(store_backend(p->store), rp->key.buf, &rp->u)) < 0)
+		sb_printf(rp->err, "cannot start a pack in %s: %s", p->location, backend_why(r));
+	if (r == 0 && (r = pack_writer_new(&rp->w, rp->u, p->o.level ? p->o.level : 3, p->o.threads,
+					   p->o.frame_size)) < 0)
+		sb_printf(rp->err, "cannot start pack %s: %s", rp->key.buf, strerror(-r));
+	rp->created_ns = now_ns();
+	return r;
+}
+
+/* Registers a committed pack and makes it the current location of its blobs, in one
+ * transaction: then the packs they were copied from hold them unused. */
+static int register_new_pack(struct repack *rp, const struct pack_info *info,
+			     const struct pack_index *pi)
+{
+	catalog *c = store_catalog(rp->p->store);
+	struct cb_pack_info cp = {.path = rp->key.buf, .size = info->compressed,
+				  .frames = info->frames, .created_ns = rp->created_ns,
+				  .index_offset = info->index_offset, .index_size = info->index_size};
+	memcpy(cp.table_sha256, info->table_sha256, 32);
+	int64_t id;
+	int r = catalog_begin(c);
+	if (r == 0 && (r = store_register_pack(c, &cp, pi, &id) ?: catalog_prefer_pack(c, id) ?:
+			   catalog_commit(c)) < 0)
+		catalog_rollback(c);
+	if (r < 0)
+		sb_printf(rp->err, "wrote %s/%s, but cannot register it in the catalog: %s",
+			  rp->p->location, rp->key.buf, catalog_reason(c, r));
+	return r;
+}
+
+/* Deletes the packs every used blob of which is now in a registered new pack. */
+static int delete_copied(struct repack *rp)
+{
+	prune *p = rp->p;
+	for (size_t i = 0; i < p->npacks; i++) {
+		struct prune_pack *k = &p->packs[i];
+		if (k->action != PRUNE_REPACK || !k->copied || k->gone)
+			continue;
+		int r = delete_pack(p, k, rp->err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Ends the new pack, commits its upload, registers it, then deletes the packs it replaces. */
+static int finish_new_pack(struct repack *rp)
+{
+	struct pack_index pi = {rp->blobs, rp->nblobs};
+	struct pack_info info;
+	int r = pack_writer_finish(rp->w, &pi, &info);
+	if (r == 0 && rp->p->o.cancel && *rp->p->o.cancel)
+		r = -ECANCELED;
+	r = r ?: cb_upload_commit(rp->u);
+	if (r == -ECANCELED)
+		sb_puts(rp->err, "interrupted");
+	else if (r < 0)
+		sb_printf(rp->err, "cannot write pack %s/%s: %s", rp->p->location, rp->key.buf,
+			  pack_writer_errmsg(rp->w) ? pack_writer_errmsg(rp->w) : backend_why(r));
+	if (r == 0 && (r = register_new_pack(rp, &info, &pi)) == 0) {
+		rp->p->st.packs_written++;
+		rp->p->st.bytes_written += info.compressed;
+	}
+	forget_new_pack(rp);
+	return r ?: delete_copied(rp);
+}
+
+struct blob_reader {
+	pack_cache *pc;
+	const struct prune_pack *from;
+	const struct live *b;
+	const struct prune_opts *o;
+};
+
+static int read_blob(void *ctx, uint64_t off, void *buf, size_t len)
+{
+	struct blob_reader *br = ctx;
+	if (br->o->cancel && *br->o->cancel)
+		return -ECANCELED;
+	int r = pack_cache_read(br->pc, br->from->id, br->from->path, br->b->offset + off, buf, len);
+	if (r == 0 && br->o->progress)
+		br->o->progress(br->o->pctx, len);
+	return r;
+}
+
+static int grow_index(struct repack *rp)
+{
+	if (rp->nblobs < rp->cap)
+		return 0;
+	size_t cap = rp->cap ? 2 * rp->cap : 64;
+	struct pack_blob *v = realloc(rp->blobs, cap * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	rp->blobs = v;
+	rp->cap = cap;
+	return 0;
+}
+
+/* Copies one blob into the new pack, checking that its bytes are the ones it names. */
+static int copy_blob(struct repack *rp, const struct prune_pack *from, const struct live *b)
+{
+	struct pack_member m = {.path = b->member, .size = b->size, .mode = b->mode,
+				.uid = b->uid, .gid = b->gid, .mtime_ns = b->mtime_ns};
+	struct blob_reader br = {rp->pc, from, b, &rp->p->o};
+	unsigned char sha[32];
+	uint64_t off;
+	int r = grow_index(rp) ?: pack_writer_add_reader(rp->w, &m, read_blob, &br, sha, &off);
+	char hex[65];
+	hex_encode(b->sha256, 32, hex);
+	if (r == 0 && memcmp(sha, b->sha256, 32) != 0) {
+		sb_printf(rp->err, "blob %s in %s/%s does not match its SHA-256; that pack is kept "
+			  "('cassbackup check --read-data' tells more)", hex, rp->p->location, from->path);
+		return -EBADMSG;
+	}
+	if (r == -ECANCELED)
+		sb_puts(rp->err, "interrupted");
+	else if (r < 0)
+		sb_printf(rp->err, "cannot copy blob %s (%s) from %s/%s: %s", hex, b->member,
+			  rp->p->location, from->path, r == -ENOMEM ? strerror(-r) : pack_cache_strerror(r));
+	if (r < 0)
+		return r;
+	struct pack_blob *x = &rp->blobs[rp->nblobs++];
+	memcpy(x->sha256, b->sha256, 32);
+	x->size = b->size;
+	x->offset = off;
+	rp->bytes += b->size;
+	rp->p->st.bytes_rewritten += b->size;
+	return tsearch(b->member, &rp->names, cmp_str) ? 0 : -ENOMEM;
+}
+
+/* A new pack is cut when it is full, or when a member name would repeat in it (two nodes'
+ * sstables of the same name): `tar -x` of it must give each file its own bytes. */
+static bool must_cut(const struct repack *rp, const struct live *b)
+{
+	uint64_t limit = rp->p->o.pack_bytes ? rp->p->o.pack_bytes : PRUNE_DEFAULT_PACK_BYTES;
+	return rp->w && (rp->bytes >= limit || tfind(b->member, &rp->names, cmp_str));
+}
+
+static int repack_one(struct repack *rp, struct prune_pack *k, struct live_list *live)
+{
+	prune *p = rp->p;
+	catalog *c = store_catalog(p->store);
+	int r = catalog_pack_live_blobs(c, k->id, add_live, live);
+	if (r < 0) {
+		sb_printf(rp->err, "cannot read the catalog of %s: %s", p->location, catalog_reason(c, r));
+		return r;
+	}
+	if (live->n != k->used) { /* never delete a pack on a listing that disagrees with the plan */
+		sb_printf(rp->err, "the catalog of %s lists %zu blobs in use in %s, planned %llu: "
+			  "'cassbackup reindex' rebuilds it", p->location, live->n, k->path,
+			  (unsigned long long)k->used);
+		return -EUCLEAN;
+	}
+	for (size_t i = 0; r == 0 && i < live->n; i++) {
+		if (must_cut(rp, &live->v[i]))
+			r = finish_new_pack(rp);
+		if (r == 0 && !rp->w)
+			r = start_new_pack(rp);
+		if (r == 0)
+			r = copy_blob(rp, k, &live->v[i]);
+	}
+	if (r == 0)
+		k->copied = true;
+	return r;
+}
+
+static int repack_all(prune *p, struct strbuf *err)
+{
+	struct repack rp = {.p = p, .err = err};
+	int r = pack_cache_new(&rp.pc, p->location, READ_CACHE_BYTES);
+	if (r < 0) {
+		sb_printf(err, "cannot read packs of %s: %s", p->location, strerror(-r));
+		return r;
+	}
+	/* Names in the tree point into the live lists: each is kept until its pack is done. */
+	struct live_list *lists = calloc(p->npacks ? p->npacks : 1, sizeof(*lists));
+	if (!lists)
+		r = -ENOMEM;
+	for (size_t i = 0; r == 0 && i < p->npacks; i++)
+		if (p->packs[i].action == PRUNE_REPACK)
+			r = repack_one(&rp, &p->packs[i], &lists[i]);
+	if (r == 0 && rp.w)
+		r = finish_new_pack(&rp);
+	if (r == -ENOMEM && !err->len)
+		sb_puts(err, "out of memory");
+	forget_new_pack(&rp);
+	for (size_t i = 0; lists && i < p->npacks; i++)
+		live_list_free(&lists[i]);
+	free(lists);
+	pack_cache_free(rp.pc);
+	return r;
+}
+
+int prune_run(prune *p, struct strbuf *err)
+{
+	if (p->o.dry_run)
+		return 0;
+	return delete_unused(p, err) ?: repack_all(p, err);
+}

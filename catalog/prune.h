@@ -1,0 +1,111 @@
+/* prune.h: freeing the space of a store that no backup uses any more.
+ *
+ * Backups go when their manifest goes (forget); the packs holding their blobs stay until a
+ * prune. Under the store's exclusive lock (lock.h), a prune:
+ *   1. brings the catalog up to date with the store (store_reconcile with RECONCILE_PACKS), so
+ *      it knows every manifest in backups/ and every pack in packs/, also packs that a create
+ *      killed before its manifest left behind; and refuses to go on when a manifest does not
+ *      parse (its backup's blobs would look unused);
+ *   2. plans, per pack: its used bytes, the blobs the remaining backups read from it (a blob
+ *      that two packs hold is used once, at its current location: the copy in the other pack
+ *      is unused), and its unused bytes, everything else it holds. A pack with no used blob is
+ *      deleted; one whose unused share is above max_unused percent is repacked; others stay;
+ *   3. deletes: the pack from the store, then from the catalog;
+ *   4. repacks: copies the used blobs, each checked against its SHA-256 on the way, into new
+ *      packs (members named as in a create, <ks>/<table>-<id>/[<.index>/]<file>, after one
+ *      file that uses the blob, so `tar -x` of any pack still gives a data-dir layout); commits
+ *      a new pack, registers it and makes it the current location of its blobs, and only then
+ *      deletes the packs whose used blobs it now holds.
+ * So a prune killed at any point loses no blob of a remaining backup, and the next prune
+ * finishes the job: a pack deleted from the store but not from the catalog is dropped by the
+ * reconcile; a repack killed after its new pack was registered leaves the old pack holding
+ * only unused copies, which the next prune deletes; one killed before that leaves a new pack
+ * holding only unused copies, deleted in turn. Upload leftovers of dead writers go too
+ * (cb_backend_reclaim; on S3, pending multipart uploads, which only the exclusive lock makes
+ * safe to abort).
+ *
+ * Nothing here prints: errors come back as -errno with one line in err.
+ */
+#ifndef CASSBACKUP_PRUNE_H
+#define CASSBACKUP_PRUNE_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hash.h"
+#include "lock.h"
+#include "util.h"
+
+#define PRUNE_DEFAULT_MAX_UNUSED 5            /* percent */
+#define PRUNE_DEFAULT_PACK_BYTES (1ull << 30) /* blob bytes per new pack */
+
+struct prune_opts {
+	unsigned max_unused;  /* repack a pack whose unused share is above this percentage (0-100) */
+	bool dry_run;         /* plan only: the store is not changed (the catalog, a cache, is) */
+	int lock_wait_seconds; /* how long to wait for other locks (a create's) to go */
+	/* called once when it starts to wait, naming a holder */
+	void (*lock_waiting)(void *lock_ctx, const struct lock_info *holder);
+	void *lock_ctx;
+	progress_fn progress; /* bytes copied into new packs */
+	void *pctx;
+	const volatile sig_atomic_t *cancel; /* non-zero: stop at the next blob, -ECANCELED */
+	int level;            /* zstd level of new packs (0: 3) */
+	unsigned threads;     /* compression threads (0: the caller's) */
+	size_t frame_size;    /* 0: the default */
+	uint64_t pack_bytes;  /* blob bytes after which a new pack is started (0: the default) */
+};
+
+enum prune_action { PRUNE_KEEP, PRUNE_DELETE, PRUNE_REPACK };
+
+struct prune_pack {
+	int64_t id;
+	char *path;                 /* packs/xx/ID.tar.zst */
+	uint64_t size;              /* bytes of the pack */
+	uint64_t blobs, blob_bytes; /* everything it holds (uncompressed) */
+	uint64_t used, used_bytes;  /* blobs remaining backups read from it */
+	enum prune_action action;
+	bool copied;                /* repack: every used blob is in a new pack */
+	bool gone;                  /* deleted (from the store and the catalog) */
+};
+
+struct prune_stats {
+	unsigned packs;              /* before */
+	unsigned delete_packs, repack_packs, keep_packs; /* the plan */
+	uint64_t bytes;              /* of all packs, before */
+	uint64_t delete_bytes, repack_bytes, keep_bytes; /* pack bytes, by plan */
+	uint64_t repack_used_bytes;  /* blob bytes the plan copies */
+	uint64_t keep_unused_bytes;  /* unused blob bytes left in kept packs */
+	uint64_t freed_estimate;     /* bytes the plan frees, repacked packs estimated */
+	unsigned bad_packs;          /* in packs/ but unreadable: left alone (check names them) */
+	/* what was done */
+	unsigned leftovers;          /* upload leftovers removed */
+	int leftovers_err;           /* 0, or why they could not be looked for */
+	unsigned packs_deleted, packs_repacked, packs_written;
+	uint64_t bytes_removed;      /* of packs deleted or repacked */
+	uint64_t bytes_written;      /* of new packs */
+	uint64_t bytes_rewritten;    /* blob bytes copied into them */
+};
+
+typedef struct prune prune;
+
+/* Opens the store at location, takes its exclusive lock (waiting as o says), removes upload
+ * leftovers (not in a dry run), reconciles the catalog and plans. -EBUSY when another lock
+ * stays (err names its holder), -EBADMSG when a manifest does not parse (err names it), or
+ * what store_open_full gives. *out is the caller's (prune_free), NULL on failure. */
+int prune_begin(const char *location, const struct prune_opts *o, prune **out, struct strbuf *err);
+
+/* The packs (by catalog id) and the plan for each. Valid until prune_free. */
+const struct prune_pack *prune_packs(const prune *p, size_t *n);
+const struct prune_stats *prune_get_stats(const prune *p);
+
+/* Carries the plan out (nothing in a dry run). On failure err says what failed; what was done
+ * before it is kept and counted in the stats, and the store holds every blob it held that a
+ * backup uses. */
+int prune_run(prune *p, struct strbuf *err);
+
+/* Releases the lock. Accepts NULL. */
+void prune_free(prune *p);
+
+#endif
