@@ -16,7 +16,7 @@ struct fopts {
 	const char *store, *node;
 	uint64_t last, hourly, daily, weekly, monthly, yearly;
 	struct duration within;
-	bool dry_run, json;
+	bool dry_run, prune, json;
 };
 
 /* One backup of the store, and what forget decides for it. */
@@ -239,6 +239,14 @@ static int forget(struct fopts *o, char **names, int nnames)
 	return rc;
 }
 
+/* forget --prune: the prune command, on the same store, after the forget. */
+static int run_prune(const struct fopts *o)
+{
+	char *argv[] = {"prune", "--store", (char *)o->store, NULL};
+	fflush(stdout);
+	return cmd_prune(3, argv);
+}
+
 int cmd_forget(int argc, char **argv)
 {
 	struct fopts o = {0};
@@ -263,6 +271,8 @@ int cmd_forget(int argc, char **argv)
 		 .help = "only this node's backups"},
 		{.name = "dry-run", .short_name = 'n', .type = OPT_FLAG, .value = &o.dry_run,
 		 .help = "say what would be removed, remove nothing"},
+		{.name = "prune", .type = OPT_FLAG, .value = &o.prune,
+		 .help = "then run 'cassbackup prune', freeing what no backup uses any more"},
 		{.name = "json", .type = OPT_FLAG, .value = &o.json, .help = "print JSON for scripts"},
 		{0},
 	};
@@ -293,5 +303,8 @@ int cmd_forget(int argc, char **argv)
 		return cli_usage_error(&cmd, "give backup names or a --keep-* policy");
 	if (first < argc && o.node)
 		return cli_usage_error(&cmd, "--node goes with a --keep-* policy");
-	return forget(&o, argv + first, argc - first);
+	if (o.prune && o.json)
+		return cli_usage_error(&cmd, "--prune goes without --json (run prune --json after)");
+	rc = forget(&o, argv + first, argc - first);
+	return rc == CB_EXIT_OK && o.prune && !o.dry_run ? run_prune(&o) : rc;
 }
