@@ -26,7 +26,9 @@
 #define SEEKABLE_SKIPPABLE_MAGIC 0x184D2A5Eu
 #define SEEKABLE_MAX_FRAMES 0x8000000u
 #define SEEKABLE_MAX_FRAME_SIZE (1u << 30) /* decompressed bytes in one frame we accept */
-#define SEEKABLE_DEFAULT_FRAME_SIZE (1u << 20)
+/* Store format 2: 128 KiB frames (design.md: a cold random 4 KiB read decodes one frame; with
+ * 1 MiB frames its p99 was 25-41x a plain file's, with 128 KiB 4-6x, for 0-1.5% more pack). */
+#define SEEKABLE_DEFAULT_FRAME_SIZE (128u << 10)
 
 /* Frames we write hold at most 4 MiB: a read through the mount decodes a whole frame, and the
  * mount's frame cache (16 MiB by default) must hold several frames for concurrent readers, or

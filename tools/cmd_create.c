@@ -109,7 +109,7 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 		{.name = "threads", .short_name = 'j', .type = OPT_U64, .value = &o->threads, .arg = "N",
 		 .help = "compression threads (default: all cores)", .min = 0, .max = MAX_THREADS},
 		{.name = "frame-kib", .type = OPT_U64, .value = &o->frame_kib, .arg = "N",
-		 .help = "KiB of tar stream per zstd frame (default 1024)", .min = MIN_FRAME_KIB,
+		 .help = "KiB of tar stream per zstd frame (default 128)", .min = MIN_FRAME_KIB,
 		 .max = MAX_FRAME_KIB},
 		{.name = "json", .type = OPT_FLAG, .value = &o->json, .help = "print the summary as JSON"},
 		{.name = "take-snapshot", .type = OPT_FLAG, .value = &o->take_snapshot,
