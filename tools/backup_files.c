@@ -105,17 +105,3 @@ int load_files(catalog *cat, const char *store, int64_t table_row, struct vlist 
 	return r;
 }
 
-bool table_selected(char *const *keyspaces, size_t nks, char *const *tables, size_t ntables,
-		    const char *ks, const char *table)
-{
-	if (!nks && !ntables)
-		return true;
-	for (size_t i = 0; i < nks; i++)
-		if (!strcmp(keyspaces[i], ks))
-			return true;
-	size_t kl = strlen(ks);
-	for (size_t i = 0; i < ntables; i++)
-		if (!strncmp(tables[i], ks, kl) && tables[i][kl] == '.' && !strcmp(tables[i] + kl + 1, table))
-			return true;
-	return false;
-}

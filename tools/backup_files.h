@@ -44,8 +44,4 @@ void tables_free(struct tables *ts);
 int load_files(catalog *cat, const char *store, int64_t table_row, struct vlist *l);
 void vlist_free(struct vlist *l);
 
-/* Is ks.table chosen by --keyspace KS / --table KS.TABLE (everything when neither is given)? */
-bool table_selected(char *const *keyspaces, size_t nks, char *const *tables, size_t ntables,
-		    const char *ks, const char *table);
-
 #endif
