@@ -21,7 +21,7 @@ from conftest import BUILD, CASSBACKUP, MOUNT, REPO, cb, make_sample, mounted, r
 COMPLETION = os.path.join(REPO, 'completion', 'cassbackup')
 BASH_COMPLETION = '/usr/share/bash-completion/bash_completion'
 MESON = shutil.which('meson') or '/usr/bin/meson'
-COMMANDS = ['init', 'create', 'list', 'forget', 'unlock', 'verify', 'restore', 'load', 'validate-config',
+COMMANDS = ['init', 'create', 'list', 'forget', 'prune', 'unlock', 'verify', 'restore', 'load', 'validate-config',
             'check', 'export', 'reindex']
 
 
@@ -223,6 +223,7 @@ def test_completion_offers_subcommands():
     assert complete('') == COMMANDS + ['help']
     assert complete('v') == ['verify', 'validate-config']
     assert complete('--config', '/x', 'l') == ['list', 'load']
+    assert complete('p') == ['prune']
     assert complete('help', 're') == ['restore', 'reindex']
 
 
