@@ -453,9 +453,11 @@ int catalog_blob_size_exists(catalog *c, uint64_t size)
 	return r == 1 ? done(c, st, 1) : r;
 }
 
-int catalog_find_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t *id)
+/* The id of the blob (sha256, size) through query `which`: 1, 0 (none), or -errno. */
+static int blob_id_by(catalog *c, enum stmt which, const unsigned char sha256[32], uint64_t size,
+		      int64_t *id)
 {
-	sqlite3_stmt *st = stmt(c, ST_FIND_BLOB);
+	sqlite3_stmt *st = stmt(c, which);
 	sqlite3_bind_blob(st, 1, sha256, 32, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
 	int r = step_one(c, st);
@@ -463,6 +465,11 @@ int catalog_find_blob(catalog *c, const unsigned char sha256[32], uint64_t size,
 		return r;
 	*id = sqlite3_column_int64(st, 0);
 	return done(c, st, 1);
+}
+
+int catalog_find_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t *id)
+{
+	return blob_id_by(c, ST_FIND_BLOB, sha256, size, id);
 }
 
 static int insert(catalog *c, sqlite3_stmt *st, int64_t *id)
@@ -486,18 +493,6 @@ int catalog_add_pack(catalog *c, const struct cb_pack_info *p, int64_t *id)
 	return insert(c, st, id);
 }
 
-static int find_any_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t *id)
-{
-	sqlite3_stmt *st = stmt(c, ST_FIND_ANY_BLOB);
-	sqlite3_bind_blob(st, 1, sha256, 32, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
-	int r = step_one(c, st);
-	if (r != 1)
-		return r;
-	*id = sqlite3_column_int64(st, 0);
-	return done(c, st, 1);
-}
-
 int catalog_add_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t pack_id,
 		     uint64_t offset, int64_t *id)
 {
@@ -513,7 +508,7 @@ int catalog_add_blob(catalog *c, const unsigned char sha256[32], uint64_t size, 
 	}
 	int r = exec_stmt(c, st);
 	if (r == 0)
-		r = find_any_blob(c, sha256, size, id);
+		r = blob_id_by(c, ST_FIND_ANY_BLOB, sha256, size, id);
 	if (r == 0)
 		r = -EIO;
 	if (r < 0 || !pack_id)
