@@ -273,7 +273,7 @@ static int get_sha(json_t *o, unsigned char sha[32], struct perr *e, const char 
 
 static int get_attr(json_t *o, struct cb_attr *a, struct perr *e, const char *where)
 {
-	int64_t mode, uid, gid;
+	int64_t mode = 0, uid = 0, gid = 0;
 	int r = get_int(o, "mode", 0, 07777, &mode, e, where) ?:
 		get_int(o, "uid", 0, UINT32_MAX - 1, &uid, e, where) ?:
 		get_int(o, "gid", 0, UINT32_MAX - 1, &gid, e, where) ?:
@@ -418,7 +418,7 @@ static int parse_keyspace(json_t *o, struct manifest_keyspace *k, struct perr *e
 static int parse_header(json_t *root, struct manifest *m, struct perr *e)
 {
 	const char *w = "manifest";
-	int64_t format;
+	int64_t format = 0;
 	int r = get_int(root, "format", INT64_MIN, INT64_MAX, &format, e, w);
 	if (r < 0)
 		return r;

@@ -65,7 +65,7 @@ const char *store_open_why(const char *root, int r, char *buf, size_t n)
 {
 	(void)root;
 	if (r == -EACCES || r == -EPERM)
-		snprintf(buf, n, "permission denied for user id %u%s%s", (unsigned)geteuid(),
+		snprintf(buf, n, "permission denied for user id %u%s%.400s", (unsigned)geteuid(),
 			 *last_open_error ? ": " : "", last_open_error);
 	else if (*last_open_error)
 		snprintf(buf, n, "%s", last_open_error);
