@@ -186,18 +186,18 @@ def main():
         report(f'cold sequential read {kind}: mount vs plain file', size / MiB / t_mount, size / MiB / t_plain,
                'MiB/s', 0.8 if kind == 'incomp' else None)
 
-    # -- random 4 KiB reads, with the default 1 MiB frames and with --frame-kib 128
+    # -- random 4 KiB reads, with the default 128 KiB frames and with --frame-kib 1024
     print('== random 4 KiB reads (O_DIRECT, so every read reaches the file system)', flush=True)
     for kind in ('comp', 'incomp'):
         data, _ = snap_data(kind)
         size = os.path.getsize(data)
         drop_caches()
         lat_p = random_reads(data, size, a.random_reads)
-        small = f'{W}/store-{kind}-128k'
-        sh(cb, 'init', '--store', small)
-        sh(cb, 'create', '--store', small, '--name', 'day1', '--data-dir', f'{W}/{kind}/data1',
-           '--snapshot', 'nightly-1', '--frame-kib', '128')
-        for label, store in (('1 MiB frames', stores[kind]), ('128 KiB frames', small)):
+        big = f'{W}/store-{kind}-1m'
+        sh(cb, 'init', '--store', big)
+        sh(cb, 'create', '--store', big, '--name', 'day1', '--data-dir', f'{W}/{kind}/data1',
+           '--snapshot', 'nightly-1', '--frame-kib', '1024')
+        for label, store in (('128 KiB frames (default)', stores[kind]), ('1 MiB frames', big)):
             drop_caches()
             m = Mount(build, store, f'{W}/mnt')
             lat_m = random_reads(os.path.join(m.mnt, 'backups', 'day1', 'shop', 'orders', 'nb-1-big-Data.db'),

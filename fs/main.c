@@ -223,13 +223,6 @@ static int serve(struct fuse_session *se, const struct options *o)
 static void tune_malloc(void)
 {
 	mallopt(M_ARENA_MAX, 2);
-	/* Every read reply goes through a buffer libfuse allocates (up to max_read, 1 MiB) and frees
-	 * again. glibc would map and unmap each (its mmap threshold starts at 128 KiB), faulting in
-	 * fresh pages per request: cold sequential reads ran 27% slower that way. Heap buffers of
-	 * that size are reused instead; decoded frames stay outside the heap (packread.c), so a
-	 * trim threshold of 8 MiB still bounds what the heap keeps. */
-	mallopt(M_MMAP_THRESHOLD, 2 << 20);
-	mallopt(M_TRIM_THRESHOLD, 8 << 20);
 }
 
 int main(int argc, char **argv)

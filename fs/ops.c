@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <sys/statvfs.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -114,8 +115,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* The kernel lowers its readahead to what we answer; ask for plenty and raise the bdi's
 	 * own limit once the mount is up (cbfs_raise_readahead). */
 	conn->max_readahead = 16u << 20;
-	/* No splice: every reply's bytes are in memory (decoded frames), and splicing memory means
-	 * an extra copy into a pipe (fuse_reply_data would vmsplice/copy it there first). */
+	/* No splice: every reply's bytes are in memory (decoded frames), written with writev
+	 * (fuse_reply_iov); splicing memory would mean a copy into a pipe first. */
 	conn->want &= ~(unsigned)(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	if (conn->max_background < 64)
@@ -398,14 +399,12 @@ static bool reply_range_at(fuse_req_t req, struct cbfs *fs, fuse_ino_t ino,
 	struct pack_pin pin;
 	int r = pack_cache_pin(fs->packs, loc->pack_id, loc->pack_path, at, size, &pin);
 	if (r == 0) {
-		union { /* a fuse_bufvec with room for PACK_PIN_MAX buffers */
-			struct fuse_bufvec v;
-			char room[sizeof(struct fuse_bufvec) + (PACK_PIN_MAX - 1) * sizeof(struct fuse_buf)];
-		} bv = {.v = {.count = pin.n}};
-		struct fuse_buf *bufs = bv.v.buf;
+		/* Written to /dev/fuse straight from the cached frames (writev): fuse_reply_data would
+		 * first copy a reply of several segments into a buffer it allocates per request. */
+		struct iovec iov[PACK_PIN_MAX];
 		for (unsigned i = 0; i < pin.n; i++)
-			bufs[i] = (struct fuse_buf){.mem = (void *)pin.seg[i].data, .size = pin.seg[i].len};
-		fuse_reply_data(req, &bv.v, 0); /* copied into the reply: splice is not used */
+			iov[i] = (struct iovec){.iov_base = (void *)pin.seg[i].data, .iov_len = pin.seg[i].len};
+		fuse_reply_iov(req, iov, (int)pin.n);
 		pack_cache_unpin(fs->packs, &pin);
 		return false;
 	}
