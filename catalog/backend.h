@@ -81,7 +81,8 @@ int cb_backend_stat(struct cb_backend *b, const char *key, uint64_t *size);
 /* Stores a small object atomically and durably (replacing one of the same key). */
 int cb_backend_put(struct cb_backend *b, const char *key, const void *data, size_t len);
 
-/* Removes an object; -ENOENT when it was not there. */
+/* Removes an object; -ENOENT when it was not there. A local store also removes a pack's
+ * packs/xx directory once it is empty. */
 int cb_backend_delete(struct cb_backend *b, const char *key);
 
 /* Calls cb for every object whose key starts with prefix (a directory, "backups/"), in no

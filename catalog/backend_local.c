@@ -148,6 +148,23 @@ static int local_stat(struct cb_backend *b, const char *key, uint64_t *size)
 	return r;
 }
 
+/* Removes the fan-out directory packs/xx once its last pack is gone, so a store that prunes
+ * for years keeps no empty directories. Only packs/ is tidied: packs are written and deleted
+ * under the store lock (create and copy shared, prune exclusive), so no writer can be about to
+ * link a pack into the directory removed here; locks/ and backups/ have no such exclusion.
+ * Best effort: a directory that is not empty, or any error, leaves it as it is. */
+static void remove_empty_pack_dir(int rootfd, const char *dir)
+{
+	if (strncmp(dir, "packs/", 6) != 0 || strchr(dir + 6, '/'))
+		return;
+	int pfd = open_beneath(rootfd, "packs", O_RDONLY | O_DIRECTORY, 0);
+	if (pfd < 0)
+		return;
+	if (unlinkat(pfd, dir + 6, AT_REMOVEDIR) == 0)
+		(void)fsync(pfd);
+	close(pfd);
+}
+
 static int local_del(struct cb_backend *b, const char *key)
 {
 	char dir[1025];
@@ -158,6 +175,8 @@ static int local_del(struct cb_backend *b, const char *key)
 		return dfd;
 	int r = unlinkat(dfd, base, 0) < 0 ? -errno : fsync(dfd) < 0 ? -errno : 0;
 	close(dfd);
+	if (r == 0)
+		remove_empty_pack_dir(local_rootfd(b), dir);
 	return r;
 }
 

@@ -176,6 +176,23 @@ static void test_readonly(void)
 	cb_backend_close(ro);
 }
 
+/* A pack's fan-out directory goes with its last pack, so years of prunes leave no empty
+ * directories; packs/ itself, and every other directory, stays. */
+static void test_pack_dirs(struct cb_backend *b)
+{
+	CHECK(cb_backend_put(b, "backups/keep.json", "{}", 2) == 0);
+	CHECK(cb_backend_delete(b, "backups/keep.json") == 0);
+	CHECK(mode_of("backups") == 0700);
+	CHECK(cb_backend_put(b, "packs/cd/one.tar.zst", "1", 1) == 0);
+	CHECK(cb_backend_put(b, "packs/cd/two.tar.zst", "2", 1) == 0);
+	CHECK(cb_backend_delete(b, "packs/cd/one.tar.zst") == 0);
+	CHECK(mode_of("packs/cd") == 0700);
+	CHECK(cb_backend_delete(b, "packs/cd/two.tar.zst") == 0);
+	CHECK(mode_of("packs/cd") == (mode_t)-1 && mode_of("packs") == 0700);
+	CHECK(cb_backend_put(b, "packs/cd/three.tar.zst", "3", 1) == 0); /* made again at need */
+	CHECK(cb_backend_delete(b, "packs/cd/three.tar.zst") == 0);
+}
+
 int main(void)
 {
 	snprintf(root, sizeof(root), "/tmp/cb-test-backend-XXXXXX");
@@ -190,6 +207,7 @@ int main(void)
 	test_symlinks(b);
 	test_uploads(b);
 	test_reclaim_named(b);
+	test_pack_dirs(b);
 	test_readonly();
 	cb_backend_close(b);
 	char cmd[600];
