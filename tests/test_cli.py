@@ -194,3 +194,32 @@ def test_validate_config_notes_hosts_state_dir_and_mount_helper(store, tmp_path)
     assert 'hosts = h1\\th2: expected HOST[,HOST...]' in problems[0]
     assert f'load_state_dir = {afile}/x: Not a directory' in problems[1]
     assert 'mount_helper' in problems[2] and 'no executable program' in problems[2]
+
+
+def test_validate_config_checks_s3_settings(store, tmp_path):
+    """issue 8: the S3 key file may be read by its owner only; the CA file must be readable and
+    the endpoint a URL. A missing key file is reported by validate-config, not refused before
+    it runs (every other command refuses it)."""
+    key = tmp_path / 'key'
+    key.write_text('access_key = a\nsecret_key = b\n')
+    key.chmod(0o640)
+    conf = tmp_path / 'cb.conf'
+    conf.write_text(f'store = {store}\ns3_key_file = {key}\ns3_ca_file = {tmp_path}/none.pem\n'
+                    f's3_endpoint = 127.0.0.1:9000\n')
+    p = cb('--config', conf, 'validate-config', check=False)
+    problems = [l for l in p.stdout.splitlines() if l.startswith('PROBLEM')]
+    assert p.returncode == 1 and len(problems) == 3, p.stdout
+    assert f's3_key_file = {key}: mode 640 lets others than its owner at the secret key' in problems[0]
+    assert f's3_ca_file = {tmp_path}/none.pem: No such file or directory' in problems[1]
+    assert 's3_endpoint = 127.0.0.1:9000: expected an http:// or https:// URL' in problems[2]
+    key.chmod(0o600)
+    (tmp_path / 'ca.pem').write_text('')
+    conf.write_text(f'store = {store}\ns3_key_file = {key}\ns3_ca_file = {tmp_path}/ca.pem\n'
+                    f's3_endpoint = http://127.0.0.1:9000\n')
+    r = cb('--config', conf, 'validate-config')
+    assert r.stdout.splitlines()[-1].endswith(': 4 settings checked, 0 problem(s)'), r.stdout
+    key.unlink()
+    p = cb('--config', conf, 'validate-config', check=False)
+    assert p.returncode == 1 and f's3_key_file = {key}: No such file or directory' in p.stdout, p.stdout
+    p = cb('--config', conf, 'list', check=False)
+    assert p.returncode == 2 and f'cannot read s3_key_file {key}' in p.stderr

@@ -112,8 +112,9 @@ static int run_command(const char *name, int argc, char **argv)
 }
 
 /* How stores in object storage are reached: the environment (as the AWS CLI reads it), then
- * the configuration file. Set once, for every store this process opens. */
-static int use_store_settings(void)
+ * the configuration file. Set once, for every store this process opens. An unreadable key
+ * file is a usage error, except to validate-config (report false), which reports it itself. */
+static int use_store_settings(bool report)
 {
 	static struct cb_s3_options o;
 	static char **owned;
@@ -121,7 +122,7 @@ static int use_store_settings(void)
 	o.region = config_get("s3_region");
 	o.ca_file = config_get("s3_ca_file");
 	if (cb_s3_options_resolve(&o, config_get("s3_key_file"), &owned) < 0 &&
-	    config_get("s3_key_file")) {
+	    config_get("s3_key_file") && report) {
 		errorf("cannot read s3_key_file %s: %s", config_get("s3_key_file"), strerror(errno));
 		return CB_EXIT_USAGE;
 	}
@@ -164,7 +165,7 @@ int main(int argc, char **argv)
 		sb_free(&cerr);
 		return CB_EXIT_USAGE;
 	}
-	int r = use_store_settings();
+	int r = use_store_settings(strcmp(cmd, "validate-config") != 0);
 	if (r != CB_EXIT_OK)
 		return r;
 	return run_command(cmd, argc - 1, argv + 1);

@@ -138,6 +138,40 @@ static void check_password_file(struct vctx *v, const char *key, const char *val
 		    "line, visible in ps while it runs (Cassandra's LoaderOptions has no other way)");
 }
 
+/* The S3 key file holds a secret key that opens every backup: only its owner may read it,
+ * as ssh asks of a private key. */
+static void check_key_file(struct vctx *v, const char *key, const char *value, int line)
+{
+	struct stat st;
+	if (stat(value, &st) < 0 || access(value, R_OK) < 0)
+		say(v, V_PROBLEM, line, key, value, "%s", strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		say(v, V_PROBLEM, line, key, value, "not a regular file");
+	else if (st.st_mode & 077)
+		say(v, V_PROBLEM, line, key, value, "mode %03o lets others than its owner at the secret key "
+		    "(chmod 600)", (unsigned)(st.st_mode & 0777));
+	else
+		say(v, V_OK, line, key, value, "readable by its owner only");
+}
+
+static void check_readable_file(struct vctx *v, const char *key, const char *value, int line)
+{
+	struct stat st;
+	if (stat(value, &st) < 0 || access(value, R_OK) < 0)
+		say(v, V_PROBLEM, line, key, value, "%s", strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		say(v, V_PROBLEM, line, key, value, "not a regular file");
+	else
+		say(v, V_OK, line, key, value, "readable");
+}
+
+static void check_endpoint(struct vctx *v, const char *key, const char *value, int line)
+{
+	bool ok = !strncmp(value, "http://", 7) || !strncmp(value, "https://", 8);
+	say(v, ok ? V_OK : V_PROBLEM, line, key, value, "%s",
+	    ok ? "URL" : "expected an http:// or https:// URL");
+}
+
 static int check(void *ctx, const char *key, const char *value, int line)
 {
 	struct vctx *v = ctx;
@@ -151,6 +185,12 @@ static int check(void *ctx, const char *key, const char *value, int line)
 		check_program(v, key, value, line);
 	else if (!strcmp(key, "nodetool_password_file") || !strcmp(key, "sstableloader_password_file"))
 		check_password_file(v, key, value, line);
+	else if (!strcmp(key, "s3_key_file"))
+		check_key_file(v, key, value, line);
+	else if (!strcmp(key, "s3_ca_file"))
+		check_readable_file(v, key, value, line);
+	else if (!strcmp(key, "s3_endpoint"))
+		check_endpoint(v, key, value, line);
 	else if (!strcmp(key, "hosts"))
 		say(v, host_list_ok(value) ? V_OK : V_PROBLEM, line, key, value, "%s", host_list_ok(value)
 		    ? "host list" : "expected HOST[,HOST...] without spaces or empty entries");
