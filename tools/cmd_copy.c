@@ -216,8 +216,9 @@ static int execute(struct copy_cmd *c)
 		if (it->r < 0 && rc != CB_EXIT_FAILED)
 			rc = it->r == -ENOENT ? CB_EXIT_MISSING : CB_EXIT_FAILED;
 	}
-	if (n < c->names.n) {
-		errorf("copy: interrupted");
+	if (n < c->names.n) { /* said already when the last one was the one interrupted */
+		if (n == 0 || items[n - 1].r != -ECANCELED)
+			errorf("copy: interrupted");
 		rc = CB_EXIT_FAILED;
 	}
 	if (c->json)
