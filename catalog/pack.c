@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <locale.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -29,6 +30,16 @@ struct pack_writer {
 	int err; /* sticky: first failure */
 	char msg[256];
 };
+
+int pack_key_new(struct strbuf *key)
+{
+	unsigned char id[16];
+	char hex[33];
+	if (getrandom(id, sizeof(id), 0) != sizeof(id))
+		return -EIO;
+	hex_encode(id, sizeof(id), hex);
+	return sb_printf(key, "packs/%.2s/%s.tar.zst", hex, hex);
+}
 
 static la_ssize_t sink_write(struct archive *a, void *ctx, const void *buf, size_t len)
 {

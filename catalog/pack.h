@@ -30,6 +30,9 @@
 
 typedef struct pack_writer pack_writer;
 
+/* A new pack's key: packs/xx/ID.tar.zst with a random 128-bit ID (xx its first two digits). */
+int pack_key_new(struct strbuf *key);
+
 struct pack_member {
 	const char *path; /* member name, relative */
 	uint64_t size;

@@ -22,7 +22,7 @@ COMPLETION = os.path.join(REPO, 'completion', 'cassbackup')
 BASH_COMPLETION = '/usr/share/bash-completion/bash_completion'
 MESON = shutil.which('meson') or '/usr/bin/meson'
 COMMANDS = ['init', 'create', 'list', 'forget', 'prune', 'unlock', 'verify', 'restore', 'load', 'validate-config',
-            'check', 'export', 'reindex']
+            'check', 'copy', 'export', 'reindex']
 
 
 def build_options():

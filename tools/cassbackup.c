@@ -65,6 +65,8 @@ static const struct {
 	{"load", cmd_load, "--store DIR NAME --hosts H1,H2", "stream tables with sstableloader"},
 	{"validate-config", cmd_validate_config, "", "check every path and program the config names"},
 	{"check", cmd_check, "--store DIR [--read-data | --read-data-subset n/M|P%]", "check that the store is whole"},
+	{"copy", cmd_copy, "--from STORE --to STORE (NAME... | --all) [--dry-run] [--json]",
+	 "copy backups to another store, sending only what it lacks"},
 	{"export", cmd_export, "--store DIR NAME [-o FILE] [--zstd]", "write one backup as a standalone tar"},
 	{"reindex", cmd_reindex, "--store DIR", "rebuild catalog.db from the store alone"},
 };

@@ -946,7 +946,59 @@ static int check_required(struct cli_command *cmd, int noperands)
 	return CLI_RUN;
 }
 
-int cli_parse(struct cli_command *cmd, int argc, char **argv, int *first)
+/* --limit-upload / --limit-download: added to the table of every command that moves a
+ * backup's bytes to or from a store. They bound the S3 client's transfers (struct
+ * cb_s3_options); a local store ignores them. */
+static const char *const transfer_commands[] = {
+	"create", "copy", "restore", "verify", "check", "export", "load", "prune",
+};
+static uint64_t limit_upload, limit_download;
+
+static bool moves_bytes(const struct cli_command *cmd)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(transfer_commands); i++)
+		if (!strcmp(cmd->name, transfer_commands[i]))
+			return true;
+	return false;
+}
+
+/* cmd's options followed by the limit options; the caller frees it. NULL: out of memory. */
+static struct cli_option *with_limits(const struct cli_command *cmd)
+{
+	size_t n = count_options(cmd);
+	struct cli_option *v = calloc(n + 3, sizeof(*v));
+	if (!v)
+		return NULL;
+	if (n)
+		memcpy(v, cmd->options, n * sizeof(*v));
+	v[n] = (struct cli_option){.name = "limit-upload", .type = OPT_SIZE, .value = &limit_upload,
+				   .arg = "RATE", .config_key = "limit_upload",
+				   .help = "send at most RATE bytes/s to object storage (50M; 0: no limit)"};
+	v[n + 1] = (struct cli_option){.name = "limit-download", .type = OPT_SIZE,
+				       .value = &limit_download, .arg = "RATE",
+				       .config_key = "limit_download",
+				       .help = "receive at most RATE bytes/s from object storage"};
+	return v;
+}
+
+/* Hands the limits to the S3 client of every store this process opens. */
+static void apply_limits(const struct cli_command *cmd)
+{
+	static struct cb_s3_options o;
+	const struct cb_s3_options *cur = store_s3_options();
+	if (cur && cur != &o)
+		o = *cur;
+	o.limit_upload = limit_upload;
+	o.limit_download = limit_download;
+	store_set_s3_options(&o);
+	if (getenv("CASSBACKUP_DEBUG"))
+		fprintf(stderr, "cassbackup %s: object storage transfer limits: upload %llu B/s, "
+			"download %llu B/s (0: none)\n", cmd->name,
+			(unsigned long long)store_s3_options()->limit_upload,
+			(unsigned long long)store_s3_options()->limit_download);
+}
+
+static int parse_table(struct cli_command *cmd, int argc, char **argv, int *first)
 {
 	char *ops[argc > 0 ? argc : 1];
 	int nops = 0, i = 1;
@@ -970,4 +1022,24 @@ int cli_parse(struct cli_command *cmd, int argc, char **argv, int *first)
 	memcpy(argv + *first, ops, (size_t)nops * sizeof(*ops));
 	int r = fill_from_config(cmd);
 	return r != CLI_RUN ? r : check_required(cmd, nops);
+}
+
+int cli_parse(struct cli_command *cmd, int argc, char **argv, int *first)
+{
+	if (!moves_bytes(cmd))
+		return parse_table(cmd, argc, argv, first);
+	struct cli_option *own = cmd->options, *all = with_limits(cmd);
+	if (!all) {
+		errorf("out of memory");
+		return CB_EXIT_FAILED;
+	}
+	cmd->options = all;
+	int rc = parse_table(cmd, argc, argv, first);
+	for (size_t i = 0; own && own[i].name; i++)
+		own[i].given = all[i].given;
+	cmd->options = own;
+	free(all);
+	if (rc == CLI_RUN)
+		apply_limits(cmd);
+	return rc;
 }

@@ -218,7 +218,12 @@ struct cli_command {
  * Returns CLI_RUN, with the operands (in order) in argv[*first .. argc); or an exit code the
  * command returns at once: CB_EXIT_OK after --help was printed, CB_EXIT_USAGE after one line
  * saying what is wrong (naming the option, or the config file and line) was printed.
- * argv is permuted: operands are moved to the end. */
+ * argv is permuted: operands are moved to the end.
+ * Commands that move a backup's bytes to or from a store (create, copy, restore, verify,
+ * check, export, load, prune) also get --limit-upload RATE and --limit-download RATE (config
+ * limit_upload, limit_download: bytes/s, 0 for none), which cli_parse hands to the S3 client
+ * of every store the process opens (store_set_s3_options); with CASSBACKUP_DEBUG set in the
+ * environment it says on stderr what the client got. */
 int cli_parse(struct cli_command *cmd, int argc, char **argv, int *first);
 
 /* Prints cmd's help (usage, description, options, exit codes) to f. */
@@ -268,5 +273,6 @@ int cmd_check(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_reindex(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
+int cmd_copy(int argc, char **argv);
 
 #endif

@@ -2,7 +2,8 @@
  * comment; a key may repeat (data_dir). Command-line flags override the file. Keys:
  *   store, data_dir, cassandra_conf, nodetool, nodetool_user, nodetool_password_file,
  *   sstableloader, sstableloader_user, sstableloader_password_file, hosts, load_state_dir,
- *   mount_helper, s3_endpoint, s3_region, s3_key_file, s3_ca_file, cache_dir
+ *   mount_helper, s3_endpoint, s3_region, s3_key_file, s3_ca_file, cache_dir, limit_upload,
+ *   limit_download
  */
 #ifndef CASSBACKUP_CONFIG_H
 #define CASSBACKUP_CONFIG_H

@@ -1,0 +1,429 @@
+/* copy.c: see copy.h.
+ *
+ * plan (read the source manifest, compare with the target's, list the contents the target
+ * lacks and where the source keeps them) -> send (one new pack at the target) -> commit (the
+ * manifest) -> register (the target's catalog).
+ */
+#include "copy.h"
+#include "backend.h"
+#include "catalog.h"
+#include "manifest.h"
+#include "pack.h"
+#include "packread.h"
+#include "store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_CACHE_BYTES (16u << 20)
+
+/* One content of the backup, and the first file (in manifest order) that holds it. */
+struct centry {
+	unsigned char sha[32];
+	uint64_t size;
+	const struct manifest_file *f;
+	char *member;     /* <ks>/<table>[-<id>]/[<.index>/]<file>: the name a create gives it */
+	int64_t pack_id;  /* where the source keeps it */
+	char *pack_path;
+	uint64_t src_off, dst_off;
+};
+
+struct copy {
+	struct store *src, *dst;
+	const char *name;
+	const struct copy_opts *o;
+	struct copy_stats *st;
+	struct strbuf *err;
+	char *doc; /* the source manifest, as bytes */
+	size_t len;
+	struct manifest *m;
+	struct centry *v; /* every content of the backup, then (after plan) only those to send */
+	size_t n, cap;
+	struct strbuf key; /* the new pack's */
+	struct cb_upload *u;
+	pack_writer *w;
+	pack_cache *pc;
+	struct pack_index pi;
+	int64_t created_ns;
+};
+
+static const char *backend_why(int r)
+{
+	return *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r);
+}
+
+/* --- plan -------------------------------------------------------------------------------- */
+
+static int read_source_manifest(struct copy *c)
+{
+	struct strbuf key = {0};
+	char why[512] = "";
+	int r = store_manifest_key(c->name, &key);
+	if (r == 0)
+		r = cb_backend_get(store_backend(c->src), key.buf, MANIFEST_MAX, &c->doc, &c->len);
+	if (r < 0 && r != -ENOENT)
+		sb_printf(c->err, "cannot read %s/%s: %s", store_location(c->src),
+			  key.buf ? key.buf : "backups", r == -EINVAL ? "invalid backup name" : backend_why(r));
+	if (r == 0 && (r = manifest_parse(c->doc, c->len, &c->m, why, sizeof(why))) < 0)
+		sb_printf(c->err, "%s/%s: %s", store_location(c->src), key.buf, why);
+	if (r == 0 && strcmp(c->m->name, c->name) != 0) {
+		sb_printf(c->err, "%s/%s names backup \"%s\"", store_location(c->src), key.buf, c->m->name);
+		r = -EBADMSG;
+	}
+	sb_free(&key);
+	return r;
+}
+
+/* 0 when the name is free at the target, 1 when it holds the same manifest, -EEXIST when it
+ * holds another one. */
+static int check_target(struct copy *c)
+{
+	struct strbuf key = {0};
+	_cleanup_free_ char *doc = NULL;
+	size_t len = 0;
+	int r = store_manifest_key(c->name, &key);
+	if (r == 0)
+		r = cb_backend_get(store_backend(c->dst), key.buf, MANIFEST_MAX, &doc, &len);
+	if (r == -ENOENT)
+		r = 0;
+	else if (r < 0)
+		sb_printf(c->err, "cannot read %s/%s: %s", store_location(c->dst), key.buf, backend_why(r));
+	else if (len == c->len && memcmp(doc, c->doc, len) == 0)
+		r = 1;
+	else
+		r = -EEXIST;
+	if (r == -EEXIST)
+		sb_printf(c->err, "%s already holds a different backup named so; nothing copied",
+			  store_location(c->dst));
+	sb_free(&key);
+	return r;
+}
+
+static int push_entry(struct copy *c, const struct manifest_keyspace *k,
+		      const struct manifest_table *t, const struct manifest_file *f)
+{
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? 2 * c->cap : 256;
+		struct centry *v = realloc(c->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		c->v = v;
+		c->cap = cap;
+	}
+	struct centry *e = &c->v[c->n];
+	*e = (struct centry){.size = f->size, .f = f};
+	memcpy(e->sha, f->sha256, 32);
+	struct strbuf m = {0};
+	int r = sb_printf(&m, "%s/%s%s%s/%s%s%s", k->name, t->name, *t->id ? "-" : "", t->id, f->dir,
+			  *f->dir ? "/" : "", f->name);
+	if (r < 0)
+		return r;
+	e->member = m.buf;
+	c->n++;
+	return 0;
+}
+
+static int collect(struct copy *c)
+{
+	for (size_t k = 0; k < c->m->nkeyspaces; k++) {
+		const struct manifest_keyspace *ks = &c->m->keyspaces[k];
+		for (size_t t = 0; t < ks->ntables; t++) {
+			const struct manifest_table *tb = &ks->tables[t];
+			for (size_t f = 0; f < tb->nfiles; f++) {
+				int r = push_entry(c, ks, tb, &tb->files[f]);
+				if (r < 0)
+					return r;
+				c->st->files++;
+				c->st->bytes += tb->files[f].size;
+			}
+		}
+	}
+	return 0;
+}
+
+static int cmp_content(const void *a, const void *b)
+{
+	const struct centry *x = a, *y = b;
+	int d = memcmp(x->sha, y->sha, 32);
+	return d ? d : (x->size > y->size) - (x->size < y->size);
+}
+
+static int cmp_location(const void *a, const void *b)
+{
+	const struct centry *x = a, *y = b;
+	if (x->pack_id != y->pack_id)
+		return x->pack_id < y->pack_id ? -1 : 1;
+	return (x->src_off > y->src_off) - (x->src_off < y->src_off);
+}
+
+static void drop_entry(struct centry *e)
+{
+	free(e->member);
+	free(e->pack_path);
+	e->member = e->pack_path = NULL;
+}
+
+/* Keeps one entry per content (the member name of any one file holding it). */
+static void unique_contents(struct copy *c)
+{
+	qsort(c->v, c->n, sizeof(*c->v), cmp_content);
+	size_t out = 0;
+	for (size_t i = 0; i < c->n; i++) {
+		if (out && cmp_content(&c->v[out - 1], &c->v[i]) == 0) {
+			drop_entry(&c->v[i]);
+			continue;
+		}
+		c->v[out++] = c->v[i];
+	}
+	c->n = out;
+}
+
+/* Where the source keeps e's bytes: 0, or -ENODATA (err says which file lacks them). */
+static int locate(struct copy *c, struct centry *e)
+{
+	struct cb_blob_loc loc;
+	catalog *cat = store_catalog(c->src);
+	int r = catalog_blob_location(cat, e->sha, e->size, &loc);
+	if (r < 0) {
+		sb_printf(c->err, "cannot read the catalog of %s: %s", store_location(c->src),
+			  catalog_errmsg(cat));
+		return r;
+	}
+	if (r == 0 || loc.pack_id == 0) {
+		sb_printf(c->err, "file %s: no pack of %s holds its bytes (the backup is incomplete); "
+			  "nothing copied", e->member, store_location(c->src));
+		return -ENODATA;
+	}
+	e->pack_id = loc.pack_id;
+	e->src_off = loc.offset;
+	e->pack_path = strdup(loc.pack_path);
+	return e->pack_path ? 0 : -ENOMEM;
+}
+
+/* Leaves in c->v only the contents the target lacks, in source pack and offset order. */
+static int plan_sends(struct copy *c)
+{
+	catalog *dcat = store_catalog(c->dst);
+	for (size_t i = 0; i < c->n; i++) {
+		int64_t id;
+		struct centry *e = &c->v[i];
+		int r = catalog_find_blob(dcat, e->sha, e->size, &id);
+		if (r == 0)
+			r = locate(c, e);
+		else if (r < 0)
+			sb_printf(c->err, "cannot read the catalog of %s: %s", store_location(c->dst),
+				  catalog_errmsg(dcat));
+		if (r < 0)
+			return r;
+		if (r == 1) { /* the target has it: no member name means nothing to send */
+			c->st->blobs_present++;
+			c->st->bytes_present += e->size;
+			drop_entry(e);
+		} else {
+			c->st->blobs_sent++;
+			c->st->bytes_sent += e->size;
+		}
+	}
+	size_t out = 0;
+	for (size_t i = 0; i < c->n; i++)
+		if (c->v[i].member)
+			c->v[out++] = c->v[i];
+	c->n = out;
+	qsort(c->v, c->n, sizeof(*c->v), cmp_location);
+	return 0;
+}
+
+/* --- send -------------------------------------------------------------------------------- */
+
+static int start_pack(struct copy *c)
+{
+	int r = pack_cache_new(&c->pc, store_location(c->src), READ_CACHE_BYTES);
+	if (r < 0) {
+		sb_printf(c->err, "cannot read packs of %s: %s", store_location(c->src), strerror(-r));
+		return r;
+	}
+	c->pi.blobs = calloc(c->n, sizeof(*c->pi.blobs));
+	if (!c->pi.blobs)
+		return -ENOMEM;
+	r = pack_key_new(&c->key);
+	if (r == 0 && (r = cb_backend_upload_begin(store_backend(c->dst), c->key.buf, &c->u)) < 0)
+		sb_printf(c->err, "cannot start a pack in %s: %s", store_location(c->dst), backend_why(r));
+	if (r == 0 && (r = pack_writer_new(&c->w, c->u, c->o->level ? c->o->level : 3, c->o->threads,
+					  c->o->frame_size)) < 0)
+		sb_printf(c->err, "cannot start pack %s: %s", c->key.buf, strerror(-r));
+	c->created_ns = now_ns();
+	return r;
+}
+
+struct reader {
+	struct copy *c;
+	const struct centry *e;
+};
+
+static int read_source(void *ctx, uint64_t off, void *buf, size_t len)
+{
+	struct reader *rd = ctx;
+	const struct copy_opts *o = rd->c->o;
+	if (o->cancel && *o->cancel)
+		return -ECANCELED;
+	int r = pack_cache_read(rd->c->pc, rd->e->pack_id, rd->e->pack_path, rd->e->src_off + off,
+				buf, len);
+	if (r == 0 && o->progress)
+		o->progress(o->pctx, len);
+	return r;
+}
+
+/* Copies one content into the new pack, checking its bytes against its SHA-256 first. */
+static int send_one(struct copy *c, const struct centry *e)
+{
+	const struct cb_attr *a = &e->f->attr;
+	struct pack_member m = {.path = e->member, .size = e->size, .mode = a->mode, .uid = a->uid,
+				.gid = a->gid, .mtime_ns = a->mtime_ns};
+	struct reader rd = {c, e};
+	struct pack_blob *b = &c->pi.blobs[c->pi.nblobs];
+	unsigned char sha[32];
+	int r = pack_writer_add_reader(c->w, &m, read_source, &rd, sha, &b->offset);
+	if (r == 0 && memcmp(sha, e->sha, 32) != 0) {
+		sb_printf(c->err, "file %s: its bytes in %s/%s do not match its SHA-256 (a damaged "
+			  "pack; 'cassbackup check --read-data' tells more); nothing copied",
+			  e->member, store_location(c->src), e->pack_path);
+		return -EBADMSG;
+	}
+	if (r == -ECANCELED)
+		sb_puts(c->err, "interrupted");
+	else if (r < 0)
+		sb_printf(c->err, "file %s: cannot copy it from %s/%s: %s; nothing copied", e->member,
+			  store_location(c->src), e->pack_path,
+			  r == -ENOMEM ? strerror(-r) : pack_cache_strerror(r));
+	if (r < 0)
+		return r;
+	memcpy(b->sha256, e->sha, 32);
+	b->size = e->size;
+	c->pi.nblobs++;
+	return 0;
+}
+
+/* Writes every planned content into one new pack and commits its upload. */
+static int send_all(struct copy *c)
+{
+	int r = start_pack(c);
+	for (size_t i = 0; r == 0 && i < c->n; i++)
+		r = send_one(c, &c->v[i]);
+	if (r < 0)
+		return r;
+	struct pack_info info;
+	r = pack_writer_finish(c->w, &c->pi, &info);
+	if (r == 0 && c->o->cancel && *c->o->cancel)
+		r = -ECANCELED;
+	r = r ?: cb_upload_commit(c->u);
+	if (r == -ECANCELED)
+		sb_puts(c->err, "interrupted");
+	else if (r < 0)
+		sb_printf(c->err, "cannot write pack %s/%s: %s", store_location(c->dst), c->key.buf,
+			  pack_writer_errmsg(c->w) ? pack_writer_errmsg(c->w) : backend_why(r));
+	if (r < 0)
+		return r;
+	c->st->pack_bytes = info.compressed;
+	struct cb_pack_info p = {.path = c->key.buf, .size = info.compressed, .frames = info.frames,
+				 .created_ns = c->created_ns, .index_offset = info.index_offset,
+				 .index_size = info.index_size};
+	memcpy(p.table_sha256, info.table_sha256, 32);
+	int64_t id;
+	catalog *cat = store_catalog(c->dst);
+	/* Registered now, in its own transaction: if the manifest then fails, the pack is one that
+	 * no backup uses, as prune expects of a leftover. */
+	if (catalog_begin(cat) == 0 &&
+	    (store_register_pack(cat, &p, &c->pi, &id) ?: catalog_commit(cat)) < 0)
+		catalog_rollback(cat);
+	return 0;
+}
+
+/* --- commit ------------------------------------------------------------------------------ */
+
+/* The commit point: backups/NAME.json at the target, the source's bytes, written once. */
+static int put_manifest(struct copy *c)
+{
+	struct strbuf key = {0};
+	uint64_t there;
+	struct cb_backend *b = store_backend(c->dst);
+	int r = store_manifest_key(c->name, &key);
+	if (r == 0 && cb_backend_stat(b, key.buf, &there) == 0)
+		r = -EEXIST;
+	if (r == 0)
+		r = cb_backend_put(b, key.buf, c->doc, c->len);
+	if (r == -EEXIST)
+		sb_printf(c->err, "another process wrote a backup of that name to %s meanwhile; "
+			  "nothing copied", store_location(c->dst));
+	else if (r < 0)
+		sb_printf(c->err, "cannot write %s/%s: %s", store_location(c->dst),
+			  key.buf ? key.buf : "backups", backend_why(r));
+	sb_free(&key);
+	return r;
+}
+
+/* Takes the committed backup into the target's catalog. A failure loses nothing: the
+ * manifest is written, and the next open of the target takes it in. */
+static void register_backup(struct copy *c)
+{
+	catalog *cat = store_catalog(c->dst);
+	if (catalog_begin(cat) < 0)
+		return;
+	if ((store_register_manifest(cat, c->m, c->len) ?: catalog_commit(cat)) < 0)
+		catalog_rollback(cat);
+}
+
+static void copy_free(struct copy *c)
+{
+	pack_writer_free(c->w);
+	cb_upload_free(c->u); /* aborts it unless committed */
+	pack_cache_free(c->pc);
+	for (size_t i = 0; i < c->n; i++)
+		drop_entry(&c->v[i]);
+	free(c->v);
+	free(c->pi.blobs);
+	sb_free(&c->key);
+	manifest_free(c->m);
+	free(c->doc);
+}
+
+static int plan(struct copy *c)
+{
+	int r = read_source_manifest(c);
+	if (r < 0)
+		return r;
+	r = check_target(c);
+	if (r != 0)
+		return r;
+	r = collect(c);
+	if (r == 0) {
+		unique_contents(c);
+		r = plan_sends(c);
+	}
+	return r;
+}
+
+int backup_copy(struct store *src, struct store *dst, const char *name, const struct copy_opts *o,
+		struct copy_stats *st, struct strbuf *err)
+{
+	*st = (struct copy_stats){0};
+	struct copy c = {.src = src, .dst = dst, .name = name, .o = o, .st = st, .err = err};
+	int r = plan(&c);
+	if (r == 1) {
+		st->outcome = COPY_PRESENT;
+		r = 0;
+	} else if (r == 0 && o->dry_run) {
+		st->outcome = COPY_PLANNED;
+	} else if (r == 0) {
+		if (o->planned)
+			o->planned(o->pctx, st);
+		r = (c.n ? send_all(&c) : 0) ?: put_manifest(&c);
+		if (r == 0)
+			register_backup(&c);
+		st->outcome = COPY_COPIED;
+	}
+	if (r == -ENOMEM && !err->len)
+		sb_puts(err, "out of memory");
+	copy_free(&c);
+	return r;
+}

@@ -1,0 +1,72 @@
+/* copy.h: copying a backup from one store to another (local or S3, either way), deduplicating
+ * at the target.
+ *
+ * The backup's manifest is read from the source as bytes; every file's content (SHA-256 and
+ * size) that the target already holds in a pack is not sent. The others are read from the
+ * source packs (in pack and offset order), each checked against its SHA-256, and written into
+ * ONE new pack at the target through the backend's upload (a multipart upload on S3: no local
+ * copy). Then the manifest, byte for byte the source's, is put at the target: the commit
+ * point. Last, the target's catalog registers the pack and the backup (a failure there loses
+ * nothing: the next open of the target takes the manifest in).
+ *
+ * So a failure, a damaged source pack or a kill at any point leaves no backup visible at the
+ * target; an uncommitted upload is aborted (or, after a kill, left for cb_backend_reclaim /
+ * prune), and a committed pack without its manifest is one that prune deletes.
+ *
+ * The caller opens both stores (the source may be read-only: it is only read) and holds the
+ * target's shared lock (lock.h), as a create does, so that no prune deletes a pack whose blobs
+ * the copy counts on. Nothing here prints.
+ */
+#ifndef CASSBACKUP_COPY_H
+#define CASSBACKUP_COPY_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hash.h"
+#include "util.h"
+
+struct store;
+
+struct copy_stats;
+
+struct copy_opts {
+	int level;           /* zstd level of the new pack (0: 3) */
+	unsigned threads;    /* compression threads (0: the caller's) */
+	size_t frame_size;   /* 0: the default */
+	bool dry_run;        /* plan only: nothing is read from packs or written */
+	const volatile sig_atomic_t *cancel; /* non-zero: stop at the next chunk, -ECANCELED */
+	progress_fn progress; /* bytes of blobs read from the source */
+	/* called once the plan is made (st: the counts to send), before anything is sent */
+	void (*planned)(void *pctx, const struct copy_stats *st);
+	void *pctx;
+};
+
+enum copy_outcome {
+	COPY_COPIED,  /* the backup is now at the target */
+	COPY_PRESENT, /* the target already had it, with the same manifest: nothing done */
+	COPY_PLANNED, /* dry run: the counts say what a copy would do */
+};
+
+struct copy_stats {
+	enum copy_outcome outcome;
+	uint64_t files, bytes;                 /* of the backup */
+	uint64_t blobs_sent, bytes_sent;       /* contents the target lacked (planned or copied) */
+	uint64_t blobs_present, bytes_present; /* contents the target already held */
+	uint64_t pack_bytes;                   /* of the new pack; 0 when none was written */
+};
+
+/* Copies backup name from src to dst (see above). 0 with st filled, or:
+ *   -ENOENT   no backup of that name in src
+ *   -EEXIST   dst has a backup of that name with another manifest (nothing changed)
+ *   -EBADMSG  the source is damaged: its manifest does not parse, or a blob's bytes do not
+ *             match its SHA-256 (err names the file and the pack)
+ *   -ENODATA  no pack of src holds a file's bytes (an incomplete backup)
+ *   -ECANCELED, or the backend's or the catalog's error.
+ * err gets one line saying what failed (empty for -ENOENT). */
+int backup_copy(struct store *src, struct store *dst, const char *name, const struct copy_opts *o,
+		struct copy_stats *st, struct strbuf *err);
+
+#endif

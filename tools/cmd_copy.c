@@ -1,0 +1,290 @@
+/* cassbackup copy: copy backups from one store to another, deduplicating at the target.
+ *
+ * plan (options; open the source read-only and the target, take the target's shared lock;
+ * the names to copy) -> execute (catalog/copy.h, one backup at a time: each is its own commit,
+ * a failure of one does not stop the others) -> report (a line per backup and the totals, or
+ * JSON).
+ */
+#include "cli.h"
+#include "copy.h"
+#include "lock.h"
+#include "store.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#define LOCK_WAIT_SECONDS 60
+#define MAX_THREADS 256
+
+struct copy_cmd {
+	const char *from, *to;
+	bool all, dry_run, json;
+	uint64_t level, threads;
+	char *from_shown, *to_shown; /* escaped for messages */
+	struct store *src, *dst;
+	struct store_lock *lock;
+	struct strv names;
+	struct progress prog;
+};
+
+/* What happened to one backup, for the report. */
+struct copy_item {
+	const char *name;
+	int r;                /* backup_copy's return */
+	struct copy_stats st;
+	char *error;          /* its one line, when r < 0 (owned) */
+	double seconds;
+};
+
+/* --- plan -------------------------------------------------------------------------------- */
+
+static int add_name(void *ctx, const struct cb_backup_summary *b)
+{
+	struct copy_cmd *c = ctx;
+	if (b->invalid) {
+		_cleanup_free_ char *shown = cli_escape(b->name);
+		errorf("copy: %s in the catalog of %s: %s, skipping", shown ? shown : "", c->from_shown,
+		       b->invalid);
+		return 0;
+	}
+	return strv_push(&c->names, b->name);
+}
+
+/* --all: every backup of the source, oldest first. */
+static int names_of_source(struct copy_cmd *c)
+{
+	catalog *cat = store_catalog(c->src);
+	int r = catalog_list_backups(cat, add_name, c);
+	if (r < 0) {
+		char why[256];
+		errorf("cannot list backups of %s: %s", c->from_shown, catalog_why(cat, r, why, sizeof(why)));
+		return CB_EXIT_FAILED;
+	}
+	return CB_EXIT_OK;
+}
+
+static int open_stores(struct copy_cmd *c)
+{
+	int rc = cli_store_open(c->from, STORE_READONLY, &c->src);
+	if (rc == 0)
+		rc = cli_store_open(c->to, c->dry_run ? STORE_READONLY : 0, &c->dst);
+	if (rc == 0 && !c->dry_run &&
+	    cli_store_lock(c->dst, c->to, false, "copy", LOCK_WAIT_SECONDS, &c->lock) < 0)
+		rc = CB_EXIT_FAILED;
+	return rc;
+}
+
+/* --- report ------------------------------------------------------------------------------ */
+
+static void report_item_text(const struct copy_cmd *c, const struct copy_item *it)
+{
+	_cleanup_free_ char *name = cli_escape(it->name);
+	if (it->r < 0)
+		return; /* said by execute */
+	if (it->st.outcome == COPY_PRESENT) {
+		printf("%s: already in %s (the same backup); nothing to do\n", name ? name : "", c->to_shown);
+		return;
+	}
+	char sent[32], there[32], pack[32];
+	format_bytes(it->st.bytes_sent, sent, sizeof(sent));
+	format_bytes(it->st.bytes_present, there, sizeof(there));
+	format_bytes(it->st.pack_bytes, pack, sizeof(pack));
+	if (it->st.outcome == COPY_PLANNED)
+		printf("%s: would send %llu blob%s (%s), %llu blob%s (%s) already in %s\n",
+		       name ? name : "", (unsigned long long)it->st.blobs_sent,
+		       it->st.blobs_sent == 1 ? "" : "s", sent, (unsigned long long)it->st.blobs_present,
+		       it->st.blobs_present == 1 ? "" : "s", there, c->to_shown);
+	else
+		printf("%s: copied to %s: sent %llu blob%s (%s, pack %s), %llu blob%s (%s) already "
+		       "there, in %.1f s\n", name ? name : "", c->to_shown,
+		       (unsigned long long)it->st.blobs_sent, it->st.blobs_sent == 1 ? "" : "s", sent,
+		       pack, (unsigned long long)it->st.blobs_present,
+		       it->st.blobs_present == 1 ? "" : "s", there, it->seconds);
+}
+
+static const char *outcome_name(const struct copy_item *it)
+{
+	if (it->r < 0)
+		return it->r == -ENOENT ? "missing" : "failed";
+	return it->st.outcome == COPY_PRESENT ? "present" : it->st.outcome == COPY_PLANNED ? "planned"
+											  : "copied";
+}
+
+static void json_item(struct json *j, const struct copy_item *it)
+{
+	json_object_begin(j);
+	json_kv_str(j, "name", it->name);
+	json_kv_str(j, "result", outcome_name(it));
+	json_kv_u64(j, "files", it->st.files);
+	json_kv_u64(j, "bytes", it->st.bytes);
+	json_kv_u64(j, "blobs_sent", it->st.blobs_sent);
+	json_kv_u64(j, "bytes_sent", it->st.bytes_sent);
+	json_kv_u64(j, "blobs_present", it->st.blobs_present);
+	json_kv_u64(j, "bytes_present", it->st.bytes_present);
+	json_kv_u64(j, "pack_bytes", it->st.pack_bytes);
+	json_kv_double(j, "seconds", it->seconds, 3);
+	if (it->r < 0)
+		json_kv_str(j, "error", it->error ? it->error : "out of memory");
+	json_object_end(j);
+}
+
+static void report_json(const struct copy_cmd *c, const struct copy_item *items, size_t n,
+			double secs)
+{
+	struct strbuf out = {0};
+	struct json j;
+	json_init(&j, &out);
+	json_object_begin(&j);
+	json_kv_str(&j, "from", c->from);
+	json_kv_str(&j, "to", c->to);
+	json_kv_bool(&j, "dry_run", c->dry_run);
+	struct copy_stats t = {0};
+	json_key(&j, "backups");
+	json_array_begin(&j);
+	for (size_t i = 0; i < n; i++) {
+		json_item(&j, &items[i]);
+		t.blobs_sent += items[i].st.blobs_sent;
+		t.bytes_sent += items[i].st.bytes_sent;
+		t.blobs_present += items[i].st.blobs_present;
+		t.bytes_present += items[i].st.bytes_present;
+		t.pack_bytes += items[i].st.pack_bytes;
+	}
+	json_array_end(&j);
+	json_kv_u64(&j, "blobs_sent", t.blobs_sent);
+	json_kv_u64(&j, "bytes_sent", t.bytes_sent);
+	json_kv_u64(&j, "blobs_present", t.blobs_present);
+	json_kv_u64(&j, "bytes_present", t.bytes_present);
+	json_kv_u64(&j, "pack_bytes", t.pack_bytes);
+	json_kv_double(&j, "seconds", secs, 3);
+	json_object_end(&j);
+	if (json_error(&j) == 0)
+		fputs(out.buf, stdout);
+	sb_free(&out);
+}
+
+/* --- execute ----------------------------------------------------------------------------- */
+
+static void planned(void *pctx, const struct copy_stats *st)
+{
+	((struct progress *)pctx)->total_bytes = st->bytes_sent;
+}
+
+/* Copies one backup; on failure prints its one line (and keeps it in it->error). */
+static void copy_one(struct copy_cmd *c, struct copy_item *it, struct strbuf *err)
+{
+	struct copy_opts o = {.level = (int)c->level, .threads = (unsigned)c->threads,
+			      .dry_run = c->dry_run, .cancel = &cancel_requested,
+			      .progress = progress_add, .planned = planned, .pctx = &c->prog};
+	double start = mono_seconds();
+	err->len = 0;
+	if (err->buf)
+		err->buf[0] = '\0';
+	it->r = backup_copy(c->src, c->dst, it->name, &o, &it->st, err);
+	it->seconds = mono_seconds() - start;
+	if (it->r == -ENOENT) {
+		report_no_such_backup(store_catalog(c->src), c->from_shown, it->name);
+		it->error = strdup("no such backup");
+	} else if (it->r < 0) {
+		_cleanup_free_ char *name = cli_escape(it->name);
+		errorf("cannot copy backup %s to %s: %s", name ? name : "", c->to_shown,
+		       err->len ? err->buf : strerror(-it->r));
+		it->error = strdup(err->len ? err->buf : strerror(-it->r));
+	}
+}
+
+static int execute(struct copy_cmd *c)
+{
+	struct copy_item *items = calloc(c->names.n ? c->names.n : 1, sizeof(*items));
+	if (!items) {
+		errorf("out of memory");
+		return CB_EXIT_FAILED;
+	}
+	struct strbuf err = {0};
+	double start = mono_seconds();
+	int rc = CB_EXIT_OK;
+	size_t n = 0;
+	for (; n < c->names.n && !cancel_requested; n++) {
+		struct copy_item *it = &items[n];
+		it->name = c->names.v[n];
+		progress_init(&c->prog, "copying", 0, 0);
+		copy_one(c, it, &err);
+		progress_end(&c->prog);
+		if (!c->json)
+			report_item_text(c, it);
+		if (it->r < 0 && rc != CB_EXIT_FAILED)
+			rc = it->r == -ENOENT ? CB_EXIT_MISSING : CB_EXIT_FAILED;
+	}
+	if (n < c->names.n) { /* said already when the last one was the one interrupted */
+		if (n == 0 || items[n - 1].r != -ECANCELED)
+			errorf("copy: interrupted");
+		rc = CB_EXIT_FAILED;
+	}
+	if (c->json)
+		report_json(c, items, n, mono_seconds() - start);
+	for (size_t i = 0; i < n; i++)
+		free(items[i].error);
+	free(items);
+	sb_free(&err);
+	return rc;
+}
+
+static const char copy_description[] =
+	"Copies backups from one store to another (a directory or s3://bucket/prefix, either\n"
+	"way), deduplicating at the target: contents the target already holds are not sent;\n"
+	"the others are read from the source's packs, each checked against its SHA-256, and\n"
+	"streamed into one new pack per backup at the target (no local copy), then the\n"
+	"backup's manifest is written there, byte for byte the source's. The source is only\n"
+	"read (it may be read-only); the target's shared lock is held, as by create.\n"
+	"A name the target already has: the same backup is left as it is (exit 0), another\n"
+	"one is refused (exit 1). Interrupted or failing, a copy leaves no backup at the\n"
+	"target; prune removes what it wrote. Each backup is copied on its own: a failure\n"
+	"of one is reported and the others go on (exit 1; 3 when a name is not in the source).";
+
+int cmd_copy(int argc, char **argv)
+{
+	struct copy_cmd c = {.level = 3};
+	struct cli_option opts[] = {
+		{.name = "from", .short_name = 'f', .type = OPT_STRING, .value = &c.from, .arg = "STORE",
+		 .help = "the store to copy from (a directory or s3://bucket/prefix)",
+		 .config_key = "store", .flags = OPT_REQUIRED},
+		{.name = "to", .short_name = 't', .type = OPT_STRING, .value = &c.to, .arg = "STORE",
+		 .help = "the store to copy to", .flags = OPT_REQUIRED},
+		{.name = "all", .type = OPT_FLAG, .value = &c.all, .help = "copy every backup of the source"},
+		{.name = "dry-run", .short_name = 'n', .type = OPT_FLAG, .value = &c.dry_run,
+		 .help = "say what would be sent; change nothing"},
+		{.name = "level", .short_name = 'l', .type = OPT_U64, .value = &c.level, .arg = "N",
+		 .help = "zstd level of the new packs (default 3)", .min = 1, .max = 19},
+		{.name = "threads", .short_name = 'j', .type = OPT_U64, .value = &c.threads, .arg = "N",
+		 .help = "compression threads (default: all cores)", .max = MAX_THREADS},
+		{.name = "json", .type = OPT_FLAG, .value = &c.json, .help = "print JSON for scripts"},
+		{0},
+	};
+	struct cli_command cmd = {.name = "copy", .operands = "NAME...", .max_operands = -1,
+				  .description = copy_description, .options = opts};
+	int first, rc = cli_parse(&cmd, argc, argv, &first);
+	if (rc != CLI_RUN)
+		return rc;
+	if (c.all == (first < argc))
+		return cli_usage_error(&cmd, c.all ? "give NAME... or --all, not both"
+						   : "missing NAME... (or --all)");
+	c.from_shown = cli_escape(c.from);
+	c.to_shown = cli_escape(c.to);
+	install_cancel_handlers();
+	rc = open_stores(&c);
+	for (int i = first; rc == 0 && i < argc; i++)
+		if (strv_push(&c.names, argv[i]) < 0)
+			rc = CB_EXIT_FAILED;
+	if (rc == 0 && c.all)
+		rc = names_of_source(&c);
+	if (rc == 0)
+		rc = execute(&c);
+	store_lock_release(c.lock);
+	store_close(c.dst);
+	store_close(c.src);
+	strv_free(&c.names);
+	free(c.from_shown);
+	free(c.to_shown);
+	return rc;
+}
