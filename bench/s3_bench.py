@@ -378,6 +378,9 @@ def main():
     R = Report()
     print(f'== {a.server}; big Data.db {a.gib} GiB, {a.tables} tables x {a.sstables} sstables x '
           f'{a.sstable_kib} KiB ({"in" if a.incompressible else ""}compressible); load: {uptime()}', flush=True)
+    if a.server == 'moto' and a.gib > 0.25 and not a.no_reads:
+        print('== note: moto copies the whole pack for each ranged GET; the reads will take long and '
+              'measure moto (--server s3rver for read figures)', flush=True)
     make_data(W, a)
     srv = Server(a.server, W)
     try:
