@@ -184,7 +184,8 @@ def bench_create(R, cb, W, srv):
         local, s3 = f'{W}/store-local-{name}', f's3://{BUCKET}/store-{name}'
         t_loc, info = create(cb, local, name, f'{W}/{name}/data1')
         t_s3, info_s3 = create(cb, s3, name, f'{W}/{name}/data1', env=srv.cb_env(f'{W}/cache-create'))
-        assert info_s3['bytes'] == info['bytes']
+        if info_s3['bytes'] != info['bytes']:
+            raise SystemExit(f'create {name}: {info_s3["bytes"]} bytes backed up into S3, {info["bytes"]} locally')
         R.ratio(f'create {name} ({info["bytes"] / MiB:.0f} MiB): S3 vs local', info['bytes'] / MiB / t_s3,
                 info['bytes'] / MiB / t_loc, 'MiB/s', note=f'stored {info_s3["stored_bytes"] / MiB:.0f} MiB')
         out[name] = dict(local=local, s3=s3)
