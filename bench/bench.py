@@ -16,7 +16,11 @@ MiB = 1 << 20
 
 
 def sh(*args, **kw):
-    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True, **kw)
+    """Runs a command; one line with its stderr if it fails."""
+    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
+    if p.returncode:
+        raise SystemExit(f'{" ".join(str(a) for a in args)}: exit {p.returncode}: {p.stderr.strip()}')
+    return p
 
 
 def drop_caches():
@@ -47,14 +51,17 @@ def read_file(path, bs=MiB):
 
 
 class Mount:
-    def __init__(self, build, store, mnt, *opts):
+    def __init__(self, build, store, mnt, *opts, env=None):
+        self.start([os.path.join(build, 'fs', 'mount.cassbackup'), store, mnt, '-f', *opts], mnt, env)
+
+    def start(self, cmd, mnt, env=None, **popen):
+        """Runs the FUSE daemon cmd in the foreground; returns once mnt is mounted."""
         os.makedirs(mnt, exist_ok=True)
         self.mnt = mnt
-        self.proc = subprocess.Popen([os.path.join(build, 'fs', 'mount.cassbackup'), store, mnt,
-                                      '-f', *opts])
+        self.proc = subprocess.Popen(cmd, env=env, **popen)
         while not os.path.ismount(mnt):
             if self.proc.poll() is not None:
-                raise SystemExit('mount.cassbackup failed')
+                raise SystemExit(f'{os.path.basename(cmd[0])} failed')
             time.sleep(0.005)
 
     def peak_rss_kib(self):

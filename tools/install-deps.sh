@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian's archive, what cassbackup needs to build, run and test. Idempotent:
 # packages already installed are not touched, and apt-get runs only when something is missing.
-# Extra packages may be named as arguments (bench/ adds archivemount, hyperfine...).
+# Extra packages may be named as arguments (bench/run.sh adds archivemount; bench/run.sh --s3
+# adds s3fs and rclone).
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc libc6-dev libfuse3-dev fuse3 libarchive-dev libzstd-dev
       libsqlite3-dev libssl-dev zlib1g-dev libjansson-dev libcurl4-openssl-dev python3 python3-pytest rsync zstd tar attr util-linux
