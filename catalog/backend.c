@@ -54,6 +54,11 @@ void cb_backend_set_error(const char *fmt, ...)
 	va_end(ap);
 }
 
+const char *cb_backend_why(int r)
+{
+	return *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r);
+}
+
 bool cb_location_is_remote(const char *location)
 {
 	return location && strncmp(location, "s3://", 5) == 0;

@@ -61,6 +61,9 @@ bool cb_location_is_remote(const char *location);
 /* What went wrong in this thread's last failed call, when the backend knows more than an
  * errno says ("PUT backups/n1.json: HTTP 403 AccessDenied"); "" otherwise. */
 const char *cb_backend_last_error(void);
+/* The words for a failed call's return r: cb_backend_last_error() when it says more, else
+ * strerror(-r). */
+const char *cb_backend_why(int r);
 void cb_backend_close(struct cb_backend *b); /* accepts NULL */
 
 /* The location as given, for messages. */

@@ -19,7 +19,6 @@
 #include "store.h"
 
 #include <errno.h>
-#include <sys/random.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -212,22 +211,6 @@ static int copy_meta(backup_writer *w, const char *root, const struct backup_met
 	return 0;
 }
 
-/* packs/xx/ID.tar.zst with a random ID. */
-static int new_pack_key(struct strbuf *key)
-{
-	unsigned char id[16];
-	char hex[33];
-	if (getrandom(id, sizeof(id), 0) != sizeof(id))
-		return -EIO;
-	hex_encode(id, sizeof(id), hex);
-	return sb_printf(key, "packs/%.2s/%s.tar.zst", hex, hex);
-}
-
-static const char *backend_why(int r)
-{
-	return *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r);
-}
-
 /* The name is free when neither the catalog nor the store has a manifest of it. */
 static int check_name_free(backup_writer *w, struct strbuf *err)
 {
@@ -257,7 +240,7 @@ static int take_lock(backup_writer *w, struct strbuf *err)
 			  "'cassbackup unlock' if that process is gone", w->root, holder.command,
 			  (long long)holder.pid, holder.host);
 	else if (r < 0)
-		sb_printf(err, "cannot lock store %s: %s", w->root, backend_why(r));
+		sb_printf(err, "cannot lock store %s: %s", w->root, cb_backend_why(r));
 	return r;
 }
 
@@ -276,11 +259,11 @@ static int open_and_check(backup_writer *w, struct strbuf *err)
 	r = check_name_free(w, err);
 	if (r < 0)
 		return r;
-	r = new_pack_key(&w->pack_key);
+	r = pack_key_new(&w->pack_key);
 	if (r == 0)
 		r = cb_backend_upload_begin(store_backend(w->store), w->pack_key.buf, &w->upload);
 	if (r < 0) {
-		sb_printf(err, "cannot start a pack in %s: %s", w->root, backend_why(r));
+		sb_printf(err, "cannot start a pack in %s: %s", w->root, cb_backend_why(r));
 		return r;
 	}
 	r = pack_writer_new(&w->pw, w->upload, w->o.level, w->o.threads, w->o.frame_size);
@@ -690,7 +673,7 @@ static int put_manifest(backup_writer *w, const struct manifest *m, uint64_t *si
 	if (r == -EEXIST)
 		fail(w, r, "backup %s was created by another process meanwhile; nothing changed", w->name);
 	else if (r < 0)
-		fail(w, r, "cannot write %s/%s: %s", w->root, key.buf ? key.buf : "backups", backend_why(r));
+		fail(w, r, "cannot write %s/%s: %s", w->root, key.buf ? key.buf : "backups", cb_backend_why(r));
 	sb_free(&doc);
 	sb_free(&key);
 	return r;
@@ -727,7 +710,7 @@ int backup_writer_commit(backup_writer *w, struct backup_summary *sum)
 	if (r == -ECANCELED)
 		fail(w, r, "interrupted");
 	else if (r < 0)
-		fail(w, r, "cannot write pack %s/%s: %s", w->root, w->pack_key.buf, backend_why(r));
+		fail(w, r, "cannot write pack %s/%s: %s", w->root, w->pack_key.buf, cb_backend_why(r));
 	if (r == 0 && (r = fill_manifest(w, info.compressed, &m)) < 0)
 		fail(w, r, "out of memory");
 	if (r == 0 && (r = put_manifest(w, &m, &msize)) == 0) {

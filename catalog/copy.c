@@ -48,11 +48,6 @@ struct copy {
 	int64_t created_ns;
 };
 
-static const char *backend_why(int r)
-{
-	return *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r);
-}
-
 /* --- plan -------------------------------------------------------------------------------- */
 
 static int read_source_manifest(struct copy *c)
@@ -64,7 +59,7 @@ static int read_source_manifest(struct copy *c)
 		r = cb_backend_get(store_backend(c->src), key.buf, MANIFEST_MAX, &c->doc, &c->len);
 	if (r < 0 && r != -ENOENT)
 		sb_printf(c->err, "cannot read %s/%s: %s", store_location(c->src),
-			  key.buf ? key.buf : "backups", r == -EINVAL ? "invalid backup name" : backend_why(r));
+			  key.buf ? key.buf : "backups", r == -EINVAL ? "invalid backup name" : cb_backend_why(r));
 	if (r == 0 && (r = manifest_parse(c->doc, c->len, &c->m, why, sizeof(why))) < 0)
 		sb_printf(c->err, "%s/%s: %s", store_location(c->src), key.buf, why);
 	if (r == 0 && strcmp(c->m->name, c->name) != 0) {
@@ -88,7 +83,7 @@ static int check_target(struct copy *c)
 	if (r == -ENOENT)
 		r = 0;
 	else if (r < 0)
-		sb_printf(c->err, "cannot read %s/%s: %s", store_location(c->dst), key.buf, backend_why(r));
+		sb_printf(c->err, "cannot read %s/%s: %s", store_location(c->dst), key.buf, cb_backend_why(r));
 	else if (len == c->len && memcmp(doc, c->doc, len) == 0)
 		r = 1;
 	else
@@ -248,7 +243,7 @@ static int start_pack(struct copy *c)
 		return -ENOMEM;
 	r = pack_key_new(&c->key);
 	if (r == 0 && (r = cb_backend_upload_begin(store_backend(c->dst), c->key.buf, &c->u)) < 0)
-		sb_printf(c->err, "cannot start a pack in %s: %s", store_location(c->dst), backend_why(r));
+		sb_printf(c->err, "cannot start a pack in %s: %s", store_location(c->dst), cb_backend_why(r));
 	if (r == 0 && (r = pack_writer_new(&c->w, c->u, c->o->level ? c->o->level : 3, c->o->threads,
 					  c->o->frame_size)) < 0)
 		sb_printf(c->err, "cannot start pack %s: %s", c->key.buf, strerror(-r));
@@ -321,7 +316,7 @@ static int send_all(struct copy *c)
 		sb_puts(c->err, "interrupted");
 	else if (r < 0)
 		sb_printf(c->err, "cannot write pack %s/%s: %s", store_location(c->dst), c->key.buf,
-			  pack_writer_errmsg(c->w) ? pack_writer_errmsg(c->w) : backend_why(r));
+			  pack_writer_errmsg(c->w) ? pack_writer_errmsg(c->w) : cb_backend_why(r));
 	if (r < 0)
 		return r;
 	c->st->pack_bytes = info.compressed;
@@ -357,7 +352,7 @@ static int put_manifest(struct copy *c)
 			  "nothing copied", store_location(c->dst));
 	else if (r < 0)
 		sb_printf(c->err, "cannot write %s/%s: %s", store_location(c->dst),
-			  key.buf ? key.buf : "backups", backend_why(r));
+			  key.buf ? key.buf : "backups", cb_backend_why(r));
 	sb_free(&key);
 	return r;
 }

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #define READ_CACHE_BYTES (16u << 20)
 
@@ -24,11 +23,6 @@ struct prune {
 	size_t npacks, cap;
 	struct prune_stats st;
 };
-
-static const char *backend_why(int r)
-{
-	return *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r);
-}
 
 static const char *catalog_reason(catalog *c, int r)
 {
@@ -49,7 +43,7 @@ static int take_lock(prune *p, struct strbuf *err)
 	else if (r == -EROFS)
 		sb_printf(err, "store %s is read-only", p->location);
 	else if (r < 0)
-		sb_printf(err, "cannot lock store %s: %s", p->location, backend_why(r));
+		sb_printf(err, "cannot lock store %s: %s", p->location, cb_backend_why(r));
 	return r;
 }
 
@@ -94,7 +88,7 @@ static int check_manifests(prune *p, const struct reconcile_stats *rst, struct s
 	struct unparsed_ctx u = {p->store, &names, 0};
 	int r = cb_backend_list(store_backend(p->store), "backups/", find_unparsed, &u);
 	if (r < 0) {
-		sb_printf(err, "cannot list %s/backups: %s", p->location, backend_why(r));
+		sb_printf(err, "cannot list %s/backups: %s", p->location, cb_backend_why(r));
 	} else if (u.n) {
 		sb_printf(err, "%u manifest%s in %s cannot be read (%s); prune would take the data of "
 			  "%s for unused: fix or remove %s first", u.n, u.n > 1 ? "s" : "",
@@ -258,7 +252,7 @@ static int delete_pack(prune *p, struct prune_pack *k, struct strbuf *err)
 {
 	int r = cb_backend_delete(store_backend(p->store), k->path);
 	if (r < 0 && r != -ENOENT) {
-		sb_printf(err, "cannot delete %s/%s: %s", p->location, k->path, backend_why(r));
+		sb_printf(err, "cannot delete %s/%s: %s", p->location, k->path, cb_backend_why(r));
 		return r;
 	}
 	catalog *c = store_catalog(p->store);
@@ -386,14 +380,9 @@ static void forget_new_pack(struct repack *rp)
 static int start_new_pack(struct repack *rp)
 {
 	prune *p = rp->p;
-	unsigned char id[16];
-	char hex[33];
-	if (getrandom(id, sizeof(id), 0) != sizeof(id))
-		return -EIO;
-	hex_encode(id, sizeof(id), hex);
-	int r = sb_printf(&rp->key, "packs/%.2s/%s.tar.zst", hex, hex);
+	int r = pack_key_new(&rp->key);
 	if (r == 0 && (r = cb_backend_upload_begin(store_backend(p->store), rp->key.buf, &rp->u)) < 0)
-		sb_printf(rp->err, "cannot start a pack in %s: %s", p->location, backend_why(r));
+		sb_printf(rp->err, "cannot start a pack in %s: %s", p->location, cb_backend_why(r));
 	if (r == 0 && (r = pack_writer_new(&rp->w, rp->u, p->o.level ? p->o.level : 3, p->o.threads,
 					   p->o.frame_size)) < 0)
 		sb_printf(rp->err, "cannot start pack %s: %s", rp->key.buf, strerror(-r));
@@ -450,7 +439,7 @@ static int finish_new_pack(struct repack *rp)
 		sb_puts(rp->err, "interrupted");
 	else if (r < 0)
 		sb_printf(rp->err, "cannot write pack %s/%s: %s", rp->p->location, rp->key.buf,
-			  pack_writer_errmsg(rp->w) ? pack_writer_errmsg(rp->w) : backend_why(r));
+			  pack_writer_errmsg(rp->w) ? pack_writer_errmsg(rp->w) : cb_backend_why(r));
 	if (r == 0 && (r = register_new_pack(rp, &info, &pi)) == 0) {
 		rp->p->st.packs_written++;
 		rp->p->st.bytes_written += info.compressed;
