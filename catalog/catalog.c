@@ -880,15 +880,21 @@ int catalog_list_backups(catalog *c, int (*cb)(void *ctx, const struct cb_backup
 
 /* --- tree -------------------------------------------------------------------------------- */
 
+/* The largest row id an inode number holds: CB_INO_ROW(CB_INO(kind, row)) == row for rows
+ * 0 ..  NODE_ROW_MAX; a larger or negative id would wrap to another row's inode. */
+#define NODE_ROW_MAX ((int64_t)(UINT64_MAX >> 3))
+
 /* Reads a node row. false when the row is invalid (a name that is not one path component, a
- * size out of range): the tree leaves such a row out, as if it were not there. */
+ * size out of range, an id no inode number can hold): the tree leaves such a row out, as if it
+ * were not there. */
 static bool read_node(sqlite3_stmt *st, enum cb_node_kind kind, struct cb_node *n)
 {
 	const char *name = col_name(st, 1);
-	if (!name_is_component(name) || !col_size(st, 2, &n->size))
+	int64_t id = sqlite3_column_int64(st, 0);
+	if (!name_is_component(name) || !col_size(st, 2, &n->size) || id < 0 || id > NODE_ROW_MAX)
 		return false;
 	n->kind = kind;
-	n->ino = CB_INO(kind, sqlite3_column_int64(st, 0));
+	n->ino = CB_INO(kind, id);
 	snprintf(n->name, sizeof(n->name), "%s", name);
 	n->mode = (uint32_t)sqlite3_column_int64(st, 3);
 	int64_t uid = sqlite3_column_int64(st, 4), gid = sqlite3_column_int64(st, 5);
