@@ -109,8 +109,8 @@ static bool bind_value(struct in *in, sqlite3_stmt *st, int i)
 	}
 }
 
-/* Inserts the rows the input describes; a row SQLite refuses (a constraint, a type) is left
- * out, as a hostile writer could not have stored it either. */
+/* Inserts the rows the input describes, in one transaction; a row SQLite refuses (a
+ * constraint, a type, rowids used up) is left out, as no writer could have stored it either. */
 static void insert_rows(sqlite3 *db, struct in *in)
 {
 	int t;
@@ -132,6 +132,8 @@ static void insert_rows(sqlite3 *db, struct in *in)
 		if (full)
 			sqlite3_step(st);
 		sqlite3_finalize(st);
+		if (sqlite3_get_autocommit(db)) /* an error (SQLITE_FULL: rowids used up) ended it */
+			sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
 	}
 }
 
@@ -447,14 +449,11 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 	CHECK(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
 	sqlite3_close(db);
 
-	/* as the mount opens it, then as the tools do */
-	static const int flags[] = {CATALOG_READONLY | CATALOG_SMALL_CACHE, 0};
-	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
-		catalog *c;
-		CHECK(catalog_open(&c, db_path, flags[i]) == 0);
-		exercise(c);
-		catalog_close(c);
-	}
+	/* as the mount opens it, or (odd sizes) as the tools do */
+	catalog *c;
+	CHECK(catalog_open(&c, db_path, size % 2 ? 0 : CATALOG_READONLY | CATALOG_SMALL_CACHE) == 0);
+	exercise(c);
+	catalog_close(c);
 	remove_db(db_path);
 	return 0;
 }
