@@ -209,8 +209,9 @@ def million_files(build, cb, W, a):
     sh(cb, 'create', '--store', store, '--name', 'm1', '--data-dir', data, '--snapshot', 'many')
     t_create = time.perf_counter() - t
     cat = os.path.getsize(f'{store}/catalog.db')
-    print(f'   tree of {n} files on local disk made in {t_tree:.1f} s (by the run that made it; kept in {data} for later runs); create in {t_create:.1f} s '
-          f'({n / t_create:.0f} files/s); catalog.db {cat / MiB:.1f} MiB', flush=True)
+    print(f'   tree of {n} files on local disk made in {t_tree:.1f} s (by the run that made it; kept '
+          f'in {data} for later runs); create in {t_create:.1f} s ({n / t_create:.0f} files/s); '
+          f'catalog.db {cat / MiB:.1f} MiB', flush=True)
 
     drop_caches()
     local_n, local_s = timed_find(data)
