@@ -5,6 +5,8 @@
 #   BENCH_GIB=1 BENCH_BACKUPS=2000 sudo bench/run.sh
 #   sudo env PATH="$PATH" bench/run.sh --s3 [--server moto|s3rver] [--gib 1] [--tables 100] ...
 #                                          (object storage: bench/s3_bench.py, --help for options)
+#   sudo bench/run.sh store [--days 30 --files 1000000 --gib 2]   store format 2's figures instead
+#                                                                 (bench/store_bench.py)
 # Needs root (drops the page cache for cold reads, mounts FUSE). Writes under $BENCH_DIR
 # (default /var/tmp/cassbackup-bench, about 4x BENCH_GIB GiB free).
 set -euo pipefail
@@ -13,6 +15,9 @@ script=bench/bench.py deps=(archivemount)
 if [ "${1:-}" = --s3 ]; then
 	shift
 	script=bench/s3_bench.py deps=(s3fs rclone)
+elif [ "${1:-}" = store ]; then
+	shift
+	script=bench/store_bench.py
 fi
 bash tools/install-deps.sh "${deps[@]}"
 [ -f build-release/build.ninja ] || meson setup build-release --buildtype=release -Dtests=false >/dev/null

@@ -255,6 +255,7 @@ struct catalog {
 };
 
 static const char *col_text(sqlite3_stmt *st, int i);
+static const char *col_name(sqlite3_stmt *st, int i);
 static int bad_row(catalog *c, int64_t row, const char *what);
 
 /* Translates a SQLite result code to a negative errno, once, here. */
@@ -661,6 +662,18 @@ static const char *col_text(sqlite3_stmt *st, int i)
 	return s ? s : "";
 }
 
+/* A name or path column as stored, or "" (which no check accepts) when the value is not text
+ * or holds a NUL: read as a C string, such a value would be cut short to another name ("a\0b"
+ * to "a"), and a lookup by name, which binds text, would never find it. Call it before any
+ * col_text() of the same column: that converts a blob to text for good. */
+static const char *col_name(sqlite3_stmt *st, int i)
+{
+	if (sqlite3_column_type(st, i) != SQLITE_TEXT)
+		return "";
+	const char *s = (const char *)sqlite3_column_text(st, i);
+	return s && strlen(s) == (size_t)sqlite3_column_bytes(st, i) ? s : "";
+}
+
 /* --- rows as read: every name, size and pack path is checked here, where it leaves SQLite ---- */
 
 /* Records why row `row` cannot be used (for catalog_errmsg) and returns -EUCLEAN. */
@@ -701,7 +714,7 @@ static bool pack_path_ok(const char *p)
 /* Reads (pack_id, pack path, offset, size, sha256) from columns first.. of a blob query. */
 static int read_loc(catalog *c, sqlite3_stmt *st, int first, int64_t row, struct cb_blob_loc *loc)
 {
-	const char *path = col_text(st, first + 1);
+	const char *path = col_name(st, first + 1);
 	loc->pack_id = sqlite3_column_int64(st, first);
 	bool nowhere = sqlite3_column_type(st, first) == SQLITE_NULL;
 	if (!nowhere && !pack_path_ok(path))
@@ -735,6 +748,7 @@ int catalog_list_packs(catalog *c, int (*cb)(void *ctx, int64_t id, const char *
  * count is invalid; the counts are then 0. */
 static int read_summary(catalog *c, sqlite3_stmt *st, struct cb_backup_summary *b)
 {
+	bool name_ok = name_is_component(col_name(st, 1)); /* before col_text converts it */
 	*b = (struct cb_backup_summary){
 		.id = sqlite3_column_int64(st, 0),
 		.name = col_text(st, 1),
@@ -750,7 +764,7 @@ static int read_summary(catalog *c, sqlite3_stmt *st, struct cb_backup_summary *
 	};
 	double unique = sqlite3_column_double(st, 13);
 	int r = 0;
-	if (!name_is_component(b->name))
+	if (!name_ok)
 		r = bad_row(c, b->id, "invalid backup name");
 	else if (!col_size(st, 8, &b->files) || !col_size(st, 9, &b->bytes) ||
 		 !col_size(st, 10, &b->new_bytes) || !col_size(st, 11, &b->stored_bytes) ||
@@ -789,8 +803,8 @@ int catalog_backup_tables(catalog *c, int64_t backup_id,
 	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct cb_table_row t = {
 			.row = sqlite3_column_int64(st, 0),
-			.keyspace = col_text(st, 2),
-			.table = col_text(st, 3),
+			.keyspace = col_name(st, 2),
+			.table = col_name(st, 3),
 			.table_id = col_text(st, 4),
 			.schema_cql = (const char *)sqlite3_column_text(st, 5),
 		};
@@ -812,8 +826,8 @@ static int read_file_row(catalog *c, sqlite3_stmt *st, struct cb_file_row *f)
 	int64_t row = sqlite3_column_int64(st, 0);
 	bool in_dir = sqlite3_column_int64(st, 1) != 0;
 	*f = (struct cb_file_row){
-		.dir = in_dir ? (const char *)sqlite3_column_text(st, 2) : "",
-		.name = col_text(st, 3),
+		.dir = !in_dir ? "" : sqlite3_column_type(st, 2) == SQLITE_NULL ? NULL : col_name(st, 2),
+		.name = col_name(st, 3),
 		.mode = (uint32_t)sqlite3_column_int64(st, 5),
 		.uid = (uint32_t)sqlite3_column_int64(st, 6),
 		.gid = (uint32_t)sqlite3_column_int64(st, 7),
@@ -866,15 +880,21 @@ int catalog_list_backups(catalog *c, int (*cb)(void *ctx, const struct cb_backup
 
 /* --- tree -------------------------------------------------------------------------------- */
 
+/* The largest row id an inode number holds: CB_INO_ROW(CB_INO(kind, row)) == row for rows
+ * 0 ..  NODE_ROW_MAX; a larger or negative id would wrap to another row's inode. */
+#define NODE_ROW_MAX ((int64_t)(UINT64_MAX >> 3))
+
 /* Reads a node row. false when the row is invalid (a name that is not one path component, a
- * size out of range): the tree leaves such a row out, as if it were not there. */
+ * size out of range, an id no inode number can hold): the tree leaves such a row out, as if it
+ * were not there. */
 static bool read_node(sqlite3_stmt *st, enum cb_node_kind kind, struct cb_node *n)
 {
-	const char *name = col_text(st, 1);
-	if (!name_is_component(name) || !col_size(st, 2, &n->size))
+	const char *name = col_name(st, 1);
+	int64_t id = sqlite3_column_int64(st, 0);
+	if (!name_is_component(name) || !col_size(st, 2, &n->size) || id < 0 || id > NODE_ROW_MAX)
 		return false;
 	n->kind = kind;
-	n->ino = CB_INO(kind, sqlite3_column_int64(st, 0));
+	n->ino = CB_INO(kind, id);
 	snprintf(n->name, sizeof(n->name), "%s", name);
 	n->mode = (uint32_t)sqlite3_column_int64(st, 3);
 	int64_t uid = sqlite3_column_int64(st, 4), gid = sqlite3_column_int64(st, 5);
@@ -1066,7 +1086,7 @@ int catalog_node_xattrs(catalog *c, uint64_t ino,
 		sqlite3_bind_int64(st, 1, CB_INO_ROW(ino));
 		if ((r = step_one(c, st)) <= 0)
 			return r == 0 ? -ENOENT : r;
-		if (!name_is_component(col_text(st, 1)) || !name_is_component(col_text(st, 2)))
+		if (!name_is_component(col_name(st, 1)) || !name_is_component(col_name(st, 2)))
 			return done(c, st, bad_row(c, CB_INO_ROW(ino), "invalid keyspace or table name"));
 		if ((r = cb(ctx, "user.cassbackup.table_id", col_text(st, 0))) == 0 &&
 		    (r = cb(ctx, "user.cassbackup.keyspace", col_text(st, 1))) == 0)
@@ -1095,8 +1115,8 @@ int catalog_file_path(catalog *c, uint64_t ino, char *out, size_t outlen)
 	int r = step_one(c, st);
 	if (r <= 0)
 		return r == 0 ? -ENOENT : r;
-	const char *bk = col_text(st, 0), *ks = col_text(st, 1), *t = col_text(st, 2);
-	const char *dir = sqlite3_column_int64(st, 3) ? col_text(st, 4) : NULL, *name = col_text(st, 5);
+	const char *bk = col_name(st, 0), *ks = col_name(st, 1), *t = col_name(st, 2);
+	const char *dir = sqlite3_column_int64(st, 3) ? col_name(st, 4) : NULL, *name = col_name(st, 5);
 	if (!name_is_component(bk) || !name_is_component(ks) || !name_is_component(t) ||
 	    (dir && !name_is_component(dir)) || !name_is_component(name))
 		return done(c, st, bad_row(c, CB_INO_ROW(ino), "invalid name on the file's path"));
@@ -1127,7 +1147,7 @@ static int finish_walk(catalog *c, sqlite3_stmt *st, int rc, int r)
 static int read_pack_row(catalog *c, sqlite3_stmt *st, struct cb_pack_row *p)
 {
 	sqlite3_int64 frames = sqlite3_column_int64(st, 3);
-	*p = (struct cb_pack_row){.id = sqlite3_column_int64(st, 0), .path = col_text(st, 1)};
+	*p = (struct cb_pack_row){.id = sqlite3_column_int64(st, 0), .path = col_name(st, 1)};
 	if (!pack_path_ok(p->path))
 		return bad_row(c, p->id, "invalid pack path");
 	if (!col_size(st, 2, &p->size) || !col_size(st, 5, &p->index_offset) ||
@@ -1222,7 +1242,7 @@ struct usage_ctx {
 static int usage_row(catalog *c, sqlite3_stmt *st, void *ctx)
 {
 	struct usage_ctx *uc = ctx;
-	struct cb_pack_usage u = {.id = sqlite3_column_int64(st, 0), .path = col_text(st, 1)};
+	struct cb_pack_usage u = {.id = sqlite3_column_int64(st, 0), .path = col_name(st, 1)};
 	if (!pack_path_ok(u.path))
 		return bad_row(c, u.id, "invalid pack path");
 	if (!col_size(st, 2, &u.size) || !col_size(st, 3, &u.blobs) || !col_size(st, 4, &u.blob_bytes) ||
@@ -1264,10 +1284,11 @@ static bool table_id_ok(const char *id)
 static int live_row(catalog *c, sqlite3_stmt *st, void *ctx)
 {
 	struct live_ctx *lc = ctx;
+	bool dir_ok = name_is_component(col_name(st, 7)); /* before col_text converts it */
 	struct cb_live_blob b = {
 		.blob_id = sqlite3_column_int64(st, 0),
-		.keyspace = col_text(st, 4), .table = col_text(st, 5), .table_id = col_text(st, 6),
-		.dir = col_text(st, 7), .name = col_text(st, 8),
+		.keyspace = col_name(st, 4), .table = col_name(st, 5), .table_id = col_text(st, 6),
+		.dir = col_text(st, 7), .name = col_name(st, 8),
 		.mode = (uint32_t)sqlite3_column_int64(st, 9) & 07777,
 		.uid = (uint32_t)sqlite3_column_int64(st, 10), .gid = (uint32_t)sqlite3_column_int64(st, 11),
 		.mtime_ns = sqlite3_column_int64(st, 12),
@@ -1279,7 +1300,7 @@ static int live_row(catalog *c, sqlite3_stmt *st, void *ctx)
 		return bad_row(c, b.blob_id, "blob size or offset out of range");
 	if (!name_is_component(b.keyspace) || !name_is_component(b.table) || !table_id_ok(b.table_id) ||
 	    strlen(b.table) + strlen(b.table_id) > 200 || !name_is_component(b.name) ||
-	    (*b.dir && (b.dir[0] != '.' || !name_is_component(b.dir))))
+	    (*b.dir && (b.dir[0] != '.' || !dir_ok)))
 		return bad_row(c, b.blob_id, "invalid name on the path of a file using the blob");
 	return lc->cb(lc->ctx, &b);
 }

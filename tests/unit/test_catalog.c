@@ -151,6 +151,94 @@ static void check_invalid_rows(const char *db)
 	catalog_close(c);
 }
 
+static int count_invalid(void *ctx, const struct cb_backup_summary *b)
+{
+	if (b->invalid)
+		(*(int *)ctx)++;
+	return 0;
+}
+
+/* Names stored as something other than plain text (found by fuzz_catalog): a blob, or text
+ * holding a NUL. Read as C strings they would be cut short to another name ("a\0b" to "a":
+ * a restore writing two files to one name) and a lookup by name could never find them, so
+ * each is an invalid row like any other. */
+/* A new catalog at root/file with backups day1 and day2, each with one table holding a file
+ * and an index directory holding another (rows: backups, keyspaces, tables, dirs 1 and 2;
+ * files 1, 2 and 3, 4). */
+static void two_backups(const char *root, const char *file, struct strbuf *path)
+{
+	sb_printf(path, "%s/%s", root, file);
+	catalog *c;
+	CHECK(catalog_open(&c, path->buf, CATALOG_CREATE) == 0);
+	unsigned char sha[32];
+	memset(sha, 7, 32);
+	int64_t pack, blob;
+	struct cb_pack_info pinfo = {.path = "packs/aa/aa.tar.zst", .size = 1000, .frames = 1};
+	CHECK(catalog_begin(c) == 0);
+	CHECK(catalog_add_pack(c, &pinfo, &pack) == 0);
+	CHECK(catalog_add_blob(c, sha, 10, pack, 512, &blob) == 0);
+	CHECK(catalog_commit(c) == 0);
+	int64_t blobs[] = {blob, blob};
+	uint64_t sizes[] = {10, 10};
+	add_backup(c, "day1", pack, blobs, sizes, 2);
+	add_backup(c, "day2", pack, blobs, sizes, 2);
+	catalog_close(c);
+}
+
+static void check_names_not_text(const char *root)
+{
+	struct strbuf path = {0};
+	catalog *c;
+	two_backups(root, "names.db", &path);
+	sql(path.buf, "UPDATE backups SET name = CAST(name AS BLOB) WHERE name = 'day1';"
+		      "UPDATE files SET name = 'nb-2-big-Data.db' || char(0) || '.x'"
+		      " WHERE backup_id = 2 AND dir_id = 0;");
+	CHECK(catalog_open(&c, path.buf, CATALOG_READONLY) == 0);
+	struct names n = {0};
+	struct cb_node node;
+	CHECK(catalog_node_list(c, CB_INO_BACKUPS, collect, &n) == 0);
+	CHECK(n.n == 1 && !strcmp(n.v[0], "day2"));
+	CHECK(catalog_node_get(c, CB_INO(CB_NODE_BACKUP, 1), &node) == -ENOENT);
+	int invalid = 0;
+	CHECK(catalog_list_backups(c, count_invalid, &invalid) == 0 && invalid == 1);
+	CHECK(catalog_node_get(c, CB_INO(CB_NODE_FILE, 3), &node) == -ENOENT);
+	n.n = 0; /* day2's table: the index directory only, its file named with a NUL hidden */
+	CHECK(catalog_node_list(c, CB_INO(CB_NODE_TABLE, 2), collect, &n) == 0);
+	CHECK(n.n == 1 && !strcmp(n.v[0], ".orders_idx"));
+	int k = 0;
+	CHECK(catalog_table_files(c, 2, count_files, &k) == -EUCLEAN && k == 0);
+	CHECK(!strcmp(catalog_errmsg(c), "catalog row 3: invalid file name"));
+	char p[4096];
+	CHECK(catalog_file_path(c, CB_INO(CB_NODE_FILE, 3), p, sizeof(p)) == -EUCLEAN);
+	catalog_close(c);
+	sb_free(&path);
+}
+
+/* Row ids an inode number cannot hold (found by fuzz_catalog): a negative one, and one past
+ * 2^61 whose inode wraps to another row's. Each hides itself from the tree; before, day2's
+ * keyspace was listed with the inode of day1's, and a backup with id -8 was listed but could
+ * not be got by its inode. */
+static void check_row_ids(const char *root)
+{
+	struct strbuf path = {0};
+	catalog *c;
+	two_backups(root, "ids.db", &path);
+	sql(path.buf, "UPDATE keyspaces SET id = 2305843009213693953 WHERE id = 2;"
+		      "UPDATE tables SET keyspace_id = 2305843009213693953 WHERE keyspace_id = 2;"
+		      "UPDATE backups SET id = -8 WHERE id = 1;"
+		      "UPDATE keyspaces SET backup_id = -8 WHERE backup_id = 1;");
+	CHECK(catalog_open(&c, path.buf, CATALOG_READONLY) == 0);
+	struct names n = {0};
+	CHECK(catalog_node_list(c, CB_INO_BACKUPS, collect, &n) == 0);
+	CHECK(n.n == 1 && !strcmp(n.v[0], "day2") && n.ino[0] == CB_INO(CB_NODE_BACKUP, 2));
+	n.n = 0;
+	CHECK(catalog_node_list(c, CB_INO(CB_NODE_BACKUP, 2), collect, &n) == 0 && n.n == 0);
+	struct cb_node node;
+	CHECK(catalog_node_lookup(c, CB_INO(CB_NODE_BACKUP, 2), "shop", &node) == -ENOENT);
+	catalog_close(c);
+	sb_free(&path);
+}
+
 int main(void)
 {
 	char root[] = "/tmp/cb-catalog-XXXXXX";
@@ -282,6 +370,8 @@ int main(void)
 	catalog_close(c);
 
 	check_invalid_rows(db.buf);
+	check_names_not_text(root);
+	check_row_ids(root);
 
 	sb_free(&junk);
 	sb_free(&db);
