@@ -9,7 +9,9 @@
  *   2. plans, per pack: its used bytes, the blobs the remaining backups read from it (a blob
  *      that two packs hold is used once, at its current location: the copy in the other pack
  *      is unused), and its unused bytes, everything else it holds. A pack with no used blob is
- *      deleted; one whose unused share is above max_unused percent is repacked; others stay;
+ *      deleted; then, as restic's --max-unused, packs are repacked, the largest unused share
+ *      first, until the unused bytes of the packs that stay are at most max_unused percent of
+ *      the bytes they hold; others stay;
  *   3. deletes: the pack from the store, then from the catalog;
  *   4. repacks: copies the used blobs, each checked against its SHA-256 on the way, into new
  *      packs (members named as in a create, <ks>/<table>-<id>/[<.index>/]<file>, after one
@@ -42,7 +44,7 @@
 #define PRUNE_DEFAULT_PACK_BYTES (1ull << 30) /* blob bytes per new pack */
 
 struct prune_opts {
-	unsigned max_unused;  /* repack a pack whose unused share is above this percentage (0-100) */
+	unsigned max_unused;  /* unused share of the store to tolerate, percent (0-100; 100: no repack) */
 	bool dry_run;         /* plan only: the store is not changed (the catalog, a cache, is) */
 	int lock_wait_seconds; /* how long to wait for other locks (a create's) to go */
 	/* called once when it starts to wait, naming a holder */

@@ -140,6 +140,27 @@ def test_forgotten_day_repacks_the_shared_pack_to_what_survivors_use(store, tmp_
     check_through_mount(store, tmp_path, {'day2': (dirs, 'nightly-2')})
 
 
+def test_max_unused_is_a_share_of_the_store_as_in_restic(store, tmp_path):
+    """--max-unused bounds the unused bytes of the whole store, not of each pack: a small pack
+    mostly unused in a big store stays at the default 5% (it used to be rewritten whole for
+    each few percent a pack lost), and goes once the threshold asks for it."""
+    big = make_sample(str(tmp_path / 'big'), '--data-kib', '4096', '--incompressible', '--no-clutter',
+                      '--keyspaces', '1', '--tables', '2', '--seed', '7')
+    dirs, p1, p2 = two_days(tmp_path, store)
+    create(store, 'big', sample_dirs(big), 'nightly-1')
+    forget(store, 'day1')
+    res, _ = prune(store, '--dry-run')
+    tolerated = res['bytes']['before']
+    assert res['actions'] == [] and res['packs']['repacked'] == 0, res
+    res, _ = prune(store)
+    assert res['actions'] == [] and res['bytes']['kept'] == tolerated
+    assert p1 in pack_files(store)
+    res, _ = prune(store, '--max-unused', '1')
+    assert [(a['pack'], a['action']) for a in res['actions']] == [(p1, 'repack')], res
+    assert p1 not in pack_files(store)
+    cb('verify', '--store', store, '--all')
+
+
 def test_repack_everything_keeps_backups_byte_identical(store, tmp_path):
     dirs, p1, p2 = two_days(tmp_path, store)
     forget(store, 'day1')
@@ -275,7 +296,8 @@ def test_prune_waits_for_and_names_a_create(store, tmp_path):
         [line] = p.stderr.splitlines()
         assert f'locked by create (pid {c.pid} on' in line and 'shared' in line
         # one that waits: it says so, and goes on once the create is done
-        w = subprocess.Popen([CASSBACKUP, 'prune', '--store', store, '--lock-wait', '600', '--json'],
+        w = subprocess.Popen([CASSBACKUP, 'prune', '--store', store, '--lock-wait', '600', '--json',
+                              '--max-unused', '0'],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = w.stderr.readline()
         assert f'locked by create (pid {c.pid} on' in first and 'waiting up to 600 s' in first
@@ -287,7 +309,8 @@ def test_prune_waits_for_and_names_a_create(store, tmp_path):
         c.send_signal(signal.SIGCONT)
         c.wait()
     res = json.loads(out)
-    # old's pack went (repacked: the new backup shares its TOC.txt); the create's pack stays
+    # old's pack went (repacked, as no unused byte is tolerated: the new backup shares its
+    # TOC.txt); the create's pack stays
     assert [a['pack'] for a in res['actions']] == [old_pack] and res['actions'][0]['done']
     assert old_pack not in pack_files(store)
     [b] = json.loads(cb('list', '--store', store, '--json').stdout)

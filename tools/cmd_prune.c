@@ -263,7 +263,7 @@ int cmd_prune(int argc, char **argv)
 		 .help = "the store (a directory or s3://bucket/prefix)", .config_key = "store",
 		 .flags = OPT_REQUIRED},
 		{.name = "max-unused", .type = OPT_STRING, .value = &c.max_unused_arg, .arg = "PERCENT",
-		 .help = "repack a pack whose unused share is above this (0-100, default 5)"},
+		 .help = "unused share of the store to tolerate (0-100, default 5)"},
 		{.name = "dry-run", .short_name = 'n', .type = OPT_FLAG, .value = &c.dry_run,
 		 .help = "say what would be done; change nothing"},
 		{.name = "lock-wait", .type = OPT_U64, .value = &c.lock_wait, .arg = "SECONDS",
@@ -276,11 +276,12 @@ int cmd_prune(int argc, char **argv)
 		.description =
 			"Frees the space no backup uses any more (after backups/NAME.json went, as\n"
 			"forget does): deletes packs that hold no blob of a remaining backup, repacks\n"
-			"packs whose unused share is above --max-unused (copies the used blobs into a\n"
-			"new pack, then deletes the old one), and removes what interrupted creates left\n"
-			"(upload leftovers, packs no manifest references). Takes the store's exclusive\n"
-			"lock. Killed at any point, it loses no blob of a remaining backup; run it\n"
-			"again to finish. Exit 1 when it could not finish.",
+			"packs, the most unused first, until at most --max-unused percent of the store\n"
+			"is unused (copies the used blobs into a new pack, then deletes the old one),\n"
+			"and removes what interrupted creates left (upload leftovers, packs no\n"
+			"manifest references). Takes the store's exclusive lock. Killed at any point,\n"
+			"it loses no blob of a remaining backup; run it again to finish. Exit 1 when it\n"
+			"could not finish.",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
