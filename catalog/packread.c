@@ -41,12 +41,14 @@
  * it already): up to STREAMS sequential readers per pack are followed; a read that starts
  * within SEQ_SLACK of where one stopped continues it (FUSE hands a sequential reader's requests
  * to several threads, slightly out of order); from its SEQ_READS-th read on, the frames of the
- * next ra_window decoded bytes are queued, in jobs of about ra_window / workers, for a few
- * worker threads. A stream taken over by another reader voids its queued jobs. */
+ * next ra_window decoded bytes (at most half the cache) are queued, in jobs of half that (at
+ * most a run: a request costs a round trip whatever its size, and few large ones were twice as
+ * fast against moto_server as many small ones), for a few worker threads; when half the window
+ * is read, the next half is queued. A stream taken over by another reader voids its jobs. */
 #define STREAMS 4
 #define SEQ_SLACK (1u << 20)
 #define SEQ_READS 3
-#define RA_WINDOW_MAX (8u << 20)
+#define RA_WINDOW_MAX (32u << 20)
 #define RA_WORKERS_MAX 16
 #define JOBS_MAX 64
 #define TAIL_MAX (64u << 20) /* a pack's trailer and seek table, at most (512 Ki frames) */
@@ -227,7 +229,7 @@ int pack_cache_new(pack_cache **out, const char *store_dir, size_t cache_bytes)
 		unsigned n = o && o->parallel ? o->parallel : 4;
 		pc->ra_workers = n < RA_WORKERS_MAX ? n : RA_WORKERS_MAX;
 		pc->ra_window = cache_bytes / 2 < RA_WINDOW_MAX ? cache_bytes / 2 : RA_WINDOW_MAX;
-		pc->ra_chunk = pc->ra_window / pc->ra_workers;
+		pc->ra_chunk = pc->ra_window / 2;
 	}
 	pthread_mutex_init(&pc->mu, NULL);
 	pthread_cond_init(&pc->loaded, NULL);

@@ -19,9 +19,9 @@ typedef struct pack_cache pack_cache;
  *
  * Frames a read needs that the cache lacks are fetched together, each run of consecutive ones
  * with one positional read (one ranged GET on object storage). On object storage, sequential
- * reading of a pack is detected and the frames ahead (up to 8 MiB, at most half of cache_bytes)
- * are fetched by a few worker threads (the S3 client's parallel count), started at the first
- * need. Read-ahead never fails a read: a frame it could not load is loaded again by the read
+ * reading of a pack is detected and the frames ahead (up to 32 MiB, at most half of
+ * cache_bytes) are fetched by a few worker threads (the S3 client's parallel count), started
+ * at the first need. Read-ahead never fails a read: a frame it could not load is loaded again by the read
  * that needs it. */
 int pack_cache_new(pack_cache **out, const char *store_dir, size_t cache_bytes);
 

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #define DISK_CACHE_DEFAULT (1ull << 30)
+#define CACHE_UNSET UINT_MAX
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
@@ -44,7 +45,7 @@ static void usage(FILE *f)
 		"  -f                 stay in the foreground\n"
 		"  -s                 single-threaded\n"
 		"  -d                 FUSE debug output (implies -f)\n"
-		"  -o cache_size=MiB  decoded-frame cache (default 16)\n"
+		"  -o cache_size=MiB  decoded-frame cache (default 16; 64 for object storage)\n"
 		"  -o threads=N       worker threads (default 2 per core)\n"
 		"  -o readahead_kb=N  kernel readahead for the mount (default 4096; 0 keeps the kernel's)\n"
 		"  -o cache_dir=DIR   keep frames fetched from the store in DIR too, across mounts (for\n"
@@ -133,7 +134,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	*o = (struct options){
 		.allow_other = getuid() == 0,
-		.cache_mib = 16,
+		.cache_mib = CACHE_UNSET,
 		.max_threads = ncpu > 1 ? 2 * (unsigned)ncpu : 2,
 		.readahead_kb = 4096,
 	};
@@ -174,6 +175,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 	}
 	if (o->disk_cache_size && !o->cache_dir)
 		die("-o disk_cache_size: needs -o cache_dir=DIR");
+	if (o->cache_mib == CACHE_UNSET) /* room for read-ahead over round trips to the store */
+		o->cache_mib = cb_location_is_remote(o->store) ? 64 : 16;
 	return -1;
 }
 
