@@ -99,14 +99,22 @@ def cache_files(d):
     return {n: os.path.join(d, n) for n in os.listdir(d) if not n.startswith('.')}
 
 
-def test_disk_cache_survives_remount_without_the_store(moto_store, tmp_path):
+def read_through_disk_cache(moto_store, tmp_path, extra=''):
+    """Backs up a sample and reads its Data.db once through a mount with a disk cache:
+    (files, the Data.db, the cache directory, the mount's options)."""
     loc, env, url, log = moto_store
     files = backup(loc, env, tmp_path, 'n1')
     rel = data_db(files)
     cdir = str(tmp_path / 'dcache')
-    opts = ('-o', f'cache_dir={cdir},disk_cache_size=64M')
+    opts = ('-o', f'cache_dir={cdir}{extra}')
     with mounted(loc, str(tmp_path / 'mnt'), opts, env=env) as m:
         assert read(m.path(rel)) == read(files[rel])
+    return files, rel, cdir, opts
+
+
+def test_disk_cache_survives_remount_without_the_store(moto_store, tmp_path):
+    loc, env, url, log = moto_store
+    files, rel, cdir, opts = read_through_disk_cache(moto_store, tmp_path, ',disk_cache_size=64M')
     assert stat.S_IMODE(os.stat(cdir).st_mode) == 0o700
     kept = cache_files(cdir)
     assert kept and all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in kept.values())
@@ -126,12 +134,7 @@ def test_disk_cache_survives_remount_without_the_store(moto_store, tmp_path):
 
 def test_damaged_disk_cache_files_are_fetched_again(moto_store, tmp_path):
     loc, env, url, log = moto_store
-    files = backup(loc, env, tmp_path, 'n1')
-    rel = data_db(files)
-    cdir = str(tmp_path / 'dcache')
-    opts = ('-o', f'cache_dir={cdir}')
-    with mounted(loc, str(tmp_path / 'mnt'), opts, env=env) as m:
-        assert read(m.path(rel)) == read(files[rel])
+    files, rel, cdir, opts = read_through_disk_cache(moto_store, tmp_path)
     kept = cache_files(cdir)
     frames = sorted(p for n, p in kept.items() if n.startswith('f-'))
     tables = [p for n, p in kept.items() if n.startswith('t-')]
