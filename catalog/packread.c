@@ -2,6 +2,7 @@
 #include "packread.h"
 #include "io.h"
 #include "backend.h"
+#include "diskcache.h"
 #include "hash.h"
 #include "pack.h"
 #include "store.h"
@@ -30,11 +31,45 @@
 #define POOL_MAX 8
 #define POOL_BYTES (8u << 20)
 
+/* Fetching. Frames a read needs that the cache lacks are fetched together: each run of
+ * consecutive missing frames (at most RUN_MAX_FRAMES, RUN_MAX_BYTES compressed) is one
+ * positional read, so one ranged GET on object storage. */
+#define RUN_MAX_FRAMES 64
+#define RUN_MAX_BYTES (8u << 20)
+
+/* Read-ahead, for object storage (a local pack's reads are cheap and the kernel reads ahead on
+ * it already): up to STREAMS sequential readers per pack are followed; a read that starts
+ * within SEQ_SLACK of where one stopped continues it (FUSE hands a sequential reader's requests
+ * to several threads, slightly out of order); from its SEQ_READS-th read on, the frames of the
+ * next ra_window decoded bytes (at most half the cache) are queued, in jobs of half that (at
+ * most a run: a request costs a round trip whatever its size, and few large ones were twice as
+ * fast against moto_server as many small ones), for a few worker threads; when half the window
+ * is read, the next half is queued. A stream taken over by another reader voids its jobs. */
+#define STREAMS 4
+#define SEQ_SLACK (1u << 20)
+#define SEQ_READS 3
+#define RA_WINDOW_MAX (32u << 20)
+#define RA_WORKERS_MAX 16
+#define JOBS_MAX 64
+#define TAIL_MAX (64u << 20) /* a pack's trailer and seek table, at most (512 Ki frames) */
+
+struct stream {
+	uint64_t next;    /* decoded offset just after the stream's last read */
+	uint32_t ra_end;  /* frames before this one are cached or queued */
+	unsigned streak;  /* reads in a row that followed on (0: unused) */
+	unsigned gen;     /* bumped when the stream is taken over: its queued jobs are void */
+	uint64_t clock;   /* last use */
+};
+
 struct preader {
 	int64_t id;
-	struct cb_io *io;
+	char *relpath;
+	struct cb_io *io;  /* opened at the first fetch (the table may come from the disk cache) */
+	uint64_t size;     /* of the pack, as its table says */
 	struct seek_table *table;
+	char dname[40];    /* disk-cache name of the pack's frames: "f-" + hex of sha256(path, table) */
 	unsigned refs;
+	struct stream streams[STREAMS];
 	struct preader *next;
 };
 
@@ -46,6 +81,7 @@ struct frame {
 	int state;
 	unsigned refs;
 	int err; /* set when loading failed; the entry is then unlinked */
+	bool prefetched; /* loaded by read-ahead: a reader that finds it failed loads it again */
 	unsigned char *data;
 	size_t len;
 	struct frame *next;             /* hash chain */
@@ -70,6 +106,21 @@ struct pack_cache {
 	unsigned npool;
 	size_t pool_bytes;
 	struct pack_cache_stats stats;
+	struct disk_cache *disk; /* NULL: none */
+	/* read-ahead (see STREAMS); all under mu */
+	unsigned ra_workers;     /* 0: none */
+	size_t ra_window, ra_chunk;
+	pthread_t workers[RA_WORKERS_MAX];
+	unsigned nworkers;
+	pthread_cond_t work;
+	struct job {
+		struct preader *p; /* a reference held */
+		unsigned stream, gen;
+		uint32_t first, n;
+	} jobs[JOBS_MAX];
+	unsigned job_head, njobs;
+	bool stopping;
+	uint64_t clock;
 };
 
 /* Per-thread decompression state. */
@@ -173,23 +224,51 @@ int pack_cache_new(pack_cache **out, const char *store_dir, size_t cache_bytes)
 		return r;
 	}
 	pc->budget = cache_bytes;
+	if (cb_location_is_remote(store_dir)) {
+		const struct cb_s3_options *o = store_s3_options();
+		unsigned n = o && o->parallel ? o->parallel : 4;
+		pc->ra_workers = n < RA_WORKERS_MAX ? n : RA_WORKERS_MAX;
+		pc->ra_window = cache_bytes / 2 < RA_WINDOW_MAX ? cache_bytes / 2 : RA_WINDOW_MAX;
+		pc->ra_chunk = pc->ra_window / 2;
+	}
 	pthread_mutex_init(&pc->mu, NULL);
 	pthread_cond_init(&pc->loaded, NULL);
+	pthread_cond_init(&pc->work, NULL);
 	*out = pc;
 	return 0;
+}
+
+int pack_cache_use_disk(pack_cache *pc, const char *dir, uint64_t max_bytes, struct strbuf *err)
+{
+	return disk_cache_open(dir, max_bytes, &pc->disk, err);
 }
 
 static void preader_close(struct preader *p)
 {
 	cb_io_close(p->io);
 	seek_table_free(p->table);
+	free(p->relpath);
 	free(p);
+}
+
+/* Stops the read-ahead workers; the jobs they had not started are dropped. */
+static void stop_workers(pack_cache *pc)
+{
+	pthread_mutex_lock(&pc->mu);
+	pc->stopping = true;
+	pthread_cond_broadcast(&pc->work);
+	pthread_mutex_unlock(&pc->mu);
+	for (unsigned i = 0; i < pc->nworkers; i++)
+		pthread_join(pc->workers[i], NULL);
+	for (; pc->njobs; pc->njobs--, pc->job_head = (pc->job_head + 1) % JOBS_MAX)
+		pc->jobs[pc->job_head].p->refs--;
 }
 
 void pack_cache_free(pack_cache *pc)
 {
 	if (!pc)
 		return;
+	stop_workers(pc);
 	for (unsigned b = 0; b < PACK_BUCKETS; b++) {
 		for (struct preader *p = pc->packs[b], *n; p; p = n) {
 			n = p->next;
@@ -203,8 +282,10 @@ void pack_cache_free(pack_cache *pc)
 	}
 	for (unsigned i = 0; i < pc->npool; i++)
 		munmap(pc->pool[i].buf, pc->pool[i].cap);
+	pthread_cond_destroy(&pc->work);
 	pthread_cond_destroy(&pc->loaded);
 	pthread_mutex_destroy(&pc->mu);
+	disk_cache_close(pc->disk);
 	cb_backend_close(pc->backend);
 	free(pc->store_dir);
 	free(pc);
@@ -228,6 +309,146 @@ static void close_idle_packs(pack_cache *pc)
 	}
 }
 
+/* --- a pack's table: from the disk cache, else from the pack's tail ---------------------- */
+
+/* The last bytes of a pack (trailer and seek table) held in memory, read as the pack. */
+struct tail_io {
+	struct cb_io io;
+	const unsigned char *buf;
+	size_t len;
+};
+
+static ssize_t tail_pread(struct cb_io *io, void *buf, size_t len, uint64_t off)
+{
+	struct tail_io *t = (struct tail_io *)io;
+	uint64_t start = io->size - t->len;
+	if (off < start || off > io->size)
+		return -EIO; /* pack_table_read reads nothing before the trailer */
+	if (len > io->size - off)
+		len = (size_t)(io->size - off);
+	memcpy(buf, t->buf + (off - start), len);
+	return (ssize_t)len;
+}
+
+static void tail_close(struct cb_io *io) { (void)io; }
+
+static const struct cb_io_ops tail_ops = {.pread = tail_pread, .close = tail_close};
+
+/* Disk-cache names: "t-" + 32 hex digits of sha256(path) for a pack's tail, "f-" + 32 hex of
+ * sha256(path, table sha) + "-" + index for its frames. */
+static int name_hash(const char *prefix, const void *a, size_t alen, const void *b, size_t blen,
+		     char out[40])
+{
+	unsigned char buf[512 + 32], sha[32];
+	if (alen + blen > sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, a, alen);
+	memcpy(buf + alen, b, blen);
+	int r = sha256_buf(buf, alen + blen, sha);
+	if (r == 0) {
+		memcpy(out, prefix, 2);
+		hex_encode(sha, 16, out + 2);
+		out[34] = '\0';
+	}
+	return r;
+}
+
+/* Checks and parses a tail: u64 pack size, then the pack's last bytes. */
+static int table_from_tail(struct preader *p, const unsigned char *tail, size_t len)
+{
+	if (len < 8 || get_le64(tail) < len - 8)
+		return -EBADMSG;
+	struct tail_io t = {.io = {.ops = &tail_ops, .size = get_le64(tail)}, .buf = tail + 8,
+			    .len = len - 8};
+	struct pack_trailer tr;
+	int r = pack_table_read(&t.io, &p->table, &tr);
+	if (r == 0) {
+		p->size = t.io.size;
+		r = name_hash("f-", p->relpath, strlen(p->relpath) + 1, tr.table_sha256, 32, p->dname);
+	}
+	return r;
+}
+
+/* Reads the tail of an open pack into *out (u64 size, then the bytes), *len bytes. */
+static int read_tail(struct cb_io *io, unsigned char **out, size_t *len)
+{
+	uint64_t tsize;
+	int r = seek_table_size(io, &tsize);
+	if (r < 0)
+		return r == -EINVAL ? -EBADMSG : r;
+	if (tsize > TAIL_MAX || tsize + PACK_TRAILER_SIZE > io->size)
+		return -EBADMSG;
+	size_t n = PACK_TRAILER_SIZE + (size_t)tsize;
+	unsigned char *buf = malloc(8 + n);
+	if (!buf)
+		return -ENOMEM;
+	put_le64(buf, io->size);
+	ssize_t got = cb_io_pread(io, buf + 8, n, io->size - n);
+	r = got < 0 ? (int)got : (size_t)got != n ? -EBADMSG : 0;
+	if (r < 0) {
+		free(buf);
+		return r;
+	}
+	*out = buf;
+	*len = 8 + n;
+	return 0;
+}
+
+/* Gives p its verified seek table: from the disk cache when it holds a good copy, else from
+ * the pack (which is then opened), keeping a copy in the disk cache. */
+static int open_table(pack_cache *pc, struct preader *p)
+{
+	char tname[40];
+	int r = name_hash("t-", p->relpath, strlen(p->relpath), "", 0, tname);
+	void *data;
+	size_t len;
+	if (r == 0 && pc->disk && disk_cache_get(pc->disk, tname, TAIL_MAX + 8 + PACK_TRAILER_SIZE,
+						 &data, &len) == 0) {
+		r = table_from_tail(p, data, len);
+		free(data);
+		if (r == 0 || r == -ENOMEM)
+			return r;
+		disk_cache_drop(pc->disk, tname); /* damaged: read the pack's own */
+		r = 0;
+	}
+	unsigned char *tail = NULL;
+	r = r ?: cb_backend_open_read(pc->backend, p->relpath, &p->io) ?: read_tail(p->io, &tail, &len)
+	    ?: table_from_tail(p, tail, len);
+	if (r == 0 && pc->disk)
+		disk_cache_put(pc->disk, tname, tail, len); /* a cache: failing to keep it is no error */
+	free(tail);
+	return r;
+}
+
+/* p's open pack, opened now if its table came from the disk cache. */
+static int pack_io(pack_cache *pc, struct preader *p, struct cb_io **out)
+{
+	pthread_mutex_lock(&pc->mu);
+	struct cb_io *io = p->io;
+	pthread_mutex_unlock(&pc->mu);
+	if (io) {
+		*out = io;
+		return 0;
+	}
+	int r = cb_backend_open_read(pc->backend, p->relpath, &io);
+	if (r < 0)
+		return r;
+	if (io->size != p->size) { /* another pack than the one whose table the disk cache kept */
+		cb_io_close(io);
+		return -EBADMSG;
+	}
+	pthread_mutex_lock(&pc->mu);
+	if (p->io) {
+		cb_io_close(io); /* another thread was first */
+		io = p->io;
+	} else {
+		p->io = io;
+	}
+	pthread_mutex_unlock(&pc->mu);
+	*out = io;
+	return 0;
+}
+
 static int get_pack(pack_cache *pc, int64_t id, const char *relpath, struct preader **out)
 {
 	if (!relpath || !*relpath)
@@ -245,17 +466,8 @@ static int get_pack(pack_cache *pc, int64_t id, const char *relpath, struct prea
 	pthread_mutex_unlock(&pc->mu);
 
 	/* Open outside the lock; if another thread raced us, keep theirs. */
-	struct strbuf path = {0};
-	int r = sb_printf(&path, "%s/%s", pc->store_dir, relpath);
 	struct preader *np = calloc(1, sizeof(*np));
-	if (r == 0 && !np)
-		r = -ENOMEM;
-	if (r == 0)
-		r = cb_backend_open_read(pc->backend, relpath, &np->io);
-	struct pack_trailer tr;
-	if (r == 0)
-		r = pack_table_read(np->io, &np->table, &tr);
-	sb_free(&path);
+	int r = np && (np->relpath = strdup(relpath)) ? open_table(pc, np) : -ENOMEM;
 	if (r < 0) {
 		if (np)
 			preader_close(np);
@@ -348,94 +560,366 @@ static void evict(pack_cache *pc)
 	}
 }
 
-/* Returns frame `index` of pack p, decoded, with a reference held (release with put_frame). */
-static int get_frame(pack_cache *pc, struct preader *p, uint32_t index, struct frame **out)
+static struct frame *find_frame(pack_cache *pc, int64_t pack, uint32_t index)
 {
-	unsigned b = frame_bucket(p->id, index);
+	struct frame *f = pc->frames[frame_bucket(pack, index)];
+	while (f && !(f->pack == pack && f->index == index))
+		f = f->next;
+	return f;
+}
+
+/* Drops a reference to f (ready or failed). Called with mu held. */
+static void release_locked(pack_cache *pc, struct frame *f)
+{
+	if (--f->refs == 0) {
+		if (f->err)
+			free(f); /* already unlinked by its loader */
+		else if (pc->used > pc->budget)
+			evict(pc);
+	}
+}
+
+static void put_frame(pack_cache *pc, struct frame *f)
+{
 	pthread_mutex_lock(&pc->mu);
-	for (;;) {
-		struct frame *f = pc->frames[b];
-		while (f && !(f->pack == p->id && f->index == index))
-			f = f->next;
-		if (!f)
-			break;
-		f->refs++;
-		while (f->state == FRAME_LOADING && f->err == 0)
-			pthread_cond_wait(&pc->loaded, &pc->mu);
-		if (f->err) {
-			int r = f->err;
-			if (--f->refs == 0)
-				free(f); /* already unlinked by the loader */
-			pthread_mutex_unlock(&pc->mu);
-			return r;
-		}
-		pc->stats.hits++;
-		lru_unlink(pc, f);
-		lru_push(pc, f);
-		pthread_mutex_unlock(&pc->mu);
-		*out = f;
-		return 0;
-	}
-
-	struct frame *f = calloc(1, sizeof(*f));
-	if (!f) {
-		pthread_mutex_unlock(&pc->mu);
-		return -ENOMEM;
-	}
-	f->pack = p->id;
-	f->index = index;
-	f->state = FRAME_LOADING;
-	f->refs = 1;
-	f->len = seek_table_frame_size(p->table, index);
-	f->next = pc->frames[b];
-	pc->frames[b] = f;
-	pc->stats.misses++;
+	release_locked(pc, f);
 	pthread_mutex_unlock(&pc->mu);
+}
 
-	struct tls *t = tls_get();
-	int r = t ? 0 : -ENOMEM;
-	if (r == 0 && !(f->data = frame_buf_get(pc, f->len)))
-		r = -ENOMEM;
-	if (r == 0)
-		r = seekable_decode_frame(p->io, p->table, index, t->dctx, f->data, &t->scratch,
-					  &t->scratch_cap);
+/* --- loading frames ---------------------------------------------------------------------- */
 
+/* Claims for loading the frames of [first, last] the cache lacks, from the first it lacks to
+ * just before the next it holds, at most RUN_MAX_FRAMES and RUN_MAX_BYTES compressed: each gets
+ * a LOADING entry whose one reference is the caller's, in f[]. Returns how many (0: the cache
+ * holds, or is loading, all of [first, last]), or -ENOMEM. */
+static int claim_run(pack_cache *pc, struct preader *p, uint32_t first, uint32_t last,
+			  bool prefetch, struct frame **f)
+{
+	const struct seek_table *t = p->table;
+	int n = 0;
+	pthread_mutex_lock(&pc->mu);
+	for (uint32_t i = first; i <= last && n < RUN_MAX_FRAMES; i++) {
+		if (find_frame(pc, p->id, i)) {
+			if (n)
+				break;
+			continue;
+		}
+		if (n && t->coff[i + 1] - t->coff[f[0]->index] > RUN_MAX_BYTES)
+			break;
+		struct frame *nf = calloc(1, sizeof(*nf));
+		if (!nf) {
+			if (!n)
+				n = -ENOMEM;
+			break; /* what is claimed is loaded; the rest is tried again one by one */
+		}
+		*nf = (struct frame){.pack = p->id, .index = i, .state = FRAME_LOADING, .refs = 1,
+				     .prefetched = prefetch, .len = seek_table_frame_size(t, i)};
+		unsigned b = frame_bucket(p->id, i);
+		nf->next = pc->frames[b];
+		pc->frames[b] = nf;
+		pc->stats.misses++;
+		f[n++] = nf;
+	}
+	pthread_mutex_unlock(&pc->mu);
+	return n;
+}
+
+/* Ends the loading of f: ready (r == 0) or failed (its entry unlinked, f->err set); wakes
+ * those waiting for it. The loader's reference stays. */
+static void finish_frame(pack_cache *pc, struct frame *f, int r)
+{
 	pthread_mutex_lock(&pc->mu);
 	if (r < 0) {
 		hash_unlink(pc, f);
 		frame_buf_put(pc, f->data, f->len);
 		f->data = NULL;
 		f->err = r;
-		pthread_cond_broadcast(&pc->loaded);
-		if (--f->refs == 0)
-			free(f);
-		pthread_mutex_unlock(&pc->mu);
-		return r;
+	} else {
+		f->state = FRAME_READY;
+		lru_push(pc, f);
+		pc->used += f->len;
+		evict(pc);
 	}
-	f->state = FRAME_READY;
-	lru_push(pc, f);
-	pc->used += f->len;
-	evict(pc);
 	pthread_cond_broadcast(&pc->loaded);
 	pthread_mutex_unlock(&pc->mu);
-	*out = f;
-	return 0;
 }
 
-static void put_frame(pack_cache *pc, struct frame *f)
+static void frame_name(const struct preader *p, uint32_t index, char *out, size_t outlen)
 {
+	snprintf(out, outlen, "%s-%u", p->dname, index);
+}
+
+/* Only frames that carry zstd's content checksum go to the disk cache: decoding such a frame
+ * is what verifies it when it is read back (zstd format: magic, then the frame header
+ * descriptor, whose bit 2 is the checksum flag). */
+static bool has_checksum(const unsigned char *src, size_t csize)
+{
+	return csize > 5 && get_le32(src) == 0xFD2FB528u && (src[4] & 4);
+}
+
+/* Decodes frame f from the disk cache: 0, or -ENOENT when the cache lacks it; a copy that is
+ * damaged (size or checksum) is dropped, and -ENOENT returned, so it is fetched again. */
+static int frame_from_disk(pack_cache *pc, struct preader *p, struct frame *f, struct tls *t)
+{
+	char name[64];
+	frame_name(p, f->index, name, sizeof(name));
+	size_t csize = (size_t)(p->table->coff[f->index + 1] - p->table->coff[f->index]), len;
+	void *data;
+	int r = disk_cache_get(pc->disk, name, csize, &data, &len);
+	if (r < 0)
+		return r == -ENOMEM ? r : -ENOENT;
+	r = len == csize && has_checksum(data, len)
+		    ? seekable_decode_buf(data, len, t->dctx, f->data, f->len) : -EIO;
+	free(data);
+	if (r == -EIO) {
+		disk_cache_drop(pc->disk, name);
+		return -ENOENT;
+	}
+	if (r == 0) {
+		pthread_mutex_lock(&pc->mu);
+		pc->stats.disk_hits++;
+		pthread_mutex_unlock(&pc->mu);
+	}
+	return r;
+}
+
+/* Fetches frames f[0..n) (consecutive) with one positional read and decodes each, finishing
+ * each frame; keeps a copy of each good one in the disk cache. */
+static void fetch_run(pack_cache *pc, struct preader *p, struct frame **f, unsigned n,
+		      struct tls *t)
+{
+	const struct seek_table *tb = p->table;
+	uint64_t off = tb->coff[f[0]->index];
+	size_t len = (size_t)(tb->coff[f[n - 1]->index + 1] - off);
+	struct cb_io *io;
+	int r = 0;
+	if (t->scratch_cap < len) {
+		void *s = realloc(t->scratch, len);
+		r = s ? 0 : -ENOMEM;
+		if (s) {
+			t->scratch = s;
+			t->scratch_cap = len;
+		}
+	}
+	if (r == 0 && (r = pack_io(pc, p, &io)) == 0) {
+		ssize_t got = cb_io_pread(io, t->scratch, len, off);
+		r = got < 0 ? (int)got : (size_t)got != len ? -EIO : 0;
+		pthread_mutex_lock(&pc->mu);
+		pc->stats.fetches++;
+		pc->stats.fetched_bytes += len;
+		pthread_mutex_unlock(&pc->mu);
+	}
+	for (unsigned k = 0; k < n; k++) {
+		const unsigned char *src = (unsigned char *)t->scratch + (tb->coff[f[k]->index] - off);
+		size_t csize = (size_t)(tb->coff[f[k]->index + 1] - tb->coff[f[k]->index]);
+		int fr = r < 0 ? r : seekable_decode_buf(src, csize, t->dctx, f[k]->data, f[k]->len);
+		if (fr == 0 && pc->disk && has_checksum(src, csize)) {
+			char name[64];
+			frame_name(p, f[k]->index, name, sizeof(name));
+			disk_cache_put(pc->disk, name, src, csize); /* a cache: failing to keep is no error */
+		}
+		finish_frame(pc, f[k], fr);
+	}
+}
+
+/* Loads the claimed frames f[0..n) (consecutive, from claim_run): from the disk cache where it
+ * holds them, the others with one read per run of consecutive ones. Every frame is finished
+ * (ready or failed); the caller still holds its references. */
+static void load_run(pack_cache *pc, struct preader *p, struct frame **f, unsigned n)
+{
+	struct tls *t = tls_get();
+	bool done[RUN_MAX_FRAMES] = {false};
+	for (unsigned k = 0; k < n; k++) {
+		int r = t ? 0 : -ENOMEM;
+		if (r == 0 && !(f[k]->data = frame_buf_get(pc, f[k]->len)))
+			r = -ENOMEM;
+		if (r == 0 && pc->disk)
+			r = frame_from_disk(pc, p, f[k], t) == 0 ? 1 : 0;
+		if (r != 0) {
+			finish_frame(pc, f[k], r < 0 ? r : 0);
+			done[k] = true;
+		}
+	}
+	for (unsigned k = 0; k < n;) {
+		unsigned end = k;
+		while (end < n && !done[end])
+			end++;
+		if (end > k)
+			fetch_run(pc, p, f + k, end - k, t);
+		k = end + 1;
+	}
+}
+
+/* Makes the cache hold the frames [first, last] of p, fetching what it lacks in runs; frames
+ * other threads are loading are left to them. 0, or the first error of a frame loaded here. */
+static int load_frames(pack_cache *pc, struct preader *p, uint32_t first, uint32_t last,
+		       bool prefetch)
+{
+	int r = 0;
+	while (first <= last) {
+		struct frame *f[RUN_MAX_FRAMES];
+		int n = claim_run(pc, p, first, last, prefetch, f);
+		if (n <= 0)
+			return n;
+		load_run(pc, p, f, (unsigned)n);
+		first = f[n - 1]->index + 1;
+		pthread_mutex_lock(&pc->mu);
+		for (int k = 0; k < n; k++) {
+			if (r == 0)
+				r = f[k]->err;
+			release_locked(pc, f[k]);
+		}
+		pthread_mutex_unlock(&pc->mu);
+		if (r < 0)
+			break;
+	}
+	return r;
+}
+
+/* Returns frame `index` of pack p, decoded, with a reference held (release with put_frame). */
+static int get_frame(pack_cache *pc, struct preader *p, uint32_t index, struct frame **out)
+{
+	for (;;) {
+		pthread_mutex_lock(&pc->mu);
+		struct frame *f = find_frame(pc, p->id, index);
+		if (f) {
+			f->refs++;
+			while (f->state == FRAME_LOADING && f->err == 0)
+				pthread_cond_wait(&pc->loaded, &pc->mu);
+			int r = f->err;
+			bool again = r && f->prefetched; /* read-ahead never fails a read: load it here */
+			if (r)
+				release_locked(pc, f);
+			else {
+				pc->stats.hits++;
+				lru_unlink(pc, f);
+				lru_push(pc, f);
+			}
+			pthread_mutex_unlock(&pc->mu);
+			if (again)
+				continue;
+			if (r == 0)
+				*out = f;
+			return r;
+		}
+		pthread_mutex_unlock(&pc->mu);
+		struct frame *nf[1];
+		int n = claim_run(pc, p, index, index, false, nf);
+		if (n < 0)
+			return n;
+		if (n == 0)
+			continue; /* another thread claimed it meanwhile: wait for it */
+		load_run(pc, p, nf, 1);
+		int r = nf[0]->err;
+		if (r < 0)
+			put_frame(pc, nf[0]);
+		else
+			*out = nf[0];
+		return r;
+	}
+}
+
+/* --- read-ahead -------------------------------------------------------------------------- */
+
+static void *ra_worker(void *arg)
+{
+	pack_cache *pc = arg;
 	pthread_mutex_lock(&pc->mu);
-	f->refs--;
-	if (f->refs == 0 && pc->used > pc->budget)
-		evict(pc);
+	for (;;) {
+		while (!pc->stopping && !pc->njobs)
+			pthread_cond_wait(&pc->work, &pc->mu);
+		if (pc->stopping)
+			break;
+		struct job j = pc->jobs[pc->job_head];
+		pc->job_head = (pc->job_head + 1) % JOBS_MAX;
+		pc->njobs--;
+		bool live = j.p->streams[j.stream].gen == j.gen;
+		pthread_mutex_unlock(&pc->mu);
+		if (live) /* errors are left to the reads that need the frames */
+			load_frames(pc, j.p, j.first, j.first + j.n - 1, true);
+		pthread_mutex_lock(&pc->mu);
+		j.p->refs--;
+	}
+	pthread_mutex_unlock(&pc->mu);
+	return NULL;
+}
+
+/* Queues the frames of stream s's next ra_window bytes not yet queued, when less than half of
+ * that window is. Called with mu held. */
+static void schedule(pack_cache *pc, struct preader *p, struct stream *s)
+{
+	const struct seek_table *t = p->table;
+	if (s->next >= t->doff[t->frames])
+		return;
+	uint32_t from = seek_table_frame_at(t, s->next);
+	if (s->ra_end < from)
+		s->ra_end = from;
+	if (s->ra_end < t->frames && t->doff[s->ra_end] >= s->next + pc->ra_window / 2)
+		return;
+	uint64_t limit = s->next + pc->ra_window;
+	while (s->ra_end < t->frames && t->doff[s->ra_end] < limit && pc->njobs < JOBS_MAX) {
+		uint32_t a = s->ra_end, b = a + 1;
+		while (b < t->frames && t->doff[b] < limit && b - a < RUN_MAX_FRAMES &&
+		       t->doff[b] - t->doff[a] < pc->ra_chunk)
+			b++;
+		pc->jobs[(pc->job_head + pc->njobs++) % JOBS_MAX] =
+			(struct job){.p = p, .stream = (unsigned)(s - p->streams), .gen = s->gen,
+				     .first = a, .n = b - a};
+		p->refs++;
+		s->ra_end = b;
+	}
+	while (pc->nworkers < pc->ra_workers &&
+	       pthread_create(&pc->workers[pc->nworkers], NULL, ra_worker, pc) == 0)
+		pc->nworkers++;
+	pthread_cond_broadcast(&pc->work);
+}
+
+/* Follows the reads of pack p: a read that starts near where a stream of reads stopped
+ * continues it, any other takes over the least recently used stream. */
+static void note_read(pack_cache *pc, struct preader *p, uint64_t off, size_t len)
+{
+	if (!pc->ra_workers || !len)
+		return;
+	pthread_mutex_lock(&pc->mu);
+	struct stream *s = NULL, *lru = &p->streams[0];
+	for (unsigned i = 0; i < STREAMS && !s; i++) {
+		struct stream *c = &p->streams[i];
+		if (c->streak && off + SEQ_SLACK >= c->next && off <= c->next + SEQ_SLACK)
+			s = c;
+		else if (c->clock < lru->clock)
+			lru = c;
+	}
+	if (!s) {
+		s = lru;
+		*s = (struct stream){.gen = s->gen + 1};
+	}
+	s->streak++;
+	s->clock = ++pc->clock;
+	if (off + len > s->next)
+		s->next = off + len;
+	if (s->streak >= SEQ_READS)
+		schedule(pc, p, s);
 	pthread_mutex_unlock(&pc->mu);
 }
+
+/* --- reads ------------------------------------------------------------------------------- */
 
 /* Does [off, off + len) lie within the pack's decompressed stream? */
 static bool in_stream(const struct preader *p, uint64_t off, size_t len)
 {
 	uint64_t total = p->table->doff[p->table->frames];
 	return off <= total && len <= total - off;
+}
+
+/* Before a read of [off, off + len): follows the stream, and fetches the frames it needs that
+ * the cache lacks, neighbours together. */
+static int prepare_read(pack_cache *pc, struct preader *p, uint64_t off, size_t len)
+{
+	if (!len)
+		return 0;
+	note_read(pc, p, off, len);
+	return load_frames(pc, p, seek_table_frame_at(p->table, off),
+			   seek_table_frame_at(p->table, off + len - 1), false);
 }
 
 int pack_cache_read(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_t off, void *buf,
@@ -449,8 +933,9 @@ int pack_cache_read(pack_cache *pc, int64_t pack_id, const char *relpath, uint64
 		put_pack(pc, p);
 		return -ERANGE;
 	}
+	r = prepare_read(pc, p, off, len);
 	unsigned char *dst = buf;
-	while (len) {
+	while (r == 0 && len) {
 		uint32_t i = seek_table_frame_at(p->table, off);
 		struct frame *f = NULL;
 		r = get_frame(pc, p, i, &f);
@@ -486,6 +971,8 @@ int pack_cache_pin(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_
 		r = -E2BIG;
 		goto fail;
 	}
+	if ((r = prepare_read(pc, p, off, len)) < 0)
+		goto fail;
 	while (len) {
 		uint32_t i = seek_table_frame_at(p->table, off);
 		struct frame *f = NULL;

@@ -10,11 +10,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 typedef struct pack_cache pack_cache;
 
 /* store_dir: the store root; pack paths are relative to it. cache_bytes bounds the decoded
- * frames kept (frames in use by a reader are kept even past it). */
+ * frames kept (frames in use by a reader are kept even past it), read-ahead included.
+ *
+ * Frames a read needs that the cache lacks are fetched together, each run of consecutive ones
+ * with one positional read (one ranged GET on object storage). On object storage, sequential
+ * reading of a pack is detected and the frames ahead (up to 32 MiB, at most half of
+ * cache_bytes) are fetched by a few worker threads (the S3 client's parallel count), started
+ * at the first need. Read-ahead never fails a read: a frame it could not load is loaded again by the read
+ * that needs it. */
 int pack_cache_new(pack_cache **out, const char *store_dir, size_t cache_bytes);
+
+/* Keeps fetched (compressed) frames and pack tables in the directory dir too, at most
+ * max_bytes (see diskcache.h), so that reading them again, in this process or the next, costs
+ * no fetch from the store. What is read back is verified (a frame by its zstd checksum, a table
+ * by its SHA-256); a damaged copy is dropped and fetched again, never used. Call before the
+ * first read. 0, or -errno with one line in err. */
+int pack_cache_use_disk(pack_cache *pc, const char *dir, uint64_t max_bytes, struct strbuf *err);
 
 /* Accepts NULL. No read may be in progress. */
 void pack_cache_free(pack_cache *pc);
@@ -53,6 +69,8 @@ const char *pack_cache_strerror(int err);
 
 struct pack_cache_stats {
 	uint64_t hits, misses, evictions;
+	uint64_t fetches, fetched_bytes; /* positional reads of frames (ranged GETs), their bytes */
+	uint64_t disk_hits;              /* frames decoded from the disk cache */
 	size_t bytes;
 };
 void pack_cache_get_stats(pack_cache *pc, struct pack_cache_stats *st);

@@ -563,15 +563,20 @@ int seekable_decode_frame(struct cb_io *io, const struct seek_table *t, uint32_t
 		return (int)n;
 	if ((size_t)n != csize)
 		return -EIO;
+	return seekable_decode_buf(*scratch, csize, dctx, dst, dsize);
+}
+
+int seekable_decode_buf(const void *src, size_t csize, ZSTD_DCtx *dctx, void *dst, size_t dsize)
+{
 	if (dsize == 0)
 		return 0; /* a skippable or empty frame holds no stream bytes */
 	/* The frame must be exactly one zstd frame; its content size, when it records one (the
 	 * format does not require it), must match the seek table. */
-	unsigned long long fcs = ZSTD_getFrameContentSize(*scratch, csize);
+	unsigned long long fcs = ZSTD_getFrameContentSize(src, csize);
 	if ((fcs != ZSTD_CONTENTSIZE_UNKNOWN && fcs != dsize) ||
-	    ZSTD_findFrameCompressedSize(*scratch, csize) != csize)
+	    ZSTD_findFrameCompressedSize(src, csize) != csize)
 		return -EIO;
-	size_t got = ZSTD_decompressDCtx(dctx, dst, dsize, *scratch, csize);
+	size_t got = ZSTD_decompressDCtx(dctx, dst, dsize, src, csize);
 	if (ZSTD_isError(got))
 		return ZSTD_getErrorCode(got) == ZSTD_error_memory_allocation ? -ENOMEM : -EIO;
 	return got == dsize ? 0 : -EIO;

@@ -112,6 +112,11 @@ static inline size_t seek_table_frame_size(const struct seek_table *t, uint32_t 
 int seekable_decode_frame(struct cb_io *io, const struct seek_table *t, uint32_t i, ZSTD_DCtx *dctx,
 			  void *dst, void **scratch, size_t *scratch_cap);
 
+/* Decodes one frame already in memory (csize bytes at src, as the seek table places them) into
+ * dst (dsize bytes): -EIO, never wrong bytes, when it is not exactly one frame of dsize bytes
+ * or its checksum does not match. */
+int seekable_decode_buf(const void *src, size_t csize, ZSTD_DCtx *dctx, void *dst, size_t dsize);
+
 /* Reads len decompressed bytes at off (must lie within the stream) without any caching. */
 int seekable_read(struct cb_io *io, const struct seek_table *t, ZSTD_DCtx *dctx, uint64_t off,
 		  void *buf, size_t len);

@@ -1,11 +1,13 @@
 /* util.c: see util.h. */
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -285,4 +287,54 @@ bool utf8_valid(const char *s)
 		p += n + 1;
 	}
 	return true;
+}
+
+/* --- parsers: the command line's and the mount's -o options' --- */
+
+int parse_digits(const char **p, uint64_t *v)
+{
+	const char *s = *p;
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
+	uint64_t x = 0;
+	int r = 0;
+	for (; isdigit((unsigned char)*s); s++) {
+		unsigned d = (unsigned)(*s - '0');
+		if (x > (UINT64_MAX - d) / 10)
+			r = -ERANGE;
+		x = x * 10 + d;
+	}
+	*v = x;
+	*p = s;
+	return r;
+}
+
+int parse_size(const char *s, uint64_t *out, struct strbuf *err)
+{
+	static const struct { const char *unit; unsigned shift; } units[] = {
+		{"", 0}, {"b", 0}, {"k", 10}, {"kib", 10}, {"m", 20}, {"mib", 20},
+		{"g", 30}, {"gib", 30}, {"t", 40}, {"tib", 40},
+	};
+	const char *p = s;
+	uint64_t v;
+	int r = parse_digits(&p, &v);
+	if (r == -EINVAL) {
+		sb_printf(err, "not a size (a number with an optional unit K, M, G, T or KiB, MiB, ...)");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
+		if (strcasecmp(p, units[i].unit))
+			continue;
+		if (r == -ERANGE || v > (UINT64_MAX >> units[i].shift)) {
+			sb_printf(err, "too large");
+			return -ERANGE;
+		}
+		*out = v << units[i].shift;
+		return 0;
+	}
+	if (!strcasecmp(p, "kb") || !strcasecmp(p, "mb") || !strcasecmp(p, "gb") || !strcasecmp(p, "tb"))
+		sb_printf(err, "unit '%s' is ambiguous: write %.1s or %.1siB (1024-based)", p, p, p);
+	else
+		sb_printf(err, "unknown unit '%s' (K, M, G, T or KiB, MiB, GiB, TiB)", p);
+	return -EINVAL;
 }

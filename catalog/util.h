@@ -85,6 +85,14 @@ static inline uint64_t get_le64(const unsigned char *p)
 	return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
 }
 
+/* Reads the decimal digits at *p into *v and moves *p past them. -EINVAL: no digit; -ERANGE:
+ * over UINT64_MAX. */
+int parse_digits(const char **p, uint64_t *v);
+
+/* A size in bytes: N with an optional unit B, K/KiB, M/MiB, G/GiB, T/TiB (1024-based; case of
+ * the letter ignored). "KB"/"MB"... are refused as ambiguous. */
+int parse_size(const char *s, uint64_t *out, struct strbuf *err);
+
 static inline void freep(void *p) { free(*(void **)p); }
 #define _cleanup_(f) __attribute__((cleanup(f)))
 #define _cleanup_free_ _cleanup_(freep)

@@ -22,6 +22,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define DISK_CACHE_DEFAULT (1ull << 30)
+#define CACHE_UNSET UINT_MAX
+
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
 {
@@ -42,9 +45,12 @@ static void usage(FILE *f)
 		"  -f                 stay in the foreground\n"
 		"  -s                 single-threaded\n"
 		"  -d                 FUSE debug output (implies -f)\n"
-		"  -o cache_size=MiB  decoded-frame cache (default 16)\n"
+		"  -o cache_size=MiB  decoded-frame cache (default 16; 64 for object storage)\n"
 		"  -o threads=N       worker threads (default 2 per core)\n"
 		"  -o readahead_kb=N  kernel readahead for the mount (default 4096; 0 keeps the kernel's)\n"
+		"  -o cache_dir=DIR   keep frames fetched from the store in DIR too, across mounts (for\n"
+		"                     object storage; default: none)\n"
+		"  -o disk_cache_size=SIZE  at most this much in cache_dir (K, M, G, T; default 1G)\n"
 		"  -o allow_other     let other users read (the default when mounted by root)\n"
 		"  -o nofail          a store that does not exist is not an error (exit 0)\n"
 		"  other -o options go to FUSE; mount(8)'s own (defaults, noauto, _netdev, user,\n"
@@ -72,11 +78,22 @@ static unsigned parse_uint(const char *opt, const char *v, unsigned max)
 	return (unsigned)n;
 }
 
+static uint64_t parse_size_opt(const char *opt, const char *v)
+{
+	uint64_t n;
+	struct strbuf err = {0};
+	if (parse_size(v, &n, &err) < 0 || n == 0)
+		die("-o %s=%s: %s", opt, v, err.buf ? err.buf : "must be more than 0");
+	return n;
+}
+
 /* What the command line asks for. */
 struct options {
 	const char *store, *mnt;
 	bool single, debug, foreground, allow_other, nofail;
 	unsigned cache_mib, max_threads, readahead_kb;
+	char *cache_dir;          /* NULL: no disk cache */
+	uint64_t disk_cache_size; /* 0: not given */
 	struct strbuf fuse_opts; /* ",opt,opt" passed on to FUSE */
 };
 
@@ -93,6 +110,12 @@ static void parse_o(struct options *o, const char *list)
 			o->max_threads = parse_uint("threads", s + 8, 256);
 		else if (!strncmp(s, "readahead_kb=", 13))
 			o->readahead_kb = parse_uint("readahead_kb", s + 13, 1 << 20);
+		else if (!strncmp(s, "cache_dir=", 10) && s[10]) {
+			free(o->cache_dir);
+			if (!(o->cache_dir = strdup(s + 10)))
+				die("out of memory");
+		} else if (!strncmp(s, "disk_cache_size=", 16))
+			o->disk_cache_size = parse_size_opt("disk_cache_size", s + 16);
 		else if (!strcmp(s, "allow_other"))
 			o->allow_other = true;
 		else if (!strcmp(s, "noallow_other"))
@@ -111,7 +134,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	*o = (struct options){
 		.allow_other = getuid() == 0,
-		.cache_mib = 16,
+		.cache_mib = CACHE_UNSET,
 		.max_threads = ncpu > 1 ? 2 * (unsigned)ncpu : 2,
 		.readahead_kb = 4096,
 	};
@@ -150,6 +173,10 @@ static int parse_args(int argc, char **argv, struct options *o)
 		usage(stderr);
 		return 2;
 	}
+	if (o->disk_cache_size && !o->cache_dir)
+		die("-o disk_cache_size: needs -o cache_dir=DIR");
+	if (o->cache_mib == CACHE_UNSET) /* room for read-ahead over round trips to the store */
+		o->cache_mib = cb_location_is_remote(o->store) ? 64 : 16;
 	return -1;
 }
 
@@ -225,6 +252,18 @@ static void tune_malloc(void)
 	mallopt(M_ARENA_MAX, 2);
 }
 
+/* -o cache_dir: opened (created 0700 when missing) before the daemon leaves its directory. */
+static void use_disk_cache(struct cbfs *fs, const struct options *o)
+{
+	if (!o->cache_dir)
+		return;
+	struct strbuf err = {0};
+	uint64_t size = o->disk_cache_size ? o->disk_cache_size : DISK_CACHE_DEFAULT;
+	if (pack_cache_use_disk(fs->packs, o->cache_dir, size, &err) < 0)
+		die("-o cache_dir=%s: %s", o->cache_dir, err.buf ? err.buf : "out of memory");
+	sb_free(&err);
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -250,6 +289,7 @@ int main(int argc, char **argv)
 	tune_malloc();
 	if ((r = pack_cache_new(&fs.packs, fs.store, (size_t)o.cache_mib << 20)) < 0)
 		die("cannot start: %s", strerror(-r));
+	use_disk_cache(&fs, &o);
 
 	struct strbuf fo = {0};
 	fuse_option_list(&fs, &o, &fo);
@@ -283,6 +323,7 @@ err_out1:
 	pthread_mutex_destroy(&fs.refresh_mu);
 	sb_free(&fo);
 	sb_free(&o.fuse_opts);
+	free(o.cache_dir);
 	free(fs.mountpoint);
 	free(fs.store);
 	return rc;

@@ -334,6 +334,8 @@ static void file_path(struct cbfs *fs, uint64_t ino, char *out, size_t outlen)
 struct open_file {
 	uint64_t ino;
 	struct cb_blob_loc loc;
+	atomic_bool logged; /* a read failed and said so: the kernel's readahead of the same
+			     * failure need not fill the log */
 };
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -366,9 +368,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
-/* One line naming the file (backup/keyspace/table/file), the pack and what is wrong with it. */
-static void log_read_error(struct cbfs *fs, uint64_t ino, const struct cb_blob_loc *loc, int r)
+/* One line naming the file (backup/keyspace/table/file), the pack and what is wrong with it;
+ * once per open file. */
+static void log_read_error(struct cbfs *fs, struct open_file *of, const struct cb_blob_loc *loc,
+			   int r)
 {
+	if (atomic_exchange(&of->logged, true))
+		return;
+	uint64_t ino = of->ino;
 	char path[PATH_MAX];
 	file_path(fs, ino, path, sizeof(path));
 	if (!loc->pack_path[0]) /* the catalog knows no pack holding these bytes */
@@ -391,7 +398,7 @@ static int re_resolve(struct cbfs *fs, fuse_ino_t ino, struct cb_blob_loc *loc)
 
 /* Replies with [off, off + size) of file ino, whose bytes are at loc. Returns true, having
  * replied nothing, when the pack is gone and last is false (the caller looks again). */
-static bool reply_range_at(fuse_req_t req, struct cbfs *fs, fuse_ino_t ino,
+static bool reply_range_at(fuse_req_t req, struct cbfs *fs, struct open_file *of,
 			   const struct cb_blob_loc *loc, size_t size, off_t off, bool last)
 {
 	uint64_t at = loc->offset + (uint64_t)off;
@@ -419,7 +426,7 @@ static bool reply_range_at(fuse_req_t req, struct cbfs *fs, fuse_ino_t ino,
 		return true; /* the pack is gone: the caller looks again */
 	}
 	if (r < 0) {
-		log_read_error(fs, ino, loc, r);
+		log_read_error(fs, of, loc, r);
 		fuse_reply_err(req, r == -ENOMEM ? ENOMEM : EIO);
 	} else {
 		fuse_reply_buf(req, buf, size);
@@ -430,22 +437,27 @@ static bool reply_range_at(fuse_req_t req, struct cbfs *fs, fuse_ino_t ino,
 
 /* Replies with [off, off + size) of the file, which lies within it; when its pack is gone,
  * once more from wherever the catalog, refreshed, says its bytes are now. */
-static void reply_range(fuse_req_t req, struct cbfs *fs, const struct open_file *of, size_t size,
+static void reply_range(fuse_req_t req, struct cbfs *fs, struct open_file *of, size_t size,
 			off_t off)
 {
 	struct cb_blob_loc moved;
-	if (!reply_range_at(req, fs, of->ino, &of->loc, size, off, false))
+	if (!reply_range_at(req, fs, of, &of->loc, size, off, false))
 		return;
-	if (re_resolve(fs, of->ino, &moved) < 0 || !strcmp(moved.pack_path, of->loc.pack_path))
+	if (re_resolve(fs, of->ino, &moved) < 0 || !strcmp(moved.pack_path, of->loc.pack_path)) {
 		moved = of->loc;
-	reply_range_at(req, fs, of->ino, &moved, size, off, true);
+	} else if (!moved.pack_path[0]) { /* no other pack holds the bytes: name the one that went */
+		log_read_error(fs, of, &of->loc, -ENOENT);
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	reply_range_at(req, fs, of, &moved, size, off, true);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	(void)ino;
-	const struct open_file *of = (const struct open_file *)(uintptr_t)fi->fh;
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	uint64_t fsize = of->loc.size;
 	if (off < 0 || (uint64_t)off >= fsize) { /* at or past the end: no bytes, not an error */
 		fuse_reply_buf(req, NULL, 0);

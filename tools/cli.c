@@ -241,31 +241,11 @@ int report_no_such_backup(catalog *cat, const char *store, const char *name)
 
 /* ---- parsers ------------------------------------------------------------------------------ */
 
-/* Reads the decimal digits at *p into *v and moves *p past them. -EINVAL: no digit; -ERANGE:
- * over UINT64_MAX. */
-static int read_digits(const char **p, uint64_t *v)
-{
-	const char *s = *p;
-	if (!isdigit((unsigned char)*s))
-		return -EINVAL;
-	uint64_t x = 0;
-	int r = 0;
-	for (; isdigit((unsigned char)*s); s++) {
-		unsigned d = (unsigned)(*s - '0');
-		if (x > (UINT64_MAX - d) / 10)
-			r = -ERANGE;
-		x = x * 10 + d;
-	}
-	*v = x;
-	*p = s;
-	return r;
-}
-
 int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out, struct strbuf *err)
 {
 	const char *p = s;
 	uint64_t v;
-	int r = read_digits(&p, &v);
+	int r = parse_digits(&p, &v);
 	if (r == -EINVAL || (r == 0 && *p)) {
 		sb_printf(err, "not a whole number");
 		return -EINVAL;
@@ -280,36 +260,6 @@ int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out, struct s
 	}
 	*out = v;
 	return 0;
-}
-
-int parse_size(const char *s, uint64_t *out, struct strbuf *err)
-{
-	static const struct { const char *unit; unsigned shift; } units[] = {
-		{"", 0}, {"b", 0}, {"k", 10}, {"kib", 10}, {"m", 20}, {"mib", 20},
-		{"g", 30}, {"gib", 30}, {"t", 40}, {"tib", 40},
-	};
-	const char *p = s;
-	uint64_t v;
-	int r = read_digits(&p, &v);
-	if (r == -EINVAL) {
-		sb_printf(err, "not a size (a number with an optional unit K, M, G, T or KiB, MiB, ...)");
-		return -EINVAL;
-	}
-	for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
-		if (strcasecmp(p, units[i].unit))
-			continue;
-		if (r == -ERANGE || v > (UINT64_MAX >> units[i].shift)) {
-			sb_printf(err, "too large");
-			return -ERANGE;
-		}
-		*out = v << units[i].shift;
-		return 0;
-	}
-	if (!strcasecmp(p, "kb") || !strcasecmp(p, "mb") || !strcasecmp(p, "gb") || !strcasecmp(p, "tb"))
-		sb_printf(err, "unit '%s' is ambiguous: write %.1s or %.1siB (1024-based)", p, p, p);
-	else
-		sb_printf(err, "unknown unit '%s' (K, M, G, T or KiB, MiB, GiB, TiB)", p);
-	return -EINVAL;
 }
 
 /* Adds n units of u to d. 0, -EINVAL (unknown unit) or -ERANGE. */
@@ -346,7 +296,7 @@ int parse_duration(const char *s, struct duration *out, struct strbuf *err)
 	}
 	while (*p) {
 		uint64_t n;
-		int r = read_digits(&p, &n);
+		int r = parse_digits(&p, &n);
 		const char *u = p;
 		while (isalpha((unsigned char)*p))
 			p++;

@@ -101,9 +101,7 @@ char *cli_escape(const char *s);
 /* A decimal integer in [min, max]. */
 int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out, struct strbuf *err);
 
-/* A size in bytes: N with an optional unit B, K/KiB, M/MiB, G/GiB, T/TiB (1024-based; case of
- * the letter ignored). "KB"/"MB"... are refused as ambiguous. */
-int parse_size(const char *s, uint64_t *out, struct strbuf *err);
+/* parse_size(): see util.h */
 
 /* A duration as restic writes them: numbers with units, largest first or in any order, e.g.
  * "7d", "2h", "1y2m", "1y5m7d2h", "30min", "90s". Units: y (years), m (months, as in restic),

@@ -1,0 +1,205 @@
+"""The mount reading a store in object storage: frames fetched in runs with ranged GETs (counted
+in moto_server's request log), read-ahead, the disk cache (-o cache_dir, disk_cache_size), and a
+pack deleted under the mount. The S3 servers are test_s3.py's."""
+import os
+import random
+import re
+import stat
+import urllib.request
+
+import pytest
+
+from conftest import MOUNT, cb, data_dir_args, make_sample, mounted, read, run, sample_dirs, snapshot_tables
+from test_s3 import moto, s3, s3rver  # noqa: F401 (s3 is a fixture; moto and s3rver its servers)
+
+FRAME = 128 << 10  # the writer's default frame size (seekable.h)
+
+
+@pytest.fixture
+def moto_store(tmp_path, binaries):
+    """(store location, environment, server URL, its request log) of an empty store on moto."""
+    with moto(tmp_path) as (port, key, secret):
+        url = f'http://127.0.0.1:{port}'
+        env = dict(os.environ, AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret,
+                   AWS_REGION='us-east-1', CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+        loc = 's3://cbtest/stores/prod'
+        cb('init', '--store', loc, env=env)
+        yield loc, env, url, str(tmp_path / 'moto.log')
+
+
+def pack_gets(log):
+    """Ranged GETs of packs moto has answered so far (werkzeug logs one line per request)."""
+    with open(log) as f:
+        return sum(1 for line in f if '"GET ' in line and '/packs/' in line and '" 206 ' in line)
+
+
+def pack_keys(url):
+    """Keys of the packs in the bucket (moto does not check signatures: plain HTTP does)."""
+    body = urllib.request.urlopen(f'{url}/cbtest?prefix=stores/prod/packs/').read().decode()
+    return set(re.findall(r'<Key>([^<]+)</Key>', body))
+
+
+def delete_key(url, key):
+    """Deletes an object as a client of the store would (signed: moto refuses others)."""
+    run('curl', '-sSf', '--aws-sigv4', 'aws:amz:us-east-1:s3', '--user', 'test:test', '-X', 'DELETE',
+        f'{url}/cbtest/{key}')
+    assert key not in pack_keys(url)
+
+
+def backup(loc, env, tmp_path, name, kib=4096, seed=1):
+    """A backup of a sample with one Data.db of kib KiB; {relpath in the mount: source file}."""
+    src = make_sample(str(tmp_path / f'src-{name}'), '--data-kib', str(kib), '--data-dirs', '1',
+                      '--keyspaces', '1', '--tables', '1', '--sstables', '1', '--seed', str(seed),
+                      '--no-clutter', '--no-index')
+    dirs = sample_dirs(src)
+    cb('create', '--store', loc, '--name', name, *data_dir_args(dirs), '--snapshot', 'nightly-1', env=env)
+    return {os.path.join(name, ks, table, rel): path
+            for (ks, table), files in snapshot_tables(dirs, 'nightly-1').items()
+            for rel, path in files.items()}
+
+
+def data_db(files):
+    [rel] = [r for r in files if r.endswith('-Data.db')]
+    return rel
+
+
+def test_cold_read_fetches_neighbouring_frames_together(moto_store, tmp_path):
+    loc, env, url, log = moto_store
+    files = backup(loc, env, tmp_path, 'n1')
+    rel = data_db(files)
+    size = os.path.getsize(files[rel])
+    frames = size // FRAME
+    assert frames >= 16
+    with mounted(loc, str(tmp_path / 'mnt'), env=env) as m:
+        before = pack_gets(log)
+        assert read(m.path(rel)) == read(files[rel])
+        gets = pack_gets(log) - before
+    # one GET per frame before; runs of frames and read-ahead chunks now
+    assert 0 < gets < frames / 2, (gets, frames)
+
+
+def test_random_reads_are_byte_identical(s3, tmp_path):
+    loc, env = s3
+    files = backup(loc, env, tmp_path, 'n1', kib=3000)
+    rng = random.Random(8)
+    with mounted(loc, str(tmp_path / 'mnt'), env=env) as m:
+        for rel, src in files.items():
+            want = read(src)
+            fd = os.open(m.path(rel), os.O_RDONLY)
+            try:
+                for _ in range(40 if len(want) > FRAME else 3):
+                    off = rng.randrange(0, max(len(want), 1))
+                    n = rng.choice((1, 4096, 70000, 300000))
+                    assert os.pread(fd, n, off) == want[off:off + n], (rel, off, n)
+            finally:
+                os.close(fd)
+
+
+def cache_files(d):
+    return {n: os.path.join(d, n) for n in os.listdir(d) if not n.startswith('.')}
+
+
+def read_through_disk_cache(moto_store, tmp_path, extra=''):
+    """Backs up a sample and reads its Data.db once through a mount with a disk cache:
+    (files, the Data.db, the cache directory, the mount's options)."""
+    loc, env, url, log = moto_store
+    files = backup(loc, env, tmp_path, 'n1')
+    rel = data_db(files)
+    cdir = str(tmp_path / 'dcache')
+    opts = ('-o', f'cache_dir={cdir}{extra}')
+    with mounted(loc, str(tmp_path / 'mnt'), opts, env=env) as m:
+        assert read(m.path(rel)) == read(files[rel])
+    return files, rel, cdir, opts
+
+
+def test_disk_cache_survives_remount_without_the_store(moto_store, tmp_path):
+    loc, env, url, log = moto_store
+    files, rel, cdir, opts = read_through_disk_cache(moto_store, tmp_path, ',disk_cache_size=64M')
+    assert stat.S_IMODE(os.stat(cdir).st_mode) == 0o700
+    kept = cache_files(cdir)
+    assert kept and all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in kept.values())
+
+    with mounted(loc, str(tmp_path / 'mnt'), opts, env=env) as m:
+        fd = os.open(m.path(rel), os.O_RDONLY)
+        for key in pack_keys(url):  # the store loses the bytes: only the disk cache has them
+            delete_key(url, key)
+        before = pack_gets(log)
+        try:
+            got = b''.join(iter(lambda: os.read(fd, 1 << 20), b''))
+        finally:
+            os.close(fd)
+        assert got == read(files[rel])
+        assert pack_gets(log) == before
+
+
+def test_damaged_disk_cache_files_are_fetched_again(moto_store, tmp_path):
+    loc, env, url, log = moto_store
+    files, rel, cdir, opts = read_through_disk_cache(moto_store, tmp_path)
+    kept = cache_files(cdir)
+    frames = sorted(p for n, p in kept.items() if n.startswith('f-'))
+    tables = [p for n, p in kept.items() if n.startswith('t-')]
+    assert len(frames) > 8 and tables
+    for i, p in enumerate(frames + tables):  # bit flips, a truncation, garbage
+        data = bytearray(read(p))
+        if i % 3 == 0:
+            data[len(data) // 2] ^= 0x55
+        elif i % 3 == 1:
+            del data[len(data) // 3:]
+        else:
+            data[:] = os.urandom(len(data))
+        with open(p, 'wb') as f:
+            f.write(data)
+    with mounted(loc, str(tmp_path / 'mnt'), opts, env=env) as m:
+        before = pack_gets(log)
+        assert read(m.path(rel)) == read(files[rel])
+        assert pack_gets(log) > before  # fetched again, not served damaged
+    with mounted(loc, str(tmp_path / 'mnt'), opts, env=env) as m:  # and the cache is whole again
+        before = pack_gets(log)
+        assert read(m.path(rel)) == read(files[rel])
+        assert pack_gets(log) == before
+
+
+def test_disk_cache_stays_within_its_size(moto_store, tmp_path):
+    loc, env, url, log = moto_store
+    files = backup(loc, env, tmp_path, 'n1', kib=6000)
+    cdir = str(tmp_path / 'dcache')
+    limit = 512 << 10
+    with mounted(loc, str(tmp_path / 'mnt'), ('-o', f'cache_dir={cdir},disk_cache_size=512K'), env=env) as m:
+        for rel, src in files.items():
+            assert read(m.path(rel)) == read(src)
+            assert sum(os.path.getsize(p) for p in cache_files(cdir).values()) <= limit
+    kept = cache_files(cdir)
+    assert kept and sum(os.path.getsize(p) for p in kept.values()) <= limit
+
+
+def test_disk_cache_option_errors(moto_store, tmp_path):
+    loc, env, url, log = moto_store
+    os.makedirs(tmp_path / 'mnt')
+    for opts, why in (('disk_cache_size=1G', 'needs -o cache_dir'),
+                      (f'cache_dir={tmp_path},disk_cache_size=1KB', "unit 'KB' is ambiguous"),
+                      (f'cache_dir={tmp_path}/a/b', 'cannot create')):
+        p = run(MOUNT, loc, str(tmp_path / 'mnt'), '-f', '-o', opts, env=env, check=False)
+        assert p.returncode == 1 and why in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
+
+
+def test_pack_deleted_under_the_mount(moto_store, tmp_path):
+    loc, env, url, log = moto_store
+    one = backup(loc, env, tmp_path, 'n1', seed=1)
+    first = pack_keys(url)
+    two = backup(loc, env, tmp_path, 'n2', seed=2)
+    [gone] = first
+    assert len(pack_keys(url)) == 2
+    rel1, rel2 = data_db(one), data_db(two)
+    with mounted(loc, str(tmp_path / 'mnt'), env=env, expect_errors=('cannot read',)) as m:
+        fd = os.open(m.path(rel1), os.O_RDONLY)
+        delete_key(url, gone)
+        try:
+            with pytest.raises(OSError) as e:
+                os.pread(fd, 4096, 0)
+            assert e.value.errno == 5  # EIO
+        finally:
+            os.close(fd)
+        assert read(m.path(rel2)) == read(two[rel2])  # the other pack still reads
+        lines = [line for line in m.log().splitlines() if 'cannot read' in line]
+        assert len(lines) == 1, lines
+        assert f'backups/{rel1}' in lines[0] and gone.split('stores/prod/')[1] in lines[0], lines
