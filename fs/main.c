@@ -16,6 +16,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,10 @@ static void usage(FILE *f)
 		"  -o cache_dir=DIR   keep frames fetched from the store in DIR too, across mounts (for\n"
 		"                     object storage; default: none)\n"
 		"  -o disk_cache_size=SIZE  at most this much in cache_dir (K, M, G, T; default 1G)\n"
+		"  -o s3_endpoint=URL, s3_region=REGION, s3_key_file=FILE, s3_ca_file=FILE\n"
+		"                     how to reach an s3:// store, as in cassbackup.conf(5) (for fstab,\n"
+		"                     where there is no environment; given ones win over AWS_*)\n"
+		"  -o limit_download=RATE  bytes/s from object storage over all requests (K, M, G)\n"
 		"  -o allow_other     let other users read (the default when mounted by root)\n"
 		"  -o nofail          a store that does not exist is not an error (exit 0)\n"
 		"  other -o options go to FUSE; mount(8)'s own (defaults, noauto, _netdev, user,\n"
@@ -94,8 +99,42 @@ struct options {
 	unsigned cache_mib, max_threads, readahead_kb;
 	char *cache_dir;          /* NULL: no disk cache */
 	uint64_t disk_cache_size; /* 0: not given */
+	char *s3_endpoint, *s3_region, *s3_ca_file, *s3_key_file; /* NULL: not given */
+	uint64_t limit_download;  /* bytes/s, 0: none */
 	struct strbuf fuse_opts; /* ",opt,opt" passed on to FUSE */
 };
+
+/* -o s3_*= and limit_download=: true when s is one of them. */
+static bool parse_s3_o(struct options *o, char *s)
+{
+	static const struct {
+		const char *name;
+		size_t off;
+	} strs[] = {
+		{"s3_endpoint=", offsetof(struct options, s3_endpoint)},
+		{"s3_region=", offsetof(struct options, s3_region)},
+		{"s3_ca_file=", offsetof(struct options, s3_ca_file)},
+		{"s3_key_file=", offsetof(struct options, s3_key_file)},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
+		size_t n = strlen(strs[i].name);
+		if (!strncmp(s, strs[i].name, n)) {
+			if (!s[n])
+				die("-o %.*s: needs a value", (int)n - 1, s);
+			char **field = (char **)((char *)o + strs[i].off);
+			free(*field);
+			if (!(*field = strdup(s + n)))
+				die("out of memory");
+			return true;
+		}
+	}
+	if (strncmp(s, "limit_download=", 15))
+		return false;
+	struct strbuf err = {0};
+	if (parse_size(s + 15, &o->limit_download, &err) < 0)
+		die("-o %s: %s", s, err.buf ? err.buf : "out of memory");
+	return true;
+}
 
 /* One -o list: ours, mount(8)'s (ignored), and FUSE's (passed on). */
 static void parse_o(struct options *o, const char *list)
@@ -104,6 +143,8 @@ static void parse_o(struct options *o, const char *list)
 	if (!copy)
 		die("out of memory");
 	for (char *s = strtok_r(copy, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
+		if (parse_s3_o(o, s))
+			continue;
 		if (!strncmp(s, "cache_size=", 11))
 			o->cache_mib = parse_uint("cache_size", s + 11, 65536);
 		else if (!strncmp(s, "threads=", 8))
@@ -264,17 +305,40 @@ static void use_disk_cache(struct cbfs *fs, const struct options *o)
 	sb_free(&err);
 }
 
+/* Object storage is reached as the AWS CLI would, except where -o says otherwise. */
+static void use_s3_settings(const struct options *o)
+{
+	static struct cb_s3_options s3;
+	static char **s3_strings;
+	s3.endpoint = o->s3_endpoint;
+	s3.region = o->s3_region;
+	s3.ca_file = o->s3_ca_file;
+	s3.limit_download = o->limit_download;
+	if (cb_s3_options_resolve(&s3, o->s3_key_file, &s3_strings) < 0) {
+		if (o->s3_key_file)
+			die("-o s3_key_file=%s: %s", o->s3_key_file, strerror(errno));
+		die("cannot read S3 credentials: %s", strerror(errno));
+	}
+	store_set_s3_options(&s3);
+}
+
+static void free_options(struct options *o)
+{
+	sb_free(&o->fuse_opts);
+	free(o->cache_dir);
+	free(o->s3_endpoint);
+	free(o->s3_region);
+	free(o->s3_ca_file);
+	free(o->s3_key_file);
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
 	int rc = parse_args(argc, argv, &o);
 	if (rc >= 0)
 		return rc;
-	static struct cb_s3_options s3; /* object storage: reached as the AWS CLI would */
-	static char **s3_strings;
-	if (cb_s3_options_resolve(&s3, NULL, &s3_strings) < 0)
-		die("cannot read S3 credentials: %s", strerror(errno));
-	store_set_s3_options(&s3);
+	use_s3_settings(&o);
 	struct cbfs fs = {
 		.uid = getuid(),
 		.gid = getgid(),
@@ -322,8 +386,7 @@ err_out1:
 	store_close(fs.refresh);
 	pthread_mutex_destroy(&fs.refresh_mu);
 	sb_free(&fo);
-	sb_free(&o.fuse_opts);
-	free(o.cache_dir);
+	free_options(&o);
 	free(fs.mountpoint);
 	free(fs.store);
 	return rc;

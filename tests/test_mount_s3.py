@@ -203,3 +203,24 @@ def test_pack_deleted_under_the_mount(moto_store, tmp_path):
         lines = [line for line in m.log().splitlines() if 'cannot read' in line]
         assert len(lines) == 1, lines
         assert f'backups/{rel1}' in lines[0] and gone.split('stores/prod/')[1] in lines[0], lines
+
+
+def test_s3_settings_as_mount_options(moto_store, tmp_path):
+    """An fstab mount has no environment: -o s3_endpoint, s3_region and s3_key_file reach the
+    store, and -o limit_download is taken; a bad one is one line and exit 1."""
+    loc, env, url, _ = moto_store
+    files = backup(loc, env, tmp_path, 'n1', kib=1024)
+    key = tmp_path / 'key'
+    key.write_text('access_key = test\nsecret_key = test\n')
+    key.chmod(0o600)
+    bare = {k: v for k, v in env.items() if not k.startswith('AWS_')}
+    p = run(MOUNT, loc, str(tmp_path / 'mnt'), check=False, env=bare)
+    assert p.returncode != 0
+    opts = (f'-os3_endpoint={url},s3_region=us-east-1,s3_key_file={key},limit_download=64M',)
+    with mounted(loc, str(tmp_path / 'mnt'), opts=opts, env=bare) as m:
+        for rel, path in files.items():
+            assert read(m.path(rel)) == read(path)
+    for bad, why in [('limit_download=fast', 'not a size'), (f's3_key_file={tmp_path}/none', 'No such file'),
+                     ('s3_region=', 'needs a value')]:
+        p = run(MOUNT, loc, str(tmp_path / 'mnt'), '-o', bad, check=False, env=bare)
+        assert p.returncode == 1 and len(p.stderr.splitlines()) == 1 and why in p.stderr, (bad, p.stderr)
