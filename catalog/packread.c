@@ -369,6 +369,13 @@ static int table_from_tail(struct preader *p, const unsigned char *tail, size_t 
 	return r;
 }
 
+/* A failed read of the pack itself (the disk, or object storage after its retries) is
+ * -EREMOTEIO, so that it is not taken for -EIO, corrupt frames. */
+static int read_error(ssize_t got)
+{
+	return got == -EIO ? -EREMOTEIO : (int)got;
+}
+
 /* Reads the tail of an open pack into *out (u64 size, then the bytes), *len bytes. */
 static int read_tail(struct cb_io *io, unsigned char **out, size_t *len)
 {
@@ -384,7 +391,7 @@ static int read_tail(struct cb_io *io, unsigned char **out, size_t *len)
 		return -ENOMEM;
 	put_le64(buf, io->size);
 	ssize_t got = cb_io_pread(io, buf + 8, n, io->size - n);
-	r = got < 0 ? (int)got : (size_t)got != n ? -EBADMSG : 0;
+	r = got < 0 ? read_error(got) : (size_t)got != n ? -EBADMSG : 0;
 	if (r < 0) {
 		free(buf);
 		return r;
@@ -703,7 +710,7 @@ static void fetch_run(pack_cache *pc, struct preader *p, struct frame **f, unsig
 	}
 	if (r == 0 && (r = pack_io(pc, p, &io)) == 0) {
 		ssize_t got = cb_io_pread(io, t->scratch, len, off);
-		r = got < 0 ? (int)got : (size_t)got != len ? -EIO : 0;
+		r = got < 0 ? read_error(got) : (size_t)got != len ? -EIO : 0;
 		pthread_mutex_lock(&pc->mu);
 		pc->stats.fetches++;
 		pc->stats.fetched_bytes += len;
@@ -1016,6 +1023,7 @@ const char *pack_cache_strerror(int err)
 	case -ENOENT: return "pack file is missing";
 	case -EBADMSG: return "pack has no valid seek table";
 	case -EIO: return "pack data is corrupt (checksum mismatch)";
+	case -EREMOTEIO: return "cannot read the pack from the store";
 	case -ERANGE: return "file lies beyond the end of the pack (catalog and pack disagree)";
 	default: return strerror(-err);
 	}
@@ -1038,7 +1046,7 @@ int pack_table_read(struct cb_io *io, struct seek_table **out, struct pack_trail
 		return -ENOMEM;
 	ssize_t n = cb_io_pread(io, buf, PACK_TRAILER_SIZE + tsize, at);
 	unsigned char sha[32];
-	r = n < 0 ? (int)n : n != (ssize_t)(PACK_TRAILER_SIZE + tsize) ? -EBADMSG : 0;
+	r = n < 0 ? read_error(n) : n != (ssize_t)(PACK_TRAILER_SIZE + tsize) ? -EBADMSG : 0;
 	if (r == 0 && (get_le32(buf) != PACK_TRAILER_MAGIC || get_le32(buf + 4) != PACK_TRAILER_SIZE - 8 ||
 		       memcmp(buf + 8, PACK_TRAILER_TAG, 8) != 0))
 		r = -EBADMSG;

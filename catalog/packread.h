@@ -41,7 +41,9 @@ void pack_cache_free(pack_cache *pc);
  *   -EBADMSG  the pack has no valid seek table (truncated, or not a seekable pack)
  *   -ERANGE   [off, off + len) does not lie within the pack's stream (the catalog and the pack
  *             disagree about where a file is)
- *   -EIO      a frame is corrupt (checksum mismatch), or a read error
+ *   -EIO      a frame is corrupt (checksum mismatch)
+ *   -EREMOTEIO the pack could not be read (a disk error; object storage failing after its
+ *             retries)
  *   -ENOMEM, or another -errno from opening or reading the pack. */
 int pack_cache_read(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_t off, void *buf,
 		    size_t len);
