@@ -224,3 +224,16 @@ def test_s3_settings_as_mount_options(moto_store, tmp_path):
                      ('s3_region=', 'needs a value')]:
         p = run(MOUNT, loc, str(tmp_path / 'mnt'), '-o', bad, check=False, env=bare)
         assert p.returncode == 1 and len(p.stderr.splitlines()) == 1 and why in p.stderr, (bad, p.stderr)
+
+
+def test_environment_wins_over_the_config_file(moto_store, tmp_path):
+    """As for the AWS CLI, AWS_ENDPOINT_URL and AWS_REGION win over s3_endpoint and s3_region of
+    cassbackup.conf (the file used to win, against what its man page says); the file is used
+    when the environment has none."""
+    loc, env, url, _ = moto_store
+    conf = tmp_path / 'cb.conf'
+    conf.write_text('s3_endpoint = http://127.0.0.1:9/\ns3_region = nowhere-1\n')
+    assert cb('--config', conf, 'list', '--store', loc, env=env).returncode == 0
+    conf.write_text(f's3_endpoint = {url}\ns3_region = us-east-1\n')
+    no_endpoint = {k: v for k, v in env.items() if k not in ('AWS_ENDPOINT_URL', 'AWS_REGION')}
+    assert cb('--config', conf, 'list', '--store', loc, env=no_endpoint).returncode == 0

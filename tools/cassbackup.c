@@ -113,6 +113,12 @@ static int run_command(const char *name, int argc, char **argv)
 	return unknown_command(name);
 }
 
+static bool env_set(const char *name)
+{
+	const char *v = getenv(name);
+	return v && *v;
+}
+
 /* How stores in object storage are reached: the environment (as the AWS CLI reads it), then
  * the configuration file. Set once, for every store this process opens. An unreadable key
  * file is a usage error, except to validate-config (report false), which reports it itself. */
@@ -120,8 +126,9 @@ static int use_store_settings(bool report)
 {
 	static struct cb_s3_options o;
 	static char **owned;
-	o.endpoint = config_get("s3_endpoint");
-	o.region = config_get("s3_region");
+	/* the environment wins over the file, as for the AWS CLI */
+	o.endpoint = env_set("AWS_ENDPOINT_URL") ? NULL : config_get("s3_endpoint");
+	o.region = env_set("AWS_REGION") || env_set("AWS_DEFAULT_REGION") ? NULL : config_get("s3_region");
 	o.ca_file = config_get("s3_ca_file");
 	if (cb_s3_options_resolve(&o, config_get("s3_key_file"), &owned) < 0 &&
 	    config_get("s3_key_file") && report) {
