@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 struct s3_backend {
 	struct cb_backend b;
 	struct s3_client *c;
+	atomic_bool list_v1; /* ListObjectsV2 did not work here: s3_list uses v1 */
 };
 
 static struct s3_client *client(struct cb_backend *b) { return ((struct s3_backend *)b)->c; }
@@ -68,14 +70,8 @@ static int s3_del(struct cb_backend *b, const char *key)
 
 /* --- listing ----------------------------------------------------------------------------- */
 
-static int list_page(struct cb_backend *b, const struct strbuf *query, struct s3_resp *rs)
-{
-	struct s3_req rq = {.method = "GET", .query = query->buf, .max_body = LIST_MAX_BODY};
-	return s3_request(client(b), &rq, rs);
-}
-
 /* One <Contents> entry: its key relative to the store, if it is a store key, and size.
- * *last gets the full key (the next page's marker). */
+ * *last gets the full key (where a v1 listing goes on). */
 static int list_entry(const char *s, size_t n, size_t strip, char **last,
 		      int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
 {
@@ -86,48 +82,96 @@ static int list_entry(const char *s, size_t n, size_t strip, char **last,
 	else if (strlen(key) > strip && cb_key_valid(key + strip))
 		r = cb(ctx, key + strip, strtoull(size, NULL, 10));
 	free(size);
-	free(*last);
-	*last = key;
+	if (key) {
+		free(*last);
+		*last = key;
+	}
 	return r;
 }
 
-/* ListObjects (version 1, paged by marker): every S3 implementation has it, and some test
- * servers page version 2 wrongly (s3rver #814). */
+/* Where a listing is: the full prefix, the last key seen, v2's next token. */
+struct listing {
+	struct s3_backend *sb;
+	struct strbuf full, query;
+	char *last, *token;
+	bool more;
+};
+
+/* The canonical query of the next page (parameters sorted, as SigV4 wants them). */
+static int page_query(struct listing *l, bool v2)
+{
+	struct strbuf *q = &l->query;
+	q->len = 0;
+	if (q->buf)
+		q->buf[0] = '\0';
+	int r = 0;
+	if (v2 && l->token)
+		r = sb_puts(q, "continuation-token=") ?: s3_uri_encode(q, l->token, false) ?:
+		    sb_puts(q, "&");
+	if (v2)
+		r = r ?: sb_puts(q, "list-type=2&");
+	else if (l->last)
+		r = sb_puts(q, "marker=") ?: s3_uri_encode(q, l->last, false) ?: sb_puts(q, "&");
+	return r ?: sb_puts(q, "prefix=") ?: s3_uri_encode(q, l->full.buf, false);
+}
+
+/* Reads one page's entries and where the next page starts. -EAGAIN: this v2 answer is not
+ * usable (see s3_list); nothing of it was passed to cb. */
+static int page_parse(struct listing *l, const struct s3_resp *rs, bool v2,
+		      int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+{
+	const char *pos = rs->body.buf, *end = rs->body.buf + rs->body.len, *s;
+	size_t n;
+	char *trunc = pos ? s3_xml_text(pos, end, "IsTruncated") : NULL;
+	char *count = v2 && pos ? s3_xml_text(pos, end, "KeyCount") : NULL;
+	char *token = v2 && pos ? s3_xml_text(pos, end, "NextContinuationToken") : NULL;
+	bool truncated = trunc && !strcmp(trunc, "true");
+	int r = v2 && (!count || (truncated && !token)) ? -EAGAIN : 0;
+	char *before = l->last ? strdup(l->last) : NULL;
+	while (r == 0 && pos && s3_xml_next(&pos, end, "Contents", &s, &n))
+		r = list_entry(s, n, strlen(s3_client_prefix(l->sb->c)), &l->last, cb, ctx);
+	/* v1 truncated with no new key would loop for ever: treat as the end. */
+	l->more = r == 0 && truncated && l->last && (v2 || !before || strcmp(before, l->last));
+	free(l->token);
+	l->token = token;
+	free(before);
+	free(trunc);
+	free(count);
+	return r;
+}
+
+/* ListObjectsV2 paged by continuation-token where the server has it, else ListObjects (v1)
+ * paged by marker, which every S3 implementation has. A v2 page is asked for once, without
+ * retries; when that fails, or its answer lacks KeyCount (a server that ignored list-type=2),
+ * or a truncated answer lacks NextContinuationToken, this client lists with v1 from then on,
+ * going on after the last key seen. s3rver is such a server: its v2 answers 500 to every
+ * listing longer than a page, because it makes its tokens with DES, which OpenSSL 3 dropped
+ * (s3rver#814). A transient failure at AWS costs only the switch to v1, which AWS serves too. */
 static int s3_list(struct cb_backend *b, const char *prefix,
 		   int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
 {
-	struct s3_client *c = client(b);
-	const char *sp = s3_client_prefix(c);
-	struct strbuf full = {0}, query = {0};
-	char *marker = NULL;
-	int r = sb_puts(&full, sp) ?: sb_puts(&full, prefix);
-	bool more = true;
-	while (r == 0 && more) {
-		query.len = 0;
-		if (query.buf)
-			query.buf[0] = '\0';
-		if (marker)
-			r = sb_puts(&query, "marker=") ?: s3_uri_encode(&query, marker, false) ?:
-			    sb_puts(&query, "&");
-		r = r ?: sb_puts(&query, "prefix=") ?: s3_uri_encode(&query, full.buf, false);
+	struct listing l = {.sb = (struct s3_backend *)b, .more = true};
+	int r = sb_puts(&l.full, s3_client_prefix(l.sb->c)) ?: sb_puts(&l.full, prefix);
+	while (r == 0 && l.more) {
+		bool v2 = !atomic_load(&l.sb->list_v1);
 		struct s3_resp rs = {0};
-		r = r ?: list_page(b, &query, &rs);
-		const char *pos = rs.body.buf, *end = rs.body.buf + rs.body.len, *s;
-		size_t n;
-		char *before = marker ? strdup(marker) : NULL;
-		while (r == 0 && pos && s3_xml_next(&pos, end, "Contents", &s, &n))
-			r = list_entry(s, n, strlen(sp), &marker, cb, ctx);
-		char *trunc = r == 0 && rs.body.buf ? s3_xml_text(rs.body.buf, end, "IsTruncated") : NULL;
-		/* Truncated with no new key would loop for ever: treat as the end. */
-		more = trunc && !strcmp(trunc, "true") && marker &&
-		       (!before || strcmp(before, marker) != 0);
-		free(before);
-		free(trunc);
+		r = page_query(&l, v2);
+		struct s3_req rq = {.method = "GET", .query = l.query.buf, .max_body = LIST_MAX_BODY,
+				    .once = v2};
+		r = r ?: s3_request(l.sb->c, &rq, &rs);
+		if (v2 && r == -EIO)
+			r = -EAGAIN;
+		r = r ?: page_parse(&l, &rs, v2, cb, ctx);
 		sb_free(&rs.body);
+		if (r == -EAGAIN && v2) {
+			atomic_store(&l.sb->list_v1, true);
+			r = 0;
+		}
 	}
-	free(marker);
-	sb_free(&full);
-	sb_free(&query);
+	free(l.last);
+	free(l.token);
+	sb_free(&l.full);
+	sb_free(&l.query);
 	return r;
 }
 
@@ -225,6 +269,11 @@ static void *part_thread(void *arg)
 	struct s3_req rq = {.method = "PUT", .key = up->key, .query = q.buf, .body = j->buf,
 			    .body_len = j->len};
 	r = r ?: s3_request(up->c, &rq, &rs);
+	if (r == 0 && !rs.etag[0]) { /* CompleteMultipartUpload needs every part's ETag */
+		cb_backend_set_error("PUT %s%s part %u: HTTP %ld without an ETag", s3_client_prefix(up->c),
+				     up->key, j->number, rs.status);
+		r = -EIO;
+	}
 	char *etag = r == 0 ? strdup(rs.etag) : NULL;
 	sb_free(&rs.body);
 	sb_free(&q);

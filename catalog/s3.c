@@ -159,6 +159,7 @@ struct xfer {
 	bool overflow;
 	uint64_t cr_start, cr_end; /* Content-Range */
 	bool has_cr;
+	bool headers_done; /* the empty line that ends the final answer's headers was seen */
 };
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
@@ -210,6 +211,10 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
 	memcpy(line, buf, n);
 	line[n] = '\0';
 	line[strcspn(line, "\r\n")] = '\0';
+	if (!strncmp(line, "HTTP/", 5))
+		x->headers_done = false; /* a new answer (after a 100 Continue) */
+	else if (!*line)
+		x->headers_done = true;
 	char *v = strchr(line, ':');
 	if (!v)
 		return n;
@@ -355,6 +360,12 @@ static enum verdict judge(CURLcode cc, const struct s3_req *rq, const struct xfe
 	}
 	error_code(rs, code, sizeof(code));
 	if (rs->status >= 200 && rs->status < 300) {
+		/* curl takes a connection closed inside the header block for a whole answer, and
+		 * a line cut there for a header ("ETag: \"12"): not an answer to build on. */
+		if (!x->headers_done) {
+			snprintf(why, n, "HTTP %ld cut inside its headers", rs->status);
+			return RETRY;
+		}
 		if (range_wrong(rq, x, rs)) {
 			snprintf(why, n, "HTTP %ld with a wrong Content-Range or length", rs->status);
 			return RETRY;
@@ -400,7 +411,7 @@ int s3_request(struct s3_client *c, const struct s3_req *rq, struct s3_resp *rs)
 		return -ENOMEM;
 	char why[160] = "";
 	enum verdict v = FAIL;
-	for (unsigned attempt = 0; attempt <= c->retries; attempt++) {
+	for (unsigned attempt = 0; attempt <= (rq->once ? 0 : c->retries); attempt++) {
 		if (attempt)
 			backoff(attempt);
 		sb_free(&rs->body);

@@ -38,6 +38,7 @@ struct s3_req {
 	uint64_t range_off, range_len; /* range_len > 0: GET of exactly these bytes (206) */
 	void *dst;                     /* with a range: the bytes go here (range_len of room) */
 	size_t max_body;               /* other responses: refuse bodies larger than this */
+	bool once;                     /* no retries: the caller has another way */
 };
 
 struct s3_resp {

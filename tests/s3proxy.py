@@ -1,0 +1,331 @@
+"""A fault-injecting HTTP/1.1 proxy between cassbackup and an S3 server on loopback (stdlib only).
+
+    with S3Proxy(upstream_port, fault='slowdown', every=2, match='PUT /cbtest/') as px:
+        env['AWS_ENDPOINT_URL'] = f'http://127.0.0.1:{px.port}'
+        ...
+        px.set_fault('reset', every=1, match='GET ')   # change at runtime; counting restarts
+        px.requests, px.bytes_to_client, px.log        # [(method, path, status, body_bytes)]
+        px.connections                                 # client connections accepted
+
+Request bytes go upstream unchanged (SigV4 signs the Host header and more). Each client
+connection gets its own upstream connection, reopened when the server closes it; answers go
+back with a Content-Length (a chunked upstream answer is de-chunked), so the client's
+connection stays alive across requests as it would with a real S3 endpoint.
+
+Faults, applied to the 1st, (every+1)th, (2*every+1)th... request whose 'METHOD target'
+contains `match` (target as sent: path and query), so with every >= 2 each retry succeeds:
+  slowdown  answer 503 with an S3 <Error><Code>SlowDown</Code> document; nothing is forwarded
+  reset     forward, send the headers and half the body, then close with RST (SO_LINGER 0)
+  truncate  forward, send the headers (full Content-Length) and half the body, then close (FIN)
+  stall     sleep 2 s, then forward and answer normally
+  bad_range forward; a 206 answer gets a Content-Range one byte further on than the server's
+            (only 206 answers count as matching for this fault)
+An answer without a body (HEAD, 204) under reset/truncate is cut inside its header block.
+
+Run alone: python3 tests/s3proxy.py UPSTREAM_PORT [FAULT [EVERY [MATCH]]] prints its port.
+"""
+import http
+import re
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+
+FAULTS = (None, 'slowdown', 'reset', 'truncate', 'stall', 'bad_range')
+STALL_SECONDS = 2
+SLOWDOWN_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+                 b'<Message>Please reduce your request rate.</Message>'
+                 b'<RequestId>s3proxy</RequestId></Error>')
+HOP_HEADERS = {b'connection', b'keep-alive', b'transfer-encoding', b'proxy-connection'}
+
+
+class _Closed(Exception):
+    """The peer closed the connection between requests."""
+
+
+def _read_head(rfile):
+    """Reads a request or response head. Returns (raw bytes, first line, [(name, value)])."""
+    raw = rfile.readline(65537)
+    if not raw:
+        raise _Closed()
+    first = raw.rstrip(b'\r\n')
+    headers = []
+    while True:
+        line = rfile.readline(65537)
+        if not line:
+            raise ConnectionError('connection closed inside a header block')
+        raw += line
+        if line in (b'\r\n', b'\n'):
+            return raw, first, headers
+        name, _, value = line.partition(b':')
+        headers.append((name.strip().lower(), value.strip()))
+
+
+def _header(headers, name):
+    for n, v in headers:
+        if n == name:
+            return v
+    return None
+
+
+def _read_exact(rfile, n):
+    data = rfile.read(n)
+    if len(data) != n:
+        raise ConnectionError(f'short body: {len(data)} of {n} bytes')
+    return data
+
+
+def _read_chunked(rfile, keep_raw):
+    """A chunked body: (raw bytes when keep_raw else b'', decoded payload)."""
+    raw, payload = [], []
+    while True:
+        line = rfile.readline(65537)
+        raw.append(line)
+        size = int(line.split(b';')[0].strip() or b'0', 16)
+        if size == 0:
+            while True:  # trailers up to the empty line
+                t = rfile.readline(65537)
+                raw.append(t)
+                if t in (b'\r\n', b'\n', b''):
+                    break
+            break
+        data = _read_exact(rfile, size)
+        raw.append(data)
+        payload.append(data)
+        raw.append(rfile.readline(65537))
+    return (b''.join(raw) if keep_raw else b''), b''.join(payload)
+
+
+def _read_request(rfile):
+    """(raw request bytes, method, target, headers)."""
+    head, first, headers = _read_head(rfile)
+    method, target = (first.split(b' ') + [b'', b''])[:2]
+    if (_header(headers, b'transfer-encoding') or b'').lower() == b'chunked':
+        body, _ = _read_chunked(rfile, keep_raw=True)
+    else:
+        body = _read_exact(rfile, int(_header(headers, b'content-length') or 0))
+    return head + body, method.decode('latin-1'), target.decode('latin-1'), headers
+
+
+def _read_response(rfile, method):
+    """(status, [(name, value)] without hop-by-hop headers, body, upstream keeps the connection)."""
+    while True:
+        _, first, headers = _read_head(rfile)
+        parts = first.split(b' ', 2)
+        version, status = parts[0], int(parts[1])
+        if status >= 200 or status == 101:
+            break  # 1xx interim answers are consumed here
+    conn = (_header(headers, b'connection') or b'').lower()
+    keep = conn != b'close' and (version == b'HTTP/1.1' or conn == b'keep-alive')
+    te = (_header(headers, b'transfer-encoding') or b'').lower()
+    length = _header(headers, b'content-length')
+    if method == 'HEAD' or status in (204, 304):
+        body = b''
+    elif te == b'chunked':
+        _, body = _read_chunked(rfile, keep_raw=False)
+    elif length is not None:
+        body = _read_exact(rfile, int(length))
+    else:
+        body, keep = rfile.read(), False  # delimited by the close
+    kept = [(n, v) for n, v in headers if n not in HOP_HEADERS]
+    if method != 'HEAD' and status not in (204, 304):
+        kept = [(n, v) for n, v in kept if n != b'content-length']
+        kept.append((b'content-length', str(len(body)).encode()))
+    return status, kept, body, keep
+
+
+def _encode_response(status, headers):
+    try:
+        reason = http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        reason = b'Unknown'
+    lines = [b'HTTP/1.1 %d %s' % (status, reason)]
+    lines += [n + b': ' + v for n, v in headers]
+    return b'\r\n'.join(lines) + b'\r\n\r\n'
+
+
+def _shift_range(headers):
+    """Content-Range 'bytes a-b/t' moved one byte on: the right length at the wrong place."""
+    out = []
+    for n, v in headers:
+        m = re.fullmatch(rb'bytes (\d+)-(\d+)/(\S+)', v) if n == b'content-range' else None
+        if m:
+            v = b'bytes %d-%d/%s' % (int(m[1]) + 1, int(m[2]) + 1, m[3])
+        out.append((n, v))
+    return out
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self):
+        px = self.server.proxy
+        px._track(self.request, True)
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        rfile = self.request.makefile('rb')
+        up = [None]  # (socket, reader) of this client's upstream connection
+        try:
+            while True:
+                try:
+                    raw, method, target, headers = _read_request(rfile)
+                except (_Closed, ConnectionError, OSError, ValueError):
+                    return
+                if not self._serve_one(px, raw, method, target, headers, up):
+                    return
+                if (_header(headers, b'connection') or b'').lower() == b'close':
+                    return
+        finally:
+            if up[0]:
+                up[0][0].close()
+            rfile.close()
+            px._track(self.request, False)
+
+    def _forward(self, px, raw, method, up):
+        """Sends raw upstream, reopening the connection once when the server had closed it."""
+        for attempt in (0, 1):
+            if up[0] is None:
+                s = socket.create_connection(('127.0.0.1', px.upstream_port))
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                up[0] = (s, s.makefile('rb'))
+            try:
+                up[0][0].sendall(raw)
+                result = _read_response(up[0][1], method)
+            except (_Closed, ConnectionError, OSError):
+                up[0][0].close()
+                up[0] = None
+                if attempt:
+                    raise
+                continue
+            if not result[3]:
+                up[0][0].close()
+                up[0] = None
+            return result[:3]
+
+    def _serve_one(self, px, raw, method, target, headers, up):
+        """Answers one request. False: the client connection is to be closed."""
+        fault = px._decide(method, target, after_response=False)
+        if fault == 'slowdown':
+            hdr = [(b'content-type', b'application/xml'),
+                   (b'content-length', str(len(SLOWDOWN_BODY)).encode())]
+            self.request.sendall(_encode_response(503, hdr) + SLOWDOWN_BODY)
+            px._record(method, target, 503, len(SLOWDOWN_BODY), forwarded=False)
+            return True
+        if fault == 'stall':
+            time.sleep(STALL_SECONDS)
+        try:
+            status, rheaders, body = self._forward(px, raw, method, up)
+        except (_Closed, ConnectionError, OSError):
+            return False  # the server is gone: so is the client's connection
+        if fault is None and status == 206:
+            fault = px._decide(method, target, after_response=True)
+            if fault == 'bad_range':
+                rheaders = _shift_range(rheaders)
+        head = _encode_response(status, rheaders)
+        if fault in ('reset', 'truncate'):
+            return self._cut(px, method, target, status, head, body, fault)
+        self.request.sendall(head + body)
+        px._record(method, target, status, len(body), forwarded=True)
+        return True
+
+    def _cut(self, px, method, target, status, head, body, fault):
+        sent = head[:len(head) // 2] if not body else head + body[:len(body) // 2]
+        try:
+            self.request.sendall(sent)
+        except OSError:
+            pass
+        px._record(method, target, status, max(0, len(sent) - len(head)), forwarded=True)
+        if fault == 'reset':
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        else:
+            try:
+                self.request.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        self.request.close()
+        return False
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class S3Proxy:
+    def __init__(self, upstream_port: int, fault: str | None = None, every: int = 1,
+                 match: str = ''):
+        self.upstream_port = upstream_port
+        self.port = None
+        self.requests = 0
+        self.bytes_to_client = 0
+        self.log = []
+        self.connections = 0  # client connections accepted (keep-alive keeps this low)
+        self._mu = threading.Lock()
+        self._conns = set()
+        self._server = None
+        self._thread = None
+        self.set_fault(fault, every, match)
+
+    def set_fault(self, fault, every=1, match=''):
+        """Changes the fault (None: none); counting of matching requests starts again."""
+        if fault not in FAULTS:
+            raise ValueError(f'unknown fault {fault!r}: one of {FAULTS}')
+        if every < 1:
+            raise ValueError('every must be >= 1')
+        with self._mu:
+            self.fault, self.every, self.match, self._seen = fault, every, match, 0
+
+    def _decide(self, method, target, after_response):
+        """The fault to apply to this request, or None. bad_range is decided on 206 answers
+        (after_response); every other fault before forwarding."""
+        with self._mu:
+            if self.fault is None or (self.fault == 'bad_range') != after_response:
+                return None
+            if self.match not in f'{method} {target}':
+                return None
+            n, self._seen = self._seen, self._seen + 1
+            return self.fault if n % self.every == 0 else None
+
+    def _record(self, method, target, status, nbytes, forwarded):
+        with self._mu:
+            self.requests += forwarded
+            self.bytes_to_client += nbytes
+            self.log.append((method, target, status, nbytes))
+
+    def _track(self, sock, add):
+        with self._mu:
+            self.connections += add
+            (self._conns.add if add else self._conns.discard)(sock)
+
+    def __enter__(self):
+        self._server = _Server(('127.0.0.1', 0), _Handler)
+        self._server.proxy = self
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()
+        with self._mu:
+            conns = list(self._conns)
+        for s in conns:  # wakes handler threads blocked on an idle keep-alive connection
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join()
+        return False
+
+
+if __name__ == '__main__':
+    args = sys.argv[1:]
+    if not args:
+        sys.exit('usage: s3proxy.py UPSTREAM_PORT [FAULT [EVERY [MATCH]]]')
+    with S3Proxy(int(args[0]), args[1] if len(args) > 1 and args[1] != 'none' else None,
+                 int(args[2]) if len(args) > 2 else 1, args[3] if len(args) > 3 else '') as px:
+        print(px.port, flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,257 @@
+"""cassbackup against S3 servers that misbehave: tests/s3proxy.py sits between cassbackup and
+moto_server / s3rver (the servers and the `s3` fixture come from test_s3.py) and answers 503
+SlowDown, resets or truncates bodies, stalls, or sends a wrong Content-Range.
+
+Under each fault a command either completes (the client retries) or fails with one line that
+names the operation, the key and the status (never the secret key) and leaves nothing visible;
+reads give the right bytes or an error, never wrong bytes. A fault on every request must end
+the command (bounded retries), not hang it.
+
+kill -9 during create into S3 (test_kill_during_create; KILLS=N in the environment for more
+than the default 5): no partial backup is listed, prune aborts the leftover multipart uploads
+where the server lists them (moto does; s3rver has no ListMultipartUploads: it answers 404
+NoSuchKey or similar, and its leftover parts are invisible to any client) and deletes the
+unreferenced packs; check --read-data is clean and create runs again.
+"""
+import io
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import tarfile
+import time
+import urllib.request
+
+import pytest
+
+from conftest import BUILD, cb, data_dir_args, make_sample, mounted, read, sample_dirs, snapshot_tables
+from s3proxy import S3Proxy
+from test_s3 import s3  # noqa: F401  (the fixture: an empty store on moto or s3rver)
+
+CASSBACKUP = os.path.join(BUILD, 'tools', 'cassbackup')
+FAULTS = ['slowdown', 'reset', 'truncate', 'stall', 'bad_range']
+SECRET = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'
+
+
+def upstream_port(env):
+    return int(env['AWS_ENDPOINT_URL'].rsplit(':', 1)[1])
+
+
+def via(env, px):
+    """env with requests going through the proxy px."""
+    return dict(env, AWS_ENDPOINT_URL=f'http://127.0.0.1:{px.port}')
+
+
+def server_of(request):
+    return request.node.callspec.params['s3']
+
+
+@pytest.fixture
+def store_s3(s3, request):  # noqa: F811
+    """(location, env) like s3, with a secret key that is recognisable in output where the
+    server accepts any (moto; s3rver checks its own)."""
+    loc, env = s3
+    if server_of(request) == 'moto':
+        env = dict(env, AWS_SECRET_ACCESS_KEY=SECRET)
+    return loc, env
+
+
+def names(loc, env):
+    return [b['name'] for b in json.loads(cb('list', '--store', loc, '--json', env=env).stdout)]
+
+
+def raw_keys(env, bucket='cbtest', prefix='stores/prod/'):
+    """Object keys as the server lists them (ListObjects v1 straight to the server)."""
+    url = f"{env['AWS_ENDPOINT_URL']}/{bucket}?prefix={prefix}"
+    body = urllib.request.urlopen(url).read().decode()
+    return re.findall(r'<Key>([^<]*)</Key>', body)
+
+
+def sample(tmp_path, kib=4096, seed=1):
+    src = make_sample(str(tmp_path / f'src{seed}'), '--data-kib', str(kib), '--data-dirs', '1',
+                      '--keyspaces', '1', '--tables', '2', '--sstables', '1', '--seed', str(seed))
+    return sample_dirs(src)
+
+
+def create(loc, env, dirs, name='n1', check=True, timeout=600):
+    return cb('create', '--store', loc, '--name', name, *data_dir_args(dirs), '--snapshot',
+              'nightly-1', env=env, check=check, timeout=timeout)
+
+
+def assert_one_clean_line(p, env, op_words):
+    """A failed command: non-zero exit, its error in one line naming the operation, a key and
+    an HTTP status or connection failure, and never the secret key."""
+    assert p.returncode != 0, p.stdout
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, p.stderr
+    line = lines[0]
+    assert any(w in line for w in op_words), line
+    assert re.search(r'(GET|PUT|POST|HEAD|DELETE) stores/prod/\S+', line), line
+    assert re.search(r'HTTP \d{3}|reset|closed|Failure when receiving|transfer closed|'
+                     r'Recv failure|partial file|Content-Range', line, re.I), line
+    assert env['AWS_SECRET_ACCESS_KEY'] not in p.stderr + p.stdout
+
+
+def faulted(px, fault):
+    """True when px applied at least one fault of this kind (seen in its log)."""
+    if fault == 'slowdown':
+        return any(st == 503 for _, _, st, _ in px.log)
+    return px.requests > 0
+
+
+# --- create ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('fault', FAULTS)
+def test_create_retries_through_every_other_fault(store_s3, tmp_path, fault):
+    """Every second matching request fails: create completes and the backup verifies."""
+    loc, env = store_s3
+    dirs = sample(tmp_path)
+    with S3Proxy(upstream_port(env), fault, every=2) as px:
+        create(loc, via(env, px), dirs)
+        assert names(loc, via(env, px)) == ['n1']
+        assert faulted(px, fault)
+    cb('verify', '--store', loc, 'n1', env=env)
+    cb('check', '--store', loc, '--read-data', env=env)
+
+
+@pytest.mark.parametrize('fault', ['slowdown', 'reset', 'truncate'])
+def test_create_fails_cleanly_when_every_put_fails(store_s3, tmp_path, fault):
+    """Every PUT fails: create gives up after its retries with one line and no backup."""
+    loc, env = store_s3
+    dirs = sample(tmp_path)
+    with S3Proxy(upstream_port(env), fault, every=1, match='PUT ') as px:
+        p = create(loc, via(env, px), dirs, check=False)
+    assert_one_clean_line(p, env, ['PUT'])
+    assert names(loc, env) == []
+    assert not [k for k in raw_keys(env) if '/backups/' in k]
+    cb('check', '--store', loc, env=env)
+    create(loc, env, dirs)  # and the store takes the backup once the server behaves
+    cb('verify', '--store', loc, 'n1', env=env)
+
+
+# --- reads -----------------------------------------------------------------------------------
+
+def export_members(loc, env, tmp_path, check=True):
+    out = str(tmp_path / f'export-{time.monotonic_ns()}.tar')
+    p = cb('export', '--store', loc, '--output', out, 'n1', env=env, check=check)
+    if p.returncode != 0:
+        return p, None
+    with tarfile.open(out) as t:
+        return p, {m.name: t.extractfile(m).read() for m in t.getmembers() if m.isfile()}
+
+
+def expected_files(dirs):
+    return {(ks, table, rel): read(path)
+            for (ks, table), files in snapshot_tables(dirs, 'nightly-1').items()
+            for rel, path in files.items()}
+
+
+def assert_export_matches(members, dirs):
+    want = expected_files(dirs)
+    got = {}
+    for name, data in members.items():
+        for (ks, table, rel) in want:
+            if re.search(rf'(^|/){ks}/{table}(-[0-9a-f]+)?/{re.escape(rel)}$', name):
+                got[(ks, table, rel)] = data
+    assert got.keys() == want.keys(), sorted(members)
+    for k in want:
+        assert got[k] == want[k], k
+
+
+@pytest.mark.parametrize('fault', FAULTS)
+def test_reads_right_bytes_or_error(store_s3, tmp_path, fault):
+    """verify, export (the restore read path) and the mount read the right bytes while every
+    second GET is faulted; with every GET faulted they fail cleanly or (stall) succeed."""
+    loc, env = store_s3
+    dirs = sample(tmp_path)
+    create(loc, env, dirs)
+    with S3Proxy(upstream_port(env), fault, every=2, match='GET ') as px:
+        penv = via(env, px)
+        cb('verify', '--store', loc, 'n1', env=penv)
+        _, members = export_members(loc, penv, tmp_path)
+        assert_export_matches(members, dirs)
+        with mounted(loc, str(tmp_path / 'mnt'), env=penv) as m:
+            for (ks, table, rel), data in expected_files(dirs).items():
+                assert read(m.path('n1', ks, table, rel)) == data
+        if fault == 'stall':
+            return  # a stall on every request only slows things down
+        px.set_fault(fault, every=1, match='GET ')
+        p, members = export_members(loc, penv, tmp_path, check=False)
+        assert members is None, 'export succeeded with every GET failing'
+        # one line naming the pack or the object that failed; a pack's reason comes from the read path (packread.c), which
+        # today calls any -EIO 'pack data is corrupt (checksum mismatch)'
+        lines = [line for line in p.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, p.stderr
+        assert re.search(r'packs/\w\w/\w+\.tar\.zst|GET stores/prod/\S+: ', lines[0]), p.stderr
+        assert env['AWS_SECRET_ACCESS_KEY'] not in p.stderr + p.stdout
+        v = cb('verify', '--store', loc, 'n1', env=penv, check=False)
+        assert v.returncode != 0
+        assert env['AWS_SECRET_ACCESS_KEY'] not in v.stderr + v.stdout
+
+
+def test_mount_reads_eio_never_wrong_bytes(store_s3, tmp_path):
+    """A mount whose ranged GETs all get a wrong Content-Range: EIO, never other bytes."""
+    loc, env = store_s3
+    dirs = sample(tmp_path)
+    create(loc, env, dirs)
+    with S3Proxy(upstream_port(env)) as px:
+        with mounted(loc, str(tmp_path / 'mnt'), env=via(env, px),
+                     expect_errors=('cannot read backups/n1/',)) as m:
+            px.set_fault('bad_range', every=1)
+            for (ks, table, rel), data in expected_files(dirs).items():
+                try:
+                    got = read(m.path('n1', ks, table, rel))
+                except OSError as e:
+                    assert e.errno == 5, e
+                else:
+                    assert got == data
+            px.set_fault(None)
+
+
+# --- kill -9 during create -------------------------------------------------------------------
+
+def count_requests_of_create(loc, env, dirs, tmp_path):
+    """How many requests a whole create makes (into a throwaway store next to loc)."""
+    other = loc + '-count'
+    cb('init', '--store', other, env=env)
+    with S3Proxy(upstream_port(env)) as px:
+        create(other, via(env, px), dirs, name='count')
+        return px.requests
+
+
+def test_kill_during_create(store_s3, tmp_path, request):
+    """kill -9 at random points of a create whose pack is a multipart upload of 3+ parts."""
+    loc, env = store_s3
+    dirs = sample(tmp_path, kib=20480)  # 40 MiB of incompressible-enough data: several parts
+    total = count_requests_of_create(loc, env, dirs, tmp_path)
+    rng = random.Random(int(os.environ.get('SEED', '8')))
+    kills = int(os.environ.get('KILLS', '5'))
+    with S3Proxy(upstream_port(env)) as px:
+        penv = via(env, px)
+        for i in range(kills):
+            at = px.requests + rng.randint(1, max(1, total - 1))
+            proc = subprocess.Popen([CASSBACKUP, 'create', '--store', loc, '--name', f'k{i}',
+                                     *data_dir_args(dirs), '--snapshot', 'nightly-1'],
+                                    env=penv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            while proc.poll() is None and px.requests < at:
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            listed = names(loc, env)
+            assert all(n == f'k{j}' for j, n in enumerate(listed)) or set(listed) <= {f'k{j}' for j in range(i + 1)}
+            for n in listed:  # a create that finished before the kill is whole
+                cb('verify', '--store', loc, n, env=env)
+    p = cb('prune', '--store', loc, '--json', env=env)
+    summary = json.loads(p.stdout)
+    if server_of(request) == 'moto':
+        uploads = urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/cbtest?uploads").read().decode()
+        assert '<Upload>' not in uploads, uploads
+    cb('check', '--store', loc, '--read-data', env=env)
+    # only packs some listed backup uses are left
+    live = set(names(loc, env))
+    create(loc, env, dirs, name='after')
+    cb('verify', '--store', loc, 'after', env=env)
+    assert set(names(loc, env)) == live | {'after'}
+    assert summary is not None
