@@ -7,8 +7,12 @@ names the operation, the key and the status (never the secret key) and leaves no
 reads give the right bytes or an error, never wrong bytes. A fault on every request must end
 the command (bounded retries), not hang it.
 
+Every fault and server pair takes minutes (retries back off up to 5 s; stalls last 2 s), so by
+default each test runs on one server, the faults spread over both, and 3 kills: the sample
+tests/run.sh runs twice in CI. S3_FAULTS=all runs every pair.
+
 kill -9 during create into S3 (test_kill_during_create; KILLS=N in the environment for more
-than the default 5): no partial backup is listed, prune aborts the leftover multipart uploads
+than the default 3): no partial backup is listed, prune aborts the leftover multipart uploads
 where the server lists them (moto does; s3rver has no ListMultipartUploads: it answers 404
 NoSuchKey or similar, and its leftover parts are invisible to any client) and deletes the
 unreferenced packs; check --read-data is clean and create runs again.
@@ -48,10 +52,27 @@ def server_of(request):
     return request.node.callspec.params['s3']
 
 
+FULL = os.environ.get('S3_FAULTS') == 'all'
+
+
+def sampled_out(request):
+    """Why this test's server is not in the default sample (None when it runs): a fault runs on
+    the server its place in FAULTS gives, a test without a fault on moto."""
+    params = request.node.callspec.params
+    fault = params.get('fault')
+    server = 'moto' if fault is None else ('moto', 's3rver')[FAULTS.index(fault) % 2]
+    if FULL or params['s3'] == server:
+        return None
+    return f'sampled out: runs on {server}; S3_FAULTS=all runs every fault on every server'
+
+
 @pytest.fixture
 def store_s3(s3, request):  # noqa: F811
     """(location, env) like s3, with a secret key that is recognisable in output where the
     server accepts any (moto; s3rver checks its own)."""
+    why = sampled_out(request)
+    if why:
+        pytest.skip(why)
     loc, env = s3
     if server_of(request) == 'moto':
         env = dict(env, AWS_SECRET_ACCESS_KEY=SECRET)
@@ -180,10 +201,11 @@ def test_reads_right_bytes_or_error(store_s3, tmp_path, fault):
         px.set_fault(fault, every=1, match='GET ')
         p, members = export_members(loc, penv, tmp_path, check=False)
         assert members is None, 'export succeeded with every GET failing'
-        # one line naming the pack or the object that failed; a pack's reason comes from the read path (packread.c), which
-        # today calls any -EIO 'pack data is corrupt (checksum mismatch)'
+        # one line naming the pack or the object that failed; a pack that cannot be fetched is
+        # not called corrupt (packread.c said 'pack data is corrupt' for any -EIO)
         lines = [line for line in p.stderr.splitlines() if line.strip()]
         assert len(lines) == 1, p.stderr
+        assert 'corrupt' not in lines[0], p.stderr
         assert re.search(r'packs/\w\w/\w+\.tar\.zst|GET stores/prod/\S+: ', lines[0]), p.stderr
         assert env['AWS_SECRET_ACCESS_KEY'] not in p.stderr + p.stdout
         v = cb('verify', '--store', loc, 'n1', env=penv, check=False)
@@ -227,7 +249,7 @@ def test_kill_during_create(store_s3, tmp_path, request):
     dirs = sample(tmp_path, kib=20480)  # 40 MiB of incompressible-enough data: several parts
     total = count_requests_of_create(loc, env, dirs, tmp_path)
     rng = random.Random(int(os.environ.get('SEED', '8')))
-    kills = int(os.environ.get('KILLS', '5'))
+    kills = int(os.environ.get('KILLS', '3'))
     with S3Proxy(upstream_port(env)) as px:
         penv = via(env, px)
         for i in range(kills):
