@@ -132,3 +132,41 @@ def test_two_nodes_create_at_once_and_dedup(s3, tmp_path):
                '--snapshot', 'nightly-1', '--node', 'node1', '--json', env=env)
     summary = json.loads(again.stdout)
     assert summary['new_bytes'] == 0, summary
+
+
+def test_store_lifecycle_forget_prune_check_reindex_export(s3, tmp_path):
+    """issue 8: the commands of a store that runs for years on S3 as on a local store: two days
+    of a node, forget --prune of the first, check --read-data, reindex from nothing (the cache
+    catalog deleted), export restored with stock tar, a mount with the same bytes."""
+    loc, env = s3
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '2048', '--data-dirs', '1', '--no-clutter')
+    dirs = sample_dirs(src)
+    cb('create', '--store', loc, '--name', 'day1', *data_dir_args(dirs), '--snapshot', 'nightly-1', env=env)
+    make_sample(src, '--data-kib', '2048', '--data-dirs', '1', '--no-clutter', '--grow-percent', '30',
+                '--tag', 'nightly-2', '--seed', '2')
+    cb('create', '--store', loc, '--name', 'day2', *data_dir_args(dirs), '--snapshot', 'nightly-2', env=env)
+    cb('forget', '--store', loc, 'day1', env=env)
+    res = json.loads(cb('prune', '--store', loc, '--max-unused', '0', '--json', env=env).stdout)
+    assert res['packs']['deleted'] + res['packs']['repacked'] >= 1 and res['bytes']['freed'] > 0, res
+    again = json.loads(cb('prune', '--store', loc, '--json', env=env).stdout)
+    assert again['actions'] == [], again
+    names = [b['name'] for b in json.loads(cb('list', '--store', loc, '--json', env=env).stdout)]
+    assert names == ['day2']
+    cb('check', '--store', loc, '--read-data', env=env)
+    before = json.loads(cb('list', '--store', loc, '--json', env=env).stdout)
+    shutil.rmtree(env['CASSBACKUP_CACHE_DIR'])
+    cb('reindex', '--store', loc, env=env)
+    assert json.loads(cb('list', '--store', loc, '--json', env=env).stdout) == before
+    cb('check', '--store', loc, '--read-data', env=env)
+    want = snapshot_tables(dirs, 'nightly-2')
+    tarball = tmp_path / 'day2.tar'
+    cb('export', '--store', loc, 'day2', '-o', tarball, env=env)
+    out = tmp_path / 'x'
+    out.mkdir()
+    subprocess.run(['tar', '-x', '-C', out, '-f', tarball], check=True)
+    with mounted(loc, str(tmp_path / 'mnt'), env=env) as m:
+        for (ks, table), files in want.items():
+            [tdir] = [d for d in os.listdir(out / ks) if d.startswith(table + '-')]
+            for rel, path in files.items():
+                assert read(m.path('day2', ks, table, rel)) == read(path)
+                assert read(out / ks / tdir / rel) == read(path)
