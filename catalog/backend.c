@@ -119,6 +119,31 @@ int cb_backend_delete(struct cb_backend *b, const char *key)
 	return cb_key_valid(key) ? b->ops->del(b, key) : -EINVAL;
 }
 
+/* One key at a time, for backends without batches and as their fallback. */
+int cb_backend_delete_each(struct cb_backend *b, const char *const *keys, size_t n, int *results)
+{
+	int first = 0;
+	for (size_t i = 0; i < n; i++) {
+		results[i] = b->ops->del(b, keys[i]);
+		if (results[i] == -ENOENT)
+			results[i] = 0;
+		if (results[i] < 0 && !first)
+			first = results[i];
+	}
+	return first;
+}
+
+int cb_backend_delete_many(struct cb_backend *b, const char *const *keys, size_t n, int *results)
+{
+	if (b->readonly)
+		return -EROFS;
+	for (size_t i = 0; i < n; i++)
+		if (!cb_key_valid(keys[i]))
+			return -EINVAL;
+	return b->ops->del_many ? b->ops->del_many(b, keys, n, results)
+				: cb_backend_delete_each(b, keys, n, results);
+}
+
 int cb_backend_list(struct cb_backend *b, const char *prefix,
 		    int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
 {

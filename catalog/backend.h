@@ -88,6 +88,11 @@ int cb_backend_put(struct cb_backend *b, const char *key, const void *data, size
  * packs/xx directory once it is empty. */
 int cb_backend_delete(struct cb_backend *b, const char *key);
 
+/* Removes the objects keys[0..n), in batches where the backend has them (S3 DeleteObjects,
+ * 1,000 keys a request). results[i] gets 0 once keys[i] is gone (absent before included) or
+ * its -errno. Returns 0 when every key is gone, else the first error. */
+int cb_backend_delete_many(struct cb_backend *b, const char *const *keys, size_t n, int *results);
+
 /* Calls cb for every object whose key starts with prefix (a directory, "backups/"), in no
  * particular order, with its size. Objects being uploaded are not listed. cb returns 0 to go on;
  * its non-zero return ends the walk and is returned. */

@@ -8,6 +8,8 @@ struct cb_backend_ops {
 	int (*get)(struct cb_backend *b, const char *key, size_t max, char **data, size_t *len);
 	int (*stat)(struct cb_backend *b, const char *key, uint64_t *size);
 	int (*del)(struct cb_backend *b, const char *key);
+	/* optional: keys already checked; results[] as cb_backend_delete_many's */
+	int (*del_many)(struct cb_backend *b, const char *const *keys, size_t n, int *results);
 	int (*list)(struct cb_backend *b, const char *prefix,
 		    int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx);
 	int (*open_read)(struct cb_backend *b, const char *key, struct cb_io **out);
@@ -34,6 +36,9 @@ struct cb_upload {
 	bool committed;
 	int error; /* sticky: once a write fails, every later call returns it */
 };
+
+/* cb_backend_delete_many through ops->del, one key at a time. */
+int cb_backend_delete_each(struct cb_backend *b, const char *const *keys, size_t n, int *results);
 
 int cb_backend_open_local(const char *path, int flags, struct cb_backend **out);
 int cb_backend_open_s3(const char *location, int flags, const struct cb_s3_options *o,

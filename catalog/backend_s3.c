@@ -12,6 +12,7 @@
 #include "s3.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -66,6 +67,106 @@ static int s3_del(struct cb_backend *b, const char *key)
 	r = s3_request(client(b), &rq, &rs);
 	sb_free(&rs.body);
 	return r;
+}
+
+/* --- DeleteObjects ----------------------------------------------------------------------- */
+
+#define DELETE_BATCH 1000 /* S3's most keys per DeleteObjects */
+
+/* Appends s with XML's five special characters escaped. */
+static int xml_escape(struct strbuf *sb, const char *s)
+{
+	int r = 0;
+	for (; *s && !r; s++) {
+		switch (*s) {
+		case '&': r = sb_puts(sb, "&amp;"); break;
+		case '<': r = sb_puts(sb, "&lt;"); break;
+		case '>': r = sb_puts(sb, "&gt;"); break;
+		case '"': r = sb_puts(sb, "&quot;"); break;
+		case '\'': r = sb_puts(sb, "&apos;"); break;
+		default: r = sb_append(sb, s, 1);
+		}
+	}
+	return r;
+}
+
+/* <Delete> of keys[0..n) in quiet mode: the answer lists only the keys that failed. */
+static int delete_body(struct s3_client *c, const char *const *keys, size_t n, struct strbuf *body)
+{
+	int r = sb_puts(body, "<Delete><Quiet>true</Quiet>");
+	for (size_t i = 0; i < n && !r; i++)
+		r = sb_puts(body, "<Object><Key>") ?: xml_escape(body, s3_client_prefix(c)) ?:
+		    xml_escape(body, keys[i]) ?: sb_puts(body, "</Key></Object>");
+	return r ?: sb_puts(body, "</Delete>");
+}
+
+static int content_md5(const struct strbuf *body, char out[32])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned len = 0;
+	if (!EVP_Digest(body->buf, body->len, md, &len, EVP_md5(), NULL) || len != 16)
+		return -EIO;
+	EVP_EncodeBlock((unsigned char *)out, md, 16); /* 24 characters and a NUL */
+	return 0;
+}
+
+/* Marks the keys an answer's <Error> elements name; -EIO for any error code but NoSuchKey. */
+static void delete_errors(struct s3_client *c, const struct strbuf *ans, const char *const *keys,
+			  size_t n, int *results)
+{
+	const char *pos = ans->buf, *end = ans->buf + ans->len, *s;
+	size_t len, plen = strlen(s3_client_prefix(c));
+	while (pos && s3_xml_next(&pos, end, "Error", &s, &len)) {
+		char *key = s3_xml_text(s, s + len, "Key"), *code = s3_xml_text(s, s + len, "Code");
+		for (size_t i = 0; key && strlen(key) > plen && i < n; i++)
+			if (!strcmp(keys[i], key + plen) && (!code || strcmp(code, "NoSuchKey"))) {
+				results[i] = code && !strcmp(code, "AccessDenied") ? -EACCES : -EIO;
+				cb_backend_set_error("DeleteObjects %s: %s", keys[i], code ? code : "error");
+			}
+		free(key);
+		free(code);
+	}
+}
+
+/* One DeleteObjects request for keys[0..n) (n <= DELETE_BATCH); a server without it gets
+ * the keys one by one. */
+static int delete_batch(struct cb_backend *b, const char *const *keys, size_t n, int *results)
+{
+	struct s3_client *c = client(b);
+	struct strbuf body = {0};
+	char md5[32];
+	int r = delete_body(c, keys, n, &body) ?: content_md5(&body, md5);
+	struct s3_req rq = {.method = "POST", .query = "delete=", .body = body.buf,
+			    .body_len = body.len, .content_md5 = md5, .max_body = LIST_MAX_BODY};
+	struct s3_resp rs = {0};
+	r = r ?: s3_request(c, &rq, &rs);
+	if (r == -EIO && (rs.status == 501 || rs.status == 405 || rs.status == 400)) {
+		sb_free(&rs.body);
+		sb_free(&body);
+		return cb_backend_delete_each(b, keys, n, results);
+	}
+	for (size_t i = 0; i < n; i++)
+		results[i] = r;
+	if (r == 0)
+		delete_errors(c, &rs.body, keys, n, results);
+	sb_free(&rs.body);
+	sb_free(&body);
+	for (size_t i = 0; i < n; i++)
+		if (results[i] < 0)
+			return results[i];
+	return 0;
+}
+
+static int s3_del_many(struct cb_backend *b, const char *const *keys, size_t n, int *results)
+{
+	int first = 0;
+	for (size_t i = 0; i < n; i += DELETE_BATCH) {
+		size_t m = n - i < DELETE_BATCH ? n - i : DELETE_BATCH;
+		int r = delete_batch(b, keys + i, m, results + i);
+		if (r < 0 && !first)
+			first = r;
+	}
+	return first;
 }
 
 /* --- listing ----------------------------------------------------------------------------- */
@@ -519,6 +620,7 @@ static const struct cb_backend_ops s3_ops = {
 	.get = s3_get,
 	.stat = s3_stat,
 	.del = s3_del,
+	.del_many = s3_del_many,
 	.list = s3_list,
 	.open_read = s3_open_read,
 	.upload_begin = s3_upload_begin,

@@ -327,18 +327,66 @@ static int delete_pack(prune *p, struct prune_pack *k, struct strbuf *err)
 	return 0;
 }
 
+/* Drops the deleted packs k[0..n) from the catalog, in one transaction, and counts them. */
+static int forget_deleted(prune *p, struct prune_pack **k, size_t n, struct strbuf *err)
+{
+	catalog *c = store_catalog(p->store);
+	int r = catalog_begin(c);
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = catalog_remove_pack(c, k[i]->id);
+	r = r ?: catalog_commit(c);
+	if (r < 0) {
+		catalog_rollback(c);
+		sb_printf(err, "deleted %zu pack%s of %s, but cannot drop them from the catalog (the "
+			  "next open will): %s", n, n == 1 ? "" : "s", p->location, catalog_reason(c, r));
+		return r;
+	}
+	for (size_t i = 0; i < n; i++) {
+		k[i]->gone = true;
+		p->st.bytes_removed += k[i]->size;
+		p->st.packs_deleted++;
+	}
+	return 0;
+}
+
+/* Deletes the packs no backup uses, PRUNE_BATCH at a time (one DeleteObjects on S3): from
+ * the store, then from the catalog. */
+#define PRUNE_BATCH 1000
 static int delete_unused(prune *p, struct strbuf *err)
 {
-	for (size_t i = 0; i < p->npacks; i++) {
-		if (p->packs[i].action != PRUNE_DELETE)
-			continue;
+	struct prune_pack *k[PRUNE_BATCH];
+	const char *keys[PRUNE_BATCH];
+	int results[PRUNE_BATCH];
+	for (size_t i = 0; i < p->npacks;) {
+		size_t n = 0;
+		for (; i < p->npacks && n < PRUNE_BATCH; i++)
+			if (p->packs[i].action == PRUNE_DELETE) {
+				k[n] = &p->packs[i];
+				keys[n++] = p->packs[i].path;
+			}
+		if (n == 0)
+			break;
 		if (p->o.cancel && *p->o.cancel) {
 			sb_puts(err, "interrupted");
 			return -ECANCELED;
 		}
-		int r = delete_pack(p, &p->packs[i], err);
-		if (r < 0)
+		int r = cb_backend_delete_many(store_backend(p->store), keys, n, results);
+		size_t gone = 0;
+		for (size_t j = 0; j < n; j++)
+			if (results[j] == 0)
+				k[gone++] = k[j];
+		int rc = forget_deleted(p, k, gone, err);
+		if (r < 0) {
+			for (size_t j = 0; j < n; j++)
+				if (results[j] < 0) {
+					sb_printf(err, "cannot delete %s/%s: %s", p->location, keys[j],
+						  cb_backend_why(results[j]));
+					break;
+				}
 			return r;
+		}
+		if (rc < 0)
+			return rc;
 	}
 	return 0;
 }

@@ -283,6 +283,10 @@ static struct curl_slist *build_headers(struct s3_client *c, const struct s3_req
 			 rq->range_off + rq->range_len - 1);
 		l = curl_slist_append(l, h);
 	}
+	if (l && rq->content_md5) {
+		snprintf(h, sizeof(h), "Content-MD5: %s", rq->content_md5);
+		l = curl_slist_append(l, h);
+	}
 	if (l && rq->body && !strcmp(rq->method, "POST"))
 		l = curl_slist_append(l, "Content-Type: application/xml");
 	return l;

@@ -33,6 +33,7 @@ struct s3_req {
 	const char *method;  /* GET PUT HEAD DELETE POST */
 	const char *key;     /* below the prefix; NULL for a bucket-level request */
 	const char *query;   /* canonical: parameters sorted, values URI-encoded; NULL: none */
+	const char *content_md5; /* Content-MD5 header (base64), which DeleteObjects requires */
 	const void *body;
 	size_t body_len;
 	uint64_t range_off, range_len; /* range_len > 0: GET of exactly these bytes (206) */

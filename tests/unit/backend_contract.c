@@ -63,10 +63,26 @@ static void test_many_keys(struct cb_backend *b)
 		count++;
 	CHECK(count == 1005);
 	sb_free(&sb);
-	for (int i = 0; i < 1005; i++) {
-		snprintf(key, sizeof(key), "locks/%04d.json", i);
-		cb_backend_delete(b, key);
+	/* deleted in batches (1,000 a DeleteObjects on S3), with two keys that are not there */
+	static char keys[1007][32];
+	const char *kp[1007];
+	int results[1007];
+	for (int i = 0; i < 1007; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "locks/%04d.json", i);
+		kp[i] = keys[i];
+		results[i] = 1;
 	}
+	CHECK(cb_backend_delete_many(b, kp, 1007, results) == 0);
+	int done = 0;
+	for (int i = 0; i < 1007; i++)
+		done += results[i] == 0;
+	CHECK(done == 1007);
+	sb.len = 0;
+	CHECK(cb_backend_list(b, "locks/", collect, &sb) == 0);
+	CHECK(sb.len == 0);
+	sb_free(&sb);
+	const char *bad[] = {"locks/ok.json", "../escape"};
+	CHECK(cb_backend_delete_many(b, bad, 2, results) == -EINVAL);
 }
 
 static unsigned char *pattern(size_t n)
