@@ -382,7 +382,7 @@ static int read_tail(struct cb_io *io, unsigned char **out, size_t *len)
 	uint64_t tsize;
 	int r = seek_table_size(io, &tsize);
 	if (r < 0)
-		return r == -EINVAL ? -EBADMSG : r;
+		return r == -EINVAL ? -EBADMSG : read_error(r);
 	if (tsize > TAIL_MAX || tsize + PACK_TRAILER_SIZE > io->size)
 		return -EBADMSG;
 	size_t n = PACK_TRAILER_SIZE + (size_t)tsize;
@@ -1037,7 +1037,7 @@ int pack_table_read(struct cb_io *io, struct seek_table **out, struct pack_trail
 	uint64_t tsize;
 	int r = seek_table_size(io, &tsize);
 	if (r < 0)
-		return r == -EINVAL ? -EBADMSG : r;
+		return r == -EINVAL ? -EBADMSG : read_error(r);
 	if (tsize + PACK_TRAILER_SIZE > io->size)
 		return -EBADMSG;
 	uint64_t at = io->size - tsize - PACK_TRAILER_SIZE;

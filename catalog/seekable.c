@@ -560,7 +560,7 @@ int seekable_decode_frame(struct cb_io *io, const struct seek_table *t, uint32_t
 	}
 	ssize_t n = cb_io_pread(io, *scratch, csize, t->coff[i]);
 	if (n < 0)
-		return (int)n;
+		return n == -EIO ? -EREMOTEIO : (int)n; /* not to be taken for a corrupt frame */
 	if ((size_t)n != csize)
 		return -EIO;
 	return seekable_decode_buf(*scratch, csize, dctx, dst, dsize);

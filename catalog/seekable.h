@@ -108,7 +108,8 @@ static inline size_t seek_table_frame_size(const struct seek_table *t, uint32_t 
 
 /* Decodes frame i into dst (seek_table_frame_size(t, i) bytes). scratch and scratch_cap hold a
  * caller-owned buffer for the compressed bytes, grown as needed (release with free).
- * A frame whose bytes or checksum do not match gives -EIO, never wrong bytes. */
+ * A frame whose bytes or checksum do not match gives -EIO, never wrong bytes; a failed read of
+ * io -EREMOTEIO. */
 int seekable_decode_frame(struct cb_io *io, const struct seek_table *t, uint32_t i, ZSTD_DCtx *dctx,
 			  void *dst, void **scratch, size_t *scratch_cap);
 
