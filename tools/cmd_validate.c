@@ -138,16 +138,27 @@ static void check_password_file(struct vctx *v, const char *key, const char *val
 		    "line, visible in ps while it runs (Cassandra's LoaderOptions has no other way)");
 }
 
+/* Stats a file that must be a readable regular file; false, having said why, when it is not. */
+static bool readable_file(struct vctx *v, const char *key, const char *value, int line,
+			  struct stat *st)
+{
+	if (stat(value, st) < 0 || access(value, R_OK) < 0)
+		say(v, V_PROBLEM, line, key, value, "%s", strerror(errno));
+	else if (!S_ISREG(st->st_mode))
+		say(v, V_PROBLEM, line, key, value, "not a regular file");
+	else
+		return true;
+	return false;
+}
+
 /* The S3 key file holds a secret key that opens every backup: only its owner may read it,
  * as ssh asks of a private key. */
 static void check_key_file(struct vctx *v, const char *key, const char *value, int line)
 {
 	struct stat st;
-	if (stat(value, &st) < 0 || access(value, R_OK) < 0)
-		say(v, V_PROBLEM, line, key, value, "%s", strerror(errno));
-	else if (!S_ISREG(st.st_mode))
-		say(v, V_PROBLEM, line, key, value, "not a regular file");
-	else if (st.st_mode & 077)
+	if (!readable_file(v, key, value, line, &st))
+		return;
+	if (st.st_mode & 077)
 		say(v, V_PROBLEM, line, key, value, "mode %03o lets others than its owner at the secret key "
 		    "(chmod 600)", (unsigned)(st.st_mode & 0777));
 	else
@@ -157,11 +168,7 @@ static void check_key_file(struct vctx *v, const char *key, const char *value, i
 static void check_readable_file(struct vctx *v, const char *key, const char *value, int line)
 {
 	struct stat st;
-	if (stat(value, &st) < 0 || access(value, R_OK) < 0)
-		say(v, V_PROBLEM, line, key, value, "%s", strerror(errno));
-	else if (!S_ISREG(st.st_mode))
-		say(v, V_PROBLEM, line, key, value, "not a regular file");
-	else
+	if (readable_file(v, key, value, line, &st))
 		say(v, V_OK, line, key, value, "readable");
 }
 
