@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <limits.h>
 #include <unistd.h>
 
 #define CONFIG_KEY "config"
@@ -84,8 +85,15 @@ int store_init(const char *location, struct strbuf *err)
 {
 	bool remote = cb_location_is_remote(location);
 	int r = remote ? 0 : make_local_root(location);
+	if (r == -EEXIST) {
+		char config[PATH_MAX];
+		snprintf(config, sizeof(config), "%s/%s", location, CONFIG_KEY);
+		sb_puts(err, access(config, F_OK) == 0 ? "a store is already there"
+						       : "the directory is not empty");
+		return r;
+	}
 	if (r < 0) {
-		sb_printf(err, "%s", r == -EEXIST ? "the directory is not empty" : strerror(-r));
+		sb_printf(err, "%s", strerror(-r));
 		return r;
 	}
 	if (!remote)

@@ -85,6 +85,36 @@ def s3(request, tmp_path, binaries):
         yield loc, env
 
 
+@pytest.fixture(params=['local', 'moto', 's3rver'])
+def any_store(request, tmp_path, binaries):
+    """(store location, environment) of an empty store: a local directory, or S3 on moto or
+    s3rver, for the tests that must behave the same on every kind."""
+    if request.param == 'local':
+        loc = str(tmp_path / 'store')
+        env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+        cb('init', '--store', loc, env=env)
+        yield loc, env
+        return
+    server = moto if request.param == 'moto' else s3rver
+    with server(tmp_path) as (port, key, secret):
+        env = dict(os.environ, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=key,
+                   AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1',
+                   CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+        loc = 's3://cbtest/stores/prod'
+        cb('init', '--store', loc, env=env)
+        yield loc, env
+
+
+def drop_catalog(loc, env):
+    """Deletes the catalog cache of a store: in the store when local, in the cache dir when not."""
+    if loc.startswith('s3://'):
+        shutil.rmtree(env['CASSBACKUP_CACHE_DIR'])
+        return
+    for suffix in ('', '-wal', '-shm'):
+        if os.path.exists(os.path.join(loc, 'catalog.db' + suffix)):
+            os.unlink(os.path.join(loc, 'catalog.db' + suffix))
+
+
 def test_backend_contract(s3):
     """Every backend operation, large multipart uploads and >1000-key listings included."""
     loc, env = s3
@@ -93,8 +123,8 @@ def test_backend_contract(s3):
     assert p.returncode == 0, p.stderr
 
 
-def test_create_list_verify_mount_forget(s3, tmp_path):
-    loc, env = s3
+def test_create_list_verify_mount_forget(any_store, tmp_path):
+    loc, env = any_store
     src = make_sample(str(tmp_path / 's'), '--data-kib', '4096', '--data-dirs', '1')
     dirs = sample_dirs(src)
     cb('create', '--store', loc, '--name', 'n1', *data_dir_args(dirs), '--snapshot', 'nightly-1', env=env)
@@ -112,10 +142,10 @@ def test_create_list_verify_mount_forget(s3, tmp_path):
     assert json.loads(cb('list', '--store', loc, '--json', env=env).stdout) == []
 
 
-def test_two_nodes_create_at_once_and_dedup(s3, tmp_path):
+def test_two_nodes_create_at_once_and_dedup(any_store, tmp_path):
     """Two nodes back up into one store at the same time: both land, both verify; a third
     backup of the same data stores next to nothing."""
-    loc, env = s3
+    loc, env = any_store
     srcs = [make_sample(str(tmp_path / f'n{i}'), '--data-kib', '4096', '--data-dirs', '1', '--seed', str(i))
             for i in (1, 2)]
     procs = [subprocess.Popen([os.path.join(BUILD, 'tools', 'cassbackup'), 'create', '--store', loc,
@@ -134,11 +164,12 @@ def test_two_nodes_create_at_once_and_dedup(s3, tmp_path):
     assert summary['new_bytes'] == 0, summary
 
 
-def test_store_lifecycle_forget_prune_check_reindex_export(s3, tmp_path):
-    """issue 8: the commands of a store that runs for years on S3 as on a local store: two days
-    of a node, forget --prune of the first, check --read-data, reindex from nothing (the cache
-    catalog deleted), export restored with stock tar, a mount with the same bytes."""
-    loc, env = s3
+def test_store_lifecycle_forget_prune_check_reindex_export_restore(any_store, tmp_path):
+    """issue 8: the commands of a store that runs for years, the same on S3 as on a local store:
+    two days of a node, forget and prune of the first, check --read-data, reindex from nothing
+    (the catalog deleted), export restored with stock tar, restore into a node, a mount with the
+    same bytes."""
+    loc, env = any_store
     src = make_sample(str(tmp_path / 's'), '--data-kib', '2048', '--data-dirs', '1', '--no-clutter')
     dirs = sample_dirs(src)
     cb('create', '--store', loc, '--name', 'day1', *data_dir_args(dirs), '--snapshot', 'nightly-1', env=env)
@@ -154,7 +185,7 @@ def test_store_lifecycle_forget_prune_check_reindex_export(s3, tmp_path):
     assert names == ['day2']
     cb('check', '--store', loc, '--read-data', env=env)
     before = json.loads(cb('list', '--store', loc, '--json', env=env).stdout)
-    shutil.rmtree(env['CASSBACKUP_CACHE_DIR'])
+    drop_catalog(loc, env)
     cb('reindex', '--store', loc, env=env)
     assert json.loads(cb('list', '--store', loc, '--json', env=env).stdout) == before
     cb('check', '--store', loc, '--read-data', env=env)
@@ -164,9 +195,15 @@ def test_store_lifecycle_forget_prune_check_reindex_export(s3, tmp_path):
     out = tmp_path / 'x'
     out.mkdir()
     subprocess.run(['tar', '-x', '-C', out, '-f', tarball], check=True)
+    live = tmp_path / 'live'
+    for (ks, table) in want:
+        (live / ks / f'{table}-{"c" * 32}').mkdir(parents=True)
+    cb('restore', '--store', loc, 'day2', '--data-dir', live, env=env)
     with mounted(loc, str(tmp_path / 'mnt'), env=env) as m:
         for (ks, table), files in want.items():
             [tdir] = [d for d in os.listdir(out / ks) if d.startswith(table + '-')]
             for rel, path in files.items():
                 assert read(m.path('day2', ks, table, rel)) == read(path)
                 assert read(out / ks / tdir / rel) == read(path)
+                if rel not in ('manifest.json', 'schema.cql'):  # the snapshot's, not the table's
+                    assert read(live / ks / f'{table}-{"c" * 32}' / rel) == read(path)
