@@ -28,13 +28,15 @@ enum cb_backend_flags {
 	CB_BACKEND_READONLY = 1 << 0, /* never write: a snapshot, a read-only mount, a DR copy */
 };
 
+#define S3_PARALLEL_MAX 64
+
 /* How to reach an S3-compatible store. Strings may be NULL (unset). */
 struct cb_s3_options {
 	const char *endpoint;      /* "http://127.0.0.1:9000": path-style; NULL: AWS, virtual-hosted */
 	const char *region;        /* NULL: us-east-1 */
 	const char *access_key, *secret_key, *session_token;
 	const char *ca_file;       /* TLS is always verified; this adds a CA bundle */
-	unsigned parallel;         /* requests in flight at most (0: 4) */
+	unsigned parallel;         /* requests in flight at most (0: 4; at most S3_PARALLEL_MAX) */
 	uint64_t limit_upload;     /* bytes/s over all transfers, 0: unlimited */
 	uint64_t limit_download;
 	size_t part_size;          /* multipart part size (0: 16 MiB; 5 MiB to 64 MiB) */

@@ -56,6 +56,7 @@ static void usage(FILE *f)
 		"                     how to reach an s3:// store, as in cassbackup.conf(5) (for fstab,\n"
 		"                     where there is no environment; given ones win over AWS_*)\n"
 		"  -o limit_download=RATE  bytes/s from object storage over all requests (K, M, G)\n"
+		"  -o s3_parallel=N   requests to object storage in flight at most (default 4)\n"
 		"  -o allow_other     let other users read (the default when mounted by root)\n"
 		"  -o nofail          a store that does not exist is not an error (exit 0)\n"
 		"  other -o options go to FUSE; mount(8)'s own (defaults, noauto, _netdev, user,\n"
@@ -101,6 +102,7 @@ struct options {
 	uint64_t disk_cache_size; /* 0: not given */
 	char *s3_endpoint, *s3_region, *s3_ca_file, *s3_key_file; /* NULL: not given */
 	uint64_t limit_download;  /* bytes/s, 0: none */
+	unsigned s3_parallel;     /* 0: the client's default */
 	struct strbuf fuse_opts; /* ",opt,opt" passed on to FUSE */
 };
 
@@ -147,6 +149,8 @@ static void parse_o(struct options *o, const char *list)
 			continue;
 		if (!strncmp(s, "cache_size=", 11))
 			o->cache_mib = parse_uint("cache_size", s + 11, 65536);
+		else if (!strncmp(s, "s3_parallel=", 12))
+			o->s3_parallel = parse_uint("s3_parallel", s + 12, S3_PARALLEL_MAX);
 		else if (!strncmp(s, "threads=", 8))
 			o->max_threads = parse_uint("threads", s + 8, 256);
 		else if (!strncmp(s, "readahead_kb=", 13))
@@ -314,6 +318,7 @@ static void use_s3_settings(const struct options *o)
 	s3.region = o->s3_region;
 	s3.ca_file = o->s3_ca_file;
 	s3.limit_download = o->limit_download;
+	s3.parallel = o->s3_parallel;
 	if (cb_s3_options_resolve(&s3, o->s3_key_file, &s3_strings) < 0) {
 		if (o->s3_key_file)
 			die("-o s3_key_file=%s: %s", o->s3_key_file, strerror(errno));

@@ -216,12 +216,12 @@ def test_s3_settings_as_mount_options(moto_store, tmp_path):
     bare = {k: v for k, v in env.items() if not k.startswith('AWS_')}
     p = run(MOUNT, loc, str(tmp_path / 'mnt'), check=False, env=bare)
     assert p.returncode != 0
-    opts = (f'-os3_endpoint={url},s3_region=us-east-1,s3_key_file={key},limit_download=64M',)
+    opts = (f'-os3_endpoint={url},s3_region=us-east-1,s3_key_file={key},limit_download=64M,s3_parallel=2',)
     with mounted(loc, str(tmp_path / 'mnt'), opts=opts, env=bare) as m:
         for rel, path in files.items():
             assert read(m.path(rel)) == read(path)
     for bad, why in [('limit_download=fast', 'not a size'), (f's3_key_file={tmp_path}/none', 'No such file'),
-                     ('s3_region=', 'needs a value')]:
+                     ('s3_region=', 'needs a value'), ('s3_parallel=65', 'from 0 to 64')]:
         p = run(MOUNT, loc, str(tmp_path / 'mnt'), '-o', bad, check=False, env=bare)
         assert p.returncode == 1 and len(p.stderr.splitlines()) == 1 and why in p.stderr, (bad, p.stderr)
 

@@ -130,6 +130,11 @@ static int use_store_settings(bool report)
 	o.endpoint = env_set("AWS_ENDPOINT_URL") ? NULL : config_get("s3_endpoint");
 	o.region = env_set("AWS_REGION") || env_set("AWS_DEFAULT_REGION") ? NULL : config_get("s3_region");
 	o.ca_file = config_get("s3_ca_file");
+	const char *par = config_get("s3_parallel");
+	if (par && cli_parse_s3_parallel(par, &o.parallel) < 0 && report) {
+		errorf("s3_parallel = %s: expected a number of requests from 1 to %u", par, S3_PARALLEL_MAX);
+		return CB_EXIT_USAGE;
+	}
 	if (cb_s3_options_resolve(&o, config_get("s3_key_file"), &owned) < 0 &&
 	    config_get("s3_key_file") && report) {
 		errorf("cannot read s3_key_file %s: %s", config_get("s3_key_file"), strerror(errno));

@@ -896,6 +896,18 @@ static int check_required(struct cli_command *cmd, int noperands)
 	return CLI_RUN;
 }
 
+/* s3_parallel: how many requests an S3 client has in flight at most. */
+int cli_parse_s3_parallel(const char *s, unsigned *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long n = strtoul(s, &end, 10);
+	if (errno || end == s || *end || n < 1 || n > S3_PARALLEL_MAX)
+		return -EINVAL;
+	*out = (unsigned)n;
+	return 0;
+}
+
 /* --limit-upload / --limit-download: added to the table of every command that moves a
  * backup's bytes to or from a store. They bound the S3 client's transfers (struct
  * cb_s3_options); a local store ignores them. */

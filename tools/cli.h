@@ -273,4 +273,7 @@ int cmd_reindex(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_copy(int argc, char **argv);
 
+/* s3_parallel (configuration): requests in flight at most, 1 to S3_PARALLEL_MAX; -EINVAL. */
+int cli_parse_s3_parallel(const char *s, unsigned *out);
+
 #endif

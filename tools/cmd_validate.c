@@ -196,7 +196,12 @@ static int check(void *ctx, const char *key, const char *value, int line)
 		check_key_file(v, key, value, line);
 	else if (!strcmp(key, "s3_ca_file"))
 		check_readable_file(v, key, value, line);
-	else if (!strcmp(key, "s3_endpoint"))
+	else if (!strcmp(key, "s3_parallel")) {
+		unsigned n;
+		bool ok = cli_parse_s3_parallel(value, &n) == 0;
+		say(v, ok ? V_OK : V_PROBLEM, line, key, value, "%s",
+		    ok ? "requests in flight" : "expected a number from 1 to 64");
+	} else if (!strcmp(key, "s3_endpoint"))
 		check_endpoint(v, key, value, line);
 	else if (!strcmp(key, "hosts"))
 		say(v, host_list_ok(value) ? V_OK : V_PROBLEM, line, key, value, "%s", host_list_ok(value)
