@@ -153,10 +153,18 @@ def test_damaged_disk_cache_files_are_fetched_again(moto_store, tmp_path):
         before = pack_gets(log)
         assert read(m.path(rel)) == read(files[rel])
         assert pack_gets(log) > before  # fetched again, not served damaged
-    with mounted(loc, str(tmp_path / 'mnt'), opts, env=env) as m:  # and the cache is whole again
-        before = pack_gets(log)
-        assert read(m.path(rel)) == read(files[rel])
-        assert pack_gets(log) == before
+    # and the cache is whole again: with the packs gone from the bucket, the file reads from it
+    # alone (read-ahead past the file's end may ask for frames no mount kept: those GETs fail
+    # harmlessly, so they are not counted, only the file's bytes are checked)
+    with mounted(loc, str(tmp_path / 'mnt'), opts, env=env) as m:
+        fd = os.open(m.path(rel), os.O_RDONLY)
+        for key in pack_keys(url):
+            delete_key(url, key)
+        try:
+            got = b''.join(iter(lambda: os.read(fd, 1 << 20), b''))
+        finally:
+            os.close(fd)
+        assert got == read(files[rel])
 
 
 def test_disk_cache_stays_within_its_size(moto_store, tmp_path):
