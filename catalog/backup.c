@@ -253,6 +253,12 @@ static int open_and_check(backup_writer *w, struct strbuf *err)
 	r = take_lock(w, err);
 	if (r < 0)
 		return r;
+	/* Under the lock, no prune runs: the packs deduplicated against must be the store's now,
+	 * not as they were before a prune this create waited for deleted some. */
+	struct reconcile_stats rst = {0};
+	r = store_reconcile(w->store, RECONCILE_PACKS, &rst, err);
+	if (r < 0)
+		return r;
 	/* Leftover uploads of dead local writers (S3's are aborted by prune, under its lock). */
 	if (!cb_location_is_remote(w->root))
 		w->reclaim_err = cb_backend_reclaim(store_backend(w->store), &w->reclaimed);

@@ -207,3 +207,30 @@ def test_store_lifecycle_forget_prune_check_reindex_export_restore(any_store, tm
                 assert read(out / ks / tdir / rel) == read(path)
                 if rel not in ('manifest.json', 'schema.cql'):  # the snapshot's, not the table's
                     assert read(live / ks / f'{table}-{"c" * 32}' / rel) == read(path)
+
+
+def test_create_and_copy_after_another_hosts_prune(s3, tmp_path):
+    """Two hosts, two catalog caches: host B's cache still lists a pack that host A's prune
+    deleted. B's create (and copy) of the same data must send the blobs again, not take them
+    as present in the gone pack (they used to: a committed backup without its bytes)."""
+    loc, env_a = s3
+    env_b = dict(env_a, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache-b'))
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '1024', '--data-dirs', '1', '--no-clutter')
+    dirs = sample_dirs(src)
+    cb('create', '--store', loc, '--name', 'old', *data_dir_args(dirs), '--snapshot', 'nightly-1', env=env_a)
+    cb('list', '--store', loc, env=env_b)  # B's cache knows old's pack
+    cb('forget', '--store', loc, 'old', env=env_a)
+    cb('prune', '--store', loc, env=env_a)
+    cb('create', '--store', loc, '--name', 'new', *data_dir_args(dirs), '--snapshot', 'nightly-1', env=env_b)
+    cb('check', '--store', loc, '--read-data', env=env_a)
+    cb('verify', '--store', loc, 'new', env=env_a)
+    local = str(tmp_path / 'local')
+    cb('init', '--store', local)
+    cb('create', '--store', local, '--name', 'copied', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    cb('forget', '--store', loc, 'new', env=env_a)
+    cb('prune', '--store', loc, env=env_a)
+    cb('copy', '--from', local, '--to', loc, 'copied', env=env_b)
+    cb('check', '--store', loc, '--read-data', env=env_a)
+    [b] = json.loads(cb('list', '--store', loc, '--json', env=env_a).stdout)
+    assert b['name'] == 'copied' and b['complete'], b
+    cb('verify', '--store', loc, 'copied', env=env_b)

@@ -280,3 +280,33 @@ def test_kill_during_create(store_s3, tmp_path, request):
     cb('verify', '--store', loc, 'after', env=env)
     assert set(names(loc, env)) == live | {'after'}
     assert summary is not None
+
+
+def test_copy_waiting_on_a_prune_reads_the_packs_after_it(store_s3, tmp_path, request):
+    """Host B's copy opens the target while host A's prune holds the lock and is about to
+    delete a pack B would deduplicate against; B waits for the lock, then must see that the
+    pack went (it used to commit a backup naming blobs of the deleted pack). create refuses a
+    locked store at once, and takes the same care after its lock."""
+    if server_of(request) != 'moto':
+        pytest.skip('moto only: the raw listing below needs a server that does not check signatures')
+    loc, env_a = store_s3
+    env_b = dict(env_a, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache-b'))
+    dirs = sample(tmp_path, kib=1024)
+    create(loc, env_a, dirs, name='old')
+    local = str(tmp_path / 'local')
+    cb('init', '--store', local)
+    create(local, os.environ, dirs, name='new')
+    cb('list', '--store', loc, env=env_b)  # B's catalog cache knows old's pack
+    cb('forget', '--store', loc, 'old', env=env_a)
+    with S3Proxy(upstream_port(env_a), 'stall', every=1, match='POST ') as px:  # deletes wait 2 s
+        prune = subprocess.Popen([CASSBACKUP, 'prune', '--store', loc], env=via(env_a, px),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not [k for k in raw_keys(env_a) if '/locks/' in k]:
+            assert prune.poll() is None and time.monotonic() < deadline, prune.communicate()
+            time.sleep(0.02)
+        b = cb('copy', '--from', local, '--to', loc, 'new', env=env_b, check=False)
+        assert prune.wait(timeout=120) == 0, prune.communicate()
+    assert b.returncode == 0, b.stderr
+    cb('check', '--store', loc, '--read-data', env=env_a)
+    cb('verify', '--store', loc, 'new', env=env_a)
