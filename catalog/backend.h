@@ -28,7 +28,7 @@ enum cb_backend_flags {
 	CB_BACKEND_READONLY = 1 << 0, /* never write: a snapshot, a read-only mount, a DR copy */
 };
 
-#define S3_PARALLEL_MAX 64
+#define S3_PARALLEL_MAX 16 /* the connections a client keeps (s3.c POOL_MAX) */
 
 /* How to reach an S3-compatible store. Strings may be NULL (unset). */
 struct cb_s3_options {

@@ -394,6 +394,8 @@ static enum verdict judge(CURLcode cc, const struct s3_req *rq, const struct xfe
 			snprintf(why, n, "HTTP %ld with a wrong Content-Range or length", rs->status);
 			return RETRY;
 		}
+		if (rq->query && !strcmp(rq->query, "delete=")) /* DeleteObjects: <Error> per key, */
+			return DONE;                              /* read by the caller */
 		if (!strcmp(rq->method, "POST") && !strcmp(code, "InternalError")) {
 			snprintf(why, n, "HTTP %ld InternalError", rs->status);
 			return RETRY; /* CompleteMultipartUpload may fail inside a 200 */

@@ -54,9 +54,10 @@ static void usage(FILE *f)
 		"  -o disk_cache_size=SIZE  at most this much in cache_dir (K, M, G, T; default 1G)\n"
 		"  -o s3_endpoint=URL, s3_region=REGION, s3_key_file=FILE, s3_ca_file=FILE\n"
 		"                     how to reach an s3:// store, as in cassbackup.conf(5) (for fstab,\n"
-		"                     where there is no environment; given ones win over AWS_*)\n"
+		"                     where there is no environment; the key file is read when\n"
+		"                     neither AWS_* nor ~/.aws/credentials give credentials)\n"
 		"  -o limit_download=RATE  bytes/s from object storage over all requests (K, M, G)\n"
-		"  -o s3_parallel=N   requests to object storage in flight at most (default 4)\n"
+		"  -o s3_parallel=N   parallel transfers from object storage (default 4)\n"
 		"  -o allow_other     let other users read (the default when mounted by root)\n"
 		"  -o nofail          a store that does not exist is not an error (exit 0)\n"
 		"  other -o options go to FUSE; mount(8)'s own (defaults, noauto, _netdev, user,\n"
@@ -310,8 +311,15 @@ static void use_disk_cache(struct cbfs *fs, const struct options *o)
 }
 
 /* Object storage is reached as the AWS CLI would, except where -o says otherwise. */
-static void use_s3_settings(const struct options *o)
+static void use_s3_settings(struct options *o)
 {
+	if (o->s3_ca_file) { /* read at each connection, after the daemon went to / */
+		char *abs = realpath(o->s3_ca_file, NULL);
+		if (!abs)
+			die("-o s3_ca_file=%s: %s", o->s3_ca_file, strerror(errno));
+		free(o->s3_ca_file);
+		o->s3_ca_file = abs;
+	}
 	static struct cb_s3_options s3;
 	static char **s3_strings;
 	s3.endpoint = o->s3_endpoint;

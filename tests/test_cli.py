@@ -223,12 +223,12 @@ def test_validate_config_checks_s3_settings(store, tmp_path):
     assert p.returncode == 1 and f's3_key_file = {key}: No such file or directory' in p.stdout, p.stdout
     p = cb('--config', conf, 'list', check=False)
     assert p.returncode == 2 and f'cannot read s3_key_file {key}' in p.stderr
-    # s3_parallel: 1 to 64 requests in flight
+    # s3_parallel: 1 to 16 parallel transfers
     conf.write_text(f'store = {store}\ns3_parallel = 0\n')
     p = cb('--config', conf, 'validate-config', check=False)
-    assert p.returncode == 1 and 's3_parallel = 0: expected a number from 1 to 64' in p.stdout, p.stdout
+    assert p.returncode == 1 and 's3_parallel = 0: expected a number from 1 to 16' in p.stdout, p.stdout
     p = cb('--config', conf, 'list', check=False)
     assert p.returncode == 2 and p.stderr.strip() == ('cassbackup: s3_parallel = 0: expected a number of '
-                                                      'requests from 1 to 64'), p.stderr
+                                                      'requests from 1 to 16'), p.stderr
     conf.write_text(f'store = {store}\ns3_parallel = 8\n')
     assert cb('--config', conf, 'validate-config').returncode == 0

@@ -229,7 +229,8 @@ def test_s3_settings_as_mount_options(moto_store, tmp_path):
         for rel, path in files.items():
             assert read(m.path(rel)) == read(path)
     for bad, why in [('limit_download=fast', 'not a size'), (f's3_key_file={tmp_path}/none', 'No such file'),
-                     ('s3_region=', 'needs a value'), ('s3_parallel=65', 'from 0 to 64')]:
+                     ('s3_region=', 'needs a value'), ('s3_parallel=17', 'from 0 to 16'),
+                     ('s3_ca_file=none.pem', 'No such file')]:
         p = run(MOUNT, loc, str(tmp_path / 'mnt'), '-o', bad, check=False, env=bare)
         assert p.returncode == 1 and len(p.stderr.splitlines()) == 1 and why in p.stderr, (bad, p.stderr)
 

@@ -200,7 +200,7 @@ static int check(void *ctx, const char *key, const char *value, int line)
 		unsigned n;
 		bool ok = cli_parse_s3_parallel(value, &n) == 0;
 		say(v, ok ? V_OK : V_PROBLEM, line, key, value, "%s",
-		    ok ? "requests in flight" : "expected a number from 1 to 64");
+		    ok ? "parallel transfers" : "expected a number from 1 to 16");
 	} else if (!strcmp(key, "s3_endpoint"))
 		check_endpoint(v, key, value, line);
 	else if (!strcmp(key, "hosts"))
