@@ -43,9 +43,15 @@ static unsigned bucket_of(const char *name)
 	return h % BUCKETS;
 }
 
+/* The cache's own names only ("f-" or "t-" + 32 hex digits, packread.c), so that no other
+ * file is ever taken in, or evicted. */
 static bool name_ok(const char *name)
 {
-	return name_is_component(name) && name[0] != '.' && strlen(name) < NAME_MAX_LEN;
+	if ((name[0] != 'f' && name[0] != 't') || name[1] != '-' || strlen(name) >= NAME_MAX_LEN)
+		return false;
+	size_t hex = strspn(name + 2, "0123456789abcdef");
+	return hex == 32 && (name[34] == '\0' || (name[0] == 'f' && name[34] == '-' && name[35] &&
+						   strspn(name + 35, "0123456789") == strlen(name + 35)));
 }
 
 static struct entry *find(struct disk_cache *dc, const char *name)
@@ -165,7 +171,7 @@ static int scan(struct disk_cache *dc)
 			r = -ENOMEM;
 			break;
 		}
-		snprintf(v[n]->name, sizeof(v[n]->name), "%s", de->d_name);
+		memcpy(v[n]->name, de->d_name, strlen(de->d_name) + 1); /* name_ok: it fits */
 		v[n]->bytes = rounded((uint64_t)st.st_size);
 		v[n]->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 		n++;
@@ -195,6 +201,19 @@ static int open_dir(struct disk_cache *dc, const char *dir, struct strbuf *err)
 		int r = -errno;
 		sb_printf(err, "cannot open %s: %s", dir, strerror(errno));
 		return r;
+	}
+	/* The directory must be the mount's own: another user's could hand it forged frames, and
+	 * a shared one (/tmp) would be made 0700 under its users. */
+	struct stat st;
+	if (fstat(dc->dfd, &st) < 0) {
+		int r = -errno;
+		sb_printf(err, "%s: %s", dir, strerror(errno));
+		return r;
+	}
+	if (st.st_uid != geteuid() || (st.st_mode & (S_ISVTX | 022))) {
+		sb_printf(err, "%s: not this user's own directory (owned by another, or writable by "
+			  "others): give the cache a directory of its own", dir);
+		return -EPERM;
 	}
 	dc->lockfd = openat(dc->dfd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (dc->lockfd < 0 || fchmod(dc->dfd, 0700) < 0) {

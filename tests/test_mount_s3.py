@@ -185,7 +185,8 @@ def test_disk_cache_option_errors(moto_store, tmp_path):
     os.makedirs(tmp_path / 'mnt')
     for opts, why in (('disk_cache_size=1G', 'needs -o cache_dir'),
                       (f'cache_dir={tmp_path},disk_cache_size=1KB', "unit 'KB' is ambiguous"),
-                      (f'cache_dir={tmp_path}/a/b', 'cannot create')):
+                      (f'cache_dir={tmp_path}/a/b', 'cannot create'),
+                      ('cache_dir=/tmp', "not this user's own directory")):
         p = run(MOUNT, loc, str(tmp_path / 'mnt'), '-f', '-o', opts, env=env, check=False)
         assert p.returncode == 1 and why in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
 
@@ -246,3 +247,17 @@ def test_environment_wins_over_the_config_file(moto_store, tmp_path):
     conf.write_text(f's3_endpoint = {url}\ns3_region = us-east-1\n')
     no_endpoint = {k: v for k, v in env.items() if k not in ('AWS_ENDPOINT_URL', 'AWS_REGION')}
     assert cb('--config', conf, 'list', '--store', loc, env=no_endpoint).returncode == 0
+
+
+def test_disk_cache_keeps_to_its_own_files(moto_store, tmp_path):
+    """review: the disk cache takes in and evicts only files it names itself: an operator's
+    file in the directory survives a cache that overflows, and is never read as a frame."""
+    loc, env, url, log = moto_store
+    files, rel, cdir, opts = read_through_disk_cache(moto_store, tmp_path, ',disk_cache_size=256K')
+    mine = os.path.join(cdir, 'notes.txt')
+    with open(mine, 'w') as f:
+        f.write('an operator was here\n')
+    os.utime(mine, (1, 1))  # the oldest file there: evicted first if the cache took it in
+    with mounted(loc, str(tmp_path / 'mnt'), opts, env=env) as m:
+        assert read(m.path(rel)) == read(files[rel])
+    assert read(mine) == b'an operator was here\n'
