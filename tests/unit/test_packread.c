@@ -120,6 +120,13 @@ static void test_disk(const unsigned char *d, const char *dir)
 	CHECK(st.fetches == 0 && st.disk_hits == FRAMES);
 }
 
+/* Names as packread.c makes them: "f-" or "t-" and 32 hex digits (the cache takes no other). */
+#define NA "f-0000000000000000000000000000000a"
+#define NB "f-0000000000000000000000000000000b"
+#define NC "f-0000000000000000000000000000000c"
+#define ND "f-0000000000000000000000000000000d-7"
+#define NBIG "t-0000000000000000000000000000000f"
+
 static void test_disk_cache_order(const char *dir)
 {
 	char disk[128];
@@ -129,20 +136,21 @@ static void test_disk_cache_order(const char *dir)
 	CHECK(disk_cache_open(disk, 3 * 4096, &dc, &err) == 0);
 	CHECK(disk_cache_open(disk, 3 * 4096, &other, &err) == -EBUSY); /* one mount at a time */
 	char small[100] = "x", big[5 * 4096] = "y";
-	CHECK(disk_cache_put(dc, "a", small, sizeof(small)) == 0);
-	CHECK(disk_cache_put(dc, "b", small, sizeof(small)) == 0);
-	CHECK(disk_cache_put(dc, "c", small, sizeof(small)) == 0);
+	CHECK(disk_cache_put(dc, NA, small, sizeof(small)) == 0);
+	CHECK(disk_cache_put(dc, NB, small, sizeof(small)) == 0);
+	CHECK(disk_cache_put(dc, NC, small, sizeof(small)) == 0);
 	void *data;
 	size_t len;
-	CHECK(disk_cache_get(dc, "a", 4096, &data, &len) == 0 && len == sizeof(small));
+	CHECK(disk_cache_get(dc, NA, 4096, &data, &len) == 0 && len == sizeof(small));
 	free(data);
-	CHECK(disk_cache_put(dc, "d", small, sizeof(small)) == 0); /* b was least recently used */
-	CHECK(disk_cache_get(dc, "b", 4096, &data, &len) == -ENOENT);
+	CHECK(disk_cache_put(dc, ND, small, sizeof(small)) == 0); /* b was least recently used */
+	CHECK(disk_cache_get(dc, NB, 4096, &data, &len) == -ENOENT);
 	CHECK(disk_cache_bytes(dc) == 3 * 4096);
-	CHECK(disk_cache_put(dc, "big", big, sizeof(big)) == 0); /* larger than the cache: not kept */
-	CHECK(disk_cache_get(dc, "big", sizeof(big), &data, &len) == -ENOENT);
-	CHECK(disk_cache_get(dc, "a", 10, &data, &len) == -EFBIG);
+	CHECK(disk_cache_put(dc, NBIG, big, sizeof(big)) == 0); /* larger than the cache: not kept */
+	CHECK(disk_cache_get(dc, NBIG, sizeof(big), &data, &len) == -ENOENT);
+	CHECK(disk_cache_get(dc, NA, 10, &data, &len) == -EFBIG);
 	CHECK(disk_cache_put(dc, "../x", small, 1) == -EINVAL && disk_cache_put(dc, ".lock", small, 1) == -EINVAL);
+	CHECK(disk_cache_put(dc, "notes.txt", small, 1) == -EINVAL); /* only the cache's own names */
 	disk_cache_close(dc);
 	/* reopened smaller: the least recently used go first (a, then c, d, by mtime) */
 	CHECK(disk_cache_open(disk, 4096, &dc, &err) == 0);
