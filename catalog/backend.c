@@ -99,10 +99,10 @@ int cb_backend_stat(struct cb_backend *b, const char *key, uint64_t *size)
 	return cb_key_valid(key) ? b->ops->stat(b, key, size) : -EINVAL;
 }
 
-int cb_backend_put(struct cb_backend *b, const char *key, const void *data, size_t len)
+int cb_backend_put(struct cb_backend *b, const char *key, const void *data, size_t len, int flags)
 {
 	struct cb_upload *u;
-	int r = cb_backend_upload_begin(b, key, &u);
+	int r = cb_backend_upload_begin(b, key, len, flags, &u);
 	if (r < 0)
 		return r;
 	r = cb_upload_write(u, data, len);
@@ -156,12 +156,13 @@ int cb_backend_open_read(struct cb_backend *b, const char *key, struct cb_io **o
 	return cb_key_valid(key) ? b->ops->open_read(b, key, out) : -EINVAL;
 }
 
-int cb_backend_upload_begin(struct cb_backend *b, const char *key, struct cb_upload **out)
+int cb_backend_upload_begin(struct cb_backend *b, const char *key, uint64_t size_hint, int flags,
+			    struct cb_upload **out)
 {
 	*out = NULL;
 	if (b->readonly)
 		return -EROFS;
-	return cb_key_valid(key) ? b->ops->upload_begin(b, key, out) : -EINVAL;
+	return cb_key_valid(key) ? b->ops->upload_begin(b, key, size_hint, flags, out) : -EINVAL;
 }
 
 int cb_upload_write(struct cb_upload *u, const void *buf, size_t len)

@@ -30,6 +30,18 @@ enum cb_backend_flags {
 
 #define S3_PARALLEL_MAX 16 /* the connections a client keeps (s3.c POOL_MAX) */
 
+/* S3's limits on a multipart upload (and AWS's, which every compatible server follows). */
+#define S3_MAX_PARTS 10000
+#define S3_MIN_PART_SIZE (UINT64_C(5) << 20)
+#define S3_MAX_PART_SIZE (UINT64_C(5) << 30)
+#define S3_MAX_OBJECT_SIZE (UINT64_C(5) << 40)
+
+/* The part size for an object of at most size bytes (0: unknown): base (0: 16 MiB), raised to
+ * the smallest multiple of 1 MiB that fits the object in S3_MAX_PARTS parts, at least
+ * min_part (0: S3_MIN_PART_SIZE). -EFBIG when the object would be over S3_MAX_OBJECT_SIZE or
+ * need parts over S3_MAX_PART_SIZE. */
+int cb_s3_part_size(uint64_t base, uint64_t min_part, uint64_t size, uint64_t *part);
+
 /* How to reach an S3-compatible store. Strings may be NULL (unset). */
 struct cb_s3_options {
 	const char *endpoint;      /* "http://127.0.0.1:9000": path-style; NULL: AWS, virtual-hosted */
@@ -39,7 +51,10 @@ struct cb_s3_options {
 	unsigned parallel;         /* requests in flight at most (0: 4; at most S3_PARALLEL_MAX) */
 	uint64_t limit_upload;     /* bytes/s over all transfers, 0: unlimited */
 	uint64_t limit_download;
-	size_t part_size;          /* multipart part size (0: 16 MiB; 5 MiB to 64 MiB) */
+	uint64_t part_size;        /* multipart part size at least (0: 16 MiB); larger where an
+				    * object would need over S3_MAX_PARTS parts */
+	uint64_t min_part_size;    /* the server's smallest part (0: S3's 5 MiB); for test servers
+				    * that take smaller ones (CASSBACKUP_S3_MIN_PART_SIZE) */
 	unsigned retries;          /* attempts after the first (0: 5) */
 };
 
@@ -48,7 +63,10 @@ struct cb_s3_options {
  * AWS_SESSION_TOKEN, else the profile AWS_PROFILE (default "default") of the shared
  * credentials file (AWS_SHARED_CREDENTIALS_FILE, default ~/.aws/credentials), else key_file:
  * lines "access_key = ...", "secret_key = ...", "session_token = ...". Strings it sets are
- * owned by *strings, a NULL-terminated array (NULL when it set none): free each, then it. */
+ * owned by *strings, a NULL-terminated array (NULL when it set none): free each, then it.
+ * Also, for tests and benchmarks against small servers: CASSBACKUP_S3_PART_SIZE and
+ * CASSBACKUP_S3_MIN_PART_SIZE (sizes, parse_size) set part_size and min_part_size when unset.
+ * -EINVAL (errno EINVAL) for a malformed one of those. */
 int cb_s3_options_resolve(struct cb_s3_options *o, const char *key_file, char ***strings);
 
 /* Opens the store at location: a local directory path (which must exist), or
@@ -83,8 +101,16 @@ int cb_backend_get(struct cb_backend *b, const char *key, size_t max, char **dat
 /* Size of an object; -ENOENT when absent. */
 int cb_backend_stat(struct cb_backend *b, const char *key, uint64_t *size);
 
-/* Stores a small object atomically and durably (replacing one of the same key). */
-int cb_backend_put(struct cb_backend *b, const char *key, const void *data, size_t len);
+enum cb_put_flags {
+	/* never replace: -EEXIST when the key exists (a manifest, a pack, the config). Local
+	 * stores link the new object to its key (link(2) does not replace); S3 sends
+	 * If-None-Match: * and, for servers that may not honour it, checks with a HEAD first. */
+	CB_PUT_EXCLUSIVE = 1 << 0,
+};
+
+/* Stores a small object atomically and durably: replacing one of the same key, or with
+ * CB_PUT_EXCLUSIVE -EEXIST when one is there. */
+int cb_backend_put(struct cb_backend *b, const char *key, const void *data, size_t len, int flags);
 
 /* Removes an object; -ENOENT when it was not there. A local store also removes a pack's
  * packs/xx directory once it is empty. */
@@ -104,10 +130,14 @@ int cb_backend_list(struct cb_backend *b, const char *prefix,
 /* Opens an object for positional reads. */
 int cb_backend_open_read(struct cb_backend *b, const char *key, struct cb_io **out);
 
-/* A large object written sequentially (a pack): invisible until cb_upload_commit returns 0.
- * An upload freed before it committed leaves nothing under key; one whose process died leaves
- * a leftover that cb_backend_reclaim removes. */
-int cb_backend_upload_begin(struct cb_backend *b, const char *key, struct cb_upload **out);
+/* A large object written sequentially (a pack): invisible until cb_upload_commit returns 0,
+ * and then whole (with CB_PUT_EXCLUSIVE, commit gives -EEXIST when the key exists).
+ * size_hint is the most bytes the caller expects to write (0: unknown): object storage picks
+ * its part size from it, and refuses (-EFBIG, before anything is sent) an object larger than
+ * it can store. An upload freed before it committed leaves nothing under key; one whose
+ * process died leaves a leftover that cb_backend_reclaim removes. */
+int cb_backend_upload_begin(struct cb_backend *b, const char *key, uint64_t size_hint, int flags,
+			    struct cb_upload **out);
 int cb_upload_write(struct cb_upload *u, const void *buf, size_t len);
 uint64_t cb_upload_size(const struct cb_upload *u);
 int cb_upload_commit(struct cb_upload *u);

@@ -13,7 +13,8 @@ struct cb_backend_ops {
 	int (*list)(struct cb_backend *b, const char *prefix,
 		    int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx);
 	int (*open_read)(struct cb_backend *b, const char *key, struct cb_io **out);
-	int (*upload_begin)(struct cb_backend *b, const char *key, struct cb_upload **out);
+	int (*upload_begin)(struct cb_backend *b, const char *key, uint64_t size_hint, int flags,
+			    struct cb_upload **out);
 	int (*reclaim)(struct cb_backend *b, unsigned *removed);
 	void (*close)(struct cb_backend *b);
 };

@@ -2,10 +2,14 @@
  *
  * Every object is opened beneath the store's root with openat2(RESOLVE_BENEATH |
  * RESOLVE_NO_SYMLINKS), so a symlink planted in a store never leads outside it. Uploads are
- * O_TMPFILE files in tmp/, invisible until committed: fsync, link under tmp/, rename to the
- * key, fsync both directories. A writer killed at any point leaves at most an unlinked inode
- * (freed by the kernel) or, on file systems without O_TMPFILE, a named tmp/ file that it held
- * with flock(2) and that cb_backend_reclaim removes once nobody holds it.
+ * O_TMPFILE files in tmp/, invisible until committed: fsync, then linked straight to the key
+ * (CB_PUT_EXCLUSIVE: link(2) never replaces, so a taken key gives -EEXIST), or, to replace an
+ * object, linked under tmp/ and renamed over the key; then the directory is fsynced. So a writer
+ * killed at any point leaves either nothing (an unlinked inode the kernel frees), or the whole
+ * object under its key, or (replacing only) a named tmp/ file. Without O_TMPFILE (NFS, some
+ * FUSE file systems) the upload is a named tmp/ file its writer holds with flock(2), moved to
+ * its key with renameat2(RENAME_NOREPLACE) when exclusive. cb_backend_reclaim removes named
+ * tmp/ files nobody holds.
  */
 #include "backend_i.h"
 #include "util.h"
@@ -263,6 +267,7 @@ struct local_upload {
 	char *key;
 	char name[48];   /* tmp/ name: linked at commit (or at once without O_TMPFILE) */
 	bool linked;     /* name exists in tmp/ */
+	bool exclusive;  /* CB_PUT_EXCLUSIVE */
 	uint64_t synced; /* bytes handed to writeback so far */
 };
 
@@ -281,14 +286,37 @@ static int upload_write(struct cb_upload *u, const void *buf, size_t len)
 	return 0;
 }
 
-static int link_tmpfile(struct local_upload *l)
+/* Links the O_TMPFILE upload to name in dfd: atomic, and never replacing (-EEXIST). */
+static int link_tmpfile(struct local_upload *l, int dfd, const char *name)
 {
 	char proc[64];
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", l->fd);
-	if (linkat(AT_FDCWD, proc, l->tmpdir, l->name, AT_SYMLINK_FOLLOW) < 0)
+	return linkat(AT_FDCWD, proc, dfd, name, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+}
+
+/* Moves the named tmp/ upload to base in dfd without replacing anything there. */
+static int move_noreplace(struct local_upload *l, int dfd, const char *base)
+{
+	if (renameat2(l->tmpdir, l->name, dfd, base, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
 		return -errno;
-	l->linked = true;
+	if (linkat(l->tmpdir, l->name, dfd, base, 0) < 0) /* no RENAME_NOREPLACE here */
+		return -errno;
+	unlinkat(l->tmpdir, l->name, 0);
 	return 0;
+}
+
+/* Puts the written upload under its key in dfd (see the top of this file). */
+static int place(struct local_upload *l, int dfd, const char *base)
+{
+	int r;
+	if (l->exclusive)
+		return l->linked ? move_noreplace(l, dfd, base) : link_tmpfile(l, dfd, base);
+	if (!l->linked && (r = link_tmpfile(l, l->tmpdir, l->name)) < 0)
+		return r;
+	l->linked = true;
+	return renameat(l->tmpdir, l->name, dfd, base) < 0 ? -errno : 0;
 }
 
 static int upload_commit(struct cb_upload *u)
@@ -299,21 +327,15 @@ static int upload_commit(struct cb_upload *u)
 	split_key(l->key, dir, sizeof(dir), &base);
 	if (fsync(l->fd) < 0)
 		return -errno;
-	int r = l->linked ? 0 : link_tmpfile(l);
-	if (r < 0)
-		return r;
 	int dfd = open_dir_p(l->lb->rootfd, dir);
 	if (dfd < 0)
 		return dfd;
-	if (renameat(l->tmpdir, l->name, dfd, base) < 0)
-		r = -errno;
-	else
-		l->linked = false;
-	if (r == 0 && fsync(dfd) < 0)
-		r = -errno;
+	int r = place(l, dfd, base);
+	if (r == 0) {
+		l->linked = false; /* the name in tmp/, if any, is the key's now */
+		r = fsync(dfd) < 0 ? -errno : fsync(l->tmpdir) < 0 ? -errno : 0;
+	}
 	close(dfd);
-	if (r == 0 && fsync(l->tmpdir) < 0)
-		r = -errno;
 	return r;
 }
 
@@ -347,13 +369,16 @@ static int create_named(struct local_upload *l)
 	return flock(l->fd, LOCK_EX) < 0 ? -errno : 0;
 }
 
-static int local_upload_begin(struct cb_backend *b, const char *key, struct cb_upload **out)
+static int local_upload_begin(struct cb_backend *b, const char *key, uint64_t size_hint,
+			      int flags, struct cb_upload **out)
 {
+	(void)size_hint;
 	struct local_upload *l = calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
 	*l = (struct local_upload){.u.ops = &local_upload_ops, .lb = (struct local_backend *)b,
-				   .fd = -1, .tmpdir = -1, .key = strdup(key)};
+				   .fd = -1, .tmpdir = -1, .key = strdup(key),
+				   .exclusive = (flags & CB_PUT_EXCLUSIVE) != 0};
 	unsigned char rnd[16];
 	char hex[33];
 	int r = !l->key ? -ENOMEM : getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd) ? -EIO : 0;

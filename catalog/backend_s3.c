@@ -1,9 +1,14 @@
 /* backend_s3.c: a store in S3-compatible object storage, s3://bucket/prefix.
  *
  * Small objects are single PUTs (atomic by S3's semantics). Large ones stream into a multipart
- * upload while they are written: parts of s3_client_part_size() bytes, up to
- * s3_client_parallel() of them in flight on threads of their own, so memory stays at
- * (parallel + 1) parts whatever the object's size. Nothing is visible under the key until
+ * upload while they are written, in parts whose size is chosen per upload from the caller's
+ * size hint so that no object needs more than S3_MAX_PARTS parts (s3_client_part_size; an
+ * object over S3's 5 TiB is refused before anything is sent). Parts go out on threads of
+ * their own, up to s3_client_parallel() at once but never more than UPLOAD_MEMORY bytes of
+ * them, so memory stays bounded whatever the object's size. An exclusive upload
+ * (CB_PUT_EXCLUSIVE) is refused when its key exists: with If-None-Match: * on the PUT or the
+ * CompleteMultipartUpload (412: -EEXIST), after a HEAD for servers that ignore the header.
+ * Nothing is visible under the key until
  * CompleteMultipartUpload succeeds; a failed or abandoned upload is aborted, and uploads left
  * by a killed writer are aborted by cb_backend_reclaim (which prune calls holding the store's
  * exclusive lock, so no live upload can be among them).
@@ -20,6 +25,7 @@
 #include <string.h>
 
 #define LIST_MAX_BODY (16u << 20)
+#define UPLOAD_MEMORY (UINT64_C(128) << 20) /* parts in flight, at most (one at least) */
 
 struct s3_backend {
 	struct cb_backend b;
@@ -340,7 +346,11 @@ struct part_job {
 struct s3_upload {
 	struct cb_upload u;
 	struct s3_client *c;
+	struct cb_backend *b;
 	char *key;
+	size_t part;         /* bytes per part */
+	unsigned max_inflight;
+	bool exclusive;
 	char *upload_id; /* NULL until the first part goes out */
 	char *buf;       /* the part being filled */
 	size_t len;
@@ -435,9 +445,15 @@ static int send_part(struct s3_upload *up)
 		return r;
 	}
 	pthread_mutex_lock(&up->mu);
-	while (up->inflight >= s3_client_parallel(up->c) && !up->err)
+	while (up->inflight >= up->max_inflight && !up->err)
 		pthread_cond_wait(&up->cv, &up->mu);
 	r = up->err;
+	if (r == 0 && up->njobs >= S3_MAX_PARTS) {
+		cb_backend_set_error("PUT %s%s: more than %u parts of %zu bytes (the object is larger "
+				     "than the upload was sized for)", s3_client_prefix(up->c), up->key,
+				     S3_MAX_PARTS, up->part);
+		r = -EFBIG;
+	}
 	if (r == 0) {
 		*j = (struct part_job){.up = up, .number = up->njobs + 1, .buf = up->buf, .len = up->len};
 		if (pthread_create(&j->thread, NULL, part_thread, j) != 0) {
@@ -458,7 +474,7 @@ static int send_part(struct s3_upload *up)
 static int upload_write(struct cb_upload *u, const void *data, size_t len)
 {
 	struct s3_upload *up = (struct s3_upload *)u;
-	size_t part = s3_client_part_size(up->c);
+	size_t part = up->part;
 	while (len) {
 		if (!up->buf && !(up->buf = malloc(part)))
 			return -ENOMEM;
@@ -496,7 +512,7 @@ static int complete_multipart(struct s3_upload *up)
 			      up->etags[i]);
 	r = r ?: sb_puts(&body, "</CompleteMultipartUpload>") ?: id_query(&q, "", up->upload_id);
 	struct s3_req rq = {.method = "POST", .key = up->key, .query = q.buf, .body = body.buf,
-			    .body_len = body.len, .max_body = 65536};
+			    .body_len = body.len, .max_body = 65536, .if_none_match = up->exclusive};
 	struct s3_resp rs = {0};
 	r = r ?: s3_request(up->c, &rq, &rs);
 	sb_free(&rs.body);
@@ -505,18 +521,45 @@ static int complete_multipart(struct s3_upload *up)
 	return r;
 }
 
+/* An exclusive write may only go where nothing is: a HEAD first, for servers that ignore
+ * If-None-Match (the header still closes the race where the server honours it). */
+static int check_free(struct s3_upload *up)
+{
+	uint64_t size;
+	if (!up->exclusive)
+		return 0;
+	int r = s3_stat(up->b, up->key, &size);
+	return r == 0 ? -EEXIST : r == -ENOENT ? 0 : r;
+}
+
+/* After a 412 on a write that was retried, the object there may be our own first attempt's:
+ * 0 when it holds exactly data, else -EEXIST. */
+static int ours_after_all(struct s3_upload *up, const void *data, size_t len)
+{
+	char *there;
+	size_t n;
+	int r = s3_get(up->b, up->key, len + 1, &there, &n);
+	r = r == 0 && n == len && memcmp(there, data, len) == 0 ? 0 : -EEXIST;
+	free(there);
+	return r;
+}
+
 static int upload_commit(struct cb_upload *u)
 {
 	struct s3_upload *up = (struct s3_upload *)u;
-	if (!up->upload_id) { /* small: one PUT */
+	int r = check_free(up);
+	if (r == 0 && !up->upload_id) { /* small: one PUT */
 		struct s3_req rq = {.method = "PUT", .key = up->key, .body = up->buf ? up->buf : "",
-				    .body_len = up->len};
+				    .body_len = up->len, .if_none_match = up->exclusive};
 		struct s3_resp rs;
-		int r = s3_request(up->c, &rq, &rs);
+		r = s3_request(up->c, &rq, &rs);
 		sb_free(&rs.body);
+		if (r == -EEXIST)
+			r = ours_after_all(up, rq.body, rq.body_len);
 		return r;
 	}
-	int r = up->len ? send_part(up) : 0;
+	if (r == 0)
+		r = up->len ? send_part(up) : 0;
 	join_parts(up);
 	if (r == 0)
 		r = up->err;
@@ -559,13 +602,27 @@ static const struct cb_upload_ops s3_upload_ops = {
 	.free = upload_free,
 };
 
-static int s3_upload_begin(struct cb_backend *b, const char *key, struct cb_upload **out)
+static int s3_upload_begin(struct cb_backend *b, const char *key, uint64_t size_hint, int flags,
+			   struct cb_upload **out)
 {
+	uint64_t part;
+	if (s3_client_part_size(client(b), size_hint, &part) < 0) {
+		cb_backend_set_error("PUT %s%s: an object of %llu bytes is more than S3 can store "
+				     "(5 TiB in 10,000 parts of at most 5 GiB)", s3_client_prefix(client(b)),
+				     key, (unsigned long long)size_hint);
+		return -EFBIG;
+	}
 	struct s3_upload *up = calloc(1, sizeof(*up));
 	if (!up)
 		return -ENOMEM;
 	up->u.ops = &s3_upload_ops;
 	up->c = client(b);
+	up->b = b;
+	up->part = (size_t)part;
+	up->exclusive = flags & CB_PUT_EXCLUSIVE;
+	uint64_t fit = UPLOAD_MEMORY / part;
+	up->max_inflight = fit < 1 ? 1 : fit < s3_client_parallel(up->c) ? (unsigned)fit
+					   : s3_client_parallel(up->c);
 	pthread_mutex_init(&up->mu, NULL);
 	pthread_cond_init(&up->cv, NULL);
 	if (!(up->key = strdup(key))) {

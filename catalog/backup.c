@@ -267,7 +267,8 @@ static int open_and_check(backup_writer *w, struct strbuf *err)
 		return r;
 	r = pack_key_new(&w->pack_key);
 	if (r == 0)
-		r = cb_backend_upload_begin(store_backend(w->store), w->pack_key.buf, &w->upload);
+		r = cb_backend_upload_begin(store_backend(w->store), w->pack_key.buf, 0, CB_PUT_EXCLUSIVE,
+					    &w->upload);
 	if (r < 0) {
 		sb_printf(err, "cannot start a pack in %s: %s", w->root, cb_backend_why(r));
 		return r;
@@ -674,7 +675,7 @@ static int put_manifest(backup_writer *w, const struct manifest *m, uint64_t *si
 	if (r == 0 && cb_backend_stat(store_backend(w->store), key.buf, &there) == 0)
 		r = -EEXIST;
 	if (r == 0)
-		r = cb_backend_put(store_backend(w->store), key.buf, doc.buf, doc.len);
+		r = cb_backend_put(store_backend(w->store), key.buf, doc.buf, doc.len, CB_PUT_EXCLUSIVE);
 	*size = doc.len;
 	if (r == -EEXIST)
 		fail(w, r, "backup %s was created by another process meanwhile; nothing changed", w->name);

@@ -242,7 +242,7 @@ static int start_pack(struct copy *c)
 	if (!c->pi.blobs)
 		return -ENOMEM;
 	r = pack_key_new(&c->key);
-	if (r == 0 && (r = cb_backend_upload_begin(store_backend(c->dst), c->key.buf, &c->u)) < 0)
+	if (r == 0 && (r = cb_backend_upload_begin(store_backend(c->dst), c->key.buf, 0, CB_PUT_EXCLUSIVE, &c->u)) < 0)
 		sb_printf(c->err, "cannot start a pack in %s: %s", store_location(c->dst), cb_backend_why(r));
 	if (r == 0 && (r = pack_writer_new(&c->w, c->u, c->o->level ? c->o->level : 3, c->o->threads,
 					  c->o->frame_size)) < 0)
@@ -346,7 +346,7 @@ static int put_manifest(struct copy *c)
 	if (r == 0 && cb_backend_stat(b, key.buf, &there) == 0)
 		r = -EEXIST;
 	if (r == 0)
-		r = cb_backend_put(b, key.buf, c->doc, c->len);
+		r = cb_backend_put(b, key.buf, c->doc, c->len, CB_PUT_EXCLUSIVE);
 	if (r == -EEXIST)
 		sb_printf(c->err, "another process wrote a backup of that name to %s meanwhile; "
 			  "nothing copied", store_location(c->dst));

@@ -34,7 +34,7 @@ static int lock_write(struct cb_backend *b, const struct lock_info *li)
 	json_decref(o);
 	if (!s)
 		return -ENOMEM;
-	int r = cb_backend_put(b, li->key, s, strlen(s));
+	int r = cb_backend_put(b, li->key, s, strlen(s), 0);
 	free(s);
 	return r;
 }

@@ -484,7 +484,7 @@ static int start_new_pack(struct repack *rp)
 {
 	prune *p = rp->p;
 	int r = pack_key_new(&rp->key);
-	if (r == 0 && (r = cb_backend_upload_begin(store_backend(p->store), rp->key.buf, &rp->u)) < 0)
+	if (r == 0 && (r = cb_backend_upload_begin(store_backend(p->store), rp->key.buf, 0, CB_PUT_EXCLUSIVE, &rp->u)) < 0)
 		sb_printf(rp->err, "cannot start a pack in %s: %s", p->location, cb_backend_why(r));
 	if (r == 0 && (r = pack_writer_new(&rp->w, rp->u, p->o.level ? p->o.level : 3, p->o.threads,
 					   p->o.frame_size)) < 0)

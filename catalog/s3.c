@@ -17,7 +17,7 @@
 
 #define POOL_MAX 16
 #define DEFAULT_PARALLEL 4
-#define DEFAULT_PART (16u << 20)
+#define DEFAULT_PART (UINT64_C(16) << 20)
 #define DEFAULT_RETRIES 5
 #define STALL_SECONDS 30
 #define ERROR_BODY_MAX 65536
@@ -28,7 +28,7 @@ struct s3_client {
 	char *sigv4;     /* "aws:amz:REGION:s3" */
 	char *access_key, *secret_key, *token_header, *ca_file;
 	unsigned parallel, retries;
-	size_t part_size;
+	uint64_t part_size, min_part_size;
 	struct rate_limit up, down;     /* over all of the client's transfers together */
 	size_t chunk;                   /* bytes per callback when limited: a tenth of a second */
 	pthread_mutex_t mu;
@@ -53,7 +53,29 @@ static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 unsigned s3_client_parallel(const struct s3_client *c) { return c->parallel; }
 const char *s3_client_prefix(const struct s3_client *c) { return c->prefix; }
-size_t s3_client_part_size(const struct s3_client *c) { return c->part_size; }
+int s3_client_part_size(const struct s3_client *c, uint64_t size, uint64_t *part)
+{
+	return cb_s3_part_size(c->part_size, c->min_part_size, size, part);
+}
+
+int cb_s3_part_size(uint64_t base, uint64_t min_part, uint64_t size, uint64_t *part)
+{
+	const uint64_t mib = UINT64_C(1) << 20;
+	uint64_t p = base ? base : DEFAULT_PART;
+	uint64_t floor = min_part ? min_part : S3_MIN_PART_SIZE;
+	if (size > S3_MAX_OBJECT_SIZE)
+		return -EFBIG;
+	uint64_t need = (size + S3_MAX_PARTS - 1) / S3_MAX_PARTS; /* the smallest that fits */
+	need = (need + mib - 1) / mib * mib;
+	if (p < need)
+		p = need;
+	if (p < floor)
+		p = floor;
+	if (p > S3_MAX_PART_SIZE)
+		return -EFBIG;
+	*part = p;
+	return 0;
+}
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
@@ -94,6 +116,7 @@ int s3_client_new(const struct cb_s3_options *o, const char *bucket, const char 
 	c->parallel = o->parallel ? o->parallel : DEFAULT_PARALLEL;
 	c->retries = o->retries ? o->retries : DEFAULT_RETRIES;
 	c->part_size = o->part_size ? o->part_size : DEFAULT_PART;
+	c->min_part_size = o->min_part_size;
 	rate_limit_init(&c->up, o->limit_upload);
 	rate_limit_init(&c->down, o->limit_download);
 	c->chunk = limited_chunk(o);
@@ -287,6 +310,8 @@ static struct curl_slist *build_headers(struct s3_client *c, const struct s3_req
 		snprintf(h, sizeof(h), "Content-MD5: %s", rq->content_md5);
 		l = curl_slist_append(l, h);
 	}
+	if (l && rq->if_none_match)
+		l = curl_slist_append(l, "If-None-Match: *");
 	if (l && rq->body && !strcmp(rq->method, "POST"))
 		l = curl_slist_append(l, "Content-Type: application/xml");
 	return l;
@@ -404,7 +429,8 @@ static enum verdict judge(CURLcode cc, const struct s3_req *rq, const struct xfe
 	}
 	snprintf(why, n, "HTTP %ld%s%s", rs->status, *code ? " " : "", code);
 	if (rs->status == 429 || rs->status == 500 || rs->status == 502 || rs->status == 503 ||
-	    rs->status == 504 || !strcmp(code, "RequestTimeout") || !strcmp(code, "SlowDown"))
+	    rs->status == 504 || !strcmp(code, "RequestTimeout") || !strcmp(code, "SlowDown") ||
+	    !strcmp(code, "ConditionalRequestConflict")) /* AWS: a conditional write raced; retry */
 		return RETRY;
 	return FAIL;
 }
@@ -415,6 +441,7 @@ static int errno_of(const struct s3_resp *rs)
 	case 404: return -ENOENT;
 	case 403: return -EACCES;
 	case 416: return -EINVAL;
+	case 412: return -EEXIST; /* If-None-Match: the key is taken */
 	default: return -EIO;
 	}
 }
@@ -611,6 +638,20 @@ static int from_file(struct cb_s3_options *o, const char *path, const char *sect
 	return r;
 }
 
+/* *out = the size in the environment variable name, when set and *out is unset. */
+static int size_from_env(const char *name, uint64_t *out)
+{
+	const char *v = getenv(name);
+	if (*out || !v || !*v)
+		return 0;
+	struct strbuf err = {0};
+	int r = parse_size(v, out, &err);
+	sb_free(&err);
+	if (r < 0)
+		errno = EINVAL;
+	return r < 0 ? -EINVAL : 0;
+}
+
 int cb_s3_options_resolve(struct cb_s3_options *o, const char *key_file, char ***strings)
 {
 	size_t n = 0;
@@ -621,6 +662,9 @@ int cb_s3_options_resolve(struct cb_s3_options *o, const char *key_file, char **
 		r = take(strings, &n, v, &o->endpoint);
 	if (!r && !o->region && (((v = getenv("AWS_REGION")) && *v) || ((v = getenv("AWS_DEFAULT_REGION")) && *v)))
 		r = take(strings, &n, v, &o->region);
+	if (!r)
+		r = size_from_env("CASSBACKUP_S3_PART_SIZE", &o->part_size) ?:
+		    size_from_env("CASSBACKUP_S3_MIN_PART_SIZE", &o->min_part_size);
 	if (r || (o->access_key && o->secret_key))
 		return r;
 	const char *ak = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");

@@ -27,13 +27,16 @@ int s3_client_new(const struct cb_s3_options *o, const char *bucket, const char 
 void s3_client_free(struct s3_client *c);
 unsigned s3_client_parallel(const struct s3_client *c);
 const char *s3_client_prefix(const struct s3_client *c); /* "" or "a/b/" */
-size_t s3_client_part_size(const struct s3_client *c);
+/* The part size for an upload of at most size bytes (0: unknown): cb_s3_part_size with the
+ * client's settings. */
+int s3_client_part_size(const struct s3_client *c, uint64_t size, uint64_t *part);
 
 struct s3_req {
 	const char *method;  /* GET PUT HEAD DELETE POST */
 	const char *key;     /* below the prefix; NULL for a bucket-level request */
 	const char *query;   /* canonical: parameters sorted, values URI-encoded; NULL: none */
 	const char *content_md5; /* Content-MD5 header (base64), which DeleteObjects requires */
+	bool if_none_match;      /* If-None-Match: * (create only; 412 gives -EEXIST) */
 	const void *body;
 	size_t body_len;
 	uint64_t range_off, range_len; /* range_len > 0: GET of exactly these bytes (206) */

@@ -112,7 +112,7 @@ int store_init(const char *location, struct strbuf *err)
 		r = -EEXIST;
 	else if (r == -ENOENT)
 		r = new_config(&c) ?: store_config_write(&c, &doc) ?:
-		    cb_backend_put(b, CONFIG_KEY, doc.buf, doc.len);
+		    cb_backend_put(b, CONFIG_KEY, doc.buf, doc.len, CB_PUT_EXCLUSIVE);
 	if (r < 0)
 		sb_printf(err, "%s", r == -EEXIST ? "a store is already there"
 				     : *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));

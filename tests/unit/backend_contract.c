@@ -23,8 +23,8 @@ static void test_small_objects(struct cb_backend *b)
 	char *d = NULL;
 	size_t n = 0;
 	uint64_t size = 0;
-	CHECK(cb_backend_put(b, "backups/a.json", "alpha", 5) == 0);
-	CHECK(cb_backend_put(b, "backups/b c.json", "", 0) == 0); /* a space and an empty body */
+	CHECK(cb_backend_put(b, "backups/a.json", "alpha", 5, 0) == 0);
+	CHECK(cb_backend_put(b, "backups/b c.json", "", 0, 0) == 0); /* a space and an empty body */
 	CHECK(cb_backend_get(b, "backups/a.json", 100, &d, &n) == 0 && n == 5 && !memcmp(d, "alpha", 5));
 	free(d);
 	CHECK(cb_backend_get(b, "backups/b c.json", 100, &d, &n) == 0 && n == 0 && d && !*d);
@@ -33,7 +33,7 @@ static void test_small_objects(struct cb_backend *b)
 	CHECK(cb_backend_get(b, "backups/missing.json", 100, &d, &n) == -ENOENT);
 	CHECK(cb_backend_stat(b, "backups/a.json", &size) == 0 && size == 5);
 	CHECK(cb_backend_stat(b, "backups/missing.json", &size) == -ENOENT);
-	CHECK(cb_backend_put(b, "backups/a.json", "replaced", 8) == 0);
+	CHECK(cb_backend_put(b, "backups/a.json", "replaced", 8, 0) == 0);
 	CHECK(cb_backend_stat(b, "backups/a.json", &size) == 0 && size == 8);
 	struct strbuf sb = {0};
 	CHECK(cb_backend_list(b, "backups/", collect, &sb) == 0);
@@ -46,6 +46,31 @@ static void test_small_objects(struct cb_backend *b)
 	sb_free(&sb);
 }
 
+/* CB_PUT_EXCLUSIVE never replaces: a manifest or a pack, once there, stays as written. */
+static void test_exclusive(struct cb_backend *b)
+{
+	char *d = NULL;
+	size_t n = 0;
+	uint64_t size = 0;
+	CHECK(cb_backend_put(b, "backups/ex.json", "first", 5, CB_PUT_EXCLUSIVE) == 0);
+	CHECK(cb_backend_put(b, "backups/ex.json", "second", 6, CB_PUT_EXCLUSIVE) == -EEXIST);
+	CHECK(cb_backend_get(b, "backups/ex.json", 100, &d, &n) == 0 && n == 5 && !memcmp(d, "first", 5));
+	free(d);
+	struct cb_upload *u;
+	static char big[(6u << 20) + 7]; /* a multipart upload on S3 */
+	CHECK(cb_backend_upload_begin(b, "backups/ex.json", sizeof(big), CB_PUT_EXCLUSIVE, &u) == 0);
+	CHECK(cb_upload_write(u, big, sizeof(big)) == 0);
+	CHECK(cb_upload_commit(u) == -EEXIST);
+	cb_upload_free(u);
+	CHECK(cb_backend_stat(b, "backups/ex.json", &size) == 0 && size == 5);
+	CHECK(cb_backend_upload_begin(b, "packs/ef/ex.tar.zst", sizeof(big), CB_PUT_EXCLUSIVE, &u) == 0);
+	CHECK(cb_upload_write(u, big, sizeof(big)) == 0 && cb_upload_commit(u) == 0);
+	cb_upload_free(u);
+	CHECK(cb_backend_stat(b, "packs/ef/ex.tar.zst", &size) == 0 && size == sizeof(big));
+	CHECK(cb_backend_delete(b, "packs/ef/ex.tar.zst") == 0);
+	CHECK(cb_backend_delete(b, "backups/ex.json") == 0);
+}
+
 static void test_many_keys(struct cb_backend *b)
 {
 	/* More than one page of a listing on S3 servers that page at 1000. */
@@ -53,7 +78,7 @@ static void test_many_keys(struct cb_backend *b)
 	int ok = 1;
 	for (int i = 0; i < 1005 && ok; i++) {
 		snprintf(key, sizeof(key), "locks/%04d.json", i);
-		ok = cb_backend_put(b, key, "x", 1) == 0;
+		ok = cb_backend_put(b, key, "x", 1, 0) == 0;
 	}
 	CHECK(ok);
 	struct strbuf sb = {0};
@@ -97,7 +122,7 @@ static void test_large_upload(struct cb_backend *b, size_t total)
 {
 	unsigned char *data = pattern(total);
 	struct cb_upload *u;
-	CHECK(cb_backend_upload_begin(b, "packs/ab/ab00.tar.zst", &u) == 0);
+	CHECK(cb_backend_upload_begin(b, "packs/ab/ab00.tar.zst", 0, 0, &u) == 0);
 	for (size_t off = 0; off < total; off += 777777) {
 		size_t n = total - off < 777777 ? total - off : 777777;
 		CHECK(cb_upload_write(u, data + off, n) == 0);
@@ -123,7 +148,7 @@ static void test_large_upload(struct cb_backend *b, size_t total)
 		cb_io_close(io);
 	}
 	/* Abandoned: nothing visible. */
-	CHECK(cb_backend_upload_begin(b, "packs/cd/cd00.tar.zst", &u) == 0);
+	CHECK(cb_backend_upload_begin(b, "packs/cd/cd00.tar.zst", 0, 0, &u) == 0);
 	CHECK(cb_upload_write(u, data, total) == 0);
 	cb_upload_free(u);
 	CHECK(cb_backend_stat(b, "packs/cd/cd00.tar.zst", &size) == -ENOENT);
@@ -148,6 +173,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	test_small_objects(b);
+	test_exclusive(b);
 	test_many_keys(b);
 	test_large_upload(b, (12u << 20) + 12345); /* three parts, the last short */
 	test_large_upload(b, 1000);                /* one PUT */
@@ -155,7 +181,7 @@ int main(int argc, char **argv)
 	CHECK(cb_backend_reclaim(b, &removed) == 0);
 	struct cb_backend *ro;
 	CHECK(cb_backend_open(argv[1], CB_BACKEND_READONLY, &o, &ro) == 0);
-	CHECK(cb_backend_put(ro, "backups/x.json", "x", 1) == -EROFS);
+	CHECK(cb_backend_put(ro, "backups/x.json", "x", 1, 0) == -EROFS);
 	cb_backend_close(ro);
 	cb_backend_close(b);
 	for (size_t i = 0; strings && strings[i]; i++)

@@ -26,7 +26,7 @@ static inline int test_sink_open(struct test_sink *s)
 	snprintf(s->path, sizeof(s->path), "%s/stream", s->dir);
 	if (cb_backend_open(s->dir, 0, NULL, &s->b) < 0)
 		return -1;
-	return cb_backend_upload_begin(s->b, "stream", &s->u);
+	return cb_backend_upload_begin(s->b, "stream", 0, 0, &s->u);
 }
 
 /* Commits (when commit) and frees the upload; the file is at s->path then. */

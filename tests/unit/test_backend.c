@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -44,8 +45,8 @@ static int count_dir(const char *rel)
 static void test_put_get(struct cb_backend *b)
 {
 	umask(0); /* modes must not depend on it */
-	CHECK(cb_backend_put(b, "config", "{}", 2) == 0);
-	CHECK(cb_backend_put(b, "backups/n1.json", "abc", 3) == 0);
+	CHECK(cb_backend_put(b, "config", "{}", 2, 0) == 0);
+	CHECK(cb_backend_put(b, "backups/n1.json", "abc", 3, 0) == 0);
 	CHECK(mode_of("config") == 0600 && mode_of("backups") == 0700 && mode_of("tmp") == 0700);
 	CHECK(mode_of("backups/n1.json") == 0600);
 	char *d;
@@ -54,7 +55,7 @@ static void test_put_get(struct cb_backend *b)
 	free(d);
 	CHECK(cb_backend_get(b, "backups/n1.json", 2, &d, &n) == -EFBIG);
 	CHECK(cb_backend_get(b, "backups/none.json", 100, &d, &n) == -ENOENT);
-	CHECK(cb_backend_put(b, "backups/n1.json", "replaced", 8) == 0);
+	CHECK(cb_backend_put(b, "backups/n1.json", "replaced", 8, 0) == 0);
 	uint64_t size = 0;
 	CHECK(cb_backend_stat(b, "backups/n1.json", &size) == 0 && size == 8);
 	int keys = 0;
@@ -74,7 +75,7 @@ static void test_bad_keys(struct cb_backend *b)
 	size_t n;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		CHECK(!cb_key_valid(bad[i]));
-		CHECK(cb_backend_put(b, bad[i], "x", 1) == -EINVAL);
+		CHECK(cb_backend_put(b, bad[i], "x", 1, 0) == -EINVAL);
 		CHECK(cb_backend_get(b, bad[i], 10, &d, &n) == -EINVAL);
 		CHECK(cb_backend_delete(b, bad[i]) == -EINVAL);
 	}
@@ -91,7 +92,7 @@ static void test_symlinks(struct cb_backend *b)
 	char *d = NULL;
 	size_t n;
 	CHECK(cb_backend_get(b, "packs/x", 100, &d, &n) < 0 && d == NULL);
-	CHECK(cb_backend_put(b, "packs/y", "z", 1) < 0);
+	CHECK(cb_backend_put(b, "packs/y", "z", 1, 0) < 0);
 	snprintf(p, sizeof(p), "%s/y", outside);
 	CHECK(access(p, F_OK) < 0); /* nothing written outside the store */
 	int keys = 0;
@@ -104,7 +105,7 @@ static void test_symlinks(struct cb_backend *b)
 static void test_uploads(struct cb_backend *b)
 {
 	struct cb_upload *u;
-	CHECK(cb_backend_upload_begin(b, "packs/ab/ab01.tar.zst", &u) == 0);
+	CHECK(cb_backend_upload_begin(b, "packs/ab/ab01.tar.zst", 0, 0, &u) == 0);
 	CHECK(cb_upload_write(u, "0123456789", 10) == 0 && cb_upload_size(u) == 10);
 	uint64_t size;
 	CHECK(cb_backend_stat(b, "packs/ab/ab01.tar.zst", &size) == -ENOENT);
@@ -112,7 +113,7 @@ static void test_uploads(struct cb_backend *b)
 	CHECK(cb_backend_stat(b, "packs/ab/ab01.tar.zst", &size) == -ENOENT);
 	CHECK(count_dir("tmp") == 0);
 
-	CHECK(cb_backend_upload_begin(b, "packs/ab/ab02.tar.zst", &u) == 0);
+	CHECK(cb_backend_upload_begin(b, "packs/ab/ab02.tar.zst", 0, 0, &u) == 0);
 	CHECK(cb_upload_write(u, "abc", 3) == 0 && cb_upload_commit(u) == 0);
 	CHECK(cb_upload_write(u, "more", 4) < 0);
 	cb_upload_free(u);
@@ -123,7 +124,7 @@ static void test_uploads(struct cb_backend *b)
 	pid_t pid = fork();
 	if (pid == 0) {
 		struct cb_upload *k;
-		if (cb_backend_upload_begin(b, "packs/cd/cd01.tar.zst", &k) == 0)
+		if (cb_backend_upload_begin(b, "packs/cd/cd01.tar.zst", 0, 0, &k) == 0)
 			cb_upload_write(k, "partial", 7);
 		_exit(0); /* as kill -9 would: no free, no commit */
 	}
@@ -133,6 +134,52 @@ static void test_uploads(struct cb_backend *b)
 	unsigned removed = 9;
 	CHECK(cb_backend_reclaim(b, &removed) == 0 && removed == 0);
 	CHECK(count_dir("tmp") == 0);
+}
+
+/* An exclusive upload (a pack, a manifest) goes from an unnamed file straight to its key: no
+ * name ever appears in tmp/, so a writer killed at any point leaves nothing there (it used to
+ * link under tmp/ and rename, and a kill in between left a file for the next command). And it
+ * never replaces what is there. */
+static void test_exclusive_uploads(struct cb_backend *b)
+{
+	char tmp[512];
+	snprintf(tmp, sizeof(tmp), "%s/tmp", root);
+	int in = inotify_init1(IN_NONBLOCK);
+	CHECK(in >= 0 && inotify_add_watch(in, tmp, IN_CREATE | IN_MOVED_TO) >= 0);
+	struct cb_upload *u;
+	CHECK(cb_backend_upload_begin(b, "packs/ef/ef01.tar.zst", 0, CB_PUT_EXCLUSIVE, &u) == 0);
+	CHECK(cb_upload_write(u, "pack", 4) == 0 && cb_upload_commit(u) == 0);
+	cb_upload_free(u);
+	CHECK(cb_backend_put(b, "backups/ex.json", "one", 3, CB_PUT_EXCLUSIVE) == 0);
+	char ev[4096];
+	CHECK(read(in, ev, sizeof(ev)) < 0 && errno == EAGAIN); /* nothing was named in tmp/ */
+	close(in);
+	uint64_t size;
+	CHECK(cb_backend_stat(b, "packs/ef/ef01.tar.zst", &size) == 0 && size == 4);
+	CHECK(cb_backend_put(b, "backups/ex.json", "other", 5, CB_PUT_EXCLUSIVE) == -EEXIST);
+	CHECK(cb_backend_stat(b, "backups/ex.json", &size) == 0 && size == 3);
+	CHECK(mode_of("backups/ex.json") == 0600 && count_dir("tmp") == 0);
+	CHECK(cb_backend_delete(b, "backups/ex.json") == 0);
+	CHECK(cb_backend_delete(b, "packs/ef/ef01.tar.zst") == 0);
+}
+
+/* S3 part sizes: the base size until an object needs more than 10,000 parts, then the
+ * smallest multiple of 1 MiB that fits; S3's 5 MiB floor and 5 TiB / 5 GiB ceilings. */
+static void test_s3_part_size(void)
+{
+	const uint64_t MiB = 1u << 20, GiB = MiB << 10;
+	uint64_t p = 0;
+	CHECK(cb_s3_part_size(0, 0, 0, &p) == 0 && p == 16 * MiB);
+	CHECK(cb_s3_part_size(0, 0, 156 * GiB, &p) == 0 && p == 16 * MiB);
+	CHECK(cb_s3_part_size(0, 0, 157 * GiB, &p) == 0 && p == 17 * MiB && p * 10000 >= 157 * GiB);
+	CHECK(cb_s3_part_size(0, 0, 2048 * GiB, &p) == 0 && p * 10000 >= 2048 * GiB &&
+	      (p - MiB) * 10000 < 2048 * GiB && p % MiB == 0);
+	CHECK(cb_s3_part_size(MiB, 0, 10, &p) == 0 && p == 5 * MiB);      /* S3's floor */
+	CHECK(cb_s3_part_size(MiB, MiB, 10, &p) == 0 && p == MiB);        /* a test server's */
+	CHECK(cb_s3_part_size(MiB, MiB, 20 * GiB, &p) == 0 && p == 3 * MiB);
+	CHECK(cb_s3_part_size(0, 0, 5ull * 1024 * GiB, &p) == 0 && p <= 5 * GiB);
+	CHECK(cb_s3_part_size(0, 0, 5ull * 1024 * GiB + 1, &p) == -EFBIG);
+	CHECK(cb_s3_part_size(6 * GiB, 0, 1, &p) == -EFBIG);
 }
 
 static void test_reclaim_named(struct cb_backend *b)
@@ -167,7 +214,7 @@ static void test_readonly(void)
 	struct cb_backend *ro;
 	CHECK(cb_backend_open(root, CB_BACKEND_READONLY, NULL, &ro) == 0);
 	CHECK(cb_backend_readonly(ro));
-	CHECK(cb_backend_put(ro, "backups/x.json", "x", 1) == -EROFS);
+	CHECK(cb_backend_put(ro, "backups/x.json", "x", 1, 0) == -EROFS);
 	CHECK(cb_backend_delete(ro, "config") == -EROFS);
 	char *d;
 	size_t n;
@@ -180,16 +227,16 @@ static void test_readonly(void)
  * directories; packs/ itself, and every other directory, stays. */
 static void test_pack_dirs(struct cb_backend *b)
 {
-	CHECK(cb_backend_put(b, "backups/keep.json", "{}", 2) == 0);
+	CHECK(cb_backend_put(b, "backups/keep.json", "{}", 2, 0) == 0);
 	CHECK(cb_backend_delete(b, "backups/keep.json") == 0);
 	CHECK(mode_of("backups") == 0700);
-	CHECK(cb_backend_put(b, "packs/cd/one.tar.zst", "1", 1) == 0);
-	CHECK(cb_backend_put(b, "packs/cd/two.tar.zst", "2", 1) == 0);
+	CHECK(cb_backend_put(b, "packs/cd/one.tar.zst", "1", 1, 0) == 0);
+	CHECK(cb_backend_put(b, "packs/cd/two.tar.zst", "2", 1, 0) == 0);
 	CHECK(cb_backend_delete(b, "packs/cd/one.tar.zst") == 0);
 	CHECK(mode_of("packs/cd") == 0700);
 	CHECK(cb_backend_delete(b, "packs/cd/two.tar.zst") == 0);
 	CHECK(mode_of("packs/cd") == (mode_t)-1 && mode_of("packs") == 0700);
-	CHECK(cb_backend_put(b, "packs/cd/three.tar.zst", "3", 1) == 0); /* made again at need */
+	CHECK(cb_backend_put(b, "packs/cd/three.tar.zst", "3", 1, 0) == 0); /* made again at need */
 	CHECK(cb_backend_delete(b, "packs/cd/three.tar.zst") == 0);
 }
 
@@ -206,6 +253,8 @@ int main(void)
 	test_bad_keys(b);
 	test_symlinks(b);
 	test_uploads(b);
+	test_exclusive_uploads(b);
+	test_s3_part_size();
 	test_reclaim_named(b);
 	test_pack_dirs(b);
 	test_readonly();

@@ -27,7 +27,7 @@ static void put_lock(struct cb_backend *b, const char *key, const char *host, lo
 	snprintf(doc, sizeof(doc),
 		 "{\"host\": \"%s\", \"command\": \"prune\", \"pid\": %ld, \"exclusive\": %s, \"time_ns\": %lld}",
 		 host, pid, exclusive ? "true" : "false", (long long)time_ns);
-	CHECK(cb_backend_put(b, key, doc, strlen(doc)) == 0);
+	CHECK(cb_backend_put(b, key, doc, strlen(doc), 0) == 0);
 }
 
 static pid_t dead_pid(void)
@@ -64,7 +64,7 @@ int main(void)
 	/* Stale: a dead process on this host; not refreshed for 31 minutes; unreadable. */
 	put_lock(b, "locks/dead.json", host, dead_pid(), now_ns(), 1);
 	put_lock(b, "locks/old.json", "elsewhere", 1, now_ns() - 31LL * 60 * 1000000000LL, 1);
-	CHECK(cb_backend_put(b, "locks/junk.json", "\x01garbage", 8) == 0);
+	CHECK(cb_backend_put(b, "locks/junk.json", "\x01garbage", 8, 0) == 0);
 	put_lock(b, "locks/live-elsewhere.json", "elsewhere", 1, now_ns(), 0);
 	CHECK(store_lock_take(b, false, "create", 0, NULL, NULL, &s1, NULL) == 0);
 	unsigned removed = 0;
