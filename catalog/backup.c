@@ -1,9 +1,11 @@
 /* backup.c: see backup.h.
  *
- * Store format 1, as written here: one new pack per backup in STORE/tmp/ (locked by its writer),
- * holding the files whose bytes the store lacks and, last, `.cassbackup/<name>.manifest.json`
- * describing the whole backup; then fsync, rename into packs/, fsync of the directories, and
- * one SQLite transaction registering the pack, its blobs and the backup's tree.
+ * Store format 2, as written here: the files whose bytes the store lacks go into a new pack
+ * (pack.h: seekable tar.zst whose last member indexes its blobs), uploaded as it is written;
+ * the pack is committed (a local file linked into packs/, or a completed multipart upload),
+ * then the manifest backups/NAME.json, written once and never replacing one (the commit point),
+ * then one catalog transaction registers the pack, its blobs and the backup's tree. A crash
+ * before the manifest leaves at most a pack no manifest names, which prune removes.
  *
  * Deduplication: a file whose (SHA-256, size) is already stored is not written again. Hashing
  * first costs a second read, so it is done only where a duplicate is possible: small files,
@@ -68,7 +70,7 @@ struct wtable {
 };
 
 struct backup_writer {
-	char *root;
+	const char *root;        /* the store's location, for messages */
 	char *name, *cluster, *datacenter, *node, *host_id, *tag, *version;
 	char **tokens;
 	size_t ntokens;
@@ -76,7 +78,7 @@ struct backup_writer {
 	int64_t created_ns;
 	struct backup_writer_opts o;
 	catalog *cat;            /* the store's catalog (owned by store) */
-	struct store *store;
+	struct store *store;     /* the caller's */
 	struct store_lock *lock; /* shared: prune waits until this backup is committed */
 	struct cb_upload *upload;
 	struct strbuf pack_key;  /* packs/xx/ID.tar.zst */
@@ -186,9 +188,8 @@ static char *dup_or_empty(const char *s)
 	return strdup(s ? s : "");
 }
 
-static int copy_meta(backup_writer *w, const char *root, const struct backup_meta *m)
+static int copy_meta(backup_writer *w, const struct backup_meta *m)
 {
-	w->root = strdup(root);
 	w->name = dup_or_empty(m->name);
 	w->cluster = dup_or_empty(m->cluster);
 	w->datacenter = dup_or_empty(m->datacenter);
@@ -198,7 +199,7 @@ static int copy_meta(backup_writer *w, const char *root, const struct backup_met
 	w->version = dup_or_empty(m->cassandra_version);
 	w->root_attr = m->root_attr;
 	w->created_ns = m->created_ns ? m->created_ns : now_ns();
-	if (!w->root || !w->name || !w->cluster || !w->datacenter || !w->node || !w->tag ||
+	if (!w->name || !w->cluster || !w->datacenter || !w->node || !w->tag ||
 	    !w->version || (m->host_id && !w->host_id))
 		return -ENOMEM;
 	for (size_t i = 0; i < m->ntokens; i++) {
@@ -246,11 +247,7 @@ static int take_lock(backup_writer *w, struct strbuf *err)
 
 static int open_and_check(backup_writer *w, struct strbuf *err)
 {
-	int r = store_open_full(w->root, 0, &w->store, err);
-	if (r < 0)
-		return r;
-	w->cat = store_catalog(w->store);
-	r = take_lock(w, err);
+	int r = take_lock(w, err);
 	if (r < 0)
 		return r;
 	/* Under the lock, no prune runs: the packs deduplicated against must be the store's now,
@@ -279,7 +276,7 @@ static int open_and_check(backup_writer *w, struct strbuf *err)
 	return r;
 }
 
-int backup_writer_begin(const char *root, const struct backup_meta *meta,
+int backup_writer_begin(struct store *s, const struct backup_meta *meta,
 			const struct backup_writer_opts *opts, backup_writer **out, struct strbuf *err)
 {
 	*out = NULL;
@@ -289,7 +286,10 @@ int backup_writer_begin(const char *root, const struct backup_meta *meta,
 		return -ENOMEM;
 	}
 	w->o = *opts;
-	int r = copy_meta(w, root, meta);
+	w->store = s;
+	w->cat = store_catalog(s);
+	w->root = store_location(s);
+	int r = copy_meta(w, meta);
 	if (r < 0)
 		sb_puts(err, "out of memory");
 	else
@@ -711,7 +711,7 @@ int backup_writer_commit(backup_writer *w, struct backup_summary *sum)
 		return w->err;
 	struct pack_index pi = {0};
 	struct pack_info info;
-	struct manifest m;
+	struct manifest m = {0};
 	uint64_t msize = 0;
 	int r = finish_pack(w, &pi, &info);
 	if (r == -ECANCELED)
@@ -724,8 +724,7 @@ int backup_writer_commit(backup_writer *w, struct backup_summary *sum)
 		w->committed = true;
 		register_backup(w, &info, &pi, &m, msize);
 	}
-	if (m.keyspaces && r != -ENOMEM)
-		free_manifest_view(&m);
+	free_manifest_view(&m); /* whatever fill_manifest made, also after a failure */
 	pack_index_free(&pi);
 	if (r < 0)
 		return r;
@@ -762,14 +761,12 @@ void backup_writer_free(backup_writer *w)
 	pack_writer_free(w->pw);
 	cb_upload_free(w->upload); /* aborts it when no backup was committed */
 	store_lock_release(w->lock);
-	store_close(w->store);
 	sb_free(&w->pack_key);
 	free_tables(w);
 	for (size_t i = 0; i < w->nblobs; i++)
 		free(w->blobs[i].member);
 	free(w->blobs);
 	free(w->map.slots);
-	free(w->root);
 	free(w->name);
 	free(w->cluster);
 	free(w->datacenter);

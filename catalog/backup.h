@@ -79,10 +79,12 @@ struct backup_summary {
 	uint64_t stored_bytes; /* written to the store */
 };
 
-/* Starts a backup of meta->name in the store at root: opens the store, removes what earlier
- * writers that died left behind, checks the name is free. -EEXIST when a backup of that name
- * exists. On failure err gets the reason (one line) and *out is NULL. */
-int backup_writer_begin(const char *root, const struct backup_meta *meta,
+/* Starts a backup of meta->name in store s (the caller's, open until backup_writer_free):
+ * takes its shared lock, brings the catalog up to date under it, removes what earlier writers
+ * that died left behind, checks the name is free. -EEXIST when a backup of that name exists.
+ * On failure err gets the reason (one line) and *out is NULL. */
+struct store;
+int backup_writer_begin(struct store *s, const struct backup_meta *meta,
 			const struct backup_writer_opts *opts, backup_writer **out, struct strbuf *err);
 
 /* What begin removed: the count of unfinished backups' leftovers; the return value is < 0 when

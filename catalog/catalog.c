@@ -70,6 +70,12 @@ static const char schema_sql[] =
 	"CREATE INDEX files_blob_backup ON files(blob_id, backup_id);"
 	"INSERT INTO meta(key, value) VALUES('format', '" CATALOG_FORMAT "');";
 
+/* Every catalog file has an identity of its own, made at random with it (catalogs from before
+ * gain one at their next writable open): a program that holds a catalog open can tell a
+ * catalog made anew at the same path (deleted, damaged and set aside) from the one it knows,
+ * whose row ids, never reused (AUTOINCREMENT), name the same rows for the file's life. */
+#define IDENTITY_SQL "INSERT OR IGNORE INTO meta(key, value) VALUES('id', lower(hex(randomblob(16))))" 
+
 /* Columns every node query returns: id, name, size, mode, uid, gid, mtime_ns. */
 #define NODE_COLS_DIR(t) "id, name, 0, mode, uid, gid, mtime_ns FROM " t
 #define NODE_COLS_FILE "id, name, size, mode, uid, gid, mtime_ns FROM files"
@@ -252,9 +258,11 @@ struct catalog {
 	sqlite3 *db;
 	sqlite3_stmt *st[ST__COUNT];
 	char why[160]; /* the last invalid row, for catalog_errmsg; "" when none */
+	char id[33];   /* the catalog's identity (meta 'id'); "" for an old read-only one */
 };
 
 static const char *col_text(sqlite3_stmt *st, int i);
+static int prepare_once(catalog *c, const char *sql, sqlite3_stmt **st);
 static const char *col_name(sqlite3_stmt *st, int i);
 static int bad_row(catalog *c, int64_t row, const char *what);
 
@@ -324,6 +332,34 @@ static int bind_text(sqlite3_stmt *st, int i, const char *s)
 	return sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
 }
 
+/* c->id from meta 'id' ("" when an old catalog opened read-only has none yet). */
+static int read_identity(catalog *c)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(c->db, "SELECT value FROM meta WHERE key = 'id'", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return cerr(c, rc);
+	rc = sqlite3_step(st);
+	const char *v = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+	snprintf(c->id, sizeof(c->id), "%s", v ? v : "");
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : cerr(c, rc);
+}
+
+const char *catalog_identity(const catalog *c)
+{
+	return c->id;
+}
+
+int catalog_clear(catalog *c)
+{
+	static const char sql[] = "DELETE FROM files; DELETE FROM dirs; DELETE FROM tables;"
+				  " DELETE FROM keyspaces; DELETE FROM backups; DELETE FROM blob_locs;"
+				  " DELETE FROM blobs; DELETE FROM packs;";
+	c->why[0] = '\0';
+	return errno_from_sqlite(c->db, sqlite3_exec(c->db, sql, NULL, NULL, NULL));
+}
+
 int catalog_open(catalog **out, const char *path, int flags)
 {
 	*out = NULL;
@@ -368,9 +404,12 @@ int catalog_open(catalog **out, const char *path, int flags)
 	sqlite3_finalize(st);
 	if (r < 0)
 		goto fail;
-	/* Catalogs made before the index existed gain it on their next write. */
-	if (!(flags & CATALOG_READONLY) && !create &&
-	    (r = errno_from_sqlite(c->db, sqlite3_exec(c->db, BACKUPS_BY_NAME, NULL, NULL, NULL))) < 0)
+	/* Catalogs made before the index (or the identity) existed gain it on their next write. */
+	if (!(flags & CATALOG_READONLY) &&
+	    ((r = errno_from_sqlite(c->db, sqlite3_exec(c->db, BACKUPS_BY_NAME, NULL, NULL, NULL))) < 0 ||
+	     (r = errno_from_sqlite(c->db, sqlite3_exec(c->db, IDENTITY_SQL, NULL, NULL, NULL))) < 0))
+		goto fail;
+	if ((r = read_identity(c)) < 0)
 		goto fail;
 
 	for (int i = 0; i < ST__COUNT; i++) {
@@ -436,6 +475,18 @@ static int done(catalog *c, sqlite3_stmt *st, int r)
 {
 	int rc = sqlite3_reset(st);
 	return r < 0 ? r : (rc == SQLITE_OK ? r : cerr(c, rc));
+}
+
+int catalog_has_unlocated_blobs(catalog *c)
+{
+	sqlite3_stmt *st;
+	int r = prepare_once(c, "SELECT 1 FROM blobs WHERE pack_id IS NULL LIMIT 1", &st);
+	if (r < 0)
+		return r;
+	int rc = sqlite3_step(st);
+	r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : cerr(c, rc);
+	sqlite3_finalize(st);
+	return r;
 }
 
 int catalog_backup_exists(catalog *c, const char *name)
@@ -1106,7 +1157,7 @@ int catalog_node_xattrs(catalog *c, uint64_t ino,
 	}
 }
 
-int catalog_file_path(catalog *c, uint64_t ino, char *out, size_t outlen)
+int catalog_file_ident(catalog *c, uint64_t ino, struct cb_file_ident *out)
 {
 	if (CB_INO_KIND(ino) != CB_NODE_FILE)
 		return -ENOENT;
@@ -1120,9 +1171,24 @@ int catalog_file_path(catalog *c, uint64_t ino, char *out, size_t outlen)
 	if (!name_is_component(bk) || !name_is_component(ks) || !name_is_component(t) ||
 	    (dir && !name_is_component(dir)) || !name_is_component(name))
 		return done(c, st, bad_row(c, CB_INO_ROW(ino), "invalid name on the file's path"));
-	int n = snprintf(out, outlen, "%s/%s/%s/%s%s%s", bk, ks, t, dir ? dir : "", dir ? "/" : "",
-			 name);
-	return done(c, st, n < 0 || (size_t)n >= outlen ? -ERANGE : 0);
+	/* name_is_component: each fits its 256 bytes */
+	snprintf(out->backup, sizeof(out->backup), "%s", bk);
+	snprintf(out->keyspace, sizeof(out->keyspace), "%s", ks);
+	snprintf(out->table, sizeof(out->table), "%s", t);
+	snprintf(out->dir, sizeof(out->dir), "%s", dir ? dir : "");
+	snprintf(out->name, sizeof(out->name), "%s", name);
+	return done(c, st, 0);
+}
+
+int catalog_file_path(catalog *c, uint64_t ino, char *out, size_t outlen)
+{
+	struct cb_file_ident f;
+	int r = catalog_file_ident(c, ino, &f);
+	if (r < 0)
+		return r;
+	int n = snprintf(out, outlen, "%s/%s/%s/%s%s%s", f.backup, f.keyspace, f.table, f.dir,
+			 *f.dir ? "/" : "", f.name);
+	return n < 0 || (size_t)n >= outlen ? -ERANGE : 0;
 }
 
 /* --- for check and export ---------------------------------------------------------------- */

@@ -58,6 +58,17 @@ enum catalog_flags {
 int catalog_open(catalog **out, const char *path, int flags);
 void catalog_close(catalog *c); /* accepts NULL */
 
+/* The catalog file's identity: 32 hex digits made at random with the file, the same for every
+ * connection to it ("" for a catalog from before identities, opened read-only). Row ids are
+ * never reused within one identity (a rebuild in place makes new rows with new ids), so a
+ * program that holds ids (the mount's inode numbers) must start afresh only when the identity
+ * of the file at the path changes. */
+const char *catalog_identity(const catalog *c);
+
+/* Deletes every backup, pack and blob row, within the caller's transaction (a rebuild in
+ * place, store_rebuild_catalog); the identity and the id sequences stay. */
+int catalog_clear(catalog *c);
+
 /* Why the last call on this handle failed, for a program to print: the invalid row it met
  * ("catalog row N: ..."), else SQLite's message. Never NULL; valid until the next call. */
 const char *catalog_errmsg(catalog *c);
@@ -111,6 +122,10 @@ struct cb_file_info {
 	int64_t mtime_ns;
 	int64_t blob_id;
 };
+
+/* 1 when some file's bytes are in no pack the catalog knows (a backup another host made,
+ * whose packs were not indexed yet), 0 when not, or -errno. */
+int catalog_has_unlocated_blobs(catalog *c);
 
 /* 1 when a backup of that name exists, 0 when not, or -errno. */
 int catalog_backup_exists(catalog *c, const char *name);
@@ -246,6 +261,14 @@ int catalog_node_list(catalog *c, uint64_t parent,
 /* Where a FILE node's bytes are. -ENOENT when ino is not a file, -EUCLEAN when its blob's row
  * is invalid (catalog_errmsg says why). */
 int catalog_file_blob(catalog *c, uint64_t ino, struct cb_blob_loc *out);
+
+/* Where a FILE node is in its backup: the names on its path, each a name_is_component (dir ""
+ * for the table's own directory, else ".<index>"). -ENOENT when ino is not a file, -EUCLEAN
+ * when a name on the way is invalid. */
+struct cb_file_ident {
+	char backup[256], keyspace[256], table[256], dir[256], name[256];
+};
+int catalog_file_ident(catalog *c, uint64_t ino, struct cb_file_ident *out);
 
 /* The path of a FILE node below /backups, "backup/keyspace/table/[.index/]file", into out (for
  * messages). -ENOENT when ino is not a file, -ERANGE when out is too small (PATH_MAX is enough),

@@ -16,8 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define READ_CACHE_BYTES (16u << 20)
-
 /* One content of the backup, and the first file (in manifest order) that holds it. */
 struct centry {
 	unsigned char sha[32];
@@ -43,7 +41,7 @@ struct copy {
 	struct strbuf key; /* the new pack's */
 	struct cb_upload *u;
 	pack_writer *w;
-	pack_cache *pc;
+	pack_cache *pc;        /* the source store's */
 	struct pack_index pi;
 	int64_t created_ns;
 };
@@ -233,7 +231,7 @@ static int plan_sends(struct copy *c)
 
 static int start_pack(struct copy *c)
 {
-	int r = pack_cache_new(&c->pc, store_location(c->src), READ_CACHE_BYTES);
+	int r = store_pack_cache(c->src, &c->pc);
 	if (r < 0) {
 		sb_printf(c->err, "cannot read packs of %s: %s", store_location(c->src), strerror(-r));
 		return r;
@@ -262,8 +260,7 @@ static int read_source(void *ctx, uint64_t off, void *buf, size_t len)
 	const struct copy_opts *o = rd->c->o;
 	if (o->cancel && *o->cancel)
 		return -ECANCELED;
-	int r = pack_cache_read(rd->c->pc, rd->e->pack_id, rd->e->pack_path, rd->e->src_off + off,
-				buf, len);
+	int r = pack_cache_read(rd->c->pc, rd->e->pack_path, rd->e->src_off + off, buf, len);
 	if (r == 0 && o->progress)
 		o->progress(o->pctx, len);
 	return r;
@@ -372,7 +369,6 @@ static void copy_free(struct copy *c)
 {
 	pack_writer_free(c->w);
 	cb_upload_free(c->u); /* aborts it unless committed */
-	pack_cache_free(c->pc);
 	for (size_t i = 0; i < c->n; i++)
 		drop_entry(&c->v[i]);
 	free(c->v);

@@ -188,33 +188,13 @@ static int scan(struct disk_cache *dc)
 	return r;
 }
 
-/* The directory, created 0700 when missing, opened, made 0700 and locked. */
+/* The directory, created 0700 when missing, checked to be the user's own (util.h
+ * open_private_dir: another user's could hand it forged frames), made 0700, and locked. */
 static int open_dir(struct disk_cache *dc, const char *dir, struct strbuf *err)
 {
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		int r = -errno;
-		sb_printf(err, "cannot create %s: %s", dir, strerror(errno));
-		return r;
-	}
-	dc->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dc->dfd < 0) {
-		int r = -errno;
-		sb_printf(err, "cannot open %s: %s", dir, strerror(errno));
-		return r;
-	}
-	/* The directory must be the mount's own: another user's could hand it forged frames, and
-	 * a shared one (/tmp) would be made 0700 under its users. */
-	struct stat st;
-	if (fstat(dc->dfd, &st) < 0) {
-		int r = -errno;
-		sb_printf(err, "%s: %s", dir, strerror(errno));
-		return r;
-	}
-	if (st.st_uid != geteuid() || (st.st_mode & (S_ISVTX | 022))) {
-		sb_printf(err, "%s: not this user's own directory (owned by another, or writable by "
-			  "others): give the cache a directory of its own", dir);
-		return -EPERM;
-	}
+	dc->dfd = open_private_dir(dir, false, err);
+	if (dc->dfd < 0)
+		return dc->dfd;
 	dc->lockfd = openat(dc->dfd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (dc->lockfd < 0 || fchmod(dc->dfd, 0700) < 0) {
 		int r = -errno;

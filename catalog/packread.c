@@ -5,7 +5,6 @@
 #include "diskcache.h"
 #include "hash.h"
 #include "pack.h"
-#include "store.h"
 #include "seekable.h"
 #include "util.h"
 
@@ -62,11 +61,12 @@ struct stream {
 };
 
 struct preader {
-	int64_t id;
-	char *relpath;
+	uint64_t id;       /* unique in this cache: what its frames are filed under */
+	char *relpath;     /* the pack's key: what it is found by */
 	struct cb_io *io;  /* opened at the first fetch (the table may come from the disk cache) */
 	uint64_t size;     /* of the pack, as its table says */
 	struct seek_table *table;
+	struct pack_trailer trailer; /* verified with the table */
 	char dname[40];    /* disk-cache name of the pack's frames: "f-" + hex of sha256(path, table) */
 	unsigned refs;
 	struct stream streams[STREAMS];
@@ -76,7 +76,7 @@ struct preader {
 enum { FRAME_LOADING, FRAME_READY };
 
 struct frame {
-	int64_t pack;
+	uint64_t pack;
 	uint32_t index;
 	int state;
 	unsigned refs;
@@ -89,8 +89,8 @@ struct frame {
 };
 
 struct pack_cache {
-	char *store_dir;
-	struct cb_backend *backend;
+	struct cb_backend *backend; /* the store's: not ours */
+	uint64_t next_id;           /* of the next pack reader (under mu) */
 	size_t budget;
 	pthread_mutex_t mu;
 	pthread_cond_t loaded;
@@ -209,25 +209,17 @@ static void frame_buf_put(pack_cache *pc, void *buf, size_t len)
 	}
 }
 
-int pack_cache_new(pack_cache **out, const char *store_dir, size_t cache_bytes)
+int pack_cache_new(pack_cache **out, struct cb_backend *backend, size_t cache_bytes,
+		   unsigned ra_workers)
 {
 	pack_cache *pc = calloc(1, sizeof(*pc));
 	if (!pc)
 		return -ENOMEM;
-	pc->store_dir = strdup(store_dir);
-	int r = pc->store_dir ? cb_backend_open(store_dir, CB_BACKEND_READONLY, store_s3_options(),
-						&pc->backend)
-			      : -ENOMEM;
-	if (r < 0) {
-		free(pc->store_dir);
-		free(pc);
-		return r;
-	}
+	pc->backend = backend;
+	pc->next_id = 1;
 	pc->budget = cache_bytes;
-	if (cb_location_is_remote(store_dir)) {
-		const struct cb_s3_options *o = store_s3_options();
-		unsigned n = o && o->parallel ? o->parallel : 4;
-		pc->ra_workers = n < RA_WORKERS_MAX ? n : RA_WORKERS_MAX;
+	if (ra_workers) {
+		pc->ra_workers = ra_workers < RA_WORKERS_MAX ? ra_workers : RA_WORKERS_MAX;
 		pc->ra_window = cache_bytes / 2 < RA_WINDOW_MAX ? cache_bytes / 2 : RA_WINDOW_MAX;
 		pc->ra_chunk = pc->ra_window / 2;
 	}
@@ -286,8 +278,6 @@ void pack_cache_free(pack_cache *pc)
 	pthread_cond_destroy(&pc->loaded);
 	pthread_mutex_destroy(&pc->mu);
 	disk_cache_close(pc->disk);
-	cb_backend_close(pc->backend);
-	free(pc->store_dir);
 	free(pc);
 }
 
@@ -360,11 +350,11 @@ static int table_from_tail(struct preader *p, const unsigned char *tail, size_t 
 		return -EBADMSG;
 	struct tail_io t = {.io = {.ops = &tail_ops, .size = get_le64(tail)}, .buf = tail + 8,
 			    .len = len - 8};
-	struct pack_trailer tr;
-	int r = pack_table_read(&t.io, &p->table, &tr);
+	int r = pack_table_read(&t.io, &p->table, &p->trailer);
 	if (r == 0) {
 		p->size = t.io.size;
-		r = name_hash("f-", p->relpath, strlen(p->relpath) + 1, tr.table_sha256, 32, p->dname);
+		r = name_hash("f-", p->relpath, strlen(p->relpath) + 1, p->trailer.table_sha256, 32,
+			      p->dname);
 	}
 	return r;
 }
@@ -456,14 +446,25 @@ static int pack_io(pack_cache *pc, struct preader *p, struct cb_io **out)
 	return 0;
 }
 
-static int get_pack(pack_cache *pc, int64_t id, const char *relpath, struct preader **out)
+/* The hash bucket of a pack key (FNV-1a). */
+static unsigned key_bucket(const char *key)
+{
+	uint32_t h = 2166136261u;
+	for (const unsigned char *k = (const unsigned char *)key; *k; k++)
+		h = (h ^ *k) * 16777619u;
+	return h % PACK_BUCKETS;
+}
+
+/* The reader of the pack at key, opened (its verified table read) when the cache has none: by
+ * key, never by a catalog row id, which a rebuilt catalog gives to another pack. */
+static int get_pack(pack_cache *pc, const char *relpath, struct preader **out)
 {
 	if (!relpath || !*relpath)
 		return -ENOENT; /* the catalog knows no pack holding these bytes */
-	unsigned b = (unsigned)((uint64_t)id % PACK_BUCKETS);
+	unsigned b = key_bucket(relpath);
 	pthread_mutex_lock(&pc->mu);
 	for (struct preader *p = pc->packs[b]; p; p = p->next) {
-		if (p->id == id) {
+		if (!strcmp(p->relpath, relpath)) {
 			p->refs++;
 			pthread_mutex_unlock(&pc->mu);
 			*out = p;
@@ -480,12 +481,11 @@ static int get_pack(pack_cache *pc, int64_t id, const char *relpath, struct prea
 			preader_close(np);
 		return r;
 	}
-	np->id = id;
 	np->refs = 1;
 
 	pthread_mutex_lock(&pc->mu);
 	for (struct preader *p = pc->packs[b]; p; p = p->next) {
-		if (p->id == id) {
+		if (!strcmp(p->relpath, relpath)) {
 			p->refs++;
 			pthread_mutex_unlock(&pc->mu);
 			preader_close(np);
@@ -495,6 +495,7 @@ static int get_pack(pack_cache *pc, int64_t id, const char *relpath, struct prea
 	}
 	if (pc->npacks >= MAX_IDLE_PACKS)
 		close_idle_packs(pc);
+	np->id = pc->next_id++;
 	np->next = pc->packs[b];
 	pc->packs[b] = np;
 	pc->npacks++;
@@ -510,9 +511,9 @@ static void put_pack(pack_cache *pc, struct preader *p)
 	pthread_mutex_unlock(&pc->mu);
 }
 
-static unsigned frame_bucket(int64_t pack, uint32_t index)
+static unsigned frame_bucket(uint64_t pack, uint32_t index)
 {
-	uint64_t h = (uint64_t)pack * 0x9E3779B97F4A7C15ull ^ (uint64_t)index * 0xC2B2AE3D27D4EB4Full;
+	uint64_t h = pack * 0x9E3779B97F4A7C15ull ^ (uint64_t)index * 0xC2B2AE3D27D4EB4Full;
 	return (unsigned)(h >> 40) % FRAME_BUCKETS;
 }
 
@@ -567,7 +568,7 @@ static void evict(pack_cache *pc)
 	}
 }
 
-static struct frame *find_frame(pack_cache *pc, int64_t pack, uint32_t index)
+static struct frame *find_frame(pack_cache *pc, uint64_t pack, uint32_t index)
 {
 	struct frame *f = pc->frames[frame_bucket(pack, index)];
 	while (f && !(f->pack == pack && f->index == index))
@@ -929,11 +930,10 @@ static int prepare_read(pack_cache *pc, struct preader *p, uint64_t off, size_t 
 			   seek_table_frame_at(p->table, off + len - 1), false);
 }
 
-int pack_cache_read(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_t off, void *buf,
-		    size_t len)
+int pack_cache_read(pack_cache *pc, const char *key, uint64_t off, void *buf, size_t len)
 {
 	struct preader *p;
-	int r = get_pack(pc, pack_id, relpath, &p);
+	int r = get_pack(pc, key, &p);
 	if (r < 0)
 		return r;
 	if (!in_stream(p, off, len)) {
@@ -960,12 +960,11 @@ int pack_cache_read(pack_cache *pc, int64_t pack_id, const char *relpath, uint64
 	return r;
 }
 
-int pack_cache_pin(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_t off, size_t len,
-		   struct pack_pin *pin)
+int pack_cache_pin(pack_cache *pc, const char *key, uint64_t off, size_t len, struct pack_pin *pin)
 {
 	struct preader *p;
 	*pin = (struct pack_pin){0};
-	int r = get_pack(pc, pack_id, relpath, &p);
+	int r = get_pack(pc, key, &p);
 	if (r < 0)
 		return r;
 	pin->pack = p;
@@ -1079,26 +1078,12 @@ static bool at_frame_start(const struct seek_table *t, uint64_t off)
 	return t->doff[seek_table_frame_at(t, off)] == off;
 }
 
-int pack_index_read(struct cb_io *io, const struct seek_table *t, const struct pack_trailer *tr,
-		    struct pack_index *out, char *err, size_t errlen)
+/* Parses index bytes read from a pack and checks every blob against the pack's table. */
+static int index_parse_checked(const char *buf, const struct seek_table *t,
+			       const struct pack_trailer *tr, struct pack_index *out, char *err,
+			       size_t errlen)
 {
-	memset(out, 0, sizeof(*out));
-	if (tr->index_size > PACK_INDEX_MAX) {
-		snprintf(err, errlen, "pack index of %llu bytes is larger than any this writes",
-			 (unsigned long long)tr->index_size);
-		return -EBADMSG;
-	}
-	struct tls *tl = tls_get();
-	char *buf = malloc(tr->index_size + 1);
-	int r = !tl || !buf ? -ENOMEM
-			    : seekable_read(io, t, tl->dctx, tr->index_offset, buf, tr->index_size);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot read the pack index: %s", pack_cache_strerror(r));
-		free(buf);
-		return r;
-	}
-	r = pack_index_parse(buf, tr->index_size, out, err, errlen);
-	free(buf);
+	int r = pack_index_parse(buf, tr->index_size, out, err, errlen);
 	for (size_t i = 0; r == 0 && i < out->nblobs; i++) {
 		const struct pack_blob *b = &out->blobs[i];
 		if ((b->size && !at_frame_start(t, b->offset)) || b->offset > tr->index_offset ||
@@ -1109,5 +1094,56 @@ int pack_index_read(struct cb_io *io, const struct seek_table *t, const struct p
 			r = -EBADMSG;
 		}
 	}
+	return r;
+}
+
+static int index_size_ok(const struct pack_trailer *tr, char *err, size_t errlen)
+{
+	if (tr->index_size <= PACK_INDEX_MAX)
+		return 0;
+	snprintf(err, errlen, "pack index of %llu bytes is larger than any this writes",
+		 (unsigned long long)tr->index_size);
+	return -EBADMSG;
+}
+
+int pack_index_read(struct cb_io *io, const struct seek_table *t, const struct pack_trailer *tr,
+		    struct pack_index *out, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	int r = index_size_ok(tr, err, errlen);
+	if (r < 0)
+		return r;
+	struct tls *tl = tls_get();
+	char *buf = malloc(tr->index_size + 1);
+	r = !tl || !buf ? -ENOMEM : seekable_read(io, t, tl->dctx, tr->index_offset, buf, tr->index_size);
+	if (r < 0)
+		snprintf(err, errlen, "cannot read the pack index: %s", pack_cache_strerror(r));
+	else
+		r = index_parse_checked(buf, t, tr, out, err, errlen);
+	free(buf);
+	return r;
+}
+
+int pack_cache_index(pack_cache *pc, const char *key, struct pack_index *out, char *err,
+		     size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	struct preader *p;
+	int r = get_pack(pc, key, &p);
+	if (r < 0) {
+		snprintf(err, errlen, "%s", pack_cache_strerror(r));
+		return r;
+	}
+	const struct pack_trailer tr = p->trailer;
+	char *buf = index_size_ok(&tr, err, errlen) == 0 ? malloc(tr.index_size + 1) : NULL;
+	r = buf ? pack_cache_read(pc, key, tr.index_offset, buf, tr.index_size) : -EBADMSG;
+	if (!buf && !*err)
+		r = -ENOMEM;
+	if (r < 0 && !*err)
+		snprintf(err, errlen, "cannot read the pack index: %s", pack_cache_strerror(r));
+	if (r == 0)
+		r = index_parse_checked(buf, p->table, &tr, out, err, errlen);
+	free(buf);
+	put_pack(pc, p);
 	return r;
 }

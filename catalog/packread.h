@@ -10,20 +10,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "util.h"
 
 typedef struct pack_cache pack_cache;
 
-/* store_dir: the store root; pack paths are relative to it. cache_bytes bounds the decoded
- * frames kept (frames in use by a reader are kept even past it), read-ahead included.
+/* Reads packs of the store behind backend (borrowed: it must outlive the cache), by key.
+ * cache_bytes bounds the decoded frames kept (frames in use by a reader are kept even past
+ * it), read-ahead included.
  *
  * Frames a read needs that the cache lacks are fetched together, each run of consecutive ones
  * with one positional read (one ranged GET on object storage). On object storage, sequential
  * reading of a pack is detected and the frames ahead (up to 32 MiB, at most half of
- * cache_bytes) are fetched by a few worker threads (the S3 client's parallel count), started
- * at the first need. Read-ahead never fails a read: a frame it could not load is loaded again by the read
+ * cache_bytes) are fetched by ra_workers threads (the S3 client's parallel count; 0: no
+ * read-ahead, for local packs, which the kernel reads ahead), started at the first need. Read-ahead never fails a read: a frame it could not load is loaded again by the read
  * that needs it. */
-int pack_cache_new(pack_cache **out, const char *store_dir, size_t cache_bytes);
+int pack_cache_new(pack_cache **out, struct cb_backend *backend, size_t cache_bytes,
+		   unsigned ra_workers);
 
 /* Keeps fetched (compressed) frames and pack tables in the directory dir too, at most
  * max_bytes (see diskcache.h), so that reading them again, in this process or the next, costs
@@ -35,8 +38,8 @@ int pack_cache_use_disk(pack_cache *pc, const char *dir, uint64_t max_bytes, str
 /* Accepts NULL. No read may be in progress. */
 void pack_cache_free(pack_cache *pc);
 
-/* Copies len bytes at offset off of the decompressed stream of pack `pack_id` (at `relpath`
- * under the store) into buf. 0 on success, else one of these, each with one meaning:
+/* Copies len bytes at offset off of the decompressed stream of the pack at key (packs/xx/
+ * ID.tar.zst) into buf. 0 on success, else one of these, each with one meaning:
  *   -ENOENT   the pack file is missing
  *   -EBADMSG  the pack has no valid seek table (truncated, or not a seekable pack)
  *   -ERANGE   [off, off + len) does not lie within the pack's stream (the catalog and the pack
@@ -45,8 +48,7 @@ void pack_cache_free(pack_cache *pc);
  *   -EREMOTEIO the pack could not be read (a disk error; object storage failing after its
  *             retries)
  *   -ENOMEM, or another -errno from opening or reading the pack. */
-int pack_cache_read(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_t off, void *buf,
-		    size_t len);
+int pack_cache_read(pack_cache *pc, const char *key, uint64_t off, void *buf, size_t len);
 
 /* Zero-copy access: the decoded frames holding [off, off + len) stay pinned in the cache, and
  * seg[] points into them, until pack_cache_unpin(). -E2BIG when the range spans more than
@@ -61,8 +63,7 @@ struct pack_pin {
 	void *frame[PACK_PIN_MAX];
 	void *pack;
 };
-int pack_cache_pin(pack_cache *pc, int64_t pack_id, const char *relpath, uint64_t off, size_t len,
-		   struct pack_pin *pin);
+int pack_cache_pin(pack_cache *pc, const char *key, uint64_t off, size_t len, struct pack_pin *pin);
 void pack_cache_unpin(pack_cache *pc, struct pack_pin *pin);
 
 /* The one text for the errors above, for a program's message ("pack file is missing");
@@ -98,5 +99,10 @@ int pack_table_read(struct cb_io *io, struct seek_table **out, struct pack_trail
  * and lies before the index: -EBADMSG (err says why) otherwise. */
 int pack_index_read(struct cb_io *io, const struct seek_table *t, const struct pack_trailer *tr,
 		    struct pack_index *out, char *err, size_t errlen);
+
+/* The same, through the cache (its verified table and trailer, its frames): the index of the
+ * pack at key. */
+int pack_cache_index(pack_cache *pc, const char *key, struct pack_index *out, char *err,
+		     size_t errlen);
 
 #endif

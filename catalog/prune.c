@@ -12,12 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define READ_CACHE_BYTES (16u << 20)
-
 struct prune {
 	struct prune_opts o;
-	char *location;
-	struct store *store;
+	const char *location;
+	struct store *store; /* the caller's */
 	struct store_lock *lock;
 	struct prune_pack *packs;
 	size_t npacks, cap;
@@ -44,59 +42,6 @@ static int take_lock(prune *p, struct strbuf *err)
 		sb_printf(err, "store %s is read-only", p->location);
 	else if (r < 0)
 		sb_printf(err, "cannot lock store %s: %s", p->location, cb_backend_why(r));
-	return r;
-}
-
-struct unparsed_ctx {
-	struct store *s;
-	struct strbuf *err;
-	unsigned n;
-};
-
-/* A manifest in backups/ that the catalog lacks after a reconcile is one that does not parse. */
-static int find_unparsed(void *ctx, const char *key, uint64_t size)
-{
-	(void)size;
-	struct unparsed_ctx *u = ctx;
-	const char *name = key + strlen("backups/");
-	size_t n = strlen(name);
-	char buf[256];
-	if (n <= 5 || n - 5 >= sizeof(buf) || strcmp(name + n - 5, ".json") != 0)
-		return 0;
-	snprintf(buf, sizeof(buf), "%.*s", (int)(n - 5), name);
-	if (!name_is_component(buf))
-		return 0;
-	int r = catalog_backup_exists(store_catalog(u->s), buf);
-	if (r != 0)
-		return r < 0 ? r : 0;
-	struct manifest *m = NULL;
-	struct strbuf why = {0};
-	r = store_read_manifest(u->s, buf, &m, NULL, &why);
-	manifest_free(m);
-	if (r < 0 && r != -ENOENT && u->n++ < 3)
-		sb_printf(u->err, "%s%s", u->n > 1 ? "; " : "", why.buf ? why.buf : key);
-	sb_free(&why);
-	return r == -ENOMEM ? r : 0;
-}
-
-/* Refuses to plan when a manifest does not parse: the blobs of its backup would look unused. */
-static int check_manifests(prune *p, const struct reconcile_stats *rst, struct strbuf *err)
-{
-	if (rst->bad_manifests == 0)
-		return 0;
-	struct strbuf names = {0};
-	struct unparsed_ctx u = {p->store, &names, 0};
-	int r = cb_backend_list(store_backend(p->store), "backups/", find_unparsed, &u);
-	if (r < 0) {
-		sb_printf(err, "cannot list %s/backups: %s", p->location, cb_backend_why(r));
-	} else if (u.n) {
-		sb_printf(err, "%u manifest%s in %s cannot be read (%s); prune would take the data of "
-			  "%s for unused: fix or remove %s first", u.n, u.n > 1 ? "s" : "",
-			  p->location, names.buf, u.n > 1 ? "their backups" : "its backup",
-			  u.n > 1 ? "them" : "it");
-		r = -EBADMSG;
-	}
-	sb_free(&names);
 	return r;
 }
 
@@ -231,36 +176,46 @@ static int make_plan(prune *p, struct strbuf *err)
 	return 0;
 }
 
+/* Under the lock, the catalog is brought up to date from a complete reading of backups/ and
+ * packs/: a manifest that cannot be read, for whatever reason, stops the prune, since the blobs
+ * of its backup would look unused (RECONCILE_STRICT). */
+static int reconcile_strict(prune *p, struct strbuf *err)
+{
+	struct reconcile_stats rst = {0};
+	struct strbuf why = {0};
+	int r = store_reconcile(p->store, RECONCILE_PACKS | RECONCILE_STRICT, &rst, &why);
+	if (r < 0 && !rst.unreadable)
+		sb_printf(err, "%s", why.buf ? why.buf : strerror(-r));
+	else if (r < 0)
+		sb_printf(err, "cannot read all of %s/backups (%s); prune would take the data of a "
+			  "backup it cannot read for unused: fix or remove it first", p->location,
+			  why.buf ? why.buf : strerror(-r));
+	p->st.bad_packs = rst.bad_packs;
+	reconcile_stats_free(&rst);
+	sb_free(&why);
+	return r;
+}
+
 static int open_and_plan(prune *p, struct strbuf *err)
 {
-	struct strbuf why = {0};
-	int r = store_open_full(p->location, STORE_NO_RECONCILE, &p->store, &why);
+	int r = take_lock(p, err);
 	if (r < 0)
-		sb_printf(err, "cannot open store %s: %s", p->location, why.buf ? why.buf : strerror(-r));
-	sb_free(&why);
-	if (r < 0)
-		return r;
-	if ((r = take_lock(p, err)) < 0)
 		return r;
 	if (!p->o.dry_run)
 		p->st.leftovers_err = cb_backend_reclaim(store_backend(p->store), &p->st.leftovers);
-	struct reconcile_stats rst = {0};
-	r = store_reconcile(p->store, RECONCILE_PACKS, &rst, err) ?: check_manifests(p, &rst, err);
-	if (r < 0)
-		return r;
-	p->st.bad_packs = rst.bad_packs;
-	return make_plan(p, err);
+	return reconcile_strict(p, err) ?: make_plan(p, err);
 }
 
-int prune_begin(const char *location, const struct prune_opts *o, prune **out, struct strbuf *err)
+int prune_begin(struct store *s, const struct prune_opts *o, prune **out, struct strbuf *err)
 {
 	*out = NULL;
 	prune *p = calloc(1, sizeof(*p));
-	if (!p || !(p->location = strdup(location))) {
-		free(p);
+	if (!p) {
 		sb_puts(err, "out of memory");
 		return -ENOMEM;
 	}
+	p->store = s;
+	p->location = store_location(s);
 	p->o = *o;
 	if (p->o.max_unused > 100)
 		p->o.max_unused = 100;
@@ -291,11 +246,9 @@ void prune_free(prune *p)
 	if (!p)
 		return;
 	store_lock_release(p->lock);
-	store_close(p->store);
 	for (size_t i = 0; i < p->npacks; i++)
 		free(p->packs[i].path);
 	free(p->packs);
-	free(p->location);
 	free(p);
 }
 
@@ -563,7 +516,7 @@ static int read_blob(void *ctx, uint64_t off, void *buf, size_t len)
 	struct blob_reader *br = ctx;
 	if (br->o->cancel && *br->o->cancel)
 		return -ECANCELED;
-	int r = pack_cache_read(br->pc, br->from->id, br->from->path, br->b->offset + off, buf, len);
+	int r = pack_cache_read(br->pc, br->from->path, br->b->offset + off, buf, len);
 	if (r == 0 && br->o->progress)
 		br->o->progress(br->o->pctx, len);
 	return r;
@@ -653,7 +606,7 @@ static int repack_one(struct repack *rp, struct prune_pack *k, struct live_list 
 static int repack_all(prune *p, struct strbuf *err)
 {
 	struct repack rp = {.p = p, .err = err};
-	int r = pack_cache_new(&rp.pc, p->location, READ_CACHE_BYTES);
+	int r = store_pack_cache(p->store, &rp.pc);
 	if (r < 0) {
 		sb_printf(err, "cannot read packs of %s: %s", p->location, strerror(-r));
 		return r;
@@ -673,7 +626,6 @@ static int repack_all(prune *p, struct strbuf *err)
 	for (size_t i = 0; lists && i < p->npacks; i++)
 		live_list_free(&lists[i]);
 	free(lists);
-	pack_cache_free(rp.pc);
 	return r;
 }
 

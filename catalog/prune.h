@@ -2,10 +2,11 @@
  *
  * Backups go when their manifest goes (forget); the packs holding their blobs stay until a
  * prune. Under the store's exclusive lock (lock.h), a prune:
- *   1. brings the catalog up to date with the store (store_reconcile with RECONCILE_PACKS), so
- *      it knows every manifest in backups/ and every pack in packs/, also packs that a create
- *      killed before its manifest left behind; and refuses to go on when a manifest does not
- *      parse (its backup's blobs would look unused);
+ *   1. brings the catalog up to date with the store (store_reconcile with RECONCILE_PACKS and
+ *      RECONCILE_STRICT), so it knows every manifest in backups/ and every pack in packs/, also
+ *      packs that a create killed before its manifest left behind; and refuses to go on when a
+ *      manifest cannot be read or parsed, whatever the reason (its backup's blobs would look
+ *      unused);
  *   2. plans, per pack: its used bytes, the blobs the remaining backups read from it (a blob
  *      that two packs hold is used once, at its current location: the copy in the other pack
  *      is unused), and its unused bytes, everything else it holds. A pack with no used blob is
@@ -92,11 +93,13 @@ struct prune_stats {
 
 typedef struct prune prune;
 
-/* Opens the store at location, takes its exclusive lock (waiting as o says), removes upload
- * leftovers (not in a dry run), reconciles the catalog and plans. -EBUSY when another lock
- * stays (err names its holder), -EBADMSG when a manifest does not parse (err names it), or
- * what store_open_full gives. *out is the caller's (prune_free), NULL on failure. */
-int prune_begin(const char *location, const struct prune_opts *o, prune **out, struct strbuf *err);
+/* Takes the exclusive lock of store s (the caller's, open until prune_free; waiting as o says),
+ * removes upload leftovers (not in a dry run), reconciles the catalog from a complete reading
+ * of the store and plans. -EBUSY when another lock stays (err names its holder), -EBADMSG or
+ * the backend's error when a manifest cannot be read (err names it). *out is the caller's
+ * (prune_free), NULL on failure. */
+struct store;
+int prune_begin(struct store *s, const struct prune_opts *o, prune **out, struct strbuf *err);
 
 /* The packs (by catalog id) and the plan for each. Valid until prune_free. */
 const struct prune_pack *prune_packs(const prune *p, size_t *n);
@@ -107,7 +110,7 @@ const struct prune_stats *prune_get_stats(const prune *p);
  * backup uses. */
 int prune_run(prune *p, struct strbuf *err);
 
-/* Releases the lock. Accepts NULL. */
+/* Releases the lock (the store stays the caller's). Accepts NULL. */
 void prune_free(prune *p);
 
 #endif

@@ -1,14 +1,19 @@
 /* store.c: see store.h. */
 #include "store.h"
+#include "store_i.h"
 #include "packread.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,20 +21,20 @@
 #define CONFIG_KEY "config"
 #define CONFIG_MAX 65536
 
-static const struct cb_s3_options *s3_defaults;
-static const char *cache_dir_setting;
-
-void store_set_s3_options(const struct cb_s3_options *o) { s3_defaults = o; }
-const struct cb_s3_options *store_s3_options(void) { return s3_defaults; }
-void store_set_cache_dir(const char *dir) { cache_dir_setting = dir; }
-
 struct store {
 	char *location;
+	struct store_options opts;
 	struct cb_backend *b;
 	catalog *cat;
 	struct store_config config;
 	char *catalog_path;
-	bool readonly;
+	char catalog_id[33]; /* the identity of the catalog opened (catalog_identity), under mu */
+	dev_t catalog_dev;   /* and its file */
+	ino_t catalog_ino;
+	unsigned ra_workers; /* read-ahead workers of the pack cache: object storage only */
+	pthread_mutex_t mu;  /* guards packs and fc */
+	pack_cache *packs;   /* made at need */
+	struct filecheck *fc; /* made at need */
 };
 
 struct cb_backend *store_backend(struct store *s) { return s->b; }
@@ -43,6 +48,44 @@ int store_manifest_key(const char *name, struct strbuf *key)
 	if (!name_is_component(name) || strlen(name) > 250)
 		return -EINVAL;
 	return sb_printf(key, "backups/%s.json", name);
+}
+
+int store_manifest_name(const char *key, char name[256])
+{
+	if (strncmp(key, "backups/", 8) != 0)
+		return -EINVAL;
+	const char *n = key + 8;
+	size_t len = strlen(n);
+	if (len <= 5 || len - 5 > 250 || strcmp(n + len - 5, ".json") != 0)
+		return -EINVAL;
+	memcpy(name, n, len - 5);
+	name[len - 5] = '\0';
+	return name_is_component(name) ? 0 : -EINVAL;
+}
+
+static const struct cb_s3_options *s3_of(const struct store_options *o)
+{
+	return o ? o->s3 : NULL;
+}
+
+/* --- the cache directory ----------------------------------------------------------------- */
+
+int store_cache_dir(const struct store_options *o, struct strbuf *out)
+{
+	const char *env = getenv("CASSBACKUP_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME");
+	if (o && o->cache_dir && *o->cache_dir)
+		return sb_puts(out, o->cache_dir);
+	if (env && *env)
+		return sb_puts(out, env);
+	if (geteuid() == 0)
+		return sb_puts(out, STORE_SYSTEM_CACHE_DIR);
+	if (xdg && *xdg == '/')
+		return sb_printf(out, "%s/cassbackup", xdg);
+	const char *home = getenv("HOME");
+	struct passwd *pw = home && *home == '/' ? NULL : getpwuid(geteuid());
+	if (!(home && *home == '/') && !(pw && pw->pw_dir && *pw->pw_dir == '/'))
+		return -ENOENT;
+	return sb_printf(out, "%s/.cache/cassbackup", home && *home == '/' ? home : pw->pw_dir);
 }
 
 /* --- init -------------------------------------------------------------------------------- */
@@ -81,7 +124,7 @@ static int new_config(struct store_config *c)
 	return 0;
 }
 
-int store_init(const char *location, struct strbuf *err)
+int store_init(const char *location, const struct store_options *o, struct strbuf *err)
 {
 	bool remote = cb_location_is_remote(location);
 	int r = remote ? 0 : make_local_root(location);
@@ -99,29 +142,25 @@ int store_init(const char *location, struct strbuf *err)
 	if (!remote)
 		chmod(location, 0700);
 	struct cb_backend *b;
-	r = cb_backend_open(location, 0, s3_defaults, &b);
+	r = cb_backend_open(location, 0, s3_of(o), &b);
 	if (r < 0) {
-		sb_printf(err, "%s", *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
+		sb_printf(err, "%s", cb_backend_why(r));
 		return r;
 	}
-	uint64_t size;
 	struct store_config c;
 	struct strbuf doc = {0};
-	r = cb_backend_stat(b, CONFIG_KEY, &size);
-	if (r == 0)
-		r = -EEXIST;
-	else if (r == -ENOENT)
-		r = new_config(&c) ?: store_config_write(&c, &doc) ?:
-		    cb_backend_put(b, CONFIG_KEY, doc.buf, doc.len, CB_PUT_EXCLUSIVE);
+	r = new_config(&c) ?: store_config_write(&c, &doc) ?:
+	    cb_backend_put(b, CONFIG_KEY, doc.buf, doc.len, CB_PUT_EXCLUSIVE);
 	if (r < 0)
-		sb_printf(err, "%s", r == -EEXIST ? "a store is already there"
-				     : *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
+		sb_printf(err, "%s", r == -EEXIST ? "a store is already there" : cb_backend_why(r));
 	sb_free(&doc);
 	cb_backend_close(b);
 	if (r < 0 || remote)
 		return r;
 	struct store *s;
-	r = store_open_full(location, 0, &s, err); /* creates the local catalog */
+	struct store_options opts = o ? *o : (struct store_options){0};
+	opts.flags = 0;
+	r = store_open(location, &opts, &s, err); /* creates the local catalog */
 	store_close(s);
 	return r;
 }
@@ -139,8 +178,7 @@ static int read_config(struct store *s, struct strbuf *err)
 		return -EMEDIUMTYPE;
 	}
 	if (r < 0) {
-		sb_printf(err, "cannot read config: %s",
-			  *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
+		sb_printf(err, "cannot read config: %s", cb_backend_why(r));
 		return r;
 	}
 	r = store_config_parse(doc, len, &s->config, why, sizeof(why));
@@ -152,47 +190,28 @@ static int read_config(struct store *s, struct strbuf *err)
 	return r == -EBADMSG ? -EMEDIUMTYPE : r;
 }
 
-/* mkdir -p with private modes. */
-static int make_dirs(const char *path)
-{
-	char *p = strdup(path);
-	if (!p)
-		return -ENOMEM;
-	int r = 0;
-	for (char *q = p + 1; r == 0; q++) {
-		if (*q != '/' && *q)
-			continue;
-		char c = *q;
-		*q = '\0';
-		if (mkdir(p, 0700) < 0 && errno != EEXIST)
-			r = -errno;
-		*q = c;
-		if (!c)
-			break;
-	}
-	free(p);
-	return r;
-}
-
 /* Where the catalog lives: beside the store when it is a local, writable one; else in the
- * cache directory, under the store's id (a remote store, a read-only copy). */
-static int pick_catalog_path(struct store *s)
+ * user's own cache directory, under the store's id (a remote store, a read-only copy). */
+static int pick_catalog_path(struct store *s, const struct store_options *o, struct strbuf *err)
 {
 	struct strbuf p = {0};
 	int r;
 	if (!cb_location_is_remote(s->location) && access(s->location, W_OK) == 0) {
 		r = sb_printf(&p, "%s/catalog.db", s->location);
 	} else {
-		const char *env = getenv("CASSBACKUP_CACHE_DIR");
-		const char *set = cache_dir_setting ? cache_dir_setting : env && *env ? env : NULL;
-		const char *dir = set ? set : STORE_DEFAULT_CACHE_DIR;
-		if (!set && geteuid() != 0) {
-			const char *tmp = getenv("TMPDIR");
-			r = sb_printf(&p, "%s/cassbackup-%u", tmp ? tmp : "/tmp", (unsigned)geteuid());
+		r = store_cache_dir(o, &p);
+		if (r == -ENOENT)
+			sb_puts(err, "no cache directory for its catalog: set HOME or CASSBACKUP_CACHE_DIR");
+		int fd = r < 0 ? r : open_private_dir(p.buf, true, err);
+		if (fd >= 0) {
+			r = mkdirat(fd, s->config.id, 0700) < 0 && errno != EEXIST ? -errno : 0;
+			close(fd);
+			if (r < 0)
+				sb_printf(err, "cannot create %s/%s: %s", p.buf, s->config.id, strerror(-r));
 		} else {
-			r = sb_puts(&p, dir);
+			r = fd;
 		}
-		r = r ?: sb_printf(&p, "/%s", s->config.id) ?: make_dirs(p.buf) ?: sb_puts(&p, "/catalog.db");
+		r = r ?: sb_printf(&p, "/%s/catalog.db", s->config.id);
 	}
 	if (r < 0) {
 		sb_free(&p);
@@ -202,22 +221,48 @@ static int pick_catalog_path(struct store *s)
 	return 0;
 }
 
+/* Removes path's -wal and -shm files: those of a catalog that is gone (deleted, or set aside
+ * as damaged), which SQLite would otherwise read as the new catalog's. Processes that still
+ * hold the old catalog keep theirs through their descriptors. */
+static void drop_sidecars(const char *path)
+{
+	static const char *const ext[] = {"-wal", "-shm", "-journal"};
+	for (size_t i = 0; i < ARRAY_SIZE(ext); i++) {
+		struct strbuf p = {0};
+		if (sb_printf(&p, "%s%s", path, ext[i]) == 0)
+			unlink(p.buf);
+		sb_free(&p);
+	}
+}
+
 /* Creates an empty catalog at path, atomically: made under a name of its own, then linked into
- * place, so a process that opens the catalog meanwhile never sees a half-made one. -EEXIST when
- * another process made it first. */
+ * place, so a process that opens the catalog meanwhile never sees a half-made one. Creators
+ * take turns on an flock of path.lock, so the sidecars dropped are never a new catalog's.
+ * -EEXIST when another process made it first. */
 static int create_catalog(const char *path)
 {
-	struct strbuf tmp = {0};
+	struct strbuf tmp = {0}, lock = {0};
 	catalog *c;
-	int r = sb_printf(&tmp, "%s.new-%d", path, (int)getpid());
+	int r = sb_printf(&lock, "%s.lock", path) ?: sb_printf(&tmp, "%s.new-%d", path, (int)getpid());
+	int lfd = r < 0 ? r : open(lock.buf, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (lfd < 0)
+		r = r < 0 ? r : -errno;
+	else if (flock(lfd, LOCK_EX) < 0)
+		r = -errno;
+	else if (access(path, F_OK) == 0)
+		r = -EEXIST;
 	if (r == 0 && (r = catalog_open(&c, tmp.buf, CATALOG_CREATE)) == 0) {
 		catalog_close(c);
+		drop_sidecars(path);
 		/* private, whatever the umask (its -wal and -shm files take the same mode) */
 		r = chmod(tmp.buf, 0600) < 0 ? -errno : link(tmp.buf, path) < 0 ? -errno : 0;
 	}
 	if (tmp.buf)
 		unlink(tmp.buf);
+	if (lfd >= 0)
+		close(lfd);
 	sb_free(&tmp);
+	sb_free(&lock);
 	return r;
 }
 
@@ -236,12 +281,34 @@ static int open_catalog(struct store *s, struct strbuf *err)
 		r = create_catalog(s->catalog_path);
 		r = (r == 0 || r == -EEXIST) ? catalog_open(&s->cat, s->catalog_path, 0) : r;
 	}
-	if (r < 0)
+	struct stat st;
+	if (r == 0 && stat(s->catalog_path, &st) < 0)
+		r = -errno;
+	if (r < 0) {
 		sb_printf(err, "cannot open catalog %s: %s", s->catalog_path, strerror(-r));
-	return r;
+		return r;
+	}
+	pthread_mutex_lock(&s->mu);
+	snprintf(s->catalog_id, sizeof(s->catalog_id), "%s", catalog_identity(s->cat));
+	s->catalog_dev = st.st_dev;
+	s->catalog_ino = st.st_ino;
+	pthread_mutex_unlock(&s->mu);
+	return 0;
 }
 
-int store_open_full(const char *location, int flags, struct store **out, struct strbuf *err)
+int store_follow_catalog(struct store *s, struct strbuf *err)
+{
+	struct stat st;
+	if (stat(s->catalog_path, &st) == 0 && st.st_dev == s->catalog_dev && st.st_ino == s->catalog_ino)
+		return 0;
+	catalog_close(s->cat);
+	s->cat = NULL;
+	int r = open_catalog(s, err) ?: store_reconcile(s, RECONCILE_PACKS, NULL, err);
+	return r < 0 ? r : 1;
+}
+
+int store_open(const char *location, const struct store_options *o, struct store **out,
+	       struct strbuf *err)
 {
 	*out = NULL;
 	struct store *s = calloc(1, sizeof(*s));
@@ -250,11 +317,18 @@ int store_open_full(const char *location, int flags, struct store **out, struct 
 		sb_puts(err, "out of memory");
 		return -ENOMEM;
 	}
-	s->readonly = flags & STORE_READONLY;
-	int r = cb_backend_open(location, s->readonly ? CB_BACKEND_READONLY : 0, s3_defaults, &s->b);
+	s->opts = o ? *o : (struct store_options){0};
+	s->opts.cache_dir = NULL; /* the caller's string: used here only */
+	s->opts.s3 = NULL;        /* copied by the backend's client: used here only */
+	s->ra_workers = !cb_location_is_remote(location) ? 0 : o && o->s3 && o->s3->parallel
+						       ? o->s3->parallel : 4;
+	pthread_mutex_init(&s->mu, NULL);
+	int flags = s->opts.flags;
+	int r = cb_backend_open(location, flags & STORE_READONLY ? CB_BACKEND_READONLY : 0, s3_of(o),
+				&s->b);
 	if (r < 0)
-		sb_printf(err, "%s", *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
-	r = r ?: read_config(s, err) ?: pick_catalog_path(s);
+		sb_printf(err, "%s", cb_backend_why(r));
+	r = r ?: read_config(s, err) ?: pick_catalog_path(s, o, err);
 	if (r == 0)
 		r = open_catalog(s, err);
 	if (r == 0 && !(flags & STORE_NO_RECONCILE))
@@ -271,35 +345,49 @@ void store_close(struct store *s)
 {
 	if (!s)
 		return;
+	filecheck_free(s->fc);
+	pack_cache_free(s->packs);
 	catalog_close(s->cat);
 	cb_backend_close(s->b);
+	pthread_mutex_destroy(&s->mu);
 	free(s->catalog_path);
 	free(s->location);
 	free(s);
 }
 
-int store_open_catalog(const char *location, int catalog_flags, catalog **out,
-		       struct strbuf *err)
+int store_pack_cache(struct store *s, pack_cache **out)
 {
-	*out = NULL;
-	struct store *s;
-	int flags = STORE_READONLY | (catalog_flags & CATALOG_NO_RECONCILE ? STORE_NO_RECONCILE : 0);
-	int r = store_open_full(location, flags, &s, err);
-	if (r < 0)
-		return r;
-	/* The reconciled catalog, reopened with the caller's flags. */
-	r = catalog_open(out, s->catalog_path, catalog_flags & ~(CATALOG_CREATE | CATALOG_NO_RECONCILE));
-	if (r < 0)
-		sb_printf(err, "cannot open catalog %s: %s", s->catalog_path, strerror(-r));
-	store_close(s);
+	int r = 0;
+	pthread_mutex_lock(&s->mu);
+	if (!s->packs) {
+		size_t bytes = s->opts.read_cache_bytes ? s->opts.read_cache_bytes : STORE_DEFAULT_READ_CACHE;
+		r = pack_cache_new(&s->packs, s->b, bytes, s->ra_workers);
+	}
+	*out = s->packs;
+	pthread_mutex_unlock(&s->mu);
 	return r;
 }
 
-int store_open(const char *location, int catalog_flags, catalog **out)
+int store_filecheck(struct store *s, struct filecheck **out)
 {
-	struct strbuf err = {0};
-	int r = store_open_catalog(location, catalog_flags, out, &err);
-	sb_free(&err);
+	pthread_mutex_lock(&s->mu);
+	int r = s->fc ? 0 : filecheck_new(&s->fc);
+	*out = s->fc;
+	pthread_mutex_unlock(&s->mu);
+	return r;
+}
+
+int store_catalog_connect(struct store *s, bool small, catalog **out)
+{
+	int r = catalog_open(out, s->catalog_path, CATALOG_READONLY | (small ? CATALOG_SMALL_CACHE : 0));
+	pthread_mutex_lock(&s->mu);
+	bool same = r == 0 && !strcmp(catalog_identity(*out), s->catalog_id);
+	pthread_mutex_unlock(&s->mu);
+	if (r == 0 && !same) {
+		catalog_close(*out);
+		*out = NULL;
+		r = -ESTALE;
+	}
 	return r;
 }
 
@@ -468,16 +556,11 @@ static struct named *namelist_find(struct namelist *l, const char *name)
 	return l->n ? bsearch(&key, l->v, l->n, sizeof(key), cmp_named) : NULL;
 }
 
-/* backups/NAME.json -> NAME */
+/* backups/NAME.json -> NAME; other keys under backups/ are not backups (check names them). */
 static int on_manifest_key(void *ctx, const char *key, uint64_t size)
 {
-	const char *name = key + strlen("backups/");
-	size_t n = strlen(name);
-	if (n <= 5 || strcmp(name + n - 5, ".json") != 0 || strchr(name, '/'))
-		return 0;
-	char buf[256];
-	snprintf(buf, sizeof(buf), "%.*s", (int)(n - 5), name);
-	return name_is_component(buf) ? namelist_add(ctx, buf, size, 0) : 0;
+	char name[256];
+	return store_manifest_name(key, name) == 0 ? namelist_add(ctx, name, size, 0) : 0;
 }
 
 static int on_catalog_backup(void *ctx, int64_t id, const char *name, uint64_t size)
@@ -498,8 +581,19 @@ static int on_catalog_pack(void *ctx, int64_t id, const char *path)
 	return namelist_add(ctx, path, 0, id);
 }
 
+static void note(struct reconcile_stats *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(struct reconcile_stats *st, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	sb_printf(&st->why, "%s%s", st->why.len ? "; " : "", line);
+}
+
 /* Reads a pack's trailer, verified seek table and index, and registers them. */
-static int index_pack(struct store *s, const char *key, uint64_t size, struct strbuf *why)
+static int index_pack(struct store *s, const char *key, uint64_t size, struct reconcile_stats *st)
 {
 	struct cb_io *io = NULL;
 	struct seek_table *t = NULL;
@@ -519,7 +613,7 @@ static int index_pack(struct store *s, const char *key, uint64_t size, struct st
 		int64_t id;
 		r = store_register_pack(s->cat, &p, &pi, &id);
 	} else {
-		sb_printf(why, "%s%s: %s", why->len ? "; " : "", key, *err ? err : strerror(-r));
+		note(st, "%s: %s", key, *err ? err : strerror(-r));
 	}
 	pack_index_free(&pi);
 	seek_table_free(t);
@@ -528,11 +622,13 @@ static int index_pack(struct store *s, const char *key, uint64_t size, struct st
 }
 
 /* Drops catalog packs the store no longer has; indexes store packs the catalog lacks. */
-static int reconcile_packs(struct store *s, struct reconcile_stats *st, struct strbuf *why)
+static int reconcile_packs(struct store *s, struct reconcile_stats *st, struct strbuf *err)
 {
 	struct namelist have = {0}, known = {0};
-	int r = cb_backend_list(s->b, "packs/", on_pack_key, &have) ?:
-		catalog_list_packs(s->cat, on_catalog_pack, &known);
+	int r = cb_backend_list(s->b, "packs/", on_pack_key, &have);
+	if (r < 0)
+		sb_printf(err, "cannot list packs/: %s", cb_backend_why(r));
+	r = r ?: catalog_list_packs(s->cat, on_catalog_pack, &known);
 	if (r == 0 && have.n) /* qsort's array may not be NULL, even empty */
 		qsort(have.v, have.n, sizeof(*have.v), cmp_named);
 	for (size_t i = 0; r == 0 && i < known.n; i++) {
@@ -545,7 +641,7 @@ static int reconcile_packs(struct store *s, struct reconcile_stats *st, struct s
 	for (size_t i = 0; r == 0 && i < have.n; i++) {
 		if (have.v[i].seen)
 			continue;
-		int k = index_pack(s, have.v[i].name, have.v[i].size, why);
+		int k = index_pack(s, have.v[i].name, have.v[i].size, st);
 		if (k == 0)
 			st->packs_added++;
 		else if (k == -ENOMEM || k == -EUCLEAN)
@@ -558,71 +654,117 @@ static int reconcile_packs(struct store *s, struct reconcile_stats *st, struct s
 	return r;
 }
 
-static int add_backup(struct store *s, const char *name, struct reconcile_stats *st,
-		      struct strbuf *why)
+/* Reads backup name's manifest (it was listed) and registers it, replacing the catalog's rows
+ * of it (old_id > 0). One that cannot be read is named in st, or, strict, fails the reconcile
+ * with err saying why; the catalog keeps the backup's rows unless the manifest was read and
+ * does not parse. */
+static int take_in(struct store *s, const char *name, int64_t old_id, int flags,
+		   struct reconcile_stats *st, struct strbuf *err)
 {
 	struct manifest *m;
 	uint64_t size;
-	struct strbuf err = {0};
-	int r = store_read_manifest(s, name, &m, &size, &err);
+	struct strbuf why = {0};
+	int r = store_read_manifest(s, name, &m, &size, &why);
 	if (r == 0) {
-		r = store_register_manifest(s->cat, m, size);
+		r = (old_id > 0 ? catalog_remove_backup(s->cat, old_id) : 0) ?:
+		    store_register_manifest(s->cat, m, size);
 		if (r == 0)
 			st->backups_added++;
 		manifest_free(m);
-	} else if (r != -ENOENT && r != -ENOMEM) { /* vanished meanwhile: nothing to do */
-		sb_printf(why, "%s%s", why->len ? "; " : "", err.buf ? err.buf : name);
-		st->bad_manifests++;
-		r = 0;
+	} else if (r == -ENOENT && !(flags & RECONCILE_STRICT)) {
+		r = 0; /* forgotten between the listing and the read: the next refresh drops it */
+	} else if (r != -ENOMEM) {
+		if (r == -ENOENT) /* listed, then not there: under an exclusive lock, not a forget */
+			sb_printf(&why, "backups/%s.json: listed, then not found", name);
+		if (flags & RECONCILE_STRICT) {
+			sb_printf(err, "%s", why.buf ? why.buf : name);
+			st->unreadable = true;
+		} else {
+			note(st, "%s", why.buf ? why.buf : name);
+			st->bad_manifests++;
+			/* one that reads but does not parse is damaged: its backup is gone; one that
+			 * could not be read may be there as it was (a failed request) */
+			r = r == -EBADMSG && old_id > 0 ? catalog_remove_backup(s->cat, old_id) : 0;
+		}
 	}
-	sb_free(&err);
-	return r == -ENOENT ? 0 : r;
+	sb_free(&why);
+	return r;
 }
 
-/* Drops backups whose manifest went or changed; takes in those whose manifest is new. */
-static int reconcile_backups(struct store *s, struct reconcile_stats *st, struct strbuf *why)
+/* Drops backups whose manifest went; takes in those whose manifest is new or changed. */
+static int reconcile_backups(struct store *s, int flags, struct reconcile_stats *st,
+			     struct strbuf *err)
 {
 	struct namelist have = {0}, known = {0};
-	int r = cb_backend_list(s->b, "backups/", on_manifest_key, &have) ?:
-		catalog_backup_names(s->cat, on_catalog_backup, &known);
+	int r = cb_backend_list(s->b, "backups/", on_manifest_key, &have);
+	if (r < 0)
+		sb_printf(err, "cannot list backups/: %s", cb_backend_why(r));
+	r = r ?: catalog_backup_names(s->cat, on_catalog_backup, &known);
 	if (r == 0 && have.n) /* qsort's array may not be NULL, even empty */
 		qsort(have.v, have.n, sizeof(*have.v), cmp_named);
 	for (size_t i = 0; r == 0 && i < known.n; i++) {
 		struct named *h = namelist_find(&have, known.v[i].name);
-		if (h && h->size == known.v[i].size) {
+		if (h) {
 			h->seen = true;
-			continue;
-		}
-		if ((r = catalog_remove_backup(s->cat, known.v[i].id)) == 0)
+			if (h->size != known.v[i].size) /* replaced: read it again */
+				r = take_in(s, h->name, known.v[i].id, flags, st, err);
+		} else if ((r = catalog_remove_backup(s->cat, known.v[i].id)) == 0) {
 			st->backups_removed++;
+		}
 	}
 	for (size_t i = 0; r == 0 && i < have.n; i++)
 		if (!have.v[i].seen)
-			r = add_backup(s, have.v[i].name, st, why);
+			r = take_in(s, have.v[i].name, 0, flags, st, err);
 	namelist_free(&have);
 	namelist_free(&known);
+	return r;
+}
+
+static int reconcile_in_transaction(struct store *s, int flags, struct reconcile_stats *st,
+				    struct strbuf *err)
+{
+	int r = flags & RECONCILE_PACKS ? reconcile_packs(s, st, err) : 0;
+	r = r ?: reconcile_backups(s, flags, st, err);
+	if (r == 0 && !(flags & RECONCILE_PACKS) && (flags & RECONCILE_PACKS_IF_NEEDED) &&
+	    (r = catalog_has_unlocated_blobs(s->cat)) > 0)
+		r = reconcile_packs(s, st, err);
+	return r < 0 ? r : 0;
+}
+
+/* Ends a reconcile: commits, or rolls back and says why (unless a step already did). */
+static int end_reconcile(struct store *s, int r, struct strbuf *err)
+{
+	if (r == 0)
+		r = catalog_commit(s->cat);
+	if (r == 0)
+		return 0;
+	catalog_rollback(s->cat);
+	if (!err->len)
+		sb_printf(err, "cannot bring the catalog up to date: %s",
+			  r == -EUCLEAN || r == -EIO || r == -EBUSY ? catalog_errmsg(s->cat) : strerror(-r));
 	return r;
 }
 
 int store_reconcile(struct store *s, int flags, struct reconcile_stats *st, struct strbuf *err)
 {
 	struct reconcile_stats local = {0};
-	if (!st)
-		st = &local;
-	struct strbuf why = {0};
 	int r = catalog_begin(s->cat);
-	if (r == 0 && (flags & RECONCILE_PACKS))
-		r = reconcile_packs(s, st, &why);
-	if (r == 0)
-		r = reconcile_backups(s, st, &why);
-	if (r == 0)
-		r = catalog_commit(s->cat);
-	else
-		catalog_rollback(s->cat);
-	if (r < 0)
-		sb_printf(err, "cannot bring the catalog up to date: %s",
-			  r == -EUCLEAN || r == -EIO ? catalog_errmsg(s->cat)
-			  : *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
-	sb_free(&why);
-	return r;
+	r = r ?: reconcile_in_transaction(s, flags, st ? st : &local, err);
+	reconcile_stats_free(&local);
+	return end_reconcile(s, r, err);
+}
+
+int store_rebuild_catalog(struct store *s, struct reconcile_stats *st, struct strbuf *err)
+{
+	struct reconcile_stats local = {0};
+	int r = catalog_begin(s->cat);
+	r = r ?: catalog_clear(s->cat) ?: reconcile_in_transaction(s, RECONCILE_PACKS, st ? st : &local, err);
+	reconcile_stats_free(&local);
+	return end_reconcile(s, r, err);
+}
+
+void reconcile_stats_free(struct reconcile_stats *st)
+{
+	if (st)
+		sb_free(&st->why);
 }

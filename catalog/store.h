@@ -1,18 +1,19 @@
-/* store.h: a store (format 2) and its catalog.
+/* store.h: a store (format 2), the one object that owns it.
  *
  * A store is a set of objects behind a backend (backend.h: a local directory or an S3 prefix):
  *   config                       store id, format, creation time; written once by init
  *   backups/NAME.json            one manifest per backup (manifest.h); its presence is the
- *                                backup's existence: written last, after its pack
+ *                                backup's existence: written last, after its packs, never
+ *                                replaced
  *   packs/xx/ID.tar.zst          immutable packs of blobs (pack.h), each listing its blobs
  *   locks/ID.json                who works on the store (lock.h)
  * and catalog.db, an SQLite cache of backups/ and of the packs' indexes: STORE/catalog.db for a
- * local store, CACHE_DIR/<store id>/catalog.db for a remote one. Opening a store brings the
- * catalog up to date with the store (store_reconcile): a backup whose manifest appeared (a
- * crash between manifest and catalog, another node's backup, a catalog restored from
- * elsewhere) is taken in, one whose manifest went (forget) is dropped, and with
- * RECONCILE_PACKS packs are listed too, so packs that went (prune) are dropped and new ones
- * indexed. A deleted catalog is rebuilt the same way (reindex).
+ * local, writable store, CACHE_DIR/<store id>/catalog.db otherwise (a remote store, a read-only
+ * copy). Opening a store brings the catalog up to date with the store (store_reconcile).
+ *
+ * struct store is what everything else asks: it owns the backend, the catalog (one connection,
+ * for the thread that opened the store) and the pack cache that reads packs by key. Nothing
+ * about a store is process-global: two stores with other settings can be open at once.
  */
 #ifndef CASSBACKUP_STORE_H
 #define CASSBACKUP_STORE_H
@@ -21,45 +22,47 @@
 #include "catalog.h"
 #include "manifest.h"
 #include "pack.h"
+#include "packread.h"
 #include "util.h"
 
-#define STORE_DEFAULT_CACHE_DIR "/var/cache/cassbackup"
+#define STORE_SYSTEM_CACHE_DIR "/var/cache/cassbackup"
 #define MANIFEST_MAX (1u << 30)
+#define STORE_DEFAULT_READ_CACHE (16u << 20)
 
-/* Process-wide settings, set by a program's main before it opens a store: how to reach S3
- * stores (the strings must outlive every store) and where remote stores keep their catalog
- * (else $CASSBACKUP_CACHE_DIR, else STORE_DEFAULT_CACHE_DIR as root, else
- * $TMPDIR/cassbackup-UID). */
-void store_set_s3_options(const struct cb_s3_options *o);
-const struct cb_s3_options *store_s3_options(void);
-void store_set_cache_dir(const char *dir);
+enum store_flags {
+	STORE_READONLY = 1 << 0,     /* never write the store (the catalog, a cache, is refreshed) */
+	STORE_NO_RECONCILE = 1 << 1, /* open the catalog as it is; the caller reconciles */
+};
+
+/* How to open a store. A zeroed struct is the default for each field. */
+struct store_options {
+	const struct cb_s3_options *s3; /* how to reach s3:// stores; copied by the S3 client */
+	/* Where a store keeps a catalog it cannot keep beside itself. NULL: $CASSBACKUP_CACHE_DIR,
+	 * else STORE_SYSTEM_CACHE_DIR for root, else $XDG_CACHE_HOME/cassbackup, else
+	 * ~/.cache/cassbackup. It must be the user's own directory (util.h open_private_dir):
+	 * whoever else can write there could plant the catalog. */
+	const char *cache_dir;
+	int flags;                      /* enum store_flags */
+	size_t read_cache_bytes;        /* decoded frames the pack cache keeps (0: 16 MiB) */
+};
+
+/* The cache directory o names or implies (see above), into out. */
+int store_cache_dir(const struct store_options *o, struct strbuf *out);
 
 /* Creates a store at location: a local directory (created if missing; its parent must exist;
  * if it exists it must be empty) or an S3 prefix (which must hold no config). Writes config
  * and, for a local store, an empty catalog. -EEXIST when something is there. */
-int store_init(const char *location, struct strbuf *err);
+int store_init(const char *location, const struct store_options *o, struct strbuf *err);
 
 struct store;
-
-enum store_flags {
-	STORE_READONLY = 1 << 0,   /* never write the store (the catalog may still be refreshed) */
-	STORE_NO_RECONCILE = 1 << 1, /* trust the catalog as it is (a mount's worker threads) */
-};
-
-enum reconcile_flags {
-	RECONCILE_PACKS = 1 << 0, /* list packs/ too: drop gone packs, index new ones */
-};
-
-struct reconcile_stats {
-	unsigned backups_added, backups_removed, packs_added, packs_removed;
-	unsigned bad_manifests, bad_packs; /* skipped: they do not parse or verify */
-};
 
 /* Opens the store at location, checks its config (one line in err otherwise: not a store,
  * another format), opens its catalog and, unless STORE_NO_RECONCILE, reconciles it
  * (RECONCILE_PACKS). -ENOENT (nothing there), -EMEDIUMTYPE (not a cassbackup store),
- * -EPROTONOSUPPORT (another format), or -errno. */
-int store_open_full(const char *location, int flags, struct store **out, struct strbuf *err);
+ * -EPROTONOSUPPORT (another format), -EPERM (a cache directory that is not the user's own),
+ * or -errno. *out is the caller's (store_close). */
+int store_open(const char *location, const struct store_options *o, struct store **out,
+	       struct strbuf *err);
 void store_close(struct store *s); /* accepts NULL */
 
 struct cb_backend *store_backend(struct store *s);
@@ -69,8 +72,67 @@ const char *store_location(const struct store *s);
 /* The catalog file this store uses. */
 const char *store_catalog_path(const struct store *s);
 
-/* Brings the catalog up to date with the store (see above). */
+/* The store's pack cache (made at the first call, read_cache_bytes big, with read-ahead
+ * workers on object storage): reads packs by key, for any thread. -ENOMEM. */
+int store_pack_cache(struct store *s, pack_cache **out);
+
+/* Another connection to the store's catalog, read-only (CATALOG_SMALL_CACHE when small), for
+ * another thread (a mount's worker). -ESTALE when the file at the catalog's path is no longer
+ * the catalog this store opened (its identity changed: deleted and made anew): the caller
+ * must start afresh rather than mix row ids of two catalogs. */
+int store_catalog_connect(struct store *s, bool small, catalog **out);
+
+/* Checks the catalog's word on file f of backup f->backup against the store: its content
+ * (sha256, size) must be what backups/<f->backup>.json lists for f. 0; -EUCLEAN when they
+ * differ (a stale, damaged or planted catalog; err says so); else the error reading the
+ * manifest (-ENOENT: forgotten meanwhile). Manifests are read once and kept as compact
+ * digests in a bounded cache. Thread-safe. */
+int store_check_file_content(struct store *s, const struct cb_file_ident *f,
+			     const unsigned char sha256[32], uint64_t size, struct strbuf *err);
+
+/* Checks that the pack the catalog reads a content from (loc) lists that content (sha256,
+ * size) at that offset in its own index: so bytes read there are that content's, or a frame
+ * checksum fails. 0, -EUCLEAN (err says so), or the error reading the pack's index (kept in a
+ * bounded cache). Thread-safe. */
+int store_check_location(struct store *s, const struct cb_blob_loc *loc, struct strbuf *err);
+
+/* For a long-lived reader (the mount): when the file at the store's catalog path is no longer
+ * the catalog the store opened (deleted and made anew, set aside as damaged), opens the one
+ * there now (making it when missing) and reconciles it with the store: 1. 0 when it is the
+ * same file, or -errno with err. Only the thread that owns the store's catalog may call it. */
+int store_follow_catalog(struct store *s, struct strbuf *err);
+
+enum reconcile_flags {
+	RECONCILE_PACKS = 1 << 0, /* list packs/ too: drop gone packs, index new ones */
+	/* list packs/ too when a backup taken in has files whose bytes no known pack holds (a
+	 * backup another host made): a refresh that lists only backups/ otherwise */
+	RECONCILE_PACKS_IF_NEEDED = 1 << 1,
+	/* decisions that delete are made from this reading: a manifest in backups/ that cannot be
+	 * read or parsed, whatever the reason (a failed GET, a 404 after the listing, an empty
+	 * body), fails the reconcile with -EBADMSG/-errno and err naming it, the catalog unchanged */
+	RECONCILE_STRICT = 1 << 2,
+};
+
+struct reconcile_stats {
+	unsigned backups_added, backups_removed, packs_added, packs_removed;
+	unsigned bad_manifests, bad_packs; /* skipped: they do not parse or verify */
+	bool unreadable;                   /* RECONCILE_STRICT failed on a manifest (err says which) */
+	struct strbuf why;                 /* what was skipped and why ("; "-separated) */
+};
+void reconcile_stats_free(struct reconcile_stats *st);
+
+/* Brings the catalog up to date with the store, in one transaction: a backup whose manifest
+ * appeared is taken in, one whose manifest went (or changed) is dropped; with RECONCILE_PACKS
+ * packs that went are dropped and new ones indexed. Without RECONCILE_STRICT, a manifest that
+ * cannot be read is skipped (counted, named in st->why) and a backup the catalog has keeps its
+ * rows. st may be NULL. */
 int store_reconcile(struct store *s, int flags, struct reconcile_stats *st, struct strbuf *err);
+
+/* Rebuilds the catalog from the store alone, in place and in one transaction: every row goes,
+ * then backups/ and every pack's index are read again (as store_reconcile with
+ * RECONCILE_PACKS). Readers of the catalog (a running mount) see the old rows or the new,
+ * never a mix, and no row id is reused. */
+int store_rebuild_catalog(struct store *s, struct reconcile_stats *st, struct strbuf *err);
 
 /* Registers, within the caller's catalog transaction, a pack and every blob its index lists. */
 int store_register_pack(catalog *c, const struct cb_pack_info *p, const struct pack_index *pi,
@@ -80,18 +142,14 @@ int store_register_pack(catalog *c, const struct cb_pack_info *p, const struct p
  * listed as incomplete, and reading them fails). */
 int store_register_manifest(catalog *c, const struct manifest *m, uint64_t manifest_size);
 
-/* backups/NAME.json */
+/* backups/NAME.json; -EINVAL for a name that cannot be a backup's. */
 int store_manifest_key(const char *name, struct strbuf *key);
+/* The backup name in a key of backups/ ("backups/NAME.json"), into name (256 bytes): 0, or
+ * -EINVAL for a key that is not a manifest's. The one place such keys are read. */
+int store_manifest_name(const char *key, char name[256]);
 
 /* Reads and parses the manifest of backup name. -ENOENT when there is none. */
 int store_read_manifest(struct store *s, const char *name, struct manifest **out,
 			uint64_t *size, struct strbuf *err);
-
-/* For readers that only need the catalog: opens the store (reconciled, unless catalog_flags
- * has CATALOG_NO_RECONCILE) and opens its catalog with catalog_flags. err says why not. */
-int store_open_catalog(const char *location, int catalog_flags, catalog **out,
-		       struct strbuf *err);
-/* The same, without the reason. */
-int store_open(const char *location, int catalog_flags, catalog **out);
 
 #endif

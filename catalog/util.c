@@ -120,6 +120,57 @@ ssize_t pread_full(int fd, void *buf, size_t len, off_t off)
 	return (ssize_t)done;
 }
 
+/* mkdir -p path with mode 0700 for what it creates. */
+static int make_dirs_private(const char *path)
+{
+	char *p = strdup(path);
+	if (!p)
+		return -ENOMEM;
+	int r = 0;
+	for (char *q = p + 1; r == 0; q++) {
+		if (*q != '/' && *q)
+			continue;
+		char c = *q;
+		*q = '\0';
+		if (mkdir(p, 0700) < 0 && errno != EEXIST)
+			r = -errno;
+		*q = c;
+		if (!c)
+			break;
+	}
+	free(p);
+	return r;
+}
+
+int open_private_dir(const char *path, bool parents, struct strbuf *err)
+{
+	int r = parents ? make_dirs_private(path) : mkdir(path, 0700) < 0 && errno != EEXIST ? -errno : 0;
+	if (r < 0) {
+		sb_printf(err, "cannot create %s: %s", path, strerror(-r));
+		return r;
+	}
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		sb_printf(err, "cannot open %s: %s", path, strerror(-r));
+		return r;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		sb_printf(err, "%s: %s", path, strerror(-r));
+		close(fd);
+		return r;
+	}
+	if (st.st_uid != geteuid() || (st.st_mode & (S_ISVTX | 022))) {
+		sb_printf(err, "%s: not this user's own directory (owned by another, or writable by "
+			  "others): give it a directory of its own", path);
+		close(fd);
+		return -EPERM;
+	}
+	return fd;
+}
+
 int fsync_dir(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -337,4 +388,11 @@ int parse_size(const char *s, uint64_t *out, struct strbuf *err)
 	else
 		sb_printf(err, "unknown unit '%s' (K, M, G, T or KiB, MiB, GiB, TiB)", p);
 	return -EINVAL;
+}
+
+bool is_table_dir_name(const char *name)
+{
+	const char *dash = strrchr(name, '-');
+	return dash && dash > name && strlen(dash + 1) == 32 &&
+	       strspn(dash + 1, "0123456789abcdef") == 32;
 }

@@ -37,6 +37,13 @@ ssize_t pread_full(int fd, void *buf, size_t len, off_t off);
 /* fsyncs the directory at path. */
 int fsync_dir(const char *path);
 
+/* Opens the directory path as a private one of this user's, creating it 0700 when missing (and
+ * its missing parents, with parents): it must be owned by the effective user and writable by nobody else (no
+ * group or other write, no sticky bit), else -EPERM, because whoever else can write there can
+ * plant what we would read back (a catalog, cached frames). Returns the directory's descriptor
+ * (O_CLOEXEC), or -errno with one line in err naming path and the reason. */
+int open_private_dir(const char *path, bool parents, struct strbuf *err);
+
 /* Lower-case hex of n bytes into out (2n+1 bytes, NUL-terminated). */
 void hex_encode(const unsigned char *in, size_t n, char *out);
 /* Parses exactly 2n hex characters. 0 or -EINVAL. */
@@ -51,6 +58,9 @@ int read_small_file(const char *path, size_t max, char **out, size_t *len);
  * from a store (backup, keyspace, table, index directory, file) is checked with this where it
  * is read; later code may assume it. */
 bool name_is_component(const char *s);
+
+/* True when name is a Cassandra table directory's (2.1 and later): "<table>-<32 hex digits>". */
+bool is_table_dir_name(const char *name);
 
 /* True when s is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates). */
 bool utf8_valid(const char *s);

@@ -2,6 +2,21 @@
  *
  * One struct cbfs per process, made by main() and handed to the FUSE session as its userdata:
  * operations reach it through fuse_req_userdata(req), never through a global.
+ *
+ * Threads and the catalog. The store (struct store) is opened after the daemon has forked
+ * (SQLite's locks do not survive a fork), and its own catalog connection belongs to the
+ * refresh thread (refresh.c), the only one that writes the catalog: it brings it up to date
+ * with the store when asked (a listing of /backups, a pack found gone), listing backups/ only
+ * unless packs are needed. Each FUSE worker reads through a read-only connection of its own
+ * (struct conn), opened from the store so that it is to the same catalog.
+ *
+ * Inode numbers. A node's number is its catalog number (catalog.h CB_INO: row id and kind)
+ * with the mount's catalog generation in bits GEN_SHIFT and up. Row ids are never reused
+ * within one catalog (a rebuild in place makes new ids), so a number the kernel holds names
+ * the same node, or none, for the catalog's life. Only a catalog file made anew at its path
+ * (deleted, set aside as damaged) starts ids over: the refresh thread then moves the mount to
+ * it and bumps the generation, and every number of an older generation is answered with
+ * ESTALE, which makes the kernel look its path up again, instead of naming another file.
  */
 #ifndef CASSBACKUP_CBFS_H
 #define CASSBACKUP_CBFS_H
@@ -14,37 +29,58 @@
 
 #include "catalog.h"
 #include "packread.h"
+#include "store.h"
+
+#define GEN_SHIFT 48
+#define GEN_MAX 0xffffu
+/* Catalog rows whose number would reach the generation bits are not shown. */
+#define CBFS_ROW_MAX ((int64_t)1 << (GEN_SHIFT - 3))
+
+enum refresh_what {
+	REFRESH_BACKUPS = 1 << 0, /* backups/: new and forgotten backups */
+	REFRESH_PACKS = 1 << 1,   /* packs/ too: packs pruned, repacked or new */
+	REFRESH_REOPEN = 1 << 2,  /* a worker found the catalog file made anew: move to it */
+};
 
 struct cbfs {
-	char *store;       /* absolute store path */
+	char *location;    /* the store: absolute when local */
 	char *mountpoint;  /* absolute */
-	pack_cache *packs;
+	struct store_options sopts;
+	struct store *store;     /* from after the fork; its catalog is the refresh thread's */
+	pack_cache *packs;       /* the store's */
 	uid_t uid;         /* owner shown where the catalog recorded none */
 	gid_t gid;
 	int64_t start_ns;
 	bool foreground;
 	unsigned readahead_kb;   /* 0: leave the kernel's default */
-	pthread_key_t catalog_key; /* each worker thread's own catalog connection */
+	pthread_key_t conn_key;  /* each worker thread's struct conn */
 	atomic_bool readahead_done;
-	/* The catalog is brought up to date with the store (new and forgotten backups, pruned
-	 * and new packs) through this handle, under refresh_mu, at most every REFRESH_SECONDS
-	 * when /backups is listed or looked in, and at once when a pack a file needs is gone. */
-	struct store *refresh;
-	pthread_mutex_t refresh_mu;
-	int64_t refreshed_ns;
+	atomic_uint gen;         /* the catalog generation of inode numbers handed out now */
+
+	/* refresh.c: requests and their completion, under mu */
+	pthread_mutex_t mu;
+	pthread_cond_t asked_cv, done_cv;
+	pthread_t refresher;
+	bool refresher_started, stopping;
+	uint64_t asked, done;    /* requests taken and served (sequence numbers) */
+	int pending;             /* enum refresh_what asked since the last refresh began */
+	int64_t refreshed_ns[3]; /* when a refresh of backups, packs, a reopen last began */
 };
 
-#define REFRESH_SECONDS 2
+/* refresh.c: starts and stops the refresh thread. 0 or -errno. */
+int cbfs_refresh_start(struct cbfs *fs);
+void cbfs_refresh_stop(struct cbfs *fs);
 
-/* Reconciles the catalog with the store if the last time was more than min_age_ns ago. */
-void cbfs_refresh(struct cbfs *fs, int64_t min_age_ns);
+/* Asks for the catalog to be brought up to date (what), unless that was begun within
+ * min_age_ns, and waits for it at most wait_ns: a slow store delays a listing by that much,
+ * then the listing is served from the catalog as it is, while the refresh goes on. */
+void cbfs_refresh(struct cbfs *fs, int what, int64_t min_age_ns, int64_t wait_ns);
 
 extern const struct fuse_lowlevel_ops cbfs_ops;
 
-/* Creates the per-thread catalog key. 0 or -errno. */
+/* Creates the per-thread connection key. 0 or -errno. */
 int cbfs_init_threads(struct cbfs *fs);
-/* Closes the calling thread's catalog (the main thread's, in single-threaded mode) and deletes
- * the key. No operation may run any more. */
+/* Closes the calling thread's connection and deletes the key. No operation may run any more. */
 void cbfs_end_threads(struct cbfs *fs);
 
 /* One line to stderr in the foreground, to syslog once daemonized. */
@@ -57,5 +93,12 @@ bool cbfs_is_mountpoint(const char *path, char *dev, size_t devlen);
 /* readahead.c: raises the mount's readahead (bdi read_ahead_kb) to fs->readahead_kb where
  * allowed; quietly keeps the kernel's where not (not root, sysfs read-only). */
 void cbfs_raise_readahead(const struct cbfs *fs);
+
+/* mountpoint.c: may the mount go on path (absolute, an existing directory)? Not when
+ * something is mounted there, not when it holds anything (unless nonempty: files there would
+ * be hidden, and a mount over a live directory looks like data lost), and never inside a
+ * Cassandra data directory (a table directory, or a directory holding system_schema/), where
+ * a backup's tree would be taken for live data. 0, or -errno with one line in why. */
+int cbfs_check_mountpoint(const char *path, bool nonempty, struct strbuf *why);
 
 #endif

@@ -7,6 +7,7 @@
  */
 #include "cbfs.h"
 #include "config.h"
+#include "diskcache.h"
 #include "store.h"
 #include "util.h"
 
@@ -60,6 +61,7 @@ static void usage(FILE *f)
 		"  -o s3_parallel=N   parallel transfers from object storage (default 4)\n"
 		"  -o allow_other     let other users read (the default when mounted by root)\n"
 		"  -o nofail          a store that does not exist is not an error (exit 0)\n"
+		"  -o nonempty        mount over a directory that holds files (hiding them)\n"
 		"  other -o options go to FUSE; mount(8)'s own (defaults, noauto, _netdev, user,\n"
 		"  x-*, ...) are accepted and ignored. The mount is always read-only.\n");
 }
@@ -97,7 +99,7 @@ static uint64_t parse_size_opt(const char *opt, const char *v)
 /* What the command line asks for. */
 struct options {
 	const char *store, *mnt;
-	bool single, debug, foreground, allow_other, nofail;
+	bool single, debug, foreground, allow_other, nofail, nonempty;
 	unsigned cache_mib, max_threads, readahead_kb;
 	char *cache_dir;          /* NULL: no disk cache */
 	uint64_t disk_cache_size; /* 0: not given */
@@ -168,6 +170,8 @@ static void parse_o(struct options *o, const char *list)
 			o->allow_other = false;
 		else if (!strcmp(s, "nofail"))
 			o->nofail = true;
+		else if (!strcmp(s, "nonempty"))
+			o->nonempty = true;
 		else if (!ignored_option(s) && sb_printf(&o->fuse_opts, ",%s", s) < 0)
 			die("out of memory");
 	}
@@ -226,26 +230,26 @@ static int parse_args(int argc, char **argv, struct options *o)
 	return -1;
 }
 
-/* Checks everything we can before mounting, and says plainly what is wrong; fills fs's paths. */
+/* Checks everything we can before mounting, and says plainly what is wrong; fills fs's paths.
+ * The store is opened (its catalog brought up to date) and closed again: the daemon opens it
+ * anew after the fork, since SQLite's locks do not survive one. */
 static void check_store_and_mountpoint(struct cbfs *fs, const struct options *o)
 {
-	fs->store = cb_location_is_remote(o->store) ? strdup(o->store) : realpath(o->store, NULL);
-	if (!fs->store && errno == ENOENT && o->nofail) {
+	fs->location = cb_location_is_remote(o->store) ? strdup(o->store) : realpath(o->store, NULL);
+	if (!fs->location && errno == ENOENT && o->nofail) {
 		/* mount(8) leaves nofail to helpers: a store that is not there is no error */
 		fprintf(stderr, "mount.cassbackup: cannot open store %s: %s, ignoring (nofail)\n",
 			o->store, strerror(ENOENT));
 		exit(0);
 	}
-	if (!fs->store)
+	if (!fs->location)
 		die("cannot open store %s: %s", o->store, strerror(errno));
-	/* Opening reconciles the catalog with the store; the handle stays for later refreshes. */
 	struct strbuf err = {0};
-	int r = store_open_full(fs->store, STORE_READONLY, &fs->refresh, &err);
+	struct store *s;
+	int r = store_open(fs->location, &fs->sopts, &s, &err);
 	if (r < 0)
 		die("cannot open store %s: %s", o->store, err.buf ? err.buf : strerror(-r));
-	sb_free(&err);
-	fs->refreshed_ns = now_ns();
-	pthread_mutex_init(&fs->refresh_mu, NULL);
+	store_close(s);
 	struct stat st;
 	if (stat(o->mnt, &st) < 0)
 		die("mountpoint %s: %s", o->mnt, strerror(errno));
@@ -254,16 +258,16 @@ static void check_store_and_mountpoint(struct cbfs *fs, const struct options *o)
 	fs->mountpoint = realpath(o->mnt, NULL);
 	if (!fs->mountpoint)
 		die("mountpoint %s: %s", o->mnt, strerror(errno));
-	if (cbfs_is_mountpoint(fs->mountpoint, NULL, 0))
-		die("mountpoint %s: busy: something is already mounted there (fusermount3 -u %s)",
-		    o->mnt, fs->mountpoint);
+	if (cbfs_check_mountpoint(fs->mountpoint, o->nonempty, &err) < 0)
+		die("mountpoint %s: %s", o->mnt, err.buf ? err.buf : "out of memory");
+	sb_free(&err);
 }
 
 /* The -o list for FUSE: always read-only, named after the store. */
 static void fuse_option_list(const struct cbfs *fs, const struct options *o, struct strbuf *out)
 {
 	int r = sb_puts(out, "ro,default_permissions,subtype=cassbackup,fsname=");
-	for (const char *p = fs->store; *p; p++) /* commas would split the option list */
+	for (const char *p = fs->location; *p; p++) /* commas would split the option list */
 		r |= sb_append(out, *p == ',' ? "_" : p, 1);
 	if (o->allow_other)
 		r |= sb_puts(out, ",allow_other");
@@ -298,20 +302,28 @@ static void tune_malloc(void)
 	mallopt(M_ARENA_MAX, 2);
 }
 
-/* -o cache_dir: opened (created 0700 when missing) before the daemon leaves its directory. */
-static void use_disk_cache(struct cbfs *fs, const struct options *o)
+/* -o cache_dir: checked (created 0700 when missing) before the daemon leaves its directory,
+ * and opened again by it. */
+static uint64_t disk_cache_size(const struct options *o)
+{
+	return o->disk_cache_size ? o->disk_cache_size : DISK_CACHE_DEFAULT;
+}
+
+static void check_disk_cache(const struct options *o)
 {
 	if (!o->cache_dir)
 		return;
+	struct disk_cache *dc;
 	struct strbuf err = {0};
-	uint64_t size = o->disk_cache_size ? o->disk_cache_size : DISK_CACHE_DEFAULT;
-	if (pack_cache_use_disk(fs->packs, o->cache_dir, size, &err) < 0)
+	if (disk_cache_open(o->cache_dir, disk_cache_size(o), &dc, &err) < 0)
 		die("-o cache_dir=%s: %s", o->cache_dir, err.buf ? err.buf : "out of memory");
+	disk_cache_close(dc);
 	sb_free(&err);
 }
 
-/* Object storage is reached as the AWS CLI would, except where -o says otherwise. */
-static void use_s3_settings(struct options *o)
+/* Object storage is reached as the AWS CLI would, except where -o says otherwise. The options
+ * and the strings they point to live as long as the process. */
+static void use_s3_settings(struct options *o, struct cbfs *fs)
 {
 	if (o->s3_ca_file) { /* read at each connection, after the daemon went to / */
 		char *abs = realpath(o->s3_ca_file, NULL);
@@ -332,7 +344,25 @@ static void use_s3_settings(struct options *o)
 			die("-o s3_key_file=%s: %s", o->s3_key_file, strerror(errno));
 		die("cannot read S3 credentials: %s", strerror(errno));
 	}
-	store_set_s3_options(&s3);
+	fs->sopts.s3 = &s3;
+}
+
+/* After the fork: the store, its pack cache (and disk cache), the refresh thread. Failures go
+ * to syslog; the mount then ends. 0 or -1. */
+static int open_in_daemon(struct cbfs *fs, const struct options *o)
+{
+	struct strbuf err = {0};
+	int r = store_open(fs->location, &fs->sopts, &fs->store, &err);
+	if (r == 0 && (r = store_pack_cache(fs->store, &fs->packs)) < 0)
+		sb_puts(&err, "out of memory");
+	if (r == 0 && o->cache_dir)
+		r = pack_cache_use_disk(fs->packs, o->cache_dir, disk_cache_size(o), &err);
+	if (r == 0 && (r = cbfs_refresh_start(fs)) < 0)
+		sb_printf(&err, "cannot start: %s", strerror(-r));
+	if (r < 0)
+		cbfs_log(fs, "cannot open store %s: %s", fs->location, err.buf ? err.buf : strerror(-r));
+	sb_free(&err);
+	return r < 0 ? -1 : 0;
 }
 
 static void free_options(struct options *o)
@@ -351,22 +381,22 @@ int main(int argc, char **argv)
 	int rc = parse_args(argc, argv, &o);
 	if (rc >= 0)
 		return rc;
-	use_s3_settings(&o);
 	struct cbfs fs = {
 		.uid = getuid(),
 		.gid = getgid(),
 		.start_ns = now_ns(),
 		.foreground = o.foreground,
 		.readahead_kb = o.readahead_kb,
+		.gen = 1,
+		.sopts = {.flags = STORE_READONLY, .read_cache_bytes = (size_t)o.cache_mib << 20},
 	};
+	use_s3_settings(&o, &fs);
 	check_store_and_mountpoint(&fs, &o);
+	check_disk_cache(&o);
 	int r = cbfs_init_threads(&fs);
 	if (r < 0)
 		die("cannot start: %s", strerror(-r));
 	tune_malloc();
-	if ((r = pack_cache_new(&fs.packs, fs.store, (size_t)o.cache_mib << 20)) < 0)
-		die("cannot start: %s", strerror(-r));
-	use_disk_cache(&fs, &o);
 
 	struct strbuf fo = {0};
 	fuse_option_list(&fs, &o, &fo);
@@ -385,7 +415,11 @@ int main(int argc, char **argv)
 	}
 	if (fuse_daemonize(fs.foreground) != 0)
 		goto err_out4;
-	rc = serve(se, &o);
+	/* From here on, this is the process that serves: what holds locks or threads is made
+	 * now (SQLite's locks and threads do not survive fuse_daemonize's fork). */
+	if (open_in_daemon(&fs, &o) == 0)
+		rc = serve(se, &o);
+	cbfs_refresh_stop(&fs);
 err_out4:
 	fuse_session_unmount(se);
 err_out3:
@@ -395,12 +429,10 @@ err_out2:
 err_out1:
 	cbfs_end_threads(&fs);
 	fuse_opt_free_args(&args);
-	pack_cache_free(fs.packs);
-	store_close(fs.refresh);
-	pthread_mutex_destroy(&fs.refresh_mu);
+	store_close(fs.store); /* its pack cache too */
 	sb_free(&fo);
 	free_options(&o);
 	free(fs.mountpoint);
-	free(fs.store);
+	free(fs.location);
 	return rc;
 }

@@ -8,7 +8,6 @@
  * The daemon's state is the session's userdata: each operation starts from fuse_req_userdata().
  */
 #include "cbfs.h"
-#include "store.h"
 #include "util.h"
 
 #include <errno.h>
@@ -24,6 +23,7 @@
 
 #define LONG_TIMEOUT 86400.0 /* immutable parts of the tree */
 #define SHORT_TIMEOUT 1.0    /* the root and /backups, which gain entries */
+#define REFRESH_SECONDS 2    /* /backups is refreshed from the store at most this often */
 
 void cbfs_log(const struct cbfs *fs, const char *fmt, ...)
 {
@@ -48,39 +48,110 @@ void cbfs_log(const struct cbfs *fs, const char *fmt, ...)
 		return;
 }
 
-static void close_catalog(void *p)
+/* A worker thread's catalog connection and the generation it serves (cbfs.h). */
+struct conn {
+	catalog *c;
+	unsigned gen;
+};
+
+static void close_conn(void *p)
 {
-	catalog_close(p);
+	struct conn *cn = p;
+	if (cn)
+		catalog_close(cn->c);
+	free(cn);
 }
 
-/* This thread's catalog connection (a connection belongs to one thread), opened on the thread's
- * first request through the store, with a small page cache: there is one per worker. */
-static int get_catalog(struct cbfs *fs, catalog **out)
+#define WAIT_REOPEN_NS (30 * 1000000000LL)
+
+/* This thread's connection to the catalog the mount serves now: opened at the thread's first
+ * request, and again after the refresh thread moved the mount to a catalog made anew. */
+static int get_conn(struct cbfs *fs, struct conn **out)
 {
-	catalog *c = pthread_getspecific(fs->catalog_key);
-	if (!c) {
-		int r = store_open(fs->store, CATALOG_READONLY | CATALOG_SMALL_CACHE | CATALOG_NO_RECONCILE, &c);
-		if (r == 0 && (r = -pthread_setspecific(fs->catalog_key, c)) < 0)
-			catalog_close(c);
+	struct conn *cn = pthread_getspecific(fs->conn_key);
+	if (!cn) {
+		if (!(cn = calloc(1, sizeof(*cn))))
+			return -ENOMEM;
+		int r = -pthread_setspecific(fs->conn_key, cn);
 		if (r < 0) {
-			cbfs_log(fs, "cannot open catalog of %s: %s", fs->store, strerror(-r));
+			free(cn);
 			return r;
 		}
 	}
-	*out = c;
+	unsigned gen = atomic_load(&fs->gen);
+	if (cn->c && cn->gen == gen) {
+		*out = cn;
+		return 0;
+	}
+	catalog_close(cn->c);
+	cn->c = NULL;
+	int r = store_catalog_connect(fs->store, true, &cn->c);
+	if (r == -ESTALE) { /* made anew at its path: have the refresh thread move to it */
+		cbfs_refresh(fs, REFRESH_REOPEN, 0, WAIT_REOPEN_NS);
+		gen = atomic_load(&fs->gen);
+		r = store_catalog_connect(fs->store, true, &cn->c);
+	}
+	if (r < 0) {
+		cbfs_log(fs, "cannot open the catalog of %s: %s", fs->location, strerror(-r));
+		return r;
+	}
+	cn->gen = gen;
+	*out = cn;
 	return 0;
 }
 
-/* The daemon's state and this thread's catalog, for an operation that needs both. */
+/* --- inode numbers (cbfs.h) -------------------------------------------------------------- */
+
+static bool special(uint64_t ino)
+{
+	return CB_INO_KIND(ino) == CB_NODE_SPECIAL && ino >> GEN_SHIFT == 0;
+}
+
+/* The kernel's number for catalog node ino of generation gen. */
+static uint64_t to_kernel(uint64_t ino, unsigned gen)
+{
+	return special(ino) ? ino : ino | (uint64_t)gen << GEN_SHIFT;
+}
+
+/* The catalog number of the kernel's ino, on this thread's connection: -ESTALE when ino is of
+ * another generation (the kernel then looks its path up again). */
+static int from_kernel(const struct conn *cn, fuse_ino_t ino, uint64_t *out)
+{
+	uint64_t g = (uint64_t)ino >> GEN_SHIFT;
+	if (special(ino)) {
+		*out = ino;
+		return 0;
+	}
+	if (g != cn->gen)
+		return -ESTALE;
+	*out = (uint64_t)ino & (((uint64_t)1 << GEN_SHIFT) - 1);
+	return 0;
+}
+
+/* This thread's connection and the catalog number of the kernel's ino. */
+static int resolve(struct cbfs *fs, fuse_ino_t ino, struct conn **cn, uint64_t *cat_ino)
+{
+	int r = get_conn(fs, cn);
+	return r < 0 ? r : from_kernel(*cn, ino, cat_ino);
+}
+
+/* A node the catalog shows: within the rows inode numbers can carry. */
+static bool showable(const struct cb_node *n)
+{
+	return special(n->ino) || CB_INO_ROW(n->ino) < CBFS_ROW_MAX;
+}
+
+/* The daemon's state. */
 static struct cbfs *req_fs(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
 }
 
-static void node_stat(const struct cbfs *fs, const struct cb_node *n, struct stat *st)
+static void node_stat(const struct cbfs *fs, const struct cb_node *n, unsigned gen,
+		      struct stat *st)
 {
 	*st = (struct stat){0};
-	st->st_ino = n->ino;
+	st->st_ino = to_kernel(n->ino, gen);
 	st->st_mode = n->mode;
 	st->st_nlink = S_ISDIR(n->mode) ? 2 : 1;
 	st->st_uid = n->uid == CB_OWNER_UNSET ? fs->uid : n->uid;
@@ -97,16 +168,17 @@ static void node_stat(const struct cbfs *fs, const struct cb_node *n, struct sta
 
 static double node_timeout(uint64_t ino)
 {
-	return CB_INO_KIND(ino) == CB_NODE_SPECIAL ? SHORT_TIMEOUT : LONG_TIMEOUT;
+	return special(ino) ? SHORT_TIMEOUT : LONG_TIMEOUT;
 }
 
-static void fill_entry(const struct cbfs *fs, const struct cb_node *n, struct fuse_entry_param *e)
+static void fill_entry(const struct cbfs *fs, const struct cb_node *n, unsigned gen,
+		       struct fuse_entry_param *e)
 {
 	*e = (struct fuse_entry_param){0};
-	e->ino = n->ino;
+	e->ino = to_kernel(n->ino, gen);
 	e->attr_timeout = node_timeout(n->ino);
 	e->entry_timeout = n->kind == CB_NODE_BACKUP ? SHORT_TIMEOUT : LONG_TIMEOUT;
-	node_stat(fs, n, &e->attr);
+	node_stat(fs, n, gen, &e->attr);
 }
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -133,36 +205,47 @@ static struct cbfs *first_request(fuse_req_t req)
 }
 
 /* A directory whose entries cannot change: everything below /backups/<name>, and the root. */
-static bool immutable_dir(fuse_ino_t ino)
+static bool immutable_dir(uint64_t ino)
 {
-	return CB_INO_KIND(ino) != CB_NODE_SPECIAL || ino == CB_INO_ROOT;
+	return !special(ino) || ino == CB_INO_ROOT;
 }
 
-void cbfs_refresh(struct cbfs *fs, int64_t min_age_ns)
+#define LIST_REFRESH_AGE_NS (REFRESH_SECONDS * 1000000000LL)
+#define LIST_REFRESH_WAIT_NS 1000000000LL       /* then the listing goes on without it */
+#define PACK_REFRESH_AGE_NS 1000000000LL
+#define PACK_REFRESH_WAIT_NS (30 * 1000000000LL)
+
+/* /backups gains and loses entries: looking in it first brings the catalog up to date. */
+static void refresh_for(struct cbfs *fs, fuse_ino_t dir)
 {
-	pthread_mutex_lock(&fs->refresh_mu);
-	if (now_ns() - fs->refreshed_ns >= min_age_ns) {
-		struct strbuf err = {0};
-		if (store_reconcile(fs->refresh, RECONCILE_PACKS, NULL, &err) < 0)
-			cbfs_log(fs, "%s: %s", fs->store, err.buf ? err.buf : "cannot refresh the catalog");
-		sb_free(&err);
-		fs->refreshed_ns = now_ns();
-	}
-	pthread_mutex_unlock(&fs->refresh_mu);
+	if (dir == CB_INO_BACKUPS)
+		cbfs_refresh(fs, REFRESH_BACKUPS, LIST_REFRESH_AGE_NS, LIST_REFRESH_WAIT_NS);
+}
+
+/* A lookup that found nothing: ESTALE when the parent itself is gone (the kernel holds a node
+ * of a backup since forgotten), so that the kernel looks its path up again. */
+static int missing(catalog *c, uint64_t parent)
+{
+	struct cb_node p;
+	return special(parent) || catalog_node_get(c, parent, &p) == 0 ? -ENOENT : -ESTALE;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct cbfs *fs = first_request(req);
-	if (parent == CB_INO_BACKUPS)
-		cbfs_refresh(fs, REFRESH_SECONDS * 1000000000LL);
-	catalog *c;
+	refresh_for(fs, parent);
+	struct conn *cn;
+	uint64_t dir = CB_INO_BACKUPS;
 	struct cb_node n;
 	struct fuse_entry_param e;
-	int r = get_catalog(fs, &c);
-	if (r == 0)
-		r = catalog_node_lookup(c, parent, name, &n);
-	if (r == -ENOENT && immutable_dir(parent)) {
+	int r = resolve(fs, parent, &cn, &dir);
+	if (r == 0) {
+		if ((r = catalog_node_lookup(cn->c, dir, name, &n)) == 0 && !showable(&n))
+			r = -ENOENT;
+		if (r == -ENOENT)
+			r = missing(cn->c, dir);
+	}
+	if (r == -ENOENT && immutable_dir(dir)) {
 		/* A negative entry (ino 0) the kernel keeps, as passthrough_hp does: the name will
 		 * never appear here, so it need not ask again. */
 		e = (struct fuse_entry_param){.ino = 0, .entry_timeout = LONG_TIMEOUT};
@@ -173,7 +256,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -r);
 		return;
 	}
-	fill_entry(fs, &n, &e);
+	fill_entry(fs, &n, cn->gen, &e);
 	fuse_reply_entry(req, &e);
 }
 
@@ -181,29 +264,33 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	(void)fi;
 	struct cbfs *fs = first_request(req);
-	catalog *c;
+	struct conn *cn;
+	uint64_t node = CB_INO_ROOT;
 	struct cb_node n;
 	struct stat st;
-	int r = get_catalog(fs, &c);
+	int r = resolve(fs, ino, &cn, &node);
 	if (r == 0)
-		r = catalog_node_get(c, ino, &n);
-	if (r < 0) {
-		fuse_reply_err(req, -r);
+		r = catalog_node_get(cn->c, node, &n);
+	if (r < 0) { /* a node the kernel holds and the catalog lost: forgotten, or rebuilt */
+		fuse_reply_err(req, r == -ENOENT && !special(node) ? ESTALE : -r);
 		return;
 	}
-	node_stat(fs, &n, &st);
-	fuse_reply_attr(req, &st, node_timeout(ino));
+	node_stat(fs, &n, cn->gen, &st);
+	fuse_reply_attr(req, &st, node_timeout(node));
 }
 
 /* A directory's listing, taken whole at opendir: one indexed query, then served by offset. */
 struct dirlist {
 	struct cb_node *v;
 	size_t n, cap;
+	unsigned gen;
 };
 
 static int dirlist_add(void *ctx, const struct cb_node *n)
 {
 	struct dirlist *d = ctx;
+	if (!showable(n))
+		return 0;
 	if (d->n == d->cap) {
 		size_t cap = d->cap ? d->cap * 2 : 16;
 		struct cb_node *v = realloc(d->v, cap * sizeof(*v));
@@ -219,13 +306,17 @@ static int dirlist_add(void *ctx, const struct cb_node *n)
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct cbfs *fs = first_request(req);
-	if (ino == CB_INO_BACKUPS)
-		cbfs_refresh(fs, REFRESH_SECONDS * 1000000000LL);
-	catalog *c;
+	refresh_for(fs, ino);
+	struct conn *cn;
+	uint64_t dir = 0;
 	struct dirlist *d = calloc(1, sizeof(*d));
-	int r = d ? get_catalog(fs, &c) : -ENOMEM;
-	if (r == 0)
-		r = catalog_node_list(c, ino, dirlist_add, d);
+	int r = d ? resolve(fs, ino, &cn, &dir) : -ENOMEM;
+	if (r == 0) {
+		d->gen = cn->gen;
+		r = catalog_node_list(cn->c, dir, dirlist_add, d);
+		if (r == -ENOENT && !special(dir))
+			r = -ESTALE;
+	}
 	if (r < 0) {
 		if (d)
 			free(d->v);
@@ -235,7 +326,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 	fi->fh = (uintptr_t)d;
 	/* Everything below /backups/<name> is immutable: let the kernel keep the listing. */
-	bool immutable = CB_INO_KIND(ino) != CB_NODE_SPECIAL;
+	bool immutable = !special(dir);
 	fi->cache_readdir = immutable;
 	fi->keep_cache = immutable;
 	fuse_reply_open(req, fi);
@@ -263,7 +354,7 @@ static void reply_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		} else {
 			const struct cb_node *n = &d->v[i - 2];
 			name = n->name;
-			fill_entry(fs, n, &e);
+			fill_entry(fs, n, d->gen, &e);
 			/* /backups may hold thousands of entries, and `ls` needs only their names: hand
 			 * out no node ids there, so the kernel lists them like a plain readdir instead of
 			 * instantiating an inode for each (lookups come later, for the one opened). */
@@ -315,28 +406,65 @@ static void escape(const char *s, char *out, size_t outlen)
 	out[j] = '\0';
 }
 
-/* "backups/<backup>/<keyspace>/<table>/<file>" of a file node, escaped, for a log line. */
-static void file_path(struct cbfs *fs, uint64_t ino, char *out, size_t outlen)
-{
-	catalog *c;
-	char path[PATH_MAX];
-	int r = get_catalog(fs, &c);
-	if (r == 0)
-		r = catalog_file_path(c, ino, path, sizeof(path));
-	if (r < 0)
-		snprintf(path, sizeof(path), "inode %llu (path unknown: %s)", (unsigned long long)ino,
-			 r == -EUCLEAN ? catalog_errmsg(c) : strerror(-r));
-	char esc[PATH_MAX];
-	escape(path, esc, sizeof(esc));
-	snprintf(out, outlen, "%s%s", r < 0 ? "" : "backups/", esc);
-}
-
+/* An open file: where its bytes are, and who it is (for checks and messages). */
 struct open_file {
-	uint64_t ino;
+	struct cb_file_ident id;
 	struct cb_blob_loc loc;
 	atomic_bool logged; /* a read failed and said so: the kernel's readahead of the same
 			     * failure need not fill the log */
 };
+
+/* "backups/<backup>/<keyspace>/<table>/[<.index>/]<file>" of an open file, escaped, for a log
+ * line. */
+static void file_path(const struct open_file *of, char *out, size_t outlen)
+{
+	const struct cb_file_ident *f = &of->id;
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "backups/%s/%s/%s/%s%s%s", f->backup, f->keyspace, f->table,
+		 f->dir, *f->dir ? "/" : "", f->name);
+	escape(path, out, outlen);
+}
+
+/* Where the content (sha256, size) of loc is read from now: a prune may have moved it to
+ * another pack and removed this one. Brings the catalog's packs up to date (at most once a
+ * second) and looks it up again: 0 with *moved, or -ENOENT when no pack holds it. */
+static int re_resolve(struct cbfs *fs, const struct cb_blob_loc *loc, struct cb_blob_loc *moved)
+{
+	struct conn *cn;
+	cbfs_refresh(fs, REFRESH_PACKS, PACK_REFRESH_AGE_NS, PACK_REFRESH_WAIT_NS);
+	int r = get_conn(fs, &cn);
+	if (r == 0)
+		r = catalog_blob_location(cn->c, loc->sha256, loc->size, moved);
+	return r < 0 ? r : r == 0 || !moved->pack_path[0] ? -ENOENT : 0;
+}
+
+/* Binds the catalog's word on an open file to the store (store.h): its content is what the
+ * backup's manifest lists, and its pack lists that content where the catalog reads it. When
+ * the pack is gone (repacked), follows the content to where it is now. 0, or -errno with one
+ * line logged for -EIO (the catalog disagrees with the store: never serve its bytes). */
+static int bind_to_store(struct cbfs *fs, struct open_file *of)
+{
+	struct strbuf why = {0};
+	char path[PATH_MAX];
+	int r = store_check_file_content(fs->store, &of->id, of->loc.sha256, of->loc.size, &why);
+	if (r == 0 && of->loc.pack_path[0]) {
+		why.len = 0;
+		r = store_check_location(fs->store, &of->loc, &why);
+		struct cb_blob_loc moved;
+		if (r == -ENOENT && re_resolve(fs, &of->loc, &moved) == 0) {
+			why.len = 0;
+			of->loc = moved;
+			r = store_check_location(fs->store, &of->loc, &why);
+		}
+	}
+	if (r == -EUCLEAN || (r < 0 && r != -ENOENT && r != -ENOMEM)) {
+		file_path(of, path, sizeof(path));
+		cbfs_log(fs, "cannot open %s: %s: %s", path, fs->location, why.buf ? why.buf : strerror(-r));
+		r = r == -EUCLEAN ? -EIO : r;
+	}
+	sb_free(&why);
+	return r;
+}
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -345,24 +473,28 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	catalog *c;
+	struct conn *cn;
+	uint64_t node = 0;
 	struct open_file *of = calloc(1, sizeof(*of));
-	int r = of ? get_catalog(fs, &c) : -ENOMEM;
+	int r = of ? resolve(fs, ino, &cn, &node) : -ENOMEM;
+	if (r == 0 && CB_INO_KIND(node) != CB_NODE_FILE)
+		r = -EISDIR;
 	if (r == 0)
-		r = catalog_file_blob(c, ino, &of->loc);
+		r = catalog_file_blob(cn->c, node, &of->loc) ?: catalog_file_ident(cn->c, node, &of->id);
 	if (r == -EUCLEAN) { /* the file is listed, but where its bytes are is damaged */
-		char path[PATH_MAX], why[256];
-		snprintf(why, sizeof(why), "%s", catalog_errmsg(c));
-		file_path(fs, ino, path, sizeof(path));
-		cbfs_log(fs, "cannot open %s: %s/catalog.db: %s", path, fs->store, why);
+		cbfs_log(fs, "cannot open inode %llu: %s: %s", (unsigned long long)node,
+			 store_catalog_path(fs->store), catalog_errmsg(cn->c));
 		r = -EIO;
+	} else if (r == -ENOENT) {
+		r = -ESTALE; /* a file the kernel holds and the catalog lost */
+	} else if (r == 0) {
+		r = bind_to_store(fs, of);
 	}
 	if (r < 0) {
 		free(of);
-		fuse_reply_err(req, r == -ENOENT && CB_INO_KIND(ino) != CB_NODE_FILE ? EISDIR : -r);
+		fuse_reply_err(req, -r);
 		return;
 	}
-	of->ino = ino;
 	fi->fh = (uintptr_t)of;
 	fi->keep_cache = 1; /* the bytes never change */
 	fuse_reply_open(req, fi);
@@ -375,28 +507,17 @@ static void log_read_error(struct cbfs *fs, struct open_file *of, const struct c
 {
 	if (atomic_exchange(&of->logged, true))
 		return;
-	uint64_t ino = of->ino;
 	char path[PATH_MAX];
-	file_path(fs, ino, path, sizeof(path));
+	file_path(of, path, sizeof(path));
 	if (!loc->pack_path[0]) /* the catalog knows no pack holding these bytes */
 		cbfs_log(fs, "cannot read %s: %s: no pack in the store holds its bytes (pack file is "
-			 "missing)", path, fs->store);
+			 "missing)", path, fs->location);
 	else
-		cbfs_log(fs, "cannot read %s: %s/%s: %s", path, fs->store, loc->pack_path,
+		cbfs_log(fs, "cannot read %s: %s/%s: %s", path, fs->location, loc->pack_path,
 			 pack_cache_strerror(r));
 }
 
-/* Where the file's bytes are now: a prune may have moved them to another pack and removed
- * this one. Refreshes the catalog (at most once a second) and looks again. */
-static int re_resolve(struct cbfs *fs, fuse_ino_t ino, struct cb_blob_loc *loc)
-{
-	catalog *c;
-	cbfs_refresh(fs, 1000000000LL);
-	int r = get_catalog(fs, &c);
-	return r < 0 ? r : catalog_file_blob(c, ino, loc);
-}
-
-/* Replies with [off, off + size) of file ino, whose bytes are at loc. Returns true, having
+/* Replies with [off, off + size) of the file, whose bytes are at loc. Returns true, having
  * replied nothing, when the pack is gone and last is false (the caller looks again). */
 static bool reply_range_at(fuse_req_t req, struct cbfs *fs, struct open_file *of,
 			   const struct cb_blob_loc *loc, size_t size, off_t off, bool last)
@@ -404,7 +525,7 @@ static bool reply_range_at(fuse_req_t req, struct cbfs *fs, struct open_file *of
 	uint64_t at = loc->offset + (uint64_t)off;
 	/* Usually the range lies in one or two cached frames: reply straight from them. */
 	struct pack_pin pin;
-	int r = pack_cache_pin(fs->packs, loc->pack_id, loc->pack_path, at, size, &pin);
+	int r = pack_cache_pin(fs->packs, loc->pack_path, at, size, &pin);
 	if (r == 0) {
 		/* Written to /dev/fuse straight from the cached frames (writev): fuse_reply_data would
 		 * first copy a reply of several segments into a buffer it allocates per request. */
@@ -418,8 +539,7 @@ static bool reply_range_at(fuse_req_t req, struct cbfs *fs, struct open_file *of
 	char *buf = NULL;
 	if (r == -E2BIG) { /* a read across many small frames */
 		buf = malloc(size);
-		r = buf ? pack_cache_read(fs->packs, loc->pack_id, loc->pack_path, at, buf, size)
-			: -ENOMEM;
+		r = buf ? pack_cache_read(fs->packs, loc->pack_path, at, buf, size) : -ENOMEM;
 	}
 	if (r == -ENOENT && !last) {
 		free(buf);
@@ -436,21 +556,29 @@ static bool reply_range_at(fuse_req_t req, struct cbfs *fs, struct open_file *of
 }
 
 /* Replies with [off, off + size) of the file, which lies within it; when its pack is gone,
- * once more from wherever the catalog, refreshed, says its bytes are now. */
+ * once more from wherever the catalog, refreshed, says its bytes are now, once that pack was
+ * bound to the content as at open. */
 static void reply_range(fuse_req_t req, struct cbfs *fs, struct open_file *of, size_t size,
 			off_t off)
 {
 	struct cb_blob_loc moved;
+	struct strbuf why = {0};
 	if (!reply_range_at(req, fs, of, &of->loc, size, off, false))
 		return;
-	if (re_resolve(fs, of->ino, &moved) < 0 || !strcmp(moved.pack_path, of->loc.pack_path)) {
-		moved = of->loc;
-	} else if (!moved.pack_path[0]) { /* no other pack holds the bytes: name the one that went */
+	int r = re_resolve(fs, &of->loc, &moved);
+	if (r == 0 && strcmp(moved.pack_path, of->loc.pack_path) != 0 &&
+	    (r = store_check_location(fs->store, &moved, &why)) < 0) {
+		char path[PATH_MAX];
+		file_path(of, path, sizeof(path));
+		cbfs_log(fs, "cannot read %s: %s: %s", path, fs->location, why.buf ? why.buf : strerror(-r));
+		fuse_reply_err(req, EIO);
+	} else if (r < 0) { /* no other pack holds the bytes: name the one that went */
 		log_read_error(fs, of, &of->loc, -ENOENT);
 		fuse_reply_err(req, EIO);
-		return;
+	} else {
+		reply_range_at(req, fs, of, &moved, size, off, true);
 	}
-	reply_range_at(req, fs, of, &moved, size, off, true);
+	sb_free(&why);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -494,11 +622,12 @@ static int xattr_cb(void *ctx, const char *name, const char *value)
 
 static void reply_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-	catalog *c;
+	struct conn *cn;
+	uint64_t node = CB_INO_ROOT;
 	struct xattr_ctx x = {.want = name};
-	int r = get_catalog(req_fs(req), &c);
+	int r = resolve(req_fs(req), ino, &cn, &node);
 	if (r == 0)
-		r = catalog_node_xattrs(c, ino, xattr_cb, &x);
+		r = catalog_node_xattrs(cn->c, node, xattr_cb, &x);
 	if (r == 0 && name && !x.found)
 		r = -ENODATA;
 	if (r == 0 && size && x.out.len > size)
@@ -601,12 +730,12 @@ const struct fuse_lowlevel_ops cbfs_ops = {
 
 int cbfs_init_threads(struct cbfs *fs)
 {
-	return -pthread_key_create(&fs->catalog_key, close_catalog);
+	return -pthread_key_create(&fs->conn_key, close_conn);
 }
 
 void cbfs_end_threads(struct cbfs *fs)
 {
-	catalog_close(pthread_getspecific(fs->catalog_key));
-	pthread_setspecific(fs->catalog_key, NULL);
-	pthread_key_delete(fs->catalog_key);
+	close_conn(pthread_getspecific(fs->conn_key));
+	pthread_setspecific(fs->conn_key, NULL);
+	pthread_key_delete(fs->conn_key);
 }

@@ -36,7 +36,7 @@ int cmd_init(int argc, char **argv)
 		return cli_usage_error(&cmd, "missing --store DIR");
 	_cleanup_free_ char *shown = cli_escape(store);
 	struct strbuf err = {0};
-	int r = store_init(store, &err);
+	int r = store_init(store, cli_store_settings(), &err);
 	if (r < 0) {
 		errorf("cannot create store %s: %s", shown ? shown : "", err.buf ? err.buf : strerror(-r));
 		sb_free(&err);
@@ -124,25 +124,26 @@ static bool env_set(const char *name)
  * file is a usage error, except to validate-config (report false), which reports it itself. */
 static int use_store_settings(bool report)
 {
-	static struct cb_s3_options o;
 	static char **owned;
+	struct cb_s3_options *o = cli_s3_settings();
 	/* the environment wins over the file, as for the AWS CLI */
-	o.endpoint = env_set("AWS_ENDPOINT_URL") ? NULL : config_get("s3_endpoint");
-	o.region = env_set("AWS_REGION") || env_set("AWS_DEFAULT_REGION") ? NULL : config_get("s3_region");
-	o.ca_file = config_get("s3_ca_file");
+	o->endpoint = env_set("AWS_ENDPOINT_URL") ? NULL : config_get("s3_endpoint");
+	o->region = env_set("AWS_REGION") || env_set("AWS_DEFAULT_REGION") ? NULL : config_get("s3_region");
+	o->ca_file = config_get("s3_ca_file");
 	const char *par = config_get("s3_parallel");
-	if (par && cli_parse_s3_parallel(par, &o.parallel) < 0 && report) {
+	if (par && cli_parse_s3_parallel(par, &o->parallel) < 0 && report) {
 		errorf("s3_parallel = %s: expected a number of requests from 1 to %u", par, S3_PARALLEL_MAX);
 		return CB_EXIT_USAGE;
 	}
-	if (cb_s3_options_resolve(&o, config_get("s3_key_file"), &owned) < 0 &&
-	    config_get("s3_key_file") && report) {
-		errorf("cannot read s3_key_file %s: %s", config_get("s3_key_file"), strerror(errno));
+	if (cb_s3_options_resolve(o, config_get("s3_key_file"), &owned) < 0 && report &&
+	    (errno == EINVAL || config_get("s3_key_file"))) {
+		if (errno == EINVAL)
+			errorf("CASSBACKUP_S3_PART_SIZE or CASSBACKUP_S3_MIN_PART_SIZE: not a size");
+		else
+			errorf("cannot read s3_key_file %s: %s", config_get("s3_key_file"), strerror(errno));
 		return CB_EXIT_USAGE;
 	}
-	store_set_s3_options(&o);
-	if (config_get("cache_dir"))
-		store_set_cache_dir(config_get("cache_dir"));
+	cli_store_settings()->cache_dir = config_get("cache_dir");
 	return CB_EXIT_OK;
 }
 

@@ -58,44 +58,36 @@ char *cli_escape(const char *s)
 	return sb.buf;
 }
 
-/* What the last open_store_quiet() of this process found wrong, in the store's words. */
-static char last_open_error[512];
+static struct cb_s3_options s3_settings;
+static struct store_options store_settings = {.s3 = &s3_settings};
 
-const char *store_open_why(const char *root, int r, char *buf, size_t n)
-{
-	(void)root;
-	if (r == -EACCES || r == -EPERM)
-		snprintf(buf, n, "permission denied for user id %u%s%.400s", (unsigned)geteuid(),
-			 *last_open_error ? ": " : "", last_open_error);
-	else if (*last_open_error)
-		snprintf(buf, n, "%s", last_open_error);
-	else
-		snprintf(buf, n, "%s", strerror(-r));
-	return buf;
-}
+struct store_options *cli_store_settings(void) { return &store_settings; }
+struct cb_s3_options *cli_s3_settings(void) { return &s3_settings; }
 
-int open_store_quiet(const char *root, int flags, catalog **out)
+/* SQLite says "read-only" when it may not write the files a WAL catalog needs (also to read
+ * it); on a file system that is not read-only, that is a permission problem. */
+static int permission_or_rofs(const char *location, int r)
 {
-	struct strbuf err = {0};
-	int r = store_open_catalog(root, flags, out, &err);
-	snprintf(last_open_error, sizeof(last_open_error), "%s", r < 0 && err.buf ? err.buf : "");
-	sb_free(&err);
-	/* SQLite says "read-only" when it may not write the files a WAL catalog needs (also to
-	 * read it); on a file system that is not read-only, that is a permission problem. */
 	struct statvfs vfs;
-	if (r == -EROFS && !cb_location_is_remote(root) && statvfs(root, &vfs) == 0 &&
+	if (r == -EROFS && !cb_location_is_remote(location) && statvfs(location, &vfs) == 0 &&
 	    !(vfs.f_flag & ST_RDONLY))
-		r = -EACCES;
+		return -EACCES;
 	return r;
 }
 
 int cli_store_open(const char *location, int flags, struct store **out)
 {
 	struct strbuf err = {0};
-	int r = store_open_full(location, flags, out, &err);
+	struct store_options o = store_settings;
+	o.flags = flags;
+	int r = permission_or_rofs(location, store_open(location, &o, out, &err));
 	if (r < 0) {
 		_cleanup_free_ char *shown = cli_escape(location);
-		errorf("cannot open store %s: %s", shown ? shown : "", err.buf ? err.buf : strerror(-r));
+		if (r == -EACCES || r == -EPERM)
+			errorf("cannot open store %s: permission denied for user id %u%s%s", shown ? shown : "",
+			       (unsigned)geteuid(), err.len ? ": " : "", err.len ? err.buf : "");
+		else
+			errorf("cannot open store %s: %s", shown ? shown : "", err.buf ? err.buf : strerror(-r));
 	}
 	sb_free(&err);
 	return r < 0 ? exit_code_for(r) : 0;
@@ -129,17 +121,6 @@ int cli_store_lock(struct store *s, const char *location, bool exclusive, const 
 		errorf("cannot lock store %s: %s", shown ? shown : "",
 		       *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
 	}
-	return r;
-}
-
-int open_store(const char *root, int flags, catalog **out)
-{
-	int r = open_store_quiet(root, flags, out);
-	if (r >= 0)
-		return r;
-	char why[512];
-	_cleanup_free_ char *eroot = cli_escape(root);
-	errorf("cannot open store %s: %s", eroot ? eroot : root, store_open_why(root, r, why, sizeof(why)));
 	return r;
 }
 
@@ -946,18 +927,13 @@ static struct cli_option *with_limits(const struct cli_command *cmd)
 /* Hands the limits to the S3 client of every store this process opens. */
 static void apply_limits(const struct cli_command *cmd)
 {
-	static struct cb_s3_options o;
-	const struct cb_s3_options *cur = store_s3_options();
-	if (cur && cur != &o)
-		o = *cur;
-	o.limit_upload = limit_upload;
-	o.limit_download = limit_download;
-	store_set_s3_options(&o);
+	s3_settings.limit_upload = limit_upload;
+	s3_settings.limit_download = limit_download;
 	if (getenv("CASSBACKUP_DEBUG"))
 		fprintf(stderr, "cassbackup %s: object storage transfer limits: upload %llu B/s, "
 			"download %llu B/s (0: none)\n", cmd->name,
-			(unsigned long long)store_s3_options()->limit_upload,
-			(unsigned long long)store_s3_options()->limit_download);
+			(unsigned long long)s3_settings.limit_upload,
+			(unsigned long long)s3_settings.limit_download);
 }
 
 static int parse_table(struct cli_command *cmd, int argc, char **argv, int *first)

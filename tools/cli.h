@@ -10,7 +10,7 @@
  * - one --keyspace/--table selection type;
  * - one way to show a name (from a store or a user) in human output: cli_escape();
  * - the closest existing names when a backup name is unknown;
- * - messages: errorf, open_store, catalog_why; progress on a TTY; cancel handlers.
+ * - messages: errorf, cli_store_open, catalog_why; progress on a TTY; cancel handlers.
  *
  * Nothing here calls exit(); functions that print say so.
  */
@@ -37,7 +37,7 @@ enum cb_exit {
 	CB_EXIT_MISSING = 3, /* no such store or backup */
 };
 
-/* The exit code for a failure of open_store() or a backup lookup: CB_EXIT_MISSING for a
+/* The exit code for a failure of cli_store_open() or a backup lookup: CB_EXIT_MISSING for a
  * store or backup that is not there (-ENOENT, -ENOTDIR, -EMEDIUMTYPE), else CB_EXIT_FAILED. */
 int exit_code_for(int r);
 
@@ -46,29 +46,25 @@ int exit_code_for(int r);
 /* Prints "cassbackup: <message>" and a newline to stderr. */
 void errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Opens a store's catalog or prints one line saying why not ("cannot open store X: reason")
- * and returns < 0: as open_store_quiet. */
-int open_store(const char *root, int flags, catalog **out);
+/* How this process opens stores: S3 settings (from the environment and the configuration,
+ * set up by main before a command runs, the transfer limits by cli_parse) and the cache
+ * directory. The one place they are kept; the catalog library keeps none. */
+struct store_options;
+struct cb_s3_options;
+struct store_options *cli_store_settings(void);
+struct cb_s3_options *cli_s3_settings(void);
 
-/* store_open() with errors that say what is wrong: -ENOENT/-ENOTDIR (no such directory),
- * -EMEDIUMTYPE (no catalog.db: not a store), -EUCLEAN (a catalog.db that is damaged or not
- * ours), -EACCES (this user may not read or write what the catalog needs: never reported as
- * EROFS unless the file system is read-only). A writable open checks write access first. */
-int open_store_quiet(const char *root, int flags, catalog **out);
-
-/* Why open_store_quiet(root) failed with r, in words, into buf (n bytes), which is returned. */
-const char *store_open_why(const char *root, int r, char *buf, size_t n);
+/* Opens the store at location with this process's settings and flags (store.h enum
+ * store_flags), or prints one line saying why not ("cannot open store X: not a cassbackup
+ * store (no config)"; permission problems name the user). 0, or the exit code to return. */
+struct store;
+struct store_lock;
+int cli_store_open(const char *location, int flags, struct store **out);
 
 /* Why a catalog call that returned r failed, in words: SQLite's message when SQLite failed,
  * else the errno's, with "damaged catalog" for -EUCLEAN (a row failing its checks). The text
  * lives in buf (n bytes), which is returned. */
 const char *catalog_why(catalog *cat, int r, char *buf, size_t n);
-
-/* Opens the store at location (store_open_full with flags), or prints one line saying why not
- * ("cannot open store X: not a cassbackup store (no config)"). 0, or the exit code to return. */
-struct store;
-struct store_lock;
-int cli_store_open(const char *location, int flags, struct store **out);
 
 /* Takes the store's lock for command (exclusive or shared), waiting up to wait_seconds and
  * saying once whom it waits for, or prints one line naming who holds it. A read-only store
@@ -220,7 +216,7 @@ struct cli_command {
  * Commands that move a backup's bytes to or from a store (create, copy, restore, verify,
  * check, export, load, prune) also get --limit-upload RATE and --limit-download RATE (config
  * limit_upload, limit_download: bytes/s, 0 for none), which cli_parse hands to the S3 client
- * of every store the process opens (store_set_s3_options); with CASSBACKUP_DEBUG set in the
+ * of every store the process opens (cli_s3_settings); with CASSBACKUP_DEBUG set in the
  * environment it says on stderr what the client got. */
 int cli_parse(struct cli_command *cmd, int argc, char **argv, int *first);
 

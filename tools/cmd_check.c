@@ -493,7 +493,7 @@ static void read_frame(struct pack_read *pr, pack_cache *pc, const struct seek_t
 	uint64_t off = t->doff[f], end = t->doff[f + 1];
 	while (off < end) {
 		size_t n = end - off < CHUNK ? (size_t)(end - off) : CHUNK;
-		int r = pack_cache_read(pc, (int64_t)pr->pack + 1, p->key, off, buf, n);
+		int r = pack_cache_read(pc, p->key, off, buf, n);
 		if (r < 0)
 			n = (size_t)(end - off);
 		if (!feed(pr, off, r < 0 ? NULL : buf, n, r) && r < 0)
@@ -540,12 +540,11 @@ static int read_data(struct check *c)
 	pack_cache *pc = NULL;
 	sha256_ctx *h = NULL;
 	unsigned char *buf = malloc(CHUNK);
-	int r = !buf ? -ENOMEM : pack_cache_new(&pc, c->store, READ_CACHE) ?: sha256_new(&h);
+	int r = !buf ? -ENOMEM : store_pack_cache(c->s, &pc) ?: sha256_new(&h);
 	for (size_t i = 0; r == 0 && i < c->npacks; i++)
 		if (c->packs[i].ok && c->packs[i].selected)
 			r = read_pack(c, pc, i, h, buf);
 	sha256_free(h);
-	pack_cache_free(pc);
 	free(buf);
 	return r;
 }

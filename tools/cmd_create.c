@@ -21,6 +21,7 @@
 #include "exec.h"
 #include "scan.h"
 #include "seekable.h"
+#include "store.h"
 #include "util.h"
 
 #include <errno.h>
@@ -47,6 +48,7 @@ struct create_opts {
 	struct strv data_dirs;
 	struct selection sel;
 	struct strv tokens; /* from --tokens FILE */
+	struct store *s;    /* opened by plan, for the whole command */
 };
 
 static bool valid_name(const char *s)
@@ -141,17 +143,19 @@ static void free_opts(struct create_opts *o)
 	strv_free(&o->data_dirs);
 	strv_free(&o->tokens);
 	selection_free(&o->sel);
+	store_close(o->s);
 }
 
 /* --- plan: what can be checked before anything changes --------------------------------- */
 
-/* The store opens, its catalog reads, and the name is free. 0, or the exit code. */
-static int check_name_free(const struct create_opts *o)
+/* The store opens (for the rest of the command), its catalog reads, and the name is free.
+ * 0, or the exit code. */
+static int check_name_free(struct create_opts *o)
 {
-	catalog *cat;
-	int r = open_store(o->store, CATALOG_READONLY, &cat);
-	if (r < 0)
-		return exit_code_for(r);
+	int r = cli_store_open(o->store, 0, &o->s);
+	if (r != 0)
+		return r;
+	catalog *cat = store_catalog(o->s);
 	r = catalog_backup_exists(cat, o->name);
 	if (r < 0) {
 		char why[512];
@@ -159,7 +163,6 @@ static int check_name_free(const struct create_opts *o)
 	} else if (r > 0) {
 		errorf("backup %s already exists in %s; choose another --name", o->name, o->store);
 	}
-	catalog_close(cat);
 	return r != 0 ? CB_EXIT_FAILED : 0;
 }
 
@@ -572,7 +575,7 @@ static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 					.pctx = &prog};
 	backup_writer *w;
 	struct strbuf err = {0};
-	int r = backup_writer_begin(o->store, &meta, &wo, &w, &err);
+	int r = backup_writer_begin(o->s, &meta, &wo, &w, &err);
 	if (r < 0)
 		errorf("%s%s", err.buf, r == -EEXIST ? "; choose another --name" : "");
 	else

@@ -261,7 +261,7 @@ static int write_file(struct export *x, const struct entry *e)
 		size_t n = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
 		if (cancel_requested)
 			r = -ECANCELED;
-		else if ((r = pack_cache_read(x->pc, e->loc.pack_id, e->loc.pack_path, e->loc.offset + off,
+		else if ((r = pack_cache_read(x->pc, e->loc.pack_path, e->loc.offset + off,
 					      x->buf, n)) < 0)
 			errorf("%s: cannot read %s: %s", shown ? shown : "", e->loc.pack_path,
 			       pack_cache_strerror(r));
@@ -331,7 +331,7 @@ static int execute(struct export *x)
 {
 	unsigned long long size = 0;
 	int r = open_output(x);
-	if (r == 0 && ((r = pack_cache_new(&x->pc, x->store, 16u << 20)) < 0 || (r = sha256_new(&x->h)) < 0 ||
+	if (r == 0 && ((r = store_pack_cache(x->s, &x->pc)) < 0 || (r = sha256_new(&x->h)) < 0 ||
 		       !(x->buf = malloc(CHUNK)))) {
 		errorf("cannot start: %s", strerror(r < 0 ? -r : ENOMEM));
 		r = r < 0 ? r : -ENOMEM;
@@ -373,7 +373,6 @@ static void export_free(struct export *x)
 		freelocale(x->utf8);
 	free(x->buf);
 	sha256_free(x->h);
-	pack_cache_free(x->pc);
 	for (size_t i = 0; i < x->n; i++)
 		free(x->v[i].path);
 	free(x->v);

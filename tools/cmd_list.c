@@ -1,5 +1,6 @@
 /* cassbackup list: the backups in a store. */
 #include "cli.h"
+#include "store.h"
 #include "util.h"
 
 #include <errno.h>
@@ -89,10 +90,11 @@ int cmd_list(int argc, char **argv)
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
 	if (rc != CLI_RUN)
 		return rc;
-	catalog *cat;
-	int r = open_store(store, CATALOG_READONLY, &cat);
-	if (r < 0)
-		return exit_code_for(r);
+	struct store *st;
+	int r = cli_store_open(store, STORE_READONLY, &st);
+	if (r != 0)
+		return r;
+	catalog *cat = store_catalog(st);
 	json_init(&l.j, &l.out);
 	if (l.json)
 		json_array_begin(&l.j);
@@ -113,6 +115,6 @@ int cmd_list(int argc, char **argv)
 		rc = CB_EXIT_OK;
 	}
 	sb_free(&l.out);
-	catalog_close(cat);
+	store_close(st);
 	return rc;
 }

@@ -25,6 +25,7 @@
  */
 #include "backup_files.h"
 #include "cli.h"
+#include "store.h"
 #include "exec.h"
 #include "hash.h"
 #include "mounter.h"
@@ -446,12 +447,13 @@ static int plan_check_selection(const struct load_opts *o)
  * where the record goes and what an earlier run loaded. 0 or the exit code. */
 static int plan_tables(struct load_opts *o, struct load_plan *p)
 {
-	catalog *cat = NULL;
+	struct store *st;
 	struct tables ts = {0};
 	char why[512];
-	int r = open_store(o->store, CATALOG_READONLY, &cat), rc = CB_EXIT_FAILED;
-	if (r < 0)
-		return exit_code_for(r);
+	int r = cli_store_open(o->store, STORE_READONLY, &st), rc = CB_EXIT_FAILED;
+	if (r != 0)
+		return r;
+	catalog *cat = store_catalog(st);
 	r = catalog_get_backup(cat, o->name, copy_identity, &p->who);
 	if (r == 0)
 		rc = report_no_such_backup(cat, o->store, o->name);
@@ -473,7 +475,7 @@ static int plan_tables(struct load_opts *o, struct load_plan *p)
 	rc = 0;
 out:
 	tables_free(&ts);
-	catalog_close(cat);
+	store_close(st);
 	return rc;
 }
 

@@ -5,6 +5,7 @@
  * gets, then bytes freed, rewritten and kept, as text or JSON).
  */
 #include "cli.h"
+#include "store.h"
 #include "prune.h"
 #include "util.h"
 
@@ -229,10 +230,16 @@ static int execute(struct prune_cmd *c)
 	struct strbuf err = {0};
 	double start = mono_seconds();
 	prune *p;
-	int r = prune_begin(c->store, &o, &p, &err);
+	struct store *s;
+	/* opened as its catalog is: the prune reconciles it itself, under its lock */
+	int r = cli_store_open(c->store, STORE_NO_RECONCILE, &s);
+	if (r != 0)
+		return r;
+	r = prune_begin(s, &o, &p, &err);
 	if (r < 0) {
 		errorf("prune: %s", err.buf ? err.buf : strerror(-r));
 		sb_free(&err);
+		store_close(s);
 		return exit_code_for(r);
 	}
 	const struct prune_stats *st = prune_get_stats(p);
@@ -252,6 +259,7 @@ static int execute(struct prune_cmd *c)
 		report_text(c, p, mono_seconds() - start, r < 0);
 	sb_free(&err);
 	prune_free(p);
+	store_close(s);
 	return r < 0 ? CB_EXIT_FAILED : CB_EXIT_OK;
 }
 

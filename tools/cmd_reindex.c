@@ -1,9 +1,12 @@
 /* cassbackup reindex: rebuilds catalog.db from the store alone.
  *
- * The catalog is a cache of backups/ and of the packs' indexes. Reindex removes it (catalog.db
- * and its -wal, -shm and -journal files), opens the store, which makes an empty catalog, and
- * brings that up to date with every manifest and every pack (store_reconcile), under a shared
- * lock. Then it says what it found, and names every manifest and pack it could not take in.
+ * The catalog is a cache of backups/ and of the packs' indexes. Under a shared lock, reindex
+ * empties it and reads every manifest and every pack's index again, in place and in one
+ * transaction (store_rebuild_catalog): a running mount or command reading the catalog sees
+ * the old rows or the new, and no row id is reused, so a mount's inode numbers never name
+ * another file. (A catalog that does not open at all is set aside and made anew by the
+ * store's open.) Then it says what it found, and names every manifest and pack it could not
+ * take in.
  */
 #include "cli.h"
 #include "lock.h"
@@ -25,39 +28,12 @@ struct reindex {
 	size_t backups, packs;
 };
 
-/* Removes the catalog file at path and its companions; a missing one is fine. */
-static int remove_catalog(const char *path)
-{
-	static const char *const suffix[] = {"", "-wal", "-shm", "-journal"};
-	for (size_t i = 0; i < ARRAY_SIZE(suffix); i++) {
-		struct strbuf p = {0};
-		int r = sb_printf(&p, "%s%s", path, suffix[i]);
-		if (r == 0 && unlink(p.buf) < 0 && errno != ENOENT)
-			r = -errno;
-		if (r < 0) {
-			_cleanup_free_ char *shown = cli_escape(p.buf ? p.buf : path);
-			errorf("cannot remove %s: %s", shown ? shown : "", strerror(-r));
-			sb_free(&p);
-			return r;
-		}
-		sb_free(&p);
-	}
-	return 0;
-}
-
-/* Removes the old catalog, opens the store with a new one, takes a shared lock. */
+/* Opens the store as its catalog is, takes a shared lock. */
 static int plan(struct reindex *x)
 {
 	int rc = cli_store_open(x->store, STORE_NO_RECONCILE, &x->s);
 	if (rc)
 		return rc;
-	_cleanup_free_ char *path = strdup(store_catalog_path(x->s));
-	store_close(x->s);
-	x->s = NULL;
-	if (!path)
-		return errorf("out of memory"), CB_EXIT_FAILED;
-	if (remove_catalog(path) < 0 || cli_store_open(x->store, STORE_NO_RECONCILE, &x->s) != 0)
-		return CB_EXIT_FAILED;
 	return cli_store_lock(x->s, x->store, false, "reindex", 0, &x->lock) < 0 ? CB_EXIT_FAILED
 										    : CLI_RUN;
 }
@@ -126,9 +102,8 @@ static int on_store_key(void *ctx, const char *key, uint64_t size)
 	} else {
 		struct strbuf err = {0};
 		struct manifest *m = NULL;
-		_cleanup_free_ char *name = n > 13 && !strcmp(key + n - 5, ".json")
-						    ? strndup(key + 8, n - 13) : NULL;
-		if (!name || !name_is_component(name) || known(&x->known, name))
+		char name[256];
+		if (store_manifest_name(key, name) < 0 || known(&x->known, name))
 			return 0;
 		int r = store_read_manifest(x->s, name, &m, NULL, &err); /* err names the key */
 		snprintf(why, sizeof(why), "%s", r == 0 ? "it reads now (changed while indexed?)"
@@ -148,7 +123,7 @@ static int execute(struct reindex *x)
 	catalog *cat = store_catalog(x->s);
 	_cleanup_free_ char *shown = cli_escape(x->store);
 	struct unindexed u = {x, 0};
-	int r = store_reconcile(x->s, RECONCILE_PACKS, &x->st, &err);
+	int r = store_rebuild_catalog(x->s, &x->st, &err);
 	if (r == 0 && (r = catalog_backup_names(cat, on_backup, &x->known)) == 0)
 		x->backups = x->known.n;
 	if (r == 0 && (r = catalog_list_packs(cat, on_pack, &x->known)) == 0)
@@ -187,7 +162,7 @@ int cmd_reindex(int argc, char **argv)
 		.name = "reindex",
 		.description = "Rebuilds the catalog (catalog.db) from the store alone: every manifest in\n"
 			       "backups/ and every pack's index. Names each manifest or pack it cannot take in\n"
-			       "(exit 1 then). A running mount keeps the catalog it opened: remount it.",
+			       "(exit 1 then). A running mount goes on: it sees the rebuilt catalog at once.",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
@@ -198,6 +173,7 @@ int cmd_reindex(int argc, char **argv)
 		rc = execute(&x);
 	store_lock_release(x.lock);
 	store_close(x.s);
+	reconcile_stats_free(&x.st);
 	strv_free(&x.known);
 	return rc;
 }

@@ -26,6 +26,7 @@
 #include "packread.h"
 #include "restore_plan.h"
 #include "sstable.h"
+#include "store.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -47,6 +48,7 @@ struct restore_opts {
 	struct selection sel;
 	bool dry_run, import, refresh, json;
 	const char *nodetool; /* --nodetool or the config's nodetool; NULL: "nodetool" */
+	struct store *st;     /* the store, once opened */
 	bool have_owner;
 	uid_t uid;
 	gid_t gid;
@@ -185,6 +187,31 @@ static int open_target(const struct restore_opts *o, struct plan_table *pt)
 	return 0;
 }
 
+/* Every file of the table is, in the catalog, what the backup's manifest says it is: the
+ * catalog is a cache (stale, damaged or planted), and the bytes copied are checked against the
+ * SHA-256 it gives. 0, or 2 when it disagrees with the store or the manifest cannot be read
+ * (said: nothing is restored). */
+static int check_against_manifest(const struct restore_opts *o, const struct plan_table *pt)
+{
+	struct cb_file_ident id;
+	snprintf(id.backup, sizeof(id.backup), "%s", o->name);
+	snprintf(id.keyspace, sizeof(id.keyspace), "%s", pt->t.keyspace);
+	snprintf(id.table, sizeof(id.table), "%s", pt->t.table);
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < pt->files.n; i++) {
+		const struct vf *f = &pt->files.v[i];
+		struct strbuf why = {0};
+		snprintf(id.dir, sizeof(id.dir), "%s", f->dir);
+		snprintf(id.name, sizeof(id.name), "%s", f->name);
+		r = store_check_file_content(o->st, &id, f->want, f->size, &why);
+		if (r < 0)
+			errorf("cannot restore backup %s: %s; nothing was restored", o->name,
+			       why.buf ? why.buf : strerror(-r));
+		sb_free(&why);
+	}
+	return r < 0 ? 2 : 0;
+}
+
 /* The table's files from the catalog, snapshot metadata left out, every name checked before
  * any is used in a path. 0, 2 when a name is unusable (said), < 0 when the catalog failed. */
 static int load_table_files(catalog *cat, const struct restore_opts *o, struct plan_table *pt)
@@ -210,7 +237,7 @@ static int load_table_files(catalog *cat, const struct restore_opts *o, struct p
 		r = 2;
 	}
 	sb_free(&why);
-	return r;
+	return r ?: check_against_manifest(o, pt);
 }
 
 /* ---- planning: what happens to each sstable --------------------------------------------- */
@@ -541,7 +568,7 @@ static int copy_bytes(pack_cache *pc, const struct vf *f, int fd, const char *pa
 		size_t n = f->size - off < CHUNK ? (size_t)(f->size - off) : CHUNK;
 		if (cancel_requested)
 			r = -ECANCELED;
-		else if ((r = pack_cache_read(pc, f->loc.pack_id, f->loc.pack_path, f->loc.offset + off, buf, n)) < 0) {
+		else if ((r = pack_cache_read(pc, f->loc.pack_path, f->loc.offset + off, buf, n)) < 0) {
 			snprintf(fail->why, sizeof(fail->why), "%s%s%s: cannot read from pack %s: %s", f->dir,
 				 *f->dir ? "/" : "", f->name, f->loc.pack_path,
 				 pack_cache_strerror(r));
@@ -1296,12 +1323,12 @@ static int restore_backup(struct restore_opts *o)
 	struct plan p = {0};
 	struct totals tot = {0};
 	struct failure fail = {.damaged = false};
-	int rc = CB_EXIT_FAILED, r = open_store(o->store, CATALOG_READONLY, &cat);
-	if (r < 0) {
-		rc = exit_code_for(r);
+	int rc = cli_store_open(o->store, STORE_READONLY, &o->st), r;
+	if (rc != 0)
 		goto out;
-	}
-	if (pack_cache_new(&pc, o->store, 8u << 20) < 0) {
+	rc = CB_EXIT_FAILED;
+	cat = store_catalog(o->st);
+	if (store_pack_cache(o->st, &pc) < 0) {
 		errorf("cannot open store %s: out of memory", o->store);
 		goto out;
 	}
@@ -1329,8 +1356,7 @@ static int restore_backup(struct restore_opts *o)
 out:
 	plan_free(&p);
 	tables_free(&ts);
-	pack_cache_free(pc);
-	catalog_close(cat);
+	store_close(o->st);
 	return rc;
 }
 

@@ -49,14 +49,17 @@ static void say(struct vctx *v, enum verdict verdict, int line, const char *key,
 
 static void check_store(struct vctx *v, const char *key, const char *value, int line)
 {
-	catalog *c;
-	char why[512];
-	int r = open_store_quiet(value, CATALOG_READONLY, &c);
-	catalog_close(c);
+	struct store *s;
+	struct strbuf why = {0};
+	struct store_options o = *cli_store_settings();
+	o.flags = STORE_READONLY;
+	int r = store_open(value, &o, &s, &why);
+	store_close(s);
 	if (r == 0)
 		say(v, V_OK, line, key, value, "a cassbackup store");
 	else
-		say(v, V_PROBLEM, line, key, value, "%s", store_open_why(value, r, why, sizeof(why)));
+		say(v, V_PROBLEM, line, key, value, "%s", why.buf ? why.buf : strerror(-r));
+	sb_free(&why);
 }
 
 static void check_readable_dir(struct vctx *v, const char *key, const char *value, int line)

@@ -10,6 +10,7 @@
  * files, map them to --dir, read and check) -> report (one result per table as it is done).
  */
 #include "cli.h"
+#include "store.h"
 #include "hash.h"
 #include "packread.h"
 #include "sstable.h"
@@ -93,7 +94,7 @@ static int read_chunk(struct reader *rd, const struct vf *f, int fd, uint64_t of
 			sb_puts(why, r == -ESTALE ? "the file shrank while it was read" : strerror(-r));
 		return r;
 	}
-	int r = pack_cache_read(rd->pc, f->loc.pack_id, f->loc.pack_path, f->loc.offset + off, rd->buf, n);
+	int r = pack_cache_read(rd->pc, f->loc.pack_path, f->loc.offset + off, rd->buf, n);
 	if (r < 0)
 		sb_printf(why, "%s/%s: %s", rd->store, f->loc.pack_path, pack_cache_strerror(r));
 	return r;
@@ -453,7 +454,8 @@ struct verify {
 	bool all, json;
 	struct selection sel;
 	struct strv names; /* the backups to check */
-	catalog *cat;
+	struct store *st;
+	catalog *cat;      /* the store's */
 	struct reader rd;
 	struct json j;
 	struct strbuf out;
@@ -517,9 +519,10 @@ static int plan(struct cli_command *cmd, struct verify *v, char **names, int nna
 	int rc = v->dir ? plan_dir(cmd, v) : CLI_RUN;
 	if (rc != CLI_RUN)
 		return rc;
-	int r = open_store(v->store, CATALOG_READONLY, &v->cat);
-	if (r < 0)
-		return exit_code_for(r);
+	int r = cli_store_open(v->store, STORE_READONLY, &v->st);
+	if (r != 0)
+		return r;
+	v->cat = store_catalog(v->st);
 	char why[512];
 	if (v->all && (r = catalog_list_backups(v->cat, names_cb, &v->names)) < 0) {
 		errorf("cannot read catalog of %s: %s", v->store, catalog_why(v->cat, r, why, sizeof(why)));
@@ -537,7 +540,7 @@ static int plan(struct cli_command *cmd, struct verify *v, char **names, int nna
 			return CB_EXIT_FAILED;
 		}
 	}
-	if ((r = pack_cache_new(&v->rd.pc, v->store, 8u << 20)) < 0 || (r = sha256_new(&v->rd.h)) < 0 ||
+	if ((r = store_pack_cache(v->st, &v->rd.pc)) < 0 || (r = sha256_new(&v->rd.h)) < 0 ||
 	    !(v->rd.buf = malloc(CHUNK))) {
 		errorf("cannot start: %s", strerror(r < 0 ? -r : ENOMEM));
 		return CB_EXIT_FAILED;
@@ -710,8 +713,7 @@ int cmd_verify(int argc, char **argv)
 	sb_free(&v.out);
 	free(v.rd.buf);
 	sha256_free(v.rd.h);
-	pack_cache_free(v.rd.pc);
-	catalog_close(v.cat);
+	store_close(v.st);
 	strv_free(&v.names);
 	selection_free(&v.sel);
 	return rc;

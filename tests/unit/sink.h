@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "backend.h"
+#include "packread.h"
 
 struct test_sink {
 	char dir[64];
@@ -38,6 +39,23 @@ static inline int test_sink_close(struct test_sink *s, int commit)
 	s->u = NULL;
 	s->b = NULL;
 	return r;
+}
+
+/* A pack cache over the files of dir, read-only, as a store's would read its packs. */
+static inline int test_cache_open(const char *dir, size_t bytes, struct cb_backend **b,
+				  pack_cache **pc)
+{
+	*pc = NULL;
+	int r = cb_backend_open(dir, CB_BACKEND_READONLY, NULL, b);
+	if (r == 0 && (r = pack_cache_new(pc, *b, bytes, 0)) < 0)
+		cb_backend_close(*b);
+	return r;
+}
+
+static inline void test_cache_close(struct cb_backend *b, pack_cache *pc)
+{
+	pack_cache_free(pc);
+	cb_backend_close(b);
 }
 
 #endif

@@ -248,10 +248,11 @@ int main(void)
 	sb_printf(&db, "%s/catalog.db", store.buf);
 
 	catalog *c = NULL;
+	struct store *st = NULL;
 	struct strbuf err = {0};
-	CHECK(store_open(store.buf, 0, &c) == -ENOENT);
-	CHECK(store_init(store.buf, &err) == 0);
-	CHECK(store_init(store.buf, &err) == -EEXIST); /* not empty any more */
+	CHECK(store_open(store.buf, NULL, &st, &err) == -ENOENT && !st);
+	CHECK(store_init(store.buf, NULL, &err) == 0);
+	CHECK(store_init(store.buf, NULL, &err) == -EEXIST); /* not empty any more */
 	sb_free(&err);
 	/* The catalog alone: rows are added by hand here (the store's reconcile would drop
 	 * backups that have no manifest). */

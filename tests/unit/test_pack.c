@@ -108,18 +108,19 @@ static void check_offsets(const char *path)
 	char *dir = strdup(path), *base = strrchr(dir, '/');
 	*base++ = '\0';
 	pack_cache *pc;
-	CHECK(pack_cache_new(&pc, dir, 1u << 20) == 0);
+	struct cb_backend *tb;
+	CHECK(test_cache_open(dir, 1u << 20, &tb, &pc) == 0);
 	unsigned char *buf = malloc(300000);
 	for (size_t i = 0; i < NMEMBERS; i++) {
 		const struct member *m = &members[i];
 		if (m->link || m->size == 0)
 			continue;
-		CHECK(pack_cache_read(pc, 1, base, m->off, buf, m->size) == 0);
+		CHECK(pack_cache_read(pc, base, m->off, buf, m->size) == 0);
 		CHECK(memcmp(buf, m->data, m->size) == 0);
 		CHECK(m->off % 512 == 0); /* data starts on a tar block */
 	}
 	free(buf);
-	pack_cache_free(pc);
+	test_cache_close(tb, pc);
 	free(dir);
 }
 
@@ -188,7 +189,8 @@ static void check_index(const char *path)
 static int read_all(const char *dir, const char *base)
 {
 	pack_cache *pc;
-	if (pack_cache_new(&pc, dir, 1u << 20) < 0)
+	struct cb_backend *tb;
+	if (test_cache_open(dir, 1u << 20, &tb, &pc) < 0)
 		return 0;
 	unsigned char *buf = malloc(300000);
 	int verdict = 1;
@@ -196,13 +198,13 @@ static int read_all(const char *dir, const char *base)
 		const struct member *m = &members[i];
 		if (m->link || m->size == 0)
 			continue;
-		if (pack_cache_read(pc, 1, base, m->off, buf, m->size) < 0)
+		if (pack_cache_read(pc, base, m->off, buf, m->size) < 0)
 			verdict = 0;
 		else if (memcmp(buf, m->data, m->size) != 0)
 			verdict = -1;
 	}
 	free(buf);
-	pack_cache_free(pc);
+	test_cache_close(tb, pc);
 	return verdict;
 }
 

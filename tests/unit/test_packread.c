@@ -49,17 +49,18 @@ static struct pack_cache_stats read_all(const char *dir, const char *disk, const
 					uint32_t first_alone)
 {
 	pack_cache *pc;
+	struct cb_backend *tb;
 	struct pack_cache_stats st = {0};
 	struct strbuf err = {0};
 	unsigned char *buf = malloc(SIZE);
-	CHECK(pack_cache_new(&pc, dir, 64u << 20) == 0);
+	CHECK(test_cache_open(dir, 64u << 20, &tb, &pc) == 0);
 	if (disk)
 		CHECK(pack_cache_use_disk(pc, disk, 64u << 20, &err) == 0);
 	if (first_alone < FRAMES) /* one frame first: the rest is two runs around it */
-		CHECK(pack_cache_read(pc, 1, "stream", (uint64_t)first_alone * FRAME, buf, 10) == 0);
-	CHECK(pack_cache_read(pc, 1, "stream", 0, buf, SIZE) == 0 && memcmp(buf, d, SIZE) == 0);
+		CHECK(pack_cache_read(pc, "stream", (uint64_t)first_alone * FRAME, buf, 10) == 0);
+	CHECK(pack_cache_read(pc, "stream", 0, buf, SIZE) == 0 && memcmp(buf, d, SIZE) == 0);
 	pack_cache_get_stats(pc, &st);
-	pack_cache_free(pc);
+	test_cache_close(tb, pc);
 	sb_free(&err);
 	free(buf);
 	return st;

@@ -118,30 +118,31 @@ static void test_round_trip(unsigned threads)
 
 	/* the same through the cache, from several threads, with a cache smaller than the data */
 	pack_cache *pc;
+	struct cb_backend *tb;
 	char *dir = strdup(path), *base = strrchr(dir, '/');
 	*base++ = '\0';
-	CHECK(pack_cache_new(&pc, dir, 2u << 20) == 0);
+	CHECK(test_cache_open(dir, 2u << 20, &tb, &pc) == 0);
 	for (int k = 0; k < 200; k++) {
 		uint64_t off = rnd() % n;
 		size_t len = (size_t)(rnd() % (n - off) % (2u << 20));
-		CHECK(pack_cache_read(pc, 1, base, off, buf, len) == 0);
+		CHECK(pack_cache_read(pc, base, off, buf, len) == 0);
 		CHECK(memcmp(buf, d + off, len) == 0);
 	}
 	/* each failure has its own code: beyond the stream, no pack, no seek table */
-	CHECK(pack_cache_read(pc, 1, base, n, buf, 1) == -ERANGE);
-	CHECK(pack_cache_read(pc, 2, "no-such-pack", 0, buf, 1) == -ENOENT);
+	CHECK(pack_cache_read(pc, base, n, buf, 1) == -ERANGE);
+	CHECK(pack_cache_read(pc, "no-such-pack", 0, buf, 1) == -ENOENT);
 	char junk[4096];
 	snprintf(junk, sizeof(junk), "%s/junk-pack", dir);
 	FILE *jf = fopen(junk, "w");
 	CHECK(jf && fputs("not a seekable zstd stream, long enough for a footer", jf) >= 0);
 	fclose(jf);
-	CHECK(pack_cache_read(pc, 3, "junk-pack", 0, buf, 1) == -EBADMSG);
+	CHECK(pack_cache_read(pc, "junk-pack", 0, buf, 1) == -EBADMSG);
 	unlink(junk);
 	struct pack_cache_stats st;
 	pack_cache_get_stats(pc, &st);
 	CHECK(st.bytes <= (2u << 20) + (1u << 20));
 	CHECK(st.evictions > 0 && st.hits > 0);
-	pack_cache_free(pc);
+	test_cache_close(tb, pc);
 	free(dir);
 
 	free(buf);
@@ -155,6 +156,7 @@ static void test_round_trip(unsigned threads)
 
 struct thread_arg {
 	pack_cache *pc;
+	struct cb_backend *tb;
 	const char *name;
 	const unsigned char *d;
 	size_t n;
@@ -172,7 +174,7 @@ static void *reader_thread(void *p)
 		size_t len = (size_t)((s >> 40) % (1u << 20));
 		if (len > a->n - off)
 			len = a->n - off;
-		if (pack_cache_read(a->pc, 7, a->name, off, buf, len) != 0 || memcmp(buf, a->d + off, len))
+		if (pack_cache_read(a->pc, a->name, off, buf, len) != 0 || memcmp(buf, a->d + off, len))
 			a->bad++;
 	}
 	free(buf);
@@ -188,7 +190,8 @@ static void test_concurrent_cache(void)
 	char *dir = strdup(path), *base = strrchr(dir, '/');
 	*base++ = '\0';
 	pack_cache *pc;
-	CHECK(pack_cache_new(&pc, dir, 1u << 20) == 0);
+	struct cb_backend *tb;
+	CHECK(test_cache_open(dir, 1u << 20, &tb, &pc) == 0);
 	pthread_t th[4];
 	struct thread_arg args[4];
 	for (int i = 0; i < 4; i++) {
@@ -199,7 +202,7 @@ static void test_concurrent_cache(void)
 		pthread_join(th[i], NULL);
 		CHECK(args[i].bad == 0);
 	}
-	pack_cache_free(pc);
+	test_cache_close(tb, pc);
 	unlink(path);
 	free(path);
 	free(dir);

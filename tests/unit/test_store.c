@@ -44,20 +44,20 @@ static void test_init_and_open(void)
 {
 	struct strbuf err = {0};
 	struct store *s = NULL;
-	CHECK(store_open_full(at("nope"), 0, &s, &err) == -ENOENT && !s);
+	CHECK(store_open(at("nope"), NULL, &s, &err) == -ENOENT && !s);
 	CHECK(mkdir(at("plain"), 0755) == 0);
 	err.len = 0;
-	CHECK(store_open_full(at("plain"), 0, &s, &err) == -EMEDIUMTYPE);
+	CHECK(store_open(at("plain"), NULL, &s, &err) == -EMEDIUMTYPE);
 	CHECK(err.buf && strstr(err.buf, "not a cassbackup store"));
 	put_file(at("plain/x"), "x");
-	CHECK(store_init(at("plain"), &err) == -EEXIST); /* not empty */
+	CHECK(store_init(at("plain"), NULL, &err) == -EEXIST); /* not empty */
 	umask(0);
-	CHECK(store_init(at("s"), &err) == 0);
+	CHECK(store_init(at("s"), NULL, &err) == 0);
 	umask(022);
 	CHECK(mode_of(at("s")) == 0700 && mode_of(at("s/config")) == 0600);
 	CHECK(mode_of(at("s/catalog.db")) != (mode_t)-1);
-	CHECK(store_init(at("s"), &err) == -EEXIST);
-	CHECK(store_open_full(at("s"), 0, &s, &err) == 0 && s);
+	CHECK(store_init(at("s"), NULL, &err) == -EEXIST);
+	CHECK(store_open(at("s"), NULL, &s, &err) == 0 && s);
 	CHECK(strlen(store_get_config(s)->id) == 32);
 	store_close(s);
 
@@ -66,10 +66,10 @@ static void test_init_and_open(void)
 	put_file(at("other/config"), "{\"store\": \"cassbackup\", \"format\": 3, \"id\": "
 				     "\"0123456789abcdef0123456789abcdef\", \"created_ns\": 1}");
 	err.len = 0;
-	CHECK(store_open_full(at("other"), 0, &s, &err) == -EPROTONOSUPPORT);
+	CHECK(store_open(at("other"), NULL, &s, &err) == -EPROTONOSUPPORT);
 	CHECK(err.buf && strstr(err.buf, "format 3"));
 	put_file(at("other/config"), "PK\x03\x04 not json");
-	CHECK(store_open_full(at("other"), 0, &s, &err) == -EMEDIUMTYPE);
+	CHECK(store_open(at("other"), NULL, &s, &err) == -EMEDIUMTYPE);
 	sb_free(&err);
 }
 
@@ -81,11 +81,13 @@ static void make_backup(const char *name, const char *data)
 	struct backup_writer_opts opts = {.level = 3, .frame_size = 64u << 10};
 	struct strbuf err = {0};
 	backup_writer *w;
-	int r = backup_writer_begin(at("s"), &meta, &opts, &w, &err);
+	struct store *s = NULL;
+	int r = store_open(at("s"), NULL, &s, &err) ?: backup_writer_begin(s, &meta, &opts, &w, &err);
 	CHECK(r == 0);
 	if (r < 0) {
 		fprintf(stderr, "begin: %s\n", err.buf);
 		sb_free(&err);
+		store_close(s);
 		return;
 	}
 	struct backup_table t = {.keyspace = "shop", .table = "orders",
@@ -104,6 +106,7 @@ static void make_backup(const char *name, const char *data)
 	CHECK(backup_writer_commit(w, &sum) == 0);
 	CHECK(sum.files == 2);
 	backup_writer_free(w);
+	store_close(s);
 	sb_free(&err);
 }
 
@@ -125,11 +128,14 @@ static int collect(void *ctx, const struct cb_backup_summary *b)
 static struct seen listing(void)
 {
 	struct seen s = {{0}, 0, 0};
-	catalog *c;
-	CHECK(store_open(at("s"), CATALOG_READONLY, &c) == 0);
-	if (c)
-		CHECK(catalog_list_backups(c, collect, &s) == 0);
-	catalog_close(c);
+	struct store *st;
+	struct strbuf err = {0};
+	struct store_options o = {.flags = STORE_READONLY};
+	CHECK(store_open(at("s"), &o, &st, &err) == 0);
+	if (st)
+		CHECK(catalog_list_backups(store_catalog(st), collect, &s) == 0);
+	store_close(st);
+	sb_free(&err);
 	return s;
 }
 
