@@ -57,6 +57,22 @@ static bool valid_name(const char *s)
 	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@+-") == n;
 }
 
+/* What keeps tag from being a snapshot tag, or NULL. nodetool snapshot -t TAG makes
+ * <table dir>/snapshots/TAG, and create reads (with --take-snapshot: makes and clears) that
+ * directory, so a tag is one path component: never "..", a path, or a name no directory has. */
+static const char *tag_problem(const char *tag)
+{
+	if (!*tag)
+		return "empty";
+	if (!strcmp(tag, ".") || !strcmp(tag, ".."))
+		return "'.' and '..' are not directory names";
+	if (strchr(tag, '/'))
+		return "contains '/'";
+	if (strlen(tag) > NAME_MAX)
+		return "longer than 255 bytes (NAME_MAX)";
+	return NULL;
+}
+
 static const char create_description[] =
 	"Backs up <data-dir>/<ks>/<table>-<id>/snapshots/<TAG>/ of every selected table.\n"
 	"Data directories: --data-dir (repeatable), else data_dir in the configuration, else\n"
@@ -122,6 +138,13 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
 	if (rc != CLI_RUN)
 		return rc;
+	const char *why = tag_problem(o->tag);
+	if (why) {
+		_cleanup_free_ char *shown = cli_escape(o->tag);
+		return cli_usage_error(&cmd, "--snapshot '%.64s%s': %s; a snapshot tag is one directory name "
+				       "(<table>/snapshots/TAG)", shown ? shown : "",
+				       shown && strlen(shown) > 64 ? "..." : "", why);
+	}
 	if (!valid_name(o->tag) && !o->name) {
 		errorf("snapshot tag '%s' cannot serve as a backup name; give --name", o->tag);
 		return CB_EXIT_USAGE;
