@@ -66,6 +66,28 @@ def test_exit_codes(store, tmp_path):
     one_error_line(cb('init', check=False), 2, 'missing --store DIR')
 
 
+def test_init_takes_store_from_config(tmp_path):
+    """init reads `store` from the configuration as every command does; --store or the
+    operand wins over it; both on the line is still a usage error."""
+    conf = tmp_path / 'cb.conf'
+    conf.write_text(f'store = {tmp_path}/fromconf\n')
+    r = cb('--config', conf, 'init')
+    assert r.stdout == f'created store {tmp_path}/fromconf\n'
+    assert os.path.isfile(tmp_path / 'fromconf' / 'catalog.db')
+    assert cb('--config', conf, 'list', '--json').stdout.strip() == '[]'
+    for args, made in ((['--store', tmp_path / 'flag'], 'flag'), ([tmp_path / 'operand'], 'operand'),
+                       (['-s', tmp_path / 'short'], 'short')):
+        r = cb('--config', conf, 'init', *args)
+        assert r.stdout == f'created store {tmp_path}/{made}\n'
+        assert os.path.isfile(tmp_path / made / 'catalog.db')
+    one_error_line(cb('--config', conf, 'init', '--store', tmp_path / 'a', tmp_path / 'b', check=False), 2,
+                   'give the store once')
+    assert not os.path.exists(tmp_path / 'a') and not os.path.exists(tmp_path / 'b')
+    # a store already there (the configuration's) is not made again
+    one_error_line(cb('--config', conf, 'init', check=False), 1, f'cannot create store {tmp_path}/fromconf')
+    assert 'store' in cb('init', '--help').stdout.split('(config: store)')[0].splitlines()[-1]
+
+
 def test_unknown_backup_lists_closest_names(two_backups):
     p = cb('verify', '--store', two_backups, 'nightly-3', check=False)
     one_error_line(p, 3, 'backup nightly-3: no such backup', 'closest: nightly-1, nightly-2')

@@ -163,6 +163,9 @@ static void test_options(void)
 	int argc = (int)ARRAY_SIZE(argv) - 1, first = 0;
 	CHECK(cli_parse(&cmd, argc, argv, &first) == CLI_RUN);
 	CHECK(json && threads == 8 && frame == 128 << 10 && !strcmp(store, "/x") && !name);
+	/* on the line, not from the configuration; data_dir from the configuration */
+	CHECK(opts[0].given && !opts[0].from_config && opts[1].given && opts[1].from_config);
+	CHECK(!opts[2].given && !opts[2].from_config);
 	CHECK(within.years == 1 && within.months == 2);
 	/* not on the line: the configuration's values, all of a repeated key */
 	CHECK(dirs.n == 2 && !strcmp(dirs.v[0], "/d1") && !strcmp(dirs.v[1], "/d2"));
@@ -199,6 +202,12 @@ static void test_options(void)
 	store = NULL;
 	char *noreq[] = {"x", "a", NULL};
 	CHECK(cli_parse(&cmd, 2, noreq, &first) == CB_EXIT_USAGE);
+	/* the same from the configuration: given, and said to come from it */
+	CHECK(load("store = /conf\n", &err) == 0);
+	for (size_t k = 0; opts[k].name; k++)
+		opts[k].given = opts[k].from_config = false;
+	CHECK(cli_parse(&cmd, 2, noreq, &first) == CLI_RUN && !strcmp(store, "/conf"));
+	CHECK(opts[0].given && opts[0].from_config);
 	/* a configuration value goes through the option's parser too */
 	CHECK(load("store = /s\n\nhosts = many\n", &err) == 0);
 	uint64_t hosts = 0;
