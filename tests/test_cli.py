@@ -66,6 +66,28 @@ def test_exit_codes(store, tmp_path):
     one_error_line(cb('init', check=False), 2, 'missing --store DIR')
 
 
+def test_init_takes_store_from_config(tmp_path):
+    """init reads `store` from the configuration as every command does; --store or the
+    operand wins over it; both on the line is still a usage error."""
+    conf = tmp_path / 'cb.conf'
+    conf.write_text(f'store = {tmp_path}/fromconf\n')
+    r = cb('--config', conf, 'init')
+    assert r.stdout == f'created store {tmp_path}/fromconf\n'
+    assert os.path.isfile(tmp_path / 'fromconf' / 'catalog.db')
+    assert cb('--config', conf, 'list', '--json').stdout.strip() == '[]'
+    for args, made in ((['--store', tmp_path / 'flag'], 'flag'), ([tmp_path / 'operand'], 'operand'),
+                       (['-s', tmp_path / 'short'], 'short')):
+        r = cb('--config', conf, 'init', *args)
+        assert r.stdout == f'created store {tmp_path}/{made}\n'
+        assert os.path.isfile(tmp_path / made / 'catalog.db')
+    one_error_line(cb('--config', conf, 'init', '--store', tmp_path / 'a', tmp_path / 'b', check=False), 2,
+                   'give the store once')
+    assert not os.path.exists(tmp_path / 'a') and not os.path.exists(tmp_path / 'b')
+    # a store already there (the configuration's) is not made again
+    one_error_line(cb('--config', conf, 'init', check=False), 1, f'cannot create store {tmp_path}/fromconf')
+    assert 'store' in cb('init', '--help').stdout.split('(config: store)')[0].splitlines()[-1]
+
+
 def test_unknown_backup_lists_closest_names(two_backups):
     p = cb('verify', '--store', two_backups, 'nightly-3', check=False)
     one_error_line(p, 3, 'backup nightly-3: no such backup', 'closest: nightly-1, nightly-2')
@@ -194,6 +216,44 @@ def test_validate_config_notes_hosts_state_dir_and_mount_helper(store, tmp_path)
     assert 'hosts = h1\\th2: expected HOST[,HOST...]' in problems[0]
     assert f'load_state_dir = {afile}/x: Not a directory' in problems[1]
     assert 'mount_helper' in problems[2] and 'no executable program' in problems[2]
+
+
+def test_validate_config_runs_nodetool(store, tmp_path):
+    """nodetool is run ('nodetool version', with the configuration's credentials): one that
+    cannot reach Cassandra (a stopped node: the stand-in prints what the real one prints and
+    exits 1) is a problem, named with what it said, not a program that "runs"."""
+    nodetool = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'standins', 'nodetool')
+    pw = tmp_path / 'pw'
+    pw.write_text('secret\n')
+    pw.chmod(0o600)
+    conf = tmp_path / 'cb.conf'
+    conf.write_text(f'store = {store}\nnodetool = {nodetool}\nnodetool_user = cassandra\n'
+                    f'nodetool_password_file = {pw}\n')
+    nlog = tmp_path / 'n.log'
+    env = dict(os.environ, NODETOOL_STANDIN_LOG=str(nlog))
+    p = cb('--config', conf, 'validate-config', env=dict(env, NODETOOL_STANDIN_DOWN='1'), check=False)
+    assert p.returncode == 1, p.stdout
+    problems = [l for l in p.stdout.splitlines() if l.startswith('PROBLEM')]
+    assert len(problems) == 1 and ' nodetool = ' in problems[0], p.stdout
+    assert 'runs' not in problems[0] and f'{nodetool} version failed (exit status 1)' in problems[0]
+    assert problems[0].endswith("nodetool: Failed to connect to '127.0.0.1:7199' - ConnectException: "
+                                "'Connection refused'."), problems[0]
+    assert p.stdout.splitlines()[-1].endswith(': 4 settings checked, 1 problem(s)')
+    r = cb('--config', conf, 'validate-config', env=env)
+    [line] = [l for l in r.stdout.splitlines() if ' nodetool = ' in l]
+    assert line.startswith('ok ') and f'runs {nodetool}' in line and 'Cassandra 4.1.3' in line, line
+    calls = [json.loads(l) for l in open(nlog)]
+    assert [(c['cmd'], c['opts']) for c in calls] == [('version', {'-u': 'cassandra', '-pwf': str(pw)})] * 2
+    # a program that fails without a word on stderr: what it printed, else its exit status
+    for script, said in (('echo "error: JMX says no"; exit 2', 'exit status 2): error: JMX says no'),
+                         ('exit 3', 'exit status 3)'), ('echo Hello', 'printed no ReleaseVersion line')):
+        fake = tmp_path / 'fake-nodetool'
+        fake.write_text(f'#!/bin/sh\n{script}\n')
+        fake.chmod(0o755)
+        conf.write_text(f'store = {store}\nnodetool = {fake}\n')
+        p = cb('--config', conf, 'validate-config', check=False)
+        [line] = [l for l in p.stdout.splitlines() if ' nodetool = ' in l]
+        assert p.returncode == 1 and line.startswith('PROBLEM') and said in line, line
 
 
 def test_validate_config_checks_s3_settings(store, tmp_path):

@@ -145,6 +145,44 @@ def test_take_snapshot_without_nodetool_refuses_first(store, sample_tree, tmp_pa
     assert backup_list(store) == [] and packs(store) == [] and tmp_files(store) == []
 
 
+# --- a snapshot tag is one directory name ------------------------------------------------------
+
+@pytest.mark.parametrize('tag,why', [
+    ('../backups', "contains '/'"),
+    ('a/b', "contains '/'"),
+    ('/abs', "contains '/'"),
+    ('', 'empty'),
+    ('.', "'.' and '..'"),
+    ('..', "'.' and '..'"),
+    ('x' * 256, 'longer than 255 bytes'),
+], ids=['dotdot-path', 'path', 'absolute', 'empty', 'dot', 'dotdot', '256-bytes'])
+@pytest.mark.parametrize('take_snapshot', [False, True])
+def test_snapshot_tag_not_one_component_refused(store, tmp_path, tag, why, take_snapshot):
+    """nodetool snapshot -t TAG makes <table dir>/snapshots/TAG: a tag is one path component.
+    One that is not is refused before anything runs (with --take-snapshot too: nodetool
+    snapshot and clearsnapshot are never given it), also when --name spares it as a name."""
+    data = tmp_path / 'data'
+    make_table(data, 'shop', 'orders', 'nightly-1', {b'nb-1-big-Data.db': b'orders'})
+    make_table(data, 'shop', 'orders', 'nightly-2', {b'nb-2-big-Data.db': b'orders 2'})
+    nlog = str(tmp_path / 'n.log')
+    env = dict(os.environ, NODETOOL_STANDIN_LOG=nlog, NODETOOL_STANDIN_DATA_DIRS=str(data))
+    extra = ['--take-snapshot', '--nodetool', os.path.join(os.path.dirname(__file__), 'standins',
+                                                           'nodetool')] if take_snapshot else []
+    p = cb('create', '--store', store, '--name', 'b', '--data-dir', data, '--snapshot', tag, *extra,
+           env=env, check=False)
+    assert p.returncode == 2, p.stderr
+    one_error_line(p, '--snapshot', 'one directory name', why)
+    assert backup_list(store) == [] and packs(store) == [] and tmp_files(store) == []
+    assert not os.path.exists(nlog) or open(nlog).read() == ''  # nodetool never ran
+    snaps = data / 'shop' / f'orders-{TABLE_ID}' / 'snapshots'
+    assert sorted(os.listdir(snaps)) == ['nightly-1', 'nightly-2']
+    # 255 bytes is a name like any other
+    if why.startswith('longer'):
+        p = cb('create', '--store', store, '--name', 'b', '--data-dir', data, '--snapshot', 'x' * 255,
+               check=False)
+        assert p.returncode == 1 and '--snapshot' not in p.stderr and 'not found' in p.stderr, p.stderr
+
+
 # --- defect 16: symlinks in the data directory are not followed -----------------------------
 
 def test_symlinked_snapshot_or_table_dir_not_followed(store, tmp_path):

@@ -462,6 +462,82 @@ def test_take_snapshot_then_always_clear(store, tmp_path):
     assert p.returncode == 1 and log_lines(nlog) == []
 
 
+def live_sample(tmp_path):
+    """A node before any snapshot: generated data directories holding only live sstables."""
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '16', '--no-clutter')
+    dirs = sample_dirs(src)
+    for d in dirs:
+        for root, subdirs, _ in os.walk(d):
+            if 'snapshots' in subdirs:
+                shutil.rmtree(os.path.join(root, 'snapshots'))
+                subdirs.remove('snapshots')
+    return dirs
+
+
+def snapshot_dirs(dirs, tag):
+    return sorted(r for d in dirs for r, _, _ in os.walk(d) if r.endswith('/snapshots/' + tag))
+
+
+def test_take_snapshot_on_a_stopped_node_says_none_was_taken(store, tmp_path):
+    """nodetool snapshot fails (a stopped node: nothing answers on the JMX port): one line says
+    the snapshot could not be taken, with what nodetool said, and claims no snapshot on disk;
+    nothing is cleared (there is nothing of ours to clear)."""
+    dirs = live_sample(tmp_path)
+    nlog = str(tmp_path / 'n.log')
+    env = dict(os.environ, NODETOOL_STANDIN_LOG=nlog, NODETOOL_STANDIN_DATA_DIRS=':'.join(dirs),
+               NODETOOL_STANDIN_DOWN='1')
+    p = cb('create', '--store', store, '--name', 'snap', *data_dir_args(dirs), '--snapshot', 'cb-1',
+           '--take-snapshot', '--nodetool', NODETOOL, env=env, check=False)
+    assert p.returncode == 1
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, p.stderr
+    assert 'snapshot cb-1 could not be taken' in lines[0], lines[0]
+    assert "nodetool: Failed to connect to '127.0.0.1:7199' - ConnectException: 'Connection refused'." in lines[0]
+    assert 'on disk' not in lines[0] or 'no snapshots/cb-1' in lines[0], lines[0]
+    assert 'by hand' not in lines[0] and 'still' not in lines[0]
+    assert [c['cmd'] for c in log_lines(nlog)] == ['snapshot']
+    assert backup_list(store) == [] and packs(store) == [] and snapshot_dirs(dirs, 'cb-1') == []
+
+
+def test_take_snapshot_of_a_taken_tag_leaves_that_snapshot(store, tmp_path):
+    """A snapshot by that tag is there already (the operator's): nodetool refuses the tag, and
+    that snapshot is neither cleared nor called ours; it is named as left on disk."""
+    dirs = live_sample(tmp_path)
+    nlog = str(tmp_path / 'n.log')
+    env = dict(os.environ, NODETOOL_STANDIN_LOG=nlog, NODETOOL_STANDIN_DATA_DIRS=':'.join(dirs))
+    run(NODETOOL, 'snapshot', '-t', 'keep', '-kt', 'shop.orders', env=env)
+    theirs = snapshot_dirs(dirs, 'keep')
+    assert theirs
+    open(nlog, 'w').close()
+    p = cb('create', '--store', store, '--name', 'snap', *data_dir_args(dirs), '--snapshot', 'keep',
+           '--take-snapshot', '--nodetool', NODETOOL, env=env, check=False)
+    assert p.returncode == 1
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, p.stderr
+    assert 'snapshot keep could not be taken' in lines[0] and 'already exists' in lines[0], lines[0]
+    assert 'left as it is' in lines[0] and theirs[0] in lines[0], lines[0]
+    assert [c['cmd'] for c in log_lines(nlog)] == ['snapshot']
+    assert snapshot_dirs(dirs, 'keep') == theirs and backup_list(store) == []
+
+
+def test_take_snapshot_backup_fails_clear_fails_names_the_snapshot(store, tmp_path):
+    """The snapshot was taken, the backup failed and so did clearsnapshot: now, and only now,
+    the snapshot is said to be left on disk, by its tag and where."""
+    dirs = live_sample(tmp_path)
+    nlog = str(tmp_path / 'n.log')
+    env = dict(os.environ, NODETOOL_STANDIN_LOG=nlog, NODETOOL_STANDIN_DATA_DIRS=':'.join(dirs),
+               NODETOOL_STANDIN_FAIL='clearsnapshot')
+    p = cb('create', '--store', store, '--name', 'snap', *data_dir_args(dirs), '--snapshot', 'cb-2',
+           '--take-snapshot', '--nodetool', NODETOOL, '--table', 'shop.nosuch', '--table', 'shop.orders',
+           env=env, check=False)
+    assert p.returncode == 1 and 'table shop.nosuch: not found' in p.stderr
+    [line] = [l for l in p.stderr.splitlines() if 'clearsnapshot' in l]
+    left = snapshot_dirs(dirs, 'cb-2')
+    assert left and 'snapshot cb-2 is still on disk' in line and left[0] in line, line
+    assert "clear it with 'nodetool clearsnapshot -t cb-2'" in line, line
+    assert [c['cmd'] for c in log_lines(nlog)] == ['snapshot', 'clearsnapshot']
+
+
 # --- configuration --------------------------------------------------------------------------
 
 def test_config_file_defaults_and_validate(store, sample_tree, tmp_path):

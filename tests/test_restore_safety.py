@@ -139,6 +139,53 @@ def test_more_colliding_sstables_than_any_fixed_table(store, tmp_path):
     assert_restored(tdir, backup, before)
 
 
+def long_name_sstables_tree(root, n, index_dir):
+    """A snapshot of ks.t whose n sstables, in the table directory and in index_dir, have
+    components named with NAME_MAX (255) bytes: Data.db and TOC.txt each, plus a lone file of
+    255 bytes in each directory. Returns the snapshot dir and {relpath: bytes}."""
+    sdir = os.path.join(root, 'ks', f't-{HEX}', 'snapshots', 'long')
+    files = {}
+    for d in ('', index_dir):
+        os.makedirs(os.path.join(sdir, d), exist_ok=True)
+        for g in range(n):
+            gen = f'{g:05d}' + 'x' * (255 - len('nb--big-Data.db') - 5)
+            for comp in ('Data.db', 'TOC.txt'):
+                name = f'nb-{gen}-big-{comp}'
+                assert len(name.encode()) == 255
+                files[os.path.join(d, name)] = (b'Data.db\nTOC.txt\n' if comp == 'TOC.txt' else
+                                                f'{d} {g} '.encode() + os.urandom(64 + g))
+        files[os.path.join(d, 'z' * 255)] = f'lone file in {d!r}\n'.encode()
+    for rel, data in files.items():
+        with open(os.path.join(sdir, rel), 'wb') as f:
+            f.write(data)
+    data_files = sorted(r for r in files if r.endswith('-Data.db'))
+    with open(os.path.join(sdir, 'manifest.json'), 'w') as f:
+        json.dump({'files': data_files}, f)
+    return sdir, files
+
+
+def test_names_of_name_max_bytes_restored(store, tmp_path):
+    """Files whose names have NAME_MAX (255) bytes, several hundred of them, are restored byte
+    for byte: a temporary name does not grow with the final name (it was the final name behind
+    a prefix and a pid, longer than NAME_MAX: ENAMETOOLONG)."""
+    n = 150
+    sdir, files = long_name_sstables_tree(str(tmp_path / 'src'), n, '.t_by_v_idx')
+    cb('create', '--store', store, '--name', 'long', '--data-dir', str(tmp_path / 'src'), '--snapshot', 'long')
+    live = str(tmp_path / 'live')
+    tdir = live_with_tables(live, [('ks', 't')])[('ks', 't')]
+    r = cb('restore', '--store', store, 'long', '--data-dir', live, check=False)
+    assert r.returncode == 0, r.stderr
+    assert f'{len(files)} files' in r.stdout, r.stdout
+    after = tree_files(tdir)
+    assert sorted(after) == sorted(files), 'missing or extra files (temporary files left?)'
+    for rel, data in files.items():
+        assert after[rel] == data, f'{rel[:40]}...: bytes differ'
+    assert len([r for r in after if len(os.path.basename(r)) == 255]) == 4 * n + 2
+    # a second run finds everything in place and writes nothing
+    r2 = cb('restore', '--store', store, 'long', '--data-dir', live)
+    assert ', 0 files' in r2.stdout and tree_files(tdir) == after
+
+
 # --- defect 2 and 11: nodetool ----------------------------------------------------------------
 
 def test_import_passes_nodetool_credentials(store, sample_tree, tmp_path):
@@ -342,13 +389,15 @@ def test_rerun_removes_temp_files_of_dead_restores(store, sample_tree, tmp_path)
     idx = os.path.join(tdir, '.orders_by_customer_idx')
     os.makedirs(idx)
     gone = dead_pid()
-    stale = [os.path.join(tdir, f'.cassbackup-restore-{gone}-nb-1-big-Data.db'),
-             os.path.join(idx, f'.cassbackup-restore-{gone}-nb-2-big-Index.db')]
+    stale = [os.path.join(tdir, f'.cassbackup-restore-{gone}-nb-1-big-Data.db'),  # names before
+             os.path.join(idx, f'.cassbackup-restore-{gone}-nb-2-big-Index.db'),  # the counter
+             os.path.join(tdir, f'.cassbackup-restore-{gone}-0'),
+             os.path.join(idx, f'.cassbackup-restore-{gone}-17')]
     alive = os.path.join(tdir, f'.cassbackup-restore-{os.getpid()}-nb-1-big-TOC.txt')
     for f in stale + [alive]:
         open(f, 'w').write('half copied')
     r = cb('restore', '--store', store, 'b', '--data-dir', live)
-    assert 'removed 2 temporary files left by an interrupted restore' in r.stdout
+    assert 'removed 4 temporary files left by an interrupted restore' in r.stdout
     assert not any(os.path.exists(f) for f in stale)
     assert os.path.exists(alive)  # its restore may still be running: not ours to remove
     os.unlink(alive)

@@ -13,27 +13,29 @@ int cmd_init(int argc, char **argv)
 	const char *store = NULL;
 	struct cli_option opts[] = {
 		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &store, .arg = "DIR",
-		 .help = "the directory to make a store in (empty or new)"},
+		 .help = "the directory to make a store in (empty or new)", .config_key = "store"},
 		{0},
 	};
 	struct cli_command cmd = {
 		.name = "init",
-		.usage = (const char *const[]){"--store DIR", NULL},
+		.usage = (const char *const[]){"--store DIR", "DIR", NULL},
 		.operands = "[DIR]",
 		.max_operands = 1,
 		.description = "Makes an empty store: DIR/catalog.db, DIR/packs/, DIR/tmp/.\n"
-			       "The store may also be given as the one operand.",
+			       "The store may also be given as the one operand; either wins over\n"
+			       "store in the configuration.",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
 	if (rc != CLI_RUN)
 		return rc;
-	if (store && first < argc)
-		return cli_usage_error(&cmd, "give the store once, as --store DIR or as DIR");
-	if (!store && first < argc)
+	if (first < argc) { /* the operand: the store given on the line */
+		if (opts[0].given && !opts[0].from_config)
+			return cli_usage_error(&cmd, "give the store once, as --store DIR or as DIR");
 		store = argv[first];
+	}
 	if (!store)
-		return cli_usage_error(&cmd, "missing --store DIR");
+		return cli_usage_error(&cmd, "missing --store DIR (or DIR, or 'store' in the configuration)");
 	_cleanup_free_ char *shown = cli_escape(store);
 	struct strbuf err = {0};
 	int r = store_init(store, cli_store_settings(), &err);

@@ -847,6 +847,7 @@ static int fill_from_config(struct cli_command *cmd)
 			r = v ? set_value(o, v, &err) : 0;
 			o->given = v != NULL;
 		}
+		o->from_config = o->given;
 		if (r < 0) {
 			_cleanup_free_ char *path = cli_escape(config_path() ? config_path() : "");
 			fprintf(stderr, "cassbackup %s: config %s, line %d: %s: %s\n", cmd->name,
@@ -973,8 +974,10 @@ int cli_parse(struct cli_command *cmd, int argc, char **argv, int *first)
 	}
 	cmd->options = all;
 	int rc = parse_table(cmd, argc, argv, first);
-	for (size_t i = 0; own && own[i].name; i++)
+	for (size_t i = 0; own && own[i].name; i++) {
 		own[i].given = all[i].given;
+		own[i].from_config = all[i].from_config;
+	}
 	cmd->options = own;
 	free(all);
 	if (rc == CLI_RUN)

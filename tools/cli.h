@@ -194,6 +194,7 @@ struct cli_option {
 	uint64_t min, max;      /* OPT_U64 / OPT_SIZE range (max 0: no upper limit) */
 	unsigned flags;         /* OPT_REQUIRED */
 	bool given;             /* set by cli_parse: on the line or from the configuration */
+	bool from_config;       /* set by cli_parse: given by the configuration, not on the line */
 };
 
 struct cli_command {

@@ -24,6 +24,7 @@
 #include "store.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -59,6 +60,22 @@ static bool valid_name(const char *s)
 	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@+-") == n;
 }
 
+/* What keeps tag from being a snapshot tag, or NULL. nodetool snapshot -t TAG makes
+ * <table dir>/snapshots/TAG, and create reads (with --take-snapshot: makes and clears) that
+ * directory, so a tag is one path component: never "..", a path, or a name no directory has. */
+static const char *tag_problem(const char *tag)
+{
+	if (!*tag)
+		return "empty";
+	if (!strcmp(tag, ".") || !strcmp(tag, ".."))
+		return "'.' and '..' are not directory names";
+	if (strchr(tag, '/'))
+		return "contains '/'";
+	if (strlen(tag) > NAME_MAX)
+		return "longer than 255 bytes (NAME_MAX)";
+	return NULL;
+}
+
 static const char create_description[] =
 	"Backs up <data-dir>/<ks>/<table>-<id>/snapshots/<TAG>/ of every selected table.\n"
 	"Data directories: --data-dir (repeatable), else data_dir in the configuration, else\n"
@@ -74,8 +91,10 @@ static const char create_description[] =
 	"mount cheaper and compress a little worse. --threads: fewer run when their buffers\n"
 	"would pass 128 MiB. Symbolic links below a data directory are not followed; each one\n"
 	"skipped is named.\n"
-	"--take-snapshot runs 'nodetool snapshot -t TAG' first and, whatever happens,\n"
-	"'nodetool clearsnapshot -t TAG' after, so no hard links are left pinning old sstables.";
+	"--take-snapshot runs 'nodetool snapshot -t TAG' first and, once it is taken, whatever\n"
+	"happens, 'nodetool clearsnapshot -t TAG' after, so no hard links are left pinning old\n"
+	"sstables. A snapshot nodetool could not take is not cleared: a snapshots/TAG on disk then\n"
+	"is not this run's (nodetool refuses a tag that exists) or only part of it; it is named.";
 
 /* Parses the command line (and the configuration). CLI_RUN or the exit code. */
 static int parse_opts(int argc, char **argv, struct create_opts *o)
@@ -124,6 +143,13 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
 	if (rc != CLI_RUN)
 		return rc;
+	const char *why = tag_problem(o->tag);
+	if (why) {
+		_cleanup_free_ char *shown = cli_escape(o->tag);
+		return cli_usage_error(&cmd, "--snapshot '%.64s%s': %s; a snapshot tag is one directory name "
+				       "(<table>/snapshots/TAG)", shown ? shown : "",
+				       shown && strlen(shown) > 64 ? "..." : "", why);
+	}
 	if (!valid_name(o->tag) && !o->name) {
 		errorf("snapshot tag '%s' cannot serve as a backup name; give --name", o->tag);
 		return CB_EXIT_USAGE;
@@ -634,8 +660,74 @@ static int do_create(struct create_opts *o)
 	return rc;
 }
 
+/* How many table directories of the data directories hold snapshots/<TAG>; the first one's
+ * path goes to first (for messages: what is on disk, not what nodetool said). */
+static size_t snapshot_dirs_on_disk(const struct create_opts *o, struct strbuf *first)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < o->data_dirs.n; i++) {
+		DIR *d = opendir(o->data_dirs.v[i]);
+		struct dirent *ks;
+		while (d && (ks = readdir(d))) {
+			if (ks->d_name[0] == '.')
+				continue;
+			int kfd = openat(dirfd(d), ks->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			DIR *kd = kfd < 0 ? NULL : fdopendir(kfd);
+			if (kfd >= 0 && !kd)
+				close(kfd);
+			struct dirent *t;
+			while (kd && (t = readdir(kd))) {
+				struct strbuf rel = {0};
+				struct stat st;
+				if (t->d_name[0] != '.' && sb_printf(&rel, "%s/snapshots/%s", t->d_name, o->tag) == 0 &&
+				    fstatat(dirfd(kd), rel.buf, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+				    n++ == 0)
+					sb_printf(first, "%s/%s/%s", o->data_dirs.v[i], ks->d_name, rel.buf);
+				sb_free(&rel);
+			}
+			if (kd)
+				closedir(kd);
+		}
+		if (d)
+			closedir(d);
+	}
+	return n;
+}
+
+/* Runs nodetool with argv, its output captured: nodetool's own lines do not mix with ours (nor
+ * with --json on stdout). It runs in a process group of its own and is not interrupted: a
+ * Ctrl-C is noticed once it is done (a snapshot it made is then cleared as after any failure).
+ * Returns its exit status or -errno; what it said that matters (the first line of its stderr,
+ * else of its stdout) goes to said. */
+static int run_nodetool(struct strv *a, char *said, size_t n)
+{
+	_cleanup_free_ char *out = NULL, *err = NULL;
+	int s = exec_capture(a->v, 0, &out, &err);
+	first_line(err, said, n);
+	if (!said[0])
+		first_line(out, said, n);
+	if (s < 0 && !said[0])
+		snprintf(said, n, "%s", strerror(-s));
+	return s;
+}
+
+/* "exit status N: what it said" into buf. */
+static const char *nodetool_failure(int status, const char *said, char *buf, size_t n)
+{
+	_cleanup_free_ char *shown = cli_escape(said);
+	if (status < 0)
+		snprintf(buf, n, "%s", shown ? shown : strerror(-status));
+	else
+		snprintf(buf, n, "exit status %d%s%s", status, shown && *shown ? ": " : "", shown ? shown : "");
+	return buf;
+}
+
 /* nodetool snapshot -t TAG, for what --keyspace/--table select: -kt KS.T,... when only tables
- * are named, else the keyspaces named (the scan then takes only the selected tables). */
+ * are named, else the keyspaces named (the scan then takes only the selected tables). 0, or
+ * -EIO/-ENOMEM after one line saying the snapshot could not be taken. When it failed, the
+ * snapshots/TAG directories on disk (if any) are not ours to clear: nodetool refuses a tag
+ * that exists (an earlier snapshot, the operator's), and only a snapshot failing part way
+ * leaves some of its own; they are named, not removed. */
 static int take_snapshot(const struct create_opts *o)
 {
 	struct strv a = {0};
@@ -658,18 +750,33 @@ static int take_snapshot(const struct create_opts *o)
 	sb_free(&kt);
 	if (r < 0) {
 		strv_free(&a);
-		errorf("out of memory");
+		errorf("out of memory; no snapshot was taken, no backup was made");
 		return r;
 	}
-	char cmd[2048];
+	char cmd[2048], said[512], why[600];
 	format_command(a.v, cmd, sizeof(cmd));
-	int s = exec_run(a.v, NULL);
-	if (s != 0)
-		errorf("%s failed (exit status %d); no backup was made", cmd, s);
+	int s = run_nodetool(&a, said, sizeof(said));
 	strv_free(&a);
-	return s == 0 ? 0 : -EIO;
+	if (s == 0)
+		return 0;
+	struct strbuf first = {0};
+	size_t n = snapshot_dirs_on_disk(o, &first);
+	_cleanup_free_ char *where = cli_escape(first.buf ? first.buf : "");
+	if (n == 0)
+		errorf("snapshot %s could not be taken: %s failed (%s); no backup was made", o->tag, cmd,
+		       nodetool_failure(s, said, why, sizeof(why)));
+	else
+		errorf("snapshot %s could not be taken: %s failed (%s); no backup was made; snapshots/%s "
+		       "is on disk in %zu table director%s (%s%s), left as it is: an earlier snapshot of that "
+		       "name or part of this one (clear it with 'nodetool clearsnapshot -t %s' if no one "
+		       "needs it)", o->tag, cmd, nodetool_failure(s, said, why, sizeof(why)), o->tag, n,
+		       n == 1 ? "y" : "ies", where ? where : "", n > 1 ? ", ..." : "", o->tag);
+	sb_free(&first);
+	return -EIO;
 }
 
+/* nodetool clearsnapshot -t TAG, after a snapshot was taken; a failure says the snapshot is
+ * left and where. */
 static void clear_snapshot(const struct create_opts *o)
 {
 	struct strv a = {0};
@@ -680,13 +787,24 @@ static void clear_snapshot(const struct create_opts *o)
 		       "'nodetool clearsnapshot -t %s'", o->tag, o->tag);
 		return;
 	}
-	char cmd[2048];
+	char cmd[2048], said[512], why[600];
 	format_command(a.v, cmd, sizeof(cmd));
-	int s = exec_run(a.v, NULL);
-	if (s != 0)
-		errorf("%s failed (exit status %d): snapshot %s is still on disk and pins its sstables; "
-		       "clear it by hand", cmd, s, o->tag);
+	int s = run_nodetool(&a, said, sizeof(said));
 	strv_free(&a);
+	if (s == 0)
+		return;
+	struct strbuf first = {0};
+	size_t n = snapshot_dirs_on_disk(o, &first);
+	_cleanup_free_ char *where = cli_escape(first.buf ? first.buf : "");
+	if (n)
+		errorf("%s failed (%s): snapshot %s is still on disk (snapshots/%s in %zu table "
+		       "director%s: %s%s) and pins its sstables; clear it with 'nodetool clearsnapshot -t %s'",
+		       cmd, nodetool_failure(s, said, why, sizeof(why)), o->tag, o->tag, n,
+		       n == 1 ? "y" : "ies", where ? where : "", n > 1 ? ", ..." : "", o->tag);
+	else
+		errorf("%s failed (%s); no snapshots/%s is left on disk, ignoring", cmd,
+		       nodetool_failure(s, said, why, sizeof(why)), o->tag);
+	sb_free(&first);
 }
 
 int cmd_create(int argc, char **argv)
@@ -705,9 +823,12 @@ int cmd_create(int argc, char **argv)
 		install_cancel_handlers();
 		if (!o.take_snapshot) {
 			r = do_create(&o);
+		} else if (take_snapshot(&o) < 0) {
+			/* not taken: nothing of ours to clear (take_snapshot said what is on disk) */
+			r = CB_EXIT_FAILED;
 		} else {
 			/* once taken, the snapshot is cleared whatever happens */
-			r = take_snapshot(&o) < 0 ? CB_EXIT_FAILED : do_create(&o);
+			r = do_create(&o);
 			clear_snapshot(&o);
 			if (r == 0 && cancel_requested)
 				r = 128 + (int)cancel_requested;

@@ -591,16 +591,32 @@ static int copy_bytes(pack_cache *pc, const struct vf *f, int fd, const char *pa
 	return r;
 }
 
-/* Writes f as tmp in dfd: bytes checked, mode, owner, mtime, fsync. */
-static int copy_out(pack_cache *pc, const struct vf *f, int dfd, const char *tmp, const char *path,
+/* Creates a new temporary file in dfd (O_EXCL, O_NOFOLLOW) under the next name of this run,
+ * RESTORE_TEMP_PREFIX "<pid>-<n>" with n counting up from 0: the name is as short whatever the
+ * final name (which may have NAME_MAX bytes), and clean_stale_temps knows it by its pid. A name
+ * that is taken (left by a killed run that had our pid) is passed over. Returns the descriptor,
+ * its name in *name, or -errno. */
+static int create_temp(int dfd, struct strbuf *name)
+{
+	static unsigned long long next;
+	for (int tries = 0; tries < 1000; tries++) {
+		name->len = 0;
+		int r = sb_printf(name, RESTORE_TEMP_PREFIX "%d-%llu", (int)getpid(), next++);
+		if (r < 0)
+			return r;
+		int fd = openat(dfd, name->buf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			return fd;
+		if (errno != EEXIST)
+			return -errno;
+	}
+	return -EEXIST;
+}
+
+/* Writes f into fd, the temporary file path: bytes checked, mode, owner, mtime, fsync. Closes fd. */
+static int copy_out(pack_cache *pc, const struct vf *f, int fd, const char *path,
 		    const struct plan_table *pt, struct progress *prog, struct failure *fail)
 {
-	int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		int e = errno;
-		snprintf(fail->why, sizeof(fail->why), "%s: %s", path, strerror(e));
-		return -e;
-	}
 	int r = copy_bytes(pc, f, fd, path, prog, fail);
 	struct timespec ts[2] = {{.tv_sec = f->mtime_ns / 1000000000, .tv_nsec = f->mtime_ns % 1000000000},
 				 {.tv_sec = f->mtime_ns / 1000000000, .tv_nsec = f->mtime_ns % 1000000000}};
@@ -626,23 +642,18 @@ static int rename_noreplace(int dfd, const char *tmp, const char *fin)
 	return 0;
 }
 
-/* The temporary and final names of u's files. */
+/* The temporary and final names of u's files: fin all made first, tmp as the files are. */
 struct unit_names {
 	struct strv tmp, fin;
 };
 
 static int unit_names(const struct unit *u, const struct plan_table *pt, struct unit_names *n)
 {
-	struct strbuf fin = {0}, tmp = {0};
+	struct strbuf fin = {0};
 	int r = 0;
-	for (size_t k = 0; r == 0 && k < u->count; k++) {
-		tmp.len = 0;
-		r = final_name(u, &pt->files.v[u->first + k], &fin) ?:
-		    sb_printf(&tmp, RESTORE_TEMP_PREFIX "%d-%s", (int)getpid(), fin.buf) ?:
-		    strv_push(&n->fin, fin.buf) ?: strv_push(&n->tmp, tmp.buf);
-	}
+	for (size_t k = 0; r == 0 && k < u->count; k++)
+		r = final_name(u, &pt->files.v[u->first + k], &fin) ?: strv_push(&n->fin, fin.buf);
 	sb_free(&fin);
-	sb_free(&tmp);
 	return r;
 }
 
@@ -676,20 +687,31 @@ static int restore_unit(pack_cache *pc, const struct plan_table *pt, const struc
 			const char *dirpath, struct progress *prog, struct failure *fail)
 {
 	struct unit_names n = {0};
-	struct strbuf path = {0};
+	struct strbuf path = {0}, tmp = {0};
 	int r = unit_names(u, pt, &n);
-	size_t written = 0;
 	for (size_t k = 0; r == 0 && k < u->count; k++) {
+		int fd = create_temp(dfd, &tmp);
+		if (fd < 0) {
+			r = fd;
+			if (r != -ENOMEM)
+				snprintf(fail->why, sizeof(fail->why), "cannot create a temporary file in %s: %s",
+					 dirpath, strerror(-r));
+			break;
+		}
 		path.len = 0;
-		r = sb_printf(&path, "%s/%s", dirpath, n.tmp.v[k]);
-		if (r == 0)
-			r = copy_out(pc, &pt->files.v[u->first + k], dfd, n.tmp.v[k], path.buf, pt, prog, fail);
-		written = k + 1;
+		r = strv_push(&n.tmp, tmp.buf) ?: sb_printf(&path, "%s/%s", dirpath, tmp.buf);
+		if (r < 0) {
+			close(fd);
+			if (n.tmp.n <= k) /* not recorded: removed here */
+				unlinkat(dfd, tmp.buf, 0);
+			break;
+		}
+		r = copy_out(pc, &pt->files.v[u->first + k], fd, path.buf, pt, prog, fail);
 		progress_file_done(prog);
 	}
 	if (r == 0)
 		r = place_unit(dfd, dirpath, &n, fail);
-	for (size_t k = 0; r < 0 && k < written && k < n.tmp.n; k++)
+	for (size_t k = 0; r < 0 && k < n.tmp.n; k++) /* every temporary file this unit made */
 		if (n.tmp.v[k][0])
 			unlinkat(dfd, n.tmp.v[k], 0);
 	if (r == -ENOMEM && !fail->why[0])
@@ -697,6 +719,7 @@ static int restore_unit(pack_cache *pc, const struct plan_table *pt, const struc
 	strv_free(&n.tmp);
 	strv_free(&n.fin);
 	sb_free(&path);
+	sb_free(&tmp);
 	return r;
 }
 

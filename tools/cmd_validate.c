@@ -1,5 +1,6 @@
 /* cassbackup validate-config: check every path and program the configuration names, and say
  * what is wrong with each, before a bad day depends on it. */
+#include "cassandra_conf.h"
 #include "cli.h"
 #include "store.h"
 #include "util.h"
@@ -127,6 +128,44 @@ static void check_program(struct vctx *v, const char *key, const char *value, in
 		    strchr(value, '/') ? "" : " on PATH");
 }
 
+/* How long 'nodetool version' may take: a JVM starting, and a JMX connection that a firewall
+ * may leave unanswered. */
+#define NODETOOL_PROBE_SECONDS 60
+
+/* nodetool: found, and 'nodetool version' (with the configuration's nodetool_user and
+ * nodetool_password_file, as every command runs it) answers. A nodetool that cannot reach
+ * Cassandra (node stopped, JMX refused, credentials wrong) exits non-zero: a problem, said with
+ * the first line it wrote to stderr (else to stdout, else its exit status). */
+static void check_nodetool(struct vctx *v, const char *key, const char *value, int line)
+{
+	char found[4096], said[256];
+	if (exec_find(value, found, sizeof(found)) < 0) {
+		check_program(v, key, value, line);
+		return;
+	}
+	struct strv a = {0};
+	_cleanup_free_ char *out = NULL, *err = NULL, *version = NULL;
+	int s = nodetool_argv(&a, value) ?: strv_push(&a, "version") ?:
+		exec_capture(a.v, NODETOOL_PROBE_SECONDS, &out, &err);
+	strv_free(&a);
+	first_line(err, said, sizeof(said));
+	if (!said[0])
+		first_line(out, said, sizeof(said));
+	if (s == 0 && out && (version = nodetool_parse_version(out)))
+		say(v, V_OK, line, key, value, "runs %s: Cassandra %s ('nodetool version')", found, version);
+	else if (s == 0)
+		say(v, V_PROBLEM, line, key, value, "%s version printed no ReleaseVersion line: not nodetool?",
+		    found);
+	else if (s == -ETIMEDOUT)
+		say(v, V_PROBLEM, line, key, value, "%s version did not finish within %d s (killed)", found,
+		    NODETOOL_PROBE_SECONDS);
+	else if (s < 0)
+		say(v, V_PROBLEM, line, key, value, "cannot run %s version: %s", found, strerror(-s));
+	else
+		say(v, V_PROBLEM, line, key, value, "%s version failed (exit status %d)%s%s", found, s,
+		    said[0] ? ": " : "", said);
+}
+
 static void check_password_file(struct vctx *v, const char *key, const char *value, int line)
 {
 	struct stat st;
@@ -191,7 +230,9 @@ static int check(void *ctx, const char *key, const char *value, int line)
 		check_readable_dir(v, key, value, line);
 	else if (!strcmp(key, "load_state_dir"))
 		check_state_dir(v, key, value, line);
-	else if (!strcmp(key, "nodetool") || !strcmp(key, "sstableloader") || !strcmp(key, "mount_helper"))
+	else if (!strcmp(key, "nodetool"))
+		check_nodetool(v, key, value, line);
+	else if (!strcmp(key, "sstableloader") || !strcmp(key, "mount_helper"))
 		check_program(v, key, value, line);
 	else if (!strcmp(key, "nodetool_password_file") || !strcmp(key, "sstableloader_password_file"))
 		check_password_file(v, key, value, line);

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -40,6 +41,21 @@ static int child_redirect(const char *log_path)
 	return 0;
 }
 
+/* In the child: stdout and stderr to fds[0] and fds[1] (opened O_CLOEXEC: dup2 makes copies
+ * that are not), stdin from /dev/null. */
+static int child_capture(const int fds[2])
+{
+	for (int i = 0; i < 2; i++) {
+		int to = i ? STDERR_FILENO : STDOUT_FILENO;
+		if (fds[i] == to ? fcntl(to, F_SETFD, 0) < 0 : dup2(fds[i], to) < 0)
+			return -1;
+	}
+	int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (nul < 0 || dup2(nul, STDIN_FILENO) < 0)
+		return -1;
+	return 0;
+}
+
 pid_t exec_spawn(char *const argv[], const struct exec_opts *o)
 {
 	pid_t parent = getpid();
@@ -57,7 +73,7 @@ pid_t exec_spawn(char *const argv[], const struct exec_opts *o)
 		if (getppid() != parent) /* we died before prctl took effect */
 			_exit(127);
 	}
-	if (o->log_path && child_redirect(o->log_path) < 0)
+	if (o->capture ? child_capture(o->capture) < 0 : o->log_path && child_redirect(o->log_path) < 0)
 		_exit(127);
 	child_reset_signals();
 	execvp(argv[0], argv);
@@ -129,6 +145,139 @@ int exec_run(char *const argv[], const char *log_path)
 		if (errno != EINTR)
 			return -errno;
 	return exec_status(ws);
+}
+
+#define CAPTURE_MAX (64u << 10)
+
+/* Reads what fd has into sb (up to CAPTURE_MAX, the rest dropped). 1 at end of file, 0 when
+ * more may come, -errno. */
+static int capture_read(int fd, struct strbuf *sb)
+{
+	char buf[4096];
+	ssize_t n = read(fd, buf, sizeof(buf));
+	if (n < 0)
+		return errno == EINTR || errno == EAGAIN ? 0 : -errno;
+	if (n == 0)
+		return 1;
+	size_t keep = sb->len >= CAPTURE_MAX ? 0 : CAPTURE_MAX - sb->len;
+	int r = sb_append(sb, buf, (size_t)n < keep ? (size_t)n : keep);
+	return r < 0 ? r : 0;
+}
+
+/* Reads fds[0] and fds[1] to their ends, or until deadline (monotonic seconds; 0: none).
+ * 0, -ETIMEDOUT or -errno. */
+static int capture_all(const int fds[2], double deadline, struct strbuf sb[2])
+{
+	bool open_[2] = {true, true};
+	while (open_[0] || open_[1]) {
+		struct pollfd p[2];
+		nfds_t np = 0;
+		int which[2];
+		for (int i = 0; i < 2; i++)
+			if (open_[i]) {
+				p[np] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+				which[np++] = i;
+			}
+		int ms = -1;
+		if (deadline > 0) {
+			double left = deadline - mono_seconds();
+			if (left <= 0)
+				return -ETIMEDOUT;
+			ms = (int)(left * 1000) + 1;
+		}
+		int n = poll(p, np, ms);
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		for (nfds_t k = 0; n > 0 && k < np; k++) {
+			if (!p[k].revents)
+				continue;
+			int r = capture_read(p[k].fd, &sb[which[k]]);
+			if (r < 0)
+				return r;
+			if (r > 0)
+				open_[which[k]] = false;
+		}
+	}
+	return 0;
+}
+
+/* The text of sb as a malloc'd string into *to (NULL when to is NULL or it is empty). */
+static int capture_take(struct strbuf *sb, char **to)
+{
+	if (!to)
+		return 0;
+	*to = NULL;
+	if (!sb->len)
+		return 0;
+	if (!(*to = strndup(sb->buf, sb->len)))
+		return -ENOMEM;
+	return 0;
+}
+
+/* Waits for pid until deadline (monotonic seconds; 0: none): 0 with its status in *ws,
+ * -ETIMEDOUT (still running) or -errno. */
+static int wait_until(pid_t pid, double deadline, int *ws)
+{
+	for (;;) {
+		pid_t w = waitpid(pid, ws, deadline > 0 ? WNOHANG : 0);
+		if (w == pid)
+			return 0;
+		if (w < 0 && errno != EINTR)
+			return -errno;
+		if (w == 0 && mono_seconds() >= deadline)
+			return -ETIMEDOUT;
+		if (w == 0)
+			usleep(10000);
+	}
+}
+
+int exec_capture(char *const argv[], unsigned timeout_s, char **out, char **err)
+{
+	if (out)
+		*out = NULL;
+	if (err)
+		*err = NULL;
+	int po[2] = {-1, -1}, pe[2] = {-1, -1};
+	if (pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0) {
+		int e = errno;
+		close(po[0]), close(po[1]);
+		return -e;
+	}
+	double deadline = timeout_s ? mono_seconds() + timeout_s : 0;
+	pid_t pid = exec_spawn(argv, &(struct exec_opts){.own_group = true, .parent_death_signal = SIGTERM,
+						     .capture = (int[]){po[1], pe[1]}});
+	close(po[1]);
+	close(pe[1]);
+	struct strbuf sb[2] = {{0}, {0}};
+	int r = pid < 0 ? pid : capture_all((int[]){po[0], pe[0]}, deadline, sb);
+	close(po[0]);
+	close(pe[0]);
+	int ws = 0;
+	if (pid > 0 && r == 0)
+		r = wait_until(pid, deadline, &ws);
+	if (pid > 0 && (r == -ETIMEDOUT || (r < 0 && r != -ECHILD))) {
+		/* out of time, or its output could not be read: it does not go on unwatched */
+		kill(-pid, SIGKILL);
+		while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
+			;
+	}
+	if (r == 0)
+		r = capture_take(&sb[0], out) ?: capture_take(&sb[1], err) ?: exec_status(ws);
+	sb_free(&sb[0]);
+	sb_free(&sb[1]);
+	return r;
+}
+
+void first_line(const char *text, char *buf, size_t n)
+{
+	buf[0] = '\0';
+	for (const char *p = text; p && *p; p += strcspn(p, "\n"), p += *p == '\n') {
+		size_t len = strcspn(p, "\r\n");
+		if (len && strspn(p, " \t") < len) {
+			snprintf(buf, n, "%.*s", (int)len, p);
+			return;
+		}
+	}
 }
 
 void last_line(const char *path, char *buf, size_t n)

@@ -21,6 +21,8 @@ struct exec_opts {
 	bool own_group;           /* in a process group of its own: a terminal's Ctrl-C reaches
 				   * only us, and we decide when it stops */
 	int parent_death_signal;  /* sent to it when we die, even by SIGKILL; 0: none */
+	const int *capture;       /* {stdout, stderr}: descriptors its stdout and stderr go to,
+				   * stdin /dev/null (instead of log_path); NULL: none */
 };
 
 /* Starts argv (argv[0] looked up in PATH). The program inherits only stdin, stdout and stderr,
@@ -33,6 +35,17 @@ pid_t exec_spawn(char *const argv[], const struct exec_opts *o);
  * is an executable regular file, so a command can refuse before it changes anything. The path
  * found goes to out. 0, -ENOENT (not found) or -EACCES (found, not executable). */
 int exec_find(const char *prog, char *out, size_t n);
+
+/* Runs argv (argv[0] looked up in PATH) with stdin from /dev/null and its stdout and stderr
+ * captured, each up to 64 KiB (the rest is read and dropped), in a process group of its own.
+ * After timeout_s seconds (0: no limit) the group is killed and -ETIMEDOUT returned. Returns
+ * the exit status as exec_run does (127: could not be run, the reason on its stderr), or
+ * -errno. *out and *err (either may be NULL: not wanted) get malloc'd, NUL-terminated text,
+ * or NULL, which the caller frees. */
+int exec_capture(char *const argv[], unsigned timeout_s, char **out, char **err);
+
+/* The first line of text that is not blank, without its end of line, into buf ("" if none). */
+void first_line(const char *text, char *buf, size_t n);
 
 /* Exit status of a waitpid() status as exec_run returns it. */
 int exec_status(int wstatus);

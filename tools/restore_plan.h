@@ -76,9 +76,11 @@ bool plan_table_dir_matches(const char *entry, const char *table);
 /* Is entry "<something>-<32 lower-case hex>", the name Cassandra gives a table directory? */
 bool plan_is_table_dir_name(const char *entry);
 
-/* The prefix of restore's temporary files: ".cassbackup-restore-<pid>-<final name>". */
+/* The prefix of restore's temporary files: ".cassbackup-restore-<pid>-<n>", n counting the
+ * run's temporary files, so the name fits in NAME_MAX whatever the final name's length.
+ * (Before, the final name followed the pid; such names are still recognized, to be cleaned.) */
 #define RESTORE_TEMP_PREFIX ".cassbackup-restore-"
-/* For a name made by restore as a temporary file, the pid of the run that made it. */
+/* For a name made by restore as a temporary file (either form), the pid of the run that made it. */
 bool plan_restore_temp_pid(const char *name, pid_t *pid);
 
 /* The staging directory of `restore --import`, made in a data directory:

@@ -1,6 +1,6 @@
 /* Unit tests for the CLI layer (tools/cli.c, tools/conf.c): configuration parsing, the number,
  * size and duration parsers, the option table with its configuration fallback, the selection,
- * the JSON writer, closest names and the escaping of names. */
+ * the JSON writer, closest names, the escaping of names, and exec_capture (tools/exec.c). */
 #include "cli.h"
 #include "conf.h"
 #include "util.h"
@@ -163,6 +163,9 @@ static void test_options(void)
 	int argc = (int)ARRAY_SIZE(argv) - 1, first = 0;
 	CHECK(cli_parse(&cmd, argc, argv, &first) == CLI_RUN);
 	CHECK(json && threads == 8 && frame == 128 << 10 && !strcmp(store, "/x") && !name);
+	/* on the line, not from the configuration; data_dir from the configuration */
+	CHECK(opts[0].given && !opts[0].from_config && opts[1].given && opts[1].from_config);
+	CHECK(!opts[2].given && !opts[2].from_config);
 	CHECK(within.years == 1 && within.months == 2);
 	/* not on the line: the configuration's values, all of a repeated key */
 	CHECK(dirs.n == 2 && !strcmp(dirs.v[0], "/d1") && !strcmp(dirs.v[1], "/d2"));
@@ -199,6 +202,12 @@ static void test_options(void)
 	store = NULL;
 	char *noreq[] = {"x", "a", NULL};
 	CHECK(cli_parse(&cmd, 2, noreq, &first) == CB_EXIT_USAGE);
+	/* the same from the configuration: given, and said to come from it */
+	CHECK(load("store = /conf\n", &err) == 0);
+	for (size_t k = 0; opts[k].name; k++)
+		opts[k].given = opts[k].from_config = false;
+	CHECK(cli_parse(&cmd, 2, noreq, &first) == CLI_RUN && !strcmp(store, "/conf"));
+	CHECK(opts[0].given && opts[0].from_config);
 	/* a configuration value goes through the option's parser too */
 	CHECK(load("store = /s\n\nhosts = many\n", &err) == 0);
 	uint64_t hosts = 0;
@@ -319,6 +328,42 @@ static void test_names(void)
 	free(e);
 }
 
+/* exec_capture: stdout and stderr apart, bounded, and a deadline that holds. */
+static void test_exec_capture(void)
+{
+	char *out = NULL, *err = NULL, line[16];
+	char *sh[] = {"sh", "-c", "echo out; echo; echo '  ' >&2; echo err1 >&2; echo err2 >&2; exit 3", NULL};
+	CHECK(exec_capture(sh, 10, &out, &err) == 3);
+	CHECK(out && !strcmp(out, "out\n\n") && err && !strcmp(err, "  \nerr1\nerr2\n"));
+	first_line(err, line, sizeof(line));
+	CHECK(!strcmp(line, "err1"));
+	first_line(out, line, sizeof(line));
+	CHECK(!strcmp(line, "out"));
+	first_line(NULL, line, sizeof(line));
+	CHECK(!line[0]);
+	free(out);
+	free(err);
+	/* more than is kept: the rest is read and dropped, so the program is not blocked */
+	char *big[] = {"sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' x; echo done >&2", NULL};
+	CHECK(exec_capture(big, 10, &out, NULL) == 0 && out && strlen(out) == 64 << 10 && out[0] == 'x');
+	free(out);
+	/* nothing printed: NULL */
+	char *quiet[] = {"true", NULL};
+	CHECK(exec_capture(quiet, 10, &out, &err) == 0 && !out && !err);
+	/* cannot be run: 127, why on its stderr */
+	char *none[] = {"/nonexistent/prog", NULL};
+	CHECK(exec_capture(none, 10, NULL, &err) == 127 && err && strstr(err, "cannot run /nonexistent/prog"));
+	free(err);
+	/* out of time: killed with its process group, also a child holding the pipes open */
+	double t0 = mono_seconds();
+	char *slow[] = {"sh", "-c", "sleep 30 & sleep 30", NULL};
+	CHECK(exec_capture(slow, 1, &out, &err) == -ETIMEDOUT && mono_seconds() - t0 < 10 && !out && !err);
+	/* closed its output and goes on: the deadline holds all the same */
+	char *closer[] = {"sh", "-c", "exec >&- 2>&-; sleep 30", NULL};
+	t0 = mono_seconds();
+	CHECK(exec_capture(closer, 1, NULL, NULL) == -ETIMEDOUT && mono_seconds() - t0 < 10);
+}
+
 int main(void)
 {
 	if (!mkdtemp(tmpdir)) {
@@ -333,6 +378,7 @@ int main(void)
 	test_selection();
 	test_json();
 	test_names();
+	test_exec_capture();
 	char cmd[300];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
 	if (system(cmd) != 0)

@@ -180,6 +180,7 @@ static void test_names(void)
 
 	pid_t pid = 0;
 	CHECK(plan_restore_temp_pid(".cassbackup-restore-4242-nb-1-big-Data.db", &pid) && pid == 4242);
+	CHECK(plan_restore_temp_pid(".cassbackup-restore-4243-0", &pid) && pid == 4243);
 	CHECK(!plan_restore_temp_pid(".cassbackup-restore--nb-1-big-Data.db", &pid));
 	CHECK(!plan_restore_temp_pid(".cassbackup-restore-12x-nb", &pid));
 	CHECK(!plan_restore_temp_pid("nb-1-big-Data.db", &pid));
