@@ -275,6 +275,11 @@ int pack_writer_finish(pack_writer *w, const struct pack_index *index, struct pa
 	return r;
 }
 
+uint64_t pack_writer_offset(const pack_writer *w)
+{
+	return seekable_writer_offset(w->sw);
+}
+
 const char *pack_writer_errmsg(pack_writer *w)
 {
 	return w && w->msg[0] ? w->msg : NULL;

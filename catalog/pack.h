@@ -88,6 +88,9 @@ int pack_trailer_frame(const void *table, size_t len, uint64_t index_offset,
  * ends the tar stream, and writes the trailer and the seek table. */
 int pack_writer_finish(pack_writer *w, const struct pack_index *index, struct pack_info *info);
 
+/* Bytes of tar stream written so far (where the next member's header goes). */
+uint64_t pack_writer_offset(const pack_writer *w);
+
 /* libarchive's message for the last failure, if it had one; else NULL. */
 const char *pack_writer_errmsg(pack_writer *w);
 

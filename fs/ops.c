@@ -438,32 +438,44 @@ static int re_resolve(struct cbfs *fs, const struct cb_blob_loc *loc, struct cb_
 	return r < 0 ? r : r == 0 || !moved->pack_path[0] ? -ENOENT : 0;
 }
 
+static void log_read_error(struct cbfs *fs, struct open_file *of, const struct cb_blob_loc *loc,
+			   int r);
+
+/* Where the open file's content is: the pack the catalog names, bound to the content by that
+ * pack's own index; or, when that pack is gone (repacked), wherever the content is now. */
+static int bind_location(struct cbfs *fs, struct open_file *of, struct strbuf *why)
+{
+	int r = store_check_location(fs->store, &of->loc, why);
+	struct cb_blob_loc moved;
+	if (r == -ENOENT && re_resolve(fs, &of->loc, &moved) == 0) {
+		why->len = 0;
+		of->loc = moved;
+		r = store_check_location(fs->store, &of->loc, why);
+	}
+	return r;
+}
+
 /* Binds the catalog's word on an open file to the store (store.h): its content is what the
- * backup's manifest lists, and its pack lists that content where the catalog reads it. When
- * the pack is gone (repacked), follows the content to where it is now. 0, or -errno with one
- * line logged for -EIO (the catalog disagrees with the store: never serve its bytes). */
+ * backup's manifest lists, and its pack lists that content where the catalog reads it. 0;
+ * -ENOENT when the backup was forgotten meanwhile; else -EIO (or -ENOMEM) with one line
+ * logged: the catalog disagrees with the store, or the store cannot be read, and no byte of
+ * the file is served. */
 static int bind_to_store(struct cbfs *fs, struct open_file *of)
 {
 	struct strbuf why = {0};
 	char path[PATH_MAX];
 	int r = store_check_file_content(fs->store, &of->id, of->loc.sha256, of->loc.size, &why);
-	if (r == 0 && of->loc.pack_path[0]) {
-		why.len = 0;
-		r = store_check_location(fs->store, &of->loc, &why);
-		struct cb_blob_loc moved;
-		if (r == -ENOENT && re_resolve(fs, &of->loc, &moved) == 0) {
-			why.len = 0;
-			of->loc = moved;
-			r = store_check_location(fs->store, &of->loc, &why);
-		}
-	}
-	if (r == -EUCLEAN || (r < 0 && r != -ENOENT && r != -ENOMEM)) {
+	bool content = r < 0;
+	if (r == 0 && of->loc.pack_path[0])
+		r = bind_location(fs, of, &why);
+	if ((content && r != -ENOENT && r != -ENOMEM) || r == -EUCLEAN) {
 		file_path(of, path, sizeof(path));
 		cbfs_log(fs, "cannot open %s: %s: %s", path, fs->location, why.buf ? why.buf : strerror(-r));
-		r = r == -EUCLEAN ? -EIO : r;
+	} else if (!content && r < 0 && r != -ENOMEM) {
+		log_read_error(fs, of, &of->loc, r); /* the pack: missing, damaged, unreadable */
 	}
 	sb_free(&why);
-	return r;
+	return r == 0 || r == -ENOMEM || (content && r == -ENOENT) ? r : -EIO;
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

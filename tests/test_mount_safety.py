@@ -56,12 +56,14 @@ def test_read_at_or_past_the_end_gives_no_bytes_and_logs_nothing(two, tmp_path):
 
 def test_file_beyond_the_end_of_its_pack_is_not_called_a_bad_seek_table(two, tmp_path):
     """The catalog puts a file's bytes past the end of its pack's stream: EIO, and the log says
-    so (before: -EINVAL, logged as "pack has no valid seek table")."""
+    so (before: -EINVAL, logged as "pack has no valid seek table"). Since the open binds the
+    catalog's location to the pack's own index, it is refused there, as a location the pack does
+    not hold."""
     store, want_a, want_b = two
     fid, blob = sql(store, "SELECT f.id, f.blob_id FROM files f JOIN backups b ON b.id = f.backup_id"
                     " WHERE b.name = 'a' AND f.name LIKE '%Data.db'")[0]
     sql(store, 'UPDATE blobs SET offset = ? WHERE id = ?', 1 << 40, blob)
-    with mounted(store, str(tmp_path / 'mnt'), expect_errors=('beyond the end of the pack',)) as m:
+    with mounted(store, str(tmp_path / 'mnt'), expect_errors=("that pack's index has no such blob",)) as m:
         with pytest.raises(OSError) as e:
             read(m.path('a', 'shop', 'orders', 'nb-1-big-Data.db'))
         assert e.value.errno == errno.EIO
