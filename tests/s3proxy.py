@@ -20,6 +20,9 @@ contains `match` (target as sent: path and query), so with every >= 2 each retry
   stall     sleep 2 s, then forward and answer normally
   bad_range forward; a 206 answer gets a Content-Range one byte further on than the server's
             (only 206 answers count as matching for this fault)
+  notfound  answer 404 with an S3 <Error><Code>NoSuchKey</Code> document; nothing is forwarded
+  forbidden answer 403 with an S3 <Error><Code>AccessDenied</Code> document; nothing forwarded
+  empty     forward, then answer 200 with an empty body (what a broken cache or gateway gives)
 An answer without a body (HEAD, 204) under reset/truncate is cut inside its header block.
 
 Run alone: python3 tests/s3proxy.py UPSTREAM_PORT [FAULT [EVERY [MATCH]]] prints its port.
@@ -33,11 +36,17 @@ import sys
 import threading
 import time
 
-FAULTS = (None, 'slowdown', 'reset', 'truncate', 'stall', 'bad_range')
+FAULTS = (None, 'slowdown', 'reset', 'truncate', 'stall', 'bad_range', 'notfound', 'forbidden',
+          'empty')
+ERRORS = {'slowdown': (503, 'SlowDown', 'Please reduce your request rate.'),
+          'notfound': (404, 'NoSuchKey', 'The specified key does not exist.'),
+          'forbidden': (403, 'AccessDenied', 'Access Denied')}
 STALL_SECONDS = 2
-SLOWDOWN_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-                 b'<Message>Please reduce your request rate.</Message>'
-                 b'<RequestId>s3proxy</RequestId></Error>')
+
+def _error_body(code, message):
+    return (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>%s</Code><Message>%s</Message>'
+            b'<RequestId>s3proxy</RequestId></Error>' % (code.encode(), message.encode()))
+
 HOP_HEADERS = {b'connection', b'keep-alive', b'transfer-encoding', b'proxy-connection'}
 
 
@@ -204,11 +213,12 @@ class _Handler(socketserver.BaseRequestHandler):
     def _serve_one(self, px, raw, method, target, headers, up):
         """Answers one request. False: the client connection is to be closed."""
         fault = px._decide(method, target, after_response=False)
-        if fault == 'slowdown':
-            hdr = [(b'content-type', b'application/xml'),
-                   (b'content-length', str(len(SLOWDOWN_BODY)).encode())]
-            self.request.sendall(_encode_response(503, hdr) + SLOWDOWN_BODY)
-            px._record(method, target, 503, len(SLOWDOWN_BODY), forwarded=False)
+        if fault in ERRORS:
+            status, code, message = ERRORS[fault]
+            body = _error_body(code, message) if method != 'HEAD' else b''
+            hdr = [(b'content-type', b'application/xml'), (b'content-length', str(len(body)).encode())]
+            self.request.sendall(_encode_response(status, hdr) + body)
+            px._record(method, target, status, len(body), forwarded=False)
             return True
         if fault == 'stall':
             time.sleep(STALL_SECONDS)
@@ -220,6 +230,10 @@ class _Handler(socketserver.BaseRequestHandler):
             fault = px._decide(method, target, after_response=True)
             if fault == 'bad_range':
                 rheaders = _shift_range(rheaders)
+        if fault == 'empty' and status == 200:
+            rheaders = [(n, v) for n, v in rheaders if n != b'content-length']
+            rheaders.append((b'content-length', b'0'))
+            body = b''
         head = _encode_response(status, rheaders)
         if fault in ('reset', 'truncate'):
             return self._cut(px, method, target, status, head, body, fault)

@@ -1,0 +1,353 @@
+"""The store is the truth, the catalog a cache: what readers do when the catalog is rebuilt,
+stale, damaged or planted while they run, and the mount as fstab runs it (daemonized).
+
+Each test here failed before the repository object (issue 13): a reindex under a running mount
+made six readers get other files' bytes; a daemonized mount lost its catalog to the next
+create; a catalog row pointing at another blob made restore write another file's bytes."""
+import errno
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from conftest import (CASSBACKUP, MOUNT, Mount, backup_list, cb, data_dir_args, make_sample,
+                      mounted, read, run, sample_dirs, snapshot_tables)
+
+
+def sample(tmp_path, name, seed, kib='1024'):
+    return make_sample(str(tmp_path / name), '--data-kib', kib, '--data-dirs', '1', '--keyspaces',
+                       '2', '--tables', '2', '--seed', str(seed), '--no-clutter')
+
+
+def backup(store, tmp_path, name, seed, kib='1024'):
+    """Backs up a sample of its own (seed: other bytes than any other backup's) as name; its
+    files as {path below /backups: source path}."""
+    dirs = sample_dirs(sample(tmp_path, f'src-{name}', seed, kib))
+    cb('create', '--store', store, '--name', name, *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    files = {}
+    for (ks, table), rels in snapshot_tables(dirs, 'nightly-1').items():
+        for rel, src in rels.items():
+            files[os.path.join(name, ks, table, rel)] = src
+    return files
+
+
+def sql(store, query, *args):
+    with sqlite3.connect(os.path.join(store, 'catalog.db')) as c:
+        return c.execute(query, args).fetchall()
+
+
+def read_uncached(path):
+    """The file's bytes as the mount serves them now: its pages are dropped after the read, so
+    the next read asks the mount again rather than the page cache (which keeps bytes served
+    before, right or wrong, for as long as it likes)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while True:
+            b = os.read(fd, 1 << 20)
+            if not b:
+                break
+            chunks.append(b)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return b''.join(chunks)
+    finally:
+        os.close(fd)
+
+
+class Readers:
+    """n threads reading every file of `files` through the mount, again and again, comparing
+    each with its source: a wrong byte is recorded, so is any error."""
+
+    def __init__(self, m, files, n=6):
+        self.m, self.files = m, {p: read(src) for p, src in files.items()}
+        self.stop, self.wrong, self.errors, self.reads = threading.Event(), [], [], 0
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(n)]
+
+    def more(self, n):
+        """n more readers: the mount starts worker threads for them, which open their catalog
+        connections now, after whatever happened to the catalog."""
+        for i in range(n):
+            t = threading.Thread(target=self.run, args=(len(self.threads),))
+            self.threads.append(t)
+            t.start()
+
+    def run(self, i):
+        paths = sorted(self.files)
+        k = i
+        while not self.stop.is_set():
+            p = paths[k % len(paths)]
+            k += 7
+            try:
+                got = read_uncached(self.m.path(p))
+            except OSError as e:
+                self.errors.append((p, e.errno))
+                continue
+            self.reads += 1
+            if got != self.files[p]:
+                self.wrong.append(p)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def wait_reads(self, n):
+        """Until n more reads were done (the readers make progress), at most 120 s."""
+        want, deadline = self.reads + n, time.monotonic() + 120
+        while self.reads < want and not self.wrong:
+            assert time.monotonic() < deadline, 'the readers made no progress'
+            time.sleep(0.05)
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
+def test_reindex_forget_prune_and_create_under_a_mount_with_32_threads(store, tmp_path):
+    """Readers through a mount of 32 worker threads while the catalog is rebuilt three times, a
+    backup is forgotten and pruned, another created: every byte read is right, and no read of a
+    backup that stays fails. The backups are made in the reverse of their names' order, so a
+    catalog rebuilt from the store (which takes backups in by name) numbers them otherwise, and
+    more readers join after each rebuild, so worker threads the mount starts then open their
+    connection to the rebuilt catalog."""
+    keep = {**backup(store, tmp_path, 'z', 1), **backup(store, tmp_path, 'y', 2)}
+    backup(store, tmp_path, 'x', 3)
+    with mounted(store, str(tmp_path / 'mnt'), ('-o', 'threads=32')) as m:
+        with Readers(m, keep, n=4) as r:
+            r.wait_reads(200)
+            for _ in range(3):
+                cb('reindex', '--store', store)
+                r.more(4)
+                r.wait_reads(200)
+            cb('forget', '--store', store, 'x')
+            cb('prune', '--store', store, '--max-unused', '0')
+            r.wait_reads(100)
+            new = backup(store, tmp_path, 'd', 4)
+            cb('reindex', '--store', store)
+            r.more(8)
+            r.wait_reads(300)
+        assert r.wrong == [], f'{len(r.wrong)} reads gave another file\'s bytes: {r.wrong[:5]}'
+        assert r.errors == [], f'{len(r.errors)} reads failed: {r.errors[:5]}'
+        deadline = time.monotonic() + 30
+        while 'd' not in os.listdir(m.path()):
+            assert time.monotonic() < deadline, 'backup d did not appear'
+            time.sleep(0.1)
+        assert 'x' not in os.listdir(m.path())
+        for p, src in new.items():
+            assert read(m.path(p)) == read(src)
+
+
+def test_catalog_made_anew_under_a_mount_never_serves_another_file(store, tmp_path):
+    """The catalog deleted and made anew (ids start over) while files are looked up and open:
+    the mount moves to the new catalog, and a node number it handed out before names nothing
+    (the kernel looks the path up again), never another file."""
+    files = {**backup(store, tmp_path, 'b', 11), **backup(store, tmp_path, 'a', 12)}
+    with mounted(store, str(tmp_path / 'mnt'), ('-o', 'threads=32'),
+                 expect_errors=('catalog was made anew',)) as m:
+        with Readers(m, files, n=4) as r:
+            r.wait_reads(100)
+            for ext in ('', '-wal', '-shm'):
+                p = os.path.join(store, 'catalog.db' + ext)
+                if os.path.exists(p):
+                    os.unlink(p)
+            cb('list', '--store', store)  # makes a new catalog: b and a numbered otherwise
+            for _ in range(4):
+                r.more(6)
+                r.wait_reads(200)
+        assert r.wrong == [], f'{len(r.wrong)} reads gave another file\'s bytes: {r.wrong[:5]}'
+        assert r.errors == [], f'{len(r.errors)} reads failed: {r.errors[:5]}'
+
+
+def point_at_other_blob(store, name, other):
+    """Makes the catalog row of the file of backup name read the blob of backup other's file of
+    the same name: a stale or planted catalog."""
+    where = ("FROM files f JOIN backups b ON b.id = f.backup_id JOIN tables t ON t.id = f.table_row"
+             " JOIN keyspaces k ON k.id = t.keyspace_id WHERE b.name = ? AND f.dir_id = 0")
+    (fid, fname, ks, table), = sql(store, f"SELECT f.id, f.name, k.name, t.name {where}"
+                                          " AND f.name LIKE '%Data.db' ORDER BY f.id LIMIT 1", name)
+    (blob,), = sql(store, f"SELECT f.blob_id {where} AND f.name = ? AND k.name = ? AND t.name = ?",
+                   other, fname, ks, table)
+    (size,), = sql(store, 'SELECT size FROM blobs WHERE id = ?', blob)
+    sql(store, 'UPDATE files SET blob_id = ?, size = ? WHERE id = ?', blob, size, fid)
+    return os.path.join(name, ks, table, fname)
+
+
+def test_a_catalog_row_pointing_at_another_blob_is_refused_by_the_mount(store, tmp_path):
+    files = {**backup(store, tmp_path, 'a', 21), **backup(store, tmp_path, 'b', 22)}
+    target = point_at_other_blob(store, 'a', 'b')
+    with mounted(store, str(tmp_path / 'mnt'), expect_errors=('is not what backups/a.json says',)) as m:
+        with pytest.raises(OSError) as e:
+            read(m.path(target))
+        assert e.value.errno == errno.EIO
+        for p, src in files.items():  # every other file reads right
+            if p != target:
+                assert read(m.path(p)) == read(src)
+
+
+def test_a_catalog_row_pointing_at_another_blob_is_refused_by_restore(store, tmp_path):
+    """restore used the catalog's SHA-256 to check the bytes it wrote: a row pointing at another
+    blob wrote that blob's bytes, exit 0. Now the row is held against the manifest first."""
+    backup(store, tmp_path, 'a', 31)
+    backup(store, tmp_path, 'b', 32)
+    point_at_other_blob(store, 'a', 'b')
+    target = sample(tmp_path, 'target', 99, kib='16')
+    dd = sample_dirs(target)[0]
+    before = {os.path.join(r, n): os.path.getsize(os.path.join(r, n))
+              for r, _, ns in os.walk(dd) for n in ns}
+    p = cb('restore', '--store', store, 'a', '--data-dir', dd, check=False)
+    assert p.returncode != 0
+    [line] = p.stderr.splitlines()
+    assert 'is not what backups/a.json says' in line and 'nothing was restored' in line
+    after = {os.path.join(r, n): os.path.getsize(os.path.join(r, n))
+             for r, _, ns in os.walk(dd) for n in ns}
+    assert after == before
+
+
+def test_a_catalog_row_pointing_elsewhere_in_its_pack_is_refused_by_the_mount(store, tmp_path):
+    """The blob's own row moved to another offset of its pack (a catalog out of step with its
+    packs): the pack's index does not hold that content there, so no byte is served."""
+    files = backup(store, tmp_path, 'a', 41)
+    (bid, off), = sql(store, "SELECT bl.id, bl.offset FROM blobs bl JOIN files f ON f.blob_id = bl.id"
+                             " WHERE f.name LIKE '%Data.db' ORDER BY bl.offset DESC LIMIT 1")
+    (other,), = sql(store, 'SELECT MIN(offset) FROM blobs WHERE offset < ?', off)
+    sql(store, 'UPDATE blobs SET offset = ? WHERE id = ?', other, bid)
+    with mounted(store, str(tmp_path / 'mnt'), expect_errors=("that pack's index has no such blob",)) as m:
+        bad = 0
+        for p, src in files.items():
+            try:
+                assert read(m.path(p)) == read(src)
+            except OSError as e:
+                assert e.errno == errno.EIO
+                bad += 1
+        assert bad >= 1
+
+
+# --- the mount as fstab runs it: daemonized ------------------------------------------------
+
+def daemon_mount(store, mnt, *opts):
+    """mount.cassbackup STORE MNT without -f: it forks and returns once mounted."""
+    os.makedirs(mnt, exist_ok=True)
+    run(MOUNT, store, mnt, *opts)
+    assert os.path.ismount(mnt)
+
+
+def unmount(mnt):
+    run('fusermount3', '-u', mnt)
+
+
+def wait_listed(mnt, name, timeout=30):
+    deadline = time.monotonic() + timeout
+    while name not in os.listdir(os.path.join(mnt, 'backups')):
+        assert time.monotonic() < deadline, f'{name} did not appear in {mnt}/backups'
+        time.sleep(0.1)
+
+
+def test_daemonized_mounts_beside_creates_prunes_and_each_other(store, tmp_path):
+    """Two daemonized mounts of one store, with creates, a forget and a prune beside them:
+    both list every new backup and read every file right (the daemon opened its catalog before
+    forking, and the next create took its -wal and -shm from under it)."""
+    files = backup(store, tmp_path, 'a', 51)
+    m1, m2 = str(tmp_path / 'm1'), str(tmp_path / 'm2')
+    daemon_mount(store, m1)
+    try:
+        daemon_mount(store, m2)
+        try:
+            for i, name in enumerate(['b', 'c', 'd']):
+                files.update(backup(store, tmp_path, name, 52 + i))
+                for mnt in (m1, m2):
+                    wait_listed(mnt, name)
+            cb('forget', '--store', store, 'b')
+            cb('prune', '--store', store, '--max-unused', '0')
+            for mnt in (m1, m2):
+                deadline = time.monotonic() + 30
+                while 'b' in os.listdir(os.path.join(mnt, 'backups')):
+                    assert time.monotonic() < deadline, 'forgotten backup b stays listed'
+                    time.sleep(0.1)
+                for p, src in files.items():
+                    if not p.startswith('b/'):
+                        assert read(os.path.join(mnt, 'backups', p)) == read(src), p
+        finally:
+            unmount(m2)
+    finally:
+        unmount(m1)
+
+
+# --- where a mount may go ------------------------------------------------------------------
+
+def refused_mount(store, mnt, *opts):
+    """mount.cassbackup -f that must refuse mnt: it exits 1 without mounting (one that mounts
+    instead is unmounted, and the test fails)."""
+    proc = subprocess.Popen([MOUNT, store, str(mnt), '-f', *opts], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        subprocess.run(['fusermount3', '-u', str(mnt)], capture_output=True)
+        proc.communicate()
+        pytest.fail(f'mount.cassbackup mounted on {mnt}')
+    assert proc.returncode == 1 and not os.path.ismount(mnt), err
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+def test_mount_refuses_a_non_empty_directory_unless_asked(store, tmp_path):
+    backup(store, tmp_path, 'a', 61)
+    mnt = tmp_path / 'full'
+    mnt.mkdir()
+    (mnt / 'keep.txt').write_text('mine')
+    p = refused_mount(store, mnt)
+    assert 'not empty' in p.stderr and '-o nonempty' in p.stderr
+    with mounted(store, str(mnt), ('-o', 'nonempty')) as m:
+        assert os.listdir(m.path()) == ['a']
+    assert (mnt / 'keep.txt').read_text() == 'mine'
+
+
+@pytest.mark.parametrize('where', ['table', 'data', 'below'])
+def test_mount_refuses_a_cassandra_data_directory_always(store, tmp_path, where):
+    backup(store, tmp_path, 'a', 62)
+    data = tmp_path / 'cassandra' / 'data'
+    (data / 'system_schema' / 'tables-afddfb9dbc1e30688056eed6c302ba09').mkdir(parents=True)
+    table = data / 'shop' / 'orders-0123456789abcdef0123456789abcdef'
+    table.mkdir(parents=True)
+    mnt = {'table': table, 'data': data / 'mnt', 'below': table / 'snapshots' / 'x'}[where]
+    mnt.mkdir(parents=True, exist_ok=True)
+    p = refused_mount(store, mnt, '-o', 'nonempty')
+    [line] = p.stderr.splitlines()
+    assert 'inside the Cassandra directory' in line
+
+
+# --- the catalog's cache directory --------------------------------------------------------
+
+def test_a_planted_cache_directory_is_refused(store, tmp_path):
+    """A user whose catalog lives in a cache directory (a store it cannot write) must not read a
+    catalog another user planted there: the directory must be its own."""
+    backup(store, tmp_path, 'a', 71)
+    top = tempfile.mkdtemp(prefix='cb-plant-')  # pytest's own tmp dirs are root's only
+    try:
+        os.chmod(top, 0o755)
+        shared = os.path.join(top, 'store')
+        shutil.copytree(store, shared)
+        run('chmod', '-R', 'a+rX', shared)  # readable, not writable: its catalog goes to the cache
+        xdg = os.path.join(top, 'xdg')
+        os.mkdir(xdg)
+        os.chmod(xdg, 0o1777)
+        planted = os.path.join(xdg, 'cassbackup')
+        os.mkdir(planted, 0o755)  # root's, as another user would plant it
+        as_nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
+        env = dict(os.environ, XDG_CACHE_HOME=xdg, HOME='/nonexistent')
+        env.pop('CASSBACKUP_CACHE_DIR', None)
+        p = run(*as_nobody, CASSBACKUP, 'list', '--store', shared, env=env, check=False)
+        assert p.returncode != 0
+        [line] = p.stderr.splitlines()
+        assert "not this user's own directory" in line and planted in line
+        shutil.rmtree(planted)
+        p = run(*as_nobody, CASSBACKUP, 'list', '--store', shared, env=env)
+        assert p.stdout.splitlines()[1].startswith('a ')
+        st = os.stat(planted)
+        assert (st.st_mode & 0o777, st.st_uid) == (0o700, 65534)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
