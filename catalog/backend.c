@@ -46,6 +46,13 @@ static __thread char last_error[512];
 
 const char *cb_backend_last_error(void) { return last_error; }
 
+/* Every call starts with no error: a failure is told by the call that failed, never by an
+ * earlier one that another caller handled (an expected 404). */
+static void clear_error(void)
+{
+	last_error[0] = '\0';
+}
+
 void cb_backend_set_error(const char *fmt, ...)
 {
 	va_list ap;
@@ -89,6 +96,7 @@ bool cb_backend_readonly(const struct cb_backend *b) { return b->readonly; }
 
 int cb_backend_get(struct cb_backend *b, const char *key, size_t max, char **data, size_t *len)
 {
+	clear_error();
 	*data = NULL;
 	*len = 0;
 	return cb_key_valid(key) ? b->ops->get(b, key, max, data, len) : -EINVAL;
@@ -96,6 +104,7 @@ int cb_backend_get(struct cb_backend *b, const char *key, size_t max, char **dat
 
 int cb_backend_stat(struct cb_backend *b, const char *key, uint64_t *size)
 {
+	clear_error();
 	return cb_key_valid(key) ? b->ops->stat(b, key, size) : -EINVAL;
 }
 
@@ -114,6 +123,7 @@ int cb_backend_put(struct cb_backend *b, const char *key, const void *data, size
 
 int cb_backend_delete(struct cb_backend *b, const char *key)
 {
+	clear_error();
 	if (b->readonly)
 		return -EROFS;
 	return cb_key_valid(key) ? b->ops->del(b, key) : -EINVAL;
@@ -135,6 +145,7 @@ int cb_backend_delete_each(struct cb_backend *b, const char *const *keys, size_t
 
 int cb_backend_delete_many(struct cb_backend *b, const char *const *keys, size_t n, int *results)
 {
+	clear_error();
 	if (b->readonly)
 		return -EROFS;
 	for (size_t i = 0; i < n; i++)
@@ -147,11 +158,13 @@ int cb_backend_delete_many(struct cb_backend *b, const char *const *keys, size_t
 int cb_backend_list(struct cb_backend *b, const char *prefix,
 		    int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
 {
+	clear_error();
 	return prefix_valid(prefix) ? b->ops->list(b, prefix, cb, ctx) : -EINVAL;
 }
 
 int cb_backend_open_read(struct cb_backend *b, const char *key, struct cb_io **out)
 {
+	clear_error();
 	*out = NULL;
 	return cb_key_valid(key) ? b->ops->open_read(b, key, out) : -EINVAL;
 }
@@ -159,6 +172,7 @@ int cb_backend_open_read(struct cb_backend *b, const char *key, struct cb_io **o
 int cb_backend_upload_begin(struct cb_backend *b, const char *key, uint64_t size_hint, int flags,
 			    struct cb_upload **out)
 {
+	clear_error();
 	*out = NULL;
 	if (b->readonly)
 		return -EROFS;
@@ -167,6 +181,7 @@ int cb_backend_upload_begin(struct cb_backend *b, const char *key, uint64_t size
 
 int cb_upload_write(struct cb_upload *u, const void *buf, size_t len)
 {
+	clear_error();
 	if (u->error)
 		return u->error;
 	if (u->committed)
@@ -183,6 +198,7 @@ uint64_t cb_upload_size(const struct cb_upload *u) { return u->size; }
 
 int cb_upload_commit(struct cb_upload *u)
 {
+	clear_error();
 	if (u->error)
 		return u->error;
 	int r = u->ops->commit(u);
@@ -201,6 +217,7 @@ void cb_upload_free(struct cb_upload *u)
 
 int cb_backend_reclaim(struct cb_backend *b, unsigned *removed)
 {
+	clear_error();
 	*removed = 0;
 	return b->readonly ? 0 : b->ops->reclaim(b, removed);
 }

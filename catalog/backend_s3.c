@@ -358,6 +358,7 @@ struct s3_upload {
 	pthread_cond_t cv;
 	unsigned inflight;
 	int err;             /* first part failure */
+	char errmsg[512];    /* its words (set on the part's thread, told on the caller's) */
 	char **etags;        /* by part number - 1 */
 	struct part_job **jobs;
 	unsigned njobs, cap;
@@ -393,8 +394,10 @@ static void *part_thread(void *arg)
 	pthread_mutex_lock(&up->mu);
 	if (r == 0 && !etag)
 		r = -ENOMEM;
-	if (r < 0 && !up->err)
+	if (r < 0 && !up->err) {
 		up->err = r;
+		snprintf(up->errmsg, sizeof(up->errmsg), "%s", cb_backend_last_error());
+	}
 	up->etags[j->number - 1] = etag;
 	up->inflight--;
 	pthread_cond_broadcast(&up->cv);
@@ -433,6 +436,14 @@ static int grow_jobs(struct s3_upload *up)
 	return e ? 0 : -ENOMEM;
 }
 
+/* A part's failure, told in the caller's thread (its words were set on the part's). */
+static int part_failed(struct s3_upload *up, int r)
+{
+	if (r < 0 && r == up->err && up->errmsg[0])
+		cb_backend_set_error("%s", up->errmsg);
+	return r;
+}
+
 /* Hands the filled buffer to a part thread, waiting while `parallel` are in flight. */
 static int send_part(struct s3_upload *up)
 {
@@ -468,7 +479,7 @@ static int send_part(struct s3_upload *up)
 	pthread_mutex_unlock(&up->mu);
 	if (r < 0)
 		free(j);
-	return r;
+	return part_failed(up, r);
 }
 
 static int upload_write(struct cb_upload *u, const void *data, size_t len)
@@ -562,7 +573,7 @@ static int upload_commit(struct cb_upload *u)
 		r = up->len ? send_part(up) : 0;
 	join_parts(up);
 	if (r == 0)
-		r = up->err;
+		r = part_failed(up, up->err);
 	return r ?: complete_multipart(up);
 }
 
@@ -635,34 +646,66 @@ static int s3_upload_begin(struct cb_backend *b, const char *key, uint64_t size_
 
 /* --- leftovers --------------------------------------------------------------------------- */
 
-/* Aborts every multipart upload under the store's prefix. A server without
- * ListMultipartUploads (501/404) has nothing to reclaim that we can see. */
+/* Aborts the multipart uploads under the store's prefix + sub ("packs/", "backups/": only
+ * what the store writes; another program's uploads under the prefix are not ours to end),
+ * page by page (ListMultipartUploads answers at most 1,000 a page). A server without it
+ * (501/405) has nothing to reclaim that we can see. */
+static int reclaim_under(struct s3_client *c, const char *sub, unsigned *removed)
+{
+	char *key_marker = NULL, *id_marker = NULL;
+	size_t plen = strlen(s3_client_prefix(c));
+	int r = 0;
+	bool more = true;
+	while (r == 0 && more) {
+		struct strbuf q = {0}, full = {0};
+		r = sb_puts(&full, s3_client_prefix(c)) ?: sb_puts(&full, sub);
+		if (r == 0 && key_marker)
+			r = sb_puts(&q, "key-marker=") ?: s3_uri_encode(&q, key_marker, false) ?: sb_puts(&q, "&");
+		r = r ?: sb_puts(&q, "prefix=") ?: s3_uri_encode(&q, full.buf, false);
+		if (r == 0 && id_marker)
+			r = sb_puts(&q, "&upload-id-marker=") ?: s3_uri_encode(&q, id_marker, false);
+		r = r ?: sb_puts(&q, "&uploads=");
+		struct s3_req rq = {.method = "GET", .query = q.buf, .max_body = LIST_MAX_BODY};
+		struct s3_resp rs = {0};
+		r = r ?: s3_request(c, &rq, &rs);
+		if (r == -EIO && (rs.status == 501 || rs.status == 405))
+			r = 0;
+		const char *pos = rs.body.buf, *end = rs.body.buf + rs.body.len, *st;
+		size_t n;
+		while (r == 0 && pos && s3_xml_next(&pos, end, "Upload", &st, &n)) {
+			char *key = s3_xml_text(st, st + n, "Key"), *id = s3_xml_text(st, st + n, "UploadId");
+			if (key && id && strlen(key) > plen && !strncmp(key + plen, sub, strlen(sub)) &&
+			    cb_key_valid(key + plen)) {
+				abort_multipart(c, key + plen, id);
+				(*removed)++;
+			}
+			free(key);
+			free(id);
+		}
+		char *trunc = rs.body.buf ? s3_xml_text(rs.body.buf, end, "IsTruncated") : NULL;
+		char *nk = rs.body.buf ? s3_xml_text(rs.body.buf, end, "NextKeyMarker") : NULL;
+		char *ni = rs.body.buf ? s3_xml_text(rs.body.buf, end, "NextUploadIdMarker") : NULL;
+		/* a page that does not move the markers on would be asked for ever: the end */
+		bool moved = nk && *nk && (!key_marker || strcmp(nk, key_marker) ||
+					   (ni && (!id_marker || strcmp(ni, id_marker))));
+		free(key_marker);
+		free(id_marker);
+		key_marker = nk;
+		id_marker = ni;
+		more = r == 0 && trunc && !strcmp(trunc, "true") && moved;
+		free(trunc);
+		sb_free(&rs.body);
+		sb_free(&q);
+		sb_free(&full);
+	}
+	free(key_marker);
+	free(id_marker);
+	return r == -ENOENT ? 0 : r;
+}
+
 static int s3_reclaim(struct cb_backend *b, unsigned *removed)
 {
-	struct s3_client *c = client(b);
-	struct strbuf q = {0};
-	int r = sb_puts(&q, "prefix=") ?: s3_uri_encode(&q, s3_client_prefix(c), false) ?:
-		sb_puts(&q, "&uploads=");
-	struct s3_req rq = {.method = "GET", .query = q.buf, .max_body = LIST_MAX_BODY};
-	struct s3_resp rs = {0};
-	r = r ?: s3_request(c, &rq, &rs);
-	if (r == -EIO && (rs.status == 501 || rs.status == 405))
-		r = 0;
-	const char *pos = rs.body.buf, *end = rs.body.buf + rs.body.len, *s;
-	size_t n;
-	size_t plen = strlen(s3_client_prefix(c));
-	while (r == 0 && pos && s3_xml_next(&pos, end, "Upload", &s, &n)) {
-		char *key = s3_xml_text(s, s + n, "Key"), *id = s3_xml_text(s, s + n, "UploadId");
-		if (key && id && strlen(key) > plen && cb_key_valid(key + plen)) {
-			abort_multipart(c, key + plen, id);
-			(*removed)++;
-		}
-		free(key);
-		free(id);
-	}
-	sb_free(&rs.body);
-	sb_free(&q);
-	return r == -ENOENT ? 0 : r;
+	return reclaim_under(client(b), "packs/", removed) ?: reclaim_under(client(b), "backups/", removed);
 }
 
 static void s3_close(struct cb_backend *b)

@@ -1,11 +1,14 @@
 /* backup.c: see backup.h.
  *
- * Store format 2, as written here: the files whose bytes the store lacks go into a new pack
- * (pack.h: seekable tar.zst whose last member indexes its blobs), uploaded as it is written;
- * the pack is committed (a local file linked into packs/, or a completed multipart upload),
- * then the manifest backups/NAME.json, written once and never replacing one (the commit point),
- * then one catalog transaction registers the pack, its blobs and the backup's tree. A crash
- * before the manifest leaves at most a pack no manifest names, which prune removes.
+ * Store format 2, as written here: the files whose bytes the store lacks go into new packs of
+ * about opts.pack_size each (packer.h: seekable tar.zst whose last member indexes its blobs),
+ * uploaded as they are written and committed one by one (a local file linked into packs/, or a
+ * completed multipart upload); a table that brings a quarter of pack_size or more gets packs of
+ * its own (Cassandra compacts within a table, so its dead sstables later take whole packs with
+ * them and prune deletes instead of repacking), smaller ones share packs. Then the manifest
+ * backups/NAME.json, written once and never replacing one (the commit point), then one catalog
+ * transaction registers the packs, their blobs and the backup's tree. A crash before the
+ * manifest leaves at most packs no manifest names, which prune removes.
  *
  * Deduplication: a file whose (SHA-256, size) is already stored is not written again. Hashing
  * first costs a second read, so it is done only where a duplicate is possible: small files,
@@ -18,6 +21,7 @@
 #include "packread.h"
 #include "catalog.h"
 #include "pack.h"
+#include "packer.h"
 #include "store.h"
 
 #include <errno.h>
@@ -33,9 +37,15 @@
 struct blob {
 	unsigned char sha[32];
 	uint64_t size;
-	uint64_t offset; /* in this pack's tar stream */
-	int64_t id;      /* catalog id once registered */
+	unsigned pack;   /* the packer's number of the pack holding it */
 	char *member;    /* the member holding the bytes, for hard links to it */
+};
+
+/* A pack committed by this backup, registered with it at the end. */
+struct done_pack {
+	char *key;
+	struct pack_info info;
+	struct pack_index index; /* a copy */
 };
 
 /* Open-addressing map from (sha256, size) to an index in the blobs written to this pack. */
@@ -52,7 +62,7 @@ struct wfile {
 	struct backup_attr a;
 	unsigned char sha[32];
 	int64_t stored_id; /* > 0: bytes already in the store */
-	long pending;      /* >= 0: index into blobs written to this pack */
+	long pending;      /* >= 0: index into blobs written by this backup */
 };
 
 struct wdir {
@@ -63,6 +73,7 @@ struct wdir {
 struct wtable {
 	char *keyspace, *table, *table_id, *dirname, *schema_cql;
 	struct backup_attr ka, ta;
+	bool own_packs;    /* it brings a quarter of pack_size or more: packs of its own */
 	struct wdir *dirs;
 	size_t ndirs;
 	struct wfile *files;
@@ -80,9 +91,9 @@ struct backup_writer {
 	catalog *cat;            /* the store's catalog (owned by store) */
 	struct store *store;     /* the caller's */
 	struct store_lock *lock; /* shared: prune waits until this backup is committed */
-	struct cb_upload *upload;
-	struct strbuf pack_key;  /* packs/xx/ID.tar.zst */
-	pack_writer *pw;
+	packer *pk;
+	struct done_pack *packs; /* committed, to register */
+	size_t npacks;
 	struct wtable *tables;
 	size_t ntables;
 	struct blob *blobs;
@@ -245,6 +256,29 @@ static int take_lock(backup_writer *w, struct strbuf *err)
 	return r;
 }
 
+/* The packer's word that a pack is in the store: kept (with a copy of its index) to register
+ * with the backup. */
+static int pack_committed(void *ctx, const char *key, const struct pack_info *info,
+			  const struct pack_index *pi)
+{
+	backup_writer *w = ctx;
+	struct done_pack *v = realloc(w->packs, (w->npacks + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	w->packs = v;
+	struct done_pack *d = &v[w->npacks];
+	*d = (struct done_pack){.key = strdup(key), .info = *info, .index = {.nblobs = pi->nblobs}};
+	d->index.blobs = malloc((pi->nblobs ? pi->nblobs : 1) * sizeof(*pi->blobs));
+	if (!d->key || !d->index.blobs) {
+		free(d->key);
+		free(d->index.blobs);
+		return -ENOMEM;
+	}
+	memcpy(d->index.blobs, pi->blobs, pi->nblobs * sizeof(*pi->blobs));
+	w->npacks++;
+	return 0;
+}
+
 static int open_and_check(backup_writer *w, struct strbuf *err)
 {
 	int r = take_lock(w, err);
@@ -262,17 +296,12 @@ static int open_and_check(backup_writer *w, struct strbuf *err)
 	r = check_name_free(w, err);
 	if (r < 0)
 		return r;
-	r = pack_key_new(&w->pack_key);
-	if (r == 0)
-		r = cb_backend_upload_begin(store_backend(w->store), w->pack_key.buf, 0, CB_PUT_EXCLUSIVE,
-					    &w->upload);
-	if (r < 0) {
-		sb_printf(err, "cannot start a pack in %s: %s", w->root, cb_backend_why(r));
-		return r;
-	}
-	r = pack_writer_new(&w->pw, w->upload, w->o.level, w->o.threads, w->o.frame_size);
+	struct packer_opts po = {.backend = store_backend(w->store), .target = w->o.pack_size,
+				 .level = w->o.level, .threads = w->o.threads,
+				 .frame_size = w->o.frame_size, .committed = pack_committed, .ctx = w};
+	r = packer_new(&po, &w->pk);
 	if (r < 0)
-		sb_printf(err, "cannot start pack %s: %s", w->pack_key.buf, strerror(-r));
+		sb_puts(err, "out of memory");
 	return r;
 }
 
@@ -322,6 +351,7 @@ int backup_writer_add_table(backup_writer *w, const struct backup_table *t, unsi
 		return fail(w, -ENOMEM, "out of memory");
 	w->tables = v;
 	struct wtable *n = &v[w->ntables];
+	uint64_t target = w->o.pack_size ? w->o.pack_size : PACK_DEFAULT_SIZE;
 	*n = (struct wtable){
 		.keyspace = strdup(t->keyspace),
 		.table = strdup(t->table),
@@ -330,10 +360,16 @@ int backup_writer_add_table(backup_writer *w, const struct backup_table *t, unsi
 		.schema_cql = t->schema_cql ? strdup(t->schema_cql) : NULL,
 		.ka = t->keyspace_attr,
 		.ta = t->table_attr,
+		.own_packs = t->bytes >= target / 4,
 	};
 	w->ntables++; /* freed with the writer, complete or not */
 	if (!n->keyspace || !n->table || !n->table_id || !n->dirname || (t->schema_cql && !n->schema_cql))
 		return fail(w, -ENOMEM, "out of memory");
+	/* into or out of a big table's packs of its own: the pack being written is done */
+	bool was_own = w->ntables > 1 && v[w->ntables - 2].own_packs;
+	int r = was_own || n->own_packs ? packer_cut(w->pk) : 0;
+	if (r < 0)
+		return fail(w, r, "%s", packer_errmsg(w->pk));
 	*table = (unsigned)(w->ntables - 1);
 	return 0;
 }
@@ -462,13 +498,13 @@ static int store_bytes(backup_writer *w, struct src *s, struct wfile *wf, const 
 	struct blob *b = &w->blobs[w->nblobs];
 	*b = (struct blob){.size = f->size};
 	if (s->data) {
-		r = pack_writer_add_buffer(w->pw, &m, s->data, &b->offset);
 		memcpy(b->sha, wf->sha, 32);
+		r = packer_add_buffer(w->pk, &m, s->data, b->sha, &b->pack);
 		if (r == 0)
 			progress(w, f->size);
 	} else {
-		r = pack_writer_add_fd(w->pw, &m, s->fd, b->sha, &b->offset, w->o.cancel,
-				       w->o.progress, w->o.pctx);
+		r = packer_add_fd(w->pk, &m, s->fd, b->sha, w->o.cancel, w->o.progress, w->o.pctx,
+				  &b->pack);
 	}
 	if (r == 0 && s->hashed && memcmp(b->sha, wf->sha, 32) != 0)
 		r = -ESTALE; /* hashed once, read again as other bytes */
@@ -495,12 +531,15 @@ static int place_bytes(backup_writer *w, struct src *s, struct wfile *wf, const 
 		if ((r = prehash(w, s, wf)) < 0)
 			return r;
 		long i = map_find(&w->map, w->blobs, wf->sha, wf->size);
-		if (i >= 0) { /* same bytes as a member of this pack: a hard link to it */
+		if (i >= 0) { /* same bytes as a file written before: stored once */
 			struct pack_member m = {.path = member, .size = wf->size, .mode = wf->a.mode,
 						.uid = wf->a.uid, .gid = wf->a.gid,
 						.mtime_ns = wf->a.mtime_ns};
 			wf->pending = i;
-			r = pack_writer_add_hardlink(w->pw, &m, w->blobs[i].member);
+			/* in the pack being written: a hard link to it, so that `tar -x` of the pack
+			 * gives this file too; in an earlier pack, only the manifest names it */
+			if (w->blobs[i].pack == packer_seq(w->pk))
+				r = packer_add_link(w->pk, &m, w->blobs[i].member);
 			if (r == 0)
 				progress(w, wf->size);
 			return r;
@@ -539,16 +578,14 @@ static int add(backup_writer *w, unsigned table, unsigned dir, const struct back
 		w->bytes += f->size;
 		return 0;
 	}
-	const char *la = pack_writer_errmsg(w->pw);
+	const char *said = packer_errmsg(w->pk); /* the pack and what failed writing it */
 	if (r == -ECANCELED)
 		return fail(w, r, "interrupted");
 	if (r == -ESTALE)
 		return fail(w, r, "cannot back up %s: the file changed while it was being read",
 			    f->source);
-	if (r == -ENOSPC || r == -EDQUOT)
-		return fail(w, r, "cannot write pack %s/%s: %s", w->root, w->pack_key.buf, strerror(-r));
-	if (r == -EIO && la) /* libarchive's own words */
-		return fail(w, r, "cannot back up %s: %s", f->source, la);
+	if (*said)
+		return fail(w, r, "%s (backing up %s)", said, f->source);
 	return fail(w, r, "cannot back up %s: %s", f->source, strerror(-r));
 }
 
@@ -640,26 +677,20 @@ static int fill_manifest(const backup_writer *w, uint64_t stored, struct manifes
 	return r;
 }
 
-/* Ends the pack (its index, trailer and seek table) and commits its upload. A backup whose
- * every file the store already held writes no pack at all. */
-static int finish_pack(backup_writer *w, struct pack_index *pi, struct pack_info *info)
+/* Commits the last pack. A backup whose every file the store already held writes none. */
+static int finish_packs(backup_writer *w)
 {
-	memset(info, 0, sizeof(*info));
-	if (w->nblobs == 0)
-		return 0;
-	pi->blobs = calloc(w->nblobs, sizeof(*pi->blobs));
-	if (!pi->blobs)
-		return -ENOMEM;
-	for (size_t i = 0; i < w->nblobs; i++) {
-		memcpy(pi->blobs[i].sha256, w->blobs[i].sha, 32);
-		pi->blobs[i].size = w->blobs[i].size;
-		pi->blobs[i].offset = w->blobs[i].offset;
-	}
-	pi->nblobs = w->nblobs;
-	int r = pack_writer_finish(w->pw, pi, info);
-	if (r == 0 && w->o.cancel && *w->o.cancel)
-		r = -ECANCELED;
-	return r ?: cb_upload_commit(w->upload);
+	if (w->o.cancel && *w->o.cancel)
+		return -ECANCELED;
+	return packer_finish(w->pk);
+}
+
+/* Bytes of the packs this backup wrote. */
+static uint64_t stored_bytes(const backup_writer *w)
+{
+	struct packer_stats st;
+	packer_get_stats(w->pk, &st);
+	return st.bytes;
 }
 
 /* The commit point: backups/NAME.json, written once, after the pack. */
@@ -686,20 +717,25 @@ static int put_manifest(backup_writer *w, const struct manifest *m, uint64_t *si
 	return r;
 }
 
-/* Takes the committed backup into the catalog (one transaction). A failure here loses
- * nothing: the manifest is written, and the next open of the store takes it in. */
-static void register_backup(backup_writer *w, const struct pack_info *info,
-			    const struct pack_index *pi, const struct manifest *m, uint64_t msize)
+/* Takes the committed backup into the catalog (one transaction): its packs, then its tree. A
+ * failure here loses nothing: the manifest is written, and the next open of the store takes it
+ * in. */
+static void register_backup(backup_writer *w, const struct manifest *m, uint64_t msize)
 {
 	catalog *c = w->cat;
-	int64_t pack_id;
 	if (catalog_begin(c) < 0)
 		return;
-	struct cb_pack_info p = {.path = w->pack_key.buf, .size = info->compressed,
-				 .frames = info->frames, .created_ns = w->created_ns,
-				 .index_offset = info->index_offset, .index_size = info->index_size};
-	memcpy(p.table_sha256, info->table_sha256, 32);
-	int r = w->nblobs ? store_register_pack(c, &p, pi, &pack_id) : 0;
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < w->npacks; i++) {
+		const struct done_pack *d = &w->packs[i];
+		struct cb_pack_info p = {.path = d->key, .size = d->info.compressed,
+					 .frames = d->info.frames, .created_ns = w->created_ns,
+					 .index_offset = d->info.index_offset,
+					 .index_size = d->info.index_size};
+		memcpy(p.table_sha256, d->info.table_sha256, 32);
+		int64_t pack_id;
+		r = store_register_pack(c, &p, &d->index, &pack_id);
+	}
 	r = r ?: store_register_manifest(c, m, msize) ?: catalog_commit(c);
 	if (r < 0)
 		catalog_rollback(c);
@@ -709,27 +745,25 @@ int backup_writer_commit(backup_writer *w, struct backup_summary *sum)
 {
 	if (w->err)
 		return w->err;
-	struct pack_index pi = {0};
-	struct pack_info info;
 	struct manifest m = {0};
 	uint64_t msize = 0;
-	int r = finish_pack(w, &pi, &info);
+	int r = finish_packs(w);
 	if (r == -ECANCELED)
 		fail(w, r, "interrupted");
 	else if (r < 0)
-		fail(w, r, "cannot write pack %s/%s: %s", w->root, w->pack_key.buf, cb_backend_why(r));
-	if (r == 0 && (r = fill_manifest(w, info.compressed, &m)) < 0)
+		fail(w, r, "%s", packer_errmsg(w->pk));
+	if (r == 0 && (r = fill_manifest(w, stored_bytes(w), &m)) < 0)
 		fail(w, r, "out of memory");
 	if (r == 0 && (r = put_manifest(w, &m, &msize)) == 0) {
 		w->committed = true;
-		register_backup(w, &info, &pi, &m, msize);
+		register_backup(w, &m, msize);
 	}
 	free_manifest_view(&m); /* whatever fill_manifest made, also after a failure */
-	pack_index_free(&pi);
 	if (r < 0)
 		return r;
 	*sum = (struct backup_summary){.tables = w->ntables, .files = w->files, .bytes = w->bytes,
-				       .new_bytes = w->new_bytes, .stored_bytes = info.compressed};
+				       .new_bytes = w->new_bytes, .stored_bytes = stored_bytes(w),
+				       .packs = w->npacks};
 	return 0;
 }
 
@@ -758,10 +792,13 @@ void backup_writer_free(backup_writer *w)
 {
 	if (!w)
 		return;
-	pack_writer_free(w->pw);
-	cb_upload_free(w->upload); /* aborts it when no backup was committed */
+	packer_free(w->pk); /* aborts a pack not committed */
 	store_lock_release(w->lock);
-	sb_free(&w->pack_key);
+	for (size_t i = 0; i < w->npacks; i++) {
+		free(w->packs[i].key);
+		free(w->packs[i].index.blobs);
+	}
+	free(w->packs);
 	free_tables(w);
 	for (size_t i = 0; i < w->nblobs; i++)
 		free(w->blobs[i].member);

@@ -10,7 +10,8 @@
  *     no backup, and nothing that the next backup_writer_begin() on the store does not remove.
  *
  * Use: begin; add_table (and add_dir) for every table, add_file for every file, in any order
- * after its table (and directory); commit; free. Names are bytes: any byte but '/' and NUL, in
+ * after its table (and directory), though a table's files best follow it, small tables first
+ * (they share packs); commit; free. Names are bytes: any byte but '/' and NUL, in
  * any locale, kept exactly (the caller checks that they are single path components).
  *
  * Errors are negative errno values. After a failure, backup_writer_errmsg() says in one line
@@ -52,6 +53,7 @@ struct backup_writer_opts {
 	const volatile sig_atomic_t *cancel; /* non-zero: stop at the next chance, -ECANCELED */
 	progress_fn progress; /* called with bytes of files done (read, or found in the store) */
 	void *pctx;
+	uint64_t pack_size;  /* tar-stream bytes per pack (0: PACK_DEFAULT_SIZE, packer.h) */
 	int lock_wait_seconds; /* how long to wait for a prune's exclusive lock to go */
 	/* called once (with pctx) when it starts to wait, naming the holder */
 	void (*lock_waiting)(void *pctx, const struct lock_info *holder);
@@ -63,6 +65,8 @@ struct backup_table {
 	const char *dirname;  /* the table's directory name in the data directory (<table>-<id>) */
 	const char *schema_cql; /* NULL: none */
 	struct backup_attr keyspace_attr, table_attr;
+	uint64_t bytes;       /* of its files, about: a table of a quarter of pack_size or more gets
+			       * packs of its own (its files are best added right after it) */
 };
 
 struct backup_file {
@@ -77,6 +81,7 @@ struct backup_summary {
 	uint64_t bytes;        /* of all files */
 	uint64_t new_bytes;    /* of files whose content the store did not hold */
 	uint64_t stored_bytes; /* written to the store */
+	size_t packs;          /* written */
 };
 
 /* Starts a backup of meta->name in store s (the caller's, open until backup_writer_free):

@@ -351,6 +351,19 @@ const char *catalog_identity(const catalog *c)
 	return c->id;
 }
 
+int catalog_reread_identity(catalog *c)
+{
+	return read_identity(c);
+}
+
+int catalog_renew_identity(catalog *c)
+{
+	int r = errno_from_sqlite(c->db, sqlite3_exec(c->db, "UPDATE meta SET value ="
+						      " lower(hex(randomblob(16))) WHERE key = 'id'",
+						      NULL, NULL, NULL));
+	return r ?: read_identity(c);
+}
+
 int catalog_clear(catalog *c)
 {
 	static const char sql[] = "DELETE FROM files; DELETE FROM dirs; DELETE FROM tables;"

@@ -64,6 +64,11 @@ void catalog_close(catalog *c); /* accepts NULL */
  * program that holds ids (the mount's inode numbers) must start afresh only when the identity
  * of the file at the path changes. */
 const char *catalog_identity(const catalog *c);
+/* Reads the identity again (another connection may have renewed it). */
+int catalog_reread_identity(catalog *c);
+/* Gives the catalog a new identity: a copy of a catalog put in place of it (an older one,
+ * whose ids a mount may have seen given to other rows) is then told apart from it. */
+int catalog_renew_identity(catalog *c);
 
 /* Deletes every backup, pack and blob row, within the caller's transaction (a rebuild in
  * place, store_rebuild_catalog); the identity and the id sequences stay. */

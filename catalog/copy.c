@@ -9,6 +9,7 @@
 #include "catalog.h"
 #include "manifest.h"
 #include "pack.h"
+#include "packer.h"
 #include "packread.h"
 #include "store.h"
 
@@ -20,7 +21,9 @@
 struct centry {
 	unsigned char sha[32];
 	uint64_t size;
+	const struct manifest_table *t; /* the table of that file */
 	const struct manifest_file *f;
+	unsigned group;   /* 0: a table that shares packs; else its table's packs of its own */
 	char *member;     /* <ks>/<table>[-<id>]/[<.index>/]<file>: the name a create gives it */
 	int64_t pack_id;  /* where the source keeps it */
 	char *pack_path;
@@ -38,11 +41,8 @@ struct copy {
 	struct manifest *m;
 	struct centry *v; /* every content of the backup, then (after plan) only those to send */
 	size_t n, cap;
-	struct strbuf key; /* the new pack's */
-	struct cb_upload *u;
-	pack_writer *w;
+	packer *pk;            /* the new packs */
 	pack_cache *pc;        /* the source store's */
-	struct pack_index pi;
 	int64_t created_ns;
 };
 
@@ -105,7 +105,7 @@ static int push_entry(struct copy *c, const struct manifest_keyspace *k,
 		c->cap = cap;
 	}
 	struct centry *e = &c->v[c->n];
-	*e = (struct centry){.size = f->size, .f = f};
+	*e = (struct centry){.size = f->size, .t = t, .f = f};
 	memcpy(e->sha, f->sha256, 32);
 	struct strbuf m = {0};
 	int r = sb_printf(&m, "%s/%s%s%s/%s%s%s", k->name, t->name, *t->id ? "-" : "", t->id, f->dir,
@@ -142,9 +142,12 @@ static int cmp_content(const void *a, const void *b)
 	return d ? d : (x->size > y->size) - (x->size < y->size);
 }
 
+/* By pack group (shared packs first), then where the source keeps them. */
 static int cmp_location(const void *a, const void *b)
 {
 	const struct centry *x = a, *y = b;
+	if (x->group != y->group)
+		return x->group < y->group ? -1 : 1;
 	if (x->pack_id != y->pack_id)
 		return x->pack_id < y->pack_id ? -1 : 1;
 	return (x->src_off > y->src_off) - (x->src_off < y->src_off);
@@ -194,6 +197,41 @@ static int locate(struct copy *c, struct centry *e)
 	return e->pack_path ? 0 : -ENOMEM;
 }
 
+struct by_table {
+	const struct manifest_table *t;
+	size_t i;
+};
+
+static int cmp_by_table(const void *a, const void *b)
+{
+	const struct by_table *x = a, *y = b;
+	if (x->t != y->t)
+		return (uintptr_t)x->t < (uintptr_t)y->t ? -1 : 1;
+	return (x->i > y->i) - (x->i < y->i);
+}
+
+/* A table that sends a quarter of the pack size or more gets packs of its own, as in a
+ * create (backup.h): its entries get a group of their own, numbered by the table's first. */
+static int group_tables(struct copy *c)
+{
+	uint64_t quarter = (c->o->pack_size ? c->o->pack_size : PACK_DEFAULT_SIZE) / 4;
+	struct by_table *v = malloc((c->n + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->n; i++)
+		v[i] = (struct by_table){c->v[i].t, i};
+	qsort(v, c->n, sizeof(*v), cmp_by_table);
+	for (size_t a = 0, b; a < c->n; a = b) {
+		uint64_t bytes = 0;
+		for (b = a; b < c->n && v[b].t == v[a].t; b++)
+			bytes += c->v[v[b].i].size;
+		for (size_t k = a; k < b; k++)
+			c->v[v[k].i].group = bytes >= quarter ? (unsigned)(v[a].i + 1) : 0;
+	}
+	free(v);
+	return 0;
+}
+
 /* Leaves in c->v only the contents the target lacks, in source pack and offset order. */
 static int plan_sends(struct copy *c)
 {
@@ -223,30 +261,45 @@ static int plan_sends(struct copy *c)
 		if (c->v[i].member)
 			c->v[out++] = c->v[i];
 	c->n = out;
-	qsort(c->v, c->n, sizeof(*c->v), cmp_location);
-	return 0;
+	int r = group_tables(c);
+	if (r == 0)
+		qsort(c->v, c->n, sizeof(*c->v), cmp_location);
+	return r;
 }
 
 /* --- send -------------------------------------------------------------------------------- */
 
-static int start_pack(struct copy *c)
+/* The packer's word that a pack is in the target: registered now, in its own transaction, so
+ * that if the manifest then fails, the pack is one no backup uses, as prune expects of a
+ * leftover. A failure here loses nothing either: the next open of the target indexes it. */
+static int pack_committed(void *ctx, const char *key, const struct pack_info *info,
+			  const struct pack_index *pi)
+{
+	struct copy *c = ctx;
+	struct cb_pack_info p = {.path = key, .size = info->compressed, .frames = info->frames,
+				 .created_ns = c->created_ns, .index_offset = info->index_offset,
+				 .index_size = info->index_size};
+	memcpy(p.table_sha256, info->table_sha256, 32);
+	int64_t id;
+	catalog *cat = store_catalog(c->dst);
+	if (catalog_begin(cat) == 0 &&
+	    (store_register_pack(cat, &p, pi, &id) ?: catalog_commit(cat)) < 0)
+		catalog_rollback(cat);
+	return 0;
+}
+
+static int start_packer(struct copy *c)
 {
 	int r = store_pack_cache(c->src, &c->pc);
 	if (r < 0) {
 		sb_printf(c->err, "cannot read packs of %s: %s", store_location(c->src), strerror(-r));
 		return r;
 	}
-	c->pi.blobs = calloc(c->n, sizeof(*c->pi.blobs));
-	if (!c->pi.blobs)
-		return -ENOMEM;
-	r = pack_key_new(&c->key);
-	if (r == 0 && (r = cb_backend_upload_begin(store_backend(c->dst), c->key.buf, 0, CB_PUT_EXCLUSIVE, &c->u)) < 0)
-		sb_printf(c->err, "cannot start a pack in %s: %s", store_location(c->dst), cb_backend_why(r));
-	if (r == 0 && (r = pack_writer_new(&c->w, c->u, c->o->level ? c->o->level : 3, c->o->threads,
-					  c->o->frame_size)) < 0)
-		sb_printf(c->err, "cannot start pack %s: %s", c->key.buf, strerror(-r));
+	struct packer_opts po = {.backend = store_backend(c->dst), .target = c->o->pack_size,
+				 .level = c->o->level, .threads = c->o->threads,
+				 .frame_size = c->o->frame_size, .committed = pack_committed, .ctx = c};
 	c->created_ns = now_ns();
-	return r;
+	return packer_new(&po, &c->pk);
 }
 
 struct reader {
@@ -266,16 +319,15 @@ static int read_source(void *ctx, uint64_t off, void *buf, size_t len)
 	return r;
 }
 
-/* Copies one content into the new pack, checking its bytes against its SHA-256 first. */
+/* Copies one content into the packs, checking its bytes against its SHA-256 on the way. */
 static int send_one(struct copy *c, const struct centry *e)
 {
 	const struct cb_attr *a = &e->f->attr;
 	struct pack_member m = {.path = e->member, .size = e->size, .mode = a->mode, .uid = a->uid,
 				.gid = a->gid, .mtime_ns = a->mtime_ns};
 	struct reader rd = {c, e};
-	struct pack_blob *b = &c->pi.blobs[c->pi.nblobs];
 	unsigned char sha[32];
-	int r = pack_writer_add_reader(c->w, &m, read_source, &rd, sha, &b->offset);
+	int r = packer_add_reader(c->pk, &m, read_source, &rd, sha, NULL);
 	if (r == 0 && memcmp(sha, e->sha, 32) != 0) {
 		sb_printf(c->err, "file %s: its bytes in %s/%s do not match its SHA-256 (a damaged "
 			  "pack; 'cassbackup check --read-data' tells more); nothing copied",
@@ -284,51 +336,37 @@ static int send_one(struct copy *c, const struct centry *e)
 	}
 	if (r == -ECANCELED)
 		sb_puts(c->err, "interrupted");
+	else if (r < 0 && *packer_errmsg(c->pk))
+		sb_printf(c->err, "%s; nothing copied", packer_errmsg(c->pk));
 	else if (r < 0)
 		sb_printf(c->err, "file %s: cannot copy it from %s/%s: %s; nothing copied", e->member,
 			  store_location(c->src), e->pack_path,
 			  r == -ENOMEM ? strerror(-r) : pack_cache_strerror(r));
-	if (r < 0)
-		return r;
-	memcpy(b->sha256, e->sha, 32);
-	b->size = e->size;
-	c->pi.nblobs++;
-	return 0;
+	return r;
 }
 
-/* Writes every planned content into one new pack and commits its upload. */
+/* Writes every planned content into new packs (a table's own, or shared) and commits them. */
 static int send_all(struct copy *c)
 {
-	int r = start_pack(c);
-	for (size_t i = 0; r == 0 && i < c->n; i++)
+	int r = start_packer(c);
+	for (size_t i = 0; r == 0 && i < c->n; i++) {
+		if (i && c->v[i].group != c->v[i - 1].group && (r = packer_cut(c->pk)) < 0)
+			break;
 		r = send_one(c, &c->v[i]);
-	if (r < 0)
-		return r;
-	struct pack_info info;
-	r = pack_writer_finish(c->w, &c->pi, &info);
+	}
 	if (r == 0 && c->o->cancel && *c->o->cancel)
 		r = -ECANCELED;
-	r = r ?: cb_upload_commit(c->u);
-	if (r == -ECANCELED)
+	r = r ?: packer_finish(c->pk);
+	if (r == -ECANCELED && !c->err->len)
 		sb_puts(c->err, "interrupted");
-	else if (r < 0)
-		sb_printf(c->err, "cannot write pack %s/%s: %s", store_location(c->dst), c->key.buf,
-			  pack_writer_errmsg(c->w) ? pack_writer_errmsg(c->w) : cb_backend_why(r));
-	if (r < 0)
-		return r;
-	c->st->pack_bytes = info.compressed;
-	struct cb_pack_info p = {.path = c->key.buf, .size = info.compressed, .frames = info.frames,
-				 .created_ns = c->created_ns, .index_offset = info.index_offset,
-				 .index_size = info.index_size};
-	memcpy(p.table_sha256, info.table_sha256, 32);
-	int64_t id;
-	catalog *cat = store_catalog(c->dst);
-	/* Registered now, in its own transaction: if the manifest then fails, the pack is one that
-	 * no backup uses, as prune expects of a leftover. */
-	if (catalog_begin(cat) == 0 &&
-	    (store_register_pack(cat, &p, &c->pi, &id) ?: catalog_commit(cat)) < 0)
-		catalog_rollback(cat);
-	return 0;
+	else if (r < 0 && !c->err->len)
+		sb_printf(c->err, "%s", *packer_errmsg(c->pk) ? packer_errmsg(c->pk) : strerror(-r));
+	if (r == 0) {
+		struct packer_stats st;
+		packer_get_stats(c->pk, &st);
+		c->st->pack_bytes = st.bytes;
+	}
+	return r;
 }
 
 /* --- commit ------------------------------------------------------------------------------ */
@@ -367,13 +405,10 @@ static void register_backup(struct copy *c)
 
 static void copy_free(struct copy *c)
 {
-	pack_writer_free(c->w);
-	cb_upload_free(c->u); /* aborts it unless committed */
+	packer_free(c->pk); /* aborts a pack not committed */
 	for (size_t i = 0; i < c->n; i++)
 		drop_entry(&c->v[i]);
 	free(c->v);
-	free(c->pi.blobs);
-	sb_free(&c->key);
 	manifest_free(c->m);
 	free(c->doc);
 }

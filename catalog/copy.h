@@ -4,8 +4,9 @@
  * The backup's manifest is read from the source as bytes; every file's content (SHA-256 and
  * size) that the target already holds in a pack is not sent. The others are read from the
  * source packs (in pack and offset order), each checked against its SHA-256, and written into
- * ONE new pack at the target through the backend's upload (a multipart upload on S3: no local
- * copy). Then the manifest, byte for byte the source's, is put at the target: the commit
+ * new packs of about pack_size at the target (packer.h; a table that sends a quarter of that or
+ * more gets packs of its own, as in a create) through the backend's upload (a multipart upload
+ * on S3: no local copy). Then the manifest, byte for byte the source's, is put at the target: the commit
  * point. Last, the target's catalog registers the pack and the backup (a failure there loses
  * nothing: the next open of the target takes the manifest in).
  *
@@ -36,6 +37,7 @@ struct copy_opts {
 	int level;           /* zstd level of the new pack (0: 3) */
 	unsigned threads;    /* compression threads (0: the caller's) */
 	size_t frame_size;   /* 0: the default */
+	uint64_t pack_size;  /* tar-stream bytes per new pack (0: PACK_DEFAULT_SIZE, packer.h) */
 	bool dry_run;        /* plan only: nothing is read from packs or written */
 	const volatile sig_atomic_t *cancel; /* non-zero: stop at the next chunk, -ECANCELED */
 	progress_fn progress; /* bytes of blobs read from the source */
@@ -55,7 +57,7 @@ struct copy_stats {
 	uint64_t files, bytes;                 /* of the backup */
 	uint64_t blobs_sent, bytes_sent;       /* contents the target lacked (planned or copied) */
 	uint64_t blobs_present, bytes_present; /* contents the target already held */
-	uint64_t pack_bytes;                   /* of the new pack; 0 when none was written */
+	uint64_t pack_bytes;                   /* of the new packs; 0 when none was written */
 };
 
 /* Copies backup name from src to dst (see above). 0 with st filled, or:

@@ -212,7 +212,7 @@ int store_lock_take(struct cb_backend *b, bool exclusive, const char *command, i
 		if (!told && waiting)
 			waiting(ctx, &h);
 		told = true;
-		usleep(500000 + (useconds_t)(random() % 1000000)); /* jitter: racing takers part */
+		usleep(500000 + (useconds_t)random_below(1000000)); /* jitter: racing takers part */
 	}
 	if (r == 0 && pthread_create(&l->refresher, NULL, refresh_loop, l) == 0)
 		l->thread_started = true;

@@ -228,9 +228,11 @@ static int note_member(packer *p, const struct pack_member *m, const unsigned ch
 
 /* --- adding members ---------------------------------------------------------------------- */
 
-/* After a member was written (r its outcome): note it, or fail the packer with the writer's
- * words. A member's own trouble (-ESTALE: a file that changed, -ECANCELED) is the caller's to
- * say; the packer is spent either way, its pack aborted at packer_free. */
+/* After a member was written (r its outcome): note it, or fail the packer. A failure of the
+ * pack being written (libarchive or the store said why) gets the packer's message; one of the
+ * member's source (a file that changed or could not be read, a pack that could not be read, a
+ * cancel) is the caller's to say: the packer is spent either way, its pack aborted at
+ * packer_free. */
 static int added(packer *p, int r, const struct pack_member *m, const unsigned char sha[32],
 		 uint64_t off, unsigned *seq)
 {
@@ -239,10 +241,10 @@ static int added(packer *p, int r, const struct pack_member *m, const unsigned c
 			*seq = p->seq;
 		return note_member(p, m, sha, off);
 	}
-	if (r == -ESTALE || r == -ECANCELED)
-		p->err = r;
-	return fail(p, r, "cannot write pack %s: %s", p->key.buf,
-		    pack_writer_errmsg(p->w) ? pack_writer_errmsg(p->w) : strerror(-r));
+	const char *la = pack_writer_errmsg(p->w);
+	if (!la || r == -ESTALE || r == -ECANCELED)
+		return p->err = r;
+	return fail(p, r, "cannot write pack %s: %s", p->key.buf, la);
 }
 
 int packer_add_fd(packer *p, const struct pack_member *m, int fd, unsigned char sha256[32],

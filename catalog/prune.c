@@ -3,11 +3,11 @@
 #include "backend.h"
 #include "catalog.h"
 #include "pack.h"
+#include "packer.h"
 #include "packread.h"
 #include "store.h"
 
 #include <errno.h>
-#include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -393,78 +393,42 @@ static int add_live(void *ctx, const struct cb_live_blob *b)
 	return 0;
 }
 
-/* The new pack being written, and the packs copied into it. */
+/* The new packs being written, and the packs copied into them. */
 struct repack {
 	prune *p;
 	pack_cache *pc;
 	struct strbuf *err;
-	pack_writer *w;
-	struct cb_upload *u;
-	struct strbuf key;
-	struct pack_blob *blobs; /* its index */
-	size_t nblobs, cap;
-	void *names;             /* tsearch tree of its member names */
-	uint64_t bytes;          /* of blobs in it */
+	packer *pk;
 	int64_t created_ns;
 };
 
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(a, b);
-}
+static int delete_copied(struct repack *rp);
 
-static void no_free(void *x)
+/* The packer's word that a new pack is in the store: registered and made the current location
+ * of its blobs, in one transaction (then the packs they were copied from hold them unused);
+ * then the packs whose every used blob is in a registered new pack go. */
+static int pack_committed(void *ctx, const char *key, const struct pack_info *info,
+			  const struct pack_index *pi)
 {
-	(void)x; /* names belong to the live lists; the tree only points at them */
-}
-
-static void forget_new_pack(struct repack *rp)
-{
-	pack_writer_free(rp->w);
-	cb_upload_free(rp->u); /* aborts it unless committed */
-	rp->w = NULL;
-	rp->u = NULL;
-	sb_free(&rp->key);
-	free(rp->blobs);
-	rp->blobs = NULL;
-	rp->nblobs = rp->cap = 0;
-	tdestroy(rp->names, no_free);
-	rp->names = NULL;
-	rp->bytes = 0;
-}
-
-static int start_new_pack(struct repack *rp)
-{
-	prune *p = rp->p;
-	int r = pack_key_new(&rp->key);
-	if (r == 0 && (r = cb_backend_upload_begin(store_backend(p->store), rp->key.buf, 0, CB_PUT_EXCLUSIVE, &rp->u)) < 0)
-		sb_printf(rp->err, "cannot start a pack in %s: %s", p->location, cb_backend_why(r));
-	if (r == 0 && (r = pack_writer_new(&rp->w, rp->u, p->o.level ? p->o.level : 3, p->o.threads,
-					   p->o.frame_size)) < 0)
-		sb_printf(rp->err, "cannot start pack %s: %s", rp->key.buf, strerror(-r));
-	rp->created_ns = now_ns();
-	return r;
-}
-
-/* Registers a committed pack and makes it the current location of its blobs, in one
- * transaction: then the packs they were copied from hold them unused. */
-static int register_new_pack(struct repack *rp, const struct pack_info *info,
-			     const struct pack_index *pi)
-{
+	struct repack *rp = ctx;
 	catalog *c = store_catalog(rp->p->store);
-	struct cb_pack_info cp = {.path = rp->key.buf, .size = info->compressed,
-				  .frames = info->frames, .created_ns = rp->created_ns,
-				  .index_offset = info->index_offset, .index_size = info->index_size};
+	struct cb_pack_info cp = {.path = key, .size = info->compressed, .frames = info->frames,
+				  .created_ns = rp->created_ns, .index_offset = info->index_offset,
+				  .index_size = info->index_size};
 	memcpy(cp.table_sha256, info->table_sha256, 32);
 	int64_t id;
 	int r = catalog_begin(c);
 	if (r == 0 && (r = store_register_pack(c, &cp, pi, &id) ?: catalog_prefer_pack(c, id) ?:
 			   catalog_commit(c)) < 0)
 		catalog_rollback(c);
-	if (r < 0)
+	if (r < 0) {
 		sb_printf(rp->err, "wrote %s/%s, but cannot register it in the catalog: %s",
-			  rp->p->location, rp->key.buf, catalog_reason(c, r));
-	return r;
+			  rp->p->location, key, catalog_reason(c, r));
+		return r;
+	}
+	rp->p->st.packs_written++;
+	rp->p->st.bytes_written += info->compressed;
+	return delete_copied(rp);
 }
 
 /* Deletes the packs every used blob of which is now in a registered new pack. */
@@ -480,28 +444,6 @@ static int delete_copied(struct repack *rp)
 			return r;
 	}
 	return 0;
-}
-
-/* Ends the new pack, commits its upload, registers it, then deletes the packs it replaces. */
-static int finish_new_pack(struct repack *rp)
-{
-	struct pack_index pi = {rp->blobs, rp->nblobs};
-	struct pack_info info;
-	int r = pack_writer_finish(rp->w, &pi, &info);
-	if (r == 0 && rp->p->o.cancel && *rp->p->o.cancel)
-		r = -ECANCELED;
-	r = r ?: cb_upload_commit(rp->u);
-	if (r == -ECANCELED)
-		sb_puts(rp->err, "interrupted");
-	else if (r < 0)
-		sb_printf(rp->err, "cannot write pack %s/%s: %s", rp->p->location, rp->key.buf,
-			  pack_writer_errmsg(rp->w) ? pack_writer_errmsg(rp->w) : cb_backend_why(r));
-	if (r == 0 && (r = register_new_pack(rp, &info, &pi)) == 0) {
-		rp->p->st.packs_written++;
-		rp->p->st.bytes_written += info.compressed;
-	}
-	forget_new_pack(rp);
-	return r ?: delete_copied(rp);
 }
 
 struct blob_reader {
@@ -522,28 +464,14 @@ static int read_blob(void *ctx, uint64_t off, void *buf, size_t len)
 	return r;
 }
 
-static int grow_index(struct repack *rp)
-{
-	if (rp->nblobs < rp->cap)
-		return 0;
-	size_t cap = rp->cap ? 2 * rp->cap : 64;
-	struct pack_blob *v = realloc(rp->blobs, cap * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	rp->blobs = v;
-	rp->cap = cap;
-	return 0;
-}
-
-/* Copies one blob into the new pack, checking that its bytes are the ones it names. */
+/* Copies one blob into the new packs, checking that its bytes are the ones it names. */
 static int copy_blob(struct repack *rp, const struct prune_pack *from, const struct live *b)
 {
 	struct pack_member m = {.path = b->member, .size = b->size, .mode = b->mode,
 				.uid = b->uid, .gid = b->gid, .mtime_ns = b->mtime_ns};
 	struct blob_reader br = {rp->pc, from, b, &rp->p->o};
 	unsigned char sha[32];
-	uint64_t off;
-	int r = grow_index(rp) ?: pack_writer_add_reader(rp->w, &m, read_blob, &br, sha, &off);
+	int r = packer_add_reader(rp->pk, &m, read_blob, &br, sha, NULL);
 	char hex[65];
 	hex_encode(b->sha256, 32, hex);
 	if (r == 0 && memcmp(sha, b->sha256, 32) != 0) {
@@ -551,28 +479,18 @@ static int copy_blob(struct repack *rp, const struct prune_pack *from, const str
 			  "('cassbackup check --read-data' tells more)", hex, rp->p->location, from->path);
 		return -EBADMSG;
 	}
+	if (r < 0 && rp->err->len)
+		return r; /* a commit said why (registering, deleting) */
 	if (r == -ECANCELED)
 		sb_puts(rp->err, "interrupted");
+	else if (r < 0 && *packer_errmsg(rp->pk))
+		sb_printf(rp->err, "%s", packer_errmsg(rp->pk));
 	else if (r < 0)
 		sb_printf(rp->err, "cannot copy blob %s (%s) from %s/%s: %s", hex, b->member,
 			  rp->p->location, from->path, r == -ENOMEM ? strerror(-r) : pack_cache_strerror(r));
-	if (r < 0)
-		return r;
-	struct pack_blob *x = &rp->blobs[rp->nblobs++];
-	memcpy(x->sha256, b->sha256, 32);
-	x->size = b->size;
-	x->offset = off;
-	rp->bytes += b->size;
-	rp->p->st.bytes_rewritten += b->size;
-	return tsearch(b->member, &rp->names, cmp_str) ? 0 : -ENOMEM;
-}
-
-/* A new pack is cut when it is full, or when a member name would repeat in it (two nodes'
- * sstables of the same name): `tar -x` of it must give each file its own bytes. */
-static bool must_cut(const struct repack *rp, const struct live *b)
-{
-	uint64_t limit = rp->p->o.pack_bytes ? rp->p->o.pack_bytes : PRUNE_DEFAULT_PACK_BYTES;
-	return rp->w && (rp->bytes >= limit || tfind(b->member, &rp->names, cmp_str));
+	if (r == 0)
+		rp->p->st.bytes_rewritten += b->size;
+	return r;
 }
 
 static int repack_one(struct repack *rp, struct prune_pack *k, struct live_list *live)
@@ -590,42 +508,41 @@ static int repack_one(struct repack *rp, struct prune_pack *k, struct live_list 
 			  (unsigned long long)k->used);
 		return -EUCLEAN;
 	}
-	for (size_t i = 0; r == 0 && i < live->n; i++) {
-		if (must_cut(rp, &live->v[i]))
-			r = finish_new_pack(rp);
-		if (r == 0 && !rp->w)
-			r = start_new_pack(rp);
-		if (r == 0)
-			r = copy_blob(rp, k, &live->v[i]);
-	}
+	for (size_t i = 0; r == 0 && i < live->n; i++)
+		r = copy_blob(rp, k, &live->v[i]);
 	if (r == 0)
-		k->copied = true;
+		k->copied = true; /* deleted once the pack its last blob went into is committed */
 	return r;
 }
 
 static int repack_all(prune *p, struct strbuf *err)
 {
-	struct repack rp = {.p = p, .err = err};
+	struct repack rp = {.p = p, .err = err, .created_ns = now_ns()};
 	int r = store_pack_cache(p->store, &rp.pc);
 	if (r < 0) {
 		sb_printf(err, "cannot read packs of %s: %s", p->location, strerror(-r));
 		return r;
 	}
-	/* Names in the tree point into the live lists: each is kept until its pack is done. */
-	struct live_list *lists = calloc(p->npacks ? p->npacks : 1, sizeof(*lists));
-	if (!lists)
-		r = -ENOMEM;
-	for (size_t i = 0; r == 0 && i < p->npacks; i++)
-		if (p->packs[i].action == PRUNE_REPACK)
-			r = repack_one(&rp, &p->packs[i], &lists[i]);
-	if (r == 0 && rp.w)
-		r = finish_new_pack(&rp);
+	struct packer_opts po = {.backend = store_backend(p->store), .target = p->o.pack_size,
+				 .level = p->o.level, .threads = p->o.threads,
+				 .frame_size = p->o.frame_size, .committed = pack_committed, .ctx = &rp};
+	r = packer_new(&po, &rp.pk);
+	for (size_t i = 0; r == 0 && i < p->npacks; i++) {
+		if (p->packs[i].action != PRUNE_REPACK)
+			continue;
+		struct live_list live = {0};
+		r = repack_one(&rp, &p->packs[i], &live);
+		live_list_free(&live);
+	}
+	if (r == 0 && p->o.cancel && *p->o.cancel)
+		r = -ECANCELED;
+	if (r == 0 && (r = packer_finish(rp.pk)) < 0 && !err->len)
+		sb_printf(err, "%s", packer_errmsg(rp.pk));
+	if (r == -ECANCELED && !err->len)
+		sb_puts(err, "interrupted");
 	if (r == -ENOMEM && !err->len)
 		sb_puts(err, "out of memory");
-	forget_new_pack(&rp);
-	for (size_t i = 0; lists && i < p->npacks; i++)
-		live_list_free(&lists[i]);
-	free(lists);
+	packer_free(rp.pk); /* aborts a pack not committed */
 	return r;
 }
 

@@ -15,10 +15,11 @@
  *      the bytes they hold; others stay;
  *   3. deletes: the pack from the store, then from the catalog;
  *   4. repacks: copies the used blobs, each checked against its SHA-256 on the way, into new
- *      packs (members named as in a create, <ks>/<table>-<id>/[<.index>/]<file>, after one
- *      file that uses the blob, so `tar -x` of any pack still gives a data-dir layout); commits
- *      a new pack, registers it and makes it the current location of its blobs, and only then
- *      deletes the packs whose used blobs it now holds.
+ *      packs of about pack_size (packer.h; members named as in a create,
+ *      <ks>/<table>-<id>/[<.index>/]<file>, after one file that uses the blob, so `tar -x` of
+ *      any pack still gives a data-dir layout); commits a new pack, registers it and makes it
+ *      the current location of its blobs, and only then deletes the packs whose used blobs
+ *      are all in new packs committed so.
  * So a prune killed at any point loses no blob of a remaining backup, and the next prune
  * finishes the job: a pack deleted from the store but not from the catalog is dropped by the
  * reconcile; a repack killed after its new pack was registered leaves the old pack holding
@@ -42,7 +43,6 @@
 #include "util.h"
 
 #define PRUNE_DEFAULT_MAX_UNUSED 5            /* percent */
-#define PRUNE_DEFAULT_PACK_BYTES (1ull << 30) /* blob bytes per new pack */
 
 struct prune_opts {
 	unsigned max_unused;  /* unused share of the store to tolerate, percent (0-100; 100: no repack) */
@@ -57,7 +57,7 @@ struct prune_opts {
 	int level;            /* zstd level of new packs (0: 3) */
 	unsigned threads;     /* compression threads (0: the caller's) */
 	size_t frame_size;    /* 0: the default */
-	uint64_t pack_bytes;  /* blob bytes after which a new pack is started (0: the default) */
+	uint64_t pack_size;   /* tar-stream bytes per new pack (0: PACK_DEFAULT_SIZE, packer.h) */
 };
 
 enum prune_action { PRUNE_KEEP, PRUNE_DELETE, PRUNE_REPACK };

@@ -451,7 +451,7 @@ static void backoff(unsigned attempt)
 	unsigned cap_ms = 100u << (attempt < 6 ? attempt : 6);
 	if (cap_ms > 5000)
 		cap_ms = 5000;
-	unsigned ms = (unsigned)(random() % (cap_ms + 1));
+	unsigned ms = (unsigned)random_below(cap_ms + 1);
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
 	nanosleep(&ts, NULL);
 }

@@ -299,12 +299,36 @@ static int open_catalog(struct store *s, struct strbuf *err)
 int store_follow_catalog(struct store *s, struct strbuf *err)
 {
 	struct stat st;
-	if (stat(s->catalog_path, &st) == 0 && st.st_dev == s->catalog_dev && st.st_ino == s->catalog_ino)
-		return 0;
-	catalog_close(s->cat);
+	char was[33];
+	snprintf(was, sizeof(was), "%s", s->catalog_id);
+	if (stat(s->catalog_path, &st) == 0 && st.st_dev == s->catalog_dev && st.st_ino == s->catalog_ino) {
+		/* the same file; another reader may have renewed its identity (below) */
+		int r = catalog_reread_identity(s->cat);
+		if (r < 0 || !strcmp(catalog_identity(s->cat), was))
+			return r;
+		pthread_mutex_lock(&s->mu);
+		snprintf(s->catalog_id, sizeof(s->catalog_id), "%s", catalog_identity(s->cat));
+		pthread_mutex_unlock(&s->mu);
+		return 1;
+	}
+	catalog *old = s->cat;
 	s->cat = NULL;
-	int r = open_catalog(s, err) ?: store_reconcile(s, RECONCILE_PACKS, NULL, err);
-	return r < 0 ? r : 1;
+	int r = open_catalog(s, err);
+	if (r < 0) { /* the one open stays */
+		s->cat = old;
+		return r;
+	}
+	catalog_close(old);
+	/* another file under the identity we knew: a copy put in place, whose ids may name other
+	 * rows than ours did; a new identity tells it apart from now on */
+	if (!strcmp(catalog_identity(s->cat), was) && catalog_renew_identity(s->cat) == 0) {
+		pthread_mutex_lock(&s->mu);
+		snprintf(s->catalog_id, sizeof(s->catalog_id), "%s", catalog_identity(s->cat));
+		pthread_mutex_unlock(&s->mu);
+	}
+	/* moved, whatever the reconcile gives (err says): the caller starts afresh either way */
+	store_reconcile(s, RECONCILE_PACKS, NULL, err);
+	return 1;
 }
 
 int store_open(const char *location, const struct store_options *o, struct store **out,

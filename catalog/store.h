@@ -97,9 +97,11 @@ int store_check_file_content(struct store *s, const struct cb_file_ident *f,
 int store_check_location(struct store *s, const struct cb_blob_loc *loc, struct strbuf *err);
 
 /* For a long-lived reader (the mount): when the file at the store's catalog path is no longer
- * the catalog the store opened (deleted and made anew, set aside as damaged), opens the one
- * there now (making it when missing) and reconciles it with the store: 1. 0 when it is the
- * same file, or -errno with err. Only the thread that owns the store's catalog may call it. */
+ * the catalog the store opened (deleted and made anew, set aside as damaged, a copy put in
+ * place: that one gets a new identity), opens the one there now (making it when missing) and
+ * reconciles it with the store: 1; 1 too when the same file's identity was renewed by another
+ * reader; 0 when nothing changed; or -errno with err. Only the thread that owns the store's
+ * catalog may call it. */
 int store_follow_catalog(struct store *s, struct strbuf *err);
 
 enum reconcile_flags {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -395,4 +396,12 @@ bool is_table_dir_name(const char *name)
 	const char *dash = strrchr(name, '-');
 	return dash && dash > name && strlen(dash + 1) == 32 &&
 	       strspn(dash + 1, "0123456789abcdef") == 32;
+}
+
+uint64_t random_below(uint64_t n)
+{
+	uint64_t v = 0;
+	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != sizeof(v))
+		v = (uint64_t)now_ns() ^ ((uint64_t)getpid() << 32); /* never blocks, never fails */
+	return v % n;
 }

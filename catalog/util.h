@@ -71,6 +71,10 @@ void format_bytes(uint64_t bytes, char *out, size_t outlen);
 void format_time_utc(int64_t ns, char *out, size_t outlen);
 
 int64_t now_ns(void);          /* CLOCK_REALTIME */
+/* A number in [0, n) from the kernel's random source (getrandom): for jitter and backoff, so
+ * that processes started together do not retry together (random() unseeded gives every
+ * process the same sequence). n > 0. */
+uint64_t random_below(uint64_t n);
 double mono_seconds(void);     /* CLOCK_MONOTONIC */
 
 /* Little-endian integers, as the zstd formats and the pack trailer store them. */

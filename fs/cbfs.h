@@ -56,6 +56,10 @@ struct cbfs {
 	pthread_key_t conn_key;  /* each worker thread's struct conn */
 	atomic_bool readahead_done;
 	atomic_uint gen;         /* the catalog generation of inode numbers handed out now */
+	/* A worker's new connection and the generation it serves are taken together (read), and
+	 * the refresh thread moves to a new catalog and bumps the generation together (write):
+	 * a connection to the new catalog never serves the old generation's numbers. */
+	pthread_rwlock_t gen_lock;
 
 	/* refresh.c: requests and their completion, under mu */
 	pthread_mutex_t mu;

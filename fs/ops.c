@@ -64,6 +64,17 @@ static void close_conn(void *p)
 
 #define WAIT_REOPEN_NS (30 * 1000000000LL)
 
+/* A new connection for cn, to the catalog of the generation it then records (cbfs.h
+ * gen_lock). -ESTALE when the file at the catalog's path is not the mount's catalog. */
+static int open_conn(struct cbfs *fs, struct conn *cn)
+{
+	pthread_rwlock_rdlock(&fs->gen_lock);
+	cn->gen = atomic_load(&fs->gen);
+	int r = store_catalog_connect(fs->store, true, &cn->c);
+	pthread_rwlock_unlock(&fs->gen_lock);
+	return r;
+}
+
 /* This thread's connection to the catalog the mount serves now: opened at the thread's first
  * request, and again after the refresh thread moved the mount to a catalog made anew. */
 static int get_conn(struct cbfs *fs, struct conn **out)
@@ -78,24 +89,22 @@ static int get_conn(struct cbfs *fs, struct conn **out)
 			return r;
 		}
 	}
-	unsigned gen = atomic_load(&fs->gen);
-	if (cn->c && cn->gen == gen) {
+	if (cn->c && cn->gen == atomic_load(&fs->gen)) {
 		*out = cn;
 		return 0;
 	}
 	catalog_close(cn->c);
 	cn->c = NULL;
-	int r = store_catalog_connect(fs->store, true, &cn->c);
-	if (r == -ESTALE) { /* made anew at its path: have the refresh thread move to it */
+	int r = open_conn(fs, cn);
+	if (r == -ESTALE || r == -ENOENT) { /* made anew at its path, or gone: have the refresh
+					     * thread move to the one there, made when missing */
 		cbfs_refresh(fs, REFRESH_REOPEN, 0, WAIT_REOPEN_NS);
-		gen = atomic_load(&fs->gen);
-		r = store_catalog_connect(fs->store, true, &cn->c);
+		r = open_conn(fs, cn);
 	}
 	if (r < 0) {
 		cbfs_log(fs, "cannot open the catalog of %s: %s", fs->location, strerror(-r));
 		return r;
 	}
-	cn->gen = gen;
 	*out = cn;
 	return 0;
 }

@@ -28,15 +28,18 @@ static int64_t since(const struct cbfs *fs, int what)
 static void follow_catalog(struct cbfs *fs)
 {
 	struct strbuf err = {0};
+	pthread_rwlock_wrlock(&fs->gen_lock);
 	int r = store_follow_catalog(fs->store, &err);
 	if (r > 0) {
 		unsigned g = atomic_load(&fs->gen);
 		atomic_store(&fs->gen, g >= GEN_MAX ? 1 : g + 1);
+	}
+	pthread_rwlock_unlock(&fs->gen_lock);
+	if (r > 0)
 		cbfs_log(fs, "%s: the catalog was made anew; inode numbers handed out before are "
 			 "stale now", fs->location);
-	} else if (r < 0) {
-		cbfs_log(fs, "%s: %s", fs->location, err.buf ? err.buf : strerror(-r));
-	}
+	if (err.len)
+		cbfs_log(fs, "%s: %s", fs->location, err.buf);
 	sb_free(&err);
 }
 
@@ -84,6 +87,7 @@ static void *refresher(void *arg)
 int cbfs_refresh_start(struct cbfs *fs)
 {
 	pthread_mutex_init(&fs->mu, NULL);
+	pthread_rwlock_init(&fs->gen_lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -6,6 +6,7 @@
  * JSON).
  */
 #include "cli.h"
+#include "packer.h"
 #include "copy.h"
 #include "lock.h"
 #include "store.h"
@@ -21,7 +22,7 @@
 struct copy_cmd {
 	const char *from, *to;
 	bool all, dry_run, json;
-	uint64_t level, threads;
+	uint64_t level, threads, pack_size;
 	char *from_shown, *to_shown; /* escaped for messages */
 	struct store *src, *dst;
 	struct store_lock *lock;
@@ -184,7 +185,7 @@ static void planned(void *pctx, const struct copy_stats *st)
 static void copy_one(struct copy_cmd *c, struct copy_item *it, struct strbuf *err)
 {
 	struct copy_opts o = {.level = (int)c->level, .threads = (unsigned)c->threads,
-			      .dry_run = c->dry_run, .cancel = &cancel_requested,
+			      .pack_size = c->pack_size, .dry_run = c->dry_run, .cancel = &cancel_requested,
 			      .progress = progress_add, .planned = planned, .pctx = &c->prog};
 	double start = mono_seconds();
 	err->len = 0;
@@ -267,6 +268,9 @@ int cmd_copy(int argc, char **argv)
 		 .help = "zstd level of the new packs (default 3)", .min = 1, .max = 19},
 		{.name = "threads", .short_name = 'j', .type = OPT_U64, .value = &c.threads, .arg = "N",
 		 .help = "compression threads (default: all cores)", .max = MAX_THREADS},
+		{.name = "pack-size", .type = OPT_SIZE, .value = &c.pack_size, .arg = "SIZE",
+		 .help = "bytes of tar stream per new pack (default 512M)", .config_key = "pack_size",
+		 .min = PACK_MIN_SIZE},
 		{.name = "json", .type = OPT_FLAG, .value = &c.json, .help = "print JSON for scripts"},
 		{0},
 	};

@@ -20,6 +20,7 @@
 #include "cli.h"
 #include "exec.h"
 #include "scan.h"
+#include "packer.h"
 #include "seekable.h"
 #include "store.h"
 #include "util.h"
@@ -44,7 +45,7 @@ struct create_opts {
 	const char *node, *cluster, *datacenter, *host_id;
 	const char *cassandra_conf, *nodetool;
 	const char *cassandra_version, *tokens_file;
-	uint64_t level, threads, frame_kib;
+	uint64_t level, threads, frame_kib, pack_size;
 	bool json, take_snapshot, include_system;
 	struct strv data_dirs;
 	struct selection sel;
@@ -132,6 +133,9 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 		{.name = "frame-kib", .type = OPT_U64, .value = &o->frame_kib, .arg = "N",
 		 .help = "KiB of tar stream per zstd frame (default 128)", .min = MIN_FRAME_KIB,
 		 .max = MAX_FRAME_KIB},
+		{.name = "pack-size", .type = OPT_SIZE, .value = &o->pack_size, .arg = "SIZE",
+		 .help = "bytes of tar stream per pack (default 512M)", .config_key = "pack_size",
+		 .min = PACK_MIN_SIZE},
 		{.name = "json", .type = OPT_FLAG, .value = &o->json, .help = "print the summary as JSON"},
 		{.name = "take-snapshot", .type = OPT_FLAG, .value = &o->take_snapshot,
 		 .help = "run nodetool snapshot first and clearsnapshot after"},
@@ -433,10 +437,19 @@ static int add_scanned_file(backup_writer *w, unsigned table, unsigned dir,
 	return r;
 }
 
+static uint64_t table_bytes(const struct scan_table *t)
+{
+	uint64_t n = 0;
+	for (size_t k = 0; k < t->nfiles; k++)
+		n += (uint64_t)t->files[k].st.st_size;
+	return n;
+}
+
 /* Hands one scanned table, its index directories and its files to the writer. */
 static int add_table(backup_writer *w, const struct scan_table *t, struct progress *prog)
 {
 	struct backup_table bt = {
+		.bytes = table_bytes(t),
 		.keyspace = t->keyspace,
 		.table = t->table,
 		.table_id = t->table_id,
@@ -549,6 +562,7 @@ static void report_json(const struct create_opts *o, const struct node_meta *nm,
 	json_kv_u64(&j, "bytes", s->bytes);
 	json_kv_u64(&j, "new_bytes", s->new_bytes);
 	json_kv_u64(&j, "stored_bytes", s->stored_bytes);
+	json_kv_u64(&j, "packs", s->packs);
 	json_kv_double(&j, "seconds", secs, 3);
 	json_kv_str(&j, "cassandra_version", nm->version);
 	json_key(&j, "tokens");
@@ -576,12 +590,44 @@ static void report_done(const struct create_opts *o, const struct node_meta *nm,
 	format_bytes(s->new_bytes, fresh, sizeof(fresh));
 	format_bytes(s->stored_bytes, stored, sizeof(stored));
 	format_bytes(secs > 0 ? (uint64_t)((double)s->bytes / secs) : 0, rate, sizeof(rate));
-	printf("backup %s: %llu tables, %llu files, %s; %s new, %s written to %s; %.1f s (%s/s)\n",
-	       o->name, (unsigned long long)s->tables, (unsigned long long)s->files, total, fresh,
-	       stored, o->store, secs, rate);
+	printf("backup %s: %llu tables, %llu files, %s; %s new, %s written to %s in %zu pack%s; "
+	       "%.1f s (%s/s)\n", o->name, (unsigned long long)s->tables, (unsigned long long)s->files,
+	       total, fresh, stored, o->store, s->packs, s->packs == 1 ? "" : "s", secs, rate);
 }
 
 /* --- the command ------------------------------------------------------------------------ */
+
+struct sized {
+	uint64_t bytes;
+	size_t index;
+};
+
+static int cmp_sized(const void *a, const void *b)
+{
+	const struct sized *x = a, *y = b;
+	if (x->bytes != y->bytes)
+		return x->bytes < y->bytes ? -1 : 1;
+	return (x->index > y->index) - (x->index < y->index);
+}
+
+/* The scan's tables by their bytes, smallest first (ties in scan order); NULL: no memory. */
+static size_t *tables_by_size(const struct scan_result *scan)
+{
+	struct sized *s = malloc((scan->ntables + 1) * sizeof(*s));
+	size_t *v = malloc((scan->ntables + 1) * sizeof(*v));
+	if (s && v) {
+		for (size_t i = 0; i < scan->ntables; i++)
+			s[i] = (struct sized){table_bytes(&scan->tables[i]), i};
+		qsort(s, scan->ntables, sizeof(*s), cmp_sized);
+		for (size_t i = 0; i < scan->ntables; i++)
+			v[i] = s[i].index;
+	} else {
+		free(v);
+		v = NULL;
+	}
+	free(s);
+	return v;
+}
 
 /* Writes and commits the scanned snapshot. 0 or -errno (the failure already said). */
 static int write_backup(const struct create_opts *o, const struct node_meta *nm,
@@ -597,6 +643,7 @@ static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 	progress_init(&prog, "backing up", scan->bytes, scan->nfiles);
 	struct backup_writer_opts wo = {.level = (int)o->level, .threads = (unsigned)o->threads,
 					.frame_size = (size_t)o->frame_kib << 10,
+					.pack_size = o->pack_size,
 					.cancel = &cancel_requested, .progress = progress_add,
 					.pctx = &prog};
 	backup_writer *w;
@@ -606,8 +653,14 @@ static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 		errorf("%s%s", err.buf, r == -EEXIST ? "; choose another --name" : "");
 	else
 		report_reclaimed(o, w);
+	/* small tables first: they share packs, the big ones then get packs of their own */
+	_cleanup_free_ size_t *order = r == 0 ? tables_by_size(scan) : NULL;
+	if (r == 0 && !order) {
+		errorf("out of memory");
+		r = -ENOMEM;
+	}
 	for (size_t i = 0; r == 0 && i < scan->ntables; i++)
-		r = add_table(w, &scan->tables[i], &prog);
+		r = add_table(w, &scan->tables[order[i]], &prog);
 	progress_end(&prog);
 	if (r == 0 && (r = backup_writer_commit(w, sum)) < 0 && r != -ECANCELED)
 		errorf("%s", backup_writer_errmsg(w));

@@ -5,6 +5,7 @@
  * gets, then bytes freed, rewritten and kept, as text or JSON).
  */
 #include "cli.h"
+#include "packer.h"
 #include "store.h"
 #include "prune.h"
 #include "util.h"
@@ -20,7 +21,7 @@ struct prune_cmd {
 	const char *max_unused_arg;
 	unsigned max_unused;
 	bool dry_run, json;
-	uint64_t lock_wait;
+	uint64_t lock_wait, pack_size;
 	char *shown; /* the store, escaped for messages */
 };
 
@@ -226,7 +227,7 @@ static int execute(struct prune_cmd *c)
 	struct prune_opts o = {.max_unused = c->max_unused, .dry_run = c->dry_run,
 			       .lock_wait_seconds = (int)c->lock_wait, .lock_waiting = lock_waiting,
 			       .lock_ctx = c, .progress = progress_add, .pctx = &prog,
-			       .cancel = &cancel_requested};
+			       .cancel = &cancel_requested, .pack_size = c->pack_size};
 	struct strbuf err = {0};
 	double start = mono_seconds();
 	prune *p;
@@ -276,6 +277,9 @@ int cmd_prune(int argc, char **argv)
 		 .help = "say what would be done; change nothing"},
 		{.name = "lock-wait", .type = OPT_U64, .value = &c.lock_wait, .arg = "SECONDS",
 		 .help = "wait this long for other commands' locks to go (default 60)", .max = 86400},
+		{.name = "pack-size", .type = OPT_SIZE, .value = &c.pack_size, .arg = "SIZE",
+		 .help = "bytes of tar stream per new pack (default 512M)", .config_key = "pack_size",
+		 .min = PACK_MIN_SIZE},
 		{.name = "json", .type = OPT_FLAG, .value = &c.json, .help = "print JSON for scripts"},
 		{0},
 	};

@@ -10,7 +10,7 @@ static const char *const known_keys[] = {
 	"store", "data_dir", "cassandra_conf", "nodetool", "nodetool_user", "nodetool_password_file",
 	"sstableloader", "sstableloader_user", "sstableloader_password_file", "hosts", "load_state_dir",
 	"mount_helper", "s3_endpoint", "s3_region", "s3_key_file", "s3_ca_file", "cache_dir",
-	"limit_upload", "limit_download", "s3_parallel",
+	"limit_upload", "limit_download", "s3_parallel", "pack_size",
 };
 
 struct entry {
