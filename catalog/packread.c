@@ -1078,7 +1078,37 @@ static bool at_frame_start(const struct seek_table *t, uint64_t off)
 	return t->doff[seek_table_frame_at(t, off)] == off;
 }
 
-/* Parses index bytes read from a pack and checks every blob against the pack's table. */
+static int cmp_blob_offset(const void *a, const void *b)
+{
+	const struct pack_blob *x = *(const struct pack_blob *const *)a;
+	const struct pack_blob *y = *(const struct pack_blob *const *)b;
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* True when no two blobs of the index share bytes (each is checked on its own before). */
+static int blobs_disjoint(const struct pack_index *pi, char *err, size_t errlen)
+{
+	size_t n = pi->nblobs;
+	const struct pack_blob **v = malloc((n ? n : 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		v[i] = &pi->blobs[i];
+	qsort(v, n, sizeof(*v), cmp_blob_offset);
+	int r = 0;
+	for (size_t i = 1; r == 0 && i < n; i++) {
+		if (v[i - 1]->size && v[i - 1]->offset + v[i - 1]->size > v[i]->offset) {
+			snprintf(err, errlen, "its index has blobs at offsets %llu and %llu that overlap",
+				 (unsigned long long)v[i - 1]->offset, (unsigned long long)v[i]->offset);
+			r = -EBADMSG;
+		}
+	}
+	free(v);
+	return r;
+}
+
+/* Parses index bytes read from a pack and checks every blob against the pack's table: each
+ * starts a frame within the pack's data, and no two overlap. */
 static int index_parse_checked(const char *buf, const struct seek_table *t,
 			       const struct pack_trailer *tr, struct pack_index *out, char *err,
 			       size_t errlen)
@@ -1090,10 +1120,12 @@ static int index_parse_checked(const char *buf, const struct seek_table *t,
 		    b->size > tr->index_offset - b->offset) {
 			snprintf(err, errlen, "pack index: blob %zu at %llu does not start a frame within "
 				 "the pack's data", i, (unsigned long long)b->offset);
-			pack_index_free(out);
 			r = -EBADMSG;
 		}
 	}
+	r = r ?: blobs_disjoint(out, err, errlen);
+	if (r < 0)
+		pack_index_free(out);
 	return r;
 }
 
@@ -1146,4 +1178,27 @@ int pack_cache_index(pack_cache *pc, const char *key, struct pack_index *out, ch
 	free(buf);
 	put_pack(pc, p);
 	return r;
+}
+
+int pack_meta_read(struct cb_io *io, struct pack_meta *out, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	out->size = io->size;
+	int r = pack_table_read(io, &out->table, &out->trailer);
+	if (r == -EBADMSG)
+		snprintf(err, errlen, "damaged trailer or seek table (missing, truncated, not tiling the "
+			 "%llu bytes of the pack, or not matching the SHA-256 in its trailer)",
+			 (unsigned long long)io->size);
+	else if (r < 0)
+		snprintf(err, errlen, "cannot read its seek table: %s", pack_cache_strerror(r));
+	if (r == 0 && (r = pack_index_read(io, out->table, &out->trailer, &out->index, err, errlen)) < 0)
+		pack_meta_free(out);
+	return r;
+}
+
+void pack_meta_free(struct pack_meta *m)
+{
+	seek_table_free(m->table);
+	pack_index_free(&m->index);
+	m->table = NULL;
 }

@@ -100,6 +100,21 @@ int pack_table_read(struct cb_io *io, struct seek_table **out, struct pack_trail
 int pack_index_read(struct cb_io *io, const struct seek_table *t, const struct pack_trailer *tr,
 		    struct pack_index *out, char *err, size_t errlen);
 
+/* What a pack says of itself, verified. */
+struct pack_meta {
+	uint64_t size;             /* of the object */
+	struct seek_table *table;  /* its frames tile the object up to the trailer */
+	struct pack_trailer trailer;
+	struct pack_index index;   /* every blob at a frame start before the index, none overlapping */
+};
+
+/* Reads and verifies the pack at io: trailer, seek table (against the SHA-256 the trailer
+ * holds, tiling the object) and index (pack_index_read). The one place a whole pack is
+ * verified (a reader of frames needs only pack_table_read). 0, or -EBADMSG (damaged) or the
+ * read's error, with one line in err; *out is the caller's (pack_meta_free) on success. */
+int pack_meta_read(struct cb_io *io, struct pack_meta *out, char *err, size_t errlen);
+void pack_meta_free(struct pack_meta *m); /* accepts a zeroed one */
+
 /* The same, through the cache (its verified table and trailer, its frames): the index of the
  * pack at key. */
 int pack_cache_index(pack_cache *pc, const char *key, struct pack_index *out, char *err,

@@ -620,27 +620,22 @@ static void note(struct reconcile_stats *st, const char *fmt, ...)
 static int index_pack(struct store *s, const char *key, uint64_t size, struct reconcile_stats *st)
 {
 	struct cb_io *io = NULL;
-	struct seek_table *t = NULL;
-	struct pack_trailer tr;
-	struct pack_index pi = {0};
-	char err[256] = "";
+	struct pack_meta pm = {0};
+	char err[512] = "";
 	int r = cb_backend_open_read(s->b, key, &io);
-	if (r == 0 && (r = pack_table_read(io, &t, &tr)) < 0)
-		snprintf(err, sizeof(err), "%s", pack_cache_strerror(r));
 	if (r == 0)
-		r = pack_index_read(io, t, &tr, &pi, err, sizeof(err));
+		r = pack_meta_read(io, &pm, err, sizeof(err));
 	if (r == 0) {
-		struct cb_pack_info p = {.path = key, .size = size, .frames = t->frames,
-					 .created_ns = now_ns(), .index_offset = tr.index_offset,
-					 .index_size = tr.index_size};
-		memcpy(p.table_sha256, tr.table_sha256, 32);
+		struct cb_pack_info p = {.path = key, .size = size, .frames = pm.table->frames,
+					 .created_ns = now_ns(), .index_offset = pm.trailer.index_offset,
+					 .index_size = pm.trailer.index_size};
+		memcpy(p.table_sha256, pm.trailer.table_sha256, 32);
 		int64_t id;
-		r = store_register_pack(s->cat, &p, &pi, &id);
+		r = store_register_pack(s->cat, &p, &pm.index, &id);
 	} else {
 		note(st, "%s: %s", key, *err ? err : strerror(-r));
 	}
-	pack_index_free(&pi);
-	seek_table_free(t);
+	pack_meta_free(&pm);
 	cb_io_close(io);
 	return r;
 }

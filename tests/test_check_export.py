@@ -40,7 +40,7 @@ def flip_in_blob(pack, offset):
         b = bytearray(plain)
         b[at + 3] ^= 0x10
         return bytes(b)
-    rewrite_frame(pack, offset, flip)
+    return rewrite_frame(pack, offset, flip)
 
 
 @pytest.fixture
@@ -131,14 +131,16 @@ def test_check_flipped_byte_in_blob_only_with_read_data(real_backup):
     store = real_backup
     [pack] = packs(store)
     name, off = blob_offsets(store, pack)[5]
-    flip_in_blob(pack, off)
+    table_changed = flip_in_blob(pack, off)
     run('zstd', '-t', '-q', pack)  # a valid zstd stream: only SHA-256 can tell
     key = os.path.relpath(pack, store)
-    # the catalog still has the old seek table's hash: it disagrees with the pack
     rc, res = check(store)
-    assert rc == 1 and len(res['problems']) == 1
-    assert res['problems'][0].startswith(f'catalog.db: pack {key}: its seek table SHA-256 differs')
-    assert 'reindex' in res['problems'][0]
+    if table_changed:  # the catalog still has the old seek table's hash: it disagrees
+        assert rc == 1 and len(res['problems']) == 1
+        assert res['problems'][0].startswith(f'catalog.db: pack {key}: its seek table SHA-256 differs')
+        assert 'reindex' in res['problems'][0]
+    else:  # the frame re-encoded to its old length (its tar header's times vary by run)
+        assert rc == 0, res
     # a careful forger leaves a catalog that agrees: rebuild it from the damaged store
     cb('reindex', '--store', store)
     rc, res = check(store)

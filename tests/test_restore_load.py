@@ -118,7 +118,9 @@ def rewrite_frame(pack, member_offset, fn):
     """Replaces the zstd frame holding tar-stream offset member_offset by a *valid* frame of
     changed content (fn(bytes) -> bytes, same length): damage zstd's checksum cannot see. The
     pack stays a consistent format-2 pack (pack.h): its seek table describes the new frame and
-    the trailer holds the new table's SHA-256, as a careful forger would leave it."""
+    the trailer holds the new table's SHA-256, as a careful forger would leave it. Returns True
+    when the seek table changed (the new frame's length differs), False when only the frame's
+    bytes did (a re-encoded frame of the same length)."""
     import hashlib
     data = read(pack)
     n = int.from_bytes(data[-9:-5], 'little')
@@ -145,6 +147,7 @@ def rewrite_frame(pack, member_offset, fn):
     table = (0x184D2A5E).to_bytes(4, 'little') + (len(st) + 9).to_bytes(4, 'little') + st + footer
     out += trailer[:32] + hashlib.sha256(table).digest() + table
     open(pack, 'wb').write(out)
+    return new_entries != entries
 
 
 def test_verify_flipped_byte_in_other_component_via_sha256(real_backup):

@@ -1,6 +1,7 @@
 /* backup_files.c: see backup_files.h. */
 #include "backup_files.h"
 #include "cli.h"
+#include "store.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -105,3 +106,20 @@ int load_files(catalog *cat, const char *store, int64_t table_row, struct vlist 
 	return r;
 }
 
+
+int files_match_manifest(struct store *s, const char *name, const char *ks, const char *table,
+			 const struct vlist *l, struct strbuf *why)
+{
+	struct cb_file_ident id;
+	snprintf(id.backup, sizeof(id.backup), "%s", name);
+	snprintf(id.keyspace, sizeof(id.keyspace), "%s", ks);
+	snprintf(id.table, sizeof(id.table), "%s", table);
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < l->n; i++) {
+		const struct vf *f = &l->v[i];
+		snprintf(id.dir, sizeof(id.dir), "%s", f->dir);
+		snprintf(id.name, sizeof(id.name), "%s", f->name);
+		r = store_check_file_content(s, &id, f->want, f->size, why);
+	}
+	return r;
+}

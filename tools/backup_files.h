@@ -42,6 +42,14 @@ void tables_free(struct tables *ts);
 
 /* Loads the files of one table row; prints why not and returns < 0. */
 int load_files(catalog *cat, const char *store, int64_t table_row, struct vlist *l);
+
+/* Holds each file of l (of table ks.table of backup name) against the backup's manifest in
+ * the store (store_check_file_content): the catalog is a cache, and what a file's bytes are
+ * checked against must be the store's word. 0, or < 0 with one line in why naming the first
+ * that disagrees (-EUCLEAN) or why the manifest cannot be read. */
+struct store;
+int files_match_manifest(struct store *s, const char *name, const char *ks, const char *table,
+			 const struct vlist *l, struct strbuf *why);
 void vlist_free(struct vlist *l);
 
 #endif

@@ -330,34 +330,11 @@ static int cmp_pack_blob_offset(const void *a, const void *b)
 	return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-/* True when no two blobs of the index share bytes (pack_index_read checks each on its own). */
-static bool blobs_disjoint(struct check *c, struct cpack *p)
-{
-	size_t n = p->idx.nblobs;
-	struct pack_blob *v = malloc((n ? n : 1) * sizeof(*v));
-	if (!v) {
-		c->oom = true;
-		return true;
-	}
-	copy(v, p->idx.blobs, n, sizeof(*v));
-	sort(v, n, sizeof(*v), cmp_pack_blob_offset);
-	bool ok = true;
-	for (size_t i = 1; ok && i < n; i++) {
-		if (v[i - 1].size && v[i - 1].offset + v[i - 1].size > v[i].offset) {
-			problem(c, "%s: its index has blobs at offsets %llu and %llu that overlap", p->key,
-				(unsigned long long)v[i - 1].offset, (unsigned long long)v[i].offset);
-			ok = false;
-		}
-	}
-	free(v);
-	return ok;
-}
-
-/* Trailer, seek table and index of one pack; p->ok when all verify. */
+/* Trailer, seek table and index of one pack (pack_meta_read); p->ok when all verify. */
 static void check_pack(struct check *c, struct cpack *p)
 {
 	struct cb_io *io = NULL;
-	struct seek_table *t = NULL;
+	struct pack_meta pm = {0};
 	char why[512] = "";
 	int r = cb_backend_open_read(store_backend(c->s), p->key, &io);
 	if (r < 0) {
@@ -366,20 +343,19 @@ static void check_pack(struct check *c, struct cpack *p)
 		return;
 	}
 	p->size = io->size;
-	r = pack_table_read(io, &t, &p->tr);
-	if (r == -EBADMSG)
-		problem(c, "%s: damaged trailer or seek table (missing, truncated, not tiling the %llu "
-			"bytes of the pack, or not matching the SHA-256 in its trailer)", p->key,
-			(unsigned long long)p->size);
+	r = pack_meta_read(io, &pm, why, sizeof(why));
+	if (r == -ENOMEM)
+		c->oom = true;
 	else if (r < 0)
-		problem(c, "%s: cannot read its seek table: %s", p->key, pack_cache_strerror(r));
-	if (r == 0 && (r = pack_index_read(io, t, &p->tr, &p->idx, why, sizeof(why))) < 0)
 		problem(c, "%s: %s", p->key, why);
 	if (r == 0) {
-		p->frames = t->frames;
-		p->ok = blobs_disjoint(c, p);
+		p->frames = pm.table->frames;
+		p->tr = pm.trailer;
+		p->idx = pm.index;
+		pm.index = (struct pack_index){0}; /* p's now */
+		p->ok = true;
 	}
-	seek_table_free(t);
+	pack_meta_free(&pm);
 	cb_io_close(io);
 }
 
@@ -787,14 +763,9 @@ out:
 static int on_manifest_key(void *ctx, const char *key, uint64_t size)
 {
 	(void)size;
-	const char *name = key + strlen("backups/");
-	size_t n = strlen(name);
-	char buf[256];
-	if (n > 5 && n - 5 < sizeof(buf) && !strcmp(name + n - 5, ".json")) {
-		snprintf(buf, sizeof(buf), "%.*s", (int)(n - 5), name);
-		if (name_is_component(buf))
-			return strv_push(ctx, buf);
-	}
+	char name[256];
+	if (store_manifest_name(key, name) == 0)
+		return strv_push(ctx, name);
 	return strv_push(ctx, key); /* not a manifest: kept as "backups/...", named below */
 }
 

@@ -66,18 +66,13 @@ static bool known(const struct strv *v, const char *s)
 static void pack_why(struct reindex *x, const char *key, char *why, size_t n)
 {
 	struct cb_io *io = NULL;
-	struct seek_table *t = NULL;
-	struct pack_trailer tr;
-	struct pack_index pi = {0};
+	struct pack_meta pm = {0};
 	int r = cb_backend_open_read(store_backend(x->s), key, &io);
-	if (r == 0 && (r = pack_table_read(io, &t, &tr)) < 0)
-		snprintf(why, n, "%s", r == -EBADMSG ? "damaged trailer or seek table" : pack_cache_strerror(r));
-	else if (r == 0 && pack_index_read(io, t, &tr, &pi, why, n) == 0)
+	if (r == 0 && pack_meta_read(io, &pm, why, n) == 0)
 		snprintf(why, n, "it reads now (changed while indexed?)");
 	else if (r < 0)
 		snprintf(why, n, "%s", strerror(-r));
-	pack_index_free(&pi);
-	seek_table_free(t);
+	pack_meta_free(&pm);
 	cb_io_close(io);
 }
 

@@ -193,22 +193,12 @@ static int open_target(const struct restore_opts *o, struct plan_table *pt)
  * (said: nothing is restored). */
 static int check_against_manifest(const struct restore_opts *o, const struct plan_table *pt)
 {
-	struct cb_file_ident id;
-	snprintf(id.backup, sizeof(id.backup), "%s", o->name);
-	snprintf(id.keyspace, sizeof(id.keyspace), "%s", pt->t.keyspace);
-	snprintf(id.table, sizeof(id.table), "%s", pt->t.table);
-	int r = 0;
-	for (size_t i = 0; r == 0 && i < pt->files.n; i++) {
-		const struct vf *f = &pt->files.v[i];
-		struct strbuf why = {0};
-		snprintf(id.dir, sizeof(id.dir), "%s", f->dir);
-		snprintf(id.name, sizeof(id.name), "%s", f->name);
-		r = store_check_file_content(o->st, &id, f->want, f->size, &why);
-		if (r < 0)
-			errorf("cannot restore backup %s: %s; nothing was restored", o->name,
-			       why.buf ? why.buf : strerror(-r));
-		sb_free(&why);
-	}
+	struct strbuf why = {0};
+	int r = files_match_manifest(o->st, o->name, pt->t.keyspace, pt->t.table, &pt->files, &why);
+	if (r < 0)
+		errorf("cannot restore backup %s: %s; nothing was restored", o->name,
+		       why.buf ? why.buf : strerror(-r));
+	sb_free(&why);
 	return r < 0 ? 2 : 0;
 }
 

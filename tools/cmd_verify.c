@@ -557,6 +557,11 @@ static int execute_table(struct verify *v, const char *name, const struct cb_tab
 	int r = load_files(v->cat, v->store, t->row, &l);
 	if (r < 0)
 		return r;
+	/* the SHA-256 each file is checked against must be the manifest's, not only the cache's */
+	struct strbuf why = {0};
+	if (files_match_manifest(v->st, name, t->keyspace, t->table, &l, &why) < 0)
+		add_error(&res, "%s", why.buf ? why.buf : "the manifest cannot be read");
+	sb_free(&why);
 	size_t n = l.n; /* the files to read: v[0 .. n) */
 	if (v->dir) {
 		struct dir_ctx d = {.res = &res, .dir = v->dir};
