@@ -71,18 +71,28 @@ bool cb_location_is_remote(const char *location)
 	return location && strncmp(location, "s3://", 5) == 0;
 }
 
-int cb_backend_open(const char *location, int flags, const struct cb_s3_options *s3,
+int cb_backend_open(const char *location, int flags, const struct cb_s3_options *o,
 		    struct cb_backend **out)
 {
 	*out = NULL;
 	last_error[0] = '\0';
 	if (!location || !*location)
 		return -EINVAL;
-	if (cb_location_is_remote(location)) {
-		struct cb_s3_options none = {0};
-		return cb_backend_open_s3(location, flags, s3 ? s3 : &none, out);
+	struct cb_s3_options none = {0};
+	if (!o)
+		o = &none;
+	struct cb_backend *real, *limited;
+	int r = cb_location_is_remote(location) ? cb_backend_open_s3(location, flags, o, &real)
+						: cb_backend_open_local(location, flags, &real);
+	if (r < 0)
+		return r;
+	if ((r = cb_backend_limit(real, o->limit_upload, o->limit_download, &limited)) < 0) {
+		cb_backend_close(real);
+		return r;
 	}
-	return cb_backend_open_local(location, flags, out);
+	if ((r = cb_backend_retry(limited, o->retries ? o->retries : CB_RETRIES_DEFAULT, out)) < 0)
+		cb_backend_close(limited);
+	return r;
 }
 
 void cb_backend_close(struct cb_backend *b)

@@ -42,21 +42,25 @@ enum cb_backend_flags {
  * need parts over S3_MAX_PART_SIZE. */
 int cb_s3_part_size(uint64_t base, uint64_t min_part, uint64_t size, uint64_t *part);
 
-/* How to reach an S3-compatible store. Strings may be NULL (unset). */
+/* How to reach a store: an S3-compatible one (the strings, parallel, part sizes), and for
+ * every kind, local or not, the transfer limits and retries (backend_wrap.c). Strings may be
+ * NULL (unset). */
 struct cb_s3_options {
 	const char *endpoint;      /* "http://127.0.0.1:9000": path-style; NULL: AWS, virtual-hosted */
 	const char *region;        /* NULL: us-east-1 */
 	const char *access_key, *secret_key, *session_token;
 	const char *ca_file;       /* TLS is always verified; this adds a CA bundle */
 	unsigned parallel;         /* requests in flight at most (0: 4; at most S3_PARALLEL_MAX) */
-	uint64_t limit_upload;     /* bytes/s over all transfers, 0: unlimited */
+	uint64_t limit_upload;     /* bytes/s over all transfers of the store, 0: unlimited */
 	uint64_t limit_download;
 	uint64_t part_size;        /* multipart part size at least (0: 16 MiB); larger where an
 				    * object would need over S3_MAX_PARTS parts */
 	uint64_t min_part_size;    /* the server's smallest part (0: S3's 5 MiB); for test servers
 				    * that take smaller ones (CASSBACKUP_S3_MIN_PART_SIZE) */
-	unsigned retries;          /* attempts after the first (0: 5) */
+	unsigned retries;          /* attempts after the first of a transient failure (0: 5) */
 };
+
+#define CB_RETRIES_DEFAULT 5
 
 /* Fills the unset fields of o from the environment as the AWS CLI reads it: AWS_ENDPOINT_URL,
  * AWS_REGION / AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
@@ -70,10 +74,15 @@ struct cb_s3_options {
 int cb_s3_options_resolve(struct cb_s3_options *o, const char *key_file, char ***strings);
 
 /* Opens the store at location: a local directory path (which must exist), or
- * s3://bucket/prefix (s3 may be NULL for a local store). -ENOENT, -ENOTDIR, -EINVAL for a
+ * s3://bucket/prefix, as the stack retry(limit(local or S3 backend)) (backend_wrap.c), with
+ * the limits and retries of o (NULL: none and the default). -ENOENT, -ENOTDIR, -EINVAL for a
  * malformed location, or -errno; *out is the caller's (cb_backend_close). */
-int cb_backend_open(const char *location, int flags, const struct cb_s3_options *s3,
+int cb_backend_open(const char *location, int flags, const struct cb_s3_options *o,
 		    struct cb_backend **out);
+
+/* Sleeps before retry number attempt (1, 2, ...) of a transient failure: full jitter, up to
+ * 100 ms doubling each time, 5 s at most. The one backoff of every retry. */
+void cb_backoff(unsigned attempt);
 
 /* True when location names object storage (s3://...). */
 bool cb_location_is_remote(const char *location);

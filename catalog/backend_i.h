@@ -42,6 +42,12 @@ struct cb_upload {
 int cb_backend_delete_each(struct cb_backend *b, const char *const *keys, size_t n, int *results);
 
 int cb_backend_open_local(const char *path, int flags, struct cb_backend **out);
+
+/* backend_wrap.c: wrappers that take over in (closing it with themselves). A backend's call
+ * that fails transiently, and may be made again whole, returns -EAGAIN for retry to repeat. */
+int cb_backend_limit(struct cb_backend *in, uint64_t up_bps, uint64_t down_bps,
+		     struct cb_backend **out);
+int cb_backend_retry(struct cb_backend *in, unsigned retries, struct cb_backend **out);
 int cb_backend_open_s3(const char *location, int flags, const struct cb_s3_options *o,
 		       struct cb_backend **out);
 

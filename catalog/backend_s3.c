@@ -35,9 +35,13 @@ struct s3_backend {
 
 static struct s3_client *client(struct cb_backend *b) { return ((struct s3_backend *)b)->c; }
 
+/* get, stat, del and ranged reads make one attempt: a transient failure is -EAGAIN, which the
+ * retry wrapper (backend_wrap.c) repeats. What an upload's commit calls itself is retried in
+ * place (retried()). */
+
 static int s3_get(struct cb_backend *b, const char *key, size_t max, char **data, size_t *len)
 {
-	struct s3_req rq = {.method = "GET", .key = key, .max_body = max};
+	struct s3_req rq = {.method = "GET", .key = key, .max_body = max, .once = true};
 	struct s3_resp rs;
 	int r = s3_request(client(b), &rq, &rs);
 	if (r < 0) {
@@ -53,7 +57,7 @@ static int s3_get(struct cb_backend *b, const char *key, size_t max, char **data
 
 static int s3_stat(struct cb_backend *b, const char *key, uint64_t *size)
 {
-	struct s3_req rq = {.method = "HEAD", .key = key};
+	struct s3_req rq = {.method = "HEAD", .key = key, .once = true};
 	struct s3_resp rs;
 	int r = s3_request(client(b), &rq, &rs);
 	sb_free(&rs.body);
@@ -62,13 +66,35 @@ static int s3_stat(struct cb_backend *b, const char *key, uint64_t *size)
 	return r;
 }
 
+/* s3_stat with its transient failures retried in place. */
+static int stat_retried(struct cb_backend *b, const char *key, uint64_t *size)
+{
+	int r = s3_stat(b, key, size);
+	for (unsigned a = 1; r == -EAGAIN && a <= s3_client_retries(client(b)); a++) {
+		cb_backoff(a);
+		r = s3_stat(b, key, size);
+	}
+	return r == -EAGAIN ? -EIO : r;
+}
+
+/* s3_get with its transient failures retried in place. */
+static int get_retried(struct cb_backend *b, const char *key, size_t max, char **data, size_t *len)
+{
+	int r = s3_get(b, key, max, data, len);
+	for (unsigned a = 1; r == -EAGAIN && a <= s3_client_retries(client(b)); a++) {
+		cb_backoff(a);
+		r = s3_get(b, key, max, data, len);
+	}
+	return r == -EAGAIN ? -EIO : r;
+}
+
 static int s3_del(struct cb_backend *b, const char *key)
 {
 	uint64_t size;
 	int r = s3_stat(b, key, &size); /* S3 answers 204 for absent keys too */
 	if (r < 0)
 		return r;
-	struct s3_req rq = {.method = "DELETE", .key = key};
+	struct s3_req rq = {.method = "DELETE", .key = key, .once = true};
 	struct s3_resp rs;
 	r = s3_request(client(b), &rq, &rs);
 	sb_free(&rs.body);
@@ -297,12 +323,13 @@ static ssize_t s3_pread(struct cb_io *io, void *buf, size_t len, uint64_t off)
 		return 0;
 	if (len > io->size - off)
 		len = (size_t)(io->size - off);
-	struct s3_req rq = {.method = "GET", .key = s->key, .range_off = off, .range_len = len, .dst = buf};
+	struct s3_req rq = {.method = "GET", .key = s->key, .range_off = off, .range_len = len, .dst = buf,
+			    .once = true};
 	struct s3_resp rs;
 	int r = s3_request(s->c, &rq, &rs);
 	sb_free(&rs.body);
 	if (r < 0)
-		return r == -ENOENT ? -ENOENT : -EIO;
+		return r == -ENOENT || r == -EAGAIN ? r : -EIO;
 	return (ssize_t)rs.length;
 }
 
@@ -539,7 +566,7 @@ static int check_free(struct s3_upload *up)
 	uint64_t size;
 	if (!up->exclusive)
 		return 0;
-	int r = s3_stat(up->b, up->key, &size);
+	int r = stat_retried(up->b, up->key, &size);
 	return r == 0 ? -EEXIST : r == -ENOENT ? 0 : r;
 }
 
@@ -549,7 +576,7 @@ static int ours_after_all(struct s3_upload *up, const void *data, size_t len)
 {
 	char *there;
 	size_t n;
-	int r = s3_get(up->b, up->key, len + 1, &there, &n);
+	int r = get_retried(up->b, up->key, len + 1, &there, &n);
 	r = r == 0 && n == len && memcmp(there, data, len) == 0 ? 0 : -EEXIST;
 	free(there);
 	return r;

@@ -1,6 +1,5 @@
 /* s3.c: see s3.h. */
 #include "s3.h"
-#include "ratelimit.h"
 #include "backend_i.h"
 
 #include <curl/curl.h>
@@ -29,29 +28,16 @@ struct s3_client {
 	char *access_key, *secret_key, *token_header, *ca_file;
 	unsigned parallel, retries;
 	uint64_t part_size, min_part_size;
-	struct rate_limit up, down;     /* over all of the client's transfers together */
-	size_t chunk;                   /* bytes per callback when limited: a tenth of a second */
 	pthread_mutex_t mu;
 	CURL *pool[POOL_MAX];
 	unsigned npool;
 };
 
-/* The bytes each body callback moves when a limit is set: a tenth of a second of the lower
- * rate (1 KiB to 16 KiB), so that a transfer waiting its turn behind the others still moves
- * bytes well within the stall timeout. */
-static size_t limited_chunk(const struct cb_s3_options *o)
-{
-	uint64_t rate = o->limit_upload;
-	if (o->limit_download && (!rate || o->limit_download < rate))
-		rate = o->limit_download;
-	uint64_t n = rate / 10;
-	return n < 1024 ? 1024 : n > 16384 ? 16384 : (size_t)n;
-}
-
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 unsigned s3_client_parallel(const struct s3_client *c) { return c->parallel; }
+unsigned s3_client_retries(const struct s3_client *c) { return c->retries; }
 const char *s3_client_prefix(const struct s3_client *c) { return c->prefix; }
 int s3_client_part_size(const struct s3_client *c, uint64_t size, uint64_t *part)
 {
@@ -117,9 +103,6 @@ int s3_client_new(const struct cb_s3_options *o, const char *bucket, const char 
 	c->retries = o->retries ? o->retries : DEFAULT_RETRIES;
 	c->part_size = o->part_size ? o->part_size : DEFAULT_PART;
 	c->min_part_size = o->min_part_size;
-	rate_limit_init(&c->up, o->limit_upload);
-	rate_limit_init(&c->down, o->limit_download);
-	c->chunk = limited_chunk(o);
 	pthread_mutex_init(&c->mu, NULL);
 	if (r || !c->prefix || !c->access_key || !c->secret_key || (o->ca_file && !c->ca_file)) {
 		s3_client_free(c);
@@ -136,8 +119,6 @@ void s3_client_free(struct s3_client *c)
 	for (unsigned i = 0; i < c->npool; i++)
 		curl_easy_cleanup(c->pool[i]);
 	pthread_mutex_destroy(&c->mu);
-	rate_limit_destroy(&c->up);
-	rate_limit_destroy(&c->down);
 	free(c->base);
 	free(c->prefix);
 	free(c->sigv4);
@@ -214,7 +195,6 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 			return n;
 		return sb_append(&x->rs->body, ptr, n) < 0 ? 0 : n;
 	}
-	rate_limit_take(&x->c->down, n);
 	if (x->rq->dst) {
 		if (x->received + n > x->rq->range_len) {
 			x->overflow = true;
@@ -237,9 +217,6 @@ static size_t on_upload(char *buf, size_t size, size_t nmemb, void *ud)
 	size_t n = size * nmemb, left = x->rq->body_len - x->sent;
 	if (n > left)
 		n = left;
-	if (x->c->up.bytes_per_second && n > x->c->chunk)
-		n = x->c->chunk;
-	rate_limit_take(&x->c->up, n);
 	memcpy(buf, (const char *)x->rq->body + x->sent, n);
 	x->sent += n;
 	return n;
@@ -361,8 +338,6 @@ static CURLcode perform(struct s3_client *c, CURL *h, const struct s3_req *rq, s
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)STALL_SECONDS);
 	if (c->ca_file)
 		curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
-	if (c->down.bytes_per_second) /* smaller reads, so the limit paces them evenly */
-		curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)c->chunk);
 	set_method(h, rq, x);
 	CURLcode cc = curl_easy_perform(h);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &rs->status);
@@ -446,16 +421,6 @@ static int errno_of(const struct s3_resp *rs)
 	}
 }
 
-static void backoff(unsigned attempt)
-{
-	unsigned cap_ms = 100u << (attempt < 6 ? attempt : 6);
-	if (cap_ms > 5000)
-		cap_ms = 5000;
-	unsigned ms = (unsigned)random_below(cap_ms + 1);
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
 int s3_request(struct s3_client *c, const struct s3_req *rq, struct s3_resp *rs)
 {
 	memset(rs, 0, sizeof(*rs));
@@ -466,7 +431,7 @@ int s3_request(struct s3_client *c, const struct s3_req *rq, struct s3_resp *rs)
 	enum verdict v = FAIL;
 	for (unsigned attempt = 0; attempt <= (rq->once ? 0 : c->retries); attempt++) {
 		if (attempt)
-			backoff(attempt);
+			cb_backoff(attempt);
 		sb_free(&rs->body);
 		memset(rs, 0, sizeof(*rs));
 		struct xfer x = {.c = c, .h = h, .rq = rq, .rs = rs};
@@ -484,6 +449,8 @@ int s3_request(struct s3_client *c, const struct s3_req *rq, struct s3_resp *rs)
 	cb_backend_set_error("%s %s%s: %s", rq->method, c->prefix, rq->key ? rq->key : "", why);
 	if (rs->too_large)
 		return -EFBIG;
+	if (v == RETRY && rq->once) /* one attempt asked for, and it may succeed again */
+		return -EAGAIN;
 	return rs->status ? errno_of(rs) : -EIO;
 }
 

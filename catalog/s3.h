@@ -5,9 +5,11 @@
  * Every request is retried with exponential backoff and full jitter (100 ms doubling, at most
  * 5 s between attempts) on connection failures, resets, stalls (no byte for 30 s), short
  * bodies, HTTP 429/500/502/503/504 and S3's RequestTimeout; a ranged read also when the
- * server's Content-Range or length is not what was asked. A request that still fails returns
- * -EIO (or -ENOENT for 404, -EACCES for 403) and leaves one line in cb_backend_last_error()
- * naming the operation, the key and the status. Credentials never appear in that line.
+ * server's Content-Range or length is not what was asked (or, asked for once, gives -EAGAIN
+ * on such a failure). A request that still fails returns -EIO (or -ENOENT for 404, -EACCES
+ * for 403, -EEXIST for 412) and leaves one line in cb_backend_last_error() naming the
+ * operation, the key and the status. Credentials never appear in that line. The backoff
+ * between attempts is cb_backoff, the one of every retry.
  */
 #ifndef CASSBACKUP_S3_H
 #define CASSBACKUP_S3_H
@@ -26,6 +28,7 @@ int s3_client_new(const struct cb_s3_options *o, const char *bucket, const char 
 		  struct s3_client **out);
 void s3_client_free(struct s3_client *c);
 unsigned s3_client_parallel(const struct s3_client *c);
+unsigned s3_client_retries(const struct s3_client *c); /* attempts after the first */
 const char *s3_client_prefix(const struct s3_client *c); /* "" or "a/b/" */
 /* The part size for an upload of at most size bytes (0: unknown): cb_s3_part_size with the
  * client's settings. */
@@ -42,7 +45,8 @@ struct s3_req {
 	uint64_t range_off, range_len; /* range_len > 0: GET of exactly these bytes (206) */
 	void *dst;                     /* with a range: the bytes go here (range_len of room) */
 	size_t max_body;               /* other responses: refuse bodies larger than this */
-	bool once;                     /* no retries: the caller has another way */
+	bool once;                     /* one attempt: a transient failure gives -EAGAIN, for the
+					* caller to retry (backend_wrap.c) or try another way */
 };
 
 struct s3_resp {
