@@ -112,10 +112,20 @@ int cb_backend_get(struct cb_backend *b, const char *key, size_t max, char **dat
 	return cb_key_valid(key) ? b->ops->get(b, key, max, data, len) : -EINVAL;
 }
 
-int cb_backend_stat(struct cb_backend *b, const char *key, uint64_t *size)
+int cb_backend_stat_info(struct cb_backend *b, const char *key, struct cb_object_info *info)
 {
 	clear_error();
-	return cb_key_valid(key) ? b->ops->stat(b, key, size) : -EINVAL;
+	*info = (struct cb_object_info){0};
+	return cb_key_valid(key) ? b->ops->stat(b, key, info) : -EINVAL;
+}
+
+int cb_backend_stat(struct cb_backend *b, const char *key, uint64_t *size)
+{
+	struct cb_object_info info;
+	int r = cb_backend_stat_info(b, key, &info);
+	if (r == 0)
+		*size = info.size;
+	return r;
 }
 
 int cb_backend_put(struct cb_backend *b, const char *key, const void *data, size_t len, int flags)
@@ -137,6 +147,15 @@ int cb_backend_delete(struct cb_backend *b, const char *key)
 	if (b->readonly)
 		return -EROFS;
 	return cb_key_valid(key) ? b->ops->del(b, key) : -EINVAL;
+}
+
+int cb_backend_delete_quiet(struct cb_backend *b, const char *key)
+{
+	char kept[sizeof(last_error)];
+	memcpy(kept, last_error, sizeof(kept));
+	int r = cb_backend_delete(b, key);
+	memcpy(last_error, kept, sizeof(kept));
+	return r;
 }
 
 /* One key at a time, for backends without batches and as their fallback. */
@@ -165,11 +184,28 @@ int cb_backend_delete_many(struct cb_backend *b, const char *const *keys, size_t
 				: cb_backend_delete_each(b, keys, n, results);
 }
 
-int cb_backend_list(struct cb_backend *b, const char *prefix,
-		    int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+int cb_backend_list_info(struct cb_backend *b, const char *prefix, cb_list_info_fn cb, void *ctx)
 {
 	clear_error();
 	return prefix_valid(prefix) ? b->ops->list(b, prefix, cb, ctx) : -EINVAL;
+}
+
+struct sizes_only {
+	int (*cb)(void *ctx, const char *key, uint64_t size);
+	void *ctx;
+};
+
+static int size_of(void *ctx, const char *key, const struct cb_object_info *info)
+{
+	struct sizes_only *s = ctx;
+	return s->cb(s->ctx, key, info->size);
+}
+
+int cb_backend_list(struct cb_backend *b, const char *prefix,
+		    int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+{
+	struct sizes_only s = {cb, ctx};
+	return cb_backend_list_info(b, prefix, size_of, &s);
 }
 
 int cb_backend_open_read(struct cb_backend *b, const char *key, struct cb_io **out)

@@ -110,6 +110,18 @@ int cb_backend_get(struct cb_backend *b, const char *key, size_t max, char **dat
 /* Size of an object; -ENOENT when absent. */
 int cb_backend_stat(struct cb_backend *b, const char *key, uint64_t *size);
 
+/* What the store says of an object: its size, and when it was last written by the store's own
+ * clock (a local file's st_mtime; S3's Last-Modified, to the second from a HEAD, to the
+ * millisecond from a listing on AWS; 0 when the store did not say). Only times of one store
+ * are compared with each other (lock.h): never with this host's clock. */
+struct cb_object_info {
+	uint64_t size;
+	int64_t mtime_ns;
+};
+
+/* cb_backend_stat with the modification time. */
+int cb_backend_stat_info(struct cb_backend *b, const char *key, struct cb_object_info *info);
+
 enum cb_put_flags {
 	/* never replace: -EEXIST when the key exists (a manifest, a pack, the config). Local
 	 * stores link the new object to its key (link(2) does not replace); S3 sends
@@ -125,6 +137,10 @@ int cb_backend_put(struct cb_backend *b, const char *key, const void *data, size
  * packs/xx directory once it is empty. */
 int cb_backend_delete(struct cb_backend *b, const char *key);
 
+/* cb_backend_delete for a cleanup after a failure: cb_backend_last_error() still tells the
+ * failure, whatever the delete gives. */
+int cb_backend_delete_quiet(struct cb_backend *b, const char *key);
+
 /* Removes the objects keys[0..n), in batches where the backend has them (S3 DeleteObjects,
  * 1,000 keys a request). results[i] gets 0 once keys[i] is gone (absent before included) or
  * its -errno. Returns 0 when every key is gone, else the first error. */
@@ -135,6 +151,10 @@ int cb_backend_delete_many(struct cb_backend *b, const char *const *keys, size_t
  * its non-zero return ends the walk and is returned. */
 int cb_backend_list(struct cb_backend *b, const char *prefix,
 		    int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx);
+
+/* cb_backend_list with each object's size and modification time. */
+typedef int (*cb_list_info_fn)(void *ctx, const char *key, const struct cb_object_info *info);
+int cb_backend_list_info(struct cb_backend *b, const char *prefix, cb_list_info_fn cb, void *ctx);
 
 /* Opens an object for positional reads. */
 int cb_backend_open_read(struct cb_backend *b, const char *key, struct cb_io **out);

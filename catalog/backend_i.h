@@ -6,12 +6,11 @@
 
 struct cb_backend_ops {
 	int (*get)(struct cb_backend *b, const char *key, size_t max, char **data, size_t *len);
-	int (*stat)(struct cb_backend *b, const char *key, uint64_t *size);
+	int (*stat)(struct cb_backend *b, const char *key, struct cb_object_info *info);
 	int (*del)(struct cb_backend *b, const char *key);
 	/* optional: keys already checked; results[] as cb_backend_delete_many's */
 	int (*del_many)(struct cb_backend *b, const char *const *keys, size_t n, int *results);
-	int (*list)(struct cb_backend *b, const char *prefix,
-		    int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx);
+	int (*list)(struct cb_backend *b, const char *prefix, cb_list_info_fn cb, void *ctx);
 	int (*open_read)(struct cb_backend *b, const char *key, struct cb_io **out);
 	int (*upload_begin)(struct cb_backend *b, const char *key, uint64_t size_hint, int flags,
 			    struct cb_upload **out);

@@ -139,7 +139,12 @@ static int local_get(struct cb_backend *b, const char *key, size_t max, char **d
 	return 0;
 }
 
-static int local_stat(struct cb_backend *b, const char *key, uint64_t *size)
+static int64_t mtime_of(const struct stat *st)
+{
+	return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+static int local_stat(struct cb_backend *b, const char *key, struct cb_object_info *info)
 {
 	int fd = open_beneath(local_rootfd(b), key, O_RDONLY | O_PATH, 0);
 	if (fd < 0)
@@ -148,7 +153,7 @@ static int local_stat(struct cb_backend *b, const char *key, uint64_t *size)
 	int r = fstat(fd, &st) < 0 ? -errno : !S_ISREG(st.st_mode) ? -EISDIR : 0;
 	close(fd);
 	if (r == 0)
-		*size = (uint64_t)st.st_size;
+		*info = (struct cb_object_info){(uint64_t)st.st_size, mtime_of(&st)};
 	return r;
 }
 
@@ -185,7 +190,7 @@ static int local_del(struct cb_backend *b, const char *key)
 }
 
 struct walk {
-	int (*cb)(void *ctx, const char *key, uint64_t size);
+	cb_list_info_fn cb;
 	void *ctx;
 	struct strbuf key;
 };
@@ -215,7 +220,8 @@ static int walk_dir(int dfd, struct walk *w, int depth)
 			break;
 		}
 		if (S_ISREG(st.st_mode)) {
-			r = w->cb(w->ctx, w->key.buf, (uint64_t)st.st_size);
+			struct cb_object_info info = {(uint64_t)st.st_size, mtime_of(&st)};
+			r = w->cb(w->ctx, w->key.buf, &info);
 		} else if (S_ISDIR(st.st_mode) && depth < 8) {
 			int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (sub >= 0)
@@ -229,8 +235,7 @@ static int walk_dir(int dfd, struct walk *w, int depth)
 	return r;
 }
 
-static int local_list(struct cb_backend *b, const char *prefix,
-		      int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+static int local_list(struct cb_backend *b, const char *prefix, cb_list_info_fn cb, void *ctx)
 {
 	size_t n = strlen(prefix);
 	char dir[1025];

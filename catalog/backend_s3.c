@@ -55,24 +55,24 @@ static int s3_get(struct cb_backend *b, const char *key, size_t max, char **data
 	return 0;
 }
 
-static int s3_stat(struct cb_backend *b, const char *key, uint64_t *size)
+static int s3_stat(struct cb_backend *b, const char *key, struct cb_object_info *info)
 {
 	struct s3_req rq = {.method = "HEAD", .key = key, .once = true};
 	struct s3_resp rs;
 	int r = s3_request(client(b), &rq, &rs);
 	sb_free(&rs.body);
 	if (r == 0)
-		*size = rs.length;
+		*info = (struct cb_object_info){rs.length, rs.last_modified_ns};
 	return r;
 }
 
 /* s3_stat with its transient failures retried in place. */
-static int stat_retried(struct cb_backend *b, const char *key, uint64_t *size)
+static int stat_retried(struct cb_backend *b, const char *key, struct cb_object_info *info)
 {
-	int r = s3_stat(b, key, size);
+	int r = s3_stat(b, key, info);
 	for (unsigned a = 1; r == -EAGAIN && a <= s3_client_retries(client(b)); a++) {
 		cb_backoff(a);
-		r = s3_stat(b, key, size);
+		r = s3_stat(b, key, info);
 	}
 	return r == -EAGAIN ? -EIO : r;
 }
@@ -90,8 +90,8 @@ static int get_retried(struct cb_backend *b, const char *key, size_t max, char *
 
 static int s3_del(struct cb_backend *b, const char *key)
 {
-	uint64_t size;
-	int r = s3_stat(b, key, &size); /* S3 answers 204 for absent keys too */
+	struct cb_object_info info;
+	int r = s3_stat(b, key, &info); /* S3 answers 204 for absent keys too */
 	if (r < 0)
 		return r;
 	struct s3_req rq = {.method = "DELETE", .key = key, .once = true};
@@ -203,18 +203,23 @@ static int s3_del_many(struct cb_backend *b, const char *const *keys, size_t n, 
 
 /* --- listing ----------------------------------------------------------------------------- */
 
-/* One <Contents> entry: its key relative to the store, if it is a store key, and size.
- * *last gets the full key (where a v1 listing goes on). */
-static int list_entry(const char *s, size_t n, size_t strip, char **last,
-		      int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+/* One <Contents> entry: its key relative to the store, if it is a store key, size and
+ * LastModified. *last gets the full key (where a v1 listing goes on). */
+static int list_entry(const char *s, size_t n, size_t strip, char **last, cb_list_info_fn cb,
+		      void *ctx)
 {
 	char *key = s3_xml_text(s, s + n, "Key"), *size = s3_xml_text(s, s + n, "Size");
+	char *modified = s3_xml_text(s, s + n, "LastModified");
 	int r = 0;
-	if (!key || !size)
+	if (!key || !size) {
 		r = -EBADMSG;
-	else if (strlen(key) > strip && cb_key_valid(key + strip))
-		r = cb(ctx, key + strip, strtoull(size, NULL, 10));
+	} else if (strlen(key) > strip && cb_key_valid(key + strip)) {
+		struct cb_object_info info = {strtoull(size, NULL, 10),
+					      modified ? s3_iso8601_ns(modified) : 0};
+		r = cb(ctx, key + strip, &info);
+	}
 	free(size);
+	free(modified);
 	if (key) {
 		free(*last);
 		*last = key;
@@ -250,8 +255,8 @@ static int page_query(struct listing *l, bool v2)
 
 /* Reads one page's entries and where the next page starts. -EAGAIN: this v2 answer is not
  * usable (see s3_list); nothing of it was passed to cb. */
-static int page_parse(struct listing *l, const struct s3_resp *rs, bool v2,
-		      int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+static int page_parse(struct listing *l, const struct s3_resp *rs, bool v2, cb_list_info_fn cb,
+		      void *ctx)
 {
 	const char *pos = rs->body.buf, *end = rs->body.buf + rs->body.len, *s;
 	size_t n;
@@ -280,8 +285,7 @@ static int page_parse(struct listing *l, const struct s3_resp *rs, bool v2,
  * going on after the last key seen. s3rver is such a server: its v2 answers 500 to every
  * listing longer than a page, because it makes its tokens with DES, which OpenSSL 3 dropped
  * (s3rver#814). A transient failure at AWS costs only the switch to v1, which AWS serves too. */
-static int s3_list(struct cb_backend *b, const char *prefix,
-		   int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+static int s3_list(struct cb_backend *b, const char *prefix, cb_list_info_fn cb, void *ctx)
 {
 	struct listing l = {.sb = (struct s3_backend *)b, .more = true};
 	int r = sb_puts(&l.full, s3_client_prefix(l.sb->c)) ?: sb_puts(&l.full, prefix);
@@ -344,8 +348,8 @@ static const struct cb_io_ops s3_io_ops = {.pread = s3_pread, .close = s3_io_clo
 
 static int s3_open_read(struct cb_backend *b, const char *key, struct cb_io **out)
 {
-	uint64_t size;
-	int r = s3_stat(b, key, &size);
+	struct cb_object_info info;
+	int r = s3_stat(b, key, &info);
 	if (r < 0)
 		return r;
 	struct s3_io *s = calloc(1, sizeof(*s));
@@ -354,7 +358,7 @@ static int s3_open_read(struct cb_backend *b, const char *key, struct cb_io **ou
 		return -ENOMEM;
 	}
 	s->io.ops = &s3_io_ops;
-	s->io.size = size;
+	s->io.size = info.size;
 	s->c = client(b);
 	*out = &s->io;
 	return 0;
@@ -563,10 +567,10 @@ static int complete_multipart(struct s3_upload *up)
  * If-None-Match (the header still closes the race where the server honours it). */
 static int check_free(struct s3_upload *up)
 {
-	uint64_t size;
+	struct cb_object_info info;
 	if (!up->exclusive)
 		return 0;
-	int r = stat_retried(up->b, up->key, &size);
+	int r = stat_retried(up->b, up->key, &info);
 	return r == 0 ? -EEXIST : r == -ENOENT ? 0 : r;
 }
 

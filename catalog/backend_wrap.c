@@ -47,9 +47,9 @@ static int pass_get(struct cb_backend *b, const char *key, size_t max, char **da
 	return inner(b)->ops->get(inner(b), key, max, data, len);
 }
 
-static int pass_stat(struct cb_backend *b, const char *key, uint64_t *size)
+static int pass_stat(struct cb_backend *b, const char *key, struct cb_object_info *info)
 {
-	return inner(b)->ops->stat(inner(b), key, size);
+	return inner(b)->ops->stat(inner(b), key, info);
 }
 
 static int pass_del(struct cb_backend *b, const char *key)
@@ -64,8 +64,7 @@ static int pass_del_many(struct cb_backend *b, const char *const *keys, size_t n
 				: cb_backend_delete_each(i, keys, n, results);
 }
 
-static int pass_list(struct cb_backend *b, const char *prefix,
-		     int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+static int pass_list(struct cb_backend *b, const char *prefix, cb_list_info_fn cb, void *ctx)
 {
 	return inner(b)->ops->list(inner(b), prefix, cb, ctx);
 }
@@ -252,9 +251,9 @@ static int retry_get(struct cb_backend *b, const char *key, size_t max, char **d
 	RETRY(b, pass_get(b, key, max, data, len));
 }
 
-static int retry_stat(struct cb_backend *b, const char *key, uint64_t *size)
+static int retry_stat(struct cb_backend *b, const char *key, struct cb_object_info *info)
 {
-	RETRY(b, pass_stat(b, key, size));
+	RETRY(b, pass_stat(b, key, info));
 }
 
 static int retry_del(struct cb_backend *b, const char *key)

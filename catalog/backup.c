@@ -754,6 +754,12 @@ int backup_writer_commit(backup_writer *w, struct backup_summary *sum)
 		fail(w, r, "%s", packer_errmsg(w->pk));
 	if (r == 0 && (r = fill_manifest(w, stored_bytes(w), &m)) < 0)
 		fail(w, r, "out of memory");
+	/* The lease, held all along, before the commit point: had it lapsed, a prune could have
+	 * deleted packs this backup counts on. Its packs then stay, packs no manifest names. */
+	struct strbuf lease = {0};
+	if (r == 0 && (r = store_lock_check(w->lock, &lease)) < 0)
+		fail(w, r, "%s", lease.buf);
+	sb_free(&lease);
 	if (r == 0 && (r = put_manifest(w, &m, &msize)) == 0) {
 		w->committed = true;
 		register_backup(w, &m, msize);

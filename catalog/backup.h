@@ -116,7 +116,8 @@ int backup_writer_add_buffer(backup_writer *w, unsigned table, unsigned dir,
 			     const struct backup_file *f, const void *data);
 
 /* Makes the backup durable, then visible (one catalog transaction). -EEXIST when another
- * writer committed a backup of the same name meanwhile (nothing changed). */
+ * writer committed a backup of the same name meanwhile (nothing changed); -ETIMEDOUT when the
+ * store's lock lapsed before the manifest (lock.h: nothing committed). */
 int backup_writer_commit(backup_writer *w, struct backup_summary *summary);
 
 /* One line saying what failed and why; "" when nothing failed. */

@@ -7,6 +7,7 @@
 #include "copy.h"
 #include "backend.h"
 #include "catalog.h"
+#include "lock.h"
 #include "manifest.h"
 #include "pack.h"
 #include "packer.h"
@@ -443,7 +444,8 @@ int backup_copy(struct store *src, struct store *dst, const char *name, const st
 	} else if (r == 0) {
 		if (o->planned)
 			o->planned(o->pctx, st);
-		r = (c.n ? send_all(&c) : 0) ?: put_manifest(&c);
+		/* the target's lease, held all along, before the commit point (copy.h) */
+		r = (c.n ? send_all(&c) : 0) ?: store_lock_check(o->lease, err) ?: put_manifest(&c);
 		if (r == 0)
 			register_backup(&c);
 		st->outcome = COPY_COPIED;

@@ -16,7 +16,8 @@
  *
  * The caller opens both stores (the source may be read-only: it is only read) and holds the
  * target's shared lock (lock.h), as a create does, so that no prune deletes a pack whose blobs
- * the copy counts on. Nothing here prints.
+ * the copy counts on, and passes it as o->lease: a lease that lapsed stops the copy before its
+ * manifest (-ETIMEDOUT). Nothing here prints.
  */
 #ifndef CASSBACKUP_COPY_H
 #define CASSBACKUP_COPY_H
@@ -30,6 +31,7 @@
 #include "util.h"
 
 struct store;
+struct store_lock;
 
 struct copy_stats;
 
@@ -44,6 +46,7 @@ struct copy_opts {
 	/* called once the plan is made (st: the counts to send), before anything is sent */
 	void (*planned)(void *pctx, const struct copy_stats *st);
 	void *pctx;
+	struct store_lock *lease; /* the target's lock: checked before the manifest (NULL: none) */
 };
 
 enum copy_outcome {

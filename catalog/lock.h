@@ -1,13 +1,35 @@
 /* lock.h: who works on a store: locks/ID.json, one object per lock, as restic keeps them.
  *
- * Shared locks (create, verify, export) coexist; an exclusive lock (prune) excludes every other
- * lock. A lock names its host, pid, command and time, and its holder rewrites it every
- * LOCK_REFRESH_SECONDS on a thread of its own. A lock is stale when it was not refreshed for
- * LOCK_STALE_SECONDS, or when it was taken on this host by a process that no longer runs; stale
- * locks are ignored by store_lock_take and removed by store_unlock_stale.
+ * Shared locks (create, copy, check, ...) coexist; an exclusive lock (prune) excludes every
+ * other lock. Taking a lock writes it first and then lists the others, so of two processes
+ * that race, at least one sees the other and backs off.
  *
- * Taking a lock writes it first and then lists the others, so of two processes that race,
- * at least one sees the other and backs off.
+ * A lock is a lease. Its holder renews it (rewrites its object: host, pid, command, exclusive,
+ * the renewal count, and the holder's time for humans) every refresh period on a thread of its
+ * own, and checks it (store_lock_check) immediately before each irreversible step: a create
+ * before its manifest, a copy before its manifest, a prune before each batch of deletes.
+ *
+ * Holder's side. The lease runs from the start of the request that last wrote the object
+ * (timed on CLOCK_BOOTTIME, which counts a process that was stopped or a machine that was
+ * suspended) for the stale period. The holder marks it lapsed, for good, when a renewal
+ * completes (or is due) the stale period less a fifth of it (the margin) or more after the
+ * start of the previous successful write, or when a renewal finds the object gone (another
+ * process removed it as stale): by then an observer may have taken the lock for stale, and a
+ * prune may have deleted what the holder counts on. A lapsed lock is no longer renewed, and
+ * store_lock_check fails from then on, so nothing is committed on it.
+ *
+ * Observer's side. A lock is stale only by the store's clock: when the store last saw its
+ * object written (lock_info.mtime_ns: a local file's mtime, S3's Last-Modified) more than the
+ * stale period before the store's "now", which is when the store saw the observer's own lock
+ * object written (store_lock_take writes its own first; store_lock_list and store_unlock write
+ * a probe when the caller holds none). No host's clock is ever compared with another's, so a
+ * host whose clock runs ahead cannot take a live lock for stale. Also stale: a lock taken on
+ * this host by a process that no longer runs, and an object that is not a lock document.
+ * Stale locks are ignored by store_lock_take and removed by store_unlock.
+ *
+ * Why the margin suffices: an observer that judges a lock stale saw its object older than the
+ * stale period by the store's clock, so the holder's next write had not landed within the
+ * stale period of the previous one's start, which the holder counts as lapsed.
  */
 #ifndef CASSBACKUP_LOCK_H
 #define CASSBACKUP_LOCK_H
@@ -17,17 +39,37 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "util.h"
 
 #define LOCK_REFRESH_SECONDS (5 * 60)
 #define LOCK_STALE_SECONDS (30 * 60)
 
+/* How a lease is kept: refresh_ns between renewals, stale_ns until a lock nobody renewed is
+ * stale. The margin is a fifth of stale_ns; refresh_ns must be well below stale_ns less it. */
+struct lock_periods {
+	int64_t refresh_ns;
+	int64_t stale_ns;
+};
+
+/* The periods every command uses: LOCK_REFRESH_SECONDS and LOCK_STALE_SECONDS, or, for tests
+ * only, CASSBACKUP_LOCK_REFRESH_SECONDS and CASSBACKUP_LOCK_STALE_SECONDS from the environment
+ * (whole seconds, read once; both ignored unless each is 1 to 86400 and the refresh period is
+ * at most half the stale period). Every process working on a store must use the same ones. */
+const struct lock_periods *lock_periods_default(void);
+
 struct lock_info {
-	char key[64];     /* locks/ID.json */
+	char key[64];      /* locks/ID.json */
 	char host[256];
 	char command[64];
 	int64_t pid;
-	int64_t time_ns;  /* last refresh */
+	int64_t time_ns;   /* the holder's clock at its last renewal: for humans, never compared */
+	uint64_t renewals; /* how often its holder renewed it (0 in documents of older versions) */
 	bool exclusive;
+	bool probe;        /* written only to learn the store's now (store_lock_list): no lock */
+	/* As the store sees it (store_lock_list): when it was last written, by the store's clock
+	 * (0: unknown), and how long before the store's now (-1: unknown). */
+	int64_t mtime_ns, age_ns;
+	bool stale;        /* judged as above */
 };
 
 struct store_lock;
@@ -35,24 +77,47 @@ struct store_lock;
 /* Takes a lock on the store, waiting up to wait_seconds (0: not at all) for conflicting live
  * locks to go; waiting(ctx, holder) is called once when it starts to wait. -EBUSY when a
  * conflicting lock remains (*holder, when not NULL, describes one), -EROFS on a read-only
- * store (where nothing can change, so readers need no lock: callers skip locking there). */
+ * store (where nothing can change, so readers need no lock: callers skip locking there).
+ * The lock keeps the periods lock_periods_default() gives. */
 int store_lock_take(struct cb_backend *b, bool exclusive, const char *command, int wait_seconds,
 		    void (*waiting)(void *ctx, const struct lock_info *holder), void *ctx,
 		    struct store_lock **out, struct lock_info *holder);
 
-/* Stops refreshing and removes the lock. Accepts NULL. */
+/* store_lock_take with periods p (copied). */
+int store_lock_take_with(struct cb_backend *b, const struct lock_periods *p, bool exclusive,
+			 const char *command, int wait_seconds,
+			 void (*waiting)(void *ctx, const struct lock_info *holder), void *ctx,
+			 struct store_lock **out, struct lock_info *holder);
+
+/* Before an irreversible step: renews the lease now when its last renewal is older than the
+ * refresh period, then returns 0 when it was held without a gap since it was taken and has at
+ * least the margin left. Otherwise -ETIMEDOUT, and err gets one line: "the lock of STORE
+ * lapsed (...), so nothing is committed". Sticky: once lapsed, always -ETIMEDOUT. A failed
+ * renewal alone does not fail the check while the lease has the margin left. NULL (no lock
+ * taken: a read-only store) gives 0. */
+int store_lock_check(struct store_lock *l, struct strbuf *err);
+
+/* Stops renewing and removes the lock. Accepts NULL. */
 void store_lock_release(struct store_lock *l);
 
-/* True when li is stale at now_ns (see above), as seen from this host. */
-bool lock_is_stale(const struct lock_info *li, int64_t now_ns);
+/* The rule above for li (host, pid, mtime_ns) at the store's now (0: unknown; then only a
+ * dead process on this host, or a document that did not parse, makes a lock stale). Sets
+ * li->age_ns and li->stale and returns the latter. */
+bool lock_judge(struct lock_info *li, int64_t store_now_ns, const struct lock_periods *p);
 
-/* Calls cb for every lock object; an object that does not parse is passed with an empty host
- * and time 0 (so it counts as stale). */
-int store_lock_list(struct cb_backend *b, int (*cb)(void *ctx, const struct lock_info *li),
-		    void *ctx);
+/* Calls cb for every lock object but self's, judged (lock_judge, with self's periods, else
+ * lock_periods_default()). The store's now is when it saw self's object written (the
+ * caller's own lock); with self NULL, a probe's: a lock document marked as one, which no lock
+ * conflicts with, written for that and removed after; on a read-only store, where none can
+ * be written, the age of locks stays unknown. An object that does not parse is passed with an
+ * empty host (and counts as stale). cb returns 0 to go on. */
+int store_lock_list(struct cb_backend *b, const struct store_lock *self,
+		    int (*cb)(void *ctx, const struct lock_info *li), void *ctx);
 
-/* Removes stale locks (all locks when all is set). *removed gets their count. */
-int store_unlock(struct cb_backend *b, bool all, unsigned *removed);
+/* Removes stale locks (all locks when all is set); *removed gets their count. kept (may be
+ * NULL) is called for each lock left. -EROFS on a read-only store. */
+int store_unlock(struct cb_backend *b, bool all, unsigned *removed,
+		 int (*kept)(void *ctx, const struct lock_info *li), void *ctx);
 
 /* The lock document: written and parsed here only. -EBADMSG for anything that is not one. */
 int lock_info_parse(const char *buf, size_t len, struct lock_info *li);

@@ -258,7 +258,10 @@ void prune_free(prune *p)
  * pack is gone, which the next reconcile drops. */
 static int delete_pack(prune *p, struct prune_pack *k, struct strbuf *err)
 {
-	int r = cb_backend_delete(store_backend(p->store), k->path);
+	int r = store_lock_check(p->lock, err); /* the lease, held all along, before each delete */
+	if (r < 0)
+		return r;
+	r = cb_backend_delete(store_backend(p->store), k->path);
 	if (r < 0 && r != -ENOENT) {
 		sb_printf(err, "cannot delete %s/%s: %s", p->location, k->path, cb_backend_why(r));
 		return r;
@@ -323,7 +326,10 @@ static int delete_unused(prune *p, struct strbuf *err)
 			sb_puts(err, "interrupted");
 			return -ECANCELED;
 		}
-		int r = cb_backend_delete_many(store_backend(p->store), keys, n, results);
+		int r = store_lock_check(p->lock, err); /* the lease, held all along */
+		if (r < 0)
+			return r;
+		r = cb_backend_delete_many(store_backend(p->store), keys, n, results);
 		size_t gone = 0;
 		for (size_t j = 0; j < n; j++)
 			if (results[j] == 0)

@@ -13,7 +13,9 @@
  *      deleted; then, as restic's --max-unused, packs are repacked, the largest unused share
  *      first, until the unused bytes of the packs that stay are at most max_unused percent of
  *      the bytes they hold; others stay;
- *   3. deletes: the pack from the store, then from the catalog;
+ *   3. deletes: the pack from the store, then from the catalog; each batch of deletes, and
+ *      each pack a repack replaces, only while its lease holds (store_lock_check: a prune
+ *      whose lease lapsed deletes nothing more, -ETIMEDOUT);
  *   4. repacks: copies the used blobs, each checked against its SHA-256 on the way, into new
  *      packs of about pack_size (packer.h; members named as in a create,
  *      <ks>/<table>-<id>/[<.index>/]<file>, after one file that uses the blob, so `tar -x` of

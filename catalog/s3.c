@@ -222,7 +222,7 @@ static size_t on_upload(char *buf, size_t size, size_t nmemb, void *ud)
 	return n;
 }
 
-/* Header lines: ETag, Content-Length, Content-Range. */
+/* Header lines: ETag, Content-Length, Content-Range, Last-Modified. */
 static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
 {
 	struct xfer *x = ud;
@@ -246,6 +246,8 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
 		snprintf(x->rs->etag, sizeof(x->rs->etag), "%s", v);
 	else if (!strcasecmp(line, "content-length"))
 		x->rs->length = strtoull(v, NULL, 10);
+	else if (!strcasecmp(line, "last-modified"))
+		x->rs->last_modified_ns = s3_http_date_ns(v);
 	else if (!strcasecmp(line, "content-range"))
 		x->has_cr = sscanf(v, "bytes %" SCNu64 "-%" SCNu64 "/%" SCNu64, &x->cr_start,
 				   &x->cr_end, &x->rs->total) == 3;
@@ -452,6 +454,56 @@ int s3_request(struct s3_client *c, const struct s3_req *rq, struct s3_resp *rs)
 	if (v == RETRY && rq->once) /* one attempt asked for, and it may succeed again */
 		return -EAGAIN;
 	return rs->status ? errno_of(rs) : -EIO;
+}
+
+/* --- times ------------------------------------------------------------------------------- */
+
+/* Seconds since the epoch of a UTC calendar time, or -1 when a field is out of range. No
+ * locale, no TZ: timegm with its checks. */
+static int64_t utc_seconds(int year, int mon, int day, int h, int m, int sec)
+{
+	if (year < 1970 || year > 9999 || mon < 1 || mon > 12 || day < 1 || day > 31 || h < 0 ||
+	    h > 23 || m < 0 || m > 59 || sec < 0 || sec > 60)
+		return -1;
+	struct tm tm = {.tm_year = year - 1900, .tm_mon = mon - 1, .tm_mday = day, .tm_hour = h,
+			.tm_min = m, .tm_sec = sec};
+	time_t t = timegm(&tm);
+	return t == (time_t)-1 ? -1 : (int64_t)t;
+}
+
+int64_t s3_http_date_ns(const char *s)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	char mon[4] = "";
+	int day, year, h, m, sec, n = 0;
+	const char *comma = strchr(s, ',');
+	if (!comma || sscanf(comma + 1, " %d %3s %d %d:%d:%d GMT%n", &day, mon, &year, &h, &m, &sec,
+			     &n) != 6 || n == 0 || strlen(mon) != 3)
+		return 0;
+	const char *at = strstr(months, mon);
+	if (!at || (at - months) % 3)
+		return 0;
+	int64_t t = utc_seconds(year, (int)(at - months) / 3 + 1, day, h, m, sec);
+	return t < 0 ? 0 : t * 1000000000;
+}
+
+int64_t s3_iso8601_ns(const char *s)
+{
+	int year, mon, day, h, m, sec, n = 0;
+	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &mon, &day, &h, &m, &sec, &n) != 6 || n != 19)
+		return 0;
+	int64_t t = utc_seconds(year, mon, day, h, m, sec), frac = 0, scale = 1000000000;
+	const char *p = s + n;
+	if (*p == '.') {
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			if (scale > 1) {
+				scale /= 10;
+				frac += (*p - '0') * scale;
+			}
+	}
+	if (t < 0 || (strcmp(p, "Z") && strcmp(p, "+00:00")))
+		return 0;
+	return t * 1000000000 + frac;
 }
 
 /* --- XML --------------------------------------------------------------------------------- */

@@ -55,6 +55,7 @@ struct s3_resp {
 	char etag[130];
 	uint64_t length;      /* Content-Length of the object (HEAD), or bytes received */
 	uint64_t total;       /* from Content-Range: the object's size */
+	int64_t last_modified_ns; /* Last-Modified (HEAD, GET), by the server's clock; 0: none */
 	bool too_large;       /* the body was over max_body (the call returned -EFBIG) */
 };
 
@@ -64,6 +65,12 @@ int s3_request(struct s3_client *c, const struct s3_req *rq, struct s3_resp *rs)
 /* Appends s URI-encoded as SigV4 wants it (unreserved characters kept; '/' kept when
  * keep_slash). */
 int s3_uri_encode(struct strbuf *sb, const char *s, bool keep_slash);
+
+/* The times S3 gives, as ns since the epoch; 0 when s is not one. An HTTP date (RFC 9110's
+ * IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT": Last-Modified), and an ISO 8601 UTC time
+ * ("2009-10-12T17:50:30.000Z": a listing's LastModified; any fraction of a second). */
+int64_t s3_http_date_ns(const char *s);
+int64_t s3_iso8601_ns(const char *s);
 
 /* XML: finds the next <tag>...</tag> at or after *pos within [*pos, end); its content in
  * [*start, *start + *len). Advances *pos past it. false when there is none. */

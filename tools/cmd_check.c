@@ -907,18 +907,21 @@ static void compare_packs(struct check *c)
 static int on_lock(void *ctx, const struct lock_info *li)
 {
 	struct check *c = ctx;
-	if (!lock_is_stale(li, now_ns()))
+	if (!li->stale)
 		return 0;
 	c->stale_locks++;
-	char when[64];
+	char when[64], age[64] = "";
 	format_time_utc(li->time_ns, when, sizeof(when));
+	if (li->age_ns >= 0)
+		snprintf(age, sizeof(age), ", %lld s ago by the store's clock",
+			 (long long)(li->age_ns / 1000000000));
 	if (!*li->host)
 		information(c, "%s: not a lock document (counts as stale); 'cassbackup unlock' removes it",
 			    li->key);
 	else
-		information(c, "%s: stale %s lock of %s (pid %lld on %s, last refreshed %s); "
+		information(c, "%s: stale %s lock of %s (pid %lld on %s, last refreshed %s%s); "
 			    "'cassbackup unlock' removes it", li->key, li->exclusive ? "exclusive" : "shared",
-			    li->command, (long long)li->pid, li->host, when);
+			    li->command, (long long)li->pid, li->host, when, age);
 	return 0;
 }
 
@@ -1040,7 +1043,7 @@ static int execute(struct check *c)
 	r = r ?: check_manifests(c);
 	if (r == 0 && c->catalog_ok)
 		compare_packs(c);
-	r = r ?: store_lock_list(store_backend(c->s), on_lock, c);
+	r = r ?: store_lock_list(store_backend(c->s), c->lock, on_lock, c);
 	if (r == 0)
 		unused_bytes(c);
 	if (r < 0 || c->oom) {

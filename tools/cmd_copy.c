@@ -186,7 +186,8 @@ static void copy_one(struct copy_cmd *c, struct copy_item *it, struct strbuf *er
 {
 	struct copy_opts o = {.level = (int)c->level, .threads = (unsigned)c->threads,
 			      .pack_size = c->pack_size, .dry_run = c->dry_run, .cancel = &cancel_requested,
-			      .progress = progress_add, .planned = planned, .pctx = &c->prog};
+			      .progress = progress_add, .planned = planned, .pctx = &c->prog,
+			      .lease = c->lock};
 	double start = mono_seconds();
 	err->len = 0;
 	if (err->buf)

@@ -39,13 +39,16 @@
 #define MAX_THREADS 64
 #define MIN_FRAME_KIB 64
 #define MAX_FRAME_KIB (SEEKABLE_MAX_WRITE_FRAME_SIZE >> 10)
+/* --lock-wait: a create waits this long for a prune's exclusive lock to go, rather than fail
+ * a nightly backup because a prune happened to run; a prune holds it while it deletes. */
+#define DEFAULT_LOCK_WAIT (10 * 60)
 
 struct create_opts {
 	const char *store, *name, *tag;
 	const char *node, *cluster, *datacenter, *host_id;
 	const char *cassandra_conf, *nodetool;
 	const char *cassandra_version, *tokens_file;
-	uint64_t level, threads, frame_kib, pack_size;
+	uint64_t level, threads, frame_kib, pack_size, lock_wait;
 	bool json, take_snapshot, include_system;
 	struct strv data_dirs;
 	struct selection sel;
@@ -136,6 +139,8 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 		{.name = "pack-size", .type = OPT_SIZE, .value = &o->pack_size, .arg = "SIZE",
 		 .help = "bytes of tar stream per pack (default 512M)", .config_key = "pack_size",
 		 .min = PACK_MIN_SIZE},
+		{.name = "lock-wait", .type = OPT_U64, .value = &o->lock_wait, .arg = "SECONDS",
+		 .help = "wait this long for a prune's exclusive lock to go (default 600)", .max = 86400},
 		{.name = "json", .type = OPT_FLAG, .value = &o->json, .help = "print the summary as JSON"},
 		{.name = "take-snapshot", .type = OPT_FLAG, .value = &o->take_snapshot,
 		 .help = "run nodetool snapshot first and clearsnapshot after"},
@@ -629,6 +634,23 @@ static size_t *tables_by_size(const struct scan_result *scan)
 	return v;
 }
 
+/* The writer's progress context: the progress (first, as progress_add takes it) and what
+ * the lock's waiting message names. */
+struct create_progress {
+	struct progress prog;
+	const struct create_opts *o;
+};
+
+static void lock_waiting(void *ctx, const struct lock_info *h)
+{
+	const struct create_progress *cp = ctx;
+	_cleanup_free_ char *store = cli_escape(cp->o->store), *host = cli_escape(h->host),
+			    *what = cli_escape(h->command);
+	errorf("store %s is locked by %s (pid %lld on %s, %s); waiting up to %llu s for it to go",
+	       store ? store : "", what ? what : "", (long long)h->pid, host ? host : "",
+	       h->exclusive ? "exclusive" : "shared", (unsigned long long)cp->o->lock_wait);
+}
+
 /* Writes and commits the scanned snapshot. 0 or -errno (the failure already said). */
 static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 			const struct scan_result *scan, struct backup_summary *sum)
@@ -639,13 +661,15 @@ static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 				   .cassandra_version = nm->version,
 				   .tokens = (const char *const *)nm->tokens.v, .ntokens = nm->tokens.n,
 				   .root_attr = attr_of(&scan->root_st)};
-	struct progress prog;
-	progress_init(&prog, "backing up", scan->bytes, scan->nfiles);
+	struct create_progress cp = {.o = o};
+	struct progress *prog = &cp.prog;
+	progress_init(prog, "backing up", scan->bytes, scan->nfiles);
 	struct backup_writer_opts wo = {.level = (int)o->level, .threads = (unsigned)o->threads,
 					.frame_size = (size_t)o->frame_kib << 10,
 					.pack_size = o->pack_size,
 					.cancel = &cancel_requested, .progress = progress_add,
-					.pctx = &prog};
+					.pctx = &cp, .lock_wait_seconds = (int)o->lock_wait,
+					.lock_waiting = lock_waiting};
 	backup_writer *w;
 	struct strbuf err = {0};
 	int r = backup_writer_begin(o->s, &meta, &wo, &w, &err);
@@ -660,8 +684,8 @@ static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 		r = -ENOMEM;
 	}
 	for (size_t i = 0; r == 0 && i < scan->ntables; i++)
-		r = add_table(w, &scan->tables[order[i]], &prog);
-	progress_end(&prog);
+		r = add_table(w, &scan->tables[order[i]], prog);
+	progress_end(prog);
 	if (r == 0 && (r = backup_writer_commit(w, sum)) < 0 && r != -ECANCELED)
 		errorf("%s", backup_writer_errmsg(w));
 	backup_writer_free(w);
@@ -863,7 +887,7 @@ static void clear_snapshot(const struct create_opts *o)
 int cmd_create(int argc, char **argv)
 {
 	struct create_opts o = {.level = 3, .frame_kib = SEEKABLE_DEFAULT_FRAME_SIZE >> 10,
-				.cassandra_conf = "/etc/cassandra"};
+				.cassandra_conf = "/etc/cassandra", .lock_wait = DEFAULT_LOCK_WAIT};
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	o.threads = ncpu <= 0 ? 1 : ncpu > MAX_THREADS ? MAX_THREADS : (uint64_t)ncpu;
 	int r = parse_opts(argc, argv, &o);

@@ -1,6 +1,7 @@
 /* cassbackup unlock: removes stale store locks (lock.h): those of processes gone from this
- * host, and those nobody refreshed for 30 minutes. --all removes every lock: only when no
- * cassbackup process works on the store, anywhere. */
+ * host, and those the store saw no renewal of for the stale period (30 minutes), by the
+ * store's own clock (the time it gives a probe this command writes), never this host's.
+ * --all removes every lock: only when no cassbackup process works on the store, anywhere. */
 #include "cli.h"
 #include "lock.h"
 #include "store.h"
@@ -9,20 +10,13 @@
 #include <stdio.h>
 #include <string.h>
 
-struct shown {
-	int64_t now;
-	unsigned live;
-};
-
 static int show_lock(void *ctx, const struct lock_info *li)
 {
-	struct shown *s = ctx;
-	if (lock_is_stale(li, s->now))
-		return 0;
+	unsigned *live = ctx;
 	_cleanup_free_ char *host = cli_escape(li->host), *cmd = cli_escape(li->command);
 	printf("held   %s lock of %s (pid %lld on %s)\n", li->exclusive ? "exclusive" : "shared",
 	       cmd ? cmd : "", (long long)li->pid, host ? host : "");
-	s->live++;
+	(*live)++;
 	return 0;
 }
 
@@ -40,7 +34,8 @@ int cmd_unlock(int argc, char **argv)
 	struct cli_command cmd = {
 		.name = "unlock",
 		.description = "Removes stale locks: those of processes that are gone from this host,\n"
-			       "and those not refreshed for 30 minutes. Live locks are listed and kept.",
+			       "and those the store saw no renewal of for 30 minutes (by the store's\n"
+			       "clock, not this host's). Live locks are listed and kept.",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
@@ -50,16 +45,14 @@ int cmd_unlock(int argc, char **argv)
 	rc = cli_store_open(store, STORE_NO_RECONCILE, &s);
 	if (rc)
 		return rc;
-	unsigned removed = 0;
-	int r = store_unlock(store_backend(s), all, &removed);
-	struct shown sh = {now_ns(), 0};
-	if (r == 0)
-		r = store_lock_list(store_backend(s), show_lock, &sh);
+	unsigned removed = 0, live = 0;
+	int r = store_unlock(store_backend(s), all, &removed, show_lock, &live);
 	if (r < 0)
 		errorf("cannot unlock %s: %s", store,
-		       *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
+		       r == -EROFS ? "the store is read-only"
+		       : *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
 	else
-		printf("removed %u stale lock%s; %u held\n", removed, removed == 1 ? "" : "s", sh.live);
+		printf("removed %u stale lock%s; %u held\n", removed, removed == 1 ? "" : "s", live);
 	store_close(s);
 	return r < 0 ? CB_EXIT_FAILED : CB_EXIT_OK;
 }

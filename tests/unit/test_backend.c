@@ -2,6 +2,7 @@
  * keys that cannot leave the store, symlinks never followed, uploads invisible until committed
  * and gone when their writer dies, listing, deletion, read-only stores. */
 #include "backend.h"
+#include "s3.h"
 #include "util.h"
 
 #include <errno.h>
@@ -182,6 +183,28 @@ static void test_s3_part_size(void)
 	CHECK(cb_s3_part_size(6 * GiB, 0, 1, &p) == -EFBIG);
 }
 
+/* The times S3 gives (Last-Modified, a listing's LastModified), which staleness of locks is
+ * judged by: exact, UTC, no locale; anything else is 0 (unknown), never a wrong time. */
+static void test_s3_times(void)
+{
+	const int64_t s = 1000000000;
+	CHECK(s3_http_date_ns("Sun, 06 Nov 1994 08:49:37 GMT") == 784111777 * s);
+	CHECK(s3_http_date_ns("Tue, 29 Feb 2028 23:59:59 GMT") == 1835481599 * s);
+	CHECK(s3_iso8601_ns("1994-11-06T08:49:37.000Z") == 784111777 * s);
+	CHECK(s3_iso8601_ns("1994-11-06T08:49:37.25Z") == 784111777 * s + 250000000);
+	CHECK(s3_iso8601_ns("1994-11-06T08:49:37Z") == 784111777 * s);
+	CHECK(s3_iso8601_ns("1994-11-06T08:49:37.123456789123Z") == 784111777 * s + 123456789);
+	const char *bad_http[] = {"", "06 Nov 1994 08:49:37 GMT", "Sun, 06 Now 1994 08:49:37 GMT",
+				  "Sun, 06 Nov 1994 08:49:37", "Sun, 06 Nov 1994 25:49:37 GMT",
+				  "Sun, 32 Nov 1994 08:49:37 GMT", "Sun, 06 ovD 1994 08:49:37 GMT"};
+	for (size_t i = 0; i < sizeof(bad_http) / sizeof(bad_http[0]); i++)
+		CHECK(s3_http_date_ns(bad_http[i]) == 0);
+	const char *bad_iso[] = {"", "1994-11-06", "1994-11-06T08:49:37.000", "1994-11-06T08:49:37+02:00",
+				 "1994-13-06T08:49:37Z", "1994-11-06 08:49:37Z", "x994-11-06T08:49:37Z"};
+	for (size_t i = 0; i < sizeof(bad_iso) / sizeof(bad_iso[0]); i++)
+		CHECK(s3_iso8601_ns(bad_iso[i]) == 0);
+}
+
 static void test_reclaim_named(struct cb_backend *b)
 {
 	char p[512];
@@ -255,6 +278,7 @@ int main(void)
 	test_uploads(b);
 	test_exclusive_uploads(b);
 	test_s3_part_size();
+	test_s3_times();
 	test_reclaim_named(b);
 	test_pack_dirs(b);
 	test_readonly();

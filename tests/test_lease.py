@@ -1,0 +1,298 @@
+"""Store locks are leases (catalog/lock.h), with real processes on real stores.
+
+A create, copy or prune whose lease lapsed (stopped with SIGSTOP past the stale period, as a
+suspended VM would be) commits nothing: it stops before its manifest or its next delete with
+one line, and exits non-zero. A lock is stale only by the store's clock (file times here), so
+a prune on a host whose clock runs ahead (an LD_PRELOAD shim) leaves a live lock alone. A
+create waits, bounded by --lock-wait, for a prune's exclusive lock, saying for whom. unlock and
+check judge locks by the same rule.
+
+Short lease periods come from the environment (for tests only): every process working on a
+store then uses the same ones.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+from conftest import (BUILD, CASSBACKUP, cb, data_dir_args, make_sample, sample_dirs,
+                      upload_size)
+
+# renewed every second, stale after 6 s by the store's clock (lapsed, for its holder, after
+# 6 s less a fifth)
+LEASE = dict(os.environ, CASSBACKUP_LOCK_REFRESH_SECONDS='1', CASSBACKUP_LOCK_STALE_SECONDS='6')
+SHIM = os.path.join(BUILD, 'tests', 'libclockshift.so')
+
+
+def preloads():
+    """The shim, after the AddressSanitizer runtime where cassbackup links one (a sanitizer
+    build: ASan refuses to run unless its runtime comes first)."""
+    ldd = subprocess.run(['ldd', CASSBACKUP], capture_output=True, text=True).stdout
+    return ':'.join(re.findall(r'=>\s*(\S*libasan\.so\S*)', ldd)[:1] + [SHIM])
+
+
+# a host whose clock runs 31 minutes ahead: for cassbackup, and for any other program
+AHEAD = dict(os.environ, LD_PRELOAD=preloads(), CASSBACKUP_TEST_CLOCK_SHIFT=str(31 * 60))
+AHEAD_PLAIN = dict(os.environ, LD_PRELOAD=SHIM, CASSBACKUP_TEST_CLOCK_SHIFT=str(31 * 60))
+
+
+def pack_files(store):
+    return sorted(os.path.relpath(os.path.join(r, n), store)
+                  for r, _, ns in os.walk(os.path.join(store, 'packs')) for n in ns)
+
+
+def backup_names(store):
+    return [b['name'] for b in json.loads(cb('list', '--store', store, '--json').stdout)]
+
+
+def day1_and_big_day2(tmp_path, store, big_kib=32768):
+    """day1: one table, two small sstables, backed up and then forgotten, so its pack is one
+    no backup uses. The snapshot nightly-2 holds day1's sstables and two big incompressible
+    new ones: a create of it deduplicates against day1's pack and writes for a while.
+    Returns the data dirs and day1's pack."""
+    src = make_sample(str(tmp_path / 'src'), '--data-kib', '256', '--no-clutter', '--keyspaces',
+                      '1', '--tables', '1', '--no-index')
+    dirs = sample_dirs(src)
+    cb('create', '--store', store, '--name', 'day1', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    [p1] = pack_files(store)
+    make_sample(src, '--data-kib', str(big_kib), '--incompressible', '--no-clutter', '--keyspaces',
+                '1', '--tables', '1', '--no-index', '--grow-percent', '100', '--tag', 'nightly-2',
+                '--seed', '2')
+    cb('forget', '--store', store, 'day1')
+    return dirs, p1
+
+
+def stopped_while_writing(argv, store, env):
+    """argv started and stopped (SIGSTOP) while it writes a pack into store, so after it took
+    its lock and before it commits: a pack upload is an O_TMPFILE in STORE/tmp, seen through
+    the writer's descriptors; the lock object is written through tmp/ too, so pack-sized."""
+    c = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    while c.poll() is None and upload_size(c.pid, store) < 1 << 20:
+        time.sleep(0.001)
+    c.send_signal(signal.SIGSTOP)
+    if c.poll() is None and upload_size(c.pid, store) >= 1 << 20:
+        return c
+    c.send_signal(signal.SIGCONT)
+    out, err = c.communicate()
+    raise AssertionError(f'{argv[1]} ended ({c.returncode}) before it was stopped writing: {err}')
+
+
+def resumed(c):
+    c.send_signal(signal.SIGCONT)
+    out, err = c.communicate(timeout=300)
+    return c.returncode, out, err
+
+
+def the_lapsed_line(err, store):
+    lines = [ln for ln in err.splitlines() if 'lapsed' in ln]
+    assert len(lines) == 1, err
+    assert f'the lock of {store} lapsed (' in lines[0] and 'so nothing is committed' in lines[0], err
+    return lines[0]
+
+
+def test_create_paused_past_its_lease_commits_nothing(store, tmp_path):
+    dirs, p1 = day1_and_big_day2(tmp_path, store)
+    c = stopped_while_writing([CASSBACKUP, 'create', '--store', store, '--name', 'day2',
+                               *data_dir_args(dirs), '--snapshot', 'nightly-2'], store, LEASE)
+    try:
+        # the prune waits while the create's lease is fresh, then (the store has not seen it
+        # renewed for the stale period) takes the store and deletes day1's pack, which the
+        # create counts on
+        p = cb('prune', '--store', store, '--json', '--lock-wait', '30', env=LEASE, check=False)
+        assert p.returncode == 0, p.stderr
+        assert f'is locked by create (pid {c.pid} on ' in p.stderr
+        res = json.loads(p.stdout)
+        assert [(a['pack'], a['action'], a['done']) for a in res['actions']] == [(p1, 'delete', True)]
+        assert p1 not in pack_files(store)
+    finally:
+        rc, out, err = resumed(c)
+    # continued, the create finds its lease lapsed and stops before its manifest
+    assert rc == 1, err
+    line = the_lapsed_line(err, store)
+    assert 'not renewed for ' in line and 'the process was paused or the store was unreachable' in line
+    assert not os.path.exists(os.path.join(store, 'backups', 'day2.json'))
+    assert backup_names(store) == []
+    p = cb('check', '--store', store, '--read-data', '--json', check=False)
+    assert p.returncode == 0, p.stdout
+    # the pack it wrote is one no manifest names: the next prune removes it
+    [orphan] = pack_files(store)
+    res = json.loads(cb('prune', '--store', store, '--json').stdout)
+    assert [a['pack'] for a in res['actions']] == [orphan] and pack_files(store) == []
+
+
+def test_prune_with_its_clock_ahead_leaves_a_live_lock_alone(store, tmp_path):
+    assert os.path.exists(SHIM), f'{SHIM} is not built'
+    shifted = int(subprocess.run(['date', '+%s'], env=AHEAD_PLAIN, capture_output=True, text=True,
+                                 check=True).stdout)
+    assert shifted >= time.time() + 30 * 60  # the shim works
+    dirs, p1 = day1_and_big_day2(tmp_path, store)
+    # a create with the default lease (30 minutes), stopped for a moment: its lease is fresh
+    c = stopped_while_writing([CASSBACKUP, 'create', '--store', store, '--name', 'day2',
+                               *data_dir_args(dirs), '--snapshot', 'nightly-2'], store, None)
+    try:
+        # its lock document says it was renewed 31 minutes ago by this prune's clock; the
+        # store saw it written a moment ago
+        p = cb('prune', '--store', store, '--lock-wait', '1', env=AHEAD, check=False)
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert f'is locked by create (pid {c.pid} on ' in p.stderr.splitlines()[-1]
+        assert p1 in pack_files(store)
+        # nor does unlock or check, with the same clock, take it for stale
+        u = cb('unlock', '--store', store, env=AHEAD)
+        assert 'removed 0 stale locks; 1 held' in u.stdout and 'shared lock of create' in u.stdout
+    finally:
+        rc, out, err = resumed(c)
+    assert rc == 0, err
+    assert backup_names(store) == ['day2']
+    cb('check', '--store', store, '--read-data')
+    cb('verify', '--store', store, 'day2')
+    # the prune then runs, its clock still ahead, and keeps the pack day2 uses
+    res = json.loads(cb('prune', '--store', store, '--json', env=AHEAD).stdout)
+    assert res['actions'] == [] and p1 in pack_files(store)
+
+
+def test_copy_paused_past_its_lease_commits_nothing(tmp_path, binaries):
+    src, dst = str(tmp_path / 'src-store'), str(tmp_path / 'dst-store')
+    cb('init', '--store', src)
+    cb('init', '--store', dst)
+    data = make_sample(str(tmp_path / 'data'), '--data-kib', '32768', '--incompressible',
+                       '--no-clutter', '--keyspaces', '1', '--tables', '1', '--no-index')
+    cb('create', '--store', src, '--name', 'big', *data_dir_args(sample_dirs(data)),
+       '--snapshot', 'nightly-1')
+    c = stopped_while_writing([CASSBACKUP, 'copy', '--from', src, '--to', dst, 'big'], dst, LEASE)
+    try:
+        p = cb('prune', '--store', dst, '--lock-wait', '30', env=LEASE, check=False)
+        assert p.returncode == 0, p.stderr
+        assert f'is locked by copy (pid {c.pid} on ' in p.stderr
+    finally:
+        rc, out, err = resumed(c)
+    assert rc == 1, err
+    the_lapsed_line(err, dst)
+    assert not os.path.exists(os.path.join(dst, 'backups', 'big.json'))
+    assert backup_names(dst) == []
+    cb('check', '--store', dst, '--read-data')
+
+
+def test_prune_paused_past_its_lease_deletes_nothing_more(store, tmp_path):
+    """A prune stopped while it repacks; meanwhile unlock takes its lock for stale (by the
+    store's clock) and removes it. Continued, the prune stops before it deletes the pack it
+    copied from."""
+    src = make_sample(str(tmp_path / 'src'), '--data-kib', '65536', '--incompressible',
+                      '--no-clutter', '--keyspaces', '1', '--tables', '1', '--no-index')
+    dirs = sample_dirs(src)
+    cb('create', '--store', store, '--name', 'day1', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    [p1] = pack_files(store)
+    # day2: generation 2 of day1 and a new small one; generation 1 compacted away
+    make_sample(src, '--data-kib', '64', '--no-clutter', '--keyspaces', '1', '--tables', '1',
+                '--no-index', '--grow-percent', '50', '--tag', 'nightly-2', '--seed', '2')
+    for d in dirs:
+        for root, _, names in os.walk(d):
+            if root.endswith(os.path.join('snapshots', 'nightly-2')):
+                for n in names:
+                    if n.startswith('nb-1-'):
+                        os.unlink(os.path.join(root, n))
+                m = os.path.join(root, 'manifest.json')
+                if os.path.exists(m):
+                    doc = json.load(open(m))
+                    doc['files'] = [f for f in doc['files'] if not f.startswith('nb-1-')]
+                    os.unlink(m)
+                    json.dump(doc, open(m, 'w'))
+    cb('create', '--store', store, '--name', 'day2', *data_dir_args(dirs), '--snapshot', 'nightly-2')
+    cb('forget', '--store', store, 'day1')  # p1: generation 1 unused, generation 2 used
+    before = pack_files(store)
+    p = stopped_while_writing([CASSBACKUP, 'prune', '--store', store, '--max-unused', '0'], store, LEASE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the store has not seen the prune's lock renewed for the stale period
+            u = cb('unlock', '--store', store, env=LEASE)
+            if 'removed 1 stale lock' in u.stdout:
+                break
+            assert 'held   exclusive lock of prune' in u.stdout
+            assert time.monotonic() < deadline, 'the stopped prune\'s lock never went stale'
+            time.sleep(0.5)
+    finally:
+        rc, out, err = resumed(p)
+    assert rc == 1, err
+    the_lapsed_line(err, store)
+    assert p1 in pack_files(store) and set(before) <= set(pack_files(store))
+    cb('check', '--store', store, '--read-data')
+    cb('verify', '--store', store, 'day2')
+    res = json.loads(cb('prune', '--store', store, '--json', '--max-unused', '0').stdout)
+    assert p1 not in pack_files(store) and any(a['pack'] == p1 and a['done'] for a in res['actions'])
+    cb('verify', '--store', store, 'day2')
+
+
+def write_lock(store, name, doc, ago=None):
+    locks = os.path.join(store, 'locks')
+    os.makedirs(locks, exist_ok=True)
+    path = os.path.join(locks, name + '.json')
+    with open(path, 'w') as f:
+        json.dump(doc, f)
+    if ago is not None:
+        t = time.time() - ago
+        os.utime(path, (t, t))
+    return path
+
+
+def test_create_waits_for_a_prune_saying_for_whom(store, tmp_path):
+    src = make_sample(str(tmp_path / 'src'), '--data-kib', '64', '--no-clutter', '--keyspaces', '1',
+                      '--tables', '1', '--no-index')
+    host = socket.gethostname()
+    # a live prune's exclusive lock (this process stands for the prune)
+    lock = write_lock(store, 'prune', {'host': host, 'command': 'prune', 'pid': os.getpid(),
+                                       'exclusive': True, 'time_ns': time.time_ns(), 'renewals': 3})
+    argv = ['create', '--store', store, '--name', 'n1', *data_dir_args(sample_dirs(src)),
+            '--snapshot', 'nightly-1']
+    t0 = time.monotonic()
+    p = cb(*argv, '--lock-wait', '2', check=False)
+    assert p.returncode == 1 and time.monotonic() - t0 >= 2
+    first, last = p.stderr.splitlines()
+    assert first == (f'cassbackup: store {store} is locked by prune (pid {os.getpid()} on {host}, exclusive); '
+                     'waiting up to 2 s for it to go')
+    assert f'store {store} is locked by prune (pid {os.getpid()} on {host})' in last
+    assert backup_names(store) == []
+    # by default it waits (10 minutes at most), and goes on once the prune is done
+    c = subprocess.Popen([CASSBACKUP, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = c.stderr.readline()
+        assert 'is locked by prune (pid' in line and 'waiting up to 600 s for it to go' in line
+        os.unlink(lock)
+        out, err = c.communicate(timeout=60)
+    finally:
+        if c.poll() is None:
+            c.kill()
+            c.wait()
+    assert c.returncode == 0, err
+    assert backup_names(store) == ['n1']
+    assert '--lock-wait SECONDS' in cb('help', 'create').stdout
+
+
+def test_unlock_and_check_judge_locks_by_the_store_clock(store):
+    host = socket.gethostname()
+    now = time.time_ns()
+    # written a moment ago by a holder whose clock runs 31 minutes behind ours: live
+    write_lock(store, 'behind', {'host': 'elsewhere', 'command': 'create', 'pid': 1,
+                                 'exclusive': False, 'time_ns': now - 31 * 60 * 10**9})
+    # its holder's clock says now, but the store has not seen it renewed for 31 minutes: stale
+    write_lock(store, 'old', {'host': 'elsewhere', 'command': 'prune', 'pid': 1, 'exclusive': True,
+                              'time_ns': now, 'renewals': 12}, ago=31 * 60)
+    # 29 minutes: live
+    write_lock(store, 'recent', {'host': host, 'command': 'create', 'pid': os.getpid(),
+                                 'exclusive': False, 'time_ns': now}, ago=29 * 60)
+    p = cb('check', '--store', store, '--json', check=False)
+    assert p.returncode == 0, p.stderr  # (its shared lock: no live exclusive one is there)
+    res = json.loads(p.stdout)
+    assert res['summary']['stale_locks'] == 1, res['info']
+    [info] = [i for i in res['info'] if i.startswith('locks/')]
+    assert info.startswith('locks/old.json: stale exclusive lock of prune (pid 1 on elsewhere')
+    assert "s ago by the store's clock" in info
+    u = cb('unlock', '--store', store)
+    assert 'removed 1 stale lock; 2 held' in u.stdout
+    assert sorted(os.listdir(os.path.join(store, 'locks'))) == ['behind.json', 'recent.json']
+    # a prune keeps out, whatever its clock says, and names a holder
+    p = cb('prune', '--store', store, '--lock-wait', '0', env=AHEAD, check=False)
+    assert p.returncode == 1 and 'is locked by create (pid ' in p.stderr
+    u = cb('unlock', '--store', store, env=AHEAD)
+    assert 'removed 0 stale locks; 2 held' in u.stdout
