@@ -143,7 +143,13 @@ static void limited_close(struct cb_io *io)
 	free(l);
 }
 
-static const struct cb_io_ops limited_io_ops = {.pread = limited_pread, .close = limited_close};
+static void limited_done(struct cb_io *io, uint64_t off, size_t len)
+{
+	cb_io_done(((struct limited_io *)io)->in, off, len);
+}
+
+static const struct cb_io_ops limited_io_ops = {.pread = limited_pread, .close = limited_close,
+						.done = limited_done};
 
 static int limit_open_read(struct cb_backend *b, const char *key, struct cb_io **out)
 {
@@ -286,7 +292,13 @@ static void retry_io_close(struct cb_io *io)
 	free(t);
 }
 
-static const struct cb_io_ops retry_io_ops = {.pread = retry_pread, .close = retry_io_close};
+static void retry_done(struct cb_io *io, uint64_t off, size_t len)
+{
+	cb_io_done(((struct retry_io *)io)->in, off, len);
+}
+
+static const struct cb_io_ops retry_io_ops = {.pread = retry_pread, .close = retry_io_close,
+					      .done = retry_done};
 
 static int retry_open_read(struct cb_backend *b, const char *key, struct cb_io **out)
 {

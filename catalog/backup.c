@@ -286,8 +286,7 @@ static int open_and_check(backup_writer *w, struct strbuf *err)
 		return r;
 	/* Under the lock, no prune runs: the packs deduplicated against must be the store's now,
 	 * not as they were before a prune this create waited for deleted some. */
-	struct reconcile_stats rst = {0};
-	r = store_reconcile(w->store, RECONCILE_PACKS, &rst, err);
+	r = store_reconcile(w->store, RECONCILE_PACKS, NULL, err);
 	if (r < 0)
 		return r;
 	/* Leftover uploads of dead local writers (S3's are aborted by prune, under its lock). */

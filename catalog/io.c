@@ -26,9 +26,15 @@ static void file_close(struct cb_io *io)
 	free(f);
 }
 
+static void file_done(struct cb_io *io, uint64_t off, size_t len)
+{
+	posix_fadvise(((struct file_io *)io)->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+}
+
 static const struct cb_io_ops file_ops = {
 	.pread = file_pread,
 	.close = file_close,
+	.done = file_done,
 };
 
 int cb_io_open_fd(int fd, struct cb_io **out)

@@ -16,6 +16,10 @@ struct cb_io_ops {
 	/* Reads up to len bytes at off; returns bytes read (short only at end) or -errno. */
 	ssize_t (*pread)(struct cb_io *io, void *buf, size_t len, uint64_t off);
 	void (*close)(struct cb_io *io);
+	/* optional: [off, off + len) was read and will not be read again soon (a local file
+	 * drops those pages from the page cache, which would otherwise keep the pack's bytes
+	 * beside the decoded ones the reader keeps) */
+	void (*done)(struct cb_io *io, uint64_t off, size_t len);
 };
 
 struct cb_io {
@@ -32,6 +36,13 @@ int cb_io_open_fd(int fd, struct cb_io **out);
 static inline ssize_t cb_io_pread(struct cb_io *io, void *buf, size_t len, uint64_t off)
 {
 	return io->ops->pread(io, buf, len, off);
+}
+
+/* Says that [off, off + len) was read and is not needed again soon (see done above). */
+static inline void cb_io_done(struct cb_io *io, uint64_t off, size_t len)
+{
+	if (io->ops->done)
+		io->ops->done(io, off, len);
 }
 
 /* Accepts NULL. */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "packfmt.h"
 #include "util.h"
 
 typedef struct pack_cache pack_cache;
@@ -66,10 +67,6 @@ struct pack_pin {
 int pack_cache_pin(pack_cache *pc, const char *key, uint64_t off, size_t len, struct pack_pin *pin);
 void pack_cache_unpin(pack_cache *pc, struct pack_pin *pin);
 
-/* The one text for the errors above, for a program's message ("pack file is missing");
- * strerror's for any other. Never NULL; a static string. */
-const char *pack_cache_strerror(int err);
-
 struct pack_cache_stats {
 	uint64_t hits, misses, evictions;
 	uint64_t fetches, fetched_bytes; /* positional reads of frames (ranged GETs), their bytes */
@@ -78,45 +75,8 @@ struct pack_cache_stats {
 };
 void pack_cache_get_stats(pack_cache *pc, struct pack_cache_stats *st);
 
-/* --- format-2 packs (pack.h: index member, trailer, seek table) --------------------------- */
-
-#include "io.h"
-#include "manifest.h"
-#include "seekable.h"
-
-struct pack_trailer {
-	uint64_t index_offset, index_size;
-	unsigned char table_sha256[32];
-};
-
-#define PACK_INDEX_MAX (256u << 20)
-
-/* Reads a pack's seek table and checks it against the trailer's SHA-256 (and the trailer's
- * index location against the table), so a damaged table is never used: -EBADMSG then. */
-int pack_table_read(struct cb_io *io, struct seek_table **out, struct pack_trailer *tr);
-
-/* Reads and parses the pack's index member, and checks that every blob's data starts a frame
- * and lies before the index: -EBADMSG (err says why) otherwise. */
-int pack_index_read(struct cb_io *io, const struct seek_table *t, const struct pack_trailer *tr,
-		    struct pack_index *out, char *err, size_t errlen);
-
-/* What a pack says of itself, verified. */
-struct pack_meta {
-	uint64_t size;             /* of the object */
-	struct seek_table *table;  /* its frames tile the object up to the trailer */
-	struct pack_trailer trailer;
-	struct pack_index index;   /* every blob at a frame start before the index, none overlapping */
-};
-
-/* Reads and verifies the pack at io: trailer, seek table (against the SHA-256 the trailer
- * holds, tiling the object) and index (pack_index_read). The one place a whole pack is
- * verified (a reader of frames needs only pack_table_read). 0, or -EBADMSG (damaged) or the
- * read's error, with one line in err; *out is the caller's (pack_meta_free) on success. */
-int pack_meta_read(struct cb_io *io, struct pack_meta *out, char *err, size_t errlen);
-void pack_meta_free(struct pack_meta *m); /* accepts a zeroed one */
-
-/* The same, through the cache (its verified table and trailer, its frames): the index of the
- * pack at key. */
+/* The index of the pack at key, read through the cache (its verified table and trailer, its
+ * frames) and checked as pack_index_read checks it. */
 int pack_cache_index(pack_cache *pc, const char *key, struct pack_index *out, char *err,
 		     size_t errlen);
 

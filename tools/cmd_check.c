@@ -1074,6 +1074,7 @@ static void check_free(struct check *c)
 	free(c->known);
 	strv_free(&c->problems);
 	strv_free(&c->info);
+	reconcile_stats_free(&c->rs);
 }
 
 int cmd_check(int argc, char **argv)

@@ -76,9 +76,8 @@ static int open_stores(struct copy_cmd *c)
 		rc = CB_EXIT_FAILED;
 	/* Under the lock, no prune runs: what the target holds is read now, not as it was before
 	 * a prune this copy waited for deleted packs (their blobs would be taken as present). */
-	struct reconcile_stats rst = {0};
 	struct strbuf err = {0};
-	if (rc == 0 && !c->dry_run && store_reconcile(c->dst, RECONCILE_PACKS, &rst, &err) < 0) {
+	if (rc == 0 && !c->dry_run && store_reconcile(c->dst, RECONCILE_PACKS, NULL, &err) < 0) {
 		errorf("cannot read the packs of %s: %s", c->to_shown, err.buf ? err.buf : "out of memory");
 		rc = CB_EXIT_FAILED;
 	}
