@@ -17,8 +17,10 @@ struct prune {
 	const char *location;
 	struct store *store; /* the caller's */
 	struct store_lock *lock;
-	struct prune_pack *packs;
+	bool exclusive;        /* lock is the exclusive one (the delete phase) */
+	struct prune_pack *packs; /* the plan, by catalog id (ascending) */
 	size_t npacks, cap;
+	uint64_t copied_bytes; /* of repacked packs not deleted yet */
 	struct prune_stats st;
 };
 
@@ -27,22 +29,56 @@ static const char *catalog_reason(catalog *c, int r)
 	return r == -EUCLEAN || r == -EIO || r == -EBUSY ? catalog_errmsg(c) : strerror(-r);
 }
 
-/* --- begin: lock, reconcile, check ------------------------------------------------------- */
+/* --- locks ------------------------------------------------------------------------------ */
 
-static int take_lock(prune *p, struct strbuf *err)
+static void say_locked(prune *p, const struct lock_info *holder, struct strbuf *err)
 {
+	sb_printf(err, "store %s is locked by %s (pid %lld on %s, %s); try again later, or "
+		  "'cassbackup unlock' if that process is gone", p->location, holder->command,
+		  (long long)holder->pid, holder->host, holder->exclusive ? "exclusive" : "shared");
+}
+
+static int find_other_prune(void *ctx, const struct lock_info *li)
+{
+	if (li->stale || li->probe || strcmp(li->command, "prune") != 0)
+		return 0;
+	*(struct lock_info *)ctx = *li;
+	return 1;
+}
+
+/* Prunes run one at a time: two would copy the same blobs, and one would read packs the
+ * other deleted. Looked for after this prune's own lock is written, so of two that race at
+ * least one sees the other and backs off. */
+static int alone(prune *p, struct strbuf *err)
+{
+	struct lock_info other = {0};
+	int r = store_lock_list(store_backend(p->store), p->lock, find_other_prune, &other);
+	if (r == 1) {
+		say_locked(p, &other, err);
+		return -EBUSY;
+	}
+	if (r < 0)
+		sb_printf(err, "cannot list the locks of %s: %s", p->location, cb_backend_why(r));
+	return r;
+}
+
+/* Takes the shared lock (planning, repacking: what a create may do beside it) or the
+ * exclusive one (deleting), releasing the one held first. */
+static int take_lock(prune *p, bool exclusive, struct strbuf *err)
+{
+	store_lock_release(p->lock);
+	p->lock = NULL;
 	struct lock_info holder = {0};
-	int r = store_lock_take(store_backend(p->store), true, "prune", p->o.lock_wait_seconds,
+	int r = store_lock_take(store_backend(p->store), exclusive, "prune", p->o.lock_wait_seconds,
 				p->o.lock_waiting, p->o.lock_ctx, &p->lock, &holder);
 	if (r == -EBUSY)
-		sb_printf(err, "store %s is locked by %s (pid %lld on %s, %s); try again later, or "
-			  "'cassbackup unlock' if that process is gone", p->location, holder.command,
-			  (long long)holder.pid, holder.host, holder.exclusive ? "exclusive" : "shared");
+		say_locked(p, &holder, err);
 	else if (r == -EROFS)
 		sb_printf(err, "store %s is read-only", p->location);
 	else if (r < 0)
 		sb_printf(err, "cannot lock store %s: %s", p->location, cb_backend_why(r));
-	return r;
+	p->exclusive = r == 0 && exclusive;
+	return r < 0 || exclusive ? r : alone(p, err);
 }
 
 /* --- plan -------------------------------------------------------------------------------- */
@@ -198,12 +234,7 @@ static int reconcile_strict(prune *p, struct strbuf *err)
 
 static int open_and_plan(prune *p, struct strbuf *err)
 {
-	int r = take_lock(p, err);
-	if (r < 0)
-		return r;
-	if (!p->o.dry_run)
-		p->st.leftovers_err = cb_backend_reclaim(store_backend(p->store), &p->st.leftovers);
-	return reconcile_strict(p, err) ?: make_plan(p, err);
+	return take_lock(p, false, err) ?: reconcile_strict(p, err) ?: make_plan(p, err);
 }
 
 int prune_begin(struct store *s, const struct prune_opts *o, prune **out, struct strbuf *err)
@@ -252,36 +283,7 @@ void prune_free(prune *p)
 	free(p);
 }
 
-/* --- delete ------------------------------------------------------------------------------ */
-
-/* The store first, then the catalog: a prune killed in between leaves a catalog row whose
- * pack is gone, which the next reconcile drops. */
-static int delete_pack(prune *p, struct prune_pack *k, struct strbuf *err)
-{
-	int r = store_lock_check(p->lock, err); /* the lease, held all along, before each delete */
-	if (r < 0)
-		return r;
-	r = cb_backend_delete(store_backend(p->store), k->path);
-	if (r < 0 && r != -ENOENT) {
-		sb_printf(err, "cannot delete %s/%s: %s", p->location, k->path, cb_backend_why(r));
-		return r;
-	}
-	catalog *c = store_catalog(p->store);
-	r = catalog_begin(c) ?: catalog_remove_pack(c, k->id) ?: catalog_commit(c);
-	if (r < 0) {
-		catalog_rollback(c);
-		sb_printf(err, "deleted %s/%s, but cannot drop it from the catalog (the next open "
-			  "will): %s", p->location, k->path, catalog_reason(c, r));
-		return r;
-	}
-	k->gone = true;
-	p->st.bytes_removed += k->size;
-	if (k->action == PRUNE_DELETE)
-		p->st.packs_deleted++;
-	else
-		p->st.packs_repacked++;
-	return 0;
-}
+/* --- delete, under the exclusive lock ------------------------------------------------------ */
 
 /* Drops the deleted packs k[0..n) from the catalog, in one transaction, and counts them. */
 static int forget_deleted(prune *p, struct prune_pack **k, size_t n, struct strbuf *err)
@@ -300,15 +302,67 @@ static int forget_deleted(prune *p, struct prune_pack **k, size_t n, struct strb
 	for (size_t i = 0; i < n; i++) {
 		k[i]->gone = true;
 		p->st.bytes_removed += k[i]->size;
-		p->st.packs_deleted++;
+		if (k[i]->action == PRUNE_DELETE) {
+			p->st.packs_deleted++;
+		} else {
+			p->st.packs_repacked++;
+			p->copied_bytes -= k[i]->size;
+		}
 	}
 	return 0;
 }
 
-/* Deletes the packs no backup uses, PRUNE_BATCH at a time (one DeleteObjects on S3): from
- * the store, then from the catalog. */
+/* A planned pack is deleted now when it is due (unused from the start, or repacked) and, by
+ * the catalog as the exclusive lock found the store, still no backup reads from it. */
+static bool due(const struct prune_pack *k)
+{
+	return !k->gone && (k->action == PRUNE_DELETE || (k->action == PRUNE_REPACK && k->copied));
+}
+
+/* Clears in_use of the due packs no backup reads from by the catalog now. The catalog is
+ * walked by id, as the plan was made. */
+struct recheck {
+	prune *p;
+	size_t i;
+};
+
+static int recheck_pack(void *ctx, const struct cb_pack_usage *u)
+{
+	struct recheck *rc = ctx;
+	prune *p = rc->p;
+	while (rc->i < p->npacks && p->packs[rc->i].id < u->id)
+		rc->i++;
+	struct prune_pack *k = rc->i < p->npacks ? &p->packs[rc->i] : NULL;
+	if (k && k->id == u->id && due(k))
+		k->in_use = u->used > 0;
+	return 0;
+}
+
+/* Judges the due packs again: in_use when a backup made since the plan reads from one (it
+ * deduplicated against its blobs) or the catalog lacks it now (gone meanwhile). Those stay,
+ * for a later prune. */
+static int recheck(prune *p, struct strbuf *err)
+{
+	for (size_t i = 0; i < p->npacks; i++)
+		p->packs[i].in_use = due(&p->packs[i]);
+	catalog *c = store_catalog(p->store);
+	struct recheck rc = {.p = p};
+	int r = catalog_pack_usage(c, recheck_pack, &rc);
+	if (r < 0) {
+		sb_printf(err, "cannot read the catalog of %s: %s", p->location, catalog_reason(c, r));
+		return r;
+	}
+	p->st.packs_in_use = 0;
+	for (size_t i = 0; i < p->npacks; i++)
+		p->st.packs_in_use += due(&p->packs[i]) && p->packs[i].in_use;
+	return 0;
+}
+
+/* Deletes the due packs no backup uses, PRUNE_BATCH at a time (one DeleteObjects on S3):
+ * from the store, then from the catalog. A pack the catalog lacks now (gone meanwhile) counts
+ * as used, so it is left alone. */
 #define PRUNE_BATCH 1000
-static int delete_unused(prune *p, struct strbuf *err)
+static int delete_due(prune *p, struct strbuf *err)
 {
 	struct prune_pack *k[PRUNE_BATCH];
 	const char *keys[PRUNE_BATCH];
@@ -316,7 +370,7 @@ static int delete_unused(prune *p, struct strbuf *err)
 	for (size_t i = 0; i < p->npacks;) {
 		size_t n = 0;
 		for (; i < p->npacks && n < PRUNE_BATCH; i++)
-			if (p->packs[i].action == PRUNE_DELETE) {
+			if (due(&p->packs[i]) && !p->packs[i].in_use) {
 				k[n] = &p->packs[i];
 				keys[n++] = p->packs[i].path;
 			}
@@ -332,12 +386,12 @@ static int delete_unused(prune *p, struct strbuf *err)
 		r = cb_backend_delete_many(store_backend(p->store), keys, n, results);
 		size_t gone = 0;
 		for (size_t j = 0; j < n; j++)
-			if (results[j] == 0)
+			if (results[j] == 0 || results[j] == -ENOENT)
 				k[gone++] = k[j];
 		int rc = forget_deleted(p, k, gone, err);
 		if (r < 0) {
 			for (size_t j = 0; j < n; j++)
-				if (results[j] < 0) {
+				if (results[j] < 0 && results[j] != -ENOENT) {
 					sb_printf(err, "cannot delete %s/%s: %s", p->location, keys[j],
 						  cb_backend_why(results[j]));
 					break;
@@ -348,6 +402,28 @@ static int delete_unused(prune *p, struct strbuf *err)
 			return rc;
 	}
 	return 0;
+}
+
+/* The delete phase: the shared lease checked (a prune whose lease lapsed commits nothing
+ * more), then the exclusive lock, so no create or copy runs; the catalog read again from a
+ * complete reading of the store, which holds every backup made since the plan; the due packs
+ * no backup reads from deleted; the upload leftovers of dead writers removed (on S3 only the
+ * exclusive lock makes aborting multipart uploads safe). Then, when more is to be repacked,
+ * the shared lock again. */
+static int delete_phase(prune *p, bool more, struct strbuf *err)
+{
+	int r = store_lock_check(p->lock, err) ?: take_lock(p, true, err);
+	if (r < 0)
+		return r;
+	p->st.delete_phases++;
+	r = reconcile_strict(p, err) ?: recheck(p, err) ?: delete_due(p, err);
+	if (r < 0)
+		return r;
+	if (!p->st.reclaimed) {
+		p->st.leftovers_err = cb_backend_reclaim(store_backend(p->store), &p->st.leftovers);
+		p->st.reclaimed = true;
+	}
+	return more ? take_lock(p, false, err) : 0;
 }
 
 /* --- repack ------------------------------------------------------------------------------ */
@@ -408,11 +484,13 @@ struct repack {
 	int64_t created_ns;
 };
 
-static int delete_copied(struct repack *rp);
+/* Repacked packs waiting for the delete phase may hold this many times the pack size: the
+ * space a repack needs beyond the store's is bounded, and creates wait for deletes only. */
+#define PRUNE_COPIED_PACKS 8
 
 /* The packer's word that a new pack is in the store: registered and made the current location
  * of its blobs, in one transaction (then the packs they were copied from hold them unused);
- * then the packs whose every used blob is in a registered new pack go. */
+ * then, when the copied packs waiting reach PRUNE_COPIED_PACKS pack sizes, a delete phase. */
 static int pack_committed(void *ctx, const char *key, const struct pack_info *info,
 			  const struct pack_index *pi)
 {
@@ -434,21 +512,9 @@ static int pack_committed(void *ctx, const char *key, const struct pack_info *in
 	}
 	rp->p->st.packs_written++;
 	rp->p->st.bytes_written += info->compressed;
-	return delete_copied(rp);
-}
-
-/* Deletes the packs every used blob of which is now in a registered new pack. */
-static int delete_copied(struct repack *rp)
-{
-	prune *p = rp->p;
-	for (size_t i = 0; i < p->npacks; i++) {
-		struct prune_pack *k = &p->packs[i];
-		if (k->action != PRUNE_REPACK || !k->copied || k->gone)
-			continue;
-		int r = delete_pack(p, k, rp->err);
-		if (r < 0)
-			return r;
-	}
+	uint64_t target = rp->p->o.pack_size ? rp->p->o.pack_size : PACK_DEFAULT_SIZE;
+	if (rp->p->copied_bytes >= PRUNE_COPIED_PACKS * target)
+		return delete_phase(rp->p, true, rp->err);
 	return 0;
 }
 
@@ -503,21 +569,19 @@ static int repack_one(struct repack *rp, struct prune_pack *k, struct live_list 
 {
 	prune *p = rp->p;
 	catalog *c = store_catalog(p->store);
+	/* the blobs used now: under the shared lock, backups may have come or gone since the
+	 * plan; the delete phase judges the pack again from the catalog as it is then */
 	int r = catalog_pack_live_blobs(c, k->id, add_live, live);
 	if (r < 0) {
 		sb_printf(rp->err, "cannot read the catalog of %s: %s", p->location, catalog_reason(c, r));
 		return r;
 	}
-	if (live->n != k->used) { /* never delete a pack on a listing that disagrees with the plan */
-		sb_printf(rp->err, "the catalog of %s lists %zu blobs in use in %s, planned %llu: "
-			  "'cassbackup reindex' rebuilds it", p->location, live->n, k->path,
-			  (unsigned long long)k->used);
-		return -EUCLEAN;
-	}
 	for (size_t i = 0; r == 0 && i < live->n; i++)
 		r = copy_blob(rp, k, &live->v[i]);
-	if (r == 0)
-		k->copied = true; /* deleted once the pack its last blob went into is committed */
+	if (r == 0) { /* due once the pack its last blob went into is committed */
+		k->copied = true;
+		p->copied_bytes += k->size;
+	}
 	return r;
 }
 
@@ -552,9 +616,20 @@ static int repack_all(prune *p, struct strbuf *err)
 	return r;
 }
 
+/* Repacks under the shared lock (in delete phases when the copied packs pile up), then ends
+ * with a delete phase: also after a repack that failed on a pack (what was planned to go and
+ * what was copied still goes), not after an interruption or a lapsed lease. */
 int prune_run(prune *p, struct strbuf *err)
 {
 	if (p->o.dry_run)
 		return 0;
-	return delete_unused(p, err) ?: repack_all(p, err);
+	int r = repack_all(p, err);
+	if (r == -ECANCELED || r == -ETIMEDOUT || (r < 0 && p->exclusive))
+		return r;
+	struct strbuf then = {0};
+	int d = delete_phase(p, false, r < 0 ? &then : err);
+	if (d < 0 && r < 0)
+		sb_printf(err, "; then %s", then.buf ? then.buf : strerror(-d));
+	sb_free(&then);
+	return r < 0 ? r : d;
 }

@@ -1,34 +1,40 @@
 /* prune.h: freeing the space of a store that no backup uses any more.
  *
  * Backups go when their manifest goes (forget); the packs holding their blobs stay until a
- * prune. Under the store's exclusive lock (lock.h), a prune:
- *   1. brings the catalog up to date with the store (store_reconcile with RECONCILE_PACKS and
+ * prune. A prune holds the store's exclusive lock (lock.h) only while it deletes; it plans
+ * and copies under a shared one, beside creates, as one more writer of packs. It:
+ *   1. takes a shared lock, and backs off when another prune holds one;
+ *   2. brings the catalog up to date with the store (store_reconcile with RECONCILE_PACKS and
  *      RECONCILE_STRICT), so it knows every manifest in backups/ and every pack in packs/, also
  *      packs that a create killed before its manifest left behind; and refuses to go on when a
  *      manifest cannot be read or parsed, whatever the reason (its backup's blobs would look
  *      unused);
- *   2. plans, per pack: its used bytes, the blobs the remaining backups read from it (a blob
+ *   3. plans, per pack: its used bytes, the blobs the remaining backups read from it (a blob
  *      that two packs hold is used once, at its current location: the copy in the other pack
  *      is unused), and its unused bytes, everything else it holds. A pack with no used blob is
- *      deleted; then, as restic's --max-unused, packs are repacked, the largest unused share
- *      first, until the unused bytes of the packs that stay are at most max_unused percent of
- *      the bytes they hold; others stay;
- *   3. deletes: the pack from the store, then from the catalog; each batch of deletes, and
- *      each pack a repack replaces, only while its lease holds (store_lock_check: a prune
- *      whose lease lapsed deletes nothing more, -ETIMEDOUT);
- *   4. repacks: copies the used blobs, each checked against its SHA-256 on the way, into new
- *      packs of about pack_size (packer.h; members named as in a create,
+ *      due to be deleted; then, as restic's --max-unused, packs are repacked, the largest
+ *      unused share first, until the unused bytes of the packs that stay are at most
+ *      max_unused percent of the bytes they hold; others stay;
+ *   4. repacks: copies the blobs used now, each checked against its SHA-256 on the way, into
+ *      new packs of about pack_size (packer.h; members named as in a create,
  *      <ks>/<table>-<id>/[<.index>/]<file>, after one file that uses the blob, so `tar -x` of
  *      any pack still gives a data-dir layout); commits a new pack, registers it and makes it
- *      the current location of its blobs, and only then deletes the packs whose used blobs
- *      are all in new packs committed so.
+ *      the current location of its blobs; a pack all of whose used blobs are copied so is due
+ *      to be deleted;
+ *   5. deletes, in a delete phase (at the end, and whenever the packs due after a repack hold
+ *      PRUNE_COPIED_PACKS pack sizes, so a repack needs bounded room): checks its shared
+ *      lease (lapsed: nothing more, -ETIMEDOUT), takes the exclusive lock (so no create or
+ *      copy runs), reconciles strictly again (so it knows every backup made since the plan),
+ *      and deletes each due pack no backup reads from now: from the store, then from the
+ *      catalog, PRUNE_BATCH at a time, each batch only while the lease holds. A due pack a
+ *      backup made since the plan reads from (it deduplicated against a blob the plan took for
+ *      unused) is kept. Then upload leftovers of dead writers go (on S3, pending multipart
+ *      uploads, which only the exclusive lock makes safe to abort).
  * So a prune killed at any point loses no blob of a remaining backup, and the next prune
  * finishes the job: a pack deleted from the store but not from the catalog is dropped by the
  * reconcile; a repack killed after its new pack was registered leaves the old pack holding
  * only unused copies, which the next prune deletes; one killed before that leaves a new pack
- * holding only unused copies, deleted in turn. Upload leftovers of dead writers go too
- * (cb_backend_reclaim; on S3, pending multipart uploads, which only the exclusive lock makes
- * safe to abort).
+ * holding only unused copies, deleted in turn.
  *
  * Nothing here prints: errors come back as -errno with one line in err.
  */
@@ -72,6 +78,8 @@ struct prune_pack {
 	uint64_t used, used_bytes;  /* blobs remaining backups read from it */
 	enum prune_action action;
 	bool copied;                /* repack: every used blob is in a new pack */
+	bool in_use;                /* due to go, but a backup made since the plan reads from it
+				     * (or it went meanwhile): kept */
 	bool gone;                  /* deleted (from the store and the catalog) */
 };
 
@@ -87,6 +95,9 @@ struct prune_stats {
 	/* what was done */
 	unsigned leftovers;          /* upload leftovers removed */
 	int leftovers_err;           /* 0, or why they could not be looked for */
+	bool reclaimed;              /* leftovers were looked for */
+	unsigned packs_in_use;       /* due packs kept: backups made since the plan use them */
+	unsigned delete_phases;      /* times the exclusive lock was taken to delete */
 	unsigned packs_deleted, packs_repacked, packs_written;
 	uint64_t bytes_removed;      /* of packs deleted or repacked */
 	uint64_t bytes_written;      /* of new packs */
@@ -95,10 +106,10 @@ struct prune_stats {
 
 typedef struct prune prune;
 
-/* Takes the exclusive lock of store s (the caller's, open until prune_free; waiting as o says),
- * removes upload leftovers (not in a dry run), reconciles the catalog from a complete reading
- * of the store and plans. -EBUSY when another lock stays (err names its holder), -EBADMSG or
- * the backend's error when a manifest cannot be read (err names it). *out is the caller's
+/* Takes a shared lock of store s (the caller's, open until prune_free; waiting as o says),
+ * reconciles the catalog from a complete reading of the store and plans. -EBUSY when an
+ * exclusive lock stays, or another prune runs (err names the holder), -EBADMSG or the
+ * backend's error when a manifest cannot be read (err names it). *out is the caller's
  * (prune_free), NULL on failure. */
 struct store;
 int prune_begin(struct store *s, const struct prune_opts *o, prune **out, struct strbuf *err);
@@ -107,9 +118,9 @@ int prune_begin(struct store *s, const struct prune_opts *o, prune **out, struct
 const struct prune_pack *prune_packs(const prune *p, size_t *n);
 const struct prune_stats *prune_get_stats(const prune *p);
 
-/* Carries the plan out (nothing in a dry run). On failure err says what failed; what was done
- * before it is kept and counted in the stats, and the store holds every blob it held that a
- * backup uses. */
+/* Carries the plan out (nothing in a dry run): repacks, then deletes under the exclusive lock,
+ * waiting for it as o says. On failure err says what failed; what was done before it is kept
+ * and counted in the stats, and the store holds every blob it held that a backup uses. */
 int prune_run(prune *p, struct strbuf *err);
 
 /* Releases the lock (the store stays the caller's). Accepts NULL. */

@@ -122,3 +122,19 @@ def test_unlock_removes_stale_locks_only(four):
         json.dump(live, f)
     p = cb('unlock', '--store', four, '--all')
     assert os.listdir(locks) == []
+
+
+def test_policy_stops_on_a_manifest_it_cannot_read(four):
+    """issue 13: a policy is applied only to a complete reading of backups/. A damaged manifest
+    stops forget with one line naming it; nothing is forgotten (before: the backup was left out
+    of the counting and forget went on, exit 0)."""
+    damaged = os.path.join(four, 'backups', 'n1-b.json')
+    with open(damaged, 'w') as f:
+        f.write('{"format": 2, "name": ')
+    p = cb('forget', '--store', four, '--keep-last', '1', check=False)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    [line] = p.stderr.splitlines()
+    assert line.startswith('cassbackup: cannot apply the policy: ') and 'n1-b' in line, line
+    assert 'nothing forgotten' in line
+    for name in ('n1-a', 'n2-a', 'n2-b'):
+        assert os.path.exists(os.path.join(four, 'backups', name + '.json'))

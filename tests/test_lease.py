@@ -209,7 +209,7 @@ def test_prune_paused_past_its_lease_deletes_nothing_more(store, tmp_path):
             u = cb('unlock', '--store', store, env=LEASE)
             if 'removed 1 stale lock' in u.stdout:
                 break
-            assert 'held   exclusive lock of prune' in u.stdout
+            assert 'held   shared lock of prune' in u.stdout  # it repacks beside creates
             assert time.monotonic() < deadline, 'the stopped prune\'s lock never went stale'
             time.sleep(0.5)
     finally:
@@ -222,6 +222,105 @@ def test_prune_paused_past_its_lease_deletes_nothing_more(store, tmp_path):
     res = json.loads(cb('prune', '--store', store, '--json', '--max-unused', '0').stdout)
     assert p1 not in pack_files(store) and any(a['pack'] == p1 and a['done'] for a in res['actions'])
     cb('verify', '--store', store, 'day2')
+
+
+def day1_forgotten_day2_sharing_a_big_file(tmp_path, store):
+    """day1: one table with a big incompressible sstable (generation 2) and a small one
+    (generation 1); day2: generation 2 and a new small one. day1 forgotten: its pack holds
+    generation 1 unused and generation 2 used, so a prune with --max-unused 0 repacks it, copying
+    64 MiB for a while. Returns the data dirs and day1's pack."""
+    src = make_sample(str(tmp_path / 'src'), '--data-kib', '65536', '--incompressible',
+                      '--no-clutter', '--keyspaces', '1', '--tables', '1', '--no-index')
+    dirs = sample_dirs(src)
+    cb('create', '--store', store, '--name', 'day1', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    [p1] = pack_files(store)
+    make_sample(src, '--data-kib', '64', '--no-clutter', '--keyspaces', '1', '--tables', '1',
+                '--no-index', '--grow-percent', '50', '--tag', 'nightly-2', '--seed', '2')
+    for d in dirs:
+        for root, _, names in os.walk(d):
+            if root.endswith(os.path.join('snapshots', 'nightly-2')):
+                for n in names:
+                    if n.startswith('nb-1-'):
+                        os.unlink(os.path.join(root, n))
+                m = os.path.join(root, 'manifest.json')
+                if os.path.exists(m):
+                    doc = json.load(open(m))
+                    doc['files'] = [f for f in doc['files'] if not f.startswith('nb-1-')]
+                    os.unlink(m)
+                    json.dump(doc, open(m, 'w'))
+    cb('create', '--store', store, '--name', 'day2', *data_dir_args(dirs), '--snapshot', 'nightly-2')
+    cb('forget', '--store', store, 'day1')
+    return dirs, p1
+
+
+def test_a_create_runs_while_prune_repacks(store, tmp_path):
+    """issue 13: prune holds the exclusive lock only to delete. Stopped while it copies blobs
+    into a new pack, it holds a shared lock: a create with --lock-wait 0 goes through (before,
+    it failed: the store was locked by prune, exclusive), and so does a restore's read; a
+    second prune backs off, naming the first. Continued, the prune deletes day1's pack under
+    the exclusive lock, and every backup, the new one too, reads back whole."""
+    dirs, p1 = day1_forgotten_day2_sharing_a_big_file(tmp_path, store)
+    other = make_sample(str(tmp_path / 'other'), '--data-kib', '256', '--no-clutter', '--keyspaces',
+                        '1', '--tables', '1', '--no-index', '--seed', '9')
+    p = stopped_while_writing([CASSBACKUP, 'prune', '--store', store, '--json', '--max-unused', '0'],
+                              store, None)
+    try:
+        c = cb('create', '--store', store, '--name', 'day3', '--node', 'other',
+               *data_dir_args(sample_dirs(other)), '--snapshot', 'nightly-1', '--lock-wait', '0',
+               check=False)
+        assert c.returncode == 0, c.stderr
+        second = cb('prune', '--store', store, '--lock-wait', '0', check=False)
+        assert second.returncode == 1
+        assert f'is locked by prune (pid {p.pid} on ' in second.stderr and 'shared' in second.stderr
+    finally:
+        rc, out, err = resumed(p)
+    assert rc == 0, err
+    res = json.loads(out)
+    [a] = res['actions']
+    assert (a['pack'], a['action']) == (p1, 'repack')
+    # day3 may have deduplicated a small file (a TOC.txt) against a blob of day1's pack that
+    # the plan took for unused: then the pack stays, judged again under the exclusive lock
+    assert a['done'] != a['in_use_again'] and (p1 in pack_files(store)) == a['in_use_again']
+    assert sorted(backup_names(store)) == ['day2', 'day3']
+    cb('verify', '--store', store, '--all')
+    cb('check', '--store', store, '--read-data')
+    cb('prune', '--store', store, '--max-unused', '0')
+    assert p1 not in pack_files(store)
+    cb('verify', '--store', store, '--all')
+
+
+def test_a_backup_made_during_prune_keeps_a_pack_planned_to_go(store, tmp_path):
+    """A prune plans day1's pack as unused (day1 forgotten), then repacks another pack for a
+    while; meanwhile a create backs up day1's snapshot again, deduplicating against that pack.
+    Judged again under the exclusive lock, the pack stays: the new backup reads from it."""
+    dirs, p1 = day1_forgotten_day2_sharing_a_big_file(tmp_path, store)
+    small = make_sample(str(tmp_path / 'small'), '--data-kib', '256', '--no-clutter', '--keyspaces',
+                        '1', '--tables', '1', '--no-index', '--seed', '5')
+    before = set(pack_files(store))
+    cb('create', '--store', store, '--name', 'small', '--node', 'small',
+       *data_dir_args(sample_dirs(small)), '--snapshot', 'nightly-1')
+    [ps] = sorted(set(pack_files(store)) - before)
+    cb('forget', '--store', store, 'small')  # its pack: due to be deleted
+    p = stopped_while_writing([CASSBACKUP, 'prune', '--store', store, '--json', '--max-unused', '0'],
+                              store, None)
+    try:
+        again = cb('create', '--store', store, '--name', 'small-again', '--node', 'small',
+                   *data_dir_args(sample_dirs(small)), '--snapshot', 'nightly-1', '--json',
+                   '--lock-wait', '0')
+        assert json.loads(again.stdout)['new_bytes'] == 0  # all of it deduplicated
+    finally:
+        rc, out, err = resumed(p)
+    assert rc == 0, err
+    res = json.loads(out)
+    acts = {a['pack']: (a['action'], a['done'], a['in_use_again']) for a in res['actions']}
+    assert acts[ps] == ('delete', False, True), acts
+    assert ps in pack_files(store)
+    cb('verify', '--store', store, '--all')
+    cb('check', '--store', store, '--read-data')
+    p = cb('prune', '--store', store, '--max-unused', '0')
+    assert ps in pack_files(store)  # small-again uses all of it
+    assert p1 not in pack_files(store)
+    cb('verify', '--store', store, '--all')
 
 
 def write_lock(store, name, doc, ago=None):

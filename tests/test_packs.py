@@ -141,6 +141,29 @@ def test_copy_and_prune_write_packs_of_the_pack_size(store, tmp_path):
     cb('check', '--store', store, '--read-data')
 
 
+def test_prune_deletes_as_it_repacks_so_its_room_is_bounded(store, tmp_path):
+    """A prune that repacks many packs deletes the copied ones whenever they hold 8 pack
+    sizes (under the exclusive lock, then it goes on under the shared one): the room a repack
+    needs beyond the store's stays about 8 packs, whatever the store's size."""
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '256', '--data-dirs', '1', '--keyspaces', '2',
+                      '--tables', '8', '--sstables', '4', '--incompressible', '--no-index', '--seed', '6')
+    dirs = sample_dirs(src)
+    cb('create', '--store', store, '--name', 'ab', *data_dir_args(dirs), '--snapshot', 'nightly-1',
+       '--pack-size', '1M')
+    shrink(dirs, 'shop')
+    shrink(dirs, 'shop1')
+    cb('create', '--store', store, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    cb('forget', '--store', store, 'ab')
+    res = json.loads(cb('prune', '--store', store, '--max-unused', '0', '--pack-size', '1M',
+                        '--json').stdout)
+    repacked = [a for a in res['actions'] if a['action'] == 'repack']
+    copied = sum(a['size'] for a in repacked)
+    assert copied > 16 * MiB and all(a['done'] for a in res['actions']), res
+    assert res['delete_phases'] >= 2, res
+    cb('verify', '--store', store, 'b')
+    cb('check', '--store', store, '--read-data')
+
+
 def test_pack_size_is_checked(store, tmp_path):
     for bad, why in (('0', 'must be'), ('12KB', 'ambiguous'), ('100K', 'must be')):
         p = cb('create', '--store', store, '--name', 'x', '--data-dir', str(tmp_path), '--snapshot',

@@ -106,7 +106,7 @@ def test_removed_backup_frees_exactly_its_own_pack(store, tmp_path):
     forget(store, 'other-node')
     res, _ = prune(store)
     assert res['packs'] == {'before': 3, 'deleted': 1, 'repacked': 0, 'written': 0, 'after': 2,
-                            'unreadable': 0}
+                            'unreadable': 0, 'in_use_again': 0}
     assert res['bytes']['freed'] == size3 and res['bytes']['rewritten'] == 0
     assert [(a['pack'], a['action'], a['done']) for a in res['actions']] == [(p3, 'delete', True)]
     assert pack_files(store) == sorted([p1, p2])
@@ -309,12 +309,20 @@ def test_prune_waits_for_and_names_a_create(store, tmp_path):
         c.send_signal(signal.SIGCONT)
         c.wait()
     res = json.loads(out)
-    # old's pack went (repacked, as no unused byte is tolerated: the new backup shares its
-    # TOC.txt); the create's pack stays
-    assert [a['pack'] for a in res['actions']] == [old_pack] and res['actions'][0]['done']
-    assert old_pack not in pack_files(store)
+    # the prune planned beside the create (a shared lock each) and found old's pack unused;
+    # the create, committed before the prune's delete phase, deduplicated against it (the new
+    # backup shares its TOC.txt): judged again under the exclusive lock, it stays
+    [a] = res['actions']
+    assert (a['pack'], a['action'], a['done'], a['in_use_again']) == (old_pack, 'delete', False, True)
+    assert res['packs']['in_use_again'] == 1
+    assert old_pack in pack_files(store)
     [b] = json.loads(cb('list', '--store', store, '--json').stdout)
     assert b['name'] == 'new' and b['complete']
+    cb('verify', '--store', store, 'new')
+    # the next prune sees it used and repacks it, no unused byte being tolerated
+    res, _ = prune(store, '--max-unused', '0')
+    assert [(a['pack'], a['action'], a['done']) for a in res['actions']] == [(old_pack, 'repack', True)]
+    assert old_pack not in pack_files(store)
     cb('verify', '--store', store, 'new')
 
 

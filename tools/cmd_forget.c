@@ -202,6 +202,20 @@ static int mark_names(struct store *s, const char *store, struct flist *l, char 
 	return CB_EXIT_OK;
 }
 
+/* A policy decides from every backup, so it is applied only to a complete reading of
+ * backups/: a manifest that cannot be read (a failed request, damage) stops forget with one
+ * line naming it, nothing forgotten. */
+static int read_every_manifest(struct store *s)
+{
+	struct strbuf err = {0};
+	int r = store_reconcile(s, RECONCILE_STRICT, NULL, &err);
+	if (r < 0)
+		errorf("cannot apply the policy: %s; nothing forgotten",
+		       err.buf ? err.buf : strerror(-r));
+	sb_free(&err);
+	return r;
+}
+
 static int forget(struct fopts *o, char **names, int nnames)
 {
 	struct store *s;
@@ -210,7 +224,12 @@ static int forget(struct fopts *o, char **names, int nnames)
 		return rc;
 	struct flist l = {0};
 	struct store_lock *lock = NULL;
-	int r = catalog_list_backups(store_catalog(s), collect, &l);
+	int r = nnames ? 0 : read_every_manifest(s);
+	if (r < 0) {
+		store_close(s);
+		return CB_EXIT_FAILED;
+	}
+	r = catalog_list_backups(store_catalog(s), collect, &l);
 	for (size_t i = 0; r == 0 && i < l.n; i++)
 		l.v[i].chosen = !o->node || !strcmp(o->node, l.v[i].node);
 	if (r == 0 && nnames)

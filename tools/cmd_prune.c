@@ -121,6 +121,7 @@ static void report_json(const struct prune_cmd *c, const prune *p, double secs, 
 	json_kv_u64(&j, "written", t.written);
 	json_kv_u64(&j, "after", t.packs_after);
 	json_kv_u64(&j, "unreadable", st->bad_packs);
+	json_kv_u64(&j, "in_use_again", st->packs_in_use);
 	json_object_end(&j);
 	json_key(&j, "bytes");
 	json_object_begin(&j);
@@ -132,6 +133,7 @@ static void report_json(const struct prune_cmd *c, const prune *p, double secs, 
 	json_kv_u64(&j, "unused_kept", st->keep_unused_bytes);
 	json_object_end(&j);
 	json_kv_u64(&j, "upload_leftovers_removed", st->leftovers);
+	json_kv_u64(&j, "delete_phases", st->delete_phases);
 	json_key(&j, "actions");
 	json_array_begin(&j);
 	size_t n;
@@ -146,6 +148,7 @@ static void report_json(const struct prune_cmd *c, const prune *p, double secs, 
 		json_kv_u64(&j, "used_bytes", k[i].used_bytes);
 		json_kv_u64(&j, "unused_bytes", k[i].blob_bytes - k[i].used_bytes);
 		json_kv_bool(&j, "done", k[i].gone);
+		json_kv_bool(&j, "in_use_again", k[i].in_use && !k[i].gone);
 		json_object_end(&j);
 	}
 	json_array_end(&j);
@@ -214,6 +217,10 @@ static void report_text(const struct prune_cmd *c, const prune *p, double secs, 
 	printf("deleted %u pack%s, repacked %u into %u: freed %s, rewrote %s, kept %s in %u pack%s "
 	       "(%s unused) in %.1f s\n", t.deleted, t.deleted == 1 ? "" : "s", t.repacked, t.written,
 	       freed, rewritten, kept, t.packs_after, t.packs_after == 1 ? "" : "s", unused, secs);
+	if (st->packs_in_use)
+		printf("kept %u pack%s planned to go: backups made meanwhile use %s\n",
+		       st->packs_in_use, st->packs_in_use == 1 ? "" : "s",
+		       st->packs_in_use == 1 ? "it" : "them");
 	if (st->leftovers)
 		printf("removed %u upload leftover%s\n", st->leftovers, st->leftovers == 1 ? "" : "s");
 }
@@ -244,14 +251,14 @@ static int execute(struct prune_cmd *c)
 		return exit_code_for(r);
 	}
 	const struct prune_stats *st = prune_get_stats(p);
-	if (st->leftovers_err)
-		errorf("prune: cannot look for upload leftovers in %s: %s, ignoring", c->shown,
-		       strerror(-st->leftovers_err));
 	if (!c->json)
 		report_plan_text(c, p);
 	prog.total_bytes = st->repack_used_bytes;
 	r = prune_run(p, &err);
 	progress_end(&prog);
+	if (st->leftovers_err)
+		errorf("prune: cannot look for upload leftovers in %s: %s, ignoring", c->shown,
+		       strerror(-st->leftovers_err));
 	if (r < 0)
 		errorf("prune: %s", err.buf ? err.buf : strerror(-r));
 	if (c->json)
@@ -291,9 +298,10 @@ int cmd_prune(int argc, char **argv)
 			"packs, the most unused first, until at most --max-unused percent of the store\n"
 			"is unused (copies the used blobs into a new pack, then deletes the old one),\n"
 			"and removes what interrupted creates left (upload leftovers, packs no\n"
-			"manifest references). Takes the store's exclusive lock. Killed at any point,\n"
-			"it loses no blob of a remaining backup; run it again to finish. Exit 1 when it\n"
-			"could not finish.",
+			"manifest references). Plans and repacks under a shared lock, beside creates;\n"
+			"deletes under the exclusive lock, judging each pack again first. Killed at any\n"
+			"point, it loses no blob of a remaining backup; run it again to finish. Exit 1\n"
+			"when it could not finish.",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
