@@ -12,12 +12,12 @@
  * FILE) -> report (one line on stderr: what was written).
  *
  * Every file's bytes are checked against the SHA-256 recorded at backup time as they are
- * written; a mismatch or a read error fails the export.
+ * written (catalog/readback.h); a mismatch or a read error fails the export.
  */
 #include "cli.h"
-#include "hash.h"
 #include "lock.h"
 #include "packread.h"
+#include "readback.h"
 #include "store.h"
 #include "util.h"
 
@@ -32,8 +32,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define CHUNK (1u << 20)
 
 /* One tar member: a directory or a file, in the order written. */
 struct entry {
@@ -59,9 +57,7 @@ struct export {
 	locale_t utf8;
 	char *tmp;
 	int fd;
-	pack_cache *pc;
-	sha256_ctx *h;
-	unsigned char *buf;
+	readback *rb;
 };
 
 /* ---- plan ------------------------------------------------------------------------------------ */
@@ -251,34 +247,36 @@ static int write_header(struct export *x, const struct entry *e)
 	return r == ARCHIVE_OK || r == ARCHIVE_WARN ? 0 : archive_fail(x, output_name(x));
 }
 
+static int write_data(void *ctx, const void *data, size_t n)
+{
+	struct export *x = ctx;
+	return archive_write_data(x->a, data, n) == (la_ssize_t)n ? 0 : archive_fail(x, output_name(x));
+}
+
 /* Copies a file's bytes from its pack into the archive, checking them against its SHA-256. */
 static int write_file(struct export *x, const struct entry *e)
 {
 	_cleanup_free_ char *shown = cli_escape(e->path);
-	uint64_t size = e->f->size;
-	int r = 0;
-	for (uint64_t off = 0; r == 0 && off < size; off += CHUNK) {
-		size_t n = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
-		if (cancel_requested)
-			r = -ECANCELED;
-		else if ((r = pack_cache_read(x->pc, e->loc.pack_path, e->loc.offset + off,
-					      x->buf, n)) < 0)
-			errorf("%s: cannot read %s: %s", shown ? shown : "", e->loc.pack_path,
-			       pack_cache_strerror(r));
-		else if (sha256_update(x->h, x->buf, n) < 0)
-			r = -ENOMEM;
-		else if (archive_write_data(x->a, x->buf, n) != (la_ssize_t)n)
-			r = archive_fail(x, output_name(x));
-	}
-	unsigned char got[32];
-	int h = sha256_final(x->h, got);
-	if (r == 0 && (h < 0 || memcmp(got, e->f->sha256, 32) != 0)) {
-		errorf("%s: its bytes in %s differ from the SHA-256 recorded at backup time", shown ? shown : "",
-		       e->loc.pack_path);
+	struct readback_result res;
+	int r = readback_pack(x->rb, &e->loc, e->f->size, e->f->sha256, write_data, x, &res);
+	switch (res.step) {
+	case READBACK_SOURCE:
+		errorf("%s: cannot read %s: %s", shown ? shown : "", e->loc.pack_path,
+		       pack_cache_strerror(r));
+		break;
+	case READBACK_DIFFERS:
+	case READBACK_HASH:
+		errorf("%s: its bytes in %s differ from the SHA-256 recorded at backup time",
+		       shown ? shown : "", e->loc.pack_path);
 		r = -EIO;
-	}
-	if (r == -ECANCELED)
+		break;
+	case READBACK_CANCELED:
 		errorf("interrupted");
+		break;
+	case READBACK_SINK: /* said */
+	case READBACK_OK:
+		break;
+	}
 	return r;
 }
 
@@ -331,11 +329,8 @@ static int execute(struct export *x)
 {
 	unsigned long long size = 0;
 	int r = open_output(x);
-	if (r == 0 && ((r = store_pack_cache(x->s, &x->pc)) < 0 || (r = sha256_new(&x->h)) < 0 ||
-		       !(x->buf = malloc(CHUNK)))) {
-		errorf("cannot start: %s", strerror(r < 0 ? -r : ENOMEM));
-		r = r < 0 ? r : -ENOMEM;
-	}
+	if (r == 0 && (r = readback_new(x->s, &cancel_requested, &x->rb)) < 0)
+		errorf("cannot start: %s", strerror(-r));
 	r = r ?: open_archive(x);
 	for (size_t i = 0; r == 0 && i < x->n; i++) {
 		r = write_header(x, &x->v[i]);
@@ -371,8 +366,7 @@ static void export_free(struct export *x)
 	free(x->tmp);
 	if (x->utf8)
 		freelocale(x->utf8);
-	free(x->buf);
-	sha256_free(x->h);
+	readback_free(x->rb);
 	for (size_t i = 0; i < x->n; i++)
 		free(x->v[i].path);
 	free(x->v);

@@ -11,8 +11,9 @@
  *     live file is left as it is and the run ends with status 1.
  *   - Files are created only beneath the target table directory (openat from its descriptor,
  *     O_NOFOLLOW, index directories never followed through symlinks), under temporary names,
- *     checked against the backup's SHA-256 as they are written, fsynced, and renamed into place
- *     without replacing anything, Data.db last, so Cassandra never sees a half-copied sstable.
+ *     checked against the backup's SHA-256 as they are written (catalog/readback.h),
+ *     fsynced, and renamed into place without replacing anything, Data.db last, so Cassandra
+ *     never sees a half-copied sstable.
  *     Temporary files that an earlier, killed run left behind are removed first.
  *   - manifest.json and schema.cql stay out of live directories.
  */
@@ -24,6 +25,7 @@
 #include "exec.h"
 #include "hash.h"
 #include "packread.h"
+#include "readback.h"
 #include "restore_plan.h"
 #include "sstable.h"
 #include "store.h"
@@ -39,8 +41,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define CHUNK (1u << 20)
 
 struct restore_opts {
 	const char *store, *name, *owner;
@@ -547,37 +547,48 @@ static int prepare_dir(const struct plan_table *pt, int base, const char *base_p
 	return fd;
 }
 
-/* Reads f's bytes from the packs into fd, checking its SHA-256 on the way. */
-static int copy_bytes(pack_cache *pc, const struct vf *f, int fd, const char *path, struct progress *prog,
+/* Where copy_bytes puts the bytes read: the temporary file, and the progress display. */
+struct out {
+	int fd;
+	struct progress *prog;
+};
+
+static int write_out(void *ctx, const void *data, size_t n)
+{
+	struct out *o = ctx;
+	int r = write_full(o->fd, data, n);
+	if (r == 0)
+		progress_add(o->prog, n);
+	return r;
+}
+
+/* Reads f's bytes from the packs into fd, checking its SHA-256 on the way (readback.h). */
+static int copy_bytes(readback *rb, const struct vf *f, int fd, const char *path, struct progress *prog,
 		      struct failure *fail)
 {
-	_cleanup_free_ char *buf = malloc(CHUNK);
-	sha256_ctx *h = NULL;
-	int r = buf ? sha256_new(&h) : -ENOMEM;
-	for (uint64_t off = 0; r == 0 && off < f->size;) {
-		size_t n = f->size - off < CHUNK ? (size_t)(f->size - off) : CHUNK;
-		if (cancel_requested)
-			r = -ECANCELED;
-		else if ((r = pack_cache_read(pc, f->loc.pack_path, f->loc.offset + off, buf, n)) < 0) {
-			snprintf(fail->why, sizeof(fail->why), "%s%s%s: cannot read from pack %s: %s", f->dir,
-				 *f->dir ? "/" : "", f->name, f->loc.pack_path,
-				 pack_cache_strerror(r));
-			fail->damaged = r == -ENOENT || r == -EIO || r == -EBADMSG || r == -ERANGE;
-		} else if ((r = sha256_update(h, buf, n)) == 0 && (r = write_full(fd, buf, n)) < 0) {
-			snprintf(fail->why, sizeof(fail->why), "%s: %s", path, strerror(-r));
-		} else {
-			off += n;
-			progress_add(prog, n);
-		}
-	}
-	unsigned char sha[32];
-	if (r == 0 && (r = sha256_final(h, sha)) == 0 && memcmp(sha, f->want, 32) != 0) {
+	struct out out = {fd, prog};
+	struct readback_result res;
+	int r = readback_pack(rb, &f->loc, f->size, f->want, write_out, &out, &res);
+	switch (res.step) {
+	case READBACK_SOURCE:
+		snprintf(fail->why, sizeof(fail->why), "%s%s%s: cannot read from pack %s: %s", f->dir,
+			 *f->dir ? "/" : "", f->name, f->loc.pack_path, pack_cache_strerror(r));
+		break;
+	case READBACK_DIFFERS:
 		snprintf(fail->why, sizeof(fail->why), "%s%s%s: bytes read from pack %s differ from the "
 			 "backup's SHA-256", f->dir, *f->dir ? "/" : "", f->name, f->loc.pack_path);
-		fail->damaged = true;
 		r = -EIO;
+		break;
+	case READBACK_SINK:
+		snprintf(fail->why, sizeof(fail->why), "%s: %s", path, strerror(-r));
+		break;
+	case READBACK_CANCELED: /* said by the caller */
+	case READBACK_HASH:
+	case READBACK_OK:
+		break;
 	}
-	sha256_free(h);
+	if (r < 0)
+		fail->damaged = res.damaged; /* the backup is at fault: a second run stops the same way */
 	return r;
 }
 
@@ -604,10 +615,10 @@ static int create_temp(int dfd, struct strbuf *name)
 }
 
 /* Writes f into fd, the temporary file path: bytes checked, mode, owner, mtime, fsync. Closes fd. */
-static int copy_out(pack_cache *pc, const struct vf *f, int fd, const char *path,
+static int copy_out(readback *rb, const struct vf *f, int fd, const char *path,
 		    const struct plan_table *pt, struct progress *prog, struct failure *fail)
 {
-	int r = copy_bytes(pc, f, fd, path, prog, fail);
+	int r = copy_bytes(rb, f, fd, path, prog, fail);
 	struct timespec ts[2] = {{.tv_sec = f->mtime_ns / 1000000000, .tv_nsec = f->mtime_ns % 1000000000},
 				 {.tv_sec = f->mtime_ns / 1000000000, .tv_nsec = f->mtime_ns % 1000000000}};
 	if (r == 0 && (fchmod(fd, f->mode & 07777) < 0 || fchown(fd, pt->uid, pt->gid) < 0 ||
@@ -673,7 +684,7 @@ static int place_unit(int dfd, const char *dirpath, struct unit_names *n, struct
 
 /* Restores one unit into dfd: temp files, then renames with Data.db last; on failure no
  * temporary file stays. */
-static int restore_unit(pack_cache *pc, const struct plan_table *pt, const struct unit *u, int dfd,
+static int restore_unit(readback *rb, const struct plan_table *pt, const struct unit *u, int dfd,
 			const char *dirpath, struct progress *prog, struct failure *fail)
 {
 	struct unit_names n = {0};
@@ -696,7 +707,7 @@ static int restore_unit(pack_cache *pc, const struct plan_table *pt, const struc
 				unlinkat(dfd, tmp.buf, 0);
 			break;
 		}
-		r = copy_out(pc, &pt->files.v[u->first + k], fd, path.buf, pt, prog, fail);
+		r = copy_out(rb, &pt->files.v[u->first + k], fd, path.buf, pt, prog, fail);
 		progress_file_done(prog);
 	}
 	if (r == 0)
@@ -750,7 +761,7 @@ struct dest {
 };
 
 /* Restores the units [first, end) of one table, whose directory is dir, beneath d. */
-static int restore_dir(pack_cache *pc, const struct restore_opts *o, struct plan_table *pt, size_t first,
+static int restore_dir(readback *rb, const struct restore_opts *o, struct plan_table *pt, size_t first,
 		       size_t end, const struct dest *d, struct progress *prog, struct failure *fail)
 {
 	const char *dir = pt->units[first].dir;
@@ -765,7 +776,7 @@ static int restore_dir(pack_cache *pc, const struct restore_opts *o, struct plan
 	for (size_t u = first; r == 0 && u < end; u++) {
 		const struct unit *un = &pt->units[u];
 		if (unit_writes(un) && unit_in_mode(o, pt, un))
-			r = restore_unit(pc, pt, un, dfd, path.buf, prog, fail);
+			r = restore_unit(rb, pt, un, dfd, path.buf, prog, fail);
 		if (r == 0)
 			count_unit(o, pt, un);
 	}
@@ -800,7 +811,7 @@ static void clean_index_dirs(struct plan_table *pt)
 }
 
 /* Restores one table beneath d, directory by directory (units are sorted by directory). */
-static int restore_table(pack_cache *pc, const struct restore_opts *o, struct plan_table *pt,
+static int restore_table(readback *rb, const struct restore_opts *o, struct plan_table *pt,
 			 const struct dest *d, struct progress *prog, struct failure *fail)
 {
 	int r = 0;
@@ -808,7 +819,7 @@ static int restore_table(pack_cache *pc, const struct restore_opts *o, struct pl
 		size_t end = u + 1;
 		while (end < pt->nunits && !strcmp(pt->units[end].dir, pt->units[u].dir))
 			end++;
-		r = restore_dir(pc, o, pt, u, end, d, prog, fail);
+		r = restore_dir(rb, o, pt, u, end, d, prog, fail);
 		u = end;
 	}
 	return r;
@@ -980,14 +991,14 @@ static int run_command(const struct restore_opts *o, struct plan_table *pt)
 /* --import of one table: stage its sstables, run nodetool import on the staging directory
  * (Cassandra moves them into the table, so they are copied once), remove the staging
  * directory whatever happened. 0, 1 when nodetool failed (said), or < 0. */
-static int import_table(pack_cache *pc, const struct restore_opts *o, struct plan_table *pt,
+static int import_table(readback *rb, const struct restore_opts *o, struct plan_table *pt,
 			struct progress *prog, struct failure *fail)
 {
 	clean_stale_stages(pt, &pt->tot.stale_stages);
 	int sfd = stage_create(pt, fail);
 	int r = sfd;
 	if (sfd >= 0) {
-		r = restore_table(pc, o, pt, &(struct dest){sfd, pt->stage}, prog, fail);
+		r = restore_table(rb, o, pt, &(struct dest){sfd, pt->stage}, prog, fail);
 		close(sfd);
 	} else {
 		errorf("%s", fail->why);
@@ -1003,7 +1014,7 @@ static int import_table(pack_cache *pc, const struct restore_opts *o, struct pla
 
 /* ---- execution ---------------------------------------------------------------------------- */
 
-static int execute_plan(pack_cache *pc, const struct restore_opts *o, struct plan *p, struct totals *tot,
+static int execute_plan(readback *rb, const struct restore_opts *o, struct plan *p, struct totals *tot,
 			struct failure *fail)
 {
 	install_cancel_handlers();
@@ -1022,11 +1033,11 @@ static int execute_plan(pack_cache *pc, const struct restore_opts *o, struct pla
 	for (size_t i = 0; r >= 0 && i < p->n; i++) {
 		struct plan_table *pt = &p->v[i];
 		if (o->import) {
-			r = import_table(pc, o, pt, &prog, fail);
+			r = import_table(rb, o, pt, &prog, fail);
 		} else {
 			clean_stale_temps(pt->fd, pt->target, &pt->tot.stale);
 			clean_index_dirs(pt);
-			r = restore_table(pc, o, pt, &(struct dest){pt->fd, pt->target}, &prog, fail);
+			r = restore_table(rb, o, pt, &(struct dest){pt->fd, pt->target}, &prog, fail);
 		}
 		failed |= r > 0;
 		tot->tables += r == 0;
@@ -1331,7 +1342,7 @@ static int plan_restore(catalog *cat, struct restore_opts *o, const struct table
 static int restore_backup(struct restore_opts *o)
 {
 	catalog *cat = NULL;
-	pack_cache *pc = NULL;
+	readback *rb = NULL;
 	struct tables ts = {0};
 	struct plan p = {0};
 	struct totals tot = {0};
@@ -1341,7 +1352,7 @@ static int restore_backup(struct restore_opts *o)
 		goto out;
 	rc = CB_EXIT_FAILED;
 	cat = store_catalog(o->st);
-	if (store_pack_cache(o->st, &pc) < 0) {
+	if (readback_new(o->st, &cancel_requested, &rb) < 0) {
 		errorf("cannot open store %s: out of memory", o->store);
 		goto out;
 	}
@@ -1358,7 +1369,7 @@ static int restore_backup(struct restore_opts *o)
 			printf("dry run: nothing was written\n");
 		}
 		rc = CB_EXIT_OK;
-	} else if ((r = execute_plan(pc, o, &p, &tot, &fail)) < 0) {
+	} else if ((r = execute_plan(rb, o, &p, &tot, &fail)) < 0) {
 		rc = report_failure(o, &tot, &fail);
 	} else {
 		report_done(o, &tot, p.n);
@@ -1369,6 +1380,7 @@ static int restore_backup(struct restore_opts *o)
 out:
 	plan_free(&p);
 	tables_free(&ts);
+	readback_free(rb);
 	store_close(o->st);
 	return rc;
 }

@@ -1,10 +1,11 @@
 /* cassbackup verify: read backups back and check them the way Cassandra would.
  *
  * Every byte is read out of the packs (not taken on the catalog's word) and checked against the
- * SHA-256 and size recorded at backup time; then Cassandra's own checks: each Data.db against
- * its Digest.crc32 / Digest.adler32 / Digest.sha1, every component TOC.txt lists is present,
- * every Data.db that manifest.json lists is present. With --dir, a restored table directory is
- * checked against the backup instead (an sstable restored under a new generation counts).
+ * SHA-256 and size recorded at backup time (catalog/readback.h); then Cassandra's own checks:
+ * each Data.db against its Digest.crc32 / Digest.adler32 / Digest.sha1, every component TOC.txt
+ * lists is present, every Data.db that manifest.json lists is present. With --dir, a restored
+ * table directory is checked against the backup instead (an sstable restored under a new
+ * generation counts).
  *
  * plan (options, the backups and tables to check) -> execute (one table at a time: load its
  * files, map them to --dir, read and check) -> report (one result per table as it is done).
@@ -13,6 +14,7 @@
 #include "store.h"
 #include "hash.h"
 #include "packread.h"
+#include "readback.h"
 #include "sstable.h"
 #include "backup_files.h"
 #include "util.h"
@@ -26,7 +28,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CHUNK (1u << 20)
 #define KEEP_BELOW (1u << 20) /* small files kept in memory for the TOC/digest/manifest checks */
 
 struct table_result {
@@ -75,30 +76,11 @@ static struct vf *find(struct vf *v, size_t n, const char *dir, const char *name
 	return NULL;
 }
 
-/* What every read shares: the packs, one hash context, one buffer. */
+/* What every read shares: the readback (the store's packs, one hash context, one buffer). */
 struct reader {
-	pack_cache *pc;
+	readback *rb;
 	const char *store;
-	sha256_ctx *h;
-	char *buf;
 };
-
-/* Reads bytes [off, off + n) of f from its source into rd->buf; why says what failed. */
-static int read_chunk(struct reader *rd, const struct vf *f, int fd, uint64_t off, size_t n,
-		      struct strbuf *why)
-{
-	if (fd >= 0) {
-		ssize_t k = pread_full(fd, rd->buf, n, (off_t)off);
-		int r = k < 0 ? (int)k : (size_t)k != n ? -ESTALE : 0;
-		if (r < 0)
-			sb_puts(why, r == -ESTALE ? "the file shrank while it was read" : strerror(-r));
-		return r;
-	}
-	int r = pack_cache_read(rd->pc, f->loc.pack_path, f->loc.offset + off, rd->buf, n);
-	if (r < 0)
-		sb_printf(why, "%s/%s: %s", rd->store, f->loc.pack_path, pack_cache_strerror(r));
-	return r;
-}
 
 /* Opens f's file in --dir and gets its size: -errno with why set. */
 static int open_source(const struct vf *f, uint64_t *size, struct strbuf *why)
@@ -116,9 +98,30 @@ static int open_source(const struct vf *f, uint64_t *size, struct strbuf *why)
 	return fd;
 }
 
-/* Reads one file from its source (the packs, or f->path), hashing as it goes, and keeps small
- * files in f->small for the Cassandra checks. *got gets the bytes read; why says what failed. */
-static int read_vf(struct reader *rd, struct vf *f, unsigned char sha[32], uint64_t *got,
+/* Where the bytes of a file go as they are read: the Cassandra checksums of a Data.db, and the
+ * whole of a small file. */
+struct keep {
+	struct vf *f;
+	bool data;
+	uint64_t off;
+};
+
+static int keep_bytes(void *ctx, const void *data, size_t n)
+{
+	struct keep *k = ctx;
+	if (k->data)
+		data_sums_update(&k->f->sums, data, n);
+	if (k->f->small)
+		memcpy(k->f->small + k->off, data, n);
+	k->off += n;
+	return 0;
+}
+
+/* Reads one file back from its source (the packs, or f->path) and holds it against the
+ * backup's SHA-256 (readback.h), keeping small files in f->small for the Cassandra checks.
+ * 0 with *got the bytes read and *differs whether they are not the backup's; else -errno with
+ * why saying what failed. */
+static int read_vf(struct reader *rd, struct vf *f, bool *differs, uint64_t *got,
 		   struct strbuf *why)
 {
 	uint64_t total = f->size;
@@ -130,26 +133,25 @@ static int read_vf(struct reader *rd, struct vf *f, unsigned char sha[32], uint6
 		r = -ENOMEM;
 	if (r < 0)
 		sb_puts(why, strerror(-r));
-	for (uint64_t off = 0; r == 0 && off < total;) {
-		size_t n = total - off < CHUNK ? (size_t)(total - off) : CHUNK;
-		if ((r = read_chunk(rd, f, fd, off, n, why)) < 0)
-			break;
-		sha256_update(rd->h, rd->buf, n);
-		if (is_data(f->name))
-			data_sums_update(&f->sums, rd->buf, n);
-		if (f->small)
-			memcpy(f->small + off, rd->buf, n);
-		off += n;
-	}
+	struct keep k = {.f = f, .data = is_data(f->name)};
+	struct readback_result res = {0};
+	if (r == 0 && fd >= 0)
+		r = readback_fd(rd->rb, fd, total, f->want, keep_bytes, &k, &res);
+	else if (r == 0)
+		r = readback_pack(rd->rb, &f->loc, total, f->want, keep_bytes, &k, &res);
 	if (fd >= 0)
 		close(fd);
-	if (r == 0 && (r = sha256_final(rd->h, sha)) < 0)
+	*differs = r < 0 && res.step == READBACK_DIFFERS;
+	if (*differs)
+		r = 0; /* read whole: the caller tells how they differ */
+	else if (r < 0 && res.step == READBACK_SOURCE && fd < 0)
+		sb_printf(why, "%s/%s: %s", rd->store, f->loc.pack_path, pack_cache_strerror(r));
+	else if (r < 0 && res.step == READBACK_SOURCE)
+		sb_puts(why, res.why);
+	else if (r < 0 && !why->len)
 		sb_puts(why, strerror(-r));
-	if (r < 0) {
-		uint8_t discard[32];
-		sha256_final(rd->h, discard); /* leave the context fresh for the next file */
+	if (r < 0)
 		return r;
-	}
 	if (f->small) {
 		f->small[total] = '\0';
 		f->small_len = (size_t)total;
@@ -261,10 +263,10 @@ static void read_and_check(struct reader *rd, struct vf *v, size_t n, struct tab
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct vf *f = &v[i];
-		unsigned char sha[32];
+		bool differs = false;
 		uint64_t got = 0;
 		struct strbuf why = {0};
-		int r = read_vf(rd, f, sha, &got, &why);
+		int r = read_vf(rd, f, &differs, &got, &why);
 		res->files++;
 		res->bytes += f->size;
 		progress_add(prog, f->size);
@@ -279,7 +281,7 @@ static void read_and_check(struct reader *rd, struct vf *v, size_t n, struct tab
 		if (got != f->size)
 			add_error(res, "%s: size is %llu, the backup recorded %llu", rel(f, where, sizeof(where)),
 				  (unsigned long long)got, (unsigned long long)f->size);
-		else if (memcmp(sha, f->want, 32) != 0)
+		else if (differs)
 			add_error(res, "%s: SHA-256 differs from the one recorded at backup time",
 				  rel(f, where, sizeof(where)));
 	}
@@ -540,9 +542,8 @@ static int plan(struct cli_command *cmd, struct verify *v, char **names, int nna
 			return CB_EXIT_FAILED;
 		}
 	}
-	if ((r = store_pack_cache(v->st, &v->rd.pc)) < 0 || (r = sha256_new(&v->rd.h)) < 0 ||
-	    !(v->rd.buf = malloc(CHUNK))) {
-		errorf("cannot start: %s", strerror(r < 0 ? -r : ENOMEM));
+	if ((r = readback_new(v->st, NULL, &v->rd.rb)) < 0) {
+		errorf("cannot start: %s", strerror(-r));
 		return CB_EXIT_FAILED;
 	}
 	v->rd.store = v->store;
@@ -716,8 +717,7 @@ int cmd_verify(int argc, char **argv)
 			json_flush(&v.j, stdout);
 	}
 	sb_free(&v.out);
-	free(v.rd.buf);
-	sha256_free(v.rd.h);
+	readback_free(v.rd.rb);
 	store_close(v.st);
 	strv_free(&v.names);
 	selection_free(&v.sel);
