@@ -1419,3 +1419,17 @@ int catalog_prefer_pack(catalog *c, int64_t pack_id)
 	sqlite3_finalize(st);
 	return r;
 }
+
+const char *catalog_why(catalog *cat, int r, char *buf, size_t n)
+{
+	const char *sql = catalog_errmsg(cat);
+	/* SQLite's message is the reason only when SQLite failed; after a check of ours failed,
+	 * it still says "not an error". */
+	bool sqlite_said = sql && strcmp(sql, "not an error") != 0 && r != -ENOMEM;
+	if (r == -EUCLEAN)
+		snprintf(buf, n, "catalog.db is damaged: %s", sqlite_said ? sql
+			 : "a row holds an impossible value (such as a SHA-256 that is not 32 bytes)");
+	else
+		snprintf(buf, n, "%s", sqlite_said ? sql : strerror(-r));
+	return buf;
+}

@@ -77,6 +77,10 @@ int catalog_clear(catalog *c);
 /* Why the last call on this handle failed, for a program to print: the invalid row it met
  * ("catalog row N: ..."), else SQLite's message. Never NULL; valid until the next call. */
 const char *catalog_errmsg(catalog *c);
+/* The words for a failed catalog call's return r, into buf: SQLite's message only when SQLite
+ * failed (after a check of ours failed it still says "not an error"); for -EUCLEAN, that
+ * catalog.db is damaged. Returns buf. */
+const char *catalog_why(catalog *cat, int r, char *buf, size_t n);
 
 /* Write transaction (BEGIN IMMEDIATE) around a backup's registration. */
 int catalog_begin(catalog *c);

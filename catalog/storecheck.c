@@ -100,20 +100,6 @@ static void note(struct check *c, enum storecheck_finding kind, const char *fmt,
 #define problem(c, ...) note((c), STORECHECK_PROBLEM, __VA_ARGS__)
 #define information(c, ...) note((c), STORECHECK_INFO, __VA_ARGS__)
 
-/* The words for a failed catalog call's return r, as the programs say them (tools/cli.c
- * catalog_why): SQLite's message only when SQLite failed. */
-static const char *catalog_why(catalog *cat, int r, char *buf, size_t n)
-{
-	const char *sql = catalog_errmsg(cat);
-	bool sqlite_said = sql && strcmp(sql, "not an error") != 0 && r != -ENOMEM;
-	if (r == -EUCLEAN)
-		snprintf(buf, n, "catalog.db is damaged: %s", sqlite_said ? sql
-			 : "a row holds an impossible value (such as a SHA-256 that is not 32 bytes)");
-	else
-		snprintf(buf, n, "%s", sqlite_said ? sql : strerror(-r));
-	return buf;
-}
-
 static const char *hex16(const unsigned char sha[32], char out[17])
 {
 	char full[65];

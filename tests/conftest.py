@@ -7,7 +7,7 @@ The real Cassandra SSTables come from ../shared/fixtures/cassandra-sstables
 import contextlib
 import json
 import os
-import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -208,6 +208,22 @@ def upload_size(pid, store):
         except OSError:
             pass
     return best
+
+
+def stop_while_writing(argv, store, env=None):
+    """Starts argv and stops it (SIGSTOP) while it writes a pack into store: after it took its
+    lock, before it commits. Returns the stopped process, or None when it ended first (then
+    its output is read). The lock object is written through tmp/ too: wait for pack-sized
+    data."""
+    c = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    while c.poll() is None and upload_size(c.pid, store) < 1 << 20:
+        time.sleep(0.001)
+    c.send_signal(signal.SIGSTOP)
+    if c.poll() is None and upload_size(c.pid, store) >= 1 << 20:
+        return c
+    c.send_signal(signal.SIGCONT)
+    c.communicate()
+    return None
 
 
 def uploading(pid, store):

@@ -19,7 +19,7 @@ import subprocess
 import time
 
 from conftest import (BUILD, CASSBACKUP, cb, data_dir_args, make_sample, sample_dirs,
-                      upload_size)
+                      stop_while_writing)
 
 # renewed every second, stale after 6 s by the store's clock (lapsed, for its holder, after
 # 6 s less a fifth)
@@ -65,19 +65,40 @@ def day1_and_big_day2(tmp_path, store, big_kib=32768):
     return dirs, p1
 
 
+def day1_forgotten_day2_sharing_a_big_file(tmp_path, store):
+    """day1: one table with a big incompressible sstable (generation 2) and a small one
+    (generation 1); day2: generation 2 and a new small one. day1 forgotten: its pack holds
+    generation 1 unused and generation 2 used, so a prune with --max-unused 0 repacks it, copying
+    64 MiB for a while. Returns the data dirs and day1's pack."""
+    src = make_sample(str(tmp_path / 'src'), '--data-kib', '65536', '--incompressible',
+                      '--no-clutter', '--keyspaces', '1', '--tables', '1', '--no-index')
+    dirs = sample_dirs(src)
+    cb('create', '--store', store, '--name', 'day1', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    [p1] = pack_files(store)
+    make_sample(src, '--data-kib', '64', '--no-clutter', '--keyspaces', '1', '--tables', '1',
+                '--no-index', '--grow-percent', '50', '--tag', 'nightly-2', '--seed', '2')
+    for d in dirs:
+        for root, _, names in os.walk(d):
+            if root.endswith(os.path.join('snapshots', 'nightly-2')):
+                for n in names:
+                    if n.startswith('nb-1-'):
+                        os.unlink(os.path.join(root, n))
+                m = os.path.join(root, 'manifest.json')
+                if os.path.exists(m):
+                    doc = json.load(open(m))
+                    doc['files'] = [f for f in doc['files'] if not f.startswith('nb-1-')]
+                    os.unlink(m)
+                    json.dump(doc, open(m, 'w'))
+    cb('create', '--store', store, '--name', 'day2', *data_dir_args(dirs), '--snapshot', 'nightly-2')
+    cb('forget', '--store', store, 'day1')
+    return dirs, p1
+
+
 def stopped_while_writing(argv, store, env):
-    """argv started and stopped (SIGSTOP) while it writes a pack into store, so after it took
-    its lock and before it commits: a pack upload is an O_TMPFILE in STORE/tmp, seen through
-    the writer's descriptors; the lock object is written through tmp/ too, so pack-sized."""
-    c = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    while c.poll() is None and upload_size(c.pid, store) < 1 << 20:
-        time.sleep(0.001)
-    c.send_signal(signal.SIGSTOP)
-    if c.poll() is None and upload_size(c.pid, store) >= 1 << 20:
-        return c
-    c.send_signal(signal.SIGCONT)
-    out, err = c.communicate()
-    raise AssertionError(f'{argv[1]} ended ({c.returncode}) before it was stopped writing: {err}')
+    """argv stopped while it writes a pack (conftest.stop_while_writing), or a failure."""
+    c = stop_while_writing(argv, store, env)
+    assert c, f'{argv[1]} ended before it was stopped writing'
+    return c
 
 
 def resumed(c):
@@ -179,28 +200,7 @@ def test_prune_paused_past_its_lease_deletes_nothing_more(store, tmp_path):
     """A prune stopped while it repacks; meanwhile unlock takes its lock for stale (by the
     store's clock) and removes it. Continued, the prune stops before it deletes the pack it
     copied from."""
-    src = make_sample(str(tmp_path / 'src'), '--data-kib', '65536', '--incompressible',
-                      '--no-clutter', '--keyspaces', '1', '--tables', '1', '--no-index')
-    dirs = sample_dirs(src)
-    cb('create', '--store', store, '--name', 'day1', *data_dir_args(dirs), '--snapshot', 'nightly-1')
-    [p1] = pack_files(store)
-    # day2: generation 2 of day1 and a new small one; generation 1 compacted away
-    make_sample(src, '--data-kib', '64', '--no-clutter', '--keyspaces', '1', '--tables', '1',
-                '--no-index', '--grow-percent', '50', '--tag', 'nightly-2', '--seed', '2')
-    for d in dirs:
-        for root, _, names in os.walk(d):
-            if root.endswith(os.path.join('snapshots', 'nightly-2')):
-                for n in names:
-                    if n.startswith('nb-1-'):
-                        os.unlink(os.path.join(root, n))
-                m = os.path.join(root, 'manifest.json')
-                if os.path.exists(m):
-                    doc = json.load(open(m))
-                    doc['files'] = [f for f in doc['files'] if not f.startswith('nb-1-')]
-                    os.unlink(m)
-                    json.dump(doc, open(m, 'w'))
-    cb('create', '--store', store, '--name', 'day2', *data_dir_args(dirs), '--snapshot', 'nightly-2')
-    cb('forget', '--store', store, 'day1')  # p1: generation 1 unused, generation 2 used
+    dirs, p1 = day1_forgotten_day2_sharing_a_big_file(tmp_path, store)
     before = pack_files(store)
     p = stopped_while_writing([CASSBACKUP, 'prune', '--store', store, '--max-unused', '0'], store, LEASE)
     try:
@@ -222,35 +222,6 @@ def test_prune_paused_past_its_lease_deletes_nothing_more(store, tmp_path):
     res = json.loads(cb('prune', '--store', store, '--json', '--max-unused', '0').stdout)
     assert p1 not in pack_files(store) and any(a['pack'] == p1 and a['done'] for a in res['actions'])
     cb('verify', '--store', store, 'day2')
-
-
-def day1_forgotten_day2_sharing_a_big_file(tmp_path, store):
-    """day1: one table with a big incompressible sstable (generation 2) and a small one
-    (generation 1); day2: generation 2 and a new small one. day1 forgotten: its pack holds
-    generation 1 unused and generation 2 used, so a prune with --max-unused 0 repacks it, copying
-    64 MiB for a while. Returns the data dirs and day1's pack."""
-    src = make_sample(str(tmp_path / 'src'), '--data-kib', '65536', '--incompressible',
-                      '--no-clutter', '--keyspaces', '1', '--tables', '1', '--no-index')
-    dirs = sample_dirs(src)
-    cb('create', '--store', store, '--name', 'day1', *data_dir_args(dirs), '--snapshot', 'nightly-1')
-    [p1] = pack_files(store)
-    make_sample(src, '--data-kib', '64', '--no-clutter', '--keyspaces', '1', '--tables', '1',
-                '--no-index', '--grow-percent', '50', '--tag', 'nightly-2', '--seed', '2')
-    for d in dirs:
-        for root, _, names in os.walk(d):
-            if root.endswith(os.path.join('snapshots', 'nightly-2')):
-                for n in names:
-                    if n.startswith('nb-1-'):
-                        os.unlink(os.path.join(root, n))
-                m = os.path.join(root, 'manifest.json')
-                if os.path.exists(m):
-                    doc = json.load(open(m))
-                    doc['files'] = [f for f in doc['files'] if not f.startswith('nb-1-')]
-                    os.unlink(m)
-                    json.dump(doc, open(m, 'w'))
-    cb('create', '--store', store, '--name', 'day2', *data_dir_args(dirs), '--snapshot', 'nightly-2')
-    cb('forget', '--store', store, 'day1')
-    return dirs, p1
 
 
 def test_a_create_runs_while_prune_repacks(store, tmp_path):

@@ -12,7 +12,7 @@ import sys
 import time
 
 from conftest import (CASSBACKUP, HERE, cb, data_dir_args, make_sample, mounted, read,
-                      sample_dirs, snapshot_tables, upload_size)
+                      sample_dirs, snapshot_tables, stop_while_writing)
 
 
 def prune(store, *args, check=True):
@@ -264,17 +264,10 @@ def stopped_while_uploading(store, dirs):
     """A create of backup 'new' stopped (SIGSTOP) while it writes its pack, and so holds its
     shared lock (taken before the pack starts, released after it ends)."""
     for attempt in range(5):
-        c = subprocess.Popen([CASSBACKUP, 'create', '--store', store, '--name', 'new',
-                              *data_dir_args(dirs), '--snapshot', 'nightly-1'],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        # (the lock itself is written through tmp/ too: wait for pack-sized data)
-        while c.poll() is None and upload_size(c.pid, store) < 1 << 20:
-            time.sleep(0.001)
-        c.send_signal(signal.SIGSTOP)
-        if c.poll() is None and upload_size(c.pid, store) >= 1 << 20:
+        c = stop_while_writing([CASSBACKUP, 'create', '--store', store, '--name', 'new',
+                                *data_dir_args(dirs), '--snapshot', 'nightly-1'], store)
+        if c:
             return c
-        c.send_signal(signal.SIGCONT)
-        c.wait()
         if os.path.exists(os.path.join(store, 'backups', 'new.json')):
             forget(store, 'new')
     raise AssertionError('could not catch a create uploading')

@@ -124,20 +124,6 @@ int cli_store_lock(struct store *s, const char *location, bool exclusive, const 
 	return r;
 }
 
-const char *catalog_why(catalog *cat, int r, char *buf, size_t n)
-{
-	const char *sql = catalog_errmsg(cat);
-	/* SQLite's message is the reason only when SQLite failed; after a check of ours failed,
-	 * it still says "not an error". */
-	bool sqlite_said = sql && strcmp(sql, "not an error") != 0 && r != -ENOMEM;
-	if (r == -EUCLEAN)
-		snprintf(buf, n, "catalog.db is damaged: %s", sqlite_said ? sql
-			 : "a row holds an impossible value (such as a SHA-256 that is not 32 bytes)");
-	else
-		snprintf(buf, n, "%s", sqlite_said ? sql : strerror(-r));
-	return buf;
-}
-
 size_t edit_distance(const char *a, const char *b)
 {
 	size_t la = strlen(a), lb = strlen(b);

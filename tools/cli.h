@@ -10,7 +10,7 @@
  * - one --keyspace/--table selection type;
  * - one way to show a name (from a store or a user) in human output: cli_escape();
  * - the closest existing names when a backup name is unknown;
- * - messages: errorf, cli_store_open, catalog_why; progress on a TTY; cancel handlers.
+ * - messages: errorf, cli_store_open (catalog_why: catalog.h); progress on a TTY; cancel handlers.
  *
  * Nothing here calls exit(); functions that print say so.
  */
@@ -60,11 +60,6 @@ struct cb_s3_options *cli_s3_settings(void);
 struct store;
 struct store_lock;
 int cli_store_open(const char *location, int flags, struct store **out);
-
-/* Why a catalog call that returned r failed, in words: SQLite's message when SQLite failed,
- * else the errno's, with "damaged catalog" for -EUCLEAN (a row failing its checks). The text
- * lives in buf (n bytes), which is returned. */
-const char *catalog_why(catalog *cat, int r, char *buf, size_t n);
 
 /* Takes the store's lock for command (exclusive or shared), waiting up to wait_seconds and
  * saying once whom it waits for, or prints one line naming who holds it. A read-only store
