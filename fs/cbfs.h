@@ -61,6 +61,11 @@ struct cbfs {
 	 * a connection to the new catalog never serves the old generation's numbers. */
 	pthread_rwlock_t gen_lock;
 
+	/* ops.c: the files open now (fi->fh of each), so those whose RELEASE never comes (the
+	 * kernel drops it when the mount goes away under an open file) are freed at the end */
+	pthread_mutex_t open_mu;
+	struct open_file *open_files;
+
 	/* refresh.c: requests and their completion, under mu */
 	pthread_mutex_t mu;
 	pthread_cond_t asked_cv, done_cv;
@@ -82,9 +87,10 @@ void cbfs_refresh(struct cbfs *fs, int what, int64_t min_age_ns, int64_t wait_ns
 
 extern const struct fuse_lowlevel_ops cbfs_ops;
 
-/* Creates the per-thread connection key. 0 or -errno. */
+/* Creates the per-thread connection key and the list of open files. 0 or -errno. */
 int cbfs_init_threads(struct cbfs *fs);
-/* Closes the calling thread's connection and deletes the key. No operation may run any more. */
+/* Closes the calling thread's connection, deletes the key and frees the files left open. No
+ * operation may run any more. */
 void cbfs_end_threads(struct cbfs *fs);
 
 /* One line to stderr in the foreground, to syslog once daemonized. */

@@ -421,7 +421,32 @@ struct open_file {
 	struct cb_blob_loc loc;
 	atomic_bool logged; /* a read failed and said so: the kernel's readahead of the same
 			     * failure need not fill the log */
+	struct open_file *prev, *next; /* in fs->open_files */
 };
+
+static void open_file_add(struct cbfs *fs, struct open_file *of)
+{
+	pthread_mutex_lock(&fs->open_mu);
+	of->prev = NULL;
+	of->next = fs->open_files;
+	if (of->next)
+		of->next->prev = of;
+	fs->open_files = of;
+	pthread_mutex_unlock(&fs->open_mu);
+}
+
+static void open_file_free(struct cbfs *fs, struct open_file *of)
+{
+	pthread_mutex_lock(&fs->open_mu);
+	if (of->prev)
+		of->prev->next = of->next;
+	else
+		fs->open_files = of->next;
+	if (of->next)
+		of->next->prev = of->prev;
+	pthread_mutex_unlock(&fs->open_mu);
+	free(of);
+}
 
 /* "backups/<backup>/<keyspace>/<table>/[<.index>/]<file>" of an open file, escaped, for a log
  * line. */
@@ -518,7 +543,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uintptr_t)of;
 	fi->keep_cache = 1; /* the bytes never change */
-	fuse_reply_open(req, fi);
+	open_file_add(fs, of);
+	if (fuse_reply_open(req, fi) == -ENOENT) /* the open was interrupted: no RELEASE comes */
+		open_file_free(fs, of);
 }
 
 /* One line naming the file (backup/keyspace/table/file), the pack and what is wrong with it;
@@ -620,7 +647,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	free((void *)(uintptr_t)fi->fh);
+	open_file_free(req_fs(req), (struct open_file *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -751,6 +778,7 @@ const struct fuse_lowlevel_ops cbfs_ops = {
 
 int cbfs_init_threads(struct cbfs *fs)
 {
+	pthread_mutex_init(&fs->open_mu, NULL);
 	return -pthread_key_create(&fs->conn_key, close_conn);
 }
 
@@ -759,4 +787,6 @@ void cbfs_end_threads(struct cbfs *fs)
 	close_conn(pthread_getspecific(fs->conn_key));
 	pthread_setspecific(fs->conn_key, NULL);
 	pthread_key_delete(fs->conn_key);
+	while (fs->open_files)
+		open_file_free(fs, fs->open_files);
 }
