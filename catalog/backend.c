@@ -103,6 +103,13 @@ void cb_backend_close(struct cb_backend *b)
 
 const char *cb_backend_location(const struct cb_backend *b) { return b->location; }
 bool cb_backend_readonly(const struct cb_backend *b) { return b->readonly; }
+const char *cb_backend_credentials(const struct cb_backend *b) { return b->credentials; }
+
+void cb_backend_explain_absent(struct cb_backend *b, const char *key, struct strbuf *out)
+{
+	if (b->ops->explain_absent)
+		b->ops->explain_absent(b, key, out);
+}
 
 int cb_backend_get(struct cb_backend *b, const char *key, size_t max, char **data, size_t *len)
 {

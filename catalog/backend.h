@@ -48,7 +48,16 @@ int cb_s3_part_size(uint64_t base, uint64_t min_part, uint64_t size, uint64_t *p
 struct cb_s3_options {
 	const char *endpoint;      /* "http://127.0.0.1:9000": path-style; NULL: AWS, virtual-hosted */
 	const char *region;        /* NULL: us-east-1 */
-	const char *access_key, *secret_key, *session_token;
+	const char *access_key, *secret_key, *session_token; /* explicit: first in the chain */
+	const char *key_source;    /* words for where they came from ("s3_key_file /k") */
+	/* Server-side encryption and storage class of every object written (awscred.h has
+	 * where credentials come from when access_key is unset): */
+	const char *sse;           /* NULL, "AES256" or "aws:kms" */
+	const char *sse_kms_key_id; /* with aws:kms: the KMS key (NULL: the bucket's default) */
+	const char *sse_c_key_file; /* SSE-C: a file of 32 raw bytes or their base64 */
+	unsigned char sse_c_key[32]; /* its key, read by cb_s3_options_resolve */
+	size_t sse_c_key_len;       /* 32 once read */
+	const char *storage_class; /* NULL: the bucket's default (STANDARD) */
 	const char *ca_file;       /* TLS is always verified; this adds a CA bundle */
 	unsigned parallel;         /* requests in flight at most (0: 4; at most S3_PARALLEL_MAX) */
 	uint64_t limit_upload;     /* bytes/s over all transfers of the store, 0: unlimited */
@@ -62,16 +71,18 @@ struct cb_s3_options {
 
 #define CB_RETRIES_DEFAULT 5
 
-/* Fills the unset fields of o from the environment as the AWS CLI reads it: AWS_ENDPOINT_URL,
- * AWS_REGION / AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
- * AWS_SESSION_TOKEN, else the profile AWS_PROFILE (default "default") of the shared
- * credentials file (AWS_SHARED_CREDENTIALS_FILE, default ~/.aws/credentials), else key_file:
- * lines "access_key = ...", "secret_key = ...", "session_token = ...". Strings it sets are
- * owned by *strings, a NULL-terminated array (NULL when it set none): free each, then it.
- * Also, for tests and benchmarks against small servers: CASSBACKUP_S3_PART_SIZE and
- * CASSBACKUP_S3_MIN_PART_SIZE (sizes, parse_size) set part_size and min_part_size when unset.
- * -EINVAL (errno EINVAL) for a malformed one of those. */
+/* Fills the unset fields of o from the environment as the AWS CLI reads it (AWS_ENDPOINT_URL,
+ * AWS_REGION / AWS_DEFAULT_REGION), reads key_file when given (lines "access_key = ...",
+ * "secret_key = ...", "session_token = ...": the explicit keys, first in the credential chain
+ * of awscred.h, which finds the others when the client opens) and o->sse_c_key_file, and
+ * checks the SSE and storage-class settings. Strings it sets are owned by *strings, a
+ * NULL-terminated array (NULL when it set none): free each, then it. Also, for tests and
+ * benchmarks against small servers: CASSBACKUP_S3_PART_SIZE and CASSBACKUP_S3_MIN_PART_SIZE
+ * (sizes, parse_size) set part_size and min_part_size when unset. -errno (also in errno) with
+ * cb_backend_last_error() naming the setting or file and what is wrong with it. */
 int cb_s3_options_resolve(struct cb_s3_options *o, const char *key_file, char ***strings);
+/* The SSE and storage-class part of cb_s3_options_resolve (reads sse_c_key_file). */
+int cb_s3_options_check(struct cb_s3_options *o);
 
 /* Opens the store at location: a local directory path (which must exist), or
  * s3://bucket/prefix, as the stack retry(limit(local or S3 backend)) (backend_wrap.c), with
@@ -98,6 +109,10 @@ void cb_backend_close(struct cb_backend *b); /* accepts NULL */
 /* The location as given, for messages. */
 const char *cb_backend_location(const struct cb_backend *b);
 bool cb_backend_readonly(const struct cb_backend *b);
+/* Which source gave the credentials of an object-storage backend ("environment
+ * (AWS_ACCESS_KEY_ID)", "instance metadata http://..."), for --verbose and validate-config;
+ * NULL for a local store. */
+const char *cb_backend_credentials(const struct cb_backend *b);
 
 /* True when key is a well-formed key (see above). Every function here refuses others with
  * -EINVAL, so a name from a hostile manifest cannot reach outside the store. */
@@ -171,6 +186,11 @@ int cb_upload_write(struct cb_upload *u, const void *buf, size_t len);
 uint64_t cb_upload_size(const struct cb_upload *u);
 int cb_upload_commit(struct cb_upload *u);
 void cb_upload_free(struct cb_upload *u); /* accepts NULL; aborts an uncommitted upload */
+
+/* Appends words on why key is absent when the backend can tell more than "not there" (S3:
+ * the bucket does not exist; the stores that do exist next to this prefix), else nothing. */
+struct strbuf;
+void cb_backend_explain_absent(struct cb_backend *b, const char *key, struct strbuf *out);
 
 /* Removes the leftovers of uploads whose writer is gone. *removed gets their count. */
 int cb_backend_reclaim(struct cb_backend *b, unsigned *removed);

@@ -3,6 +3,7 @@
 #define CASSBACKUP_BACKEND_I_H
 
 #include "backend.h"
+#include "util.h"
 
 struct cb_backend_ops {
 	int (*get)(struct cb_backend *b, const char *key, size_t max, char **data, size_t *len);
@@ -15,6 +16,8 @@ struct cb_backend_ops {
 	int (*upload_begin)(struct cb_backend *b, const char *key, uint64_t size_hint, int flags,
 			    struct cb_upload **out);
 	int (*reclaim)(struct cb_backend *b, unsigned *removed);
+	/* optional: cb_backend_explain_absent */
+	void (*explain_absent)(struct cb_backend *b, const char *key, struct strbuf *out);
 	void (*close)(struct cb_backend *b);
 };
 
@@ -22,6 +25,7 @@ struct cb_backend {
 	const struct cb_backend_ops *ops;
 	char *location;
 	bool readonly;
+	const char *credentials; /* which source gave them (awscred_source); NULL: none needed */
 };
 
 struct cb_upload_ops {

@@ -739,6 +739,90 @@ static int s3_reclaim(struct cb_backend *b, unsigned *removed)
 	return reclaim_under(client(b), "packs/", removed) ?: reclaim_under(client(b), "backups/", removed);
 }
 
+/* --- what is there instead --------------------------------------------------------------- */
+
+#define NEARBY_MAX 8 /* store prefixes looked at */
+
+/* One bucket-level ListObjectsV2 page (no retries of its own beyond the client's): prefix p,
+ * with delimiter '/' when delim. The body in rs (the caller frees it). */
+static int list_raw(struct s3_client *c, const char *p, bool delim, struct s3_resp *rs)
+{
+	struct strbuf q = {0};
+	int r = (delim ? sb_puts(&q, "delimiter=%2F&") : 0) ?:
+		sb_puts(&q, "list-type=2&max-keys=1000&prefix=") ?: s3_uri_encode(&q, p, false);
+	struct s3_req rq = {.method = "GET", .query = q.buf, .max_body = LIST_MAX_BODY};
+	r = r ?: s3_request(c, &rq, rs);
+	sb_free(&q);
+	return r;
+}
+
+/* True when the bucket holds the key exactly. */
+static bool raw_exists(struct s3_client *c, const char *key)
+{
+	struct s3_resp rs = {0};
+	bool found = false;
+	if (list_raw(c, key, false, &rs) == 0) {
+		const char *pos = rs.body.buf, *end = rs.body.buf + rs.body.len, *s;
+		size_t n;
+		while (!found && pos && s3_xml_next(&pos, end, "Key", &s, &n))
+			found = n == strlen(key) && !memcmp(s, key, n);
+	}
+	sb_free(&rs.body);
+	return found;
+}
+
+/* Appends the stores (prefixes with a config) among the sub-prefixes of p. */
+static void stores_under(struct s3_backend *sb, const char *p, struct strbuf *found, unsigned *looked)
+{
+	struct s3_resp rs = {0};
+	if (list_raw(sb->c, p, true, &rs) == 0) {
+		const char *pos = rs.body.buf, *end = rs.body.buf + rs.body.len, *s;
+		size_t n;
+		while (*looked < NEARBY_MAX && pos && s3_xml_next(&pos, end, "CommonPrefixes", &s, &n)) {
+			char *cp = s3_xml_text(s, s + n, "Prefix");
+			struct strbuf key = {0};
+			(*looked)++;
+			if (cp && strcmp(cp, s3_client_prefix(sb->c)) && sb_printf(&key, "%sconfig", cp) == 0 &&
+			    raw_exists(sb->c, key.buf)) {
+				size_t l = strlen(cp);
+				cp[l - 1] = '\0'; /* the trailing '/' */
+				const char *loc = sb->b.location, *slash = strchr(loc + 5, '/');
+				int bl = slash ? (int)(slash - loc) : (int)strlen(loc);
+				sb_printf(found, "%s%.*s/%s", found->len ? ", " : "", bl, loc, cp);
+			}
+			sb_free(&key);
+			free(cp);
+		}
+	}
+	sb_free(&rs.body);
+}
+
+/* A store's config that is not there: the stores beside and below its prefix, if any. */
+static void s3_explain_absent(struct cb_backend *b, const char *key, struct strbuf *out)
+{
+	struct s3_backend *sb = (struct s3_backend *)b;
+	const char *prefix = s3_client_prefix(sb->c);
+	if (strcmp(key, "config"))
+		return;
+	struct strbuf found = {0}, parent = {0};
+	unsigned looked = 0;
+	stores_under(sb, prefix, &found, &looked);
+	size_t l = strlen(prefix);
+	if (l) { /* "a/b/" -> "a/" ; "a/" -> "" */
+		size_t i = l - 1;
+		while (i && prefix[i - 1] != '/')
+			i--;
+		if (sb_append(&parent, prefix, i) == 0 && sb_puts(&parent, "") == 0)
+			stores_under(sb, parent.buf, &found, &looked);
+	}
+	if (found.len)
+		sb_printf(out, "; the stores beside or below it: %s", found.buf);
+	else
+		sb_printf(out, "; no store beside or below it either");
+	sb_free(&found);
+	sb_free(&parent);
+}
+
 static void s3_close(struct cb_backend *b)
 {
 	struct s3_backend *sb = (struct s3_backend *)b;
@@ -756,6 +840,7 @@ static const struct cb_backend_ops s3_ops = {
 	.open_read = s3_open_read,
 	.upload_begin = s3_upload_begin,
 	.reclaim = s3_reclaim,
+	.explain_absent = s3_explain_absent,
 	.close = s3_close,
 };
 
@@ -804,7 +889,8 @@ int cb_backend_open_s3(const char *location, int flags, const struct cb_s3_optio
 		return r;
 	}
 	sb->b = (struct cb_backend){.ops = &s3_ops, .location = loc,
-				    .readonly = (flags & CB_BACKEND_READONLY) != 0};
+				    .readonly = (flags & CB_BACKEND_READONLY) != 0,
+				    .credentials = s3_client_credentials(sb->c)};
 	*out = &sb->b;
 	return 0;
 }

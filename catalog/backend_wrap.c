@@ -85,6 +85,11 @@ static int pass_reclaim(struct cb_backend *b, unsigned *removed)
 	return inner(b)->ops->reclaim(inner(b), removed);
 }
 
+static void pass_explain_absent(struct cb_backend *b, const char *key, struct strbuf *out)
+{
+	cb_backend_explain_absent(inner(b), key, out);
+}
+
 static void wrap_close(struct cb_backend *b)
 {
 	struct wrap *w = wrap_of(b);
@@ -104,7 +109,8 @@ static int new_wrap(struct cb_backend *in, const struct cb_backend_ops *ops, str
 		free(loc);
 		return -ENOMEM;
 	}
-	w->b = (struct cb_backend){.ops = ops, .location = loc, .readonly = in->readonly};
+	w->b = (struct cb_backend){.ops = ops, .location = loc, .readonly = in->readonly,
+				   .credentials = in->credentials};
 	w->inner = in;
 	rate_limit_init(&w->up, 0);
 	rate_limit_init(&w->down, 0);
@@ -218,7 +224,7 @@ static int limit_upload_begin(struct cb_backend *b, const char *key, uint64_t si
 static const struct cb_backend_ops limit_ops = {
 	.get = limit_get, .stat = pass_stat, .del = pass_del, .del_many = pass_del_many,
 	.list = pass_list, .open_read = limit_open_read, .upload_begin = limit_upload_begin,
-	.reclaim = pass_reclaim, .close = wrap_close,
+	.reclaim = pass_reclaim, .explain_absent = pass_explain_absent, .close = wrap_close,
 };
 
 int cb_backend_limit(struct cb_backend *in, uint64_t up_bps, uint64_t down_bps,
@@ -324,7 +330,7 @@ static int retry_open_read(struct cb_backend *b, const char *key, struct cb_io *
 static const struct cb_backend_ops retry_ops = {
 	.get = retry_get, .stat = retry_stat, .del = retry_del, .del_many = pass_del_many,
 	.list = pass_list, .open_read = retry_open_read, .upload_begin = pass_upload_begin,
-	.reclaim = pass_reclaim, .close = wrap_close,
+	.reclaim = pass_reclaim, .explain_absent = pass_explain_absent, .close = wrap_close,
 };
 
 int cb_backend_retry(struct cb_backend *in, unsigned retries, struct cb_backend **out)

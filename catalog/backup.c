@@ -82,7 +82,10 @@ struct wtable {
 
 struct backup_writer {
 	const char *root;        /* the store's location, for messages */
-	char *name, *cluster, *datacenter, *node, *host_id, *tag, *version;
+	char *name, *cluster, *datacenter, *node, *host_id, *tag, *version, *rack, *schema_version;
+	char ref[CB_REF_MAX]; /* NAME/NODE: where the manifest goes (store.h) */
+	struct manifest_ring_node *ring;
+	size_t nring;
 	char **tokens;
 	size_t ntokens;
 	struct backup_attr root_attr;
@@ -208,11 +211,27 @@ static int copy_meta(backup_writer *w, const struct backup_meta *m)
 	w->host_id = m->host_id ? strdup(m->host_id) : NULL;
 	w->tag = dup_or_empty(m->snapshot_tag);
 	w->version = dup_or_empty(m->cassandra_version);
+	w->rack = dup_or_empty(m->rack);
+	w->schema_version = dup_or_empty(m->schema_version);
 	w->root_attr = m->root_attr;
 	w->created_ns = m->created_ns ? m->created_ns : now_ns();
 	if (!w->name || !w->cluster || !w->datacenter || !w->node || !w->tag ||
-	    !w->version || (m->host_id && !w->host_id))
+	    !w->version || (m->host_id && !w->host_id) || !w->rack || !w->schema_version)
 		return -ENOMEM;
+	if (!(w->ring = calloc(m->nring + 1, sizeof(*w->ring))))
+		return -ENOMEM;
+	for (; w->nring < m->nring; w->nring++) {
+		const struct manifest_ring_node *a = &m->ring[w->nring];
+		struct manifest_ring_node *b = &w->ring[w->nring];
+		b->host_id = dup_or_empty(a->host_id);
+		b->address = dup_or_empty(a->address);
+		b->datacenter = dup_or_empty(a->datacenter);
+		b->rack = dup_or_empty(a->rack);
+		if (!b->host_id || !b->address || !b->datacenter || !b->rack) {
+			w->nring++; /* freed with the writer */
+			return -ENOMEM;
+		}
+	}
 	for (size_t i = 0; i < m->ntokens; i++) {
 		char *t = strdup(m->tokens[i]);
 		if (!t || ptrv_push(&w->tokens, &w->ntokens, t) < 0) {
@@ -223,13 +242,22 @@ static int copy_meta(backup_writer *w, const struct backup_meta *m)
 	return 0;
 }
 
-/* The name is free when neither the catalog nor the store has a manifest of it. */
+/* The name is free for this node when neither the catalog nor the store has a manifest of
+ * it by this node (backups/NAME/NODE.json, or one at backups/NAME.json the catalog took in).
+ * Other nodes' backups of the name are the same cluster backup. */
 static int check_name_free(backup_writer *w, struct strbuf *err)
 {
-	int r = catalog_backup_exists(w->cat, w->name);
+	const char *node = w->host_id && *w->host_id ? w->host_id : w->node;
+	if (store_backup_ref(w->name, node, w->ref) < 0) {
+		sb_printf(err, "cannot name backup %s of node %s in the store: the name must be one path "
+			  "component of at most 250 bytes, the node (host id, else node name) at most 64 "
+			  "bytes of printable ASCII, no blank or '/'", w->name, node);
+		return -EINVAL;
+	}
+	int r = catalog_backup_exists(w->cat, w->name, node);
 	struct strbuf key = {0};
 	uint64_t size;
-	if (r == 0 && (r = store_manifest_key(w->name, &key)) == 0) {
+	if (r == 0 && (r = store_manifest_key(w->ref, &key)) == 0) {
 		r = cb_backend_stat(store_backend(w->store), key.buf, &size);
 		r = r == 0 ? 1 : r == -ENOENT ? 0 : r;
 	}
@@ -238,7 +266,7 @@ static int check_name_free(backup_writer *w, struct strbuf *err)
 		sb_printf(err, "cannot read catalog of %s: %s", w->root,
 			  r == -EINVAL ? "invalid backup name" : catalog_errmsg(w->cat));
 	else if (r > 0)
-		sb_printf(err, "backup %s already exists in %s", w->name, w->root);
+		sb_printf(err, "backup %s of node %s already exists in %s", w->name, node, w->root);
 	return r > 0 ? -EEXIST : r;
 }
 
@@ -657,7 +685,8 @@ static int fill_manifest(const backup_writer *w, uint64_t stored, struct manifes
 		.name = w->name, .node = w->node, .cluster = w->cluster, .datacenter = w->datacenter,
 		.host_id = w->host_id ? w->host_id : "", .snapshot_tag = w->tag,
 		.cassandra_version = w->version, .tokens = w->tokens, .ntokens = w->ntokens,
-		.created_ns = w->created_ns, .files = w->files, .bytes = w->bytes,
+		.rack = w->rack, .schema_version = w->schema_version, .ring = w->ring,
+		.nring = w->nring, .created_ns = w->created_ns, .files = w->files, .bytes = w->bytes,
 		.new_bytes = w->new_bytes, .stored_bytes = stored,
 		.root_attr = {w->root_attr.mode & 07777, w->root_attr.uid, w->root_attr.gid,
 			      w->root_attr.mtime_ns},
@@ -700,7 +729,7 @@ static int put_manifest(backup_writer *w, const struct manifest *m, uint64_t *si
 	int r = manifest_write(m, &doc, why, sizeof(why));
 	if (r == -EINVAL)
 		return fail(w, r, "cannot describe backup %s: %s", w->name, why);
-	r = r ?: store_manifest_key(w->name, &key);
+	r = r ?: store_manifest_key(w->ref, &key);
 	uint64_t there;
 	if (r == 0 && cb_backend_stat(store_backend(w->store), key.buf, &there) == 0)
 		r = -EEXIST;
@@ -708,7 +737,8 @@ static int put_manifest(backup_writer *w, const struct manifest *m, uint64_t *si
 		r = cb_backend_put(store_backend(w->store), key.buf, doc.buf, doc.len, CB_PUT_EXCLUSIVE);
 	*size = doc.len;
 	if (r == -EEXIST)
-		fail(w, r, "backup %s was created by another process meanwhile; nothing changed", w->name);
+		fail(w, r, "backup %s of node %s was created by another process meanwhile; nothing "
+			"changed", w->name, manifest_node_key(m));
 	else if (r < 0)
 		fail(w, r, "cannot write %s/%s: %s", w->root, key.buf ? key.buf : "backups", cb_backend_why(r));
 	sb_free(&doc);
@@ -735,7 +765,7 @@ static void register_backup(backup_writer *w, const struct manifest *m, uint64_t
 		int64_t pack_id;
 		r = store_register_pack(c, &p, &d->index, &pack_id);
 	}
-	r = r ?: store_register_manifest(c, m, msize) ?: catalog_commit(c);
+	r = r ?: store_register_manifest(c, m, true, msize) ?: catalog_commit(c);
 	if (r < 0)
 		catalog_rollback(c);
 }
@@ -816,6 +846,9 @@ void backup_writer_free(backup_writer *w)
 	free(w->host_id);
 	free(w->tag);
 	free(w->version);
+	free(w->rack);
+	free(w->schema_version);
+	manifest_ring_free(w->ring, w->nring);
 	for (size_t i = 0; i < w->ntokens; i++)
 		free(w->tokens[i]);
 	free(w->tokens);

@@ -26,6 +26,7 @@
 
 #include "hash.h"
 #include "lock.h"
+#include "manifest.h"
 #include "util.h"
 
 typedef struct backup_writer backup_writer;
@@ -37,8 +38,14 @@ struct backup_attr {
 };
 
 struct backup_meta {
-	const char *name; /* unique in the store */
+	/* One node has one backup of a name; the nodes of a cluster share it (a cluster backup).
+	 * The node is its host id, else its node name (manifest_node_key), which must then be one
+	 * (manifest_node_key_ok). The manifest goes to backups/NAME/NODE.json. */
+	const char *name;
 	const char *cluster, *datacenter, *node, *host_id, *snapshot_tag; /* NULL: unknown */
+	const char *rack, *schema_version; /* NULL: unknown */
+	const struct manifest_ring_node *ring; /* the ring the node saw (nodetool status) */
+	size_t nring;
 	const char *cassandra_version;   /* NULL: unknown */
 	const char *const *tokens;       /* the node's tokens (nodetool info/ring), ntokens of them */
 	size_t ntokens;

@@ -1,5 +1,6 @@
 /* catalog.c: see catalog.h. */
 #include "catalog.h"
+#include "store.h"
 #include "util.h"
 
 #include <errno.h>
@@ -9,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CATALOG_FORMAT "cassbackup-catalog-2"
+#define CATALOG_FORMAT "cassbackup-catalog-3"
 /* Pages a CATALOG_SMALL_CACHE connection keeps (SQLite's default is 2 MiB per connection). */
 #define CATALOG_SMALL_CACHE_KIB "256"
 #define CB_SIZE_MAX_SQL "4611686018427387903" /* CB_SIZE_MAX */
@@ -38,13 +39,18 @@ static const char schema_sql[] =
 	"  pack_id INTEGER NOT NULL REFERENCES packs(id), offset INTEGER NOT NULL,"
 	"  PRIMARY KEY(blob_id, pack_id)) WITHOUT ROWID;"
 	"CREATE INDEX blob_locs_pack ON blob_locs(pack_id);"
-	"CREATE TABLE backups(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,"
+	/* A backup is one node's: ref is its key below backups/ ("NAME/NODE" or, in the older
+	 * layout, "NAME"), node_key the node it is of (host id, else node name); one node has one
+	 * backup of a name. ring is the JSON array manifest_ring_write makes. */
+	"CREATE TABLE backups(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,"
+	"  ref TEXT NOT NULL UNIQUE, node_key TEXT NOT NULL, rack TEXT NOT NULL,"
+	"  schema_version TEXT NOT NULL, ring TEXT NOT NULL,"
 	"  cluster TEXT NOT NULL, datacenter TEXT NOT NULL, node TEXT NOT NULL,"
 	"  host_id TEXT NOT NULL, snapshot_tag TEXT NOT NULL, created_ns INTEGER NOT NULL,"
 	"  files INTEGER NOT NULL, bytes INTEGER NOT NULL, new_bytes INTEGER NOT NULL,"
 	"  stored_bytes INTEGER NOT NULL, cassandra_version TEXT NOT NULL, tokens TEXT NOT NULL,"
 	"  root_mode INTEGER NOT NULL, root_uid INTEGER NOT NULL, root_gid INTEGER NOT NULL,"
-	"  manifest_size INTEGER NOT NULL);"
+	"  manifest_size INTEGER NOT NULL, UNIQUE(name, node_key));"
 	BACKUPS_BY_NAME ";"
 	"CREATE TABLE keyspaces(id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  backup_id INTEGER NOT NULL REFERENCES backups(id), name TEXT NOT NULL,"
@@ -87,6 +93,20 @@ static const char schema_sql[] =
 	" CASE WHEN root_mode > 0 THEN root_uid ELSE -1 END,"                                   \
 	" CASE WHEN root_mode > 0 THEN root_gid ELSE -1 END, created_ns FROM backups"
 
+/* Node columns (NODE_COLS_DIR's) of backup row b, named name: a directory of the tree with the
+ * protection of that backup's data directory. */
+#define GROUP_COLS(name)                                                                          \
+	"b.id, " name ", 0, CASE WHEN b.root_mode > 0 THEN 16384 | b.root_mode ELSE 16877 END,"   \
+	" CASE WHEN b.root_mode > 0 THEN b.root_uid ELSE -1 END,"                                \
+	" CASE WHEN b.root_mode > 0 THEN b.root_gid ELSE -1 END, b.created_ns"
+/* How many nodes the ring recorded by backup row x has (0 for a damaged one). */
+#define RING_NODES(x) "CASE WHEN json_valid(" x ".ring) THEN json_array_length(" x ".ring) ELSE 0 END"
+#define CLUSTER_NAME "COALESCE(NULLIF(b.cluster, ''), 'unknown-cluster')"
+#define DC_NAME "COALESCE(NULLIF(b.datacenter, ''), 'unknown-dc')"
+
+/* Columns 16.. of a backup summary (read_summary). */
+#define SUMMARY_MORE ", b.ref, b.node_key, b.rack, b.schema_version, b.ring, b.tokens"
+
 enum stmt {
 	ST_BEGIN,
 	ST_COMMIT,
@@ -122,13 +142,17 @@ enum stmt {
 	ST_GET_TABLE,
 	ST_GET_DIR,
 	ST_GET_FILE,
-	ST_LOOKUP_BACKUP,
 	ST_LOOKUP_KEYSPACE,
 	ST_LOOKUP_TABLE,
 	ST_LOOKUP_DIR,
 	ST_LOOKUP_TABLE_FILE,
 	ST_LOOKUP_DIR_FILE,
-	ST_LIST_BACKUP_NODES,
+	ST_TOP_BACKUPS,
+	ST_CLUSTERS,
+	ST_CLUSTER_NAMES,
+	ST_CLUSTER_DCS,
+	ST_SET_NODES,
+	ST_GROUP_REP,
 	ST_LIST_KEYSPACES,
 	ST_LIST_TABLES,
 	ST_LIST_DIRS,
@@ -142,6 +166,7 @@ enum stmt {
 	ST_BACKUP_TABLES,
 	ST_TABLE_FILES,
 	ST_FILE_PATH,
+	ST_NAME_SET,
 	ST__COUNT
 };
 
@@ -149,7 +174,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
 	[ST_COMMIT] = "COMMIT",
 	[ST_ROLLBACK] = "ROLLBACK",
-	[ST_BACKUP_EXISTS] = "SELECT 1 FROM backups WHERE name = ?1",
+	[ST_BACKUP_EXISTS] = "SELECT 1 FROM backups WHERE name = ?1 AND (?2 IS NULL OR node_key = ?2)",
 	[ST_BLOB_SIZE_EXISTS] = "SELECT 1 FROM blobs WHERE size = ?1 LIMIT 1",
 	[ST_FIND_BLOB] = "SELECT id FROM blobs WHERE sha256 = ?1 AND size = ?2 AND pack_id IS NOT NULL",
 	[ST_FIND_ANY_BLOB] = "SELECT id FROM blobs WHERE sha256 = ?1 AND size = ?2",
@@ -163,9 +188,14 @@ static const char *const stmt_sql[ST__COUNT] = {
 			    " VALUES(?1, ?2, ?3)",
 	[ST_ADD_BACKUP] = "INSERT INTO backups(name, cluster, datacenter, node, host_id,"
 			  " snapshot_tag, created_ns, files, bytes, new_bytes, stored_bytes,"
-			  " cassandra_version, tokens, root_mode, root_uid, root_gid, manifest_size)"
-			  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-	[ST_BACKUP_NAMES] = "SELECT id, name, manifest_size FROM backups",
+			  " cassandra_version, tokens, root_mode, root_uid, root_gid, manifest_size,"
+			  " ref, node_key, rack, schema_version, ring)"
+			  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
+			  " CASE WHEN ?18 THEN ?1 || '/' || ?19 ELSE ?1 END, ?19, ?20, ?21, ?22)",
+	/* a row whose name does not agree with its ref is damaged: '' (no manifest's ref) has a
+	 * reconcile drop it and take its manifest in again */
+	[ST_BACKUP_NAMES] = "SELECT id, CASE WHEN ref = name OR ref = name || '/' || node_key"
+			    " THEN ref ELSE '' END, manifest_size FROM backups",
 	[ST_DEL_FILES] = "DELETE FROM files WHERE backup_id = ?1",
 	[ST_DEL_DIRS] = "DELETE FROM dirs WHERE table_row IN (SELECT id FROM tables WHERE backup_id = ?1)",
 	[ST_DEL_TABLES] = "DELETE FROM tables WHERE backup_id = ?1",
@@ -195,8 +225,8 @@ static const char *const stmt_sql[ST__COUNT] = {
 		" b.created_ns, b.files, b.bytes, b.new_bytes, b.stored_bytes,"
 		" (SELECT COUNT(*) FROM tables t WHERE t.backup_id = b.id), 0,"
 		" NOT EXISTS (SELECT 1 FROM files f3 JOIN blobs b3 ON b3.id = f3.blob_id"
-		"   WHERE f3.backup_id = b.id AND b3.pack_id IS NULL), b.cassandra_version"
-		" FROM backups b WHERE b.name = ?1",
+		"   WHERE f3.backup_id = b.id AND b3.pack_id IS NULL), b.cassandra_version" SUMMARY_MORE
+		" FROM backups b WHERE b.ref = ?1 OR (?2 AND b.name = ?1) ORDER BY b.node_key",
 	[ST_BACKUP_TABLES] = "SELECT t.id, k.id, k.name, t.name, t.table_id, t.schema_cql FROM tables t"
 			     " JOIN keyspaces k ON k.id = t.keyspace_id WHERE t.backup_id = ?1"
 			     " ORDER BY k.name, t.name",
@@ -205,10 +235,13 @@ static const char *const stmt_sql[ST__COUNT] = {
 			   " JOIN blobs b ON b.id = f.blob_id LEFT JOIN packs p ON p.id = b.pack_id"
 			   " LEFT JOIN dirs d ON d.id = f.dir_id WHERE f.table_row = ?1"
 			   " ORDER BY COALESCE(d.name, ''), f.name",
-	[ST_FILE_PATH] = "SELECT bk.name, k.name, t.name, f.dir_id, d.name, f.name FROM files f"
+	[ST_NAME_SET] = "SELECT COUNT(*) = 1 AND MAX(" RING_NODES("x") ") <= 1, MIN(id) FROM backups x"
+			" WHERE name = ?1",
+	[ST_FILE_PATH] = "SELECT bk.ref, k.name, t.name, f.dir_id, d.name, f.name, bk.id, bk.name FROM files f"
 			 " JOIN backups bk ON bk.id = f.backup_id JOIN tables t ON t.id = f.table_row"
 			 " JOIN keyspaces k ON k.id = t.keyspace_id LEFT JOIN dirs d ON d.id = f.dir_id"
 			 " WHERE f.id = ?1",
+	/* (FILE_PATH's columns 6, 7: the backup's row and name) */
 	[ST_LIST_BACKUPS] =
 		"SELECT b.id, b.name, b.node, b.cluster, b.datacenter, b.host_id, b.snapshot_tag,"
 		" b.created_ns, b.files, b.bytes, b.new_bytes, b.stored_bytes,"
@@ -220,14 +253,13 @@ static const char *const stmt_sql[ST__COUNT] = {
 		"   (SELECT blob_id FROM files f WHERE f.backup_id = b.id) AND NOT EXISTS"
 		"   (SELECT 1 FROM files f2 WHERE f2.blob_id = bl.id AND f2.backup_id <> b.id)),"
 		" NOT EXISTS (SELECT 1 FROM files f3 JOIN blobs b3 ON b3.id = f3.blob_id"
-		"   WHERE f3.backup_id = b.id AND b3.pack_id IS NULL), b.cassandra_version"
+		"   WHERE f3.backup_id = b.id AND b3.pack_id IS NULL), b.cassandra_version" SUMMARY_MORE
 		" FROM backups b ORDER BY b.created_ns, b.id",
 	[ST_GET_BACKUP] = "SELECT " BACKUP_COLS " WHERE id = ?1",
 	[ST_GET_KEYSPACE] = "SELECT " NODE_COLS_DIR("keyspaces") " WHERE id = ?1",
 	[ST_GET_TABLE] = "SELECT " NODE_COLS_DIR("tables") " WHERE id = ?1",
 	[ST_GET_DIR] = "SELECT " NODE_COLS_DIR("dirs") " WHERE id = ?1",
 	[ST_GET_FILE] = "SELECT " NODE_COLS_FILE " WHERE id = ?1",
-	[ST_LOOKUP_BACKUP] = "SELECT " BACKUP_COLS " WHERE name = ?2",
 	[ST_LOOKUP_KEYSPACE] = "SELECT " NODE_COLS_DIR("keyspaces") " WHERE backup_id = ?1 AND name = ?2",
 	[ST_LOOKUP_TABLE] = "SELECT " NODE_COLS_DIR("tables") " WHERE keyspace_id = ?1 AND name = ?2",
 	[ST_LOOKUP_DIR] = "SELECT " NODE_COLS_DIR("dirs") " WHERE table_row = ?1 AND name = ?2",
@@ -235,7 +267,30 @@ static const char *const stmt_sql[ST__COUNT] = {
 				 " WHERE table_row = ?1 AND dir_id = 0 AND name = ?2",
 	[ST_LOOKUP_DIR_FILE] = "SELECT " NODE_COLS_FILE " WHERE table_row ="
 			       " (SELECT table_row FROM dirs WHERE id = ?1) AND dir_id = ?1 AND name = ?2",
-	[ST_LIST_BACKUP_NODES] = "SELECT " BACKUP_COLS " ORDER BY name",
+	/* /backups: one entry per name, its smallest row, and whether it is a node backup alone
+	 * (no other node's of the name, and a ring of at most one node recorded) */
+	[ST_TOP_BACKUPS] = "SELECT " GROUP_COLS("b.name") ", (SELECT COUNT(*) = 1 AND MAX(" RING_NODES("x")
+			   ") <= 1 FROM backups x WHERE x.name = b.name) FROM backups b"
+			   " WHERE b.id = (SELECT MIN(y.id) FROM backups y WHERE y.name = b.name)"
+			   " AND (?2 IS NULL OR b.name = ?2) ORDER BY b.name",
+	[ST_CLUSTERS] = "SELECT " GROUP_COLS(CLUSTER_NAME) " FROM backups b WHERE b.id ="
+			" (SELECT MIN(y.id) FROM backups y WHERE y.cluster = b.cluster)"
+			" AND (?2 IS NULL OR " CLUSTER_NAME " = ?2) ORDER BY 2",
+	[ST_CLUSTER_NAMES] = "SELECT " GROUP_COLS("b.name") " FROM backups b, backups r"
+			     " WHERE r.id = ?1 AND b.cluster = r.cluster AND b.id = (SELECT MIN(y.id)"
+			     " FROM backups y WHERE y.cluster = b.cluster AND y.name = b.name)"
+			     " AND (?2 IS NULL OR b.name = ?2) ORDER BY 2",
+	[ST_CLUSTER_DCS] = "SELECT " GROUP_COLS(DC_NAME) " FROM backups b, backups r"
+			   " WHERE r.id = ?1 AND b.cluster = r.cluster AND b.name = r.name"
+			   " AND b.id = (SELECT MIN(y.id) FROM backups y WHERE y.cluster = b.cluster"
+			   " AND y.name = b.name AND y.datacenter = b.datacenter)"
+			   " AND (?2 IS NULL OR " DC_NAME " = ?2) ORDER BY 2",
+	/* the node backups of a level-1 group (same name) or level-4 (same cluster, name, dc) */
+	[ST_SET_NODES] = "SELECT " GROUP_COLS("b.node") ", b.node_key FROM backups b, backups r"
+			 " WHERE r.id = ?1 AND b.name = r.name AND (?3 = 1 OR (b.cluster = r.cluster"
+			 " AND b.datacenter = r.datacenter)) ORDER BY b.node, b.node_key",
+	[ST_GROUP_REP] = "SELECT " GROUP_COLS("CASE ?2 WHEN 2 THEN " CLUSTER_NAME " WHEN 4 THEN "
+				      DC_NAME " ELSE b.name END") " FROM backups b WHERE b.id = ?1",
 	[ST_LIST_KEYSPACES] = "SELECT " NODE_COLS_DIR("keyspaces") " WHERE backup_id = ?1 ORDER BY name",
 	[ST_LIST_TABLES] = "SELECT " NODE_COLS_DIR("tables") " WHERE keyspace_id = ?1 ORDER BY name",
 	[ST_LIST_DIRS] = "SELECT " NODE_COLS_DIR("dirs") " WHERE table_row = ?1 ORDER BY name",
@@ -246,7 +301,8 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_FILE_BLOB] = "SELECT b.pack_id, p.path, b.offset, b.size, b.sha256, f.size FROM files f"
 			 " JOIN blobs b ON b.id = f.blob_id LEFT JOIN packs p ON p.id = b.pack_id"
 			 " WHERE f.id = ?1",
-	[ST_XATTR_BACKUP] = "SELECT node, cluster, datacenter, created_ns, snapshot_tag, host_id"
+	[ST_XATTR_BACKUP] = "SELECT node, cluster, datacenter, created_ns, snapshot_tag, host_id,"
+			    " rack, tokens, cassandra_version, schema_version, name"
 			    " FROM backups WHERE id = ?1",
 	[ST_XATTR_TABLE] = "SELECT t.table_id, k.name, t.name FROM tables t"
 			   " JOIN keyspaces k ON k.id = t.keyspace_id WHERE t.id = ?1",
@@ -502,10 +558,14 @@ int catalog_has_unlocated_blobs(catalog *c)
 	return r;
 }
 
-int catalog_backup_exists(catalog *c, const char *name)
+int catalog_backup_exists(catalog *c, const char *name, const char *node_key)
 {
 	sqlite3_stmt *st = stmt(c, ST_BACKUP_EXISTS);
 	bind_text(st, 1, name);
+	if (node_key)
+		bind_text(st, 2, node_key);
+	else
+		sqlite3_bind_null(st, 2);
 	int r = step_one(c, st);
 	return r == 1 ? done(c, st, 1) : r;
 }
@@ -605,6 +665,11 @@ int catalog_add_backup(catalog *c, const struct cb_backup_info *b, int64_t *id)
 	sqlite3_bind_int64(st, 15, b->root_uid);
 	sqlite3_bind_int64(st, 16, b->root_gid);
 	sqlite3_bind_int64(st, 17, (sqlite3_int64)b->manifest_size);
+	sqlite3_bind_int(st, 18, b->nested);
+	bind_text(st, 19, b->node_key ? b->node_key : "");
+	bind_text(st, 20, b->rack ? b->rack : "");
+	bind_text(st, 21, b->schema_version ? b->schema_version : "");
+	bind_text(st, 22, b->ring ? b->ring : "[]");
 	return insert(c, st, id);
 }
 
@@ -825,11 +890,21 @@ static int read_summary(catalog *c, sqlite3_stmt *st, struct cb_backup_summary *
 		.tables = (uint64_t)sqlite3_column_int64(st, 12),
 		.complete = sqlite3_column_int(st, 14) != 0,
 		.cassandra_version = col_text(st, 15),
+		.ref = col_text(st, 16),
+		.node_key = col_text(st, 17),
+		.rack = col_text(st, 18),
+		.schema_version = col_text(st, 19),
+		.ring = col_text(st, 20),
+		.tokens = col_text(st, 21),
 	};
 	double unique = sqlite3_column_double(st, 13);
 	int r = 0;
+	char rn[256], rk[65];
 	if (!name_ok)
 		r = bad_row(c, b->id, "invalid backup name");
+	else if (store_ref_split(b->ref, rn, rk) < 0 || strcmp(rn, b->name) != 0 ||
+		 (*rk && strcmp(rk, b->node_key) != 0))
+		r = bad_row(c, b->id, "invalid backup ref");
 	else if (!col_size(st, 8, &b->files) || !col_size(st, 9, &b->bytes) ||
 		 !col_size(st, 10, &b->new_bytes) || !col_size(st, 11, &b->stored_bytes) ||
 		 !(unique >= 0 && unique <= (double)CB_SIZE_MAX))
@@ -843,11 +918,12 @@ static int read_summary(catalog *c, sqlite3_stmt *st, struct cb_backup_summary *
 	return 0;
 }
 
-int catalog_get_backup(catalog *c, const char *name,
+int catalog_get_backup(catalog *c, const char *ref,
 		       int (*cb)(void *ctx, const struct cb_backup_summary *b), void *ctx)
 {
 	sqlite3_stmt *st = stmt(c, ST_GET_BACKUP_BY_NAME);
-	bind_text(st, 1, name);
+	bind_text(st, 1, ref);
+	sqlite3_bind_int(st, 2, 0);
 	int r = step_one(c, st);
 	if (r != 1)
 		return r;
@@ -856,6 +932,24 @@ int catalog_get_backup(catalog *c, const char *name,
 	if (r == 0)
 		r = cb(ctx, &b);
 	return done(c, st, r ? r : 1);
+}
+
+int catalog_find_backups(catalog *c, const char *name,
+			 int (*cb)(void *ctx, const struct cb_backup_summary *b), void *ctx)
+{
+	sqlite3_stmt *st = stmt(c, ST_GET_BACKUP_BY_NAME);
+	bind_text(st, 1, name);
+	sqlite3_bind_int(st, 2, 1);
+	int rc, r = 0, n = 0;
+	struct cb_backup_summary b;
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		r = read_summary(c, st, &b);
+		if (r == 0 && (r = cb(ctx, &b)) == 0)
+			n++;
+	}
+	if (r != 0)
+		return done(c, st, r);
+	return rc == SQLITE_DONE ? done(c, st, n) : done(c, st, cerr(c, rc));
 }
 
 int catalog_backup_tables(catalog *c, int64_t backup_id,
@@ -946,7 +1040,7 @@ int catalog_list_backups(catalog *c, int (*cb)(void *ctx, const struct cb_backup
 
 /* The largest row id an inode number holds: CB_INO_ROW(CB_INO(kind, row)) == row for rows
  * 0 ..  NODE_ROW_MAX; a larger or negative id would wrap to another row's inode. */
-#define NODE_ROW_MAX ((int64_t)(UINT64_MAX >> 3))
+#define NODE_ROW_MAX ((int64_t)(CB_INO_VIEW >> 3) - 1)
 
 /* Reads a node row. false when the row is invalid (a name that is not one path component, a
  * size out of range, an id no inode number can hold): the tree leaves such a row out, as if it
@@ -981,7 +1075,8 @@ static void special_node(catalog *c, uint64_t ino, struct cb_node *n)
 		.uid = CB_OWNER_UNSET,
 		.gid = CB_OWNER_UNSET,
 	};
-	snprintf(n->name, sizeof(n->name), "%s", ino == CB_INO_ROOT ? "" : "backups");
+	snprintf(n->name, sizeof(n->name), "%s",
+		 ino == CB_INO_ROOT ? "" : ino == CB_INO_BACKUPS ? "backups" : "clusters");
 	sqlite3_stmt *st = stmt(c, ST_ROOT_ATTR);
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		n->mode = S_IFDIR | ((uint32_t)sqlite3_column_int64(st, 0) & 07777);
@@ -1007,20 +1102,203 @@ static int node_query(catalog *c, enum stmt s, enum cb_node_kind kind, int64_t i
 	return done(c, st, read_node(st, kind, out) ? 0 : -ENOENT);
 }
 
+bool catalog_node_mutable(uint64_t ino)
+{
+	return CB_INO_KIND(ino) == CB_NODE_SPECIAL || CB_INO_KIND(ino) == CB_NODE_GROUP;
+}
+
+/* GROUP levels (catalog.h): /backups/<name> of several nodes, /clusters/<cluster>,
+ * /clusters/<cluster>/<name>, /clusters/<cluster>/<name>/<dc>. */
+enum { GROUP_NAME = 1, GROUP_CLUSTER = 2, GROUP_CLUSTER_NAME = 3, GROUP_DC = 4 };
+
+/* A row of GROUP_COLS read as a GROUP of level over its backup row. */
+static bool read_group(sqlite3_stmt *st, int level, struct cb_node *n)
+{
+	if (!read_node(st, CB_NODE_GROUP, n))
+		return false;
+	int64_t rep = CB_INO_ROW(n->ino);
+	if (rep > (NODE_ROW_MAX >> 3))
+		return false;
+	n->ino = CB_INO(CB_NODE_GROUP, (rep << 3) | level);
+	return true;
+}
+
+/* Calls cb for each row of s (?1 = id, ?2 = name or NULL for all): GROUPs of level, except
+ * that /backups shows a name of one node backup as that BACKUP itself. */
+static int walk_groups(catalog *c, enum stmt s, int64_t id, const char *name, int level,
+		       int (*cb)(void *ctx, const struct cb_node *n), void *ctx)
+{
+	sqlite3_stmt *st = stmt(c, s);
+	sqlite3_bind_int64(st, 1, id);
+	if (name)
+		bind_text(st, 2, name);
+	else
+		sqlite3_bind_null(st, 2);
+	int rc, r = 0;
+	struct cb_node n;
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		bool one = s == ST_TOP_BACKUPS && sqlite3_column_int64(st, 7) == 1;
+		if (one ? read_node(st, CB_NODE_BACKUP, &n) : read_group(st, level, &n))
+			r = cb(ctx, &n);
+	}
+	if (r != 0)
+		return done(c, st, r);
+	return rc == SQLITE_DONE ? done(c, st, 0) : done(c, st, cerr(c, rc));
+}
+
+struct set_entry {
+	struct cb_node n;
+	char key[65];
+};
+
+/* The node backups of a level-1 or level-4 group: BACKUP nodes named by node name, or node
+ * name-KEY8 (the first 8 characters of the node key) where two share a node name; through
+ * CB_INO_VIEW in the cluster view. */
+static int walk_set(catalog *c, int64_t rep, int level,
+		    int (*cb)(void *ctx, const struct cb_node *n), void *ctx)
+{
+	sqlite3_stmt *st = stmt(c, ST_SET_NODES);
+	sqlite3_bind_int64(st, 1, rep);
+	sqlite3_bind_int(st, 3, level == GROUP_NAME ? 1 : 4);
+	struct set_entry *v = NULL;
+	size_t n = 0;
+	int rc, r = 0;
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct set_entry e;
+		if (!read_node(st, CB_NODE_BACKUP, &e.n))
+			continue;
+		snprintf(e.key, sizeof(e.key), "%s", col_text(st, 7));
+		struct set_entry *w = realloc(v, (n + 1) * sizeof(*v));
+		if (!w) {
+			r = -ENOMEM;
+			break;
+		}
+		v = w;
+		v[n++] = e;
+	}
+	r = r ? done(c, st, r) : rc == SQLITE_DONE ? done(c, st, 0) : done(c, st, cerr(c, rc));
+	bool *dup = r == 0 ? calloc(n + 1, sizeof(*dup)) : NULL;
+	if (r == 0 && !dup)
+		r = -ENOMEM;
+	for (size_t i = 0; r == 0 && i < n; i++)
+		for (size_t j = 0; j < n; j++)
+			if (i != j && !strcmp(v[i].n.name, v[j].n.name))
+				dup[i] = true;
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		if (dup[i] && strlen(v[i].n.name) < 240) {
+			size_t l = strlen(v[i].n.name);
+			snprintf(v[i].n.name + l, sizeof(v[i].n.name) - l, "-%.8s", v[i].key);
+		}
+		if (level == GROUP_DC)
+			v[i].n.ino |= CB_INO_VIEW;
+		if (name_is_component(v[i].n.name))
+			r = cb(ctx, &v[i].n);
+	}
+	free(dup);
+	free(v);
+	return r;
+}
+
+/* Hands on nodes with the parent's CB_INO_VIEW bit. */
+struct viewed {
+	int (*cb)(void *ctx, const struct cb_node *n);
+	void *ctx;
+	uint64_t view;
+};
+
+static int add_view(void *ctx, const struct cb_node *n)
+{
+	const struct viewed *v = ctx;
+	struct cb_node m = *n;
+	m.ino |= v->view;
+	return v->cb(v->ctx, &m);
+}
+
+struct wanted {
+	const char *name;
+	struct cb_node *out;
+};
+
+static int take_named(void *ctx, const struct cb_node *n)
+{
+	struct wanted *w = ctx;
+	if (strcmp(n->name, w->name) != 0)
+		return 0;
+	*w->out = *n;
+	return 1;
+}
+
+struct wanted_ino {
+	uint64_t ino;
+	struct cb_node *out;
+};
+
+/* take_named's twin: the node of an inode number. */
+static int take_ino(void *ctx, const struct cb_node *n)
+{
+	struct wanted_ino *w = ctx;
+	if (n->ino != w->ino)
+		return 0;
+	*w->out = *n;
+	return 1;
+}
+
+static int found(int r)
+{
+	return r == 1 ? 0 : r == 0 ? -ENOENT : r;
+}
+
 int catalog_node_get(catalog *c, uint64_t ino, struct cb_node *out)
 {
 	int64_t row = CB_INO_ROW(ino);
+	uint64_t view = ino & CB_INO_VIEW;
+	int r;
 	switch (CB_INO_KIND(ino)) {
 	case CB_NODE_SPECIAL:
-		if (ino != CB_INO_ROOT && ino != CB_INO_BACKUPS)
+		if (ino != CB_INO_ROOT && ino != CB_INO_BACKUPS && ino != CB_INO_CLUSTERS)
 			return -ENOENT;
 		special_node(c, ino, out);
 		return 0;
-	case CB_NODE_BACKUP: return node_query(c, ST_GET_BACKUP, CB_NODE_BACKUP, row, NULL, out);
-	case CB_NODE_KEYSPACE: return node_query(c, ST_GET_KEYSPACE, CB_NODE_KEYSPACE, row, NULL, out);
-	case CB_NODE_TABLE: return node_query(c, ST_GET_TABLE, CB_NODE_TABLE, row, NULL, out);
-	case CB_NODE_DIR: return node_query(c, ST_GET_DIR, CB_NODE_DIR, row, NULL, out);
-	case CB_NODE_FILE: return node_query(c, ST_GET_FILE, CB_NODE_FILE, row, NULL, out);
+	case CB_NODE_GROUP: {
+		if (view || (row & 7) < GROUP_NAME || (row & 7) > GROUP_DC)
+			return -ENOENT;
+		sqlite3_stmt *st = stmt(c, ST_GROUP_REP);
+		sqlite3_bind_int64(st, 1, row >> 3);
+		sqlite3_bind_int(st, 2, (int)(row & 7));
+		r = step_one(c, st);
+		if (r <= 0)
+			return r == 0 ? -ENOENT : r;
+		return done(c, st, read_group(st, (int)(row & 7), out) ? 0 : -ENOENT);
+	}
+	case CB_NODE_BACKUP: r = node_query(c, ST_GET_BACKUP, CB_NODE_BACKUP, row, NULL, out); break;
+	case CB_NODE_KEYSPACE: r = node_query(c, ST_GET_KEYSPACE, CB_NODE_KEYSPACE, row, NULL, out); break;
+	case CB_NODE_TABLE: r = node_query(c, ST_GET_TABLE, CB_NODE_TABLE, row, NULL, out); break;
+	case CB_NODE_DIR: r = node_query(c, ST_GET_DIR, CB_NODE_DIR, row, NULL, out); break;
+	case CB_NODE_FILE: r = node_query(c, ST_GET_FILE, CB_NODE_FILE, row, NULL, out); break;
+	default: return -ENOENT;
+	}
+	if (r == 0)
+		out->ino |= view;
+	return r;
+}
+
+/* A child of a GROUP or of /backups or /clusters, by name. */
+static int lookup_group(catalog *c, uint64_t parent, const char *name, struct cb_node *out)
+{
+	struct wanted w = {name, out};
+	int64_t row = CB_INO_ROW(parent);
+	if (parent == CB_INO_BACKUPS)
+		return found(walk_groups(c, ST_TOP_BACKUPS, 0, name, GROUP_NAME, take_named, &w));
+	if (parent == CB_INO_CLUSTERS)
+		return found(walk_groups(c, ST_CLUSTERS, 0, name, GROUP_CLUSTER, take_named, &w));
+	switch (row & 7) {
+	case GROUP_NAME: return found(walk_set(c, row >> 3, GROUP_NAME, take_named, &w));
+	case GROUP_CLUSTER:
+		return found(walk_groups(c, ST_CLUSTER_NAMES, row >> 3, name, GROUP_CLUSTER_NAME,
+					 take_named, &w));
+	case GROUP_CLUSTER_NAME:
+		return found(walk_groups(c, ST_CLUSTER_DCS, row >> 3, name, GROUP_DC, take_named, &w));
+	case GROUP_DC: return found(walk_set(c, row >> 3, GROUP_DC, take_named, &w));
 	default: return -ENOENT;
 	}
 }
@@ -1028,34 +1306,43 @@ int catalog_node_get(catalog *c, uint64_t ino, struct cb_node *out)
 int catalog_node_lookup(catalog *c, uint64_t parent, const char *name, struct cb_node *out)
 {
 	int64_t row = CB_INO_ROW(parent);
+	uint64_t view = parent & CB_INO_VIEW;
 	int r;
 	switch (CB_INO_KIND(parent)) {
 	case CB_NODE_SPECIAL:
 		if (parent == CB_INO_ROOT) {
-			if (strcmp(name, "backups") != 0)
+			if (strcmp(name, "backups") != 0 && strcmp(name, "clusters") != 0)
 				return -ENOENT;
-			special_node(c, CB_INO_BACKUPS, out);
+			special_node(c, *name == 'b' ? CB_INO_BACKUPS : CB_INO_CLUSTERS, out);
 			return 0;
 		}
-		if (parent != CB_INO_BACKUPS)
+		if (parent != CB_INO_BACKUPS && parent != CB_INO_CLUSTERS)
 			return -ENOENT;
-		return node_query(c, ST_LOOKUP_BACKUP, CB_NODE_BACKUP, 0, name, out);
+		return lookup_group(c, parent, name, out);
+	case CB_NODE_GROUP:
+		return lookup_group(c, parent, name, out);
 	case CB_NODE_BACKUP:
-		return node_query(c, ST_LOOKUP_KEYSPACE, CB_NODE_KEYSPACE, row, name, out);
+		r = node_query(c, ST_LOOKUP_KEYSPACE, CB_NODE_KEYSPACE, row, name, out);
+		break;
 	case CB_NODE_KEYSPACE:
-		return node_query(c, ST_LOOKUP_TABLE, CB_NODE_TABLE, row, name, out);
+		r = node_query(c, ST_LOOKUP_TABLE, CB_NODE_TABLE, row, name, out);
+		break;
 	case CB_NODE_TABLE:
 		r = node_query(c, ST_LOOKUP_DIR, CB_NODE_DIR, row, name, out);
-		if (r != -ENOENT)
-			return r;
-		return node_query(c, ST_LOOKUP_TABLE_FILE, CB_NODE_FILE, row, name, out);
+		if (r == -ENOENT)
+			r = node_query(c, ST_LOOKUP_TABLE_FILE, CB_NODE_FILE, row, name, out);
+		break;
 	case CB_NODE_DIR:
-		return node_query(c, ST_LOOKUP_DIR_FILE, CB_NODE_FILE, row, name, out);
+		r = node_query(c, ST_LOOKUP_DIR_FILE, CB_NODE_FILE, row, name, out);
+		break;
 	case CB_NODE_FILE:
 		return -ENOTDIR;
 	default:
 		return -ENOENT;
 	}
+	if (r == 0)
+		out->ino |= view;
+	return r;
 }
 
 static int list_query(catalog *c, enum stmt s, enum cb_node_kind kind, int64_t id,
@@ -1074,32 +1361,57 @@ static int list_query(catalog *c, enum stmt s, enum cb_node_kind kind, int64_t i
 	return rc == SQLITE_DONE ? done(c, st, 0) : done(c, st, cerr(c, rc));
 }
 
+static int list_group(catalog *c, uint64_t parent,
+		      int (*cb)(void *ctx, const struct cb_node *n), void *ctx)
+{
+	int64_t row = CB_INO_ROW(parent);
+	if (parent == CB_INO_BACKUPS)
+		return walk_groups(c, ST_TOP_BACKUPS, 0, NULL, GROUP_NAME, cb, ctx);
+	if (parent == CB_INO_CLUSTERS)
+		return walk_groups(c, ST_CLUSTERS, 0, NULL, GROUP_CLUSTER, cb, ctx);
+	switch (row & 7) {
+	case GROUP_NAME: return walk_set(c, row >> 3, GROUP_NAME, cb, ctx);
+	case GROUP_CLUSTER:
+		return walk_groups(c, ST_CLUSTER_NAMES, row >> 3, NULL, GROUP_CLUSTER_NAME, cb, ctx);
+	case GROUP_CLUSTER_NAME:
+		return walk_groups(c, ST_CLUSTER_DCS, row >> 3, NULL, GROUP_DC, cb, ctx);
+	case GROUP_DC: return walk_set(c, row >> 3, GROUP_DC, cb, ctx);
+	default: return -ENOENT;
+	}
+}
+
 int catalog_node_list(catalog *c, uint64_t parent,
 		      int (*cb)(void *ctx, const struct cb_node *n), void *ctx)
 {
 	int64_t row = CB_INO_ROW(parent);
+	struct viewed vw = {cb, ctx, parent & CB_INO_VIEW};
 	int r;
 	struct cb_node n;
 	switch (CB_INO_KIND(parent)) {
 	case CB_NODE_SPECIAL:
 		if (parent == CB_INO_ROOT) {
 			special_node(c, CB_INO_BACKUPS, &n);
+			if ((r = cb(ctx, &n)) != 0)
+				return r;
+			special_node(c, CB_INO_CLUSTERS, &n);
 			return cb(ctx, &n);
 		}
-		if (parent != CB_INO_BACKUPS)
+		if (parent != CB_INO_BACKUPS && parent != CB_INO_CLUSTERS)
 			return -ENOENT;
-		return list_query(c, ST_LIST_BACKUP_NODES, CB_NODE_BACKUP, 0, cb, ctx);
+		return list_group(c, parent, cb, ctx);
+	case CB_NODE_GROUP:
+		return list_group(c, parent, cb, ctx);
 	case CB_NODE_BACKUP:
-		return list_query(c, ST_LIST_KEYSPACES, CB_NODE_KEYSPACE, row, cb, ctx);
+		return list_query(c, ST_LIST_KEYSPACES, CB_NODE_KEYSPACE, row, add_view, &vw);
 	case CB_NODE_KEYSPACE:
-		return list_query(c, ST_LIST_TABLES, CB_NODE_TABLE, row, cb, ctx);
+		return list_query(c, ST_LIST_TABLES, CB_NODE_TABLE, row, add_view, &vw);
 	case CB_NODE_TABLE:
-		r = list_query(c, ST_LIST_DIRS, CB_NODE_DIR, row, cb, ctx);
+		r = list_query(c, ST_LIST_DIRS, CB_NODE_DIR, row, add_view, &vw);
 		if (r != 0)
 			return r;
-		return list_query(c, ST_LIST_TABLE_FILES, CB_NODE_FILE, row, cb, ctx);
+		return list_query(c, ST_LIST_TABLE_FILES, CB_NODE_FILE, row, add_view, &vw);
 	case CB_NODE_DIR:
-		return list_query(c, ST_LIST_DIR_FILES, CB_NODE_FILE, row, cb, ctx);
+		return list_query(c, ST_LIST_DIR_FILES, CB_NODE_FILE, row, add_view, &vw);
 	case CB_NODE_FILE:
 		return -ENOTDIR;
 	default:
@@ -1142,8 +1454,18 @@ int catalog_node_xattrs(catalog *c, uint64_t ino,
 		    (r = cb(ctx, "user.cassbackup.datacenter", col_text(st, 2))) == 0 &&
 		    (r = cb(ctx, "user.cassbackup.created", buf)) == 0 &&
 		    (r = cb(ctx, "user.cassbackup.snapshot_tag", col_text(st, 4))) == 0 &&
-		    *col_text(st, 5))
-			r = cb(ctx, "user.cassbackup.host_id", col_text(st, 5));
+		    (r = cb(ctx, "user.cassbackup.name", col_text(st, 10))) == 0) {
+			/* what was recorded of the node, when it was */
+			static const char *const more[] = {"host_id", "rack", "tokens",
+							   "release_version", "schema_version"};
+			static const int cols[] = {5, 6, 7, 8, 9};
+			for (size_t i = 0; r == 0 && i < sizeof(cols) / sizeof(*cols); i++) {
+				char key[64];
+				snprintf(key, sizeof(key), "user.cassbackup.%s", more[i]);
+				if (*col_text(st, cols[i]))
+					r = cb(ctx, key, col_text(st, cols[i]));
+			}
+		}
 		return done(c, st, r);
 	case CB_NODE_TABLE:
 		st = stmt(c, ST_XATTR_TABLE);
@@ -1170,6 +1492,29 @@ int catalog_node_xattrs(catalog *c, uint64_t ino,
 	}
 }
 
+/* Where backup row id of name is below /backups, into out: "NAME" for a node backup alone,
+ * else "NAME/ENTRY" (catalog.h). 0 or -errno. */
+static int backup_dir_name(catalog *c, int64_t id, const char *name, char *out, size_t n)
+{
+	sqlite3_stmt *st = stmt(c, ST_NAME_SET);
+	bind_text(st, 1, name);
+	int r = step_one(c, st);
+	if (r <= 0)
+		return r;
+	int64_t alone = sqlite3_column_int64(st, 0), rep = sqlite3_column_int64(st, 1);
+	done(c, st, 0);
+	if (alone)
+		return 0;
+	struct cb_node e = {0};
+	struct wanted_ino w = {CB_INO(CB_NODE_BACKUP, id), &e};
+	r = walk_set(c, rep, GROUP_NAME, take_ino, &w);
+	if (r < 0)
+		return r;
+	if (*e.name)
+		snprintf(out, n, "%s/%s", name, e.name);
+	return 0;
+}
+
 int catalog_file_ident(catalog *c, uint64_t ino, struct cb_file_ident *out)
 {
 	if (CB_INO_KIND(ino) != CB_NODE_FILE)
@@ -1181,16 +1526,20 @@ int catalog_file_ident(catalog *c, uint64_t ino, struct cb_file_ident *out)
 		return r == 0 ? -ENOENT : r;
 	const char *bk = col_name(st, 0), *ks = col_name(st, 1), *t = col_name(st, 2);
 	const char *dir = sqlite3_column_int64(st, 3) ? col_name(st, 4) : NULL, *name = col_name(st, 5);
-	if (!name_is_component(bk) || !name_is_component(ks) || !name_is_component(t) ||
+	char rn[256], rk[65];
+	if (store_ref_split(bk, rn, rk) < 0 || !name_is_component(ks) || !name_is_component(t) ||
 	    (dir && !name_is_component(dir)) || !name_is_component(name))
 		return done(c, st, bad_row(c, CB_INO_ROW(ino), "invalid name on the file's path"));
-	/* name_is_component: each fits its 256 bytes */
+	/* name_is_component: each fits its 256 bytes; a ref its CB_REF_MAX */
 	snprintf(out->backup, sizeof(out->backup), "%s", bk);
 	snprintf(out->keyspace, sizeof(out->keyspace), "%s", ks);
 	snprintf(out->table, sizeof(out->table), "%s", t);
 	snprintf(out->dir, sizeof(out->dir), "%s", dir ? dir : "");
 	snprintf(out->name, sizeof(out->name), "%s", name);
-	return done(c, st, 0);
+	int64_t id = sqlite3_column_int64(st, 6);
+	snprintf(out->shown, sizeof(out->shown), "%s", rn);
+	done(c, st, 0);
+	return backup_dir_name(c, id, rn, out->shown, sizeof(out->shown));
 }
 
 int catalog_file_path(catalog *c, uint64_t ino, char *out, size_t outlen)
@@ -1199,7 +1548,7 @@ int catalog_file_path(catalog *c, uint64_t ino, char *out, size_t outlen)
 	int r = catalog_file_ident(c, ino, &f);
 	if (r < 0)
 		return r;
-	int n = snprintf(out, outlen, "%s/%s/%s/%s%s%s", f.backup, f.keyspace, f.table, f.dir,
+	int n = snprintf(out, outlen, "%s/%s/%s/%s%s%s", f.shown, f.keyspace, f.table, f.dir,
 			 *f.dir ? "/" : "", f.name);
 	return n < 0 || (size_t)n >= outlen ? -ERANGE : 0;
 }

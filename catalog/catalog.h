@@ -9,7 +9,23 @@
  * Tree for the mount. Inode numbers are (row id << 3 | kind) and therefore stable across mounts:
  *   /                      CB_INO_ROOT (kind SPECIAL, row 0)
  *   /backups               CB_INO_BACKUPS (kind SPECIAL, row 1)
- *   /backups/<name>        BACKUP rows
+ *   /backups/<name>        the BACKUP row of name when it is alone: the only node backup of
+ *                          name, which recorded a ring of at most one node (a one-node
+ *                          cluster, a backup made without nodetool, a store of the older
+ *                          layout); else a GROUP (level 1) of the node backups of name, whose
+ *                          entries are their BACKUP rows named by node name (node
+ *                          name-KEY8, the node key's first 8 characters, when two of them
+ *                          share a node name). So the shape of /backups/<name> is known from
+ *                          the first node backup on.
+ *   /clusters              CB_INO_CLUSTERS (kind SPECIAL, row 2)
+ *   /clusters/<cluster>/<name>/<dc>/<node>
+ *                          GROUPs of levels 2, 3, 4 ("unknown-cluster", "unknown-dc" when not
+ *                          recorded), then the BACKUP rows as in a level-1 group, seen through
+ *                          CB_INO_VIEW: that bit is set on them and everything below them, so
+ *                          the cluster view has inode numbers of its own (the kernel keeps one
+ *                          parent per directory) and the same bytes
+ * A GROUP's row is (the smallest backup row id of its node backups << 3 | level): stable while
+ * that backup is there.
  *   .../<keyspace>         KEYSPACE rows
  *   .../<table>            TABLE rows
  *   .../<table>/.<index>   DIR rows (secondary index sstables)
@@ -104,7 +120,11 @@ struct cb_backup_info {
 	const char *cassandra_version; /* "" when unknown */
 	const char *tokens;    /* space-separated; "" when unknown */
 	uint32_t root_mode, root_uid, root_gid; /* the data directory's */
-	uint64_t manifest_size; /* of backups/NAME.json, to notice a replaced manifest */
+	uint64_t manifest_size; /* of the manifest, to notice a replaced one */
+	const char *node_key;   /* manifest_node_key: host id, else node name */
+	bool nested;            /* kept at backups/NAME/NODE.json (else backups/NAME.json) */
+	const char *rack, *schema_version; /* "" when unknown */
+	const char *ring;       /* manifest_ring_write's JSON array */
 };
 
 struct cb_pack_info {
@@ -136,8 +156,9 @@ struct cb_file_info {
  * whose packs were not indexed yet), 0 when not, or -errno. */
 int catalog_has_unlocated_blobs(catalog *c);
 
-/* 1 when a backup of that name exists, 0 when not, or -errno. */
-int catalog_backup_exists(catalog *c, const char *name);
+/* 1 when a backup of that name exists (of node node_key; NULL: of any node), 0 when not, or
+ * -errno. */
+int catalog_backup_exists(catalog *c, const char *name, const char *node_key);
 /* 1 when some blob has exactly this size (a file of another size can't be a duplicate). */
 int catalog_blob_size_exists(catalog *c, uint64_t size);
 /* 1 and *id when a blob with this content is stored, 0 when not. */
@@ -162,7 +183,7 @@ int catalog_add_file(catalog *c, const struct cb_file_info *f, int64_t *id);
 int catalog_remove_backup(catalog *c, int64_t id);
 /* Removes a pack; blobs it held are read from another pack that holds them, if any. */
 int catalog_remove_pack(catalog *c, int64_t id);
-/* Every backup's row id, name and manifest size, in no particular order. */
+/* Every backup's row id, ref (store.h) and manifest size, in no particular order. */
 int catalog_backup_names(catalog *c,
 			 int (*cb)(void *ctx, int64_t id, const char *name, uint64_t manifest_size),
 			 void *ctx);
@@ -184,6 +205,11 @@ struct cb_backup_summary {
 	uint64_t unique_bytes; /* logical bytes of blobs no other backup references */
 	bool complete;         /* every file's bytes are in a pack the catalog knows */
 	const char *cassandra_version; /* "" when unknown */
+	const char *ref;      /* the backup's key below backups/ (store.h): "NAME/NODE" or "NAME" */
+	const char *node_key; /* the node it is of: host id, else node name */
+	const char *rack, *schema_version; /* "" when unknown */
+	const char *ring;     /* the ring it recorded, as manifest_ring_write made it */
+	const char *tokens;   /* space-separated, "" when unknown */
 	/* NULL for a sound row; else why it is not ("catalog row 3: invalid backup name"): the
 	 * counts are then 0 and name is as stored (escape it before printing). */
 	const char *invalid;
@@ -202,10 +228,16 @@ struct cb_blob_loc {
 	unsigned char sha256[32];
 };
 
-/* Calls cb with the summary of the backup called name (unique_bytes not computed).
- * 1 when found, 0 when not, -EUCLEAN when its row is invalid, or -errno / cb's non-zero return. */
-int catalog_get_backup(catalog *c, const char *name,
+/* Calls cb with the summary of the backup whose ref (store.h) is ref (unique_bytes not
+ * computed). 1 when found, 0 when not, -EUCLEAN when its row is invalid, or -errno / cb's
+ * non-zero return. */
+int catalog_get_backup(catalog *c, const char *ref,
 		       int (*cb)(void *ctx, const struct cb_backup_summary *b), void *ctx);
+/* Calls cb for every node backup called name, or whose ref is name, by node key (unique_bytes
+ * not computed). The number of them, -EUCLEAN at an invalid row, or -errno / cb's non-zero
+ * return. */
+int catalog_find_backups(catalog *c, const char *name,
+			 int (*cb)(void *ctx, const struct cb_backup_summary *b), void *ctx);
 
 struct cb_table_row {
 	int64_t row;
@@ -240,13 +272,21 @@ enum cb_node_kind {
 	CB_NODE_TABLE,
 	CB_NODE_DIR,
 	CB_NODE_FILE,
+	CB_NODE_GROUP, /* a directory of node backups or of cluster backups (see above) */
 };
 
+/* Whether directory ino's entries can change (the root's, /backups, /clusters and GROUPs), as
+ * opposed to everything below a backup, which never does. */
+bool catalog_node_mutable(uint64_t ino);
+
 #define CB_INO(kind, row) (((uint64_t)(row) << 3) | (uint64_t)(kind))
+#define CB_INO_VIEW ((uint64_t)1 << 47) /* the cluster view's copy of a node (see above) */
 #define CB_INO_KIND(ino) ((int)((ino) & 7))
-#define CB_INO_ROW(ino) ((int64_t)((ino) >> 3))
+#define CB_INO_ROW(ino) ((int64_t)(((ino) & ~CB_INO_VIEW) >> 3))
 #define CB_INO_ROOT CB_INO(CB_NODE_SPECIAL, 0) /* == 1, FUSE_ROOT_ID */
 #define CB_INO_BACKUPS CB_INO(CB_NODE_SPECIAL, 1)
+#define CB_INO_CLUSTERS CB_INO(CB_NODE_SPECIAL, 2)
+/* CB_INO(CB_NODE_SPECIAL, 3) and special rows from 2^40 are the mount's own (fs/cbfs.h: /commitlogs) */
 #define CB_OWNER_UNSET UINT32_MAX /* uid/gid not recorded: the caller picks one */
 
 struct cb_node {
@@ -275,7 +315,9 @@ int catalog_file_blob(catalog *c, uint64_t ino, struct cb_blob_loc *out);
  * for the table's own directory, else ".<index>"). -ENOENT when ino is not a file, -EUCLEAN
  * when a name on the way is invalid. */
 struct cb_file_ident {
-	char backup[256], keyspace[256], table[256], dir[256], name[256];
+	char backup[320]; /* the backup's ref (store.h) */
+	char shown[600];  /* its directory below /backups: NAME, or NAME/NODE of several */
+	char keyspace[256], table[256], dir[256], name[256];
 };
 int catalog_file_ident(catalog *c, uint64_t ino, struct cb_file_ident *out);
 

@@ -61,8 +61,15 @@ static int read_source_manifest(struct copy *c)
 			  key.buf ? key.buf : "backups", r == -EINVAL ? "invalid backup name" : cb_backend_why(r));
 	if (r == 0 && (r = manifest_parse(c->doc, c->len, &c->m, why, sizeof(why))) < 0)
 		sb_printf(c->err, "%s/%s: %s", store_location(c->src), key.buf, why);
-	if (r == 0 && strcmp(c->m->name, c->name) != 0) {
+	char name[256] = "", node[65] = "";
+	store_ref_split(c->name, name, node); /* a valid ref: store_manifest_key checked it */
+	if (r == 0 && strcmp(c->m->name, name) != 0) {
 		sb_printf(c->err, "%s/%s names backup \"%s\"", store_location(c->src), key.buf, c->m->name);
+		r = -EBADMSG;
+	}
+	if (r == 0 && *node && strcmp(manifest_node_key(c->m), node) != 0) {
+		sb_printf(c->err, "%s/%s describes node %s", store_location(c->src), key.buf,
+			  manifest_node_key(c->m));
 		r = -EBADMSG;
 	}
 	sb_free(&key);
@@ -400,7 +407,8 @@ static void register_backup(struct copy *c)
 	catalog *cat = store_catalog(c->dst);
 	if (catalog_begin(cat) < 0)
 		return;
-	if ((store_register_manifest(cat, c->m, c->len) ?: catalog_commit(cat)) < 0)
+	if ((store_register_manifest(cat, c->m, strchr(c->name, '/') != NULL, c->len) ?:
+	     catalog_commit(cat)) < 0)
 		catalog_rollback(cat);
 }
 

@@ -63,7 +63,7 @@ struct copy_stats {
 	uint64_t pack_bytes;                   /* of the new packs; 0 when none was written */
 };
 
-/* Copies backup name from src to dst (see above). 0 with st filled, or:
+/* Copies backup name (a ref, store.h: one node backup) from src to dst (see above). 0 with st filled, or:
  *   -ENOENT   no backup of that name in src
  *   -EEXIST   dst has a backup of that name with another manifest (nothing changed)
  *   -EBADMSG  the source is damaged: its manifest does not parse, or a blob's bytes do not

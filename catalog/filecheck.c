@@ -36,7 +36,7 @@ struct index_blob {
 
 /* One cached entry: a backup's digest or a pack's index. */
 struct entry {
-	char *key;          /* backup name, or pack key */
+	char *key;          /* backup ref (store.h), or pack key */
 	void *v;            /* struct digest_file[] or struct index_blob[], sorted */
 	size_t n, bytes;
 	struct entry *prev, *next; /* most recent first */
@@ -194,13 +194,13 @@ static size_t manifest_files(const struct manifest *m)
 	return n;
 }
 
-/* The digest of manifest m, as a new entry. */
-static int make_digest(const struct manifest *m, struct entry **out)
+/* The digest of manifest m, as a new entry under key (the ref it was read by). */
+static int make_digest(const struct manifest *m, const char *key, struct entry **out)
 {
 	size_t n = manifest_files(m), i = 0;
 	struct entry *e = calloc(1, sizeof(*e));
 	struct digest_file *v = e ? calloc(n ? n : 1, sizeof(*v)) : NULL;
-	int r = v && (e->key = strdup(m->name)) ? 0 : -ENOMEM;
+	int r = v && (e->key = strdup(key)) ? 0 : -ENOMEM;
 	for (size_t k = 0; r == 0 && k < m->nkeyspaces; k++) {
 		const struct manifest_keyspace *ks = &m->keyspaces[k];
 		for (size_t t = 0; r == 0 && t < ks->ntables; t++) {
@@ -245,7 +245,7 @@ static int digest_lookup(struct store *s, struct filecheck *fc, const struct cb_
 		r = store_read_manifest(s, f->backup, &m, NULL, err);
 		if (r < 0)
 			return r;
-		r = make_digest(m, &e);
+		r = make_digest(m, f->backup, &e); /* keyed as it is looked up: by ref */
 		manifest_free(m);
 		if (r < 0)
 			return r;
@@ -275,7 +275,8 @@ int store_check_file_content(struct store *s, const struct cb_file_ident *f,
 	if (r == 0) {
 		sb_printf(err, "the catalog's entry for %s/%s/%s/%s%s%s is not what backups/%s.json "
 			  "says (a stale or damaged catalog: 'cassbackup reindex' rebuilds it)",
-			  f->backup, f->keyspace, f->table, f->dir, *f->dir ? "/" : "", f->name, f->backup);
+			  *f->shown ? f->shown : f->backup, f->keyspace, f->table, f->dir,
+			  *f->dir ? "/" : "", f->name, f->backup);
 		return -EUCLEAN;
 	}
 	if (!err->len)

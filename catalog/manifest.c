@@ -142,6 +142,35 @@ static int dump(json_t *root, struct strbuf *out)
 
 static int manifest_check(const struct manifest *m, char *err, size_t errlen);
 
+static json_t *ring_json(const struct manifest_ring_node *ring, size_t n)
+{
+	json_t *a = json_array();
+	int r = a ? 0 : -ENOMEM;
+	for (size_t i = 0; !r && i < n; i++) {
+		json_t *o = json_object();
+		r = !o || json_array_append_new(a, o) ? -ENOMEM : 0;
+		r = r ?: put_str(o, "host_id", ring[i].host_id) ?: put_str(o, "address", ring[i].address) ?:
+			put_str(o, "datacenter", ring[i].datacenter) ?: put_str(o, "rack", ring[i].rack);
+	}
+	if (r) {
+		json_decref(a);
+		return NULL;
+	}
+	return a;
+}
+
+int manifest_ring_write(const struct manifest_ring_node *ring, size_t n, struct strbuf *out)
+{
+	json_t *a = ring_json(ring, n);
+	if (!a)
+		return -ENOMEM;
+	char *s = json_dumps(a, JSON_COMPACT | JSON_ENSURE_ASCII);
+	json_decref(a);
+	int r = s ? sb_puts(out, s) : -ENOMEM;
+	free(s);
+	return r;
+}
+
 int manifest_write(const struct manifest *m, struct strbuf *out, char *err, size_t errlen)
 {
 	int r = manifest_check(m, err, errlen);
@@ -154,7 +183,10 @@ int manifest_write(const struct manifest *m, struct strbuf *out, char *err, size
 		put_str(root, "datacenter", m->datacenter) ?: put_str(root, "host_id", m->host_id) ?:
 		put_str(root, "snapshot_tag", m->snapshot_tag) ?:
 		put_str(root, "cassandra_version", m->cassandra_version) ?:
+		put_str(root, "rack", m->rack) ?: put_str(root, "schema_version", m->schema_version) ?:
 		put_int(root, "created_ns", m->created_ns);
+	json_t *ring = r ? NULL : ring_json(m->ring, m->nring);
+	r = r ?: (!ring || json_object_set_new(root, "ring", ring)) ? -ENOMEM : 0;
 	for (size_t i = 0; !r && i < m->ntokens; i++)
 		r = json_array_append_new(tokens, json_string(m->tokens[i])) ? -ENOMEM : 0;
 	json_t *rootattr = json_object();
@@ -431,9 +463,17 @@ static int parse_header(json_t *root, struct manifest *m, struct perr *e)
 	    get_str(root, "host_id", true, &m->host_id, e, w) ?:
 	    get_str(root, "snapshot_tag", true, &m->snapshot_tag, e, w) ?:
 	    get_str(root, "cassandra_version", true, &m->cassandra_version, e, w) ?:
+	    get_str(root, "rack", true, &m->rack, e, w) ?:
+	    get_str(root, "schema_version", true, &m->schema_version, e, w) ?:
 	    get_int(root, "created_ns", INT64_MIN, INT64_MAX, &m->created_ns, e, w);
 	if (r < 0)
 		return r;
+	const char *labels[] = {m->node, m->cluster, m->datacenter, m->host_id, m->rack,
+				m->schema_version, m->cassandra_version};
+	for (size_t i = 0; i < sizeof(labels) / sizeof(*labels); i++)
+		if (!manifest_label_ok(labels[i]))
+			return fail(e, "manifest: a node label (node, cluster, datacenter, host id, rack, "
+				       "versions) is over 255 bytes or holds a control character");
 	json_t *ra = json_object_get(root, "root");
 	if (!json_is_object(ra))
 		return fail(e, "manifest: \"root\" is missing or not an object");
@@ -467,6 +507,93 @@ static int parse_tokens(json_t *root, struct manifest *m, struct perr *e)
 	return 0;
 }
 
+/* The array of ring nodes in arr (NULL: none). */
+static int parse_ring(json_t *arr, struct manifest_ring_node **ring, size_t *n, struct perr *e)
+{
+	*n = arr ? json_array_size(arr) : 0;
+	*ring = calloc(*n + 1, sizeof(**ring));
+	if (!*ring)
+		return -ENOMEM;
+	int r = 0;
+	for (size_t i = 0; !r && i < *n; i++) {
+		json_t *o = json_array_get(arr, i);
+		struct manifest_ring_node *x = &(*ring)[i];
+		const char *w = "manifest: a ring node";
+		r = !json_is_object(o) ? fail(e, "%s is not an object", w)
+				       : get_str(o, "host_id", false, &x->host_id, e, w) ?:
+					 get_str(o, "address", false, &x->address, e, w) ?:
+					 get_str(o, "datacenter", false, &x->datacenter, e, w) ?:
+					 get_str(o, "rack", false, &x->rack, e, w);
+		if (!r && (!manifest_label_ok(x->host_id) || !manifest_label_ok(x->address) ||
+			   !manifest_label_ok(x->datacenter) || !manifest_label_ok(x->rack)))
+			r = fail(e, "%s: a label is over 255 bytes or holds a control character", w);
+		if (!r && !*x->host_id && !*x->address)
+			r = fail(e, "%s has neither host id nor address", w);
+		for (size_t j = 0; !r && j < i; j++)
+			if ((*x->host_id && !strcmp(x->host_id, (*ring)[j].host_id)) ||
+			    (*x->address && !strcmp(x->address, (*ring)[j].address)))
+				r = fail(e, "%s: host id %s or address %s appears twice", w, x->host_id,
+					 x->address);
+	}
+	return r;
+}
+
+int manifest_ring_parse(const char *text, struct manifest_ring_node **ring, size_t *n, char *err,
+			size_t errlen)
+{
+	struct perr e = {err, errlen};
+	json_error_t je;
+	*ring = NULL;
+	*n = 0;
+	json_t *a = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+	int r = !json_is_array(a) ? fail(&e, "ring: not a JSON array") : parse_ring(a, ring, n, &e);
+	json_decref(a);
+	if (r < 0) {
+		manifest_ring_free(*ring, *n);
+		*ring = NULL;
+		*n = 0;
+	}
+	return r;
+}
+
+void manifest_ring_free(struct manifest_ring_node *ring, size_t n)
+{
+	for (size_t i = 0; ring && i < n; i++) {
+		free(ring[i].host_id);
+		free(ring[i].address);
+		free(ring[i].datacenter);
+		free(ring[i].rack);
+	}
+	free(ring);
+}
+
+const char *manifest_node_key(const struct manifest *m)
+{
+	return m->host_id && *m->host_id ? m->host_id : m->node ? m->node : "";
+}
+
+bool manifest_node_key_ok(const char *key)
+{
+	size_t n = strlen(key);
+	if (!name_is_component(key) || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (key[i] <= ' ' || key[i] >= 0x7f)
+			return false;
+	return true;
+}
+
+bool manifest_label_ok(const char *s)
+{
+	if (!s)
+		return true;
+	size_t n = strlen(s);
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < ' ' || s[i] == 0x7f)
+			return false;
+	return n <= 255;
+}
+
 int manifest_parse(const char *buf, size_t len, struct manifest **out, char *err, size_t errlen)
 {
 	struct perr e = {err, errlen};
@@ -477,7 +604,11 @@ int manifest_parse(const char *buf, size_t len, struct manifest **out, char *err
 		return r;
 	struct manifest *m = calloc(1, sizeof(*m));
 	json_t *kss = NULL;
+	json_t *ring = NULL;
+	size_t nring = 0;
 	r = !m ? -ENOMEM : parse_header(root, m, &e) ?: parse_tokens(root, m, &e) ?:
+	    get_array(root, "ring", true, &ring, &nring, &e, "manifest") ?:
+	    parse_ring(ring, &m->ring, &m->nring, &e) ?:
 	    get_array(root, "keyspaces", false, &kss, &m->nkeyspaces, &e, "manifest");
 	if (!r && !(m->keyspaces = calloc(m->nkeyspaces + 1, sizeof(*m->keyspaces))))
 		r = -ENOMEM;
@@ -530,6 +661,19 @@ static int manifest_check(const struct manifest *m, char *err, size_t errlen)
 		snprintf(err, errlen, "backup name is not a valid name");
 		return -EINVAL;
 	}
+	const char *labels[] = {m->node, m->cluster, m->datacenter, m->host_id, m->rack,
+				m->schema_version, m->cassandra_version};
+	for (size_t i = 0; i < sizeof(labels) / sizeof(*labels); i++)
+		if (!manifest_label_ok(labels[i])) {
+			snprintf(err, errlen, "a node label is over 255 bytes or holds a control character");
+			return -EINVAL;
+		}
+	for (size_t i = 0; i < m->nring; i++)
+		if (!manifest_label_ok(m->ring[i].host_id) || !manifest_label_ok(m->ring[i].address) ||
+		    !manifest_label_ok(m->ring[i].datacenter) || !manifest_label_ok(m->ring[i].rack)) {
+			snprintf(err, errlen, "a ring node's label is over 255 bytes or holds a control character");
+			return -EINVAL;
+		}
 	for (size_t i = 0; i < m->nkeyspaces; i++) {
 		const struct manifest_keyspace *k = &m->keyspaces[i];
 		if (!name_is_component(k->name)) {
@@ -582,6 +726,9 @@ void manifest_free(struct manifest *m)
 	free(m->host_id);
 	free(m->snapshot_tag);
 	free(m->cassandra_version);
+	free(m->rack);
+	free(m->schema_version);
+	manifest_ring_free(m->ring, m->nring);
 	free(m);
 }
 

@@ -1,7 +1,9 @@
 /* manifest.h: the JSON documents of store format 2, written and read here only.
  *
  *   STORE/config                 store id, format, creation time           (struct store_config)
- *   STORE/backups/NAME.json      one backup: metadata, tables, every file  (struct manifest)
+ *   STORE/backups/NAME/NODE.json one node's backup NAME: metadata, tables, every file
+ *                                (struct manifest); NODE is manifest_node_key()
+ *   STORE/backups/NAME.json      the same, as stores written before cluster backups keep it
  *   pack member .cassbackup/index.json: every blob in the pack             (struct pack_index)
  *
  * Every parser here takes bytes from a store, which may be damaged or hostile, and checks them
@@ -65,11 +67,20 @@ struct manifest_keyspace {
 	size_t ntables;
 };
 
+/* One node of the ring as the backed-up node saw it (nodetool status): every string printable
+ * (manifest_label_ok), "" when unknown. */
+struct manifest_ring_node {
+	char *host_id, *address, *datacenter, *rack;
+};
+
 struct manifest {
 	char *name;
 	char *node, *cluster, *datacenter, *host_id, *snapshot_tag, *cassandra_version; /* "" if unknown */
+	char *rack, *schema_version; /* "" if unknown */
 	char **tokens;
 	size_t ntokens;
+	struct manifest_ring_node *ring; /* the ring the node saw; none when unknown */
+	size_t nring;
 	int64_t created_ns;
 	struct cb_attr root_attr; /* of the (first) data directory: the mount shows the backup so */
 	struct manifest_keyspace *keyspaces;
@@ -86,6 +97,23 @@ int manifest_write(const struct manifest *m, struct strbuf *out, char *err, size
 int manifest_parse(const char *buf, size_t len, struct manifest **out, char *err, size_t errlen);
 
 void manifest_free(struct manifest *m); /* accepts NULL */
+
+/* What identifies the node of a backup in the store: its host id when known, else its node
+ * name (backups made without nodetool). Never NULL. */
+const char *manifest_node_key(const struct manifest *m);
+/* A node key that can name a store key: a single path component of at most 64 bytes of
+ * printable ASCII with no blank. */
+bool manifest_node_key_ok(const char *key);
+/* A label recorded about a node (address, datacenter, rack, version): at most 255 bytes, no
+ * control character. */
+bool manifest_label_ok(const char *s);
+
+/* The ring as one JSON text (the catalog keeps it so), and back: parsed strictly, as in a
+ * manifest (-EBADMSG, err says why). manifest_ring_free accepts NULL. */
+int manifest_ring_write(const struct manifest_ring_node *ring, size_t n, struct strbuf *out);
+int manifest_ring_parse(const char *text, struct manifest_ring_node **ring, size_t *n, char *err,
+			size_t errlen);
+void manifest_ring_free(struct manifest_ring_node *ring, size_t n);
 
 struct pack_blob {
 	unsigned char sha256[32];

@@ -2,6 +2,7 @@
 #include "prune.h"
 #include "backend.h"
 #include "catalog.h"
+#include "commitlog.h"
 #include "pack.h"
 #include "packer.h"
 #include "packread.h"
@@ -196,6 +197,48 @@ static void count_plan(prune *p)
 	}
 }
 
+/* The commitlog segments in the store and which of them are due (commitlog_retention): *l
+ * and *due are the caller's (commitlog_list_free, free). */
+static int segments_due(prune *p, struct commitlog_list *l, bool **due, struct strbuf *err)
+{
+	int r = commitlog_list(store_backend(p->store), NULL, false, l, err);
+	if (r < 0)
+		return r;
+	*due = calloc(l->n ? l->n : 1, sizeof(**due));
+	if (!*due) {
+		commitlog_list_free(l);
+		return -ENOMEM;
+	}
+	r = commitlog_retention(p->store, l, *due, err);
+	if (r < 0) {
+		free(*due);
+		*due = NULL;
+		commitlog_list_free(l);
+	}
+	return r;
+}
+
+static int plan_segments(prune *p, struct strbuf *err)
+{
+	struct commitlog_list l;
+	bool *due;
+	struct strbuf why = {0};
+	int r = segments_due(p, &l, &due, &why);
+	if (r < 0) {
+		sb_printf(err, "commitlog segments of %s: %s", p->location, why.buf ? why.buf : strerror(-r));
+		sb_free(&why);
+		return r;
+	}
+	sb_free(&why);
+	p->st.segments = (unsigned)l.n;
+	p->st.bad_segments = l.bad;
+	for (size_t i = 0; i < l.n; i++)
+		p->st.delete_segments += due[i];
+	free(due);
+	commitlog_list_free(&l);
+	return 0;
+}
+
 static int make_plan(prune *p, struct strbuf *err)
 {
 	catalog *c = store_catalog(p->store);
@@ -209,7 +252,7 @@ static int make_plan(prune *p, struct strbuf *err)
 		return r;
 	}
 	count_plan(p);
-	return 0;
+	return plan_segments(p, err);
 }
 
 /* Under the lock, the catalog is brought up to date from a complete reading of backups/ and
@@ -404,6 +447,51 @@ static int delete_due(prune *p, struct strbuf *err)
 	return 0;
 }
 
+/* Deletes the segments due now, from the catalog just read again under the exclusive lock,
+ * PRUNE_BATCH at a time, each batch only while the lease holds. */
+static int delete_segments(prune *p, struct strbuf *err)
+{
+	struct commitlog_list l;
+	bool *due;
+	struct strbuf why = {0};
+	int r = segments_due(p, &l, &due, &why);
+	if (r < 0) {
+		sb_printf(err, "commitlog segments of %s: %s", p->location, why.buf ? why.buf : strerror(-r));
+		sb_free(&why);
+		return r;
+	}
+	sb_free(&why);
+	char *keys[PRUNE_BATCH];
+	int results[PRUNE_BATCH];
+	for (size_t i = 0; r == 0 && i < l.n;) {
+		size_t n = 0;
+		for (; r == 0 && i < l.n && n < PRUNE_BATCH; i++) {
+			struct strbuf key = {0};
+			if (due[i] && (r = commitlog_key(l.v[i].node, l.v[i].name, &key)) == 0)
+				keys[n++] = key.buf;
+		}
+		if (r == 0 && p->o.cancel && *p->o.cancel) {
+			sb_puts(err, "interrupted");
+			r = -ECANCELED;
+		}
+		bool sent = false;
+		if (r == 0 && n && (r = store_lock_check(p->lock, err)) == 0) {
+			r = cb_backend_delete_many(store_backend(p->store), (const char *const *)keys, n, results);
+			sent = true;
+		}
+		for (size_t j = 0; j < n; j++) {
+			if (sent && (results[j] == 0 || results[j] == -ENOENT))
+				p->st.segments_deleted++;
+			else if (sent && !err->len)
+				sb_printf(err, "cannot delete %s/%s: %s", p->location, keys[j], cb_backend_why(results[j]));
+			free(keys[j]);
+		}
+	}
+	free(due);
+	commitlog_list_free(&l);
+	return r;
+}
+
 /* The delete phase: the shared lease checked (a prune whose lease lapsed commits nothing
  * more), then the exclusive lock, so no create or copy runs; the catalog read again from a
  * complete reading of the store, which holds every backup made since the plan; the due packs
@@ -417,6 +505,8 @@ static int delete_phase(prune *p, bool more, struct strbuf *err)
 		return r;
 	p->st.delete_phases++;
 	r = reconcile_strict(p, err) ?: recheck(p, err) ?: delete_due(p, err);
+	if (r == 0 && !more)
+		r = delete_segments(p, err);
 	if (r < 0)
 		return r;
 	if (!p->st.reclaimed) {

@@ -30,6 +30,11 @@
  *      backup made since the plan reads from (it deduplicated against a blob the plan took for
  *      unused) is kept. Then upload leftovers of dead writers go (on S3, pending multipart
  *      uploads, which only the exclusive lock makes safe to abort).
+ *   6. in the delete phase, after the packs: lists commitlogs/ again and, from the catalog just
+ *      read, deletes the commitlog segments no kept backup needs (commitlog_retention), each
+ *      batch only while the lease holds. A segment whose metadata cannot be read stays.
+ *      archive-commitlog takes no lock: a segment it stores carries the time it was stored,
+ *      after the start of every backup's window, so a prune never deletes it.
  * So a prune killed at any point loses no blob of a remaining backup, and the next prune
  * finishes the job: a pack deleted from the store but not from the catalog is dropped by the
  * reconcile; a repack killed after its new pack was registered leaves the old pack holding
@@ -102,6 +107,11 @@ struct prune_stats {
 	uint64_t bytes_removed;      /* of packs deleted or repacked */
 	uint64_t bytes_written;      /* of new packs */
 	uint64_t bytes_rewritten;    /* blob bytes copied into them */
+	/* commitlog segments (commitlog.h; commitlog_retention says which a kept backup needs) */
+	unsigned segments;           /* before */
+	unsigned delete_segments;    /* the plan: no kept backup needs them */
+	unsigned bad_segments;       /* their metadata cannot be read: left alone */
+	unsigned segments_deleted;   /* done, in the last delete phase (planned again there) */
 };
 
 typedef struct prune prune;

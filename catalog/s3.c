@@ -1,10 +1,13 @@
 /* s3.c: see s3.h. */
 #include "s3.h"
+#include "awscred.h"
 #include "backend_i.h"
+#include "sigv4.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -24,8 +27,12 @@
 struct s3_client {
 	char *base;      /* URL up to and including the bucket, no trailing '/' */
 	char *prefix;    /* key prefix in the bucket: "" or "a/b/" */
-	char *sigv4;     /* "aws:amz:REGION:s3" */
-	char *access_key, *secret_key, *token_header, *ca_file;
+	char *region;    /* what requests are signed for */
+	char *ca_file;
+	struct awscred *cred;
+	struct curl_slist *put_headers;  /* SSE, storage class, SSE-C: what every PUT and multipart
+					  * create sends */
+	struct curl_slist *ssec_headers; /* SSE-C: what every GET, HEAD and part upload sends */
 	unsigned parallel, retries;
 	uint64_t part_size, min_part_size;
 	pthread_mutex_t mu;
@@ -35,6 +42,9 @@ struct s3_client {
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+void s3_curl_init(void) { pthread_once(&curl_once, curl_init_once); }
+
+const char *s3_client_credentials(const struct s3_client *c) { return awscred_source(c->cred); }
 
 unsigned s3_client_parallel(const struct s3_client *c) { return c->parallel; }
 unsigned s3_client_retries(const struct s3_client *c) { return c->retries; }
@@ -65,22 +75,78 @@ int cb_s3_part_size(uint64_t base, uint64_t min_part, uint64_t size, uint64_t *p
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
+static void slist_wipe_free(struct curl_slist *l)
+{
+	for (struct curl_slist *i = l; i; i = i->next)
+		explicit_bzero(i->data, strlen(i->data));
+	curl_slist_free_all(l);
+}
+
+/* Appends "name: value" to *l. 0 or -ENOMEM (*l unchanged). */
+static int header_add(struct curl_slist **l, const char *name, const char *value)
+{
+	struct strbuf h = {0};
+	struct curl_slist *n = sb_printf(&h, "%s: %s", name, value) < 0 ? NULL
+								      : curl_slist_append(*l, h.buf);
+	if (h.buf)
+		explicit_bzero(h.buf, h.len);
+	sb_free(&h);
+	if (!n)
+		return -ENOMEM;
+	*l = n;
+	return 0;
+}
+
+/* The headers of o's server-side encryption and storage class: on writes (put) and, for
+ * SSE-C, on reads too (ssec). */
+static int storage_headers(const struct cb_s3_options *o, struct curl_slist **put,
+			   struct curl_slist **ssec)
+{
+	int r = 0;
+	if (o->sse)
+		r = header_add(put, "x-amz-server-side-encryption", o->sse);
+	if (!r && o->sse_kms_key_id)
+		r = header_add(put, "x-amz-server-side-encryption-aws-kms-key-id", o->sse_kms_key_id);
+	if (!r && o->storage_class)
+		r = header_add(put, "x-amz-storage-class", o->storage_class);
+	if (!r && o->sse_c_key_len == 32) {
+		char key[64], md5b[32];
+		unsigned char md[EVP_MAX_MD_SIZE];
+		unsigned mdlen = 0;
+		EVP_EncodeBlock((unsigned char *)key, o->sse_c_key, 32);
+		if (!EVP_Digest(o->sse_c_key, 32, md, &mdlen, EVP_md5(), NULL))
+			r = -EIO;
+		EVP_EncodeBlock((unsigned char *)md5b, md, 16);
+		const char *names[3] = {"x-amz-server-side-encryption-customer-algorithm",
+					"x-amz-server-side-encryption-customer-key",
+					"x-amz-server-side-encryption-customer-key-MD5"};
+		const char *values[3] = {"AES256", key, md5b};
+		for (int i = 0; !r && i < 3; i++)
+			r = header_add(put, names[i], values[i]) ?: header_add(ssec, names[i], values[i]);
+		explicit_bzero(key, sizeof(key));
+	}
+	return r;
+}
+
 int s3_client_new(const struct cb_s3_options *o, const char *bucket, const char *prefix,
 		  struct s3_client **out)
 {
-	pthread_once(&curl_once, curl_init_once);
+	s3_curl_init();
 	*out = NULL;
-	if (!o->access_key || !o->secret_key) {
-		cb_backend_set_error("no S3 credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-				     "AWS_PROFILE, or s3_key_file)");
-		return -EACCES;
-	}
 	struct s3_client *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
 	const char *region = o->region && *o->region ? o->region : "us-east-1";
-	struct strbuf base = {0}, sig = {0}, tok = {0};
-	int r = 0;
+	struct awscred_config ac = {.access_key = o->access_key, .secret_key = o->secret_key,
+				    .session_token = o->session_token,
+				    .explicit_source = o->key_source, .region = region,
+				    .ca_file = o->ca_file};
+	int r = awscred_new(&ac, &c->cred);
+	if (r < 0) {
+		free(c);
+		return r;
+	}
+	struct strbuf base = {0};
 	if (o->endpoint && *o->endpoint) {
 		size_t n = strlen(o->endpoint);
 		while (n && o->endpoint[n - 1] == '/')
@@ -89,22 +155,17 @@ int s3_client_new(const struct cb_s3_options *o, const char *bucket, const char 
 	} else {
 		r = sb_printf(&base, "https://%s.s3.%s.amazonaws.com", bucket, region);
 	}
-	r = r ?: sb_printf(&sig, "aws:amz:%s:s3", region);
-	if (!r && o->session_token)
-		r = sb_printf(&tok, "x-amz-security-token: %s", o->session_token);
+	r = r ?: storage_headers(o, &c->put_headers, &c->ssec_headers);
 	c->base = base.buf;
-	c->sigv4 = sig.buf;
-	c->token_header = tok.buf;
+	c->region = strdup(region);
 	c->prefix = strdup(prefix);
-	c->access_key = dup_or_null(o->access_key);
-	c->secret_key = dup_or_null(o->secret_key);
 	c->ca_file = dup_or_null(o->ca_file);
 	c->parallel = o->parallel ? o->parallel : DEFAULT_PARALLEL;
 	c->retries = o->retries ? o->retries : DEFAULT_RETRIES;
 	c->part_size = o->part_size ? o->part_size : DEFAULT_PART;
 	c->min_part_size = o->min_part_size;
 	pthread_mutex_init(&c->mu, NULL);
-	if (r || !c->prefix || !c->access_key || !c->secret_key || (o->ca_file && !c->ca_file)) {
+	if (r || !c->prefix || !c->region || (o->ca_file && !c->ca_file)) {
 		s3_client_free(c);
 		return -ENOMEM;
 	}
@@ -121,12 +182,10 @@ void s3_client_free(struct s3_client *c)
 	pthread_mutex_destroy(&c->mu);
 	free(c->base);
 	free(c->prefix);
-	free(c->sigv4);
-	if (c->secret_key)
-		explicit_bzero(c->secret_key, strlen(c->secret_key));
-	free(c->access_key);
-	free(c->secret_key);
-	free(c->token_header);
+	free(c->region);
+	awscred_free(c->cred);
+	slist_wipe_free(c->put_headers); /* they may hold the SSE-C key */
+	slist_wipe_free(c->ssec_headers);
 	free(c->ca_file);
 	free(c);
 }
@@ -182,6 +241,8 @@ struct xfer {
 	uint64_t cr_start, cr_end; /* Content-Range */
 	bool has_cr;
 	bool headers_done; /* the empty line that ends the final answer's headers was seen */
+	int cred_error;    /* no credentials to sign with (awscred_get's return) */
+	char key_id[48];   /* the access key id signed with (not a secret: for messages) */
 };
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
@@ -271,15 +332,39 @@ static void payload_hash(const struct s3_req *rq, char out[65])
 	hex_encode(md, sizeof(md), out);
 }
 
-static struct curl_slist *build_headers(struct s3_client *c, const struct s3_req *rq)
+/* The storage headers a request carries: SSE, storage class and SSE-C where an object is
+ * created (a PUT of a whole object, CreateMultipartUpload); SSE-C alone where its bytes are
+ * read or sent in parts (GET, HEAD, UploadPart). Nothing on listings, deletes and completes. */
+static const struct curl_slist *storage_of(const struct s3_client *c, const struct s3_req *rq)
 {
-	char h[128], hash[65];
-	payload_hash(rq, hash);
+	if (!rq->key)
+		return NULL;
+	if ((!strcmp(rq->method, "PUT") && !rq->query) ||
+	    (!strcmp(rq->method, "POST") && rq->query && !strcmp(rq->query, "uploads=")))
+		return c->put_headers;
+	if ((!strcmp(rq->method, "PUT") && rq->query && !strncmp(rq->query, "partNumber=", 11)) ||
+	    ((!strcmp(rq->method, "GET") || !strcmp(rq->method, "HEAD")) && !rq->query))
+		return c->ssec_headers;
+	return NULL;
+}
+
+/* Every header of a request but those sigv4_sign adds (Host, x-amz-date, Authorization). */
+static struct curl_slist *build_headers(struct s3_client *c, const struct s3_req *rq,
+					const struct awscred_keys *k, const char *hash)
+{
+	char h[128];
 	snprintf(h, sizeof(h), "x-amz-content-sha256: %s", hash);
+	/* No "Expect:" to turn 100-continue off: that would be a header curl does not send;
+	 * perform() has curl send the body without waiting for the 100 instead. */
 	struct curl_slist *l = curl_slist_append(NULL, h);
-	l = l ? curl_slist_append(l, "Expect:") : NULL;
-	if (l && c->token_header)
-		l = curl_slist_append(l, c->token_header);
+	if (l && k->token) {
+		struct strbuf t = {0};
+		l = sb_printf(&t, "x-amz-security-token: %s", k->token) < 0 ? (curl_slist_free_all(l), NULL)
+									      : curl_slist_append(l, t.buf);
+		sb_free(&t);
+	}
+	for (const struct curl_slist *i = storage_of(c, rq); l && i; i = i->next)
+		l = curl_slist_append(l, i->data);
 	if (l && rq->range_len) {
 		snprintf(h, sizeof(h), "Range: bytes=%" PRIu64 "-%" PRIu64, rq->range_off,
 			 rq->range_off + rq->range_len - 1);
@@ -319,23 +404,34 @@ static CURLcode perform(struct s3_client *c, CURL *h, const struct s3_req *rq, s
 			struct xfer *x)
 {
 	struct strbuf url = {0};
-	struct curl_slist *hdr = build_headers(c, rq);
-	if (!hdr || build_url(c, rq, &url) < 0) {
-		curl_slist_free_all(hdr);
+	struct awscred_keys k = {0};
+	int kr = awscred_get(c->cred, &k);
+	if (kr < 0) {
+		x->cred_error = kr;
+		return kr == -ENOMEM ? CURLE_OUT_OF_MEMORY : CURLE_LOGIN_DENIED;
+	}
+	char hash[65];
+	payload_hash(rq, hash);
+	snprintf(x->key_id, sizeof(x->key_id), "%s", k.access_key);
+	struct curl_slist *hdr = build_headers(c, rq, &k, hash);
+	struct sigv4_request sr = {.method = rq->method, .payload_hash = hash, .region = c->region,
+				   .service = "s3", .access_key = k.access_key,
+				   .secret_key = k.secret_key, .now = (int64_t)time(NULL)};
+	if (!hdr || build_url(c, rq, &url) < 0 || (sr.url = url.buf, sigv4_sign(&sr, &hdr) < 0)) {
+		slist_wipe_free(hdr);
 		sb_free(&url);
+		awscred_keys_clear(&k);
 		return CURLE_OUT_OF_MEMORY;
 	}
 	curl_easy_setopt(h, CURLOPT_URL, url.buf);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_AWS_SIGV4, c->sigv4);
-	curl_easy_setopt(h, CURLOPT_USERNAME, c->access_key);
-	curl_easy_setopt(h, CURLOPT_PASSWORD, c->secret_key);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(h, CURLOPT_EXPECT_100_TIMEOUT_MS, 0L); /* send the body at once */
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)STALL_SECONDS);
 	if (c->ca_file)
@@ -343,7 +439,9 @@ static CURLcode perform(struct s3_client *c, CURL *h, const struct s3_req *rq, s
 	set_method(h, rq, x);
 	CURLcode cc = curl_easy_perform(h);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &rs->status);
-	curl_slist_free_all(hdr);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL); /* the list is wiped below */
+	slist_wipe_free(hdr);
+	awscred_keys_clear(&k);
 	sb_free(&url);
 	return cc;
 }
@@ -376,6 +474,18 @@ static enum verdict judge(CURLcode cc, const struct s3_req *rq, const struct xfe
 			  const struct s3_resp *rs, char *why, size_t n)
 {
 	char code[64];
+	if (x->cred_error) {
+		snprintf(why, n, "%s", cb_backend_last_error());
+		return FAIL;
+	}
+	if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST) {
+		long os = 0;
+		curl_easy_getinfo(x->h, CURLINFO_OS_ERRNO, &os);
+		snprintf(why, n, "cannot connect to %s: %s", x->c->base,
+			 cc == CURLE_COULDNT_RESOLVE_HOST ? "host name not found"
+			 : os ? strerror((int)os) : curl_easy_strerror(cc));
+		return RETRY;
+	}
 	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && x->overflow)) {
 		snprintf(why, n, "%s", curl_easy_strerror(cc));
 		return cc == CURLE_OUT_OF_MEMORY ? FAIL : RETRY;
@@ -405,6 +515,8 @@ static enum verdict judge(CURLcode cc, const struct s3_req *rq, const struct xfe
 		return *code && !strcmp(rq->method, "POST") ? FAIL : DONE;
 	}
 	snprintf(why, n, "HTTP %ld%s%s", rs->status, *code ? " " : "", code);
+	if (!strcmp(code, "ExpiredToken") || !strcmp(code, "TokenRefreshRequired"))
+		return RETRY; /* s3_request has the credentials fetched again first */
 	if (rs->status == 429 || rs->status == 500 || rs->status == 502 || rs->status == 503 ||
 	    rs->status == 504 || !strcmp(code, "RequestTimeout") || !strcmp(code, "SlowDown") ||
 	    !strcmp(code, "ConditionalRequestConflict")) /* AWS: a conditional write raced; retry */
@@ -414,13 +526,55 @@ static enum verdict judge(CURLcode cc, const struct s3_req *rq, const struct xfe
 
 static int errno_of(const struct s3_resp *rs)
 {
+	char code[64];
+	error_code(rs, code, sizeof(code));
+	if (!strcmp(code, "NoSuchBucket"))
+		return -ENXIO; /* not an absent object: nothing is there at all */
 	switch (rs->status) {
 	case 404: return -ENOENT;
 	case 403: return -EACCES;
+	case 401: return -EACCES;
 	case 416: return -EINVAL;
 	case 412: return -EEXIST; /* If-None-Match: the key is taken */
 	default: return -EIO;
 	}
+}
+
+static bool token_expired(const struct s3_resp *rs)
+{
+	char code[64];
+	error_code(rs, code, sizeof(code));
+	return !strcmp(code, "ExpiredToken") || !strcmp(code, "TokenRefreshRequired");
+}
+
+/* Words for a refusal, naming what was refused, where a code says more than "HTTP 403". */
+static void refusal_words(struct s3_client *c, const struct s3_resp *rs, const char *key_id,
+			  char *why, size_t n)
+{
+	char code[64];
+	error_code(rs, code, sizeof(code));
+	char refused_key[96], status[16];
+	snprintf(status, sizeof(status), "HTTP %ld ", rs->status);
+	snprintf(refused_key, sizeof(refused_key), "S3 refused the access key %s", key_id);
+	const char *what = !strcmp(code, "InvalidAccessKeyId") ? refused_key
+			   : !strcmp(code, "SignatureDoesNotMatch") ? "S3 refused the signature (the "
+								     "secret key does not match the access key)"
+			   : !strcmp(code, "AccessDenied") ? "access denied"
+			   : !strcmp(code, "NoSuchBucket") ? "no such bucket"
+			   : !strcmp(code, "InvalidToken") || !strcmp(code, "ExpiredToken")
+				   ? "S3 refused the session token" : NULL;
+	if (!what)
+		return;
+	char *bucket = !strcmp(code, "NoSuchBucket") && rs->body.len
+			       ? s3_xml_text(rs->body.buf, rs->body.buf + rs->body.len, "BucketName") : NULL;
+	if (bucket)
+		snprintf(why, n, "bucket %s does not exist (NoSuchBucket) at %s", bucket, c->base);
+	else if (!strcmp(code, "NoSuchBucket"))
+		snprintf(why, n, "the bucket of %s does not exist (NoSuchBucket)", c->base);
+	else
+		snprintf(why, n, "%s (%s%s; credentials from %s; endpoint %s)", what, status, code,
+			 awscred_source(c->cred), c->base);
+	free(bucket);
 }
 
 int s3_request(struct s3_client *c, const struct s3_req *rq, struct s3_resp *rs)
@@ -429,8 +583,10 @@ int s3_request(struct s3_client *c, const struct s3_req *rq, struct s3_resp *rs)
 	CURL *h = handle_take(c);
 	if (!h)
 		return -ENOMEM;
-	char why[160] = "";
+	char why[512] = "";
 	enum verdict v = FAIL;
+	int cred_error = 0;
+	char key_id[sizeof(((struct xfer *)0)->key_id)] = "";
 	for (unsigned attempt = 0; attempt <= (rq->once ? 0 : c->retries); attempt++) {
 		if (attempt)
 			cb_backoff(attempt);
@@ -441,13 +597,21 @@ int s3_request(struct s3_client *c, const struct s3_req *rq, struct s3_resp *rs)
 		if (rq->dst)
 			rs->length = x.received;
 		v = judge(cc, rq, &x, rs, why, sizeof(why));
+		cred_error = x.cred_error;
+		memcpy(key_id, x.key_id, sizeof(key_id));
 		rs->too_large = x.overflow && !rq->dst;
+		if (v == RETRY && rs->status >= 400 && token_expired(rs))
+			awscred_expire(c->cred); /* fetch the credentials again before the retry */
 		if (v != RETRY)
 			break;
 	}
 	handle_give(c, h);
 	if (v == DONE)
 		return 0;
+	if (cred_error) /* no keys to sign with: awscred said why */
+		return cred_error;
+	if (rs->status >= 400)
+		refusal_words(c, rs, key_id, why, sizeof(why));
 	cb_backend_set_error("%s %s%s: %s", rq->method, c->prefix, rq->key ? rq->key : "", why);
 	if (rs->too_large)
 		return -EFBIG;
@@ -600,60 +764,133 @@ static int take(char ***strings, size_t *n, const char *v, const char **field)
 	return 0;
 }
 
-/* "key = value" lines of an INI section (or of the whole file when section is NULL). */
-static int ini_read(const char *path, const char *section, const char *keys[], char *vals[],
-		    size_t nkeys)
+/* "key = value" lines of the key file: access_key, secret_key, session_token. */
+static int key_file_read(const char *path, char *vals[3])
 {
-	FILE *f = fopen(path, "re");
-	if (!f)
-		return -errno;
-	char line[1024], want[300] = "";
-	bool in = section == NULL;
-	if (section)
-		snprintf(want, sizeof(want), "[%s]", section);
-	while (fgets(line, sizeof(line), f)) {
-		char *s = line + strspn(line, " \t");
-		s[strcspn(s, "\r\n")] = '\0';
-		if (*s == '[') {
-			char *e = s + strlen(s);
-			while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-				*--e = '\0';
-			in = section && !strcmp(s, want);
+	static const char *const names[3] = {"access_key", "secret_key", "session_token"};
+	char *text = NULL;
+	int r = read_small_file(path, 1 << 16, &text, NULL);
+	for (char *l = text, *next; r == 0 && l; l = next) {
+		next = strchr(l, '\n');
+		if (next)
+			*next++ = '\0';
+		char *s = l + strspn(l, " \t"), *eq = strchr(s, '=');
+		s[strcspn(s, "\r")] = '\0';
+		if (!eq || *s == '#' || *s == ';')
 			continue;
-		}
-		char *eq = strchr(s, '=');
-		if (!in || !eq || *s == '#' || *s == ';')
-			continue;
-		char *k = s, *ke = eq;
-		while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t'))
+		char *ke = eq, *v = eq + 1 + strspn(eq + 1, " \t"), *ve = v + strlen(v);
+		while (ke > s && (ke[-1] == ' ' || ke[-1] == '\t'))
 			ke--;
 		*ke = '\0';
-		char *v = eq + 1 + strspn(eq + 1, " \t");
-		char *ve = v + strlen(v);
 		while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
 			*--ve = '\0';
-		for (size_t i = 0; i < nkeys; i++)
-			if (!strcmp(k, keys[i]) && !vals[i])
-				vals[i] = strdup(v);
+		for (int i = 0; i < 3; i++)
+			if (!strcmp(s, names[i]) && !vals[i] && !(vals[i] = strdup(v)))
+				r = -ENOMEM;
 	}
-	fclose(f);
-	return 0;
+	if (text)
+		explicit_bzero(text, strlen(text));
+	free(text);
+	return r;
 }
 
-static int from_file(struct cb_s3_options *o, const char *path, const char *section,
-		     const char *const names[3], char ***strings, size_t *n)
+static int from_key_file(struct cb_s3_options *o, const char *path, char ***strings, size_t *n)
 {
-	const char *keys[3] = {names[0], names[1], names[2]};
 	char *vals[3] = {NULL, NULL, NULL};
-	int r = ini_read(path, section, keys, vals, 3);
-	if (r == 0 && vals[0] && vals[1])
-		r = take(strings, n, vals[0], &o->access_key) ?: take(strings, n, vals[1], &o->secret_key) ?:
-		    (vals[2] ? take(strings, n, vals[2], &o->session_token) : 0);
+	struct strbuf src = {0};
+	int r = key_file_read(path, vals);
+	if (r < 0 && r != -ENOMEM)
+		cb_backend_set_error("cannot read s3_key_file %s: %s", path, strerror(-r));
+	else if (r == 0 && (!vals[0] || !vals[1])) {
+		cb_backend_set_error("s3_key_file %s has no %s line", path,
+				     !vals[0] ? "access_key" : "secret_key");
+		r = -EINVAL;
+	}
+	r = r ?: sb_printf(&src, "s3_key_file %s", path) ?: take(strings, n, src.buf, &o->key_source) ?:
+	    take(strings, n, vals[0], &o->access_key) ?: take(strings, n, vals[1], &o->secret_key) ?:
+	    (vals[2] ? take(strings, n, vals[2], &o->session_token) : 0);
 	for (int i = 0; i < 3; i++) {
 		if (vals[i])
 			explicit_bzero(vals[i], strlen(vals[i]));
 		free(vals[i]);
 	}
+	sb_free(&src);
+	return r;
+}
+
+/* The SSE-C key: 32 bytes, raw or in base64 (one line). */
+static int sse_c_key_read(struct cb_s3_options *o)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int r = read_small_file(o->sse_c_key_file, 4096, &text, &len);
+	if (r < 0) {
+		cb_backend_set_error("s3_sse_c_key_file %s: %s", o->sse_c_key_file, strerror(-r));
+		return r;
+	}
+	if (len == 32) {
+		memcpy(o->sse_c_key, text, 32);
+	} else {
+		unsigned char dec[64];
+		while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+			len--;
+		int n = len == 44 ? EVP_DecodeBlock(dec, (unsigned char *)text, 44) : -1;
+		if (n != 33 || text[43] != '=' || text[42] == '=') { /* 32 bytes + one pad byte */
+			cb_backend_set_error("s3_sse_c_key_file %s: not a 256-bit key (32 bytes, raw or "
+					     "in base64)", o->sse_c_key_file);
+			r = -EINVAL;
+		} else {
+			memcpy(o->sse_c_key, dec, 32);
+		}
+		explicit_bzero(dec, sizeof(dec));
+	}
+	o->sse_c_key_len = r == 0 ? 32 : 0;
+	explicit_bzero(text, len);
+	free(text);
+	return r;
+}
+
+/* The storage classes whose objects a GET reads at once; GLACIER and DEEP_ARCHIVE need a
+ * restore first, which a mount cannot wait for. */
+static const char *const readable_classes[] = {
+	"STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR",
+	"REDUCED_REDUNDANCY",
+};
+
+static int storage_check(const struct cb_s3_options *o)
+{
+	if (o->sse && strcmp(o->sse, "AES256") && strcmp(o->sse, "aws:kms")) {
+		cb_backend_set_error("s3_sse = %s: expected AES256 or aws:kms", o->sse);
+		return -EINVAL;
+	}
+	if (o->sse_kms_key_id && (!o->sse || strcmp(o->sse, "aws:kms"))) {
+		cb_backend_set_error("s3_sse_kms_key_id = %s: needs s3_sse = aws:kms", o->sse_kms_key_id);
+		return -EINVAL;
+	}
+	if (o->sse && o->sse_c_key_file) {
+		cb_backend_set_error("s3_sse = %s and s3_sse_c_key_file: S3 takes one kind of "
+				     "server-side encryption per object", o->sse);
+		return -EINVAL;
+	}
+	if (!o->storage_class)
+		return 0;
+	for (size_t i = 0; i < sizeof(readable_classes) / sizeof(*readable_classes); i++)
+		if (!strcmp(o->storage_class, readable_classes[i]))
+			return 0;
+	bool restore = !strcmp(o->storage_class, "GLACIER") || !strcmp(o->storage_class, "DEEP_ARCHIVE");
+	cb_backend_set_error("s3_storage_class = %s: %s", o->storage_class,
+			     restore ? "objects of this class need a restore before they can be read; "
+				       "use GLACIER_IR, STANDARD_IA or INTELLIGENT_TIERING"
+				     : "expected STANDARD, STANDARD_IA, ONEZONE_IA, INTELLIGENT_TIERING "
+				       "or GLACIER_IR");
+	return -EINVAL;
+}
+
+int cb_s3_options_check(struct cb_s3_options *o)
+{
+	int r = storage_check(o);
+	if (r == 0 && o->sse_c_key_file && o->sse_c_key_len != 32)
+		r = sse_c_key_read(o);
 	return r;
 }
 
@@ -681,31 +918,13 @@ int cb_s3_options_resolve(struct cb_s3_options *o, const char *key_file, char **
 		r = take(strings, &n, v, &o->endpoint);
 	if (!r && !o->region && (((v = getenv("AWS_REGION")) && *v) || ((v = getenv("AWS_DEFAULT_REGION")) && *v)))
 		r = take(strings, &n, v, &o->region);
-	if (!r)
-		r = size_from_env("CASSBACKUP_S3_PART_SIZE", &o->part_size) ?:
-		    size_from_env("CASSBACKUP_S3_MIN_PART_SIZE", &o->min_part_size);
-	if (r || (o->access_key && o->secret_key))
-		return r;
-	const char *ak = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");
-	if (ak && *ak && sk && *sk) {
-		r = take(strings, &n, ak, &o->access_key) ?: take(strings, &n, sk, &o->secret_key);
-		if (!r && (v = getenv("AWS_SESSION_TOKEN")) && *v)
-			r = take(strings, &n, v, &o->session_token);
-		return r;
-	}
-	static const char *const aws_names[3] = {"aws_access_key_id", "aws_secret_access_key",
-						 "aws_session_token"};
-	static const char *const our_names[3] = {"access_key", "secret_key", "session_token"};
-	const char *profile = getenv("AWS_PROFILE");
-	const char *cred = getenv("AWS_SHARED_CREDENTIALS_FILE");
-	struct strbuf path = {0};
-	if (!cred && getenv("HOME") && sb_printf(&path, "%s/.aws/credentials", getenv("HOME")) == 0)
-		cred = path.buf;
-	if (cred && from_file(o, cred, profile && *profile ? profile : "default", aws_names,
-			      strings, &n) == -ENOMEM)
-		r = -ENOMEM;
-	sb_free(&path);
-	if (!r && !o->access_key && key_file)
-		r = from_file(o, key_file, NULL, our_names, strings, &n);
+	if (!r && (r = size_from_env("CASSBACKUP_S3_PART_SIZE", &o->part_size) ?:
+		   size_from_env("CASSBACKUP_S3_MIN_PART_SIZE", &o->min_part_size)) < 0)
+		cb_backend_set_error("CASSBACKUP_S3_PART_SIZE or CASSBACKUP_S3_MIN_PART_SIZE: not a size");
+	if (!r && key_file && !(o->access_key && o->secret_key))
+		r = from_key_file(o, key_file, strings, &n);
+	r = r ?: cb_s3_options_check(o);
+	if (r < 0)
+		errno = -r;
 	return r;
 }

@@ -1,14 +1,15 @@
-/* s3.h: a small S3 client on libcurl: SigV4 signing (CURLOPT_AWS_SIGV4), connection reuse,
+/* s3.h: a small S3 client on libcurl: SigV4 signing (sigv4.h), connection reuse,
  * retries, and the few XML fields the store needs. Internal to the catalog library; the store
  * uses it through backend_s3.c.
  *
  * Every request is retried with exponential backoff and full jitter (100 ms doubling, at most
  * 5 s between attempts) on connection failures, resets, stalls (no byte for 30 s), short
- * bodies, HTTP 429/500/502/503/504 and S3's RequestTimeout; a ranged read also when the
+ * bodies, HTTP 429/500/502/503/504 and S3's RequestTimeout, and ExpiredToken once the
+ * credentials were fetched again (awscred_expire); a ranged read also when the
  * server's Content-Range or length is not what was asked (or, asked for once, gives -EAGAIN
  * on such a failure). A request that still fails returns -EIO (or -ENOENT for 404, -EACCES
  * for 403, -EEXIST for 412) and leaves one line in cb_backend_last_error() naming the
- * operation, the key and the status. Credentials never appear in that line. The backoff
+ * operation, the key and the status (a missing bucket: -ENXIO, whatever the call). Credentials never appear in that line. The backoff
  * between attempts is cb_backoff, the one of every retry.
  */
 #ifndef CASSBACKUP_S3_H
@@ -23,10 +24,15 @@
 
 struct s3_client;
 
+/* curl_global_init, once per process (thread-safe). */
+void s3_curl_init(void);
+
 /* bucket and prefix ("" or "a/b/", ending in '/') as parsed from s3://bucket/prefix. */
 int s3_client_new(const struct cb_s3_options *o, const char *bucket, const char *prefix,
 		  struct s3_client **out);
 void s3_client_free(struct s3_client *c);
+/* Which source gave the client's credentials (awscred_source); valid while c lives. */
+const char *s3_client_credentials(const struct s3_client *c);
 unsigned s3_client_parallel(const struct s3_client *c);
 unsigned s3_client_retries(const struct s3_client *c); /* attempts after the first */
 const char *s3_client_prefix(const struct s3_client *c); /* "" or "a/b/" */

@@ -43,24 +43,53 @@ const struct store_config *store_get_config(const struct store *s) { return &s->
 const char *store_location(const struct store *s) { return s->location; }
 const char *store_catalog_path(const struct store *s) { return s->catalog_path; }
 
-int store_manifest_key(const char *name, struct strbuf *key)
+int store_ref_split(const char *ref, char name[256], char node_key[65])
 {
-	if (!name_is_component(name) || strlen(name) > 250)
+	const char *slash = strchr(ref, '/');
+	size_t n = slash ? (size_t)(slash - ref) : strlen(ref);
+	if (n == 0 || n > 250)
 		return -EINVAL;
-	return sb_printf(key, "backups/%s.json", name);
+	memcpy(name, ref, n);
+	name[n] = '\0';
+	if (!name_is_component(name))
+		return -EINVAL;
+	*node_key = '\0';
+	if (!slash)
+		return 0;
+	if (strlen(slash + 1) > 64 || !manifest_node_key_ok(slash + 1))
+		return -EINVAL;
+	strcpy(node_key, slash + 1);
+	return 0;
 }
 
-int store_manifest_name(const char *key, char name[256])
+int store_backup_ref(const char *name, const char *node_key, char ref[CB_REF_MAX])
+{
+	if (!name_is_component(name) || strlen(name) > 250 || !manifest_node_key_ok(node_key))
+		return -EINVAL;
+	snprintf(ref, CB_REF_MAX, "%s/%s", name, node_key);
+	return 0;
+}
+
+int store_manifest_key(const char *ref, struct strbuf *key)
+{
+	char name[256], node[65];
+	if (store_ref_split(ref, name, node) < 0)
+		return -EINVAL;
+	return sb_printf(key, "backups/%s.json", ref);
+}
+
+int store_manifest_name(const char *key, char ref[CB_REF_MAX])
 {
 	if (strncmp(key, "backups/", 8) != 0)
 		return -EINVAL;
 	const char *n = key + 8;
 	size_t len = strlen(n);
-	if (len <= 5 || len - 5 > 250 || strcmp(n + len - 5, ".json") != 0)
+	char name[256], node[65];
+	if (len <= 5 || len - 5 >= CB_REF_MAX || strcmp(n + len - 5, ".json") != 0)
 		return -EINVAL;
-	memcpy(name, n, len - 5);
-	name[len - 5] = '\0';
-	return name_is_component(name) ? 0 : -EINVAL;
+	memcpy(ref, n, len - 5);
+	ref[len - 5] = '\0';
+	return store_ref_split(ref, name, node);
 }
 
 static const struct cb_s3_options *s3_of(const struct store_options *o)
@@ -173,8 +202,14 @@ static int read_config(struct store *s, struct strbuf *err)
 	size_t len;
 	char why[256] = "";
 	int r = cb_backend_get(s->b, CONFIG_KEY, CONFIG_MAX, &doc, &len);
+	if (r == -ENXIO) { /* no such bucket */
+		sb_printf(err, "%s", cb_backend_why(r));
+		return r;
+	}
 	if (r == -ENOENT || r == -EFBIG || r == -EISDIR) {
 		sb_printf(err, "not a cassbackup store (no config)");
+		if (r == -ENOENT)
+			cb_backend_explain_absent(s->b, CONFIG_KEY, err);
 		return -EMEDIUMTYPE;
 	}
 	if (r < 0) {
@@ -477,11 +512,14 @@ static int join_tokens(const struct manifest *m, struct strbuf *out)
 	return r;
 }
 
-int store_register_manifest(catalog *c, const struct manifest *m, uint64_t manifest_size)
+int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
+			    uint64_t manifest_size)
 {
-	struct strbuf tokens = {0};
-	int r = join_tokens(m, &tokens);
+	struct strbuf tokens = {0}, ring = {0};
+	int r = join_tokens(m, &tokens) ?: manifest_ring_write(m->ring, m->nring, &ring);
 	struct cb_backup_info b = {
+		.node_key = manifest_node_key(m), .nested = nested, .rack = m->rack,
+		.schema_version = m->schema_version, .ring = ring.buf ? ring.buf : "[]",
 		.name = m->name, .cluster = m->cluster, .datacenter = m->datacenter, .node = m->node,
 		.host_id = m->host_id, .snapshot_tag = m->snapshot_tag, .created_ns = m->created_ns,
 		.files = m->files, .bytes = m->bytes, .new_bytes = m->new_bytes,
@@ -501,25 +539,33 @@ int store_register_manifest(catalog *c, const struct manifest *m, uint64_t manif
 			r = register_table(c, backup_id, ks_row, &ks->tables[t]);
 	}
 	sb_free(&tokens);
+	sb_free(&ring);
 	return r;
 }
 
-int store_read_manifest(struct store *s, const char *name, struct manifest **out,
+int store_read_manifest(struct store *s, const char *ref, struct manifest **out,
 			uint64_t *size, struct strbuf *err)
 {
 	*out = NULL;
 	struct strbuf key = {0};
 	char *doc = NULL;
 	size_t len = 0;
-	char why[512] = "";
-	int r = store_manifest_key(name, &key) ?: cb_backend_get(s->b, key.buf, MANIFEST_MAX, &doc, &len);
+	char why[512] = "", name[256] = "", node[65] = "";
+	int r = store_ref_split(ref, name, node) ?: store_manifest_key(ref, &key) ?:
+		cb_backend_get(s->b, key.buf, MANIFEST_MAX, &doc, &len);
 	if (r < 0 && r != -ENOENT)
-		sb_printf(err, "cannot read %s: %s", key.buf ? key.buf : name,
+		sb_printf(err, "cannot read %s: %s", key.buf ? key.buf : ref,
 			  *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
 	if (r == 0 && (r = manifest_parse(doc, len, out, why, sizeof(why))) < 0)
 		sb_printf(err, "%s: %s", key.buf, why);
 	if (r == 0 && strcmp((*out)->name, name) != 0) {
 		sb_printf(err, "%s: names backup \"%s\"", key.buf, (*out)->name);
+		manifest_free(*out);
+		*out = NULL;
+		r = -EBADMSG;
+	}
+	if (r == 0 && *node && strcmp(manifest_node_key(*out), node) != 0) {
+		sb_printf(err, "%s: describes node %s", key.buf, manifest_node_key(*out));
 		manifest_free(*out);
 		*out = NULL;
 		r = -EBADMSG;
@@ -580,11 +626,11 @@ static struct named *namelist_find(struct namelist *l, const char *name)
 	return l->n ? bsearch(&key, l->v, l->n, sizeof(key), cmp_named) : NULL;
 }
 
-/* backups/NAME.json -> NAME; other keys under backups/ are not backups (check names them). */
+/* backups/REF.json -> REF; other keys under backups/ are not backups (check names them). */
 static int on_manifest_key(void *ctx, const char *key, uint64_t size)
 {
-	char name[256];
-	return store_manifest_name(key, name) == 0 ? namelist_add(ctx, name, size, 0) : 0;
+	char ref[CB_REF_MAX];
+	return store_manifest_name(key, ref) == 0 ? namelist_add(ctx, ref, size, 0) : 0;
 }
 
 static int on_catalog_backup(void *ctx, int64_t id, const char *name, uint64_t size)
@@ -686,9 +732,15 @@ static int take_in(struct store *s, const char *name, int64_t old_id, int flags,
 	int r = store_read_manifest(s, name, &m, &size, &why);
 	if (r == 0) {
 		r = (old_id > 0 ? catalog_remove_backup(s->cat, old_id) : 0) ?:
-		    store_register_manifest(s->cat, m, size);
+		    store_register_manifest(s->cat, m, strchr(name, '/') != NULL, size);
 		if (r == 0)
 			st->backups_added++;
+		if (r == -EEXIST) { /* backups/NAME.json and backups/NAME/NODE.json of one node */
+			note(st, "backups/%s.json: node %s has another backup %s in the store, ignored",
+			     name, manifest_node_key(m), m->name);
+			st->bad_manifests++;
+			r = 0;
+		}
 		manifest_free(m);
 	} else if (r == -ENOENT && !(flags & RECONCILE_STRICT)) {
 		r = 0; /* forgotten between the listing and the read: the next refresh drops it */

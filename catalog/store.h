@@ -2,9 +2,16 @@
  *
  * A store is a set of objects behind a backend (backend.h: a local directory or an S3 prefix):
  *   config                       store id, format, creation time; written once by init
- *   backups/NAME.json            one manifest per backup (manifest.h); its presence is the
- *                                backup's existence: written last, after its packs, never
- *                                replaced
+ *   backups/NAME/NODE.json       one manifest per node backup (manifest.h); its presence is
+ *                                the backup's existence: written last, after its packs, never
+ *                                replaced. NODE is the node's key (manifest_node_key: its host
+ *                                id, else its node name), so the nodes of one cluster backup NAME
+ *                                commit side by side without a name taken from each other.
+ *   backups/NAME.json            the same, as stores written before cluster backups keep them
+ *                                (read, listed, forgotten and copied as they are; never written
+ *                                by create)
+ * A backup's *ref* is its key's path below backups/ without ".json": "NAME/NODE", or "NAME"
+ * for the older layout. Refs are what the catalog and the store's readers name backups by.
  *   packs/xx/ID.tar.zst          immutable packs of blobs (pack.h), each listing its blobs
  *   locks/ID.json                who works on the store (lock.h)
  * and catalog.db, an SQLite cache of backups/ and of the packs' indexes: STORE/catalog.db for a
@@ -142,16 +149,26 @@ int store_register_pack(catalog *c, const struct cb_pack_info *p, const struct p
 /* Registers, within the caller's catalog transaction, the backup a manifest describes. Files
  * whose content no known pack holds are registered without a location (the backup is then
  * listed as incomplete, and reading them fails). */
-int store_register_manifest(catalog *c, const struct manifest *m, uint64_t manifest_size);
+/* nested: the manifest is kept at backups/NAME/NODE.json (else backups/NAME.json). */
+int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
+			    uint64_t manifest_size);
 
-/* backups/NAME.json; -EINVAL for a name that cannot be a backup's. */
-int store_manifest_key(const char *name, struct strbuf *key);
-/* The backup name in a key of backups/ ("backups/NAME.json"), into name (256 bytes): 0, or
- * -EINVAL for a key that is not a manifest's. The one place such keys are read. */
-int store_manifest_name(const char *key, char name[256]);
+/* The longest ref: a name (250 bytes), '/', a node key (64), NUL. */
+#define CB_REF_MAX 320
+/* backups/REF.json; -EINVAL for a ref that cannot be a backup's. */
+int store_manifest_key(const char *ref, struct strbuf *key);
+/* The ref in a key of backups/ ("backups/NAME.json" or "backups/NAME/NODE.json"), into ref:
+ * 0, or -EINVAL for a key that is not a manifest's. The one place such keys are read. */
+int store_manifest_name(const char *key, char ref[CB_REF_MAX]);
+/* The ref of node backup (name, node key): "NAME/NODE", into ref. -EINVAL when name or node
+ * cannot be one's. */
+int store_backup_ref(const char *name, const char *node_key, char ref[CB_REF_MAX]);
+/* Splits a ref into its name and its node key ("" for the older layout). -EINVAL. */
+int store_ref_split(const char *ref, char name[256], char node_key[65]);
 
-/* Reads and parses the manifest of backup name. -ENOENT when there is none. */
-int store_read_manifest(struct store *s, const char *name, struct manifest **out,
+/* Reads and parses the manifest of the backup ref names, and checks that it describes that
+ * backup (its name, and its node key for a nested ref). -ENOENT when there is none. */
+int store_read_manifest(struct store *s, const char *ref, struct manifest **out,
 			uint64_t *size, struct strbuf *err);
 
 #endif

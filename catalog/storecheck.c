@@ -733,7 +733,7 @@ static int on_manifest_key(void *ctx, const char *key, uint64_t size)
 {
 	(void)size;
 	struct names *l = ctx;
-	char name[256];
+	char name[CB_REF_MAX];
 	/* not a manifest: kept as "backups/...", named below */
 	char *d = strdup(store_manifest_name(key, name) == 0 ? name : key);
 	if (!d || ptrv_push(&l->v, &l->n, d) < 0) {
@@ -767,7 +767,7 @@ static int check_manifests(struct check *c)
 		sort(names.v, names.n, sizeof(*names.v), cmp_str);
 	for (size_t i = 0; r == 0 && i < names.n && !canceled(c); i++) {
 		if (!strncmp(names.v[i], "backups/", 8))
-			information(c, "%s: not a manifest (not backups/NAME.json), ignored", names.v[i]);
+			information(c, "%s: not a manifest (not backups/NAME/NODE.json or backups/NAME.json), ignored", names.v[i]);
 		else
 			check_manifest(c, names.v[i]);
 	}

@@ -34,7 +34,7 @@
 #define GEN_SHIFT 48
 #define GEN_MAX 0xffffu
 /* Catalog rows whose number would reach the generation bits are not shown. */
-#define CBFS_ROW_MAX ((int64_t)1 << (GEN_SHIFT - 3))
+#define CBFS_ROW_MAX ((int64_t)1 << (GEN_SHIFT - 4)) /* below CB_INO_VIEW too */
 
 enum refresh_what {
 	REFRESH_BACKUPS = 1 << 0, /* backups/: new and forgotten backups */
@@ -74,7 +74,38 @@ struct cbfs {
 	uint64_t asked, done;    /* requests taken and served (sequence numbers) */
 	int pending;             /* enum refresh_what asked since the last refresh began */
 	int64_t refreshed_ns[3]; /* when a refresh of backups, packs, a reopen last began */
+
+	struct cbfs_cl *cl;      /* commitlogs.c: the /commitlogs tree */
 };
+
+/* commitlogs.c: /commitlogs/<node>/<segment>, the store's commitlog segments as plain files.
+ * Its nodes are special (no generation bits): /commitlogs is CBFS_CL_ROOT, the others have
+ * rows from 2^40 up. The functions return 0 or -errno (-ENOENT, -ENOTDIR, -EIO logged). */
+#define CBFS_CL_ROOT CB_INO(CB_NODE_SPECIAL, 3) /* the catalog has rows 0-2: /, /backups, /clusters */
+struct cbfs_cl_file {
+	void *data;    /* the segment's bytes, checked against its SHA-256 */
+	uint64_t size;
+	/* the open file's and each read's in progress: a reply's bytes are still read (by a
+	 * checker such as AddressSanitizer) after the kernel took them and may have sent RELEASE */
+	atomic_uint refs;
+	struct cbfs_cl_file *prev, *next; /* open ones, freed by cbfs_cl_free when no RELEASE came */
+};
+int cbfs_cl_init(struct cbfs *fs);
+void cbfs_cl_free(struct cbfs *fs);
+bool cbfs_cl_ino(uint64_t ino); /* one of the tree's */
+void cbfs_cl_root_node(const struct cbfs *fs, struct cb_node *out);
+int cbfs_cl_get(struct cbfs *fs, uint64_t ino, struct cb_node *out);
+int cbfs_cl_lookup(struct cbfs *fs, uint64_t parent, const char *name, struct cb_node *out);
+int cbfs_cl_list(struct cbfs *fs, uint64_t dir, int (*cb)(void *ctx, const struct cb_node *n), void *ctx);
+/* A segment's extended attributes (user.cassbackup.node, host_id, sha256, archived,
+ * commitlog_id, commitlog_version): cb(name, value) for each; directories have none. */
+int cbfs_cl_xattrs(struct cbfs *fs, uint64_t ino, int (*cb)(void *ctx, const char *name, const char *value),
+		   void *ctx);
+/* Reads and decodes the segment whole: *out is the caller's (cbfs_cl_close). */
+int cbfs_cl_open(struct cbfs *fs, uint64_t ino, struct cbfs_cl_file **out);
+/* A reference for a read in progress; cbfs_cl_close drops one, the last frees the file. */
+void cbfs_cl_ref(struct cbfs_cl_file *f);
+void cbfs_cl_close(struct cbfs *fs, struct cbfs_cl_file *f); /* accepts NULL */
 
 /* refresh.c: starts and stops the refresh thread. 0 or -errno. */
 int cbfs_refresh_start(struct cbfs *fs);

@@ -7,6 +7,7 @@
  */
 #include "cbfs.h"
 #include "config.h"
+#include "conf.h"
 #include "diskcache.h"
 #include "store.h"
 #include "util.h"
@@ -55,10 +56,15 @@ static void usage(FILE *f)
 		"  -o disk_cache_size=SIZE  at most this much in cache_dir (K, M, G, T; default 1G)\n"
 		"  -o s3_endpoint=URL, s3_region=REGION, s3_key_file=FILE, s3_ca_file=FILE\n"
 		"                     how to reach an s3:// store, as in cassbackup.conf(5) (for fstab,\n"
-		"                     where there is no environment; the key file is read when\n"
-		"                     neither AWS_* nor ~/.aws/credentials give credentials)\n"
+		"                     where there is no environment; a key file given comes first,\n"
+		"                     then the AWS credential chain)\n"
+		"  -o s3_sse=AES256|aws:kms, s3_sse_kms_key_id=ID, s3_sse_c_key_file=FILE,\n"
+		"     s3_storage_class=CLASS  server-side encryption and storage class of what is\n"
+		"                     written; the SSE-C key is sent on every read\n"
 		"  -o limit_download=RATE  bytes/s from object storage over all requests (K, M, G)\n"
 		"  -o s3_parallel=N   parallel transfers from object storage (default 4)\n"
+		"  -o config=FILE     read these settings from FILE (cassbackup.conf(5)) instead of\n"
+		"                     /etc/cassbackup.conf, when it exists; -o options override it\n"
 		"  -o allow_other     let other users read (the default when mounted by root)\n"
 		"  -o nofail          a store that does not exist is not an error (exit 0)\n"
 		"  -o nonempty        mount over a directory that holds files (hiding them)\n"
@@ -104,6 +110,7 @@ struct options {
 	char *cache_dir;          /* NULL: no disk cache */
 	uint64_t disk_cache_size; /* 0: not given */
 	char *s3_endpoint, *s3_region, *s3_ca_file, *s3_key_file; /* NULL: not given */
+	char *s3_sse, *s3_sse_kms_key_id, *s3_sse_c_key_file, *s3_storage_class;
 	uint64_t limit_download;  /* bytes/s, 0: none */
 	unsigned s3_parallel;     /* 0: the client's default */
 	struct strbuf fuse_opts; /* ",opt,opt" passed on to FUSE */
@@ -120,6 +127,10 @@ static bool parse_s3_o(struct options *o, char *s)
 		{"s3_region=", offsetof(struct options, s3_region)},
 		{"s3_ca_file=", offsetof(struct options, s3_ca_file)},
 		{"s3_key_file=", offsetof(struct options, s3_key_file)},
+		{"s3_sse=", offsetof(struct options, s3_sse)},
+		{"s3_sse_kms_key_id=", offsetof(struct options, s3_sse_kms_key_id)},
+		{"s3_sse_c_key_file=", offsetof(struct options, s3_sse_c_key_file)},
+		{"s3_storage_class=", offsetof(struct options, s3_storage_class)},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
 		size_t n = strlen(strs[i].name);
@@ -141,16 +152,12 @@ static bool parse_s3_o(struct options *o, char *s)
 	return true;
 }
 
-/* One -o list: ours, mount(8)'s (ignored), and FUSE's (passed on). */
-static void parse_o(struct options *o, const char *list)
+/* One -o option: ours, mount(8)'s (ignored), or FUSE's (passed on). */
+static void parse_one(struct options *o, char *s)
 {
-	char *copy = strdup(list), *save = NULL;
-	if (!copy)
-		die("out of memory");
-	for (char *s = strtok_r(copy, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
-		if (parse_s3_o(o, s))
-			continue;
-		if (!strncmp(s, "cache_size=", 11))
+	if (parse_s3_o(o, s) || !strncmp(s, "config=", 7)) /* config=: read before (use_config) */
+		return;
+	if (!strncmp(s, "cache_size=", 11))
 			o->cache_mib = parse_uint("cache_size", s + 11, 65536);
 		else if (!strncmp(s, "s3_parallel=", 12))
 			o->s3_parallel = parse_uint("s3_parallel", s + 12, S3_PARALLEL_MAX);
@@ -172,10 +179,63 @@ static void parse_o(struct options *o, const char *list)
 			o->nofail = true;
 		else if (!strcmp(s, "nonempty"))
 			o->nonempty = true;
-		else if (!ignored_option(s) && sb_printf(&o->fuse_opts, ",%s", s) < 0)
-			die("out of memory");
-	}
+	else if (!ignored_option(s) && sb_printf(&o->fuse_opts, ",%s", s) < 0)
+		die("out of memory");
+}
+
+/* One -o list. */
+static void parse_o(struct options *o, const char *list)
+{
+	char *copy = strdup(list), *save = NULL;
+	if (!copy)
+		die("out of memory");
+	for (char *s = strtok_r(copy, ",", &save); s; s = strtok_r(NULL, ",", &save))
+		parse_one(o, s);
 	free(copy);
+}
+
+/* The keys of cassbackup.conf(5) that say how to reach an s3:// store and cache what it reads:
+ * the same as the -o options of those names. */
+static const char *const config_keys[] = {
+	"s3_endpoint", "s3_region", "s3_ca_file", "s3_key_file", "s3_sse", "s3_sse_kms_key_id",
+	"s3_sse_c_key_file", "s3_storage_class", "limit_download", "s3_parallel", "cache_dir",
+};
+
+/* -o config=FILE in argv, or NULL. */
+static const char *config_option(int argc, char **argv)
+{
+	const char *found = NULL;
+	for (int i = 1; i < argc; i++) {
+		const char *list = NULL;
+		if (!strncmp(argv[i], "-o", 2))
+			list = argv[i][2] ? argv[i] + 2 : i + 1 < argc ? argv[i + 1] : "";
+		for (const char *p = list; p && (p = strstr(p, "config=")); p += 7)
+			if (p == list || p[-1] == ',')
+				found = p + 7;
+	}
+	return found;
+}
+
+/* The configuration's settings (cassbackup.conf(5): -o config=FILE, else /etc/cassbackup.conf
+ * when it exists), as -o options taken before those on the line, which override them, so a
+ * mount reaches a store as every cassbackup command does (an fstab entry needs no -o for them). */
+static void use_config(struct options *o, const char *named)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%.*s", (int)(named ? strcspn(named, ",") : strlen(CONFIG_DEFAULT_PATH)),
+		 named ? named : CONFIG_DEFAULT_PATH);
+	struct strbuf err = {0};
+	if (config_load(path, named != NULL, &err) < 0)
+		die("%s", err.buf ? err.buf : "cannot read the configuration");
+	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
+		const char *v = config_get(config_keys[i]);
+		struct strbuf opt = {0};
+		if (v && sb_printf(&opt, "%s=%s", config_keys[i], v) < 0)
+			die("out of memory");
+		if (v)
+			parse_one(o, opt.buf);
+		sb_free(&opt);
+	}
 }
 
 /* Fills o from argv. -1 to go on and mount, else the exit code (--help, --version, usage). */
@@ -188,6 +248,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		.max_threads = ncpu > 1 ? 2 * (unsigned)ncpu : 2,
 		.readahead_kb = 4096,
 	};
+	use_config(o, config_option(argc, argv));
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -339,11 +400,12 @@ static void use_s3_settings(struct options *o, struct cbfs *fs)
 	s3.ca_file = o->s3_ca_file;
 	s3.limit_download = o->limit_download;
 	s3.parallel = o->s3_parallel;
-	if (cb_s3_options_resolve(&s3, o->s3_key_file, &s3_strings) < 0) {
-		if (o->s3_key_file)
-			die("-o s3_key_file=%s: %s", o->s3_key_file, strerror(errno));
-		die("cannot read S3 credentials: %s", strerror(errno));
-	}
+	s3.sse = o->s3_sse;
+	s3.sse_kms_key_id = o->s3_sse_kms_key_id;
+	s3.sse_c_key_file = o->s3_sse_c_key_file; /* read now, before the daemon goes to / */
+	s3.storage_class = o->s3_storage_class;
+	if (cb_s3_options_resolve(&s3, o->s3_key_file, &s3_strings) < 0)
+		die("-o: %s", cb_backend_why(-errno));
 	fs->sopts.s3 = &s3;
 }
 
@@ -373,6 +435,10 @@ static void free_options(struct options *o)
 	free(o->s3_region);
 	free(o->s3_ca_file);
 	free(o->s3_key_file);
+	free(o->s3_sse);
+	free(o->s3_sse_kms_key_id);
+	free(o->s3_sse_c_key_file);
+	free(o->s3_storage_class);
 }
 
 int main(int argc, char **argv)

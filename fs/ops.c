@@ -186,7 +186,8 @@ static void fill_entry(const struct cbfs *fs, const struct cb_node *n, unsigned 
 	*e = (struct fuse_entry_param){0};
 	e->ino = to_kernel(n->ino, gen);
 	e->attr_timeout = node_timeout(n->ino);
-	e->entry_timeout = n->kind == CB_NODE_BACKUP ? SHORT_TIMEOUT : LONG_TIMEOUT;
+	e->entry_timeout = n->kind == CB_NODE_BACKUP || n->kind == CB_NODE_GROUP ? SHORT_TIMEOUT
+										 : LONG_TIMEOUT;
 	node_stat(fs, n, gen, &e->attr);
 }
 
@@ -213,10 +214,11 @@ static struct cbfs *first_request(fuse_req_t req)
 	return fs;
 }
 
-/* A directory whose entries cannot change: everything below /backups/<name>, and the root. */
+/* A directory whose entries cannot change: everything below a backup's directory, and the
+ * root; not /backups, /clusters and the directories of node and cluster backups in them. */
 static bool immutable_dir(uint64_t ino)
 {
-	return !special(ino) || ino == CB_INO_ROOT;
+	return !catalog_node_mutable(ino) || ino == CB_INO_ROOT;
 }
 
 #define LIST_REFRESH_AGE_NS (REFRESH_SECONDS * 1000000000LL)
@@ -224,10 +226,11 @@ static bool immutable_dir(uint64_t ino)
 #define PACK_REFRESH_AGE_NS 1000000000LL
 #define PACK_REFRESH_WAIT_NS (30 * 1000000000LL)
 
-/* /backups gains and loses entries: looking in it first brings the catalog up to date. */
+/* /backups and /clusters gain and lose entries: looking in them (or in the directories of
+ * node and cluster backups in them) first brings the catalog up to date. */
 static void refresh_for(struct cbfs *fs, fuse_ino_t dir)
 {
-	if (dir == CB_INO_BACKUPS)
+	if (catalog_node_mutable(dir) && dir != CB_INO_ROOT)
 		cbfs_refresh(fs, REFRESH_BACKUPS, LIST_REFRESH_AGE_NS, LIST_REFRESH_WAIT_NS);
 }
 
@@ -239,9 +242,31 @@ static int missing(catalog *c, uint64_t parent)
 	return special(parent) || catalog_node_get(c, parent, &p) == 0 ? -ENOENT : -ESTALE;
 }
 
+/* /commitlogs and below (commitlogs.c): the same replies, from the tree in memory. */
+static void reply_cl_entry(fuse_req_t req, struct cbfs *fs, int r, const struct cb_node *n)
+{
+	struct fuse_entry_param e;
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fill_entry(fs, n, 0, &e);
+	fuse_reply_entry(req, &e);
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct cbfs *fs = first_request(req);
+	struct cb_node cl;
+	if (parent == CB_INO_ROOT && strcmp(name, "commitlogs") == 0) {
+		cbfs_cl_root_node(fs, &cl);
+		reply_cl_entry(req, fs, 0, &cl);
+		return;
+	}
+	if (cbfs_cl_ino(parent)) {
+		reply_cl_entry(req, fs, cbfs_cl_lookup(fs, parent, name, &cl), &cl);
+		return;
+	}
 	refresh_for(fs, parent);
 	struct conn *cn;
 	uint64_t dir = CB_INO_BACKUPS;
@@ -277,6 +302,16 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	uint64_t node = CB_INO_ROOT;
 	struct cb_node n;
 	struct stat st;
+	if (cbfs_cl_ino(ino)) {
+		int r = cbfs_cl_get(fs, ino, &n);
+		if (r < 0) {
+			fuse_reply_err(req, r == -ENOENT ? ESTALE : -r);
+			return;
+		}
+		node_stat(fs, &n, 0, &st);
+		fuse_reply_attr(req, &st, node_timeout(ino));
+		return;
+	}
 	int r = resolve(fs, ino, &cn, &node);
 	if (r == 0)
 		r = catalog_node_get(cn->c, node, &n);
@@ -319,12 +354,20 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct conn *cn;
 	uint64_t dir = 0;
 	struct dirlist *d = calloc(1, sizeof(*d));
-	int r = d ? resolve(fs, ino, &cn, &dir) : -ENOMEM;
-	if (r == 0) {
+	struct cb_node cl;
+	int r = !d ? -ENOMEM : 0;
+	if (r == 0 && cbfs_cl_ino(ino)) { /* /commitlogs and below: commitlogs.c */
+		dir = ino;
+		r = cbfs_cl_list(fs, dir, dirlist_add, d);
+	} else if (r == 0 && (r = resolve(fs, ino, &cn, &dir)) == 0) {
 		d->gen = cn->gen;
 		r = catalog_node_list(cn->c, dir, dirlist_add, d);
 		if (r == -ENOENT && !special(dir))
 			r = -ESTALE;
+	}
+	if (r == 0 && dir == CB_INO_ROOT) { /* the root: backups, then commitlogs */
+		cbfs_cl_root_node(fs, &cl);
+		r = dirlist_add(d, &cl);
 	}
 	if (r < 0) {
 		if (d)
@@ -334,8 +377,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	fi->fh = (uintptr_t)d;
-	/* Everything below /backups/<name> is immutable: let the kernel keep the listing. */
-	bool immutable = !special(dir);
+	/* Everything below a backup's directory is immutable: let the kernel keep the listing. */
+	bool immutable = !catalog_node_mutable(dir);
 	fi->cache_readdir = immutable;
 	fi->keep_cache = immutable;
 	fuse_reply_open(req, fi);
@@ -367,7 +410,7 @@ static void reply_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			/* /backups may hold thousands of entries, and `ls` needs only their names: hand
 			 * out no node ids there, so the kernel lists them like a plain readdir instead of
 			 * instantiating an inode for each (lookups come later, for the one opened). */
-			if (plus && ino == CB_INO_BACKUPS)
+			if (plus && (ino == CB_INO_BACKUPS || cbfs_cl_ino(ino)))
 				e.ino = 0;
 		}
 		size_t need = plus ? fuse_add_direntry_plus(req, buf + used, size - used, name, &e, i + 1)
@@ -454,7 +497,7 @@ static void file_path(const struct open_file *of, char *out, size_t outlen)
 {
 	const struct cb_file_ident *f = &of->id;
 	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "backups/%s/%s/%s/%s%s%s", f->backup, f->keyspace, f->table,
+	snprintf(path, sizeof(path), "backups/%s/%s/%s/%s%s%s", f->shown, f->keyspace, f->table,
 		 f->dir, *f->dir ? "/" : "", f->name);
 	escape(path, out, outlen);
 }
@@ -517,6 +560,19 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct cbfs *fs = first_request(req);
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
 		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (cbfs_cl_ino(ino)) {
+		struct cbfs_cl_file *f = NULL;
+		int r = cbfs_cl_open(fs, ino, &f);
+		if (r < 0) {
+			fuse_reply_err(req, r == -ENOENT ? ESTALE : -r);
+			return;
+		}
+		fi->fh = (uintptr_t)f;
+		fi->keep_cache = 1;
+		if (fuse_reply_open(req, fi) == -ENOENT)
+			cbfs_cl_close(fs, f);
 		return;
 	}
 	struct conn *cn;
@@ -632,7 +688,18 @@ static void reply_range(fuse_req_t req, struct cbfs *fs, struct open_file *of, s
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	(void)ino;
+	if (cbfs_cl_ino(ino)) {
+		struct cbfs *fs = req_fs(req); /* req is gone once replied to */
+		struct cbfs_cl_file *f = (struct cbfs_cl_file *)(uintptr_t)fi->fh;
+		cbfs_cl_ref(f);
+		if (off < 0 || (uint64_t)off >= f->size)
+			fuse_reply_buf(req, NULL, 0);
+		else
+			fuse_reply_buf(req, (const char *)f->data + off,
+				       size < f->size - (uint64_t)off ? size : (size_t)(f->size - (uint64_t)off));
+		cbfs_cl_close(fs, f);
+		return;
+	}
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	uint64_t fsize = of->loc.size;
 	if (off < 0 || (uint64_t)off >= fsize) { /* at or past the end: no bytes, not an error */
@@ -646,8 +713,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
-	open_file_free(req_fs(req), (struct open_file *)(uintptr_t)fi->fh);
+	if (cbfs_cl_ino(ino))
+		cbfs_cl_close(req_fs(req), (struct cbfs_cl_file *)(uintptr_t)fi->fh);
+	else
+		open_file_free(req_fs(req), (struct open_file *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -673,8 +742,10 @@ static void reply_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	struct conn *cn;
 	uint64_t node = CB_INO_ROOT;
 	struct xattr_ctx x = {.want = name};
-	int r = resolve(req_fs(req), ino, &cn, &node);
-	if (r == 0)
+	int r = 0;
+	if (cbfs_cl_ino(ino))
+		r = cbfs_cl_xattrs(req_fs(req), ino, xattr_cb, &x);
+	else if ((r = resolve(req_fs(req), ino, &cn, &node)) == 0)
 		r = catalog_node_xattrs(cn->c, node, xattr_cb, &x);
 	if (r == 0 && name && !x.found)
 		r = -ENODATA;
@@ -779,7 +850,8 @@ const struct fuse_lowlevel_ops cbfs_ops = {
 int cbfs_init_threads(struct cbfs *fs)
 {
 	pthread_mutex_init(&fs->open_mu, NULL);
-	return -pthread_key_create(&fs->conn_key, close_conn);
+	int r = cbfs_cl_init(fs);
+	return r < 0 ? r : -pthread_key_create(&fs->conn_key, close_conn);
 }
 
 void cbfs_end_threads(struct cbfs *fs)
@@ -789,4 +861,5 @@ void cbfs_end_threads(struct cbfs *fs)
 	pthread_key_delete(fs->conn_key);
 	while (fs->open_files)
 		open_file_free(fs, fs->open_files);
+	cbfs_cl_free(fs);
 }

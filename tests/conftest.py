@@ -173,7 +173,21 @@ def store(tmp_path, binaries):
 
 
 def backup_list(store):
-    return json.loads(cb('list', '--store', store, '--json').stdout)
+    """Every node backup of the store (list --json gives cluster backups, each with its
+    node backups), oldest cluster backup first."""
+    return [n for g in json.loads(cb('list', '--store', store, '--json').stdout) for n in g['nodes']]
+
+
+def manifest_path(store, name):
+    """The manifest of the one node backup NAME of a local store: backups/NAME/NODE.json, or
+    backups/NAME.json (the older layout, and where a missing one would be)."""
+    old = os.path.join(store, 'backups', name + '.json')
+    d = os.path.join(store, 'backups', name)
+    nested = sorted(os.path.join(d, f) for f in os.listdir(d)) if os.path.isdir(d) else []
+    if os.path.exists(old) or not nested:
+        return old
+    assert len(nested) == 1, f'backup {name} has {len(nested)} node backups: {nested}'
+    return nested[0]
 
 
 def packs(store):

@@ -179,7 +179,7 @@ class Soak:
         if self.has_forget is None:
             self.has_forget = self.run('forget', '--help', check=False).returncode == 0
         if not self.has_forget:
-            os.unlink(os.path.join(self.store, 'backups', name + '.json'))
+            shutil.rmtree(os.path.join(self.store, 'backups', name))
             return None
         return 'forget' if self.killed_run('forget', ['forget', '--store', self.store, name]) else None
 

@@ -76,7 +76,9 @@ def store_bytes(store):
 def date_backup(store, name, created_ns):
     """Sets backup NAME's date in its manifest (the commit record); the caller then rebuilds
     the catalog (cassbackup reindex), which reads dates from the manifests."""
-    path = os.path.join(store, 'backups', f'{name}.json')
+    d = os.path.join(store, 'backups', name)
+    [path] = [os.path.join(d, f) for f in os.listdir(d)] if os.path.isdir(d) else \
+        [os.path.join(store, 'backups', f'{name}.json')]
     with open(path) as f:
         doc = json.load(f)
     doc['created_ns'] = created_ns

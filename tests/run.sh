@@ -5,13 +5,14 @@
 # Needs root: the tests mount FUSE and tmpfs file systems for real.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tools/install-deps.sh clang
+bash tools/install-deps.sh clang ansible-core openssh-server
 # s3rver, the second S3 server the object-storage tests run against (moto_server is the first,
-# from Python's moto where installed). Without it those tests skip, saying so.
+# from Python's moto where installed). Without it those tests skip, saying so (under CI=true,
+# as .ci/run sets, they fail).
 if [ ! -x build-node/node_modules/.bin/s3rver ] && command -v npm >/dev/null; then
 	mkdir -p build-node
 	(cd build-node && npm install --no-audit --no-fund --silent s3rver@3.7.1 >/dev/null 2>&1) ||
-		echo "tests/run.sh: npm could not install s3rver; its tests will skip" >&2
+		echo "tests/run.sh: npm could not install s3rver; its tests will skip (fail under CI=true)" >&2
 fi
 [ -e /dev/fuse ] || { echo "tests/run.sh: /dev/fuse is missing; the mount tests need FUSE" >&2; exit 1; }
 

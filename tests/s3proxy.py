@@ -6,6 +6,7 @@
         px.set_fault('reset', every=1, match='GET ')   # change at runtime; counting restarts
         px.requests, px.bytes_to_client, px.log        # [(method, path, status, body_bytes)]
         px.connections                                 # client connections accepted
+        px.received                                    # [(method, target, {header: value})]
 
 Request bytes go upstream unchanged (SigV4 signs the Host header and more). Each client
 connection gets its own upstream connection, reopened when the server closes it; answers go
@@ -23,6 +24,9 @@ contains `match` (target as sent: path and query), so with every >= 2 each retry
   notfound  answer 404 with an S3 <Error><Code>NoSuchKey</Code> document; nothing is forwarded
   forbidden answer 403 with an S3 <Error><Code>AccessDenied</Code> document; nothing forwarded
   empty     forward, then answer 200 with an empty body (what a broken cache or gateway gives)
+  expired   answer 400 with an S3 <Error><Code>ExpiredToken</Code> document; nothing forwarded
+            (not in FAULTS, which the fault tests run through: only a client whose credentials
+            can be renewed gets past it)
 An answer without a body (HEAD, 204) under reset/truncate is cut inside its header block.
 
 Run alone: python3 tests/s3proxy.py UPSTREAM_PORT [FAULT [EVERY [MATCH]]] prints its port.
@@ -38,7 +42,9 @@ import time
 
 FAULTS = (None, 'slowdown', 'reset', 'truncate', 'stall', 'bad_range', 'notfound', 'forbidden',
           'empty')
+OTHER_FAULTS = ('expired',)
 ERRORS = {'slowdown': (503, 'SlowDown', 'Please reduce your request rate.'),
+          'expired': (400, 'ExpiredToken', 'The provided token has expired.'),
           'notfound': (404, 'NoSuchKey', 'The specified key does not exist.'),
           'forbidden': (403, 'AccessDenied', 'Access Denied')}
 STALL_SECONDS = 2
@@ -212,6 +218,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def _serve_one(self, px, raw, method, target, headers, up):
         """Answers one request. False: the client connection is to be closed."""
+        px._received(method, target, headers)
         fault = px._decide(method, target, after_response=False)
         if fault in ERRORS:
             status, code, message = ERRORS[fault]
@@ -272,6 +279,7 @@ class S3Proxy:
         self.requests = 0
         self.bytes_to_client = 0
         self.log = []
+        self.received = []  # every request as it came: (method, target, {lower-case header: value})
         self.connections = 0  # client connections accepted (keep-alive keeps this low)
         self._mu = threading.Lock()
         self._conns = set()
@@ -281,8 +289,8 @@ class S3Proxy:
 
     def set_fault(self, fault, every=1, match=''):
         """Changes the fault (None: none); counting of matching requests starts again."""
-        if fault not in FAULTS:
-            raise ValueError(f'unknown fault {fault!r}: one of {FAULTS}')
+        if fault not in FAULTS + OTHER_FAULTS:
+            raise ValueError(f'unknown fault {fault!r}: one of {FAULTS + OTHER_FAULTS}')
         if every < 1:
             raise ValueError('every must be >= 1')
         with self._mu:
@@ -304,6 +312,11 @@ class S3Proxy:
             self.requests += forwarded
             self.bytes_to_client += nbytes
             self.log.append((method, target, status, nbytes))
+
+    def _received(self, method, target, headers):
+        with self._mu:
+            self.received.append((method, target, {n.decode('latin-1'): v.decode('latin-1')
+                                                   for n, v in headers}))
 
     def _track(self, sock, add):
         with self._mu:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import (CASSBACKUP, FIXTURE_TAG, backup_list, cb, data_dir_args, make_sample, mounted, packs, tmp_files,
+from conftest import (manifest_path, CASSBACKUP, FIXTURE_TAG, backup_list, cb, data_dir_args, make_sample, mounted, packs, tmp_files,
                       read, run, sample_dirs, snapshot_tables)
 
 
@@ -106,8 +106,8 @@ def test_packs_are_standard_tar_zst(store, sample_tree, tmp_path):
             assert read(out / ks / tdir / rel) == read(src)
     index = json.loads(read(out / '.cassbackup' / 'index.json'))
     assert index['format'] == 2 and index['blobs']
-    # the backup itself: backups/b.json, the store's record of it
-    manifest = json.loads(read(os.path.join(store, 'backups', 'b.json')))
+    # the backup itself: backups/b/NODE.json, the store's record of it
+    manifest = json.loads(read(manifest_path(store, 'b')))
     assert manifest['name'] == 'b' and manifest['format'] == 2
     nfiles = sum(len(t['files']) for k in manifest['keyspaces'] for t in k['tables'])
     assert nfiles == sum(len(v) for v in snapshot_tables(dirs, 'nightly-1').values())

@@ -82,7 +82,7 @@ def test_backup_name_taken(base):
     before = store_state(store)
     p = cb('create', '--store', store, '--name', 'good', *data_dir_args(dirs), '--snapshot',
            'nightly-1', check=False)
-    one_error_line(p, 'backup good already exists')
+    one_error_line(p, 'backup good of node', 'already exists')
     assert store_state(store) == before
 
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import (CASSBACKUP, FIXTURE_TAG, backup_list, cb, data_dir_args, make_sample, mounted, packs, read,
+from conftest import (manifest_path, CASSBACKUP, FIXTURE_TAG, backup_list, cb, data_dir_args, make_sample, mounted, packs, read,
                       run, sample_dirs, snapshot_tables)
 from test_restore_load import rewrite_frame
 
@@ -98,13 +98,14 @@ def test_check_clean_store(real_backup, two_days):
 
 def test_check_damaged_manifest(real_backup, two_days):
     store, _ = two_days
-    path = os.path.join(store, 'backups', 'day1.json')
+    path = manifest_path(store, 'day1')
     doc = read(path)
     open(path, 'wb').write(doc[:len(doc) // 2])
     p = cb('check', '--store', store, check=False)
     assert p.returncode == 1
     bad = [l for l in p.stdout.splitlines() if l.startswith('PROBLEM ')]
-    assert len(bad) == 1 and bad[0].startswith('PROBLEM backups/day1.json: '), p.stdout
+    key = os.path.relpath(path, store)  # backups/day1/NODE.json
+    assert len(bad) == 1 and bad[0].startswith(f'PROBLEM {key}: '), p.stdout
     assert p.stdout.splitlines()[-1].endswith(': 1 problem')
     # the other backups are still checked
     rc, res = check(store)
@@ -119,8 +120,8 @@ def test_check_missing_pack(store, two_days):
     rc, res = check(store)
     assert rc == 1
     # every file of day1 lost its bytes, and so did day2's files it shared with day1
-    lost1 = named(res['problems'], 'backup day1: ')
-    lost2 = named(res['problems'], 'backup day2: ')
+    lost1 = named(res['problems'], 'backup day1/')
+    lost2 = named(res['problems'], 'backup day2/')
     assert all("are in no intact pack's index" in p for p in lost1 + lost2)
     assert len(lost1) == sum(len(f) for f in snapshot_tables(two_days[1], 'nightly-1').values())
     assert 0 < len(lost2) < sum(len(f) for f in snapshot_tables(two_days[1], 'nightly-2').values())
@@ -149,7 +150,7 @@ def test_check_flipped_byte_in_blob_only_with_read_data(real_backup):
     assert rc == 1
     blob = named(res['problems'], f'{key}: blob ')
     assert len(blob) == 1 and f'at offset {off}): SHA-256 differs' in blob[0]
-    files = named(res['problems'], 'backup real: ')
+    files = named(res['problems'], 'backup real/')
     assert files and all(p.endswith(f'{name}: its bytes are damaged in {key}') for p in files)
     assert len(res['problems']) == 1 + len(files)
 
@@ -208,7 +209,7 @@ def test_check_reports_stale_locks_and_unused_bytes(store, tmp_path):
             'time_ns': 0}
     lock['time_ns'] = int(os.stat(store).st_mtime * 1e9)
     open(os.path.join(store, 'locks', 'dead.json'), 'w').write(json.dumps(lock))
-    os.unlink(os.path.join(store, 'backups', 'b0.json'))  # forgotten: its pack is unused
+    os.unlink(manifest_path(store, 'b0'))  # forgotten: its pack is unused
     rc, res = check(store)
     assert rc == 0, res['problems']
     assert any(i.startswith('locks/dead.json: stale exclusive lock of prune (pid ') for i in res['info'])
@@ -423,7 +424,7 @@ def test_reindex_gives_the_same_listing_and_tree(real_backup, two_days, tmp_path
 
 def test_reindex_names_what_it_cannot_take_in(two_days):
     store, _ = two_days
-    path = os.path.join(store, 'backups', 'day1.json')
+    path = manifest_path(store, 'day1')
     open(path, 'wb').write(b'{"not": "a manifest"}')
     [pack] = [p for p in packs(store) if p != min(packs(store), key=os.path.getmtime)]
     data = bytearray(read(pack))
@@ -433,7 +434,7 @@ def test_reindex_names_what_it_cannot_take_in(two_days):
     assert p.returncode == 1
     lines = p.stdout.splitlines()
     assert lines[0] == f'reindexed {store}: 1 backup, 1 pack'
-    assert any(l.startswith('not indexed: backups/day1.json: ') for l in lines)
+    assert any(l.startswith(f'not indexed: {os.path.relpath(path, store)}: ') for l in lines)
     assert any(l.startswith(f'not indexed: {os.path.relpath(pack, store)}: damaged trailer or seek table')
                for l in lines)
     assert [b['name'] for b in backup_list(store)] == ['day2']

@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from conftest import CASSBACKUP, cb, data_dir_args, make_sample, run, sample_dirs
+from conftest import manifest_path, CASSBACKUP, cb, data_dir_args, make_sample, run, sample_dirs
 
 NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
 
@@ -167,11 +167,11 @@ def test_names_are_escaped_in_human_output(two_backups):
     """Defect 19: a newline in a name (from a hostile or damaged store) cannot forge a line."""
     forged = 'evil\nok      nightly-9 shop.table1: 8 files, 1.0 KiB'
     # A name is a manifest's file name and its "name": both can hold a newline.
-    old = os.path.join(two_backups, 'backups', 'nightly-2.json')
+    old = manifest_path(two_backups, 'nightly-2')
     with open(old) as f:
         doc = json.load(f)
     doc['name'] = forged
-    with open(os.path.join(two_backups, 'backups', forged + '.json'), 'w') as f:
+    with open(manifest_path(two_backups, forged), 'w') as f:
         json.dump(doc, f)
     os.unlink(old)
     out = cb('verify', '--store', two_backups, '--all').stdout.splitlines()

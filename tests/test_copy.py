@@ -8,11 +8,12 @@ import signal
 import sqlite3
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
-from conftest import (CASSBACKUP, cb, data_dir_args, make_sample, mounted, packs, read,
+import awssig
+
+from conftest import (manifest_path, CASSBACKUP, cb, data_dir_args, make_sample, mounted, packs, read,
                       sample_dirs, snapshot_tables, upload_size)
 from test_s3 import moto, s3  # noqa: F401  (fixtures)
 
@@ -83,7 +84,7 @@ def test_copy_local_to_local(source, tmp_path):
     cb('verify', '--store', dst, '--all')
     cb('check', '--store', dst, '--read-data')
     for name in ('old', 'n1'):
-        assert read(os.path.join(dst, 'backups', name + '.json')) == read(os.path.join(src, 'backups', name + '.json'))
+        assert read(manifest_path(dst, name)) == read(manifest_path(src, name))
     assert_mount_matches(dst, tmp_path, 'n1', tables['n1'])
 
 
@@ -108,7 +109,7 @@ def test_copy_same_name(source, tmp_path):
     assert p.returncode == 1, p
     assert len(p.stderr.splitlines()) == 1 and 'different backup' in p.stderr, p.stderr
     assert packs(dst) == before
-    assert read(os.path.join(dst, 'backups', 'n1.json')) == read(os.path.join(src, 'backups', 'n1.json'))
+    assert read(manifest_path(dst, 'n1')) == read(manifest_path(src, 'n1'))
 
 
 def test_copy_usage(source, tmp_path):
@@ -230,9 +231,8 @@ def test_copy_killed_leaves_nothing_local(big_source, tmp_path):
 
 
 def s3_uploads(env):
-    """Multipart uploads in progress in the test bucket (moto answers unsigned requests)."""
-    url = env['AWS_ENDPOINT_URL'] + '/cbtest?uploads'
-    return re.findall(r'<UploadId>([^<]+)</UploadId>', urllib.request.urlopen(url).read().decode())
+    """Multipart uploads in progress in the test bucket."""
+    return re.findall(r'<UploadId>([^<]+)</UploadId>', awssig.env_get(env, '/cbtest?uploads'))
 
 
 @pytest.mark.parametrize('s3', ['moto'], indirect=True)
@@ -270,7 +270,7 @@ def test_copy_local_s3_and_back(s3, source, tmp_path):
     cb('verify', '--store', back, '--all')
     assert_mount_matches(back, tmp_path, 'old', tables['old'])
     for name in ('old', 'n1'):
-        assert read(os.path.join(back, 'backups', name + '.json')) == read(os.path.join(src, 'backups', name + '.json'))
+        assert read(manifest_path(back, name)) == read(manifest_path(src, name))
 
 
 # --- --limit-upload / --limit-download ------------------------------------------------------

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from conftest import (FIXTURES, backup_list, cb, data_dir_args, make_sample, packs, run,
+from conftest import (manifest_path, FIXTURES, backup_list, cb, data_dir_args, make_sample, packs, run,
                       sample_dirs, tmp_files)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,8 +41,8 @@ def store_state(store):
 
 
 def backup_manifest(store, name):
-    """The backup's own description: its manifest, backups/NAME.json (store format 2)."""
-    with open(os.path.join(store, 'backups', name + '.json')) as f:
+    """The backup's own description: its manifest, backups/NAME/NODE.json (store format 2)."""
+    with open(manifest_path(store, name)) as f:
         return json.load(f)
 
 
@@ -238,8 +238,16 @@ def test_version_and_tokens_from_nodetool(store, small, tmp_path):
     meta = backup_manifest(store, 'b')
     assert meta['cassandra_version'] == '5.0.2' and meta['tokens'] == tokens
     calls = nodetool_log(nlog)
-    assert [(c['cmd'], c['args']) for c in calls] == [('version', []), ('info', ['-T'])]
+    assert [(c['cmd'], c['args']) for c in calls] == [('version', []), ('info', ['-T']), ('status', []),
+                                                      ('describecluster', [])]
     assert all(c['opts'] == {'-u': 'cassandra', '-pwf': str(pw)} for c in calls)  # credentials always
+    # the node's identity and the ring as nodetool told them (the stand-in's one-node cluster)
+    hid = '5f1c0a5e-7d1b-4a3e-9c55-000000000001'
+    assert (meta['host_id'], meta['datacenter'], meta['rack'], meta['cluster']) == \
+        (hid, 'datacenter1', 'rack1', 'Test Cluster')
+    assert meta['schema_version'] == '836f4520-071b-3909-91d9-876181702696'
+    assert meta['ring'] == [{'host_id': hid, 'address': '127.0.0.1', 'datacenter': 'datacenter1', 'rack': 'rack1'}]
+    assert os.path.exists(os.path.join(store, 'backups', 'b', hid + '.json'))
 
 
 def test_flags_override_nodetool(store, small, tmp_path):
@@ -248,11 +256,17 @@ def test_flags_override_nodetool(store, small, tmp_path):
     tf.write_text('# from nodetool ring, saved earlier\n-100, 0\n100\n')
     env = dict(os.environ, NODETOOL_STANDIN_LOG=nlog)
     p = cb('create', '--store', store, '--name', 'b', *data_dir_args(small), '--snapshot', 'nightly-1',
-           '--nodetool', NODETOOL, '--cassandra-version', '4.0.11', '--tokens', tf, '--json', env=env)
+           '--nodetool', NODETOOL, '--cassandra-version', '4.0.11', '--tokens', tf, '--json',
+           '--host-id', 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee', '--rack', 'r9', '--datacenter', 'dc9',
+           '--cluster', 'C9', env=env)
     assert json.loads(p.stdout)['cassandra_version'] == '4.0.11'
     meta = backup_manifest(store, 'b')
     assert meta['cassandra_version'] == '4.0.11' and meta['tokens'] == ['-100', '0', '100']
-    assert nodetool_log(nlog) == []  # nothing left to ask it
+    assert (meta['host_id'], meta['rack'], meta['datacenter'], meta['cluster']) == \
+        ('aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee', 'r9', 'dc9', 'C9')
+    assert os.path.exists(os.path.join(store, 'backups', 'b', 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee.json'))
+    # the version is not asked; the rest is (the ring has no flag), the flags win
+    assert [c['cmd'] for c in nodetool_log(nlog)] == ['info', 'status', 'describecluster']
 
 
 @pytest.mark.parametrize('content,words', [(None, ['--tokens', 'No such file']),
@@ -335,7 +349,7 @@ def test_take_snapshot_of_keyspaces_and_tables(store, tmp_path):
     env = dict(os.environ, NODETOOL_STANDIN_LOG=nlog, NODETOOL_STANDIN_DATA_DIRS=':'.join(dirs))
     cb('create', '--store', store, '--name', 'mix', *data_dir_args(dirs), '--snapshot', 'cb-1',
        '--take-snapshot', '--nodetool', NODETOOL, '--keyspace', 'shop', '--table', 'shop1.orders', env=env)
-    calls = nodetool_log(nlog)
+    calls = [c for c in nodetool_log(nlog) if c['cmd'] not in ('version', 'info', 'status', 'describecluster')]
     assert calls[0]['cmd'] == 'snapshot' and calls[0]['args'] == ['-t', 'cb-1', 'shop', 'shop1']
     assert calls[-1]['cmd'] == 'clearsnapshot'
     [b] = backup_list(store)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import backup_list, cb, data_dir_args, make_sample, mounted, read, sample_dirs
+from conftest import manifest_path, backup_list, cb, data_dir_args, make_sample, mounted, read, sample_dirs
 
 DAY = 86400 * 10**9
 
@@ -27,7 +27,7 @@ def four(store, tmp_path):
            '--snapshot', 'nightly-1', '--node', name[:2])
     now = time.time_ns()
     for name in ['n1-a', 'n2-a']:  # make the 'a' backups older, in their manifests
-        path = os.path.join(store, 'backups', name + '.json')
+        path = manifest_path(store, name)
         with open(path) as f:
             doc = json.load(f)
         doc['created_ns'] = now - 3 * DAY
@@ -48,7 +48,7 @@ def test_forget_by_name(four):
     p = cb('forget', '--store', four, 'n1-a')
     assert p.stdout.split()[:2] == ['remove', 'n1-a']
     assert names(four) == ['n1-b', 'n2-a', 'n2-b']
-    assert not os.path.exists(os.path.join(four, 'backups', 'n1-a.json'))
+    assert not os.path.exists(manifest_path(four, 'n1-a'))
 
 
 def test_unknown_name_changes_nothing(four):
@@ -58,10 +58,18 @@ def test_unknown_name_changes_nothing(four):
     assert names(four) == before
 
 
+def test_names_with_node_forget_only_that_nodes(four):
+    """NAME --node N: only node N's backup NAME; one of another node is no such backup."""
+    before = names(four)
+    p = cb('forget', '--store', four, 'n1-a', '--node', 'n2', check=False)
+    assert p.returncode == 3 and 'n1-a' in p.stderr and names(four) == before
+    cb('forget', '--store', four, 'n1-a', '--node', 'n1')
+    assert names(four) == [n for n in before if n != 'n1-a']
+
+
 @pytest.mark.parametrize('args, why', [
     ([], 'give backup names or a --keep-* policy'),
     (['n1-a', '--keep-last', '1'], 'not both'),
-    (['n1-a', '--node', 'n1'], '--node goes with'),
     (['--keep-within', '3x'], 'keep-within'),
 ])
 def test_usage_errors(four, args, why):
@@ -128,7 +136,7 @@ def test_policy_stops_on_a_manifest_it_cannot_read(four):
     """issue 13: a policy is applied only to a complete reading of backups/. A damaged manifest
     stops forget with one line naming it; nothing is forgotten (before: the backup was left out
     of the counting and forget went on, exit 0)."""
-    damaged = os.path.join(four, 'backups', 'n1-b.json')
+    damaged = manifest_path(four, 'n1-b')
     with open(damaged, 'w') as f:
         f.write('{"format": 2, "name": ')
     p = cb('forget', '--store', four, '--keep-last', '1', check=False)
@@ -137,4 +145,4 @@ def test_policy_stops_on_a_manifest_it_cannot_read(four):
     assert line.startswith('cassbackup: cannot apply the policy: ') and 'n1-b' in line, line
     assert 'nothing forgotten' in line
     for name in ('n1-a', 'n2-a', 'n2-b'):
-        assert os.path.exists(os.path.join(four, 'backups', name + '.json'))
+        assert os.path.exists(manifest_path(four, name))

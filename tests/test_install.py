@@ -21,8 +21,9 @@ from conftest import BUILD, CASSBACKUP, MOUNT, REPO, cb, make_sample, mounted, r
 COMPLETION = os.path.join(REPO, 'completion', 'cassbackup')
 BASH_COMPLETION = '/usr/share/bash-completion/bash_completion'
 MESON = shutil.which('meson') or '/usr/bin/meson'
-COMMANDS = ['init', 'create', 'list', 'forget', 'prune', 'unlock', 'verify', 'restore', 'load', 'validate-config',
-            'check', 'copy', 'export', 'reindex']
+COMMANDS = ['init', 'create', 'list', 'status', 'show', 'forget', 'prune', 'unlock', 'verify', 'restore', 'load',
+            'validate-config', 'check', 'copy', 'export', 'reindex', 'backup', 'install-timer',
+            'archive-commitlog']
 
 
 def build_options():
@@ -53,6 +54,14 @@ def expected_completion_dir(opts):
     p = run('pkg-config', '--variable=completionsdir', f'--define-variable=datadir={datadir}',
             'bash-completion', check=False)
     return p.stdout.strip() if p.returncode == 0 else os.path.join(datadir, 'bash-completion', 'completions')
+
+
+def expected_unit_dir(opts):
+    if opts['systemd_unit_dir']:
+        return opts['systemd_unit_dir']
+    p = run('pkg-config', '--variable=systemdsystemunitdir', f'--define-variable=rootprefix={opts["prefix"]}',
+            'systemd', check=False)
+    return p.stdout.strip() if p.returncode == 0 else os.path.join(opts['prefix'], 'lib', 'systemd', 'system')
 
 
 def man_pages_expected(opts):
@@ -89,6 +98,8 @@ def test_install_puts_every_file_where_readme_says(installed):
         os.path.join(helper_dir, 'mount.cassbackup'),
         os.path.join(expected_completion_dir(opts), 'cassbackup'),
     }
+    want |= {os.path.join(expected_unit_dir(opts), u)
+             for u in ('cassbackup-backup.service', 'cassbackup-backup.timer')}
     if man_pages_expected(opts):
         mandir = os.path.join(prefix, opts['mandir'])
         want |= {f'{mandir}/man8/cassbackup.8', f'{mandir}/man8/mount.cassbackup.8',
@@ -229,7 +240,7 @@ def test_completion_offers_subcommands():
 
 def getopt_table_options(cmd):
     """The long options the command's parser accepts, read from its option table in tools/."""
-    fname = 'cmd_validate.c' if cmd == 'validate-config' else f'cmd_{cmd}.c'
+    fname = 'cmd_validate.c' if cmd == 'validate-config' else f'cmd_{cmd.replace("-", "_")}.c'
     path = os.path.join(REPO, 'tools', fname)
     if cmd == 'init':
         path = os.path.join(REPO, 'tools', 'cassbackup.c')

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import time
 
-from conftest import (BUILD, CASSBACKUP, cb, data_dir_args, make_sample, sample_dirs,
+from conftest import (manifest_path, BUILD, CASSBACKUP, cb, data_dir_args, make_sample, sample_dirs,
                       stop_while_writing)
 
 # renewed every second, stale after 6 s by the store's clock (lapsed, for its holder, after
@@ -134,7 +134,7 @@ def test_create_paused_past_its_lease_commits_nothing(store, tmp_path):
     assert rc == 1, err
     line = the_lapsed_line(err, store)
     assert 'not renewed for ' in line and 'the process was paused or the store was unreachable' in line
-    assert not os.path.exists(os.path.join(store, 'backups', 'day2.json'))
+    assert not os.path.exists(manifest_path(store, 'day2'))
     assert backup_names(store) == []
     p = cb('check', '--store', store, '--read-data', '--json', check=False)
     assert p.returncode == 0, p.stdout
@@ -191,7 +191,7 @@ def test_copy_paused_past_its_lease_commits_nothing(tmp_path, binaries):
         rc, out, err = resumed(c)
     assert rc == 1, err
     the_lapsed_line(err, dst)
-    assert not os.path.exists(os.path.join(dst, 'backups', 'big.json'))
+    assert not os.path.exists(manifest_path(dst, 'big'))
     assert backup_names(dst) == []
     cb('check', '--store', dst, '--read-data')
 

@@ -452,3 +452,35 @@ def test_selection_naming_no_table_loads_nothing(backup):
     assert not os.path.exists(status) and not log_lines(env['SSTABLELOADER_STANDIN_LOG'])
     p = run(*load_args(store, status, '--table', 'nodot'), env=env, check=False)
     assert p.returncode == 2 and '--table nodot: expected KEYSPACE.TABLE' in one_error_line(p)
+
+
+def test_sstableloader_options_pass_through_with_passwords_hidden(backup, tmp_path):
+    """-f cassandra.yaml, ports and TLS reach sstableloader as it names them; the options load
+    sets itself are refused, and so is a name sstableloader does not know, before any work."""
+    store, env, status, _ = backup
+    yaml = tmp_path / 'cassandra.yaml'
+    yaml.write_text('stream_throughput_outbound: 24MiB/s\n')
+    conf = tmp_path / 'cb.conf'
+    conf.write_text(f'sstableloader_option = conf-path={yaml}\nsstableloader_option = ssp=7001\n')
+    run(CASSBACKUP, '--config', conf, *load_args(store, status)[1:], '--table', 'shop.orders', env=env)
+    calls = log_lines(env['SSTABLELOADER_STANDIN_LOG'])
+    assert calls[-1]['options'] == {'conf-path': str(yaml), 'ssl-storage-port': '7001'}
+    # options on the line replace the configuration's, as for every list option
+    r = run(CASSBACKUP, '--config', conf, *load_args(store, status)[1:], '--table', 'shop.orders',
+            '--force', '--loader-option', 'truststore=/etc/ts.jks',
+            '--loader-option', '--truststore-password=tr-s3cret', '--loader-option', 'no-progress', env=env)
+    assert '1 loaded' in r.stdout
+    calls = log_lines(env['SSTABLELOADER_STANDIN_LOG'])
+    assert calls[-1]['options'] == {'truststore': '/etc/ts.jks', 'truststore-password': 'tr-s3cret',
+                                    'no-progress': True}
+    log = open(json.load(open(status))['tables'][0]['log']).read()
+    assert "--truststore-password '********'" in log and '--truststore /etc/ts.jks' in log
+    for f in [status, *[os.path.join(status + '.d', n) for n in os.listdir(status + '.d')]]:
+        assert 'tr-s3cret' not in open(f).read(), f
+    os.unlink(status)
+    for spec, says in [('nodes=h9', 'load sets this option itself'), ('-pw=x', 'load sets this option itself'),
+                       ('conf-pth=/x', 'not an option of sstableloader'),
+                       ('port', 'takes a value'), ('verbose=1', 'takes no value')]:
+        p = run(*load_args(store, status), '--loader-option', spec, env=env, check=False)
+        assert p.returncode == 2 and f'--loader-option {spec}: ' in one_error_line(p) and says in p.stderr
+        assert not os.path.exists(status) and not mounts_of(store)

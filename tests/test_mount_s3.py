@@ -5,9 +5,10 @@ import os
 import random
 import re
 import stat
-import urllib.request
 
 import pytest
+
+import awssig
 
 from conftest import MOUNT, cb, data_dir_args, make_sample, mounted, read, run, sample_dirs, snapshot_tables
 from test_s3 import moto, s3, s3rver  # noqa: F401 (s3 is a fixture; moto and s3rver its servers)
@@ -33,17 +34,16 @@ def pack_gets(log):
         return sum(1 for line in f if '"GET ' in line and '/packs/' in line and '" 206 ' in line)
 
 
-def pack_keys(url):
-    """Keys of the packs in the bucket (moto does not check signatures: plain HTTP does)."""
-    body = urllib.request.urlopen(f'{url}/cbtest?prefix=stores/prod/packs/').read().decode()
+def pack_keys(env):
+    """Keys of the packs in the bucket (a signed listing: moto checks signatures)."""
+    body = awssig.env_get(env, '/cbtest?prefix=stores/prod/packs/')
     return set(re.findall(r'<Key>([^<]+)</Key>', body))
 
 
-def delete_key(url, key):
+def delete_key(env, key):
     """Deletes an object as a client of the store would (signed: moto refuses others)."""
-    run('curl', '-sSf', '--aws-sigv4', 'aws:amz:us-east-1:s3', '--user', 'test:test', '-X', 'DELETE',
-        f'{url}/cbtest/{key}')
-    assert key not in pack_keys(url)
+    awssig.env_request(env, 'DELETE', f'/cbtest/{key}').read()
+    assert key not in pack_keys(env)
 
 
 def backup(loc, env, tmp_path, name, kib=4096, seed=1):
@@ -121,8 +121,8 @@ def test_disk_cache_survives_remount_without_the_store(moto_store, tmp_path):
 
     with mounted(loc, str(tmp_path / 'mnt'), opts, env=env) as m:
         fd = os.open(m.path(rel), os.O_RDONLY)
-        for key in pack_keys(url):  # the store loses the bytes: only the disk cache has them
-            delete_key(url, key)
+        for key in pack_keys(env):  # the store loses the bytes: only the disk cache has them
+            delete_key(env, key)
         before = pack_gets(log)
         try:
             got = b''.join(iter(lambda: os.read(fd, 1 << 20), b''))
@@ -158,8 +158,8 @@ def test_damaged_disk_cache_files_are_fetched_again(moto_store, tmp_path):
     # harmlessly, so they are not counted, only the file's bytes are checked)
     with mounted(loc, str(tmp_path / 'mnt'), opts, env=env) as m:
         fd = os.open(m.path(rel), os.O_RDONLY)
-        for key in pack_keys(url):
-            delete_key(url, key)
+        for key in pack_keys(env):
+            delete_key(env, key)
         try:
             got = b''.join(iter(lambda: os.read(fd, 1 << 20), b''))
         finally:
@@ -194,14 +194,14 @@ def test_disk_cache_option_errors(moto_store, tmp_path):
 def test_pack_deleted_under_the_mount(moto_store, tmp_path):
     loc, env, url, log = moto_store
     one = backup(loc, env, tmp_path, 'n1', seed=1)
-    first = pack_keys(url)
+    first = pack_keys(env)
     two = backup(loc, env, tmp_path, 'n2', seed=2)
     [gone] = first
-    assert len(pack_keys(url)) == 2
+    assert len(pack_keys(env)) == 2
     rel1, rel2 = data_db(one), data_db(two)
     with mounted(loc, str(tmp_path / 'mnt'), env=env, expect_errors=('cannot read',)) as m:
         fd = os.open(m.path(rel1), os.O_RDONLY)
-        delete_key(url, gone)
+        delete_key(env, gone)
         try:
             with pytest.raises(OSError) as e:
                 os.pread(fd, 4096, 0)
@@ -220,9 +220,10 @@ def test_s3_settings_as_mount_options(moto_store, tmp_path):
     loc, env, url, _ = moto_store
     files = backup(loc, env, tmp_path, 'n1', kib=1024)
     key = tmp_path / 'key'
-    key.write_text('access_key = test\nsecret_key = test\n')
+    key.write_text(f"access_key = {env['AWS_ACCESS_KEY_ID']}\nsecret_key = {env['AWS_SECRET_ACCESS_KEY']}\n")
     key.chmod(0o600)
     bare = {k: v for k, v in env.items() if not k.startswith('AWS_')}
+    bare['AWS_EC2_METADATA_DISABLED'] = 'true'  # no instance metadata to find keys at
     p = run(MOUNT, loc, str(tmp_path / 'mnt'), check=False, env=bare)
     assert p.returncode != 0
     opts = (f'-os3_endpoint={url},s3_region=us-east-1,s3_key_file={key},limit_download=64M,s3_parallel=2',)
@@ -234,6 +235,39 @@ def test_s3_settings_as_mount_options(moto_store, tmp_path):
                      ('s3_ca_file=none.pem', 'No such file')]:
         p = run(MOUNT, loc, str(tmp_path / 'mnt'), '-o', bad, check=False, env=bare)
         assert p.returncode == 1 and len(p.stderr.splitlines()) == 1 and why in p.stderr, (bad, p.stderr)
+
+
+def test_mount_and_load_take_s3_settings_from_the_configuration(moto_store, tmp_path):
+    """mount.cassbackup reads cassbackup.conf's S3 settings as every command does (-o
+    config=FILE, else /etc/cassbackup.conf); -o options win over it; the mount load starts
+    gets the configuration load was given."""
+    from test_restore_load import LOADER, log_lines
+    loc, env, url, _ = moto_store
+    files = backup(loc, env, tmp_path, 'n1', kib=256)
+    key = tmp_path / 'key'
+    key.write_text(f"access_key = {env['AWS_ACCESS_KEY_ID']}\nsecret_key = {env['AWS_SECRET_ACCESS_KEY']}\n")
+    key.chmod(0o600)
+    conf = tmp_path / 'cassbackup.conf'
+    conf.write_text(f's3_endpoint = {url}\ns3_region = us-east-1\ns3_key_file = {key}\n')
+    bare = {k: v for k, v in env.items() if not k.startswith('AWS_')}
+    bare['AWS_EC2_METADATA_DISABLED'] = 'true'
+    with mounted(loc, str(tmp_path / 'mnt'), opts=('-o', f'config={conf}'), env=bare) as m:
+        for rel, path in files.items():
+            assert read(m.path(rel)) == read(path)
+    # an option on the line wins over the file: a wrong endpoint there, the right one given
+    conf.write_text(f's3_endpoint = http://127.0.0.1:9/\ns3_region = us-east-1\ns3_key_file = {key}\n')
+    with mounted(loc, str(tmp_path / 'mnt'), opts=('-o', f'config={conf},s3_endpoint={url}'), env=bare) as m:
+        assert sorted(os.listdir(m.path())) == sorted(os.listdir(m.path()))
+        assert os.listdir(os.path.join(m.mnt, 'backups')) == ['n1']
+    p = run(MOUNT, loc, str(tmp_path / 'mnt'), '-o', f'config={tmp_path}/none', check=False, env=bare)
+    assert p.returncode == 1 and 'none' in p.stderr
+    # load: its own mount reaches the store through the configuration too
+    conf.write_text(f's3_endpoint = {url}\ns3_region = us-east-1\ns3_key_file = {key}\n')
+    (tmp_path / 'st').mkdir()
+    lenv = dict(bare, SSTABLELOADER_STANDIN_STATE=str(tmp_path / 'st'), SSTABLELOADER_STANDIN_LOG=str(tmp_path / 'l.log'))
+    p = cb('--config', conf, 'load', '--store', loc, 'n1', '--hosts', 'h1', '--sstableloader', LOADER,
+           '--state-dir', str(tmp_path / 'state'), env=lenv)
+    assert ' 0 failed' in p.stdout and log_lines(str(tmp_path / 'l.log'))
 
 
 def test_environment_wins_over_the_config_file(moto_store, tmp_path):

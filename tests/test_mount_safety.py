@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import (CASSBACKUP, Mount, backup_list, cb, data_dir_args, make_sample, mounted,
+from conftest import (manifest_path, CASSBACKUP, Mount, backup_list, cb, data_dir_args, make_sample, mounted,
                       packs, read, sample_dirs, snapshot_tables)
 
 
@@ -106,7 +106,7 @@ def test_backup_with_a_bad_name_hides_only_itself(two, tmp_path, bad):
     """In store format 2 a backup's name comes from its manifest: one naming itself badly is
     refused where it is read, and hides only itself."""
     store, _, want_b = two
-    path = os.path.join(store, 'backups', 'a.json')
+    path = manifest_path(store, 'a')
     with open(path) as f:
         doc = json.load(f)
     doc['name'] = bad

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from conftest import (CASSBACKUP, HERE, cb, data_dir_args, make_sample, mounted, read,
+from conftest import (manifest_path, CASSBACKUP, HERE, cb, data_dir_args, make_sample, mounted, read,
                       sample_dirs, snapshot_tables, stop_while_writing)
 
 
@@ -32,13 +32,13 @@ def pack_index(store, pack):
 
 
 def manifest_blobs(store, name):
-    m = json.loads(read(os.path.join(store, 'backups', name + '.json')))
+    m = json.loads(read(manifest_path(store, name)))
     return {f['sha256']: f['size'] for k in m['keyspaces'] for t in k['tables'] for f in t['files']}
 
 
 def forget(store, name):
     """What `cassbackup forget` does to the store: the manifest goes, the packs stay."""
-    os.unlink(os.path.join(store, 'backups', name + '.json'))
+    os.unlink(manifest_path(store, name))
 
 
 def create(store, name, dirs, tag):
@@ -250,13 +250,13 @@ def test_dry_run_changes_nothing(store, tmp_path):
 
 def test_unreadable_manifest_stops_prune(store, tmp_path):
     dirs, p1, p2 = two_days(tmp_path, store)
-    with open(os.path.join(store, 'backups', 'day1.json'), 'r+b') as f:
+    with open(manifest_path(store, 'day1'), 'r+b') as f:
         f.truncate(100)  # a damaged manifest: its backup's blobs must not look unused
     before = pack_files(store)
     res, p = prune(store, check=False)
     assert p.returncode == 1 and res is None
     [line] = p.stderr.splitlines()
-    assert 'backups/day1.json' in line and 'fix or remove it first' in line
+    assert 'backups/day1/' in line and 'fix or remove it first' in line
     assert pack_files(store) == before
 
 
@@ -268,7 +268,7 @@ def stopped_while_uploading(store, dirs):
                                 *data_dir_args(dirs), '--snapshot', 'nightly-1'], store)
         if c:
             return c
-        if os.path.exists(os.path.join(store, 'backups', 'new.json')):
+        if os.path.exists(manifest_path(store, 'new')):
             forget(store, 'new')
     raise AssertionError('could not catch a create uploading')
 

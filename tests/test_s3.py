@@ -1,16 +1,22 @@
 """Stores in S3-compatible object storage, against real S3 servers on loopback that this file
 starts on free ports: moto_server (Python moto) and s3rver (npm). A server that is not
-installed skips its tests with one line saying so; tests/run.sh installs both where it can."""
+installed skips its tests with one line saying so, or under CI=true fails them (CI must not pass
+without its S3 coverage); tests/run.sh installs both where it can."""
 import contextlib
+import functools
 import json
 import os
 import shutil
 import socket
 import subprocess
+import re
 import time
+import urllib.error
 import urllib.request
 
 import pytest
+
+import awssig
 
 from conftest import BUILD, REPO, cb, data_dir_args, make_sample, mounted, read, sample_dirs, snapshot_tables
 
@@ -34,20 +40,80 @@ def wait_listening(port, proc, what, log):
     pytest.fail(f'{what} did not listen on port {port}')
 
 
+ALLOW_ALL = json.dumps({'Version': '2012-10-17',
+                        'Statement': [{'Effect': 'Allow', 'Action': '*', 'Resource': '*'}]})
+
+
+def iam_user(url, name, key='bootstrap', secret='bootstrap', access_key=True):
+    """(access key id, secret) of a new IAM user of moto allowed everything (None without
+    access_key: keys made by others, tests/credserver.py)."""
+    awssig.query(url, 'iam', {'Action': 'CreateUser', 'UserName': name, 'Version': '2010-05-08'},
+                 key, secret)
+    awssig.query(url, 'iam', {'Action': 'PutUserPolicy', 'UserName': name, 'PolicyName': 'all',
+                              'PolicyDocument': ALLOW_ALL, 'Version': '2010-05-08'}, key, secret)
+    if not access_key:
+        return None
+    xml = awssig.query(url, 'iam', {'Action': 'CreateAccessKey', 'UserName': name,
+                                    'Version': '2010-05-08'}, key, secret)
+    return (re.search(r'<AccessKeyId>([^<]+)<', xml).group(1),
+            re.search(r'<SecretAccessKey>([^<]+)<', xml).group(1))
+
+
+def logged_port(proc, log):
+    """The port werkzeug says it runs on, once it does."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f'moto_server exited at start: {open(log).read()}')
+        m = re.search(r'Running on http://127\.0\.0\.1:(\d+)', open(log).read())
+        if m:
+            return int(m.group(1))
+        time.sleep(0.1)
+    pytest.fail('moto_server did not say where it listens')
+
+
+@functools.lru_cache(maxsize=None)
+def moto_python():
+    """The python3 on PATH when it has moto's server (the pyenv one), else None."""
+    python = shutil.which('python3')
+    ok = python and subprocess.run([python, '-c', 'import moto.server, moto.iam.access_control'],
+                                   capture_output=True).returncode == 0
+    return python if ok else None
+
+
+def server_missing(why, server):
+    """Skips the test for a missing S3 server, saying so; under CI=true (.ci/run sets it) fails
+    it instead: CI must not pass without its S3 coverage."""
+    if os.environ.get('CI', '').lower() in ('true', '1', 'yes'):
+        pytest.fail(f'{why}: CI=true needs every S3 server, so this is a failure, not a skip')
+    pytest.skip(f'{why}: {server} tests skipped')
+
+
 @contextlib.contextmanager
 def moto(tmp_path):
-    exe = shutil.which('moto_server')
-    if not exe:
-        pytest.skip('moto_server is not installed (pip install "moto[server]"): moto tests skipped')
-    port = free_port()
+    """moto_server on a free port with the bucket cbtest, checking every request's SigV4
+    signature against its IAM users from the start (moto/iam/access_control.py: the count of
+    unauthenticated actions is set to 0 once the bucket and a user exist), so a signing mistake
+    fails a test. Yields (port, access key id, secret key) of that user."""
+    python = moto_python()
+    if not python:
+        server_missing('moto_server is not installed (pip install "moto[server]")', 'moto')
     log = str(tmp_path / 'moto.log')  # a file, not a pipe: a full pipe would stall the server
-    proc = subprocess.Popen([exe, '-H', '127.0.0.1', '-p', str(port)], stdout=open(log, 'w'),
-                            stderr=subprocess.STDOUT)
+    # port 0: the server binds a free port itself and logs it, so no other process on this
+    # machine can take the port between a choice and the bind (and answer in its place)
+    proc = subprocess.Popen([python, os.path.join(REPO, 'tests', 'moto_strict.py'), '-H', '127.0.0.1',
+                             '-p', '0'], stdout=open(log, 'w'), stderr=subprocess.STDOUT)
     try:
-        wait_listening(port, proc, 'moto_server', log)
-        req = urllib.request.Request(f'http://127.0.0.1:{port}/cbtest', method='PUT')
-        urllib.request.urlopen(req).read()
-        yield port, 'test', 'test'
+        port = logged_port(proc, log)
+        url = f'http://127.0.0.1:{port}'
+        key, secret = iam_user(url, 'cassbackup')
+        awssig.request('PUT', f'{url}/cbtest', key, secret).read()
+        urllib.request.urlopen(urllib.request.Request(f'{url}/moto-api/reset-auth', data=b'0',
+                                                      headers={'Content-Type': 'text/plain'},
+                                                      method='POST')).read()
+        with pytest.raises(urllib.error.HTTPError):  # from here on, signatures count
+            awssig.request('GET', f'{url}/cbtest', key, 'not-' + secret)
+        yield port, key, secret
     finally:
         proc.terminate()
         proc.wait()
@@ -56,7 +122,7 @@ def moto(tmp_path):
 @contextlib.contextmanager
 def s3rver(tmp_path):
     if not os.access(S3RVER, os.X_OK):
-        pytest.skip(f'{S3RVER} is not installed (tests/run.sh: npm install s3rver): s3rver tests skipped')
+        server_missing(f'{S3RVER} is not installed (tests/run.sh: npm install s3rver)', 's3rver')
     port = free_port()
     data = tmp_path / 's3rver-data'
     data.mkdir()
@@ -234,3 +300,12 @@ def test_create_and_copy_after_another_hosts_prune(s3, tmp_path):
     [b] = json.loads(cb('list', '--store', loc, '--json', env=env_a).stdout)
     assert b['name'] == 'copied' and b['complete'], b
     cb('verify', '--store', loc, 'copied', env=env_b)
+
+
+def test_a_missing_server_skips_locally_and_fails_under_ci(monkeypatch):
+    monkeypatch.delenv('CI', raising=False)
+    with pytest.raises(pytest.skip.Exception, match='s3rver tests skipped'):
+        server_missing('s3rver is not installed', 's3rver')
+    monkeypatch.setenv('CI', 'true')
+    with pytest.raises(pytest.fail.Exception, match='CI=true needs every S3 server'):
+        server_missing('s3rver is not installed', 's3rver')

@@ -26,9 +26,10 @@ import signal
 import subprocess
 import tarfile
 import time
-import urllib.request
 
 import pytest
+
+import awssig
 
 from conftest import BUILD, cb, data_dir_args, make_sample, mounted, read, sample_dirs, snapshot_tables
 from s3proxy import S3Proxy
@@ -36,7 +37,6 @@ from test_s3 import s3  # noqa: F401  (the fixture: an empty store on moto or s3
 
 CASSBACKUP = os.path.join(BUILD, 'tools', 'cassbackup')
 FAULTS = ['slowdown', 'reset', 'truncate', 'stall', 'bad_range']
-SECRET = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'
 
 
 def upstream_port(env):
@@ -68,15 +68,12 @@ def sampled_out(request):
 
 @pytest.fixture
 def store_s3(s3, request):  # noqa: F811
-    """(location, env) like s3, with a secret key that is recognisable in output where the
-    server accepts any (moto; s3rver checks its own)."""
+    """(location, env) like s3 (moto's secret key is an IAM user's: random, recognisable in
+    output; s3rver checks its own)."""
     why = sampled_out(request)
     if why:
         pytest.skip(why)
-    loc, env = s3
-    if server_of(request) == 'moto':
-        env = dict(env, AWS_SECRET_ACCESS_KEY=SECRET)
-    return loc, env
+    return s3
 
 
 def names(loc, env):
@@ -86,7 +83,7 @@ def names(loc, env):
 def raw_keys(env, bucket='cbtest', prefix='stores/prod/'):
     """Object keys as the server lists them (ListObjects v1 straight to the server)."""
     url = f"{env['AWS_ENDPOINT_URL']}/{bucket}?prefix={prefix}"
-    body = urllib.request.urlopen(url).read().decode()
+    body = awssig.env_get(env, url[len(env['AWS_ENDPOINT_URL']):])
     return re.findall(r'<Key>([^<]*)</Key>', body)
 
 
@@ -271,7 +268,7 @@ def test_kill_during_create(store_s3, tmp_path, request):
     p = cb('prune', '--store', loc, '--json', env=env)
     summary = json.loads(p.stdout)
     if server_of(request) == 'moto':
-        uploads = urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/cbtest?uploads").read().decode()
+        uploads = awssig.env_get(env, '/cbtest?uploads')
         assert '<Upload>' not in uploads, uploads
     cb('check', '--store', loc, '--read-data', env=env)
     # only packs some listed backup uses are left
@@ -329,12 +326,13 @@ def test_prune_stops_on_a_manifest_it_cannot_read(s3, tmp_path, request, fault):
     before = sorted(k for k in raw_keys(env) if '/packs/' in k)
     env = dict(env, CASSBACKUP_CACHE_DIR=str(tmp_path / 'prune-cache'))  # prune reads every manifest
     every = 1 if fault == 'reset' else 1000  # past the retries, or once
-    with S3Proxy(upstream_port(env), fault, every, match='GET /cbtest/stores/prod/backups/keep.json') as px:
+    # the manifest of node backup keep: backups/keep/NODE.json
+    with S3Proxy(upstream_port(env), fault, every, match='GET /cbtest/stores/prod/backups/keep/') as px:
         p = cb('prune', '--store', loc, '--max-unused', '0', env=via(env, px), check=False)
-        assert any(t.endswith('/backups/keep.json') for _, t, _, _ in px.log)
+        assert any('/backups/keep/' in t and t.endswith('.json') for _, t, _, _ in px.log)
     assert p.returncode != 0, p.stdout
     lines = [line for line in p.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and 'backups/keep.json' in lines[0], p.stderr
+    assert len(lines) == 1 and 'backups/keep/' in lines[0], p.stderr
     assert sorted(k for k in raw_keys(env) if '/packs/' in k) == before
     cb('check', '--store', loc, '--read-data', env=env)
     cb('verify', '--store', loc, 'keep', env=env)

@@ -111,7 +111,10 @@ int files_match_manifest(struct store *s, const char *name, const char *ks, cons
 			 const struct vlist *l, struct strbuf *why)
 {
 	struct cb_file_ident id;
+	char node[65];
 	snprintf(id.backup, sizeof(id.backup), "%s", name);
+	if (store_ref_split(name, id.shown, node) < 0) /* shown: the name, as the user gave it */
+		snprintf(id.shown, sizeof(id.shown), "%s", name);
 	snprintf(id.keyspace, sizeof(id.keyspace), "%s", ks);
 	snprintf(id.table, sizeof(id.table), "%s", table);
 	int r = 0;

@@ -20,6 +20,7 @@ struct vf {
 	int64_t mtime_ns;
 	bool read_ok;
 	bool want_sha1;
+	bool may_differ;    /* verify --imported: Statistics.db that nodetool import rewrote */
 	struct data_sums sums;
 	char *small;
 	size_t small_len;

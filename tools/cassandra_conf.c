@@ -4,6 +4,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- lines -------------------------------------------------------------------------------- */
@@ -303,6 +305,174 @@ int tokens_parse_list(const char *text, struct strv *tokens, struct strbuf *err)
 	if (tokens->n == before) {
 		sb_puts(err, "no tokens in it");
 		return -EINVAL;
+	}
+	return 0;
+}
+
+/* A label's value: at most 255 bytes, no control character. */
+static char *label_dup(const char *v, size_t n)
+{
+	if (!n || n > 255)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)v[i] < ' ' || v[i] == 0x7f)
+			return NULL;
+	return strndup(v, n);
+}
+
+/* *out = the value of a "LABEL : value" line, when it has none yet and the value is a label
+ * (a word when word); left NULL otherwise (or out of memory: then unknown). */
+static void take_label(const char *p, size_t n, const char *label, bool word, char **out)
+{
+	const char *v;
+	size_t vlen;
+	if (!*out && labelled(p, n, label, &v, &vlen) && (!word || printable_word(v, vlen, 64)))
+		*out = label_dup(v, vlen);
+}
+
+int nodetool_parse_info(const char *out, char **host_id, char **datacenter, char **rack)
+{
+	*host_id = *datacenter = *rack = NULL;
+	for (const char *p = out, *next; p; p = next) {
+		size_t n = line_at(p, &next);
+		take_label(p, n, "ID", true, host_id);
+		take_label(p, n, "Data Center", false, datacenter);
+		take_label(p, n, "Rack", false, rack);
+	}
+	return 0;
+}
+
+/* Whether the list "[a, b, c]" (s, n bytes) names address. */
+static bool list_has(const char *s, size_t n, const char *address)
+{
+	size_t al = strlen(address);
+	for (size_t i = 0; i < n;) {
+		i = skip_blanks(s, i, n);
+		if (i < n && (s[i] == '[' || s[i] == ','))
+			i = skip_blanks(s, i + 1, n);
+		size_t j = i;
+		while (j < n && s[j] != ',' && s[j] != ']' && s[j] != ' ')
+			j++;
+		if (j - i == al && !strncmp(s + i, address, al))
+			return true;
+		if (j == i)
+			j++;
+		i = j;
+	}
+	return false;
+}
+
+int nodetool_parse_describecluster(const char *out, const char *address, char **cluster,
+				   char **schema_version)
+{
+	*cluster = *schema_version = NULL;
+	bool in_versions = false;
+	size_t versions = 0;
+	char *only = NULL;
+	for (const char *p = out, *next; p; p = next) {
+		size_t n = line_at(p, &next), i = skip_blanks(p, 0, n);
+		const char *v;
+		size_t vlen;
+		if (!*cluster && labelled(p + i, n - i, "Name", &v, &vlen))
+			*cluster = label_dup(v, vlen);
+		if (i == n || p[i] == '\0') {
+			in_versions = false;
+			continue;
+		}
+		if (!strncmp(p + i, "Schema versions:", 16)) {
+			in_versions = true;
+			continue;
+		}
+		/* "UUID: [addresses]": a version is 36 bytes of hex and '-' */
+		if (!in_versions || n - i < 38 || p[i + 36] != ':' || strspn(p + i, "0123456789abcdef-") != 36)
+			continue;
+		versions++;
+		if (!only)
+			only = strndup(p + i, 36);
+		if (!*schema_version && address && list_has(p + i + 37, n - i - 37, address))
+			*schema_version = strndup(p + i, 36);
+	}
+	if (!*schema_version && versions == 1) {
+		*schema_version = only;
+		only = NULL;
+	}
+	free(only);
+	return 0;
+}
+
+static bool is_uuid(const char *s, size_t n)
+{
+	if (n != 36)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((i == 8 || i == 13 || i == 18 || i == 23) ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+			return false;
+	return true;
+}
+
+void status_nodes_free(struct status_node *nodes, size_t n)
+{
+	for (size_t i = 0; nodes && i < n; i++) {
+		free(nodes[i].host_id);
+		free(nodes[i].address);
+		free(nodes[i].datacenter);
+		free(nodes[i].rack);
+	}
+	free(nodes);
+}
+
+/* One node row: "SS  ADDRESS  ...  HOSTID  RACK" into x (a string NULL: out of memory). false
+ * when p is not one. */
+static bool status_row(const char *p, size_t n, const char *dc, struct status_node *x)
+{
+	if (n < 4 || !strchr("UD", p[0]) || !strchr("NLJM", p[1]) || p[2] != ' ')
+		return false;
+	size_t i = skip_blanks(p, 2, n), a = i;
+	while (i < n && p[i] != ' ' && p[i] != '\t')
+		i++;
+	size_t alen = i - a;
+	for (size_t k = i; k + 36 <= n; k++) {
+		if ((k && p[k - 1] != ' ') || !is_uuid(p + k, 36) || (k + 36 < n && p[k + 36] != ' '))
+			continue;
+		size_t r = skip_blanks(p, k + 36, n), e = n;
+		while (e > r && isspace((unsigned char)p[e - 1]))
+			e--;
+		if (!alen)
+			return false;
+		x->address = label_dup(p + a, alen);
+		x->host_id = strndup(p + k, 36);
+		x->rack = e > r ? label_dup(p + r, e - r) : strdup("");
+		x->datacenter = strdup(dc);
+		return true;
+	}
+	return false;
+}
+
+int nodetool_parse_status(const char *out, struct status_node **nodes, size_t *n)
+{
+	char dc[256] = "";
+	for (const char *p = out, *next; p; p = next) {
+		size_t len = line_at(p, &next);
+		if (len > 12 && !strncmp(p, "Datacenter: ", 12)) {
+			_cleanup_free_ char *d = label_dup(p + 12, len - 12);
+			snprintf(dc, sizeof(dc), "%s", d ? d : "");
+			continue;
+		}
+		struct status_node x = {0};
+		if (!status_row(p, len, dc, &x))
+			continue;
+		struct status_node *v = realloc(*nodes, (*n + 1) * sizeof(*v));
+		if (!v || !x.address || !x.host_id || !x.rack || !x.datacenter) {
+			free(x.address);
+			free(x.host_id);
+			free(x.rack);
+			free(x.datacenter);
+			if (v)
+				*nodes = v;
+			return -ENOMEM;
+		}
+		*nodes = v;
+		v[(*n)++] = x;
 	}
 	return 0;
 }

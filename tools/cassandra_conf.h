@@ -42,6 +42,28 @@ char *nodetool_parse_version(const char *out);
  * tokens. 0 (tokens may be empty) or -ENOMEM. */
 int nodetool_parse_tokens(const char *out, struct strv *tokens);
 
+/* From `nodetool info` output: the "ID", "Data Center" and "Rack" values, each malloc'd, or
+ * left NULL when absent or not printable (at most 255 bytes, no control character; an ID a
+ * word of at most 64 bytes). 0 or -ENOMEM. */
+int nodetool_parse_info(const char *out, char **host_id, char **datacenter, char **rack);
+
+/* From `nodetool describecluster` output: the cluster's name ("Name: ..." under "Cluster
+ * Information:") and the schema version the node at address holds (of the "UUID: [addr, ...]"
+ * lines under "Schema versions:"; the only one when address is in none), each malloc'd or NULL
+ * when unknown. 0 or -ENOMEM. */
+int nodetool_parse_describecluster(const char *out, const char *address, char **cluster,
+				   char **schema_version);
+
+/* One node of `nodetool status`. */
+struct status_node {
+	char *host_id, *address, *datacenter, *rack;
+};
+/* From `nodetool status` output: every node row ("UN  10.0.0.1  1.2 GiB  16  ?  HOSTID  RACK")
+ * with the datacenter of the "Datacenter: X" header above it, appended to *nodes (*n of them).
+ * A row without a host id (a node still joining) is left out. 0 or -ENOMEM. */
+int nodetool_parse_status(const char *out, struct status_node **nodes, size_t *n);
+void status_nodes_free(struct status_node *nodes, size_t n);
+
 /* Tokens as a --tokens FILE gives them: separated by blanks, newlines or commas, each printable
  * ASCII of at most 256 bytes; '#' starts a comment to the end of the line. 0, -EINVAL with err
  * saying what is wrong (none, or a bad one), or -ENOMEM. */

@@ -56,7 +56,9 @@ static const struct {
 	{"init", cmd_init, "--store DIR", "make an empty store"},
 	{"create", cmd_create, "--store DIR --data-dir DIR --snapshot TAG [--name NAME] ...",
 	 "back up a node's snapshot"},
-	{"list", cmd_list, "--store DIR [--node NODE] [--json]", "list backups"},
+	{"list", cmd_list, "--store DIR [--node NODE] [--json]", "list cluster backups"},
+	{"status", cmd_status, "--store DIR NAME [--json]", "have all nodes of the ring backed up NAME?"},
+	{"show", cmd_show, "--store DIR NAME [--node NODE] [--json]", "everything a backup recorded"},
 	{"forget", cmd_forget, "--store DIR (NAME... | --keep-* ...) [--dry-run]",
 	 "remove backups by name or by a retention policy"},
 	{"prune", cmd_prune, "--store DIR [--max-unused PERCENT] [--dry-run] [--json]",
@@ -71,6 +73,12 @@ static const struct {
 	 "copy backups to another store, sending only what it lacks"},
 	{"export", cmd_export, "--store DIR NAME [-o FILE] [--zstd]", "write one backup as a standalone tar"},
 	{"reindex", cmd_reindex, "--store DIR", "rebuild catalog.db from the store alone"},
+	{"backup", cmd_backup, "[--store DIR] [--node NAME] [--name NAME]",
+	 "the routine job: create --take-snapshot, then forget --keep-* --prune (configuration)"},
+	{"install-timer", cmd_install_timer, "[--unit-dir DIR]",
+	 "write the configuration's schedule into cassbackup-backup.timer (systemd)"},
+	{"archive-commitlog", cmd_archive_commitlog, "--store DIR SEGMENT_PATH SEGMENT_NAME",
+	 "store one commitlog segment (Cassandra's archive_command)"},
 };
 
 static void usage(FILE *f)
@@ -132,17 +140,17 @@ static int use_store_settings(bool report)
 	o->endpoint = env_set("AWS_ENDPOINT_URL") ? NULL : config_get("s3_endpoint");
 	o->region = env_set("AWS_REGION") || env_set("AWS_DEFAULT_REGION") ? NULL : config_get("s3_region");
 	o->ca_file = config_get("s3_ca_file");
+	o->sse = config_get("s3_sse");
+	o->sse_kms_key_id = config_get("s3_sse_kms_key_id");
+	o->sse_c_key_file = config_get("s3_sse_c_key_file");
+	o->storage_class = config_get("s3_storage_class");
 	const char *par = config_get("s3_parallel");
 	if (par && cli_parse_s3_parallel(par, &o->parallel) < 0 && report) {
 		errorf("s3_parallel = %s: expected a number of requests from 1 to %u", par, S3_PARALLEL_MAX);
 		return CB_EXIT_USAGE;
 	}
-	if (cb_s3_options_resolve(o, config_get("s3_key_file"), &owned) < 0 && report &&
-	    (errno == EINVAL || config_get("s3_key_file"))) {
-		if (errno == EINVAL)
-			errorf("CASSBACKUP_S3_PART_SIZE or CASSBACKUP_S3_MIN_PART_SIZE: not a size");
-		else
-			errorf("cannot read s3_key_file %s: %s", config_get("s3_key_file"), strerror(errno));
+	if (cb_s3_options_resolve(o, config_get("s3_key_file"), &owned) < 0 && report) {
+		errorf("%s", cb_backend_why(-errno));
 		return CB_EXIT_USAGE;
 	}
 	cli_store_settings()->cache_dir = config_get("cache_dir");

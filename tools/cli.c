@@ -83,7 +83,8 @@ int cli_store_open(const char *location, int flags, struct store **out)
 	int r = permission_or_rofs(location, store_open(location, &o, out, &err));
 	if (r < 0) {
 		_cleanup_free_ char *shown = cli_escape(location);
-		if (r == -EACCES || r == -EPERM)
+		/* a local permission; object storage's refusals say what S3 refused, not who we are */
+		if ((r == -EACCES || r == -EPERM) && !cb_location_is_remote(location))
 			errorf("cannot open store %s: permission denied for user id %u%s%s", shown ? shown : "",
 			       (unsigned)geteuid(), err.len ? ": " : "", err.len ? err.buf : "");
 		else

@@ -253,6 +253,8 @@ void progress_end(struct progress *p);
 int cmd_init(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_list(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_show(int argc, char **argv);
 int cmd_forget(int argc, char **argv);
 int cmd_unlock(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
@@ -264,6 +266,12 @@ int cmd_export(int argc, char **argv);
 int cmd_reindex(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_copy(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+/* A keep_* configuration value as forget's option takes it (cmd_backup.c): 0, or -EINVAL /
+ * -ERANGE with err saying why. */
+int backup_keep_check(const char *key, const char *value, struct strbuf *err);
+int cmd_install_timer(int argc, char **argv);
+int cmd_archive_commitlog(int argc, char **argv);
 
 /* s3_parallel (configuration): requests in flight at most, 1 to S3_PARALLEL_MAX; -EINVAL. */
 int cli_parse_s3_parallel(const char *s, unsigned *out);

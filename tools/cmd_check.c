@@ -11,6 +11,7 @@
  * packs in the lowest P% of the range of pack numbers: deterministic, see storecheck.h.
  */
 #include "cli.h"
+#include "metrics.h"
 #include "lock.h"
 #include "store.h"
 #include "storecheck.h"
@@ -28,6 +29,7 @@ struct check {
 	struct store_lock *lock;
 	struct strv problems, info;
 	bool oom;
+	bool completed; /* the walk completed: st and problems are whole */
 	struct storecheck_stats st;
 };
 
@@ -159,11 +161,25 @@ static int execute(struct check *c)
 		sb_free(&err);
 		return CB_EXIT_FAILED;
 	}
+	c->completed = true;
 	if (c->json)
 		report_json(c);
 	else
 		report_text(c);
 	return c->problems.n ? CB_EXIT_FAILED : CB_EXIT_OK;
+}
+
+/* This run in the configuration's metrics_file: a check that found problems failed; the
+ * problems are counted when the walk completed. */
+static void record_metrics(struct check *c, int rc, double secs)
+{
+	struct metrics_run run = {.operation = "check", .store = c->store, .ok = rc == CB_EXIT_OK,
+				  .seconds = secs};
+	if (c->completed)
+		metrics_set(&run, METRIC_PROBLEMS, c->problems.n);
+	if (rc == CB_EXIT_OK)
+		metrics_set(&run, METRIC_READ_BYTES, c->st.bytes_read);
+	metrics_record_configured(&run);
 }
 
 static void check_free(struct check *c)
@@ -211,9 +227,11 @@ int cmd_check(int argc, char **argv)
 	if (read_all)
 		c.sub.kind = STORECHECK_READ_ALL;
 	install_cancel_handlers();
+	double t0 = mono_seconds();
 	rc = plan(&c);
 	if (rc == CLI_RUN)
 		rc = execute(&c);
+	record_metrics(&c, rc, mono_seconds() - t0);
 	check_free(&c);
 	return rc;
 }

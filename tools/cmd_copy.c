@@ -6,6 +6,7 @@
  * JSON).
  */
 #include "cli.h"
+#include "cluster.h"
 #include "packer.h"
 #include "copy.h"
 #include "lock.h"
@@ -20,7 +21,7 @@
 #define MAX_THREADS 256
 
 struct copy_cmd {
-	const char *from, *to;
+	const char *from, *to, *node;
 	bool all, dry_run, json;
 	uint64_t level, threads, pack_size;
 	char *from_shown, *to_shown; /* escaped for messages */
@@ -50,7 +51,20 @@ static int add_name(void *ctx, const struct cb_backup_summary *b)
 		       b->invalid);
 		return 0;
 	}
-	return strv_push(&c->names, b->name);
+	return strv_push(&c->names, b->ref);
+}
+
+/* NAME: every node's backup of it (with --node, that node's); a name the source lacks is
+ * kept as it is, for the copy to report as missing in its turn. */
+static int names_given(struct copy_cmd *c, const char *name)
+{
+	catalog *cat = store_catalog(c->src);
+	struct node_backups nb = {0};
+	int n = node_backups_named(cat, name, &nb);
+	node_backups_free(&nb);
+	if (n <= 0 && !c->node)
+		return strv_push(&c->names, name) < 0 ? CB_EXIT_FAILED : 0;
+	return cluster_pick(cat, c->from_shown, name, c->node, true, &c->names);
 }
 
 /* --all: every backup of the source, oldest first. */
@@ -262,6 +276,8 @@ int cmd_copy(int argc, char **argv)
 		{.name = "to", .short_name = 't', .type = OPT_STRING, .value = &c.to, .arg = "STORE",
 		 .help = "the store to copy to", .flags = OPT_REQUIRED},
 		{.name = "all", .type = OPT_FLAG, .value = &c.all, .help = "copy every backup of the source"},
+		{.name = "node", .type = OPT_STRING, .value = &c.node, .arg = "NODE",
+		 .help = "only this node's backup of each NAME (host id, a prefix of it, node name or address)"},
 		{.name = "dry-run", .short_name = 'n', .type = OPT_FLAG, .value = &c.dry_run,
 		 .help = "say what would be sent; change nothing"},
 		{.name = "level", .short_name = 'l', .type = OPT_U64, .value = &c.level, .arg = "N",
@@ -287,8 +303,7 @@ int cmd_copy(int argc, char **argv)
 	install_cancel_handlers();
 	rc = open_stores(&c);
 	for (int i = first; rc == 0 && i < argc; i++)
-		if (strv_push(&c.names, argv[i]) < 0)
-			rc = CB_EXIT_FAILED;
+		rc = names_given(&c, argv[i]);
 	if (rc == 0 && c.all)
 		rc = names_of_source(&c);
 	if (rc == 0)

@@ -14,11 +14,16 @@
  *      version / info -T when it can be run; unknown otherwise);
  *   5. the backup writer: every table and file, then the commit;
  *   6. nodetool clearsnapshot (with --take-snapshot), whatever happened since 2.
+ * Around them, the configuration's hooks (hooks.h: hook_pre before 1, hook_post or
+ * hook_failure after 6) and, once the backup is made or has failed, its metrics (metrics.h).
  */
 #include "backup.h"
 #include "cassandra_conf.h"
 #include "cli.h"
+#include "cluster.h"
 #include "exec.h"
+#include "hooks.h"
+#include "metrics.h"
 #include "scan.h"
 #include "packer.h"
 #include "seekable.h"
@@ -32,6 +37,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* --threads at most: compression is not what limits a create beyond this (reading and hashing
@@ -43,18 +49,36 @@
  * a nightly backup because a prune happened to run; a prune holds it while it deletes. */
 #define DEFAULT_LOCK_WAIT (10 * 60)
 
+/* What the backup records about the node: options, else nodetool, else Cassandra's
+ * configuration files, else the host name (node), or unknown (""; no tokens, no ring). */
+struct node_meta {
+	char *node, *cluster, *datacenter, *rack, *host_id, *schema_version;
+	char *version; /* NULL: unknown */
+	struct strv tokens; /* none: unknown */
+	struct status_node *ring; /* nodetool status */
+	size_t nring;
+	struct strbuf said; /* what nodetool could not tell, one line each, said when writing */
+};
+
 struct create_opts {
 	const char *store, *name, *tag;
-	const char *node, *cluster, *datacenter, *host_id;
+	const char *node, *cluster, *datacenter, *host_id, *rack;
 	const char *cassandra_conf, *nodetool;
 	const char *cassandra_version, *tokens_file;
 	uint64_t level, threads, frame_kib, pack_size, lock_wait;
+	struct duration name_period; /* --name-period: the time slot a name template rounds to */
+	char name_buf[256];          /* the name a template made */
 	bool json, take_snapshot, include_system;
 	struct strv data_dirs;
 	struct selection sel;
 	struct strv tokens; /* from --tokens FILE */
 	struct store *s;    /* opened by plan, for the whole command */
+	bool made;          /* the backup was committed; sum tells what it holds */
+	struct backup_summary sum;
+	struct node_meta nm; /* read by plan */
 };
+
+static void free_node_meta(struct node_meta *m);
 
 static bool valid_name(const char *s)
 {
@@ -100,6 +124,24 @@ static const char create_description[] =
 	"sstables. A snapshot nodetool could not take is not cleared: a snapshots/TAG on disk then\n"
 	"is not this run's (nodetool refuses a tag that exists) or only part of it; it is named.";
 
+/* A name template (a name with %-conversions) made into the name (cluster_name_expand).
+ * 0, or -EINVAL (said). */
+static int expand_name(struct create_opts *o)
+{
+	struct strbuf why = {0};
+	int r = cluster_name_expand(o->name, &o->name_period, time(NULL), o->name_buf,
+				    sizeof(o->name_buf), &why);
+	if (r < 0) {
+		_cleanup_free_ char *shown = cli_escape(o->name);
+		errorf("name template '%s' (--name-period, name_period): %s", shown ? shown : "",
+		       why.buf ? why.buf : strerror(-r));
+	} else {
+		o->name = o->name_buf;
+	}
+	sb_free(&why);
+	return r;
+}
+
 /* Parses the command line (and the configuration). CLI_RUN or the exit code. */
 static int parse_opts(int argc, char **argv, struct create_opts *o)
 {
@@ -109,7 +151,11 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 		{.name = "snapshot", .short_name = 't', .type = OPT_STRING, .value = &o->tag, .arg = "TAG",
 		 .help = "the snapshot tag to back up", .flags = OPT_REQUIRED},
 		{.name = "name", .short_name = 'n', .type = OPT_STRING, .value = &o->name, .arg = "NAME",
-		 .help = "the backup's name (default: TAG)"},
+		 .help = "the backup's name, or a template: strftime %-conversions of the time slot in "
+			 "UTC (default: TAG)", .config_key = "name"},
+		{.name = "name-period", .type = OPT_DURATION, .value = &o->name_period, .arg = "DURATION",
+		 .help = "round the template's time down to a slot of this length: 1d, 6h, 15min...",
+		 .config_key = "name_period"},
 		{.name = "data-dir", .short_name = 'd', .type = OPT_STRINGS, .value = &o->data_dirs,
 		 .arg = "DIR", .help = "a Cassandra data directory (repeat for each)", .config_key = "data_dir"},
 		{.name = "keyspace", .short_name = 'k', .type = OPT_KEYSPACE, .value = &o->sel, .arg = "KS",
@@ -118,11 +164,15 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 		 .help = "back up only this table (repeatable)"},
 		{.name = "include-system", .type = OPT_FLAG, .value = &o->include_system,
 		 .help = "include the system keyspaces"},
-		{.name = "node", .type = OPT_STRING, .value = &o->node, .arg = "NAME", .help = "the node's name"},
+		{.name = "node", .type = OPT_STRING, .value = &o->node, .arg = "NAME", .help = "the node's name",
+		 .config_key = "node"},
 		{.name = "cluster", .type = OPT_STRING, .value = &o->cluster, .arg = "NAME", .help = "the cluster's name"},
 		{.name = "datacenter", .type = OPT_STRING, .value = &o->datacenter, .arg = "NAME",
 		 .help = "the node's datacenter"},
-		{.name = "host-id", .type = OPT_STRING, .value = &o->host_id, .arg = "UUID", .help = "the node's host id"},
+		{.name = "host-id", .type = OPT_STRING, .value = &o->host_id, .arg = "UUID",
+		 .help = "the node's host id (default: nodetool info)", .config_key = "host_id"},
+		{.name = "rack", .type = OPT_STRING, .value = &o->rack, .arg = "NAME",
+		 .help = "the node's rack (default: nodetool info)"},
 		{.name = "cassandra-version", .type = OPT_STRING, .value = &o->cassandra_version,
 		 .arg = "VERSION", .help = "the node's Cassandra version (default: nodetool version)"},
 		{.name = "tokens", .type = OPT_STRING, .value = &o->tokens_file, .arg = "FILE",
@@ -165,6 +215,8 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 	}
 	if (!o->name)
 		o->name = o->tag;
+	if (strchr(o->name, '%') && expand_name(o) < 0)
+		return CB_EXIT_USAGE;
 	if (!valid_name(o->name)) {
 		errorf("backup name '%s': use letters, digits and . _ : @ + - (not first), at most 200",
 		       o->name);
@@ -177,11 +229,14 @@ static void free_opts(struct create_opts *o)
 {
 	strv_free(&o->data_dirs);
 	strv_free(&o->tokens);
+	free_node_meta(&o->nm);
 	selection_free(&o->sel);
 	store_close(o->s);
 }
 
 /* --- plan: what can be checked before anything changes --------------------------------- */
+
+static int read_node_identity(const struct create_opts *o, struct node_meta *m);
 
 /* The store opens (for the rest of the command), its catalog reads, and the name is free.
  * 0, or the exit code. */
@@ -191,12 +246,15 @@ static int check_name_free(struct create_opts *o)
 	if (r != 0)
 		return r;
 	catalog *cat = store_catalog(o->s);
-	r = catalog_backup_exists(cat, o->name);
+	const char *node = *o->nm.host_id ? o->nm.host_id : o->nm.node;
+	r = catalog_backup_exists(cat, o->name, node);
 	if (r < 0) {
 		char why[512];
 		errorf("cannot read catalog of %s: %s", o->store, catalog_why(cat, r, why, sizeof(why)));
 	} else if (r > 0) {
-		errorf("backup %s already exists in %s; choose another --name", o->name, o->store);
+		_cleanup_free_ char *n = cli_escape(node);
+		errorf("backup %s of node %s already exists in %s; choose another --name", o->name,
+		       n ? n : "", o->store);
 	}
 	return r != 0 ? CB_EXIT_FAILED : 0;
 }
@@ -286,6 +344,7 @@ static int plan(struct create_opts *o)
 {
 	int rc = resolve_data_dirs(o);
 	rc = rc ?: load_tokens_file(o);
+	rc = rc ?: read_node_identity(o, &o->nm);
 	rc = rc ?: check_name_free(o);
 	if (rc == 0 && o->take_snapshot)
 		rc = check_nodetool(o);
@@ -293,33 +352,6 @@ static int plan(struct create_opts *o)
 }
 
 /* --- execute ---------------------------------------------------------------------------- */
-
-/* What the backup records about the node: options, else Cassandra's configuration files and
- * nodetool, else the host name (node), or unknown. */
-struct node_meta {
-	char *node, *cluster, *datacenter;
-	char *version;     /* NULL: unknown */
-	struct strv tokens; /* none: unknown */
-};
-
-static int read_node_names(const struct create_opts *o, struct node_meta *m)
-{
-	char host[256] = "";
-	gethostname(host, sizeof(host) - 1);
-	struct strbuf path = {0};
-	_cleanup_free_ char *yaml = NULL, *props = NULL;
-	read_conf_file(o, "cassandra.yaml", &path, &yaml);
-	read_conf_file(o, "cassandra-rackdc.properties", &path, &props);
-	sb_free(&path);
-	m->cluster = o->cluster ? strdup(o->cluster) : yaml ? yaml_scalar(yaml, "cluster_name") : NULL;
-	m->datacenter = o->datacenter ? strdup(o->datacenter) : props ? properties_value(props, "dc") : NULL;
-	m->node = strdup(o->node ? o->node : host);
-	if (!m->cluster)
-		m->cluster = strdup("");
-	if (!m->datacenter)
-		m->datacenter = strdup("");
-	return !m->node || !m->cluster || !m->datacenter ? -ENOMEM : 0;
-}
 
 /* Runs "nodetool ARG..." (credentials from the configuration), its stdout and stderr going to
  * *out. Returns its exit status (0 ok), or -errno. */
@@ -349,7 +381,10 @@ static int nodetool_output(const struct create_opts *o, const char *const *args,
 }
 
 /* Says that nodetool ARG failed and what is therefore unknown. */
-static void report_nodetool_failed(const char *what, int status, const char *output, const char *unknown)
+/* Says (into m->said, printed once the backup is being made: a snapshot that cannot be taken
+ * is then the one thing said) that nodetool ARG failed and what is therefore unknown. */
+static void report_nodetool_failed(struct node_meta *m, const char *what, int status,
+				   const char *output, const char *unknown)
 {
 	char last[256] = "";
 	for (const char *p = output; p && *p; p += strcspn(p, "\n"), p += *p == '\n') {
@@ -359,42 +394,118 @@ static void report_nodetool_failed(const char *what, int status, const char *out
 	}
 	_cleanup_free_ char *shown = cli_escape(last);
 	if (status == -EBADMSG)
-		errorf("nodetool %s printed no ReleaseVersion line; %s recorded as unknown", what, unknown);
+		sb_printf(&m->said, "nodetool %s printed no ReleaseVersion line; %s recorded as unknown\n",
+			  what, unknown);
 	else if (status < 0)
-		errorf("nodetool %s: %s; %s recorded as unknown", what, strerror(-status), unknown);
+		sb_printf(&m->said, "nodetool %s: %s; %s recorded as unknown\n", what, strerror(-status),
+			  unknown);
 	else
-		errorf("nodetool %s failed (exit status %d%s%s); %s recorded as unknown", what, status,
-		       shown && *shown ? ": " : "", shown ? shown : "", unknown);
+		sb_printf(&m->said, "nodetool %s failed (exit status %d%s%s); %s recorded as unknown\n",
+			  what, status, shown && *shown ? ": " : "", shown ? shown : "", unknown);
 }
 
-/* The Cassandra version and tokens: from the options, else from nodetool when it can be run
- * (a nodetool that fails is reported and leaves them unknown). 0 or -ENOMEM. */
-static int read_node_ring(const struct create_opts *o, struct node_meta *m)
+/* Runs nodetool ARGS when it can be run; its output into *out, else says what failed and
+ * what is therefore unknown. 0 when it ran and succeeded. */
+static int nodetool_query(const struct create_opts *o, struct node_meta *m, bool can,
+			  const char *const *args, const char *what, const char *unknown, char **out)
+{
+	*out = NULL;
+	if (!can)
+		return -ENOENT;
+	int s = nodetool_output(o, args, out);
+	if (s != 0)
+		report_nodetool_failed(m, what, s, *out, unknown);
+	return s;
+}
+
+/* What nodetool tells of the node (version, info -T, status, describecluster); nothing when
+ * it cannot be run, what a failing query would have told unknown (a node that does not answer
+ * info is not asked for more). 0 or -ENOMEM. */
+static int read_nodetool(const struct create_opts *o, struct node_meta *m)
 {
 	char prog[PATH_MAX];
 	bool can = find_nodetool(o, prog, sizeof(prog)) == 0;
+	_cleanup_free_ char *out = NULL, *info = NULL, *status = NULL, *desc = NULL;
 	int r = 0;
+	if (!o->cassandra_version &&
+	    nodetool_query(o, m, can, (const char *const[]){"version", NULL}, "version",
+			   "the Cassandra version is", &out) == 0 &&
+	    !(m->version = nodetool_parse_version(out)))
+		report_nodetool_failed(m, "version", -EBADMSG, out, "the Cassandra version is");
+	if (nodetool_query(o, m, can, (const char *const[]){"info", "-T", NULL}, "info -T",
+			   "the node's host id, datacenter, rack, tokens, ring and schema version are",
+			   &info) != 0)
+		return 0;
+	r = nodetool_parse_info(info, &m->host_id, &m->datacenter, &m->rack);
+	if (r == 0 && !o->tokens_file)
+		r = nodetool_parse_tokens(info, &m->tokens);
+	if (r == 0 && nodetool_query(o, m, can, (const char *const[]){"status", NULL}, "status",
+				     "the ring is", &status) == 0)
+		r = nodetool_parse_status(status, &m->ring, &m->nring);
+	const char *address = NULL;
+	for (size_t i = 0; m->host_id && i < m->nring; i++)
+		if (!strcmp(m->ring[i].host_id, m->host_id))
+			address = m->ring[i].address;
+	if (r == 0 && nodetool_query(o, m, can, (const char *const[]){"describecluster", NULL},
+				     "describecluster", "the cluster's name and schema version are",
+				     &desc) == 0)
+		r = nodetool_parse_describecluster(desc, address, &m->cluster, &m->schema_version);
+	return r;
+}
+
+/* *field = opt when given (it overrides what nodetool said), else what it has, else the
+ * configuration's value (fallback, owned), else "". */
+static int settle(char **field, const char *opt, char *fallback)
+{
+	if (opt) {
+		free(*field);
+		*field = strdup(opt);
+	}
+	if (!*field) {
+		*field = fallback;
+		fallback = NULL;
+	}
+	free(fallback);
+	if (!*field)
+		*field = strdup("");
+	return *field ? 0 : -ENOMEM;
+}
+
+/* What the node's configuration and the options say of it, filling what m lacks: cluster
+ * (cassandra.yaml), datacenter and rack (cassandra-rackdc.properties), host id (option), node
+ * (option, else this host's name). 0 or -ENOMEM. */
+static int read_node_names(const struct create_opts *o, struct node_meta *m)
+{
+	char host[256] = "";
+	gethostname(host, sizeof(host) - 1);
+	struct strbuf path = {0};
+	_cleanup_free_ char *yaml = NULL, *props = NULL;
+	read_conf_file(o, "cassandra.yaml", &path, &yaml);
+	read_conf_file(o, "cassandra-rackdc.properties", &path, &props);
+	sb_free(&path);
+	return settle(&m->cluster, o->cluster, yaml ? yaml_scalar(yaml, "cluster_name") : NULL) ?:
+	       settle(&m->datacenter, o->datacenter, props ? properties_value(props, "dc") : NULL) ?:
+	       settle(&m->rack, o->rack, props ? properties_value(props, "rack") : NULL) ?:
+	       settle(&m->host_id, o->host_id, NULL) ?: settle(&m->node, o->node, strdup(host)) ?:
+	       settle(&m->schema_version, NULL, NULL);
+}
+
+/* What the backup records about the node: nodetool's word, the options over it, the
+ * configuration where both are silent. 0, or the exit code (out of memory). */
+static int read_node_identity(const struct create_opts *o, struct node_meta *m)
+{
+	int r = read_nodetool(o, m);
 	for (size_t i = 0; r == 0 && i < o->tokens.n; i++)
 		r = strv_push(&m->tokens, o->tokens.v[i]);
-	if (o->cassandra_version && !(m->version = strdup(o->cassandra_version)))
-		r = -ENOMEM;
-	if (r == 0 && can && !o->cassandra_version) {
-		_cleanup_free_ char *out = NULL;
-		int s = nodetool_output(o, (const char *const[]){"version", NULL}, &out);
-		if (s == 0 && !(m->version = out ? nodetool_parse_version(out) : NULL))
-			s = -EBADMSG;
-		if (s != 0)
-			report_nodetool_failed("version", s, out, "the Cassandra version is");
+	if (r == 0 && o->cassandra_version) {
+		free(m->version);
+		r = (m->version = strdup(o->cassandra_version)) ? 0 : -ENOMEM;
 	}
-	if (r == 0 && can && !o->tokens_file) {
-		_cleanup_free_ char *out = NULL;
-		int s = nodetool_output(o, (const char *const[]){"info", "-T", NULL}, &out);
-		if (s == 0 && out)
-			r = nodetool_parse_tokens(out, &m->tokens);
-		else
-			report_nodetool_failed("info -T", s, out, "the node's tokens are");
+	if ((r = r ?: read_node_names(o, m)) < 0) {
+		errorf("out of memory");
+		return CB_EXIT_FAILED;
 	}
-	return r;
+	return 0;
 }
 
 static void free_node_meta(struct node_meta *m)
@@ -402,8 +513,14 @@ static void free_node_meta(struct node_meta *m)
 	free(m->node);
 	free(m->cluster);
 	free(m->datacenter);
+	free(m->rack);
+	free(m->host_id);
+	free(m->schema_version);
 	free(m->version);
 	strv_free(&m->tokens);
+	status_nodes_free(m->ring, m->nring);
+	sb_free(&m->said);
+	*m = (struct node_meta){0};
 }
 
 static struct backup_attr attr_of(const struct stat *st)
@@ -655,9 +772,19 @@ static void lock_waiting(void *ctx, const struct lock_info *h)
 static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 			const struct scan_result *scan, struct backup_summary *sum)
 {
+	_cleanup_free_ struct manifest_ring_node *ring = calloc(nm->nring + 1, sizeof(*ring));
+	if (!ring) {
+		errorf("out of memory");
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < nm->nring; i++)
+		ring[i] = (struct manifest_ring_node){nm->ring[i].host_id, nm->ring[i].address,
+						      nm->ring[i].datacenter, nm->ring[i].rack};
 	struct backup_meta meta = {.name = o->name, .cluster = nm->cluster,
 				   .datacenter = nm->datacenter, .node = nm->node,
-				   .host_id = o->host_id, .snapshot_tag = o->tag,
+				   .host_id = nm->host_id, .snapshot_tag = o->tag,
+				   .rack = nm->rack, .schema_version = nm->schema_version,
+				   .ring = ring, .nring = nm->nring,
 				   .cassandra_version = nm->version,
 				   .tokens = (const char *const *)nm->tokens.v, .ntokens = nm->tokens.n,
 				   .root_attr = attr_of(&scan->root_st)};
@@ -699,20 +826,16 @@ static int interrupted(void)
 	return 128 + (int)cancel_requested;
 }
 
-/* The node's names, version and tokens, then the backup. 0 or the exit code. */
-static int record_and_write(const struct create_opts *o, const struct scan_result *scan, double t0)
+/* The node's names, version and tokens, then the backup (its summary into *sum). 0 or the
+ * exit code. */
+static int record_and_write(const struct create_opts *o, const struct scan_result *scan, double t0,
+			    struct backup_summary *sum)
 {
-	struct node_meta nm = {0};
-	if (read_node_names(o, &nm) < 0 || read_node_ring(o, &nm) < 0) {
-		free_node_meta(&nm);
-		errorf("out of memory");
-		return CB_EXIT_FAILED;
-	}
-	struct backup_summary sum;
-	int r = cancel_requested ? -ECANCELED : write_backup(o, &nm, scan, &sum);
+	for (const char *p = o->nm.said.buf; p && *p; p += strcspn(p, "\n") + 1)
+		errorf("%.*s", (int)strcspn(p, "\n"), p);
+	int r = cancel_requested ? -ECANCELED : write_backup(o, &o->nm, scan, sum);
 	if (r == 0)
-		report_done(o, &nm, &sum, mono_seconds() - t0);
-	free_node_meta(&nm);
+		report_done(o, &o->nm, sum, mono_seconds() - t0);
 	return r == 0 ? CB_EXIT_OK : cancel_requested ? interrupted() : CB_EXIT_FAILED;
 }
 
@@ -732,7 +855,8 @@ static int do_create(struct create_opts *o)
 	}
 	sb_free(&err);
 	report_scan(&scan);
-	int rc = check_complete(o, &scan) ? record_and_write(o, &scan, t0) : CB_EXIT_FAILED;
+	int rc = check_complete(o, &scan) ? record_and_write(o, &scan, t0, &o->sum) : CB_EXIT_FAILED;
+	o->made = rc == 0;
 	scan_result_free(&scan);
 	return rc;
 }
@@ -884,6 +1008,45 @@ static void clear_snapshot(const struct create_opts *o)
 	sb_free(&first);
 }
 
+/* This run in the configuration's metrics_file (metrics.h), labelled with what the node's
+ * configuration and the options say of it (read_node_names, not nodetool's word), so a failed
+ * run, even one that never reached nodetool, is counted in the same series as a successful one. */
+static void record_metrics(const struct create_opts *o, double secs)
+{
+	struct node_meta nm = {0};
+	read_node_names(o, &nm);
+	struct metrics_run run = {.operation = "create", .store = o->store, .cluster = nm.cluster,
+				  .datacenter = nm.datacenter, .node = nm.node, .host_id = nm.host_id,
+				  .ok = o->made, .seconds = secs};
+	if (o->made) {
+		metrics_set(&run, METRIC_READ_BYTES, o->sum.bytes);
+		metrics_set(&run, METRIC_WRITTEN_BYTES, o->sum.stored_bytes);
+		metrics_set(&run, METRIC_DEDUPLICATED_BYTES, o->sum.bytes - o->sum.new_bytes);
+		metrics_set(&run, METRIC_FILES, o->sum.files);
+	}
+	metrics_record_configured(&run);
+	free_node_meta(&nm);
+}
+
+/* The backup: plan, snapshot, create, clear the snapshot. 0 or the exit code. */
+static int run_create(struct create_opts *o)
+{
+	int r = plan(o);
+	if (r != 0)
+		return r;
+	install_cancel_handlers();
+	if (!o->take_snapshot)
+		return do_create(o);
+	if (take_snapshot(o) < 0) /* not taken: nothing of ours to clear (it said what is on disk) */
+		return CB_EXIT_FAILED;
+	/* once taken, the snapshot is cleared whatever happens */
+	r = do_create(o);
+	clear_snapshot(o);
+	if (r == 0 && cancel_requested)
+		r = 128 + (int)cancel_requested;
+	return r;
+}
+
 int cmd_create(int argc, char **argv)
 {
 	struct create_opts o = {.level = 3, .frame_kib = SEEKABLE_DEFAULT_FRAME_SIZE >> 10,
@@ -895,21 +1058,28 @@ int cmd_create(int argc, char **argv)
 		free_opts(&o);
 		return r;
 	}
-	r = plan(&o);
+	double t0 = mono_seconds();
+	struct hook_env env = {.operation = "create", .backup = o.name, .snapshot = o.tag, .store = o.store};
+	const char *failed = "create";
+	if (hook_run("hook_pre", &env, "; no backup was made") != 0) {
+		failed = "hook_pre";
+		r = CB_EXIT_FAILED;
+	} else {
+		r = run_create(&o);
+	}
+	record_metrics(&o, mono_seconds() - t0);
 	if (r == 0) {
-		install_cancel_handlers();
-		if (!o.take_snapshot) {
-			r = do_create(&o);
-		} else if (take_snapshot(&o) < 0) {
-			/* not taken: nothing of ours to clear (take_snapshot said what is on disk) */
+		env.result = "success";
+		if (hook_run("hook_post", &env, "; the backup was made") != 0) {
+			failed = "hook_post";
 			r = CB_EXIT_FAILED;
-		} else {
-			/* once taken, the snapshot is cleared whatever happens */
-			r = do_create(&o);
-			clear_snapshot(&o);
-			if (r == 0 && cancel_requested)
-				r = 128 + (int)cancel_requested;
 		}
+	}
+	if (r != 0) {
+		env = (struct hook_env){.operation = "create", .backup = o.name, .snapshot = o.tag,
+					.store = o.store, .result = "failure", .failed = failed,
+					.exit_status = r};
+		hook_run("hook_failure", &env, "");
 	}
 	free_opts(&o);
 	return r;

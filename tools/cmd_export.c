@@ -15,6 +15,7 @@
  * written (catalog/readback.h); a mismatch or a read error fails the export.
  */
 #include "cli.h"
+#include "cluster.h"
 #include "lock.h"
 #include "packread.h"
 #include "readback.h"
@@ -43,7 +44,8 @@ struct entry {
 };
 
 struct export {
-	const char *store, *name, *output;
+	const char *store, *name, *output, *node;
+	struct strv ref; /* the one node backup of name exported (cluster_pick) */
 	bool zstd;
 	struct selection sel;
 	struct store *s;
@@ -157,13 +159,6 @@ static int plan_members(struct export *x)
 	return r;
 }
 
-static int on_exists(void *ctx, const struct cb_backup_summary *b)
-{
-	(void)ctx;
-	(void)b;
-	return 0;
-}
-
 /* The store, the backup (exit 3 when there is none), a shared lock, the manifest, the members. */
 static int plan(struct export *x)
 {
@@ -173,17 +168,12 @@ static int plan(struct export *x)
 	if (r)
 		return r;
 	catalog *cat = store_catalog(x->s);
-	char why[512];
-	r = catalog_get_backup(cat, x->name, on_exists, NULL);
-	if (r == 0)
-		return report_no_such_backup(cat, x->store, x->name);
-	if (r < 0) {
-		errorf("cannot read catalog of %s: %s", shown ? shown : "", catalog_why(cat, r, why, sizeof(why)));
-		return CB_EXIT_FAILED;
-	}
+	r = cluster_pick(cat, x->store, x->name, x->node, false, &x->ref);
+	if (r != 0)
+		return r;
 	if (cli_store_lock(x->s, x->store, false, "export", 0, &x->lock) < 0)
 		return CB_EXIT_FAILED;
-	r = store_read_manifest(x->s, x->name, &x->m, NULL, &err);
+	r = store_read_manifest(x->s, x->ref.v[0], &x->m, NULL, &err);
 	if (r == -ENOENT) /* forgotten a moment ago */
 		return report_no_such_backup(cat, x->store, x->name);
 	if (r < 0) {
@@ -374,12 +364,16 @@ static void export_free(struct export *x)
 	store_lock_release(x->lock);
 	store_close(x->s);
 	selection_free(&x->sel);
+	strv_free(&x->ref);
 }
 
 int cmd_export(int argc, char **argv)
 {
 	struct export x = {.fd = -1};
 	struct cli_option opts[] = {
+		{.name = "node", .type = OPT_STRING, .value = &x.node, .arg = "NODE",
+		 .help = "the node whose backup NAME to export, when several nodes have one (host id, "
+			 "a prefix of it, node name or address)"},
 		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &x.store, .arg = "DIR",
 		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
 		{.name = "keyspace", .type = OPT_KEYSPACE, .value = &x.sel, .arg = "KS",

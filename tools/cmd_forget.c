@@ -22,6 +22,9 @@ struct fopts {
 /* One backup of the store, and what forget decides for it. */
 struct fitem {
 	char *name, *node;
+	char *ref;     /* where its manifest is (store.h) */
+	char *key;     /* its node's key: host id, else node name; policies group by it */
+	char *host_id;
 	int64_t created_ns;
 	unsigned reasons; /* retention_reason bits; 0: remove */
 	bool named;       /* to be removed: named on the command line, or kept by no rule */
@@ -44,9 +47,13 @@ static int collect(void *ctx, const struct cb_backup_summary *b)
 		return -ENOMEM;
 	l->v = v;
 	v[l->n] = (struct fitem){.name = strdup(b->name), .node = strdup(b->node ? b->node : ""),
+				 .ref = strdup(b->ref), .key = strdup(b->node_key),
+				 .host_id = strdup(b->host_id ? b->host_id : ""),
 				 .created_ns = b->created_ns};
-	if (!v[l->n].name || !v[l->n].node)
+	if (!v[l->n].name || !v[l->n].node || !v[l->n].ref || !v[l->n].key || !v[l->n].host_id) {
+		l->n++; /* freed with the list */
 		return -ENOMEM;
+	}
 	l->n++;
 	return 0;
 }
@@ -56,6 +63,9 @@ static void flist_free(struct flist *l)
 	for (size_t i = 0; i < l->n; i++) {
 		free(l->v[i].name);
 		free(l->v[i].node);
+		free(l->v[i].ref);
+		free(l->v[i].key);
+		free(l->v[i].host_id);
 	}
 	free(l->v);
 }
@@ -88,7 +98,7 @@ static int apply_policy(const struct fopts *o, struct flist *l)
 			continue;
 		size_t n = 0; /* the group of l->v[i]'s node */
 		for (size_t k = i; k < l->n; k++)
-			if (l->v[k].chosen && !strcmp(l->v[k].node, l->v[i].node)) {
+			if (l->v[k].chosen && !strcmp(l->v[k].key, l->v[i].key)) {
 				idx[n] = k;
 				items[n++] = (struct retention_item){.time_ns = l->v[k].created_ns};
 			}
@@ -168,7 +178,7 @@ static int forget_named(struct store *s, const struct flist *l, unsigned *done)
 		if (!l->v[i].named)
 			continue;
 		struct strbuf key = {0};
-		int r = store_manifest_key(l->v[i].name, &key);
+		int r = store_manifest_key(l->v[i].ref, &key);
 		r = r ?: cb_backend_delete(store_backend(s), key.buf);
 		if (r < 0 && r != -ENOENT) {
 			_cleanup_free_ char *shown = cli_escape(l->v[i].name);
@@ -188,13 +198,23 @@ static int forget_named(struct store *s, const struct flist *l, unsigned *done)
 	return r;
 }
 
-/* Marks the named backups; an unknown name stops everything before any change. */
+/* Whether f is of the node the user named: host id, a prefix of it (4 characters or more),
+ * node name or node key, as cluster.h says. */
+static bool node_is(const struct fitem *f, const char *node)
+{
+	size_t n = strlen(node);
+	return !strcmp(f->host_id, node) || !strcmp(f->node, node) || !strcmp(f->key, node) ||
+	       (n >= 4 && !strncmp(f->host_id, node, n));
+}
+
+/* Marks the named backups (every node's of a name, or the chosen node's); an unknown name
+ * stops everything before any change. */
 static int mark_names(struct store *s, const char *store, struct flist *l, char **names, int n)
 {
 	for (int k = 0; k < n; k++) {
 		bool found = false;
 		for (size_t i = 0; i < l->n; i++)
-			if (!strcmp(l->v[i].name, names[k]))
+			if (l->v[i].chosen && (!strcmp(l->v[i].name, names[k]) || !strcmp(l->v[i].ref, names[k])))
 				found = l->v[i].named = true;
 		if (!found)
 			return report_no_such_backup(store_catalog(s), store, names[k]);
@@ -231,7 +251,7 @@ static int forget(struct fopts *o, char **names, int nnames)
 	}
 	r = catalog_list_backups(store_catalog(s), collect, &l);
 	for (size_t i = 0; r == 0 && i < l.n; i++)
-		l.v[i].chosen = !o->node || !strcmp(o->node, l.v[i].node);
+		l.v[i].chosen = !o->node || node_is(&l.v[i], o->node);
 	if (r == 0 && nnames)
 		rc = mark_names(s, o->store, &l, names, nnames);
 	else if (r == 0)
@@ -287,7 +307,7 @@ int cmd_forget(int argc, char **argv)
 		{.name = "keep-within", .type = OPT_DURATION, .value = &o.within, .arg = "DURATION",
 		 .help = "keep every backup made within DURATION (1y2m3d4h: m is months) of the newest"},
 		{.name = "node", .type = OPT_STRING, .value = &o.node, .arg = "NODE",
-		 .help = "only this node's backups"},
+		 .help = "only this node's backups (host id, a prefix of it, node name)"},
 		{.name = "dry-run", .short_name = 'n', .type = OPT_FLAG, .value = &o.dry_run,
 		 .help = "say what would be removed, remove nothing"},
 		{.name = "prune", .type = OPT_FLAG, .value = &o.prune,
@@ -301,8 +321,9 @@ int cmd_forget(int argc, char **argv)
 		.min_operands = 0,
 		.max_operands = -1,
 		.description =
-			"Removes backups: those named, or those a policy does not keep. A policy is\n"
-			"applied to each node's backups separately, newest first, with restic's rules:\n"
+			"Removes backups: those named (every node's backup of each NAME, or with\n"
+			"--node that node's), or those a policy does not keep. A policy is\n"
+			"applied to each node's backups (by host id, else node name) separately, newest first, with restic's rules:\n"
 			"calendar periods in local time (ISO weeks), rules ORed and counted on their own,\n"
 			"a rule with count left keeps the oldest backup, --keep-within measured from the\n"
 			"newest backup; backups dated in the future are always kept. Each backup is\n"
@@ -320,8 +341,6 @@ int cmd_forget(int argc, char **argv)
 		return cli_usage_error(&cmd, "give backup names or a --keep-* policy, not both");
 	if (first == argc && !policy)
 		return cli_usage_error(&cmd, "give backup names or a --keep-* policy");
-	if (first < argc && o.node)
-		return cli_usage_error(&cmd, "--node goes with a --keep-* policy");
 	if (o.prune && o.json)
 		return cli_usage_error(&cmd, "--prune goes without --json (run prune --json after)");
 	rc = forget(&o, argv + first, argc - first);

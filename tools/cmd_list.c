@@ -1,5 +1,6 @@
 /* cassbackup list: the backups in a store. */
 #include "cli.h"
+#include "cluster.h"
 #include "store.h"
 #include "util.h"
 
@@ -14,13 +15,18 @@ struct list_ctx {
 	struct json j;
 };
 
-static void list_json(struct json *j, const struct cb_backup_summary *b, const char *created)
+void list_node_fields(struct json *j, const struct node_backup *b)
 {
-	json_object_begin(j);
+	char created[64];
+	format_time_utc(b->created_ns, created, sizeof(created));
 	json_kv_str(j, "name", b->name);
+	json_kv_str(j, "ref", b->ref);
 	json_kv_str(j, "node", b->node);
+	json_kv_str(j, "host_id", b->host_id);
+	json_kv_str(j, "address", b->address);
 	json_kv_str(j, "cluster", b->cluster);
 	json_kv_str(j, "datacenter", b->datacenter);
+	json_kv_str(j, "rack", b->rack);
 	json_kv_str(j, "snapshot_tag", b->snapshot_tag);
 	json_kv_str(j, "created", created);
 	json_kv_i64(j, "created_ns", b->created_ns);
@@ -31,39 +37,95 @@ static void list_json(struct json *j, const struct cb_backup_summary *b, const c
 	json_kv_u64(j, "new_bytes", b->new_bytes);
 	json_kv_u64(j, "stored_bytes", b->stored_bytes);
 	json_kv_bool(j, "complete", b->complete);
-	json_kv_str(j, "cassandra_version", b->cassandra_version ? b->cassandra_version : "");
+	json_kv_str(j, "cassandra_version", b->cassandra_version);
+	json_kv_str(j, "schema_version", b->schema_version);
+}
+
+static void list_node_json(struct json *j, const struct node_backup *b)
+{
+	json_object_begin(j);
+	list_node_fields(j, b);
 	json_object_end(j);
 }
 
-/* One line of the table; names escaped so that none can forge a line. */
-static int list_text(struct strbuf *o, const struct cb_backup_summary *b, const char *created)
+/* A ring node as JSON: host id, address, datacenter, rack. */
+void list_ring_node_json(struct json *j, const struct manifest_ring_node *x)
 {
-	char size[32], uniq[32];
-	format_bytes(b->bytes, size, sizeof(size));
-	format_bytes(b->unique_bytes, uniq, sizeof(uniq));
-	_cleanup_free_ char *name = cli_escape(b->name), *node = cli_escape(b->node);
-	if (!name || !node)
-		return -ENOMEM;
-	return sb_printf(o, "%-28s %-16s %-20s %6llu %7llu %10s %10s  %s\n", name, node, created,
-			 (unsigned long long)b->tables, (unsigned long long)b->files, size, uniq,
-			 b->complete ? "complete" : "INCOMPLETE");
+	json_object_begin(j);
+	json_kv_str(j, "host_id", x->host_id);
+	json_kv_str(j, "address", x->address);
+	json_kv_str(j, "datacenter", x->datacenter);
+	json_kv_str(j, "rack", x->rack);
+	json_object_end(j);
 }
 
-static int list_one(void *ctx, const struct cb_backup_summary *b)
+/* One cluster backup: its name, cluster, nodes done and expected (null: no ring recorded), the
+ * missing ring nodes, sizes, first and last commit, and its node backups. */
+static void list_json(struct json *j, const struct cluster_backup *g)
 {
-	struct list_ctx *l = ctx;
-	if (b->invalid) { /* one damaged row: say so, and list the others */
-		errorf("%s, not listed", b->invalid);
-		return 0;
+	char first[64], last[64];
+	format_time_utc(g->first_ns, first, sizeof(first));
+	format_time_utc(g->last_ns, last, sizeof(last));
+	json_object_begin(j);
+	json_kv_str(j, "name", g->name);
+	json_kv_str(j, "cluster", g->cluster);
+	json_kv_u64(j, "nodes_done", g->n);
+	json_key(j, "nodes_expected");
+	if (g->nring)
+		json_u64(j, g->nring);
+	else
+		json_null(j);
+	json_key(j, "missing");
+	json_array_begin(j);
+	for (size_t i = 0; i < g->nring; i++)
+		if (!g->ring[i].done)
+			list_ring_node_json(j, g->ring[i].node);
+	json_array_end(j);
+	json_kv_u64(j, "bytes", g->bytes);
+	json_kv_str(j, "first_created", first);
+	json_kv_str(j, "last_created", last);
+	json_kv_bool(j, "complete", g->complete);
+	json_key(j, "nodes");
+	json_array_begin(j);
+	for (size_t i = 0; i < g->n; i++)
+		list_node_json(j, g->v[i]);
+	json_array_end(j);
+	json_object_end(j);
+}
+
+/* One cluster backup's line (and one line naming its missing nodes); names escaped so that
+ * none can forge a line. NODE is the node of a cluster backup of one node, else "*". */
+static int list_text(struct strbuf *o, const struct cluster_backup *g)
+{
+	char size[32], uniq[32], first[64], last[64], nodes[48];
+	uint64_t tables = 0, files = 0, unique = 0;
+	for (size_t i = 0; i < g->n; i++) {
+		tables += g->v[i]->tables;
+		files += g->v[i]->files;
+		unique += g->v[i]->unique_bytes;
 	}
-	char created[64];
-	format_time_utc(b->created_ns, created, sizeof(created));
-	if (l->node && strcmp(l->node, b->node ? b->node : "") != 0)
-		return 0;
-	if (!l->json)
-		return list_text(&l->out, b, created);
-	list_json(&l->j, b, created);
-	return json_error(&l->j);
+	format_bytes(g->bytes, size, sizeof(size));
+	format_bytes(unique, uniq, sizeof(uniq));
+	format_time_utc(g->first_ns, first, sizeof(first));
+	format_time_utc(g->last_ns, last, sizeof(last));
+	if (g->nring)
+		snprintf(nodes, sizeof(nodes), "%zu/%zu", g->nring - g->missing, g->nring);
+	else
+		snprintf(nodes, sizeof(nodes), "%zu/?", g->n);
+	_cleanup_free_ char *name = cli_escape(g->name), *node = cli_escape(g->n == 1 ? g->v[0]->node : "*");
+	if (!name || !node)
+		return -ENOMEM;
+	int r = sb_printf(o, "%-28s %-16s %-20s %-20s %7s %6llu %7llu %10s %10s  %s\n", name, node,
+			  first, last, nodes, (unsigned long long)tables, (unsigned long long)files,
+			  size, uniq, !g->complete ? "INCOMPLETE" : g->missing ? "PARTIAL" : "complete");
+	for (size_t i = 0; r == 0 && i < g->nring; i++) {
+		if (g->ring[i].done)
+			continue;
+		_cleanup_free_ char *a = cli_escape(g->ring[i].node->address),
+				    *h = cli_escape(g->ring[i].node->host_id);
+		r = sb_printf(o, "  missing: %s (host id %s)\n", a ? a : "", h ? h : "");
+	}
+	return r;
 }
 
 int cmd_list(int argc, char **argv)
@@ -74,17 +136,19 @@ int cmd_list(int argc, char **argv)
 		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &store, .arg = "DIR",
 		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
 		{.name = "node", .type = OPT_STRING, .value = &l.node, .arg = "NODE",
-		 .help = "only the backups of this node"},
+		 .help = "only the backups of this node (host id, a prefix of it, node name or address)"},
 		{.name = "json", .type = OPT_FLAG, .value = &l.json,
-		 .help = "print JSON for scripts (adds cluster, datacenter, snapshot tag, new and "
-			 "stored bytes)"},
+		 .help = "print JSON for scripts (each cluster backup with its node backups)"},
 		{0},
 	};
 	struct cli_command cmd = {
 		.name = "list",
-		.description = "Lists the backups: name, node, creation time, tables, files, size,\n"
-			       "UNIQUE: the data only that backup holds, what deleting it would free,\n"
-			       "and STATE: complete, or incomplete when a pack it needs is missing.",
+		.description = "Lists the cluster backups (the node backups of one cluster and name):\n"
+			       "name, node (* for several), first and last commit, NODES: node backups\n"
+			       "done / nodes of the ring they recorded (? when none was), tables, files,\n"
+			       "size, UNIQUE: the data only they hold, what deleting them would free,\n"
+			       "and STATE: complete, PARTIAL when nodes of the ring are missing (named\n"
+			       "below it), INCOMPLETE when a pack a node backup needs is missing.",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
@@ -99,9 +163,19 @@ int cmd_list(int argc, char **argv)
 	if (l.json)
 		json_array_begin(&l.j);
 	else
-		sb_printf(&l.out, "%-28s %-16s %-20s %6s %7s %10s %10s  %s\n", "NAME", "NODE", "CREATED",
-			  "TABLES", "FILES", "SIZE", "UNIQUE", "STATE");
-	r = catalog_list_backups(cat, list_one, &l);
+		sb_printf(&l.out, "%-28s %-16s %-20s %-20s %7s %6s %7s %10s %10s  %s\n", "NAME", "NODE",
+			  "CREATED", "LAST", "NODES", "TABLES", "FILES", "SIZE", "UNIQUE", "STATE");
+	struct node_backups nb = {0};
+	struct cluster_backups groups = {0};
+	r = node_backups_all(cat, l.node, &nb);
+	r = r ?: cluster_backups_group(&nb, &groups);
+	for (size_t i = 0; r == 0 && i < groups.n; i++)
+		if (l.json)
+			list_json(&l.j, &groups.v[i]);
+		else
+			r = list_text(&l.out, &groups.v[i]);
+	cluster_backups_free(&groups);
+	node_backups_free(&nb);
 	if (l.json)
 		json_array_end(&l.j);
 	if (r < 0 || json_error(&l.j) < 0) {

@@ -25,6 +25,7 @@
  */
 #include "backup_files.h"
 #include "cli.h"
+#include "cluster.h"
 #include "store.h"
 #include "exec.h"
 #include "hash.h"
@@ -40,6 +41,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -64,8 +66,10 @@ struct ltable {
 
 struct load_opts {
 	const char *store, *name, *hosts, *target_ks, *loader, *mount, *status_file, *state_dir;
+	const char *node; /* --node: the node whose backup NAME, when several have one */
 	uint64_t throttle, parallel, retries, retry_delay; /* throttle 0: not given */
 	struct selection sel;
+	struct strv loader_options; /* --loader-option / sstableloader_option: NAME[=VALUE] */
 	bool json, force;
 };
 
@@ -87,6 +91,7 @@ struct load_plan {
 	char mount_dir[PATH_MAX]; /* --mount, resolved; "" when we mount the store ourselves */
 	const char *user;        /* sstableloader_user; with password, or neither */
 	char *password;          /* the first line of sstableloader_password_file */
+	struct strv loader_args, loader_args_shown; /* the options passed through (shown: no passwords) */
 	struct strbuf status_file, log_dir, mount_log;
 };
 
@@ -324,6 +329,32 @@ static int plan_credentials(struct load_plan *p)
 	return 0;
 }
 
+/* The sstableloader options passed through, checked (sstableloader_option) into p->loader_args,
+ * and as the log shows them (passwords hidden). 0 or the exit status (said). */
+static int plan_loader_options(const struct load_opts *o, struct load_plan *p)
+{
+	for (size_t i = 0; i < o->loader_options.n; i++) {
+		struct strbuf err = {0};
+		size_t before = p->loader_args.n;
+		int r = sstableloader_option(&p->loader_args, o->loader_options.v[i], &err);
+		for (size_t k = before; r == 0 && k < p->loader_args.n; k++) {
+			bool secret = k > before && strstr(p->loader_args.v[before], "password");
+			r = strv_push(&p->loader_args_shown, secret ? hidden_password : p->loader_args.v[k]);
+		}
+		if (r < 0) {
+			_cleanup_free_ char *shown = cli_escape(err.buf ? err.buf : "");
+			if (r == -ENOMEM)
+				errorf("out of memory");
+			else
+				errorf("--loader-option %s", shown ? shown : "");
+			sb_free(&err);
+			return r == -ENOMEM ? CB_EXIT_FAILED : CB_EXIT_USAGE;
+		}
+		sb_free(&err);
+	}
+	return 0;
+}
+
 /* The programs and settings a load needs, checked before anything changes: the host list, the
  * loader and the mount helper (found and executable), the credentials. 0 or CB_EXIT_USAGE. */
 static int plan_programs(const struct load_opts *o, struct load_plan *p)
@@ -357,7 +388,7 @@ static int plan_programs(const struct load_opts *o, struct load_plan *p)
 	}
 	if (o->throttle)
 		snprintf(p->throttle, sizeof(p->throttle), "%llu", (unsigned long long)o->throttle);
-	return plan_credentials(p);
+	return plan_loader_options(o, p) ?: plan_credentials(p);
 }
 
 static int copy_identity(void *ctx, const struct cb_backup_summary *b)
@@ -454,13 +485,20 @@ static int plan_tables(struct load_opts *o, struct load_plan *p)
 	if (r != 0)
 		return r;
 	catalog *cat = store_catalog(st);
-	r = catalog_get_backup(cat, o->name, copy_identity, &p->who);
+	struct strv ref = {0};
+	if ((rc = cluster_pick(cat, o->store, o->name, o->node, false, &ref)) != 0)
+		goto out;
+	rc = CB_EXIT_FAILED;
+	r = catalog_get_backup(cat, ref.v[0], copy_identity, &p->who);
 	if (r == 0)
 		rc = report_no_such_backup(cat, o->store, o->name);
 	else if (r < 0)
 		errorf("cannot read catalog of %s: %s", o->store, catalog_why(cat, r, why, sizeof(why)));
-	if (r <= 0 || load_tables(cat, o->store, o->name, &ts) < 0)
+	if (r <= 0 || load_tables(cat, o->store, ref.v[0], &ts) < 0) {
+		strv_free(&ref);
 		goto out;
+	}
+	strv_free(&ref);
 	if (plan_select(o, &ts, p) < 0 || plan_record_path(o, p) < 0) {
 		errorf("cannot plan the load of %s: %s", o->name, strerror(ENOMEM));
 		goto out;
@@ -500,6 +538,8 @@ static void plan_free(struct load_plan *p)
 	free(p->who.node);
 	free(p->who.host_id);
 	free(p->hosts_key);
+	strv_free(&p->loader_args);
+	strv_free(&p->loader_args_shown);
 	if (p->password) {
 		explicit_bzero(p->password, strlen(p->password));
 		free(p->password);
@@ -510,6 +550,44 @@ static void plan_free(struct load_plan *p)
 }
 
 /* --- execute -------------------------------------------------------------------------------- */
+
+/* Whether dir is a node backup's directory in the mount (it has the backup's xattrs), and
+ * (want != NULL) the one of that node: same host id, or same node name when it has none. */
+static bool is_backup_dir(const char *dir, const struct backup_identity *want)
+{
+	char v[256];
+	bool by_id = want && *want->host_id; /* every backup's directory has .node; .host_id if known */
+	ssize_t n = getxattr(dir, by_id ? "user.cassbackup.host_id" : "user.cassbackup.node", v, sizeof(v) - 1);
+	if (n < 0)
+		return false;
+	v[n] = '\0';
+	return !want || !strcmp(v, by_id ? want->host_id : want->node);
+}
+
+/* <mount>/backups/<NAME> of a name several nodes have is a directory of node directories
+ * (mount.cassbackup(8)): dir becomes the one of node who. 0, or -ENOENT. */
+static int find_node_dir(struct strbuf *dir, const struct backup_identity *who)
+{
+	DIR *d = opendir(dir->buf);
+	struct dirent *e;
+	struct strbuf p = {0};
+	int r = -ENOENT;
+	while (d && r < 0 && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		p.len = 0;
+		if (sb_printf(&p, "%s/%s", dir->buf, e->d_name) == 0 && is_backup_dir(p.buf, who)) {
+			sb_free(dir);
+			*dir = p;
+			p = (struct strbuf){0};
+			r = 0;
+		}
+	}
+	if (d)
+		closedir(d);
+	sb_free(&p);
+	return r;
+}
 
 /* The mount to read from (ours, or --mount), <mount>/backups/<NAME> in it, and the staging
  * directory for --target-keyspace. 0, or -errno after saying why (-EINTR: a signal came). */
@@ -530,6 +608,11 @@ static int open_source(const struct load_opts *o, const struct load_plan *p, str
 	struct stat st;
 	if (!r->bdir.buf || stat(r->bdir.buf, &st) < 0) {
 		errorf("%s/backups/%s: %s (is it a mount of store %s?)", mnt, o->name, strerror(errno), o->store);
+		return -ENOENT;
+	}
+	if (!is_backup_dir(r->bdir.buf, NULL) && find_node_dir(&r->bdir, &p->who) < 0) {
+		errorf("%s/backups/%s: no directory of node %s (host id %s) in it (is it a mount of store %s?)",
+		       mnt, o->name, p->who.node, p->who.host_id, o->store);
 		return -ENOENT;
 	}
 	if (o->target_ks) {
@@ -609,10 +692,10 @@ static void start_table(const struct load_opts *o, const struct load_plan *p, st
 	const char *throttle = p->throttle[0] ? p->throttle : NULL;
 	int e = !src.buf ? -ENOMEM
 		: sstableloader_argv(&a, p->loader, o->hosts, throttle, p->user, p->password) ?:
-		  strv_push(&a, src.buf) ?:
+		  strv_append(&a, &p->loader_args) ?: strv_push(&a, src.buf) ?:
 		  sstableloader_argv(&shown, p->loader, o->hosts, throttle, p->user,
 				     p->password ? hidden_password : NULL) ?:
-		  strv_push(&shown, src.buf);
+		  strv_append(&shown, &p->loader_args_shown) ?: strv_push(&shown, src.buf);
 	FILE *lf = e == 0 ? fopen(t->log, "ae") : NULL;
 	if (lf) {
 		char cmd[4096];
@@ -874,8 +957,9 @@ static int load_report(const struct load_opts *o, const struct load_plan *p)
 			       "%zu failed, %zu interrupted, %zu not started; status in %s\n", o->name, o->hosts,
 			       ok, skipped, failed, stopped, waiting, p->status_file.buf);
 		else
-			printf("load %s into %s: %zu loaded, %zu already loaded before (skipped), %zu failed; "
-			       "status in %s\n", o->name, o->hosts, ok, skipped, failed, p->status_file.buf);
+			printf("load %s%s%s into %s: %zu loaded, %zu already loaded before (skipped), %zu failed; "
+			       "status in %s\n", o->name, o->node ? " of node " : "", o->node ? o->node : "",
+			       o->hosts, ok, skipped, failed, p->status_file.buf);
 	}
 	int rc = sig ? 128 + sig : failed ? CB_EXIT_FAILED : CB_EXIT_OK;
 	if (fflush(stdout) != 0 || ferror(stdout)) {
@@ -884,6 +968,72 @@ static int load_report(const struct load_opts *o, const struct load_plan *p)
 		rc = rc ? rc : CB_EXIT_FAILED;
 	}
 	return rc;
+}
+
+/* Plans, runs and reports the load of one node backup of NAME (o->node's, or the only one).
+ * The exit code. */
+static int load_one(struct load_opts *o)
+{
+	struct load_plan p = {0};
+	int rc = plan_load(o, &p) ?: execute_load(o, &p);
+	if (rc == 0)
+		rc = load_report(o, &p);
+	plan_free(&p);
+	return rc;
+}
+
+/* The nodes of the node backups of NAME, by their node key (host id, else node name), into
+ * nodes; none when there is no backup of that name (load_one then says so). 0 or the exit
+ * code (said). */
+static int cluster_nodes(const struct load_opts *o, struct strv *nodes)
+{
+	struct store *st = NULL;
+	int rc = cli_store_open(o->store, STORE_READONLY, &st);
+	struct node_backups l = {0};
+	int r = rc ? 0 : node_backups_named(store_catalog(st), o->name, &l);
+	for (size_t i = 0; r >= 0 && rc == 0 && i < l.n; i++)
+		r = strv_push(nodes, l.v[i].node_key);
+	if (r < 0 && rc == 0) {
+		char why[512];
+		errorf("cannot read catalog of %s: %s", o->store, catalog_why(store_catalog(st), r, why, sizeof(why)));
+		rc = CB_EXIT_FAILED;
+	}
+	node_backups_free(&l);
+	store_close(st);
+	return rc;
+}
+
+/* A cluster backup onto another cluster: every node's backup is streamed in turn (each row is
+ * on several nodes' backups, once per replica: sstableloader sends each to the nodes that own
+ * it now, and Cassandra reconciles the copies by timestamp, so loading every replica is what
+ * makes the new cluster whole), each with its own record, so a re-run resumes. The exit code:
+ * the worst of the nodes' (a signal stops at once). */
+static int load_cluster(struct load_opts *o, const struct strv *nodes)
+{
+	if (o->status_file) {
+		errorf("backup %s has %zu node backups, each loaded with its own record in the state "
+		       "directory: --status-file names one; give --node with it", o->name, nodes->n);
+		return CB_EXIT_USAGE;
+	}
+	if (!o->json)
+		printf("load %s: %zu node backups, one after the other, each streamed to %s\n", o->name,
+		       nodes->n, o->hosts);
+	else
+		fputs("[", stdout);
+	int worst = 0;
+	for (size_t i = 0; i < nodes->n && !cancel_requested; i++) {
+		o->node = nodes->v[i];
+		if (o->json && i)
+			fputs(",", stdout);
+		int rc = load_one(o);
+		if (rc > 128 || rc == CB_EXIT_USAGE)
+			return rc;
+		worst = rc > worst ? rc : worst;
+	}
+	if (o->json)
+		fputs("]\n", stdout);
+	o->node = NULL;
+	return cancel_requested ? 128 + (int)cancel_requested : worst;
 }
 
 static const char load_description[] =
@@ -899,6 +1049,9 @@ int cmd_load(int argc, char **argv)
 	struct load_opts o = {.loader = "sstableloader", .state_dir = LOAD_STATE_DIR, .parallel = 1,
 			      .retries = 2, .retry_delay = 5};
 	struct cli_option opts[] = {
+		{.name = "node", .type = OPT_STRING, .value = &o.node, .arg = "NODE",
+		 .help = "the node whose backup NAME to load, when several nodes have one (host id, a "
+			 "prefix of it, node name or address)"},
 		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &o.store, .arg = "DIR",
 		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
 		{.name = "hosts", .type = OPT_STRING, .value = &o.hosts, .arg = "H1,H2",
@@ -921,6 +1074,9 @@ int cmd_load(int argc, char **argv)
 		 .help = "attempts after a table's first failure (default 2)", .min = 0, .max = 100},
 		{.name = "retry-delay", .type = OPT_U64, .value = &o.retry_delay, .arg = "SECS",
 		 .help = "wait before a retry (default 5)", .min = 0, .max = 3600},
+		{.name = "loader-option", .type = OPT_STRINGS, .value = &o.loader_options, .arg = "NAME[=VALUE]",
+		 .help = "pass --NAME [VALUE] to sstableloader (conf-path=FILE, port=N, truststore=FILE...; repeatable)",
+		 .config_key = "sstableloader_option"},
 		{.name = "mount", .type = OPT_STRING, .value = &o.mount, .arg = "DIR",
 		 .help = "read from this mount of the store instead of mounting it"},
 		{.name = "state-dir", .type = OPT_STRING, .value = &o.state_dir, .arg = "DIR",
@@ -941,18 +1097,19 @@ int cmd_load(int argc, char **argv)
 		.description = load_description,
 		.options = opts,
 	};
-	struct load_plan p = {0};
 	/* A closed stdout (`cassbackup load ... | head`) must not kill us before the cleanup: the
 	 * write fails with EPIPE instead and the report says so. */
 	signal(SIGPIPE, SIG_IGN);
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
+	struct strv nodes = {0};
 	if (rc == CLI_RUN) {
 		o.name = argv[first];
-		rc = plan_load(&o, &p) ?: execute_load(&o, &p);
+		rc = o.node ? 0 : cluster_nodes(&o, &nodes);
 		if (rc == 0)
-			rc = load_report(&o, &p);
+			rc = nodes.n > 1 ? load_cluster(&o, &nodes) : load_one(&o);
 	}
-	plan_free(&p);
+	strv_free(&nodes);
 	selection_free(&o.sel);
+	strv_free(&o.loader_options);
 	return rc;
 }

@@ -5,6 +5,7 @@
  * gets, then bytes freed, rewritten and kept, as text or JSON).
  */
 #include "cli.h"
+#include "metrics.h"
 #include "packer.h"
 #include "store.h"
 #include "prune.h"
@@ -23,6 +24,7 @@ struct prune_cmd {
 	bool dry_run, json;
 	uint64_t lock_wait, pack_size;
 	char *shown; /* the store, escaped for messages */
+	struct metrics_run run; /* what the metrics file gets (metrics.h) */
 };
 
 /* --max-unused: a percentage, "5" or "5%". */
@@ -132,6 +134,13 @@ static void report_json(const struct prune_cmd *c, const prune *p, double secs, 
 	json_kv_u64(&j, "kept", t.kept);
 	json_kv_u64(&j, "unused_kept", st->keep_unused_bytes);
 	json_object_end(&j);
+	json_key(&j, "commitlog_segments");
+	json_object_begin(&j);
+	json_kv_u64(&j, "before", st->segments);
+	json_kv_u64(&j, "due", st->delete_segments);
+	json_kv_u64(&j, "deleted", st->segments_deleted);
+	json_kv_u64(&j, "unreadable", st->bad_segments);
+	json_object_end(&j);
 	json_kv_u64(&j, "upload_leftovers_removed", st->leftovers);
 	json_kv_u64(&j, "delete_phases", st->delete_phases);
 	json_key(&j, "actions");
@@ -183,6 +192,13 @@ static void report_plan_text(const struct prune_cmd *c, const prune *p)
 			printf("  %s %s  %s: %s unused\n", c->dry_run ? "would repack" : "repack",
 			       k[i].path, b1, pct);
 	}
+	if (st->delete_segments)
+		printf("  %s %u commitlog segment%s of %u: no kept backup needs %s\n",
+		       c->dry_run ? "would delete" : "delete", st->delete_segments,
+		       st->delete_segments == 1 ? "" : "s", st->segments, st->delete_segments == 1 ? "it" : "them");
+	if (st->bad_segments)
+		printf("  %u commitlog segment%s cannot be read and %s left alone\n", st->bad_segments,
+		       st->bad_segments == 1 ? "" : "s", st->bad_segments == 1 ? "is" : "are");
 	if (st->bad_packs)
 		printf("  %u pack%s in packs/ cannot be read and %s left alone ('cassbackup check' "
 		       "names them)\n", st->bad_packs, st->bad_packs == 1 ? "" : "s",
@@ -223,9 +239,23 @@ static void report_text(const struct prune_cmd *c, const prune *p, double secs, 
 		       st->packs_in_use == 1 ? "it" : "them");
 	if (st->leftovers)
 		printf("removed %u upload leftover%s\n", st->leftovers, st->leftovers == 1 ? "" : "s");
+	if (st->segments_deleted)
+		printf("deleted %u commitlog segment%s no kept backup needs\n", st->segments_deleted,
+		       st->segments_deleted == 1 ? "" : "s");
 }
 
 /* --- execute ----------------------------------------------------------------------------- */
+
+/* A finished prune's figures for the metrics file. */
+static void count_done(struct prune_cmd *c, const struct prune_stats *st)
+{
+	struct totals t;
+	totals_of(c, st, &t);
+	c->run.ok = true;
+	metrics_set(&c->run, METRIC_READ_BYTES, st->bytes_rewritten);
+	metrics_set(&c->run, METRIC_WRITTEN_BYTES, st->bytes_written);
+	metrics_set(&c->run, METRIC_FREED_BYTES, t.freed);
+}
 
 static int execute(struct prune_cmd *c)
 {
@@ -261,6 +291,8 @@ static int execute(struct prune_cmd *c)
 		       strerror(-st->leftovers_err));
 	if (r < 0)
 		errorf("prune: %s", err.buf ? err.buf : strerror(-r));
+	if (r == 0)
+		count_done(c, st);
 	if (c->json)
 		report_json(c, p, mono_seconds() - start, r < 0 ? (err.buf ? err.buf : strerror(-r)) : NULL);
 	else
@@ -311,7 +343,12 @@ int cmd_prune(int argc, char **argv)
 		return rc;
 	c.shown = cli_escape(c.store);
 	install_cancel_handlers();
+	double t0 = mono_seconds();
+	c.run = (struct metrics_run){.operation = "prune", .store = c.store};
 	rc = execute(&c);
+	c.run.seconds = mono_seconds() - t0;
+	if (!c.dry_run) /* a dry run changes nothing: it is not a prune's run */
+		metrics_record_configured(&c.run);
 	free(c.shown);
 	return rc;
 }

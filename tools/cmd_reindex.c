@@ -97,7 +97,7 @@ static int on_store_key(void *ctx, const char *key, uint64_t size)
 	} else {
 		struct strbuf err = {0};
 		struct manifest *m = NULL;
-		char name[256];
+		char name[CB_REF_MAX];
 		if (store_manifest_name(key, name) < 0 || known(&x->known, name))
 			return 0;
 		int r = store_read_manifest(x->s, name, &m, NULL, &err); /* err names the key */

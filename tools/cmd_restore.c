@@ -22,14 +22,17 @@
 #endif
 #include "backup_files.h"
 #include "cli.h"
+#include "cluster.h"
 #include "exec.h"
 #include "hash.h"
 #include "packread.h"
+#include "pitr.h"
 #include "readback.h"
 #include "restore_plan.h"
 #include "sstable.h"
 #include "store.h"
 #include "util.h"
+#include "whole_node.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -43,10 +46,14 @@
 #include <unistd.h>
 
 struct restore_opts {
-	const char *store, *name, *owner;
+	const char *store, *name, *owner, *node;
+	const char *from_node; /* --from-node: another node's backup, on purpose */
+	struct strv ref;      /* the one node backup of name restored (cluster_pick) */
 	struct strv data_dirs, table_dirs;
 	struct selection sel;
 	bool dry_run, import, refresh, json;
+	bool whole_node, set_tokens; /* --whole-node [--set-tokens] */
+	const char *cassandra_conf;  /* --cassandra-conf: where --set-tokens writes */
 	const char *nodetool; /* --nodetool or the config's nodetool; NULL: "nodetool" */
 	struct store *st;     /* the store, once opened */
 	bool have_owner;
@@ -63,7 +70,8 @@ struct totals {
 struct plan_table {
 	struct cb_table_row t;
 	char *target;        /* live table directory, absolute */
-	int fd;              /* target, opened O_DIRECTORY; every file is created beneath it */
+	int fd;              /* target, opened O_DIRECTORY; every file is created beneath it;
+			      * -1 with --whole-node until execute_plan makes the directory */
 	struct vlist files;  /* without manifest.json / schema.cql */
 	struct unit *units;
 	size_t nunits;
@@ -135,11 +143,37 @@ static void report_no_target(const struct cb_table_row *t, const struct strbuf *
 	sb_free(&msg);
 }
 
+/* --whole-node: the table's directory as Cassandra names it (<table>-<id>, the id system_schema
+ * gives it) in the data directory that holds it already (an interrupted run), else in the
+ * first. 0 or -ENOMEM. */
+static int whole_node_target(const struct restore_opts *o, const struct cb_table_row *t, char **target)
+{
+	struct strbuf dir = {0}, path = {0};
+	int r = whole_node_table_dir(t->table, t->table_id, &dir);
+	for (size_t i = 0; r == 0 && i < o->data_dirs.n; i++) {
+		path.len = 0;
+		r = sb_printf(&path, "%s/%s/%s", o->data_dirs.v[i], t->keyspace, dir.buf);
+		if (r == 0 && access(path.buf, F_OK) == 0)
+			break;
+		if (i + 1 == o->data_dirs.n) { /* in none: the first data directory */
+			path.len = 0;
+			r = sb_printf(&path, "%s/%s/%s", o->data_dirs.v[0], t->keyspace, dir.buf);
+		}
+	}
+	if (r == 0)
+		*target = path.buf, path.buf = NULL;
+	sb_free(&dir);
+	sb_free(&path);
+	return r;
+}
+
 /* The table's live directory: --table-dir, else the one match in the data dirs. 0 with
  * *target set, 1 when there is none or several (said), -ENOMEM. */
 static int choose_target(const struct restore_opts *o, const struct cb_table_row *t, char **target)
 {
 	*target = NULL;
+	if (o->whole_node)
+		return whole_node_target(o, t, target);
 	struct strbuf key = {0};
 	if (sb_printf(&key, "%s.%s=", t->keyspace, t->table) < 0)
 		return -ENOMEM;
@@ -177,6 +211,11 @@ static int open_target(const struct restore_opts *o, struct plan_table *pt)
 		pt->target = abs;
 	}
 	pt->fd = open(pt->target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (pt->fd < 0 && errno == ENOENT && o->whole_node) { /* made when the copy starts */
+		pt->uid = o->uid;
+		pt->gid = o->gid;
+		return 0;
+	}
 	struct stat st;
 	if (pt->fd < 0 || fstat(pt->fd, &st) < 0) {
 		errorf("table directory %s: %s", pt->target, errno == ENOTDIR ? "not a directory" : strerror(errno));
@@ -194,7 +233,7 @@ static int open_target(const struct restore_opts *o, struct plan_table *pt)
 static int check_against_manifest(const struct restore_opts *o, const struct plan_table *pt)
 {
 	struct strbuf why = {0};
-	int r = files_match_manifest(o->st, o->name, pt->t.keyspace, pt->t.table, &pt->files, &why);
+	int r = files_match_manifest(o->st, o->ref.v[0], pt->t.keyspace, pt->t.table, &pt->files, &why);
 	if (r < 0)
 		errorf("cannot restore backup %s: %s; nothing was restored", o->name,
 		       why.buf ? why.buf : strerror(-r));
@@ -345,6 +384,8 @@ static uint64_t generation_in_use(void *ctx, const char *dir)
  * another -errno (said). */
 static int open_unit_dir(const struct plan_table *pt, const char *dir)
 {
+	if (pt->fd < 0)
+		return -ENOENT; /* --whole-node: the table directory is still to be made */
 	int fd = *dir ? openat(pt->fd, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
 		      : fcntl(pt->fd, F_DUPFD_CLOEXEC, 0);
 	if (fd < 0 && errno != ENOENT)
@@ -1014,6 +1055,34 @@ static int import_table(readback *rb, const struct restore_opts *o, struct plan_
 
 /* ---- execution ---------------------------------------------------------------------------- */
 
+/* --whole-node: makes the table's directory and its keyspace's (owned as the files will be),
+ * and opens it into pt->fd. 0 or -errno (fail->why says which). */
+static int make_table_dir(struct plan_table *pt, struct failure *fail)
+{
+	_cleanup_free_ char *ks = strdup(pt->target);
+	char *slash = ks ? strrchr(ks, '/') : NULL;
+	if (!slash) {
+		snprintf(fail->why, sizeof(fail->why), "out of memory");
+		return -ENOMEM;
+	}
+	*slash = '\0';
+	const char *dirs[] = {ks, pt->target};
+	for (int k = 0; k < 2; k++)
+		if (mkdir(dirs[k], 0755) == 0 ? chown(dirs[k], pt->uid, pt->gid) < 0 : errno != EEXIST) {
+			int e = errno;
+			snprintf(fail->why, sizeof(fail->why), "%s: %s", dirs[k], strerror(e));
+			return -e;
+		}
+	pt->fd = open(pt->target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (pt->fd < 0) {
+		int e = errno;
+		snprintf(fail->why, sizeof(fail->why), "%s: %s", pt->target,
+			 e == ELOOP ? "a symlink, not followed" : strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
 static int execute_plan(readback *rb, const struct restore_opts *o, struct plan *p, struct totals *tot,
 			struct failure *fail)
 {
@@ -1032,6 +1101,10 @@ static int execute_plan(readback *rb, const struct restore_opts *o, struct plan 
 	int r = 0, failed = 0;
 	for (size_t i = 0; r >= 0 && i < p->n; i++) {
 		struct plan_table *pt = &p->v[i];
+		if (pt->fd < 0 && (r = make_table_dir(pt, fail)) < 0) {
+			errorf("cannot restore %s.%s: %s", pt->t.keyspace, pt->t.table, fail->why);
+			break;
+		}
 		if (o->import) {
 			r = import_table(rb, o, pt, &prog, fail);
 		} else {
@@ -1136,7 +1209,7 @@ static void print_plan(const struct restore_opts *o, const struct plan *p)
 		const struct plan_table *pt = &p->v[i];
 		char cmd[4096];
 		format_command(pt->command.v, cmd, sizeof(cmd));
-		printf("%s.%s -> %s\n", pt->t.keyspace, pt->t.table, pt->target);
+		printf("%s.%s -> %s%s\n", pt->t.keyspace, pt->t.table, pt->target, pt->fd < 0 ? " (a new directory)" : "");
 		if (o->import)
 			printf("  staged in %s, then: %s\n", pt->stage, cmd);
 		for (size_t u = 0; u < pt->nunits; u++) {
@@ -1169,6 +1242,11 @@ static void json_table(struct json *j, const struct restore_opts *o, const struc
 	json_kv_u64(j, "conflicts", pt->tot.conflicts);
 	json_kv_u64(j, "files_left_out", pt->tot.left_out);
 	json_key(j, "nodetool");
+	if (o->whole_node) { /* Cassandra is stopped: it reads the files when it starts */
+		json_null(j);
+		json_object_end(j);
+		return;
+	}
 	json_object_begin(j);
 	json_key(j, "argv");
 	json_array_begin(j);
@@ -1184,7 +1262,6 @@ static void json_table(struct json *j, const struct restore_opts *o, const struc
 		json_null(j);
 	json_object_end(j);
 	json_object_end(j);
-	(void)o;
 }
 
 /* One JSON document on stdout: what was (or, with --dry-run, would be) done, per table. */
@@ -1196,7 +1273,7 @@ static int print_json(const struct restore_opts *o, const struct plan *p, const 
 	json_object_begin(&j);
 	json_kv_str(&j, "backup", o->name);
 	json_kv_str(&j, "store", o->store);
-	json_kv_str(&j, "mode", o->import ? "import" : o->refresh ? "refresh" : "copy");
+	json_kv_str(&j, "mode", o->import ? "import" : o->refresh ? "refresh" : o->whole_node ? "whole-node" : "copy");
 	json_kv_bool(&j, "dry_run", o->dry_run);
 	json_kv_i64(&j, "exit_status", rc);
 	json_kv_u64(&j, "files_copied", tot->files);
@@ -1278,8 +1355,22 @@ static int check_args(const struct cli_command *cmd, struct restore_opts *o)
 {
 	if (o->import && o->refresh)
 		return cli_usage_error(cmd, "--import and --refresh exclude each other");
+	if (o->whole_node && (o->import || o->refresh || o->table_dirs.n || !selection_is_empty(&o->sel)))
+		return cli_usage_error(cmd, "--whole-node restores every table of the node into empty data "
+				       "directories: it takes no --import, --refresh, --keyspace, --table or --table-dir");
+	if (o->from_node && o->node)
+		return cli_usage_error(cmd, "give the node once: --node NODE, or --from-node NODE for "
+				       "another node's backup");
+	if (o->set_tokens && !o->whole_node)
+		return cli_usage_error(cmd, "--set-tokens goes with --whole-node");
 	if (o->owner && parse_owner(o, o->owner) < 0)
 		return CB_EXIT_USAGE;
+	if (o->whole_node && !o->owner) {
+		if (whole_node_default_owner(&o->uid, &o->gid) < 0)
+			return cli_usage_error(cmd, "--whole-node: no user cassandra on this machine to own the "
+					       "restored files; give --owner USER[:GROUP]");
+		o->have_owner = true;
+	}
 	for (size_t i = 0; i < o->table_dirs.n; i++) {
 		char *eq = strchr(o->table_dirs.v[i], '='), *dot = strchr(o->table_dirs.v[i], '.');
 		if (!eq || !dot || dot > eq)
@@ -1292,7 +1383,7 @@ static int check_args(const struct cli_command *cmd, struct restore_opts *o)
  * directory, and nodetool can be run when it will be. 0 or the exit status (said). */
 static int check_environment(const struct restore_opts *o)
 {
-	for (size_t i = 0; i < o->data_dirs.n; i++) {
+	for (size_t i = 0; !o->whole_node && i < o->data_dirs.n; i++) {
 		struct strbuf why = {0};
 		int r = plan_check_data_dir(o->data_dirs.v[i], &why);
 		if (r < 0)
@@ -1314,6 +1405,77 @@ static int check_environment(const struct restore_opts *o)
 		errorf("out of memory");
 	strv_free(&a);
 	return r < 0 ? CB_EXIT_USAGE : 0;
+}
+
+/* --whole-node, once the backup's tables are known: the backup can bring a node back, every
+ * data directory is empty (but for what an interrupted run of this restore left), and no
+ * Cassandra answers on this node. 0, or the exit status (said: nothing was restored). */
+static int check_whole_node(const struct restore_opts *o, const struct tables *ts)
+{
+	struct strbuf why = {0};
+	_cleanup_free_ char *name = cli_escape(o->name);
+	int rc = 0, r = whole_node_check_backup(ts, &why);
+	if (r < 0) {
+		errorf("cannot restore backup %s as a whole node: %s; nothing was restored",
+		       name ? name : "", why.buf ? why.buf : strerror(-r));
+		rc = CB_EXIT_FAILED;
+	}
+	for (size_t i = 0; rc == 0 && i < o->data_dirs.n; i++) {
+		why.len = 0;
+		if ((r = whole_node_check_data_dir(o->data_dirs.v[i], ts, &why)) < 0) {
+			errorf("--data-dir %s: %s; a whole-node restore writes only into empty data "
+			       "directories (move it aside); nothing was restored", o->data_dirs.v[i],
+			       why.buf ? why.buf : strerror(-r));
+			rc = CB_EXIT_USAGE;
+		}
+	}
+	why.len = 0;
+	if (rc == 0 && (r = whole_node_cassandra_answers(o->nodetool, &why)) != 0) {
+		if (r > 0)
+			errorf("Cassandra is running on this node (%s); stop it before a whole-node "
+			       "restore; nothing was restored", why.buf ? why.buf : "nodetool answered");
+		else
+			errorf("out of memory");
+		rc = CB_EXIT_FAILED;
+	}
+	sb_free(&why);
+	return rc;
+}
+
+/* After a whole-node restore: the tokens the node had, set in cassandra.yaml (--set-tokens)
+ * or printed for the operator to set. 0, or CB_EXIT_FAILED (said). */
+static int keep_tokens(const struct restore_opts *o)
+{
+	struct manifest *m = NULL;
+	struct strbuf err = {0}, tokens = {0}, yaml = {0};
+	int rc = CB_EXIT_FAILED, r = store_read_manifest(o->st, o->ref.v[0], &m, NULL, &err);
+	for (size_t i = 0; r == 0 && i < m->ntokens; i++)
+		r = sb_printf(&tokens, "%s%s", i ? " " : "", m->tokens[i]);
+	if (r < 0) {
+		errorf("cannot read the tokens of backup %s: %s", o->name, err.buf ? err.buf : strerror(-r));
+	} else if (!tokens.len) {
+		errorf("backup %s recorded no tokens: set initial_token in cassandra.yaml to the node's "
+		       "tokens before it starts, with auto_bootstrap: false", o->name);
+	} else if (o->set_tokens) {
+		const char *conf = o->cassandra_conf ? o->cassandra_conf : "/etc/cassandra";
+		r = sb_printf(&yaml, "%s/cassandra.yaml", conf) ?: whole_node_set_tokens(yaml.buf, tokens.buf, &err);
+		if (r < 0)
+			errorf("--set-tokens: %s", err.buf ? err.buf : strerror(-r));
+		else if (!o->json)
+			printf("set initial_token (%zu tokens) and auto_bootstrap: false in %s (it was kept as "
+			       "%s.before-cassbackup)\n", m->ntokens, yaml.buf, yaml.buf);
+		rc = r < 0 ? CB_EXIT_FAILED : CB_EXIT_OK;
+	} else if (whole_node_yaml_lines(tokens.buf, &yaml) == 0) {
+		if (!o->json)
+			printf("before Cassandra starts, set in cassandra.yaml (or run again with --set-tokens):\n%s",
+			       yaml.buf);
+		rc = CB_EXIT_OK;
+	}
+	manifest_free(m);
+	sb_free(&err);
+	sb_free(&tokens);
+	sb_free(&yaml);
+	return rc;
 }
 
 /* Plans the restore: the staging paths and the nodetool command of every table. The exit
@@ -1338,6 +1500,45 @@ static int plan_restore(catalog *cat, struct restore_opts *o, const struct table
 	return CLI_RUN;
 }
 
+/* Which node backup of NAME is restored (into o->ref): --node's or --from-node's, else the
+ * only one, else this node's (its host id as nodetool info tells). A backup of another node
+ * than this one (host ids differ) is refused without --from-node: its tokens, and so the
+ * replicas it holds, are another node's (load streams it to the nodes that own its rows).
+ * --whole-node asks nodetool nothing: Cassandra is stopped, the node to bring back is named.
+ * 0, or the exit status (said). */
+static int pick_node_backup(catalog *cat, struct restore_opts *o)
+{
+	_cleanup_free_ char *local = NULL;
+	const char *node = o->from_node ? o->from_node : o->node;
+	if (!o->whole_node && cluster_local_host_id(o->nodetool, &local) < 0) {
+		errorf("out of memory");
+		return CB_EXIT_FAILED;
+	}
+	struct node_backups l = {0};
+	int r = node ? 0 : node_backups_named(cat, o->name, &l); /* how many, or -errno */
+	if (r > 1 && !node && local)
+		node = local; /* several: this node's, as nodetool tells it */
+	node_backups_free(&l);
+	int rc = cluster_pick(cat, o->store, o->name, node, false, &o->ref);
+	if (rc != 0 || !local || o->from_node)
+		return rc;
+	struct node_backups picked = {0};
+	node_backups_named(cat, o->name, &picked);
+	for (size_t i = 0; rc == 0 && i < picked.n; i++) {
+		const struct node_backup *b = &picked.v[i];
+		if (strcmp(b->ref, o->ref.v[0]) || !*b->host_id || !strcmp(b->host_id, local))
+			continue;
+		_cleanup_free_ char *who = node_backup_label(b);
+		errorf("backup %s of %s is another node's than this one (host id %s, as nodetool info "
+		       "tells): its tokens and replicas differ; restore it here on purpose with --from-node "
+		       "%s, or stream it to the nodes that own its rows with load; nothing was restored",
+		       o->name, who ? who : b->node, local, b->host_id);
+		rc = CB_EXIT_USAGE;
+	}
+	node_backups_free(&picked);
+	return rc;
+}
+
 /* Plans, then copies (or prints the plan), then tells Cassandra. The exit status. */
 static int restore_backup(struct restore_opts *o)
 {
@@ -1356,11 +1557,16 @@ static int restore_backup(struct restore_opts *o)
 		errorf("cannot open store %s: out of memory", o->store);
 		goto out;
 	}
-	if ((r = load_tables(cat, o->store, o->name, &ts)) < 0) {
+	if ((rc = pick_node_backup(cat, o)) != 0)
+		goto out;
+	rc = CB_EXIT_FAILED;
+	if ((r = load_tables(cat, o->store, o->ref.v[0], &ts)) < 0) {
 		ts = (struct tables){0}; /* load_tables freed it */
 		rc = r == -ENOENT ? CB_EXIT_MISSING : CB_EXIT_FAILED;
 		goto out;
 	}
+	if (o->whole_node && (rc = check_whole_node(o, &ts)) != 0)
+		goto out;
 	if ((rc = plan_restore(cat, o, &ts, &p)) != CLI_RUN)
 		goto out;
 	if (o->dry_run) {
@@ -1373,7 +1579,10 @@ static int restore_backup(struct restore_opts *o)
 		rc = report_failure(o, &tot, &fail);
 	} else {
 		report_done(o, &tot, p.n);
-		rc = tell_cassandra(o, &p) || r > 0 || tot.conflicts ? CB_EXIT_FAILED : CB_EXIT_OK;
+		if (o->whole_node)
+			rc = r > 0 || tot.conflicts ? CB_EXIT_FAILED : keep_tokens(o);
+		else
+			rc = tell_cassandra(o, &p) || r > 0 || tot.conflicts ? CB_EXIT_FAILED : CB_EXIT_OK;
 	}
 	if (o->json && print_json(o, &p, &tot, rc) < 0)
 		rc = CB_EXIT_FAILED;
@@ -1389,13 +1598,57 @@ static const char *const restore_usage[] = {
 	"--store DIR --data-dir DIR [--data-dir DIR]... NAME",
 	"  [--keyspace KS]... [--table KS.TABLE]... [--table-dir KS.TABLE=PATH]...",
 	"  [--dry-run] [--owner USER[:GROUP]] [--import | --refresh] [--nodetool PATH] [--json]",
+	"--store DIR --data-dir DIR [--data-dir DIR]... --whole-node NAME",
+	"  [--owner USER[:GROUP]] [--set-tokens [--cassandra-conf DIR]] [--dry-run] [--json]",
+	"--store DIR --data-dir DIR... --point-in-time 'yyyy:MM:dd HH:mm:ss' --cassandra-conf DIR [NAME]",
+	"  [--node NAME] [--segments-dir DIR] [--keyspace KS]... [--table KS.TABLE]... [...]",
+	"--point-in-time-done --cassandra-conf DIR",
 	NULL,
 };
 
+/* --point-in-time: the backup comes from the time (or is checked against it), the restore runs
+ * as without, then the commitlog segments and Cassandra's settings follow (pitr.h). */
+static int restore_point_in_time(const struct cli_command *cmd, struct restore_opts *o, struct pitr *p)
+{
+	struct strbuf err = {0};
+	p->cassandra_conf = o->cassandra_conf ? o->cassandra_conf : "/etc/cassandra";
+	if (o->json)
+		return cli_usage_error(cmd, "--point-in-time does not print JSON");
+	if (pitr_parse_time(p->time, &p->time_ms, &err) < 0) {
+		int rc = cli_usage_error(cmd, "--point-in-time '%s': %s", p->time, err.buf ? err.buf : "");
+		sb_free(&err);
+		return rc;
+	}
+	p->backup = o->name;
+	p->node = o->node; /* --node: whose backup and segments (host id or node name) */
+	p->data_dir = o->data_dirs.n ? o->data_dirs.v[0] : NULL;
+	p->dry_run = o->dry_run;
+	p->sel = &o->sel;
+	int rc = pitr_plan(p, o->store);
+	if (rc != 0)
+		return rc;
+	o->name = p->backup_name;
+	o->node = p->backup_node; /* that node's backup of the name, whatever --node said */
+	rc = restore_backup(o);
+	if (rc != CB_EXIT_OK) {
+		errorf("the backup was not restored whole; no commitlog replay was set up");
+		return rc;
+	}
+	return pitr_apply(p, o->store);
+}
+
 int cmd_restore(int argc, char **argv)
 {
+	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+		if (!strcmp(argv[i], "--point-in-time-done"))
+			return cmd_restore_pitr_done(argc, argv);
 	struct restore_opts o = {0};
+	struct pitr pt = {0};
+	bool done = false; /* taken by cmd_restore_pitr_done above; here for --help */
 	struct cli_option opts[] = {
+		{.name = "node", .type = OPT_STRING, .value = &o.node, .arg = "NODE",
+		 .help = "the node whose backup NAME to restore, when several nodes have one (host id, "
+			 "a prefix of it, node name or address)"},
 		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &o.store, .arg = "DIR",
 		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
 		{.name = "data-dir", .short_name = 'd', .type = OPT_STRINGS, .value = &o.data_dirs, .arg = "DIR",
@@ -1419,30 +1672,61 @@ int cmd_restore(int argc, char **argv)
 		 .help = "the nodetool to run", .config_key = "nodetool"},
 		{.name = "json", .type = OPT_FLAG, .value = &o.json,
 		 .help = "print one JSON document with the result per table"},
+		{.name = "from-node", .type = OPT_STRING, .value = &o.from_node, .arg = "NODE",
+		 .help = "restore another node's backup here, on purpose (as --node takes it)"},
+		{.name = "whole-node", .type = OPT_FLAG, .value = &o.whole_node,
+		 .help = "bring the whole node back (Cassandra stopped) into empty data directories"},
+		{.name = "set-tokens", .type = OPT_FLAG, .value = &o.set_tokens,
+		 .help = "with --whole-node: set initial_token and auto_bootstrap in cassandra.yaml"},
+		{.name = "cassandra-conf", .type = OPT_STRING, .value = &o.cassandra_conf, .arg = "DIR",
+		 .help = "Cassandra's configuration directory (default /etc/cassandra): where --set-tokens and --point-in-time write",
+		 .config_key = "cassandra_conf"},
+		{.name = "point-in-time", .type = OPT_STRING, .value = &pt.time, .arg = "'yyyy:MM:dd HH:mm:ss'",
+		 .help = "restore the node as it was then (GMT): a backup, then a commitlog replay"},
+		{.name = "node", .type = OPT_STRING, .value = &pt.node, .arg = "NAME",
+		 .help = "the node whose backup and segments --point-in-time takes (default: this host)",
+		 .config_key = "node"},
+		{.name = "segments-dir", .type = OPT_STRING, .value = &pt.segments_dir, .arg = "DIR",
+		 .help = "where --point-in-time puts the segments (default: commitlog_restore beside --data-dir)"},
+		{.name = "point-in-time-done", .type = OPT_FLAG, .value = &done,
+		 .help = "after the replay: remove the settings and segments --point-in-time wrote (alone, with --cassandra-conf)"},
 		{0},
 	};
 	struct cli_command cmd = {
 		.name = "restore",
 		.usage = restore_usage,
 		.operands = "NAME",
-		.min_operands = 1,
+		.min_operands = 0,
 		.max_operands = 1,
 		.description = "Copies the backup's tables into the live <table>-<id> directories of this node\n"
 			       "(owner: the target table directory's, or --owner). Without --import or --refresh\n"
 			       "it prints the nodetool command to run next. --import copies each table once,\n"
 			       "into a staging directory on the target's file system that nodetool import\n"
-			       "moves into the table, and removes the staging directory afterwards.",
+			       "moves into the table, and removes the staging directory afterwards.\n"
+			       "--whole-node brings a stopped node back onto empty data directories (a\n"
+			       "replaced disk, new hardware): every keyspace of the backup, system ones\n"
+			       "included, into <keyspace>/<table>-<id> directories it makes, owned by the\n"
+			       "cassandra user (or --owner); then it prints the initial_token and\n"
+			       "auto_bootstrap lines for cassandra.yaml, or sets them with --set-tokens.\n"
+
+			       "--point-in-time restores the node's last backup made before that time, copies\n"
+			       "the commitlog segments archived since into --segments-dir and writes\n"
+			       "commitlog_archiving.properties, so that Cassandra replays them up to the time\n"
+			       "at its next start; --point-in-time-done removes those settings afterwards.",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
 	if (rc == CLI_RUN) {
-		o.name = argv[first];
-		rc = check_args(&cmd, &o);
+		o.name = first < argc ? argv[first] : NULL;
+		rc = !o.name && !pt.time ? cli_usage_error(&cmd, "missing NAME (or --point-in-time)")
+					 : check_args(&cmd, &o);
 	}
 	if (rc == CLI_RUN)
-		rc = check_environment(&o) ?: restore_backup(&o);
+		rc = check_environment(&o) ?: pt.time ? restore_point_in_time(&cmd, &o, &pt) : restore_backup(&o);
+	pitr_free(&pt);
 	strv_free(&o.data_dirs);
 	strv_free(&o.table_dirs);
 	selection_free(&o.sel);
+	strv_free(&o.ref);
 	return rc;
 }

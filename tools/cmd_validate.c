@@ -55,11 +55,14 @@ static void check_store(struct vctx *v, const char *key, const char *value, int 
 	struct store_options o = *cli_store_settings();
 	o.flags = STORE_READONLY;
 	int r = store_open(value, &o, &s, &why);
-	store_close(s);
-	if (r == 0)
+	const char *cred = r == 0 ? cb_backend_credentials(store_backend(s)) : NULL;
+	if (r == 0 && cred)
+		say(v, V_OK, line, key, value, "a cassbackup store; S3 credentials from %s", cred);
+	else if (r == 0)
 		say(v, V_OK, line, key, value, "a cassbackup store");
 	else
 		say(v, V_PROBLEM, line, key, value, "%s", why.buf ? why.buf : strerror(-r));
+	store_close(s);
 	sb_free(&why);
 }
 
@@ -221,6 +224,81 @@ static void check_endpoint(struct vctx *v, const char *key, const char *value, i
 	    ok ? "URL" : "expected an http:// or https:// URL");
 }
 
+/* keep_*: what forget's --keep-* options take. */
+static void check_keep(struct vctx *v, const char *key, const char *value, int line)
+{
+	struct strbuf err = {0};
+	if (backup_keep_check(key, value, &err) < 0)
+		say(v, V_PROBLEM, line, key, value, "%s", err.buf ? err.buf : "invalid");
+	else
+		say(v, V_OK, line, key, value, "retention of 'cassbackup backup'");
+	sb_free(&err);
+}
+
+/* hook_*: the words split as the hook runs them, the program found. */
+static void check_hook(struct vctx *v, const char *key, const char *value, int line)
+{
+	struct strv argv = {0};
+	struct strbuf err = {0};
+	char found[4096];
+	if (config_split_words(value, &argv, &err) < 0)
+		say(v, V_PROBLEM, line, key, value, "%s", err.buf ? err.buf : "");
+	else if (exec_find(argv.v[0], found, sizeof(found)) < 0)
+		say(v, V_PROBLEM, line, key, value, "%s: no executable program by that name%s", argv.v[0],
+		    strchr(argv.v[0], '/') ? "" : " on PATH");
+	else
+		say(v, V_OK, line, key, value, "runs %s with %zu argument%s", found, argv.n - 1,
+		    argv.n == 2 ? "" : "s");
+	strv_free(&argv);
+	sb_free(&err);
+}
+
+/* metrics_file: its directory is there and writable (the file is replaced by a rename). */
+static void check_metrics_file(struct vctx *v, const char *key, const char *value, int line)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", value);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		slash[slash == dir] = '\0';
+	struct stat st;
+	if (stat(dir, &st) < 0)
+		say(v, V_PROBLEM, line, key, value, "%s: %s", dir, strerror(errno));
+	else if (!S_ISDIR(st.st_mode))
+		say(v, V_PROBLEM, line, key, value, "%s: not a directory", dir);
+	else if (access(dir, W_OK | X_OK) < 0)
+		say(v, V_PROBLEM, line, key, value, "%s: not writable: %s", dir, strerror(errno));
+	else
+		say(v, V_OK, line, key, value, "%s", strlen(value) > 5 && !strcmp(value + strlen(value) - 5, ".prom")
+		    ? "writable directory" : "writable directory; node_exporter reads only files ending in .prom");
+}
+
+/* s3_sse, s3_sse_kms_key_id, s3_sse_c_key_file, s3_storage_class: each checked as the S3
+ * client checks it (cb_s3_options_check), with the s3_sse it goes with. */
+static void check_storage(struct vctx *v, const char *key, const char *value, int line)
+{
+	struct cb_s3_options t = {0};
+	const char *sse = config_get("s3_sse");
+	bool sse_ok = sse && (!strcmp(sse, "AES256") || !strcmp(sse, "aws:kms"));
+	if (!strcmp(key, "s3_sse"))
+		t.sse = value;
+	else if (!strcmp(key, "s3_sse_kms_key_id"))
+		t = (struct cb_s3_options){.sse = sse_ok ? sse : NULL, .sse_kms_key_id = value};
+	else if (!strcmp(key, "s3_sse_c_key_file"))
+		t = (struct cb_s3_options){.sse = sse_ok ? sse : NULL, .sse_c_key_file = value};
+	else
+		t.storage_class = value;
+	int r = cb_s3_options_check(&t);
+	explicit_bzero(t.sse_c_key, sizeof(t.sse_c_key));
+	if (r < 0)
+		say(v, V_PROBLEM, line, key, value, "%s", cb_backend_why(r));
+	else
+		say(v, V_OK, line, key, value, "%s", !strcmp(key, "s3_sse_c_key_file") ? "a 256-bit key"
+						    : "sent on every write");
+}
+
 static int check(void *ctx, const char *key, const char *value, int line)
 {
 	struct vctx *v = ctx;
@@ -240,6 +318,9 @@ static int check(void *ctx, const char *key, const char *value, int line)
 		check_key_file(v, key, value, line);
 	else if (!strcmp(key, "s3_ca_file"))
 		check_readable_file(v, key, value, line);
+	else if (!strcmp(key, "s3_sse") || !strcmp(key, "s3_sse_kms_key_id") ||
+		 !strcmp(key, "s3_sse_c_key_file") || !strcmp(key, "s3_storage_class"))
+		check_storage(v, key, value, line);
 	else if (!strcmp(key, "s3_parallel")) {
 		unsigned n;
 		bool ok = cli_parse_s3_parallel(value, &n) == 0;
@@ -247,7 +328,17 @@ static int check(void *ctx, const char *key, const char *value, int line)
 		    ok ? "parallel transfers" : "expected a number from 1 to 16");
 	} else if (!strcmp(key, "s3_endpoint"))
 		check_endpoint(v, key, value, line);
-	else if (!strcmp(key, "hosts"))
+	else if (!strncmp(key, "keep_", 5))
+		check_keep(v, key, value, line);
+	else if (!strncmp(key, "hook_", 5))
+		check_hook(v, key, value, line);
+	else if (!strcmp(key, "metrics_file"))
+		check_metrics_file(v, key, value, line);
+	else if (!strcmp(key, "node")) {
+		bool ok = name_is_component(value) && value[0] != '.';
+		say(v, ok ? V_OK : V_PROBLEM, line, key, value, "%s",
+		    ok ? "node name" : "expected one directory name, not starting with '.' (commitlogs/<node>/)");
+	} else if (!strcmp(key, "hosts"))
 		say(v, host_list_ok(value) ? V_OK : V_PROBLEM, line, key, value, "%s", host_list_ok(value)
 		    ? "host list" : "expected HOST[,HOST...] without spaces or empty entries");
 	else

@@ -11,6 +11,7 @@
  * files, map them to --dir, read and check) -> report (one result per table as it is done).
  */
 #include "cli.h"
+#include "cluster.h"
 #include "store.h"
 #include "hash.h"
 #include "packread.h"
@@ -35,6 +36,7 @@ struct table_result {
 	size_t files;
 	uint64_t bytes;
 	size_t renamed;
+	size_t rewritten, not_imported; /* --imported: Statistics.db rewritten, files not taken */
 	struct strv errors; /* one problem each, unescaped (escaped when printed) */
 	size_t nerrors;     /* errors.n, unless out of memory lost some of the texts */
 };
@@ -278,6 +280,8 @@ static void read_and_check(struct reader *rd, struct vf *v, size_t n, struct tab
 			continue;
 		}
 		f->read_ok = true;
+		if (f->may_differ)
+			continue; /* present is all that is asked of it (--imported) */
 		if (got != f->size)
 			add_error(res, "%s: size is %llu, the backup recorded %llu", rel(f, where, sizeof(where)),
 				  (unsigned long long)got, (unsigned long long)f->size);
@@ -353,6 +357,70 @@ static void map_to_dir(struct vf *v, size_t n, const char *dir, struct table_res
 			map_new_generation(&v[i], dir, res);
 }
 
+/* --imported: a Statistics.db that nodetool import rewrote (MetadataSerializer
+ * .rewriteSSTableMetadata: level and repaired-at) has other bytes than the backup's. It must be
+ * there, in the generation the other components of its sstable went to: v[i] is pointed at it.
+ * orig holds the names v had before map_to_dir renamed the ones found under new generations. */
+static void map_rewritten_statistics(struct vf *v, size_t n, char **orig, const char *dir,
+				     struct table_result *res)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t p = sstable_prefix_len(orig[i]);
+		if (v[i].path || !p || strcmp(orig[i] + p, "Statistics.db"))
+			continue;
+		size_t k = 0; /* a component of the same sstable that was found */
+		while (k < n && !(v[k].path && k != i && !strcmp(v[k].dir, v[i].dir) &&
+				  sstable_prefix_len(orig[k]) == p && !strncmp(orig[k], orig[i], p)))
+			k++;
+		if (k == n)
+			continue;
+		struct strbuf name = {0}, path = {0};
+		sb_printf(&name, "%.*sStatistics.db", (int)sstable_prefix_len(v[k].name), v[k].name);
+		sb_printf(&path, "%s/%s", dir, name.buf ? name.buf : "");
+		struct stat st;
+		if (name.buf && path.buf && lstat(path.buf, &st) == 0 && S_ISREG(st.st_mode)) {
+			free(v[i].name);
+			v[i].name = name.buf, name.buf = NULL;
+			v[i].path = path.buf, path.buf = NULL;
+			v[i].may_differ = true;
+			res->rewritten++;
+		}
+		sb_free(&name);
+		sb_free(&path);
+	}
+}
+
+/* map_to_dir for a directory that took the backup through nodetool import (--imported): the
+ * sstables of the table directory only, Statistics.db allowed to differ. */
+static void map_imported(struct vf *v, size_t n, const char *dir, struct table_result *res)
+{
+	char **orig = calloc(n ? n : 1, sizeof(*orig));
+	for (size_t i = 0; orig && i < n; i++)
+		orig[i] = strdup(v[i].name);
+	map_to_dir(v, n, dir, res);
+	bool all = orig != NULL;
+	for (size_t i = 0; all && i < n; i++)
+		all = orig[i] != NULL;
+	if (all)
+		map_rewritten_statistics(v, n, orig, dir, res);
+	for (size_t i = 0; orig && i < n; i++)
+		free(orig[i]);
+	free(orig);
+}
+
+/* What nodetool import takes from its source directory: the sstables of the directory itself
+ * (SSTableImporter lists one directory; Cassandra builds secondary indexes itself). */
+static bool imported_by_nodetool(const struct vf *f)
+{
+	return !*f->dir && sstable_prefix_len(f->name) > 0;
+}
+
+static void not_imported(const struct vf *f, void *ctx)
+{
+	(void)f;
+	((struct table_result *)ctx)->not_imported++;
+}
+
 /* Moves the files for which keep() is false behind the others (in order, calling drop() for
  * each) and returns how many are kept: v[0 .. kept) are checked, all n stay owned by l. */
 static size_t vlist_partition(struct vlist *l, size_t n, bool (*keep)(const struct vf *f),
@@ -413,6 +481,8 @@ static void report_json(struct json *j, const struct table_result *t, const char
 	json_kv_str(j, "status", t->nerrors ? "failed" : "ok");
 	json_kv_u64(j, "files", t->files);
 	json_kv_u64(j, "bytes", t->bytes);
+	json_kv_u64(j, "statistics_rewritten", t->rewritten);
+	json_kv_u64(j, "files_not_imported", t->not_imported);
 	json_key(j, "errors");
 	json_array_begin(j);
 	for (size_t i = 0; i < t->nerrors; i++)
@@ -436,8 +506,13 @@ static void report_text(const struct table_result *t, const char *backup)
 	sb_puts(&o, ".");
 	sb_escape(&o, t->table);
 	if (!t->nerrors)
-		sb_printf(&o, ": %zu files, %s%s\n", t->files, size,
+		sb_printf(&o, ": %zu files, %s%s", t->files, size,
 			  t->renamed ? " (some sstables under new generations)" : "");
+	if (!t->nerrors && (t->rewritten || t->not_imported))
+		sb_printf(&o, " (nodetool import: %zu Statistics.db rewritten, %zu files not imported)",
+			  t->rewritten, t->not_imported);
+	if (!t->nerrors)
+		sb_puts(&o, "\n");
 	else
 		sb_printf(&o, ": %zu files checked, %zu problem(s):\n", t->files, t->nerrors);
 	for (size_t i = 0; i < t->nerrors; i++) {
@@ -452,10 +527,11 @@ static void report_text(const struct table_result *t, const char *backup)
 /* ---- plan and execute --------------------------------------------------------------------- */
 
 struct verify {
-	const char *store, *dir, *against;
-	bool all, json;
+	const char *store, *dir, *against, *node;
+	bool all, json, imported;
 	struct selection sel;
-	struct strv names; /* the backups to check */
+	struct strv names; /* the backups to check (refs) */
+	struct strv shown; /* how each is called in what is printed (cluster_shown) */
 	struct store *st;
 	catalog *cat;      /* the store's */
 	struct reader rd;
@@ -468,14 +544,7 @@ struct verify {
 
 static int names_cb(void *ctx, const struct cb_backup_summary *b)
 {
-	return strv_push(ctx, b->name);
-}
-
-static int exists_cb(void *ctx, const struct cb_backup_summary *b)
-{
-	(void)ctx;
-	(void)b;
-	return 0;
+	return strv_push(ctx, b->ref);
 }
 
 /* --dir DIR --against NAME/KS/TABLE: the backup to check, and the table as a selection. */
@@ -516,6 +585,8 @@ static int plan(struct cli_command *cmd, struct verify *v, char **names, int nna
 					    "--all, --keyspace or --table");
 	if (!v->dir && v->against)
 		return cli_usage_error(cmd, "--against goes with --dir");
+	if (!v->dir && v->imported)
+		return cli_usage_error(cmd, "--imported goes with --dir");
 	if (!v->dir && v->all == (nnames > 0))
 		return cli_usage_error(cmd, "give backup names or --all");
 	int rc = v->dir ? plan_dir(cmd, v) : CLI_RUN;
@@ -530,18 +601,19 @@ static int plan(struct cli_command *cmd, struct verify *v, char **names, int nna
 		errorf("cannot read catalog of %s: %s", v->store, catalog_why(v->cat, r, why, sizeof(why)));
 		return CB_EXIT_FAILED;
 	}
-	for (int i = 0; i < nnames; i++)
-		if (strv_push(&v->names, names[i]) < 0)
+	/* each NAME: all its node backups (one with --node); --against's: the one */
+	struct strv given = v->names;
+	v->names = (struct strv){0};
+	for (size_t i = 0; rc == CLI_RUN && i < given.n; i++)
+		rc = cluster_pick(v->cat, v->store, given.v[i], v->node, false, &v->names) ?: CLI_RUN;
+	for (int i = 0; rc == CLI_RUN && i < nnames; i++)
+		rc = cluster_pick(v->cat, v->store, names[i], v->node, true, &v->names) ?: CLI_RUN;
+	strv_free(&given);
+	for (size_t i = 0; rc == CLI_RUN && i < v->names.n; i++)
+		if (cluster_shown(v->cat, v->names.v[i], &v->shown) < 0)
 			return errorf("out of memory"), CB_EXIT_FAILED;
-	for (size_t i = 0; i < v->names.n; i++) {
-		r = catalog_get_backup(v->cat, v->names.v[i], exists_cb, NULL);
-		if (r == 0)
-			return report_no_such_backup(v->cat, v->store, v->names.v[i]);
-		if (r < 0) {
-			errorf("cannot read catalog of %s: %s", v->store, catalog_why(v->cat, r, why, sizeof(why)));
-			return CB_EXIT_FAILED;
-		}
-	}
+	if (rc != CLI_RUN)
+		return rc;
 	if ((r = readback_new(v->st, NULL, &v->rd.rb)) < 0) {
 		errorf("cannot start: %s", strerror(-r));
 		return CB_EXIT_FAILED;
@@ -551,7 +623,8 @@ static int plan(struct cli_command *cmd, struct verify *v, char **names, int nna
 }
 
 /* Checks one table of a backup and reports it. < 0 when its files could not be loaded. */
-static int execute_table(struct verify *v, const char *name, const struct cb_table_row *t)
+static int execute_table(struct verify *v, const char *name, const char *shown,
+			 const struct cb_table_row *t)
 {
 	struct vlist l = {0};
 	struct table_result res = {.keyspace = t->keyspace, .table = t->table};
@@ -567,7 +640,12 @@ static int execute_table(struct verify *v, const char *name, const struct cb_tab
 	if (v->dir) {
 		struct dir_ctx d = {.res = &res, .dir = v->dir};
 		n = vlist_partition(&l, n, not_snapshot_only, NULL, NULL);
-		map_to_dir(l.v, n, v->dir, &res);
+		if (v->imported) {
+			n = vlist_partition(&l, n, imported_by_nodetool, not_imported, &res);
+			map_imported(l.v, n, v->dir, &res);
+		} else {
+			map_to_dir(l.v, n, v->dir, &res);
+		}
 		n = vlist_partition(&l, n, has_path, missing_from_dir, &d);
 	}
 	uint64_t bytes = 0;
@@ -578,9 +656,9 @@ static int execute_table(struct verify *v, const char *name, const struct cb_tab
 	read_and_check(&v->rd, l.v, n, &res, &prog);
 	progress_end(&prog);
 	if (v->json)
-		report_json(&v->j, &res, name);
+		report_json(&v->j, &res, shown);
 	else
-		report_text(&res, name);
+		report_text(&res, shown);
 	v->failed |= res.nerrors > 0;
 	v->tables_ok += res.nerrors == 0;
 	v->tables_failed += res.nerrors > 0;
@@ -642,7 +720,7 @@ static int execute(struct verify *v)
 		int r = 0;
 		for (size_t k = 0; r == 0 && k < ts.n; k++)
 			if (selection_matches(&v->sel, ts.v[k].keyspace, ts.v[k].table))
-				r = execute_table(v, v->names.v[i], &ts.v[k]);
+				r = execute_table(v, v->names.v[i], v->shown.v[i], &ts.v[k]);
 		tables_free(&ts);
 		if (r < 0)
 			return CB_EXIT_FAILED;
@@ -652,7 +730,7 @@ static int execute(struct verify *v)
 	if (miss) {
 		struct strbuf m = {0};
 		sb_selection_entry(&m, miss);
-		_cleanup_free_ char *shown = cli_escape(v->names.n == 1 ? v->names.v[0] : "");
+		_cleanup_free_ char *shown = cli_escape(v->names.n == 1 ? v->shown.v[0] : "");
 		if (v->names.n == 1)
 			errorf("%s: not in backup %s", m.buf ? m.buf : "", shown ? shown : "");
 		else
@@ -665,7 +743,7 @@ static int execute(struct verify *v)
 
 static const char *const verify_usage[] = {
 	"--store DIR (NAME... | --all) [--keyspace KS]... [--table KS.TABLE]... [--json]",
-	"--store DIR --dir TABLE_DIR --against NAME/KS/TABLE [--json]",
+	"--store DIR --dir TABLE_DIR --against NAME/KS/TABLE [--imported] [--json]",
 	NULL,
 };
 
@@ -676,6 +754,8 @@ int cmd_verify(int argc, char **argv)
 		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &v.store, .arg = "DIR",
 		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
 		{.name = "all", .type = OPT_FLAG, .value = &v.all, .help = "check every backup in the store"},
+		{.name = "node", .type = OPT_STRING, .value = &v.node, .arg = "NODE",
+		 .help = "only this node's backup of each NAME (host id, a prefix of it, node name or address)"},
 		{.name = "keyspace", .type = OPT_KEYSPACE, .value = &v.sel, .arg = "KS",
 		 .help = "check only this keyspace (repeatable)"},
 		{.name = "table", .type = OPT_TABLE, .value = &v.sel, .arg = "KS.TABLE",
@@ -684,6 +764,8 @@ int cmd_verify(int argc, char **argv)
 		 .help = "check a restored table directory instead"},
 		{.name = "against", .type = OPT_STRING, .value = &v.against, .arg = "NAME/KS/TABLE",
 		 .help = "the backed-up table --dir must hold"},
+		{.name = "imported", .type = OPT_FLAG, .value = &v.imported,
+		 .help = "--dir took the backup through nodetool import (restore --import)"},
 		{.name = "json", .type = OPT_FLAG, .value = &v.json, .help = "print JSON for scripts"},
 		{0},
 	};
@@ -694,7 +776,10 @@ int cmd_verify(int argc, char **argv)
 		.max_operands = -1,
 		.description = "Reads every file of the backups back out of the packs and checks SHA-256 and size,\n"
 			       "each Data.db against its Digest.crc32/.adler32/.sha1, TOC.txt and manifest.json.\n"
-			       "With --dir, checks a restored table directory against the backup.\n"
+			       "With --dir, checks a restored table directory against the backup; with\n"
+			       "--imported, one that took it through nodetool import (restore --import):\n"
+			       "index sstables and other files are not looked for (Cassandra builds its\n"
+			       "indexes), and Statistics.db may differ (import rewrites it).\n"
 			       "Exit 1 when any table fails.",
 		.options = opts,
 	};
@@ -720,6 +805,7 @@ int cmd_verify(int argc, char **argv)
 	readback_free(v.rd.rb);
 	store_close(v.st);
 	strv_free(&v.names);
+	strv_free(&v.shown);
 	selection_free(&v.sel);
 	return rc;
 }

@@ -1,5 +1,6 @@
 /* conf.c: see conf.h. */
 #include "conf.h"
+#include "exec.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -8,9 +9,14 @@
 
 static const char *const known_keys[] = {
 	"store", "data_dir", "cassandra_conf", "nodetool", "nodetool_user", "nodetool_password_file",
-	"sstableloader", "sstableloader_user", "sstableloader_password_file", "hosts", "load_state_dir",
+	"sstableloader", "sstableloader_user", "sstableloader_password_file", "sstableloader_option",
+	"hosts", "load_state_dir",
 	"mount_helper", "s3_endpoint", "s3_region", "s3_key_file", "s3_ca_file", "cache_dir",
-	"limit_upload", "limit_download", "s3_parallel", "pack_size",
+	"limit_upload", "limit_download", "s3_parallel", "pack_size", "name", "name_period",
+	"metrics_file", "hook_pre", "hook_post", "hook_failure", "keep_last",
+	"keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within",
+	"schedule", "randomized_delay", "on_failure", "node", "host_id",
+	"s3_sse", "s3_sse_kms_key_id", "s3_sse_c_key_file", "s3_storage_class",
 };
 
 struct entry {
@@ -167,4 +173,52 @@ int config_each(int (*cb)(void *ctx, const char *key, const char *value, int lin
 			return r;
 	}
 	return 0;
+}
+
+/* One word of s at *p into a (quotes removed); *p moves past it. 0, or -EINVAL with err. */
+static int split_word(const char **p, struct strbuf *w, struct strbuf *err)
+{
+	const char *s = *p;
+	char quote = 0;
+	int r = 0;
+	for (; r == 0 && *s && (quote || !isspace((unsigned char)*s)); s++) {
+		if (quote == '\'' && *s == '\'')
+			quote = 0;
+		else if (quote == '"' && *s == '"')
+			quote = 0;
+		else if (!quote && (*s == '\'' || *s == '"'))
+			quote = *s;
+		else if (quote != '\'' && *s == '\\' && s[1] && (!quote || s[1] == '"' || s[1] == '\\'))
+			r = sb_append(w, ++s, 1);
+		else
+			r = sb_append(w, s, 1);
+	}
+	*p = s;
+	if (r == 0 && quote) {
+		sb_printf(err, "unterminated %s quote", quote == '"' ? "double" : "single");
+		return -EINVAL;
+	}
+	return r < 0 ? r : sb_append(w, "", 0);
+}
+
+int config_split_words(const char *value, struct strv *out, struct strbuf *err)
+{
+	int r = 0;
+	const char *p = value;
+	while (r == 0) {
+		while (isspace((unsigned char)*p))
+			p++;
+		if (!*p)
+			break;
+		struct strbuf w = {0};
+		r = split_word(&p, &w, err) ?: strv_push(out, w.buf ? w.buf : "");
+		sb_free(&w);
+	}
+	if (r == -ENOMEM)
+		sb_printf(err, "%s", strerror(ENOMEM));
+	if (r == 0 && out->n == 0) {
+		sb_printf(err, "no program named");
+		r = -EINVAL;
+	}
+	return r;
 }

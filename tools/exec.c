@@ -329,12 +329,71 @@ int strv_push(struct strv *a, const char *s)
 	return 0;
 }
 
+int strv_append(struct strv *a, const struct strv *more)
+{
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < more->n; i++)
+		r = strv_push(a, more->v[i]);
+	return r;
+}
+
 void strv_free(struct strv *a)
 {
 	for (size_t i = 0; i < a->n; i++)
 		free(a->v[i]);
 	free(a->v);
 	*a = (struct strv){0};
+}
+
+/* sstableloader's options (tools/LoaderOptions.java getCmdLineOptions, Cassandra 4.0 to 5.0),
+ * but for those load sets itself. */
+static const struct loader_option {
+	const char *name, *short_name;
+	bool value;
+} loader_options[] = {
+	{"verbose", "v", false}, {"no-progress", NULL, false}, {"ignore", "i", true},
+	{"port", "p", true}, {"storage-port", "sp", true}, {"ssl-storage-port", "ssp", true},
+	{"inter-dc-throttle", "idct", true}, {"entire-sstable-throttle", "e", true},
+	{"entire-sstable-inter-dc-throttle", "eidct", true}, {"auth-provider", "ap", true},
+	{"connections-per-host", "cph", true}, {"truststore", "ts", true},
+	{"truststore-password", "tspw", true}, {"keystore", "ks", true},
+	{"keystore-password", "kspw", true}, {"ssl-protocol", "prtcl", true},
+	{"ssl-alg", "alg", true}, {"store-type", "st", true}, {"ssl-ciphers", "ciphers", true},
+	{"conf-path", "f", true},
+};
+static const char *const loader_options_of_load[] = {
+	"nodes", "d", "throttle", "t", "username", "u", "password", "pw", "target-keyspace", "k",
+};
+
+int sstableloader_option(struct strv *a, const char *spec, struct strbuf *err)
+{
+	const char *name = spec + strspn(spec, "-"), *eq = strchr(name, '=');
+	size_t n = eq ? (size_t)(eq - name) : strlen(name);
+	for (size_t i = 0; i < ARRAY_SIZE(loader_options_of_load); i++)
+		if (strlen(loader_options_of_load[i]) == n && !strncmp(name, loader_options_of_load[i], n)) {
+			sb_printf(err, "%s: load sets this option itself (--hosts, --throttle, "
+				  "sstableloader_user, --target-keyspace)", spec);
+			return -EINVAL;
+		}
+	for (size_t i = 0; i < ARRAY_SIZE(loader_options); i++) {
+		const struct loader_option *o = &loader_options[i];
+		if (!(strlen(o->name) == n && !strncmp(name, o->name, n)) &&
+		    !(o->short_name && strlen(o->short_name) == n && !strncmp(name, o->short_name, n)))
+			continue;
+		if (o->value != (eq != NULL) || (eq && !eq[1])) {
+			sb_printf(err, "%s: sstableloader's --%s %s", spec, o->name,
+				  o->value ? "takes a value (NAME=VALUE)" : "takes no value");
+			return -EINVAL;
+		}
+		struct strbuf flag = {0};
+		int r = sb_printf(&flag, "--%s", o->name) ?: strv_push(a, flag.buf) ?:
+			(eq ? strv_push(a, eq + 1) : 0);
+		sb_free(&flag);
+		return r;
+	}
+	sb_printf(err, "%s: not an option of sstableloader (e.g. conf-path=FILE, port=N, "
+		  "ssl-storage-port=N, truststore=FILE)", spec);
+	return -EINVAL;
 }
 
 int nodetool_argv(struct strv *a, const char *nodetool)

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "util.h"
+
 /* Runs argv (argv[0] looked up in PATH) with our stdin/stdout/stderr, or with stdout and stderr
  * appended to log_path when it is not NULL. Returns the exit status, 128 + signal number when
  * the program was killed, 127 when it could not be run, or -errno when fork failed. */
@@ -62,6 +64,7 @@ struct strv {
 	size_t n;
 };
 int strv_push(struct strv *a, const char *s);
+int strv_append(struct strv *a, const struct strv *more); /* every string of more, copied */
 void strv_free(struct strv *a);
 
 /* Is hosts a host list as sstableloader -d takes it: HOST[,HOST...], no host empty, printable
@@ -76,6 +79,13 @@ bool host_list_ok(const char *hosts);
  * neither (sstableloader refuses one without the other). 0 or -ENOMEM. */
 int sstableloader_argv(struct strv *a, const char *loader, const char *hosts, const char *throttle,
 		       const char *user, const char *password);
+
+/* One sstableloader option passed through by load (--loader-option, sstableloader_option):
+ * NAME or NAME=VALUE, NAME one of sstableloader's own long or short names (with or without
+ * leading dashes: conf-path, f, ssl-storage-port, ts, ...), appended to a as "--long [VALUE]".
+ * The options load sets itself (nodes, throttle, username, password, target-keyspace) and
+ * names sstableloader does not know are refused: -EINVAL with the reason in err. */
+int sstableloader_option(struct strv *a, const char *spec, struct strbuf *err);
 
 /* nodetool's argv up to the subcommand: the program (--nodetool, else config, else
  * "nodetool") and -u/-pwf from the config's nodetool_user / nodetool_password_file. */

@@ -117,9 +117,19 @@ int mounter_start(struct mounter *m, const char *store, const char *tag, const c
 		m->dir[0] = '\0';
 		return r;
 	}
-	char *argv[] = {m->helper, (char *)store, m->dir, "-f", NULL};
+	/* the configuration this command read (--config), so the mount reaches the store alike */
+	struct strbuf conf = {0};
+	const char *path = config_path();
+	if (path && sb_printf(&conf, "config=%s", path) < 0) {
+		snprintf(why, whylen, "out of memory");
+		rmdir(m->dir);
+		m->dir[0] = '\0';
+		return -ENOMEM;
+	}
+	char *argv[] = {m->helper, (char *)store, m->dir, "-f", path ? "-o" : NULL, conf.buf, NULL};
 	struct exec_opts eo = {.log_path = log_path, .own_group = true, .parent_death_signal = SIGTERM};
 	m->pid = exec_spawn(argv, &eo);
+	sb_free(&conf);
 	if (m->pid < 0) {
 		r = m->pid;
 		m->pid = 0;

@@ -120,7 +120,7 @@ static void check_invalid_rows(const char *db)
 	struct names n = {0};
 	struct cb_node node;
 	int k = 0;
-	sql(db, "UPDATE backups SET name = 'x/../y' WHERE name = 'day1';"
+	sql(db, "UPDATE backups SET name = 'x/../y', ref = 'x/../y' WHERE name = 'day1';"
 		"UPDATE keyspaces SET name = '..' WHERE id = 2;"
 		"UPDATE files SET size = 4611686018427387904 WHERE name = 'nb-1-big-Data.db'"
 		" AND backup_id = 2;");
@@ -282,11 +282,18 @@ int main(void)
 	int64_t blobs2[] = {b1, b2};
 	uint64_t sizes2[] = {100, 200};
 	add_backup(c, "day2", pack, blobs2, sizes2, 2);
-	CHECK(catalog_backup_exists(c, "day1") == 1 && catalog_backup_exists(c, "nope") == 0);
-	/* a second backup of the same name is refused by the schema, and rolled back */
+	CHECK(catalog_backup_exists(c, "day1", NULL) == 1 && catalog_backup_exists(c, "nope", NULL) == 0);
+	/* a second backup of the same name and node is refused by the schema, and rolled back */
 	CHECK(catalog_begin(c) == 0);
 	struct cb_backup_info dup = {.name = "day1"};
 	CHECK(catalog_add_backup(c, &dup, &found) == -EEXIST);
+	catalog_rollback(c);
+	/* another node's backup of the name is one more node of the cluster backup day1 */
+	CHECK(catalog_begin(c) == 0);
+	struct cb_backup_info node2 = {.name = "day1", .node_key = "n2", .nested = true};
+	CHECK(catalog_add_backup(c, &node2, &found) == 0);
+	CHECK(catalog_backup_exists(c, "day1", "n2") == 1 && catalog_backup_exists(c, "day1", "n3") == 0);
+	CHECK(catalog_add_backup(c, &node2, &found) == -EEXIST);
 	catalog_rollback(c);
 
 	/* day1 alone holds blob 3 (300 bytes); day2 holds nothing alone */
@@ -299,7 +306,8 @@ int main(void)
 	CHECK(catalog_open(&r, db.buf, CATALOG_READONLY) == 0);
 	struct names n = {0};
 	CHECK(catalog_node_list(r, CB_INO_ROOT, collect, &n) == 0);
-	CHECK(n.n == 1 && !strcmp(n.v[0], "backups") && n.ino[0] == CB_INO_BACKUPS);
+	CHECK(n.n == 2 && !strcmp(n.v[0], "backups") && n.ino[0] == CB_INO_BACKUPS);
+	CHECK(!strcmp(n.v[1], "clusters") && n.ino[1] == CB_INO_CLUSTERS);
 	n.n = 0;
 	CHECK(catalog_node_list(r, CB_INO_BACKUPS, collect, &n) == 0);
 	CHECK(n.n == 2 && !strcmp(n.v[0], "day1") && !strcmp(n.v[1], "day2"));

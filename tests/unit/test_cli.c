@@ -364,6 +364,49 @@ static void test_exec_capture(void)
 	CHECK(exec_capture(closer, 1, NULL, NULL) == -ETIMEDOUT && mono_seconds() - t0 < 10);
 }
 
+/* Splits value; the words joined with '|' into out, or "ERR: why". */
+static void split(const char *value, char *out, size_t n)
+{
+	struct strv a = {0};
+	struct strbuf err = {0};
+	if (config_split_words(value, &a, &err) < 0) {
+		snprintf(out, n, "ERR: %s", err.buf ? err.buf : "");
+	} else {
+		out[0] = '\0';
+		for (size_t i = 0; i < a.n; i++)
+			snprintf(out + strlen(out), n - strlen(out), "%s%s", i ? "|" : "", a.v[i]);
+	}
+	strv_free(&a);
+	sb_free(&err);
+}
+
+static void test_split_words(void)
+{
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+		{"/bin/x", "/bin/x"},
+		{"  /bin/x  a\tb  ", "/bin/x|a|b"},
+		{"'/a b/x' 'it''s'", "/a b/x|its"},
+		{"\"a \\\"q\\\" \\\\ \\n\" b", "a \"q\" \\ \\n|b"},
+		{"'a \\ b'", "a \\ b"},
+		{"a\\ b c", "a b|c"},
+		{"x '' y", "x||y"},
+		{"x 'open", "ERR: unterminated single quote"},
+		{"x \"open", "ERR: unterminated double quote"},
+		{"   ", "ERR: no program named"},
+		{"", "ERR: no program named"},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		char got[256];
+		split(cases[i].in, got, sizeof(got));
+		if (strcmp(got, cases[i].want)) {
+			fprintf(stderr, "split_words(%s): got [%s], want [%s]\n", cases[i].in, got, cases[i].want);
+			failures++;
+		}
+	}
+}
+
 int main(void)
 {
 	if (!mkdtemp(tmpdir)) {
@@ -379,6 +422,7 @@ int main(void)
 	test_json();
 	test_names();
 	test_exec_capture();
+	test_split_words();
 	char cmd[300];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
 	if (system(cmd) != 0)

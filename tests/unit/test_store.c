@@ -144,7 +144,7 @@ static void test_catalog_is_a_cache(void)
 	make_backup("day1", "first day's bytes");
 	make_backup("day2", "first day's bytes"); /* all deduplicated: no pack of its own */
 	make_backup("day3", "new bytes on day three");
-	CHECK(mode_of(at("s/backups/day1.json")) == 0600);
+	CHECK(mode_of(at("s/backups/day1/n1.json")) == 0600);
 	struct seen s = listing();
 	CHECK(s.n == 3 && s.complete == 3 && !strcmp(s.names, "day1,day2,day3"));
 
@@ -156,7 +156,7 @@ static void test_catalog_is_a_cache(void)
 	CHECK(s.n == 3 && s.complete == 3 && !strcmp(s.names, "day1,day2,day3"));
 
 	/* a manifest removed (forget): the backup goes from the catalog on the next open */
-	CHECK(unlink(at("s/backups/day2.json")) == 0);
+	CHECK(unlink(at("s/backups/day2/n1.json")) == 0);
 	s = listing();
 	CHECK(s.n == 2 && !strcmp(s.names, "day1,day3"));
 

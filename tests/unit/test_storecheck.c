@@ -138,9 +138,9 @@ static void test_damaged_frame(void)
 	hex[16] = '\0';
 	CHECK(line_with(f.problems, f.np, loc.pack_path, hex));
 	CHECK(line_with(f.problems, f.np, loc.pack_path, pack_cache_strerror(-EIO)));
-	CHECK(line_with(f.problems, f.np, "backup day1: shop/orders/nb-1-big-Data.db: its bytes are "
+	CHECK(line_with(f.problems, f.np, "backup day1/n1: shop/orders/nb-1-big-Data.db: its bytes are "
 			"damaged in ", loc.pack_path));
-	CHECK(line_with(f.problems, f.np, "backup day2: shop/orders/nb-1-big-Data.db: its bytes are "
+	CHECK(line_with(f.problems, f.np, "backup day2/n1: shop/orders/nb-1-big-Data.db: its bytes are "
 			"damaged in ", loc.pack_path));
 	findings_free(&f);
 	sb_free(&err);
@@ -160,7 +160,7 @@ static void test_missing_pack(void)
 	struct strbuf err = {0};
 	CHECK(run(STORECHECK_READ_NONE, NULL, &f, &st, &err) == 0);
 	CHECK(f.np >= 1 && st.problems == f.np);
-	CHECK(line_with(f.problems, f.np, "backup day2: shop/orders/nb-2-big-Data.db: its bytes",
+	CHECK(line_with(f.problems, f.np, "backup day2/n1: shop/orders/nb-2-big-Data.db: its bytes",
 			"are in no intact pack's index"));
 	CHECK(!line_with(f.problems, f.np, "backup day1", NULL));
 	CHECK(line_with(f.info, f.ni, "catalog.db was behind the store", "dropped 0 backup(s) and 1 pack(s)"));

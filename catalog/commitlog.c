@@ -1,0 +1,654 @@
+/* commitlog.c: Cassandra commitlog segments in a store (commitlog.h). */
+#include "commitlog.h"
+#include "hash.h"
+#include "manifest.h"
+#include "store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#define META_MAGIC 0x184D2A53u /* a zstd skippable frame's (0x184D2A50 to 0x184D2A5F) */
+#define META_MAX 65536u
+#define META_FORMAT 1
+
+static bool all_digits(const char *s, size_t n)
+{
+	if (n == 0 || n > 19)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return true;
+}
+
+static int64_t digits_value(const char *s, size_t n, bool *overflow)
+{
+	uint64_t v = 0;
+	for (size_t i = 0; i < n; i++) {
+		v = v * 10 + (uint64_t)(s[i] - '0');
+		if (v > INT64_MAX)
+			*overflow = true;
+	}
+	return (int64_t)v;
+}
+
+/* CommitLogDescriptor.COMMIT_LOG_FILE_PATTERN: CommitLog-((\d+)-)?(\d+).log */
+int commitlog_parse_name(const char *name, int32_t *version, int64_t *id)
+{
+	static const char pre[] = "CommitLog-", suf[] = ".log";
+	size_t len = strlen(name);
+	if (len <= strlen(pre) + strlen(suf) || strncmp(name, pre, strlen(pre)) != 0 ||
+	    strcmp(name + len - strlen(suf), suf) != 0)
+		return -EINVAL;
+	const char *p = name + strlen(pre), *end = name + len - strlen(suf);
+	const char *dash = memchr(p, '-', (size_t)(end - p));
+	bool overflow = false;
+	int64_t v = 0;
+	if (dash) {
+		if (!all_digits(p, (size_t)(dash - p)))
+			return -EINVAL;
+		v = digits_value(p, (size_t)(dash - p), &overflow);
+		p = dash + 1;
+	}
+	if (!all_digits(p, (size_t)(end - p)))
+		return -EINVAL;
+	int64_t i = digits_value(p, (size_t)(end - p), &overflow);
+	if (overflow || v > INT32_MAX)
+		return -EINVAL;
+	*version = (int32_t)v;
+	*id = i;
+	return 0;
+}
+
+static uint32_t be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* CRC-32 (IEEE 802.3, java.util.zip.CRC32's) of len bytes, continuing from crc (0 to start). */
+static uint32_t crc32_update(uint32_t crc, const unsigned char *p, size_t len)
+{
+	crc = ~crc;
+	while (len--) {
+		crc ^= *p++;
+		for (int k = 0; k < 8; k++)
+			crc = crc >> 1 ^ (0xEDB88320u & -(crc & 1));
+	}
+	return ~crc;
+}
+
+/* FBUtilities.updateChecksumInt: the int's four bytes, big-endian. */
+static uint32_t crc_int(uint32_t crc, uint32_t v)
+{
+	unsigned char b[4] = {v >> 24, v >> 16, v >> 8, v};
+	return crc32_update(crc, b, 4);
+}
+
+int commitlog_parse_header(const void *buf, size_t len, int32_t *version, int64_t *id,
+			   struct strbuf *err)
+{
+	const unsigned char *p = buf;
+	if (len < 18) {
+		sb_printf(err, "%zu bytes: too short for a commitlog header", len);
+		return -EBADMSG;
+	}
+	uint32_t v = be32(p), hi = be32(p + 4), lo = be32(p + 8);
+	size_t plen = (size_t)p[12] << 8 | p[13];
+	if (len < 14 + plen + 4) {
+		sb_printf(err, "header parameters of %zu bytes run past the end", plen);
+		return -EBADMSG;
+	}
+	uint32_t crc = crc_int(crc_int(crc_int(0, v), lo), hi);
+	crc = crc_int(crc, (uint32_t)plen);
+	crc = crc32_update(crc, p + 14, plen);
+	if (crc != be32(p + 14 + plen)) {
+		sb_printf(err, "header CRC %08" PRIx32 " does not match its contents (%08" PRIx32 ")",
+			  be32(p + 14 + plen), crc);
+		return -EBADMSG;
+	}
+	*version = (int32_t)v;
+	*id = (int64_t)((uint64_t)hi << 32 | lo);
+	return 0;
+}
+
+int commitlog_key(const char *node, const char *name, struct strbuf *key)
+{
+	int32_t v;
+	int64_t id;
+	if (!name_is_component(node) || node[0] == '.' || commitlog_parse_name(name, &v, &id) < 0)
+		return -EINVAL;
+	return sb_printf(key, COMMITLOG_PREFIX "%s/%s.zst", node, name);
+}
+
+int commitlog_describe(const char *name, const void *data, size_t len, struct commitlog_meta *m,
+		       struct strbuf *err)
+{
+	int32_t nv, hv;
+	int64_t nid, hid;
+	if (commitlog_parse_name(name, &nv, &nid) < 0) {
+		sb_printf(err, "not a commitlog segment's name (CommitLog-<version>-<id>.log)");
+		return -EINVAL;
+	}
+	if (len > COMMITLOG_MAX_SIZE) {
+		sb_printf(err, "%zu bytes: larger than any commitlog segment", len);
+		return -EINVAL;
+	}
+	int r = commitlog_parse_header(data, len, &hv, &hid, err);
+	if (r < 0)
+		return r;
+	if (hv < COMMITLOG_MIN_VERSION) {
+		sb_printf(err, "commitlog version %" PRId32 ": older than Cassandra 3.0's (%d), not supported",
+			  hv, COMMITLOG_MIN_VERSION);
+		return -EBADMSG;
+	}
+	if (hid != nid || (nv != 0 && hv != nv)) {
+		sb_printf(err, "its header says version %" PRId32 ", id %" PRId64 ", its name version %"
+			  PRId32 ", id %" PRId64, hv, hid, nv, nid);
+		return -EBADMSG;
+	}
+	if (strlen(name) >= sizeof(m->name))
+		return -EINVAL;
+	strcpy(m->name, name);
+	m->version = hv;
+	m->id = hid;
+	m->size = len;
+	return sha256_buf(data, len, m->sha256);
+}
+
+/* ---- the object: metadata frame, then the segment ------------------------------------- */
+
+static int meta_json(const struct commitlog_meta *m, struct strbuf *out)
+{
+	char sha[65];
+	hex_encode(m->sha256, 32, sha);
+	json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:I, s:s, s:i, s:I, s:I, s:I, s:I}", "format",
+			      META_FORMAT, "node", m->node, "host_id", m->host_id, "name", m->name, "size",
+			      (json_int_t)m->size, "sha256", sha, "version", (int)m->version, "id",
+			      (json_int_t)m->id, "archived_ms", (json_int_t)m->archived_ms, "mtime_ms",
+			      (json_int_t)m->mtime_ms, "created_ms", (json_int_t)m->created_ms);
+	if (!o) /* jansson refuses a string that is not UTF-8 */
+		return -EILSEQ;
+	char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(o);
+	if (!s)
+		return -ENOMEM;
+	int r = sb_puts(out, s);
+	free(s);
+	return r;
+}
+
+static int get_s(json_t *o, const char *k, char *out, size_t outlen)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+	if (!s || strlen(s) >= outlen)
+		return -EBADMSG;
+	strcpy(out, s);
+	return 0;
+}
+
+static int get_i(json_t *o, const char *k, int64_t min, int64_t max, int64_t *out)
+{
+	json_t *v = json_object_get(o, k);
+	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+		return -EBADMSG;
+	*out = json_integer_value(v);
+	return 0;
+}
+
+/* Parses the metadata of a segment stored under node and name (from its key). */
+static int meta_parse(const char *buf, size_t len, const char *node, const char *name,
+		      struct commitlog_meta *m, struct strbuf *err)
+{
+	json_error_t je;
+	json_t *o = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+	if (!o) {
+		sb_printf(err, "metadata: %s", je.text);
+		return -EBADMSG;
+	}
+	memset(m, 0, sizeof(*m));
+	char sha[65];
+	int64_t fmt = 0, size = 0, version = 0;
+	int r = get_i(o, "format", META_FORMAT, META_FORMAT, &fmt);
+	r = r ?: get_s(o, "node", m->node, sizeof(m->node));
+	r = r ?: get_s(o, "host_id", m->host_id, sizeof(m->host_id));
+	r = r ?: get_s(o, "name", m->name, sizeof(m->name));
+	r = r ?: get_s(o, "sha256", sha, sizeof(sha));
+	r = r ?: get_i(o, "size", 0, (int64_t)COMMITLOG_MAX_SIZE, &size);
+	r = r ?: get_i(o, "version", 0, INT32_MAX, &version);
+	r = r ?: get_i(o, "id", 0, INT64_MAX, &m->id);
+	r = r ?: get_i(o, "archived_ms", INT64_MIN, INT64_MAX, &m->archived_ms);
+	r = r ?: get_i(o, "mtime_ms", INT64_MIN, INT64_MAX, &m->mtime_ms);
+	r = r ?: get_i(o, "created_ms", INT64_MIN, INT64_MAX, &m->created_ms);
+	json_decref(o);
+	if (r == 0 && hex_decode(sha, m->sha256, 32) < 0)
+		r = -EBADMSG;
+	int32_t nv;
+	int64_t nid;
+	if (r == 0 && (strcmp(m->node, node) != 0 || strcmp(m->name, name) != 0 ||
+		       commitlog_parse_name(m->name, &nv, &nid) < 0 || nid != m->id)) {
+		sb_printf(err, "metadata names another segment (%s of %s)", m->name, m->node);
+		return -EBADMSG;
+	}
+	if (r < 0)
+		sb_printf(err, "metadata: a field is missing or out of range");
+	m->size = (uint64_t)size;
+	m->version = (int32_t)version;
+	return r;
+}
+
+static void le32_put(unsigned char *p, uint32_t v)
+{
+	p[0] = v, p[1] = v >> 8, p[2] = v >> 16, p[3] = v >> 24;
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* The whole object for segment data into out. */
+static int encode(const struct commitlog_meta *m, const void *data, size_t len, int level,
+		  struct strbuf *out)
+{
+	struct strbuf js = {0};
+	int r = meta_json(m, &js);
+	if (r < 0 || js.len > META_MAX) {
+		sb_free(&js);
+		return r < 0 ? r : -E2BIG;
+	}
+	size_t bound = ZSTD_compressBound(len), head = 8 + js.len;
+	char *buf = malloc(head + bound);
+	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	if (!buf || !cc) {
+		free(buf);
+		ZSTD_freeCCtx(cc);
+		sb_free(&js);
+		return -ENOMEM;
+	}
+	le32_put((unsigned char *)buf, META_MAGIC);
+	le32_put((unsigned char *)buf + 4, (uint32_t)js.len);
+	memcpy(buf + 8, js.buf, js.len);
+	sb_free(&js);
+	ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, level);
+	ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
+	size_t z = ZSTD_compress2(cc, buf + head, bound, data, len);
+	ZSTD_freeCCtx(cc);
+	if (ZSTD_isError(z)) {
+		free(buf);
+		return -EIO;
+	}
+	free(out->buf);
+	*out = (struct strbuf){.buf = buf, .len = head + z, .cap = head + bound};
+	return 0;
+}
+
+/* Splits commitlogs/<node>/<name>.zst. */
+static int split_key(const char *key, char node[256], char name[256])
+{
+	size_t plen = strlen(COMMITLOG_PREFIX), len = strlen(key);
+	if (strncmp(key, COMMITLOG_PREFIX, plen) != 0 || len < plen + 4 || strcmp(key + len - 4, ".zst"))
+		return -EINVAL;
+	const char *n = key + plen, *slash = strchr(n, '/');
+	if (!slash || (size_t)(slash - n) >= 256 || (size_t)(key + len - 4 - slash - 1) >= 256)
+		return -EINVAL;
+	snprintf(node, 256, "%.*s", (int)(slash - n), n);
+	snprintf(name, 256, "%.*s", (int)(key + len - 4 - slash - 1), slash + 1);
+	int32_t v;
+	int64_t id;
+	if (!name_is_component(node) || node[0] == '.' || commitlog_parse_name(name, &v, &id) < 0)
+		return -EINVAL;
+	return 0;
+}
+
+/* Reads the metadata frame at the start of an object: its JSON into js, and the offset where
+ * the segment's frame starts. */
+static int read_head(struct cb_io *io, struct strbuf *js, uint64_t *data_off, struct strbuf *err)
+{
+	unsigned char h[8];
+	ssize_t n = cb_io_pread(io, h, 8, 0);
+	if (n < 0)
+		return (int)n;
+	if (n < 8 || le32(h) != META_MAGIC || le32(h + 4) > META_MAX) {
+		sb_printf(err, "not a stored commitlog segment (no metadata frame)");
+		return -EBADMSG;
+	}
+	size_t len = le32(h + 4);
+	char *buf = malloc(len + 1);
+	if (!buf)
+		return -ENOMEM;
+	n = cb_io_pread(io, buf, len, 8);
+	if (n >= 0 && (size_t)n < len) {
+		sb_printf(err, "metadata frame cut short");
+		n = -EBADMSG;
+	}
+	if (n < 0) {
+		free(buf);
+		return (int)n;
+	}
+	buf[len] = 0;
+	free(js->buf);
+	*js = (struct strbuf){.buf = buf, .len = len, .cap = len + 1};
+	*data_off = 8 + len;
+	return 0;
+}
+
+int commitlog_read_meta(struct cb_backend *b, const char *key, struct commitlog_meta *m,
+			struct strbuf *err)
+{
+	char node[256], name[256];
+	if (split_key(key, node, name) < 0)
+		return -EINVAL;
+	struct cb_io *io = NULL;
+	struct strbuf js = {0};
+	uint64_t off;
+	int r = cb_backend_open_read(b, key, &io);
+	r = r ?: read_head(io, &js, &off, err);
+	r = r ?: meta_parse(js.buf, js.len, node, name, m, err);
+	sb_free(&js);
+	cb_io_close(io);
+	return r;
+}
+
+/* Decodes the segment frame of the object (whole, in buf) into m->size bytes, checked. */
+static int decode(const char *buf, size_t len, const struct commitlog_meta *m, void **data,
+		  struct strbuf *err)
+{
+	if (len < 8 || le32((const unsigned char *)buf + 4) > len - 8) {
+		sb_printf(err, "object cut short");
+		return -EBADMSG;
+	}
+	size_t off = 8 + le32((const unsigned char *)buf + 4);
+	void *out = malloc(m->size ? m->size : 1);
+	if (!out)
+		return -ENOMEM;
+	size_t z = ZSTD_decompress(out, m->size, buf + off, len - off);
+	unsigned char sha[32];
+	if (ZSTD_isError(z) || z != m->size || sha256_buf(out, z, sha) < 0 || memcmp(sha, m->sha256, 32)) {
+		sb_printf(err, "%s", ZSTD_isError(z) ? ZSTD_getErrorName(z)
+				     : "its bytes are not the ones its metadata names (SHA-256 or size)");
+		free(out);
+		return -EBADMSG;
+	}
+	*data = out;
+	return 0;
+}
+
+int commitlog_read(struct cb_backend *b, const char *key, const struct commitlog_meta *m,
+		   void **data, struct strbuf *err)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	int r = cb_backend_get(b, key, ZSTD_compressBound(m->size) + 8 + META_MAX, &buf, &len);
+	if (r < 0)
+		return r;
+	r = decode(buf, len, m, data, err);
+	free(buf);
+	return r;
+}
+
+/* What the store holds under m's key: COMMITLOG_PRESENT (the same bytes), -EEXIST (others),
+ * -ENOENT (nothing). */
+static int compare_stored(struct cb_backend *b, const char *key, const struct commitlog_meta *m,
+			  struct strbuf *err)
+{
+	struct commitlog_meta old;
+	struct strbuf why = {0};
+	int r = commitlog_read_meta(b, key, &old, &why);
+	if (r == -EBADMSG) {
+		sb_printf(err, "the store holds an unreadable object under this name (%s); not replaced",
+			  why.buf ? why.buf : "");
+		r = -EEXIST;
+	} else if (r == 0 && (old.size != m->size || memcmp(old.sha256, m->sha256, 32) != 0)) {
+		char sha[65];
+		hex_encode(old.sha256, 32, sha);
+		sb_printf(err, "the store holds other bytes under this name (%" PRIu64 " bytes, sha256 %.16s...); "
+			  "not replaced", old.size, sha);
+		r = -EEXIST;
+	} else if (r == 0) {
+		r = COMMITLOG_PRESENT;
+	}
+	sb_free(&why);
+	return r;
+}
+
+int commitlog_put(struct cb_backend *b, const struct commitlog_meta *m, const void *data,
+		  size_t len, int level, struct strbuf *err)
+{
+	struct strbuf key = {0}, obj = {0};
+	int r = commitlog_key(m->node, m->name, &key);
+	if (r < 0)
+		return r;
+	/* most calls find nothing: Cassandra archives each segment once, and again only after a
+	 * failure or a restart that found it unarchived */
+	r = compare_stored(b, key.buf, m, err);
+	if (r == -ENOENT) {
+		r = encode(m, data, len, level, &obj);
+		if (r == -EILSEQ)
+			sb_printf(err, "the node name or host id is not valid UTF-8");
+		/* one exclusive put: atomic (a local store links a complete file; S3 shows an
+		 * object only once its PUT completed) and never replacing */
+		r = r ?: cb_backend_put(b, key.buf, obj.buf, obj.len, CB_PUT_EXCLUSIVE);
+		if (r == -EEXIST) /* another archive of the same segment won the race */
+			r = compare_stored(b, key.buf, m, err);
+	}
+	sb_free(&obj);
+	sb_free(&key);
+	return r;
+}
+
+/* ---- listing ---------------------------------------------------------------------------- */
+
+struct list_ctx {
+	struct cb_backend *b;
+	struct commitlog_list *out;
+	bool strict;
+	struct strbuf *err;
+	char **keys;
+	size_t nkeys;
+};
+
+static int collect_key(void *ctx, const char *key, uint64_t size)
+{
+	(void)size;
+	struct list_ctx *c = ctx;
+	char node[256], name[256];
+	if (split_key(key, node, name) < 0)
+		return 0; /* not a segment's key: someone else's object, left alone */
+	char *k = strdup(key);
+	if (!k || ptrv_push(&c->keys, &c->nkeys, k) < 0) {
+		free(k);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int cmp_meta(const void *a, const void *b)
+{
+	const struct commitlog_meta *x = a, *y = b;
+	int c = strcmp(x->node, y->node);
+	return c ? c : (x->id > y->id) - (x->id < y->id);
+}
+
+static int read_listed(struct list_ctx *c)
+{
+	c->out->v = calloc(c->nkeys ? c->nkeys : 1, sizeof(*c->out->v));
+	if (!c->out->v)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->nkeys; i++) {
+		struct strbuf why = {0};
+		int r = commitlog_read_meta(c->b, c->keys[i], &c->out->v[c->out->n], &why);
+		if (r == 0) {
+			c->out->n++;
+		} else if (r == -ENOENT && !c->strict) {
+			/* deleted since the listing */
+		} else if (c->strict || (r != -EBADMSG && r != -ENOENT)) {
+			sb_printf(c->err, "%s: %s", c->keys[i], why.buf ? why.buf : cb_backend_why(r));
+			sb_free(&why);
+			return r;
+		} else {
+			c->out->bad++;
+			sb_printf(c->err, "%s%s: %s", c->err->len ? "; " : "", c->keys[i], why.buf ? why.buf : "");
+		}
+		sb_free(&why);
+	}
+	qsort(c->out->v, c->out->n, sizeof(*c->out->v), cmp_meta);
+	return 0;
+}
+
+int commitlog_list(struct cb_backend *b, const char *node, bool strict, struct commitlog_list *out,
+		   struct strbuf *err)
+{
+	struct strbuf prefix = {0};
+	*out = (struct commitlog_list){0};
+	int r = node ? sb_printf(&prefix, COMMITLOG_PREFIX "%s/", node) : sb_puts(&prefix, COMMITLOG_PREFIX);
+	if (r < 0)
+		return r;
+	if (node && (!name_is_component(node) || node[0] == '.')) {
+		sb_free(&prefix);
+		return -EINVAL;
+	}
+	struct list_ctx c = {.b = b, .out = out, .strict = strict, .err = err};
+	r = cb_backend_list(b, prefix.buf, collect_key, &c);
+	if (r < 0)
+		sb_printf(err, "cannot list %s: %s", prefix.buf, cb_backend_why(r));
+	r = r ?: read_listed(&c);
+	for (size_t i = 0; i < c.nkeys; i++)
+		free(c.keys[i]);
+	free(c.keys);
+	sb_free(&prefix);
+	if (r < 0)
+		commitlog_list_free(out);
+	return r;
+}
+
+void commitlog_list_free(struct commitlog_list *l)
+{
+	free(l->v);
+	*l = (struct commitlog_list){0};
+}
+
+bool commitlog_in_window(const struct commitlog_meta *m, int64_t from_ms, int64_t to_ms)
+{
+	return m->archived_ms >= from_ms && m->id <= to_ms;
+}
+
+int64_t commitlog_backup_start_ms(const struct manifest *m)
+{
+	int64_t t = m->created_ns;
+	bool any = false;
+	for (size_t k = 0; k < m->nkeyspaces; k++)
+		for (size_t i = 0; i < m->keyspaces[k].ntables; i++) {
+			const struct manifest_table *tb = &m->keyspaces[k].tables[i];
+			for (size_t f = 0; f < tb->nfiles; f++)
+				if (!any || tb->files[f].attr.mtime_ns > t) {
+					t = tb->files[f].attr.mtime_ns;
+					any = true;
+				}
+		}
+	if (t > m->created_ns)
+		t = m->created_ns;
+	return t >= 0 ? t / 1000000 : -((-t + 999999) / 1000000);
+}
+
+/* The oldest backup of each node the catalog lists. */
+struct oldest {
+	char **node, **name;
+	int64_t *created;
+	size_t n, cap;
+};
+
+static int note_oldest(void *ctx, const struct cb_backup_summary *b)
+{
+	struct oldest *o = ctx;
+	if (b->invalid)
+		return 0;
+	for (size_t i = 0; i < o->n; i++)
+		if (strcmp(o->node[i], b->node) == 0) {
+			if (b->created_ns < o->created[i]) {
+				char *nm = strdup(b->name);
+				if (!nm)
+					return -ENOMEM;
+				free(o->name[i]);
+				o->name[i] = nm;
+				o->created[i] = b->created_ns;
+			}
+			return 0;
+		}
+	if (o->n == o->cap) {
+		size_t cap = o->cap ? 2 * o->cap : 16;
+		char **nd = realloc(o->node, cap * sizeof(*nd));
+		if (nd)
+			o->node = nd;
+		char **nm = realloc(o->name, cap * sizeof(*nm));
+		if (nm)
+			o->name = nm;
+		int64_t *cr = realloc(o->created, cap * sizeof(*cr));
+		if (cr)
+			o->created = cr;
+		if (!nd || !nm || !cr)
+			return -ENOMEM;
+		o->cap = cap;
+	}
+	o->node[o->n] = strdup(b->node);
+	o->name[o->n] = strdup(b->ref); /* the manifest's key below backups/ */
+	o->created[o->n] = b->created_ns;
+	o->n++;
+	return o->node[o->n - 1] && o->name[o->n - 1] ? 0 : -ENOMEM;
+}
+
+static void oldest_free(struct oldest *o)
+{
+	for (size_t i = 0; i < o->n; i++) {
+		free(o->node[i]);
+		free(o->name[i]);
+	}
+	free(o->node);
+	free(o->name);
+	free(o->created);
+}
+
+/* The start of the window of node's oldest backup: 0 with *start, 1 when the node has none. */
+static int node_start(struct store *s, const struct oldest *o, const char *node, int64_t *start,
+		      struct strbuf *err)
+{
+	for (size_t i = 0; i < o->n; i++) {
+		if (strcmp(o->node[i], node) != 0)
+			continue;
+		struct manifest *m = NULL;
+		struct strbuf why = {0};
+		int r = store_read_manifest(s, o->name[i], &m, NULL, &why);
+		if (r < 0)
+			sb_printf(err, "cannot read backup %s: %s", o->name[i], why.buf ? why.buf : strerror(-r));
+		else
+			*start = commitlog_backup_start_ms(m);
+		manifest_free(m);
+		sb_free(&why);
+		return r;
+	}
+	return 1;
+}
+
+int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *due, struct strbuf *err)
+{
+	struct oldest o = {0};
+	int r = catalog_list_backups(store_catalog(s), note_oldest, &o);
+	if (r < 0)
+		sb_printf(err, "cannot read the catalog of %s", store_location(s));
+	int64_t start = 0;
+	int have = 1;
+	for (size_t i = 0; r == 0 && i < l->n; i++) {
+		if (i == 0 || strcmp(l->v[i].node, l->v[i - 1].node) != 0) /* l is by node */
+			r = have = node_start(s, &o, l->v[i].node, &start, err);
+		if (r == 1)
+			r = 0;
+		due[i] = r == 0 && have == 0 && l->v[i].archived_ms < start;
+	}
+	oldest_free(&o);
+	return r < 0 ? r : 0;
+}

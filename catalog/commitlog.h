@@ -1,0 +1,135 @@
+/* commitlog.h: Cassandra commitlog segments in a store, for point-in-time restore.
+ *
+ * Cassandra hands each commitlog segment it switches out to archive_command (its
+ * CommitLogArchiver); `cassbackup archive-commitlog` stores it here, one object a segment:
+ *
+ *   commitlogs/<node>/<name>.zst     name as Cassandra names it: CommitLog-<version>-<id>.log
+ *
+ * The object is a zstd skippable frame holding the segment's metadata as JSON (node, host id,
+ * name, size, SHA-256, descriptor version and id, archive time, the file's mtime), followed by
+ * the segment as one zstd frame with content size and checksum. Plain `zstd -d` skips the
+ * metadata and gives the segment's bytes. An object is written with one exclusive put, so it
+ * is there whole or not at all, and never replaced.
+ *
+ * Times: a segment's id is Cassandra's idBase (System.currentTimeMillis() when the node
+ * started, or the highest id found plus one) plus a counter, so it is at most the time its
+ * first mutation was written; its archive time (this host's clock, the clock Cassandra stamps
+ * mutations with) is at least the time of its last. A segment covers [id, archived_ms].
+ * On a node that has run for long every id is about its start, so the span reaches back far;
+ * the file's birth time would be closer, but is not a bound: a segment copied into the
+ * commitlog directory (a disk moved to new hardware) is born at the copy, and Cassandra
+ * archives the segments it finds there at startup. It is kept, for the record only.
+ */
+#ifndef CASSBACKUP_COMMITLOG_H
+#define CASSBACKUP_COMMITLOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "util.h"
+
+#define COMMITLOG_PREFIX "commitlogs/"
+/* Larger than any segment Cassandra writes (commitlog_segment_size is at most 2 GiB - 1). */
+#define COMMITLOG_MAX_SIZE (UINT64_C(2) << 30)
+/* CommitLogDescriptor.VERSION_30: the oldest layout whose header this reads (3.0: 6, 4.0: 7) */
+#define COMMITLOG_MIN_VERSION 6
+
+/* The descriptor in a segment's name: CommitLog-<version>-<id>.log (or CommitLog-<id>.log,
+ * before Cassandra 1.2, version 0). 0, or -EINVAL when name is not a segment's. */
+int commitlog_parse_name(const char *name, int32_t *version, int64_t *id);
+
+/* The descriptor in a segment's header (CommitLogDescriptor.writeHeader, version 3 and
+ * later): int32 version, int64 id, uint16 length of the parameters, the parameters (JSON),
+ * int32 CRC32 of the version, the id's low and high 32 bits and the parameters' length (each
+ * as a big-endian int) and the parameters. Big-endian throughout. 0, or -EBADMSG with one
+ * phrase in err (too short, a CRC that does not match). */
+int commitlog_parse_header(const void *buf, size_t len, int32_t *version, int64_t *id,
+			   struct strbuf *err);
+
+/* What the store keeps with a segment. Strings are NUL-terminated; node and name are
+ * name_is_component (checked where read). */
+struct commitlog_meta {
+	char node[256];
+	char host_id[64]; /* "" when unknown */
+	char name[256];
+	uint64_t size;
+	unsigned char sha256[32];
+	int32_t version;
+	int64_t id;
+	int64_t archived_ms; /* when archive-commitlog stored it (this host's clock) */
+	int64_t mtime_ms;    /* the segment file's modification time then */
+	int64_t created_ms;  /* its birth time (statx), 0 when the file system does not keep one;
+			      * not a bound of its span (see above) */
+};
+
+/* commitlogs/<node>/<name>.zst; -EINVAL when node or name cannot be one (name must be a
+ * segment's). */
+int commitlog_key(const char *node, const char *name, struct strbuf *key);
+
+/* Checks a segment before it is stored: name is a segment's, data starts with a header whose
+ * version and id are the name's (a header that does not parse is refused: Cassandra would
+ * refuse it too). Fills m's version, id, size and sha256. 0 or -EINVAL/-EBADMSG with err. */
+int commitlog_describe(const char *name, const void *data, size_t len, struct commitlog_meta *m,
+		       struct strbuf *err);
+
+enum commitlog_put_result {
+	COMMITLOG_STORED = 0,  /* written now */
+	COMMITLOG_PRESENT = 1, /* the store had the same bytes under this name already */
+};
+
+/* Stores the segment data (len bytes, described by m: commitlog_describe, then node, host id
+ * and times) compressed at zstd level level. COMMITLOG_STORED or COMMITLOG_PRESENT; -EEXIST
+ * when the store holds other bytes under this node and name (err says so), or the backend's
+ * error (cb_backend_why). Nothing is listed under the key unless the whole object is. */
+int commitlog_put(struct cb_backend *b, const struct commitlog_meta *m, const void *data,
+		  size_t len, int level, struct strbuf *err);
+
+/* Reads the metadata of the object at key (commitlogs/<node>/<name>.zst), which must name
+ * the same node and segment as the key. -ENOENT, -EBADMSG (err says why), or -errno. */
+int commitlog_read_meta(struct cb_backend *b, const char *key, struct commitlog_meta *m,
+			struct strbuf *err);
+
+/* Reads a segment's bytes: *data (malloc'd, the caller's) of m->size bytes, checked against
+ * m's SHA-256 (-EBADMSG otherwise). */
+int commitlog_read(struct cb_backend *b, const char *key, const struct commitlog_meta *m,
+		   void **data, struct strbuf *err);
+
+struct commitlog_list {
+	struct commitlog_meta *v; /* by node, then id */
+	size_t n;
+	unsigned bad;             /* objects skipped: their metadata did not read (err says) */
+};
+
+/* Lists the segments of node (NULL: every node), reading each one's metadata. An object whose
+ * metadata cannot be read is counted in bad and named in err ("; "-separated) when strict is
+ * false; with strict it fails the call (a decision that deletes must not take "unreadable" for
+ * "absent"). */
+int commitlog_list(struct cb_backend *b, const char *node, bool strict, struct commitlog_list *out,
+		   struct strbuf *err);
+void commitlog_list_free(struct commitlog_list *l);
+
+/* Where the commitlog window of a backup starts: the newest modification time of its files
+ * (the snapshot was taken after they were written, its manifest.json at the snapshot itself),
+ * at most its creation time; in ms. Mutations its sstables may lack are in the segments
+ * archived from then on. The one rule point-in-time restore and retention share. */
+struct manifest;
+int64_t commitlog_backup_start_ms(const struct manifest *m);
+
+/* Retention: a kept backup needs the segments of its node from the start of its window up to
+ * the next backup of the node, the newest one every segment after it. So a segment of a node
+ * that has backups is due to go when it was archived before the start of the window of the
+ * node's oldest backup; a node with no backup keeps its segments (nothing tells which backup
+ * they would serve: a node name that differs between create and archive-commitlog must not
+ * lose them). Sets due[i] for the segments of l that are due, from the catalog of s (which the
+ * caller brought up to date from a complete reading of backups/) and the manifest of each
+ * node's oldest backup. 0 or -errno with err. */
+struct store;
+int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *due, struct strbuf *err);
+
+/* Does segment m hold mutations of the window [from_ms, to_ms] (to_ms INT64_MAX: open)? Its
+ * span [id, archived_ms] meets the window. */
+bool commitlog_in_window(const struct commitlog_meta *m, int64_t from_ms, int64_t to_ms);
+
+#endif

@@ -1,0 +1,686 @@
+"""Commitlog segments: archive-commitlog (Cassandra's archive_command), point-in-time restore
+(restore --point-in-time, --point-in-time-done) and their retention in prune.
+
+Segments are made with Cassandra's header layout (CommitLogDescriptor.writeHeader: int32
+version, int64 id, uint16 parameters length, the parameters, CRC32 of the version, the id's low
+and high ints, the length and the parameters; big-endian). Times in the store (a backup's
+created_ns and its files' mtimes in the manifest, a segment's archived_ms in its metadata frame)
+are set by rewriting the objects, as test_forget does with manifests, so that the windows are
+known to the millisecond."""
+import calendar
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import threading
+import time
+import zlib
+
+import pytest
+
+from conftest import (CASSBACKUP, backup_list, cb, data_dir_args, make_sample, manifest_path, mounted,
+                      sample_dirs, uploading)
+from s3proxy import S3Proxy
+from test_s3 import s3  # noqa: F401  (the fixture: an empty store on moto or s3rver)
+from test_s3_faults import raw_keys, upstream_port, via
+
+HOUR = 3600 * 1000
+DAY = 24 * HOUR
+# 2026:12:01 00:00:00 GMT
+T0 = calendar.timegm((2026, 12, 1, 0, 0, 0)) * 1000
+META_MAGIC = 0x184D2A53
+
+
+def segment(version, seg_id, body=b'', params=b'{}'):
+    """A commitlog segment's bytes: Cassandra's header, then body."""
+    crc = zlib.crc32(struct.pack('>I', version))
+    crc = zlib.crc32(struct.pack('>I', seg_id & 0xffffffff), crc)
+    crc = zlib.crc32(struct.pack('>I', seg_id >> 32), crc)
+    crc = zlib.crc32(struct.pack('>I', len(params)), crc)
+    crc = zlib.crc32(params, crc)
+    return struct.pack('>iqH', version, seg_id, len(params)) + params + struct.pack('>I', crc) + body
+
+
+def write_segment(d, seg_id, version=7, size=1 << 20, seed=0):
+    """CommitLog-<version>-<id>.log in d: a header, some mutations' worth of bytes, zeros (a
+    segment is preallocated). Returns its path."""
+    os.makedirs(d, exist_ok=True)
+    body = bytes((seed * 7 + i * 13) % 251 for i in range(4096)) * 4
+    data = segment(version, seg_id, body)
+    data += bytes(max(0, size - len(data)))
+    path = os.path.join(d, f'CommitLog-{version}-{seg_id}.log')
+    with open(path, 'wb') as f:
+        f.write(data)
+    return path
+
+
+def archive(store, path, node='n1', check=True, env=None):
+    """As Cassandra runs archive_command: split on spaces, %path and %name substituted."""
+    cmd = f'{CASSBACKUP} archive-commitlog --store {store} --node {node} %path %name'
+    argv = cmd.replace('%name', os.path.basename(path)).replace('%path', path).split(' ')
+    p = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def stored(store, node=None):
+    """{node: sorted segment names} under STORE/commitlogs."""
+    top = os.path.join(store, 'commitlogs')
+    if not os.path.isdir(top):
+        return {}
+    return {n: sorted(f[:-4] for f in os.listdir(os.path.join(top, n)))
+            for n in sorted(os.listdir(top)) if node in (None, n)}
+
+
+def object_path(store, node, name):
+    return os.path.join(store, 'commitlogs', node, name + '.zst')
+
+
+def read_meta(path):
+    with open(path, 'rb') as f:
+        data = f.read()
+    magic, n = struct.unpack('<II', data[:8])
+    assert magic == META_MAGIC
+    return json.loads(data[8:8 + n]), data[8 + n:]
+
+
+def set_archived(store, node, name, archived_ms, created_ms=0):
+    """Rewrites a stored segment's archive time and its file's birth time (its metadata frame;
+    0: the file system kept none)."""
+    path = object_path(store, node, name)
+    meta, rest = read_meta(path)
+    meta['archived_ms'] = archived_ms
+    meta['created_ms'] = created_ms
+    js = json.dumps(meta, sort_keys=True, separators=(',', ':')).encode()
+    with open(path, 'wb') as f:
+        f.write(struct.pack('<II', META_MAGIC, len(js)) + js + rest)
+
+
+def set_backup_time(store, name, snapshot_ms):
+    """The backup's files were last written at snapshot_ms; the backup was made a minute later."""
+    path = manifest_path(store, name)
+    with open(path) as f:
+        doc = json.load(f)
+    doc['created_ns'] = (snapshot_ms + 60000) * 10**6
+
+    def walk(o):
+        if isinstance(o, dict):
+            if 'sha256' in o and 'mtime_ns' in o:
+                o['mtime_ns'] = snapshot_ms * 10**6
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+    walk(doc)
+    with open(path, 'w') as f:
+        json.dump(doc, f)
+    drop_catalog(store)
+
+
+def drop_catalog(store):
+    """Manifests are never rewritten in place: make the catalog (a cache) read them again."""
+    for suffix in ('', '-wal', '-shm'):
+        if os.path.exists(os.path.join(store, 'catalog.db' + suffix)):
+            os.unlink(os.path.join(store, 'catalog.db' + suffix))
+
+
+def zstd_d(path):
+    return subprocess.run(['zstd', '-dc', path], capture_output=True, check=True).stdout
+
+
+def read(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+# --- archive-commitlog -------------------------------------------------------------------------
+
+def test_archive_stores_segment_once_and_zstd_gives_its_bytes(store, tmp_path):
+    seg = write_segment(str(tmp_path / 'commitlog'), T0)
+    p = archive(store, seg)
+    assert 'stored commitlog segment CommitLog-7-%d.log of node n1' % T0 in p.stdout
+    obj = object_path(store, 'n1', os.path.basename(seg))
+    assert zstd_d(obj) == read(seg)  # plain zstd skips the metadata frame
+    assert os.path.getsize(obj) < os.path.getsize(seg) // 10
+    meta, _ = read_meta(obj)
+    assert meta['node'] == 'n1' and meta['id'] == T0 and meta['version'] == 7
+    assert meta['size'] == os.path.getsize(seg)
+    # again (Cassandra retries after a failure it saw): the same bytes are fine, nothing rewritten
+    mtime = os.stat(obj).st_mtime_ns
+    p = archive(store, seg)
+    assert 'already stored' in p.stdout and os.stat(obj).st_mtime_ns == mtime
+    # other bytes under the same name: refused with one line, the stored object kept
+    with open(seg, 'r+b') as f:
+        f.seek(100000)
+        f.write(b'other')
+    p = archive(store, seg, check=False)
+    assert p.returncode == 1 and len(p.stderr.splitlines()) == 1
+    assert 'other bytes under this name' in p.stderr and 'not replaced' in p.stderr
+    assert os.stat(obj).st_mtime_ns == mtime and zstd_d(obj) != read(seg)
+
+
+def test_archive_refuses_what_is_not_a_segment(store, tmp_path):
+    d = str(tmp_path / 'commitlog')
+    seg = write_segment(d, T0)
+    # a header whose CRC does not match
+    data = bytearray(read(seg))
+    data[20] ^= 0xff
+    bad = os.path.join(d, 'CommitLog-7-%d.log' % (T0 + 1))
+    with open(bad, 'wb') as f:
+        f.write(data[:4] + struct.pack('>q', T0 + 1) + data[12:])
+    p = archive(store, bad, check=False)
+    assert p.returncode == 1 and 'header CRC' in p.stderr and len(p.stderr.splitlines()) == 1
+    # a name whose id is not the header's
+    other = os.path.join(d, 'CommitLog-7-%d.log' % (T0 + 2))
+    shutil.copy(seg, other)
+    p = archive(store, other, check=False)
+    assert p.returncode == 1 and 'its name version 7, id %d' % (T0 + 2) in p.stderr
+    # a segment of Cassandra 2.2 (version 5)
+    old = os.path.join(d, 'CommitLog-5-%d.log' % T0)
+    with open(old, 'wb') as f:
+        f.write(segment(5, T0, bytes(4096)))
+    p = archive(store, old, check=False)
+    assert p.returncode == 1 and 'older than Cassandra 3.0' in p.stderr
+    # not a segment's name; %name %path swapped; a missing file
+    junk = os.path.join(d, 'notes.txt')
+    shutil.copy(seg, junk)
+    assert 'not a commitlog segment' in archive(store, junk, check=False).stderr
+    p = cb('archive-commitlog', '--store', store, os.path.basename(seg), seg, check=False)
+    assert p.returncode == 2 and 'give %path %name, in that order' in p.stderr
+    p = cb('archive-commitlog', '--store', store, seg + '.gone', os.path.basename(seg) + '.gone', check=False)
+    assert p.returncode == 1 and 'No such file' in p.stderr
+    assert stored(store) == {}
+
+
+def test_archive_killed_mid_upload_leaves_nothing_listed(store, tmp_path):
+    """kill -9 while the segment's object is being written: nothing under its key, or (when
+    the kill came late) the whole object; then Cassandra's retry stores it."""
+    seg = write_segment(str(tmp_path / 'commitlog'), T0, size=32 << 20)
+    with open(seg, 'r+b') as f:  # incompressible, so the write takes a while
+        f.seek(4096)
+        f.write(os.urandom(31 << 20))
+    argv = [CASSBACKUP, 'archive-commitlog', '--store', store, '--node', 'n1', seg, os.path.basename(seg)]
+    killed = 0
+    for _ in range(5):
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and not uploading(proc.pid, store):
+            pass
+        proc.kill()
+        proc.wait()
+        obj = object_path(store, 'n1', os.path.basename(seg))
+        if os.path.exists(obj):  # it finished first: then whole
+            assert zstd_d(obj) == read(seg)
+            os.unlink(obj)
+        else:
+            killed += 1
+            assert stored(store).get('n1', []) == []
+    assert killed > 0
+    archive(store, seg)
+    assert zstd_d(object_path(store, 'n1', os.path.basename(seg))) == read(seg)
+
+
+def test_node_from_configuration(store, tmp_path):
+    """node = in the configuration names the node for create and archive-commitlog alike."""
+    conf = tmp_path / 'cassbackup.conf'
+    conf.write_text(f'store = {store}\nnode = cass-7\nhost_id = 5f1c0c8e-0000-4000-8000-000000000007\n')
+    seg = write_segment(str(tmp_path / 'commitlog'), T0)
+    cb('--config', str(conf), 'archive-commitlog', seg, os.path.basename(seg))
+    assert stored(store) == {'cass-7': [os.path.basename(seg)]}
+    meta, _ = read_meta(object_path(store, 'cass-7', os.path.basename(seg)))
+    assert meta['host_id'] == '5f1c0c8e-0000-4000-8000-000000000007'
+    src = tiny(tmp_path, 'b', 3)
+    cb('--config', str(conf), 'create', '--name', 'b', *data_dir_args(sample_dirs(src)), '--snapshot', 'nightly-1')
+    [b] = backup_list(store)
+    assert b['node'] == 'cass-7'
+    # a node name that cannot be a directory: validate-config says so, archive-commitlog refuses
+    conf.write_text(f'store = {store}\nnode = a/b\n')
+    p = cb('--config', str(conf), 'validate-config', check=False)
+    assert p.returncode == 1 and 'node = a/b: expected one directory name' in p.stdout
+    p = cb('--config', str(conf), 'archive-commitlog', seg, os.path.basename(seg), check=False)
+    assert p.returncode == 2 and "node name 'a/b'" in p.stderr and len(p.stderr.splitlines()) == 1
+
+
+# --- the mount ---------------------------------------------------------------------------------
+
+def cl(m, *parts):
+    return os.path.join(m.mnt, 'commitlogs', *parts)
+
+
+def test_mount_shows_segments_plain(store, tmp_path):
+    d = str(tmp_path / 'commitlog')
+    segs = [write_segment(d, T0 + i, seed=i) for i in range(3)]
+    for s in segs[:2]:
+        archive(store, s, node='n1')
+    archive(store, segs[2], node='n2')
+    mnt = str(tmp_path / 'mnt')
+    os.makedirs(mnt)
+    with mounted(store, mnt) as m:
+        assert sorted(os.listdir(m.mnt)) == ['backups', 'clusters', 'commitlogs']
+        assert sorted(os.listdir(cl(m))) == ['n1', 'n2']
+        assert sorted(os.listdir(cl(m, 'n1'))) == sorted(os.path.basename(s) for s in segs[:2])
+        for node, s in (('n1', segs[0]), ('n1', segs[1]), ('n2', segs[2])):
+            p = cl(m, node, os.path.basename(s))
+            assert os.path.getsize(p) == os.path.getsize(s)
+            assert read(p) == read(s)
+            with open(p, 'rb') as f:  # a read at an offset
+                f.seek(65536 + 7)
+                assert f.read(1000) == read(s)[65536 + 7:65536 + 1007]
+        assert not os.path.exists(cl(m, 'n3'))
+        # what the store keeps with a segment, as extended attributes
+        p = cl(m, 'n2', os.path.basename(segs[2]))
+        assert os.getxattr(p, 'user.cassbackup.sha256').decode() == hashlib.sha256(read(segs[2])).hexdigest()
+        assert os.getxattr(p, 'user.cassbackup.node') == b'n2'
+        assert os.getxattr(p, 'user.cassbackup.commitlog_id') == str(T0 + 2).encode()
+        assert sorted(os.listxattr(p)) == ['user.cassbackup.archived', 'user.cassbackup.commitlog_id',
+                                           'user.cassbackup.commitlog_version', 'user.cassbackup.node',
+                                           'user.cassbackup.sha256']
+        assert os.listxattr(cl(m, 'n2')) == []
+        # readers at once, each opening, reading at offsets and closing (a read's reply and
+        # the file's release race in the daemon; AddressSanitizer builds check it)
+        want = read(segs[0])
+        errors = []
+
+        def reader(seed):
+            try:
+                for k in range(20):
+                    with open(cl(m, 'n1', os.path.basename(segs[0])), 'rb', buffering=0) as f:
+                        off = (seed * 7919 + k * 104729) % len(want)
+                        f.seek(off)
+                        assert f.read(70000) == want[off:off + 70000]
+            except Exception as e:  # noqa: BLE001 (reported below)
+                errors.append(e)
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        # a segment archived while mounted shows up
+        s4 = write_segment(d, T0 + 10, seed=4)
+        archive(store, s4, node='n1')
+        assert os.path.basename(s4) in os.listdir(cl(m, 'n1'))
+        assert read(cl(m, 'n1', os.path.basename(s4))) == read(s4)
+
+
+# --- point-in-time restore ---------------------------------------------------------------------
+
+def tiny(tmp_path, name, seed):
+    return make_sample(str(tmp_path / name), '--data-kib', '16', '--data-dirs', '1', '--keyspaces', '1',
+                       '--tables', '2', '--sstables', '1', '--no-index', '--no-clutter', '--seed', str(seed))
+
+
+def java_properties(text):
+    """java.util.Properties.load: comments (# !), key ends at an unescaped = : or blank, blanks
+    around the separator dropped, backslash escapes, lines continued with a backslash."""
+    lines, cur = [], ''
+    for raw in text.split('\n'):
+        line = raw.lstrip(' \t\f') if not cur else raw.lstrip(' \t\f')
+        if not cur and (not line or line[0] in '#!'):
+            continue
+        tail = len(line) - len(line.rstrip('\\'))
+        if tail % 2 == 1:
+            cur += line[:-1]
+            continue
+        lines.append(cur + line)
+        cur = ''
+    props = {}
+    for line in lines:
+        i, key = 0, ''
+        while i < len(line) and line[i] not in '=: \t\f':
+            if line[i] == '\\':
+                i += 1
+            key += line[i]
+            i += 1
+        while i < len(line) and line[i] in ' \t\f':
+            i += 1
+        if i < len(line) and line[i] in '=:':
+            i += 1
+        while i < len(line) and line[i] in ' \t\f':
+            i += 1
+        val, esc = '', False
+        for c in line[i:]:
+            if esc:
+                val += {'t': '\t', 'n': '\n', 'r': '\r', 'f': '\f'}.get(c, c)
+                esc = False
+            elif c == '\\':
+                esc = True
+            else:
+                val += c
+        props[key] = val
+    return props
+
+
+def descriptor(path):
+    """CommitLogDescriptor.readHeader: (version, id), the CRC checked."""
+    with open(path, 'rb') as f:
+        head = f.read(65536 + 18)
+    version, seg_id, plen = struct.unpack('>iqH', head[:14])
+    params = head[14:14 + plen]
+    (crc,) = struct.unpack('>I', head[14 + plen:18 + plen])
+    assert head[:14 + plen] + struct.pack('>I', crc) == segment(version, seg_id, params=params)[:18 + plen]
+    return version, seg_id
+
+
+def cassandra_restores(props, commitlog_dir):
+    """What CommitLogArchiver.maybeRestoreArchive does: every file of each restore directory
+    (its descriptor from its header, which must match its name), restore_command with %from
+    and %to substituted, split on spaces, run without a shell; a segment already in the
+    commitlog directory is skipped. Returns restore_point_in_time
+    as ms (SimpleDateFormat("yyyy:MM:dd HH:mm:ss"), GMT; parse() reads a prefix)."""
+    for d in props['restore_directories'].split(','):
+        for name in sorted(os.listdir(d)):
+            version, seg_id = descriptor(os.path.join(d, name))
+            assert name == f'CommitLog-{version}-{seg_id}.log'  # the name's descriptor is the header's
+            to = os.path.join(commitlog_dir, name)
+            if os.path.exists(to):
+                continue
+            cmd = props['restore_command'].replace('%from', os.path.join(d, name)).replace('%to', to)
+            subprocess.run(cmd.split(' '), check=True)
+    t = time.strptime(props['restore_point_in_time'][:19], '%Y:%m:%d %H:%M:%S')
+    assert props.get('precision', 'MICROSECONDS') in ('MILLISECONDS', 'MICROSECONDS')
+    return calendar.timegm(t) * 1000
+
+
+@pytest.fixture
+def history(store, tmp_path):
+    """Node n1: backups b1 (snapshot at T0) and b2 (T0 + 1 day); segments s1..s5 around them;
+    node n2: one segment and no backup."""
+    for name, seed in (('b1', 1), ('b2', 2)):
+        src = tiny(tmp_path, name, seed)
+        cb('create', '--store', store, '--name', name, *data_dir_args(sample_dirs(src)),
+           '--snapshot', 'nightly-1', '--node', 'n1')
+    set_backup_time(store, 'b1', T0)
+    set_backup_time(store, 'b2', T0 + DAY)
+    d = str(tmp_path / 'commitlog')
+    segs = {}
+    for key, seg_id, archived in (('s1', T0 - 2 * HOUR, T0 - HOUR),
+                                  ('s2', T0 - HOUR, T0 + HOUR // 2),
+                                  ('s3', T0 + HOUR, T0 + 2 * HOUR),
+                                  ('s4', T0 + 3 * HOUR, T0 + DAY + 2 * HOUR),
+                                  ('s5', T0 + DAY + 3 * HOUR, T0 + DAY + 4 * HOUR)):
+        segs[key] = write_segment(d, seg_id, seed=len(segs))
+        archive(store, segs[key])
+        set_archived(store, 'n1', os.path.basename(segs[key]), archived)
+    segs['n2'] = write_segment(str(tmp_path / 'n2'), T0 + 5, seed=9)
+    archive(store, segs['n2'], node='n2')
+    set_archived(store, 'n2', os.path.basename(segs['n2']), T0 - 5 * DAY)
+    return store, segs
+
+
+def live_dir(tmp_path, store, backup):
+    """A node's data directory with the backup's tables created (other table ids)."""
+    live = tmp_path / 'node' / 'data'
+    tables = json.loads(cb('list', '--store', store, '--json').stdout)
+    assert tables
+    doc = json.load(open(manifest_path(store, backup)))
+    for ks in doc['keyspaces']:
+        for t in ks['tables']:
+            os.makedirs(live / ks['name'] / (t['name'] + '-' + 'e' * 32), exist_ok=True)
+    return str(live)
+
+
+def gmt(ms):
+    return time.strftime('%Y:%m:%d %H:%M:%S', time.gmtime(ms // 1000))
+
+
+def test_point_in_time_restore_writes_what_cassandra_replays(history, tmp_path):
+    store, segs = history
+    live = live_dir(tmp_path, store, 'b1')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    before = '# the node\'s own settings\narchive_command=/usr/bin/cassbackup archive-commitlog --store S %path %name\n'
+    (conf / 'commitlog_archiving.properties').write_text(before)
+    at = T0 + 2 * HOUR + HOUR // 2
+    r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(at),
+           '--cassandra-conf', str(conf), '--node', 'n1')
+    assert 'backup b1 of node n1' in r.stdout and '2 commitlog segments' in r.stdout
+    assert 'restored b1' in r.stdout
+    assert '--point-in-time-done --cassandra-conf ' + str(conf) in r.stdout
+    props = java_properties((conf / 'commitlog_archiving.properties').read_text())
+    assert props['archive_command'] == '/usr/bin/cassbackup archive-commitlog --store S %path %name'
+    assert (conf / 'commitlog_archiving.properties.before-point-in-time').read_text() == before
+    segdir = tmp_path / 'node' / 'commitlog_restore'  # the default: beside the data directory
+    assert props['restore_directories'] == str(segdir)
+    # twice: nothing copied again, the file from before still kept
+    mtimes = {n: os.stat(segdir / n).st_mtime_ns for n in os.listdir(segdir)}
+    r = cb('restore', '--store', store, '--data-dir', live + '/', '--point-in-time', gmt(at),
+           '--cassandra-conf', str(conf), '--node', 'n1')
+    assert 'restored b1: 2 tables, 0 files' in r.stdout
+    assert {n: os.stat(segdir / n).st_mtime_ns for n in os.listdir(segdir)} == mtimes
+    assert java_properties((conf / 'commitlog_archiving.properties').read_text()) == props
+    assert (conf / 'commitlog_archiving.properties.before-point-in-time').read_text() == before
+    commitlog = tmp_path / 'node' / 'commitlog'
+    commitlog.mkdir()
+    assert cassandra_restores(props, str(commitlog)) == at
+    # s2 reaches over b1's snapshot, s3 is inside the window; s1 ended before it, s4 began after
+    assert sorted(os.listdir(commitlog)) == sorted(os.path.basename(segs[k]) for k in ('s2', 's3'))
+    for k in ('s2', 's3'):
+        assert read(os.path.join(commitlog, os.path.basename(segs[k]))) == read(segs[k])
+    # the sstables are back
+    assert any(f.endswith('Data.db') for _, _, fs in os.walk(live) for f in fs)
+    # done: the file from before is back; a second done has nothing to do
+    r = cb('restore', '--point-in-time-done', '--cassandra-conf', str(conf))
+    assert (conf / 'commitlog_archiving.properties').read_text() == before
+    assert f'removed 2 commitlog segments from {segdir}, and the directory' in r.stdout
+    assert not segdir.exists()
+    assert not (conf / 'commitlog_archiving.properties.before-point-in-time').exists()
+    p = cb('restore', '--point-in-time-done', '--cassandra-conf', str(conf), check=False)
+    assert p.returncode == 1 and 'not written by cassbackup' in p.stderr
+
+
+def test_point_in_time_after_second_backup_and_for_one_table(history, tmp_path):
+    store, segs = history
+    live = live_dir(tmp_path, store, 'b2')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    doc = json.load(open(manifest_path(store, 'b2')))
+    ks = doc['keyspaces'][0]['name']
+    table = doc['keyspaces'][0]['tables'][0]['name']
+    at = T0 + DAY + 3 * HOUR + HOUR // 2
+    r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(at) + '.250',
+           '--cassandra-conf', str(conf), '--node', 'n1', '--table', f'{ks}.{table}',
+           '--segments-dir', str(tmp_path / 'segs'))
+    assert 'backup b2 of node n1' in r.stdout
+    assert f'-Dcassandra.replayList={ks}.{table}\n' in r.stdout
+    props = java_properties((conf / 'commitlog_archiving.properties').read_text())
+    assert props['restore_directories'] == str(tmp_path / 'segs')
+    assert props['restore_point_in_time'] == gmt(at) + '.250'
+    assert 'archive_command' not in props
+    assert sorted(os.listdir(tmp_path / 'segs')) == sorted(os.path.basename(segs[k]) for k in ('s4', 's5'))
+    # no file before: done removes ours; the segments go, a file of someone else's stays
+    (tmp_path / 'segs' / 'notes.txt').write_text('mine')
+    r = cb('restore', '--point-in-time-done', '--cassandra-conf', str(conf))
+    assert not (conf / 'commitlog_archiving.properties').exists()
+    assert 'removed 2 commitlog segments from ' + str(tmp_path / 'segs') + '\n' in r.stdout
+    assert os.listdir(tmp_path / 'segs') == ['notes.txt']
+
+
+def test_point_in_time_bad_input(history, tmp_path):
+    store, segs = history
+    live = live_dir(tmp_path, store, 'b1')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    base = ['restore', '--store', store, '--data-dir', live, '--cassandra-conf', str(conf), '--node', 'n1']
+    for bad in ('2026-12-01 10:00:00', '2026:13:01 10:00:00', '2026:02:30 10:00:00', '2026:12:01 10:00'):
+        p = cb(*base, '--point-in-time', bad, check=False)
+        assert p.returncode == 2 and ('yyyy:MM:dd HH:mm:ss' in p.stderr or 'no such day' in p.stderr), p.stderr
+    p = cb(*base, '--point-in-time', gmt(T0 - DAY), check=False)  # before any backup
+    assert p.returncode == 3 and 'no complete backup made at or before' in p.stderr
+    p = cb(*base, '--point-in-time', gmt(T0 + HOUR), 'b2', check=False)  # b2 is later
+    assert p.returncode == 2 and 'was made after' in p.stderr
+    # a segments directory holding something else: Cassandra would replay it too
+    segdir = tmp_path / 'segs'
+    segdir.mkdir()
+    (segdir / 'CommitLog-7-1.log').write_bytes(b'x')
+    p = cb(*base, '--point-in-time', gmt(T0 + 2 * HOUR), '--segments-dir', str(segdir), check=False)
+    assert p.returncode == 2 and 'not one of the segments to replay' in p.stderr
+    p = cb(*base, '--point-in-time', gmt(T0 + 2 * HOUR), '--segments-dir', '/tmp/a b', check=False)
+    assert p.returncode == 2 and 'without spaces' in p.stderr
+    # a dry run says what it would do
+    r = cb(*base, '--point-in-time', gmt(T0 + 2 * HOUR), '--dry-run', '--segments-dir', str(tmp_path / 'dry'))
+    assert 'backup b1 of node n1' in r.stdout and 'dry run: nothing was written' in r.stdout
+    assert r.stdout.count('would copy commitlog segment') == 2 and not os.path.exists(tmp_path / 'dry')
+    # nothing was written anywhere
+    assert os.listdir(conf) == [] and not any(fs for _, _, fs in os.walk(live))
+    p = cb('restore', '--point-in-time-done', '--cassandra-conf', str(conf), check=False)
+    assert p.returncode == 1 and 'no point-in-time settings' in p.stderr
+
+
+def test_point_in_time_with_whole_node(store, tmp_path):
+    """A node lost whole: --whole-node brings every keyspace back onto an empty data directory,
+    then the segments since the backup are set up to replay."""
+    out = make_sample(str(tmp_path / 'sample'), '--data-dirs', '1', '--keyspaces', '2', '--tables', '1',
+                      '--sstables', '1', '--data-kib', '16', '--tag', 'day1', '--no-clutter')
+    data = sample_dirs(out)[0]
+    os.rename(os.path.join(data, sorted(os.listdir(data))[-1]), os.path.join(data, 'system_schema'))
+    tokens = tmp_path / 'tokens'
+    tokens.write_text('-9223372036854775808 0')
+    cb('create', '--store', store, '--data-dir', data, '--snapshot', 'day1', '--include-system',
+       '--node', 'n1', '--tokens', tokens, '--nodetool', '/nonexistent/nodetool')
+    set_backup_time(store, 'day1', T0)
+    d = str(tmp_path / 'commitlog')
+    before = write_segment(d, T0 - HOUR, seed=1)
+    after = write_segment(d, T0 + 2 * HOUR, seed=2)
+    for seg, archived in ((before, T0 + HOUR), (after, T0 + 3 * HOUR)):
+        archive(store, seg)
+        set_archived(store, 'n1', os.path.basename(seg), archived)
+    target = tmp_path / 'new' / 'data'
+    target.mkdir(parents=True)
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    env = dict(os.environ, NODETOOL_STANDIN_DOWN='1')
+    r = cb('restore', '--store', store, '--data-dir', target, '--whole-node', '--owner', '4321:4321',
+           '--nodetool', os.path.join(os.path.dirname(__file__), 'standins', 'nodetool'),
+           '--point-in-time', gmt(T0 + HOUR + HOUR // 2), '--cassandra-conf', conf, '--node', 'n1', env=env)
+    assert 'backup day1 of node n1' in r.stdout and 'auto_bootstrap: false' in r.stdout
+    assert 'system_schema' in os.listdir(target)
+    props = java_properties((conf / 'commitlog_archiving.properties').read_text())
+    assert props['restore_directories'] == str(tmp_path / 'new' / 'commitlog_restore')
+    commitlog = tmp_path / 'new' / 'commitlog'
+    commitlog.mkdir()
+    cassandra_restores(props, str(commitlog))
+    assert os.listdir(commitlog) == [os.path.basename(before)]
+    assert read(commitlog / os.path.basename(before)) == read(before)
+
+
+def test_point_in_time_keeps_segments_born_after_it(history, tmp_path):
+    """A segment's file may be born after its first mutation (copied into the commitlog
+    directory, a disk moved; Cassandra archives what it finds there at startup): its birth
+    time is kept, but a segment is left out only by its id."""
+    store, segs = history
+    # archive-commitlog keeps the birth time where the file system has one
+    seg = write_segment(str(tmp_path / 'n3'), T0, seed=3)
+    st = os.stat(seg)
+    archive(store, seg, node='n3')
+    meta, _ = read_meta(object_path(store, 'n3', os.path.basename(seg)))
+    assert meta['mtime_ms'] == st.st_mtime_ns // 10**6
+    btime = subprocess.run(['stat', '-c', '%W', seg], capture_output=True, text=True).stdout.strip()
+    if btime not in ('0', '-', '?', ''):
+        assert meta['created_ms'] // 1000 == int(btime)
+    # s6: an old id (the node started 10 days before), its file born at T0 + 3 h
+    s6 = write_segment(str(tmp_path / 'commitlog'), T0 - 10 * DAY, seed=6)
+    archive(store, s6)
+    set_archived(store, 'n1', os.path.basename(s6), T0 + 4 * HOUR, created_ms=T0 + 3 * HOUR)
+    live = live_dir(tmp_path, store, 'b1')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 2 * HOUR + HOUR // 2),
+       '--cassandra-conf', conf, '--node', 'n1', '--segments-dir', tmp_path / 'segs')
+    names = {k: os.path.basename(v) for k, v in dict(segs, s6=s6).items()}
+    assert sorted(os.listdir(tmp_path / 'segs')) == sorted(names[k] for k in ('s2', 's3', 's6'))
+
+
+# --- retention -----------------------------------------------------------------------------------
+
+def test_prune_keeps_the_segments_kept_backups_need(history, tmp_path):
+    store, segs = history
+    names = {k: os.path.basename(v) for k, v in segs.items()}
+    r = cb('prune', '--store', store)
+    # s1 ended before the oldest backup of n1; n2 has no backup: its segment stays
+    assert stored(store) == {'n1': sorted(names[k] for k in ('s2', 's3', 's4', 's5')), 'n2': [names['n2']]}
+    assert '1 commitlog segment' in r.stdout
+    cb('forget', '--store', store, 'b1')
+    p = cb('prune', '--store', store, '--dry-run')
+    assert stored(store)['n1'] == sorted(names[k] for k in ('s2', 's3', 's4', 's5'))
+    assert '2 commitlog segments' in p.stdout
+    # an object whose metadata cannot be read is left alone, and counted
+    garbage = object_path(store, 'n1', 'CommitLog-7-%d.log' % (T0 - 9 * HOUR))
+    with open(garbage, 'wb') as f:
+        f.write(b'not a segment')
+    summary = json.loads(cb('prune', '--store', store, '--dry-run', '--json').stdout)
+    assert summary['commitlog_segments'] == {'before': 5, 'due': 2, 'deleted': 0, 'unreadable': 1}
+    cb('prune', '--store', store)
+    # b2's window starts at its snapshot (T0 + 1 day): s4 reaches over it, s5 is after it
+    assert stored(store) == {'n1': sorted([names['s4'], names['s5'], os.path.basename(garbage)[:-4]]),
+                             'n2': [names['n2']]}
+    cb('check', '--store', store)
+    # a point-in-time restore will not go on without every segment of the node
+    live = live_dir(tmp_path, store, 'b2')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    p = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + DAY + 5 * HOUR),
+           '--cassandra-conf', str(conf), '--node', 'n1', check=False)
+    assert p.returncode == 1 and 'not a stored commitlog segment' in p.stderr, p.stderr
+    assert os.listdir(conf) == []
+
+
+# --- object storage: atomic under faults -------------------------------------------------------
+
+
+
+def s3_segment(loc, env, tmp_path, name, node='n1'):
+    """The stored segment's plain bytes, read through a mount of the store (checked there
+    against the SHA-256 its metadata names)."""
+    mnt = str(tmp_path / f'mnt-{time.monotonic_ns()}')
+    with mounted(loc, mnt, env=env) as m:
+        return read(os.path.join(m.mnt, 'commitlogs', node, name))
+
+
+def commitlog_keys(env):
+    return [k for k in raw_keys(env) if '/commitlogs/' in k]
+
+
+def test_s3_failed_upload_exits_nonzero_and_lists_nothing(s3, tmp_path):  # noqa: F811
+    loc, env = s3
+    seg = write_segment(str(tmp_path / 'commitlog'), T0, size=8 << 20)
+    name = os.path.basename(seg)
+    with S3Proxy(upstream_port(env), 'slowdown', every=1, match='PUT ') as px:
+        p = archive(loc, seg, check=False, env=via(env, px))
+    assert p.returncode == 1 and len(p.stderr.splitlines()) == 1, p.stderr
+    assert 'cannot store commitlog segment ' + name in p.stderr and 'PUT' in p.stderr
+    assert commitlog_keys(env) == []
+    # the server cuts its answers to PUTs: the segment is stored whole or not at all
+    with S3Proxy(upstream_port(env), 'reset', every=1, match='PUT ') as px:
+        p = archive(loc, seg, check=False, env=via(env, px))
+    if commitlog_keys(env):
+        assert s3_segment(loc, env, tmp_path, name) == read(seg)
+    else:
+        assert p.returncode == 1
+    # Cassandra tries again: stored (or already stored), the bytes whole
+    p = archive(loc, seg, env=env)
+    assert s3_segment(loc, env, tmp_path, name) == read(seg)
+    assert commitlog_keys(env) == [f'stores/prod/commitlogs/n1/{name}.zst']
+
+
+def test_s3_killed_mid_upload_leaves_nothing_or_all(s3, tmp_path):  # noqa: F811
+    """kill -9 while the segment's PUT is in flight (the proxy holds it): the key has the whole
+    segment or nothing; then the retry stores it."""
+    loc, env = s3
+    seg = write_segment(str(tmp_path / 'commitlog'), T0, size=8 << 20)
+    name = os.path.basename(seg)
+    with S3Proxy(upstream_port(env), 'stall', every=1, match='PUT ') as px:
+        argv = [CASSBACKUP, 'archive-commitlog', '--store', loc, '--node', 'n1', seg, name]
+        proc = subprocess.Popen(argv, env=via(env, px), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and px._seen == 0:  # the PUT reached the proxy
+            time.sleep(0.005)
+        proc.kill()
+        proc.wait()
+        if commitlog_keys(env):
+            assert s3_segment(loc, env, tmp_path, name) == read(seg)
+    archive(loc, seg, env=env)
+    assert s3_segment(loc, env, tmp_path, name) == read(seg)
+    assert commitlog_keys(env) == [f'stores/prod/commitlogs/n1/{name}.zst']

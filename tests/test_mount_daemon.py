@@ -1,0 +1,115 @@
+"""The daemonized mount, as fstab and mount(8) run it: mount.cassbackup without -f forks
+(fuse_daemonize) and opens the store in the child (fs/main.c: SQLite's locks and threads do not
+survive the fork). Every other test mounts in the foreground; this one serves from the daemon
+while creates, a forget and a prune and a second daemonized mount of the same store run at once.
+"""
+import json
+import os
+import subprocess
+import time
+
+from conftest import (MOUNT, CASSBACKUP, cb, data_dir_args, make_sample, read, sample_dirs,
+                      snapshot_tables)
+
+
+def small_sample(tmp_path, name, seed):
+    return make_sample(str(tmp_path / name), '--data-kib', '256', '--data-dirs', '1', '--keyspaces',
+                       '1', '--tables', '2', '--sstables', '2', '--no-index', '--no-clutter',
+                       '--seed', str(seed))
+
+
+def daemon_pids(store, mnt):
+    """Live (not zombie) mount.cassbackup processes serving STORE on MNT."""
+    res = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                argv = f.read().split(b'\0')
+            with open(f'/proc/{pid}/stat') as f:
+                state = f.read().rsplit(')', 1)[1].split()[0]
+        except OSError:
+            continue  # gone meanwhile
+        if argv[:3] == [MOUNT.encode(), store.encode(), mnt.encode()] and state != 'Z':
+            res.append(int(pid))
+    return res
+
+
+def wait_for(cond, what, seconds=60):
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, f'{what}: not within {seconds} s'
+        time.sleep(0.05)
+
+
+def daemon_mount(store, mnt):
+    """mount.cassbackup STORE MNT without -f: returns once mounted (the parent exits after the
+    fork); the pid of the daemon left serving."""
+    os.makedirs(mnt)
+    p = subprocess.run([MOUNT, store, mnt], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == '' and p.stderr == '', p
+    assert os.path.ismount(mnt)
+    [pid] = daemon_pids(store, mnt)
+    return pid
+
+
+def umount(store, mnt, pid):
+    p = subprocess.run(['fusermount3', '-u', mnt], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    wait_for(lambda: not daemon_pids(store, mnt), f'daemon {pid} exiting after unmount')
+    assert not os.path.ismount(mnt)
+
+
+def check_backup(mnt, name, want):
+    """Every file of backup NAME, read through MNT, equals its snapshot's bytes."""
+    n = 0
+    for (ks, table), files in want.items():
+        for rel, src in files.items():
+            assert read(os.path.join(mnt, 'backups', name, ks, table, rel)) == read(src), (mnt, name, rel)
+            n += 1
+    assert n > 0
+
+
+def test_daemonized_mounts_serve_through_concurrent_creates_and_a_prune(store, tmp_path):
+    samples = {name: small_sample(tmp_path, name, seed)
+               for name, seed in (('a', 31), ('old', 32), ('c1', 33), ('c2', 34), ('c3', 35))}
+    want = {name: snapshot_tables(sample_dirs(s), 'nightly-1') for name, s in samples.items()}
+    for name in ('a', 'old'):
+        cb('create', '--store', store, '--name', name, *data_dir_args(sample_dirs(samples[name])),
+           '--snapshot', 'nightly-1')
+    cb('forget', '--store', store, 'old')
+    m1, m2 = str(tmp_path / 'm1'), str(tmp_path / 'm2')
+    pids = {}
+    try:
+        pids[m1] = daemon_mount(store, m1)
+        # all at once: three creates, a prune of what 'old' alone held, a second daemon, and
+        # reads through the first
+        creates = [subprocess.Popen([CASSBACKUP, 'create', '--store', store, '--name', name,
+                                     *data_dir_args(sample_dirs(samples[name])), '--snapshot',
+                                     'nightly-1', '--lock-wait', '600'],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for name in ('c1', 'c2', 'c3')]
+        prune = subprocess.Popen([CASSBACKUP, 'prune', '--store', store, '--lock-wait', '600', '--json',
+                                  '--max-unused', '0'],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        pids[m2] = daemon_mount(store, m2)
+        check_backup(m1, 'a', want['a'])
+        for c in creates:
+            out, err = c.communicate()
+            assert c.returncode == 0, err
+        out, err = prune.communicate()
+        assert prune.returncode == 0, err
+        assert json.loads(out)['packs']['deleted'] >= 1  # old's own packs went under the mounts
+        names = {'a', 'c1', 'c2', 'c3'}
+        for m in (m1, m2):
+            wait_for(lambda: set(os.listdir(os.path.join(m, 'backups'))) == names,
+                     f'{m} listing {sorted(names)}')
+            for name in sorted(names):
+                check_backup(m, name, want[name])
+        assert sorted(b['name'] for b in json.loads(cb('list', '--store', store, '--json').stdout)) \
+            == sorted(names)
+        for m in (m1, m2):
+            umount(store, m, pids.pop(m))
+    finally:
+        for m in list(pids):
+            subprocess.run(['fusermount3', '-z', '-u', m], capture_output=True)
+    assert not daemon_pids(store, m1) and not daemon_pids(store, m2)

@@ -1,0 +1,164 @@
+"""restore --whole-node: a node brought back, Cassandra stopped, onto empty data directories
+(a replaced disk, new hardware), with every keyspace of its backup and the tokens it had."""
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import REPO, cb, make_sample, sample_dirs
+
+NODETOOL = os.path.join(REPO, 'tests', 'standins', 'nodetool')
+TOKENS = ['-9223372036854775808', '-3074457345618258603', '3074457345618258602']
+OWNER = 4321
+
+
+def tree(root):
+    """{relative path: bytes} of every file under root, and {relative dir: (uid, gid)}."""
+    files, owners = {}, {}
+    for d, dirs, names in os.walk(root):
+        for n in dirs + names:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            owners[os.path.relpath(p, root)] = (st.st_uid, st.st_gid)
+        for n in names:
+            with open(os.path.join(d, n), 'rb') as f:
+                files[os.path.relpath(os.path.join(d, n), root)] = f.read()
+    return files, owners
+
+
+def live_sstables(data):
+    """What a whole-node restore must bring back: every table's snapshot files, under the
+    table directory's own name, without the snapshot's manifest.json and schema.cql."""
+    want = {}
+    for ks in os.listdir(data):
+        for t in os.listdir(os.path.join(data, ks)):
+            snap = os.path.join(data, ks, t, 'snapshots', 'day1')
+            for d, _, names in os.walk(snap):
+                for n in names:
+                    rel = os.path.relpath(os.path.join(d, n), snap)
+                    if rel not in ('manifest.json', 'schema.cql'):
+                        with open(os.path.join(d, n), 'rb') as f:
+                            want[os.path.join(ks, t, rel)] = f.read()
+    return want
+
+
+@pytest.fixture(scope='module')
+def node(tmp_path_factory):
+    """A node's data directory with a system_schema keyspace, its snapshot day1, and a backup
+    of it (--include-system, tokens recorded) in a store."""
+    base = tmp_path_factory.mktemp('node')
+    out = make_sample(str(base / 'sample'), '--data-dirs', '1', '--keyspaces', '2', '--tables', '2',
+                      '--sstables', '2', '--data-kib', '32', '--tag', 'day1', '--no-clutter')
+    data = sample_dirs(out)[0]
+    os.rename(os.path.join(data, sorted(os.listdir(data))[-1]), os.path.join(data, 'system_schema'))
+    store = str(base / 'store')
+    cb('init', '--store', store)
+    tokens = base / 'tokens'
+    tokens.write_text(' '.join(TOKENS))
+    cb('create', '--store', store, '--data-dir', data, '--snapshot', 'day1', '--include-system',
+       '--tokens', tokens, '--nodetool', '/nonexistent/nodetool')
+    cb('create', '--store', store, '--data-dir', data, '--snapshot', 'day1', '--name', 'nosys',
+       '--tokens', tokens, '--nodetool', '/nonexistent/nodetool')
+    return {'store': store, 'data': data, 'want': live_sstables(data)}
+
+
+def restore(node, target, *extra, check=True, env=None):
+    e = dict(os.environ, NODETOOL_STANDIN_DOWN='1', **(env or {}))
+    return cb('restore', '--store', node['store'], '--data-dir', target, '--whole-node',
+              '--owner', f'{OWNER}:{OWNER}', '--nodetool', NODETOOL, *extra, check=check, env=e)
+
+
+def test_whole_node_restore_brings_every_keyspace_back_with_its_tokens(node, tmp_path):
+    target = tmp_path / 'data'
+    target.mkdir()
+    p = restore(node, target, 'day1')
+    files, owners = tree(target)
+    assert files == node['want']
+    assert 'system_schema' in {k.split('/')[0] for k in files}
+    assert set(owners.values()) == {(OWNER, OWNER)}
+    assert f"initial_token: {','.join(TOKENS)}\nauto_bootstrap: false\n" in p.stdout
+    # run again (say, after it was interrupted): nothing copied twice, the same tree
+    p = restore(node, target, 'day1')
+    assert tree(target)[0] == node['want']
+    assert 'already present' in p.stdout
+
+
+def test_whole_node_restore_sets_the_tokens_in_cassandra_yaml(node, tmp_path):
+    target = tmp_path / 'data'
+    target.mkdir()
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    yaml = conf / 'cassandra.yaml'
+    before = ("cluster_name: 'Test Cluster'\n# initial_token:\nnum_tokens: 16\n"
+              "initial_token: 42\nseed_provider:\n  - class_name: x\n")
+    yaml.write_text(before)
+    os.chmod(yaml, 0o640)
+    restore(node, target, 'day1', '--set-tokens', '--cassandra-conf', conf)
+    assert yaml.read_text() == ("cluster_name: 'Test Cluster'\n# initial_token:\nnum_tokens: 16\n"
+                                f"initial_token: {','.join(TOKENS)}\nseed_provider:\n  - class_name: x\n"
+                                "auto_bootstrap: false\n")
+    assert os.stat(yaml).st_mode & 0o777 == 0o640
+    assert (conf / 'cassandra.yaml.before-cassbackup').read_text() == before
+    restore(node, target, 'day1', '--set-tokens', '--cassandra-conf', conf)  # a second run
+    assert (conf / 'cassandra.yaml.before-cassbackup').read_text() == before
+    assert yaml.read_text().count('initial_token: -') == 1
+
+
+def test_whole_node_restore_refuses_a_data_directory_with_other_data(node, tmp_path):
+    target = tmp_path / 'data'
+    (target / 'other_ks' / 'users-0123456789abcdef0123456789abcdef').mkdir(parents=True)
+    p = restore(node, target, 'day1', check=False)
+    assert p.returncode == 2
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert 'other_ks' in p.stderr and 'empty data directories' in p.stderr
+    assert sorted(os.listdir(target)) == ['other_ks']
+
+
+def test_whole_node_restore_refuses_while_cassandra_answers(node, tmp_path):
+    target = tmp_path / 'data'
+    target.mkdir()
+    e = dict(os.environ, NODETOOL_STANDIN_DATA_DIRS=str(target))
+    p = cb('restore', '--store', node['store'], '--data-dir', target, '--whole-node',
+           '--owner', str(OWNER), '--nodetool', NODETOOL, 'day1', check=False, env=e)
+    assert p.returncode == 1
+    assert 'Cassandra is running on this node' in p.stderr and 'ReleaseVersion' in p.stderr
+    assert os.listdir(target) == []
+
+
+def test_whole_node_restore_refuses_a_backup_without_the_schema(node, tmp_path):
+    target = tmp_path / 'data'
+    target.mkdir()
+    p = restore(node, target, 'nosys', check=False)
+    assert p.returncode == 1
+    assert 'system_schema' in p.stderr and '--include-system' in p.stderr
+    assert os.listdir(target) == []
+
+
+def test_whole_node_restore_takes_no_table_selection(node, tmp_path):
+    p = restore(node, tmp_path, 'day1', '--keyspace', 'system_schema', check=False)
+    assert p.returncode == 2 and '--whole-node' in p.stderr
+
+
+@pytest.mark.skipif(shutil.which('getent') and os.system('getent passwd cassandra >/dev/null') == 0,
+                    reason='this machine has a cassandra user')
+def test_whole_node_restore_without_a_cassandra_user_asks_for_an_owner(node, tmp_path):
+    p = cb('restore', '--store', node['store'], '--data-dir', tmp_path, '--whole-node', 'day1',
+           check=False)
+    assert p.returncode == 2
+    assert 'no user cassandra' in p.stderr and '--owner' in p.stderr
+
+
+def test_whole_node_restore_dry_run_writes_nothing(node, tmp_path):
+    target = tmp_path / 'data'
+    target.mkdir()
+    p = restore(node, target, 'day1', '--dry-run', '--json')
+    assert os.listdir(target) == []
+    doc = json.loads(p.stdout)
+    assert doc['mode'] == 'whole-node' and doc['dry_run'] is True
+    targets = {(t['keyspace'], t['table']): t['target'] for t in doc['tables']}
+    want_dirs = {os.path.join(target, k.split('/')[0], k.split('/')[1]) for k in node['want']}
+    assert set(targets.values()) == want_dirs
+    assert 'system_schema' in {ks for ks, _ in targets}
+    assert all(t['nodetool'] is None for t in doc['tables'])
+    assert sum(t['files_copied'] for t in doc['tables']) == len(node['want'])

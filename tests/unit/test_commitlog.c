@@ -1,0 +1,119 @@
+/* Unit tests of commitlog segment names, headers and windows (catalog/commitlog.c). Headers are
+ * made here as CommitLogDescriptor.writeHeader makes them, the CRC by zlib (an implementation
+ * other than the one under test). */
+#include "commitlog.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "check.h"
+
+static size_t put_be(unsigned char *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++)
+		p[i] = (unsigned char)(v >> (8 * (n - 1 - i)));
+	return (size_t)n;
+}
+
+static uLong crc_int(uLong crc, uint32_t v)
+{
+	unsigned char b[4];
+	put_be(b, v, 4);
+	return crc32(crc, b, 4);
+}
+
+/* A header for version, id, params into out; its length. */
+static size_t header(unsigned char *out, int32_t version, int64_t id, const char *params)
+{
+	size_t plen = strlen(params), n = 0;
+	n += put_be(out + n, (uint32_t)version, 4);
+	n += put_be(out + n, (uint64_t)id, 8);
+	n += put_be(out + n, plen, 2);
+	memcpy(out + n, params, plen);
+	n += plen;
+	uLong crc = crc_int(crc_int(crc_int(crc32(0, NULL, 0), (uint32_t)version), (uint32_t)id),
+			    (uint32_t)((uint64_t)id >> 32));
+	crc = crc32(crc_int(crc, (uint32_t)plen), (const Bytef *)params, (uInt)plen);
+	return n + put_be(out + n, crc, 4);
+}
+
+static void test_names(void)
+{
+	int32_t v;
+	int64_t id;
+	CHECK(commitlog_parse_name("CommitLog-7-1733350000123.log", &v, &id) == 0 && v == 7 && id == 1733350000123);
+	CHECK(commitlog_parse_name("CommitLog-1733350000123.log", &v, &id) == 0 && v == 0 && id == 1733350000123);
+	const char *bad[] = {"CommitLog-7-.log", "CommitLog--5.log", "CommitLog-7-12x.log", "CommitLog-7-12.log.zst",
+			     "commitlog-7-12.log", "CommitLog-7-12-CDC.idx", "CommitLog-7-99999999999999999999.log",
+			     "CommitLog-99999999999-1.log", "CommitLog-.log", "CommitLog-7-1-2.log", ""};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+		CHECK(commitlog_parse_name(bad[i], &v, &id) == -EINVAL);
+	struct strbuf key = {0};
+	CHECK(commitlog_key("n1", "CommitLog-7-5.log", &key) == 0 && !strcmp(key.buf, "commitlogs/n1/CommitLog-7-5.log.zst"));
+	sb_free(&key);
+	CHECK(commitlog_key("..", "CommitLog-7-5.log", &key) == -EINVAL);
+	CHECK(commitlog_key("a/b", "CommitLog-7-5.log", &key) == -EINVAL);
+	CHECK(commitlog_key(".hidden", "CommitLog-7-5.log", &key) == -EINVAL);
+	CHECK(commitlog_key("n1", "x.log", &key) == -EINVAL);
+	sb_free(&key);
+}
+
+static void test_headers(void)
+{
+	unsigned char buf[4096] = {0};
+	int32_t v;
+	int64_t id;
+	struct strbuf err = {0};
+	/* an id with both halves set, parameters as Cassandra writes a compressed segment's */
+	const char *params = "{\"compressionClass\":\"LZ4Compressor\",\"compressionParameters\":{}}";
+	size_t n = header(buf, 7, INT64_C(0x0000019393a1b2c3), params);
+	CHECK(commitlog_parse_header(buf, sizeof(buf), &v, &id, &err) == 0 && v == 7 &&
+	      id == INT64_C(0x0000019393a1b2c3));
+	CHECK(commitlog_parse_header(buf, n, &v, &id, &err) == 0);
+	CHECK(commitlog_parse_header(buf, n - 1, &v, &id, &err) == -EBADMSG); /* cut short */
+	buf[20] ^= 1;                                                           /* a parameter byte */
+	CHECK(commitlog_parse_header(buf, sizeof(buf), &v, &id, &err) == -EBADMSG && strstr(err.buf, "CRC"));
+	buf[20] ^= 1;
+	buf[5] ^= 0x10; /* the id */
+	CHECK(commitlog_parse_header(buf, sizeof(buf), &v, &id, &err) == -EBADMSG);
+	sb_free(&err);
+
+	/* describe: the header must be the name's, and of Cassandra 3.0 or later */
+	struct commitlog_meta m;
+	n = header(buf, 7, 42, "{}");
+	CHECK(commitlog_describe("CommitLog-7-42.log", buf, sizeof(buf), &m, &err) == 0 && m.id == 42 &&
+	      m.version == 7 && m.size == sizeof(buf));
+	CHECK(commitlog_describe("CommitLog-7-43.log", buf, sizeof(buf), &m, &err) == -EBADMSG);
+	CHECK(commitlog_describe("CommitLog-6-42.log", buf, sizeof(buf), &m, &err) == -EBADMSG);
+	CHECK(commitlog_describe("segment.log", buf, sizeof(buf), &m, &err) == -EINVAL);
+	n = header(buf, 5, 42, "{}");
+	CHECK(commitlog_describe("CommitLog-5-42.log", buf, sizeof(buf), &m, &err) == -EBADMSG);
+	(void)n;
+	sb_free(&err);
+}
+
+static void test_window(void)
+{
+	/* a segment spans [id, archived_ms] */
+	struct commitlog_meta m = {.id = 1000, .archived_ms = 2000};
+	CHECK(commitlog_in_window(&m, 1500, 3000));  /* reaches over the window's start */
+	CHECK(commitlog_in_window(&m, 0, 1000));     /* starts at its end */
+	CHECK(commitlog_in_window(&m, 2000, INT64_MAX));
+	CHECK(!commitlog_in_window(&m, 2001, 3000)); /* archived before the window */
+	CHECK(!commitlog_in_window(&m, 0, 999));     /* began after the point in time */
+	/* the file's birth time is no bound: a segment copied in is born at the copy */
+	m.created_ms = 1500;
+	CHECK(commitlog_in_window(&m, 0, 1499));
+}
+
+int main(void)
+{
+	test_names();
+	test_headers();
+	test_window();
+	if (failures)
+		fprintf(stderr, "%d check(s) failed\n", failures);
+	return failures != 0;
+}

@@ -1,0 +1,162 @@
+/* cassbackup backup: the routine job of a node, as its timer runs it (cassbackup-backup.service):
+ *
+ *   1. cassbackup create --take-snapshot --snapshot NAME --name NAME --node NODE --include-system
+ *      (every keyspace: restore --whole-node needs system_schema), NAME made from
+ *      the configuration's name template as create makes it (cluster_name_expand: strftime(3)
+ *      of the name_period slot in UTC, DEFAULT_NAME by the day without one), so every node of
+ *      a cluster names its backup alike and they make one cluster backup; every other setting
+ *      from the configuration as create reads it; hooks and metrics as create runs them;
+ *   2. when the configuration sets a retention (keep_last, keep_hourly, keep_daily,
+ *      keep_weekly, keep_monthly, keep_yearly, keep_within) and the create succeeded:
+ *      cassbackup forget --node NODE --keep-... --prune: this node's backups only, so nodes
+ *      sharing a store each keep their own, then prune (its metrics as prune records them).
+ *
+ * It runs create and forget in this process, with the argv an operator would type, so what
+ * they check, print and exit with is theirs. */
+#include "cli.h"
+#include "cluster.h"
+#include "conf.h"
+#include "exec.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_NAME "daily-%Y-%m-%d" /* with a name_period of 1d */
+
+static const char *const keep_keys[] = {
+	"keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within",
+};
+
+/* The backup's name: the configuration's name template (else DEFAULT_NAME by the day) made
+ * into a name for now. 0, or CB_EXIT_USAGE after one line. */
+static int make_name(char *out, size_t n)
+{
+	const char *template = config_get("name"), *pv = config_get("name_period");
+	struct duration period = {.days = template ? 0 : 1};
+	struct strbuf why = {0};
+	int r = pv ? parse_duration(pv, &period, &why) : 0;
+	if (r < 0)
+		errorf("name_period = %s: %s; nothing was done", pv, why.buf ? why.buf : "invalid");
+	else if ((r = cluster_name_expand(template ? template : DEFAULT_NAME, &period, time(NULL), out, n,
+					  &why)) < 0)
+		errorf("name = %s: %s; nothing was done", template ? template : DEFAULT_NAME,
+		       why.buf ? why.buf : "invalid");
+	sb_free(&why);
+	return r < 0 ? CB_EXIT_USAGE : 0;
+}
+
+/* "--keep-daily" for "keep_daily" into buf. */
+static const char *option_of(const char *key, char *buf, size_t n)
+{
+	snprintf(buf, n, "--%s", key);
+	for (char *p = buf; *p; p++)
+		if (*p == '_')
+			*p = '-';
+	return buf;
+}
+
+int backup_keep_check(const char *key, const char *value, struct strbuf *err)
+{
+	uint64_t n;
+	struct duration d;
+	return !strcmp(key, "keep_within") ? parse_duration(value, &d, err)
+		: parse_u64(value, 0, INT32_MAX, &n, err);
+}
+
+/* The keep_* keys hold what forget's options take: refused here, before a snapshot is taken,
+ * rather than by forget after the backup. 0, or CB_EXIT_USAGE after one line. */
+static int check_retention(void)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(keep_keys); i++) {
+		const char *v = config_get(keep_keys[i]);
+		struct strbuf err = {0};
+		int r = v ? backup_keep_check(keep_keys[i], v, &err) : 0;
+		if (r < 0)
+			errorf("%s = %s: %s; nothing was done", keep_keys[i], v, err.buf ? err.buf : "invalid");
+		sb_free(&err);
+		if (r < 0)
+			return CB_EXIT_USAGE;
+	}
+	return 0;
+}
+
+/* forget's argv for the configured retention, if any (a->n stays 0 when there is none). */
+static int forget_argv(struct strv *a, const char *store, const char *node)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(keep_keys); i++) {
+		const char *v = config_get(keep_keys[i]);
+		char opt[32];
+		if (!v)
+			continue;
+		int r = (a->n ? 0 : strv_push(a, "forget") ?: strv_push(a, "--store") ?: strv_push(a, store) ?:
+			 strv_push(a, "--node") ?: strv_push(a, node) ?: strv_push(a, "--prune")) ?:
+			strv_push(a, option_of(keep_keys[i], opt, sizeof(opt))) ?: strv_push(a, v);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int run_create(const char *store, const char *node, const char *name)
+{
+	/* every keyspace, system ones included: the routine backup must bring a node back whole
+	 * (restore --whole-node needs system_schema) */
+	char *argv[] = {"create", "--store", (char *)store, "--take-snapshot", "--snapshot", (char *)name,
+			"--name", (char *)name, "--node", (char *)node, "--include-system", NULL};
+	return cmd_create((int)ARRAY_SIZE(argv) - 1, argv);
+}
+
+int cmd_backup(int argc, char **argv)
+{
+	const char *store = NULL, *node = NULL, *name = NULL;
+	struct cli_option opts[] = {
+		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &store, .arg = "S",
+		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
+		{.name = "node", .type = OPT_STRING, .value = &node, .arg = "NAME",
+		 .help = "the node's name (default: this host's name)", .config_key = "node"},
+		{.name = "name", .short_name = 'n', .type = OPT_STRING, .value = &name, .arg = "NAME",
+		 .help = "the backup's name (default: the name template, else " DEFAULT_NAME ")"},
+		{0},
+	};
+	struct cli_command cmd = {
+		.name = "backup",
+		.description =
+			"The routine job of a node, as cassbackup-backup.timer runs it: 'create\n"
+			"--take-snapshot' of a snapshot named as the backup, then, when the configuration\n"
+			"sets keep_* keys, 'forget --node NODE --keep-... --prune' of this node's backups.\n"
+			"The name comes from the configuration's name template and name_period, as\n"
+			"create makes it (default " DEFAULT_NAME " by the UTC day), so every node of a\n"
+			"cluster makes one cluster backup. Everything else comes from the configuration\n"
+			"as create and forget read it, hooks and metrics included.\n"
+			"Exit status: create's when it failed (nothing is forgotten then), else forget's.",
+		.options = opts,
+	};
+	int first, rc = cli_parse(&cmd, argc, argv, &first);
+	if (rc != CLI_RUN)
+		return rc;
+	char host[256] = "";
+	gethostname(host, sizeof(host) - 1);
+	if (!node)
+		node = host;
+	char made[256];
+	if (!name && (rc = make_name(made, sizeof(made))) != 0)
+		return rc;
+	if (check_retention() != 0)
+		return CB_EXIT_USAGE;
+	struct strv fa = {0};
+	if (forget_argv(&fa, store, node) < 0) {
+		errorf("out of memory");
+		rc = CB_EXIT_FAILED;
+	} else {
+		rc = run_create(store, node, name ? name : made);
+		fflush(stdout);
+		if (rc == CB_EXIT_OK && fa.n)
+			rc = cmd_forget((int)fa.n, fa.v);
+	}
+	strv_free(&fa);
+	return rc;
+}

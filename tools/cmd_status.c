@@ -1,0 +1,129 @@
+/* cassbackup status NAME: has every node of the ring committed its backup NAME? */
+#include "cli.h"
+#include "cluster.h"
+#include "store.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+/* --- status ------------------------------------------------------------------------------ */
+
+static void status_json(struct json *j, const char *name, const struct cluster_backups *g,
+			size_t done, size_t expected, bool ok)
+{
+	json_object_begin(j);
+	json_kv_str(j, "name", name);
+	json_kv_bool(j, "complete", ok);
+	json_kv_u64(j, "nodes_done", done);
+	json_key(j, "nodes_expected");
+	if (expected)
+		json_u64(j, expected);
+	else
+		json_null(j);
+	json_key(j, "missing");
+	json_array_begin(j);
+	for (size_t i = 0; i < g->n; i++)
+		for (size_t k = 0; k < g->v[i].nring; k++)
+			if (!g->v[i].ring[k].done)
+				list_ring_node_json(j, g->v[i].ring[k].node);
+	json_array_end(j);
+	json_key(j, "nodes");
+	json_array_begin(j);
+	for (size_t i = 0; i < g->n; i++)
+		for (size_t k = 0; k < g->v[i].n; k++) {
+			json_object_begin(j);
+			list_node_fields(j, g->v[i].v[k]);
+			json_object_end(j);
+		}
+	json_array_end(j);
+	json_object_end(j);
+}
+
+static int status_text(struct strbuf *o, const char *name, const struct cluster_backups *g,
+		       size_t done, size_t expected)
+{
+	_cleanup_free_ char *n = cli_escape(name);
+	int r;
+	if (expected)
+		r = sb_printf(o, "%s: %zu of %zu nodes committed\n", n ? n : "", done, expected);
+	else
+		r = sb_printf(o, "%s: %zu node backup%s; no ring recorded, so the nodes expected are "
+			      "unknown\n", n ? n : "", done, done == 1 ? "" : "s");
+	for (size_t i = 0; r == 0 && i < g->n; i++)
+		for (size_t k = 0; r == 0 && k < g->v[i].nring; k++) {
+			const struct ring_entry *e = &g->v[i].ring[k];
+			_cleanup_free_ char *a = cli_escape(e->node->address), *h = cli_escape(e->node->host_id),
+					    *dc = cli_escape(e->node->datacenter);
+			r = sb_printf(o, "  %-8s %-16s %-36s %s\n", e->done ? "done" : "MISSING",
+				      a ? a : "", h ? h : "", dc ? dc : "");
+		}
+	return r;
+}
+
+int cmd_status(int argc, char **argv)
+{
+	const char *store = NULL;
+	bool json = false;
+	struct cli_option opts[] = {
+		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &store, .arg = "DIR",
+		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
+		{.name = "json", .type = OPT_FLAG, .value = &json, .help = "print JSON for scripts"},
+		{0},
+	};
+	struct cli_command cmd = {
+		.name = "status",
+		.operands = "NAME",
+		.min_operands = 1,
+		.max_operands = 1,
+		.description = "Says whether every node of the ring the node backups of NAME recorded\n"
+			       "(the union of their rings) has committed its backup NAME, naming each\n"
+			       "node missing (address and host id). Exit status: 0 when all have, 1\n"
+			       "when some have not, 3 when there is no backup NAME.",
+		.options = opts,
+	};
+	int first, rc = cli_parse(&cmd, argc, argv, &first);
+	if (rc != CLI_RUN)
+		return rc;
+	if (argc - first != 1)
+		return cli_usage_error(&cmd, argc - first ? "too many operands" : "missing NAME");
+	const char *name = argv[first];
+	struct store *st = NULL;
+	struct node_backups nb = {0};
+	struct cluster_backups g = {0};
+	rc = cluster_open_named(store, name, &st, &nb);
+	if (rc == 0 && cluster_backups_group(&nb, &g) < 0) {
+		errorf("out of memory");
+		rc = CB_EXIT_FAILED;
+	}
+	if (rc == 0) {
+		size_t done = 0, expected = 0, missing = 0;
+		for (size_t i = 0; i < g.n; i++) {
+			expected += g.v[i].nring;
+			missing += g.v[i].missing;
+		}
+		done = expected ? expected - missing : nb.n;
+		struct strbuf out = {0};
+		struct json j;
+		json_init(&j, &out);
+		int r = 0;
+		if (json)
+			status_json(&j, name, &g, done, expected, missing == 0);
+		else
+			r = status_text(&out, name, &g, done, expected);
+		if (r < 0 || json_error(&j) < 0) {
+			errorf("out of memory");
+			rc = CB_EXIT_FAILED;
+		} else {
+			fputs(out.buf ? out.buf : "", stdout);
+			rc = missing ? CB_EXIT_FAILED : CB_EXIT_OK;
+		}
+		sb_free(&out);
+	}
+	cluster_backups_free(&g);
+	node_backups_free(&nb);
+	store_close(st);
+	return rc;
+}
+

@@ -1,0 +1,604 @@
+/* pitr.c: point-in-time restore (pitr.h). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "pitr.h"
+#include "commitlog.h"
+#include "exec.h"
+#include "hash.h"
+#include "store.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MARKER "# cassbackup-point-in-time: "
+#define TMP_PREFIX ".cassbackup-tmp-"
+
+int pitr_parse_time(const char *s, int64_t *ms, struct strbuf *err)
+{
+	struct tm tm = {0};
+	int n = 0, frac = 0, fn = 0;
+	if (sscanf(s, "%4d:%2d:%2d %2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+		   &tm.tm_min, &tm.tm_sec, &n) != 6 || n != 19) {
+		sb_printf(err, "expected yyyy:MM:dd HH:mm:ss[.SSS] (GMT), as Cassandra's restore_point_in_time");
+		return -EINVAL;
+	}
+	if (s[n] == '.' && sscanf(s + n + 1, "%3d%n", &frac, &fn) == 1 && fn == 3)
+		n += 4;
+	if (s[n] != 0 || tm.tm_year < 1970 || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
+	    tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 59) {
+		sb_printf(err, "expected yyyy:MM:dd HH:mm:ss[.SSS] (GMT), as Cassandra's restore_point_in_time");
+		return -EINVAL;
+	}
+	int mday = tm.tm_mday;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	time_t t = timegm(&tm);
+	if (t == (time_t)-1 || tm.tm_mday != mday) { /* timegm normalises 02:30 to 03:02 */
+		sb_printf(err, "no such day");
+		return -EINVAL;
+	}
+	*ms = (int64_t)t * 1000 + frac;
+	return 0;
+}
+
+static void format_gmt(int64_t ms, char *out, size_t n)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	size_t k = strftime(out, n, "%Y:%m:%d %H:%M:%S", &tm);
+	snprintf(out + k, n - k, ".%03d", (int)(ms % 1000));
+}
+
+/* ---- plan ------------------------------------------------------------------------------- */
+
+struct choose {
+	struct pitr *p;
+	int64_t created_ns;
+	bool found, given_found;
+};
+
+static int consider_backup(void *ctx, const struct cb_backup_summary *b)
+{
+	struct choose *c = ctx;
+	if (b->invalid || !b->complete)
+		return 0;
+	bool this_node = !strcmp(b->node, c->p->node_name) || !strcmp(b->node_key, c->p->node_name);
+	if (c->p->backup) {
+		if (strcmp(b->name, c->p->backup) == 0 && this_node) {
+			c->given_found = true;
+			snprintf(c->p->node_name, sizeof(c->p->node_name), "%s", b->node);
+			snprintf(c->p->backup_name, sizeof(c->p->backup_name), "%s", b->name);
+			snprintf(c->p->backup_ref, sizeof(c->p->backup_ref), "%s", b->ref);
+			snprintf(c->p->backup_node, sizeof(c->p->backup_node), "%s", b->node_key);
+			c->created_ns = b->created_ns;
+		}
+		return 0;
+	}
+	if (!this_node || b->created_ns / 1000000 > c->p->time_ms)
+		return 0;
+	if (!c->found || b->created_ns >= c->created_ns) { /* oldest first: the last one wins */
+		snprintf(c->p->backup_name, sizeof(c->p->backup_name), "%s", b->name);
+		snprintf(c->p->backup_ref, sizeof(c->p->backup_ref), "%s", b->ref);
+		snprintf(c->p->backup_node, sizeof(c->p->backup_node), "%s", b->node_key);
+		c->created_ns = b->created_ns;
+		c->found = true;
+	}
+	return 0;
+}
+
+/* The tables of the selection, "ks.table", for -Dcassandra.replayList (which takes only
+ * qualified table names). */
+static int replay_list(struct pitr *p, const struct manifest *m)
+{
+	if (selection_is_empty(p->sel))
+		return 0;
+	for (size_t k = 0; k < m->nkeyspaces; k++)
+		for (size_t i = 0; i < m->keyspaces[k].ntables; i++) {
+			const char *ks = m->keyspaces[k].name, *t = m->keyspaces[k].tables[i].name;
+			if (!selection_matches(p->sel, ks, t))
+				continue;
+			char *s = NULL;
+			if (asprintf(&s, "%s.%s", ks, t) < 0 || ptrv_push(&p->replay_list, &p->nreplay, s) < 0) {
+				free(s);
+				return -ENOMEM;
+			}
+		}
+	return 0;
+}
+
+static int choose_backup(struct pitr *p, struct store *s)
+{
+	struct choose c = {.p = p};
+	catalog *cat = store_catalog(s);
+	int r = catalog_list_backups(cat, consider_backup, &c);
+	if (r < 0) {
+		char why[512];
+		errorf("cannot read catalog of %s: %s", store_location(s), catalog_why(cat, r, why, sizeof(why)));
+		return CB_EXIT_FAILED;
+	}
+	if (p->backup && !c.given_found)
+		return report_no_such_backup(cat, store_location(s), p->backup);
+	if (p->backup && c.created_ns / 1000000 > p->time_ms) {
+		errorf("backup %s was made after %s; a point-in-time restore starts from a backup made before",
+		       p->backup, p->time);
+		return CB_EXIT_USAGE;
+	}
+	if (!p->backup && !c.found) {
+		errorf("node %s has no complete backup made at or before %s GMT in %s", p->node_name, p->time,
+		       store_location(s));
+		return CB_EXIT_MISSING;
+	}
+	struct manifest *m = NULL;
+	struct strbuf err = {0};
+	r = store_read_manifest(s, p->backup_ref, &m, NULL, &err);
+	if (r == 0) {
+		p->from_ms = commitlog_backup_start_ms(m);
+		r = replay_list(p, m);
+	} else {
+		errorf("cannot read backup %s: %s", p->backup_name, err.buf ? err.buf : strerror(-r));
+	}
+	manifest_free(m);
+	sb_free(&err);
+	return r < 0 ? CB_EXIT_FAILED : 0;
+}
+
+/* The segments of the node from the backup's snapshot up to the point in time, all of them
+ * read (an unreadable one fails the plan: a replay that misses it loses its writes). */
+static int choose_segments(struct pitr *p, struct store *s)
+{
+	struct commitlog_list all = {0};
+	struct strbuf err = {0};
+	int r = commitlog_list(store_backend(s), p->node_name, true, &all, &err);
+	if (r < 0) {
+		errorf("cannot read the commitlog segments of node %s: %s", p->node_name, err.buf ? err.buf : strerror(-r));
+		sb_free(&err);
+		return CB_EXIT_FAILED;
+	}
+	sb_free(&err);
+	p->segments = calloc(1, sizeof(*p->segments));
+	if (!p->segments || !(p->segments->v = calloc(all.n ? all.n : 1, sizeof(*all.v)))) {
+		commitlog_list_free(&all);
+		errorf("out of memory");
+		return CB_EXIT_FAILED;
+	}
+	for (size_t i = 0; i < all.n; i++)
+		if (commitlog_in_window(&all.v[i], p->from_ms, p->time_ms))
+			p->segments->v[p->segments->n++] = all.v[i];
+	commitlog_list_free(&all);
+	return 0;
+}
+
+/* Cassandra splits restore_command at spaces and restore_directories at commas. */
+static int check_dirs(struct pitr *p)
+{
+	if (!p->segments_dir) { /* beside the data directory, as Cassandra's own commitlog/ */
+		_cleanup_free_ char *real = p->data_dir ? realpath(p->data_dir, NULL) : NULL;
+		char *d = NULL, *slash = real ? strrchr(real, '/') : NULL;
+		if (!slash || slash == real || asprintf(&d, "%.*s/commitlog_restore", (int)(slash - real), real) < 0) {
+			errorf("give --segments-dir DIR: the directory to put the commitlog segments in");
+			return CB_EXIT_USAGE;
+		}
+		p->segments_dir = p->segments_dir_owned = d;
+	}
+	if (p->segments_dir[0] != '/' || strpbrk(p->segments_dir, " ,\t\n\\")) {
+		errorf("--segments-dir %s: must be an absolute path without spaces, commas or backslashes "
+		       "(Cassandra splits restore_command at spaces, restore_directories at commas)", p->segments_dir);
+		return CB_EXIT_USAGE;
+	}
+	struct stat st;
+	const char *why = stat(p->cassandra_conf, &st) < 0 ? strerror(errno)
+			  : !S_ISDIR(st.st_mode)           ? "not a directory" : NULL;
+	if (why) {
+		errorf("--cassandra-conf %s: %s", p->cassandra_conf, why);
+		return CB_EXIT_USAGE;
+	}
+	return 0;
+}
+
+/* Is name one of the chosen segments? */
+static const struct commitlog_meta *chosen(const struct pitr *p, const char *name)
+{
+	for (size_t i = 0; i < p->segments->n; i++)
+		if (strcmp(p->segments->v[i].name, name) == 0)
+			return &p->segments->v[i];
+	return NULL;
+}
+
+/* Cassandra copies every file of restore_directories: the directory must hold nothing but the
+ * chosen segments (from an earlier run) and leftovers of ours. */
+static int check_segments_dir(const struct pitr *p)
+{
+	DIR *d = opendir(p->segments_dir);
+	int e0 = d ? 0 : errno;
+	if (!d && e0 != ENOENT)
+		errorf("--segments-dir %s: %s", p->segments_dir, strerror(e0));
+	if (!d)
+		return e0 == ENOENT ? 0 : -e0;
+	struct dirent *e;
+	int r = 0;
+	while (r == 0 && (e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+		    !strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) || chosen(p, e->d_name))
+			continue;
+		_cleanup_free_ char *shown = cli_escape(e->d_name);
+		errorf("--segments-dir %s holds %s, which is not one of the segments to replay; Cassandra would "
+		       "replay every file there: give an empty directory", p->segments_dir, shown ? shown : "");
+		r = -EEXIST;
+	}
+	closedir(d);
+	return r;
+}
+
+int pitr_plan(struct pitr *p, const char *location)
+{
+	{ /* the node whose backup (by name or the last one) and segments are restored */
+		const char *n = p->node ? p->node : config_get("node");
+		if (n)
+			snprintf(p->node_name, sizeof(p->node_name), "%s", n);
+		else if (gethostname(p->node_name, sizeof(p->node_name) - 1) < 0)
+			return CB_EXIT_FAILED;
+	}
+	struct store *s = NULL;
+	int rc = check_dirs(p);
+	rc = rc ?: cli_store_open(location, STORE_READONLY, &s);
+	rc = rc ?: choose_backup(p, s);
+	rc = rc ?: choose_segments(p, s);
+	store_close(s);
+	if (rc == 0 && check_segments_dir(p) < 0)
+		rc = CB_EXIT_USAGE;
+	if (rc == 0) {
+		char from[64];
+		format_gmt(p->from_ms, from, sizeof(from));
+		printf("point in time %s GMT: backup %s of node %s (snapshot by %s GMT), then %zu commitlog "
+		       "segment%s\n", p->time, p->backup_name, p->node_name, from, p->segments->n,
+		       p->segments->n == 1 ? "" : "s");
+	}
+	return rc;
+}
+
+/* ---- apply ------------------------------------------------------------------------------ */
+
+/* Writes data into dirfd/name, whole or not at all (a temporary name, fsync, rename), owned
+ * like the directory so that Cassandra (restore_command runs as Cassandra) can read it. */
+static int write_file_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode,
+			 const struct stat *owner)
+{
+	char tmp[300];
+	snprintf(tmp, sizeof(tmp), TMP_PREFIX "%s", name);
+	unlinkat(dirfd, tmp, 0);
+	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+		return -errno;
+	int r = write_full(fd, data, len);
+	if (r == 0 && owner && fchown(fd, owner->st_uid, owner->st_gid) < 0 && errno != EPERM)
+		r = -errno;
+	if (r == 0 && fchmod(fd, mode) < 0)
+		r = -errno;
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+		r = -errno;
+	if (r < 0)
+		unlinkat(dirfd, tmp, 0);
+	return r == 0 && fsync(dirfd) < 0 ? -errno : r;
+}
+
+/* Is dirfd/name already segment m (an earlier run copied it)? */
+static bool already_there(int dirfd, const struct commitlog_meta *m)
+{
+	int fd = openat(dirfd, m->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	struct stat st;
+	unsigned char sha[32];
+	bool same = fstat(fd, &st) == 0 && (uint64_t)st.st_size == m->size &&
+		    sha256_fd(fd, m->size, sha, NULL, NULL, NULL) == 0 && memcmp(sha, m->sha256, 32) == 0;
+	close(fd);
+	return same;
+}
+
+/* Copies the chosen segments into the segments directory (made like the data directory's
+ * parent, owned as it is). */
+static int fetch_segments(struct pitr *p, struct store *s)
+{
+	struct stat owner;
+	const char *ref = p->data_dir ? p->data_dir : p->cassandra_conf;
+	if (stat(ref, &owner) < 0)
+		return -errno;
+	if (mkdir(p->segments_dir, 0750) < 0 && errno != EEXIST)
+		return -errno;
+	int dirfd = open(p->segments_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), r = 0;
+	if (dirfd < 0)
+		return -errno;
+	if (fchown(dirfd, owner.st_uid, owner.st_gid) < 0 && errno != EPERM)
+		r = -errno;
+	for (size_t i = 0; r == 0 && i < p->segments->n; i++) {
+		const struct commitlog_meta *m = &p->segments->v[i];
+		if (already_there(dirfd, m))
+			continue;
+		struct strbuf key = {0}, err = {0};
+		void *data = NULL;
+		r = commitlog_key(m->node, m->name, &key);
+		r = r ?: commitlog_read(store_backend(s), key.buf, m, &data, &err);
+		r = r ?: write_file_at(dirfd, m->name, data, m->size, 0640, &owner);
+		if (r < 0)
+			errorf("cannot copy commitlog segment %s: %s", m->name, err.len ? err.buf : cb_backend_why(r));
+		free(data);
+		sb_free(&key);
+		sb_free(&err);
+	}
+	close(dirfd);
+	return r;
+}
+
+/* Appends v as a java.util.Properties value: a backslash is written doubled. */
+static int sb_prop_value(struct strbuf *sb, const char *v)
+{
+	int r = 0;
+	for (; *v && r == 0; v++)
+		r = *v == '\\' ? sb_puts(sb, "\\\\") : sb_append(sb, v, 1);
+	return r;
+}
+
+/* The lines of the file before ours that set archive_command: kept, so that the node goes on
+ * archiving its segments after the restore. Lines continued with a backslash are kept whole. */
+static int keep_archive_command(const char *old, struct strbuf *out)
+{
+	bool keep = false;
+	for (const char *l = old; l && *l;) {
+		const char *nl = strchr(l, '\n'), *end = nl ? nl : l + strlen(l);
+		const char *k = l;
+		while (k < end && (*k == ' ' || *k == '\t'))
+			k++;
+		bool starts = !strncmp(k, "archive_command", 15) && k + 15 <= end &&
+			      (k + 15 == end || strchr("=: \t", k[15]));
+		if (keep || starts) {
+			if (sb_append(out, l, (size_t)(end - l)) < 0 || sb_puts(out, "\n") < 0)
+				return -ENOMEM;
+			keep = end > l && end[-1] == '\\';
+		}
+		l = nl ? nl + 1 : end;
+	}
+	return 0;
+}
+
+static int properties_text(const struct pitr *p, const char *old, struct strbuf *out)
+{
+	char cp[4096];
+	if (exec_find("cp", cp, sizeof(cp)) < 0)
+		snprintf(cp, sizeof(cp), "/bin/cp");
+	sb_printf(out, "# Written by cassbackup restore --point-in-time: at its next start Cassandra\n"
+		  "# copies the commitlog segments of %s into its commitlog directory and\n"
+		  "# replays them up to %s GMT, over backup %s.\n"
+		  "# Remove these settings once the replay is done, or every restart replays again:\n"
+		  "#   cassbackup restore --point-in-time-done --cassandra-conf %s\n"
+		  "# puts back the file that was here before (" PITR_SAVED ").\n"
+		  MARKER "%s\n", p->segments_dir, p->time, p->backup_name, p->cassandra_conf, p->backup_name);
+	int r = keep_archive_command(old, out);
+	r = r ?: sb_printf(out, "restore_command=%s -f %%from %%to\nrestore_directories=", cp);
+	r = r ?: sb_prop_value(out, p->segments_dir);
+	/* mutations carry CQL's write timestamps, in microseconds */
+	r = r ?: sb_printf(out, "\nrestore_point_in_time=%s\nprecision=MICROSECONDS\n", p->time);
+	return r;
+}
+
+/* Is the file at dirfd/name one we wrote? 1, 0, or -errno (-ENOENT: none). Its text into
+ * *text when asked. */
+static int ours(int dirfd, const char *name, char **text)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	char *buf = NULL;
+	int r = fstat(fd, &st) < 0 ? -errno : st.st_size > (1 << 20) ? -EFBIG : 0;
+	if (r == 0 && !(buf = calloc(1, (size_t)st.st_size + 1)))
+		r = -ENOMEM;
+	ssize_t n = r == 0 ? pread_full(fd, buf, (size_t)st.st_size, 0) : 0;
+	close(fd);
+	if (r == 0 && n < 0)
+		r = (int)n;
+	if (r < 0) {
+		free(buf);
+		return r;
+	}
+	r = strstr(buf, "\n" MARKER) != NULL;
+	if (text)
+		*text = buf;
+	else
+		free(buf);
+	return r;
+}
+
+/* Writes commitlog_archiving.properties, keeping the one that was there (not ours) as
+ * PITR_SAVED. A second run replaces its own file and keeps the saved one. */
+static int write_properties(const struct pitr *p, struct strbuf *err)
+{
+	int dirfd = open(p->cassandra_conf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return -errno;
+	char *old = NULL;
+	struct stat owner;
+	struct strbuf text = {0};
+	int r = fstatat(dirfd, PITR_PROPERTIES, &owner, AT_SYMLINK_NOFOLLOW) < 0 ? fstat(dirfd, &owner) : 0;
+	int mine = ours(dirfd, PITR_PROPERTIES, &old);
+	if (mine == 0 && linkat(dirfd, PITR_PROPERTIES, dirfd, PITR_SAVED, 0) < 0) {
+		r = -errno;
+		sb_printf(err, "cannot keep the current %s as %s: %s", PITR_PROPERTIES, PITR_SAVED, strerror(errno));
+	} else if (mine < 0 && mine != -ENOENT) {
+		r = mine;
+	}
+	if (r == 0 && mine == 1) { /* our own from an earlier run: take archive_command from the saved */
+		free(old);
+		old = NULL;
+		if ((r = ours(dirfd, PITR_SAVED, &old)) == -ENOENT)
+			r = 0;
+	}
+	r = r < 0 ? r : properties_text(p, old, &text);
+	r = r ?: write_file_at(dirfd, PITR_PROPERTIES, text.buf, text.len, owner.st_mode & 0644, &owner);
+	free(old);
+	sb_free(&text);
+	close(dirfd);
+	return r;
+}
+
+int pitr_apply(struct pitr *p, const char *location)
+{
+	if (p->dry_run) {
+		for (size_t i = 0; i < p->segments->n; i++)
+			printf("would copy commitlog segment %s into %s\n", p->segments->v[i].name, p->segments_dir);
+		printf("would write %s/%s; dry run: nothing was written\n", p->cassandra_conf, PITR_PROPERTIES);
+		return CB_EXIT_OK;
+	}
+	struct store *s = NULL;
+	struct strbuf err = {0};
+	int rc = cli_store_open(location, STORE_READONLY, &s), r;
+	if (rc != 0)
+		return rc;
+	if ((r = fetch_segments(p, s)) < 0) {
+		errorf("cannot fill --segments-dir %s: %s", p->segments_dir, strerror(-r));
+		rc = CB_EXIT_FAILED;
+	} else if ((r = write_properties(p, &err)) < 0) {
+		errorf("cannot write %s/%s: %s", p->cassandra_conf, PITR_PROPERTIES, err.len ? err.buf : strerror(-r));
+		rc = CB_EXIT_FAILED;
+	}
+	store_close(s);
+	sb_free(&err);
+	if (rc != 0)
+		return rc;
+	printf("copied %zu commitlog segment%s into %s\n", p->segments->n, p->segments->n == 1 ? "" : "s",
+	       p->segments_dir);
+	printf("wrote %s/%s: at its next start Cassandra replays them up to %s GMT\n", p->cassandra_conf,
+	       PITR_PROPERTIES, p->time);
+	if (p->nreplay) {
+		printf("to replay only the restored tables, start Cassandra with -Dcassandra.replayList=");
+		for (size_t i = 0; i < p->nreplay; i++)
+			printf("%s%s", i ? "," : "", p->replay_list[i]);
+		printf("\n");
+	}
+	printf("after the replay, remove these settings, or every restart replays again:\n"
+	       "  cassbackup restore --point-in-time-done --cassandra-conf %s\n", p->cassandra_conf);
+	return CB_EXIT_OK;
+}
+
+void pitr_free(struct pitr *p)
+{
+	for (size_t i = 0; i < p->nreplay; i++)
+		free(p->replay_list[i]);
+	free(p->replay_list);
+	if (p->segments)
+		commitlog_list_free(p->segments);
+	free(p->segments);
+	free(p->segments_dir_owned);
+}
+
+/* ---- done ------------------------------------------------------------------------------- */
+
+/* The restore_directories line we wrote (text is ours: one directory, no escapes, since
+ * check_dirs refused backslashes and commas), malloc'd; NULL when there is none. */
+static char *our_segments_dir(const char *text)
+{
+	const char *k = strstr(text, "\nrestore_directories=");
+	if (!k)
+		return NULL;
+	k += strlen("\nrestore_directories=");
+	return strndup(k, strcspn(k, "\n"));
+}
+
+/* After the replay the segments directory is of no use (Cassandra copied from it), and a
+ * later point-in-time restore wants it empty: its segments (copies of the store's) and our
+ * leftovers go, then the directory when empty. Other files stay. */
+static void remove_segments(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	unsigned n = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		int32_t v;
+		int64_t id;
+		if ((commitlog_parse_name(e->d_name, &v, &id) == 0 ||
+		     !strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX))) &&
+		    unlinkat(dirfd(d), e->d_name, 0) == 0)
+			n++;
+	}
+	closedir(d);
+	bool gone = rmdir(dir) == 0;
+	printf("removed %u commitlog segment%s from %s%s\n", n, n == 1 ? "" : "s", dir,
+	       gone ? ", and the directory" : "");
+}
+
+static int undo_properties(const char *conf)
+{
+	int dirfd = open(conf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0) {
+		errorf("--cassandra-conf %s: %s", conf, strerror(errno));
+		return CB_EXIT_USAGE;
+	}
+	char *text = NULL;
+	int rc = CB_EXIT_FAILED, mine = ours(dirfd, PITR_PROPERTIES, &text);
+	bool saved = faccessat(dirfd, PITR_SAVED, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+	_cleanup_free_ char *segments = mine == 1 ? our_segments_dir(text) : NULL;
+	free(text);
+	if (mine == -ENOENT && !saved) {
+		errorf("%s/%s: no point-in-time settings to remove", conf, PITR_PROPERTIES);
+	} else if (mine == 0 || (mine == -ENOENT && saved)) {
+		errorf("%s/%s: not written by cassbackup restore --point-in-time; left as it is", conf,
+		       PITR_PROPERTIES);
+	} else if (mine < 0) {
+		errorf("cannot read %s/%s: %s", conf, PITR_PROPERTIES, strerror(-mine));
+	} else if (saved ? renameat(dirfd, PITR_SAVED, dirfd, PITR_PROPERTIES) < 0
+			 : unlinkat(dirfd, PITR_PROPERTIES, 0) < 0) {
+		errorf("cannot remove the point-in-time settings from %s/%s: %s", conf, PITR_PROPERTIES, strerror(errno));
+	} else {
+		fsync(dirfd);
+		printf(saved ? "put back the %s/%s from before the point-in-time restore\n"
+			     : "removed %s/%s (there was none before the point-in-time restore)\n",
+		       conf, PITR_PROPERTIES);
+		if (segments)
+			remove_segments(segments);
+		rc = CB_EXIT_OK;
+	}
+	close(dirfd);
+	return rc;
+}
+
+int cmd_restore_pitr_done(int argc, char **argv)
+{
+	const char *conf = NULL;
+	bool done = false;
+	struct cli_option opts[] = {
+		{.name = "point-in-time-done", .type = OPT_FLAG, .value = &done,
+		 .help = "remove the settings a point-in-time restore wrote"},
+		{.name = "cassandra-conf", .type = OPT_STRING, .value = &conf, .arg = "DIR",
+		 .help = "Cassandra's configuration directory", .config_key = "cassandra_conf",
+		 .flags = OPT_REQUIRED},
+		{0},
+	};
+	struct cli_command cmd = {
+		.name = "restore",
+		.usage = (const char *const[]){"--point-in-time-done --cassandra-conf DIR", NULL},
+		.description = "After Cassandra replayed the commitlog segments of a point-in-time restore:\n"
+			       "puts back the commitlog_archiving.properties from before it (or removes the\n"
+			       "one it wrote, when there was none), so that a restart does not replay again.",
+		.options = opts,
+	};
+	int first, rc = cli_parse(&cmd, argc, argv, &first);
+	if (rc != CLI_RUN)
+		return rc;
+	return undo_properties(conf);
+}
