@@ -73,6 +73,7 @@ struct create_opts {
 	bool incremental, clear_links; /* --incremental, --clear-incremental-links */
 	const char *base;              /* --base */
 	struct inc_chain chain;        /* what an incremental follows (plan) */
+	int64_t snapshot_ns;           /* --take-snapshot: the time before it was taken */
 	struct strv data_dirs;
 	struct selection sel;
 	struct strv tokens; /* from --tokens FILE */
@@ -903,6 +904,68 @@ static int record_and_write(const struct create_opts *o, const struct scan_resul
 	return r == 0 ? CB_EXIT_OK : cancel_requested ? interrupted() : CB_EXIT_FAILED;
 }
 
+static void report_link_left(void *ctx, const char *path, int err)
+{
+	(void)ctx;
+	_cleanup_free_ char *shown = cli_escape(path);
+	if (err == -ESTALE)
+		errorf("%s changed since it was read: left in place", shown ? shown : "");
+	else if (err != -ENOENT)
+		errorf("cannot remove %s: %s; its bytes are in the store, ignoring", shown ? shown : "",
+		       strerror(-err));
+}
+
+/* When the snapshot was taken: the time before nodetool snapshot ran (--take-snapshot), else
+ * the oldest mtime of its manifest.json files, which Cassandra writes once the snapshot's
+ * links are made. -1 when it cannot be told (no manifest.json: Cassandra before 2.2). */
+static int64_t snapshot_time(const struct create_opts *o, const struct scan_result *scan)
+{
+	if (o->snapshot_ns)
+		return o->snapshot_ns;
+	int64_t t = -1;
+	for (size_t i = 0; i < scan->ntables; i++) {
+		const struct scan_table *tb = &scan->tables[i];
+		int64_t m = -1;
+		for (size_t k = 0; k < tb->nfiles; k++)
+			if (tb->files[k].dir < 0 && !strcmp(tb->files[k].name, "manifest.json"))
+				m = attr_of(&tb->files[k].st).mtime_ns;
+		if (m < 0)
+			return -1;
+		t = t < 0 || m < t ? m : t;
+	}
+	return t;
+}
+
+/* --clear-incremental-links, the full backup committed: the backups/ links older than its
+ * snapshot whose bytes the store holds go (incremental_clear_links). Failing here leaves links
+ * in place and the backup made: said, not fatal. */
+static void clear_links(struct create_opts *o, const struct scan_result *snap)
+{
+	int64_t when = snapshot_time(o, snap);
+	if (when < 0) {
+		errorf("cannot tell when snapshot %s was taken (a table without manifest.json): backups/ "
+		       "links left in place", o->tag);
+		return;
+	}
+	struct scan_result links;
+	struct strbuf err = {0};
+	struct scan_opts so = {.data_dirs = o->data_dirs.v, .ndata_dirs = o->data_dirs.n,
+			       .sel = &o->sel, .include_system = o->include_system, .backups = true};
+	if (scan_snapshot(&so, &links, &err) < 0) {
+		errorf("%s: backups/ links left in place", err.buf ? err.buf : "cannot scan backups/");
+		sb_free(&err);
+		return;
+	}
+	sb_free(&err);
+	uint64_t removed, kept;
+	incremental_clear_links(store_catalog(o->s), snap, &links, when, &removed, &kept,
+				report_link_left, NULL);
+	if (!o->json)
+		printf("backups/: %llu link(s) older than the snapshot with their bytes in the store "
+		       "removed, %llu left\n", (unsigned long long)removed, (unsigned long long)kept);
+	scan_result_free(&links);
+}
+
 /* Scans, checks the snapshot is complete, and backs it up. 0 or the exit code. */
 static int do_create(struct create_opts *o)
 {
@@ -921,19 +984,10 @@ static int do_create(struct create_opts *o)
 	report_scan(&scan);
 	int rc = check_complete(o, &scan) ? record_and_write(o, &scan, t0, &o->sum) : CB_EXIT_FAILED;
 	o->made = rc == 0;
+	if (rc == 0 && o->clear_links)
+		clear_links(o, &scan);
 	scan_result_free(&scan);
 	return rc;
-}
-
-static void report_link_left(void *ctx, const char *path, int err)
-{
-	(void)ctx;
-	_cleanup_free_ char *shown = cli_escape(path);
-	if (err == -ESTALE)
-		errorf("%s changed since it was read: left in place", shown ? shown : "");
-	else if (err != -ENOENT)
-		errorf("cannot remove %s: %s; its bytes are in the store, ignoring", shown ? shown : "",
-		       strerror(-err));
 }
 
 /* The incremental's own lines: what it follows, what it took in and removed. */
@@ -1180,6 +1234,7 @@ static int run_create(struct create_opts *o)
 		return do_incremental(o);
 	if (!o->take_snapshot)
 		return do_create(o);
+	o->snapshot_ns = now_ns();
 	if (take_snapshot(o) < 0) /* not taken: nothing of ours to clear (it said what is on disk) */
 		return CB_EXIT_FAILED;
 	/* once taken, the snapshot is cleared whatever happens */

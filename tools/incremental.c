@@ -2,6 +2,7 @@
 #include "incremental.h"
 
 #include "cassandra_conf.h"
+#include "hash.h"
 #include "sstable.h"
 
 #include <errno.h>
@@ -607,6 +608,67 @@ int incremental_remove_links(const inc_plan *p, uint64_t *removed,
 			}
 			if (report)
 				report(ctx, f->src->src, r);
+			if (!first && r != -ENOENT)
+				first = r;
+		}
+	return first;
+}
+
+/* --- a full backup clears backups/ --------------------------------------------------------- */
+
+/* Does the store hold f's bytes? Surely when f is the inode of a file the snapshot backed up
+ * (Cassandra linked the same sstable into snapshots/ and backups/); else by its SHA-256, read
+ * now. 1, 0, or -errno. */
+static int bytes_held(catalog *cat, const struct scan_result *snap, const struct scan_file *f)
+{
+	for (size_t i = 0; i < snap->ntables; i++)
+		for (size_t k = 0; k < snap->tables[i].nfiles; k++) {
+			const struct stat *s = &snap->tables[i].files[k].st;
+			if (s->st_ino == f->st.st_ino && s->st_dev == f->st.st_dev)
+				return 1;
+		}
+	int fd = scan_open_file(f);
+	if (fd < 0)
+		return fd;
+	unsigned char sha[32];
+	struct stat st;
+	int r = fstat(fd, &st) < 0 ? -errno : 0;
+	if (r == 0 && (st.st_ino != f->st.st_ino || st.st_dev != f->st.st_dev))
+		r = -ESTALE;
+	r = r ?: sha256_fd(fd, (uint64_t)f->st.st_size, sha, NULL, NULL, NULL);
+	close(fd);
+	int64_t id;
+	return r < 0 ? r : catalog_find_blob(cat, sha, (uint64_t)f->st.st_size, &id);
+}
+
+int incremental_clear_links(catalog *cat, const struct scan_result *snap,
+			    const struct scan_result *links, int64_t snapshot_ns, uint64_t *removed,
+			    uint64_t *kept, void (*report)(void *ctx, const char *path, int err),
+			    void *ctx)
+{
+	int first = 0;
+	*removed = *kept = 0;
+	for (size_t i = 0; i < links->ntables; i++)
+		for (size_t k = 0; k < links->tables[i].nfiles; k++) {
+			const struct scan_file *f = &links->tables[i].files[k];
+			if (attr_of(&f->st).mtime_ns >= snapshot_ns) {
+				(*kept)++; /* flushed since: the next incremental's */
+				continue;
+			}
+			int r = bytes_held(cat, snap, f);
+			if (r == 0) {
+				(*kept)++;
+				continue;
+			}
+			if (r == 1)
+				r = scan_remove_file(f, &f->st);
+			if (r == 0) {
+				(*removed)++;
+				continue;
+			}
+			(*kept)++;
+			if (report)
+				report(ctx, f->src, r);
 			if (!first && r != -ENOENT)
 				first = r;
 		}

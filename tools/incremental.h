@@ -75,4 +75,16 @@ int incremental_write(backup_writer *w, const inc_plan *p, struct strbuf *err);
 int incremental_remove_links(const inc_plan *p, uint64_t *removed,
 			     void (*report)(void *ctx, const char *path, int err), void *ctx);
 
+/* `create --clear-incremental-links`, after a full backup of snapshot snap committed: removes
+ * each link of links (a scan of backups/) written before the snapshot was taken (mtime before
+ * snapshot_ns; its ctime cannot tell, as the snapshot's own hard link to it moved it) whose
+ * bytes the store holds: the inode of a file the snapshot backed up, else a content the
+ * catalog knows (hashed now). Each one removed only while it is the file looked at.
+ * *removed and *kept count them; a link that could not be judged or removed goes to report.
+ * 0, or the first -errno. */
+int incremental_clear_links(catalog *cat, const struct scan_result *snap,
+			    const struct scan_result *links, int64_t snapshot_ns, uint64_t *removed,
+			    uint64_t *kept, void (*report)(void *ctx, const char *path, int err),
+			    void *ctx);
+
 #endif
