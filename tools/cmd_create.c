@@ -1020,7 +1020,7 @@ static int do_incremental(struct create_opts *o)
 	int r = scan_snapshot(&so, &scan, &err);
 	if (r == 0)
 		report_scan(&scan);
-	if (r == 0 && (r = incremental_plan(store_catalog(o->s), &o->chain, &scan, &ip, &err)) < 0)
+	if (r == 0 && (r = incremental_plan(o->s, &o->chain, &scan, &ip, &err)) < 0)
 		scan_result_free(&scan);
 	if (r < 0) {
 		errorf("%s; no backup was made", err.buf ? err.buf : strerror(-r));

@@ -4,6 +4,7 @@
 #include "cassandra_conf.h"
 #include "hash.h"
 #include "sstable.h"
+#include "store.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -56,7 +57,7 @@ static int note_full(void *ctx, const struct cb_backup_summary *b)
 			c->base_is_incremental = incremental;
 			c->base_created = b->created_ns;
 			snprintf(c->ch->base, sizeof(c->ch->base), "%s", b->name);
-			c->ch->previous_id = b->id;
+			snprintf(c->ch->previous_ref, sizeof(c->ch->previous_ref), "%s", b->ref);
 		}
 		return 0;
 	}
@@ -66,7 +67,7 @@ static int note_full(void *ctx, const struct cb_backup_summary *b)
 	c->found_base = true;
 	c->base_created = b->created_ns;
 	snprintf(c->ch->base, sizeof(c->ch->base), "%s", b->name);
-	c->ch->previous_id = b->id;
+	snprintf(c->ch->previous_ref, sizeof(c->ch->previous_ref), "%s", b->ref);
 	return 0;
 }
 
@@ -78,7 +79,7 @@ static int note_previous(void *ctx, const struct cb_backup_summary *b)
 		return 0;
 	c->prev_created = b->created_ns;
 	snprintf(c->ch->previous, sizeof(c->ch->previous), "%s", b->name);
-	c->ch->previous_id = b->id;
+	snprintf(c->ch->previous_ref, sizeof(c->ch->previous_ref), "%s", b->ref);
 	return 0;
 }
 
@@ -219,86 +220,52 @@ static const struct inc_file *find_file(const struct inc_table *t, const char *d
 	return NULL;
 }
 
-/* Previous's tree, read from the catalog. */
-struct load_ctx {
-	catalog *cat;
-	inc_plan *p;
-	struct inc_table *t;
-};
-
-static int load_file(void *ctx, const struct cb_file_row *fr)
+static struct backup_attr attr_from(const struct cb_attr *a)
 {
-	struct load_ctx *l = ctx;
-	if (*fr->dir && add_dir(l->t, fr->dir, l->t->ta) < 0)
+	return (struct backup_attr){a->mode, a->uid, a->gid, a->mtime_ns};
+}
+
+/* Previous's tree, from its manifest (checked as it was parsed). */
+static int load_table(inc_plan *p, const struct manifest_keyspace *ks,
+		      const struct manifest_table *mt)
+{
+	struct strbuf dirname = {0};
+	int r = sb_printf(&dirname, "%s%s%s", mt->name, *mt->id ? "-" : "", mt->id);
+	struct inc_table *t = r < 0 ? NULL : add_table(p, ks->name, mt->name, mt->id, dirname.buf,
+						       mt->schema_cql, attr_from(&ks->attr),
+						       attr_from(&mt->attr));
+	sb_free(&dirname);
+	if (!t)
 		return -ENOMEM;
-	struct inc_file *f = add_file(l->t, fr->dir, fr->name);
-	if (!f)
-		return -ENOMEM;
-	f->size = fr->size;
-	f->a = (struct backup_attr){fr->mode & 07777, fr->uid, fr->gid, fr->mtime_ns};
-	memcpy(f->sha, fr->loc.sha256, 32);
-	l->p->counts.inherited++;
+	for (size_t d = 0; d < mt->ndirs; d++)
+		if ((r = add_dir(t, mt->dirs[d].name, attr_from(&mt->dirs[d].attr))) < 0)
+			return r;
+	for (size_t k = 0; k < mt->nfiles; k++) {
+		const struct manifest_file *mf = &mt->files[k];
+		struct inc_file *f = add_file(t, mf->dir, mf->name);
+		if (!f)
+			return -ENOMEM;
+		f->size = mf->size;
+		f->a = attr_from(&mf->attr);
+		memcpy(f->sha, mf->sha256, 32);
+		p->counts.inherited++;
+	}
 	return 0;
 }
 
-struct table_list {
-	struct cb_table_row *v;
-	size_t n;
-};
-
-static int note_table(void *ctx, const struct cb_table_row *t)
+static int load_previous(struct store *s, const struct inc_chain *ch, inc_plan *p,
+			 struct strbuf *err)
 {
-	struct table_list *l = ctx;
-	struct cb_table_row *v = realloc(l->v, (l->n + 1) * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	l->v = v;
-	v[l->n] = (struct cb_table_row){.row = t->row, .keyspace = strdup(t->keyspace),
-					.table = strdup(t->table), .table_id = strdup(t->table_id),
-					.schema_cql = t->schema_cql ? strdup(t->schema_cql) : NULL};
-	l->n++;
-	return 0;
-}
-
-static void free_table_list(struct table_list *l)
-{
-	for (size_t i = 0; i < l->n; i++) {
-		free((char *)l->v[i].keyspace);
-		free((char *)l->v[i].table);
-		free((char *)l->v[i].table_id);
-		free((char *)l->v[i].schema_cql);
-	}
-	free(l->v);
-}
-
-static int load_previous(catalog *cat, const struct inc_chain *ch, inc_plan *p, struct strbuf *err)
-{
-	struct table_list tl = {0};
-	char why[512];
-	int r = catalog_backup_tables(cat, ch->previous_id, note_table, &tl);
-	for (size_t i = 0; r == 0 && i < tl.n; i++) {
-		const struct cb_table_row *tr = &tl.v[i];
-		if (!tr->keyspace || !tr->table || !tr->table_id) {
-			r = -ENOMEM;
-			break;
-		}
-		struct strbuf dirname = {0};
-		struct backup_attr a = {0755, CB_OWNER_UNSET, CB_OWNER_UNSET, 0};
-		r = sb_printf(&dirname, "%s%s%s", tr->table, *tr->table_id ? "-" : "", tr->table_id);
-		struct load_ctx l = {.cat = cat, .p = p};
-		if (r == 0 && !(l.t = add_table(p, tr->keyspace, tr->table, tr->table_id, dirname.buf,
-					       tr->schema_cql, a, a)))
-			r = -ENOMEM;
-		sb_free(&dirname);
-		if (r == 0)
-			r = catalog_table_files(cat, tr->row, load_file, &l);
-	}
-	free_table_list(&tl);
-	if (r < 0 && r != -ENOMEM)
-		sb_printf(err, "cannot read backup %s from the catalog: %s", ch->previous,
-			  catalog_why(cat, r, why, sizeof(why)));
-	else if (r < 0)
+	struct manifest *m = NULL;
+	int r = store_read_manifest(s, ch->previous_ref, &m, NULL, err);
+	if (r == -ENOENT)
+		sb_printf(err, "backup %s is gone from the store", ch->previous);
+	for (size_t k = 0; r == 0 && k < m->nkeyspaces; k++)
+		for (size_t i = 0; r == 0 && i < m->keyspaces[k].ntables; i++)
+			r = load_table(p, &m->keyspaces[k], &m->keyspaces[k].tables[i]);
+	if (r == -ENOMEM)
 		sb_puts(err, "out of memory");
+	manifest_free(m);
 	return r;
 }
 
@@ -458,7 +425,7 @@ static int merge_table(inc_plan *p, const struct scan_table *t)
 	return 0;
 }
 
-int incremental_plan(catalog *cat, const struct inc_chain *ch, const struct scan_result *scan,
+int incremental_plan(struct store *s, const struct inc_chain *ch, const struct scan_result *scan,
 		     inc_plan **out, struct strbuf *err)
 {
 	inc_plan *p = calloc(1, sizeof(*p));
@@ -467,7 +434,7 @@ int incremental_plan(catalog *cat, const struct inc_chain *ch, const struct scan
 		sb_puts(err, "out of memory");
 		return -ENOMEM;
 	}
-	int r = load_previous(cat, ch, p, err);
+	int r = load_previous(s, ch, p, err);
 	for (size_t i = 0; r == 0 && i < scan->ntables; i++)
 		if ((r = merge_table(p, &scan->tables[i])) < 0)
 			sb_printf(err, "cannot read %s/backups: %s", scan->tables[i].dirname, strerror(-r));

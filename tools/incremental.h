@@ -37,7 +37,7 @@ int incremental_enabled(const char *conf_dir, struct strbuf *err);
 struct inc_chain {
 	char base[256];     /* the node's full backup */
 	char previous[256]; /* base, or the last incremental made on it */
-	int64_t previous_id; /* previous's catalog row */
+	char previous_ref[320]; /* where previous's manifest is (store.h) */
 };
 
 /* Chooses base (base_name, else the node's last complete full backup) and previous (the last
@@ -49,10 +49,11 @@ int incremental_chain(catalog *cat, const char *node_key, const char *base_name,
 
 typedef struct inc_plan inc_plan;
 
-/* The incremental's tree: previous's files (from the catalog) and the complete sstables of
- * scan (a scan of backups/) that previous lacks, renamed where previous holds their names
- * with other bytes. 0 or -errno with err set. */
-int incremental_plan(catalog *cat, const struct inc_chain *ch, const struct scan_result *scan,
+/* The incremental's tree: previous's (read from its manifest in store s) and the complete
+ * sstables of scan (a scan of backups/) that previous lacks, renamed where previous holds
+ * their names with other bytes. 0 or -errno with err set. */
+struct store;
+int incremental_plan(struct store *s, const struct inc_chain *ch, const struct scan_result *scan,
 		     inc_plan **out, struct strbuf *err);
 void incremental_plan_free(inc_plan *p); /* accepts NULL */
 
