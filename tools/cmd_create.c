@@ -910,6 +910,9 @@ static void report_link_left(void *ctx, const char *path, int err)
 	_cleanup_free_ char *shown = cli_escape(path);
 	if (err == -ESTALE)
 		errorf("%s changed since it was read: left in place", shown ? shown : "");
+	else if (err == -EILSEQ)
+		errorf("%s holds other bytes than the backup has under that name: left in place",
+		       shown ? shown : "");
 	else if (err != -ENOENT)
 		errorf("cannot remove %s: %s; its bytes are in the store, ignoring", shown ? shown : "",
 		       strerror(-err));
@@ -1032,8 +1035,12 @@ static int do_incremental(struct create_opts *o)
 	incremental_counts(ip, &c);
 	int rc = CB_EXIT_OK;
 	if (c.files == 0) {
+		/* what backups/ holds, previous holds (committed): those links go all the same */
+		uint64_t removed = 0;
+		incremental_remove_links(ip, &removed, report_link_left, NULL);
 		if (!o->json)
-			printf("nothing new in backups/ since %s; no backup was made\n", o->chain.previous);
+			printf("nothing new in backups/ since %s; no backup was made; %llu link(s) it "
+			       "holds removed\n", o->chain.previous, (unsigned long long)removed);
 	} else {
 		for (const char *p = o->nm.said.buf; p && *p; p += strcspn(p, "\n") + 1)
 			errorf("%.*s", (int)strcspn(p, "\n"), p);

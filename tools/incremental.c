@@ -139,9 +139,18 @@ struct inc_table {
 	size_t nfiles, cap;
 };
 
+/* A link of backups/ whose sstable previous holds already (same name, size and mtime): its
+ * bytes are committed if they hash to what previous recorded. */
+struct inc_held {
+	const struct scan_file *src;
+	unsigned char sha[32];
+};
+
 struct inc_plan {
 	struct inc_table *tables;
 	size_t ntables;
+	struct inc_held *held;
+	size_t nheld;
 	struct inc_counts counts;
 };
 
@@ -386,6 +395,20 @@ static int take_unit(inc_plan *p, struct inc_table *it, const struct unit *u, ui
 	return 0;
 }
 
+static int note_held(inc_plan *p, const struct inc_table *it, const struct unit *u)
+{
+	struct inc_held *v = realloc(p->held, (p->nheld + u->count) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	p->held = v;
+	for (size_t i = u->first; i < u->first + u->count; i++) {
+		const struct scan_file *f = &u->t->files[i];
+		v[p->nheld].src = f;
+		memcpy(v[p->nheld++].sha, find_file(it, dir_name(u->t, f), f->name)->sha, 32);
+	}
+	return 0;
+}
+
 static int merge_table(inc_plan *p, const struct scan_table *t)
 {
 	struct inc_table *it = find_table(p, t->keyspace, t->table);
@@ -405,6 +428,8 @@ static int merge_table(inc_plan *p, const struct scan_table *t)
 		int state = unit_state(it, &u);
 		if (state == 1) {
 			p->counts.held += u.count;
+			if ((r = note_held(p, it, &u)) < 0)
+				return r;
 			continue;
 		}
 		if (!it && !(it = add_table(p, t->keyspace, t->table, t->table_id, t->dirname,
@@ -472,6 +497,7 @@ void incremental_plan_free(inc_plan *p)
 		free(t->schema_cql);
 	}
 	free(p->tables);
+	free(p->held);
 	free(p);
 }
 
@@ -558,11 +584,39 @@ int incremental_write(backup_writer *w, const inc_plan *p, struct strbuf *err)
 	return r;
 }
 
+/* Does f (still the file scanned) hold the bytes sha names? 1, 0, or -errno. */
+static int holds(const struct scan_file *f, const unsigned char sha[32])
+{
+	int fd = scan_open_file(f);
+	if (fd < 0)
+		return fd;
+	struct stat st;
+	unsigned char got[32];
+	int r = fstat(fd, &st) < 0 ? -errno : 0;
+	if (r == 0 && (st.st_ino != f->st.st_ino || st.st_dev != f->st.st_dev))
+		r = -ESTALE;
+	r = r ?: sha256_fd(fd, (uint64_t)f->st.st_size, got, NULL, NULL, NULL);
+	close(fd);
+	return r < 0 ? r : memcmp(got, sha, 32) == 0;
+}
+
 int incremental_remove_links(const inc_plan *p, uint64_t *removed,
 			     void (*report)(void *ctx, const char *path, int err), void *ctx)
 {
 	int first = 0;
 	*removed = 0;
+	for (size_t i = 0; i < p->nheld; i++) {
+		int r = holds(p->held[i].src, p->held[i].sha);
+		if (r == 1 && (r = scan_remove_file(p->held[i].src, &p->held[i].src->st)) == 0) {
+			(*removed)++;
+			continue;
+		}
+		r = r == 0 ? -EILSEQ : r; /* other bytes than previous holds: left */
+		if (report)
+			report(ctx, p->held[i].src->src, r);
+		if (!first && r != -ENOENT)
+			first = r;
+	}
 	for (size_t i = 0; i < p->ntables; i++)
 		for (size_t k = 0; k < p->tables[i].nfiles; k++) {
 			const struct inc_file *f = &p->tables[i].files[k];

@@ -10,10 +10,14 @@
  * fresh generation (as restore renames). So a mount, a restore or an export of it gives the
  * state at that incremental, and it reads nothing of its base.
  *
- * After the commit, the links it stored are removed, each only if it is still the file read
- * (inode, size, mtime): the directory stops growing, and no link whose bytes are not in a
- * committed backup is ever removed (the commit comes first; a kill before it removes
- * nothing, a kill among the removals leaves links whose bytes are committed). An sstable
+ * After the commit, the links whose bytes it holds are removed, each only if it is still the
+ * file read (inode, size, mtime): those it took in (hashed as they were read), and those
+ * previous held already (the same sstable by name, size and mtime, left by a run killed
+ * between its commit and its removals, or linked before the base's snapshot), hashed again
+ * and held against previous's SHA-256 first. So the directory stops growing, and no link
+ * whose bytes are not in a committed backup is ever removed: the commit comes first; a kill
+ * before it removes nothing, one among the removals leaves links whose bytes are committed,
+ * for the next incremental to remove. An sstable
  * whose TOC.txt is missing, or lists a component not linked yet, is still being linked by
  * Cassandra: it is left for the next incremental.
  */
@@ -60,7 +64,7 @@ void incremental_plan_free(inc_plan *p); /* accepts NULL */
 struct inc_counts {
 	uint64_t files, bytes; /* taken in from backups/ */
 	uint64_t inherited;    /* files of previous */
-	uint64_t held;         /* backups/ files previous holds already (left in place) */
+	uint64_t held;         /* backups/ files previous holds already (removed once hashed) */
 	uint64_t incomplete;   /* sstables still being linked, left for the next time */
 	uint64_t renamed;      /* sstables renamed to a fresh generation */
 };
@@ -70,9 +74,10 @@ void incremental_counts(const inc_plan *p, struct inc_counts *c);
  * backups/, each checked to be the file scanned). 0 or -errno (the writer's message, or err). */
 int incremental_write(backup_writer *w, const inc_plan *p, struct strbuf *err);
 
-/* After the commit only: removes the links whose bytes the backup stored, each only if it is
- * still the file that was read. *removed counts them; each link left (changed, or a failure)
- * is handed to report with its path and -errno. 0, or the first -errno. */
+/* After the commit only: removes the links whose bytes the backup holds (see above), each
+ * only if it is still the file that was read. *removed counts them; each link left (changed, or a failure)
+ * is handed to report with its path and -errno (-ESTALE: it changed since it was read;
+ * -EILSEQ: other bytes than the backup holds under its name). 0, or the first -errno. */
 int incremental_remove_links(const inc_plan *p, uint64_t *removed,
 			     void (*report)(void *ctx, const char *path, int err), void *ctx);
 
