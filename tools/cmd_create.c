@@ -74,6 +74,7 @@ struct create_opts {
 	const char *base;              /* --base */
 	struct inc_chain chain;        /* what an incremental follows (plan) */
 	int64_t snapshot_ns;           /* --take-snapshot: the time before it was taken */
+	uint64_t links_removed;        /* --incremental: backups/ links removed after the commit */
 	struct strv data_dirs;
 	struct selection sel;
 	struct strv tokens; /* from --tokens FILE */
@@ -127,7 +128,10 @@ static const char create_description[] =
 	"--take-snapshot runs 'nodetool snapshot -t TAG' first and, once it is taken, whatever\n"
 	"happens, 'nodetool clearsnapshot -t TAG' after, so no hard links are left pinning old\n"
 	"sstables. A snapshot nodetool could not take is not cleared: a snapshots/TAG on disk then\n"
-	"is not this run's (nodetool refuses a tag that exists) or only part of it; it is named.";
+	"is not this run's (nodetool refuses a tag that exists) or only part of it; it is named.\n"
+	"--incremental (with --name, no --snapshot) takes in the tables' backups/ directories\n"
+	"(cassandra.yaml incremental_backups: true) on top of the node's last backup made on its\n"
+	"last full one (--base: another full one), then removes the links whose bytes it committed.";
 
 /* A name template (a name with %-conversions) made into the name (cluster_name_expand).
  * 0, or -EINVAL (said). */
@@ -745,6 +749,11 @@ static void report_json(const struct create_opts *o, const struct node_meta *nm,
 	json_kv_u64(&j, "packs", s->packs);
 	json_kv_double(&j, "seconds", secs, 3);
 	json_kv_str(&j, "cassandra_version", nm->version);
+	if (o->incremental) {
+		json_kv_str(&j, "base", o->chain.base);
+		json_kv_str(&j, "previous", o->chain.previous);
+		json_kv_u64(&j, "links_removed", o->links_removed);
+	}
 	json_key(&j, "tokens");
 	json_array_begin(&j);
 	for (size_t i = 0; i < nm->tokens.n; i++)
@@ -1051,6 +1060,7 @@ static int do_incremental(struct create_opts *o)
 		 * bytes are committed (previous then holds them: the next incremental skips them). */
 		if (r == 0)
 			incremental_remove_links(ip, &removed, report_link_left, NULL);
+		o->links_removed = removed;
 		if (r == 0) {
 			report_incremental(o, &c, removed);
 			report_done(o, &o->nm, &o->sum, mono_seconds() - t0);
