@@ -395,6 +395,38 @@ static int take_unit(inc_plan *p, struct inc_table *it, const struct unit *u, ui
 	return 0;
 }
 
+static void free_files(struct inc_table *t)
+{
+	for (size_t k = 0; k < t->nfiles; k++) {
+		free(t->files[k].dir);
+		free(t->files[k].name);
+	}
+	for (size_t d = 0; d < t->ndirs; d++)
+		free(t->dirs[d].name);
+	free(t->files);
+	free(t->dirs);
+	t->files = NULL;
+	t->dirs = NULL;
+	t->nfiles = t->cap = t->ndirs = 0;
+}
+
+/* The table was dropped and made again since previous (another id): the backup shows the new
+ * one, made of what was flushed into it, as the node has it. */
+static int reset_table(inc_plan *p, struct inc_table *it, const struct scan_table *t)
+{
+	p->counts.inherited -= it->nfiles;
+	free_files(it);
+	free(it->table_id);
+	free(it->dirname);
+	free(it->schema_cql);
+	it->schema_cql = NULL;
+	it->table_id = strdup(t->table_id);
+	it->dirname = strdup(t->dirname);
+	it->ka = attr_of(&t->ks_st);
+	it->ta = attr_of(&t->table_st);
+	return it->table_id && it->dirname ? 0 : -ENOMEM;
+}
+
 static int note_held(inc_plan *p, const struct inc_table *it, const struct unit *u)
 {
 	struct inc_held *v = realloc(p->held, (p->nheld + u->count) * sizeof(*v));
@@ -412,13 +444,14 @@ static int note_held(inc_plan *p, const struct inc_table *it, const struct unit 
 static int merge_table(inc_plan *p, const struct scan_table *t)
 {
 	struct inc_table *it = find_table(p, t->keyspace, t->table);
-	if (it && strcmp(it->table_id, t->table_id) != 0)
-		it = NULL; /* the table was dropped and made again: the backup shows the new one */
+	int r;
+	if (it && strcmp(it->table_id, t->table_id) != 0 && (r = reset_table(p, it, t)) < 0)
+		return r;
 	for (size_t i = 0; i < t->nfiles;) {
 		struct unit u = {.t = t, .first = i, .count = unit_end(t, i) - i};
 		i += u.count;
 		bool complete;
-		int r = unit_complete(&u, &complete);
+		r = unit_complete(&u, &complete);
 		if (r < 0)
 			return r;
 		if (!complete) {
@@ -482,14 +515,7 @@ void incremental_plan_free(inc_plan *p)
 		return;
 	for (size_t i = 0; i < p->ntables; i++) {
 		struct inc_table *t = &p->tables[i];
-		for (size_t k = 0; k < t->nfiles; k++) {
-			free(t->files[k].dir);
-			free(t->files[k].name);
-		}
-		for (size_t d = 0; d < t->ndirs; d++)
-			free(t->dirs[d].name);
-		free(t->files);
-		free(t->dirs);
+		free_files(t);
 		free(t->keyspace);
 		free(t->table);
 		free(t->table_id);

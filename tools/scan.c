@@ -95,9 +95,9 @@ static struct scan_table *find_or_add_table(struct ctx *c, const char *ks, const
 		if (strcmp(t->keyspace, ks) || strcmp(t->table, table))
 			continue;
 		if (strcmp(t->table_id, id) != 0) {
-			sb_printf(c->err, "table %s.%s: snapshot found in two table directories with "
+			sb_printf(c->err, "table %s.%s: %s found in two table directories with "
 				  "different ids (%s and %s); was the table dropped and re-created?",
-				  ks, table, t->dirname, dirname);
+				  ks, table, c->o->backups ? "backups/" : "snapshot", t->dirname, dirname);
 			*r = -EINVAL;
 			return NULL;
 		}
