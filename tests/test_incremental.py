@@ -121,7 +121,8 @@ def mounted_tree(m, name):
     res = {}
     for t in TABLES:
         d = m.path(name, KS, t)
-        res[t] = {n: sha(os.path.join(d, n)) for n in os.listdir(d)}
+        res[t] = {n: sha(os.path.join(d, n)) for n in os.listdir(d)
+                  if not os.path.isdir(os.path.join(d, n))}
     return res
 
 
@@ -478,3 +479,44 @@ def test_point_in_time_takes_the_full_backup_and_its_incrementals_before_the_tim
     assert 'backup inc2 of node n1' in r.stdout, r.stdout + r.stderr
     r = pitr(t0 + hour // 2)
     assert 'backup full of node n1' in r.stdout, r.stdout + r.stderr
+
+
+def test_index_sstables_and_a_table_made_again(node, store, tmp_path):
+    """backups/.<index>/ is taken in as the index directory; a table dropped and made again
+    (another id, the old directory gone) shows as the node has it."""
+    node.full(store)
+    t = TABLES[2]
+    tdir = node.dirs[t]
+    idx = os.path.join(tdir, '.idx')
+    os.makedirs(os.path.join(tdir, 'backups', '.idx'))
+    os.makedirs(idx)
+    src, prefix = node.donors.pop(0)
+    want = {}
+    for n in os.listdir(src):
+        if n.startswith(prefix):
+            name = 'nb-500-big-' + n[len(prefix):]
+            with open(os.path.join(src, n), 'rb') as f, open(os.path.join(idx, name), 'wb') as g:
+                g.write(f.read())
+            os.link(os.path.join(idx, name), os.path.join(tdir, 'backups', '.idx', name))
+            want[name] = sha(os.path.join(idx, name))
+    # legacy_nb_clust dropped and made again: a new directory, the old one removed
+    old = node.dirs[TABLES[0]]
+    new = old.rsplit('-', 1)[0] + '-' + 'a' * 32
+    os.rename(old, new)
+    for n in os.listdir(new):
+        if n.startswith('nb-'):
+            os.unlink(os.path.join(new, n))
+    node.dirs[TABLES[0]] = new
+    made = node.flush(TABLES[0])
+    r = node.incremental(store, 'inc1')
+    assert f'{len(want) + len(made)} new file(s)' in r.stdout
+    m = manifest(store, 'inc1')
+    tables = {tb['name']: tb for ks in m['keyspaces'] for tb in ks['tables']}
+    assert {f['name']: f['sha256'] for f in tables[t]['files'] if f.get('dir') == '.idx'} == want
+    assert tables[TABLES[0]]['id'] == 'a' * 32
+    assert {f['name']: f['sha256'] for f in tables[TABLES[0]]['files']} == made
+    assert not os.listdir(os.path.join(tdir, 'backups', '.idx'))
+    with mounted(store, str(tmp_path / 'mnt')) as mt:
+        d = mt.path('inc1', KS, t, '.idx')
+        assert {n: sha(os.path.join(d, n)) for n in os.listdir(d)} == want
+        assert mounted_tree(mt, 'inc1')[TABLES[0]] == made
