@@ -167,6 +167,7 @@ def test_a_day_of_incrementals_mounts_and_restores_as_one_tree(node, store, tmp_
     assert (listed['inc3']['base'], listed['inc3']['previous']) == ('full', 'inc2')
     text = cb('list', '--store', store).stdout
     assert 'incremental (node n1): on inc2, full backup full' in text
+    assert 'incremental      on inc2, full backup full' in cb('show', '--store', store, 'inc3').stdout
     # the mount: /backups/incN is the full backup with every incremental up to N applied
     mnt = str(tmp_path / 'mnt')
     with mounted(store, mnt) as m:
