@@ -652,8 +652,7 @@ int backup_writer_add_stored(backup_writer *w, unsigned table, unsigned dir,
 		return fail(w, r, "cannot read the catalog of %s: %s", w->root, catalog_errmsg(w->cat));
 	w->files++;
 	w->bytes += f->size;
-	progress(w, f->size);
-	return 0;
+	return 0; /* nothing read: no progress to report */
 }
 
 /* The manifest of this backup: metadata, then keyspaces in the order their first table came. */

@@ -862,7 +862,10 @@ static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 	}
 	struct create_progress cp = {.o = o};
 	struct progress *prog = &cp.prog;
-	progress_init(prog, "backing up", scan->bytes, scan->nfiles);
+	struct inc_counts ic = {0};
+	if (ip)
+		incremental_counts(ip, &ic);
+	progress_init(prog, "backing up", ip ? ic.bytes : scan->bytes, ip ? ic.files : scan->nfiles);
 	struct backup_writer_opts wo = {.level = (int)o->level, .threads = (unsigned)o->threads,
 					.frame_size = (size_t)o->frame_kib << 10,
 					.pack_size = o->pack_size,
