@@ -521,3 +521,30 @@ def test_index_sstables_and_a_table_made_again(node, store, tmp_path):
         d = mt.path('inc1', KS, t, '.idx')
         assert {n: sha(os.path.join(d, n)) for n in os.listdir(d)} == want
         assert mounted_tree(mt, 'inc1')[TABLES[0]] == made
+
+
+def test_two_incrementals_at_once(node, store):
+    """Two creates --incremental of one node at the same time: each commits or fails with one
+    line (a link the other removed under it); no link whose bytes are not committed is lost,
+    and the next run leaves backups/ empty."""
+    node.full(store)
+    for t in TABLES:
+        for _ in range(2):
+            node.flush(t)
+    before = node.links()
+    argv = [CASSBACKUP, 'create', '--store', store, '--data-dir', node.data, '--node', 'n1',
+            '--cassandra-conf', str(node.conf), '--incremental', '--name']
+    procs = [subprocess.Popen(argv + [n], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for n in ('a', 'b')]
+    outs = [p.communicate() for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode in (0, 1), err
+        if p.returncode:
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and 'cannot' in lines[0], err
+    assert any(p.returncode == 0 for p in procs)
+    check_no_link_lost(node, store, before)
+    for b in backup_list(store):
+        assert b['complete']
+    node.incremental(store, 'c')
+    assert all(not v for v in node.links().values())
