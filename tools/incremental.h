@@ -19,7 +19,9 @@
  * before it removes nothing, one among the removals leaves links whose bytes are committed,
  * for the next incremental to remove. An sstable
  * whose TOC.txt is missing, or lists a component not linked yet, is still being linked by
- * Cassandra: it is left for the next incremental.
+ * Cassandra (Tracker.maybeIncrementallyBackup -> SSTableReader.createLinks links the
+ * components of the sstable's set, those TOC.txt lists, one by one in no set order): it is
+ * left for the next incremental.
  */
 #ifndef CASSBACKUP_INCREMENTAL_H
 #define CASSBACKUP_INCREMENTAL_H
