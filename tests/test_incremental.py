@@ -19,6 +19,7 @@ import pytest
 
 from conftest import (CASSBACKUP, FIXTURES, FIXTURE_TAG, backup_list, cb, manifest_path,
                       mounted, run, uploading)
+from test_s3 import moto, s3, s3rver  # noqa: F401 (fixtures)
 
 KS = 'legacy_tables'
 TABLES = ['legacy_nb_clust', 'legacy_nb_clust_counter', 'legacy_nb_simple',
@@ -57,6 +58,7 @@ class Node:
                 donors += [(path, p) for p in prefixes]
         self.donors = donors
         self.gen = {t: 100 for t in TABLES}
+        self.env = None  # the environment of an S3 store
 
     def flush(self, table, link=True):
         """A new sstable in table (a donor's components as nb-<gen>-big-*), linked into
@@ -94,7 +96,7 @@ class Node:
 
     def create(self, store, *args, check=True):
         return cb('create', '--store', store, '--data-dir', self.data, '--node', 'n1',
-                  '--cassandra-conf', str(self.conf), *args, check=check)
+                  '--cassandra-conf', str(self.conf), *args, check=check, env=self.env)
 
     def full(self, store, name='full', *args):
         sel = []
@@ -548,3 +550,23 @@ def test_two_incrementals_at_once(node, store):
         assert b['complete']
     node.incremental(store, 'c')
     assert all(not v for v in node.links().values())
+
+
+def test_incrementals_into_object_storage(s3, tmp_path):
+    """The same on S3 (moto, s3rver): the links go after the commit, the mount shows each
+    incremental's whole tree, list its base."""
+    loc, env = s3
+    node = Node(tmp_path)
+    node.env = env
+    node.full(loc)
+    state = {t: node.snapshot(t) for t in TABLES}
+    for i in (1, 2):
+        for t in TABLES[:2]:
+            state[t].update(node.flush(t))
+        node.incremental(loc, f'inc{i}')
+        assert all(not v for v in node.links().values())
+    listed = {b['name']: b for g in json.loads(cb('list', '--store', loc, '--json', env=env).stdout)
+              for b in g['nodes']}
+    assert (listed['inc2']['base'], listed['inc2']['previous']) == ('full', 'inc1')
+    with mounted(loc, str(tmp_path / 'mnt'), env=env) as m:
+        assert mounted_tree(m, 'inc2') == state
