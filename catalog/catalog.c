@@ -304,7 +304,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 			 " JOIN blobs b ON b.id = f.blob_id LEFT JOIN packs p ON p.id = b.pack_id"
 			 " WHERE f.id = ?1",
 	[ST_XATTR_BACKUP] = "SELECT node, cluster, datacenter, created_ns, snapshot_tag, host_id,"
-			    " rack, tokens, cassandra_version, schema_version, name"
+			    " rack, tokens, cassandra_version, schema_version, name, base, previous"
 			    " FROM backups WHERE id = ?1",
 	[ST_XATTR_TABLE] = "SELECT t.table_id, k.name, t.name FROM tables t"
 			   " JOIN keyspaces k ON k.id = t.keyspace_id WHERE t.id = ?1",
@@ -1463,8 +1463,9 @@ int catalog_node_xattrs(catalog *c, uint64_t ino,
 		    (r = cb(ctx, "user.cassbackup.name", col_text(st, 10))) == 0) {
 			/* what was recorded of the node, when it was */
 			static const char *const more[] = {"host_id", "rack", "tokens",
-							   "release_version", "schema_version"};
-			static const int cols[] = {5, 6, 7, 8, 9};
+							   "release_version", "schema_version",
+							   "base", "previous"};
+			static const int cols[] = {5, 6, 7, 8, 9, 11, 12};
 			for (size_t i = 0; r == 0 && i < sizeof(cols) / sizeof(*cols); i++) {
 				char key[64];
 				snprintf(key, sizeof(key), "user.cassbackup.%s", more[i]);

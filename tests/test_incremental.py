@@ -175,6 +175,9 @@ def test_a_day_of_incrementals_mounts_and_restores_as_one_tree(node, store, tmp_
     with mounted(store, mnt) as m:
         for name, tree in expected.items():
             assert mounted_tree(m, name) == tree, name
+        assert os.getxattr(m.path('inc3'), 'user.cassbackup.base') == b'full'
+        assert os.getxattr(m.path('inc3'), 'user.cassbackup.previous') == b'inc2'
+        assert 'user.cassbackup.base' not in os.listxattr(m.path('full'))
     # restore of an incremental gives the state at it, sstables intact
     live = tmp_path / 'live' / 'data'
     for t in TABLES:
