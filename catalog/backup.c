@@ -70,6 +70,8 @@ struct wdir {
 	struct backup_attr a;
 };
 
+/* A table of the backup, or the node's own files (backup_writer.own: keyspace NULL, dirs ""
+ * and MANIFEST_CONF_DIR). */
 struct wtable {
 	char *keyspace, *table, *table_id, *dirname, *schema_cql;
 	struct backup_attr ka, ta;
@@ -99,6 +101,7 @@ struct backup_writer {
 	size_t npacks;
 	struct wtable *tables;
 	size_t ntables;
+	struct wtable own;       /* the node's own files (backup_writer_add_node_file) */
 	struct blob *blobs;
 	size_t nblobs, blobs_cap;
 	struct blob_map map;
@@ -401,14 +404,9 @@ int backup_writer_add_table(backup_writer *w, const struct backup_table *t, unsi
 	return 0;
 }
 
-int backup_writer_add_dir(backup_writer *w, unsigned table, const char *name,
-			  const struct backup_attr *a, unsigned *dir)
+static int add_dir(backup_writer *w, struct wtable *t, const char *name,
+				   const struct backup_attr *a, unsigned *dir)
 {
-	if (w->err)
-		return w->err;
-	if (table >= w->ntables)
-		return fail(w, -EINVAL, "directory %s: no such table", name);
-	struct wtable *t = &w->tables[table];
 	struct wdir *v = realloc(t->dirs, (t->ndirs + 1) * sizeof(*v));
 	if (!v)
 		return fail(w, -ENOMEM, "out of memory");
@@ -420,11 +418,25 @@ int backup_writer_add_dir(backup_writer *w, unsigned table, const char *name,
 	return 0;
 }
 
-static int member_path(const backup_writer *w, unsigned table, const struct wfile *f,
-		       struct strbuf *sb)
+int backup_writer_add_dir(backup_writer *w, unsigned table, const char *name,
+			  const struct backup_attr *a, unsigned *dir)
 {
-	const struct wtable *t = &w->tables[table];
+	if (w->err)
+		return w->err;
+	if (table >= w->ntables)
+		return fail(w, -EINVAL, "directory %s: no such table", name);
+	return add_dir(w, &w->tables[table], name, a, dir);
+}
+
+/* A table's file is <keyspace>/<table dir>/[.<index>/]<name> in the pack, as in a data
+ * directory; a node file [<dir>/]<name>, as in the mount. */
+static int member_path(const struct wtable *t, const struct wfile *f, struct strbuf *sb)
+{
 	sb->len = 0;
+	if (!t->keyspace)
+		return f->dir != BACKUP_TABLE_DIR
+			       ? sb_printf(sb, "%s/%s", t->dirs[f->dir].name, f->name)
+			       : sb_printf(sb, "%s", f->name);
 	if (f->dir != BACKUP_TABLE_DIR)
 		return sb_printf(sb, "%s/%s/%s/%s", t->keyspace, t->dirname, t->dirs[f->dir].name,
 				 f->name);
@@ -432,10 +444,8 @@ static int member_path(const backup_writer *w, unsigned table, const struct wfil
 }
 
 /* Appends the file's record to its table; NULL when out of memory. */
-static struct wfile *new_file(backup_writer *w, unsigned table, unsigned dir,
-			      const struct backup_file *f)
+static struct wfile *new_file(struct wtable *t, unsigned dir, const struct backup_file *f)
 {
-	struct wtable *t = &w->tables[table];
 	if (t->nfiles == t->files_cap) {
 		size_t cap = t->files_cap ? 2 * t->files_cap : 16;
 		struct wfile *v = realloc(t->files, cap * sizeof(*v));
@@ -581,21 +591,21 @@ static int place_bytes(backup_writer *w, struct src *s, struct wfile *wf, const 
 	return r < 0 ? r : store_bytes(w, s, wf, member);
 }
 
-static int add(backup_writer *w, unsigned table, unsigned dir, const struct backup_file *f,
+static int add(backup_writer *w, struct wtable *t, unsigned dir, const struct backup_file *f,
 	       int fd, const void *data)
 {
 	if (w->err)
 		return w->err;
 	if (w->o.cancel && *w->o.cancel)
 		return fail(w, -ECANCELED, "interrupted");
-	if (table >= w->ntables || (dir != BACKUP_TABLE_DIR && dir >= w->tables[table].ndirs))
+	if (!t || (dir != BACKUP_TABLE_DIR && dir >= t->ndirs))
 		return fail(w, -EINVAL, "file %s: no such table or directory", f->source);
-	struct wfile *wf = new_file(w, table, dir, f);
+	struct wfile *wf = new_file(t, dir, f);
 	if (!wf)
 		return fail(w, -ENOMEM, "out of memory");
 	struct strbuf member = {0};
 	struct src s = {.f = f, .fd = fd, .data = data};
-	int r = member_path(w, table, wf, &member);
+	int r = member_path(t, wf, &member);
 	if (r == 0)
 		r = place_bytes(w, &s, wf, member.buf);
 	sb_free(&member);
@@ -616,16 +626,62 @@ static int add(backup_writer *w, unsigned table, unsigned dir, const struct back
 	return fail(w, r, "cannot back up %s: %s", f->source, strerror(-r));
 }
 
+static struct wtable *table_of(backup_writer *w, unsigned table)
+{
+	return table < w->ntables ? &w->tables[table] : NULL;
+}
+
 int backup_writer_add_file(backup_writer *w, unsigned table, unsigned dir,
 			   const struct backup_file *f, int fd)
 {
-	return add(w, table, dir, f, fd, NULL);
+	return add(w, table_of(w, table), dir, f, fd, NULL);
 }
 
 int backup_writer_add_buffer(backup_writer *w, unsigned table, unsigned dir,
 			     const struct backup_file *f, const void *data)
 {
-	return add(w, table, dir, f, -1, data);
+	return add(w, table_of(w, table), dir, f, -1, data);
+}
+
+int backup_writer_add_node_file(backup_writer *w, const char *dir, const struct backup_file *f,
+				const void *data)
+{
+	if (w->err)
+		return w->err;
+	struct wtable *t = &w->own;
+	unsigned d = BACKUP_TABLE_DIR;
+	if (*dir && strcmp(dir, MANIFEST_CONF_DIR))
+		return fail(w, -EINVAL, "node file %s: no directory %s", f->source, dir);
+	if (!name_is_component(f->name))
+		return fail(w, -EINVAL, "node file %s: invalid name", f->source);
+	for (size_t i = 0; i < t->nfiles; i++)
+		if (!strcmp(t->files[i].name, f->name) &&
+		    !strcmp(t->files[i].dir == BACKUP_TABLE_DIR ? "" : t->dirs[t->files[i].dir].name, dir))
+			return fail(w, -EEXIST, "node file %s added twice", f->source);
+	if (*dir) {
+		if (!t->ndirs) {
+			struct backup_attr a = {0700, 0, 0, 0};
+			int r = add_dir(w, t, dir, &a, &d);
+			if (r < 0)
+				return r;
+		}
+		d = 0;
+	}
+	return add(w, t, d, f, -1, data);
+}
+
+/* The manifest's view of t's files, into files (t->nfiles of them; strings are t's). */
+static void fill_files(const struct wtable *t, struct manifest_file *files)
+{
+	for (size_t f = 0; f < t->nfiles; f++) {
+		const struct wfile *wf = &t->files[f];
+		struct manifest_file *mf = &files[f];
+		mf->dir = wf->dir == BACKUP_TABLE_DIR ? "" : t->dirs[wf->dir].name;
+		mf->name = wf->name;
+		mf->size = wf->size;
+		mf->attr = (struct cb_attr){wf->a.mode & 07777, wf->a.uid, wf->a.gid, wf->a.mtime_ns};
+		memcpy(mf->sha256, wf->sha, 32);
+	}
 }
 
 /* The manifest of this backup: metadata, then keyspaces in the order their first table came. */
@@ -653,15 +709,7 @@ static int fill_keyspace(const backup_writer *w, size_t first, struct manifest_k
 		for (size_t d = 0; d < t->ndirs; d++)
 			mt->dirs[d] = (struct manifest_dir){t->dirs[d].name,
 				{t->dirs[d].a.mode & 07777, t->dirs[d].a.uid, t->dirs[d].a.gid, t->dirs[d].a.mtime_ns}};
-		for (size_t f = 0; f < t->nfiles; f++) {
-			const struct wfile *wf = &t->files[f];
-			struct manifest_file *mf = &mt->files[f];
-			mf->dir = wf->dir == BACKUP_TABLE_DIR ? "" : t->dirs[wf->dir].name;
-			mf->name = wf->name;
-			mf->size = wf->size;
-			mf->attr = (struct cb_attr){wf->a.mode & 07777, wf->a.uid, wf->a.gid, wf->a.mtime_ns};
-			memcpy(mf->sha256, wf->sha, 32);
-		}
+		fill_files(t, mt->files);
 	}
 	return 0;
 }
@@ -677,6 +725,7 @@ static void free_manifest_view(struct manifest *m)
 		free(m->keyspaces[k].tables);
 	}
 	free(m->keyspaces);
+	free(m->node_files);
 }
 
 static int fill_manifest(const backup_writer *w, uint64_t stored, struct manifest *m)
@@ -692,8 +741,11 @@ static int fill_manifest(const backup_writer *w, uint64_t stored, struct manifes
 			      w->root_attr.mtime_ns},
 	};
 	m->keyspaces = calloc(w->ntables + 1, sizeof(*m->keyspaces));
-	if (!m->keyspaces)
+	m->node_files = calloc(w->own.nfiles + 1, sizeof(*m->node_files));
+	if (!m->keyspaces || !m->node_files)
 		return -ENOMEM;
+	fill_files(&w->own, m->node_files);
+	m->nnode_files = w->own.nfiles;
 	int r = 0;
 	for (size_t i = 0; r == 0 && i < w->ntables; i++) {
 		bool seen = false;
@@ -804,23 +856,27 @@ int backup_writer_commit(backup_writer *w, struct backup_summary *sum)
 
 /* --- free --------------------------------------------------------------------------------- */
 
+static void free_table(struct wtable *t)
+{
+	for (size_t k = 0; k < t->nfiles; k++)
+		free(t->files[k].name);
+	for (size_t d = 0; d < t->ndirs; d++)
+		free(t->dirs[d].name);
+	free(t->files);
+	free(t->dirs);
+	free(t->keyspace);
+	free(t->table);
+	free(t->table_id);
+	free(t->dirname);
+	free(t->schema_cql);
+}
+
 static void free_tables(backup_writer *w)
 {
-	for (size_t i = 0; i < w->ntables; i++) {
-		struct wtable *t = &w->tables[i];
-		for (size_t k = 0; k < t->nfiles; k++)
-			free(t->files[k].name);
-		for (size_t d = 0; d < t->ndirs; d++)
-			free(t->dirs[d].name);
-		free(t->files);
-		free(t->dirs);
-		free(t->keyspace);
-		free(t->table);
-		free(t->table_id);
-		free(t->dirname);
-		free(t->schema_cql);
-	}
+	for (size_t i = 0; i < w->ntables; i++)
+		free_table(&w->tables[i]);
 	free(w->tables);
+	free_table(&w->own);
 }
 
 void backup_writer_free(backup_writer *w)
