@@ -1603,6 +1603,7 @@ static const char *const restore_usage[] = {
 	"--store DIR --data-dir DIR... --point-in-time 'yyyy:MM:dd HH:mm:ss' --cassandra-conf DIR [NAME]",
 	"  [--node NAME] [--segments-dir DIR] [--keyspace KS]... [--table KS.TABLE]... [...]",
 	"--point-in-time-done --cassandra-conf DIR",
+	"--store DIR --conf DIR [--node NODE] [--force] NAME",
 	NULL,
 };
 
@@ -1642,6 +1643,8 @@ int cmd_restore(int argc, char **argv)
 	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
 		if (!strcmp(argv[i], "--point-in-time-done"))
 			return cmd_restore_pitr_done(argc, argv);
+		else if (!strcmp(argv[i], "--conf") || !strncmp(argv[i], "--conf=", 7))
+			return cmd_restore_conf(argc, argv);
 	struct restore_opts o = {0};
 	struct pitr pt = {0};
 	bool done = false; /* taken by cmd_restore_pitr_done above; here for --help */
@@ -1712,7 +1715,9 @@ int cmd_restore(int argc, char **argv)
 			       "--point-in-time restores the node's last backup made before that time, copies\n"
 			       "the commitlog segments archived since into --segments-dir and writes\n"
 			       "commitlog_archiving.properties, so that Cassandra replays them up to the time\n"
-			       "at its next start; --point-in-time-done removes those settings afterwards.",
+			       "at its next start; --point-in-time-done removes those settings afterwards.\n"
+			       "--conf DIR writes the Cassandra configuration files the backup kept into DIR\n"
+			       "(alone, with --store, --node, --force: 'cassbackup restore --conf X --help').",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
