@@ -33,8 +33,19 @@ def run(*args, check=True, **kw):
     return p
 
 
+def node_files_off(args):
+    """A create that does not ask for the node's own files (test_schema.py does) keeps none:
+    what this machine's /etc/cassandra and cqlsh are must not change what a test sees."""
+    args = [str(a) for a in args]
+    if 'create' not in args:
+        return args
+    more = [] if {'--cqlsh', '--no-schema'} & set(args) else ['--no-schema']
+    more += [] if {'--cassandra-conf', '--no-conf'} & set(args) else ['--no-conf']
+    return args + more
+
+
 def cb(*args, check=True, **kw):
-    return run(CASSBACKUP, *args, check=check, **kw)
+    return run(CASSBACKUP, *node_files_off(args), check=check, **kw)
 
 
 def make_sample(out, *args):
