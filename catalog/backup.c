@@ -524,7 +524,8 @@ static void progress(backup_writer *w, uint64_t bytes)
 }
 
 /* Writes the file's bytes as a new member; wf gets their hash and blob. */
-static int store_bytes(backup_writer *w, struct src *s, struct wfile *wf, const char *member)
+static int store_bytes(backup_writer *w, struct src *s, struct wfile *wf, const char *member,
+		       bool node_file)
 {
 	int r = grow_blobs(w);
 	if (r < 0)
@@ -537,7 +538,7 @@ static int store_bytes(backup_writer *w, struct src *s, struct wfile *wf, const 
 	if (s->data) {
 		memcpy(b->sha, wf->sha, 32);
 		r = packer_add_buffer(w->pk, &m, s->data, b->sha, &b->pack);
-		if (r == 0)
+		if (r == 0 && !node_file)
 			progress(w, f->size);
 	} else {
 		r = packer_add_fd(w->pk, &m, s->fd, b->sha, w->o.cancel, w->o.progress, w->o.pctx,
@@ -556,12 +557,14 @@ static int store_bytes(backup_writer *w, struct src *s, struct wfile *wf, const 
 	if (!(b->member = strdup(member)))
 		return -ENOMEM;
 	wf->pending = (long)w->nblobs++;
-	w->new_bytes += f->size;
+	if (!node_file) /* the totals are the tables' (manifest.h) */
+		w->new_bytes += f->size;
 	return map_insert(&w->map, w->blobs, wf->pending);
 }
 
 /* Finds the file's bytes in this pack or the store, or writes them. */
-static int place_bytes(backup_writer *w, struct src *s, struct wfile *wf, const char *member)
+static int place_bytes(backup_writer *w, struct src *s, struct wfile *wf, const char *member,
+		       bool node_file)
 {
 	int r = 0;
 	if (s->data || maybe_duplicate(w, s->f->size, &r)) {
@@ -577,18 +580,18 @@ static int place_bytes(backup_writer *w, struct src *s, struct wfile *wf, const 
 			 * gives this file too; in an earlier pack, only the manifest names it */
 			if (w->blobs[i].pack == packer_seq(w->pk))
 				r = packer_add_link(w->pk, &m, w->blobs[i].member);
-			if (r == 0)
+			if (r == 0 && !node_file)
 				progress(w, wf->size);
 			return r;
 		}
 		r = catalog_find_blob(w->cat, wf->sha, wf->size, &wf->stored_id);
 		if (r != 0) {
-			if (r == 1)
+			if (r == 1 && !node_file)
 				progress(w, wf->size);
 			return r < 0 ? r : 0;
 		}
 	}
-	return r < 0 ? r : store_bytes(w, s, wf, member);
+	return r < 0 ? r : store_bytes(w, s, wf, member, node_file);
 }
 
 static int add(backup_writer *w, struct wtable *t, unsigned dir, const struct backup_file *f,
@@ -607,12 +610,14 @@ static int add(backup_writer *w, struct wtable *t, unsigned dir, const struct ba
 	struct src s = {.f = f, .fd = fd, .data = data};
 	int r = member_path(t, wf, &member);
 	if (r == 0)
-		r = place_bytes(w, &s, wf, member.buf);
+		r = place_bytes(w, &s, wf, member.buf, !t->keyspace);
 	sb_free(&member);
 	free(s.mem);
 	if (r == 0) {
-		w->files++;
-		w->bytes += f->size;
+		if (t->keyspace) { /* the totals are the tables' (manifest.h) */
+			w->files++;
+			w->bytes += f->size;
+		}
 		return 0;
 	}
 	const char *said = packer_errmsg(w->pk); /* the pack and what failed writing it */

@@ -85,7 +85,7 @@ struct manifest {
 	struct cb_attr root_attr; /* of the (first) data directory: the mount shows the backup so */
 	struct manifest_keyspace *keyspaces;
 	size_t nkeyspaces;
-	/* Totals as create measured them (node files included): */
+	/* Totals as create measured them, of the tables' files (node_files not counted): */
 	uint64_t files, bytes, new_bytes, stored_bytes;
 	/* The node's own files, beside the keyspaces: dir "" holds MANIFEST_SCHEMA_FILE (cqlsh's
 	 * DESCRIBE SCHEMA output), dir MANIFEST_CONF_DIR the Cassandra configuration directory's

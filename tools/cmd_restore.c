@@ -29,6 +29,7 @@
 #include "pitr.h"
 #include "readback.h"
 #include "restore_plan.h"
+#include "schema_ddl.h"
 #include "sstable.h"
 #include "store.h"
 #include "util.h"
@@ -55,6 +56,9 @@ struct restore_opts {
 	bool whole_node, set_tokens; /* --whole-node [--set-tokens] */
 	const char *cassandra_conf;  /* --cassandra-conf: where --set-tokens writes */
 	const char *nodetool; /* --nodetool or the config's nodetool; NULL: "nodetool" */
+	bool create_schema;   /* --create-schema: through cqlsh, before anything is copied */
+	struct cqlsh_conf cqlsh;
+	struct strv cqlsh_options;
 	struct store *st;     /* the store, once opened */
 	bool have_owner;
 	uid_t uid;
@@ -1363,6 +1367,14 @@ static int check_args(const struct cli_command *cmd, struct restore_opts *o)
 				       "another node's backup");
 	if (o->set_tokens && !o->whole_node)
 		return cli_usage_error(cmd, "--set-tokens goes with --whole-node");
+	if (o->create_schema && o->whole_node)
+		return cli_usage_error(cmd, "--whole-node brings the schema back with the system keyspaces; "
+				       "--create-schema is for restoring tables into a running cluster");
+	for (size_t i = 0; i < o->cqlsh_options.n; i++) {
+		const char *why = cqlsh_option_problem(o->cqlsh_options.v[i]);
+		if (why)
+			return cli_usage_error(cmd, "--cqlsh-option %s: %s", o->cqlsh_options.v[i], why);
+	}
 	if (o->owner && parse_owner(o, o->owner) < 0)
 		return CB_EXIT_USAGE;
 	if (o->whole_node && !o->owner) {
@@ -1540,6 +1552,27 @@ static int pick_node_backup(catalog *cat, struct restore_opts *o)
 }
 
 /* Plans, then copies (or prints the plan), then tells Cassandra. The exit status. */
+/* --create-schema: what the target lacks of the selected tables, created through cqlsh from
+ * the backup's DDL (schema_ddl.h). 0 or the exit code (said). */
+static int create_schema(struct restore_opts *o, const struct tables *ts)
+{
+	_cleanup_free_ struct ddl_table *v = calloc(ts->n + 1, sizeof(*v));
+	_cleanup_free_ char *ddl = NULL;
+	if (!v) {
+		errorf("out of memory");
+		return CB_EXIT_FAILED;
+	}
+	size_t n = 0;
+	for (size_t i = 0; i < ts->n; i++) /* asks selection_matches as make_plan will */
+		if (selection_matches(&o->sel, ts->v[i].keyspace, ts->v[i].table))
+			v[n++] = (struct ddl_table){ts->v[i].keyspace, ts->v[i].table, ts->v[i].schema_cql};
+	int rc = schema_read_backup_ddl(o->st, o->ref.v[0], &ddl);
+	o->cqlsh.options = &o->cqlsh_options;
+	struct schema_create sc = {.cqlsh = &o->cqlsh, .backup_ddl = ddl, .tables = v, .ntables = n,
+				   .dry_run = o->dry_run};
+	return rc ?: schema_create_missing(&sc);
+}
+
 static int restore_backup(struct restore_opts *o)
 {
 	catalog *cat = NULL;
@@ -1566,6 +1599,8 @@ static int restore_backup(struct restore_opts *o)
 		goto out;
 	}
 	if (o->whole_node && (rc = check_whole_node(o, &ts)) != 0)
+		goto out;
+	if (o->create_schema && (rc = create_schema(o, &ts)) != 0)
 		goto out;
 	if ((rc = plan_restore(cat, o, &ts, &p)) != CLI_RUN)
 		goto out;
@@ -1598,6 +1633,7 @@ static const char *const restore_usage[] = {
 	"--store DIR --data-dir DIR [--data-dir DIR]... NAME",
 	"  [--keyspace KS]... [--table KS.TABLE]... [--table-dir KS.TABLE=PATH]...",
 	"  [--dry-run] [--owner USER[:GROUP]] [--import | --refresh] [--nodetool PATH] [--json]",
+	"  [--create-schema [--cqlsh PROGRAM] [--cqlsh-host HOST] [--cqlsh-option ARG]...]",
 	"--store DIR --data-dir DIR [--data-dir DIR]... --whole-node NAME",
 	"  [--owner USER[:GROUP]] [--set-tokens [--cassandra-conf DIR]] [--dry-run] [--json]",
 	"--store DIR --data-dir DIR... --point-in-time 'yyyy:MM:dd HH:mm:ss' --cassandra-conf DIR [NAME]",
@@ -1684,6 +1720,15 @@ int cmd_restore(int argc, char **argv)
 		{.name = "cassandra-conf", .type = OPT_STRING, .value = &o.cassandra_conf, .arg = "DIR",
 		 .help = "Cassandra's configuration directory (default /etc/cassandra): where --set-tokens and --point-in-time write",
 		 .config_key = "cassandra_conf"},
+		{.name = "create-schema", .type = OPT_FLAG, .value = &o.create_schema,
+		 .help = "first create, through cqlsh, the keyspaces, types and tables the target lacks"},
+		{.name = "cqlsh", .type = OPT_STRING, .value = &o.cqlsh.program, .arg = "PROGRAM",
+		 .help = "the cqlsh program (default: cqlsh from PATH)", .config_key = "cqlsh"},
+		{.name = "cqlsh-host", .type = OPT_STRING, .value = &o.cqlsh.host, .arg = "HOST",
+		 .help = "the host cqlsh connects to (default: cqlsh's, 127.0.0.1)", .config_key = "cqlsh_host"},
+		{.name = "cqlsh-option", .type = OPT_STRINGS, .value = &o.cqlsh_options, .arg = "ARG",
+		 .help = "an argument for cqlsh, such as --ssl or --cqlshrc=FILE (repeatable)",
+		 .config_key = "cqlsh_option"},
 		{.name = "point-in-time", .type = OPT_STRING, .value = &pt.time, .arg = "'yyyy:MM:dd HH:mm:ss'",
 		 .help = "restore the node as it was then (GMT): a backup, then a commitlog replay"},
 		{.name = "node", .type = OPT_STRING, .value = &pt.node, .arg = "NAME",
@@ -1706,6 +1751,9 @@ int cmd_restore(int argc, char **argv)
 			       "it prints the nodetool command to run next. --import copies each table once,\n"
 			       "into a staging directory on the target's file system that nodetool import\n"
 			       "moves into the table, and removes the staging directory afterwards.\n"
+			       "--create-schema first creates, through cqlsh, the keyspaces, types and tables the\n"
+			       "target lacks (IF NOT EXISTS; nothing existing is changed) from the backup's\n"
+			       "schema.cql (cqlsh DESCRIBE SCHEMA at backup time), else from each table's own.\n"
 			       "--whole-node brings a stopped node back onto empty data directories (a\n"
 			       "replaced disk, new hardware): every keyspace of the backup, system ones\n"
 			       "included, into <keyspace>/<table>-<id> directories it makes, owned by the\n"
@@ -1731,6 +1779,7 @@ int cmd_restore(int argc, char **argv)
 	pitr_free(&pt);
 	strv_free(&o.data_dirs);
 	strv_free(&o.table_dirs);
+	strv_free(&o.cqlsh_options);
 	selection_free(&o.sel);
 	strv_free(&o.ref);
 	return rc;
