@@ -193,3 +193,109 @@ def test_prune_copy_and_check_keep_the_node_files(store, node, tmp_path):
         with mounted(s, str(tmp_path / ('mnt-' + os.path.basename(s)))) as m:
             assert read(m.path('b2', 'cassandra-conf', 'cassandra.yaml')) == YAML
             assert read(m.path('b2', 'schema.cql')).startswith(b'CREATE KEYSPACE shop')
+
+
+# --- restore --create-schema -------------------------------------------------------------------
+
+NODETOOL = os.path.join(REPO, 'tests', 'standins', 'nodetool')
+SYSTEM_TABLE = os.path.join('system', 'local-7ad54392bcdd35a684174e047860b377')
+
+
+def target(node, schema):
+    """A running node to restore into: its data directory (system tables only, as a node
+    whose schema lacks the keyspace has), and the schema its cqlsh answers with."""
+    live = node['tmp'] / 'live'
+    os.makedirs(live / SYSTEM_TABLE)
+    state = node['tmp'] / 'target-schema.json'
+    state.write_text(json.dumps(schema))
+    env = dict(os.environ, CQLSH_STANDIN_SCHEMA=str(state), CQLSH_STANDIN_DATA_DIRS=str(live))
+    return live, state, env
+
+
+def restore(store, live, env, *more, check=True):
+    return cb('restore', '--store', store, 'b', '--data-dir', live, '--nodetool', NODETOOL,
+              '--cqlsh', CQLSH, *more, env=env, check=check)
+
+
+def snapshot_files(node):
+    [tdir] = [os.path.join(node['dirs'][0], 'shop', t) for t in os.listdir(os.path.join(node['dirs'][0], 'shop'))]
+    snap = os.path.join(tdir, 'snapshots', 'nightly-1')
+    return {f: read(os.path.join(snap, f)) for f in os.listdir(snap)
+            if f not in ('manifest.json', 'schema.cql')}
+
+
+def table_dir(live):
+    [t] = os.listdir(live / 'shop')
+    return live / 'shop' / t
+
+
+def test_restore_create_schema_makes_the_keyspace_then_restores(store, node):
+    create(store, node, 'b')
+    live, state, env = target(node, {'keyspaces': {}})
+    p = restore(store, live, env, '--create-schema')
+    assert p.stdout.splitlines()[:3] == ['created keyspace shop', 'created type shop.address',
+                                         'created table shop.orders'], p.stdout
+    assert p.stderr == ''
+    made = json.loads(state.read_text())['keyspaces']['shop']
+    assert made['replication'] == SCHEMA['keyspaces']['shop']['replication']
+    assert made['tables'] == SCHEMA['keyspaces']['shop']['tables']  # the comment's ';' kept
+    want = snapshot_files(node)
+    assert {f: read(table_dir(live) / f) for f in os.listdir(table_dir(live))} == want
+    # again: everything is there, nothing is created, the restore finds its files present
+    p = restore(store, live, env, '--create-schema')
+    assert 'no schema created' in p.stdout and 'created' not in p.stdout.replace('no schema created', '')
+
+
+def test_an_existing_keyspace_is_left_as_it_is(store, node):
+    create(store, node, 'b')
+    ks = {'replication': {'class': 'org.apache.cassandra.locator.NetworkTopologyStrategy', 'dc1': '3'},
+          'durable_writes': False, 'types': [SCHEMA['keyspaces']['shop']['types'][0]], 'tables': []}
+    live, state, env = target(node, {'keyspaces': {'shop': ks}})
+    os.makedirs(live / 'shop')
+    p = restore(store, live, env, '--create-schema', '--dry-run')
+    assert p.stdout.splitlines()[0] == 'would create table shop.orders', p.stdout
+    assert json.loads(state.read_text())['keyspaces']['shop'] == ks  # a dry run runs nothing
+    p = restore(store, live, env, '--create-schema')
+    assert p.stdout.splitlines()[0] == 'created table shop.orders', p.stdout
+    after = json.loads(state.read_text())['keyspaces']['shop']
+    assert (after['replication'], after['durable_writes'], after['types']) == \
+        (ks['replication'], ks['durable_writes'], ks['types'])
+    assert os.listdir(table_dir(live))
+
+
+def test_without_kept_ddl_tables_come_from_their_schema_cql(store, node):
+    create(store, node, 'b', '--no-schema')
+    live, state, env = target(node, {'keyspaces': {}})
+    p = restore(store, live, env, '--create-schema', check=False)
+    assert p.returncode == 1 and p.stderr.count('\n') == 1, p.stderr
+    assert 'keyspace shop: not on the target' in p.stderr and 'made without cqlsh' in p.stderr
+    assert json.loads(state.read_text()) == {'keyspaces': {}} and not os.path.exists(live / 'shop')
+    ks = {'replication': {'class': 'SimpleStrategy', 'replication_factor': '1'}, 'tables': []}
+    state.write_text(json.dumps({'keyspaces': {'shop': ks}}))
+    p = restore(store, live, env, '--create-schema')
+    assert p.stdout.splitlines()[0] == 'created table shop.orders'
+    assert 'no keyspace DDL' in p.stderr and p.stderr.count('\n') == 1
+    [cql] = json.loads(state.read_text())['keyspaces']['shop']['tables']
+    assert cql.startswith('CREATE TABLE shop.orders (') and 'WITH ID = ' in cql
+    assert os.listdir(table_dir(live))
+
+
+def test_create_schema_when_the_target_does_not_answer(store, node):
+    create(store, node, 'b')
+    live, state, env = target(node, {'keyspaces': {}})
+    p = restore(store, live, dict(env, CQLSH_STANDIN_DOWN='1'), '--create-schema', check=False)
+    assert p.returncode == 1 and p.stderr.count('\n') == 1, p.stderr
+    assert "cannot read the target's schema" in p.stderr and 'Connection error' in p.stderr
+    assert not os.path.exists(live / 'shop')
+
+
+@pytest.mark.parametrize('bad, what', [
+    (['--create-schema', '--whole-node'], '--create-schema is for restoring tables'),
+    (['--create-schema', '--cqlsh-option', '--password=x'], 'cqlshrc'),
+])
+def test_create_schema_bad_input(store, node, bad, what):
+    create(store, node, 'b')
+    live, state, env = target(node, {'keyspaces': {}})
+    p = restore(store, live, env, *bad, check=False)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1 and what in p.stderr, p.stderr
+    assert json.loads(state.read_text()) == {'keyspaces': {}}

@@ -1553,7 +1553,8 @@ static int pick_node_backup(catalog *cat, struct restore_opts *o)
 
 /* Plans, then copies (or prints the plan), then tells Cassandra. The exit status. */
 /* --create-schema: what the target lacks of the selected tables, created through cqlsh from
- * the backup's DDL (schema_ddl.h). 0 or the exit code (said). */
+ * the backup's DDL (schema_ddl.h). 0, the exit code (said), or -1: a dry run that would create
+ * tables, whose restore cannot be planned before they exist (said; exit 0). */
 static int create_schema(struct restore_opts *o, const struct tables *ts)
 {
 	_cleanup_free_ struct ddl_table *v = calloc(ts->n + 1, sizeof(*v));
@@ -1569,8 +1570,14 @@ static int create_schema(struct restore_opts *o, const struct tables *ts)
 	int rc = schema_read_backup_ddl(o->st, o->ref.v[0], &ddl);
 	o->cqlsh.options = &o->cqlsh_options;
 	struct schema_create sc = {.cqlsh = &o->cqlsh, .backup_ddl = ddl, .tables = v, .ntables = n,
-				   .dry_run = o->dry_run};
-	return rc ?: schema_create_missing(&sc);
+				   .dry_run = o->dry_run, .to_stderr = o->json};
+	rc = rc ?: schema_create_missing(&sc);
+	if (rc == 0 && sc.created && o->dry_run) { /* no directory to plan the new tables into */
+		fprintf(o->json ? stderr : stdout,
+			"dry run: nothing was created or restored; the tables would be restored next\n");
+		return -1;
+	}
+	return rc;
 }
 
 static int restore_backup(struct restore_opts *o)
@@ -1600,8 +1607,10 @@ static int restore_backup(struct restore_opts *o)
 	}
 	if (o->whole_node && (rc = check_whole_node(o, &ts)) != 0)
 		goto out;
-	if (o->create_schema && (rc = create_schema(o, &ts)) != 0)
+	if (o->create_schema && (rc = create_schema(o, &ts)) != 0) {
+		rc = rc < 0 ? CB_EXIT_OK : rc;
 		goto out;
+	}
 	if ((rc = plan_restore(cat, o, &ts, &p)) != CLI_RUN)
 		goto out;
 	if (o->dry_run) {

@@ -364,7 +364,7 @@ static int source_ddl(const struct schema_create *sc, struct ddl *src)
 	return r;
 }
 
-int schema_create_missing(const struct schema_create *sc)
+int schema_create_missing(struct schema_create *sc)
 {
 	struct ddl src = {0}, have = {0};
 	struct wanted w = {.dry_run = sc->dry_run};
@@ -373,9 +373,6 @@ int schema_create_missing(const struct schema_create *sc)
 		errorf("out of memory");
 		rc = CB_EXIT_FAILED;
 	}
-	if (rc == 0 && !sc->backup_ddl)
-		errorf("warning: the backup has no keyspace DDL (made without cqlsh): tables and types "
-		       "come from each table's schema.cql, and their keyspaces must exist");
 	int r = 0;
 	for (size_t i = 0; rc == 0 && r == 0 && i < sc->ntables; i++) {
 		const struct ddl_table *t = &sc->tables[i];
@@ -388,16 +385,22 @@ int schema_create_missing(const struct schema_create *sc)
 		rc = CB_EXIT_FAILED;
 	}
 	if (rc == 0 && w.missing_ks.len) {
-		errorf("keyspace %s: not on the target, and the backup has no CREATE KEYSPACE for it; "
-		       "create it first; nothing was created or restored", w.missing_ks.buf);
+		errorf("keyspace %s: not on the target, and the backup has no CREATE KEYSPACE for it%s; "
+		       "create it first; nothing was created or restored", w.missing_ks.buf,
+		       sc->backup_ddl ? "" : " (it kept no keyspace DDL: made without cqlsh)");
 		rc = CB_EXIT_FAILED;
+	} else if (rc == 0 && !sc->backup_ddl && w.cql.len) {
+		errorf("warning: the backup has no keyspace DDL (made without cqlsh): tables and types "
+		       "come from each table's schema.cql, in keyspaces that exist");
 	}
 	if (rc == 0 && w.cql.len && !sc->dry_run)
 		rc = run_statements(sc, &w.cql);
+	sc->created = rc == 0 && w.cql.len;
+	FILE *say = sc->to_stderr ? stderr : stdout;
 	if (rc == 0 && w.said.len)
-		fputs(w.said.buf, stdout);
+		fputs(w.said.buf, say);
 	else if (rc == 0)
-		printf("the target has every keyspace and table restored: no schema created\n");
+		fprintf(say, "the target has every keyspace and table restored: no schema created\n");
 	ddl_free(&src);
 	ddl_free(&have);
 	sb_free(&w.cql);

@@ -52,6 +52,8 @@ struct schema_create {
 	const struct ddl_table *tables;
 	size_t ntables;
 	bool dry_run;                     /* say what would be created; run nothing */
+	bool to_stderr;                   /* say what is created on stderr (stdout is JSON) */
+	bool created;                     /* out: something was (would be) created */
 };
 
 /* The schema.cql the node backup ref kept (cqlsh DESCRIBE SCHEMA), read back from store st and
@@ -63,6 +65,6 @@ int schema_read_backup_ddl(struct store *st, const char *ref, char **text);
 /* Creates what the target lacks of sc's tables (and their keyspaces and types), printing one
  * line per keyspace, type or table created. 0, or the exit code after one line saying why
  * (nothing was created, or what cqlsh did before it failed is as it left it). */
-int schema_create_missing(const struct schema_create *sc);
+int schema_create_missing(struct schema_create *sc);
 
 #endif
