@@ -299,3 +299,21 @@ def test_create_schema_bad_input(store, node, bad, what):
     p = restore(store, live, env, *bad, check=False)
     assert p.returncode == 2 and p.stderr.count('\n') == 1 and what in p.stderr, p.stderr
     assert json.loads(state.read_text()) == {'keyspaces': {}}
+
+
+def test_load_create_schema_on_the_first_host(store, node):
+    create(store, node, 'b')
+    state = node['tmp'] / 'cluster-schema.json'
+    state.write_text(json.dumps({'keyspaces': {}}))
+    log = node['tmp'] / 'cqlsh.log'
+    env = dict(os.environ, CQLSH_STANDIN_SCHEMA=str(state), CQLSH_STANDIN_LOG=str(log))
+    p = cb('load', '--store', store, 'b', '--hosts', '10.1.0.1,10.1.0.2', '--create-schema', '--cqlsh', CQLSH,
+           '--sstableloader', os.path.join(REPO, 'tests', 'standins', 'sstableloader'),
+           '--state-dir', node['tmp'] / 'load-state', env=env)
+    assert p.stdout.splitlines()[:3] == ['created keyspace shop', 'created type shop.address',
+                                         'created table shop.orders'], p.stdout
+    assert 'shop' in json.loads(state.read_text())['keyspaces']
+    assert {json.loads(x)['host'] for x in log.read_text().splitlines()} == {'10.1.0.1'}
+    p = cb('load', '--store', store, 'b', '--hosts', 'h', '--create-schema', '--target-keyspace', 'x',
+           check=False)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1 and '--target-keyspace' in p.stderr
