@@ -37,7 +37,8 @@ def node_files_off(args):
     """A create that does not ask for the node's own files (test_schema.py does) keeps none:
     what this machine's /etc/cassandra and cqlsh are must not change what a test sees."""
     args = [str(a) for a in args]
-    if 'create' not in args:
+    rest = args[2:] if args[:1] == ['--config'] else args
+    if rest[:1] != ['create']:
         return args
     more = [] if {'--cqlsh', '--no-schema'} & set(args) else ['--no-schema']
     more += [] if {'--cassandra-conf', '--no-conf'} & set(args) else ['--no-conf']
