@@ -149,6 +149,7 @@ def test_restore_conf_writes_the_files_back_and_refuses_to_overwrite(store, node
     create(store, node, 'b')
     out = node['tmp'] / 'etc'
     os.makedirs(out)
+    (out / '.cassandra.yaml.cassbackup-tmp').write_bytes(b'left by a restore killed while writing')
     p = cb('restore', '--store', store, 'b', '--conf', out)
     assert sorted(os.listdir(out)) == ['cassandra-rackdc.properties', 'cassandra.yaml', 'jvm11-server.options']
     for f in os.listdir(out):
@@ -317,3 +318,31 @@ def test_load_create_schema_on_the_first_host(store, node):
     p = cb('load', '--store', store, 'b', '--hosts', 'h', '--create-schema', '--target-keyspace', 'x',
            check=False)
     assert p.returncode == 2 and p.stderr.count('\n') == 1 and '--target-keyspace' in p.stderr
+
+
+def test_each_node_of_a_cluster_backup_keeps_its_own(store, node, tmp_path):
+    """Two nodes of a three-node ring back up one name: each node's directory, in backups/ and
+    in the cluster view, holds its own schema.cql and cassandra-conf/ beside its keyspaces."""
+    from test_cluster import NODES, NODETOOL, SCHEMA as SCHEMA_VERSION
+    ring = tmp_path / 'ring.json'
+    ring.write_text(json.dumps({'cluster': 'Shop Cluster', 'schema_version': SCHEMA_VERSION, 'nodes': NODES}))
+    for i in range(2):
+        conf = tmp_path / f'conf{i}'
+        os.makedirs(conf)
+        (conf / 'cassandra-rackdc.properties').write_bytes(f'dc=dc1\nrack=r{i + 1}\n'.encode())
+        env = dict(node['env'], NODETOOL_STANDIN_RING=str(ring), NODETOOL_STANDIN_NODE=NODES[i]['address'])
+        cb('create', '--store', store, '--name', 'day1', *data_dir_args(node['dirs']), '--snapshot', 'nightly-1',
+           '--nodetool', NODETOOL, '--cassandra-conf', conf, '--cqlsh', CQLSH, env=env)
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        entries = sorted(os.listdir(m.path('day1')))
+        assert len(entries) == 2
+        for i, e in enumerate(entries):
+            assert sorted(os.listdir(m.path('day1', e))) == ['cassandra-conf', 'schema.cql', 'shop']
+            rack = read(m.path('day1', e, 'cassandra-conf', 'cassandra-rackdc.properties'))
+            assert rack in (b'dc=dc1\nrack=r1\n', b'dc=dc1\nrack=r2\n')
+        racks = set()
+        view = os.path.join(m.mnt, 'clusters', 'Shop Cluster', 'day1', 'dc1')
+        for e in os.listdir(view):
+            assert read(os.path.join(view, e, 'schema.cql')).startswith(b'CREATE KEYSPACE shop')
+            racks.add(read(os.path.join(view, e, 'cassandra-conf', 'cassandra-rackdc.properties')))
+        assert racks == {b'dc=dc1\nrack=r1\n', b'dc=dc1\nrack=r2\n'}
