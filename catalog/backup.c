@@ -405,7 +405,7 @@ int backup_writer_add_table(backup_writer *w, const struct backup_table *t, unsi
 }
 
 static int add_dir(backup_writer *w, struct wtable *t, const char *name,
-				   const struct backup_attr *a, unsigned *dir)
+		   const struct backup_attr *a, unsigned *dir)
 {
 	struct wdir *v = realloc(t->dirs, (t->ndirs + 1) * sizeof(*v));
 	if (!v)
@@ -653,26 +653,18 @@ int backup_writer_add_node_file(backup_writer *w, const char *dir, const struct 
 {
 	if (w->err)
 		return w->err;
-	struct wtable *t = &w->own;
-	unsigned d = BACKUP_TABLE_DIR;
+	struct wtable *t = &w->own; /* its one directory, when made, is dirs[0] */
 	if (*dir && strcmp(dir, MANIFEST_CONF_DIR))
 		return fail(w, -EINVAL, "node file %s: no directory %s", f->source, dir);
 	if (!name_is_component(f->name))
 		return fail(w, -EINVAL, "node file %s: invalid name", f->source);
+	unsigned d = *dir ? 0 : BACKUP_TABLE_DIR;
 	for (size_t i = 0; i < t->nfiles; i++)
-		if (!strcmp(t->files[i].name, f->name) &&
-		    !strcmp(t->files[i].dir == BACKUP_TABLE_DIR ? "" : t->dirs[t->files[i].dir].name, dir))
+		if (t->files[i].dir == d && !strcmp(t->files[i].name, f->name))
 			return fail(w, -EEXIST, "node file %s added twice", f->source);
-	if (*dir) {
-		if (!t->ndirs) {
-			struct backup_attr a = {0700, 0, 0, 0};
-			int r = add_dir(w, t, dir, &a, &d);
-			if (r < 0)
-				return r;
-		}
-		d = 0;
-	}
-	return add(w, t, d, f, -1, data);
+	struct backup_attr a = {0700, 0, 0, 0}; /* not recorded: the mount shows its own */
+	int r = *dir && !t->ndirs ? add_dir(w, t, dir, &a, &d) : 0;
+	return r < 0 ? r : add(w, t, d, f, -1, data);
 }
 
 /* The manifest's view of t's files, into files (t->nfiles of them; strings are t's). */

@@ -90,8 +90,9 @@ static const char schema_sql[] =
 #define NODE_COLS_FILE "id, name, size, CASE WHEN table_row < 0 THEN 384 ELSE mode END,"        \
 	" CASE WHEN table_row < 0 THEN -1 ELSE uid END, CASE WHEN table_row < 0 THEN -1 ELSE gid END,"\
 	" mtime_ns FROM files"
-/* dir_id of a node file in MANIFEST_CONF_DIR (0: the backup's directory) */
+/* dir_id of a node file in MANIFEST_CONF_DIR (0: the backup's directory), in SQL and in C */
 #define CONF_DIR_ID "-1"
+#define CONF_DIR_ID_N (-1)
 #define DIR_NAME(f, d) "COALESCE(" d ".name, CASE WHEN " f ".dir_id = " CONF_DIR_ID         \
 	" AND " f ".table_row < 0 THEN '" MANIFEST_CONF_DIR "' END)"
 /* A backup's directory carries the protection its data directory had (040000 | mode, owner,
@@ -1315,7 +1316,7 @@ static sqlite3_stmt *node_files_stmt(catalog *c, enum stmt s, int64_t backup, bo
 {
 	sqlite3_stmt *st = stmt(c, s);
 	sqlite3_bind_int64(st, 1, backup);
-	sqlite3_bind_int64(st, 3, conf ? atoll(CONF_DIR_ID) : 0);
+	sqlite3_bind_int64(st, 3, conf ? CONF_DIR_ID_N : 0);
 	return st;
 }
 

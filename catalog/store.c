@@ -510,7 +510,7 @@ static int register_node_file(catalog *c, int64_t backup_id, const struct manife
 	int64_t blob, id;
 	int r = catalog_add_blob(c, f->sha256, f->size, 0, 0, &blob);
 	struct cb_file_info fi = {.backup_id = backup_id, .table_row = -backup_id,
-				  .dir_id = *f->dir ? -1 : 0, .name = f->name, .size = f->size,
+				  .dir_id = *f->dir ? -1 : 0 /* catalog.h */, .name = f->name, .size = f->size,
 				  .mode = f->attr.mode, .uid = f->attr.uid, .gid = f->attr.gid,
 				  .mtime_ns = f->attr.mtime_ns, .blob_id = blob};
 	return r ?: catalog_add_file(c, &fi, &id);

@@ -27,7 +27,11 @@ FIXTURE_TAG = '1728658114123'
 
 def run(*args, check=True, **kw):
     """Runs a command, returning CompletedProcess with text output."""
-    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
+    args = [str(a) for a in args]
+    if CASSBACKUP in args:  # also as another user (setpriv ... cassbackup create ...)
+        i = args.index(CASSBACKUP) + 1
+        args = args[:i] + node_files_off(args[i:])
+    p = subprocess.run(args, capture_output=True, text=True, **kw)
     if check and p.returncode != 0:
         raise AssertionError(f'{args} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}')
     return p
@@ -46,7 +50,7 @@ def node_files_off(args):
 
 
 def cb(*args, check=True, **kw):
-    return run(CASSBACKUP, *node_files_off(args), check=check, **kw)
+    return run(CASSBACKUP, *args, check=check, **kw)
 
 
 def make_sample(out, *args):

@@ -8,12 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define CONF_FILE_MAX (16u << 20)
 #define CQLSH_OUT_MAX (64u << 20)
+/* cqlsh gives up on a node by itself (--connect-timeout 5 s, --request-timeout 10 s by
+ * default); this bounds a cqlsh that hangs anyway (a DESCRIBE of a huge schema takes seconds) */
+#define CQLSH_TIMEOUT 600
+#define CQLSH_TIMEOUT_TEXT "600 s"
 
 const char *cqlsh_option_problem(const char *opt)
 {
@@ -22,27 +24,6 @@ const char *cqlsh_option_problem(const char *opt)
 		return "a password on cqlsh's command line is visible to every user (ps); put it in a "
 		       "cqlshrc file ([authentication] password) and pass --cqlshrc=FILE";
 	return NULL;
-}
-
-/* The whole of memfd fd (written by a child), NUL-terminated, into *out. */
-static int read_memfd(int fd, size_t max, char **out)
-{
-	struct stat st;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if ((uint64_t)st.st_size > max)
-		return -EFBIG;
-	char *buf = malloc((size_t)st.st_size + 1);
-	if (!buf)
-		return -ENOMEM;
-	ssize_t n = pread_full(fd, buf, (size_t)st.st_size, 0);
-	if (n < 0) {
-		free(buf);
-		return (int)n;
-	}
-	buf[n] = '\0';
-	*out = buf;
-	return 0;
 }
 
 /* The last line of text that is not blank, into why. */
@@ -68,39 +49,28 @@ int cqlsh_run(const struct cqlsh_conf *c, const char *statement, const char *fil
 	for (size_t i = 0; r == 0 && c->options && i < c->options->n; i++)
 		r = strv_push(&a, c->options->v[i]);
 	r = r ?: strv_push(&a, file ? "-f" : "-e") ?: strv_push(&a, file ? file : statement);
-	int fds[2] = {memfd_create("cqlsh-out", MFD_CLOEXEC), memfd_create("cqlsh-err", MFD_CLOEXEC)};
-	if (r == 0 && (fds[0] < 0 || fds[1] < 0))
-		r = -errno;
-	pid_t pid = 0;
-	if (r == 0 && (pid = exec_spawn(a.v, &(struct exec_opts){.own_group = true, .capture = fds})) < 0)
-		r = (int)pid;
-	int status = 0;
-	while (r == 0 && waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			r = -errno;
-	char *err = NULL;
-	if (r == 0 && (r = read_memfd(fds[1], 1 << 20, &err)) == 0)
-		r = read_memfd(fds[0], CQLSH_OUT_MAX, out);
-	if (r == 0 && (status = exec_status(status)) != 0) {
-		char cmd[256];
+	char *err = NULL, cmd[256];
+	if (r == 0)
+		r = exec_capture_whole(a.v, CQLSH_TIMEOUT, CQLSH_OUT_MAX, out, &err);
+	if (r == 0 && !*out && !(*out = strdup("")))
+		r = -ENOMEM;
+	if (r > 0) {
 		format_command(a.v, cmd, sizeof(cmd));
-		if (status == 127) /* exec_spawn's child said why on its stderr */
+		if (r == 127) /* exec_spawn's child said why on its stderr */
 			sb_printf(why, "%s could not be run: ", a.v[0]);
 		else
-			sb_printf(why, "%s failed (exit status %d): ", cmd, status);
-		last_error_line(*err ? err : *out ? *out : "", why);
+			sb_printf(why, "%s failed (exit status %d): ", cmd, r);
+		last_error_line(err ? err : *out ? *out : "", why);
+	} else if (r < 0) {
+		sb_printf(why, "cannot run %s: %s", a.v[0] ? a.v[0] : "cqlsh",
+			  r == -ETIMEDOUT ? "it did not finish within " CQLSH_TIMEOUT_TEXT
+			  : r == -EFBIG ? "it printed over 64 MiB" : strerror(-r));
+	}
+	if (r != 0) {
 		free(*out);
 		*out = NULL;
-		r = status;
-	} else if (r < 0) {
-		sb_printf(why, "cannot run %s: %s", a.v[0] ? a.v[0] : "cqlsh", strerror(-r));
 	}
-	if (why->len && why->buf[why->len - 1] == '\n')
-		why->buf[--why->len] = '\0';
 	free(err);
-	for (int i = 0; i < 2; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
 	strv_free(&a);
 	return r;
 }

@@ -28,8 +28,9 @@ struct cqlsh_conf {
 const char *cqlsh_option_problem(const char *opt);
 
 /* Runs cqlsh with -e statement (or, when file is not NULL, -f file), its output into *out
- * (malloc'd, NUL-terminated; up to 64 MiB). 0 when cqlsh exited 0; else -errno or the exit
- * status as a positive number, with one line in why (cqlsh's last error line). */
+ * (malloc'd, NUL-terminated; up to 64 MiB: more is -EFBIG). 0 when cqlsh exited 0; else
+ * -errno (-ETIMEDOUT: killed after 10 minutes) or the exit status as a positive number, with
+ * one line in why (cqlsh's last error line). */
 int cqlsh_run(const struct cqlsh_conf *c, const char *statement, const char *file, char **out,
 	      struct strbuf *why);
 
