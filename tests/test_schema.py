@@ -346,3 +346,14 @@ def test_each_node_of_a_cluster_backup_keeps_its_own(store, node, tmp_path):
             assert read(os.path.join(view, e, 'schema.cql')).startswith(b'CREATE KEYSPACE shop')
             racks.add(read(os.path.join(view, e, 'cassandra-conf', 'cassandra-rackdc.properties')))
         assert racks == {b'dc=dc1\nrack=r1\n', b'dc=dc1\nrack=r2\n'}
+
+
+def test_validate_config_checks_cqlsh_and_refuses_a_password(store, tmp_path):
+    conf = tmp_path / 'cb.conf'
+    conf.write_text(f'store = {store}\ncqlsh = {CQLSH}\ncqlsh_host = 10.0.0.5\n'
+                    f'cqlsh_option = --cqlshrc={tmp_path}/cqlshrc\ncqlsh_option = --password=secret\n')
+    p = cb('--config', conf, 'validate-config', check=False)
+    lines = p.stdout.splitlines()
+    problems = [l for l in lines if l.startswith('PROBLEM')]
+    assert p.returncode == 1 and len(problems) == 1 and 'cqlshrc' in problems[0], p.stdout
+    assert f'runs {CQLSH}' in [l for l in lines if ' cqlsh = ' in l][0]
