@@ -357,3 +357,22 @@ def test_validate_config_checks_cqlsh_and_refuses_a_password(store, tmp_path):
     problems = [l for l in lines if l.startswith('PROBLEM')]
     assert p.returncode == 1 and len(problems) == 1 and 'cqlshrc' in problems[0], p.stdout
     assert f'runs {CQLSH}' in [l for l in lines if ' cqlsh = ' in l][0]
+
+
+def test_node_files_in_an_s3_store(node, tmp_path, binaries):
+    """The same on S3 (moto, every request's signature checked): kept, mounted, written back."""
+    from test_s3 import moto
+    with moto(tmp_path) as (port, key, secret):
+        env = dict(node['env'], AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=key,
+                   AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1',
+                   CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+        loc = 's3://cbtest/stores/nodemeta'
+        cb('init', '--store', loc, env=env)
+        create(loc, node, 'b', env=env)
+        out = tmp_path / 'etc'
+        os.makedirs(out)
+        cb('restore', '--store', loc, 'b', '--conf', out, env=env)
+        assert read(out / 'cassandra.yaml') == YAML
+        with mounted(loc, str(tmp_path / 'mnt'), env=env) as m:
+            assert read(m.path('b', 'cassandra-conf', 'cassandra.yaml')) == YAML
+            assert read(m.path('b', 'schema.cql')).startswith(b'CREATE KEYSPACE shop')
