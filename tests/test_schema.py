@@ -376,3 +376,23 @@ def test_node_files_in_an_s3_store(node, tmp_path, binaries):
         with mounted(loc, str(tmp_path / 'mnt'), env=env) as m:
             assert read(m.path('b', 'cassandra-conf', 'cassandra.yaml')) == YAML
             assert read(m.path('b', 'schema.cql')).startswith(b'CREATE KEYSPACE shop')
+
+
+def test_verify_reads_the_node_files_back(store, node):
+    create(store, node, 'b')
+    p = cb('verify', '--store', store, 'b')
+    assert 'ok      b schema.cql and cassandra-conf/: 4 files' in p.stdout, p.stdout
+    assert p.stdout.splitlines()[-1].startswith('1 table ok, 0 failed')
+    assert 'schema.cql' not in cb('verify', '--store', store, 'b', '--table', 'shop.orders').stdout
+    # the manifest says other bytes than the store holds for cassandra.yaml (same length: the
+    # catalog, a cache, is not told): verify holds them against the manifest and fails
+    path = manifest_path(store, 'b')
+    m = json.loads(read(path))
+    [f] = [f for f in m['node_files'] if f['name'] == 'cassandra.yaml']
+    text = read(path).decode()
+    flipped = ('0' if f['sha256'][0] != '0' else '1') + f['sha256'][1:]
+    os.chmod(path, 0o600)
+    with open(path, 'w') as out:
+        out.write(text.replace(f['sha256'], flipped))
+    p = cb('verify', '--store', store, 'b', check=False)
+    assert p.returncode == 1 and 'FAILED  b schema.cql and cassandra-conf/' in p.stdout, p.stdout
