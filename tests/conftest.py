@@ -28,7 +28,7 @@ FIXTURE_TAG = '1728658114123'
 def run(*args, check=True, **kw):
     """Runs a command, returning CompletedProcess with text output."""
     args = [str(a) for a in args]
-    if CASSBACKUP in args:  # also as another user (setpriv ... cassbackup create ...)
+    if args[:1] in ([CASSBACKUP], ['setpriv']) and CASSBACKUP in args:  # or as another user
         i = args.index(CASSBACKUP) + 1
         args = args[:i] + node_files_off(args[i:])
     p = subprocess.run(args, capture_output=True, text=True, **kw)

@@ -115,7 +115,8 @@ def test_cqlsh_down_or_conf_missing_warns_and_the_backup_is_made(store, node):
     assert 'none: this backup has no keyspace DDL' in show and 'configuration    none kept' in show
     assert 'node_files' not in json.loads(read(manifest_path(store, 'b')))
     p = create(store, node, 'c', '--cqlsh', str(node['tmp'] / 'no-cqlsh'), '--no-conf')
-    assert p.stderr.count('\n') == 1 and 'no-cqlsh could not be run: ' in p.stderr, p.stderr
+    assert p.stderr.count('\n') == 1 and 'no-cqlsh could not be run: No such file or directory (' in p.stderr, \
+        p.stderr
 
 
 def test_no_schema_no_conf_is_quiet_and_keeps_nothing(store, node):

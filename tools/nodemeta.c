@@ -56,11 +56,16 @@ int cqlsh_run(const struct cqlsh_conf *c, const char *statement, const char *fil
 		r = -ENOMEM;
 	if (r > 0) {
 		format_command(a.v, cmd, sizeof(cmd));
-		if (r == 127) /* exec_spawn's child said why on its stderr */
-			sb_printf(why, "%s could not be run: ", a.v[0]);
+		struct strbuf said = {0};
+		last_error_line(err ? err : *out ? *out : "", &said);
+		const char *reason = said.buf ? said.buf : "";
+		if (r == 127 && strrchr(reason, ':')) /* exec_spawn's child: "...: strerror" */
+			reason = strrchr(reason, ':') + 1 + (strrchr(reason, ':')[1] == ' ');
+		if (r == 127)
+			sb_printf(why, "%s could not be run: %s", a.v[0], reason);
 		else
-			sb_printf(why, "%s failed (exit status %d): ", cmd, r);
-		last_error_line(err ? err : *out ? *out : "", why);
+			sb_printf(why, "%s failed (exit status %d): %s", cmd, r, reason);
+		sb_free(&said);
 	} else if (r < 0) {
 		sb_printf(why, "cannot run %s: %s", a.v[0] ? a.v[0] : "cqlsh",
 			  r == -ETIMEDOUT ? "it did not finish within " CQLSH_TIMEOUT_TEXT
