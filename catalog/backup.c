@@ -71,6 +71,8 @@ struct wdir {
 	struct backup_attr a;
 };
 
+/* A table of the backup, or the node's own files (backup_writer.own: keyspace NULL, dirs ""
+ * and MANIFEST_CONF_DIR). */
 struct wtable {
 	char *keyspace, *table, *table_id, *dirname, *schema_cql;
 	struct backup_attr ka, ta;
@@ -101,6 +103,7 @@ struct backup_writer {
 	size_t npacks;
 	struct wtable *tables;
 	size_t ntables;
+	struct wtable own;       /* the node's own files (backup_writer_add_node_file) */
 	struct blob *blobs;
 	size_t nblobs, blobs_cap;
 	struct blob_map map;
@@ -405,14 +408,9 @@ int backup_writer_add_table(backup_writer *w, const struct backup_table *t, unsi
 	return 0;
 }
 
-int backup_writer_add_dir(backup_writer *w, unsigned table, const char *name,
-			  const struct backup_attr *a, unsigned *dir)
+static int add_dir(backup_writer *w, struct wtable *t, const char *name,
+		   const struct backup_attr *a, unsigned *dir)
 {
-	if (w->err)
-		return w->err;
-	if (table >= w->ntables)
-		return fail(w, -EINVAL, "directory %s: no such table", name);
-	struct wtable *t = &w->tables[table];
 	struct wdir *v = realloc(t->dirs, (t->ndirs + 1) * sizeof(*v));
 	if (!v)
 		return fail(w, -ENOMEM, "out of memory");
@@ -424,11 +422,25 @@ int backup_writer_add_dir(backup_writer *w, unsigned table, const char *name,
 	return 0;
 }
 
-static int member_path(const backup_writer *w, unsigned table, const struct wfile *f,
-		       struct strbuf *sb)
+int backup_writer_add_dir(backup_writer *w, unsigned table, const char *name,
+			  const struct backup_attr *a, unsigned *dir)
 {
-	const struct wtable *t = &w->tables[table];
+	if (w->err)
+		return w->err;
+	if (table >= w->ntables)
+		return fail(w, -EINVAL, "directory %s: no such table", name);
+	return add_dir(w, &w->tables[table], name, a, dir);
+}
+
+/* A table's file is <keyspace>/<table dir>/[.<index>/]<name> in the pack, as in a data
+ * directory; a node file [<dir>/]<name>, as in the mount. */
+static int member_path(const struct wtable *t, const struct wfile *f, struct strbuf *sb)
+{
 	sb->len = 0;
+	if (!t->keyspace)
+		return f->dir != BACKUP_TABLE_DIR
+			       ? sb_printf(sb, "%s/%s", t->dirs[f->dir].name, f->name)
+			       : sb_printf(sb, "%s", f->name);
 	if (f->dir != BACKUP_TABLE_DIR)
 		return sb_printf(sb, "%s/%s/%s/%s", t->keyspace, t->dirname, t->dirs[f->dir].name,
 				 f->name);
@@ -436,10 +448,8 @@ static int member_path(const backup_writer *w, unsigned table, const struct wfil
 }
 
 /* Appends the file's record to its table; NULL when out of memory. */
-static struct wfile *new_file(backup_writer *w, unsigned table, unsigned dir,
-			      const struct backup_file *f)
+static struct wfile *new_file(struct wtable *t, unsigned dir, const struct backup_file *f)
 {
-	struct wtable *t = &w->tables[table];
 	if (t->nfiles == t->files_cap) {
 		size_t cap = t->files_cap ? 2 * t->files_cap : 16;
 		struct wfile *v = realloc(t->files, cap * sizeof(*v));
@@ -518,7 +528,8 @@ static void progress(backup_writer *w, uint64_t bytes)
 }
 
 /* Writes the file's bytes as a new member; wf gets their hash and blob. */
-static int store_bytes(backup_writer *w, struct src *s, struct wfile *wf, const char *member)
+static int store_bytes(backup_writer *w, struct src *s, struct wfile *wf, const char *member,
+		       bool node_file)
 {
 	int r = grow_blobs(w);
 	if (r < 0)
@@ -531,7 +542,7 @@ static int store_bytes(backup_writer *w, struct src *s, struct wfile *wf, const 
 	if (s->data) {
 		memcpy(b->sha, wf->sha, 32);
 		r = packer_add_buffer(w->pk, &m, s->data, b->sha, &b->pack);
-		if (r == 0)
+		if (r == 0 && !node_file)
 			progress(w, f->size);
 	} else {
 		r = packer_add_fd(w->pk, &m, s->fd, b->sha, w->o.cancel, w->o.progress, w->o.pctx,
@@ -550,12 +561,14 @@ static int store_bytes(backup_writer *w, struct src *s, struct wfile *wf, const 
 	if (!(b->member = strdup(member)))
 		return -ENOMEM;
 	wf->pending = (long)w->nblobs++;
-	w->new_bytes += f->size;
+	if (!node_file) /* the totals are the tables' (manifest.h) */
+		w->new_bytes += f->size;
 	return map_insert(&w->map, w->blobs, wf->pending);
 }
 
 /* Finds the file's bytes in this pack or the store, or writes them. */
-static int place_bytes(backup_writer *w, struct src *s, struct wfile *wf, const char *member)
+static int place_bytes(backup_writer *w, struct src *s, struct wfile *wf, const char *member,
+		       bool node_file)
 {
 	int r = 0;
 	if (s->data || maybe_duplicate(w, s->f->size, &r)) {
@@ -571,42 +584,44 @@ static int place_bytes(backup_writer *w, struct src *s, struct wfile *wf, const 
 			 * gives this file too; in an earlier pack, only the manifest names it */
 			if (w->blobs[i].pack == packer_seq(w->pk))
 				r = packer_add_link(w->pk, &m, w->blobs[i].member);
-			if (r == 0)
+			if (r == 0 && !node_file)
 				progress(w, wf->size);
 			return r;
 		}
 		r = catalog_find_blob(w->cat, wf->sha, wf->size, &wf->stored_id);
 		if (r != 0) {
-			if (r == 1)
+			if (r == 1 && !node_file)
 				progress(w, wf->size);
 			return r < 0 ? r : 0;
 		}
 	}
-	return r < 0 ? r : store_bytes(w, s, wf, member);
+	return r < 0 ? r : store_bytes(w, s, wf, member, node_file);
 }
 
-static int add(backup_writer *w, unsigned table, unsigned dir, const struct backup_file *f,
+static int add(backup_writer *w, struct wtable *t, unsigned dir, const struct backup_file *f,
 	       int fd, const void *data)
 {
 	if (w->err)
 		return w->err;
 	if (w->o.cancel && *w->o.cancel)
 		return fail(w, -ECANCELED, "interrupted");
-	if (table >= w->ntables || (dir != BACKUP_TABLE_DIR && dir >= w->tables[table].ndirs))
+	if (!t || (dir != BACKUP_TABLE_DIR && dir >= t->ndirs))
 		return fail(w, -EINVAL, "file %s: no such table or directory", f->source);
-	struct wfile *wf = new_file(w, table, dir, f);
+	struct wfile *wf = new_file(t, dir, f);
 	if (!wf)
 		return fail(w, -ENOMEM, "out of memory");
 	struct strbuf member = {0};
 	struct src s = {.f = f, .fd = fd, .data = data};
-	int r = member_path(w, table, wf, &member);
+	int r = member_path(t, wf, &member);
 	if (r == 0)
-		r = place_bytes(w, &s, wf, member.buf);
+		r = place_bytes(w, &s, wf, member.buf, !t->keyspace);
 	sb_free(&member);
 	free(s.mem);
 	if (r == 0) {
-		w->files++;
-		w->bytes += f->size;
+		if (t->keyspace) { /* the totals are the tables' (manifest.h) */
+			w->files++;
+			w->bytes += f->size;
+		}
 		return 0;
 	}
 	const char *said = packer_errmsg(w->pk); /* the pack and what failed writing it */
@@ -620,16 +635,57 @@ static int add(backup_writer *w, unsigned table, unsigned dir, const struct back
 	return fail(w, r, "cannot back up %s: %s", f->source, strerror(-r));
 }
 
+static struct wtable *table_of(backup_writer *w, unsigned table)
+{
+	return table < w->ntables ? &w->tables[table] : NULL;
+}
+
 int backup_writer_add_file(backup_writer *w, unsigned table, unsigned dir,
 			   const struct backup_file *f, int fd)
 {
-	return add(w, table, dir, f, fd, NULL);
+	return add(w, table_of(w, table), dir, f, fd, NULL);
 }
 
 int backup_writer_add_buffer(backup_writer *w, unsigned table, unsigned dir,
 			     const struct backup_file *f, const void *data)
 {
-	return add(w, table, dir, f, -1, data);
+	return add(w, table_of(w, table), dir, f, -1, data);
+}
+
+int backup_writer_add_node_file(backup_writer *w, const char *dir, const struct backup_file *f,
+				const void *data)
+{
+	if (w->err)
+		return w->err;
+	struct wtable *t = &w->own; /* its one directory, when made, is dirs[0] */
+	if (*dir && strcmp(dir, MANIFEST_CONF_DIR))
+		return fail(w, -EINVAL, "node file %s: no directory %s", f->source, dir);
+	if (!name_is_component(f->name))
+		return fail(w, -EINVAL, "node file %s: invalid name", f->source);
+	unsigned d = *dir ? 0 : BACKUP_TABLE_DIR;
+	for (size_t i = 0; i < t->nfiles; i++)
+		if (t->files[i].dir == d && !strcmp(t->files[i].name, f->name))
+			return fail(w, -EEXIST, "node file %s added twice", f->source);
+	struct backup_attr a = {0700, 0, 0, 0}; /* not recorded: the mount shows its own */
+	int r = *dir && !t->ndirs ? add_dir(w, t, dir, &a, &d) : 0;
+	return r < 0 ? r : add(w, t, d, f, -1, data);
+}
+
+/* The manifest's view of t's files, into files (t->nfiles of them; strings are t's). With
+ * mark_added (a table's files in an incremental), a file not inherited from the backup it
+ * follows is marked added. */
+static void fill_files(const struct wtable *t, bool mark_added, struct manifest_file *files)
+{
+	for (size_t f = 0; f < t->nfiles; f++) {
+		const struct wfile *wf = &t->files[f];
+		struct manifest_file *mf = &files[f];
+		mf->dir = wf->dir == BACKUP_TABLE_DIR ? "" : t->dirs[wf->dir].name;
+		mf->name = wf->name;
+		mf->size = wf->size;
+		mf->attr = (struct cb_attr){wf->a.mode & 07777, wf->a.uid, wf->a.gid, wf->a.mtime_ns};
+		memcpy(mf->sha256, wf->sha, 32);
+		mf->added = mark_added && !wf->inherited;
+	}
 }
 
 int backup_writer_add_stored(backup_writer *w, unsigned table, unsigned dir,
@@ -637,9 +693,10 @@ int backup_writer_add_stored(backup_writer *w, unsigned table, unsigned dir,
 {
 	if (w->err)
 		return w->err;
-	if (table >= w->ntables || (dir != BACKUP_TABLE_DIR && dir >= w->tables[table].ndirs))
+	struct wtable *t = table_of(w, table);
+	if (!t || (dir != BACKUP_TABLE_DIR && dir >= t->ndirs))
 		return fail(w, -EINVAL, "file %s: no such table or directory", f->source);
-	struct wfile *wf = new_file(w, table, dir, f);
+	struct wfile *wf = new_file(t, dir, f);
 	if (!wf)
 		return fail(w, -ENOMEM, "out of memory");
 	memcpy(wf->sha, sha256, 32);
@@ -680,16 +737,7 @@ static int fill_keyspace(const backup_writer *w, size_t first, struct manifest_k
 		for (size_t d = 0; d < t->ndirs; d++)
 			mt->dirs[d] = (struct manifest_dir){t->dirs[d].name,
 				{t->dirs[d].a.mode & 07777, t->dirs[d].a.uid, t->dirs[d].a.gid, t->dirs[d].a.mtime_ns}};
-		for (size_t f = 0; f < t->nfiles; f++) {
-			const struct wfile *wf = &t->files[f];
-			struct manifest_file *mf = &mt->files[f];
-			mf->dir = wf->dir == BACKUP_TABLE_DIR ? "" : t->dirs[wf->dir].name;
-			mf->name = wf->name;
-			mf->size = wf->size;
-			mf->attr = (struct cb_attr){wf->a.mode & 07777, wf->a.uid, wf->a.gid, wf->a.mtime_ns};
-			memcpy(mf->sha256, wf->sha, 32);
-			mf->added = w->base && !wf->inherited;
-		}
+		fill_files(t, w->base != NULL, mt->files);
 	}
 	return 0;
 }
@@ -705,6 +753,7 @@ static void free_manifest_view(struct manifest *m)
 		free(m->keyspaces[k].tables);
 	}
 	free(m->keyspaces);
+	free(m->node_files);
 }
 
 static int fill_manifest(const backup_writer *w, uint64_t stored, struct manifest *m)
@@ -721,8 +770,11 @@ static int fill_manifest(const backup_writer *w, uint64_t stored, struct manifes
 			      w->root_attr.mtime_ns},
 	};
 	m->keyspaces = calloc(w->ntables + 1, sizeof(*m->keyspaces));
-	if (!m->keyspaces)
+	m->node_files = calloc(w->own.nfiles + 1, sizeof(*m->node_files));
+	if (!m->keyspaces || !m->node_files)
 		return -ENOMEM;
+	fill_files(&w->own, false, m->node_files);
+	m->nnode_files = w->own.nfiles;
 	int r = 0;
 	for (size_t i = 0; r == 0 && i < w->ntables; i++) {
 		bool seen = false;
@@ -833,23 +885,27 @@ int backup_writer_commit(backup_writer *w, struct backup_summary *sum)
 
 /* --- free --------------------------------------------------------------------------------- */
 
+static void free_table(struct wtable *t)
+{
+	for (size_t k = 0; k < t->nfiles; k++)
+		free(t->files[k].name);
+	for (size_t d = 0; d < t->ndirs; d++)
+		free(t->dirs[d].name);
+	free(t->files);
+	free(t->dirs);
+	free(t->keyspace);
+	free(t->table);
+	free(t->table_id);
+	free(t->dirname);
+	free(t->schema_cql);
+}
+
 static void free_tables(backup_writer *w)
 {
-	for (size_t i = 0; i < w->ntables; i++) {
-		struct wtable *t = &w->tables[i];
-		for (size_t k = 0; k < t->nfiles; k++)
-			free(t->files[k].name);
-		for (size_t d = 0; d < t->ndirs; d++)
-			free(t->dirs[d].name);
-		free(t->files);
-		free(t->dirs);
-		free(t->keyspace);
-		free(t->table);
-		free(t->table_id);
-		free(t->dirname);
-		free(t->schema_cql);
-	}
+	for (size_t i = 0; i < w->ntables; i++)
+		free_table(&w->tables[i]);
 	free(w->tables);
+	free_table(&w->own);
 }
 
 void backup_writer_free(backup_writer *w)

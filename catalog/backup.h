@@ -132,6 +132,12 @@ int backup_writer_add_stored(backup_writer *w, unsigned table, unsigned dir,
 int backup_writer_add_buffer(backup_writer *w, unsigned table, unsigned dir,
 			     const struct backup_file *f, const void *data);
 
+/* Adds one of the node's own files (manifest.h: node_files): dir "" (MANIFEST_SCHEMA_FILE) or
+ * MANIFEST_CONF_DIR, with the f->size bytes at data; deduplicated as any file. -EEXIST for the
+ * same dir and name twice, -EINVAL for another dir or a name that is not one component. */
+int backup_writer_add_node_file(backup_writer *w, const char *dir, const struct backup_file *f,
+				const void *data);
+
 /* Makes the backup durable, then visible (one catalog transaction). -EEXIST when another
  * writer committed a backup of the same name meanwhile (nothing changed); -ETIMEDOUT when the
  * store's lock lapsed before the manifest (lock.h: nothing committed). */

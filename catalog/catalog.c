@@ -1,5 +1,6 @@
 /* catalog.c: see catalog.h. */
 #include "catalog.h"
+#include "manifest.h"
 #include "store.h"
 #include "util.h"
 
@@ -10,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* 4: incrementals' base and previous; the node's own files (catalog.h) */
 #define CATALOG_FORMAT "cassbackup-catalog-4"
 /* Pages a CATALOG_SMALL_CACHE connection keeps (SQLite's default is 2 MiB per connection). */
 #define CATALOG_SMALL_CACHE_KIB "256"
@@ -85,7 +87,16 @@ static const char schema_sql[] =
 
 /* Columns every node query returns: id, name, size, mode, uid, gid, mtime_ns. */
 #define NODE_COLS_DIR(t) "id, name, 0, mode, uid, gid, mtime_ns FROM " t
-#define NODE_COLS_FILE "id, name, size, mode, uid, gid, mtime_ns FROM files"
+/* A node file (table_row < 0, catalog.h) may hold passwords (cassandra.yaml's keystore ones):
+ * shown 0600 and owned by the mounting user, whatever it was on the node. */
+#define NODE_COLS_FILE "id, name, size, CASE WHEN table_row < 0 THEN 384 ELSE mode END,"        \
+	" CASE WHEN table_row < 0 THEN -1 ELSE uid END, CASE WHEN table_row < 0 THEN -1 ELSE gid END,"\
+	" mtime_ns FROM files"
+/* dir_id of a node file in MANIFEST_CONF_DIR (0: the backup's directory), in SQL and in C */
+#define CONF_DIR_ID "-1"
+#define CONF_DIR_ID_N (-1)
+#define DIR_NAME(f, d) "COALESCE(" d ".name, CASE WHEN " f ".dir_id = " CONF_DIR_ID         \
+	" AND " f ".table_row < 0 THEN '" MANIFEST_CONF_DIR "' END)"
 /* A backup's directory carries the protection its data directory had (040000 | mode, owner,
  * group), so a user who could not read the data cannot read its backup; 040755 and the
  * mounting user when none was recorded. */
@@ -149,6 +160,9 @@ enum stmt {
 	ST_LOOKUP_DIR,
 	ST_LOOKUP_TABLE_FILE,
 	ST_LOOKUP_DIR_FILE,
+	ST_LOOKUP_NODE_FILE,
+	ST_LIST_NODE_FILES,
+	ST_CONF_DIR,
 	ST_TOP_BACKUPS,
 	ST_CLUSTERS,
 	ST_CLUSTER_NAMES,
@@ -232,17 +246,18 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_BACKUP_TABLES] = "SELECT t.id, k.id, k.name, t.name, t.table_id, t.schema_cql FROM tables t"
 			     " JOIN keyspaces k ON k.id = t.keyspace_id WHERE t.backup_id = ?1"
 			     " ORDER BY k.name, t.name",
-	[ST_TABLE_FILES] = "SELECT f.id, f.dir_id, d.name, f.name, f.size, f.mode, f.uid, f.gid, f.mtime_ns,"
+	[ST_TABLE_FILES] = "SELECT f.id, f.dir_id, " DIR_NAME("f", "d") ", f.name, f.size, f.mode, f.uid, f.gid, f.mtime_ns,"
 			   " b.pack_id, p.path, b.offset, b.size, b.sha256 FROM files f"
 			   " JOIN blobs b ON b.id = f.blob_id LEFT JOIN packs p ON p.id = b.pack_id"
 			   " LEFT JOIN dirs d ON d.id = f.dir_id WHERE f.table_row = ?1"
 			   " ORDER BY COALESCE(d.name, ''), f.name",
 	[ST_NAME_SET] = "SELECT COUNT(*) = 1 AND MAX(" RING_NODES("x") ") <= 1, MIN(id) FROM backups x"
 			" WHERE name = ?1",
-	[ST_FILE_PATH] = "SELECT bk.ref, k.name, t.name, f.dir_id, d.name, f.name, bk.id, bk.name FROM files f"
-			 " JOIN backups bk ON bk.id = f.backup_id JOIN tables t ON t.id = f.table_row"
-			 " JOIN keyspaces k ON k.id = t.keyspace_id LEFT JOIN dirs d ON d.id = f.dir_id"
-			 " WHERE f.id = ?1",
+	[ST_FILE_PATH] = "SELECT bk.ref, k.name, t.name, f.dir_id, " DIR_NAME("f", "d") ", f.name,"
+			 " bk.id, bk.name, f.table_row < 0 FROM files f"
+			 " JOIN backups bk ON bk.id = f.backup_id LEFT JOIN tables t ON t.id = f.table_row"
+			 " LEFT JOIN keyspaces k ON k.id = t.keyspace_id LEFT JOIN dirs d ON d.id = f.dir_id"
+			 " WHERE f.id = ?1 AND (t.id IS NOT NULL OR f.table_row = -f.backup_id)",
 	/* (FILE_PATH's columns 6, 7: the backup's row and name) */
 	[ST_LIST_BACKUPS] =
 		"SELECT b.id, b.name, b.node, b.cluster, b.datacenter, b.host_id, b.snapshot_tag,"
@@ -296,6 +311,14 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_LIST_KEYSPACES] = "SELECT " NODE_COLS_DIR("keyspaces") " WHERE backup_id = ?1 ORDER BY name",
 	[ST_LIST_TABLES] = "SELECT " NODE_COLS_DIR("tables") " WHERE keyspace_id = ?1 ORDER BY name",
 	[ST_LIST_DIRS] = "SELECT " NODE_COLS_DIR("dirs") " WHERE table_row = ?1 ORDER BY name",
+	/* a backup's own files and its conf directory (catalog.h) */
+	[ST_LOOKUP_NODE_FILE] = "SELECT " NODE_COLS_FILE " WHERE table_row = -?1 AND dir_id = ?3"
+				" AND name = ?2",
+	[ST_LIST_NODE_FILES] = "SELECT " NODE_COLS_FILE " WHERE table_row = -?1 AND dir_id = ?3"
+			       " ORDER BY name",
+	[ST_CONF_DIR] = "SELECT id, '" MANIFEST_CONF_DIR "', 0, 448, -1, -1, created_ns FROM backups"
+			" WHERE id = ?1 AND EXISTS (SELECT 1 FROM files WHERE table_row = -?1"
+			" AND dir_id = " CONF_DIR_ID ")",
 	[ST_LIST_TABLE_FILES] = "SELECT " NODE_COLS_FILE
 				" WHERE table_row = ?1 AND dir_id = 0 ORDER BY name",
 	[ST_LIST_DIR_FILES] = "SELECT " NODE_COLS_FILE " WHERE table_row ="
@@ -1011,6 +1034,12 @@ static int read_file_row(catalog *c, sqlite3_stmt *st, struct cb_file_row *f)
 	return r;
 }
 
+int catalog_node_files(catalog *c, int64_t backup_id,
+		       int (*cb)(void *ctx, const struct cb_file_row *f), void *ctx)
+{
+	return catalog_table_files(c, -backup_id, cb, ctx);
+}
+
 int catalog_table_files(catalog *c, int64_t table_row,
 			int (*cb)(void *ctx, const struct cb_file_row *f), void *ctx)
 {
@@ -1281,10 +1310,43 @@ int catalog_node_get(catalog *c, uint64_t ino, struct cb_node *out)
 	case CB_NODE_TABLE: r = node_query(c, ST_GET_TABLE, CB_NODE_TABLE, row, NULL, out); break;
 	case CB_NODE_DIR: r = node_query(c, ST_GET_DIR, CB_NODE_DIR, row, NULL, out); break;
 	case CB_NODE_FILE: r = node_query(c, ST_GET_FILE, CB_NODE_FILE, row, NULL, out); break;
+	case CB_NODE_CONF: r = node_query(c, ST_CONF_DIR, CB_NODE_CONF, row, NULL, out); break;
 	default: return -ENOENT;
 	}
 	if (r == 0)
 		out->ino |= view;
+	return r;
+}
+
+/* Binds a node-file statement: ?1 the backup row, ?3 the directory (0 or CONF_DIR_ID). */
+static sqlite3_stmt *node_files_stmt(catalog *c, enum stmt s, int64_t backup, bool conf)
+{
+	sqlite3_stmt *st = stmt(c, s);
+	sqlite3_bind_int64(st, 1, backup);
+	sqlite3_bind_int64(st, 3, conf ? CONF_DIR_ID_N : 0);
+	return st;
+}
+
+/* A backup's own file (in its conf directory when conf) by name. */
+static int lookup_node_file(catalog *c, int64_t backup, bool conf, const char *name,
+			    struct cb_node *out)
+{
+	sqlite3_stmt *st = node_files_stmt(c, ST_LOOKUP_NODE_FILE, backup, conf);
+	bind_text(st, 2, name);
+	int r = step_one(c, st);
+	if (r <= 0)
+		return r == 0 ? -ENOENT : r;
+	return done(c, st, read_node(st, CB_NODE_FILE, out) ? 0 : -ENOENT);
+}
+
+/* Inside a backup's directory: a keyspace, else one of the node's own files (catalog.h). */
+static int lookup_in_backup(catalog *c, int64_t row, const char *name, struct cb_node *out)
+{
+	int r = node_query(c, ST_LOOKUP_KEYSPACE, CB_NODE_KEYSPACE, row, name, out);
+	if (r == -ENOENT)
+		r = lookup_node_file(c, row, false, name, out);
+	if (r == -ENOENT && !strcmp(name, MANIFEST_CONF_DIR))
+		r = node_query(c, ST_CONF_DIR, CB_NODE_CONF, row, NULL, out);
 	return r;
 }
 
@@ -1328,7 +1390,10 @@ int catalog_node_lookup(catalog *c, uint64_t parent, const char *name, struct cb
 	case CB_NODE_GROUP:
 		return lookup_group(c, parent, name, out);
 	case CB_NODE_BACKUP:
-		r = node_query(c, ST_LOOKUP_KEYSPACE, CB_NODE_KEYSPACE, row, name, out);
+		r = lookup_in_backup(c, row, name, out);
+		break;
+	case CB_NODE_CONF:
+		r = lookup_node_file(c, row, true, name, out);
 		break;
 	case CB_NODE_KEYSPACE:
 		r = node_query(c, ST_LOOKUP_TABLE, CB_NODE_TABLE, row, name, out);
@@ -1351,11 +1416,9 @@ int catalog_node_lookup(catalog *c, uint64_t parent, const char *name, struct cb
 	return r;
 }
 
-static int list_query(catalog *c, enum stmt s, enum cb_node_kind kind, int64_t id,
-		      int (*cb)(void *ctx, const struct cb_node *n), void *ctx)
+static int list_rows(catalog *c, sqlite3_stmt *st, enum cb_node_kind kind,
+		     int (*cb)(void *ctx, const struct cb_node *n), void *ctx)
 {
-	sqlite3_stmt *st = stmt(c, s);
-	sqlite3_bind_int64(st, 1, id);
 	int rc, r = 0;
 	struct cb_node n;
 	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1365,6 +1428,24 @@ static int list_query(catalog *c, enum stmt s, enum cb_node_kind kind, int64_t i
 	if (r != 0)
 		return done(c, st, r);
 	return rc == SQLITE_DONE ? done(c, st, 0) : done(c, st, cerr(c, rc));
+}
+
+static int list_query(catalog *c, enum stmt s, enum cb_node_kind kind, int64_t id,
+		      int (*cb)(void *ctx, const struct cb_node *n), void *ctx)
+{
+	sqlite3_stmt *st = stmt(c, s);
+	sqlite3_bind_int64(st, 1, id);
+	return list_rows(c, st, kind, cb, ctx);
+}
+
+/* A backup's directory: its keyspaces, its conf directory, its own files. */
+static int list_backup(catalog *c, int64_t row, int (*cb)(void *ctx, const struct cb_node *n),
+		       void *ctx)
+{
+	int r = list_query(c, ST_LIST_KEYSPACES, CB_NODE_KEYSPACE, row, cb, ctx);
+	r = r ?: list_query(c, ST_CONF_DIR, CB_NODE_CONF, row, cb, ctx);
+	return r ?: list_rows(c, node_files_stmt(c, ST_LIST_NODE_FILES, row, false), CB_NODE_FILE,
+			      cb, ctx);
 }
 
 static int list_group(catalog *c, uint64_t parent,
@@ -1408,7 +1489,10 @@ int catalog_node_list(catalog *c, uint64_t parent,
 	case CB_NODE_GROUP:
 		return list_group(c, parent, cb, ctx);
 	case CB_NODE_BACKUP:
-		return list_query(c, ST_LIST_KEYSPACES, CB_NODE_KEYSPACE, row, add_view, &vw);
+		return list_backup(c, row, add_view, &vw);
+	case CB_NODE_CONF:
+		return list_rows(c, node_files_stmt(c, ST_LIST_NODE_FILES, row, true), CB_NODE_FILE,
+				 add_view, &vw);
 	case CB_NODE_KEYSPACE:
 		return list_query(c, ST_LIST_TABLES, CB_NODE_TABLE, row, add_view, &vw);
 	case CB_NODE_TABLE:
@@ -1533,8 +1617,10 @@ int catalog_file_ident(catalog *c, uint64_t ino, struct cb_file_ident *out)
 		return r == 0 ? -ENOENT : r;
 	const char *bk = col_name(st, 0), *ks = col_name(st, 1), *t = col_name(st, 2);
 	const char *dir = sqlite3_column_int64(st, 3) ? col_name(st, 4) : NULL, *name = col_name(st, 5);
+	bool node_file = sqlite3_column_int64(st, 8) != 0; /* keyspace and table "" */
 	char rn[256], rk[65];
-	if (store_ref_split(bk, rn, rk) < 0 || !name_is_component(ks) || !name_is_component(t) ||
+	if (store_ref_split(bk, rn, rk) < 0 ||
+	    (node_file ? *ks || *t : !name_is_component(ks) || !name_is_component(t)) ||
 	    (dir && !name_is_component(dir)) || !name_is_component(name))
 		return done(c, st, bad_row(c, CB_INO_ROW(ino), "invalid name on the file's path"));
 	/* name_is_component: each fits its 256 bytes; a ref its CB_REF_MAX */
@@ -1555,8 +1641,9 @@ int catalog_file_path(catalog *c, uint64_t ino, char *out, size_t outlen)
 	int r = catalog_file_ident(c, ino, &f);
 	if (r < 0)
 		return r;
-	int n = snprintf(out, outlen, "%s/%s/%s/%s%s%s", f.shown, f.keyspace, f.table, f.dir,
-			 *f.dir ? "/" : "", f.name);
+	int n = *f.keyspace ? snprintf(out, outlen, "%s/%s/%s/%s%s%s", f.shown, f.keyspace, f.table,
+				       f.dir, *f.dir ? "/" : "", f.name)
+			    : snprintf(out, outlen, "%s/%s%s%s", f.shown, f.dir, *f.dir ? "/" : "", f.name);
 	return n < 0 || (size_t)n >= outlen ? -ERANGE : 0;
 }
 
@@ -1733,6 +1820,13 @@ static int live_row(catalog *c, sqlite3_stmt *st, void *ctx)
 	memcpy(b.sha256, sqlite3_column_blob(st, 1), 32);
 	if (!col_size(st, 2, &b.size) || !col_size(st, 3, &b.offset))
 		return bad_row(c, b.blob_id, "blob size or offset out of range");
+	bool node_file = sqlite3_column_int64(st, 13) != 0; /* keyspace NULL, dir "" or conf */
+	if (node_file) {
+		b.keyspace = b.table = b.table_id = NULL;
+		if (!name_is_component(b.name) || (*b.dir && strcmp(b.dir, MANIFEST_CONF_DIR)))
+			return bad_row(c, b.blob_id, "invalid name of a node file using the blob");
+		return lc->cb(lc->ctx, &b);
+	}
 	if (!name_is_component(b.keyspace) || !name_is_component(b.table) || !table_id_ok(b.table_id) ||
 	    strlen(b.table) + strlen(b.table_id) > 200 || !name_is_component(b.name) ||
 	    (*b.dir && (b.dir[0] != '.' || !dir_ok)))
@@ -1745,9 +1839,10 @@ int catalog_pack_live_blobs(catalog *c, int64_t pack_id,
 {
 	static const char sql[] =
 		"SELECT b.id, b.sha256, b.size, b.offset, k.name, t.name, t.table_id,"
-		" COALESCE(d.name, ''), f.name, f.mode, f.uid, f.gid, f.mtime_ns FROM blobs b"
+		" COALESCE(" DIR_NAME("f", "d") ", ''), f.name, f.mode, f.uid, f.gid, f.mtime_ns,"
+		" f.table_row < 0 FROM blobs b"
 		" JOIN files f ON f.id = (SELECT MIN(f2.id) FROM files f2 WHERE f2.blob_id = b.id)"
-		" JOIN tables t ON t.id = f.table_row JOIN keyspaces k ON k.id = t.keyspace_id"
+		" LEFT JOIN tables t ON t.id = f.table_row LEFT JOIN keyspaces k ON k.id = t.keyspace_id"
 		" LEFT JOIN dirs d ON d.id = f.dir_id"
 		" WHERE b.pack_id = ?1 ORDER BY b.offset, b.id";
 	sqlite3_stmt *st;

@@ -30,6 +30,10 @@
  *   .../<table>            TABLE rows
  *   .../<table>/.<index>   DIR rows (secondary index sstables)
  *   .../<file>             FILE rows
+ * A backup's own files (manifest.h node_files) are FILE rows too, with table_row the backup's
+ * row negated and dir_id 0 (in the backup's directory, beside the keyspaces: schema.cql) or -1
+ * (in its cassandra-conf/, a CONF node whose row is the backup's). They may hold passwords, so
+ * the tree shows them 0600 (0700 for cassandra-conf/), owned by the mounting user.
  *
  * Rows as read. The catalog may be damaged or hostile, so every row is checked where it is read:
  * each name (backup, keyspace, table, index directory, file) must be one path component
@@ -267,9 +271,15 @@ struct cb_file_row {
 int catalog_table_files(catalog *c, int64_t table_row,
 			int (*cb)(void *ctx, const struct cb_file_row *f), void *ctx);
 
+/* The backup's own files (its schema.cql, its cassandra-conf/), as catalog_table_files: dir ""
+ * or MANIFEST_CONF_DIR. */
+int catalog_node_files(catalog *c, int64_t backup_id,
+		       int (*cb)(void *ctx, const struct cb_file_row *f), void *ctx);
+
 /* --- tree -------------------------------------------------------------------------------- */
 
 enum cb_node_kind {
+	CB_NODE_CONF = 0, /* a backup's MANIFEST_CONF_DIR directory; its row is the backup's */
 	CB_NODE_SPECIAL = 1,
 	CB_NODE_BACKUP,
 	CB_NODE_KEYSPACE,
@@ -378,7 +388,8 @@ int catalog_pack_usage(catalog *c, int (*cb)(void *ctx, const struct cb_pack_usa
 
 /* A blob that files use, read from a pack, and the place of one file using it (the one
  * catalogued first): names checked as path components, table_id "" or 32 hex digits, dir ""
- * (the table's directory) or ".<index>". */
+ * (the table's directory) or ".<index>"; for a node file keyspace, table and table_id NULL,
+ * dir "" or MANIFEST_CONF_DIR. */
 struct cb_live_blob {
 	int64_t blob_id;
 	unsigned char sha256[32];

@@ -116,8 +116,10 @@ static int push_entry(struct copy *c, const struct manifest_keyspace *k,
 	*e = (struct centry){.size = f->size, .t = t, .f = f};
 	memcpy(e->sha, f->sha256, 32);
 	struct strbuf m = {0};
-	int r = sb_printf(&m, "%s/%s%s%s/%s%s%s", k->name, t->name, *t->id ? "-" : "", t->id, f->dir,
-			  *f->dir ? "/" : "", f->name);
+	/* k NULL: one of the node's own files, a member as the writer names it (backup.c) */
+	int r = k ? sb_printf(&m, "%s/%s%s%s/%s%s%s", k->name, t->name, *t->id ? "-" : "", t->id,
+			      f->dir, *f->dir ? "/" : "", f->name)
+		  : sb_printf(&m, "%s%s%s", f->dir, *f->dir ? "/" : "", f->name);
 	if (r < 0)
 		return r;
 	e->member = m.buf;
@@ -139,6 +141,11 @@ static int collect(struct copy *c)
 				c->st->bytes += tb->files[f].size;
 			}
 		}
+	}
+	for (size_t f = 0; f < c->m->nnode_files; f++) { /* sent, not counted (manifest.h) */
+		int r = push_entry(c, NULL, NULL, &c->m->node_files[f]);
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }

@@ -187,7 +187,7 @@ static int cmp_digest(const void *a, const void *b)
 
 static size_t manifest_files(const struct manifest *m)
 {
-	size_t n = 0;
+	size_t n = m->nnode_files;
 	for (size_t k = 0; k < m->nkeyspaces; k++)
 		for (size_t t = 0; t < m->keyspaces[k].ntables; t++)
 			n += m->keyspaces[k].tables[t].nfiles;
@@ -212,6 +212,13 @@ static int make_digest(const struct manifest *m, const char *key, struct entry *
 				v[i].size = mf->size;
 			}
 		}
+	}
+	/* the node's own files: keyspace and table "", as catalog_file_ident names them */
+	for (size_t f = 0; r == 0 && f < m->nnode_files; f++, i++) {
+		const struct manifest_file *mf = &m->node_files[f];
+		r = path_hash("", "", mf->dir, mf->name, v[i].path);
+		memcpy(v[i].sha, mf->sha256, 32);
+		v[i].size = mf->size;
 	}
 	if (r < 0) {
 		free(v);
@@ -273,10 +280,10 @@ int store_check_file_content(struct store *s, const struct cb_file_ident *f,
 	if (r == 1)
 		return 0;
 	if (r == 0) {
-		sb_printf(err, "the catalog's entry for %s/%s/%s/%s%s%s is not what backups/%s.json "
+		sb_printf(err, "the catalog's entry for %s/%s%s%s%s%s%s%s is not what backups/%s.json "
 			  "says (a stale or damaged catalog: 'cassbackup reindex' rebuilds it)",
-			  *f->shown ? f->shown : f->backup, f->keyspace, f->table, f->dir,
-			  *f->dir ? "/" : "", f->name, f->backup);
+			  *f->shown ? f->shown : f->backup, f->keyspace, *f->keyspace ? "/" : "",
+			  f->table, *f->table ? "/" : "", f->dir, *f->dir ? "/" : "", f->name, f->backup);
 		return -EUCLEAN;
 	}
 	if (!err->len)

@@ -207,6 +207,14 @@ int manifest_write(const struct manifest *m, struct strbuf *out, char *err, size
 	}
 	if (!r && (json_object_set(root, "tokens", tokens) || json_object_set(root, "keyspaces", kss)))
 		r = -ENOMEM;
+	if (!r && m->nnode_files) {
+		json_t *nf = json_array();
+		r = !nf || json_object_set_new(root, "node_files", nf) ? -ENOMEM : 0;
+		for (size_t i = 0; !r && i < m->nnode_files; i++) {
+			json_t *f = file_json(&m->node_files[i]);
+			r = !f || json_array_append_new(nf, f) ? -ENOMEM : 0;
+		}
+	}
 	r = r ?: dump(root, out);
 	json_decref(tokens);
 	json_decref(kss);
@@ -337,7 +345,12 @@ static int get_array(json_t *o, const char *key, bool optional, json_t **arr, si
 /* ".<index>": the one kind of subdirectory a table directory holds in a backup. */
 static bool index_dir_ok(const char *d) { return name_is_component(d) && d[0] == '.'; }
 
-static int parse_file(json_t *o, struct manifest_file *f, struct perr *e, const char *where)
+/* The one subdirectory the node's own files have. */
+static bool node_dir_ok(const char *d) { return !*d || !strcmp(d, MANIFEST_CONF_DIR); }
+
+/* A file of a table (node false) or of the node (node_files: node true). */
+static int parse_file(json_t *o, struct manifest_file *f, bool node, struct perr *e,
+		      const char *where)
 {
 	if (!json_is_object(o))
 		return fail(e, "%s: a file entry is not an object", where);
@@ -346,7 +359,9 @@ static int parse_file(json_t *o, struct manifest_file *f, struct perr *e, const 
 			: ((f->dir = strdup("")) ? 0 : -ENOMEM);
 	if (r < 0)
 		return r;
-	if (*f->dir && !index_dir_ok(f->dir))
+	if (node && !node_dir_ok(f->dir))
+		return fail(e, "%s: directory \"%s\" is not " MANIFEST_CONF_DIR, where, f->dir);
+	if (!node && *f->dir && !index_dir_ok(f->dir))
 		return fail(e, "%s: index directory \"%s\" does not start with '.'", where, f->dir);
 	json_t *added = json_object_get(o, "added");
 	if (added && !json_is_boolean(added))
@@ -364,18 +379,19 @@ static int cmp_file(const void *a, const void *b)
 }
 
 /* Two files of one table under the same directory and name would make the tree ambiguous. */
-static int check_unique_files(const struct manifest_table *t, struct perr *e, const char *where)
+static int check_unique(const struct manifest_file *files, size_t n, struct perr *e,
+			const char *where)
 {
-	if (t->nfiles < 2)
+	if (n < 2)
 		return 0;
-	const struct manifest_file **v = malloc(t->nfiles * sizeof(*v));
+	const struct manifest_file **v = malloc(n * sizeof(*v));
 	if (!v)
 		return -ENOMEM;
-	for (size_t i = 0; i < t->nfiles; i++)
-		v[i] = &t->files[i];
-	qsort(v, t->nfiles, sizeof(*v), cmp_file);
+	for (size_t i = 0; i < n; i++)
+		v[i] = &files[i];
+	qsort(v, n, sizeof(*v), cmp_file);
 	int r = 0;
-	for (size_t i = 1; i < t->nfiles && !r; i++)
+	for (size_t i = 1; i < n && !r; i++)
 		if (!cmp_file(&v[i - 1], &v[i]))
 			r = fail(e, "%s: file \"%s%s%s\" appears twice", where, v[i]->dir,
 				 *v[i]->dir ? "/" : "", v[i]->name);
@@ -425,8 +441,8 @@ static int parse_table(json_t *o, struct manifest_table *t, struct perr *e, cons
 				 t->dirs[i].name);
 	}
 	for (size_t i = 0; i < t->nfiles && !r; i++)
-		r = parse_file(json_array_get(files, i), &t->files[i], e, where);
-	return r ?: check_unique_files(t, e, where);
+		r = parse_file(json_array_get(files, i), &t->files[i], false, e, where);
+	return r ?: check_unique(t->files, t->nfiles, e, where);
 }
 
 static int parse_keyspace(json_t *o, struct manifest_keyspace *k, struct perr *e)
@@ -631,6 +647,13 @@ int manifest_parse(const char *buf, size_t len, struct manifest **out, char *err
 			if (!strcmp(m->keyspaces[i].name, m->keyspaces[j].name))
 				r = fail(&e, "manifest: keyspace \"%s\" appears twice",
 					 m->keyspaces[i].name);
+	json_t *nf = NULL;
+	r = r ?: get_array(root, "node_files", true, &nf, &m->nnode_files, &e, "manifest");
+	if (!r && !(m->node_files = calloc(m->nnode_files + 1, sizeof(*m->node_files))))
+		r = -ENOMEM;
+	for (size_t i = 0; !r && i < m->nnode_files; i++)
+		r = parse_file(json_array_get(nf, i), &m->node_files[i], true, &e, "manifest: node files");
+	r = r ?: check_unique(m->node_files, m->nnode_files, &e, "manifest: node files");
 	json_decref(root);
 	if (r < 0) {
 		if (r == -ENOMEM && err && errlen)
@@ -703,7 +726,25 @@ static int manifest_check(const struct manifest *m, char *err, size_t errlen)
 				return r;
 		}
 	}
-	return 0;
+	for (size_t i = 0; i < m->nnode_files; i++) {
+		const struct manifest_file *f = &m->node_files[i];
+		if (!name_is_component(f->name) || !node_dir_ok(f->dir) || f->size > CB_MAX_SIZE ||
+		    f->attr.mode > 07777) {
+			snprintf(err, errlen, "node file %s: invalid name, directory, size or mode", f->name);
+			return -EINVAL;
+		}
+	}
+	struct perr e = {err, errlen};
+	return check_unique(m->node_files, m->nnode_files, &e, "node files") < 0 ? -EINVAL : 0;
+}
+
+const struct manifest_file *manifest_node_file(const struct manifest *m, const char *dir,
+					       const char *name)
+{
+	for (size_t i = 0; i < m->nnode_files; i++)
+		if (!strcmp(m->node_files[i].dir, dir) && !strcmp(m->node_files[i].name, name))
+			return &m->node_files[i];
+	return NULL;
 }
 
 static void table_free(struct manifest_table *t)
@@ -733,6 +774,11 @@ void manifest_free(struct manifest *m)
 		free(k->name);
 	}
 	free(m->keyspaces);
+	for (size_t i = 0; m->node_files && i < m->nnode_files; i++) {
+		free(m->node_files[i].dir);
+		free(m->node_files[i].name);
+	}
+	free(m->node_files);
 	for (size_t i = 0; m->tokens && i < m->ntokens; i++)
 		free(m->tokens[i]);
 	free(m->tokens);

@@ -93,9 +93,21 @@ struct manifest {
 	struct cb_attr root_attr; /* of the (first) data directory: the mount shows the backup so */
 	struct manifest_keyspace *keyspaces;
 	size_t nkeyspaces;
-	/* Totals as create measured them: */
+	/* Totals as create measured them, of the tables' files (node_files not counted): */
 	uint64_t files, bytes, new_bytes, stored_bytes;
+	/* The node's own files, beside the keyspaces: dir "" holds MANIFEST_SCHEMA_FILE (cqlsh's
+	 * DESCRIBE SCHEMA output), dir MANIFEST_CONF_DIR the Cassandra configuration directory's
+	 * regular files. Both names hold a character Cassandra refuses in a keyspace name (which
+	 * is \w+), so they never meet a keyspace in the backup's directory. */
+	struct manifest_file *node_files;
+	size_t nnode_files;
 };
+
+#define MANIFEST_SCHEMA_FILE "schema.cql"
+#define MANIFEST_CONF_DIR "cassandra-conf"
+/* The node file of m at dir and name, or NULL. */
+const struct manifest_file *manifest_node_file(const struct manifest *m, const char *dir,
+					       const char *name);
 
 /* Serialises m (whose names must already satisfy the rules above) as a format-2 manifest.
  * 0, -EINVAL when m breaks a rule (err says which), or -ENOMEM. */

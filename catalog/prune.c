@@ -556,8 +556,10 @@ static int add_live(void *ctx, const struct cb_live_blob *b)
 			   .gid = b->gid, .mtime_ns = b->mtime_ns};
 	memcpy(x->sha256, b->sha256, 32);
 	struct strbuf m = {0};
-	int r = sb_printf(&m, "%s/%s%s%s/%s%s%s", b->keyspace, b->table, *b->table_id ? "-" : "",
-			  b->table_id, b->dir, *b->dir ? "/" : "", b->name);
+	int r = b->keyspace ? sb_printf(&m, "%s/%s%s%s/%s%s%s", b->keyspace, b->table,
+					*b->table_id ? "-" : "", b->table_id, b->dir,
+					*b->dir ? "/" : "", b->name)
+			    : sb_printf(&m, "%s%s%s", b->dir, *b->dir ? "/" : "", b->name);
 	if (r < 0)
 		return r;
 	x->member = m.buf;

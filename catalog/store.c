@@ -504,6 +504,18 @@ static int register_table(catalog *c, int64_t backup_id, int64_t ks_row,
 	return r;
 }
 
+/* One of the backup's own files: catalog.h says where they go. */
+static int register_node_file(catalog *c, int64_t backup_id, const struct manifest_file *f)
+{
+	int64_t blob, id;
+	int r = catalog_add_blob(c, f->sha256, f->size, 0, 0, &blob);
+	struct cb_file_info fi = {.backup_id = backup_id, .table_row = -backup_id,
+				  .dir_id = *f->dir ? -1 : 0 /* catalog.h */, .name = f->name, .size = f->size,
+				  .mode = f->attr.mode, .uid = f->attr.uid, .gid = f->attr.gid,
+				  .mtime_ns = f->attr.mtime_ns, .blob_id = blob};
+	return r ?: catalog_add_file(c, &fi, &id);
+}
+
 static int join_tokens(const struct manifest *m, struct strbuf *out)
 {
 	int r = sb_puts(out, "");
@@ -539,6 +551,8 @@ int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
 		for (size_t t = 0; r == 0 && t < ks->ntables; t++)
 			r = register_table(c, backup_id, ks_row, &ks->tables[t]);
 	}
+	for (size_t i = 0; r == 0 && i < m->nnode_files; i++)
+		r = register_node_file(c, backup_id, &m->node_files[i]);
 	sb_free(&tokens);
 	sb_free(&ring);
 	return r;

@@ -509,7 +509,10 @@ static int cfiles_add(struct cfiles *l, const char *ks, const char *table, const
 	}
 	struct cfile *e = &l->v[l->n];
 	*e = *f;
-	if (asprintf(&e->path, "%s/%s/%s%s%s", ks, table, dir, *dir ? "/" : "", name) < 0)
+	/* a node file (ks NULL) has at most one '/' in its path, a table's file at least two */
+	int n = ks ? asprintf(&e->path, "%s/%s/%s%s%s", ks, table, dir, *dir ? "/" : "", name)
+		   : asprintf(&e->path, "%s%s%s", dir, *dir ? "/" : "", name);
+	if (n < 0)
 		return -ENOMEM;
 	l->n++;
 	return 0;
@@ -567,6 +570,13 @@ static int manifest_files(const struct manifest *m, struct cfiles *l)
 			}
 		}
 	}
+	for (size_t i = 0; r == 0 && i < m->nnode_files; i++) {
+		const struct manifest_file *f = &m->node_files[i];
+		struct cfile cf = {.size = f->size, .mode = f->attr.mode, .uid = f->attr.uid,
+				   .gid = f->attr.gid, .mtime_ns = f->attr.mtime_ns};
+		memcpy(cf.sha, f->sha256, 32);
+		r = cfiles_add(l, NULL, NULL, f->dir, f->name, &cf);
+	}
 	if (r == 0)
 		sort(l->v, l->n, sizeof(*l->v), cmp_cfile);
 	return r;
@@ -609,7 +619,8 @@ static int on_catalog_file(void *ctx, const struct cb_file_row *f)
 	struct cfile cf = {.size = f->size, .mode = f->mode, .uid = f->uid, .gid = f->gid,
 			   .mtime_ns = f->mtime_ns, .located = f->loc.pack_id != 0};
 	memcpy(cf.sha, f->loc.sha256, 32);
-	return cfiles_add(&w->files, w->cur->keyspace, w->cur->table, f->dir, f->name, &cf);
+	return cfiles_add(&w->files, w->cur ? w->cur->keyspace : NULL, w->cur ? w->cur->table : NULL,
+			  f->dir, f->name, &cf);
 }
 
 /* The files the catalog has for backup id, sorted like manifest_files(). */
@@ -621,6 +632,8 @@ static int catalog_files(catalog *cat, int64_t id, struct cfiles *out)
 		w.cur = &w.t[i];
 		r = catalog_table_files(cat, w.t[i].row, on_catalog_file, &w);
 	}
+	w.cur = NULL; /* the node's own files */
+	r = r ?: catalog_node_files(cat, id, on_catalog_file, &w);
 	for (size_t i = 0; i < w.n; i++) {
 		free(w.t[i].keyspace);
 		free(w.t[i].table);

@@ -497,8 +497,12 @@ static void file_path(const struct open_file *of, char *out, size_t outlen)
 {
 	const struct cb_file_ident *f = &of->id;
 	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "backups/%s/%s/%s/%s%s%s", f->shown, f->keyspace, f->table,
-		 f->dir, *f->dir ? "/" : "", f->name);
+	if (*f->keyspace)
+		snprintf(path, sizeof(path), "backups/%s/%s/%s/%s%s%s", f->shown, f->keyspace, f->table,
+			 f->dir, *f->dir ? "/" : "", f->name);
+	else /* one of the node's own files (catalog.h) */
+		snprintf(path, sizeof(path), "backups/%s/%s%s%s", f->shown, f->dir, *f->dir ? "/" : "",
+			 f->name);
 	escape(path, out, outlen);
 }
 

@@ -27,10 +27,26 @@ FIXTURE_TAG = '1728658114123'
 
 def run(*args, check=True, **kw):
     """Runs a command, returning CompletedProcess with text output."""
-    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
+    args = [str(a) for a in args]
+    if args[:1] in ([CASSBACKUP], ['setpriv']) and CASSBACKUP in args:  # or as another user
+        i = args.index(CASSBACKUP) + 1
+        args = args[:i] + node_files_off(args[i:])
+    p = subprocess.run(args, capture_output=True, text=True, **kw)
     if check and p.returncode != 0:
         raise AssertionError(f'{args} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}')
     return p
+
+
+def node_files_off(args):
+    """A create that does not ask for the node's own files (test_schema.py does) keeps none:
+    what this machine's /etc/cassandra and cqlsh are must not change what a test sees."""
+    args = [str(a) for a in args]
+    rest = args[2:] if args[:1] == ['--config'] else args
+    if rest[:1] != ['create']:
+        return args
+    more = [] if {'--cqlsh', '--no-schema'} & set(args) else ['--no-schema']
+    more += [] if {'--cassandra-conf', '--no-conf'} & set(args) else ['--no-conf']
+    return args + more
 
 
 def cb(*args, check=True, **kw):

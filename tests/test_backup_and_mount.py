@@ -344,7 +344,7 @@ def test_concurrent_creates_all_land(store, tmp_path):
                       '--tables', '1', '--sstables', '1', '--no-index', '--no-clutter')
     names = '\n'.join(f'b{i:03d}' for i in range(60)) + '\n'
     p = subprocess.run(f'xargs -P 6 -I NAME {CASSBACKUP} create --store {store} --name NAME '
-                       f'--data-dir {sample_dirs(src)[0]} --snapshot nightly-1 --threads 1',
+                       f'--data-dir {sample_dirs(src)[0]} --snapshot nightly-1 --threads 1 --no-schema --no-conf',
                        shell=True, input=names, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert p.stderr == ''

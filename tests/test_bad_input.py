@@ -139,7 +139,7 @@ def test_file_vanishing_during_create(store, tmp_path):
     [d] = sample_dirs(src)
     victim = snapshot_tables([d], 'nightly-1')[('shop1', 'orders')]['nb-1-big-Data.db']
     proc = subprocess.Popen([CASSBACKUP, 'create', '--store', store, '--name', 'x', '--data-dir', d,
-                             '--snapshot', 'nightly-1', '--threads', '1'],
+                             '--snapshot', 'nightly-1', '--threads', '1', '--no-schema', '--no-conf'],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Files go in keyspace order: once the pack grows, the scan is over and shop/ is being read.
     deadline = time.monotonic() + 30
@@ -168,7 +168,7 @@ def test_signal_during_create(base, tmp_path, sig):
                       '--keyspaces', '1', '--tables', '1', '--sstables', '1', '--no-index', '--no-clutter')
     before = store_state(store)
     proc = subprocess.Popen([CASSBACKUP, 'create', '--store', store, '--name', 'x', '--data-dir',
-                             sample_dirs(src)[0], '--snapshot', 'nightly-1'],
+                             sample_dirs(src)[0], '--snapshot', 'nightly-1', '--no-schema', '--no-conf'],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not upload_size(proc.pid, store):
         assert proc.poll() is None

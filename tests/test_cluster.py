@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import (CASSBACKUP, cb, data_dir_args, make_sample, mounted, read, sample_dirs,
+from conftest import (CASSBACKUP, cb, data_dir_args, make_sample, mounted, node_files_off, read, sample_dirs,
                       snapshot_tables)
 
 NODETOOL = os.path.join(os.path.dirname(__file__), 'standins', 'nodetool')
@@ -216,7 +216,7 @@ def dirs_of(cluster):
 
 def concurrent_creates(store, cluster, env=None):
     ring, dirs = cluster
-    procs = [subprocess.Popen([CASSBACKUP, *create_args(store, dirs[i])], env=node_env(ring, i, env),
+    procs = [subprocess.Popen([CASSBACKUP, *node_files_off(create_args(store, dirs[i]))], env=node_env(ring, i, env),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(3)]
     for p in procs:

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import time
 
-from conftest import (manifest_path, BUILD, CASSBACKUP, cb, data_dir_args, make_sample, sample_dirs,
+from conftest import (manifest_path, node_files_off, BUILD, CASSBACKUP, cb, data_dir_args, make_sample, sample_dirs,
                       stop_while_writing)
 
 # renewed every second, stale after 6 s by the store's clock (lapsed, for its holder, after
@@ -324,7 +324,8 @@ def test_create_waits_for_a_prune_saying_for_whom(store, tmp_path):
     assert f'store {store} is locked by prune (pid {os.getpid()} on {host})' in last
     assert backup_names(store) == []
     # by default it waits (10 minutes at most), and goes on once the prune is done
-    c = subprocess.Popen([CASSBACKUP, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    c = subprocess.Popen([CASSBACKUP, *node_files_off(argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
     try:
         line = c.stderr.readline()
         assert 'is locked by prune (pid' in line and 'waiting up to 600 s for it to go' in line

@@ -19,6 +19,7 @@
  */
 #include "backup.h"
 #include "cassandra_conf.h"
+#include "nodemeta.h"
 #include "cli.h"
 #include "cluster.h"
 #include "exec.h"
@@ -66,6 +67,9 @@ struct create_opts {
 	const char *node, *cluster, *datacenter, *host_id, *rack;
 	const char *cassandra_conf, *nodetool;
 	const char *cassandra_version, *tokens_file;
+	const char *cqlsh, *cqlsh_host; /* --cqlsh, --cqlsh-host */
+	struct strv cqlsh_options;      /* --cqlsh-option */
+	bool no_schema, no_conf;
 	uint64_t level, threads, frame_kib, pack_size, lock_wait;
 	struct duration name_period; /* --name-period: the time slot a name template rounds to */
 	char name_buf[256];          /* the name a template made */
@@ -82,6 +86,8 @@ struct create_opts {
 	bool made;          /* the backup was committed; sum tells what it holds */
 	struct backup_summary sum;
 	struct node_meta nm; /* read by plan */
+	char *schema;        /* cqlsh's DESCRIBE SCHEMA; NULL: not kept (said) */
+	struct nodemeta_conf conf; /* the configuration directory's files */
 };
 
 static void free_node_meta(struct node_meta *m);
@@ -131,7 +137,12 @@ static const char create_description[] =
 	"is not this run's (nodetool refuses a tag that exists) or only part of it; it is named.\n"
 	"--incremental (with --name, no --snapshot) takes in the tables' backups/ directories\n"
 	"(cassandra.yaml incremental_backups: true) on top of the node's last backup made on its\n"
-	"last full one (--base: another full one), then removes the links whose bytes it committed.";
+	"last full one (--base: another full one), then removes the links whose bytes it committed.\n"
+	"Every backup also keeps the keyspace DDL, 'cqlsh [--cqlsh-host] [--cqlsh-option...] -e\n"
+	"\"DESCRIBE SCHEMA\"' (schema.cql beside the keyspaces; --no-schema: not), and the regular\n"
+	"files of CONF (cassandra-conf/; --no-conf: not). Either one that cannot be read is a\n"
+	"warning, not a failure. Credentials for cqlsh go in a cqlshrc file\n"
+	"(--cqlsh-option=--cqlshrc=FILE): a password is refused on its command line.";
 
 /* A name template (a name with %-conversions) made into the name (cluster_name_expand).
  * 0, or -EINVAL (said). */
@@ -234,6 +245,18 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 		 .help = "run nodetool snapshot first and clearsnapshot after"},
 		{.name = "nodetool", .type = OPT_STRING, .value = &o->nodetool, .arg = "PATH",
 		 .help = "the nodetool program", .config_key = "nodetool"},
+		{.name = "cqlsh", .type = OPT_STRING, .value = &o->cqlsh, .arg = "PROGRAM",
+		 .help = "the cqlsh program (default: cqlsh from PATH)", .config_key = "cqlsh"},
+		{.name = "cqlsh-host", .type = OPT_STRING, .value = &o->cqlsh_host, .arg = "HOST",
+		 .help = "the host cqlsh connects to (default: cqlsh's, 127.0.0.1)",
+		 .config_key = "cqlsh_host"},
+		{.name = "cqlsh-option", .type = OPT_STRINGS, .value = &o->cqlsh_options, .arg = "ARG",
+		 .help = "an argument for cqlsh, such as --ssl or --cqlshrc=FILE (repeatable)",
+		 .config_key = "cqlsh_option"},
+		{.name = "no-schema", .type = OPT_FLAG, .value = &o->no_schema,
+		 .help = "do not keep the keyspace DDL (cqlsh DESCRIBE SCHEMA)"},
+		{.name = "no-conf", .type = OPT_FLAG, .value = &o->no_conf,
+		 .help = "do not keep Cassandra's configuration directory"},
 		{0},
 	};
 	struct cli_command cmd = {.name = "create", .description = create_description, .options = opts};
@@ -257,6 +280,9 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 		errorf("snapshot tag '%s' cannot serve as a backup name; give --name", o->tag);
 		return CB_EXIT_USAGE;
 	}
+	for (size_t i = 0; i < o->cqlsh_options.n; i++)
+		if ((why = cqlsh_option_problem(o->cqlsh_options.v[i])))
+			return cli_usage_error(&cmd, "--cqlsh-option %s: %s", o->cqlsh_options.v[i], why);
 	if (!o->name)
 		o->name = o->tag;
 	if (strchr(o->name, '%') && expand_name(o) < 0)
@@ -273,6 +299,9 @@ static void free_opts(struct create_opts *o)
 {
 	strv_free(&o->data_dirs);
 	strv_free(&o->tokens);
+	strv_free(&o->cqlsh_options);
+	free(o->schema);
+	nodemeta_conf_free(&o->conf);
 	free_node_meta(&o->nm);
 	selection_free(&o->sel);
 	store_close(o->s);
@@ -835,6 +864,32 @@ static void lock_waiting(void *ctx, const struct lock_info *h)
 	       h->exclusive ? "exclusive" : "shared", (unsigned long long)cp->o->lock_wait);
 }
 
+/* The node's own files read before (read_node_files) into the backup. 0 or -errno (said). */
+static int add_node_files(const struct create_opts *o, backup_writer *w)
+{
+	int r = 0;
+	if (o->schema) {
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		struct backup_file f = {.name = MANIFEST_SCHEMA_FILE, .size = strlen(o->schema),
+					.attr = {0600, 0, 0, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec},
+					.source = "cqlsh DESCRIBE SCHEMA"};
+		r = backup_writer_add_node_file(w, "", &f, o->schema);
+	}
+	for (size_t i = 0; r == 0 && i < o->conf.n; i++) {
+		const struct nodemeta_file *c = &o->conf.files[i];
+		struct strbuf src = {0};
+		sb_printf(&src, "%s/%s", o->cassandra_conf, c->name);
+		struct backup_file f = {.name = c->name, .size = c->size, .attr = attr_of(&c->st),
+					.source = src.buf ? src.buf : c->name};
+		r = backup_writer_add_node_file(w, MANIFEST_CONF_DIR, &f, c->data);
+		sb_free(&src);
+	}
+	if (r < 0 && r != -ECANCELED)
+		errorf("%s", backup_writer_errmsg(w));
+	return r;
+}
+
 /* Writes and commits the scanned snapshot, or with --incremental the plan (previous's tree and
  * the new files of backups/). 0 or -errno (the failure already said). */
 static int write_backup(const struct create_opts *o, const struct node_meta *nm,
@@ -887,6 +942,7 @@ static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 		errorf("out of memory");
 		r = -ENOMEM;
 	}
+	r = r ?: add_node_files(o, w);
 	for (size_t i = 0; r == 0 && !ip && i < scan->ntables; i++)
 		r = add_table(w, &scan->tables[order[i]], prog);
 	progress_end(prog);
@@ -981,6 +1037,48 @@ static void clear_links(struct create_opts *o, const struct scan_result *snap)
 	scan_result_free(&links);
 }
 
+/* The keyspace DDL, as cqlsh prints it, into o->schema; what keeps it from being kept is one
+ * warning line. */
+static void read_schema(struct create_opts *o)
+{
+	struct cqlsh_conf c = {.program = o->cqlsh, .host = o->cqlsh_host, .options = &o->cqlsh_options};
+	struct strbuf why = {0};
+	int r = cqlsh_run(&c, "DESCRIBE SCHEMA", NULL, &o->schema, &why);
+	if (r == 0 && !strstr(o->schema, "CREATE KEYSPACE")) {
+		sb_printf(&why, "cqlsh printed no CREATE KEYSPACE for DESCRIBE SCHEMA");
+		free(o->schema);
+		o->schema = NULL;
+	}
+	if (!o->schema)
+		errorf("warning: the keyspace DDL is not kept in this backup: %s (--no-schema: do not "
+		       "try)", why.len ? why.buf : strerror(r < 0 ? -r : EIO));
+	sb_free(&why);
+}
+
+/* The configuration directory's files into o->conf; what keeps them from being kept (or a
+ * subdirectory left out) is one warning line. */
+static void read_conf_dir(struct create_opts *o)
+{
+	struct strbuf skipped = {0}, why = {0};
+	int r = nodemeta_read_conf(o->cassandra_conf, &o->conf, &skipped, &why);
+	if (r < 0)
+		errorf("warning: Cassandra's configuration is not kept in this backup: %s "
+		       "(--cassandra-conf DIR, or --no-conf)", why.buf);
+	else if (skipped.len)
+		errorf("warning: %s: not kept (only the regular files of %s are)", skipped.buf,
+		       o->cassandra_conf);
+	sb_free(&skipped);
+	sb_free(&why);
+}
+
+static void read_node_files(struct create_opts *o)
+{
+	if (!o->no_schema)
+		read_schema(o);
+	if (!o->no_conf)
+		read_conf_dir(o);
+}
+
 /* Scans, checks the snapshot is complete, and backs it up. 0 or the exit code. */
 static int do_create(struct create_opts *o)
 {
@@ -997,7 +1095,10 @@ static int do_create(struct create_opts *o)
 	}
 	sb_free(&err);
 	report_scan(&scan);
-	int rc = check_complete(o, &scan) ? record_and_write(o, &scan, t0, &o->sum) : CB_EXIT_FAILED;
+	bool complete = check_complete(o, &scan);
+	if (complete)
+		read_node_files(o);
+	int rc = complete ? record_and_write(o, &scan, t0, &o->sum) : CB_EXIT_FAILED;
 	o->made = rc == 0;
 	if (rc == 0 && o->clear_links)
 		clear_links(o, &scan);
@@ -1056,6 +1157,7 @@ static int do_incremental(struct create_opts *o)
 	} else {
 		for (const char *p = o->nm.said.buf; p && *p; p += strcspn(p, "\n") + 1)
 			errorf("%.*s", (int)strcspn(p, "\n"), p);
+		read_node_files(o);
 		r = cancel_requested ? -ECANCELED : write_backup(o, &o->nm, &scan, ip, &o->sum);
 		uint64_t removed = 0;
 		/* Only now, the manifest written: each link removed holds bytes a committed backup

@@ -30,6 +30,7 @@
 #include "exec.h"
 #include "hash.h"
 #include "mounter.h"
+#include "schema_ddl.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -71,6 +72,9 @@ struct load_opts {
 	struct selection sel;
 	struct strv loader_options; /* --loader-option / sstableloader_option: NAME[=VALUE] */
 	bool json, force;
+	bool create_schema;         /* --create-schema: through cqlsh, before anything streams */
+	struct cqlsh_conf cqlsh;
+	struct strv cqlsh_options;
 };
 
 /* Who the backup is, whatever it is called: see the top of the file. */
@@ -1036,13 +1040,58 @@ static int load_cluster(struct load_opts *o, const struct strv *nodes)
 	return cancel_requested ? 128 + (int)cancel_requested : worst;
 }
 
+/* --create-schema: what the target cluster lacks of the tables to load (of the node backup
+ * --node names, else of the first node backup of NAME: a cluster's nodes share one schema),
+ * created through cqlsh (schema_ddl.h) at --cqlsh-host, else the first of --hosts. 0 or the
+ * exit code (said). */
+static int load_create_schema(struct load_opts *o, const struct strv *nodes)
+{
+	struct store *st = NULL;
+	struct tables ts = {0};
+	struct strv ref = {0};
+	_cleanup_free_ char *ddl = NULL, *host = NULL;
+	_cleanup_free_ struct ddl_table *v = NULL;
+	int rc = cli_store_open(o->store, STORE_READONLY, &st);
+	const char *node = o->node ? o->node : nodes->n ? nodes->v[0] : NULL;
+	rc = rc ?: cluster_pick(store_catalog(st), o->store, o->name, node, false, &ref);
+	if (rc == 0 && load_tables(store_catalog(st), o->store, ref.v[0], &ts) < 0)
+		rc = CB_EXIT_FAILED;
+	if (rc == 0 && (!(v = calloc(ts.n + 1, sizeof(*v))) ||
+			(!o->cqlsh.host && !(host = strndup(o->hosts, strcspn(o->hosts, ",")))))) {
+		errorf("out of memory");
+		rc = CB_EXIT_FAILED;
+	}
+	size_t n = 0;
+	for (size_t i = 0; rc == 0 && i < ts.n; i++)
+		if (selection_matches(&o->sel, ts.v[i].keyspace, ts.v[i].table))
+			v[n++] = (struct ddl_table){ts.v[i].keyspace, ts.v[i].table, ts.v[i].schema_cql};
+	rc = rc ?: schema_read_backup_ddl(st, ref.v[0], &ddl);
+	if (rc == 0) {
+		if (!o->cqlsh.host)
+			o->cqlsh.host = host;
+		o->cqlsh.options = &o->cqlsh_options;
+		struct schema_create sc = {.cqlsh = &o->cqlsh, .backup_ddl = ddl, .tables = v,
+					   .ntables = n, .to_stderr = o->json};
+		rc = schema_create_missing(&sc);
+		if (o->cqlsh.host == host)
+			o->cqlsh.host = NULL;
+	}
+	tables_free(&ts);
+	strv_free(&ref);
+	store_close(st);
+	return rc;
+}
+
 static const char load_description[] =
 	"Streams each table of backup NAME to the cluster at HOSTS with sstableloader, from a mount of\n"
 	"the store (ours, or --mount DIR). The outcome of each table goes to a record in the state\n"
 	"directory, one per backup and target hosts (or to --status-file); a re-run skips the tables\n"
 	"it records as loaded unless --force. sstableloader_user and sstableloader_password_file in\n"
 	"the configuration give credentials (sstableloader takes the password only as -pw on its\n"
-	"command line: the process list shows it while a loader runs).";
+	"command line: the process list shows it while a loader runs).\n"
+	"--create-schema first creates, through cqlsh at --cqlsh-host (default: the first of HOSTS),\n"
+	"the keyspaces, types and tables the target lacks, from the backup's schema.cql (restore\n"
+	"--create-schema does the same).";
 
 int cmd_load(int argc, char **argv)
 {
@@ -1087,6 +1136,15 @@ int cmd_load(int argc, char **argv)
 		{.name = "force", .type = OPT_FLAG, .value = &o.force,
 		 .help = "load every table again, even those recorded as loaded"},
 		{.name = "json", .type = OPT_FLAG, .value = &o.json, .help = "print the record as JSON"},
+		{.name = "create-schema", .type = OPT_FLAG, .value = &o.create_schema,
+		 .help = "first create, through cqlsh, the keyspaces, types and tables the target lacks"},
+		{.name = "cqlsh", .type = OPT_STRING, .value = &o.cqlsh.program, .arg = "PROGRAM",
+		 .help = "the cqlsh program (default: cqlsh from PATH)", .config_key = "cqlsh"},
+		{.name = "cqlsh-host", .type = OPT_STRING, .value = &o.cqlsh.host, .arg = "HOST",
+		 .help = "the host cqlsh connects to (default: the first of --hosts)"},
+		{.name = "cqlsh-option", .type = OPT_STRINGS, .value = &o.cqlsh_options, .arg = "ARG",
+		 .help = "an argument for cqlsh, such as --ssl or --cqlshrc=FILE (repeatable)",
+		 .config_key = "cqlsh_option"},
 		{0},
 	};
 	struct cli_command cmd = {
@@ -1102,13 +1160,24 @@ int cmd_load(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
 	struct strv nodes = {0};
+	for (size_t i = 0; rc == CLI_RUN && i < o.cqlsh_options.n; i++) {
+		const char *why = cqlsh_option_problem(o.cqlsh_options.v[i]);
+		if (why)
+			rc = cli_usage_error(&cmd, "--cqlsh-option %s: %s", o.cqlsh_options.v[i], why);
+	}
+	if (rc == CLI_RUN && o.create_schema && o.target_ks)
+		rc = cli_usage_error(&cmd, "--create-schema creates the backed-up keyspaces; with "
+				     "--target-keyspace, create the target's tables first");
 	if (rc == CLI_RUN) {
 		o.name = argv[first];
 		rc = o.node ? 0 : cluster_nodes(&o, &nodes);
+		if (rc == 0 && o.create_schema)
+			rc = load_create_schema(&o, &nodes);
 		if (rc == 0)
 			rc = nodes.n > 1 ? load_cluster(&o, &nodes) : load_one(&o);
 	}
 	strv_free(&nodes);
+	strv_free(&o.cqlsh_options);
 	selection_free(&o.sel);
 	strv_free(&o.loader_options);
 	return rc;

@@ -29,6 +29,7 @@
 #include "pitr.h"
 #include "readback.h"
 #include "restore_plan.h"
+#include "schema_ddl.h"
 #include "sstable.h"
 #include "store.h"
 #include "util.h"
@@ -55,6 +56,9 @@ struct restore_opts {
 	bool whole_node, set_tokens; /* --whole-node [--set-tokens] */
 	const char *cassandra_conf;  /* --cassandra-conf: where --set-tokens writes */
 	const char *nodetool; /* --nodetool or the config's nodetool; NULL: "nodetool" */
+	bool create_schema;   /* --create-schema: through cqlsh, before anything is copied */
+	struct cqlsh_conf cqlsh;
+	struct strv cqlsh_options;
 	struct store *st;     /* the store, once opened */
 	bool have_owner;
 	uid_t uid;
@@ -1363,6 +1367,14 @@ static int check_args(const struct cli_command *cmd, struct restore_opts *o)
 				       "another node's backup");
 	if (o->set_tokens && !o->whole_node)
 		return cli_usage_error(cmd, "--set-tokens goes with --whole-node");
+	if (o->create_schema && o->whole_node)
+		return cli_usage_error(cmd, "--whole-node brings the schema back with the system keyspaces; "
+				       "--create-schema is for restoring tables into a running cluster");
+	for (size_t i = 0; i < o->cqlsh_options.n; i++) {
+		const char *why = cqlsh_option_problem(o->cqlsh_options.v[i]);
+		if (why)
+			return cli_usage_error(cmd, "--cqlsh-option %s: %s", o->cqlsh_options.v[i], why);
+	}
 	if (o->owner && parse_owner(o, o->owner) < 0)
 		return CB_EXIT_USAGE;
 	if (o->whole_node && !o->owner) {
@@ -1540,6 +1552,34 @@ static int pick_node_backup(catalog *cat, struct restore_opts *o)
 }
 
 /* Plans, then copies (or prints the plan), then tells Cassandra. The exit status. */
+/* --create-schema: what the target lacks of the selected tables, created through cqlsh from
+ * the backup's DDL (schema_ddl.h). 0, the exit code (said), or -1: a dry run that would create
+ * tables, whose restore cannot be planned before they exist (said; exit 0). */
+static int create_schema(struct restore_opts *o, const struct tables *ts)
+{
+	_cleanup_free_ struct ddl_table *v = calloc(ts->n + 1, sizeof(*v));
+	_cleanup_free_ char *ddl = NULL;
+	if (!v) {
+		errorf("out of memory");
+		return CB_EXIT_FAILED;
+	}
+	size_t n = 0;
+	for (size_t i = 0; i < ts->n; i++) /* asks selection_matches as make_plan will */
+		if (selection_matches(&o->sel, ts->v[i].keyspace, ts->v[i].table))
+			v[n++] = (struct ddl_table){ts->v[i].keyspace, ts->v[i].table, ts->v[i].schema_cql};
+	int rc = schema_read_backup_ddl(o->st, o->ref.v[0], &ddl);
+	o->cqlsh.options = &o->cqlsh_options;
+	struct schema_create sc = {.cqlsh = &o->cqlsh, .backup_ddl = ddl, .tables = v, .ntables = n,
+				   .dry_run = o->dry_run, .to_stderr = o->json};
+	rc = rc ?: schema_create_missing(&sc);
+	if (rc == 0 && sc.created && o->dry_run) { /* no directory to plan the new tables into */
+		fprintf(o->json ? stderr : stdout,
+			"dry run: nothing was created or restored; the tables would be restored next\n");
+		return -1;
+	}
+	return rc;
+}
+
 static int restore_backup(struct restore_opts *o)
 {
 	catalog *cat = NULL;
@@ -1567,6 +1607,10 @@ static int restore_backup(struct restore_opts *o)
 	}
 	if (o->whole_node && (rc = check_whole_node(o, &ts)) != 0)
 		goto out;
+	if (o->create_schema && (rc = create_schema(o, &ts)) != 0) {
+		rc = rc < 0 ? CB_EXIT_OK : rc;
+		goto out;
+	}
 	if ((rc = plan_restore(cat, o, &ts, &p)) != CLI_RUN)
 		goto out;
 	if (o->dry_run) {
@@ -1598,11 +1642,13 @@ static const char *const restore_usage[] = {
 	"--store DIR --data-dir DIR [--data-dir DIR]... NAME",
 	"  [--keyspace KS]... [--table KS.TABLE]... [--table-dir KS.TABLE=PATH]...",
 	"  [--dry-run] [--owner USER[:GROUP]] [--import | --refresh] [--nodetool PATH] [--json]",
+	"  [--create-schema [--cqlsh PROGRAM] [--cqlsh-host HOST] [--cqlsh-option ARG]...]",
 	"--store DIR --data-dir DIR [--data-dir DIR]... --whole-node NAME",
 	"  [--owner USER[:GROUP]] [--set-tokens [--cassandra-conf DIR]] [--dry-run] [--json]",
 	"--store DIR --data-dir DIR... --point-in-time 'yyyy:MM:dd HH:mm:ss' --cassandra-conf DIR [NAME]",
 	"  [--node NAME] [--segments-dir DIR] [--keyspace KS]... [--table KS.TABLE]... [...]",
 	"--point-in-time-done --cassandra-conf DIR",
+	"--store DIR --conf DIR [--node NODE] [--force] NAME",
 	NULL,
 };
 
@@ -1642,6 +1688,8 @@ int cmd_restore(int argc, char **argv)
 	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
 		if (!strcmp(argv[i], "--point-in-time-done"))
 			return cmd_restore_pitr_done(argc, argv);
+		else if (!strcmp(argv[i], "--conf") || !strncmp(argv[i], "--conf=", 7))
+			return cmd_restore_conf(argc, argv);
 	struct restore_opts o = {0};
 	struct pitr pt = {0};
 	bool done = false; /* taken by cmd_restore_pitr_done above; here for --help */
@@ -1681,6 +1729,15 @@ int cmd_restore(int argc, char **argv)
 		{.name = "cassandra-conf", .type = OPT_STRING, .value = &o.cassandra_conf, .arg = "DIR",
 		 .help = "Cassandra's configuration directory (default /etc/cassandra): where --set-tokens and --point-in-time write",
 		 .config_key = "cassandra_conf"},
+		{.name = "create-schema", .type = OPT_FLAG, .value = &o.create_schema,
+		 .help = "first create, through cqlsh, the keyspaces, types and tables the target lacks"},
+		{.name = "cqlsh", .type = OPT_STRING, .value = &o.cqlsh.program, .arg = "PROGRAM",
+		 .help = "the cqlsh program (default: cqlsh from PATH)", .config_key = "cqlsh"},
+		{.name = "cqlsh-host", .type = OPT_STRING, .value = &o.cqlsh.host, .arg = "HOST",
+		 .help = "the host cqlsh connects to (default: cqlsh's, 127.0.0.1)", .config_key = "cqlsh_host"},
+		{.name = "cqlsh-option", .type = OPT_STRINGS, .value = &o.cqlsh_options, .arg = "ARG",
+		 .help = "an argument for cqlsh, such as --ssl or --cqlshrc=FILE (repeatable)",
+		 .config_key = "cqlsh_option"},
 		{.name = "point-in-time", .type = OPT_STRING, .value = &pt.time, .arg = "'yyyy:MM:dd HH:mm:ss'",
 		 .help = "restore the node as it was then (GMT): a backup, then a commitlog replay"},
 		{.name = "node", .type = OPT_STRING, .value = &pt.node, .arg = "NAME",
@@ -1703,6 +1760,9 @@ int cmd_restore(int argc, char **argv)
 			       "it prints the nodetool command to run next. --import copies each table once,\n"
 			       "into a staging directory on the target's file system that nodetool import\n"
 			       "moves into the table, and removes the staging directory afterwards.\n"
+			       "--create-schema first creates, through cqlsh, the keyspaces, types and tables the\n"
+			       "target lacks (IF NOT EXISTS; nothing existing is changed) from the backup's\n"
+			       "schema.cql (cqlsh DESCRIBE SCHEMA at backup time), else from each table's own.\n"
 			       "--whole-node brings a stopped node back onto empty data directories (a\n"
 			       "replaced disk, new hardware): every keyspace of the backup, system ones\n"
 			       "included, into <keyspace>/<table>-<id> directories it makes, owned by the\n"
@@ -1712,7 +1772,9 @@ int cmd_restore(int argc, char **argv)
 			       "--point-in-time restores the node's last backup made before that time, copies\n"
 			       "the commitlog segments archived since into --segments-dir and writes\n"
 			       "commitlog_archiving.properties, so that Cassandra replays them up to the time\n"
-			       "at its next start; --point-in-time-done removes those settings afterwards.",
+			       "at its next start; --point-in-time-done removes those settings afterwards.\n"
+			       "--conf DIR writes the Cassandra configuration files the backup kept into DIR\n"
+			       "(alone, with --store, --node, --force: 'cassbackup restore --conf X --help').",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
@@ -1726,6 +1788,7 @@ int cmd_restore(int argc, char **argv)
 	pitr_free(&pt);
 	strv_free(&o.data_dirs);
 	strv_free(&o.table_dirs);
+	strv_free(&o.cqlsh_options);
 	selection_free(&o.sel);
 	strv_free(&o.ref);
 	return rc;

@@ -1,6 +1,7 @@
 /* cassbackup show NAME: everything the node backups of NAME recorded. */
 #include "cli.h"
 #include "cluster.h"
+#include "manifest.h"
 #include "store.h"
 #include "util.h"
 
@@ -17,6 +18,24 @@ static int add_file(void *ctx, const struct cb_file_row *f)
 	struct table_size *t = ctx;
 	t->files++;
 	t->bytes += f->size;
+	return 0;
+}
+
+/* What a backup kept of the node besides its tables (manifest.h node_files). */
+struct node_kept {
+	bool schema;
+	uint64_t conf_files, conf_bytes;
+};
+
+static int add_node_file(void *ctx, const struct cb_file_row *f)
+{
+	struct node_kept *k = ctx;
+	if (!*f->dir && !strcmp(f->name, MANIFEST_SCHEMA_FILE))
+		k->schema = true;
+	else if (!strcmp(f->dir, MANIFEST_CONF_DIR)) {
+		k->conf_files++;
+		k->conf_bytes += f->size;
+	}
 	return 0;
 }
 
@@ -85,7 +104,29 @@ static int show_text_head(struct strbuf *o, const struct node_backup *b)
 				    *dc = cli_escape(x->datacenter), *rk = cli_escape(x->rack);
 		r = sb_printf(o, "    %-16s %-36s %s/%s\n", a ? a : "", h ? h : "", dc ? dc : "", rk ? rk : "");
 	}
-	return r ?: sb_puts(o, "  tables:\n");
+	return r;
+}
+
+static int show_node_kept(struct show *s, int64_t id)
+{
+	struct node_kept k = {0};
+	int r = catalog_node_files(s->cat, id, add_node_file, &k);
+	if (r < 0)
+		return r;
+	if (s->json) {
+		json_kv_bool(s->j, "schema", k.schema);
+		json_kv_u64(s->j, "conf_files", k.conf_files);
+		return json_error(s->j);
+	}
+	char size[32];
+	format_bytes(k.conf_bytes, size, sizeof(size));
+	r = sb_printf(s->out, "  %-16s %s\n", "schema",
+		      k.schema ? MANIFEST_SCHEMA_FILE " (cqlsh DESCRIBE SCHEMA)"
+			       : "none: this backup has no keyspace DDL, only each table's schema.cql");
+	if (k.conf_files)
+		return r ?: sb_printf(s->out, "  %-16s " MANIFEST_CONF_DIR "/: %llu files, %s\n",
+				      "configuration", (unsigned long long)k.conf_files, size);
+	return r ?: sb_printf(s->out, "  %-16s none kept\n", "configuration");
 }
 
 static int show_one(struct show *s, const struct node_backup *b, int64_t id)
@@ -110,10 +151,11 @@ static int show_one(struct show *s, const struct node_backup *b, int64_t id)
 		for (size_t i = 0; i < b->nring; i++)
 			list_ring_node_json(s->j, &b->ring[i]);
 		json_array_end(s->j);
+		r = show_node_kept(s, id);
 		json_key(s->j, "tables");
 		json_array_begin(s->j);
 	} else {
-		r = show_text_head(s->out, b);
+		r = show_text_head(s->out, b) ?: show_node_kept(s, id) ?: sb_puts(s->out, "  tables:\n");
 	}
 	r = r ?: catalog_backup_tables(s->cat, id, show_table, s);
 	if (s->json) {
@@ -148,7 +190,8 @@ int cmd_show(int argc, char **argv)
 		.max_operands = 1,
 		.description = "Shows everything the node backups of NAME recorded: node, host id,\n"
 			       "address, cluster, datacenter, rack, release and schema versions, snapshot\n"
-			       "tag, tokens, the ring the node saw, and every table with its size.",
+			       "tag, tokens, the ring the node saw, whether it kept the keyspace DDL\n"
+			       "(schema.cql) and the configuration directory, and every table with its size.",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);

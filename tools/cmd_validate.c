@@ -1,6 +1,7 @@
 /* cassbackup validate-config: check every path and program the configuration names, and say
  * what is wrong with each, before a bad day depends on it. */
 #include "cassandra_conf.h"
+#include "nodemeta.h"
 #include "cli.h"
 #include "store.h"
 #include "util.h"
@@ -310,8 +311,12 @@ static int check(void *ctx, const char *key, const char *value, int line)
 		check_state_dir(v, key, value, line);
 	else if (!strcmp(key, "nodetool"))
 		check_nodetool(v, key, value, line);
-	else if (!strcmp(key, "sstableloader") || !strcmp(key, "mount_helper"))
+	else if (!strcmp(key, "sstableloader") || !strcmp(key, "mount_helper") || !strcmp(key, "cqlsh"))
 		check_program(v, key, value, line);
+	else if (!strcmp(key, "cqlsh_option")) {
+		const char *why = cqlsh_option_problem(value);
+		say(v, why ? V_PROBLEM : V_OK, line, key, value, "%s", why ? why : "passed to cqlsh");
+	}
 	else if (!strcmp(key, "nodetool_password_file") || !strcmp(key, "sstableloader_password_file"))
 		check_password_file(v, key, value, line);
 	else if (!strcmp(key, "s3_key_file"))

@@ -32,7 +32,7 @@
 #define KEEP_BELOW (1u << 20) /* small files kept in memory for the TOC/digest/manifest checks */
 
 struct table_result {
-	const char *keyspace, *table;
+	const char *keyspace, *table; /* both "" for the backup's own files */
 	size_t files;
 	uint64_t bytes;
 	size_t renamed;
@@ -289,7 +289,8 @@ static void read_and_check(struct reader *rd, struct vf *v, size_t n, struct tab
 			add_error(res, "%s: SHA-256 differs from the one recorded at backup time",
 				  rel(f, where, sizeof(where)));
 	}
-	cassandra_checks(v, n, res);
+	if (*res->keyspace) /* sstables: not what a backup's own files are */
+		cassandra_checks(v, n, res);
 }
 
 /* ---- --dir: find each backed-up file among the restored ones -------------------------------- */
@@ -502,9 +503,13 @@ static void report_text(const struct table_result *t, const char *backup)
 	sb_puts(&o, t->nerrors ? "FAILED  " : "ok      ");
 	sb_escape(&o, backup);
 	sb_puts(&o, " ");
-	sb_escape(&o, t->keyspace);
-	sb_puts(&o, ".");
-	sb_escape(&o, t->table);
+	if (*t->keyspace) {
+		sb_escape(&o, t->keyspace);
+		sb_puts(&o, ".");
+		sb_escape(&o, t->table);
+	} else {
+		sb_puts(&o, "schema.cql and cassandra-conf/");
+	}
 	if (!t->nerrors)
 		sb_printf(&o, ": %zu files, %s%s", t->files, size,
 			  t->renamed ? " (some sstables under new generations)" : "");
@@ -622,18 +627,22 @@ static int plan(struct cli_command *cmd, struct verify *v, char **names, int nna
 	return CLI_RUN;
 }
 
-/* Checks one table of a backup and reports it. < 0 when its files could not be loaded. */
+/* Checks one table of a backup (t NULL: the backup's own files, catalog.h, whose catalog
+ * rows are a table's of row -backup_id) and reports it. < 0 when its files could not be
+ * loaded. */
 static int execute_table(struct verify *v, const char *name, const char *shown,
-			 const struct cb_table_row *t)
+			 const struct cb_table_row *t, int64_t backup_id)
 {
 	struct vlist l = {0};
-	struct table_result res = {.keyspace = t->keyspace, .table = t->table};
-	int r = load_files(v->cat, v->store, t->row, &l);
-	if (r < 0)
+	struct table_result res = {.keyspace = t ? t->keyspace : "", .table = t ? t->table : ""};
+	int r = load_files(v->cat, v->store, t ? t->row : -backup_id, &l);
+	if (r < 0 || (!t && l.n == 0)) { /* none kept: nothing to say */
+		vlist_free(&l);
 		return r;
+	}
 	/* the SHA-256 each file is checked against must be the manifest's, not only the cache's */
 	struct strbuf why = {0};
-	if (files_match_manifest(v->st, name, t->keyspace, t->table, &l, &why) < 0)
+	if (files_match_manifest(v->st, name, res.keyspace, res.table, &l, &why) < 0)
 		add_error(&res, "%s", why.buf ? why.buf : "the manifest cannot be read");
 	sb_free(&why);
 	size_t n = l.n; /* the files to read: v[0 .. n) */
@@ -660,8 +669,8 @@ static int execute_table(struct verify *v, const char *name, const char *shown,
 	else
 		report_text(&res, shown);
 	v->failed |= res.nerrors > 0;
-	v->tables_ok += res.nerrors == 0;
-	v->tables_failed += res.nerrors > 0;
+	v->tables_ok += t && res.nerrors == 0;
+	v->tables_failed += t && res.nerrors > 0;
 	v->files += res.files;
 	v->bytes += res.bytes;
 	strv_free(&res.errors);
@@ -720,7 +729,9 @@ static int execute(struct verify *v)
 		int r = 0;
 		for (size_t k = 0; r == 0 && k < ts.n; k++)
 			if (selection_matches(&v->sel, ts.v[k].keyspace, ts.v[k].table))
-				r = execute_table(v, v->names.v[i], v->shown.v[i], &ts.v[k]);
+				r = execute_table(v, v->names.v[i], v->shown.v[i], &ts.v[k], 0);
+		if (r == 0 && !v->dir && selection_is_empty(&v->sel)) /* a whole backup: its own files */
+			r = execute_table(v, v->names.v[i], v->shown.v[i], NULL, ts.backup_id);
 		tables_free(&ts);
 		if (r < 0)
 			return CB_EXIT_FAILED;

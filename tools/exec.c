@@ -149,9 +149,16 @@ int exec_run(char *const argv[], const char *log_path)
 
 #define CAPTURE_MAX (64u << 10)
 
-/* Reads what fd has into sb (up to CAPTURE_MAX, the rest dropped). 1 at end of file, 0 when
- * more may come, -errno. */
-static int capture_read(int fd, struct strbuf *sb)
+/* One output being captured: what was kept, how much may be, whether more came. */
+struct capture {
+	struct strbuf sb;
+	size_t max;
+	bool over;
+};
+
+/* Reads what fd has into c (up to c->max, the rest dropped and c->over set). 1 at end of
+ * file, 0 when more may come, -errno. */
+static int capture_read(int fd, struct capture *c)
 {
 	char buf[4096];
 	ssize_t n = read(fd, buf, sizeof(buf));
@@ -159,14 +166,15 @@ static int capture_read(int fd, struct strbuf *sb)
 		return errno == EINTR || errno == EAGAIN ? 0 : -errno;
 	if (n == 0)
 		return 1;
-	size_t keep = sb->len >= CAPTURE_MAX ? 0 : CAPTURE_MAX - sb->len;
-	int r = sb_append(sb, buf, (size_t)n < keep ? (size_t)n : keep);
+	size_t keep = c->sb.len >= c->max ? 0 : c->max - c->sb.len;
+	c->over |= (size_t)n > keep;
+	int r = sb_append(&c->sb, buf, (size_t)n < keep ? (size_t)n : keep);
 	return r < 0 ? r : 0;
 }
 
 /* Reads fds[0] and fds[1] to their ends, or until deadline (monotonic seconds; 0: none).
  * 0, -ETIMEDOUT or -errno. */
-static int capture_all(const int fds[2], double deadline, struct strbuf sb[2])
+static int capture_all(const int fds[2], double deadline, struct capture c[2])
 {
 	bool open_[2] = {true, true};
 	while (open_[0] || open_[1]) {
@@ -191,7 +199,7 @@ static int capture_all(const int fds[2], double deadline, struct strbuf sb[2])
 		for (nfds_t k = 0; n > 0 && k < np; k++) {
 			if (!p[k].revents)
 				continue;
-			int r = capture_read(p[k].fd, &sb[which[k]]);
+			int r = capture_read(p[k].fd, &c[which[k]]);
 			if (r < 0)
 				return r;
 			if (r > 0)
@@ -231,7 +239,9 @@ static int wait_until(pid_t pid, double deadline, int *ws)
 	}
 }
 
-int exec_capture(char *const argv[], unsigned timeout_s, char **out, char **err)
+/* exec_capture with max_out bytes of stdout kept; strict: more is -EFBIG. */
+static int capture(char *const argv[], unsigned timeout_s, size_t max_out, bool strict, char **out,
+		   char **err)
 {
 	if (out)
 		*out = NULL;
@@ -248,8 +258,8 @@ int exec_capture(char *const argv[], unsigned timeout_s, char **out, char **err)
 						     .capture = (int[]){po[1], pe[1]}});
 	close(po[1]);
 	close(pe[1]);
-	struct strbuf sb[2] = {{0}, {0}};
-	int r = pid < 0 ? pid : capture_all((int[]){po[0], pe[0]}, deadline, sb);
+	struct capture c[2] = {{.max = max_out}, {.max = CAPTURE_MAX}};
+	int r = pid < 0 ? pid : capture_all((int[]){po[0], pe[0]}, deadline, c);
 	close(po[0]);
 	close(pe[0]);
 	int ws = 0;
@@ -261,11 +271,23 @@ int exec_capture(char *const argv[], unsigned timeout_s, char **out, char **err)
 		while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
 			;
 	}
+	if (r == 0 && strict && c[0].over)
+		r = -EFBIG;
 	if (r == 0)
-		r = capture_take(&sb[0], out) ?: capture_take(&sb[1], err) ?: exec_status(ws);
-	sb_free(&sb[0]);
-	sb_free(&sb[1]);
+		r = capture_take(&c[0].sb, out) ?: capture_take(&c[1].sb, err) ?: exec_status(ws);
+	sb_free(&c[0].sb);
+	sb_free(&c[1].sb);
 	return r;
+}
+
+int exec_capture(char *const argv[], unsigned timeout_s, char **out, char **err)
+{
+	return capture(argv, timeout_s, CAPTURE_MAX, false, out, err);
+}
+
+int exec_capture_whole(char *const argv[], unsigned timeout_s, size_t max_out, char **out, char **err)
+{
+	return capture(argv, timeout_s, max_out, true, out, err);
 }
 
 void first_line(const char *text, char *buf, size_t n)

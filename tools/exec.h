@@ -45,6 +45,9 @@ int exec_find(const char *prog, char *out, size_t n);
  * -errno. *out and *err (either may be NULL: not wanted) get malloc'd, NUL-terminated text,
  * or NULL, which the caller frees. */
 int exec_capture(char *const argv[], unsigned timeout_s, char **out, char **err);
+/* As exec_capture, for an output that must be whole: up to max_out bytes of stdout, and
+ * -EFBIG (after the program ended or was killed) when it wrote more. */
+int exec_capture_whole(char *const argv[], unsigned timeout_s, size_t max_out, char **out, char **err);
 
 /* The first line of text that is not blank, without its end of line, into buf ("" if none). */
 void first_line(const char *text, char *buf, size_t n);

@@ -62,5 +62,7 @@ void pitr_free(struct pitr *p);
  * was none), then removes the segments from the segments directory the file named (and the
  * directory when empty). The exit status. */
 int cmd_restore_pitr_done(int argc, char **argv);
+/* restore --conf DIR (restore_conf.c): the backup's configuration files back into DIR. */
+int cmd_restore_conf(int argc, char **argv);
 
 #endif

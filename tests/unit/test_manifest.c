@@ -129,6 +129,59 @@ static void test_hostile_files(void)
 	}
 }
 
+/* The node's own files: round trip, and the one directory they may name. */
+static void test_node_files(void)
+{
+	struct manifest_file nf[] = {
+		{.dir = "", .name = MANIFEST_SCHEMA_FILE, .size = 3, .attr = {0600, 0, 0, 1}},
+		{.dir = MANIFEST_CONF_DIR, .name = "cassandra.yaml", .size = 4, .attr = {0640, 7, 8, 2}},
+	};
+	nf[1].sha256[0] = 0xab;
+	struct manifest m = sample;
+	m.node_files = nf;
+	m.nnode_files = 2;
+	struct strbuf sb = {0};
+	char err[256] = "";
+	struct manifest *back = NULL;
+	CHECK(manifest_write(&m, &sb, err, sizeof(err)) == 0);
+	CHECK(manifest_parse(sb.buf, sb.len, &back, err, sizeof(err)) == 0);
+	CHECK(back && back->nnode_files == 2);
+	const struct manifest_file *f = back ? manifest_node_file(back, MANIFEST_CONF_DIR, "cassandra.yaml") : NULL;
+	CHECK(f && f->size == 4 && f->attr.uid == 7 && f->attr.mode == 0640 && f->sha256[0] == 0xab);
+	CHECK(back && manifest_node_file(back, "", MANIFEST_SCHEMA_FILE) != NULL);
+	CHECK(back && !manifest_node_file(back, "", "cassandra.yaml"));
+	manifest_free(back);
+	/* a writer never commits what no reader would take */
+	nf[1].dir = ".idx";
+	sb.len = 0;
+	CHECK(manifest_write(&m, &sb, err, sizeof(err)) == -EINVAL);
+	nf[1].dir = "";
+	nf[1].name = MANIFEST_SCHEMA_FILE;
+	CHECK(manifest_write(&m, &sb, err, sizeof(err)) == -EINVAL); /* twice */
+	sb_free(&sb);
+	/* hostile node files */
+	static const char *const bad[] = {
+		"[{\"dir\": \"conf\", \"name\": \"x\", \"size\": 1, " ATTR ", " SHA "}]",
+		"[{\"dir\": \"..\", \"name\": \"x\", \"size\": 1, " ATTR ", " SHA "}]",
+		"[{\"name\": \"../x\", \"size\": 1, " ATTR ", " SHA "}]",
+		"[{\"name\": \"x\", \"size\": 1, " ATTR ", " SHA "}, {\"name\": \"x\", \"size\": 1, " ATTR ", " SHA "}]",
+		"{}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		char doc[4096];
+		snprintf(doc, sizeof(doc), "{\"format\": 2, \"name\": \"b\", \"created_ns\": 1,"
+			 " \"root\": {" ATTR "}, \"stats\": {\"files\": 0, \"bytes\": 0, \"new_bytes\": 0,"
+			 " \"stored_bytes\": 0}, \"keyspaces\": [], \"node_files\": %s}", bad[i]);
+		struct manifest *x = NULL;
+		int r = manifest_parse(doc, strlen(doc), &x, err, sizeof(err));
+		if (r != -EBADMSG) {
+			fprintf(stderr, "hostile node files %zu accepted (%d): %s\n", i, r, bad[i]);
+			failures++;
+		}
+		manifest_free(x);
+	}
+}
+
 static void test_hostile_documents(void)
 {
 	char err[256];
@@ -251,6 +304,7 @@ int main(void)
 	test_round_trip();
 	test_incremental();
 	test_hostile_files();
+	test_node_files();
 	test_hostile_documents();
 	test_pack_index();
 	test_store_config();
