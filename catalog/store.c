@@ -205,7 +205,7 @@ int store_init(const char *location, const struct store_options *o, struct strbu
 		sb_printf(err, "%s", cb_backend_why(r));
 		return r;
 	}
-	struct store_config c;
+	struct store_config c = {0};
 	struct strbuf doc = {0};
 	r = new_config(&c);
 	if (r == 0 && o && o->encrypt) {
