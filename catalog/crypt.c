@@ -119,27 +119,33 @@ void crypt_key_fingerprint(const struct crypt_key *k, char out[17])
 
 int crypt_keyfile_read(const char *path, struct crypt_secret **out, struct strbuf *err)
 {
+	return crypt_secret_file_read(path, "key file", CRYPT_KEYFILE_MIN, out, err);
+}
+
+int crypt_secret_file_read(const char *path, const char *what, size_t min,
+			   struct crypt_secret **out, struct strbuf *err)
+{
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
 		int e = errno;
-		sb_printf(err, "key file %s: %s", path, strerror(e));
+		sb_printf(err, "%s %s: %s", what, path, strerror(e));
 		return -e;
 	}
 	struct stat st;
 	int r = fstat(fd, &st) < 0 ? -errno : 0;
 	if (r == 0 && !S_ISREG(st.st_mode)) {
-		sb_printf(err, "key file %s: not a regular file", path);
+		sb_printf(err, "%s %s: not a regular file", what, path);
 		r = -EINVAL;
 	} else if (r == 0 && (st.st_mode & 077)) {
-		sb_printf(err, "key file %s: mode %03o lets others than its owner at the key (chmod 600)",
-			  path, (unsigned)(st.st_mode & 0777));
+		sb_printf(err, "%s %s: mode %03o lets others than its owner at the key (chmod 600)",
+			  what, path, (unsigned)(st.st_mode & 0777));
 		r = -EINVAL; /* not -EPERM: nothing was denied to us, the file is too open */
-	} else if (r == 0 && (st.st_size < CRYPT_KEYFILE_MIN || st.st_size > CRYPT_KEYFILE_MAX)) {
-		sb_printf(err, "key file %s: %lld bytes; a key file holds %d to %d bytes", path,
-			  (long long)st.st_size, CRYPT_KEYFILE_MIN, CRYPT_KEYFILE_MAX);
+	} else if (r == 0 && (st.st_size < (off_t)min || st.st_size > CRYPT_KEYFILE_MAX)) {
+		sb_printf(err, "%s %s: %lld bytes; it must hold %zu to %d bytes", what, path,
+			  (long long)st.st_size, min, CRYPT_KEYFILE_MAX);
 		r = -EINVAL;
 	} else if (r < 0) {
-		sb_printf(err, "key file %s: %s", path, strerror(-r));
+		sb_printf(err, "%s %s: %s", what, path, strerror(-r));
 	}
 	struct crypt_secret *s = r < 0 ? NULL : crypt_secret_new((size_t)st.st_size);
 	if (r == 0 && !s)
@@ -151,15 +157,15 @@ int crypt_keyfile_read(const char *path, struct crypt_secret **out, struct strbu
 			continue;
 		if (n <= 0) {
 			r = n < 0 ? -errno : -EIO;
-			sb_printf(err, "key file %s: %s", path, n < 0 ? strerror(errno) : "changed while read");
+			sb_printf(err, "%s %s: %s", what, path, n < 0 ? strerror(errno) : "changed while read");
 		}
 		got += n > 0 ? (size_t)n : 0;
 	}
 	close(fd);
 	if (r == 0 && s->len && s->p[s->len - 1] == '\n')
 		s->len--;
-	if (r == 0 && s->len < CRYPT_KEYFILE_MIN) {
-		sb_printf(err, "key file %s: shorter than %d bytes", path, CRYPT_KEYFILE_MIN);
+	if (r == 0 && s->len < min) {
+		sb_printf(err, "%s %s: shorter than %zu bytes", what, path, min);
 		r = -EINVAL;
 	}
 	if (r < 0) {

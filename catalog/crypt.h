@@ -78,6 +78,12 @@ void crypt_key_fingerprint(const struct crypt_key *k, char out[17]);
  * CRYPT_KEYFILE_MAX bytes: -EINVAL; or -errno. */
 int crypt_keyfile_read(const char *path, struct crypt_secret **out, struct strbuf *err);
 
+/* crypt_keyfile_read for any secret in a file (what: "key file", "passphrase file"), at
+ * least min bytes (a final newline dropped). */
+int crypt_secret_file_read(const char *path, const char *what, size_t min,
+			   struct crypt_secret **out, struct strbuf *err);
+#define CRYPT_PASSPHRASE_MIN 8
+
 /* Creates a new key file at path (which must not exist: -EEXIST), mode 0600: 64 random hex
  * digits and a newline, written and fsynced before it is linked in. -errno with err. */
 int crypt_keyfile_create(const char *path, struct strbuf *err);

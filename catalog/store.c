@@ -160,23 +160,26 @@ static int new_config(struct store_config *c)
 	return 0;
 }
 
-/* An encrypted store's first key slot, opened by key_file, written before config: a store
+/* An encrypted store's first key slot, opened by o's key file (or passphrase), written before config: a store
  * whose config says it is encrypted always has a slot (a crash between leaves a slot and no
  * store: init again finds the directory not empty, as after any failed init). */
-static int first_key_slot(struct cb_backend *b, const struct store_config *c, const char *key_file,
-			  struct strbuf *err)
+static int first_key_slot(struct cb_backend *b, const struct store_config *c,
+			  const struct store_options *o, struct strbuf *err)
 {
-	if (!key_file) {
-		sb_puts(err, "an encrypted store needs --key-file");
+	if (!o->key_file && !o->passphrase_file) {
+		sb_puts(err, "an encrypted store needs --key-file (or --passphrase-file)");
 		return -ENOKEY;
 	}
 	struct crypt_secret *secret = NULL;
 	struct crypt_key *key = NULL;
 	char id[33];
-	int r = crypt_keyfile_read(key_file, &secret, err);
+	int kind = o->key_file ? CRYPT_SLOT_FILE : CRYPT_SLOT_PASSPHRASE;
+	int r = o->key_file ? crypt_keyfile_read(o->key_file, &secret, err)
+			    : crypt_secret_file_read(o->passphrase_file, "passphrase file",
+						     CRYPT_PASSPHRASE_MIN, &secret, err);
 	if (r == 0 && (r = crypt_key_new(&key)) < 0)
 		sb_printf(err, "cannot make a key: %s", strerror(-r));
-	r = r ?: store_keys_add(b, c->id, key, CRYPT_SLOT_FILE, secret, id, err);
+	r = r ?: store_keys_add(b, c->id, key, kind, secret, id, err);
 	crypt_key_free(key);
 	crypt_secret_free(secret);
 	return r;
@@ -210,7 +213,7 @@ int store_init(const char *location, const struct store_options *o, struct strbu
 	r = new_config(&c);
 	if (r == 0 && o && o->encrypt) {
 		c.crypt_chunk = CRYPT_DEFAULT_CHUNK;
-		r = first_key_slot(b, &c, o->key_file, err);
+		r = first_key_slot(b, &c, o, err);
 	}
 	if (r == 0) {
 		r = store_config_write(&c, &doc) ?:
@@ -429,19 +432,22 @@ static int refuse_downgrade(struct store *s, struct strbuf *err)
 
 /* An encrypted store: its key from key_file through a slot, and the backend that seals and
  * opens its objects over the one that reaches them. */
-static int unlock(struct store *s, const char *key_file, struct strbuf *err)
+static int unlock(struct store *s, const struct store_options *o, struct strbuf *err)
 {
+	const char *key_file = o ? o->key_file : NULL, *pass_file = o ? o->passphrase_file : NULL;
 	if (!store_encrypted(s))
-		return key_file ? refuse_downgrade(s, err) : 0;
-	if (!key_file) {
+		return key_file || pass_file ? refuse_downgrade(s, err) : 0;
+	if (!key_file && !pass_file) {
 		sb_puts(err, "the store is encrypted: give --key-file or key_file in the config");
 		return -ENOKEY;
 	}
 	struct crypt_secret *secret = NULL;
 	struct crypt_key *key = NULL;
 	struct cb_backend *cb;
-	int r = crypt_keyfile_read(key_file, &secret, err);
-	r = r ?: store_keys_unlock(s->b, s->config.id, secret, &key, s->key_slot, err);
+	int kind = key_file ? CRYPT_SLOT_FILE : CRYPT_SLOT_PASSPHRASE;
+	int r = key_file ? crypt_keyfile_read(key_file, &secret, err)
+			 : crypt_secret_file_read(pass_file, "passphrase file", CRYPT_PASSPHRASE_MIN, &secret, err);
+	r = r ?: store_keys_unlock(s->b, s->config.id, secret, kind, &key, s->key_slot, err);
 	crypt_secret_free(secret);
 	if (r == 0 && (r = cb_backend_crypt(s->b, key, s->config.crypt_chunk, &cb)) < 0)
 		sb_printf(err, "%s", strerror(-r));
@@ -475,7 +481,7 @@ int store_open(const char *location, const struct store_options *o, struct store
 				&s->b);
 	if (r < 0)
 		sb_printf(err, "%s", cb_backend_why(r));
-	r = r ?: read_config(s, err) ?: unlock(s, o ? o->key_file : NULL, err) ?:
+	r = r ?: read_config(s, err) ?: unlock(s, o, err) ?:
 		 pick_catalog_path(s, o, err);
 	if (r == 0)
 		r = open_catalog(s, err);

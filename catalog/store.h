@@ -54,6 +54,9 @@ struct store_options {
 	/* An encrypted store's key file (crypt.h); a plain store ignores it. Read at open, its
 	 * mode checked; the key it unwraps stays in locked memory for the store's life. */
 	const char *key_file;
+	/* Or a passphrase, read from this file (never from the command line); opens passphrase
+	 * slots. key_file wins when both are given. */
+	const char *passphrase_file;
 	bool encrypt;                   /* store_init: make an encrypted store (needs key_file) */
 };
 
@@ -190,11 +193,11 @@ struct crypt_key;
 struct crypt_secret;
 struct crypt_slot_info;
 
-/* Lists keys/ and opens the first slot secret opens: *key (the caller's) and slot_id (the
+/* Lists keys/ and opens the first slot of kind (enum crypt_slot_kind) secret opens: *key (the caller's) and slot_id (the
  * slot's id, 32 hex digits). -EKEYREJECTED (err: how many slots it opened none of), -ENOKEY
  * (no slots), or the store's error. */
 int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct crypt_secret *secret,
-		      struct crypt_key **key, char slot_id[33], struct strbuf *err);
+		      int kind, struct crypt_key **key, char slot_id[33], struct strbuf *err);
 /* Writes a new slot (kind: enum crypt_slot_kind) for key into keys/ID.json, exclusively; id
  * gets its id. */
 int store_keys_add(struct cb_backend *b, const char *store_id, const struct crypt_key *key,

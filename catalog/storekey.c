@@ -65,7 +65,7 @@ static int get_slot(struct cb_backend *b, const char *id, char **doc, size_t *le
 }
 
 int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct crypt_secret *secret,
-		      struct crypt_key **key, char slot_id[33], struct strbuf *err)
+		      int kind, struct crypt_key **key, char slot_id[33], struct strbuf *err)
 {
 	struct slot_keys k;
 	int r = list_slots(b, &k, err);
@@ -84,6 +84,11 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct c
 			r = g;
 			break;
 		}
+		struct crypt_slot_info info;
+		if (crypt_slot_parse(doc, len, &info, why, sizeof(why)) < 0 || (int)info.kind != kind) {
+			free(doc); /* another kind's, or damaged: not tried */
+			continue;
+		}
 		tried++;
 		g = crypt_slot_open(doc, len, store_id, secret, key, why, sizeof(why));
 		free(doc);
@@ -94,12 +99,13 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct c
 			r = g;
 		}
 	}
+	const char *what = kind == CRYPT_SLOT_FILE ? "key file" : "passphrase";
 	if (r == -EKEYREJECTED && tried == 0) {
-		sb_puts(err, "the store has no key slots (keys/ is empty)");
-		r = -ENOKEY;
+		sb_printf(err, "the store has no %s key slots", what);
+		r = k.n ? -EKEYREJECTED : -ENOKEY;
 	} else if (r == -EKEYREJECTED) {
-		sb_printf(err, "the key opens none of the store's %u key slot%s (wrong key?)", tried,
-			  tried == 1 ? "" : "s");
+		sb_printf(err, "the %s opens none of the store's %u %s slot%s (wrong %s?)", what, tried,
+			  what, tried == 1 ? "" : "s", kind == CRYPT_SLOT_FILE ? "key" : "passphrase");
 	} else if (r < 0 && !err->len) {
 		sb_printf(err, "cannot open a key slot: %s", strerror(-r));
 	}

@@ -64,6 +64,7 @@ static void usage(FILE *f)
 		"  -o limit_download=RATE  bytes/s from object storage over all requests (K, M, G)\n"
 		"  -o s3_parallel=N   parallel transfers from object storage (default 4)\n"
 		"  -o key_file=FILE   the key file of an encrypted store (mode 600)\n"
+		"  -o passphrase_file=FILE  or its passphrase, from FILE (mode 600)\n"
 		"  -o config=FILE     read these settings from FILE (cassbackup.conf(5)) instead of\n"
 		"                     /etc/cassbackup.conf, when it exists; -o options override it\n"
 		"  -o allow_other     let other users read (the default when mounted by root)\n"
@@ -113,6 +114,7 @@ struct options {
 	char *s3_endpoint, *s3_region, *s3_ca_file, *s3_key_file; /* NULL: not given */
 	char *s3_sse, *s3_sse_kms_key_id, *s3_sse_c_key_file, *s3_storage_class;
 	char *key_file;           /* an encrypted store's key file; NULL: not given */
+	char *passphrase_file;    /* or its passphrase's */
 	uint64_t limit_download;  /* bytes/s, 0: none */
 	unsigned s3_parallel;     /* 0: the client's default */
 	struct strbuf fuse_opts; /* ",opt,opt" passed on to FUSE */
@@ -134,6 +136,7 @@ static bool parse_s3_o(struct options *o, char *s)
 		{"s3_sse_c_key_file=", offsetof(struct options, s3_sse_c_key_file)},
 		{"s3_storage_class=", offsetof(struct options, s3_storage_class)},
 		{"key_file=", offsetof(struct options, key_file)},
+		{"passphrase_file=", offsetof(struct options, passphrase_file)},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
 		size_t n = strlen(strs[i].name);
@@ -202,7 +205,7 @@ static void parse_o(struct options *o, const char *list)
 static const char *const config_keys[] = {
 	"s3_endpoint", "s3_region", "s3_ca_file", "s3_key_file", "s3_sse", "s3_sse_kms_key_id",
 	"s3_sse_c_key_file", "s3_storage_class", "limit_download", "s3_parallel", "cache_dir",
-	"key_file",
+	"key_file", "passphrase_file",
 };
 
 /* -o config=FILE in argv, or NULL. */
@@ -312,7 +315,7 @@ static void check_store_and_mountpoint(struct cbfs *fs, const struct options *o)
 	struct strbuf err = {0};
 	struct store *s;
 	int r = store_open(fs->location, &fs->sopts, &s, &err);
-	if (r == -ENOKEY && !o->key_file)
+	if (r == -ENOKEY && !o->key_file && !o->passphrase_file)
 		die("store %s is encrypted: give -o key_file=FILE or key_file in the config", o->store);
 	if (r < 0)
 		die("cannot open store %s: %s", o->store, err.buf ? err.buf : strerror(-r));
@@ -426,6 +429,14 @@ static void use_s3_settings(struct options *o, struct cbfs *fs)
 		o->key_file = abs;
 		fs->sopts.key_file = o->key_file;
 	}
+	if (o->passphrase_file) {
+		char *abs = realpath(o->passphrase_file, NULL);
+		if (!abs)
+			die("-o passphrase_file=%s: %s", o->passphrase_file, strerror(errno));
+		free(o->passphrase_file);
+		o->passphrase_file = abs;
+		fs->sopts.passphrase_file = o->passphrase_file;
+	}
 }
 
 /* After the fork: the store, its pack cache (and disk cache), the refresh thread. Failures go
@@ -459,6 +470,7 @@ static void free_options(struct options *o)
 	free(o->s3_sse_c_key_file);
 	free(o->s3_storage_class);
 	free(o->key_file);
+	free(o->passphrase_file);
 }
 
 int main(int argc, char **argv)

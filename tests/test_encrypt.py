@@ -147,7 +147,7 @@ def test_missing_wrong_or_open_key_is_one_line(tmp_path, binaries):
     wrong = keyfile(tmp_path / 'wrong')
     p = cb('list', '--store', loc, '--key-file', wrong, env=env, check=False)
     assert p.returncode != 0 and p.stderr.count('\n') == 1
-    assert "the key opens none of the store's 1 key slot (wrong key?)" in p.stderr
+    assert "the key file opens none of the store's 1 key file slot (wrong key?)" in p.stderr
     os.chmod(key, 0o644)
     p = cb('list', '--store', loc, '--key-file', key, env=env, check=False)
     assert p.returncode != 0 and p.stderr.count('\n') == 1 and 'chmod 600' in p.stderr
@@ -303,3 +303,45 @@ def test_copy_between_plain_and_encrypted_both_ways(tmp_path, binaries):
     # the plain copy is plain: a pack there is a zstd stream again
     packs = [os.path.join(r, n) for r, _, ns in os.walk(os.path.join(back, 'packs')) for n in ns]
     assert packs and all(read(p)[:4] == b'\x28\xb5\x2f\xfd' for p in packs)
+
+
+def test_key_slots_add_list_remove_and_passphrase(tmp_path, binaries):
+    """restic's key add/list/remove: a second key file and a passphrase (scrypt) open the
+    same store; the slot the given key opened cannot be removed; a removed key no longer
+    opens the store; nothing else is rewritten."""
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'), CASSBACKUP_TEST_SCRYPT_N='1024')
+    loc, k1 = str(tmp_path / 'store'), keyfile(tmp_path / 'k1')
+    cb('init', '--store', loc, '--encrypt', '--key-file', k1, env=env)
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '256', '--data-dirs', '1', '--no-clutter')
+    cb('create', '--store', loc, '--name', 'b', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--key-file', k1, env=env)
+    before = {f: read(f) for f in store_files(loc) if '/keys/' not in f and 'catalog' not in f}
+    k2 = str(tmp_path / 'k2')
+    out = cb('key', 'add', '--store', loc, '--key-file', k1, '--new-key-file', k2, env=env).stdout
+    assert 'created key file' in out and os.stat(k2).st_mode & 0o777 == 0o600
+    pp = keyfile(tmp_path / 'pass', 'correct horse battery staple\n')
+    cb('key', 'add', '--store', loc, '--key-file', k1, '--new-passphrase-file', pp, env=env)
+    slots = json.loads(cb('key', 'list', '--store', loc, '--key-file', k2, '--json', env=env).stdout)
+    assert sorted(s['kind'] for s in slots) == ['file', 'file', 'passphrase']
+    [cur] = [s for s in slots if s['current']]
+    assert cb('list', '--store', loc, '--passphrase-file', pp, env=env).stdout.count('\nb ') == 1
+    cb('verify', '--store', loc, '--all', '--passphrase-file', pp, env=env)
+    with mounted(loc, str(tmp_path / 'mnt'), opts=['-o', f'passphrase_file={pp}'], env=env) as m:
+        assert os.listdir(m.path()) == ['b']
+    p = cb('key', 'remove', '--store', loc, '--key-file', k2, cur['id'], env=env, check=False)
+    assert p.returncode != 0 and 'refusing to remove it' in p.stderr
+    [k1_slot] = [s for s in json.loads(cb('key', 'list', '--store', loc, '--key-file', k1, '--json',
+                                           env=env).stdout) if s['current']]
+    cb('key', 'remove', '--store', loc, '--key-file', k2, k1_slot['id'], env=env)
+    p = cb('list', '--store', loc, '--key-file', k1, env=env, check=False)
+    assert p.returncode != 0 and 'wrong key' in p.stderr
+    p = cb('list', '--store', loc, '--passphrase-file', keyfile(tmp_path / 'bad', 'not the passphrase\n'),
+           env=env, check=False)
+    assert p.returncode != 0 and 'wrong passphrase' in p.stderr
+    cb('verify', '--store', loc, '--all', '--key-file', k2, env=env)
+    assert {f: read(f) for f in before} == before
+    p = cb('key', 'list', '--store', str(tmp_path / 'plain'), env=env, check=False)
+    assert p.returncode != 0
+    cb('init', '--store', str(tmp_path / 'plain'), env=env)
+    p = cb('key', 'list', '--store', str(tmp_path / 'plain'), env=env, check=False)
+    assert p.returncode != 0 and 'is not encrypted' in p.stderr

@@ -49,11 +49,12 @@ int cmd_init(int argc, char **argv)
 	_cleanup_free_ char *shown = cli_escape(store);
 	struct strbuf err = {0};
 	struct store_options o = *cli_store_settings();
-	if (encrypt && !o.key_file)
-		return cli_usage_error(&cmd, "--encrypt needs --key-file FILE (or key_file in the configuration)");
+	if (encrypt && !o.key_file && !o.passphrase_file)
+		return cli_usage_error(&cmd, "--encrypt needs --key-file FILE (or key_file in the "
+				       "configuration, or --passphrase-file FILE)");
 	o.encrypt = encrypt;
 	bool made_key = false;
-	if (encrypt && access(o.key_file, F_OK) < 0 && errno == ENOENT) {
+	if (encrypt && o.key_file && access(o.key_file, F_OK) < 0 && errno == ENOENT) {
 		if (crypt_keyfile_create(o.key_file, &err) < 0) {
 			errorf("%s", err.buf ? err.buf : "out of memory");
 			sb_free(&err);
@@ -67,7 +68,7 @@ int cmd_init(int argc, char **argv)
 		sb_free(&err);
 		return CB_EXIT_FAILED;
 	}
-	_cleanup_free_ char *kshown = encrypt ? cli_escape(o.key_file) : NULL;
+	_cleanup_free_ char *kshown = made_key ? cli_escape(o.key_file) : NULL;
 	if (made_key)
 		printf("created key file %s: keep a copy apart from the store; without it the backups "
 		       "cannot be read\n", kshown ? kshown : "");
@@ -91,6 +92,7 @@ static const struct {
 	{"prune", cmd_prune, "--store DIR [--max-unused PERCENT] [--dry-run] [--json]",
 	 "free the space no backup uses"},
 	{"unlock", cmd_unlock, "--store DIR [--all]", "remove stale store locks"},
+	{"key", cmd_key, "(list | add | remove ID) --store DIR", "the key slots of an encrypted store"},
 	{"verify", cmd_verify, "--store DIR (NAME... | --all)", "read backups back and check them"},
 	{"restore", cmd_restore, "--store DIR NAME --data-dir DIR", "copy tables into live table directories"},
 	{"load", cmd_load, "--store DIR NAME --hosts H1,H2", "stream tables with sstableloader"},

@@ -60,7 +60,7 @@ char *cli_escape(const char *s)
 
 /* --key-file FILE (config key_file): added to the table of every command; the key file of
  * an encrypted store (a plain store ignores it). Never the key itself on the line. */
-static const char *key_file;
+static const char *key_file, *passphrase_file;
 static struct cb_s3_options s3_settings;
 static struct store_options store_settings = {.s3 = &s3_settings};
 
@@ -93,7 +93,7 @@ int cli_store_open_key(const char *location, int flags, const char *key_file, st
 	if (r < 0) {
 		_cleanup_free_ char *shown = cli_escape(location);
 		/* a local permission; object storage's refusals say what S3 refused, not who we are */
-		if (r == -ENOKEY && !key_file)
+		if (r == -ENOKEY && !key_file && !o.passphrase_file)
 			errorf("store %s is encrypted: give --key-file or key_file in the config",
 			       shown ? shown : "");
 		else if ((r == -EACCES || r == -EPERM) && !cb_location_is_remote(location))
@@ -911,7 +911,7 @@ static bool moves_bytes(const struct cli_command *cmd)
 static struct cli_option *with_common(const struct cli_command *cmd, bool limits)
 {
 	size_t n = count_options(cmd);
-	struct cli_option *v = calloc(n + 4, sizeof(*v));
+	struct cli_option *v = calloc(n + 5, sizeof(*v));
 	if (!v)
 		return NULL;
 	if (n)
@@ -919,6 +919,10 @@ static struct cli_option *with_common(const struct cli_command *cmd, bool limits
 	v[n++] = (struct cli_option){.name = "key-file", .type = OPT_STRING, .value = &key_file,
 				     .arg = "FILE", .config_key = "key_file",
 				     .help = "the key file of an encrypted store (mode 600)"};
+	v[n++] = (struct cli_option){.name = "passphrase-file", .type = OPT_STRING,
+				     .value = &passphrase_file, .arg = "FILE",
+				     .config_key = "passphrase_file",
+				     .help = "or a passphrase of an encrypted store, from FILE (mode 600)"};
 	if (!limits)
 		return v;
 	v[n] = (struct cli_option){.name = "limit-upload", .type = OPT_SIZE, .value = &limit_upload,
@@ -987,7 +991,9 @@ int cli_parse(struct cli_command *cmd, int argc, char **argv, int *first)
 	free(all);
 	if (rc == CLI_RUN && limits)
 		apply_limits(cmd);
-	if (rc == CLI_RUN)
+	if (rc == CLI_RUN) {
 		store_settings.key_file = key_file;
+		store_settings.passphrase_file = passphrase_file;
+	}
 	return rc;
 }

@@ -260,6 +260,7 @@ int cmd_status(int argc, char **argv);
 int cmd_show(int argc, char **argv);
 int cmd_forget(int argc, char **argv);
 int cmd_unlock(int argc, char **argv);
+int cmd_key(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_load(int argc, char **argv);
