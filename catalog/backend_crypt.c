@@ -14,6 +14,7 @@
 #include "crypt.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +115,37 @@ struct crypt_io {
 	char key[];
 };
 
+/* This thread's buffer of at least n bytes for sealed chunks read (kept between reads: a
+ * frame's worth is read at a time, and a fresh buffer of that size would be mapped and
+ * faulted in at every read). NULL when out of memory. */
+struct scratch {
+	size_t cap;
+	unsigned char buf[];
+};
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_init(void)
+{
+	pthread_key_create(&scratch_key, free); /* freed when its thread ends */
+}
+
+static unsigned char *scratch(size_t n)
+{
+	pthread_once(&scratch_once, scratch_init);
+	struct scratch *s = pthread_getspecific(scratch_key);
+	if (!s || s->cap < n) {
+		size_t cap = n < (1u << 20) ? 1u << 20 : n;
+		free(s);
+		s = malloc(sizeof(*s) + cap);
+		if (s)
+			s->cap = cap;
+		pthread_setspecific(scratch_key, s);
+	}
+	return s ? s->buf : NULL;
+}
+
 static ssize_t cio_pread(struct cb_io *io, void *buf, size_t len, uint64_t off)
 {
 	struct crypt_io *x = (struct crypt_io *)io;
@@ -126,25 +158,43 @@ static ssize_t cio_pread(struct cb_io *io, void *buf, size_t len, uint64_t off)
 	uint64_t at = CRYPT_HEADER + first * whole, end = CRYPT_HEADER + (last + 1) * whole;
 	if (end > x->in->size)
 		end = x->in->size;
-	size_t slen = (size_t)(end - at), plen = (size_t)(last - first + 1) * x->chunk;
-	unsigned char *sealed = malloc(slen), *plain = malloc(plen);
-	ssize_t r = sealed && plain ? 0 : -ENOMEM;
+	size_t slen = (size_t)(end - at);
+	unsigned char *sealed = scratch(slen), *part = NULL;
+	void *c = crypt_ctx_new(x->obj);
+	ssize_t r = sealed && c ? 0 : -ENOMEM;
 	if (r == 0) {
 		ssize_t n = cb_io_pread(x->in, sealed, slen, at);
 		r = n < 0 ? n : (size_t)n != slen ? -EIO : 0;
 	}
-	size_t got = 0;
-	if (r == 0 && (r = crypt_obj_open(x->obj, first, x->nchunks, sealed, slen, plain, &got)) == -EBADMSG) {
+	/* chunks wholly inside [off, off + len) open straight into buf; the partial ones at
+	 * either end into part, then their share is copied */
+	unsigned char *dst = buf;
+	for (uint64_t i = first; r == 0 && i <= last; i++) {
+		uint64_t cstart = i * x->chunk, cend = cstart + x->chunk;
+		const unsigned char *src = sealed + (i - first) * whole;
+		size_t n = i == last ? (size_t)(sealed + slen - src) : (size_t)whole;
+		size_t plain = n - CRYPT_TAG;
+		bool inside = cstart >= off && cstart + plain <= off + len;
+		if (!inside && !part && !(part = malloc(x->chunk)))
+			r = -ENOMEM;
+		r = r ?: crypt_obj_open_one(x->obj, c, i, x->nchunks, src, n, inside ? dst : part);
+		if (r == 0 && !inside) {
+			uint64_t from = off > cstart ? off : cstart, to = off + len < cend ? off + len : cend;
+			if (to > cstart + plain)
+				r = -EIO; /* the object is shorter than its size said */
+			else
+				memcpy(dst, part + (from - cstart), (size_t)(to - from));
+			dst += r == 0 ? (size_t)(to - from) : 0;
+		} else if (r == 0) {
+			dst += plain;
+		}
+	}
+	if (r == -EBADMSG) {
 		auth_failed(x->key, -EBADMSG);
 		r = -EIO;
 	}
-	size_t skip = (size_t)(off - first * x->chunk);
-	if (r == 0 && got < skip + len)
-		r = -EIO;
-	if (r == 0)
-		memcpy(buf, plain + skip, len);
-	free(sealed);
-	free(plain);
+	crypt_ctx_free(c);
+	free(part);
 	return r < 0 ? r : (ssize_t)len;
 }
 
@@ -156,12 +206,17 @@ static void cio_close(struct cb_io *io)
 	free(x);
 }
 
+/* Only the chunks wholly inside [off, off + len): one shared with the next frame is read
+ * again at once. */
 static void cio_done(struct cb_io *io, uint64_t off, size_t len)
 {
 	struct crypt_io *x = (struct crypt_io *)io;
 	uint64_t whole = (uint64_t)x->chunk + CRYPT_TAG;
-	uint64_t first = off / x->chunk, last = len ? (off + len - 1) / x->chunk : first;
-	cb_io_done(x->in, CRYPT_HEADER + first * whole, (size_t)((last - first + 1) * whole));
+	uint64_t first = (off + x->chunk - 1) / x->chunk, end = (off + len) / x->chunk;
+	if (off + len >= io->size)
+		end = x->nchunks; /* the object's end: its last chunk too */
+	if (end > first)
+		cb_io_done(x->in, CRYPT_HEADER + first * whole, (size_t)((end - first) * whole));
 }
 
 static const struct cb_io_ops crypt_io_ops = {.pread = cio_pread, .close = cio_close, .done = cio_done};
@@ -203,18 +258,21 @@ static int crypt_open_read(struct cb_backend *b, const char *key, struct cb_io *
 
 /* --- uploads ------------------------------------------------------------------------------ */
 
-/* Plaintext is kept until a chunk is full and more follows (only then is it known not to be
- * the last), sealed, and handed down; commit seals what is left as the final chunk. */
+/* Plaintext is kept until UPLOAD_CHUNKS chunks are full and more follows (only then is the
+ * last of them known not to be the object's last), sealed together and handed down in one
+ * write; commit seals what is left, its last chunk marked final. */
+#define UPLOAD_CHUNKS 16u
+
 struct crypt_upload {
 	struct cb_upload u;
 	struct cb_upload *in;
 	struct crypt_obj *obj;
 	uint32_t chunk;
-	uint64_t idx;    /* the next chunk's number */
+	uint64_t idx;    /* the number of the first chunk in buf */
 	size_t fill;     /* plaintext bytes in buf */
 	bool header_out;
-	unsigned char *buf;  /* chunk bytes */
-	unsigned char *out;  /* chunk + tag bytes */
+	unsigned char *buf;  /* UPLOAD_CHUNKS chunks of plaintext */
+	unsigned char *out;  /* their sealed bytes */
 };
 
 static int put_header(struct crypt_upload *x)
@@ -225,11 +283,19 @@ static int put_header(struct crypt_upload *x)
 	return cb_upload_write(x->in, crypt_obj_header(x->obj), CRYPT_HEADER);
 }
 
+/* Seals the chunks in buf (final: the last of them is the object's last) and writes them. */
 static int seal_out(struct crypt_upload *x, bool final)
 {
-	int r = put_header(x) ?: crypt_obj_seal(x->obj, x->idx, final, x->buf, x->fill, x->out);
-	r = r ?: cb_upload_write(x->in, x->out, x->fill + CRYPT_TAG);
-	x->idx++;
+	int r = put_header(x);
+	size_t at = 0, o = 0;
+	do {
+		size_t n = x->fill - at < x->chunk ? x->fill - at : x->chunk;
+		bool last = at + n == x->fill;
+		r = r ?: crypt_obj_seal(x->obj, x->idx++, final && last, x->buf + at, n, x->out + o);
+		at += n;
+		o += n + CRYPT_TAG;
+	} while (r == 0 && at < x->fill);
+	r = r ?: cb_upload_write(x->in, x->out, o);
 	x->fill = 0;
 	return r;
 }
@@ -238,11 +304,12 @@ static int cup_write(struct cb_upload *u, const void *buf, size_t len)
 {
 	struct crypt_upload *x = (struct crypt_upload *)u;
 	const unsigned char *p = buf;
+	size_t cap = (size_t)x->chunk * UPLOAD_CHUNKS;
 	int r = 0;
 	while (r == 0 && len) {
-		if (x->fill == x->chunk)
-			r = seal_out(x, false); /* more follows: not the last */
-		size_t n = x->chunk - x->fill < len ? x->chunk - x->fill : len;
+		if (x->fill == cap)
+			r = seal_out(x, false); /* more follows: none of them is the last */
+		size_t n = cap - x->fill < len ? cap - x->fill : len;
 		memcpy(x->buf + x->fill, p, n);
 		x->fill += n;
 		p += n;
@@ -281,8 +348,8 @@ static int crypt_upload_begin(struct cb_backend *b, const char *key, uint64_t si
 	int r = x ? 0 : -ENOMEM;
 	if (r == 0) {
 		x->chunk = c->chunk;
-		x->buf = malloc(c->chunk);
-		x->out = malloc((size_t)c->chunk + CRYPT_TAG);
+		x->buf = malloc((size_t)c->chunk * UPLOAD_CHUNKS);
+		x->out = malloc(((size_t)c->chunk + CRYPT_TAG) * UPLOAD_CHUNKS);
 		r = x->buf && x->out ? 0 : -ENOMEM;
 	}
 	r = r ?: crypt_obj_new(c->key, key, c->chunk, &x->obj);

@@ -544,6 +544,34 @@ int crypt_obj_seal(struct crypt_obj *o, uint64_t idx, bool final, const void *in
 	return gcm(o->enc, true, NULL, nonce, aad, al, in, len, out);
 }
 
+void *crypt_ctx_new(const struct crypt_obj *o)
+{
+	EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+	if (c && !EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, o->key, NULL)) {
+		EVP_CIPHER_CTX_free(c);
+		c = NULL;
+	}
+	return c;
+}
+
+void crypt_ctx_free(void *c)
+{
+	EVP_CIPHER_CTX_free(c);
+}
+
+int crypt_obj_open_one(const struct crypt_obj *o, void *c, uint64_t idx, uint64_t nchunks,
+		       const void *in, size_t n, void *out)
+{
+	bool final = idx + 1 == nchunks;
+	if (idx >= nchunks || n < CRYPT_TAG || n > (size_t)o->chunk + CRYPT_TAG ||
+	    (!final && n != (size_t)o->chunk + CRYPT_TAG))
+		return -EBADMSG;
+	unsigned char nonce[12], aad[9 + 1025];
+	chunk_nonce(idx, nonce);
+	size_t al = chunk_aad(o, idx, final, aad);
+	return gcm(c, false, NULL, nonce, aad, al, in, n - CRYPT_TAG, out);
+}
+
 int crypt_obj_open(const struct crypt_obj *o, uint64_t first, uint64_t nchunks, const void *in,
 		   size_t inlen, void *out, size_t *outlen)
 {

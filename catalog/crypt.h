@@ -161,6 +161,14 @@ int crypt_obj_seal(struct crypt_obj *o, uint64_t idx, bool final, const void *in
 int crypt_obj_open(const struct crypt_obj *o, uint64_t first, uint64_t nchunks, const void *in,
 		   size_t inlen, void *out, size_t *outlen);
 
+/* Opens one sealed chunk, number idx of an object of nchunks (n bytes at in, tag included)
+ * into out (n - CRYPT_TAG bytes), with the caller's cipher context c (crypt_ctx_new; one
+ * thread's). -EBADMSG when it fails authentication. */
+void *crypt_ctx_new(const struct crypt_obj *o); /* NULL: out of memory */
+void crypt_ctx_free(void *c);
+int crypt_obj_open_one(const struct crypt_obj *o, void *c, uint64_t idx, uint64_t nchunks,
+		       const void *in, size_t n, void *out);
+
 /* Number of chunks of an object of plain bytes. */
 static inline uint64_t crypt_nchunks(uint64_t plain, uint32_t chunk)
 {
