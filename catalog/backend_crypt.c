@@ -283,19 +283,25 @@ static int put_header(struct crypt_upload *x)
 	return cb_upload_write(x->in, crypt_obj_header(x->obj), CRYPT_HEADER);
 }
 
-/* Seals the chunks in buf (final: the last of them is the object's last) and writes them. */
-static int seal_out(struct crypt_upload *x, bool final)
+/* Seals the fill bytes at src, chunk after chunk (final: the last of them is the object's
+ * last) and writes them. */
+static int seal_from(struct crypt_upload *x, const unsigned char *src, size_t fill, bool final)
 {
 	int r = put_header(x);
 	size_t at = 0, o = 0;
 	do {
-		size_t n = x->fill - at < x->chunk ? x->fill - at : x->chunk;
-		bool last = at + n == x->fill;
-		r = r ?: crypt_obj_seal(x->obj, x->idx++, final && last, x->buf + at, n, x->out + o);
+		size_t n = fill - at < x->chunk ? fill - at : x->chunk;
+		bool last = at + n == fill;
+		r = r ?: crypt_obj_seal(x->obj, x->idx++, final && last, src + at, n, x->out + o);
 		at += n;
 		o += n + CRYPT_TAG;
-	} while (r == 0 && at < x->fill);
-	r = r ?: cb_upload_write(x->in, x->out, o);
+	} while (r == 0 && at < fill);
+	return r ?: cb_upload_write(x->in, x->out, o);
+}
+
+static int seal_out(struct crypt_upload *x, bool final)
+{
+	int r = seal_from(x, x->buf, x->fill, final);
 	x->fill = 0;
 	return r;
 }
@@ -309,6 +315,12 @@ static int cup_write(struct cb_upload *u, const void *buf, size_t len)
 	while (r == 0 && len) {
 		if (x->fill == cap)
 			r = seal_out(x, false); /* more follows: none of them is the last */
+		if (r == 0 && x->fill == 0 && len > cap) { /* whole batches, straight from buf */
+			r = seal_from(x, p, cap, false);
+			p += cap;
+			len -= cap;
+			continue;
+		}
 		size_t n = cap - x->fill < len ? cap - x->fill : len;
 		memcpy(x->buf + x->fill, p, n);
 		x->fill += n;

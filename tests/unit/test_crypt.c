@@ -86,6 +86,20 @@ static void test_backend(const char *root)
 		total += sizes[i];
 		free(d);
 	}
+	/* one large write, sealed straight from the caller's buffer in batches */
+	size_t big = 40 * CHUNK + 5;
+	unsigned char *bd = pattern(big);
+	struct cb_upload *u;
+	CHECK(cb_backend_upload_begin(b, "packs/bb/big.tar.zst", big, 0, &u) == 0);
+	CHECK(cb_upload_write(u, bd, big) == 0 && cb_upload_commit(u) == 0);
+	cb_upload_free(u);
+	char *bg;
+	size_t bl;
+	CHECK(cb_backend_get(b, "packs/bb/big.tar.zst", 1 << 20, &bg, &bl) == 0 && bl == big &&
+	      !memcmp(bg, bd, big));
+	free(bg);
+	free(bd);
+	total += big;
 	uint64_t listed = 0;
 	CHECK(cb_backend_list_info(b, "packs/", sum_sizes, &listed) == 0 && listed == total);
 	/* ranged reads at and across chunk boundaries */
