@@ -345,3 +345,31 @@ def test_key_slots_add_list_remove_and_passphrase(tmp_path, binaries):
     cb('init', '--store', str(tmp_path / 'plain'), env=env)
     p = cb('key', 'list', '--store', str(tmp_path / 'plain'), env=env, check=False)
     assert p.returncode != 0 and 'is not encrypted' in p.stderr
+
+
+def test_kill_9_while_writing_leaves_no_backup_and_no_plaintext(tmp_path, binaries):
+    """An encrypted create killed while it writes a pack: no backup, nothing committed in
+    plaintext; the next create, prune and check --read-data are clean."""
+    import signal
+    from conftest import CASSBACKUP, stop_while_writing
+    loc, key = str(tmp_path / 'store'), keyfile(tmp_path / 'k')
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '8192', '--data-dirs', '1', '--no-clutter',
+                      '--incompressible')
+    argv = [CASSBACKUP, 'create', '--store', loc, '--name', 'k', *data_dir_args(sample_dirs(src)),
+            '--snapshot', 'nightly-1', '--key-file', key, '--threads', '1']
+    c = stop_while_writing(argv, loc, env=env)
+    assert c is not None, 'create ended before it could be stopped'
+    c.send_signal(signal.SIGKILL)
+    c.communicate()
+    assert json.loads(cb('list', '--store', loc, '--json', '--key-file', key, env=env).stdout) == []
+    for f in store_files(loc):
+        if not (f.endswith('/config') or '/keys/' in f):
+            assert read(f).startswith(b'CBENC1\0\0'), f
+    cb('unlock', '--store', loc, '--all', '--key-file', key, env=env)
+    cb('create', '--store', loc, '--name', 'k', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--key-file', key, env=env)
+    cb('prune', '--store', loc, '--key-file', key, env=env)
+    cb('check', '--store', loc, '--read-data', '--key-file', key, env=env)
+    cb('verify', '--store', loc, '--all', '--key-file', key, env=env)
