@@ -45,7 +45,7 @@ static int crypt_get(struct cb_backend *b, const char *key, size_t max, char **d
 	struct crypt_backend *c = cb_of(b);
 	if (cb_crypt_key_is_plain(key))
 		return c->inner->ops->get(c->inner, key, max, data, len);
-	uint64_t smax = crypt_sealed_size(max, c->chunk);
+	uint64_t smax = max > (UINT64_C(1) << 48) ? UINT64_MAX : crypt_sealed_size(max, c->chunk);
 	char *sealed;
 	size_t slen;
 	int r = c->inner->ops->get(c->inner, key, smax > SIZE_MAX ? SIZE_MAX : (size_t)smax, &sealed, &slen);
