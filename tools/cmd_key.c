@@ -130,8 +130,8 @@ int cmd_key(int argc, char **argv)
 			       "--key-file (or --passphrase-file) as for any command; add makes a slot\n"
 			       "for another secret, remove retires one (never the slot the given key\n"
 			       "opened, marked * in the list). No pack is rewritten: a secret removed\n"
-			       "no longer opens the store, but whoever kept the master key (a copy of\n"
-			       "the key file and an old slot) keeps what it opened.",
+			       "no longer opens the store, but the master key does not change, so\n"
+			       "whoever kept a copy of the old slot with its secret still can.",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
