@@ -393,3 +393,29 @@ def test_commitlog_segments_are_sealed_and_read_back(tmp_path, binaries):
         with open(p, 'rb') as f:
             f.seek(65536 + 7)
             assert f.read(1000) == read(seg)[65536 + 7:65536 + 1007]
+
+
+def test_load_mounts_an_encrypted_store_with_the_key_given(tmp_path, binaries):
+    """load mounts the store for sstableloader: the key given on its command line (not in a
+    configuration file) reaches that mount."""
+    import hashlib
+    from test_restore_load import LOADER
+    loc, key = str(tmp_path / 'store'), keyfile(tmp_path / 'k')
+    cb('init', '--store', loc, '--encrypt', '--key-file', key)
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '256', '--data-dirs', '1', '--no-clutter')
+    dirs = sample_dirs(src)
+    cb('create', '--store', loc, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1',
+       '--key-file', key)
+    expect = {f'{ks}.{t}': {rel: hashlib.sha256(read(p)).hexdigest() for rel, p in files.items()}
+              for (ks, t), files in snapshot_tables(dirs, 'nightly-1').items()}
+    ef = str(tmp_path / 'expect.json')
+    with open(ef, 'w') as f:
+        json.dump(expect, f)
+    state = tmp_path / 'state'
+    state.mkdir()
+    env = dict(os.environ, SSTABLELOADER_STANDIN_EXPECT=ef, SSTABLELOADER_STANDIN_STATE=str(state),
+               SSTABLELOADER_STANDIN_LOG=str(tmp_path / 'loader.log'))
+    r = cb('load', '--store', loc, 'b', '--hosts', 'h1', '--sstableloader', LOADER, '--key-file', key,
+           '--json', env=env)
+    res = json.loads(r.stdout)
+    assert len(res['tables']) == len(expect) and all(t['status'] == 'ok' for t in res['tables']), res
