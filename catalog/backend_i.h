@@ -54,6 +54,14 @@ int cb_backend_retry(struct cb_backend *in, unsigned retries, struct cb_backend 
 int cb_backend_open_s3(const char *location, int flags, const struct cb_s3_options *o,
 		       struct cb_backend **out);
 
+/* backend_crypt.c: the encrypted store's backend over in (taking over in and key): every
+ * object but config and keys/ sealed in crypt.h's envelope of chunk-byte chunks. */
+struct crypt_key;
+int cb_backend_crypt(struct cb_backend *in, struct crypt_key *key, uint32_t chunk,
+		     struct cb_backend **out);
+/* True for the keys an encrypted store keeps in plaintext: config and keys/. */
+bool cb_crypt_key_is_plain(const char *key);
+
 /* Sets this thread's cb_backend_last_error(). */
 void cb_backend_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -880,6 +880,11 @@ int store_config_write(const struct store_config *c, struct strbuf *out)
 	json_t *root = json_object();
 	int r = !root ? -ENOMEM : put_str(root, "store", "cassbackup") ?: put_int(root, "format", c->format) ?:
 				   put_str(root, "id", c->id) ?: put_int(root, "created_ns", c->created_ns);
+	if (r == 0 && c->crypt_chunk) {
+		json_t *enc = json_pack("{s:s, s:I}", "cipher", "AES-256-GCM", "chunk",
+					(json_int_t)c->crypt_chunk);
+		r = enc && json_object_set_new(root, "encryption", enc) == 0 ? 0 : -ENOMEM;
+	}
 	r = r ?: dump(root, out);
 	json_decref(root);
 	return r;
@@ -909,6 +914,22 @@ int store_config_parse(const char *buf, size_t len, struct store_config *c, char
 	if (!r)
 		memcpy(c->id, id, 33);
 	r = r ?: get_int(root, "created_ns", INT64_MIN, INT64_MAX, &c->created_ns, &e, "store config");
+	json_t *enc = json_object_get(root, "encryption");
+	if (r == 0 && enc) {
+		const char *cipher = json_string_value(json_object_get(enc, "cipher"));
+		int64_t chunk = 0;
+		if (!json_is_object(enc))
+			r = fail(&e, "store config: \"encryption\" is not an object");
+		r = r ?: get_int(enc, "chunk", 1024, 1 << 20, &chunk, &e, "store config: encryption");
+		if (r == 0 && (!cipher || strcmp(cipher, "AES-256-GCM"))) {
+			if (err && errlen)
+				snprintf(err, errlen, "store encrypted with %s, this cassbackup knows AES-256-GCM",
+					 cipher ? cipher : "an unnamed cipher");
+			json_decref(root);
+			return -EPROTONOSUPPORT;
+		}
+		c->crypt_chunk = (uint32_t)chunk;
+	}
 	if (r == -EPROTONOSUPPORT && err && errlen)
 		snprintf(err, errlen, "store format %d, this cassbackup reads format %d", c->format,
 			 CB_FORMAT);

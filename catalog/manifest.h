@@ -156,6 +156,9 @@ struct store_config {
 	char id[33]; /* 32 hex digits */
 	int format;
 	int64_t created_ns;
+	/* An encrypted store (crypt.h): "encryption": {"cipher": "AES-256-GCM", "chunk": N}.
+	 * chunk 0: a plain store. Another cipher is -EPROTONOSUPPORT. */
+	uint32_t crypt_chunk;
 };
 
 int store_config_write(const struct store_config *c, struct strbuf *out);

@@ -2,6 +2,8 @@
 #include "store.h"
 #include "store_i.h"
 #include "packread.h"
+#include "backend_i.h"
+#include "crypt.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -35,6 +37,8 @@ struct store {
 	pthread_mutex_t mu;  /* guards packs and fc */
 	pack_cache *packs;   /* made at need */
 	struct filecheck *fc; /* made at need */
+	const struct crypt_key *key; /* an encrypted store's: owned by its backend (b) */
+	char key_slot[33];           /* the slot that opened it */
 };
 
 struct cb_backend *store_backend(struct store *s) { return s->b; }
@@ -42,6 +46,9 @@ catalog *store_catalog(struct store *s) { return s->cat; }
 const struct store_config *store_get_config(const struct store *s) { return &s->config; }
 const char *store_location(const struct store *s) { return s->location; }
 const char *store_catalog_path(const struct store *s) { return s->catalog_path; }
+bool store_encrypted(const struct store *s) { return s->config.crypt_chunk != 0; }
+const struct crypt_key *store_key(const struct store *s) { return s->key; }
+const char *store_key_slot(const struct store *s) { return s->key_slot; }
 
 int store_ref_split(const char *ref, char name[256], char node_key[65])
 {
@@ -153,6 +160,31 @@ static int new_config(struct store_config *c)
 	return 0;
 }
 
+/* An encrypted store's first key slot, opened by o's key file (or passphrase), written before config: a store
+ * whose config says it is encrypted always has a slot (a crash between leaves a slot and no
+ * store: init again finds the directory not empty, as after any failed init). */
+static int first_key_slot(struct cb_backend *b, const struct store_config *c,
+			  const struct store_options *o, struct strbuf *err)
+{
+	if (!o->key_file && !o->passphrase_file) {
+		sb_puts(err, "an encrypted store needs --key-file (or --passphrase-file)");
+		return -ENOKEY;
+	}
+	struct crypt_secret *secret = NULL;
+	struct crypt_key *key = NULL;
+	char id[33];
+	int kind = o->key_file ? CRYPT_SLOT_FILE : CRYPT_SLOT_PASSPHRASE;
+	int r = o->key_file ? crypt_keyfile_read(o->key_file, &secret, err)
+			    : crypt_secret_file_read(o->passphrase_file, "passphrase file",
+						     CRYPT_PASSPHRASE_MIN, &secret, err);
+	if (r == 0 && (r = crypt_key_new(&key)) < 0)
+		sb_printf(err, "cannot make a key: %s", strerror(-r));
+	r = r ?: store_keys_add(b, c->id, key, kind, secret, id, err);
+	crypt_key_free(key);
+	crypt_secret_free(secret);
+	return r;
+}
+
 int store_init(const char *location, const struct store_options *o, struct strbuf *err)
 {
 	bool remote = cb_location_is_remote(location);
@@ -176,12 +208,19 @@ int store_init(const char *location, const struct store_options *o, struct strbu
 		sb_printf(err, "%s", cb_backend_why(r));
 		return r;
 	}
-	struct store_config c;
+	struct store_config c = {0};
 	struct strbuf doc = {0};
-	r = new_config(&c) ?: store_config_write(&c, &doc) ?:
-	    cb_backend_put(b, CONFIG_KEY, doc.buf, doc.len, CB_PUT_EXCLUSIVE);
-	if (r < 0)
-		sb_printf(err, "%s", r == -EEXIST ? "a store is already there" : cb_backend_why(r));
+	r = new_config(&c);
+	if (r == 0 && o && o->encrypt) {
+		c.crypt_chunk = CRYPT_DEFAULT_CHUNK;
+		r = first_key_slot(b, &c, o, err);
+	}
+	if (r == 0) {
+		r = store_config_write(&c, &doc) ?:
+		    cb_backend_put(b, CONFIG_KEY, doc.buf, doc.len, CB_PUT_EXCLUSIVE);
+		if (r < 0)
+			sb_printf(err, "%s", r == -EEXIST ? "a store is already there" : cb_backend_why(r));
+	}
 	sb_free(&doc);
 	cb_backend_close(b);
 	if (r < 0 || remote)
@@ -189,6 +228,7 @@ int store_init(const char *location, const struct store_options *o, struct strbu
 	struct store *s;
 	struct store_options opts = o ? *o : (struct store_options){0};
 	opts.flags = 0;
+	opts.encrypt = false;
 	r = store_open(location, &opts, &s, err); /* creates the local catalog */
 	store_close(s);
 	return r;
@@ -231,7 +271,7 @@ static int pick_catalog_path(struct store *s, const struct store_options *o, str
 {
 	struct strbuf p = {0};
 	int r;
-	if (!cb_location_is_remote(s->location) && access(s->location, W_OK) == 0) {
+	if (!cb_location_is_remote(s->location) && !store_encrypted(s) && access(s->location, W_OK) == 0) {
 		r = sb_printf(&p, "%s/catalog.db", s->location);
 	} else {
 		r = store_cache_dir(o, &p);
@@ -366,6 +406,60 @@ int store_follow_catalog(struct store *s, struct strbuf *err)
 	return 1;
 }
 
+/* A key file given for a plain store whose keys/ holds slots: its config was made to say
+ * "plain" (a store is never decrypted in place), and we would write plaintext into it. */
+static int count_object(void *ctx, const char *key, const struct cb_object_info *info)
+{
+	(void)key, (void)info;
+	++*(unsigned *)ctx;
+	return 0;
+}
+
+static int refuse_downgrade(struct store *s, struct strbuf *err)
+{
+	unsigned n = 0;
+	int r = cb_backend_list_info(s->b, "keys/", count_object, &n);
+	if (r < 0 && r != -ENOENT) {
+		sb_printf(err, "cannot list keys/: %s", cb_backend_why(r));
+		return r;
+	}
+	if (n == 0)
+		return 0;
+	sb_puts(err, "its config says it is not encrypted but keys/ holds key slots: refusing it "
+		"(has config been replaced?)");
+	return -EKEYREJECTED;
+}
+
+/* An encrypted store: its key from key_file through a slot, and the backend that seals and
+ * opens its objects over the one that reaches them. */
+static int unlock(struct store *s, const struct store_options *o, struct strbuf *err)
+{
+	const char *key_file = o ? o->key_file : NULL, *pass_file = o ? o->passphrase_file : NULL;
+	if (!store_encrypted(s))
+		return key_file || pass_file ? refuse_downgrade(s, err) : 0;
+	if (!key_file && !pass_file) {
+		sb_puts(err, "the store is encrypted: give --key-file or key_file in the config");
+		return -ENOKEY;
+	}
+	struct crypt_secret *secret = NULL;
+	struct crypt_key *key = NULL;
+	struct cb_backend *cb;
+	int kind = key_file ? CRYPT_SLOT_FILE : CRYPT_SLOT_PASSPHRASE;
+	int r = key_file ? crypt_keyfile_read(key_file, &secret, err)
+			 : crypt_secret_file_read(pass_file, "passphrase file", CRYPT_PASSPHRASE_MIN, &secret, err);
+	r = r ?: store_keys_unlock(s->b, s->config.id, secret, kind, &key, s->key_slot, err);
+	crypt_secret_free(secret);
+	if (r == 0 && (r = cb_backend_crypt(s->b, key, s->config.crypt_chunk, &cb)) < 0)
+		sb_printf(err, "%s", strerror(-r));
+	if (r < 0) {
+		crypt_key_free(key);
+		return r;
+	}
+	s->b = cb;
+	s->key = key;
+	return 0;
+}
+
 int store_open(const char *location, const struct store_options *o, struct store **out,
 	       struct strbuf *err)
 {
@@ -387,7 +481,8 @@ int store_open(const char *location, const struct store_options *o, struct store
 				&s->b);
 	if (r < 0)
 		sb_printf(err, "%s", cb_backend_why(r));
-	r = r ?: read_config(s, err) ?: pick_catalog_path(s, o, err);
+	r = r ?: read_config(s, err) ?: unlock(s, o, err) ?:
+		 pick_catalog_path(s, o, err);
 	if (r == 0)
 		r = open_catalog(s, err);
 	if (r == 0 && !(flags & STORE_NO_RECONCILE))

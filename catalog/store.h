@@ -51,6 +51,13 @@ struct store_options {
 	const char *cache_dir;
 	int flags;                      /* enum store_flags */
 	size_t read_cache_bytes;        /* decoded frames the pack cache keeps (0: 16 MiB) */
+	/* An encrypted store's key file (crypt.h); a plain store ignores it. Read at open, its
+	 * mode checked; the key it unwraps stays in locked memory for the store's life. */
+	const char *key_file;
+	/* Or a passphrase, read from this file (never from the command line); opens passphrase
+	 * slots. key_file wins when both are given. */
+	const char *passphrase_file;
+	bool encrypt;                   /* store_init: make an encrypted store (needs key_file) */
 };
 
 /* The cache directory o names or implies (see above), into out. */
@@ -58,7 +65,9 @@ int store_cache_dir(const struct store_options *o, struct strbuf *out);
 
 /* Creates a store at location: a local directory (created if missing; its parent must exist;
  * if it exists it must be empty) or an S3 prefix (which must hold no config). Writes config
- * and, for a local store, an empty catalog. -EEXIST when something is there. */
+ * and, for a local store, an empty catalog. -EEXIST when something is there. With o->encrypt,
+ * a random master key is made and its first key slot (keys/ID.json, opened by o->key_file)
+ * written before config, which then says the store is encrypted. */
 int store_init(const char *location, const struct store_options *o, struct strbuf *err);
 
 struct store;
@@ -67,7 +76,12 @@ struct store;
  * another format), opens its catalog and, unless STORE_NO_RECONCILE, reconciles it
  * (RECONCILE_PACKS). -ENOENT (nothing there), -EMEDIUMTYPE (not a cassbackup store),
  * -EPROTONOSUPPORT (another format), -EPERM (a cache directory that is not the user's own),
- * or -errno. *out is the caller's (store_close). */
+ * or -errno. An encrypted store needs o->key_file: -ENOKEY without one, -EKEYREJECTED when it
+ * opens none of the store's key slots; its backend then seals and opens every object but
+ * config and keys/ (backend_crypt.c), and its catalog, a plaintext cache, lives in the cache
+ * directory, never in the store. A plain store whose keys/ holds slots while a key file is
+ * given is refused (-EKEYREJECTED): its config was changed to make us write plaintext.
+ * *out is the caller's (store_close). */
 int store_open(const char *location, const struct store_options *o, struct store **out,
 	       struct strbuf *err);
 void store_close(struct store *s); /* accepts NULL */
@@ -76,6 +90,8 @@ struct cb_backend *store_backend(struct store *s);
 catalog *store_catalog(struct store *s);
 const struct store_config *store_get_config(const struct store *s);
 const char *store_location(const struct store *s);
+/* True for an encrypted store. */
+bool store_encrypted(const struct store *s);
 /* The catalog file this store uses. */
 const char *store_catalog_path(const struct store *s);
 
@@ -170,5 +186,33 @@ int store_ref_split(const char *ref, char name[256], char node_key[65]);
  * backup (its name, and its node key for a nested ref). -ENOENT when there is none. */
 int store_read_manifest(struct store *s, const char *ref, struct manifest **out,
 			uint64_t *size, struct strbuf *err);
+
+/* --- key slots of an encrypted store (storekey.c) ------------------------------------------ */
+
+struct crypt_key;
+struct crypt_secret;
+struct crypt_slot_info;
+
+/* Lists keys/ and opens the first slot of kind (enum crypt_slot_kind) secret opens: *key (the caller's) and slot_id (the
+ * slot's id, 32 hex digits). -EKEYREJECTED (err: how many slots it opened none of), -ENOKEY
+ * (no slots), or the store's error. */
+int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct crypt_secret *secret,
+		      int kind, struct crypt_key **key, char slot_id[33], struct strbuf *err);
+/* Writes a new slot (kind: enum crypt_slot_kind) for key into keys/ID.json, exclusively; id
+ * gets its id. */
+int store_keys_add(struct cb_backend *b, const char *store_id, const struct crypt_key *key,
+		   int kind, const struct crypt_secret *secret, char id[33], struct strbuf *err);
+
+/* The key and slot an encrypted store was opened with (NULL and "" for a plain one). */
+const struct crypt_key *store_key(const struct store *s);
+const char *store_key_slot(const struct store *s);
+
+/* Calls cb for each slot in keys/ (a slot that does not parse: info NULL, why says why). */
+int store_keys_list(struct store *s,
+		    int (*cb)(void *ctx, const char *id, const struct crypt_slot_info *info,
+			      const char *why),
+		    void *ctx, struct strbuf *err);
+/* Removes slot id: -EBUSY for the slot the store was opened with, -ENOENT when absent. */
+int store_keys_remove(struct store *s, const char *id, struct strbuf *err);
 
 #endif

@@ -63,6 +63,8 @@ static void usage(FILE *f)
 		"                     written; the SSE-C key is sent on every read\n"
 		"  -o limit_download=RATE  bytes/s from object storage over all requests (K, M, G)\n"
 		"  -o s3_parallel=N   parallel transfers from object storage (default 4)\n"
+		"  -o key_file=FILE   the key file of an encrypted store (mode 600)\n"
+		"  -o passphrase_file=FILE  or its passphrase, from FILE (mode 600)\n"
 		"  -o config=FILE     read these settings from FILE (cassbackup.conf(5)) instead of\n"
 		"                     /etc/cassbackup.conf, when it exists; -o options override it\n"
 		"  -o allow_other     let other users read (the default when mounted by root)\n"
@@ -111,6 +113,8 @@ struct options {
 	uint64_t disk_cache_size; /* 0: not given */
 	char *s3_endpoint, *s3_region, *s3_ca_file, *s3_key_file; /* NULL: not given */
 	char *s3_sse, *s3_sse_kms_key_id, *s3_sse_c_key_file, *s3_storage_class;
+	char *key_file;           /* an encrypted store's key file; NULL: not given */
+	char *passphrase_file;    /* or its passphrase's */
 	uint64_t limit_download;  /* bytes/s, 0: none */
 	unsigned s3_parallel;     /* 0: the client's default */
 	struct strbuf fuse_opts; /* ",opt,opt" passed on to FUSE */
@@ -131,6 +135,8 @@ static bool parse_s3_o(struct options *o, char *s)
 		{"s3_sse_kms_key_id=", offsetof(struct options, s3_sse_kms_key_id)},
 		{"s3_sse_c_key_file=", offsetof(struct options, s3_sse_c_key_file)},
 		{"s3_storage_class=", offsetof(struct options, s3_storage_class)},
+		{"key_file=", offsetof(struct options, key_file)},
+		{"passphrase_file=", offsetof(struct options, passphrase_file)},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
 		size_t n = strlen(strs[i].name);
@@ -199,6 +205,7 @@ static void parse_o(struct options *o, const char *list)
 static const char *const config_keys[] = {
 	"s3_endpoint", "s3_region", "s3_ca_file", "s3_key_file", "s3_sse", "s3_sse_kms_key_id",
 	"s3_sse_c_key_file", "s3_storage_class", "limit_download", "s3_parallel", "cache_dir",
+	"key_file", "passphrase_file",
 };
 
 /* -o config=FILE in argv, or NULL. */
@@ -308,9 +315,16 @@ static void check_store_and_mountpoint(struct cbfs *fs, const struct options *o)
 	struct strbuf err = {0};
 	struct store *s;
 	int r = store_open(fs->location, &fs->sopts, &s, &err);
+	if (r == -ENOKEY && !o->key_file && !o->passphrase_file)
+		die("store %s is encrypted: give -o key_file=FILE or key_file in the config", o->store);
 	if (r < 0)
 		die("cannot open store %s: %s", o->store, err.buf ? err.buf : strerror(-r));
+	bool encrypted = store_encrypted(s);
 	store_close(s);
+	/* the disk cache keeps frames as the store handed them: decrypted */
+	if (encrypted && o->cache_dir)
+		die("-o cache_dir: not available for an encrypted store (it would keep decrypted frames "
+		    "on disk)");
 	struct stat st;
 	if (stat(o->mnt, &st) < 0)
 		die("mountpoint %s: %s", o->mnt, strerror(errno));
@@ -407,6 +421,22 @@ static void use_s3_settings(struct options *o, struct cbfs *fs)
 	if (cb_s3_options_resolve(&s3, o->s3_key_file, &s3_strings) < 0)
 		die("-o: %s", cb_backend_why(-errno));
 	fs->sopts.s3 = &s3;
+	if (o->key_file) { /* read again by the daemon, after it went to / */
+		char *abs = realpath(o->key_file, NULL);
+		if (!abs)
+			die("-o key_file=%s: %s", o->key_file, strerror(errno));
+		free(o->key_file);
+		o->key_file = abs;
+		fs->sopts.key_file = o->key_file;
+	}
+	if (o->passphrase_file) {
+		char *abs = realpath(o->passphrase_file, NULL);
+		if (!abs)
+			die("-o passphrase_file=%s: %s", o->passphrase_file, strerror(errno));
+		free(o->passphrase_file);
+		o->passphrase_file = abs;
+		fs->sopts.passphrase_file = o->passphrase_file;
+	}
 }
 
 /* After the fork: the store, its pack cache (and disk cache), the refresh thread. Failures go
@@ -439,6 +469,8 @@ static void free_options(struct options *o)
 	free(o->s3_sse_kms_key_id);
 	free(o->s3_sse_c_key_file);
 	free(o->s3_storage_class);
+	free(o->key_file);
+	free(o->passphrase_file);
 }
 
 int main(int argc, char **argv)

@@ -1,19 +1,25 @@
 /* cassbackup: back up Cassandra snapshots into a store, and work with the backups. */
 #include "config.h"
 #include "cli.h"
+#include "crypt.h"
 #include "store.h"
 #include "util.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 int cmd_init(int argc, char **argv)
 {
 	const char *store = NULL;
+	bool encrypt = false;
 	struct cli_option opts[] = {
 		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &store, .arg = "DIR",
 		 .help = "the directory to make a store in (empty or new)", .config_key = "store"},
+		{.name = "encrypt", .type = OPT_FLAG, .value = &encrypt,
+		 .help = "encrypt the store (AES-256-GCM) with a key that --key-file FILE opens; a "
+			 "missing FILE is made"},
 		{0},
 	};
 	struct cli_command cmd = {
@@ -23,7 +29,11 @@ int cmd_init(int argc, char **argv)
 		.max_operands = 1,
 		.description = "Makes an empty store: DIR/catalog.db, DIR/packs/, DIR/tmp/.\n"
 			       "The store may also be given as the one operand; either wins over\n"
-			       "store in the configuration.",
+			       "store in the configuration. With --encrypt --key-file FILE, every\n"
+			       "pack, manifest and lock is sealed with a random master key that a key\n"
+			       "slot opened by FILE holds (FILE, when missing, is made: 256 random\n"
+			       "bits, mode 600). Keep a copy of FILE apart from the store: without it\n"
+			       "no backup in the store can be read.",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
@@ -38,13 +48,31 @@ int cmd_init(int argc, char **argv)
 		return cli_usage_error(&cmd, "missing --store DIR (or DIR, or 'store' in the configuration)");
 	_cleanup_free_ char *shown = cli_escape(store);
 	struct strbuf err = {0};
-	int r = store_init(store, cli_store_settings(), &err);
+	struct store_options o = *cli_store_settings();
+	if (encrypt && !o.key_file && !o.passphrase_file)
+		return cli_usage_error(&cmd, "--encrypt needs --key-file FILE (or key_file in the "
+				       "configuration, or --passphrase-file FILE)");
+	o.encrypt = encrypt;
+	bool made_key = false;
+	if (encrypt && o.key_file && access(o.key_file, F_OK) < 0 && errno == ENOENT) {
+		if (crypt_keyfile_create(o.key_file, &err) < 0) {
+			errorf("%s", err.buf ? err.buf : "out of memory");
+			sb_free(&err);
+			return CB_EXIT_FAILED;
+		}
+		made_key = true;
+	}
+	int r = store_init(store, &o, &err);
 	if (r < 0) {
 		errorf("cannot create store %s: %s", shown ? shown : "", err.buf ? err.buf : strerror(-r));
 		sb_free(&err);
 		return CB_EXIT_FAILED;
 	}
-	printf("created store %s\n", shown ? shown : "");
+	_cleanup_free_ char *kshown = made_key ? cli_escape(o.key_file) : NULL;
+	if (made_key)
+		printf("created key file %s: keep a copy apart from the store; without it the backups "
+		       "cannot be read\n", kshown ? kshown : "");
+	printf("created %sstore %s\n", encrypt ? "encrypted " : "", shown ? shown : "");
 	return CB_EXIT_OK;
 }
 
@@ -64,6 +92,7 @@ static const struct {
 	{"prune", cmd_prune, "--store DIR [--max-unused PERCENT] [--dry-run] [--json]",
 	 "free the space no backup uses"},
 	{"unlock", cmd_unlock, "--store DIR [--all]", "remove stale store locks"},
+	{"key", cmd_key, "(list | add | remove ID) --store DIR", "the key slots of an encrypted store"},
 	{"verify", cmd_verify, "--store DIR (NAME... | --all)", "read backups back and check them"},
 	{"restore", cmd_restore, "--store DIR NAME --data-dir DIR", "copy tables into live table directories"},
 	{"load", cmd_load, "--store DIR NAME --hosts H1,H2", "stream tables with sstableloader"},

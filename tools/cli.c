@@ -58,6 +58,9 @@ char *cli_escape(const char *s)
 	return sb.buf;
 }
 
+/* --key-file FILE (config key_file): added to the table of every command; the key file of
+ * an encrypted store (a plain store ignores it). Never the key itself on the line. */
+static const char *key_file, *passphrase_file;
 static struct cb_s3_options s3_settings;
 static struct store_options store_settings = {.s3 = &s3_settings};
 
@@ -77,14 +80,23 @@ static int permission_or_rofs(const char *location, int r)
 
 int cli_store_open(const char *location, int flags, struct store **out)
 {
+	return cli_store_open_key(location, flags, store_settings.key_file, out);
+}
+
+int cli_store_open_key(const char *location, int flags, const char *key_file, struct store **out)
+{
 	struct strbuf err = {0};
 	struct store_options o = store_settings;
 	o.flags = flags;
+	o.key_file = key_file;
 	int r = permission_or_rofs(location, store_open(location, &o, out, &err));
 	if (r < 0) {
 		_cleanup_free_ char *shown = cli_escape(location);
 		/* a local permission; object storage's refusals say what S3 refused, not who we are */
-		if ((r == -EACCES || r == -EPERM) && !cb_location_is_remote(location))
+		if (r == -ENOKEY && !key_file && !o.passphrase_file)
+			errorf("store %s is encrypted: give --key-file or key_file in the config",
+			       shown ? shown : "");
+		else if ((r == -EACCES || r == -EPERM) && !cb_location_is_remote(location))
 			errorf("cannot open store %s: permission denied for user id %u%s%s", shown ? shown : "",
 			       (unsigned)geteuid(), err.len ? ": " : "", err.len ? err.buf : "");
 		else
@@ -893,15 +905,26 @@ static bool moves_bytes(const struct cli_command *cmd)
 	return false;
 }
 
-/* cmd's options followed by the limit options; the caller frees it. NULL: out of memory. */
-static struct cli_option *with_limits(const struct cli_command *cmd)
+
+/* cmd's options followed by --key-file and, for a command that moves bytes, the limit
+ * options; the caller frees it. NULL: out of memory. */
+static struct cli_option *with_common(const struct cli_command *cmd, bool limits)
 {
 	size_t n = count_options(cmd);
-	struct cli_option *v = calloc(n + 3, sizeof(*v));
+	struct cli_option *v = calloc(n + 5, sizeof(*v));
 	if (!v)
 		return NULL;
 	if (n)
 		memcpy(v, cmd->options, n * sizeof(*v));
+	v[n++] = (struct cli_option){.name = "key-file", .type = OPT_STRING, .value = &key_file,
+				     .arg = "FILE", .config_key = "key_file",
+				     .help = "the key file of an encrypted store (mode 600)"};
+	v[n++] = (struct cli_option){.name = "passphrase-file", .type = OPT_STRING,
+				     .value = &passphrase_file, .arg = "FILE",
+				     .config_key = "passphrase_file",
+				     .help = "or a passphrase of an encrypted store, from FILE (mode 600)"};
+	if (!limits)
+		return v;
 	v[n] = (struct cli_option){.name = "limit-upload", .type = OPT_SIZE, .value = &limit_upload,
 				   .arg = "RATE", .config_key = "limit_upload",
 				   .help = "send at most RATE bytes/s to object storage (50M; 0: no limit)"};
@@ -952,9 +975,8 @@ static int parse_table(struct cli_command *cmd, int argc, char **argv, int *firs
 
 int cli_parse(struct cli_command *cmd, int argc, char **argv, int *first)
 {
-	if (!moves_bytes(cmd))
-		return parse_table(cmd, argc, argv, first);
-	struct cli_option *own = cmd->options, *all = with_limits(cmd);
+	bool limits = moves_bytes(cmd);
+	struct cli_option *own = cmd->options, *all = with_common(cmd, limits);
 	if (!all) {
 		errorf("out of memory");
 		return CB_EXIT_FAILED;
@@ -967,7 +989,11 @@ int cli_parse(struct cli_command *cmd, int argc, char **argv, int *first)
 	}
 	cmd->options = own;
 	free(all);
-	if (rc == CLI_RUN)
+	if (rc == CLI_RUN && limits)
 		apply_limits(cmd);
+	if (rc == CLI_RUN) {
+		store_settings.key_file = key_file;
+		store_settings.passphrase_file = passphrase_file;
+	}
 	return rc;
 }

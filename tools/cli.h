@@ -60,6 +60,8 @@ struct cb_s3_options *cli_s3_settings(void);
 struct store;
 struct store_lock;
 int cli_store_open(const char *location, int flags, struct store **out);
+/* cli_store_open with another key file than --key-file's (copy's --to-key-file). */
+int cli_store_open_key(const char *location, int flags, const char *key_file, struct store **out);
 
 /* Takes the store's lock for command (exclusive or shared), waiting up to wait_seconds and
  * saying once whom it waits for, or prints one line naming who holds it. A read-only store
@@ -213,7 +215,8 @@ struct cli_command {
  * check, export, load, prune) also get --limit-upload RATE and --limit-download RATE (config
  * limit_upload, limit_download: bytes/s, 0 for none), which cli_parse hands to the S3 client
  * of every store the process opens (cli_s3_settings); with CASSBACKUP_DEBUG set in the
- * environment it says on stderr what the client got. */
+ * environment it says on stderr what the client got. Every command gets --key-file FILE
+ * (config key_file), the key file of an encrypted store, handed to every store it opens. */
 int cli_parse(struct cli_command *cmd, int argc, char **argv, int *first);
 
 /* Prints cmd's help (usage, description, options, exit codes) to f. */
@@ -257,6 +260,7 @@ int cmd_status(int argc, char **argv);
 int cmd_show(int argc, char **argv);
 int cmd_forget(int argc, char **argv);
 int cmd_unlock(int argc, char **argv);
+int cmd_key(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_load(int argc, char **argv);

@@ -97,6 +97,7 @@ static void report_json(struct check *c)
 	json_kv_u64(&j, "unused_bytes", c->st.unused_bytes);
 	json_kv_u64(&j, "stale_locks", c->st.stale_locks);
 	json_kv_u64(&j, "problems", c->problems.n);
+	json_kv_bool(&j, "encrypted", store_encrypted(c->s));
 	json_object_end(&j);
 	json_object_end(&j);
 	sb_puts(&out, "\n");
@@ -145,6 +146,14 @@ static int plan(struct check *c)
 	int rc = cli_store_open(c->store, STORE_NO_RECONCILE, &c->s);
 	if (rc)
 		return rc;
+	if (store_encrypted(c->s)) {
+		char line[160];
+		snprintf(line, sizeof(line), "store is encrypted (AES-256-GCM, chunks of %u bytes); the key "
+			 "given opens key slot %s", (unsigned)store_get_config(c->s)->crypt_chunk,
+			 store_key_slot(c->s));
+		if (strv_push(&c->info, line) < 0)
+			c->oom = true;
+	}
 	return cli_store_lock(c->s, c->store, false, "check", 0, &c->lock) < 0 ? CB_EXIT_FAILED
 										: CLI_RUN;
 }

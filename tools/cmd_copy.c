@@ -22,6 +22,7 @@
 
 struct copy_cmd {
 	const char *from, *to, *node;
+	const char *to_key_file; /* the target's key file (NULL: --key-file's) */
 	bool all, dry_run, json;
 	uint64_t level, threads, pack_size;
 	char *from_shown, *to_shown; /* escaped for messages */
@@ -84,7 +85,9 @@ static int open_stores(struct copy_cmd *c)
 {
 	int rc = cli_store_open(c->from, STORE_READONLY, &c->src);
 	if (rc == 0)
-		rc = cli_store_open(c->to, c->dry_run ? STORE_READONLY : 0, &c->dst);
+		rc = cli_store_open_key(c->to, c->dry_run ? STORE_READONLY : 0,
+					c->to_key_file ? c->to_key_file : cli_store_settings()->key_file,
+					&c->dst);
 	if (rc == 0 && !c->dry_run &&
 	    cli_store_lock(c->dst, c->to, false, "copy", LOCK_WAIT_SECONDS, &c->lock) < 0)
 		rc = CB_EXIT_FAILED;
@@ -275,6 +278,9 @@ int cmd_copy(int argc, char **argv)
 		 .config_key = "store", .flags = OPT_REQUIRED},
 		{.name = "to", .short_name = 't', .type = OPT_STRING, .value = &c.to, .arg = "STORE",
 		 .help = "the store to copy to", .flags = OPT_REQUIRED},
+		{.name = "to-key-file", .type = OPT_STRING, .value = &c.to_key_file, .arg = "FILE",
+		 .config_key = "to_key_file",
+		 .help = "the key file of an encrypted target store (default: --key-file's)"},
 		{.name = "all", .type = OPT_FLAG, .value = &c.all, .help = "copy every backup of the source"},
 		{.name = "node", .type = OPT_STRING, .value = &c.node, .arg = "NODE",
 		 .help = "only this node's backup of each NAME (host id, a prefix of it, node name or address)"},

@@ -209,6 +209,8 @@ int cmd_list(int argc, char **argv)
 		rc = CB_EXIT_FAILED;
 	} else {
 		fputs(l.out.buf, stdout);
+		if (!l.json && store_encrypted(st))
+			printf("(store encrypted: AES-256-GCM)\n");
 		rc = CB_EXIT_OK;
 	}
 	sb_free(&l.out);

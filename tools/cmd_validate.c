@@ -3,6 +3,7 @@
 #include "cassandra_conf.h"
 #include "nodemeta.h"
 #include "cli.h"
+#include "crypt.h"
 #include "store.h"
 #include "util.h"
 
@@ -211,6 +212,23 @@ static void check_key_file(struct vctx *v, const char *key, const char *value, i
 		say(v, V_OK, line, key, value, "readable by its owner only");
 }
 
+/* An encrypted store's key file or passphrase file: read as a store open reads it (its mode,
+ * its size), and wiped again. */
+static void check_store_key(struct vctx *v, const char *key, const char *value, int line)
+{
+	struct crypt_secret *s = NULL;
+	struct strbuf err = {0};
+	bool pass = !strcmp(key, "passphrase_file");
+	int r = pass ? crypt_secret_file_read(value, "passphrase file", CRYPT_PASSPHRASE_MIN, &s, &err)
+		     : crypt_keyfile_read(value, &s, &err);
+	if (r < 0)
+		say(v, V_PROBLEM, line, key, value, "%s", err.buf ? err.buf : strerror(-r));
+	else
+		say(v, V_OK, line, key, value, "%s", "readable by its owner only");
+	crypt_secret_free(s);
+	sb_free(&err);
+}
+
 static void check_readable_file(struct vctx *v, const char *key, const char *value, int line)
 {
 	struct stat st;
@@ -321,6 +339,8 @@ static int check(void *ctx, const char *key, const char *value, int line)
 		check_password_file(v, key, value, line);
 	else if (!strcmp(key, "s3_key_file"))
 		check_key_file(v, key, value, line);
+	else if (!strcmp(key, "key_file") || !strcmp(key, "to_key_file") || !strcmp(key, "passphrase_file"))
+		check_store_key(v, key, value, line);
 	else if (!strcmp(key, "s3_ca_file"))
 		check_readable_file(v, key, value, line);
 	else if (!strcmp(key, "s3_sse") || !strcmp(key, "s3_sse_kms_key_id") ||

@@ -16,8 +16,8 @@ static const char *const known_keys[] = {
 	"metrics_file", "hook_pre", "hook_post", "hook_failure", "keep_last",
 	"keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within",
 	"schedule", "randomized_delay", "on_failure", "node", "host_id",
-	"s3_sse", "s3_sse_kms_key_id", "s3_sse_c_key_file", "s3_storage_class",
-	"cqlsh", "cqlsh_host", "cqlsh_option",
+	"s3_sse", "s3_sse_kms_key_id", "s3_sse_c_key_file", "s3_storage_class", "key_file",
+	"to_key_file", "passphrase_file", "cqlsh", "cqlsh_host", "cqlsh_option",
 };
 
 struct entry {

@@ -1,5 +1,7 @@
 /* mounter.c: see mounter.h. */
 #include "mounter.h"
+#include "cli.h"
+#include "store.h"
 #include "conf.h"
 #include "config.h"
 #include "exec.h"
@@ -100,6 +102,26 @@ static int wait_mounted(struct mounter *m, dev_t before, const char *log_path,
 	}
 }
 
+/* ",NAME=ABSOLUTE-PATH" for the mount's -o list (the daemon leaves its directory): -EINVAL
+ * for a path with a comma, which would split the list. */
+static int add_key_option(struct strbuf *o, const char *name, const char *file, char *why,
+			  size_t whylen)
+{
+	if (!file)
+		return 0;
+	char *abs = realpath(file, NULL);
+	if (!abs || strchr(abs, ',')) {
+		int e = abs ? EINVAL : errno;
+		snprintf(why, whylen, "%s %s: %s", name, file, abs ? "a path with a comma cannot be "
+			 "handed to the mount" : strerror(e));
+		free(abs);
+		return -e;
+	}
+	int r = sb_printf(o, "%s%s=%s", o->len ? "," : "", name, abs);
+	free(abs);
+	return r;
+}
+
 int mounter_start(struct mounter *m, const char *store, const char *tag, const char *log_path,
 		  const volatile sig_atomic_t *cancel, char *why, size_t whylen)
 {
@@ -117,16 +139,23 @@ int mounter_start(struct mounter *m, const char *store, const char *tag, const c
 		m->dir[0] = '\0';
 		return r;
 	}
-	/* the configuration this command read (--config), so the mount reaches the store alike */
+	/* the configuration this command read (--config), and the key it opened an encrypted store
+	 * with, so the mount reaches the store alike */
 	struct strbuf conf = {0};
 	const char *path = config_path();
-	if (path && sb_printf(&conf, "config=%s", path) < 0) {
-		snprintf(why, whylen, "out of memory");
+	const struct store_options *so = cli_store_settings();
+	r = path ? sb_printf(&conf, "config=%s", path) : 0;
+	r = r ?: add_key_option(&conf, "key_file", so->key_file, why, whylen);
+	r = r ?: add_key_option(&conf, "passphrase_file", so->passphrase_file, why, whylen);
+	if (r < 0) {
+		if (r == -ENOMEM)
+			snprintf(why, whylen, "out of memory");
+		sb_free(&conf);
 		rmdir(m->dir);
 		m->dir[0] = '\0';
-		return -ENOMEM;
+		return r;
 	}
-	char *argv[] = {m->helper, (char *)store, m->dir, "-f", path ? "-o" : NULL, conf.buf, NULL};
+	char *argv[] = {m->helper, (char *)store, m->dir, "-f", conf.len ? "-o" : NULL, conf.buf, NULL};
 	struct exec_opts eo = {.log_path = log_path, .own_group = true, .parent_death_signal = SIGTERM};
 	m->pid = exec_spawn(argv, &eo);
 	sb_free(&conf);

@@ -1,0 +1,182 @@
+/* storekey.c: the key slots of an encrypted store (keys/ID.json, crypt.h), as restic keeps
+ * keys/: any slot opens the one master key, so slots are added and removed without touching
+ * packs or manifests. */
+#include "crypt.h"
+#include "store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define KEYS_PREFIX "keys/"
+
+/* The slot id in keys/ID.json, or -EINVAL for another key. */
+static int slot_id_of(const char *key, char id[33])
+{
+	size_t n = strlen(key);
+	if (strncmp(key, KEYS_PREFIX, 5) || n != 5 + 32 + 5 || strcmp(key + n - 5, ".json"))
+		return -EINVAL;
+	memcpy(id, key + 5, 32);
+	id[32] = 0;
+	unsigned char raw[16];
+	return hex_decode(id, raw, 16);
+}
+
+struct slot_keys {
+	char (*ids)[33];
+	size_t n, cap;
+};
+
+static int collect(void *ctx, const char *key, const struct cb_object_info *info)
+{
+	(void)info;
+	struct slot_keys *k = ctx;
+	char id[33];
+	if (slot_id_of(key, id) < 0)
+		return 0;
+	if (k->n == k->cap) {
+		size_t cap = k->cap ? 2 * k->cap : 8;
+		void *p = realloc(k->ids, cap * sizeof(*k->ids));
+		if (!p)
+			return -ENOMEM;
+		k->ids = p;
+		k->cap = cap;
+	}
+	memcpy(k->ids[k->n++], id, 33);
+	return 0;
+}
+
+static int list_slots(struct cb_backend *b, struct slot_keys *k, struct strbuf *err)
+{
+	*k = (struct slot_keys){0};
+	int r = cb_backend_list_info(b, KEYS_PREFIX, collect, k);
+	if (r < 0)
+		sb_printf(err, "cannot list keys/: %s", cb_backend_why(r));
+	return r;
+}
+
+static int get_slot(struct cb_backend *b, const char *id, char **doc, size_t *len)
+{
+	char key[48];
+	snprintf(key, sizeof(key), KEYS_PREFIX "%s.json", id);
+	return cb_backend_get(b, key, CRYPT_SLOT_MAX, doc, len);
+}
+
+int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct crypt_secret *secret,
+		      int kind, struct crypt_key **key, char slot_id[33], struct strbuf *err)
+{
+	struct slot_keys k;
+	int r = list_slots(b, &k, err);
+	if (r < 0)
+		return r;
+	unsigned tried = 0;
+	r = -EKEYREJECTED;
+	for (size_t i = 0; r == -EKEYREJECTED && i < k.n; i++) {
+		char *doc, why[160];
+		size_t len;
+		int g = get_slot(b, k.ids[i], &doc, &len);
+		if (g == -ENOENT || g == -EFBIG)
+			continue; /* removed meanwhile; or not a slot: others may open */
+		if (g < 0) {
+			sb_printf(err, "cannot read keys/%s.json: %s", k.ids[i], cb_backend_why(g));
+			r = g;
+			break;
+		}
+		struct crypt_slot_info info;
+		if (crypt_slot_parse(doc, len, &info, why, sizeof(why)) < 0 || (int)info.kind != kind) {
+			free(doc); /* another kind's, or damaged: not tried */
+			continue;
+		}
+		tried++;
+		g = crypt_slot_open(doc, len, store_id, secret, key, why, sizeof(why));
+		free(doc);
+		if (g == 0) {
+			memcpy(slot_id, k.ids[i], 33);
+			r = 0;
+		} else if (g != -EKEYREJECTED && g != -EBADMSG) {
+			r = g;
+		}
+	}
+	const char *what = kind == CRYPT_SLOT_FILE ? "key file" : "passphrase";
+	if (r == -EKEYREJECTED && tried == 0) {
+		sb_printf(err, "the store has no %s key slots", what);
+		r = k.n ? -EKEYREJECTED : -ENOKEY;
+	} else if (r == -EKEYREJECTED) {
+		sb_printf(err, "the %s opens none of the store's %u %s slot%s (wrong %s?)", what, tried,
+			  what, tried == 1 ? "" : "s", kind == CRYPT_SLOT_FILE ? "key" : "passphrase");
+	} else if (r < 0 && !err->len) {
+		sb_printf(err, "cannot open a key slot: %s", strerror(-r));
+	}
+	free(k.ids);
+	return r;
+}
+
+int store_keys_add(struct cb_backend *b, const char *store_id, const struct crypt_key *key,
+		   int kind, const struct crypt_secret *secret, char id[33], struct strbuf *err)
+{
+	unsigned char raw[16];
+	if (getrandom(raw, sizeof(raw), 0) != sizeof(raw)) {
+		sb_puts(err, "no random bytes");
+		return -EIO;
+	}
+	hex_encode(raw, sizeof(raw), id);
+	struct strbuf doc = {0}, k = {0};
+	int r = crypt_slot_make(key, store_id, (enum crypt_slot_kind)kind, secret, &doc) ?:
+		sb_printf(&k, KEYS_PREFIX "%s.json", id);
+	if (r < 0)
+		sb_printf(err, "cannot make a key slot: %s", strerror(-r));
+	else if ((r = cb_backend_put(b, k.buf, doc.buf, doc.len, CB_PUT_EXCLUSIVE)) < 0)
+		sb_printf(err, "cannot write %s: %s", k.buf, cb_backend_why(r));
+	sb_free(&doc);
+	sb_free(&k);
+	return r;
+}
+
+int store_keys_list(struct store *s,
+		    int (*cb)(void *ctx, const char *id, const struct crypt_slot_info *info,
+			      const char *why),
+		    void *ctx, struct strbuf *err)
+{
+	struct slot_keys k;
+	int r = list_slots(store_backend(s), &k, err);
+	for (size_t i = 0; r == 0 && i < k.n; i++) {
+		char *doc, why[160] = "";
+		size_t len;
+		struct crypt_slot_info info;
+		int g = get_slot(store_backend(s), k.ids[i], &doc, &len);
+		if (g == -ENOENT)
+			continue;
+		if (g < 0)
+			snprintf(why, sizeof(why), "%s", cb_backend_why(g));
+		else if ((g = crypt_slot_parse(doc, len, &info, why, sizeof(why))) == 0)
+			free(doc);
+		else
+			free(doc);
+		r = cb(ctx, k.ids[i], g == 0 ? &info : NULL, why);
+	}
+	free(k.ids);
+	return r;
+}
+
+int store_keys_remove(struct store *s, const char *id, struct strbuf *err)
+{
+	char key[48], tmp[33];
+	snprintf(key, sizeof(key), KEYS_PREFIX "%s.json", id);
+	if (slot_id_of(key, tmp) < 0) {
+		sb_printf(err, "%s: not a key slot id (32 hex digits)", id);
+		return -EINVAL;
+	}
+	if (!strcmp(id, store_key_slot(s))) {
+		sb_printf(err, "key slot %s is the one this key opens: refusing to remove it (open the "
+			  "store with another key to remove this one)", id);
+		return -EBUSY;
+	}
+	int r = cb_backend_delete(store_backend(s), key);
+	if (r == -ENOENT)
+		sb_printf(err, "no key slot %s", id);
+	else if (r < 0)
+		sb_printf(err, "cannot remove %s: %s", key, cb_backend_why(r));
+	return r;
+}

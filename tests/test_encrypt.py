@@ -1,0 +1,423 @@
+"""Encrypted stores (issue 16): init --encrypt --key-file, the lifecycle of a plain store on a
+local and an S3 (moto) store, nothing readable in the store without the key, one line for a
+missing or wrong key, every flipped bit an error and never other bytes, copy both ways, key
+slots added and removed."""
+import errno
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import cb, data_dir_args, make_sample, mounted, read, sample_dirs, snapshot_tables
+from test_s3 import moto
+
+
+def keyfile(path, text=None):
+    with open(path, 'w') as f:
+        f.write(text if text is not None else os.urandom(32).hex() + '\n')
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+@pytest.fixture(params=['local', 'moto'])
+def enc_store(request, tmp_path, binaries):
+    """(location, environment, key file) of an empty encrypted store, local or on moto."""
+    key = str(tmp_path / 'store.key')
+    if request.param == 'local':
+        loc = str(tmp_path / 'store')
+        env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+        out = cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env).stdout
+        assert 'created key file' in out and 'created encrypted store' in out
+        yield loc, env, key
+        return
+    with moto(tmp_path) as (port, akey, secret):
+        env = dict(os.environ, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=akey,
+                   AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1',
+                   CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+        loc = 's3://cbtest/stores/enc'
+        cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
+        yield loc, env, key
+
+
+def test_key_file_made_by_init_is_private(enc_store):
+    _, _, key = enc_store
+    assert os.stat(key).st_mode & 0o777 == 0o600
+    assert len(read(key).strip()) == 64
+
+
+def test_lifecycle_on_an_encrypted_store(enc_store, tmp_path):
+    """init, create x2 (the second deduplicated), list, mount + cp, verify, restore, forget,
+    prune, check, reindex, export: as on a plain store."""
+    loc, env, key = enc_store
+
+    def c(*args, **kw):
+        return cb(*args, '--key-file', key, env=env, **kw)
+
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '2048', '--data-dirs', '1', '--no-clutter')
+    dirs = sample_dirs(src)
+    c('create', '--store', loc, '--name', 'day1', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    again = json.loads(c('create', '--store', loc, '--name', 'day1b', *data_dir_args(dirs),
+                         '--snapshot', 'nightly-1', '--json').stdout)
+    assert again['new_bytes'] == 0, again
+    make_sample(src, '--data-kib', '2048', '--data-dirs', '1', '--no-clutter', '--grow-percent', '30',
+                '--tag', 'nightly-2', '--seed', '2')
+    c('create', '--store', loc, '--name', 'day2', *data_dir_args(dirs), '--snapshot', 'nightly-2')
+    text = c('list', '--store', loc).stdout
+    assert 'store encrypted: AES-256-GCM' in text
+    names = [b['name'] for b in json.loads(c('list', '--store', loc, '--json').stdout)]
+    assert names == ['day1', 'day1b', 'day2']
+    c('verify', '--store', loc, '--all')
+    want = snapshot_tables(dirs, 'nightly-2')
+    with mounted(loc, str(tmp_path / 'mnt'), opts=['-o', f'key_file={key}'], env=env) as m:
+        for (ks, table), files in want.items():
+            for rel, path in files.items():
+                assert read(m.path('day2', ks, table, rel)) == read(path)
+        cp = tmp_path / 'cp'
+        subprocess.run(['cp', '-a', m.path('day2'), str(cp)], check=True)
+    for (ks, table), files in want.items():
+        for rel, path in files.items():
+            assert read(cp / ks / table / rel) == read(path)
+    c('forget', '--store', loc, 'day1', 'day1b')
+    res = json.loads(c('prune', '--store', loc, '--max-unused', '0', '--json').stdout)
+    assert res['packs']['deleted'] + res['packs']['repacked'] >= 1 and res['bytes']['freed'] > 0, res
+    chk = json.loads(c('check', '--store', loc, '--read-data', '--json').stdout)
+    assert chk['summary']['problems'] == 0 and chk['summary']['encrypted'] is True, chk
+    before = json.loads(c('list', '--store', loc, '--json').stdout)
+    import shutil
+    shutil.rmtree(env['CASSBACKUP_CACHE_DIR'])  # the catalog, from nothing: it is only a cache
+    c('reindex', '--store', loc)
+    assert json.loads(c('list', '--store', loc, '--json').stdout) == before
+    tarball = tmp_path / 'day2.tar'
+    c('export', '--store', loc, 'day2', '-o', tarball)
+    out = tmp_path / 'x'
+    out.mkdir()
+    subprocess.run(['tar', '-x', '-C', out, '-f', tarball], check=True)
+    live = tmp_path / 'live'
+    for (ks, table) in want:
+        (live / ks / f'{table}-{"c" * 32}').mkdir(parents=True)
+    c('restore', '--store', loc, 'day2', '--data-dir', live)
+    for (ks, table), files in want.items():
+        [tdir] = [d for d in os.listdir(out / ks) if d.startswith(table + '-')]
+        for rel, path in files.items():
+            assert read(out / ks / tdir / rel) == read(path)
+            if rel not in ('manifest.json', 'schema.cql'):
+                assert read(live / ks / f'{table}-{"c" * 32}' / rel) == read(path)
+
+
+def store_files(loc):
+    res = []
+    for root, _, names in os.walk(loc):
+        res += [os.path.join(root, n) for n in names]
+    return sorted(res)
+
+
+def test_nothing_readable_in_the_store_without_the_key(tmp_path, binaries):
+    """Packs, manifests and indexes: no name, no content, no hash of a file, and no catalog in
+    the store; config and keys/ hold no secret."""
+    loc, key = str(tmp_path / 'store'), keyfile(tmp_path / 'k')
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '512', '--data-dirs', '1', '--no-clutter')
+    dirs = sample_dirs(src)
+    cb('create', '--store', loc, '--name', 'secret-name', *data_dir_args(dirs), '--snapshot', 'nightly-1',
+       '--key-file', key, '--level', '1', env=env)
+    files = [f for f in store_files(loc)]
+    assert not [f for f in files if f.endswith('catalog.db')]
+    want = snapshot_tables(dirs, 'nightly-1')
+    import hashlib
+    sample = next(p for fs in want.values() for r, p in fs.items() if r.endswith('Data.db'))
+    needles = [b'shop', b'nb-1-big', b'secret-name', b'sha256', b'index.json',
+               hashlib.sha256(read(sample)).hexdigest().encode(), read(sample)[:64]]
+    for f in files:
+        body = read(f)
+        if f.endswith('/config') or '/keys/' in f:
+            assert read(key).strip() not in body
+            continue
+        assert body.startswith(b'CBENC1\0\0'), f
+        for n in needles:
+            assert n not in body, (f, n)
+
+
+def test_missing_wrong_or_open_key_is_one_line(tmp_path, binaries):
+    loc, key = str(tmp_path / 'store'), keyfile(tmp_path / 'k')
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
+    p = cb('list', '--store', loc, env=env, check=False)
+    assert p.returncode != 0
+    assert p.stderr == f'cassbackup: store {loc} is encrypted: give --key-file or key_file in the config\n'
+    wrong = keyfile(tmp_path / 'wrong')
+    p = cb('list', '--store', loc, '--key-file', wrong, env=env, check=False)
+    assert p.returncode != 0 and p.stderr.count('\n') == 1
+    assert "the key file opens none of the store's 1 key file slot (wrong key?)" in p.stderr
+    os.chmod(key, 0o644)
+    p = cb('list', '--store', loc, '--key-file', key, env=env, check=False)
+    assert p.returncode != 0 and p.stderr.count('\n') == 1 and 'chmod 600' in p.stderr
+    os.chmod(key, 0o600)
+    short = keyfile(tmp_path / 'short', 'abc\n')
+    p = cb('list', '--store', loc, '--key-file', short, env=env, check=False)
+    assert p.returncode != 0 and p.stderr.count('\n') == 1 and 'key file' in p.stderr
+    p = cb('init', '--store', str(tmp_path / 'other'), '--encrypt', env=env, check=False)
+    assert p.returncode == 2 and '--key-file' in p.stderr
+    # the mount says the same
+    mnt = tmp_path / 'mnt'
+    mnt.mkdir()
+    p = subprocess.run([os.path.join(os.path.dirname(os.path.dirname(__import__('conftest').CASSBACKUP)),
+                                     'fs', 'mount.cassbackup'), loc, str(mnt), '-f'],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode != 0 and 'is encrypted: give -o key_file=FILE' in p.stderr
+    # a key for a plain store is no harm; a plain config over key slots is refused
+    plain = str(tmp_path / 'plain')
+    cb('init', '--store', plain, env=env)
+    cb('list', '--store', plain, '--key-file', key, env=env)
+    cfg = json.loads(read(os.path.join(loc, 'config')))
+    del cfg['encryption']
+    os.chmod(os.path.join(loc, 'config'), 0o600)
+    with open(os.path.join(loc, 'config'), 'w') as f:
+        json.dump(cfg, f)
+    p = cb('list', '--store', loc, '--key-file', key, env=env, check=False)
+    assert p.returncode != 0 and 'keys/ holds key slots' in p.stderr
+
+
+def flip(path, bit):
+    with open(path, 'r+b') as f:
+        f.seek(bit // 8)
+        b = f.read(1)[0]
+        f.seek(bit // 8)
+        f.write(bytes([b ^ (1 << (bit % 8))]))
+
+
+def read_or_eio(path):
+    try:
+        return read(path)
+    except OSError as e:
+        assert e.errno == errno.EIO, (path, e)
+        return None
+
+
+def test_every_bit_flip_is_an_error_never_other_bytes(tmp_path, binaries):
+    """Bits flipped across a pack (its header, chunks of frames, their tags, the trailer and
+    seek table at its end) and across a manifest: the mount gives the right bytes or EIO, never
+    other bytes; check --read-data and verify fail."""
+    loc, key = str(tmp_path / 'store'), keyfile(tmp_path / 'k')
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '256', '--data-dirs', '1', '--no-clutter')
+    dirs = sample_dirs(src)
+    cb('create', '--store', loc, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1',
+       '--key-file', key, env=env)
+    want = {(ks, t, rel): read(p) for (ks, t), fs in snapshot_tables(dirs, 'nightly-1').items()
+            for rel, p in fs.items()}
+    [pack] = [f for f in store_files(loc) if '/packs/' in f]
+    size = os.path.getsize(pack)
+    chunk = 16384 + 16
+    # the header; each chunk's first byte, middle and tag; the last 200 bytes (trailer, table)
+    bits = [0, 8 * 7, 8 * 8 + 3, 8 * 31 + 7]
+    for start in range(32, size, chunk):
+        end = min(start + chunk, size)
+        bits += [8 * start + 1, 8 * ((start + end) // 2) + 5, 8 * (end - 1)]
+    bits += [8 * (size - k) + 2 for k in (3, 40, 90, 150, 200)]
+    bits = sorted(set(b for b in bits if b < 8 * size))
+    eio = 0
+    for bit in bits:
+        flip(pack, bit)
+        try:
+            r = cb('check', '--store', loc, '--read-data', '--key-file', key, env=env, check=False)
+            assert r.returncode != 0, f'check passed with bit {bit} of {size * 8} flipped'
+            r = cb('verify', '--store', loc, '--all', '--key-file', key, env=env, check=False)
+            verify_failed = r.returncode != 0
+            with mounted(loc, str(tmp_path / 'mnt'), opts=['-o', f'key_file={key}'], env=env,
+                         expect_errors=('',)) as m:
+                seen_eio = False
+                for (ks, t, rel), body in want.items():
+                    if not os.path.exists(m.path('b', ks, t)):
+                        seen_eio = True
+                        continue
+                    got = read_or_eio(m.path('b', ks, t, rel))
+                    assert got is None or got == body, f'bit {bit}: other bytes in {ks}/{t}/{rel}'
+                    seen_eio |= got is None
+            eio += seen_eio
+            # what the mount could not read, verify could not either
+            assert verify_failed or not seen_eio, f'bit {bit}: verify passed, the mount gave EIO'
+        finally:
+            flip(pack, bit)
+    # most flips land in data a read decodes; the rest (a member's tar header alone in a frame)
+    # are found by check --read-data, asserted above
+    assert eio >= len(bits) // 2, (eio, len(bits))
+    cb('check', '--store', loc, '--read-data', '--key-file', key, env=env)
+    # a manifest: any flip is an unreadable manifest, never another backup
+    [man] = [f for f in store_files(loc) if '/backups/' in f]
+    for bit in (0, 8 * 40, 8 * os.path.getsize(man) - 1):
+        flip(man, bit)
+        r = cb('check', '--store', loc, '--key-file', key, env=env, check=False)
+        assert r.returncode != 0
+        flip(man, bit)
+
+
+def test_swapped_or_truncated_objects_fail(tmp_path, binaries):
+    """A pack put under another pack's key, a manifest under another backup's name, a pack cut
+    at a chunk boundary: each an error."""
+    loc, key = str(tmp_path / 'store'), keyfile(tmp_path / 'k')
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '256', '--data-dirs', '1', '--no-clutter')
+    cb('create', '--store', loc, '--name', 'a', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--key-file', key, env=env)
+    [pack] = [f for f in store_files(loc) if '/packs/' in f]
+    body = read(pack)
+    os.chmod(pack, 0o600)
+    cut = 32 + 2 * (16384 + 16)
+    with open(pack, 'wb') as f:
+        f.write(body[:cut])
+    r = cb('check', '--store', loc, '--read-data', '--key-file', key, env=env, check=False)
+    assert r.returncode != 0
+    with open(pack, 'wb') as f:
+        f.write(body)
+    cb('check', '--store', loc, '--read-data', '--key-file', key, env=env)
+    [man] = [f for f in store_files(loc) if '/backups/' in f]
+    other = os.path.join(os.path.dirname(os.path.dirname(man)), 'b', os.path.basename(man))
+    os.makedirs(os.path.dirname(other))
+    with open(other, 'wb') as f:
+        f.write(read(man))
+    r = cb('check', '--store', loc, '--key-file', key, env=env, check=False)
+    assert r.returncode != 0 and 'backups/b/' in r.stdout + r.stderr
+
+
+def test_copy_between_plain_and_encrypted_both_ways(tmp_path, binaries):
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    plain, enc, enc2 = (str(tmp_path / n) for n in ('plain', 'enc', 'enc2'))
+    k1, k2 = str(tmp_path / 'k1'), str(tmp_path / 'k2')
+    cb('init', '--store', plain, env=env)
+    cb('init', '--store', enc, '--encrypt', '--key-file', k1, env=env)
+    cb('init', '--store', enc2, '--encrypt', '--key-file', k2, env=env)
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '512', '--data-dirs', '1', '--no-clutter')
+    dirs = sample_dirs(src)
+    cb('create', '--store', plain, '--name', 'p', *data_dir_args(dirs), '--snapshot', 'nightly-1', env=env)
+    cb('copy', '--from', plain, '--to', enc, '--all', '--to-key-file', k1, env=env)
+    cb('verify', '--store', enc, '--all', '--key-file', k1, env=env)
+    cb('copy', '--from', enc, '--to', enc2, '--all', '--key-file', k1, '--to-key-file', k2, env=env)
+    cb('verify', '--store', enc2, '--all', '--key-file', k2, env=env)
+    back = str(tmp_path / 'back')
+    cb('init', '--store', back, env=env)
+    cb('copy', '--from', enc2, '--to', back, '--all', '--key-file', k2, env=env)
+    cb('verify', '--store', back, '--all', env=env)
+    assert [b['name'] for b in json.loads(cb('list', '--store', back, '--json', env=env).stdout)] == ['p']
+    # the plain copy is plain: a pack there is a zstd stream again
+    packs = [os.path.join(r, n) for r, _, ns in os.walk(os.path.join(back, 'packs')) for n in ns]
+    assert packs and all(read(p)[:4] == b'\x28\xb5\x2f\xfd' for p in packs)
+
+
+def test_key_slots_add_list_remove_and_passphrase(tmp_path, binaries):
+    """restic's key add/list/remove: a second key file and a passphrase (scrypt) open the
+    same store; the slot the given key opened cannot be removed; a removed key no longer
+    opens the store; nothing else is rewritten."""
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'), CASSBACKUP_TEST_SCRYPT_N='1024')
+    loc, k1 = str(tmp_path / 'store'), keyfile(tmp_path / 'k1')
+    cb('init', '--store', loc, '--encrypt', '--key-file', k1, env=env)
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '256', '--data-dirs', '1', '--no-clutter')
+    cb('create', '--store', loc, '--name', 'b', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--key-file', k1, env=env)
+    before = {f: read(f) for f in store_files(loc) if '/keys/' not in f and 'catalog' not in f}
+    k2 = str(tmp_path / 'k2')
+    out = cb('key', 'add', '--store', loc, '--key-file', k1, '--new-key-file', k2, env=env).stdout
+    assert 'created key file' in out and os.stat(k2).st_mode & 0o777 == 0o600
+    pp = keyfile(tmp_path / 'pass', 'correct horse battery staple\n')
+    cb('key', 'add', '--store', loc, '--key-file', k1, '--new-passphrase-file', pp, env=env)
+    slots = json.loads(cb('key', 'list', '--store', loc, '--key-file', k2, '--json', env=env).stdout)
+    assert sorted(s['kind'] for s in slots) == ['file', 'file', 'passphrase']
+    [cur] = [s for s in slots if s['current']]
+    assert cb('list', '--store', loc, '--passphrase-file', pp, env=env).stdout.count('\nb ') == 1
+    cb('verify', '--store', loc, '--all', '--passphrase-file', pp, env=env)
+    with mounted(loc, str(tmp_path / 'mnt'), opts=['-o', f'passphrase_file={pp}'], env=env) as m:
+        assert os.listdir(m.path()) == ['b']
+    p = cb('key', 'remove', '--store', loc, '--key-file', k2, cur['id'], env=env, check=False)
+    assert p.returncode != 0 and 'refusing to remove it' in p.stderr
+    [k1_slot] = [s for s in json.loads(cb('key', 'list', '--store', loc, '--key-file', k1, '--json',
+                                           env=env).stdout) if s['current']]
+    cb('key', 'remove', '--store', loc, '--key-file', k2, k1_slot['id'], env=env)
+    p = cb('list', '--store', loc, '--key-file', k1, env=env, check=False)
+    assert p.returncode != 0 and 'wrong key' in p.stderr
+    p = cb('list', '--store', loc, '--passphrase-file', keyfile(tmp_path / 'bad', 'not the passphrase\n'),
+           env=env, check=False)
+    assert p.returncode != 0 and 'wrong passphrase' in p.stderr
+    cb('verify', '--store', loc, '--all', '--key-file', k2, env=env)
+    assert {f: read(f) for f in before} == before
+    p = cb('key', 'list', '--store', str(tmp_path / 'plain'), env=env, check=False)
+    assert p.returncode != 0
+    cb('init', '--store', str(tmp_path / 'plain'), env=env)
+    p = cb('key', 'list', '--store', str(tmp_path / 'plain'), env=env, check=False)
+    assert p.returncode != 0 and 'is not encrypted' in p.stderr
+
+
+def test_kill_9_while_writing_leaves_no_backup_and_no_plaintext(tmp_path, binaries):
+    """An encrypted create killed while it writes a pack: no backup, nothing committed in
+    plaintext; the next create, prune and check --read-data are clean."""
+    import signal
+    from conftest import CASSBACKUP, stop_while_writing
+    loc, key = str(tmp_path / 'store'), keyfile(tmp_path / 'k')
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '8192', '--data-dirs', '1', '--no-clutter',
+                      '--incompressible')
+    argv = [CASSBACKUP, 'create', '--store', loc, '--name', 'k', *data_dir_args(sample_dirs(src)),
+            '--snapshot', 'nightly-1', '--key-file', key, '--threads', '1']
+    c = stop_while_writing(argv, loc, env=env)
+    assert c is not None, 'create ended before it could be stopped'
+    c.send_signal(signal.SIGKILL)
+    c.communicate()
+    assert json.loads(cb('list', '--store', loc, '--json', '--key-file', key, env=env).stdout) == []
+    for f in store_files(loc):
+        if not (f.endswith('/config') or '/keys/' in f):
+            assert read(f).startswith(b'CBENC1\0\0'), f
+    cb('unlock', '--store', loc, '--all', '--key-file', key, env=env)
+    cb('create', '--store', loc, '--name', 'k', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--key-file', key, env=env)
+    cb('prune', '--store', loc, '--key-file', key, env=env)
+    cb('check', '--store', loc, '--read-data', '--key-file', key, env=env)
+    cb('verify', '--store', loc, '--all', '--key-file', key, env=env)
+
+
+def test_commitlog_segments_are_sealed_and_read_back(tmp_path, binaries):
+    """archive-commitlog into an encrypted store: the segment object is sealed; the mount gives
+    its bytes back, also at an offset."""
+    from test_commitlog import T0, write_segment
+    loc, key = str(tmp_path / 'store'), keyfile(tmp_path / 'k')
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
+    seg = write_segment(str(tmp_path / 'commitlog'), T0)
+    name = os.path.basename(seg)
+    cb('archive-commitlog', '--store', loc, '--node', 'n1', '--key-file', key, seg, name, env=env)
+    [obj] = [f for f in store_files(loc) if '/commitlogs/' in f]
+    assert read(obj).startswith(b'CBENC1\0\0') and name.encode() not in read(obj)
+    with mounted(loc, str(tmp_path / 'mnt'), opts=['-o', f'key_file={key}'], env=env) as m:
+        p = os.path.join(m.mnt, 'commitlogs', 'n1', name)
+        assert read(p) == read(seg)
+        with open(p, 'rb') as f:
+            f.seek(65536 + 7)
+            assert f.read(1000) == read(seg)[65536 + 7:65536 + 1007]
+
+
+def test_load_mounts_an_encrypted_store_with_the_key_given(tmp_path, binaries):
+    """load mounts the store for sstableloader: the key given on its command line (not in a
+    configuration file) reaches that mount."""
+    import hashlib
+    from test_restore_load import LOADER
+    loc, key = str(tmp_path / 'store'), keyfile(tmp_path / 'k')
+    cb('init', '--store', loc, '--encrypt', '--key-file', key)
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '256', '--data-dirs', '1', '--no-clutter')
+    dirs = sample_dirs(src)
+    cb('create', '--store', loc, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1',
+       '--key-file', key)
+    expect = {f'{ks}.{t}': {rel: hashlib.sha256(read(p)).hexdigest() for rel, p in files.items()}
+              for (ks, t), files in snapshot_tables(dirs, 'nightly-1').items()}
+    ef = str(tmp_path / 'expect.json')
+    with open(ef, 'w') as f:
+        json.dump(expect, f)
+    state = tmp_path / 'state'
+    state.mkdir()
+    env = dict(os.environ, SSTABLELOADER_STANDIN_EXPECT=ef, SSTABLELOADER_STANDIN_STATE=str(state),
+               SSTABLELOADER_STANDIN_LOG=str(tmp_path / 'loader.log'))
+    r = cb('load', '--store', loc, 'b', '--hosts', 'h1', '--sstableloader', LOADER, '--key-file', key,
+           '--json', env=env)
+    res = json.loads(r.stdout)
+    assert len(res['tables']) == len(expect) and all(t['status'] == 'ok' for t in res['tables']), res
