@@ -63,6 +63,7 @@ struct wfile {
 	unsigned char sha[32];
 	int64_t stored_id; /* > 0: bytes already in the store */
 	long pending;      /* >= 0: index into blobs written by this backup */
+	bool inherited;    /* an incremental's, from its previous backup (add_stored) */
 };
 
 struct wdir {
@@ -83,6 +84,7 @@ struct wtable {
 struct backup_writer {
 	const char *root;        /* the store's location, for messages */
 	char *name, *cluster, *datacenter, *node, *host_id, *tag, *version, *rack, *schema_version;
+	char *base, *previous;   /* NULL: a full backup */
 	char ref[CB_REF_MAX]; /* NAME/NODE: where the manifest goes (store.h) */
 	struct manifest_ring_node *ring;
 	size_t nring;
@@ -215,6 +217,8 @@ static int copy_meta(backup_writer *w, const struct backup_meta *m)
 	w->schema_version = dup_or_empty(m->schema_version);
 	w->root_attr = m->root_attr;
 	w->created_ns = m->created_ns ? m->created_ns : now_ns();
+	if (m->base && (!(w->base = strdup(m->base)) || !(w->previous = strdup(m->previous))))
+		return -ENOMEM;
 	if (!w->name || !w->cluster || !w->datacenter || !w->node || !w->tag ||
 	    !w->version || (m->host_id && !w->host_id) || !w->rack || !w->schema_version)
 		return -ENOMEM;
@@ -628,6 +632,29 @@ int backup_writer_add_buffer(backup_writer *w, unsigned table, unsigned dir,
 	return add(w, table, dir, f, -1, data);
 }
 
+int backup_writer_add_stored(backup_writer *w, unsigned table, unsigned dir,
+			     const struct backup_file *f, const unsigned char sha256[32])
+{
+	if (w->err)
+		return w->err;
+	if (table >= w->ntables || (dir != BACKUP_TABLE_DIR && dir >= w->tables[table].ndirs))
+		return fail(w, -EINVAL, "file %s: no such table or directory", f->source);
+	struct wfile *wf = new_file(w, table, dir, f);
+	if (!wf)
+		return fail(w, -ENOMEM, "out of memory");
+	memcpy(wf->sha, sha256, 32);
+	wf->inherited = true;
+	int r = catalog_find_blob(w->cat, wf->sha, wf->size, &wf->stored_id);
+	if (r == 0)
+		return fail(w, -ENOENT, "cannot take %s into backup %s: its content is in no pack of "
+			    "the store", f->source, w->name);
+	if (r < 0)
+		return fail(w, r, "cannot read the catalog of %s: %s", w->root, catalog_errmsg(w->cat));
+	w->files++;
+	w->bytes += f->size;
+	return 0; /* nothing read: no progress to report */
+}
+
 /* The manifest of this backup: metadata, then keyspaces in the order their first table came. */
 static int fill_keyspace(const backup_writer *w, size_t first, struct manifest_keyspace *k)
 {
@@ -661,6 +688,7 @@ static int fill_keyspace(const backup_writer *w, size_t first, struct manifest_k
 			mf->size = wf->size;
 			mf->attr = (struct cb_attr){wf->a.mode & 07777, wf->a.uid, wf->a.gid, wf->a.mtime_ns};
 			memcpy(mf->sha256, wf->sha, 32);
+			mf->added = w->base && !wf->inherited;
 		}
 	}
 	return 0;
@@ -687,7 +715,8 @@ static int fill_manifest(const backup_writer *w, uint64_t stored, struct manifes
 		.cassandra_version = w->version, .tokens = w->tokens, .ntokens = w->ntokens,
 		.rack = w->rack, .schema_version = w->schema_version, .ring = w->ring,
 		.nring = w->nring, .created_ns = w->created_ns, .files = w->files, .bytes = w->bytes,
-		.new_bytes = w->new_bytes, .stored_bytes = stored,
+		.new_bytes = w->new_bytes, .stored_bytes = stored, .base = w->base,
+		.previous = w->previous,
 		.root_attr = {w->root_attr.mode & 07777, w->root_attr.uid, w->root_attr.gid,
 			      w->root_attr.mtime_ns},
 	};
@@ -848,6 +877,8 @@ void backup_writer_free(backup_writer *w)
 	free(w->version);
 	free(w->rack);
 	free(w->schema_version);
+	free(w->base);
+	free(w->previous);
 	manifest_ring_free(w->ring, w->nring);
 	for (size_t i = 0; i < w->ntokens; i++)
 		free(w->tokens[i]);

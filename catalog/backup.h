@@ -51,6 +51,10 @@ struct backup_meta {
 	size_t ntokens;
 	struct backup_attr root_attr;    /* of the data directory: the mount shows the backup so */
 	int64_t created_ns; /* 0: now */
+	/* An incremental backup: the full backup of this node it follows and the backup it is
+	 * made on top of (manifest.h), both names; NULL for a full backup. The caller hands the
+	 * writer previous's files with backup_writer_add_stored and the new ones as usual. */
+	const char *base, *previous;
 };
 
 struct backup_writer_opts {
@@ -117,6 +121,12 @@ int backup_writer_add_dir(backup_writer *w, unsigned table, const char *name,
 #define BACKUP_TABLE_DIR UINT32_MAX
 int backup_writer_add_file(backup_writer *w, unsigned table, unsigned dir,
 			   const struct backup_file *f, int fd);
+
+/* Adds a file whose content (sha256, f->size) the store holds already, as an incremental
+ * inherits its previous backup's files: nothing is read. -ENOENT when the catalog knows no
+ * such content (the previous backup's bytes are gone: nothing to point at). */
+int backup_writer_add_stored(backup_writer *w, unsigned table, unsigned dir,
+			     const struct backup_file *f, const unsigned char sha256[32]);
 
 /* As add_file, with the f->size bytes at data. */
 int backup_writer_add_buffer(backup_writer *w, unsigned table, unsigned dir,

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CATALOG_FORMAT "cassbackup-catalog-3"
+#define CATALOG_FORMAT "cassbackup-catalog-4"
 /* Pages a CATALOG_SMALL_CACHE connection keeps (SQLite's default is 2 MiB per connection). */
 #define CATALOG_SMALL_CACHE_KIB "256"
 #define CB_SIZE_MAX_SQL "4611686018427387903" /* CB_SIZE_MAX */
@@ -50,7 +50,8 @@ static const char schema_sql[] =
 	"  files INTEGER NOT NULL, bytes INTEGER NOT NULL, new_bytes INTEGER NOT NULL,"
 	"  stored_bytes INTEGER NOT NULL, cassandra_version TEXT NOT NULL, tokens TEXT NOT NULL,"
 	"  root_mode INTEGER NOT NULL, root_uid INTEGER NOT NULL, root_gid INTEGER NOT NULL,"
-	"  manifest_size INTEGER NOT NULL, UNIQUE(name, node_key));"
+	"  manifest_size INTEGER NOT NULL, base TEXT NOT NULL, previous TEXT NOT NULL,"
+	"  UNIQUE(name, node_key));"
 	BACKUPS_BY_NAME ";"
 	"CREATE TABLE keyspaces(id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  backup_id INTEGER NOT NULL REFERENCES backups(id), name TEXT NOT NULL,"
@@ -105,7 +106,8 @@ static const char schema_sql[] =
 #define DC_NAME "COALESCE(NULLIF(b.datacenter, ''), 'unknown-dc')"
 
 /* Columns 16.. of a backup summary (read_summary). */
-#define SUMMARY_MORE ", b.ref, b.node_key, b.rack, b.schema_version, b.ring, b.tokens"
+#define SUMMARY_MORE ", b.ref, b.node_key, b.rack, b.schema_version, b.ring, b.tokens, b.base," \
+	" b.previous"
 
 enum stmt {
 	ST_BEGIN,
@@ -189,9 +191,9 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_ADD_BACKUP] = "INSERT INTO backups(name, cluster, datacenter, node, host_id,"
 			  " snapshot_tag, created_ns, files, bytes, new_bytes, stored_bytes,"
 			  " cassandra_version, tokens, root_mode, root_uid, root_gid, manifest_size,"
-			  " ref, node_key, rack, schema_version, ring)"
+			  " ref, node_key, rack, schema_version, ring, base, previous)"
 			  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
-			  " CASE WHEN ?18 THEN ?1 || '/' || ?19 ELSE ?1 END, ?19, ?20, ?21, ?22)",
+			  " CASE WHEN ?18 THEN ?1 || '/' || ?19 ELSE ?1 END, ?19, ?20, ?21, ?22, ?23, ?24)",
 	/* a row whose name does not agree with its ref is damaged: '' (no manifest's ref) has a
 	 * reconcile drop it and take its manifest in again */
 	[ST_BACKUP_NAMES] = "SELECT id, CASE WHEN ref = name OR ref = name || '/' || node_key"
@@ -302,7 +304,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 			 " JOIN blobs b ON b.id = f.blob_id LEFT JOIN packs p ON p.id = b.pack_id"
 			 " WHERE f.id = ?1",
 	[ST_XATTR_BACKUP] = "SELECT node, cluster, datacenter, created_ns, snapshot_tag, host_id,"
-			    " rack, tokens, cassandra_version, schema_version, name"
+			    " rack, tokens, cassandra_version, schema_version, name, base, previous"
 			    " FROM backups WHERE id = ?1",
 	[ST_XATTR_TABLE] = "SELECT t.table_id, k.name, t.name FROM tables t"
 			   " JOIN keyspaces k ON k.id = t.keyspace_id WHERE t.id = ?1",
@@ -670,6 +672,8 @@ int catalog_add_backup(catalog *c, const struct cb_backup_info *b, int64_t *id)
 	bind_text(st, 20, b->rack ? b->rack : "");
 	bind_text(st, 21, b->schema_version ? b->schema_version : "");
 	bind_text(st, 22, b->ring ? b->ring : "[]");
+	bind_text(st, 23, b->base ? b->base : "");
+	bind_text(st, 24, b->previous ? b->previous : "");
 	return insert(c, st, id);
 }
 
@@ -896,6 +900,8 @@ static int read_summary(catalog *c, sqlite3_stmt *st, struct cb_backup_summary *
 		.schema_version = col_text(st, 19),
 		.ring = col_text(st, 20),
 		.tokens = col_text(st, 21),
+		.base = col_text(st, 22),
+		.previous = col_text(st, 23),
 	};
 	double unique = sqlite3_column_double(st, 13);
 	int r = 0;
@@ -1457,8 +1463,9 @@ int catalog_node_xattrs(catalog *c, uint64_t ino,
 		    (r = cb(ctx, "user.cassbackup.name", col_text(st, 10))) == 0) {
 			/* what was recorded of the node, when it was */
 			static const char *const more[] = {"host_id", "rack", "tokens",
-							   "release_version", "schema_version"};
-			static const int cols[] = {5, 6, 7, 8, 9};
+							   "release_version", "schema_version",
+							   "base", "previous"};
+			static const int cols[] = {5, 6, 7, 8, 9, 11, 12};
 			for (size_t i = 0; r == 0 && i < sizeof(cols) / sizeof(*cols); i++) {
 				char key[64];
 				snprintf(key, sizeof(key), "user.cassbackup.%s", more[i]);

@@ -125,6 +125,7 @@ struct cb_backup_info {
 	bool nested;            /* kept at backups/NAME/NODE.json (else backups/NAME.json) */
 	const char *rack, *schema_version; /* "" when unknown */
 	const char *ring;       /* manifest_ring_write's JSON array */
+	const char *base, *previous; /* an incremental's (manifest.h); NULL or "" for a full one */
 };
 
 struct cb_pack_info {
@@ -210,6 +211,9 @@ struct cb_backup_summary {
 	const char *rack, *schema_version; /* "" when unknown */
 	const char *ring;     /* the ring it recorded, as manifest_ring_write made it */
 	const char *tokens;   /* space-separated, "" when unknown */
+	/* An incremental's full backup and the backup it follows (names, of the same node): ""
+	 * for a full backup. Not checked as names: compare them, do not build paths of them. */
+	const char *base, *previous;
 	/* NULL for a sound row; else why it is not ("catalog row 3: invalid backup name"): the
 	 * counts are then 0 and name is as stored (escape it before printing). */
 	const char *invalid;

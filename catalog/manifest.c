@@ -77,6 +77,8 @@ static json_t *file_json(const struct manifest_file *f)
 		return NULL;
 	int r = (*f->dir ? put_name(o, "dir", f->dir) : 0) ?: put_name(o, "name", f->name) ?:
 		put_int(o, "size", (int64_t)f->size) ?: put_attr(o, &f->attr) ?: put_sha(o, f->sha256);
+	if (!r && f->added)
+		r = json_object_set_new(o, "added", json_true()) ? -ENOMEM : 0;
 	if (r) {
 		json_decref(o);
 		return NULL;
@@ -185,6 +187,8 @@ int manifest_write(const struct manifest *m, struct strbuf *out, char *err, size
 		put_str(root, "cassandra_version", m->cassandra_version) ?:
 		put_str(root, "rack", m->rack) ?: put_str(root, "schema_version", m->schema_version) ?:
 		put_int(root, "created_ns", m->created_ns);
+	if (!r && m->base)
+		r = put_name(root, "base", m->base) ?: put_name(root, "previous", m->previous);
 	json_t *ring = r ? NULL : ring_json(m->ring, m->nring);
 	r = r ?: (!ring || json_object_set_new(root, "ring", ring)) ? -ENOMEM : 0;
 	for (size_t i = 0; !r && i < m->ntokens; i++)
@@ -344,6 +348,10 @@ static int parse_file(json_t *o, struct manifest_file *f, struct perr *e, const 
 		return r;
 	if (*f->dir && !index_dir_ok(f->dir))
 		return fail(e, "%s: index directory \"%s\" does not start with '.'", where, f->dir);
+	json_t *added = json_object_get(o, "added");
+	if (added && !json_is_boolean(added))
+		return fail(e, "%s: \"added\" is not true or false", where);
+	f->added = added && json_is_true(added);
 	return get_name(o, "name", &f->name, e, where) ?: get_u64(o, "size", &f->size, e, where) ?:
 	       get_attr(o, &f->attr, e, where) ?: get_sha(o, f->sha256, e, where);
 }
@@ -466,6 +474,10 @@ static int parse_header(json_t *root, struct manifest *m, struct perr *e)
 	    get_str(root, "rack", true, &m->rack, e, w) ?:
 	    get_str(root, "schema_version", true, &m->schema_version, e, w) ?:
 	    get_int(root, "created_ns", INT64_MIN, INT64_MAX, &m->created_ns, e, w);
+	if (r < 0)
+		return r;
+	if (json_object_get(root, "base") || json_object_get(root, "base_hex"))
+		r = get_name(root, "base", &m->base, e, w) ?: get_name(root, "previous", &m->previous, e, w);
 	if (r < 0)
 		return r;
 	const char *labels[] = {m->node, m->cluster, m->datacenter, m->host_id, m->rack,
@@ -661,6 +673,11 @@ static int manifest_check(const struct manifest *m, char *err, size_t errlen)
 		snprintf(err, errlen, "backup name is not a valid name");
 		return -EINVAL;
 	}
+	if (!m->base != !m->previous || (m->base && (!name_is_component(m->base) ||
+						    !name_is_component(m->previous)))) {
+		snprintf(err, errlen, "an incremental's base or previous backup is not a valid name");
+		return -EINVAL;
+	}
 	const char *labels[] = {m->node, m->cluster, m->datacenter, m->host_id, m->rack,
 				m->schema_version, m->cassandra_version};
 	for (size_t i = 0; i < sizeof(labels) / sizeof(*labels); i++)
@@ -728,6 +745,8 @@ void manifest_free(struct manifest *m)
 	free(m->cassandra_version);
 	free(m->rack);
 	free(m->schema_version);
+	free(m->base);
+	free(m->previous);
 	manifest_ring_free(m->ring, m->nring);
 	free(m);
 }

@@ -42,6 +42,7 @@ struct manifest_file {
 	uint64_t size;
 	struct cb_attr attr;
 	unsigned char sha256[32];
+	bool added; /* an incremental's: taken in from backups/ by this backup (else inherited) */
 };
 
 struct manifest_dir {
@@ -82,6 +83,13 @@ struct manifest {
 	struct manifest_ring_node *ring; /* the ring the node saw; none when unknown */
 	size_t nring;
 	int64_t created_ns;
+	/* An incremental backup (Cassandra's backups/ directories taken in): the full backup of
+	 * the same node it follows, and the backup it was made on top of (base itself or the
+	 * incremental before it). Both NULL for a full backup, else names (name_is_component).
+	 * Its tree is whole: previous's tree with the files it took in added (manifest "files"
+	 * marked "added"), so a reader never needs the base to read it; the link is what keeps
+	 * the base alive (retention, forget) and what list and restore --point-in-time follow. */
+	char *base, *previous;
 	struct cb_attr root_attr; /* of the (first) data directory: the mount shows the backup so */
 	struct manifest_keyspace *keyspaces;
 	size_t nkeyspaces;

@@ -69,6 +69,25 @@ static int newest_first(const void *a, const void *b)
 	return x->i < y->i ? -1 : x->i > y->i; /* stable: input order among equal times */
 }
 
+/* Keeps what each kept incremental follows, up its chain. */
+static void keep_bases(struct retention_item *items, size_t n)
+{
+	bool changed = true;
+	while (changed) {
+		changed = false;
+		for (size_t i = 0; i < n; i++) {
+			if (!items[i].reasons || !items[i].previous)
+				continue;
+			for (size_t k = 0; k < n; k++)
+				if (!items[k].reasons && items[k].name &&
+				    !strcmp(items[k].name, items[i].previous)) {
+					items[k].reasons = RETAIN_BASE;
+					changed = true;
+				}
+		}
+	}
+}
+
 int retention_apply(struct retention_item *items, size_t n, const struct retention_policy *p,
 		    int64_t now_ns)
 {
@@ -118,6 +137,7 @@ int retention_apply(struct retention_item *items, size_t n, const struct retenti
 		}
 	}
 	free(o);
+	keep_bases(items, n);
 	return 0;
 }
 
@@ -132,6 +152,7 @@ const char *retention_reason_name(enum retention_reason r)
 	case RETAIN_YEARLY: return "yearly";
 	case RETAIN_WITHIN: return "within";
 	case RETAIN_FUTURE: return "future";
+	case RETAIN_BASE: return "base";
 	}
 	return "?";
 }

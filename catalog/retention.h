@@ -16,6 +16,9 @@
  *   - a backup dated after `now` is always kept ("dated in the future") and neither uses up a
  *     count nor moves the newest point: a clock that ran ahead must not cost real backups.
  *     restic has no such rule; cassbackup adds it because forgetting is irreversible.
+ *   - an incremental backup kept keeps the backups it follows (its previous, up to its full
+ *     base: reason "base"), so a kept incremental never loses its base or the incrementals
+ *     between; these neither use up a count nor move the newest point.
  */
 #ifndef CASSBACKUP_RETENTION_H
 #define CASSBACKUP_RETENTION_H
@@ -47,11 +50,13 @@ enum retention_reason {
 	RETAIN_YEARLY = 1 << 5,
 	RETAIN_WITHIN = 1 << 6,
 	RETAIN_FUTURE = 1 << 7,
+	RETAIN_BASE = 1 << 8, /* followed by a kept incremental */
 };
-#define RETAIN_REASON_COUNT 8
+#define RETAIN_REASON_COUNT 9
 
 struct retention_item {
 	int64_t time_ns;  /* in: when the backup was made */
+	const char *name, *previous; /* in: its name; the backup it follows (NULL: a full one) */
 	unsigned reasons; /* out: enum retention_reason bits; 0 means remove */
 };
 

@@ -526,6 +526,7 @@ int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
 		.stored_bytes = m->stored_bytes, .cassandra_version = m->cassandra_version,
 		.tokens = tokens.buf, .root_mode = m->root_attr.mode, .root_uid = m->root_attr.uid,
 		.root_gid = m->root_attr.gid, .manifest_size = manifest_size,
+		.base = m->base, .previous = m->previous,
 	};
 	int64_t backup_id;
 	r = r ?: catalog_add_backup(c, &b, &backup_id);

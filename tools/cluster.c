@@ -19,7 +19,7 @@ static void node_backup_free(struct node_backup *b)
 {
 	char *s[] = {b->ref, b->name, b->node, b->node_key, b->host_id, b->cluster, b->datacenter,
 		     b->rack, b->address, b->snapshot_tag, b->cassandra_version, b->schema_version,
-		     b->tokens};
+		     b->tokens, b->base, b->previous};
 	for (size_t i = 0; i < ARRAY_SIZE(s); i++)
 		free(s[i]);
 	manifest_ring_free(b->ring, b->nring);
@@ -42,6 +42,7 @@ static int copy_summary(const struct cb_backup_summary *s, struct node_backup *b
 		.cluster = dup_s(s->cluster), .datacenter = dup_s(s->datacenter), .rack = dup_s(s->rack),
 		.snapshot_tag = dup_s(s->snapshot_tag), .cassandra_version = dup_s(s->cassandra_version),
 		.schema_version = dup_s(s->schema_version), .tokens = dup_s(s->tokens),
+		.base = dup_s(s->base), .previous = dup_s(s->previous),
 		.created_ns = s->created_ns, .tables = s->tables, .files = s->files, .bytes = s->bytes,
 		.unique_bytes = s->unique_bytes, .new_bytes = s->new_bytes,
 		.stored_bytes = s->stored_bytes, .complete = s->complete,
@@ -57,7 +58,7 @@ static int copy_summary(const struct cb_backup_summary *s, struct node_backup *b
 	b->address = strdup(addr);
 	bool ok = b->ref && b->name && b->node && b->node_key && b->host_id && b->cluster &&
 		  b->datacenter && b->rack && b->address && b->snapshot_tag && b->cassandra_version &&
-		  b->schema_version && b->tokens;
+		  b->schema_version && b->tokens && b->base && b->previous;
 	return ok ? 0 : -ENOMEM;
 }
 

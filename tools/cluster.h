@@ -26,6 +26,7 @@ struct node_backup {
 	char *ref, *name, *node, *node_key, *host_id, *cluster, *datacenter, *rack;
 	char *address; /* of its node, from the ring it recorded ("" when unknown) */
 	char *snapshot_tag, *cassandra_version, *schema_version, *tokens;
+	char *base, *previous; /* an incremental's full backup and the one it follows; "" if full */
 	int64_t created_ns;
 	uint64_t tables, files, bytes, unique_bytes, new_bytes, stored_bytes;
 	bool complete;

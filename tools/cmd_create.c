@@ -24,6 +24,7 @@
 #include "exec.h"
 #include "hooks.h"
 #include "metrics.h"
+#include "incremental.h"
 #include "scan.h"
 #include "packer.h"
 #include "seekable.h"
@@ -69,6 +70,11 @@ struct create_opts {
 	struct duration name_period; /* --name-period: the time slot a name template rounds to */
 	char name_buf[256];          /* the name a template made */
 	bool json, take_snapshot, include_system;
+	bool incremental, clear_links; /* --incremental, --clear-incremental-links */
+	const char *base;              /* --base */
+	struct inc_chain chain;        /* what an incremental follows (plan) */
+	int64_t snapshot_ns;           /* --take-snapshot: the time before it was taken */
+	uint64_t links_removed;        /* --incremental: backups/ links removed after the commit */
 	struct strv data_dirs;
 	struct selection sel;
 	struct strv tokens; /* from --tokens FILE */
@@ -122,7 +128,10 @@ static const char create_description[] =
 	"--take-snapshot runs 'nodetool snapshot -t TAG' first and, once it is taken, whatever\n"
 	"happens, 'nodetool clearsnapshot -t TAG' after, so no hard links are left pinning old\n"
 	"sstables. A snapshot nodetool could not take is not cleared: a snapshots/TAG on disk then\n"
-	"is not this run's (nodetool refuses a tag that exists) or only part of it; it is named.";
+	"is not this run's (nodetool refuses a tag that exists) or only part of it; it is named.\n"
+	"--incremental (with --name, no --snapshot) takes in the tables' backups/ directories\n"
+	"(cassandra.yaml incremental_backups: true) on top of the node's last backup made on its\n"
+	"last full one (--base: another full one), then removes the links whose bytes it committed.";
 
 /* A name template (a name with %-conversions) made into the name (cluster_name_expand).
  * 0, or -EINVAL (said). */
@@ -142,6 +151,27 @@ static int expand_name(struct create_opts *o)
 	return r;
 }
 
+/* What --incremental allows: no snapshot (it reads backups/), a name given. */
+static int parse_incremental(struct cli_command *cmd, struct create_opts *o)
+{
+	if (o->tag)
+		return cli_usage_error(cmd, "--incremental reads backups/, not a snapshot: drop --snapshot");
+	if (o->take_snapshot || o->clear_links)
+		return cli_usage_error(cmd, "--incremental takes no snapshot: drop %s",
+				       o->take_snapshot ? "--take-snapshot" : "--clear-incremental-links");
+	if (!o->name)
+		return cli_usage_error(cmd, "--incremental needs --name NAME (or a name template)");
+	if (strchr(o->name, '%') && expand_name(o) < 0)
+		return CB_EXIT_USAGE;
+	if (!valid_name(o->name)) {
+		errorf("backup name '%s': use letters, digits and . _ : @ + - (not first), at most 200",
+		       o->name);
+		return CB_EXIT_USAGE;
+	}
+	o->tag = "";
+	return CLI_RUN;
+}
+
 /* Parses the command line (and the configuration). CLI_RUN or the exit code. */
 static int parse_opts(int argc, char **argv, struct create_opts *o)
 {
@@ -149,7 +179,15 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &o->store, .arg = "DIR",
 		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
 		{.name = "snapshot", .short_name = 't', .type = OPT_STRING, .value = &o->tag, .arg = "TAG",
-		 .help = "the snapshot tag to back up", .flags = OPT_REQUIRED},
+		 .help = "the snapshot tag to back up (not with --incremental)"},
+		{.name = "incremental", .type = OPT_FLAG, .value = &o->incremental,
+		 .help = "take in the tables' backups/ (Cassandra's incremental backups) on top of the "
+			 "node's last backup, then remove the links stored"},
+		{.name = "base", .type = OPT_STRING, .value = &o->base, .arg = "NAME",
+		 .help = "with --incremental: the full backup to follow (default: the node's last)"},
+		{.name = "clear-incremental-links", .type = OPT_FLAG, .value = &o->clear_links,
+		 .help = "after a full backup, remove backups/ links older than its snapshot whose "
+			 "bytes the store holds"},
 		{.name = "name", .short_name = 'n', .type = OPT_STRING, .value = &o->name, .arg = "NAME",
 		 .help = "the backup's name, or a template: strftime %-conversions of the time slot in "
 			 "UTC (default: TAG)", .config_key = "name"},
@@ -202,6 +240,12 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
 	if (rc != CLI_RUN)
 		return rc;
+	if (o->incremental)
+		return parse_incremental(&cmd, o);
+	if (!o->tag)
+		return cli_usage_error(&cmd, "missing --snapshot TAG (or --incremental)");
+	if (o->base)
+		return cli_usage_error(&cmd, "--base is for --incremental");
 	const char *why = tag_problem(o->tag);
 	if (why) {
 		_cleanup_free_ char *shown = cli_escape(o->tag);
@@ -339,6 +383,22 @@ static int load_tokens_file(struct create_opts *o)
 	return r < 0 ? CB_EXIT_USAGE : 0;
 }
 
+/* incremental_backups is on, and the backup to follow is known. 0, or the exit code. */
+static int check_incremental(struct create_opts *o)
+{
+	struct strbuf err = {0};
+	int r = incremental_enabled(o->cassandra_conf, &err);
+	if (r == 0) {
+		const char *node = *o->nm.host_id ? o->nm.host_id : o->nm.node;
+		r = incremental_chain(store_catalog(o->s), node, o->base, &o->chain, &err);
+	}
+	if (r < 0)
+		errorf("%s; no backup was made", err.buf ? err.buf : strerror(-r));
+	sb_free(&err);
+	return r == -EPERM || r == -EINVAL ? CB_EXIT_USAGE : r == -ENOENT ? CB_EXIT_MISSING
+		: r < 0 ? CB_EXIT_FAILED : 0;
+}
+
 /* Everything checked before anything changes. 0, or the exit code. */
 static int plan(struct create_opts *o)
 {
@@ -348,6 +408,8 @@ static int plan(struct create_opts *o)
 	rc = rc ?: check_name_free(o);
 	if (rc == 0 && o->take_snapshot)
 		rc = check_nodetool(o);
+	if (rc == 0 && o->incremental)
+		rc = check_incremental(o);
 	return rc;
 }
 
@@ -687,6 +749,11 @@ static void report_json(const struct create_opts *o, const struct node_meta *nm,
 	json_kv_u64(&j, "packs", s->packs);
 	json_kv_double(&j, "seconds", secs, 3);
 	json_kv_str(&j, "cassandra_version", nm->version);
+	if (o->incremental) {
+		json_kv_str(&j, "base", o->chain.base);
+		json_kv_str(&j, "previous", o->chain.previous);
+		json_kv_u64(&j, "links_removed", o->links_removed);
+	}
 	json_key(&j, "tokens");
 	json_array_begin(&j);
 	for (size_t i = 0; i < nm->tokens.n; i++)
@@ -768,9 +835,10 @@ static void lock_waiting(void *ctx, const struct lock_info *h)
 	       h->exclusive ? "exclusive" : "shared", (unsigned long long)cp->o->lock_wait);
 }
 
-/* Writes and commits the scanned snapshot. 0 or -errno (the failure already said). */
+/* Writes and commits the scanned snapshot, or with --incremental the plan (previous's tree and
+ * the new files of backups/). 0 or -errno (the failure already said). */
 static int write_backup(const struct create_opts *o, const struct node_meta *nm,
-			const struct scan_result *scan, struct backup_summary *sum)
+			const struct scan_result *scan, const inc_plan *ip, struct backup_summary *sum)
 {
 	_cleanup_free_ struct manifest_ring_node *ring = calloc(nm->nring + 1, sizeof(*ring));
 	if (!ring) {
@@ -788,9 +856,16 @@ static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 				   .cassandra_version = nm->version,
 				   .tokens = (const char *const *)nm->tokens.v, .ntokens = nm->tokens.n,
 				   .root_attr = attr_of(&scan->root_st)};
+	if (ip) {
+		meta.base = o->chain.base;
+		meta.previous = o->chain.previous;
+	}
 	struct create_progress cp = {.o = o};
 	struct progress *prog = &cp.prog;
-	progress_init(prog, "backing up", scan->bytes, scan->nfiles);
+	struct inc_counts ic = {0};
+	if (ip)
+		incremental_counts(ip, &ic);
+	progress_init(prog, "backing up", ip ? ic.bytes : scan->bytes, ip ? ic.files : scan->nfiles);
 	struct backup_writer_opts wo = {.level = (int)o->level, .threads = (unsigned)o->threads,
 					.frame_size = (size_t)o->frame_kib << 10,
 					.pack_size = o->pack_size,
@@ -804,13 +879,15 @@ static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 		errorf("%s%s", err.buf, r == -EEXIST ? "; choose another --name" : "");
 	else
 		report_reclaimed(o, w);
+	if (r == 0 && ip && (r = incremental_write(w, ip, &err)) < 0 && r != -ECANCELED)
+		errorf("%s", err.buf ? err.buf : strerror(-r));
 	/* small tables first: they share packs, the big ones then get packs of their own */
-	_cleanup_free_ size_t *order = r == 0 ? tables_by_size(scan) : NULL;
-	if (r == 0 && !order) {
+	_cleanup_free_ size_t *order = r == 0 && !ip ? tables_by_size(scan) : NULL;
+	if (r == 0 && !ip && !order) {
 		errorf("out of memory");
 		r = -ENOMEM;
 	}
-	for (size_t i = 0; r == 0 && i < scan->ntables; i++)
+	for (size_t i = 0; r == 0 && !ip && i < scan->ntables; i++)
 		r = add_table(w, &scan->tables[order[i]], prog);
 	progress_end(prog);
 	if (r == 0 && (r = backup_writer_commit(w, sum)) < 0 && r != -ECANCELED)
@@ -833,10 +910,75 @@ static int record_and_write(const struct create_opts *o, const struct scan_resul
 {
 	for (const char *p = o->nm.said.buf; p && *p; p += strcspn(p, "\n") + 1)
 		errorf("%.*s", (int)strcspn(p, "\n"), p);
-	int r = cancel_requested ? -ECANCELED : write_backup(o, &o->nm, scan, sum);
+	int r = cancel_requested ? -ECANCELED : write_backup(o, &o->nm, scan, NULL, sum);
 	if (r == 0)
 		report_done(o, &o->nm, sum, mono_seconds() - t0);
 	return r == 0 ? CB_EXIT_OK : cancel_requested ? interrupted() : CB_EXIT_FAILED;
+}
+
+static void report_link_left(void *ctx, const char *path, int err)
+{
+	(void)ctx;
+	_cleanup_free_ char *shown = cli_escape(path);
+	if (err == -ESTALE)
+		errorf("%s changed since it was read: left in place", shown ? shown : "");
+	else if (err == -EILSEQ)
+		errorf("%s holds other bytes than the backup has under that name: left in place",
+		       shown ? shown : "");
+	else if (err != -ENOENT)
+		errorf("cannot remove %s: %s; its bytes are in the store, ignoring", shown ? shown : "",
+		       strerror(-err));
+}
+
+/* When the snapshot was taken: the time before nodetool snapshot ran (--take-snapshot), else
+ * the oldest mtime of its manifest.json files, which Cassandra writes once the snapshot's
+ * links are made. -1 when it cannot be told (no manifest.json: Cassandra before 2.2). */
+static int64_t snapshot_time(const struct create_opts *o, const struct scan_result *scan)
+{
+	if (o->snapshot_ns)
+		return o->snapshot_ns;
+	int64_t t = -1;
+	for (size_t i = 0; i < scan->ntables; i++) {
+		const struct scan_table *tb = &scan->tables[i];
+		int64_t m = -1;
+		for (size_t k = 0; k < tb->nfiles; k++)
+			if (tb->files[k].dir < 0 && !strcmp(tb->files[k].name, "manifest.json"))
+				m = attr_of(&tb->files[k].st).mtime_ns;
+		if (m < 0)
+			return -1;
+		t = t < 0 || m < t ? m : t;
+	}
+	return t;
+}
+
+/* --clear-incremental-links, the full backup committed: the backups/ links older than its
+ * snapshot whose bytes the store holds go (incremental_clear_links). Failing here leaves links
+ * in place and the backup made: said, not fatal. */
+static void clear_links(struct create_opts *o, const struct scan_result *snap)
+{
+	int64_t when = snapshot_time(o, snap);
+	if (when < 0) {
+		errorf("cannot tell when snapshot %s was taken (a table without manifest.json): backups/ "
+		       "links left in place", o->tag);
+		return;
+	}
+	struct scan_result links;
+	struct strbuf err = {0};
+	struct scan_opts so = {.data_dirs = o->data_dirs.v, .ndata_dirs = o->data_dirs.n,
+			       .sel = &o->sel, .include_system = o->include_system, .backups = true};
+	if (scan_snapshot(&so, &links, &err) < 0) {
+		errorf("%s: backups/ links left in place", err.buf ? err.buf : "cannot scan backups/");
+		sb_free(&err);
+		return;
+	}
+	sb_free(&err);
+	uint64_t removed, kept;
+	incremental_clear_links(store_catalog(o->s), snap, &links, when, &removed, &kept,
+				report_link_left, NULL);
+	if (!o->json)
+		printf("backups/: %llu link(s) older than the snapshot with their bytes in the store "
+		       "removed, %llu left\n", (unsigned long long)removed, (unsigned long long)kept);
+	scan_result_free(&links);
 }
 
 /* Scans, checks the snapshot is complete, and backs it up. 0 or the exit code. */
@@ -857,6 +999,79 @@ static int do_create(struct create_opts *o)
 	report_scan(&scan);
 	int rc = check_complete(o, &scan) ? record_and_write(o, &scan, t0, &o->sum) : CB_EXIT_FAILED;
 	o->made = rc == 0;
+	if (rc == 0 && o->clear_links)
+		clear_links(o, &scan);
+	scan_result_free(&scan);
+	return rc;
+}
+
+/* The incremental's own lines: what it follows, what it took in and removed. */
+static void report_incremental(const struct create_opts *o, const struct inc_counts *c,
+			       uint64_t removed)
+{
+	if (o->json)
+		return;
+	printf("incremental %s on %s (base %s): %llu new file(s) from backups/, %llu removed there",
+	       o->name, o->chain.previous, o->chain.base, (unsigned long long)c->files,
+	       (unsigned long long)removed);
+	if (c->renamed)
+		printf("; %llu sstable(s) renamed to a fresh generation", (unsigned long long)c->renamed);
+	if (c->incomplete)
+		printf("; %llu sstable(s) still being linked, left for the next one",
+		       (unsigned long long)c->incomplete);
+	printf("\n");
+}
+
+/* --incremental: scans backups/, plans the tree on top of previous, writes and commits it,
+ * then removes the links it stored. 0 or the exit code. */
+static int do_incremental(struct create_opts *o)
+{
+	double t0 = mono_seconds();
+	struct scan_result scan;
+	struct strbuf err = {0};
+	struct scan_opts so = {.data_dirs = o->data_dirs.v, .ndata_dirs = o->data_dirs.n,
+			       .sel = &o->sel, .include_system = o->include_system, .backups = true};
+	inc_plan *ip = NULL;
+	int r = scan_snapshot(&so, &scan, &err);
+	if (r == 0)
+		report_scan(&scan);
+	if (r == 0 && (r = incremental_plan(o->s, &o->chain, &scan, &ip, &err)) < 0)
+		scan_result_free(&scan);
+	if (r < 0) {
+		errorf("%s; no backup was made", err.buf ? err.buf : strerror(-r));
+		sb_free(&err);
+		return cancel_requested ? 128 + (int)cancel_requested : CB_EXIT_FAILED;
+	}
+	sb_free(&err);
+	struct inc_counts c;
+	incremental_counts(ip, &c);
+	int rc = CB_EXIT_OK;
+	if (c.files == 0) {
+		/* what backups/ holds, previous holds (committed): those links go all the same */
+		uint64_t removed = 0;
+		incremental_remove_links(ip, &removed, report_link_left, NULL);
+		if (!o->json)
+			printf("nothing new in backups/ since %s; no backup was made; %llu link(s) it "
+			       "holds removed\n", o->chain.previous, (unsigned long long)removed);
+	} else {
+		for (const char *p = o->nm.said.buf; p && *p; p += strcspn(p, "\n") + 1)
+			errorf("%.*s", (int)strcspn(p, "\n"), p);
+		r = cancel_requested ? -ECANCELED : write_backup(o, &o->nm, &scan, ip, &o->sum);
+		uint64_t removed = 0;
+		/* Only now, the manifest written: each link removed holds bytes a committed backup
+		 * has. A kill before this line removes nothing; one during it leaves links whose
+		 * bytes are committed (previous then holds them: the next incremental skips them). */
+		if (r == 0)
+			incremental_remove_links(ip, &removed, report_link_left, NULL);
+		o->links_removed = removed;
+		if (r == 0) {
+			report_incremental(o, &c, removed);
+			report_done(o, &o->nm, &o->sum, mono_seconds() - t0);
+		}
+		rc = r == 0 ? CB_EXIT_OK : cancel_requested ? interrupted() : CB_EXIT_FAILED;
+		o->made = rc == 0;
+	}
+	incremental_plan_free(ip);
 	scan_result_free(&scan);
 	return rc;
 }
@@ -1035,8 +1250,11 @@ static int run_create(struct create_opts *o)
 	if (r != 0)
 		return r;
 	install_cancel_handlers();
+	if (o->incremental)
+		return do_incremental(o);
 	if (!o->take_snapshot)
 		return do_create(o);
+	o->snapshot_ns = now_ns();
 	if (take_snapshot(o) < 0) /* not taken: nothing of ours to clear (it said what is on disk) */
 		return CB_EXIT_FAILED;
 	/* once taken, the snapshot is cleared whatever happens */

@@ -25,6 +25,7 @@ struct fitem {
 	char *ref;     /* where its manifest is (store.h) */
 	char *key;     /* its node's key: host id, else node name; policies group by it */
 	char *host_id;
+	char *previous; /* the backup an incremental follows ("" for a full one) */
 	int64_t created_ns;
 	unsigned reasons; /* retention_reason bits; 0: remove */
 	bool named;       /* to be removed: named on the command line, or kept by no rule */
@@ -49,8 +50,10 @@ static int collect(void *ctx, const struct cb_backup_summary *b)
 	v[l->n] = (struct fitem){.name = strdup(b->name), .node = strdup(b->node ? b->node : ""),
 				 .ref = strdup(b->ref), .key = strdup(b->node_key),
 				 .host_id = strdup(b->host_id ? b->host_id : ""),
+				 .previous = strdup(b->previous ? b->previous : ""),
 				 .created_ns = b->created_ns};
-	if (!v[l->n].name || !v[l->n].node || !v[l->n].ref || !v[l->n].key || !v[l->n].host_id) {
+	if (!v[l->n].name || !v[l->n].node || !v[l->n].ref || !v[l->n].key || !v[l->n].host_id ||
+	    !v[l->n].previous) {
 		l->n++; /* freed with the list */
 		return -ENOMEM;
 	}
@@ -66,6 +69,7 @@ static void flist_free(struct flist *l)
 		free(l->v[i].ref);
 		free(l->v[i].key);
 		free(l->v[i].host_id);
+		free(l->v[i].previous);
 	}
 	free(l->v);
 }
@@ -100,7 +104,9 @@ static int apply_policy(const struct fopts *o, struct flist *l)
 		for (size_t k = i; k < l->n; k++)
 			if (l->v[k].chosen && !strcmp(l->v[k].key, l->v[i].key)) {
 				idx[n] = k;
-				items[n++] = (struct retention_item){.time_ns = l->v[k].created_ns};
+				items[n++] = (struct retention_item){
+					.time_ns = l->v[k].created_ns, .name = l->v[k].name,
+					.previous = *l->v[k].previous ? l->v[k].previous : NULL};
 			}
 		r = retention_apply(items, n, &p, now_ns());
 		for (size_t k = 0; r == 0 && k < n; k++) {
@@ -222,6 +228,29 @@ static int mark_names(struct store *s, const char *store, struct flist *l, char 
 	return CB_EXIT_OK;
 }
 
+/* A backup named to go that an incremental staying follows (its base, or one between): one
+ * line naming both, and CB_EXIT_USAGE; nothing is forgotten. */
+static int check_followed(const struct flist *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		const struct fitem *inc = &l->v[i];
+		if (inc->named || !*inc->previous)
+			continue;
+		for (size_t k = 0; k < l->n; k++) {
+			const struct fitem *f = &l->v[k];
+			if (!f->named || strcmp(f->key, inc->key) || strcmp(f->name, inc->previous))
+				continue;
+			_cleanup_free_ char *a = cli_escape(f->name), *b = cli_escape(inc->name),
+					    *n = cli_escape(f->node);
+			errorf("cannot forget %s of node %s: incremental backup %s is made on it and stays; "
+			       "forget %s too; nothing forgotten", a ? a : "", n ? n : "", b ? b : "",
+			       b ? b : "");
+			return CB_EXIT_USAGE;
+		}
+	}
+	return CB_EXIT_OK;
+}
+
 /* A policy decides from every backup, so it is applied only to a complete reading of
  * backups/: a manifest that cannot be read (a failed request, damage) stops forget with one
  * line naming it, nothing forgotten. */
@@ -254,6 +283,8 @@ static int forget(struct fopts *o, char **names, int nnames)
 		l.v[i].chosen = !o->node || node_is(&l.v[i], o->node);
 	if (r == 0 && nnames)
 		rc = mark_names(s, o->store, &l, names, nnames);
+	if (r == 0 && nnames && rc == CB_EXIT_OK)
+		rc = check_followed(&l);
 	else if (r == 0)
 		r = apply_policy(o, &l);
 	if (r == 0 && rc == CB_EXIT_OK && !o->dry_run)

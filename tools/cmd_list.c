@@ -39,6 +39,17 @@ void list_node_fields(struct json *j, const struct node_backup *b)
 	json_kv_bool(j, "complete", b->complete);
 	json_kv_str(j, "cassandra_version", b->cassandra_version);
 	json_kv_str(j, "schema_version", b->schema_version);
+	json_kv_bool(j, "incremental", *b->base != '\0');
+	json_key(j, "base");
+	if (*b->base)
+		json_str(j, b->base);
+	else
+		json_null(j);
+	json_key(j, "previous");
+	if (*b->previous)
+		json_str(j, b->previous);
+	else
+		json_null(j);
 }
 
 static void list_node_json(struct json *j, const struct node_backup *b)
@@ -124,6 +135,18 @@ static int list_text(struct strbuf *o, const struct cluster_backup *g)
 		_cleanup_free_ char *a = cli_escape(g->ring[i].node->address),
 				    *h = cli_escape(g->ring[i].node->host_id);
 		r = sb_printf(o, "  missing: %s (host id %s)\n", a ? a : "", h ? h : "");
+	}
+	for (size_t i = 0; r == 0 && i < g->n; i++) {
+		const struct node_backup *b = g->v[i];
+		if (!*b->base)
+			continue;
+		_cleanup_free_ char *n = cli_escape(b->node), *bs = cli_escape(b->base),
+				    *p = cli_escape(b->previous);
+		if (!strcmp(b->base, b->previous))
+			r = sb_printf(o, "  incremental (node %s): on full backup %s\n", n ? n : "", bs ? bs : "");
+		else
+			r = sb_printf(o, "  incremental (node %s): on %s, full backup %s\n", n ? n : "",
+				      p ? p : "", bs ? bs : "");
 	}
 	return r;
 }

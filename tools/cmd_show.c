@@ -68,6 +68,11 @@ static int show_text_head(struct strbuf *o, const struct node_backup *b)
 		_cleanup_free_ char *v = cli_escape(rows[i][1]);
 		r = sb_printf(o, "  %-16s %s\n", rows[i][0], v && *v ? v : "(unknown)");
 	}
+	if (r == 0 && *b->base) {
+		_cleanup_free_ char *bs = cli_escape(b->base), *p = cli_escape(b->previous);
+		r = sb_printf(o, "  %-16s on %s, full backup %s: its tree is that full backup with the "
+			      "incrementals up to this one applied\n", "incremental", p ? p : "", bs ? bs : "");
+	}
 	char size[32];
 	format_bytes(b->bytes, size, sizeof(size));
 	r = r ?: sb_printf(o, "  %-16s %llu tables, %llu files, %s%s\n", "size",

@@ -67,6 +67,8 @@ struct choose {
 	struct pitr *p;
 	int64_t created_ns;
 	bool found, given_found;
+	bool incrementals; /* the second pass: the chosen full backup's incrementals */
+	char base[256];    /* the chosen full backup */
 };
 
 static int consider_backup(void *ctx, const struct cb_backup_summary *b)
@@ -87,6 +89,10 @@ static int consider_backup(void *ctx, const struct cb_backup_summary *b)
 		return 0;
 	}
 	if (!this_node || b->created_ns / 1000000 > c->p->time_ms)
+		return 0;
+	/* first the last full backup before the time, then its last incremental before it */
+	bool incremental = b->base && *b->base;
+	if (incremental != c->incrementals || (incremental && strcmp(b->base, c->base) != 0))
 		return 0;
 	if (!c->found || b->created_ns >= c->created_ns) { /* oldest first: the last one wins */
 		snprintf(c->p->backup_name, sizeof(c->p->backup_name), "%s", b->name);
@@ -118,6 +124,27 @@ static int replay_list(struct pitr *p, const struct manifest *m)
 	return 0;
 }
 
+/* An incremental takes in flushed sstables without a flush of its own: writes still in
+ * memtables then are in commitlog segments that may have been archived before it. So the
+ * replay starts where its full backup's does (a snapshot flushes first); mutations replayed
+ * over sstables that hold them already are harmless (same timestamps). */
+static int base_start(struct pitr *p, struct store *s, const struct manifest *m, struct strbuf *err)
+{
+	char ref[CB_REF_MAX];
+	struct manifest *base = NULL;
+	int r = store_backup_ref(m->base, manifest_node_key(m), ref);
+	if (r == 0 && !strchr(p->backup_ref, '/'))
+		snprintf(ref, sizeof(ref), "%s", m->base); /* the older layout */
+	if (r == 0)
+		r = store_read_manifest(s, ref, &base, NULL, err);
+	if (r == -ENOENT)
+		sb_printf(err, "its full backup %s is not in the store", m->base);
+	if (r == 0)
+		p->from_ms = commitlog_backup_start_ms(base);
+	manifest_free(base);
+	return r;
+}
+
 static int choose_backup(struct pitr *p, struct store *s)
 {
 	struct choose c = {.p = p};
@@ -140,13 +167,26 @@ static int choose_backup(struct pitr *p, struct store *s)
 		       store_location(s));
 		return CB_EXIT_MISSING;
 	}
+	if (!p->backup) {
+		snprintf(c.base, sizeof(c.base), "%s", p->backup_name);
+		c.incrementals = true;
+		if ((r = catalog_list_backups(cat, consider_backup, &c)) < 0) {
+			char why[512];
+			errorf("cannot read catalog of %s: %s", store_location(s),
+			       catalog_why(cat, r, why, sizeof(why)));
+			return CB_EXIT_FAILED;
+		}
+	}
 	struct manifest *m = NULL;
 	struct strbuf err = {0};
 	r = store_read_manifest(s, p->backup_ref, &m, NULL, &err);
 	if (r == 0) {
 		p->from_ms = commitlog_backup_start_ms(m);
 		r = replay_list(p, m);
-	} else {
+	}
+	if (r == 0 && m->base)
+		r = base_start(p, s, m, &err);
+	if (r < 0) {
 		errorf("cannot read backup %s: %s", p->backup_name, err.buf ? err.buf : strerror(-r));
 	}
 	manifest_free(m);

@@ -95,9 +95,9 @@ static struct scan_table *find_or_add_table(struct ctx *c, const char *ks, const
 		if (strcmp(t->keyspace, ks) || strcmp(t->table, table))
 			continue;
 		if (strcmp(t->table_id, id) != 0) {
-			sb_printf(c->err, "table %s.%s: snapshot found in two table directories with "
+			sb_printf(c->err, "table %s.%s: %s found in two table directories with "
 				  "different ids (%s and %s); was the table dropped and re-created?",
-				  ks, table, t->dirname, dirname);
+				  ks, table, c->o->backups ? "backups/" : "snapshot", t->dirname, dirname);
 			*r = -EINVAL;
 			return NULL;
 		}
@@ -178,6 +178,56 @@ int scan_open_file(const struct scan_file *f)
 	int e = errno;
 	close(dfd);
 	return fd < 0 ? -e : fd;
+}
+
+/* The directory holding a scanned file, opened as scan_open_file walks; *leaf points into
+ * *rel (the caller frees *rel). The fd or -errno. */
+static int open_parent(const struct scan_file *f, char **rel, const char **leaf)
+{
+	int dfd = open(f->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	if (!(*rel = strdup(f->rel))) {
+		close(dfd);
+		return -ENOMEM;
+	}
+	char *p = *rel, *slash;
+	while ((slash = strchr(p, '/'))) {
+		*slash = '\0';
+		int fd = openat(dfd, p, DIR_FLAGS);
+		int e = errno;
+		close(dfd);
+		if (fd < 0)
+			return -e;
+		dfd = fd;
+		p = slash + 1;
+	}
+	*leaf = p;
+	return dfd;
+}
+
+int scan_remove_file(const struct scan_file *f, const struct stat *was)
+{
+	_cleanup_free_ char *rel = NULL;
+	const char *leaf = NULL;
+	int dfd = open_parent(f, &rel, &leaf);
+	if (dfd < 0)
+		return dfd;
+	struct stat st;
+	int r = fstatat(dfd, leaf, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	if (r == 0 && (!S_ISREG(st.st_mode) || st.st_ino != was->st_ino || st.st_dev != was->st_dev ||
+		       st.st_size != was->st_size || st.st_mtim.tv_sec != was->st_mtim.tv_sec ||
+		       st.st_mtim.tv_nsec != was->st_mtim.tv_nsec))
+		r = -ESTALE;
+	if (r == 0 && unlinkat(dfd, leaf, 0) < 0)
+		r = -errno;
+	close(dfd);
+	return r;
+}
+
+int scan_read_small(const struct scan_file *f, size_t max, char **out, size_t *len)
+{
+	return read_fd_small(scan_open_file(f), max, out, len);
 }
 
 static bool same_contents(const struct scan_file *a, const struct scan_file *b)
@@ -394,11 +444,39 @@ static int scan_tag(struct ctx *c, const char *ks, const char *table, const char
 	return r;
 }
 
+/* The backups/ directory of one table directory (opened as tdir), if it has one. */
+static int scan_backups_dir(struct ctx *c, const char *ks, const char *table, const char *id,
+			    const char *dirname, const struct place *tdir, const struct stat *ks_st)
+{
+	struct stat tst, st;
+	if (fstat(tdir->fd, &tst) < 0 || fstatat(tdir->fd, "backups", &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !(S_ISDIR(st.st_mode) || S_ISLNK(st.st_mode)))
+		return 0; /* nothing flushed since incremental backups were turned on */
+	struct place b;
+	struct strbuf path = {0};
+	int r = open_place(c, tdir, "backups", &b, &path);
+	if (r == 0) {
+		struct scan_table *t = find_or_add_table(c, ks, table, id, dirname, &r);
+		if (t && t->nfiles == 0 && t->ndirs == 0) {
+			t->ks_st = *ks_st;
+			t->table_st = tst;
+		}
+		if (t)
+			r = scan_files(c, t, &b, -1);
+		else
+			close(b.fd);
+	}
+	sb_free(&path);
+	return r > 0 ? 0 : r;
+}
+
 /* The snapshot of one table directory (opened as tdir), if it has one. */
 static int scan_table_dir(struct ctx *c, const char *ks, const char *table, const char *id,
 			  const char *dirname, const struct place *tdir, const struct stat *ks_st)
 {
 	struct stat tst, st;
+	if (c->o->backups)
+		return scan_backups_dir(c, ks, table, id, dirname, tdir, ks_st);
 	if (fstat(tdir->fd, &tst) < 0 || fstatat(tdir->fd, "snapshots", &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return 0; /* no snapshots at all */
 	struct place snaps;
@@ -548,7 +626,7 @@ int scan_snapshot(const struct scan_opts *o, struct scan_result *res, struct str
 		sb_puts(err, ": not found in the data directories");
 		r = -ENOENT;
 	}
-	if (r == 0 && res->ntables == 0) {
+	if (r == 0 && res->ntables == 0 && !o->backups) {
 		explain_nothing(&c);
 		r = -ENOENT;
 	}

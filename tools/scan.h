@@ -60,6 +60,10 @@ struct scan_opts {
 	struct selection *sel; /* --keyspace/--table; empty: every table (system ones only with
 				* include_system). Entries that match nothing fail the scan. */
 	bool include_system;
+	/* Scan <table dir>/backups/ (Cassandra's incremental backups: every flushed or streamed
+	 * sstable hard-linked there, index sstables in backups/.<index>/) instead of a snapshot;
+	 * tag is then unused, and finding no table is no error (nothing was flushed). */
+	bool backups;
 };
 
 struct scan_result {
@@ -79,6 +83,16 @@ void scan_result_free(struct scan_result *res);
 /* Opens a scanned file for reading, each directory below its data directory with O_NOFOLLOW.
  * The fd, or -errno (-ELOOP: a component became a symlink). */
 int scan_open_file(const struct scan_file *f);
+
+/* A small scanned file's bytes (at most max), read as scan_open_file opens it: *out is the
+ * caller's (NUL-terminated). 0 or -errno (-EFBIG over max). */
+int scan_read_small(const struct scan_file *f, size_t max, char **out, size_t *len);
+
+/* Removes a scanned file (an incremental backup's link in backups/ once committed), walking
+ * to it as scan_open_file does, only if it is still the file described by was (inode, device,
+ * size, mtime): 0, -ESTALE when it is another file or changed (left alone), -ENOENT when
+ * gone, or -errno. Two processes at it: one removes it, the other gets -ENOENT. */
+int scan_remove_file(const struct scan_file *f, const struct stat *was);
 
 bool is_system_keyspace(const char *ks);
 

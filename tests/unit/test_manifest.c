@@ -193,9 +193,63 @@ static void test_store_config(void)
 	CHECK(store_config_parse("\x89PNG", 4, &back, err, sizeof(err)) == -EBADMSG);
 }
 
+/* An incremental's base and previous, and its files' "added" mark, survive a round trip; a
+ * base that is not a name, or one without the other, is refused both ways. */
+static void test_incremental(void)
+{
+	struct manifest_file f2[4];
+	memcpy(f2, files, sizeof(f2));
+	f2[1].added = true;
+	struct manifest_table t2 = tables[0];
+	t2.files = f2;
+	struct manifest_keyspace k2 = kss[0];
+	k2.tables = &t2;
+	struct manifest inc = sample;
+	inc.keyspaces = &k2;
+	inc.base = "full-1";
+	inc.previous = "inc-1";
+	struct strbuf sb = {0};
+	char err[256] = "";
+	struct manifest *m = NULL;
+	CHECK(manifest_write(&inc, &sb, err, sizeof(err)) == 0);
+	CHECK(manifest_parse(sb.buf, sb.len, &m, err, sizeof(err)) == 0);
+	if (m) {
+		CHECK(m->base && !strcmp(m->base, "full-1") && !strcmp(m->previous, "inc-1"));
+		const struct manifest_table *t = &m->keyspaces[0].tables[0];
+		for (size_t i = 0; i < t->nfiles; i++)
+			CHECK(t->files[i].added == (!strcmp(t->files[i].dir, ".idx")));
+	}
+	manifest_free(m);
+	m = NULL;
+	sb.len = 0;
+	CHECK(manifest_write(&sample, &sb, err, sizeof(err)) == 0);
+	CHECK(!strstr(sb.buf, "\"base\"") && !strstr(sb.buf, "\"added\""));
+	CHECK(manifest_parse(sb.buf, sb.len, &m, err, sizeof(err)) == 0);
+	CHECK(m && !m->base && !m->previous);
+	manifest_free(m);
+	inc.base = "../x";
+	CHECK(manifest_write(&inc, &sb, err, sizeof(err)) == -EINVAL);
+	inc.base = "full-1";
+	inc.previous = NULL;
+	CHECK(manifest_write(&inc, &sb, err, sizeof(err)) == -EINVAL);
+	const char *bad[] = {
+		"{\"format\": 2, \"name\": \"b\", \"created_ns\": 1, \"base\": \"..\", \"previous\": \"a\"}",
+		"{\"format\": 2, \"name\": \"b\", \"created_ns\": 1, \"base\": \"a\"}",
+		"{\"format\": 2, \"name\": \"b\", \"created_ns\": 1, \"base\": 3, \"previous\": \"a\"}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		m = NULL;
+		CHECK(manifest_parse(bad[i], strlen(bad[i]), &m, err, sizeof(err)) == -EBADMSG && !m);
+	}
+	CHECK(parse_with_file("{\"name\": \"x\", \"size\": 1, " ATTR ", " SHA ", \"added\": true}") == 0);
+	CHECK(parse_with_file("{\"name\": \"x\", \"size\": 1, " ATTR ", " SHA ", \"added\": 1}") == -EBADMSG);
+	sb_free(&sb);
+}
+
 int main(void)
 {
 	test_round_trip();
+	test_incremental();
 	test_hostile_files();
 	test_hostile_documents();
 	test_pack_index();

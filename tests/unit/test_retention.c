@@ -146,7 +146,7 @@ static void run_case(const struct tcase *c)
 {
 	setenv("TZ", c->tz, 1);
 	tzset();
-	struct retention_item items[10];
+	struct retention_item items[10] = {0};
 	size_t n = 0;
 	while (n < 10 && c->times[n]) {
 		items[n].time_ns = parse_time(c->times[n]);
@@ -178,8 +178,32 @@ static void test_empty_policy(void)
 	CHECK(retention_apply(NULL, 0, &p, 0) == 0);
 }
 
+/* A kept incremental keeps the chain it follows, up to its full backup, and nothing else; a
+ * chain no kept incremental needs goes as the rules say. Newest first: i3 i2 f2 i1 f1 f0. */
+static void test_bases(void)
+{
+	struct retention_item it[] = {
+		{.time_ns = 600, .name = "i3", .previous = "i2"},
+		{.time_ns = 500, .name = "i2", .previous = "f2"},
+		{.time_ns = 400, .name = "f2"},
+		{.time_ns = 300, .name = "i1", .previous = "f1"},
+		{.time_ns = 200, .name = "f1"},
+		{.time_ns = 100, .name = "f0"},
+	};
+	struct retention_policy p = {.last = 1};
+	CHECK(retention_apply(it, 6, &p, 1000) == 0);
+	CHECK(it[0].reasons == RETAIN_LAST && it[1].reasons == RETAIN_BASE &&
+	      it[2].reasons == RETAIN_BASE);
+	CHECK(!it[3].reasons && !it[4].reasons && !it[5].reasons);
+	p = (struct retention_policy){.last = 4};
+	CHECK(retention_apply(it, 6, &p, 1000) == 0);
+	CHECK(it[3].reasons == RETAIN_LAST && it[4].reasons == RETAIN_BASE && !it[5].reasons);
+	CHECK(strcmp(retention_reason_name(RETAIN_BASE), "base") == 0);
+}
+
 int main(void)
 {
+	test_bases();
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		run_case(&cases[i]);
 	test_empty_policy();

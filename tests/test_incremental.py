@@ -1,0 +1,575 @@
+"""Incremental backups: Cassandra's backups/ directories (incremental_backups: true) taken into
+the store on top of a full backup, their links removed once committed.
+
+The node is a data directory of real sstables (../shared/fixtures, make_tree.sh). Its four
+legacy_nb_* tables are backed up in full; a flush is what Cassandra's Tracker does with
+incremental_backups on: a new sstable written into the table directory and each component
+hard-linked into <table>/backups/. The flushed sstables are real ones of the other tables
+(never backed up, so their bytes are new to the store), renamed to the next generation.
+"""
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import (CASSBACKUP, FIXTURES, FIXTURE_TAG, backup_list, cb, manifest_path,
+                      mounted, run, uploading)
+from test_s3 import moto, s3, s3rver  # noqa: F401 (fixtures)
+
+KS = 'legacy_tables'
+TABLES = ['legacy_nb_clust', 'legacy_nb_clust_counter', 'legacy_nb_simple',
+          'legacy_nb_simple_counter']
+
+
+def sha(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+class Node:
+    """A data directory, its cassandra.yaml, and the sstables flushed so far."""
+
+    def __init__(self, tmp_path, incremental_backups='true'):
+        self.data = str(tmp_path / 'data')
+        run('bash', os.path.join(FIXTURES, 'make_tree.sh'),
+            env=dict(os.environ, OUT=self.data, PATH='/usr/bin:/bin:' + os.environ['PATH']))
+        self.conf = tmp_path / 'conf'
+        self.conf.mkdir()
+        yaml = 'cluster_name: test\n'
+        if incremental_backups is not None:
+            yaml += f'incremental_backups: {incremental_backups}\n'
+        (self.conf / 'cassandra.yaml').write_text(yaml)
+        ksdir = os.path.join(self.data, KS)
+        self.dirs = {}
+        donors = []
+        for d in sorted(os.listdir(ksdir)):
+            table = d.rsplit('-', 1)[0]
+            if table in TABLES:
+                self.dirs[table] = os.path.join(ksdir, d)
+            elif not table.startswith('legacy_da_'):  # BTI: no Index.db, another format
+                path = os.path.join(ksdir, d)
+                prefixes = sorted({n.rsplit('-', 1)[0] + '-' for n in os.listdir(path)
+                                   if n.endswith('-TOC.txt')})
+                donors += [(path, p) for p in prefixes]
+        self.donors = donors
+        self.gen = {t: 100 for t in TABLES}
+        self.env = None  # the environment of an S3 store
+
+    def flush(self, table, link=True):
+        """A new sstable in table (a donor's components as nb-<gen>-big-*), linked into
+        backups/ as Cassandra does. Returns {name: sha256} of its components."""
+        src, prefix = self.donors.pop(0)
+        self.gen[table] += 1
+        tdir = self.dirs[table]
+        os.makedirs(os.path.join(tdir, 'backups'), exist_ok=True)
+        made = {}
+        for n in sorted(os.listdir(src)):
+            if not n.startswith(prefix):
+                continue
+            comp = n[len(prefix):]
+            name = f'nb-{self.gen[table]}-big-{comp}'
+            with open(os.path.join(src, n), 'rb') as f, open(os.path.join(tdir, name), 'wb') as g:
+                g.write(f.read())
+            if link:
+                os.link(os.path.join(tdir, name), os.path.join(tdir, 'backups', name))
+            made[name] = sha(os.path.join(tdir, name))
+        return made
+
+    def links(self):
+        """{table: {name: (inode, sha256)}} of every file in backups/."""
+        res = {}
+        for t, d in self.dirs.items():
+            b = os.path.join(d, 'backups')
+            if os.path.isdir(b):
+                res[t] = {n: (os.stat(os.path.join(b, n)).st_ino, sha(os.path.join(b, n)))
+                          for n in os.listdir(b)}
+        return res
+
+    def snapshot(self, table):
+        snap = os.path.join(self.dirs[table], 'snapshots', FIXTURE_TAG)
+        return {n: sha(os.path.join(snap, n)) for n in os.listdir(snap)}
+
+    def create(self, store, *args, check=True):
+        return cb('create', '--store', store, '--data-dir', self.data, '--node', 'n1',
+                  '--cassandra-conf', str(self.conf), *args, check=check, env=self.env)
+
+    def full(self, store, name='full', *args):
+        sel = []
+        for t in TABLES:
+            sel += ['--table', f'{KS}.{t}']
+        return self.create(store, '--snapshot', FIXTURE_TAG, '--name', name, *sel, *args)
+
+    def incremental(self, store, name, *args, check=True):
+        return self.create(store, '--incremental', '--name', name, *args, check=check)
+
+
+def manifest(store, name):
+    with open(manifest_path(store, name)) as f:
+        return json.load(f)
+
+
+def tree_of(m):
+    """{table: {name: sha256}} of a manifest's files (table directory only)."""
+    return {t['name']: {f['name']: f['sha256'] for f in t['files'] if 'dir' not in f}
+            for ks in m['keyspaces'] for t in ks['tables']}
+
+
+def mounted_tree(m, name):
+    res = {}
+    for t in TABLES:
+        d = m.path(name, KS, t)
+        res[t] = {n: sha(os.path.join(d, n)) for n in os.listdir(d)
+                  if not os.path.isdir(os.path.join(d, n))}
+    return res
+
+
+@pytest.fixture
+def node(tmp_path, binaries):
+    return Node(tmp_path)
+
+
+def a_day(node, store, rounds=3, per_table=2):
+    """A full backup, then `rounds` times: flushes into every table and an incremental.
+    Returns the expected tree {table: {name: sha256}} after each backup, by name."""
+    node.full(store)
+    state = {t: node.snapshot(t) for t in TABLES}
+    expected = {'full': {t: dict(v) for t, v in state.items()}}
+    for i in range(1, rounds + 1):
+        for t in TABLES:
+            for _ in range(per_table):
+                state[t].update(node.flush(t))
+        r = node.incremental(store, f'inc{i}')
+        assert f'incremental inc{i} on {"full" if i == 1 else f"inc{i - 1}"} (base full)' in r.stdout
+        expected[f'inc{i}'] = {t: dict(v) for t, v in state.items()}
+    return expected
+
+
+def test_a_day_of_incrementals_mounts_and_restores_as_one_tree(node, store, tmp_path):
+    expected = a_day(node, store)
+    # the links stored are gone: backups/ stops growing
+    assert all(not names for names in node.links().values())
+    # each manifest names its base and the backup it follows, and holds the whole tree
+    for i, prev in ((1, 'full'), (2, 'inc1'), (3, 'inc2')):
+        m = manifest(store, f'inc{i}')
+        assert (m['base'], m['previous']) == ('full', prev)
+        assert {t: v for t, v in tree_of(m).items() if t in TABLES} == expected[f'inc{i}']
+        added = [f['name'] for ks in m['keyspaces'] for t in ks['tables'] for f in t['files']
+                 if f.get('added')]
+        assert len(added) == sum(len(v) for v in expected[f'inc{i}'].values()) - \
+            sum(len(v) for v in expected[f'inc{i - 1}' if i > 1 else 'full'].values())
+    assert 'base' not in manifest(store, 'full')
+    # list shows each incremental with its base
+    listed = {b['name']: b for b in backup_list(store)}
+    assert (listed['full']['incremental'], listed['full']['base']) == (False, None)
+    assert (listed['inc3']['base'], listed['inc3']['previous']) == ('full', 'inc2')
+    text = cb('list', '--store', store).stdout
+    assert 'incremental (node n1): on inc2, full backup full' in text
+    assert 'incremental      on inc2, full backup full' in cb('show', '--store', store, 'inc3').stdout
+    # the mount: /backups/incN is the full backup with every incremental up to N applied
+    mnt = str(tmp_path / 'mnt')
+    with mounted(store, mnt) as m:
+        for name, tree in expected.items():
+            assert mounted_tree(m, name) == tree, name
+        assert os.getxattr(m.path('inc3'), 'user.cassbackup.base') == b'full'
+        assert os.getxattr(m.path('inc3'), 'user.cassbackup.previous') == b'inc2'
+        assert 'user.cassbackup.base' not in os.listxattr(m.path('full'))
+    # restore of an incremental gives the state at it, sstables intact
+    live = tmp_path / 'live' / 'data'
+    for t in TABLES:
+        os.makedirs(live / KS / (t + '-' + 'e' * 32))
+    r = cb('restore', '--store', store, 'inc2', '--data-dir', str(live))
+    assert 'restored inc2' in r.stdout
+    for t in TABLES:
+        d = live / KS / (t + '-' + 'e' * 32)
+        got = {n: sha(d / n) for n in os.listdir(d)}
+        want = expected['inc2'][t]
+        assert {k: v for k, v in got.items() if k not in ('manifest.json', 'schema.cql')} == \
+            {k: v for k, v in want.items() if k not in ('manifest.json', 'schema.cql')}
+    # reindex rebuilds the same from the manifests alone
+    before = backup_list(store)
+    os.unlink(os.path.join(store, 'catalog.db'))
+    cb('reindex', '--store', store)
+    assert [(b['name'], b['base'], b['previous']) for b in backup_list(store)] == \
+        [(b['name'], b['base'], b['previous']) for b in before]
+
+
+def test_nothing_new_makes_no_backup(node, store):
+    node.full(store)
+    r = node.incremental(store, 'inc1')
+    assert 'nothing new in backups/ since full; no backup was made; 0 link(s)' in r.stdout
+    assert [b['name'] for b in backup_list(store)] == ['full']
+    # links of sstables the full backup holds (made before its snapshot) go, once hashed;
+    # one whose bytes differ from what the backup holds stays
+    t = TABLES[0]
+    b = os.path.join(node.dirs[t], 'backups')
+    os.makedirs(b)
+    names = sorted(n for n in os.listdir(node.dirs[t]) if n.startswith('nb-'))
+    for n in names:
+        os.link(os.path.join(node.dirs[t], n), os.path.join(b, n))
+    r = node.incremental(store, 'inc1')
+    assert f'{len(names)} link(s) it holds removed' in r.stdout
+    assert os.listdir(b) == []
+    # a sstable linked again, one component with other bytes under the same name, size and
+    # mtime: not what the backup holds, left; the others go
+    for n in names:
+        os.link(os.path.join(node.dirs[t], n), os.path.join(b, n))
+    src = os.path.join(node.dirs[t], names[0])
+    st = os.stat(src)
+    other = os.path.join(b, names[0])
+    with open(src, 'rb') as f:
+        data = bytearray(f.read())
+    data[0] ^= 1
+    os.unlink(other)
+    with open(other, 'wb') as f:
+        f.write(data)
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    r = node.incremental(store, 'inc1')
+    assert 'holds other bytes than the backup has under that name: left in place' in r.stderr
+    assert os.listdir(b) == [names[0]]
+
+
+def test_a_name_taken_by_other_bytes_gets_a_fresh_generation(node, store, tmp_path):
+    node.full(store)
+    t = TABLES[2]
+    snap = node.snapshot(t)
+    # an sstable named like one of the full backup's, with other bytes (a generation reused)
+    node.gen[t] = 0
+    made = node.flush(t)
+    assert set(made) <= set(snap) and any(made[n] != snap[n] for n in made)
+    r = node.incremental(store, 'inc1')
+    assert '1 sstable(s) renamed to a fresh generation' in r.stdout
+    tree = tree_of(manifest(store, 'inc1'))[t]
+    for n, h in snap.items():
+        assert tree[n] == h  # the full backup's sstable is untouched
+    renamed = {n: h for n, h in tree.items() if n not in snap}
+    assert sorted(h for h in renamed.values()) == sorted(made.values())
+    gens = {n.split('-')[1] for n in renamed}
+    assert len(gens) == 1 and int(gens.pop()) > max(int(n.split('-')[1]) for n in snap
+                                                    if n.startswith('nb-'))
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        assert mounted_tree(m, 'inc1')[t] == tree
+
+
+def test_refused_when_incremental_backups_is_off(tmp_path, binaries, store):
+    for setting in ('false', None):
+        sub = tmp_path / (setting or 'unset')
+        sub.mkdir()
+        node = Node(sub, incremental_backups=setting)
+        node.full(store, name=f'full-{setting}')
+        node.flush(TABLES[0])
+        before = node.links()
+        r = node.incremental(store, f'inc-{setting}', check=False)
+        assert r.returncode == 2
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and 'incremental_backups is' in lines[0] and 'cassandra.yaml' in lines[0]
+        assert node.links() == before
+        assert f'inc-{setting}' not in [b['name'] for b in backup_list(store)]
+
+
+def test_base_and_options(node, store):
+    r = node.incremental(store, 'inc0', check=False)
+    assert r.returncode == 3 and 'no complete full backup' in r.stderr
+    node.full(store)
+    node.full(store, 'full2')
+    node.flush(TABLES[0])
+    r = node.incremental(store, 'inc1', '--base', 'full')
+    assert 'incremental inc1 on full (base full)' in r.stdout
+    node.flush(TABLES[0])
+    r = node.incremental(store, 'inc2', '--base', 'inc1', check=False)
+    assert r.returncode == 2 and '--base inc1: an incremental backup' in r.stderr
+    r = node.incremental(store, 'inc2', '--base', 'nope', check=False)
+    assert r.returncode == 3
+    r = node.incremental(store, 'inc2', '--snapshot', FIXTURE_TAG, check=False)
+    assert r.returncode == 2 and 'drop --snapshot' in r.stderr
+    # without --base: the node's last full backup
+    r = node.incremental(store, 'inc2')
+    assert 'incremental inc2 on full2 (base full2)' in r.stdout
+
+
+def committed_blobs(store):
+    """{(table, sha256)} of every file of every backup whose manifest is written."""
+    res = set()
+    for root, _, names in os.walk(os.path.join(store, 'backups')):
+        for n in names:
+            if n.endswith('.json'):
+                with open(os.path.join(root, n)) as f:
+                    m = json.load(f)
+                for t, files in tree_of(m).items():
+                    res |= {(t, h) for h in files.values()}
+    return res
+
+
+def check_no_link_lost(node, store, before):
+    """Every link gone from backups/ since `before` has its bytes in a committed backup."""
+    now = node.links()
+    held = committed_blobs(store)
+    for t, names in before.items():
+        for n, (_, h) in names.items():
+            if n not in now.get(t, {}):
+                assert (t, h) in held, f'{t}/backups/{n} removed, its bytes in no backup'
+
+
+def stop_while_uploading(argv, store):
+    """Starts argv and stops it (SIGSTOP) once it holds a pack upload open in STORE/tmp:
+    after its lock, before its commit. None when it ended first."""
+    c = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while c.poll() is None and not uploading(c.pid, store):
+        time.sleep(0.0005)
+    c.send_signal(signal.SIGSTOP)
+    if c.poll() is None and uploading(c.pid, store):
+        return c
+    c.send_signal(signal.SIGCONT)
+    c.communicate()
+    return None
+
+
+def test_links_stay_until_the_commit(node, store):
+    """Stopped while it writes its pack, then killed: no link removed, no backup; run again,
+    it commits and removes them."""
+    node.full(store)
+    argv = [CASSBACKUP, 'create', '--store', store, '--data-dir', node.data, '--node', 'n1',
+            '--cassandra-conf', str(node.conf), '--incremental', '--name', 'inc1',
+            '--level', '19', '--threads', '1']
+    for _ in range(3):  # each try flushes more; one that ended first made a backup
+        for t in TABLES:
+            for _ in range(3):
+                node.flush(t)
+        before = node.links()
+        c = stop_while_uploading(argv, store)
+        if c:
+            break
+        argv[argv.index('--name') + 1] += 'x'
+        check_no_link_lost(node, store, before)
+    assert c is not None, 'every incremental ended before it wrote a pack'
+    try:
+        assert node.links() == before  # writing its pack: nothing removed
+        assert not os.path.exists(os.path.join(store, 'backups', argv[argv.index('--name') + 1]))
+    finally:
+        c.kill()
+        c.wait()
+    assert node.links() == before
+    names = [b['name'] for b in backup_list(store)]
+    node.incremental(store, 'after')
+    assert all(not v for v in node.links().values())
+    check_no_link_lost(node, store, before)
+    assert [b['name'] for b in backup_list(store)] == names + ['after']
+
+
+def test_kill_at_random_points_never_loses_a_link(node, store):
+    """kill -9 of create --incremental after a random delay (up to 1.5 times its longest
+    whole run seen, the first one run whole), 12 times, a few flushes between: no link whose bytes are not
+    committed is ever gone, and every backup listed is whole."""
+    rng = random.Random(15)
+    node.full(store)
+    argv = [CASSBACKUP, 'create', '--store', store, '--data-dir', node.data, '--node', 'n1',
+            '--cassandra-conf', str(node.conf), '--incremental']
+    for t in TABLES:
+        node.flush(t)
+    t0 = time.monotonic()
+    node.incremental(store, 'whole')
+    longest = time.monotonic() - t0
+    for i in range(12):
+        for t in rng.sample(TABLES, 2):
+            node.flush(t)
+        before = node.links()
+        t0 = time.monotonic()
+        c = subprocess.Popen(argv + ['--name', f'k{i}'], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        try:
+            c.wait(rng.uniform(0, 1.5 * longest))
+        except subprocess.TimeoutExpired:
+            c.send_signal(signal.SIGKILL)
+        c.communicate()
+        if c.returncode == 0:
+            longest = max(longest, time.monotonic() - t0)
+        check_no_link_lost(node, store, before)
+        # the store is whole: every backup listed is complete and verifies
+        for b in backup_list(store):
+            assert b['complete']
+    # what the kills left, a last run takes in
+    before = node.links()
+    r = node.incremental(store, 'last')
+    check_no_link_lost(node, store, before)
+    assert all(not v for v in node.links().values())
+    for b in backup_list(store):
+        cb('verify', '--store', store, b['name'])
+
+
+def test_retention_keeps_the_base(node, store, tmp_path):
+    expected = a_day(node, store)
+    # forget by name: the base of a staying incremental is refused, nothing forgotten
+    r = cb('forget', '--store', store, 'full', check=False)
+    assert r.returncode == 2 and 'incremental backup inc1 is made on it' in r.stderr
+    r = cb('forget', '--store', store, 'inc2', check=False)
+    assert r.returncode == 2 and 'incremental backup inc3 is made on it' in r.stderr
+    assert len(backup_list(store)) == 4
+    # a policy keeping the newest keeps everything it follows
+    r = cb('forget', '--store', store, '--keep-last', '1', '--prune')
+    assert [b['name'] for b in backup_list(store)] == ['full', 'inc1', 'inc2', 'inc3']
+    assert 'base' in r.stdout
+    # a newer full backup without incrementals: the old chain can go as a whole
+    node.full(store, 'full2')
+    r = cb('forget', '--store', store, '--keep-last', '1', '--prune')
+    assert [b['name'] for b in backup_list(store)] == ['full2']
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        assert mounted_tree(m, 'full2') == {t: node.snapshot(t) for t in TABLES}
+    # and an incremental of it, forgotten together with its base
+    node.flush(TABLES[0])
+    node.incremental(store, 'inc4')
+    cb('forget', '--store', store, 'inc4', 'full2')
+    assert backup_list(store) == []
+    assert expected
+
+
+def test_full_backup_clears_links_older_than_its_snapshot(node, store):
+    node.full(store)
+    # links of sstables flushed before the snapshot (in it), and of one flushed after it
+    for t in TABLES:
+        b = os.path.join(node.dirs[t], 'backups')
+        os.makedirs(b, exist_ok=True)
+        for n in os.listdir(node.dirs[t]):
+            if n.startswith('nb-'):
+                os.link(os.path.join(node.dirs[t], n), os.path.join(b, n))
+    later = node.flush(TABLES[1])
+    mtime = time.time() + 3600  # written after the snapshot
+    for n in later:
+        os.utime(os.path.join(node.dirs[TABLES[1]], n), (mtime, mtime))
+    r = node.full(store, 'full2', '--clear-incremental-links')
+    assert f'removed, {len(later)} left' in r.stdout
+    links = node.links()
+    assert set(links[TABLES[1]]) == set(later)
+    assert all(not links[t] for t in TABLES if t != TABLES[1])
+
+
+def set_created(store, name, ms):
+    """Backup name was made at ms (manifests are never rewritten in place: the catalog, a
+    cache, is dropped to read it again)."""
+    path = manifest_path(store, name)
+    with open(path) as f:
+        doc = json.load(f)
+    doc['created_ns'] = ms * 10**6
+    with open(path, 'w') as f:
+        json.dump(doc, f)
+    for suffix in ('', '-wal', '-shm'):
+        if os.path.exists(os.path.join(store, 'catalog.db' + suffix)):
+            os.unlink(os.path.join(store, 'catalog.db' + suffix))
+
+
+def test_point_in_time_takes_the_full_backup_and_its_incrementals_before_the_time(node, store,
+                                                                                   tmp_path):
+    a_day(node, store, rounds=2, per_table=1)
+    t0 = 1767225600000  # 2026-01-01 00:00:00 GMT
+    hour = 3600 * 1000
+    for name, ms in (('full', t0), ('inc1', t0 + hour), ('inc2', t0 + 2 * hour)):
+        set_created(store, name, ms)
+    conf = tmp_path / 'pitrconf'
+    conf.mkdir()
+    live = tmp_path / 'live' / 'data'
+    for t in TABLES:
+        os.makedirs(live / KS / (t + '-' + 'e' * 32))
+
+    def pitr(at):
+        when = time.strftime('%Y:%m:%d %H:%M:%S', time.gmtime(at // 1000))
+        return cb('restore', '--store', store, '--data-dir', str(live), '--point-in-time', when,
+                  '--cassandra-conf', str(conf), '--node', 'n1', '--dry-run', check=False)
+    r = pitr(t0 + hour + hour // 2)
+    assert 'backup inc1 of node n1' in r.stdout, r.stdout + r.stderr
+    # the replay starts at the full backup's snapshot: an incremental flushes nothing itself
+    assert '(snapshot by 2026:01:01 00:00:00' in r.stdout
+    r = pitr(t0 + 3 * hour)
+    assert 'backup inc2 of node n1' in r.stdout, r.stdout + r.stderr
+    r = pitr(t0 + hour // 2)
+    assert 'backup full of node n1' in r.stdout, r.stdout + r.stderr
+
+
+def test_index_sstables_and_a_table_made_again(node, store, tmp_path):
+    """backups/.<index>/ is taken in as the index directory; a table dropped and made again
+    (another id, the old directory gone) shows as the node has it."""
+    node.full(store)
+    t = TABLES[2]
+    tdir = node.dirs[t]
+    idx = os.path.join(tdir, '.idx')
+    os.makedirs(os.path.join(tdir, 'backups', '.idx'))
+    os.makedirs(idx)
+    src, prefix = node.donors.pop(0)
+    want = {}
+    for n in os.listdir(src):
+        if n.startswith(prefix):
+            name = 'nb-500-big-' + n[len(prefix):]
+            with open(os.path.join(src, n), 'rb') as f, open(os.path.join(idx, name), 'wb') as g:
+                g.write(f.read())
+            os.link(os.path.join(idx, name), os.path.join(tdir, 'backups', '.idx', name))
+            want[name] = sha(os.path.join(idx, name))
+    # legacy_nb_clust dropped and made again: a new directory, the old one removed
+    old = node.dirs[TABLES[0]]
+    new = old.rsplit('-', 1)[0] + '-' + 'a' * 32
+    os.rename(old, new)
+    for n in os.listdir(new):
+        if n.startswith('nb-'):
+            os.unlink(os.path.join(new, n))
+    node.dirs[TABLES[0]] = new
+    made = node.flush(TABLES[0])
+    r = node.incremental(store, 'inc1')
+    assert f'{len(want) + len(made)} new file(s)' in r.stdout
+    m = manifest(store, 'inc1')
+    tables = {tb['name']: tb for ks in m['keyspaces'] for tb in ks['tables']}
+    assert {f['name']: f['sha256'] for f in tables[t]['files'] if f.get('dir') == '.idx'} == want
+    assert tables[TABLES[0]]['id'] == 'a' * 32
+    assert {f['name']: f['sha256'] for f in tables[TABLES[0]]['files']} == made
+    assert not os.listdir(os.path.join(tdir, 'backups', '.idx'))
+    with mounted(store, str(tmp_path / 'mnt')) as mt:
+        d = mt.path('inc1', KS, t, '.idx')
+        assert {n: sha(os.path.join(d, n)) for n in os.listdir(d)} == want
+        assert mounted_tree(mt, 'inc1')[TABLES[0]] == made
+
+
+def test_two_incrementals_at_once(node, store):
+    """Two creates --incremental of one node at the same time: each commits or fails with one
+    line (a link the other removed under it); no link whose bytes are not committed is lost,
+    and the next run leaves backups/ empty."""
+    node.full(store)
+    for t in TABLES:
+        for _ in range(2):
+            node.flush(t)
+    before = node.links()
+    argv = [CASSBACKUP, 'create', '--store', store, '--data-dir', node.data, '--node', 'n1',
+            '--cassandra-conf', str(node.conf), '--incremental', '--name']
+    procs = [subprocess.Popen(argv + [n], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for n in ('a', 'b')]
+    outs = [p.communicate() for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode in (0, 1), err
+        if p.returncode:
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and 'cannot' in lines[0], err
+    assert any(p.returncode == 0 for p in procs)
+    check_no_link_lost(node, store, before)
+    for b in backup_list(store):
+        assert b['complete']
+    node.incremental(store, 'c')
+    assert all(not v for v in node.links().values())
+
+
+def test_incrementals_into_object_storage(s3, tmp_path):
+    """The same on S3 (moto, s3rver): the links go after the commit, the mount shows each
+    incremental's whole tree, list its base."""
+    loc, env = s3
+    node = Node(tmp_path)
+    node.env = env
+    node.full(loc)
+    state = {t: node.snapshot(t) for t in TABLES}
+    for i in (1, 2):
+        for t in TABLES[:2]:
+            state[t].update(node.flush(t))
+        node.incremental(loc, f'inc{i}')
+        assert all(not v for v in node.links().values())
+    listed = {b['name']: b for g in json.loads(cb('list', '--store', loc, '--json', env=env).stdout)
+              for b in g['nodes']}
+    assert (listed['inc2']['base'], listed['inc2']['previous']) == ('full', 'inc1')
+    with mounted(loc, str(tmp_path / 'mnt'), env=env) as m:
+        assert mounted_tree(m, 'inc2') == state

@@ -1,0 +1,723 @@
+/* incremental.c: see incremental.h. */
+#include "incremental.h"
+
+#include "cassandra_conf.h"
+#include "hash.h"
+#include "sstable.h"
+#include "store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* --- is it on ------------------------------------------------------------------------------ */
+
+int incremental_enabled(const char *conf_dir, struct strbuf *err)
+{
+	struct strbuf path = {0};
+	_cleanup_free_ char *yaml = NULL;
+	int r = sb_printf(&path, "%s/cassandra.yaml", conf_dir);
+	r = r ?: read_small_file(path.buf, 4 << 20, &yaml, NULL);
+	if (r < 0) {
+		sb_printf(err, "cannot read %s: %s; incremental backups need to know that "
+			  "incremental_backups is on (give --cassandra-conf DIR)", path.buf, strerror(-r));
+	} else {
+		_cleanup_free_ char *v = yaml_scalar(yaml, "incremental_backups");
+		if (!v || strcmp(v, "true") != 0) {
+			sb_printf(err, "incremental_backups is %s in %s: Cassandra makes no backups/ "
+				  "links to take in; set incremental_backups: true (and restart the node), "
+				  "or make a full backup", v ? v : "not set (off)", path.buf);
+			r = -EPERM;
+		}
+	}
+	sb_free(&path);
+	return r;
+}
+
+/* --- what it follows ----------------------------------------------------------------------- */
+
+struct chain_ctx {
+	const char *node_key, *base_name;
+	struct inc_chain *ch;
+	bool found_base, base_is_incremental;
+	int64_t base_created, prev_created;
+};
+
+static int note_full(void *ctx, const struct cb_backup_summary *b)
+{
+	struct chain_ctx *c = ctx;
+	if (b->invalid || strcmp(b->node_key, c->node_key) != 0)
+		return 0;
+	bool incremental = b->base && *b->base;
+	if (c->base_name) {
+		if (strcmp(b->name, c->base_name) == 0) {
+			c->found_base = true;
+			c->base_is_incremental = incremental;
+			c->base_created = b->created_ns;
+			snprintf(c->ch->base, sizeof(c->ch->base), "%s", b->name);
+			snprintf(c->ch->previous_ref, sizeof(c->ch->previous_ref), "%s", b->ref);
+		}
+		return 0;
+	}
+	if (incremental || !b->complete)
+		return 0;
+	/* oldest first: the last one wins */
+	c->found_base = true;
+	c->base_created = b->created_ns;
+	snprintf(c->ch->base, sizeof(c->ch->base), "%s", b->name);
+	snprintf(c->ch->previous_ref, sizeof(c->ch->previous_ref), "%s", b->ref);
+	return 0;
+}
+
+static int note_previous(void *ctx, const struct cb_backup_summary *b)
+{
+	struct chain_ctx *c = ctx;
+	if (b->invalid || strcmp(b->node_key, c->node_key) != 0 || !b->base ||
+	    strcmp(b->base, c->ch->base) != 0 || b->created_ns < c->prev_created)
+		return 0;
+	c->prev_created = b->created_ns;
+	snprintf(c->ch->previous, sizeof(c->ch->previous), "%s", b->name);
+	snprintf(c->ch->previous_ref, sizeof(c->ch->previous_ref), "%s", b->ref);
+	return 0;
+}
+
+int incremental_chain(catalog *cat, const char *node_key, const char *base_name,
+		      struct inc_chain *ch, struct strbuf *err)
+{
+	*ch = (struct inc_chain){0};
+	struct chain_ctx c = {.node_key = node_key, .base_name = base_name, .ch = ch};
+	char why[512];
+	int r = catalog_list_backups(cat, note_full, &c);
+	if (r < 0) {
+		sb_printf(err, "cannot read the catalog: %s", catalog_why(cat, r, why, sizeof(why)));
+		return r;
+	}
+	if (!c.found_base) {
+		if (base_name)
+			sb_printf(err, "--base %s: node %s has no backup of that name", base_name, node_key);
+		else
+			sb_printf(err, "node %s has no complete full backup to make an incremental on; "
+				  "make a full one first", node_key);
+		return -ENOENT;
+	}
+	if (c.base_is_incremental) {
+		sb_printf(err, "--base %s: an incremental backup; --base names a full backup", base_name);
+		return -EINVAL;
+	}
+	snprintf(ch->previous, sizeof(ch->previous), "%s", ch->base);
+	c.prev_created = c.base_created;
+	r = catalog_list_backups(cat, note_previous, &c);
+	if (r < 0)
+		sb_printf(err, "cannot read the catalog: %s", catalog_why(cat, r, why, sizeof(why)));
+	return r < 0 ? r : 0;
+}
+
+/* --- the tree ------------------------------------------------------------------------------ */
+
+struct inc_file {
+	char *dir;  /* "" or ".<index>" */
+	char *name; /* as the backup records it (renamed, for a colliding sstable) */
+	uint64_t size;
+	struct backup_attr a;
+	unsigned char sha[32];        /* inherited */
+	const struct scan_file *src;  /* NULL: inherited from previous */
+};
+
+struct inc_dir {
+	char *name;
+	struct backup_attr a;
+};
+
+struct inc_table {
+	char *keyspace, *table, *table_id, *dirname, *schema_cql;
+	struct backup_attr ka, ta;
+	struct inc_dir *dirs;
+	size_t ndirs;
+	struct inc_file *files;
+	size_t nfiles, cap;
+};
+
+/* A link of backups/ whose sstable previous holds already (same name, size and mtime): its
+ * bytes are committed if they hash to what previous recorded. */
+struct inc_held {
+	const struct scan_file *src;
+	unsigned char sha[32];
+};
+
+struct inc_plan {
+	struct inc_table *tables;
+	size_t ntables;
+	struct inc_held *held;
+	size_t nheld;
+	struct inc_counts counts;
+};
+
+static struct backup_attr attr_of(const struct stat *st)
+{
+	return (struct backup_attr){st->st_mode & 07777, st->st_uid, st->st_gid,
+				    (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec};
+}
+
+static struct inc_table *find_table(inc_plan *p, const char *ks, const char *table)
+{
+	for (size_t i = 0; i < p->ntables; i++)
+		if (!strcmp(p->tables[i].keyspace, ks) && !strcmp(p->tables[i].table, table))
+			return &p->tables[i];
+	return NULL;
+}
+
+static struct inc_table *add_table(inc_plan *p, const char *ks, const char *table,
+				   const char *id, const char *dirname, const char *schema_cql,
+				   struct backup_attr ka, struct backup_attr ta)
+{
+	struct inc_table *v = realloc(p->tables, (p->ntables + 1) * sizeof(*v));
+	if (!v)
+		return NULL;
+	p->tables = v;
+	struct inc_table *t = &v[p->ntables++];
+	*t = (struct inc_table){.keyspace = strdup(ks), .table = strdup(table), .table_id = strdup(id),
+				.dirname = strdup(dirname), .ka = ka, .ta = ta};
+	if (schema_cql)
+		t->schema_cql = strdup(schema_cql);
+	if (!t->keyspace || !t->table || !t->table_id || !t->dirname || (schema_cql && !t->schema_cql))
+		return NULL;
+	return t;
+}
+
+static int add_dir(struct inc_table *t, const char *name, struct backup_attr a)
+{
+	for (size_t i = 0; i < t->ndirs; i++)
+		if (!strcmp(t->dirs[i].name, name))
+			return 0;
+	struct inc_dir *v = realloc(t->dirs, (t->ndirs + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	t->dirs = v;
+	v[t->ndirs] = (struct inc_dir){.name = strdup(name), .a = a};
+	return v[t->ndirs++].name ? 0 : -ENOMEM;
+}
+
+static struct inc_file *add_file(struct inc_table *t, const char *dir, const char *name)
+{
+	if (t->nfiles == t->cap) {
+		size_t cap = t->cap ? 2 * t->cap : 16;
+		struct inc_file *v = realloc(t->files, cap * sizeof(*v));
+		if (!v)
+			return NULL;
+		t->files = v;
+		t->cap = cap;
+	}
+	struct inc_file *f = &t->files[t->nfiles];
+	*f = (struct inc_file){.dir = strdup(dir), .name = strdup(name)};
+	if (!f->dir || !f->name) {
+		free(f->dir);
+		free(f->name);
+		return NULL;
+	}
+	t->nfiles++;
+	return f;
+}
+
+static const struct inc_file *find_file(const struct inc_table *t, const char *dir,
+					const char *name)
+{
+	for (size_t i = 0; i < t->nfiles; i++)
+		if (!strcmp(t->files[i].dir, dir) && !strcmp(t->files[i].name, name))
+			return &t->files[i];
+	return NULL;
+}
+
+static struct backup_attr attr_from(const struct cb_attr *a)
+{
+	return (struct backup_attr){a->mode, a->uid, a->gid, a->mtime_ns};
+}
+
+/* Previous's tree, from its manifest (checked as it was parsed). */
+static int load_table(inc_plan *p, const struct manifest_keyspace *ks,
+		      const struct manifest_table *mt)
+{
+	struct strbuf dirname = {0};
+	int r = sb_printf(&dirname, "%s%s%s", mt->name, *mt->id ? "-" : "", mt->id);
+	struct inc_table *t = r < 0 ? NULL : add_table(p, ks->name, mt->name, mt->id, dirname.buf,
+						       mt->schema_cql, attr_from(&ks->attr),
+						       attr_from(&mt->attr));
+	sb_free(&dirname);
+	if (!t)
+		return -ENOMEM;
+	for (size_t d = 0; d < mt->ndirs; d++)
+		if ((r = add_dir(t, mt->dirs[d].name, attr_from(&mt->dirs[d].attr))) < 0)
+			return r;
+	for (size_t k = 0; k < mt->nfiles; k++) {
+		const struct manifest_file *mf = &mt->files[k];
+		struct inc_file *f = add_file(t, mf->dir, mf->name);
+		if (!f)
+			return -ENOMEM;
+		f->size = mf->size;
+		f->a = attr_from(&mf->attr);
+		memcpy(f->sha, mf->sha256, 32);
+		p->counts.inherited++;
+	}
+	return 0;
+}
+
+static int load_previous(struct store *s, const struct inc_chain *ch, inc_plan *p,
+			 struct strbuf *err)
+{
+	struct manifest *m = NULL;
+	int r = store_read_manifest(s, ch->previous_ref, &m, NULL, err);
+	if (r == -ENOENT)
+		sb_printf(err, "backup %s is gone from the store", ch->previous);
+	for (size_t k = 0; r == 0 && k < m->nkeyspaces; k++)
+		for (size_t i = 0; r == 0 && i < m->keyspaces[k].ntables; i++)
+			r = load_table(p, &m->keyspaces[k], &m->keyspaces[k].tables[i]);
+	if (r == -ENOMEM)
+		sb_puts(err, "out of memory");
+	manifest_free(m);
+	return r;
+}
+
+/* The scanned files of one sstable (same directory, same prefix), or one lone file. */
+struct unit {
+	const struct scan_table *t;
+	size_t first, count;
+};
+
+static size_t unit_end(const struct scan_table *t, size_t i)
+{
+	const struct scan_file *f = &t->files[i];
+	size_t pl = sstable_prefix_len(f->name), k = i + 1;
+	while (pl && k < t->nfiles && t->files[k].dir == f->dir &&
+	       sstable_prefix_len(t->files[k].name) == pl && !strncmp(t->files[k].name, f->name, pl))
+		k++;
+	return k;
+}
+
+struct toc_ctx {
+	const struct unit *u;
+	size_t pl;
+	bool complete;
+};
+
+static int toc_component(void *ctx, const char *comp)
+{
+	struct toc_ctx *c = ctx;
+	const struct scan_table *t = c->u->t;
+	bool found = false;
+	for (size_t i = c->u->first; !found && i < c->u->first + c->u->count; i++)
+		found = !strcmp(t->files[i].name + c->pl, comp);
+	c->complete = c->complete && found;
+	return 0;
+}
+
+/* Has Cassandra linked every component of the sstable? A lone file always counts as whole. */
+static int unit_complete(const struct unit *u, bool *complete)
+{
+	const struct scan_file *f0 = &u->t->files[u->first];
+	size_t pl = sstable_prefix_len(f0->name);
+	*complete = pl == 0;
+	for (size_t i = u->first; pl && i < u->first + u->count; i++) {
+		const struct scan_file *f = &u->t->files[i];
+		if (strcmp(f->name + pl, "TOC.txt") != 0)
+			continue;
+		_cleanup_free_ char *toc = NULL;
+		size_t len = 0;
+		int r = scan_read_small(f, 1 << 20, &toc, &len);
+		if (r == -ENOENT)
+			return 0;
+		if (r < 0)
+			return r;
+		struct toc_ctx c = {.u = u, .pl = pl, .complete = true};
+		r = toc_each(toc, len, toc_component, &c);
+		*complete = r == 0 && c.complete;
+		return r == -EINVAL ? 0 : r; /* not a TOC Cassandra wrote (whole): not complete */
+	}
+	return 0;
+}
+
+static const char *dir_name(const struct scan_table *t, const struct scan_file *f)
+{
+	return f->dir < 0 ? "" : t->dirs[f->dir].name;
+}
+
+/* Where the unit stands against the tree: 0 new, 1 held already (every file by name, size and
+ * mtime), 2 a name taken by other bytes (rename). */
+static int unit_state(const struct inc_table *it, const struct unit *u)
+{
+	bool all_held = true, taken = false;
+	for (size_t i = u->first; i < u->first + u->count; i++) {
+		const struct scan_file *f = &u->t->files[i];
+		const struct inc_file *have = it ? find_file(it, dir_name(u->t, f), f->name) : NULL;
+		bool same = have && !have->src && have->size == (uint64_t)f->st.st_size &&
+			    have->a.mtime_ns == attr_of(&f->st).mtime_ns;
+		all_held = all_held && same;
+		taken = taken || (have && !same);
+	}
+	return all_held ? 1 : taken ? 2 : 0;
+}
+
+/* The largest numeric generation in directory dir of the tree and of the scanned table. */
+static uint64_t max_generation(const struct inc_table *it, const struct scan_table *t,
+			       const char *dir)
+{
+	uint64_t m = 0;
+	for (size_t i = 0; it && i < it->nfiles; i++)
+		if (!strcmp(it->files[i].dir, dir)) {
+			uint64_t g = sstable_numeric_generation(it->files[i].name);
+			m = g > m ? g : m;
+		}
+	for (size_t i = 0; i < t->nfiles; i++)
+		if (!strcmp(dir_name(t, &t->files[i]), dir)) {
+			uint64_t g = sstable_numeric_generation(t->files[i].name);
+			m = g > m ? g : m;
+		}
+	return m;
+}
+
+/* Adds a unit's files to the tree, under a fresh generation when gen > 0. */
+static int take_unit(inc_plan *p, struct inc_table *it, const struct unit *u, uint64_t gen)
+{
+	for (size_t i = u->first; i < u->first + u->count; i++) {
+		const struct scan_file *f = &u->t->files[i];
+		struct strbuf name = {0};
+		int r = gen ? sstable_with_generation(f->name, gen, &name) : sb_puts(&name, f->name);
+		struct inc_file *nf = r == 0 ? add_file(it, dir_name(u->t, f), name.buf) : NULL;
+		sb_free(&name);
+		if (!nf)
+			return r < 0 ? r : -ENOMEM;
+		nf->src = f;
+		nf->size = (uint64_t)f->st.st_size;
+		nf->a = attr_of(&f->st);
+		p->counts.files++;
+		p->counts.bytes += nf->size;
+	}
+	return 0;
+}
+
+static void free_files(struct inc_table *t)
+{
+	for (size_t k = 0; k < t->nfiles; k++) {
+		free(t->files[k].dir);
+		free(t->files[k].name);
+	}
+	for (size_t d = 0; d < t->ndirs; d++)
+		free(t->dirs[d].name);
+	free(t->files);
+	free(t->dirs);
+	t->files = NULL;
+	t->dirs = NULL;
+	t->nfiles = t->cap = t->ndirs = 0;
+}
+
+/* The table was dropped and made again since previous (another id): the backup shows the new
+ * one, made of what was flushed into it, as the node has it. */
+static int reset_table(inc_plan *p, struct inc_table *it, const struct scan_table *t)
+{
+	p->counts.inherited -= it->nfiles;
+	free_files(it);
+	free(it->table_id);
+	free(it->dirname);
+	free(it->schema_cql);
+	it->schema_cql = NULL;
+	it->table_id = strdup(t->table_id);
+	it->dirname = strdup(t->dirname);
+	it->ka = attr_of(&t->ks_st);
+	it->ta = attr_of(&t->table_st);
+	return it->table_id && it->dirname ? 0 : -ENOMEM;
+}
+
+static int note_held(inc_plan *p, const struct inc_table *it, const struct unit *u)
+{
+	struct inc_held *v = realloc(p->held, (p->nheld + u->count) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	p->held = v;
+	for (size_t i = u->first; i < u->first + u->count; i++) {
+		const struct scan_file *f = &u->t->files[i];
+		v[p->nheld].src = f;
+		memcpy(v[p->nheld++].sha, find_file(it, dir_name(u->t, f), f->name)->sha, 32);
+	}
+	return 0;
+}
+
+static int merge_table(inc_plan *p, const struct scan_table *t)
+{
+	struct inc_table *it = find_table(p, t->keyspace, t->table);
+	int r;
+	if (it && strcmp(it->table_id, t->table_id) != 0 && (r = reset_table(p, it, t)) < 0)
+		return r;
+	for (size_t i = 0; i < t->nfiles;) {
+		struct unit u = {.t = t, .first = i, .count = unit_end(t, i) - i};
+		i += u.count;
+		bool complete;
+		r = unit_complete(&u, &complete);
+		if (r < 0)
+			return r;
+		if (!complete) {
+			p->counts.incomplete++;
+			continue;
+		}
+		int state = unit_state(it, &u);
+		if (state == 1) {
+			p->counts.held += u.count;
+			if ((r = note_held(p, it, &u)) < 0)
+				return r;
+			continue;
+		}
+		if (!it && !(it = add_table(p, t->keyspace, t->table, t->table_id, t->dirname,
+					    t->schema_cql, attr_of(&t->ks_st), attr_of(&t->table_st))))
+			return -ENOMEM;
+		for (size_t d = 0; d < t->ndirs; d++)
+			if ((r = add_dir(it, t->dirs[d].name, attr_of(&t->dirs[d].st))) < 0)
+				return r;
+		uint64_t gen = 0;
+		if (state == 2) {
+			const char *dir = dir_name(t, &t->files[u.first]);
+			gen = max_generation(it, t, dir) + 1;
+			p->counts.renamed++;
+		}
+		if ((r = take_unit(p, it, &u, gen)) < 0)
+			return r;
+	}
+	return 0;
+}
+
+int incremental_plan(struct store *s, const struct inc_chain *ch, const struct scan_result *scan,
+		     inc_plan **out, struct strbuf *err)
+{
+	inc_plan *p = calloc(1, sizeof(*p));
+	*out = NULL;
+	if (!p) {
+		sb_puts(err, "out of memory");
+		return -ENOMEM;
+	}
+	int r = load_previous(s, ch, p, err);
+	for (size_t i = 0; r == 0 && i < scan->ntables; i++)
+		if ((r = merge_table(p, &scan->tables[i])) < 0)
+			sb_printf(err, "cannot read %s/backups: %s", scan->tables[i].dirname, strerror(-r));
+	if (r < 0) {
+		incremental_plan_free(p);
+		return r;
+	}
+	*out = p;
+	return 0;
+}
+
+void incremental_counts(const inc_plan *p, struct inc_counts *c)
+{
+	*c = p->counts;
+}
+
+void incremental_plan_free(inc_plan *p)
+{
+	if (!p)
+		return;
+	for (size_t i = 0; i < p->ntables; i++) {
+		struct inc_table *t = &p->tables[i];
+		free_files(t);
+		free(t->keyspace);
+		free(t->table);
+		free(t->table_id);
+		free(t->dirname);
+		free(t->schema_cql);
+	}
+	free(p->tables);
+	free(p->held);
+	free(p);
+}
+
+/* --- writing -------------------------------------------------------------------------------- */
+
+/* Reads one new file into the backup: the file opened must be the file scanned. */
+static int write_new(backup_writer *w, unsigned ti, unsigned di, const struct inc_file *f,
+		     struct strbuf *err)
+{
+	int fd = scan_open_file(f->src);
+	if (fd < 0) {
+		sb_printf(err, "cannot read %s: %s", f->src->src, strerror(-fd));
+		return fd;
+	}
+	struct stat st;
+	int r = fstat(fd, &st) < 0 ? -errno : 0;
+	if (r == 0 && (st.st_ino != f->src->st.st_ino || st.st_dev != f->src->st.st_dev ||
+		       st.st_size != f->src->st.st_size ||
+		       attr_of(&st).mtime_ns != attr_of(&f->src->st).mtime_ns)) {
+		sb_printf(err, "cannot back up %s: the file changed while it was being read", f->src->src);
+		r = -ESTALE;
+	}
+	struct backup_file bf = {.name = f->name, .size = f->size, .attr = f->a, .source = f->src->src};
+	if (r == 0 && (r = backup_writer_add_file(w, ti, di, &bf, fd)) < 0)
+		sb_puts(err, backup_writer_errmsg(w));
+	close(fd);
+	return r;
+}
+
+static int dir_index(const struct inc_table *t, const char *dir, unsigned *di)
+{
+	if (!*dir) {
+		*di = BACKUP_TABLE_DIR;
+		return 0;
+	}
+	for (size_t d = 0; d < t->ndirs; d++)
+		if (!strcmp(t->dirs[d].name, dir)) {
+			*di = (unsigned)d;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+int incremental_write(backup_writer *w, const inc_plan *p, struct strbuf *err)
+{
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < p->ntables; i++) {
+		const struct inc_table *t = &p->tables[i];
+		uint64_t bytes = 0;
+		for (size_t k = 0; k < t->nfiles; k++)
+			bytes += t->files[k].src ? t->files[k].size : 0;
+		struct backup_table bt = {.keyspace = t->keyspace, .table = t->table,
+					  .table_id = t->table_id, .dirname = t->dirname,
+					  .schema_cql = t->schema_cql, .keyspace_attr = t->ka,
+					  .table_attr = t->ta, .bytes = bytes};
+		unsigned ti, di;
+		r = backup_writer_add_table(w, &bt, &ti);
+		for (size_t d = 0; r == 0 && d < t->ndirs; d++)
+			r = backup_writer_add_dir(w, ti, t->dirs[d].name, &t->dirs[d].a, &di);
+		if (r < 0) {
+			sb_puts(err, backup_writer_errmsg(w));
+			return r;
+		}
+		for (size_t k = 0; r == 0 && k < t->nfiles; k++) {
+			const struct inc_file *f = &t->files[k];
+			if ((r = dir_index(t, f->dir, &di)) < 0) {
+				sb_printf(err, "file %s/%s: no such directory", f->dir, f->name);
+				break;
+			}
+			if (f->src) {
+				r = write_new(w, ti, di, f, err);
+			} else {
+				struct strbuf src = {0};
+				sb_printf(&src, "%s/%s/%s%s%s", t->keyspace, t->table, f->dir,
+					  *f->dir ? "/" : "", f->name);
+				struct backup_file bf = {.name = f->name, .size = f->size, .attr = f->a,
+							 .source = src.buf ? src.buf : f->name};
+				if ((r = backup_writer_add_stored(w, ti, di, &bf, f->sha)) < 0)
+					sb_puts(err, backup_writer_errmsg(w));
+				sb_free(&src);
+			}
+		}
+	}
+	return r;
+}
+
+/* Does f (still the file scanned) hold the bytes sha names? 1, 0, or -errno. */
+static int holds(const struct scan_file *f, const unsigned char sha[32])
+{
+	int fd = scan_open_file(f);
+	if (fd < 0)
+		return fd;
+	struct stat st;
+	unsigned char got[32];
+	int r = fstat(fd, &st) < 0 ? -errno : 0;
+	if (r == 0 && (st.st_ino != f->st.st_ino || st.st_dev != f->st.st_dev))
+		r = -ESTALE;
+	r = r ?: sha256_fd(fd, (uint64_t)f->st.st_size, got, NULL, NULL, NULL);
+	close(fd);
+	return r < 0 ? r : memcmp(got, sha, 32) == 0;
+}
+
+int incremental_remove_links(const inc_plan *p, uint64_t *removed,
+			     void (*report)(void *ctx, const char *path, int err), void *ctx)
+{
+	int first = 0;
+	*removed = 0;
+	for (size_t i = 0; i < p->nheld; i++) {
+		int r = holds(p->held[i].src, p->held[i].sha);
+		if (r == 1 && (r = scan_remove_file(p->held[i].src, &p->held[i].src->st)) == 0) {
+			(*removed)++;
+			continue;
+		}
+		r = r == 0 ? -EILSEQ : r; /* other bytes than previous holds: left */
+		if (report)
+			report(ctx, p->held[i].src->src, r);
+		if (!first && r != -ENOENT)
+			first = r;
+	}
+	for (size_t i = 0; i < p->ntables; i++)
+		for (size_t k = 0; k < p->tables[i].nfiles; k++) {
+			const struct inc_file *f = &p->tables[i].files[k];
+			if (!f->src)
+				continue;
+			int r = scan_remove_file(f->src, &f->src->st);
+			if (r == 0) {
+				(*removed)++;
+				continue;
+			}
+			if (report)
+				report(ctx, f->src->src, r);
+			if (!first && r != -ENOENT)
+				first = r;
+		}
+	return first;
+}
+
+/* --- a full backup clears backups/ --------------------------------------------------------- */
+
+/* Does the store hold f's bytes? Surely when f is the inode of a file the snapshot backed up
+ * (Cassandra linked the same sstable into snapshots/ and backups/); else by its SHA-256, read
+ * now. 1, 0, or -errno. */
+static int bytes_held(catalog *cat, const struct scan_result *snap, const struct scan_file *f)
+{
+	for (size_t i = 0; i < snap->ntables; i++)
+		for (size_t k = 0; k < snap->tables[i].nfiles; k++) {
+			const struct stat *s = &snap->tables[i].files[k].st;
+			if (s->st_ino == f->st.st_ino && s->st_dev == f->st.st_dev)
+				return 1;
+		}
+	int fd = scan_open_file(f);
+	if (fd < 0)
+		return fd;
+	unsigned char sha[32];
+	struct stat st;
+	int r = fstat(fd, &st) < 0 ? -errno : 0;
+	if (r == 0 && (st.st_ino != f->st.st_ino || st.st_dev != f->st.st_dev))
+		r = -ESTALE;
+	r = r ?: sha256_fd(fd, (uint64_t)f->st.st_size, sha, NULL, NULL, NULL);
+	close(fd);
+	int64_t id;
+	return r < 0 ? r : catalog_find_blob(cat, sha, (uint64_t)f->st.st_size, &id);
+}
+
+int incremental_clear_links(catalog *cat, const struct scan_result *snap,
+			    const struct scan_result *links, int64_t snapshot_ns, uint64_t *removed,
+			    uint64_t *kept, void (*report)(void *ctx, const char *path, int err),
+			    void *ctx)
+{
+	int first = 0;
+	*removed = *kept = 0;
+	for (size_t i = 0; i < links->ntables; i++)
+		for (size_t k = 0; k < links->tables[i].nfiles; k++) {
+			const struct scan_file *f = &links->tables[i].files[k];
+			if (attr_of(&f->st).mtime_ns >= snapshot_ns) {
+				(*kept)++; /* flushed since: the next incremental's */
+				continue;
+			}
+			int r = bytes_held(cat, snap, f);
+			if (r == 0) {
+				(*kept)++;
+				continue;
+			}
+			if (r == 1)
+				r = scan_remove_file(f, &f->st);
+			if (r == 0) {
+				(*removed)++;
+				continue;
+			}
+			(*kept)++;
+			if (report)
+				report(ctx, f->src, r);
+			if (!first && r != -ENOENT)
+				first = r;
+		}
+	return first;
+}
