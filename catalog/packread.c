@@ -54,7 +54,11 @@ static struct tls *tls_get(void)
 		free(t);
 		return NULL;
 	}
-	pthread_setspecific(tls_key, t);
+	if (pthread_setspecific(tls_key, t) != 0) { /* kept nowhere: it would leak at each call */
+		ZSTD_freeDCtx(t->dctx);
+		free(t);
+		return NULL;
+	}
 	return t;
 }
 

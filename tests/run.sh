@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command (README.md): installs dependencies, builds, and runs every test twice:
-# once in a plain build, once under AddressSanitizer + UndefinedBehaviorSanitizer; then every
-# fuzz target for FUZZ_SECONDS (default 20) each under libFuzzer.
+# The test command (README.md): installs dependencies, builds, runs gcc -fanalyzer over the
+# product's code (tests/analyze.sh: fails on a finding not in the reviewed baseline), and runs
+# every test twice: once in a plain build, once under AddressSanitizer + UndefinedBehaviorSanitizer;
+# then every fuzz target for FUZZ_SECONDS (default 20) each under libFuzzer.
 # Needs root: the tests mount FUSE and tmpfs file systems for real.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,10 +31,16 @@ setup() { # builddir, options...
 setup build -Dtests=true
 setup build-sanitize -Dtests=true -Db_sanitize=address,undefined -Db_lundef=false
 
+echo "== static analysis (gcc -fanalyzer against tests/analyzer-baseline.txt)"
+bash tests/analyze.sh build-analyze
+
+# One meson test per pytest file (tests/meson.build); independent ones run side by side, one
+# per core unless TEST_PROCESSES says otherwise.
+jobs=${TEST_PROCESSES:-$(nproc)}
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 echo "== plain build"
-meson test -C build --print-errorlogs -v
+meson test -C build --print-errorlogs --num-processes "$jobs"
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
-meson test -C build-sanitize --print-errorlogs -v
+meson test -C build-sanitize --print-errorlogs --num-processes "$jobs"
 echo "== fuzzing every parser of store bytes (libFuzzer, ${FUZZ_SECONDS:-20} s each)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash tests/fuzz/run.sh

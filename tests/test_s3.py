@@ -7,7 +7,6 @@ import functools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import re
 import time
@@ -21,23 +20,6 @@ import awssig
 from conftest import BUILD, REPO, cb, data_dir_args, make_sample, mounted, read, sample_dirs, snapshot_tables
 
 S3RVER = os.path.join(REPO, 'build-node', 'node_modules', '.bin', 's3rver')
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port, proc, what, log):
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f'{what} exited at start: {open(log).read()}')
-        with contextlib.suppress(OSError), socket.create_connection(('127.0.0.1', port), 0.2):
-            return
-        time.sleep(0.1)
-    pytest.fail(f'{what} did not listen on port {port}')
 
 
 ALLOW_ALL = json.dumps({'Version': '2012-10-17',
@@ -119,20 +101,33 @@ def moto(tmp_path):
         proc.wait()
 
 
+def s3rver_port(proc, log):
+    """The port s3rver says it listens on, once it does (its CLI prints it, --silent or not)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f's3rver exited at start: {open(log).read()}')
+        m = re.search(r'S3rver listening on 127\.0\.0\.1:(\d+)', open(log).read())
+        if m:
+            return int(m.group(1))
+        time.sleep(0.1)
+    pytest.fail('s3rver did not say where it listens')
+
+
 @contextlib.contextmanager
 def s3rver(tmp_path):
     if not os.access(S3RVER, os.X_OK):
         server_missing(f'{S3RVER} is not installed (tests/run.sh: npm install s3rver)', 's3rver')
-    port = free_port()
     data = tmp_path / 's3rver-data'
     data.mkdir()
     log = str(tmp_path / 's3rver.log')
-    proc = subprocess.Popen([S3RVER, '-d', str(data), '-a', '127.0.0.1', '-p', str(port),
+    # port 0, as for moto: a port chosen here could be taken by a test running beside this one
+    # before s3rver binds it, and that test's server would answer in its place
+    proc = subprocess.Popen([S3RVER, '-d', str(data), '-a', '127.0.0.1', '-p', '0',
                              '--configure-bucket', 'cbtest', '--silent'],
                             stdout=open(log, 'w'), stderr=subprocess.STDOUT)
     try:
-        wait_listening(port, proc, 's3rver', log)
-        yield port, 'S3RVER', 'S3RVER'
+        yield s3rver_port(proc, log), 'S3RVER', 'S3RVER'
     finally:
         proc.terminate()
         proc.wait()

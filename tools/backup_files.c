@@ -23,10 +23,8 @@ static int collect_file(void *ctx, const struct cb_file_row *fr)
 	memcpy(f->want, fr->loc.sha256, 32);
 	f->dir = strdup(fr->dir);
 	f->name = strdup(fr->name);
-	if (!f->dir || !f->name)
-		return -ENOMEM;
-	l->n++;
-	return 0;
+	l->n++; /* freed with the list, also when half copied */
+	return f->dir && f->name ? 0 : -ENOMEM;
 }
 
 void vlist_free(struct vlist *l)
@@ -49,14 +47,15 @@ static int collect_table(void *ctx, const struct cb_table_row *t)
 	if (!v)
 		return -ENOMEM;
 	ts->v = v;
-	v[ts->n++] = (struct cb_table_row){
+	struct cb_table_row *c = &v[ts->n++]; /* freed with the list, also when half copied */
+	*c = (struct cb_table_row){
 		.row = t->row,
 		.keyspace = strdup(t->keyspace),
 		.table = strdup(t->table),
 		.table_id = strdup(t->table_id),
 		.schema_cql = t->schema_cql ? strdup(t->schema_cql) : NULL,
 	};
-	return 0;
+	return c->keyspace && c->table && c->table_id && (c->schema_cql || !t->schema_cql) ? 0 : -ENOMEM;
 }
 
 void tables_free(struct tables *ts)
