@@ -135,15 +135,20 @@ static unsigned char *scratch(size_t n)
 {
 	pthread_once(&scratch_once, scratch_init);
 	struct scratch *s = pthread_getspecific(scratch_key);
-	if (!s || s->cap < n) {
-		size_t cap = n < (1u << 20) ? 1u << 20 : n;
-		free(s);
-		s = malloc(sizeof(*s) + cap);
-		if (s)
-			s->cap = cap;
-		pthread_setspecific(scratch_key, s);
+	if (s && s->cap >= n)
+		return s->buf;
+	size_t cap = n < (1u << 20) ? 1u << 20 : n;
+	struct scratch *bigger = malloc(sizeof(*bigger) + cap);
+	if (!bigger)
+		return NULL;
+	bigger->cap = cap;
+	/* the old buffer goes only once the new one is kept: never a freed one left registered */
+	if (pthread_setspecific(scratch_key, bigger) != 0) {
+		free(bigger);
+		return NULL;
 	}
-	return s ? s->buf : NULL;
+	free(s);
+	return bigger->buf;
 }
 
 static ssize_t cio_pread(struct cb_io *io, void *buf, size_t len, uint64_t off)
