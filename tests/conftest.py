@@ -104,13 +104,13 @@ class Mount:
         self.errfile = open(os.path.join(os.path.dirname(mnt), os.path.basename(mnt) + '.log'), 'w+')
         self.proc = subprocess.Popen([MOUNT, store, mnt, '-f', *opts], stdout=self.errfile,
                                      stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120
         while not os.path.ismount(mnt):
             if self.proc.poll() is not None:
                 raise AssertionError(f'mount.cassbackup exited {self.proc.returncode}: {self.log()}')
             if time.monotonic() > deadline:
                 self.kill()
-                raise AssertionError('mount.cassbackup did not mount within 10 s')
+                raise AssertionError('mount.cassbackup did not mount within 120 s')
             time.sleep(0.02)
 
     def log(self):
@@ -136,7 +136,7 @@ class Mount:
         if r.returncode != 0:
             self.kill()
             raise AssertionError(f'fusermount3 -u failed: {r.stderr}')
-        rc = self.proc.wait(10)
+        rc = self.proc.wait(120)
         log = self.log()
         self.errfile.close()
         assert rc == 0, f'mount.cassbackup exited {rc}: {log}'

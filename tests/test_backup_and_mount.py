@@ -248,9 +248,9 @@ def test_backup_made_while_mounted_appears(store, sample_tree, tmp_path):
         assert os.listdir(m.path()) == ['first']
         assert not os.path.exists(m.path('second'))  # a negative lookup, before it exists
         cb('create', '--store', store, '--name', 'second', *data_dir_args(dirs), '--snapshot', 'nightly-1')
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 120
         while 'second' not in os.listdir(m.path()):
-            assert time.monotonic() < deadline, 'new backup did not appear within 5 s'
+            assert time.monotonic() < deadline, 'new backup did not appear within 120 s'
             time.sleep(0.1)
         assert os.path.isdir(m.path('second', 'shop', 'orders'))
         assert_tree_matches(m, 'second', dirs, 'nightly-1', check_meta=False)
@@ -332,7 +332,7 @@ def test_mount_raises_readahead(store, sample_tree, tmp_path):
         bdi = f'/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb'
         if not os.access(bdi, os.W_OK):
             pytest.skip(f'{bdi} is not writable here')
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 120
         while int(open(bdi).read()) != 4096:
             assert time.monotonic() < deadline, open(bdi).read()
             time.sleep(0.05)

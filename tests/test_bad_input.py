@@ -245,7 +245,7 @@ def test_mountpoint_missing_or_busy(base, tmp_path):
     f.write_text('x')
     one_error_line(subprocess.run([MOUNT, store, f], capture_output=True, text=True), 'not a directory')
     with mounted(store, str(tmp_path / 'mnt')) as m:
-        p = subprocess.run([MOUNT, store, m.mnt, '-f'], capture_output=True, text=True, timeout=10)
+        p = subprocess.run([MOUNT, store, m.mnt, '-f'], capture_output=True, text=True, timeout=120)
         one_error_line(p, 'busy')
         assert os.listdir(m.path()) == ['good']  # the first mount still serves
 

@@ -393,7 +393,7 @@ def test_mount_fstab_mount_a_and_umount_with_the_installed_helper(installed, nam
     assert rc != 0 and f'cannot open store {missing}: No such file or directory' in out
     assert step('mount_a_failing_is') == (1, '')
     # every daemon mount(8) started has exited with its mount
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120
     while subprocess.run(['pgrep', '-f', f'mount.cassbackup {named_store} '], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, 'a mount.cassbackup started by mount(8) is still running'
         time.sleep(0.05)
