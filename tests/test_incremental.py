@@ -538,7 +538,7 @@ def test_two_incrementals_at_once(node, store):
             node.flush(t)
     before = node.links()
     argv = [CASSBACKUP, 'create', '--store', store, '--data-dir', node.data, '--node', 'n1',
-            '--cassandra-conf', str(node.conf), '--incremental', '--name']
+            '--cassandra-conf', str(node.conf), '--no-schema', '--incremental', '--name']
     procs = [subprocess.Popen(argv + [n], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for n in ('a', 'b')]
     outs = [p.communicate() for p in procs]
