@@ -14,9 +14,9 @@
  * Without incremental_schedule nothing is written for them, and it says so.
  * A drop-in rather than a generator: the operator runs it when the configuration changes, sees
  * what it wrote, and systemd's own tools (systemctl cat, systemd-analyze verify) show it.
- * schedule, incremental_schedule and randomized_delay are checked with systemd-analyze calendar / timespan first, so
- * a value systemd would reject (with a warning in its log, leaving no timer) is refused here
- * with one line. */
+ * schedule, incremental_schedule and randomized_delay are checked with systemd-analyze calendar
+ * / timespan first, so a value systemd would reject (with a warning in its log, leaving no
+ * timer) is refused here with one line, before anything is written. */
 #include "cli.h"
 #include "conf.h"
 #include "exec.h"
