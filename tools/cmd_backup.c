@@ -148,8 +148,7 @@ int cmd_backup(int argc, char **argv)
 		{.name = "name", .short_name = 'n', .type = OPT_STRING, .value = &name, .arg = "NAME",
 		 .help = "the backup's name (default: the name template, else " DEFAULT_NAME ")"},
 		{.name = "incremental", .type = OPT_FLAG, .value = &incremental,
-		 .help = "take in backups/ on top of the last full backup (create --incremental); "
-			 "name from incremental_name, else " DEFAULT_INC_NAME},
+		 .help = "the incremental job: create --incremental (name: incremental_name)"},
 		{0},
 	};
 	struct cli_command cmd = {
