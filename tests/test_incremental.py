@@ -538,7 +538,7 @@ def test_two_incrementals_at_once(node, store):
             node.flush(t)
     before = node.links()
     argv = [CASSBACKUP, 'create', '--store', store, '--data-dir', node.data, '--node', 'n1',
-            '--cassandra-conf', str(node.conf), '--incremental', '--name']
+            '--cassandra-conf', str(node.conf), '--no-schema', '--incremental', '--name']
     procs = [subprocess.Popen(argv + [n], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for n in ('a', 'b')]
     outs = [p.communicate() for p in procs]
@@ -573,3 +573,65 @@ def test_incrementals_into_object_storage(s3, tmp_path):
     assert (listed['inc2']['base'], listed['inc2']['previous']) == ('full', 'inc1')
     with mounted(loc, str(tmp_path / 'mnt'), env=env) as m:
         assert mounted_tree(m, 'inc2') == state
+
+
+def test_backup_incremental_as_its_timer_runs_it(node, store, tmp_path):
+    """cassbackup backup --incremental (cassbackup-incremental.service): on the last full
+    backup, named from the default template by the UTC hour, its links removed; nothing new is
+    success; its metrics are operation="incremental", never a full backup's."""
+    from test_ops import has, metrics, of
+    node.full(store)
+    mfile = str(tmp_path / 'cassbackup.prom')
+    conf = tmp_path / 'cassbackup.conf'
+    keys = dict(store=store, data_dir=node.data, cassandra_conf=str(node.conf), metrics_file=mfile)
+    conf.write_text(''.join(f'{k} = {v}\n' for k, v in keys.items()))
+    flushed = node.flush(TABLES[0])
+    before = time.gmtime()
+    r = cb('--config', str(conf), 'backup', '--incremental', '--node', 'n1')
+    names = {time.strftime('inc-%Y-%m-%dT%H00', t) for t in (before, time.gmtime())}
+    made = [b['name'] for b in backup_list(store) if b['name'] != 'full']
+    assert len(made) == 1 and made[0] in names, (made, names)
+    assert f'incremental {made[0]} on full (base full): {len(flushed)} new file(s)' in r.stdout
+    m = manifest(store, made[0])
+    assert (m['base'], m['previous']) == ('full', 'full')
+    assert tree_of(m)[TABLES[0]] == {**node.snapshot(TABLES[0]), **flushed}
+    assert all(not names for names in node.links().values())
+    ms = metrics(mfile)
+    inc = dict(operation='incremental', node='n1')
+    assert of(ms, 'cassbackup_last_run_success', **inc) == 1
+    assert of(ms, 'cassbackup_last_files', **inc) > 0
+    assert not has(ms, 'cassbackup_last_success_timestamp_seconds', operation='create')
+    # nothing new: exit 0, no backup, counted as a successful run with no figures of its own
+    # (--name: the hour's name is taken; create refuses a name taken, as for a full backup)
+    r = cb('--config', str(conf), 'backup', '--incremental', '--node', 'n1', '--name', 'again')
+    assert f'nothing new in backups/ since {made[0]}; no backup was made' in r.stdout
+    assert len(backup_list(store)) == 2
+    ms = metrics(mfile)
+    assert of(ms, 'cassbackup_runs_total', **inc) == 2
+    assert of(ms, 'cassbackup_failures_total', **inc) == 0
+    assert of(ms, 'cassbackup_last_run_success', **inc) == 1
+    # the configuration's template and period; a full backup's metrics stay apart
+    conf.write_text(conf.read_text() + 'incremental_name = n1-%Y%m%dT%H%M\nincremental_name_period = 15min\n')
+    node.flush(TABLES[1])
+    cb('--config', str(conf), 'backup', '--incremental', '--node', 'n1')
+    latest = [b for b in backup_list(store) if b['name'].startswith('n1-')]
+    assert len(latest) == 1 and int(latest[0]['name'][-2:]) % 15 == 0
+    assert latest[0]['previous'] == made[0] and latest[0]['base'] == 'full'
+    assert of(metrics(mfile), 'cassbackup_runs_total', **inc) == 3
+
+
+@pytest.mark.parametrize('key, value, said', [
+    ('incremental_name', 'x' * 300, 'incremental_name = ' + 'x' * 300 + ': makes no name'),
+    ('incremental_name_period', '1mo', 'incremental_name_period = 1mo: '),
+])
+def test_backup_incremental_refuses_a_bad_name_template(node, store, tmp_path, key, value, said):
+    node.full(store)
+    node.flush(TABLES[0])
+    conf = tmp_path / 'cassbackup.conf'
+    conf.write_text(f'store = {store}\ndata_dir = {node.data}\ncassandra_conf = {node.conf}\n{key} = {value}\n')
+    p = cb('--config', str(conf), 'backup', '--incremental', check=False)
+    assert p.returncode == 2
+    assert p.stderr.startswith(f'cassbackup: {said}') and p.stderr.endswith('; nothing was done\n')
+    assert len(p.stderr.splitlines()) == 1
+    assert [b['name'] for b in backup_list(store)] == ['full']
+    assert node.links()[TABLES[0]]

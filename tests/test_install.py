@@ -99,7 +99,8 @@ def test_install_puts_every_file_where_readme_says(installed):
         os.path.join(expected_completion_dir(opts), 'cassbackup'),
     }
     want |= {os.path.join(expected_unit_dir(opts), u)
-             for u in ('cassbackup-backup.service', 'cassbackup-backup.timer')}
+             for u in ('cassbackup-backup.service', 'cassbackup-backup.timer',
+                       'cassbackup-incremental.service', 'cassbackup-incremental.timer')}
     if man_pages_expected(opts):
         mandir = os.path.join(prefix, opts['mandir'])
         want |= {f'{mandir}/man8/cassbackup.8', f'{mandir}/man8/mount.cassbackup.8',

@@ -421,6 +421,12 @@ tests:
         values: '1x1440 0x1500'
       - series: 'cassbackup_check_problems{{operation="check",store="/s"}}'
         values: '0x1800 2x1140'
+      # n2's hourly incrementals succeed throughout (no stand-in for a full backup), then one
+      # fails from 30h on
+      - series: 'cassbackup_last_success_timestamp_seconds{{operation="incremental",store="/s",cluster="c1",datacenter="d",node="n2"}}'
+        values: '0+60x2940'
+      - series: 'cassbackup_last_run_success{{operation="incremental",store="/s",cluster="c1",datacenter="d",node="n2"}}'
+        values: '1x1800 0x1140'
     alert_rule_test:
       - eval_time: 20h
         alertname: CassbackupNoRecentBackup
@@ -451,6 +457,16 @@ tests:
             exp_annotations:
               summary: The last cassbackup backup of n2 failed
               description: "n2: the last create into /s failed; it is retried at the next run of cassbackup-backup.timer."
+      - eval_time: 29h
+        alertname: CassbackupIncrementalFailed
+        exp_alerts: []
+      - eval_time: 31h
+        alertname: CassbackupIncrementalFailed
+        exp_alerts:
+          - exp_labels: {{severity: warning, operation: incremental, store: /s, cluster: c1, datacenter: d, node: n2}}
+            exp_annotations:
+              summary: The last cassbackup incremental backup of n2 failed
+              description: "n2: the last incremental into /s failed; its backups/ links stay for the next run of cassbackup-incremental.timer."
       - eval_time: 29h
         alertname: CassbackupCheckFoundProblems
         exp_alerts: []

@@ -12,7 +12,8 @@ from conftest import BUILD, CASSBACKUP, REPO, cb, run
 
 MESON = shutil.which('meson') or '/usr/bin/meson'
 ANALYZE = shutil.which('systemd-analyze')
-UNITS = ('cassbackup-backup.service', 'cassbackup-backup.timer')
+UNITS = ('cassbackup-backup.service', 'cassbackup-backup.timer', 'cassbackup-incremental.service',
+         'cassbackup-incremental.timer')
 
 
 
@@ -51,6 +52,14 @@ def test_units_are_installed_for_this_prefix(installed):
     assert unit_values(timer, 'OnCalendar') == ['*-*-* 01:00:00 UTC']
     assert unit_values(timer, 'RandomizedDelaySec') == ['30min']
     assert unit_values(timer, 'Persistent') == ['true']
+    bindir = os.path.join(opts['prefix'], opts['bindir'])
+    inc_service = open(dest + units['cassbackup-incremental.service']).read()
+    inc_timer = open(dest + units['cassbackup-incremental.timer']).read()
+    assert unit_values(inc_service, 'ExecStart') == [os.path.join(bindir, 'cassbackup') + ' backup --incremental']
+    assert unit_values(inc_service, 'Type') == ['oneshot']
+    assert unit_values(inc_timer, 'OnCalendar') == ['*-*-* *:15:00 UTC']
+    assert unit_values(inc_timer, 'RandomizedDelaySec') == ['10min']
+    assert unit_values(inc_timer, 'Persistent') == ['true']
     if opts['systemd_unit_dir']:
         assert os.path.dirname(units['cassbackup-backup.timer']) == opts['systemd_unit_dir']
 
@@ -69,6 +78,7 @@ man=--man=no
 [ -d "$prefix/share/man/man8" ] && [ -e "$prefix/share/man/man8/cassbackup.8" ] && man=--man=yes
 export MANPATH=$prefix/share/man:
 units="$unitdir/cassbackup-backup.service $unitdir/cassbackup-backup.timer"
+units="$units $unitdir/cassbackup-incremental.service $unitdir/cassbackup-incremental.timer"
 SYSTEMD_UNIT_PATH=$unitdir: systemd-analyze verify $man $units >"$res/plain.out" 2>&1; echo $? >"$res/plain.rc"
 SYSTEMD_UNIT_PATH=$dropins:$unitdir: systemd-analyze verify $man $units >"$res/dropins.out" 2>&1
 echo $? >"$res/dropins.rc"
@@ -86,13 +96,16 @@ def test_systemd_analyze_verify_installed_units_and_drop_ins(installed, tmp_path
     for d in (dropins, bad, res):
         d.mkdir()
     conf = write_conf(tmp_path, schedule='Mon..Fri *-*-* 02:15:00 UTC', randomized_delay='45min',
-                      on_failure='cassbackup-backup.timer')
+                      on_failure='cassbackup-backup.timer', incremental_schedule='*-*-* 03..23:30:00 UTC')
     cb('--config', conf, 'install-timer', '--unit-dir', dropins)
+    assert sorted(os.listdir(dropins)) == [u + '.d' for u in sorted(UNITS)]
     # the same with a schedule systemd would not take, put there behind install-timer's back:
     # verify must see the drop-in for this test to mean anything
     shutil.copytree(dropins, bad, dirs_exist_ok=True)
     f = bad / 'cassbackup-backup.timer.d' / 'cassbackup.conf'
     f.write_text(f.read_text().replace('Mon..Fri *-*-* 02:15:00 UTC', 'every weekday'))
+    f = bad / 'cassbackup-incremental.timer.d' / 'cassbackup.conf'
+    f.write_text(f.read_text().replace('*-*-* 03..23:30:00 UTC', 'each hour'))
     p = run('unshare', '-m', '--propagation', 'private', 'bash', '-c', VERIFY, 'verify', dest, prefix,
             unitdir, dropins, bad, res, check=False)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -103,6 +116,7 @@ def test_systemd_analyze_verify_installed_units_and_drop_ins(installed, tmp_path
     assert step('dropins') == (0, '')
     rc, out = step('bad')
     assert rc != 0 and 'Failed to parse calendar specification' in out and 'every weekday' in out
+    assert 'each hour' in out
 
 
 def test_install_timer_takes_the_schedule_from_the_configuration(tmp_path):
@@ -131,11 +145,37 @@ def test_install_timer_takes_the_schedule_from_the_configuration(tmp_path):
     assert unit_values((tmp_path / 'cassbackup-backup.service.d' / 'cassbackup.conf').read_text(), 'OnFailure') == []
 
 
+def test_install_timer_writes_the_incremental_units_only_with_incremental_schedule(tmp_path):
+    units = tmp_path / 'units'
+    units.mkdir()
+    conf = write_conf(tmp_path, schedule='daily')
+    p = cb('--config', conf, 'install-timer', '--unit-dir', units)
+    assert sorted(os.listdir(units)) == ['cassbackup-backup.service.d', 'cassbackup-backup.timer.d']
+    assert 'incremental_schedule is not set: nothing written for cassbackup-incremental.timer' in p.stdout
+    assert p.stdout.splitlines()[-1] == \
+        'now run: systemctl daemon-reload && systemctl enable --now cassbackup-backup.timer'
+    conf = write_conf(tmp_path, schedule='daily', incremental_schedule='hourly', randomized_delay='45min',
+                      on_failure='status-email@%n.service')
+    p = cb('--config', conf, 'install-timer', '--unit-dir', units)
+    timer = (units / 'cassbackup-incremental.timer.d' / 'cassbackup.conf').read_text()
+    service = (units / 'cassbackup-incremental.service.d' / 'cassbackup.conf').read_text()
+    assert unit_values(timer, 'OnCalendar') == ['', 'hourly']
+    assert unit_values(timer, 'RandomizedDelaySec') == []  # the unit's: well within the hour
+    assert unit_values(service, 'ExecStart') == \
+        ['', f'{os.path.realpath(CASSBACKUP)} --config {conf} backup --incremental']
+    assert unit_values(service, 'OnFailure') == ['status-email@%n.service']
+    assert 'not set' not in p.stdout
+    assert p.stdout.splitlines()[-1] == ('now run: systemctl daemon-reload && systemctl enable --now '
+                                         'cassbackup-backup.timer cassbackup-incremental.timer')
+
+
 @pytest.mark.parametrize('key, value, said', [
     ('schedule', 'every weekday', 'schedule = every weekday: systemd-analyze calendar refuses it: '
      'Failed to parse calendar specification \'every weekday\': Invalid argument'),
     ('randomized_delay', 'soon', 'randomized_delay = soon: systemd-analyze timespan refuses it: '
      'Failed to parse time span \'soon\': Invalid argument'),
+    ('incremental_schedule', 'each hour', 'incremental_schedule = each hour: systemd-analyze calendar '
+     'refuses it: Failed to parse calendar specification \'each hour\': Invalid argument'),
     ('on_failure', 'a.service;b', 'on_failure = a.service;b: expected unit names (letters, digits, '
      ': - _ . \\ @ %)'),
 ])

@@ -11,6 +11,12 @@
  *      cassbackup forget --node NODE --keep-... --prune: this node's backups only, so nodes
  *      sharing a store each keep their own, then prune (its metrics as prune records them).
  *
+ * With --incremental (cassbackup-incremental.service): cassbackup create --incremental --name NAME
+ * --node NODE --include-system, NAME from the incremental_name template and its
+ * incremental_name_period (DEFAULT_INC_NAME by the hour without one), on top of the node's last
+ * full backup; "nothing new" in backups/ is success. No retention step: the full job's forget
+ * keeps the incrementals' bases as long as it keeps them.
+ *
  * It runs create and forget in this process, with the argv an operator would type, so what
  * they check, print and exit with is theirs. */
 #include "cli.h"
@@ -26,24 +32,35 @@
 #include <unistd.h>
 
 #define DEFAULT_NAME "daily-%Y-%m-%d" /* with a name_period of 1d */
+#define DEFAULT_INC_NAME "inc-%Y-%m-%dT%H%M" /* with an incremental_name_period of 1h */
+
+/* Where a job's name comes from: a template key, its period key, and their defaults. */
+struct name_keys {
+	const char *name, *period, *default_name;
+	struct duration default_period; /* without a template of the configuration */
+};
+
+static const struct name_keys full_names = {"name", "name_period", DEFAULT_NAME, {.days = 1}};
+static const struct name_keys inc_names = {"incremental_name", "incremental_name_period", DEFAULT_INC_NAME,
+					   {.hours = 1}};
 
 static const char *const keep_keys[] = {
 	"keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within",
 };
 
-/* The backup's name: the configuration's name template (else DEFAULT_NAME by the day) made
- * into a name for now. 0, or CB_EXIT_USAGE after one line. */
-static int make_name(char *out, size_t n)
+/* The backup's name: the configuration's template k->name (else k->default_name by
+ * k->default_period) made into a name for now. 0, or CB_EXIT_USAGE after one line. */
+static int make_name(const struct name_keys *k, char *out, size_t n)
 {
-	const char *template = config_get("name"), *pv = config_get("name_period");
-	struct duration period = {.days = template ? 0 : 1};
+	const char *template = config_get(k->name), *pv = config_get(k->period);
+	struct duration period = template ? (struct duration){0} : k->default_period;
 	struct strbuf why = {0};
 	int r = pv ? parse_duration(pv, &period, &why) : 0;
 	if (r < 0)
-		errorf("name_period = %s: %s; nothing was done", pv, why.buf ? why.buf : "invalid");
-	else if ((r = cluster_name_expand(template ? template : DEFAULT_NAME, &period, time(NULL), out, n,
+		errorf("%s = %s: %s; nothing was done", k->period, pv, why.buf ? why.buf : "invalid");
+	else if ((r = cluster_name_expand(template ? template : k->default_name, &period, time(NULL), out, n,
 					  &why)) < 0)
-		errorf("name = %s: %s; nothing was done", template ? template : DEFAULT_NAME,
+		errorf("%s = %s: %s; nothing was done", k->name, template ? template : k->default_name,
 		       why.buf ? why.buf : "invalid");
 	sb_free(&why);
 	return r < 0 ? CB_EXIT_USAGE : 0;
@@ -110,9 +127,19 @@ static int run_create(const char *store, const char *node, const char *name)
 	return cmd_create((int)ARRAY_SIZE(argv) - 1, argv);
 }
 
+/* create --incremental over the same keyspaces as run_create's full backup, on top of the
+ * node's last full one (create's default). */
+static int run_incremental(const char *store, const char *node, const char *name)
+{
+	char *argv[] = {"create", "--store", (char *)store, "--incremental", "--name", (char *)name,
+			"--node", (char *)node, "--include-system", NULL};
+	return cmd_create((int)ARRAY_SIZE(argv) - 1, argv);
+}
+
 int cmd_backup(int argc, char **argv)
 {
 	const char *store = NULL, *node = NULL, *name = NULL;
+	bool incremental = false;
 	struct cli_option opts[] = {
 		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &store, .arg = "S",
 		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
@@ -120,6 +147,8 @@ int cmd_backup(int argc, char **argv)
 		 .help = "the node's name (default: this host's name)", .config_key = "node"},
 		{.name = "name", .short_name = 'n', .type = OPT_STRING, .value = &name, .arg = "NAME",
 		 .help = "the backup's name (default: the name template, else " DEFAULT_NAME ")"},
+		{.name = "incremental", .type = OPT_FLAG, .value = &incremental,
+		 .help = "the incremental job: create --incremental (name: incremental_name)"},
 		{0},
 	};
 	struct cli_command cmd = {
@@ -132,6 +161,10 @@ int cmd_backup(int argc, char **argv)
 			"create makes it (default " DEFAULT_NAME " by the UTC day), so every node of a\n"
 			"cluster makes one cluster backup. Everything else comes from the configuration\n"
 			"as create and forget read it, hooks and metrics included.\n"
+			"With --incremental, as cassbackup-incremental.timer runs it: 'create\n"
+			"--incremental' on top of the node's last full backup, named from\n"
+			"incremental_name and incremental_name_period (default " DEFAULT_INC_NAME "\n"
+			"by the UTC hour); nothing new in backups/ is success; no retention step.\n"
 			"Exit status: create's when it failed (nothing is forgotten then), else forget's.",
 		.options = opts,
 	};
@@ -143,8 +176,10 @@ int cmd_backup(int argc, char **argv)
 	if (!node)
 		node = host;
 	char made[256];
-	if (!name && (rc = make_name(made, sizeof(made))) != 0)
+	if (!name && (rc = make_name(incremental ? &inc_names : &full_names, made, sizeof(made))) != 0)
 		return rc;
+	if (incremental)
+		return run_incremental(store, node, name ? name : made);
 	if (check_retention() != 0)
 		return CB_EXIT_USAGE;
 	struct strv fa = {0};

@@ -1327,14 +1327,17 @@ static void clear_snapshot(const struct create_opts *o)
 
 /* This run in the configuration's metrics_file (metrics.h), labelled with what the node's
  * configuration and the options say of it (read_node_names, not nodetool's word), so a failed
- * run, even one that never reached nodetool, is counted in the same series as a successful one. */
-static void record_metrics(const struct create_opts *o, double secs)
+ * run, even one that never reached nodetool, is counted in the same series as a successful one.
+ * operation "create" for a full backup, "incremental" for --incremental: an incremental's
+ * success is not a full backup's. ok: the run succeeded (an incremental with nothing new made
+ * no backup and succeeded); the figures are of a backup made. */
+static void record_metrics(const struct create_opts *o, bool ok, double secs)
 {
 	struct node_meta nm = {0};
 	read_node_names(o, &nm);
-	struct metrics_run run = {.operation = "create", .store = o->store, .cluster = nm.cluster,
-				  .datacenter = nm.datacenter, .node = nm.node, .host_id = nm.host_id,
-				  .ok = o->made, .seconds = secs};
+	struct metrics_run run = {.operation = o->incremental ? "incremental" : "create", .store = o->store,
+				  .cluster = nm.cluster, .datacenter = nm.datacenter, .node = nm.node,
+				  .host_id = nm.host_id, .ok = ok, .seconds = secs};
 	if (o->made) {
 		metrics_set(&run, METRIC_READ_BYTES, o->sum.bytes);
 		metrics_set(&run, METRIC_WRITTEN_BYTES, o->sum.stored_bytes);
@@ -1387,7 +1390,7 @@ int cmd_create(int argc, char **argv)
 	} else {
 		r = run_create(&o);
 	}
-	record_metrics(&o, mono_seconds() - t0);
+	record_metrics(&o, r == 0, mono_seconds() - t0);
 	if (r == 0) {
 		env.result = "success";
 		if (hook_run("hook_post", &env, "; the backup was made") != 0) {

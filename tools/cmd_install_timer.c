@@ -6,11 +6,17 @@
  *                                                RandomizedDelaySec= from randomized_delay
  *   cassbackup-backup.service.d/cassbackup.conf  ExecStart= this cassbackup with this
  *                                                configuration file; OnFailure= from on_failure
+ * and, when the configuration sets incremental_schedule, the same for the hourly incrementals:
+ *   cassbackup-incremental.timer.d/cassbackup.conf    OnCalendar= from incremental_schedule
+ *                                                     (RandomizedDelaySec= stays the unit's)
+ *   cassbackup-incremental.service.d/cassbackup.conf  ExecStart= ... backup --incremental;
+ *                                                     OnFailure= from on_failure
+ * Without incremental_schedule nothing is written for them, and it says so.
  * A drop-in rather than a generator: the operator runs it when the configuration changes, sees
  * what it wrote, and systemd's own tools (systemctl cat, systemd-analyze verify) show it.
- * schedule and randomized_delay are checked with systemd-analyze calendar / timespan first, so
- * a value systemd would reject (with a warning in its log, leaving no timer) is refused here
- * with one line. */
+ * schedule, incremental_schedule and randomized_delay are checked with systemd-analyze calendar
+ * / timespan first, so a value systemd would reject (with a warning in its log, leaving no
+ * timer) is refused here with one line, before anything is written. */
 #include "cli.h"
 #include "conf.h"
 #include "exec.h"
@@ -24,6 +30,7 @@
 #include <unistd.h>
 
 #define UNIT "cassbackup-backup"
+#define INC_UNIT "cassbackup-incremental"
 #define DEFAULT_SCHEDULE "*-*-* 01:00:00 UTC"
 #define DEFAULT_DELAY "30min"
 
@@ -64,10 +71,10 @@ static bool unit_names_ok(const char *v)
 }
 
 /* Writes DIR/UNIT.TYPE.d/cassbackup.conf. 0, or CB_EXIT_FAILED after one line. */
-static int write_dropin(const char *dir, const char *type, const struct strbuf *text)
+static int write_dropin(const char *dir, const char *unit, const char *type, const struct strbuf *text)
 {
 	struct strbuf d = {0}, f = {0};
-	int r = sb_printf(&d, "%s/" UNIT ".%s.d", dir, type) ?: sb_printf(&f, "%s/cassbackup.conf", d.buf);
+	int r = sb_printf(&d, "%s/%s.%s.d", dir, unit, type) ?: sb_printf(&f, "%s/cassbackup.conf", d.buf);
 	if (r == 0 && mkdir(d.buf, 0755) < 0 && errno != EEXIST)
 		r = -errno;
 	r = r ?: replace_file(f.buf, text->buf, text->len, 0644);
@@ -94,7 +101,11 @@ static int config_abs(char *buf, size_t n)
 	return 0;
 }
 
-static int dropins(const char *dir, const char *schedule, const char *delay, const char *on_failure)
+/* The drop-ins of unit (.timer and .service): OnCalendar=schedule, RandomizedDelaySec=delay
+ * (NULL: the unit's), OnFailure=on_failure (NULL: none), ExecStart= this cassbackup with this
+ * configuration file and args. 0, or the exit code after one line. */
+static int dropins(const char *dir, const char *unit, const char *args, const char *schedule,
+		   const char *delay, const char *on_failure)
 {
 	char self[PATH_MAX], conf[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -106,17 +117,18 @@ static int dropins(const char *dir, const char *schedule, const char *delay, con
 	const char *src = conf[0] ? conf : "no configuration file";
 	struct strbuf timer = {0}, service = {0};
 	int r = sb_printf(&timer, "# Written by 'cassbackup install-timer' from %s: change that and run it "
-			  "again.\n[Timer]\nOnCalendar=\nOnCalendar=%s\nRandomizedDelaySec=%s\n", src,
-			  schedule, delay);
+			  "again.\n[Timer]\nOnCalendar=\nOnCalendar=%s\n", src, schedule);
+	if (r == 0 && delay)
+		r = sb_printf(&timer, "RandomizedDelaySec=%s\n", delay);
 	r = r ?: sb_printf(&service, "# Written by 'cassbackup install-timer' from %s: change that and run "
 			   "it again.\n", src);
 	if (r == 0 && on_failure)
 		r = sb_printf(&service, "[Unit]\nOnFailure=%s\n", on_failure);
-	r = r ?: sb_printf(&service, "[Service]\nExecStart=\nExecStart=%s%s%s backup\n", self,
-			   conf[0] ? " --config " : "", conf);
+	r = r ?: sb_printf(&service, "[Service]\nExecStart=\nExecStart=%s%s%s %s\n", self,
+			   conf[0] ? " --config " : "", conf, args);
 	int rc = r < 0 ? (errorf("out of memory"), CB_EXIT_FAILED) : 0;
-	rc = rc ?: write_dropin(dir, "timer", &timer);
-	rc = rc ?: write_dropin(dir, "service", &service);
+	rc = rc ?: write_dropin(dir, unit, "timer", &timer);
+	rc = rc ?: write_dropin(dir, unit, "service", &service);
 	sb_free(&timer);
 	sb_free(&service);
 	return rc;
@@ -138,7 +150,10 @@ int cmd_install_timer(int argc, char **argv)
 			UNIT ".timer, and into one of " UNIT ".service the\n"
 			"command it runs (this cassbackup, 'backup', with this configuration file) and\n"
 			"on_failure (OnFailure= units). Both values are checked with systemd-analyze\n"
-			"first. Then run: systemctl daemon-reload; systemctl enable --now " UNIT ".timer",
+			"first. Then run: systemctl daemon-reload; systemctl enable --now " UNIT ".timer\n"
+			"With incremental_schedule set, the same for " INC_UNIT ".timer and .service\n"
+			"('backup --incremental'; the unit's RandomizedDelaySec=); without it nothing is\n"
+			"written for them.",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
@@ -147,9 +162,10 @@ int cmd_install_timer(int argc, char **argv)
 	const char *schedule = config_get("schedule") ?: DEFAULT_SCHEDULE;
 	const char *delay = config_get("randomized_delay") ?: DEFAULT_DELAY;
 	const char *on_failure = config_get("on_failure");
-	if (!unit_value_ok(schedule) || !unit_value_ok(delay)) {
-		errorf("%s: empty or holds control characters", unit_value_ok(schedule) ? "randomized_delay"
-											 : "schedule");
+	const char *inc_schedule = config_get("incremental_schedule");
+	if (!unit_value_ok(schedule) || !unit_value_ok(delay) || (inc_schedule && !unit_value_ok(inc_schedule))) {
+		errorf("%s: empty or holds control characters", !unit_value_ok(schedule) ? "schedule"
+		       : !unit_value_ok(delay) ? "randomized_delay" : "incremental_schedule");
 		return CB_EXIT_USAGE;
 	}
 	if (on_failure && !unit_names_ok(on_failure)) {
@@ -164,8 +180,20 @@ int cmd_install_timer(int argc, char **argv)
 	}
 	rc = systemd_accepts("schedule", "calendar", schedule);
 	rc = rc ?: systemd_accepts("randomized_delay", "timespan", delay);
-	rc = rc ?: dropins(dir, schedule, delay, on_failure);
-	if (rc == 0)
+	if (inc_schedule)
+		rc = rc ?: systemd_accepts("incremental_schedule", "calendar", inc_schedule);
+	rc = rc ?: dropins(dir, UNIT, "backup", schedule, delay, on_failure);
+	if (inc_schedule)
+		rc = rc ?: dropins(dir, INC_UNIT, "backup --incremental", inc_schedule, NULL, on_failure);
+	if (rc != 0)
+		return rc;
+	if (inc_schedule) {
+		printf("now run: systemctl daemon-reload && systemctl enable --now " UNIT ".timer " INC_UNIT
+		       ".timer\n");
+	} else {
+		printf("incremental_schedule is not set: nothing written for " INC_UNIT ".timer; do not "
+		       "enable it (systemctl disable --now " INC_UNIT ".timer if it is)\n");
 		printf("now run: systemctl daemon-reload && systemctl enable --now " UNIT ".timer\n");
-	return rc;
+	}
+	return 0;
 }

@@ -13,6 +13,7 @@ static const char *const known_keys[] = {
 	"hosts", "load_state_dir",
 	"mount_helper", "s3_endpoint", "s3_region", "s3_key_file", "s3_ca_file", "cache_dir",
 	"limit_upload", "limit_download", "s3_parallel", "pack_size", "name", "name_period",
+	"incremental_name", "incremental_name_period", "incremental_schedule",
 	"metrics_file", "hook_pre", "hook_post", "hook_failure", "keep_last",
 	"keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within",
 	"schedule", "randomized_delay", "on_failure", "node", "host_id",

@@ -5,8 +5,9 @@
  *   mount_helper, s3_endpoint, s3_region, s3_key_file, s3_ca_file, cache_dir, limit_upload,
  *   limit_download, s3_parallel, pack_size, metrics_file (metrics.h), hook_pre, hook_post,
  *   hook_failure (hooks.h), keep_last, keep_hourly, keep_daily, keep_weekly,
- *   keep_monthly, keep_yearly, keep_within (cmd_backup.c), schedule, randomized_delay,
- *   on_failure (cmd_install_timer.c), s3_sse, s3_sse_kms_key_id, s3_sse_c_key_file,
+ *   keep_monthly, keep_yearly, keep_within, incremental_name, incremental_name_period
+ *   (cmd_backup.c), schedule, randomized_delay, on_failure, incremental_schedule
+ *   (cmd_install_timer.c), s3_sse, s3_sse_kms_key_id, s3_sse_c_key_file,
  *   s3_storage_class
  */
 #ifndef CASSBACKUP_CONFIG_H

@@ -9,7 +9,8 @@
  * documentation asks), under a lock (PATH.lock) so that a create and a prune finishing together
  * both count. Samples of metric names it does not know are dropped.
  *
- * Labels: operation ("create", "prune", "check") and store; a create's also cluster, datacenter,
+ * Labels: operation ("create": a full backup, "incremental": create --incremental, "prune",
+ * "check") and store; a create's also cluster, datacenter,
  * node and host_id (when known): what its backup records, the same on a failed run. */
 #ifndef CASSBACKUP_METRICS_H
 #define CASSBACKUP_METRICS_H
@@ -34,7 +35,7 @@ enum metrics_value {
 };
 
 struct metrics_run {
-	const char *operation; /* "create", "prune", "check" */
+	const char *operation; /* "create", "incremental", "prune", "check" */
 	const char *store;
 	const char *cluster, *datacenter, *node, *host_id; /* create only; NULL or "" when unknown */
 	bool ok;
