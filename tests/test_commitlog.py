@@ -23,6 +23,7 @@ import pytest
 from conftest import (CASSBACKUP, backup_list, cb, data_dir_args, make_sample, manifest_path, mounted,
                       sample_dirs, uploading)
 from s3proxy import S3Proxy
+from segment_sim import segment, write_segment
 from test_s3 import s3  # noqa: F401  (the fixture: an empty store on moto or s3rver)
 from test_s3_faults import raw_keys, upstream_port, via
 
@@ -31,29 +32,6 @@ DAY = 24 * HOUR
 # 2026:12:01 00:00:00 GMT
 T0 = calendar.timegm((2026, 12, 1, 0, 0, 0)) * 1000
 META_MAGIC = 0x184D2A53
-
-
-def segment(version, seg_id, body=b'', params=b'{}'):
-    """A commitlog segment's bytes: Cassandra's header, then body."""
-    crc = zlib.crc32(struct.pack('>I', version))
-    crc = zlib.crc32(struct.pack('>I', seg_id & 0xffffffff), crc)
-    crc = zlib.crc32(struct.pack('>I', seg_id >> 32), crc)
-    crc = zlib.crc32(struct.pack('>I', len(params)), crc)
-    crc = zlib.crc32(params, crc)
-    return struct.pack('>iqH', version, seg_id, len(params)) + params + struct.pack('>I', crc) + body
-
-
-def write_segment(d, seg_id, version=7, size=1 << 20, seed=0):
-    """CommitLog-<version>-<id>.log in d: a header, some mutations' worth of bytes, zeros (a
-    segment is preallocated). Returns its path."""
-    os.makedirs(d, exist_ok=True)
-    body = bytes((seed * 7 + i * 13) % 251 for i in range(4096)) * 4
-    data = segment(version, seg_id, body)
-    data += bytes(max(0, size - len(data)))
-    path = os.path.join(d, f'CommitLog-{version}-{seg_id}.log')
-    with open(path, 'wb') as f:
-        f.write(data)
-    return path
 
 
 def archive(store, path, node='n1', check=True, env=None):
