@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import (CASSBACKUP, FIXTURES, FIXTURE_TAG, backup_list, cb, manifest_path,
-                      mounted, run, uploading)
+                      mounted, packs, run, uploading)
 from test_s3 import moto, s3, s3rver  # noqa: F401 (fixtures)
 
 KS = 'legacy_tables'
@@ -231,6 +231,68 @@ def test_nothing_new_makes_no_backup(node, store):
     r = node.incremental(store, 'inc1')
     assert 'holds other bytes than the backup has under that name: left in place' in r.stderr
     assert os.listdir(b) == [names[0]]
+
+
+def relink(node, table, names):
+    """backups/ links of table's sstables names again, as a run killed while removing them
+    leaves them."""
+    b = os.path.join(node.dirs[table], 'backups')
+    for n in names:
+        os.link(os.path.join(node.dirs[table], n), os.path.join(b, n))
+
+
+def links_are_committed(node, store):
+    """Every sstable flushed is either still linked in backups/ or its bytes are in a complete
+    backup of the store (the rule link removal keeps)."""
+    held = set()
+    for b in backup_list(store):
+        if b['complete']:
+            for t in tree_of(manifest(store, b['name'])).values():
+                held |= set(t.values())
+    links = node.links()
+    for t in TABLES:
+        d = node.dirs[t]
+        for n in os.listdir(d):
+            if n.startswith('nb-') and int(n.split('-')[1]) > 100:
+                assert n in links.get(t, {}) or sha(os.path.join(d, n)) in held, \
+                    f'{t}/{n}: its link is gone and no complete backup holds its bytes'
+
+
+def test_links_stay_when_the_backup_they_follow_lost_a_pack(node, store):
+    """Regression: an incomplete incremental (its pack lost) was followed, and the links of
+    its files, linked again, were removed though no pack held their bytes."""
+    node.full(store)
+    t = TABLES[0]
+    made = node.flush(t)
+    node.incremental(store, 'inc1')
+    assert node.links().get(t) == {}
+    relink(node, t, made)
+    newest = max(packs(store), key=os.path.getmtime)
+    os.unlink(newest)  # inc1's pack lost
+    cb('reindex', '--store', store)
+    assert [(b['name'], b['complete']) for b in backup_list(store)] == [('full', True),
+                                                                      ('inc1', False)]
+    r = node.incremental(store, 'inc2', check=False)
+    links_are_committed(node, store)
+    if r.returncode == 0:  # made on full, with the files taken in again: those links may go
+        assert manifest(store, 'inc2')['previous'] == 'full'
+
+
+def test_an_incomplete_base_is_refused(node, store):
+    """Regression: --base named a full backup whose pack was lost, and the links of files it
+    names were removed."""
+    node.full(store)
+    t = TABLES[0]
+    names = sorted(n for n in os.listdir(node.dirs[t]) if n.startswith('nb-'))
+    os.makedirs(os.path.join(node.dirs[t], 'backups'))
+    relink(node, t, names)
+    for p in packs(store):
+        os.unlink(p)
+    cb('reindex', '--store', store)
+    r = node.incremental(store, 'i1', '--base', 'full', check=False)
+    assert r.returncode != 0
+    assert '--base full: an incomplete backup' in r.stderr
+    assert sorted(node.links()[t]) == names
 
 
 def test_a_name_taken_by_other_bytes_gets_a_fresh_generation(node, store, tmp_path):

@@ -981,6 +981,9 @@ static void report_link_left(void *ctx, const char *path, int err)
 	else if (err == -EILSEQ)
 		errorf("%s holds other bytes than the backup has under that name: left in place",
 		       shown ? shown : "");
+	else if (err == -ENODATA)
+		errorf("%s: its bytes are in no pack of the store (cassbackup check): left in place",
+		       shown ? shown : "");
 	else if (err != -ENOENT)
 		errorf("cannot remove %s: %s; its bytes are in the store, ignoring", shown ? shown : "",
 		       strerror(-err));
@@ -1123,6 +1126,30 @@ static void report_incremental(const struct create_opts *o, const struct inc_cou
 	printf("\n");
 }
 
+/* Nothing new: the links whose bytes previous holds are removed all the same, under a shared
+ * lock of the store (no prune deletes a pack meanwhile) checked before the first removal.
+ * 0 or the exit code. */
+static int remove_held_links(struct create_opts *o, const inc_plan *ip, uint64_t *removed)
+{
+	struct store_lock *lk = NULL;
+	struct strbuf err = {0};
+	struct create_progress cp = {.o = o};
+	int r = store_lock_take(store_backend(o->s), false, "create --incremental", (int)o->lock_wait,
+				lock_waiting, &cp, &lk, NULL);
+	if (r == -EROFS)
+		r = 0; /* nothing can change there: nor can a link's bytes go */
+	if (r < 0)
+		errorf("cannot lock the store to remove backups/ links: %s; links left in place",
+		       r == -EBUSY ? "another process holds it (cassbackup unlock --list)" : strerror(-r));
+	else if ((r = store_lock_check(lk, &err)) < 0)
+		errorf("%s; backups/ links left in place", err.buf);
+	else
+		incremental_remove_links(store_catalog(o->s), ip, removed, report_link_left, NULL);
+	store_lock_release(lk);
+	sb_free(&err);
+	return r < 0 ? CB_EXIT_FAILED : CB_EXIT_OK;
+}
+
 /* --incremental: scans backups/, plans the tree on top of previous, writes and commits it,
  * then removes the links it stored. 0 or the exit code. */
 static int do_incremental(struct create_opts *o)
@@ -1150,8 +1177,8 @@ static int do_incremental(struct create_opts *o)
 	if (c.files == 0) {
 		/* what backups/ holds, previous holds (committed): those links go all the same */
 		uint64_t removed = 0;
-		incremental_remove_links(ip, &removed, report_link_left, NULL);
-		if (!o->json)
+		rc = remove_held_links(o, ip, &removed);
+		if (rc == 0 && !o->json)
 			printf("nothing new in backups/ since %s; no backup was made; %llu link(s) it "
 			       "holds removed\n", o->chain.previous, (unsigned long long)removed);
 	} else {
@@ -1164,7 +1191,7 @@ static int do_incremental(struct create_opts *o)
 		 * has. A kill before this line removes nothing; one during it leaves links whose
 		 * bytes are committed (previous then holds them: the next incremental skips them). */
 		if (r == 0)
-			incremental_remove_links(ip, &removed, report_link_left, NULL);
+			incremental_remove_links(store_catalog(o->s), ip, &removed, report_link_left, NULL);
 		o->links_removed = removed;
 		if (r == 0) {
 			report_incremental(o, &c, removed);

@@ -41,7 +41,7 @@ int incremental_enabled(const char *conf_dir, struct strbuf *err)
 struct chain_ctx {
 	const char *node_key, *base_name;
 	struct inc_chain *ch;
-	bool found_base, base_is_incremental;
+	bool found_base, base_is_incremental, base_incomplete;
 	int64_t base_created, prev_created;
 };
 
@@ -55,6 +55,7 @@ static int note_full(void *ctx, const struct cb_backup_summary *b)
 		if (strcmp(b->name, c->base_name) == 0) {
 			c->found_base = true;
 			c->base_is_incremental = incremental;
+			c->base_incomplete = !b->complete;
 			c->base_created = b->created_ns;
 			snprintf(c->ch->base, sizeof(c->ch->base), "%s", b->name);
 			snprintf(c->ch->previous_ref, sizeof(c->ch->previous_ref), "%s", b->ref);
@@ -74,7 +75,9 @@ static int note_full(void *ctx, const struct cb_backup_summary *b)
 static int note_previous(void *ctx, const struct cb_backup_summary *b)
 {
 	struct chain_ctx *c = ctx;
-	if (b->invalid || strcmp(b->node_key, c->node_key) != 0 || !b->base ||
+	/* an incomplete incremental (a pack lost) holds names whose bytes the store may not have:
+	 * never one to build on, nor to judge links by */
+	if (b->invalid || !b->complete || strcmp(b->node_key, c->node_key) != 0 || !b->base ||
 	    strcmp(b->base, c->ch->base) != 0 || b->created_ns < c->prev_created)
 		return 0;
 	c->prev_created = b->created_ns;
@@ -104,6 +107,11 @@ int incremental_chain(catalog *cat, const char *node_key, const char *base_name,
 	}
 	if (c.base_is_incremental) {
 		sb_printf(err, "--base %s: an incremental backup; --base names a full backup", base_name);
+		return -EINVAL;
+	}
+	if (c.base_incomplete) {
+		sb_printf(err, "--base %s: an incomplete backup (some of its bytes are in no pack: "
+			  "cassbackup check names them); make a full backup", base_name);
 		return -EINVAL;
 	}
 	snprintf(ch->previous, sizeof(ch->previous), "%s", ch->base);
@@ -626,14 +634,25 @@ static int holds(const struct scan_file *f, const unsigned char sha[32])
 	return r < 0 ? r : memcmp(got, sha, 32) == 0;
 }
 
-int incremental_remove_links(const inc_plan *p, uint64_t *removed,
+/* Is a blob of sha and size in a pack of the store (its catalog, reconciled when the store was
+ * opened)? 0, -ENODATA when not, or -errno. */
+static int in_store(catalog *cat, const unsigned char sha[32], uint64_t size)
+{
+	int64_t id;
+	int r = catalog_find_blob(cat, sha, size, &id);
+	return r < 0 ? r : r == 1 ? 0 : -ENODATA;
+}
+
+int incremental_remove_links(catalog *cat, const inc_plan *p, uint64_t *removed,
 			     void (*report)(void *ctx, const char *path, int err), void *ctx)
 {
 	int first = 0;
 	*removed = 0;
 	for (size_t i = 0; i < p->nheld; i++) {
-		int r = holds(p->held[i].src, p->held[i].sha);
-		if (r == 1 && (r = scan_remove_file(p->held[i].src, &p->held[i].src->st)) == 0) {
+		const struct scan_file *f = p->held[i].src;
+		int r = in_store(cat, p->held[i].sha, (uint64_t)f->st.st_size);
+		r = r ?: holds(f, p->held[i].sha);
+		if (r == 1 && (r = scan_remove_file(f, &f->st)) == 0) {
 			(*removed)++;
 			continue;
 		}

@@ -79,8 +79,9 @@ int incremental_write(backup_writer *w, const inc_plan *p, struct strbuf *err);
 /* After the commit only: removes the links whose bytes the backup holds (see above), each
  * only if it is still the file that was read. *removed counts them; each link left (changed, or a failure)
  * is handed to report with its path and -errno (-ESTALE: it changed since it was read;
- * -EILSEQ: other bytes than the backup holds under its name). 0, or the first -errno. */
-int incremental_remove_links(const inc_plan *p, uint64_t *removed,
+ * -EILSEQ: other bytes than the backup holds under its name; -ENODATA: a link the backup
+ * followed holds whose bytes are in no pack of cat's store, so it stays). 0, or the first -errno. */
+int incremental_remove_links(catalog *cat, const inc_plan *p, uint64_t *removed,
 			     void (*report)(void *ctx, const char *path, int err), void *ctx);
 
 /* `create --clear-incremental-links`, after a full backup of snapshot snap committed: removes

@@ -630,11 +630,12 @@ int scan_snapshot(const struct scan_opts *o, struct scan_result *res, struct str
 		explain_nothing(&c);
 		r = -ENOENT;
 	}
-	if (r == 0) {
+	if (r == 0 && res->ntables) { /* qsort's base must not be NULL, even for 0 elements */
 		qsort(res->tables, res->ntables, sizeof(*res->tables), cmp_table);
 		for (size_t i = 0; i < res->ntables; i++)
-			qsort(res->tables[i].files, res->tables[i].nfiles, sizeof(struct scan_file),
-			      cmp_file);
+			if (res->tables[i].nfiles)
+				qsort(res->tables[i].files, res->tables[i].nfiles,
+				      sizeof(struct scan_file), cmp_file);
 	}
 	names_free(&c.tags);
 	if (r < 0) {
