@@ -435,8 +435,17 @@ static int refuse_downgrade(struct store *s, struct strbuf *err)
 static int unlock(struct store *s, const struct store_options *o, struct strbuf *err)
 {
 	const char *key_file = o ? o->key_file : NULL, *pass_file = o ? o->passphrase_file : NULL;
-	if (!store_encrypted(s))
-		return key_file || pass_file ? refuse_downgrade(s, err) : 0;
+	if (!store_encrypted(s)) {
+		int flags = o ? o->flags : 0;
+		bool writing = !(flags & STORE_READONLY);
+		if (writing && (key_file || pass_file) && !(flags & STORE_KEY_IF_ENCRYPTED)) {
+			sb_puts(err, "a key is given but its config says it is not encrypted: refusing "
+				"to write to it in plaintext (has config been replaced? a plain store "
+				"takes no --key-file or --passphrase-file)");
+			return -EKEYREJECTED;
+		}
+		return key_file || pass_file || writing ? refuse_downgrade(s, err) : 0;
+	}
 	if (!key_file && !pass_file) {
 		sb_puts(err, "the store is encrypted: give --key-file or key_file in the config");
 		return -ENOKEY;

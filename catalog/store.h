@@ -39,6 +39,10 @@
 enum store_flags {
 	STORE_READONLY = 1 << 0,     /* never write the store (the catalog, a cache, is refreshed) */
 	STORE_NO_RECONCILE = 1 << 1, /* open the catalog as it is; the caller reconciles */
+	/* key_file is a default that a plain store ignores even when written (copy's target
+	 * falling back to the source's key); without it, a key given for a store opened to write
+	 * must find it encrypted */
+	STORE_KEY_IF_ENCRYPTED = 1 << 2,
 };
 
 /* How to open a store. A zeroed struct is the default for each field. */
@@ -51,8 +55,9 @@ struct store_options {
 	const char *cache_dir;
 	int flags;                      /* enum store_flags */
 	size_t read_cache_bytes;        /* decoded frames the pack cache keeps (0: 16 MiB) */
-	/* An encrypted store's key file (crypt.h); a plain store ignores it. Read at open, its
-	 * mode checked; the key it unwraps stays in locked memory for the store's life. */
+	/* An encrypted store's key file (crypt.h); a plain store opened read only ignores it. Read
+	 * at open, its mode checked; the key it unwraps stays in locked memory for the store's
+	 * life. */
 	const char *key_file;
 	/* Or a passphrase, read from this file (never from the command line); opens passphrase
 	 * slots. key_file wins when both are given. */
@@ -80,7 +85,9 @@ struct store;
  * opens none of the store's key slots; its backend then seals and opens every object but
  * config and keys/ (backend_crypt.c), and its catalog, a plaintext cache, lives in the cache
  * directory, never in the store. A plain store whose keys/ holds slots while a key file is
- * given is refused (-EKEYREJECTED): its config was changed to make us write plaintext.
+ * given, or opened to write, is refused (-EKEYREJECTED): its config was changed to make us
+ * write plaintext; so is a plain store opened to write with a key given (not
+ * STORE_KEY_IF_ENCRYPTED): whoever gives a key means to write ciphertext.
  * *out is the caller's (store_close). */
 int store_open(const char *location, const struct store_options *o, struct store **out,
 	       struct strbuf *err);

@@ -179,6 +179,40 @@ def test_missing_wrong_or_open_key_is_one_line(tmp_path, binaries):
     assert p.returncode != 0 and 'keys/ holds key slots' in p.stderr
 
 
+def test_a_planted_plain_config_never_makes_us_write_plaintext(tmp_path, binaries):
+    """Regression: an encrypted store's config replaced by a plain one (keys/ kept, or removed
+    too) made a create write a plain pack and manifest beside the sealed ones, with a key
+    given (it was ignored) or without one."""
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    loc, key = str(tmp_path / 'store'), str(tmp_path / 'k')
+    cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '64', '--data-dirs', '1', '--no-clutter')
+    args = (*data_dir_args(sample_dirs(src)), '--snapshot', 'nightly-1')
+    cb('create', '--store', loc, '--name', 'sealed', *args, '--key-file', key, env=env)
+    cfg = json.loads(read(os.path.join(loc, 'config')))
+    del cfg['encryption']
+    os.chmod(os.path.join(loc, 'config'), 0o600)
+    with open(os.path.join(loc, 'config'), 'w') as f:
+        json.dump(cfg, f)
+
+    def objects():
+        return sorted(os.path.join(r, n) for r, _, ns in os.walk(loc) for n in ns)
+    before = objects()
+    # keys/ kept: refused with no key given as with one
+    p = cb('create', '--store', loc, '--name', 'plain', *args, env=env, check=False)
+    assert p.returncode != 0 and 'keys/ holds key slots' in p.stderr, p.stderr
+    p = cb('create', '--store', loc, '--name', 'plain', *args, '--key-file', key, env=env, check=False)
+    assert p.returncode != 0 and 'its config says it is not encrypted' in p.stderr, p.stderr
+    # keys/ removed too: a key given still means ciphertext
+    for slot in os.listdir(os.path.join(loc, 'keys')):
+        os.unlink(os.path.join(loc, 'keys', slot))
+    p = cb('create', '--store', loc, '--name', 'plain', *args, '--key-file', key, env=env, check=False)
+    assert p.returncode != 0
+    assert 'a key is given but its config says it is not encrypted' in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert [o for o in objects() if '/keys/' not in o] == [o for o in before if '/keys/' not in o]
+
+
 def flip(path, bit):
     with open(path, 'r+b') as f:
         f.seek(bit // 8)

@@ -150,8 +150,12 @@ def test_restore_conf_writes_the_files_back_and_refuses_to_overwrite(store, node
     create(store, node, 'b')
     out = node['tmp'] / 'etc'
     os.makedirs(out)
-    (out / '.cassandra.yaml.cassbackup-tmp').write_bytes(b'left by a restore killed while writing')
+    # regression: a file named like the old temporary name of one being restored was removed
+    theirs = out / '.cassandra.yaml.cassbackup-tmp'
+    theirs.write_bytes(b'the operator\'s')
     p = cb('restore', '--store', store, 'b', '--conf', out)
+    assert read(theirs) == b'the operator\'s'
+    theirs.unlink()
     assert sorted(os.listdir(out)) == ['cassandra-rackdc.properties', 'cassandra.yaml', 'jvm11-server.options']
     for f in os.listdir(out):
         a, b = os.stat(out / f), os.stat(os.path.join(node['conf'], f))

@@ -85,7 +85,8 @@ static int open_stores(struct copy_cmd *c)
 {
 	int rc = cli_store_open(c->from, STORE_READONLY, &c->src);
 	if (rc == 0)
-		rc = cli_store_open_key(c->to, c->dry_run ? STORE_READONLY : 0,
+		rc = cli_store_open_key(c->to, (c->dry_run ? STORE_READONLY : 0) |
+						(c->to_key_file ? 0 : STORE_KEY_IF_ENCRYPTED),
 					c->to_key_file ? c->to_key_file : cli_store_settings()->key_file,
 					&c->dst);
 	if (rc == 0 && !c->dry_run &&

@@ -5,8 +5,10 @@
  * where the bytes are. Each file is written beside its target under a temporary name, checked
  * (readback), given its recorded mode and owner, synced, then put in place: linked, which
  * fails rather than replace a file, or renamed over it with --force. Existing files are looked
- * for first, so a refusal writes nothing. A kill leaves at most a temporary
- * .<name>.cassbackup-tmp, never a file of partial contents under a real name.
+ * for first, so a refusal writes nothing. A kill leaves at most one temporary
+ * .cassbackup-tmp-<random>, never a file of partial contents under a real name. A temporary
+ * name is never one of the backup's files, and nothing already in DIR is removed but what
+ * --force replaces: a file there named like a temporary one is the operator's.
  */
 #include "cli.h"
 #include "cluster.h"
@@ -18,6 +20,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -77,6 +80,21 @@ static int write_tmp(struct store *st, readback *rb, int dfd, const char *dir, c
 	return r < 0 ? CB_EXIT_FAILED : 0;
 }
 
+/* A temporary name for one file, into buf: random, so that it names nothing in the directory
+ * (openat's O_EXCL makes sure) and none of m's files. 0, or -errno. */
+static int tmp_name(const struct manifest *m, char *buf, size_t n)
+{
+	for (;;) {
+		unsigned char rnd[8];
+		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+			return errno ? -errno : -EIO;
+		snprintf(buf, n, ".cassbackup-tmp-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1],
+			 rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+		if (!manifest_node_file(m, MANIFEST_CONF_DIR, buf))
+			return 0;
+	}
+}
+
 /* Puts every configuration file of m into o->dir. 0 or the exit code (said). */
 static int restore_files(const struct conf_opts *o, struct store *st, const struct manifest *m)
 {
@@ -116,19 +134,24 @@ static int restore_files(const struct conf_opts *o, struct store *st, const stru
 		const struct manifest_file *f = &m->node_files[i];
 		if (strcmp(f->dir, MANIFEST_CONF_DIR))
 			continue;
-		char tmp[300];
-		snprintf(tmp, sizeof(tmp), ".%s.cassbackup-tmp", f->name);
-		unlinkat(dfd, tmp, 0); /* one a killed restore left */
+		char tmp[64];
+		if (tmp_name(m, tmp, sizeof(tmp)) < 0) {
+			errorf("cannot restore %s/%s: no random name: %s", o->dir, f->name, strerror(errno));
+			rc = CB_EXIT_FAILED;
+			break;
+		}
 		rc = write_tmp(st, rb, dfd, o->dir, tmp, f);
-		int r = rc ? 0 : o->force ? renameat(dfd, tmp, dfd, f->name)
-					  : linkat(dfd, tmp, dfd, f->name, 0);
-		if (rc == 0 && r < 0) {
-			errorf("cannot restore %s/%s: %s%s", o->dir, f->name, strerror(errno),
-			       errno == EEXIST ? " (made meanwhile; --force replaces it)" : "");
+		if (rc != 0)
+			break; /* write_tmp removed its temporary file */
+		int r = o->force ? renameat(dfd, tmp, dfd, f->name) : linkat(dfd, tmp, dfd, f->name, 0);
+		int err = errno;
+		if (r < 0 || !o->force)
+			unlinkat(dfd, tmp, 0); /* linked (or not put in place): the name goes */
+		if (r < 0) {
+			errorf("cannot restore %s/%s: %s%s", o->dir, f->name, strerror(err),
+			       err == EEXIST ? " (made meanwhile; --force replaces it)" : "");
 			rc = CB_EXIT_FAILED;
 		}
-		if (rc == 0 && !o->force)
-			unlinkat(dfd, tmp, 0);
 		if (rc == 0)
 			printf("restored %s/%s\n", o->dir, f->name);
 	}
