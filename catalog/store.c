@@ -39,6 +39,8 @@ struct store {
 	struct filecheck *fc; /* made at need */
 	const struct crypt_key *key; /* an encrypted store's: owned by its backend (b) */
 	char key_slot[33];           /* the slot that opened it */
+	unsigned skipped_manifests;  /* by the reconcile at open: they did not read or parse */
+	char *skipped_why;           /* which, and why (NULL: none) */
 };
 
 struct cb_backend *store_backend(struct store *s) { return s->b; }
@@ -494,14 +496,26 @@ int store_open(const char *location, const struct store_options *o, struct store
 		 pick_catalog_path(s, o, err);
 	if (r == 0)
 		r = open_catalog(s, err);
-	if (r == 0 && !(flags & STORE_NO_RECONCILE))
-		r = store_reconcile(s, RECONCILE_PACKS, NULL, err);
+	if (r == 0 && !(flags & STORE_NO_RECONCILE)) {
+		struct reconcile_stats st = {0};
+		r = store_reconcile(s, RECONCILE_PACKS, &st, err);
+		s->skipped_manifests = st.bad_manifests;
+		if (st.bad_manifests && st.why.buf && !(s->skipped_why = strdup(st.why.buf)))
+			r = -ENOMEM;
+		reconcile_stats_free(&st);
+	}
 	if (r < 0) {
 		store_close(s);
 		return r;
 	}
 	*out = s;
 	return 0;
+}
+
+const char *store_skipped_manifests(const struct store *s, unsigned *n)
+{
+	*n = s->skipped_manifests;
+	return s->skipped_why ? s->skipped_why : "";
 }
 
 void store_close(struct store *s)
@@ -514,6 +528,7 @@ void store_close(struct store *s)
 	cb_backend_close(s->b);
 	pthread_mutex_destroy(&s->mu);
 	free(s->catalog_path);
+	free(s->skipped_why);
 	free(s->location);
 	free(s);
 }

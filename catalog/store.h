@@ -153,6 +153,10 @@ struct reconcile_stats {
 };
 void reconcile_stats_free(struct reconcile_stats *st);
 
+/* How many manifests the reconcile store_open ran could not read or parse (*n), and which and
+ * why ("" when none): their backups are not in the catalog, so list must say so. */
+const char *store_skipped_manifests(const struct store *s, unsigned *n);
+
 /* Brings the catalog up to date with the store, in one transaction: a backup whose manifest
  * appeared is taken in, one whose manifest went (or changed) is dropped; with RECONCILE_PACKS
  * packs that went are dropped and new ones indexed. Without RECONCILE_STRICT, a manifest that

@@ -213,6 +213,27 @@ def test_a_planted_plain_config_never_makes_us_write_plaintext(tmp_path, binarie
     assert [o for o in objects() if '/keys/' not in o] == [o for o in before if '/keys/' not in o]
 
 
+def test_list_says_which_manifest_it_cannot_read(tmp_path, binaries):
+    """Regression: a manifest replaced by another backup's (it no longer opens under its own
+    name) made list leave that backup out without a word, exit 0."""
+    loc, key = str(tmp_path / 'store'), str(tmp_path / 'k')
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '64', '--data-dirs', '1', '--no-clutter')
+    for name in ('f1', 'f2'):
+        cb('create', '--store', loc, '--name', name, *data_dir_args(sample_dirs(src)),
+           '--snapshot', 'nightly-1', '--key-file', key, env=env)
+    m = {n: [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(loc, 'backups', n)) for f in fs][0]
+         for n in ('f1', 'f2')}
+    with open(m['f2'], 'rb') as f, open(m['f1'], 'wb') as g:
+        g.write(f.read())
+    fresh = dict(env, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache2'))
+    p = cb('list', '--store', loc, '--key-file', key, '--json', env=fresh)
+    assert [b['name'] for b in json.loads(p.stdout)] == ['f2']
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert 'warning: 1 manifest(s) of store' in p.stderr and 'f1' in p.stderr, p.stderr
+
+
 def flip(path, bit):
     with open(path, 'r+b') as f:
         f.seek(bit // 8)

@@ -151,6 +151,19 @@ static int list_text(struct strbuf *o, const struct cluster_backup *g)
 	return r;
 }
 
+/* A manifest the store could not read is a backup list cannot show: one warning line, so the
+ * operator learns of it here and not when a restore needs it. */
+static void warn_skipped_manifests(const struct store *st, const char *store)
+{
+	unsigned n;
+	const char *why = store_skipped_manifests(st, &n);
+	if (n == 0)
+		return;
+	_cleanup_free_ char *shown = cli_escape(store), *what = cli_escape(why);
+	errorf("warning: %u manifest(s) of store %s cannot be read and their backups are not "
+	       "listed: %s (cassbackup check tells more)", n, shown ? shown : "", what ? what : "");
+}
+
 int cmd_list(int argc, char **argv)
 {
 	const char *store = NULL;
@@ -181,6 +194,7 @@ int cmd_list(int argc, char **argv)
 	int r = cli_store_open(store, STORE_READONLY, &st);
 	if (r != 0)
 		return r;
+	warn_skipped_manifests(st, store);
 	catalog *cat = store_catalog(st);
 	json_init(&l.j, &l.out);
 	if (l.json)
