@@ -21,6 +21,7 @@
  *   tag % 6 == 5: NULL
  * tests/fuzz/corpus/catalog/ holds seeds made by tests/fuzz/make_catalog_corpus.py. */
 #include "catalog.h"
+#include "manifest.h"
 #include "util.h"
 
 #include <errno.h>
@@ -335,8 +336,12 @@ static int check_usage(void *ctx, const struct cb_pack_usage *u)
 static int check_live(void *ctx, const struct cb_live_blob *b)
 {
 	(void)ctx;
-	CHECK(name_is_component(b->keyspace) && name_is_component(b->table) &&
-	      name_is_component(b->name) && (!*b->dir || name_is_component(b->dir)));
+	if (!b->keyspace) /* a node file (catalog.h): no table, dir "" or the configuration's */
+		CHECK(!b->table && !b->table_id && name_is_component(b->name) &&
+		      (!*b->dir || !strcmp(b->dir, MANIFEST_CONF_DIR)));
+	else
+		CHECK(b->table && name_is_component(b->keyspace) && name_is_component(b->table) &&
+		      name_is_component(b->name) && (!*b->dir || name_is_component(b->dir)));
 	CHECK(b->size <= CB_SIZE_MAX && b->offset <= CB_SIZE_MAX);
 	return 0;
 }
