@@ -645,7 +645,12 @@ def test_backup_incremental_as_its_timer_runs_it(node, store, tmp_path):
     node.full(store)
     mfile = str(tmp_path / 'cassbackup.prom')
     conf = tmp_path / 'cassbackup.conf'
-    keys = dict(store=store, data_dir=node.data, cassandra_conf=str(node.conf), metrics_file=mfile)
+    hook_log = tmp_path / 'hook.log'
+    hook = tmp_path / 'hook.sh'
+    hook.write_text(f'#!/bin/sh\necho "$CASSBACKUP_HOOK $CASSBACKUP_OPERATION $CASSBACKUP_BACKUP" >> {hook_log}\n')
+    hook.chmod(0o755)
+    keys = dict(store=store, data_dir=node.data, cassandra_conf=str(node.conf), metrics_file=mfile,
+                hook_pre=hook, hook_post=hook)
     conf.write_text(''.join(f'{k} = {v}\n' for k, v in keys.items()))
     flushed = node.flush(TABLES[0])
     before = time.gmtime()
@@ -658,6 +663,9 @@ def test_backup_incremental_as_its_timer_runs_it(node, store, tmp_path):
     assert (m['base'], m['previous']) == ('full', 'full')
     assert tree_of(m)[TABLES[0]] == {**node.snapshot(TABLES[0]), **flushed}
     assert all(not names for names in node.links().values())
+    # hooks are told what metrics are: an incremental, not a full backup
+    assert hook_log.read_text().splitlines() == [f'hook_pre incremental {made[0]}',
+                                                 f'hook_post incremental {made[0]}']
     ms = metrics(mfile)
     inc = dict(operation='incremental', node='n1')
     assert of(ms, 'cassbackup_last_run_success', **inc) == 1

@@ -1352,17 +1352,23 @@ static void clear_snapshot(const struct create_opts *o)
 	sb_free(&first);
 }
 
+/* What hooks and metrics call this run: "create" for a full backup, "incremental" for
+ * --incremental (an incremental's success is not a full backup's). */
+static const char *create_operation(const struct create_opts *o)
+{
+	return o->incremental ? "incremental" : "create";
+}
+
 /* This run in the configuration's metrics_file (metrics.h), labelled with what the node's
  * configuration and the options say of it (read_node_names, not nodetool's word), so a failed
  * run, even one that never reached nodetool, is counted in the same series as a successful one.
- * operation "create" for a full backup, "incremental" for --incremental: an incremental's
- * success is not a full backup's. ok: the run succeeded (an incremental with nothing new made
+ * operation: create_operation. ok: the run succeeded (an incremental with nothing new made
  * no backup and succeeded); the figures are of a backup made. */
 static void record_metrics(const struct create_opts *o, bool ok, double secs)
 {
 	struct node_meta nm = {0};
 	read_node_names(o, &nm);
-	struct metrics_run run = {.operation = o->incremental ? "incremental" : "create", .store = o->store,
+	struct metrics_run run = {.operation = create_operation(o), .store = o->store,
 				  .cluster = nm.cluster, .datacenter = nm.datacenter, .node = nm.node,
 				  .host_id = nm.host_id, .ok = ok, .seconds = secs};
 	if (o->made) {
@@ -1409,7 +1415,8 @@ int cmd_create(int argc, char **argv)
 		return r;
 	}
 	double t0 = mono_seconds();
-	struct hook_env env = {.operation = "create", .backup = o.name, .snapshot = o.tag, .store = o.store};
+	const char *operation = create_operation(&o);
+	struct hook_env env = {.operation = operation, .backup = o.name, .snapshot = o.tag, .store = o.store};
 	const char *failed = "create";
 	if (hook_run("hook_pre", &env, "; no backup was made") != 0) {
 		failed = "hook_pre";
@@ -1426,7 +1433,7 @@ int cmd_create(int argc, char **argv)
 		}
 	}
 	if (r != 0) {
-		env = (struct hook_env){.operation = "create", .backup = o.name, .snapshot = o.tag,
+		env = (struct hook_env){.operation = operation, .backup = o.name, .snapshot = o.tag,
 					.store = o.store, .result = "failure", .failed = failed,
 					.exit_status = r};
 		hook_run("hook_failure", &env, "");
