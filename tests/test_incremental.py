@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -588,6 +589,71 @@ def test_index_sstables_and_a_table_made_again(node, store, tmp_path):
         d = mt.path('inc1', KS, t, '.idx')
         assert {n: sha(os.path.join(d, n)) for n in os.listdir(d)} == want
         assert mounted_tree(mt, 'inc1')[TABLES[0]] == made
+
+
+def recreate(node, table, id_hex, drop_snapshot):
+    """Drops table as Cassandra does (its sstables gone, the directory and its backups/ left;
+    with auto_snapshot a dropped-<millis>-<table> snapshot) and makes it again as <table>-<id>.
+    Returns the old directory."""
+    old = node.dirs[table]
+    for n in os.listdir(old):
+        if os.path.isfile(os.path.join(old, n)):
+            os.unlink(os.path.join(old, n))
+    if drop_snapshot:
+        os.makedirs(os.path.join(old, 'snapshots', f'dropped-{int(time.time() * 1000)}-{table}'))
+    node.dirs[table] = os.path.join(os.path.dirname(old), f'{table}-{id_hex}')
+    os.makedirs(node.dirs[table])
+    return old
+
+
+@pytest.mark.parametrize('how', ['drop snapshot', 'time-based ids'])
+def test_a_dropped_and_recreated_table_is_backed_up_as_the_live_one(node, store, how):
+    """The dropped table's directory stays with its backups/ links (flushed before the drop):
+    they belong to no live table. The incremental takes the live directory's, shows the table
+    as made again, says which directory it skipped, and leaves that one's links alone."""
+    import uuid
+    t = TABLES[2]
+    if how == 'time-based ids':  # the fixture's id is version 1 but dated in the 4th millennium
+        was = node.dirs[t]
+        node.dirs[t] = os.path.join(os.path.dirname(was), f'{t}-{uuid.uuid1().hex}')
+        os.rename(was, node.dirs[t])
+    node.full(store)
+    stale = node.flush(t)  # flushed before the drop, never backed up
+    # with a drop snapshot the old directory is known dropped whatever its id; without, the
+    # newer time-based id is the live table (Cassandra's TableId.generate is a time UUID)
+    new_id = uuid.uuid1().hex if how == 'time-based ids' else uuid.uuid4().hex
+    old = recreate(node, t, new_id, drop_snapshot=how == 'drop snapshot')
+    fresh = node.flush(t)
+    other = node.flush(TABLES[0])
+    r = node.incremental(store, 'inc1')
+    skipped = [l for l in r.stderr.splitlines() if 'skipping' in l]
+    assert skipped == [f'cassbackup: skipping {old}/backups (now {os.path.basename(node.dirs[t])}): '
+                       "a dropped table's, not the live one's; its links are left for you to remove"]
+    tree = tree_of(manifest(store, 'inc1'))
+    assert tree[t] == fresh  # the table as made again: none of the dropped one's files
+    assert tree[TABLES[0]] == {**node.snapshot(TABLES[0]), **other}
+    assert sorted(os.listdir(os.path.join(old, 'backups'))) == sorted(stale)
+    assert not os.listdir(os.path.join(node.dirs[t], 'backups'))
+    # and the next one too, the old links still there
+    more = node.flush(t)
+    node.incremental(store, 'inc2')
+    assert tree_of(manifest(store, 'inc2'))[t] == {**fresh, **more}
+
+
+def test_two_directories_of_a_table_without_a_sign_of_which_is_dropped_are_refused(node, store):
+    import uuid
+    node.full(store)
+    t = TABLES[2]
+    node.flush(t)
+    # the fixture's id is version 1 but dated in the 4th millennium: no order from it
+    recreate(node, t, uuid.uuid1().hex, drop_snapshot=False)
+    node.flush(t)
+    r = node.incremental(store, 'inc1', check=False)
+    assert r.returncode == 1
+    assert re.search(rf"^cassbackup: table {KS}.{t}: backups/ found in two table directories with "
+                     r"different ids \(.*\); was the table dropped and re-created\? move the dropped "
+                     r"one's backups/ out of the data directory; no backup was made$", r.stderr, re.M)
+    assert [b['name'] for b in backup_list(store)] == ['full']
 
 
 def test_two_incrementals_at_once(node, store):

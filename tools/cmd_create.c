@@ -700,6 +700,11 @@ static void report_scan(const struct scan_result *scan)
 		_cleanup_free_ char *shown = cli_escape(scan->skipped[i]);
 		errorf("skipping %s: a symbolic link, not followed", shown ? shown : "");
 	}
+	for (size_t i = 0; i < scan->nsuperseded; i++) {
+		_cleanup_free_ char *shown = cli_escape(scan->superseded[i]);
+		errorf("skipping %s: a dropped table's, not the live one's; its links are left for "
+		       "you to remove", shown ? shown : "");
+	}
 }
 
 /* "table KS.T: manifest.json lists N Data.db file(s) that no data directory holds (searched:

@@ -5,6 +5,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <time.h>
 #include <unistd.h>
 #include <fnmatch.h>
 #include <stdio.h>
@@ -96,8 +98,9 @@ static struct scan_table *find_or_add_table(struct ctx *c, const char *ks, const
 			continue;
 		if (strcmp(t->table_id, id) != 0) {
 			sb_printf(c->err, "table %s.%s: %s found in two table directories with "
-				  "different ids (%s and %s); was the table dropped and re-created?",
-				  ks, table, c->o->backups ? "backups/" : "snapshot", t->dirname, dirname);
+				  "different ids (%s and %s); was the table dropped and re-created?%s",
+				  ks, table, c->o->backups ? "backups/" : "snapshot", t->dirname, dirname,
+				  c->o->backups ? " move the dropped one's backups/ out of the data directory" : "");
 			*r = -EINVAL;
 			return NULL;
 		}
@@ -490,6 +493,117 @@ static int scan_table_dir(struct ctx *c, const char *ks, const char *table, cons
 	return r > 0 ? 0 : r;
 }
 
+/* Whether table directory dirname holds a snapshot Cassandra takes when it drops a table
+ * (auto_snapshot: "dropped-<millis>-<table>", ColumnFamilyStore.SNAPSHOT_DROP_PREFIX). */
+static bool has_drop_snapshot(int ksfd, const char *dirname)
+{
+	int fd = openat(ksfd, dirname, DIR_FLAGS);
+	int sfd = fd < 0 ? -1 : openat(fd, "snapshots", DIR_FLAGS);
+	if (fd >= 0)
+		close(fd);
+	DIR *d = sfd < 0 ? NULL : fdopendir(sfd);
+	if (!d) {
+		if (sfd >= 0)
+			close(sfd);
+		return false;
+	}
+	bool dropped = false;
+	struct dirent *e;
+	while (!dropped && (e = readdir(d)))
+		dropped = strncmp(e->d_name, "dropped-", 8) == 0;
+	closedir(d);
+	return dropped;
+}
+
+/* The time in a version 1 (time-based) UUID given as 32 hex digits, as Cassandra makes table
+ * ids (TableId.generate), in 100 ns since 1582-10-15; false for any other id, and for a time
+ * before 2008 or after tomorrow: such an id was not made by TableId.generate when the table
+ * was created (a copied schema, WITH ID), so its time says nothing of the order. */
+static bool time_uuid_stamp(const char *id, uint64_t *stamp)
+{
+	const uint64_t unix_epoch = 0x01B21DD213814000ULL, tick = 10000000; /* per second */
+	if (strlen(id) != 32 || id[12] != '1')
+		return false;
+	char hex[16];
+	/* time_hi (3 digits after the version), time_mid, time_low */
+	memcpy(hex, id + 13, 3);
+	memcpy(hex + 3, id + 8, 4);
+	memcpy(hex + 7, id, 8);
+	hex[15] = '\0';
+	*stamp = strtoull(hex, NULL, 16);
+	uint64_t first = unix_epoch + 1199145600ULL * tick; /* 2008-01-01 */
+	uint64_t last = unix_epoch + ((uint64_t)time(NULL) + 86400) * tick;
+	return *stamp >= first && *stamp <= last;
+}
+
+/* Whether table directory a is a dropped incarnation of a table that b holds now (same table,
+ * other id): a has Cassandra's drop snapshot and b has none, or neither says and both ids are
+ * time-based with a's the older. Without either sign, neither is (the scan then refuses). */
+static bool dropped_before(int ksfd, const char *a, const char *a_id, const char *b,
+			   const char *b_id)
+{
+	bool a_drop = has_drop_snapshot(ksfd, a), b_drop = has_drop_snapshot(ksfd, b);
+	if (a_drop != b_drop)
+		return a_drop;
+	uint64_t ta, tb;
+	return time_uuid_stamp(a_id, &ta) && time_uuid_stamp(b_id, &tb) && ta < tb;
+}
+
+/* For incremental backups: the directory of the same table that makes dirname a dropped
+ * incarnation's leftover (its backups/ belong to no live table), or NULL. Only directories
+ * beside it in the same keyspace directory are compared. *r: 0 or -errno. */
+static char *superseded_by(const struct place *ksdir, const char *dirname, const char *table,
+			   const char *id, int *r)
+{
+	int fd = openat(ksdir->fd, ".", DIR_FLAGS); /* not dup: its offset is the caller's */
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	*r = 0;
+	if (!d) {
+		*r = -errno;
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	char *by = NULL;
+	struct dirent *e;
+	while (!by && *r == 0 && (e = readdir(d))) {
+		if (e->d_name[0] == '.' || strcmp(e->d_name, dirname) == 0)
+			continue;
+		_cleanup_free_ char *other = NULL;
+		_cleanup_free_ char *other_id = NULL;
+		split_table_dir(e->d_name, &other, &other_id);
+		if (!other || !other_id)
+			*r = -ENOMEM;
+		else if (strcmp(other, table) == 0 && strcmp(other_id, id) != 0 &&
+			 dropped_before(ksdir->fd, dirname, id, e->d_name, other_id) &&
+			 !(by = strdup(e->d_name)))
+			*r = -ENOMEM;
+	}
+	closedir(d);
+	return by;
+}
+
+static bool has_backups(int ksfd, const char *dirname)
+{
+	struct stat st;
+	char path[PATH_MAX];
+	return (size_t)snprintf(path, sizeof(path), "%s/backups", dirname) < sizeof(path) &&
+	       fstatat(ksfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* Notes a dropped table's backups/ left alone: "<path> (dropped; now <dir>)". */
+static int note_superseded(struct ctx *c, const char *path, const char *by)
+{
+	struct scan_result *res = c->res;
+	struct strbuf note = {0};
+	if (sb_printf(&note, "%s/backups (now %s)", path, by) < 0 ||
+	    ptrv_push(&res->superseded, &res->nsuperseded, note.buf) < 0) {
+		sb_free(&note);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 static int scan_keyspace(struct ctx *c, const struct place *ksdir, const char *ks,
 			 const struct stat *ks_st)
 {
@@ -519,6 +633,15 @@ static int scan_keyspace(struct ctx *c, const struct place *ksdir, const char *k
 		if (fstatat(ksdir->fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 		    !(S_ISDIR(st.st_mode) || S_ISLNK(st.st_mode)) || !wanted(c, ks, table))
 			continue;
+		if (c->o->backups) {
+			_cleanup_free_ char *by = superseded_by(ksdir, e->d_name, table, id, &r);
+			p.len = 0;
+			if (by && has_backups(ksdir->fd, e->d_name) &&
+			    (r = sb_printf(&p, "%s/%s", ksdir->path, e->d_name)) >= 0)
+				r = note_superseded(c, p.buf, by);
+			if (by || r < 0)
+				continue;
+		}
 		struct place tdir;
 		r = open_place(c, ksdir, e->d_name, &tdir, &p);
 		if (r == 0) {
@@ -705,6 +828,9 @@ void scan_result_free(struct scan_result *res)
 	free(res->tables);
 	for (size_t i = 0; i < res->nskipped; i++)
 		free(res->skipped[i]);
+	for (size_t i = 0; i < res->nsuperseded; i++)
+		free(res->superseded[i]);
+	free(res->superseded);
 	free(res->skipped);
 	*res = (struct scan_result){0};
 }

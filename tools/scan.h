@@ -73,6 +73,14 @@ struct scan_result {
 	uint64_t bytes;
 	char **skipped;  /* paths of symlinks not followed */
 	size_t nskipped;
+	/* backups only: "<table dir>/backups (now <dir>)" of a table dropped and made again,
+	 * left alone: its links belong to no live table. A table directory is a dropped one when
+	 * another of the same table beside it has no drop snapshot and it has one
+	 * (dropped-<millis>-<table>, taken with auto_snapshot), or, neither saying, when both ids
+	 * are time-based (as Cassandra makes them, with a time from 2008 to now) and its id is
+	 * the older. Without either sign the scan refuses the table. */
+	char **superseded;
+	size_t nsuperseded;
 	struct stat root_st; /* of the first data directory */
 };
 
