@@ -7,6 +7,7 @@ The real Cassandra SSTables come from ../shared/fixtures/cassandra-sstables
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,6 +52,16 @@ def node_files_off(args):
 
 def cb(*args, check=True, **kw):
     return run(CASSBACKUP, *args, check=check, **kw)
+
+
+def preload(shim):
+    """LD_PRELOAD for a test shim built in tests/ (lib<shim>.so) loaded into cassbackup: after
+    the AddressSanitizer runtime where cassbackup links one (a sanitizer build: ASan refuses to
+    run unless its runtime comes first)."""
+    path = os.path.join(BUILD, 'tests', f'lib{shim}.so')
+    assert os.path.exists(path), f'{path} is not built'
+    ldd = subprocess.run(['ldd', CASSBACKUP], capture_output=True, text=True).stdout
+    return ':'.join(re.findall(r'=>\s*(\S*libasan\.so\S*)', ldd)[:1] + [path])
 
 
 def make_sample(out, *args):

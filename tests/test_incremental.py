@@ -463,6 +463,39 @@ def test_kill_at_random_points_never_loses_a_link(node, store):
         cb('verify', '--store', store, b['name'])
 
 
+def links_in(node):
+    return sum(len(v) for v in node.links().values())
+
+
+@pytest.mark.parametrize('at, after', [(1, False), (1, True), ('middle', False), ('last', True)])
+def test_kill_inside_link_removal(node, store, at, after):
+    """kill -9 at an exact removal among those create --incremental makes after its commit
+    (tests/shim/killat.c): the backup is committed and whole, exactly the links before the
+    kill are gone and their bytes are in it, and the next run removes the rest (the backup it
+    follows holds them) without making a backup."""
+    from conftest import preload
+    node.full(store)
+    for t in TABLES:
+        node.flush(t)
+    total = links_in(node)
+    n = {1: 1, 'middle': total // 2, 'last': total}[at]
+    env = dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_KILL_AT_UNLINK=str(n),
+               CASSBACKUP_TEST_KILL_AFTER='1' if after else '0')
+    before = node.links()
+    r = subprocess.run([CASSBACKUP, 'create', '--store', store, '--data-dir', node.data, '--node', 'n1',
+                        '--cassandra-conf', str(node.conf), '--incremental', '--name', 'killed'],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert [(b['name'], b['complete']) for b in backup_list(store)] == [('full', True), ('killed', True)]
+    assert links_in(node) == total - (n if after else n - 1)
+    check_no_link_lost(node, store, before)
+    r = node.incremental(store, 'again')
+    assert f'nothing new in backups/ since killed; no backup was made; {total - (n if after else n - 1)} ' \
+        'link(s) it holds removed' in r.stdout
+    assert links_in(node) == 0
+    cb('verify', '--store', store, 'killed')
+
+
 def test_retention_keeps_the_base(node, store, tmp_path):
     expected = a_day(node, store)
     # forget by name: the base of a staying incremental is refused, nothing forgotten

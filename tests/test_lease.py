@@ -12,13 +12,12 @@ store then uses the same ones.
 """
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import time
 
-from conftest import (manifest_path, node_files_off, BUILD, CASSBACKUP, cb, data_dir_args, make_sample, sample_dirs,
+from conftest import (manifest_path, node_files_off, preload, BUILD, CASSBACKUP, cb, data_dir_args, make_sample, sample_dirs,
                       stop_while_writing)
 
 # renewed every second, stale after 6 s by the store's clock (lapsed, for its holder, after
@@ -27,15 +26,8 @@ LEASE = dict(os.environ, CASSBACKUP_LOCK_REFRESH_SECONDS='1', CASSBACKUP_LOCK_ST
 SHIM = os.path.join(BUILD, 'tests', 'libclockshift.so')
 
 
-def preloads():
-    """The shim, after the AddressSanitizer runtime where cassbackup links one (a sanitizer
-    build: ASan refuses to run unless its runtime comes first)."""
-    ldd = subprocess.run(['ldd', CASSBACKUP], capture_output=True, text=True).stdout
-    return ':'.join(re.findall(r'=>\s*(\S*libasan\.so\S*)', ldd)[:1] + [SHIM])
-
-
 # a host whose clock runs 31 minutes ahead: for cassbackup, and for any other program
-AHEAD = dict(os.environ, LD_PRELOAD=preloads(), CASSBACKUP_TEST_CLOCK_SHIFT=str(31 * 60))
+AHEAD = dict(os.environ, LD_PRELOAD=preload('clockshift'), CASSBACKUP_TEST_CLOCK_SHIFT=str(31 * 60))
 AHEAD_PLAIN = dict(os.environ, LD_PRELOAD=SHIM, CASSBACKUP_TEST_CLOCK_SHIFT=str(31 * 60))
 
 

@@ -458,19 +458,22 @@ static int merge_table(inc_plan *p, const struct scan_table *t)
 	for (size_t i = 0; i < t->nfiles;) {
 		struct unit u = {.t = t, .first = i, .count = unit_end(t, i) - i};
 		i += u.count;
+		/* Held first, whole or not: a run killed among its removals leaves part of an
+		 * sstable's links, each holding bytes the backup it made has (removal checks them
+		 * against it); taken as still being linked, they would stay for good. */
+		int state = unit_state(it, &u);
+		if (state == 1) {
+			p->counts.held += u.count;
+			if ((r = note_held(p, it, &u)) < 0)
+				return r;
+			continue;
+		}
 		bool complete;
 		r = unit_complete(&u, &complete);
 		if (r < 0)
 			return r;
 		if (!complete) {
 			p->counts.incomplete++;
-			continue;
-		}
-		int state = unit_state(it, &u);
-		if (state == 1) {
-			p->counts.held += u.count;
-			if ((r = note_held(p, it, &u)) < 0)
-				return r;
 			continue;
 		}
 		if (!it && !(it = add_table(p, t->keyspace, t->table, t->table_id, t->dirname,

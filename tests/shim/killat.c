@@ -1,0 +1,58 @@
+/* killat.so: an LD_PRELOAD shim for tests that kills this process (SIGKILL) at its Nth removal
+ * of a file in a directory named "backups" or below one (an incremental backup's link):
+ * CASSBACKUP_TEST_KILL_AT_UNLINK=N, with CASSBACKUP_TEST_KILL_AFTER=1 after the Nth removal is
+ * done, else before it. So a test lands a kill -9 at an exact point among the removals that
+ * create --incremental makes after its commit, on a loaded machine as on a quiet one. Other
+ * removals (a store's temporary files) pass through uncounted. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Whether the directory dirfd (or the path's own directories) is backups/ or below it. */
+static int in_backups(int dirfd, const char *path)
+{
+	char dir[PATH_MAX + 1] = "";
+	if (path[0] != '/' && dirfd != AT_FDCWD) {
+		char link[64];
+		snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd);
+		ssize_t n = readlink(link, dir, PATH_MAX);
+		dir[n > 0 ? n : 0] = '\0';
+	}
+	return strstr(dir, "/backups") != NULL || strstr(path, "backups/") != NULL;
+}
+
+static long removed; /* removals in backups/ done so far */
+
+/* Kills when this is the point asked for: before the Nth removal, or after it. */
+static void maybe_kill(int after_done)
+{
+	const char *at = getenv("CASSBACKUP_TEST_KILL_AT_UNLINK");
+	const char *after = getenv("CASSBACKUP_TEST_KILL_AFTER");
+	int want_after = after && strcmp(after, "1") == 0;
+	if (at && want_after == after_done && (after_done ? removed : removed + 1) == strtol(at, NULL, 10))
+		raise(SIGKILL);
+}
+
+int unlinkat(int dirfd, const char *path, int flags)
+{
+	static int (*real)(int, const char *, int);
+	if (!real)
+		real = (int (*)(int, const char *, int))dlsym(RTLD_NEXT, "unlinkat");
+	int ours = !(flags & AT_REMOVEDIR) && in_backups(dirfd, path);
+	if (ours)
+		maybe_kill(0);
+	int r = real(dirfd, path, flags);
+	if (ours && r == 0) {
+		removed++;
+		maybe_kill(1);
+	}
+	return r;
+}
