@@ -62,8 +62,8 @@ def test_three_nodes_make_one_cluster_backup(store, cluster):
     for i in range(3):  # each node's manifest under the name, by host id
         assert os.path.exists(os.path.join(store, 'backups', 'day1', NODES[i]['host_id'] + '.json'))
     [g] = groups(store)
-    assert (g['name'], g['cluster'], g['nodes_done'], g['nodes_expected'], g['missing']) == \
-        ('day1', 'Shop Cluster', 3, 3, [])
+    assert (g['name'], g['cluster'], g['nodes_done'], g['nodes_expected'], g['missing'], g['encrypted']) == \
+        ('day1', 'Shop Cluster', 3, 3, [], False)
     assert sorted(n['host_id'] for n in g['nodes']) == [n['host_id'] for n in NODES]
     assert g['bytes'] == sum(n['bytes'] for n in g['nodes']) and g['first_created'] <= g['last_created']
     text = cb('list', '--store', store).stdout.splitlines()

@@ -84,6 +84,7 @@ def test_lifecycle_on_an_encrypted_store(enc_store, tmp_path):
     chk = json.loads(c('check', '--store', loc, '--read-data', '--json').stdout)
     assert chk['summary']['problems'] == 0 and chk['summary']['encrypted'] is True, chk
     before = json.loads(c('list', '--store', loc, '--json').stdout)
+    assert before and all(b['encrypted'] is True for b in before)
     import shutil
     shutil.rmtree(env['CASSBACKUP_CACHE_DIR'])  # the catalog, from nothing: it is only a cache
     c('reindex', '--store', loc)

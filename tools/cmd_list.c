@@ -72,7 +72,8 @@ void list_ring_node_json(struct json *j, const struct manifest_ring_node *x)
 
 /* One cluster backup: its name, cluster, nodes done and expected (null: no ring recorded), the
  * missing ring nodes, sizes, first and last commit, and its node backups. */
-static void list_json(struct json *j, const struct cluster_backup *g)
+/* One cluster backup; encrypted: its store's (each entry says so, the output being an array). */
+static void list_json(struct json *j, const struct cluster_backup *g, bool encrypted)
 {
 	char first[64], last[64];
 	format_time_utc(g->first_ns, first, sizeof(first));
@@ -96,6 +97,7 @@ static void list_json(struct json *j, const struct cluster_backup *g)
 	json_kv_str(j, "first_created", first);
 	json_kv_str(j, "last_created", last);
 	json_kv_bool(j, "complete", g->complete);
+	json_kv_bool(j, "encrypted", encrypted);
 	json_key(j, "nodes");
 	json_array_begin(j);
 	for (size_t i = 0; i < g->n; i++)
@@ -208,7 +210,7 @@ int cmd_list(int argc, char **argv)
 	r = r ?: cluster_backups_group(&nb, &groups);
 	for (size_t i = 0; r == 0 && i < groups.n; i++)
 		if (l.json)
-			list_json(&l.j, &groups.v[i]);
+			list_json(&l.j, &groups.v[i], store_encrypted(st));
 		else
 			r = list_text(&l.out, &groups.v[i]);
 	cluster_backups_free(&groups);
