@@ -1,4 +1,4 @@
-"""Installing like a system tool: `meson install` puts every file where README's Install section
+"""Installing like a system tool: `meson install` puts every file where doc/install.md
 says; mount(8), fstab lines, `mount -a` (noauto, nofail, x-*) and umount(8) work with the
 installed helper; the man pages cover every subcommand, option and configuration key; the bash
 completion offers subcommands, options and backup names; df on a mount shows no full disk.
@@ -41,7 +41,7 @@ def merged_usr():
 
 
 def expected_helper_dir(opts):
-    """README: /sbin, or /usr/sbin with --prefix=/usr on merged /usr; or mount_helper_dir."""
+    """doc/install.md: /sbin, or /usr/sbin with --prefix=/usr on merged /usr; or mount_helper_dir."""
     if opts['mount_helper_dir']:
         return opts['mount_helper_dir']
     return '/usr/sbin' if opts['prefix'] == '/usr' and merged_usr() else '/sbin'
