@@ -92,7 +92,8 @@ int cb_backend_open(const char *location, int flags, const struct cb_s3_options 
 		    struct cb_backend **out);
 
 /* Sleeps before retry number attempt (1, 2, ...) of a transient failure: full jitter, up to
- * 100 ms doubling each time, 5 s at most. The one backoff of every retry. */
+ * 100 ms doubling each time, 5 s at most (CASSBACKUP_RETRY_MAX_MS lowers it, for tests). The
+ * one backoff of every retry. */
 void cb_backoff(unsigned attempt);
 
 /* True when location names object storage (s3://...). */

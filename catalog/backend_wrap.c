@@ -15,6 +15,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -31,11 +32,26 @@ struct wrap {
 static struct cb_backend *inner(struct cb_backend *b) { return ((struct wrap *)b)->inner; }
 static struct wrap *wrap_of(struct cb_backend *b) { return (struct wrap *)b; }
 
+static unsigned backoff_max_ms = 5000;
+static pthread_once_t backoff_once = PTHREAD_ONCE_INIT;
+
+/* CASSBACKUP_RETRY_MAX_MS (whole milliseconds, 1 to 5000), for tests only: the suite's fault
+ * tests exhaust retries many times, and the longest sleep is no part of what they check. */
+static void backoff_read_env(void)
+{
+	const char *v = getenv("CASSBACKUP_RETRY_MAX_MS");
+	char *end;
+	long n = v && *v ? strtol(v, &end, 10) : 0;
+	if (n >= 1 && n <= 5000 && *end == '\0')
+		backoff_max_ms = (unsigned)n;
+}
+
 void cb_backoff(unsigned attempt)
 {
+	pthread_once(&backoff_once, backoff_read_env);
 	unsigned cap_ms = 100u << (attempt < 6 ? attempt : 6);
-	if (cap_ms > 5000)
-		cap_ms = 5000;
+	if (cap_ms > backoff_max_ms)
+		cap_ms = backoff_max_ms;
 	unsigned ms = (unsigned)random_below(cap_ms + 1);
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
 	nanosleep(&ts, NULL);

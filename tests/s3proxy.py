@@ -18,7 +18,8 @@ contains `match` (target as sent: path and query), so with every >= 2 each retry
   slowdown  answer 503 with an S3 <Error><Code>SlowDown</Code> document; nothing is forwarded
   reset     forward, send the headers and half the body, then close with RST (SO_LINGER 0)
   truncate  forward, send the headers (full Content-Length) and half the body, then close (FIN)
-  stall     sleep 2 s, then forward and answer normally
+  stall     sleep STALL_SECONDS (0.5 s: far longer than a loopback answer takes), then
+            forward and answer normally
   bad_range forward; a 206 answer gets a Content-Range one byte further on than the server's
             (only 206 answers count as matching for this fault)
   notfound  answer 404 with an S3 <Error><Code>NoSuchKey</Code> document; nothing is forwarded
@@ -47,7 +48,7 @@ ERRORS = {'slowdown': (503, 'SlowDown', 'Please reduce your request rate.'),
           'expired': (400, 'ExpiredToken', 'The provided token has expired.'),
           'notfound': (404, 'NoSuchKey', 'The specified key does not exist.'),
           'forbidden': (403, 'AccessDenied', 'Access Denied')}
-STALL_SECONDS = 2
+STALL_SECONDS = 0.5
 
 def _error_body(code, message):
     return (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>%s</Code><Message>%s</Message>'
