@@ -57,9 +57,9 @@ def cb(*args, check=True, **kw):
 def preload(shim):
     """LD_PRELOAD for a test shim built in tests/ (lib<shim>.so) loaded into cassbackup: after
     the AddressSanitizer runtime where cassbackup links one (a sanitizer build: ASan refuses to
-    run unless its runtime comes first)."""
+    run unless its runtime comes first). The path is given whether it is built or not: a test
+    that needs the shim checks that it is there."""
     path = os.path.join(BUILD, 'tests', f'lib{shim}.so')
-    assert os.path.exists(path), f'{path} is not built'
     ldd = subprocess.run(['ldd', CASSBACKUP], capture_output=True, text=True).stdout
     return ':'.join(re.findall(r'=>\s*(\S*libasan\.so\S*)', ldd)[:1] + [path])
 

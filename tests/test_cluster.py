@@ -342,10 +342,10 @@ def at_clock(when, env=None):
     clockshift shim moves their clock by the difference, computed now."""
     import calendar
     import time
-    from test_lease import SHIM, preloads
-    assert os.path.exists(SHIM), f'{SHIM} is not built'
+    from conftest import BUILD, preload
+    assert os.path.exists(os.path.join(BUILD, 'tests', 'libclockshift.so')), 'the clockshift shim is not built'
     target = calendar.timegm(time.strptime(when, '%Y-%m-%dT%H:%M:%SZ'))
-    e = dict(env or os.environ, LD_PRELOAD=preloads(), CASSBACKUP_TEST_CLOCK_SHIFT=str(target - int(time.time())))
+    e = dict(env or os.environ, LD_PRELOAD=preload('clockshift'), CASSBACKUP_TEST_CLOCK_SHIFT=str(target - int(time.time())))
     if 'libasan' in e['LD_PRELOAD']:  # a sanitizer build: the nodetool stand-in (python) gets the
         # runtime preloaded too, and its leaks at exit would fail it (no host id: one node key)
         e['ASAN_OPTIONS'] = ':'.join(filter(None, [e.get('ASAN_OPTIONS', ''), 'detect_leaks=0']))

@@ -473,7 +473,8 @@ def test_kill_inside_link_removal(node, store, at, after):
     (tests/shim/killat.c): the backup is committed and whole, exactly the links before the
     kill are gone and their bytes are in it, and the next run removes the rest (the backup it
     follows holds them) without making a backup."""
-    from conftest import preload
+    from conftest import BUILD, preload
+    assert os.path.exists(os.path.join(BUILD, 'tests', 'libkillat.so')), 'the killat shim is not built'
     node.full(store)
     for t in TABLES:
         node.flush(t)
@@ -639,23 +640,33 @@ def recreate(node, table, id_hex, drop_snapshot):
     return old
 
 
-@pytest.mark.parametrize('how', ['drop snapshot', 'time-based ids'])
-def test_a_dropped_and_recreated_table_is_backed_up_as_the_live_one(node, store, how):
+def drop(node, table, ago=0):
+    """Drops table as Cassandra does with auto_snapshot, `ago` seconds back: its sstables
+    gone, a dropped-<millis>-<table> snapshot, backups/ left."""
+    d = node.dirs[table]
+    for n in os.listdir(d):
+        if os.path.isfile(os.path.join(d, n)):
+            os.unlink(os.path.join(d, n))
+    os.makedirs(os.path.join(d, 'snapshots', f'dropped-{int((time.time() - ago) * 1000)}-{table}'))
+
+
+def backdate(node, table, names, ago):
+    for n in names:
+        for path in (os.path.join(node.dirs[table], n), os.path.join(node.dirs[table], 'backups', n)):
+            if os.path.exists(path):
+                t = time.time() - ago
+                os.utime(path, (t, t))
+
+
+def test_a_dropped_and_recreated_table_is_backed_up_as_the_live_one(node, store):
     """The dropped table's directory stays with its backups/ links (flushed before the drop):
     they belong to no live table. The incremental takes the live directory's, shows the table
     as made again, says which directory it skipped, and leaves that one's links alone."""
     import uuid
     t = TABLES[2]
-    if how == 'time-based ids':  # the fixture's id is version 1 but dated in the 4th millennium
-        was = node.dirs[t]
-        node.dirs[t] = os.path.join(os.path.dirname(was), f'{t}-{uuid.uuid1().hex}')
-        os.rename(was, node.dirs[t])
     node.full(store)
     stale = node.flush(t)  # flushed before the drop, never backed up
-    # with a drop snapshot the old directory is known dropped whatever its id; without, the
-    # newer time-based id is the live table (Cassandra's TableId.generate is a time UUID)
-    new_id = uuid.uuid1().hex if how == 'time-based ids' else uuid.uuid4().hex
-    old = recreate(node, t, new_id, drop_snapshot=how == 'drop snapshot')
+    old = recreate(node, t, uuid.uuid4().hex, drop_snapshot=True)
     fresh = node.flush(t)
     other = node.flush(TABLES[0])
     r = node.incremental(store, 'inc1')
@@ -673,20 +684,72 @@ def test_a_dropped_and_recreated_table_is_backed_up_as_the_live_one(node, store,
     assert tree_of(manifest(store, 'inc2'))[t] == {**fresh, **more}
 
 
-def test_two_directories_of_a_table_without_a_sign_of_which_is_dropped_are_refused(node, store):
+def test_a_table_made_again_with_its_old_id_is_the_live_one(node, store):
+    """CREATE TABLE ... WITH ID: dropped as A, made as B, B dropped, made again with A's id.
+    Both directories hold a drop snapshot; A holds live sstables: A is the table, B skipped."""
+    import uuid
+    from conftest import preload
+    t = TABLES[2]
+    # the full backup 20 minutes ago (its clock moved back by the clockshift shim)
+    node.env = dict(os.environ, LD_PRELOAD=preload('clockshift'), CASSBACKUP_TEST_CLOCK_SHIFT='-1200')
+    if 'libasan' in node.env['LD_PRELOAD']:  # a sanitizer build: programs create starts get the
+        # runtime preloaded too, and their leaks at exit would fail them (as test_cluster.at_clock)
+        node.env['ASAN_OPTIONS'] = ':'.join(filter(None, [os.environ.get('ASAN_OPTIONS', ''), 'detect_leaks=0']))
+    node.full(store)
+    node.env = None
+    a_dir = node.dirs[t]
+    stale = node.flush(t)  # A's, flushed before its drop 10 minutes ago, never backed up
+    backdate(node, t, stale, 900)
+    drop(node, t, ago=600)
+    node.dirs[t] = os.path.join(os.path.dirname(a_dir), f'{t}-{uuid.uuid1().hex}')
+    os.makedirs(node.dirs[t])
+    b_files = node.flush(t)
+    b_dir = node.dirs[t]
+    drop(node, t)
+    node.dirs[t] = a_dir  # WITH ID = A's id: the same directory again
+    again = node.flush(t)
+    r = node.incremental(store, 'inc1')
+    assert f'skipping {b_dir}/backups (now {os.path.basename(a_dir)})' in r.stderr
+    assert re.search(rf'skipping {len(stale)} file\(s\) of {os.path.basename(a_dir)}/backups flushed '
+                     r'before the table was dropped at \S+: a dropped table\'s; left for you to remove',
+                     r.stderr), r.stderr
+    # made again: neither the full backup's files nor the links from before the drop
+    assert tree_of(manifest(store, 'inc1'))[t] == again
+    assert sorted(os.listdir(os.path.join(b_dir, 'backups'))) == sorted(b_files)
+    assert sorted(os.listdir(os.path.join(a_dir, 'backups'))) == sorted(stale)
+
+
+@pytest.mark.parametrize('how', ['no drop snapshot', 'the live one made again with an old id'])
+def test_two_directories_of_a_table_without_a_sure_sign_are_refused(node, store, how):
+    """Without auto_snapshot there is no sign that cannot mislead (a newer time-based id is
+    none: WITH ID, a clock behind), and a live directory may hold an old drop snapshot: both
+    refused, nothing taken, no link removed."""
     import uuid
     node.full(store)
     t = TABLES[2]
-    node.flush(t)
-    # the fixture's id is version 1 but dated in the 4th millennium: no order from it
-    recreate(node, t, uuid.uuid1().hex, drop_snapshot=False)
-    node.flush(t)
+    if how == 'no drop snapshot':
+        node.flush(t)
+        recreate(node, t, uuid.uuid1().hex, drop_snapshot=False)  # a newer time-based id
+        node.flush(t)
+    else:  # A dropped (snapshot), B made and dropped without one, A made again WITH ID
+        a_dir = node.dirs[t]
+        drop(node, t)
+        node.dirs[t] = os.path.join(os.path.dirname(a_dir), f'{t}-{uuid.uuid1().hex}')
+        os.makedirs(node.dirs[t])
+        node.flush(t)
+        for n in os.listdir(node.dirs[t]):
+            if os.path.isfile(os.path.join(node.dirs[t], n)):
+                os.unlink(os.path.join(node.dirs[t], n))
+        node.dirs[t] = a_dir
+        node.flush(t)
+    before = node.links()
     r = node.incremental(store, 'inc1', check=False)
     assert r.returncode == 1
     assert re.search(rf"^cassbackup: table {KS}.{t}: backups/ found in two table directories with "
                      r"different ids \(.*\); was the table dropped and re-created\? move the dropped "
                      r"one's backups/ out of the data directory; no backup was made$", r.stderr, re.M)
     assert [b['name'] for b in backup_list(store)] == ['full']
+    assert node.links() == before
 
 
 def test_two_incrementals_at_once(node, store):
@@ -774,6 +837,8 @@ def test_backup_incremental_as_its_timer_runs_it(node, store, tmp_path):
     # (--name: the hour's name is taken; create refuses a name taken, as for a full backup)
     r = cb('--config', str(conf), 'backup', '--incremental', '--node', 'n1', '--name', 'again')
     assert f'nothing new in backups/ since {made[0]}; no backup was made' in r.stdout
+    # hook_post is told no backup was made: no name
+    assert hook_log.read_text().splitlines()[-2:] == ['hook_pre incremental again', 'hook_post incremental ']
     assert len(backup_list(store)) == 2
     ms = metrics(mfile)
     assert of(ms, 'cassbackup_runs_total', **inc) == 2

@@ -700,6 +700,17 @@ static void report_scan(const struct scan_result *scan)
 		_cleanup_free_ char *shown = cli_escape(scan->skipped[i]);
 		errorf("skipping %s: a symbolic link, not followed", shown ? shown : "");
 	}
+	for (size_t i = 0; i < scan->ntables; i++) {
+		const struct scan_table *t = &scan->tables[i];
+		if (!t->predrop)
+			continue;
+		char when[64];
+		format_time_utc(t->drop_ms * 1000000, when, sizeof(when));
+		_cleanup_free_ char *shown = cli_escape(t->dirname);
+		errorf("skipping %llu file(s) of %s/backups flushed before the table was dropped at "
+		       "%s: a dropped table's; left for you to remove",
+		       (unsigned long long)t->predrop, shown ? shown : "", when);
+	}
 	for (size_t i = 0; i < scan->nsuperseded; i++) {
 		_cleanup_free_ char *shown = cli_escape(scan->superseded[i]);
 		errorf("skipping %s: a dropped table's, not the live one's; its links are left for "
@@ -1432,7 +1443,10 @@ int cmd_create(int argc, char **argv)
 	record_metrics(&o, r == 0, mono_seconds() - t0);
 	if (r == 0) {
 		env.result = "success";
-		if (hook_run("hook_post", &env, "; the backup was made") != 0) {
+		if (!o.made) /* an incremental with nothing new: no backup has the name */
+			env.backup = "";
+		const char *said = o.made ? "; the backup was made" : "; no backup was made (nothing new)";
+		if (hook_run("hook_post", &env, said) != 0) {
 			failed = "hook_post";
 			r = CB_EXIT_FAILED;
 		}

@@ -71,8 +71,8 @@ void list_ring_node_json(struct json *j, const struct manifest_ring_node *x)
 }
 
 /* One cluster backup: its name, cluster, nodes done and expected (null: no ring recorded), the
- * missing ring nodes, sizes, first and last commit, and its node backups. */
-/* One cluster backup; encrypted: its store's (each entry says so, the output being an array). */
+ * missing ring nodes, sizes, first and last commit, whether its store is encrypted (each entry
+ * says so, the output being an array), and its node backups. */
 static void list_json(struct json *j, const struct cluster_backup *g, bool encrypted)
 {
 	char first[64], last[64];

@@ -160,6 +160,7 @@ struct inc_plan {
 	struct inc_held *held;
 	size_t nheld;
 	struct inc_counts counts;
+	int64_t previous_ns; /* when previous was made */
 };
 
 static struct backup_attr attr_of(const struct stat *st)
@@ -277,6 +278,8 @@ static int load_previous(struct store *s, const struct inc_chain *ch, inc_plan *
 	int r = store_read_manifest(s, ch->previous_ref, &m, NULL, err);
 	if (r == -ENOENT)
 		sb_printf(err, "backup %s is gone from the store", ch->previous);
+	if (r == 0)
+		p->previous_ns = m->created_ns;
 	for (size_t k = 0; r == 0 && k < m->nkeyspaces; k++)
 		for (size_t i = 0; r == 0 && i < m->keyspaces[k].ntables; i++)
 			r = load_table(p, &m->keyspaces[k], &m->keyspaces[k].tables[i]);
@@ -418,8 +421,8 @@ static void free_files(struct inc_table *t)
 	t->nfiles = t->cap = t->ndirs = 0;
 }
 
-/* The table was dropped and made again since previous (another id): the backup shows the new
- * one, made of what was flushed into it, as the node has it. */
+/* The table was dropped and made again since previous (another id, or its own WITH ID): the
+ * backup shows the new one, made of what was flushed into it, as the node has it. */
 static int reset_table(inc_plan *p, struct inc_table *it, const struct scan_table *t)
 {
 	p->counts.inherited -= it->nfiles;
@@ -453,7 +456,11 @@ static int merge_table(inc_plan *p, const struct scan_table *t)
 {
 	struct inc_table *it = find_table(p, t->keyspace, t->table);
 	int r;
-	if (it && strcmp(it->table_id, t->table_id) != 0 && (r = reset_table(p, it, t)) < 0)
+	/* made again since previous: under another id, or under its own (a drop snapshot newer
+	 * than previous in its directory) */
+	bool again = it && (strcmp(it->table_id, t->table_id) != 0 ||
+			    t->drop_ms > p->previous_ns / 1000000);
+	if (again && (r = reset_table(p, it, t)) < 0)
 		return r;
 	for (size_t i = 0; i < t->nfiles;) {
 		struct unit u = {.t = t, .first = i, .count = unit_end(t, i) - i};

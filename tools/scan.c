@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <time.h>
 #include <unistd.h>
 #include <fnmatch.h>
 #include <stdio.h>
@@ -355,6 +354,146 @@ static int open_place(struct ctx *c, const struct place *parent, const char *nam
 	return 0;
 }
 
+/* --- a table dropped and made again (incremental backups only) ---------------------------- */
+
+/* Slack for the drop snapshot's time, taken by Cassandra's clock, against file times. */
+#define DROP_SLACK_MS 60000
+
+/* Calls fn for each entry of directory parent/name (NULL: parent itself) but . and ..; stops
+ * at the first true it returns, and returns it. false when the directory cannot be read. */
+static bool any_entry(int parent, const char *name, bool (*fn)(int dfd, const char *entry, void *ctx),
+		      void *ctx)
+{
+	int fd = openat(parent, name ? name : ".", DIR_FLAGS);
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	bool found = false;
+	struct dirent *e;
+	while (!found && (e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			found = fn(dirfd(d), e->d_name, ctx);
+	closedir(d);
+	return found;
+}
+
+/* For the newest drop snapshot: "dropped-<millis>-<name>" (ColumnFamilyStore's
+ * SNAPSHOT_DROP_PREFIX, taken with auto_snapshot when a table or its keyspace is dropped). */
+static bool note_drop(int dfd, const char *entry, void *ctx)
+{
+	(void)dfd;
+	int64_t *newest = ctx;
+	char *end;
+	if (strncmp(entry, "dropped-", 8) != 0)
+		return false;
+	errno = 0;
+	long long ms = strtoll(entry + 8, &end, 10);
+	if (!errno && end != entry + 8 && *end == '-' && ms > *newest)
+		*newest = ms;
+	return false;
+}
+
+static bool is_live_data(int dfd, const char *entry, void *ctx)
+{
+	(void)ctx;
+	struct stat st;
+	size_t n = strlen(entry);
+	return n > 8 && strcmp(entry + n - 8, "-Data.db") == 0 &&
+	       fstatat(dfd, entry, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+}
+
+static int64_t mtime_ms(const struct stat *st)
+{
+	return (int64_t)st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000;
+}
+
+static bool is_newer(int dfd, const char *entry, void *ctx)
+{
+	const int64_t *ms = ctx;
+	struct stat st;
+	return fstatat(dfd, entry, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+	       mtime_ms(&st) > *ms;
+}
+
+/* The time of the newest drop snapshot in table directory tfd, 0 when it has none. */
+static int64_t last_drop_ms(int tfd)
+{
+	int64_t ms = 0;
+	any_entry(tfd, "snapshots", note_drop, &ms);
+	return ms;
+}
+
+/* Whether table directory dirname (in ksfd) is a dropped table's leftover: it holds Cassandra's
+ * drop snapshot, no live sstable (a drop deletes them), and nothing in backups/ flushed after
+ * that drop (which a table made again under the same id, CREATE TABLE ... WITH ID, would
+ * have). */
+static bool is_dropped_dir(int ksfd, const char *dirname)
+{
+	int fd = openat(ksfd, dirname, DIR_FLAGS);
+	if (fd < 0)
+		return false;
+	int64_t drop_ms = last_drop_ms(fd);
+	int64_t after = drop_ms + DROP_SLACK_MS;
+	bool dropped = drop_ms > 0 && !any_entry(fd, NULL, is_live_data, NULL) &&
+		       !any_entry(fd, "backups", is_newer, &after);
+	close(fd);
+	return dropped;
+}
+
+static bool has_live_sstable(int ksfd, const char *dirname)
+{
+	return any_entry(ksfd, dirname, is_live_data, NULL);
+}
+
+/* The directory of the same table beside dirname that makes dirname a dropped table's
+ * leftover, or NULL (*r: 0 or -errno, c->err said why). Only a sure case counts: dirname is a
+ * dropped one (is_dropped_dir) and the other holds live sstables. Any other pair of
+ * directories of one table is left to the scan, which refuses it: a guess could take a
+ * dropped table's sstables for the live table's. */
+static char *superseded_by(struct ctx *c, const struct place *ksdir, const char *dirname,
+			   const char *table, const char *id, int *r)
+{
+	int fd = openat(ksdir->fd, ".", DIR_FLAGS); /* not dup: its offset is the caller's */
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	*r = 0;
+	if (!d) {
+		*r = -errno;
+		sb_printf(c->err, "cannot read %s: %s", ksdir->path, strerror(-*r));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	char *by = NULL;
+	bool dropped = false, judged = false;
+	struct dirent *e;
+	while (!by && *r == 0 && (e = readdir(d))) {
+		if (e->d_name[0] == '.' || strcmp(e->d_name, dirname) == 0)
+			continue;
+		_cleanup_free_ char *other = NULL;
+		_cleanup_free_ char *other_id = NULL;
+		split_table_dir(e->d_name, &other, &other_id);
+		if (!other || !other_id) {
+			*r = -ENOMEM;
+			break;
+		}
+		if (strcmp(other, table) != 0 || strcmp(other_id, id) == 0)
+			continue;
+		if (!judged) { /* only when the table has another directory */
+			dropped = is_dropped_dir(ksdir->fd, dirname);
+			judged = true;
+		}
+		if (dropped && has_live_sstable(ksdir->fd, e->d_name) && !(by = strdup(e->d_name)))
+			*r = -ENOMEM;
+	}
+	closedir(d);
+	if (*r == -ENOMEM)
+		sb_puts(c->err, "out of memory");
+	return by;
+}
+
 /* Adds the regular files of an opened snapshot dir, or of an index subdirectory when
  * idx >= 0. Closes dir->fd. */
 static int scan_files(struct ctx *c, struct scan_table *t, const struct place *dir, int idx)
@@ -381,7 +520,10 @@ static int scan_files(struct ctx *c, struct scan_table *t, const struct place *d
 			sb_printf(c->err, "cannot read %s: %s", p.buf, strerror(errno));
 			break;
 		}
-		if (S_ISREG(st.st_mode)) {
+		if (S_ISREG(st.st_mode) && c->o->backups && t->drop_ms &&
+		    mtime_ms(&st) <= t->drop_ms + DROP_SLACK_MS) {
+			t->predrop++; /* flushed before the drop: a dropped table's, left alone */
+		} else if (S_ISREG(st.st_mode)) {
 			r = add_file(c, t, dir, p.buf, e->d_name, idx, &st);
 		} else if (S_ISLNK(st.st_mode)) {
 			r = skip_link(c, p.buf);
@@ -464,6 +606,9 @@ static int scan_backups_dir(struct ctx *c, const char *ks, const char *table, co
 			t->ks_st = *ks_st;
 			t->table_st = tst;
 		}
+		int64_t drop_ms = t ? last_drop_ms(tdir->fd) : 0;
+		if (t && drop_ms > t->drop_ms)
+			t->drop_ms = drop_ms;
 		if (t)
 			r = scan_files(c, t, &b, -1);
 		else
@@ -493,96 +638,6 @@ static int scan_table_dir(struct ctx *c, const char *ks, const char *table, cons
 	return r > 0 ? 0 : r;
 }
 
-/* Whether table directory dirname holds a snapshot Cassandra takes when it drops a table
- * (auto_snapshot: "dropped-<millis>-<table>", ColumnFamilyStore.SNAPSHOT_DROP_PREFIX). */
-static bool has_drop_snapshot(int ksfd, const char *dirname)
-{
-	int fd = openat(ksfd, dirname, DIR_FLAGS);
-	int sfd = fd < 0 ? -1 : openat(fd, "snapshots", DIR_FLAGS);
-	if (fd >= 0)
-		close(fd);
-	DIR *d = sfd < 0 ? NULL : fdopendir(sfd);
-	if (!d) {
-		if (sfd >= 0)
-			close(sfd);
-		return false;
-	}
-	bool dropped = false;
-	struct dirent *e;
-	while (!dropped && (e = readdir(d)))
-		dropped = strncmp(e->d_name, "dropped-", 8) == 0;
-	closedir(d);
-	return dropped;
-}
-
-/* The time in a version 1 (time-based) UUID given as 32 hex digits, as Cassandra makes table
- * ids (TableId.generate), in 100 ns since 1582-10-15; false for any other id, and for a time
- * before 2008 or after tomorrow: such an id was not made by TableId.generate when the table
- * was created (a copied schema, WITH ID), so its time says nothing of the order. */
-static bool time_uuid_stamp(const char *id, uint64_t *stamp)
-{
-	const uint64_t unix_epoch = 0x01B21DD213814000ULL, tick = 10000000; /* per second */
-	if (strlen(id) != 32 || id[12] != '1')
-		return false;
-	char hex[16];
-	/* time_hi (3 digits after the version), time_mid, time_low */
-	memcpy(hex, id + 13, 3);
-	memcpy(hex + 3, id + 8, 4);
-	memcpy(hex + 7, id, 8);
-	hex[15] = '\0';
-	*stamp = strtoull(hex, NULL, 16);
-	uint64_t first = unix_epoch + 1199145600ULL * tick; /* 2008-01-01 */
-	uint64_t last = unix_epoch + ((uint64_t)time(NULL) + 86400) * tick;
-	return *stamp >= first && *stamp <= last;
-}
-
-/* Whether table directory a is a dropped incarnation of a table that b holds now (same table,
- * other id): a has Cassandra's drop snapshot and b has none, or neither says and both ids are
- * time-based with a's the older. Without either sign, neither is (the scan then refuses). */
-static bool dropped_before(int ksfd, const char *a, const char *a_id, const char *b,
-			   const char *b_id)
-{
-	bool a_drop = has_drop_snapshot(ksfd, a), b_drop = has_drop_snapshot(ksfd, b);
-	if (a_drop != b_drop)
-		return a_drop;
-	uint64_t ta, tb;
-	return time_uuid_stamp(a_id, &ta) && time_uuid_stamp(b_id, &tb) && ta < tb;
-}
-
-/* For incremental backups: the directory of the same table that makes dirname a dropped
- * incarnation's leftover (its backups/ belong to no live table), or NULL. Only directories
- * beside it in the same keyspace directory are compared. *r: 0 or -errno. */
-static char *superseded_by(const struct place *ksdir, const char *dirname, const char *table,
-			   const char *id, int *r)
-{
-	int fd = openat(ksdir->fd, ".", DIR_FLAGS); /* not dup: its offset is the caller's */
-	DIR *d = fd < 0 ? NULL : fdopendir(fd);
-	*r = 0;
-	if (!d) {
-		*r = -errno;
-		if (fd >= 0)
-			close(fd);
-		return NULL;
-	}
-	char *by = NULL;
-	struct dirent *e;
-	while (!by && *r == 0 && (e = readdir(d))) {
-		if (e->d_name[0] == '.' || strcmp(e->d_name, dirname) == 0)
-			continue;
-		_cleanup_free_ char *other = NULL;
-		_cleanup_free_ char *other_id = NULL;
-		split_table_dir(e->d_name, &other, &other_id);
-		if (!other || !other_id)
-			*r = -ENOMEM;
-		else if (strcmp(other, table) == 0 && strcmp(other_id, id) != 0 &&
-			 dropped_before(ksdir->fd, dirname, id, e->d_name, other_id) &&
-			 !(by = strdup(e->d_name)))
-			*r = -ENOMEM;
-	}
-	closedir(d);
-	return by;
-}
-
 static bool has_backups(int ksfd, const char *dirname)
 {
 	struct stat st;
@@ -591,7 +646,7 @@ static bool has_backups(int ksfd, const char *dirname)
 	       fstatat(ksfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-/* Notes a dropped table's backups/ left alone: "<path> (dropped; now <dir>)". */
+/* Notes a dropped table's backups/ left alone: "<path>/backups (now <dir>)". */
 static int note_superseded(struct ctx *c, const char *path, const char *by)
 {
 	struct scan_result *res = c->res;
@@ -599,6 +654,7 @@ static int note_superseded(struct ctx *c, const char *path, const char *by)
 	if (sb_printf(&note, "%s/backups (now %s)", path, by) < 0 ||
 	    ptrv_push(&res->superseded, &res->nsuperseded, note.buf) < 0) {
 		sb_free(&note);
+		sb_puts(c->err, "out of memory");
 		return -ENOMEM;
 	}
 	return 0;
@@ -634,7 +690,7 @@ static int scan_keyspace(struct ctx *c, const struct place *ksdir, const char *k
 		    !(S_ISDIR(st.st_mode) || S_ISLNK(st.st_mode)) || !wanted(c, ks, table))
 			continue;
 		if (c->o->backups) {
-			_cleanup_free_ char *by = superseded_by(ksdir, e->d_name, table, id, &r);
+			_cleanup_free_ char *by = superseded_by(c, ksdir, e->d_name, table, id, &r);
 			p.len = 0;
 			if (by && has_backups(ksdir->fd, e->d_name) &&
 			    (r = sb_printf(&p, "%s/%s", ksdir->path, e->d_name)) >= 0)

@@ -19,6 +19,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/stat.h>
 
 #include "cli.h"
@@ -51,6 +52,12 @@ struct scan_table {
 	char *schema_cql; /* contents of schema.cql, or NULL */
 	char *manifest;   /* contents of manifest.json (the first copy found), or NULL */
 	size_t manifest_len;
+	/* backups only: the time (ms) of the newest drop snapshot in the table directory
+	 * (dropped-<millis>-<name>), 0 for none: the table was dropped then and made again under
+	 * the same id (CREATE TABLE ... WITH ID). Files of backups/ no newer than a minute after
+	 * it belong to the dropped table: left out (and in place), counted in predrop. */
+	int64_t drop_ms;
+	uint64_t predrop;
 };
 
 struct scan_opts {
@@ -74,11 +81,11 @@ struct scan_result {
 	char **skipped;  /* paths of symlinks not followed */
 	size_t nskipped;
 	/* backups only: "<table dir>/backups (now <dir>)" of a table dropped and made again,
-	 * left alone: its links belong to no live table. A table directory is a dropped one when
-	 * another of the same table beside it has no drop snapshot and it has one
-	 * (dropped-<millis>-<table>, taken with auto_snapshot), or, neither saying, when both ids
-	 * are time-based (as Cassandra makes them, with a time from 2008 to now) and its id is
-	 * the older. Without either sign the scan refuses the table. */
+	 * left alone: its links belong to no live table. Only a sure case: the directory holds
+	 * Cassandra's drop snapshot (dropped-<millis>-<name>, with auto_snapshot), no live
+	 * sstable and nothing in backups/ flushed after that drop, while the other directory of
+	 * the table holds live sstables. Any other two directories of one table: the scan
+	 * refuses. */
 	char **superseded;
 	size_t nsuperseded;
 	struct stat root_st; /* of the first data directory */

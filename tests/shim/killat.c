@@ -16,7 +16,18 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Whether the directory dirfd (or the path's own directories) is backups/ or below it. */
+/* Whether path has a component "backups" (not "/var/backups-x", not "mybackups"). */
+static int has_backups_component(const char *path)
+{
+	for (const char *p = strstr(path, "backups"); p; p = strstr(p + 1, "backups"))
+		if ((p == path || p[-1] == '/') && (p[7] == '/' || p[7] == '\0'))
+			return 1;
+	return 0;
+}
+
+/* Whether the directory dirfd (or the path's own directories) is backups/ or below it. The
+ * store's own backups/ (a local store's manifests) would count too, but create removes no
+ * manifest. */
 static int in_backups(int dirfd, const char *path)
 {
 	char dir[PATH_MAX + 1] = "";
@@ -26,7 +37,7 @@ static int in_backups(int dirfd, const char *path)
 		ssize_t n = readlink(link, dir, PATH_MAX);
 		dir[n > 0 ? n : 0] = '\0';
 	}
-	return strstr(dir, "/backups") != NULL || strstr(path, "backups/") != NULL;
+	return has_backups_component(dir) || has_backups_component(path);
 }
 
 static long removed; /* removals in backups/ done so far */
@@ -44,8 +55,8 @@ static void maybe_kill(int after_done)
 int unlinkat(int dirfd, const char *path, int flags)
 {
 	static int (*real)(int, const char *, int);
-	if (!real)
-		real = (int (*)(int, const char *, int))dlsym(RTLD_NEXT, "unlinkat");
+	if (!real && !(real = (int (*)(int, const char *, int))dlsym(RTLD_NEXT, "unlinkat")))
+		abort();
 	int ours = !(flags & AT_REMOVEDIR) && in_backups(dirfd, path);
 	if (ours)
 		maybe_kill(0);
