@@ -469,7 +469,7 @@ static int merge_table(inc_plan *p, const struct scan_table *t)
 		 * sstable's links, each holding bytes the backup it made has (removal checks them
 		 * against it); taken as still being linked, they would stay for good. */
 		int state = unit_state(it, &u);
-		if (state == 1) {
+		if (state == 1 && it) { /* held needs a tree: it is never NULL here */
 			p->counts.held += u.count;
 			if ((r = note_held(p, it, &u)) < 0)
 				return r;
