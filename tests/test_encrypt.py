@@ -267,11 +267,14 @@ def test_every_bit_flip_is_an_error_never_other_bytes(tmp_path, binaries):
     [pack] = [f for f in store_files(loc) if '/packs/' in f]
     size = os.path.getsize(pack)
     chunk = 16384 + 16
-    # the header; each chunk's first byte, middle and tag; the last 200 bytes (trailer, table)
+    # the header; in every chunk one of its first byte, middle and tag, in turn (all three in
+    # the first and the last chunk); the last 200 bytes (trailer, seek table)
     bits = [0, 8 * 7, 8 * 8 + 3, 8 * 31 + 7]
-    for start in range(32, size, chunk):
+    starts = list(range(32, size, chunk))
+    for i, start in enumerate(starts):
         end = min(start + chunk, size)
-        bits += [8 * start + 1, 8 * ((start + end) // 2) + 5, 8 * (end - 1)]
+        where = [8 * start + 1, 8 * ((start + end) // 2) + 5, 8 * (end - 1)]
+        bits += where if i in (0, len(starts) - 1) else [where[i % 3]]
     bits += [8 * (size - k) + 2 for k in (3, 40, 90, 150, 200)]
     bits = sorted(set(b for b in bits if b < 8 * size))
     eio = 0
