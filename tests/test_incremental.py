@@ -711,12 +711,47 @@ def test_a_table_made_again_with_its_old_id_is_the_live_one(node, store):
     r = node.incremental(store, 'inc1')
     assert f'skipping {b_dir}/backups (now {os.path.basename(a_dir)})' in r.stderr
     assert re.search(rf'skipping {len(stale)} file\(s\) of {os.path.basename(a_dir)}/backups flushed '
-                     r'before the table was dropped at \S+: a dropped table\'s; left for you to remove',
+                     r'before the table was dropped or truncated at \S+: data it no longer has; left for '
+                     r'you to remove',
                      r.stderr), r.stderr
     # made again: neither the full backup's files nor the links from before the drop
     assert tree_of(manifest(store, 'inc1'))[t] == again
     assert sorted(os.listdir(os.path.join(b_dir, 'backups'))) == sorted(b_files)
     assert sorted(os.listdir(os.path.join(a_dir, 'backups'))) == sorted(stale)
+
+
+def test_a_truncated_table_shows_only_what_was_flushed_since(node, store):
+    """TRUNCATE deletes every sstable; with auto_snapshot Cassandra takes
+    truncated-<millis>-<table>. The backups/ links from before it stay. The incremental after it
+    shows the table as the node has it (only what was flushed since), not the full backup's
+    files or the links from before the truncate: a restore would bring truncated rows back."""
+    from conftest import preload
+    t = TABLES[1]
+    node.env = dict(os.environ, LD_PRELOAD=preload('clockshift'), CASSBACKUP_TEST_CLOCK_SHIFT='-1200')
+    if 'libasan' in node.env['LD_PRELOAD']:  # as in the WITH ID test above
+        node.env['ASAN_OPTIONS'] = ':'.join(filter(None, [os.environ.get('ASAN_OPTIONS', ''), 'detect_leaks=0']))
+    node.full(store)  # 20 minutes ago
+    node.env = None
+    stale = node.flush(t)  # flushed 15 minutes ago, then the table was truncated 10 minutes ago
+    backdate(node, t, stale, 900)
+    d = node.dirs[t]
+    for n in os.listdir(d):
+        if os.path.isfile(os.path.join(d, n)):
+            os.unlink(os.path.join(d, n))
+    os.makedirs(os.path.join(d, 'snapshots', f'truncated-{int((time.time() - 600) * 1000)}-{t}'))
+    since = node.flush(t)
+    other = node.flush(TABLES[0])
+    r = node.incremental(store, 'inc1')
+    assert re.search(rf'skipping {len(stale)} file\(s\) of {os.path.basename(d)}/backups flushed before '
+                     r'the table was dropped or truncated at \S+: data it no longer has', r.stderr), r.stderr
+    tree = tree_of(manifest(store, 'inc1'))
+    assert tree[t] == since
+    assert tree[TABLES[0]] == {**node.snapshot(TABLES[0]), **other}  # the others as before
+    assert sorted(os.listdir(os.path.join(d, 'backups'))) == sorted(stale)
+    # the next incremental builds on it: the truncate is older than inc1
+    more = node.flush(t)
+    node.incremental(store, 'inc2')
+    assert tree_of(manifest(store, 'inc2'))[t] == {**since, **more}
 
 
 @pytest.mark.parametrize('how', ['no drop snapshot', 'the live one made again with an old id'])

@@ -702,14 +702,14 @@ static void report_scan(const struct scan_result *scan)
 	}
 	for (size_t i = 0; i < scan->ntables; i++) {
 		const struct scan_table *t = &scan->tables[i];
-		if (!t->predrop)
+		if (!t->before_emptied)
 			continue;
 		char when[64];
-		format_time_utc(t->drop_ms * 1000000, when, sizeof(when));
+		format_time_utc(t->emptied_ms * 1000000, when, sizeof(when));
 		_cleanup_free_ char *shown = cli_escape(t->dirname);
-		errorf("skipping %llu file(s) of %s/backups flushed before the table was dropped at "
-		       "%s: a dropped table's; left for you to remove",
-		       (unsigned long long)t->predrop, shown ? shown : "", when);
+		errorf("skipping %llu file(s) of %s/backups flushed before the table was dropped or "
+		       "truncated at %s: data it no longer has; left for you to remove",
+		       (unsigned long long)t->before_emptied, shown ? shown : "", when);
 	}
 	for (size_t i = 0; i < scan->nsuperseded; i++) {
 		_cleanup_free_ char *shown = cli_escape(scan->superseded[i]);

@@ -421,8 +421,8 @@ static void free_files(struct inc_table *t)
 	t->nfiles = t->cap = t->ndirs = 0;
 }
 
-/* The table was dropped and made again since previous (another id, or its own WITH ID): the
- * backup shows the new one, made of what was flushed into it, as the node has it. */
+/* The table was emptied since previous (dropped and made again under another id or its own,
+ * or truncated): the backup shows it as the node has it, made of what was flushed since. */
 static int reset_table(inc_plan *p, struct inc_table *it, const struct scan_table *t)
 {
 	p->counts.inherited -= it->nfiles;
@@ -456,10 +456,11 @@ static int merge_table(inc_plan *p, const struct scan_table *t)
 {
 	struct inc_table *it = find_table(p, t->keyspace, t->table);
 	int r;
-	/* made again since previous: under another id, or under its own (a drop snapshot newer
-	 * than previous in its directory) */
+	/* emptied since previous: made again under another id, or under its own, or truncated
+	 * (a drop or truncate snapshot newer than previous in its directory): previous's files
+	 * are data it no longer has */
 	bool again = it && (strcmp(it->table_id, t->table_id) != 0 ||
-			    t->drop_ms > p->previous_ns / 1000000);
+			    t->emptied_ms > p->previous_ns / 1000000);
 	if (again && (r = reset_table(p, it, t)) < 0)
 		return r;
 	for (size_t i = 0; i < t->nfiles;) {

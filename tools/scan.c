@@ -356,7 +356,8 @@ static int open_place(struct ctx *c, const struct place *parent, const char *nam
 
 /* --- a table dropped and made again (incremental backups only) ---------------------------- */
 
-/* Slack for the drop snapshot's time, taken by Cassandra's clock, against file times. */
+/* Slack for a drop or truncate snapshot's time (named as it starts, before the flush it makes)
+ * against the times of files: a file flushed within it counts as flushed before. */
 #define DROP_SLACK_MS 60000
 
 /* Calls fn for each entry of directory parent/name (NULL: parent itself) but . and ..; stops
@@ -380,20 +381,36 @@ static bool any_entry(int parent, const char *name, bool (*fn)(int dfd, const ch
 	return found;
 }
 
-/* For the newest drop snapshot: "dropped-<millis>-<name>" (ColumnFamilyStore's
- * SNAPSHOT_DROP_PREFIX, taken with auto_snapshot when a table or its keyspace is dropped). */
-static bool note_drop(int dfd, const char *entry, void *ctx)
+/* For the newest snapshot named "<prefix><millis>-<name>". */
+struct marker {
+	const char *prefix;
+	int64_t newest;
+};
+
+static bool note_marker(int dfd, const char *entry, void *ctx)
 {
 	(void)dfd;
-	int64_t *newest = ctx;
+	struct marker *m = ctx;
+	size_t pl = strlen(m->prefix);
 	char *end;
-	if (strncmp(entry, "dropped-", 8) != 0)
+	if (strncmp(entry, m->prefix, pl) != 0)
 		return false;
 	errno = 0;
-	long long ms = strtoll(entry + 8, &end, 10);
-	if (!errno && end != entry + 8 && *end == '-' && ms > *newest)
-		*newest = ms;
+	long long ms = strtoll(entry + pl, &end, 10);
+	if (!errno && end != entry + pl && *end == '-' && ms > m->newest)
+		m->newest = ms;
 	return false;
+}
+
+/* The time (ms) of the newest snapshot named prefix<millis>-... in table directory tfd, 0 for
+ * none. Cassandra takes "dropped-<millis>-<name>" when a table or its keyspace is dropped and
+ * "truncated-<millis>-<table>" when it is truncated (auto_snapshot; ColumnFamilyStore's
+ * SNAPSHOT_DROP_PREFIX and SNAPSHOT_TRUNCATE_PREFIX). */
+static int64_t last_snapshot_ms(int tfd, const char *prefix)
+{
+	struct marker m = {prefix, 0};
+	any_entry(tfd, "snapshots", note_marker, &m);
+	return m.newest;
 }
 
 static bool is_live_data(int dfd, const char *entry, void *ctx)
@@ -418,12 +435,12 @@ static bool is_newer(int dfd, const char *entry, void *ctx)
 	       mtime_ms(&st) > *ms;
 }
 
-/* The time of the newest drop snapshot in table directory tfd, 0 when it has none. */
-static int64_t last_drop_ms(int tfd)
+/* When the table in directory tfd last lost all its sstables: its newest drop or truncate
+ * snapshot (ms), 0 for none. */
+static int64_t emptied_ms(int tfd)
 {
-	int64_t ms = 0;
-	any_entry(tfd, "snapshots", note_drop, &ms);
-	return ms;
+	int64_t d = last_snapshot_ms(tfd, "dropped-"), t = last_snapshot_ms(tfd, "truncated-");
+	return d > t ? d : t;
 }
 
 /* Whether table directory dirname (in ksfd) is a dropped table's leftover: it holds Cassandra's
@@ -435,7 +452,7 @@ static bool is_dropped_dir(int ksfd, const char *dirname)
 	int fd = openat(ksfd, dirname, DIR_FLAGS);
 	if (fd < 0)
 		return false;
-	int64_t drop_ms = last_drop_ms(fd);
+	int64_t drop_ms = last_snapshot_ms(fd, "dropped-");
 	int64_t after = drop_ms + DROP_SLACK_MS;
 	bool dropped = drop_ms > 0 && !any_entry(fd, NULL, is_live_data, NULL) &&
 		       !any_entry(fd, "backups", is_newer, &after);
@@ -520,9 +537,9 @@ static int scan_files(struct ctx *c, struct scan_table *t, const struct place *d
 			sb_printf(c->err, "cannot read %s: %s", p.buf, strerror(errno));
 			break;
 		}
-		if (S_ISREG(st.st_mode) && c->o->backups && t->drop_ms &&
-		    mtime_ms(&st) <= t->drop_ms + DROP_SLACK_MS) {
-			t->predrop++; /* flushed before the drop: a dropped table's, left alone */
+		if (S_ISREG(st.st_mode) && c->o->backups && t->emptied_ms &&
+		    mtime_ms(&st) <= t->emptied_ms + DROP_SLACK_MS) {
+			t->before_emptied++; /* data the table no longer has: left alone */
 		} else if (S_ISREG(st.st_mode)) {
 			r = add_file(c, t, dir, p.buf, e->d_name, idx, &st);
 		} else if (S_ISLNK(st.st_mode)) {
@@ -606,9 +623,9 @@ static int scan_backups_dir(struct ctx *c, const char *ks, const char *table, co
 			t->ks_st = *ks_st;
 			t->table_st = tst;
 		}
-		int64_t drop_ms = t ? last_drop_ms(tdir->fd) : 0;
-		if (t && drop_ms > t->drop_ms)
-			t->drop_ms = drop_ms;
+		int64_t emptied = t ? emptied_ms(tdir->fd) : 0;
+		if (t && emptied > t->emptied_ms)
+			t->emptied_ms = emptied;
 		if (t)
 			r = scan_files(c, t, &b, -1);
 		else

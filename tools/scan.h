@@ -52,12 +52,13 @@ struct scan_table {
 	char *schema_cql; /* contents of schema.cql, or NULL */
 	char *manifest;   /* contents of manifest.json (the first copy found), or NULL */
 	size_t manifest_len;
-	/* backups only: the time (ms) of the newest drop snapshot in the table directory
-	 * (dropped-<millis>-<name>), 0 for none: the table was dropped then and made again under
-	 * the same id (CREATE TABLE ... WITH ID). Files of backups/ no newer than a minute after
-	 * it belong to the dropped table: left out (and in place), counted in predrop. */
-	int64_t drop_ms;
-	uint64_t predrop;
+	/* backups only: the time (ms) of the newest drop or truncate snapshot in the table
+	 * directory (dropped-<millis>-<name>, truncated-<millis>-<table>: taken with
+	 * auto_snapshot), 0 for none: the table lost all its sstables then (TRUNCATE, or DROP and
+	 * CREATE ... WITH ID). Files of backups/ no newer than a minute after it are data the
+	 * table no longer has: left out (and in place), counted in before_emptied. */
+	int64_t emptied_ms;
+	uint64_t before_emptied;
 };
 
 struct scan_opts {
