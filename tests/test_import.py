@@ -62,8 +62,10 @@ def nodetool_as(path, uid, log, wait_for=None):
     nodetool import runs)."""
     # only the import tells its pid and waits: restore first asks nodetool info which node this is
     wait = f'while [ ! -e {wait_for} ]; do sleep 0.01; done' if wait_for else ':'
+    # the pid file appears whole (renamed into place): a test polls for it, then reads it
+    tell = f'echo $$ > {path}.pid.tmp && mv {path}.pid.tmp {path}.pid'
     with open(path, 'w') as f:
-        f.write(f'#!/bin/sh\ncase " $* " in *" import "*) echo $$ > {path}.pid; {wait};; esac\n'
+        f.write(f'#!/bin/sh\ncase " $* " in *" import "*) {tell}; {wait};; esac\n'
                 f'exec setpriv --reuid={uid} --regid={uid} --clear-groups {NODETOOL} "$@"\n')
     os.chmod(path, 0o755)
     open(log, 'w').close()
