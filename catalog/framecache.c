@@ -74,6 +74,7 @@ static void *buf_get(struct frame_cache *fc, size_t len)
 			return b;
 		}
 	}
+	fc->stats.maps++;
 	pthread_mutex_unlock(&fc->mu);
 	void *b = mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	return b == MAP_FAILED ? NULL : b;

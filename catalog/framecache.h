@@ -21,7 +21,11 @@
 #include <stdint.h>
 
 #define FC_BUCKETS 4096
-#define FC_POOL_MAX 8
+/* Freed frame buffers kept for reuse: enough for a cache's worth of default (128 KiB) frames
+ * within POOL_BYTES, since readers pin a request's frames (9 for 1 MiB) while it is answered and
+ * those are then evicted together: a pool of 8 unmapped one and mapped (faulted in, zeroed)
+ * another for every request of a sequential read. */
+#define FC_POOL_MAX 64
 
 struct fc_frame {
 	uint64_t owner;
@@ -38,6 +42,7 @@ struct fc_frame {
 
 struct fc_stats {
 	uint64_t hits, misses, evictions;
+	uint64_t maps; /* frame buffers mapped anew (not taken from the pool) */
 	size_t bytes; /* of ready frames held */
 };
 
