@@ -578,7 +578,7 @@ static int check_free(struct s3_upload *up)
  * 0 when it holds exactly data, else -EEXIST. */
 static int ours_after_all(struct s3_upload *up, const void *data, size_t len)
 {
-	char *there;
+	char *there = NULL; /* get_retried sets it only on success */
 	size_t n;
 	int r = get_retried(up->b, up->key, len + 1, &there, &n);
 	r = r == 0 && n == len && memcmp(there, data, len) == 0 ? 0 : -EEXIST;
