@@ -28,8 +28,9 @@ setup() { # builddir, options...
 	meson compile -C "$dir" >/dev/null
 }
 
-setup build -Dtests=true
-setup build-sanitize -Dtests=true -Db_sanitize=address,undefined -Db_lundef=false
+# -Werror: a build that warns fails here (meson compile's output is not shown).
+setup build -Dtests=true -Dwerror=true
+setup build-sanitize -Dtests=true -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true
 
 echo "== static analysis (gcc -fanalyzer against tests/analyzer-baseline.txt)"
 bash tests/analyze.sh build-analyze
