@@ -437,6 +437,7 @@ static int refuse_downgrade(struct store *s, struct strbuf *err)
 static int unlock(struct store *s, const struct store_options *o, struct strbuf *err)
 {
 	const char *key_file = o ? o->key_file : NULL, *pass_file = o ? o->passphrase_file : NULL;
+	const struct crypt_secret *typed = o && !key_file && !pass_file ? o->passphrase : NULL;
 	if (!store_encrypted(s)) {
 		int flags = o ? o->flags : 0;
 		bool writing = !(flags & STORE_READONLY);
@@ -448,7 +449,7 @@ static int unlock(struct store *s, const struct store_options *o, struct strbuf 
 		}
 		return key_file || pass_file || writing ? refuse_downgrade(s, err) : 0;
 	}
-	if (!key_file && !pass_file) {
+	if (!key_file && !pass_file && !typed) {
 		sb_puts(err, "the store is encrypted: give --key-file or key_file in the config");
 		return -ENOKEY;
 	}
@@ -456,9 +457,10 @@ static int unlock(struct store *s, const struct store_options *o, struct strbuf 
 	struct crypt_key *key = NULL;
 	struct cb_backend *cb;
 	int kind = key_file ? CRYPT_SLOT_FILE : CRYPT_SLOT_PASSPHRASE;
-	int r = key_file ? crypt_keyfile_read(key_file, &secret, err)
-			 : crypt_secret_file_read(pass_file, "passphrase file", CRYPT_PASSPHRASE_MIN, &secret, err);
-	r = r ?: store_keys_unlock(s->b, s->config.id, secret, kind, &key, s->key_slot, err);
+	int r = typed	   ? 0
+		: key_file ? crypt_keyfile_read(key_file, &secret, err)
+			   : crypt_secret_file_read(pass_file, "passphrase file", CRYPT_PASSPHRASE_MIN, &secret, err);
+	r = r ?: store_keys_unlock(s->b, s->config.id, typed ? typed : secret, kind, &key, s->key_slot, err);
 	crypt_secret_free(secret);
 	if (r == 0 && (r = cb_backend_crypt(s->b, key, s->config.crypt_chunk, &cb)) < 0)
 		sb_printf(err, "%s", strerror(-r));

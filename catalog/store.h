@@ -62,6 +62,9 @@ struct store_options {
 	/* Or a passphrase, read from this file (never from the command line); opens passphrase
 	 * slots. key_file wins when both are given. */
 	const char *passphrase_file;
+	/* Or the passphrase itself, typed at a terminal (tools/ttypass.h), when neither file is
+	 * given; the caller's, in locked memory. */
+	const struct crypt_secret *passphrase;
 	bool encrypt;                   /* store_init: make an encrypted store (needs key_file) */
 };
 

@@ -32,6 +32,8 @@ def run(*args, check=True, **kw):
     if args[:1] in ([CASSBACKUP], ['setpriv']) and CASSBACKUP in args:  # or as another user
         i = args.index(CASSBACKUP) + 1
         args = args[:i] + node_files_off(args[i:])
+    if 'input' not in kw:  # never a terminal: run by hand from one, an encrypted store would ask
+        kw.setdefault('stdin', subprocess.DEVNULL)
     p = subprocess.run(args, capture_output=True, text=True, **kw)
     if check and p.returncode != 0:
         raise AssertionError(f'{args} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}')

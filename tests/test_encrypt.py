@@ -5,11 +5,12 @@ slots added and removed."""
 import errno
 import json
 import os
+import signal
 import subprocess
 
 import pytest
 
-from conftest import cb, data_dir_args, make_sample, mounted, read, sample_dirs, snapshot_tables
+from conftest import CASSBACKUP, cb, data_dir_args, make_sample, mounted, read, sample_dirs, snapshot_tables
 from test_s3 import moto
 
 
@@ -146,7 +147,7 @@ def test_missing_wrong_or_open_key_is_one_line(tmp_path, binaries):
     cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
     p = cb('list', '--store', loc, env=env, check=False)
     assert p.returncode != 0
-    assert p.stderr == f'cassbackup: store {loc} is encrypted: give --key-file or key_file in the config\n'
+    assert p.stderr == f'cassbackup: store {loc} is encrypted: give --key-file or key_file in the config (a passphrase: --passphrase-file, or type it at a terminal)\n'
     wrong = keyfile(tmp_path / 'wrong')
     p = cb('list', '--store', loc, '--key-file', wrong, env=env, check=False)
     assert p.returncode != 0 and p.stderr.count('\n') == 1
@@ -480,3 +481,110 @@ def test_load_mounts_an_encrypted_store_with_the_key_given(tmp_path, binaries):
            '--json', env=env)
     res = json.loads(r.stdout)
     assert len(res['tables']) == len(expect) and all(t['status'] == 'ok' for t in res['tables']), res
+
+
+def at_terminal(args, env, typed, timeout=120):
+    """Runs cassbackup with a pseudo-terminal as its controlling terminal and standard input and
+    output; once it asks for a passphrase, types `typed` (bytes). Returns (wait status, all it
+    wrote to the terminal)."""
+    import pty
+    import select
+    import time
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:  # as from a login shell: ^C's SIGINT not ignored (a background test run ignores it)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.execve(CASSBACKUP, [CASSBACKUP, *args], env)
+        finally:
+            os._exit(127)
+    out, sent, deadline = b'', False, time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not sent and b'passphrase of store' in out:
+                os.write(fd, typed)
+                sent = True
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        else:
+            os.kill(pid, 9)
+            raise AssertionError(f'{args}: no end within {timeout} s; terminal: {out!r}')
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return status, out.decode(errors='replace')
+
+
+@pytest.fixture
+def passphrase_store(tmp_path, binaries):
+    """(location, environment, passphrase) of a local encrypted store holding backup b, whose
+    second key slot is a passphrase."""
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'), CASSBACKUP_TEST_SCRYPT_N='1024')
+    loc, key = str(tmp_path / 'store'), keyfile(tmp_path / 'k1')
+    cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '256', '--data-dirs', '1', '--no-clutter')
+    cb('create', '--store', loc, '--name', 'b', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--key-file', key, env=env)
+    phrase = 'correct horse battery staple'
+    cb('key', 'add', '--store', loc, '--key-file', key, '--new-passphrase-file',
+       keyfile(tmp_path / 'pass', phrase + '\n'), env=env)
+    return loc, env, phrase
+
+
+def test_passphrase_typed_at_a_terminal_opens_the_store(passphrase_store):
+    """With neither key file nor passphrase file, a command run at a terminal asks for the
+    passphrase with echo off, and opens the store with it."""
+    loc, env, phrase = passphrase_store
+    status, out = at_terminal(['list', '--store', loc], env, phrase.encode() + b'\n')
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert f'passphrase of store {loc}: ' in out
+    assert '\nb ' in out or out.startswith('b ') or ' b ' in out, out
+    assert phrase not in out  # not echoed
+
+
+def test_wrong_passphrase_typed_is_one_line(passphrase_store):
+    loc, env, _ = passphrase_store
+    status, out = at_terminal(['list', '--store', loc], env, b'not the passphrase\n')
+    assert os.waitstatus_to_exitcode(status) == 1, out
+    assert 'wrong passphrase' in out and 'not the passphrase' not in out
+
+
+def test_short_passphrase_typed_is_refused(passphrase_store):
+    loc, env, _ = passphrase_store
+    status, out = at_terminal(['list', '--store', loc], env, b'short\n')
+    assert os.waitstatus_to_exitcode(status) == 1, out
+    assert 'the passphrase typed is 5 bytes; a passphrase has at least 8' in out
+
+
+def test_interrupt_at_the_prompt_ends_the_command(passphrase_store):
+    """^C at the prompt ends the command as SIGINT would (the terminal's echo put back first)."""
+    loc, env, _ = passphrase_store
+    status, out = at_terminal(['list', '--store', loc], env, b'\x03')
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == 2, (status, out)
+
+
+def test_load_refuses_a_typed_passphrase_before_mounting(passphrase_store, tmp_path):
+    """load mounts the store for sstableloader: a typed passphrase cannot reach that mount, so
+    load says what to give instead of failing inside the mount."""
+    loc, env, phrase = passphrase_store
+    status, out = at_terminal(['load', '--store', loc, 'b', '--hosts', '127.0.0.1',
+                               '--sstableloader', '/bin/true', '--state-dir', str(tmp_path / 'st')],
+                              env, phrase.encode() + b'\n')
+    assert os.waitstatus_to_exitcode(status) != 0, out
+    assert 'typed passphrase' in out and '--passphrase-file' in out, out
+
+
+def test_no_prompt_without_a_terminal(passphrase_store):
+    """From cron, systemd or Ansible (stdin not a terminal) the command never waits: one line."""
+    loc, env, _ = passphrase_store
+    p = subprocess.run([CASSBACKUP, 'list', '--store', loc], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and 'passphrase of store' not in p.stderr
+    assert p.stderr.count('\n') == 1 and 'type it at a terminal' in p.stderr

@@ -2,6 +2,7 @@
 #include "cli.h"
 #include "lock.h"
 #include "store.h"
+#include "ttypass.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -83,6 +84,33 @@ int cli_store_open(const char *location, int flags, struct store **out)
 	return cli_store_open_key(location, flags, store_settings.key_file, out);
 }
 
+/* The passphrase typed for an encrypted store this run (one prompt per run: copy between two
+ * stores opened by the same passphrase asks once); freed at exit. */
+static struct crypt_secret *typed_passphrase;
+
+static void free_typed_passphrase(void) { crypt_secret_free(typed_passphrase); }
+
+bool cli_passphrase_was_typed(void) { return typed_passphrase != NULL; }
+
+/* An encrypted store opened with neither key file nor passphrase file, by a person at a
+ * terminal: asks for its passphrase. 0 (store_settings.passphrase set), or -errno said. */
+static int prompt_passphrase(const char *shown)
+{
+	if (typed_passphrase)
+		return 0;
+	struct strbuf err = {0}, prompt = {0};
+	int r = sb_printf(&prompt, "passphrase of store %s: ", shown);
+	r = r ?: tty_read_secret(prompt.buf, CRYPT_PASSPHRASE_MIN, &typed_passphrase, &err);
+	if (r < 0)
+		errorf("store %s is encrypted: %s", shown, err.len ? err.buf : strerror(-r));
+	else
+		atexit(free_typed_passphrase);
+	store_settings.passphrase = typed_passphrase;
+	sb_free(&err);
+	sb_free(&prompt);
+	return r;
+}
+
 int cli_store_open_key(const char *location, int flags, const char *key_file, struct store **out)
 {
 	struct strbuf err = {0};
@@ -90,12 +118,23 @@ int cli_store_open_key(const char *location, int flags, const char *key_file, st
 	o.flags = flags;
 	o.key_file = key_file;
 	int r = permission_or_rofs(location, store_open(location, &o, out, &err));
+	bool can_ask = !key_file && !o.passphrase_file && !o.passphrase && tty_can_prompt();
+	if (r == -ENOKEY && can_ask) {
+		_cleanup_free_ char *shown = cli_escape(location);
+		if (prompt_passphrase(shown ? shown : "") < 0) {
+			sb_free(&err);
+			return exit_code_for(-ENOKEY);
+		}
+		sb_free(&err);
+		o.passphrase = typed_passphrase;
+		r = permission_or_rofs(location, store_open(location, &o, out, &err));
+	}
 	if (r < 0) {
 		_cleanup_free_ char *shown = cli_escape(location);
 		/* a local permission; object storage's refusals say what S3 refused, not who we are */
-		if (r == -ENOKEY && !key_file && !o.passphrase_file)
-			errorf("store %s is encrypted: give --key-file or key_file in the config",
-			       shown ? shown : "");
+		if (r == -ENOKEY && !key_file && !o.passphrase_file && !o.passphrase)
+			errorf("store %s is encrypted: give --key-file or key_file in the config (a "
+			       "passphrase: --passphrase-file, or type it at a terminal)", shown ? shown : "");
 		else if ((r == -EACCES || r == -EPERM) && !cb_location_is_remote(location))
 			errorf("cannot open store %s: permission denied for user id %u%s%s", shown ? shown : "",
 			       (unsigned)geteuid(), err.len ? ": " : "", err.len ? err.buf : "");
