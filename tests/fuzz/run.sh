@@ -16,18 +16,42 @@ else
 fi
 meson compile -C "$dir" >/dev/null
 mkdir -p "$dir/crashes"
+
+# One target: its corpus copied to a scratch directory, run for $secs, its summary lines to
+# $dir/fuzz-$t.log.
+fuzz_one() { # binary target
+	local bin=$1 t=$2 scratch
+	scratch=$(mktemp -d)
+	cp tests/fuzz/corpus/"$t"/* "$scratch"/
+	{
+		echo "== fuzz $t for ${secs}s"
+		"$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+			-artifact_prefix="$dir/crashes/$t-" "$scratch" 2>&1 |
+			grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)' || true
+	} >"$dir/fuzz-$t.log"
+	rm -rf "$scratch"
+}
+
+# The targets run side by side, one per core (FUZZ_JOBS): each still gets $secs of a core.
+jobs=${FUZZ_JOBS:-$(nproc)}
+targets=()
 for bin in "$dir"/tests/fuzz/fuzz_*; do
 	[ -f "$bin" ] && [ -x "$bin" ] || continue
 	t=${bin##*/fuzz_}
-	scratch=$(mktemp -d)
-	cp tests/fuzz/corpus/"$t"/* "$scratch"/
-	echo "== fuzz $t for ${secs}s"
-	"$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-		-artifact_prefix="$dir/crashes/$t-" "$scratch" 2>&1 | grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)' || true
-	rm -rf "$scratch"
+	targets+=("$t")
+	while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+		wait -n || true
+	done
+	fuzz_one "$bin" "$t" &
+done
+wait
+failed=0
+for t in "${targets[@]}"; do
+	cat "$dir/fuzz-$t.log"
 	if compgen -G "$dir/crashes/$t-*" >/dev/null; then
 		echo "fuzz $t: crash inputs in $dir/crashes/" >&2
-		exit 1
+		failed=1
 	fi
 done
+[ "$failed" = 0 ] || exit 1
 echo "fuzz: no crashes"
