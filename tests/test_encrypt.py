@@ -367,16 +367,23 @@ def test_copy_between_plain_and_encrypted_both_ways(tmp_path, binaries):
     assert packs and all(read(p)[:4] == b'\x28\xb5\x2f\xfd' for p in packs)
 
 
+def store_with_backup_b(tmp_path):
+    """(location, environment, key file) of a local encrypted store holding one small backup,
+    b; scrypt made cheap for passphrase slots."""
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'), CASSBACKUP_TEST_SCRYPT_N='1024')
+    loc, key = str(tmp_path / 'store'), keyfile(tmp_path / 'k1')
+    cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '256', '--data-dirs', '1', '--no-clutter')
+    cb('create', '--store', loc, '--name', 'b', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--key-file', key, env=env)
+    return loc, env, key
+
+
 def test_key_slots_add_list_remove_and_passphrase(tmp_path, binaries):
     """restic's key add/list/remove: a second key file and a passphrase (scrypt) open the
     same store; the slot the given key opened cannot be removed; a removed key no longer
     opens the store; nothing else is rewritten."""
-    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'), CASSBACKUP_TEST_SCRYPT_N='1024')
-    loc, k1 = str(tmp_path / 'store'), keyfile(tmp_path / 'k1')
-    cb('init', '--store', loc, '--encrypt', '--key-file', k1, env=env)
-    src = make_sample(str(tmp_path / 's'), '--data-kib', '256', '--data-dirs', '1', '--no-clutter')
-    cb('create', '--store', loc, '--name', 'b', *data_dir_args(sample_dirs(src)), '--snapshot',
-       'nightly-1', '--key-file', k1, env=env)
+    loc, env, k1 = store_with_backup_b(tmp_path)
     before = {f: read(f) for f in store_files(loc) if '/keys/' not in f and 'catalog' not in f}
     k2 = str(tmp_path / 'k2')
     out = cb('key', 'add', '--store', loc, '--key-file', k1, '--new-key-file', k2, env=env).stdout
@@ -526,12 +533,7 @@ def at_terminal(args, env, typed, timeout=120):
 def passphrase_store(tmp_path, binaries):
     """(location, environment, passphrase) of a local encrypted store holding backup b, whose
     second key slot is a passphrase."""
-    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'), CASSBACKUP_TEST_SCRYPT_N='1024')
-    loc, key = str(tmp_path / 'store'), keyfile(tmp_path / 'k1')
-    cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
-    src = make_sample(str(tmp_path / 's'), '--data-kib', '256', '--data-dirs', '1', '--no-clutter')
-    cb('create', '--store', loc, '--name', 'b', *data_dir_args(sample_dirs(src)), '--snapshot',
-       'nightly-1', '--key-file', key, env=env)
+    loc, env, key = store_with_backup_b(tmp_path)
     phrase = 'correct horse battery staple'
     cb('key', 'add', '--store', loc, '--key-file', key, '--new-passphrase-file',
        keyfile(tmp_path / 'pass', phrase + '\n'), env=env)
