@@ -332,7 +332,8 @@ static int open_and_check(backup_writer *w, struct strbuf *err)
 		return r;
 	struct packer_opts po = {.backend = store_backend(w->store), .target = w->o.pack_size,
 				 .level = w->o.level, .threads = w->o.threads,
-				 .frame_size = w->o.frame_size, .committed = pack_committed, .ctx = w};
+				 .frame_size = w->o.frame_size, .committed = pack_committed, .ctx = w,
+				 .commit_behind = true};
 	r = packer_new(&po, &w->pk);
 	if (r < 0)
 		sb_puts(err, "out of memory");

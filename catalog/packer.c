@@ -2,6 +2,7 @@
 #include "packer.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <search.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,8 +15,23 @@
  * most) and its trailer and seek table (12 bytes a frame). */
 #define PACK_EXTRA (UINT64_C(64) << 20)
 
+/* A closed pack being committed on a thread of its own (packer_opts.commit_behind). */
+struct behind {
+	bool running;
+	pthread_t thread;
+	struct cb_backend *backend;
+	struct cb_upload *u;
+	struct strbuf key;
+	struct pack_blob *blobs; /* its index */
+	size_t nblobs;
+	struct pack_info info;
+	int r;                   /* the commit's outcome, with msg */
+	char msg[512];
+};
+
 struct packer {
 	struct packer_opts o;
+	struct behind behind;
 	uint64_t target;
 	/* the pack being written */
 	pack_writer *w;
@@ -66,6 +82,7 @@ void packer_get_stats(const packer *p, struct packer_stats *st)
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(a, b); }
+static int join_behind(packer *p);
 
 /* Forgets the pack being written (after its commit, or aborting it). */
 static void drop_pack(packer *p)
@@ -88,6 +105,7 @@ void packer_free(packer *p)
 {
 	if (!p)
 		return;
+	join_behind(p);
 	drop_pack(p);
 	free(p);
 }
@@ -114,8 +132,79 @@ static int open_pack(packer *p, uint64_t first_size)
 	return r < 0 ? fail(p, r, "%s", strerror(-r)) : 0;
 }
 
-/* Ends the pack being written: index, trailer, seek table; commits its upload; hands it to
- * the caller. */
+/* Commits upload u of pack key: 0, or -errno with its one line in msg. Runs on the caller's
+ * thread or a commit's own: the backend's reason is read on the thread that failed. */
+static int commit_upload(struct cb_backend *backend, struct cb_upload *u, const char *key,
+			 char *msg, size_t msglen)
+{
+	int r = cb_upload_commit(u);
+	if (r < 0)
+		snprintf(msg, msglen, "cannot write pack %s/%s: %s", cb_backend_location(backend),
+			 key, cb_backend_why(r));
+	return r;
+}
+
+/* A committed pack: to the caller, and into the stats. */
+static int hand_over(packer *p, const char *key, const struct pack_info *info,
+		     const struct pack_index *pi)
+{
+	int r = p->o.committed ? p->o.committed(p->o.ctx, key, info, pi) : 0;
+	if (r < 0)
+		return fail(p, r, "%s", strerror(-r)); /* the callback may have said more */
+	p->st.packs++;
+	p->st.bytes += info->compressed;
+	for (size_t i = 0; i < pi->nblobs; i++)
+		p->st.blob_bytes += pi->blobs[i].size;
+	return 0;
+}
+
+static void *commit_behind_thread(void *arg)
+{
+	struct behind *b = arg;
+	b->r = commit_upload(b->backend, b->u, b->key.buf, b->msg, sizeof(b->msg));
+	return NULL;
+}
+
+/* Waits for the commit behind, if one runs, and hands its pack over: 0, or the packer's
+ * error. */
+static int join_behind(packer *p)
+{
+	struct behind *b = &p->behind;
+	if (!b->running)
+		return 0;
+	pthread_join(b->thread, NULL);
+	b->running = false;
+	int r = b->r < 0 ? fail(p, b->r, "%s", b->msg) : 0;
+	struct pack_index pi = {b->blobs, b->nblobs};
+	if (r == 0)
+		r = hand_over(p, b->key.buf, &b->info, &pi);
+	cb_upload_free(b->u); /* aborts it unless committed */
+	sb_free(&b->key);
+	free(b->blobs);
+	*b = (struct behind){0};
+	return r;
+}
+
+/* Moves the finished pack (its upload, key and index) to a commit on a thread of its own;
+ * false when no thread could be made (the caller commits it itself). */
+static bool start_behind(packer *p, const struct pack_info *info)
+{
+	struct behind *b = &p->behind;
+	*b = (struct behind){.backend = p->o.backend, .u = p->u, .key = p->key, .blobs = p->blobs,
+			     .nblobs = p->nblobs, .info = *info};
+	if (pthread_create(&b->thread, NULL, commit_behind_thread, b) != 0) {
+		*b = (struct behind){0};
+		return false;
+	}
+	b->running = true;
+	p->u = NULL;
+	p->key = (struct strbuf){0};
+	p->blobs = NULL;
+	return true;
+}
+
+/* Ends the pack being written: index, trailer, seek table; commits its upload (or has it
+ * committed behind, see packer.h); hands it to the caller. */
 static int close_pack(packer *p)
 {
 	if (!p->w)
@@ -126,15 +215,15 @@ static int close_pack(packer *p)
 	if (r < 0)
 		return fail(p, r, "cannot write pack %s: %s", p->key.buf,
 			    pack_writer_errmsg(p->w) ? pack_writer_errmsg(p->w) : strerror(-r));
-	if ((r = cb_upload_commit(p->u)) < 0)
-		return fail(p, r, "cannot write pack %s/%s: %s", cb_backend_location(p->o.backend),
-			    p->key.buf, cb_backend_why(r));
-	if (p->o.committed && (r = p->o.committed(p->o.ctx, p->key.buf, &info, &pi)) < 0)
-		return fail(p, r, "%s", strerror(-r)); /* the callback may have said more */
-	p->st.packs++;
-	p->st.bytes += info.compressed;
-	for (size_t i = 0; i < p->nblobs; i++)
-		p->st.blob_bytes += p->blobs[i].size;
+	if ((r = join_behind(p)) < 0)
+		return r;
+	if (!p->o.commit_behind || !start_behind(p, &info)) {
+		char msg[sizeof(p->msg)];
+		if ((r = commit_upload(p->o.backend, p->u, p->key.buf, msg, sizeof(msg))) < 0)
+			return fail(p, r, "%s", msg);
+		if ((r = hand_over(p, p->key.buf, &info, &pi)) < 0)
+			return r;
+	}
 	drop_pack(p);
 	p->seq++;
 	return 0;
@@ -297,5 +386,7 @@ int packer_cut(packer *p)
 
 int packer_finish(packer *p)
 {
-	return packer_cut(p);
+	int r = packer_cut(p);
+	int behind = join_behind(p);
+	return r ? r : behind;
 }

@@ -50,6 +50,13 @@ struct packer_opts {
 	int (*committed)(void *ctx, const char *key, const struct pack_info *info,
 			 const struct pack_index *pi);
 	void *ctx;
+	/* Commit each closed pack on a thread of its own while the next one is written (the
+	 * commit waits for the last parts, S3's CompleteMultipartUpload or a local fsync, with
+	 * nothing compressing meanwhile). At most one such commit runs; committed is then called
+	 * later, from the caller's thread, at the next pack's close or at packer_finish, and a
+	 * commit's failure is returned there. For a caller that does not look its blobs up in the
+	 * store between packs (create keeps its own map of what it wrote). */
+	bool commit_behind;
 };
 
 int packer_new(const struct packer_opts *o, packer **out);
@@ -80,7 +87,7 @@ unsigned packer_seq(const packer *p);
 /* Commits the current pack now, if it holds anything: the next member starts a new one. */
 int packer_cut(packer *p);
 
-/* Commits the last pack. */
+/* Commits the last pack, and waits for a commit behind. */
 int packer_finish(packer *p);
 
 struct packer_stats {
@@ -93,7 +100,7 @@ void packer_get_stats(const packer *p, struct packer_stats *st);
 /* One line saying what failed; "" when nothing failed. */
 const char *packer_errmsg(const packer *p);
 
-/* Aborts a pack not committed. Accepts NULL. */
+/* Waits for a commit behind, then aborts a pack not committed. Accepts NULL. */
 void packer_free(packer *p);
 
 #endif

@@ -196,3 +196,32 @@ def test_an_object_over_5_tib_is_refused_before_anything_is_sent(tmp_path, binar
         lines = [line for line in p.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and 'more than S3 can store' in lines[0], p.stderr
         assert json.loads(cb('list', '--store', loc, '--json', env=env).stdout) == []
+
+
+@pytest.mark.parametrize('nth', [1, 2, 'last'])
+def test_a_pack_commit_that_fails_behind_the_next_pack_fails_create(store, tmp_path, nth):
+    """create commits each pack on a thread of its own while it writes the next one: when that
+    commit fails (the Nth link into packs/ fails with EIO: tests/shim/killat.c), create still
+    stops with one line naming that pack, commits no backup, and the store checks clean; the
+    next create succeeds."""
+    from conftest import BUILD, preload
+    assert os.path.exists(os.path.join(BUILD, 'tests', 'libkillat.so')), 'the killat shim is not built'
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '1024', '--data-dirs', '1', '--keyspaces', '1',
+                      '--tables', '4', '--sstables', '2', '--incompressible', '--seed', '5')
+    dirs = sample_dirs(src)
+    args = ['create', '--store', store, '--name', 'n1', *data_dir_args(dirs), '--snapshot', 'nightly-1',
+            '--pack-size', '1M']
+    made = json.loads(cb(*args[:4], 'probe', *args[5:], '--json').stdout)['packs']
+    assert made >= 4, made
+    cb('forget', '--store', store, 'probe')
+    cb('prune', '--store', store)
+    n = made if nth == 'last' else nth
+    env = dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_FAIL_PACK_LINK=str(n))
+    p = cb(*args, env=env, check=False)
+    assert p.returncode == 1, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'cannot write pack ' in lines[0] and 'Input/output error' in lines[0], p.stderr
+    assert cb('list', '--store', store, '--json').stdout.strip() == '[]'
+    cb('check', '--store', store)
+    cb(*args)
+    cb('verify', '--store', store, 'n1')

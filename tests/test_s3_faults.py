@@ -99,9 +99,9 @@ def sample(tmp_path, kib=4096, seed=1):
     return sample_dirs(src)
 
 
-def create(loc, env, dirs, name='n1', check=True, timeout=600):
+def create(loc, env, dirs, name='n1', check=True, timeout=600, extra=()):
     return cb('create', '--store', loc, '--name', name, *data_dir_args(dirs), '--snapshot',
-              'nightly-1', env=env, check=check, timeout=timeout)
+              'nightly-1', *extra, env=env, check=check, timeout=timeout)
 
 
 def assert_one_clean_line(p, env, op_words):
@@ -140,13 +140,17 @@ def test_create_retries_through_every_other_fault(store_s3, tmp_path, fault):
     cb('check', '--store', loc, '--read-data', env=env)
 
 
-@pytest.mark.parametrize('fault', ['slowdown', 'reset', 'truncate'])
-def test_create_fails_cleanly_when_every_put_fails(store_s3, tmp_path, fault):
-    """Every PUT fails: create gives up after its retries with one line and no backup."""
+@pytest.mark.parametrize('fault,pack_size', [('slowdown', None), ('reset', None), ('truncate', None),
+                                             ('reset', '1M')])
+def test_create_fails_cleanly_when_every_put_fails(store_s3, tmp_path, fault, pack_size):
+    """Every PUT fails: create gives up after its retries with one line and no backup. With
+    packs of 1 MiB, each pack is committed behind (on a thread of its own while the next is
+    written): the first one's failure still ends create in one line naming its PUT."""
     loc, env = store_s3
     dirs = sample(tmp_path)
+    extra = ('--pack-size', pack_size) if pack_size else ()
     with S3Proxy(upstream_port(env), fault, every=1, match='PUT ') as px:
-        p = create(loc, via(env, px), dirs, check=False)
+        p = create(loc, via(env, px), dirs, check=False, extra=extra)
     assert_one_clean_line(p, env, ['PUT'])
     assert names(loc, env) == []
     assert not [k for k in raw_keys(env) if '/backups/' in k]

@@ -3,11 +3,14 @@
  * CASSBACKUP_TEST_KILL_AT_UNLINK=N, with CASSBACKUP_TEST_KILL_AFTER=1 after the Nth removal is
  * done, else before it. So a test lands a kill -9 at an exact point among the removals that
  * create --incremental makes after its commit, on a loaded machine as on a quiet one. Other
- * removals (a store's temporary files) pass through uncounted. */
+ * removals (a store's temporary files) pass through uncounted.
+ * And CASSBACKUP_TEST_FAIL_PACK_LINK=N fails (EIO) the Nth linkat(2) into a directory below
+ * "packs": the Nth commit of a pack into a local store. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -66,4 +69,28 @@ int unlinkat(int dirfd, const char *path, int flags)
 		maybe_kill(1);
 	}
 	return r;
+}
+
+/* Whether directory dirfd is "packs" or below it. */
+static int in_packs(int dirfd)
+{
+	char dir[PATH_MAX + 1], link[64];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd);
+	ssize_t n = dirfd == AT_FDCWD ? -1 : readlink(link, dir, PATH_MAX);
+	dir[n > 0 ? n : 0] = '\0';
+	return strstr(dir, "/packs/") != NULL;
+}
+
+int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)
+{
+	static int (*real)(int, const char *, int, const char *, int);
+	static long links; /* into packs/ so far */
+	if (!real && !(real = (int (*)(int, const char *, int, const char *, int))dlsym(RTLD_NEXT, "linkat")))
+		abort();
+	const char *fail = getenv("CASSBACKUP_TEST_FAIL_PACK_LINK");
+	if (fail && in_packs(newdirfd) && __atomic_add_fetch(&links, 1, __ATOMIC_SEQ_CST) == strtol(fail, NULL, 10)) {
+		errno = EIO;
+		return -1;
+	}
+	return real(olddirfd, oldpath, newdirfd, newpath, flags);
 }
