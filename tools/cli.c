@@ -90,7 +90,9 @@ static struct crypt_secret *typed_passphrase;
 
 static void free_typed_passphrase(void) { crypt_secret_free(typed_passphrase); }
 
-bool cli_passphrase_was_typed(void) { return typed_passphrase != NULL; }
+static const char *no_prompt_why; /* cli_no_prompt */
+
+void cli_no_prompt(const char *why) { no_prompt_why = why; }
 
 /* An encrypted store opened with neither key file nor passphrase file, by a person at a
  * terminal: asks for its passphrase. 0 (store_settings.passphrase set), or -errno said. */
@@ -118,7 +120,8 @@ int cli_store_open_key(const char *location, int flags, const char *key_file, st
 	o.flags = flags;
 	o.key_file = key_file;
 	int r = permission_or_rofs(location, store_open(location, &o, out, &err));
-	bool can_ask = !key_file && !o.passphrase_file && !o.passphrase && tty_can_prompt();
+	bool can_ask = !key_file && !o.passphrase_file && !o.passphrase && !no_prompt_why &&
+		       tty_can_prompt();
 	if (r == -ENOKEY && can_ask) {
 		_cleanup_free_ char *shown = cli_escape(location);
 		if (prompt_passphrase(shown ? shown : "") < 0) {
@@ -132,7 +135,9 @@ int cli_store_open_key(const char *location, int flags, const char *key_file, st
 	if (r < 0) {
 		_cleanup_free_ char *shown = cli_escape(location);
 		/* a local permission; object storage's refusals say what S3 refused, not who we are */
-		if (r == -ENOKEY && !key_file && !o.passphrase_file && !o.passphrase)
+		if (r == -ENOKEY && !key_file && !o.passphrase_file && !o.passphrase && no_prompt_why)
+			errorf("store %s is encrypted: %s", shown ? shown : "", no_prompt_why);
+		else if (r == -ENOKEY && !key_file && !o.passphrase_file && !o.passphrase)
 			errorf("store %s is encrypted: give --key-file or key_file in the config (a "
 			       "passphrase: --passphrase-file, or type it at a terminal)", shown ? shown : "");
 		else if ((r == -EACCES || r == -EPERM) && !cb_location_is_remote(location))

@@ -62,9 +62,9 @@ struct store_lock;
 int cli_store_open(const char *location, int flags, struct store **out);
 /* cli_store_open with another key file than --key-file's (copy's --to-key-file). */
 int cli_store_open_key(const char *location, int flags, const char *key_file, struct store **out);
-/* Whether an encrypted store was opened this run by a passphrase typed at the terminal (which
- * no other process can be given). */
-bool cli_passphrase_was_typed(void);
+/* No passphrase prompt this run (for a command that hands the store to another process, which
+ * a typed passphrase cannot reach); why: the end of the line said for an encrypted store. */
+void cli_no_prompt(const char *why);
 
 /* Takes the store's lock for command (exclusive or shared), waiting up to wait_seconds and
  * saying once whom it waits for, or prints one line naming who holds it. A read-only store

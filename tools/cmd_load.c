@@ -1168,6 +1168,9 @@ int cmd_load(int argc, char **argv)
 	if (rc == CLI_RUN && o.create_schema && o.target_ks)
 		rc = cli_usage_error(&cmd, "--create-schema creates the backed-up keyspaces; with "
 				     "--target-keyspace, create the target's tables first");
+	if (rc == CLI_RUN && !o.mount) /* ours: it cannot be given a typed passphrase */
+		cli_no_prompt("load mounts the store for sstableloader and cannot hand that mount a "
+			      "typed passphrase: give --passphrase-file FILE or --key-file FILE");
 	if (rc == CLI_RUN) {
 		o.name = argv[first];
 		rc = o.node ? 0 : cluster_nodes(&o, &nodes);

@@ -126,11 +126,6 @@ int mounter_start(struct mounter *m, const char *store, const char *tag, const c
 		  const volatile sig_atomic_t *cancel, char *why, size_t whylen)
 {
 	*m = (struct mounter){0};
-	if (cli_passphrase_was_typed()) {
-		snprintf(why, whylen, "the store was opened by a typed passphrase, which the mount "
-			 "cannot be given: use --passphrase-file FILE (mode 600) or --key-file");
-		return -ENOKEY;
-	}
 	int r = mounter_find_helper(m->helper, sizeof(m->helper));
 	if (r < 0) {
 		snprintf(why, whylen, "cannot run %s: %s", m->helper, strerror(-r));
