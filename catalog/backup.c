@@ -631,6 +631,8 @@ static int add(backup_writer *w, struct wtable *t, unsigned dir, const struct ba
 	if (r == -ESTALE)
 		return fail(w, r, "cannot back up %s: the file changed while it was being read",
 			    f->source);
+	if (*said && packer_failed_behind(w->pk)) /* an earlier pack's commit: not this file's */
+		return fail(w, r, "%s", said);
 	if (*said)
 		return fail(w, r, "%s (backing up %s)", said, f->source);
 	return fail(w, r, "cannot back up %s: %s", f->source, strerror(-r));

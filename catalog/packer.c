@@ -46,6 +46,7 @@ struct packer {
 	unsigned seq;            /* its number */
 	struct packer_stats st;
 	int err;                 /* sticky */
+	bool err_behind;         /* it was a commit behind's */
 	char msg[512];
 };
 
@@ -75,6 +76,7 @@ int packer_new(const struct packer_opts *o, packer **out)
 
 unsigned packer_seq(const packer *p) { return p->seq; }
 const char *packer_errmsg(const packer *p) { return p ? p->msg : ""; }
+bool packer_failed_behind(const packer *p) { return p && p->err_behind; }
 
 void packer_get_stats(const packer *p, struct packer_stats *st)
 {
@@ -174,7 +176,13 @@ static int join_behind(packer *p)
 		return 0;
 	pthread_join(b->thread, NULL);
 	b->running = false;
-	int r = b->r < 0 ? fail(p, b->r, "%s", b->msg) : 0;
+	int r = 0;
+	if (b->r < 0 && !p->err) {
+		r = fail(p, b->r, "%s", b->msg);
+		p->err_behind = true;
+	} else if (b->r < 0) {
+		r = p->err;
+	}
 	struct pack_index pi = {b->blobs, b->nblobs};
 	if (r == 0)
 		r = hand_over(p, b->key.buf, &b->info, &pi);

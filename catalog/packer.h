@@ -99,6 +99,9 @@ void packer_get_stats(const packer *p, struct packer_stats *st);
 
 /* One line saying what failed; "" when nothing failed. */
 const char *packer_errmsg(const packer *p);
+/* Whether that was a commit behind's failure (of an earlier pack than the member being added
+ * when it was said). */
+bool packer_failed_behind(const packer *p);
 
 /* Waits for a commit behind, then aborts a pack not committed. Accepts NULL. */
 void packer_free(packer *p);
