@@ -31,7 +31,30 @@ struct s3_backend {
 	struct cb_backend b;
 	struct s3_client *c;
 	atomic_bool list_v1; /* ListObjectsV2 did not work here: s3_list uses v1 */
+	/* Parts in flight over all of this store's uploads (create commits one pack while it
+	 * writes the next): at most s3_client_parallel() at once, as s3_parallel says. */
+	pthread_mutex_t parts_mu;
+	pthread_cond_t parts_cv;
+	unsigned parts_inflight;
 };
+
+/* Takes one of the store's part slots, waiting while all are in flight. */
+static void part_slot_take(struct s3_backend *sb)
+{
+	pthread_mutex_lock(&sb->parts_mu);
+	while (sb->parts_inflight >= s3_client_parallel(sb->c))
+		pthread_cond_wait(&sb->parts_cv, &sb->parts_mu);
+	sb->parts_inflight++;
+	pthread_mutex_unlock(&sb->parts_mu);
+}
+
+static void part_slot_give(struct s3_backend *sb)
+{
+	pthread_mutex_lock(&sb->parts_mu);
+	sb->parts_inflight--;
+	pthread_cond_broadcast(&sb->parts_cv);
+	pthread_mutex_unlock(&sb->parts_mu);
+}
 
 static struct s3_client *client(struct cb_backend *b) { return ((struct s3_backend *)b)->c; }
 
@@ -433,6 +456,7 @@ static void *part_thread(void *arg)
 	up->inflight--;
 	pthread_cond_broadcast(&up->cv);
 	pthread_mutex_unlock(&up->mu);
+	part_slot_give((struct s3_backend *)up->b);
 	return NULL;
 }
 
@@ -475,7 +499,8 @@ static int part_failed(struct s3_upload *up, int r)
 	return r;
 }
 
-/* Hands the filled buffer to a part thread, waiting while `parallel` are in flight. */
+/* Hands the filled buffer to a part thread, waiting while this upload has max_inflight parts
+ * in flight, and while the store has `parallel` over all its uploads. */
 static int send_part(struct s3_upload *up)
 {
 	int r = up->upload_id ? 0 : start_multipart(up);
@@ -489,6 +514,10 @@ static int send_part(struct s3_upload *up)
 	pthread_mutex_lock(&up->mu);
 	while (up->inflight >= up->max_inflight && !up->err)
 		pthread_cond_wait(&up->cv, &up->mu);
+	pthread_mutex_unlock(&up->mu);
+	/* only this thread adds parts to up: its count can only have fallen meanwhile */
+	part_slot_take((struct s3_backend *)up->b);
+	pthread_mutex_lock(&up->mu);
 	r = up->err;
 	if (r == 0 && up->njobs >= S3_MAX_PARTS) {
 		cb_backend_set_error("PUT %s%s: more than %u parts of %zu bytes (the object is larger "
@@ -508,8 +537,10 @@ static int send_part(struct s3_upload *up)
 		}
 	}
 	pthread_mutex_unlock(&up->mu);
-	if (r < 0)
+	if (r < 0) { /* no part thread took the slot (it gives it back when done) */
+		part_slot_give((struct s3_backend *)up->b);
 		free(j);
+	}
 	return part_failed(up, r);
 }
 
@@ -827,6 +858,8 @@ static void s3_close(struct cb_backend *b)
 {
 	struct s3_backend *sb = (struct s3_backend *)b;
 	s3_client_free(sb->c);
+	pthread_cond_destroy(&sb->parts_cv);
+	pthread_mutex_destroy(&sb->parts_mu);
 	free(b->location);
 	free(sb);
 }
@@ -888,6 +921,8 @@ int cb_backend_open_s3(const char *location, int flags, const struct cb_s3_optio
 		free(loc);
 		return r;
 	}
+	pthread_mutex_init(&sb->parts_mu, NULL);
+	pthread_cond_init(&sb->parts_cv, NULL);
 	sb->b = (struct cb_backend){.ops = &s3_ops, .location = loc,
 				    .readonly = (flags & CB_BACKEND_READONLY) != 0,
 				    .credentials = s3_client_credentials(sb->c)};

@@ -282,6 +282,8 @@ class S3Proxy:
         self.log = []
         self.received = []  # every request as it came: (method, target, {lower-case header: value})
         self.connections = 0  # client connections accepted (keep-alive keeps this low)
+        self.parts_now = 0    # multipart part uploads (PUT ...partNumber=) in flight
+        self.parts_most = 0   # the most in flight at once
         self._mu = threading.Lock()
         self._conns = set()
         self._server = None
@@ -310,12 +312,17 @@ class S3Proxy:
 
     def _record(self, method, target, status, nbytes, forwarded):
         with self._mu:
+            if method == 'PUT' and 'partNumber=' in target:
+                self.parts_now -= 1
             self.requests += forwarded
             self.bytes_to_client += nbytes
             self.log.append((method, target, status, nbytes))
 
     def _received(self, method, target, headers):
         with self._mu:
+            if method == 'PUT' and 'partNumber=' in target:
+                self.parts_now += 1
+                self.parts_most = max(self.parts_most, self.parts_now)
             self.received.append((method, target, {n.decode('latin-1'): v.decode('latin-1')
                                                    for n, v in headers}))
 
