@@ -184,6 +184,18 @@ def test_backend_contract(s3):
     assert p.returncode == 0, p.stderr
 
 
+def test_backend_contract_locally_twice_at_once(tmp_path, binaries):
+    """The local contract makes a store of its own under the directory it is given: two runs at
+    once there (two suites on one machine, meson's plain and sanitizer builds) both pass, and
+    leave nothing behind (both wrote /tmp/locks/... and failed, counting each other's keys)."""
+    runs = [subprocess.Popen([os.path.join(BUILD, 'tests', 'backend_contract'), str(tmp_path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in runs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    assert os.listdir(tmp_path) == []
+
+
 def test_create_list_verify_mount_forget(any_store, tmp_path):
     loc, env = any_store
     src = make_sample(str(tmp_path / 's'), '--data-kib', '4096', '--data-dirs', '1')

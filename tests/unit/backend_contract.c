@@ -6,6 +6,8 @@
 #include "util.h"
 
 #include <errno.h>
+#include <ftw.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,20 +202,42 @@ static void test_large_upload(struct cb_backend *b, size_t total)
 	free(data);
 }
 
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* LOCATION: an S3 location, used as it is, or a local directory under which the contract
+ * makes a store of its own (backend-contract-XXXXXX, removed after): two runs at once, or a
+ * run beside anything else in that directory, must not see each other's objects. */
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
 		fprintf(stderr, "usage: backend_contract LOCATION\n");
 		return 2;
 	}
+	char own[PATH_MAX];
+	const char *loc = argv[1];
+	if (!cb_location_is_remote(loc)) {
+		snprintf(own, sizeof(own), "%s/backend-contract-XXXXXX", loc);
+		if (!mkdtemp(own)) {
+			fprintf(stderr, "backend_contract: cannot make a directory under %s: %s\n", loc,
+				strerror(errno));
+			return 2;
+		}
+		loc = own;
+	}
 	char **strings = NULL;
 	struct cb_s3_options o = {.part_size = 5u << 20, .parallel = 3, .retries = 3};
 	if (cb_s3_options_resolve(&o, NULL, &strings) < 0)
 		return 2;
 	struct cb_backend *b;
-	int r = cb_backend_open(argv[1], 0, &o, &b);
+	int r = cb_backend_open(loc, 0, &o, &b);
 	if (r < 0) {
-		fprintf(stderr, "cannot open %s: %s %s\n", argv[1], strerror(-r), cb_backend_last_error());
+		fprintf(stderr, "cannot open %s: %s %s\n", loc, strerror(-r), cb_backend_last_error());
 		return 1;
 	}
 	test_small_objects(b);
@@ -225,7 +249,7 @@ int main(int argc, char **argv)
 	unsigned removed;
 	CHECK(cb_backend_reclaim(b, &removed) == 0);
 	struct cb_backend *ro;
-	CHECK(cb_backend_open(argv[1], CB_BACKEND_READONLY, &o, &ro) == 0);
+	CHECK(cb_backend_open(loc, CB_BACKEND_READONLY, &o, &ro) == 0);
 	CHECK(cb_backend_put(ro, "backups/x.json", "x", 1, 0) == -EROFS);
 	cb_backend_close(ro);
 	cb_backend_close(b);
@@ -234,9 +258,11 @@ int main(int argc, char **argv)
 	free(strings);
 	if (failures) {
 		fprintf(stderr, "backend_contract %s: %d checks failed (last backend error: %s)\n",
-			argv[1], failures, cb_backend_last_error());
+			loc, failures, cb_backend_last_error());
 		return 1;
 	}
-	printf("backend_contract %s: all checks passed\n", argv[1]);
+	printf("backend_contract %s: all checks passed\n", loc);
+	if (loc == own)
+		nftw(own, remove_one, 16, FTW_DEPTH | FTW_PHYS);
 	return 0;
 }
