@@ -25,7 +25,8 @@ setup() { # builddir, options...
 	else
 		meson setup "$dir" "$@" >/dev/null
 	fi
-	meson compile -C "$dir" >/dev/null
+	# quiet when it builds; its output (the warning -Werror stopped on) when it does not
+	meson compile -C "$dir" >"$dir/compile.log" 2>&1 || { cat "$dir/compile.log" >&2; return 1; }
 }
 
 # -Werror: a build that warns fails here (meson compile's output is not shown).
