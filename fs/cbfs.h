@@ -61,10 +61,12 @@ struct cbfs {
 	 * a connection to the new catalog never serves the old generation's numbers. */
 	pthread_rwlock_t gen_lock;
 
-	/* ops.c: the files open now (fi->fh of each), so those whose RELEASE never comes (the
-	 * kernel drops it when the mount goes away under an open file) are freed at the end */
+	/* ops.c: the files and directories open now (fi->fh of each), so those whose RELEASE or
+	 * RELEASEDIR never comes (the kernel drops it when the mount goes away under an open one)
+	 * are freed at the end */
 	pthread_mutex_t open_mu;
 	struct open_file *open_files;
+	struct dirlist *open_dirs;
 
 	/* refresh.c: requests and their completion, under mu */
 	pthread_mutex_t mu;

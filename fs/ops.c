@@ -328,7 +328,34 @@ struct dirlist {
 	struct cb_node *v;
 	size_t n, cap;
 	unsigned gen;
+	struct dirlist *prev, *next; /* in fs->open_dirs once opened */
 };
+
+static void dirlist_opened(struct cbfs *fs, struct dirlist *d)
+{
+	pthread_mutex_lock(&fs->open_mu);
+	d->prev = NULL;
+	d->next = fs->open_dirs;
+	if (d->next)
+		d->next->prev = d;
+	fs->open_dirs = d;
+	pthread_mutex_unlock(&fs->open_mu);
+}
+
+/* Frees an opened listing (at RELEASEDIR, or at the end for one that never got it). */
+static void dirlist_free(struct cbfs *fs, struct dirlist *d)
+{
+	pthread_mutex_lock(&fs->open_mu);
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		fs->open_dirs = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	pthread_mutex_unlock(&fs->open_mu);
+	free(d->v);
+	free(d);
+}
 
 static int dirlist_add(void *ctx, const struct cb_node *n)
 {
@@ -381,7 +408,9 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	bool immutable = !catalog_node_mutable(dir);
 	fi->cache_readdir = immutable;
 	fi->keep_cache = immutable;
-	fuse_reply_open(req, fi);
+	dirlist_opened(fs, d);
+	if (fuse_reply_open(req, fi) == -ENOENT) /* the opendir was interrupted: no RELEASEDIR */
+		dirlist_free(fs, d);
 }
 
 static void reply_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -438,9 +467,7 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	struct dirlist *d = (struct dirlist *)(uintptr_t)fi->fh;
-	free(d->v);
-	free(d);
+	dirlist_free(req_fs(req), (struct dirlist *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -865,5 +892,7 @@ void cbfs_end_threads(struct cbfs *fs)
 	pthread_key_delete(fs->conn_key);
 	while (fs->open_files)
 		open_file_free(fs, fs->open_files);
+	while (fs->open_dirs)
+		dirlist_free(fs, fs->open_dirs);
 	cbfs_cl_free(fs);
 }

@@ -250,18 +250,22 @@ def fuse_connections():
 
 
 def test_files_open_when_the_connection_is_aborted_are_freed(two, tmp_path):
-    """The kernel sends no RELEASE for a file still open when the connection goes away (an
-    abort, an unmount racing a close): the daemon frees such files as it ends. Under
-    AddressSanitizer the daemon reported each as a leak and exited 1 (seen in CI, a close
-    racing the unmount)."""
+    """The kernel sends no RELEASE (RELEASEDIR) for a file (directory) still open when the
+    connection goes away (an abort, an unmount racing a close): the daemon frees them as it
+    ends. Under AddressSanitizer the daemon reported each as a leak and exited 1 (seen in CI:
+    a close racing the unmount, then a directory listing under 16 concurrent readers)."""
     store, a, _ = two
     conns = fuse_connections()
     mnt = str(tmp_path / 'mnt')
     m = Mount(store, mnt)
+    dirs = []
     try:
         files = [open(m.path('a', 'shop', 'orders', rel), 'rb') for rel in sorted(a[('shop', 'orders')])[:3]]
         for f in files:
             f.read(1)
+        for d in (m.path(), m.path('a'), m.path('a', 'shop', 'orders')):
+            dirs.append(os.open(d, os.O_RDONLY | os.O_DIRECTORY))
+            assert os.listdir(dirs[-1])
         with open(os.path.join(conns, str(os.minor(os.stat(mnt).st_dev)), 'abort'), 'w') as ab:
             ab.write('1')
         rc = m.proc.wait(30)
@@ -274,4 +278,9 @@ def test_files_open_when_the_connection_is_aborted_are_freed(two, tmp_path):
             except OSError:
                 pass  # the connection is gone
     finally:
+        for d in dirs:
+            try:
+                os.close(d)
+            except OSError:
+                pass
         m.kill()
