@@ -42,6 +42,11 @@ enum refresh_what {
 	REFRESH_REOPEN = 1 << 2,  /* a worker found the catalog file made anew: move to it */
 };
 
+/* A handle the kernel holds (fi->fh), in one of the lists below until its release. */
+struct open_link {
+	struct open_link *prev, *next;
+};
+
 struct cbfs {
 	char *location;    /* the store: absolute when local */
 	char *mountpoint;  /* absolute */
@@ -65,8 +70,8 @@ struct cbfs {
 	 * RELEASEDIR never comes (the kernel drops it when the mount goes away under an open one)
 	 * are freed at the end */
 	pthread_mutex_t open_mu;
-	struct open_file *open_files;
-	struct dirlist *open_dirs;
+	struct open_link *open_files; /* each the first member of a struct open_file */
+	struct open_link *open_dirs;  /* each the first member of a struct dirlist */
 
 	/* refresh.c: requests and their completion, under mu */
 	pthread_mutex_t mu;

@@ -323,36 +323,42 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_attr(req, &st, node_timeout(node));
 }
 
+/* Puts l at the head of list *head (fs->open_files or fs->open_dirs). */
+static void open_link_add(struct cbfs *fs, struct open_link **head, struct open_link *l)
+{
+	pthread_mutex_lock(&fs->open_mu);
+	l->prev = NULL;
+	l->next = *head;
+	if (l->next)
+		l->next->prev = l;
+	*head = l;
+	pthread_mutex_unlock(&fs->open_mu);
+}
+
+static void open_link_remove(struct cbfs *fs, struct open_link **head, struct open_link *l)
+{
+	pthread_mutex_lock(&fs->open_mu);
+	if (l->prev)
+		l->prev->next = l->next;
+	else
+		*head = l->next;
+	if (l->next)
+		l->next->prev = l->prev;
+	pthread_mutex_unlock(&fs->open_mu);
+}
+
 /* A directory's listing, taken whole at opendir: one indexed query, then served by offset. */
 struct dirlist {
+	struct open_link link; /* first: in fs->open_dirs once opened */
 	struct cb_node *v;
 	size_t n, cap;
 	unsigned gen;
-	struct dirlist *prev, *next; /* in fs->open_dirs once opened */
 };
-
-static void dirlist_opened(struct cbfs *fs, struct dirlist *d)
-{
-	pthread_mutex_lock(&fs->open_mu);
-	d->prev = NULL;
-	d->next = fs->open_dirs;
-	if (d->next)
-		d->next->prev = d;
-	fs->open_dirs = d;
-	pthread_mutex_unlock(&fs->open_mu);
-}
 
 /* Frees an opened listing (at RELEASEDIR, or at the end for one that never got it). */
 static void dirlist_free(struct cbfs *fs, struct dirlist *d)
 {
-	pthread_mutex_lock(&fs->open_mu);
-	if (d->prev)
-		d->prev->next = d->next;
-	else
-		fs->open_dirs = d->next;
-	if (d->next)
-		d->next->prev = d->prev;
-	pthread_mutex_unlock(&fs->open_mu);
+	open_link_remove(fs, &fs->open_dirs, &d->link);
 	free(d->v);
 	free(d);
 }
@@ -408,7 +414,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	bool immutable = !catalog_node_mutable(dir);
 	fi->cache_readdir = immutable;
 	fi->keep_cache = immutable;
-	dirlist_opened(fs, d);
+	open_link_add(fs, &fs->open_dirs, &d->link);
 	if (fuse_reply_open(req, fi) == -ENOENT) /* the opendir was interrupted: no RELEASEDIR */
 		dirlist_free(fs, d);
 }
@@ -487,34 +493,21 @@ static void escape(const char *s, char *out, size_t outlen)
 
 /* An open file: where its bytes are, and who it is (for checks and messages). */
 struct open_file {
+	struct open_link link; /* first: in fs->open_files */
 	struct cb_file_ident id;
 	struct cb_blob_loc loc;
 	atomic_bool logged; /* a read failed and said so: the kernel's readahead of the same
 			     * failure need not fill the log */
-	struct open_file *prev, *next; /* in fs->open_files */
 };
 
 static void open_file_add(struct cbfs *fs, struct open_file *of)
 {
-	pthread_mutex_lock(&fs->open_mu);
-	of->prev = NULL;
-	of->next = fs->open_files;
-	if (of->next)
-		of->next->prev = of;
-	fs->open_files = of;
-	pthread_mutex_unlock(&fs->open_mu);
+	open_link_add(fs, &fs->open_files, &of->link);
 }
 
 static void open_file_free(struct cbfs *fs, struct open_file *of)
 {
-	pthread_mutex_lock(&fs->open_mu);
-	if (of->prev)
-		of->prev->next = of->next;
-	else
-		fs->open_files = of->next;
-	if (of->next)
-		of->next->prev = of->prev;
-	pthread_mutex_unlock(&fs->open_mu);
+	open_link_remove(fs, &fs->open_files, &of->link);
 	free(of);
 }
 
@@ -890,9 +883,9 @@ void cbfs_end_threads(struct cbfs *fs)
 	close_conn(pthread_getspecific(fs->conn_key));
 	pthread_setspecific(fs->conn_key, NULL);
 	pthread_key_delete(fs->conn_key);
-	while (fs->open_files)
-		open_file_free(fs, fs->open_files);
-	while (fs->open_dirs)
-		dirlist_free(fs, fs->open_dirs);
+	while (fs->open_files) /* each the first member of its open_file */
+		open_file_free(fs, (struct open_file *)fs->open_files);
+	while (fs->open_dirs) /* each the first member of its dirlist */
+		dirlist_free(fs, (struct dirlist *)fs->open_dirs);
 	cbfs_cl_free(fs);
 }
