@@ -808,25 +808,20 @@ static uint64_t stored_bytes(const backup_writer *w)
 /* The commit point: backups/NAME.json, written once, after the pack. */
 static int put_manifest(backup_writer *w, const struct manifest *m, uint64_t *size)
 {
-	struct strbuf doc = {0}, key = {0};
+	struct strbuf doc = {0}, err = {0};
 	char why[256] = "";
 	int r = manifest_write(m, &doc, why, sizeof(why));
 	if (r == -EINVAL)
 		return fail(w, r, "cannot describe backup %s: %s", w->name, why);
-	r = r ?: store_manifest_key(w->ref, &key);
-	uint64_t there;
-	if (r == 0 && cb_backend_stat(store_backend(w->store), key.buf, &there) == 0)
-		r = -EEXIST;
-	if (r == 0)
-		r = cb_backend_put(store_backend(w->store), key.buf, doc.buf, doc.len, CB_PUT_EXCLUSIVE);
+	r = r ?: store_commit_manifest(w->store, w->lock, w->ref, doc.buf, doc.len, &err);
 	*size = doc.len;
 	if (r == -EEXIST)
 		fail(w, r, "backup %s of node %s was created by another process meanwhile; nothing "
 			"changed", w->name, manifest_node_key(m));
 	else if (r < 0)
-		fail(w, r, "cannot write %s/%s: %s", w->root, key.buf ? key.buf : "backups", cb_backend_why(r));
+		fail(w, r, "%s", err.buf ? err.buf : strerror(-r));
 	sb_free(&doc);
-	sb_free(&key);
+	sb_free(&err);
 	return r;
 }
 

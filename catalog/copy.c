@@ -389,21 +389,10 @@ static int send_all(struct copy *c)
 /* The commit point: backups/NAME.json at the target, the source's bytes, written once. */
 static int put_manifest(struct copy *c)
 {
-	struct strbuf key = {0};
-	uint64_t there;
-	struct cb_backend *b = store_backend(c->dst);
-	int r = store_manifest_key(c->name, &key);
-	if (r == 0 && cb_backend_stat(b, key.buf, &there) == 0)
-		r = -EEXIST;
-	if (r == 0)
-		r = cb_backend_put(b, key.buf, c->doc, c->len, CB_PUT_EXCLUSIVE);
+	int r = store_commit_manifest(c->dst, c->o->lease, c->name, c->doc, c->len, c->err);
 	if (r == -EEXIST)
 		sb_printf(c->err, "another process wrote a backup of that name to %s meanwhile; "
 			  "nothing copied", store_location(c->dst));
-	else if (r < 0)
-		sb_printf(c->err, "cannot write %s/%s: %s", store_location(c->dst),
-			  key.buf ? key.buf : "backups", cb_backend_why(r));
-	sb_free(&key);
 	return r;
 }
 

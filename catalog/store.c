@@ -4,6 +4,7 @@
 #include "packread.h"
 #include "backend_i.h"
 #include "crypt.h"
+#include "lock.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -85,6 +86,36 @@ int store_manifest_key(const char *ref, struct strbuf *key)
 	if (store_ref_split(ref, name, node) < 0)
 		return -EINVAL;
 	return sb_printf(key, "backups/%s.json", ref);
+}
+
+/* After a lease lapsed while the manifest at key was written: deletes it again. */
+static void withdraw_manifest(struct store *s, const char *key, const char *lease, struct strbuf *err)
+{
+	int d = cb_backend_delete(s->b, key);
+	if (d == 0 || d == -ENOENT)
+		sb_printf(err, "%s (its manifest %s, written meanwhile, was withdrawn)", lease, key);
+	else
+		sb_printf(err, "%s, but its manifest %s, written meanwhile, could not be withdrawn (%s): "
+			  "a prune may have deleted packs it names; verify the backup before relying on it",
+			  lease, key, cb_backend_why(d));
+}
+
+int store_commit_manifest(struct store *s, struct store_lock *lock, const char *ref,
+			  const void *doc, size_t len, struct strbuf *err)
+{
+	struct strbuf key = {0}, lease = {0};
+	uint64_t there;
+	int r = store_manifest_key(ref, &key);
+	if (r == 0 && cb_backend_stat(s->b, key.buf, &there) == 0)
+		r = -EEXIST;
+	if (r == 0 && (r = cb_backend_put(s->b, key.buf, doc, len, CB_PUT_EXCLUSIVE)) < 0 &&
+	    r != -EEXIST)
+		sb_printf(err, "cannot write %s/%s: %s", s->location, key.buf, cb_backend_why(r));
+	if (r == 0 && (r = store_lock_check(lock, &lease)) < 0)
+		withdraw_manifest(s, key.buf, lease.buf ? lease.buf : "the lock lapsed", err);
+	sb_free(&key);
+	sb_free(&lease);
+	return r;
 }
 
 int store_manifest_name(const char *key, char ref[CB_REF_MAX])

@@ -187,6 +187,15 @@ int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
 #define CB_REF_MAX 320
 /* backups/REF.json; -EINVAL for a ref that cannot be a backup's. */
 int store_manifest_key(const char *ref, struct strbuf *key);
+struct store_lock;
+/* The commit point of a create or a copy: writes doc as the manifest of backup ref, only if
+ * there is none (-EEXIST, err untouched: the caller says whose). The caller checked its lease
+ * (lock) just before; it is checked again once the manifest is written, since the write itself
+ * may take minutes (retries, a paused process) and a lease that lapsed meanwhile may have let
+ * a prune delete packs the manifest names: the manifest is then deleted again and -ETIMEDOUT
+ * returned. Otherwise 0, or the backend's error; err gets one line. */
+int store_commit_manifest(struct store *s, struct store_lock *lock, const char *ref,
+			  const void *doc, size_t len, struct strbuf *err);
 /* The ref in a key of backups/ ("backups/NAME.json" or "backups/NAME/NODE.json"), into ref:
  * 0, or -EINVAL for a key that is not a manifest's. The one place such keys are read. */
 int store_manifest_name(const char *key, char ref[CB_REF_MAX]);
@@ -226,7 +235,9 @@ int store_keys_list(struct store *s,
 		    int (*cb)(void *ctx, const char *id, const struct crypt_slot_info *info,
 			      const char *why),
 		    void *ctx, struct strbuf *err);
-/* Removes slot id: -EBUSY for the slot the store was opened with, -ENOENT when absent. */
+/* Removes slot id: -EBUSY for the slot the store was opened with, -ESTALE when that slot is
+ * gone (another key removed it since the store was opened), -ENOENT when id is absent. The
+ * caller holds the store's exclusive lock, so that removes do not interleave. */
 int store_keys_remove(struct store *s, const char *id, struct strbuf *err);
 
 #endif

@@ -136,6 +136,48 @@ def test_create_paused_past_its_lease_commits_nothing(store, tmp_path):
     assert [a['pack'] for a in res['actions']] == [orphan] and pack_files(store) == []
 
 
+def stopped_at_state_t(c):
+    """Waits until process c is stopped (it stopped itself), or fails when it ended."""
+    while c.poll() is None:
+        with open(f'/proc/{c.pid}/stat') as f:
+            if f.read().rsplit(')', 1)[1].split()[0] == 'T':
+                return c
+        time.sleep(0.01)
+    out, err = c.communicate()
+    raise AssertionError(f'it ended ({c.returncode}) before it stopped: {err}')
+
+
+def test_a_lease_that_lapses_while_the_manifest_is_written_withdraws_it(store, tmp_path):
+    """The lease was checked before the manifest's write and never after: a create paused
+    between the two (here stopped just before its manifest lands: the shim), or whose write
+    took minutes, committed a backup whose packs a prune had deleted meanwhile, and exited 0.
+    Now the lease is checked again once the manifest is written; lapsed, the manifest is
+    withdrawn and nothing is committed."""
+    dirs, p1 = day1_and_big_day2(tmp_path, store, big_kib=64)
+    env = dict(LEASE, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='1')
+    c = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, *node_files_off(['create', '--store', store, '--name', 'day2',
+                                      *data_dir_args(dirs), '--snapshot', 'nightly-2'])],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    try:
+        # the manifest is not there yet: the prune (once the create's lock is stale) deletes
+        # day1's pack, which the create counts on (and the create's own, named by nothing)
+        assert not os.path.exists(manifest_path(store, 'day2'))
+        p = cb('prune', '--store', store, '--json', '--lock-wait', '60', env=LEASE, check=False)
+        assert p.returncode == 0, p.stderr
+        assert (p1, True) in [(a['pack'], a['done']) for a in json.loads(p.stdout)['actions']], p.stdout
+        assert p1 not in pack_files(store)
+    finally:
+        rc, out, err = resumed(c)
+    assert rc == 1, (out, err)
+    line = the_lapsed_line(err, store)
+    assert 'written meanwhile, was withdrawn' in line, line
+    assert not os.path.exists(manifest_path(store, 'day2'))
+    assert backup_names(store) == []
+    p = cb('check', '--store', store, '--json', check=False)
+    assert p.returncode == 0, p.stdout
+
+
 def test_prune_with_its_clock_ahead_leaves_a_live_lock_alone(store, tmp_path):
     assert os.path.exists(SHIM), f'{SHIM} is not built'
     shifted = int(subprocess.run(['date', '+%s'], env=AHEAD_PLAIN, capture_output=True, text=True,

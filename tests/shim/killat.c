@@ -5,7 +5,10 @@
  * create --incremental makes after its commit, on a loaded machine as on a quiet one. Other
  * removals (a store's temporary files) pass through uncounted.
  * And CASSBACKUP_TEST_FAIL_PACK_LINK=N fails (EIO) the Nth linkat(2) into a directory below
- * "packs": the Nth commit of a pack into a local store. */
+ * "packs": the Nth commit of a pack into a local store.
+ * And CASSBACKUP_TEST_STOP_AT_MANIFEST=1 stops the process (SIGSTOP) just before it renames or
+ * links a file into backups/: a create's or copy's commit in a local store, after its lease
+ * was checked and before its manifest lands (a pause there, as a suspended VM makes one). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -81,6 +84,23 @@ static int in_packs(int dirfd)
 	return strstr(dir, "/packs/") != NULL;
 }
 
+/* Stops here when asked to, for a name that lands in backups/. */
+static void maybe_stop(int newdirfd, const char *newpath)
+{
+	const char *stop = getenv("CASSBACKUP_TEST_STOP_AT_MANIFEST");
+	if (stop && strcmp(stop, "1") == 0 && in_backups(newdirfd, newpath))
+		raise(SIGSTOP);
+}
+
+int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned flags)
+{
+	static int (*real)(int, const char *, int, const char *, unsigned);
+	if (!real && !(real = (int (*)(int, const char *, int, const char *, unsigned))dlsym(RTLD_NEXT, "renameat2")))
+		abort();
+	maybe_stop(newdirfd, newpath);
+	return real(olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
 int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)
 {
 	static int (*real)(int, const char *, int, const char *, int);
@@ -92,5 +112,6 @@ int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
 		errno = EIO;
 		return -1;
 	}
+	maybe_stop(newdirfd, newpath);
 	return real(olddirfd, oldpath, newdirfd, newpath, flags);
 }

@@ -1,0 +1,204 @@
+"""Encrypted stores as an adversary tried them (issue 16's review): key slots removed from two
+hosts at once, a damaged slot, a key file someone else wrote, a target made to look plain
+under copy, damage that must read as damage, and the mount under a configuration with
+cache_dir. Each test failed before its fix."""
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from conftest import (CASSBACKUP, cb, data_dir_args, make_sample, mounted, node_files_off, sample_dirs,
+                      snapshot_tables, stop_while_writing)
+from test_encrypt import keyfile, store_files, store_with_backup_b
+from test_restore_safety import live_with_tables
+
+
+def stored(loc):
+    """The store's files but its catalog (a cache every command may touch)."""
+    return [f for f in store_files(loc) if '/catalog.db' not in f]
+
+
+def slots(loc, key, env):
+    return json.loads(cb('key', 'list', '--store', loc, '--key-file', key, '--json', env=env).stdout)
+
+
+def two_key_files(tmp_path):
+    """A store holding backup b with two key-file slots: (loc, env, k1, k2, slot of k1, slot of k2)."""
+    loc, env, k1 = store_with_backup_b(tmp_path)
+    k2 = str(tmp_path / 'k2')
+    cb('key', 'add', '--store', loc, '--key-file', k1, '--new-key-file', k2, env=env)
+    [a] = [s['id'] for s in slots(loc, k1, env) if s['current']]
+    [b] = [s['id'] for s in slots(loc, k2, env) if s['current']]
+    return loc, env, k1, k2, a, b
+
+
+def test_a_key_remove_whose_own_slot_went_meanwhile_removes_nothing(tmp_path, binaries):
+    """Two `key remove` at once, each with its own key removing the other's slot, removed both
+    and left a store no key opens. Now a remove holds the store's exclusive lock and removes
+    only while the slot its key opened is still there: here it waits for a create's lock,
+    the other slot's remove happens meanwhile, and it refuses."""
+    loc, env, k1, k2, a, b = two_key_files(tmp_path)
+    src = make_sample(str(tmp_path / 'big'), '--data-kib', '8192', '--incompressible', '--no-clutter',
+                      '--keyspaces', '1', '--tables', '1', '--no-index')
+    c = stop_while_writing([CASSBACKUP, *node_files_off(['create', '--store', loc, '--key-file', k1,
+                                                         '--name', 'c', *data_dir_args(sample_dirs(src)),
+                                                         '--snapshot', 'nightly-1'])], loc, env)
+    assert c, 'the create ended before it was stopped writing'
+    p = None
+    try:
+        p = subprocess.Popen([CASSBACKUP, 'key', 'remove', '--store', loc, '--key-file', k1, b],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env)
+        line = p.stderr.readline()
+        assert 'waiting for the shared lock of create' in line, line
+        os.unlink(os.path.join(loc, 'keys', a + '.json'))  # k2's remove of k1's slot, meanwhile
+    finally:
+        c.send_signal(signal.SIGCONT)
+        c.communicate(timeout=300)
+        out, err = p.communicate(timeout=120) if p else ('', '')
+    assert c.returncode == 0
+    assert p.returncode == 1 and 'removed key slot' not in out, (out, err)
+    assert f'key slot {a}, the one this key opened, was removed meanwhile' in err
+    assert [s['id'] for s in slots(loc, k2, env)] == [b]
+    cb('verify', '--store', loc, '--all', '--key-file', k2, env=env)
+
+
+def test_two_key_removes_at_once_always_leave_a_key(tmp_path, binaries):
+    """The race as an operator meets it, several times: whatever the order, one remove wins,
+    the other refuses, and the winner's key still opens every backup."""
+    for round in range(4):
+        os.mkdir(tmp_path / str(round))
+        loc, env, k1, k2, a, b = two_key_files(tmp_path / str(round))
+        procs = [subprocess.Popen([CASSBACKUP, 'key', 'remove', '--store', loc, '--key-file', k, victim],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env)
+                 for k, victim in ((k1, b), (k2, a))]
+        results = [p.communicate(timeout=180) + (p.returncode,) for p in procs]
+        assert sorted(rc for _, _, rc in results) == [0, 1], results
+        [winner] = [k for (_, _, rc), k in zip(results, (k1, k2)) if rc == 0]
+        assert len(slots(loc, winner, env)) == 1
+        cb('verify', '--store', loc, '--all', '--key-file', winner, env=env)
+
+
+def test_a_damaged_slot_is_named_and_check_reports_it(tmp_path, binaries):
+    """The only key-file slot cut short said "the store has no key file key slots"; and check
+    said nothing of a damaged slot beside good ones."""
+    loc, env, k1, k2, a, b = two_key_files(tmp_path)
+    with open(os.path.join(loc, 'keys', b + '.json'), 'r+') as f:
+        f.truncate(100)
+    p = cb('check', '--store', loc, '--key-file', k1, env=env, check=False)
+    assert p.returncode != 0 and f'keys/{b}.json: damaged key slot' in p.stdout + p.stderr, p
+    p = cb('list', '--store', loc, '--key-file', k2, env=env, check=False)
+    assert p.returncode != 0
+    assert f'keys/{b}.json is damaged' not in p.stderr  # k2's own slot is the damaged one...
+    assert 'opens none of the store' in p.stderr and f'1 damaged slot not tried (keys/{b}.json' in p.stderr
+    os.unlink(os.path.join(loc, 'keys', a + '.json'))  # ...and now the only one
+    p = cb('list', '--store', loc, '--key-file', k2, env=env, check=False)
+    assert p.returncode != 0 and len(p.stderr.splitlines()) == 1
+    assert f'no key file key slot opens the store: keys/{b}.json is damaged' in p.stderr, p.stderr
+
+
+def test_a_key_file_another_user_owns_is_refused(tmp_path, binaries):
+    """root wrapped the master key under a key file another user wrote (mode 600 and all)."""
+    os.chmod(tmp_path, 0o755)
+    planted = keyfile(tmp_path / 'planted.key')
+    os.chown(planted, 65534, 65534)
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    p = cb('init', '--store', str(tmp_path / 's'), '--encrypt', '--key-file', planted, env=env, check=False)
+    assert p.returncode != 0 and not os.path.exists(tmp_path / 's' / 'config')
+    assert f'key file {planted}: owned by user id 65534, not by us (user id 0) or root' in p.stderr
+    os.mkdir(tmp_path / 'x')
+    loc, env, k1 = store_with_backup_b(tmp_path / 'x')
+    p = cb('key', 'add', '--store', loc, '--key-file', k1, '--new-key-file', planted, env=env, check=False)
+    assert p.returncode != 0 and 'owned by user id 65534' in p.stderr
+    p = cb('list', '--store', loc, '--passphrase-file', planted, env=env, check=False)
+    assert p.returncode != 0 and 'owned by user id 65534' in p.stderr
+
+
+def test_copy_never_writes_plaintext_into_a_target_made_to_look_plain(tmp_path, binaries):
+    """Someone who may write the target but holds no key deletes "encryption" from its config
+    and moves keys/ away: copy with the usual --key-file wrote the backups there in plaintext."""
+    src, env, k1 = store_with_backup_b(tmp_path)
+    dst = str(tmp_path / 'dst')
+    cb('init', '--store', dst, '--encrypt', '--key-file', k1, env=env)
+    conf = json.load(open(os.path.join(dst, 'config')))
+    del conf['encryption']
+    with open(os.path.join(dst, 'config'), 'w') as f:
+        json.dump(conf, f)
+    os.rename(os.path.join(dst, 'keys'), str(tmp_path / 'keys-away'))
+    before = stored(dst)
+    p = cb('copy', '--from', src, '--to', dst, '--key-file', k1, 'b', env=env, check=False)
+    assert p.returncode == 2 and 'its backups would be stored there in plaintext' in p.stderr, p
+    assert stored(dst) == before
+    p = cb('copy', '--from', src, '--to', dst, '--to-key-file', k1, '--key-file', k1, 'b', env=env,
+           check=False)
+    assert p.returncode == 2 and '--to-key-file: store' in p.stderr and 'is not encrypted' in p.stderr
+    assert stored(dst) == before
+    # said so: a plain copy
+    cb('copy', '--from', src, '--to', dst, '--key-file', k1, '--to-plain', 'b', env=env)
+    cb('verify', '--store', dst, '--all', env=env)
+    p = cb('copy', '--from', dst, '--to', src, '--key-file', k1, '--to-plain', 'b', env=env, check=False)
+    assert p.returncode == 2 and '--to-plain: store' in p.stderr and 'is encrypted' in p.stderr
+
+
+def test_damage_in_an_encrypted_pack_reads_as_damage(tmp_path, binaries):
+    """A flipped byte in an encrypted pack said "cannot read the pack from the store" and
+    restore told to run it again (a transient failure); a plain store's says damaged."""
+    loc, env, key = store_with_backup_b(tmp_path)
+    [pack] = [f for f in store_files(loc) if '/packs/' in f]
+    with open(pack, 'r+b') as f:
+        f.seek(os.path.getsize(pack) // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x20]))
+    live = str(tmp_path / 'live')
+    live_with_tables(live, snapshot_tables(sample_dirs(str(tmp_path / 's')), 'nightly-1'))
+    p = cb('restore', '--store', loc, '--key-file', key, 'b', '--data-dir', live,
+           env=env, check=False)
+    assert p.returncode == 1, p
+    assert 'run the same command again' not in p.stderr and 'cannot read the pack from the store' not in p.stderr
+    assert 'backup b is damaged' in p.stderr and 'fails authentication' in p.stderr, p.stderr
+    assert f'cassbackup verify --store {loc} --key-file {key} b' in p.stderr
+    p = cb('verify', '--store', loc, '--key-file', key, 'b', env=env, check=False)
+    assert p.returncode == 1 and 'cannot read the pack from the store' not in p.stdout + p.stderr
+    assert 'corrupt' in p.stdout + p.stderr, p
+
+
+def test_mount_under_a_configuration_with_cache_dir(tmp_path, binaries):
+    """cache_dir in cassbackup.conf is where commands keep the catalog; the mount took it for
+    its -o cache_dir (a disk cache of frames) and refused every encrypted store."""
+    loc, env, key = store_with_backup_b(tmp_path)
+    cache = str(tmp_path / 'conf-cache')
+    conf = tmp_path / 'cassbackup.conf'
+    conf.write_text(f'cache_dir = {cache}\nkey_file = {key}\n')
+    env = {k: v for k, v in env.items() if k != 'CASSBACKUP_CACHE_DIR'}
+    assert 'b' in cb('list', '--config', str(conf), '--store', loc, env=env).stdout
+    with mounted(loc, str(tmp_path / 'mnt'), opts=['-o', f'config={conf}'], env=env) as m:
+        assert os.listdir(m.path()) == ['b']
+    p = subprocess.run([CASSBACKUP.replace('tools/cassbackup', 'fs/mount.cassbackup'), loc,
+                        str(tmp_path / 'mnt'), '-o', f'config={conf},cache_dir={tmp_path}/dc'],
+                       capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    assert p.returncode != 0 and '-o cache_dir: not available for an encrypted store' in p.stderr
+
+
+def test_key_file_and_passphrase_file_both_given_is_a_usage_error(tmp_path, binaries):
+    loc, env, key = store_with_backup_b(tmp_path)
+    bad = keyfile(tmp_path / 'six', 'sixsix\n')
+    p = cb('list', '--store', loc, '--key-file', key, '--passphrase-file', bad, env=env, check=False)
+    assert p.returncode == 2 and 'give --key-file or --passphrase-file, not both' in p.stderr
+    # one on the line wins over the other's configuration key
+    conf = tmp_path / 'c.conf'
+    conf.write_text(f'passphrase_file = {bad}\n')
+    assert 'b' in cb('--config', str(conf), 'list', '--store', loc, '--key-file', key, env=env).stdout
+
+
+def test_failed_init_leaves_no_key_file_it_made(tmp_path, binaries):
+    loc = tmp_path / 'full'
+    loc.mkdir()
+    (loc / 'something').write_text('x')
+    key = str(tmp_path / 'new.key')
+    p = cb('init', '--store', str(loc), '--encrypt', '--key-file', key,
+           env=dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache')), check=False)
+    assert p.returncode != 0 and not os.path.exists(key), p
