@@ -7,9 +7,11 @@
  * Sizes above are the plaintext's (a listing's and a stat's computed from the sealed size:
  * crypt_plain_size). A ranged read fetches the sealed chunks that cover it, one read below,
  * and authenticates each: a read of a frame costs the frame and at most a chunk more on each
- * side. An object that fails authentication anywhere a read touches is -EIO for ranged reads
- * (pack data: the mount's EIO, restore's error) and -EBADMSG for whole objects (a manifest
- * that does not parse), never bytes. cb_backend_last_error() names the object. */
+ * side. An object that fails authentication anywhere a read touches is -EBADMSG, never
+ * bytes: for whole objects (a manifest that does not parse) and for ranged reads, which the
+ * pack reader takes for damaged pack data (pack_read_error: restore says the backup is
+ * damaged, not to try again; the mount gives EIO), where a failing read below stays -EIO.
+ * cb_backend_last_error() names the object. */
 #include "backend_i.h"
 #include "crypt.h"
 
@@ -194,10 +196,7 @@ static ssize_t cio_pread(struct cb_io *io, void *buf, size_t len, uint64_t off)
 			dst += plain;
 		}
 	}
-	if (r == -EBADMSG) {
-		auth_failed(x->key, -EBADMSG);
-		r = -EIO;
-	}
+	auth_failed(x->key, (int)r);
 	crypt_ctx_free(c);
 	free(part);
 	return r < 0 ? r : (ssize_t)len;
@@ -250,7 +249,7 @@ static int crypt_open_read(struct cb_backend *b, const char *key, struct cb_io *
 		if (x)
 			crypt_obj_free(x->obj);
 		free(x);
-		return r == -EBADMSG ? -EIO : r;
+		return r;
 	}
 	x->io = (struct cb_io){.ops = &crypt_io_ops, .size = plain};
 	x->in = in;

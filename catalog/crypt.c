@@ -140,6 +140,12 @@ int crypt_secret_file_read(const char *path, const char *what, size_t min,
 		sb_printf(err, "%s %s: mode %03o lets others than its owner at the key (chmod 600)",
 			  what, path, (unsigned)(st.st_mode & 0777));
 		r = -EINVAL; /* not -EPERM: nothing was denied to us, the file is too open */
+	} else if (r == 0 && st.st_uid != geteuid() && st.st_uid != 0) {
+		/* root reading a file another user wrote: that user would choose the key */
+		sb_printf(err, "%s %s: owned by user id %u, not by us (user id %u) or root: whoever "
+			  "owns it could have written it (chown it, or use another file)", what, path,
+			  (unsigned)st.st_uid, (unsigned)geteuid());
+		r = -EINVAL;
 	} else if (r == 0 && (st.st_size < (off_t)min || st.st_size > CRYPT_KEYFILE_MAX)) {
 		sb_printf(err, "%s %s: %lld bytes; it must hold %zu to %d bytes", what, path,
 			  (long long)st.st_size, min, CRYPT_KEYFILE_MAX);

@@ -74,8 +74,9 @@ void crypt_key_fingerprint(const struct crypt_key *k, char out[17]);
 
 /* Reads the key file at path into *out (the secret: its bytes, a final newline dropped).
  * Refused with one line in err: a file others than its owner may read or write (mode & 077:
- * "chmod 600"), not a regular file, shorter than CRYPT_KEYFILE_MIN or longer than
- * CRYPT_KEYFILE_MAX bytes: -EINVAL; or -errno. */
+ * "chmod 600"), one owned by another user than the caller or root (who could have chosen the
+ * key), not a regular file, shorter than CRYPT_KEYFILE_MIN or longer than CRYPT_KEYFILE_MAX
+ * bytes: -EINVAL; or -errno. */
 int crypt_keyfile_read(const char *path, struct crypt_secret **out, struct strbuf *err);
 
 /* crypt_keyfile_read for any secret in a file (what: "key file", "passphrase file"), at

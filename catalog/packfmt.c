@@ -15,7 +15,7 @@
  * -EREMOTEIO, so that it is not taken for -EIO, corrupt frames. */
 int pack_read_error(ssize_t got)
 {
-	return got == -EIO ? -EREMOTEIO : (int)got;
+	return got == -EIO ? -EREMOTEIO : got == -EBADMSG ? -EIO : (int)got;
 }
 
 const char *pack_cache_strerror(int err)
@@ -23,7 +23,7 @@ const char *pack_cache_strerror(int err)
 	switch (err) {
 	case -ENOENT: return "pack file is missing";
 	case -EBADMSG: return "pack has no valid seek table";
-	case -EIO: return "pack data is corrupt (checksum mismatch)";
+	case -EIO: return "pack data is corrupt (checksum mismatch, or fails authentication)";
 	case -EREMOTEIO: return "cannot read the pack from the store";
 	case -ERANGE: return "file lies beyond the end of the pack (catalog and pack disagree)";
 	default: return strerror(-err);

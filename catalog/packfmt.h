@@ -53,7 +53,9 @@ int pack_index_parse_checked(const char *buf, const struct seek_table *t,
 int pack_index_size_ok(const struct pack_trailer *tr, char *err, size_t errlen);
 
 /* A failed read of a pack (the disk, object storage after its retries) as -EREMOTEIO, so that
- * it is not taken for -EIO, a corrupt frame. Other errors as they are. */
+ * it is not taken for -EIO, a corrupt frame; bytes that fail authentication (-EBADMSG from an
+ * encrypted store's backend) as -EIO: damaged, as a checksum that fails. Other errors as they
+ * are. */
 int pack_read_error(ssize_t got);
 
 /* The one text for each error of reading a pack, each with its one meaning (packread.h

@@ -955,6 +955,17 @@ static void check_free(struct check *c)
 	reconcile_stats_free(&c->rs);
 }
 
+/* A key slot that does not parse: the key file or passphrase it was made for no longer opens
+ * the store (the slot kept for disaster recovery, maybe). */
+static int on_key_slot(void *ctx, const char *id, const struct crypt_slot_info *info, const char *why)
+{
+	if (!info)
+		problem((struct check *)ctx, "keys/%s.json: damaged key slot (%s): the key file or "
+			"passphrase it was made for no longer opens the store; add another with "
+			"'cassbackup key add', then remove this one", id, why);
+	return 0;
+}
+
 int storecheck_run(struct store *s, const struct storecheck_opts *o, struct storecheck_stats *st,
 		   struct strbuf *err)
 {
@@ -966,6 +977,11 @@ int storecheck_run(struct store *s, const struct storecheck_opts *o, struct stor
 	r = r ?: check_manifests(&c);
 	if (r == 0 && c.catalog_ok)
 		compare_packs(&c);
+	if (r == 0 && store_encrypted(s)) {
+		struct strbuf why = {0}; /* on failure the backend's word is said below */
+		r = store_keys_list(s, on_key_slot, &c, &why);
+		sb_free(&why);
+	}
 	r = r ?: store_lock_list(store_backend(s), o->lock, on_lock, &c);
 	if (r == 0)
 		unused_bytes(&c);

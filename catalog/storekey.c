@@ -71,7 +71,8 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct c
 	int r = list_slots(b, &k, err);
 	if (r < 0)
 		return r;
-	unsigned tried = 0;
+	unsigned tried = 0, damaged = 0;
+	char damaged_id[33] = "", damaged_why[160] = "";
 	r = -EKEYREJECTED;
 	for (size_t i = 0; r == -EKEYREJECTED && i < k.n; i++) {
 		char *doc, why[160];
@@ -85,8 +86,16 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct c
 			break;
 		}
 		struct crypt_slot_info info;
-		if (crypt_slot_parse(doc, len, &info, why, sizeof(why)) < 0 || (int)info.kind != kind) {
-			free(doc); /* another kind's, or damaged: not tried */
+		if (crypt_slot_parse(doc, len, &info, why, sizeof(why)) < 0) {
+			free(doc); /* damaged: not tried, but said when no slot opens */
+			if (!damaged++) {
+				memcpy(damaged_id, k.ids[i], 33);
+				snprintf(damaged_why, sizeof(damaged_why), "%s", why);
+			}
+			continue;
+		}
+		if ((int)info.kind != kind) {
+			free(doc); /* another kind's: not tried */
 			continue;
 		}
 		tried++;
@@ -100,12 +109,20 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct c
 		}
 	}
 	const char *what = kind == CRYPT_SLOT_FILE ? "key file" : "passphrase";
-	if (r == -EKEYREJECTED && tried == 0) {
+	if (r == -EKEYREJECTED && tried == 0 && damaged) {
+		sb_printf(err, "no %s key slot opens the store: keys/%s.json is damaged (%s)", what,
+			  damaged_id, damaged_why);
+		if (damaged > 1)
+			sb_printf(err, ", and %u more slot%s", damaged - 1, damaged == 2 ? "" : "s");
+	} else if (r == -EKEYREJECTED && tried == 0) {
 		sb_printf(err, "the store has no %s key slots", what);
 		r = k.n ? -EKEYREJECTED : -ENOKEY;
 	} else if (r == -EKEYREJECTED) {
 		sb_printf(err, "the %s opens none of the store's %u %s slot%s (wrong %s?)", what, tried,
 			  what, tried == 1 ? "" : "s", kind == CRYPT_SLOT_FILE ? "key" : "passphrase");
+		if (damaged)
+			sb_printf(err, "; %u damaged slot%s not tried (keys/%s.json: %s)", damaged,
+				  damaged == 1 ? "" : "s", damaged_id, damaged_why);
 	} else if (r < 0 && !err->len) {
 		sb_printf(err, "cannot open a key slot: %s", strerror(-r));
 	}
@@ -173,7 +190,22 @@ int store_keys_remove(struct store *s, const char *id, struct strbuf *err)
 			  "store with another key to remove this one)", id);
 		return -EBUSY;
 	}
-	int r = cb_backend_delete(store_backend(s), key);
+	/* the caller's own slot must still be there (removes are serialized by the store's
+	 * exclusive lock): else another key removed it meanwhile, and removing one more could
+	 * leave no slot at all */
+	char *doc;
+	size_t len;
+	int r = get_slot(store_backend(s), store_key_slot(s), &doc, &len);
+	if (r == 0)
+		free(doc);
+	else if (r == -ENOENT)
+		sb_printf(err, "key slot %s, the one this key opened, was removed meanwhile: refusing to "
+			  "remove another (cassbackup key list)", store_key_slot(s));
+	else
+		sb_printf(err, "cannot read keys/%s.json: %s", store_key_slot(s), cb_backend_why(r));
+	if (r < 0)
+		return r == -ENOENT ? -ESTALE : r;
+	r = cb_backend_delete(store_backend(s), key);
 	if (r == -ENOENT)
 		sb_printf(err, "no key slot %s", id);
 	else if (r < 0)

@@ -109,7 +109,10 @@ struct options {
 	const char *store, *mnt;
 	bool single, debug, foreground, allow_other, nofail, nonempty;
 	unsigned cache_mib, max_threads, readahead_kb;
-	char *cache_dir;          /* NULL: no disk cache */
+	char *cache_dir;          /* -o cache_dir: the disk cache; NULL: none */
+	char *config_cache_dir;   /* cassbackup.conf's cache_dir (absolute): where the catalog
+				   * lives, as for every command; and the disk cache of a plain
+				   * store without -o cache_dir. NULL: not set */
 	uint64_t disk_cache_size; /* 0: not given */
 	char *s3_endpoint, *s3_region, *s3_ca_file, *s3_key_file; /* NULL: not given */
 	char *s3_sse, *s3_sse_kms_key_id, *s3_sse_c_key_file, *s3_storage_class;
@@ -223,6 +226,19 @@ static const char *config_option(int argc, char **argv)
 	return found;
 }
 
+/* The configuration's cache_dir, made absolute (the daemon works from /). */
+static void config_cache_dir(struct options *o, const char *dir)
+{
+	char cwd[PATH_MAX];
+	struct strbuf abs = {0};
+	if (*dir != '/' && !getcwd(cwd, sizeof(cwd)))
+		die("cache_dir %s: %s", dir, strerror(errno));
+	if (sb_printf(&abs, "%s%s%s", *dir == '/' ? "" : cwd, *dir == '/' ? "" : "/", dir) < 0)
+		die("out of memory");
+	free(o->config_cache_dir);
+	o->config_cache_dir = abs.buf;
+}
+
 /* The configuration's settings (cassbackup.conf(5): -o config=FILE, else /etc/cassbackup.conf
  * when it exists), as -o options taken before those on the line, which override them, so a
  * mount reaches a store as every cassbackup command does (an fstab entry needs no -o for them). */
@@ -236,6 +252,10 @@ static void use_config(struct options *o, const char *named)
 		die("%s", err.buf ? err.buf : "cannot read the configuration");
 	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
 		const char *v = config_get(config_keys[i]);
+		if (v && !strcmp(config_keys[i], "cache_dir")) {
+			config_cache_dir(o, v);
+			continue;
+		}
 		struct strbuf opt = {0};
 		if (v && sb_printf(&opt, "%s=%s", config_keys[i], v) < 0)
 			die("out of memory");
@@ -291,7 +311,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		usage(stderr);
 		return 2;
 	}
-	if (o->disk_cache_size && !o->cache_dir)
+	if (o->disk_cache_size && !o->cache_dir && !o->config_cache_dir)
 		die("-o disk_cache_size: needs -o cache_dir=DIR");
 	if (o->cache_mib == CACHE_UNSET) /* room for read-ahead over round trips to the store */
 		o->cache_mib = cb_location_is_remote(o->store) ? 64 : 16;
@@ -301,7 +321,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 /* Checks everything we can before mounting, and says plainly what is wrong; fills fs's paths.
  * The store is opened (its catalog brought up to date) and closed again: the daemon opens it
  * anew after the fork, since SQLite's locks do not survive one. */
-static void check_store_and_mountpoint(struct cbfs *fs, const struct options *o)
+static void check_store_and_mountpoint(struct cbfs *fs, struct options *o)
 {
 	fs->location = cb_location_is_remote(o->store) ? strdup(o->store) : realpath(o->store, NULL);
 	if (!fs->location && errno == ENOENT && o->nofail) {
@@ -321,10 +341,14 @@ static void check_store_and_mountpoint(struct cbfs *fs, const struct options *o)
 		die("cannot open store %s: %s", o->store, err.buf ? err.buf : strerror(-r));
 	bool encrypted = store_encrypted(s);
 	store_close(s);
-	/* the disk cache keeps frames as the store handed them: decrypted */
+	/* the disk cache keeps frames as the store handed them: decrypted; so an encrypted
+	 * store's mount has none, and the configuration's cache_dir only holds its catalog */
 	if (encrypted && o->cache_dir)
 		die("-o cache_dir: not available for an encrypted store (it would keep decrypted frames "
 		    "on disk)");
+	if (!encrypted && !o->cache_dir && o->config_cache_dir &&
+	    !(o->cache_dir = strdup(o->config_cache_dir)))
+		die("out of memory");
 	struct stat st;
 	if (stat(o->mnt, &st) < 0)
 		die("mountpoint %s: %s", o->mnt, strerror(errno));
@@ -461,6 +485,7 @@ static void free_options(struct options *o)
 {
 	sb_free(&o->fuse_opts);
 	free(o->cache_dir);
+	free(o->config_cache_dir);
 	free(o->s3_endpoint);
 	free(o->s3_region);
 	free(o->s3_ca_file);
@@ -488,6 +513,7 @@ int main(int argc, char **argv)
 		.gen = 1,
 		.sopts = {.flags = STORE_READONLY, .read_cache_bytes = (size_t)o.cache_mib << 20},
 	};
+	fs.sopts.cache_dir = o.config_cache_dir;
 	use_s3_settings(&o, &fs);
 	check_store_and_mountpoint(&fs, &o);
 	check_disk_cache(&o);

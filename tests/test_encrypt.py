@@ -360,7 +360,9 @@ def test_copy_between_plain_and_encrypted_both_ways(tmp_path, binaries):
     cb('verify', '--store', enc2, '--all', '--key-file', k2, env=env)
     back = str(tmp_path / 'back')
     cb('init', '--store', back, env=env)
-    cb('copy', '--from', enc2, '--to', back, '--all', '--key-file', k2, env=env)
+    p = cb('copy', '--from', enc2, '--to', back, '--all', '--key-file', k2, env=env, check=False)
+    assert p.returncode == 2 and 'give --to-plain if that is meant' in p.stderr
+    cb('copy', '--from', enc2, '--to', back, '--all', '--key-file', k2, '--to-plain', env=env)
     cb('verify', '--store', back, '--all', env=env)
     assert [b['name'] for b in json.loads(cb('list', '--store', back, '--json', env=env).stdout)] == ['p']
     # the plain copy is plain: a pack there is a zstd stream again

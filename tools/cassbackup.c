@@ -63,12 +63,19 @@ int cmd_init(int argc, char **argv)
 		made_key = true;
 	}
 	int r = store_init(store, &o, &err);
+	_cleanup_free_ char *kshown = made_key ? cli_escape(o.key_file) : NULL;
 	if (r < 0) {
 		errorf("cannot create store %s: %s", shown ? shown : "", err.buf ? err.buf : strerror(-r));
 		sb_free(&err);
+		/* a key file made for a store that was there already opens nothing: not left behind;
+		 * after another failure a key slot may hold the new key, so it is kept */
+		if (made_key && r == -EEXIST)
+			unlink(o.key_file);
+		else if (made_key)
+			errorf("the key file %s made for it is kept (a key slot may have been written with "
+			       "it); remove it before trying again", kshown ? kshown : "");
 		return CB_EXIT_FAILED;
 	}
-	_cleanup_free_ char *kshown = made_key ? cli_escape(o.key_file) : NULL;
 	if (made_key)
 		printf("created key file %s: keep a copy apart from the store; without it the backups "
 		       "cannot be read\n", kshown ? kshown : "");

@@ -1017,6 +1017,31 @@ static int parse_table(struct cli_command *cmd, int argc, char **argv, int *firs
 	return r != CLI_RUN ? r : check_required(cmd, nops);
 }
 
+static const struct cli_option *find_option(const struct cli_command *cmd, const char *name)
+{
+	for (size_t i = 0; i < count_options(cmd); i++)
+		if (!strcmp(cmd->options[i].name, name))
+			return &cmd->options[i];
+	return NULL;
+}
+
+/* The store's secret: --key-file and --passphrase-file exclude each other on the line; one
+ * given there wins over the other's configuration key (of two configuration keys, key_file
+ * wins, as store_open takes it). */
+static int pick_store_secret(struct cli_command *cmd)
+{
+	const struct cli_option *k = find_option(cmd, "key-file"), *p = find_option(cmd, "passphrase-file");
+	if (!k || !p || !k->given || !p->given)
+		return CLI_RUN;
+	if (!k->from_config && !p->from_config)
+		return cli_usage_error(cmd, "give --key-file or --passphrase-file, not both");
+	if (k->from_config && !p->from_config)
+		key_file = NULL;
+	else if (p->from_config && !k->from_config)
+		passphrase_file = NULL;
+	return CLI_RUN;
+}
+
 int cli_parse(struct cli_command *cmd, int argc, char **argv, int *first)
 {
 	bool limits = moves_bytes(cmd);
@@ -1027,6 +1052,8 @@ int cli_parse(struct cli_command *cmd, int argc, char **argv, int *first)
 	}
 	cmd->options = all;
 	int rc = parse_table(cmd, argc, argv, first);
+	if (rc == CLI_RUN)
+		rc = pick_store_secret(cmd);
 	for (size_t i = 0; own && own[i].name; i++) {
 		own[i].given = all[i].given;
 		own[i].from_config = all[i].from_config;

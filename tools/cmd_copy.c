@@ -24,6 +24,7 @@ struct copy_cmd {
 	const char *from, *to, *node;
 	const char *to_key_file; /* the target's key file (NULL: --key-file's) */
 	bool all, dry_run, json;
+	bool to_plain; /* an encrypted source may be copied into a plain target */
 	uint64_t level, threads, pack_size;
 	char *from_shown, *to_shown; /* escaped for messages */
 	struct store *src, *dst;
@@ -81,14 +82,38 @@ static int names_of_source(struct copy_cmd *c)
 	return CB_EXIT_OK;
 }
 
+/* Backups of an encrypted store go into a plain one only when --to-plain says so: a target
+ * whose config was made to say plain (and its key slots moved away) by someone without the
+ * key would otherwise get them in plaintext. And --to-plain promises a plain target. */
+static int check_plaintext_meant(const struct copy_cmd *c)
+{
+	if (c->to_plain && store_encrypted(c->dst)) {
+		errorf("--to-plain: store %s is encrypted (give its key with --to-key-file instead)",
+		       c->to_shown);
+		return CB_EXIT_USAGE;
+	}
+	if (c->to_key_file && !store_encrypted(c->dst)) {
+		errorf("--to-key-file: store %s is not encrypted, and copy does not write plaintext "
+		       "when given a key for it (give --to-plain if a plain target is meant)", c->to_shown);
+		return CB_EXIT_USAGE;
+	}
+	if (!c->to_plain && store_encrypted(c->src) && !store_encrypted(c->dst)) {
+		errorf("refusing to copy encrypted store %s into %s, a plain store: its backups would be "
+		       "stored there in plaintext (give --to-plain if that is meant)", c->from_shown,
+		       c->to_shown);
+		return CB_EXIT_USAGE;
+	}
+	return 0;
+}
+
 static int open_stores(struct copy_cmd *c)
 {
 	int rc = cli_store_open(c->from, STORE_READONLY, &c->src);
 	if (rc == 0)
-		rc = cli_store_open_key(c->to, (c->dry_run ? STORE_READONLY : 0) |
-						(c->to_key_file ? 0 : STORE_KEY_IF_ENCRYPTED),
+		rc = cli_store_open_key(c->to, (c->dry_run ? STORE_READONLY : 0) | STORE_KEY_IF_ENCRYPTED,
 					c->to_key_file ? c->to_key_file : cli_store_settings()->key_file,
-					&c->dst);
+					&c->dst); /* what it turned out to be: check_plaintext_meant */
+	rc = rc ?: check_plaintext_meant(c);
 	if (rc == 0 && !c->dry_run &&
 	    cli_store_lock(c->dst, c->to, false, "copy", LOCK_WAIT_SECONDS, &c->lock) < 0)
 		rc = CB_EXIT_FAILED;
@@ -282,6 +307,8 @@ int cmd_copy(int argc, char **argv)
 		{.name = "to-key-file", .type = OPT_STRING, .value = &c.to_key_file, .arg = "FILE",
 		 .config_key = "to_key_file",
 		 .help = "the key file of an encrypted target store (default: --key-file's)"},
+		{.name = "to-plain", .type = OPT_FLAG, .value = &c.to_plain,
+		 .help = "the target is a plain store: an encrypted source's backups go there in plaintext"},
 		{.name = "all", .type = OPT_FLAG, .value = &c.all, .help = "copy every backup of the source"},
 		{.name = "node", .type = OPT_STRING, .value = &c.node, .arg = "NODE",
 		 .help = "only this node's backup of each NAME (host id, a prefix of it, node name or address)"},
@@ -305,6 +332,8 @@ int cmd_copy(int argc, char **argv)
 	if (c.all == (first < argc))
 		return cli_usage_error(&cmd, c.all ? "give NAME... or --all, not both"
 						   : "missing NAME... (or --all)");
+	if (c.to_plain && c.to_key_file)
+		return cli_usage_error(&cmd, "give --to-plain or --to-key-file, not both");
 	c.from_shown = cli_escape(c.from);
 	c.to_shown = cli_escape(c.to);
 	install_cancel_handlers();

@@ -5,6 +5,7 @@
  * secret; remove refuses the slot the given key opened. */
 #include "cli.h"
 #include "crypt.h"
+#include "lock.h"
 #include "store.h"
 
 #include <errno.h>
@@ -105,6 +106,26 @@ static int key_add(struct store *s, const char *new_key, const char *new_pass)
 	return CB_EXIT_OK;
 }
 
+/* Removes slot id under the store's exclusive lock, so that two removes run one after the
+ * other: each removes only while the slot its key opened is still there, so no two keys can
+ * remove each other's slots and leave none (storekey.c). Waits a minute for other locks, as
+ * forget does. */
+static int key_remove(struct store *s, const char *location, const char *id)
+{
+	struct store_lock *lock = NULL;
+	if (cli_store_lock(s, location, true, "key remove", 60, &lock) < 0)
+		return CB_EXIT_FAILED;
+	struct strbuf err = {0};
+	int r = store_lock_check(lock, &err) ?: store_keys_remove(s, id, &err);
+	if (r < 0)
+		errorf("%s", err.buf ? err.buf : strerror(-r));
+	else
+		printf("removed key slot %s\n", id);
+	sb_free(&err);
+	store_lock_release(lock);
+	return r < 0 ? CB_EXIT_FAILED : CB_EXIT_OK;
+}
+
 int cmd_key(int argc, char **argv)
 {
 	const char *store = NULL, *new_key = NULL, *new_pass = NULL;
@@ -163,14 +184,7 @@ int cmd_key(int argc, char **argv)
 	} else if (!strcmp(action, "add")) {
 		rc = key_add(s, new_key, new_pass);
 	} else {
-		struct strbuf err = {0};
-		int r = store_keys_remove(s, argv[first + 1], &err);
-		if (r < 0)
-			errorf("%s", err.buf ? err.buf : strerror(-r));
-		else
-			printf("removed key slot %s\n", argv[first + 1]);
-		sb_free(&err);
-		rc = r < 0 ? CB_EXIT_FAILED : CB_EXIT_OK;
+		rc = key_remove(s, store, argv[first + 1]);
 	}
 	store_close(s);
 	return rc;

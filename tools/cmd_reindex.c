@@ -71,7 +71,7 @@ static void pack_why(struct reindex *x, const char *key, char *why, size_t n)
 	if (r == 0 && pack_meta_read(io, &pm, why, n) == 0)
 		snprintf(why, n, "it reads now (changed while indexed?)");
 	else if (r < 0)
-		snprintf(why, n, "%s", strerror(-r));
+		snprintf(why, n, "%s", *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
 	pack_meta_free(&pm);
 	cb_io_close(io);
 }

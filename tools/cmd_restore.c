@@ -1144,11 +1144,15 @@ static int report_failure(const struct restore_opts *o, const struct totals *tot
 				 : "every sstable is either wholly in place or absent");
 		return 128 + (int)cancel_requested;
 	}
+	/* the verify to run opens the store as this run did */
+	const struct store_options *so = cli_store_settings();
+	const char *kopt = so->key_file ? " --key-file " : so->passphrase_file ? " --passphrase-file " : "";
+	const char *kval = so->key_file ? so->key_file : so->passphrase_file ? so->passphrase_file : "";
 	if (fail->damaged)
 		errorf("backup %s is damaged (%s); %s %zu files (%s) before stopping, every sstable "
 		       "wholly in place or absent; running restore again will stop the same way: check "
-		       "the backup with: cassbackup verify --store %s %s", o->name, fail->why, where,
-		       tot->files, size, o->store, o->name);
+		       "the backup with: cassbackup verify --store %s%s%s %s", o->name, fail->why, where,
+		       tot->files, size, o->store, kopt, kval, o->name);
 	else
 		errorf("%s %zu files (%s) before stopping; every sstable is either wholly in place "
 		       "or absent; run the same command again to finish", where, tot->files, size);
