@@ -191,7 +191,15 @@ __attribute__((format(printf, 3, 4))) static int fail(backup_writer *w, int r, c
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 	w->msg.len = 0;
-	sb_puts(&w->msg, line);
+	/* the store refused after the lease lapsed: a prune may have taken the store meanwhile
+	 * (aborting this create's upload, say), which is what the operator needs to hear */
+	struct strbuf lease = {0};
+	if (r != -ECANCELED && r != -ESTALE && r != -ENOMEM && r != -ETIMEDOUT &&
+	    store_lock_check(w->lock, &lease) < 0)
+		sb_printf(&w->msg, "%s; then: %s", lease.buf, line);
+	else
+		sb_puts(&w->msg, line);
+	sb_free(&lease);
 	return r;
 }
 

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 /* One content of the backup, and the first file (in manifest order) that holds it. */
@@ -319,9 +320,31 @@ static int start_packer(struct copy *c)
 
 struct reader {
 	struct copy *c;
-	const struct centry *e;
+	struct centry *e;
 };
 
+/* The source pack of e is gone (a prune on the source repacked its content since the copy
+ * planned): e is read from where the source holds it now. 0, or -ENOENT. */
+static int relocate(struct copy *c, struct centry *e)
+{
+	struct cb_blob_loc loc = {.size = e->size}, moved;
+	memcpy(loc.sha256, e->sha, 32);
+	snprintf(loc.pack_path, sizeof(loc.pack_path), "%s", e->pack_path);
+	int r = store_relocate(c->src, &loc, &moved);
+	char *path = r == 0 ? strdup(moved.pack_path) : NULL;
+	if (r == 0 && !path)
+		return -ENOMEM;
+	if (r < 0)
+		return -ENOENT;
+	free(e->pack_path);
+	e->pack_path = path;
+	e->pack_id = moved.pack_id;
+	e->src_off = moved.offset;
+	return 0;
+}
+
+/* The bytes of the content: the same wherever they are read from (its SHA-256 is checked at
+ * the end), so a relocation midway goes on at the same offset. */
 static int read_source(void *ctx, uint64_t off, void *buf, size_t len)
 {
 	struct reader *rd = ctx;
@@ -329,13 +352,15 @@ static int read_source(void *ctx, uint64_t off, void *buf, size_t len)
 	if (o->cancel && *o->cancel)
 		return -ECANCELED;
 	int r = pack_cache_read(rd->c->pc, rd->e->pack_path, rd->e->src_off + off, buf, len);
+	if (r == -ENOENT && (r = relocate(rd->c, rd->e)) == 0)
+		r = pack_cache_read(rd->c->pc, rd->e->pack_path, rd->e->src_off + off, buf, len);
 	if (r == 0 && o->progress)
 		o->progress(o->pctx, len);
 	return r;
 }
 
 /* Copies one content into the packs, checking its bytes against its SHA-256 on the way. */
-static int send_one(struct copy *c, const struct centry *e)
+static int send_one(struct copy *c, struct centry *e)
 {
 	const struct cb_attr *a = &e->f->attr;
 	struct pack_member m = {.path = e->member, .size = e->size, .mode = a->mode, .uid = a->uid,

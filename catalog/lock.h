@@ -7,7 +7,9 @@
  * A lock is a lease. Its holder renews it (rewrites its object: host, pid, command, exclusive,
  * the renewal count, and the holder's time for humans) every refresh period on a thread of its
  * own, and checks it (store_lock_check) immediately before each irreversible step: a create
- * before its manifest, a copy before its manifest, a prune before each batch of deletes.
+ * before its manifest, a copy before its manifest, a prune before each batch of deletes; and
+ * once more after a manifest is written (store_commit_manifest), which withdraws it when the
+ * lease lapsed during the write.
  *
  * Holder's side. The lease runs from the start of the request that last wrote the object
  * (timed on CLOCK_BOOTTIME, which counts a process that was stopped or a machine that was

@@ -50,7 +50,8 @@ static la_ssize_t sink_write(struct archive *a, void *ctx, const void *buf, size
 	}
 	int r = seekable_writer_write(w->sw, buf, len);
 	if (r < 0) {
-		archive_set_error(a, -r, "%s", strerror(-r));
+		const char *why = seekable_writer_why(w->sw);
+		archive_set_error(a, -r, "%s", why ? why : cb_backend_why(r));
 		return -1;
 	}
 	return (la_ssize_t)len;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 struct readback {
+	struct store *s;
 	pack_cache *pc; /* the store's */
 	const volatile sig_atomic_t *cancel;
 	sha256_ctx *h;
@@ -25,6 +26,7 @@ int readback_new(struct store *s, const volatile sig_atomic_t *cancel, readback 
 	if (!rb)
 		return -ENOMEM;
 	rb->cancel = cancel;
+	rb->s = s;
 	int r = store_pack_cache(s, &rb->pc);
 	if (r == 0)
 		r = sha256_new(&rb->h);
@@ -128,7 +130,17 @@ int readback_pack(readback *rb, const struct cb_blob_loc *loc, uint64_t size,
 		  struct readback_result *res)
 {
 	struct source src = {.key = loc->pack_path, .offset = loc->offset, .fd = -1};
-	return run(rb, &src, size, want, sink, ctx, res);
+	int r = run(rb, &src, size, want, sink, ctx, res);
+	/* the pack gone before a byte of it was read: a prune repacked the content meanwhile,
+	 * so it is read from where it is now (a pack gone midway stays an error: the sink has
+	 * had bytes) */
+	struct cb_blob_loc moved;
+	if (r == -ENOENT && res->step == READBACK_SOURCE && res->bytes == 0 &&
+	    store_relocate(rb->s, loc, &moved) == 0) {
+		src = (struct source){.key = moved.pack_path, .offset = moved.offset, .fd = -1};
+		r = run(rb, &src, size, want, sink, ctx, res);
+	}
+	return r;
 }
 
 int readback_fd(readback *rb, int fd, uint64_t size, const unsigned char want[32],

@@ -73,7 +73,9 @@ struct readback_result {
 
 /* Reads size bytes of a content from the pack loc->pack_path holds it in, from loc->offset in
  * the pack's tar stream, to sink (NULL: none), and holds them against want, the SHA-256 the
- * backup recorded. 0 (READBACK_OK), or the step's code as above, res saying which. */
+ * backup recorded. When that pack is missing before a byte was read (a prune repacked the
+ * content since the catalog was read), from where the store holds the content now
+ * (store_relocate). 0 (READBACK_OK), or the step's code as above, res saying which. */
 int readback_pack(readback *rb, const struct cb_blob_loc *loc, uint64_t size,
 		  const unsigned char want[32], readback_sink sink, void *ctx,
 		  struct readback_result *res);

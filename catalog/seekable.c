@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,6 +57,8 @@ struct seekable_writer {
 	uint32_t nentries, entries_cap;
 	int err;       /* the caller's sticky error */
 	int flush_err; /* the flusher's first error (under mu) */
+	char flush_why[512]; /* the backend's words for it (told per thread: kept from the
+			      * flusher's, set once before flush_err) */
 };
 
 /* Start writeback every this many output bytes, so dirty pages don't pile up for the final
@@ -171,8 +174,10 @@ static void *flusher_main(void *arg)
 		pthread_mutex_unlock(&w->mu);
 		int r = w->flush_err ? w->flush_err : emit_job(w, j);
 		pthread_mutex_lock(&w->mu);
-		if (r < 0 && w->flush_err == 0)
+		if (r < 0 && w->flush_err == 0) {
 			w->flush_err = r;
+			snprintf(w->flush_why, sizeof(w->flush_why), "%s", cb_backend_last_error());
+		}
 		j->in_len = 0;
 		j->state = JOB_FREE;
 		w->flush_seq++;
@@ -616,4 +621,9 @@ int seekable_read(struct cb_io *io, const struct seek_table *t, ZSTD_DCtx *dctx,
 	free(scratch);
 	free(frame);
 	return r;
+}
+
+const char *seekable_writer_why(const seekable_writer *w)
+{
+	return w->flush_why[0] ? w->flush_why : NULL;
 }

@@ -992,6 +992,26 @@ int store_reconcile(struct store *s, int flags, struct reconcile_stats *st, stru
 	return end_reconcile(s, r, err);
 }
 
+/* 1 when the catalog reads the content of loc from another pack now (*moved), 0 when not. */
+static int located_elsewhere(struct store *s, const struct cb_blob_loc *loc, struct cb_blob_loc *moved)
+{
+	int r = catalog_blob_location(s->cat, loc->sha256, loc->size, moved);
+	return r < 0 ? r : r == 1 && moved->pack_path[0] && strcmp(moved->pack_path, loc->pack_path);
+}
+
+int store_relocate(struct store *s, const struct cb_blob_loc *loc, struct cb_blob_loc *moved)
+{
+	/* the catalog may know already (an earlier relocation read the packs): one listing of
+	 * packs/ for a repacked pack, not one for each of its contents */
+	int r = located_elsewhere(s, loc, moved);
+	if (r == 0) {
+		struct strbuf err = {0};
+		r = store_reconcile(s, RECONCILE_PACKS, NULL, &err) ?: located_elsewhere(s, loc, moved);
+		sb_free(&err);
+	}
+	return r < 0 ? r : r == 1 ? 0 : -ENOENT;
+}
+
 int store_rebuild_catalog(struct store *s, struct reconcile_stats *st, struct strbuf *err)
 {
 	struct reconcile_stats local = {0};

@@ -160,6 +160,13 @@ void reconcile_stats_free(struct reconcile_stats *st);
  * why ("" when none): their backups are not in the catalog, so list must say so. */
 const char *store_skipped_manifests(const struct store *s, unsigned *n);
 
+/* Where the content of loc (sha256, size) is read from now that its pack is gone (a prune
+ * repacked it while a command read the backup): the catalog's packs brought up to date
+ * (RECONCILE_PACKS) and the content looked up again. 0 with *moved in another pack, -ENOENT
+ * when no pack holds it, or the error of reading the store. For the thread that opened the
+ * store. */
+int store_relocate(struct store *s, const struct cb_blob_loc *loc, struct cb_blob_loc *moved);
+
 /* Brings the catalog up to date with the store, in one transaction: a backup whose manifest
  * appeared is taken in, one whose manifest went (or changed) is dropped; with RECONCILE_PACKS
  * packs that went are dropped and new ones indexed. Without RECONCILE_STRICT, a manifest that

@@ -28,6 +28,8 @@ contains `match` (target as sent: path and query), so with every >= 2 each retry
   expired   answer 400 with an S3 <Error><Code>ExpiredToken</Code> document; nothing forwarded
             (not in FAULTS, which the fault tests run through: only a client whose credentials
             can be renewed gets past it)
+  hold      wait until px.release() (px.holding is set once one waits), then forward: a
+            client paused at an exact request (not in FAULTS either)
 An answer without a body (HEAD, 204) under reset/truncate is cut inside its header block.
 
 Run alone: python3 tests/s3proxy.py UPSTREAM_PORT [FAULT [EVERY [MATCH]]] prints its port.
@@ -43,7 +45,7 @@ import time
 
 FAULTS = (None, 'slowdown', 'reset', 'truncate', 'stall', 'bad_range', 'notfound', 'forbidden',
           'empty')
-OTHER_FAULTS = ('expired',)
+OTHER_FAULTS = ('expired', 'hold')
 ERRORS = {'slowdown': (503, 'SlowDown', 'Please reduce your request rate.'),
           'expired': (400, 'ExpiredToken', 'The provided token has expired.'),
           'notfound': (404, 'NoSuchKey', 'The specified key does not exist.'),
@@ -230,6 +232,9 @@ class _Handler(socketserver.BaseRequestHandler):
             return True
         if fault == 'stall':
             time.sleep(STALL_SECONDS)
+        if fault == 'hold':
+            px.holding.set()
+            px._released.wait()
         try:
             status, rheaders, body = self._forward(px, raw, method, up)
         except (_Closed, ConnectionError, OSError):
@@ -285,6 +290,8 @@ class S3Proxy:
         self.parts_now = 0    # multipart part uploads (PUT ...partNumber=) in flight
         self.parts_most = 0   # the most in flight at once
         self._mu = threading.Lock()
+        self.holding = threading.Event()    # a request waits under the 'hold' fault
+        self._released = threading.Event()
         self._conns = set()
         self._server = None
         self._thread = None
@@ -298,6 +305,10 @@ class S3Proxy:
             raise ValueError('every must be >= 1')
         with self._mu:
             self.fault, self.every, self.match, self._seen = fault, every, match, 0
+
+    def release(self):
+        """Lets the requests held by the 'hold' fault (and any later ones) through."""
+        self._released.set()
 
     def _decide(self, method, target, after_response):
         """The fault to apply to this request, or None. bad_range is decided on 206 answers
@@ -340,6 +351,7 @@ class S3Proxy:
         return self
 
     def __exit__(self, *exc):
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
         with self._mu:

@@ -182,6 +182,32 @@ def test_signal_during_create(base, tmp_path, sig):
     assert_good_backup_intact(store, dirs, tmp_path)
 
 
+def test_signal_after_a_pack_was_committed_says_what_stays(base, tmp_path):
+    """An interrupted create said "nothing changed" though the packs it had finished stay
+    (until prune removes them): now it says so, and prune does."""
+    store, dirs = base
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '65536', '--incompressible', '--data-dirs', '1',
+                      '--keyspaces', '1', '--tables', '2', '--sstables', '4', '--no-index', '--no-clutter')
+    before = packs(store)
+    proc = subprocess.Popen([CASSBACKUP, 'create', '--store', store, '--name', 'x', '--data-dir',
+                             sample_dirs(src)[0], '--snapshot', 'nightly-1', '--no-schema', '--no-conf',
+                             '--pack-size', '1M', '--limit-upload', '8M'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while len(packs(store)) == len(before):  # a pack of its own committed
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    one_error_line(subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
+                   'interrupted', "no backup was made (packs it finished stay in the store, unused, "
+                   "until 'cassbackup prune')")
+    assert 'x' not in [b['name'] for b in backup_list(store)]
+    cb('prune', '--store', store)
+    assert packs(store) == before
+    assert_good_backup_intact(store, dirs, tmp_path)
+
+
 def test_kill_9_during_create(base, tmp_path):
     store, dirs = base
     src = make_sample(str(tmp_path / 's'), '--data-kib', '307200', '--incompressible', '--data-dirs', '1',

@@ -202,3 +202,20 @@ def test_failed_init_leaves_no_key_file_it_made(tmp_path, binaries):
     p = cb('init', '--store', str(loc), '--encrypt', '--key-file', key,
            env=dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache')), check=False)
     assert p.returncode != 0 and not os.path.exists(key), p
+
+
+def test_a_lock_that_fails_authentication_is_no_lock(tmp_path, binaries):
+    """In a plain store an object in locks/ that is not a lock document counts as stale; in an
+    encrypted one an object that fails authentication (written without the key) stopped every
+    command that takes a lock: "cannot lock store: locks/x.json: fails authentication"."""
+    loc, env, key = store_with_backup_b(tmp_path)
+    os.makedirs(os.path.join(loc, 'locks'), exist_ok=True)
+    with open(os.path.join(loc, 'locks', 'planted.json'), 'w') as f:
+        json.dump({'host': 'elsewhere', 'command': 'prune', 'pid': 1, 'exclusive': True,
+                   'time_ns': 0, 'renewals': 1}, f)
+    p = cb('check', '--store', loc, '--key-file', key, '--json', env=env)
+    assert any(i.startswith('locks/planted.json: not a lock document') for i in json.loads(p.stdout)['info'])
+    cb('forget', '--store', loc, '--key-file', key, 'b', env=env)
+    cb('prune', '--store', loc, '--key-file', key, env=env)
+    assert 'removed 1' in cb('unlock', '--store', loc, '--key-file', key, env=env).stdout
+    assert not os.path.exists(os.path.join(loc, 'locks', 'planted.json'))

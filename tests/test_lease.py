@@ -19,6 +19,8 @@ import time
 
 from conftest import (manifest_path, node_files_off, preload, BUILD, CASSBACKUP, cb, data_dir_args, make_sample, sample_dirs,
                       stop_while_writing)
+from s3proxy import S3Proxy
+from test_s3 import moto
 
 # renewed every second, stale after 6 s by the store's clock (lapsed, for its holder, after
 # 6 s less a fifth)
@@ -49,7 +51,9 @@ def day1_and_big_day2(tmp_path, store, big_kib=32768):
                       '1', '--tables', '1', '--no-index')
     dirs = sample_dirs(src)
     cb('create', '--store', store, '--name', 'day1', *data_dir_args(dirs), '--snapshot', 'nightly-1')
-    [p1] = pack_files(store)
+    packs = pack_files(store)  # a local store's
+    assert len(packs) == (0 if '://' in store else 1)
+    p1 = packs[0] if packs else None
     make_sample(src, '--data-kib', str(big_kib), '--incompressible', '--no-clutter', '--keyspaces',
                 '1', '--tables', '1', '--no-index', '--grow-percent', '100', '--tag', 'nightly-2',
                 '--seed', '2')
@@ -57,16 +61,18 @@ def day1_and_big_day2(tmp_path, store, big_kib=32768):
     return dirs, p1
 
 
-def day1_forgotten_day2_sharing_a_big_file(tmp_path, store):
+def day1_forgotten_day2_sharing_a_big_file(tmp_path, store, kib=65536):
     """day1: one table with a big incompressible sstable (generation 2) and a small one
     (generation 1); day2: generation 2 and a new small one. day1 forgotten: its pack holds
     generation 1 unused and generation 2 used, so a prune with --max-unused 0 repacks it, copying
-    64 MiB for a while. Returns the data dirs and day1's pack."""
-    src = make_sample(str(tmp_path / 'src'), '--data-kib', '65536', '--incompressible',
+    64 MiB (kib) for a while. Returns the data dirs and day1's pack (None in object storage)."""
+    src = make_sample(str(tmp_path / 'src'), '--data-kib', str(kib), '--incompressible',
                       '--no-clutter', '--keyspaces', '1', '--tables', '1', '--no-index')
     dirs = sample_dirs(src)
     cb('create', '--store', store, '--name', 'day1', *data_dir_args(dirs), '--snapshot', 'nightly-1')
-    [p1] = pack_files(store)
+    packs = pack_files(store)  # a local store's
+    assert len(packs) == (0 if '://' in store else 1)
+    p1 = packs[0] if packs else None
     make_sample(src, '--data-kib', '64', '--no-clutter', '--keyspaces', '1', '--tables', '1',
                 '--no-index', '--grow-percent', '50', '--tag', 'nightly-2', '--seed', '2')
     for d in dirs:
@@ -176,6 +182,42 @@ def test_a_lease_that_lapses_while_the_manifest_is_written_withdraws_it(store, t
     assert backup_names(store) == []
     p = cb('check', '--store', store, '--json', check=False)
     assert p.returncode == 0, p.stdout
+
+
+def test_create_paused_past_its_lease_in_object_storage_says_so(tmp_path, monkeypatch):
+    """In object storage the prune that took the store aborts the paused create's multipart
+    upload, and the create, continued, failed on its next part with the server's answer to a
+    part of an aborted upload (moto: HTTP 500), not a word of its lease. Held by a proxy at its
+    second part, then stopped past the stale period."""
+    with moto(tmp_path) as (port, key, secret):
+        for k, v in dict(LEASE, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=key,
+                         AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1',
+                         CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache')).items():
+            monkeypatch.setenv(k, v)
+        store = 's3://cbtest/stores/lease'
+        cb('init', '--store', store)
+        dirs, _ = day1_and_big_day2(tmp_path, store, big_kib=24576)
+        with S3Proxy(port, 'hold', match='partNumber=2&') as px:
+            c = subprocess.Popen([CASSBACKUP, *node_files_off(['create', '--store', store, '--name', 'day2',
+                                                                *data_dir_args(dirs), '--snapshot', 'nightly-2',
+                                                                '--pack-size', '64M'])],
+                                 env=dict(os.environ, AWS_ENDPOINT_URL=f'http://127.0.0.1:{px.port}',
+                                          CASSBACKUP_S3_PART_SIZE='5M'),
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+            try:
+                while not px.holding.wait(0.1):
+                    assert c.poll() is None, c.communicate()
+                c.send_signal(signal.SIGSTOP)
+                p = cb('prune', '--store', store, '--json', '--lock-wait', '60', check=False)
+                assert p.returncode == 0, p.stderr
+                assert json.loads(p.stdout)['upload_leftovers_removed'] >= 1, p.stdout  # the create's upload
+            finally:
+                px.release()
+                rc, out, err = resumed(c)
+    assert rc == 1, (out, err)
+    line = the_lapsed_line(err, 's3://cbtest/stores/lease')
+    assert 'then: cannot write pack' in line, line
 
 
 def test_prune_with_its_clock_ahead_leaves_a_live_lock_alone(store, tmp_path):

@@ -159,6 +159,19 @@ def test_create_fails_cleanly_when_every_put_fails(store_s3, tmp_path, fault, pa
     cb('verify', '--store', loc, 'n1', env=env)
 
 
+def test_create_refused_a_multipart_upload_says_what_s3_said(store_s3, tmp_path):
+    """A refused CreateMultipartUpload said "cannot write pack ...: Permission denied", no
+    request, no HTTP status, no S3 code: the same words as a part's or a PUT's refusal now."""
+    loc, env = store_s3
+    src = make_sample(str(tmp_path / 'big'), '--data-kib', '32768', '--incompressible', '--data-dirs', '1',
+                      '--keyspaces', '1', '--tables', '1', '--sstables', '1', '--no-index', '--no-clutter')
+    with S3Proxy(upstream_port(env), 'forbidden', every=1, match='uploads=') as px:
+        p = create(loc, via(env, px), sample_dirs(src), check=False, extra=('--pack-size', '64M'))
+    assert_one_clean_line(p, env, ['POST'])
+    assert 'AccessDenied' in p.stderr and 'HTTP 403' in p.stderr, p.stderr
+    assert names(loc, env) == []
+
+
 def test_parts_in_flight_over_all_uploads_stay_within_s3_parallel(s3, tmp_path, request):  # noqa: F811
     """create commits a pack (its last parts) while it writes the next one, whose parts may go
     out meanwhile: over both uploads, no more parts are in flight than s3_parallel says

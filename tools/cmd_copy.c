@@ -236,7 +236,7 @@ static void copy_one(struct copy_cmd *c, struct copy_item *it, struct strbuf *er
 		err->buf[0] = '\0';
 	it->r = backup_copy(c->src, c->dst, it->name, &o, &it->st, err);
 	it->seconds = mono_seconds() - start;
-	if (it->r == -ENOENT) {
+	if (it->r == -ENOENT && !err->len) { /* its manifest is not there (a pack's absence says so) */
 		report_no_such_backup(store_catalog(c->src), c->from_shown, it->name);
 		it->error = strdup("no such backup");
 	} else if (it->r < 0) {

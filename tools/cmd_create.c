@@ -971,7 +971,8 @@ static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 
 static int interrupted(void)
 {
-	errorf("interrupted by signal %d; no backup was made, nothing changed", (int)cancel_requested);
+	errorf("interrupted by signal %d; no backup was made (packs it finished stay in the store, "
+	       "unused, until 'cassbackup prune')", (int)cancel_requested);
 	return 128 + (int)cancel_requested;
 }
 
