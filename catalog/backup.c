@@ -821,6 +821,16 @@ static int put_manifest(backup_writer *w, const struct manifest *m, uint64_t *si
 	int r = manifest_write(m, &doc, why, sizeof(why));
 	if (r == -EINVAL)
 		return fail(w, r, "cannot describe backup %s: %s", w->name, why);
+	/* what every reader will do with it, before it is the store's: a manifest that does not
+	 * read back (a name twice in a table, say) would be a backup nobody can restore, and an
+	 * incremental removes Cassandra's links once it is committed */
+	struct manifest *back = NULL;
+	if (r == 0 && (r = manifest_parse(doc.buf, doc.len, &back, why, sizeof(why))) < 0 && r != -ENOMEM) {
+		sb_free(&doc);
+		return fail(w, -EINVAL, "cannot commit backup %s: its manifest does not read back (%s); "
+			    "nothing is committed", w->name, why);
+	}
+	manifest_free(back);
 	r = r ?: store_commit_manifest(w->store, w->lock, w->ref, doc.buf, doc.len, &err);
 	*size = doc.len;
 	if (r == -EEXIST)

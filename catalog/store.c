@@ -88,16 +88,38 @@ int store_manifest_key(const char *ref, struct strbuf *key)
 	return sb_printf(key, "backups/%s.json", ref);
 }
 
-/* After a lease lapsed while the manifest at key was written: deletes it again. */
-static void withdraw_manifest(struct store *s, const char *key, const char *lease, struct strbuf *err)
+/* The lease's words (store_lock_check) up to their ", so nothing is committed": not so when
+ * the manifest could not be withdrawn. */
+static int lapse_len(const char *lease)
 {
-	int d = cb_backend_delete(s->b, key);
+	const char *cut = strstr(lease, ", so nothing is committed");
+	return (int)(cut ? (size_t)(cut - lease) : strlen(lease));
+}
+
+/* After a lease lapsed while the manifest at key was written: deletes it again, if it is
+ * still the one written (doc): by then another process may have forgotten it and made another
+ * backup of that name, which is not ours to delete. */
+static void withdraw_manifest(struct store *s, const char *key, const void *doc, size_t len,
+			      const char *lease, struct strbuf *err)
+{
+	char *there = NULL;
+	size_t n = 0;
+	int d = cb_backend_get(s->b, key, len, &there, &n);
+	bool ours = d == 0 && n == len && memcmp(there, doc, len) == 0;
+	free(there);
+	if (d == -ENOENT || d == -EFBIG || (d == 0 && !ours)) {
+		sb_printf(err, "%s (its manifest %s, written meanwhile, is gone or was replaced since)",
+			  lease, key);
+		return;
+	}
+	if (d == 0)
+		d = cb_backend_delete(s->b, key);
 	if (d == 0 || d == -ENOENT)
 		sb_printf(err, "%s (its manifest %s, written meanwhile, was withdrawn)", lease, key);
 	else
-		sb_printf(err, "%s, but its manifest %s, written meanwhile, could not be withdrawn (%s): "
-			  "a prune may have deleted packs it names; verify the backup before relying on it",
-			  lease, key, cb_backend_why(d));
+		sb_printf(err, "%.*s, and its manifest %s, written meanwhile, could not be withdrawn "
+			  "(%s): a prune may have deleted packs it names; verify the backup before "
+			  "relying on it", lapse_len(lease), lease, key, cb_backend_why(d));
 }
 
 int store_commit_manifest(struct store *s, struct store_lock *lock, const char *ref,
@@ -112,7 +134,7 @@ int store_commit_manifest(struct store *s, struct store_lock *lock, const char *
 	    r != -EEXIST)
 		sb_printf(err, "cannot write %s/%s: %s", s->location, key.buf, cb_backend_why(r));
 	if (r == 0 && (r = store_lock_check(lock, &lease)) < 0)
-		withdraw_manifest(s, key.buf, lease.buf ? lease.buf : "the lock lapsed", err);
+		withdraw_manifest(s, key.buf, doc, len, lease.buf ? lease.buf : "the lock lapsed", err);
 	sb_free(&key);
 	sb_free(&lease);
 	return r;

@@ -237,7 +237,9 @@ int store_keys_add(struct cb_backend *b, const char *store_id, const struct cryp
 const struct crypt_key *store_key(const struct store *s);
 const char *store_key_slot(const struct store *s);
 
-/* Calls cb for each slot in keys/ (a slot that does not parse: info NULL, why says why). */
+/* Calls cb for each slot in keys/ (a slot that does not parse: info NULL, why says why). A
+ * slot that cannot be read (the store's error, not the slot's) stops the listing with that
+ * error, err naming the slot. */
 int store_keys_list(struct store *s,
 		    int (*cb)(void *ctx, const char *id, const struct crypt_slot_info *info,
 			      const char *why),

@@ -164,12 +164,17 @@ int store_keys_list(struct store *s,
 		struct crypt_slot_info info;
 		int g = get_slot(store_backend(s), k.ids[i], &doc, &len);
 		if (g == -ENOENT)
-			continue;
-		if (g < 0)
-			snprintf(why, sizeof(why), "%s", cb_backend_why(g));
-		else if ((g = crypt_slot_parse(doc, len, &info, why, sizeof(why))) == 0)
-			free(doc);
+			continue; /* removed meanwhile */
+		if (g < 0 && g != -EFBIG) { /* not the slot's fault: no verdict on it */
+			sb_printf(err, "cannot read keys/%s.json: %s", k.ids[i], cb_backend_why(g));
+			r = g;
+			break;
+		}
+		if (g == -EFBIG)
+			snprintf(why, sizeof(why), "larger than a key slot");
 		else
+			g = crypt_slot_parse(doc, len, &info, why, sizeof(why));
+		if (g != -EFBIG)
 			free(doc);
 		r = cb(ctx, k.ids[i], g == 0 ? &info : NULL, why);
 	}

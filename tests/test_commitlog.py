@@ -506,6 +506,43 @@ def test_point_in_time_bad_input(history, tmp_path):
     assert os.listdir(conf) == [] and not any(fs for _, _, fs in os.walk(live))
     p = cb('restore', '--point-in-time-done', '--cassandra-conf', str(conf), check=False)
     assert p.returncode == 1 and 'no point-in-time settings' in p.stderr
+    # the node's own directories: its commitlog (the default beside the data directory, or
+    # cassandra.yaml's), a data directory or below one: Cassandra would replay its live
+    # segments and done removed them
+    yaml = conf / 'cassandra.yaml'
+    yaml.write_text(f'commitlog_directory: {tmp_path}/cl\nhints_directory: {tmp_path}/hints\n')
+    for d in (tmp_path / 'cl', tmp_path / 'hints', live, os.path.join(live, 'ks')):
+        p = cb(*base, '--point-in-time', gmt(T0 + 2 * HOUR), '--segments-dir', str(d), check=False)
+        assert p.returncode == 2 and "is or holds the node's own" in p.stderr, (d, p.stderr)
+    yaml.write_text('cluster_name: x\n')
+    p = cb(*base, '--point-in-time', gmt(T0 + 2 * HOUR), '--segments-dir',
+           str(tmp_path / 'node' / 'commitlog'), check=False)
+    assert p.returncode == 2 and "is or holds the node's own" in p.stderr, p.stderr
+    yaml.unlink()
+    assert os.listdir(conf) == []
+
+
+def test_point_in_time_done_keeps_segments_written_after_it(history, tmp_path):
+    """done removed every segment-named file of the segments directory: one Cassandra wrote
+    there after the restore (its commitlog_directory pointed there) went too."""
+    store, segs = history
+    live = live_dir(tmp_path, store, 'b1')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    segdir = tmp_path / 'segs'
+    cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 2 * HOUR + HOUR // 2),
+       '--cassandra-conf', str(conf), '--node', 'n1', '--segments-dir', str(segdir))
+    placed = sorted(os.listdir(segdir))
+    assert len(placed) == 2
+    later = segdir / f'CommitLog-7-{T0 + 3 * DAY}.log'
+    later.write_bytes(b'written by the node after the restore')
+    t = os.stat(conf / 'commitlog_archiving.properties').st_mtime + 5
+    os.utime(later, (t, t))
+    r = cb('restore', '--point-in-time-done', '--cassandra-conf', str(conf), check=False)
+    assert r.returncode == 0, r.stderr
+    assert f'removed 2 commitlog segments from {segdir}\n' in r.stdout
+    assert 'left 1 segment file' in r.stderr
+    assert os.listdir(segdir) == [later.name]
 
 
 def test_point_in_time_with_whole_node(store, tmp_path):

@@ -12,7 +12,9 @@ import pytest
 from conftest import (CASSBACKUP, cb, data_dir_args, make_sample, mounted, node_files_off, sample_dirs,
                       snapshot_tables, stop_while_writing)
 from test_encrypt import keyfile, store_files, store_with_backup_b
+from s3proxy import S3Proxy
 from test_restore_safety import live_with_tables
+from test_s3 import moto
 
 
 def stored(loc):
@@ -136,8 +138,10 @@ def test_copy_never_writes_plaintext_into_a_target_made_to_look_plain(tmp_path, 
            check=False)
     assert p.returncode == 2 and '--to-key-file: store' in p.stderr and 'is not encrypted' in p.stderr
     assert stored(dst) == before
-    # said so: a plain copy
-    cb('copy', '--from', src, '--to', dst, '--key-file', k1, '--to-plain', 'b', env=env)
+    # said so: a plain copy (a to_key_file in the configuration is not for it)
+    conf = tmp_path / 'c.conf'
+    conf.write_text(f'to_key_file = {k1}\n')
+    cb('--config', str(conf), 'copy', '--from', src, '--to', dst, '--key-file', k1, '--to-plain', 'b', env=env)
     cb('verify', '--store', dst, '--all', env=env)
     p = cb('copy', '--from', dst, '--to', src, '--key-file', k1, '--to-plain', 'b', env=env, check=False)
     assert p.returncode == 2 and '--to-plain: store' in p.stderr and 'is encrypted' in p.stderr
@@ -219,3 +223,24 @@ def test_a_lock_that_fails_authentication_is_no_lock(tmp_path, binaries):
     cb('prune', '--store', loc, '--key-file', key, env=env)
     assert 'removed 1' in cb('unlock', '--store', loc, '--key-file', key, env=env).stdout
     assert not os.path.exists(os.path.join(loc, 'locks', 'planted.json'))
+
+
+def test_a_slot_the_store_cannot_read_is_not_called_damaged(tmp_path, binaries):
+    """check called a healthy slot "damaged ... remove this one" when reading it failed (a
+    403 here): the store's error is not the slot's."""
+    with moto(tmp_path) as (port, akey, secret):
+        env = dict(os.environ, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=akey,
+                   AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1',
+                   CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+        loc, k1, k2 = 's3://cbtest/stores/enc', keyfile(tmp_path / 'k1'), str(tmp_path / 'k2')
+        cb('init', '--store', loc, '--encrypt', '--key-file', k1, env=env)
+        cb('key', 'add', '--store', loc, '--key-file', k1, '--new-key-file', k2, env=env)
+        ids = sorted(s['id'] for s in slots(loc, k1, env))
+        [mine] = [s['id'] for s in slots(loc, k1, env) if s['current']]
+        opener, other = (k1, ids[1]) if mine == ids[0] else (k2, ids[1])  # opens before the other
+        with S3Proxy(port, 'forbidden', match=f'GET /cbtest/stores/enc/keys/{other}.json') as px:
+            p = cb('check', '--store', loc, '--key-file', opener,
+                   env=dict(env, AWS_ENDPOINT_URL=f'http://127.0.0.1:{px.port}'), check=False)
+    assert p.returncode != 0
+    assert 'damaged key slot' not in p.stdout + p.stderr, p
+    assert f'keys/{other}.json' in p.stdout + p.stderr and '403' in p.stdout + p.stderr, p

@@ -318,6 +318,35 @@ def test_a_name_taken_by_other_bytes_gets_a_fresh_generation(node, store, tmp_pa
         assert mounted_tree(m, 'inc1')[t] == tree
 
 
+def test_an_sstable_partly_held_is_taken_whole_under_a_fresh_generation(node, store, tmp_path):
+    """backups/ held links of an sstable the full backup has, and one component more (new
+    bytes): the incremental took the sstable again under its own names, so each held name was
+    in the table twice, a manifest nobody can read (restore: no such backup), committed, and
+    the links removed: the new component's bytes then in no backup, and prune deleted them."""
+    node.full(store)
+    t = TABLES[0]
+    d = node.dirs[t]
+    names = sorted(n for n in os.listdir(d) if n.startswith('nb-'))
+    prefix = names[0].rsplit('-', 1)[0]
+    os.makedirs(os.path.join(d, 'backups'), exist_ok=True)
+    relink(node, t, [n for n in names if n.startswith(prefix + '-')])
+    extra = os.path.join(d, 'backups', prefix + '-Extra.db')
+    with open(extra, 'wb') as f:
+        f.write(b'extra bytes')
+    node.incremental(store, 'inc1')
+    tree = tree_of(manifest(store, 'inc1'))[t]  # reads back: no name twice
+    assert hashlib.sha256(b'extra bytes').hexdigest() in tree.values()
+    cb('check', '--store', store)
+    cb('prune', '--store', store)
+    cb('verify', '--store', store, 'inc1')
+    live = tmp_path / 'live'
+    os.makedirs(live / KS / (t + '-' + 'e' * 32))
+    cb('restore', '--store', store, 'inc1', '--data-dir', str(live), '--table', f'{KS}.{t}')
+    restored = {n: sha(str(live / KS / (t + '-' + 'e' * 32) / n))
+                for n in os.listdir(live / KS / (t + '-' + 'e' * 32))}
+    assert hashlib.sha256(b'extra bytes').hexdigest() in restored.values()
+
+
 def test_refused_when_incremental_backups_is_off(tmp_path, binaries, store):
     for setting in ('false', None):
         sub = tmp_path / (setting or 'unset')

@@ -184,6 +184,33 @@ def test_a_lease_that_lapses_while_the_manifest_is_written_withdraws_it(store, t
     assert p.returncode == 0, p.stdout
 
 
+def test_a_withdrawal_leaves_a_manifest_that_is_no_longer_ours(store, tmp_path):
+    """Paused just after its manifest landed, past its lease: meanwhile that backup was
+    forgotten and another made under its name (here: the file replaced). The withdrawal
+    deleted whatever was there; it deletes only its own manifest."""
+    dirs, _ = day1_and_big_day2(tmp_path, store, big_kib=64)
+    env = dict(LEASE, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='after')
+    c = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, *node_files_off(['create', '--store', store, '--name', 'day2',
+                                      *data_dir_args(dirs), '--snapshot', 'nightly-2'])],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    try:
+        man = manifest_path(store, 'day2')
+        assert os.path.exists(man)
+        while json.loads(cb('check', '--store', store, '--json', env=LEASE,
+                            check=False).stdout)['summary']['stale_locks'] == 0:
+            time.sleep(0.2)  # the stopped create's lock: stale by the store's clock, in 6 s
+        theirs = open(man).read().replace('"day2"', '"day2"', 1) + ' '
+        os.chmod(man, 0o600)
+        with open(man, 'w') as f:
+            f.write(theirs)
+    finally:
+        rc, out, err = resumed(c)
+    assert rc == 1, (out, err)
+    assert 'is gone or was replaced since' in err, err
+    assert open(man).read() == theirs
+
+
 def test_create_paused_past_its_lease_in_object_storage_says_so(tmp_path, monkeypatch):
     """In object storage the prune that took the store aborts the paused create's multipart
     upload, and the create, continued, failed on its next part with the server's answer to a

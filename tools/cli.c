@@ -1017,7 +1017,7 @@ static int parse_table(struct cli_command *cmd, int argc, char **argv, int *firs
 	return r != CLI_RUN ? r : check_required(cmd, nops);
 }
 
-static const struct cli_option *find_option(const struct cli_command *cmd, const char *name)
+const struct cli_option *cli_find_option(const struct cli_command *cmd, const char *name)
 {
 	for (size_t i = 0; i < count_options(cmd); i++)
 		if (!strcmp(cmd->options[i].name, name))
@@ -1030,7 +1030,8 @@ static const struct cli_option *find_option(const struct cli_command *cmd, const
  * wins, as store_open takes it). */
 static int pick_store_secret(struct cli_command *cmd)
 {
-	const struct cli_option *k = find_option(cmd, "key-file"), *p = find_option(cmd, "passphrase-file");
+	const struct cli_option *k = cli_find_option(cmd, "key-file"),
+				*p = cli_find_option(cmd, "passphrase-file");
 	if (!k || !p || !k->given || !p->given)
 		return CLI_RUN;
 	if (!k->from_config && !p->from_config)

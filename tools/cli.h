@@ -208,6 +208,10 @@ struct cli_command {
 };
 
 #define CLI_RUN (-1)
+/* The option of cmd's table named name (without "--"), or NULL: after cli_parse, its given
+ * and from_config say where its value came from. */
+const struct cli_option *cli_find_option(const struct cli_command *cmd, const char *name);
+
 /* Parses argv[1..argc) (argv[0] is ignored) with cmd's table, then fills options not given
  * from the configuration (config_key), checks required options and the operand count.
  * Returns CLI_RUN, with the operands (in order) in argv[*first .. argc); or an exit code the

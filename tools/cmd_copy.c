@@ -332,8 +332,11 @@ int cmd_copy(int argc, char **argv)
 	if (c.all == (first < argc))
 		return cli_usage_error(&cmd, c.all ? "give NAME... or --all, not both"
 						   : "missing NAME... (or --all)");
-	if (c.to_plain && c.to_key_file)
+	const struct cli_option *tk = cli_find_option(&cmd, "to-key-file");
+	if (c.to_plain && tk->given && !tk->from_config)
 		return cli_usage_error(&cmd, "give --to-plain or --to-key-file, not both");
+	if (c.to_plain)
+		c.to_key_file = NULL; /* the configuration's to_key_file is not for a plain target */
 	c.from_shown = cli_escape(c.from);
 	c.to_shown = cli_escape(c.to);
 	install_cancel_handlers();

@@ -353,19 +353,21 @@ static const char *dir_name(const struct scan_table *t, const struct scan_file *
 }
 
 /* Where the unit stands against the tree: 0 new, 1 held already (every file by name, size and
- * mtime), 2 a name taken by other bytes (rename). */
+ * mtime), 2 some of its names in the tree but not all held (other bytes under a name, or a
+ * component the tree lacks beside ones it holds): taken whole under a fresh generation, since
+ * a name twice in a table is a manifest that does not read back. */
 static int unit_state(const struct inc_table *it, const struct unit *u)
 {
-	bool all_held = true, taken = false;
+	bool all_held = true, named = false;
 	for (size_t i = u->first; i < u->first + u->count; i++) {
 		const struct scan_file *f = &u->t->files[i];
 		const struct inc_file *have = it ? find_file(it, dir_name(u->t, f), f->name) : NULL;
 		bool same = have && !have->src && have->size == (uint64_t)f->st.st_size &&
 			    have->a.mtime_ns == attr_of(&f->st).mtime_ns;
 		all_held = all_held && same;
-		taken = taken || (have && !same);
+		named = named || have;
 	}
-	return all_held ? 1 : taken ? 2 : 0;
+	return all_held ? 1 : named ? 2 : 0;
 }
 
 /* The largest numeric generation in directory dir of the tree and of the scanned table. */

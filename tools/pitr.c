@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #endif
 #include "pitr.h"
+#include "cassandra_conf.h"
 #include "commitlog.h"
 #include "exec.h"
 #include "hash.h"
@@ -220,6 +221,79 @@ static int choose_segments(struct pitr *p, struct store *s)
 	return 0;
 }
 
+/* path made canonical where it exists (realpath), else as given; malloc'd, or NULL. */
+static char *canonical(const char *path)
+{
+	char *r = realpath(path, NULL);
+	return r ? r : strdup(path);
+}
+
+/* Is a (canonical) dir or below b? */
+static bool within(const char *a, const char *b)
+{
+	size_t n = strlen(b);
+	return !strncmp(a, b, n) && (a[n] == '\0' || a[n] == '/' || (n == 1 && b[0] == '/'));
+}
+
+/* The node's own directories, which the segments directory must not be: point-in-time-done
+ * empties it, and Cassandra would replay its own live segments from it. cassandra.yaml's
+ * commitlog, cdc, hints and saved caches directories, the data directories (and anything
+ * below them), and, for a cassandra.yaml that names no commitlog_directory, the default
+ * beside the data directory. 0, or CB_EXIT_USAGE said. */
+static int refuse_node_dirs(const struct pitr *p)
+{
+	static const char *const keys[] = {"commitlog_directory", "cdc_raw_directory",
+					   "hints_directory", "saved_caches_directory"};
+	_cleanup_free_ char *path = NULL, *yaml = NULL, *segs = canonical(p->segments_dir);
+	struct strv dirs = {0};
+	struct strbuf err = {0};
+	bool named_commitlog = false, oom = false;
+	if (asprintf(&path, "%s/cassandra.yaml", p->cassandra_conf) < 0)
+		path = NULL; /* undefined after a failure */
+	if (!path || !segs) {
+		errorf("out of memory");
+		return CB_EXIT_FAILED;
+	}
+	if (read_small_file(path, 16u << 20, &yaml, NULL) == 0) {
+		for (size_t i = 0; i < sizeof(keys) / sizeof(*keys); i++) {
+			char *v = yaml_scalar(yaml, keys[i]);
+			named_commitlog |= v && i == 0;
+			if (v && strv_push(&dirs, v) < 0) /* pushes a copy */
+				oom = true;
+			free(v);
+		}
+		yaml_list(yaml, "data_file_directories", &dirs, &err);
+	}
+	if (p->data_dir && strv_push(&dirs, p->data_dir) < 0)
+		oom = true;
+	_cleanup_free_ char *data = p->data_dir ? canonical(p->data_dir) : NULL;
+	char *slash = data ? strrchr(data, '/') : NULL;
+	if (!named_commitlog && slash && slash != data) { /* $CASSANDRA_HOME/data/commitlog */
+		*slash = '\0';
+		char *d = NULL;
+		if (asprintf(&d, "%s/commitlog", data) < 0)
+			d = NULL;
+		if (!d || strv_push(&dirs, d) < 0)
+			oom = true;
+		free(d);
+	}
+	int rc = oom ? CB_EXIT_FAILED : 0;
+	if (oom)
+		errorf("out of memory");
+	for (size_t i = 0; rc == 0 && i < dirs.n; i++) {
+		_cleanup_free_ char *c = canonical(dirs.v[i]);
+		if (c && (!strcmp(segs, c) || within(segs, c) || within(c, segs))) {
+			errorf("--segments-dir %s is or holds the node's own %s: Cassandra would replay its "
+			       "live files from it and --point-in-time-done would remove them; give a "
+			       "directory of its own", p->segments_dir, dirs.v[i]);
+			rc = CB_EXIT_USAGE;
+		}
+	}
+	strv_free(&dirs);
+	sb_free(&err);
+	return rc;
+}
+
 /* Cassandra splits restore_command at spaces and restore_directories at commas. */
 static int check_dirs(struct pitr *p)
 {
@@ -244,7 +318,7 @@ static int check_dirs(struct pitr *p)
 		errorf("--cassandra-conf %s: %s", p->cassandra_conf, why);
 		return CB_EXIT_USAGE;
 	}
-	return 0;
+	return refuse_node_dirs(p);
 }
 
 /* Is name one of the chosen segments? */
@@ -559,27 +633,37 @@ static char *our_segments_dir(const char *text)
 }
 
 /* After the replay the segments directory is of no use (Cassandra copied from it), and a
- * later point-in-time restore wants it empty: its segments (copies of the store's) and our
- * leftovers go, then the directory when empty. Other files stay. */
-static void remove_segments(const char *dir)
+ * later point-in-time restore wants it empty: its segments (copies of the store's, written
+ * before the settings, at written_ns) and our leftovers go, then the directory when empty.
+ * Other files stay, and so does a segment written after the settings: not one of ours (a node
+ * whose commitlog_directory was pointed there). */
+static void remove_segments(const char *dir, int64_t written_ns)
 {
 	DIR *d = opendir(dir);
 	if (!d)
 		return;
-	unsigned n = 0;
+	unsigned n = 0, newer = 0;
 	struct dirent *e;
 	while ((e = readdir(d))) {
 		int32_t v;
 		int64_t id;
-		if ((commitlog_parse_name(e->d_name, &v, &id) == 0 ||
-		     !strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX))) &&
-		    unlinkat(dirfd(d), e->d_name, 0) == 0)
+		struct stat st;
+		bool ours = commitlog_parse_name(e->d_name, &v, &id) == 0 ||
+			    !strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX));
+		if (!ours || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		if (st.st_mtim.tv_sec * INT64_C(1000000000) + st.st_mtim.tv_nsec > written_ns)
+			newer++;
+		else if (unlinkat(dirfd(d), e->d_name, 0) == 0)
 			n++;
 	}
 	closedir(d);
 	bool gone = rmdir(dir) == 0;
 	printf("removed %u commitlog segment%s from %s%s\n", n, n == 1 ? "" : "s", dir,
 	       gone ? ", and the directory" : "");
+	if (newer)
+		errorf("left %u segment file%s in %s written after the point-in-time settings: not "
+		       "copies cassbackup made", newer, newer == 1 ? "" : "s", dir);
 }
 
 static int undo_properties(const char *conf)
@@ -590,6 +674,9 @@ static int undo_properties(const char *conf)
 		return CB_EXIT_USAGE;
 	}
 	char *text = NULL;
+	struct stat pst;
+	int64_t written_ns = fstatat(dirfd, PITR_PROPERTIES, &pst, 0) == 0
+				     ? pst.st_mtim.tv_sec * INT64_C(1000000000) + pst.st_mtim.tv_nsec : 0;
 	int rc = CB_EXIT_FAILED, mine = ours(dirfd, PITR_PROPERTIES, &text);
 	bool saved = faccessat(dirfd, PITR_SAVED, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
 	_cleanup_free_ char *segments = mine == 1 ? our_segments_dir(text) : NULL;
@@ -610,7 +697,7 @@ static int undo_properties(const char *conf)
 			     : "removed %s/%s (there was none before the point-in-time restore)\n",
 		       conf, PITR_PROPERTIES);
 		if (segments)
-			remove_segments(segments);
+			remove_segments(segments, written_ns);
 		rc = CB_EXIT_OK;
 	}
 	close(dirfd);

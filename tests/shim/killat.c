@@ -8,7 +8,8 @@
  * "packs": the Nth commit of a pack into a local store.
  * And CASSBACKUP_TEST_STOP_AT_MANIFEST=1 stops the process (SIGSTOP) just before it renames or
  * links a file into backups/: a create's or copy's commit in a local store, after its lease
- * was checked and before its manifest lands (a pause there, as a suspended VM makes one). */
+ * was checked and before its manifest lands (a pause there, as a suspended VM makes one);
+ * =after stops it just after the manifest landed. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -84,11 +85,12 @@ static int in_packs(int dirfd)
 	return strstr(dir, "/packs/") != NULL;
 }
 
-/* Stops here when asked to, for a name that lands in backups/. */
-static void maybe_stop(int newdirfd, const char *newpath)
+/* Stops here when asked to (when: "1" before the call, "after" after it succeeded), for a
+ * name that lands in backups/. */
+static void maybe_stop(int newdirfd, const char *newpath, const char *when)
 {
 	const char *stop = getenv("CASSBACKUP_TEST_STOP_AT_MANIFEST");
-	if (stop && strcmp(stop, "1") == 0 && in_backups(newdirfd, newpath))
+	if (stop && strcmp(stop, when) == 0 && in_backups(newdirfd, newpath))
 		raise(SIGSTOP);
 }
 
@@ -97,8 +99,11 @@ int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpa
 	static int (*real)(int, const char *, int, const char *, unsigned);
 	if (!real && !(real = (int (*)(int, const char *, int, const char *, unsigned))dlsym(RTLD_NEXT, "renameat2")))
 		abort();
-	maybe_stop(newdirfd, newpath);
-	return real(olddirfd, oldpath, newdirfd, newpath, flags);
+	maybe_stop(newdirfd, newpath, "1");
+	int r = real(olddirfd, oldpath, newdirfd, newpath, flags);
+	if (r == 0)
+		maybe_stop(newdirfd, newpath, "after");
+	return r;
 }
 
 int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)
@@ -112,6 +117,9 @@ int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
 		errno = EIO;
 		return -1;
 	}
-	maybe_stop(newdirfd, newpath);
-	return real(olddirfd, oldpath, newdirfd, newpath, flags);
+	maybe_stop(newdirfd, newpath, "1");
+	int r = real(olddirfd, oldpath, newdirfd, newpath, flags);
+	if (r == 0)
+		maybe_stop(newdirfd, newpath, "after");
+	return r;
 }
