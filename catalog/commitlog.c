@@ -350,6 +350,9 @@ int commitlog_read_meta(struct cb_backend *b, const char *key, struct commitlog_
 	int r = cb_backend_open_read(b, key, &io);
 	r = r ?: read_head(io, &js, &off, err);
 	r = r ?: meta_parse(js.buf, js.len, node, name, m, err);
+	if (r < 0 && !err->len && *cb_backend_last_error()) /* an encrypted object that fails
+							       * authentication says so there */
+		sb_puts(err, cb_backend_last_error());
 	sb_free(&js);
 	cb_io_close(io);
 	return r;

@@ -324,7 +324,8 @@ struct reader {
 };
 
 /* The source pack of e is gone (a prune on the source repacked its content since the copy
- * planned): e is read from where the source holds it now. 0, or -ENOENT. */
+ * planned): e is read from where the source holds it now. 0, -ENOENT (no pack holds it), or
+ * the error of looking. */
 static int relocate(struct copy *c, struct centry *e)
 {
 	struct cb_blob_loc loc = {.size = e->size}, moved;
@@ -335,7 +336,7 @@ static int relocate(struct copy *c, struct centry *e)
 	if (r == 0 && !path)
 		return -ENOMEM;
 	if (r < 0)
-		return -ENOENT;
+		return r; /* -ENOENT: nowhere now; else why it could not be looked for */
 	free(e->pack_path);
 	e->pack_path = path;
 	e->pack_id = moved.pack_id;

@@ -135,10 +135,17 @@ int readback_pack(readback *rb, const struct cb_blob_loc *loc, uint64_t size,
 	 * so it is read from where it is now (a pack gone midway stays an error: the sink has
 	 * had bytes) */
 	struct cb_blob_loc moved;
-	if (r == -ENOENT && res->step == READBACK_SOURCE && res->bytes == 0 &&
-	    store_relocate(rb->s, loc, &moved) == 0) {
-		src = (struct source){.key = moved.pack_path, .offset = moved.offset, .fd = -1};
-		r = run(rb, &src, size, want, sink, ctx, res);
+	bool gone = r == -ENOENT && res->step == READBACK_SOURCE;
+	if (gone && store_relocate(rb->s, loc, &moved) == 0) {
+		if (res->bytes == 0) {
+			src = (struct source){.key = moved.pack_path, .offset = moved.offset, .fd = -1};
+			return run(rb, &src, size, want, sink, ctx, res);
+		}
+		/* midway: the sink has had bytes; the backup is whole, and a second run reads the
+		 * content from its new pack */
+		res->damaged = false;
+		snprintf(res->why, sizeof(res->why), "%.200s was repacked by a prune while it was "
+			 "read (the content is in %.200s now): run again", loc->pack_path, moved.pack_path);
 	}
 	return r;
 }

@@ -564,8 +564,9 @@ int seekable_decode_frame(struct cb_io *io, const struct seek_table *t, uint32_t
 		*scratch_cap = csize;
 	}
 	ssize_t n = cb_io_pread(io, *scratch, csize, t->coff[i]);
-	if (n < 0)
-		return n == -EIO ? -EREMOTEIO : (int)n; /* not to be taken for a corrupt frame */
+	if (n < 0) /* a failed read is not to be taken for a corrupt frame; bytes that fail
+		    * authentication are one (pack_read_error) */
+		return n == -EIO ? -EREMOTEIO : n == -EBADMSG ? -EIO : (int)n;
 	if ((size_t)n != csize)
 		return -EIO;
 	return seekable_decode_buf(*scratch, csize, dctx, dst, dsize);
@@ -623,7 +624,10 @@ int seekable_read(struct cb_io *io, const struct seek_table *t, ZSTD_DCtx *dctx,
 	return r;
 }
 
-const char *seekable_writer_why(const seekable_writer *w)
+const char *seekable_writer_why(seekable_writer *w)
 {
-	return w->flush_why[0] ? w->flush_why : NULL;
+	pthread_mutex_lock(&w->mu);
+	const char *why = w->flush_err && w->flush_why[0] ? w->flush_why : NULL;
+	pthread_mutex_unlock(&w->mu); /* set once, before flush_err, and never again */
+	return why;
 }

@@ -53,7 +53,7 @@ int seekable_writer_new(seekable_writer **out, struct cb_upload *sink, int level
 
 /* The backend's words for the failure of a write from the writer's own thread (a refused
  * upload: the backend tells them per thread, cb_backend_last_error), or NULL. */
-const char *seekable_writer_why(const seekable_writer *w);
+const char *seekable_writer_why(seekable_writer *w);
 
 /* Appends input. Errors are sticky: once a call fails, every later call fails the same way. */
 int seekable_writer_write(seekable_writer *w, const void *buf, size_t len);

@@ -42,6 +42,8 @@ struct store {
 	char key_slot[33];           /* the slot that opened it */
 	unsigned skipped_manifests;  /* by the reconcile at open: they did not read or parse */
 	char *skipped_why;           /* which, and why (NULL: none) */
+	char gone_pack[256];         /* store_relocate: the pack the catalog's packs were last
+				      * read again for ("": none) */
 };
 
 struct cb_backend *store_backend(struct store *s) { return s->b; }
@@ -1026,10 +1028,12 @@ int store_relocate(struct store *s, const struct cb_blob_loc *loc, struct cb_blo
 	/* the catalog may know already (an earlier relocation read the packs): one listing of
 	 * packs/ for a repacked pack, not one for each of its contents */
 	int r = located_elsewhere(s, loc, moved);
-	if (r == 0) {
+	if (r == 0 && strcmp(s->gone_pack, loc->pack_path) != 0) {
+		/* once per pack gone: the other contents of a pack truly lost are not found again */
 		struct strbuf err = {0};
 		r = store_reconcile(s, RECONCILE_PACKS, NULL, &err) ?: located_elsewhere(s, loc, moved);
 		sb_free(&err);
+		snprintf(s->gone_pack, sizeof(s->gone_pack), "%s", loc->pack_path);
 	}
 	return r < 0 ? r : r == 1 ? 0 : -ENOENT;
 }

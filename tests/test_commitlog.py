@@ -545,6 +545,26 @@ def test_point_in_time_done_keeps_segments_written_after_it(history, tmp_path):
     assert os.listdir(segdir) == [later.name]
 
 
+def test_point_in_time_by_host_id_finds_the_node_segments(store, tmp_path):
+    """--node given as the host id found the backup but listed commitlogs/<host id>/, where
+    nothing is (segments are kept under the node's name): 0 segments, exit 0."""
+    hid = '5f1c0c8e-0000-4000-8000-000000000009'
+    src = tiny(tmp_path, 'b1', 1)
+    cb('create', '--store', store, '--name', 'b1', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--node', 'n1', '--host-id', hid)
+    set_backup_time(store, 'b1', T0)
+    seg = write_segment(str(tmp_path / 'cl'), T0 + HOUR // 2, seed=3)
+    archive(store, seg)
+    set_archived(store, 'n1', os.path.basename(seg), T0 + HOUR)
+    live = live_dir(tmp_path, store, 'b1')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 2 * HOUR),
+           '--cassandra-conf', str(conf), '--node', hid, '--segments-dir', str(tmp_path / 'segs'))
+    assert 'then 1 commitlog segment' in r.stdout, r.stdout
+    assert os.listdir(tmp_path / 'segs') == [os.path.basename(seg)]
+
+
 def test_point_in_time_with_whole_node(store, tmp_path):
     """A node lost whole: --whole-node brings every keyspace back onto an empty data directory,
     then the segments since the backup are set up to replay."""

@@ -1195,9 +1195,14 @@ static int do_incremental(struct create_opts *o)
 		/* what backups/ holds, previous holds (committed): those links go all the same */
 		uint64_t removed = 0;
 		rc = remove_held_links(o, ip, &removed);
-		if (rc == 0 && !o->json)
+		if (rc == 0 && !o->json) {
 			printf("nothing new in backups/ since %s; no backup was made; %llu link(s) it "
-			       "holds removed\n", o->chain.previous, (unsigned long long)removed);
+			       "holds removed", o->chain.previous, (unsigned long long)removed);
+			if (c.incomplete) /* an sstable whose TOC.txt names a component not linked */
+				printf("; %llu sstable(s) still being linked, left for the next one",
+				       (unsigned long long)c.incomplete);
+			printf("\n");
+		}
 	} else {
 		for (const char *p = o->nm.said.buf; p && *p; p += strcspn(p, "\n") + 1)
 			errorf("%.*s", (int)strcspn(p, "\n"), p);

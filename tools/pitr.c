@@ -96,6 +96,8 @@ static int consider_backup(void *ctx, const struct cb_backup_summary *b)
 	if (incremental != c->incrementals || (incremental && strcmp(b->base, c->base) != 0))
 		return 0;
 	if (!c->found || b->created_ns >= c->created_ns) { /* oldest first: the last one wins */
+		/* given by host id, the node's segments are still under its name (commitlogs/NODE) */
+		snprintf(c->p->node_name, sizeof(c->p->node_name), "%s", b->node);
 		snprintf(c->p->backup_name, sizeof(c->p->backup_name), "%s", b->name);
 		snprintf(c->p->backup_ref, sizeof(c->p->backup_ref), "%s", b->ref);
 		snprintf(c->p->backup_node, sizeof(c->p->backup_node), "%s", b->node_key);
