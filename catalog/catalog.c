@@ -127,6 +127,7 @@ enum stmt {
 	ST_BACKUP_EXISTS,
 	ST_BLOB_SIZE_EXISTS,
 	ST_FIND_BLOB,
+	ST_FIND_USED_BLOB,
 	ST_ADD_PACK,
 	ST_ADD_BLOB,
 	ST_ADD_BACKUP,
@@ -193,6 +194,8 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_BACKUP_EXISTS] = "SELECT 1 FROM backups WHERE name = ?1 AND (?2 IS NULL OR node_key = ?2)",
 	[ST_BLOB_SIZE_EXISTS] = "SELECT 1 FROM blobs WHERE size = ?1 LIMIT 1",
 	[ST_FIND_BLOB] = "SELECT id FROM blobs WHERE sha256 = ?1 AND size = ?2 AND pack_id IS NOT NULL",
+	[ST_FIND_USED_BLOB] = "SELECT b.id FROM blobs b WHERE b.sha256 = ?1 AND b.size = ?2 AND "
+			      "b.pack_id IS NOT NULL AND EXISTS (SELECT 1 FROM files f WHERE f.blob_id = b.id)",
 	[ST_FIND_ANY_BLOB] = "SELECT id FROM blobs WHERE sha256 = ?1 AND size = ?2",
 	[ST_ADD_PACK] = "INSERT INTO packs(path, size, frames, created_ns, table_sha256, index_offset,"
 			" index_size) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -620,6 +623,11 @@ static int blob_id_by(catalog *c, enum stmt which, const unsigned char sha256[32
 int catalog_find_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t *id)
 {
 	return blob_id_by(c, ST_FIND_BLOB, sha256, size, id);
+}
+
+int catalog_find_used_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t *id)
+{
+	return blob_id_by(c, ST_FIND_USED_BLOB, sha256, size, id);
 }
 
 static int insert(catalog *c, sqlite3_stmt *st, int64_t *id)

@@ -168,6 +168,9 @@ int catalog_backup_exists(catalog *c, const char *name, const char *node_key);
 int catalog_blob_size_exists(catalog *c, uint64_t size);
 /* 1 and *id when a blob with this content is stored, 0 when not. */
 int catalog_find_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t *id);
+/* catalog_find_blob for a content a backup the catalog knows uses: stored and kept (a blob
+ * no backup uses is in a pack that prune may delete). */
+int catalog_find_used_blob(catalog *c, const unsigned char sha256[32], uint64_t size, int64_t *id);
 
 int catalog_add_pack(catalog *c, const struct cb_pack_info *p, int64_t *id);
 /* Adds a blob (pack_id 0: a content no known pack holds), or returns the id of the one with

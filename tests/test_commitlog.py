@@ -545,6 +545,25 @@ def test_point_in_time_done_keeps_segments_written_after_it(history, tmp_path):
     assert os.listdir(segdir) == [later.name]
 
 
+def test_point_in_time_after_a_kill_between_keeping_and_writing_the_settings(history, tmp_path):
+    """Killed after the node's settings file was kept (a second name) and before ours was
+    written: the next run failed "File exists" for good, and done refused the file."""
+    store, segs = history
+    live = live_dir(tmp_path, store, 'b1')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    before = 'archive_command=/bin/true %path %name\n'
+    (conf / 'commitlog_archiving.properties').write_text(before)
+    os.link(conf / 'commitlog_archiving.properties', conf / 'commitlog_archiving.properties.before-point-in-time')
+    cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 2 * HOUR),
+       '--cassandra-conf', str(conf), '--node', 'n1', '--segments-dir', str(tmp_path / 'segs'))
+    props = java_properties((conf / 'commitlog_archiving.properties').read_text())
+    assert props['restore_directories'] == str(tmp_path / 'segs')
+    cb('restore', '--point-in-time-done', '--cassandra-conf', str(conf))
+    assert (conf / 'commitlog_archiving.properties').read_text() == before
+    assert os.listdir(conf) == ['commitlog_archiving.properties']
+
+
 def test_point_in_time_by_host_id_finds_the_node_segments(store, tmp_path):
     """--node given as the host id found the backup but listed commitlogs/<host id>/, where
     nothing is (segments are kept under the node's name): 0 segments, exit 0."""

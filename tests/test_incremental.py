@@ -12,6 +12,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -94,6 +95,21 @@ class Node:
     def snapshot(self, table):
         snap = os.path.join(self.dirs[table], 'snapshots', FIXTURE_TAG)
         return {n: sha(os.path.join(snap, n)) for n in os.listdir(snap)}
+
+    def snapshot_all(self, tag):
+        """nodetool snapshot -t tag: every table's files linked into snapshots/tag, with the
+        fixture snapshot's manifest.json and schema.cql (written now: the snapshot's time)."""
+        for t in TABLES:
+            d = self.dirs[t]
+            snap = os.path.join(d, 'snapshots', tag)
+            os.makedirs(snap)
+            for n in os.listdir(d):
+                if os.path.isfile(os.path.join(d, n)):
+                    os.link(os.path.join(d, n), os.path.join(snap, n))
+            for extra in ('manifest.json', 'schema.cql'):
+                src = os.path.join(d, 'snapshots', FIXTURE_TAG, extra)
+                if os.path.exists(src):
+                    shutil.copy(src, os.path.join(snap, extra))
 
     def create(self, store, *args, check=True):
         return cb('create', '--store', store, '--data-dir', self.data, '--node', 'n1',
@@ -570,6 +586,34 @@ def test_full_backup_clears_links_older_than_its_snapshot(node, store):
     links = node.links()
     assert set(links[TABLES[1]]) == set(later)
     assert all(not links[t] for t in TABLES if t != TABLES[1])
+
+
+def test_clearing_links_keeps_those_whose_bytes_only_an_unused_pack_holds(node, store):
+    """--clear-incremental-links removed a link whose bytes a pack held that no backup used
+    (its backup forgotten): the next prune deleted that pack, and the bytes were gone."""
+    node.full(store)
+    t = TABLES[3]
+    made = node.flush(t)  # linked into backups/ too
+    sel = [a for x in TABLES for a in ('--table', f'{KS}.{x}')]
+    node.snapshot_all('tag2')
+    node.create(store, '--snapshot', 'tag2', '--name', 'f0', *sel)
+    cb('forget', '--store', store, 'f0')  # its pack, holding made, is used by no backup now
+    hour_ago = time.time() - 3600  # flushed well before the next snapshot
+    for n in made:  # compacted away from the table: only the links in backups/ are left
+        os.utime(os.path.join(node.dirs[t], n), (hour_ago, hour_ago))
+        os.unlink(os.path.join(node.dirs[t], n))
+    node.snapshot_all('tag3')
+    node.create(store, '--snapshot', 'tag3', '--name', 'f1', '--clear-incremental-links', *sel)
+    cb('prune', '--store', store)
+    held = set()
+    for b in backup_list(store):
+        for tree in tree_of(manifest(store, b['name'])).values():
+            held |= set(tree.values())
+    links = node.links().get(t, {})
+    data = [n for n in made if n.endswith('Data.db')]
+    assert data and all(n in links for n in data)  # bytes no backup holds: kept
+    for n, h in made.items():  # each either still linked or held by a backup
+        assert (n in links and sha(os.path.join(node.dirs[t], 'backups', n)) == h) or h in held, n
 
 
 def set_created(store, name, ms):

@@ -695,9 +695,9 @@ int incremental_remove_links(catalog *cat, const inc_plan *p, uint64_t *removed,
 
 /* --- a full backup clears backups/ --------------------------------------------------------- */
 
-/* Does the store hold f's bytes? Surely when f is the inode of a file the snapshot backed up
- * (Cassandra linked the same sstable into snapshots/ and backups/); else by its SHA-256, read
- * now. 1, 0, or -errno. */
+/* Does a backup of the store hold f's bytes? Surely when f is the inode of a file the snapshot
+ * backed up (Cassandra linked the same sstable into snapshots/ and backups/); else by its
+ * SHA-256, read now, used by a backup the catalog knows. 1, 0, or -errno. */
 static int bytes_held(catalog *cat, const struct scan_result *snap, const struct scan_file *f)
 {
 	for (size_t i = 0; i < snap->ntables; i++)
@@ -716,8 +716,8 @@ static int bytes_held(catalog *cat, const struct scan_result *snap, const struct
 		r = -ESTALE;
 	r = r ?: sha256_fd(fd, (uint64_t)f->st.st_size, sha, NULL, NULL, NULL);
 	close(fd);
-	int64_t id;
-	return r < 0 ? r : catalog_find_blob(cat, sha, (uint64_t)f->st.st_size, &id);
+	int64_t id; /* used by a backup: a blob in a pack no backup uses is prune's to delete */
+	return r < 0 ? r : catalog_find_used_blob(cat, sha, (uint64_t)f->st.st_size, &id);
 }
 
 int incremental_clear_links(catalog *cat, const struct scan_result *snap,

@@ -541,6 +541,25 @@ static int ours(int dirfd, const char *name, char **text)
 
 /* Writes commitlog_archiving.properties, keeping the one that was there (not ours) as
  * PITR_SAVED. A second run replaces its own file and keeps the saved one. */
+/* Are a and b (in dirfd) one file? */
+static bool same_file_at(int dirfd, const char *a, const char *b)
+{
+	struct stat sa, sb;
+	return fstatat(dirfd, a, &sa, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       fstatat(dirfd, b, &sb, AT_SYMLINK_NOFOLLOW) == 0 && sa.st_ino == sb.st_ino &&
+	       sa.st_dev == sb.st_dev;
+}
+
+/* Keeps the node's own settings file as PITR_SAVED (a second name, the same file): 0, also
+ * when it is so already (a run killed between this and writing ours), or -errno. */
+static int keep_current(int dirfd)
+{
+	if (linkat(dirfd, PITR_PROPERTIES, dirfd, PITR_SAVED, 0) == 0)
+		return 0;
+	int e = errno;
+	return e == EEXIST && same_file_at(dirfd, PITR_PROPERTIES, PITR_SAVED) ? 0 : -e;
+}
+
 static int write_properties(const struct pitr *p, struct strbuf *err)
 {
 	int dirfd = open(p->cassandra_conf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -551,9 +570,10 @@ static int write_properties(const struct pitr *p, struct strbuf *err)
 	struct strbuf text = {0};
 	int r = fstatat(dirfd, PITR_PROPERTIES, &owner, AT_SYMLINK_NOFOLLOW) < 0 ? fstat(dirfd, &owner) : 0;
 	int mine = ours(dirfd, PITR_PROPERTIES, &old);
-	if (mine == 0 && linkat(dirfd, PITR_PROPERTIES, dirfd, PITR_SAVED, 0) < 0) {
-		r = -errno;
-		sb_printf(err, "cannot keep the current %s as %s: %s", PITR_PROPERTIES, PITR_SAVED, strerror(errno));
+	int kept = mine == 0 ? keep_current(dirfd) : 0;
+	if (kept < 0) {
+		r = kept;
+		sb_printf(err, "cannot keep the current %s as %s: %s", PITR_PROPERTIES, PITR_SAVED, strerror(-kept));
 	} else if (mine < 0 && mine != -ENOENT) {
 		r = mine;
 	}
