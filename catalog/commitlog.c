@@ -152,6 +152,14 @@ int commitlog_describe(const char *name, const void *data, size_t len, struct co
 			  PRId32 ", id %" PRId64, hv, hid, nv, nid);
 		return -EBADMSG;
 	}
+	/* the one name Cassandra gives it: no other name of the same segment is stored beside
+	 * it (a replay would read it twice), and Cassandra's replay finds its version there */
+	char canon[64];
+	snprintf(canon, sizeof(canon), "CommitLog-%" PRId32 "-%" PRId64 ".log", hv, hid);
+	if (strcmp(name, canon) != 0) {
+		sb_printf(err, "not the name Cassandra gives this segment (%s, from its header)", canon);
+		return -EBADMSG;
+	}
 	if (strlen(name) >= sizeof(m->name))
 		return -EINVAL;
 	strcpy(m->name, name);

@@ -171,6 +171,14 @@ def test_archive_refuses_what_is_not_a_segment(store, tmp_path):
     assert p.returncode == 2 and 'give %path %name, in that order' in p.stderr
     p = cb('archive-commitlog', '--store', store, seg + '.gone', os.path.basename(seg) + '.gone', check=False)
     assert p.returncode == 1 and 'No such file' in p.stderr
+    # other names of the same segment (were each stored: a replay read it several times)
+    for name in ('CommitLog-0-%d.log' % T0, 'CommitLog-%d.log' % T0, 'CommitLog-7-000%d.log' % T0,
+                 'CommitLog-00007-%d.log' % T0):
+        other = os.path.join(d, name)
+        shutil.copy(seg, other)
+        p = archive(store, other, check=False)
+        assert p.returncode == 1 and f'not the name Cassandra gives this segment (CommitLog-7-{T0}.log' \
+            in p.stderr, (name, p.stderr)
     assert stored(store) == {}
 
 
