@@ -409,17 +409,24 @@ def live_dir(tmp_path, store, backup):
     return str(live)
 
 
+def node_with_settings(tmp_path, store, backup, before):
+    """live_dir for backup, and a Cassandra conf directory whose commitlog_archiving.properties
+    holds before. Returns (live, conf)."""
+    live = live_dir(tmp_path, store, backup)
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    (conf / 'commitlog_archiving.properties').write_text(before)
+    return live, conf
+
+
 def gmt(ms):
     return time.strftime('%Y:%m:%d %H:%M:%S', time.gmtime(ms // 1000))
 
 
 def test_point_in_time_restore_writes_what_cassandra_replays(history, tmp_path):
     store, segs = history
-    live = live_dir(tmp_path, store, 'b1')
-    conf = tmp_path / 'conf'
-    conf.mkdir()
     before = '# the node\'s own settings\narchive_command=/usr/bin/cassbackup archive-commitlog --store S %path %name\n'
-    (conf / 'commitlog_archiving.properties').write_text(before)
+    live, conf = node_with_settings(tmp_path, store, 'b1', before)
     at = T0 + 2 * HOUR + HOUR // 2
     r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(at),
            '--cassandra-conf', str(conf), '--node', 'n1')
@@ -557,11 +564,8 @@ def test_point_in_time_after_a_kill_between_keeping_and_writing_the_settings(his
     """Killed after the node's settings file was kept (a second name) and before ours was
     written: the next run failed "File exists" for good, and done refused the file."""
     store, segs = history
-    live = live_dir(tmp_path, store, 'b1')
-    conf = tmp_path / 'conf'
-    conf.mkdir()
     before = 'archive_command=/bin/true %path %name\n'
-    (conf / 'commitlog_archiving.properties').write_text(before)
+    live, conf = node_with_settings(tmp_path, store, 'b1', before)
     os.link(conf / 'commitlog_archiving.properties', conf / 'commitlog_archiving.properties.before-point-in-time')
     cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 2 * HOUR),
        '--cassandra-conf', str(conf), '--node', 'n1', '--segments-dir', str(tmp_path / 'segs'))

@@ -153,18 +153,24 @@ def stopped_at_state_t(c):
     raise AssertionError(f'it ended ({c.returncode}) before it stopped: {err}')
 
 
+def day2_stopped_at_its_manifest(tmp_path, store, when):
+    """day1_and_big_day2's create of day2 (short leases), stopped by the killat shim just
+    before ('1') or after ('after') its manifest lands. Returns day1's pack and the process."""
+    dirs, p1 = day1_and_big_day2(tmp_path, store, big_kib=64)
+    env = dict(LEASE, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST=when)
+    return p1, stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, *node_files_off(['create', '--store', store, '--name', 'day2',
+                                      *data_dir_args(dirs), '--snapshot', 'nightly-2'])],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+
+
 def test_a_lease_that_lapses_while_the_manifest_is_written_withdraws_it(store, tmp_path):
     """The lease was checked before the manifest's write and never after: a create paused
     between the two (here stopped just before its manifest lands: the shim), or whose write
     took minutes, committed a backup whose packs a prune had deleted meanwhile, and exited 0.
     Now the lease is checked again once the manifest is written; lapsed, the manifest is
     withdrawn and nothing is committed."""
-    dirs, p1 = day1_and_big_day2(tmp_path, store, big_kib=64)
-    env = dict(LEASE, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='1')
-    c = stopped_at_state_t(subprocess.Popen(
-        [CASSBACKUP, *node_files_off(['create', '--store', store, '--name', 'day2',
-                                      *data_dir_args(dirs), '--snapshot', 'nightly-2'])],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    p1, c = day2_stopped_at_its_manifest(tmp_path, store, '1')
     try:
         # the manifest is not there yet: the prune (once the create's lock is stale) deletes
         # day1's pack, which the create counts on (and the create's own, named by nothing)
@@ -188,12 +194,7 @@ def test_a_withdrawal_leaves_a_manifest_that_is_no_longer_ours(store, tmp_path):
     """Paused just after its manifest landed, past its lease: meanwhile that backup was
     forgotten and another made under its name (here: the file replaced). The withdrawal
     deleted whatever was there; it deletes only its own manifest."""
-    dirs, _ = day1_and_big_day2(tmp_path, store, big_kib=64)
-    env = dict(LEASE, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='after')
-    c = stopped_at_state_t(subprocess.Popen(
-        [CASSBACKUP, *node_files_off(['create', '--store', store, '--name', 'day2',
-                                      *data_dir_args(dirs), '--snapshot', 'nightly-2'])],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    _, c = day2_stopped_at_its_manifest(tmp_path, store, 'after')
     try:
         man = manifest_path(store, 'day2')
         assert os.path.exists(man)
