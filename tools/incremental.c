@@ -181,18 +181,22 @@ static struct inc_table *add_table(inc_plan *p, const char *ks, const char *tabl
 				   const char *id, const char *dirname, const char *schema_cql,
 				   struct backup_attr ka, struct backup_attr ta)
 {
-	struct inc_table *v = realloc(p->tables, (p->ntables + 1) * sizeof(*v));
-	if (!v)
+	struct inc_table n = {.keyspace = strdup(ks), .table = strdup(table), .table_id = strdup(id),
+			      .dirname = strdup(dirname), .schema_cql = schema_cql ? strdup(schema_cql) : NULL,
+			      .ka = ka, .ta = ta};
+	bool copied = n.keyspace && n.table && n.table_id && n.dirname && (!schema_cql || n.schema_cql);
+	struct inc_table *v = copied ? realloc(p->tables, (p->ntables + 1) * sizeof(*v)) : NULL;
+	if (!v) {
+		free(n.keyspace);
+		free(n.table);
+		free(n.table_id);
+		free(n.dirname);
+		free(n.schema_cql);
 		return NULL;
+	}
 	p->tables = v;
-	struct inc_table *t = &v[p->ntables++];
-	*t = (struct inc_table){.keyspace = strdup(ks), .table = strdup(table), .table_id = strdup(id),
-				.dirname = strdup(dirname), .ka = ka, .ta = ta};
-	if (schema_cql)
-		t->schema_cql = strdup(schema_cql);
-	if (!t->keyspace || !t->table || !t->table_id || !t->dirname || (schema_cql && !t->schema_cql))
-		return NULL;
-	return t;
+	v[p->ntables] = n;
+	return &v[p->ntables++];
 }
 
 static int add_dir(struct inc_table *t, const char *name, struct backup_attr a)
