@@ -335,8 +335,9 @@ static int relocate(struct copy *c, struct centry *e)
 	char *path = r == 0 ? strdup(moved.pack_path) : NULL;
 	if (r == 0 && !path)
 		return -ENOMEM;
-	if (r < 0)
-		return r; /* -ENOENT: nowhere now; else why it could not be looked for */
+	if (r < 0) /* -ENOENT: nowhere now; else it could not be looked for, the store's or the
+		    * catalog's failure, not the pack's damage */
+		return r == -ENOENT || r == -ENOMEM ? r : -EREMOTEIO;
 	free(e->pack_path);
 	e->pack_path = path;
 	e->pack_id = moved.pack_id;

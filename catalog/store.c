@@ -1031,9 +1031,11 @@ int store_relocate(struct store *s, const struct cb_blob_loc *loc, struct cb_blo
 	if (r == 0 && strcmp(s->gone_pack, loc->pack_path) != 0) {
 		/* once per pack gone: the other contents of a pack truly lost are not found again */
 		struct strbuf err = {0};
-		r = store_reconcile(s, RECONCILE_PACKS, NULL, &err) ?: located_elsewhere(s, loc, moved);
+		r = store_reconcile(s, RECONCILE_PACKS, NULL, &err);
 		sb_free(&err);
-		snprintf(s->gone_pack, sizeof(s->gone_pack), "%s", loc->pack_path);
+		if (r == 0) /* read again: not to be read again for this pack (a failure may pass) */
+			snprintf(s->gone_pack, sizeof(s->gone_pack), "%s", loc->pack_path);
+		r = r ?: located_elsewhere(s, loc, moved);
 	}
 	return r < 0 ? r : r == 1 ? 0 : -ENOENT;
 }

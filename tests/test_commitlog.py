@@ -529,10 +529,14 @@ def test_point_in_time_bad_input(history, tmp_path):
     for d in (tmp_path / 'cl', tmp_path / 'hints', live, os.path.join(live, 'ks')):
         p = cb(*base, '--point-in-time', gmt(T0 + 2 * HOUR), '--segments-dir', str(d), check=False)
         assert p.returncode == 2 and "is or holds the node's own" in p.stderr, (d, p.stderr)
-    yaml.write_text('cluster_name: x\n')
+    yaml.write_text("cluster_name: x\nhints_directory: ''\n")  # '': not set, refuses nothing
     p = cb(*base, '--point-in-time', gmt(T0 + 2 * HOUR), '--segments-dir',
            str(tmp_path / 'node' / 'commitlog'), check=False)
     assert p.returncode == 2 and "is or holds the node's own" in p.stderr, p.stderr
+    # beside the data directory, spelled through it: not inside it
+    r = cb(*base, '--point-in-time', gmt(T0 + 2 * HOUR), '--dry-run', '--segments-dir',
+           os.path.join(live, '..', 'segs-beside'))
+    assert 'dry run: nothing was written' in r.stdout
     yaml.unlink()
     assert os.listdir(conf) == []
 
@@ -594,6 +598,25 @@ def test_point_in_time_by_host_id_finds_the_node_segments(store, tmp_path):
            '--cassandra-conf', str(conf), '--node', hid, '--segments-dir', str(tmp_path / 'segs'))
     assert 'then 1 commitlog segment' in r.stdout, r.stdout
     assert os.listdir(tmp_path / 'segs') == [os.path.basename(seg)]
+
+
+def test_point_in_time_by_an_old_host_id_keeps_to_that_node(store, tmp_path):
+    """A replaced node keeps its name under a new host id: --node OLD-HOST-ID must pick the old
+    node's backup, not the newer one of the same name (the search matched by name once it had
+    found one)."""
+    old, new = '5f1c0c8e-0000-4000-8000-00000000000a', '5f1c0c8e-0000-4000-8000-00000000000b'
+    for name, hid, seed, when in (('b-old', old, 1, T0), ('b-new', new, 2, T0 + HOUR)):
+        src = tiny(tmp_path, name, seed)
+        cb('create', '--store', store, '--name', name, *data_dir_args(sample_dirs(src)), '--snapshot',
+           'nightly-1', '--node', 'n1', '--host-id', hid)
+        set_backup_time(store, name, when)
+    live = live_dir(tmp_path, store, 'b-old')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 2 * HOUR),
+           '--cassandra-conf', str(conf), '--node', old, '--segments-dir', str(tmp_path / 'segs'),
+           '--dry-run')
+    assert 'backup b-old of node n1' in r.stdout, r.stdout
 
 
 def test_point_in_time_with_whole_node(store, tmp_path):

@@ -70,6 +70,8 @@ struct choose {
 	bool found, given_found;
 	bool incrementals; /* the second pass: the chosen full backup's incrementals */
 	char base[256];    /* the chosen full backup */
+	char node[256];    /* its node's name: p->node_name once the search is done (matching
+			    * goes on by what was given, a host id maybe, meanwhile) */
 };
 
 static int consider_backup(void *ctx, const struct cb_backup_summary *b)
@@ -96,8 +98,7 @@ static int consider_backup(void *ctx, const struct cb_backup_summary *b)
 	if (incremental != c->incrementals || (incremental && strcmp(b->base, c->base) != 0))
 		return 0;
 	if (!c->found || b->created_ns >= c->created_ns) { /* oldest first: the last one wins */
-		/* given by host id, the node's segments are still under its name (commitlogs/NODE) */
-		snprintf(c->p->node_name, sizeof(c->p->node_name), "%s", b->node);
+		snprintf(c->node, sizeof(c->node), "%s", b->node);
 		snprintf(c->p->backup_name, sizeof(c->p->backup_name), "%s", b->name);
 		snprintf(c->p->backup_ref, sizeof(c->p->backup_ref), "%s", b->ref);
 		snprintf(c->p->backup_node, sizeof(c->p->backup_node), "%s", b->node_key);
@@ -180,6 +181,9 @@ static int choose_backup(struct pitr *p, struct store *s)
 			return CB_EXIT_FAILED;
 		}
 	}
+	/* given by host id, the node's segments are still under its name (commitlogs/NODE) */
+	if (!p->backup)
+		snprintf(p->node_name, sizeof(p->node_name), "%s", c.node);
 	struct manifest *m = NULL;
 	struct strbuf err = {0};
 	r = store_read_manifest(s, p->backup_ref, &m, NULL, &err);
@@ -195,6 +199,22 @@ static int choose_backup(struct pitr *p, struct store *s)
 	manifest_free(m);
 	sb_free(&err);
 	return r < 0 ? CB_EXIT_FAILED : 0;
+}
+
+/* Adds m to the chosen, once per segment: a store may hold one segment under two names
+ * (archived before names were checked, CommitLog-0-ID.log beside CommitLog-7-ID.log), and a
+ * replay of both would apply its mutations twice (counters). The name Cassandra gives it wins. */
+static void choose_once(struct commitlog_list *l, const struct commitlog_meta *m)
+{
+	char canon[64];
+	snprintf(canon, sizeof(canon), "CommitLog-%" PRId32 "-%" PRId64 ".log", m->version, m->id);
+	for (size_t i = 0; i < l->n; i++)
+		if (l->v[i].id == m->id && l->v[i].version == m->version) {
+			if (!strcmp(m->name, canon))
+				l->v[i] = *m;
+			return;
+		}
+	l->v[l->n++] = *m;
 }
 
 /* The segments of the node from the backup's snapshot up to the point in time, all of them
@@ -218,16 +238,27 @@ static int choose_segments(struct pitr *p, struct store *s)
 	}
 	for (size_t i = 0; i < all.n; i++)
 		if (commitlog_in_window(&all.v[i], p->from_ms, p->time_ms))
-			p->segments->v[p->segments->n++] = all.v[i];
+			choose_once(p->segments, &all.v[i]);
 	commitlog_list_free(&all);
 	return 0;
 }
 
-/* path made canonical where it exists (realpath), else as given; malloc'd, or NULL. */
+/* path made canonical (realpath), or, when it does not exist yet, its parent's made so with
+ * its last component after it (else as given); malloc'd, or NULL. */
 static char *canonical(const char *path)
 {
 	char *r = realpath(path, NULL);
-	return r ? r : strdup(path);
+	if (r || errno != ENOENT)
+		return r ? r : strdup(path);
+	_cleanup_free_ char *copy = strdup(path);
+	char *slash = copy ? strrchr(copy, '/') : NULL;
+	if (!slash || slash == copy || !slash[1])
+		return strdup(path);
+	*slash = '\0';
+	_cleanup_free_ char *parent = realpath(copy, NULL);
+	if (!parent || asprintf(&r, "%s/%s", parent, slash + 1) < 0)
+		return strdup(path);
+	return r;
 }
 
 /* Is a (canonical) dir or below b? */
@@ -259,6 +290,10 @@ static int refuse_node_dirs(const struct pitr *p)
 	if (read_small_file(path, 16u << 20, &yaml, NULL) == 0) {
 		for (size_t i = 0; i < sizeof(keys) / sizeof(*keys); i++) {
 			char *v = yaml_scalar(yaml, keys[i]);
+			if (v && !*v) { /* '': not set */
+				free(v);
+				v = NULL;
+			}
 			named_commitlog |= v && i == 0;
 			if (v && strv_push(&dirs, v) < 0) /* pushes a copy */
 				oom = true;
@@ -283,7 +318,7 @@ static int refuse_node_dirs(const struct pitr *p)
 	if (oom)
 		errorf("out of memory");
 	for (size_t i = 0; rc == 0 && i < dirs.n; i++) {
-		_cleanup_free_ char *c = canonical(dirs.v[i]);
+		_cleanup_free_ char *c = *dirs.v[i] ? canonical(dirs.v[i]) : NULL;
 		if (c && (!strcmp(segs, c) || within(segs, c) || within(c, segs))) {
 			errorf("--segments-dir %s is or holds the node's own %s: Cassandra would replay its "
 			       "live files from it and --point-in-time-done would remove them; give a "
