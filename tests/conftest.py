@@ -52,6 +52,21 @@ def node_files_off(args):
     return args + more
 
 
+def stop_server(proc, grace=10):
+    """Stops a server a test started: SIGTERM, and SIGKILL when it is still there after grace
+    seconds. moto_server's SIGTERM handler raises SystemExit, which Python drops when it lands
+    inside a weakref callback: the server then runs on, and a plain wait() hung a whole test
+    file until the suite's timeout (seen once on a busy machine)."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def cb(*args, check=True, **kw):
     return run(CASSBACKUP, *args, check=check, **kw)
 

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import time
 
+from conftest import stop_server
+
 SSHD = '/usr/sbin/sshd'
 
 
@@ -86,6 +88,5 @@ class Sshd:
             raise RuntimeError('sshd did not start: ' + f.read()[-2000:])
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait()
+        if self.proc:
+            stop_server(self.proc)

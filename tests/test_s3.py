@@ -17,7 +17,8 @@ import pytest
 
 import awssig
 
-from conftest import BUILD, REPO, cb, data_dir_args, make_sample, mounted, read, sample_dirs, snapshot_tables
+from conftest import (BUILD, REPO, cb, data_dir_args, make_sample, mounted, read, sample_dirs, snapshot_tables,
+                      stop_server)
 
 S3RVER = os.path.join(REPO, 'build-node', 'node_modules', '.bin', 's3rver')
 
@@ -97,8 +98,7 @@ def moto(tmp_path):
             awssig.request('GET', f'{url}/cbtest', key, 'not-' + secret)
         yield port, key, secret
     finally:
-        proc.terminate()
-        proc.wait()
+        stop_server(proc)
 
 
 def s3rver_port(proc, log):
@@ -129,8 +129,7 @@ def s3rver(tmp_path):
     try:
         yield s3rver_port(proc, log), 'S3RVER', 'S3RVER'
     finally:
-        proc.terminate()
-        proc.wait()
+        stop_server(proc)
 
 
 @pytest.fixture(params=['moto', 's3rver'])
