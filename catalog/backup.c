@@ -87,6 +87,7 @@ struct backup_writer {
 	const char *root;        /* the store's location, for messages */
 	char *name, *cluster, *datacenter, *node, *host_id, *tag, *version, *rack, *schema_version;
 	char *base, *previous;   /* NULL: a full backup */
+	struct manifest_scope scope;
 	char ref[CB_REF_MAX]; /* NAME/NODE: where the manifest goes (store.h) */
 	struct manifest_ring_node *ring;
 	size_t nring;
@@ -229,6 +230,8 @@ static int copy_meta(backup_writer *w, const struct backup_meta *m)
 	w->root_attr = m->root_attr;
 	w->created_ns = m->created_ns ? m->created_ns : now_ns();
 	if (m->base && (!(w->base = strdup(m->base)) || !(w->previous = strdup(m->previous))))
+		return -ENOMEM;
+	if (m->scope && manifest_scope_copy(&w->scope, m->scope) < 0)
 		return -ENOMEM;
 	if (!w->name || !w->cluster || !w->datacenter || !w->node || !w->tag ||
 	    !w->version || (m->host_id && !w->host_id) || !w->rack || !w->schema_version)
@@ -776,7 +779,7 @@ static int fill_manifest(const backup_writer *w, uint64_t stored, struct manifes
 		.rack = w->rack, .schema_version = w->schema_version, .ring = w->ring,
 		.nring = w->nring, .created_ns = w->created_ns, .files = w->files, .bytes = w->bytes,
 		.new_bytes = w->new_bytes, .stored_bytes = stored, .base = w->base,
-		.previous = w->previous,
+		.previous = w->previous, .scope = w->scope,
 		.root_attr = {w->root_attr.mode & 07777, w->root_attr.uid, w->root_attr.gid,
 			      w->root_attr.mtime_ns},
 	};
@@ -951,6 +954,7 @@ void backup_writer_free(backup_writer *w)
 	free(w->schema_version);
 	free(w->base);
 	free(w->previous);
+	manifest_scope_free(&w->scope);
 	manifest_ring_free(w->ring, w->nring);
 	for (size_t i = 0; i < w->ntokens; i++)
 		free(w->tokens[i]);

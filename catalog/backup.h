@@ -55,6 +55,8 @@ struct backup_meta {
 	 * made on top of (manifest.h), both names; NULL for a full backup. The caller hands the
 	 * writer previous's files with backup_writer_add_stored and the new ones as usual. */
 	const char *base, *previous;
+	/* What the backup was made of (manifest.h); NULL: every table but the system ones. */
+	const struct manifest_scope *scope;
 };
 
 struct backup_writer_opts {

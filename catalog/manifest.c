@@ -173,6 +173,124 @@ int manifest_ring_write(const struct manifest_ring_node *ring, size_t n, struct 
 	return r;
 }
 
+/* --- scope ---------------------------------------------------------------------------------- */
+
+/* Order of entries: by keyspace, then the keyspace's own entry (table NULL), then by table. */
+static int scope_cmp(const char *ks, const char *table, const struct manifest_scope_entry *e)
+{
+	int c = strcmp(ks, e->keyspace);
+	if (c || (!table && !e->table))
+		return c;
+	return !table ? -1 : !e->table ? 1 : strcmp(table, e->table);
+}
+
+static bool scope_has_keyspace(const struct manifest_scope *s, const char *ks)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (!s->v[i].table && !strcmp(s->v[i].keyspace, ks))
+			return true;
+	return false;
+}
+
+/* Drops the table entries of keyspace ks. */
+static void scope_drop_tables(struct manifest_scope *s, const char *ks)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < s->n; i++) {
+		if (s->v[i].table && !strcmp(s->v[i].keyspace, ks)) {
+			free(s->v[i].keyspace);
+			free(s->v[i].table);
+		} else {
+			s->v[k++] = s->v[i];
+		}
+	}
+	s->n = k;
+}
+
+int manifest_scope_add(struct manifest_scope *s, const char *ks, const char *table)
+{
+	if (table && scope_has_keyspace(s, ks))
+		return 0;
+	size_t at = 0;
+	while (at < s->n && scope_cmp(ks, table, &s->v[at]) > 0)
+		at++;
+	if (at < s->n && scope_cmp(ks, table, &s->v[at]) == 0)
+		return 0;
+	struct manifest_scope_entry e = {strdup(ks), table ? strdup(table) : NULL};
+	struct manifest_scope_entry *v = realloc(s->v, (s->n + 1) * sizeof(*v));
+	if (!e.keyspace || (table && !e.table) || !v) {
+		free(e.keyspace);
+		free(e.table);
+		if (v)
+			s->v = v;
+		return -ENOMEM;
+	}
+	s->v = v;
+	if (!table)
+		scope_drop_tables(s, ks); /* before at: they sort after the keyspace's entry */
+	memmove(&s->v[at + 1], &s->v[at], (s->n - at) * sizeof(*v));
+	s->v[at] = e;
+	s->n++;
+	s->system = false;
+	return 0;
+}
+
+bool manifest_scope_equal(const struct manifest_scope *a, const struct manifest_scope *b)
+{
+	if (a->n != b->n || (a->n == 0 && a->system != b->system))
+		return false;
+	for (size_t i = 0; i < a->n; i++)
+		if (scope_cmp(a->v[i].keyspace, a->v[i].table, &b->v[i]) != 0)
+			return false;
+	return true;
+}
+
+int manifest_scope_copy(struct manifest_scope *dst, const struct manifest_scope *src)
+{
+	*dst = (struct manifest_scope){.system = src->system};
+	for (size_t i = 0; i < src->n; i++)
+		if (manifest_scope_add(dst, src->v[i].keyspace, src->v[i].table) < 0) {
+			manifest_scope_free(dst);
+			return -ENOMEM;
+		}
+	dst->system = src->n == 0 && src->system;
+	return 0;
+}
+
+void manifest_scope_free(struct manifest_scope *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		free(s->v[i].keyspace);
+		free(s->v[i].table);
+	}
+	free(s->v);
+	*s = (struct manifest_scope){0};
+}
+
+static json_t *scope_json(const struct manifest_scope *s)
+{
+	json_t *o = json_object(), *a = json_array();
+	if (!o || !a) {
+		json_decref(o);
+		json_decref(a);
+		return NULL;
+	}
+	int r = json_object_set_new(o, "select", a) ? -ENOMEM : 0; /* a is o's, even on failure */
+	r = r ?: json_object_set_new(o, "system", json_boolean(s->n == 0 && s->system)) ? -ENOMEM : 0;
+	for (size_t i = 0; !r && i < s->n; i++) {
+		json_t *e = json_object();
+		r = !e || json_array_append_new(a, e) ? -ENOMEM : 0;
+		r = r ?: put_name(e, "keyspace", s->v[i].keyspace);
+		if (!r && s->v[i].table)
+			r = put_name(e, "table", s->v[i].table);
+	}
+	if (r) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
 int manifest_write(const struct manifest *m, struct strbuf *out, char *err, size_t errlen)
 {
 	int r = manifest_check(m, err, errlen);
@@ -191,6 +309,8 @@ int manifest_write(const struct manifest *m, struct strbuf *out, char *err, size
 		r = put_name(root, "base", m->base) ?: put_name(root, "previous", m->previous);
 	json_t *ring = r ? NULL : ring_json(m->ring, m->nring);
 	r = r ?: (!ring || json_object_set_new(root, "ring", ring)) ? -ENOMEM : 0;
+	json_t *scope = r ? NULL : scope_json(&m->scope);
+	r = r ?: (!scope || json_object_set_new(root, "scope", scope)) ? -ENOMEM : 0;
 	for (size_t i = 0; !r && i < m->ntokens; i++)
 		r = json_array_append_new(tokens, json_string(m->tokens[i])) ? -ENOMEM : 0;
 	json_t *rootattr = json_object();
@@ -622,6 +742,33 @@ bool manifest_label_ok(const char *s)
 	return n <= 255;
 }
 
+/* "scope", absent in a manifest written before scopes were recorded: every table but the
+ * system ones. */
+static int parse_scope(json_t *root, struct manifest_scope *s, struct perr *e)
+{
+	const char *w = "manifest: scope";
+	json_t *o = json_object_get(root, "scope");
+	if (!o)
+		return 0;
+	json_t *sys = json_object_get(o, "system"), *sel = NULL;
+	size_t n = 0;
+	if (!json_is_object(o) || !json_is_boolean(sys))
+		return fail(e, "%s: not an object with \"system\" true or false", w);
+	int r = get_array(o, "select", false, &sel, &n, e, w);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		json_t *entry = json_array_get(sel, i);
+		_cleanup_free_ char *ks = NULL, *table = NULL;
+		if (!json_is_object(entry))
+			return fail(e, "%s: an entry is not an object", w);
+		r = get_name(entry, "keyspace", &ks, e, w);
+		if (r == 0 && (json_object_get(entry, "table") || json_object_get(entry, "table_hex")))
+			r = get_name(entry, "table", &table, e, w);
+		r = r ?: manifest_scope_add(s, ks, table);
+	}
+	s->system = r == 0 && n == 0 && json_is_true(sys);
+	return r;
+}
+
 int manifest_parse(const char *buf, size_t len, struct manifest **out, char *err, size_t errlen)
 {
 	struct perr e = {err, errlen};
@@ -636,7 +783,7 @@ int manifest_parse(const char *buf, size_t len, struct manifest **out, char *err
 	size_t nring = 0;
 	r = !m ? -ENOMEM : parse_header(root, m, &e) ?: parse_tokens(root, m, &e) ?:
 	    get_array(root, "ring", true, &ring, &nring, &e, "manifest") ?:
-	    parse_ring(ring, &m->ring, &m->nring, &e) ?:
+	    parse_ring(ring, &m->ring, &m->nring, &e) ?: parse_scope(root, &m->scope, &e) ?:
 	    get_array(root, "keyspaces", false, &kss, &m->nkeyspaces, &e, "manifest");
 	if (!r && !(m->keyspaces = calloc(m->nkeyspaces + 1, sizeof(*m->keyspaces))))
 		r = -ENOMEM;
@@ -793,6 +940,7 @@ void manifest_free(struct manifest *m)
 	free(m->schema_version);
 	free(m->base);
 	free(m->previous);
+	manifest_scope_free(&m->scope);
 	manifest_ring_free(m->ring, m->nring);
 	free(m);
 }

@@ -74,6 +74,26 @@ struct manifest_ring_node {
 	char *host_id, *address, *datacenter, *rack;
 };
 
+/* What a backup was made of, so that an incremental builds only on a backup of the same
+ * tables: every table (n 0; the system keyspaces too when system), or the keyspaces (table
+ * NULL) and tables listed. Kept canonical by manifest_scope_add: sorted by keyspace, a
+ * keyspace's entry before its tables', no table of a listed keyspace, nothing twice; system
+ * only with n 0. */
+struct manifest_scope_entry {
+	char *keyspace, *table;
+};
+struct manifest_scope {
+	struct manifest_scope_entry *v;
+	size_t n;
+	bool system;
+};
+
+/* Adds keyspace ks (table NULL) or table ks.table, keeping s canonical. 0 or -ENOMEM. */
+int manifest_scope_add(struct manifest_scope *s, const char *ks, const char *table);
+bool manifest_scope_equal(const struct manifest_scope *a, const struct manifest_scope *b);
+int manifest_scope_copy(struct manifest_scope *dst, const struct manifest_scope *src);
+void manifest_scope_free(struct manifest_scope *s);
+
 struct manifest {
 	char *name;
 	char *node, *cluster, *datacenter, *host_id, *snapshot_tag, *cassandra_version; /* "" if unknown */
@@ -90,6 +110,9 @@ struct manifest {
 	 * marked "added"), so a reader never needs the base to read it; the link is what keeps
 	 * the base alive (retention, forget) and what list and restore --point-in-time follow. */
 	char *base, *previous;
+	/* A manifest written before scopes were recorded reads as every table but the system
+	 * ones (what an incremental then took). An incremental has its base's scope. */
+	struct manifest_scope scope;
 	struct cb_attr root_attr; /* of the (first) data directory: the mount shows the backup so */
 	struct manifest_keyspace *keyspaces;
 	size_t nkeyspaces;

@@ -37,24 +37,29 @@ class Node:
     """A data directory, its cassandra.yaml, and the sstables flushed so far."""
 
     def __init__(self, tmp_path, incremental_backups='true'):
-        self.data = str(tmp_path / 'data')
+        # the node's data directory holds the four tables; the fixture tree's others, beside
+        # it, give the bytes of the sstables flushed
+        tree = str(tmp_path / 'tree')
         run('bash', os.path.join(FIXTURES, 'make_tree.sh'),
-            env=dict(os.environ, OUT=self.data, PATH='/usr/bin:/bin:' + os.environ['PATH']))
+            env=dict(os.environ, OUT=tree, PATH='/usr/bin:/bin:' + os.environ['PATH']))
+        self.data = str(tmp_path / 'data')
+        os.makedirs(os.path.join(self.data, KS))
+        for d in os.listdir(os.path.join(tree, KS)):
+            if d.rsplit('-', 1)[0] in TABLES:
+                os.rename(os.path.join(tree, KS, d), os.path.join(self.data, KS, d))
         self.conf = tmp_path / 'conf'
         self.conf.mkdir()
         yaml = 'cluster_name: test\n'
         if incremental_backups is not None:
             yaml += f'incremental_backups: {incremental_backups}\n'
         (self.conf / 'cassandra.yaml').write_text(yaml)
-        ksdir = os.path.join(self.data, KS)
-        self.dirs = {}
+        self.dirs = {d.rsplit('-', 1)[0]: os.path.join(self.data, KS, d)
+                     for d in os.listdir(os.path.join(self.data, KS))}
         donors = []
-        for d in sorted(os.listdir(ksdir)):
+        for d in sorted(os.listdir(os.path.join(tree, KS))):
             table = d.rsplit('-', 1)[0]
-            if table in TABLES:
-                self.dirs[table] = os.path.join(ksdir, d)
-            elif not table.startswith('legacy_da_'):  # BTI: no Index.db, another format
-                path = os.path.join(ksdir, d)
+            if not table.startswith('legacy_da_'):  # BTI: no Index.db, another format
+                path = os.path.join(tree, KS, d)
                 prefixes = sorted({n.rsplit('-', 1)[0] + '-' for n in os.listdir(path)
                                    if n.endswith('-TOC.txt')})
                 donors += [(path, p) for p in prefixes]
@@ -116,10 +121,7 @@ class Node:
                   '--cassandra-conf', str(self.conf), *args, check=check, env=self.env)
 
     def full(self, store, name='full', *args):
-        sel = []
-        for t in TABLES:
-            sel += ['--table', f'{KS}.{t}']
-        return self.create(store, '--snapshot', FIXTURE_TAG, '--name', name, *sel, *args)
+        return self.create(store, '--snapshot', FIXTURE_TAG, '--name', name, *args)
 
     def incremental(self, store, name, *args, check=True):
         return self.create(store, '--incremental', '--name', name, *args, check=check)
@@ -594,16 +596,15 @@ def test_clearing_links_keeps_those_whose_bytes_only_an_unused_pack_holds(node, 
     node.full(store)
     t = TABLES[3]
     made = node.flush(t)  # linked into backups/ too
-    sel = [a for x in TABLES for a in ('--table', f'{KS}.{x}')]
     node.snapshot_all('tag2')
-    node.create(store, '--snapshot', 'tag2', '--name', 'f0', *sel)
+    node.create(store, '--snapshot', 'tag2', '--name', 'f0')
     cb('forget', '--store', store, 'f0')  # its pack, holding made, is used by no backup now
     hour_ago = time.time() - 3600  # flushed well before the next snapshot
     for n in made:  # compacted away from the table: only the links in backups/ are left
         os.utime(os.path.join(node.dirs[t], n), (hour_ago, hour_ago))
         os.unlink(os.path.join(node.dirs[t], n))
     node.snapshot_all('tag3')
-    node.create(store, '--snapshot', 'tag3', '--name', 'f1', '--clear-incremental-links', *sel)
+    node.create(store, '--snapshot', 'tag3', '--name', 'f1', '--clear-incremental-links')
     cb('prune', '--store', store)
     held = set()
     for b in backup_list(store):
@@ -912,7 +913,7 @@ def test_backup_incremental_as_its_timer_runs_it(node, store, tmp_path):
     backup, named from the default template by the UTC hour, its links removed; nothing new is
     success; its metrics are operation="incremental", never a full backup's."""
     from test_ops import has, metrics, of
-    node.full(store)
+    node.full(store, 'full', '--include-system')  # as cassbackup backup makes it
     mfile = str(tmp_path / 'cassbackup.prom')
     conf = tmp_path / 'cassbackup.conf'
     hook_log = tmp_path / 'hook.log'
@@ -977,3 +978,117 @@ def test_backup_incremental_refuses_a_bad_name_template(node, store, tmp_path, k
     assert len(p.stderr.splitlines()) == 1
     assert [b['name'] for b in backup_list(store)] == ['full']
     assert node.links()[TABLES[0]]
+
+
+def snapshot_some(node, tag, tables):
+    """nodetool snapshot -kt KS.T,... -t tag: only these tables' files linked."""
+    for t in tables:
+        d = node.dirs[t]
+        snap = os.path.join(d, 'snapshots', tag)
+        os.makedirs(snap)
+        for n in os.listdir(d):
+            if os.path.isfile(os.path.join(d, n)):
+                os.link(os.path.join(d, n), os.path.join(snap, n))
+
+
+def test_an_incremental_builds_only_on_a_full_backup_of_its_tables(node, store):
+    """A full backup of one table became the base of the next incremental of every table:
+    the other tables' trees then held only what was flushed since, their older data silently
+    missing from every backup of the chain. The base is now the newest full backup of the
+    tables the incremental is of, and --base of other tables is refused."""
+    t0, t1 = TABLES[0], TABLES[1]
+    node.full(store)
+    node.full(store, 'p1', '--table', f'{KS}.{t0}')
+    assert manifest(store, 'full')['scope'] == {'system': False, 'select': []}
+    assert manifest(store, 'p1')['scope'] == {'system': False,
+                                              'select': [{'keyspace': KS, 'table': t0}]}
+    state = {t: node.snapshot(t) for t in TABLES}
+    state[t1].update(node.flush(t1))
+    r = node.incremental(store, 'inc1')
+    assert 'incremental inc1 on full (base full)' in r.stdout
+    assert tree_of(manifest(store, 'inc1')) == state
+    assert manifest(store, 'inc1')['scope'] == {'system': False, 'select': []}
+    # --base of other tables: refused, nothing changed
+    flushed = node.flush(t1)
+    before = node.links()
+    r = node.incremental(store, 'inc2', '--base', 'p1', check=False)
+    assert r.returncode == 2, r
+    assert r.stderr.strip().splitlines() == [
+        f'cassbackup: --base p1 is a backup of table {KS}.{t0}, this incremental of every table '
+        '(on it, it would lack their older data): give the --keyspace, --table and '
+        '--include-system the full backup was made with, or make a full backup of these; '
+        'no backup was made']
+    assert node.links() == before and 'inc2' not in {b['name'] for b in backup_list(store)}
+    # an incremental of that table builds on it
+    node.flush(t0)
+    r = node.incremental(store, 'inc3', '--table', f'{KS}.{t0}')
+    assert 'incremental inc3 on p1 (base p1)' in r.stdout
+    assert set(tree_of(manifest(store, 'inc3'))) == {t0}
+    assert all(n in node.links()[t1] for n in flushed)  # t1's links are not its to take
+
+
+def test_a_snapshot_of_some_tables_only_is_a_backup_of_those(node, store):
+    """create --snapshot T of a snapshot taken of two tables only (nodetool snapshot -kt) said
+    nothing and recorded a backup of every table: an incremental of every table on it lacked
+    the older data of the two others. It warns, and records the two tables as its scope."""
+    some = TABLES[:2]
+    snapshot_some(node, 'some', some)
+    r = node.create(store, '--snapshot', 'some', '--name', 'f-some')
+    others = ', '.join(f'{KS}.{t}' for t in TABLES[2:])
+    assert (f'cassbackup: warning: the snapshot is not in 2 selected table(s) that hold data '
+            f'({others}): this backup lacks them, and an incremental builds on it only for the '
+            'tables it holds') in r.stderr.splitlines()
+    assert manifest(store, 'f-some')['scope']['select'] == [{'keyspace': KS, 'table': t}
+                                                             for t in some]
+    node.flush(TABLES[2])
+    before = node.links()
+    r = node.incremental(store, 'inc1', check=False)
+    assert r.returncode == 3 and 'node n1 has no full backup of the tables this incremental is of; ' \
+        'the last one, f-some, is of table ' in r.stderr, r
+    assert node.links() == before
+    sel = [a for t in reversed(some) for a in ('--table', f'{KS}.{t}')]  # any order
+    node.flush(some[0])
+    r = node.incremental(store, 'inc1', *sel)
+    assert 'incremental inc1 on f-some (base f-some)' in r.stdout
+    # a table whose snapshot is in one data directory and whose live sstables are in another
+    # too is whole: no warning
+    second = node.data + '2'
+    os.makedirs(os.path.join(second, KS, os.path.basename(node.dirs[TABLES[3]])))
+    src = node.dirs[TABLES[3]]
+    for n in os.listdir(src):
+        if os.path.isfile(os.path.join(src, n)):
+            shutil.copy(os.path.join(src, n), os.path.join(second, KS, os.path.basename(src), 'x' + n))
+    node.snapshot_all('all')
+    r = node.create(store, '--snapshot', 'all', '--name', 'f-all', '--data-dir', second)
+    assert 'warning' not in r.stderr
+    assert manifest(store, 'f-all')['scope'] == {'system': False, 'select': []}
+
+
+@pytest.mark.parametrize('at', [1, 4])
+def test_a_renamed_sstable_killed_before_its_removals_is_held_not_taken_again(node, store, at):
+    """An incremental took an sstable under a fresh generation (the tree held its names with
+    other bytes) and was killed before removing its links: the next one took it again under
+    yet another generation (the same data twice in every later backup), or, with some links
+    gone, left the rest for good as an sstable still being linked. Now they are held under the
+    generation the killed run gave them, and removed."""
+    from conftest import BUILD, preload
+    assert os.path.exists(os.path.join(BUILD, 'tests', 'libkillat.so')), 'the killat shim is not built'
+    node.full(store)
+    t = TABLES[2]
+    node.gen[t] = 0  # a generation the full backup holds, with other bytes
+    made = node.flush(t)
+    env = dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_KILL_AT_UNLINK=str(at),
+               CASSBACKUP_TEST_KILL_AFTER='0')
+    r = subprocess.run([CASSBACKUP, 'create', '--store', store, '--data-dir', node.data, '--node', 'n1',
+                        '--cassandra-conf', str(node.conf), '--incremental', '--name', 'killed'],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    tree = tree_of(manifest(store, 'killed'))[t]
+    assert sorted(made.values()) == sorted(h for n, h in tree.items() if n not in node.snapshot(t))
+    left = links_in(node)
+    assert left == len(made) - (at - 1)
+    r = node.incremental(store, 'again')
+    assert f'nothing new in backups/ since killed; no backup was made; {left} link(s) it holds ' \
+        'removed' in r.stdout, r.stdout
+    assert links_in(node) == 0
+    assert [b['name'] for b in backup_list(store)] == ['full', 'killed']

@@ -81,6 +81,8 @@ struct create_opts {
 	uint64_t links_removed;        /* --incremental: backups/ links removed after the commit */
 	struct strv data_dirs;
 	struct selection sel;
+	struct manifest_scope scope; /* what the backup is of (manifest.h): sel, or the tables
+				      * its snapshot is in when some selected ones lack it */
 	struct strv tokens; /* from --tokens FILE */
 	struct store *s;    /* opened by plan, for the whole command */
 	bool made;          /* the backup was committed; sum tells what it holds */
@@ -304,6 +306,7 @@ static void free_opts(struct create_opts *o)
 	nodemeta_conf_free(&o->conf);
 	free_node_meta(&o->nm);
 	selection_free(&o->sel);
+	manifest_scope_free(&o->scope);
 	store_close(o->s);
 }
 
@@ -412,14 +415,45 @@ static int load_tokens_file(struct create_opts *o)
 	return r < 0 ? CB_EXIT_USAGE : 0;
 }
 
+/* o->scope: what --keyspace, --table and --include-system select. 0 or -ENOMEM (said). */
+static int scope_of_selection(struct create_opts *o)
+{
+	manifest_scope_free(&o->scope);
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < o->sel.n; i++)
+		r = manifest_scope_add(&o->scope, o->sel.v[i].keyspace, o->sel.v[i].table);
+	o->scope.system = o->sel.n == 0 && o->include_system;
+	if (r < 0)
+		errorf("out of memory");
+	return r;
+}
+
+/* o->scope: the tables of the scan, when the snapshot is missing from some selected tables
+ * that hold data (an incremental builds on this backup only for the tables it holds), else
+ * the selection. 0 or -ENOMEM (said). */
+static int scope_of_scan(struct create_opts *o, const struct scan_result *scan)
+{
+	if (scan->nuntagged == 0)
+		return scope_of_selection(o);
+	manifest_scope_free(&o->scope);
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < scan->ntables; i++)
+		r = manifest_scope_add(&o->scope, scan->tables[i].keyspace, scan->tables[i].table);
+	if (r < 0)
+		errorf("out of memory");
+	return r;
+}
+
 /* incremental_backups is on, and the backup to follow is known. 0, or the exit code. */
 static int check_incremental(struct create_opts *o)
 {
 	struct strbuf err = {0};
 	int r = incremental_enabled(o->cassandra_conf, &err);
+	if (r == 0 && (r = scope_of_selection(o)) < 0)
+		return CB_EXIT_FAILED;
 	if (r == 0) {
 		const char *node = *o->nm.host_id ? o->nm.host_id : o->nm.node;
-		r = incremental_chain(store_catalog(o->s), node, o->base, &o->chain, &err);
+		r = incremental_chain(o->s, node, o->base, &o->scope, &o->chain, &err);
 	}
 	if (r < 0)
 		errorf("%s; no backup was made", err.buf ? err.buf : strerror(-r));
@@ -694,6 +728,22 @@ static int add_table(backup_writer *w, const struct scan_table *t, struct progre
 
 /* --- report ----------------------------------------------------------------------------- */
 
+/* "warning: snapshot T is not in 2 table(s) that hold data (ks.a, ks.b): ..." */
+static void report_untagged(const struct scan_result *scan)
+{
+	if (scan->nuntagged == 0)
+		return;
+	struct strbuf l = {0};
+	for (size_t i = 0; i < scan->nuntagged && i < 5; i++) {
+		sb_puts(&l, i ? ", " : "");
+		sb_escape(&l, scan->untagged[i]);
+	}
+	errorf("warning: the snapshot is not in %zu selected table(s) that hold data (%s%s): this "
+	       "backup lacks them, and an incremental builds on it only for the tables it holds",
+	       scan->nuntagged, l.buf ? l.buf : "", scan->nuntagged > 5 ? ", ..." : "");
+	sb_free(&l);
+}
+
 static void report_scan(const struct scan_result *scan)
 {
 	for (size_t i = 0; i < scan->nskipped; i++) {
@@ -716,6 +766,7 @@ static void report_scan(const struct scan_result *scan)
 		errorf("skipping %s: a dropped table's, not the live one's; its links are left for "
 		       "you to remove", shown ? shown : "");
 	}
+	report_untagged(scan);
 }
 
 /* "table KS.T: manifest.json lists N Data.db file(s) that no data directory holds (searched:
@@ -931,6 +982,7 @@ static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 		meta.base = o->chain.base;
 		meta.previous = o->chain.previous;
 	}
+	meta.scope = &o->scope;
 	struct create_progress cp = {.o = o};
 	struct progress *prog = &cp.prog;
 	struct inc_counts ic = {0};
@@ -1115,6 +1167,10 @@ static int do_create(struct create_opts *o)
 	}
 	sb_free(&err);
 	report_scan(&scan);
+	if (scope_of_scan(o, &scan) < 0) {
+		scan_result_free(&scan);
+		return CB_EXIT_FAILED;
+	}
 	bool complete = check_complete(o, &scan);
 	if (complete)
 		read_node_files(o);

@@ -2,6 +2,7 @@
 #include "incremental.h"
 
 #include "cassandra_conf.h"
+#include "cli.h"
 #include "hash.h"
 #include "sstable.h"
 #include "store.h"
@@ -38,38 +39,45 @@ int incremental_enabled(const char *conf_dir, struct strbuf *err)
 
 /* --- what it follows ----------------------------------------------------------------------- */
 
+/* A full backup of the node that could be the base. */
+struct candidate {
+	char name[256], ref[CB_REF_MAX];
+	int64_t created_ns;
+	bool incremental, complete;
+};
+
 struct chain_ctx {
 	const char *node_key, *base_name;
 	struct inc_chain *ch;
-	bool found_base, base_is_incremental, base_incomplete;
-	int64_t base_created, prev_created;
+	struct candidate *v; /* base_name's, else every complete full backup of the node */
+	size_t n;
+	int64_t prev_created;
 };
 
-static int note_full(void *ctx, const struct cb_backup_summary *b)
+static int note_candidate(void *ctx, const struct cb_backup_summary *b)
 {
 	struct chain_ctx *c = ctx;
 	if (b->invalid || strcmp(b->node_key, c->node_key) != 0)
 		return 0;
 	bool incremental = b->base && *b->base;
-	if (c->base_name) {
-		if (strcmp(b->name, c->base_name) == 0) {
-			c->found_base = true;
-			c->base_is_incremental = incremental;
-			c->base_incomplete = !b->complete;
-			c->base_created = b->created_ns;
-			snprintf(c->ch->base, sizeof(c->ch->base), "%s", b->name);
-			snprintf(c->ch->previous_ref, sizeof(c->ch->previous_ref), "%s", b->ref);
-		}
+	if (c->base_name ? strcmp(b->name, c->base_name) != 0 : incremental || !b->complete)
 		return 0;
-	}
-	if (incremental || !b->complete)
-		return 0;
-	/* oldest first: the last one wins */
-	c->found_base = true;
-	c->base_created = b->created_ns;
-	snprintf(c->ch->base, sizeof(c->ch->base), "%s", b->name);
-	snprintf(c->ch->previous_ref, sizeof(c->ch->previous_ref), "%s", b->ref);
+	struct candidate *v = realloc(c->v, (c->n + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	c->v = v;
+	v[c->n] = (struct candidate){.created_ns = b->created_ns, .incremental = incremental,
+				     .complete = b->complete};
+	snprintf(v[c->n].name, sizeof(v->name), "%s", b->name);
+	snprintf(v[c->n].ref, sizeof(v->ref), "%s", b->ref);
+	c->n++;
 	return 0;
+}
+
+static int newest_first(const void *a, const void *b)
+{
+	const struct candidate *x = a, *y = b;
+	return x->created_ns < y->created_ns ? 1 : x->created_ns > y->created_ns ? -1 : 0;
 }
 
 static int note_previous(void *ctx, const struct cb_backup_summary *b)
@@ -86,40 +94,109 @@ static int note_previous(void *ctx, const struct cb_backup_summary *b)
 	return 0;
 }
 
-int incremental_chain(catalog *cat, const char *node_key, const char *base_name,
-		      struct inc_chain *ch, struct strbuf *err)
+/* "every table", "every table and the system keyspaces", "keyspace ks and table k2.t". */
+static void sb_scope(struct strbuf *sb, const struct manifest_scope *s)
+{
+	if (s->n == 0)
+		sb_puts(sb, s->system ? "every table and the system keyspaces" : "every table");
+	for (size_t i = 0; i < s->n; i++) {
+		sb_puts(sb, i == 0 ? "" : i + 1 < s->n ? ", " : " and ");
+		sb_puts(sb, s->v[i].table ? "table " : "keyspace ");
+		sb_escape(sb, s->v[i].keyspace);
+		if (s->v[i].table) {
+			sb_puts(sb, ".");
+			sb_escape(sb, s->v[i].table);
+		}
+	}
+}
+
+/* Does candidate b hold scope? 1, 0 (*other: its scope), or -errno (err says why). */
+static int same_scope(struct store *s, const struct candidate *b, const struct manifest_scope *scope,
+		      struct manifest_scope *other, struct strbuf *err)
+{
+	struct manifest *m = NULL;
+	int r = store_read_manifest(s, b->ref, &m, NULL, err);
+	if (r == -ENOENT)
+		sb_printf(err, "backup %s is gone from the store", b->name);
+	if (r == 0 && !(r = manifest_scope_equal(&m->scope, scope)))
+		r = manifest_scope_copy(other, &m->scope);
+	manifest_free(m);
+	return r == -ENOMEM ? (sb_puts(err, "out of memory"), r) : r;
+}
+
+/* Why no candidate serves as base: into err; -ENOENT or -EINVAL. */
+static int no_base(const struct chain_ctx *c, const struct manifest_scope *scope,
+		   const struct manifest_scope *newest, struct strbuf *err)
+{
+	const struct candidate *b = c->n ? &c->v[0] : NULL;
+	if (!b) {
+		if (c->base_name)
+			sb_printf(err, "--base %s: node %s has no backup of that name", c->base_name,
+				  c->node_key);
+		else
+			sb_printf(err, "node %s has no complete full backup to make an incremental on; "
+				  "make a full one first", c->node_key);
+		return -ENOENT;
+	}
+	if (b->incremental || !b->complete) {
+		sb_printf(err, b->incremental ? "--base %s: an incremental backup; --base names a full backup"
+			  : "--base %s: an incomplete backup (some of its bytes are in no pack: "
+			  "cassbackup check names them); make a full backup", b->name);
+		return -EINVAL;
+	}
+	if (c->base_name)
+		sb_printf(err, "--base %s is a backup of ", b->name);
+	else
+		sb_printf(err, "node %s has no full backup of the tables this incremental is of; "
+			  "the last one, %s, is of ", c->node_key, b->name);
+	sb_scope(err, newest);
+	sb_puts(err, ", this incremental of ");
+	sb_scope(err, scope);
+	sb_puts(err, " (on it, it would lack their older data): give the --keyspace, --table and "
+		"--include-system the full backup was made with, or make a full backup of these");
+	return c->base_name ? -EINVAL : -ENOENT;
+}
+
+int incremental_chain(struct store *s, const char *node_key, const char *base_name,
+		      const struct manifest_scope *scope, struct inc_chain *ch, struct strbuf *err)
 {
 	*ch = (struct inc_chain){0};
 	struct chain_ctx c = {.node_key = node_key, .base_name = base_name, .ch = ch};
+	struct manifest_scope newest = {0};
 	char why[512];
-	int r = catalog_list_backups(cat, note_full, &c);
-	if (r < 0) {
-		sb_printf(err, "cannot read the catalog: %s", catalog_why(cat, r, why, sizeof(why)));
-		return r;
-	}
-	if (!c.found_base) {
-		if (base_name)
-			sb_printf(err, "--base %s: node %s has no backup of that name", base_name, node_key);
-		else
-			sb_printf(err, "node %s has no complete full backup to make an incremental on; "
-				  "make a full one first", node_key);
-		return -ENOENT;
-	}
-	if (c.base_is_incremental) {
-		sb_printf(err, "--base %s: an incremental backup; --base names a full backup", base_name);
-		return -EINVAL;
-	}
-	if (c.base_incomplete) {
-		sb_printf(err, "--base %s: an incomplete backup (some of its bytes are in no pack: "
-			  "cassbackup check names them); make a full backup", base_name);
-		return -EINVAL;
-	}
-	snprintf(ch->previous, sizeof(ch->previous), "%s", ch->base);
-	c.prev_created = c.base_created;
-	r = catalog_list_backups(cat, note_previous, &c);
+	catalog *cat = store_catalog(s);
+	int r = catalog_list_backups(cat, note_candidate, &c);
 	if (r < 0)
 		sb_printf(err, "cannot read the catalog: %s", catalog_why(cat, r, why, sizeof(why)));
-	return r < 0 ? r : 0;
+	if (r == 0 && c.n)
+		qsort(c.v, c.n, sizeof(*c.v), newest_first);
+	const struct candidate *base = NULL;
+	bool usable = r == 0 && c.n && !c.v[0].incremental && c.v[0].complete;
+	for (size_t i = 0; usable && !base && r == 0 && i < c.n; i++) {
+		struct manifest_scope other = {0};
+		r = same_scope(s, &c.v[i], scope, &other, err);
+		if (r == 1) {
+			base = &c.v[i];
+			r = 0;
+		}
+		if (i == 0)
+			newest = other; /* for the message */
+		else
+			manifest_scope_free(&other);
+	}
+	if (r == 0 && !base)
+		r = no_base(&c, scope, &newest, err);
+	if (r == 0) {
+		snprintf(ch->base, sizeof(ch->base), "%s", base->name);
+		snprintf(ch->previous, sizeof(ch->previous), "%s", base->name);
+		snprintf(ch->previous_ref, sizeof(ch->previous_ref), "%s", base->ref);
+		c.prev_created = base->created_ns;
+		if ((r = catalog_list_backups(cat, note_previous, &c)) < 0)
+			sb_printf(err, "cannot read the catalog: %s", catalog_why(cat, r, why, sizeof(why)));
+	}
+	manifest_scope_free(&newest);
+	free(c.v);
+	return r == -ENOMEM && !err->len ? (sb_puts(err, "out of memory"), r) : r;
 }
 
 /* --- the tree ------------------------------------------------------------------------------ */
@@ -356,6 +433,50 @@ static const char *dir_name(const struct scan_table *t, const struct scan_file *
 	return f->dir < 0 ? "" : t->dirs[f->dir].name;
 }
 
+/* The tree's inherited file named prefix (plen bytes) + f's component, of f's size and mtime,
+ * or NULL: the file that holds f's bytes, as far as a name, size and mtime tell. */
+static const struct inc_file *held_as(const struct inc_table *it, const struct unit *u,
+				      const struct scan_file *f, const char *prefix, size_t plen)
+{
+	struct strbuf name = {0};
+	const struct inc_file *have = NULL;
+	if (sb_printf(&name, "%.*s%s", (int)plen, prefix, f->name + sstable_prefix_len(f->name)) == 0)
+		have = find_file(it, dir_name(u->t, f), name.buf);
+	sb_free(&name);
+	bool same = have && !have->src && have->size == (uint64_t)f->st.st_size &&
+		    have->a.mtime_ns == attr_of(&f->st).mtime_ns;
+	return same ? have : NULL;
+}
+
+static bool unit_held_as(const struct inc_table *it, const struct unit *u, const char *prefix,
+			 size_t plen)
+{
+	for (size_t i = u->first; i < u->first + u->count; i++)
+		if (!held_as(it, u, &u->t->files[i], prefix, plen))
+			return false;
+	return true;
+}
+
+/* The sstable prefix under which the tree holds every file of the unit: another generation,
+ * which an incremental gave the unit when the tree held its names with other bytes (state 2
+ * below); the run was then killed before it removed the links. NULL when there is none. */
+static const char *renamed_holder(const struct inc_table *it, const struct unit *u, size_t *plen)
+{
+	const struct scan_file *f0 = &u->t->files[u->first];
+	size_t pl = sstable_prefix_len(f0->name);
+	for (size_t i = 0; pl && i < it->nfiles; i++) {
+		const struct inc_file *c = &it->files[i];
+		size_t cpl = sstable_prefix_len(c->name);
+		if (cpl && !c->src && c->size == (uint64_t)f0->st.st_size &&
+		    c->a.mtime_ns == attr_of(&f0->st).mtime_ns && !strcmp(c->name + cpl, f0->name + pl) &&
+		    !strcmp(c->dir, dir_name(u->t, f0)) && unit_held_as(it, u, c->name, cpl)) {
+			*plen = cpl;
+			return c->name;
+		}
+	}
+	return NULL;
+}
+
 /* Where the unit stands against the tree: 0 new, 1 held already (every file by name, size and
  * mtime), 2 some of its names in the tree but not all held (other bytes under a name, or a
  * component the tree lacks beside ones it holds): taken whole under a fresh generation, since
@@ -366,9 +487,7 @@ static int unit_state(const struct inc_table *it, const struct unit *u)
 	for (size_t i = u->first; i < u->first + u->count; i++) {
 		const struct scan_file *f = &u->t->files[i];
 		const struct inc_file *have = it ? find_file(it, dir_name(u->t, f), f->name) : NULL;
-		bool same = have && !have->src && have->size == (uint64_t)f->st.st_size &&
-			    have->a.mtime_ns == attr_of(&f->st).mtime_ns;
-		all_held = all_held && same;
+		all_held = all_held && have && held_as(it, u, f, f->name, sstable_prefix_len(f->name));
 		named = named || have;
 	}
 	return all_held ? 1 : named ? 2 : 0;
@@ -444,7 +563,10 @@ static int reset_table(inc_plan *p, struct inc_table *it, const struct scan_tabl
 	return it->table_id && it->dirname ? 0 : -ENOMEM;
 }
 
-static int note_held(inc_plan *p, const struct inc_table *it, const struct unit *u)
+/* Notes the unit's files as held by the tree's files of prefix (plen bytes), or of their own
+ * names when prefix is NULL: removed once they hash to those files' SHA-256. */
+static int note_held(inc_plan *p, const struct inc_table *it, const struct unit *u,
+		     const char *prefix, size_t plen)
 {
 	struct inc_held *v = realloc(p->held, (p->nheld + u->count) * sizeof(*v));
 	if (!v)
@@ -452,9 +574,12 @@ static int note_held(inc_plan *p, const struct inc_table *it, const struct unit 
 	p->held = v;
 	for (size_t i = u->first; i < u->first + u->count; i++) {
 		const struct scan_file *f = &u->t->files[i];
+		const struct inc_file *h = prefix ? held_as(it, u, f, prefix, plen)
+					 : held_as(it, u, f, f->name, sstable_prefix_len(f->name));
 		v[p->nheld].src = f;
-		memcpy(v[p->nheld++].sha, find_file(it, dir_name(u->t, f), f->name)->sha, 32);
+		memcpy(v[p->nheld++].sha, h->sha, 32); /* held: checked by the caller */
 	}
+	p->counts.held += u->count;
 	return 0;
 }
 
@@ -477,8 +602,16 @@ static int merge_table(inc_plan *p, const struct scan_table *t)
 		 * against it); taken as still being linked, they would stay for good. */
 		int state = unit_state(it, &u);
 		if (state == 1 && it) { /* held needs a tree: it is never NULL here */
-			p->counts.held += u.count;
-			if ((r = note_held(p, it, &u)) < 0)
+			if ((r = note_held(p, it, &u, NULL, 0)) < 0)
+				return r;
+			continue;
+		}
+		/* Taken under a fresh generation by a run killed before its removals (whole, or
+		 * the links it left): held under that generation, never taken twice. */
+		size_t plen = 0;
+		const char *as = state == 2 ? renamed_holder(it, &u, &plen) : NULL;
+		if (as) {
+			if ((r = note_held(p, it, &u, as, plen)) < 0)
 				return r;
 			continue;
 		}

@@ -46,12 +46,16 @@ struct inc_chain {
 	char previous_ref[320]; /* where previous's manifest is (store.h) */
 };
 
-/* Chooses base (base_name, else the node's last complete full backup) and previous (the last
- * backup of the node made on base, else base) from the catalog. 0, -ENOENT (no full backup of
- * the node; or base_name is none of its backups), -EINVAL (base_name is an incremental), or
- * -errno; err says why in one line. */
-int incremental_chain(catalog *cat, const char *node_key, const char *base_name,
-		      struct inc_chain *ch, struct strbuf *err);
+/* Chooses base and previous (the last backup of the node made on base, else base): base is
+ * base_name, else the node's newest complete full backup; its scope (manifest.h, read from
+ * its manifest) must be scope, since an incremental on a backup of fewer tables would lack the
+ * older data of the others. Without base_name, the newest full backup of that scope. 0,
+ * -ENOENT (no full backup of the node, none of that scope, or base_name is none of its
+ * backups), -EINVAL (base_name is an incremental, incomplete, or of another scope), or -errno;
+ * err says why in one line. */
+struct store;
+int incremental_chain(struct store *s, const char *node_key, const char *base_name,
+		      const struct manifest_scope *scope, struct inc_chain *ch, struct strbuf *err);
 
 typedef struct inc_plan inc_plan;
 

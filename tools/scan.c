@@ -78,6 +78,7 @@ struct ctx {
 	struct scan_result *res;
 	struct strbuf *err;
 	struct names tags;   /* other tags seen, for the error message */
+	struct names untagged; /* "<ks>/<table>" of a directory with live sstables, no snapshot */
 };
 
 static bool wanted(struct ctx *c, const char *ks, const char *table)
@@ -635,6 +636,23 @@ static int scan_backups_dir(struct ctx *c, const char *ks, const char *table, co
 	return r > 0 ? 0 : r;
 }
 
+/* Notes table ks.table when its directory tdir holds live sstables and no snapshot of the
+ * tag (a table may hold it in another data directory: scan_snapshot sorts that out). */
+static int note_if_untagged(struct ctx *c, const char *ks, const char *table,
+			    const struct place *tdir)
+{
+	struct stat st;
+	struct strbuf path = {0};
+	int r = sb_printf(&path, "snapshots/%s", c->o->tag);
+	bool tagged = r == 0 && fstatat(tdir->fd, path.buf, &st, AT_SYMLINK_NOFOLLOW) == 0;
+	path.len = 0;
+	if (r == 0 && !tagged && any_entry(tdir->fd, NULL, is_live_data, NULL) &&
+	    (r = sb_printf(&path, "%s/%s", ks, table)) == 0)
+		r = names_add_unique(&c->untagged, path.buf);
+	sb_free(&path);
+	return r;
+}
+
 /* The snapshot of one table directory (opened as tdir), if it has one. */
 static int scan_table_dir(struct ctx *c, const char *ks, const char *table, const char *id,
 			  const char *dirname, const struct place *tdir, const struct stat *ks_st)
@@ -642,11 +660,14 @@ static int scan_table_dir(struct ctx *c, const char *ks, const char *table, cons
 	struct stat tst, st;
 	if (c->o->backups)
 		return scan_backups_dir(c, ks, table, id, dirname, tdir, ks_st);
+	int r = note_if_untagged(c, ks, table, tdir);
+	if (r < 0)
+		return r;
 	if (fstat(tdir->fd, &tst) < 0 || fstatat(tdir->fd, "snapshots", &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return 0; /* no snapshots at all */
 	struct place snaps;
 	struct strbuf path = {0};
-	int r = open_place(c, tdir, "snapshots", &snaps, &path);
+	r = open_place(c, tdir, "snapshots", &snaps, &path);
 	if (r == 0) {
 		r = scan_tag(c, ks, table, id, dirname, &snaps, ks_st, &tst);
 		close(snaps.fd);
@@ -805,6 +826,31 @@ static void explain_nothing(struct ctx *c)
 	}
 }
 
+/* The noted tables the snapshot is in no data directory of, into res->untagged, sorted. */
+static int list_untagged(struct ctx *c)
+{
+	struct scan_result *res = c->res;
+	qsort(c->untagged.v, c->untagged.n, sizeof(char *), cmp_str);
+	for (size_t i = 0; i < c->untagged.n; i++) {
+		char *slash = strchr(c->untagged.v[i], '/');
+		*slash = '\0';
+		bool found = false;
+		for (size_t k = 0; !found && k < res->ntables; k++)
+			found = !strcmp(res->tables[k].keyspace, c->untagged.v[i]) &&
+				!strcmp(res->tables[k].table, slash + 1);
+		*slash = '.';
+		if (found)
+			continue;
+		char *name = strdup(c->untagged.v[i]);
+		if (!name || ptrv_push(&res->untagged, &res->nuntagged, name) < 0) {
+			free(name);
+			sb_puts(c->err, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
 int scan_snapshot(const struct scan_opts *o, struct scan_result *res, struct strbuf *err)
 {
 	*res = (struct scan_result){0};
@@ -833,7 +879,9 @@ int scan_snapshot(const struct scan_opts *o, struct scan_result *res, struct str
 				qsort(res->tables[i].files, res->tables[i].nfiles,
 				      sizeof(struct scan_file), cmp_file);
 	}
+	r = r ?: list_untagged(&c);
 	names_free(&c.tags);
+	names_free(&c.untagged);
 	if (r < 0) {
 		if (err->len == 0)
 			sb_printf(err, "scanning data directories: %s", strerror(-r));
@@ -905,5 +953,8 @@ void scan_result_free(struct scan_result *res)
 		free(res->superseded[i]);
 	free(res->superseded);
 	free(res->skipped);
+	for (size_t i = 0; i < res->nuntagged; i++)
+		free(res->untagged[i]);
+	free(res->untagged);
 	*res = (struct scan_result){0};
 }

@@ -89,6 +89,11 @@ struct scan_result {
 	 * refuses. */
 	char **superseded;
 	size_t nsuperseded;
+	/* snapshots only: "<keyspace>.<table>" of each selected table that holds live sstables
+	 * (a *-Data.db in its directory) and the snapshot in none of its data directories (a
+	 * snapshot of some tables only, nodetool snapshot -kt): the backup lacks its data. */
+	char **untagged;
+	size_t nuntagged;
 	struct stat root_st; /* of the first data directory */
 };
 

@@ -299,9 +299,79 @@ static void test_incremental(void)
 	sb_free(&sb);
 }
 
+/* Scopes stay canonical however they are built, compare as sets, and round-trip. */
+static void test_scope(void)
+{
+	struct manifest_scope a = {0}, b = {0}, none = {0};
+	CHECK(manifest_scope_add(&a, "ks2", "t") == 0);
+	CHECK(manifest_scope_add(&a, "ks1", "b") == 0);
+	CHECK(manifest_scope_add(&a, "ks1", "a") == 0);
+	CHECK(manifest_scope_add(&a, "ks2", NULL) == 0); /* takes in ks2.t */
+	CHECK(manifest_scope_add(&a, "ks2", "u") == 0);  /* in ks2 already */
+	CHECK(manifest_scope_add(&a, "ks1", "a") == 0);  /* twice */
+	CHECK(a.n == 3 && !strcmp(a.v[0].table, "a") && !strcmp(a.v[1].table, "b") &&
+	      !strcmp(a.v[2].keyspace, "ks2") && !a.v[2].table);
+	CHECK(manifest_scope_add(&b, "ks2", NULL) == 0);
+	CHECK(manifest_scope_add(&b, "ks1", "b") == 0);
+	CHECK(!manifest_scope_equal(&a, &b));
+	CHECK(manifest_scope_add(&b, "ks1", "a") == 0);
+	CHECK(manifest_scope_equal(&a, &b));
+	/* every table with or without the system keyspaces; a selection is never "every table" */
+	struct manifest_scope sys = {.system = true};
+	CHECK(!manifest_scope_equal(&none, &sys) && !manifest_scope_equal(&none, &a));
+	struct manifest with = sample;
+	with.scope = a;
+	struct strbuf sb = {0};
+	char err[256] = "";
+	struct manifest *m = NULL;
+	CHECK(manifest_write(&with, &sb, err, sizeof(err)) == 0);
+	CHECK(manifest_parse(sb.buf, sb.len, &m, err, sizeof(err)) == 0);
+	CHECK(m && manifest_scope_equal(&m->scope, &a));
+	manifest_free(m);
+	with.scope = sys;
+	sb.len = 0;
+	m = NULL;
+	CHECK(manifest_write(&with, &sb, err, sizeof(err)) == 0);
+	CHECK(manifest_parse(sb.buf, sb.len, &m, err, sizeof(err)) == 0);
+	CHECK(m && manifest_scope_equal(&m->scope, &sys));
+	manifest_free(m);
+	/* a manifest from before scopes reads as every table but the system ones; a bad scope
+	 * is refused (each put in place of a good one) */
+	with.scope = none;
+	sb.len = 0;
+	CHECK(manifest_write(&with, &sb, err, sizeof(err)) == 0);
+	char *at = strstr(sb.buf, "\"scope\": {");
+	char *end = at ? strchr(at, '}') : NULL;
+	CHECK(at && end);
+	const char *bad[] = {"", "\"scope\": 1", "\"scope\": {\"system\": 1, \"select\": []}",
+			     "\"scope\": {\"system\": false}",
+			     "\"scope\": {\"system\": false, \"select\": [{\"keyspace\": \"..\"}]}",
+			     "\"scope\": {\"system\": false, \"select\": [{\"table\": \"t\"}]}",
+			     "\"scope\": {\"system\": false, \"select\": [3]}"};
+	for (size_t i = 0; at && end && i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct strbuf doc = {0};
+		sb_printf(&doc, "%.*s%s%s", (int)(at - sb.buf), sb.buf, bad[i], end + 1);
+		if (!*bad[i]) /* the comma that followed */
+			memmove(doc.buf + (at - sb.buf), doc.buf + (at - sb.buf) + 1,
+				doc.len - (size_t)(at - sb.buf));
+		m = NULL;
+		int r = manifest_parse(doc.buf, strlen(doc.buf), &m, err, sizeof(err));
+		if (i == 0)
+			CHECK(r == 0 && m && manifest_scope_equal(&m->scope, &none));
+		else
+			CHECK(r == -EBADMSG && !m);
+		manifest_free(m);
+		sb_free(&doc);
+	}
+	manifest_scope_free(&a);
+	manifest_scope_free(&b);
+	sb_free(&sb);
+}
+
 int main(void)
 {
 	test_round_trip();
+	test_scope();
 	test_incremental();
 	test_hostile_files();
 	test_node_files();
