@@ -658,6 +658,45 @@ def test_point_in_time_takes_the_full_backup_and_its_incrementals_before_the_tim
     assert 'backup full of node n1' in r.stdout, r.stdout + r.stderr
 
 
+
+def test_point_in_time_takes_a_full_backup_of_the_tables_restored(node, store, tmp_path):
+    """A full backup of one table made after the nightly one of every table was taken for a
+    point-in-time restore of the whole node: the other tables came back from no backup, and the
+    replay from its snapshot on missed their older writes. The newest full backup holding the
+    tables restored is taken."""
+    node.full(store)
+    node.full(store, 'one', '--table', f'{KS}.{TABLES[0]}')
+    node.flush(TABLES[1])
+    node.incremental(store, 'inc1')
+    t0 = 1767225600000  # 2026-01-01 00:00:00 GMT
+    hour = 3600 * 1000
+    for name, ms in (('full', t0), ('inc1', t0 + hour), ('one', t0 + 2 * hour)):
+        set_created(store, name, ms)
+    conf = tmp_path / 'pitrconf'
+    conf.mkdir()
+    live = tmp_path / 'live' / 'data'
+    for t in TABLES:
+        os.makedirs(live / KS / (t + '-' + 'e' * 32))
+
+    def pitr(*args):
+        when = time.strftime('%Y:%m:%d %H:%M:%S', time.gmtime((t0 + 3 * hour) // 1000))
+        return cb('restore', '--store', store, '--data-dir', str(live), '--point-in-time', when,
+                  '--cassandra-conf', str(conf), '--node', 'n1', '--dry-run', *args, check=False)
+    r = pitr()
+    assert 'backup inc1 of node n1' in r.stdout, r.stdout + r.stderr
+    r = pitr('--table', f'{KS}.{TABLES[0]}')
+    assert 'backup one of node n1' in r.stdout, r.stdout + r.stderr
+    r = pitr('--table', f'{KS}.{TABLES[1]}')
+    assert 'backup inc1 of node n1' in r.stdout, r.stdout + r.stderr
+    # only a backup of fewer tables: refused, naming it
+    cb('forget', '--store', store, 'inc1')
+    cb('forget', '--store', store, 'full')
+    r = pitr()
+    assert r.returncode == 3 and r.stderr.strip() == (
+        'cassbackup: node n1 has no complete full backup of the tables restored made at or before '
+        f'2026:01:01 03:00:00 GMT; the last one, one, is of table {KS}.{TABLES[0]}: restore those '
+        'with --keyspace or --table, or name an older backup of them'), r.stderr
+
 def test_index_sstables_and_a_table_made_again(node, store, tmp_path):
     """backups/.<index>/ is taken in as the index directory; a table dropped and made again
     (another id, the old directory gone) shows as the node has it."""

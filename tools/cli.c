@@ -1,6 +1,7 @@
 /* cli.c: see cli.h. */
 #include "cli.h"
 #include "lock.h"
+#include "manifest.h"
 #include "store.h"
 #include "ttypass.h"
 
@@ -428,6 +429,21 @@ int sb_selection_entry(struct strbuf *sb, const struct selection_entry *e)
 	r = r ?: sb_escape(sb, e->keyspace);
 	if (e->table)
 		r = r ?: sb_puts(sb, ".") ?: sb_escape(sb, e->table);
+	return r;
+}
+
+int sb_scope(struct strbuf *sb, const struct manifest_scope *s)
+{
+	int r = 0;
+	if (s->n == 0)
+		r = sb_puts(sb, s->system ? "every table and the system keyspaces" : "every table");
+	for (size_t i = 0; r == 0 && i < s->n; i++) {
+		r = sb_puts(sb, i == 0 ? "" : i + 1 < s->n ? ", " : " and ");
+		r = r ?: sb_puts(sb, s->v[i].table ? "table " : "keyspace ");
+		r = r ?: sb_escape(sb, s->v[i].keyspace);
+		if (s->v[i].table)
+			r = r ?: sb_puts(sb, ".") ?: sb_escape(sb, s->v[i].table);
+	}
 	return r;
 }
 

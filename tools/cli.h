@@ -134,6 +134,10 @@ const struct selection_entry *selection_unmatched(const struct selection *s);
 /* "keyspace KS" or "table KS.TABLE" (escaped for human output) into sb. */
 int sb_selection_entry(struct strbuf *sb, const struct selection_entry *e);
 void selection_free(struct selection *s);
+/* What a backup of scope s was made of (manifest.h), for human output: "every table", "every
+ * table and the system keyspaces", "keyspace ks, table k2.t and table k2.u". */
+struct manifest_scope;
+int sb_scope(struct strbuf *sb, const struct manifest_scope *s);
 
 /* ---- JSON writer -------------------------------------------------------------------------- */
 /* Writes JSON into a strbuf. Values in an object follow json_key(). The top-level container's

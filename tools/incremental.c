@@ -94,22 +94,6 @@ static int note_previous(void *ctx, const struct cb_backup_summary *b)
 	return 0;
 }
 
-/* "every table", "every table and the system keyspaces", "keyspace ks and table k2.t". */
-static void sb_scope(struct strbuf *sb, const struct manifest_scope *s)
-{
-	if (s->n == 0)
-		sb_puts(sb, s->system ? "every table and the system keyspaces" : "every table");
-	for (size_t i = 0; i < s->n; i++) {
-		sb_puts(sb, i == 0 ? "" : i + 1 < s->n ? ", " : " and ");
-		sb_puts(sb, s->v[i].table ? "table " : "keyspace ");
-		sb_escape(sb, s->v[i].keyspace);
-		if (s->v[i].table) {
-			sb_puts(sb, ".");
-			sb_escape(sb, s->v[i].table);
-		}
-	}
-}
-
 /* Does candidate b hold scope? 1, 0 (*other: its scope), or -errno (err says why). */
 static int same_scope(struct store *s, const struct candidate *b, const struct manifest_scope *scope,
 		      struct manifest_scope *other, struct strbuf *err)

@@ -7,6 +7,7 @@
 #include "commitlog.h"
 #include "exec.h"
 #include "hash.h"
+#include "scan.h"
 #include "store.h"
 #include "util.h"
 
@@ -64,10 +65,18 @@ static void format_gmt(int64_t ms, char *out, size_t n)
 
 /* ---- plan ------------------------------------------------------------------------------- */
 
+/* A full backup of the node made at or before the time. */
+struct candidate {
+	char name[256], ref[CB_REF_MAX], node[256], node_key[256];
+	int64_t created_ns;
+};
+
 struct choose {
 	struct pitr *p;
 	int64_t created_ns;
 	bool found, given_found;
+	struct candidate *v; /* the first pass: every full backup made at or before the time */
+	size_t n;
 	bool incrementals; /* the second pass: the chosen full backup's incrementals */
 	char base[256];    /* the chosen full backup */
 	char node[256];    /* its node's name: p->node_name once the search is done (matching
@@ -93,10 +102,24 @@ static int consider_backup(void *ctx, const struct cb_backup_summary *b)
 	}
 	if (!this_node || b->created_ns / 1000000 > c->p->time_ms)
 		return 0;
-	/* first the last full backup before the time, then its last incremental before it */
+	/* first the full backups before the time (choose_full), then the chosen one's last
+	 * incremental before it */
 	bool incremental = b->base && *b->base;
 	if (incremental != c->incrementals || (incremental && strcmp(b->base, c->base) != 0))
 		return 0;
+	if (!incremental) {
+		struct candidate *v = realloc(c->v, (c->n + 1) * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		c->v = v;
+		v[c->n] = (struct candidate){.created_ns = b->created_ns};
+		snprintf(v[c->n].name, sizeof(v->name), "%s", b->name);
+		snprintf(v[c->n].ref, sizeof(v->ref), "%s", b->ref);
+		snprintf(v[c->n].node, sizeof(v->node), "%s", b->node);
+		snprintf(v[c->n].node_key, sizeof(v->node_key), "%s", b->node_key);
+		c->n++;
+		return 0;
+	}
 	if (!c->found || b->created_ns >= c->created_ns) { /* oldest first: the last one wins */
 		snprintf(c->node, sizeof(c->node), "%s", b->node);
 		snprintf(c->p->backup_name, sizeof(c->p->backup_name), "%s", b->name);
@@ -149,6 +172,68 @@ static int base_start(struct pitr *p, struct store *s, const struct manifest *m,
 	return r;
 }
 
+/* Does a backup of scope s hold every table sel selects (every table: none selected)? */
+static bool scope_covers(const struct manifest_scope *s, const struct selection *sel)
+{
+	if (selection_is_empty(sel))
+		return s->n == 0;
+	for (size_t i = 0; i < sel->n; i++) {
+		const struct selection_entry *e = &sel->v[i];
+		bool held = s->n == 0 && (s->system || !is_system_keyspace(e->keyspace));
+		for (size_t k = 0; !held && k < s->n; k++)
+			held = !strcmp(s->v[k].keyspace, e->keyspace) &&
+			       (!s->v[k].table || (e->table && !strcmp(s->v[k].table, e->table)));
+		if (!held)
+			return false;
+	}
+	return true;
+}
+
+static int newest_first(const void *a, const void *b)
+{
+	const struct candidate *x = a, *y = b;
+	return x->created_ns < y->created_ns ? 1 : x->created_ns > y->created_ns ? -1 : 0;
+}
+
+/* The newest candidate whose scope covers the tables restored: a full backup of fewer tables
+ * (one keyspace, made since the nightly one) would leave the others out, and the replay
+ * from its snapshot on would miss their older writes. 0, or the exit status (said). */
+static int choose_full(struct choose *c, struct store *s)
+{
+	struct pitr *p = c->p;
+	qsort(c->v, c->n, sizeof(*c->v), newest_first);
+	struct strbuf err = {0}, what = {0};
+	int r = 0;
+	for (size_t i = 0; r == 0 && !c->found && i < c->n; i++) {
+		struct manifest *m = NULL;
+		r = store_read_manifest(s, c->v[i].ref, &m, NULL, &err);
+		if (r == 0 && scope_covers(&m->scope, p->sel)) {
+			const struct candidate *b = &c->v[i];
+			snprintf(c->node, sizeof(c->node), "%s", b->node);
+			snprintf(p->backup_name, sizeof(p->backup_name), "%s", b->name);
+			snprintf(p->backup_ref, sizeof(p->backup_ref), "%s", b->ref);
+			snprintf(p->backup_node, sizeof(p->backup_node), "%s", b->node_key);
+			c->created_ns = b->created_ns;
+			c->found = true;
+		} else if (r == 0 && i == 0) {
+			sb_scope(&what, &m->scope);
+		}
+		if (r < 0)
+			errorf("cannot read backup %s: %s", c->v[i].name, err.buf ? err.buf : strerror(-r));
+		manifest_free(m);
+	}
+	if (r == 0 && !c->found && c->n) {
+		errorf("node %s has no complete full backup of the tables restored made at or before %s "
+		       "GMT; the last one, %s, is of %s: restore those with --keyspace or --table, or "
+		       "name an older backup of them", p->node_name, p->time, c->v[0].name,
+		       what.buf ? what.buf : "");
+		r = -ENOENT;
+	}
+	sb_free(&err);
+	sb_free(&what);
+	return r == -ENOENT ? CB_EXIT_MISSING : r < 0 ? CB_EXIT_FAILED : 0;
+}
+
 static int choose_backup(struct pitr *p, struct store *s)
 {
 	struct choose c = {.p = p};
@@ -157,8 +242,13 @@ static int choose_backup(struct pitr *p, struct store *s)
 	if (r < 0) {
 		char why[512];
 		errorf("cannot read catalog of %s: %s", store_location(s), catalog_why(cat, r, why, sizeof(why)));
+		free(c.v);
 		return CB_EXIT_FAILED;
 	}
+	int rc = p->backup ? 0 : choose_full(&c, s);
+	free(c.v);
+	if (rc)
+		return rc;
 	if (p->backup && !c.given_found)
 		return report_no_such_backup(cat, store_location(s), p->backup);
 	if (p->backup && c.created_ns / 1000000 > p->time_ms) {
