@@ -88,6 +88,7 @@ struct backup_writer {
 	char *name, *cluster, *datacenter, *node, *host_id, *tag, *version, *rack, *schema_version;
 	char *base, *previous;   /* NULL: a full backup */
 	struct manifest_scope scope;
+	bool clears_links;
 	char ref[CB_REF_MAX]; /* NAME/NODE: where the manifest goes (store.h) */
 	struct manifest_ring_node *ring;
 	size_t nring;
@@ -233,6 +234,7 @@ static int copy_meta(backup_writer *w, const struct backup_meta *m)
 		return -ENOMEM;
 	if (m->scope && manifest_scope_copy(&w->scope, m->scope) < 0)
 		return -ENOMEM;
+	w->clears_links = m->clears_links;
 	if (!w->name || !w->cluster || !w->datacenter || !w->node || !w->tag ||
 	    !w->version || (m->host_id && !w->host_id) || !w->rack || !w->schema_version)
 		return -ENOMEM;
@@ -779,7 +781,7 @@ static int fill_manifest(const backup_writer *w, uint64_t stored, struct manifes
 		.rack = w->rack, .schema_version = w->schema_version, .ring = w->ring,
 		.nring = w->nring, .created_ns = w->created_ns, .files = w->files, .bytes = w->bytes,
 		.new_bytes = w->new_bytes, .stored_bytes = stored, .base = w->base,
-		.previous = w->previous, .scope = w->scope,
+		.previous = w->previous, .scope = w->scope, .clears_links = w->clears_links,
 		.root_attr = {w->root_attr.mode & 07777, w->root_attr.uid, w->root_attr.gid,
 			      w->root_attr.mtime_ns},
 	};

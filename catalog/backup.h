@@ -57,6 +57,7 @@ struct backup_meta {
 	const char *base, *previous;
 	/* What the backup was made of (manifest.h); NULL: every table but the system ones. */
 	const struct manifest_scope *scope;
+	bool clears_links; /* made with --clear-incremental-links (manifest.h) */
 };
 
 struct backup_writer_opts {

@@ -11,8 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* 4: incrementals' base and previous; the node's own files (catalog.h) */
-#define CATALOG_FORMAT "cassbackup-catalog-4"
+/* 4: incrementals' base and previous; the node's own files (catalog.h). 5: backups' scope
+ * and clears_links */
+#define CATALOG_FORMAT "cassbackup-catalog-5"
 /* Pages a CATALOG_SMALL_CACHE connection keeps (SQLite's default is 2 MiB per connection). */
 #define CATALOG_SMALL_CACHE_KIB "256"
 #define CB_SIZE_MAX_SQL "4611686018427387903" /* CB_SIZE_MAX */
@@ -53,7 +54,7 @@ static const char schema_sql[] =
 	"  stored_bytes INTEGER NOT NULL, cassandra_version TEXT NOT NULL, tokens TEXT NOT NULL,"
 	"  root_mode INTEGER NOT NULL, root_uid INTEGER NOT NULL, root_gid INTEGER NOT NULL,"
 	"  manifest_size INTEGER NOT NULL, base TEXT NOT NULL, previous TEXT NOT NULL,"
-	"  UNIQUE(name, node_key));"
+	"  scope TEXT NOT NULL, clears_links INTEGER NOT NULL, UNIQUE(name, node_key));"
 	BACKUPS_BY_NAME ";"
 	"CREATE TABLE keyspaces(id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  backup_id INTEGER NOT NULL REFERENCES backups(id), name TEXT NOT NULL,"
@@ -118,7 +119,7 @@ static const char schema_sql[] =
 
 /* Columns 16.. of a backup summary (read_summary). */
 #define SUMMARY_MORE ", b.ref, b.node_key, b.rack, b.schema_version, b.ring, b.tokens, b.base," \
-	" b.previous"
+	" b.previous, b.scope, b.clears_links"
 
 enum stmt {
 	ST_BEGIN,
@@ -208,9 +209,9 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_ADD_BACKUP] = "INSERT INTO backups(name, cluster, datacenter, node, host_id,"
 			  " snapshot_tag, created_ns, files, bytes, new_bytes, stored_bytes,"
 			  " cassandra_version, tokens, root_mode, root_uid, root_gid, manifest_size,"
-			  " ref, node_key, rack, schema_version, ring, base, previous)"
+			  " ref, node_key, rack, schema_version, ring, base, previous, scope, clears_links)"
 			  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
-			  " CASE WHEN ?18 THEN ?1 || '/' || ?19 ELSE ?1 END, ?19, ?20, ?21, ?22, ?23, ?24)",
+			  " CASE WHEN ?18 THEN ?1 || '/' || ?19 ELSE ?1 END, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
 	/* a row whose name does not agree with its ref is damaged: '' (no manifest's ref) has a
 	 * reconcile drop it and take its manifest in again */
 	[ST_BACKUP_NAMES] = "SELECT id, CASE WHEN ref = name OR ref = name || '/' || node_key"
@@ -705,6 +706,8 @@ int catalog_add_backup(catalog *c, const struct cb_backup_info *b, int64_t *id)
 	bind_text(st, 22, b->ring ? b->ring : "[]");
 	bind_text(st, 23, b->base ? b->base : "");
 	bind_text(st, 24, b->previous ? b->previous : "");
+	bind_text(st, 25, b->scope ? b->scope : "");
+	sqlite3_bind_int(st, 26, b->clears_links);
 	return insert(c, st, id);
 }
 
@@ -933,6 +936,8 @@ static int read_summary(catalog *c, sqlite3_stmt *st, struct cb_backup_summary *
 		.tokens = col_text(st, 21),
 		.base = col_text(st, 22),
 		.previous = col_text(st, 23),
+		.scope = col_text(st, 24),
+		.clears_links = sqlite3_column_int(st, 25) != 0,
 	};
 	double unique = sqlite3_column_double(st, 13);
 	int r = 0;

@@ -130,6 +130,8 @@ struct cb_backup_info {
 	const char *rack, *schema_version; /* "" when unknown */
 	const char *ring;       /* manifest_ring_write's JSON array */
 	const char *base, *previous; /* an incremental's (manifest.h); NULL or "" for a full one */
+	const char *scope;      /* manifest_scope_write's text */
+	bool clears_links;      /* manifest.h */
 };
 
 struct cb_pack_info {
@@ -221,6 +223,8 @@ struct cb_backup_summary {
 	/* An incremental's full backup and the backup it follows (names, of the same node): ""
 	 * for a full backup. Not checked as names: compare them, do not build paths of them. */
 	const char *base, *previous;
+	const char *scope; /* what it was made of: manifest_scope_write's text (manifest.h) */
+	bool clears_links; /* manifest.h */
 	/* NULL for a sound row; else why it is not ("catalog row 3: invalid backup name"): the
 	 * counts are then 0 and name is as stored (escape it before printing). */
 	const char *invalid;

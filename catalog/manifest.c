@@ -175,6 +175,19 @@ int manifest_ring_write(const struct manifest_ring_node *ring, size_t n, struct 
 
 /* --- scope ---------------------------------------------------------------------------------- */
 
+static const char *const system_keyspaces[] = {
+	"system", "system_schema", "system_auth", "system_distributed", "system_traces",
+	"system_views", "system_virtual_schema",
+};
+
+bool is_system_keyspace(const char *ks)
+{
+	for (size_t i = 0; i < sizeof(system_keyspaces) / sizeof(*system_keyspaces); i++)
+		if (strcmp(ks, system_keyspaces[i]) == 0)
+			return true;
+	return false;
+}
+
 /* Order of entries: by keyspace, then the keyspace's own entry (table NULL), then by table. */
 static int scope_cmp(const char *ks, const char *table, const struct manifest_scope_entry *e)
 {
@@ -235,6 +248,37 @@ int manifest_scope_add(struct manifest_scope *s, const char *ks, const char *tab
 	return 0;
 }
 
+static int scope_entry_cmp(const void *x, const void *y)
+{
+	const struct manifest_scope_entry *a = x;
+	return scope_cmp(a->keyspace, a->table, y);
+}
+
+/* Sorts s and drops what manifest_scope_add would not have added: O(n log n), for a scope
+ * read from a store (entries appended as they come). */
+static void scope_canonicalize(struct manifest_scope *s)
+{
+	if (s->n)
+		qsort(s->v, s->n, sizeof(*s->v), scope_entry_cmp);
+	size_t k = 0;
+	const char *listed = NULL; /* the keyspace whose own entry was kept last */
+	for (size_t i = 0; i < s->n; i++) {
+		struct manifest_scope_entry *e = &s->v[i];
+		bool twice = k && scope_cmp(e->keyspace, e->table, &s->v[k - 1]) == 0;
+		bool in_listed = e->table && listed && !strcmp(listed, e->keyspace);
+		if (twice || in_listed) {
+			free(e->keyspace);
+			free(e->table);
+			continue;
+		}
+		s->v[k++] = *e;
+		if (!e->table)
+			listed = s->v[k - 1].keyspace;
+	}
+	s->n = k;
+	s->system = s->system && k == 0;
+}
+
 bool manifest_scope_equal(const struct manifest_scope *a, const struct manifest_scope *b)
 {
 	if (a->n != b->n || (a->n == 0 && a->system != b->system))
@@ -291,6 +335,16 @@ static json_t *scope_json(const struct manifest_scope *s)
 	return o;
 }
 
+int manifest_scope_write(const struct manifest_scope *s, struct strbuf *out)
+{
+	json_t *o = scope_json(s);
+	char *text = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+	json_decref(o);
+	int r = text ? sb_puts(out, text) : -ENOMEM;
+	free(text);
+	return r;
+}
+
 int manifest_write(const struct manifest *m, struct strbuf *out, char *err, size_t errlen)
 {
 	int r = manifest_check(m, err, errlen);
@@ -311,6 +365,8 @@ int manifest_write(const struct manifest *m, struct strbuf *out, char *err, size
 	r = r ?: (!ring || json_object_set_new(root, "ring", ring)) ? -ENOMEM : 0;
 	json_t *scope = r ? NULL : scope_json(&m->scope);
 	r = r ?: (!scope || json_object_set_new(root, "scope", scope)) ? -ENOMEM : 0;
+	if (!r && m->clears_links)
+		r = json_object_set_new(root, "clears_links", json_true()) ? -ENOMEM : 0;
 	for (size_t i = 0; !r && i < m->ntokens; i++)
 		r = json_array_append_new(tokens, json_string(m->tokens[i])) ? -ENOMEM : 0;
 	json_t *rootattr = json_object();
@@ -616,6 +672,10 @@ static int parse_header(json_t *root, struct manifest *m, struct perr *e)
 		r = get_name(root, "base", &m->base, e, w) ?: get_name(root, "previous", &m->previous, e, w);
 	if (r < 0)
 		return r;
+	json_t *clears = json_object_get(root, "clears_links");
+	if (clears && !json_is_boolean(clears))
+		return fail(e, "manifest: \"clears_links\" is not true or false");
+	m->clears_links = clears && json_is_true(clears);
 	const char *labels[] = {m->node, m->cluster, m->datacenter, m->host_id, m->rack,
 				m->schema_version, m->cassandra_version};
 	for (size_t i = 0; i < sizeof(labels) / sizeof(*labels); i++)
@@ -742,8 +802,8 @@ bool manifest_label_ok(const char *s)
 	return n <= 255;
 }
 
-/* "scope", absent in a manifest written before scopes were recorded: every table but the
- * system ones. */
+/* "scope" (absent in a manifest written before scopes were recorded: every table, the system
+ * keyspaces too when it holds one, as cassbackup backup made them: manifest_parse). */
 static int parse_scope(json_t *root, struct manifest_scope *s, struct perr *e)
 {
 	const char *w = "manifest: scope";
@@ -755,17 +815,49 @@ static int parse_scope(json_t *root, struct manifest_scope *s, struct perr *e)
 	if (!json_is_object(o) || !json_is_boolean(sys))
 		return fail(e, "%s: not an object with \"system\" true or false", w);
 	int r = get_array(o, "select", false, &sel, &n, e, w);
+	if (r == 0 && n && !(s->v = calloc(n, sizeof(*s->v))))
+		r = -ENOMEM;
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		json_t *entry = json_array_get(sel, i);
-		_cleanup_free_ char *ks = NULL, *table = NULL;
+		struct manifest_scope_entry *v = &s->v[s->n];
 		if (!json_is_object(entry))
-			return fail(e, "%s: an entry is not an object", w);
-		r = get_name(entry, "keyspace", &ks, e, w);
+			r = fail(e, "%s: an entry is not an object", w);
+		r = r ?: get_name(entry, "keyspace", &v->keyspace, e, w);
 		if (r == 0 && (json_object_get(entry, "table") || json_object_get(entry, "table_hex")))
-			r = get_name(entry, "table", &table, e, w);
-		r = r ?: manifest_scope_add(s, ks, table);
+			r = get_name(entry, "table", &v->table, e, w);
+		if (v->keyspace || v->table)
+			s->n++; /* freed with s, taken or not */
 	}
-	s->system = r == 0 && n == 0 && json_is_true(sys);
+	s->system = json_is_true(sys);
+	if (r == 0)
+		scope_canonicalize(s);
+	return r;
+}
+
+/* A manifest from before scopes: the system keyspaces are in it when it holds one. */
+static void scope_of_old_manifest(json_t *root, struct manifest *m)
+{
+	for (size_t i = 0; !json_object_get(root, "scope") && i < m->nkeyspaces; i++)
+		m->scope.system = m->scope.system || is_system_keyspace(m->keyspaces[i].name);
+}
+
+int manifest_scope_read(const char *text, struct manifest_scope *out)
+{
+	char err[160];
+	struct perr e = {err, sizeof(err)};
+	int r;
+	*out = (struct manifest_scope){0};
+	json_t *o = load(text, strlen(text), &e, "scope", &r);
+	if (!o)
+		return r;
+	json_t *root = json_object();
+	if (!root)
+		json_decref(o);
+	r = !root || json_object_set_new(root, "scope", o) ? -ENOMEM : 0; /* o is root's now */
+	r = r ?: parse_scope(root, out, &e);
+	json_decref(root);
+	if (r < 0)
+		manifest_scope_free(out);
 	return r;
 }
 
@@ -794,6 +886,8 @@ int manifest_parse(const char *buf, size_t len, struct manifest **out, char *err
 			if (!strcmp(m->keyspaces[i].name, m->keyspaces[j].name))
 				r = fail(&e, "manifest: keyspace \"%s\" appears twice",
 					 m->keyspaces[i].name);
+	if (!r)
+		scope_of_old_manifest(root, m);
 	json_t *nf = NULL;
 	r = r ?: get_array(root, "node_files", true, &nf, &m->nnode_files, &e, "manifest");
 	if (!r && !(m->node_files = calloc(m->nnode_files + 1, sizeof(*m->node_files))))

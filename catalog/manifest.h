@@ -88,11 +88,18 @@ struct manifest_scope {
 	bool system;
 };
 
+/* Is ks one of Cassandra's system keyspaces (system, system_schema, system_auth, ...)? */
+bool is_system_keyspace(const char *ks);
+
 /* Adds keyspace ks (table NULL) or table ks.table, keeping s canonical. 0 or -ENOMEM. */
 int manifest_scope_add(struct manifest_scope *s, const char *ks, const char *table);
 bool manifest_scope_equal(const struct manifest_scope *a, const struct manifest_scope *b);
 int manifest_scope_copy(struct manifest_scope *dst, const struct manifest_scope *src);
 void manifest_scope_free(struct manifest_scope *s);
+/* s as the manifest's compact JSON object: one text per scope, so scopes compare as text. */
+int manifest_scope_write(const struct manifest_scope *s, struct strbuf *out);
+/* Reads what manifest_scope_write wrote. 0, -EBADMSG, or -ENOMEM. */
+int manifest_scope_read(const char *text, struct manifest_scope *out);
 
 struct manifest {
 	char *name;
@@ -113,6 +120,10 @@ struct manifest {
 	/* A manifest written before scopes were recorded reads as every table but the system
 	 * ones (what an incremental then took). An incremental has its base's scope. */
 	struct manifest_scope scope;
+	/* A full backup made with --clear-incremental-links: it removed the backups/ links of its
+	 * tables flushed before its snapshot, so an incremental on an older full backup of those
+	 * tables would lack them. */
+	bool clears_links;
 	struct cb_attr root_attr; /* of the (first) data directory: the mount shows the backup so */
 	struct manifest_keyspace *keyspaces;
 	size_t nkeyspaces;

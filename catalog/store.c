@@ -703,8 +703,9 @@ static int join_tokens(const struct manifest *m, struct strbuf *out)
 int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
 			    uint64_t manifest_size)
 {
-	struct strbuf tokens = {0}, ring = {0};
-	int r = join_tokens(m, &tokens) ?: manifest_ring_write(m->ring, m->nring, &ring);
+	struct strbuf tokens = {0}, ring = {0}, scope = {0};
+	int r = join_tokens(m, &tokens) ?: manifest_ring_write(m->ring, m->nring, &ring) ?:
+		manifest_scope_write(&m->scope, &scope);
 	struct cb_backup_info b = {
 		.node_key = manifest_node_key(m), .nested = nested, .rack = m->rack,
 		.schema_version = m->schema_version, .ring = ring.buf ? ring.buf : "[]",
@@ -714,7 +715,7 @@ int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
 		.stored_bytes = m->stored_bytes, .cassandra_version = m->cassandra_version,
 		.tokens = tokens.buf, .root_mode = m->root_attr.mode, .root_uid = m->root_attr.uid,
 		.root_gid = m->root_attr.gid, .manifest_size = manifest_size,
-		.base = m->base, .previous = m->previous,
+		.base = m->base, .previous = m->previous, .scope = scope.buf, .clears_links = m->clears_links,
 	};
 	int64_t backup_id;
 	r = r ?: catalog_add_backup(c, &b, &backup_id);
@@ -731,6 +732,7 @@ int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
 		r = register_node_file(c, backup_id, &m->node_files[i]);
 	sb_free(&tokens);
 	sb_free(&ring);
+	sb_free(&scope);
 	return r;
 }
 

@@ -146,3 +146,23 @@ def test_policy_stops_on_a_manifest_it_cannot_read(four):
     assert 'nothing forgotten' in line
     for name in ('n1-a', 'n2-a', 'n2-b'):
         assert os.path.exists(manifest_path(four, name))
+
+
+def test_policy_keeps_each_scope_apart(store, tmp_path):
+    """keep_daily kept a node's newest backup of the day: a backup of one keyspace made in the
+    afternoon stood for the day, and the nightly backup of every table was forgotten. Backups
+    of other tables (their scope) are kept by the policy apart, as restic keeps other paths."""
+    src = make_sample(str(tmp_path / 'src'), '--data-kib', '16', '--data-dirs', '1',
+                      '--keyspaces', '2', '--tables', '1', '--sstables', '1', '--no-index',
+                      '--no-clutter', '--seed', '7')
+    ks = sorted(d for d in os.listdir(sample_dirs(src)[0]) if not d.startswith('system'))
+    common = ['--store', store, *data_dir_args(sample_dirs(src)), '--snapshot', 'nightly-1',
+              '--node', 'n1']
+    cb('create', '--name', 'night-1', *common)
+    cb('create', '--name', 'one-1', '--keyspace', ks[0], *common)
+    cb('create', '--name', 'night-2', *common)
+    cb('create', '--name', 'one-2', '--keyspace', ks[0], *common)
+    p = cb('forget', '--store', store, '--keep-last', '1', '--json')
+    got = {d['name']: d['action'] for d in json.loads(p.stdout)}
+    assert got == {'night-1': 'remove', 'one-1': 'remove', 'night-2': 'keep', 'one-2': 'keep'}
+    assert names(store) == ['night-2', 'one-2']

@@ -396,9 +396,14 @@ def test_base_and_options(node, store):
     assert r.returncode == 3
     r = node.incremental(store, 'inc2', '--snapshot', FIXTURE_TAG, check=False)
     assert r.returncode == 2 and 'drop --snapshot' in r.stderr
-    # without --base: the node's last full backup
+    # without --base: the node's last full backup; but inc1, on full, took in links since
+    # full2 was made: a chain on full2 would lack them
+    r = node.incremental(store, 'inc2', check=False)
+    assert r.returncode == 3 and 'incremental inc1 (of every table, on another full backup) ' \
+        'was made after full2' in r.stderr, r.stderr
+    node.full(store, 'full3')
     r = node.incremental(store, 'inc2')
-    assert 'incremental inc2 on full2 (base full2)' in r.stdout
+    assert 'incremental inc2 on full3 (base full3)' in r.stdout
 
 
 def committed_blobs(store):
@@ -1058,12 +1063,22 @@ def test_an_incremental_builds_only_on_a_full_backup_of_its_tables(node, store):
         '--include-system the full backup was made with, or make a full backup of these; '
         'no backup was made']
     assert node.links() == before and 'inc2' not in {b['name'] for b in backup_list(store)}
-    # an incremental of that table builds on it
+    # an incremental of that table would build on it, but inc1 (on full) took in and removed
+    # links since p1 was made: refused; after a new full backup of it, it builds on that one
+    node.flush(t0)
+    r = node.incremental(store, 'inc3', '--table', f'{KS}.{t0}', check=False)
+    assert r.returncode == 3 and 'incremental inc1 (of every table, on another full backup) ' \
+        'was made after p1' in r.stderr, r.stderr
+    node.snapshot_all('p2')
+    node.create(store, '--snapshot', 'p2', '--name', 'p2', '--table', f'{KS}.{t0}')
     node.flush(t0)
     r = node.incremental(store, 'inc3', '--table', f'{KS}.{t0}')
-    assert 'incremental inc3 on p1 (base p1)' in r.stdout
+    assert 'incremental inc3 on p2 (base p2)' in r.stdout
     assert set(tree_of(manifest(store, 'inc3'))) == {t0}
     assert all(n in node.links()[t1] for n in flushed)  # t1's links are not its to take
+    # and now the chain of every table is refused in turn: inc3 took t0's links
+    r = node.incremental(store, 'inc4', check=False)
+    assert r.returncode == 3 and 'incremental inc3 (of table ' in r.stderr, r.stderr
 
 
 def test_a_snapshot_of_some_tables_only_is_a_backup_of_those(node, store):
@@ -1131,3 +1146,62 @@ def test_a_renamed_sstable_killed_before_its_removals_is_held_not_taken_again(no
         'removed' in r.stdout, r.stdout
     assert links_in(node) == 0
     assert [b['name'] for b in backup_list(store)] == ['full', 'killed']
+
+
+def test_an_incremental_on_another_chain_since_the_base_is_refused(node, store):
+    """Incrementals on one full backup, then on another one made meanwhile (hand-made ones
+    without --include-system, then the timer's with it): the first chain's incrementals had
+    taken in and removed the links flushed since the other full backup, so the second chain
+    lacked that data, exit 0. Refused until a full backup is made."""
+    node.full(store, 'night')
+    node.full(store, 'sys', '--include-system')
+    node.flush(TABLES[0])
+    node.incremental(store, 'i1')  # on night
+    node.flush(TABLES[1])
+    before = node.links()
+    r = node.incremental(store, 'i2', '--include-system', check=False)
+    assert r.returncode == 3 and r.stderr.strip() == (
+        'cassbackup: incremental i1 (of every table, on another full backup) was made after sys '
+        'and took in and removed backups/ links of tables this one is of too: on sys it would '
+        'lack their data; make a full backup of these tables first; no backup was made'), r.stderr
+    assert node.links() == before
+    r = node.incremental(store, 'i2', '--include-system', '--base', 'sys', check=False)
+    assert r.returncode == 2 and 'incremental i1 (of every table' in r.stderr
+    node.snapshot_all('sys2')
+    node.create(store, '--snapshot', 'sys2', '--name', 'sys2', '--include-system')
+    node.flush(TABLES[3])
+    r = node.incremental(store, 'i2', '--include-system')
+    assert 'incremental i2 on sys2 (base sys2)' in r.stdout
+    # a full backup of other tables than the incrementals leaves their links alone
+    node.flush(TABLES[2])
+    before = node.links()
+    node.snapshot_all('night2')
+    r = node.create(store, '--snapshot', 'night2', '--name', 'night2', '--clear-incremental-links')
+    assert ('cassbackup: backups/ links left in place: the node\'s incrementals (the newest, i2) '
+            'are of every table and the system keyspaces, this backup of every table, and those '
+            'incrementals still take them in') in r.stderr.splitlines(), r.stderr
+    assert node.links() == before
+
+
+def test_a_full_backup_that_cleared_links_ends_the_older_chains(node, store):
+    """A full backup of one table made with --clear-incremental-links removed that table's
+    links flushed before its snapshot; the next incremental of every table, on the older full
+    backup of every table, then lacked them, exit 0. The clearing is in the manifest, and such
+    an incremental is refused."""
+    t0 = TABLES[0]
+    node.full(store)
+    node.flush(t0)
+    node.snapshot_all('one')
+    r = node.create(store, '--snapshot', 'one', '--name', 'one', '--table', f'{KS}.{t0}',
+                    '--clear-incremental-links')
+    assert 'link(s) older than the snapshot with their bytes in the store removed' in r.stdout
+    assert manifest(store, 'one')['clears_links'] is True
+    assert 'clears_links' not in manifest(store, 'full')
+    node.flush(TABLES[1])
+    before = node.links()
+    r = node.incremental(store, 'inc1', check=False)
+    assert r.returncode == 3 and r.stderr.strip() == (
+        f'cassbackup: full backup one (of table {KS}.{t0}, --clear-incremental-links) was made '
+        'after full and removed backups/ links of tables this one is of too: on full it would '
+        'lack their data; make a full backup of these tables first; no backup was made'), r.stderr
+    assert node.links() == before

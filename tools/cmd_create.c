@@ -75,6 +75,7 @@ struct create_opts {
 	char name_buf[256];          /* the name a template made */
 	bool json, take_snapshot, include_system;
 	bool incremental, clear_links; /* --incremental, --clear-incremental-links */
+	bool clearing;                 /* clear_links, and no other chain's links (do_create) */
 	const char *base;              /* --base */
 	struct inc_chain chain;        /* what an incremental follows (plan) */
 	int64_t snapshot_ns;           /* --take-snapshot: the time before it was taken */
@@ -983,6 +984,7 @@ static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 		meta.previous = o->chain.previous;
 	}
 	meta.scope = &o->scope;
+	meta.clears_links = o->clearing;
 	struct create_progress cp = {.o = o};
 	struct progress *prog = &cp.prog;
 	struct inc_counts ic = {0};
@@ -1082,6 +1084,31 @@ static int64_t snapshot_time(const struct create_opts *o, const struct scan_resu
 /* --clear-incremental-links, the full backup committed: the backups/ links older than its
  * snapshot whose bytes the store holds go (incremental_clear_links). Failing here leaves links
  * in place and the backup made: said, not fatal. */
+/* Are the links the node's incrementals' to take in, the newest being of other tables than
+ * this backup (sharing some)? The next one builds on its own full backup, whose chain would
+ * lack those cleared. Says so. */
+static bool links_of_other_chain(struct create_opts *o)
+{
+	char name[256];
+	struct manifest_scope other;
+	const char *node = *o->nm.host_id ? o->nm.host_id : o->nm.node;
+	int r = incremental_other_chain(store_catalog(o->s), node, &o->scope, name, &other);
+	if (r < 0) {
+		errorf("cannot read the catalog: %s; backups/ links left in place", strerror(-r));
+	} else if (r > 0) {
+		struct strbuf l = {0}, m = {0};
+		sb_scope(&l, &other);
+		sb_scope(&m, &o->scope);
+		errorf("backups/ links left in place: the node's incrementals (the newest, %s) are of %s, "
+		       "this backup of %s, and those incrementals still take them in", name,
+		       l.buf ? l.buf : "", m.buf ? m.buf : "");
+		sb_free(&l);
+		sb_free(&m);
+		manifest_scope_free(&other);
+	}
+	return r != 0;
+}
+
 static void clear_links(struct create_opts *o, const struct scan_result *snap)
 {
 	int64_t when = snapshot_time(o, snap);
@@ -1171,12 +1198,15 @@ static int do_create(struct create_opts *o)
 		scan_result_free(&scan);
 		return CB_EXIT_FAILED;
 	}
+	/* decided before the manifest, which says so: incrementals on older full backups of
+	 * these tables lack the links cleared (incremental_chain) */
+	o->clearing = o->clear_links && !links_of_other_chain(o);
 	bool complete = check_complete(o, &scan);
 	if (complete)
 		read_node_files(o);
 	int rc = complete ? record_and_write(o, &scan, t0, &o->sum) : CB_EXIT_FAILED;
 	o->made = rc == 0;
-	if (rc == 0 && o->clear_links)
+	if (rc == 0 && o->clearing)
 		clear_links(o, &scan);
 	scan_result_free(&scan);
 	return rc;

@@ -24,6 +24,7 @@ struct fitem {
 	char *name, *node;
 	char *ref;     /* where its manifest is (store.h) */
 	char *key;     /* its node's key: host id, else node name; policies group by it */
+	char *scope;   /* what it was made of (catalog.h); and by it, as restic by paths */
 	char *host_id;
 	char *previous; /* the backup an incremental follows ("" for a full one) */
 	int64_t created_ns;
@@ -51,9 +52,9 @@ static int collect(void *ctx, const struct cb_backup_summary *b)
 				 .ref = strdup(b->ref), .key = strdup(b->node_key),
 				 .host_id = strdup(b->host_id ? b->host_id : ""),
 				 .previous = strdup(b->previous ? b->previous : ""),
-				 .created_ns = b->created_ns};
+				 .scope = strdup(b->scope ? b->scope : ""), .created_ns = b->created_ns};
 	if (!v[l->n].name || !v[l->n].node || !v[l->n].ref || !v[l->n].key || !v[l->n].host_id ||
-	    !v[l->n].previous) {
+	    !v[l->n].previous || !v[l->n].scope) {
 		l->n++; /* freed with the list */
 		return -ENOMEM;
 	}
@@ -70,6 +71,7 @@ static void flist_free(struct flist *l)
 		free(l->v[i].key);
 		free(l->v[i].host_id);
 		free(l->v[i].previous);
+		free(l->v[i].scope);
 	}
 	free(l->v);
 }
@@ -89,7 +91,9 @@ static void policy_of(const struct fopts *o, struct retention_policy *p)
 	};
 }
 
-/* Applies the policy to each node's backups (those of --node only, when given). */
+/* Applies the policy to each node's backups (those of --node only, when given), apart for
+ * each scope: a backup of one keyspace made on a day must not stand for the day's backup of
+ * every table, which the daily rule would then forget. */
 static int apply_policy(const struct fopts *o, struct flist *l)
 {
 	struct retention_policy p;
@@ -100,9 +104,10 @@ static int apply_policy(const struct fopts *o, struct flist *l)
 	for (size_t i = 0; r == 0 && i < l->n; i++) {
 		if (!l->v[i].chosen || l->v[i].grouped)
 			continue;
-		size_t n = 0; /* the group of l->v[i]'s node */
+		size_t n = 0; /* the group of l->v[i]'s node and scope */
 		for (size_t k = i; k < l->n; k++)
-			if (l->v[k].chosen && !strcmp(l->v[k].key, l->v[i].key)) {
+			if (l->v[k].chosen && !strcmp(l->v[k].key, l->v[i].key) &&
+			    !strcmp(l->v[k].scope, l->v[i].scope)) {
 				idx[n] = k;
 				items[n++] = (struct retention_item){
 					.time_ns = l->v[k].created_ns, .name = l->v[k].name,

@@ -4,6 +4,7 @@
 #include "cassandra_conf.h"
 #include "cli.h"
 #include "hash.h"
+#include "scan.h"
 #include "sstable.h"
 #include "store.h"
 
@@ -94,6 +95,126 @@ static int note_previous(void *ctx, const struct cb_backup_summary *b)
 	return 0;
 }
 
+bool incremental_scopes_overlap(const struct manifest_scope *a, const struct manifest_scope *b)
+{
+	if (a->n == 0 || b->n == 0) {
+		const struct manifest_scope *all = a->n == 0 ? a : b, *other = a->n == 0 ? b : a;
+		bool some = other->n == 0;
+		for (size_t i = 0; !some && i < other->n; i++)
+			some = all->system || !is_system_keyspace(other->v[i].keyspace);
+		return some;
+	}
+	for (size_t i = 0; i < a->n; i++)
+		for (size_t k = 0; k < b->n; k++)
+			if (!strcmp(a->v[i].keyspace, b->v[k].keyspace) &&
+			    (!a->v[i].table || !b->v[k].table || !strcmp(a->v[i].table, b->v[k].table)))
+				return true;
+	return false;
+}
+
+/* A backup of the node made after the base that removed backups/ links this chain never took
+ * in, sharing tables with it: an incremental on another base (another chain), or another full
+ * backup made with --clear-incremental-links. */
+struct consumer_ctx {
+	const char *node_key, *base;
+	const struct manifest_scope *scope;
+	int64_t after;
+	char name[256];
+	bool incremental;
+	struct manifest_scope other; /* its scope */
+};
+
+static int note_consumer(void *ctx, const struct cb_backup_summary *b)
+{
+	struct consumer_ctx *c = ctx;
+	bool incremental = b->base && *b->base;
+	if (*c->name || b->invalid || strcmp(b->node_key, c->node_key) != 0 ||
+	    b->created_ns <= c->after || (incremental ? !strcmp(b->base, c->base)
+						      : !b->clears_links || !strcmp(b->name, c->base)))
+		return 0;
+	struct manifest_scope other;
+	int r = manifest_scope_read(b->scope, &other);
+	if (r < 0)
+		return r == -ENOMEM ? r : 0; /* a damaged row: check names it */
+	if (incremental_scopes_overlap(&other, c->scope)) {
+		snprintf(c->name, sizeof(c->name), "%s", b->name);
+		c->incremental = incremental;
+		c->other = other;
+	} else {
+		manifest_scope_free(&other);
+	}
+	return 0;
+}
+
+/* 0 when no other chain's incremental sharing tables was made since base; else -ENOENT
+ * (-EINVAL for a base named), err says which. */
+static int check_no_other_chain(catalog *cat, const char *node_key, const char *base_name,
+				const struct candidate *base, const struct manifest_scope *scope,
+				struct strbuf *err)
+{
+	struct consumer_ctx c = {.node_key = node_key, .base = base->name, .scope = scope,
+				 .after = base->created_ns};
+	char why[512];
+	int r = catalog_list_backups(cat, note_consumer, &c);
+	if (r < 0 && r != -ENOMEM)
+		sb_printf(err, "cannot read the catalog: %s", catalog_why(cat, r, why, sizeof(why)));
+	if (r == 0 && *c.name) {
+		sb_printf(err, "%s %s (of ", c.incremental ? "incremental" : "full backup", c.name);
+		sb_scope(err, &c.other);
+		sb_printf(err, c.incremental ? ", on another full backup) was made after %s and took in "
+			  "and removed backups/ links of tables this one is of too: on %s it would lack "
+			  "their data; make a full backup of these tables first"
+			  : ", --clear-incremental-links) was made after %s and removed backups/ links of "
+			  "tables this one is of too: on %s it would lack their data; make a full backup "
+			  "of these tables first", base->name, base->name);
+		r = base_name ? -EINVAL : -ENOENT;
+	}
+	if (r == -ENOMEM && !err->len)
+		sb_puts(err, "out of memory");
+	manifest_scope_free(&c.other);
+	return r;
+}
+
+/* The node's newest incremental. */
+struct latest_ctx {
+	const char *node_key;
+	int64_t created_ns;
+	char name[256];
+	char *scope;
+};
+
+static int note_latest(void *ctx, const struct cb_backup_summary *b)
+{
+	struct latest_ctx *c = ctx;
+	if (b->invalid || strcmp(b->node_key, c->node_key) != 0 || !b->base || !*b->base ||
+	    (*c->name && b->created_ns < c->created_ns))
+		return 0;
+	char *scope = strdup(b->scope);
+	if (!scope)
+		return -ENOMEM;
+	free(c->scope);
+	c->scope = scope;
+	c->created_ns = b->created_ns;
+	snprintf(c->name, sizeof(c->name), "%s", b->name);
+	return 0;
+}
+
+int incremental_other_chain(catalog *cat, const char *node_key, const struct manifest_scope *scope,
+			    char name[256], struct manifest_scope *other)
+{
+	struct latest_ctx c = {.node_key = node_key};
+	*other = (struct manifest_scope){0};
+	int r = catalog_list_backups(cat, note_latest, &c);
+	if (r == 0 && *c.name && (r = manifest_scope_read(c.scope, other)) == 0) {
+		r = !manifest_scope_equal(other, scope) && incremental_scopes_overlap(other, scope);
+		snprintf(name, 256, "%s", c.name);
+	}
+	if (r <= 0)
+		manifest_scope_free(other);
+	free(c.scope);
+	return r;
+}
+
 /* Does candidate b hold scope? 1, 0 (*other: its scope), or -errno (err says why). */
 static int same_scope(struct store *s, const struct candidate *b, const struct manifest_scope *scope,
 		      struct manifest_scope *other, struct strbuf *err)
@@ -170,6 +291,8 @@ int incremental_chain(struct store *s, const char *node_key, const char *base_na
 	}
 	if (r == 0 && !base)
 		r = no_base(&c, scope, &newest, err);
+	if (r == 0)
+		r = check_no_other_chain(cat, node_key, base_name, base, scope, err);
 	if (r == 0) {
 		snprintf(ch->base, sizeof(ch->base), "%s", base->name);
 		snprintf(ch->previous, sizeof(ch->previous), "%s", base->name);

@@ -57,6 +57,16 @@ struct store;
 int incremental_chain(struct store *s, const char *node_key, const char *base_name,
 		      const struct manifest_scope *scope, struct inc_chain *ch, struct strbuf *err);
 
+/* Could incrementals of scopes a and b take in links of one table (do they share a table)? */
+bool incremental_scopes_overlap(const struct manifest_scope *a, const struct manifest_scope *b);
+
+/* Are the node's incrementals of other tables than a full backup of scope, sharing some? 1
+ * when its newest incremental (name) is of such a scope (other; the caller frees it): the
+ * backups/ links flushed before that full backup are still that chain's to take in. 0, or
+ * -errno. */
+int incremental_other_chain(catalog *cat, const char *node_key, const struct manifest_scope *scope,
+			    char name[256], struct manifest_scope *other);
+
 typedef struct inc_plan inc_plan;
 
 /* The incremental's tree: previous's (read from its manifest in store s) and the complete

@@ -11,19 +11,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const system_keyspaces[] = {
-	"system", "system_schema", "system_auth", "system_distributed", "system_traces",
-	"system_views", "system_virtual_schema",
-};
-
-bool is_system_keyspace(const char *ks)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(system_keyspaces); i++)
-		if (strcmp(ks, system_keyspaces[i]) == 0)
-			return true;
-	return false;
-}
-
 /* Files in a snapshot directory that are never backed up. */
 static bool excluded(const char *name)
 {

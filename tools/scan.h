@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "manifest.h"
 #include "util.h"
 
 struct scan_file {
@@ -114,8 +115,6 @@ int scan_read_small(const struct scan_file *f, size_t max, char **out, size_t *l
  * size, mtime): 0, -ESTALE when it is another file or changed (left alone), -ENOENT when
  * gone, or -errno. Two processes at it: one removes it, the other gets -ENOENT. */
 int scan_remove_file(const struct scan_file *f, const struct stat *was);
-
-bool is_system_keyspace(const char *ks);
 
 /* The Data.db files t's manifest.json lists that the scan did not find (in any data directory
  * scanned), appended to missing as "NAME" or ".<index>/NAME". 0 (also for a

@@ -363,6 +363,24 @@ static void test_scope(void)
 		manifest_free(m);
 		sb_free(&doc);
 	}
+	/* one from before scopes holding a system keyspace was made with --include-system (as
+	 * cassbackup backup makes them) */
+	struct manifest_keyspace sys_ks[2] = {kss[0], kss[0]};
+	sys_ks[1].name = "system_auth";
+	with.keyspaces = sys_ks;
+	with.nkeyspaces = 2;
+	sb.len = 0;
+	CHECK(manifest_write(&with, &sb, err, sizeof(err)) == 0);
+	at = strstr(sb.buf, "\"scope\": {");
+	end = at ? strchr(at, '}') : NULL;
+	CHECK(at && end);
+	if (at && end) {
+		memmove(at, end + 2, strlen(end + 2) + 1); /* the scope and its comma */
+		m = NULL;
+		CHECK(manifest_parse(sb.buf, strlen(sb.buf), &m, err, sizeof(err)) == 0);
+		CHECK(m && manifest_scope_equal(&m->scope, &sys));
+		manifest_free(m);
+	}
 	manifest_scope_free(&a);
 	manifest_scope_free(&b);
 	sb_free(&sb);
