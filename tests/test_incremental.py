@@ -1046,6 +1046,11 @@ def test_an_incremental_builds_only_on_a_full_backup_of_its_tables(node, store):
     assert manifest(store, 'full')['scope'] == {'system': False, 'select': []}
     assert manifest(store, 'p1')['scope'] == {'system': False,
                                               'select': [{'keyspace': KS, 'table': t0}]}
+    # list and show say what each is of
+    assert {b['name']: b['scope'] for b in backup_list(store)} == {
+        'full': manifest(store, 'full')['scope'], 'p1': manifest(store, 'p1')['scope']}
+    shown = cb('show', '--store', store, 'p1').stdout.splitlines()
+    assert f'  tables of        table {KS}.{t0}' in shown, shown
     state = {t: node.snapshot(t) for t in TABLES}
     state[t1].update(node.flush(t1))
     r = node.incremental(store, 'inc1')

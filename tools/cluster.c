@@ -23,6 +23,7 @@ static void node_backup_free(struct node_backup *b)
 	for (size_t i = 0; i < ARRAY_SIZE(s); i++)
 		free(s[i]);
 	manifest_ring_free(b->ring, b->nring);
+	manifest_scope_free(&b->scope);
 }
 
 void node_backups_free(struct node_backups *l)
@@ -49,7 +50,8 @@ static int copy_summary(const struct cb_backup_summary *s, struct node_backup *b
 	};
 	char why[256];
 	if (manifest_ring_parse(s->ring && *s->ring ? s->ring : "[]", &b->ring, &b->nring, why,
-				sizeof(why)) == -ENOMEM)
+				sizeof(why)) == -ENOMEM ||
+	    (s->scope && manifest_scope_read(s->scope, &b->scope) == -ENOMEM))
 		return -ENOMEM;
 	const char *addr = "";
 	for (size_t i = 0; i < b->nring; i++)

@@ -32,6 +32,7 @@ struct node_backup {
 	bool complete;
 	struct manifest_ring_node *ring;
 	size_t nring;
+	struct manifest_scope scope; /* what it was made of (empty for a damaged row) */
 };
 
 struct node_backups {

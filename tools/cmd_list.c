@@ -50,6 +50,20 @@ void list_node_fields(struct json *j, const struct node_backup *b)
 		json_str(j, b->previous);
 	else
 		json_null(j);
+	json_key(j, "scope");
+	json_object_begin(j);
+	json_kv_bool(j, "system", b->scope.system);
+	json_key(j, "select");
+	json_array_begin(j);
+	for (size_t i = 0; i < b->scope.n; i++) {
+		json_object_begin(j);
+		json_kv_str(j, "keyspace", b->scope.v[i].keyspace);
+		if (b->scope.v[i].table)
+			json_kv_str(j, "table", b->scope.v[i].table);
+		json_object_end(j);
+	}
+	json_array_end(j);
+	json_object_end(j);
 }
 
 static void list_node_json(struct json *j, const struct node_backup *b)

@@ -87,6 +87,10 @@ static int show_text_head(struct strbuf *o, const struct node_backup *b)
 		_cleanup_free_ char *v = cli_escape(rows[i][1]);
 		r = sb_printf(o, "  %-16s %s\n", rows[i][0], v && *v ? v : "(unknown)");
 	}
+	struct strbuf scope = {0};
+	r = r ?: sb_scope(&scope, &b->scope);
+	r = r ?: sb_printf(o, "  %-16s %s\n", "tables of", scope.buf ? scope.buf : "");
+	sb_free(&scope);
 	if (r == 0 && *b->base) {
 		_cleanup_free_ char *bs = cli_escape(b->base), *p = cli_escape(b->previous);
 		r = sb_printf(o, "  %-16s on %s, full backup %s: its tree is that full backup with the "
