@@ -7,6 +7,7 @@ incremental_backups on: a new sstable written into the table directory and each 
 hard-linked into <table>/backups/. The flushed sstables are real ones of the other tables
 (never backed up, so their bytes are new to the store), renamed to the next generation.
 """
+import functools
 import hashlib
 import json
 import os
@@ -101,10 +102,11 @@ class Node:
         snap = os.path.join(self.dirs[table], 'snapshots', FIXTURE_TAG)
         return {n: sha(os.path.join(snap, n)) for n in os.listdir(snap)}
 
-    def snapshot_all(self, tag):
-        """nodetool snapshot -t tag: every table's files linked into snapshots/tag, with the
-        fixture snapshot's manifest.json and schema.cql (written now: the snapshot's time)."""
-        for t in TABLES:
+    def snapshot_all(self, tag, tables=TABLES):
+        """nodetool snapshot -t tag (of these tables only: -kt): each table's files linked into
+        snapshots/tag, with the fixture snapshot's manifest.json and schema.cql (written now:
+        the snapshot's time)."""
+        for t in tables:
             d = self.dirs[t]
             snap = os.path.join(d, 'snapshots', tag)
             os.makedirs(snap)
@@ -636,12 +638,14 @@ def set_created(store, name, ms):
             os.unlink(os.path.join(store, 'catalog.db' + suffix))
 
 
-def test_point_in_time_takes_the_full_backup_and_its_incrementals_before_the_time(node, store,
-                                                                                   tmp_path):
-    a_day(node, store, rounds=2, per_table=1)
-    t0 = 1767225600000  # 2026-01-01 00:00:00 GMT
-    hour = 3600 * 1000
-    for name, ms in (('full', t0), ('inc1', t0 + hour), ('inc2', t0 + 2 * hour)):
+T0 = 1767225600000  # 2026-01-01 00:00:00 GMT
+HOUR = 3600 * 1000
+
+
+def point_in_time(store, tmp_path, created):
+    """Backups dated as created {name: ms}; returns pitr(at_ms, *args): a dry run of a
+    point-in-time restore of node n1 into an empty node."""
+    for name, ms in created.items():
         set_created(store, name, ms)
     conf = tmp_path / 'pitrconf'
     conf.mkdir()
@@ -649,10 +653,18 @@ def test_point_in_time_takes_the_full_backup_and_its_incrementals_before_the_tim
     for t in TABLES:
         os.makedirs(live / KS / (t + '-' + 'e' * 32))
 
-    def pitr(at):
+    def pitr(at, *args):
         when = time.strftime('%Y:%m:%d %H:%M:%S', time.gmtime(at // 1000))
         return cb('restore', '--store', store, '--data-dir', str(live), '--point-in-time', when,
-                  '--cassandra-conf', str(conf), '--node', 'n1', '--dry-run', check=False)
+                  '--cassandra-conf', str(conf), '--node', 'n1', '--dry-run', *args, check=False)
+    return pitr
+
+
+def test_point_in_time_takes_the_full_backup_and_its_incrementals_before_the_time(node, store,
+                                                                                   tmp_path):
+    a_day(node, store, rounds=2, per_table=1)
+    t0, hour = T0, HOUR
+    pitr = point_in_time(store, tmp_path, {'full': t0, 'inc1': t0 + hour, 'inc2': t0 + 2 * hour})
     r = pitr(t0 + hour + hour // 2)
     assert 'backup inc1 of node n1' in r.stdout, r.stdout + r.stderr
     # the replay starts at the full backup's snapshot: an incremental flushes nothing itself
@@ -661,7 +673,6 @@ def test_point_in_time_takes_the_full_backup_and_its_incrementals_before_the_tim
     assert 'backup inc2 of node n1' in r.stdout, r.stdout + r.stderr
     r = pitr(t0 + hour // 2)
     assert 'backup full of node n1' in r.stdout, r.stdout + r.stderr
-
 
 
 def test_point_in_time_takes_a_full_backup_of_the_tables_restored(node, store, tmp_path):
@@ -673,20 +684,9 @@ def test_point_in_time_takes_a_full_backup_of_the_tables_restored(node, store, t
     node.full(store, 'one', '--table', f'{KS}.{TABLES[0]}')
     node.flush(TABLES[1])
     node.incremental(store, 'inc1')
-    t0 = 1767225600000  # 2026-01-01 00:00:00 GMT
-    hour = 3600 * 1000
-    for name, ms in (('full', t0), ('inc1', t0 + hour), ('one', t0 + 2 * hour)):
-        set_created(store, name, ms)
-    conf = tmp_path / 'pitrconf'
-    conf.mkdir()
-    live = tmp_path / 'live' / 'data'
-    for t in TABLES:
-        os.makedirs(live / KS / (t + '-' + 'e' * 32))
-
-    def pitr(*args):
-        when = time.strftime('%Y:%m:%d %H:%M:%S', time.gmtime((t0 + 3 * hour) // 1000))
-        return cb('restore', '--store', store, '--data-dir', str(live), '--point-in-time', when,
-                  '--cassandra-conf', str(conf), '--node', 'n1', '--dry-run', *args, check=False)
+    at = T0 + 3 * HOUR
+    pitr = functools.partial(point_in_time(store, tmp_path, {'full': T0, 'inc1': T0 + HOUR,
+                                                             'one': T0 + 2 * HOUR}), at)
     r = pitr()
     assert 'backup inc1 of node n1' in r.stdout, r.stdout + r.stderr
     r = pitr('--table', f'{KS}.{TABLES[0]}')
@@ -1024,17 +1024,6 @@ def test_backup_incremental_refuses_a_bad_name_template(node, store, tmp_path, k
     assert node.links()[TABLES[0]]
 
 
-def snapshot_some(node, tag, tables):
-    """nodetool snapshot -kt KS.T,... -t tag: only these tables' files linked."""
-    for t in tables:
-        d = node.dirs[t]
-        snap = os.path.join(d, 'snapshots', tag)
-        os.makedirs(snap)
-        for n in os.listdir(d):
-            if os.path.isfile(os.path.join(d, n)):
-                os.link(os.path.join(d, n), os.path.join(snap, n))
-
-
 def test_an_incremental_builds_only_on_a_full_backup_of_its_tables(node, store):
     """A full backup of one table became the base of the next incremental of every table:
     the other tables' trees then held only what was flushed since, their older data silently
@@ -1091,7 +1080,7 @@ def test_a_snapshot_of_some_tables_only_is_a_backup_of_those(node, store):
     nothing and recorded a backup of every table: an incremental of every table on it lacked
     the older data of the two others. It warns, and records the two tables as its scope."""
     some = TABLES[:2]
-    snapshot_some(node, 'some', some)
+    node.snapshot_all('some', some)
     r = node.create(store, '--snapshot', 'some', '--name', 'f-some')
     others = ', '.join(f'{KS}.{t}' for t in TABLES[2:])
     assert (f'cassbackup: warning: the snapshot is not in 2 selected table(s) that hold data '
