@@ -201,7 +201,8 @@ static int newest_first(const void *a, const void *b)
 static int choose_full(struct choose *c, struct store *s)
 {
 	struct pitr *p = c->p;
-	qsort(c->v, c->n, sizeof(*c->v), newest_first);
+	if (c->n) /* qsort's base must not be NULL, even for 0 elements */
+		qsort(c->v, c->n, sizeof(*c->v), newest_first);
 	struct strbuf err = {0}, what = {0};
 	int r = 0;
 	for (size_t i = 0; r == 0 && !c->found && i < c->n; i++) {

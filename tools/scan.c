@@ -817,7 +817,8 @@ static void explain_nothing(struct ctx *c)
 static int list_untagged(struct ctx *c)
 {
 	struct scan_result *res = c->res;
-	qsort(c->untagged.v, c->untagged.n, sizeof(char *), cmp_str);
+	if (c->untagged.n) /* qsort's base must not be NULL, even for 0 elements */
+		qsort(c->untagged.v, c->untagged.n, sizeof(char *), cmp_str);
 	for (size_t i = 0; i < c->untagged.n; i++) {
 		char *slash = strchr(c->untagged.v[i], '/');
 		*slash = '\0';
