@@ -93,6 +93,8 @@ static json_t *table_json(const struct manifest_table *t)
 	r = r ?: put_name(o, "name", t->name) ?: put_str(o, "id", t->id) ?: put_attr(o, &t->attr);
 	if (!r && t->schema_cql)
 		r = put_str(o, "schema_cql", t->schema_cql);
+	if (!r && t->taken)
+		r = put_int(o, "taken", (int64_t)t->taken);
 	for (size_t i = 0; !r && i < t->ndirs; i++) {
 		json_t *d = json_object();
 		r = !d || json_array_append_new(dirs, d) ? -ENOMEM : 0;
@@ -602,6 +604,8 @@ static int parse_table(json_t *o, struct manifest_table *t, struct perr *e, cons
 		return fail(e, "%s: \"id\" is not 32 hex digits", where);
 	json_t *cql = json_object_get(o, "schema_cql");
 	if (cql && (r = get_str(o, "schema_cql", false, &t->schema_cql, e, where)) < 0)
+		return r;
+	if (json_object_get(o, "taken") && (r = get_u64(o, "taken", &t->taken, e, where)) < 0)
 		return r;
 	t->dirs = calloc(t->ndirs + 1, sizeof(*t->dirs));
 	t->files = calloc(t->nfiles + 1, sizeof(*t->files));

@@ -59,6 +59,9 @@ struct manifest_table {
 	size_t ndirs;
 	struct manifest_file *files;
 	size_t nfiles;
+	/* What the table's backups/ directories said when the backup was made, or, for one that
+	 * removed links there, after it marked that (tools/taken.h): how many removals. */
+	uint64_t taken;
 };
 
 struct manifest_keyspace {

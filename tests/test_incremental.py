@@ -25,8 +25,14 @@ from conftest import (CASSBACKUP, FIXTURES, FIXTURE_TAG, backup_list, cb, manife
 from test_s3 import moto, s3, s3rver  # noqa: F401 (fixtures)
 
 KS = 'legacy_tables'
+TAKEN = '.cassbackup-taken'  # cassbackup's record in backups/ (tools/taken.h)
 TABLES = ['legacy_nb_clust', 'legacy_nb_clust_counter', 'legacy_nb_simple',
           'legacy_nb_simple_counter']
+
+
+def listed(d):
+    """The names in directory d, but cassbackup's own record in backups/."""
+    return [n for n in os.listdir(d) if n != TAKEN]
 
 
 def sha(path):
@@ -95,7 +101,7 @@ class Node:
             b = os.path.join(d, 'backups')
             if os.path.isdir(b):
                 res[t] = {n: (os.stat(os.path.join(b, n)).st_ino, sha(os.path.join(b, n)))
-                          for n in os.listdir(b)}
+                          for n in os.listdir(b) if n != TAKEN}
         return res
 
     def snapshot(self, table):
@@ -234,7 +240,7 @@ def test_nothing_new_makes_no_backup(node, store):
         os.link(os.path.join(node.dirs[t], n), os.path.join(b, n))
     r = node.incremental(store, 'inc1')
     assert f'{len(names)} link(s) it holds removed' in r.stdout
-    assert os.listdir(b) == []
+    assert listed(b) == []
     # a sstable linked again, one component with other bytes under the same name, size and
     # mtime: not what the backup holds, left; the others go
     for n in names:
@@ -251,7 +257,7 @@ def test_nothing_new_makes_no_backup(node, store):
     os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
     r = node.incremental(store, 'inc1')
     assert 'holds other bytes than the backup has under that name: left in place' in r.stderr
-    assert os.listdir(b) == [names[0]]
+    assert listed(b) == [names[0]]
 
 
 def relink(node, table, names):
@@ -794,8 +800,8 @@ def test_a_dropped_and_recreated_table_is_backed_up_as_the_live_one(node, store)
     tree = tree_of(manifest(store, 'inc1'))
     assert tree[t] == fresh  # the table as made again: none of the dropped one's files
     assert tree[TABLES[0]] == {**node.snapshot(TABLES[0]), **other}
-    assert sorted(os.listdir(os.path.join(old, 'backups'))) == sorted(stale)
-    assert not os.listdir(os.path.join(node.dirs[t], 'backups'))
+    assert sorted(listed(os.path.join(old, 'backups'))) == sorted(stale)
+    assert not listed(os.path.join(node.dirs[t], 'backups'))
     # and the next one too, the old links still there
     more = node.flush(t)
     node.incremental(store, 'inc2')
@@ -834,8 +840,8 @@ def test_a_table_made_again_with_its_old_id_is_the_live_one(node, store):
                      r.stderr), r.stderr
     # made again: neither the full backup's files nor the links from before the drop
     assert tree_of(manifest(store, 'inc1'))[t] == again
-    assert sorted(os.listdir(os.path.join(b_dir, 'backups'))) == sorted(b_files)
-    assert sorted(os.listdir(os.path.join(a_dir, 'backups'))) == sorted(stale)
+    assert sorted(listed(os.path.join(b_dir, 'backups'))) == sorted(b_files)
+    assert sorted(listed(os.path.join(a_dir, 'backups'))) == sorted(stale)
 
 
 def test_a_truncated_table_shows_only_what_was_flushed_since(node, store):
@@ -865,7 +871,7 @@ def test_a_truncated_table_shows_only_what_was_flushed_since(node, store):
     tree = tree_of(manifest(store, 'inc1'))
     assert tree[t] == since
     assert tree[TABLES[0]] == {**node.snapshot(TABLES[0]), **other}  # the others as before
-    assert sorted(os.listdir(os.path.join(d, 'backups'))) == sorted(stale)
+    assert sorted(listed(os.path.join(d, 'backups'))) == sorted(stale)
     # the next incremental builds on it: the truncate is older than inc1
     more = node.flush(t)
     node.incremental(store, 'inc2')
@@ -1199,3 +1205,93 @@ def test_a_full_backup_that_cleared_links_ends_the_older_chains(node, store):
         'after full and removed backups/ links of tables this one is of too: on full it would '
         'lack their data; make a full backup of these tables first; no backup was made'), r.stderr
     assert node.links() == before
+
+
+def one_table_chain(node, store, nothing_new=False):
+    """The nightly full backup (with the system keyspaces, as cassbackup backup makes it), then
+    by hand a full backup of one table and an incremental of it, which takes in (or, with
+    nothing new, only removes) the links of an sstable flushed meanwhile. Returns that
+    sstable's {name: sha256}."""
+    t0 = TABLES[0]
+    node.full(store, 'night', '--include-system')
+    if nothing_new:  # flushed before the one-table backup: its snapshot holds it
+        made = node.flush(t0)
+        node.snapshot_all('one', [t0])
+        node.create(store, '--snapshot', 'one', '--name', 'one', '--table', f'{KS}.{t0}')
+    else:
+        node.snapshot_all('one', [t0])
+        node.create(store, '--snapshot', 'one', '--name', 'one', '--table', f'{KS}.{t0}')
+        made = node.flush(t0)
+    r = node.incremental(store, 'j1', '--table', f'{KS}.{t0}')
+    assert (nothing_new and 'nothing new' in r.stdout) or 'incremental j1 on one' in r.stdout
+    assert not node.links().get(t0)
+    return made
+
+
+def refused_for_lost_links(node, store, *args):
+    node.flush(TABLES[1])
+    before = node.links()
+    r = node.incremental(store, 'i1', '--include-system', *args, check=False)
+    assert r.returncode == 3, r
+    assert f'cassbackup: table {KS}.{TABLES[0]}: links were removed from its backups/ ' in r.stderr
+    assert 'make a full backup of these tables first; no backup was made' in r.stderr
+    assert node.links() == before and 'i1' not in [b['name'] for b in backup_list(store)]
+
+
+@pytest.mark.parametrize('how', ['nothing_new', 'forgotten', 'clock', 'copied'])
+def test_links_taken_by_another_chain_are_never_missed(node, store, tmp_path, how):
+    """Links another chain removed since this chain's last backup: the store could not tell
+    when that chain's incremental found nothing new (no backup), had been forgotten, was dated
+    before the base by a wrong clock, or when the chain went on in another store; the next
+    incremental then lacked the sstable, exit 0. Each table's backups/ directory now counts
+    the removals and names the chain that made them (.cassbackup-taken), and each backup
+    records the count it left."""
+    one_table_chain(node, store, nothing_new=how == 'nothing_new')
+    if how == 'forgotten':
+        cb('forget', '--store', store, 'j1')
+        cb('forget', '--store', store, 'one')
+    if how == 'clock':
+        for name in ('one', 'j1'):
+            set_created(store, name, 1000)  # 1970: before the nightly one
+    if how == 'copied':
+        other = str(tmp_path / 'other')
+        cb('init', '--store', other)
+        cb('copy', '--from', store, '--to', other, 'night')
+        store = other
+    refused_for_lost_links(node, store)
+    # a full backup starts a chain that has them
+    node.snapshot_all('night2')
+    node.create(store, '--snapshot', 'night2', '--name', 'night2', '--include-system')
+    node.flush(TABLES[2])
+    r = node.incremental(store, 'i2', '--include-system')
+    assert 'incremental i2 on night2 (base night2)' in r.stdout
+
+
+def test_a_run_killed_after_marking_its_links_lets_its_chain_go_on(node, store):
+    """An incremental marks .cassbackup-taken before its manifest: killed between the two, it
+    removed nothing, and its own chain goes on; another chain on an older full backup is
+    refused (the mark may be a removal)."""
+    from conftest import preload
+    from test_lease import stopped_at_state_t
+    t0 = TABLES[0]
+    node.full(store, 'night', '--include-system')
+    node.snapshot_all('one', [t0])
+    node.create(store, '--snapshot', 'one', '--name', 'one', '--table', f'{KS}.{t0}')
+    made = node.flush(t0)
+    env = dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='1')
+    c = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, 'create', '--store', store, '--data-dir', node.data, '--node', 'n1',
+         '--cassandra-conf', str(node.conf), '--incremental', '--name', 'killed',
+         '--include-system', '--no-schema', '--no-conf'],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    c.kill()
+    c.wait()
+    assert os.path.exists(os.path.join(node.dirs[t0], 'backups', TAKEN))
+    assert sorted(node.links()[t0]) == sorted(made)
+    assert [b['name'] for b in backup_list(store)] == ['night', 'one']
+    r = node.incremental(store, 'j1', '--table', f'{KS}.{t0}', check=False)
+    assert r.returncode == 3 and f'table {KS}.{t0}: links were removed from its backups/ 1 ' \
+        'time(s) since one' in r.stderr, r.stderr
+    r = node.incremental(store, 'again', '--include-system')
+    assert 'incremental again on night (base night)' in r.stdout
+    assert tree_of(manifest(store, 'again'))[t0].items() >= made.items()

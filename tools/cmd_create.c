@@ -703,6 +703,7 @@ static int add_table(backup_writer *w, const struct scan_table *t, struct progre
 		.table_id = t->table_id,
 		.dirname = t->dirname,
 		.schema_cql = t->schema_cql,
+		.taken = t->taken.n,
 		.keyspace_attr = attr_of(&t->ks_st),
 		.table_attr = attr_of(&t->table_st),
 	};
@@ -1109,6 +1110,32 @@ static bool links_of_other_chain(struct create_opts *o)
 	return r != 0;
 }
 
+/* Records in the backups/ directories of the snapshot's tables that this backup removes links
+ * there (taken.h), before its manifest, which records the counts: incrementals on older full
+ * backups of these tables are then refused. 0, or -errno (said: the links stay). */
+static int mark_clearing(struct create_opts *o, struct scan_result *snap)
+{
+	char ref[CB_REF_MAX], chain[TAKEN_CHAIN_MAX];
+	const char *node = *o->nm.host_id ? o->nm.host_id : o->nm.node;
+	int r = store_backup_ref(o->name, node, ref) ?:
+		taken_chain(store_get_config(o->s)->id, ref, chain);
+	for (size_t i = 0; r == 0 && i < snap->ntables; i++) {
+		struct scan_table *t = &snap->tables[i];
+		struct links_taken now = t->taken;
+		for (size_t d = 0; r == 0 && d < t->nbackups_dirs; d++)
+			if ((r = taken_mark(t->backups_dirs[d], &t->taken, chain, &now)) < 0)
+				errorf("cannot record in %s/" TAKEN_FILE " that this backup clears its "
+				       "links: %s; backups/ links left in place", t->backups_dirs[d],
+				       strerror(-r));
+		t->taken = now;
+	}
+	if (r < 0 && r != -ENAMETOOLONG)
+		return r;
+	if (r < 0)
+		errorf("backup name too long to record in backups/; backups/ links left in place");
+	return r;
+}
+
 static void clear_links(struct create_opts *o, const struct scan_result *snap)
 {
 	int64_t when = snapshot_time(o, snap);
@@ -1200,7 +1227,7 @@ static int do_create(struct create_opts *o)
 	}
 	/* decided before the manifest, which says so: incrementals on older full backups of
 	 * these tables lack the links cleared (incremental_chain) */
-	o->clearing = o->clear_links && !links_of_other_chain(o);
+	o->clearing = o->clear_links && !links_of_other_chain(o) && mark_clearing(o, &scan) == 0;
 	bool complete = check_complete(o, &scan);
 	if (complete)
 		read_node_files(o);
@@ -1268,10 +1295,16 @@ static int do_incremental(struct create_opts *o)
 		report_scan(&scan);
 	if (r == 0 && (r = incremental_plan(o->s, &o->chain, &scan, &ip, &err)) < 0)
 		scan_result_free(&scan);
+	/* before anything is removed, and before the manifest that records it */
+	if (r == 0 && (r = incremental_mark_taken(ip, &scan, &o->chain, &err)) < 0) {
+		incremental_plan_free(ip);
+		scan_result_free(&scan);
+	}
 	if (r < 0) {
 		errorf("%s; no backup was made", err.buf ? err.buf : strerror(-r));
 		sb_free(&err);
-		return cancel_requested ? 128 + (int)cancel_requested : CB_EXIT_FAILED;
+		return cancel_requested ? 128 + (int)cancel_requested
+		       : r == -EXDEV ? CB_EXIT_MISSING : CB_EXIT_FAILED;
 	}
 	sb_free(&err);
 	struct inc_counts c;

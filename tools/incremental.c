@@ -9,6 +9,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -297,8 +298,11 @@ int incremental_chain(struct store *s, const char *node_key, const char *base_na
 		snprintf(ch->base, sizeof(ch->base), "%s", base->name);
 		snprintf(ch->previous, sizeof(ch->previous), "%s", base->name);
 		snprintf(ch->previous_ref, sizeof(ch->previous_ref), "%s", base->ref);
+		r = taken_chain(store_get_config(s)->id, base->ref, ch->chain);
+		if (r < 0)
+			sb_printf(err, "backup %s: a name too long to record in backups/", base->name);
 		c.prev_created = base->created_ns;
-		if ((r = catalog_list_backups(cat, note_previous, &c)) < 0)
+		if (r == 0 && (r = catalog_list_backups(cat, note_previous, &c)) < 0)
 			sb_printf(err, "cannot read the catalog: %s", catalog_why(cat, r, why, sizeof(why)));
 	}
 	manifest_scope_free(&newest);
@@ -325,6 +329,7 @@ struct inc_dir {
 struct inc_table {
 	char *keyspace, *table, *table_id, *dirname, *schema_cql;
 	struct backup_attr ka, ta;
+	uint64_t taken; /* previous's, then what this backup marked (taken.h) */
 	struct inc_dir *dirs;
 	size_t ndirs;
 	struct inc_file *files;
@@ -456,6 +461,7 @@ static int load_table(inc_plan *p, const struct manifest_keyspace *ks,
 		memcpy(f->sha, mf->sha256, 32);
 		p->counts.inherited++;
 	}
+	t->taken = mt->taken;
 	return 0;
 }
 
@@ -659,10 +665,12 @@ static int reset_table(inc_plan *p, struct inc_table *it, const struct scan_tabl
 {
 	p->counts.inherited -= it->nfiles;
 	free_files(it);
-	free(it->table_id);
 	free(it->dirname);
 	free(it->schema_cql);
 	it->schema_cql = NULL;
+	if (strcmp(it->table_id, t->table_id) != 0)
+		it->taken = 0; /* another directory, counting on its own */
+	free(it->table_id);
 	it->table_id = strdup(t->table_id);
 	it->dirname = strdup(t->dirname);
 	it->ka = attr_of(&t->ks_st);
@@ -748,6 +756,27 @@ static int merge_table(inc_plan *p, const struct scan_table *t)
 	return 0;
 }
 
+/* Were the links of t's backups/ removed since previous only by this chain (taken.h)? 0, or
+ * -EXDEV with err saying which table and by what. */
+static int check_taken(const inc_plan *p, const struct scan_table *t, const struct inc_chain *ch,
+		       struct strbuf *err)
+{
+	const struct inc_table *it = find_table((inc_plan *)p, t->keyspace, t->table);
+	uint64_t recorded = it && !strcmp(it->table_id, t->table_id) ? it->taken : 0;
+	if (taken_allows(&t->taken, recorded, ch->chain))
+		return 0;
+	sb_puts(err, "table ");
+	sb_escape(err, t->keyspace);
+	sb_puts(err, ".");
+	sb_escape(err, t->table);
+	sb_printf(err, ": links were removed from its backups/ %" PRIu64 " time(s) since %s, by "
+		  "backups of another full backup or store (the last: %s): on %s this incremental "
+		  "would lack them; make a full backup of these tables first",
+		  t->taken.n - (t->taken.n > recorded ? recorded : 0), ch->previous, t->taken.chain,
+		  ch->base);
+	return -EXDEV;
+}
+
 int incremental_plan(struct store *s, const struct inc_chain *ch, const struct scan_result *scan,
 		     inc_plan **out, struct strbuf *err)
 {
@@ -761,6 +790,8 @@ int incremental_plan(struct store *s, const struct inc_chain *ch, const struct s
 	for (size_t i = 0; r == 0 && i < scan->ntables; i++)
 		if ((r = merge_table(p, &scan->tables[i])) < 0)
 			sb_printf(err, "cannot read %s/backups: %s", scan->tables[i].dirname, strerror(-r));
+	for (size_t i = 0; r == 0 && i < scan->ntables; i++)
+		r = check_taken(p, &scan->tables[i], ch, err);
 	if (r < 0) {
 		incremental_plan_free(p);
 		return r;
@@ -772,6 +803,27 @@ int incremental_plan(struct store *s, const struct inc_chain *ch, const struct s
 void incremental_counts(const inc_plan *p, struct inc_counts *c)
 {
 	*c = p->counts;
+}
+
+int incremental_mark_taken(inc_plan *p, const struct scan_result *scan, const struct inc_chain *ch,
+			   struct strbuf *err)
+{
+	for (size_t i = 0; i < scan->ntables; i++) {
+		const struct scan_table *t = &scan->tables[i];
+		struct inc_table *it = find_table(p, t->keyspace, t->table);
+		struct links_taken now = t->taken;
+		for (size_t d = 0; t->nfiles && d < t->nbackups_dirs; d++) {
+			int r = taken_mark(t->backups_dirs[d], &t->taken, ch->chain, &now);
+			if (r < 0) {
+				sb_printf(err, "cannot record in %s/" TAKEN_FILE " that this backup "
+					  "takes its links: %s", t->backups_dirs[d], strerror(-r));
+				return r;
+			}
+		}
+		if (it && !strcmp(it->table_id, t->table_id))
+			it->taken = now.n;
+	}
+	return 0;
 }
 
 void incremental_plan_free(inc_plan *p)
@@ -843,7 +895,7 @@ int incremental_write(backup_writer *w, const inc_plan *p, struct strbuf *err)
 		struct backup_table bt = {.keyspace = t->keyspace, .table = t->table,
 					  .table_id = t->table_id, .dirname = t->dirname,
 					  .schema_cql = t->schema_cql, .keyspace_attr = t->ka,
-					  .table_attr = t->ta, .bytes = bytes};
+					  .table_attr = t->ta, .bytes = bytes, .taken = t->taken};
 		unsigned ti, di;
 		r = backup_writer_add_table(w, &bt, &ti);
 		for (size_t d = 0; r == 0 && d < t->ndirs; d++)

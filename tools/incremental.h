@@ -32,6 +32,7 @@
 #include "backup.h"
 #include "catalog.h"
 #include "scan.h"
+#include "taken.h"
 #include "util.h"
 
 /* Is incremental_backups on in CONF/cassandra.yaml? 0 when it is; -EPERM when it is off or
@@ -44,6 +45,7 @@ struct inc_chain {
 	char base[256];     /* the node's full backup */
 	char previous[256]; /* base, or the last incremental made on it */
 	char previous_ref[320]; /* where previous's manifest is (store.h) */
+	char chain[TAKEN_CHAIN_MAX]; /* the chain's name in backups/ directories (taken.h) */
 };
 
 /* Chooses base and previous (the last backup of the node made on base, else base): base is
@@ -76,6 +78,12 @@ struct store;
 int incremental_plan(struct store *s, const struct inc_chain *ch, const struct scan_result *scan,
 		     inc_plan **out, struct strbuf *err);
 void incremental_plan_free(inc_plan *p); /* accepts NULL */
+
+/* Records in the backups/ directories of scan's tables that hold links (TAKEN_FILE) that this
+ * chain removes links there, before the manifest saying so is written; the plan's tables
+ * then record the counts. 0 or -errno (err says which directory). */
+int incremental_mark_taken(inc_plan *p, const struct scan_result *scan, const struct inc_chain *ch,
+			   struct strbuf *err);
 
 struct inc_counts {
 	uint64_t files, bytes; /* taken in from backups/ */

@@ -15,7 +15,7 @@
 static bool excluded(const char *name)
 {
 	return fnmatch("*_txn_*.log", name, 0) == 0 || strncmp(name, "tmp-", 4) == 0 ||
-	       strncmp(name, "tmplink-", 8) == 0;
+	       strncmp(name, "tmplink-", 8) == 0 || strncmp(name, TAKEN_FILE, strlen(TAKEN_FILE)) == 0;
 }
 
 /* Splits "<table>-<32 hex>" into table and id; other names are id-less tables. */
@@ -567,10 +567,33 @@ static int note_tags(struct ctx *c, const struct place *snapshots)
 	return r;
 }
 
+/* Notes the backups/ directory of table t in tdir, if it has one: its path, and its
+ * TAKEN_FILE when that says more removals than another's. */
+static int note_backups_dir(struct ctx *c, struct scan_table *t, const struct place *tdir)
+{
+	int fd = openat(tdir->fd, "backups", DIR_FLAGS);
+	if (fd < 0)
+		return 0; /* none (or a symlink: the scan of backups/ notes it) */
+	struct links_taken lt;
+	int r = taken_read(fd, &lt);
+	close(fd);
+	struct strbuf path = {0};
+	if (r == 0 && (r = sb_printf(&path, "%s/backups", tdir->path)) == 0 &&
+	    (r = ptrv_push(&t->backups_dirs, &t->nbackups_dirs, path.buf)) == 0)
+		path.buf = NULL;
+	sb_free(&path);
+	if (r == 0 && lt.n > t->taken.n)
+		t->taken = lt;
+	if (r < 0)
+		sb_printf(c->err, "cannot read %s/backups/" TAKEN_FILE ": %s", tdir->path,
+			  r == -EBADMSG ? "not a file cassbackup wrote" : strerror(-r));
+	return r;
+}
+
 /* The snapshot directory snaps/<tag>, if there is one, into table t. */
 static int scan_tag(struct ctx *c, const char *ks, const char *table, const char *id,
-		    const char *dirname, const struct place *snaps, const struct stat *ks_st,
-		    const struct stat *table_st)
+		    const char *dirname, const struct place *tdir, const struct place *snaps,
+		    const struct stat *ks_st, const struct stat *table_st)
 {
 	struct stat st;
 	if (fstatat(snaps->fd, c->o->tag, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
@@ -585,7 +608,9 @@ static int scan_tag(struct ctx *c, const char *ks, const char *table, const char
 			t->ks_st = *ks_st;
 			t->table_st = *table_st;
 		}
-		if (t)
+		if (t && (r = note_backups_dir(c, t, tdir)) < 0)
+			close(snap.fd);
+		else if (t)
 			r = scan_files(c, t, &snap, -1);
 		else
 			close(snap.fd);
@@ -614,7 +639,9 @@ static int scan_backups_dir(struct ctx *c, const char *ks, const char *table, co
 		int64_t emptied = t ? emptied_ms(tdir->fd) : 0;
 		if (t && emptied > t->emptied_ms)
 			t->emptied_ms = emptied;
-		if (t)
+		if (t && (r = note_backups_dir(c, t, tdir)) < 0)
+			close(b.fd);
+		else if (t)
 			r = scan_files(c, t, &b, -1);
 		else
 			close(b.fd);
@@ -656,7 +683,7 @@ static int scan_table_dir(struct ctx *c, const char *ks, const char *table, cons
 	struct strbuf path = {0};
 	r = open_place(c, tdir, "snapshots", &snaps, &path);
 	if (r == 0) {
-		r = scan_tag(c, ks, table, id, dirname, &snaps, ks_st, &tst);
+		r = scan_tag(c, ks, table, id, dirname, tdir, &snaps, ks_st, &tst);
 		close(snaps.fd);
 	}
 	sb_free(&path);
@@ -933,6 +960,9 @@ void scan_result_free(struct scan_result *res)
 		free(t->dirname);
 		free(t->schema_cql);
 		free(t->manifest);
+		for (size_t j = 0; j < t->nbackups_dirs; j++)
+			free(t->backups_dirs[j]);
+		free(t->backups_dirs);
 	}
 	free(res->tables);
 	for (size_t i = 0; i < res->nskipped; i++)

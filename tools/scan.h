@@ -24,6 +24,7 @@
 
 #include "cli.h"
 #include "manifest.h"
+#include "taken.h"
 #include "util.h"
 
 struct scan_file {
@@ -60,6 +61,11 @@ struct scan_table {
 	 * table no longer has: left out (and in place), counted in before_emptied. */
 	int64_t emptied_ms;
 	uint64_t before_emptied;
+	/* The table's backups/ directories (paths) and what their TAKEN_FILE says, the one of the
+	 * greatest count (taken.h); read in both kinds of scan. */
+	char **backups_dirs;
+	size_t nbackups_dirs;
+	struct links_taken taken;
 };
 
 struct scan_opts {
