@@ -1295,3 +1295,34 @@ def test_a_run_killed_after_marking_its_links_lets_its_chain_go_on(node, store):
     r = node.incremental(store, 'again', '--include-system')
     assert 'incremental again on night (base night)' in r.stdout
     assert tree_of(manifest(store, 'again'))[t0].items() >= made.items()
+
+
+def test_a_clock_set_back_never_makes_an_incremental_skip_the_one_before(node, store):
+    """The next incremental followed the newest incremental made after its full backup, by
+    their dates: a full backup dated ahead (a clock set back since) made it skip inc1 and build
+    on the full one, lacking the sstable inc1 took in (and removed), exit 0. It follows the
+    chain by the names each incremental records."""
+    node.full(store)
+    made = node.flush(TABLES[0])
+    node.incremental(store, 'inc1')
+    set_created(store, 'full', 4102444800000)  # 2100: ahead of every other date
+    node.flush(TABLES[1])
+    r = node.incremental(store, 'inc2')
+    assert 'incremental inc2 on inc1 (base full)' in r.stdout, r.stdout
+    assert tree_of(manifest(store, 'inc2'))[TABLES[0]].items() >= made.items()
+
+
+def test_point_in_time_of_a_whole_node_takes_a_backup_with_the_system_keyspaces(node, store,
+                                                                                tmp_path):
+    """restore --point-in-time --whole-node took the newest full backup of every table, one
+    made without --include-system, and the whole-node restore then refused it; the nightly
+    backup with the system keyspaces covered the time."""
+    src = node.dirs[TABLES[3]]  # a system_schema keyspace: a copy of one table's directory
+    shutil.copytree(src, os.path.join(node.data, 'system_schema', 'keyspaces-' + 'a' * 32))
+    node.full(store, 'night', '--include-system')
+    node.full(store, 'hand')  # every table, no system keyspaces
+    pitr = point_in_time(store, tmp_path, {'night': T0, 'hand': T0 + 2 * HOUR})
+    r = pitr(T0 + 3 * HOUR, '--whole-node', '--owner', 'root')
+    assert 'backup night of node n1' in r.stdout, r.stdout + r.stderr
+    r = pitr(T0 + 3 * HOUR)
+    assert 'backup hand of node n1' in r.stdout, r.stdout + r.stderr

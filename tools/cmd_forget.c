@@ -1,6 +1,7 @@
 /* cassbackup forget: removes backups by name or by a retention policy (restic's semantics,
- * catalog/retention.h), per node. Forgetting deletes a backup's manifest, its commit point;
- * the bytes it alone used stay in packs until `cassbackup prune` (or --prune) frees them. */
+ * catalog/retention.h), per node and set of tables. Forgetting deletes a backup's manifest,
+ * its commit point; the bytes it alone used stay in packs until `cassbackup prune` (or
+ * --prune) frees them. */
 #include "cli.h"
 #include "lock.h"
 #include "retention.h"
@@ -359,7 +360,9 @@ int cmd_forget(int argc, char **argv)
 		.description =
 			"Removes backups: those named (every node's backup of each NAME, or with\n"
 			"--node that node's), or those a policy does not keep. A policy is\n"
-			"applied to each node's backups (by host id, else node name) separately, newest first, with restic's rules:\n"
+			"applied to each node's backups (by host id, else node name) separately, and\n"
+			"apart for each set of tables they were made of (as restic groups by paths: a\n"
+			"one-off backup of one keyspace is the newest of its own), newest first, with restic's rules:\n"
 			"calendar periods in local time (ISO weeks), rules ORed and counted on their own,\n"
 			"a rule with count left keeps the oldest backup, --keep-within measured from the\n"
 			"newest backup; backups dated in the future are always kept. Each backup is\n"

@@ -1674,6 +1674,7 @@ static int restore_point_in_time(const struct cli_command *cmd, struct restore_o
 	p->data_dir = o->data_dirs.n ? o->data_dirs.v[0] : NULL;
 	p->dry_run = o->dry_run;
 	p->sel = &o->sel;
+	p->whole_node = o->whole_node;
 	int rc = pitr_plan(p, o->store);
 	if (rc != 0)
 		return rc;

@@ -53,7 +53,6 @@ struct chain_ctx {
 	struct inc_chain *ch;
 	struct candidate *v; /* base_name's, else every complete full backup of the node */
 	size_t n;
-	int64_t prev_created;
 };
 
 static int note_candidate(void *ctx, const struct cb_backup_summary *b)
@@ -82,18 +81,59 @@ static int newest_first(const void *a, const void *b)
 	return x->created_ns < y->created_ns ? 1 : x->created_ns > y->created_ns ? -1 : 0;
 }
 
-static int note_previous(void *ctx, const struct cb_backup_summary *b)
+/* An incremental of the chain, for choosing its tip. */
+struct link {
+	char name[256], ref[CB_REF_MAX], previous[256];
+	int64_t created_ns;
+};
+
+struct links_ctx {
+	const char *node_key, *base;
+	struct link *v;
+	size_t n;
+};
+
+static int note_chain(void *ctx, const struct cb_backup_summary *b)
 {
-	struct chain_ctx *c = ctx;
+	struct links_ctx *c = ctx;
 	/* an incomplete incremental (a pack lost) holds names whose bytes the store may not have:
 	 * never one to build on, nor to judge links by */
 	if (b->invalid || !b->complete || strcmp(b->node_key, c->node_key) != 0 || !b->base ||
-	    strcmp(b->base, c->ch->base) != 0 || b->created_ns < c->prev_created)
+	    strcmp(b->base, c->base) != 0)
 		return 0;
-	c->prev_created = b->created_ns;
-	snprintf(c->ch->previous, sizeof(c->ch->previous), "%s", b->name);
-	snprintf(c->ch->previous_ref, sizeof(c->ch->previous_ref), "%s", b->ref);
+	struct link *v = realloc(c->v, (c->n + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	c->v = v;
+	v[c->n] = (struct link){.created_ns = b->created_ns};
+	snprintf(v[c->n].name, sizeof(v->name), "%s", b->name);
+	snprintf(v[c->n].ref, sizeof(v->ref), "%s", b->ref);
+	snprintf(v[c->n].previous, sizeof(v->previous), "%s", b->previous ? b->previous : "");
+	c->n++;
 	return 0;
+}
+
+/* previous: the chain's tip, the incremental on base no other one follows (by the names they
+ * record, not by their dates: a clock set back must not make a run skip the one before it),
+ * the newest of them when two ran at once; base itself when there is none. */
+static int choose_previous(catalog *cat, const char *node_key, struct inc_chain *ch)
+{
+	struct links_ctx c = {.node_key = node_key, .base = ch->base};
+	int r = catalog_list_backups(cat, note_chain, &c);
+	const struct link *tip = NULL;
+	for (size_t i = 0; r == 0 && i < c.n; i++) {
+		bool followed = false;
+		for (size_t k = 0; !followed && k < c.n; k++)
+			followed = k != i && !strcmp(c.v[k].previous, c.v[i].name);
+		if (!followed && (!tip || c.v[i].created_ns > tip->created_ns))
+			tip = &c.v[i];
+	}
+	if (tip) {
+		snprintf(ch->previous, sizeof(ch->previous), "%s", tip->name);
+		snprintf(ch->previous_ref, sizeof(ch->previous_ref), "%s", tip->ref);
+	}
+	free(c.v);
+	return r;
 }
 
 bool incremental_scopes_overlap(const struct manifest_scope *a, const struct manifest_scope *b)
@@ -301,8 +341,7 @@ int incremental_chain(struct store *s, const char *node_key, const char *base_na
 		r = taken_chain(store_get_config(s)->id, base->ref, ch->chain);
 		if (r < 0)
 			sb_printf(err, "backup %s: a name too long to record in backups/", base->name);
-		c.prev_created = base->created_ns;
-		if (r == 0 && (r = catalog_list_backups(cat, note_previous, &c)) < 0)
+		if (r == 0 && (r = choose_previous(cat, node_key, ch)) < 0)
 			sb_printf(err, "cannot read the catalog: %s", catalog_why(cat, r, why, sizeof(why)));
 	}
 	manifest_scope_free(&newest);

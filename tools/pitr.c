@@ -172,11 +172,13 @@ static int base_start(struct pitr *p, struct store *s, const struct manifest *m,
 	return r;
 }
 
-/* Does a backup of scope s hold every table sel selects (every table: none selected)? */
-static bool scope_covers(const struct manifest_scope *s, const struct selection *sel)
+/* Does a backup of scope s hold every table sel selects (every table: none selected; with the
+ * system keyspaces for a whole node)? */
+static bool scope_covers(const struct manifest_scope *s, const struct selection *sel,
+			 bool whole_node)
 {
 	if (selection_is_empty(sel))
-		return s->n == 0;
+		return s->n == 0 && (s->system || !whole_node);
 	for (size_t i = 0; i < sel->n; i++) {
 		const struct selection_entry *e = &sel->v[i];
 		bool held = s->n == 0 && (s->system || !is_system_keyspace(e->keyspace));
@@ -208,7 +210,7 @@ static int choose_full(struct choose *c, struct store *s)
 	for (size_t i = 0; r == 0 && !c->found && i < c->n; i++) {
 		struct manifest *m = NULL;
 		r = store_read_manifest(s, c->v[i].ref, &m, NULL, &err);
-		if (r == 0 && scope_covers(&m->scope, p->sel)) {
+		if (r == 0 && scope_covers(&m->scope, p->sel, p->whole_node)) {
 			const struct candidate *b = &c->v[i];
 			snprintf(c->node, sizeof(c->node), "%s", b->node);
 			snprintf(p->backup_name, sizeof(p->backup_name), "%s", b->name);

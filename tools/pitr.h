@@ -34,6 +34,7 @@ struct pitr {
 	const char *data_dir;      /* the first --data-dir */
 	bool dry_run;
 	struct selection *sel;     /* the tables restored: -Dcassandra.replayList when named */
+	bool whole_node;           /* restore --whole-node: a backup with the system keyspaces */
 	/* filled by pitr_plan */
 	char node_name[256];
 	char backup_name[256];
