@@ -1326,3 +1326,21 @@ def test_point_in_time_of_a_whole_node_takes_a_backup_with_the_system_keyspaces(
     assert 'backup night of node n1' in r.stdout, r.stdout + r.stderr
     r = pitr(T0 + 3 * HOUR)
     assert 'backup hand of node n1' in r.stdout, r.stdout + r.stderr
+
+
+def test_a_full_backup_refused_as_incomplete_marks_nothing(node, store):
+    """A full backup with --clear-incremental-links marked backups/ as taken before it checked
+    its snapshot whole: refused (a Data.db missing), it left a mark that refused the node's
+    chain, though nothing was removed."""
+    node.full(store)
+    node.flush(TABLES[0])
+    node.snapshot_all('broken')
+    snap = os.path.join(node.dirs[TABLES[0]], 'snapshots', 'broken')
+    data = sorted(n for n in listed(snap) if n.endswith('-Data.db'))
+    os.unlink(os.path.join(snap, data[0]))
+    r = node.create(store, '--snapshot', 'broken', '--name', 'broken',
+                    '--clear-incremental-links', check=False)
+    assert r.returncode != 0
+    assert not os.path.exists(os.path.join(node.dirs[TABLES[0]], 'backups', TAKEN))
+    r = node.incremental(store, 'inc1')
+    assert 'incremental inc1 on full (base full)' in r.stdout

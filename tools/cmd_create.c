@@ -1082,9 +1082,6 @@ static int64_t snapshot_time(const struct create_opts *o, const struct scan_resu
 	return t;
 }
 
-/* --clear-incremental-links, the full backup committed: the backups/ links older than its
- * snapshot whose bytes the store holds go (incremental_clear_links). Failing here leaves links
- * in place and the backup made: said, not fatal. */
 /* Are the links the node's incrementals' to take in, the newest being of other tables than
  * this backup (sharing some)? The next one builds on its own full backup, whose chain would
  * lack those cleared. Says so. */
@@ -1136,6 +1133,9 @@ static int mark_clearing(struct create_opts *o, struct scan_result *snap)
 	return r;
 }
 
+/* --clear-incremental-links, the full backup committed: the backups/ links older than its
+ * snapshot whose bytes the store holds go (incremental_clear_links). Failing here leaves links
+ * in place and the backup made: said, not fatal. */
 static void clear_links(struct create_opts *o, const struct scan_result *snap)
 {
 	int64_t when = snapshot_time(o, snap);
@@ -1225,10 +1225,11 @@ static int do_create(struct create_opts *o)
 		scan_result_free(&scan);
 		return CB_EXIT_FAILED;
 	}
-	/* decided before the manifest, which says so: incrementals on older full backups of
-	 * these tables lack the links cleared (incremental_chain) */
-	o->clearing = o->clear_links && !links_of_other_chain(o) && mark_clearing(o, &scan) == 0;
 	bool complete = check_complete(o, &scan);
+	/* decided before the manifest, which says so: incrementals on older full backups of
+	 * these tables lack the links cleared (incremental_chain, taken.h) */
+	o->clearing = complete && o->clear_links && !links_of_other_chain(o) &&
+		      mark_clearing(o, &scan) == 0;
 	if (complete)
 		read_node_files(o);
 	int rc = complete ? record_and_write(o, &scan, t0, &o->sum) : CB_EXIT_FAILED;
