@@ -1344,3 +1344,34 @@ def test_a_full_backup_refused_as_incomplete_marks_nothing(node, store):
     assert not os.path.exists(os.path.join(node.dirs[TABLES[0]], 'backups', TAKEN))
     r = node.incremental(store, 'inc1')
     assert 'incremental inc1 on full (base full)' in r.stdout
+
+
+def test_a_table_in_two_data_directories_counts_its_links_in_both(node, store, tmp_path):
+    """A table's backups/ in a second data directory, made after the first one's was marked
+    (Cassandra flushed there for the first time): the mark of each is checked and moved on its
+    own, and the backup records the greatest."""
+    t = TABLES[0]
+    second = tmp_path / 'data2'
+    tdir2 = second / KS / os.path.basename(node.dirs[t])
+    both = ['--data-dir', str(second)]
+    tdir2.mkdir(parents=True)
+    node.full(store, 'full', *both)
+    node.flush(t)
+    node.incremental(store, 'inc1', *both)
+    src, prefix = node.donors.pop(0)  # an sstable flushed into the second directory
+    (tdir2 / 'backups').mkdir()
+    made = {}
+    for n in sorted(os.listdir(src)):
+        if n.startswith(prefix):
+            name = 'nb-500-big-' + n[len(prefix):]
+            shutil.copy(os.path.join(src, n), tdir2 / name)
+            os.link(tdir2 / name, tdir2 / 'backups' / name)
+            made[name] = sha(tdir2 / name)
+    r = node.incremental(store, 'inc2', *both)
+    assert 'incremental inc2 on inc1 (base full)' in r.stdout, r.stdout + r.stderr
+    assert tree_of(manifest(store, 'inc2'))[t].items() >= made.items()
+    first, in_second = (open(os.path.join(d, 'backups', TAKEN)).read().split()
+                        for d in (node.dirs[t], tdir2))
+    assert (first[2], in_second[2]) == ('2', '1')
+    assert {tb['name']: tb.get('taken') for ks in manifest(store, 'inc2')['keyspaces']
+            for tb in ks['tables']}[t] == 2

@@ -1118,13 +1118,17 @@ static int mark_clearing(struct create_opts *o, struct scan_result *snap)
 		taken_chain(store_get_config(o->s)->id, ref, chain);
 	for (size_t i = 0; r == 0 && i < snap->ntables; i++) {
 		struct scan_table *t = &snap->tables[i];
-		struct links_taken now = t->taken;
-		for (size_t d = 0; r == 0 && d < t->nbackups_dirs; d++)
-			if ((r = taken_mark(t->backups_dirs[d], &t->taken, chain, &now)) < 0)
+		for (size_t d = 0; r == 0 && d < t->nbackups_dirs; d++) {
+			struct links_taken now;
+			r = taken_mark(t->backups_dirs[d], &t->backups_taken[d], chain, &now);
+			if (r < 0)
 				errorf("cannot record in %s/" TAKEN_FILE " that this backup clears its "
 				       "links: %s; backups/ links left in place", t->backups_dirs[d],
-				       strerror(-r));
-		t->taken = now;
+				       r == -EAGAIN ? "another backup took links there meanwhile"
+						    : strerror(-r));
+			else if (now.n > t->taken.n)
+				t->taken = now; /* the manifest records the greatest */
+		}
 	}
 	if (r < 0 && r != -ENAMETOOLONG)
 		return r;

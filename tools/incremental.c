@@ -850,17 +850,20 @@ int incremental_mark_taken(inc_plan *p, const struct scan_result *scan, const st
 	for (size_t i = 0; i < scan->ntables; i++) {
 		const struct scan_table *t = &scan->tables[i];
 		struct inc_table *it = find_table(p, t->keyspace, t->table);
-		struct links_taken now = t->taken;
+		uint64_t n = t->taken.n;
 		for (size_t d = 0; t->nfiles && d < t->nbackups_dirs; d++) {
-			int r = taken_mark(t->backups_dirs[d], &t->taken, ch->chain, &now);
+			struct links_taken now;
+			int r = taken_mark(t->backups_dirs[d], &t->backups_taken[d], ch->chain, &now);
 			if (r < 0) {
 				sb_printf(err, "cannot record in %s/" TAKEN_FILE " that this backup "
-					  "takes its links: %s", t->backups_dirs[d], strerror(-r));
+					  "takes its links: %s", t->backups_dirs[d], r == -EAGAIN ?
+					  "another backup took links there meanwhile; run again" : strerror(-r));
 				return r;
 			}
+			n = now.n > n ? now.n : n;
 		}
 		if (it && !strcmp(it->table_id, t->table_id))
-			it->taken = now.n;
+			it->taken = n;
 	}
 	return 0;
 }

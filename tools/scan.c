@@ -578,6 +578,14 @@ static int note_backups_dir(struct ctx *c, struct scan_table *t, const struct pl
 	int r = taken_read(fd, &lt);
 	close(fd);
 	struct strbuf path = {0};
+	struct links_taken *v = r < 0 ? NULL : realloc(t->backups_taken,
+						     (t->nbackups_dirs + 1) * sizeof(*v));
+	if (r == 0 && !v)
+		r = -ENOMEM;
+	if (v) {
+		t->backups_taken = v;
+		v[t->nbackups_dirs] = lt; /* counted by the push below */
+	}
 	if (r == 0 && (r = sb_printf(&path, "%s/backups", tdir->path)) == 0 &&
 	    (r = ptrv_push(&t->backups_dirs, &t->nbackups_dirs, path.buf)) == 0)
 		path.buf = NULL;
@@ -963,6 +971,7 @@ void scan_result_free(struct scan_result *res)
 		for (size_t j = 0; j < t->nbackups_dirs; j++)
 			free(t->backups_dirs[j]);
 		free(t->backups_dirs);
+		free(t->backups_taken);
 	}
 	free(res->tables);
 	for (size_t i = 0; i < res->nskipped; i++)

@@ -61,9 +61,10 @@ struct scan_table {
 	 * table no longer has: left out (and in place), counted in before_emptied. */
 	int64_t emptied_ms;
 	uint64_t before_emptied;
-	/* The table's backups/ directories (paths) and what their TAKEN_FILE says, the one of the
-	 * greatest count (taken.h); read in both kinds of scan. */
+	/* The table's backups/ directories (paths) and what the TAKEN_FILE of each says (taken.h),
+	 * read in both kinds of scan; taken: the one of the greatest count. */
 	char **backups_dirs;
+	struct links_taken *backups_taken;
 	size_t nbackups_dirs;
 	struct links_taken taken;
 };

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #define TAKEN_MAGIC "cassbackup-taken 1 "
@@ -68,12 +69,39 @@ bool taken_allows(const struct links_taken *t, uint64_t recorded, const char *ch
 	return t->n > recorded && !strcmp(t->chain, chain) && t->m <= recorded + 1;
 }
 
+/* Is the file in dirfd still what was says (nothing marked since it was read)? 0, -EAGAIN
+ * when another backup marked meanwhile, or -errno. */
+static int still(int dirfd, const struct links_taken *was)
+{
+	struct links_taken t;
+	int r = taken_read(dirfd, &t);
+	if (r == 0 && (t.n != was->n || t.m != was->m || strcmp(t.chain, was->chain) != 0))
+		r = -EAGAIN;
+	return r;
+}
+
+static int write_marked(const char *dir, const char *chain, const struct links_taken *now);
+
 int taken_mark(const char *dir, const struct links_taken *was, const char *chain,
 	       struct links_taken *now)
 {
+	/* under an exclusive lock of the directory, and only while the file says what the caller
+	 * checked: two backups marking at once must not both count one removal */
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int r = dfd < 0 ? -errno : flock(dfd, LOCK_EX) < 0 ? -errno : still(dfd, was);
 	*now = (struct links_taken){.n = was->n + 1};
 	now->m = strcmp(was->chain, chain) == 0 && was->n ? was->m : now->n;
 	snprintf(now->chain, sizeof(now->chain), "%s", chain);
+	r = r ?: write_marked(dir, chain, now);
+	if (dfd >= 0)
+		close(dfd); /* and the lock with it */
+	return r;
+}
+
+/* Writes now into dir's TAKEN_FILE: a temporary file, synced, renamed over it, the directory
+ * synced. */
+static int write_marked(const char *dir, const char *chain, const struct links_taken *now)
+{
 	struct strbuf path = {0}, tmp = {0}, doc = {0};
 	int r = sb_printf(&path, "%s/%s", dir, TAKEN_FILE) ?:
 		sb_printf(&tmp, "%s/%s.%ld", dir, TAKEN_FILE, (long)getpid()) ?:

@@ -48,7 +48,9 @@ int taken_chain(const char *store_id, const char *base_ref, char chain[TAKEN_CHA
 bool taken_allows(const struct links_taken *t, uint64_t recorded, const char *chain);
 
 /* Records a removal by chain in backups directory dir, whose file said was (taken_read): n + 1,
- * replacing the file atomically and durably. *now: what it says then. 0 or -errno. */
+ * replacing the file atomically and durably, under an exclusive flock of dir. *now: what it
+ * says then. 0, -EAGAIN when the file no longer says was (another backup marked it since it
+ * was read: what was checked is stale), or -errno. */
 int taken_mark(const char *dir, const struct links_taken *was, const char *chain,
 	       struct links_taken *now);
 

@@ -56,6 +56,9 @@ static void test_file(void)
 	CHECK(taken_mark(dir, &again, "s:a", &now) == 0 && now.n == 2 && now.m == 1);
 	CHECK(taken_mark(dir, &now, "s:b", &again) == 0 && again.n == 3 && again.m == 3);
 	CHECK(taken_read(fd, &t) == 0 && t.n == 3 && t.m == 3 && !strcmp(t.chain, "s:b"));
+	/* marking from a stale reading (another backup marked since): refused, nothing written */
+	CHECK(taken_mark(dir, &now, "s:a", &again) == -EAGAIN);
+	CHECK(taken_read(fd, &t) == 0 && t.n == 3 && !strcmp(t.chain, "s:b"));
 	const char *bad[] = {"", "cassbackup-taken 1 3 3\n", "cassbackup-taken 2 3 3 s:b\n",
 			     "cassbackup-taken 1 3 4 s:b\n", "cassbackup-taken 1 0 0 s:b\n",
 			     "cassbackup-taken 1 3 3 s:b\nmore\n", "cassbackup-taken 1 x 3 s:b\n"};
