@@ -1375,3 +1375,24 @@ def test_a_table_in_two_data_directories_counts_its_links_in_both(node, store, t
     assert (first[2], in_second[2]) == ('2', '1')
     assert {tb['name']: tb.get('taken') for ks in manifest(store, 'inc2')['keyspaces']
             for tb in ks['tables']}[t] == 2
+
+
+def test_a_damaged_count_stops_incrementals_not_full_backups(node, store):
+    """.cassbackup-taken that cassbackup did not write: an incremental stops on it in one line
+    naming it (nothing removed); the nightly full backup is made all the same."""
+    node.full(store)
+    node.flush(TABLES[0])
+    path = os.path.join(node.dirs[TABLES[0]], 'backups', TAKEN)
+    with open(path, 'w') as f:
+        f.write('garbage\n')
+    before = node.links()
+    r = node.incremental(store, 'inc1', check=False)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        f'cassbackup: cannot read {node.dirs[TABLES[0]]}/backups/{TAKEN}: not a file cassbackup '
+        'wrote; no backup was made'), r.stderr
+    assert node.links() == before
+    node.snapshot_all('night2')
+    node.create(store, '--snapshot', 'night2', '--name', 'night2')
+    os.unlink(path)  # what to do: remove it, and the chain starts again on a full backup
+    r = node.incremental(store, 'inc1')
+    assert 'nothing new in backups/ since night2; no backup was made; 8 link(s)' in r.stdout

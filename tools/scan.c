@@ -577,6 +577,12 @@ static int note_backups_dir(struct ctx *c, struct scan_table *t, const struct pl
 	struct links_taken lt;
 	int r = taken_read(fd, &lt);
 	close(fd);
+	if (r < 0 && r != -ENOMEM && !c->o->backups) {
+		/* a full backup is made all the same (recording no removal); the incrementals,
+		 * which read it to go on, stop on it */
+		lt = (struct links_taken){0};
+		r = 0;
+	}
 	struct strbuf path = {0};
 	struct links_taken *v = r < 0 ? NULL : realloc(t->backups_taken,
 						     (t->nbackups_dirs + 1) * sizeof(*v));
