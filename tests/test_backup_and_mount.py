@@ -6,6 +6,7 @@ import os
 import random
 import re
 import stat
+import shutil
 import subprocess
 import time
 
@@ -339,15 +340,23 @@ def test_mount_raises_readahead(store, sample_tree, tmp_path):
 
 
 def test_concurrent_creates_all_land(store, tmp_path):
-    """Several creates at once into one store: none may reclaim another's pack in progress."""
+    """Several creates at once into one store: none may reclaim another's pack in progress.
+    Six nodes with the same data (one create of a node runs at a time: a flock of its data
+    directory), ten backups each."""
     src = make_sample(str(tmp_path / 'tiny'), '--data-kib', '4', '--data-dirs', '1', '--keyspaces', '1',
                       '--tables', '1', '--sstables', '1', '--no-index', '--no-clutter')
-    names = '\n'.join(f'b{i:03d}' for i in range(60)) + '\n'
-    p = subprocess.run(f'xargs -P 6 -I NAME {CASSBACKUP} create --store {store} --name NAME '
-                       f'--data-dir {sample_dirs(src)[0]} --snapshot nightly-1 --threads 1 --no-schema --no-conf',
-                       shell=True, input=names, capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    assert p.stderr == ''
+    nodes = []
+    for k in range(6):
+        nodes.append(str(tmp_path / f'node{k}'))
+        shutil.copytree(sample_dirs(src)[0], nodes[-1], symlinks=True)
+    runs = [subprocess.Popen(
+        ['sh', '-c', f'for n in {" ".join(f"b{i:03d}" for i in range(k, 60, 6))}; do '
+         f'{CASSBACKUP} create --store {store} --name $n --data-dir {d} --snapshot nightly-1 '
+         '--threads 1 --no-schema --no-conf || exit 1; done'],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for k, d in enumerate(nodes)]
+    for p in runs:
+        err = p.communicate()[1]
+        assert p.returncode == 0 and err == '', err
     listed = backup_list(store)
     # Identical data: only creates that found the store without it wrote a pack; the others
     # wrote a manifest alone. Every backup is complete either way.

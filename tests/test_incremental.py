@@ -1396,3 +1396,37 @@ def test_a_damaged_count_stops_incrementals_not_full_backups(node, store):
     os.unlink(path)  # what to do: remove it, and the chain starts again on a full backup
     r = node.incremental(store, 'inc1')
     assert 'nothing new in backups/ since night2; no backup was made; 8 link(s)' in r.stdout
+
+
+def test_one_create_of_a_node_at_a_time(node, store):
+    """An hourly incremental started while the nightly full backup ran followed the previous
+    full backup and took links the new chain then lacked (refused all day after), and two
+    incrementals of one chain each missed what the other took. A create holds an exclusive
+    flock of the node's first data directory from its plan to its last removal: another waits
+    for it (--lock-wait), then goes on after it."""
+    import fcntl
+    node.full(store)
+    made = node.flush(TABLES[0])
+    fd = os.open(node.data, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a create running would
+        r = node.incremental(store, 'inc1', '--lock-wait', '1', check=False)
+        assert r.returncode == 1 and r.stderr.splitlines() == [
+            f'cassbackup: waiting for another cassbackup create of this node (data directory '
+            f'{node.data}) to end, up to 1 s',
+            f'cassbackup: another cassbackup create of this node (data directory {node.data}) is '
+            'still running after 1 s; nothing was done'], r.stderr
+        assert sorted(node.links()[TABLES[0]]) == sorted(made)
+        c = subprocess.Popen([CASSBACKUP, 'create', '--store', store, '--data-dir', node.data,
+                              '--node', 'n1', '--cassandra-conf', str(node.conf), '--incremental',
+                              '--name', 'inc1', '--no-schema', '--no-conf'],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        first = c.stderr.readline()  # it waits, and says so
+        assert first.startswith('cassbackup: waiting for another cassbackup create'), first
+        assert c.poll() is None
+    finally:
+        os.close(fd)  # the other create ends
+    out, err = c.communicate(timeout=120)
+    assert c.returncode == 0 and 'incremental inc1 on full (base full)' in out, err
+    assert tree_of(manifest(store, 'inc1'))[TABLES[0]].items() >= made.items()

@@ -35,6 +35,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -81,6 +82,7 @@ struct create_opts {
 	int64_t snapshot_ns;           /* --take-snapshot: the time before it was taken */
 	uint64_t links_removed;        /* --incremental: backups/ links removed after the commit */
 	struct strv data_dirs;
+	int node_lock;      /* the first data directory, flocked (lock_node); -1 before */
 	struct selection sel;
 	struct manifest_scope scope; /* what the backup is of (manifest.h): sel, or the tables
 				      * its snapshot is in when some selected ones lack it */
@@ -308,6 +310,8 @@ static void free_opts(struct create_opts *o)
 	free_node_meta(&o->nm);
 	selection_free(&o->sel);
 	manifest_scope_free(&o->scope);
+	if (o->node_lock >= 0)
+		close(o->node_lock); /* and its lock */
 	store_close(o->s);
 }
 
@@ -463,6 +467,44 @@ static int check_incremental(struct create_opts *o)
 		: r < 0 ? CB_EXIT_FAILED : 0;
 }
 
+/* One create of a node at a time, full or incremental, from choosing what it follows to its
+ * last removal of a backups/ link: an hourly incremental started while the nightly full backup
+ * runs would follow the previous full backup and take links the new one's chain then lacks,
+ * and two incrementals of one chain would each miss what the other took. An exclusive flock
+ * of the first data directory (no file written there), waited for up to --lock-wait seconds.
+ * 0, or the exit code (said). */
+static int lock_node(struct create_opts *o)
+{
+	const char *dir = o->data_dirs.v[0];
+	o->node_lock = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (o->node_lock < 0) {
+		errorf("data directory %s: %s", dir, strerror(errno));
+		return CB_EXIT_FAILED;
+	}
+	double until = mono_seconds() + (double)o->lock_wait;
+	bool said = false;
+	while (flock(o->node_lock, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			errorf("cannot lock data directory %s: %s", dir, strerror(errno));
+			return CB_EXIT_FAILED;
+		}
+		if (cancel_requested)
+			return 128 + (int)cancel_requested;
+		if (mono_seconds() >= until) {
+			errorf("another cassbackup create of this node (data directory %s) is still "
+			       "running after %llu s; nothing was done", dir,
+			       (unsigned long long)o->lock_wait);
+			return CB_EXIT_FAILED;
+		}
+		if (!said)
+			errorf("waiting for another cassbackup create of this node (data directory %s) "
+			       "to end, up to %llu s", dir, (unsigned long long)o->lock_wait);
+		said = true;
+		usleep(100 * 1000);
+	}
+	return 0;
+}
+
 /* Everything checked before anything changes. 0, or the exit code. */
 static int plan(struct create_opts *o)
 {
@@ -470,6 +512,7 @@ static int plan(struct create_opts *o)
 	rc = rc ?: load_tokens_file(o);
 	rc = rc ?: read_node_identity(o, &o->nm);
 	rc = rc ?: check_name_free(o);
+	rc = rc ?: lock_node(o);
 	if (rc == 0 && o->take_snapshot)
 		rc = check_nodetool(o);
 	if (rc == 0 && o->incremental)
@@ -1552,7 +1595,8 @@ static int run_create(struct create_opts *o)
 int cmd_create(int argc, char **argv)
 {
 	struct create_opts o = {.level = 3, .frame_kib = SEEKABLE_DEFAULT_FRAME_SIZE >> 10,
-				.cassandra_conf = "/etc/cassandra", .lock_wait = DEFAULT_LOCK_WAIT};
+				.cassandra_conf = "/etc/cassandra", .lock_wait = DEFAULT_LOCK_WAIT,
+				.node_lock = -1};
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	o.threads = ncpu <= 0 ? 1 : ncpu > MAX_THREADS ? MAX_THREADS : (uint64_t)ncpu;
 	int r = parse_opts(argc, argv, &o);
