@@ -32,7 +32,7 @@ TABLES = ['legacy_nb_clust', 'legacy_nb_clust_counter', 'legacy_nb_simple',
 
 def listed(d):
     """The names in directory d, but cassbackup's own record in backups/."""
-    return [n for n in os.listdir(d) if n != TAKEN]
+    return [n for n in os.listdir(d) if not n.startswith(TAKEN)]
 
 
 def sha(path):
@@ -101,7 +101,7 @@ class Node:
             b = os.path.join(d, 'backups')
             if os.path.isdir(b):
                 res[t] = {n: (os.stat(os.path.join(b, n)).st_ino, sha(os.path.join(b, n)))
-                          for n in os.listdir(b) if n != TAKEN}
+                          for n in os.listdir(b) if not n.startswith(TAKEN)}
         return res
 
     def snapshot(self, table):

@@ -104,7 +104,9 @@ static int write_marked(const char *dir, const char *chain, const struct links_t
 {
 	struct strbuf path = {0}, tmp = {0}, doc = {0};
 	int r = sb_printf(&path, "%s/%s", dir, TAKEN_FILE) ?:
-		sb_printf(&tmp, "%s/%s.%ld", dir, TAKEN_FILE, (long)getpid()) ?:
+		/* one name, under the caller's flock: a run killed here leaves one file, which the
+		 * next mark writes over, not one per run */
+		sb_printf(&tmp, "%s/%s.tmp", dir, TAKEN_FILE) ?:
 		sb_printf(&doc, TAKEN_MAGIC "%" PRIu64 " %" PRIu64 " %s\n", now->n, now->m, chain);
 	int fd = r < 0 ? -1 : open(tmp.buf, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (r == 0 && fd < 0)
