@@ -76,7 +76,8 @@ struct wdir {
 struct wtable {
 	char *keyspace, *table, *table_id, *dirname, *schema_cql;
 	struct backup_attr ka, ta;
-	uint64_t taken;
+	const struct manifest_links *links; /* borrowed (backup_table) */
+	size_t nlinks;
 	bool own_packs;    /* it brings a quarter of pack_size or more: packs of its own */
 	struct wdir *dirs;
 	size_t ndirs;
@@ -409,7 +410,8 @@ int backup_writer_add_table(backup_writer *w, const struct backup_table *t, unsi
 		.schema_cql = t->schema_cql ? strdup(t->schema_cql) : NULL,
 		.ka = t->keyspace_attr,
 		.ta = t->table_attr,
-		.taken = t->taken,
+		.links = t->links,
+		.nlinks = t->nlinks,
 		.own_packs = t->bytes >= target / 4,
 	};
 	w->ntables++; /* freed with the writer, complete or not */
@@ -746,7 +748,9 @@ static int fill_keyspace(const backup_writer *w, size_t first, struct manifest_k
 		struct manifest_table *mt = &k->tables[k->ntables++];
 		*mt = (struct manifest_table){.name = t->table, .id = t->table_id,
 					      .schema_cql = t->schema_cql, .ndirs = t->ndirs,
-					      .nfiles = t->nfiles, .taken = t->taken};
+					      .nfiles = t->nfiles,
+					      .links = (struct manifest_links *)t->links,
+					      .nlinks = t->nlinks};
 		mt->attr = (struct cb_attr){t->ta.mode & 07777, t->ta.uid, t->ta.gid, t->ta.mtime_ns};
 		mt->dirs = calloc(t->ndirs + 1, sizeof(*mt->dirs));
 		mt->files = calloc(t->nfiles + 1, sizeof(*mt->files));

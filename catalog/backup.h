@@ -81,7 +81,9 @@ struct backup_table {
 	struct backup_attr keyspace_attr, table_attr;
 	uint64_t bytes;       /* of its files, about: a table of a quarter of pack_size or more gets
 			       * packs of its own (its files are best added right after it) */
-	uint64_t taken;       /* manifest_table.taken */
+	/* manifest_table.links: borrowed, kept by the caller until the commit */
+	const struct manifest_links *links;
+	size_t nlinks;
 };
 
 struct backup_file {

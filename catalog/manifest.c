@@ -86,6 +86,23 @@ static json_t *file_json(const struct manifest_file *f)
 	return o;
 }
 
+static int put_links(json_t *o, const struct manifest_links *links, size_t n)
+{
+	json_t *a = json_array();
+	int r = a ? 0 : -ENOMEM;
+	for (size_t i = 0; !r && i < n; i++) {
+		json_t *l = json_object();
+		r = !l || json_array_append_new(a, l) ? -ENOMEM : 0;
+		r = r ?: put_str(l, "dir", links[i].dir) ?: put_str(l, "left", links[i].left);
+		if (!r && links[i].found)
+			r = put_str(l, "found", links[i].found);
+	}
+	if (!r && json_object_set(o, "links", a))
+		r = -ENOMEM;
+	json_decref(a);
+	return r;
+}
+
 static json_t *table_json(const struct manifest_table *t)
 {
 	json_t *o = json_object(), *dirs = json_array(), *files = json_array();
@@ -93,8 +110,8 @@ static json_t *table_json(const struct manifest_table *t)
 	r = r ?: put_name(o, "name", t->name) ?: put_str(o, "id", t->id) ?: put_attr(o, &t->attr);
 	if (!r && t->schema_cql)
 		r = put_str(o, "schema_cql", t->schema_cql);
-	if (!r && t->taken)
-		r = put_int(o, "taken", (int64_t)t->taken);
+	if (!r && t->nlinks)
+		r = put_links(o, t->links, t->nlinks);
 	for (size_t i = 0; !r && i < t->ndirs; i++) {
 		json_t *d = json_object();
 		r = !d || json_array_append_new(dirs, d) ? -ENOMEM : 0;
@@ -584,6 +601,28 @@ static bool is_table_id(const char *s)
 	return n == 0 || (n == 32 && hex_decode(s, tmp, 16) == 0);
 }
 
+/* "links": optional; a format 5 manifest's "taken" (a count) is no record of them. */
+static int parse_links(json_t *o, struct manifest_table *t, struct perr *e, const char *where)
+{
+	json_t *a = NULL;
+	int r = get_array(o, "links", true, &a, &t->nlinks, e, where);
+	if (r < 0 || !t->nlinks)
+		return r;
+	t->links = calloc(t->nlinks, sizeof(*t->links));
+	if (!t->links)
+		return -ENOMEM;
+	for (size_t i = 0; !r && i < t->nlinks; i++) {
+		json_t *l = json_array_get(a, i);
+		if (!json_is_object(l))
+			return fail(e, "%s: a links entry is not an object", where);
+		r = get_str(l, "dir", false, &t->links[i].dir, e, where) ?:
+		    get_str(l, "left", false, &t->links[i].left, e, where);
+		if (!r && json_object_get(l, "found"))
+			r = get_str(l, "found", false, &t->links[i].found, e, where);
+	}
+	return r;
+}
+
 static int parse_table(json_t *o, struct manifest_table *t, struct perr *e, const char *ks)
 {
 	char where[320];
@@ -605,7 +644,7 @@ static int parse_table(json_t *o, struct manifest_table *t, struct perr *e, cons
 	json_t *cql = json_object_get(o, "schema_cql");
 	if (cql && (r = get_str(o, "schema_cql", false, &t->schema_cql, e, where)) < 0)
 		return r;
-	if (json_object_get(o, "taken") && (r = get_u64(o, "taken", &t->taken, e, where)) < 0)
+	if ((r = parse_links(o, t, e, where)) < 0)
 		return r;
 	t->dirs = calloc(t->ndirs + 1, sizeof(*t->dirs));
 	t->files = calloc(t->nfiles + 1, sizeof(*t->files));
@@ -1003,8 +1042,14 @@ static void table_free(struct manifest_table *t)
 		free(t->files[i].dir);
 		free(t->files[i].name);
 	}
+	for (size_t i = 0; t->links && i < t->nlinks; i++) {
+		free(t->links[i].dir);
+		free(t->links[i].left);
+		free(t->links[i].found);
+	}
 	free(t->dirs);
 	free(t->files);
+	free(t->links);
 }
 
 void manifest_free(struct manifest *m)

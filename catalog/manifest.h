@@ -50,6 +50,14 @@ struct manifest_dir {
 	struct cb_attr attr;
 };
 
+/* One backups/ directory of a table and who last removed links there (tools/taken.h): the
+ * state the backup left, and, where it removed links, the state it found ("EPOCH N BY"). */
+struct manifest_links {
+	char *dir;   /* the directory's path on the node */
+	char *left;
+	char *found; /* NULL: it removed no link there */
+};
+
 struct manifest_table {
 	char *name;
 	char *id;         /* 32 hex digits, or "" when the directory had none (Cassandra < 2.1) */
@@ -59,9 +67,9 @@ struct manifest_table {
 	size_t ndirs;
 	struct manifest_file *files;
 	size_t nfiles;
-	/* What the table's backups/ directories said when the backup was made, or, for one that
-	 * removed links there, after it marked that (tools/taken.h): how many removals. */
-	uint64_t taken;
+	/* The state of each of the table's backups/ directories (tools/taken.h) */
+	struct manifest_links *links;
+	size_t nlinks;
 };
 
 struct manifest_keyspace {

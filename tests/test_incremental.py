@@ -104,8 +104,8 @@ class Node:
                           for n in os.listdir(b) if not n.startswith(TAKEN)}
         return res
 
-    def snapshot(self, table):
-        snap = os.path.join(self.dirs[table], 'snapshots', FIXTURE_TAG)
+    def snapshot(self, table, tag=FIXTURE_TAG):
+        snap = os.path.join(self.dirs[table], 'snapshots', tag)
         return {n: sha(os.path.join(snap, n)) for n in os.listdir(snap)}
 
     def snapshot_all(self, tag, tables=TABLES):
@@ -230,8 +230,9 @@ def test_nothing_new_makes_no_backup(node, store):
     r = node.incremental(store, 'inc1')
     assert 'nothing new in backups/ since full; no backup was made; 0 link(s)' in r.stdout
     assert [b['name'] for b in backup_list(store)] == ['full']
-    # links of sstables the full backup holds (made before its snapshot) go, once hashed;
-    # one whose bytes differ from what the backup holds stays
+    # links of sstables the full backup holds (made before its snapshot) stay: a removal with
+    # no backup made is one no manifest records (taken.h); the next incremental that takes
+    # something in removes them, once hashed
     t = TABLES[0]
     b = os.path.join(node.dirs[t], 'backups')
     os.makedirs(b)
@@ -239,10 +240,15 @@ def test_nothing_new_makes_no_backup(node, store):
     for n in names:
         os.link(os.path.join(node.dirs[t], n), os.path.join(b, n))
     r = node.incremental(store, 'inc1')
-    assert f'{len(names)} link(s) it holds removed' in r.stdout
-    assert listed(b) == []
-    # a sstable linked again, one component with other bytes under the same name, size and
-    # mtime: not what the backup holds, left; the others go
+    assert (f'0 link(s) it holds removed, {len(names)} left for the next incremental that '
+            'takes something in') in r.stdout
+    assert sorted(listed(b)) == names and not os.path.exists(os.path.join(b, TAKEN))
+    node.flush(TABLES[1])
+    r = node.incremental(store, 'inc1')
+    assert 'incremental inc1 on full (base full)' in r.stdout and listed(b) == []
+    # nothing new since inc1, which removed links there: links of what it holds go, once
+    # hashed; one whose bytes differ from what the backup holds stays (a sstable linked
+    # again, one component with other bytes under the same name, size and mtime)
     for n in names:
         os.link(os.path.join(node.dirs[t], n), os.path.join(b, n))
     src = os.path.join(node.dirs[t], names[0])
@@ -255,7 +261,8 @@ def test_nothing_new_makes_no_backup(node, store):
     with open(other, 'wb') as f:
         f.write(data)
     os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
-    r = node.incremental(store, 'inc1')
+    r = node.incremental(store, 'inc2')
+    assert f'{len(names) - 1} link(s) it holds removed' in r.stdout
     assert 'holds other bytes than the backup has under that name: left in place' in r.stderr
     assert listed(b) == [names[0]]
 
@@ -409,7 +416,9 @@ def test_base_and_options(node, store):
     r = node.incremental(store, 'inc2', check=False)
     assert r.returncode == 3 and 'incremental inc1 (of every table, on another full backup) ' \
         'was made after full2' in r.stderr, r.stderr
-    node.full(store, 'full3')
+    node.snapshot_all('now')  # the fixture's snapshot is older than inc1's removals: no base
+    node.create(store, '--snapshot', 'now', '--name', 'full3')
+    node.flush(TABLES[1])
     r = node.incremental(store, 'inc2')
     assert 'incremental inc2 on full3 (base full3)' in r.stdout
 
@@ -569,12 +578,14 @@ def test_retention_keeps_the_base(node, store, tmp_path):
     r = cb('forget', '--store', store, '--keep-last', '1', '--prune')
     assert [b['name'] for b in backup_list(store)] == ['full', 'inc1', 'inc2', 'inc3']
     assert 'base' in r.stdout
-    # a newer full backup without incrementals: the old chain can go as a whole
-    node.full(store, 'full2')
+    # a newer full backup without incrementals (of a snapshot taken now: the fixture's is
+    # older than inc3's removals, no base): the old chain can go as a whole
+    node.snapshot_all('now')
+    node.create(store, '--snapshot', 'now', '--name', 'full2')
     r = cb('forget', '--store', store, '--keep-last', '1', '--prune')
     assert [b['name'] for b in backup_list(store)] == ['full2']
     with mounted(store, str(tmp_path / 'mnt')) as m:
-        assert mounted_tree(m, 'full2') == {t: node.snapshot(t) for t in TABLES}
+        assert mounted_tree(m, 'full2') == {t: node.snapshot(t, 'now') for t in TABLES}
     # and an incremental of it, forgotten together with its base
     node.flush(TABLES[0])
     node.incremental(store, 'inc4')
@@ -1223,8 +1234,11 @@ def one_table_chain(node, store, nothing_new=False):
         node.create(store, '--snapshot', 'one', '--name', 'one', '--table', f'{KS}.{t0}')
         made = node.flush(t0)
     r = node.incremental(store, 'j1', '--table', f'{KS}.{t0}')
-    assert (nothing_new and 'nothing new' in r.stdout) or 'incremental j1 on one' in r.stdout
-    assert not node.links().get(t0)
+    if nothing_new:  # no backup recorded a removal: the links stay (taken.h)
+        assert 'nothing new' in r.stdout and '8 left for the next incremental' in r.stdout
+        assert sorted(node.links()[t0]) == sorted(made)
+    else:
+        assert 'incremental j1 on one' in r.stdout and not node.links().get(t0)
     return made
 
 
@@ -1245,8 +1259,15 @@ def test_links_taken_by_another_chain_are_never_missed(node, store, tmp_path, ho
     before the base by a wrong clock, or when the chain went on in another store; the next
     incremental then lacked the sstable, exit 0. Each table's backups/ directory now counts
     the removals and names the chain that made them (.cassbackup-taken), and each backup
-    records the count it left."""
-    one_table_chain(node, store, nothing_new=how == 'nothing_new')
+    records the count it left. An incremental that finds nothing new no longer removes links
+    a full backup holds: the next incremental of the other chain takes them in."""
+    made = one_table_chain(node, store, nothing_new=how == 'nothing_new')
+    if how == 'nothing_new':
+        node.flush(TABLES[1])
+        r = node.incremental(store, 'i1', '--include-system')
+        assert 'incremental i1 on night (base night)' in r.stdout
+        assert tree_of(manifest(store, 'i1'))[TABLES[0]].items() >= made.items()
+        return
     if how == 'forgotten':
         cb('forget', '--store', store, 'j1')
         cb('forget', '--store', store, 'one')
@@ -1267,18 +1288,18 @@ def test_links_taken_by_another_chain_are_never_missed(node, store, tmp_path, ho
     assert 'incremental i2 on night2 (base night2)' in r.stdout
 
 
-def test_a_run_killed_after_marking_its_links_lets_its_chain_go_on(node, store):
-    """An incremental marks .cassbackup-taken before its manifest: killed between the two, it
-    removed nothing, and its own chain goes on; another chain on an older full backup is
-    refused (the mark may be a removal)."""
+@pytest.mark.parametrize('when', ['1', 'after'])
+def test_a_run_killed_before_its_marks_removed_nothing_and_its_chain_goes_on(node, store, when):
+    """An incremental commits its manifest, then marks .cassbackup-taken, then removes links.
+    Killed just before its manifest ('1') or between it and the marks ('after'), it marked and
+    removed nothing: the chain goes on (on the backup committed, whose links the next one then
+    holds and removes), and the mark is the next one's."""
     from conftest import preload
     from test_lease import stopped_at_state_t
     t0 = TABLES[0]
     node.full(store, 'night', '--include-system')
-    node.snapshot_all('one', [t0])
-    node.create(store, '--snapshot', 'one', '--name', 'one', '--table', f'{KS}.{t0}')
     made = node.flush(t0)
-    env = dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='1')
+    env = dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST=when)
     c = stopped_at_state_t(subprocess.Popen(
         [CASSBACKUP, 'create', '--store', store, '--data-dir', node.data, '--node', 'n1',
          '--cassandra-conf', str(node.conf), '--incremental', '--name', 'killed',
@@ -1286,15 +1307,15 @@ def test_a_run_killed_after_marking_its_links_lets_its_chain_go_on(node, store):
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     c.kill()
     c.wait()
-    assert os.path.exists(os.path.join(node.dirs[t0], 'backups', TAKEN))
+    assert not os.path.exists(os.path.join(node.dirs[t0], 'backups', TAKEN))
     assert sorted(node.links()[t0]) == sorted(made)
-    assert [b['name'] for b in backup_list(store)] == ['night', 'one']
-    r = node.incremental(store, 'j1', '--table', f'{KS}.{t0}', check=False)
-    assert r.returncode == 3 and f'table {KS}.{t0}: links were removed from its backups/ 1 ' \
-        'time(s) since one' in r.stderr, r.stderr
+    committed = when == 'after'
+    assert [b['name'] for b in backup_list(store)] == ['night'] + ['killed'] * committed
+    node.flush(TABLES[1])
     r = node.incremental(store, 'again', '--include-system')
-    assert 'incremental again on night (base night)' in r.stdout
+    assert f'incremental again on {"killed" if committed else "night"} (base night)' in r.stdout
     assert tree_of(manifest(store, 'again'))[t0].items() >= made.items()
+    assert not node.links().get(t0) and taken_state(node.dirs[t0]) == (1, 'again/n1')
 
 
 def test_a_clock_set_back_never_makes_an_incremental_skip_the_one_before(node, store):
@@ -1346,10 +1367,32 @@ def test_a_full_backup_refused_as_incomplete_marks_nothing(node, store):
     assert 'incremental inc1 on full (base full)' in r.stdout
 
 
+def flush_into(node, tdir, gen):
+    """An sstable of generation gen flushed into table directory tdir (another data directory
+    of the table), linked into its backups/. Returns {name: sha256}."""
+    src, prefix = node.donors.pop(0)
+    os.makedirs(tdir / 'backups', exist_ok=True)
+    made = {}
+    for n in sorted(os.listdir(src)):
+        if n.startswith(prefix):
+            name = f'nb-{gen}-big-' + n[len(prefix):]
+            shutil.copy(os.path.join(src, n), tdir / name)
+            os.link(tdir / name, tdir / 'backups' / name)
+            made[name] = sha(tdir / name)
+    return made
+
+
+def taken_state(tdir):
+    """What tdir/backups/.cassbackup-taken says: (count, by) of format 2."""
+    magic, fmt, epoch, n, by = open(os.path.join(tdir, 'backups', TAKEN)).read().split()
+    assert (magic, fmt, len(epoch)) == ('cassbackup-taken', '2', 16)
+    return int(n), by.split(':', 1)[1]
+
+
 def test_a_table_in_two_data_directories_counts_its_links_in_both(node, store, tmp_path):
     """A table's backups/ in a second data directory, made after the first one's was marked
     (Cassandra flushed there for the first time): the mark of each is checked and moved on its
-    own, and the backup records the greatest."""
+    own, and the backup records each."""
     t = TABLES[0]
     second = tmp_path / 'data2'
     tdir2 = second / KS / os.path.basename(node.dirs[t])
@@ -1358,23 +1401,107 @@ def test_a_table_in_two_data_directories_counts_its_links_in_both(node, store, t
     node.full(store, 'full', *both)
     node.flush(t)
     node.incremental(store, 'inc1', *both)
-    src, prefix = node.donors.pop(0)  # an sstable flushed into the second directory
-    (tdir2 / 'backups').mkdir()
-    made = {}
-    for n in sorted(os.listdir(src)):
-        if n.startswith(prefix):
-            name = 'nb-500-big-' + n[len(prefix):]
-            shutil.copy(os.path.join(src, n), tdir2 / name)
-            os.link(tdir2 / name, tdir2 / 'backups' / name)
-            made[name] = sha(tdir2 / name)
+    made = flush_into(node, tdir2, 500)
     r = node.incremental(store, 'inc2', *both)
     assert 'incremental inc2 on inc1 (base full)' in r.stdout, r.stdout + r.stderr
     assert tree_of(manifest(store, 'inc2'))[t].items() >= made.items()
-    first, in_second = (open(os.path.join(d, 'backups', TAKEN)).read().split()
-                        for d in (node.dirs[t], tdir2))
-    assert (first[2], in_second[2]) == ('2', '1')
-    assert {tb['name']: tb.get('taken') for ks in manifest(store, 'inc2')['keyspaces']
-            for tb in ks['tables']}[t] == 2
+    assert (taken_state(node.dirs[t]), taken_state(tdir2)) == ((2, 'inc2/n1'), (1, 'inc2/n1'))
+    links = {tb['name']: tb.get('links') for ks in manifest(store, 'inc2')['keyspaces']
+             for tb in ks['tables']}[t]
+    assert sorted((l['dir'], l['left'].split()[1], l['found'].split()[1]) for l in links) == \
+        sorted([(os.path.join(node.dirs[t], 'backups'), '2', '1'),
+                (str(tdir2 / 'backups'), '1', '0')])
+
+
+def test_a_full_backup_records_every_data_directory_of_its_tables(node, store, tmp_path):
+    """A full backup read the marks only in the data directories holding its snapshot: a
+    second directory of the table that held no sstable any more, but backups/ marked by the
+    older chain, refused every incremental of the new chain until the next full backup."""
+    t = TABLES[0]
+    second = tmp_path / 'data2'
+    tdir2 = second / KS / os.path.basename(node.dirs[t])
+    both = ['--data-dir', str(second)]
+    tdir2.mkdir(parents=True)
+    node.full(store, 'full', *both)
+    made = flush_into(node, tdir2, 500)
+    node.incremental(store, 'inc1', *both)
+    for n in made:  # compacted away since: the second directory has no sstable to snapshot
+        os.unlink(tdir2 / n)
+    node.snapshot_all('night2')
+    node.create(store, '--snapshot', 'night2', '--name', 'night2', *both)
+    node.flush(t)
+    r = node.incremental(store, 'inc2', *both)
+    assert 'incremental inc2 on night2 (base night2)' in r.stdout, r.stdout + r.stderr
+
+
+def test_forgetting_the_newest_incremental_refuses_the_next_one(node, store):
+    """forget by name of a chain's newest incremental: the next one followed the one before
+    it, and the record of links taken said only this chain had removed any, so it lacked the
+    sstable the forgotten one had taken in and removed, exit 0. The record names the backup
+    that made the last removal: refused until a full backup is made."""
+    node.full(store)
+    node.flush(TABLES[0])
+    node.incremental(store, 'inc1')
+    node.flush(TABLES[1])
+    node.incremental(store, 'inc2')
+    cb('forget', '--store', store, 'inc2')
+    node.flush(TABLES[2])
+    before = node.links()
+    r = node.incremental(store, 'inc3', check=False)
+    assert r.returncode == 3 and r.stderr.strip() == (
+        f'cassbackup: table {KS}.{TABLES[1]}: links were removed from its backups/ '
+        f'({node.dirs[TABLES[1]]}/backups) since inc1, by backup inc2/n1: on full this '
+        'incremental would lack them; make a full backup of these tables first; no backup was '
+        'made'), r.stderr
+    assert node.links() == before
+    node.snapshot_all('night2')
+    node.create(store, '--snapshot', 'night2', '--name', 'night2')
+    node.flush(TABLES[3])
+    r = node.incremental(store, 'inc3')
+    assert 'incremental inc3 on night2 (base night2)' in r.stdout
+
+
+def test_a_full_backup_of_a_snapshot_older_than_a_removal_is_no_base(node, store):
+    """A snapshot taken by hand, then an incremental of the old chain took in what was flushed
+    since and removed its links, then the snapshot was backed up: the new chain's incrementals
+    lacked that sstable, exit 0. The full backup says so and records nothing of that
+    directory, so they are refused for that table until a full backup of a fresh snapshot."""
+    node.full(store, 'night')
+    node.snapshot_all('night2')
+    node.flush(TABLES[0])
+    node.incremental(store, 'inc1')  # on night: takes the flush in, removes its links
+    r = node.create(store, '--snapshot', 'night2', '--name', 'night2')
+    assert (f'cassbackup: warning: table {KS}.{TABLES[0]}: links were removed from '
+            f'{node.dirs[TABLES[0]]}/backups after snapshot night2 was taken') in r.stderr, r.stderr
+    node.flush(TABLES[1])
+    before = node.links()
+    r = node.incremental(store, 'inc2', check=False)
+    assert r.returncode == 3 and (f'table {KS}.{TABLES[0]}: links were removed from its backups/ '
+                                  f'({node.dirs[TABLES[0]]}/backups) since night2, by backup inc1/n1')\
+        in r.stderr, r.stderr
+    assert node.links() == before
+    node.snapshot_all('night3')
+    node.create(store, '--snapshot', 'night3', '--name', 'night3')
+    node.flush(TABLES[2])
+    r = node.incremental(store, 'inc2')
+    assert 'incremental inc2 on night3 (base night3)' in r.stdout
+
+
+def test_clearing_removes_links_only_where_it_marked(node, store):
+    """create --clear-incremental-links of a snapshot of one table removed the links of the
+    other tables too (those whose bytes the store held), with no mark there to tell the
+    node's incrementals: links go only from the backups/ directories it marked."""
+    t0, t1 = TABLES[0], TABLES[1]
+    node.full(store)
+    b = os.path.join(node.dirs[t1], 'backups')
+    os.makedirs(b)
+    names = sorted(n for n in listed(node.dirs[t1]) if n.startswith('nb-'))
+    for n in names:  # links of sstables the full backup holds
+        os.link(os.path.join(node.dirs[t1], n), os.path.join(b, n))
+    node.snapshot_all('one', [t0])
+    r = node.create(store, '--snapshot', 'one', '--name', 'one', '--clear-incremental-links')
+    assert 'removed, ' in r.stdout, r.stdout + r.stderr
+    assert sorted(listed(b)) == names and not os.path.exists(os.path.join(b, TAKEN))
 
 
 def test_a_damaged_count_stops_incrementals_not_full_backups(node, store):
@@ -1389,13 +1516,15 @@ def test_a_damaged_count_stops_incrementals_not_full_backups(node, store):
     r = node.incremental(store, 'inc1', check=False)
     assert r.returncode == 1 and r.stderr.strip() == (
         f'cassbackup: cannot read {node.dirs[TABLES[0]]}/backups/{TAKEN}: not a file cassbackup '
-        'wrote; no backup was made'), r.stderr
+        'wrote (remove it, then make a full backup: the chain starts again there); no backup '
+        'was made'), r.stderr
     assert node.links() == before
     node.snapshot_all('night2')
     node.create(store, '--snapshot', 'night2', '--name', 'night2')
     os.unlink(path)  # what to do: remove it, and the chain starts again on a full backup
     r = node.incremental(store, 'inc1')
-    assert 'nothing new in backups/ since night2; no backup was made; 8 link(s)' in r.stdout
+    assert ('nothing new in backups/ since night2; no backup was made; 0 link(s) it holds '
+            'removed, 8 left') in r.stdout
 
 
 def test_one_create_of_a_node_at_a_time(node, store):

@@ -77,6 +77,7 @@ struct create_opts {
 	bool json, take_snapshot, include_system;
 	bool incremental, clear_links; /* --incremental, --clear-incremental-links */
 	bool clearing;                 /* clear_links, and no other chain's links (do_create) */
+	struct taken_records *links;   /* a full backup's record of backups/, one per table scanned */
 	const char *base;              /* --base */
 	struct inc_chain chain;        /* what an incremental follows (plan) */
 	int64_t snapshot_ns;           /* --take-snapshot: the time before it was taken */
@@ -737,7 +738,8 @@ static uint64_t table_bytes(const struct scan_table *t)
 }
 
 /* Hands one scanned table, its index directories and its files to the writer. */
-static int add_table(backup_writer *w, const struct scan_table *t, struct progress *prog)
+static int add_table(backup_writer *w, const struct scan_table *t,
+		     const struct taken_records *links, struct progress *prog)
 {
 	struct backup_table bt = {
 		.bytes = table_bytes(t),
@@ -746,7 +748,8 @@ static int add_table(backup_writer *w, const struct scan_table *t, struct progre
 		.table_id = t->table_id,
 		.dirname = t->dirname,
 		.schema_cql = t->schema_cql,
-		.taken = t->taken.n,
+		.links = links->v,
+		.nlinks = links->n,
 		.keyspace_attr = attr_of(&t->ks_st),
 		.table_attr = attr_of(&t->table_st),
 	};
@@ -1058,7 +1061,7 @@ static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 	}
 	r = r ?: add_node_files(o, w);
 	for (size_t i = 0; r == 0 && !ip && i < scan->ntables; i++)
-		r = add_table(w, &scan->tables[order[i]], prog);
+		r = add_table(w, &scan->tables[order[i]], &o->links[order[i]], prog);
 	progress_end(prog);
 	if (r == 0 && (r = backup_writer_commit(w, sum)) < 0 && r != -ECANCELED)
 		errorf("%s", backup_writer_errmsg(w));
@@ -1150,39 +1153,120 @@ static bool links_of_other_chain(struct create_opts *o)
 	return r != 0;
 }
 
-/* Records in the backups/ directories of the snapshot's tables that this backup removes links
- * there (taken.h), before its manifest, which records the counts: incrementals on older full
- * backups of these tables are then refused. 0, or -errno (said: the links stay). */
-static int mark_clearing(struct create_opts *o, struct scan_result *snap)
+/* This backup's name in backups/ directories (taken.h), into by. 0, or -ENAMETOOLONG. */
+static int own_name_in_backups(const struct create_opts *o, char by[TAKEN_BY_MAX])
 {
-	char ref[CB_REF_MAX], chain[TAKEN_CHAIN_MAX];
+	char ref[CB_REF_MAX];
 	const char *node = *o->nm.host_id ? o->nm.host_id : o->nm.node;
-	int r = store_backup_ref(o->name, node, ref) ?:
-		taken_chain(store_get_config(o->s)->id, ref, chain);
-	for (size_t i = 0; r == 0 && i < snap->ntables; i++) {
-		struct scan_table *t = &snap->tables[i];
-		for (size_t d = 0; r == 0 && d < t->nbackups_dirs; d++) {
-			struct links_taken now;
-			r = taken_mark(t->backups_dirs[d], &t->backups_taken[d], chain, &now);
-			if (r < 0)
-				errorf("cannot record in %s/" TAKEN_FILE " that this backup clears its "
-				       "links: %s; backups/ links left in place", t->backups_dirs[d],
-				       r == -EAGAIN ? "another backup took links there meanwhile"
-						    : strerror(-r));
-			else if (now.n > t->taken.n)
-				t->taken = now; /* the manifest records the greatest */
+	return store_backup_ref(o->name, node, ref) ?: taken_by(store_get_config(o->s)->id, ref, by);
+}
+
+/* When table t's snapshot was taken: the mtime of its manifest.json (Cassandra writes it once
+ * the snapshot's links are made), or -1 without one. */
+static int64_t table_snapshot_time(const struct scan_table *t)
+{
+	for (size_t k = 0; k < t->nfiles; k++)
+		if (t->files[k].dir < 0 && !strcmp(t->files[k].name, "manifest.json"))
+			return attr_of(&t->files[k].st).mtime_ns;
+	return -1;
+}
+
+/* The backups/ directories of t a full backup may record (into dirs and found; their count):
+ * with --snapshot of a snapshot taken earlier, not one whose last mark was written after it
+ * (a backup removed links there since, maybe flushed after the snapshot, which a chain on
+ * this backup would lack: with no record of that directory, its incrementals are refused,
+ * saying so). With --take-snapshot the node's lock (lock_node) kept other creates out. */
+static size_t recordable_dirs(const struct create_opts *o, const struct scan_table *t,
+			      char **dirs, struct links_taken *found)
+{
+	int64_t snapped = o->take_snapshot ? -1 : table_snapshot_time(t);
+	size_t n = 0;
+	for (size_t d = 0; d < t->nbackups_dirs; d++) {
+		const struct links_taken *lt = &t->backups_taken[d];
+		if (snapped >= 0 && lt->n && lt->marked_ns > snapped) {
+			errorf("warning: table %s.%s: links were removed from %s after snapshot %s was "
+			       "taken (the last removal by %s): incrementals on this backup would lack "
+			       "them, and are refused for it; a fresh snapshot (--take-snapshot) makes a "
+			       "base", t->keyspace, t->table, t->backups_dirs[d], o->tag, lt->by);
+			continue;
 		}
+		dirs[n] = t->backups_dirs[d];
+		found[n++] = *lt;
 	}
-	if (r < 0 && r != -ENAMETOOLONG)
-		return r;
-	if (r < 0)
+	return n;
+}
+
+/* A full backup's record of the backups/ directories of its tables (taken.h): as it finds
+ * them, or, when it clears links, marked by it once committed. 0, or -ENOMEM (said). */
+static int record_full_links(struct create_opts *o, const struct scan_result *snap)
+{
+	char by[TAKEN_BY_MAX];
+	if (o->clearing && own_name_in_backups(o, by) < 0) {
 		errorf("backup name too long to record in backups/; backups/ links left in place");
+		o->clearing = false;
+	}
+	o->links = calloc(snap->ntables + 1, sizeof(*o->links));
+	int r = o->links ? 0 : -ENOMEM;
+	for (size_t i = 0; r == 0 && i < snap->ntables; i++) {
+		const struct scan_table *t = &snap->tables[i];
+		char **dirs = calloc(t->nbackups_dirs + 1, sizeof(*dirs));
+		struct links_taken *found = calloc(t->nbackups_dirs + 1, sizeof(*found));
+		r = dirs && found ? 0 : -ENOMEM;
+		size_t n = r == 0 ? recordable_dirs(o, t, dirs, found) : 0;
+		r = r ?: taken_records_make(dirs, found, n, o->clearing ? by : NULL, &o->links[i]);
+		free(dirs);
+		free(found);
+	}
+	if (r < 0)
+		errorf("out of memory");
 	return r;
 }
 
-/* --clear-incremental-links, the full backup committed: the backups/ links older than its
- * snapshot whose bytes the store holds go (incremental_clear_links). Failing here leaves links
- * in place and the backup made: said, not fatal. */
+static void free_full_links(struct create_opts *o, const struct scan_result *snap)
+{
+	for (size_t i = 0; o->links && i < snap->ntables; i++)
+		taken_records_free(&o->links[i]);
+	free(o->links);
+	o->links = NULL;
+}
+
+/* Once committed, marks the backups/ directories of the snapshot's tables as cleared by this
+ * backup (taken.h): incrementals on older full backups of these tables are then refused.
+ * 0, or -errno (said: the links stay). */
+static int mark_clearing(const struct create_opts *o, const struct scan_result *snap)
+{
+	for (size_t i = 0; i < snap->ntables; i++) {
+		const char *dir = NULL;
+		int r = taken_records_mark(&o->links[i], &dir);
+		if (r < 0) {
+			errorf("cannot record in %s/" TAKEN_FILE " that this backup clears its links: "
+			       "%s; backups/ links left in place", dir, taken_strerror(r));
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* The backups/ directories this full backup marked (o->links; *n of them), or NULL (out of
+ * memory). The strings are o->links'. */
+static char **marked_dirs(const struct create_opts *o, const struct scan_result *snap, size_t *n)
+{
+	size_t all = 0;
+	for (size_t i = 0; i < snap->ntables; i++)
+		all += o->links[i].n;
+	char **v = calloc(all + 1, sizeof(*v));
+	*n = 0;
+	for (size_t i = 0; v && i < snap->ntables; i++)
+		for (size_t d = 0; d < o->links[i].n; d++)
+			if (o->links[i].marks[d])
+				v[(*n)++] = o->links[i].v[d].dir;
+	return v;
+}
+
+/* --clear-incremental-links, the full backup committed and marked: the backups/ links older
+ * than its snapshot whose bytes the store holds go from the directories it marked
+ * (incremental_clear_links). Failing here leaves links in place and the backup made: said,
+ * not fatal. */
 static void clear_links(struct create_opts *o, const struct scan_result *snap)
 {
 	int64_t when = snapshot_time(o, snap);
@@ -1201,12 +1285,19 @@ static void clear_links(struct create_opts *o, const struct scan_result *snap)
 		return;
 	}
 	sb_free(&err);
-	uint64_t removed, kept;
-	incremental_clear_links(store_catalog(o->s), snap, &links, when, &removed, &kept,
-				report_link_left, NULL);
-	if (!o->json)
+	uint64_t removed = 0, kept = 0;
+	struct links_cleared c = {.snap = snap, .links = &links, .snapshot_ns = when};
+	char **marked = marked_dirs(o, snap, &c.nmarked);
+	c.marked = marked;
+	if (!marked)
+		errorf("out of memory; backups/ links left in place");
+	else
+		incremental_clear_links(store_catalog(o->s), &c, &removed, &kept, report_link_left,
+					NULL);
+	if (marked && !o->json)
 		printf("backups/: %llu link(s) older than the snapshot with their bytes in the store "
 		       "removed, %llu left\n", (unsigned long long)removed, (unsigned long long)kept);
+	free(marked);
 	scan_result_free(&links);
 }
 
@@ -1275,14 +1366,16 @@ static int do_create(struct create_opts *o)
 	bool complete = check_complete(o, &scan);
 	/* decided before the manifest, which says so: incrementals on older full backups of
 	 * these tables lack the links cleared (incremental_chain, taken.h) */
-	o->clearing = complete && o->clear_links && !links_of_other_chain(o) &&
-		      mark_clearing(o, &scan) == 0;
+	o->clearing = complete && o->clear_links && !links_of_other_chain(o);
+	complete = complete && record_full_links(o, &scan) == 0;
 	if (complete)
 		read_node_files(o);
 	int rc = complete ? record_and_write(o, &scan, t0, &o->sum) : CB_EXIT_FAILED;
 	o->made = rc == 0;
-	if (rc == 0 && o->clearing)
+	/* committed first, then marked, then cleared: a kill between them removed nothing */
+	if (rc == 0 && o->clearing && mark_clearing(o, &scan) == 0)
 		clear_links(o, &scan);
+	free_full_links(o, &scan);
 	scan_result_free(&scan);
 	return rc;
 }
@@ -1330,24 +1423,38 @@ static int remove_held_links(struct create_opts *o, const inc_plan *ip, uint64_t
 
 /* --incremental: scans backups/, plans the tree on top of previous, writes and commits it,
  * then removes the links it stored. 0 or the exit code. */
+/* Scans backups/ and plans the incremental on previous, with what it records of the
+ * backups/ directories. 0, or -errno with err set (nothing left to free). */
+static int plan_incremental(struct create_opts *o, struct scan_result *scan, inc_plan **ip,
+			    struct strbuf *err)
+{
+	struct scan_opts so = {.data_dirs = o->data_dirs.v, .ndata_dirs = o->data_dirs.n,
+			       .sel = &o->sel, .include_system = o->include_system, .backups = true};
+	char by[TAKEN_BY_MAX];
+	*ip = NULL;
+	int r = scan_snapshot(&so, scan, err);
+	if (r < 0)
+		return r;
+	report_scan(scan);
+	r = incremental_plan(o->s, &o->chain, scan, ip, err);
+	if (r == 0 && (r = own_name_in_backups(o, by)) < 0)
+		sb_puts(err, "backup name too long to record in backups/");
+	r = r ?: incremental_record_links(*ip, scan, by, err);
+	if (r < 0) {
+		incremental_plan_free(*ip);
+		*ip = NULL;
+		scan_result_free(scan);
+	}
+	return r;
+}
+
 static int do_incremental(struct create_opts *o)
 {
 	double t0 = mono_seconds();
 	struct scan_result scan;
 	struct strbuf err = {0};
-	struct scan_opts so = {.data_dirs = o->data_dirs.v, .ndata_dirs = o->data_dirs.n,
-			       .sel = &o->sel, .include_system = o->include_system, .backups = true};
-	inc_plan *ip = NULL;
-	int r = scan_snapshot(&so, &scan, &err);
-	if (r == 0)
-		report_scan(&scan);
-	if (r == 0 && (r = incremental_plan(o->s, &o->chain, &scan, &ip, &err)) < 0)
-		scan_result_free(&scan);
-	/* before anything is removed, and before the manifest that records it */
-	if (r == 0 && (r = incremental_mark_taken(ip, &scan, &o->chain, &err)) < 0) {
-		incremental_plan_free(ip);
-		scan_result_free(&scan);
-	}
+	inc_plan *ip;
+	int r = plan_incremental(o, &scan, &ip, &err);
 	if (r < 0) {
 		errorf("%s; no backup was made", err.buf ? err.buf : strerror(-r));
 		sb_free(&err);
@@ -1359,12 +1466,21 @@ static int do_incremental(struct create_opts *o)
 	incremental_counts(ip, &c);
 	int rc = CB_EXIT_OK;
 	if (c.files == 0) {
-		/* what backups/ holds, previous holds (committed): those links go all the same */
-		uint64_t removed = 0;
-		rc = remove_held_links(o, ip, &removed);
+		/* what backups/ holds, previous holds (committed): those links go all the same,
+		 * where previous removed links itself */
+		uint64_t removed = 0, left = 0;
+		if (incremental_settle_held(ip, &left, &err) < 0) {
+			errorf("%s; links left in place", err.buf);
+			rc = CB_EXIT_FAILED;
+		} else {
+			rc = remove_held_links(o, ip, &removed);
+		}
 		if (rc == 0 && !o->json) {
 			printf("nothing new in backups/ since %s; no backup was made; %llu link(s) it "
 			       "holds removed", o->chain.previous, (unsigned long long)removed);
+			if (left)
+				printf(", %llu left for the next incremental that takes something in",
+				       (unsigned long long)left);
 			if (c.incomplete) /* an sstable whose TOC.txt names a component not linked */
 				printf("; %llu sstable(s) still being linked, left for the next one",
 				       (unsigned long long)c.incomplete);
@@ -1376,10 +1492,13 @@ static int do_incremental(struct create_opts *o)
 		read_node_files(o);
 		r = cancel_requested ? -ECANCELED : write_backup(o, &o->nm, &scan, ip, &o->sum);
 		uint64_t removed = 0;
-		/* Only now, the manifest written: each link removed holds bytes a committed backup
-		 * has. A kill before this line removes nothing; one during it leaves links whose
-		 * bytes are committed (previous then holds them: the next incremental skips them). */
-		if (r == 0)
+		/* Only now, the manifest written: backups/ marked (taken.h), then each link removed
+		 * holds bytes a committed backup has. A kill before the marks removes nothing and
+		 * leaves the directories as the manifest says it found them; one during the removals
+		 * leaves links whose bytes are committed (the next incremental holds them). */
+		if (r == 0 && incremental_mark_links(ip, &err) < 0)
+			errorf("%s; backups/ links left in place", err.buf);
+		else if (r == 0)
 			incremental_remove_links(store_catalog(o->s), ip, &removed, report_link_left, NULL);
 		o->links_removed = removed;
 		if (r == 0) {
@@ -1391,6 +1510,7 @@ static int do_incremental(struct create_opts *o)
 	}
 	incremental_plan_free(ip);
 	scan_result_free(&scan);
+	sb_free(&err);
 	return rc;
 }
 

@@ -338,10 +338,7 @@ int incremental_chain(struct store *s, const char *node_key, const char *base_na
 		snprintf(ch->base, sizeof(ch->base), "%s", base->name);
 		snprintf(ch->previous, sizeof(ch->previous), "%s", base->name);
 		snprintf(ch->previous_ref, sizeof(ch->previous_ref), "%s", base->ref);
-		r = taken_chain(store_get_config(s)->id, base->ref, ch->chain);
-		if (r < 0)
-			sb_printf(err, "backup %s: a name too long to record in backups/", base->name);
-		if (r == 0 && (r = choose_previous(cat, node_key, ch)) < 0)
+		if ((r = choose_previous(cat, node_key, ch)) < 0)
 			sb_printf(err, "cannot read the catalog: %s", catalog_why(cat, r, why, sizeof(why)));
 	}
 	manifest_scope_free(&newest);
@@ -368,7 +365,7 @@ struct inc_dir {
 struct inc_table {
 	char *keyspace, *table, *table_id, *dirname, *schema_cql;
 	struct backup_attr ka, ta;
-	uint64_t taken; /* previous's, then what this backup marked (taken.h) */
+	const struct taken_records *links; /* what the backup records of its backups/ (taken.h) */
 	struct inc_dir *dirs;
 	size_t ndirs;
 	struct inc_file *files;
@@ -382,9 +379,21 @@ struct inc_held {
 	unsigned char sha[32];
 };
 
+/* A backups/ directory scanned, as it stands against previous (taken.h). */
+struct inc_links_dir {
+	const char *dir;                   /* the scan's */
+	const struct manifest_links *rec;  /* previous's record of it, or NULL */
+	enum taken_verdict verdict;
+};
+
 struct inc_plan {
+	struct manifest *previous;
 	struct inc_table *tables;
 	size_t ntables;
+	struct inc_links_dir *dirs;
+	size_t ndirs;
+	struct taken_records *records; /* one per scanned table */
+	size_t nrecords;
 	struct inc_held *held;
 	size_t nheld;
 	struct inc_counts counts;
@@ -500,7 +509,6 @@ static int load_table(inc_plan *p, const struct manifest_keyspace *ks,
 		memcpy(f->sha, mf->sha256, 32);
 		p->counts.inherited++;
 	}
-	t->taken = mt->taken;
 	return 0;
 }
 
@@ -518,7 +526,7 @@ static int load_previous(struct store *s, const struct inc_chain *ch, inc_plan *
 			r = load_table(p, &m->keyspaces[k], &m->keyspaces[k].tables[i]);
 	if (r == -ENOMEM)
 		sb_puts(err, "out of memory");
-	manifest_free(m);
+	p->previous = m; /* its records of backups/ directories: freed with the plan */
 	return r;
 }
 
@@ -707,8 +715,6 @@ static int reset_table(inc_plan *p, struct inc_table *it, const struct scan_tabl
 	free(it->dirname);
 	free(it->schema_cql);
 	it->schema_cql = NULL;
-	if (strcmp(it->table_id, t->table_id) != 0)
-		it->taken = 0; /* another directory, counting on its own */
 	free(it->table_id);
 	it->table_id = strdup(t->table_id);
 	it->dirname = strdup(t->dirname);
@@ -795,25 +801,79 @@ static int merge_table(inc_plan *p, const struct scan_table *t)
 	return 0;
 }
 
-/* Were the links of t's backups/ removed since previous only by this chain (taken.h)? 0, or
- * -EXDEV with err saying which table and by what. */
-static int check_taken(const inc_plan *p, const struct scan_table *t, const struct inc_chain *ch,
-		       struct strbuf *err)
+/* previous's record of backups/ directory dir, or NULL. */
+static const struct manifest_links *previous_record(const inc_plan *p, const char *dir)
 {
-	const struct inc_table *it = find_table((inc_plan *)p, t->keyspace, t->table);
-	uint64_t recorded = it && !strcmp(it->table_id, t->table_id) ? it->taken : 0;
-	if (taken_allows(&t->taken, recorded, ch->chain))
+	const struct manifest *m = p->previous;
+	for (size_t k = 0; k < m->nkeyspaces; k++)
+		for (size_t i = 0; i < m->keyspaces[k].ntables; i++) {
+			const struct manifest_table *mt = &m->keyspaces[k].tables[i];
+			const struct manifest_links *rec = taken_record(mt->links, mt->nlinks, dir);
+			if (rec)
+				return rec;
+		}
+	return NULL;
+}
+
+/* Who made a removal, as the file names it: "backup REF" (of this store), "backup REF of
+ * store ID", or, for a file of format 1, "the chain of full backup REF". */
+static void sb_remover(struct strbuf *sb, const struct links_taken *t, const char *store_id)
+{
+	const char *colon = strchr(t->by, ':');
+	size_t idlen = colon ? (size_t)(colon - t->by) : 0;
+	if (!strcmp(t->epoch, "v1"))
+		sb_printf(sb, "the chain of full backup %s (a file of an older cassbackup)",
+			  colon ? colon + 1 : t->by);
+	else if (colon && strlen(store_id) == idlen && !strncmp(t->by, store_id, idlen))
+		sb_printf(sb, "backup %s", colon + 1);
+	else
+		sb_printf(sb, "backup %s of store %.*s", colon ? colon + 1 : t->by, (int)idlen, t->by);
+}
+
+/* Were links removed from t's backups/ directory d since previous (taken.h)? Notes how it
+ * stands in the plan; 0, or -EXDEV with err saying which table and directory, and by whom. */
+static int check_dir(inc_plan *p, const struct scan_table *t, size_t d, const struct inc_chain *ch,
+		     const char *store_id, struct strbuf *err)
+{
+	const struct links_taken *now = &t->backups_taken[d];
+	struct inc_links_dir *ld = &p->dirs[p->ndirs++];
+	*ld = (struct inc_links_dir){.dir = t->backups_dirs[d],
+				     .rec = previous_record(p, t->backups_dirs[d])};
+	ld->verdict = taken_judge(ld->rec, now);
+	if (ld->verdict != TAKEN_SINCE)
 		return 0;
 	sb_puts(err, "table ");
 	sb_escape(err, t->keyspace);
 	sb_puts(err, ".");
 	sb_escape(err, t->table);
-	sb_printf(err, ": links were removed from its backups/ %" PRIu64 " time(s) since %s, by "
-		  "backups of another full backup or store (the last: %s): on %s this incremental "
-		  "would lack them; make a full backup of these tables first",
-		  t->taken.n - (t->taken.n > recorded ? recorded : 0), ch->previous, t->taken.chain,
-		  ch->base);
+	if (now->n == 0) {
+		sb_printf(err, ": %s/" TAKEN_FILE " is gone since %s (removed by hand?): links removed "
+			  "from it meanwhile cannot be told", t->backups_dirs[d], ch->previous);
+	} else {
+		sb_printf(err, ": links were removed from its backups/ (%s) since %s, by ",
+			  t->backups_dirs[d], ch->previous);
+		sb_remover(err, now, store_id);
+	}
+	sb_printf(err, ": on %s this incremental would lack them; make a full backup of these "
+		  "tables first", ch->base);
 	return -EXDEV;
+}
+
+static int check_taken(inc_plan *p, const struct scan_result *scan, const struct inc_chain *ch,
+		       const char *store_id, struct strbuf *err)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < scan->ntables; i++)
+		n += scan->tables[i].nbackups_dirs;
+	if (n && !(p->dirs = calloc(n, sizeof(*p->dirs)))) {
+		sb_puts(err, "out of memory");
+		return -ENOMEM;
+	}
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < scan->ntables; i++)
+		for (size_t d = 0; r == 0 && d < scan->tables[i].nbackups_dirs; d++)
+			r = check_dir(p, &scan->tables[i], d, ch, store_id, err);
+	return r;
 }
 
 int incremental_plan(struct store *s, const struct inc_chain *ch, const struct scan_result *scan,
@@ -829,8 +889,8 @@ int incremental_plan(struct store *s, const struct inc_chain *ch, const struct s
 	for (size_t i = 0; r == 0 && i < scan->ntables; i++)
 		if ((r = merge_table(p, &scan->tables[i])) < 0)
 			sb_printf(err, "cannot read %s/backups: %s", scan->tables[i].dirname, strerror(-r));
-	for (size_t i = 0; r == 0 && i < scan->ntables; i++)
-		r = check_taken(p, &scan->tables[i], ch, err);
+	if (r == 0)
+		r = check_taken(p, scan, ch, store_get_config(s)->id, err);
 	if (r < 0) {
 		incremental_plan_free(p);
 		return r;
@@ -844,27 +904,89 @@ void incremental_counts(const inc_plan *p, struct inc_counts *c)
 	*c = p->counts;
 }
 
-int incremental_mark_taken(inc_plan *p, const struct scan_result *scan, const struct inc_chain *ch,
-			   struct strbuf *err)
+int incremental_record_links(inc_plan *p, const struct scan_result *scan, const char *by,
+			    struct strbuf *err)
 {
+	if (scan->ntables && !(p->records = calloc(scan->ntables, sizeof(*p->records)))) {
+		sb_puts(err, "out of memory");
+		return -ENOMEM;
+	}
 	for (size_t i = 0; i < scan->ntables; i++) {
 		const struct scan_table *t = &scan->tables[i];
 		struct inc_table *it = find_table(p, t->keyspace, t->table);
-		uint64_t n = t->taken.n;
-		for (size_t d = 0; t->nfiles && d < t->nbackups_dirs; d++) {
-			struct links_taken now;
-			int r = taken_mark(t->backups_dirs[d], &t->backups_taken[d], ch->chain, &now);
-			if (r < 0) {
-				sb_printf(err, "cannot record in %s/" TAKEN_FILE " that this backup "
-					  "takes its links: %s", t->backups_dirs[d], r == -EAGAIN ?
-					  "another backup took links there meanwhile; run again" : strerror(-r));
-				return r;
-			}
-			n = now.n > n ? now.n : n;
+		if (!it || strcmp(it->table_id, t->table_id) != 0)
+			continue; /* not in the backup: none of its links go */
+		p->nrecords = i + 1;
+		int r = taken_records_make(t->backups_dirs, t->backups_taken, t->nbackups_dirs,
+					   t->nfiles ? by : NULL, &p->records[i]);
+		if (r < 0) {
+			sb_printf(err, "%s", r == -ENOMEM ? "out of memory" : "backup name too long "
+				  "to record in backups/");
+			return r;
 		}
-		if (it && !strcmp(it->table_id, t->table_id))
-			it->taken = n;
+		it->links = &p->records[i];
 	}
+	return 0;
+}
+
+int incremental_mark_links(const inc_plan *p, struct strbuf *err)
+{
+	for (size_t i = 0; i < p->nrecords; i++) {
+		const char *dir = NULL;
+		int r = taken_records_mark(&p->records[i], &dir);
+		if (r < 0) {
+			sb_printf(err, "cannot record in %s/" TAKEN_FILE " that this backup takes its "
+				  "links: %s", dir, taken_strerror(r));
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* The backups/ directory of table t that f is in, as the plan has it, or NULL. */
+static const struct inc_links_dir *dir_of(const inc_plan *p, const struct scan_file *f)
+{
+	for (size_t i = 0; i < p->ndirs; i++)
+		if (scan_file_below(f, p->dirs[i].dir))
+			return &p->dirs[i];
+	return NULL;
+}
+
+/* Nothing new: may the links previous holds in dir go? Only where previous removed links
+ * itself (its record says what it found): it marked the directory, or, killed before, the
+ * mark is made now; elsewhere a removal would be one no manifest records. 1, 0, or -errno. */
+static int held_may_go(const struct inc_links_dir *ld)
+{
+	if (!ld || !ld->rec || !ld->rec->found)
+		return 0;
+	if (ld->verdict == TAKEN_AS_LEFT)
+		return 1;
+	struct links_taken found, left;
+	if (ld->verdict != TAKEN_AS_FOUND || taken_parse(ld->rec->found, &found) < 0 ||
+	    taken_parse(ld->rec->left, &left) < 0)
+		return 0;
+	int r = taken_mark(ld->dir, &found, &left);
+	return r < 0 ? r : 1;
+}
+
+int incremental_settle_held(inc_plan *p, uint64_t *left, struct strbuf *err)
+{
+	size_t kept = 0;
+	*left = 0;
+	for (size_t i = 0; i < p->nheld; i++) {
+		const struct inc_links_dir *ld = dir_of(p, p->held[i].src);
+		int r = held_may_go(ld);
+		if (r < 0) {
+			sb_printf(err, "cannot record in %s/" TAKEN_FILE " that the previous backup "
+				  "took its links: %s", ld->dir, taken_strerror(r));
+			return r;
+		}
+		if (r == 1)
+			p->held[kept++] = p->held[i];
+		else
+			(*left)++;
+	}
+	p->nheld = kept;
 	return 0;
 }
 
@@ -881,6 +1003,11 @@ void incremental_plan_free(inc_plan *p)
 		free(t->dirname);
 		free(t->schema_cql);
 	}
+	for (size_t i = 0; i < p->nrecords; i++)
+		taken_records_free(&p->records[i]);
+	free(p->records);
+	free(p->dirs);
+	manifest_free(p->previous);
 	free(p->tables);
 	free(p->held);
 	free(p);
@@ -937,7 +1064,9 @@ int incremental_write(backup_writer *w, const inc_plan *p, struct strbuf *err)
 		struct backup_table bt = {.keyspace = t->keyspace, .table = t->table,
 					  .table_id = t->table_id, .dirname = t->dirname,
 					  .schema_cql = t->schema_cql, .keyspace_attr = t->ka,
-					  .table_attr = t->ta, .bytes = bytes, .taken = t->taken};
+					  .table_attr = t->ta, .bytes = bytes,
+					  .links = t->links ? t->links->v : NULL,
+					  .nlinks = t->links ? t->links->n : 0};
 		unsigned ti, di;
 		r = backup_writer_add_table(w, &bt, &ti);
 		for (size_t d = 0; r == 0 && d < t->ndirs; d++)
@@ -1058,21 +1187,31 @@ static int bytes_held(catalog *cat, const struct scan_result *snap, const struct
 	return r < 0 ? r : catalog_find_used_blob(cat, sha, (uint64_t)f->st.st_size, &id);
 }
 
-int incremental_clear_links(catalog *cat, const struct scan_result *snap,
-			    const struct scan_result *links, int64_t snapshot_ns, uint64_t *removed,
+/* Is f in one of the directories c marked? */
+static bool in_marked(const struct links_cleared *c, const struct scan_file *f)
+{
+	for (size_t i = 0; i < c->nmarked; i++)
+		if (scan_file_below(f, c->marked[i]))
+			return true;
+	return false;
+}
+
+int incremental_clear_links(catalog *cat, const struct links_cleared *c, uint64_t *removed,
 			    uint64_t *kept, void (*report)(void *ctx, const char *path, int err),
 			    void *ctx)
 {
 	int first = 0;
 	*removed = *kept = 0;
-	for (size_t i = 0; i < links->ntables; i++)
-		for (size_t k = 0; k < links->tables[i].nfiles; k++) {
-			const struct scan_file *f = &links->tables[i].files[k];
-			if (attr_of(&f->st).mtime_ns >= snapshot_ns) {
-				(*kept)++; /* flushed since: the next incremental's */
+	for (size_t i = 0; i < c->links->ntables; i++)
+		for (size_t k = 0; k < c->links->tables[i].nfiles; k++) {
+			const struct scan_file *f = &c->links->tables[i].files[k];
+			/* flushed since (the next incremental's), or where no mark records this
+			 * removal: left */
+			if (attr_of(&f->st).mtime_ns >= c->snapshot_ns || !in_marked(c, f)) {
+				(*kept)++;
 				continue;
 			}
-			int r = bytes_held(cat, snap, f);
+			int r = bytes_held(cat, c->snap, f);
 			if (r == 0) {
 				(*kept)++;
 				continue;

@@ -45,7 +45,6 @@ struct inc_chain {
 	char base[256];     /* the node's full backup */
 	char previous[256]; /* base, or the last incremental made on it */
 	char previous_ref[320]; /* where previous's manifest is (store.h) */
-	char chain[TAKEN_CHAIN_MAX]; /* the chain's name in backups/ directories (taken.h) */
 };
 
 /* Chooses base and previous (the last backup of the node made on base, else base): base is
@@ -79,11 +78,22 @@ int incremental_plan(struct store *s, const struct inc_chain *ch, const struct s
 		     inc_plan **out, struct strbuf *err);
 void incremental_plan_free(inc_plan *p); /* accepts NULL */
 
-/* Records in the backups/ directories of scan's tables that hold links (TAKEN_FILE) that this
- * chain removes links there, before the manifest saying so is written; the plan's tables
- * then record the counts. 0 or -errno (err says which directory). */
-int incremental_mark_taken(inc_plan *p, const struct scan_result *scan, const struct inc_chain *ch,
-			   struct strbuf *err);
+/* What the incremental records of the backups/ directories of scan's tables (taken.h): each
+ * as found, and those of tables with links (in the backup) moved on by backup `by`
+ * (taken_by), the marks made after the commit by incremental_mark_links. scan is kept until
+ * the plan is freed. 0 or -errno with err set. */
+int incremental_record_links(inc_plan *p, const struct scan_result *scan, const char *by,
+			     struct strbuf *err);
+
+/* After the commit, before any link is removed: the marks recorded. 0 or -errno (err says
+ * which directory: no link may be removed then). */
+int incremental_mark_links(const inc_plan *p, struct strbuf *err);
+
+/* Nothing new (no backup made): keeps among the links previous holds those it may remove
+ * with no manifest recording it, in directories previous removed links from (a mark a kill
+ * kept it from making is made now); *left counts the others, left for the next incremental
+ * that takes something in. 0 or -errno (err says which directory). */
+int incremental_settle_held(inc_plan *p, uint64_t *left, struct strbuf *err);
 
 struct inc_counts {
 	uint64_t files, bytes; /* taken in from backups/ */
@@ -106,15 +116,21 @@ int incremental_write(backup_writer *w, const inc_plan *p, struct strbuf *err);
 int incremental_remove_links(catalog *cat, const inc_plan *p, uint64_t *removed,
 			     void (*report)(void *ctx, const char *path, int err), void *ctx);
 
-/* `create --clear-incremental-links`, after a full backup of snapshot snap committed: removes
- * each link of links (a scan of backups/) written before the snapshot was taken (mtime before
+/* `create --clear-incremental-links`, after a full backup of snapshot snap committed and
+ * marked backups/ directories marked (taken.h; nmarked): removes each link of links (a scan of
+ * backups/) in those directories written before the snapshot was taken (mtime before
  * snapshot_ns; its ctime cannot tell, as the snapshot's own hard link to it moved it) whose
  * bytes the store holds: the inode of a file the snapshot backed up, else a content the
  * catalog knows (hashed now). Each one removed only while it is the file looked at.
  * *removed and *kept count them; a link that could not be judged or removed goes to report.
  * 0, or the first -errno. */
-int incremental_clear_links(catalog *cat, const struct scan_result *snap,
-			    const struct scan_result *links, int64_t snapshot_ns, uint64_t *removed,
+struct links_cleared {
+	const struct scan_result *snap, *links;
+	char *const *marked;
+	size_t nmarked;
+	int64_t snapshot_ns;
+};
+int incremental_clear_links(catalog *cat, const struct links_cleared *c, uint64_t *removed,
 			    uint64_t *kept, void (*report)(void *ctx, const char *path, int err),
 			    void *ctx);
 

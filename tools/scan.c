@@ -143,6 +143,16 @@ static int read_fd_small(int fd, size_t max, char **out, size_t *len)
 	return 0;
 }
 
+bool scan_file_below(const struct scan_file *f, const char *dir)
+{
+	size_t n = strlen(f->data_dir);
+	if (strncmp(dir, f->data_dir, n) != 0 || dir[n] != '/')
+		return false;
+	const char *below = dir + n + 1;
+	size_t m = strlen(below);
+	return !strncmp(f->rel, below, m) && f->rel[m] == '/';
+}
+
 int scan_open_file(const struct scan_file *f)
 {
 	int dfd = open(f->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -567,8 +577,8 @@ static int note_tags(struct ctx *c, const struct place *snapshots)
 	return r;
 }
 
-/* Notes the backups/ directory of table t in tdir, if it has one: its path, and its
- * TAKEN_FILE when that says more removals than another's. */
+/* Notes the backups/ directory of table t in tdir, if it has one: its path and what its
+ * TAKEN_FILE says. */
 static int note_backups_dir(struct ctx *c, struct scan_table *t, const struct place *tdir)
 {
 	int fd = openat(tdir->fd, "backups", DIR_FLAGS);
@@ -596,18 +606,16 @@ static int note_backups_dir(struct ctx *c, struct scan_table *t, const struct pl
 	    (r = ptrv_push(&t->backups_dirs, &t->nbackups_dirs, path.buf)) == 0)
 		path.buf = NULL;
 	sb_free(&path);
-	if (r == 0 && lt.n > t->taken.n)
-		t->taken = lt;
 	if (r < 0)
 		sb_printf(c->err, "cannot read %s/backups/" TAKEN_FILE ": %s", tdir->path,
-			  r == -EBADMSG ? "not a file cassbackup wrote" : strerror(-r));
+			  taken_strerror(r));
 	return r;
 }
 
 /* The snapshot directory snaps/<tag>, if there is one, into table t. */
 static int scan_tag(struct ctx *c, const char *ks, const char *table, const char *id,
-		    const char *dirname, const struct place *tdir, const struct place *snaps,
-		    const struct stat *ks_st, const struct stat *table_st)
+		    const char *dirname, const struct place *snaps, const struct stat *ks_st,
+		    const struct stat *table_st)
 {
 	struct stat st;
 	if (fstatat(snaps->fd, c->o->tag, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
@@ -622,9 +630,7 @@ static int scan_tag(struct ctx *c, const char *ks, const char *table, const char
 			t->ks_st = *ks_st;
 			t->table_st = *table_st;
 		}
-		if (t && (r = note_backups_dir(c, t, tdir)) < 0)
-			close(snap.fd);
-		else if (t)
+		if (t)
 			r = scan_files(c, t, &snap, -1);
 		else
 			close(snap.fd);
@@ -697,7 +703,7 @@ static int scan_table_dir(struct ctx *c, const char *ks, const char *table, cons
 	struct strbuf path = {0};
 	r = open_place(c, tdir, "snapshots", &snaps, &path);
 	if (r == 0) {
-		r = scan_tag(c, ks, table, id, dirname, tdir, &snaps, ks_st, &tst);
+		r = scan_tag(c, ks, table, id, dirname, &snaps, ks_st, &tst);
 		close(snaps.fd);
 	}
 	sb_free(&path);
@@ -816,6 +822,31 @@ static int scan_data_dir(struct ctx *c, const char *dd)
 	return r > 0 ? 0 : r;
 }
 
+/* A full backup: the backups/ directories of each table in every data directory, those
+ * without the snapshot too (a table's flushes go to any of them). */
+static int note_all_backups_dirs(struct ctx *c)
+{
+	int r = 0;
+	struct strbuf path = {0};
+	for (size_t i = 0; r == 0 && i < c->res->ntables; i++) {
+		struct scan_table *t = &c->res->tables[i];
+		for (size_t d = 0; r == 0 && d < c->o->ndata_dirs; d++) {
+			path.len = 0;
+			if ((r = sb_printf(&path, "%s/%s/%s", c->o->data_dirs[d], t->keyspace,
+					   t->dirname)) < 0)
+				break;
+			struct place tdir = {.fd = open(path.buf, DIR_FLAGS), .path = path.buf,
+					     .data_dir = c->o->data_dirs[d]};
+			if (tdir.fd < 0)
+				continue; /* not in this data directory */
+			r = note_backups_dir(c, t, &tdir);
+			close(tdir.fd);
+		}
+	}
+	sb_free(&path);
+	return r;
+}
+
 static int cmp_file(const void *a, const void *b)
 {
 	const struct scan_file *x = a, *y = b;
@@ -901,6 +932,8 @@ int scan_snapshot(const struct scan_opts *o, struct scan_result *res, struct str
 		explain_nothing(&c);
 		r = -ENOENT;
 	}
+	if (r == 0 && !o->backups)
+		r = note_all_backups_dirs(&c);
 	if (r == 0 && res->ntables) { /* qsort's base must not be NULL, even for 0 elements */
 		qsort(res->tables, res->ntables, sizeof(*res->tables), cmp_table);
 		for (size_t i = 0; i < res->ntables; i++)

@@ -61,12 +61,11 @@ struct scan_table {
 	 * table no longer has: left out (and in place), counted in before_emptied. */
 	int64_t emptied_ms;
 	uint64_t before_emptied;
-	/* The table's backups/ directories (paths) and what the TAKEN_FILE of each says (taken.h),
-	 * read in both kinds of scan; taken: the one of the greatest count. */
+	/* The table's backups/ directories (paths, in every data directory) and what the
+	 * TAKEN_FILE of each says (taken.h), read in both kinds of scan. */
 	char **backups_dirs;
 	struct links_taken *backups_taken;
 	size_t nbackups_dirs;
-	struct links_taken taken;
 };
 
 struct scan_opts {
@@ -108,6 +107,10 @@ struct scan_result {
 /* Scans. On failure, err holds a one-line reason naming the thing that failed. */
 int scan_snapshot(const struct scan_opts *o, struct scan_result *res, struct strbuf *err);
 void scan_result_free(struct scan_result *res);
+
+/* Is scanned file f below directory dir (a path as the scan spells it: data directory, then
+ * components below it)? */
+bool scan_file_below(const struct scan_file *f, const char *dir);
 
 /* Opens a scanned file for reading, each directory below its data directory with O_NOFOLLOW.
  * The fd, or -errno (-ELOOP: a component became a symlink). */

@@ -7,33 +7,71 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#define TAKEN_MAGIC "cassbackup-taken 1 "
+#define TAKEN_MAGIC "cassbackup-taken "
 #define TAKEN_MAX 512
+#define EPOCH_V1 "v1" /* the epoch a file of format 1 reads with */
 
-static bool chain_ok(const char *s)
+/* One word of printable bytes, shorter than max. */
+static bool word_ok(const char *s, size_t max)
 {
 	size_t n = strlen(s);
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f)
 			return false;
-	return n > 0 && n < TAKEN_CHAIN_MAX;
+	return n > 0 && n < max;
 }
 
-/* "cassbackup-taken 1 N M CHAIN\n" */
-static int parse(const char *buf, struct links_taken *t)
+static bool epoch_ok(const char *s)
 {
-	if (strncmp(buf, TAKEN_MAGIC, strlen(TAKEN_MAGIC)) != 0)
-		return -EBADMSG;
+	return strlen(s) == 16 && strspn(s, "0123456789abcdef") == 16;
+}
+
+/* "EPOCH N BY", whole (a format 1 file's epoch, EPOCH_V1, only when v1 is true). */
+static int parse_state(const char *s, bool v1, struct links_taken *t)
+{
+	char epoch[TAKEN_BY_MAX], by[TAKEN_BY_MAX];
+	uint64_t n;
 	int used = 0;
-	char chain[TAKEN_CHAIN_MAX];
-	if (sscanf(buf + strlen(TAKEN_MAGIC), "%" SCNu64 " %" SCNu64 " %399s\n%n", &t->n, &t->m,
-		   chain, &used) != 3 || used == 0 || buf[strlen(TAKEN_MAGIC) + (size_t)used] != '\0' ||
-	    !chain_ok(chain) || t->n == 0 || t->m == 0 || t->m > t->n)
+	*t = (struct links_taken){0};
+	if (sscanf(s, "%399s %" SCNu64 " %399s%n", epoch, &n, by, &used) != 3 || used == 0 ||
+	    s[used] != '\0' || !word_ok(by, TAKEN_BY_MAX) || n == 0 ||
+	    !(epoch_ok(epoch) || (v1 && !strcmp(epoch, EPOCH_V1))))
 		return -EBADMSG;
-	snprintf(t->chain, sizeof(t->chain), "%s", chain);
+	memcpy(t->epoch, epoch, strlen(epoch) + 1); /* checked: 16 bytes at most */
+	t->n = n;
+	snprintf(t->by, sizeof(t->by), "%s", by);
 	return 0;
+}
+
+/* A format 1 file's "N M CHAIN", whole: the state "v1 N CHAIN". */
+static int parse_format1(const char *s, struct links_taken *t)
+{
+	char chain[TAKEN_BY_MAX];
+	uint64_t n, m;
+	int used = 0;
+	*t = (struct links_taken){0};
+	if (sscanf(s, "%" SCNu64 " %" SCNu64 " %399s%n", &n, &m, chain, &used) != 3 || used == 0 ||
+	    s[used] != '\0' || !word_ok(chain, TAKEN_BY_MAX) || n == 0 || m == 0 || m > n)
+		return -EBADMSG;
+	*t = (struct links_taken){.epoch = EPOCH_V1, .n = n};
+	snprintf(t->by, sizeof(t->by), "%s", chain);
+	return 0;
+}
+
+/* The file's one line, "cassbackup-taken F FIELDS\n". */
+static int parse_file(char *buf, struct links_taken *t)
+{
+	size_t len = strlen(buf);
+	if (strncmp(buf, TAKEN_MAGIC, strlen(TAKEN_MAGIC)) != 0 || len < strlen(TAKEN_MAGIC) + 3 ||
+	    buf[len - 1] != '\n' || memchr(buf, '\n', len - 1))
+		return -EBADMSG;
+	buf[len - 1] = '\0';
+	const char *f = buf + strlen(TAKEN_MAGIC);
+	return !strncmp(f, "2 ", 2) ? parse_state(f + 2, false, t)
+	       : !strncmp(f, "1 ", 2) ? parse_format1(f + 2, t) : -EBADMSG;
 }
 
 int taken_read(int dirfd, struct links_taken *t)
@@ -43,56 +81,109 @@ int taken_read(int dirfd, struct links_taken *t)
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
 	char buf[TAKEN_MAX + 1];
+	struct stat st;
 	ssize_t n = read(fd, buf, TAKEN_MAX);
-	int r = n < 0 ? -errno : n == TAKEN_MAX ? -EBADMSG : 0;
+	int r = n < 0 ? -errno : n == TAKEN_MAX || memchr(buf, '\0', (size_t)n) ? -EBADMSG : 0;
+	if (r == 0 && fstat(fd, &st) < 0)
+		r = -errno;
 	close(fd);
 	if (r == 0) {
 		buf[n] = '\0';
-		r = parse(buf, t);
+		r = parse_file(buf, t);
+		t->marked_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 	}
 	if (r < 0)
 		*t = (struct links_taken){0};
 	return r;
 }
 
-int taken_chain(const char *store_id, const char *base_ref, char chain[TAKEN_CHAIN_MAX])
+int taken_by(const char *store_id, const char *ref, char by[TAKEN_BY_MAX])
 {
-	int n = snprintf(chain, TAKEN_CHAIN_MAX, "%s:%s", store_id, base_ref);
-	return n > 0 && n < TAKEN_CHAIN_MAX && chain_ok(chain) ? 0 : -ENAMETOOLONG;
+	int n = snprintf(by, TAKEN_BY_MAX, "%s:%s", store_id, ref);
+	return n > 0 && n < TAKEN_BY_MAX && word_ok(by, TAKEN_BY_MAX) ? 0 : -ENAMETOOLONG;
 }
 
-bool taken_allows(const struct links_taken *t, uint64_t recorded, const char *chain)
+int taken_format(const struct links_taken *t, struct strbuf *out)
 {
-	if (t->n == recorded)
-		return true;
-	/* every removal from m on was chain's, and none by another came between recorded and m */
-	return t->n > recorded && !strcmp(t->chain, chain) && t->m <= recorded + 1;
+	return t->n ? sb_printf(out, "%s %" PRIu64 " %s", t->epoch, t->n, t->by)
+		    : sb_puts(out, "- 0 -");
 }
 
-/* Is the file in dirfd still what was says (nothing marked since it was read)? 0, -EAGAIN
- * when another backup marked meanwhile, or -errno. */
-static int still(int dirfd, const struct links_taken *was)
+int taken_parse(const char *s, struct links_taken *t)
+{
+	if (!strcmp(s, "- 0 -")) {
+		*t = (struct links_taken){0};
+		return 0;
+	}
+	return parse_state(s, true, t);
+}
+
+bool taken_same(const struct links_taken *a, const struct links_taken *b)
+{
+	return a->n == b->n && !strcmp(a->epoch, b->epoch) && !strcmp(a->by, b->by);
+}
+
+int taken_next(const struct links_taken *was, const char *by, struct links_taken *now)
+{
+	if (!word_ok(by, TAKEN_BY_MAX))
+		return -ENAMETOOLONG;
+	*now = (struct links_taken){.n = was->n + 1};
+	if (epoch_ok(was->epoch))
+		snprintf(now->epoch, sizeof(now->epoch), "%s", was->epoch);
+	else /* a first file, or one of format 1 */
+		snprintf(now->epoch, sizeof(now->epoch), "%016" PRIx64, random_below(UINT64_MAX));
+	snprintf(now->by, sizeof(now->by), "%s", by);
+	return 0;
+}
+
+const struct manifest_links *taken_record(const struct manifest_links *links, size_t n,
+					  const char *dir)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(links[i].dir, dir))
+			return &links[i];
+	return NULL;
+}
+
+enum taken_verdict taken_judge(const struct manifest_links *rec, const struct links_taken *now)
+{
+	struct links_taken left, found;
+	if (!rec)
+		return now->n == 0 ? TAKEN_NEVER : TAKEN_SINCE;
+	if (taken_parse(rec->left, &left) == 0 && taken_same(&left, now))
+		return TAKEN_AS_LEFT;
+	if (rec->found && taken_parse(rec->found, &found) == 0 && taken_same(&found, now))
+		return TAKEN_AS_FOUND;
+	return TAKEN_SINCE;
+}
+
+/* What the file in dirfd says against was and now: 0 was, 1 now, -EAGAIN another, -errno. */
+static int says(int dirfd, const struct links_taken *was, const struct links_taken *now)
 {
 	struct links_taken t;
 	int r = taken_read(dirfd, &t);
-	if (r == 0 && (t.n != was->n || t.m != was->m || strcmp(t.chain, was->chain) != 0))
-		r = -EAGAIN;
-	return r;
+	return r < 0 ? r : taken_same(&t, was) ? 0 : taken_same(&t, now) ? 1 : -EAGAIN;
 }
 
-static int write_marked(const char *dir, const char *chain, const struct links_taken *now);
+static int write_state(const char *dir, const struct links_taken *now);
 
-int taken_mark(const char *dir, const struct links_taken *was, const char *chain,
-	       struct links_taken *now)
+const char *taken_strerror(int err)
 {
-	/* under an exclusive lock of the directory, and only while the file says what the caller
-	 * checked: two backups marking at once must not both count one removal */
+	switch (err) {
+	case -EAGAIN: return "another backup took links there meanwhile";
+	case -EBADMSG: return "not a file cassbackup wrote (remove it, then make a full backup: the "
+			      "chain starts again there)";
+	default: return strerror(-err);
+	}
+}
+
+int taken_mark(const char *dir, const struct links_taken *was, const struct links_taken *now)
+{
+	/* under an exclusive lock of the directory, and only from the state the caller checked:
+	 * two backups marking at once must not both count one removal */
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	int r = dfd < 0 ? -errno : flock(dfd, LOCK_EX) < 0 ? -errno : still(dfd, was);
-	*now = (struct links_taken){.n = was->n + 1};
-	now->m = strcmp(was->chain, chain) == 0 && was->n ? was->m : now->n;
-	snprintf(now->chain, sizeof(now->chain), "%s", chain);
-	r = r ?: write_marked(dir, chain, now);
+	int r = dfd < 0 ? -errno : flock(dfd, LOCK_EX) < 0 ? -errno : says(dfd, was, now);
+	r = r == 0 ? write_state(dir, now) : r == 1 ? 0 : r;
 	if (dfd >= 0)
 		close(dfd); /* and the lock with it */
 	return r;
@@ -100,14 +191,14 @@ int taken_mark(const char *dir, const struct links_taken *was, const char *chain
 
 /* Writes now into dir's TAKEN_FILE: a temporary file, synced, renamed over it, the directory
  * synced. */
-static int write_marked(const char *dir, const char *chain, const struct links_taken *now)
+static int write_state(const char *dir, const struct links_taken *now)
 {
 	struct strbuf path = {0}, tmp = {0}, doc = {0};
 	int r = sb_printf(&path, "%s/%s", dir, TAKEN_FILE) ?:
 		/* one name, under the caller's flock: a run killed here leaves one file, which the
 		 * next mark writes over, not one per run */
 		sb_printf(&tmp, "%s/%s.tmp", dir, TAKEN_FILE) ?:
-		sb_printf(&doc, TAKEN_MAGIC "%" PRIu64 " %" PRIu64 " %s\n", now->n, now->m, chain);
+		sb_printf(&doc, TAKEN_MAGIC "2 %s %" PRIu64 " %s\n", now->epoch, now->n, now->by);
 	int fd = r < 0 ? -1 : open(tmp.buf, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (r == 0 && fd < 0)
 		r = -errno;
@@ -126,4 +217,65 @@ static int write_marked(const char *dir, const char *chain, const struct links_t
 	sb_free(&tmp);
 	sb_free(&doc);
 	return r;
+}
+
+/* Entry i of r: dir, and the states as strings. */
+static int record_one(struct taken_records *r, size_t i, const char *dir)
+{
+	struct strbuf left = {0}, found = {0};
+	int e = taken_format(&r->left[i], &left) ?:
+		(r->marks[i] ? taken_format(&r->found[i], &found) : 0);
+	r->v[i].dir = strdup(dir);
+	r->v[i].left = left.buf;
+	r->v[i].found = found.buf;
+	return e ?: r->v[i].dir && r->v[i].left && (!r->marks[i] || r->v[i].found) ? 0 : -ENOMEM;
+}
+
+int taken_records_make(char *const *dirs, const struct links_taken *found, size_t n,
+		       const char *by, struct taken_records *out)
+{
+	*out = (struct taken_records){0};
+	if (!n)
+		return 0;
+	out->v = calloc(n, sizeof(*out->v));
+	out->found = calloc(n, sizeof(*out->found));
+	out->left = calloc(n, sizeof(*out->left));
+	out->marks = calloc(n, sizeof(*out->marks));
+	if (!out->v || !out->found || !out->left || !out->marks)
+		return -ENOMEM;
+	out->n = n;
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		out->found[i] = found[i];
+		out->marks[i] = by != NULL;
+		r = by ? taken_next(&found[i], by, &out->left[i]) : (out->left[i] = found[i], 0);
+		r = r ?: record_one(out, i, dirs[i]);
+	}
+	return r;
+}
+
+void taken_records_free(struct taken_records *r)
+{
+	for (size_t i = 0; r->v && i < r->n; i++) {
+		free(r->v[i].dir);
+		free(r->v[i].left);
+		free(r->v[i].found);
+	}
+	free(r->v);
+	free(r->found);
+	free(r->left);
+	free(r->marks);
+	*r = (struct taken_records){0};
+}
+
+int taken_records_mark(const struct taken_records *r, const char **dir)
+{
+	for (size_t i = 0; i < r->n; i++) {
+		int e = r->marks[i] ? taken_mark(r->v[i].dir, &r->found[i], &r->left[i]) : 0;
+		if (e < 0) {
+			*dir = r->v[i].dir;
+			return e;
+		}
+	}
+	return 0;
 }

@@ -1,24 +1,26 @@
-/* taken.h: which chain of backups took in a table's backups/ links.
+/* taken.h: who last removed links from a table's backups/ directory.
  *
  * Cassandra hard-links each flushed sstable into <table>/backups/ once, and the backup that
  * takes a link in removes it (an incremental, or a full backup made with
- * --clear-incremental-links). An incremental is whole only if every link flushed since its
- * chain's last backup is still there: no backup of another chain (another full backup it is
- * made on, another store) removed one meanwhile. The store cannot tell (a backup that removed
- * links can be forgotten, copied elsewhere, dated by a wrong clock, or, with nothing new, never
- * made), so the table directory tells: TAKEN_FILE in each backups/ directory counts the
- * removals and names the chain that did the last ones.
+ * --clear-incremental-links). An incremental is whole only if no link flushed since its
+ * previous backup went meanwhile: no backup of another chain (another full backup, another
+ * store) and no backup since forgotten removed one. The store cannot tell (a backup that
+ * removed links can be forgotten, copied elsewhere, or dated by a wrong clock), so the
+ * directory tells: TAKEN_FILE in each backups/ directory says which backup made the last
+ * removal there, and how many there were.
  *
- *   cassbackup-taken 1 N M CHAIN
+ *   cassbackup-taken 2 EPOCH N BY
  *
- * N: how many times links were removed from that directory, by any backup (0: never); M: the
- * N at which CHAIN became the one removing them; CHAIN: "<store id>:<base ref>", the store and
- * the full backup (store.h ref) of the chain. A backup records, per table, the N it left
- * (manifest "taken"); the next incremental of its chain is whole when N is still that, or when
- * every removal since was its own chain's (a run killed after marking, or one that found
- * nothing new). The file is written (renamed into place, synced) before the manifest that
- * records it, so a kill leaves it claiming a removal that may not have happened: other chains
- * are then refused, never wrongly allowed.
+ * EPOCH: 16 hex digits drawn when the file is first written (a file removed by hand and
+ * written again never meets an old state by chance); N: removals so far; BY: "<store id>:<ref>"
+ * of the backup that made the last one. Its *state* is "EPOCH N BY", or "- 0 -" when there is
+ * no file. Each backup records, per backups/ directory of its tables, the state it left there
+ * (manifest links "left") and, where it removes links, the state it found ("found"). Its
+ * manifest is committed first, then the file is moved from found to left, then the links go:
+ * a kill between them leaves found, and nothing removed. The next incremental of the chain
+ * goes on only when each directory is as its previous backup left it or found it (a directory
+ * it has no record of: never marked); anything else means links went that the chain lacks.
+ * A file of format 1 (cassbackup-taken 1 N M CHAIN) reads as the state "v1 N CHAIN".
  */
 #ifndef CASSBACKUP_TAKEN_H
 #define CASSBACKUP_TAKEN_H
@@ -26,32 +28,77 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "manifest.h"
 #include "util.h"
 
 #define TAKEN_FILE ".cassbackup-taken"
-#define TAKEN_CHAIN_MAX 400
+#define TAKEN_BY_MAX 400
 
 struct links_taken {
-	uint64_t n, m;
-	char chain[TAKEN_CHAIN_MAX]; /* "" when n is 0 */
+	char epoch[17];         /* "" when there is no file (n 0) */
+	uint64_t n;
+	char by[TAKEN_BY_MAX];  /* "" when there is no file */
+	int64_t marked_ns;      /* taken_read: the file's mtime, when the last mark was written
+				 * (not part of the state) */
 };
 
-/* Reads TAKEN_FILE in directory dirfd (a backups/ directory): 0 (all zero when there is none),
+/* Reads TAKEN_FILE in directory dirfd (a backups/ directory): 0 (n 0 when there is none),
  * -EBADMSG when it is not one this program wrote, or -errno. */
 int taken_read(int dirfd, struct links_taken *t);
 
-/* The chain of the backups made on base (a ref) in the store of id store_id, into chain. */
-int taken_chain(const char *store_id, const char *base_ref, char chain[TAKEN_CHAIN_MAX]);
+/* The name of backup ref of the store of id store_id in the file, into by. */
+int taken_by(const char *store_id, const char *ref, char by[TAKEN_BY_MAX]);
 
-/* Is a backup of chain that recorded `recorded` followed, as the directory says now (t), only
- * by removals of its own chain? */
-bool taken_allows(const struct links_taken *t, uint64_t recorded, const char *chain);
+/* The state as a manifest records it ("EPOCH N BY", "- 0 -"), and back (-EBADMSG). */
+int taken_format(const struct links_taken *t, struct strbuf *out);
+int taken_parse(const char *s, struct links_taken *t);
+bool taken_same(const struct links_taken *a, const struct links_taken *b);
 
-/* Records a removal by chain in backups directory dir, whose file said was (taken_read): n + 1,
- * replacing the file atomically and durably, under an exclusive flock of dir. *now: what it
- * says then. 0, -EAGAIN when the file no longer says was (another backup marked it since it
- * was read: what was checked is stale), or -errno. */
-int taken_mark(const char *dir, const struct links_taken *was, const char *chain,
-	       struct links_taken *now);
+/* The state after backup `by` removes links from a directory in state was. */
+int taken_next(const struct links_taken *was, const char *by, struct links_taken *now);
+
+/* How a backups/ directory stands against the backup an incremental follows. */
+enum taken_verdict {
+	TAKEN_AS_LEFT,      /* as that backup left it */
+	TAKEN_AS_FOUND,     /* as that backup found it: committed, killed before it marked */
+	TAKEN_NEVER,        /* no record of it, and never marked */
+	TAKEN_SINCE,        /* links were removed there since */
+};
+
+/* The record of dir among links (a table's, in the manifest of the backup followed; n of
+ * them), or NULL. */
+const struct manifest_links *taken_record(const struct manifest_links *links, size_t n,
+					  const char *dir);
+
+/* The verdict for directory dir, now in state now, against rec (taken_record; NULL: none). */
+enum taken_verdict taken_judge(const struct manifest_links *rec, const struct links_taken *now);
+
+/* Moves dir's TAKEN_FILE from was to now (replaced atomically and durably), under an
+ * exclusive flock of dir. 0 (also when it says now already), -EAGAIN when it says neither
+ * (another backup marked it meanwhile), or -errno. */
+int taken_mark(const char *dir, const struct links_taken *was, const struct links_taken *now);
+
+/* What a failure of taken_read or taken_mark means, in words (static). */
+const char *taken_strerror(int err);
+
+/* A table's record of its backups/ directories for its backup's manifest, and the marks to
+ * make once that is committed. */
+struct taken_records {
+	struct manifest_links *v; /* the manifest's entries */
+	struct links_taken *found, *left;
+	bool *marks;              /* found -> left, by this backup */
+	size_t n;
+};
+
+/* The record of directories dirs, in states found (n of each): each left as found, or, when
+ * by is not NULL (the backup removes links there), moved on by it (taken_next). 0 or
+ * -errno; freed with taken_records_free either way. */
+int taken_records_make(char *const *dirs, const struct links_taken *found, size_t n,
+		       const char *by, struct taken_records *out);
+void taken_records_free(struct taken_records *r);
+
+/* After the commit: makes the marks of r. 0, or the first failure's -errno, its directory
+ * into *dir (taken_mark). */
+int taken_records_mark(const struct taken_records *r, const char **dir);
 
 #endif
