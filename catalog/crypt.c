@@ -271,11 +271,17 @@ static size_t slot_aad(const char *store_id, enum crypt_slot_kind kind, unsigned
 	return n + strlen(kn);
 }
 
+/* The KDF's cost for a new slot: CRYPT_SCRYPT_N, or, in a build for the tests only
+ * (-Dtest_hooks=true), a cheaper one from CASSBACKUP_TEST_SCRYPT_N. */
 static uint64_t scrypt_n(void)
 {
+#ifdef CASSBACKUP_TEST_HOOKS
 	const char *e = getenv("CASSBACKUP_TEST_SCRYPT_N");
 	unsigned long long v = e ? strtoull(e, NULL, 10) : 0;
 	return v >= 2 && v <= CRYPT_SCRYPT_N && !(v & (v - 1)) ? v : CRYPT_SCRYPT_N;
+#else
+	return CRYPT_SCRYPT_N;
+#endif
 }
 
 int crypt_slot_make(const struct crypt_key *k, const char *store_id, enum crypt_slot_kind kind,

@@ -26,6 +26,19 @@ FIXTURES = os.environ.get('CASSBACKUP_FIXTURES',
 FIXTURE_TAG = '1728658114123'
 
 
+def build_option(name):
+    """The value of meson option name in the build, or None."""
+    try:
+        with open(os.path.join(BUILD, 'meson-info', 'intro-buildoptions.json')) as f:
+            return next((o['value'] for o in json.load(f) if o['name'] == name), None)
+    except OSError:
+        return None
+
+
+# -Dtest_hooks=true (tests/run.sh): the build honours CASSBACKUP_TEST_* variables
+TEST_HOOKS = build_option('test_hooks') is True
+
+
 def run(*args, check=True, **kw):
     """Runs a command, returning CompletedProcess with text output."""
     args = [str(a) for a in args]

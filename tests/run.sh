@@ -30,8 +30,9 @@ setup() { # builddir, options...
 }
 
 # -Werror: a build that warns fails here (meson compile's output is not shown).
-setup build -Dtests=true -Dwerror=true
-setup build-sanitize -Dtests=true -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true
+# -Dtest_hooks=true: the CASSBACKUP_TEST_* variables that shorten a prompt's wait and the KDF.
+setup build -Dtests=true -Dtest_hooks=true -Dwerror=true
+setup build-sanitize -Dtests=true -Dtest_hooks=true -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true
 
 echo "== static analysis (gcc -fanalyzer against tests/analyzer-baseline.txt)"
 bash tests/analyze.sh build-analyze

@@ -33,12 +33,17 @@ static const int caught[] = {SIGINT, SIGTERM, SIGQUIT};
 static const int stopping[] = {SIGTSTP, SIGTTIN, SIGTTOU};
 #define NSTOPPING (sizeof(stopping) / sizeof(stopping[0]))
 
-/* The seconds a prompt waits: TTY_PROMPT_SECONDS (tests shorten it). */
+/* The seconds a prompt waits: TTY_PROMPT_SECONDS (a build for the tests, -Dtest_hooks=true,
+ * takes a shorter wait from CASSBACKUP_TEST_PROMPT_SECONDS). */
 static int prompt_seconds(void)
 {
+#ifdef CASSBACKUP_TEST_HOOKS
 	const char *s = getenv("CASSBACKUP_TEST_PROMPT_SECONDS");
 	int n = s ? atoi(s) : 0;
 	return n > 0 ? n : TTY_PROMPT_SECONDS;
+#else
+	return TTY_PROMPT_SECONDS;
+#endif
 }
 
 /* Reads one line from fd into s (s->len: its length); the terminal's echo is off. The caught
