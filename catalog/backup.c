@@ -78,6 +78,7 @@ struct wtable {
 	struct backup_attr ka, ta;
 	const struct manifest_links *links; /* borrowed (backup_table) */
 	size_t nlinks;
+	int64_t emptied_ms;
 	bool own_packs;    /* it brings a quarter of pack_size or more: packs of its own */
 	struct wdir *dirs;
 	size_t ndirs;
@@ -412,6 +413,7 @@ int backup_writer_add_table(backup_writer *w, const struct backup_table *t, unsi
 		.ta = t->table_attr,
 		.links = t->links,
 		.nlinks = t->nlinks,
+		.emptied_ms = t->emptied_ms,
 		.own_packs = t->bytes >= target / 4,
 	};
 	w->ntables++; /* freed with the writer, complete or not */
@@ -750,7 +752,7 @@ static int fill_keyspace(const backup_writer *w, size_t first, struct manifest_k
 					      .schema_cql = t->schema_cql, .ndirs = t->ndirs,
 					      .nfiles = t->nfiles,
 					      .links = (struct manifest_links *)t->links,
-					      .nlinks = t->nlinks};
+					      .nlinks = t->nlinks, .emptied_ms = t->emptied_ms};
 		mt->attr = (struct cb_attr){t->ta.mode & 07777, t->ta.uid, t->ta.gid, t->ta.mtime_ns};
 		mt->dirs = calloc(t->ndirs + 1, sizeof(*mt->dirs));
 		mt->files = calloc(t->nfiles + 1, sizeof(*mt->files));

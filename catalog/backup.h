@@ -84,6 +84,7 @@ struct backup_table {
 	/* manifest_table.links: borrowed, kept by the caller until the commit */
 	const struct manifest_links *links;
 	size_t nlinks;
+	int64_t emptied_ms;   /* manifest_table.emptied_ms (-1: not said) */
 };
 
 struct backup_file {

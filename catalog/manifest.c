@@ -2,6 +2,7 @@
 #include "manifest.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,6 +31,8 @@ static int fail(struct perr *e, const char *fmt, ...)
 /* --- writing ----------------------------------------------------------------------------- */
 
 /* o[key] = name, or o[key_hex] = hex of its bytes when name is not UTF-8. */
+/* o[key] = name, or o[key_hex] = its bytes in hex when it is not valid UTF-8 (a name or a
+ * path on the node is bytes). */
 static int put_name(json_t *o, const char *key, const char *name)
 {
 	json_t *s = json_string(name); /* NULL when name is not valid UTF-8 */
@@ -52,9 +55,13 @@ static int put_int(json_t *o, const char *key, int64_t v)
 	return json_object_set_new(o, key, json_integer((json_int_t)v)) ? -ENOMEM : 0;
 }
 
+/* o[key] = v, text: -EILSEQ when it is not valid UTF-8. */
 static int put_str(json_t *o, const char *key, const char *v)
 {
-	return json_object_set_new(o, key, json_string(v ? v : "")) ? -ENOMEM : 0;
+	json_t *s = json_string(v ? v : "");
+	if (!s)
+		return -EILSEQ;
+	return json_object_set_new(o, key, s) ? -ENOMEM : 0;
 }
 
 static int put_sha(json_t *o, const unsigned char sha[32])
@@ -93,7 +100,7 @@ static int put_links(json_t *o, const struct manifest_links *links, size_t n)
 	for (size_t i = 0; !r && i < n; i++) {
 		json_t *l = json_object();
 		r = !l || json_array_append_new(a, l) ? -ENOMEM : 0;
-		r = r ?: put_str(l, "dir", links[i].dir) ?: put_str(l, "left", links[i].left);
+		r = r ?: put_name(l, "dir", links[i].dir) ?: put_str(l, "left", links[i].left);
 		if (!r && links[i].found)
 			r = put_str(l, "found", links[i].found);
 	}
@@ -112,6 +119,8 @@ static json_t *table_json(const struct manifest_table *t)
 		r = put_str(o, "schema_cql", t->schema_cql);
 	if (!r && t->nlinks)
 		r = put_links(o, t->links, t->nlinks);
+	if (!r && t->emptied_ms >= 0)
+		r = put_int(o, "emptied_ms", t->emptied_ms);
 	for (size_t i = 0; !r && i < t->ndirs; i++) {
 		json_t *d = json_object();
 		r = !d || json_array_append_new(dirs, d) ? -ENOMEM : 0;
@@ -477,7 +486,9 @@ static int get_str(json_t *o, const char *key, bool optional, char **out, struct
 }
 
 /* A name: o[key] or o[key_hex]; always checked as one path component. */
-static int get_name(json_t *o, const char *key, char **out, struct perr *e, const char *where)
+/* o[key] or o[key_hex] (put_name), of max bytes at most. */
+static int get_bytes(json_t *o, const char *key, size_t max, char **out, struct perr *e,
+		     const char *where)
 {
 	char hkey[64];
 	snprintf(hkey, sizeof(hkey), "%s_hex", key);
@@ -486,16 +497,26 @@ static int get_name(json_t *o, const char *key, char **out, struct perr *e, cons
 	if (hv) {
 		const char *hex = json_string_value(hv);
 		size_t n = hex ? strlen(hex) : 1;
-		if (n % 2 || n > 2 * 255)
-			return fail(e, "%s: \"%s\" is not hex of a name", where, hkey);
+		if (n % 2 || n > 2 * max)
+			return fail(e, "%s: \"%s\" is not hex of %zu bytes at most", where, hkey, max);
 		*out = calloc(1, n / 2 + 1);
 		if (!*out)
 			return -ENOMEM;
 		if (hex_decode(hex, (unsigned char *)*out, n / 2) < 0 || strlen(*out) != n / 2)
-			return fail(e, "%s: \"%s\" is not hex of a name", where, hkey);
+			return fail(e, "%s: \"%s\" is not hex of %zu bytes at most", where, hkey, max);
 	} else if ((r = get_str(o, key, false, out, e, where)) < 0) {
 		return r;
+	} else if (strlen(*out) > max) {
+		return fail(e, "%s: \"%s\" is over %zu bytes", where, key, max);
 	}
+	return 0;
+}
+
+static int get_name(json_t *o, const char *key, char **out, struct perr *e, const char *where)
+{
+	int r = get_bytes(o, key, 255, out, e, where);
+	if (r < 0)
+		return r;
 	if (!name_is_component(*out))
 		return fail(e, "%s: \"%s\" is not a valid name (empty, \".\", \"..\", a '/' or over 255 bytes)",
 			    where, key);
@@ -601,7 +622,7 @@ static bool is_table_id(const char *s)
 	return n == 0 || (n == 32 && hex_decode(s, tmp, 16) == 0);
 }
 
-/* "links": optional; a format 5 manifest's "taken" (a count) is no record of them. */
+/* "links": optional; the "taken" count an older cassbackup wrote is no record of them. */
 static int parse_links(json_t *o, struct manifest_table *t, struct perr *e, const char *where)
 {
 	json_t *a = NULL;
@@ -615,7 +636,7 @@ static int parse_links(json_t *o, struct manifest_table *t, struct perr *e, cons
 		json_t *l = json_array_get(a, i);
 		if (!json_is_object(l))
 			return fail(e, "%s: a links entry is not an object", where);
-		r = get_str(l, "dir", false, &t->links[i].dir, e, where) ?:
+		r = get_bytes(l, "dir", PATH_MAX, &t->links[i].dir, e, where) ?:
 		    get_str(l, "left", false, &t->links[i].left, e, where);
 		if (!r && json_object_get(l, "found"))
 			r = get_str(l, "found", false, &t->links[i].found, e, where);
@@ -645,6 +666,10 @@ static int parse_table(json_t *o, struct manifest_table *t, struct perr *e, cons
 	if (cql && (r = get_str(o, "schema_cql", false, &t->schema_cql, e, where)) < 0)
 		return r;
 	if ((r = parse_links(o, t, e, where)) < 0)
+		return r;
+	t->emptied_ms = -1;
+	if (json_object_get(o, "emptied_ms") &&
+	    (r = get_int(o, "emptied_ms", 0, INT64_MAX, &t->emptied_ms, e, where)) < 0)
 		return r;
 	t->dirs = calloc(t->ndirs + 1, sizeof(*t->dirs));
 	t->files = calloc(t->nfiles + 1, sizeof(*t->files));

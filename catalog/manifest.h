@@ -70,6 +70,10 @@ struct manifest_table {
 	/* The state of each of the table's backups/ directories (tools/taken.h) */
 	struct manifest_links *links;
 	size_t nlinks;
+	/* The time (ms, the node's clock) of the newest drop or truncate snapshot the backup saw
+	 * in the table's directories (0: none); -1 when the manifest does not say (made before
+	 * it did). An incremental empties the table when a newer one appeared since. */
+	int64_t emptied_ms;
 };
 
 struct manifest_keyspace {

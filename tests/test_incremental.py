@@ -889,6 +889,64 @@ def test_a_truncated_table_shows_only_what_was_flushed_since(node, store):
     assert tree_of(manifest(store, 'inc2'))[t] == {**since, **more}
 
 
+def truncate(node, table, at):
+    """TRUNCATE of table as Cassandra makes it with auto_snapshot, its snapshot named at time
+    at (s): every sstable gone from the table directory, backups/ left as it is."""
+    d = node.dirs[table]
+    for n in os.listdir(d):
+        if os.path.isfile(os.path.join(d, n)):
+            os.unlink(os.path.join(d, n))
+    os.makedirs(os.path.join(d, 'snapshots', f'truncated-{int(at * 1000)}-{table}'))
+
+
+def test_an_sstable_flushed_right_after_a_truncate_is_taken_in(node, store):
+    """A flush within a minute after TRUNCATE's snapshot was left out of every incremental as
+    data from before the truncate, and its link said to be removed by hand, exit 0: only a
+    drop's snapshot is named before the flush it makes; a truncate's is named after its
+    flush, and what is flushed after the name is data the truncate kept."""
+    t = TABLES[1]
+    node.full(store)
+    stale = node.flush(t)
+    backdate(node, t, stale, 900)
+    truncate(node, t, time.time() - 2)
+    since = node.flush(t)  # 2 s after the truncate
+    r = node.incremental(store, 'inc1')
+    assert f'skipping {len(stale)} file(s)' in r.stderr, r.stderr
+    assert tree_of(manifest(store, 'inc1'))[t] == since
+
+
+def test_a_clock_stepped_back_after_a_truncate_never_empties_the_table_again(node, store):
+    """A truncate's snapshot is named by the node's clock; the next incremental emptied the
+    table whenever that name was later than its previous backup's date. A clock running
+    ahead at the truncate, stepped back since, made every incremental drop what the one
+    before had taken in (its links removed), exit 0. The backups record the newest drop or
+    truncate they saw, and a table is emptied only when a newer one appears."""
+    t = TABLES[1]
+    node.full(store)
+    ahead = time.time() + 300  # the clock 5 minutes ahead, then stepped back
+    truncate(node, t, ahead)
+    since = node.flush(t)
+    for n in since:
+        for path in (os.path.join(node.dirs[t], n), os.path.join(node.dirs[t], 'backups', n)):
+            os.utime(path, (ahead + 60, ahead + 60))
+    node.incremental(store, 'inc1')
+    assert tree_of(manifest(store, 'inc1'))[t] == since
+    assert {tb['name']: tb['emptied_ms'] for ks in manifest(store, 'inc1')['keyspaces']
+            for tb in ks['tables']}[t] == int(ahead * 1000)
+    other = node.flush(TABLES[0])
+    node.incremental(store, 'inc2')
+    tree = tree_of(manifest(store, 'inc2'))
+    assert tree[t] == since and tree[TABLES[0]].items() >= other.items()
+    # a truncate since: emptied
+    truncate(node, t, ahead + 120)
+    after = node.flush(t)
+    for n in after:
+        for path in (os.path.join(node.dirs[t], n), os.path.join(node.dirs[t], 'backups', n)):
+            os.utime(path, (ahead + 180, ahead + 180))
+    node.incremental(store, 'inc3')
+    assert tree_of(manifest(store, 'inc3'))[t] == after
+
+
 @pytest.mark.parametrize('how', ['no drop snapshot', 'the live one made again with an old id'])
 def test_two_directories_of_a_table_without_a_sure_sign_are_refused(node, store, how):
     """Without auto_snapshot there is no sign that cannot mislead (a newer time-based id is
@@ -1258,9 +1316,10 @@ def test_links_taken_by_another_chain_are_never_missed(node, store, tmp_path, ho
     when that chain's incremental found nothing new (no backup), had been forgotten, was dated
     before the base by a wrong clock, or when the chain went on in another store; the next
     incremental then lacked the sstable, exit 0. Each table's backups/ directory now counts
-    the removals and names the chain that made them (.cassbackup-taken), and each backup
-    records the count it left. An incremental that finds nothing new no longer removes links
-    a full backup holds: the next incremental of the other chain takes them in."""
+    the removals and names the backup that made the last one (.cassbackup-taken), and each
+    backup records what it found and left there. An incremental that finds nothing new no
+    longer removes links a full backup holds: the next incremental of the other chain takes
+    them in."""
     made = one_table_chain(node, store, nothing_new=how == 'nothing_new')
     if how == 'nothing_new':
         node.flush(TABLES[1])
@@ -1307,7 +1366,7 @@ def test_a_run_killed_before_its_marks_removed_nothing_and_its_chain_goes_on(nod
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     c.kill()
     c.wait()
-    assert not os.path.exists(os.path.join(node.dirs[t0], 'backups', TAKEN))
+    assert taken_state(node.dirs[t0]) == (0, '-')  # made ready before the commit: no removal
     assert sorted(node.links()[t0]) == sorted(made)
     committed = when == 'after'
     assert [b['name'] for b in backup_list(store)] == ['night'] + ['killed'] * committed
@@ -1386,13 +1445,13 @@ def taken_state(tdir):
     """What tdir/backups/.cassbackup-taken says: (count, by) of format 2."""
     magic, fmt, epoch, n, by = open(os.path.join(tdir, 'backups', TAKEN)).read().split()
     assert (magic, fmt, len(epoch)) == ('cassbackup-taken', '2', 16)
-    return int(n), by.split(':', 1)[1]
+    return int(n), by.split(':', 1)[-1]  # '-': made ready, nothing removed
 
 
 def test_a_table_in_two_data_directories_counts_its_links_in_both(node, store, tmp_path):
     """A table's backups/ in a second data directory, made after the first one's was marked
     (Cassandra flushed there for the first time): the mark of each is checked and moved on its
-    own, and the backup records each."""
+    own (only where links are removed), and the backup records each."""
     t = TABLES[0]
     second = tmp_path / 'data2'
     tdir2 = second / KS / os.path.basename(node.dirs[t])
@@ -1405,12 +1464,13 @@ def test_a_table_in_two_data_directories_counts_its_links_in_both(node, store, t
     r = node.incremental(store, 'inc2', *both)
     assert 'incremental inc2 on inc1 (base full)' in r.stdout, r.stdout + r.stderr
     assert tree_of(manifest(store, 'inc2'))[t].items() >= made.items()
-    assert (taken_state(node.dirs[t]), taken_state(tdir2)) == ((2, 'inc2/n1'), (1, 'inc2/n1'))
+    # the first directory, where it removed nothing, stays as inc1 left it
+    assert (taken_state(node.dirs[t]), taken_state(tdir2)) == ((1, 'inc1/n1'), (1, 'inc2/n1'))
     links = {tb['name']: tb.get('links') for ks in manifest(store, 'inc2')['keyspaces']
              for tb in ks['tables']}[t]
-    assert sorted((l['dir'], l['left'].split()[1], l['found'].split()[1]) for l in links) == \
-        sorted([(os.path.join(node.dirs[t], 'backups'), '2', '1'),
-                (str(tdir2 / 'backups'), '1', '0')])
+    assert sorted((l['dir'], l['left'].split()[1], l.get('found', '- -').split()[1])
+                  for l in links) == sorted([(os.path.join(node.dirs[t], 'backups'), '1', '-'),
+                                             (str(tdir2 / 'backups'), '1', '0')])
 
 
 def test_a_full_backup_records_every_data_directory_of_its_tables(node, store, tmp_path):
@@ -1461,18 +1521,48 @@ def test_forgetting_the_newest_incremental_refuses_the_next_one(node, store):
     assert 'incremental inc3 on night2 (base night2)' in r.stdout
 
 
-def test_a_full_backup_of_a_snapshot_older_than_a_removal_is_no_base(node, store):
+def test_a_count_removed_by_hand_after_a_first_removal_refuses_the_chain(node, store, tmp_path):
+    """The first backup to remove links from a backups/ directory found no file there; once
+    another store's chain had removed links too and the file was removed by hand, the first
+    chain read the missing file as what its last backup found (a run killed before its
+    mark), went on, and lacked that sstable, exit 0. A file is made ready before a first
+    removal, so a missing one never reads as found."""
+    t = TABLES[0]
+    node.full(store)
+    node.flush(t)
+    node.incremental(store, 'a1')  # the first removal there
+    other = str(tmp_path / 'other')
+    cb('init', '--store', other)
+    node.snapshot_all('now')
+    node.create(other, '--snapshot', 'now', '--name', 'b0')
+    node.flush(t)
+    node.incremental(other, 'b1')  # takes the links of that flush, in the other store
+    os.unlink(os.path.join(node.dirs[t], 'backups', TAKEN))
+    node.flush(TABLES[1])
+    before = node.links()
+    r = node.incremental(store, 'a2', check=False)
+    assert r.returncode == 3 and (f'table {KS}.{t}: {node.dirs[t]}/backups/{TAKEN} is gone since '
+                                  'a1 (removed by hand?)') in r.stderr, r.stderr
+    assert node.links() == before
+
+
+@pytest.mark.parametrize('manifest_json', [True, False])
+def test_a_full_backup_of_a_snapshot_older_than_a_removal_is_no_base(node, store, manifest_json):
     """A snapshot taken by hand, then an incremental of the old chain took in what was flushed
     since and removed its links, then the snapshot was backed up: the new chain's incrementals
     lacked that sstable, exit 0. The full backup says so and records nothing of that
-    directory, so they are refused for that table until a full backup of a fresh snapshot."""
+    directory, so they are refused for that table until a full backup of a fresh snapshot.
+    When the snapshot began is its directory's birth time, also without manifest.json."""
     node.full(store, 'night')
     node.snapshot_all('night2')
+    if not manifest_json:  # Cassandra before 2.2, or a snapshot copied without it
+        for t in TABLES:
+            os.unlink(os.path.join(node.dirs[t], 'snapshots', 'night2', 'manifest.json'))
     node.flush(TABLES[0])
     node.incremental(store, 'inc1')  # on night: takes the flush in, removes its links
     r = node.create(store, '--snapshot', 'night2', '--name', 'night2')
-    assert (f'cassbackup: warning: table {KS}.{TABLES[0]}: links were removed from '
-            f'{node.dirs[TABLES[0]]}/backups after snapshot night2 was taken') in r.stderr, r.stderr
+    assert (f'cassbackup: warning: table {KS}.{TABLES[0]}: {node.dirs[TABLES[0]]}/backups: links '
+            'were removed there after snapshot night2 was taken') in r.stderr, r.stderr
     node.flush(TABLES[1])
     before = node.links()
     r = node.incremental(store, 'inc2', check=False)
@@ -1504,6 +1594,27 @@ def test_clearing_removes_links_only_where_it_marked(node, store):
     assert sorted(listed(b)) == names and not os.path.exists(os.path.join(b, TAKEN))
 
 
+def test_a_data_directory_whose_path_is_not_utf8(node, store):
+    """A path is bytes: a data directory whose path is not UTF-8 made every full backup fail
+    with "Cannot allocate memory" once its tables' backups/ directories were recorded. The
+    path is written in hex (dir_hex), and the chain goes on."""
+    new = node.data + '-\udce9'  # the byte 0xe9, as os.fsencode spells it
+    os.rename(node.data, new)
+    node.dirs = {t: new + d[len(node.data):] for t, d in node.dirs.items()}
+    node.data = new
+    node.flush(TABLES[0])
+    node.full(store)
+    node.flush(TABLES[1])
+    r = node.incremental(store, 'inc1')
+    assert 'incremental inc1 on full (base full)' in r.stdout, r.stdout + r.stderr
+    links = [l for ks in manifest(store, 'inc1')['keyspaces'] for tb in ks['tables']
+             for l in tb.get('links', [])]
+    assert links and all(bytes.fromhex(l['dir_hex']).startswith(os.fsencode(new)) for l in links)
+    node.flush(TABLES[2])
+    r = node.incremental(store, 'inc2')
+    assert 'incremental inc2 on inc1 (base full)' in r.stdout
+
+
 def test_a_damaged_count_stops_incrementals_not_full_backups(node, store):
     """.cassbackup-taken that cassbackup did not write: an incremental stops on it in one line
     naming it (nothing removed); the nightly full backup is made all the same."""
@@ -1520,7 +1631,9 @@ def test_a_damaged_count_stops_incrementals_not_full_backups(node, store):
         'was made'), r.stderr
     assert node.links() == before
     node.snapshot_all('night2')
-    node.create(store, '--snapshot', 'night2', '--name', 'night2')
+    r = node.create(store, '--snapshot', 'night2', '--name', 'night2')
+    assert (f'cassbackup: warning: table {KS}.{TABLES[0]}: {node.dirs[TABLES[0]]}/backups: cannot '
+            f'read {TAKEN} there (not a file cassbackup wrote') in r.stderr, r.stderr
     os.unlink(path)  # what to do: remove it, and the chain starts again on a full backup
     r = node.incremental(store, 'inc1')
     assert ('nothing new in backups/ since night2; no backup was made; 0 link(s) it holds '

@@ -378,12 +378,27 @@ static int read_conf_file(const struct create_opts *o, const char *file, struct 
 	return r ?: read_small_file(path->buf, 4 << 20, text, NULL);
 }
 
+/* Each data directory without trailing slashes: the paths recorded of backups/ directories
+ * (taken.h) are spelled the same way whether "/data" or "/data/" was given. */
+static void trim_data_dirs(struct create_opts *o)
+{
+	for (size_t i = 0; i < o->data_dirs.n; i++) {
+		char *d = o->data_dirs.v[i];
+		size_t n = strlen(d);
+		while (n > 1 && d[n - 1] == '/')
+			d[--n] = '\0';
+	}
+}
+
 /* With no --data-dir (and no data_dir in the configuration): data_file_directories from
- * cassandra.yaml. 0, or the exit code after one line saying why no data directory is known. */
+ * cassandra.yaml; either way without trailing slashes. 0, or the exit code after one line
+ * saying why no data directory is known. */
 static int resolve_data_dirs(struct create_opts *o)
 {
-	if (o->data_dirs.n)
+	if (o->data_dirs.n) {
+		trim_data_dirs(o);
 		return 0;
+	}
 	struct strbuf path = {0}, err = {0};
 	_cleanup_free_ char *yaml = NULL;
 	int r = read_conf_file(o, "cassandra.yaml", &path, &yaml);
@@ -402,6 +417,7 @@ static int resolve_data_dirs(struct create_opts *o)
 		       path.buf);
 	sb_free(&path);
 	sb_free(&err);
+	trim_data_dirs(o);
 	return r < 0 || o->data_dirs.n == 0 ? CB_EXIT_USAGE : 0;
 }
 
@@ -750,6 +766,7 @@ static int add_table(backup_writer *w, const struct scan_table *t,
 		.schema_cql = t->schema_cql,
 		.links = links->v,
 		.nlinks = links->n,
+		.emptied_ms = t->emptied_ms,
 		.keyspace_attr = attr_of(&t->ks_st),
 		.table_attr = attr_of(&t->table_st),
 	};
@@ -1107,6 +1124,16 @@ static void report_link_left(void *ctx, const char *path, int err)
 		       strerror(-err));
 }
 
+/* When table t's snapshot was taken: the mtime of its manifest.json (Cassandra writes it once
+ * the snapshot's links are made), or -1 without one. */
+static int64_t table_snapshot_time(const struct scan_table *t)
+{
+	for (size_t k = 0; k < t->nfiles; k++)
+		if (t->files[k].dir < 0 && !strcmp(t->files[k].name, "manifest.json"))
+			return attr_of(&t->files[k].st).mtime_ns;
+	return -1;
+}
+
 /* When the snapshot was taken: the time before nodetool snapshot ran (--take-snapshot), else
  * the oldest mtime of its manifest.json files, which Cassandra writes once the snapshot's
  * links are made. -1 when it cannot be told (no manifest.json: Cassandra before 2.2). */
@@ -1116,11 +1143,7 @@ static int64_t snapshot_time(const struct create_opts *o, const struct scan_resu
 		return o->snapshot_ns;
 	int64_t t = -1;
 	for (size_t i = 0; i < scan->ntables; i++) {
-		const struct scan_table *tb = &scan->tables[i];
-		int64_t m = -1;
-		for (size_t k = 0; k < tb->nfiles; k++)
-			if (tb->files[k].dir < 0 && !strcmp(tb->files[k].name, "manifest.json"))
-				m = attr_of(&tb->files[k].st).mtime_ns;
+		int64_t m = table_snapshot_time(&scan->tables[i]);
 		if (m < 0)
 			return -1;
 		t = t < 0 || m < t ? m : t;
@@ -1153,6 +1176,17 @@ static bool links_of_other_chain(struct create_opts *o)
 	return r != 0;
 }
 
+/* Can --clear-incremental-links tell which links are older than the snapshot? Says so when
+ * not: then it marks and removes nothing. */
+static bool may_clear(const struct create_opts *o, const struct scan_result *snap)
+{
+	if (snapshot_time(o, snap) >= 0)
+		return true;
+	errorf("cannot tell when snapshot %s was taken (a table without manifest.json): backups/ "
+	       "links left in place", o->tag);
+	return false;
+}
+
 /* This backup's name in backups/ directories (taken.h), into by. 0, or -ENAMETOOLONG. */
 static int own_name_in_backups(const struct create_opts *o, char by[TAKEN_BY_MAX])
 {
@@ -1161,37 +1195,88 @@ static int own_name_in_backups(const struct create_opts *o, char by[TAKEN_BY_MAX
 	return store_backup_ref(o->name, node, ref) ?: taken_by(store_get_config(o->s)->id, ref, by);
 }
 
-/* When table t's snapshot was taken: the mtime of its manifest.json (Cassandra writes it once
- * the snapshot's links are made), or -1 without one. */
-static int64_t table_snapshot_time(const struct scan_table *t)
+/* A mark written this long before a snapshot's manifest.json counts as made after the
+ * snapshot began, when the file system cannot tell when its directory was made: Cassandra
+ * writes that file once its links are made, which takes a while. */
+#define SNAPSHOT_SLACK_NS (60 * 1000000000LL)
+
+/* When the snapshot directory holding f was made (statx birth time), or -1. */
+static int64_t dir_birth_ns(const struct scan_file *f)
 {
-	for (size_t k = 0; k < t->nfiles; k++)
-		if (t->files[k].dir < 0 && !strcmp(t->files[k].name, "manifest.json"))
-			return attr_of(&t->files[k].st).mtime_ns;
-	return -1;
+	struct strbuf dir = {0};
+	struct statx stx;
+	const char *slash = strrchr(f->src, '/');
+	int r = slash ? sb_printf(&dir, "%.*s", (int)(slash - f->src), f->src) : -EINVAL;
+	int64_t ns = -1;
+	if (r == 0 && statx(AT_FDCWD, dir.buf, AT_SYMLINK_NOFOLLOW, STATX_BTIME, &stx) == 0 &&
+	    (stx.stx_mask & STATX_BTIME))
+		ns = (int64_t)stx.stx_btime.tv_sec * 1000000000 + stx.stx_btime.tv_nsec;
+	sb_free(&dir);
+	return ns;
 }
 
-/* The backups/ directories of t a full backup may record (into dirs and found; their count):
- * with --snapshot of a snapshot taken earlier, not one whose last mark was written after it
- * (a backup removed links there since, maybe flushed after the snapshot, which a chain on
- * this backup would lack: with no record of that directory, its incrementals are refused,
- * saying so). With --take-snapshot the node's lock (lock_node) kept other creates out. */
+/* When table t's snapshot began, at the earliest: when its directories were made (the
+ * earliest, one per data directory), else its manifest.json's time less SNAPSHOT_SLACK_NS;
+ * -1 when neither can be told. */
+static int64_t table_snapshot_start(const struct scan_table *t)
+{
+	int64_t start = -1;
+	const char *seen = NULL; /* the data directory of the last one looked at */
+	for (size_t k = 0; k < t->nfiles; k++) {
+		const struct scan_file *f = &t->files[k];
+		if (f->dir >= 0 || f->data_dir == seen)
+			continue;
+		seen = f->data_dir;
+		int64_t b = dir_birth_ns(f);
+		if (b < 0)
+			return (b = table_snapshot_time(t)) < 0 ? -1 : b - SNAPSHOT_SLACK_NS;
+		start = start < 0 || b < start ? b : start;
+	}
+	return start;
+}
+
+/* Why a full backup may not record backups/ directory d of t: with --snapshot of a snapshot
+ * taken earlier, a mark written after it began, or when it began cannot be told (no
+ * manifest.json), a backup removed links there since, maybe flushed after the snapshot,
+ * which a chain on this backup would lack; or the file cannot be read. NULL when it may. With
+ * --take-snapshot the node's lock (lock_node) kept other creates out. */
+static const char *unrecordable(const struct create_opts *o, const struct scan_table *t, size_t d,
+				char *why, size_t len)
+{
+	const struct links_taken *lt = &t->backups_taken[d];
+	int64_t snapped = table_snapshot_start(t);
+	if (lt->read_err)
+		snprintf(why, len, "cannot read " TAKEN_FILE " there (%s)", taken_strerror(lt->read_err));
+	else if (o->take_snapshot || !lt->n)
+		return NULL;
+	else if (snapped < 0)
+		snprintf(why, len, "links were removed there (the last removal by %s) and when "
+			 "snapshot %s was taken cannot be told", lt->by, o->tag);
+	else if (lt->marked_ns > snapped)
+		snprintf(why, len, "links were removed there after snapshot %s was taken (the last "
+			 "removal by %s)", o->tag, lt->by);
+	else
+		return NULL;
+	return why;
+}
+
+/* The backups/ directories of t a full backup records (into dirs and found; their count):
+ * not those unrecordable, said in one line each (with no record of a directory that was
+ * marked, incrementals on this backup are refused for the table). */
 static size_t recordable_dirs(const struct create_opts *o, const struct scan_table *t,
 			      char **dirs, struct links_taken *found)
 {
-	int64_t snapped = o->take_snapshot ? -1 : table_snapshot_time(t);
 	size_t n = 0;
+	char why[600];
 	for (size_t d = 0; d < t->nbackups_dirs; d++) {
-		const struct links_taken *lt = &t->backups_taken[d];
-		if (snapped >= 0 && lt->n && lt->marked_ns > snapped) {
-			errorf("warning: table %s.%s: links were removed from %s after snapshot %s was "
-			       "taken (the last removal by %s): incrementals on this backup would lack "
-			       "them, and are refused for it; a fresh snapshot (--take-snapshot) makes a "
-			       "base", t->keyspace, t->table, t->backups_dirs[d], o->tag, lt->by);
+		if (unrecordable(o, t, d, why, sizeof(why))) {
+			errorf("warning: table %s.%s: %s: %s: incrementals on this backup are refused for "
+			       "the table; a fresh snapshot (--take-snapshot) makes a base",
+			       t->keyspace, t->table, t->backups_dirs[d], why);
 			continue;
 		}
 		dirs[n] = t->backups_dirs[d];
-		found[n++] = *lt;
+		found[n++] = t->backups_taken[d];
 	}
 	return n;
 }
@@ -1213,7 +1298,7 @@ static int record_full_links(struct create_opts *o, const struct scan_result *sn
 		struct links_taken *found = calloc(t->nbackups_dirs + 1, sizeof(*found));
 		r = dirs && found ? 0 : -ENOMEM;
 		size_t n = r == 0 ? recordable_dirs(o, t, dirs, found) : 0;
-		r = r ?: taken_records_make(dirs, found, n, o->clearing ? by : NULL, &o->links[i]);
+		r = r ?: taken_records_make(dirs, found, n, o->clearing ? by : NULL, NULL, &o->links[i]);
 		free(dirs);
 		free(found);
 	}
@@ -1230,14 +1315,16 @@ static void free_full_links(struct create_opts *o, const struct scan_result *sna
 	o->links = NULL;
 }
 
-/* Once committed, marks the backups/ directories of the snapshot's tables as cleared by this
- * backup (taken.h): incrementals on older full backups of these tables are then refused.
- * 0, or -errno (said: the links stay). */
-static int mark_clearing(const struct create_opts *o, const struct scan_result *snap)
+/* Runs step over the records of the snapshot's tables when this backup clears links
+ * (taken.h): taken_records_ready before the commit, taken_records_mark once committed (then
+ * incrementals on older full backups of these tables are refused). 0, or -errno (said: the
+ * links stay). */
+static int clearing_step(const struct create_opts *o, const struct scan_result *snap,
+			 int (*step)(const struct taken_records *, const char **))
 {
 	for (size_t i = 0; i < snap->ntables; i++) {
 		const char *dir = NULL;
-		int r = taken_records_mark(&o->links[i], &dir);
+		int r = step(&o->links[i], &dir);
 		if (r < 0) {
 			errorf("cannot record in %s/" TAKEN_FILE " that this backup clears its links: "
 			       "%s; backups/ links left in place", dir, taken_strerror(r));
@@ -1269,12 +1356,7 @@ static char **marked_dirs(const struct create_opts *o, const struct scan_result 
  * not fatal. */
 static void clear_links(struct create_opts *o, const struct scan_result *snap)
 {
-	int64_t when = snapshot_time(o, snap);
-	if (when < 0) {
-		errorf("cannot tell when snapshot %s was taken (a table without manifest.json): backups/ "
-		       "links left in place", o->tag);
-		return;
-	}
+	int64_t when = snapshot_time(o, snap); /* known: may_clear */
 	struct scan_result links;
 	struct strbuf err = {0};
 	struct scan_opts so = {.data_dirs = o->data_dirs.v, .ndata_dirs = o->data_dirs.n,
@@ -1366,14 +1448,19 @@ static int do_create(struct create_opts *o)
 	bool complete = check_complete(o, &scan);
 	/* decided before the manifest, which says so: incrementals on older full backups of
 	 * these tables lack the links cleared (incremental_chain, taken.h) */
-	o->clearing = complete && o->clear_links && !links_of_other_chain(o);
+	o->clearing = complete && o->clear_links && !links_of_other_chain(o) && may_clear(o, &scan);
 	complete = complete && record_full_links(o, &scan) == 0;
+	if (complete && o->clearing && clearing_step(o, &scan, taken_records_ready) < 0) {
+		o->clearing = false; /* recorded again as found, marking nothing */
+		free_full_links(o, &scan);
+		complete = record_full_links(o, &scan) == 0;
+	}
 	if (complete)
 		read_node_files(o);
 	int rc = complete ? record_and_write(o, &scan, t0, &o->sum) : CB_EXIT_FAILED;
 	o->made = rc == 0;
 	/* committed first, then marked, then cleared: a kill between them removed nothing */
-	if (rc == 0 && o->clearing && mark_clearing(o, &scan) == 0)
+	if (rc == 0 && o->clearing && clearing_step(o, &scan, taken_records_mark) == 0)
 		clear_links(o, &scan);
 	free_full_links(o, &scan);
 	scan_result_free(&scan);
@@ -1421,8 +1508,6 @@ static int remove_held_links(struct create_opts *o, const inc_plan *ip, uint64_t
 	return r < 0 ? CB_EXIT_FAILED : CB_EXIT_OK;
 }
 
-/* --incremental: scans backups/, plans the tree on top of previous, writes and commits it,
- * then removes the links it stored. 0 or the exit code. */
 /* Scans backups/ and plans the incremental on previous, with what it records of the
  * backups/ directories. 0, or -errno with err set (nothing left to free). */
 static int plan_incremental(struct create_opts *o, struct scan_result *scan, inc_plan **ip,
@@ -1448,6 +1533,8 @@ static int plan_incremental(struct create_opts *o, struct scan_result *scan, inc
 	return r;
 }
 
+/* --incremental: scans backups/, plans the tree on top of previous, writes and commits it,
+ * marks the backups/ directories, then removes the links it stored. 0 or the exit code. */
 static int do_incremental(struct create_opts *o)
 {
 	double t0 = mono_seconds();
@@ -1490,23 +1577,28 @@ static int do_incremental(struct create_opts *o)
 		for (const char *p = o->nm.said.buf; p && *p; p += strcspn(p, "\n") + 1)
 			errorf("%.*s", (int)strcspn(p, "\n"), p);
 		read_node_files(o);
-		r = cancel_requested ? -ECANCELED : write_backup(o, &o->nm, &scan, ip, &o->sum);
+		r = cancel_requested ? -ECANCELED : 0;
+		if (r == 0 && (r = incremental_ready_links(ip, &err)) < 0)
+			errorf("%s; no backup was made", err.buf);
+		r = r ?: write_backup(o, &o->nm, &scan, ip, &o->sum);
 		uint64_t removed = 0;
 		/* Only now, the manifest written: backups/ marked (taken.h), then each link removed
 		 * holds bytes a committed backup has. A kill before the marks removes nothing and
 		 * leaves the directories as the manifest says it found them; one during the removals
 		 * leaves links whose bytes are committed (the next incremental holds them). */
-		if (r == 0 && incremental_mark_links(ip, &err) < 0)
+		bool marked = r == 0 && incremental_mark_links(ip, &err) == 0;
+		if (r == 0 && !marked) /* made, but a run that could not say so removes nothing */
 			errorf("%s; backups/ links left in place", err.buf);
-		else if (r == 0)
+		if (marked)
 			incremental_remove_links(store_catalog(o->s), ip, &removed, report_link_left, NULL);
 		o->links_removed = removed;
 		if (r == 0) {
 			report_incremental(o, &c, removed);
 			report_done(o, &o->nm, &o->sum, mono_seconds() - t0);
 		}
-		rc = r == 0 ? CB_EXIT_OK : cancel_requested ? interrupted() : CB_EXIT_FAILED;
-		o->made = rc == 0;
+		rc = marked ? CB_EXIT_OK : r == 0 ? CB_EXIT_FAILED
+		     : cancel_requested ? interrupted() : CB_EXIT_FAILED;
+		o->made = r == 0;
 	}
 	incremental_plan_free(ip);
 	scan_result_free(&scan);

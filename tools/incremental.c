@@ -366,6 +366,7 @@ struct inc_table {
 	char *keyspace, *table, *table_id, *dirname, *schema_cql;
 	struct backup_attr ka, ta;
 	const struct taken_records *links; /* what the backup records of its backups/ (taken.h) */
+	int64_t emptied_ms; /* previous's, then the scan's (manifest_table.emptied_ms) */
 	struct inc_dir *dirs;
 	size_t ndirs;
 	struct inc_file *files;
@@ -387,7 +388,8 @@ struct inc_links_dir {
 };
 
 struct inc_plan {
-	struct manifest *previous;
+	struct manifest_links *prev_links; /* previous's records of backups/ directories */
+	size_t nprev_links;
 	struct inc_table *tables;
 	size_t ntables;
 	struct inc_links_dir *dirs;
@@ -420,7 +422,7 @@ static struct inc_table *add_table(inc_plan *p, const char *ks, const char *tabl
 {
 	struct inc_table n = {.keyspace = strdup(ks), .table = strdup(table), .table_id = strdup(id),
 			      .dirname = strdup(dirname), .schema_cql = schema_cql ? strdup(schema_cql) : NULL,
-			      .ka = ka, .ta = ta};
+			      .ka = ka, .ta = ta, .emptied_ms = -1};
 	bool copied = n.keyspace && n.table && n.table_id && n.dirname && (!schema_cql || n.schema_cql);
 	struct inc_table *v = copied ? realloc(p->tables, (p->ntables + 1) * sizeof(*v)) : NULL;
 	if (!v) {
@@ -509,6 +511,32 @@ static int load_table(inc_plan *p, const struct manifest_keyspace *ks,
 		memcpy(f->sha, mf->sha256, 32);
 		p->counts.inherited++;
 	}
+	t->emptied_ms = mt->emptied_ms;
+	return 0;
+}
+
+/* previous's records of backups/ directories (taken.h), copied into the plan. */
+static int copy_links(inc_plan *p, const struct manifest *m)
+{
+	size_t n = 0;
+	for (size_t k = 0; k < m->nkeyspaces; k++)
+		for (size_t i = 0; i < m->keyspaces[k].ntables; i++)
+			n += m->keyspaces[k].tables[i].nlinks;
+	if (!(p->prev_links = calloc(n + 1, sizeof(*p->prev_links))))
+		return -ENOMEM;
+	for (size_t k = 0; k < m->nkeyspaces; k++)
+		for (size_t i = 0; i < m->keyspaces[k].ntables; i++) {
+			const struct manifest_table *mt = &m->keyspaces[k].tables[i];
+			for (size_t l = 0; l < mt->nlinks; l++) {
+				const struct manifest_links *from = &mt->links[l];
+				struct manifest_links *to = &p->prev_links[p->nprev_links++];
+				to->dir = strdup(from->dir);
+				to->left = strdup(from->left);
+				to->found = from->found ? strdup(from->found) : NULL;
+				if (!to->dir || !to->left || (from->found && !to->found))
+					return -ENOMEM; /* freed with the plan */
+			}
+		}
 	return 0;
 }
 
@@ -524,9 +552,10 @@ static int load_previous(struct store *s, const struct inc_chain *ch, inc_plan *
 	for (size_t k = 0; r == 0 && k < m->nkeyspaces; k++)
 		for (size_t i = 0; r == 0 && i < m->keyspaces[k].ntables; i++)
 			r = load_table(p, &m->keyspaces[k], &m->keyspaces[k].tables[i]);
+	r = r ?: copy_links(p, m);
 	if (r == -ENOMEM)
 		sb_puts(err, "out of memory");
-	p->previous = m; /* its records of backups/ directories: freed with the plan */
+	manifest_free(m);
 	return r;
 }
 
@@ -743,15 +772,35 @@ static int note_held(inc_plan *p, const struct inc_table *it, const struct unit 
 	return 0;
 }
 
+/* Was the table emptied since previous (a drop or truncate snapshot newer than it)? By the
+ * snapshot previous recorded seeing (the node's clock against itself: a clock stepped since
+ * cannot make an older one look new), else, for a manifest that does not say, by previous's
+ * date. */
+static bool emptied_since(const inc_plan *p, const struct inc_table *it, const struct scan_table *t)
+{
+	return it->emptied_ms >= 0 ? t->emptied_ms > it->emptied_ms
+				   : t->emptied_ms > p->previous_ns / 1000000;
+}
+
+static int merge_files(inc_plan *p, const struct scan_table *t);
+
 static int merge_table(inc_plan *p, const struct scan_table *t)
+{
+	int r = merge_files(p, t);
+	struct inc_table *it = find_table(p, t->keyspace, t->table);
+	if (r == 0 && it && !strcmp(it->table_id, t->table_id))
+		it->emptied_ms = t->emptied_ms; /* what this backup saw */
+	return r;
+}
+
+/* previous's tree of the table, and the files of backups/ it lacks. */
+static int merge_files(inc_plan *p, const struct scan_table *t)
 {
 	struct inc_table *it = find_table(p, t->keyspace, t->table);
 	int r;
 	/* emptied since previous: made again under another id, or under its own, or truncated
-	 * (a drop or truncate snapshot newer than previous in its directory): previous's files
-	 * are data it no longer has */
-	bool again = it && (strcmp(it->table_id, t->table_id) != 0 ||
-			    t->emptied_ms > p->previous_ns / 1000000);
+	 * (emptied_since): previous's files are data it no longer has */
+	bool again = it && (strcmp(it->table_id, t->table_id) != 0 || emptied_since(p, it, t));
 	if (again && (r = reset_table(p, it, t)) < 0)
 		return r;
 	for (size_t i = 0; i < t->nfiles;) {
@@ -804,30 +853,7 @@ static int merge_table(inc_plan *p, const struct scan_table *t)
 /* previous's record of backups/ directory dir, or NULL. */
 static const struct manifest_links *previous_record(const inc_plan *p, const char *dir)
 {
-	const struct manifest *m = p->previous;
-	for (size_t k = 0; k < m->nkeyspaces; k++)
-		for (size_t i = 0; i < m->keyspaces[k].ntables; i++) {
-			const struct manifest_table *mt = &m->keyspaces[k].tables[i];
-			const struct manifest_links *rec = taken_record(mt->links, mt->nlinks, dir);
-			if (rec)
-				return rec;
-		}
-	return NULL;
-}
-
-/* Who made a removal, as the file names it: "backup REF" (of this store), "backup REF of
- * store ID", or, for a file of format 1, "the chain of full backup REF". */
-static void sb_remover(struct strbuf *sb, const struct links_taken *t, const char *store_id)
-{
-	const char *colon = strchr(t->by, ':');
-	size_t idlen = colon ? (size_t)(colon - t->by) : 0;
-	if (!strcmp(t->epoch, "v1"))
-		sb_printf(sb, "the chain of full backup %s (a file of an older cassbackup)",
-			  colon ? colon + 1 : t->by);
-	else if (colon && strlen(store_id) == idlen && !strncmp(t->by, store_id, idlen))
-		sb_printf(sb, "backup %s", colon + 1);
-	else
-		sb_printf(sb, "backup %s of store %.*s", colon ? colon + 1 : t->by, (int)idlen, t->by);
+	return taken_record(p->prev_links, p->nprev_links, dir);
 }
 
 /* Were links removed from t's backups/ directory d since previous (taken.h)? Notes how it
@@ -849,10 +875,13 @@ static int check_dir(inc_plan *p, const struct scan_table *t, size_t d, const st
 	if (now->n == 0) {
 		sb_printf(err, ": %s/" TAKEN_FILE " is gone since %s (removed by hand?): links removed "
 			  "from it meanwhile cannot be told", t->backups_dirs[d], ch->previous);
+	} else if (!ld->rec && taken_is_format1(now)) {
+		sb_printf(err, ": its backups/ (%s) holds the record of an older cassbackup, which %s "
+			  "does not follow", t->backups_dirs[d], ch->previous);
 	} else {
 		sb_printf(err, ": links were removed from its backups/ (%s) since %s, by ",
 			  t->backups_dirs[d], ch->previous);
-		sb_remover(err, now, store_id);
+		taken_describe_by(now, store_id, err);
 	}
 	sb_printf(err, ": on %s this incremental would lack them; make a full backup of these "
 		  "tables first", ch->base);
@@ -865,7 +894,7 @@ static int check_taken(inc_plan *p, const struct scan_result *scan, const struct
 	size_t n = 0;
 	for (size_t i = 0; i < scan->ntables; i++)
 		n += scan->tables[i].nbackups_dirs;
-	if (n && !(p->dirs = calloc(n, sizeof(*p->dirs)))) {
+	if (!(p->dirs = calloc(n + 1, sizeof(*p->dirs)))) {
 		sb_puts(err, "out of memory");
 		return -ENOMEM;
 	}
@@ -904,6 +933,19 @@ void incremental_counts(const inc_plan *p, struct inc_counts *c)
 	*c = p->counts;
 }
 
+/* Which backups/ directories of t (removes[d]) hold links this backup removes: those it
+ * takes in (it's files read from t) and those previous holds. */
+static void note_removals(const inc_plan *p, const struct inc_table *it, const struct scan_table *t,
+			  bool *removes)
+{
+	for (size_t d = 0; d < t->nbackups_dirs; d++) {
+		for (size_t k = 0; !removes[d] && k < it->nfiles; k++)
+			removes[d] = it->files[k].src && scan_file_below(it->files[k].src, t->backups_dirs[d]);
+		for (size_t h = 0; !removes[d] && h < p->nheld; h++)
+			removes[d] = scan_file_below(p->held[h].src, t->backups_dirs[d]);
+	}
+}
+
 int incremental_record_links(inc_plan *p, const struct scan_result *scan, const char *by,
 			    struct strbuf *err)
 {
@@ -917,8 +959,13 @@ int incremental_record_links(inc_plan *p, const struct scan_result *scan, const 
 		if (!it || strcmp(it->table_id, t->table_id) != 0)
 			continue; /* not in the backup: none of its links go */
 		p->nrecords = i + 1;
-		int r = taken_records_make(t->backups_dirs, t->backups_taken, t->nbackups_dirs,
-					   t->nfiles ? by : NULL, &p->records[i]);
+		bool *removes = calloc(t->nbackups_dirs + 1, sizeof(*removes));
+		int r = removes ? 0 : -ENOMEM;
+		if (r == 0)
+			note_removals(p, it, t, removes);
+		r = r ?: taken_records_make(t->backups_dirs, t->backups_taken, t->nbackups_dirs, by,
+					    removes, &p->records[i]);
+		free(removes);
 		if (r < 0) {
 			sb_printf(err, "%s", r == -ENOMEM ? "out of memory" : "backup name too long "
 				  "to record in backups/");
@@ -929,11 +976,13 @@ int incremental_record_links(inc_plan *p, const struct scan_result *scan, const 
 	return 0;
 }
 
-int incremental_mark_links(const inc_plan *p, struct strbuf *err)
+/* Runs step (taken_records_ready or _mark) over the plan's records; err says what failed. */
+static int each_record(const inc_plan *p, int (*step)(const struct taken_records *, const char **),
+		       struct strbuf *err)
 {
 	for (size_t i = 0; i < p->nrecords; i++) {
 		const char *dir = NULL;
-		int r = taken_records_mark(&p->records[i], &dir);
+		int r = step(&p->records[i], &dir);
 		if (r < 0) {
 			sb_printf(err, "cannot record in %s/" TAKEN_FILE " that this backup takes its "
 				  "links: %s", dir, taken_strerror(r));
@@ -941,6 +990,16 @@ int incremental_mark_links(const inc_plan *p, struct strbuf *err)
 		}
 	}
 	return 0;
+}
+
+int incremental_ready_links(const inc_plan *p, struct strbuf *err)
+{
+	return each_record(p, taken_records_ready, err);
+}
+
+int incremental_mark_links(const inc_plan *p, struct strbuf *err)
+{
+	return each_record(p, taken_records_mark, err);
 }
 
 /* The backups/ directory of table t that f is in, as the plan has it, or NULL. */
@@ -952,10 +1011,11 @@ static const struct inc_links_dir *dir_of(const inc_plan *p, const struct scan_f
 	return NULL;
 }
 
-/* Nothing new: may the links previous holds in dir go? Only where previous removed links
- * itself (its record says what it found): it marked the directory, or, killed before, the
- * mark is made now; elsewhere a removal would be one no manifest records. 1, 0, or -errno. */
-static int held_may_go(const struct inc_links_dir *ld)
+/* Nothing new: may the links previous holds in directory ld go? Only where previous removed
+ * links itself (its record says what it found): it marked the directory, or, killed before,
+ * its mark is made now; elsewhere a removal would be one no manifest records. 1, 0, or
+ * -errno. */
+static int settle_dir(const struct inc_links_dir *ld)
 {
 	if (!ld || !ld->rec || !ld->rec->found)
 		return 0;
@@ -971,23 +1031,31 @@ static int held_may_go(const struct inc_links_dir *ld)
 
 int incremental_settle_held(inc_plan *p, uint64_t *left, struct strbuf *err)
 {
+	int *go = calloc(p->ndirs + 1, sizeof(*go)); /* per directory: 0 not settled, 1 go, 2 stay */
 	size_t kept = 0;
+	int r = go ? 0 : -ENOMEM;
+	if (!go)
+		sb_puts(err, "out of memory");
 	*left = 0;
-	for (size_t i = 0; i < p->nheld; i++) {
+	for (size_t i = 0; r == 0 && i < p->nheld; i++) {
 		const struct inc_links_dir *ld = dir_of(p, p->held[i].src);
-		int r = held_may_go(ld);
+		int *g = ld ? &go[ld - p->dirs] : NULL;
+		if (g && !*g && (r = settle_dir(ld)) >= 0)
+			*g = r == 1 ? 1 : 2;
 		if (r < 0) {
 			sb_printf(err, "cannot record in %s/" TAKEN_FILE " that the previous backup "
 				  "took its links: %s", ld->dir, taken_strerror(r));
-			return r;
+			break;
 		}
-		if (r == 1)
+		if (g && *g == 1)
 			p->held[kept++] = p->held[i];
 		else
 			(*left)++;
 	}
-	p->nheld = kept;
-	return 0;
+	free(go);
+	if (r == 0)
+		p->nheld = kept;
+	return r < 0 ? r : 0;
 }
 
 void incremental_plan_free(inc_plan *p)
@@ -1007,7 +1075,12 @@ void incremental_plan_free(inc_plan *p)
 		taken_records_free(&p->records[i]);
 	free(p->records);
 	free(p->dirs);
-	manifest_free(p->previous);
+	for (size_t i = 0; i < p->nprev_links; i++) {
+		free(p->prev_links[i].dir);
+		free(p->prev_links[i].left);
+		free(p->prev_links[i].found);
+	}
+	free(p->prev_links);
 	free(p->tables);
 	free(p->held);
 	free(p);
@@ -1066,7 +1139,8 @@ int incremental_write(backup_writer *w, const inc_plan *p, struct strbuf *err)
 					  .schema_cql = t->schema_cql, .keyspace_attr = t->ka,
 					  .table_attr = t->ta, .bytes = bytes,
 					  .links = t->links ? t->links->v : NULL,
-					  .nlinks = t->links ? t->links->n : 0};
+					  .nlinks = t->links ? t->links->n : 0,
+					  .emptied_ms = t->emptied_ms};
 		unsigned ti, di;
 		r = backup_writer_add_table(w, &bt, &ti);
 		for (size_t d = 0; r == 0 && d < t->ndirs; d++)

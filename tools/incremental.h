@@ -10,14 +10,16 @@
  * fresh generation (as restore renames). So a mount, a restore or an export of it gives the
  * state at that incremental, and it reads nothing of its base.
  *
- * After the commit, the links whose bytes it holds are removed, each only if it is still the
- * file read (inode, size, mtime): those it took in (hashed as they were read), and those
- * previous held already (the same sstable by name, size and mtime, left by a run killed
- * between its commit and its removals, or linked before the base's snapshot), hashed again
- * and held against previous's SHA-256 first. So the directory stops growing, and no link
- * whose bytes are not in a committed backup is ever removed: the commit comes first; a kill
- * before it removes nothing, one among the removals leaves links whose bytes are committed,
- * for the next incremental to remove. An sstable
+ * After the commit and the marks of the backups/ directories it removes links from (taken.h),
+ * the links whose bytes it holds are removed, each only if it is still the file read (inode,
+ * size, mtime): those it took in (hashed as they were read), and those previous held already
+ * (the same sstable by name, size and mtime, left by a run killed between its commit and its
+ * removals, or linked before the base's snapshot), hashed again and held against previous's
+ * SHA-256 first. So the directory stops growing, and no link whose bytes are not in a
+ * committed backup is ever removed: the commit comes first; a kill before the marks removes
+ * nothing, one among the removals leaves links whose bytes are committed, for the next
+ * incremental to remove. With nothing new no backup is made, and held links go only where
+ * previous removed links itself (incremental_settle_held). An sstable
  * whose TOC.txt is missing, or lists a component not linked yet, is still being linked by
  * Cassandra (Tracker.maybeIncrementallyBackup -> SSTableReader.createLinks links the
  * components of the sstable's set, those TOC.txt lists, one by one in no set order): it is
@@ -85,14 +87,19 @@ void incremental_plan_free(inc_plan *p); /* accepts NULL */
 int incremental_record_links(inc_plan *p, const struct scan_result *scan, const char *by,
 			     struct strbuf *err);
 
+/* Before the commit: the files of the directories marked that had none made ready
+ * (taken_records_ready). 0 or -errno (err says which directory: no backup may be made). */
+int incremental_ready_links(const inc_plan *p, struct strbuf *err);
+
 /* After the commit, before any link is removed: the marks recorded. 0 or -errno (err says
  * which directory: no link may be removed then). */
 int incremental_mark_links(const inc_plan *p, struct strbuf *err);
 
-/* Nothing new (no backup made): keeps among the links previous holds those it may remove
- * with no manifest recording it, in directories previous removed links from (a mark a kill
- * kept it from making is made now); *left counts the others, left for the next incremental
- * that takes something in. 0 or -errno (err says which directory). */
+/* Nothing new (no backup made): keeps, among the links previous holds, those in directories
+ * previous removed links from itself (its mark, if a kill kept it from making it, is made
+ * now): removing them needs no record of its own. *left counts the others (a removal there
+ * would be one no manifest records), left for the next incremental that takes something in.
+ * 0 or -errno (err says which directory). */
 int incremental_settle_held(inc_plan *p, uint64_t *left, struct strbuf *err);
 
 struct inc_counts {
@@ -116,14 +123,14 @@ int incremental_write(backup_writer *w, const inc_plan *p, struct strbuf *err);
 int incremental_remove_links(catalog *cat, const inc_plan *p, uint64_t *removed,
 			     void (*report)(void *ctx, const char *path, int err), void *ctx);
 
-/* `create --clear-incremental-links`, after a full backup of snapshot snap committed and
- * marked backups/ directories marked (taken.h; nmarked): removes each link of links (a scan of
- * backups/) in those directories written before the snapshot was taken (mtime before
- * snapshot_ns; its ctime cannot tell, as the snapshot's own hard link to it moved it) whose
- * bytes the store holds: the inode of a file the snapshot backed up, else a content the
- * catalog knows (hashed now). Each one removed only while it is the file looked at.
- * *removed and *kept count them; a link that could not be judged or removed goes to report.
- * 0, or the first -errno. */
+/* `create --clear-incremental-links`, after a full backup of snapshot snap (c->snap) was
+ * committed and marked the backups/ directories c->marked (taken.h): removes each link of
+ * c->links (a scan of backups/) in those directories written before the snapshot was taken
+ * (mtime before c->snapshot_ns; its ctime cannot tell, as the snapshot's own hard link to it
+ * moved it) whose bytes the store holds: the inode of a file the snapshot backed up, else a
+ * content the catalog knows (hashed now). Each one removed only while it is the file looked
+ * at. *removed and *kept count them; a link that could not be judged or removed goes to
+ * report. 0, or the first -errno. */
 struct links_cleared {
 	const struct scan_result *snap, *links;
 	char *const *marked;

@@ -354,8 +354,11 @@ static int open_place(struct ctx *c, const struct place *parent, const char *nam
 
 /* --- a table dropped and made again (incremental backups only) ---------------------------- */
 
-/* Slack for a drop or truncate snapshot's time (named as it starts, before the flush it makes)
- * against the times of files: a file flushed within it counts as flushed before. */
+/* Slack for a drop snapshot's time (named before the flush it makes: ColumnFamilyStore
+ * snapshot() flushes, then links) against the times of files: a file flushed within it counts
+ * as flushed before. None for a truncate's: truncateBlocking flushes, then takes truncatedAt,
+ * then names its snapshot; a flush after the name is data the truncate kept (discardSSTables
+ * drops only sstables no newer than truncatedAt), which the table has. */
 #define DROP_SLACK_MS 60000
 
 /* Calls fn for each entry of directory parent/name (NULL: parent itself) but . and ..; stops
@@ -434,11 +437,16 @@ static bool is_newer(int dfd, const char *entry, void *ctx)
 }
 
 /* When the table in directory tfd last lost all its sstables: its newest drop or truncate
- * snapshot (ms), 0 for none. */
-static int64_t emptied_ms(int tfd)
+ * snapshot (ms), 0 for none; and until when a file of backups/ was flushed before it. */
+static void note_emptied(int tfd, struct scan_table *t)
 {
-	int64_t d = last_snapshot_ms(tfd, "dropped-"), t = last_snapshot_ms(tfd, "truncated-");
-	return d > t ? d : t;
+	int64_t d = last_snapshot_ms(tfd, "dropped-"), tr = last_snapshot_ms(tfd, "truncated-");
+	int64_t at = d > tr ? d : tr, until = d ? d + DROP_SLACK_MS : 0;
+	until = tr > until ? tr : until;
+	if (at > t->emptied_ms)
+		t->emptied_ms = at;
+	if (until > t->emptied_until_ms)
+		t->emptied_until_ms = until;
 }
 
 /* Whether table directory dirname (in ksfd) is a dropped table's leftover: it holds Cassandra's
@@ -536,7 +544,7 @@ static int scan_files(struct ctx *c, struct scan_table *t, const struct place *d
 			break;
 		}
 		if (S_ISREG(st.st_mode) && c->o->backups && t->emptied_ms &&
-		    mtime_ms(&st) <= t->emptied_ms + DROP_SLACK_MS) {
+		    mtime_ms(&st) <= t->emptied_until_ms) {
 			t->before_emptied++; /* data the table no longer has: left alone */
 		} else if (S_ISREG(st.st_mode)) {
 			r = add_file(c, t, dir, p.buf, e->d_name, idx, &st);
@@ -588,9 +596,9 @@ static int note_backups_dir(struct ctx *c, struct scan_table *t, const struct pl
 	int r = taken_read(fd, &lt);
 	close(fd);
 	if (r < 0 && r != -ENOMEM && !c->o->backups) {
-		/* a full backup is made all the same (recording no removal); the incrementals,
-		 * which read it to go on, stop on it */
-		lt = (struct links_taken){0};
+		/* a full backup is made all the same, recording nothing of that directory (its
+		 * caller says so); the incrementals, which read it to go on, stop on it */
+		lt = (struct links_taken){.read_err = r};
 		r = 0;
 	}
 	struct strbuf path = {0};
@@ -656,9 +664,8 @@ static int scan_backups_dir(struct ctx *c, const char *ks, const char *table, co
 			t->ks_st = *ks_st;
 			t->table_st = tst;
 		}
-		int64_t emptied = t ? emptied_ms(tdir->fd) : 0;
-		if (t && emptied > t->emptied_ms)
-			t->emptied_ms = emptied;
+		if (t)
+			note_emptied(tdir->fd, t);
 		if (t && (r = note_backups_dir(c, t, tdir)) < 0)
 			close(b.fd);
 		else if (t)
@@ -822,9 +829,26 @@ static int scan_data_dir(struct ctx *c, const char *dd)
 	return r > 0 ? 0 : r;
 }
 
+/* Opens table t's directory in data directory dd, each component with O_NOFOLLOW, as the
+ * scan walked to it: 1 (*fd), 0 when it has none there (or a symbolic link, not followed), or
+ * -errno. */
+static int open_table_dir(const char *dd, const struct scan_table *t, int *fd)
+{
+	int top = open(dd, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int ks = top < 0 ? -1 : openat(top, t->keyspace, DIR_FLAGS);
+	*fd = ks < 0 ? -1 : openat(ks, t->dirname, DIR_FLAGS);
+	int r = *fd >= 0 ? 1 : errno == ENOENT || errno == ELOOP || errno == ENOTDIR ? 0 : -errno;
+	if (ks >= 0)
+		close(ks);
+	if (top >= 0)
+		close(top);
+	return r;
+}
+
 /* A full backup: the backups/ directories of each table in every data directory, those
- * without the snapshot too (a table's flushes go to any of them). */
-static int note_all_backups_dirs(struct ctx *c)
+ * without the snapshot too (a table's flushes go to any of them), and its newest drop or
+ * truncate snapshot. */
+static int note_table_dirs(struct ctx *c)
 {
 	int r = 0;
 	struct strbuf path = {0};
@@ -832,16 +856,19 @@ static int note_all_backups_dirs(struct ctx *c)
 		struct scan_table *t = &c->res->tables[i];
 		for (size_t d = 0; r == 0 && d < c->o->ndata_dirs; d++) {
 			path.len = 0;
-			if ((r = sb_printf(&path, "%s/%s/%s", c->o->data_dirs[d], t->keyspace,
-					   t->dirname)) < 0)
-				break;
-			struct place tdir = {.fd = open(path.buf, DIR_FLAGS), .path = path.buf,
-					     .data_dir = c->o->data_dirs[d]};
-			if (tdir.fd < 0)
-				continue; /* not in this data directory */
-			r = note_backups_dir(c, t, &tdir);
+			struct place tdir = {.data_dir = c->o->data_dirs[d]};
+			if ((r = open_table_dir(c->o->data_dirs[d], t, &tdir.fd)) <= 0)
+				continue; /* not in this data directory, or an error */
+			r = sb_printf(&path, "%s/%s/%s", c->o->data_dirs[d], t->keyspace, t->dirname);
+			tdir.path = path.buf;
+			if (r == 0)
+				note_emptied(tdir.fd, t);
+			r = r ?: note_backups_dir(c, t, &tdir);
 			close(tdir.fd);
 		}
+		if (r < 0 && !c->err->len)
+			sb_printf(c->err, "cannot read the directories of table %s.%s: %s", t->keyspace,
+				  t->table, strerror(-r));
 	}
 	sb_free(&path);
 	return r;
@@ -933,7 +960,7 @@ int scan_snapshot(const struct scan_opts *o, struct scan_result *res, struct str
 		r = -ENOENT;
 	}
 	if (r == 0 && !o->backups)
-		r = note_all_backups_dirs(&c);
+		r = note_table_dirs(&c);
 	if (r == 0 && res->ntables) { /* qsort's base must not be NULL, even for 0 elements */
 		qsort(res->tables, res->ntables, sizeof(*res->tables), cmp_table);
 		for (size_t i = 0; i < res->ntables; i++)

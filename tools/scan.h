@@ -54,12 +54,13 @@ struct scan_table {
 	char *schema_cql; /* contents of schema.cql, or NULL */
 	char *manifest;   /* contents of manifest.json (the first copy found), or NULL */
 	size_t manifest_len;
-	/* backups only: the time (ms) of the newest drop or truncate snapshot in the table
-	 * directory (dropped-<millis>-<name>, truncated-<millis>-<table>: taken with
-	 * auto_snapshot), 0 for none: the table lost all its sstables then (TRUNCATE, or DROP and
-	 * CREATE ... WITH ID). Files of backups/ no newer than a minute after it are data the
-	 * table no longer has: left out (and in place), counted in before_emptied. */
-	int64_t emptied_ms;
+	/* The time (ms) of the newest drop or truncate snapshot in the table's directories
+	 * (dropped-<millis>-<name>, truncated-<millis>-<table>: taken with auto_snapshot), 0 for
+	 * none: the table lost all its sstables then (TRUNCATE, or DROP and CREATE ... WITH ID).
+	 * backups only: files of backups/ no newer than emptied_until_ms (a truncate's time; a
+	 * minute after a drop's) are data the table no longer has: left out (and in place),
+	 * counted in before_emptied. */
+	int64_t emptied_ms, emptied_until_ms;
 	uint64_t before_emptied;
 	/* The table's backups/ directories (paths, in every data directory) and what the
 	 * TAKEN_FILE of each says (taken.h), read in both kinds of scan. */

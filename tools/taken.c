@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -29,15 +30,28 @@ static bool epoch_ok(const char *s)
 	return strlen(s) == 16 && strspn(s, "0123456789abcdef") == 16;
 }
 
+/* A count: decimal digits, below UINT64_MAX (one more must not wrap), into *n. */
+static bool count_ok(const char *s, uint64_t *n)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (!*s || strspn(s, "0123456789") != strlen(s) || *end || errno || v >= UINT64_MAX)
+		return false;
+	*n = v;
+	return true;
+}
+
 /* "EPOCH N BY", whole (a format 1 file's epoch, EPOCH_V1, only when v1 is true). */
 static int parse_state(const char *s, bool v1, struct links_taken *t)
 {
-	char epoch[TAKEN_BY_MAX], by[TAKEN_BY_MAX];
-	uint64_t n;
+	char epoch[TAKEN_BY_MAX], count[24], by[TAKEN_BY_MAX];
+	uint64_t n = 0;
 	int used = 0;
 	*t = (struct links_taken){0};
-	if (sscanf(s, "%399s %" SCNu64 " %399s%n", epoch, &n, by, &used) != 3 || used == 0 ||
-	    s[used] != '\0' || !word_ok(by, TAKEN_BY_MAX) || n == 0 ||
+	if (sscanf(s, "%399s %23s %399s%n", epoch, count, by, &used) != 3 || used == 0 ||
+	    s[used] != '\0' || !count_ok(count, &n) || !word_ok(by, TAKEN_BY_MAX) ||
+	    (n == 0 && (strcmp(by, TAKEN_NOBODY) != 0 || !epoch_ok(epoch))) ||
 	    !(epoch_ok(epoch) || (v1 && !strcmp(epoch, EPOCH_V1))))
 		return -EBADMSG;
 	memcpy(t->epoch, epoch, strlen(epoch) + 1); /* checked: 16 bytes at most */
@@ -49,12 +63,13 @@ static int parse_state(const char *s, bool v1, struct links_taken *t)
 /* A format 1 file's "N M CHAIN", whole: the state "v1 N CHAIN". */
 static int parse_format1(const char *s, struct links_taken *t)
 {
-	char chain[TAKEN_BY_MAX];
-	uint64_t n, m;
+	char chain[TAKEN_BY_MAX], cn[24], cm[24];
+	uint64_t n = 0, m = 0;
 	int used = 0;
 	*t = (struct links_taken){0};
-	if (sscanf(s, "%" SCNu64 " %" SCNu64 " %399s%n", &n, &m, chain, &used) != 3 || used == 0 ||
-	    s[used] != '\0' || !word_ok(chain, TAKEN_BY_MAX) || n == 0 || m == 0 || m > n)
+	if (sscanf(s, "%23s %23s %399s%n", cn, cm, chain, &used) != 3 || used == 0 ||
+	    s[used] != '\0' || !count_ok(cn, &n) || !count_ok(cm, &m) ||
+	    !word_ok(chain, TAKEN_BY_MAX) || n == 0 || m == 0 || m > n)
 		return -EBADMSG;
 	*t = (struct links_taken){.epoch = EPOCH_V1, .n = n};
 	snprintf(t->by, sizeof(t->by), "%s", chain);
@@ -105,8 +120,8 @@ int taken_by(const char *store_id, const char *ref, char by[TAKEN_BY_MAX])
 
 int taken_format(const struct links_taken *t, struct strbuf *out)
 {
-	return t->n ? sb_printf(out, "%s %" PRIu64 " %s", t->epoch, t->n, t->by)
-		    : sb_puts(out, "- 0 -");
+	return *t->epoch ? sb_printf(out, "%s %" PRIu64 " %s", t->epoch, t->n, t->by)
+			 : sb_puts(out, "- 0 -");
 }
 
 int taken_parse(const char *s, struct links_taken *t)
@@ -136,6 +151,23 @@ int taken_next(const struct links_taken *was, const char *by, struct links_taken
 	return 0;
 }
 
+bool taken_is_format1(const struct links_taken *t)
+{
+	return !strcmp(t->epoch, EPOCH_V1);
+}
+
+int taken_describe_by(const struct links_taken *t, const char *store_id, struct strbuf *sb)
+{
+	const char *colon = strchr(t->by, ':');
+	size_t idlen = colon ? (size_t)(colon - t->by) : 0;
+	if (taken_is_format1(t))
+		return sb_printf(sb, "the chain of full backup %s (a file an older cassbackup wrote)",
+				 colon ? colon + 1 : t->by);
+	if (colon && strlen(store_id) == idlen && !strncmp(t->by, store_id, idlen))
+		return sb_printf(sb, "backup %s", colon + 1);
+	return sb_printf(sb, "backup %s of store %.*s", colon ? colon + 1 : t->by, (int)idlen, t->by);
+}
+
 const struct manifest_links *taken_record(const struct manifest_links *links, size_t n,
 					  const char *dir)
 {
@@ -150,8 +182,9 @@ enum taken_verdict taken_judge(const struct manifest_links *rec, const struct li
 	struct links_taken left, found;
 	if (!rec)
 		return now->n == 0 ? TAKEN_NEVER : TAKEN_SINCE;
-	if (taken_parse(rec->left, &left) == 0 && taken_same(&left, now))
-		return TAKEN_AS_LEFT;
+	if (taken_parse(rec->left, &left) == 0 &&
+	    (taken_same(&left, now) || (!*left.epoch && now->n == 0 && *now->epoch)))
+		return TAKEN_AS_LEFT; /* as left, or left with no file and made ready since */
 	if (rec->found && taken_parse(rec->found, &found) == 0 && taken_same(&found, now))
 		return TAKEN_AS_FOUND;
 	return TAKEN_SINCE;
@@ -199,7 +232,8 @@ static int write_state(const char *dir, const struct links_taken *now)
 		 * next mark writes over, not one per run */
 		sb_printf(&tmp, "%s/%s.tmp", dir, TAKEN_FILE) ?:
 		sb_printf(&doc, TAKEN_MAGIC "2 %s %" PRIu64 " %s\n", now->epoch, now->n, now->by);
-	int fd = r < 0 ? -1 : open(tmp.buf, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	/* 0644: any create may read it, whoever runs it (only one that can write there marks) */
+	int fd = r < 0 ? -1 : open(tmp.buf, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (r == 0 && fd < 0)
 		r = -errno;
 	if (r == 0 && write(fd, doc.buf, doc.len) != (ssize_t)doc.len)
@@ -231,8 +265,15 @@ static int record_one(struct taken_records *r, size_t i, const char *dir)
 	return e ?: r->v[i].dir && r->v[i].left && (!r->marks[i] || r->v[i].found) ? 0 : -ENOMEM;
 }
 
+/* The state of a file made ready for a first mark: "EPOCH 0 -". */
+static void ready_state(struct links_taken *t)
+{
+	*t = (struct links_taken){.n = 0, .by = TAKEN_NOBODY};
+	snprintf(t->epoch, sizeof(t->epoch), "%016" PRIx64, random_below(UINT64_MAX));
+}
+
 int taken_records_make(char *const *dirs, const struct links_taken *found, size_t n,
-		       const char *by, struct taken_records *out)
+		       const char *by, const bool *removes, struct taken_records *out)
 {
 	*out = (struct taken_records){0};
 	if (!n)
@@ -241,17 +282,37 @@ int taken_records_make(char *const *dirs, const struct links_taken *found, size_
 	out->found = calloc(n, sizeof(*out->found));
 	out->left = calloc(n, sizeof(*out->left));
 	out->marks = calloc(n, sizeof(*out->marks));
-	if (!out->v || !out->found || !out->left || !out->marks)
+	out->readies = calloc(n, sizeof(*out->readies));
+	if (!out->v || !out->found || !out->left || !out->marks || !out->readies)
 		return -ENOMEM;
 	out->n = n;
 	int r = 0;
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		out->found[i] = found[i];
-		out->marks[i] = by != NULL;
-		r = by ? taken_next(&found[i], by, &out->left[i]) : (out->left[i] = found[i], 0);
+		out->marks[i] = by && (!removes || removes[i]);
+		/* a directory with no file: one is made ready first, so that a file removed by
+		 * hand since never reads as what this backup found */
+		out->readies[i] = out->marks[i] && !*found[i].epoch;
+		if (out->readies[i])
+			ready_state(&out->found[i]);
+		r = out->marks[i] ? taken_next(&out->found[i], by, &out->left[i])
+				  : (out->left[i] = found[i], 0);
 		r = r ?: record_one(out, i, dirs[i]);
 	}
 	return r;
+}
+
+int taken_records_ready(const struct taken_records *r, const char **dir)
+{
+	static const struct links_taken none;
+	for (size_t i = 0; i < r->n; i++) {
+		int e = r->readies[i] ? taken_mark(r->v[i].dir, &none, &r->found[i]) : 0;
+		if (e < 0) {
+			*dir = r->v[i].dir;
+			return e;
+		}
+	}
+	return 0;
 }
 
 void taken_records_free(struct taken_records *r)
@@ -265,6 +326,7 @@ void taken_records_free(struct taken_records *r)
 	free(r->found);
 	free(r->left);
 	free(r->marks);
+	free(r->readies);
 	*r = (struct taken_records){0};
 }
 

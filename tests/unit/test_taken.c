@@ -24,7 +24,7 @@ static void test_judge(void)
 	struct manifest_links marked = {.dir = "/d/ks/t-1/backups", .left = "00000000000000aa 3 s:inc2/n1",
 					.found = "00000000000000aa 2 s:inc1/n1"};
 	struct manifest_links seen = {.dir = "/d/ks/t-1/backups", .left = "00000000000000aa 2 s:inc1/n1"};
-	struct links_taken none = {0};
+	struct links_taken none = {0}, bad;
 	CHECK(taken_record(&marked, 1, "/d/ks/t-1/backups") == &marked);
 	CHECK(taken_record(&marked, 1, "/e/ks/t-1/backups") == NULL);
 	CHECK(taken_judge(NULL, &none) == TAKEN_NEVER);
@@ -45,7 +45,28 @@ static void test_judge(void)
 	t = state("00000000000000bb 3 s:inc2/n1");
 	CHECK(taken_judge(&marked, &t) == TAKEN_SINCE);
 	CHECK(taken_judge(&marked, &none) == TAKEN_SINCE); /* the file went: links may have too */
-	struct links_taken bad;
+	/* a first removal: found the file made ready; removed by hand since, it does not read
+	 * as found (another chain may have removed links meanwhile) */
+	struct manifest_links first = {.dir = "/d/ks/t-1/backups", .left = "00000000000000cc 1 s:inc1/n1",
+				       .found = "00000000000000cc 0 -"};
+	t = state("00000000000000cc 0 -");
+	CHECK(taken_judge(&first, &t) == TAKEN_AS_FOUND);
+	CHECK(taken_judge(&first, &none) == TAKEN_SINCE);
+	/* left with no file, made ready since by a backup killed before its commit: nothing
+	 * removed */
+	struct manifest_links nofile = {.dir = "/d/ks/t-1/backups", .left = "- 0 -"};
+	CHECK(taken_judge(&nofile, &none) == TAKEN_AS_LEFT);
+	CHECK(taken_judge(&nofile, &t) == TAKEN_AS_LEFT);
+	t = state("00000000000000cc 1 s:x/n1");
+	CHECK(taken_judge(&nofile, &t) == TAKEN_SINCE);
+	CHECK(taken_parse("00000000000000cc 0 s:x", &bad) == -EBADMSG); /* N 0: nobody */
+	/* a count that is not plain digits, or one more would wrap */
+	CHECK(taken_parse("00000000000000cc -1 s:x", &bad) == -EBADMSG);
+	CHECK(taken_parse("00000000000000cc +1 s:x", &bad) == -EBADMSG);
+	CHECK(taken_parse("00000000000000cc 18446744073709551615 s:x", &bad) == -EBADMSG);
+	CHECK(taken_parse("00000000000000cc 18446744073709551614 s:x", &bad) == 0);
+	CHECK(taken_parse("00000000000000cc 99999999999999999999 s:x", &bad) == -EBADMSG);
+	CHECK(taken_parse("v1 0 -", &bad) == -EBADMSG);
 	CHECK(taken_parse("00000000000000aa 0 s:x", &bad) == -EBADMSG);
 	CHECK(taken_parse("0aa 1 s:x", &bad) == -EBADMSG);
 	CHECK(taken_parse("00000000000000aa 1 s:x more", &bad) == -EBADMSG);
@@ -57,21 +78,29 @@ static void test_records(void)
 	char *dirs[] = {"/d/ks/t-1/backups", "/e/ks/t-1/backups"};
 	struct links_taken found[2] = {{.n = 0}, state("00000000000000aa 2 s:inc1/n1")};
 	struct taken_records r;
-	CHECK(taken_records_make(dirs, found, 2, NULL, &r) == 0 && r.n == 2);
+	CHECK(taken_records_make(dirs, found, 2, NULL, NULL, &r) == 0 && r.n == 2);
 	CHECK(!strcmp(r.v[0].left, "- 0 -") && !r.v[0].found);
 	CHECK(!strcmp(r.v[1].left, "00000000000000aa 2 s:inc1/n1") && !r.v[1].found);
 	taken_records_free(&r);
-	CHECK(taken_records_make(dirs, found, 2, "s:inc2/n1", &r) == 0);
-	CHECK(r.v[0].found && !strcmp(r.v[0].found, "- 0 -"));
-	struct links_taken l0 = state(r.v[0].left);
-	CHECK(l0.n == 1 && !strcmp(l0.by, "s:inc2/n1") && strlen(l0.epoch) == 16);
+	CHECK(taken_records_make(dirs, found, 2, "s:inc2/n1", NULL, &r) == 0);
+	/* no file: one is made ready first ("EPOCH 0 -"), the epoch the mark keeps */
+	struct links_taken f0 = state(r.v[0].found), l0 = state(r.v[0].left);
+	CHECK(f0.n == 0 && !strcmp(f0.by, TAKEN_NOBODY) && strlen(f0.epoch) == 16 && r.readies[0]);
+	CHECK(l0.n == 1 && !strcmp(l0.by, "s:inc2/n1") && !strcmp(l0.epoch, f0.epoch));
+	CHECK(!r.readies[1]);
 	CHECK(!strcmp(r.v[1].left, "00000000000000aa 3 s:inc2/n1"));
 	CHECK(!strcmp(r.v[1].found, "00000000000000aa 2 s:inc1/n1"));
+	taken_records_free(&r);
+	/* only where the backup removes links: the others left as found, not made ready */
+	bool removes[2] = {false, true};
+	CHECK(taken_records_make(dirs, found, 2, "s:inc2/n1", removes, &r) == 0);
+	CHECK(!r.marks[0] && !r.readies[0] && !strcmp(r.v[0].left, "- 0 -") && !r.v[0].found);
+	CHECK(r.marks[1] && !strcmp(r.v[1].left, "00000000000000aa 3 s:inc2/n1"));
 	taken_records_free(&r);
 	char by[TAKEN_BY_MAX];
 	CHECK(taken_by("0123abcd", "night/n1", by) == 0 && !strcmp(by, "0123abcd:night/n1"));
 	CHECK(taken_by("id", "a b", by) == -ENAMETOOLONG); /* no blank: one word */
-	CHECK(taken_records_make(dirs, found, 2, "a b", &r) == -ENAMETOOLONG);
+	CHECK(taken_records_make(dirs, found, 2, "a b", NULL, &r) == -ENAMETOOLONG);
 	taken_records_free(&r);
 }
 
@@ -94,10 +123,18 @@ static void test_file(void)
 	int fd = open(dir, O_RDONLY | O_DIRECTORY);
 	struct links_taken t, one, two, other;
 	CHECK(taken_read(fd, &t) == 0 && t.n == 0 && !*t.by && !*t.epoch);
-	CHECK(taken_next(&t, "s:a", &one) == 0 && one.n == 1 && strlen(one.epoch) == 16);
-	CHECK(taken_mark(dir, &t, &one) == 0);
+	/* made ready before the commit, marked after it */
+	char *dirs[] = {dir};
+	struct taken_records rec;
+	const char *failed = NULL;
+	CHECK(taken_records_make(dirs, &t, 1, "s:a", NULL, &rec) == 0 && rec.readies[0]);
+	CHECK(taken_records_ready(&rec, &failed) == 0);
+	CHECK(taken_read(fd, &t) == 0 && t.n == 0 && taken_same(&t, &rec.found[0]));
+	CHECK(taken_records_mark(&rec, &failed) == 0);
+	CHECK(taken_read(fd, &one) == 0 && one.n == 1 && taken_same(&one, &rec.left[0]));
+	taken_records_free(&rec);
+	CHECK(taken_mark(dir, &t, &one) == 0); /* made already */
 	CHECK(taken_read(fd, &t) == 0 && taken_same(&t, &one));
-	CHECK(taken_mark(dir, &(struct links_taken){0}, &one) == 0); /* made already */
 	CHECK(taken_next(&one, "s:b", &two) == 0 && two.n == 2 && !strcmp(two.epoch, one.epoch));
 	CHECK(taken_mark(dir, &one, &two) == 0);
 	/* marking from a stale reading (another backup marked since): refused, nothing written */
