@@ -1067,14 +1067,19 @@ static void table_free(struct manifest_table *t)
 		free(t->files[i].dir);
 		free(t->files[i].name);
 	}
-	for (size_t i = 0; t->links && i < t->nlinks; i++) {
-		free(t->links[i].dir);
-		free(t->links[i].left);
-		free(t->links[i].found);
-	}
+	manifest_links_free(t->links, t->nlinks);
 	free(t->dirs);
 	free(t->files);
-	free(t->links);
+}
+
+void manifest_links_free(struct manifest_links *v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++) {
+		free(v[i].dir);
+		free(v[i].left);
+		free(v[i].found);
+	}
+	free(v);
 }
 
 void manifest_free(struct manifest *m)

@@ -167,6 +167,9 @@ int manifest_parse(const char *buf, size_t len, struct manifest **out, char *err
 
 void manifest_free(struct manifest *m); /* accepts NULL */
 
+/* Frees the strings of n records of backups/ directories and the array v (NULL: none). */
+void manifest_links_free(struct manifest_links *v, size_t n);
+
 /* What identifies the node of a backup in the store: its host id when known, else its node
  * name (backups made without nodetool). Never NULL. */
 const char *manifest_node_key(const struct manifest *m);

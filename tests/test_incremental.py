@@ -785,12 +785,16 @@ def drop(node, table, ago=0):
     os.makedirs(os.path.join(d, 'snapshots', f'dropped-{int((time.time() - ago) * 1000)}-{table}'))
 
 
-def backdate(node, table, names, ago):
+def set_mtime(node, table, names, when):
+    """The sstables names of table, and their backups/ links, written at time when (s)."""
     for n in names:
         for path in (os.path.join(node.dirs[table], n), os.path.join(node.dirs[table], 'backups', n)):
             if os.path.exists(path):
-                t = time.time() - ago
-                os.utime(path, (t, t))
+                os.utime(path, (when, when))
+
+
+def backdate(node, table, names, ago):
+    set_mtime(node, table, names, time.time() - ago)
 
 
 def test_a_dropped_and_recreated_table_is_backed_up_as_the_live_one(node, store):
@@ -926,9 +930,7 @@ def test_a_clock_stepped_back_after_a_truncate_never_empties_the_table_again(nod
     ahead = time.time() + 300  # the clock 5 minutes ahead, then stepped back
     truncate(node, t, ahead)
     since = node.flush(t)
-    for n in since:
-        for path in (os.path.join(node.dirs[t], n), os.path.join(node.dirs[t], 'backups', n)):
-            os.utime(path, (ahead + 60, ahead + 60))
+    set_mtime(node, t, since, ahead + 60)
     node.incremental(store, 'inc1')
     assert tree_of(manifest(store, 'inc1'))[t] == since
     assert {tb['name']: tb['emptied_ms'] for ks in manifest(store, 'inc1')['keyspaces']
@@ -940,9 +942,7 @@ def test_a_clock_stepped_back_after_a_truncate_never_empties_the_table_again(nod
     # a truncate since: emptied
     truncate(node, t, ahead + 120)
     after = node.flush(t)
-    for n in after:
-        for path in (os.path.join(node.dirs[t], n), os.path.join(node.dirs[t], 'backups', n)):
-            os.utime(path, (ahead + 180, ahead + 180))
+    set_mtime(node, t, after, ahead + 180)
     node.incremental(store, 'inc3')
     assert tree_of(manifest(store, 'inc3'))[t] == after
 
@@ -1276,6 +1276,15 @@ def test_a_full_backup_that_cleared_links_ends_the_older_chains(node, store):
     assert node.links() == before
 
 
+def a_new_chain_goes_on(node, store, full, table, inc):
+    """A full backup of a snapshot taken now, a flush into table: incremental inc builds on it."""
+    node.snapshot_all(full)
+    node.create(store, '--snapshot', full, '--name', full)
+    node.flush(table)
+    r = node.incremental(store, inc)
+    assert f'incremental {inc} on {full} (base {full})' in r.stdout
+
+
 def one_table_chain(node, store, nothing_new=False):
     """The nightly full backup (with the system keyspaces, as cassbackup backup makes it), then
     by hand a full backup of one table and an incremental of it, which takes in (or, with
@@ -1441,6 +1450,15 @@ def flush_into(node, tdir, gen):
     return made
 
 
+def second_data_dir(node, tmp_path, table):
+    """A second data directory holding an empty directory of table: (that directory, the
+    --data-dir options adding it)."""
+    second = tmp_path / 'data2'
+    tdir2 = second / KS / os.path.basename(node.dirs[table])
+    tdir2.mkdir(parents=True)
+    return tdir2, ['--data-dir', str(second)]
+
+
 def taken_state(tdir):
     """What tdir/backups/.cassbackup-taken says: (count, by) of format 2."""
     magic, fmt, epoch, n, by = open(os.path.join(tdir, 'backups', TAKEN)).read().split()
@@ -1453,10 +1471,7 @@ def test_a_table_in_two_data_directories_counts_its_links_in_both(node, store, t
     (Cassandra flushed there for the first time): the mark of each is checked and moved on its
     own (only where links are removed), and the backup records each."""
     t = TABLES[0]
-    second = tmp_path / 'data2'
-    tdir2 = second / KS / os.path.basename(node.dirs[t])
-    both = ['--data-dir', str(second)]
-    tdir2.mkdir(parents=True)
+    tdir2, both = second_data_dir(node, tmp_path, t)
     node.full(store, 'full', *both)
     node.flush(t)
     node.incremental(store, 'inc1', *both)
@@ -1478,10 +1493,7 @@ def test_a_full_backup_records_every_data_directory_of_its_tables(node, store, t
     second directory of the table that held no sstable any more, but backups/ marked by the
     older chain, refused every incremental of the new chain until the next full backup."""
     t = TABLES[0]
-    second = tmp_path / 'data2'
-    tdir2 = second / KS / os.path.basename(node.dirs[t])
-    both = ['--data-dir', str(second)]
-    tdir2.mkdir(parents=True)
+    tdir2, both = second_data_dir(node, tmp_path, t)
     node.full(store, 'full', *both)
     made = flush_into(node, tdir2, 500)
     node.incremental(store, 'inc1', *both)
@@ -1514,11 +1526,7 @@ def test_forgetting_the_newest_incremental_refuses_the_next_one(node, store):
         'incremental would lack them; make a full backup of these tables first; no backup was '
         'made'), r.stderr
     assert node.links() == before
-    node.snapshot_all('night2')
-    node.create(store, '--snapshot', 'night2', '--name', 'night2')
-    node.flush(TABLES[3])
-    r = node.incremental(store, 'inc3')
-    assert 'incremental inc3 on night2 (base night2)' in r.stdout
+    a_new_chain_goes_on(node, store, 'night2', TABLES[3], 'inc3')
 
 
 def test_a_count_removed_by_hand_after_a_first_removal_refuses_the_chain(node, store, tmp_path):
@@ -1570,11 +1578,7 @@ def test_a_full_backup_of_a_snapshot_older_than_a_removal_is_no_base(node, store
                                   f'({node.dirs[TABLES[0]]}/backups) since night2, by backup inc1/n1')\
         in r.stderr, r.stderr
     assert node.links() == before
-    node.snapshot_all('night3')
-    node.create(store, '--snapshot', 'night3', '--name', 'night3')
-    node.flush(TABLES[2])
-    r = node.incremental(store, 'inc2')
-    assert 'incremental inc2 on night3 (base night3)' in r.stdout
+    a_new_chain_goes_on(node, store, 'night3', TABLES[2], 'inc2')
 
 
 def test_clearing_removes_links_only_where_it_marked(node, store):

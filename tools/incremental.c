@@ -1075,12 +1075,7 @@ void incremental_plan_free(inc_plan *p)
 		taken_records_free(&p->records[i]);
 	free(p->records);
 	free(p->dirs);
-	for (size_t i = 0; i < p->nprev_links; i++) {
-		free(p->prev_links[i].dir);
-		free(p->prev_links[i].left);
-		free(p->prev_links[i].found);
-	}
-	free(p->prev_links);
+	manifest_links_free(p->prev_links, p->nprev_links);
 	free(p->tables);
 	free(p->held);
 	free(p);

@@ -317,12 +317,7 @@ int taken_records_ready(const struct taken_records *r, const char **dir)
 
 void taken_records_free(struct taken_records *r)
 {
-	for (size_t i = 0; r->v && i < r->n; i++) {
-		free(r->v[i].dir);
-		free(r->v[i].left);
-		free(r->v[i].found);
-	}
-	free(r->v);
+	manifest_links_free(r->v, r->n);
 	free(r->found);
 	free(r->left);
 	free(r->marks);
