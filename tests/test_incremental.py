@@ -919,6 +919,44 @@ def test_an_sstable_flushed_right_after_a_truncate_is_taken_in(node, store):
     assert tree_of(manifest(store, 'inc1'))[t] == since
 
 
+def test_a_table_made_again_with_its_id_right_after_a_drop_is_backed_up(node, store):
+    """DROP, then CREATE TABLE ... WITH ID (the same directory) and a flush within a minute:
+    that flush was left out of every incremental as data from before the drop, and its link
+    said to be removed by hand, exit 0. From before the drop is what its snapshot links (its
+    own flush too) or what is no newer than its name."""
+    t = TABLES[2]
+    node.full(store)
+    stale = node.flush(t)
+    d = node.dirs[t]
+    snap = os.path.join(d, 'snapshots', f'dropped-{int((time.time() - 5) * 1000)}-{t}')
+    os.makedirs(snap)
+    for n in listed(d):
+        if os.path.isfile(os.path.join(d, n)):
+            os.link(os.path.join(d, n), os.path.join(snap, n))
+            os.unlink(os.path.join(d, n))
+    since = node.flush(t)  # made again WITH ID, flushed 5 s after the drop
+    r = node.incremental(store, 'inc1')
+    assert f'skipping {len(stale)} file(s)' in r.stderr, r.stderr
+    assert tree_of(manifest(store, 'inc1'))[t] == since
+
+
+def test_a_truncate_in_another_data_directory_is_seen_by_every_incremental(node, store, tmp_path):
+    """A table in two data directories, truncated while its sstables were all in the first,
+    whose backups/ did not exist yet: the incrementals looked for the truncate only where
+    backups/ was, so one took the old files with what was flushed since, and the one after,
+    seeing the first directory at last, emptied the table again and dropped that, exit 0."""
+    t = TABLES[1]
+    tdir2, both = second_data_dir(node, tmp_path, t)
+    node.full(store, 'full', *both)
+    truncate(node, t, time.time() - 60)  # its snapshot in the first data directory only
+    a = flush_into(node, tdir2, 500)
+    node.incremental(store, 'inc1', *both)
+    assert tree_of(manifest(store, 'inc1'))[t] == a
+    c = node.flush(t)  # the first directory's backups/ is made
+    node.incremental(store, 'inc2', *both)
+    assert tree_of(manifest(store, 'inc2'))[t] == {**a, **c}
+
+
 def test_a_clock_stepped_back_after_a_truncate_never_empties_the_table_again(node, store):
     """A truncate's snapshot is named by the node's clock; the next incremental emptied the
     table whenever that name was later than its previous backup's date. A clock running
@@ -1617,6 +1655,24 @@ def test_a_data_directory_whose_path_is_not_utf8(node, store):
     node.flush(TABLES[2])
     r = node.incremental(store, 'inc2')
     assert 'incremental inc2 on inc1 (base full)' in r.stdout
+
+
+def test_a_data_directory_given_another_way_is_named(node, store, tmp_path):
+    """The data directory given through a symbolic link: the backups/ directories are not
+    those the chain recorded, and the refusal said links had been removed, by the chain's
+    own backup. It says the path is another."""
+    node.full(store)
+    node.flush(TABLES[0])
+    node.incremental(store, 'inc1')
+    alias = tmp_path / 'alias'
+    os.symlink(node.data, alias)
+    node.flush(TABLES[1])
+    r = cb('create', '--store', store, '--data-dir', str(alias), '--node', 'n1', '--cassandra-conf',
+           str(node.conf), '--incremental', '--name', 'inc2', check=False)
+    assert r.returncode == 3 and (
+        f'its backups/ ({alias}/{KS}/{os.path.basename(node.dirs[TABLES[0]])}/backups) is as inc1 '
+        f'recorded it under another path, {node.dirs[TABLES[0]]}/backups: give the data '
+        'directories as that backup was given them') in r.stderr, r.stderr
 
 
 def test_a_damaged_count_stops_incrementals_not_full_backups(node, store):

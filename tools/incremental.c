@@ -788,8 +788,10 @@ static int merge_table(inc_plan *p, const struct scan_table *t)
 {
 	int r = merge_files(p, t);
 	struct inc_table *it = find_table(p, t->keyspace, t->table);
-	if (r == 0 && it && !strcmp(it->table_id, t->table_id))
-		it->emptied_ms = t->emptied_ms; /* what this backup saw */
+	/* the newest seen, by this backup or before: a snapshot cleared since, or one in a
+	 * directory not looked at, must not make an older one look new again */
+	if (r == 0 && it && !strcmp(it->table_id, t->table_id) && t->emptied_ms > it->emptied_ms)
+		it->emptied_ms = t->emptied_ms;
 	return r;
 }
 
@@ -856,6 +858,48 @@ static const struct manifest_links *previous_record(const inc_plan *p, const cha
 	return taken_record(p->prev_links, p->nprev_links, dir);
 }
 
+/* previous's record of another directory in state now (the same directory under another
+ * path: a data directory given another way, through a symbolic link), or NULL. */
+static const struct manifest_links *recorded_elsewhere(const inc_plan *p,
+							const struct links_taken *now)
+{
+	for (size_t i = 0; now->n && i < p->nprev_links; i++)
+		if (taken_judge(&p->prev_links[i], now) == TAKEN_AS_LEFT)
+			return &p->prev_links[i];
+	return NULL;
+}
+
+/* Why an incremental may not go on from directory ld of table t (in state now), into err. */
+static void say_refused(const inc_plan *p, const struct scan_table *t, const struct inc_links_dir *ld,
+			const struct links_taken *now, const struct inc_chain *ch,
+			const char *store_id, struct strbuf *err)
+{
+	const struct manifest_links *other = ld->rec ? NULL : recorded_elsewhere(p, now);
+	sb_puts(err, "table ");
+	sb_escape(err, t->keyspace);
+	sb_puts(err, ".");
+	sb_escape(err, t->table);
+	if (other) {
+		sb_printf(err, ": its backups/ (%s) is as %s recorded it under another path, %s: give "
+			  "the data directories as that backup was given them", ld->dir, ch->previous,
+			  other->dir);
+		return;
+	}
+	if (now->n == 0) {
+		sb_printf(err, ": %s/" TAKEN_FILE " is gone since %s (removed by hand?): links removed "
+			  "from it meanwhile cannot be told", ld->dir, ch->previous);
+	} else if (!ld->rec && taken_is_format1(now)) {
+		sb_printf(err, ": its backups/ (%s) holds the record of an older cassbackup, which %s "
+			  "does not follow", ld->dir, ch->previous);
+	} else {
+		sb_printf(err, ": links were removed from its backups/ (%s) since %s, by ", ld->dir,
+			  ch->previous);
+		taken_describe_by(now, store_id, err);
+	}
+	sb_printf(err, ": on %s this incremental would lack them; make a full backup of these "
+		  "tables first", ch->base);
+}
+
 /* Were links removed from t's backups/ directory d since previous (taken.h)? Notes how it
  * stands in the plan; 0, or -EXDEV with err saying which table and directory, and by whom. */
 static int check_dir(inc_plan *p, const struct scan_table *t, size_t d, const struct inc_chain *ch,
@@ -868,23 +912,7 @@ static int check_dir(inc_plan *p, const struct scan_table *t, size_t d, const st
 	ld->verdict = taken_judge(ld->rec, now);
 	if (ld->verdict != TAKEN_SINCE)
 		return 0;
-	sb_puts(err, "table ");
-	sb_escape(err, t->keyspace);
-	sb_puts(err, ".");
-	sb_escape(err, t->table);
-	if (now->n == 0) {
-		sb_printf(err, ": %s/" TAKEN_FILE " is gone since %s (removed by hand?): links removed "
-			  "from it meanwhile cannot be told", t->backups_dirs[d], ch->previous);
-	} else if (!ld->rec && taken_is_format1(now)) {
-		sb_printf(err, ": its backups/ (%s) holds the record of an older cassbackup, which %s "
-			  "does not follow", t->backups_dirs[d], ch->previous);
-	} else {
-		sb_printf(err, ": links were removed from its backups/ (%s) since %s, by ",
-			  t->backups_dirs[d], ch->previous);
-		taken_describe_by(now, store_id, err);
-	}
-	sb_printf(err, ": on %s this incremental would lack them; make a full backup of these "
-		  "tables first", ch->base);
+	say_refused(p, t, ld, now, ch, store_id, err);
 	return -EXDEV;
 }
 

@@ -355,10 +355,12 @@ static int open_place(struct ctx *c, const struct place *parent, const char *nam
 /* --- a table dropped and made again (incremental backups only) ---------------------------- */
 
 /* Slack for a drop snapshot's time (named before the flush it makes: ColumnFamilyStore
- * snapshot() flushes, then links) against the times of files: a file flushed within it counts
- * as flushed before. None for a truncate's: truncateBlocking flushes, then takes truncatedAt,
- * then names its snapshot; a flush after the name is data the truncate kept (discardSSTables
- * drops only sstables no newer than truncatedAt), which the table has. */
+ * snapshot() flushes, then links) against the times of files, when telling a dropped table's
+ * directory (is_dropped_dir). A file of backups/ is from before a drop when it is no newer
+ * than the snapshot's name or is one of its files (the flush's are linked there too); from
+ * before a truncate when no newer than its name: truncateBlocking flushes, then takes
+ * truncatedAt, then names its snapshot, and a flush after the name is data the truncate kept
+ * (discardSSTables drops only sstables no newer than truncatedAt). */
 #define DROP_SLACK_MS 60000
 
 /* Calls fn for each entry of directory parent/name (NULL: parent itself) but . and ..; stops
@@ -386,6 +388,7 @@ static bool any_entry(int parent, const char *name, bool (*fn)(int dfd, const ch
 struct marker {
 	const char *prefix;
 	int64_t newest;
+	char name[NAME_MAX + 1]; /* its directory's name */
 };
 
 static bool note_marker(int dfd, const char *entry, void *ctx)
@@ -398,8 +401,10 @@ static bool note_marker(int dfd, const char *entry, void *ctx)
 		return false;
 	errno = 0;
 	long long ms = strtoll(entry + pl, &end, 10);
-	if (!errno && end != entry + pl && *end == '-' && ms > m->newest)
+	if (!errno && end != entry + pl && *end == '-' && ms > m->newest) {
 		m->newest = ms;
+		snprintf(m->name, sizeof(m->name), "%s", entry);
+	}
 	return false;
 }
 
@@ -409,7 +414,7 @@ static bool note_marker(int dfd, const char *entry, void *ctx)
  * SNAPSHOT_DROP_PREFIX and SNAPSHOT_TRUNCATE_PREFIX). */
 static int64_t last_snapshot_ms(int tfd, const char *prefix)
 {
-	struct marker m = {prefix, 0};
+	struct marker m = {prefix, 0, ""};
 	any_entry(tfd, "snapshots", note_marker, &m);
 	return m.newest;
 }
@@ -436,17 +441,52 @@ static bool is_newer(int dfd, const char *entry, void *ctx)
 	       mtime_ms(&st) > *ms;
 }
 
+/* Notes the file entry of a drop snapshot's directory (dfd) in t->dropped. */
+static bool note_dropped_file(int dfd, const char *entry, void *ctx)
+{
+	struct scan_table *t = ctx;
+	struct stat st;
+	if (fstatat(dfd, entry, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+		return false;
+	struct scan_inode *v = realloc(t->dropped, (t->ndropped + 1) * sizeof(*v));
+	if (!v)
+		return true; /* stops: the rest counts as flushed after (taken in, never lost) */
+	t->dropped = v;
+	v[t->ndropped++] = (struct scan_inode){st.st_dev, st.st_ino};
+	return false;
+}
+
 /* When the table in directory tfd last lost all its sstables: its newest drop or truncate
- * snapshot (ms), 0 for none; and until when a file of backups/ was flushed before it. */
+ * snapshot (ms), 0 for none; until when a file of backups/ was flushed before it (the
+ * snapshot's name: a truncate's is taken after its flush); and the files of the drop
+ * snapshot, which links its own flush's too (named before it). */
 static void note_emptied(int tfd, struct scan_table *t)
 {
-	int64_t d = last_snapshot_ms(tfd, "dropped-"), tr = last_snapshot_ms(tfd, "truncated-");
-	int64_t at = d > tr ? d : tr, until = d ? d + DROP_SLACK_MS : 0;
-	until = tr > until ? tr : until;
+	struct marker d = {"dropped-", 0, ""};
+	any_entry(tfd, "snapshots", note_marker, &d);
+	int64_t tr = last_snapshot_ms(tfd, "truncated-");
+	int64_t at = d.newest > tr ? d.newest : tr;
 	if (at > t->emptied_ms)
 		t->emptied_ms = at;
-	if (until > t->emptied_until_ms)
-		t->emptied_until_ms = until;
+	if (at > t->emptied_until_ms)
+		t->emptied_until_ms = at;
+	char path[NAME_MAX + 16];
+	snprintf(path, sizeof(path), "snapshots/%s", d.name);
+	if (d.newest)
+		any_entry(tfd, path, note_dropped_file, t);
+}
+
+/* Was f (a file of backups/) flushed before the table was last emptied? */
+static bool before_emptied(const struct scan_table *t, const struct stat *st)
+{
+	if (!t->emptied_ms)
+		return false;
+	if (mtime_ms(st) <= t->emptied_until_ms)
+		return true;
+	for (size_t i = 0; i < t->ndropped; i++)
+		if (t->dropped[i].dev == st->st_dev && t->dropped[i].ino == st->st_ino)
+			return true;
+	return false;
 }
 
 /* Whether table directory dirname (in ksfd) is a dropped table's leftover: it holds Cassandra's
@@ -543,8 +583,7 @@ static int scan_files(struct ctx *c, struct scan_table *t, const struct place *d
 			sb_printf(c->err, "cannot read %s: %s", p.buf, strerror(errno));
 			break;
 		}
-		if (S_ISREG(st.st_mode) && c->o->backups && t->emptied_ms &&
-		    mtime_ms(&st) <= t->emptied_until_ms) {
+		if (S_ISREG(st.st_mode) && c->o->backups && before_emptied(t, &st)) {
 			t->before_emptied++; /* data the table no longer has: left alone */
 		} else if (S_ISREG(st.st_mode)) {
 			r = add_file(c, t, dir, p.buf, e->d_name, idx, &st);
@@ -647,6 +686,24 @@ static int scan_tag(struct ctx *c, const char *ks, const char *table, const char
 	return r;
 }
 
+static int open_table_dir(const char *dd, const char *ks, const char *dirname, int *fd);
+
+/* Notes in t when the table was last emptied (note_emptied), from its directories in every
+ * data directory, before any of its backups/ files is looked at: a truncate's snapshot is in
+ * the data directories that held its sstables, not always in those its flushes go to. */
+static void note_emptied_everywhere(struct ctx *c, const char *ks, const char *dirname,
+				    struct scan_table *t)
+{
+	for (size_t d = 0; d < c->o->ndata_dirs; d++) {
+		int fd;
+		if (open_table_dir(c->o->data_dirs[d], ks, dirname, &fd) > 0) {
+			note_emptied(fd, t);
+			close(fd);
+		}
+	}
+	t->emptied_noted = true;
+}
+
 /* The backups/ directory of one table directory (opened as tdir), if it has one. */
 static int scan_backups_dir(struct ctx *c, const char *ks, const char *table, const char *id,
 			    const char *dirname, const struct place *tdir, const struct stat *ks_st)
@@ -664,8 +721,8 @@ static int scan_backups_dir(struct ctx *c, const char *ks, const char *table, co
 			t->ks_st = *ks_st;
 			t->table_st = tst;
 		}
-		if (t)
-			note_emptied(tdir->fd, t);
+		if (t && !t->emptied_noted)
+			note_emptied_everywhere(c, ks, dirname, t);
 		if (t && (r = note_backups_dir(c, t, tdir)) < 0)
 			close(b.fd);
 		else if (t)
@@ -829,14 +886,14 @@ static int scan_data_dir(struct ctx *c, const char *dd)
 	return r > 0 ? 0 : r;
 }
 
-/* Opens table t's directory in data directory dd, each component with O_NOFOLLOW, as the
- * scan walked to it: 1 (*fd), 0 when it has none there (or a symbolic link, not followed), or
+/* Opens directory dirname of keyspace ks in data directory dd, each component with
+ * O_NOFOLLOW, as the scan walked to it: 1 (*fd), 0 when it has none there (or a symbolic link, not followed), or
  * -errno. */
-static int open_table_dir(const char *dd, const struct scan_table *t, int *fd)
+static int open_table_dir(const char *dd, const char *keyspace, const char *dirname, int *fd)
 {
 	int top = open(dd, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int ks = top < 0 ? -1 : openat(top, t->keyspace, DIR_FLAGS);
-	*fd = ks < 0 ? -1 : openat(ks, t->dirname, DIR_FLAGS);
+	int ks = top < 0 ? -1 : openat(top, keyspace, DIR_FLAGS);
+	*fd = ks < 0 ? -1 : openat(ks, dirname, DIR_FLAGS);
 	int r = *fd >= 0 ? 1 : errno == ENOENT || errno == ELOOP || errno == ENOTDIR ? 0 : -errno;
 	if (ks >= 0)
 		close(ks);
@@ -857,7 +914,8 @@ static int note_table_dirs(struct ctx *c)
 		for (size_t d = 0; r == 0 && d < c->o->ndata_dirs; d++) {
 			path.len = 0;
 			struct place tdir = {.data_dir = c->o->data_dirs[d]};
-			if ((r = open_table_dir(c->o->data_dirs[d], t, &tdir.fd)) <= 0)
+			if ((r = open_table_dir(c->o->data_dirs[d], t->keyspace, t->dirname,
+						&tdir.fd)) <= 0)
 				continue; /* not in this data directory, or an error */
 			r = sb_printf(&path, "%s/%s/%s", c->o->data_dirs[d], t->keyspace, t->dirname);
 			tdir.path = path.buf;
@@ -1038,6 +1096,7 @@ void scan_result_free(struct scan_result *res)
 			free(t->backups_dirs[j]);
 		free(t->backups_dirs);
 		free(t->backups_taken);
+		free(t->dropped);
 	}
 	free(res->tables);
 	for (size_t i = 0; i < res->nskipped; i++)

@@ -41,6 +41,11 @@ struct scan_dir {
 	struct stat st;
 };
 
+struct scan_inode {
+	dev_t dev;
+	ino_t ino;
+};
+
 struct scan_table {
 	char *keyspace;
 	char *table;
@@ -57,10 +62,14 @@ struct scan_table {
 	/* The time (ms) of the newest drop or truncate snapshot in the table's directories
 	 * (dropped-<millis>-<name>, truncated-<millis>-<table>: taken with auto_snapshot), 0 for
 	 * none: the table lost all its sstables then (TRUNCATE, or DROP and CREATE ... WITH ID).
-	 * backups only: files of backups/ no newer than emptied_until_ms (a truncate's time; a
-	 * minute after a drop's) are data the table no longer has: left out (and in place),
-	 * counted in before_emptied. */
+	 * backups only: files of backups/ no newer than emptied_until_ms (that time), or among
+	 * the files of the drop snapshot, are data the table no longer has: left out (and in
+	 * place), counted in before_emptied. */
 	int64_t emptied_ms, emptied_until_ms;
+	struct scan_inode *dropped; /* backups only: the files of the newest drop snapshots (their
+				     * flush's too: a file among them is from before the drop) */
+	size_t ndropped;
+	bool emptied_noted;
 	uint64_t before_emptied;
 	/* The table's backups/ directories (paths, in every data directory) and what the
 	 * TAKEN_FILE of each says (taken.h), read in both kinds of scan. */
