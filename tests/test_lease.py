@@ -22,9 +22,14 @@ from conftest import (manifest_path, node_files_off, preload, BUILD, CASSBACKUP,
 from s3proxy import S3Proxy
 from test_s3 import moto
 
-# renewed every second, stale after 6 s by the store's clock (lapsed, for its holder, after
-# 6 s less a fifth)
-LEASE = dict(os.environ, CASSBACKUP_LOCK_REFRESH_SECONDS='1', CASSBACKUP_LOCK_STALE_SECONDS='6')
+# Renewed every second, stale after 15 s by the store's clock (lapsed, for its holder, after
+# 15 s less a fifth): short enough for a test to wait out, long enough that a healthy holder
+# whose renewals are held up by other work on a busy machine (this file runs beside others)
+# does not lapse.
+STALE_SECONDS = 15
+LEASE = dict(os.environ, CASSBACKUP_LOCK_REFRESH_SECONDS='1',
+             CASSBACKUP_LOCK_STALE_SECONDS=str(STALE_SECONDS))
+LOCK_WAIT = '120'  # what a prune waits for a stopped holder's lock to go stale: a bound only
 SHIM = os.path.join(BUILD, 'tests', 'libclockshift.so')
 
 
@@ -120,7 +125,7 @@ def test_create_paused_past_its_lease_commits_nothing(store, tmp_path):
         # the prune waits while the create's lease is fresh, then (the store has not seen it
         # renewed for the stale period) takes the store and deletes day1's pack, which the
         # create counts on
-        p = cb('prune', '--store', store, '--json', '--lock-wait', '30', env=LEASE, check=False)
+        p = cb('prune', '--store', store, '--json', '--lock-wait', LOCK_WAIT, env=LEASE, check=False)
         assert p.returncode == 0, p.stderr
         assert f'is locked by create (pid {c.pid} on ' in p.stderr
         res = json.loads(p.stdout)
@@ -175,7 +180,7 @@ def test_a_lease_that_lapses_while_the_manifest_is_written_withdraws_it(store, t
         # the manifest is not there yet: the prune (once the create's lock is stale) deletes
         # day1's pack, which the create counts on (and the create's own, named by nothing)
         assert not os.path.exists(manifest_path(store, 'day2'))
-        p = cb('prune', '--store', store, '--json', '--lock-wait', '60', env=LEASE, check=False)
+        p = cb('prune', '--store', store, '--json', '--lock-wait', LOCK_WAIT, env=LEASE, check=False)
         assert p.returncode == 0, p.stderr
         assert (p1, True) in [(a['pack'], a['done']) for a in json.loads(p.stdout)['actions']], p.stdout
         assert p1 not in pack_files(store)
@@ -200,7 +205,7 @@ def test_a_withdrawal_leaves_a_manifest_that_is_no_longer_ours(store, tmp_path):
         assert os.path.exists(man)
         while json.loads(cb('check', '--store', store, '--json', env=LEASE,
                             check=False).stdout)['summary']['stale_locks'] == 0:
-            time.sleep(0.2)  # the stopped create's lock: stale by the store's clock, in 6 s
+            time.sleep(0.2)  # the stopped create's lock: stale by the store's clock, in 15 s
         theirs = open(man).read().replace('"day2"', '"day2"', 1) + ' '
         os.chmod(man, 0o600)
         with open(man, 'w') as f:
@@ -237,7 +242,7 @@ def test_create_paused_past_its_lease_in_object_storage_says_so(tmp_path, monkey
                 while not px.holding.wait(0.1):
                     assert c.poll() is None, c.communicate()
                 c.send_signal(signal.SIGSTOP)
-                p = cb('prune', '--store', store, '--json', '--lock-wait', '60', check=False)
+                p = cb('prune', '--store', store, '--json', '--lock-wait', LOCK_WAIT, check=False)
                 assert p.returncode == 0, p.stderr
                 assert json.loads(p.stdout)['upload_leftovers_removed'] >= 1, p.stdout  # the create's upload
             finally:
@@ -288,7 +293,7 @@ def test_copy_paused_past_its_lease_commits_nothing(tmp_path, binaries):
        '--snapshot', 'nightly-1')
     c = stopped_while_writing([CASSBACKUP, 'copy', '--from', src, '--to', dst, 'big'], dst, LEASE)
     try:
-        p = cb('prune', '--store', dst, '--lock-wait', '30', env=LEASE, check=False)
+        p = cb('prune', '--store', dst, '--lock-wait', LOCK_WAIT, env=LEASE, check=False)
         assert p.returncode == 0, p.stderr
         assert f'is locked by copy (pid {c.pid} on ' in p.stderr
     finally:
@@ -308,7 +313,7 @@ def test_prune_paused_past_its_lease_deletes_nothing_more(store, tmp_path):
     before = pack_files(store)
     p = stopped_while_writing([CASSBACKUP, 'prune', '--store', store, '--max-unused', '0'], store, LEASE)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + int(LOCK_WAIT)
         while True:  # the store has not seen the prune's lock renewed for the stale period
             u = cb('unlock', '--store', store, env=LEASE)
             if 'removed 1 stale lock' in u.stdout:
