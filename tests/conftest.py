@@ -172,11 +172,37 @@ class Mount:
                 self.proc.kill()
                 self.proc.wait()
 
+    def holders(self):
+        """Processes with a file, directory or working directory under the mount: what makes
+        an unmount busy."""
+        inside = os.path.realpath(self.mnt) + os.sep
+        found = []
+        for pid in filter(str.isdigit, os.listdir('/proc')):
+            try:
+                links = [os.path.join('/proc', pid, 'cwd')] + [
+                    os.path.join('/proc', pid, 'fd', fd) for fd in os.listdir(f'/proc/{pid}/fd')]
+                if any(os.readlink(ln).startswith(inside) for ln in links):
+                    with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                        argv = f.read().replace(b'\0', b' ').decode(errors='replace')
+                    found.append(f'{pid} {argv}')
+            except OSError:
+                continue  # gone, or not ours to read
+        return found
+
     def umount(self, expect_errors=()):
-        r = subprocess.run(['fusermount3', '-u', self.mnt], capture_output=True, text=True)
-        if r.returncode != 0:
-            self.kill()
-            raise AssertionError(f'fusermount3 -u failed: {r.stderr}')
+        # Busy while a process that had files open under the mount is still exiting (the
+        # kernel drops its references after the parent saw it end): waited for, bounded; a
+        # holder that stays is named in the failure.
+        deadline = time.monotonic() + 30
+        while True:
+            r = subprocess.run(['fusermount3', '-u', self.mnt], capture_output=True, text=True)
+            if r.returncode == 0:
+                break
+            if 'busy' not in r.stderr or time.monotonic() > deadline:
+                held = self.holders()
+                self.kill()
+                raise AssertionError(f'fusermount3 -u failed: {r.stderr} (held by: {held or "no process"})')
+            time.sleep(0.1)
         rc = self.proc.wait(120)
         log = self.log()
         self.errfile.close()
