@@ -34,13 +34,8 @@ setup() { # builddir, options...
 setup build -Dtests=true -Dtest_hooks=true -Dwerror=true
 setup build-sanitize -Dtests=true -Dtest_hooks=true -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true
 
-# The static analysis and the fuzz targets' build are compiles that need no test to finish:
-# they run niced beside the suites, in the CPU time the tests leave idle while they wait on
-# servers, mounts and subprocesses. Their output is shown when the phase beside them ends.
-logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
-nice -n 10 bash tests/analyze.sh build-analyze >"$logs/analyze" 2>&1 &
-analyze=$!
+echo "== static analysis (gcc -fanalyzer against tests/analyzer-baseline.txt)"
+bash tests/analyze.sh build-analyze
 
 # One meson test per pytest file (tests/meson.build); independent ones run side by side, two
 # per core unless TEST_PROCESSES says otherwise (most of a file's time is spent waiting on
@@ -49,26 +44,8 @@ analyze=$!
 jobs=${TEST_PROCESSES:-$(( $(nproc) * 2 ))}
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 echo "== plain build"
-plain=0
-meson test -C build --print-errorlogs --num-processes "$jobs" || plain=$?
-echo "== static analysis (gcc -fanalyzer against tests/analyzer-baseline.txt; ran beside the plain build's tests)"
-analyzed=0
-wait "$analyze" || analyzed=$?
-cat "$logs/analyze"
-[ "$plain" = 0 ] && [ "$analyzed" = 0 ] || exit 1
-
-nice -n 10 bash tests/fuzz/run.sh --build-only >"$logs/fuzz-build" 2>&1 &
-fuzz_build=$!
+meson test -C build --print-errorlogs --num-processes "$jobs"
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
-sanitized=0
-meson test -C build-sanitize --print-errorlogs --num-processes "$jobs" || sanitized=$?
-built=0
-wait "$fuzz_build" || built=$?
-if [ "$built" != 0 ]; then
-	cat "$logs/fuzz-build" >&2
-	echo "tests/run.sh: the fuzz targets did not build" >&2
-	exit 1
-fi
-[ "$sanitized" = 0 ] || exit 1
+meson test -C build-sanitize --print-errorlogs --num-processes "$jobs"
 echo "== fuzzing every parser of store bytes (libFuzzer, ${FUZZ_SECONDS:-20} s each)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash tests/fuzz/run.sh
