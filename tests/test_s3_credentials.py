@@ -414,7 +414,10 @@ def test_refused_access_key_and_signature(aws):
     line = one_line_error(cb('list', '--store', LOC, env=env, check=False))
     assert 'S3 refused the access key AKIAIOSFODNN7EXAMPLE (HTTP 403 InvalidAccessKeyId' in line and 'permission denied for user' not in line, line
     assert 'credentials from environment (AWS_ACCESS_KEY_ID)' in line, line
-    env = dict(admin, AWS_SECRET_ACCESS_KEY='x' + admin['AWS_SECRET_ACCESS_KEY'][1:])
+    secret = admin['AWS_SECRET_ACCESS_KEY']
+    # another first character: 'x' alone left a secret that begins with 'x' (1 in 64) as it was
+    env = dict(admin, AWS_SECRET_ACCESS_KEY=('y' if secret[0] == 'x' else 'x') + secret[1:])
+    assert env['AWS_SECRET_ACCESS_KEY'] != secret
     line = one_line_error(cb('list', '--store', LOC, env=env, check=False))
     assert 'S3 refused the signature' in line and 'SignatureDoesNotMatch' in line, line
     assert env['AWS_SECRET_ACCESS_KEY'] not in line
