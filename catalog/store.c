@@ -984,13 +984,17 @@ static int reconcile_backups(struct store *s, int flags, struct reconcile_stats 
 	return r;
 }
 
+/* backups/ is listed before packs/: a writer puts every pack of a backup before its manifest
+ * (the commit point), so each manifest this listing finds has its packs in the later listing of
+ * packs/. Packs first, a backup committed between the two listings would be taken in with
+ * contents no known pack holds: listed as incomplete, and no incremental would follow it. */
 static int reconcile_in_transaction(struct store *s, int flags, struct reconcile_stats *st,
 				    struct strbuf *err)
 {
-	int r = flags & RECONCILE_PACKS ? reconcile_packs(s, st, err) : 0;
-	r = r ?: reconcile_backups(s, flags, st, err);
-	if (r == 0 && !(flags & RECONCILE_PACKS) && (flags & RECONCILE_PACKS_IF_NEEDED) &&
-	    (r = catalog_has_unlocated_blobs(s->cat)) > 0)
+	int r = reconcile_backups(s, flags, st, err);
+	if (r == 0 && !(flags & RECONCILE_PACKS) && (flags & RECONCILE_PACKS_IF_NEEDED))
+		r = catalog_has_unlocated_blobs(s->cat);
+	if (r > 0 || (r == 0 && (flags & RECONCILE_PACKS)))
 		r = reconcile_packs(s, st, err);
 	return r < 0 ? r : 0;
 }

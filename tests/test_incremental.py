@@ -22,6 +22,7 @@ import pytest
 
 from conftest import (CASSBACKUP, FIXTURES, FIXTURE_TAG, backup_list, cb, manifest_path,
                       mounted, packs, run, uploading)
+from s3proxy import S3Proxy
 from test_s3 import moto, s3, s3rver  # noqa: F401 (fixtures)
 
 KS = 'legacy_tables'
@@ -1043,6 +1044,56 @@ def test_two_incrementals_at_once(node, store):
         assert b['complete']
     node.incremental(store, 'c')
     assert all(not v for v in node.links().values())
+
+
+def test_an_incremental_that_waited_follows_the_one_it_waited_for(node, tmp_path):
+    """Two incrementals of one node, each with a catalog of its own (another cache directory:
+    another user, a systemd unit's CacheDirectory=), on S3. b holds the node's lock, paused at
+    its first pack upload; an sstable is flushed; a opens the store and waits for the lock. Once
+    b is done, a follows b and takes the new sstable: chosen from a catalog read at its open, it followed the full backup, found b's removals
+    from backups/ and refused with exit 3 (a stale catalog; the CI of 699f29f failed the same
+    way on a local store)."""
+    with moto(tmp_path) as (port, key, secret):
+        env = dict(os.environ, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=key,
+                   AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1',
+                   CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache-a'))
+        loc = 's3://cbtest/stores/waited'
+        cb('init', '--store', loc, env=env)
+        node.env = env
+        node.full(loc)
+        for t in TABLES:
+            node.flush(t)
+        argv = [CASSBACKUP, 'create', '--store', loc, '--data-dir', node.data, '--node', 'n1',
+                '--cassandra-conf', str(node.conf), '--no-schema', '--incremental', '--name']
+        with S3Proxy(port, 'hold', match='PUT /cbtest/stores/waited/packs/') as px:
+            b_env = dict(env, AWS_ENDPOINT_URL=f'http://127.0.0.1:{px.port}',
+                         CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache-b'))
+            b = subprocess.Popen(argv + ['b'], env=b_env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            a_err = tmp_path / 'a.err'
+            a = None
+            try:
+                while not px.holding.wait(0.1):
+                    assert b.poll() is None, b.communicate()
+                flushed = node.flush(TABLES[1])  # after b's scan: a's to take
+                a = subprocess.Popen(argv + ['a'], env=env, stdout=subprocess.PIPE,
+                                     stderr=open(a_err, 'w'), text=True)
+                while 'waiting for another cassbackup create' not in a_err.read_text():
+                    assert a.poll() is None, a_err.read_text()
+                    time.sleep(0.05)
+            finally:
+                px.set_fault(None)
+                px.release()
+                out_b, err_b = b.communicate(timeout=300)
+                out_a = a.communicate(timeout=300)[0] if a else ''
+        assert b.returncode == 0, err_b
+        assert a.returncode == 0, a_err.read_text()
+        assert f'incremental a on b (base full): {len(flushed)} new file(s)' in out_a, out_a
+        listed = {x['name']: x for g in json.loads(cb('list', '--store', loc, '--json', env=env).stdout)
+                  for x in g['nodes']}
+        assert (listed['b']['previous'], listed['a']['previous']) == ('full', 'b')
+        assert listed['a']['complete'] and listed['b']['complete']
+        assert all(not v for v in node.links().values())
 
 
 def test_incrementals_into_object_storage(s3, tmp_path):

@@ -5,6 +5,7 @@ Each test here failed before the repository object (issue 13): a reindex under a
 made six readers get other files' bytes; a daemonized mount lost its catalog to the next
 create; a catalog row pointing at another blob made restore write another file's bytes."""
 import errno
+import json
 import os
 import shutil
 import sqlite3
@@ -17,6 +18,8 @@ import pytest
 
 from conftest import (CASSBACKUP, MOUNT, Mount, backup_list, cb, data_dir_args, make_sample,
                       mounted, read, run, sample_dirs, snapshot_tables)
+from s3proxy import S3Proxy
+from test_s3 import moto
 
 
 def sample(tmp_path, name, seed, kib='1024'):
@@ -351,3 +354,39 @@ def test_a_planted_cache_directory_is_refused(store, tmp_path):
         assert (st.st_mode & 0o777, st.st_uid) == (0o700, 65534)
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_a_backup_committed_between_a_readers_listings_is_taken_in_whole(tmp_path):
+    """A reader (its own catalog) brings its catalog up to date while a create commits: the
+    backup's manifest appears in its listing of backups/, its pack not yet in its listing of
+    packs/ (the reader paused between the two at an exact request). The backup is taken in
+    whole: listed complete, its files read. Packs were listed first: it was taken in with no
+    pack holding its files, listed incomplete, and an incremental refused to follow it."""
+    with moto(tmp_path) as (port, key, secret):
+        env = dict(os.environ, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=key,
+                   AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1',
+                   CASSBACKUP_CACHE_DIR=str(tmp_path / 'writer-cache'))
+        loc = 's3://cbtest/stores/between'
+        cb('init', '--store', loc, env=env)
+        dirs = sample_dirs(sample(tmp_path, 'src', 1, kib='64'))
+        with S3Proxy(port) as px:
+            reader = dict(env, AWS_ENDPOINT_URL=f'http://127.0.0.1:{px.port}',
+                          CASSBACKUP_CACHE_DIR=str(tmp_path / 'reader-cache'))
+            cb('list', '--store', loc, env=reader)  # its catalog made: the store is empty
+            px.set_fault('hold', match='prefix=stores%2Fbetween%2Fbackups%2F')
+            p = subprocess.Popen([CASSBACKUP, 'list', '--store', loc, '--json'], env=reader,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                while not px.holding.wait(0.1):
+                    assert p.poll() is None, p.communicate()
+                cb('create', '--store', loc, '--name', 'b1', *data_dir_args(dirs), '--snapshot',
+                   'nightly-1', env=env)
+            finally:
+                px.set_fault(None)
+                px.release()
+                out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        got = [b for g in json.loads(out) for b in g['nodes']]
+        assert [(b['name'], b['complete']) for b in got] == [('b1', True)], got
+        # the reader's catalog, straight to the server now (the proxy is gone)
+        cb('verify', '--store', loc, 'b1', env=dict(env, CASSBACKUP_CACHE_DIR=str(tmp_path / 'reader-cache')))

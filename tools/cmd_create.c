@@ -522,6 +522,21 @@ static int lock_node(struct create_opts *o)
 	return 0;
 }
 
+/* The catalog brought up to date with the store once the node's lock is held: what this
+ * create follows (the chain's tip, another chain's removals) is chosen from it, and the
+ * create that held the lock before may have committed since the store opened, into another
+ * catalog (another cache directory) or not into this one (its registration failed). 0, or the
+ * exit code (said). */
+static int refresh_catalog(struct create_opts *o)
+{
+	struct strbuf err = {0};
+	int r = store_reconcile(o->s, RECONCILE_PACKS_IF_NEEDED, NULL, &err);
+	if (r < 0)
+		errorf("%s: %s; no backup was made", o->store, err.buf ? err.buf : strerror(-r));
+	sb_free(&err);
+	return r < 0 ? CB_EXIT_FAILED : 0;
+}
+
 /* Everything checked before anything changes. 0, or the exit code. */
 static int plan(struct create_opts *o)
 {
@@ -530,6 +545,7 @@ static int plan(struct create_opts *o)
 	rc = rc ?: read_node_identity(o, &o->nm);
 	rc = rc ?: check_name_free(o);
 	rc = rc ?: lock_node(o);
+	rc = rc ?: refresh_catalog(o);
 	if (rc == 0 && o->take_snapshot)
 		rc = check_nodetool(o);
 	if (rc == 0 && o->incremental)
