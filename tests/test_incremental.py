@@ -412,6 +412,8 @@ def test_base_and_options(node, store):
     assert r.returncode == 3
     r = node.incremental(store, 'inc2', '--snapshot', FIXTURE_TAG, check=False)
     assert r.returncode == 2 and 'drop --snapshot' in r.stderr
+    r = node.create(store, '--snapshot', FIXTURE_TAG, '--name', 'f', '--take-over', check=False)
+    assert r.returncode == 2 and '--take-over is for --incremental' in r.stderr
     # without --base: the node's last full backup; but inc1, on full, took in links since
     # full2 was made: a chain on full2 would lack them
     r = node.incremental(store, 'inc2', check=False)
@@ -1230,7 +1232,16 @@ def test_an_incremental_builds_only_on_a_full_backup_of_its_tables(node, store):
     node.snapshot_all('p2')
     node.create(store, '--snapshot', 'p2', '--name', 'p2', '--table', f'{KS}.{t0}')
     node.flush(t0)
-    r = node.incremental(store, 'inc3', '--table', f'{KS}.{t0}')
+    # it would take t0's links from the chain of every table: refused, said, unless asked
+    before = node.links()
+    r = node.incremental(store, 'inc3', '--table', f'{KS}.{t0}', check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "cassbackup: the node's incrementals (the newest, inc1) are of every table and take in "
+        f"backups/ links of tables this one is of too: one of table {KS}.{t0} would take them, and "
+        "theirs would be refused until their next full backup; make it of their tables, or give "
+        "--take-over; no backup was made"], r.stderr
+    assert node.links() == before and 'inc3' not in {b['name'] for b in backup_list(store)}
+    r = node.incremental(store, 'inc3', '--table', f'{KS}.{t0}', '--take-over')
     assert 'incremental inc3 on p2 (base p2)' in r.stdout
     assert set(tree_of(manifest(store, 'inc3'))) == {t0}
     assert all(n in node.links()[t1] for n in flushed)  # t1's links are not its to take

@@ -79,6 +79,7 @@ struct create_opts {
 	bool clearing;                 /* clear_links, and no other chain's links (do_create) */
 	struct taken_records *links;   /* a full backup's record of backups/, one per table scanned */
 	const char *base;              /* --base */
+	bool take_over;                /* --take-over: from another chain's links (check_take_over) */
 	struct inc_chain chain;        /* what an incremental follows (plan) */
 	int64_t snapshot_ns;           /* --take-snapshot: the time before it was taken */
 	uint64_t links_removed;        /* --incremental: backups/ links removed after the commit */
@@ -202,6 +203,9 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 			 "node's last backup, then remove the links stored"},
 		{.name = "base", .type = OPT_STRING, .value = &o->base, .arg = "NAME",
 		 .help = "with --incremental: the full backup to follow (default: the node's last)"},
+		{.name = "take-over", .type = OPT_FLAG, .value = &o->take_over,
+		 .help = "with --incremental: take backups/ links the node's incrementals of other tables "
+			 "take in, ending their chain until its next full backup"},
 		{.name = "clear-incremental-links", .type = OPT_FLAG, .value = &o->clear_links,
 		 .help = "after a full backup, remove backups/ links older than its snapshot whose "
 			 "bytes the store holds"},
@@ -273,8 +277,8 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 		return parse_incremental(&cmd, o);
 	if (!o->tag)
 		return cli_usage_error(&cmd, "missing --snapshot TAG (or --incremental)");
-	if (o->base)
-		return cli_usage_error(&cmd, "--base is for --incremental");
+	if (o->base || o->take_over)
+		return cli_usage_error(&cmd, "%s is for --incremental", o->base ? "--base" : "--take-over");
 	const char *why = tag_problem(o->tag);
 	if (why) {
 		_cleanup_free_ char *shown = cli_escape(o->tag);
@@ -484,6 +488,38 @@ static int check_incremental(struct create_opts *o)
 		: r < 0 ? CB_EXIT_FAILED : 0;
 }
 
+/* An incremental that would take backups/ links the node's newest incremental, of other tables,
+ * takes in (a hand-made one of one table beside the timer's of every table) is refused unless
+ * --take-over: that chain's next incremental would lack them, and is refused until its next
+ * full backup. One of every table that chain is of goes on: it holds whatever theirs would.
+ * 0, or the exit code (said). */
+static int check_take_over(struct create_opts *o)
+{
+	char name[256];
+	struct manifest_scope other;
+	const char *node = *o->nm.host_id ? o->nm.host_id : o->nm.node;
+	int r = incremental_other_chain(store_catalog(o->s), node, &o->scope, name, &other);
+	if (r < 0) {
+		errorf("cannot read the catalog: %s; no backup was made", strerror(-r));
+		return CB_EXIT_FAILED;
+	}
+	bool refused = r > 0 && !o->take_over && !incremental_scope_covers(&o->scope, &other);
+	if (refused) {
+		struct strbuf l = {0}, m = {0};
+		sb_scope(&l, &other);
+		sb_scope(&m, &o->scope);
+		errorf("the node's incrementals (the newest, %s) are of %s and take in backups/ links "
+		       "of tables this one is of too: one of %s would take them, and theirs would be "
+		       "refused until their next full backup; make it of their tables, or give "
+		       "--take-over; no backup was made", name, l.buf ? l.buf : "", m.buf ? m.buf : "");
+		sb_free(&l);
+		sb_free(&m);
+	}
+	if (r > 0)
+		manifest_scope_free(&other);
+	return refused ? CB_EXIT_USAGE : 0;
+}
+
 /* One create of a node at a time, full or incremental, from choosing what it follows to its
  * last removal of a backups/ link: an hourly incremental started while the nightly full backup
  * runs would follow the previous full backup and take links the new one's chain then lacks,
@@ -549,7 +585,7 @@ static int plan(struct create_opts *o)
 	if (rc == 0 && o->take_snapshot)
 		rc = check_nodetool(o);
 	if (rc == 0 && o->incremental)
-		rc = check_incremental(o);
+		rc = check_incremental(o) ?: check_take_over(o);
 	return rc;
 }
 

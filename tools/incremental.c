@@ -153,6 +153,34 @@ bool incremental_scopes_overlap(const struct manifest_scope *a, const struct man
 	return false;
 }
 
+/* Does entry e of a listed scope hold table (ks, table) (table NULL: the whole keyspace)? */
+static bool entry_holds(const struct manifest_scope_entry *e, const char *ks, const char *table)
+{
+	return !strcmp(e->keyspace, ks) && (!e->table || (table && !strcmp(e->table, table)));
+}
+
+bool incremental_scope_covers(const struct manifest_scope *a, const struct manifest_scope *b)
+{
+	if (a->n == 0) { /* every table: the system ones only with a->system */
+		if (b->n == 0)
+			return a->system || !b->system;
+		for (size_t i = 0; i < b->n; i++)
+			if (!a->system && is_system_keyspace(b->v[i].keyspace))
+				return false;
+		return true;
+	}
+	if (b->n == 0)
+		return false;
+	for (size_t i = 0; i < b->n; i++) {
+		bool held = false;
+		for (size_t k = 0; !held && k < a->n; k++)
+			held = entry_holds(&a->v[k], b->v[i].keyspace, b->v[i].table);
+		if (!held)
+			return false;
+	}
+	return true;
+}
+
 /* A backup of the node made after the base that removed backups/ links this chain never took
  * in, sharing tables with it: an incremental on another base (another chain), or another full
  * backup made with --clear-incremental-links. */

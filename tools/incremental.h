@@ -62,6 +62,8 @@ int incremental_chain(struct store *s, const char *node_key, const char *base_na
 
 /* Could incrementals of scopes a and b take in links of one table (do they share a table)? */
 bool incremental_scopes_overlap(const struct manifest_scope *a, const struct manifest_scope *b);
+/* Is every table of scope b one of scope a? */
+bool incremental_scope_covers(const struct manifest_scope *a, const struct manifest_scope *b);
 
 /* Are the node's incrementals of other tables than a full backup of scope, sharing some? 1
  * when its newest incremental (name) is of such a scope (other; the caller frees it): the
