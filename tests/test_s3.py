@@ -2,6 +2,7 @@
 starts on free ports: moto_server (Python moto) and s3rver (npm). A server that is not
 installed skips its tests with one line saying so, or under CI=true fails them (CI must not pass
 without its S3 coverage); tests/run.sh installs both where it can."""
+import atexit
 import contextlib
 import functools
 import json
@@ -9,6 +10,8 @@ import os
 import shutil
 import subprocess
 import re
+import signal
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -72,33 +75,67 @@ def server_missing(why, server):
     pytest.skip(f'{why}: {server} tests skipped')
 
 
-@contextlib.contextmanager
-def moto(tmp_path):
-    """moto_server on a free port with the bucket cbtest, checking every request's SigV4
-    signature against its IAM users from the start (moto/iam/access_control.py: the count of
-    unauthenticated actions is set to 0 once the bucket and a user exist), so a signing mistake
-    fails a test. Yields (port, access key id, secret key) of that user."""
+def _die_with_parent():
+    """In a server's child before exec: SIGTERM when the test process ends, however it ends
+    (a suite's timeout kills it with SIGKILL), so no server outlives its tests."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+_MOTO = {}  # this test process's moto_server: proc, port, log
+
+
+def moto_server():
+    """(port, log) of the moto_server this test process shares across its tests, started at
+    the first call: a start costs 1.4 CPU-s (moto's imports), ~80 of them a suite run."""
     python = moto_python()
     if not python:
         server_missing('moto_server is not installed (pip install "moto[server]")', 'moto')
-    log = str(tmp_path / 'moto.log')  # a file, not a pipe: a full pipe would stall the server
+    if _MOTO and _MOTO['proc'].poll() is None:
+        return _MOTO['port'], _MOTO['log']
+    # a file, not a pipe: a full pipe would stall the server
+    log = os.path.join(tempfile.mkdtemp(prefix='cb-moto-'), 'moto.log')
     # port 0: the server binds a free port itself and logs it, so no other process on this
     # machine can take the port between a choice and the bind (and answer in its place)
     proc = subprocess.Popen([python, os.path.join(REPO, 'tests', 'moto_strict.py'), '-H', '127.0.0.1',
-                             '-p', '0'], stdout=open(log, 'w'), stderr=subprocess.STDOUT)
+                             '-p', '0'], stdout=open(log, 'w'), stderr=subprocess.STDOUT,
+                            preexec_fn=_die_with_parent)
     try:
         port = logged_port(proc, log)
-        url = f'http://127.0.0.1:{port}'
-        key, secret = iam_user(url, 'cassbackup')
-        awssig.request('PUT', f'{url}/cbtest', key, secret).read()
-        urllib.request.urlopen(urllib.request.Request(f'{url}/moto-api/reset-auth', data=b'0',
-                                                      headers={'Content-Type': 'text/plain'},
-                                                      method='POST')).read()
-        with pytest.raises(urllib.error.HTTPError):  # from here on, signatures count
-            awssig.request('GET', f'{url}/cbtest', key, 'not-' + secret)
-        yield port, key, secret
-    finally:
+    except BaseException:
         stop_server(proc)
+        raise
+    atexit.register(lambda: (stop_server(proc), shutil.rmtree(os.path.dirname(log), ignore_errors=True)))
+    _MOTO.update(proc=proc, port=port, log=log)
+    return port, log
+
+
+def moto_api(url, what, body):
+    urllib.request.urlopen(urllib.request.Request(f'{url}/moto-api/{what}', data=body,
+                                                  headers={'Content-Type': 'text/plain'},
+                                                  method='POST')).read()
+
+
+@contextlib.contextmanager
+def moto(tmp_path):
+    """moto_server (this process's, emptied: moto_server()) with the bucket cbtest, checking
+    every request's SigV4 signature against its IAM users from the start
+    (moto/iam/access_control.py: the count of unauthenticated actions is set to 0 once the
+    bucket and a user exist), so a signing mistake fails a test. Yields (port, access key id,
+    secret key) of that user, made for this test: a process an earlier test left behind is
+    refused with its old key. tmp_path/moto.log is the server's request log (shared: compare
+    counts taken before and after)."""
+    port, log = moto_server()
+    url = f'http://127.0.0.1:{port}'
+    moto_api(url, 'reset-auth', b'inf')  # unsigned requests may make the user again
+    moto_api(url, 'reset', b'')          # every bucket, user and key of the test before: gone
+    key, secret = iam_user(url, 'cassbackup')
+    awssig.request('PUT', f'{url}/cbtest', key, secret).read()
+    moto_api(url, 'reset-auth', b'0')
+    with pytest.raises(urllib.error.HTTPError):  # from here on, signatures count
+        awssig.request('GET', f'{url}/cbtest', key, 'not-' + secret)
+    os.symlink(log, tmp_path / 'moto.log')
+    yield port, key, secret
 
 
 def s3rver_port(proc, log):
