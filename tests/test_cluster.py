@@ -234,11 +234,9 @@ def test_concurrent_creates_of_one_name(store, cluster):
 
 
 def test_concurrent_creates_of_one_name_on_s3(tmp_path, cluster, binaries):
-    from test_s3 import moto
+    from test_s3 import moto, s3_env
     with moto(tmp_path) as (port, key, secret):
-        env = dict(os.environ, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=key,
-                   AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1',
-                   CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+        env = s3_env(port, key, secret, tmp_path / 'cache')
         loc = 's3://cbtest/stores/prod'
         cb('init', '--store', loc, env=env)
         concurrent_creates(loc, cluster, env)

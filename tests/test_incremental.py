@@ -23,7 +23,7 @@ import pytest
 from conftest import (CASSBACKUP, FIXTURES, FIXTURE_TAG, backup_list, cb, manifest_path,
                       mounted, packs, run, uploading)
 from s3proxy import S3Proxy
-from test_s3 import moto, s3, s3rver  # noqa: F401 (fixtures)
+from test_s3 import moto, s3, s3_env, s3rver  # noqa: F401 (fixtures)
 
 KS = 'legacy_tables'
 TAKEN = '.cassbackup-taken'  # cassbackup's record in backups/ (tools/taken.h)
@@ -1056,9 +1056,7 @@ def test_an_incremental_that_waited_follows_the_one_it_waited_for(node, tmp_path
     from backups/ and refused with exit 3 (a stale catalog; the CI of 699f29f failed the same
     way on a local store)."""
     with moto(tmp_path) as (port, key, secret):
-        env = dict(os.environ, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=key,
-                   AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1',
-                   CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache-a'))
+        env = s3_env(port, key, secret, tmp_path / 'cache-a')
         loc = 's3://cbtest/stores/waited'
         cb('init', '--store', loc, env=env)
         node.env = env

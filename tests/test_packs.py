@@ -176,7 +176,7 @@ def test_an_object_over_5_tib_is_refused_before_anything_is_sent(tmp_path, binar
     """S3 takes at most 10,000 parts of at most 5 GiB: a pack larger than 5 TiB cannot be
     stored. A sparse file of 5 TiB + 1 byte (it takes no disk) makes create refuse it in one
     line, before reading or sending its bytes."""
-    from test_s3 import moto
+    from test_s3 import moto, s3_env
     src = make_sample(str(tmp_path / 's'), '--data-kib', '16', '--data-dirs', '1', '--keyspaces', '1',
                       '--tables', '1', '--sstables', '1', '--no-index', '--no-clutter')
     [d] = sample_dirs(src)
@@ -185,9 +185,7 @@ def test_an_object_over_5_tib_is_refused_before_anything_is_sent(tmp_path, binar
     with open(data, 'r+b') as f:
         f.truncate((5 << 40) + 1)
     with moto(tmp_path) as (port, key, secret):
-        env = dict(os.environ, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=key,
-                   AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1',
-                   CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+        env = s3_env(port, key, secret, tmp_path / 'cache')
         loc = 's3://cbtest/stores/big'
         cb('init', '--store', loc, env=env)
         p = cb('create', '--store', loc, '--name', 'n1', '--data-dir', d, '--snapshot', 'nightly-1',

@@ -116,6 +116,13 @@ def moto_api(url, what, body):
                                                   method='POST')).read()
 
 
+def s3_env(port, key, secret, cache_dir):
+    """The environment of a cassbackup that reaches the S3 server on port with this key, its
+    catalog in cache_dir."""
+    return dict(os.environ, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=key,
+                AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1', CASSBACKUP_CACHE_DIR=str(cache_dir))
+
+
 @contextlib.contextmanager
 def moto(tmp_path):
     """moto_server (this process's, emptied: moto_server()) with the bucket cbtest, checking
@@ -174,9 +181,7 @@ def s3(request, tmp_path, binaries):
     """(store location, environment) of an empty S3 store on a loopback server."""
     server = moto if request.param == 'moto' else s3rver
     with server(tmp_path) as (port, key, secret):
-        env = dict(os.environ, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=key,
-                   AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1',
-                   CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+        env = s3_env(port, key, secret, tmp_path / 'cache')
         loc = 's3://cbtest/stores/prod'
         cb('init', '--store', loc, env=env)
         yield loc, env
@@ -194,9 +199,7 @@ def any_store(request, tmp_path, binaries):
         return
     server = moto if request.param == 'moto' else s3rver
     with server(tmp_path) as (port, key, secret):
-        env = dict(os.environ, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=key,
-                   AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1',
-                   CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+        env = s3_env(port, key, secret, tmp_path / 'cache')
         loc = 's3://cbtest/stores/prod'
         cb('init', '--store', loc, env=env)
         yield loc, env

@@ -19,7 +19,7 @@ import pytest
 from conftest import (CASSBACKUP, MOUNT, Mount, backup_list, cb, data_dir_args, make_sample,
                       mounted, read, run, sample_dirs, snapshot_tables)
 from s3proxy import S3Proxy
-from test_s3 import moto
+from test_s3 import moto, s3_env
 
 
 def sample(tmp_path, name, seed, kib='1024'):
@@ -363,9 +363,7 @@ def test_a_backup_committed_between_a_readers_listings_is_taken_in_whole(tmp_pat
     whole: listed complete, its files read. Packs were listed first: it was taken in with no
     pack holding its files, listed incomplete, and an incremental refused to follow it."""
     with moto(tmp_path) as (port, key, secret):
-        env = dict(os.environ, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=key,
-                   AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1',
-                   CASSBACKUP_CACHE_DIR=str(tmp_path / 'writer-cache'))
+        env = s3_env(port, key, secret, tmp_path / 'writer-cache')
         loc = 's3://cbtest/stores/between'
         cb('init', '--store', loc, env=env)
         dirs = sample_dirs(sample(tmp_path, 'src', 1, kib='64'))

@@ -488,6 +488,21 @@ static int check_incremental(struct create_opts *o)
 		: r < 0 ? CB_EXIT_FAILED : 0;
 }
 
+/* The node's newest incremental when it is of other tables than this backup, sharing some
+ * (incremental_other_chain): 1, with its name, its scope (other: the caller frees it) and both
+ * scopes in words (theirs, ours); 0 when not; -errno. */
+static int newest_other_chain(struct create_opts *o, char name[256], struct manifest_scope *other,
+			      struct strbuf *theirs, struct strbuf *ours)
+{
+	const char *node = *o->nm.host_id ? o->nm.host_id : o->nm.node;
+	int r = incremental_other_chain(store_catalog(o->s), node, &o->scope, name, other);
+	if (r > 0 && (sb_scope(theirs, other) < 0 || sb_scope(ours, &o->scope) < 0)) {
+		manifest_scope_free(other);
+		r = -ENOMEM;
+	}
+	return r;
+}
+
 /* An incremental that would take backups/ links the node's newest incremental, of other tables,
  * takes in (a hand-made one of one table beside the timer's of every table) is refused unless
  * --take-over: that chain's next incremental would lack them, and is refused until its next
@@ -497,26 +512,22 @@ static int check_take_over(struct create_opts *o)
 {
 	char name[256];
 	struct manifest_scope other;
-	const char *node = *o->nm.host_id ? o->nm.host_id : o->nm.node;
-	int r = incremental_other_chain(store_catalog(o->s), node, &o->scope, name, &other);
+	struct strbuf theirs = {0}, ours = {0};
+	int r = newest_other_chain(o, name, &other, &theirs, &ours);
 	if (r < 0) {
 		errorf("cannot read the catalog: %s; no backup was made", strerror(-r));
 		return CB_EXIT_FAILED;
 	}
 	bool refused = r > 0 && !o->take_over && !incremental_scope_covers(&o->scope, &other);
-	if (refused) {
-		struct strbuf l = {0}, m = {0};
-		sb_scope(&l, &other);
-		sb_scope(&m, &o->scope);
+	if (refused)
 		errorf("the node's incrementals (the newest, %s) are of %s and take in backups/ links "
 		       "of tables this one is of too: one of %s would take them, and theirs would be "
 		       "refused until their next full backup; make it of their tables, or give "
-		       "--take-over; no backup was made", name, l.buf ? l.buf : "", m.buf ? m.buf : "");
-		sb_free(&l);
-		sb_free(&m);
-	}
+		       "--take-over; no backup was made", name, theirs.buf, ours.buf);
 	if (r > 0)
 		manifest_scope_free(&other);
+	sb_free(&theirs);
+	sb_free(&ours);
 	return refused ? CB_EXIT_USAGE : 0;
 }
 
@@ -1210,21 +1221,18 @@ static bool links_of_other_chain(struct create_opts *o)
 {
 	char name[256];
 	struct manifest_scope other;
-	const char *node = *o->nm.host_id ? o->nm.host_id : o->nm.node;
-	int r = incremental_other_chain(store_catalog(o->s), node, &o->scope, name, &other);
+	struct strbuf theirs = {0}, ours = {0};
+	int r = newest_other_chain(o, name, &other, &theirs, &ours);
 	if (r < 0) {
 		errorf("cannot read the catalog: %s; backups/ links left in place", strerror(-r));
 	} else if (r > 0) {
-		struct strbuf l = {0}, m = {0};
-		sb_scope(&l, &other);
-		sb_scope(&m, &o->scope);
 		errorf("backups/ links left in place: the node's incrementals (the newest, %s) are of %s, "
-		       "this backup of %s, and those incrementals still take them in", name,
-		       l.buf ? l.buf : "", m.buf ? m.buf : "");
-		sb_free(&l);
-		sb_free(&m);
+		       "this backup of %s, and those incrementals still take them in", name, theirs.buf,
+		       ours.buf);
 		manifest_scope_free(&other);
 	}
+	sb_free(&theirs);
+	sb_free(&ours);
 	return r != 0;
 }
 
