@@ -1234,7 +1234,7 @@ def test_an_incremental_builds_only_on_a_full_backup_of_its_tables(node, store):
     before = node.links()
     r = node.incremental(store, 'inc3', '--table', f'{KS}.{t0}', check=False)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        "cassbackup: the node's incrementals (the newest, inc1) are of every table and take in "
+        "cassbackup: the node's incrementals of every table (their newest, inc1) take in "
         f"backups/ links of tables this one is of too: one of table {KS}.{t0} would take them, and "
         "theirs would be refused until their next full backup; make it of their tables, or give "
         "--take-over; no backup was made"], r.stderr
@@ -1246,6 +1246,44 @@ def test_an_incremental_builds_only_on_a_full_backup_of_its_tables(node, store):
     # and now the chain of every table is refused in turn: inc3 took t0's links
     r = node.incremental(store, 'inc4', check=False)
     assert r.returncode == 3 and 'incremental inc3 (of table ' in r.stderr, r.stderr
+
+
+def test_an_incremental_is_refused_before_it_ends_a_chain_that_is_not_the_newest(node, store):
+    """Two timers' chains of other tables (t0 and t1; t2 and t3), the second's incremental the
+    node's newest: a hand-made incremental of t0 alone, on a full backup of t0, was accepted
+    (only the node's newest incremental was looked at) and the first chain's next one refused.
+    Every chain that goes on counts; one of every table a chain is of goes on, ending it."""
+    t0, t1, t2, t3 = TABLES
+    a, c = (f'{KS}.{t0}', f'{KS}.{t1}'), (f'{KS}.{t2}', f'{KS}.{t3}')
+    sel = lambda ts: [x for t in ts for x in ('--table', t)]  # noqa: E731
+    node.full(store, 'fa', *sel(a))
+    node.full(store, 'fc', *sel(c))
+    node.flush(t0)
+    node.incremental(store, 'ia1', *sel(a))
+    node.snapshot_all('p')
+    node.create(store, '--snapshot', 'p', '--name', 'p', '--table', a[0])
+    node.flush(t2)
+    node.incremental(store, 'ic1', *sel(c))  # the node's newest incremental
+    node.flush(t0)
+    before = node.links()
+    r = node.incremental(store, 'h1', '--table', a[0], check=False)
+    assert r.returncode == 2 and "the node's incrementals of table " \
+        f"{KS}.{t0} and table {KS}.{t1} (their newest, ia1) take in backups/ links" in r.stderr, r.stderr
+    assert node.links() == before
+    node.flush(t1)
+    r = node.incremental(store, 'ia2', *sel(a))  # that chain goes on
+    assert 'incremental ia2 on ia1 (base fa)' in r.stdout
+    # taken over: that chain ends; one that no longer goes on refuses nothing
+    node.snapshot_all('p2')
+    node.create(store, '--snapshot', 'p2', '--name', 'p2', '--table', a[0])
+    node.flush(t0)
+    r = node.incremental(store, 'h1', '--table', a[0], '--take-over')
+    assert 'incremental h1 on p2 (base p2)' in r.stdout
+    node.flush(t1)
+    assert node.incremental(store, 'ia3', *sel(a), check=False).returncode == 3
+    node.flush(t0)
+    r = node.incremental(store, 'h2', '--table', a[0])
+    assert 'incremental h2 on h1 (base p2)' in r.stdout
 
 
 def test_a_snapshot_of_some_tables_only_is_a_backup_of_those(node, store):

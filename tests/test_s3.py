@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import re
-import signal
 import tempfile
 import time
 import urllib.error
@@ -75,13 +74,6 @@ def server_missing(why, server):
     pytest.skip(f'{why}: {server} tests skipped')
 
 
-def _die_with_parent():
-    """In a server's child before exec: SIGTERM when the test process ends, however it ends
-    (a suite's timeout kills it with SIGKILL), so no server outlives its tests."""
-    import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 _MOTO = {}  # this test process's moto_server: proc, port, log
 
 
@@ -97,9 +89,12 @@ def moto_server():
     log = os.path.join(tempfile.mkdtemp(prefix='cb-moto-'), 'moto.log')
     # port 0: the server binds a free port itself and logs it, so no other process on this
     # machine can take the port between a choice and the bind (and answer in its place)
-    proc = subprocess.Popen([python, os.path.join(REPO, 'tests', 'moto_strict.py'), '-H', '127.0.0.1',
-                             '-p', '0'], stdout=open(log, 'w'), stderr=subprocess.STDOUT,
-                            preexec_fn=_die_with_parent)
+    # setpriv (util-linux): SIGTERM once the test process ends, however it ends (a suite's
+    # timeout kills it with SIGKILL), so no server outlives its tests; no Python runs between
+    # fork and exec (a preexec_fn may deadlock beside the tests' server threads)
+    proc = subprocess.Popen(['setpriv', '--pdeathsig', 'TERM', python,
+                             os.path.join(REPO, 'tests', 'moto_strict.py'), '-H', '127.0.0.1',
+                             '-p', '0'], stdout=open(log, 'w'), stderr=subprocess.STDOUT)
     try:
         port = logged_port(proc, log)
     except BaseException:
@@ -134,8 +129,10 @@ def moto(tmp_path):
     counts taken before and after)."""
     port, log = moto_server()
     url = f'http://127.0.0.1:{port}'
-    moto_api(url, 'reset-auth', b'inf')  # unsigned requests may make the user again
-    moto_api(url, 'reset', b'')          # every bucket, user and key of the test before: gone
+    # the four requests that follow are taken unsigned (three to make the user, the bucket's
+    # PUT), and no more: a process an earlier test left behind is refused meanwhile too
+    moto_api(url, 'reset-auth', b'4')
+    moto_api(url, 'reset', b'')  # every bucket, user and key of the test before: gone
     key, secret = iam_user(url, 'cassbackup')
     awssig.request('PUT', f'{url}/cbtest', key, secret).read()
     moto_api(url, 'reset-auth', b'0')

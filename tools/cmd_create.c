@@ -488,14 +488,16 @@ static int check_incremental(struct create_opts *o)
 		: r < 0 ? CB_EXIT_FAILED : 0;
 }
 
-/* The node's newest incremental when it is of other tables than this backup, sharing some
- * (incremental_other_chain): 1, with its name, its scope (other: the caller frees it) and both
- * scopes in words (theirs, ours); 0 when not; -errno. */
-static int newest_other_chain(struct create_opts *o, char name[256], struct manifest_scope *other,
-			      struct strbuf *theirs, struct strbuf *ours)
+/* A chain of the node's incrementals that takes in links this backup would take
+ * (incremental_other_chain, skip_covered as there): 1, with its newest incremental's name, its
+ * scope (other: the caller frees it) and both scopes in words (theirs, ours); 0 when none;
+ * -errno. */
+static int newest_other_chain(struct create_opts *o, bool skip_covered, char name[256],
+			      struct manifest_scope *other, struct strbuf *theirs, struct strbuf *ours)
 {
 	const char *node = *o->nm.host_id ? o->nm.host_id : o->nm.node;
-	int r = incremental_other_chain(store_catalog(o->s), node, &o->scope, name, other);
+	int r = incremental_other_chain(store_catalog(o->s), node, &o->scope, skip_covered, name,
+					other);
 	if (r > 0 && (sb_scope(theirs, other) < 0 || sb_scope(ours, &o->scope) < 0)) {
 		manifest_scope_free(other);
 		r = -ENOMEM;
@@ -503,27 +505,28 @@ static int newest_other_chain(struct create_opts *o, char name[256], struct mani
 	return r;
 }
 
-/* An incremental that would take backups/ links the node's newest incremental, of other tables,
- * takes in (a hand-made one of one table beside the timer's of every table) is refused unless
- * --take-over: that chain's next incremental would lack them, and is refused until its next
- * full backup. One of every table that chain is of goes on: it holds whatever theirs would.
- * 0, or the exit code (said). */
+/* An incremental that would take backups/ links another chain of the node's incrementals, of
+ * other tables, takes in (a hand-made one of one table beside the timer's of every table) is
+ * refused unless --take-over: that chain's next incremental would lack them, and is refused
+ * until its next full backup. One of every table that chain is of goes on: it holds whatever
+ * theirs would, and their chain ends there (a timer's after its scope grew, --include-system
+ * added). 0, or the exit code (said). */
 static int check_take_over(struct create_opts *o)
 {
 	char name[256];
 	struct manifest_scope other;
 	struct strbuf theirs = {0}, ours = {0};
-	int r = newest_other_chain(o, name, &other, &theirs, &ours);
+	int r = o->take_over ? 0 : newest_other_chain(o, true, name, &other, &theirs, &ours);
 	if (r < 0) {
 		errorf("cannot read the catalog: %s; no backup was made", strerror(-r));
 		return CB_EXIT_FAILED;
 	}
-	bool refused = r > 0 && !o->take_over && !incremental_scope_covers(&o->scope, &other);
+	bool refused = r > 0;
 	if (refused)
-		errorf("the node's incrementals (the newest, %s) are of %s and take in backups/ links "
-		       "of tables this one is of too: one of %s would take them, and theirs would be "
+		errorf("the node's incrementals of %s (their newest, %s) take in backups/ links of "
+		       "tables this one is of too: one of %s would take them, and theirs would be "
 		       "refused until their next full backup; make it of their tables, or give "
-		       "--take-over; no backup was made", name, theirs.buf, ours.buf);
+		       "--take-over; no backup was made", theirs.buf, name, ours.buf);
 	if (r > 0)
 		manifest_scope_free(&other);
 	sb_free(&theirs);
@@ -1222,7 +1225,7 @@ static bool links_of_other_chain(struct create_opts *o)
 	char name[256];
 	struct manifest_scope other;
 	struct strbuf theirs = {0}, ours = {0};
-	int r = newest_other_chain(o, name, &other, &theirs, &ours);
+	int r = newest_other_chain(o, false, name, &other, &theirs, &ours);
 	if (r < 0) {
 		errorf("cannot read the catalog: %s; backups/ links left in place", strerror(-r));
 	} else if (r > 0) {

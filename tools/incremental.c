@@ -244,44 +244,126 @@ static int check_no_other_chain(catalog *cat, const char *node_key, const char *
 	return r;
 }
 
-/* The node's newest incremental. */
-struct latest_ctx {
-	const char *node_key;
+/* The node's chains: each full backup incrementals were made on, with the newest of them. */
+struct tip {
+	struct candidate base;
+	char name[256]; /* its newest incremental */
 	int64_t created_ns;
-	char name[256];
 	char *scope;
 };
 
-static int note_latest(void *ctx, const struct cb_backup_summary *b)
+struct tips_ctx {
+	const char *node_key;
+	struct candidate *fulls; /* every full backup of the node, for the bases' dates */
+	size_t nfulls;
+	struct tip *v;
+	size_t n;
+};
+
+static struct tip *tip_of(struct tips_ctx *c, const char *base)
 {
-	struct latest_ctx *c = ctx;
-	if (b->invalid || strcmp(b->node_key, c->node_key) != 0 || !b->base || !*b->base ||
-	    (*c->name && b->created_ns < c->created_ns))
+	for (size_t i = 0; i < c->n; i++)
+		if (!strcmp(c->v[i].base.name, base))
+			return &c->v[i];
+	struct tip *v = realloc(c->v, (c->n + 1) * sizeof(*v));
+	if (!v)
+		return NULL;
+	c->v = v;
+	v[c->n] = (struct tip){0};
+	snprintf(v[c->n].base.name, sizeof(v->base.name), "%s", base);
+	return &v[c->n++];
+}
+
+static int note_tip(void *ctx, const struct cb_backup_summary *b)
+{
+	struct tips_ctx *c = ctx;
+	if (b->invalid || strcmp(b->node_key, c->node_key) != 0)
 		return 0;
-	char *scope = strdup(b->scope);
+	if (!b->base || !*b->base) {
+		struct candidate *f = realloc(c->fulls, (c->nfulls + 1) * sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		c->fulls = f;
+		f[c->nfulls] = (struct candidate){.created_ns = b->created_ns};
+		snprintf(f[c->nfulls].name, sizeof(f->name), "%s", b->name);
+		c->nfulls++;
+		return 0;
+	}
+	struct tip *t = tip_of(c, b->base);
+	char *scope = t ? strdup(b->scope) : NULL;
 	if (!scope)
 		return -ENOMEM;
-	free(c->scope);
-	c->scope = scope;
-	c->created_ns = b->created_ns;
-	snprintf(c->name, sizeof(c->name), "%s", b->name);
+	if (*t->name && t->created_ns > b->created_ns) {
+		free(scope);
+		return 0;
+	}
+	free(t->scope);
+	t->scope = scope;
+	t->created_ns = b->created_ns;
+	snprintf(t->name, sizeof(t->name), "%s", b->name);
 	return 0;
 }
 
-int incremental_other_chain(catalog *cat, const char *node_key, const struct manifest_scope *scope,
-			    char name[256], struct manifest_scope *other)
+/* The chain on t's base goes on: its base is there, and no backup since removed links of its
+ * tables that it never took in (check_no_other_chain). 1, 0, or -errno. */
+static int chain_goes_on(catalog *cat, const char *node_key, const struct tips_ctx *c,
+			 struct tip *t, const struct manifest_scope *its)
 {
-	struct latest_ctx c = {.node_key = node_key};
-	*other = (struct manifest_scope){0};
-	int r = catalog_list_backups(cat, note_latest, &c);
-	if (r == 0 && *c.name && (r = manifest_scope_read(c.scope, other)) == 0) {
-		r = !manifest_scope_equal(other, scope) && incremental_scopes_overlap(other, scope);
-		snprintf(name, 256, "%s", c.name);
-	}
+	for (size_t i = 0; i < c->nfulls; i++)
+		if (!strcmp(c->fulls[i].name, t->base.name))
+			t->base.created_ns = c->fulls[i].created_ns;
+	struct strbuf why = {0};
+	int r = t->base.created_ns ? check_no_other_chain(cat, node_key, NULL, &t->base, its, &why) : -ENOENT;
+	sb_free(&why);
+	return r == 0 ? 1 : r == -ENOENT ? 0 : r;
+}
+
+/* Is t's chain one that an incremental of scope takes links from: of other tables sharing
+ * some, not all of them scope's when skip_covered, and going on? 1 (*its: its scope), 0,
+ * -errno. */
+static int takes_from(catalog *cat, const char *node_key, const struct tips_ctx *c, struct tip *t,
+		      const struct manifest_scope *scope, bool skip_covered, struct manifest_scope *its)
+{
+	int r = manifest_scope_read(t->scope, its);
+	if (r < 0)
+		return r == -ENOMEM ? r : 0; /* a damaged row: check names it */
+	if (manifest_scope_equal(its, scope) || !incremental_scopes_overlap(its, scope) ||
+	    (skip_covered && incremental_scope_covers(scope, its)))
+		r = 0;
+	else
+		r = chain_goes_on(cat, node_key, c, t, its);
 	if (r <= 0)
-		manifest_scope_free(other);
-	free(c.scope);
+		manifest_scope_free(its);
 	return r;
+}
+
+int incremental_other_chain(catalog *cat, const char *node_key, const struct manifest_scope *scope,
+			    bool skip_covered, char name[256], struct manifest_scope *other)
+{
+	struct tips_ctx c = {.node_key = node_key};
+	*other = (struct manifest_scope){0};
+	int r = catalog_list_backups(cat, note_tip, &c);
+	const struct tip *found = NULL;
+	for (size_t i = 0; r == 0 && i < c.n; i++) {
+		struct manifest_scope its;
+		if (found && c.v[i].created_ns <= found->created_ns)
+			continue;
+		if ((r = takes_from(cat, node_key, &c, &c.v[i], scope, skip_covered, &its)) > 0) {
+			manifest_scope_free(other);
+			*other = its;
+			found = &c.v[i];
+			r = 0;
+		}
+	}
+	if (r == 0 && found)
+		snprintf(name, 256, "%s", found->name);
+	if (r < 0 || !found)
+		manifest_scope_free(other);
+	for (size_t i = 0; i < c.n; i++)
+		free(c.v[i].scope);
+	free(c.v);
+	free(c.fulls);
+	return r < 0 ? r : found != NULL;
 }
 
 /* Does candidate b hold scope? 1, 0 (*other: its scope), or -errno (err says why). */

@@ -65,12 +65,13 @@ bool incremental_scopes_overlap(const struct manifest_scope *a, const struct man
 /* Is every table of scope b one of scope a? */
 bool incremental_scope_covers(const struct manifest_scope *a, const struct manifest_scope *b);
 
-/* Are the node's incrementals of other tables than a full backup of scope, sharing some? 1
- * when its newest incremental (name) is of such a scope (other; the caller frees it): the
- * backups/ links flushed before that full backup are still that chain's to take in. 0, or
- * -errno. */
+/* Does a chain of the node's incrementals take in links a backup of scope would take: one of
+ * other tables sharing some (not all of them scope's, with skip_covered) that goes on (no
+ * backup since its base removed links of its tables that it never took in)? 1 with the
+ * newest such chain's newest incremental (name) and its scope (other; the caller frees it),
+ * 0, or -errno. */
 int incremental_other_chain(catalog *cat, const char *node_key, const struct manifest_scope *scope,
-			    char name[256], struct manifest_scope *other);
+			    bool skip_covered, char name[256], struct manifest_scope *other);
 
 typedef struct inc_plan inc_plan;
 
