@@ -902,10 +902,11 @@ static int parse_scope(json_t *root, struct manifest_scope *s, struct perr *e)
 	return r;
 }
 
-/* A manifest from before scopes: the system keyspaces are in it when it holds one. */
+/* A manifest from before scopes: unrecorded, the system keyspaces in it when it holds one. */
 static void scope_of_old_manifest(json_t *root, struct manifest *m)
 {
-	for (size_t i = 0; !json_object_get(root, "scope") && i < m->nkeyspaces; i++)
+	m->scope_unrecorded = !json_object_get(root, "scope");
+	for (size_t i = 0; m->scope_unrecorded && i < m->nkeyspaces; i++)
 		m->scope.system = m->scope.system || is_system_keyspace(m->keyspaces[i].name);
 }
 

@@ -133,8 +133,11 @@ struct manifest {
 	 * the base alive (retention, forget) and what list and restore --point-in-time follow. */
 	char *base, *previous;
 	/* A manifest written before scopes were recorded reads as every table but the system
-	 * ones (what an incremental then took). An incremental has its base's scope. */
+	 * ones (what an incremental then took), with scope_unrecorded set: it may as well have
+	 * been made of some tables only, so it is never an incremental's base. An incremental
+	 * has its base's scope. */
 	struct manifest_scope scope;
+	bool scope_unrecorded;
 	/* A full backup made with --clear-incremental-links: it removed the backups/ links of its
 	 * tables flushed before its snapshot, so an incremental on an older full backup of those
 	 * tables would lack them. */

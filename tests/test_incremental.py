@@ -722,6 +722,31 @@ def test_point_in_time_takes_a_full_backup_of_the_tables_restored(node, store, t
         f'2026:01:01 03:00:00 GMT; the last one, one, is of table {KS}.{TABLES[0]}: restore those '
         'with --keyspace or --table, or name an older backup of them'), r.stderr
 
+def test_point_in_time_takes_a_full_backup_from_before_scopes_only_for_tables_it_holds(
+        node, store, tmp_path):
+    """A full backup whose manifest records no scope (an older cassbackup's) read as every
+    table: one made of one table was taken for a point-in-time restore of the whole node, the
+    other tables coming back from no backup. It serves only tables named with --table that its
+    tree holds."""
+    t0, t1 = TABLES[0], TABLES[1]
+    node.full(store, 'one', '--table', f'{KS}.{t0}')
+    path = manifest_path(store, 'one')
+    m = manifest(store, 'one')
+    del m['scope']
+    with open(path, 'w') as f:
+        json.dump(m, f)
+    pitr = functools.partial(point_in_time(store, tmp_path, {'one': T0}), T0 + HOUR)
+    for args in [(), ('--keyspace', KS), ('--table', f'{KS}.{t1}')]:
+        r = pitr(*args)
+        assert r.returncode == 3 and r.stderr.strip() == (
+            'cassbackup: node n1 has no complete full backup of the tables restored made at or '
+            'before 2026:01:01 01:00:00 GMT; the last one, one, is of tables it does not record '
+            '(made by a cassbackup before scopes): restore those with --keyspace or --table, or '
+            'name an older backup of them'), (args, r.stderr)
+    r = pitr('--table', f'{KS}.{t0}')
+    assert r.returncode == 0 and 'backup one of node n1' in r.stdout, r.stdout + r.stderr
+
+
 def test_index_sstables_and_a_table_made_again(node, store, tmp_path):
     """backups/.<index>/ is taken in as the index directory; a table dropped and made again
     (another id, the old directory gone) shows as the node has it."""
@@ -1246,6 +1271,41 @@ def test_an_incremental_builds_only_on_a_full_backup_of_its_tables(node, store):
     # and now the chain of every table is refused in turn: inc3 took t0's links
     r = node.incremental(store, 'inc4', check=False)
     assert r.returncode == 3 and 'incremental inc3 (of table ' in r.stderr, r.stderr
+
+
+def test_a_full_backup_from_before_scopes_is_no_base(node, store):
+    """A full backup whose manifest records no scope (made by a cassbackup before scopes) read
+    as every table: when it was made of one table, an incremental of every table built on it,
+    exit 0, and the other tables' older data was missing from every backup of the chain. Its
+    manifest cannot say which tables it holds, so no incremental builds on it."""
+    t0, t1 = TABLES[0], TABLES[1]
+    node.full(store, 'p1', '--table', f'{KS}.{t0}')
+    path = manifest_path(store, 'p1')
+    m = manifest(store, 'p1')
+    del m['scope']  # as the older cassbackup wrote it
+    with open(path, 'w') as f:
+        json.dump(m, f)
+    cb('reindex', '--store', store)
+    flushed = node.flush(t1)
+    before = node.links()
+    r = node.incremental(store, 'inc1', check=False)
+    assert r.returncode == 3 and r.stderr.strip().splitlines() == [
+        "cassbackup: the node's last full backup, p1, was made by a cassbackup that did not "
+        'record which tables it is of (it may hold some only): no incremental builds on it; '
+        'make a full backup; no backup was made'], r
+    r = node.incremental(store, 'inc1', '--table', f'{KS}.{t0}', '--base', 'p1', check=False)
+    assert r.returncode == 2 and '--base p1 was made by a cassbackup that did not record' \
+        in r.stderr, r
+    assert node.links() == before and [b['name'] for b in backup_list(store)] == ['p1']
+    # it still reads, restores and is kept as before; a full backup starts a chain
+    assert cb('verify', '--store', store, 'p1').returncode == 0
+    state = {t: node.snapshot(t) for t in TABLES}
+    node.full(store)
+    state[t1].update(flushed)
+    state[t1].update(node.flush(t1))
+    r = node.incremental(store, 'inc1')
+    assert 'incremental inc1 on full (base full)' in r.stdout
+    assert tree_of(manifest(store, 'inc1')) == state
 
 
 def test_an_incremental_is_refused_before_it_ends_a_chain_that_is_not_the_newest(node, store):

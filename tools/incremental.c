@@ -366,23 +366,26 @@ int incremental_other_chain(catalog *cat, const char *node_key, const struct man
 	return r < 0 ? r : found != NULL;
 }
 
-/* Does candidate b hold scope? 1, 0 (*other: its scope), or -errno (err says why). */
+/* Does candidate b hold scope? 1, 0 (*other: its scope; *unrecorded: its manifest does not
+ * say which tables it holds, so it holds no scope for sure), or -errno (err says why). */
 static int same_scope(struct store *s, const struct candidate *b, const struct manifest_scope *scope,
-		      struct manifest_scope *other, struct strbuf *err)
+		      struct manifest_scope *other, bool *unrecorded, struct strbuf *err)
 {
 	struct manifest *m = NULL;
 	int r = store_read_manifest(s, b->ref, &m, NULL, err);
 	if (r == -ENOENT)
 		sb_printf(err, "backup %s is gone from the store", b->name);
-	if (r == 0 && !(r = manifest_scope_equal(&m->scope, scope)))
+	*unrecorded = r == 0 && m->scope_unrecorded;
+	if (r == 0 && !(r = !*unrecorded && manifest_scope_equal(&m->scope, scope)))
 		r = manifest_scope_copy(other, &m->scope);
 	manifest_free(m);
 	return r == -ENOMEM ? (sb_puts(err, "out of memory"), r) : r;
 }
 
-/* Why no candidate serves as base: into err; -ENOENT or -EINVAL. */
+/* Why no candidate serves as base (newest: the scope of the newest candidate, unrecorded
+ * when its manifest does not say): into err; -ENOENT or -EINVAL. */
 static int no_base(const struct chain_ctx *c, const struct manifest_scope *scope,
-		   const struct manifest_scope *newest, struct strbuf *err)
+		   const struct manifest_scope *newest, bool unrecorded, struct strbuf *err)
 {
 	const struct candidate *b = c->n ? &c->v[0] : NULL;
 	if (!b) {
@@ -399,6 +402,12 @@ static int no_base(const struct chain_ctx *c, const struct manifest_scope *scope
 			  : "--base %s: an incomplete backup (some of its bytes are in no pack: "
 			  "cassbackup check names them); make a full backup", b->name);
 		return -EINVAL;
+	}
+	if (unrecorded) {
+		sb_printf(err, c->base_name ? "--base %s" : "the node's last full backup, %s,", b->name);
+		sb_puts(err, " was made by a cassbackup that did not record which tables it is of (it "
+			"may hold some only): no incremental builds on it; make a full backup");
+		return c->base_name ? -EINVAL : -ENOENT;
 	}
 	if (c->base_name)
 		sb_printf(err, "--base %s is a backup of ", b->name);
@@ -428,20 +437,24 @@ int incremental_chain(struct store *s, const char *node_key, const char *base_na
 		qsort(c.v, c.n, sizeof(*c.v), newest_first);
 	const struct candidate *base = NULL;
 	bool usable = r == 0 && c.n && !c.v[0].incremental && c.v[0].complete;
+	bool newest_unrecorded = false;
 	for (size_t i = 0; usable && !base && r == 0 && i < c.n; i++) {
 		struct manifest_scope other = {0};
-		r = same_scope(s, &c.v[i], scope, &other, err);
+		bool unrecorded;
+		r = same_scope(s, &c.v[i], scope, &other, &unrecorded, err);
 		if (r == 1) {
 			base = &c.v[i];
 			r = 0;
 		}
-		if (i == 0)
-			newest = other; /* for the message */
-		else
+		if (i == 0) { /* for the message */
+			newest = other;
+			newest_unrecorded = unrecorded;
+		} else {
 			manifest_scope_free(&other);
+		}
 	}
 	if (r == 0 && !base)
-		r = no_base(&c, scope, &newest, err);
+		r = no_base(&c, scope, &newest, newest_unrecorded, err);
 	if (r == 0)
 		r = check_no_other_chain(cat, node_key, base_name, base, scope, err);
 	if (r == 0) {

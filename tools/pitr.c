@@ -191,6 +191,29 @@ static bool scope_covers(const struct manifest_scope *s, const struct selection 
 	return true;
 }
 
+/* Does m's tree hold table ks.table? */
+static bool tree_holds(const struct manifest *m, const char *ks, const char *table)
+{
+	for (size_t k = 0; k < m->nkeyspaces; k++)
+		for (size_t t = 0; !strcmp(m->keyspaces[k].name, ks) && t < m->keyspaces[k].ntables; t++)
+			if (!strcmp(m->keyspaces[k].tables[t].name, table))
+				return true;
+	return false;
+}
+
+/* Does backup m hold every table restored? A manifest that does not record its scope (from
+ * before scopes) may hold some tables only: it holds the tables named one by one that its tree
+ * holds, never a whole keyspace nor every table. */
+static bool backup_covers(const struct manifest *m, const struct selection *sel, bool whole_node)
+{
+	if (!m->scope_unrecorded)
+		return scope_covers(&m->scope, sel, whole_node);
+	bool held = !selection_is_empty(sel);
+	for (size_t i = 0; held && i < sel->n; i++)
+		held = sel->v[i].table && tree_holds(m, sel->v[i].keyspace, sel->v[i].table);
+	return held;
+}
+
 static int newest_first(const void *a, const void *b)
 {
 	const struct candidate *x = a, *y = b;
@@ -210,7 +233,7 @@ static int choose_full(struct choose *c, struct store *s)
 	for (size_t i = 0; r == 0 && !c->found && i < c->n; i++) {
 		struct manifest *m = NULL;
 		r = store_read_manifest(s, c->v[i].ref, &m, NULL, &err);
-		if (r == 0 && scope_covers(&m->scope, p->sel, p->whole_node)) {
+		if (r == 0 && backup_covers(m, p->sel, p->whole_node)) {
 			const struct candidate *b = &c->v[i];
 			snprintf(c->node, sizeof(c->node), "%s", b->node);
 			snprintf(p->backup_name, sizeof(p->backup_name), "%s", b->name);
@@ -218,6 +241,8 @@ static int choose_full(struct choose *c, struct store *s)
 			snprintf(p->backup_node, sizeof(p->backup_node), "%s", b->node_key);
 			c->created_ns = b->created_ns;
 			c->found = true;
+		} else if (r == 0 && i == 0 && m->scope_unrecorded) {
+			sb_puts(&what, "tables it does not record (made by a cassbackup before scopes)");
 		} else if (r == 0 && i == 0) {
 			sb_scope(&what, &m->scope);
 		}

@@ -326,7 +326,7 @@ static void test_scope(void)
 	struct manifest *m = NULL;
 	CHECK(manifest_write(&with, &sb, err, sizeof(err)) == 0);
 	CHECK(manifest_parse(sb.buf, sb.len, &m, err, sizeof(err)) == 0);
-	CHECK(m && manifest_scope_equal(&m->scope, &a));
+	CHECK(m && manifest_scope_equal(&m->scope, &a) && !m->scope_unrecorded);
 	manifest_free(m);
 	with.scope = sys;
 	sb.len = 0;
@@ -357,7 +357,8 @@ static void test_scope(void)
 		m = NULL;
 		int r = manifest_parse(doc.buf, strlen(doc.buf), &m, err, sizeof(err));
 		if (i == 0)
-			CHECK(r == 0 && m && manifest_scope_equal(&m->scope, &none));
+			CHECK(r == 0 && m && manifest_scope_equal(&m->scope, &none) &&
+			      m->scope_unrecorded);
 		else
 			CHECK(r == -EBADMSG && !m);
 		manifest_free(m);
