@@ -68,32 +68,34 @@ int sha256_fd(int fd, uint64_t size, unsigned char out[32], const volatile sig_a
 	int r = sha256_new(&c);
 	if (r < 0)
 		return r;
-	char *buf = malloc(HASH_CHUNK);
+	char *buf = direct_chunk_alloc(HASH_CHUNK);
 	if (!buf) {
 		sha256_free(c);
 		return -ENOMEM;
 	}
-	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	bool direct = read_once_begin(fd);
 	uint64_t off = 0;
 	for (;;) {
 		if (cancel && *cancel) {
 			r = -ECANCELED;
 			break;
 		}
-		ssize_t n = pread_full(fd, buf, HASH_CHUNK, (off_t)off);
+		ssize_t n = read_once_chunk(fd, &direct, buf, HASH_CHUNK, (off_t)off);
 		if (n < 0) {
 			r = (int)n;
 			break;
 		}
-		if (n == 0 || off + (uint64_t)n > size) {
-			r = off + (uint64_t)n == size ? 0 : -ESTALE;
+		if (off + (uint64_t)n > size)
+			r = -ESTALE;
+		else if (n > 0)
+			r = sha256_update(c, buf, (size_t)n);
+		off += (uint64_t)n;
+		if (r == 0 && progress && n > 0)
+			progress(pctx, (uint64_t)n);
+		if (r < 0 || n < HASH_CHUNK) { /* short: the end of the file */
+			r = r ?: off == size ? 0 : -ESTALE;
 			break;
 		}
-		if ((r = sha256_update(c, buf, (size_t)n)) < 0)
-			break;
-		off += (uint64_t)n;
-		if (progress)
-			progress(pctx, (uint64_t)n);
 	}
 	if (r == 0)
 		r = sha256_final(c, out);

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define COPY_CHUNK (1u << 20)
+#define COPY_CHUNK (1u << 20) /* a multiple of CB_DIRECT_ALIGN */
 
 struct pack_writer {
 	struct archive *a;
@@ -82,7 +82,7 @@ int pack_writer_new(pack_writer **out, struct cb_upload *sink, int level, unsign
 		goto fail;
 	r = -ENOMEM;
 	w->utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
-	w->buf = malloc(COPY_CHUNK);
+	w->buf = direct_chunk_alloc(COPY_CHUNK);
 	w->a = archive_write_new();
 	if (!w->buf || !w->a)
 		goto fail;
@@ -152,19 +152,20 @@ int pack_writer_add_fd(pack_writer *w, const struct pack_member *m, int src_fd,
 	if (r < 0)
 		return w->err = r;
 	r = write_header(w, m, NULL, data_off);
-	posix_fadvise(src_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	bool direct = read_once_begin(src_fd);
 	uint64_t off = 0;
 	while (r == 0) {
 		if (cancel && *cancel) {
 			r = -ECANCELED;
 			break;
 		}
-		ssize_t n = pread_full(src_fd, w->buf, COPY_CHUNK, (off_t)off);
+		ssize_t n = read_once_chunk(src_fd, &direct, w->buf, COPY_CHUNK, (off_t)off);
 		if (n < 0) {
 			r = (int)n;
 			break;
 		}
-		if (n == 0 || off + (uint64_t)n > m->size) {
+		/* short only at the end of the file: it is where m->size says */
+		if (n < COPY_CHUNK || off + (uint64_t)n > m->size) {
 			if (off + (uint64_t)n != m->size)
 				r = -ESTALE;
 			else if (n > 0 && (r = sha256_update(h, w->buf, (size_t)n)) == 0)

@@ -121,6 +121,53 @@ ssize_t pread_full(int fd, void *buf, size_t len, off_t off)
 	return (ssize_t)done;
 }
 
+void *direct_chunk_alloc(size_t len)
+{
+	void *p = NULL;
+	return posix_memalign(&p, CB_DIRECT_ALIGN, len) == 0 ? p : NULL;
+}
+
+bool read_once_begin(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0)
+		return true;
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	return false;
+}
+
+/* pread_full for an O_DIRECT fd: each read after the first starts where the last one ended,
+ * so only while it ended on a block (one that ends elsewhere ended at the end of the file). */
+static ssize_t pread_direct(int fd, char *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pread(fd, buf + done, len - done, off + (off_t)done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		done += (size_t)n;
+		if (n == 0 || n % CB_DIRECT_ALIGN)
+			break;
+	}
+	return (ssize_t)done;
+}
+
+ssize_t read_once_chunk(int fd, bool *direct, void *buf, size_t len, off_t off)
+{
+	ssize_t n = *direct ? pread_direct(fd, buf, len, off) : pread_full(fd, buf, len, off);
+	if (n == -EINVAL && *direct) {
+		int fl = fcntl(fd, F_GETFL);
+		if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_DIRECT) < 0)
+			return -errno;
+		*direct = false;
+		posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+		n = pread_full(fd, buf, len, off);
+	}
+	return n;
+}
+
 /* mkdir -p path with mode 0700 for what it creates. */
 static int make_dirs_private(const char *path)
 {

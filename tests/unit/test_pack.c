@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -287,6 +290,98 @@ static void test_errors(void)
 	test_sink_close(&sk, 0);
 }
 
+/* How many of the file's pages are in the page cache. */
+static size_t cached_pages(int fd, size_t size)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	size_t n = (size + (size_t)page - 1) / (size_t)page, cached = 0;
+	void *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	unsigned char *vec = malloc(n);
+	CHECK(map != MAP_FAILED && vec && mincore(map, size, vec) == 0);
+	for (size_t i = 0; vec && i < n; i++)
+		cached += vec[i] & 1;
+	if (map != MAP_FAILED)
+		munmap(map, size);
+	free(vec);
+	return cached;
+}
+
+/* Sources read with O_DIRECT: every size around a block and a read chunk (1 MiB) comes back
+ * byte for byte, also one still dirty in the page cache; a source of another size than
+ * announced is refused; and a source on disk is read without filling the page cache. */
+static void test_sources_of_every_size(void)
+{
+	static const size_t sizes[] = {0, 1, 4095, 4096, 4097, (1u << 20) - 1, 1u << 20,
+				       (1u << 20) + 1, (3u << 20) + 123};
+	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
+	size_t most = (3u << 20) + 123;
+	unsigned char *data = malloc(most + 1), *back = malloc(most + 1);
+	for (size_t i = 0; i <= most; i++)
+		data[i] = rnd8();
+	struct test_sink sk;
+	CHECK(test_sink_open(&sk) == 0);
+	pack_writer *w;
+	CHECK(pack_writer_new(&w, sk.u, 3, 2, 64u << 10) == 0);
+	uint64_t offs[N];
+	struct statfs fs;
+	bool on_disk = statfs("/tmp", &fs) == 0 && fs.f_type != TMPFS_MAGIC;
+	for (size_t i = 0; i < N; i++) {
+		char src[] = "/tmp/cb-pack-src-XXXXXX", name[32];
+		int sfd = temp_fd(src);
+		CHECK(write_full(sfd, data, sizes[i]) == 0);
+		if (i % 2) { /* on disk, out of the page cache; the others still dirty in it */
+			CHECK(fsync(sfd) == 0);
+			CHECK(posix_fadvise(sfd, 0, 0, POSIX_FADV_DONTNEED) == 0);
+		}
+		snprintf(name, sizeof(name), "f%zu", i);
+		struct pack_member pm = {.path = name, .size = sizes[i], .mode = 0644};
+		unsigned char sha[32], want[32];
+		CHECK(pack_writer_add_fd(w, &pm, sfd, sha, &offs[i], NULL, NULL, NULL) == 0);
+		CHECK(sha256_buf(data, sizes[i], want) == 0 && memcmp(sha, want, 32) == 0);
+		if (i % 2 && on_disk && sizes[i])
+			CHECK(cached_pages(sfd, sizes[i]) == 0);
+		close(sfd);
+		unlink(src);
+	}
+	struct pack_index none = {0};
+	struct pack_info info;
+	CHECK(pack_writer_finish(w, &none, &info) == 0);
+	pack_writer_free(w);
+	CHECK(test_sink_close(&sk, 1) == 0);
+	pack_cache *pc;
+	struct cb_backend *tb;
+	CHECK(test_cache_open(sk.dir, 1u << 20, &tb, &pc) == 0);
+	for (size_t i = 0; i < N; i++) {
+		memset(back, 0, sizes[i]);
+		CHECK(sizes[i] == 0 || pack_cache_read(pc, "stream", offs[i], back, sizes[i]) == 0);
+		CHECK(memcmp(back, data, sizes[i]) == 0);
+	}
+	test_cache_close(tb, pc);
+	unlink(sk.path);
+	rmdir(sk.dir);
+	/* one byte more or less than announced, on either side of a chunk: -ESTALE */
+	static const struct { size_t have, announced; } off_by_one[] = {
+		{4097, 4096}, {4095, 4096}, {(1u << 20) + 1, 1u << 20}, {1u << 20, (1u << 20) + 1}};
+	for (size_t i = 0; i < sizeof(off_by_one) / sizeof(off_by_one[0]); i++) {
+		CHECK(test_sink_open(&sk) == 0);
+		CHECK(pack_writer_new(&w, sk.u, 3, 1, 64u << 10) == 0);
+		char src[] = "/tmp/cb-pack-src-XXXXXX";
+		int sfd = temp_fd(src);
+		CHECK(write_full(sfd, data, off_by_one[i].have) == 0);
+		struct pack_member pm = {.path = "x", .size = off_by_one[i].announced, .mode = 0644};
+		unsigned char sha[32];
+		uint64_t off;
+		CHECK(pack_writer_add_fd(w, &pm, sfd, sha, &off, NULL, NULL, NULL) == -ESTALE);
+		pack_writer_free(w);
+		close(sfd);
+		unlink(src);
+		test_sink_close(&sk, 0);
+		rmdir(sk.dir);
+	}
+	free(data);
+	free(back);
+}
+
 /* The writer's memory budget bounds its threads, whatever is asked for. */
 static void test_memory_budget(void)
 {
@@ -330,6 +425,7 @@ int main(void)
 	test_errors();
 	test_seek_table_bit_flips();
 	test_memory_budget();
+	test_sources_of_every_size();
 	for (size_t i = 0; i < NMEMBERS; i++)
 		free(members[i].data);
 	if (failures)
