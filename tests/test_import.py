@@ -185,6 +185,41 @@ def test_restore_import_stages_a_complete_writable_dir_and_removes_it(store, sam
     assert re.search(r'Directory ' + re.escape(live) + r'/\.cassbackup-import-\d+/shop/orders does not exist', p.stdout)
 
 
+def test_a_staging_directory_left_under_this_runs_pid_is_not_imported(store, sample_tree, tmp_path,
+                                                                       world):
+    """A run killed while nodetool import ran left its staging directory, sstables in it; a
+    later run given the same pid (pids are reused, and start low after a reboot) took it as
+    its own and imported those sstables with its own, exit 0. It is removed as stale."""
+    want = sstable_files(sample_backup(store, sample_tree, '--table', 'shop.table1')[('shop', 'table1')])
+    live = os.path.join(world, 'data')
+    tdir = live_node(live, [('shop', 'table1')])[('shop', 'table1')]
+    log = os.path.join(world, 'n.log')
+    nt = nodetool_as(str(tmp_path / 'nodetool'), NOBODY, log)
+    env = dict(os.environ, NODETOOL_STANDIN_DATA_DIRS=live, NODETOOL_STANDIN_LOG=log)
+    # the leftover: one sstable of the backup under another generation, as a killed run of
+    # another backup would have staged it
+    data = sorted(n for n in want if n.endswith('-Data.db'))[0]
+    prefix = data[:-len('Data.db')]
+    gen = re.match(r'(\w+)-(\d+)-', prefix)
+    other = f'{gen.group(1)}-{int(gen.group(2)) + 90}-'
+    leftover = str(tmp_path / 'leftover')
+    os.makedirs(leftover)
+    for n in want:
+        if n.startswith(prefix):
+            shutil.copy(want[n], os.path.join(leftover, other + n[len(gen.group(0)):]))
+    # exec keeps the shell's pid: the leftover is named with the pid restore runs under
+    root = os.path.join(live, '.cassbackup-import-$$')
+    script = (f'mkdir -p {root}/shop/table1 && cp {leftover}/* {root}/shop/table1/ && '
+              f'chown -R {NOBODY}:{NOBODY} {root} && exec "$@"')
+    r = run('sh', '-c', script, 'sh', CASSBACKUP, 'restore', '--store', store, 'b', '--data-dir',
+            live, '--import', '--nodetool', nt, env=env)
+    assert 'removed 1 staging directories left by an interrupted restore --import' in r.stdout, r.stdout
+    [done] = calls(log, 'imported')
+    assert sorted(done['files']) == sorted(want), done
+    assert sorted(n for n in os.listdir(tdir) if not n.startswith('.')) == sorted(want)
+    assert stages(live) == []
+
+
 def test_restore_import_twice_imports_nothing_new(store, sample_tree, tmp_path, world):
     sample_backup(store, sample_tree, '--table', 'shop.table1')
     live = os.path.join(world, 'data')

@@ -920,7 +920,9 @@ static int remove_tree(const char *path)
 }
 
 /* Removes the staging directories that runs of restore --import no longer alive left in the
- * directory holding pt's staging root (killed before they could clean up). */
+ * directory holding pt's staging root (killed before they could clean up). One named with
+ * this run's pid is such a run's too: this run removes its own after each table, before it
+ * comes here again; kept, its sstables would be imported with this run's. */
 static void clean_stale_stages(const struct plan_table *pt, size_t *removed)
 {
 	_cleanup_free_ char *parent = strdup(pt->stage_root);
@@ -932,7 +934,8 @@ static void clean_stale_stages(const struct plan_table *pt, size_t *removed)
 	struct dirent *e;
 	while (d && (e = readdir(d))) {
 		pid_t pid;
-		if (!plan_import_stage_pid(e->d_name, &pid) || pid == getpid() || kill(pid, 0) == 0 || errno != ESRCH)
+		if (!plan_import_stage_pid(e->d_name, &pid) ||
+		    (pid != getpid() && (kill(pid, 0) == 0 || errno != ESRCH)))
 			continue;
 		int r = remove_tree_at(dirfd(d), e->d_name);
 		if (r == 0)
@@ -972,10 +975,11 @@ static int plan_stage(struct plan_table *pt)
 }
 
 /* Makes one staging directory level beneath dfd (mode 0700, owned like the table directory, so
- * Cassandra may read, write and search it: its import checks all three) and opens it. */
+ * Cassandra may read, write and search it: its import checks all three) and opens it. Never
+ * one that exists: whatever is in it would be imported (-EEXIST). */
 static int stage_mkdir(const struct plan_table *pt, int dfd, const char *name)
 {
-	if (mkdirat(dfd, name, 0700) < 0 && errno != EEXIST)
+	if (mkdirat(dfd, name, 0700) < 0)
 		return -errno;
 	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
