@@ -1,5 +1,6 @@
 /* manifest.c: see manifest.h. JSON through jansson; every value checked where it is read. */
 #include "manifest.h"
+#include "hash.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -171,6 +172,85 @@ static int dump(json_t *root, struct strbuf *out)
 }
 
 static int manifest_check(const struct manifest *m, char *err, size_t errlen);
+
+/* --- the document's own SHA-256 ----------------------------------------------------------
+ * A manifest's last member, "manifest_sha256", is the SHA-256 of its bytes as written with
+ * that value all zeros, so that a plain store's manifest damaged anywhere (a file's name, a
+ * mode) is refused rather than restored as it reads. Manifests are never rewritten, so the
+ * bytes are the ones hashed. One written before it has none; a key one bit away from it is
+ * damage, not such a manifest. */
+#define SELF_SUM_KEY "manifest_sha256"
+#define SELF_SUM_ZEROS "0000000000000000000000000000000000000000000000000000000000000000"
+#define SELF_SUM_AT "\"" SELF_SUM_KEY "\": \""
+
+/* Where the value of the last SELF_SUM_KEY member of doc starts, or NULL. Inside a JSON string
+ * a quote is escaped, so the pattern, quotes and all, is only ever a key. */
+static const char *self_sum_at(const char *doc, size_t len)
+{
+	const char *found = NULL, *p = doc, *end = doc + len;
+	size_t n = strlen(SELF_SUM_AT);
+	while (p < end && (p = memmem(p, (size_t)(end - p), SELF_SUM_AT, n))) {
+		found = p + n;
+		p += n;
+	}
+	return found && end - found >= 64 ? found : NULL;
+}
+
+/* Writes the hash of doc (written with SELF_SUM_ZEROS) in place of the zeros. */
+static int self_sum_seal(char *doc, size_t len)
+{
+	char *at = (char *)self_sum_at(doc, len);
+	unsigned char sha[32];
+	char hex[65];
+	if (!at || memcmp(at, SELF_SUM_ZEROS, 64) != 0 || sha256_buf(doc, len, sha) < 0)
+		return -EIO;
+	hex_encode(sha, 32, hex);
+	memcpy(at, hex, 64);
+	return 0;
+}
+
+/* Does a key differ from SELF_SUM_KEY in one bit? */
+static bool one_bit_from_self_sum(const char *key)
+{
+	if (strlen(key) != strlen(SELF_SUM_KEY))
+		return false;
+	unsigned bits = 0;
+	for (size_t i = 0; key[i]; i++)
+		bits += (unsigned)__builtin_popcount((unsigned char)(key[i] ^ SELF_SUM_KEY[i]));
+	return bits == 1;
+}
+
+/* Checks doc (root: its JSON) against its own SHA-256, when it has one. */
+static int self_sum_check(const char *doc, size_t len, json_t *root, struct perr *e)
+{
+	json_t *v = json_object_get(root, SELF_SUM_KEY);
+	const char *key;
+	json_t *any;
+	if (!v) {
+		json_object_foreach(root, key, any)
+			if (one_bit_from_self_sum(key))
+				return fail(e, "manifest: damaged (a key \"%s\" where \"%s\" was written)",
+					    key, SELF_SUM_KEY);
+		return 0;
+	}
+	const char *at = self_sum_at(doc, len), *want = json_string_value(v);
+	if (!at || !want || strlen(want) != 64 || strncmp(at, want, 64) != 0)
+		return fail(e, "manifest: damaged (\"%s\" is not where it was written)", SELF_SUM_KEY);
+	char *copy = malloc(len ? len : 1);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, doc, len);
+	memcpy(copy + (at - doc), SELF_SUM_ZEROS, 64);
+	unsigned char sha[32];
+	char hex[65];
+	int r = sha256_buf(copy, len, sha);
+	free(copy);
+	if (r < 0)
+		return r;
+	hex_encode(sha, 32, hex);
+	return memcmp(hex, want, 64) == 0 ? 0
+		: fail(e, "manifest: damaged (its bytes do not hash to its \"%s\")", SELF_SUM_KEY);
+}
 
 static json_t *ring_json(const struct manifest_ring_node *ring, size_t n)
 {
@@ -419,7 +499,9 @@ int manifest_write(const struct manifest *m, struct strbuf *out, char *err, size
 			r = !f || json_array_append_new(nf, f) ? -ENOMEM : 0;
 		}
 	}
-	r = r ?: dump(root, out);
+	r = r ?: put_str(root, SELF_SUM_KEY, SELF_SUM_ZEROS);
+	size_t start = out->len;
+	r = r ?: dump(root, out) ?: self_sum_seal(out->buf + start, out->len - start);
 	json_decref(tokens);
 	json_decref(kss);
 	json_decref(root);
@@ -938,6 +1020,12 @@ int manifest_parse(const char *buf, size_t len, struct manifest **out, char *err
 	json_t *root = load(buf, len, &e, "manifest", &r);
 	if (!root)
 		return r;
+	if ((r = self_sum_check(buf, len, root, &e)) < 0) {
+		json_decref(root);
+		if (r == -ENOMEM && err && errlen)
+			snprintf(err, errlen, "manifest: out of memory");
+		return r;
+	}
 	struct manifest *m = calloc(1, sizeof(*m));
 	json_t *kss = NULL;
 	json_t *ring = NULL;

@@ -82,5 +82,6 @@ def date_backup(store, name, created_ns):
     with open(path) as f:
         doc = json.load(f)
     doc['created_ns'] = created_ns
+    doc.pop('manifest_sha256', None)  # it hashed the bytes before: as a manifest without it
     with open(path, 'w') as f:
         json.dump(doc, f)

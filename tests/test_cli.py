@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from conftest import manifest_path, CASSBACKUP, cb, data_dir_args, make_sample, run, sample_dirs
+from conftest import manifest_path, rewrite_manifest, CASSBACKUP, cb, data_dir_args, make_sample, run, sample_dirs
 
 NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
 
@@ -171,8 +171,7 @@ def test_names_are_escaped_in_human_output(two_backups):
     with open(old) as f:
         doc = json.load(f)
     doc['name'] = forged
-    with open(manifest_path(two_backups, forged), 'w') as f:
-        json.dump(doc, f)
+    rewrite_manifest(manifest_path(two_backups, forged), doc)
     os.unlink(old)
     out = cb('verify', '--store', two_backups, '--all').stdout.splitlines()
     assert out.pop().startswith('4 tables ok, 0 failed in 2 backups ('), out

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import manifest_path, backup_list, cb, data_dir_args, make_sample, mounted, read, sample_dirs
+from conftest import manifest_path, rewrite_manifest, backup_list, cb, data_dir_args, make_sample, mounted, read, sample_dirs
 
 DAY = 86400 * 10**9
 
@@ -31,8 +31,7 @@ def four(store, tmp_path):
         with open(path) as f:
             doc = json.load(f)
         doc['created_ns'] = now - 3 * DAY
-        with open(path, 'w') as f:
-            json.dump(doc, f)
+        rewrite_manifest(path, doc)
     # manifests are never rewritten in place: make the catalog (a cache) read them again
     for suffix in ('', '-wal', '-shm'):
         if os.path.exists(os.path.join(store, 'catalog.db' + suffix)):

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import (CASSBACKUP, FIXTURES, FIXTURE_TAG, backup_list, cb, manifest_path,
+from conftest import (rewrite_manifest, CASSBACKUP, FIXTURES, FIXTURE_TAG, backup_list, cb, manifest_path,
                       mounted, packs, run, uploading)
 from s3proxy import S3Proxy
 from test_s3 import moto, s3, s3_env, s3rver  # noqa: F401 (fixtures)
@@ -651,8 +651,7 @@ def set_created(store, name, ms):
     with open(path) as f:
         doc = json.load(f)
     doc['created_ns'] = ms * 10**6
-    with open(path, 'w') as f:
-        json.dump(doc, f)
+    rewrite_manifest(path, doc)
     for suffix in ('', '-wal', '-shm'):
         if os.path.exists(os.path.join(store, 'catalog.db' + suffix)):
             os.unlink(os.path.join(store, 'catalog.db' + suffix))
@@ -733,8 +732,7 @@ def test_point_in_time_takes_a_full_backup_from_before_scopes_only_for_tables_it
     path = manifest_path(store, 'one')
     m = manifest(store, 'one')
     del m['scope']
-    with open(path, 'w') as f:
-        json.dump(m, f)
+    rewrite_manifest(path, m)
     pitr = functools.partial(point_in_time(store, tmp_path, {'one': T0}), T0 + HOUR)
     for args in [(), ('--keyspace', KS), ('--table', f'{KS}.{t1}')]:
         r = pitr(*args)
@@ -1283,8 +1281,7 @@ def test_a_full_backup_from_before_scopes_is_no_base(node, store):
     path = manifest_path(store, 'p1')
     m = manifest(store, 'p1')
     del m['scope']  # as the older cassbackup wrote it
-    with open(path, 'w') as f:
-        json.dump(m, f)
+    rewrite_manifest(path, m)
     cb('reindex', '--store', store)
     flushed = node.flush(t1)
     before = node.links()

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import (manifest_path, CASSBACKUP, Mount, backup_list, cb, data_dir_args, make_sample, mounted,
+from conftest import (rewrite_manifest, manifest_path, CASSBACKUP, Mount, backup_list, cb, data_dir_args, make_sample, mounted,
                       packs, read, sample_dirs, snapshot_tables)
 
 
@@ -110,8 +110,7 @@ def test_backup_with_a_bad_name_hides_only_itself(two, tmp_path, bad):
     with open(path) as f:
         doc = json.load(f)
     doc['name'] = bad
-    with open(path, 'w') as f:
-        json.dump(doc, f)
+    rewrite_manifest(path, doc)
     with mounted(store, str(tmp_path / 'mnt')) as m:
         assert os.listdir(m.path()) == ['b']
         for rel, src in want_b[('shop', 'orders')].items():
