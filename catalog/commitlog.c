@@ -567,88 +567,77 @@ int64_t commitlog_backup_start_ms(const struct manifest *m)
 	return t >= 0 ? t / 1000000 : -((-t + 999999) / 1000000);
 }
 
-/* The oldest backup of each node the catalog lists. */
-struct oldest {
-	char **node, **name;
-	int64_t *created;
+/* Every backup the catalog lists, with its node: the start of a node's window is the earliest
+ * of its backups' starts. Not the start of the backup made first: a snapshot backed up after a
+ * newer one (an upload retried the next day) starts earlier. */
+struct node_backups {
+	char **node, **ref;
 	size_t n, cap;
 };
 
-static int note_oldest(void *ctx, const struct cb_backup_summary *b)
+static int note_backup(void *ctx, const struct cb_backup_summary *b)
 {
-	struct oldest *o = ctx;
+	struct node_backups *o = ctx;
 	if (b->invalid)
 		return 0;
-	for (size_t i = 0; i < o->n; i++)
-		if (strcmp(o->node[i], b->node) == 0) {
-			if (b->created_ns < o->created[i]) {
-				char *nm = strdup(b->name);
-				if (!nm)
-					return -ENOMEM;
-				free(o->name[i]);
-				o->name[i] = nm;
-				o->created[i] = b->created_ns;
-			}
-			return 0;
-		}
 	if (o->n == o->cap) {
 		size_t cap = o->cap ? 2 * o->cap : 16;
 		char **nd = realloc(o->node, cap * sizeof(*nd));
 		if (nd)
 			o->node = nd;
-		char **nm = realloc(o->name, cap * sizeof(*nm));
-		if (nm)
-			o->name = nm;
-		int64_t *cr = realloc(o->created, cap * sizeof(*cr));
-		if (cr)
-			o->created = cr;
-		if (!nd || !nm || !cr)
+		char **rf = realloc(o->ref, cap * sizeof(*rf));
+		if (rf)
+			o->ref = rf;
+		if (!nd || !rf)
 			return -ENOMEM;
 		o->cap = cap;
 	}
 	o->node[o->n] = strdup(b->node);
-	o->name[o->n] = strdup(b->ref); /* the manifest's key below backups/ */
-	o->created[o->n] = b->created_ns;
+	o->ref[o->n] = strdup(b->ref); /* the manifest's key below backups/ */
 	o->n++;
-	return o->node[o->n - 1] && o->name[o->n - 1] ? 0 : -ENOMEM;
+	return o->node[o->n - 1] && o->ref[o->n - 1] ? 0 : -ENOMEM;
 }
 
-static void oldest_free(struct oldest *o)
+static void node_backups_free(struct node_backups *o)
 {
 	for (size_t i = 0; i < o->n; i++) {
 		free(o->node[i]);
-		free(o->name[i]);
+		free(o->ref[i]);
 	}
 	free(o->node);
-	free(o->name);
-	free(o->created);
+	free(o->ref);
 }
 
-/* The start of the window of node's oldest backup: 0 with *start, 1 when the node has none. */
-static int node_start(struct store *s, const struct oldest *o, const char *node, int64_t *start,
-		      struct strbuf *err)
+/* The start of node's window, the earliest start of its backups: 0 with *start, 1 when the
+ * node has none. */
+static int node_start(struct store *s, const struct node_backups *o, const char *node,
+		      int64_t *start, struct strbuf *err)
 {
-	for (size_t i = 0; i < o->n; i++) {
+	int r = 1;
+	for (size_t i = 0; r <= 1 && i < o->n; i++) {
 		if (strcmp(o->node[i], node) != 0)
 			continue;
 		struct manifest *m = NULL;
 		struct strbuf why = {0};
-		int r = store_read_manifest(s, o->name[i], &m, NULL, &why);
-		if (r < 0)
-			sb_printf(err, "cannot read backup %s: %s", o->name[i], why.buf ? why.buf : strerror(-r));
-		else
-			*start = commitlog_backup_start_ms(m);
+		int q = store_read_manifest(s, o->ref[i], &m, NULL, &why);
+		if (q < 0) {
+			sb_printf(err, "cannot read backup %s: %s", o->ref[i], why.buf ? why.buf : strerror(-q));
+			r = q;
+		} else {
+			int64_t t = commitlog_backup_start_ms(m);
+			*start = r == 1 || t < *start ? t : *start;
+			r = 0;
+		}
 		manifest_free(m);
 		sb_free(&why);
-		return r;
 	}
-	return 1;
+	return r;
 }
 
 int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *due, struct strbuf *err)
 {
-	struct oldest o = {0};
-	int r = catalog_list_backups(store_catalog(s), note_oldest, &o);
+	struct node_backups o = {0};
+	int r = catalog_list_backups(store_catalog(s), note_backup, &o);
 	if (r < 0)
 		sb_printf(err, "cannot read the catalog of %s", store_location(s));
 	int64_t start = 0;
@@ -660,6 +649,6 @@ int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *d
 			r = 0;
 		due[i] = r == 0 && have == 0 && l->v[i].archived_ms < start;
 	}
-	oldest_free(&o);
+	node_backups_free(&o);
 	return r < 0 ? r : 0;
 }

@@ -119,12 +119,13 @@ int64_t commitlog_backup_start_ms(const struct manifest *m);
 
 /* Retention: a kept backup needs the segments of its node from the start of its window up to
  * the next backup of the node, the newest one every segment after it. So a segment of a node
- * that has backups is due to go when it was archived before the start of the window of the
- * node's oldest backup; a node with no backup keeps its segments (nothing tells which backup
+ * that has backups is due to go when it was archived before the start of the window of every
+ * backup of the node (the earliest snapshot, not the backup made first: an older snapshot may
+ * be backed up after a newer one); a node with no backup keeps its segments (nothing tells which backup
  * they would serve: a node name that differs between create and archive-commitlog must not
  * lose them). Sets due[i] for the segments of l that are due, from the catalog of s (which the
- * caller brought up to date from a complete reading of backups/) and the manifest of each
- * node's oldest backup. 0 or -errno with err. */
+ * caller brought up to date from a complete reading of backups/) and the manifests of the
+ * node's backups. 0 or -errno with err. */
 struct store;
 int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *due, struct strbuf *err);
 

@@ -20,7 +20,7 @@ import zlib
 
 import pytest
 
-from conftest import (CASSBACKUP, backup_list, cb, data_dir_args, make_sample, manifest_path, mounted,
+from conftest import (rewrite_manifest, CASSBACKUP, backup_list, cb, data_dir_args, make_sample, manifest_path, mounted,
                       sample_dirs, uploading)
 from s3proxy import S3Proxy
 from segment_sim import segment, write_segment
@@ -94,8 +94,7 @@ def set_backup_time(store, name, snapshot_ms):
             for v in o:
                 walk(v)
     walk(doc)
-    with open(path, 'w') as f:
-        json.dump(doc, f)
+    rewrite_manifest(path, doc)
     drop_catalog(store)
 
 
@@ -715,6 +714,24 @@ def test_prune_keeps_the_segments_kept_backups_need(history, tmp_path):
            '--cassandra-conf', str(conf), '--node', 'n1', check=False)
     assert p.returncode == 1 and 'not a stored commitlog segment' in p.stderr, p.stderr
     assert os.listdir(conf) == []
+
+
+def test_prune_keeps_the_segments_of_an_older_snapshot_backed_up_later(history, tmp_path):
+    """b1's snapshot (T0) was backed up after b2's (T0 + 1 day), as a failed upload re-run the
+    next day: prune took the backup made first, b2, as the node's oldest, and deleted the
+    segments b1's point-in-time restore replays from its snapshot on, exit 0. The window
+    starts at the earliest snapshot of the node's backups."""
+    store, segs = history
+    names = {k: os.path.basename(v) for k, v in segs.items()}
+    path = manifest_path(store, 'b1')
+    with open(path) as f:
+        doc = json.load(f)
+    doc['created_ns'] = (T0 + 2 * DAY) * 10**6  # made after b2; its files still of T0
+    rewrite_manifest(path, doc)
+    drop_catalog(store)
+    r = cb('prune', '--store', store)
+    assert stored(store) == {'n1': sorted(names[k] for k in ('s2', 's3', 's4', 's5')), 'n2': [names['n2']]}
+    assert '1 commitlog segment' in r.stdout
 
 
 # --- object storage: atomic under faults -------------------------------------------------------

@@ -352,6 +352,24 @@ def test_copy_waiting_on_a_prune_reads_the_packs_after_it(store_s3, tmp_path, re
     cb('verify', '--store', loc, 'new', env=env_a)
 
 
+def test_copy_refused_a_write_with_a_404_fails_not_missing(store_s3, tmp_path):
+    """A 404 NoSuchKey answering copy's pack or manifest write ended it with exit 3, "no such
+    store or backup", as if the backup were not in the source: a failure of the write, exit
+    1, its line naming the request."""
+    loc, env = store_s3
+    local = str(tmp_path / 'local')
+    cb('init', '--store', local)
+    src = make_sample(str(tmp_path / 'big'), '--data-kib', '12288', '--incompressible', '--data-dirs', '1',
+                      '--keyspaces', '1', '--tables', '1', '--sstables', '1', '--no-index', '--no-clutter')
+    create(local, os.environ, sample_dirs(src), name='b')
+    parts = dict(env, CASSBACKUP_S3_PART_SIZE='5M')  # the pack goes up in parts
+    with S3Proxy(upstream_port(env), 'notfound', every=1, match='uploads') as px:
+        p = cb('copy', '--from', local, '--to', loc, 'b', env=via(parts, px), check=False)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert 'NoSuchKey' in p.stderr and 'no such backup' not in p.stderr, p.stderr
+    assert names(loc, env) == []
+
+
 # --- prune plans only from a complete reading of backups/ -------------------------------------
 
 @pytest.mark.parametrize('fault', ['notfound', 'forbidden', 'empty', 'reset'])

@@ -37,6 +37,7 @@ struct copy_cmd {
 struct copy_item {
 	const char *name;
 	int r;                /* backup_copy's return */
+	bool missing;         /* r < 0 because the backup is not in the source (not a 404 of a write) */
 	struct copy_stats st;
 	char *error;          /* its one line, when r < 0 (owned) */
 	double seconds;
@@ -159,7 +160,7 @@ static void report_item_text(const struct copy_cmd *c, const struct copy_item *i
 static const char *outcome_name(const struct copy_item *it)
 {
 	if (it->r < 0)
-		return it->r == -ENOENT ? "missing" : "failed";
+		return it->missing ? "missing" : "failed";
 	return it->st.outcome == COPY_PRESENT ? "present" : it->st.outcome == COPY_PLANNED ? "planned"
 											  : "copied";
 }
@@ -236,7 +237,8 @@ static void copy_one(struct copy_cmd *c, struct copy_item *it, struct strbuf *er
 		err->buf[0] = '\0';
 	it->r = backup_copy(c->src, c->dst, it->name, &o, &it->st, err);
 	it->seconds = mono_seconds() - start;
-	if (it->r == -ENOENT && !err->len) { /* its manifest is not there (a pack's absence says so) */
+	it->missing = it->r == -ENOENT && !err->len;
+	if (it->missing) { /* its manifest is not there (a pack's absence says so) */
 		report_no_such_backup(store_catalog(c->src), c->from_shown, it->name);
 		it->error = strdup("no such backup");
 	} else if (it->r < 0) {
@@ -267,7 +269,7 @@ static int execute(struct copy_cmd *c)
 		if (!c->json)
 			report_item_text(c, it);
 		if (it->r < 0 && rc != CB_EXIT_FAILED)
-			rc = it->r == -ENOENT ? CB_EXIT_MISSING : CB_EXIT_FAILED;
+			rc = it->missing ? CB_EXIT_MISSING : CB_EXIT_FAILED;
 	}
 	if (n < c->names.n) { /* said already when the last one was the one interrupted */
 		if (n == 0 || items[n - 1].r != -ECANCELED)
