@@ -112,6 +112,36 @@ def test_check_damaged_manifest(real_backup, two_days):
     assert res['summary']['backups'] == 2
 
 
+def test_a_bit_flipped_in_a_manifest_is_a_problem_and_restores_nothing(two_days, tmp_path):
+    """One bit of a plain store's manifest flipped in a file's name: check said "no problems"
+    and restore wrote the sstable's Data.db under another name, exit 0. The manifest's own
+    SHA-256 refuses it: check names it, list warns of it, verify and export find no such
+    backup, the rest reads on."""
+    store, _ = two_days
+    path = manifest_path(store, 'day1')
+    doc = bytearray(read(path))
+    at = doc.index(b'-Data.db')
+    doc[at + 1] ^= 0x01  # 'D' -> 'E'
+    with open(path, 'wb') as f:
+        f.write(doc)
+    for suffix in ('', '-wal', '-shm'):  # the catalog, a cache, reads the manifests again
+        if os.path.exists(os.path.join(store, 'catalog.db' + suffix)):
+            os.unlink(os.path.join(store, 'catalog.db' + suffix))
+    p = cb('check', '--store', store, check=False)
+    key = os.path.relpath(path, store)
+    bad = [l for l in p.stdout.splitlines() if l.startswith('PROBLEM ')]
+    assert p.returncode == 1 and len(bad) == 1 and bad[0].startswith(f'PROBLEM {key}: ') \
+        and 'damaged' in bad[0], p.stdout
+    p = cb('list', '--store', store, '--json')
+    assert [b['name'] for b in json.loads(p.stdout)] == ['day2']
+    assert 'warning: 1 manifest(s) of store' in p.stderr and 'day1' in p.stderr, p.stderr
+    for cmd in (['verify'], ['export', '--output', str(tmp_path / 'day1.tar')]):
+        p = cb(cmd[0], '--store', store, 'day1', *cmd[1:], check=False)
+        assert p.returncode != 0, (cmd, p)
+    assert not os.path.exists(tmp_path / 'day1.tar')
+    cb('verify', '--store', store, 'day2')
+
+
 def test_check_missing_pack(store, two_days):
     store, _ = two_days
     first = min(packs(store), key=os.path.getmtime)
