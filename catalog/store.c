@@ -496,10 +496,11 @@ static int unlock(struct store *s, const struct store_options *o, struct strbuf 
 	if (!store_encrypted(s)) {
 		int flags = o ? o->flags : 0;
 		bool writing = !(flags & STORE_READONLY);
-		if (writing && (key_file || pass_file) && !(flags & STORE_KEY_IF_ENCRYPTED)) {
-			sb_puts(err, "a key is given but its config says it is not encrypted: refusing "
-				"to write to it in plaintext (has config been replaced? a plain store "
-				"takes no --key-file or --passphrase-file)");
+		if ((key_file || pass_file) && !(flags & STORE_KEY_IF_ENCRYPTED)) {
+			sb_printf(err, "a key is given but its config says it is not encrypted: refusing "
+				  "to %s (has the store been replaced? a plain store takes no --key-file "
+				  "or --passphrase-file)", writing ? "write to it in plaintext"
+								   : "read it as plaintext");
 			return -EKEYREJECTED;
 		}
 		return key_file || pass_file || writing ? refuse_downgrade(s, err) : 0;

@@ -89,8 +89,9 @@ struct store;
  * config and keys/ (backend_crypt.c), and its catalog, a plaintext cache, lives in the cache
  * directory, never in the store. A plain store whose keys/ holds slots while a key file is
  * given, or opened to write, is refused (-EKEYREJECTED): its config was changed to make us
- * write plaintext; so is a plain store opened to write with a key given (not
- * STORE_KEY_IF_ENCRYPTED): whoever gives a key means to write ciphertext.
+ * write plaintext; so is a plain store opened with a key given (not STORE_KEY_IF_ENCRYPTED):
+ * whoever gives a key means to write ciphertext, and to read only what the key authenticates
+ * (a store whose config, keys/ and contents were replaced by plain ones reads as plain).
  * *out is the caller's (store_close). */
 int store_open(const char *location, const struct store_options *o, struct store **out,
 	       struct strbuf *err);

@@ -6,12 +6,13 @@ import errno
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 
 import pytest
 
-from conftest import (CASSBACKUP, TEST_HOOKS, cb, data_dir_args, make_sample, mounted, read,
+from conftest import (CASSBACKUP, MOUNT, TEST_HOOKS, cb, data_dir_args, make_sample, mounted, read,
                       sample_dirs, snapshot_tables)
 from test_s3 import moto
 
@@ -170,17 +171,20 @@ def test_missing_wrong_or_open_key_is_one_line(tmp_path, binaries):
                                      'fs', 'mount.cassbackup'), loc, str(mnt), '-f'],
                        capture_output=True, text=True, env=env)
     assert p.returncode != 0 and 'is encrypted: give -o key_file=FILE' in p.stderr
-    # a key for a plain store is no harm; a plain config over key slots is refused
+    # a key for a plain store is refused (whoever gives one reads only what it authenticates),
+    # so is a plain config over key slots
     plain = str(tmp_path / 'plain')
     cb('init', '--store', plain, env=env)
-    cb('list', '--store', plain, '--key-file', key, env=env)
+    p = cb('list', '--store', plain, '--key-file', key, env=env, check=False)
+    assert p.returncode != 0 and 'refusing to read it as plaintext' in p.stderr, p.stderr
+    cb('list', '--store', plain, env=env)
     cfg = json.loads(read(os.path.join(loc, 'config')))
     del cfg['encryption']
     os.chmod(os.path.join(loc, 'config'), 0o600)
     with open(os.path.join(loc, 'config'), 'w') as f:
         json.dump(cfg, f)
     p = cb('list', '--store', loc, '--key-file', key, env=env, check=False)
-    assert p.returncode != 0 and 'keys/ holds key slots' in p.stderr
+    assert p.returncode != 0 and 'its config says it is not encrypted' in p.stderr
 
 
 def test_a_planted_plain_config_never_makes_us_write_plaintext(tmp_path, binaries):
@@ -215,6 +219,21 @@ def test_a_planted_plain_config_never_makes_us_write_plaintext(tmp_path, binarie
     assert 'a key is given but its config says it is not encrypted' in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
     assert [o for o in objects() if '/keys/' not in o] == [o for o in before if '/keys/' not in o]
+    # nor read what is there as plaintext when a key is given: plain backups planted in place
+    # of the sealed ones were listed, restored and mounted
+    planted = str(tmp_path / 'planted')
+    cb('init', '--store', planted, env=env)
+    cb('create', '--store', planted, '--name', 'sealed', *args, env=env)
+    for d in ('backups', 'packs'):
+        shutil.rmtree(os.path.join(loc, d))
+        shutil.copytree(os.path.join(planted, d), os.path.join(loc, d))
+    p = cb('list', '--store', loc, '--key-file', key, env=env, check=False)
+    assert p.returncode != 0 and 'refusing to read it as plaintext' in p.stderr, p.stderr
+    mnt = tmp_path / 'mnt'
+    mnt.mkdir()
+    p = subprocess.run([MOUNT, loc, str(mnt), '-f', '-o', f'key_file={key}'], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert p.returncode != 0 and 'refusing to read it as plaintext' in p.stderr, p.stderr
 
 
 def test_list_says_which_manifest_it_cannot_read(tmp_path, binaries):

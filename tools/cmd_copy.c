@@ -109,7 +109,8 @@ static int check_plaintext_meant(const struct copy_cmd *c)
 
 static int open_stores(struct copy_cmd *c)
 {
-	int rc = cli_store_open(c->from, STORE_READONLY, &c->src);
+	/* --key-file may be the target's (--to-key-file's default): a plain source takes it */
+	int rc = cli_store_open(c->from, STORE_READONLY | STORE_KEY_IF_ENCRYPTED, &c->src);
 	if (rc == 0)
 		rc = cli_store_open_key(c->to, (c->dry_run ? STORE_READONLY : 0) | STORE_KEY_IF_ENCRYPTED,
 					c->to_key_file ? c->to_key_file : cli_store_settings()->key_file,
