@@ -236,15 +236,13 @@ static int self_sum_check(const char *doc, size_t len, json_t *root, struct perr
 	const char *at = self_sum_at(doc, len), *want = json_string_value(v);
 	if (!at || !want || strlen(want) != 64 || strncmp(at, want, 64) != 0)
 		return fail(e, "manifest: damaged (\"%s\" is not where it was written)", SELF_SUM_KEY);
-	char *copy = malloc(len ? len : 1);
-	if (!copy)
-		return -ENOMEM;
-	memcpy(copy, doc, len);
-	memcpy(copy + (at - doc), SELF_SUM_ZEROS, 64);
+	sha256_ctx *h; /* of doc as written: the zeros in place of the value */
 	unsigned char sha[32];
 	char hex[65];
-	int r = sha256_buf(copy, len, sha);
-	free(copy);
+	int r = sha256_new(&h);
+	r = r ?: sha256_update(h, doc, (size_t)(at - doc)) ?: sha256_update(h, SELF_SUM_ZEROS, 64) ?:
+		sha256_update(h, at + 64, len - (size_t)(at - doc) - 64) ?: sha256_final(h, sha);
+	sha256_free(h);
 	if (r < 0)
 		return r;
 	hex_encode(sha, 32, hex);
