@@ -435,6 +435,37 @@ def test_kill_9_mid_restore_then_rerun_finishes_clean(store, tmp_path):
 
 
 
+def test_an_sstable_a_killed_restore_left_without_data_db_is_completed_in_place(store, sample_tree,
+                                                                                tmp_path):
+    """A restore killed between the renames of one sstable's components (Data.db goes last)
+    left them without Data.db; the next run copied that sstable under a new generation and left
+    the components it had placed for good, an orphan beside it. Those components, the backup's
+    bytes, are now completed in place; one with other bytes is not, as before."""
+    src = sample_backup(store, sample_tree, '--table', 'shop.orders')[('shop', 'orders')]
+    live = str(tmp_path / 'live')
+    tdir = live_with_tables(live, [('shop', 'orders')])[('shop', 'orders')]
+    cb('restore', '--store', store, 'b', '--data-dir', live)
+    whole = tree_files(tdir)
+    data = sorted(n for n in os.listdir(tdir) if n.endswith('-Data.db'))[0]
+    prefix = data[:-len('Data.db')]
+    # what the killed run left: every component renamed but Data.db, and one not yet
+    os.unlink(os.path.join(tdir, data))
+    others = sorted(n for n in os.listdir(tdir) if n.startswith(prefix))
+    os.unlink(os.path.join(tdir, others[0]))
+    r = cb('restore', '--store', store, 'b', '--data-dir', live, '--dry-run')
+    assert f'  resume  {prefix[:-1]}: an interrupted restore left it without its Data.db' in r.stdout, r.stdout
+    r = cb('restore', '--store', store, 'b', '--data-dir', live)
+    assert '; 0 sstables under new generations' in r.stdout, r.stdout
+    assert tree_files(tdir) == whole
+    # a component there with other bytes: not ours to complete, a new generation as before
+    os.unlink(os.path.join(tdir, data))
+    with open(os.path.join(tdir, others[1]), 'ab') as f:
+        f.write(b'x')
+    r = cb('restore', '--store', store, 'b', '--data-dir', live)
+    assert '1 sstables under new generations' in r.stdout, r.stdout
+    assert read(os.path.join(tdir, others[1])) == whole[others[1]] + b'x'
+
+
 # --- defect 10: allocation failures -----------------------------------------------------------
 
 FAILALLOC_C = r'''/* Fails the FAILALLOC_N-th call of FAILALLOC_FN (calloc or realloc) made by the program

@@ -295,6 +295,16 @@ static int file_sha(int dfd, const char *name, uint64_t size, unsigned char sha[
 	return r;
 }
 
+/* Is name in dfd a regular file holding f's bytes (size and SHA-256 as the backup's)? */
+static bool same_bytes(int dfd, const char *name, const struct vf *f)
+{
+	struct stat st;
+	unsigned char sha[32];
+	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+	       (uint64_t)st.st_size == f->size && file_sha(dfd, name, f->size, sha) == 0 &&
+	       !memcmp(sha, f->want, 32);
+}
+
 /* Does directory dfd hold every file of u, with the backup's bytes, under prefix (NULL: the
  * unit's own names)? */
 static bool unit_same_as(int dfd, const struct plan_table *pt, const struct unit *u, const char *prefix)
@@ -308,14 +318,37 @@ static bool unit_same_as(int dfd, const struct plan_table *pt, const struct unit
 			sb_printf(&name, "%s%s", prefix, f->name + sstable_prefix_len(f->name));
 		else
 			sb_puts(&name, f->name);
-		struct stat st;
-		unsigned char sha[32];
-		same = name.buf && fstatat(dfd, name.buf, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-		       (uint64_t)st.st_size == f->size && file_sha(dfd, name.buf, f->size, sha) == 0 &&
-		       !memcmp(sha, f->want, 32);
+		same = name.buf && same_bytes(dfd, name.buf, f);
 	}
 	sb_free(&name);
 	return same;
+}
+
+/* Does dfd hold file f with the backup's bytes under its own name? */
+static bool file_there(int dfd, const struct vf *f)
+{
+	return same_bytes(dfd, f->name, f);
+}
+
+/* Did a killed restore leave sstable u in dfd: its Data.db missing (placed last), and every
+ * other of its names there holding the backup's bytes? Cassandra never reads an sstable
+ * without its Data.db, so what is there is ours to complete. */
+static bool unit_left_by_a_kill(int dfd, const struct plan_table *pt, const struct unit *u)
+{
+	bool data_missing = false;
+	for (size_t k = u->first; k < u->first + u->count; k++) {
+		const struct vf *f = &pt->files.v[k];
+		struct stat st;
+		bool exists = fstatat(dfd, f->name, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT;
+		if (strstr(f->name, "-Data.db")) {
+			if (exists)
+				return false;
+			data_missing = true;
+		} else if (exists && !file_there(dfd, f)) {
+			return false;
+		}
+	}
+	return data_missing;
 }
 
 /* Is any of u's names in use in directory dfd? */
@@ -398,8 +431,10 @@ static int open_unit_dir(const struct plan_table *pt, const char *dir)
 	return fd < 0 ? -errno : fd;
 }
 
-/* Decides one unit, whose directory is dfd (-1: it does not exist). */
-static int plan_unit(struct plan_table *pt, struct unit *u, int dfd, struct gen_alloc *ga)
+/* Decides one unit, whose directory is dfd (-1: it does not exist); resume: an sstable a
+ * killed restore left there may be completed in place (not when it goes elsewhere: --import
+ * stages whole sstables). */
+static int plan_unit(struct plan_table *pt, struct unit *u, int dfd, struct gen_alloc *ga, bool resume)
 {
 	const struct vf *f0 = &pt->files.v[u->first];
 	bool sst = sstable_prefix_len(f0->name) > 0;
@@ -408,15 +443,17 @@ static int plan_unit(struct plan_table *pt, struct unit *u, int dfd, struct gen_
 	if (sst && dfd >= 0 && !here)
 		u->present_as = unit_found_elsewhere(dfd, pt, u);
 	u->action = plan_decide(sst, taken, here, u->present_as != NULL);
+	if (u->action == U_RENAME && resume && unit_left_by_a_kill(dfd, pt, u))
+		u->action = U_RESUME;
 	if (u->action != U_RENAME)
 		return 0;
 	struct in_use_ctx c = {pt, dfd};
 	return gen_alloc_next(ga, u->dir, generation_in_use, &c, &u->new_gen);
 }
 
-/* Groups the table's files into units and decides each. 0, 1 when a target directory is
- * unusable (said), -errno. */
-static int plan_units(struct plan_table *pt)
+/* Groups the table's files into units and decides each (resume: as plan_unit). 0, 1 when a
+ * target directory is unusable (said), -errno. */
+static int plan_units(struct plan_table *pt, bool resume)
 {
 	int r = plan_group_units(&pt->files, &pt->units, &pt->nunits);
 	struct gen_alloc ga = {0};
@@ -434,7 +471,7 @@ static int plan_units(struct plan_table *pt)
 				break;
 			}
 		}
-		r = plan_unit(pt, u, dfd, &ga);
+		r = plan_unit(pt, u, dfd, &ga, resume);
 	}
 	if (dfd >= 0)
 		close(dfd);
@@ -452,7 +489,7 @@ static int plan_table(catalog *cat, const struct restore_opts *o, struct plan_ta
 	if (r == 0)
 		r = open_target(o, pt);
 	if (r == 0)
-		r = plan_units(pt);
+		r = plan_units(pt, !o->import);
 	return r;
 }
 
@@ -542,6 +579,10 @@ static void print_unit(const struct plan_table *pt, const struct unit *u, struct
 		break;
 	case U_COPY:
 		printf("  copy    %s (%zu files)\n", what, u->count);
+		break;
+	case U_RESUME:
+		printf("  resume  %s: an interrupted restore left it without its Data.db; the rest "
+		       "copied beside what it placed\n", what);
 		break;
 	}
 }
@@ -710,7 +751,7 @@ static int place_unit(int dfd, const char *dirpath, struct unit_names *n, struct
 	for (int pass = 0; r == 0 && pass < 2; pass++)
 		for (size_t k = 0; r == 0 && k < n->fin.n; k++) {
 			bool data = strstr(n->fin.v[k], "-Data.db") != NULL;
-			if (data != (pass == 1))
+			if (data != (pass == 1) || !n->tmp.v[k][0]) /* "": there already */
 				continue;
 			if ((r = rename_noreplace(dfd, n->tmp.v[k], n->fin.v[k])) < 0) {
 				snprintf(fail->why, sizeof(fail->why), "%s/%s: %s", dirpath, n->fin.v[k],
@@ -736,6 +777,10 @@ static int restore_unit(readback *rb, const struct plan_table *pt, const struct 
 	struct strbuf path = {0}, tmp = {0};
 	int r = unit_names(u, pt, &n);
 	for (size_t k = 0; r == 0 && k < u->count; k++) {
+		if (u->action == U_RESUME && file_there(dfd, &pt->files.v[u->first + k])) {
+			r = strv_push(&n.tmp, ""); /* placed by the run that was killed */
+			continue;
+		}
 		int fd = create_temp(dfd, &tmp);
 		if (fd < 0) {
 			r = fd;
@@ -771,7 +816,7 @@ static int restore_unit(readback *rb, const struct plan_table *pt, const struct 
 
 static bool unit_writes(const struct unit *u)
 {
-	return u->action == U_COPY || u->action == U_RENAME;
+	return u->action == U_COPY || u->action == U_RENAME || u->action == U_RESUME;
 }
 
 /* Is u restored in this mode? --import stages the table's own sstables only: nodetool import

@@ -22,6 +22,8 @@ enum unit_action {
 	U_RENAME,   /* an sstable whose identifier is taken by other bytes: copy under new_gen */
 	U_PRESENT,  /* the same bytes are in the target already (as present_as, or its own name) */
 	U_CONFLICT, /* a lone file whose name is taken by other bytes: left alone, not restored */
+	U_RESUME,   /* an sstable a killed restore left without its Data.db (placed last), every
+		     * component there holding the backup's bytes: the others copied beside them */
 };
 
 /* One sstable (all its components) or one lone file of a table. */
