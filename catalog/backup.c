@@ -278,17 +278,21 @@ static int check_name_free(backup_writer *w, struct strbuf *err)
 		return -EINVAL;
 	}
 	int r = catalog_backup_exists(w->cat, w->name, node);
+	if (r < 0)
+		sb_printf(err, "cannot read catalog of %s: %s", w->root, catalog_errmsg(w->cat));
 	struct strbuf key = {0};
 	uint64_t size;
 	if (r == 0 && (r = store_manifest_key(w->ref, &key)) == 0) {
 		r = cb_backend_stat(store_backend(w->store), key.buf, &size);
+		if (r < 0 && r != -ENOENT) /* the store's answer, not the catalog's */
+			sb_printf(err, "cannot learn whether %s/%s exists: %s", w->root, key.buf,
+				  cb_backend_why(r));
 		r = r == 0 ? 1 : r == -ENOENT ? 0 : r;
+	} else if (r == -EINVAL) {
+		sb_printf(err, "cannot name backup %s in the store: invalid backup name", w->name);
 	}
 	sb_free(&key);
-	if (r < 0)
-		sb_printf(err, "cannot read catalog of %s: %s", w->root,
-			  r == -EINVAL ? "invalid backup name" : catalog_errmsg(w->cat));
-	else if (r > 0)
+	if (r > 0)
 		sb_printf(err, "backup %s of node %s already exists in %s", w->name, node, w->root);
 	return r > 0 ? -EEXIST : r;
 }

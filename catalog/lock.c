@@ -71,7 +71,8 @@ static int lock_write(struct cb_backend *b, const struct lock_info *li)
 	json_t *o = json_pack("{s:s, s:s, s:I, s:b, s:I, s:I}", "host", li->host, "command",
 			      li->command, "pid", (json_int_t)li->pid, "exclusive", li->exclusive,
 			      "time_ns", (json_int_t)li->time_ns, "renewals", (json_int_t)li->renewals);
-	if (o && li->probe && json_object_set_new(o, "probe", json_true()) < 0) {
+	if (o && ((li->probe && json_object_set_new(o, "probe", json_true()) < 0) ||
+		  (li->pending_write && json_object_set_new(o, "pending_write", json_true()) < 0))) {
 		json_decref(o);
 		o = NULL;
 	}
@@ -89,10 +90,10 @@ int lock_info_parse(const char *buf, size_t len, struct lock_info *li)
 	json_t *o = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL);
 	const char *host = NULL, *command = NULL;
 	json_int_t pid = 0, t = 0, renewals = 0;
-	int excl = 0, probe = 0;
-	int r = !o || json_unpack(o, "{s:s, s:s, s:I, s:b, s:I, s?I, s?b}", "host", &host, "command",
-				   &command, "pid", &pid, "exclusive", &excl, "time_ns", &t,
-				   "renewals", &renewals, "probe", &probe)
+	int excl = 0, probe = 0, pending = 0;
+	int r = !o || json_unpack(o, "{s:s, s:s, s:I, s:b, s:I, s?I, s?b, s?b}", "host", &host,
+				   "command", &command, "pid", &pid, "exclusive", &excl, "time_ns", &t,
+				   "renewals", &renewals, "probe", &probe, "pending_write", &pending)
 			? -EBADMSG
 			: 0;
 	if (r == 0 && (strlen(host) >= sizeof(li->host) || strlen(command) >= sizeof(li->command) ||
@@ -106,6 +107,7 @@ int lock_info_parse(const char *buf, size_t len, struct lock_info *li)
 		li->renewals = (uint64_t)renewals;
 		li->exclusive = excl;
 		li->probe = probe;
+		li->pending_write = pending;
 	}
 	json_decref(o);
 	return r;
@@ -133,7 +135,7 @@ bool lock_judge(struct lock_info *li, int64_t store_now_ns, const struct lock_pe
 	li->age_ns = -1;
 	if (li->mtime_ns > 0 && store_now_ns > 0)
 		li->age_ns = store_now_ns > li->mtime_ns ? store_now_ns - li->mtime_ns : 0;
-	li->stale = !*li->host || li->age_ns > p->stale_ns || dead_here(li);
+	li->stale = !*li->host || li->age_ns > p->stale_ns || (!li->pending_write && dead_here(li));
 	return li->stale;
 }
 
@@ -216,6 +218,7 @@ struct store_lock {
 	int64_t gap;             /* once lapsed: how long the lease went without a renewal */
 	bool lapsed, gone;       /* sticky; gone: the object was removed by another process */
 	bool stop, thread_started;
+	bool kept;               /* store_lock_keep: left in place */
 };
 
 static int new_lock(struct cb_backend *b, const struct lock_periods *p, bool exclusive,
@@ -440,19 +443,38 @@ int store_lock_check(struct store_lock *l, struct strbuf *err)
 	return r;
 }
 
-void store_lock_release(struct store_lock *l)
+static void stop_renewing(struct store_lock *l)
 {
-	if (!l)
-		return;
 	pthread_mutex_lock(&l->mu);
 	l->stop = true;
 	pthread_cond_signal(&l->cv);
 	pthread_mutex_unlock(&l->mu);
 	if (l->thread_started)
 		pthread_join(l->refresher, NULL);
-	if (!l->gone)
+	l->thread_started = false;
+}
+
+void store_lock_release(struct store_lock *l)
+{
+	if (!l)
+		return;
+	stop_renewing(l);
+	if (!l->gone && !l->kept)
 		cb_backend_delete(l->b, l->info.key);
 	free_lock(l);
+}
+
+void store_lock_keep(struct store_lock *l)
+{
+	if (!l)
+		return;
+	stop_renewing(l);
+	pthread_mutex_lock(&l->mu);
+	l->kept = true;
+	l->info.pending_write = true;
+	if (!l->gone && !l->lapsed) /* else another process may have taken it for stale already */
+		(void)lock_write(l->b, &l->info);
+	pthread_mutex_unlock(&l->mu);
 }
 
 /* --- observers --------------------------------------------------------------------------- */

@@ -68,6 +68,9 @@ struct lock_info {
 	uint64_t renewals; /* how often its holder renewed it (0 in documents of older versions) */
 	bool exclusive;
 	bool probe;        /* written only to learn the store's now (store_lock_list): no lock */
+	/* Left in place by its holder after a write whose outcome it could not learn
+	 * (store_lock_keep): stale by the store's clock only, even when its process is gone. */
+	bool pending_write;
 	/* As the store sees it (store_lock_list): when it was last written, by the store's clock
 	 * (0: unknown), and how long before the store's now (-1: unknown). */
 	int64_t mtime_ns, age_ns;
@@ -99,8 +102,14 @@ int store_lock_take_with(struct cb_backend *b, const struct lock_periods *p, boo
  * taken: a read-only store) gives 0. */
 int store_lock_check(struct store_lock *l, struct strbuf *err);
 
-/* Stops renewing and removes the lock. Accepts NULL. */
+/* Stops renewing and removes the lock (not once kept). Accepts NULL. */
 void store_lock_release(struct store_lock *l);
+
+/* After a write that failed without an answer (a manifest PUT that timed out may still land,
+ * naming packs a prune would delete): stops renewing and marks the lock pending_write, so
+ * that it is left in place by store_lock_release and keeps every prune out until it lapses by
+ * the store's clock (LOCK_STALE_SECONDS). Accepts NULL. */
+void store_lock_keep(struct store_lock *l);
 
 /* The rule above for li (host, pid, mtime_ns) at the store's now (0: unknown; then only a
  * dead process on this host, or a document that did not parse, makes a lock stale). Sets

@@ -34,9 +34,14 @@ static const char *catalog_reason(catalog *c, int r)
 
 static void say_locked(prune *p, const struct lock_info *holder, struct strbuf *err)
 {
-	sb_printf(err, "store %s is locked by %s (pid %lld on %s, %s); try again later, or "
-		  "'cassbackup unlock' if that process is gone", p->location, holder->command,
-		  (long long)holder->pid, holder->host, holder->exclusive ? "exclusive" : "shared");
+	if (holder->pending_write)
+		sb_printf(err, "store %s is locked by %s (pid %lld on %s), left until it lapses: a write "
+			  "of its failed without an answer and may still land; try again later",
+			  p->location, holder->command, (long long)holder->pid, holder->host);
+	else
+		sb_printf(err, "store %s is locked by %s (pid %lld on %s, %s); try again later, or "
+			  "'cassbackup unlock' if that process is gone", p->location, holder->command,
+			  (long long)holder->pid, holder->host, holder->exclusive ? "exclusive" : "shared");
 }
 
 static int find_other_prune(void *ctx, const struct lock_info *li)

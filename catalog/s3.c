@@ -22,6 +22,19 @@
 #define DEFAULT_PART (UINT64_C(16) << 20)
 #define DEFAULT_RETRIES 5
 #define STALL_SECONDS 30
+
+/* STALL_SECONDS; in a test build (-Dtest_hooks=true), CASSBACKUP_TEST_STALL_SECONDS (1 to 30),
+ * so that a test holding a request sees it given up on in a second. */
+static long stall_seconds(void)
+{
+#ifdef CASSBACKUP_TEST_HOOKS
+	const char *v = getenv("CASSBACKUP_TEST_STALL_SECONDS");
+	long n = v ? strtol(v, NULL, 10) : 0;
+	if (n >= 1 && n <= STALL_SECONDS)
+		return n;
+#endif
+	return STALL_SECONDS;
+}
 #define ERROR_BODY_MAX 65536
 
 struct s3_client {
@@ -433,7 +446,7 @@ static CURLcode perform(struct s3_client *c, CURL *h, const struct s3_req *rq, s
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
 	curl_easy_setopt(h, CURLOPT_EXPECT_100_TIMEOUT_MS, 0L); /* send the body at once */
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)STALL_SECONDS);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, stall_seconds());
 	if (c->ca_file)
 		curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
 	set_method(h, rq, x);

@@ -133,8 +133,14 @@ int store_commit_manifest(struct store *s, struct store_lock *lock, const char *
 	if (r == 0 && cb_backend_stat(s->b, key.buf, &there) == 0)
 		r = -EEXIST;
 	if (r == 0 && (r = cb_backend_put(s->b, key.buf, doc, len, CB_PUT_EXCLUSIVE)) < 0 &&
-	    r != -EEXIST)
+	    r != -EEXIST) {
 		sb_printf(err, "cannot write %s/%s: %s", s->location, key.buf, cb_backend_why(r));
+		if (cb_location_is_remote(s->location) && lock) { /* the PUT may still land */
+			store_lock_keep(lock);
+			sb_puts(err, "; the lock is left in place until it lapses, so that no prune "
+				"deletes what this manifest names should it still be written");
+		}
+	}
 	if (r == 0 && (r = store_lock_check(lock, &lease)) < 0)
 		withdraw_manifest(s, key.buf, doc, len, lease.buf ? lease.buf : "the lock lapsed", err);
 	sb_free(&key);

@@ -253,6 +253,45 @@ def test_create_paused_past_its_lease_in_object_storage_says_so(tmp_path, monkey
     assert 'then: cannot write pack' in line, line
 
 
+def test_a_manifest_put_that_got_no_answer_keeps_prune_out_until_its_lock_lapses(tmp_path):
+    """Host B's create of a backup that shares every blob with host A's got no answer to its
+    manifest PUTs (held on the way: a gateway, a partition), gave up and released its lock, exit
+    1; A forgot its own backup and pruned the pack; then the held PUT landed, and the store
+    listed a backup of B naming a deleted pack. B's lock now stays until it lapses by the
+    store's clock, so A's prune waits, and B's late manifest finds its pack there."""
+    with moto(tmp_path) as (port, key, secret):
+        base = dict(LEASE, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=key,
+                    AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1', CASSBACKUP_RETRY_MAX_MS='200')
+        a = dict(base, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache-a'))
+        store = 's3://cbtest/stores/pending'
+        cb('init', '--store', store, env=a)
+        src = make_sample(str(tmp_path / 'src'), '--data-kib', '256', '--no-clutter', '--keyspaces', '1',
+                          '--tables', '1', '--no-index')
+        args = [*data_dir_args(sample_dirs(src)), '--snapshot', 'nightly-1']
+        cb('create', '--store', store, '--name', 'A', *args, env=a)
+        with S3Proxy(port, 'hold', match='PUT /cbtest/stores/pending/backups/B/') as px:
+            b = dict(base, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache-b'), CASSBACKUP_TEST_STALL_SECONDS='1',
+                     AWS_ENDPOINT_URL=f'http://127.0.0.1:{px.port}')
+            p = cb('create', '--store', store, '--name', 'B', *args, env=b, check=False)
+            assert p.returncode == 1 and 'the lock is left in place until it lapses' in p.stderr, p.stderr
+            assert px.holding.is_set()
+            held = cb('unlock', '--store', store, env=a).stdout
+            assert 'shared lock of create' in held and 'a write of its failed without an answer' in held, held
+            cb('forget', '--store', store, 'A', env=a)
+            p = cb('prune', '--store', store, '--lock-wait', '0', env=a, check=False)
+            assert p.returncode != 0 and 'a write of its failed without an answer' in p.stderr, p.stderr
+            px.release()
+            deadline = time.monotonic() + 60
+            while 'B' not in [x['name'] for x in json.loads(cb('list', '--store', store, '--json', env=a).stdout)]:
+                assert time.monotonic() < deadline, 'the held manifest PUT never landed'
+                time.sleep(0.2)
+        cb('verify', '--store', store, 'B', env=a)
+        # once the lock lapsed by the store's clock, prune goes on, and keeps what B names
+        p = cb('prune', '--store', store, '--lock-wait', LOCK_WAIT, env=a)
+        cb('verify', '--store', store, 'B', env=a)
+        cb('check', '--store', store, '--read-data', env=a)
+
+
 def test_prune_with_its_clock_ahead_leaves_a_live_lock_alone(store, tmp_path):
     assert os.path.exists(SHIM), f'{SHIM} is not built'
     shifted = int(subprocess.run(['date', '+%s'], env=AHEAD_PLAIN, capture_output=True, text=True,

@@ -155,8 +155,9 @@ static void say_waiting(void *ctx, const struct lock_info *h)
 {
 	(void)ctx;
 	_cleanup_free_ char *cmd = cli_escape(h->command), *host = cli_escape(h->host);
-	errorf("waiting for the %s lock of %s (pid %lld on %s)", h->exclusive ? "exclusive" : "shared",
-	       cmd ? cmd : "", (long long)h->pid, host ? host : "");
+	errorf("waiting for the %s lock of %s (pid %lld on %s)%s", h->exclusive ? "exclusive" : "shared",
+	       cmd ? cmd : "", (long long)h->pid, host ? host : "",
+	       h->pending_write ? ", left until it lapses: a write of its failed without an answer" : "");
 }
 
 int cli_store_lock(struct store *s, const char *location, bool exclusive, const char *command,

@@ -14,8 +14,9 @@ static int show_lock(void *ctx, const struct lock_info *li)
 {
 	unsigned *live = ctx;
 	_cleanup_free_ char *host = cli_escape(li->host), *cmd = cli_escape(li->command);
-	printf("held   %s lock of %s (pid %lld on %s)\n", li->exclusive ? "exclusive" : "shared",
-	       cmd ? cmd : "", (long long)li->pid, host ? host : "");
+	printf("held   %s lock of %s (pid %lld on %s)%s\n", li->exclusive ? "exclusive" : "shared",
+	       cmd ? cmd : "", (long long)li->pid, host ? host : "",
+	       li->pending_write ? ", left until it lapses: a write of its failed without an answer" : "");
 	(*live)++;
 	return 0;
 }
