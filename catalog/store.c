@@ -223,32 +223,36 @@ static int new_config(struct store_config *c)
 	return 0;
 }
 
-/* An encrypted store's first key slot, opened by o's key file (or passphrase), written before config: a store
- * whose config says it is encrypted always has a slot (a crash between leaves a slot and no
- * store: init again finds the directory not empty, as after any failed init). */
-static int first_key_slot(struct cb_backend *b, const struct store_config *c,
-			  const struct store_options *o, struct strbuf *err)
+/* The key file's (else the passphrase file's) secret into *out (the caller's). -ENOKEY when
+ * the file cannot be used (err says why: missing, too open, another's, its size), -ENOMEM. */
+static int read_secret(const char *key_file, const char *pass_file, struct crypt_secret **out,
+		       struct strbuf *err)
 {
-	if (!o->key_file && !o->passphrase_file) {
-		sb_puts(err, "an encrypted store needs --key-file (or --passphrase-file)");
-		return -ENOKEY;
-	}
-	struct crypt_secret *secret = NULL;
+	int r = key_file ? crypt_keyfile_read(key_file, out, err)
+			 : crypt_secret_file_read(pass_file, "passphrase file", CRYPT_PASSPHRASE_MIN, out, err);
+	return r < 0 && r != -ENOMEM ? -ENOKEY : r;
+}
+
+/* An encrypted store's first key slot, opened by secret (of kind enum crypt_slot_kind), written
+ * before config: a store whose config says it is encrypted always has a slot (a crash between
+ * leaves a slot and no store: init again finds the directory not empty, as after any failed
+ * init). */
+static int first_key_slot(struct cb_backend *b, const struct store_config *c, int kind,
+			  const struct crypt_secret *secret, struct strbuf *err)
+{
 	struct crypt_key *key = NULL;
 	char id[33];
-	int kind = o->key_file ? CRYPT_SLOT_FILE : CRYPT_SLOT_PASSPHRASE;
-	int r = o->key_file ? crypt_keyfile_read(o->key_file, &secret, err)
-			    : crypt_secret_file_read(o->passphrase_file, "passphrase file",
-						     CRYPT_PASSPHRASE_MIN, &secret, err);
-	if (r == 0 && (r = crypt_key_new(&key)) < 0)
+	int r = crypt_key_new(&key);
+	if (r < 0)
 		sb_printf(err, "cannot make a key: %s", strerror(-r));
 	r = r ?: store_keys_add(b, c->id, key, kind, secret, id, err);
 	crypt_key_free(key);
-	crypt_secret_free(secret);
 	return r;
 }
 
-int store_init(const char *location, const struct store_options *o, struct strbuf *err)
+/* store_init once o's secret (NULL for a plain store) is read. */
+static int init_store(const char *location, const struct store_options *o,
+		      const struct crypt_secret *secret, struct strbuf *err)
 {
 	bool remote = cb_location_is_remote(location);
 	int r = remote ? 0 : make_local_root(location);
@@ -274,9 +278,9 @@ int store_init(const char *location, const struct store_options *o, struct strbu
 	struct store_config c = {0};
 	struct strbuf doc = {0};
 	r = new_config(&c);
-	if (r == 0 && o && o->encrypt) {
+	if (r == 0 && secret) {
 		c.crypt_chunk = CRYPT_DEFAULT_CHUNK;
-		r = first_key_slot(b, &c, o, err);
+		r = first_key_slot(b, &c, o->key_file ? CRYPT_SLOT_FILE : CRYPT_SLOT_PASSPHRASE, secret, err);
 	}
 	if (r == 0) {
 		r = store_config_write(&c, &doc) ?:
@@ -294,6 +298,21 @@ int store_init(const char *location, const struct store_options *o, struct strbu
 	opts.encrypt = false;
 	r = store_open(location, &opts, &s, err); /* creates the local catalog */
 	store_close(s);
+	return r;
+}
+
+int store_init(const char *location, const struct store_options *o, struct strbuf *err)
+{
+	bool encrypt = o && o->encrypt;
+	if (encrypt && !o->key_file && !o->passphrase_file) {
+		sb_puts(err, "an encrypted store needs --key-file (or --passphrase-file)");
+		return -ENOKEY;
+	}
+	/* read before anything is made: a key file that cannot be used leaves no directory */
+	struct crypt_secret *secret = NULL;
+	int r = encrypt ? read_secret(o->key_file, o->passphrase_file, &secret, err) : 0;
+	r = r ?: init_store(location, o, secret, err);
+	crypt_secret_free(secret);
 	return r;
 }
 
@@ -519,9 +538,7 @@ static int unlock(struct store *s, const struct store_options *o, struct strbuf 
 	struct crypt_key *key = NULL;
 	struct cb_backend *cb;
 	int kind = key_file ? CRYPT_SLOT_FILE : CRYPT_SLOT_PASSPHRASE;
-	int r = typed	   ? 0
-		: key_file ? crypt_keyfile_read(key_file, &secret, err)
-			   : crypt_secret_file_read(pass_file, "passphrase file", CRYPT_PASSPHRASE_MIN, &secret, err);
+	int r = typed ? 0 : read_secret(key_file, pass_file, &secret, err);
 	r = r ?: store_keys_unlock(s->b, s->config.id, typed ? typed : secret, kind, &key, s->key_slot, err);
 	crypt_secret_free(secret);
 	if (r == 0 && (r = cb_backend_crypt(s->b, key, s->config.crypt_chunk, &cb)) < 0)

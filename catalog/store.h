@@ -75,7 +75,8 @@ int store_cache_dir(const struct store_options *o, struct strbuf *out);
  * if it exists it must be empty) or an S3 prefix (which must hold no config). Writes config
  * and, for a local store, an empty catalog. -EEXIST when something is there. With o->encrypt,
  * a random master key is made and its first key slot (keys/ID.json, opened by o->key_file)
- * written before config, which then says the store is encrypted. */
+ * written before config, which then says the store is encrypted; -ENOKEY, with nothing made,
+ * when no key file is given or it cannot be used. */
 int store_init(const char *location, const struct store_options *o, struct strbuf *err);
 
 struct store;
@@ -84,7 +85,8 @@ struct store;
  * another format), opens its catalog and, unless STORE_NO_RECONCILE, reconciles it
  * (RECONCILE_PACKS). -ENOENT (nothing there), -EMEDIUMTYPE (not a cassbackup store),
  * -EPROTONOSUPPORT (another format), -EPERM (a cache directory that is not the user's own),
- * or -errno. An encrypted store needs o->key_file: -ENOKEY without one, -EKEYREJECTED when it
+ * or -errno. An encrypted store needs o->key_file: -ENOKEY without one or when it cannot be
+ * used (missing, too open, another's, the wrong size: err says which), -EKEYREJECTED when it
  * opens none of the store's key slots; its backend then seals and opens every object but
  * config and keys/ (backend_crypt.c), and its catalog, a plaintext cache, lives in the cache
  * directory, never in the store. A plain store whose keys/ holds slots while a key file is
@@ -226,7 +228,7 @@ struct crypt_slot_info;
 
 /* Lists keys/ and opens the first slot of kind (enum crypt_slot_kind) secret opens: *key (the caller's) and slot_id (the
  * slot's id, 32 hex digits). -EKEYREJECTED (err: how many slots it opened none of), -ENOKEY
- * (no slots), or the store's error. */
+ * (no slots), -EBADMSG (every slot of that kind damaged), or the store's error. */
 int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct crypt_secret *secret,
 		      int kind, struct crypt_key **key, char slot_id[33], struct strbuf *err);
 /* Writes a new slot (kind: enum crypt_slot_kind) for key into keys/ID.json, exclusively; id

@@ -114,6 +114,7 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct c
 			  damaged_id, damaged_why);
 		if (damaged > 1)
 			sb_printf(err, ", and %u more slot%s", damaged - 1, damaged == 2 ? "" : "s");
+		r = -EBADMSG; /* the store's damage, not a wrong key */
 	} else if (r == -EKEYREJECTED && tried == 0) {
 		sb_printf(err, "the store has no %s key slots", what);
 		r = k.n ? -EKEYREJECTED : -ENOKEY;

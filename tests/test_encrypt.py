@@ -149,21 +149,32 @@ def test_missing_wrong_or_open_key_is_one_line(tmp_path, binaries):
     env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
     cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
     p = cb('list', '--store', loc, env=env, check=False)
-    assert p.returncode != 0
+    # each is a configuration error: exit 2 (nothing was done), never 3 (no such store)
+    assert p.returncode == 2
     assert p.stderr == f'cassbackup: store {loc} is encrypted: give --key-file or key_file in the config (a passphrase: --passphrase-file, or type it at a terminal)\n'
     wrong = keyfile(tmp_path / 'wrong')
     p = cb('list', '--store', loc, '--key-file', wrong, env=env, check=False)
-    assert p.returncode != 0 and p.stderr.count('\n') == 1
+    assert p.returncode == 2 and p.stderr.count('\n') == 1
     assert "the key file opens none of the store's 1 key file slot (wrong key?)" in p.stderr
     os.chmod(key, 0o644)
     p = cb('list', '--store', loc, '--key-file', key, env=env, check=False)
-    assert p.returncode != 0 and p.stderr.count('\n') == 1 and 'chmod 600' in p.stderr
+    assert p.returncode == 2 and p.stderr.count('\n') == 1 and 'chmod 600' in p.stderr
     os.chmod(key, 0o600)
     short = keyfile(tmp_path / 'short', 'abc\n')
     p = cb('list', '--store', loc, '--key-file', short, env=env, check=False)
-    assert p.returncode != 0 and p.stderr.count('\n') == 1 and 'key file' in p.stderr
+    assert p.returncode == 2 and p.stderr.count('\n') == 1 and 'key file' in p.stderr
+    p = cb('list', '--store', loc, '--key-file', str(tmp_path / 'gone'), env=env, check=False)
+    assert p.returncode == 2 and p.stderr == (f'cassbackup: cannot open store {loc}: key file '
+                                              f'{tmp_path}/gone: No such file or directory\n'), p
     p = cb('init', '--store', str(tmp_path / 'other'), '--encrypt', env=env, check=False)
     assert p.returncode == 2 and '--key-file' in p.stderr
+    # a key file init cannot use leaves nothing behind: the same init works once it is fixed
+    os.chmod(key, 0o640)
+    p = cb('init', '--store', str(tmp_path / 'other'), '--encrypt', '--key-file', key, env=env, check=False)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1 and 'chmod 600' in p.stderr, p
+    assert not os.path.exists(tmp_path / 'other')
+    os.chmod(key, 0o600)
+    cb('init', '--store', str(tmp_path / 'other'), '--encrypt', '--key-file', key, env=env)
     # the mount says the same
     mnt = tmp_path / 'mnt'
     mnt.mkdir()
@@ -608,14 +619,14 @@ def test_passphrase_typed_at_a_terminal_opens_the_store(passphrase_store):
 def test_wrong_passphrase_typed_is_one_line(passphrase_store):
     loc, env, _ = passphrase_store
     status, out, echo = at_terminal(['list', '--store', loc], env, b'not the passphrase\n')
-    assert os.waitstatus_to_exitcode(status) == 1, out
+    assert os.waitstatus_to_exitcode(status) == 2, out
     assert 'wrong passphrase' in out and 'not the passphrase' not in out and echo
 
 
 def test_short_passphrase_typed_is_refused(passphrase_store):
     loc, env, _ = passphrase_store
     status, out, echo = at_terminal(['list', '--store', loc], env, b'short\n')
-    assert os.waitstatus_to_exitcode(status) == 1, out
+    assert os.waitstatus_to_exitcode(status) == 2, out
     assert 'the passphrase typed is 5 bytes; a passphrase has at least 8' in out
 
 
@@ -640,7 +651,7 @@ def test_unanswered_prompt_gives_up(passphrase_store):
     loc, env, _ = passphrase_store
     status, out, echo = at_terminal(['list', '--store', loc], dict(env, CASSBACKUP_TEST_PROMPT_SECONDS='1'),
                                     b'', timeout=60)
-    assert os.waitstatus_to_exitcode(status) == 1, out
+    assert os.waitstatus_to_exitcode(status) == 2, out
     assert 'no passphrase typed in 1 s' in out and echo
 
 
@@ -652,7 +663,7 @@ def test_load_does_not_ask_for_a_passphrase_it_cannot_use(passphrase_store, tmp_
     status, out, echo = at_terminal(['load', '--store', loc, 'b', '--hosts', '127.0.0.1',
                                      '--sstableloader', '/bin/true', '--state-dir', str(state)],
                                     env, phrase.encode() + b'\n')
-    assert os.waitstatus_to_exitcode(status) == 1, out
+    assert os.waitstatus_to_exitcode(status) == 2, out
     assert 'passphrase of store' not in out
     assert 'cannot hand that mount a typed passphrase' in out and '--passphrase-file' in out, out
     assert not state.exists()
@@ -660,7 +671,7 @@ def test_load_does_not_ask_for_a_passphrase_it_cannot_use(passphrase_store, tmp_
 
 @pytest.mark.parametrize('how', ['stdin-not-a-terminal', 'background', 'no-prompt-env', 'no-terminal'])
 def test_no_prompt_unless_a_person_is_there(passphrase_store, how):
-    """No prompt, one line and exit 1 at once: standard input not a terminal (cron, pipes)
+    """No prompt, one line and exit 2 at once: standard input not a terminal (cron, pipes)
     though a terminal is there, a command put in the background (`cmd &`), CASSBACKUP_NO_PROMPT
     (the Ansible playbooks set it: ssh -tt gives modules a terminal), or no terminal at all."""
     loc, env, _ = passphrase_store
@@ -673,6 +684,6 @@ def test_no_prompt_unless_a_person_is_there(passphrase_store, how):
                                      dict(env, CASSBACKUP_NO_PROMPT='1') if how == 'no-prompt-env' else env,
                                      b'', timeout=60, stdin_devnull=how == 'stdin-not-a-terminal',
                                      job='background' if how == 'background' else None)
-    assert os.waitstatus_to_exitcode(status) == 1, out
+    assert os.waitstatus_to_exitcode(status) == 2, out
     assert 'passphrase of store' not in out
     assert out.strip().count('\n') == 0 and 'type it at a terminal' in out, out

@@ -78,7 +78,10 @@ def test_two_key_removes_at_once_always_leave_a_key(tmp_path, binaries):
                                   stderr=subprocess.PIPE, text=True, env=env)
                  for k, victim in ((k1, b), (k2, a))]
         results = [p.communicate(timeout=180) + (p.returncode,) for p in procs]
-        assert sorted(rc for _, _, rc in results) == [0, 1], results
+        # the loser's key opens nothing once the winner removed its slot (2: at the open), or
+        # the winner removed it between the loser's open and its remove (1)
+        assert sorted(rc for _, _, rc in results)[0] == 0, results
+        assert sorted(rc for _, _, rc in results)[1] in (1, 2), results
         [winner] = [k for (_, _, rc), k in zip(results, (k1, k2)) if rc == 0]
         assert len(slots(loc, winner, env)) == 1
         cb('verify', '--store', loc, '--all', '--key-file', winner, env=env)
@@ -98,7 +101,8 @@ def test_a_damaged_slot_is_named_and_check_reports_it(tmp_path, binaries):
     assert 'opens none of the store' in p.stderr and f'1 damaged slot not tried (keys/{b}.json' in p.stderr
     os.unlink(os.path.join(loc, 'keys', a + '.json'))  # ...and now the only one
     p = cb('list', '--store', loc, '--key-file', k2, env=env, check=False)
-    assert p.returncode != 0 and len(p.stderr.splitlines()) == 1
+    # the store is damaged, not the configuration: exit 1, not 2
+    assert p.returncode == 1 and len(p.stderr.splitlines()) == 1
     assert f'no key file key slot opens the store: keys/{b}.json is damaged' in p.stderr, p.stderr
 
 

@@ -74,7 +74,7 @@ int cmd_init(int argc, char **argv)
 		else if (made_key)
 			errorf("the key file %s made for it is kept (a key slot may have been written with "
 			       "it); remove it before trying again", kshown ? kshown : "");
-		return CB_EXIT_FAILED;
+		return r == -ENOKEY ? CB_EXIT_USAGE : CB_EXIT_FAILED;
 	}
 	if (made_key)
 		printf("created key file %s: keep a copy apart from the store; without it the backups "

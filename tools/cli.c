@@ -19,6 +19,8 @@
 
 int exit_code_for(int r)
 {
+	if (r == -ENOKEY || r == -EKEYREJECTED)
+		return CB_EXIT_USAGE;
 	return r == -ENOENT || r == -ENOTDIR || r == -EMEDIUMTYPE ? CB_EXIT_MISSING : CB_EXIT_FAILED;
 }
 

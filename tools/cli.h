@@ -38,7 +38,8 @@ enum cb_exit {
 };
 
 /* The exit code for a failure of cli_store_open() or a backup lookup: CB_EXIT_MISSING for a
- * store or backup that is not there (-ENOENT, -ENOTDIR, -EMEDIUMTYPE), else CB_EXIT_FAILED. */
+ * store or backup that is not there (-ENOENT, -ENOTDIR, -EMEDIUMTYPE), CB_EXIT_USAGE for a
+ * key that is missing, unusable or wrong (-ENOKEY, -EKEYREJECTED), else CB_EXIT_FAILED. */
 int exit_code_for(int r);
 
 /* ---- messages --------------------------------------------------------------------------- */
