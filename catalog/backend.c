@@ -119,6 +119,15 @@ int cb_backend_get(struct cb_backend *b, const char *key, size_t max, char **dat
 	return cb_key_valid(key) ? b->ops->get(b, key, max, data, len) : -EINVAL;
 }
 
+void cb_version_from_etag(const char *etag, char out[CB_VERSION_MAX])
+{
+	size_t n = 0;
+	for (const char *p = etag ? etag : ""; *p && n < CB_VERSION_MAX - 1; p++)
+		if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '-')
+			out[n++] = *p;
+	out[n] = '\0';
+}
+
 int cb_backend_stat_info(struct cb_backend *b, const char *key, struct cb_object_info *info)
 {
 	clear_error();

@@ -129,11 +129,20 @@ int cb_backend_stat(struct cb_backend *b, const char *key, uint64_t *size);
 /* What the store says of an object: its size, and when it was last written by the store's own
  * clock (a local file's st_mtime; S3's Last-Modified, to the second from a HEAD, to the
  * millisecond from a listing on AWS; 0 when the store did not say). Only times of one store
- * are compared with each other (lock.h): never with this host's clock. */
+ * are compared with each other (lock.h): never with this host's clock. version is what
+ * changes when the object is replaced by another under the same key, whatever its size and
+ * whatever the clocks say: its ETag in object storage (cb_version_from_etag), its inode and
+ * change time in a directory; "" when the store did not say. */
+#define CB_VERSION_MAX 72
 struct cb_object_info {
 	uint64_t size;
 	int64_t mtime_ns;
+	char version[CB_VERSION_MAX];
 };
+
+/* An S3 ETag (quoted or not, from a header or a listing) as a version: its letters, digits
+ * and '-', so that a HEAD's and a listing's of one object compare equal; "" for NULL. */
+void cb_version_from_etag(const char *etag, char out[CB_VERSION_MAX]);
 
 /* cb_backend_stat with the modification time. */
 int cb_backend_stat_info(struct cb_backend *b, const char *key, struct cb_object_info *info);

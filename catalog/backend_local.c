@@ -144,6 +144,16 @@ static int64_t mtime_of(const struct stat *st)
 	return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 }
 
+/* What the store says of a file (struct cb_object_info): a file made anew under its name has
+ * another inode or change time, even when the inode number is reused. */
+static struct cb_object_info info_of(const struct stat *st)
+{
+	struct cb_object_info info = {(uint64_t)st->st_size, mtime_of(st), ""};
+	snprintf(info.version, sizeof(info.version), "%llx.%llx.%lld.%09ld", (unsigned long long)st->st_dev,
+		 (unsigned long long)st->st_ino, (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
+	return info;
+}
+
 static int local_stat(struct cb_backend *b, const char *key, struct cb_object_info *info)
 {
 	int fd = open_beneath(local_rootfd(b), key, O_RDONLY | O_PATH, 0);
@@ -153,7 +163,7 @@ static int local_stat(struct cb_backend *b, const char *key, struct cb_object_in
 	int r = fstat(fd, &st) < 0 ? -errno : !S_ISREG(st.st_mode) ? -EISDIR : 0;
 	close(fd);
 	if (r == 0)
-		*info = (struct cb_object_info){(uint64_t)st.st_size, mtime_of(&st)};
+		*info = info_of(&st);
 	return r;
 }
 
@@ -220,7 +230,7 @@ static int walk_dir(int dfd, struct walk *w, int depth)
 			break;
 		}
 		if (S_ISREG(st.st_mode)) {
-			struct cb_object_info info = {(uint64_t)st.st_size, mtime_of(&st)};
+			struct cb_object_info info = info_of(&st);
 			r = w->cb(w->ctx, w->key.buf, &info);
 		} else if (S_ISDIR(st.st_mode) && depth < 8) {
 			int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

@@ -84,8 +84,10 @@ static int s3_stat(struct cb_backend *b, const char *key, struct cb_object_info 
 	struct s3_resp rs;
 	int r = s3_request(client(b), &rq, &rs);
 	sb_free(&rs.body);
-	if (r == 0)
-		*info = (struct cb_object_info){rs.length, rs.last_modified_ns};
+	if (r == 0) {
+		*info = (struct cb_object_info){rs.length, rs.last_modified_ns, ""};
+		cb_version_from_etag(rs.etag, info->version);
+	}
 	return r;
 }
 
@@ -232,17 +234,19 @@ static int list_entry(const char *s, size_t n, size_t strip, char **last, cb_lis
 		      void *ctx)
 {
 	char *key = s3_xml_text(s, s + n, "Key"), *size = s3_xml_text(s, s + n, "Size");
-	char *modified = s3_xml_text(s, s + n, "LastModified");
+	char *modified = s3_xml_text(s, s + n, "LastModified"), *etag = s3_xml_text(s, s + n, "ETag");
 	int r = 0;
 	if (!key || !size) {
 		r = -EBADMSG;
 	} else if (strlen(key) > strip && cb_key_valid(key + strip)) {
 		struct cb_object_info info = {strtoull(size, NULL, 10),
-					      modified ? s3_iso8601_ns(modified) : 0};
+					      modified ? s3_iso8601_ns(modified) : 0, ""};
+		cb_version_from_etag(etag, info.version);
 		r = cb(ctx, key + strip, &info);
 	}
 	free(size);
 	free(modified);
+	free(etag);
 	if (key) {
 		free(*last);
 		*last = key;

@@ -831,7 +831,8 @@ static uint64_t stored_bytes(const backup_writer *w)
 }
 
 /* The commit point: backups/NAME.json, written once, after the pack. */
-static int put_manifest(backup_writer *w, const struct manifest *m, uint64_t *size)
+static int put_manifest(backup_writer *w, const struct manifest *m, uint64_t *size,
+			char version[CB_VERSION_MAX])
 {
 	struct strbuf doc = {0}, err = {0};
 	char why[256] = "";
@@ -848,7 +849,7 @@ static int put_manifest(backup_writer *w, const struct manifest *m, uint64_t *si
 			    "nothing is committed", w->name, why);
 	}
 	manifest_free(back);
-	r = r ?: store_commit_manifest(w->store, w->lock, w->ref, doc.buf, doc.len, &err);
+	r = r ?: store_commit_manifest(w->store, w->lock, w->ref, doc.buf, doc.len, version, &err);
 	*size = doc.len;
 	if (r == -EEXIST)
 		fail(w, r, "backup %s of node %s was created by another process meanwhile; nothing "
@@ -863,7 +864,8 @@ static int put_manifest(backup_writer *w, const struct manifest *m, uint64_t *si
 /* Takes the committed backup into the catalog (one transaction): its packs, then its tree. A
  * failure here loses nothing: the manifest is written, and the next open of the store takes it
  * in. */
-static void register_backup(backup_writer *w, const struct manifest *m, uint64_t msize)
+static void register_backup(backup_writer *w, const struct manifest *m, uint64_t msize,
+			    const char *version)
 {
 	catalog *c = w->cat;
 	if (catalog_begin(c) < 0)
@@ -879,7 +881,7 @@ static void register_backup(backup_writer *w, const struct manifest *m, uint64_t
 		int64_t pack_id;
 		r = store_register_pack(c, &p, &d->index, &pack_id);
 	}
-	r = r ?: store_register_manifest(c, m, true, msize) ?: catalog_commit(c);
+	r = r ?: store_register_manifest(c, m, true, msize, version) ?: catalog_commit(c);
 	if (r < 0)
 		catalog_rollback(c);
 }
@@ -890,6 +892,7 @@ int backup_writer_commit(backup_writer *w, struct backup_summary *sum)
 		return w->err;
 	struct manifest m = {0};
 	uint64_t msize = 0;
+	char version[CB_VERSION_MAX] = "";
 	int r = finish_packs(w);
 	if (r == -ECANCELED)
 		fail(w, r, "interrupted");
@@ -903,9 +906,9 @@ int backup_writer_commit(backup_writer *w, struct backup_summary *sum)
 	if (r == 0 && (r = store_lock_check(w->lock, &lease)) < 0)
 		fail(w, r, "%s", lease.buf);
 	sb_free(&lease);
-	if (r == 0 && (r = put_manifest(w, &m, &msize)) == 0) {
+	if (r == 0 && (r = put_manifest(w, &m, &msize, version)) == 0) {
 		w->committed = true;
-		register_backup(w, &m, msize);
+		register_backup(w, &m, msize, version);
 	}
 	free_manifest_view(&m); /* whatever fill_manifest made, also after a failure */
 	if (r < 0)

@@ -13,7 +13,7 @@
 
 /* 4: incrementals' base and previous; the node's own files (catalog.h). 5: backups' scope
  * and clears_links */
-#define CATALOG_FORMAT "cassbackup-catalog-5"
+#define CATALOG_FORMAT "cassbackup-catalog-6"
 /* Pages a CATALOG_SMALL_CACHE connection keeps (SQLite's default is 2 MiB per connection). */
 #define CATALOG_SMALL_CACHE_KIB "256"
 #define CB_SIZE_MAX_SQL "4611686018427387903" /* CB_SIZE_MAX */
@@ -54,7 +54,8 @@ static const char schema_sql[] =
 	"  stored_bytes INTEGER NOT NULL, cassandra_version TEXT NOT NULL, tokens TEXT NOT NULL,"
 	"  root_mode INTEGER NOT NULL, root_uid INTEGER NOT NULL, root_gid INTEGER NOT NULL,"
 	"  manifest_size INTEGER NOT NULL, base TEXT NOT NULL, previous TEXT NOT NULL,"
-	"  scope TEXT NOT NULL, clears_links INTEGER NOT NULL, UNIQUE(name, node_key));"
+	"  scope TEXT NOT NULL, clears_links INTEGER NOT NULL, manifest_version TEXT NOT NULL,"
+	"  UNIQUE(name, node_key));"
 	BACKUPS_BY_NAME ";"
 	"CREATE TABLE keyspaces(id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  backup_id INTEGER NOT NULL REFERENCES backups(id), name TEXT NOT NULL,"
@@ -209,13 +210,15 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_ADD_BACKUP] = "INSERT INTO backups(name, cluster, datacenter, node, host_id,"
 			  " snapshot_tag, created_ns, files, bytes, new_bytes, stored_bytes,"
 			  " cassandra_version, tokens, root_mode, root_uid, root_gid, manifest_size,"
-			  " ref, node_key, rack, schema_version, ring, base, previous, scope, clears_links)"
+			  " ref, node_key, rack, schema_version, ring, base, previous, scope, clears_links,"
+			  " manifest_version)"
 			  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
-			  " CASE WHEN ?18 THEN ?1 || '/' || ?19 ELSE ?1 END, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+			  " CASE WHEN ?18 THEN ?1 || '/' || ?19 ELSE ?1 END, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26,"
+			  " ?27)",
 	/* a row whose name does not agree with its ref is damaged: '' (no manifest's ref) has a
 	 * reconcile drop it and take its manifest in again */
 	[ST_BACKUP_NAMES] = "SELECT id, CASE WHEN ref = name OR ref = name || '/' || node_key"
-			    " THEN ref ELSE '' END, manifest_size FROM backups",
+			    " THEN ref ELSE '' END, manifest_size, manifest_version FROM backups",
 	[ST_DEL_FILES] = "DELETE FROM files WHERE backup_id = ?1",
 	[ST_DEL_DIRS] = "DELETE FROM dirs WHERE table_row IN (SELECT id FROM tables WHERE backup_id = ?1)",
 	[ST_DEL_TABLES] = "DELETE FROM tables WHERE backup_id = ?1",
@@ -708,6 +711,7 @@ int catalog_add_backup(catalog *c, const struct cb_backup_info *b, int64_t *id)
 	bind_text(st, 24, b->previous ? b->previous : "");
 	bind_text(st, 25, b->scope ? b->scope : "");
 	sqlite3_bind_int(st, 26, b->clears_links);
+	bind_text(st, 27, b->manifest_version ? b->manifest_version : "");
 	return insert(c, st, id);
 }
 
@@ -731,16 +735,14 @@ int catalog_remove_pack(catalog *c, int64_t id)
 	       exec_id(c, ST_DEL_PACK, id) ?: exec_stmt(c, stmt(c, ST_DEL_LOOSE_BLOBS));
 }
 
-int catalog_backup_names(catalog *c,
-			 int (*cb)(void *ctx, int64_t id, const char *name, uint64_t manifest_size),
-			 void *ctx)
+int catalog_backup_names(catalog *c, catalog_backup_name_fn cb, void *ctx)
 {
 	sqlite3_stmt *st = stmt(c, ST_BACKUP_NAMES);
 	int r;
 	while ((r = step_one(c, st)) == 1) {
-		const char *name = col_text(st, 1);
+		const char *name = col_text(st, 1), *version = col_text(st, 3);
 		r = cb(ctx, sqlite3_column_int64(st, 0), name ? name : "",
-		       (uint64_t)sqlite3_column_int64(st, 2));
+		       (uint64_t)sqlite3_column_int64(st, 2), version ? version : "");
 		if (r != 0) {
 			sqlite3_reset(st);
 			return r;

@@ -125,6 +125,7 @@ struct cb_backup_info {
 	const char *tokens;    /* space-separated; "" when unknown */
 	uint32_t root_mode, root_uid, root_gid; /* the data directory's */
 	uint64_t manifest_size; /* of the manifest, to notice a replaced one */
+	const char *manifest_version; /* the store's word for it (cb_object_info); NULL or "" unknown */
 	const char *node_key;   /* manifest_node_key: host id, else node name */
 	bool nested;            /* kept at backups/NAME/NODE.json (else backups/NAME.json) */
 	const char *rack, *schema_version; /* "" when unknown */
@@ -193,10 +194,11 @@ int catalog_add_file(catalog *c, const struct cb_file_info *f, int64_t *id);
 int catalog_remove_backup(catalog *c, int64_t id);
 /* Removes a pack; blobs it held are read from another pack that holds them, if any. */
 int catalog_remove_pack(catalog *c, int64_t id);
-/* Every backup's row id, ref (store.h) and manifest size, in no particular order. */
-int catalog_backup_names(catalog *c,
-			 int (*cb)(void *ctx, int64_t id, const char *name, uint64_t manifest_size),
-			 void *ctx);
+/* Every backup's row id, ref (store.h), manifest size and version ("" unknown), in no
+ * particular order. */
+typedef int (*catalog_backup_name_fn)(void *ctx, int64_t id, const char *name, uint64_t manifest_size,
+				      const char *manifest_version);
+int catalog_backup_names(catalog *c, catalog_backup_name_fn cb, void *ctx);
 /* The SHA-256 of a pack's seek table as recorded when the pack was indexed. 1, 0 (no such
  * pack) or -errno. */
 int catalog_pack_sha(catalog *c, int64_t pack_id, unsigned char sha[32]);

@@ -46,6 +46,7 @@ struct copy {
 	packer *pk;            /* the new packs */
 	pack_cache *pc;        /* the source store's */
 	int64_t created_ns;
+	char version[CB_VERSION_MAX]; /* the target manifest's, once written */
 };
 
 /* --- plan -------------------------------------------------------------------------------- */
@@ -416,7 +417,7 @@ static int send_all(struct copy *c)
 /* The commit point: backups/NAME.json at the target, the source's bytes, written once. */
 static int put_manifest(struct copy *c)
 {
-	int r = store_commit_manifest(c->dst, c->o->lease, c->name, c->doc, c->len, c->err);
+	int r = store_commit_manifest(c->dst, c->o->lease, c->name, c->doc, c->len, c->version, c->err);
 	if (r == -EEXIST)
 		sb_printf(c->err, "another process wrote a backup of that name to %s meanwhile; "
 			  "nothing copied", store_location(c->dst));
@@ -430,7 +431,7 @@ static void register_backup(struct copy *c)
 	catalog *cat = store_catalog(c->dst);
 	if (catalog_begin(cat) < 0)
 		return;
-	if ((store_register_manifest(cat, c->m, strchr(c->name, '/') != NULL, c->len) ?:
+	if ((store_register_manifest(cat, c->m, strchr(c->name, '/') != NULL, c->len, c->version) ?:
 	     catalog_commit(cat)) < 0)
 		catalog_rollback(cat);
 }

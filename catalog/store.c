@@ -125,7 +125,7 @@ static void withdraw_manifest(struct store *s, const char *key, const void *doc,
 }
 
 int store_commit_manifest(struct store *s, struct store_lock *lock, const char *ref,
-			  const void *doc, size_t len, struct strbuf *err)
+			  const void *doc, size_t len, char version[CB_VERSION_MAX], struct strbuf *err)
 {
 	struct strbuf key = {0}, lease = {0};
 	uint64_t there;
@@ -143,6 +143,10 @@ int store_commit_manifest(struct store *s, struct store_lock *lock, const char *
 	}
 	if (r == 0 && (r = store_lock_check(lock, &lease)) < 0)
 		withdraw_manifest(s, key.buf, doc, len, lease.buf ? lease.buf : "the lock lapsed", err);
+	struct cb_object_info info;
+	if (version) /* unknown after a failed stat: the next reconcile reads it again */
+		snprintf(version, CB_VERSION_MAX, "%s",
+			 r == 0 && cb_backend_stat_info(s->b, key.buf, &info) == 0 ? info.version : "");
 	sb_free(&key);
 	sb_free(&lease);
 	return r;
@@ -725,7 +729,7 @@ static int join_tokens(const struct manifest *m, struct strbuf *out)
 }
 
 int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
-			    uint64_t manifest_size)
+			    uint64_t manifest_size, const char *manifest_version)
 {
 	struct strbuf tokens = {0}, ring = {0}, scope = {0};
 	int r = join_tokens(m, &tokens) ?: manifest_ring_write(m->ring, m->nring, &ring) ?:
@@ -739,6 +743,7 @@ int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
 		.stored_bytes = m->stored_bytes, .cassandra_version = m->cassandra_version,
 		.tokens = tokens.buf, .root_mode = m->root_attr.mode, .root_uid = m->root_attr.uid,
 		.root_gid = m->root_attr.gid, .manifest_size = manifest_size,
+		.manifest_version = manifest_version,
 		.base = m->base, .previous = m->previous, .scope = scope.buf, .clears_links = m->clears_links,
 	};
 	int64_t backup_id;
@@ -801,6 +806,7 @@ struct named {
 	uint64_t size;
 	int64_t id;
 	bool seen;
+	char version[CB_VERSION_MAX]; /* a manifest's (cb_object_info) */
 };
 
 struct namelist {
@@ -808,7 +814,8 @@ struct namelist {
 	size_t n, cap;
 };
 
-static int namelist_add(struct namelist *l, const char *name, uint64_t size, int64_t id)
+static int namelist_add(struct namelist *l, const char *name, uint64_t size, int64_t id,
+			const char *version)
 {
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? 2 * l->cap : 64;
@@ -821,7 +828,9 @@ static int namelist_add(struct namelist *l, const char *name, uint64_t size, int
 	char *d = strdup(name);
 	if (!d)
 		return -ENOMEM;
-	l->v[l->n++] = (struct named){d, size, id, false};
+	struct named *e = &l->v[l->n++];
+	*e = (struct named){d, size, id, false, ""};
+	snprintf(e->version, sizeof(e->version), "%s", version ? version : "");
 	return 0;
 }
 
@@ -844,15 +853,15 @@ static struct named *namelist_find(struct namelist *l, const char *name)
 }
 
 /* backups/REF.json -> REF; other keys under backups/ are not backups (check names them). */
-static int on_manifest_key(void *ctx, const char *key, uint64_t size)
+static int on_manifest_key(void *ctx, const char *key, const struct cb_object_info *info)
 {
 	char ref[CB_REF_MAX];
-	return store_manifest_name(key, ref) == 0 ? namelist_add(ctx, ref, size, 0) : 0;
+	return store_manifest_name(key, ref) == 0 ? namelist_add(ctx, ref, info->size, 0, info->version) : 0;
 }
 
-static int on_catalog_backup(void *ctx, int64_t id, const char *name, uint64_t size)
+static int on_catalog_backup(void *ctx, int64_t id, const char *name, uint64_t size, const char *version)
 {
-	return namelist_add(ctx, name, size, id);
+	return namelist_add(ctx, name, size, id, version);
 }
 
 static int on_pack_key(void *ctx, const char *key, uint64_t size)
@@ -860,12 +869,12 @@ static int on_pack_key(void *ctx, const char *key, uint64_t size)
 	size_t n = strlen(key);
 	if (n < 8 || strcmp(key + n - 8, ".tar.zst") != 0)
 		return 0;
-	return namelist_add(ctx, key, size, 0);
+	return namelist_add(ctx, key, size, 0, NULL);
 }
 
 static int on_catalog_pack(void *ctx, int64_t id, const char *path)
 {
-	return namelist_add(ctx, path, 0, id);
+	return namelist_add(ctx, path, 0, id, NULL);
 }
 
 static void note(struct reconcile_stats *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -940,8 +949,8 @@ static int reconcile_packs(struct store *s, struct reconcile_stats *st, struct s
  * of it (old_id > 0). One that cannot be read is named in st, or, strict, fails the reconcile
  * with err saying why; the catalog keeps the backup's rows unless the manifest was read and
  * does not parse. */
-static int take_in(struct store *s, const char *name, int64_t old_id, int flags,
-		   struct reconcile_stats *st, struct strbuf *err)
+static int take_in(struct store *s, const char *name, const char *version, int64_t old_id,
+		   int flags, struct reconcile_stats *st, struct strbuf *err)
 {
 	struct manifest *m;
 	uint64_t size;
@@ -949,7 +958,7 @@ static int take_in(struct store *s, const char *name, int64_t old_id, int flags,
 	int r = store_read_manifest(s, name, &m, &size, &why);
 	if (r == 0) {
 		r = (old_id > 0 ? catalog_remove_backup(s->cat, old_id) : 0) ?:
-		    store_register_manifest(s->cat, m, strchr(name, '/') != NULL, size);
+		    store_register_manifest(s->cat, m, strchr(name, '/') != NULL, size, version);
 		if (r == 0)
 			st->backups_added++;
 		if (r == -EEXIST) { /* backups/NAME.json and backups/NAME/NODE.json of one node */
@@ -984,7 +993,7 @@ static int reconcile_backups(struct store *s, int flags, struct reconcile_stats 
 			     struct strbuf *err)
 {
 	struct namelist have = {0}, known = {0};
-	int r = cb_backend_list(s->b, "backups/", on_manifest_key, &have);
+	int r = cb_backend_list_info(s->b, "backups/", on_manifest_key, &have);
 	if (r < 0)
 		sb_printf(err, "cannot list backups/: %s", cb_backend_why(r));
 	r = r ?: catalog_backup_names(s->cat, on_catalog_backup, &known);
@@ -994,15 +1003,17 @@ static int reconcile_backups(struct store *s, int flags, struct reconcile_stats 
 		struct named *h = namelist_find(&have, known.v[i].name);
 		if (h) {
 			h->seen = true;
-			if (h->size != known.v[i].size) /* replaced: read it again */
-				r = take_in(s, h->name, known.v[i].id, flags, st, err);
+			/* replaced (forgotten and made again under its name): read it again; the size
+			 * alone may well be the same */
+			if (h->size != known.v[i].size || strcmp(h->version, known.v[i].version))
+				r = take_in(s, h->name, h->version, known.v[i].id, flags, st, err);
 		} else if ((r = catalog_remove_backup(s->cat, known.v[i].id)) == 0) {
 			st->backups_removed++;
 		}
 	}
 	for (size_t i = 0; r == 0 && i < have.n; i++)
 		if (!have.v[i].seen)
-			r = take_in(s, have.v[i].name, 0, flags, st, err);
+			r = take_in(s, have.v[i].name, have.v[i].version, 0, flags, st, err);
 	namelist_free(&have);
 	namelist_free(&known);
 	return r;

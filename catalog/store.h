@@ -189,9 +189,11 @@ int store_register_pack(catalog *c, const struct cb_pack_info *p, const struct p
 /* Registers, within the caller's catalog transaction, the backup a manifest describes. Files
  * whose content no known pack holds are registered without a location (the backup is then
  * listed as incomplete, and reading them fails). */
-/* nested: the manifest is kept at backups/NAME/NODE.json (else backups/NAME.json). */
+/* nested: the manifest is kept at backups/NAME/NODE.json (else backups/NAME.json).
+ * manifest_version: the store's version of it (cb_object_info); "" or NULL when not known,
+ * and the next reconcile reads it again. */
 int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
-			    uint64_t manifest_size);
+			    uint64_t manifest_size, const char *manifest_version);
 
 /* The longest ref: a name (250 bytes), '/', a node key (64), NUL. */
 #define CB_REF_MAX 320
@@ -203,9 +205,10 @@ struct store_lock;
  * (lock) just before; it is checked again once the manifest is written, since the write itself
  * may take minutes (retries, a paused process) and a lease that lapsed meanwhile may have let
  * a prune delete packs the manifest names: the manifest is then deleted again and -ETIMEDOUT
- * returned. Otherwise 0, or the backend's error; err gets one line. */
+ * returned. Otherwise 0, or the backend's error; err gets one line. version (NULL: not
+ * wanted) gets the written manifest's version (cb_object_info), "" when the store did not say. */
 int store_commit_manifest(struct store *s, struct store_lock *lock, const char *ref,
-			  const void *doc, size_t len, struct strbuf *err);
+			  const void *doc, size_t len, char version[CB_VERSION_MAX], struct strbuf *err);
 /* The ref in a key of backups/ ("backups/NAME.json" or "backups/NAME/NODE.json"), into ref:
  * 0, or -EINVAL for a key that is not a manifest's. The one place such keys are read. */
 int store_manifest_name(const char *key, char ref[CB_REF_MAX]);

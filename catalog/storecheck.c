@@ -756,8 +756,10 @@ static int on_manifest_key(void *ctx, const char *key, uint64_t size)
 	return 0;
 }
 
-static int on_catalog_backup(void *ctx, int64_t id, const char *name, uint64_t size)
+static int on_catalog_backup(void *ctx, int64_t id, const char *name, uint64_t size,
+			     const char *version)
 {
+	(void)version;
 	return named_add(ctx, name, size, id);
 }
 

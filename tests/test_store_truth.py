@@ -4,12 +4,15 @@ stale, damaged or planted while they run, and the mount as fstab runs it (daemon
 Each test here failed before the repository object (issue 13): a reindex under a running mount
 made six readers get other files' bytes; a daemonized mount lost its catalog to the next
 create; a catalog row pointing at another blob made restore write another file's bytes."""
+import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -388,3 +391,65 @@ def test_a_backup_committed_between_a_readers_listings_is_taken_in_whole(tmp_pat
         assert [(b['name'], b['complete']) for b in got] == [('b1', True)], got
         # the reader's catalog, straight to the server now (the proxy is gone)
         cb('verify', '--store', loc, 'b1', env=dict(env, CASSBACKUP_CACHE_DIR=str(tmp_path / 'reader-cache')))
+
+
+@pytest.mark.parametrize('where', ['encrypted-directory', 'object-storage'])
+def test_a_backup_forgotten_and_made_again_under_its_name_is_read_again(tmp_path, where):
+    """Host B forgets backup b1 and makes a new b1, its manifest the same size as the old one's.
+    Host A's catalog (a cache of its own: an encrypted store's, or object storage's) noticed a
+    replaced manifest by its size only: it kept the old b1, and A's prune deleted the new b1's
+    pack as used by no backup, exit 0. The store's version of each manifest (an ETag, or a
+    file's inode and change time) now tells them apart."""
+    data = tmp_path / 'data'
+    table = data / 'ks' / 't-0123456789abcdef0123456789abcdef'
+
+    def snapshot(tag):
+        (table / 'snapshots' / tag).mkdir(parents=True)
+        (table / 'snapshots' / tag / 'nb-1-big-Data.db').write_bytes(os.urandom(3000))
+
+    def run_at(host, *args, **kw):
+        return cb(*args, '--store', loc, *keyargs, env=dict(env, CASSBACKUP_CACHE_DIR=str(tmp_path / host)), **kw)
+
+    def create(tag, name):
+        run_at('host-b', 'create', '--data-dir', str(data), '--node', 'n1', '--no-schema', '--no-conf',
+               '--snapshot', tag, '--name', name)
+
+    def manifest_size():
+        """The sealed manifest's size in the directory (in object storage the same by the same
+        construction: one file of as many bytes, a tag of as many characters)."""
+        if where == 'encrypted-directory':
+            return os.path.getsize(os.path.join(loc, 'backups', 'b1', 'n1.json'))
+        return None
+
+    with contextlib.ExitStack() as stack:
+        if where == 'encrypted-directory':
+            loc, env = str(tmp_path / 'store'), dict(os.environ)
+            key = tmp_path / 'key'
+            key.write_text(os.urandom(32).hex() + '\n')
+            key.chmod(0o600)
+            keyargs = ('--key-file', str(key))
+            cb('init', '--store', loc, '--encrypt', *keyargs)
+        else:
+            port, akey, secret = stack.enter_context(moto(tmp_path))
+            env = s3_env(port, akey, secret, tmp_path / 'unused')
+            loc, keyargs = 's3://cbtest/stores/again', ()
+            cb('init', '--store', loc, env=env)
+        snapshot('s0')
+        create('s0', 'b0')
+        snapshot('s1')
+        create('s1', 'b1')
+        run_at('host-a', 'list')  # host A's catalog knows b1 of snapshot s1
+        before = manifest_size()
+        run_at('host-b', 'forget', 'b1')
+        snapshot('s2')
+        create('s2', 'b1')
+        assert manifest_size() == before  # what the old code compared: the same
+        shown = run_at('host-a', 'show', 'b1').stdout
+        assert re.search(r'snapshot tag\s+s2', shown), shown
+        run_at('host-a', 'prune')
+        out = run_at('fresh', 'check', '--read-data').stdout
+        assert out.rstrip().endswith('no problems'), out
+        run_at('fresh', 'export', 'b1', '-o', str(tmp_path / 'b1.tar'))
+        with tarfile.open(tmp_path / 'b1.tar') as t:
+            [member] = [m for m in t.getmembers() if m.name.endswith('nb-1-big-Data.db')]
+            assert t.extractfile(member).read() == (table / 'snapshots' / 's2' / 'nb-1-big-Data.db').read_bytes()

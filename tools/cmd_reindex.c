@@ -38,10 +38,11 @@ static int plan(struct reindex *x)
 										    : CLI_RUN;
 }
 
-static int on_backup(void *ctx, int64_t id, const char *name, uint64_t size)
+static int on_backup(void *ctx, int64_t id, const char *name, uint64_t size, const char *version)
 {
 	(void)id;
 	(void)size;
+	(void)version;
 	return strv_push(ctx, name);
 }
 

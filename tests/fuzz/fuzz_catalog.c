@@ -286,9 +286,11 @@ struct names {
 	int n;
 };
 
-static int collect_name(void *ctx, int64_t id, const char *name, uint64_t manifest_size)
+static int collect_name(void *ctx, int64_t id, const char *name, uint64_t manifest_size,
+			const char *manifest_version)
 {
 	(void)manifest_size;
+	CHECK(manifest_version);
 	struct names *nm = ctx;
 	CHECK(name);
 	if (nm->n < 64) {
