@@ -376,3 +376,31 @@ def test_name_template_in_time_slots(store, cluster, tmp_path):
     p = cb('--config', conf, 'create', *data_dir_args(dirs[0]), '--snapshot', 'nightly-1',
            '--name', 'x %Y/%m', check=False)
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and 'backup name' in p.stderr
+
+
+def test_forget_takes_node_as_every_command_does(store, cluster):
+    """forget --node PREFIX removed the backups of every node whose host id starts with it,
+    exit 0, where export and restore refuse a prefix that names more than one node; and
+    forget did not take a node's address, as every other command does."""
+    ring, dirs = cluster
+    nodes = [dict(n) for n in NODES]
+    nodes[0]['host_id'], nodes[1]['host_id'] = ('5f1c0a5e-0000-4000-8000-000000000001',
+                                                '5f1c9999-0000-4000-8000-000000000002')
+    with open(ring, 'w') as f:
+        json.dump({'cluster': 'Shop Cluster', 'schema_version': SCHEMA, 'nodes': nodes}, f)
+    for i in range(3):
+        create_on(store, cluster, i)
+    p = cb('export', '--store', store, 'day1', '--node', '5f1c', '-o', os.devnull, check=False)
+    assert p.returncode == 2 and 'names more than one of them' in p.stderr, p
+    for args in (['day1'], ['--keep-last', '1']):
+        p = cb('forget', '--store', store, '--node', '5f1c', *args, check=False)
+        assert p.returncode == 2 and p.stderr.count('\n') == 1, p
+        assert ('--node 5f1c names more than one node (host ids 5f1c0a5e-0000-4000-8000-000000000001 and '
+                '5f1c9999-0000-4000-8000-000000000002): give the whole host id; nothing forgotten') in p.stderr, p
+        assert len(groups(store)[0]['nodes']) == 3
+    out = cb('forget', '--store', store, '--node', '127.0.0.2', 'day1').stdout
+    assert 'day1' in out
+    left = sorted(n['host_id'] for n in groups(store)[0]['nodes'])
+    assert left == sorted([nodes[0]['host_id'], nodes[2]['host_id']])
+    cb('forget', '--store', store, '--node', '5f1c', 'day1')  # one node has it now: unambiguous
+    assert [n['host_id'] for n in groups(store)[0]['nodes']] == [nodes[2]['host_id']]

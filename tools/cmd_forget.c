@@ -3,6 +3,7 @@
  * its commit point; the bytes it alone used stay in packs until `cassbackup prune` (or
  * --prune) frees them. */
 #include "cli.h"
+#include "cluster.h"
 #include "lock.h"
 #include "retention.h"
 #include "store.h"
@@ -212,11 +213,50 @@ static int forget_named(struct store *s, const struct flist *l, unsigned *done)
 
 /* Whether f is of the node the user named: host id, a prefix of it (4 characters or more),
  * node name or node key, as cluster.h says. */
-static bool node_is(const struct fitem *f, const char *node)
+static int cmp_ref(const void *a, const void *b)
 {
-	size_t n = strlen(node);
-	return !strcmp(f->host_id, node) || !strcmp(f->node, node) || !strcmp(f->key, node) ||
-	       (n >= 4 && !strncmp(f->host_id, node, n));
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Chooses the backups of the one node --node names, as every command reads --node
+ * (node_backup_matches: host id or a prefix of it, node name, address): l's chosen. A --node
+ * that names more than one node (two host ids) is refused in one line, CB_EXIT_USAGE, as
+ * export and restore refuse it: forget would take every one of them. */
+static int choose_node(struct store *s, const char *node, struct flist *l)
+{
+	struct node_backups nl = {0};
+	int r = node_backups_all(store_catalog(s), node, &nl), rc = CB_EXIT_OK;
+	const char *one = NULL, *other = NULL;
+	for (size_t i = 0; r == 0 && i < nl.n; i++) {
+		const char *id = nl.v[i].host_id;
+		if (*id && !one)
+			one = id;
+		else if (*id && strcmp(one, id) && !other)
+			other = id;
+	}
+	_cleanup_free_ char *shown = cli_escape(node), *a = cli_escape(one), *b = cli_escape(other);
+	if (other) {
+		errorf("--node %s names more than one node (host ids %s and %s): give the whole host id; "
+		       "nothing forgotten", shown ? shown : "", a ? a : "", b ? b : "");
+		rc = CB_EXIT_USAGE;
+	}
+	char **refs = rc == CB_EXIT_OK && r == 0 && nl.n ? malloc(nl.n * sizeof(*refs)) : NULL;
+	if (r == 0 && rc == CB_EXIT_OK && nl.n && !refs)
+		r = -ENOMEM;
+	for (size_t i = 0; refs && i < nl.n; i++)
+		refs[i] = nl.v[i].ref;
+	if (refs)
+		qsort(refs, nl.n, sizeof(*refs), cmp_ref);
+	for (size_t i = 0; r == 0 && rc == CB_EXIT_OK && i < l->n; i++)
+		l->v[i].chosen = refs && bsearch(&l->v[i].ref, refs, nl.n, sizeof(*refs), cmp_ref);
+	free(refs);
+	node_backups_free(&nl);
+	if (r < 0) {
+		char why[256];
+		errorf("cannot read catalog: %s", catalog_why(store_catalog(s), r, why, sizeof(why)));
+		rc = CB_EXIT_FAILED;
+	}
+	return rc;
 }
 
 /* Marks the named backups (every node's of a name, or the chosen node's); an unknown name
@@ -286,12 +326,12 @@ static int forget(struct fopts *o, char **names, int nnames)
 	}
 	r = catalog_list_backups(store_catalog(s), collect, &l);
 	for (size_t i = 0; r == 0 && i < l.n; i++)
-		l.v[i].chosen = !o->node || node_is(&l.v[i], o->node);
-	if (r == 0 && nnames)
-		rc = mark_names(s, o->store, &l, names, nnames);
-	if (r == 0 && nnames && rc == CB_EXIT_OK)
-		rc = check_followed(&l);
-	else if (r == 0)
+		l.v[i].chosen = !o->node;
+	if (r == 0 && o->node)
+		rc = choose_node(s, o->node, &l);
+	if (r == 0 && rc == CB_EXIT_OK && nnames)
+		rc = mark_names(s, o->store, &l, names, nnames) ?: check_followed(&l);
+	else if (r == 0 && rc == CB_EXIT_OK)
 		r = apply_policy(o, &l);
 	if (r == 0 && rc == CB_EXIT_OK && !o->dry_run)
 		r = cli_store_lock(s, o->store, false, "forget", 60, &lock);
