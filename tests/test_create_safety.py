@@ -149,6 +149,24 @@ def test_take_snapshot_without_nodetool_refuses_first(store, sample_tree, tmp_pa
     assert backup_list(store) == [] and packs(store) == [] and tmp_files(store) == []
 
 
+@pytest.mark.parametrize('option', ['--node', '--host-id'])
+@pytest.mark.parametrize('value', ['..', 'a/b', '', 'x' * 65, 'a b'], ids=['dotdot', 'slash', 'empty', '65-bytes', 'blank'])
+def test_a_node_the_store_cannot_name_is_a_usage_error(store, tmp_path, option, value):
+    """--node .. (or a/b, or 65 bytes) exited 1 after the work had begun; it is a usage error:
+    exit 2 before anything runs (no snapshot taken, nothing written)."""
+    data = tmp_path / 'data'
+    make_table(data, 'shop', 'orders', 'nightly-1', {b'nb-1-big-Data.db': b'orders'})
+    nlog = str(tmp_path / 'n.log')
+    env = dict(os.environ, NODETOOL_STANDIN_LOG=nlog, NODETOOL_STANDIN_DATA_DIRS=str(data))
+    p = cb('create', '--store', store, '--name', 'b', '--data-dir', data, '--snapshot', 'cb-1', option, value,
+           '--take-snapshot', '--nodetool', os.path.join(os.path.dirname(__file__), 'standins', 'nodetool'),
+           env=env, check=False)
+    assert p.returncode == 2, p
+    one_error_line(p, option, 'a node is 1 to 64 bytes of printable ASCII')
+    assert backup_list(store) == [] and packs(store) == [] and tmp_files(store) == []
+    assert not os.path.exists(nlog) or open(nlog).read() == ''  # nodetool never ran
+
+
 # --- a snapshot tag is one directory name ------------------------------------------------------
 
 @pytest.mark.parametrize('tag,why', [

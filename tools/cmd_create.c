@@ -169,6 +169,21 @@ static int expand_name(struct create_opts *o)
 	return r;
 }
 
+/* --node and --host-id, when given, as the store takes a node's key (manifest_node_key_ok):
+ * else one line and CB_EXIT_USAGE, before anything is done (no snapshot taken). */
+static int check_node_options(struct cli_command *cmd, const struct create_opts *o)
+{
+	const char *opt[] = {"--node", "--host-id"}, *v[] = {o->node, o->host_id};
+	for (int i = 0; i < 2; i++) {
+		if (!v[i] || manifest_node_key_ok(v[i]))
+			continue;
+		_cleanup_free_ char *shown = cli_escape(v[i]);
+		return cli_usage_error(cmd, "%s '%s': a node is 1 to 64 bytes of printable ASCII, no "
+				       "blank or '/', not '.' or '..'", opt[i], shown ? shown : "");
+	}
+	return CLI_RUN;
+}
+
 /* What --incremental allows: no snapshot (it reads backups/), a name given. */
 static int parse_incremental(struct cli_command *cmd, struct create_opts *o)
 {
@@ -271,7 +286,7 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 	};
 	struct cli_command cmd = {.name = "create", .description = create_description, .options = opts};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
-	if (rc != CLI_RUN)
+	if (rc != CLI_RUN || (rc = check_node_options(&cmd, o)) != CLI_RUN)
 		return rc;
 	if (o->incremental)
 		return parse_incremental(&cmd, o);
