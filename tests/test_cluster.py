@@ -404,3 +404,19 @@ def test_forget_takes_node_as_every_command_does(store, cluster):
     assert left == sorted([nodes[0]['host_id'], nodes[2]['host_id']])
     cb('forget', '--store', store, '--node', '5f1c', 'day1')  # one node has it now: unambiguous
     assert [n['host_id'] for n in groups(store)[0]['nodes']] == [nodes[2]['host_id']]
+
+
+def test_list_of_one_node_counts_the_nodes_of_its_cluster_backups(store, cluster):
+    """list --node filtered node backups before grouping them: a cluster backup two of three
+    nodes had committed was shown as 1/3 PARTIAL, naming the other committed node missing."""
+    create_on(store, cluster, 0)
+    create_on(store, cluster, 1)
+    [g] = json.loads(cb('list', '--store', store, '--node', NODES[0]['address'], '--json').stdout)
+    assert (g['nodes_done'], g['nodes_expected']) == (2, 3), g
+    assert [m['host_id'] for m in g['missing']] == [NODES[2]['host_id']]
+    assert [n['host_id'] for n in g['nodes']] == [NODES[0]['host_id']]  # only this node's backups
+    text = cb('list', '--store', store, '--node', NODES[0]['address']).stdout.splitlines()
+    assert ' 2/3 ' in text[1] and 'PARTIAL' in text[1], text
+    assert text[2].strip().startswith('missing: 127.0.0.3'), text
+    assert len(text) == 3, text
+    assert json.loads(cb('list', '--store', store, '--node', NODES[2]['address'], '--json').stdout) == []

@@ -117,6 +117,32 @@ bool node_backup_matches(const struct node_backup *b, const char *node)
 	       (n >= 4 && !strncmp(b->host_id, node, n));
 }
 
+int cluster_backup_narrow(const struct cluster_backup *g, const char *node, struct cluster_backup *out)
+{
+	*out = *g;
+	out->v = calloc(g->n, sizeof(*out->v));
+	if (!out->v)
+		return -ENOMEM;
+	out->n = 0;
+	out->bytes = 0;
+	out->complete = true;
+	for (size_t i = 0; i < g->n; i++) {
+		const struct node_backup *b = g->v[i];
+		if (!node_backup_matches(b, node))
+			continue;
+		out->first_ns = out->n == 0 || b->created_ns < out->first_ns ? b->created_ns : out->first_ns;
+		out->last_ns = out->n == 0 || b->created_ns > out->last_ns ? b->created_ns : out->last_ns;
+		out->v[out->n++] = b;
+		out->bytes += b->bytes;
+		out->complete = out->complete && b->complete;
+	}
+	if (out->n == 0) {
+		free(out->v);
+		out->v = NULL;
+	}
+	return out->n > 0;
+}
+
 char *node_backup_label(const struct node_backup *b)
 {
 	struct strbuf s = {0};
@@ -216,6 +242,7 @@ int cluster_backups_group(const struct node_backups *l, struct cluster_backups *
 			return -ENOMEM;
 		g->v = v;
 		v[g->n++] = b;
+		g->done = g->n;
 		g->bytes += b->bytes;
 		g->complete = g->complete && b->complete;
 		g->first_ns = b->created_ns < g->first_ns ? b->created_ns : g->first_ns;

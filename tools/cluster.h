@@ -62,6 +62,7 @@ struct cluster_backup {
 	struct ring_entry *ring; /* the union of the rings recorded, by datacenter and address */
 	size_t nring;
 	size_t missing;          /* ring nodes without a backup */
+	size_t done;             /* node backups of the cluster backup (n, unless narrowed) */
 	int64_t first_ns, last_ns;
 	uint64_t bytes;
 	bool complete;           /* every node backup's bytes are in packs */
@@ -73,6 +74,11 @@ struct cluster_backups {
 /* Groups l (which must outlive the groups) by (cluster, name), in order of first commit. */
 int cluster_backups_group(const struct node_backups *l, struct cluster_backups *out);
 void cluster_backups_free(struct cluster_backups *g);
+/* g narrowed to node's backups (node_backup_matches) into *out: those, their bytes, first and
+ * last commit and completeness; g's ring and missing nodes kept (what the cluster backup lacks
+ * is counted from all of its node backups). 1 (out->v the caller's), 0 when none is node's,
+ * or -ENOMEM. */
+int cluster_backup_narrow(const struct cluster_backup *g, const char *node, struct cluster_backup *out);
 
 /* The node backups of NAME that a command acts on, as refs into refs: with node, that node's
  * one; else all of them when all, else the only one (a name with several says so in one line,

@@ -95,7 +95,7 @@ static void list_json(struct json *j, const struct cluster_backup *g, bool encry
 	json_object_begin(j);
 	json_kv_str(j, "name", g->name);
 	json_kv_str(j, "cluster", g->cluster);
-	json_kv_u64(j, "nodes_done", g->n);
+	json_kv_u64(j, "nodes_done", g->done);
 	json_key(j, "nodes_expected");
 	if (g->nring)
 		json_u64(j, g->nring);
@@ -138,7 +138,7 @@ static int list_text(struct strbuf *o, const struct cluster_backup *g)
 	if (g->nring)
 		snprintf(nodes, sizeof(nodes), "%zu/%zu", g->nring - g->missing, g->nring);
 	else
-		snprintf(nodes, sizeof(nodes), "%zu/?", g->n);
+		snprintf(nodes, sizeof(nodes), "%zu/?", g->done);
 	_cleanup_free_ char *name = cli_escape(g->name), *node = cli_escape(g->n == 1 ? g->v[0]->node : "*");
 	if (!name || !node)
 		return -ENOMEM;
@@ -220,13 +220,23 @@ int cmd_list(int argc, char **argv)
 			  "CREATED", "LAST", "NODES", "TABLES", "FILES", "SIZE", "UNIQUE", "STATE");
 	struct node_backups nb = {0};
 	struct cluster_backups groups = {0};
-	r = node_backups_all(cat, l.node, &nb);
+	/* grouped whole, then narrowed to --node's backups: the nodes a cluster backup lacks are
+	 * counted from all of its node backups */
+	r = node_backups_all(cat, NULL, &nb);
 	r = r ?: cluster_backups_group(&nb, &groups);
-	for (size_t i = 0; r == 0 && i < groups.n; i++)
+	for (size_t i = 0; r == 0 && i < groups.n; i++) {
+		struct cluster_backup g = groups.v[i];
+		int mine = l.node ? cluster_backup_narrow(&groups.v[i], l.node, &g) : 1;
+		r = mine < 0 ? mine : 0;
+		if (mine <= 0)
+			continue;
 		if (l.json)
-			list_json(&l.j, &groups.v[i], store_encrypted(st));
+			list_json(&l.j, &g, store_encrypted(st));
 		else
-			r = list_text(&l.out, &groups.v[i]);
+			r = list_text(&l.out, &g);
+		if (l.node)
+			free(g.v);
+	}
 	cluster_backups_free(&groups);
 	node_backups_free(&nb);
 	if (l.json)
