@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -31,8 +32,18 @@ pytestmark = pytest.mark.skipif(not os.environ.get('CI') and (not shutil.which('
 @pytest.fixture(scope='module')
 def sshd(tmp_path_factory):
     s = Sshd(tmp_path_factory.mktemp('sshd'), ['127.0.0.1'] + ADDRESSES).start()
-    yield s
-    s.stop()
+    # one ssh connection to each node for the whole file (ControlMaster), not one per task:
+    # key exchanges were most of the file's CPU. A short directory of its own: a socket's path
+    # has at most 107 bytes, and no other file's masters are ever reused
+    s.control_dir = tempfile.mkdtemp(prefix='cbssh-', dir='/tmp')
+    try:
+        yield s
+    finally:
+        for sock in os.listdir(s.control_dir):  # the masters end with the file
+            subprocess.run(['ssh', '-o', f'ControlPath={os.path.join(s.control_dir, sock)}', '-O', 'exit',
+                            'unused'], capture_output=True, timeout=30)
+        s.stop()
+        shutil.rmtree(s.control_dir, ignore_errors=True)
 
 
 class Cluster:
@@ -102,7 +113,8 @@ class Cluster:
 
     def playbook(self, name, *extra, check=True):
         env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING='False',
-                   ANSIBLE_SSH_ARGS='-o ControlMaster=no -o UserKnownHostsFile=/dev/null',
+                   ANSIBLE_SSH_ARGS=f'-o ControlMaster=auto -o ControlPersist=120 '
+                                    f'-o ControlPath={self.sshd.control_dir}/%C -o UserKnownHostsFile=/dev/null',
                    ANSIBLE_LOCAL_TEMP=os.path.join(self.base, 'ansible-local'),
                    ANSIBLE_REMOTE_TEMP=os.path.join(self.base, 'ansible-remote'),
                    ANSIBLE_NOCOLOR='1', ANSIBLE_RETRY_FILES_ENABLED='False',
