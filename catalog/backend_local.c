@@ -145,12 +145,13 @@ static int64_t mtime_of(const struct stat *st)
 }
 
 /* What the store says of a file (struct cb_object_info): a file made anew under its name has
- * another inode or change time, even when the inode number is reused. */
+ * another inode or change time, even when the inode number is reused. Not the device: hosts
+ * that share a store (NFS) number it differently, and would each read every manifest again. */
 static struct cb_object_info info_of(const struct stat *st)
 {
 	struct cb_object_info info = {(uint64_t)st->st_size, mtime_of(st), ""};
-	snprintf(info.version, sizeof(info.version), "%llx.%llx.%lld.%09ld", (unsigned long long)st->st_dev,
-		 (unsigned long long)st->st_ino, (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
+	snprintf(info.version, sizeof(info.version), "%llx.%lld.%09ld", (unsigned long long)st->st_ino,
+		 (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
 	return info;
 }
 
