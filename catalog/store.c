@@ -513,7 +513,7 @@ static int refuse_downgrade(struct store *s, struct strbuf *err)
 		return 0;
 	sb_puts(err, "its config says it is not encrypted but keys/ holds key slots: refusing it "
 		"(has config been replaced?)");
-	return -EKEYREJECTED;
+	return -EBADMSG; /* the store's damage, not a key given wrong */
 }
 
 /* An encrypted store: its key from key_file through a slot, and the backend that seals and
@@ -532,7 +532,7 @@ static int unlock(struct store *s, const struct store_options *o, struct strbuf 
 								   : "read it as plaintext");
 			return -EKEYREJECTED;
 		}
-		return key_file || pass_file || writing ? refuse_downgrade(s, err) : 0;
+		return refuse_downgrade(s, err); /* reading too: what is there may be planted */
 	}
 	if (!key_file && !pass_file && !typed) {
 		sb_puts(err, "the store is encrypted: give --key-file or key_file in the config");

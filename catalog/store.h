@@ -89,9 +89,10 @@ struct store;
  * used (missing, too open, another's, the wrong size: err says which), -EKEYREJECTED when it
  * opens none of the store's key slots; its backend then seals and opens every object but
  * config and keys/ (backend_crypt.c), and its catalog, a plaintext cache, lives in the cache
- * directory, never in the store. A plain store whose keys/ holds slots while a key file is
- * given, or opened to write, is refused (-EKEYREJECTED): its config was changed to make us
- * write plaintext; so is a plain store opened with a key given (not STORE_KEY_IF_ENCRYPTED):
+ * directory, never in the store. A plain store whose keys/ holds slots is refused (-EBADMSG),
+ * to read as to write: its config was changed to make us write plaintext, or read what was
+ * planted; a plain store opened with a key given is refused too (-EKEYREJECTED; not with
+ * STORE_KEY_IF_ENCRYPTED):
  * whoever gives a key means to write ciphertext, and to read only what the key authenticates
  * (a store whose config, keys/ and contents were replaced by plain ones reads as plain).
  * *out is the caller's (store_close). */

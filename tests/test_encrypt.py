@@ -217,9 +217,13 @@ def test_a_planted_plain_config_never_makes_us_write_plaintext(tmp_path, binarie
     def objects():
         return sorted(os.path.join(r, n) for r, _, ns in os.walk(loc) for n in ns)
     before = objects()
-    # keys/ kept: refused with no key given as with one
+    # keys/ kept: refused with no key given as with one, to read as to write (exit 1: the
+    # store's state, not the command's configuration)
     p = cb('create', '--store', loc, '--name', 'plain', *args, env=env, check=False)
-    assert p.returncode != 0 and 'keys/ holds key slots' in p.stderr, p.stderr
+    assert p.returncode == 1 and 'keys/ holds key slots' in p.stderr, p.stderr
+    for cmd in (['list'], ['verify', '--all']):
+        p = cb(*cmd, '--store', loc, env=env, check=False)
+        assert p.returncode == 1 and p.stderr.count('\n') == 1 and 'keys/ holds key slots' in p.stderr, p
     p = cb('create', '--store', loc, '--name', 'plain', *args, '--key-file', key, env=env, check=False)
     assert p.returncode != 0 and 'its config says it is not encrypted' in p.stderr, p.stderr
     # keys/ removed too: a key given still means ciphertext
