@@ -420,3 +420,15 @@ def test_list_of_one_node_counts_the_nodes_of_its_cluster_backups(store, cluster
     assert text[2].strip().startswith('missing: 127.0.0.3'), text
     assert len(text) == 3, text
     assert json.loads(cb('list', '--store', store, '--node', NODES[2]['address'], '--json').stdout) == []
+
+
+def test_status_counts_a_node_once_whatever_cluster_name_it_gave(store, cluster):
+    """A node whose create gave another --cluster made status count the ring twice: '3 of 6
+    nodes committed', the same host id both done and MISSING."""
+    create_on(store, cluster, 0)
+    create_on(store, cluster, 1)
+    ring, dirs = cluster
+    cb(*create_args(store, dirs[2], '--cluster', 'prodX'), env=node_env(ring, 2))
+    p = cb('status', '--store', store, 'day1')
+    assert p.stdout.startswith('day1: 3 of 3 nodes committed'), p.stdout
+    assert 'MISSING' not in p.stdout and p.stdout.count('done') == 3, p.stdout

@@ -216,10 +216,11 @@ static int merge_rings(struct cluster_backup *g)
 	return 0;
 }
 
-static struct cluster_backup *group_of(struct cluster_backups *out, const struct node_backup *b)
+static struct cluster_backup *group_of(struct cluster_backups *out, const struct node_backup *b,
+				       bool by_cluster)
 {
 	for (size_t i = 0; i < out->n; i++)
-		if (!strcmp(out->v[i].name, b->name) && !strcmp(out->v[i].cluster, b->cluster))
+		if (!strcmp(out->v[i].name, b->name) && (!by_cluster || !strcmp(out->v[i].cluster, b->cluster)))
 			return &out->v[i];
 	struct cluster_backup *v = realloc(out->v, (out->n + 1) * sizeof(*v));
 	if (!v)
@@ -231,12 +232,12 @@ static struct cluster_backup *group_of(struct cluster_backups *out, const struct
 	return &v[out->n++];
 }
 
-int cluster_backups_group(const struct node_backups *l, struct cluster_backups *out)
+int cluster_backups_group(const struct node_backups *l, bool by_cluster, struct cluster_backups *out)
 {
 	*out = (struct cluster_backups){0};
 	for (size_t i = 0; i < l->n; i++) {
 		const struct node_backup *b = &l->v[i];
-		struct cluster_backup *g = group_of(out, b);
+		struct cluster_backup *g = group_of(out, b, by_cluster);
 		const struct node_backup **v = g ? realloc(g->v, (g->n + 1) * sizeof(*v)) : NULL;
 		if (!v)
 			return -ENOMEM;

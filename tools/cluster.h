@@ -71,8 +71,9 @@ struct cluster_backups {
 	struct cluster_backup *v;
 	size_t n;
 };
-/* Groups l (which must outlive the groups) by (cluster, name), in order of first commit. */
-int cluster_backups_group(const struct node_backups *l, struct cluster_backups *out);
+/* Groups l (which must outlive the groups) by (cluster, name), or by name only when not
+ * by_cluster, in order of first commit. */
+int cluster_backups_group(const struct node_backups *l, bool by_cluster, struct cluster_backups *out);
 void cluster_backups_free(struct cluster_backups *g);
 /* g narrowed to node's backups (node_backup_matches) into *out: those, their bytes, first and
  * last commit and completeness; g's ring and missing nodes kept (what the cluster backup lacks

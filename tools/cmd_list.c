@@ -223,7 +223,7 @@ int cmd_list(int argc, char **argv)
 	/* grouped whole, then narrowed to --node's backups: the nodes a cluster backup lacks are
 	 * counted from all of its node backups */
 	r = node_backups_all(cat, NULL, &nb);
-	r = r ?: cluster_backups_group(&nb, &groups);
+	r = r ?: cluster_backups_group(&nb, true, &groups);
 	for (size_t i = 0; r == 0 && i < groups.n; i++) {
 		struct cluster_backup g = groups.v[i];
 		int mine = l.node ? cluster_backup_narrow(&groups.v[i], l.node, &g) : 1;

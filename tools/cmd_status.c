@@ -93,7 +93,9 @@ int cmd_status(int argc, char **argv)
 	struct node_backups nb = {0};
 	struct cluster_backups g = {0};
 	rc = cluster_open_named(store, name, &st, &nb);
-	if (rc == 0 && cluster_backups_group(&nb, &g) < 0) {
+	/* by name only: one ring node is counted once, done when any of its backups of the name
+	 * is there (a node that gave another --cluster is not both done and missing) */
+	if (rc == 0 && cluster_backups_group(&nb, false, &g) < 0) {
 		errorf("out of memory");
 		rc = CB_EXIT_FAILED;
 	}
