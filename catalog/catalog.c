@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 /* 4: incrementals' base and previous; the node's own files (catalog.h). 5: backups' scope
- * and clears_links */
+ * and clears_links. 6: manifests' versions (a replaced one is read again) and snapshot times */
 #define CATALOG_FORMAT "cassbackup-catalog-6"
 /* Pages a CATALOG_SMALL_CACHE connection keeps (SQLite's default is 2 MiB per connection). */
 #define CATALOG_SMALL_CACHE_KIB "256"
@@ -55,6 +55,7 @@ static const char schema_sql[] =
 	"  root_mode INTEGER NOT NULL, root_uid INTEGER NOT NULL, root_gid INTEGER NOT NULL,"
 	"  manifest_size INTEGER NOT NULL, base TEXT NOT NULL, previous TEXT NOT NULL,"
 	"  scope TEXT NOT NULL, clears_links INTEGER NOT NULL, manifest_version TEXT NOT NULL,"
+	"  snapshot_ns INTEGER NOT NULL,"
 	"  UNIQUE(name, node_key));"
 	BACKUPS_BY_NAME ";"
 	"CREATE TABLE keyspaces(id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -120,7 +121,7 @@ static const char schema_sql[] =
 
 /* Columns 16.. of a backup summary (read_summary). */
 #define SUMMARY_MORE ", b.ref, b.node_key, b.rack, b.schema_version, b.ring, b.tokens, b.base," \
-	" b.previous, b.scope, b.clears_links"
+	" b.previous, b.scope, b.clears_links, b.snapshot_ns"
 
 enum stmt {
 	ST_BEGIN,
@@ -211,10 +212,10 @@ static const char *const stmt_sql[ST__COUNT] = {
 			  " snapshot_tag, created_ns, files, bytes, new_bytes, stored_bytes,"
 			  " cassandra_version, tokens, root_mode, root_uid, root_gid, manifest_size,"
 			  " ref, node_key, rack, schema_version, ring, base, previous, scope, clears_links,"
-			  " manifest_version)"
+			  " manifest_version, snapshot_ns)"
 			  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
 			  " CASE WHEN ?18 THEN ?1 || '/' || ?19 ELSE ?1 END, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26,"
-			  " ?27)",
+			  " ?27, ?28)",
 	/* a row whose name does not agree with its ref is damaged: '' (no manifest's ref) has a
 	 * reconcile drop it and take its manifest in again */
 	[ST_BACKUP_NAMES] = "SELECT id, CASE WHEN ref = name OR ref = name || '/' || node_key"
@@ -712,6 +713,7 @@ int catalog_add_backup(catalog *c, const struct cb_backup_info *b, int64_t *id)
 	bind_text(st, 25, b->scope ? b->scope : "");
 	sqlite3_bind_int(st, 26, b->clears_links);
 	bind_text(st, 27, b->manifest_version ? b->manifest_version : "");
+	sqlite3_bind_int64(st, 28, b->snapshot_ns);
 	return insert(c, st, id);
 }
 
@@ -940,6 +942,7 @@ static int read_summary(catalog *c, sqlite3_stmt *st, struct cb_backup_summary *
 		.previous = col_text(st, 23),
 		.scope = col_text(st, 24),
 		.clears_links = sqlite3_column_int(st, 25) != 0,
+		.snapshot_ns = sqlite3_column_int64(st, 26),
 	};
 	double unique = sqlite3_column_double(st, 13);
 	int r = 0;

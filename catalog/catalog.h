@@ -126,6 +126,7 @@ struct cb_backup_info {
 	uint32_t root_mode, root_uid, root_gid; /* the data directory's */
 	uint64_t manifest_size; /* of the manifest, to notice a replaced one */
 	const char *manifest_version; /* the store's word for it (cb_object_info); NULL or "" unknown */
+	int64_t snapshot_ns;    /* a full backup's snapshot's time (manifest.h); 0 unknown */
 	const char *node_key;   /* manifest_node_key: host id, else node name */
 	bool nested;            /* kept at backups/NAME/NODE.json (else backups/NAME.json) */
 	const char *rack, *schema_version; /* "" when unknown */
@@ -227,6 +228,7 @@ struct cb_backup_summary {
 	const char *base, *previous;
 	const char *scope; /* what it was made of: manifest_scope_write's text (manifest.h) */
 	bool clears_links; /* manifest.h */
+	int64_t snapshot_ns; /* manifest.h; 0 unknown */
 	/* NULL for a sound row; else why it is not ("catalog row 3: invalid backup name"): the
 	 * counts are then 0 and name is as stored (escape it before printing). */
 	const char *invalid;

@@ -473,6 +473,8 @@ int manifest_write(const struct manifest *m, struct strbuf *out, char *err, size
 	r = r ?: (!scope || json_object_set_new(root, "scope", scope)) ? -ENOMEM : 0;
 	if (!r && m->clears_links)
 		r = json_object_set_new(root, "clears_links", json_true()) ? -ENOMEM : 0;
+	if (!r && m->snapshot_ns > 0)
+		r = put_int(root, "snapshot_ns", m->snapshot_ns);
 	for (size_t i = 0; !r && i < m->ntokens; i++)
 		r = json_array_append_new(tokens, json_string(m->tokens[i])) ? -ENOMEM : 0;
 	json_t *rootattr = json_object();
@@ -824,6 +826,9 @@ static int parse_header(json_t *root, struct manifest *m, struct perr *e)
 	if (clears && !json_is_boolean(clears))
 		return fail(e, "manifest: \"clears_links\" is not true or false");
 	m->clears_links = clears && json_is_true(clears);
+	if (json_object_get(root, "snapshot_ns") &&
+	    (r = get_int(root, "snapshot_ns", 0, INT64_MAX, &m->snapshot_ns, e, w)) < 0)
+		return r;
 	const char *labels[] = {m->node, m->cluster, m->datacenter, m->host_id, m->rack,
 				m->schema_version, m->cassandra_version};
 	for (size_t i = 0; i < sizeof(labels) / sizeof(*labels); i++)
@@ -926,6 +931,11 @@ void manifest_ring_free(struct manifest_ring_node *ring, size_t n)
 const char *manifest_node_key(const struct manifest *m)
 {
 	return m->host_id && *m->host_id ? m->host_id : m->node ? m->node : "";
+}
+
+int64_t manifest_time_ns(int64_t created_ns, int64_t snapshot_ns)
+{
+	return snapshot_ns > 0 && snapshot_ns < created_ns ? snapshot_ns : created_ns;
 }
 
 bool manifest_node_key_ok(const char *key)

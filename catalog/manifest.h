@@ -142,6 +142,11 @@ struct manifest {
 	 * tables flushed before its snapshot, so an incremental on an older full backup of those
 	 * tables would lack them. */
 	bool clears_links;
+	/* A full backup: when its snapshot was taken, as its directories say (the newest mtime of
+	 * the tag's directories); 0 when unknown (an incremental, or a manifest from before).
+	 * Retention orders backups by it (manifest_time_ns): a snapshot backed up days later is
+	 * that old. */
+	int64_t snapshot_ns;
 	struct cb_attr root_attr; /* of the (first) data directory: the mount shows the backup so */
 	struct manifest_keyspace *keyspaces;
 	size_t nkeyspaces;
@@ -179,6 +184,10 @@ const char *manifest_node_key(const struct manifest *m);
 /* A node key that can name a store key: a single path component of at most 64 bytes of
  * printable ASCII with no blank. */
 bool manifest_node_key_ok(const char *key);
+/* The time a backup holds its node's data as of, which retention orders backups by: its
+ * snapshot's (snapshot_ns) when known and earlier than its commit (created_ns), else its
+ * commit's. */
+int64_t manifest_time_ns(int64_t created_ns, int64_t snapshot_ns);
 /* A label recorded about a node (address, datacenter, rack, version): at most 255 bytes, no
  * control character. */
 bool manifest_label_ok(const char *s);

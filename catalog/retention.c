@@ -66,7 +66,8 @@ static int newest_first(const void *a, const void *b)
 	const struct order *x = a, *y = b;
 	if (x->t != y->t)
 		return x->t > y->t ? -1 : 1;
-	return x->i < y->i ? -1 : x->i > y->i; /* stable: input order among equal times */
+	/* among equal times (backups of one snapshot) the one made later, later in the input */
+	return x->i > y->i ? -1 : x->i < y->i;
 }
 
 /* Keeps what each kept incremental follows, up its chain. */

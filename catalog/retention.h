@@ -55,7 +55,7 @@ enum retention_reason {
 #define RETAIN_REASON_COUNT 9
 
 struct retention_item {
-	int64_t time_ns;  /* in: when the backup was made */
+	int64_t time_ns;  /* in: when the backup holds its data as of (manifest_time_ns) */
 	const char *name, *previous; /* in: its name; the backup it follows (NULL: a full one) */
 	unsigned reasons; /* out: enum retention_reason bits; 0 means remove */
 };
@@ -63,7 +63,8 @@ struct retention_item {
 /* True when the policy has no rule at all (forget refuses that rather than keep everything). */
 bool retention_policy_empty(const struct retention_policy *p);
 
-/* Sets items[i].reasons for the n backups of one group, per the rules above. Local time is
+/* Sets items[i].reasons for the n backups of one group (in the order they were made, oldest
+ * first: among equal times the one made later counts as the newer), per the rules above. Local time is
  * taken from TZ as localtime_r does. now_ns: the present, for the future-dated rule.
  * 0, or -ENOMEM. */
 int retention_apply(struct retention_item *items, size_t n, const struct retention_policy *p,

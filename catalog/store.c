@@ -743,7 +743,7 @@ int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
 		.stored_bytes = m->stored_bytes, .cassandra_version = m->cassandra_version,
 		.tokens = tokens.buf, .root_mode = m->root_attr.mode, .root_uid = m->root_attr.uid,
 		.root_gid = m->root_attr.gid, .manifest_size = manifest_size,
-		.manifest_version = manifest_version,
+		.manifest_version = manifest_version, .snapshot_ns = m->snapshot_ns,
 		.base = m->base, .previous = m->previous, .scope = scope.buf, .clears_links = m->clears_links,
 	};
 	int64_t backup_id;

@@ -1887,3 +1887,27 @@ def test_one_create_of_a_node_at_a_time(node, store):
     out, err = c.communicate(timeout=120)
     assert c.returncode == 0 and 'incremental inc1 on full (base full)' in out, err
     assert tree_of(manifest(store, 'inc1'))[TABLES[0]].items() >= made.items()
+
+
+def test_retention_takes_a_full_backup_of_an_older_snapshot_as_that_old(node, store, tmp_path):
+    """A snapshot s2 is taken, a flush follows and an incremental I1 takes it in (its links
+    removed), then s2 is backed up (F2). Retention ordered backups by when they were made:
+    --keep-last 1 kept F2 and forgot I1 and its base, and prune deleted the flushed sstable's
+    bytes, though no kept backup held them. A full backup now counts as of its snapshot's time
+    (its directories' mtime, in the manifest as snapshot_ns)."""
+    node.full(store, 'F1')
+    node.snapshot_all('s2')
+    flushed = node.flush('legacy_nb_simple')
+    node.incremental(store, 'I1')
+    node.create(store, '--snapshot', 's2', '--name', 'F2')
+    m = manifest(store, 'F2')
+    assert 0 < m['snapshot_ns'] < manifest(store, 'I1')['created_ns'] < m['created_ns']
+    out = cb('forget', '--store', store, '--keep-last', '1', '--prune').stdout
+    assert [b['name'] for b in backup_list(store)] == ['F1', 'I1'], out
+    # the flushed sstable, whose links I1 removed, is still in a kept backup, byte for byte
+    out = tmp_path / 'exported'
+    out.mkdir()
+    cb('export', '--store', store, 'I1', '-o', str(tmp_path / 'i1.tar'))
+    run('tar', '-xf', str(tmp_path / 'i1.tar'), '-C', str(out))
+    got = {n: sha(os.path.join(root, n)) for root, _, names in os.walk(out) for n in names if n in flushed}
+    assert got == flushed

@@ -1127,6 +1127,8 @@ static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 	if (ip) {
 		meta.base = o->chain.base;
 		meta.previous = o->chain.previous;
+	} else {
+		meta.snapshot_ns = scan->snapshot_ns;
 	}
 	meta.scope = &o->scope;
 	meta.clears_links = o->clearing;

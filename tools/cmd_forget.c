@@ -30,6 +30,7 @@ struct fitem {
 	char *host_id;
 	char *previous; /* the backup an incremental follows ("" for a full one) */
 	int64_t created_ns;
+	int64_t time_ns; /* what retention orders it by: its snapshot's time (manifest_time_ns) */
 	unsigned reasons; /* retention_reason bits; 0: remove */
 	bool named;       /* to be removed: named on the command line, or kept by no rule */
 	bool chosen;      /* its node is the one asked for (or none was) */
@@ -54,7 +55,8 @@ static int collect(void *ctx, const struct cb_backup_summary *b)
 				 .ref = strdup(b->ref), .key = strdup(b->node_key),
 				 .host_id = strdup(b->host_id ? b->host_id : ""),
 				 .previous = strdup(b->previous ? b->previous : ""),
-				 .scope = strdup(b->scope ? b->scope : ""), .created_ns = b->created_ns};
+				 .scope = strdup(b->scope ? b->scope : ""), .created_ns = b->created_ns,
+				 .time_ns = manifest_time_ns(b->created_ns, b->snapshot_ns)};
 	if (!v[l->n].name || !v[l->n].node || !v[l->n].ref || !v[l->n].key || !v[l->n].host_id ||
 	    !v[l->n].previous || !v[l->n].scope) {
 		l->n++; /* freed with the list */
@@ -112,7 +114,7 @@ static int apply_policy(const struct fopts *o, struct flist *l)
 			    !strcmp(l->v[k].scope, l->v[i].scope)) {
 				idx[n] = k;
 				items[n++] = (struct retention_item){
-					.time_ns = l->v[k].created_ns, .name = l->v[k].name,
+					.time_ns = l->v[k].time_ns, .name = l->v[k].name,
 					.previous = *l->v[k].previous ? l->v[k].previous : NULL};
 			}
 		r = retention_apply(items, n, &p, now_ns());

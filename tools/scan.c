@@ -671,6 +671,11 @@ static int scan_tag(struct ctx *c, const char *ks, const char *table, const char
 	struct place snap;
 	struct strbuf path = {0};
 	int r = open_place(c, snaps, c->o->tag, &snap, &path);
+	struct stat sst;
+	if (r == 0 && fstat(snap.fd, &sst) == 0) { /* the directory, the tag a link or not */
+		int64_t t = (int64_t)sst.st_mtim.tv_sec * 1000000000 + sst.st_mtim.tv_nsec;
+		c->res->snapshot_ns = t > c->res->snapshot_ns ? t : c->res->snapshot_ns;
+	}
 	if (r == 0) {
 		struct scan_table *t = find_or_add_table(c, ks, table, id, dirname, &r);
 		if (t && t->nfiles == 0 && t->ndirs == 0) {

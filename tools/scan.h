@@ -112,6 +112,9 @@ struct scan_result {
 	char **untagged;
 	size_t nuntagged;
 	struct stat root_st; /* of the first data directory */
+	/* snapshots only: the newest mtime of the tag's directories (when the snapshot was
+	 * taken: nodetool writes each last), 0 for none */
+	int64_t snapshot_ns;
 };
 
 /* Scans. On failure, err holds a one-line reason naming the thing that failed. */

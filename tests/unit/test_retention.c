@@ -104,9 +104,9 @@ static const struct tcase cases[] = {
 	 RETAIN_FUTURE},
 	{"all in the future", UTC, "2020-01-01 00:00", {.last = 1},
 	 {"2030-01-02 00:00", "2030-01-01 00:00"}, "KK", RETAIN_FUTURE},
-	/* equal times keep their input order */
-	{"ties: input order", UTC, "2030-06-01 00:00", {.last = 1},
-	 {"2030-01-01 00:00", "2030-01-01 00:00"}, "KR", 0},
+	/* equal times (backups of one snapshot): the later in the input, made later, is newer */
+	{"ties: the one made later", UTC, "2030-06-01 00:00", {.last = 1},
+	 {"2030-01-01 00:00", "2030-01-01 00:00"}, "RK", 0},
 	/* Berlin, 2030-10-27: 03:00 CEST becomes 02:00 CET at 01:00Z, so 00:30Z and 01:30Z are
 	 * both 02:30 local: one hourly period. */
 	{"hourly over the autumn DST change", BERLIN, "2031-01-01 00:00", {.hourly = 3},
