@@ -153,6 +153,8 @@ static void report_json(const struct flist *l, bool policy)
 		json_kv_str(&j, "name", f->name);
 		json_kv_str(&j, "node", f->node);
 		json_kv_str(&j, "created", created);
+		format_time_utc(f->time_ns, created, sizeof(created));
+		json_kv_str(&j, "dated", created); /* what the policy judged it by */
 		json_kv_str(&j, "action", f->named ? "remove" : "keep");
 		json_key(&j, "reasons");
 		json_array_begin(&j);
@@ -173,14 +175,15 @@ static void report_text(const struct flist *l, bool policy, bool dry_run)
 		const struct fitem *f = &l->v[i];
 		if (policy ? !f->chosen : !f->named)
 			continue;
-		char created[64];
-		format_time_utc(f->created_ns, created, sizeof(created));
+		char dated[64];
+		format_time_utc(f->time_ns, dated, sizeof(dated));
 		struct strbuf why = {0};
 		reasons_text(f->reasons, &why);
 		_cleanup_free_ char *name = cli_escape(f->name), *node = cli_escape(f->node);
+		/* the date a policy judges it by (a full backup's: its snapshot's) */
 		printf("%-6s %-28s %-16s %s%s%s\n",
 		       f->named ? (dry_run ? "would remove" : "remove") : "keep", name ? name : "",
-		       node ? node : "", created, why.len ? "  " : "", why.len ? why.buf : "");
+		       node ? node : "", dated, why.len ? "  " : "", why.len ? why.buf : "");
 		sb_free(&why);
 	}
 }
