@@ -144,17 +144,27 @@ int cb_backend_stat(struct cb_backend *b, const char *key, uint64_t *size)
 	return r;
 }
 
-int cb_backend_put(struct cb_backend *b, const char *key, const void *data, size_t len, int flags)
+int cb_backend_put_version(struct cb_backend *b, const char *key, const void *data, size_t len,
+			   int flags, char version[CB_VERSION_MAX])
 {
 	struct cb_upload *u;
+	if (version)
+		*version = '\0';
 	int r = cb_backend_upload_begin(b, key, len, flags, &u);
 	if (r < 0)
 		return r;
 	r = cb_upload_write(u, data, len);
 	if (r == 0)
 		r = cb_upload_commit(u);
+	if (r == 0 && version)
+		memcpy(version, u->version, CB_VERSION_MAX);
 	cb_upload_free(u);
 	return r;
+}
+
+int cb_backend_put(struct cb_backend *b, const char *key, const void *data, size_t len, int flags)
+{
+	return cb_backend_put_version(b, key, data, len, flags, NULL);
 }
 
 int cb_backend_delete(struct cb_backend *b, const char *key)

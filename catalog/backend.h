@@ -157,6 +157,11 @@ enum cb_put_flags {
 /* Stores a small object atomically and durably: replacing one of the same key, or with
  * CB_PUT_EXCLUSIVE -EEXIST when one is there. */
 int cb_backend_put(struct cb_backend *b, const char *key, const void *data, size_t len, int flags);
+/* cb_backend_put, and the version (cb_object_info) of the object it wrote, as the write itself
+ * told it (a PUT's ETag; the written file's inode), never from a later look at the key,
+ * where another writer's object may be by then: "" when the write did not say. */
+int cb_backend_put_version(struct cb_backend *b, const char *key, const void *data, size_t len,
+			   int flags, char version[CB_VERSION_MAX]);
 
 /* Removes an object; -ENOENT when it was not there. A local store also removes a pack's
  * packs/xx directory once it is empty. */

@@ -337,7 +337,9 @@ static int cup_write(struct cb_upload *u, const void *buf, size_t len)
 static int cup_commit(struct cb_upload *u)
 {
 	struct crypt_upload *x = (struct crypt_upload *)u;
-	return seal_out(x, true) ?: cb_upload_commit(x->in);
+	int r = seal_out(x, true) ?: cb_upload_commit(x->in);
+	memcpy(u->version, x->in->version, CB_VERSION_MAX);
+	return r;
 }
 
 static void cup_free(struct cb_upload *u)

@@ -39,6 +39,9 @@ struct cb_upload {
 	uint64_t size;
 	bool committed;
 	int error; /* sticky: once a write fails, every later call returns it */
+	/* set by a commit that knows it: the object's version (cb_object_info) as the write
+	 * itself told it; "" otherwise. A wrapper's commit copies its inner upload's. */
+	char version[CB_VERSION_MAX];
 };
 
 /* cb_backend_delete_many through ops->del, one key at a time. */

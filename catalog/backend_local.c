@@ -352,6 +352,11 @@ static int upload_commit(struct cb_upload *u)
 		r = fsync(dfd) < 0 ? -errno : fsync(l->tmpdir) < 0 ? -errno : 0;
 	}
 	close(dfd);
+	struct stat st; /* the file written, still open: its inode is not reused meanwhile */
+	if (r == 0 && fstat(l->fd, &st) == 0) {
+		struct cb_object_info info = info_of(&st);
+		memcpy(u->version, info.version, CB_VERSION_MAX);
+	}
 	return r;
 }
 

@@ -631,6 +631,8 @@ static int upload_commit(struct cb_upload *u)
 		struct s3_resp rs;
 		r = s3_request(up->c, &rq, &rs);
 		sb_free(&rs.body);
+		if (r == 0) /* the PUT's own answer; after a 412, not known */
+			cb_version_from_etag(rs.etag, u->version);
 		if (r == -EEXIST)
 			r = ours_after_all(up, rq.body, rq.body_len);
 		return r;

@@ -206,7 +206,10 @@ static int limited_write(struct cb_upload *u, const void *buf, size_t len)
 
 static int limited_commit(struct cb_upload *u)
 {
-	return cb_upload_commit(((struct limited_upload *)u)->in);
+	struct cb_upload *in = ((struct limited_upload *)u)->in;
+	int r = cb_upload_commit(in);
+	memcpy(u->version, in->version, CB_VERSION_MAX);
+	return r;
 }
 
 static void limited_free(struct cb_upload *u)

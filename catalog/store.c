@@ -132,7 +132,8 @@ int store_commit_manifest(struct store *s, struct store_lock *lock, const char *
 	int r = store_manifest_key(ref, &key);
 	if (r == 0 && cb_backend_stat(s->b, key.buf, &there) == 0)
 		r = -EEXIST;
-	if (r == 0 && (r = cb_backend_put(s->b, key.buf, doc, len, CB_PUT_EXCLUSIVE)) < 0 &&
+	char written[CB_VERSION_MAX] = "";
+	if (r == 0 && (r = cb_backend_put_version(s->b, key.buf, doc, len, CB_PUT_EXCLUSIVE, written)) < 0 &&
 	    r != -EEXIST) {
 		sb_printf(err, "cannot write %s/%s: %s", s->location, key.buf, cb_backend_why(r));
 		if (cb_location_is_remote(s->location) && lock) { /* the PUT may still land */
@@ -143,10 +144,8 @@ int store_commit_manifest(struct store *s, struct store_lock *lock, const char *
 	}
 	if (r == 0 && (r = store_lock_check(lock, &lease)) < 0)
 		withdraw_manifest(s, key.buf, doc, len, lease.buf ? lease.buf : "the lock lapsed", err);
-	struct cb_object_info info;
-	if (version) /* unknown after a failed stat: the next reconcile reads it again */
-		snprintf(version, CB_VERSION_MAX, "%s",
-			 r == 0 && cb_backend_stat_info(s->b, key.buf, &info) == 0 ? info.version : "");
+	if (version) /* as the write told it: "" (unknown), and the next reconcile reads it again */
+		memcpy(version, r == 0 ? written : "", r == 0 ? CB_VERSION_MAX : 1);
 	sb_free(&key);
 	sb_free(&lease);
 	return r;

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from conftest import (CASSBACKUP, MOUNT, Mount, backup_list, cb, data_dir_args, make_sample,
-                      mounted, read, run, sample_dirs, snapshot_tables)
+                      mounted, preload, read, run, sample_dirs, snapshot_tables)
 from s3proxy import S3Proxy
 from test_s3 import moto, s3_env, s3rver
 
@@ -457,3 +457,45 @@ def test_a_backup_forgotten_and_made_again_under_its_name_is_read_again(tmp_path
         with tarfile.open(tmp_path / 'b1.tar') as t:
             [member] = [m for m in t.getmembers() if m.name.endswith('nb-1-big-Data.db')]
             assert t.extractfile(member).read() == (table / 'snapshots' / 's2' / 'nb-1-big-Data.db').read_bytes()
+
+
+def test_a_writer_records_the_version_of_what_it_wrote_not_of_what_is_there_later(tmp_path):
+    """A create looked at its manifest's key after writing it to learn its version: another
+    host that forgot the backup and made it again meanwhile (same size) had its manifest's
+    version recorded against the first create's rows, so that host's catalog never read the
+    new manifest, and its prune deleted the new backup's pack, exit 0. The version now comes
+    from the write itself (here: the written file, still open)."""
+    from test_lease import resumed, stopped_at_state_t
+    data = tmp_path / 'data'
+    table = data / 'ks' / 't-0123456789abcdef0123456789abcdef'
+    for tag in ('s1', 's2'):
+        (table / 'snapshots' / tag).mkdir(parents=True)
+        (table / 'snapshots' / tag / 'nb-1-big-Data.db').write_bytes(os.urandom(3000))
+    loc, key = str(tmp_path / 'store'), tmp_path / 'key'
+    key.write_text(os.urandom(32).hex() + '\n')
+    key.chmod(0o600)
+
+    def at(host, **extra):
+        return dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / host), **extra)
+
+    # host B's copy of the data directory: a node's create waits for another create of it
+    shutil.copytree(data, tmp_path / 'data-b')
+
+    def create(tag, data):
+        return [CASSBACKUP, 'create', '--store', loc, '--key-file', str(key), '--data-dir', str(data),
+                '--node', 'n1', '--no-schema', '--no-conf', '--snapshot', tag, '--name', 'b1']
+    cb('init', '--store', loc, '--encrypt', '--key-file', str(key))
+    a = stopped_at_state_t(subprocess.Popen(
+        create('s1', data), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=at('host-a', LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='after')))
+    try:  # host A's manifest has landed; host B forgets it and makes b1 again
+        cb('forget', '--store', loc, '--key-file', str(key), 'b1', env=at('host-b'))
+        run(*create('s2', tmp_path / 'data-b'), env=at('host-b'))
+    finally:
+        rc, out, err = resumed(a)
+    assert rc == 0, err
+    shown = cb('show', '--store', loc, '--key-file', str(key), 'b1', env=at('host-a')).stdout
+    assert re.search(r'snapshot tag\s+s2', shown), shown
+    cb('prune', '--store', loc, '--key-file', str(key), env=at('host-a'))
+    out = cb('check', '--store', loc, '--key-file', str(key), '--read-data', env=at('fresh')).stdout
+    assert out.rstrip().endswith('no problems'), out
