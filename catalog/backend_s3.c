@@ -287,6 +287,13 @@ static int page_parse(struct listing *l, const struct s3_resp *rs, bool v2, cb_l
 {
 	const char *pos = rs->body.buf, *end = rs->body.buf + rs->body.len, *s;
 	size_t n;
+	/* an answer that is no listing (an empty 200 a gateway made) is never "no objects" */
+	if (!pos || !memmem(pos, rs->body.len, "<ListBucketResult", 17)) {
+		if (!v2)
+			cb_backend_set_error("the listing of %s was answered with no ListBucketResult "
+					     "(%zu bytes)", l->full.buf, rs->body.len);
+		return v2 ? -EAGAIN : -EBADMSG;
+	}
 	char *trunc = pos ? s3_xml_text(pos, end, "IsTruncated") : NULL;
 	char *count = v2 && pos ? s3_xml_text(pos, end, "KeyCount") : NULL;
 	char *token = v2 && pos ? s3_xml_text(pos, end, "NextContinuationToken") : NULL;

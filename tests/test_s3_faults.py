@@ -372,6 +372,27 @@ def test_copy_refused_a_write_with_a_404_fails_not_missing(store_s3, tmp_path):
 
 # --- prune plans only from a complete reading of backups/ -------------------------------------
 
+def test_an_empty_answer_to_a_listing_is_no_empty_store(s3, tmp_path, request):  # noqa: F811
+    """A gateway that answers every listing of backups/ with an empty 200: a v1 listing read it
+    as "no objects", so prune deleted every pack as used by no backup, exit 0, reindex found
+    0 backups and list printed nothing, exit 0. An answer without a ListBucketResult is now
+    an error: each stops, naming the listing, and nothing is deleted."""
+    if server_of(request) != 'moto' and not FULL:
+        pytest.skip('sampled out: runs on moto; S3_FAULTS=all runs every server')
+    loc, env = s3[0], dict(s3[1], **FAST_RETRY)
+    create(loc, env, sample(tmp_path, seed=1), name='keep')
+    before = sorted(k for k in raw_keys(env) if '/packs/' in k)
+    env = dict(env, CASSBACKUP_CACHE_DIR=str(tmp_path / 'other-cache'))
+    with S3Proxy(upstream_port(env), 'empty', 1, match='prefix=stores%2Fprod%2Fbackups%2F') as px:
+        for args in (['prune', '--max-unused', '0'], ['reindex'], ['list']):
+            p = cb(*args, '--store', loc, env=via(env, px), check=False)
+            assert p.returncode == 1, (args, p.stdout, p.stderr)
+            lines = [line for line in p.stderr.splitlines() if line.strip()]
+            assert len(lines) == 1 and 'no ListBucketResult' in lines[0], (args, p.stderr)
+    assert sorted(k for k in raw_keys(env) if '/packs/' in k) == before
+    cb('verify', '--store', loc, 'keep', env=env)
+
+
 @pytest.mark.parametrize('fault', ['notfound', 'forbidden', 'empty', 'reset'])
 def test_prune_stops_on_a_manifest_it_cannot_read(s3, tmp_path, request, fault):  # noqa: F811
     """One failed GET of a live backup's manifest while prune reads the store (a 404, a 403, an
