@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,7 +72,8 @@ static int lock_write(struct cb_backend *b, const struct lock_info *li)
 	json_t *o = json_pack("{s:s, s:s, s:I, s:b, s:I, s:I}", "host", li->host, "command",
 			      li->command, "pid", (json_int_t)li->pid, "exclusive", li->exclusive,
 			      "time_ns", (json_int_t)li->time_ns, "renewals", (json_int_t)li->renewals);
-	if (o && ((li->probe && json_object_set_new(o, "probe", json_true()) < 0) ||
+	if (o && ((*li->pid_space && json_object_set_new(o, "pid_space", json_string(li->pid_space)) < 0) ||
+		  (li->probe && json_object_set_new(o, "probe", json_true()) < 0) ||
 		  (li->pending_write && json_object_set_new(o, "pending_write", json_true()) < 0))) {
 		json_decref(o);
 		o = NULL;
@@ -88,19 +90,21 @@ static int lock_write(struct cb_backend *b, const struct lock_info *li)
 int lock_info_parse(const char *buf, size_t len, struct lock_info *li)
 {
 	json_t *o = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL);
-	const char *host = NULL, *command = NULL;
+	const char *host = NULL, *command = NULL, *space = "";
 	json_int_t pid = 0, t = 0, renewals = 0;
 	int excl = 0, probe = 0, pending = 0;
-	int r = !o || json_unpack(o, "{s:s, s:s, s:I, s:b, s:I, s?I, s?b, s?b}", "host", &host,
+	int r = !o || json_unpack(o, "{s:s, s:s, s:I, s:b, s:I, s?I, s?b, s?b, s?s}", "host", &host,
 				   "command", &command, "pid", &pid, "exclusive", &excl, "time_ns", &t,
-				   "renewals", &renewals, "probe", &probe, "pending_write", &pending)
+				   "renewals", &renewals, "probe", &probe, "pending_write", &pending,
+				   "pid_space", &space)
 			? -EBADMSG
 			: 0;
 	if (r == 0 && (strlen(host) >= sizeof(li->host) || strlen(command) >= sizeof(li->command) ||
-		       pid < 0 || renewals < 0))
+		       strlen(space) >= sizeof(li->pid_space) || pid < 0 || renewals < 0))
 		r = -EBADMSG;
 	if (r == 0) {
 		snprintf(li->host, sizeof(li->host), "%s", host);
+		snprintf(li->pid_space, sizeof(li->pid_space), "%s", space);
 		snprintf(li->command, sizeof(li->command), "%s", command);
 		li->pid = pid;
 		li->time_ns = t;
@@ -122,12 +126,33 @@ static void this_host(char *out, size_t n)
 
 /* --- the observer's rule ----------------------------------------------------------------- */
 
+void lock_pid_space(char *out, size_t n)
+{
+	char boot[64] = "";
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+	if (f && fgets(boot, sizeof(boot), f))
+		boot[strcspn(boot, "\n")] = '\0';
+	if (f)
+		fclose(f);
+	struct stat st;
+	if (!*boot || stat("/proc/self/ns/pid", &st) < 0)
+		*out = '\0';
+	else
+		snprintf(out, n, "%s/%llx:%llx", boot, (unsigned long long)st.st_dev,
+			 (unsigned long long)st.st_ino);
+}
+
+/* A holder whose process is gone, as only an observer in its pid space can tell: the same
+ * host name is not enough (a container sharing the host's name with a pid namespace of its
+ * own, another machine of the same name), so a lock without a pid space (an older
+ * version's) is judged by the store's clock alone. */
 static bool dead_here(const struct lock_info *li)
 {
-	char host[256];
+	char host[256], space[sizeof(li->pid_space)];
 	this_host(host, sizeof(host));
-	return strcmp(li->host, host) == 0 && li->pid > 0 && li->pid <= INT32_MAX &&
-	       kill((pid_t)li->pid, 0) < 0 && errno == ESRCH;
+	lock_pid_space(space, sizeof(space));
+	return strcmp(li->host, host) == 0 && *space && strcmp(li->pid_space, space) == 0 &&
+	       li->pid > 0 && li->pid <= INT32_MAX && kill((pid_t)li->pid, 0) < 0 && errno == ESRCH;
 }
 
 bool lock_judge(struct lock_info *li, int64_t store_now_ns, const struct lock_periods *p)
@@ -238,6 +263,7 @@ static int new_lock(struct cb_backend *b, const struct lock_periods *p, bool exc
 	l->p = *p;
 	snprintf(l->info.key, sizeof(l->info.key), "locks/%s.json", hex);
 	this_host(l->info.host, sizeof(l->info.host));
+	lock_pid_space(l->info.pid_space, sizeof(l->info.pid_space));
 	snprintf(l->info.command, sizeof(l->info.command), "%s", command);
 	l->info.pid = getpid();
 	l->info.exclusive = exclusive;

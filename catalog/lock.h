@@ -64,6 +64,9 @@ struct lock_info {
 	char host[256];
 	char command[64];
 	int64_t pid;
+	/* where pid names the holder: "BOOT_ID/DEV:INODE" of its boot and pid namespace; "" in
+	 * documents of older versions. Only an observer in the same one judges it dead by pid. */
+	char pid_space[96];
 	int64_t time_ns;   /* the holder's clock at its last renewal: for humans, never compared */
 	uint64_t renewals; /* how often its holder renewed it (0 in documents of older versions) */
 	bool exclusive;
@@ -76,6 +79,10 @@ struct lock_info {
 	int64_t mtime_ns, age_ns;
 	bool stale;        /* judged as above */
 };
+
+/* Where this process's pid names it: this boot of this kernel, this pid namespace
+ * ("BOOT_ID/DEV:INODE" of /proc/self/ns/pid), into out; "" when either is unknown. */
+void lock_pid_space(char *out, size_t n);
 
 struct store_lock;
 

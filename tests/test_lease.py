@@ -515,3 +515,30 @@ def test_unlock_and_check_judge_locks_by_the_store_clock(store):
     assert p.returncode == 1 and 'is locked by create (pid ' in p.stderr
     u = cb('unlock', '--store', store, env=AHEAD)
     assert 'removed 0 stale locks; 2 held' in u.stdout
+
+
+def test_a_prune_in_another_pid_namespace_leaves_a_live_create_alone(store, tmp_path):
+    """A lock was judged dead when its host name was this host's and kill(pid, 0) found no
+    such process. A prune in a container sharing the host's name but with a pid namespace of
+    its own (or on another machine of the same name) found none, took the store, and deleted
+    a running create's pack, exit 0; the create then committed a backup without its data,
+    exit 0. A lock now says where its pid means something (boot and pid namespace)."""
+    # the default lease (30 minutes): a stop of any length on a busy machine stays within it
+    dirs, p1 = day1_and_big_day2(tmp_path, store, big_kib=64)
+    env = dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='1')
+    c = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, *node_files_off(['create', '--store', store, '--name', 'day2',
+                                      *data_dir_args(dirs), '--snapshot', 'nightly-2'])],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    try:
+        # the create's lock is live: the prune, in a pid namespace of its own, waits for it
+        # and gives up (--lock-wait 1)
+        p = subprocess.run(['unshare', '--pid', '--fork', '--mount-proc', CASSBACKUP, 'prune', '--store',
+                            store, '--lock-wait', '1'], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 1 and 'is locked by create (pid' in p.stderr, p
+        assert p1 in pack_files(store)
+    finally:
+        rc, out, err = resumed(c)
+    assert rc == 0, err
+    out = cb('check', '--store', store, '--read-data').stdout
+    assert out.rstrip().endswith('no problems'), out

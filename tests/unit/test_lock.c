@@ -31,14 +31,26 @@ static void on_wait(void *ctx, const struct lock_info *h)
 
 static char root[] = "/tmp/cb-test-lock-XXXXXX";
 
+/* A lock document; space: its pid space (NULL: none, as older versions wrote). */
+static void put_lock_in(struct cb_backend *b, const char *key, const char *host, long pid,
+			int64_t time_ns, int exclusive, const char *space)
+{
+	char doc[512], sp[160] = "";
+	if (space)
+		snprintf(sp, sizeof(sp), ", \"pid_space\": \"%s\"", space);
+	snprintf(doc, sizeof(doc),
+		 "{\"host\": \"%s\", \"command\": \"prune\", \"pid\": %ld, \"exclusive\": %s, \"time_ns\": %lld%s}",
+		 host, pid, exclusive ? "true" : "false", (long long)time_ns, sp);
+	CHECK(cb_backend_put(b, key, doc, strlen(doc), 0) == 0);
+}
+
+/* A lock document written from this pid space. */
 static void put_lock(struct cb_backend *b, const char *key, const char *host, long pid,
 		     int64_t time_ns, int exclusive)
 {
-	char doc[512];
-	snprintf(doc, sizeof(doc),
-		 "{\"host\": \"%s\", \"command\": \"prune\", \"pid\": %ld, \"exclusive\": %s, \"time_ns\": %lld}",
-		 host, pid, exclusive ? "true" : "false", (long long)time_ns);
-	CHECK(cb_backend_put(b, key, doc, strlen(doc), 0) == 0);
+	char space[96];
+	lock_pid_space(space, sizeof(space));
+	put_lock_in(b, key, host, pid, time_ns, exclusive, space);
 }
 
 /* Sets the store's modification time of a local store's object: ago_s seconds before now. */
@@ -134,9 +146,15 @@ static void test_stale_by_store_clock(struct cb_backend *b, const char *host)
 	CHECK(cb_backend_put(b, "locks/junk.json", "\x01garbage", 8, 0) == 0);
 	put_lock(b, "locks/live-elsewhere.json", "elsewhere", 1, now_ns(), 0);
 	age_object("locks/live-elsewhere.json", 29 * 60);
+	/* this host's name and a pid no process here has, but another pid namespace (a container
+	 * sharing the host's name) or a document without one: not judged dead by pid here */
+	put_lock_in(b, "locks/other-pid-space.json", host, dead_pid(), now_ns(), 0, "another-boot/1:2");
+	put_lock_in(b, "locks/no-pid-space.json", host, dead_pid(), now_ns(), 0, NULL);
 
 	struct seen seen = {0};
-	CHECK(store_lock_list(b, NULL, remember, &seen) == 0 && seen.n == 5);
+	CHECK(store_lock_list(b, NULL, remember, &seen) == 0 && seen.n == 7);
+	CHECK(find(&seen, "locks/other-pid-space.json") && !find(&seen, "locks/other-pid-space.json")->stale);
+	CHECK(find(&seen, "locks/no-pid-space.json") && !find(&seen, "locks/no-pid-space.json")->stale);
 	const struct lock_info *old = find(&seen, "locks/old.json");
 	const struct lock_info *behind = find(&seen, "locks/behind.json");
 	const struct lock_info *live = find(&seen, "locks/live-elsewhere.json");
@@ -147,7 +165,7 @@ static void test_stale_by_store_clock(struct cb_backend *b, const char *host)
 	CHECK(find(&seen, "locks/junk.json") && find(&seen, "locks/junk.json")->stale);
 	/* the probe that gave the store's now is gone */
 	unsigned objects = 0;
-	CHECK(cb_backend_list(b, "locks/", count_objects, &objects) == 0 && objects == 5);
+	CHECK(cb_backend_list(b, "locks/", count_objects, &objects) == 0 && objects == 7);
 
 	struct store_lock *s1, *x;
 	struct lock_info h;
@@ -156,9 +174,9 @@ static void test_stale_by_store_clock(struct cb_backend *b, const char *host)
 	unsigned removed = 0;
 	struct seen kept = {0};
 	CHECK(store_unlock(b, false, &removed, remember, &kept) == 0 && removed == 3);
-	CHECK(kept.n == 3 && find(&kept, "locks/behind.json") && find(&kept, "locks/live-elsewhere.json"));
+	CHECK(kept.n == 5 && find(&kept, "locks/behind.json") && find(&kept, "locks/live-elsewhere.json"));
 	store_lock_release(s1);
-	CHECK(store_unlock(b, true, &removed, NULL, NULL) == 0 && removed == 2);
+	CHECK(store_unlock(b, true, &removed, NULL, NULL) == 0 && removed == 4);
 	seen.n = 0;
 	CHECK(store_lock_list(b, NULL, remember, &seen) == 0 && seen.n == 0);
 }
