@@ -17,11 +17,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -144,27 +146,61 @@ static int64_t mtime_of(const struct stat *st)
 	return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 }
 
-/* What the store says of a file (struct cb_object_info): a file made anew under its name has
- * another inode or change time, even when the inode number is reused. Not the device: hosts
- * that share a store (NFS) number it differently, and would each read every manifest again. */
-static struct cb_object_info info_of(const struct stat *st)
+/* What the store says of a file (struct cb_object_info). Its version: the inode number, its
+ * generation and its change time. A file made anew under its name has another inode, or the
+ * same number reused with another generation (ext4, XFS, btrfs give one), or another change
+ * time where timestamps are fine-grained; on a file system of 1-second timestamps without
+ * generations, a file made again in the same second as the one it replaces in the same
+ * inode is not told apart. gen: 0 when unknown. Not the device: hosts that share a store
+ * (NFS) number it differently, and would each read every manifest again. */
+static struct cb_object_info info_of(const struct stat *st, unsigned gen)
 {
 	struct cb_object_info info = {(uint64_t)st->st_size, mtime_of(st), ""};
-	snprintf(info.version, sizeof(info.version), "%llx.%lld.%09ld", (unsigned long long)st->st_ino,
-		 (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
+	snprintf(info.version, sizeof(info.version), "%llx.%x.%lld.%09ld", (unsigned long long)st->st_ino,
+		 gen, (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
 	return info;
+}
+
+/* The generation of the open file fd's inode (FS_IOC_GETVERSION), 0 when the file system has
+ * none to give. */
+static unsigned generation_of(int fd)
+{
+	int gen = 0;
+	return ioctl(fd, FS_IOC_GETVERSION, &gen) == 0 ? (unsigned)gen : 0;
+}
+
+/* The file name in dfd as it is now, its stat and generation from one open (never a mix of
+ * a file and the one that replaced it): 0, or -errno (gone meanwhile: -ENOENT). */
+static int stat_with_generation(int dfd, const char *name, struct stat *st, unsigned *gen)
+{
+	int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = fstat(fd, st) < 0 ? -errno : 0;
+	*gen = generation_of(fd);
+	close(fd);
+	return r;
+}
+
+/* Only manifests, the commit points a catalog notices replaced, are worth an open each. */
+static bool wants_generation(const char *key)
+{
+	return strncmp(key, "backups/", 8) == 0;
 }
 
 static int local_stat(struct cb_backend *b, const char *key, struct cb_object_info *info)
 {
-	int fd = open_beneath(local_rootfd(b), key, O_RDONLY | O_PATH, 0);
+	bool gen_wanted = wants_generation(key); /* an ioctl needs more than an O_PATH open */
+	int fd = open_beneath(local_rootfd(b), key,
+			      gen_wanted ? O_RDONLY | O_NONBLOCK | O_NOCTTY : O_RDONLY | O_PATH, 0);
 	if (fd < 0)
 		return fd;
 	struct stat st;
 	int r = fstat(fd, &st) < 0 ? -errno : !S_ISREG(st.st_mode) ? -EISDIR : 0;
+	unsigned gen = r == 0 && gen_wanted ? generation_of(fd) : 0;
 	close(fd);
 	if (r == 0)
-		*info = info_of(&st);
+		*info = info_of(&st, gen);
 	return r;
 }
 
@@ -230,8 +266,12 @@ static int walk_dir(int dfd, struct walk *w, int depth)
 			r = -ENOMEM;
 			break;
 		}
+		unsigned gen = 0;
+		if (S_ISREG(st.st_mode) && wants_generation(w->key.buf) &&
+		    stat_with_generation(dirfd(d), e->d_name, &st, &gen) < 0)
+			continue; /* vanished meanwhile */
 		if (S_ISREG(st.st_mode)) {
-			struct cb_object_info info = info_of(&st);
+			struct cb_object_info info = info_of(&st, gen);
 			r = w->cb(w->ctx, w->key.buf, &info);
 		} else if (S_ISDIR(st.st_mode) && depth < 8) {
 			int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -354,7 +394,7 @@ static int upload_commit(struct cb_upload *u)
 	close(dfd);
 	struct stat st; /* the file written, still open: its inode is not reused meanwhile */
 	if (r == 0 && fstat(l->fd, &st) == 0) {
-		struct cb_object_info info = info_of(&st);
+		struct cb_object_info info = info_of(&st, wants_generation(l->key) ? generation_of(l->fd) : 0);
 		memcpy(u->version, info.version, CB_VERSION_MAX);
 	}
 	return r;

@@ -499,3 +499,61 @@ def test_a_writer_records_the_version_of_what_it_wrote_not_of_what_is_there_late
     cb('prune', '--store', loc, '--key-file', str(key), env=at('host-a'))
     out = cb('check', '--store', loc, '--key-file', str(key), '--read-data', env=at('fresh')).stdout
     assert out.rstrip().endswith('no problems'), out
+
+
+def test_a_manifest_made_again_in_the_same_inode_and_second_is_read_again(tmp_path):
+    """On a file system of 1-second timestamps (ext4 with 128-byte inodes), a manifest forgotten
+    and made again within the same second reused the freed inode: inode, size and change time
+    were the same, so another host's catalog kept the old backup and its prune deleted the
+    pack the new one uses, exit 0. The inode's generation (FS_IOC_GETVERSION) now tells them
+    apart. Real ext4 on a loop device."""
+    img, mnt = tmp_path / 'fs.img', tmp_path / 'mnt'
+    with open(img, 'wb') as f:
+        f.truncate(64 << 20)
+    run('mkfs.ext4', '-q', '-F', '-I', '128', str(img))
+    mnt.mkdir()
+    p = subprocess.run(['mount', '-o', 'loop', str(img), str(mnt)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f'cannot mount a loop device here: {p.stderr.strip()}')
+    try:
+        data = tmp_path / 'data'
+        table = data / 'ks' / 't-0123456789abcdef0123456789abcdef'
+        for tag in ('s0', 's1'):
+            (table / 'snapshots' / tag).mkdir(parents=True)
+            (table / 'snapshots' / tag / 'nb-1-big-Data.db').write_bytes(os.urandom(3000))
+        shutil.copytree(table / 'snapshots' / 's0', table / 'snapshots' / 's0-again')  # as long as s1+6
+        loc, key = str(mnt / 'store'), tmp_path / 'key'
+        key.write_text(os.urandom(32).hex() + '\n')
+        key.chmod(0o600)
+
+        def at(host, *args, **kw):
+            return cb(*args, '--store', loc, '--key-file', str(key),
+                      env=dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / host)), **kw)
+
+        def create(tag, name):
+            at('host-b', 'create', '--data-dir', str(data), '--node', 'n1', '--no-schema', '--no-conf',
+               '--snapshot', tag, '--name', name)
+        cb('init', '--store', loc, '--encrypt', '--key-file', str(key))
+        create('s0', 'b0')
+        manifest = os.path.join(loc, 'backups', 'b1', 'n1.json')
+        for attempt in range(5):  # the forget and the new create within one second of the first
+            time.sleep(1.02 - time.time() % 1)
+            create('s1', 'b1')
+            at('host-a', 'list')
+            before = os.stat(manifest)
+            at('host-b', 'forget', 'b1')
+            create('s0-again', 'b1')
+            after = os.stat(manifest)
+            if (after.st_ino, after.st_size, after.st_ctime) == (before.st_ino, before.st_size, before.st_ctime):
+                break
+            at('host-b', 'forget', 'b1')  # a second went by (a busy machine): again
+        else:
+            pytest.skip('could not make the manifest again within its second (machine too busy)')
+        at('host-b', 'forget', 'b0')
+        shown = at('host-a', 'show', 'b1').stdout
+        assert re.search(r'snapshot tag\s+s0-again', shown), shown
+        at('host-a', 'prune')
+        out = at('fresh', 'check', '--read-data').stdout
+        assert out.rstrip().endswith('no problems'), out
+    finally:
+        subprocess.run(['umount', str(mnt)], capture_output=True)
