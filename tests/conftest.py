@@ -261,6 +261,16 @@ def backup_list(store):
     return [n for g in json.loads(cb('list', '--store', store, '--json').stdout) for n in g['nodes']]
 
 
+def pid_space():
+    """Where this process's pids mean something, as a lock document records it (catalog/lock.c
+    lock_pid_space): the kernel's boot id and this pid namespace. A lock planted by a test as
+    this host's needs it to be judged by its pid."""
+    with open('/proc/sys/kernel/random/boot_id') as f:
+        boot = f.read().strip()
+    st = os.stat('/proc/self/ns/pid')
+    return f'{boot}/{st.st_dev:x}:{st.st_ino:x}'
+
+
 def rewrite_manifest(path, doc):
     """Writes manifest doc, edited by a test, over path: without the "manifest_sha256" member,
     which no longer matches its bytes (refused as damaged), so as a manifest from before it

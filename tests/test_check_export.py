@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import (manifest_path, CASSBACKUP, FIXTURE_TAG, backup_list, cb, data_dir_args, make_sample, mounted, packs, read,
+from conftest import (manifest_path, pid_space, CASSBACKUP, FIXTURE_TAG, backup_list, cb, data_dir_args, make_sample, mounted, packs, read,
                       run, sample_dirs, snapshot_tables)
 from test_restore_load import rewrite_frame
 
@@ -235,8 +235,8 @@ def test_check_reports_stale_locks_and_unused_bytes(store, tmp_path):
     os.makedirs(os.path.join(store, 'locks'), exist_ok=True)
     dead = subprocess.Popen(['true'])
     dead.wait()
-    lock = {'host': socket.gethostname(), 'command': 'prune', 'pid': dead.pid, 'exclusive': True,
-            'time_ns': 0}
+    lock = {'host': socket.gethostname(), 'pid_space': pid_space(), 'command': 'prune', 'pid': dead.pid,
+            'exclusive': True, 'time_ns': 0}
     lock['time_ns'] = int(os.stat(store).st_mtime * 1e9)
     open(os.path.join(store, 'locks', 'dead.json'), 'w').write(json.dumps(lock))
     os.unlink(manifest_path(store, 'b0'))  # forgotten: its pack is unused

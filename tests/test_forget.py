@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import manifest_path, rewrite_manifest, backup_list, cb, data_dir_args, make_sample, mounted, read, sample_dirs
+from conftest import manifest_path, pid_space, rewrite_manifest, backup_list, cb, data_dir_args, make_sample, mounted, read, sample_dirs
 
 DAY = 86400 * 10**9
 
@@ -114,9 +114,10 @@ def test_unlock_removes_stale_locks_only(four):
     if dead == 0:
         os._exit(0)
     os.waitpid(dead, 0)
-    stale = {'host': host, 'command': 'prune', 'pid': dead, 'exclusive': True, 'time_ns': time.time_ns()}
+    stale = {'host': host, 'command': 'prune', 'pid': dead, 'exclusive': True, 'time_ns': time.time_ns(),
+             'pid_space': pid_space()}
     live = {'host': host, 'command': 'create', 'pid': os.getpid(), 'exclusive': False,
-            'time_ns': time.time_ns()}
+            'time_ns': time.time_ns(), 'pid_space': pid_space()}
     for name, doc in [('stale', stale), ('live', live)]:
         with open(os.path.join(locks, name + '.json'), 'w') as f:
             json.dump(doc, f)
