@@ -714,8 +714,10 @@ static int chain(struct awscred *a, struct awscred_keys *k, struct strbuf *why)
 
 int awscred_new(const struct awscred_config *cfg, struct awscred **out)
 {
-	s3_curl_init();
 	*out = NULL;
+	int r = cb_curl_load();
+	if (r < 0)
+		return r;
 	struct awscred *a = calloc(1, sizeof(*a));
 	if (!a)
 		return -ENOMEM;
@@ -723,7 +725,7 @@ int awscred_new(const struct awscred_config *cfg, struct awscred **out)
 	pthread_cond_init(&a->cv, NULL);
 	a->region = strdup(cfg->region && *cfg->region ? cfg->region : "us-east-1");
 	a->ca_file = cfg->ca_file ? strdup(cfg->ca_file) : NULL;
-	int r = !a->region || (cfg->ca_file && !a->ca_file) ? -ENOMEM : 0;
+	r = !a->region || (cfg->ca_file && !a->ca_file) ? -ENOMEM : 0;
 	struct strbuf why = {0};
 	const char *ak = env("AWS_ACCESS_KEY_ID"), *sk = env("AWS_SECRET_ACCESS_KEY");
 	if (r) {

@@ -53,10 +53,6 @@ struct s3_client {
 	unsigned npool;
 };
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
-void s3_curl_init(void) { pthread_once(&curl_once, curl_init_once); }
-
 const char *s3_client_credentials(const struct s3_client *c) { return awscred_source(c->cred); }
 
 unsigned s3_client_parallel(const struct s3_client *c) { return c->parallel; }
@@ -144,8 +140,10 @@ static int storage_headers(const struct cb_s3_options *o, struct curl_slist **pu
 int s3_client_new(const struct cb_s3_options *o, const char *bucket, const char *prefix,
 		  struct s3_client **out)
 {
-	s3_curl_init();
 	*out = NULL;
+	int r = cb_curl_load();
+	if (r < 0)
+		return r;
 	struct s3_client *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
@@ -154,7 +152,7 @@ int s3_client_new(const struct cb_s3_options *o, const char *bucket, const char 
 				    .session_token = o->session_token,
 				    .explicit_source = o->key_source, .region = region,
 				    .ca_file = o->ca_file};
-	int r = awscred_new(&ac, &c->cred);
+	r = awscred_new(&ac, &c->cred);
 	if (r < 0) {
 		free(c);
 		return r;

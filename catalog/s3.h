@@ -24,8 +24,9 @@
 
 struct s3_client;
 
-/* curl_global_init, once per process (thread-safe). */
-void s3_curl_init(void);
+/* Loads libcurl and curl_global_init()s it, once per process (thread-safe): 0, or -ELIBACC
+ * with cb_backend_last_error() naming the library and why (curl_lib.c). */
+int cb_curl_load(void);
 
 /* bucket and prefix ("" or "a/b/", ending in '/') as parsed from s3://bucket/prefix. */
 int s3_client_new(const struct cb_s3_options *o, const char *bucket, const char *prefix,

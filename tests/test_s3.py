@@ -247,8 +247,32 @@ def test_create_list_verify_mount_forget(any_store, tmp_path):
         for (ks, table), files in snapshot_tables(dirs, 'nightly-1').items():
             for rel, path in files.items():
                 assert read(m.path('n1', ks, table, rel)) == read(path)
+        # libcurl is loaded by what uses S3 only (catalog/curl_lib.c), not at every start
+        assert has_libcurl(m.proc.pid) == loc.startswith('s3://')
     cb('forget', '--store', loc, 'n1', env=env)
     assert json.loads(cb('list', '--store', loc, '--json', env=env).stdout) == []
+
+
+def has_libcurl(pid):
+    with open(f'/proc/{pid}/maps') as f:
+        return 'libcurl.so' in f.read()
+
+
+def test_a_libcurl_that_cannot_be_loaded_is_one_line(tmp_path, binaries):
+    """libcurl is loaded when S3 is first used: one that cannot be (here a broken file found
+    first on LD_LIBRARY_PATH) stops an S3 command with one line naming it and the loader's
+    reason, exit 1, while a local store never needs it."""
+    lib = tmp_path / 'lib'
+    lib.mkdir()
+    (lib / 'libcurl.so.4').write_bytes(b'not a library')
+    env = dict(os.environ, LD_LIBRARY_PATH=str(lib), AWS_ACCESS_KEY_ID='k', AWS_SECRET_ACCESS_KEY='s',
+               AWS_ENDPOINT_URL='http://127.0.0.1:9', CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    p = cb('list', '--store', 's3://cbtest/p', env=env, check=False)
+    assert p.returncode == 1, p.stderr
+    [line] = p.stderr.splitlines()
+    assert 'cannot load libcurl.so.4' in line and str(lib / 'libcurl.so.4') in line, line
+    cb('init', '--store', tmp_path / 'store', env=env)
+    assert json.loads(cb('list', '--store', tmp_path / 'store', '--json', env=env).stdout) == []
 
 
 def test_two_nodes_create_at_once_and_dedup(any_store, tmp_path):
