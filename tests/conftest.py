@@ -5,12 +5,16 @@ The real Cassandra SSTables come from ../shared/fixtures/cassandra-sstables
 ($CASSBACKUP_FIXTURES overrides); they are read from there, never copied into the repository.
 """
 import contextlib
+import hashlib
 import json
+import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -95,8 +99,52 @@ def preload(shim):
 
 
 def make_sample(out, *args):
-    run(sys.executable, SAMPLE, '--out', out, *args)
+    """tools/sample_data.py --out out args. A tree of up to CACHED_SAMPLE_MIB is copied from a
+    cache of the trees the script made with the same arguments (its output is a function of
+    them), as `cp -r` with its hard links kept and every time now: a Python run costs 0.2-2
+    CPU-s, a copy a fraction, and the suite asks for hundreds. A bigger tree, or one grown in
+    place (out not empty), runs the script itself."""
+    out = str(out)
+    grown = os.path.isdir(out) and os.listdir(out)
+    if grown or sample_mib(args) > CACHED_SAMPLE_MIB:
+        run(sys.executable, SAMPLE, '--out', out, *args)
+        return out
+    os.makedirs(out, exist_ok=True)
+    run('cp', '-r', '--preserve=links', os.path.join(cached_sample(*args), '.'), out)
     return out
+
+
+CACHED_SAMPLE_MIB = 64
+
+
+def sample_mib(args):
+    """The size of the Data.db files sample_data.py makes with args, in MiB (its defaults)."""
+    sizes = {'--data-kib': 512, '--keyspaces': 2, '--tables': 3, '--sstables': 2}
+    args = [str(a) for a in args]
+    for name, value in zip(args, args[1:]):
+        if name in sizes:
+            sizes[name] = int(value)
+    return math.prod(sizes.values()) / 1024
+
+
+def cached_sample(*args):
+    """The cached tree for args under BUILD/sample-cache, made the first time. The key hashes
+    the script with its arguments; a tree is made aside and renamed in whole, so a test file
+    running beside this one sees it complete or not at all."""
+    with open(SAMPLE, 'rb') as f:
+        h = hashlib.sha256(f.read())
+    h.update('\0'.join(str(a) for a in args).encode())
+    root = os.path.join(BUILD, 'sample-cache')
+    tree = os.path.join(root, h.hexdigest()[:32])
+    if not os.path.isdir(tree):
+        os.makedirs(root, exist_ok=True)
+        aside = tempfile.mkdtemp(dir=root, prefix='.making-')
+        run(sys.executable, SAMPLE, '--out', aside, *args)
+        try:
+            os.rename(aside, tree)
+        except OSError:  # another file made it first: theirs is the same tree
+            shutil.rmtree(aside)
+    return tree
 
 
 def sample_dirs(out):
