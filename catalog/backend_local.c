@@ -242,46 +242,70 @@ struct walk {
 	struct strbuf key;
 };
 
-/* Lists dfd (which it closes) recursively; w->key holds the key prefix of dfd's entries. */
+/* A listing that could not read an entry, or the rest of a directory, fails whole: one that
+ * skipped it would tell prune that a backup or a pack is not there. Names the key (the entry's,
+ * or the directory's when readdir failed) in the backend's error; returns r. */
+static int walk_failed(const struct walk *w, int r)
+{
+	cb_backend_set_error("cannot list %s: %s", w->key.buf, strerror(-r));
+	return r;
+}
+
+/* One entry of the walk, named by w->key: a file goes to the callback, a directory is walked.
+ * An entry removed since readdir named it is not there (0), as a later listing would say.
+ * 0, the callback's result, or -errno (walk_failed). */
+static int walk_dir(int dfd, struct walk *w, int depth);
+static int walk_entry(DIR *d, const char *name, struct walk *w, int depth)
+{
+	struct stat st;
+	unsigned gen = 0;
+	int r = fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	if (r == 0 && S_ISREG(st.st_mode) && wants_generation(w->key.buf))
+		r = stat_with_generation(dirfd(d), name, &st, &gen);
+	if (r == 0 && S_ISREG(st.st_mode)) {
+		struct cb_object_info info = info_of(&st, gen);
+		return w->cb(w->ctx, w->key.buf, &info);
+	}
+	if (r == 0 && S_ISDIR(st.st_mode) && depth < 8) { /* no store key is deeper */
+		int sub = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub >= 0 && sb_puts(&w->key, "/") < 0) {
+			close(sub);
+			return -ENOMEM;
+		}
+		if (sub >= 0)
+			return walk_dir(sub, w, depth + 1);
+		r = -errno;
+	}
+	return r == -ENOENT ? 0 : r < 0 ? walk_failed(w, r) : 0; /* 0: not a store object's kind */
+}
+
+/* Lists dfd (which it closes) recursively; w->key holds the key prefix of dfd's entries. A
+ * directory that cannot be read to its end fails the listing (walk_failed). */
 static int walk_dir(int dfd, struct walk *w, int depth)
 {
 	DIR *d = fdopendir(dfd);
 	if (!d) {
 		close(dfd);
-		return -errno;
+		return walk_failed(w, -errno);
 	}
 	size_t keep = w->key.len;
 	int r = 0;
-	struct dirent *e;
-	while (r == 0 && (e = readdir(d))) {
-		struct stat st;
+	while (r == 0) {
+		errno = 0;
+		struct dirent *e = readdir(d);
+		w->key.len = keep;
+		w->key.buf[keep] = '\0';
+		if (!e) {
+			r = errno ? walk_failed(w, -errno) : 0;
+			break;
+		}
 		if (!name_is_component(e->d_name) || e->d_name[0] == '.' ||
 		    (depth == 0 && keep == 0 && !strcmp(e->d_name, "tmp")))
 			continue;
-		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue; /* vanished meanwhile */
-		w->key.len = keep;
-		w->key.buf[keep] = '\0';
-		if (sb_puts(&w->key, e->d_name) < 0) {
-			r = -ENOMEM;
-			break;
-		}
-		unsigned gen = 0;
-		if (S_ISREG(st.st_mode) && wants_generation(w->key.buf) &&
-		    stat_with_generation(dirfd(d), e->d_name, &st, &gen) < 0)
-			continue; /* vanished meanwhile */
-		if (S_ISREG(st.st_mode)) {
-			struct cb_object_info info = info_of(&st, gen);
-			r = w->cb(w->ctx, w->key.buf, &info);
-		} else if (S_ISDIR(st.st_mode) && depth < 8) {
-			int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub >= 0)
-				r = sb_puts(&w->key, "/") ?: walk_dir(sub, w, depth + 1);
-		}
+		r = sb_puts(&w->key, e->d_name) < 0 ? -ENOMEM : walk_entry(d, e->d_name, w, depth);
 	}
 	w->key.len = keep;
-	if (w->key.buf)
-		w->key.buf[keep] = '\0';
+	w->key.buf[keep] = '\0';
 	closedir(d);
 	return r;
 }

@@ -13,7 +13,7 @@ import pytest
 
 import awssig
 
-from conftest import (manifest_path, CASSBACKUP, cb, data_dir_args, make_sample, mounted, packs, read,
+from conftest import (manifest_path, CASSBACKUP, cb, preload, data_dir_args, make_sample, mounted, packs, read,
                       sample_dirs, snapshot_tables, upload_size)
 from test_s3 import moto, s3  # noqa: F401  (fixtures)
 
@@ -140,6 +140,23 @@ def damaged_copy_of(src, tmp_path):
 def assert_nothing_at(dst):
     assert names(dst) == [] and packs(dst) == []
     assert not os.path.exists(os.path.join(dst, 'backups')) or os.listdir(os.path.join(dst, 'backups')) == []
+
+
+def test_copy_all_stops_when_the_source_cannot_be_listed(source, tmp_path):
+    """copy --all from a store whose backups/ cannot be read (EIO from readdir, at every try)
+    stops with one line naming it and copies nothing. A readdir that failed used to end the
+    listing there: copy --all copied none or some of the backups, exit 0."""
+    src, _ = source
+    dst = str(tmp_path / 'dst')
+    cb('init', '--store', dst)
+    env = dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_EIO_READDIR='backups')
+    p = cb('copy', '--from', src, '--to', dst, '--all', env=env, check=False)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    [line] = p.stderr.splitlines()
+    assert 'cannot list backups/: Input/output error' in line, line
+    assert_nothing_at(dst)
+    copy_json('--from', src, '--to', dst, '--all')
+    assert names(dst) == ['n1', 'old']
 
 
 def test_copy_refuses_a_damaged_source_pack(source, tmp_path):

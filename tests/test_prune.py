@@ -5,13 +5,16 @@ Real stores, real packs, a real mount; removing backups/NAME.json is what forget
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 
-from conftest import (manifest_path, CASSBACKUP, HERE, cb, data_dir_args, make_sample, mounted, read,
+import pytest
+
+from conftest import (manifest_path, CASSBACKUP, HERE, cb, preload, data_dir_args, make_sample, mounted, read,
                       sample_dirs, snapshot_tables, stop_while_writing)
 
 
@@ -258,6 +261,26 @@ def test_unreadable_manifest_stops_prune(store, tmp_path):
     [line] = p.stderr.splitlines()
     assert 'backups/day1/' in line and 'fix or remove it first' in line
     assert pack_files(store) == before
+
+
+@pytest.mark.parametrize('damaged', ['directory', 'manifest'])
+def test_a_backup_that_cannot_be_listed_stops_every_command(store, tmp_path, damaged):
+    """A backups/ entry that gives EIO at every try (a failing disk) is no missing backup:
+    prune, check, list, reindex and forget stop with one line naming it, and no pack goes.
+    The listing used to skip it: prune deleted the packs only day2 uses, exit 0, as check,
+    verify --all and reindex said all was well."""
+    dirs, p1, p2 = two_days(tmp_path, store)
+    name = 'day2' if damaged == 'directory' else os.path.basename(manifest_path(store, 'day2'))
+    env = dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_EIO_NAME=name)
+    before = pack_files(store)
+    for args in (['prune', '--max-unused', '0'], ['check'], ['verify', '--all'], ['list'], ['reindex'],
+                 ['forget', '--keep-last', '1', '--dry-run']):
+        p = cb(args[0], '--store', store, *args[1:], env=env, check=False)
+        assert p.returncode == 1, (args, p.stdout, p.stderr)
+        assert re.search(r'cannot list backups/day[12]\S*: Input/output error', p.stderr), (args, p.stderr)
+    assert pack_files(store) == before
+    cb('check', '--store', store)
+    check_through_mount(store, tmp_path, {'day1': (dirs, 'nightly-1'), 'day2': (dirs, 'nightly-2')})
 
 
 def stopped_while_uploading(store, dirs):

@@ -9,11 +9,18 @@
  * And CASSBACKUP_TEST_STOP_AT_MANIFEST=1 stops the process (SIGSTOP) just before it renames or
  * links a file into backups/: a create's or copy's commit in a local store, after its lease
  * was checked and before its manifest lands (a pause there, as a suspended VM makes one);
- * =after stops it just after the manifest landed. */
+ * =after stops it just after the manifest landed.
+ * And CASSBACKUP_TEST_EIO_NAME=NAME fails with EIO every openat(2) and fstatat(2) of a path
+ * whose last component is NAME, and CASSBACKUP_TEST_EIO_READDIR=NAME every readdir(3) of a
+ * directory of that name: a damaged file or directory, as a failing disk gives it, at every
+ * try. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dirent.h>
 #include <dlfcn.h>
+#include <stdarg.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -122,4 +129,63 @@ int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
 	if (r == 0)
 		maybe_stop(newdirfd, newpath, "after");
 	return r;
+}
+
+/* Whether path's last component is the value of the variable (CASSBACKUP_TEST_EIO_*). */
+static int last_is(const char *variable, const char *path)
+{
+	const char *name = getenv(variable);
+	if (!name || !*name || !path)
+		return 0;
+	const char *last = strrchr(path, '/');
+	return strcmp(last ? last + 1 : path, name) == 0;
+}
+
+int openat(int dirfd, const char *path, int flags, ...)
+{
+	static int (*real)(int, const char *, int, ...);
+	mode_t mode = 0;
+	if (flags & (O_CREAT | O_TMPFILE)) {
+		va_list ap;
+		va_start(ap, flags);
+		mode = va_arg(ap, mode_t);
+		va_end(ap);
+	}
+	if (last_is("CASSBACKUP_TEST_EIO_NAME", path)) {
+		errno = EIO;
+		return -1;
+	}
+	if (!real)
+		real = (int (*)(int, const char *, int, ...))dlsym(RTLD_NEXT, "openat");
+	return real(dirfd, path, flags, mode);
+}
+
+int fstatat(int dirfd, const char *path, struct stat *st, int flags)
+{
+	static int (*real)(int, const char *, struct stat *, int);
+	if (last_is("CASSBACKUP_TEST_EIO_NAME", path)) {
+		errno = EIO;
+		return -1;
+	}
+	if (!real)
+		real = (int (*)(int, const char *, struct stat *, int))dlsym(RTLD_NEXT, "fstatat");
+	return real(dirfd, path, st, flags);
+}
+
+struct dirent *readdir(DIR *d)
+{
+	static struct dirent *(*real)(DIR *);
+	char link[64], path[PATH_MAX];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd(d));
+	ssize_t n = getenv("CASSBACKUP_TEST_EIO_READDIR") ? readlink(link, path, sizeof(path) - 1) : -1;
+	if (n > 0) {
+		path[n] = '\0';
+		if (last_is("CASSBACKUP_TEST_EIO_READDIR", path)) {
+			errno = EIO;
+			return NULL;
+		}
+	}
+	if (!real)
+		real = (struct dirent * (*)(DIR *)) dlsym(RTLD_NEXT, "readdir");
+	return real(d);
 }
