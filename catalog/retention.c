@@ -89,16 +89,56 @@ static void keep_bases(struct retention_item *items, size_t n)
 	}
 }
 
+/* The index of the backup item i follows, or n (a full one, or its base is not among them). */
+static size_t base_of(const struct retention_item *items, size_t n, size_t i)
+{
+	for (size_t k = 0; items[i].previous && k < n; k++)
+		if (k != i && items[k].name && !strcmp(items[k].name, items[i].previous))
+			return k;
+	return n;
+}
+
+/* When each backup is taken to hold its data as of: an incremental holds what was flushed
+ * after the backup it follows, so it counts as newer than that backup, whatever the node's
+ * clock said when it was made. (A clock stepped back dated an incremental before its base:
+ * --keep-last 1 kept the base and forgot the newest data, and prune deleted it.) t[i] is at
+ * least 1 ns past its base's t; n passes at most, so a chain that loops ends. */
+static void chain_times(const struct retention_item *items, size_t n, size_t *base, int64_t *t)
+{
+	for (size_t i = 0; i < n; i++) {
+		base[i] = base_of(items, n, i);
+		t[i] = items[i].time_ns;
+	}
+	bool changed = true;
+	for (size_t pass = 0; changed && pass < n; pass++) {
+		changed = false;
+		for (size_t i = 0; i < n; i++)
+			if (base[i] < n && t[base[i]] < INT64_MAX && t[i] <= t[base[i]]) {
+				t[i] = t[base[i]] + 1;
+				changed = true;
+			}
+	}
+}
+
 int retention_apply(struct retention_item *items, size_t n, const struct retention_policy *p,
 		    int64_t now_ns)
 {
 	if (n == 0)
 		return 0;
 	struct order *o = malloc(n * sizeof(*o));
-	if (!o)
+	size_t *base = malloc(n * sizeof(*base));
+	int64_t *t = malloc(n * sizeof(*t));
+	if (!o || !base || !t) {
+		free(o);
+		free(base);
+		free(t);
 		return -ENOMEM;
+	}
+	chain_times(items, n, base, t);
 	for (size_t i = 0; i < n; i++)
-		o[i] = (struct order){items[i].time_ns, i};
+		o[i] = (struct order){t[i], i};
+	free(base);
+	free(t);
 	qsort(o, n, sizeof(*o), newest_first);
 
 	int count[RULE_COUNT] = {p->last, p->hourly, p->daily, p->weekly, p->monthly, p->yearly};
@@ -118,16 +158,16 @@ int retention_apply(struct retention_item *items, size_t n, const struct retenti
 	for (size_t k = 0; k < n; k++) {
 		struct retention_item *it = &items[o[k].i];
 		it->reasons = 0;
-		if (it->time_ns > now_ns) {
+		if (o[k].t > now_ns) {
 			it->reasons = RETAIN_FUTURE;
 			continue;
 		}
-		if (within && it->time_ns > within_start)
+		if (within && o[k].t > within_start)
 			it->reasons |= RETAIN_WITHIN;
 		for (int r = 0; r < RULE_COUNT; r++) {
 			if (count[r] == 0)
 				continue;
-			long long period = period_of(r, it->time_ns, k);
+			long long period = period_of(r, o[k].t, k);
 			if (seen[r] && period == last_period[r] && k != n - 1)
 				continue;
 			seen[r] = true;

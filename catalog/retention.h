@@ -55,7 +55,8 @@ enum retention_reason {
 #define RETAIN_REASON_COUNT 9
 
 struct retention_item {
-	int64_t time_ns;  /* in: when the backup holds its data as of (manifest_time_ns) */
+	int64_t time_ns;  /* in: when the backup holds its data as of (manifest_time_ns); an
+			   * incremental counts as no older than what it follows */
 	const char *name, *previous; /* in: its name; the backup it follows (NULL: a full one) */
 	unsigned reasons; /* out: enum retention_reason bits; 0 means remove */
 };

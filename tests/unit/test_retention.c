@@ -201,9 +201,38 @@ static void test_bases(void)
 	CHECK(strcmp(retention_reason_name(RETAIN_BASE), "base") == 0);
 }
 
+/* A node's clock stepped back between a full backup and the incrementals that follow it:
+ * they are dated before it (and listed before it, as the catalog orders by that date), but
+ * hold what was flushed after it, so they count as newer. The policy used to keep f1 and
+ * forget i1 and i2, whose data no other backup holds. */
+static void test_incrementals_dated_before_their_base(void)
+{
+	struct retention_item it[] = {
+		{.time_ns = 200, .name = "i2", .previous = "i1"},
+		{.time_ns = 300, .name = "i1", .previous = "f1"},
+		{.time_ns = 100, .name = "f0"},
+		{.time_ns = 500, .name = "f1"},
+	};
+	struct retention_policy p = {.last = 1};
+	CHECK(retention_apply(it, 4, &p, 1000) == 0);
+	CHECK(it[0].reasons == RETAIN_LAST && it[1].reasons == RETAIN_BASE &&
+	      it[3].reasons == RETAIN_BASE && !it[2].reasons);
+	p = (struct retention_policy){.last = 2};
+	CHECK(retention_apply(it, 4, &p, 1000) == 0);
+	CHECK(it[0].reasons == RETAIN_LAST && it[1].reasons == RETAIN_LAST && !it[2].reasons);
+	/* a chain that loops (a damaged store) is followed n steps, no more */
+	struct retention_item loop[] = {
+		{.time_ns = 100, .name = "a", .previous = "b"},
+		{.time_ns = 200, .name = "b", .previous = "a"},
+	};
+	CHECK(retention_apply(loop, 2, &p, 1000) == 0);
+	CHECK(loop[0].reasons && loop[1].reasons);
+}
+
 int main(void)
 {
 	test_bases();
+	test_incrementals_dated_before_their_base();
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		run_case(&cases[i]);
 	test_empty_policy();
