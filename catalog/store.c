@@ -5,6 +5,7 @@
 #include "backend_i.h"
 #include "crypt.h"
 #include "lock.h"
+#include "hash.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -350,8 +351,44 @@ static int read_config(struct store *s, struct strbuf *err)
 	return r == -EBADMSG ? -EMEDIUMTYPE : r;
 }
 
+/* Which copy of the store this is, as 16 hex digits of a SHA-256: a local store by its real
+ * path, an S3 one by its endpoint and location. Two stores of one id (a copy made with cp -a
+ * or rsync, a replicated bucket) must never share a catalog in the cache: its rows say what
+ * one of them holds, and a prune of the other would trust them. */
+static int store_place(const struct store *s, const struct store_options *o, char hex[17])
+{
+	struct strbuf place = {0};
+	int r;
+	if (cb_location_is_remote(s->location)) {
+		const struct cb_s3_options *so = s3_of(o);
+		r = sb_printf(&place, "s3\n%s\n%s", so && so->endpoint ? so->endpoint : "", s->location);
+	} else {
+		char *real = realpath(s->location, NULL);
+		r = real ? sb_printf(&place, "local\n%s", real) : -errno;
+		free(real);
+	}
+	unsigned char h[32];
+	r = r ?: sha256_buf(place.buf, place.len, h);
+	sb_free(&place);
+	for (int i = 0; r == 0 && i < 8; i++)
+		snprintf(hex + 2 * i, 3, "%02x", h[i]);
+	return r;
+}
+
+/* Makes dir (and its parent) under fd, private: 0 or -errno. */
+static int make_private_dirs(int fd, const char *parent, const char *dir)
+{
+	struct strbuf both = {0};
+	int r = mkdirat(fd, parent, 0700) < 0 && errno != EEXIST ? -errno : 0;
+	r = r ?: sb_printf(&both, "%s/%s", parent, dir);
+	r = r ?: mkdirat(fd, both.buf, 0700) < 0 && errno != EEXIST ? -errno : 0;
+	sb_free(&both);
+	return r;
+}
+
 /* Where the catalog lives: beside the store when it is a local, writable one; else in the
- * user's own cache directory, under the store's id (a remote store, a read-only copy). */
+ * user's own cache directory, under the store's id and which copy of it this is
+ * (CACHE/ID/PLACE/catalog.db: store_place), for a remote store or a read-only or encrypted one. */
 static int pick_catalog_path(struct store *s, const struct store_options *o, struct strbuf *err)
 {
 	struct strbuf p = {0};
@@ -359,19 +396,22 @@ static int pick_catalog_path(struct store *s, const struct store_options *o, str
 	if (!cb_location_is_remote(s->location) && !store_encrypted(s) && access(s->location, W_OK) == 0) {
 		r = sb_printf(&p, "%s/catalog.db", s->location);
 	} else {
+		char place[17];
 		r = store_cache_dir(o, &p);
 		if (r == -ENOENT)
 			sb_puts(err, "no cache directory for its catalog: set HOME or CASSBACKUP_CACHE_DIR");
+		if (r == 0 && (r = store_place(s, o, place)) < 0)
+			sb_printf(err, "cannot name its place in the cache: %s", strerror(-r));
 		int fd = r < 0 ? r : open_private_dir(p.buf, true, err);
 		if (fd >= 0) {
-			r = mkdirat(fd, s->config.id, 0700) < 0 && errno != EEXIST ? -errno : 0;
+			r = make_private_dirs(fd, s->config.id, place);
 			close(fd);
 			if (r < 0)
-				sb_printf(err, "cannot create %s/%s: %s", p.buf, s->config.id, strerror(-r));
+				sb_printf(err, "cannot create %s/%s/%s: %s", p.buf, s->config.id, place, strerror(-r));
 		} else {
 			r = fd;
 		}
-		r = r ?: sb_printf(&p, "/%s/catalog.db", s->config.id);
+		r = r ?: sb_printf(&p, "/%s/%s/catalog.db", s->config.id, place);
 	}
 	if (r < 0) {
 		sb_free(&p);

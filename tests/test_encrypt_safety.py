@@ -5,6 +5,7 @@ cache_dir. Each test failed before its fix."""
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 
 import pytest
@@ -248,3 +249,30 @@ def test_a_slot_the_store_cannot_read_is_not_called_damaged(tmp_path, binaries):
     assert p.returncode != 0
     assert 'damaged key slot' not in p.stdout + p.stderr, p
     assert f'keys/{other}.json' in p.stdout + p.stderr and '403' in p.stdout + p.stderr, p
+
+
+def test_copies_of_a_store_keep_catalogs_of_their_own(tmp_path, binaries):
+    """Copies of an encrypted store (cp -a, as when a store moves to another disk) have one
+    store id; each keeps a catalog of its own in the cache, named by where it is. They shared
+    CACHE/ID/catalog.db: a `list` of one copy rewrote it to that copy's backups while a prune
+    of the other was between its reading of backups/ and its use of the catalog, and that
+    prune deleted archived commitlog segments the other copy's backups need, exit 0
+    (reproduced by an adversarial run with slowed opens)."""
+    a, env, key = store_with_backup_b(tmp_path)
+    src = make_sample(str(tmp_path / 's2'), '--data-kib', '128', '--data-dirs', '1', '--no-clutter')
+    cb('create', '--store', a, '--name', 'c', *data_dir_args(sample_dirs(src)), '--snapshot', 'nightly-1',
+       '--key-file', key, env=env)
+    b = str(tmp_path / 'copy')
+    subprocess.run(['cp', '-a', a, b], check=True)
+    cb('forget', '--store', a, 'b', '--key-file', key, env=env)
+    names = {}
+    for loc in (b, a, b):
+        doc = json.loads(cb('list', '--store', loc, '--json', '--key-file', key, env=env).stdout)
+        names[loc] = sorted(x['name'] for x in doc)
+    assert names == {a: ['c'], b: ['b', 'c']}
+    catalogs = {}
+    for root, _, files in os.walk(env['CASSBACKUP_CACHE_DIR']):
+        if 'catalog.db' in files:
+            with sqlite3.connect(os.path.join(root, 'catalog.db')) as db:
+                catalogs[root] = sorted(n for (n,) in db.execute('SELECT DISTINCT name FROM backups'))
+    assert sorted(catalogs.values()) == [['b', 'c'], ['c']], catalogs
