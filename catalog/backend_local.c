@@ -243,8 +243,10 @@ struct walk {
 };
 
 /* A listing that could not read an entry, or the rest of a directory, fails whole: one that
- * skipped it would tell prune that a backup or a pack is not there. Names the key (the entry's,
- * or the directory's when readdir failed) in the backend's error; returns r. */
+ * skipped it would tell prune that a backup or a pack is not there. That includes EACCES: a
+ * user who may read only some of a store (whose entries are its owner's alone, 0700/0600) is
+ * refused it, rather than shown part of it as the whole. Names the key (the entry's, or the
+ * directory's when readdir failed) in the backend's error; returns r. */
 static int walk_failed(const struct walk *w, int r)
 {
 	cb_backend_set_error("cannot list %s: %s", w->key.buf, strerror(-r));

@@ -102,8 +102,11 @@ static size_t base_of(const struct retention_item *items, size_t n, size_t i)
  * after the backup it follows, so it counts as newer than that backup, whatever the node's
  * clock said when it was made. (A clock stepped back dated an incremental before its base:
  * --keep-last 1 kept the base and forgot the newest data, and prune deleted it.) t[i] is at
- * least 1 ns past its base's t; n passes at most, so a chain that loops ends. */
-static void chain_times(const struct retention_item *items, size_t n, size_t *base, int64_t *t)
+ * least 1 ns past its base's t, unless that is after now_ns: a base dated in the future (kept
+ * as such) does not make all that follows it future too; n passes at most, so a chain that
+ * loops ends. */
+static void chain_times(const struct retention_item *items, size_t n, int64_t now_ns, size_t *base,
+			int64_t *t)
 {
 	for (size_t i = 0; i < n; i++) {
 		base[i] = base_of(items, n, i);
@@ -113,7 +116,7 @@ static void chain_times(const struct retention_item *items, size_t n, size_t *ba
 	for (size_t pass = 0; changed && pass < n; pass++) {
 		changed = false;
 		for (size_t i = 0; i < n; i++)
-			if (base[i] < n && t[base[i]] < INT64_MAX && t[i] <= t[base[i]]) {
+			if (base[i] < n && t[base[i]] < now_ns && t[i] <= t[base[i]]) {
 				t[i] = t[base[i]] + 1;
 				changed = true;
 			}
@@ -134,7 +137,7 @@ int retention_apply(struct retention_item *items, size_t n, const struct retenti
 		free(t);
 		return -ENOMEM;
 	}
-	chain_times(items, n, base, t);
+	chain_times(items, n, now_ns, base, t);
 	for (size_t i = 0; i < n; i++)
 		o[i] = (struct order){t[i], i};
 	free(base);

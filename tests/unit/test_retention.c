@@ -220,6 +220,19 @@ static void test_incrementals_dated_before_their_base(void)
 	p = (struct retention_policy){.last = 2};
 	CHECK(retention_apply(it, 4, &p, 1000) == 0);
 	CHECK(it[0].reasons == RETAIN_LAST && it[1].reasons == RETAIN_LAST && !it[2].reasons);
+	/* an incremental made with the clock years ahead is kept as future-dated; what follows
+	 * it, dated now, is not future-dated too (all of its chain was kept, for years) */
+	struct retention_item ahead[] = {
+		{.time_ns = 100, .name = "f1"},
+		{.time_ns = 9000, .name = "i1", .previous = "f1"},
+		{.time_ns = 200, .name = "i2", .previous = "i1"},
+		{.time_ns = 300, .name = "i3", .previous = "i2"},
+		{.time_ns = 400, .name = "f2"},
+	};
+	p = (struct retention_policy){.last = 1};
+	CHECK(retention_apply(ahead, 5, &p, 1000) == 0);
+	CHECK(ahead[1].reasons == RETAIN_FUTURE && ahead[0].reasons == RETAIN_BASE);
+	CHECK(!ahead[2].reasons && !ahead[3].reasons && ahead[4].reasons == RETAIN_LAST);
 	/* a chain that loops (a damaged store) is followed n steps, no more */
 	struct retention_item loop[] = {
 		{.time_ns = 100, .name = "a", .previous = "b"},
