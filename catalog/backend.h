@@ -81,6 +81,11 @@ struct cb_s3_options {
  * (sizes, parse_size) set part_size and min_part_size when unset. -errno (also in errno) with
  * cb_backend_last_error() naming the setting or file and what is wrong with it. */
 int cb_s3_options_resolve(struct cb_s3_options *o, const char *key_file, char ***strings);
+/* Whether the environment sets what the configuration key does ("s3_endpoint":
+ * AWS_ENDPOINT_URL; "s3_region": AWS_REGION or AWS_DEFAULT_REGION), and so wins over the
+ * configuration file, as for the AWS CLI. Every reader of cassbackup.conf(5) asks this (the
+ * mount's -o options, given on its line, win over both). */
+bool cb_s3_env_overrides(const char *config_key);
 /* The SSE and storage-class part of cb_s3_options_resolve (reads sse_c_key_file). */
 int cb_s3_options_check(struct cb_s3_options *o);
 

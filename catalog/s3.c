@@ -919,6 +919,24 @@ static int size_from_env(const char *name, uint64_t *out)
 	return r < 0 ? -EINVAL : 0;
 }
 
+bool cb_s3_env_overrides(const char *config_key)
+{
+	static const char *const by_key[][3] = {
+		{"s3_endpoint", "AWS_ENDPOINT_URL", NULL},
+		{"s3_region", "AWS_REGION", "AWS_DEFAULT_REGION"},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(by_key); i++) {
+		if (strcmp(by_key[i][0], config_key))
+			continue;
+		for (size_t k = 1; k < 3 && by_key[i][k]; k++) {
+			const char *v = getenv(by_key[i][k]);
+			if (v && *v)
+				return true;
+		}
+	}
+	return false;
+}
+
 int cb_s3_options_resolve(struct cb_s3_options *o, const char *key_file, char ***strings)
 {
 	size_t n = 0;

@@ -252,6 +252,8 @@ static void use_config(struct options *o, const char *named)
 		die("%s", err.buf ? err.buf : "cannot read the configuration");
 	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
 		const char *v = config_get(config_keys[i]);
+		if (cb_s3_env_overrides(config_keys[i]))
+			continue; /* as for every cassbackup command (the CLI checked this store) */
 		if (v && !strcmp(config_keys[i], "cache_dir")) {
 			config_cache_dir(o, v);
 			continue;

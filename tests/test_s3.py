@@ -232,6 +232,24 @@ def test_backend_contract_locally_twice_at_once(tmp_path, binaries):
     assert os.listdir(tmp_path) == []
 
 
+def test_the_environment_wins_over_the_configuration_in_the_mount_too(tmp_path, binaries):
+    """AWS_ENDPOINT_URL wins over the configuration's s3_endpoint for the mount as for every
+    command (the AWS CLI's rule). The mount took the file's: `cassbackup load`, which checks
+    the store and then mounts it with -o config=FILE, read another service than it checked."""
+    with moto(tmp_path) as (port, key, secret):
+        env = s3_env(port, key, secret, tmp_path / 'cache')
+        conf = tmp_path / 'cassbackup.conf'
+        conf.write_text('s3_endpoint = http://127.0.0.1:9\ns3_region = nowhere-1\n')
+        loc = 's3://cbtest/stores/prod'
+        src = make_sample(str(tmp_path / 's'), '--data-kib', '64', '--data-dirs', '1', '--keyspaces', '1',
+                          '--tables', '1')
+        cb('--config', conf, 'init', '--store', loc, env=env)
+        cb('--config', conf, 'create', '--store', loc, '--name', 'n1', *data_dir_args(sample_dirs(src)),
+           '--snapshot', 'nightly-1', env=env)
+        with mounted(loc, str(tmp_path / 'mnt'), opts=('-o', f'config={conf}'), env=env) as m:
+            assert os.listdir(m.path()) == ['n1']
+
+
 def test_create_list_verify_mount_forget(any_store, tmp_path):
     loc, env = any_store
     src = make_sample(str(tmp_path / 's'), '--data-kib', '4096', '--data-dirs', '1')

@@ -159,12 +159,6 @@ static int run_command(const char *name, int argc, char **argv)
 	return unknown_command(name);
 }
 
-static bool env_set(const char *name)
-{
-	const char *v = getenv(name);
-	return v && *v;
-}
-
 /* How stores in object storage are reached: the environment (as the AWS CLI reads it), then
  * the configuration file. Set once, for every store this process opens. An unreadable key
  * file is a usage error, except to validate-config (report false), which reports it itself. */
@@ -173,8 +167,8 @@ static int use_store_settings(bool report)
 	static char **owned;
 	struct cb_s3_options *o = cli_s3_settings();
 	/* the environment wins over the file, as for the AWS CLI */
-	o->endpoint = env_set("AWS_ENDPOINT_URL") ? NULL : config_get("s3_endpoint");
-	o->region = env_set("AWS_REGION") || env_set("AWS_DEFAULT_REGION") ? NULL : config_get("s3_region");
+	o->endpoint = cb_s3_env_overrides("s3_endpoint") ? NULL : config_get("s3_endpoint");
+	o->region = cb_s3_env_overrides("s3_region") ? NULL : config_get("s3_region");
 	o->ca_file = config_get("s3_ca_file");
 	o->sse = config_get("s3_sse");
 	o->sse_kms_key_id = config_get("s3_sse_kms_key_id");
