@@ -2,7 +2,8 @@
  *
  * Linked at start, libcurl brings 30 more libraries (TLS, Kerberos, LDAP, SSH, IDN...) that
  * the dynamic loader maps and relocates in every run of cassbackup and mount.cassbackup, about
- * 4 ms of CPU each time: more than a `list` of a local store takes. So the binaries are not
+ * 4 ms of CPU each time (perf stat of an empty main linked like them: 9.7 ms, 5.4 ms without
+ * libcurl), whether the run uses S3 or not. So the binaries are not
  * linked against it: this file defines the few libcurl functions the catalog library calls,
  * under their own names and with the prototypes of <curl/curl.h> (so every caller keeps
  * libcurl's API and, elsewhere, its compile-time option type checks), and each one loads
