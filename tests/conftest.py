@@ -128,13 +128,14 @@ def sample_mib(args):
 
 
 def cached_sample(*args):
-    """The cached tree for args under BUILD/sample-cache, made the first time. The key hashes
-    the script with its arguments; a tree is made aside and renamed in whole, so a test file
-    running beside this one sees it complete or not at all."""
+    """The cached tree for args under REPO/build-sample-cache, made the first time and shared
+    by every build's suite (the trees do not depend on the build). The key hashes the script
+    with its arguments; a tree is made aside and renamed in whole, so a test file running
+    beside this one, in this build's suite or another's, sees it complete or not at all."""
     with open(SAMPLE, 'rb') as f:
         h = hashlib.sha256(f.read())
     h.update('\0'.join(str(a) for a in args).encode())
-    root = os.path.join(BUILD, 'sample-cache')
+    root = os.path.join(REPO, 'build-sample-cache')
     tree = os.path.join(root, h.hexdigest()[:32])
     if not os.path.isdir(tree):
         os.makedirs(root, exist_ok=True)
