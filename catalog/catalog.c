@@ -125,6 +125,7 @@ static const char schema_sql[] =
 
 enum stmt {
 	ST_BEGIN,
+	ST_READ_BEGIN,
 	ST_COMMIT,
 	ST_ROLLBACK,
 	ST_BACKUP_EXISTS,
@@ -192,6 +193,7 @@ enum stmt {
 
 static const char *const stmt_sql[ST__COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_READ_BEGIN] = "BEGIN DEFERRED",
 	[ST_COMMIT] = "COMMIT",
 	[ST_ROLLBACK] = "ROLLBACK",
 	[ST_BACKUP_EXISTS] = "SELECT 1 FROM backups WHERE name = ?1 AND (?2 IS NULL OR node_key = ?2)",
@@ -549,6 +551,11 @@ const char *catalog_errmsg(catalog *c)
 int catalog_begin(catalog *c)
 {
 	return exec_stmt(c, stmt(c, ST_BEGIN));
+}
+
+int catalog_read_begin(catalog *c)
+{
+	return exec_stmt(c, stmt(c, ST_READ_BEGIN));
 }
 
 int catalog_commit(catalog *c)

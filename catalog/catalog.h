@@ -107,6 +107,11 @@ int catalog_begin(catalog *c);
 int catalog_commit(catalog *c);
 void catalog_rollback(catalog *c);
 
+/* Read transaction: every query from the first after it until catalog_rollback sees one state
+ * of the catalog, whatever another connection commits meanwhile (a reindex renumbers every
+ * row: a plan made of several queries must not mix row ids of before and after). */
+int catalog_read_begin(catalog *c);
+
 /* --- writer ------------------------------------------------------------------------------ */
 
 struct cb_backup_info {

@@ -5,7 +5,9 @@
  * planted; the store's manifests and pack indexes are the truth. Two small caches make the
  * check a lookup:
  *   - digests: per backup, every file of its manifest as (16 bytes of SHA-256 of its path,
- *     its content's SHA-256, its size), sorted by path hash: 56 bytes a file;
+ *     its content's SHA-256, its size), sorted by path hash: 56 bytes a file; and every table
+ *     as (16 bytes of SHA-256 of its name, its number of files), so that a catalog missing a
+ *     file or a table is found too;
  *   - indexes: per pack, every blob of its index as (offset, size, SHA-256), sorted by offset:
  *     48 bytes a blob.
  * Each is bounded in bytes and evicts the least recently used entry whole; one entry larger
@@ -29,6 +31,12 @@ struct digest_file {
 	uint64_t size;
 };
 
+/* A table of a manifest: keyspace and table "" for the node's own files. */
+struct digest_table {
+	unsigned char name[16]; /* SHA-256 of "keyspace\0table", cut to 16 bytes */
+	uint64_t nfiles;
+};
+
 struct index_blob {
 	uint64_t offset, size;
 	unsigned char sha[32];
@@ -39,6 +47,8 @@ struct entry {
 	char *key;          /* backup ref (store.h), or pack key */
 	void *v;            /* struct digest_file[] or struct index_blob[], sorted */
 	size_t n, bytes;
+	struct digest_table *tables; /* a digest's: sorted, the node's own files included */
+	size_t ntables;
 	struct entry *prev, *next; /* most recent first */
 };
 
@@ -69,6 +79,7 @@ static void entry_free(struct entry *e)
 	if (e) {
 		free(e->key);
 		free(e->v);
+		free(e->tables);
 		free(e);
 	}
 }
@@ -180,9 +191,62 @@ static int path_hash(const char *ks, const char *table, const char *dir, const c
 	return r;
 }
 
+static int table_hash(const char *ks, const char *table, unsigned char out[16])
+{
+	struct strbuf b = {0};
+	unsigned char sha[32];
+	int r = sb_append(&b, ks, strlen(ks) + 1) ?: sb_append(&b, table, strlen(table));
+	r = r ?: sha256_buf(b.buf, b.len, sha);
+	if (r == 0)
+		memcpy(out, sha, 16);
+	sb_free(&b);
+	return r;
+}
+
 static int cmp_digest(const void *a, const void *b)
 {
 	return memcmp(((const struct digest_file *)a)->path, ((const struct digest_file *)b)->path, 16);
+}
+
+static int cmp_table(const void *a, const void *b)
+{
+	return memcmp(((const struct digest_table *)a)->name, ((const struct digest_table *)b)->name, 16);
+}
+
+static size_t manifest_tables(const struct manifest *m)
+{
+	size_t n = 0;
+	for (size_t k = 0; k < m->nkeyspaces; k++)
+		n += m->keyspaces[k].ntables;
+	return n;
+}
+
+/* e's tables from m: each table of each keyspace, then the node's own files as table "". */
+static int digest_tables(const struct manifest *m, struct entry *e)
+{
+	size_t n = manifest_tables(m) + 1, i = 0;
+	struct digest_table *v = calloc(n, sizeof(*v));
+	int r = v ? 0 : -ENOMEM;
+	for (size_t k = 0; r == 0 && k < m->nkeyspaces; k++) {
+		const struct manifest_keyspace *ks = &m->keyspaces[k];
+		for (size_t t = 0; r == 0 && t < ks->ntables; t++, i++) {
+			r = table_hash(ks->name, ks->tables[t].name, v[i].name);
+			v[i].nfiles = ks->tables[t].nfiles;
+		}
+	}
+	if (r == 0) {
+		r = table_hash("", "", v[i].name);
+		v[i].nfiles = m->nnode_files;
+	}
+	if (r < 0) {
+		free(v);
+		return r;
+	}
+	qsort(v, n, sizeof(*v), cmp_table);
+	e->tables = v;
+	e->ntables = n;
+	e->bytes += n * sizeof(*v);
+	return 0;
 }
 
 static size_t manifest_files(const struct manifest *m)
@@ -231,64 +295,136 @@ static int make_digest(const struct manifest *m, const char *key, struct entry *
 	e->v = v;
 	e->n = n;
 	e->bytes = n * sizeof(*v) + sizeof(*e);
+	if ((r = digest_tables(m, e)) < 0) {
+		entry_free(e);
+		return r;
+	}
 	*out = e;
 	return 0;
 }
 
-/* Looks f up in backup's digest (reading the manifest when the cache lacks it): 1 when the
- * manifest lists f with exactly (sha, size), 0 when it lists f otherwise or not at all. */
-static int digest_lookup(struct store *s, struct filecheck *fc, const struct cb_file_ident *f,
-			 const unsigned char sha[32], uint64_t size, struct strbuf *err)
+/* backup's digest, read from its manifest when the cache lacks it: 0 with fc->mu held and
+ * *out valid until it is released, or < 0 (err says why) without it. */
+static int digest_locked(struct store *s, struct filecheck *fc, const char *backup,
+			 struct entry **out, struct strbuf *err)
 {
-	struct digest_file want;
-	int r = path_hash(f->keyspace, f->table, f->dir, f->name, want.path);
-	if (r < 0)
-		return r;
 	pthread_mutex_lock(&fc->mu);
-	struct entry *e = lru_find(&fc->digests, f->backup);
+	struct entry *e = lru_find(&fc->digests, backup);
 	if (!e) {
 		pthread_mutex_unlock(&fc->mu);
 		struct manifest *m;
-		r = store_read_manifest(s, f->backup, &m, NULL, err);
+		int r = store_read_manifest(s, backup, &m, NULL, err);
 		if (r < 0)
 			return r;
-		r = make_digest(m, f->backup, &e); /* keyed as it is looked up: by ref */
+		r = make_digest(m, backup, &e); /* keyed as it is looked up: by ref */
 		manifest_free(m);
 		if (r < 0)
 			return r;
 		pthread_mutex_lock(&fc->mu);
 		lru_insert(&fc->digests, e);
 	}
+	*out = e;
+	return 0;
+}
+
+/* What the catalog says, to be asked of backup f->backup's digest; one of: file f has content
+ * (sha, size); table f->keyspace/f->table has size files; the backup has size tables. */
+struct digest_question {
+	const struct cb_file_ident *f;
+	const unsigned char *sha; /* set: a file's content */
+	uint64_t size;
+	bool tables; /* set: the number of tables */
+};
+
+/* 1 when e agrees with q, 0 when not, -ENOMEM. Called with mu held. */
+static int digest_answer(const struct entry *e, const struct digest_question *q)
+{
+	if (q->tables)
+		return e->ntables - 1 == q->size;
+	if (!q->sha) {
+		struct digest_table want;
+		if (table_hash(q->f->keyspace, q->f->table, want.name) < 0)
+			return -ENOMEM;
+		const struct digest_table *t = bsearch(&want, e->tables, e->ntables, sizeof(want), cmp_table);
+		return t && t->nfiles == q->size;
+	}
+	struct digest_file want;
+	if (path_hash(q->f->keyspace, q->f->table, q->f->dir, q->f->name, want.path) < 0)
+		return -ENOMEM;
 	const struct digest_file *d = bsearch(&want, e->v, e->n, sizeof(want), cmp_digest);
-	r = d && d->size == size && memcmp(d->sha, sha, 32) == 0;
-	pthread_mutex_unlock(&fc->mu);
+	return d && d->size == q->size && memcmp(d->sha, q->sha, 32) == 0;
+}
+
+/* Asks q of the backup's manifest: 1 when it agrees, 0 when it disagrees once read afresh (a
+ * digest cached before the backup was forgotten and made again under its name says
+ * otherwise: the manifest is read once more before the catalog is called wrong), or < 0. */
+static int digest_ask(struct store *s, const struct digest_question *q, struct strbuf *err)
+{
+	struct filecheck *fc;
+	int r = store_filecheck(s, &fc);
+	for (int pass = 0; r == 0 && pass < 2; pass++) {
+		struct entry *e;
+		if ((r = digest_locked(s, fc, q->f->backup, &e, err)) < 0)
+			break;
+		r = digest_answer(e, q);
+		pthread_mutex_unlock(&fc->mu);
+		if (r == 0 && pass == 0)
+			lru_drop(fc, &fc->digests, q->f->backup);
+	}
+	if (r < 0 && !err->len)
+		sb_printf(err, "cannot read backups/%s.json: %s", q->f->backup, strerror(-r));
 	return r;
+}
+
+static const char *shown(const struct cb_file_ident *f)
+{
+	return *f->shown ? f->shown : f->backup;
 }
 
 int store_check_file_content(struct store *s, const struct cb_file_ident *f,
 			     const unsigned char sha[32], uint64_t size, struct strbuf *err)
 {
-	struct filecheck *fc;
-	int r = store_filecheck(s, &fc);
-	/* a digest cached before the backup was forgotten and made again under its name says
-	 * otherwise: read the manifest once more before calling the catalog wrong */
-	for (int pass = 0; r == 0 && pass < 2; pass++) {
-		r = digest_lookup(s, fc, f, sha, size, err);
-		if (r == 0 && pass == 0)
-			lru_drop(fc, &fc->digests, f->backup);
-	}
+	struct digest_question q = {.f = f, .sha = sha, .size = size};
+	int r = digest_ask(s, &q, err);
 	if (r == 1)
 		return 0;
 	if (r == 0) {
 		sb_printf(err, "the catalog's entry for %s/%s%s%s%s%s%s%s is not what backups/%s.json "
 			  "says (a stale or damaged catalog: 'cassbackup reindex' rebuilds it)",
-			  *f->shown ? f->shown : f->backup, f->keyspace, *f->keyspace ? "/" : "",
+			  shown(f), f->keyspace, *f->keyspace ? "/" : "",
 			  f->table, *f->table ? "/" : "", f->dir, *f->dir ? "/" : "", f->name, f->backup);
 		return -EUCLEAN;
 	}
-	if (!err->len)
-		sb_printf(err, "cannot read backups/%s.json: %s", f->backup, strerror(-r));
 	return r;
+}
+
+int store_check_table_files(struct store *s, const struct cb_file_ident *t, size_t nfiles,
+			    struct strbuf *err)
+{
+	struct digest_question q = {.f = t, .size = nfiles};
+	int r = digest_ask(s, &q, err);
+	if (r == 0) {
+		sb_printf(err, "the catalog lists %zu file%s for %s%s%s%s%s, where backups/%s.json has "
+			  "another number (a stale or damaged catalog: 'cassbackup reindex' rebuilds it)",
+			  nfiles, nfiles == 1 ? "" : "s", shown(t), *t->keyspace ? "/" : "", t->keyspace,
+			  *t->table ? "/" : " (the node's own files)", t->table, t->backup);
+		return -EUCLEAN;
+	}
+	return r < 0 ? r : 0;
+}
+
+int store_check_backup_tables(struct store *s, const struct cb_file_ident *b, size_t ntables,
+			      struct strbuf *err)
+{
+	struct digest_question q = {.f = b, .size = ntables, .tables = true};
+	int r = digest_ask(s, &q, err);
+	if (r == 0) {
+		sb_printf(err, "the catalog lists %zu table%s for %s, where backups/%s.json has another "
+			  "number (a stale or damaged catalog: 'cassbackup reindex' rebuilds it)",
+			  ntables, ntables == 1 ? "" : "s", shown(b), b->backup);
+		return -EUCLEAN;
+	}
+	return r < 0 ? r : 0;
 }
 
 /* --- pack indexes ------------------------------------------------------------------------ */

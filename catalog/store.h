@@ -127,6 +127,19 @@ int store_catalog_connect(struct store *s, bool small, catalog **out);
 int store_check_file_content(struct store *s, const struct cb_file_ident *f,
 			     const unsigned char sha256[32], uint64_t size, struct strbuf *err);
 
+/* Checks the catalog's count of the files of table t->keyspace/t->table (both "" for the
+ * node's own files) of backup t->backup: backups/<t->backup>.json must list exactly nfiles
+ * for it. With store_check_file_content of each of the catalog's files, each named once, this
+ * makes the catalog's list the manifest's: a file or table missing from the catalog is found.
+ * 0; -EUCLEAN (err says so); else the error reading the manifest. Thread-safe. */
+int store_check_table_files(struct store *s, const struct cb_file_ident *t, size_t nfiles,
+			    struct strbuf *err);
+
+/* The same for the backup's tables (b->backup; keyspace, table, dir and name unused): the
+ * manifest must list exactly ntables tables (the node's own files are not one). */
+int store_check_backup_tables(struct store *s, const struct cb_file_ident *b, size_t ntables,
+			      struct strbuf *err);
+
 /* Checks that the pack the catalog reads a content from (loc) lists that content (sha256,
  * size) at that offset in its own index: so bytes read there are that content's, or a frame
  * checksum fails. 0, -EUCLEAN (err says so), or the error reading the pack's index (kept in a

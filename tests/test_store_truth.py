@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import tarfile
@@ -213,6 +214,85 @@ def test_a_catalog_row_pointing_at_another_blob_is_refused_by_restore(store, tmp
     after = {os.path.join(r, n): os.path.getsize(os.path.join(r, n))
              for r, _, ns in os.walk(dd) for n in ns}
     assert after == before
+
+
+def files_sizes(d):
+    return {os.path.join(r, n): os.path.getsize(os.path.join(r, n)) for r, _, ns in os.walk(d) for n in ns}
+
+
+def lose_from_catalog(store, name, what):
+    """Deletes from the catalog one file row of backup name (what='file': an Index.db), or a
+    whole table's rows (what='table'): a stale, damaged or planted catalog."""
+    if what == 'file':
+        (fid,), = sql(store, "SELECT f.id FROM files f JOIN backups b ON b.id = f.backup_id WHERE "
+                             "b.name = ? AND f.dir_id = 0 AND f.name LIKE '%Index.db' ORDER BY f.id "
+                             "LIMIT 1", name)
+        sql(store, 'DELETE FROM files WHERE id = ?', fid)
+        return
+    (row,), = sql(store, 'SELECT t.id FROM tables t JOIN keyspaces k ON k.id = t.keyspace_id JOIN '
+                         'backups b ON b.id = k.backup_id WHERE b.name = ? ORDER BY t.id DESC LIMIT 1',
+                  name)
+    for q in ('DELETE FROM files WHERE table_row = ?', 'DELETE FROM dirs WHERE table_row = ?',
+              'DELETE FROM tables WHERE id = ?'):
+        sql(store, q, row)
+
+
+@pytest.mark.parametrize('what', ['file', 'table'])
+def test_a_catalog_missing_a_file_or_a_table_is_refused(store, tmp_path, what):
+    """restore wrote an sstable without the Index.db the catalog had lost, or left out a table
+    it had lost, load streamed only the tables it listed, verify checked only those: each exit
+    0. Each row listed was held against the manifest, never the manifest against the rows."""
+    backup(store, tmp_path, 'a', 41, kib='16')
+    lose_from_catalog(store, 'a', what)
+    said = 'files for a/' if what == 'file' else 'the catalog lists 3 tables for a,'
+    dd = sample_dirs(sample(tmp_path, 'target', 99, kib='16'))[0]
+    before = files_sizes(dd)
+    p = cb('restore', '--store', store, 'a', '--data-dir', dd, check=False)
+    assert p.returncode == 1
+    [line] = p.stderr.splitlines()
+    assert said in line and "'cassbackup reindex' rebuilds it" in line
+    assert files_sizes(dd) == before
+    v = cb('verify', '--store', store, 'a', check=False)
+    assert v.returncode == 1 and said in v.stdout + v.stderr
+    if what == 'table':
+        log = tmp_path / 'loader.log'
+        ld = cb('load', '--store', store, 'a', '--hosts', 'h1', '--sstableloader',
+                os.path.join(os.path.dirname(os.path.abspath(__file__)), 'standins', 'sstableloader'), '--state-dir', str(tmp_path / 'state'),
+                env=dict(os.environ, SSTABLELOADER_STANDIN_LOG=str(log)), check=False)
+        assert ld.returncode == 1 and said in ld.stderr and not log.exists()
+    cb('reindex', '--store', store)  # the catalog made again from the store: whole again
+    cb('restore', '--store', store, 'a', '--data-dir', dd)
+    cb('verify', '--store', store, 'a')
+
+
+def test_a_reindex_between_restores_queries_changes_nothing_it_restores(store, tmp_path):
+    """restore read the table list, then each table's files by row id, in queries of their own:
+    a reindex between them (new row ids) left the later tables empty, exit 0. The plan is now
+    read in one read transaction. The pause: restore stops as it opens the first target
+    table directory, after reading that table's files and before the others'."""
+    from test_lease import stopped_at_state_t
+    files = backup(store, tmp_path, 'a', 42, kib='16')
+    target = tmp_path / 'target'
+    tables = sorted({tuple(p.split('/')[1:3]) for p in files})
+    for ks, t in tables:
+        (target / ks / f'{t}-00000000000000000000000000000001').mkdir(parents=True)
+    first = f'{tables[0][1]}-00000000000000000000000000000001'
+    env = dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_OPEN=first)
+    p = subprocess.Popen([CASSBACKUP, 'restore', '--store', store, 'a', '--data-dir', str(target)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stopped_at_state_t(p)
+        cb('reindex', '--store', store)
+    finally:
+        os.kill(p.pid, signal.SIGCONT)
+        out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    for rel, src in files.items():
+        _, ks, t, name = rel.split('/', 3)
+        if name in ('manifest.json', 'schema.cql'):
+            continue
+        got = target / ks / f'{t}-00000000000000000000000000000001' / name
+        assert read(str(got)) == read(src), rel
 
 
 def test_a_catalog_row_pointing_elsewhere_in_its_pack_is_refused_by_the_mount(store, tmp_path):

@@ -67,6 +67,7 @@ void tables_free(struct tables *ts)
 		free((char *)ts->v[i].schema_cql);
 	}
 	free(ts->v);
+	*ts = (struct tables){0}; /* freed twice is harmless */
 }
 
 static int summary_id(void *ctx, const struct cb_backup_summary *b)
@@ -75,8 +76,61 @@ static int summary_id(void *ctx, const struct cb_backup_summary *b)
 	return 0;
 }
 
-int load_tables(catalog *cat, const char *store, const char *name, struct tables *ts)
+/* The ident naming backup `name` (its ref) for the store's checks, keyspace ks, table t. */
+static struct cb_file_ident ident_of(const char *name, const char *ks, const char *t)
 {
+	struct cb_file_ident id = {0};
+	char node[65];
+	snprintf(id.backup, sizeof(id.backup), "%s", name);
+	if (store_ref_split(name, id.shown, node) < 0) /* shown: the name, as the user gave it */
+		snprintf(id.shown, sizeof(id.shown), "%s", name);
+	snprintf(id.keyspace, sizeof(id.keyspace), "%s", ks);
+	snprintf(id.table, sizeof(id.table), "%s", t);
+	return id;
+}
+
+static int cmp_table_name(const void *a, const void *b)
+{
+	const struct cb_table_row *x = *(const struct cb_table_row *const *)a;
+	const struct cb_table_row *y = *(const struct cb_table_row *const *)b;
+	return strcmp(x->keyspace, y->keyspace) ?: strcmp(x->table, y->table);
+}
+
+/* Is a table named twice in ts (only a damaged or planted catalog does that)? -ENOMEM. */
+static int tables_repeat(const struct tables *ts, const struct cb_table_row **twice)
+{
+	const struct cb_table_row **v = malloc((ts->n ? ts->n : 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < ts->n; i++)
+		v[i] = &ts->v[i];
+	qsort(v, ts->n, sizeof(*v), cmp_table_name);
+	*twice = NULL;
+	for (size_t i = 1; i < ts->n && !*twice; i++)
+		if (!cmp_table_name(&v[i - 1], &v[i]))
+			*twice = v[i];
+	free(v);
+	return *twice != NULL;
+}
+
+/* The catalog's tables of backup `name` are the manifest's: each named once, as many. */
+static int tables_match_manifest(struct store *s, const char *name, const struct tables *ts,
+				 struct strbuf *why)
+{
+	const struct cb_table_row *twice;
+	int r = tables_repeat(ts, &twice);
+	if (r > 0) {
+		sb_printf(why, "the catalog lists table %s.%s twice (a damaged catalog: 'cassbackup "
+			  "reindex' rebuilds it)", twice->keyspace, twice->table);
+		return -EUCLEAN;
+	}
+	struct cb_file_ident id = ident_of(name, "", "");
+	return r < 0 ? r : store_check_backup_tables(s, &id, ts->n, why);
+}
+
+int load_tables(struct store *s, const char *store, const char *name, struct tables *ts)
+{
+	catalog *cat = store_catalog(s);
 	*ts = (struct tables){0};
 	int r = catalog_get_backup(cat, name, summary_id, &ts->backup_id);
 	if (r == 0) {
@@ -89,8 +143,16 @@ int load_tables(catalog *cat, const char *store, const char *name, struct tables
 	if (r < 0) {
 		errorf("cannot read catalog of %s: %s", store, catalog_why(cat, r, why, sizeof(why)));
 		tables_free(ts);
+		return r;
 	}
-	return r < 0 ? r : 0;
+	struct strbuf mis = {0};
+	if ((r = tables_match_manifest(s, name, ts, &mis)) < 0) {
+		errorf("cannot read backup %s of %s: %s", ident_of(name, "", "").shown, store,
+		       mis.buf ? mis.buf : strerror(-r));
+		tables_free(ts);
+	}
+	sb_free(&mis);
+	return r;
 }
 
 int load_files(catalog *cat, const char *store, int64_t table_row, struct vlist *l)
@@ -106,22 +168,47 @@ int load_files(catalog *cat, const char *store, int64_t table_row, struct vlist 
 }
 
 
+static int cmp_file_name(const void *a, const void *b)
+{
+	const struct vf *x = *(const struct vf *const *)a, *y = *(const struct vf *const *)b;
+	return strcmp(x->dir, y->dir) ?: strcmp(x->name, y->name);
+}
+
+/* Is a file named twice in l (only a damaged or planted catalog does that)? -ENOMEM. */
+static int files_repeat(const struct vlist *l, const struct vf **twice)
+{
+	const struct vf **v = malloc((l->n ? l->n : 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < l->n; i++)
+		v[i] = &l->v[i];
+	qsort(v, l->n, sizeof(*v), cmp_file_name);
+	*twice = NULL;
+	for (size_t i = 1; i < l->n && !*twice; i++)
+		if (!cmp_file_name(&v[i - 1], &v[i]))
+			*twice = v[i];
+	free(v);
+	return *twice != NULL;
+}
+
 int files_match_manifest(struct store *s, const char *name, const char *ks, const char *table,
 			 const struct vlist *l, struct strbuf *why)
 {
-	struct cb_file_ident id;
-	char node[65];
-	snprintf(id.backup, sizeof(id.backup), "%s", name);
-	if (store_ref_split(name, id.shown, node) < 0) /* shown: the name, as the user gave it */
-		snprintf(id.shown, sizeof(id.shown), "%s", name);
-	snprintf(id.keyspace, sizeof(id.keyspace), "%s", ks);
-	snprintf(id.table, sizeof(id.table), "%s", table);
-	int r = 0;
+	struct cb_file_ident id = ident_of(name, ks, table);
+	const struct vf *twice;
+	int r = files_repeat(l, &twice);
+	if (r > 0) {
+		sb_printf(why, "the catalog lists %s/%s/%s%s%s twice (a damaged catalog: 'cassbackup "
+			  "reindex' rebuilds it)", ks, table, twice->dir, *twice->dir ? "/" : "",
+			  twice->name);
+		return -EUCLEAN;
+	}
 	for (size_t i = 0; r == 0 && i < l->n; i++) {
 		const struct vf *f = &l->v[i];
 		snprintf(id.dir, sizeof(id.dir), "%s", f->dir);
 		snprintf(id.name, sizeof(id.name), "%s", f->name);
 		r = store_check_file_content(s, &id, f->want, f->size, why);
 	}
-	return r;
+	*id.dir = *id.name = '\0';
+	return r ?: store_check_table_files(s, &id, l->n, why);
 }

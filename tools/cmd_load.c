@@ -490,6 +490,11 @@ static int plan_tables(struct load_opts *o, struct load_plan *p)
 		return r;
 	catalog *cat = store_catalog(st);
 	struct strv ref = {0};
+	/* one state of the catalog (a reindex beside it renumbers rows) */
+	if ((r = catalog_read_begin(cat)) < 0) {
+		errorf("cannot read catalog of %s: %s", o->store, catalog_why(cat, r, why, sizeof(why)));
+		goto out;
+	}
 	if ((rc = cluster_pick(cat, o->store, o->name, o->node, false, &ref)) != 0)
 		goto out;
 	rc = CB_EXIT_FAILED;
@@ -498,7 +503,7 @@ static int plan_tables(struct load_opts *o, struct load_plan *p)
 		rc = report_no_such_backup(cat, o->store, o->name);
 	else if (r < 0)
 		errorf("cannot read catalog of %s: %s", o->store, catalog_why(cat, r, why, sizeof(why)));
-	if (r <= 0 || load_tables(cat, o->store, ref.v[0], &ts) < 0) {
+	if (r <= 0 || load_tables(st, o->store, ref.v[0], &ts) < 0) {
 		strv_free(&ref);
 		goto out;
 	}
@@ -516,6 +521,7 @@ static int plan_tables(struct load_opts *o, struct load_plan *p)
 		mark_done_before(p);
 	rc = 0;
 out:
+	catalog_rollback(cat);
 	tables_free(&ts);
 	store_close(st);
 	return rc;
@@ -1054,7 +1060,7 @@ static int load_create_schema(struct load_opts *o, const struct strv *nodes)
 	int rc = cli_store_open(o->store, STORE_READONLY, &st);
 	const char *node = o->node ? o->node : nodes->n ? nodes->v[0] : NULL;
 	rc = rc ?: cluster_pick(store_catalog(st), o->store, o->name, node, false, &ref);
-	if (rc == 0 && load_tables(store_catalog(st), o->store, ref.v[0], &ts) < 0)
+	if (rc == 0 && load_tables(st, o->store, ref.v[0], &ts) < 0)
 		rc = CB_EXIT_FAILED;
 	if (rc == 0 && (!(v = calloc(ts.n + 1, sizeof(*v))) ||
 			(!o->cqlsh.host && !(host = strndup(o->hosts, strcspn(o->hosts, ",")))))) {

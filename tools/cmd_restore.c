@@ -252,6 +252,8 @@ static int load_table_files(catalog *cat, const struct restore_opts *o, struct p
 	int r = load_files(cat, o->store, pt->t.row, &pt->files);
 	if (r < 0)
 		return r;
+	if ((r = check_against_manifest(o, pt)) != 0) /* all of them, snapshot metadata too */
+		return r;
 	size_t k = 0;
 	for (size_t j = 0; j < pt->files.n; j++) {
 		struct vf *f = &pt->files.v[j];
@@ -270,7 +272,7 @@ static int load_table_files(catalog *cat, const struct restore_opts *o, struct p
 		r = 2;
 	}
 	sb_free(&why);
-	return r ?: check_against_manifest(o, pt);
+	return r;
 }
 
 /* ---- planning: what happens to each sstable --------------------------------------------- */
@@ -1650,11 +1652,16 @@ static int restore_backup(struct restore_opts *o)
 		errorf("cannot open store %s: out of memory", o->store);
 		goto out;
 	}
+	/* the plan is read from one state of the catalog (a reindex beside it renumbers rows) */
+	if ((r = catalog_read_begin(cat)) < 0) {
+		char why[512];
+		errorf("cannot read catalog of %s: %s", o->store, catalog_why(cat, r, why, sizeof(why)));
+		goto out;
+	}
 	if ((rc = pick_node_backup(cat, o)) != 0)
 		goto out;
 	rc = CB_EXIT_FAILED;
-	if ((r = load_tables(cat, o->store, o->ref.v[0], &ts)) < 0) {
-		ts = (struct tables){0}; /* load_tables freed it */
+	if ((r = load_tables(o->st, o->store, o->ref.v[0], &ts)) < 0) {
 		rc = r == -ENOENT ? CB_EXIT_MISSING : CB_EXIT_FAILED;
 		goto out;
 	}
@@ -1666,6 +1673,7 @@ static int restore_backup(struct restore_opts *o)
 	}
 	if ((rc = plan_restore(cat, o, &ts, &p)) != CLI_RUN)
 		goto out;
+	catalog_rollback(cat);
 	if (o->dry_run) {
 		if (!o->json) {
 			print_plan(o, &p);
@@ -1684,6 +1692,8 @@ static int restore_backup(struct restore_opts *o)
 	if (o->json && print_json(o, &p, &tot, rc) < 0)
 		rc = CB_EXIT_FAILED;
 out:
+	if (cat)
+		catalog_rollback(cat);
 	plan_free(&p);
 	tables_free(&ts);
 	readback_free(rb);

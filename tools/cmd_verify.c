@@ -636,13 +636,17 @@ static int execute_table(struct verify *v, const char *name, const char *shown,
 	struct vlist l = {0};
 	struct table_result res = {.keyspace = t ? t->keyspace : "", .table = t ? t->table : ""};
 	int r = load_files(v->cat, v->store, t ? t->row : -backup_id, &l);
-	if (r < 0 || (!t && l.n == 0)) { /* none kept: nothing to say */
-		vlist_free(&l);
+	if (r < 0)
 		return r;
-	}
 	/* the SHA-256 each file is checked against must be the manifest's, not only the cache's */
 	struct strbuf why = {0};
-	if (files_match_manifest(v->st, name, res.keyspace, res.table, &l, &why) < 0)
+	int m = files_match_manifest(v->st, name, res.keyspace, res.table, &l, &why);
+	if (m == 0 && !t && l.n == 0) { /* the node's own files: none kept, none missing */
+		sb_free(&why);
+		vlist_free(&l);
+		return 0;
+	}
+	if (m < 0)
 		add_error(&res, "%s", why.buf ? why.buf : "the manifest cannot be read");
 	sb_free(&why);
 	size_t n = l.n; /* the files to read: v[0 .. n) */
@@ -724,15 +728,24 @@ static int execute(struct verify *v)
 		return report_no_backups(v);
 	for (size_t i = 0; i < v->names.n; i++) {
 		struct tables ts = {0};
-		if (load_tables(v->cat, v->store, v->names.v[i], &ts) < 0)
+		/* one state of the catalog per backup (a reindex beside it renumbers rows) */
+		int r = catalog_read_begin(v->cat);
+		if (r < 0) {
+			char why[512];
+			errorf("cannot read catalog of %s: %s", v->store, catalog_why(v->cat, r, why, sizeof(why)));
 			return CB_EXIT_FAILED;
-		int r = 0;
+		}
+		if (load_tables(v->st, v->store, v->names.v[i], &ts) < 0) {
+			catalog_rollback(v->cat);
+			return CB_EXIT_FAILED;
+		}
 		for (size_t k = 0; r == 0 && k < ts.n; k++)
 			if (selection_matches(&v->sel, ts.v[k].keyspace, ts.v[k].table))
 				r = execute_table(v, v->names.v[i], v->shown.v[i], &ts.v[k], 0);
 		if (r == 0 && !v->dir && selection_is_empty(&v->sel)) /* a whole backup: its own files */
 			r = execute_table(v, v->names.v[i], v->shown.v[i], NULL, ts.backup_id);
 		tables_free(&ts);
+		catalog_rollback(v->cat);
 		if (r < 0)
 			return CB_EXIT_FAILED;
 	}

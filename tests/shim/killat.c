@@ -13,7 +13,11 @@
  * And CASSBACKUP_TEST_EIO_NAME=NAME fails with EIO every openat(2) and fstatat(2) of a path
  * whose last component is NAME, and CASSBACKUP_TEST_EIO_READDIR=NAME every readdir(3) of a
  * directory of that name: a damaged file or directory, as a failing disk gives it, at every
- * try. */
+ * try.
+ * And CASSBACKUP_TEST_STOP_AT_OPEN=NAME stops the process (SIGSTOP) once, just before its
+ * first open(2) or openat(2) of a path whose last component is NAME: a pause at a known point
+ * of a command (restore opens each target table directory after reading that table's files
+ * from the catalog), for another command to run there. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -141,6 +145,31 @@ static int last_is(const char *variable, const char *path)
 	return strcmp(last ? last + 1 : path, name) == 0;
 }
 
+static void maybe_stop_at_open(const char *path)
+{
+	static int stopped;
+	if (!stopped && last_is("CASSBACKUP_TEST_STOP_AT_OPEN", path)) {
+		stopped = 1;
+		raise(SIGSTOP);
+	}
+}
+
+int open(const char *path, int flags, ...)
+{
+	static int (*real)(const char *, int, ...);
+	mode_t mode = 0;
+	if (flags & (O_CREAT | O_TMPFILE)) {
+		va_list ap;
+		va_start(ap, flags);
+		mode = va_arg(ap, mode_t);
+		va_end(ap);
+	}
+	maybe_stop_at_open(path);
+	if (!real)
+		real = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, "open");
+	return real(path, flags, mode);
+}
+
 int openat(int dirfd, const char *path, int flags, ...)
 {
 	static int (*real)(int, const char *, int, ...);
@@ -151,6 +180,7 @@ int openat(int dirfd, const char *path, int flags, ...)
 		mode = va_arg(ap, mode_t);
 		va_end(ap);
 	}
+	maybe_stop_at_open(path);
 	if (last_is("CASSBACKUP_TEST_EIO_NAME", path)) {
 		errno = EIO;
 		return -1;
