@@ -317,7 +317,7 @@ def test_export_spread_over_packs_restores_with_stock_tar(two_days, tmp_path):
     f = tmp_path / 'day2.tar.zst'
     p = cb('export', '--store', store, 'day2', '--zstd', '-o', f)
     assert p.stdout == '' and p.stderr.startswith('exported backup day2 to ')
-    assert not os.path.exists(str(f) + '.tmp')
+    assert not [n for n in os.listdir(tmp_path) if n.startswith('day2.tar.zst.tmp')]
     assert read(f)[:4] == b'\x28\xb5\x2f\xfd'
     out2 = tmp_path / 'zstd'
     out2.mkdir()
@@ -386,17 +386,65 @@ def test_export_missing_or_damaged_pack_leaves_no_file(real_backup, tmp_path):
     name, off = blob_offsets(store, pack)[3]
     flip_in_blob(pack, off)
     cb('reindex', '--store', store)
-    f = tmp_path / 'o.tar'
+    out = tmp_path / 'out'
+    out.mkdir()
+    f = out / 'o.tar'
     p = cb('export', '--store', store, 'real', '-o', f, check=False)
     assert p.returncode == 1
     assert len(p.stderr.splitlines()) == 1 and 'differ from the SHA-256 recorded' in p.stderr
     assert name in p.stderr
-    assert not os.path.exists(f) and not os.path.exists(str(f) + '.tmp')
+    assert os.listdir(out) == []  # neither the file nor a temporary one
     os.unlink(pack)
     p = cb('export', '--store', store, 'real', '-o', f, check=False)
     assert p.returncode == 1 and len(p.stderr.splitlines()) == 1
     assert 'its bytes are in no pack of the store' in p.stderr
-    assert not os.path.exists(f) and not os.path.exists(str(f) + '.tmp')
+    assert os.listdir(out) == []
+
+
+def test_export_writes_into_a_device_or_fifo_and_never_replaces_it(real_backup, fixture_tree, tmp_path):
+    """-o FILE wrote FILE.tmp and renamed it over FILE whatever FILE was: -o /dev/null as root
+    made the machine's /dev/null a regular file, and a FIFO's reader got nothing. A device
+    or a FIFO is now written as it is, as tar -f writes it."""
+    store = real_backup
+    tmp_path = tmp_path / 'exports'
+    tmp_path.mkdir()
+    null = tmp_path / 'null'
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    p = cb('export', '--store', store, 'real', '-o', null)
+    assert 'exported backup real to ' in p.stderr
+    assert stat.S_ISCHR(os.stat(null).st_mode) and os.listdir(tmp_path) == ['null']
+    fifo = tmp_path / 'fifo'
+    os.mkfifo(fifo)
+    out = tmp_path / 'out'
+    out.mkdir()
+    exp = subprocess.Popen([CASSBACKUP, 'export', '--store', store, 'real', '-o', fifo],
+                           stderr=subprocess.PIPE, text=True)
+    run('tar', '-x', '-C', out, '-f', fifo)  # the whole tar, through the FIFO
+    assert exp.wait(timeout=120) == 0, exp.stderr.read()
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and sorted(os.listdir(tmp_path)) == ['fifo', 'null', 'out']
+    assert_same_tables(extracted_tables(str(out))[0], snapshot_tables([fixture_tree], FIXTURE_TAG))
+    p = cb('export', '--store', store, 'real', '-o', tmp_path, check=False)
+    assert p.returncode == 1 and p.stderr.count('\n') == 1 and 'it is a directory' in p.stderr
+
+
+def test_export_leaves_another_programs_temporary_file_alone(real_backup, tmp_path):
+    """Every export wrote FILE.tmp (O_TRUNC) and a failed one unlinked it: two exports to one
+    FILE, or a file of the user's named FILE.tmp, were clobbered. A temporary file is now
+    the export's own (mkostemp)."""
+    store = real_backup
+    tmp_path = tmp_path / 'exports'
+    tmp_path.mkdir()
+    f = tmp_path / 'o.tar'
+    mine = tmp_path / 'o.tar.tmp'
+    mine.write_bytes(b'the user\'s own')
+    cb('export', '--store', store, 'real', '-o', f)
+    assert mine.read_bytes() == b'the user\'s own'
+    cb('reindex', '--store', store)
+    [pack] = packs(store)
+    os.unlink(pack)
+    p = cb('export', '--store', store, 'real', '-o', f, check=False)
+    assert p.returncode == 1
+    assert mine.read_bytes() == b'the user\'s own' and sorted(os.listdir(tmp_path)) == ['o.tar', 'o.tar.tmp']
 
 
 def test_export_refuses_a_terminal(real_backup):

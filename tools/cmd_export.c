@@ -8,8 +8,9 @@
  *
  * plan (the backup, its manifest, the selection, and the pack every chosen file is read from:
  * all before a byte is written) -> execute (a pax tar, zstd-compressed with --zstd, to stdout
- * or to FILE.tmp, which is fsynced and renamed to FILE only when complete: never a half-written
- * FILE) -> report (one line on stderr: what was written).
+ * or to a temporary file of its own beside FILE, fsynced and renamed to FILE only when complete:
+ * never a half-written FILE; or straight into FILE when that is a device or a FIFO, as tar -f
+ * writes) -> report (one line on stderr: what was written).
  *
  * Every file's bytes are checked against the SHA-256 recorded at backup time as they are
  * written (catalog/readback.h); a mismatch or a read error fails the export.
@@ -57,8 +58,9 @@ struct export {
 	/* execute */
 	struct archive *a;
 	locale_t utf8;
-	char *tmp;
+	char *tmp;     /* FILE.tmp.XXXXXX, ours alone, while it is not renamed to FILE */
 	int fd;
+	bool own_fd;   /* fd is FILE's itself (a device or FIFO), closed at the end */
 	readback *rb;
 };
 
@@ -270,20 +272,52 @@ static int write_file(struct export *x, const struct entry *e)
 	return r;
 }
 
-/* The output: FILE.tmp (renamed when complete), or standard output. */
+/* FILE when it is a device or a FIFO (a tape, /dev/null, a pipe to another program): written
+ * as it is, never replaced. 1 when it is one and open, 0 when FILE is a regular file or
+ * missing, or < 0 (said). */
+static int open_output_special(struct export *x)
+{
+	struct stat st;
+	if (stat(x->output, &st) < 0 || S_ISREG(st.st_mode))
+		return 0;
+	_cleanup_free_ char *shown = cli_escape(x->output);
+	if (S_ISDIR(st.st_mode)) {
+		errorf("cannot write %s: it is a directory (-o names the tar file)", shown ? shown : "");
+		return -EISDIR;
+	}
+	x->fd = open(x->output, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+	if (x->fd < 0) {
+		int r = -errno;
+		errorf("cannot write %s: %s", shown ? shown : "", strerror(-r));
+		return r;
+	}
+	x->own_fd = true;
+	if (isatty(x->fd)) {
+		errorf("refusing to write a tar to a terminal (%s)", shown ? shown : "");
+		return -ENOTTY; /* closed by export_free */
+	}
+	return 1;
+}
+
+/* The output: a new temporary file beside FILE (renamed to FILE when complete; another export
+ * to the same FILE has its own), FILE itself when it is a device or a FIFO, or standard
+ * output. */
 static int open_output(struct export *x)
 {
 	if (!x->output) {
 		x->fd = STDOUT_FILENO;
 		return 0;
 	}
-	if (asprintf(&x->tmp, "%s.tmp", x->output) < 0) {
+	int r = open_output_special(x);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	if (asprintf(&x->tmp, "%s.tmp.XXXXXX", x->output) < 0) {
 		x->tmp = NULL;
 		return -ENOMEM;
 	}
-	x->fd = open(x->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	x->fd = mkostemp(x->tmp, O_CLOEXEC); /* O_EXCL, mode 0600 */
 	if (x->fd < 0) {
-		int r = -errno;
+		r = -errno;
 		_cleanup_free_ char *shown = cli_escape(x->tmp);
 		errorf("cannot create %s: %s", shown ? shown : "", strerror(-r));
 		free(x->tmp);
@@ -293,7 +327,7 @@ static int open_output(struct export *x)
 	return 0;
 }
 
-/* Makes FILE.tmp durable and renames it to FILE. */
+/* Makes the temporary file durable and renames it to FILE. */
 static int commit_output(struct export *x)
 {
 	_cleanup_free_ char *shown = cli_escape(x->output);
@@ -334,6 +368,15 @@ static int execute(struct export *x)
 		size = fstat(x->fd, &st) == 0 ? (unsigned long long)st.st_size : 0;
 		r = commit_output(x);
 	}
+	if (r == 0 && x->own_fd) {
+		size = (unsigned long long)archive_filter_bytes(x->a, -1);
+		r = close(x->fd) < 0 ? -errno : 0;
+		x->own_fd = false;
+		if (r < 0) {
+			_cleanup_free_ char *shown = cli_escape(x->output);
+			errorf("cannot write %s: %s", shown ? shown : "", strerror(-r));
+		}
+	}
 	if (r < 0)
 		return CB_EXIT_FAILED;
 	char bytes[32];
@@ -349,10 +392,10 @@ static void export_free(struct export *x)
 {
 	if (x->a)
 		archive_write_free(x->a); /* closes nothing: the fd is ours */
-	if (x->fd >= 0 && x->tmp)
+	if (x->fd >= 0 && (x->tmp || x->own_fd))
 		close(x->fd);
 	if (x->tmp)
-		unlink(x->tmp); /* an export that did not complete leaves no file */
+		unlink(x->tmp); /* an export that did not complete leaves no file (of its own) */
 	free(x->tmp);
 	if (x->utf8)
 		freelocale(x->utf8);
@@ -381,7 +424,7 @@ int cmd_export(int argc, char **argv)
 		{.name = "table", .type = OPT_TABLE, .value = &x.sel, .arg = "KS.TABLE",
 		 .help = "export only this table (repeatable)"},
 		{.name = "output", .short_name = 'o', .type = OPT_STRING, .value = &x.output, .arg = "FILE",
-		 .help = "write to FILE (via FILE.tmp, renamed when complete) instead of standard output"},
+		 .help = "write to FILE (through a temporary file beside it, renamed when complete) instead of standard output"},
 		{.name = "zstd", .type = OPT_FLAG, .value = &x.zstd, .help = "compress the tar with zstd"},
 		{0},
 	};
