@@ -431,6 +431,34 @@ def test_load_target_keyspace_and_no_index_dirs(load_env, tmp_path):
     assert 'nb-1-big-Data.db' in c['files']
 
 
+def test_load_target_keyspace_refuses_two_tables_of_one_name(load_env):
+    """Both keyspaces of the backup have a table orders: with --target-keyspace, both were
+    linked to one staging directory <target>/orders, the second taken for a retry of the first,
+    so shop's sstables streamed twice and shop1's never, exit 0. Both would load into one
+    table: refused before anything is streamed."""
+    store, env, status, llog, expect = load_env
+    assert {'shop.orders', 'shop1.orders'} <= set(expect)
+    p = cb('load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', LOADER, '--status-file',
+           status, '--target-keyspace', 'copy', env=env, check=False)
+    assert p.returncode == 1 and p.stderr.count('\n') == 1
+    assert 'tables shop.orders and shop1.orders would both load into copy.orders' in p.stderr
+    assert log_lines(llog) == [] and not os.path.exists(status)
+
+
+def test_load_into_another_target_keyspace_loads_again(load_env, tmp_path):
+    """The record was keyed by the backup and the hosts: a load of the same backup into a second
+    --target-keyspace said "2 already loaded before" and streamed nothing, exit 0. A load into
+    the first keyspace again still skips what it loaded."""
+    store, env, status, llog, expect = load_env
+    env = dict(env, SSTABLELOADER_STANDIN_SOURCE_KEYSPACE='shop')
+    for target in ('copy_a', 'copy_b', 'copy_a'):
+        cb('load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', LOADER, '--keyspace',
+           'shop', '--target-keyspace', target, '--state-dir', str(tmp_path / 'records'), env=env)
+    tables = sorted(k.split('.', 1)[1] for k in expect if k.startswith('shop.'))
+    assert sorted((c['keyspace'], c['table']) for c in log_lines(llog)) == \
+        [(ks, t) for ks in ('copy_a', 'copy_b') for t in tables]
+
+
 def test_load_bad_input(load_env):
     store, env, status, llog, _ = load_env
     p = cb('load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', LOADER, '--table', 'no.such',

@@ -3,14 +3,17 @@
  * The store is mounted (or --mount names a mount) and sstableloader runs once per table on
  *   <mount>/backups/<NAME>/<ks>/<table>
  * whose last two path components are the keyspace and table it loads into. With
- * --target-keyspace, a directory <tmp>/<target>/<table> of links to the table's files stands in.
+ * --target-keyspace, a directory <tmp>/<keyspace>/<target>/<table> of links to the table's files
+ * stands in (two tables of one name in two keyspaces of the backup are refused: both would load
+ * into <target>.<table>).
  * Secondary-index subdirectories are never streamed: the target cluster rebuilds its indexes.
  *
  * Each table's outcome (started, finished, status, duration, attempts, the loader's last error
  * line) goes to a record, rewritten after every table; a re-run skips tables the record says
- * were loaded unless --force. There is one record per (backup, target hosts), under the state
- * directory (--state-dir, 'load_state_dir', else /var/lib/cassbackup/load):
+ * were loaded unless --force. There is one record per (backup, target hosts, target keyspace),
+ * under the state directory (--state-dir, 'load_state_dir', else /var/lib/cassbackup/load):
  *   STATE/[NAME.]KEY.json   the record; KEY = SHA-256 of the backup's identity and the hosts
+ *                           (and --target-keyspace, when given)
  *   STATE/[NAME.]KEY.d/     one loader log per table, and mount.log
  * The backup's identity is not its name alone (a name can be reused in another store, or after
  * a backup is forgotten): it is the SHA-256 of name, creation time, node and host id. The hosts
@@ -164,6 +167,7 @@ static int record_json(const struct load_opts *o, const struct load_plan *p, str
 	json_kv_str(&j, "node", p->who.node);
 	json_kv_str(&j, "host_id", p->who.host_id);
 	json_kv_str(&j, "hosts", p->hosts_key);
+	json_kv_str(&j, "target_keyspace", o->target_ks ? o->target_ks : "");
 	json_key(&j, "tables");
 	json_array_begin(&j);
 	for (size_t i = 0; i < p->n; i++)
@@ -257,14 +261,20 @@ static void carry_over(struct ltable *t, const char *obj)
 	t->status = T_SKIPPED;
 }
 
-/* Tables an earlier run loaded into the same hosts: status "ok" in a record of this backup. */
-static void mark_done_before(struct load_plan *p)
+/* Tables an earlier run loaded into the same hosts and keyspace: status "ok" in a record of
+ * this backup. */
+static void mark_done_before(const struct load_opts *o, struct load_plan *p)
 {
 	_cleanup_free_ char *text = NULL;
 	if (read_small_file(p->status_file.buf, 64 << 20, &text, NULL) < 0)
 		return;
-	if (!record_has(text, "backup_id", p->who.id) || !record_has(text, "hosts", p->hosts_key))
-		return; /* another backup or other hosts: --status-file named a record of those */
+	const char *target = o->target_ks ? o->target_ks : "";
+	/* a record from before target_keyspace was written is one of a load without it */
+	bool same_target = record_has(text, "target_keyspace", target) ||
+			   (!*target && !strstr(text, "\"target_keyspace\": "));
+	if (!record_has(text, "backup_id", p->who.id) || !record_has(text, "hosts", p->hosts_key) ||
+	    !same_target)
+		return; /* another backup, hosts or keyspace: --status-file named a record of those */
 	for (size_t i = 0; i < p->n; i++) {
 		_cleanup_(sb_free) struct strbuf sb = {0};
 		struct json j;
@@ -424,6 +434,8 @@ static int plan_record_path(const struct load_opts *o, struct load_plan *p)
 		unsigned char sha[32];
 		char key[33];
 		sb_printf(&k, "%s%c%s", p->who.id, 0, p->hosts_key);
+		if (o->target_ks) /* without it, the key records of earlier versions have */
+			sb_printf(&k, "%c%s", 0, o->target_ks);
 		if (!k.buf || sha256_buf(k.buf, k.len, sha) < 0)
 			return -ENOMEM;
 		hex_encode(sha, 8, key);
@@ -462,6 +474,23 @@ static int plan_select(struct load_opts *o, const struct tables *ts, struct load
 		}
 		p->n++;
 	}
+	return 0;
+}
+
+/* With --target-keyspace, no two selected tables of one name (from two keyspaces): both would
+ * load into target.table. 0 or the exit code (said). */
+static int plan_check_target(const struct load_opts *o, const struct load_plan *p)
+{
+	for (size_t i = 0; o->target_ks && i < p->n; i++)
+		for (size_t k = i + 1; k < p->n; k++)
+			if (!strcmp(p->t[i].table, p->t[k].table)) {
+				_cleanup_free_ char *target = cli_escape(o->target_ks);
+				errorf("cannot load into keyspace %s: tables %s.%s and %s.%s would both load "
+				       "into %s.%s; choose one keyspace with --keyspace", target ? target : "",
+				       p->t[i].keyspace, p->t[i].table, p->t[k].keyspace, p->t[k].table,
+				       target ? target : "", p->t[k].table);
+				return CB_EXIT_FAILED;
+			}
 	return 0;
 }
 
@@ -512,13 +541,13 @@ static int plan_tables(struct load_opts *o, struct load_plan *p)
 		errorf("cannot plan the load of %s: %s", o->name, strerror(ENOMEM));
 		goto out;
 	}
-	if ((rc = plan_check_selection(o)) != 0)
+	if ((rc = plan_check_selection(o)) != 0 || (rc = plan_check_target(o, p)) != 0)
 		goto out;
 	for (size_t i = 0; i < p->n; i++)
 		snprintf(p->t[i].log, sizeof(p->t[i].log), "%s/%s.%s.log", p->log_dir.buf, p->t[i].keyspace,
 			 p->t[i].table);
 	if (!o->force)
-		mark_done_before(p);
+		mark_done_before(o, p);
 	rc = 0;
 out:
 	catalog_rollback(cat);
@@ -648,12 +677,15 @@ static void close_source(struct load_run *r)
 	sb_free(&r->bdir);
 }
 
-/* Links the table's files (not its .<index> directories) into <staging>/<target>/<table>
- * once; that directory is the loader's source. 0 or -errno. */
-static int stage_table(const char *staging, const char *target, const char *src, const char *table,
-		       struct strbuf *dst)
+/* Links the files (not the .<index> directories) of table ks.table into
+ * <staging>/<ks>/<target>/<table> once; that directory is the loader's source. 0 or -errno. */
+static int stage_table(const char *staging, const char *target, const char *src, const char *ks,
+		       const char *table, struct strbuf *dst)
 {
-	sb_printf(dst, "%s/%s", staging, target);
+	sb_printf(dst, "%s/%s", staging, ks);
+	if (!dst->buf || (mkdir(dst->buf, 0755) < 0 && errno != EEXIST))
+		return dst->buf ? -errno : -ENOMEM;
+	sb_printf(dst, "/%s", target);
 	if (!dst->buf || (mkdir(dst->buf, 0755) < 0 && errno != EEXIST))
 		return dst->buf ? -errno : -ENOMEM;
 	sb_printf(dst, "/%s", table);
@@ -690,7 +722,7 @@ static void start_table(const struct load_opts *o, const struct load_plan *p, st
 	sb_printf(&src, "%s/%s/%s", r->bdir.buf, t->keyspace, t->table);
 	if (o->target_ks) {
 		struct strbuf staged = {0};
-		int e = src.buf ? stage_table(r->staging, o->target_ks, src.buf, t->table, &staged) : -ENOMEM;
+		int e = src.buf ? stage_table(r->staging, o->target_ks, src.buf, t->keyspace, t->table, &staged) : -ENOMEM;
 		sb_free(&src);
 		src = staged;
 		if (e < 0) {
