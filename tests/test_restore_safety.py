@@ -466,6 +466,37 @@ def test_an_sstable_a_killed_restore_left_without_data_db_is_completed_in_place(
     assert read(os.path.join(tdir, others[1])) == whole[others[1]] + b'x'
 
 
+def test_a_renamed_sstable_a_killed_restore_left_is_completed_under_its_generation(store, sample_tree,
+                                                                                 tmp_path):
+    """The target held other bytes under one of the backup's sstable identifiers, so restore
+    copied that sstable under a new generation; killed between the renames of its components,
+    it left them without Data.db, and the next run copied the sstable under yet another
+    generation and left those components in the live directory for good. They are now
+    completed in place, under the generation the killed run chose."""
+    sample_backup(store, sample_tree, '--table', 'shop.orders')
+    live = str(tmp_path / 'live')
+    tdir = live_with_tables(live, [('shop', 'orders')])[('shop', 'orders')]
+    cb('restore', '--store', store, 'b', '--data-dir', live)
+    prefix = sorted(n for n in os.listdir(tdir) if n.endswith('-Data.db'))[0][:-len('Data.db')]
+    for n in os.listdir(tdir):  # other bytes under that identifier
+        if n.startswith(prefix):
+            with open(os.path.join(tdir, n), 'ab') as f:
+                f.write(b'x')
+    before = set(os.listdir(tdir))
+    r = cb('restore', '--store', store, 'b', '--data-dir', live)
+    assert '; 1 sstables under new generations' in r.stdout, r.stdout
+    [renamed] = [n[:-len('Data.db')] for n in set(os.listdir(tdir)) - before if n.endswith('-Data.db')]
+    whole = tree_files(tdir)
+    # what a kill leaves: its components placed in order but the last, Data.db (placed last) not
+    os.unlink(os.path.join(tdir, renamed + 'Data.db'))
+    os.unlink(os.path.join(tdir, sorted(n for n in os.listdir(tdir) if n.startswith(renamed))[-1]))
+    r = cb('restore', '--store', store, 'b', '--data-dir', live, '--dry-run')
+    assert f'  resume  {prefix[:-1]} as {renamed[:-1]}: an interrupted restore left it' in r.stdout, r.stdout
+    r = cb('restore', '--store', store, 'b', '--data-dir', live)
+    assert '; 1 sstables under new generations' in r.stdout, r.stdout
+    assert tree_files(tdir) == whole  # no third copy, no orphan
+
+
 # --- defect 10: allocation failures -----------------------------------------------------------
 
 FAILALLOC_C = r'''/* Fails the FAILALLOC_N-th call of FAILALLOC_FN (calloc or realloc) made by the program

@@ -326,31 +326,61 @@ static bool unit_same_as(int dfd, const struct plan_table *pt, const struct unit
 	return same;
 }
 
-/* Does dfd hold file f with the backup's bytes under its own name? */
-static bool file_there(int dfd, const struct vf *f)
+/* Did a killed restore leave sstable u in dfd, under generation gen (0: its own names): its
+ * Data.db missing (placed last), and every other of its names there holding the backup's
+ * bytes? Cassandra never reads an sstable without its Data.db, so what is there is ours to
+ * complete. */
+static bool unit_left_by_a_kill(int dfd, const struct plan_table *pt, const struct unit *u,
+				uint64_t gen)
 {
-	return same_bytes(dfd, f->name, f);
-}
-
-/* Did a killed restore leave sstable u in dfd: its Data.db missing (placed last), and every
- * other of its names there holding the backup's bytes? Cassandra never reads an sstable
- * without its Data.db, so what is there is ours to complete. */
-static bool unit_left_by_a_kill(int dfd, const struct plan_table *pt, const struct unit *u)
-{
-	bool data_missing = false;
-	for (size_t k = u->first; k < u->first + u->count; k++) {
+	bool data_missing = false, ok = true;
+	struct strbuf name = {0};
+	for (size_t k = u->first; ok && k < u->first + u->count; k++) {
 		const struct vf *f = &pt->files.v[k];
+		name.len = 0;
+		if ((gen ? sstable_with_generation(f->name, gen, &name) : sb_puts(&name, f->name)) < 0) {
+			ok = false;
+			break;
+		}
 		struct stat st;
-		bool exists = fstatat(dfd, f->name, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT;
+		bool exists = fstatat(dfd, name.buf, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT;
 		if (strstr(f->name, "-Data.db")) {
-			if (exists)
-				return false;
+			ok = !exists;
 			data_missing = true;
-		} else if (exists && !file_there(dfd, f)) {
-			return false;
+		} else if (exists) {
+			ok = same_bytes(dfd, name.buf, f);
 		}
 	}
-	return data_missing;
+	sb_free(&name);
+	return ok && data_missing;
+}
+
+/* The generation under which a killed restore left u, renamed (its identifier was taken), in
+ * dfd, for the next run to complete instead of copying it once more beside what is left; 0
+ * when there is none. Components are placed in the order of the unit, so an sstable with any
+ * component placed has its first one that is not the Data.db: that name is what is looked
+ * for. */
+static uint64_t unit_renamed_by_a_kill(int dfd, const struct plan_table *pt, const struct unit *u)
+{
+	const struct vf *first = NULL;
+	for (size_t k = u->first; !first && k < u->first + u->count; k++)
+		if (!strstr(pt->files.v[k].name, "-Data.db"))
+			first = &pt->files.v[k];
+	DIR *d = first ? dir_stream(dfd) : NULL;
+	if (!d)
+		return 0;
+	uint64_t found = 0;
+	struct strbuf want = {0};
+	for (struct dirent *e; !found && (e = readdir(d));) {
+		uint64_t g = sstable_numeric_generation(e->d_name);
+		want.len = 0;
+		if (g && sstable_with_generation(first->name, g, &want) == 0 && !strcmp(want.buf, e->d_name) &&
+		    strcmp(want.buf, first->name) && unit_left_by_a_kill(dfd, pt, u, g))
+			found = g;
+	}
+	sb_free(&want);
+	closedir(d);
+	return found;
 }
 
 /* Is any of u's names in use in directory dfd? */
@@ -445,8 +475,10 @@ static int plan_unit(struct plan_table *pt, struct unit *u, int dfd, struct gen_
 	if (sst && dfd >= 0 && !here)
 		u->present_as = unit_found_elsewhere(dfd, pt, u);
 	u->action = plan_decide(sst, taken, here, u->present_as != NULL);
-	if (u->action == U_RENAME && resume && unit_left_by_a_kill(dfd, pt, u))
+	if (u->action == U_RENAME && resume && unit_left_by_a_kill(dfd, pt, u, 0))
 		u->action = U_RESUME;
+	if (u->action == U_RENAME && resume && (u->new_gen = unit_renamed_by_a_kill(dfd, pt, u)))
+		u->action = U_RESUME; /* under new_gen */
 	if (u->action != U_RENAME)
 		return 0;
 	struct in_use_ctx c = {pt, dfd};
@@ -553,7 +585,7 @@ static int make_plan(catalog *cat, struct restore_opts *o, const struct tables *
 static int final_name(const struct unit *u, const struct vf *f, struct strbuf *out)
 {
 	out->len = 0;
-	if (u->action == U_RENAME)
+	if (u->action == U_RENAME || (u->action == U_RESUME && u->new_gen))
 		return sstable_with_generation(f->name, u->new_gen, out);
 	return sb_puts(out, f->name);
 }
@@ -583,8 +615,10 @@ static void print_unit(const struct plan_table *pt, const struct unit *u, struct
 		printf("  copy    %s (%zu files)\n", what, u->count);
 		break;
 	case U_RESUME:
-		printf("  resume  %s: an interrupted restore left it without its Data.db; the rest "
-		       "copied beside what it placed\n", what);
+		final_name(u, f0, fin);
+		printf("  resume  %s%s%.*s: an interrupted restore left it without its Data.db; the "
+		       "rest copied beside what it placed\n", what, u->new_gen ? " as " : "",
+		       u->new_gen ? (int)sstable_prefix_len(fin->buf) - 1 : 0, fin->buf);
 		break;
 	}
 }
@@ -779,7 +813,7 @@ static int restore_unit(readback *rb, const struct plan_table *pt, const struct 
 	struct strbuf path = {0}, tmp = {0};
 	int r = unit_names(u, pt, &n);
 	for (size_t k = 0; r == 0 && k < u->count; k++) {
-		if (u->action == U_RESUME && file_there(dfd, &pt->files.v[u->first + k])) {
+		if (u->action == U_RESUME && same_bytes(dfd, n.fin.v[k], &pt->files.v[u->first + k])) {
 			r = strv_push(&n.tmp, ""); /* placed by the run that was killed */
 			continue;
 		}
@@ -843,7 +877,7 @@ static void count_unit(const struct restore_opts *o, struct plan_table *pt, cons
 	tot->files += u->count;
 	for (size_t k = 0; k < u->count; k++)
 		tot->bytes += pt->files.v[u->first + k].size;
-	tot->renamed += u->action == U_RENAME;
+	tot->renamed += u->action == U_RENAME || (u->action == U_RESUME && u->new_gen);
 }
 
 /* Where files go: the table directory, or --import's staging directory. */

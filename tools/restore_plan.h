@@ -23,7 +23,8 @@ enum unit_action {
 	U_PRESENT,  /* the same bytes are in the target already (as present_as, or its own name) */
 	U_CONFLICT, /* a lone file whose name is taken by other bytes: left alone, not restored */
 	U_RESUME,   /* an sstable a killed restore left without its Data.db (placed last), every
-		     * component there holding the backup's bytes: the others copied beside them */
+		     * component there holding the backup's bytes: the others copied beside them;
+		     * under its own names, or under new_gen when that run renamed it */
 };
 
 /* One sstable (all its components) or one lone file of a table. */
@@ -31,7 +32,7 @@ struct unit {
 	const char *dir;     /* "" or ".<index>", points into the table's file list */
 	size_t first, count; /* its files in the table's vlist */
 	enum unit_action action;
-	uint64_t new_gen;    /* U_RENAME */
+	uint64_t new_gen;    /* U_RENAME; U_RESUME of a renamed sstable (else 0) */
 	char *present_as;    /* U_PRESENT under another identifier: that identifier ("nb-7-big-") */
 };
 
