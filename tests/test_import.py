@@ -185,6 +185,41 @@ def test_restore_import_stages_a_complete_writable_dir_and_removes_it(store, sam
     assert re.search(r'Directory ' + re.escape(live) + r'/\.cassbackup-import-\d+/shop/orders does not exist', p.stdout)
 
 
+def test_restore_import_stages_on_the_table_directorys_own_file_system(store, sample_tree, tmp_path,
+                                                                     world):
+    """The table directory a symlink to a disk of its own (a tmpfs here): the staging directory
+    went two levels above its resolved path, outside the data directory and on another file
+    system than the table's, so the import had to copy across file systems. It now goes where
+    the table directory's own file system is."""
+    src = sample_backup(store, sample_tree, '--table', 'shop.orders')[('shop', 'orders')]
+    live = os.path.join(world, 'data')
+    tdir = live_node(live, [('shop', 'orders')])[('shop', 'orders')]
+    disk = os.path.join(world, 'disk')
+    os.mkdir(disk)
+    run('mount', '-t', 'tmpfs', '-o', 'size=64m,mode=0755', 'tmpfs', disk)
+    try:
+        real = os.path.join(disk, os.path.basename(tdir))
+        os.mkdir(real)
+        os.chown(real, NOBODY, NOBODY)
+        os.rmdir(tdir)
+        os.symlink(real, tdir)
+        log = os.path.join(world, 'n.log')
+        nt = nodetool_as(str(tmp_path / 'nodetool'), NOBODY, log)
+        env = dict(os.environ, NODETOOL_STANDIN_DATA_DIRS=live, NODETOOL_STANDIN_LOG=log,
+                   NODETOOL_STANDIN_VERSION='4.0')
+        cb('restore', '--store', store, 'b', '--data-dir', live, '--import', '--nodetool', nt, env=env)
+        [imp] = calls(log, 'import')
+        assert re.fullmatch(re.escape(disk) + r'/\.cassbackup-import-\d+/shop/orders', imp['args'][2])
+        want = sstable_files(src)
+        [done] = calls(log, 'imported')
+        assert sorted(done['files']) == sorted(want)
+        for n, p in want.items():
+            assert read(os.path.join(real, n)) == read(p)
+        assert stages(disk) == [] and stages(live) == [] and stages(world) == []
+    finally:
+        run('umount', disk)
+
+
 def test_a_staging_directory_left_under_this_runs_pid_is_not_imported(store, sample_tree, tmp_path,
                                                                        world):
     """A run killed while nodetool import ran left its staging directory, sstables in it; a

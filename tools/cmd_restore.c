@@ -1029,19 +1029,53 @@ static void clean_stale_stages(const struct plan_table *pt, size_t *removed)
 		closedir(d);
 }
 
-/* The staging paths of pt: <data dir>/.cassbackup-import-<pid>/<ks>/<table>, in the directory
- * that holds the target's keyspace directory, so on the target's file system and Cassandra's
- * import moves the files with rename(2). The last two components are what Cassandra reads the
- * keyspace and table from. */
-static int plan_stage(struct plan_table *pt)
+/* path with its last `up` components cut off, malloc'd ("" for the root), or NULL. */
+static char *path_up(const char *path, int up)
 {
-	struct strbuf root = {0}, stage = {0};
-	_cleanup_free_ char *base = strdup(pt->target);
-	for (int up = 0; base && up < 2; up++) {
+	char *base = strdup(path);
+	for (int i = 0; base && i < up; i++) {
 		char *slash = strrchr(base, '/');
 		if (slash)
 			*slash = '\0';
 	}
+	return base;
+}
+
+static bool same_file_system(const char *a, const char *b)
+{
+	struct stat sa, sb;
+	return stat(*a ? a : "/", &sa) == 0 && stat(*b ? b : "/", &sb) == 0 && sa.st_dev == sb.st_dev;
+}
+
+/* The directory pt's staging root goes in: the one that holds the target's keyspace directory
+ * (the data directory), else the one that holds the table directory, whichever is first on the
+ * table directory's own file system, so that Cassandra's import moves the files with rename(2)
+ * (the table directory may be a symlink to, or the only directory in, a disk of its own); when
+ * neither is (the table directory is a mount of its own), the first, said: import then copies.
+ * malloc'd, or NULL. */
+static char *stage_parent(const struct plan_table *pt)
+{
+	for (int up = 2; up >= 1; up--) {
+		char *base = path_up(pt->target, up);
+		if (!base || same_file_system(base, pt->target))
+			return base;
+		free(base);
+	}
+	char *base = path_up(pt->target, 2);
+	if (base)
+		errorf("warning: table directory %s is a file system of its own: the staging directory for "
+		      "nodetool import goes in %s, and Cassandra copies the sstables from there",
+		      pt->target, *base ? base : "/");
+	return base;
+}
+
+/* The staging paths of pt: <parent>/.cassbackup-import-<pid>/<ks>/<table>, parent as
+ * stage_parent chooses it (pt->target is absolute and resolved: open_target). The last two
+ * components are what Cassandra reads the keyspace and table from. */
+static int plan_stage(struct plan_table *pt)
+{
+	struct strbuf root = {0}, stage = {0};
+	_cleanup_free_ char *base = stage_parent(pt);
 	int r = base ? sb_printf(&root, "%s/" IMPORT_STAGE_PREFIX "%d", base, (int)getpid()) : -ENOMEM;
 	if (r == 0)
 		r = sb_printf(&stage, "%s/%s/%s", root.buf, pt->t.keyspace, pt->t.table);
