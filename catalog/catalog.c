@@ -187,6 +187,8 @@ enum stmt {
 	ST_BACKUP_TABLES,
 	ST_TABLE_FILES,
 	ST_FILE_PATH,
+	ST_TABLE_FILE_COUNT,
+	ST_BACKUP_TABLE_COUNT,
 	ST_NAME_SET,
 	ST__COUNT
 };
@@ -269,6 +271,15 @@ static const char *const stmt_sql[ST__COUNT] = {
 			 " LEFT JOIN keyspaces k ON k.id = t.keyspace_id LEFT JOIN dirs d ON d.id = f.dir_id"
 			 " WHERE f.id = ?1 AND (t.id IS NOT NULL OR f.table_row = -f.backup_id)",
 	/* (FILE_PATH's columns 6, 7: the backup's row and name) */
+	[ST_TABLE_FILE_COUNT] = "SELECT bk.ref, k.name, t.name, bk.id, bk.name,"
+				" (SELECT COUNT(*) FROM files f WHERE f.table_row = t.id) FROM tables t"
+				" JOIN keyspaces k ON k.id = t.keyspace_id JOIN backups bk ON bk.id = k.backup_id"
+				" WHERE t.id = ?1",
+	/* a backup's by its row (?1), or by one of its keyspaces' (?2) */
+	[ST_BACKUP_TABLE_COUNT] = "SELECT bk.ref, '', '', bk.id, bk.name, (SELECT COUNT(*) FROM tables t"
+				  " JOIN keyspaces k ON k.id = t.keyspace_id WHERE k.backup_id = bk.id)"
+				  " FROM backups bk WHERE bk.id = COALESCE(?1,"
+				  " (SELECT backup_id FROM keyspaces WHERE id = ?2))",
 	[ST_LIST_BACKUPS] =
 		"SELECT b.id, b.name, b.node, b.cluster, b.datacenter, b.host_id, b.snapshot_tag,"
 		" b.created_ns, b.files, b.bytes, b.new_bytes, b.stored_bytes,"
@@ -1656,6 +1667,39 @@ int catalog_file_ident(catalog *c, uint64_t ino, struct cb_file_ident *out)
 	snprintf(out->name, sizeof(out->name), "%s", name);
 	int64_t id = sqlite3_column_int64(st, 6);
 	snprintf(out->shown, sizeof(out->shown), "%s", rn);
+	done(c, st, 0);
+	return backup_dir_name(c, id, rn, out->shown, sizeof(out->shown));
+}
+
+int catalog_dir_count(catalog *c, uint64_t ino, struct cb_file_ident *out, size_t *count)
+{
+	int kind = CB_INO_KIND(ino);
+	int64_t row = CB_INO_ROW(ino);
+	sqlite3_stmt *st;
+	if (kind == CB_NODE_TABLE) {
+		st = stmt(c, ST_TABLE_FILE_COUNT);
+		sqlite3_bind_int64(st, 1, row);
+	} else if (kind == CB_NODE_BACKUP || kind == CB_NODE_KEYSPACE) {
+		st = stmt(c, ST_BACKUP_TABLE_COUNT);
+		sqlite3_bind_int64(st, kind == CB_NODE_BACKUP ? 1 : 2, row);
+	} else {
+		return -ENOENT;
+	}
+	int r = step_one(c, st);
+	if (r <= 0)
+		return r == 0 ? -ENOENT : r;
+	const char *bk = col_name(st, 0), *ks = col_name(st, 1), *t = col_name(st, 2);
+	char rn[256], rk[65];
+	if (store_ref_split(bk, rn, rk) < 0 ||
+	    (kind == CB_NODE_TABLE && (!name_is_component(ks) || !name_is_component(t))))
+		return done(c, st, bad_row(c, row, "invalid name on the directory's path"));
+	*out = (struct cb_file_ident){0};
+	snprintf(out->backup, sizeof(out->backup), "%s", bk);
+	snprintf(out->keyspace, sizeof(out->keyspace), "%s", ks);
+	snprintf(out->table, sizeof(out->table), "%s", t);
+	snprintf(out->shown, sizeof(out->shown), "%s", rn);
+	int64_t id = sqlite3_column_int64(st, 3), n = sqlite3_column_int64(st, 5);
+	*count = n > 0 ? (size_t)n : 0;
 	done(c, st, 0);
 	return backup_dir_name(c, id, rn, out->shown, sizeof(out->shown));
 }

@@ -351,6 +351,12 @@ struct cb_file_ident {
 };
 int catalog_file_ident(catalog *c, uint64_t ino, struct cb_file_ident *out);
 
+/* What the catalog lists below directory ino, to be held against the backup's manifest: for a
+ * TABLE, its ident (dir and name "") and its number of files (all its directories'); for a
+ * BACKUP or KEYSPACE, the backup's ident (keyspace and table "") and its number of tables.
+ * -ENOENT for another kind or a row that is gone. */
+int catalog_dir_count(catalog *c, uint64_t ino, struct cb_file_ident *out, size_t *count);
+
 /* The path of a FILE node below /backups, "backup/keyspace/table/[.index/]file", into out (for
  * messages). -ENOENT when ino is not a file, -ERANGE when out is too small (PATH_MAX is enough),
  * -EUCLEAN when a name on the way is invalid. */

@@ -380,6 +380,32 @@ static int dirlist_add(void *ctx, const struct cb_node *n)
 	return 0;
 }
 
+/* A directory's listing is the store's: a backup's or a keyspace's comes from as many tables
+ * as the backup's manifest has, a table's holds as many files (each is bound to the manifest
+ * when opened: bind_to_store). So a catalog that lost rows (stale, damaged, planted) gives an
+ * error, never a backup without one of its tables or files. 0; -ENOENT when the backup was
+ * forgotten meanwhile; else -EIO with one line logged (or -ENOMEM). */
+static int listing_matches_store(struct cbfs *fs, catalog *c, uint64_t dir)
+{
+	struct cb_file_ident id;
+	size_t n;
+	int r = catalog_dir_count(c, dir, &id, &n);
+	if (r == -ENOENT)
+		return 0; /* nothing below it to count */
+	struct strbuf why = {0};
+	if (r == 0)
+		r = CB_INO_KIND(dir) == CB_NODE_TABLE ? store_check_table_files(fs->store, &id, n, &why)
+						      : store_check_backup_tables(fs->store, &id, n, &why);
+	if (r < 0 && r != -ENOENT && r != -ENOMEM) {
+		cbfs_log(fs, "cannot list %s%s%s%s%s: %s: %s", id.shown, *id.keyspace ? "/" : "",
+			 id.keyspace, *id.table ? "/" : "", id.table, fs->location,
+			 why.buf ? why.buf : strerror(-r));
+		r = -EIO;
+	}
+	sb_free(&why);
+	return r;
+}
+
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct cbfs *fs = first_request(req);
@@ -395,6 +421,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	} else if (r == 0 && (r = resolve(fs, ino, &cn, &dir)) == 0) {
 		d->gen = cn->gen;
 		r = catalog_node_list(cn->c, dir, dirlist_add, d);
+		if (r == 0 && !special(dir))
+			r = listing_matches_store(fs, cn->c, dir);
 		if (r == -ENOENT && !special(dir))
 			r = -ESTALE;
 	}

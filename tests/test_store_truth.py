@@ -224,17 +224,20 @@ def lose_from_catalog(store, name, what):
     """Deletes from the catalog one file row of backup name (what='file': an Index.db), or a
     whole table's rows (what='table'): a stale, damaged or planted catalog."""
     if what == 'file':
-        (fid,), = sql(store, "SELECT f.id FROM files f JOIN backups b ON b.id = f.backup_id WHERE "
-                             "b.name = ? AND f.dir_id = 0 AND f.name LIKE '%Index.db' ORDER BY f.id "
-                             "LIMIT 1", name)
+        (fid, ks, table), = sql(store, "SELECT f.id, k.name, t.name FROM files f JOIN backups b ON "
+                                       "b.id = f.backup_id JOIN tables t ON t.id = f.table_row JOIN "
+                                       "keyspaces k ON k.id = t.keyspace_id WHERE b.name = ? AND "
+                                       "f.dir_id = 0 AND f.name LIKE '%Index.db' ORDER BY f.id LIMIT 1",
+                                name)
         sql(store, 'DELETE FROM files WHERE id = ?', fid)
-        return
-    (row,), = sql(store, 'SELECT t.id FROM tables t JOIN keyspaces k ON k.id = t.keyspace_id JOIN '
-                         'backups b ON b.id = k.backup_id WHERE b.name = ? ORDER BY t.id DESC LIMIT 1',
-                  name)
+        return ks, table
+    (row, ks, table), = sql(store, 'SELECT t.id, k.name, t.name FROM tables t JOIN keyspaces k ON '
+                                   'k.id = t.keyspace_id JOIN backups b ON b.id = k.backup_id WHERE '
+                                   'b.name = ? ORDER BY t.id DESC LIMIT 1', name)
     for q in ('DELETE FROM files WHERE table_row = ?', 'DELETE FROM dirs WHERE table_row = ?',
               'DELETE FROM tables WHERE id = ?'):
         sql(store, q, row)
+    return ks, table
 
 
 @pytest.mark.parametrize('what', ['file', 'table'])
@@ -242,8 +245,8 @@ def test_a_catalog_missing_a_file_or_a_table_is_refused(store, tmp_path, what):
     """restore wrote an sstable without the Index.db the catalog had lost, or left out a table
     it had lost, load streamed only the tables it listed, verify checked only those: each exit
     0. Each row listed was held against the manifest, never the manifest against the rows."""
-    backup(store, tmp_path, 'a', 41, kib='16')
-    lose_from_catalog(store, 'a', what)
+    files = backup(store, tmp_path, 'a', 41, kib='16')
+    ks, table = lose_from_catalog(store, 'a', what)
     said = 'files for a/' if what == 'file' else 'the catalog lists 3 tables for a,'
     dd = sample_dirs(sample(tmp_path, 'target', 99, kib='16'))[0]
     before = files_sizes(dd)
@@ -260,6 +263,18 @@ def test_a_catalog_missing_a_file_or_a_table_is_refused(store, tmp_path, what):
                 os.path.join(os.path.dirname(os.path.abspath(__file__)), 'standins', 'sstableloader'), '--state-dir', str(tmp_path / 'state'),
                 env=dict(os.environ, SSTABLELOADER_STANDIN_LOG=str(log)), check=False)
         assert ld.returncode == 1 and said in ld.stderr and not log.exists()
+    # the mount: a listing that lacks the file or the table is an error, not a shorter list
+    with mounted(store, str(tmp_path / 'mnt'), expect_errors=(said,)) as m:
+        lacking = [f'a/{ks}/{table}'] if what == 'file' else ['a', f'a/{ks}']
+        for d in lacking:
+            with pytest.raises(OSError) as e:
+                os.listdir(m.path(d))
+            assert e.value.errno == errno.EIO, d
+        there = [p for p in files if os.path.exists(m.path(p))]
+        assert len(there) == len(files) - (1 if what == 'file' else
+                                           sum(f'/{ks}/{table}/' in p for p in files))
+        for p in there:  # what the catalog still has reads right
+            assert read(m.path(p)) == read(files[p])
     cb('reindex', '--store', store)  # the catalog made again from the store: whole again
     cb('restore', '--store', store, 'a', '--data-dir', dd)
     cb('verify', '--store', store, 'a')
