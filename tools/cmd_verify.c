@@ -627,24 +627,21 @@ static int plan(struct cli_command *cmd, struct verify *v, char **names, int nna
 	return CLI_RUN;
 }
 
-/* Checks one table of a backup (t NULL: the backup's own files, catalog.h, whose catalog
- * rows are a table's of row -backup_id) and reports it. < 0 when its files could not be
- * loaded. */
-static int execute_table(struct verify *v, const char *name, const char *shown,
-			 const struct cb_table_row *t, int64_t backup_id)
+/* Checks one table of a backup, its files l from the catalog (t NULL: the backup's own files,
+ * catalog.h), and reports it. Frees l. */
+static void execute_table(struct verify *v, const char *name, const char *shown,
+			  const struct cb_table_row *t, struct vlist *lp)
 {
-	struct vlist l = {0};
+	struct vlist l = *lp;
 	struct table_result res = {.keyspace = t ? t->keyspace : "", .table = t ? t->table : ""};
-	int r = load_files(v->cat, v->store, t ? t->row : -backup_id, &l);
-	if (r < 0)
-		return r;
+	*lp = (struct vlist){0};
 	/* the SHA-256 each file is checked against must be the manifest's, not only the cache's */
 	struct strbuf why = {0};
 	int m = files_match_manifest(v->st, name, res.keyspace, res.table, &l, &why);
 	if (m == 0 && !t && l.n == 0) { /* the node's own files: none kept, none missing */
 		sb_free(&why);
 		vlist_free(&l);
-		return 0;
+		return;
 	}
 	if (m < 0)
 		add_error(&res, "%s", why.buf ? why.buf : "the manifest cannot be read");
@@ -679,7 +676,6 @@ static int execute_table(struct verify *v, const char *name, const char *shown,
 	v->bytes += res.bytes;
 	strv_free(&res.errors);
 	vlist_free(&l);
-	return 0;
 }
 
 /* The last line: "66 tables ok, 0 failed in 1 backup (1234 files, 5.0 GiB)"; in JSON, the
@@ -722,32 +718,63 @@ static int report_no_backups(struct verify *v)
 	return CB_EXIT_OK;
 }
 
+/* A whole backup is verified: its own files too. */
+static bool whole_backup(const struct verify *v)
+{
+	return !v->dir && selection_is_empty(&v->sel);
+}
+
+/* Backup name's tables, and into (*lists)[k] the files of each selected table k, and into
+ * (*lists)[ts->n] the backup's own when whole_backup: read from one state of the catalog (a
+ * reindex beside it renumbers rows), and then left, so that reading a pack that a prune
+ * repacked meanwhile finds it where it is now. 0, or < 0 (said). */
+static int load_backup_files(struct verify *v, const char *name, struct tables *ts,
+			     struct vlist **lists)
+{
+	char why[512];
+	int r = catalog_read_begin(v->cat);
+	if (r < 0) {
+		errorf("cannot read catalog of %s: %s", v->store, catalog_why(v->cat, r, why, sizeof(why)));
+		return r;
+	}
+	if ((r = load_tables(v->st, v->store, name, ts)) == 0 &&
+	    !(*lists = calloc(ts->n + 1, sizeof(**lists)))) {
+		errorf("out of memory");
+		r = -ENOMEM;
+	}
+	for (size_t k = 0; r == 0 && k < ts->n; k++)
+		if (selection_matches(&v->sel, ts->v[k].keyspace, ts->v[k].table))
+			r = load_files(v->cat, v->store, ts->v[k].row, &(*lists)[k]);
+	if (r == 0 && whole_backup(v))
+		r = load_files(v->cat, v->store, -ts->backup_id, &(*lists)[ts->n]);
+	catalog_rollback(v->cat);
+	if (r < 0 && *lists) {
+		for (size_t k = 0; k <= ts->n; k++)
+			vlist_free(&(*lists)[k]);
+		free(*lists);
+		*lists = NULL;
+	}
+	if (r < 0)
+		tables_free(ts);
+	return r;
+}
+
 static int execute(struct verify *v)
 {
 	if (v->names.n == 0)
 		return report_no_backups(v);
 	for (size_t i = 0; i < v->names.n; i++) {
 		struct tables ts = {0};
-		/* one state of the catalog per backup (a reindex beside it renumbers rows) */
-		int r = catalog_read_begin(v->cat);
-		if (r < 0) {
-			char why[512];
-			errorf("cannot read catalog of %s: %s", v->store, catalog_why(v->cat, r, why, sizeof(why)));
+		struct vlist *lists = NULL;
+		if (load_backup_files(v, v->names.v[i], &ts, &lists) < 0)
 			return CB_EXIT_FAILED;
-		}
-		if (load_tables(v->st, v->store, v->names.v[i], &ts) < 0) {
-			catalog_rollback(v->cat);
-			return CB_EXIT_FAILED;
-		}
-		for (size_t k = 0; r == 0 && k < ts.n; k++)
+		for (size_t k = 0; k < ts.n; k++)
 			if (selection_matches(&v->sel, ts.v[k].keyspace, ts.v[k].table))
-				r = execute_table(v, v->names.v[i], v->shown.v[i], &ts.v[k], 0);
-		if (r == 0 && !v->dir && selection_is_empty(&v->sel)) /* a whole backup: its own files */
-			r = execute_table(v, v->names.v[i], v->shown.v[i], NULL, ts.backup_id);
+				execute_table(v, v->names.v[i], v->shown.v[i], &ts.v[k], &lists[k]);
+		if (whole_backup(v))
+			execute_table(v, v->names.v[i], v->shown.v[i], NULL, &lists[ts.n]);
 		tables_free(&ts);
-		catalog_rollback(v->cat);
-		if (r < 0)
-			return CB_EXIT_FAILED;
+		free(lists);
 	}
 	report_summary(v);
 	const struct selection_entry *miss = selection_unmatched(&v->sel);
