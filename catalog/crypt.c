@@ -125,7 +125,7 @@ int crypt_keyfile_read(const char *path, struct crypt_secret **out, struct strbu
 int crypt_secret_file_read(const char *path, const char *what, size_t min,
 			   struct crypt_secret **out, struct strbuf *err)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		int e = errno;
 		sb_printf(err, "%s %s: %s", what, path, strerror(e));
@@ -182,6 +182,19 @@ int crypt_secret_file_read(const char *path, const char *what, size_t min,
 	return 0;
 }
 
+/* fsync of the directory holding path: a file just made is there after a crash too. */
+static int fsync_parent(const char *path)
+{
+	char *dir = strdup(path);
+	if (!dir)
+		return -ENOMEM;
+	char *slash = strrchr(dir, '/');
+	const char *d = !slash ? "." : slash == dir ? "/" : (*slash = '\0', dir);
+	int r = fsync_dir(d);
+	free(dir);
+	return r;
+}
+
 int crypt_keyfile_create(const char *path, struct strbuf *err)
 {
 	struct crypt_secret *s = crypt_secret_new(2 * CRYPT_KEY_LEN + 1 + CRYPT_KEY_LEN);
@@ -201,6 +214,7 @@ int crypt_keyfile_create(const char *path, struct strbuf *err)
 		r = n == 2 * CRYPT_KEY_LEN + 1 ? 0 : n < 0 ? -errno : -EIO;
 		r = r ?: fchmod(fd, 0600) < 0 || fsync(fd) < 0 ? -errno : 0;
 		close(fd);
+		r = r ?: fsync_parent(path); /* its name too, before a slot is made for it */
 		if (r < 0)
 			unlink(path);
 	}

@@ -263,7 +263,8 @@ int hex_decode(const char *in, unsigned char *out, size_t n)
 
 int read_small_file(const char *path, size_t max, char **out, size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO is refused below (-EINVAL), not waited on for a writer */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
 	struct stat st;

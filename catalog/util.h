@@ -62,8 +62,9 @@ void hex_encode(const unsigned char *in, size_t n, char *out);
 /* Parses exactly 2n hex characters. 0 or -EINVAL. */
 int hex_decode(const char *in, unsigned char *out, size_t n);
 
-/* Reads a whole (small) file into a NUL-terminated malloc'd buffer; *len gets its size.
- * Refuses files over max bytes with -EFBIG. */
+/* Reads a whole (small) regular file into a NUL-terminated malloc'd buffer; *len gets its
+ * size. Refuses files over max bytes with -EFBIG, and anything but a regular file (a
+ * directory, a FIFO: never waited on) with -EINVAL. */
 int read_small_file(const char *path, size_t max, char **out, size_t *len);
 
 /* True when s is usable as one path component of something we create or show: not empty, not

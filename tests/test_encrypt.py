@@ -50,6 +50,30 @@ def test_key_file_made_by_init_is_private(enc_store):
     assert len(read(key).strip()) == 64
 
 
+def test_a_key_or_passphrase_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
+    """A key or passphrase file that is a FIFO: every command, and the mount, waited for good
+    for a writer, in the open that came before the check that it is a regular file. Now it is
+    refused in one line. (timeout: a bound for a hang, not a timing.)"""
+    loc, key = str(tmp_path / 'store'), str(tmp_path / 'k')
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    cb('init', '--store', loc, '--encrypt', '--key-file', key, env=env)
+    fifo = str(tmp_path / 'fifo')
+    os.mkfifo(fifo, 0o600)
+    for args in (['list', '--store', loc, '--key-file', fifo],
+                 ['list', '--store', loc, '--passphrase-file', fifo],
+                 ['key', 'add', '--store', loc, '--key-file', key, '--new-passphrase-file', fifo],
+                 ['init', '--store', str(tmp_path / 'other'), '--encrypt', '--key-file', fifo]):
+        p = cb(*args, env=env, check=False, timeout=60)
+        assert p.returncode in (1, 2) and p.stderr.count('\n') == 1, (args, p.stderr)
+        assert 'fifo: not a regular file' in p.stderr, (args, p.stderr)
+    mnt = tmp_path / 'mnt'
+    mnt.mkdir()
+    p = subprocess.run([MOUNT, loc, str(mnt), '-o', f'key_file={fifo}'], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 1 and 'fifo: not a regular file' in p.stderr and not os.listdir(mnt)
+    assert not os.path.exists(str(tmp_path / 'other'))
+
+
 def test_lifecycle_on_an_encrypted_store(enc_store, tmp_path):
     """init, create x2 (the second deduplicated), list, mount + cp, verify, restore, forget,
     prune, check, reindex, export: as on a plain store."""
