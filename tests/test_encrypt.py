@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from conftest import (CASSBACKUP, MOUNT, TEST_HOOKS, cb, data_dir_args, make_sample, mounted, read,
-                      sample_dirs, snapshot_tables)
+                      run, sample_dirs, snapshot_tables)
 from test_s3 import moto
 
 
@@ -72,6 +72,25 @@ def test_a_key_or_passphrase_file_that_is_a_fifo_is_refused_not_waited_on(tmp_pa
                        text=True, timeout=60)
     assert p.returncode == 1 and 'fifo: not a regular file' in p.stderr and not os.listdir(mnt)
     assert not os.path.exists(str(tmp_path / 'other'))
+
+
+def test_init_makes_the_key_files_name_durable_before_the_store(tmp_path):
+    """init fsynced the new key file's bytes but not its directory: after a power cut the store
+    (its key slot sealed for that key) could be there and the key file's name not. A crash
+    cannot be made here; strace shows the order of the calls."""
+    keys = tmp_path / 'keys'
+    keys.mkdir()
+    trace = tmp_path / 'trace'
+    run('strace', '-f', '-qq', '-e', 'trace=openat,fsync,mkdirat', '-o', str(trace), CASSBACKUP,
+        'init', '--store', str(tmp_path / 'store'), '--encrypt', '--key-file', str(keys / 'k'),
+        env=dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache')))
+    calls = [l.split(None, 1)[1] for l in trace.read_text().splitlines()]
+    made = next(i for i, c in enumerate(calls) if f'"{keys}/k", O_WRONLY|O_CREAT|O_EXCL' in c)
+    slots = next(i for i, c in enumerate(calls) if re.match(r'mkdirat\(\d+, "keys"', c))
+    dirs = [(i, c.rsplit('= ', 1)[1]) for i, c in enumerate(calls)
+            if f'"{keys}", O_RDONLY' in c and 'O_DIRECTORY' in c]
+    assert any(made < i < slots and any(c.startswith(f'fsync({fd})') for c in calls[i + 1:slots])
+               for i, fd in dirs), calls
 
 
 def test_lifecycle_on_an_encrypted_store(enc_store, tmp_path):
