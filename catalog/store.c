@@ -814,9 +814,13 @@ int store_read_manifest(struct store *s, const char *ref, struct manifest **out,
 	char why[512] = "", name[256] = "", node[65] = "";
 	int r = store_ref_split(ref, name, node) ?: store_manifest_key(ref, &key) ?:
 		cb_backend_get(s->b, key.buf, MANIFEST_MAX, &doc, &len);
-	if (r < 0 && r != -ENOENT)
-		sb_printf(err, "cannot read %s: %s", key.buf ? key.buf : ref,
-			  *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
+	if (r < 0 && r != -ENOENT) {
+		const char *what = key.buf ? key.buf : ref, *said = cb_backend_last_error();
+		size_t n = strlen(what); /* the backend's words may name the key already */
+		if (!strncmp(said, what, n) && !strncmp(said + n, ": ", 2))
+			said += n + 2;
+		sb_printf(err, "cannot read %s: %s", what, *said ? said : strerror(-r));
+	}
 	if (r == 0 && (r = manifest_parse(doc, len, out, why, sizeof(why))) < 0)
 		sb_printf(err, "%s: %s", key.buf, why);
 	if (r == 0 && strcmp((*out)->name, name) != 0) {

@@ -115,8 +115,9 @@ def test_check_damaged_manifest(real_backup, two_days):
 def test_a_bit_flipped_in_a_manifest_is_a_problem_and_restores_nothing(two_days, tmp_path):
     """One bit of a plain store's manifest flipped in a file's name: check said "no problems"
     and restore wrote the sstable's Data.db under another name, exit 0. The manifest's own
-    SHA-256 refuses it: check names it, list warns of it, verify and export find no such
-    backup, the rest reads on."""
+    SHA-256 refuses it: check names it, list warns of it, verify and export say that backup
+    cannot be read (they said "no such backup", exit 3), verify --all fails, the rest reads
+    on."""
     store, _ = two_days
     path = manifest_path(store, 'day1')
     doc = bytearray(read(path))
@@ -137,9 +138,13 @@ def test_a_bit_flipped_in_a_manifest_is_a_problem_and_restores_nothing(two_days,
     assert 'warning: 1 manifest(s) of store' in p.stderr and 'day1' in p.stderr, p.stderr
     for cmd in (['verify'], ['export', '--output', str(tmp_path / 'day1.tar')]):
         p = cb(cmd[0], '--store', store, 'day1', *cmd[1:], check=False)
-        assert p.returncode != 0, (cmd, p)
+        assert p.returncode == 1 and p.stderr.count('\n') == 1, (cmd, p)
+        assert p.stderr.startswith(f'cassbackup: backup day1 of {store} cannot be read: {key}: '), p.stderr
     assert not os.path.exists(tmp_path / 'day1.tar')
     cb('verify', '--store', store, 'day2')
+    p = cb('verify', '--store', store, '--all', check=False)
+    assert p.returncode == 1 and 'cannot verify 1 backup(s) of' in p.stderr and key in p.stderr
+    assert 'day2' in p.stdout  # the other still verified
 
 
 def test_check_missing_pack(store, two_days):

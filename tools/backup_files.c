@@ -134,7 +134,7 @@ int load_tables(struct store *s, const char *store, const char *name, struct tab
 	*ts = (struct tables){0};
 	int r = catalog_get_backup(cat, name, summary_id, &ts->backup_id);
 	if (r == 0) {
-		report_no_such_backup(cat, store, name);
+		report_no_such_backup(s, store, name);
 		return -ENOENT;
 	}
 	char why[512];

@@ -245,8 +245,37 @@ static int collect_name(void *ctx, const struct cb_backup_summary *b)
 	return strv_push(names, b->name);
 }
 
-int report_no_such_backup(catalog *cat, const char *store, const char *name)
+/* Where why (the manifests the store's reconcile could not read: "backups/X.json: reason;
+ * ...") names backup name's, backups/name.json or backups/name/NODE.json; NULL if nowhere. */
+static const char *skipped_manifest_of(const char *why, const char *name)
 {
+	size_t n = strlen(name);
+	for (const char *p = why; (p = strstr(p, "backups/")); p++) {
+		const char *q = p + strlen("backups/");
+		if (strncmp(q, name, n))
+			continue;
+		q += n;
+		const char *json = strstr(q, ".json:");
+		if (q == json || (*q == '/' && json && !memchr(q + 1, '/', (size_t)(json - q - 1))))
+			return p;
+	}
+	return NULL;
+}
+
+int report_no_such_backup(struct store *st, const char *store, const char *name)
+{
+	unsigned skipped;
+	const char *at = skipped_manifest_of(store_skipped_manifests(st, &skipped), name);
+	if (at) { /* there, but its manifest could not be read: not "no such backup" */
+		const char *end = strstr(at + 1, "; backups/");
+		_cleanup_free_ char *what = strndup(at, end ? (size_t)(end - at) : strlen(at));
+		_cleanup_free_ char *shown = cli_escape(name), *s = cli_escape(store),
+				    *said = cli_escape(what ? what : "");
+		errorf("backup %s of %s cannot be read: %s (cassbackup check tells more)",
+		       shown ? shown : "", s ? s : "", said ? said : "");
+		return CB_EXIT_FAILED;
+	}
+	catalog *cat = store_catalog(st);
 	struct strv names = {0};
 	const char *best[3];
 	size_t n = 0;

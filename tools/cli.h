@@ -74,8 +74,10 @@ int cli_store_lock(struct store *s, const char *location, bool exclusive, const 
 		   int wait_seconds, struct store_lock **out);
 
 /* Prints "backup NAME: no such backup in STORE" and, when the store has names close to NAME
- * (edit distance), "; closest: A, B, C". Returns CB_EXIT_MISSING. */
-int report_no_such_backup(catalog *cat, const char *store, const char *name);
+ * (edit distance), "; closest: A, B, C". Returns CB_EXIT_MISSING. But when the store has a
+ * manifest of NAME that could not be read (store_skipped_manifests: damaged, unreadable),
+ * prints that it cannot be read, naming the manifest and why, and returns CB_EXIT_FAILED. */
+int report_no_such_backup(struct store *st, const char *store, const char *name);
 
 /* The names among cand[0..n) closest to name by edit distance (Levenshtein), at most max of
  * them, best first (ties in cand order), each within max(2, strlen(name) / 3) edits and not

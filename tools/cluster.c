@@ -291,9 +291,10 @@ static int push_ref(struct strv *refs, const char *ref)
 	return CB_EXIT_FAILED;
 }
 
-int cluster_pick(catalog *cat, const char *store, const char *name, const char *node, bool all,
+int cluster_pick(struct store *st, const char *store, const char *name, const char *node, bool all,
 		 struct strv *refs)
 {
+	catalog *cat = store_catalog(st);
 	struct node_backups l = {0};
 	int r = node_backups_named(cat, name, &l), rc = 0;
 	if (r < 0) {
@@ -305,7 +306,7 @@ int cluster_pick(catalog *cat, const char *store, const char *name, const char *
 	}
 	if (l.n == 0) {
 		node_backups_free(&l);
-		return report_no_such_backup(cat, store, name);
+		return report_no_such_backup(st, store, name);
 	}
 	size_t matched = 0, at = 0;
 	for (size_t i = 0; node && i < l.n; i++)
@@ -364,7 +365,7 @@ int cluster_open_named(const char *store, const char *name, struct store **st,
 		errorf("cannot read catalog of %s: %s", shown ? shown : "", catalog_why(cat, r, why, sizeof(why)));
 		return CB_EXIT_FAILED;
 	}
-	return r == 0 ? report_no_such_backup(cat, store, name) : 0;
+	return r == 0 ? report_no_such_backup(*st, store, name) : 0;
 }
 
 int cluster_name_expand(const char *template, const struct duration *period, time_t now, char *out,

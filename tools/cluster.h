@@ -84,8 +84,10 @@ int cluster_backup_narrow(const struct cluster_backup *g, const char *node, stru
 /* The node backups of NAME that a command acts on, as refs into refs: with node, that node's
  * one; else all of them when all, else the only one (a name with several says so in one line,
  * listing them, and that --node picks one). Prints its own error line. 0, or the exit code
- * (CB_EXIT_MISSING when there is none). */
-int cluster_pick(catalog *cat, const char *store, const char *name, const char *node, bool all,
+ * (CB_EXIT_MISSING when there is none; CB_EXIT_FAILED when its manifest could not be read).
+ * st: the store open for the command, store: its location as given. */
+struct store;
+int cluster_pick(struct store *st, const char *store, const char *name, const char *node, bool all,
 		 struct strv *refs);
 
 /* JSON of list and show (cmd_list.c): a node backup's fields (into an open object), a ring

@@ -67,7 +67,7 @@ static int names_given(struct copy_cmd *c, const char *name)
 	node_backups_free(&nb);
 	if (n <= 0 && !c->node)
 		return strv_push(&c->names, name) < 0 ? CB_EXIT_FAILED : 0;
-	return cluster_pick(cat, c->from_shown, name, c->node, true, &c->names);
+	return cluster_pick(c->src, c->from_shown, name, c->node, true, &c->names);
 }
 
 /* --all: every backup of the source, oldest first. */
@@ -240,7 +240,7 @@ static void copy_one(struct copy_cmd *c, struct copy_item *it, struct strbuf *er
 	it->seconds = mono_seconds() - start;
 	it->missing = it->r == -ENOENT && !err->len;
 	if (it->missing) { /* its manifest is not there (a pack's absence says so) */
-		report_no_such_backup(store_catalog(c->src), c->from_shown, it->name);
+		report_no_such_backup(c->src, c->from_shown, it->name);
 		it->error = strdup("no such backup");
 	} else if (it->r < 0) {
 		_cleanup_free_ char *name = cli_escape(it->name);

@@ -169,15 +169,14 @@ static int plan(struct export *x)
 	int r = cli_store_open(x->store, 0, &x->s);
 	if (r)
 		return r;
-	catalog *cat = store_catalog(x->s);
-	r = cluster_pick(cat, x->store, x->name, x->node, false, &x->ref);
+	r = cluster_pick(x->s, x->store, x->name, x->node, false, &x->ref);
 	if (r != 0)
 		return r;
 	if (cli_store_lock(x->s, x->store, false, "export", 0, &x->lock) < 0)
 		return CB_EXIT_FAILED;
 	r = store_read_manifest(x->s, x->ref.v[0], &x->m, NULL, &err);
 	if (r == -ENOENT) /* forgotten a moment ago */
-		return report_no_such_backup(cat, x->store, x->name);
+		return report_no_such_backup(x->s, x->store, x->name);
 	if (r < 0) {
 		errorf("cannot read backup: %s", err.buf ? err.buf : strerror(-r));
 		sb_free(&err);

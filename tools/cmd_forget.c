@@ -274,7 +274,7 @@ static int mark_names(struct store *s, const char *store, struct flist *l, char 
 			if (l->v[i].chosen && (!strcmp(l->v[i].name, names[k]) || !strcmp(l->v[i].ref, names[k])))
 				found = l->v[i].named = true;
 		if (!found)
-			return report_no_such_backup(store_catalog(s), store, names[k]);
+			return report_no_such_backup(s, store, names[k]);
 	}
 	return CB_EXIT_OK;
 }

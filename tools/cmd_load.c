@@ -524,12 +524,12 @@ static int plan_tables(struct load_opts *o, struct load_plan *p)
 		errorf("cannot read catalog of %s: %s", o->store, catalog_why(cat, r, why, sizeof(why)));
 		goto out;
 	}
-	if ((rc = cluster_pick(cat, o->store, o->name, o->node, false, &ref)) != 0)
+	if ((rc = cluster_pick(st, o->store, o->name, o->node, false, &ref)) != 0)
 		goto out;
 	rc = CB_EXIT_FAILED;
 	r = catalog_get_backup(cat, ref.v[0], copy_identity, &p->who);
 	if (r == 0)
-		rc = report_no_such_backup(cat, o->store, o->name);
+		rc = report_no_such_backup(st, o->store, o->name);
 	else if (r < 0)
 		errorf("cannot read catalog of %s: %s", o->store, catalog_why(cat, r, why, sizeof(why)));
 	if (r <= 0 || load_tables(st, o->store, ref.v[0], &ts) < 0) {
@@ -1091,7 +1091,7 @@ static int load_create_schema(struct load_opts *o, const struct strv *nodes)
 	_cleanup_free_ struct ddl_table *v = NULL;
 	int rc = cli_store_open(o->store, STORE_READONLY, &st);
 	const char *node = o->node ? o->node : nodes->n ? nodes->v[0] : NULL;
-	rc = rc ?: cluster_pick(store_catalog(st), o->store, o->name, node, false, &ref);
+	rc = rc ?: cluster_pick(st, o->store, o->name, node, false, &ref);
 	if (rc == 0 && load_tables(st, o->store, ref.v[0], &ts) < 0)
 		rc = CB_EXIT_FAILED;
 	if (rc == 0 && (!(v = calloc(ts.n + 1, sizeof(*v))) ||

@@ -1654,7 +1654,7 @@ static int pick_node_backup(catalog *cat, struct restore_opts *o)
 	if (r > 1 && !node && local)
 		node = local; /* several: this node's, as nodetool tells it */
 	node_backups_free(&l);
-	int rc = cluster_pick(cat, o->store, o->name, node, false, &o->ref);
+	int rc = cluster_pick(o->st, o->store, o->name, node, false, &o->ref);
 	if (rc != 0 || !local || o->from_node)
 		return rc;
 	struct node_backups picked = {0};

@@ -210,7 +210,7 @@ int cmd_show(int argc, char **argv)
 	struct strv refs = {0};
 	catalog *cat = st ? store_catalog(st) : NULL;
 	if (rc == 0)
-		rc = cluster_pick(cat, store, name, node, true, &refs);
+		rc = cluster_pick(st, store, name, node, true, &refs);
 	struct strbuf out = {0};
 	struct json j;
 	json_init(&j, &out);

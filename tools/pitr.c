@@ -278,7 +278,7 @@ static int choose_backup(struct pitr *p, struct store *s)
 	if (rc)
 		return rc;
 	if (p->backup && !c.given_found)
-		return report_no_such_backup(cat, store_location(s), p->backup);
+		return report_no_such_backup(s, store_location(s), p->backup);
 	if (p->backup && c.created_ns / 1000000 > p->time_ms) {
 		errorf("backup %s was made after %s; a point-in-time restore starts from a backup made before",
 		       p->backup, p->time);

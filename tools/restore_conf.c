@@ -204,7 +204,7 @@ int cmd_restore_conf(int argc, char **argv)
 	struct strbuf err = {0};
 	rc = cluster_open_named(o.store, name, &st, &nb);
 	if (rc == 0)
-		rc = cluster_pick(store_catalog(st), o.store, name, o.node, false, &refs);
+		rc = cluster_pick(st, o.store, name, o.node, false, &refs);
 	if (rc == 0 && store_read_manifest(st, refs.v[0], &m, NULL, &err) < 0) {
 		errorf("cannot read backup %s: %s", refs.v[0], err.buf ? err.buf : "");
 		rc = CB_EXIT_FAILED;
