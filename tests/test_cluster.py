@@ -152,6 +152,28 @@ def test_names_with_several_nodes_pick_or_take_all(store, cluster, tmp_path):
     assert groups(store) == []
 
 
+def test_a_node_backup_that_cannot_be_read_fails_its_name(store, cluster, tmp_path):
+    """One node's manifest of day1 damaged: verify day1 checked the others and exited 0, and
+    --node of that node said "none is of --node", exit 3, as if it had never been made. Both
+    now say which manifest cannot be read, exit 1; another node's, named, reads on."""
+    for i in range(3):
+        create_on(store, cluster, i)
+    path = os.path.join(store, 'backups', 'day1', NODES[0]['host_id'] + '.json')
+    doc = bytearray(read(path))
+    doc[doc.index(b'"snapshot_tag"') + 20] ^= 1
+    with open(path, 'wb') as f:
+        f.write(doc)
+    key = os.path.relpath(path, store)
+    for args in (['verify', 'day1'], ['verify', 'day1', '--node', NODES[0]['host_id']],
+                 ['export', 'day1', '--node', NODES[0]['address'], '-o', str(tmp_path / 'x.tar')]):
+        p = cb(args[0], '--store', store, *args[1:], check=False)
+        assert p.returncode == 1 and p.stderr.count('\n') == 1, (args, p.stderr)
+        assert f'backup day1 of {store} cannot be read: {key}: ' in p.stderr, (args, p.stderr)
+    assert not os.path.exists(tmp_path / 'x.tar')
+    p = cb('verify', '--store', store, 'day1', '--node', NODES[1]['host_id'])
+    assert p.stdout.splitlines()[-1].startswith('2 tables ok, 0 failed in 1 backup')
+
+
 def test_restore_takes_this_nodes_backup_and_another_only_on_purpose(store, cluster):
     """On a node of the cluster, restore NAME restores that node's backup (its host id as
     nodetool info tells); another node's backup has other tokens and replicas: refused unless

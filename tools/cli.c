@@ -262,19 +262,26 @@ static const char *skipped_manifest_of(const char *why, const char *name)
 	return NULL;
 }
 
-int report_no_such_backup(struct store *st, const char *store, const char *name)
+int report_unreadable_backup(struct store *st, const char *store, const char *name)
 {
 	unsigned skipped;
 	const char *at = skipped_manifest_of(store_skipped_manifests(st, &skipped), name);
-	if (at) { /* there, but its manifest could not be read: not "no such backup" */
-		const char *end = strstr(at + 1, "; backups/");
-		_cleanup_free_ char *what = strndup(at, end ? (size_t)(end - at) : strlen(at));
-		_cleanup_free_ char *shown = cli_escape(name), *s = cli_escape(store),
-				    *said = cli_escape(what ? what : "");
-		errorf("backup %s of %s cannot be read: %s (cassbackup check tells more)",
-		       shown ? shown : "", s ? s : "", said ? said : "");
-		return CB_EXIT_FAILED;
-	}
+	if (!at)
+		return 0;
+	const char *end = strstr(at + 1, "; backups/");
+	_cleanup_free_ char *what = strndup(at, end ? (size_t)(end - at) : strlen(at));
+	_cleanup_free_ char *shown = cli_escape(name), *s = cli_escape(store),
+			    *said = cli_escape(what ? what : "");
+	errorf("backup %s of %s cannot be read: %s (cassbackup check tells more)", shown ? shown : "",
+	       s ? s : "", said ? said : "");
+	return CB_EXIT_FAILED;
+}
+
+int report_no_such_backup(struct store *st, const char *store, const char *name)
+{
+	int rc = report_unreadable_backup(st, store, name);
+	if (rc) /* there, but its manifest could not be read: not "no such backup" */
+		return rc;
 	catalog *cat = store_catalog(st);
 	struct strv names = {0};
 	const char *best[3];

@@ -79,6 +79,10 @@ int cli_store_lock(struct store *s, const char *location, bool exclusive, const 
  * prints that it cannot be read, naming the manifest and why, and returns CB_EXIT_FAILED. */
 int report_no_such_backup(struct store *st, const char *store, const char *name);
 
+/* When the store has a manifest of backup NAME (any node's) that could not be read: says so in
+ * one line, naming it and why, and returns CB_EXIT_FAILED; else 0, silently. */
+int report_unreadable_backup(struct store *st, const char *store, const char *name);
+
 /* The names among cand[0..n) closest to name by edit distance (Levenshtein), at most max of
  * them, best first (ties in cand order), each within max(2, strlen(name) / 3) edits and not
  * name itself. out gets pointers into cand; returns how many. */

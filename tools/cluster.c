@@ -315,6 +315,12 @@ int cluster_pick(struct store *st, const char *store, const char *name, const ch
 			at = i;
 		}
 	struct strbuf tail = {0};
+	/* a node backup of name that could not be read: every node's is not known, nor whether
+	 * --node's is that one */
+	if ((!node || matched == 0) && (rc = report_unreadable_backup(st, store, name)) != 0) {
+		node_backups_free(&l);
+		return rc;
+	}
 	if (node && matched == 0) {
 		sb_puts(&tail, "; none is of --node ");
 		sb_escape(&tail, node);
