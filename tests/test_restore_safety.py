@@ -497,6 +497,33 @@ def test_a_renamed_sstable_a_killed_restore_left_is_completed_under_its_generati
     assert tree_files(tdir) == whole  # no third copy, no orphan
 
 
+def test_two_sstables_never_resume_under_one_generation(store, tmp_path):
+    """Two sstables of the backup whose first component placed (TOC.txt) has the same bytes,
+    both renamed; a kill left that component of the first under its new generation: the next
+    run planned both to resume there, and failed on the second's Data.db, exit 1. One resumes
+    there; the other goes under a new generation of its own."""
+    sdir = many_sstables_tree(str(tmp_path / 'src'), 2, [])
+    cb('create', '--store', store, '--name', 'two', '--data-dir', str(tmp_path / 'src'), '--snapshot', 'many')
+    live = str(tmp_path / 'live')
+    tdir = live_with_tables(live, [('ks', 't')])[('ks', 't')]
+    for g in (1, 2):  # other bytes under both identifiers
+        for comp in ('Data.db', 'TOC.txt'):
+            open(os.path.join(tdir, f'nb-{g}-big-{comp}'), 'w').write(f'live {g} {comp}\n')
+    r = cb('restore', '--store', store, 'two', '--data-dir', live)
+    assert '; 2 sstables under new generations' in r.stdout, r.stdout
+    assert sorted(os.listdir(tdir))[4:] == ['nb-3-big-Data.db', 'nb-3-big-TOC.txt', 'nb-4-big-Data.db',
+                                            'nb-4-big-TOC.txt']
+    for n in ('nb-3-big-Data.db', 'nb-4-big-Data.db', 'nb-4-big-TOC.txt'):  # what a kill leaves
+        os.unlink(os.path.join(tdir, n))
+    r = cb('restore', '--store', store, 'two', '--data-dir', live)
+    assert '; 2 sstables under new generations' in r.stdout, r.stdout
+    got = sorted(read(os.path.join(tdir, n)) for n in os.listdir(tdir)
+                 if n.endswith('-Data.db') and not n.startswith(('nb-1-', 'nb-2-')))
+    assert got == sorted(read(os.path.join(sdir, f'nb-{g}-big-Data.db')) for g in (1, 2))
+    prefixes = {n[:-len('Data.db')] for n in os.listdir(tdir) if n.endswith('-Data.db')}
+    assert all(n.startswith(tuple(prefixes)) for n in os.listdir(tdir)), os.listdir(tdir)
+
+
 # --- defect 10: allocation failures -----------------------------------------------------------
 
 FAILALLOC_C = r'''/* Fails the FAILALLOC_N-th call of FAILALLOC_FN (calloc or realloc) made by the program

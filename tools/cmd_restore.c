@@ -355,11 +355,46 @@ static bool unit_left_by_a_kill(int dfd, const struct plan_table *pt, const stru
 	return ok && data_missing;
 }
 
+/* Does an earlier unit of pt's plan, in u's directory, resume under generation g? */
+static bool gen_claimed(const struct plan_table *pt, const struct unit *u, uint64_t g)
+{
+	for (const struct unit *o = pt->units; o < u; o++)
+		if (o->action == U_RESUME && o->new_gen == g && !strcmp(o->dir, u->dir))
+			return true;
+	return false;
+}
+
+/* Is every file of generation g in dfd named as one of u's components under g (nothing a
+ * killed restore of another sstable left there)? */
+static bool gen_holds_only(int dfd, const struct plan_table *pt, const struct unit *u, uint64_t g)
+{
+	DIR *d = dir_stream(dfd);
+	if (!d)
+		return false;
+	bool only = true;
+	struct strbuf name = {0};
+	for (struct dirent *e; only && (e = readdir(d));) {
+		if (sstable_numeric_generation(e->d_name) != g)
+			continue;
+		bool ours = false;
+		for (size_t k = u->first; !ours && k < u->first + u->count; k++) {
+			name.len = 0;
+			ours = sstable_with_generation(pt->files.v[k].name, g, &name) == 0 &&
+			       !strcmp(name.buf, e->d_name);
+		}
+		only = ours;
+	}
+	sb_free(&name);
+	closedir(d);
+	return only;
+}
+
 /* The generation under which a killed restore left u, renamed (its identifier was taken), in
  * dfd, for the next run to complete instead of copying it once more beside what is left; 0
  * when there is none. Components are placed in the order of the unit, so an sstable with any
  * component placed has its first one that is not the Data.db: that name is what is looked
- * for. */
+ * for. A generation holding a file that is not u's, or that an earlier unit of the plan
+ * resumes, is not u's. */
 static uint64_t unit_renamed_by_a_kill(int dfd, const struct plan_table *pt, const struct unit *u)
 {
 	const struct vf *first = NULL;
@@ -375,7 +410,8 @@ static uint64_t unit_renamed_by_a_kill(int dfd, const struct plan_table *pt, con
 		uint64_t g = sstable_numeric_generation(e->d_name);
 		want.len = 0;
 		if (g && sstable_with_generation(first->name, g, &want) == 0 && !strcmp(want.buf, e->d_name) &&
-		    strcmp(want.buf, first->name) && unit_left_by_a_kill(dfd, pt, u, g))
+		    strcmp(want.buf, first->name) && !gen_claimed(pt, u, g) &&
+		    unit_left_by_a_kill(dfd, pt, u, g) && gen_holds_only(dfd, pt, u, g))
 			found = g;
 	}
 	sb_free(&want);
