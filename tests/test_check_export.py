@@ -432,6 +432,29 @@ def test_export_writes_into_a_device_or_fifo_and_never_replaces_it(real_backup, 
     assert p.returncode == 1 and p.stderr.count('\n') == 1 and 'it is a directory' in p.stderr
 
 
+def test_export_writes_through_a_symlink_and_keeps_it(real_backup, fixture_tree, tmp_path):
+    """-o /dev/stdout with standard output a file (/dev/stdout is a symlink to /proc/self/fd/1,
+    a file then): export renamed its temporary file over the symlink, left the file empty,
+    exit 0. It now writes the file the symlink names, and the symlink stays."""
+    store = real_backup
+    d = tmp_path / 'exports'
+    d.mkdir()
+    os.symlink('/proc/self/fd/1', d / 'stdout')  # as /dev/stdout, without touching /dev
+    with open(d / 'out.tar', 'w') as out:
+        p = subprocess.run([CASSBACKUP, 'export', '--store', store, 'real', '-o', str(d / 'stdout')],
+                           stdout=out, stderr=subprocess.PIPE, text=True)
+    assert p.returncode == 0, p.stderr
+    assert os.path.islink(d / 'stdout') and sorted(os.listdir(d)) == ['out.tar', 'stdout']
+    x = tmp_path / 'x'
+    x.mkdir()
+    run('tar', '-x', '-C', x, '-f', d / 'out.tar')
+    assert_same_tables(extracted_tables(str(x))[0], snapshot_tables([fixture_tree], FIXTURE_TAG))
+    os.symlink('nothing-there.tar', d / 'dangling')
+    p = cb('export', '--store', store, 'real', '-o', d / 'dangling', check=False)
+    assert p.returncode == 1 and p.stderr.count('\n') == 1 and 'it is a symlink to nothing' in p.stderr
+    assert sorted(os.listdir(d)) == ['dangling', 'out.tar', 'stdout']
+
+
 def test_export_leaves_another_programs_temporary_file_alone(real_backup, tmp_path):
     """Every export wrote FILE.tmp (O_TRUNC) and a failed one unlinked it: two exports to one
     FILE, or a file of the user's named FILE.tmp, were clobbered. A temporary file is now

@@ -58,7 +58,8 @@ struct export {
 	/* execute */
 	struct archive *a;
 	locale_t utf8;
-	char *tmp;     /* FILE.tmp.XXXXXX, ours alone, while it is not renamed to FILE */
+	char *file;    /* the file renamed to: FILE, or what FILE, a symlink, names */
+	char *tmp;     /* <file>.tmp.XXXXXX, ours alone, while it is not renamed to file */
 	int fd;
 	bool own_fd;   /* fd is FILE's itself (a device or FIFO), closed at the end */
 	readback *rb;
@@ -298,9 +299,26 @@ static int open_output_special(struct export *x)
 	return 1;
 }
 
-/* The output: a new temporary file beside FILE (renamed to FILE when complete; another export
- * to the same FILE has its own), FILE itself when it is a device or a FIFO, or standard
- * output. */
+/* The file FILE names, into x->file: FILE; or, when FILE is a symlink (/dev/stdout to a file,
+ * a link kept by the operator), the file it names, so that the link stays a link and the
+ * bytes land where it points (as tar -f writes through it). 0 or < 0 (said). */
+static int resolve_output(struct export *x)
+{
+	struct stat st;
+	if (lstat(x->output, &st) < 0 || !S_ISLNK(st.st_mode))
+		return (x->file = strdup(x->output)) ? 0 : -ENOMEM;
+	if ((x->file = realpath(x->output, NULL)))
+		return 0;
+	int r = -errno;
+	_cleanup_free_ char *shown = cli_escape(x->output);
+	errorf("cannot write %s: it is a symlink to %s", shown ? shown : "",
+	       r == -ENOENT ? "nothing (make the file it names, or give that file)" : strerror(-r));
+	return r;
+}
+
+/* The output: a new temporary file beside the file (renamed to it when complete; another
+ * export to the same FILE has its own), FILE itself when it is a device or a FIFO, or
+ * standard output. */
 static int open_output(struct export *x)
 {
 	if (!x->output) {
@@ -310,7 +328,9 @@ static int open_output(struct export *x)
 	int r = open_output_special(x);
 	if (r != 0)
 		return r < 0 ? r : 0;
-	if (asprintf(&x->tmp, "%s.tmp.XXXXXX", x->output) < 0) {
+	if ((r = resolve_output(x)) < 0)
+		return r;
+	if (asprintf(&x->tmp, "%s.tmp.XXXXXX", x->file) < 0) {
 		x->tmp = NULL;
 		return -ENOMEM;
 	}
@@ -326,16 +346,16 @@ static int open_output(struct export *x)
 	return 0;
 }
 
-/* Makes the temporary file durable and renames it to FILE. */
+/* Makes the temporary file durable and renames it to the file. */
 static int commit_output(struct export *x)
 {
 	_cleanup_free_ char *shown = cli_escape(x->output);
-	_cleanup_free_ char *dir = strdup(x->output);
+	_cleanup_free_ char *dir = strdup(x->file);
 	int r = fsync(x->fd) < 0 ? -errno : 0;
 	if (close(x->fd) < 0 && r == 0)
 		r = -errno;
 	x->fd = -1;
-	if (r == 0 && rename(x->tmp, x->output) < 0)
+	if (r == 0 && rename(x->tmp, x->file) < 0)
 		r = -errno;
 	if (r == 0 && dir)
 		fsync_dir(dirname(dir));
@@ -396,6 +416,7 @@ static void export_free(struct export *x)
 	if (x->tmp)
 		unlink(x->tmp); /* an export that did not complete leaves no file (of its own) */
 	free(x->tmp);
+	free(x->file);
 	if (x->utf8)
 		freelocale(x->utf8);
 	readback_free(x->rb);
