@@ -459,6 +459,24 @@ def test_load_into_another_target_keyspace_loads_again(load_env, tmp_path):
         [(ks, t) for ks in ('copy_a', 'copy_b') for t in tables]
 
 
+def test_a_record_that_does_not_name_its_keyspace_skips_nothing(load_env, tmp_path):
+    """A record written before records named their target keyspace may be one of a load into
+    another keyspace (--target-keyspace had the same record then): a load into the backed-up
+    keyspace took its tables as loaded, streamed nothing, exit 0. Such a record skips none."""
+    store, env, status, llog, expect = load_env
+    args = ['load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', LOADER, '--keyspace',
+            'shop', '--status-file', status]
+    cb(*args, env=env)
+    first = len(log_lines(llog))
+    record = json.load(open(status))
+    del record['target_keyspace']  # as the older version wrote it
+    json.dump(record, open(status, 'w'))
+    cb(*args, env=env)
+    assert len(log_lines(llog)) == 2 * first
+    cb(*args, env=env)  # its own record, which names the keyspace, skips them again
+    assert len(log_lines(llog)) == 2 * first
+
+
 def test_load_bad_input(load_env):
     store, env, status, llog, _ = load_env
     p = cb('load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', LOADER, '--table', 'no.such',

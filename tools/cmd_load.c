@@ -268,12 +268,10 @@ static void mark_done_before(const struct load_opts *o, struct load_plan *p)
 	_cleanup_free_ char *text = NULL;
 	if (read_small_file(p->status_file.buf, 64 << 20, &text, NULL) < 0)
 		return;
-	const char *target = o->target_ks ? o->target_ks : "";
-	/* a record from before target_keyspace was written is one of a load without it */
-	bool same_target = record_has(text, "target_keyspace", target) ||
-			   (!*target && !strstr(text, "\"target_keyspace\": "));
+	/* a record from before target_keyspace was written does not tell which keyspace its
+	 * tables went into (a load with --target-keyspace had the same record): none is skipped */
 	if (!record_has(text, "backup_id", p->who.id) || !record_has(text, "hosts", p->hosts_key) ||
-	    !same_target)
+	    !record_has(text, "target_keyspace", o->target_ks ? o->target_ks : ""))
 		return; /* another backup, hosts or keyspace: --status-file named a record of those */
 	for (size_t i = 0; i < p->n; i++) {
 		_cleanup_(sb_free) struct strbuf sb = {0};
