@@ -177,13 +177,14 @@ static void lru_drop(struct filecheck *fc, struct lru *l, const char *key)
 
 /* --- digests of manifests ---------------------------------------------------------------- */
 
-static int path_hash(const char *ks, const char *table, const char *dir, const char *name,
-		     unsigned char out[16])
+/* SHA-256 of the n parts joined by NUL, cut to 16 bytes: a name within a manifest. */
+static int parts_hash(const char *const *parts, size_t n, unsigned char out[16])
 {
 	struct strbuf b = {0};
 	unsigned char sha[32];
-	int r = sb_append(&b, ks, strlen(ks) + 1) ?: sb_append(&b, table, strlen(table) + 1) ?:
-		sb_append(&b, dir, strlen(dir) + 1) ?: sb_append(&b, name, strlen(name));
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = sb_append(&b, parts[i], strlen(parts[i]) + (i + 1 < n));
 	r = r ?: sha256_buf(b.buf, b.len, sha);
 	if (r == 0)
 		memcpy(out, sha, 16);
@@ -191,16 +192,17 @@ static int path_hash(const char *ks, const char *table, const char *dir, const c
 	return r;
 }
 
+static int path_hash(const char *ks, const char *table, const char *dir, const char *name,
+		     unsigned char out[16])
+{
+	const char *parts[] = {ks, table, dir, name};
+	return parts_hash(parts, 4, out);
+}
+
 static int table_hash(const char *ks, const char *table, unsigned char out[16])
 {
-	struct strbuf b = {0};
-	unsigned char sha[32];
-	int r = sb_append(&b, ks, strlen(ks) + 1) ?: sb_append(&b, table, strlen(table));
-	r = r ?: sha256_buf(b.buf, b.len, sha);
-	if (r == 0)
-		memcpy(out, sha, 16);
-	sb_free(&b);
-	return r;
+	const char *parts[] = {ks, table};
+	return parts_hash(parts, 2, out);
 }
 
 static int cmp_digest(const void *a, const void *b)
