@@ -89,6 +89,26 @@ static struct cb_file_ident ident_of(const char *name, const char *ks, const cha
 	return id;
 }
 
+/* The first of the n elements of size bytes at base that cmp (which compares pointers to
+ * elements, as qsort of an array of pointers gives them) finds equal to another, into *twice:
+ * 1 when there is one, 0 when not (*twice NULL), -ENOMEM. */
+static int first_repeat(const void *base, size_t n, size_t size,
+			int (*cmp)(const void *, const void *), const void **twice)
+{
+	const void **v = malloc((n ? n : 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		v[i] = (const char *)base + i * size;
+	qsort(v, n, sizeof(*v), cmp);
+	*twice = NULL;
+	for (size_t i = 1; i < n && !*twice; i++)
+		if (!cmp(&v[i - 1], &v[i]))
+			*twice = v[i];
+	free(v);
+	return *twice != NULL;
+}
+
 static int cmp_table_name(const void *a, const void *b)
 {
 	const struct cb_table_row *x = *(const struct cb_table_row *const *)a;
@@ -96,29 +116,13 @@ static int cmp_table_name(const void *a, const void *b)
 	return strcmp(x->keyspace, y->keyspace) ?: strcmp(x->table, y->table);
 }
 
-/* Is a table named twice in ts (only a damaged or planted catalog does that)? -ENOMEM. */
-static int tables_repeat(const struct tables *ts, const struct cb_table_row **twice)
-{
-	const struct cb_table_row **v = malloc((ts->n ? ts->n : 1) * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	for (size_t i = 0; i < ts->n; i++)
-		v[i] = &ts->v[i];
-	qsort(v, ts->n, sizeof(*v), cmp_table_name);
-	*twice = NULL;
-	for (size_t i = 1; i < ts->n && !*twice; i++)
-		if (!cmp_table_name(&v[i - 1], &v[i]))
-			*twice = v[i];
-	free(v);
-	return *twice != NULL;
-}
-
 /* The catalog's tables of backup `name` are the manifest's: each named once, as many. */
 static int tables_match_manifest(struct store *s, const char *name, const struct tables *ts,
 				 struct strbuf *why)
 {
-	const struct cb_table_row *twice;
-	int r = tables_repeat(ts, &twice);
+	const void *p; /* a table named twice: only a damaged or planted catalog does that */
+	int r = first_repeat(ts->v, ts->n, sizeof(*ts->v), cmp_table_name, &p);
+	const struct cb_table_row *twice = p;
 	if (r > 0) {
 		sb_printf(why, "the catalog lists table %s.%s twice (a damaged catalog: 'cassbackup "
 			  "reindex' rebuilds it)", twice->keyspace, twice->table);
@@ -174,29 +178,13 @@ static int cmp_file_name(const void *a, const void *b)
 	return strcmp(x->dir, y->dir) ?: strcmp(x->name, y->name);
 }
 
-/* Is a file named twice in l (only a damaged or planted catalog does that)? -ENOMEM. */
-static int files_repeat(const struct vlist *l, const struct vf **twice)
-{
-	const struct vf **v = malloc((l->n ? l->n : 1) * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	for (size_t i = 0; i < l->n; i++)
-		v[i] = &l->v[i];
-	qsort(v, l->n, sizeof(*v), cmp_file_name);
-	*twice = NULL;
-	for (size_t i = 1; i < l->n && !*twice; i++)
-		if (!cmp_file_name(&v[i - 1], &v[i]))
-			*twice = v[i];
-	free(v);
-	return *twice != NULL;
-}
-
 int files_match_manifest(struct store *s, const char *name, const char *ks, const char *table,
 			 const struct vlist *l, struct strbuf *why)
 {
 	struct cb_file_ident id = ident_of(name, ks, table);
-	const struct vf *twice;
-	int r = files_repeat(l, &twice);
+	const void *p; /* a file named twice: only a damaged or planted catalog does that */
+	int r = first_repeat(l->v, l->n, sizeof(*l->v), cmp_file_name, &p);
+	const struct vf *twice = p;
 	if (r > 0) {
 		sb_printf(why, "the catalog lists %s/%s/%s%s%s twice (a damaged catalog: 'cassbackup "
 			  "reindex' rebuilds it)", ks, table, twice->dir, *twice->dir ? "/" : "",

@@ -145,6 +145,17 @@ static int last_is(const char *variable, const char *path)
 	return strcmp(last ? last + 1 : path, name) == 0;
 }
 
+/* The mode argument of open(2) and openat(2): there with O_CREAT or O_TMPFILE only. */
+#define MODE_ARG(flags, mode)                                                                \
+	do {                                                                                 \
+		if ((flags) & (O_CREAT | O_TMPFILE)) {                                       \
+			va_list ap;                                                          \
+			va_start(ap, flags);                                                 \
+			mode = va_arg(ap, mode_t);                                           \
+			va_end(ap);                                                          \
+		}                                                                            \
+	} while (0)
+
 static void maybe_stop_at_open(const char *path)
 {
 	static int stopped;
@@ -158,12 +169,7 @@ int open(const char *path, int flags, ...)
 {
 	static int (*real)(const char *, int, ...);
 	mode_t mode = 0;
-	if (flags & (O_CREAT | O_TMPFILE)) {
-		va_list ap;
-		va_start(ap, flags);
-		mode = va_arg(ap, mode_t);
-		va_end(ap);
-	}
+	MODE_ARG(flags, mode);
 	maybe_stop_at_open(path);
 	if (!real)
 		real = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, "open");
@@ -174,12 +180,7 @@ int openat(int dirfd, const char *path, int flags, ...)
 {
 	static int (*real)(int, const char *, int, ...);
 	mode_t mode = 0;
-	if (flags & (O_CREAT | O_TMPFILE)) {
-		va_list ap;
-		va_start(ap, flags);
-		mode = va_arg(ap, mode_t);
-		va_end(ap);
-	}
+	MODE_ARG(flags, mode);
 	maybe_stop_at_open(path);
 	if (last_is("CASSBACKUP_TEST_EIO_NAME", path)) {
 		errno = EIO;
