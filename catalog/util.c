@@ -303,6 +303,23 @@ out:
 	return r;
 }
 
+int first_repeat(const void *base, size_t n, size_t size,
+			int (*cmp)(const void *, const void *), const void **twice)
+{
+	const void **v = malloc((n ? n : 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		v[i] = (const char *)base + i * size;
+	qsort(v, n, sizeof(*v), cmp);
+	*twice = NULL;
+	for (size_t i = 1; i < n && !*twice; i++)
+		if (!cmp(&v[i - 1], &v[i]))
+			*twice = v[i];
+	free(v);
+	return *twice != NULL;
+}
+
 void format_bytes(uint64_t bytes, char *out, size_t outlen)
 {
 	static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};

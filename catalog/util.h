@@ -80,6 +80,12 @@ bool is_table_dir_name(const char *name);
 bool utf8_valid(const char *s);
 
 /* Formats bytes as "1.5 GiB" into out (at least 16 bytes). */
+/* The first of the n elements of size bytes at base that cmp (which compares pointers to
+ * elements, as qsort of an array of pointers gives them) finds equal to another, into *twice:
+ * 1 when there is one, 0 when not (*twice NULL), -ENOMEM. */
+int first_repeat(const void *base, size_t n, size_t size, int (*cmp)(const void *, const void *),
+		 const void **twice);
+
 void format_bytes(uint64_t bytes, char *out, size_t outlen);
 /* Formats nanoseconds since the epoch as UTC ISO 8601 "2026-11-21T05:44:47Z". */
 void format_time_utc(int64_t ns, char *out, size_t outlen);

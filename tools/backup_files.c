@@ -89,26 +89,6 @@ static struct cb_file_ident ident_of(const char *name, const char *ks, const cha
 	return id;
 }
 
-/* The first of the n elements of size bytes at base that cmp (which compares pointers to
- * elements, as qsort of an array of pointers gives them) finds equal to another, into *twice:
- * 1 when there is one, 0 when not (*twice NULL), -ENOMEM. */
-static int first_repeat(const void *base, size_t n, size_t size,
-			int (*cmp)(const void *, const void *), const void **twice)
-{
-	const void **v = malloc((n ? n : 1) * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++)
-		v[i] = (const char *)base + i * size;
-	qsort(v, n, sizeof(*v), cmp);
-	*twice = NULL;
-	for (size_t i = 1; i < n && !*twice; i++)
-		if (!cmp(&v[i - 1], &v[i]))
-			*twice = v[i];
-	free(v);
-	return *twice != NULL;
-}
-
 static int cmp_table_name(const void *a, const void *b)
 {
 	const struct cb_table_row *x = *(const struct cb_table_row *const *)a;
