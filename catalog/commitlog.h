@@ -110,10 +110,15 @@ int commitlog_list(struct cb_backend *b, const char *node, bool strict, struct c
 		   struct strbuf *err);
 void commitlog_list_free(struct commitlog_list *l);
 
-/* Where the commitlog window of a backup starts: the newest modification time of its files
- * (the snapshot was taken after they were written, its manifest.json at the snapshot itself),
- * at most its creation time; in ms. Mutations its sstables may lack are in the segments
- * archived from then on. The one rule point-in-time restore and retention share. */
+/* Where the commitlog window of a backup starts, in ms: when the first of its tables was
+ * snapshotted (its snapshot's manifest.json, else its newest file), at most its creation time,
+ * less COMMITLOG_FLUSH_SLACK_MS for that table's flush. nodetool snapshot flushes the tables
+ * one after another, each from a memtable switched when its flush began: a write made after
+ * that is in no sstable of the backup, and in a segment archived after it. Mutations the
+ * sstables may lack are in the segments archived from then on; a segment from a little
+ * earlier is replayed in vain, never missed. The one rule point-in-time restore and
+ * retention share. */
+#define COMMITLOG_FLUSH_SLACK_MS (10 * 60 * 1000)
 struct manifest;
 int64_t commitlog_backup_start_ms(const struct manifest *m);
 

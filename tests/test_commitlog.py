@@ -734,6 +734,38 @@ def test_prune_keeps_the_segments_of_an_older_snapshot_backed_up_later(history, 
     assert '1 commitlog segment' in r.stdout
 
 
+def test_the_window_starts_at_the_first_tables_snapshot(store, tmp_path):
+    """nodetool snapshot flushes one table after another: the first table's snapshot at T0 - 30
+    min, the other's at T0, and a segment archived at T0 - 20 min holds writes to the first
+    made after its flush. The window began at the backup's newest file (T0): prune deleted that
+    segment although the node's only backup needs it, and a point-in-time restore left it out,
+    both exit 0. It begins at the first table's snapshot, less the time a flush takes."""
+    src = tiny(tmp_path, 'b1', 1)
+    cb('create', '--store', store, '--name', 'b1', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--node', 'n1')
+    set_backup_time(store, 'b1', T0)
+    path = manifest_path(store, 'b1')
+    doc = json.load(open(path))
+    for f in doc['keyspaces'][0]['tables'][0]['files']:  # its snapshot's manifest.json too
+        f['mtime_ns'] = (T0 - 30 * 60 * 1000) * 10**6
+    rewrite_manifest(path, doc)
+    drop_catalog(store)
+    seg = write_segment(str(tmp_path / 'cl'), T0 - 2 * HOUR, seed=1)
+    archive(store, seg)
+    set_archived(store, 'n1', os.path.basename(seg), T0 - 20 * 60 * 1000)
+    early = write_segment(str(tmp_path / 'cl'), T0 - 3 * HOUR, seed=2)  # before any flush: not
+    archive(store, early)
+    set_archived(store, 'n1', os.path.basename(early), T0 - 2 * HOUR)
+    cb('prune', '--store', store)
+    assert stored(store) == {'n1': [os.path.basename(seg)]}
+    live = live_dir(tmp_path, store, 'b1')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + HOUR),
+           '--cassandra-conf', str(conf), '--node', 'n1', '--dry-run')
+    assert 'then 1 commitlog segment' in r.stdout, r.stdout
+
+
 # --- object storage: atomic under faults -------------------------------------------------------
 
 
