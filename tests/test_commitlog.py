@@ -178,6 +178,13 @@ def test_archive_refuses_what_is_not_a_segment(store, tmp_path):
         p = archive(store, other, check=False)
         assert p.returncode == 1 and f'not the name Cassandra gives this segment (CommitLog-7-{T0}.log' \
             in p.stderr, (name, p.stderr)
+    # a FIFO under a segment's name: refused at once (it was waited on for a writer, for good,
+    # and Cassandra's one archiver thread with it; timeout: a bound for that, not a timing)
+    fifo = os.path.join(str(tmp_path), 'CommitLog-7-%d.log' % (T0 + 3))
+    os.mkfifo(fifo)
+    p = cb('archive-commitlog', '--store', store, '--node', 'n1', fifo, os.path.basename(fifo),
+           check=False, timeout=60)
+    assert p.returncode == 1 and 'not a regular file' in p.stderr
     assert stored(store) == {}
 
 

@@ -40,7 +40,7 @@ static void file_times(int fd, struct commitlog_meta *m)
 static int read_segment(const char *path, void **data, size_t *len, struct commitlog_meta *m)
 {
 	_cleanup_free_ char *shown = cli_escape(path);
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
 	struct stat st;
 	int r = fd < 0 || fstat(fd, &st) < 0 ? -errno : !S_ISREG(st.st_mode) ? -EINVAL : 0;
 	if (r == 0 && (uint64_t)st.st_size > COMMITLOG_MAX_SIZE)
