@@ -471,6 +471,22 @@ def test_point_in_time_restore_writes_what_cassandra_replays(history, tmp_path):
     assert p.returncode == 1 and 'not written by cassbackup' in p.stderr
 
 
+def test_point_in_time_removes_what_a_killed_run_left(history, tmp_path):
+    """A point-in-time restore killed while it copied a segment left its partial temporary
+    file in the segments directory; the next run, to another time, kept it there, and
+    Cassandra's restore copies every file of restore_directories: the partial segment too.
+    The next run removes it."""
+    store, segs = history
+    live, conf = node_with_settings(tmp_path, store, 'b1', '')
+    segdir = tmp_path / 'node' / 'commitlog_restore'
+    segdir.mkdir()
+    left = segdir / ('.cassbackup-tmp-' + os.path.basename(segs['s4']))
+    left.write_bytes(read(segs['s4'])[:1000])
+    cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 2 * HOUR + HOUR // 2),
+       '--cassandra-conf', str(conf), '--node', 'n1')
+    assert sorted(os.listdir(segdir)) == sorted(os.path.basename(segs[k]) for k in ('s2', 's3'))
+
+
 def test_point_in_time_after_second_backup_and_for_one_table(history, tmp_path):
     store, segs = history
     live = live_dir(tmp_path, store, 'b2')

@@ -579,6 +579,25 @@ static bool already_there(int dirfd, const struct commitlog_meta *m)
 	return same;
 }
 
+/* Removes from the segments directory the temporary files a killed run left (this run's are
+ * made after): Cassandra's restore copies every file there, a partial segment too. */
+static int remove_leftovers(int dirfd, const char *dir)
+{
+	DIR *d = fdopendir(fcntl(dirfd, F_DUPFD_CLOEXEC, 0));
+	if (!d)
+		return -errno;
+	int r = 0;
+	for (struct dirent *e; r == 0 && (e = readdir(d));)
+		if (!strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) &&
+		    unlinkat(dirfd, e->d_name, 0) < 0 && errno != ENOENT) {
+			r = -errno;
+			errorf("cannot remove %s/%s, left by a point-in-time restore that was killed: %s",
+			       dir, e->d_name, strerror(-r));
+		}
+	closedir(d);
+	return r;
+}
+
 /* Copies the chosen segments into the segments directory (made like the data directory's
  * parent, owned as it is). */
 static int fetch_segments(struct pitr *p, struct store *s)
@@ -594,6 +613,7 @@ static int fetch_segments(struct pitr *p, struct store *s)
 		return -errno;
 	if (fchown(dirfd, owner.st_uid, owner.st_gid) < 0 && errno != EPERM)
 		r = -errno;
+	r = r ?: remove_leftovers(dirfd, p->segments_dir);
 	for (size_t i = 0; r == 0 && i < p->segments->n; i++) {
 		const struct commitlog_meta *m = &p->segments->v[i];
 		if (already_there(dirfd, m))
