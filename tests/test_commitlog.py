@@ -520,7 +520,10 @@ def test_point_in_time_bad_input(history, tmp_path):
     conf = tmp_path / 'conf'
     conf.mkdir()
     base = ['restore', '--store', store, '--data-dir', live, '--cassandra-conf', str(conf), '--node', 'n1']
-    for bad in ('2026-12-01 10:00:00', '2026:13:01 10:00:00', '2026:02:30 10:00:00', '2026:12:01 10:00'):
+    # signs and blanks in a field passed sscanf and went into restore_point_in_time as given
+    for bad in ('2026-12-01 10:00:00', '2026:13:01 10:00:00', '2026:02:30 10:00:00', '2026:12:01 10:00',
+                '2026:12:01 10:00:+5', '2026:+1:01 10:00:00', '2026:12:01 10:00:05.-12',
+                '2026:12:01 10:00: 5', '2026:12:01 10:00:05.1', ' 2026:12:01 10:00:05'):
         p = cb(*base, '--point-in-time', bad, check=False)
         assert p.returncode == 2 and ('yyyy:MM:dd HH:mm:ss' in p.stderr or 'no such day' in p.stderr), p.stderr
     p = cb(*base, '--point-in-time', gmt(T0 - DAY), check=False)  # before any backup

@@ -11,6 +11,7 @@
 #include "store.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -30,8 +31,14 @@ int pitr_parse_time(const char *s, int64_t *ms, struct strbuf *err)
 {
 	struct tm tm = {0};
 	int n = 0, frac = 0, fn = 0;
-	if (sscanf(s, "%4d:%2d:%2d %2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-		   &tm.tm_min, &tm.tm_sec, &n) != 6 || n != 19) {
+	/* digits exactly where the shape has them (sscanf alone takes " 5" and "+5" for a field) */
+	static const char shape[] = "dddd:dd:dd dd:dd:dd.ddd";
+	size_t len = strlen(s);
+	bool shaped = len == 19 || len == 23;
+	for (size_t i = 0; shaped && i < len; i++)
+		shaped = shape[i] == 'd' ? isdigit((unsigned char)s[i]) != 0 : s[i] == shape[i];
+	if (!shaped || sscanf(s, "%4d:%2d:%2d %2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+			      &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 || n != 19) {
 		sb_printf(err, "expected yyyy:MM:dd HH:mm:ss[.SSS] (GMT), as Cassandra's restore_point_in_time");
 		return -EINVAL;
 	}
