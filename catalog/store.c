@@ -616,11 +616,10 @@ int store_open(const char *location, const struct store_options *o, struct store
 				&s->b);
 	if (r < 0)
 		sb_printf(err, "%s", cb_backend_why(r));
-	r = r ?: read_config(s, err) ?: unlock(s, o, err) ?:
-		 pick_catalog_path(s, o, err);
-	if (r == 0)
-		r = open_catalog(s, err);
-	if (r == 0 && !(flags & STORE_NO_RECONCILE)) {
+	r = r ?: read_config(s, err) ?: unlock(s, o, err);
+	if (r == 0 && !(flags & STORE_NO_CATALOG))
+		r = pick_catalog_path(s, o, err) ?: open_catalog(s, err);
+	if (r == 0 && !(flags & (STORE_NO_RECONCILE | STORE_NO_CATALOG))) {
 		struct reconcile_stats st = {0};
 		r = store_reconcile(s, RECONCILE_PACKS, &st, err);
 		s->skipped_manifests = st.bad_manifests;

@@ -43,6 +43,9 @@ enum store_flags {
 	 * falling back to the source's key); without it, a key given for a store opened to write
 	 * must find it encrypted */
 	STORE_KEY_IF_ENCRYPTED = 1 << 2,
+	/* no catalog: a command that only writes objects through the backend (archive-commitlog)
+	 * must not wait for another's write transaction on it; store_catalog gives NULL */
+	STORE_NO_CATALOG = 1 << 3,
 };
 
 /* How to open a store. A zeroed struct is the default for each field. */

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import threading
@@ -21,7 +22,7 @@ import zlib
 import pytest
 
 from conftest import (rewrite_manifest, CASSBACKUP, backup_list, cb, data_dir_args, make_sample, manifest_path, mounted,
-                      sample_dirs, uploading)
+                      preload, sample_dirs, uploading)
 from s3proxy import S3Proxy
 from segment_sim import segment, write_segment
 from test_s3 import s3  # noqa: F401  (the fixture: an empty store on moto or s3rver)
@@ -186,6 +187,30 @@ def test_archive_refuses_what_is_not_a_segment(store, tmp_path):
            check=False, timeout=60)
     assert p.returncode == 1 and 'not a regular file' in p.stderr
     assert stored(store) == {}
+
+
+def test_archive_waits_for_no_other_command(store, tmp_path):
+    """archive-commitlog opened the catalog, which it never reads, and so waited on another
+    command's write transaction on it (a list reconciling a stale catalog holds one while it
+    reads manifests from the store) and failed after SQLite's 30 s: Cassandra kept the segment
+    unarchived. It opens no catalog now. The list is stopped inside that transaction."""
+    from test_lease import stopped_at_state_t
+    src = tiny(tmp_path, 'b1', 1)
+    cb('create', '--store', store, '--name', 'b1', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--node', 'n1')
+    drop_catalog(store)  # the next command reconciles, in a write transaction
+    [manifest] = os.listdir(os.path.join(store, 'backups', 'b1'))
+    env = dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_OPEN=manifest)
+    lister = stopped_at_state_t(subprocess.Popen([CASSBACKUP, 'list', '--store', store], env=env,
+                                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    try:
+        seg = write_segment(str(tmp_path / 'cl'), T0)
+        p = archive(store, seg, check=False)
+    finally:
+        os.kill(lister.pid, signal.SIGCONT)
+        lister.communicate(timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert stored(store) == {'n1': [os.path.basename(seg)]}
 
 
 def test_archive_killed_mid_upload_leaves_nothing_listed(store, tmp_path):

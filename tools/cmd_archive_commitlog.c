@@ -113,7 +113,7 @@ static int store_segment(struct archive_opts *o, const char *path, const char *n
 	}
 	snprintf(m.host_id, sizeof(m.host_id), "%s", o->host_id ? o->host_id : "");
 	m.archived_ms = now_ns() / 1000000;
-	if ((rc = cli_store_open(o->store, STORE_NO_RECONCILE, &s)) != 0)
+	if ((rc = cli_store_open(o->store, STORE_NO_CATALOG, &s)) != 0)
 		goto out;
 	rc = CB_EXIT_FAILED;
 	r = commitlog_put(store_backend(s), &m, data, len, (int)o->level, &err);
