@@ -667,6 +667,19 @@ def test_point_in_time_by_an_old_host_id_keeps_to_that_node(store, tmp_path):
            '--cassandra-conf', str(conf), '--node', old, '--segments-dir', str(tmp_path / 'segs'),
            '--dry-run')
     assert 'backup b-old of node n1' in r.stdout, r.stdout
+    # the segments too: both nodes archived under the name n1; only the old node's are its own
+    # (all of commitlogs/n1/ were taken, the other node's mutations with them)
+    cl = str(tmp_path / 'cl')
+    for hid, seg_id, seed in ((old, T0 + HOUR // 2, 3), (new, T0 + HOUR // 2 + 1, 4)):
+        seg = write_segment(cl, seg_id, seed=seed)
+        p = subprocess.run([CASSBACKUP, 'archive-commitlog', '--store', store, '--node', 'n1', '--host-id',
+                            hid, seg, os.path.basename(seg)], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        set_archived(store, 'n1', os.path.basename(seg), T0 + HOUR)
+    r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 2 * HOUR),
+           '--cassandra-conf', str(conf), '--node', old, '--segments-dir', str(tmp_path / 'segs'))
+    assert 'then 1 commitlog segment' in r.stdout, r.stdout
+    assert os.listdir(tmp_path / 'segs') == ['CommitLog-7-%d.log' % (T0 + HOUR // 2)]
 
 
 def test_point_in_time_with_whole_node(store, tmp_path):

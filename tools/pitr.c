@@ -314,6 +314,7 @@ static int choose_backup(struct pitr *p, struct store *s)
 	r = store_read_manifest(s, p->backup_ref, &m, NULL, &err);
 	if (r == 0) {
 		p->from_ms = commitlog_backup_start_ms(m);
+		snprintf(p->host_id, sizeof(p->host_id), "%s", m->host_id ? m->host_id : "");
 		r = replay_list(p, m);
 	}
 	if (r == 0 && m->base)
@@ -342,6 +343,14 @@ static void choose_once(struct commitlog_list *l, const struct commitlog_meta *m
 	l->v[l->n++] = *m;
 }
 
+/* Is segment m the backup's node's? Segments are kept by node name (commitlogs/NODE), which a
+ * node that replaced another may have taken over: when both the backup and the segment know
+ * their host id, it must be the same. */
+static bool same_node(const struct pitr *p, const struct commitlog_meta *m)
+{
+	return !*p->host_id || !*m->host_id || !strcmp(p->host_id, m->host_id);
+}
+
 /* The segments of the node from the backup's snapshot up to the point in time, all of them
  * read (an unreadable one fails the plan: a replay that misses it loses its writes). */
 static int choose_segments(struct pitr *p, struct store *s)
@@ -362,7 +371,7 @@ static int choose_segments(struct pitr *p, struct store *s)
 		return CB_EXIT_FAILED;
 	}
 	for (size_t i = 0; i < all.n; i++)
-		if (commitlog_in_window(&all.v[i], p->from_ms, p->time_ms))
+		if (commitlog_in_window(&all.v[i], p->from_ms, p->time_ms) && same_node(p, &all.v[i]))
 			choose_once(p->segments, &all.v[i]);
 	commitlog_list_free(&all);
 	return 0;

@@ -40,6 +40,7 @@ struct pitr {
 	char backup_name[256];
 	char backup_ref[512];  /* its key below backups/ (store.h), for its manifest */
 	char backup_node[256]; /* its node as restore --node takes it (host id, else node name) */
+	char host_id[64];      /* its node's host id, "" when unknown: the segments' must match */
 	int64_t from_ms;           /* the backup's snapshot, at the latest */
 	char **replay_list;        /* "ks.table", for a selection */
 	size_t nreplay;
