@@ -28,6 +28,10 @@ struct cl_entry {
 	uint64_t ino, parent;
 	char name[256];
 	bool dir, gone, meta_read;
+	/* a segment found gone (not in a complete listing, or its object missing): should its
+	 * name come back, that is another object, under an inode of its own, for the kernel may
+	 * keep the pages it read of this one; this entry is then retired, never found again */
+	bool dead, retired;
 	struct commitlog_meta meta; /* files, once meta_read */
 };
 
@@ -78,7 +82,7 @@ void cbfs_cl_free(struct cbfs *fs)
 static struct cl_entry *find_child(struct cbfs_cl *t, uint64_t parent, const char *name)
 {
 	for (size_t i = 0; i < t->n; i++)
-		if (t->v[i].parent == parent && strcmp(t->v[i].name, name) == 0)
+		if (t->v[i].parent == parent && !t->v[i].retired && strcmp(t->v[i].name, name) == 0)
 			return &t->v[i];
 	return NULL;
 }
@@ -91,11 +95,14 @@ static struct cl_entry *find_ino(struct cbfs_cl *t, uint64_t ino)
 	return i < t->n ? &t->v[i] : NULL;
 }
 
-/* The child name of parent, added (not gone) when new. */
+/* The child name of parent, added (not gone) when new, or when it is a segment that was
+ * found gone (dead) and is listed again. */
 static struct cl_entry *add(struct cbfs_cl *t, uint64_t parent, const char *name, bool dir)
 {
 	struct cl_entry *e = find_child(t, parent, name);
-	if (e) {
+	if (e && e->dead)
+		e->retired = true;
+	else if (e) {
 		e->gone = false;
 		return e;
 	}
@@ -162,12 +169,15 @@ static int refresh(struct cbfs *fs, struct cbfs_cl *t, enum refresh_when when)
 		cbfs_log(fs, "cannot list %s/%s: %s", fs->location, COMMITLOG_PREFIX, cb_backend_why(r));
 		return r;
 	}
-	for (size_t i = 0; i < t->n; i++) /* a node directory is there while a segment is */
+	for (size_t i = 0; i < t->n; i++) { /* a node directory is there while a segment is */
 		if (!t->v[i].dir && !t->v[i].gone) {
 			struct cl_entry *d = find_ino(t, t->v[i].parent);
 			if (d)
 				d->gone = false;
 		}
+		if (!t->v[i].dir && t->v[i].gone)
+			t->v[i].dead = true;
+	}
 	t->listed_ns = now;
 	return 0;
 }
@@ -187,7 +197,7 @@ static int read_meta(struct cbfs *fs, struct cbfs_cl *t, struct cl_entry *e)
 	if (r == 0)
 		e->meta_read = true;
 	else if (r == -ENOENT)
-		e->gone = true;
+		e->gone = e->dead = true;
 	sb_free(&key);
 	sb_free(&why);
 	return r == -EBADMSG ? -EIO : r;
@@ -273,7 +283,8 @@ int cbfs_cl_open(struct cbfs *fs, uint64_t ino, struct cbfs_cl_file **out)
 	struct strbuf key = {0}, why = {0};
 	pthread_mutex_lock(&t->mu);
 	struct cl_entry *e = find_ino(t, ino), *d = e ? find_ino(t, e->parent) : NULL;
-	int r = !e ? -ENOENT : e->dir ? -EISDIR : read_meta(fs, t, e);
+	/* dead: pruned; what may be under its name now is another segment, another inode's */
+	int r = !e || e->dead ? -ENOENT : e->dir ? -EISDIR : read_meta(fs, t, e);
 	if (r == 0) {
 		m = e->meta;
 		r = d ? commitlog_key(d->name, e->name, &key) : -ENOENT;

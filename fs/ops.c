@@ -186,8 +186,10 @@ static void fill_entry(const struct cbfs *fs, const struct cb_node *n, unsigned 
 	*e = (struct fuse_entry_param){0};
 	e->ino = to_kernel(n->ino, gen);
 	e->attr_timeout = node_timeout(n->ino);
-	e->entry_timeout = n->kind == CB_NODE_BACKUP || n->kind == CB_NODE_GROUP ? SHORT_TIMEOUT
-										 : LONG_TIMEOUT;
+	/* names that may come to mean another node: a backup forgotten and made again, a
+	 * segment pruned and archived again (commitlogs.c gives it another inode) */
+	e->entry_timeout = n->kind == CB_NODE_BACKUP || n->kind == CB_NODE_GROUP || cbfs_cl_ino(n->ino)
+				   ? SHORT_TIMEOUT : LONG_TIMEOUT;
 	node_stat(fs, n, gen, &e->attr);
 }
 

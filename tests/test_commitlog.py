@@ -323,6 +323,42 @@ def test_mount_shows_segments_plain(store, tmp_path):
         assert read(cl(m, 'n1', os.path.basename(s4))) == read(s4)
 
 
+def test_mount_shows_a_segment_pruned_and_archived_again_as_it_is_now(store, tmp_path):
+    """A segment pruned while mounted and then archived again under its name, with other
+    bytes: the mount kept the first one's metadata and inode (the kernel its name for a day),
+    listed it with the old time and gave EIO for every read until remounted. It is another
+    file now, read as the store holds it. (The wait is for the mount's listing to catch up,
+    bounded; nothing is timed.)"""
+    src = tiny(tmp_path, 'b1', 1)
+    cb('create', '--store', store, '--name', 'b1', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--node', 'n1')
+    set_backup_time(store, 'b1', T0)
+    first = write_segment(str(tmp_path / 'a'), T0 - 3 * HOUR, seed=1)
+    archive(store, first)
+    set_archived(store, 'n1', os.path.basename(first), T0 - 2 * HOUR)  # before b1: prune takes it
+    name = os.path.basename(first)
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        assert read(cl(m, 'n1', name)) == read(first)
+        cb('prune', '--store', store)
+        assert stored(store) == {'n1': []}
+        deadline = time.monotonic() + 60
+        while name in os.listdir(cl(m, 'n1')):
+            assert time.monotonic() < deadline, 'the mount still lists the pruned segment'
+            time.sleep(0.1)
+        again = write_segment(str(tmp_path / 'b'), T0 - 3 * HOUR, seed=2)
+        archive(store, again)
+        assert read(again) != read(first)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if name in os.listdir(cl(m, 'n1')) and read(cl(m, 'n1', name)) == read(again):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, 'the mount never read the segment archived again'
+            time.sleep(0.2)
+
+
 # --- point-in-time restore ---------------------------------------------------------------------
 
 def tiny(tmp_path, name, seed):
