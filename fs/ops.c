@@ -408,6 +408,26 @@ static int listing_matches_store(struct cbfs *fs, catalog *c, uint64_t dir)
 	return r;
 }
 
+static int cmp_node_name(const void *a, const void *b)
+{
+	return strcmp((*(const struct cb_node *const *)a)->name, (*(const struct cb_node *const *)b)->name);
+}
+
+/* A listing that names one entry twice (only a damaged or planted catalog gives one: each
+ * name is unique in its directory) hides another it lacks: -EIO with one line logged. */
+static int listing_names_each_once(struct cbfs *fs, const struct dirlist *d, uint64_t dir)
+{
+	const void *p;
+	int r = first_repeat(d->v, d->n, sizeof(*d->v), cmp_node_name, &p);
+	if (r > 0) {
+		cbfs_log(fs, "cannot list directory %llu of %s: the catalog names %s twice in it (a "
+			 "damaged catalog: 'cassbackup reindex' rebuilds it)", (unsigned long long)dir,
+			 fs->location, ((const struct cb_node *)p)->name);
+		return -EIO;
+	}
+	return r;
+}
+
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct cbfs *fs = first_request(req);
@@ -424,7 +444,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		d->gen = cn->gen;
 		r = catalog_node_list(cn->c, dir, dirlist_add, d);
 		if (r == 0 && !special(dir))
-			r = listing_matches_store(fs, cn->c, dir);
+			r = listing_matches_store(fs, cn->c, dir) ?: listing_names_each_once(fs, d, dir);
 		if (r == -ENOENT && !special(dir))
 			r = -ESTALE;
 	}

@@ -222,7 +222,23 @@ def files_sizes(d):
 
 def lose_from_catalog(store, name, what):
     """Deletes from the catalog one file row of backup name (what='file': an Index.db), or a
-    whole table's rows (what='table'): a stale, damaged or planted catalog."""
+    whole table's rows (what='table'), or names a file twice in place of another (what='twice':
+    an Index.db's row named as the Data.db beside it, the table's constraint gone, as only a
+    planted catalog has it): a stale, damaged or planted catalog."""
+    if what == 'twice':
+        (fid, row, ks, table, name), = sql(
+            store, "SELECT f.id, f.table_row, k.name, t.name, f.name FROM files f JOIN backups b ON "
+                   "b.id = f.backup_id JOIN tables t ON t.id = f.table_row JOIN keyspaces k ON k.id = "
+                   "t.keyspace_id WHERE b.name = ? AND f.dir_id = 0 AND f.name LIKE '%Index.db' ORDER BY "
+                   "f.id LIMIT 1", name)
+        for q in ('CREATE TABLE files2 AS SELECT * FROM files', 'DROP TABLE files',
+                  'ALTER TABLE files2 RENAME TO files'):
+            sql(store, q)
+        data = name[:-len('Index.db')] + 'Data.db'
+        (blob, size), = sql(store, 'SELECT blob_id, size FROM files WHERE table_row = ? AND dir_id = 0 '
+                                   'AND name = ?', row, data)
+        sql(store, 'UPDATE files SET name = ?, blob_id = ?, size = ? WHERE id = ?', data, blob, size, fid)
+        return ks, table
     if what == 'file':
         (fid, ks, table), = sql(store, "SELECT f.id, k.name, t.name FROM files f JOIN backups b ON "
                                        "b.id = f.backup_id JOIN tables t ON t.id = f.table_row JOIN "
@@ -240,14 +256,15 @@ def lose_from_catalog(store, name, what):
     return ks, table
 
 
-@pytest.mark.parametrize('what', ['file', 'table'])
+@pytest.mark.parametrize('what', ['file', 'table', 'twice'])
 def test_a_catalog_missing_a_file_or_a_table_is_refused(store, tmp_path, what):
     """restore wrote an sstable without the Index.db the catalog had lost, or left out a table
     it had lost, load streamed only the tables it listed, verify checked only those: each exit
     0. Each row listed was held against the manifest, never the manifest against the rows."""
     files = backup(store, tmp_path, 'a', 41, kib='16')
     ks, table = lose_from_catalog(store, 'a', what)
-    said = 'files for a/' if what == 'file' else 'the catalog lists 3 tables for a,'
+    said = {'file': 'files for a/', 'table': 'the catalog lists 3 tables for a,',
+            'twice': 'twice (a damaged catalog'}[what]
     dd = sample_dirs(sample(tmp_path, 'target', 99, kib='16'))[0]
     before = files_sizes(dd)
     p = cb('restore', '--store', store, 'a', '--data-dir', dd, check=False)
@@ -264,15 +281,15 @@ def test_a_catalog_missing_a_file_or_a_table_is_refused(store, tmp_path, what):
                 env=dict(os.environ, SSTABLELOADER_STANDIN_LOG=str(log)), check=False)
         assert ld.returncode == 1 and said in ld.stderr and not log.exists()
     # the mount: a listing that lacks the file or the table is an error, not a shorter list
-    with mounted(store, str(tmp_path / 'mnt'), expect_errors=(said,)) as m:
-        lacking = [f'a/{ks}/{table}'] if what == 'file' else ['a', f'a/{ks}']
+    with mounted(store, str(tmp_path / 'mnt'), expect_errors=(said, 'twice in it')) as m:
+        lacking = ['a', f'a/{ks}'] if what == 'table' else [f'a/{ks}/{table}']
         for d in lacking:
             with pytest.raises(OSError) as e:
                 os.listdir(m.path(d))
             assert e.value.errno == errno.EIO, d
         there = [p for p in files if os.path.exists(m.path(p))]
-        assert len(there) == len(files) - (1 if what == 'file' else
-                                           sum(f'/{ks}/{table}/' in p for p in files))
+        assert len(there) == len(files) - (sum(f'/{ks}/{table}/' in p for p in files)
+                                           if what == 'table' else 1)
         for p in there:  # what the catalog still has reads right
             assert read(m.path(p)) == read(files[p])
     cb('reindex', '--store', store)  # the catalog made again from the store: whole again
