@@ -544,11 +544,12 @@ int pitr_plan(struct pitr *p, const char *location)
 	if (rc == 0 && check_segments_dir(p) < 0)
 		rc = CB_EXIT_USAGE;
 	if (rc == 0) {
-		char from[64];
+		char snap[64], from[64];
+		format_gmt(p->from_ms + COMMITLOG_FLUSH_SLACK_MS, snap, sizeof(snap));
 		format_gmt(p->from_ms, from, sizeof(from));
 		printf("point in time %s GMT: backup %s of node %s (snapshot by %s GMT), then %zu commitlog "
-		       "segment%s\n", p->time, p->backup_name, p->node_name, from, p->segments->n,
-		       p->segments->n == 1 ? "" : "s");
+		       "segment%s archived since %s GMT\n", p->time, p->backup_name, p->node_name, snap,
+		       p->segments->n, p->segments->n == 1 ? "" : "s", from);
 	}
 	return rc;
 }
