@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The test command (README.md): installs dependencies, builds, and runs every test twice: once in
-# a plain build, once under AddressSanitizer + UndefinedBehaviorSanitizer. Beside them it runs
-# gcc -fanalyzer over the product's code (tests/analyze.sh: fails on a finding not in the
-# reviewed baseline), then every fuzz target for FUZZ_SECONDS (default 20) each under libFuzzer.
+# The test command (README.md): installs dependencies, builds, runs gcc -fanalyzer over the
+# product's code (tests/analyze.sh: fails on a finding not in the reviewed baseline), and runs
+# every test twice: once in a plain build, once under AddressSanitizer + UndefinedBehaviorSanitizer;
+# then every fuzz target for FUZZ_SECONDS (default 20) each under libFuzzer.
 # Needs root: the tests mount FUSE and tmpfs file systems for real.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,23 +31,11 @@ setup() { # builddir, options...
 
 # -Werror: a build that warns fails here (meson compile's output is not shown).
 # -Dtest_hooks=true: the CASSBACKUP_TEST_* variables that shorten a prompt's wait and the KDF.
-export FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 setup build -Dtests=true -Dtest_hooks=true -Dwerror=true
 setup build-sanitize -Dtests=true -Dtest_hooks=true -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true
 
-# The analyzer and the fuzzers use no mount, server or port: they run on one stream beside the
-# two suites, which leave a core idle about a third of the time while they wait on servers,
-# mounts and subprocesses. Each fuzz target still gets FUZZ_SECONDS of a core. Their output is
-# printed after the suites; either failing fails this script.
-side_log=$(mktemp)
-setsid bash -c '
-	set -e
-	echo "== static analysis (gcc -fanalyzer against tests/analyzer-baseline.txt)"
-	bash tests/analyze.sh build-analyze
-	echo "== fuzzing every parser of store bytes (libFuzzer, $FUZZ_SECONDS s each)"
-	FUZZ_JOBS=1 bash tests/fuzz/run.sh' >"$side_log" 2>&1 &
-side=$!
-trap 'kill -- -"$side" 2>/dev/null || true; rm -f "$side_log"' EXIT
+echo "== static analysis (gcc -fanalyzer against tests/analyzer-baseline.txt)"
+bash tests/analyze.sh build-analyze
 
 # One meson test per pytest file (tests/meson.build); independent ones run side by side, two
 # per core unless TEST_PROCESSES says otherwise (most of a file's time is spent waiting on
@@ -59,7 +47,5 @@ echo "== plain build"
 meson test -C build --print-errorlogs --num-processes "$jobs"
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
 meson test -C build-sanitize --print-errorlogs --num-processes "$jobs"
-side_status=0
-wait "$side" || side_status=$?
-cat "$side_log"
-[ "$side_status" = 0 ] || { echo "tests/run.sh: the analyzer or a fuzz target failed (above)" >&2; exit 1; }
+echo "== fuzzing every parser of store bytes (libFuzzer, ${FUZZ_SECONDS:-20} s each)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash tests/fuzz/run.sh
