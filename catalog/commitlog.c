@@ -549,33 +549,34 @@ bool commitlog_in_window(const struct commitlog_meta *m, int64_t from_ms, int64_
 	return m->archived_ms >= from_ms && m->id <= to_ms;
 }
 
-/* When table tb's snapshot was taken: the mtime of its snapshot's manifest.json, which
- * Cassandra writes once the table is flushed and its links are made; without one (Cassandra
- * before 2.2), the newest mtime of its files, its flush's. -1 for a table without files. */
-static int64_t table_snapshot_ns(const struct manifest_table *tb)
+/* The mtime of table tb's snapshot manifest.json, which Cassandra (2.2 on) writes once the
+ * table is flushed and its links are made, and its newest file's, into *snap and *newest
+ * (each left alone when there is none). */
+static void table_times(const struct manifest_table *tb, int64_t *snap, int64_t *newest)
 {
-	int64_t newest = -1;
 	for (size_t f = 0; f < tb->nfiles; f++) {
 		const struct manifest_file *mf = &tb->files[f];
-		if (!*mf->dir && !strcmp(mf->name, "manifest.json"))
-			return mf->attr.mtime_ns;
-		if (mf->attr.mtime_ns > newest)
-			newest = mf->attr.mtime_ns;
+		if (!*mf->dir && !strcmp(mf->name, "manifest.json") && mf->attr.mtime_ns < *snap)
+			*snap = mf->attr.mtime_ns;
+		if (mf->attr.mtime_ns > *newest)
+			*newest = mf->attr.mtime_ns;
 	}
-	return newest;
 }
 
 int64_t commitlog_backup_start_ms(const struct manifest *m)
 {
 	/* nodetool snapshot flushes and links one table after another: the first table's
-	 * snapshot, less the time its flush took, is when the first memtable was switched */
-	int64_t t = m->created_ns;
+	 * snapshot, less the time its flush took, is when the first memtable was switched.
+	 * Without manifest.json files (Cassandra before 2.2) a table's snapshot cannot be told
+	 * from its last flush, months ago for a table nobody writes: the backup's newest file,
+	 * its last table's flush, less the same slack, as far as a snapshot takes no longer. */
+	int64_t first = INT64_MAX, newest = INT64_MIN;
 	for (size_t k = 0; k < m->nkeyspaces; k++)
-		for (size_t i = 0; i < m->keyspaces[k].ntables; i++) {
-			int64_t s = table_snapshot_ns(&m->keyspaces[k].tables[i]);
-			if (s >= 0 && s < t)
-				t = s;
-		}
+		for (size_t i = 0; i < m->keyspaces[k].ntables; i++)
+			table_times(&m->keyspaces[k].tables[i], &first, &newest);
+	int64_t t = first != INT64_MAX ? first : newest != INT64_MIN ? newest : m->created_ns;
+	if (t > m->created_ns)
+		t = m->created_ns;
 	t -= (int64_t)COMMITLOG_FLUSH_SLACK_MS * 1000000;
 	return t >= 0 ? t / 1000000 : -((-t + 999999) / 1000000);
 }

@@ -111,8 +111,9 @@ int commitlog_list(struct cb_backend *b, const char *node, bool strict, struct c
 void commitlog_list_free(struct commitlog_list *l);
 
 /* Where the commitlog window of a backup starts, in ms: when the first of its tables was
- * snapshotted (its snapshot's manifest.json, else its newest file), at most its creation time,
- * less COMMITLOG_FLUSH_SLACK_MS for that table's flush. nodetool snapshot flushes the tables
+ * snapshotted (the oldest of its snapshot manifest.json files; without them, Cassandra before
+ * 2.2, its newest file), at most its creation time, less COMMITLOG_FLUSH_SLACK_MS for that
+ * table's flush. nodetool snapshot flushes the tables
  * one after another, each from a memtable switched when its flush began: a write made after
  * that is in no sstable of the backup, and in a segment archived after it. Mutations the
  * sstables may lack are in the segments archived from then on; a segment from a little

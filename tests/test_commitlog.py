@@ -532,6 +532,31 @@ def test_point_in_time_restore_writes_what_cassandra_replays(history, tmp_path):
     assert p.returncode == 1 and 'not written by cassbackup' in p.stderr
 
 
+def test_the_window_of_a_snapshot_without_manifest_files_starts_at_its_newest_file(store, tmp_path):
+    """Cassandra before 2.2 writes no manifest.json into a snapshot, and a table nobody writes
+    has its last flush months back: taken for that table's snapshot, it held every segment
+    since then in the window, and prune never deleted one again. Without manifest.json the
+    window starts at the backup's newest file, less the flush slack, as before."""
+    src = tiny(tmp_path, 'b1', 1)
+    cb('create', '--store', store, '--name', 'b1', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--node', 'n1')
+    set_backup_time(store, 'b1', T0)
+    path = manifest_path(store, 'b1')
+    doc = json.load(open(path))
+    [idle, busy] = doc['keyspaces'][0]['tables'][:2]
+    for t in (idle, busy):
+        t['files'] = [f for f in t['files'] if not (f['name'] == 'manifest.json' and not f.get('dir'))]
+    for f in idle['files']:
+        f['mtime_ns'] = (T0 - 60 * DAY) * 10**6
+    rewrite_manifest(path, doc)
+    drop_catalog(store)
+    old = write_segment(str(tmp_path / 'cl'), T0 - 31 * DAY, seed=1)
+    archive(store, old)
+    set_archived(store, 'n1', os.path.basename(old), T0 - 30 * DAY)
+    cb('prune', '--store', store)
+    assert stored(store) == {'n1': []}
+
+
 def test_point_in_time_removes_what_a_killed_run_left(history, tmp_path):
     """A point-in-time restore killed while it copied a segment left its partial temporary
     file in the segments directory; the next run, to another time, kept it there, and
