@@ -428,6 +428,15 @@ static int compare_stored(struct cb_backend *b, const char *key, const struct co
 	return r;
 }
 
+int commitlog_find(struct cb_backend *b, const struct commitlog_meta *m, struct strbuf *err)
+{
+	struct strbuf key = {0};
+	int r = commitlog_key(m->node, m->name, &key);
+	r = r ?: compare_stored(b, key.buf, m, err);
+	sb_free(&key);
+	return r;
+}
+
 int commitlog_put(struct cb_backend *b, const struct commitlog_meta *m, const void *data,
 		  size_t len, int level, struct strbuf *err)
 {
@@ -645,6 +654,28 @@ static int node_start(struct store *s, const struct node_backups *o, const char 
 		manifest_free(m);
 		sb_free(&why);
 	}
+	return r;
+}
+
+int commitlog_window_start(struct store *s, const char *ref, const struct manifest *m,
+			   int64_t *from_ms, struct strbuf *err)
+{
+	if (!m->base || !*m->base) {
+		*from_ms = commitlog_backup_start_ms(m);
+		return 0;
+	}
+	char base_ref[CB_REF_MAX];
+	struct manifest *base = NULL;
+	int r = store_backup_ref(m->base, manifest_node_key(m), base_ref);
+	if (r == 0 && !strchr(ref, '/'))
+		snprintf(base_ref, sizeof(base_ref), "%s", m->base); /* the older layout */
+	if (r == 0)
+		r = store_read_manifest(s, base_ref, &base, NULL, err);
+	if (r == -ENOENT)
+		sb_printf(err, "its full backup %s is not in the store", m->base);
+	if (r == 0)
+		*from_ms = commitlog_backup_start_ms(base);
+	manifest_free(base);
 	return r;
 }
 

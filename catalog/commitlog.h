@@ -86,6 +86,11 @@ enum commitlog_put_result {
 int commitlog_put(struct cb_backend *b, const struct commitlog_meta *m, const void *data,
 		  size_t len, int level, struct strbuf *err);
 
+/* What the store holds under segment m's key (commitlogs/<node>/<name>.zst): COMMITLOG_PRESENT
+ * (the same bytes), -ENOENT (nothing), -EEXIST (other bytes, or an object that does not read:
+ * err says which), or the backend's error. */
+int commitlog_find(struct cb_backend *b, const struct commitlog_meta *m, struct strbuf *err);
+
 /* Reads the metadata of the object at key (commitlogs/<node>/<name>.zst), which must name
  * the same node and segment as the key. -ENOENT, -EBADMSG (err says why), or -errno. */
 int commitlog_read_meta(struct cb_backend *b, const char *key, struct commitlog_meta *m,
@@ -121,7 +126,17 @@ void commitlog_list_free(struct commitlog_list *l);
  * retention share. */
 #define COMMITLOG_FLUSH_SLACK_MS (10 * 60 * 1000)
 struct manifest;
+struct store;
 int64_t commitlog_backup_start_ms(const struct manifest *m);
+
+/* Where the replay for backup ref (its manifest m, read from s) starts: an incremental takes
+ * in flushed sstables without a flush of its own, so writes still in memtables then are in
+ * segments that may have been archived before it, and its window starts where its full
+ * backup's does (commitlog_backup_start_ms of that manifest, read from s). Mutations replayed
+ * over sstables that hold them already are harmless (same timestamps). 0 with *from_ms, or
+ * -ENOENT (the full backup is not in s) or the read's error, with err. */
+int commitlog_window_start(struct store *s, const char *ref, const struct manifest *m,
+			   int64_t *from_ms, struct strbuf *err);
 
 /* Retention: a kept backup needs the segments of its node from the start of its window up to
  * the next backup of the node, the newest one every segment after it. So a segment of a node
@@ -132,7 +147,6 @@ int64_t commitlog_backup_start_ms(const struct manifest *m);
  * lose them). Sets due[i] for the segments of l that are due, from the catalog of s (which the
  * caller brought up to date from a complete reading of backups/) and the manifests of the
  * node's backups. 0 or -errno with err. */
-struct store;
 int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *due, struct strbuf *err);
 
 /* Does segment m hold mutations of the window [from_ms, to_ms] (to_ms INT64_MAX: open)? Its

@@ -7,6 +7,7 @@
 #include "copy.h"
 #include "backend.h"
 #include "catalog.h"
+#include "commitlog.h"
 #include "lock.h"
 #include "manifest.h"
 #include "pack.h"
@@ -462,12 +463,24 @@ static int plan(struct copy *c)
 	return r;
 }
 
+/* The backup's node and where its point-in-time window starts, for segments_copy. */
+static void note_window(struct copy *c)
+{
+	snprintf(c->st->node, sizeof(c->st->node), "%s", c->m->node);
+	struct strbuf why = {0};
+	if (commitlog_window_start(c->src, c->name, c->m, &c->st->window_start_ms, &why) < 0)
+		c->st->window_start_ms = commitlog_backup_start_ms(c->m);
+	sb_free(&why);
+}
+
 int backup_copy(struct store *src, struct store *dst, const char *name, const struct copy_opts *o,
 		struct copy_stats *st, struct strbuf *err)
 {
 	*st = (struct copy_stats){0};
 	struct copy c = {.src = src, .dst = dst, .name = name, .o = o, .st = st, .err = err};
 	int r = plan(&c);
+	if (r >= 0)
+		note_window(&c);
 	if (r == 1) {
 		st->outcome = COPY_PRESENT;
 		r = 0;
@@ -485,5 +498,74 @@ int backup_copy(struct store *src, struct store *dst, const char *name, const st
 	if (r == -ENOMEM && !err->len)
 		sb_puts(err, "out of memory");
 	copy_free(&c);
+	return r;
+}
+
+/* --- commitlog segments ------------------------------------------------------------------ */
+
+/* Copies segment m unless the target holds it (counted in st either way). */
+static int segment_copy_one(struct store *src, struct store *dst, const struct commitlog_meta *m,
+			    const struct copy_opts *o, struct segment_copy_stats *st, struct strbuf *why)
+{
+	int r = commitlog_find(store_backend(dst), m, why);
+	if (r == -ENOENT && o->dry_run) {
+		r = COMMITLOG_STORED; /* would be */
+	} else if (r == -ENOENT) {
+		struct strbuf key = {0};
+		void *data = NULL;
+		r = commitlog_key(m->node, m->name, &key);
+		r = r ?: commitlog_read(store_backend(src), key.buf, m, &data, why);
+		if (r == -ENOENT)
+			sb_puts(why, "deleted from the source meanwhile (by a prune there)");
+		r = r ?: commitlog_put(store_backend(dst), m, data, m->size, o->level ? o->level : 3, why);
+		free(data);
+		sb_free(&key);
+	}
+	if (r == COMMITLOG_STORED) {
+		st->sent++;
+		st->bytes_sent += m->size;
+	} else if (r == COMMITLOG_PRESENT) {
+		st->present++;
+		st->bytes_present += m->size;
+	}
+	return r < 0 ? r : 0;
+}
+
+int segments_copy(struct store *src, struct store *dst, const char *node, int64_t from_ms,
+		  const struct copy_opts *o, struct segment_copy_stats *st, struct strbuf *err)
+{
+	*st = (struct segment_copy_stats){0};
+	struct commitlog_list l;
+	struct strbuf bad = {0}, why = {0};
+	int r = commitlog_list(store_backend(src), node, false, &l, &bad);
+	if (r < 0) {
+		sb_printf(err, "cannot read the commitlog segments of %s: %s", store_location(src),
+			  bad.len ? bad.buf : cb_backend_why(r));
+		sb_free(&bad);
+		return r;
+	}
+	for (size_t i = 0; r == 0 && i < l.n; i++) {
+		if (!commitlog_in_window(&l.v[i], from_ms, INT64_MAX))
+			continue;
+		if (o->cancel && *o->cancel) {
+			sb_puts(err, "interrupted");
+			r = -ECANCELED;
+			break;
+		}
+		why.len = 0;
+		if (why.buf)
+			why.buf[0] = '\0';
+		if ((r = segment_copy_one(src, dst, &l.v[i], o, st, &why)) < 0)
+			sb_printf(err, "commitlog segment %s/%s: %s", l.v[i].node, l.v[i].name,
+				  why.len ? why.buf : cb_backend_why(r));
+	}
+	if (r == 0 && l.bad) {
+		sb_printf(err, "%u commitlog segment%s of %s cannot be read: %s", l.bad,
+			  l.bad == 1 ? "" : "s", store_location(src), bad.buf ? bad.buf : "");
+		r = -EBADMSG;
+	}
+	commitlog_list_free(&l);
+	sb_free(&bad);
+	sb_free(&why);
 	return r;
 }

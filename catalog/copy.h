@@ -61,6 +61,10 @@ struct copy_stats {
 	uint64_t blobs_sent, bytes_sent;       /* contents the target lacked (planned or copied) */
 	uint64_t blobs_present, bytes_present; /* contents the target already held */
 	uint64_t pack_bytes;                   /* of the new packs; 0 when none was written */
+	char node[256];          /* the backup's node: its segments are under commitlogs/NODE */
+	int64_t window_start_ms; /* where a point-in-time replay from it starts
+				  * (commitlog_window_start; its own start when its full backup is
+				  * not in the source) */
 };
 
 /* Copies backup name (a ref, store.h: one node backup) from src to dst (see above). 0 with st filled, or:
@@ -73,5 +77,27 @@ struct copy_stats {
  * err gets one line saying what failed (empty for -ENOENT). */
 int backup_copy(struct store *src, struct store *dst, const char *name, const struct copy_opts *o,
 		struct copy_stats *st, struct strbuf *err);
+
+/* Counts of a segments_copy. */
+struct segment_copy_stats {
+	uint64_t sent, bytes_sent;       /* segments the target lacked (planned or copied), bytes */
+	uint64_t present, bytes_present; /* segments the target held already, with the same bytes */
+};
+
+/* Copies the Cassandra commitlog segments of node (commitlogs/NODE; NULL: every node) that
+ * were archived at or after from_ms (INT64_MIN: all of them) from src to dst, where a backup
+ * copied with backup_copy needs them for a point-in-time restore (window_start_ms, and every
+ * segment after it: the target may lack the next backup). Each is read back and checked
+ * against its SHA-256, then written with one exclusive put (commitlog.h), so it is whole or
+ * absent at the target and never replaces another; one the target holds is not read. With
+ * o->dry_run it only counts. 0, or:
+ *   -EEXIST   the target holds other bytes under a segment's name
+ *   -EBADMSG  a source segment is damaged, or its metadata does not read (the others are
+ *             copied first: a replay from the target would miss it as one from the source would)
+ *   -ECANCELED, or the backend's error.
+ * err gets one line naming the segment. What was sent before a failure stays: it is what the
+ * backup needs, and prune keeps the segments a kept backup needs. */
+int segments_copy(struct store *src, struct store *dst, const char *node, int64_t from_ms,
+		  const struct copy_opts *o, struct segment_copy_stats *st, struct strbuf *err);
 
 #endif

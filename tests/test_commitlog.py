@@ -891,6 +891,128 @@ def test_the_window_starts_at_the_first_tables_snapshot(store, tmp_path):
     assert 'then 1 commitlog segment' in r.stdout, r.stdout
 
 
+# --- copy: the segments go with the backups ---------------------------------------------------
+
+
+def pitr_segments(store, tmp_path, backup, at, tag, extra=(), env=None, tables_of=None):
+    """The names and bytes of the segments a point-in-time restore at `at` from store picks
+    (a dry run would only name them: this one copies them). The live tables are made from
+    the backup's manifest in tables_of (default: store; an encrypted one's is sealed)."""
+    live = live_dir(tmp_path / tag, tables_of or store, backup)
+    conf = tmp_path / tag / 'conf'
+    conf.mkdir(parents=True)
+    segdir = tmp_path / tag / 'segs'
+    cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(at), '--cassandra-conf',
+       str(conf), '--node', 'n1', '--segments-dir', str(segdir), *extra, env=env)
+    return {n: read(segdir / n) for n in sorted(os.listdir(segdir))}
+
+
+def object_mtimes(store):
+    top = os.path.join(store, 'commitlogs')
+    return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+            for d, _, fs in os.walk(top) for f in fs}
+
+
+def test_copy_takes_the_segments_a_point_in_time_restore_needs(history, tmp_path):
+    """copy sent the backups only: a point-in-time restore from the copied store replayed no
+    segment and gave the tables as of the snapshot, exit 0."""
+    store, segs = history
+    name = {k: os.path.basename(v) for k, v in segs.items()}
+    dst = str(tmp_path / 'dst')
+    cb('init', '--store', dst)
+    r = cb('copy', '--from', store, '--to', dst, 'b2')
+    # b2's window starts at its snapshot (T0 + 1 day) less the slack: s4 reaches over it, s5 after
+    assert f'commitlog segments of node n1: sent 2 ' in r.stdout, r.stdout
+    assert stored(dst) == {'n1': sorted([name['s4'], name['s5']])}
+    at = T0 + DAY + 3 * HOUR + HOUR // 2
+    want = pitr_segments(store, tmp_path, 'b2', at, 'src')
+    assert want == {name[k]: read(segs[k]) for k in ('s4', 's5')}
+    assert pitr_segments(dst, tmp_path, 'b2', at, 'dst') == want
+    # each object is the source's, byte for byte (its metadata too)
+    for k in ('s4', 's5'):
+        assert read(object_path(dst, 'n1', name[k])) == read(object_path(store, 'n1', name[k]))
+    # again: nothing sent, nothing rewritten
+    before = object_mtimes(dst)
+    r = cb('copy', '--from', store, '--to', dst, 'b2', '--json')
+    doc = json.loads(r.stdout)
+    assert [(c['node'], c['result'], c['segments_sent'], c['segments_present']) for c in doc['commitlogs']] == \
+        [('n1', 'copied', 0, 2)]
+    assert object_mtimes(dst) == before
+    # an older backup: the segments from its window on, up to the newest (the target may lack
+    # the next backup; s1 ended before b1's snapshot)
+    r = cb('copy', '--from', store, '--to', dst, 'b1')
+    assert 'commitlog segments of node n1: sent 2 ' in r.stdout and '2 (' in r.stdout, r.stdout
+    assert stored(dst) == {'n1': sorted(name[k] for k in ('s2', 's3', 's4', 's5'))}
+    at = T0 + 2 * HOUR + HOUR // 2
+    assert pitr_segments(dst, tmp_path, 'b1', at, 'dst1') == pitr_segments(store, tmp_path, 'b1', at, 'src1')
+    # --all: every segment of the store, of nodes without a backup too
+    every = str(tmp_path / 'every')
+    cb('init', '--store', every)
+    cb('copy', '--from', store, '--to', every, '--all')
+    assert stored(every) == stored(store)
+
+
+def test_copy_without_segments_and_dry_run(history, tmp_path):
+    store, segs = history
+    dst = str(tmp_path / 'dst')
+    cb('init', '--store', dst)
+    r = cb('copy', '--from', store, '--to', dst, 'b2', '--dry-run')
+    assert 'commitlog segments of node n1: would send 2 ' in r.stdout, r.stdout
+    assert stored(dst) == {}
+    r = cb('copy', '--from', store, '--to', dst, 'b2', '--no-commitlogs')
+    assert 'commitlog' not in r.stdout and stored(dst) == {}
+    doc = json.loads(cb('copy', '--from', store, '--to', dst, '--all', '--no-commitlogs', '--json').stdout)
+    assert doc['commitlogs'] == [] and stored(dst) == {}
+
+
+def test_copy_never_replaces_a_segment_and_checks_each_one(history, tmp_path):
+    """A target that holds other bytes under a segment's name keeps them (exit 1, one line
+    naming it); a source segment whose bytes do not match its SHA-256 is not sent."""
+    store, segs = history
+    name = os.path.basename(segs['s4'])
+    dst = str(tmp_path / 'dst')
+    cb('init', '--store', dst)
+    other = write_segment(str(tmp_path / 'other'), T0 + 3 * HOUR, seed=42)  # s4's id, other bytes
+    assert os.path.basename(other) == name and read(other) != read(segs['s4'])
+    archive(dst, other)
+    theirs = read(object_path(dst, 'n1', name))
+    p = cb('copy', '--from', store, '--to', dst, 'b2', check=False)
+    assert p.returncode == 1, p.stderr
+    line = [x for x in p.stderr.splitlines() if 'commitlog' in x]
+    assert len(line) == 1 and f'n1/{name}' in line[0] and 'other bytes' in line[0], p.stderr
+    assert read(object_path(dst, 'n1', name)) == theirs
+    # the backup itself was copied (its own commit), and says so
+    assert 'b2/n1: copied to' in p.stdout
+    # a damaged source segment: its compressed body no longer gives its SHA-256
+    dst2 = str(tmp_path / 'dst2')
+    cb('init', '--store', dst2)
+    path = object_path(store, 'n1', name)
+    data = bytearray(read(path))
+    data[-20] ^= 0x40
+    with open(path, 'wb') as f:
+        f.write(bytes(data))
+    p = cb('copy', '--from', store, '--to', dst2, 'b2', check=False)
+    assert p.returncode == 1 and f'n1/{name}' in p.stderr, p.stderr
+    assert name not in stored(dst2).get('n1', [])
+
+
+def test_copy_into_an_encrypted_store_takes_the_segments(history, tmp_path):
+    """Segments pass through the target's envelope: a point-in-time restore from the encrypted
+    copy replays the same bytes."""
+    store, segs = history
+    key = str(tmp_path / 'k')
+    dst = str(tmp_path / 'enc')
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    cb('init', '--store', dst, '--encrypt', '--key-file', key, env=env)
+    cb('copy', '--from', store, '--to', dst, '--to-key-file', key, 'b2', env=env)
+    raw = read(object_path(dst, 'n1', os.path.basename(segs['s5'])))
+    assert read(segs['s5'])[:64] not in raw
+    at = T0 + DAY + 3 * HOUR + HOUR // 2
+    assert pitr_segments(dst, tmp_path, 'b2', at, 'enc', extra=('--key-file', key), env=env,
+                         tables_of=store) == \
+        {os.path.basename(segs[k]): read(segs[k]) for k in ('s4', 's5')}
+
+
 # --- object storage: atomic under faults -------------------------------------------------------
 
 

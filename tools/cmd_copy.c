@@ -2,8 +2,8 @@
  *
  * plan (options; open the source read-only and the target, take the target's shared lock;
  * the names to copy) -> execute (catalog/copy.h, one backup at a time: each is its own commit,
- * a failure of one does not stop the others) -> report (a line per backup and the totals, or
- * JSON).
+ * a failure of one does not stop the others; then the commitlog segments their point-in-time
+ * restores need, per node) -> report (a line per backup and per node, or JSON).
  */
 #include "cli.h"
 #include "cluster.h"
@@ -24,6 +24,7 @@ struct copy_cmd {
 	const char *from, *to, *node;
 	const char *to_key_file; /* the target's key file (NULL: --key-file's) */
 	bool all, dry_run, json;
+	bool no_commitlogs;
 	bool to_plain; /* an encrypted source may be copied into a plain target */
 	uint64_t level, threads, pack_size;
 	char *from_shown, *to_shown; /* escaped for messages */
@@ -41,6 +42,15 @@ struct copy_item {
 	struct copy_stats st;
 	char *error;          /* its one line, when r < 0 (owned) */
 	double seconds;
+};
+
+/* The commitlog segments copied for one node (every node: node NULL, from --all). */
+struct segment_item {
+	const char *node;  /* a copy_item's st.node, or NULL */
+	int64_t from_ms;   /* the earliest window start of its copied backups */
+	int r;
+	struct segment_copy_stats st;
+	char *error;       /* its one line, when r < 0 (owned) */
 };
 
 /* --- plan -------------------------------------------------------------------------------- */
@@ -158,6 +168,20 @@ static void report_item_text(const struct copy_cmd *c, const struct copy_item *i
 		       it->st.blobs_present == 1 ? "" : "s", there, it->seconds);
 }
 
+static void report_segments_text(const struct copy_cmd *c, const struct segment_item *s)
+{
+	if (s->r < 0)
+		return; /* said by execute */
+	_cleanup_free_ char *node = s->node ? cli_escape(s->node) : NULL;
+	char sent[32], there[32];
+	format_bytes(s->st.bytes_sent, sent, sizeof(sent));
+	format_bytes(s->st.bytes_present, there, sizeof(there));
+	printf("commitlog segments %s%s: %s %llu (%s), %llu (%s) already in %s\n",
+	       s->node ? "of node " : "of every node", node ? node : "",
+	       c->dry_run ? "would send" : "sent", (unsigned long long)s->st.sent, sent,
+	       (unsigned long long)s->st.present, there, c->to_shown);
+}
+
 static const char *outcome_name(const struct copy_item *it)
 {
 	if (it->r < 0)
@@ -184,8 +208,23 @@ static void json_item(struct json *j, const struct copy_item *it)
 	json_object_end(j);
 }
 
+static void json_segments(struct json *j, const struct segment_item *s)
+{
+	json_object_begin(j);
+	json_kv_str(j, "node", s->node); /* null: every node */
+	json_kv_i64(j, "from_ms", s->from_ms);
+	json_kv_str(j, "result", s->r < 0 ? "failed" : "copied");
+	json_kv_u64(j, "segments_sent", s->st.sent);
+	json_kv_u64(j, "bytes_sent", s->st.bytes_sent);
+	json_kv_u64(j, "segments_present", s->st.present);
+	json_kv_u64(j, "bytes_present", s->st.bytes_present);
+	if (s->r < 0)
+		json_kv_str(j, "error", s->error ? s->error : "out of memory");
+	json_object_end(j);
+}
+
 static void report_json(const struct copy_cmd *c, const struct copy_item *items, size_t n,
-			double secs)
+			const struct segment_item *segs, size_t nsegs, double secs)
 {
 	struct strbuf out = {0};
 	struct json j;
@@ -205,6 +244,11 @@ static void report_json(const struct copy_cmd *c, const struct copy_item *items,
 		t.bytes_present += items[i].st.bytes_present;
 		t.pack_bytes += items[i].st.pack_bytes;
 	}
+	json_array_end(&j);
+	json_key(&j, "commitlogs");
+	json_array_begin(&j);
+	for (size_t i = 0; i < nsegs; i++)
+		json_segments(&j, &segs[i]);
 	json_array_end(&j);
 	json_kv_u64(&j, "blobs_sent", t.blobs_sent);
 	json_kv_u64(&j, "bytes_sent", t.bytes_sent);
@@ -250,10 +294,56 @@ static void copy_one(struct copy_cmd *c, struct copy_item *it, struct strbuf *er
 	}
 }
 
+/* The nodes whose segments go, each from the earliest window of its backups copied (or
+ * found there already): a point-in-time restore from the target replays from there on. */
+static size_t plan_segments(const struct copy_cmd *c, const struct copy_item *items, size_t n,
+			    struct segment_item *segs)
+{
+	if (c->no_commitlogs)
+		return 0;
+	if (c->all) {
+		segs[0] = (struct segment_item){.node = NULL, .from_ms = INT64_MIN};
+		return 1;
+	}
+	size_t nsegs = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].r < 0 || !*items[i].st.node)
+			continue;
+		size_t k = 0;
+		while (k < nsegs && strcmp(segs[k].node, items[i].st.node) != 0)
+			k++;
+		if (k == nsegs)
+			segs[nsegs++] = (struct segment_item){.node = items[i].st.node, .from_ms = INT64_MAX};
+		if (items[i].st.window_start_ms < segs[k].from_ms)
+			segs[k].from_ms = items[i].st.window_start_ms;
+	}
+	return nsegs;
+}
+
+/* Copies one node's segments; on failure prints its one line (and keeps it in s->error). */
+static void copy_segments(struct copy_cmd *c, struct segment_item *s, struct strbuf *err)
+{
+	struct copy_opts o = {.level = (int)c->level, .dry_run = c->dry_run, .cancel = &cancel_requested};
+	err->len = 0;
+	if (err->buf)
+		err->buf[0] = '\0';
+	s->r = segments_copy(c->src, c->dst, s->node, s->from_ms, &o, &s->st, err);
+	if (s->r < 0) {
+		_cleanup_free_ char *node = s->node ? cli_escape(s->node) : NULL;
+		errorf("cannot copy the commitlog segments %s%s to %s: %s",
+		       s->node ? "of node " : "of every node", node ? node : "", c->to_shown,
+		       err->len ? err->buf : strerror(-s->r));
+		s->error = strdup(err->len ? err->buf : strerror(-s->r));
+	}
+}
+
 static int execute(struct copy_cmd *c)
 {
 	struct copy_item *items = calloc(c->names.n ? c->names.n : 1, sizeof(*items));
-	if (!items) {
+	struct segment_item *segs = calloc(c->names.n ? c->names.n : 1, sizeof(*segs));
+	if (!items || !segs) {
+		free(items);
+		free(segs);
 		errorf("out of memory");
 		return CB_EXIT_FAILED;
 	}
@@ -277,11 +367,22 @@ static int execute(struct copy_cmd *c)
 			errorf("copy: interrupted");
 		rc = CB_EXIT_FAILED;
 	}
+	size_t nsegs = cancel_requested ? 0 : plan_segments(c, items, n, segs);
+	for (size_t i = 0; i < nsegs && !cancel_requested; i++) {
+		copy_segments(c, &segs[i], &err);
+		if (!c->json)
+			report_segments_text(c, &segs[i]);
+		if (segs[i].r < 0)
+			rc = CB_EXIT_FAILED;
+	}
 	if (c->json)
-		report_json(c, items, n, mono_seconds() - start);
+		report_json(c, items, n, segs, nsegs, mono_seconds() - start);
 	for (size_t i = 0; i < n; i++)
 		free(items[i].error);
+	for (size_t i = 0; i < nsegs; i++)
+		free(segs[i].error);
 	free(items);
+	free(segs);
 	sb_free(&err);
 	return rc;
 }
@@ -290,13 +391,17 @@ static const char copy_description[] =
 	"Copies backups from one store to another (a directory or s3://bucket/prefix, either\n"
 	"way), deduplicating at the target: contents the target already holds are not sent;\n"
 	"the others are read from the source's packs, each checked against its SHA-256, and\n"
-	"streamed into one new pack per backup at the target (no local copy), then the\n"
+	"streamed into new packs of --pack-size at the target (no local copy), then the\n"
 	"backup's manifest is written there, byte for byte the source's. The source is only\n"
 	"read (it may be read-only); the target's shared lock is held, as by create.\n"
 	"A name the target already has: the same backup is left as it is (exit 0), another\n"
 	"one is refused (exit 1). Interrupted or failing, a copy leaves no backup at the\n"
 	"target; prune removes what it wrote. Each backup is copied on its own: a failure\n"
-	"of one is reported and the others go on (exit 1; 3 when a name is not in the source).";
+	"of one is reported and the others go on (exit 1; 3 when a name is not in the source).\n"
+	"Then the Cassandra commitlog segments a point-in-time restore from those backups\n"
+	"needs go too: of each backup's node, every segment archived since the start of its\n"
+	"window (with --all, every segment of the store), each checked against its SHA-256;\n"
+	"segments the target holds are not sent, and none is replaced.";
 
 int cmd_copy(int argc, char **argv)
 {
@@ -324,6 +429,9 @@ int cmd_copy(int argc, char **argv)
 		{.name = "pack-size", .type = OPT_SIZE, .value = &c.pack_size, .arg = "SIZE",
 		 .help = "bytes of tar stream per new pack (default 512M)", .config_key = "pack_size",
 		 .min = PACK_MIN_SIZE},
+		{.name = "no-commitlogs", .type = OPT_FLAG, .value = &c.no_commitlogs,
+		 .help = "copy no commitlog segments (point-in-time restore from the target then "
+			 "replays none)"},
 		{.name = "json", .type = OPT_FLAG, .value = &c.json, .help = "print JSON for scripts"},
 		{0},
 	};

@@ -158,27 +158,6 @@ static int replay_list(struct pitr *p, const struct manifest *m)
 	return 0;
 }
 
-/* An incremental takes in flushed sstables without a flush of its own: writes still in
- * memtables then are in commitlog segments that may have been archived before it. So the
- * replay starts where its full backup's does (a snapshot flushes first); mutations replayed
- * over sstables that hold them already are harmless (same timestamps). */
-static int base_start(struct pitr *p, struct store *s, const struct manifest *m, struct strbuf *err)
-{
-	char ref[CB_REF_MAX];
-	struct manifest *base = NULL;
-	int r = store_backup_ref(m->base, manifest_node_key(m), ref);
-	if (r == 0 && !strchr(p->backup_ref, '/'))
-		snprintf(ref, sizeof(ref), "%s", m->base); /* the older layout */
-	if (r == 0)
-		r = store_read_manifest(s, ref, &base, NULL, err);
-	if (r == -ENOENT)
-		sb_printf(err, "its full backup %s is not in the store", m->base);
-	if (r == 0)
-		p->from_ms = commitlog_backup_start_ms(base);
-	manifest_free(base);
-	return r;
-}
-
 /* Does a backup of scope s hold every table sel selects (every table: none selected; with the
  * system keyspaces for a whole node)? */
 static bool scope_covers(const struct manifest_scope *s, const struct selection *sel,
@@ -313,12 +292,10 @@ static int choose_backup(struct pitr *p, struct store *s)
 	struct strbuf err = {0};
 	r = store_read_manifest(s, p->backup_ref, &m, NULL, &err);
 	if (r == 0) {
-		p->from_ms = commitlog_backup_start_ms(m);
 		snprintf(p->host_id, sizeof(p->host_id), "%s", m->host_id ? m->host_id : "");
 		r = replay_list(p, m);
 	}
-	if (r == 0 && m->base)
-		r = base_start(p, s, m, &err);
+	r = r ?: commitlog_window_start(s, p->backup_ref, m, &p->from_ms, &err);
 	if (r < 0) {
 		errorf("cannot read backup %s: %s", p->backup_name, err.buf ? err.buf : strerror(-r));
 	}
