@@ -527,6 +527,12 @@ int pitr_plan(struct pitr *p, const char *location)
 		printf("point in time %s GMT: backup %s of node %s (snapshot by %s GMT), then %zu commitlog "
 		       "segment%s archived since %s GMT\n", p->time, p->backup_name, p->node_name, snap,
 		       p->segments->n, p->segments->n == 1 ? "" : "s", from);
+		/* Cassandra parsed the time with SimpleDateFormat("yyyy:MM:dd HH:mm:ss"), which
+		 * reads a prefix, until CASSANDRA-19448 */
+		if (strlen(p->time) > 19)
+			printf("note: Cassandra reads the milliseconds of restore_point_in_time only "
+			       "with CASSANDRA-19448 (2024): a release without it replays up to %.19s.000\n",
+			       p->time);
 	}
 	return rc;
 }
