@@ -1222,9 +1222,28 @@ struct set_entry {
 	char key[65];
 };
 
+/* How many characters of v[i]'s node key set it apart from every other entry of its name
+ * (at least 8; 0 when no other entry has its name). Node keys of one backup name differ, so
+ * name-PREFIX names are unique: two of one length differ in the prefix, two of different
+ * lengths in length. */
+static size_t key_chars_needed(const struct set_entry *v, size_t n, size_t i)
+{
+	size_t need = 0;
+	for (size_t j = 0; j < n; j++) {
+		if (j == i || strcmp(v[i].n.name, v[j].n.name) != 0)
+			continue;
+		size_t common = 0;
+		while (v[i].key[common] && v[i].key[common] == v[j].key[common])
+			common++;
+		size_t k = common + 1 < 8 ? 8 : common + 1;
+		need = k > need ? k : need;
+	}
+	return need;
+}
+
 /* The node backups of a level-1 or level-4 group: BACKUP nodes named by node name, or node
- * name-KEY8 (the first 8 characters of the node key) where two share a node name; through
- * CB_INO_VIEW in the cluster view. */
+ * name-KEY8 (the first 8 characters of the node key, more where two keys share those) where
+ * two share a node name; through CB_INO_VIEW in the cluster view. */
 static int walk_set(catalog *c, int64_t rep, int level,
 		    int (*cb)(void *ctx, const struct cb_node *n), void *ctx)
 {
@@ -1248,24 +1267,21 @@ static int walk_set(catalog *c, int64_t rep, int level,
 		v[n++] = e;
 	}
 	r = r ? done(c, st, r) : rc == SQLITE_DONE ? done(c, st, 0) : done(c, st, cerr(c, rc));
-	bool *dup = r == 0 ? calloc(n + 1, sizeof(*dup)) : NULL;
-	if (r == 0 && !dup)
+	size_t *need = r == 0 ? calloc(n + 1, sizeof(*need)) : NULL;
+	if (r == 0 && !need)
 		r = -ENOMEM;
 	for (size_t i = 0; r == 0 && i < n; i++)
-		for (size_t j = 0; j < n; j++)
-			if (i != j && !strcmp(v[i].n.name, v[j].n.name))
-				dup[i] = true;
+		need[i] = key_chars_needed(v, n, i); /* before any name changes */
 	for (size_t i = 0; r == 0 && i < n; i++) {
-		if (dup[i] && strlen(v[i].n.name) < 240) {
-			size_t l = strlen(v[i].n.name);
-			snprintf(v[i].n.name + l, sizeof(v[i].n.name) - l, "-%.8s", v[i].key);
-		}
+		size_t l = strlen(v[i].n.name);
+		if (need[i] && l + 1 + need[i] < sizeof(v[i].n.name))
+			snprintf(v[i].n.name + l, sizeof(v[i].n.name) - l, "-%.*s", (int)need[i], v[i].key);
 		if (level == GROUP_DC)
 			v[i].n.ino |= CB_INO_VIEW;
 		if (name_is_component(v[i].n.name))
 			r = cb(ctx, &v[i].n);
 	}
-	free(dup);
+	free(need);
 	free(v);
 	return r;
 }

@@ -357,6 +357,32 @@ def test_mount_shows_nodes_and_the_cluster_view(store, cluster, tmp_path):
                 assert os.stat(p).st_ino != os.stat(twin).st_ino  # a view of its own
 
 
+def test_node_directories_of_host_ids_alike_in_their_first_8_characters(store, tmp_path):
+    """Nodes that share a node name were told apart by the first 8 characters of their host
+    ids only: ids such as cassandra-node-0 and cassandra-node-1 (--host-id takes any printable
+    id) gave two directories of one name, and the mount answered EIO for the whole backup,
+    calling the catalog damaged. As many characters as tell them apart are taken."""
+    ids = ['cassandra-node-0', 'cassandra-node-1', 'cassandra-node-10']
+    srcs = {}
+    for i, hid in enumerate(ids):
+        src = str(tmp_path / f'src{i}')
+        make_sample(src, '--data-kib', '16', '--data-dirs', '1', '--keyspaces', '1', '--tables', '1',
+                    '--sstables', '1', '--no-index', '--no-clutter', '--seed', str(70 + i))
+        srcs[hid] = src
+        cb('create', '--store', store, '--name', 'day1', *data_dir_args(sample_dirs(src)), '--snapshot',
+           'nightly-1', '--nodetool', '/bin/false', '--node', 'dbhost', '--host-id', hid, '--no-schema',
+           '--no-conf')
+    want = {'dbhost-cassandra-node-0': 'cassandra-node-0', 'dbhost-cassandra-node-1': 'cassandra-node-1',
+            'dbhost-cassandra-node-10': 'cassandra-node-10'}
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        assert sorted(os.listdir(m.path('day1'))) == sorted(want)
+        for d, hid in want.items():
+            assert xattrs(m.path('day1', d))['user.cassbackup.host_id'] == hid
+            for (ks, t), files in snapshot_tables(sample_dirs(srcs[hid]), 'nightly-1').items():
+                for name, src in files.items():
+                    assert read(m.path('day1', d, ks, t, name)) == read(src)
+
+
 def at_clock(when, env=None):
     """An environment whose processes see the wall clock at `when` (UTC, ISO 8601): the
     clockshift shim moves their clock by the difference, computed now."""
