@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define DISK_CACHE_DEFAULT (1ull << 30)
@@ -483,6 +484,110 @@ static int open_in_daemon(struct cbfs *fs, const struct options *o)
 	return r < 0 ? -1 : 0;
 }
 
+/* fuse_daemonize's work, except that the parent waits for the child's word: the parent's exit
+ * status is the mount's (mount(8), fstab and systemd read it), and fuse_daemonize's parent
+ * exits 0 before the child opened the store or the kernel's INIT was answered. The child keeps
+ * stderr until then, so what fails is said where the mount was asked for. In the parent: does
+ * not return (0 once the child said "serving", else 1 once the child has ended). In the child:
+ * 0 with *ready_fd, the pipe to write the word to (await_serving), or -1. */
+static int daemon_fork(int *ready_fd)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		fprintf(stderr, "mount.cassbackup: cannot start: %s\n", strerror(errno));
+		return -1;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "mount.cassbackup: cannot start: %s\n", strerror(errno));
+		return -1;
+	}
+	if (pid > 0) {
+		close(p[1]);
+		char word = 0;
+		ssize_t n;
+		while ((n = read(p[0], &word, 1)) < 0 && errno == EINTR)
+			;
+		if (n == 1 && word == 'y')
+			_exit(0);
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			; /* it unmounted, and said why on stderr */
+		_exit(1);
+	}
+	close(p[0]);
+	int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (setsid() < 0 || chdir("/") < 0 || nul < 0 || dup2(nul, STDIN_FILENO) < 0) {
+		fprintf(stderr, "mount.cassbackup: cannot start: %s\n", strerror(errno));
+		return -1;
+	}
+	close(nul);
+	*ready_fd = p[1];
+	return 0;
+}
+
+struct readiness {
+	struct cbfs *fs;
+	struct fuse_session *se;
+	int fd;        /* daemon_fork's pipe */
+	dev_t under;   /* the mountpoint's device before the mount */
+};
+
+/* Is the mount answering: its root is ours (FUSE_ROOT_ID on another device than the directory
+ * mounted over), so the kernel's INIT was answered? A stat through the mount waits for that;
+ * once a failed INIT ended the session, the directory under it answers instead. */
+static int mount_answers(const struct readiness *r)
+{
+	struct stat st;
+	if (stat(r->fs->mountpoint, &st) < 0)
+		return -errno;
+	return st.st_dev != r->under && st.st_ino == 1 ? 0 : -ENOTCONN;
+}
+
+/* The daemon's last step of starting, on a thread of its own while the workers serve: once the
+ * mount answers, stdout and stderr go to /dev/null and the parent exits 0; else the parent
+ * exits 1, and the session ends. */
+static void *await_serving(void *arg)
+{
+	struct readiness *r = arg;
+	int e = mount_answers(r);
+	if (e == 0) {
+		int nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		atomic_store(&r->fs->log_stderr, false);
+		if (nul >= 0) {
+			dup2(nul, STDOUT_FILENO);
+			dup2(nul, STDERR_FILENO);
+			close(nul);
+		}
+		if (write(r->fd, "y", 1) != 1)
+			cbfs_log(r->fs, "cannot tell the mount command it is mounted: %s", strerror(errno));
+	} else {
+		cbfs_log(r->fs, "the mount on %s does not answer: %s", r->fs->mountpoint, strerror(-e));
+		fuse_session_exit(r->se);
+		mount_answers(r); /* a request, so that a worker sees the session end */
+	}
+	close(r->fd);
+	free(r);
+	return NULL;
+}
+
+/* Starts await_serving (ready_fd < 0: in the foreground, nothing to wait for). 0 or -1. */
+static int start_await_serving(struct cbfs *fs, struct fuse_session *se, int ready_fd, dev_t under)
+{
+	if (ready_fd < 0)
+		return 0;
+	struct readiness *r = malloc(sizeof(*r));
+	pthread_t t;
+	if (r)
+		*r = (struct readiness){.fs = fs, .se = se, .fd = ready_fd, .under = under};
+	if (!r || pthread_create(&t, NULL, await_serving, r) != 0) {
+		cbfs_log(fs, "cannot start: %s", strerror(r ? EAGAIN : ENOMEM));
+		free(r);
+		return -1;
+	}
+	pthread_detach(t);
+	return 0;
+}
+
 static void free_options(struct options *o)
 {
 	sb_free(&o->fuse_opts);
@@ -511,6 +616,7 @@ int main(int argc, char **argv)
 		.gid = getgid(),
 		.start_ns = now_ns(),
 		.foreground = o.foreground,
+		.log_stderr = true,
 		.readahead_kb = o.readahead_kb,
 		.gen = 1,
 		.sopts = {.flags = STORE_READONLY, .read_cache_bytes = (size_t)o.cache_mib << 20},
@@ -535,16 +641,24 @@ int main(int argc, char **argv)
 		goto err_out1; /* libfuse printed why (e.g. an unknown option) */
 	if (fuse_set_signal_handlers(se) != 0)
 		goto err_out2;
+	struct stat under;
+	if (stat(fs.mountpoint, &under) < 0) {
+		fprintf(stderr, "mount.cassbackup: mountpoint %s: %s\n", o.mnt, strerror(errno));
+		goto err_out3;
+	}
 	if (fuse_session_mount(se, fs.mountpoint) != 0) {
 		fprintf(stderr, "mount.cassbackup: cannot mount %s on %s\n", o.store, o.mnt);
 		goto err_out3;
 	}
-	if (fuse_daemonize(fs.foreground) != 0)
+	int ready_fd = -1;
+	if (!fs.foreground && daemon_fork(&ready_fd) != 0)
 		goto err_out4;
 	/* From here on, this is the process that serves: what holds locks or threads is made
-	 * now (SQLite's locks and threads do not survive fuse_daemonize's fork). */
-	if (open_in_daemon(&fs, &o) == 0)
+	 * now (SQLite's locks and threads do not survive the fork). */
+	if (open_in_daemon(&fs, &o) == 0 && start_await_serving(&fs, se, ready_fd, under.st_dev) == 0)
 		rc = serve(se, &o);
+	else if (ready_fd >= 0)
+		close(ready_fd);
 	cbfs_refresh_stop(&fs);
 err_out4:
 	fuse_session_unmount(se);

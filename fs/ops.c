@@ -37,10 +37,10 @@ void cbfs_log(const struct cbfs *fs, const char *fmt, ...)
 		return;
 	if ((size_t)n > sizeof(line) - 2)
 		n = sizeof(line) - 2;
-	if (!fs->foreground) {
+	if (!fs->foreground)
 		syslog(LOG_ERR, "%s", line);
+	if (!atomic_load(&fs->log_stderr))
 		return;
-	}
 	line[n] = '\n';
 	char out[1100];
 	int m = snprintf(out, sizeof(out), "mount.cassbackup: %.*s", n + 1, line);

@@ -1,5 +1,5 @@
 """The daemonized mount, as fstab and mount(8) run it: mount.cassbackup without -f forks
-(fuse_daemonize) and opens the store in the child (fs/main.c: SQLite's locks and threads do not
+and opens the store in the child, whose word the parent waits for (fs/main.c: SQLite's locks and threads do not
 survive the fork). Every other test mounts in the foreground; this one serves from the daemon
 while creates, a forget and a prune and a second daemonized mount of the same store run at once.
 """
@@ -113,3 +113,24 @@ def test_daemonized_mounts_serve_through_concurrent_creates_and_a_prune(store, t
         for m in list(pids):
             subprocess.run(['fusermount3', '-z', '-u', m], capture_output=True)
     assert not daemon_pids(store, m1) and not daemon_pids(store, m2)
+
+
+def test_a_daemonized_mount_that_fails_after_the_fork_exits_1_saying_why(store, tmp_path):
+    """fuse_daemonize's parent exits 0 as soon as it forked: a mount whose kernel INIT then
+    failed (here an -o max_read that libfuse refuses at INIT) left nothing mounted, printed
+    nothing and exited 0, which mount(8), fstab and systemd take for mounted. The parent now
+    waits for the daemon's word: exit 1, with libfuse's reason and ours on stderr."""
+    mnt = str(tmp_path / 'mnt')
+    os.makedirs(mnt)
+    p = subprocess.run([MOUNT, store, mnt, '-o', 'max_read=131072'], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 1, p
+    assert 'maximum read size' in p.stderr and f'the mount on {mnt} does not answer' in p.stderr, p.stderr
+    wait_for(lambda: not daemon_pids(store, mnt), 'the failed daemon exiting')
+    assert not os.path.ismount(mnt) and os.listdir(mnt) == []
+    # the same mount without the bad option: exit 0 once it answers, and silent
+    pid = daemon_mount(store, str(tmp_path / 'mnt2'))
+    try:
+        assert sorted(os.listdir(tmp_path / 'mnt2')) == ['backups', 'clusters', 'commitlogs']
+    finally:
+        umount(store, str(tmp_path / 'mnt2'), pid)
