@@ -110,6 +110,20 @@ def test_config_error_names_the_right_line(store, tmp_path):
     one_error_line(cb('--config', conf, 'list', check=False), 2, 'line 6: expected key = value')
     conf.write_text(f'\n\n\nstore = {store}\n\nstroe = /x\n')
     one_error_line(cb('--config', conf, 'list', check=False), 2, "line 6: unknown key 'stroe'")
+    # a NUL byte ended the file there: the lines after it (a second node, keep_last, an unknown
+    # key) were dropped without a word, and validate-config said 0 problems
+    conf.write_bytes(f'store = {store}\nnode = first\0\nnode = second\nkeep_last = 1\nbogus = 1\n'.encode())
+    for args in (['list'], ['validate-config']):
+        one_error_line(cb('--config', conf, *args, check=False), 2, 'line 2: a NUL byte')
+
+
+def test_a_size_below_its_least_says_the_least(store):
+    """--pack-size 12 said "must be from 1048576 to 0 bytes": 0 is no upper bound."""
+    for cmd in ('prune', 'copy'):
+        args = ['--store', store] if cmd == 'prune' else ['--from', store, '--to', store, '--all']
+        p = cb(cmd, *args, '--pack-size', '12', check=False)
+        line = one_error_line(p, 2, '--pack-size', 'must be at least 1048576 bytes')
+        assert ' to 0' not in line
 
 
 def test_verify_dir_that_is_a_file(two_backups, tmp_path):

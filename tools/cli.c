@@ -821,8 +821,11 @@ static int set_value(struct cli_option *o, const char *arg, struct strbuf *err)
 	case OPT_SIZE: {
 		uint64_t v;
 		if ((r = parse_size(arg, &v, err)) == 0 && (v < o->min || (o->max && v > o->max))) {
-			sb_printf(err, "must be from %llu to %llu bytes", (unsigned long long)o->min,
-				  (unsigned long long)o->max);
+			if (o->max)
+				sb_printf(err, "must be from %llu to %llu bytes", (unsigned long long)o->min,
+					  (unsigned long long)o->max);
+			else
+				sb_printf(err, "must be at least %llu bytes", (unsigned long long)o->min);
 			r = -ERANGE;
 		}
 		if (r == 0)

@@ -94,12 +94,22 @@ static int parse_line(const char *path, char *l, int line, struct strbuf *err)
 int config_load(const char *path, bool must_exist, struct strbuf *err)
 {
 	char *text = NULL;
-	int r = read_small_file(path, 1 << 20, &text, NULL);
+	size_t len = 0;
+	int r = read_small_file(path, 1 << 20, &text, &len);
 	if (r == -ENOENT && !must_exist)
 		return 0;
 	if (r < 0) {
 		sb_printf(err, "config %s: %s", path, strerror(-r));
 		return r;
+	}
+	const char *nul = memchr(text, '\0', len);
+	if (nul) { /* the lines after it would be read as none: not a text file */
+		int at = 1;
+		for (const char *q = text; q < nul; q++)
+			at += *q == '\n';
+		sb_printf(err, "config %s, line %d: a NUL byte (not a text file)", path, at);
+		free(text);
+		return -EINVAL;
 	}
 	/* Every line counts, blank ones too, so the line numbers are the editor's. */
 	int line = 0;
