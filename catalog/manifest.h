@@ -182,8 +182,10 @@ void manifest_links_free(struct manifest_links *v, size_t n);
  * name (backups made without nodetool). Never NULL. */
 const char *manifest_node_key(const struct manifest *m);
 /* A node key that can name a store key: a single path component of at most 64 bytes of
- * printable ASCII with no blank. */
+ * printable ASCII with no blank. NODE_KEY_RULE says so to a user. */
 bool manifest_node_key_ok(const char *key);
+#define NODE_KEY_RULE "a node is 1 to 64 bytes of printable ASCII, no blank or '/', not '.' or '..'"
+
 /* The time a backup holds its node's data as of, which retention orders backups by: its
  * snapshot's (snapshot_ns) when known and earlier than its commit (created_ns), else its
  * commit's. */

@@ -269,6 +269,33 @@ def test_validate_config_runs_nodetool(store, tmp_path):
         assert p.returncode == 1 and line.startswith('PROBLEM') and said in line, line
 
 
+def test_validate_config_refuses_what_the_commands_refuse(store, tmp_path):
+    """validate-config said ok (or only "set") to values the routine job then refused with
+    exit 2: a node name with a blank, a name_period that is no duration, a pack_size under
+    its least. Each is checked as the command checks it, with the command's words."""
+    conf = tmp_path / 'cb.conf'
+    bad = {'node': ('db 1', "a node is 1 to 64 bytes of printable ASCII, no blank or '/'"),
+           'host_id': ('a b', "a node is 1 to 64 bytes of printable ASCII"),
+           'name_period': ('1 month', 'not a duration'),
+           'incremental_name_period': ('x', 'not a duration'),
+           'name': ('nightly-%Q', ''),
+           'pack_size': ('12', 'must be at least 1048576 bytes'),
+           'limit_upload': ('fast', '')}
+    for key, (value, words) in bad.items():
+        conf.write_text(f'store = {store}\n{key} = {value}\n')
+        p = cb('--config', conf, 'validate-config', check=False)
+        problems = [l for l in p.stdout.splitlines() if l.startswith('PROBLEM')]
+        assert p.returncode == 1 and len(problems) == 1 and f'{key} = {value}: {words}' in problems[0], p.stdout
+        # and the command refuses it too
+        q = cb('--config', conf, 'backup', '--store', store, '--data-dir', str(tmp_path), check=False)
+        assert q.returncode == 2, (key, q.stderr)
+    conf.write_text(f'store = {store}\nnode = db-1\nhost_id = 5f1c0c8e\nname = nightly-%Y%m%d\n'
+                    f'name_period = 1d\npack_size = 64M\nlimit_upload = 0\n')
+    r = cb('--config', conf, 'validate-config')
+    assert r.stdout.splitlines()[-1].endswith(': 7 settings checked, 0 problem(s)'), r.stdout
+    assert 'names a backup made now nightly-' in r.stdout
+
+
 def test_validate_config_checks_s3_settings(store, tmp_path):
     """issue 8: the S3 key file may be read by its owner only; the CA file must be readable and
     the endpoint a URL. A missing key file is reported by validate-config, not refused before

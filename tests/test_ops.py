@@ -390,7 +390,8 @@ def test_backup_refuses_a_bad_retention_before_the_snapshot(store, tmp_path, key
 
 @pytest.mark.parametrize('template, said', [
     ('x' * 300, 'name = ' + 'x' * 300 + ': makes no name (empty, or over 255 bytes); nothing was done'),
-    ('a b', "backup name 'a b': use letters, digits and . _ : @ + - (not first), at most 200"),
+    ('a b', "name = a b: gives 'a b': use letters, digits and . _ : @ + - (not first), at most 200; "
+            "nothing was done"),
 ])
 def test_backup_name_template_that_makes_no_name(store, tmp_path, template, said):
     nlog = str(tmp_path / 'nodetool.log')

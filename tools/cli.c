@@ -382,6 +382,14 @@ int parse_duration(const char *s, struct duration *out, struct strbuf *err)
 	return 0;
 }
 
+bool backup_name_valid(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 200 || s[0] == '.' || s[0] == '-')
+		return false;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@+-") == n;
+}
+
 /* ---- selection ---------------------------------------------------------------------------- */
 
 static int selection_push(struct selection *s, const char *ks, size_t kslen, const char *table)

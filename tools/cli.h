@@ -292,6 +292,14 @@ int cmd_backup(int argc, char **argv);
 /* A keep_* configuration value as forget's option takes it (cmd_backup.c): 0, or -EINVAL /
  * -ERANGE with err saying why. */
 int backup_keep_check(const char *key, const char *value, struct strbuf *err);
+/* Can s name a backup (BACKUP_NAME_RULE)? */
+bool backup_name_valid(const char *s);
+#define BACKUP_NAME_RULE "use letters, digits and . _ : @ + - (not first), at most 200"
+
+/* A name, name_period, incremental_name or incremental_name_period value as the routine job
+ * takes it (cmd_backup.c): 0 (for a template, out holds the name it gives now), or -errno with
+ * err saying why. */
+int backup_name_check(const char *key, const char *value, char *out, size_t n, struct strbuf *err);
 int cmd_install_timer(int argc, char **argv);
 int cmd_archive_commitlog(int argc, char **argv);
 

@@ -48,22 +48,69 @@ static const char *const keep_keys[] = {
 	"keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within",
 };
 
-/* The backup's name: the configuration's template k->name (else k->default_name by
- * k->default_period) made into a name for now. 0, or CB_EXIT_USAGE after one line. */
-static int make_name(const struct name_keys *k, char *out, size_t n)
+/* k->period of the configuration into *period, which keeps its value when there is none.
+ * 0, or -EINVAL with why. */
+static int configured_period(const struct name_keys *k, struct duration *period, struct strbuf *why)
 {
-	const char *template = config_get(k->name), *pv = config_get(k->period);
+	const char *pv = config_get(k->period);
+	return pv ? parse_duration(pv, period, why) : 0;
+}
+
+/* template made into a name for now (cluster_name_expand), which must be a backup's name.
+ * 0, or -EINVAL with why. */
+static int expand_checked(const char *template, const struct duration *period, char *out, size_t n,
+			  struct strbuf *why)
+{
+	int r = cluster_name_expand(template, period, time(NULL), out, n, why);
+	if (r == 0 && !backup_name_valid(out)) {
+		sb_printf(why, "gives '%s': " BACKUP_NAME_RULE, out);
+		r = -EINVAL;
+	}
+	return r;
+}
+
+/* The backup's name for now from template (the configuration's k->name; NULL: k->default_name
+ * by k->default_period) and k->period. 0, or -EINVAL with err saying which key and why. */
+static int name_for_now(const struct name_keys *k, const char *template, char *out, size_t n,
+			struct strbuf *err)
+{
 	struct duration period = template ? (struct duration){0} : k->default_period;
 	struct strbuf why = {0};
-	int r = pv ? parse_duration(pv, &period, &why) : 0;
+	int r = configured_period(k, &period, &why);
 	if (r < 0)
-		errorf("%s = %s: %s; nothing was done", k->period, pv, why.buf ? why.buf : "invalid");
-	else if ((r = cluster_name_expand(template ? template : k->default_name, &period, time(NULL), out, n,
-					  &why)) < 0)
-		errorf("%s = %s: %s; nothing was done", k->name, template ? template : k->default_name,
-		       why.buf ? why.buf : "invalid");
+		sb_printf(err, "%s = %s: %s", k->period, config_get(k->period), why.buf ? why.buf : "invalid");
+	else if ((r = expand_checked(template ? template : k->default_name, &period, out, n, &why)) < 0)
+		sb_printf(err, "%s = %s: %s", k->name, template ? template : k->default_name,
+			  why.buf ? why.buf : "invalid");
 	sb_free(&why);
+	return r;
+}
+
+/* The backup's name: name_for_now with the configuration's template. 0, or CB_EXIT_USAGE after
+ * one line. */
+static int make_name(const struct name_keys *k, char *out, size_t n)
+{
+	struct strbuf err = {0};
+	int r = name_for_now(k, config_get(k->name), out, n, &err);
+	if (r < 0)
+		errorf("%s; nothing was done", err.buf ? err.buf : "invalid name");
+	sb_free(&err);
 	return r < 0 ? CB_EXIT_USAGE : 0;
+}
+
+int backup_name_check(const char *key, const char *value, char *out, size_t n, struct strbuf *err)
+{
+	const struct name_keys *k = !strncmp(key, "incremental_", 12) ? &inc_names : &full_names;
+	struct duration d;
+	if (!strcmp(key, k->period))
+		return parse_duration(value, &d, err);
+	/* a bad period is its own line's problem: this one is judged by the template alone */
+	struct strbuf why = {0};
+	struct duration period = {0};
+	if (configured_period(k, &period, &why) < 0)
+		period = (struct duration){0};
+	sb_free(&why);
+	return expand_checked(value, &period, out, n, err);
 }
 
 /* "--keep-daily" for "keep_daily" into buf. */

@@ -99,14 +99,6 @@ struct create_opts {
 
 static void free_node_meta(struct node_meta *m);
 
-static bool valid_name(const char *s)
-{
-	size_t n = strlen(s);
-	if (n == 0 || n > 200 || s[0] == '.' || s[0] == '-')
-		return false;
-	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@+-") == n;
-}
-
 /* What keeps tag from being a snapshot tag, or NULL. nodetool snapshot -t TAG makes
  * <table dir>/snapshots/TAG, and create reads (with --take-snapshot: makes and clears) that
  * directory, so a tag is one path component: never "..", a path, or a name no directory has. */
@@ -178,8 +170,7 @@ static int check_node_options(struct cli_command *cmd, const struct create_opts 
 		if (!v[i] || manifest_node_key_ok(v[i]))
 			continue;
 		_cleanup_free_ char *shown = cli_escape(v[i]);
-		return cli_usage_error(cmd, "%s '%s': a node is 1 to 64 bytes of printable ASCII, no "
-				       "blank or '/', not '.' or '..'", opt[i], shown ? shown : "");
+		return cli_usage_error(cmd, "%s '%s': " NODE_KEY_RULE, opt[i], shown ? shown : "");
 	}
 	return CLI_RUN;
 }
@@ -196,9 +187,8 @@ static int parse_incremental(struct cli_command *cmd, struct create_opts *o)
 		return cli_usage_error(cmd, "--incremental needs --name NAME (or a name template)");
 	if (strchr(o->name, '%') && expand_name(o) < 0)
 		return CB_EXIT_USAGE;
-	if (!valid_name(o->name)) {
-		errorf("backup name '%s': use letters, digits and . _ : @ + - (not first), at most 200",
-		       o->name);
+	if (!backup_name_valid(o->name)) {
+		errorf("backup name '%s': " BACKUP_NAME_RULE, o->name);
 		return CB_EXIT_USAGE;
 	}
 	o->tag = "";
@@ -301,7 +291,7 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 				       "(<table>/snapshots/TAG)", shown ? shown : "",
 				       shown && strlen(shown) > 64 ? "..." : "", why);
 	}
-	if (!valid_name(o->tag) && !o->name) {
+	if (!backup_name_valid(o->tag) && !o->name) {
 		errorf("snapshot tag '%s' cannot serve as a backup name; give --name", o->tag);
 		return CB_EXIT_USAGE;
 	}
@@ -312,9 +302,8 @@ static int parse_opts(int argc, char **argv, struct create_opts *o)
 		o->name = o->tag;
 	if (strchr(o->name, '%') && expand_name(o) < 0)
 		return CB_EXIT_USAGE;
-	if (!valid_name(o->name)) {
-		errorf("backup name '%s': use letters, digits and . _ : @ + - (not first), at most 200",
-		       o->name);
+	if (!backup_name_valid(o->name)) {
+		errorf("backup name '%s': " BACKUP_NAME_RULE, o->name);
 		return CB_EXIT_USAGE;
 	}
 	return CLI_RUN;

@@ -4,6 +4,8 @@
 #include "nodemeta.h"
 #include "cli.h"
 #include "crypt.h"
+#include "manifest.h"
+#include "packer.h"
 #include "store.h"
 #include "util.h"
 
@@ -318,6 +320,44 @@ static void check_storage(struct vctx *v, const char *key, const char *value, in
 						    : "sent on every write");
 }
 
+/* node, host_id: as create takes --node and --host-id (the store's node keys). */
+static void check_node(struct vctx *v, const char *key, const char *value, int line)
+{
+	bool ok = manifest_node_key_ok(value);
+	say(v, ok ? V_OK : V_PROBLEM, line, key, value, "%s",
+	    ok ? (!strcmp(key, "node") ? "node name" : "host id") : NODE_KEY_RULE);
+}
+
+/* pack_size, limit_upload, limit_download: sizes as their options take them. */
+static void check_size(struct vctx *v, const char *key, const char *value, int line)
+{
+	uint64_t n, least = !strcmp(key, "pack_size") ? PACK_MIN_SIZE : 0;
+	struct strbuf err = {0};
+	int r = parse_size(value, &n, &err);
+	if (r == 0 && n < least)
+		say(v, V_PROBLEM, line, key, value, "must be at least %llu bytes", (unsigned long long)least);
+	else if (r < 0)
+		say(v, V_PROBLEM, line, key, value, "%s", err.buf ? err.buf : "not a size");
+	else
+		say(v, V_OK, line, key, value, "%s", least ? "bytes of tar stream per pack"
+					       : n ? "bytes per second" : "no limit");
+	sb_free(&err);
+}
+
+/* name, incremental_name (templates) and their *_period: as the routine job makes names. */
+static void check_name(struct vctx *v, const char *key, const char *value, int line)
+{
+	char made[256];
+	struct strbuf err = {0};
+	if (backup_name_check(key, value, made, sizeof(made), &err) < 0)
+		say(v, V_PROBLEM, line, key, value, "%s", err.buf ? err.buf : "invalid");
+	else if (strstr(key, "_period"))
+		say(v, V_OK, line, key, value, "one backup name per period");
+	else
+		say(v, V_OK, line, key, value, "names a backup made now %s", made);
+	sb_free(&err);
+}
+
 static int check(void *ctx, const char *key, const char *value, int line)
 {
 	struct vctx *v = ctx;
@@ -359,11 +399,14 @@ static int check(void *ctx, const char *key, const char *value, int line)
 		check_hook(v, key, value, line);
 	else if (!strcmp(key, "metrics_file"))
 		check_metrics_file(v, key, value, line);
-	else if (!strcmp(key, "node")) {
-		bool ok = name_is_component(value) && value[0] != '.';
-		say(v, ok ? V_OK : V_PROBLEM, line, key, value, "%s",
-		    ok ? "node name" : "expected one directory name, not starting with '.' (commitlogs/<node>/)");
-	} else if (!strcmp(key, "hosts"))
+	else if (!strcmp(key, "node") || !strcmp(key, "host_id"))
+		check_node(v, key, value, line);
+	else if (!strcmp(key, "pack_size") || !strcmp(key, "limit_upload") || !strcmp(key, "limit_download"))
+		check_size(v, key, value, line);
+	else if (!strcmp(key, "name") || !strcmp(key, "name_period") || !strcmp(key, "incremental_name") ||
+		 !strcmp(key, "incremental_name_period"))
+		check_name(v, key, value, line);
+	else if (!strcmp(key, "hosts"))
 		say(v, host_list_ok(value) ? V_OK : V_PROBLEM, line, key, value, "%s", host_list_ok(value)
 		    ? "host list" : "expected HOST[,HOST...] without spaces or empty entries");
 	else
