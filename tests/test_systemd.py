@@ -130,7 +130,7 @@ def test_install_timer_takes_the_schedule_from_the_configuration(tmp_path):
     # an empty OnCalendar= first drops the shipped schedule: only the configuration's is left
     assert unit_values(timer, 'OnCalendar') == ['', 'Mon..Fri *-*-* 02:15:00 UTC']
     assert unit_values(timer, 'RandomizedDelaySec') == ['45min']
-    assert unit_values(service, 'ExecStart') == ['', f'{os.path.realpath(CASSBACKUP)} --config {conf} backup']
+    assert unit_values(service, 'ExecStart') == ['', f'"{os.path.realpath(CASSBACKUP)}" --config "{conf}" backup']
     assert unit_values(service, 'OnFailure') == ['status-email@%n.service']
     # systemd's own reading of the schedule: the next run is a weekday at 02:15 UTC
     cal = run(ANALYZE, 'calendar', unit_values(timer, 'OnCalendar')[1], env=dict(os.environ, TZ='UTC')).stdout
@@ -143,6 +143,43 @@ def test_install_timer_takes_the_schedule_from_the_configuration(tmp_path):
     assert unit_values(timer, 'RandomizedDelaySec') == ['30min']
     assert os.listdir(tmp_path / 'cassbackup-backup.timer.d') == ['cassbackup.conf']
     assert unit_values((tmp_path / 'cassbackup-backup.service.d' / 'cassbackup.conf').read_text(), 'OnFailure') == []
+
+
+def exec_argv(line):
+    """The words systemd makes of an ExecStart= value: quotes, backslash escapes, then %% and $$."""
+    import shlex
+    return [w.replace('%%', '%').replace('$$', '$') for w in shlex.split(line)]
+
+
+def test_install_timer_quotes_paths_systemd_would_split_or_expand(tmp_path):
+    """The configuration's path went into ExecStart= as it was: a blank split it into two
+    words, a '%' was read as a specifier, and systemd refused the unit ("Service has no
+    ExecStart= setting") after install-timer said to enable it, exit 0."""
+    d = tmp_path / 'my conf%z $HOME'
+    d.mkdir()
+    conf = write_conf(d, schedule='daily')
+    units = tmp_path / 'units'
+    units.mkdir()
+    cb('--config', conf, 'install-timer', '--unit-dir', units)
+    service = (units / 'cassbackup-backup.service.d' / 'cassbackup.conf').read_text()
+    [_, line] = unit_values(service, 'ExecStart')
+    assert exec_argv(line) == [os.path.realpath(CASSBACKUP), '--config', conf, 'backup']
+    # systemd's own reading: the shipped unit with this drop-in verifies clean
+    src = os.path.join(REPO, 'systemd', 'cassbackup-backup.service.in')
+    with open(src) as f:
+        unit = f.read().replace('@BINDIR@', os.path.dirname(os.path.realpath(CASSBACKUP)))
+    (units / 'cassbackup-backup.service').write_text(unit)
+    p = run(ANALYZE, 'verify', '--man=no', str(units / 'cassbackup-backup.service'), check=False,
+            env=dict(os.environ, SYSTEMD_UNIT_PATH=f'{units}:'))
+    assert p.returncode == 0 and 'specifier' not in p.stderr and 'ExecStart' not in p.stderr, p.stderr
+    # a path no unit line can hold is refused, nothing written
+    d2 = tmp_path / 'a\nb'
+    d2.mkdir()
+    conf2 = write_conf(d2, schedule='daily')
+    units2 = tmp_path / 'units2'
+    units2.mkdir()
+    p = cb('--config', conf2, 'install-timer', '--unit-dir', units2, check=False)
+    assert p.returncode == 2 and 'a control character' in p.stderr and os.listdir(units2) == []
 
 
 def test_install_timer_writes_the_incremental_units_only_with_incremental_schedule(tmp_path):
@@ -162,7 +199,7 @@ def test_install_timer_writes_the_incremental_units_only_with_incremental_schedu
     assert unit_values(timer, 'OnCalendar') == ['', 'hourly']
     assert unit_values(timer, 'RandomizedDelaySec') == []  # the unit's: well within the hour
     assert unit_values(service, 'ExecStart') == \
-        ['', f'{os.path.realpath(CASSBACKUP)} --config {conf} backup --incremental']
+        ['', f'"{os.path.realpath(CASSBACKUP)}" --config "{conf}" backup --incremental']
     assert unit_values(service, 'OnFailure') == ['status-email@%n.service']
     assert 'not set' not in p.stdout
     assert p.stdout.splitlines()[-1] == ('now run: systemctl daemon-reload && systemctl enable --now '

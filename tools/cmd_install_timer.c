@@ -101,6 +101,31 @@ static int config_abs(char *buf, size_t n)
 	return 0;
 }
 
+/* arg as one word of a unit's ExecStart= (systemd.service(5), "Command lines"): in double
+ * quotes, with \\ and \" escaped, % as %% (a specifier otherwise) and $ as $$ (a variable
+ * otherwise). -EINVAL for a control character, which no unit line can hold. */
+static int exec_word(struct strbuf *out, const char *arg)
+{
+	int r = sb_puts(out, "\"");
+	for (const char *p = arg; r == 0 && *p; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return -EINVAL;
+		const char *esc = *p == '\\' ? "\\\\" : *p == '"' ? "\\\"" : *p == '%' ? "%%" : *p == '$' ? "$$" : NULL;
+		r = esc ? sb_puts(out, esc) : sb_append(out, p, 1);
+	}
+	return r ?: sb_puts(out, "\"");
+}
+
+/* ExecStart=SELF [--config CONF] ARGS, each path one quoted word. -EINVAL (a path with a control
+ * character) or -ENOMEM. */
+static int exec_start_line(struct strbuf *out, const char *self, const char *conf, const char *args)
+{
+	int r = sb_puts(out, "ExecStart=\nExecStart=") ?: exec_word(out, self);
+	if (r == 0 && *conf)
+		r = sb_puts(out, " --config ") ?: exec_word(out, conf);
+	return r ?: sb_printf(out, " %s\n", args);
+}
+
 /* The drop-ins of unit (.timer and .service): OnCalendar=schedule, RandomizedDelaySec=delay
  * (NULL: the unit's), OnFailure=on_failure (NULL: none), ExecStart= this cassbackup with this
  * configuration file and args. 0, or the exit code after one line. */
@@ -124,9 +149,13 @@ static int dropins(const char *dir, const char *unit, const char *args, const ch
 			   "it again.\n", src);
 	if (r == 0 && on_failure)
 		r = sb_printf(&service, "[Unit]\nOnFailure=%s\n", on_failure);
-	r = r ?: sb_printf(&service, "[Service]\nExecStart=\nExecStart=%s%s%s %s\n", self,
-			   conf[0] ? " --config " : "", conf, args);
-	int rc = r < 0 ? (errorf("out of memory"), CB_EXIT_FAILED) : 0;
+	r = r ?: sb_puts(&service, "[Service]\n") ?: exec_start_line(&service, self, conf, args);
+	int rc = 0;
+	if (r == -EINVAL)
+		rc = (errorf("%s: a control character in its path, which a unit file cannot hold; "
+			     "nothing was written", conf[0] ? conf : self), CB_EXIT_USAGE);
+	else if (r < 0)
+		rc = (errorf("out of memory"), CB_EXIT_FAILED);
 	rc = rc ?: write_dropin(dir, unit, "timer", &timer);
 	rc = rc ?: write_dropin(dir, unit, "service", &service);
 	sb_free(&timer);
