@@ -116,8 +116,14 @@ static const char schema_sql[] =
 	" CASE WHEN b.root_mode > 0 THEN b.root_gid ELSE -1 END, b.created_ns"
 /* How many nodes the ring recorded by backup row x has (0 for a damaged one). */
 #define RING_NODES(x) "CASE WHEN json_valid(" x ".ring) THEN json_array_length(" x ".ring) ELSE 0 END"
-#define CLUSTER_NAME "COALESCE(NULLIF(b.cluster, ''), 'unknown-cluster')"
-#define DC_NAME "COALESCE(NULLIF(b.datacenter, ''), 'unknown-dc')"
+/* A cluster's or datacenter's name x as one directory name of the cluster view, one to one:
+ * '%' as %25 and '/' as %2F, and "." and ".." as %2E and %2E%2E (a cluster_name such as
+ * 'prod/eu', a datacenter '..': Cassandra takes any string). */
+#define VIEW_NAME(x)                                                                             \
+	"CASE WHEN " x " IN ('.', '..') THEN REPLACE(" x ", '.', '%2E')"                            \
+	" ELSE REPLACE(REPLACE(" x ", '%', '%25'), '/', '%2F') END"
+#define CLUSTER_NAME VIEW_NAME("COALESCE(NULLIF(b.cluster, ''), 'unknown-cluster')")
+#define DC_NAME VIEW_NAME("COALESCE(NULLIF(b.datacenter, ''), 'unknown-dc')")
 
 /* Columns 16.. of a backup summary (read_summary). */
 #define SUMMARY_MORE ", b.ref, b.node_key, b.rack, b.schema_version, b.ring, b.tokens, b.base," \

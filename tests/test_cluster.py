@@ -383,6 +383,29 @@ def test_node_directories_of_host_ids_alike_in_their_first_8_characters(store, t
                     assert read(m.path('day1', d, ks, t, name)) == read(src)
 
 
+def test_cluster_view_shows_clusters_and_datacenters_of_any_name(store, cluster, tmp_path):
+    """Cassandra takes any cluster_name and datacenter: a cluster 'prod/eu' or a datacenter
+    '..' cannot be a directory name, and their node backups were left out of /clusters
+    without a word. They show escaped: '/' as %2F, '%' as %25, '.' and '..' as %2E."""
+    ring, dirs = cluster
+    nodes = [dict(NODES[0]), dict(NODES[2], datacenter='..')]
+    with open(ring, 'w') as f:
+        json.dump({'cluster': 'prod/eu 100%', 'schema_version': SCHEMA, 'nodes': nodes}, f)
+    for i in (0, 2):
+        create_on(store, cluster, i)
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        root = os.path.join(m.mnt, 'clusters')
+        assert os.listdir(root) == ['prod%2Feu 100%25']
+        day = os.path.join(root, 'prod%2Feu 100%25', 'day1')
+        assert sorted(os.listdir(day)) == ['%2E%2E', 'dc1']
+        [node] = os.listdir(os.path.join(day, '%2E%2E'))
+        d = os.path.join(day, '%2E%2E', node)
+        assert xattrs(d)['user.cassbackup.host_id'] == NODES[2]['host_id']
+        for (ks, t), files in snapshot_tables(dirs[2], 'nightly-1').items():
+            for name, src in files.items():
+                assert read(os.path.join(d, ks, t, name)) == read(src)
+
+
 def at_clock(when, env=None):
     """An environment whose processes see the wall clock at `when` (UTC, ISO 8601): the
     clockshift shim moves their clock by the difference, computed now."""
