@@ -294,6 +294,12 @@ def test_validate_config_refuses_what_the_commands_refuse(store, tmp_path):
     r = cb('--config', conf, 'validate-config')
     assert r.stdout.splitlines()[-1].endswith(': 7 settings checked, 0 problem(s)'), r.stdout
     assert 'names a backup made now nightly-' in r.stdout
+    # a relative path works from here, and not from the timer's service, which runs in /
+    os.makedirs(tmp_path / 'rel')
+    conf.write_text(f'store = {store}\ndata_dir = rel\nnodetool = nodetool\n')
+    r = cb('--config', conf, 'validate-config', cwd=tmp_path, check=False)
+    notes = [l for l in r.stdout.splitlines() if l.startswith('note')]
+    assert len(notes) == 1 and 'data_dir = rel: a relative path' in notes[0] and '(' in notes[0], r.stdout
 
 
 def test_validate_config_checks_s3_settings(store, tmp_path):

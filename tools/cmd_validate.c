@@ -358,9 +358,39 @@ static void check_name(struct vctx *v, const char *key, const char *value, int l
 	sb_free(&err);
 }
 
+/* The keys whose value is a file or directory of this machine (a program's name alone is
+ * looked up on PATH instead). */
+static bool is_path_key(const char *key)
+{
+	static const char *const keys[] = {
+		"store", "data_dir", "cassandra_conf", "load_state_dir", "nodetool", "sstableloader",
+		"mount_helper", "cqlsh", "nodetool_password_file", "sstableloader_password_file",
+		"s3_key_file", "key_file", "to_key_file", "passphrase_file", "s3_ca_file",
+		"s3_sse_c_key_file", "metrics_file", "cache_dir",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+		if (!strcmp(key, keys[i]))
+			return true;
+	return false;
+}
+
+/* A relative path is read from the directory a command runs in: by hand the one it was
+ * checked from, but / for the timer's service. Said as a note beside the check. */
+static void note_relative(struct vctx *v, const char *key, const char *value, int line)
+{
+	bool program_name = strchr(value, '/') == NULL &&
+			    (!strcmp(key, "nodetool") || !strcmp(key, "sstableloader") ||
+			     !strcmp(key, "mount_helper") || !strcmp(key, "cqlsh"));
+	if (!is_path_key(key) || value[0] == '/' || program_name || strstr(value, "://"))
+		return;
+	say(v, V_NOTE, line, key, value, "a relative path: read from the directory each command runs "
+	    "in ('cassbackup backup' from the timer runs in /); give it from /");
+}
+
 static int check(void *ctx, const char *key, const char *value, int line)
 {
 	struct vctx *v = ctx;
+	note_relative(v, key, value, line);
 	if (!strcmp(key, "store"))
 		check_store(v, key, value, line);
 	else if (!strcmp(key, "data_dir") || !strcmp(key, "cassandra_conf"))
