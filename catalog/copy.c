@@ -47,6 +47,7 @@ struct copy {
 	packer *pk;            /* the new packs */
 	pack_cache *pc;        /* the source store's */
 	int64_t created_ns;
+	char dst_ref[CB_REF_MAX];     /* where the target keeps it: NAME/NODE, whatever the source's layout */
 	char version[CB_VERSION_MAX]; /* the target manifest's, once written */
 };
 
@@ -81,26 +82,51 @@ static int read_source_manifest(struct copy *c)
 
 /* 0 when the name is free at the target, 1 when it holds the same manifest, -EEXIST when it
  * holds another one. */
-static int check_target(struct copy *c)
+/* What the target holds under key: 1 the source's manifest byte for byte, 0 nothing, -EEXIST
+ * another backup of this node (node_of: the manifest must describe this node to count: NULL,
+ * any), or the backend's error with err. */
+static int target_holds(struct copy *c, const char *key, const char *node_of)
 {
-	struct strbuf key = {0};
 	_cleanup_free_ char *doc = NULL;
 	size_t len = 0;
-	int r = store_manifest_key(c->name, &key);
-	if (r == 0)
-		r = cb_backend_get(store_backend(c->dst), key.buf, MANIFEST_MAX, &doc, &len);
+	int r = cb_backend_get(store_backend(c->dst), key, MANIFEST_MAX, &doc, &len);
 	if (r == -ENOENT)
-		r = 0;
-	else if (r < 0)
-		sb_printf(c->err, "cannot read %s/%s: %s", store_location(c->dst), key.buf, cb_backend_why(r));
-	else if (len == c->len && memcmp(doc, c->doc, len) == 0)
-		r = 1;
-	else
-		r = -EEXIST;
+		return 0;
+	if (r < 0) {
+		sb_printf(c->err, "cannot read %s/%s: %s", store_location(c->dst), key, cb_backend_why(r));
+		return r;
+	}
+	if (len == c->len && memcmp(doc, c->doc, len) == 0)
+		return 1;
+	if (node_of) { /* an older layout's manifest is this node's only when it says so */
+		struct manifest *m = NULL;
+		char why[256];
+		bool ours = manifest_parse(doc, len, &m, why, sizeof(why)) == 0 &&
+			    !strcmp(manifest_node_key(m), node_of);
+		manifest_free(m);
+		if (!ours)
+			return 0;
+	}
+	return -EEXIST;
+}
+
+/* Has the target this node's backup of the name already: 1 the same (nothing to do), 0 none,
+ * -EEXIST another. Both layouts count: backups/NAME/NODE.json, which a copy writes, and
+ * backups/NAME.json of an older store, if it is this node's (a second manifest of one node
+ * and name is one every reader of the target refuses). */
+static int check_target(struct copy *c)
+{
+	struct strbuf key = {0}, older = {0};
+	int r = store_manifest_key(c->dst_ref, &key);
+	r = r ?: store_manifest_key(c->m->name, &older);
+	r = r ?: target_holds(c, key.buf, NULL);
+	if (r == 0)
+		r = target_holds(c, older.buf, manifest_node_key(c->m));
 	if (r == -EEXIST)
 		sb_printf(c->err, "%s already holds a different backup named so; nothing copied",
 			  store_location(c->dst));
 	sb_free(&key);
+	sb_free(&older);
 	return r;
 }
 
@@ -415,14 +441,20 @@ static int send_all(struct copy *c)
 
 /* --- commit ------------------------------------------------------------------------------ */
 
-/* The commit point: backups/NAME.json at the target, the source's bytes, written once. */
+/* The commit point: backups/NAME/NODE.json at the target, the source's bytes, written once.
+ * 0; 1 when another copy of this same backup wrote it first; -EEXIST (another backup), or
+ * the write's error, with err. */
 static int put_manifest(struct copy *c)
 {
-	int r = store_commit_manifest(c->dst, c->o->lease, c->name, c->doc, c->len, c->version, c->err);
-	if (r == -EEXIST)
-		sb_printf(c->err, "another process wrote a backup of that name to %s meanwhile; "
-			  "nothing copied", store_location(c->dst));
-	return r;
+	int r = store_commit_manifest(c->dst, c->o->lease, c->dst_ref, c->doc, c->len, c->version, c->err);
+	if (r != -EEXIST)
+		return r;
+	if (check_target(c) == 1)
+		return 1; /* another copy of this same backup came first */
+	c->err->len = 0;
+	sb_printf(c->err, "another process wrote a backup of that name to %s meanwhile; nothing copied",
+		  store_location(c->dst));
+	return -EEXIST;
 }
 
 /* Takes the committed backup into the target's catalog. A failure loses nothing: the
@@ -432,7 +464,7 @@ static void register_backup(struct copy *c)
 	catalog *cat = store_catalog(c->dst);
 	if (catalog_begin(cat) < 0)
 		return;
-	if ((store_register_manifest(cat, c->m, strchr(c->name, '/') != NULL, c->len, c->version) ?:
+	if ((store_register_manifest(cat, c->m, true, c->len, c->version) ?:
 	     catalog_commit(cat)) < 0)
 		catalog_rollback(cat);
 }
@@ -452,6 +484,11 @@ static int plan(struct copy *c)
 	int r = read_source_manifest(c);
 	if (r < 0)
 		return r;
+	r = store_backup_ref(c->m->name, manifest_node_key(c->m), c->dst_ref);
+	if (r < 0) {
+		sb_printf(c->err, "backup %s: its node cannot name a manifest of the target", c->name);
+		return -EBADMSG;
+	}
 	r = check_target(c);
 	if (r != 0)
 		return r;
@@ -493,7 +530,8 @@ int backup_copy(struct store *src, struct store *dst, const char *name, const st
 		r = (c.n ? send_all(&c) : 0) ?: store_lock_check(o->lease, err) ?: put_manifest(&c);
 		if (r == 0)
 			register_backup(&c);
-		st->outcome = COPY_COPIED;
+		st->outcome = r == 1 ? COPY_PRESENT : COPY_COPIED; /* 1: another copy of it came first */
+		r = r == 1 ? 0 : r;
 	}
 	if (r == -ENOMEM && !err->len)
 		sb_puts(err, "out of memory");

@@ -6,9 +6,12 @@
  * source packs (in pack and offset order), each checked against its SHA-256, and written into
  * new packs of about pack_size at the target (packer.h; a table that sends a quarter of that or
  * more gets packs of its own, as in a create) through the backend's upload (a multipart upload
- * on S3: no local copy). Then the manifest, byte for byte the source's, is put at the target: the commit
- * point. Last, the target's catalog registers the pack and the backup (a failure there loses
- * nothing: the next open of the target takes the manifest in).
+ * on S3: no local copy). Then the manifest, byte for byte the source's, is put at the target
+ * under backups/NAME/NODE.json, whatever the source's layout: the commit point. The target
+ * holding this node's backup of the name under either layout (the older backups/NAME.json too)
+ * is COPY_PRESENT when it is the same manifest, also when another copy of it came first at the
+ * commit, else -EEXIST. Last, the target's catalog registers the pack and the backup (a failure
+ * there loses nothing: the next open of the target takes the manifest in).
  *
  * So a failure, a damaged source pack or a kill at any point leaves no backup visible at the
  * target; an uncommitted upload is aborted (or, after a kill, left for cb_backend_reclaim /

@@ -112,6 +112,80 @@ def test_copy_same_name(source, tmp_path):
     assert read(manifest_path(dst, 'n1')) == read(manifest_path(src, 'n1'))
 
 
+def manifests(store):
+    """Every manifest file of a local store, relative to backups/."""
+    top = os.path.join(store, 'backups')
+    return sorted(os.path.relpath(os.path.join(d, f), top) for d, _, fs in os.walk(top) for f in fs)
+
+
+def test_copy_of_an_older_layout_backup_the_target_has_writes_no_second_one(source, tmp_path):
+    """The same backup in the older layout (backups/NAME.json) and in the node layout
+    (backups/NAME/NODE.json): copying one after the other wrote both into the target, exit 0,
+    and every reader of the target then refused the second ("node ... has another backup n1")
+    and verify --all failed. A copy writes the node layout, and finds the backup under either."""
+    src, _ = source
+    node_file = manifest_path(src, 'n1')
+    node = os.path.basename(node_file)[:-5]
+    leg = str(tmp_path / 'leg')
+    cb('init', '--store', leg)
+    cb('copy', '--from', src, '--to', leg, 'n1')
+    os.rename(manifest_path(leg, 'n1'), os.path.join(leg, 'backups', 'n1.json'))
+    os.rmdir(os.path.join(leg, 'backups', 'n1'))
+    for sidecar in ('', '-wal', '-shm'):  # the catalog is a cache: read the store again
+        if os.path.exists(os.path.join(leg, 'catalog.db' + sidecar)):
+            os.unlink(os.path.join(leg, 'catalog.db' + sidecar))
+    for first, second in ((src, leg), (leg, src)):
+        dst = str(tmp_path / f'dst-{len(os.listdir(tmp_path))}')
+        cb('init', '--store', dst)
+        cb('copy', '--from', first, '--to', dst, 'n1')
+        p = cb('copy', '--from', second, '--to', dst, 'n1')
+        assert 'already in' in p.stdout, p.stdout
+        assert manifests(dst) == [f'n1/{node}.json']
+        assert read(os.path.join(dst, 'backups', 'n1', node + '.json')) == read(node_file)
+        cb('verify', '--store', dst, '--all')
+    # a target that keeps it in the older layout: found there too; another backup of the name
+    # and node is refused, nothing written
+    p = cb('copy', '--from', src, '--to', leg, 'n1')
+    assert 'already in' in p.stdout and manifests(leg) == ['n1.json']
+    other = str(tmp_path / 'other')
+    cb('init', '--store', other)
+    dirs = sample_dirs(make_sample(str(tmp_path / 'data2'), '--data-kib', '16', '--data-dirs', '1', '--seed', '7'))
+    cb('create', '--store', other, '--name', 'n1', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    p = cb('copy', '--from', other, '--to', leg, 'n1', check=False)
+    assert p.returncode == 1 and 'different backup' in p.stderr, p.stderr
+    assert manifests(leg) == ['n1.json']
+
+
+def test_two_copies_of_one_backup_at_once_both_succeed(source, tmp_path):
+    """Two copies of the same backup to one target at once: the one whose manifest came
+    second exited 1 ("another process wrote a backup of that name"), though the target holds
+    that very backup. It is the same backup: "already in", exit 0."""
+    src, _ = source
+    dst = str(tmp_path / 'dst')
+    cb('init', '--store', dst)
+    env = dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='1')
+    a = subprocess.Popen([CASSBACKUP, 'copy', '--from', src, '--to', dst, 'n1'], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while a.poll() is None:  # stopped just before its manifest lands
+            with open(f'/proc/{a.pid}/stat') as f:
+                if f.read().rsplit(')', 1)[1].split()[0] == 'T':
+                    break
+            assert time.monotonic() < deadline, 'the first copy never reached its manifest'
+            time.sleep(0.01)
+        assert a.poll() is None, a.communicate()
+        b = cb('copy', '--from', src, '--to', dst, 'n1')
+        assert 'copied to' in b.stdout
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+        out, err = a.communicate(timeout=120)
+    assert a.returncode == 0, err
+    assert 'already in' in out and err == '', (out, err)
+    assert read(manifest_path(dst, 'n1')) == read(manifest_path(src, 'n1'))
+    cb('verify', '--store', dst, '--all')
+
+
 def test_copy_usage(source, tmp_path):
     src, _ = source
     dst = str(tmp_path / 'dst')
