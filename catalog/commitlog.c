@@ -381,8 +381,10 @@ static int decode(const char *buf, size_t len, const struct commitlog_meta *m, v
 	size_t z = ZSTD_decompress(out, m->size, buf + off, len - off);
 	unsigned char sha[32];
 	if (ZSTD_isError(z) || z != m->size || sha256_buf(out, z, sha) < 0 || memcmp(sha, m->sha256, 32)) {
-		sb_printf(err, "%s", ZSTD_isError(z) ? ZSTD_getErrorName(z)
-				     : "its bytes are not the ones its metadata names (SHA-256 or size)");
+		if (ZSTD_isError(z))
+			sb_printf(err, "damaged: its bytes do not decompress (zstd: %s)", ZSTD_getErrorName(z));
+		else
+			sb_puts(err, "damaged: its bytes are not the ones its metadata names (SHA-256 or size)");
 		free(out);
 		return -EBADMSG;
 	}
@@ -657,20 +659,35 @@ static int node_start(struct store *s, const struct node_backups *o, const char 
 	return r;
 }
 
-int commitlog_window_start(struct store *s, const char *ref, const struct manifest *m,
-			   int64_t *from_ms, struct strbuf *err)
+/* The manifest of node's backup name in either layout: backups/NAME/NODE.json, else the older
+ * backups/NAME.json when it describes node (a store upgraded in place keeps its older full
+ * backups, and incrementals made since name them). -ENOENT, or the read's error with err. */
+static int read_node_backup(struct store *s, const char *name, const char *node, struct manifest **out,
+			    struct strbuf *err)
+{
+	char ref[CB_REF_MAX];
+	int r = store_backup_ref(name, node, ref);
+	r = r ?: store_read_manifest(s, ref, out, NULL, err);
+	if (r != -ENOENT)
+		return r;
+	r = store_read_manifest(s, name, out, NULL, err);
+	if (r == 0 && strcmp(manifest_node_key(*out), node) != 0) {
+		manifest_free(*out);
+		*out = NULL;
+		r = -ENOENT;
+	}
+	return r;
+}
+
+int commitlog_window_start(struct store *s, const struct manifest *m, int64_t *from_ms,
+			   struct strbuf *err)
 {
 	if (!m->base || !*m->base) {
 		*from_ms = commitlog_backup_start_ms(m);
 		return 0;
 	}
-	char base_ref[CB_REF_MAX];
 	struct manifest *base = NULL;
-	int r = store_backup_ref(m->base, manifest_node_key(m), base_ref);
-	if (r == 0 && !strchr(ref, '/'))
-		snprintf(base_ref, sizeof(base_ref), "%s", m->base); /* the older layout */
-	if (r == 0)
-		r = store_read_manifest(s, base_ref, &base, NULL, err);
+	int r = read_node_backup(s, m->base, manifest_node_key(m), &base, err);
 	if (r == -ENOENT)
 		sb_printf(err, "its full backup %s is not in the store", m->base);
 	if (r == 0)

@@ -129,14 +129,14 @@ struct manifest;
 struct store;
 int64_t commitlog_backup_start_ms(const struct manifest *m);
 
-/* Where the replay for backup ref (its manifest m, read from s) starts: an incremental takes
+/* Where the replay for the backup of manifest m (read from s) starts: an incremental takes
  * in flushed sstables without a flush of its own, so writes still in memtables then are in
  * segments that may have been archived before it, and its window starts where its full
- * backup's does (commitlog_backup_start_ms of that manifest, read from s). Mutations replayed
+ * backup's does (commitlog_backup_start_ms of that manifest, read from s in either layout). Mutations replayed
  * over sstables that hold them already are harmless (same timestamps). 0 with *from_ms, or
  * -ENOENT (the full backup is not in s) or the read's error, with err. */
-int commitlog_window_start(struct store *s, const char *ref, const struct manifest *m,
-			   int64_t *from_ms, struct strbuf *err);
+int commitlog_window_start(struct store *s, const struct manifest *m, int64_t *from_ms,
+			   struct strbuf *err);
 
 /* Retention: a kept backup needs the segments of its node from the start of its window up to
  * the next backup of the node, the newest one every segment after it. So a segment of a node

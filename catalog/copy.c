@@ -505,8 +505,10 @@ static void note_window(struct copy *c)
 {
 	snprintf(c->st->node, sizeof(c->st->node), "%s", c->m->node);
 	struct strbuf why = {0};
-	if (commitlog_window_start(c->src, c->name, c->m, &c->st->window_start_ms, &why) < 0)
-		c->st->window_start_ms = commitlog_backup_start_ms(c->m);
+	/* a window not known (its full backup is not in the source): every segment of the node,
+	 * rather than too few */
+	if (commitlog_window_start(c->src, c->m, &c->st->window_start_ms, &why) < 0)
+		c->st->window_start_ms = INT64_MIN;
 	sb_free(&why);
 }
 
@@ -569,6 +571,13 @@ static int segment_copy_one(struct store *src, struct store *dst, const struct c
 	return r < 0 ? r : 0;
 }
 
+/* A failure of one segment alone (damaged, deleted meanwhile, other bytes at the target): the
+ * others are still worth copying. Any other (the backend's) would fail them all. */
+static bool segment_alone(int r)
+{
+	return r == -EBADMSG || r == -EEXIST || r == -ENOENT;
+}
+
 int segments_copy(struct store *src, struct store *dst, const char *node, int64_t from_ms,
 		  const struct copy_opts *o, struct segment_copy_stats *st, struct strbuf *err)
 {
@@ -582,28 +591,37 @@ int segments_copy(struct store *src, struct store *dst, const char *node, int64_
 		sb_free(&bad);
 		return r;
 	}
-	for (size_t i = 0; r == 0 && i < l.n; i++) {
+	int first = 0; /* the first failure, said in err; the others are counted */
+	unsigned failed = 0;
+	for (size_t i = 0; i < l.n; i++) {
 		if (!commitlog_in_window(&l.v[i], from_ms, INT64_MAX))
 			continue;
 		if (o->cancel && *o->cancel) {
-			sb_puts(err, "interrupted");
-			r = -ECANCELED;
+			if (!failed)
+				sb_puts(err, "interrupted");
+			first = first ?: -ECANCELED;
 			break;
 		}
 		why.len = 0;
 		if (why.buf)
 			why.buf[0] = '\0';
-		if ((r = segment_copy_one(src, dst, &l.v[i], o, st, &why)) < 0)
+		int q = segment_copy_one(src, dst, &l.v[i], o, st, &why);
+		if (q < 0 && !failed++)
 			sb_printf(err, "commitlog segment %s/%s: %s", l.v[i].node, l.v[i].name,
-				  why.len ? why.buf : cb_backend_why(r));
+				  why.len ? why.buf : cb_backend_why(q));
+		first = first ?: q;
+		if (q < 0 && !segment_alone(q))
+			break;
 	}
-	if (r == 0 && l.bad) {
-		sb_printf(err, "%u commitlog segment%s of %s cannot be read: %s", l.bad,
-			  l.bad == 1 ? "" : "s", store_location(src), bad.buf ? bad.buf : "");
-		r = -EBADMSG;
+	if (failed > 1)
+		sb_printf(err, " (and %u more that failed)", failed - 1);
+	if (l.bad) { /* their metadata does not read: which window they are of is not known */
+		sb_printf(err, "%s%u commitlog segment%s of %s cannot be read: %s", failed ? "; " : "",
+			  l.bad, l.bad == 1 ? "" : "s", store_location(src), bad.buf ? bad.buf : "");
+		first = first ?: -EBADMSG;
 	}
 	commitlog_list_free(&l);
 	sb_free(&bad);
 	sb_free(&why);
-	return r;
+	return first;
 }

@@ -66,8 +66,8 @@ struct copy_stats {
 	uint64_t pack_bytes;                   /* of the new packs; 0 when none was written */
 	char node[256];          /* the backup's node: its segments are under commitlogs/NODE */
 	int64_t window_start_ms; /* where a point-in-time replay from it starts
-				  * (commitlog_window_start; its own start when its full backup is
-				  * not in the source) */
+				  * (commitlog_window_start; INT64_MIN, every segment, when its full
+				  * backup is not in the source) */
 };
 
 /* Copies backup name (a ref, store.h: one node backup) from src to dst (see above). 0 with st filled, or:
@@ -93,13 +93,16 @@ struct segment_copy_stats {
  * segment after it: the target may lack the next backup). Each is read back and checked
  * against its SHA-256, then written with one exclusive put (commitlog.h), so it is whole or
  * absent at the target and never replaces another; one the target holds is not read. With
- * o->dry_run it only counts. 0, or:
+ * o->dry_run it only counts. A segment that fails on its own (damaged at the source, deleted
+ * there meanwhile, other bytes under its name at the target) does not keep the others from
+ * being copied; a failure of the backend stops the copy. 0, or the first failure:
  *   -EEXIST   the target holds other bytes under a segment's name
- *   -EBADMSG  a source segment is damaged, or its metadata does not read (the others are
- *             copied first: a replay from the target would miss it as one from the source would)
+ *   -EBADMSG  a source segment is damaged, or the metadata of one does not read (which
+ *             window it is of is not known: a replay from the source would stop on it too)
+ *   -ENOENT   a segment was deleted from the source meanwhile (a prune there)
  *   -ECANCELED, or the backend's error.
- * err gets one line naming the segment. What was sent before a failure stays: it is what the
- * backup needs, and prune keeps the segments a kept backup needs. */
+ * err gets one line naming the first failed segment and how many more failed. What was sent
+ * stays: it is what the backup needs, and prune keeps the segments a kept backup needs. */
 int segments_copy(struct store *src, struct store *dst, const char *node, int64_t from_ms,
 		  const struct copy_opts *o, struct segment_copy_stats *st, struct strbuf *err);
 

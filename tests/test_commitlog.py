@@ -969,9 +969,11 @@ def test_copy_without_segments_and_dry_run(history, tmp_path):
 
 def test_copy_never_replaces_a_segment_and_checks_each_one(history, tmp_path):
     """A target that holds other bytes under a segment's name keeps them (exit 1, one line
-    naming it); a source segment whose bytes do not match its SHA-256 is not sent."""
+    naming it); a source segment whose bytes do not match its SHA-256 is not sent. Either
+    fails that segment alone: the first failure stopped the others, which were not sent."""
     store, segs = history
     name = os.path.basename(segs['s4'])
+    after = os.path.basename(segs['s5'])  # b2's other segment, after s4
     dst = str(tmp_path / 'dst')
     cb('init', '--store', dst)
     other = write_segment(str(tmp_path / 'other'), T0 + 3 * HOUR, seed=42)  # s4's id, other bytes
@@ -983,6 +985,7 @@ def test_copy_never_replaces_a_segment_and_checks_each_one(history, tmp_path):
     line = [x for x in p.stderr.splitlines() if 'commitlog' in x]
     assert len(line) == 1 and f'n1/{name}' in line[0] and 'other bytes' in line[0], p.stderr
     assert read(object_path(dst, 'n1', name)) == theirs
+    assert read(object_path(dst, 'n1', after)) == read(object_path(store, 'n1', after))
     # the backup itself was copied (its own commit), and says so
     assert 'b2/n1: copied to' in p.stdout
     # a damaged source segment: its compressed body no longer gives its SHA-256
@@ -994,8 +997,47 @@ def test_copy_never_replaces_a_segment_and_checks_each_one(history, tmp_path):
     with open(path, 'wb') as f:
         f.write(bytes(data))
     p = cb('copy', '--from', store, '--to', dst2, 'b2', check=False)
-    assert p.returncode == 1 and f'n1/{name}' in p.stderr, p.stderr
-    assert name not in stored(dst2).get('n1', [])
+    assert p.returncode == 1 and f'n1/{name}: damaged' in p.stderr, p.stderr
+    assert stored(dst2) == {'n1': [after]}
+
+
+def test_copy_of_an_incremental_takes_the_segments_since_its_full_backup(store, tmp_path):
+    """An incremental's window starts at its full backup's. With the full backup in the older
+    layout (backups/NAME.json, a store upgraded in place) and the incremental in the node
+    layout, the full backup was not found: copy sent the segments from the incremental's own
+    start, exit 0, and a point-in-time restore from the target missed those in between."""
+    import test_incremental as ti
+    node = ti.Node(tmp_path / 'node')
+    node.full(store, 'full')
+    for t in ti.TABLES:
+        node.flush(t)
+    set_backup_time(store, 'full', T0)
+    path = manifest_path(store, 'full')  # the older layout
+    os.rename(path, os.path.join(store, 'backups', 'full.json'))
+    os.rmdir(os.path.dirname(path))
+    drop_catalog(store)
+    node.incremental(store, 'inc1')
+    set_backup_time(store, 'inc1', T0 + DAY)
+    d, segs = str(tmp_path / 'cl'), {}
+    for key, seg_id, archived in (('between', T0 + 3 * HOUR, T0 + 10 * HOUR),
+                                  ('after', T0 + 11 * HOUR, T0 + DAY + 2 * HOUR)):
+        segs[key] = write_segment(d, seg_id, seed=len(segs))
+        archive(store, segs[key])
+        set_archived(store, 'n1', os.path.basename(segs[key]), archived)
+    dst = str(tmp_path / 'dst')
+    cb('init', '--store', dst)
+    r = cb('copy', '--from', store, '--to', dst, 'inc1')
+    assert 'commitlog segments of node n1: sent 2 ' in r.stdout, r.stdout
+    assert stored(dst) == {'n1': sorted(os.path.basename(p) for p in segs.values())}
+    # the source's own point-in-time restore finds that full backup too
+    live = tmp_path / 'live'
+    for t in ti.TABLES:
+        os.makedirs(live / ti.KS / (t + '-' + 'e' * 32))
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    r = cb('restore', '--store', store, '--data-dir', str(live), '--point-in-time', gmt(T0 + DAY + 3 * HOUR),
+           '--cassandra-conf', str(conf), '--node', 'n1', '--dry-run')
+    assert 'backup inc1 of node n1' in r.stdout and 'then 2 commitlog segments' in r.stdout, r.stdout
 
 
 def test_copy_into_an_encrypted_store_takes_the_segments(history, tmp_path):

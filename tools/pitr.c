@@ -295,7 +295,7 @@ static int choose_backup(struct pitr *p, struct store *s)
 		snprintf(p->host_id, sizeof(p->host_id), "%s", m->host_id ? m->host_id : "");
 		r = replay_list(p, m);
 	}
-	r = r ?: commitlog_window_start(s, p->backup_ref, m, &p->from_ms, &err);
+	r = r ?: commitlog_window_start(s, m, &p->from_ms, &err);
 	if (r < 0) {
 		errorf("cannot read backup %s: %s", p->backup_name, err.buf ? err.buf : strerror(-r));
 	}
