@@ -17,11 +17,13 @@
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -484,43 +486,116 @@ static int open_in_daemon(struct cbfs *fs, const struct options *o)
 	return r < 0 ? -1 : 0;
 }
 
+/* The daemon a waiting parent stops when the parent is told to stop: the daemon is in a
+ * session of its own, so Ctrl-C or a caller's timeout reach only the parent. */
+static volatile pid_t waited_daemon;
+
+static void stop_waiting(int sig)
+{
+	(void)sig;
+	static const char msg[] = "mount.cassbackup: interrupted before the mount answered; "
+				  "the daemon is told to stop and unmount\n";
+	kill(waited_daemon, SIGTERM);
+	ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	(void)n;
+	_exit(1);
+}
+
+/* In the parent: SIGTERM, SIGINT and SIGHUP stop the daemon and end the wait, exit 1 (the
+ * libfuse handlers the fork inherited would only mark the session ended). */
+static void stop_daemon_on_signals(pid_t daemon)
+{
+	waited_daemon = daemon;
+	struct sigaction sa = {.sa_handler = stop_waiting};
+	sigemptyset(&sa.sa_mask);
+	const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+}
+
+/* The parent's wait: what the daemon writes to stdout and stderr (its pipe err_fd) is copied
+ * to the parent's stderr until the daemon's word on status_fd: 'y', mounted (exit 0), or the
+ * pipe's end, it failed (exit 1, once it has ended: it unmounted). So the caller's stdout and
+ * stderr are held by the parent alone, and are closed when it exits. */
+static void wait_for_daemon(pid_t pid, int status_fd, int err_fd)
+{
+	struct pollfd fds[2] = {{.fd = status_fd, .events = POLLIN}, {.fd = err_fd, .events = POLLIN}};
+	char buf[4096];
+	int word = -1; /* 'y', or 0 at the status pipe's end */
+	while (word < 0 || fds[1].fd >= 0) {
+		if (poll(fds, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			_exit(1);
+		}
+		if (fds[1].revents) {
+			ssize_t n = read(err_fd, buf, sizeof(buf));
+			if (n > 0 && write(STDERR_FILENO, buf, (size_t)n) < 0)
+				n = 0;
+			if (n <= 0 && !(n < 0 && errno == EINTR))
+				fds[1].fd = -1; /* the daemon detached, or ended */
+		}
+		if (fds[0].revents && word < 0) {
+			char c = 0;
+			ssize_t n = read(status_fd, &c, 1);
+			if (n >= 0) {
+				word = n == 1 ? c : 0;
+				fds[0].fd = -1;
+			}
+		}
+	}
+	if (word == 'y')
+		_exit(0);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	_exit(1);
+}
+
 /* fuse_daemonize's work, except that the parent waits for the child's word: the parent's exit
  * status is the mount's (mount(8), fstab and systemd read it), and fuse_daemonize's parent
- * exits 0 before the child opened the store or the kernel's INIT was answered. The child keeps
- * stderr until then, so what fails is said where the mount was asked for. In the parent: does
- * not return (0 once the child said "serving", else 1 once the child has ended). In the child:
- * 0 with *ready_fd, the pipe to write the word to (await_serving), or -1. */
+ * exits 0 before the child opened the store or the kernel's INIT was answered. Until then the
+ * child's stdout and stderr are a pipe to the parent (wait_for_daemon), so what fails is said
+ * where the mount was asked for. In the parent: does not return. In the child: 0 with
+ * *ready_fd, the pipe to write the word to (await_serving), or -1. */
 static int daemon_fork(int *ready_fd)
 {
-	int p[2];
-	if (pipe2(p, O_CLOEXEC) < 0) {
+	int p[2], e[2];
+	if (pipe2(p, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0) {
 		fprintf(stderr, "mount.cassbackup: cannot start: %s\n", strerror(errno));
 		return -1;
 	}
+	/* held from the fork until the parent's handlers are in place: none is lost between */
+	sigset_t stops, was;
+	sigemptyset(&stops);
+	sigaddset(&stops, SIGTERM);
+	sigaddset(&stops, SIGINT);
+	sigaddset(&stops, SIGHUP);
+	sigprocmask(SIG_BLOCK, &stops, &was);
+	fflush(NULL);
 	pid_t pid = fork();
 	if (pid < 0) {
+		sigprocmask(SIG_SETMASK, &was, NULL);
 		fprintf(stderr, "mount.cassbackup: cannot start: %s\n", strerror(errno));
 		return -1;
 	}
 	if (pid > 0) {
+		stop_daemon_on_signals(pid);
+		sigprocmask(SIG_SETMASK, &was, NULL);
 		close(p[1]);
-		char word = 0;
-		ssize_t n;
-		while ((n = read(p[0], &word, 1)) < 0 && errno == EINTR)
-			;
-		if (n == 1 && word == 'y')
-			_exit(0);
-		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-			; /* it unmounted, and said why on stderr */
-		_exit(1);
+		close(e[1]);
+		wait_for_daemon(pid, p[0], e[0]);
 	}
+	sigprocmask(SIG_SETMASK, &was, NULL);
 	close(p[0]);
+	close(e[0]);
 	int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (setsid() < 0 || chdir("/") < 0 || nul < 0 || dup2(nul, STDIN_FILENO) < 0) {
+	if (setsid() < 0 || chdir("/") < 0 || nul < 0 || dup2(nul, STDIN_FILENO) < 0 ||
+	    dup2(e[1], STDOUT_FILENO) < 0 || dup2(e[1], STDERR_FILENO) < 0) {
 		fprintf(stderr, "mount.cassbackup: cannot start: %s\n", strerror(errno));
 		return -1;
 	}
 	close(nul);
+	close(e[1]);
 	*ready_fd = p[1];
 	return 0;
 }
@@ -655,7 +730,8 @@ int main(int argc, char **argv)
 		goto err_out4;
 	/* From here on, this is the process that serves: what holds locks or threads is made
 	 * now (SQLite's locks and threads do not survive the fork). */
-	if (open_in_daemon(&fs, &o) == 0 && start_await_serving(&fs, se, ready_fd, under.st_dev) == 0)
+	if (open_in_daemon(&fs, &o) == 0 && !fuse_session_exited(se) && /* not told to stop meanwhile */
+	    start_await_serving(&fs, se, ready_fd, under.st_dev) == 0)
 		rc = serve(se, &o);
 	else if (ready_fd >= 0)
 		close(ready_fd);

@@ -134,3 +134,38 @@ def test_a_daemonized_mount_that_fails_after_the_fork_exits_1_saying_why(store, 
         assert sorted(os.listdir(tmp_path / 'mnt2')) == ['backups', 'clusters', 'commitlogs']
     finally:
         umount(store, str(tmp_path / 'mnt2'), pid)
+
+
+def stopped(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] == 'T'
+    except OSError:
+        return False
+
+
+def test_a_mount_told_to_stop_while_it_waits_stops_its_daemon(store, tmp_path):
+    """While the parent waited for the daemon's word, SIGTERM, SIGINT and SIGHUP only marked
+    libfuse's session ended: a caller's timeout or Ctrl-C (which reaches the parent alone: the
+    daemon has a session of its own) could not end a mount whose store did not answer, and once
+    it did the parent exited 0, mounted. Now the parent tells the daemon to stop and exits 1;
+    the daemon unmounts and ends. The daemon stops itself right after the fork here (the killat
+    shim's CASSBACKUP_TEST_STOP_AT_SETSID), so the signal lands while the parent waits."""
+    import signal
+    from conftest import preload
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        mnt = str(tmp_path / f'mnt-{sig.name}')
+        os.makedirs(mnt)
+        env = dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_SETSID='1')
+        with open(tmp_path / 'err', 'w+') as err:
+            p = subprocess.Popen([MOUNT, store, mnt], env=env, stdout=subprocess.DEVNULL, stderr=err)
+            wait_for(lambda: any(stopped(d) for d in daemon_pids(store, mnt) if d != p.pid),
+                     'the daemon stopping itself after the fork')
+            [daemon] = [d for d in daemon_pids(store, mnt) if d != p.pid]
+            p.send_signal(sig)
+            assert p.wait(timeout=60) == 1
+            err.seek(0)
+            assert 'interrupted before the mount answered' in err.read()
+        os.kill(daemon, signal.SIGCONT)
+        wait_for(lambda: not daemon_pids(store, mnt), f'daemon {daemon} ending after {sig.name}')
+        assert not os.path.ismount(mnt)

@@ -17,7 +17,10 @@
  * And CASSBACKUP_TEST_STOP_AT_OPEN=NAME stops the process (SIGSTOP) once, just before its
  * first open(2) or openat(2) of a path whose last component is NAME: a pause at a known point
  * of a command (restore opens each target table directory after reading that table's files
- * from the catalog), for another command to run there. */
+ * from the catalog), for another command to run there.
+ * And CASSBACKUP_TEST_STOP_AT_SETSID=1 stops the process (SIGSTOP) just before setsid(2): in
+ * mount.cassbackup without -f, the daemon just after its fork, before it opens the store,
+ * while the parent waits for its word. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -219,4 +222,15 @@ struct dirent *readdir(DIR *d)
 	if (!real)
 		real = (struct dirent * (*)(DIR *)) dlsym(RTLD_NEXT, "readdir");
 	return real(d);
+}
+
+pid_t setsid(void)
+{
+	static pid_t (*real)(void);
+	const char *v = getenv("CASSBACKUP_TEST_STOP_AT_SETSID");
+	if (v && *v == '1')
+		raise(SIGSTOP);
+	if (!real)
+		real = (pid_t (*)(void))dlsym(RTLD_NEXT, "setsid");
+	return real();
 }
