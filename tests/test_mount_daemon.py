@@ -1,7 +1,8 @@
-"""The daemonized mount, as fstab and mount(8) run it: mount.cassbackup without -f forks
-and opens the store in the child, whose word the parent waits for (fs/main.c: SQLite's locks and threads do not
-survive the fork). Every other test mounts in the foreground; this one serves from the daemon
-while creates, a forget and a prune and a second daemonized mount of the same store run at once.
+"""The daemonized mount, as fstab and mount(8) run it: mount.cassbackup without -f forks and
+opens the store in the child, whose word the parent waits for (fs/main.c: SQLite's locks and
+threads do not survive the fork). Every other test mounts in the foreground; this one serves
+from the daemon while creates, a forget and a prune and a second daemonized mount of the same
+store run at once; and a daemon that fails, or is told to stop, before the mount answers.
 """
 import json
 import os
