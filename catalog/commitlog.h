@@ -115,6 +115,14 @@ int commitlog_list(struct cb_backend *b, const char *node, bool strict, struct c
 		   struct strbuf *err);
 void commitlog_list_free(struct commitlog_list *l);
 
+/* The segments that record host id host_id under node names other than node (archive-commitlog
+ * run with another --node than create was, or a host renamed since). A node's directory is
+ * read whole only when its first or last segment by id records that host id: two reads for
+ * each other node, not one for each of its segments. Segments that do not read are left out.
+ * 0 with out (by node, then id), or -errno with err. */
+int commitlog_list_host_elsewhere(struct cb_backend *b, const char *node, const char *host_id,
+				  struct commitlog_list *out, struct strbuf *err);
+
 /* Where the commitlog window of a backup starts, in ms: when the first of its tables was
  * snapshotted (the oldest of its snapshot manifest.json files; without them, Cassandra before
  * 2.2, its newest file), at most its creation time, less COMMITLOG_FLUSH_SLACK_MS for that
@@ -140,17 +148,30 @@ int commitlog_window_start(struct store *s, const struct manifest *m, int64_t *f
 
 /* Retention: a kept backup needs the segments of its node from the start of its window up to
  * the next backup of the node, the newest one every segment after it. So a segment of a node
- * that has backups is due to go when it was archived before the start of the window of every
- * backup of the node (the earliest snapshot, not the backup made first: an older snapshot may
- * be backed up after a newer one); a node with no backup keeps its segments (nothing tells which backup
- * they would serve: a node name that differs between create and archive-commitlog must not
- * lose them). Sets due[i] for the segments of l that are due, from the catalog of s (which the
- * caller brought up to date from a complete reading of backups/) and the manifests of the
- * node's backups. 0 or -errno with err. */
+ * that has backups is due to go when it is in the window of no backup of the node, from the
+ * earliest start among them (the earliest snapshot, not the backup made first: an older
+ * snapshot may be backed up after a newer one): archived before it, and with an id below that
+ * of every segment archived since (commitlog_in_window). A node with no backup keeps its
+ * segments (nothing tells which backup they would serve: a node name that differs between
+ * create and archive-commitlog must not lose them). Sets due[i] for the segments of l that
+ * are due, from the catalog of s (which the caller brought up to date from a complete reading
+ * of backups/) and the manifests of the node's backups. 0 or -errno with err. */
 int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *due, struct strbuf *err);
 
-/* Does segment m hold mutations of the window [from_ms, to_ms] (to_ms INT64_MAX: open)? Its
- * span [id, archived_ms] meets the window. */
-bool commitlog_in_window(const struct commitlog_meta *m, int64_t from_ms, int64_t to_ms);
+/* The least id among the n segments v (one node's) archived at or after from_ms; INT64_MAX
+ * when none was. A node's ids only grow (Cassandra's idBase is the clock, or the highest id it
+ * found plus one when the clock is behind that), and a segment is archived after the ones made
+ * before it: so every segment from that id on was archived after from_ms too, whatever its
+ * archive time says (the node's clock stepped back between two archives). */
+int64_t commitlog_first_id_since(const struct commitlog_meta *v, size_t n, int64_t from_ms);
+
+/* Does segment m hold mutations of the window [from_ms, to_ms] (to_ms INT64_MAX: open)? It was
+ * archived at or after from_ms, or its id is first_id (commitlog_first_id_since of its node's
+ * segments) or later; and it was made (its id) or archived at or before to_ms: an id ahead of
+ * real time (a node that started with its clock ahead keeps its ids ahead) does not leave out
+ * a segment archived within the window. A segment taken in vain costs a replay of mutations
+ * Cassandra skips (their time is after the point); one left out loses its writes. */
+bool commitlog_in_window(const struct commitlog_meta *m, int64_t first_id, int64_t from_ms,
+			 int64_t to_ms);
 
 #endif

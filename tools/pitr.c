@@ -328,30 +328,70 @@ static bool same_node(const struct pitr *p, const struct commitlog_meta *m)
 	return !*p->host_id || !*m->host_id || !strcmp(p->host_id, m->host_id);
 }
 
-/* The segments of the node from the backup's snapshot up to the point in time, all of them
- * read (an unreadable one fails the plan: a replay that misses it loses its writes). */
+/* The node's segments into *cand: those under commitlogs/<node name>/ of its host id (all read:
+ * an unreadable one fails the plan, a replay that misses it loses its writes), and those of its
+ * host id under other node names. *other_host counts those under its name that record another
+ * host id, in the window, and *elsewhere those taken from other names. 0, or CB_EXIT_FAILED
+ * after one line. */
+static int node_segments(struct pitr *p, struct store *s, struct commitlog_list *cand,
+			 unsigned *other_host, unsigned *elsewhere)
+{
+	struct commitlog_list own = {0}, moved = {0};
+	struct strbuf err = {0};
+	int r = commitlog_list(store_backend(s), p->node_name, true, &own, &err);
+	if (r == 0 && *p->host_id)
+		r = commitlog_list_host_elsewhere(store_backend(s), p->node_name, p->host_id, &moved, &err);
+	if (r == 0 && !(cand->v = calloc(own.n + moved.n + 1, sizeof(*cand->v))))
+		r = -ENOMEM;
+	if (r < 0)
+		errorf("cannot read the commitlog segments of node %s: %s", p->node_name,
+		       err.len ? err.buf : strerror(-r));
+	for (size_t i = 0; r == 0 && i < own.n; i++) {
+		if (same_node(p, &own.v[i]))
+			cand->v[cand->n++] = own.v[i];
+		else if (commitlog_in_window(&own.v[i], INT64_MAX, p->from_ms, p->time_ms))
+			(*other_host)++;
+	}
+	for (size_t i = 0; r == 0 && i < moved.n; i++)
+		cand->v[cand->n++] = moved.v[i];
+	*elsewhere = r == 0 ? (unsigned)moved.n : 0;
+	commitlog_list_free(&own);
+	commitlog_list_free(&moved);
+	sb_free(&err);
+	return r < 0 ? CB_EXIT_FAILED : 0;
+}
+
+/* The segments of the node from the backup's snapshot up to the point in time
+ * (commitlog_in_window), and a note for those left out or taken from elsewhere. */
 static int choose_segments(struct pitr *p, struct store *s)
 {
-	struct commitlog_list all = {0};
-	struct strbuf err = {0};
-	int r = commitlog_list(store_backend(s), p->node_name, true, &all, &err);
-	if (r < 0) {
-		errorf("cannot read the commitlog segments of node %s: %s", p->node_name, err.buf ? err.buf : strerror(-r));
-		sb_free(&err);
-		return CB_EXIT_FAILED;
-	}
-	sb_free(&err);
-	p->segments = calloc(1, sizeof(*p->segments));
-	if (!p->segments || !(p->segments->v = calloc(all.n ? all.n : 1, sizeof(*all.v)))) {
-		commitlog_list_free(&all);
+	struct commitlog_list cand = {0};
+	unsigned other_host = 0, elsewhere = 0;
+	int rc = node_segments(p, s, &cand, &other_host, &elsewhere);
+	p->segments = rc ? NULL : calloc(1, sizeof(*p->segments));
+	if (rc == 0 && (!p->segments || !(p->segments->v = calloc(cand.n + 1, sizeof(*cand.v))))) {
 		errorf("out of memory");
-		return CB_EXIT_FAILED;
+		rc = CB_EXIT_FAILED;
 	}
-	for (size_t i = 0; i < all.n; i++)
-		if (commitlog_in_window(&all.v[i], p->from_ms, p->time_ms) && same_node(p, &all.v[i]))
-			choose_once(p->segments, &all.v[i]);
-	commitlog_list_free(&all);
-	return 0;
+	int64_t first = commitlog_first_id_since(cand.v, cand.n, p->from_ms);
+	unsigned taken_elsewhere = 0;
+	for (size_t i = 0; rc == 0 && i < cand.n; i++)
+		if (commitlog_in_window(&cand.v[i], first, p->from_ms, p->time_ms)) {
+			choose_once(p->segments, &cand.v[i]);
+			taken_elsewhere += strcmp(cand.v[i].node, p->node_name) != 0;
+		}
+	if (rc == 0 && taken_elsewhere)
+		printf("note: %u of these commitlog segments were archived under another node name with "
+		       "host id %s (archive-commitlog given another --node, or the host renamed)\n",
+		       taken_elsewhere, p->host_id);
+	if (rc == 0 && other_host)
+		printf("note: %u commitlog segment%s under node %s in the window left out: %s another "
+		       "host id than the backup's %s (a node that took over the name, or a stale host_id "
+		       "in the configuration of archive-commitlog)\n", other_host, other_host == 1 ? "" : "s",
+		       p->node_name, other_host == 1 ? "it records" : "they record", p->host_id);
+	(void)elsewhere;
+	commitlog_list_free(&cand);
+	return rc;
 }
 
 /* path made canonical (realpath), or, when it does not exist yet, its parent's made so with

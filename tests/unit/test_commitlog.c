@@ -96,16 +96,41 @@ static void test_headers(void)
 
 static void test_window(void)
 {
-	/* a segment spans [id, archived_ms] */
+	/* a segment spans [id, archived_ms]; first id INT64_MAX: none archived since the start */
 	struct commitlog_meta m = {.id = 1000, .archived_ms = 2000};
-	CHECK(commitlog_in_window(&m, 1500, 3000));  /* reaches over the window's start */
-	CHECK(commitlog_in_window(&m, 0, 1000));     /* starts at its end */
-	CHECK(commitlog_in_window(&m, 2000, INT64_MAX));
-	CHECK(!commitlog_in_window(&m, 2001, 3000)); /* archived before the window */
-	CHECK(!commitlog_in_window(&m, 0, 999));     /* began after the point in time */
+	CHECK(commitlog_in_window(&m, INT64_MAX, 1500, 3000));  /* reaches over the window's start */
+	CHECK(commitlog_in_window(&m, INT64_MAX, 0, 1000));     /* starts at its end */
+	CHECK(commitlog_in_window(&m, INT64_MAX, 2000, INT64_MAX));
+	CHECK(!commitlog_in_window(&m, INT64_MAX, 2001, 3000)); /* archived before the window */
+	/* made after the point in time, and archived after it too */
+	m.archived_ms = 1200;
+	CHECK(!commitlog_in_window(&m, INT64_MAX, 0, 999));
+	m.archived_ms = 2000;
 	/* the file's birth time is no bound: a segment copied in is born at the copy */
 	m.created_ms = 1500;
-	CHECK(commitlog_in_window(&m, 0, 1499));
+	CHECK(commitlog_in_window(&m, INT64_MAX, 0, 1499));
+	/* an id ahead of the time (the node started with its clock ahead), archived before it */
+	struct commitlog_meta ahead = {.id = 9000, .archived_ms = 2000};
+	CHECK(commitlog_in_window(&ahead, INT64_MAX, 1500, 3000));
+	CHECK(!commitlog_in_window(&ahead, INT64_MAX, 1500, 1999));
+}
+
+static void test_first_id_since(void)
+{
+	/* the clock stepped back between two archives: s2, made after s1, seems archived before
+	 * the window; ids tell */
+	struct commitlog_meta v[] = {
+		{.id = 100, .archived_ms = 500},  /* before the window */
+		{.id = 101, .archived_ms = 1100}, /* s1: in it */
+		{.id = 102, .archived_ms = 900},  /* s2: archived after s1, by a clock set back */
+	};
+	int64_t first = commitlog_first_id_since(v, 3, 1000);
+	CHECK(first == 101);
+	CHECK(!commitlog_in_window(&v[0], first, 1000, INT64_MAX));
+	CHECK(commitlog_in_window(&v[1], first, 1000, INT64_MAX));
+	CHECK(commitlog_in_window(&v[2], first, 1000, INT64_MAX));
+	CHECK(commitlog_first_id_since(v, 3, 2000) == INT64_MAX);
+	CHECK(commitlog_first_id_since(v, 0, 0) == INT64_MAX);
 }
 
 int main(void)
@@ -113,6 +138,7 @@ int main(void)
 	test_names();
 	test_headers();
 	test_window();
+	test_first_id_since();
 	if (failures)
 		fprintf(stderr, "%d check(s) failed\n", failures);
 	return failures != 0;
