@@ -504,6 +504,7 @@ static int plan(struct copy *c)
 static void note_window(struct copy *c)
 {
 	snprintf(c->st->node, sizeof(c->st->node), "%s", c->m->node);
+	snprintf(c->st->host_id, sizeof(c->st->host_id), "%s", c->m->host_id ? c->m->host_id : "");
 	struct strbuf why = {0};
 	/* a window not known (its full backup is not in the source): every segment of the node,
 	 * rather than too few */
@@ -578,13 +579,36 @@ static bool segment_alone(int r)
 	return r == -EBADMSG || r == -EEXIST || r == -ENOENT;
 }
 
-int segments_copy(struct store *src, struct store *dst, const char *node, int64_t from_ms,
-		  const struct copy_opts *o, struct segment_copy_stats *st, struct strbuf *err)
+/* l, with the segments of host_id under other node names than node appended. */
+static int add_host_elsewhere(struct store *src, const char *node, const char *host_id,
+			      struct commitlog_list *l, struct strbuf *err)
+{
+	if (!node || !host_id || !*host_id)
+		return 0;
+	struct commitlog_list moved;
+	int r = commitlog_list_host_elsewhere(store_backend(src), node, host_id, &moved, err);
+	struct commitlog_meta *v = r < 0 ? NULL : realloc(l->v, (l->n + moved.n + 1) * sizeof(*v));
+	if (r == 0 && !v)
+		r = -ENOMEM;
+	if (r == 0) {
+		l->v = v;
+		memcpy(l->v + l->n, moved.v, moved.n * sizeof(*v));
+		l->n += moved.n;
+		commitlog_list_free(&moved);
+	}
+	return r;
+}
+
+int segments_copy(struct store *src, struct store *dst, const char *node, const char *host_id,
+		  int64_t from_ms, const struct copy_opts *o, struct segment_copy_stats *st,
+		  struct strbuf *err)
 {
 	*st = (struct segment_copy_stats){0};
 	struct commitlog_list l;
 	struct strbuf bad = {0}, why = {0};
 	int r = commitlog_list(store_backend(src), node, false, &l, &bad);
+	if (r == 0 && (r = add_host_elsewhere(src, node, host_id, &l, &bad)) < 0)
+		commitlog_list_free(&l);
 	if (r < 0) {
 		sb_printf(err, "cannot read the commitlog segments of %s: %s", store_location(src),
 			  bad.len ? bad.buf : cb_backend_why(r));

@@ -65,6 +65,7 @@ struct copy_stats {
 	uint64_t blobs_present, bytes_present; /* contents the target already held */
 	uint64_t pack_bytes;                   /* of the new packs; 0 when none was written */
 	char node[256];          /* the backup's node: its segments are under commitlogs/NODE */
+	char host_id[64];        /* its host id ("" unknown): and those that record it elsewhere */
 	int64_t window_start_ms; /* where a point-in-time replay from it starts
 				  * (commitlog_window_start; INT64_MIN, every segment, when its full
 				  * backup is not in the source) */
@@ -87,8 +88,10 @@ struct segment_copy_stats {
 	uint64_t present, bytes_present; /* segments the target held already, with the same bytes */
 };
 
-/* Copies the Cassandra commitlog segments of node (commitlogs/NODE; NULL: every node) that
- * were archived at or after from_ms (INT64_MIN: all of them) from src to dst, where a backup
+/* Copies the Cassandra commitlog segments of node (commitlogs/NODE; NULL: every node), with
+ * those that record host_id under other node names (commitlog_list_host_elsewhere; host_id
+ * NULL or "": none), that are in the window from from_ms on (commitlog_in_window; INT64_MIN:
+ * all of them) from src to dst, where a backup
  * copied with backup_copy needs them for a point-in-time restore (window_start_ms, and every
  * segment after it: the target may lack the next backup). Each is read back and checked
  * against its SHA-256, then written with one exclusive put (commitlog.h), so it is whole or
@@ -103,7 +106,8 @@ struct segment_copy_stats {
  *   -ECANCELED, or the backend's error.
  * err gets one line naming the first failed segment and how many more failed. What was sent
  * stays: it is what the backup needs, and prune keeps the segments a kept backup needs. */
-int segments_copy(struct store *src, struct store *dst, const char *node, int64_t from_ms,
-		  const struct copy_opts *o, struct segment_copy_stats *st, struct strbuf *err);
+int segments_copy(struct store *src, struct store *dst, const char *node, const char *host_id,
+		  int64_t from_ms, const struct copy_opts *o, struct segment_copy_stats *st,
+		  struct strbuf *err);
 
 #endif

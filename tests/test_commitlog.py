@@ -777,6 +777,11 @@ def test_point_in_time_takes_the_host_ids_segments_under_another_node_name(store
     assert f'note: 1 of these commitlog segments were archived under another node name with host id {hid}' in r.stdout
     assert os.listdir(tmp_path / 'segs') == [os.path.basename(mine)]
     assert read(tmp_path / 'segs' / os.path.basename(mine)) == read(mine)
+    # copy takes them along, under the name they were archived under
+    dst = str(tmp_path / 'dst')
+    cb('init', '--store', dst)
+    cb('copy', '--from', store, '--to', dst, 'b1')
+    assert stored(dst) == {'n1.example.com': [os.path.basename(mine)]}
 
 
 def test_a_clock_stepped_back_or_an_id_ahead_loses_no_segment(history, tmp_path):

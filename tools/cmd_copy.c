@@ -47,6 +47,7 @@ struct copy_item {
 /* The commitlog segments copied for one node (every node: node NULL, from --all). */
 struct segment_item {
 	const char *node;  /* a copy_item's st.node, or NULL */
+	const char *host_id; /* the first its copied backups record, or "" */
 	int64_t from_ms;   /* the earliest window start of its copied backups */
 	int r;
 	struct segment_copy_stats st;
@@ -313,7 +314,10 @@ static size_t plan_segments(const struct copy_cmd *c, const struct copy_item *it
 		while (k < nsegs && strcmp(segs[k].node, items[i].st.node) != 0)
 			k++;
 		if (k == nsegs)
-			segs[nsegs++] = (struct segment_item){.node = items[i].st.node, .from_ms = INT64_MAX};
+			segs[nsegs++] = (struct segment_item){.node = items[i].st.node, .host_id = "",
+							      .from_ms = INT64_MAX};
+		if (!*segs[k].host_id)
+			segs[k].host_id = items[i].st.host_id;
 		if (items[i].st.window_start_ms < segs[k].from_ms)
 			segs[k].from_ms = items[i].st.window_start_ms;
 	}
@@ -327,7 +331,7 @@ static void copy_segments(struct copy_cmd *c, struct segment_item *s, struct str
 	err->len = 0;
 	if (err->buf)
 		err->buf[0] = '\0';
-	s->r = segments_copy(c->src, c->dst, s->node, s->from_ms, &o, &s->st, err);
+	s->r = segments_copy(c->src, c->dst, s->node, s->host_id, s->from_ms, &o, &s->st, err);
 	if (s->r < 0) {
 		_cleanup_free_ char *node = s->node ? cli_escape(s->node) : NULL;
 		errorf("cannot copy the commitlog segments %s%s to %s: %s",
