@@ -616,7 +616,7 @@ int commitlog_list_host_elsewhere(struct cb_backend *b, const char *node, const 
 	int r = cb_backend_list(b, COMMITLOG_PREFIX, collect_key, &c);
 	if (r < 0)
 		sb_printf(err, "cannot list %s: %s", COMMITLOG_PREFIX, cb_backend_why(r));
-	if (r == 0)
+	if (r == 0 && c.nkeys)
 		qsort(c.keys, c.nkeys, sizeof(*c.keys), cmp_strp); /* each node's keys together */
 	char here[256], there[256], name[256];
 	for (size_t i = 0, j; r == 0 && i < c.nkeys; i = j) {

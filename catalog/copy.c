@@ -592,7 +592,8 @@ static int add_host_elsewhere(struct store *src, const char *node, const char *h
 		r = -ENOMEM;
 	if (r == 0) {
 		l->v = v;
-		memcpy(l->v + l->n, moved.v, moved.n * sizeof(*v));
+		if (moved.n)
+			memcpy(l->v + l->n, moved.v, moved.n * sizeof(*v));
 		l->n += moved.n;
 		commitlog_list_free(&moved);
 	}
