@@ -587,17 +587,17 @@ static int add_host_elsewhere(struct store *src, const char *node, const char *h
 		return 0;
 	struct commitlog_list moved;
 	int r = commitlog_list_host_elsewhere(store_backend(src), node, host_id, &moved, err);
-	struct commitlog_meta *v = r < 0 ? NULL : realloc(l->v, (l->n + moved.n + 1) * sizeof(*v));
-	if (r == 0 && !v)
-		r = -ENOMEM;
-	if (r == 0) {
+	if (r < 0)
+		return r;
+	struct commitlog_meta *v = realloc(l->v, (l->n + moved.n + 1) * sizeof(*v));
+	if (v) {
 		l->v = v;
 		if (moved.n)
 			memcpy(l->v + l->n, moved.v, moved.n * sizeof(*v));
 		l->n += moved.n;
-		commitlog_list_free(&moved);
 	}
-	return r;
+	commitlog_list_free(&moved);
+	return v ? 0 : -ENOMEM;
 }
 
 int segments_copy(struct store *src, struct store *dst, const char *node, const char *host_id,
