@@ -549,86 +549,22 @@ int commitlog_list(struct cb_backend *b, const char *node, bool strict, struct c
 	return r;
 }
 
-static int cmp_strp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Does the segment at key record host id host_id? (One that does not read: no.) */
-static bool key_has_host(struct cb_backend *b, const char *key, const char *host_id)
-{
-	struct commitlog_meta m;
-	struct strbuf why = {0};
-	bool yes = commitlog_read_meta(b, key, &m, &why) == 0 && !strcmp(m.host_id, host_id);
-	sb_free(&why);
-	return yes;
-}
-
-/* Appends to out the segments of l that record host_id. */
-static int append_host(struct commitlog_list *out, const struct commitlog_list *l, const char *host_id)
-{
-	struct commitlog_meta *v = realloc(out->v, (out->n + l->n + 1) * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	out->v = v;
-	for (size_t i = 0; i < l->n; i++)
-		if (!strcmp(l->v[i].host_id, host_id))
-			out->v[out->n++] = l->v[i];
-	return 0;
-}
-
-/* keys[from, to) are one node's (keys sorted): its segments that record host_id are appended
- * to out when its first or last segment by id does. */
-static int take_node_if_host(struct cb_backend *b, char **keys, size_t from, size_t to,
-			     const char *host_id, struct commitlog_list *out, struct strbuf *err)
-{
-	size_t lo = from, hi = from;
-	int64_t id, lo_id = INT64_MAX, hi_id = INT64_MIN;
-	int32_t version;
-	char node[256], name[256];
-	for (size_t i = from; i < to; i++) {
-		if (split_key(keys[i], node, name) < 0 || commitlog_parse_name(name, &version, &id) < 0)
-			continue;
-		if (id < lo_id)
-			lo = i, lo_id = id;
-		if (id > hi_id)
-			hi = i, hi_id = id;
-	}
-	if (!key_has_host(b, keys[lo], host_id) && (hi == lo || !key_has_host(b, keys[hi], host_id)))
-		return 0;
-	split_key(keys[from], node, name);
-	struct commitlog_list l;
-	struct strbuf why = {0};
-	int r = commitlog_list(b, node, false, &l, &why);
-	if (r < 0)
-		sb_printf(err, "%s", why.buf ? why.buf : cb_backend_why(r));
-	r = r ?: append_host(out, &l, host_id);
-	commitlog_list_free(&l);
-	sb_free(&why);
-	return r;
-}
-
 int commitlog_list_host_elsewhere(struct cb_backend *b, const char *node, const char *host_id,
 				  struct commitlog_list *out, struct strbuf *err)
 {
+	struct commitlog_list all;
 	*out = (struct commitlog_list){0};
-	struct list_ctx c = {.b = b, .out = out, .err = err};
-	int r = cb_backend_list(b, COMMITLOG_PREFIX, collect_key, &c);
+	int r = commitlog_list(b, NULL, false, &all, err);
 	if (r < 0)
-		sb_printf(err, "cannot list %s: %s", COMMITLOG_PREFIX, cb_backend_why(r));
-	if (r == 0 && c.nkeys)
-		qsort(c.keys, c.nkeys, sizeof(*c.keys), cmp_strp); /* each node's keys together */
-	char here[256], there[256], name[256];
-	for (size_t i = 0, j; r == 0 && i < c.nkeys; i = j) {
-		split_key(c.keys[i], here, name); /* collect_key kept only keys that split */
-		for (j = i + 1; j < c.nkeys && !split_key(c.keys[j], there, name) && !strcmp(here, there); j++)
-			;
-		if (strcmp(here, node) != 0)
-			r = take_node_if_host(b, c.keys, i, j, host_id, out, err);
-	}
-	for (size_t i = 0; i < c.nkeys; i++)
-		free(c.keys[i]);
-	free(c.keys);
+		return r;
+	out->v = calloc(all.n + 1, sizeof(*out->v));
+	if (!out->v)
+		r = -ENOMEM;
+	for (size_t i = 0; r == 0 && i < all.n; i++)
+		if (strcmp(all.v[i].node, node) != 0 && !strcmp(all.v[i].host_id, host_id))
+			out->v[out->n++] = all.v[i];
+	out->bad = all.bad; /* named in err: whose they are is not known */
+	commitlog_list_free(&all);
 	if (r < 0)
 		commitlog_list_free(out);
 	return r;
@@ -649,11 +585,19 @@ int64_t commitlog_first_id_since(const struct commitlog_meta *v, size_t n, int64
 	return first;
 }
 
-bool commitlog_in_window(const struct commitlog_meta *m, int64_t first_id, int64_t from_ms,
-			 int64_t to_ms)
+void commitlog_window_of(const struct commitlog_meta *v, size_t n, int64_t from_ms, int64_t to_ms,
+			 struct commitlog_window *w)
 {
-	return (m->archived_ms >= from_ms || m->id >= first_id) &&
-	       (m->id <= to_ms || m->archived_ms <= to_ms);
+	*w = (struct commitlog_window){.from_ms = from_ms, .to_ms = to_ms, .spanning_id = INT64_MAX};
+	w->first_id = commitlog_first_id_since(v, n, from_ms);
+	if (to_ms != INT64_MAX)
+		w->spanning_id = commitlog_first_id_since(v, n, to_ms + 1);
+}
+
+bool commitlog_in_window(const struct commitlog_meta *m, const struct commitlog_window *w)
+{
+	return (m->archived_ms >= w->from_ms || m->id >= w->first_id) &&
+	       (m->id <= w->to_ms || m->archived_ms <= w->to_ms || m->id <= w->spanning_id);
 }
 
 /* The mtime of table tb's snapshot manifest.json, which Cassandra (2.2 on) writes once the
@@ -798,7 +742,8 @@ int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *d
 	int r = catalog_list_backups(store_catalog(s), note_backup, &o);
 	if (r < 0)
 		sb_printf(err, "cannot read the catalog of %s", store_location(s));
-	int64_t start = 0, first_id = INT64_MAX;
+	int64_t start = 0;
+	struct commitlog_window w = {0};
 	int have = 1;
 	for (size_t i = 0; r == 0 && i < l->n; i++) {
 		if (i == 0 || strcmp(l->v[i].node, l->v[i - 1].node) != 0) { /* l is by node */
@@ -806,11 +751,11 @@ int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *d
 			size_t end = i;
 			while (end < l->n && !strcmp(l->v[end].node, l->v[i].node))
 				end++;
-			first_id = commitlog_first_id_since(l->v + i, end - i, start);
+			commitlog_window_of(l->v + i, end - i, start, INT64_MAX, &w);
 		}
 		if (r == 1)
 			r = 0;
-		due[i] = r == 0 && have == 0 && !commitlog_in_window(&l->v[i], first_id, start, INT64_MAX);
+		due[i] = r == 0 && have == 0 && !commitlog_in_window(&l->v[i], &w);
 	}
 	node_backups_free(&o);
 	return r < 0 ? r : 0;

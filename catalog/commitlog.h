@@ -116,10 +116,10 @@ int commitlog_list(struct cb_backend *b, const char *node, bool strict, struct c
 void commitlog_list_free(struct commitlog_list *l);
 
 /* The segments that record host id host_id under node names other than node (archive-commitlog
- * run with another --node than create was, or a host renamed since). A node's directory is
- * read whole only when its first or last segment by id records that host id: two reads for
- * each other node, not one for each of its segments. Segments that do not read are left out.
- * 0 with out (by node, then id), or -errno with err. */
+ * run with another --node than create was, or a host renamed since), from the metadata of every
+ * segment of the store (as prune reads it). Those whose metadata does not read are counted in
+ * out->bad and named in err ("; "-separated): whose they are is not known. 0 with out (by
+ * node, then id), or -errno with err. */
 int commitlog_list_host_elsewhere(struct cb_backend *b, const char *node, const char *host_id,
 				  struct commitlog_list *out, struct strbuf *err);
 
@@ -165,13 +165,22 @@ int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *d
  * archive time says (the node's clock stepped back between two archives). */
 int64_t commitlog_first_id_since(const struct commitlog_meta *v, size_t n, int64_t from_ms);
 
-/* Does segment m hold mutations of the window [from_ms, to_ms] (to_ms INT64_MAX: open)? It was
- * archived at or after from_ms, or its id is first_id (commitlog_first_id_since of its node's
- * segments) or later; and it was made (its id) or archived at or before to_ms: an id ahead of
- * real time (a node that started with its clock ahead keeps its ids ahead) does not leave out
- * a segment archived within the window. A segment taken in vain costs a replay of mutations
- * Cassandra skips (their time is after the point); one left out loses its writes. */
-bool commitlog_in_window(const struct commitlog_meta *m, int64_t first_id, int64_t from_ms,
-			 int64_t to_ms);
+/* The window [from_ms, to_ms] (to_ms INT64_MAX: open) over one node's segments. */
+struct commitlog_window {
+	int64_t from_ms, to_ms;
+	int64_t first_id;    /* commitlog_first_id_since(from_ms) */
+	int64_t spanning_id; /* the least id archived after to_ms: the segment written at to_ms
+			      * (INT64_MAX: none) */
+};
+void commitlog_window_of(const struct commitlog_meta *v, size_t n, int64_t from_ms, int64_t to_ms,
+			 struct commitlog_window *w);
+
+/* Does segment m (of the node of w) hold mutations of the window? It was archived at or after
+ * from_ms, or its id is first_id or later; and it was made (its id) or archived at or before
+ * to_ms, or it is the one written at to_ms (spanning_id: ids ahead of real time, as a node
+ * that started with its clock ahead keeps them, say nothing of when it was written). A
+ * segment taken in vain costs a replay of mutations Cassandra skips (their time is after the
+ * point, or its sstables hold them); one left out loses its writes. */
+bool commitlog_in_window(const struct commitlog_meta *m, const struct commitlog_window *w);
 
 #endif

@@ -619,9 +619,10 @@ int segments_copy(struct store *src, struct store *dst, const char *node, const 
 	int first = 0; /* the first failure, said in err; the others are counted */
 	unsigned failed = 0;
 	/* one node's (with every node, from_ms is INT64_MIN: all of them are in) */
-	int64_t first_id = commitlog_first_id_since(l.v, l.n, from_ms);
+	struct commitlog_window w;
+	commitlog_window_of(l.v, l.n, from_ms, INT64_MAX, &w);
 	for (size_t i = 0; i < l.n; i++) {
-		if (!commitlog_in_window(&l.v[i], first_id, from_ms, INT64_MAX))
+		if (!commitlog_in_window(&l.v[i], &w))
 			continue;
 		if (o->cancel && *o->cancel) {
 			if (!failed)

@@ -494,7 +494,7 @@ def test_point_in_time_restore_writes_what_cassandra_replays(history, tmp_path):
     store, segs = history
     before = '# the node\'s own settings\narchive_command=/usr/bin/cassbackup archive-commitlog --store S %path %name\n'
     live, conf = node_with_settings(tmp_path, store, 'b1', before)
-    at = T0 + 2 * HOUR + HOUR // 2
+    at = T0 + HOUR + HOUR // 2
     r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(at),
            '--cassandra-conf', str(conf), '--node', 'n1')
     assert 'backup b1 of node n1' in r.stdout and '2 commitlog segments' in r.stdout
@@ -568,7 +568,7 @@ def test_point_in_time_removes_what_a_killed_run_left(history, tmp_path):
     segdir.mkdir()
     left = segdir / ('.cassbackup-tmp-' + os.path.basename(segs['s4']))
     left.write_bytes(read(segs['s4'])[:1000])
-    cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 2 * HOUR + HOUR // 2),
+    cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + HOUR + HOUR // 2),
        '--cassandra-conf', str(conf), '--node', 'n1')
     assert sorted(os.listdir(segdir)) == sorted(os.path.basename(segs[k]) for k in ('s2', 's3'))
 
@@ -627,7 +627,8 @@ def test_point_in_time_bad_input(history, tmp_path):
     p = cb(*base, '--point-in-time', gmt(T0 + 2 * HOUR), '--segments-dir', '/tmp/a b', check=False)
     assert p.returncode == 2 and 'without spaces' in p.stderr
     # a dry run says what it would do
-    r = cb(*base, '--point-in-time', gmt(T0 + 2 * HOUR), '--dry-run', '--segments-dir', str(tmp_path / 'dry'))
+    r = cb(*base, '--point-in-time', gmt(T0 + HOUR + HOUR // 2), '--dry-run', '--segments-dir',
+           str(tmp_path / 'dry'))
     assert 'backup b1 of node n1' in r.stdout and 'dry run: nothing was written' in r.stdout
     assert r.stdout.count('would copy commitlog segment') == 2 and not os.path.exists(tmp_path / 'dry')
     # nothing was written anywhere
@@ -662,7 +663,7 @@ def test_point_in_time_done_keeps_segments_written_after_it(history, tmp_path):
     conf = tmp_path / 'conf'
     conf.mkdir()
     segdir = tmp_path / 'segs'
-    cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 2 * HOUR + HOUR // 2),
+    cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + HOUR + HOUR // 2),
        '--cassandra-conf', str(conf), '--node', 'n1', '--segments-dir', str(segdir))
     placed = sorted(os.listdir(segdir))
     assert len(placed) == 2
@@ -782,6 +783,37 @@ def test_point_in_time_takes_the_host_ids_segments_under_another_node_name(store
     cb('init', '--store', dst)
     cb('copy', '--from', store, '--to', dst, 'b1')
     assert stored(dst) == {'n1.example.com': [os.path.basename(mine)]}
+    # under a name other hosts archived under too, the host's own among theirs (the first and
+    # last of the directory are another's): found, read from every segment's metadata
+    other = '5f1c0c8e-0000-4000-8000-00000000000e'
+    shared = [write_segment(str(tmp_path / f'cl-s{i}'), T0 + HOUR // 2 + 10 + i, seed=20 + i) for i in range(3)]
+    for seg, h in zip(shared, (other, hid, other)):
+        archive_as(store, seg, 'shared', h, T0 + HOUR)
+    # and one whose metadata does not read: whose it is, is not known, and said
+    bad = write_segment(str(tmp_path / 'cl-bad'), T0 + HOUR // 2 + 20, seed=30)
+    archive_as(store, bad, 'n4', other, T0 + HOUR)
+    with open(object_path(store, 'n4', os.path.basename(bad)), 'r+b') as f:
+        f.seek(10)
+        f.write(b'#')
+    r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 2 * HOUR),
+           '--cassandra-conf', str(conf), '--node', 'n1', '--segments-dir', str(tmp_path / 'segs2'), '--dry-run')
+    assert 'then 2 commitlog segments' in r.stdout, r.stdout
+    assert f'would copy commitlog segment {os.path.basename(shared[1])}' in r.stdout
+    assert 'note: 1 commitlog segment under other node names cannot be read' in r.stdout, r.stdout
+    # a node replaced under its name: a backup of each host id, each one's segments elsewhere
+    hid2 = '5f1c0c8e-0000-4000-8000-00000000000f'
+    src2 = tiny(tmp_path, 'b2', 2)
+    cb('create', '--store', store, '--name', 'b2', *data_dir_args(sample_dirs(src2)), '--snapshot',
+       'nightly-1', '--node', 'n1', '--host-id', hid2)
+    set_backup_time(store, 'b2', T0 + HOUR)
+    new = write_segment(str(tmp_path / 'cl-new'), T0 + 2 * HOUR, seed=40)
+    archive_as(store, new, 'n1-new.example.com', hid2, T0 + 3 * HOUR)
+    dst2 = str(tmp_path / 'dst2')
+    cb('init', '--store', dst2)
+    r = cb('copy', '--from', store, '--to', dst2, 'b1', 'b2')
+    assert 'commitlog segments of node n1 (host id ' + hid2 + '): sent 1 ' in r.stdout, r.stdout
+    assert os.path.basename(new) in stored(dst2).get('n1-new.example.com', []), (r.stdout, r.stderr)
+    assert os.path.basename(mine) in stored(dst2).get('n1.example.com', [])
 
 
 def test_a_clock_stepped_back_or_an_id_ahead_loses_no_segment(history, tmp_path):
@@ -814,9 +846,18 @@ def test_a_clock_stepped_back_or_an_id_ahead_loses_no_segment(history, tmp_path)
     s9 = write_segment(d, T0 + 3 * DAY, seed=9)
     archive(store, s9)
     set_archived(store, 'n1', os.path.basename(s9), at - HOUR // 2)
+    # the segment written at the point, its id ahead and archived after it: the first archived
+    # after the point (ids ahead say nothing of when it was written); the next one is not
+    s10 = write_segment(d, T0 + 4 * DAY, seed=10)
+    s11 = write_segment(d, T0 + 4 * DAY + 1, seed=11)
+    for seg, archived in ((s10, at + HOUR), (s11, at + 2 * HOUR)):
+        archive(store, seg)
+        set_archived(store, 'n1', os.path.basename(seg), archived)
     r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(at), '--cassandra-conf',
            str(conf), '--node', 'n1', '--segments-dir', str(tmp_path / 'segs9'), '--dry-run')
     assert f'would copy commitlog segment {os.path.basename(s9)}' in r.stdout, r.stdout
+    assert f'would copy commitlog segment {os.path.basename(s10)}' in r.stdout, r.stdout
+    assert os.path.basename(s11) not in r.stdout
 
 
 
@@ -845,7 +886,7 @@ def test_point_in_time_with_whole_node(store, tmp_path):
     env = dict(os.environ, NODETOOL_STANDIN_DOWN='1')
     r = cb('restore', '--store', store, '--data-dir', target, '--whole-node', '--owner', '4321:4321',
            '--nodetool', os.path.join(os.path.dirname(__file__), 'standins', 'nodetool'),
-           '--point-in-time', gmt(T0 + HOUR + HOUR // 2), '--cassandra-conf', conf, '--node', 'n1', env=env)
+           '--point-in-time', gmt(T0 + HOUR // 2), '--cassandra-conf', conf, '--node', 'n1', env=env)
     assert 'backup day1 of node n1' in r.stdout and 'auto_bootstrap: false' in r.stdout
     assert 'system_schema' in os.listdir(target)
     props = java_properties((conf / 'commitlog_archiving.properties').read_text())
@@ -878,7 +919,7 @@ def test_point_in_time_keeps_segments_born_after_it(history, tmp_path):
     live = live_dir(tmp_path, store, 'b1')
     conf = tmp_path / 'conf'
     conf.mkdir()
-    cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 2 * HOUR + HOUR // 2),
+    cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + HOUR + HOUR // 2),
        '--cassandra-conf', conf, '--node', 'n1', '--segments-dir', tmp_path / 'segs')
     names = {k: os.path.basename(v) for k, v in dict(segs, s6=s6).items()}
     # s6, archived in the window, has the oldest id: by ids every later segment was made after
@@ -1023,7 +1064,7 @@ def test_copy_takes_the_segments_a_point_in_time_restore_needs(history, tmp_path
     r = cb('copy', '--from', store, '--to', dst, 'b1')
     assert 'commitlog segments of node n1: sent 2 ' in r.stdout and '2 (' in r.stdout, r.stdout
     assert stored(dst) == {'n1': sorted(name[k] for k in ('s2', 's3', 's4', 's5'))}
-    at = T0 + 2 * HOUR + HOUR // 2
+    at = T0 + HOUR + HOUR // 2
     assert pitr_segments(dst, tmp_path, 'b1', at, 'dst1') == pitr_segments(store, tmp_path, 'b1', at, 'src1')
     # --all: every segment of the store, of nodes without a backup too
     every = str(tmp_path / 'every')

@@ -46,8 +46,9 @@ struct copy_item {
 
 /* The commitlog segments copied for one node (every node: node NULL, from --all). */
 struct segment_item {
-	const char *node;  /* a copy_item's st.node, or NULL */
-	const char *host_id; /* the first its copied backups record, or "" */
+	const char *node;    /* a copy_item's st.node, or NULL */
+	const char *host_id; /* its st.host_id: a node replaced under its name has backups of
+			      * two host ids, and segments of each under other names */
 	int64_t from_ms;   /* the earliest window start of its copied backups */
 	int r;
 	struct segment_copy_stats st;
@@ -174,12 +175,13 @@ static void report_segments_text(const struct copy_cmd *c, const struct segment_
 	if (s->r < 0)
 		return; /* said by execute */
 	_cleanup_free_ char *node = s->node ? cli_escape(s->node) : NULL;
+	_cleanup_free_ char *hid = s->host_id && *s->host_id ? cli_escape(s->host_id) : NULL;
 	char sent[32], there[32];
 	format_bytes(s->st.bytes_sent, sent, sizeof(sent));
 	format_bytes(s->st.bytes_present, there, sizeof(there));
-	printf("commitlog segments %s%s: %s %llu (%s), %llu (%s) already in %s\n",
-	       s->node ? "of node " : "of every node", node ? node : "",
-	       c->dry_run ? "would send" : "sent", (unsigned long long)s->st.sent, sent,
+	printf("commitlog segments %s%s%s%s%s: %s %llu (%s), %llu (%s) already in %s\n",
+	       s->node ? "of node " : "of every node", node ? node : "", hid ? " (host id " : "",
+	       hid ? hid : "", hid ? ")" : "", c->dry_run ? "would send" : "sent", (unsigned long long)s->st.sent, sent,
 	       (unsigned long long)s->st.present, there, c->to_shown);
 }
 
@@ -213,6 +215,7 @@ static void json_segments(struct json *j, const struct segment_item *s)
 {
 	json_object_begin(j);
 	json_kv_str(j, "node", s->node); /* null: every node */
+	json_kv_str(j, "host_id", s->host_id && *s->host_id ? s->host_id : NULL);
 	json_kv_i64(j, "from_ms", s->from_ms);
 	json_kv_str(j, "result", s->r < 0 ? "failed" : "copied");
 	json_kv_u64(j, "segments_sent", s->st.sent);
@@ -311,13 +314,13 @@ static size_t plan_segments(const struct copy_cmd *c, const struct copy_item *it
 		if (items[i].r < 0 || !*items[i].st.node)
 			continue;
 		size_t k = 0;
-		while (k < nsegs && strcmp(segs[k].node, items[i].st.node) != 0)
+		while (k < nsegs && (strcmp(segs[k].node, items[i].st.node) != 0 ||
+				     strcmp(segs[k].host_id, items[i].st.host_id) != 0))
 			k++;
 		if (k == nsegs)
-			segs[nsegs++] = (struct segment_item){.node = items[i].st.node, .host_id = "",
+			segs[nsegs++] = (struct segment_item){.node = items[i].st.node,
+							      .host_id = items[i].st.host_id,
 							      .from_ms = INT64_MAX};
-		if (!*segs[k].host_id)
-			segs[k].host_id = items[i].st.host_id;
 		if (items[i].st.window_start_ms < segs[k].from_ms)
 			segs[k].from_ms = items[i].st.window_start_ms;
 	}

@@ -341,6 +341,10 @@ static int node_segments(struct pitr *p, struct store *s, struct commitlog_list 
 	int r = commitlog_list(store_backend(s), p->node_name, true, &own, &err);
 	if (r == 0 && *p->host_id)
 		r = commitlog_list_host_elsewhere(store_backend(s), p->node_name, p->host_id, &moved, &err);
+	if (r == 0 && moved.bad)
+		printf("note: %u commitlog segment%s under other node names cannot be read, so whether %s "
+		       "of host id %s is not known: %s\n", moved.bad, moved.bad == 1 ? "" : "s",
+		       moved.bad == 1 ? "it is" : "they are", p->host_id, err.buf ? err.buf : "");
 	if (r == 0 && !(cand->v = calloc(own.n + moved.n + 1, sizeof(*cand->v))))
 		r = -ENOMEM;
 	if (r < 0)
@@ -349,8 +353,9 @@ static int node_segments(struct pitr *p, struct store *s, struct commitlog_list 
 	for (size_t i = 0; r == 0 && i < own.n; i++) {
 		if (same_node(p, &own.v[i]))
 			cand->v[cand->n++] = own.v[i];
-		else if (commitlog_in_window(&own.v[i], INT64_MAX, p->from_ms, p->time_ms))
-			(*other_host)++;
+		else if (own.v[i].archived_ms >= p->from_ms &&
+			 (own.v[i].id <= p->time_ms || own.v[i].archived_ms <= p->time_ms))
+			(*other_host)++; /* in the window by its own times */
 	}
 	for (size_t i = 0; r == 0 && i < moved.n; i++)
 		cand->v[cand->n++] = moved.v[i];
@@ -373,10 +378,11 @@ static int choose_segments(struct pitr *p, struct store *s)
 		errorf("out of memory");
 		rc = CB_EXIT_FAILED;
 	}
-	int64_t first = commitlog_first_id_since(cand.v, cand.n, p->from_ms);
+	struct commitlog_window w;
+	commitlog_window_of(cand.v, cand.n, p->from_ms, p->time_ms, &w);
 	unsigned taken_elsewhere = 0;
 	for (size_t i = 0; rc == 0 && i < cand.n; i++)
-		if (commitlog_in_window(&cand.v[i], first, p->from_ms, p->time_ms)) {
+		if (commitlog_in_window(&cand.v[i], &w)) {
 			choose_once(p->segments, &cand.v[i]);
 			taken_elsewhere += strcmp(cand.v[i].node, p->node_name) != 0;
 		}

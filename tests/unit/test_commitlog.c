@@ -94,25 +94,37 @@ static void test_headers(void)
 	sb_free(&err);
 }
 
+/* Is m in the window [from, to] of the node whose segments are v[0..n)? */
+static bool in(const struct commitlog_meta *m, const struct commitlog_meta *v, size_t n, int64_t from,
+	       int64_t to)
+{
+	struct commitlog_window w;
+	commitlog_window_of(v, n, from, to, &w);
+	return commitlog_in_window(m, &w);
+}
+
 static void test_window(void)
 {
-	/* a segment spans [id, archived_ms]; first id INT64_MAX: none archived since the start */
+	/* a segment spans [id, archived_ms] */
 	struct commitlog_meta m = {.id = 1000, .archived_ms = 2000};
-	CHECK(commitlog_in_window(&m, INT64_MAX, 1500, 3000));  /* reaches over the window's start */
-	CHECK(commitlog_in_window(&m, INT64_MAX, 0, 1000));     /* starts at its end */
-	CHECK(commitlog_in_window(&m, INT64_MAX, 2000, INT64_MAX));
-	CHECK(!commitlog_in_window(&m, INT64_MAX, 2001, 3000)); /* archived before the window */
-	/* made after the point in time, and archived after it too */
-	m.archived_ms = 1200;
-	CHECK(!commitlog_in_window(&m, INT64_MAX, 0, 999));
-	m.archived_ms = 2000;
+	CHECK(in(&m, &m, 1, 1500, 3000));       /* reaches over the window's start */
+	CHECK(in(&m, &m, 1, 0, 1000));          /* starts at its end */
+	CHECK(in(&m, &m, 1, 2000, INT64_MAX));
+	CHECK(!in(&m, &m, 1, 2001, 3000));      /* archived before the window */
+	/* made after the point in time, and archived after it, with one written at the point */
+	struct commitlog_meta two[] = {{.id = 900, .archived_ms = 1100}, {.id = 1000, .archived_ms = 1200}};
+	CHECK(in(&two[0], two, 2, 0, 999));     /* written at the point: archived first after it */
+	CHECK(!in(&two[1], two, 2, 0, 999));
 	/* the file's birth time is no bound: a segment copied in is born at the copy */
 	m.created_ms = 1500;
-	CHECK(commitlog_in_window(&m, INT64_MAX, 0, 1499));
-	/* an id ahead of the time (the node started with its clock ahead), archived before it */
-	struct commitlog_meta ahead = {.id = 9000, .archived_ms = 2000};
-	CHECK(commitlog_in_window(&ahead, INT64_MAX, 1500, 3000));
-	CHECK(!commitlog_in_window(&ahead, INT64_MAX, 1500, 1999));
+	CHECK(in(&m, &m, 1, 0, 1499));
+	/* ids ahead of the time (the node started with its clock ahead): one archived before the
+	 * point is in, and the one written at the point (the first archived after it) too */
+	struct commitlog_meta ahead[] = {{.id = 9000, .archived_ms = 2000}, {.id = 9001, .archived_ms = 2600},
+					 {.id = 9002, .archived_ms = 3200}};
+	CHECK(in(&ahead[0], ahead, 3, 1500, 2500));
+	CHECK(in(&ahead[1], ahead, 3, 1500, 2500));
+	CHECK(!in(&ahead[2], ahead, 3, 1500, 2500));
 }
 
 static void test_first_id_since(void)
@@ -124,11 +136,10 @@ static void test_first_id_since(void)
 		{.id = 101, .archived_ms = 1100}, /* s1: in it */
 		{.id = 102, .archived_ms = 900},  /* s2: archived after s1, by a clock set back */
 	};
-	int64_t first = commitlog_first_id_since(v, 3, 1000);
-	CHECK(first == 101);
-	CHECK(!commitlog_in_window(&v[0], first, 1000, INT64_MAX));
-	CHECK(commitlog_in_window(&v[1], first, 1000, INT64_MAX));
-	CHECK(commitlog_in_window(&v[2], first, 1000, INT64_MAX));
+	CHECK(commitlog_first_id_since(v, 3, 1000) == 101);
+	CHECK(!in(&v[0], v, 3, 1000, INT64_MAX));
+	CHECK(in(&v[1], v, 3, 1000, INT64_MAX));
+	CHECK(in(&v[2], v, 3, 1000, INT64_MAX));
 	CHECK(commitlog_first_id_since(v, 3, 2000) == INT64_MAX);
 	CHECK(commitlog_first_id_since(v, 0, 0) == INT64_MAX);
 }
