@@ -632,35 +632,50 @@ int64_t commitlog_backup_start_ms(const struct manifest *m)
 	return t >= 0 ? t / 1000000 : -((-t + 999999) / 1000000);
 }
 
-/* Every backup the catalog lists, with its node: the start of a node's window is the earliest
- * of its backups' starts. Not the start of the backup made first: a snapshot backed up after a
- * newer one (an upload retried the next day) starts earlier. */
+/* Every backup the catalog lists, with its node and host id, and the start of its window once
+ * read: a segment's window starts at the earliest start of the backups of its node name or of
+ * its host id. Not the start of the backup made first: a snapshot backed up after a newer one
+ * (an upload retried the next day) starts earlier. */
 struct node_backups {
-	char **node, **ref;
+	char **node, **ref, **host;
+	int64_t *start; /* INT64_MIN until read */
 	size_t n, cap;
 };
+
+static int grow_backups(struct node_backups *o)
+{
+	size_t cap = o->cap ? 2 * o->cap : 16;
+	char **nd = realloc(o->node, cap * sizeof(*nd));
+	if (nd)
+		o->node = nd;
+	char **rf = realloc(o->ref, cap * sizeof(*rf));
+	if (rf)
+		o->ref = rf;
+	char **hs = realloc(o->host, cap * sizeof(*hs));
+	if (hs)
+		o->host = hs;
+	int64_t *st = realloc(o->start, cap * sizeof(*st));
+	if (st)
+		o->start = st;
+	if (!nd || !rf || !hs || !st)
+		return -ENOMEM;
+	o->cap = cap;
+	return 0;
+}
 
 static int note_backup(void *ctx, const struct cb_backup_summary *b)
 {
 	struct node_backups *o = ctx;
 	if (b->invalid)
 		return 0;
-	if (o->n == o->cap) {
-		size_t cap = o->cap ? 2 * o->cap : 16;
-		char **nd = realloc(o->node, cap * sizeof(*nd));
-		if (nd)
-			o->node = nd;
-		char **rf = realloc(o->ref, cap * sizeof(*rf));
-		if (rf)
-			o->ref = rf;
-		if (!nd || !rf)
-			return -ENOMEM;
-		o->cap = cap;
-	}
+	if (o->n == o->cap && grow_backups(o) < 0)
+		return -ENOMEM;
 	o->node[o->n] = strdup(b->node);
 	o->ref[o->n] = strdup(b->ref); /* the manifest's key below backups/ */
+	o->host[o->n] = strdup(b->host_id ? b->host_id : "");
+	o->start[o->n] = INT64_MIN;
 	o->n++;
-	return o->node[o->n - 1] && o->ref[o->n - 1] ? 0 : -ENOMEM;
+	return o->node[o->n - 1] && o->ref[o->n - 1] && o->host[o->n - 1] ? 0 : -ENOMEM;
 }
 
 static void node_backups_free(struct node_backups *o)
@@ -668,33 +683,52 @@ static void node_backups_free(struct node_backups *o)
 	for (size_t i = 0; i < o->n; i++) {
 		free(o->node[i]);
 		free(o->ref[i]);
+		free(o->host[i]);
 	}
 	free(o->node);
 	free(o->ref);
+	free(o->host);
+	free(o->start);
 }
 
-/* The start of node's window, the earliest start of its backups: 0 with *start, 1 when the
- * node has none. */
-static int node_start(struct store *s, const struct node_backups *o, const char *node,
-		      int64_t *start, struct strbuf *err)
+/* The start of backup i's window, read once. 0 or -errno with err. */
+static int backup_start(struct store *s, struct node_backups *o, size_t i, int64_t *start,
+			struct strbuf *err)
 {
-	int r = 1;
-	for (size_t i = 0; r <= 1 && i < o->n; i++) {
-		if (strcmp(o->node[i], node) != 0)
-			continue;
+	if (o->start[i] == INT64_MIN) {
 		struct manifest *m = NULL;
 		struct strbuf why = {0};
 		int q = store_read_manifest(s, o->ref[i], &m, NULL, &why);
-		if (q < 0) {
+		if (q < 0)
 			sb_printf(err, "cannot read backup %s: %s", o->ref[i], why.buf ? why.buf : strerror(-q));
-			r = q;
-		} else {
-			int64_t t = commitlog_backup_start_ms(m);
-			*start = r == 1 || t < *start ? t : *start;
-			r = 0;
-		}
+		else
+			o->start[i] = commitlog_backup_start_ms(m);
 		manifest_free(m);
 		sb_free(&why);
+		if (q < 0)
+			return q;
+	}
+	*start = o->start[i];
+	return 0;
+}
+
+/* The start of the window of segment m: the earliest start of the backups of its node name,
+ * and of its host id under any name (a host renamed since, whose point-in-time restore takes
+ * it: commitlog_list_host_elsewhere). 0 with *start, 1 when no backup is of either, or -errno. */
+static int segment_start(struct store *s, struct node_backups *o, const struct commitlog_meta *m,
+			 int64_t *start, struct strbuf *err)
+{
+	int r = 1;
+	for (size_t i = 0; r >= 0 && i < o->n; i++) {
+		if (strcmp(o->node[i], m->node) != 0 && (!*m->host_id || strcmp(o->host[i], m->host_id) != 0))
+			continue;
+		int64_t t;
+		int q = backup_start(s, o, i, &t, err);
+		if (q < 0)
+			r = q;
+		else if (r == 1 || t < *start)
+			*start = t;
+		r = r < 0 ? r : 0;
 	}
 	return r;
 }
@@ -742,20 +776,23 @@ int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *d
 	int r = catalog_list_backups(store_catalog(s), note_backup, &o);
 	if (r < 0)
 		sb_printf(err, "cannot read the catalog of %s", store_location(s));
-	int64_t start = 0;
-	struct commitlog_window w = {0};
-	int have = 1;
-	for (size_t i = 0; r == 0 && i < l->n; i++) {
-		if (i == 0 || strcmp(l->v[i].node, l->v[i - 1].node) != 0) { /* l is by node */
-			r = have = node_start(s, &o, l->v[i].node, &start, err);
-			size_t end = i;
-			while (end < l->n && !strcmp(l->v[end].node, l->v[i].node))
-				end++;
-			commitlog_window_of(l->v + i, end - i, start, INT64_MAX, &w);
+	for (size_t i = 0, end; r == 0 && i < l->n; i = end) {
+		for (end = i + 1; end < l->n && !strcmp(l->v[end].node, l->v[i].node); end++)
+			; /* l is by node: [i, end) is one node's */
+		struct commitlog_window w = {0};
+		int64_t start = 0, w_start = INT64_MIN;
+		for (size_t k = i; r == 0 && k < end; k++) {
+			int have = segment_start(s, &o, &l->v[k], &start, err);
+			if (have < 0) {
+				r = have;
+				break;
+			}
+			if (have == 0 && (k == i || start != w_start)) { /* most share one start */
+				commitlog_window_of(l->v + i, end - i, start, INT64_MAX, &w);
+				w_start = start;
+			}
+			due[k] = have == 0 && !commitlog_in_window(&l->v[k], &w);
 		}
-		if (r == 1)
-			r = 0;
-		due[i] = r == 0 && have == 0 && !commitlog_in_window(&l->v[i], &w);
 	}
 	node_backups_free(&o);
 	return r < 0 ? r : 0;

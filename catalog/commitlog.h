@@ -147,15 +147,16 @@ int commitlog_window_start(struct store *s, const struct manifest *m, int64_t *f
 			   struct strbuf *err);
 
 /* Retention: a kept backup needs the segments of its node from the start of its window up to
- * the next backup of the node, the newest one every segment after it. So a segment of a node
- * that has backups is due to go when it is in the window of no backup of the node, from the
- * earliest start among them (the earliest snapshot, not the backup made first: an older
- * snapshot may be backed up after a newer one): archived before it, and with an id below that
- * of every segment archived since (commitlog_in_window). A node with no backup keeps its
- * segments (nothing tells which backup they would serve: a node name that differs between
- * create and archive-commitlog must not lose them). Sets due[i] for the segments of l that
- * are due, from the catalog of s (which the caller brought up to date from a complete reading
- * of backups/) and the manifests of the node's backups. 0 or -errno with err. */
+ * the next backup of the node, the newest one every segment after it. So a segment is due to
+ * go when it is in the window of no backup of its node name, nor of its host id under another
+ * name (a host renamed since: its older backups' point-in-time restores take it,
+ * commitlog_list_host_elsewhere), from the earliest start among them (the earliest snapshot,
+ * not the backup made first: an older snapshot may be backed up after a newer one), by
+ * commitlog_in_window over its node's segments. A segment of no backup's node or host keeps
+ * (nothing tells which backup it would serve: a node name that differs between create and
+ * archive-commitlog must not lose them). Sets due[i] for the segments of l that are due, from
+ * the catalog of s (which the caller brought up to date from a complete reading of backups/)
+ * and the manifests of the backups. 0 or -errno with err. */
 int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *due, struct strbuf *err);
 
 /* The least id among the n segments v (one node's) archived at or after from_ms; INT64_MAX

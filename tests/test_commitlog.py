@@ -816,6 +816,29 @@ def test_point_in_time_takes_the_host_ids_segments_under_another_node_name(store
     assert os.path.basename(mine) in stored(dst2).get('n1.example.com', [])
 
 
+def test_prune_keeps_what_a_renamed_hosts_older_backup_replays(store, tmp_path):
+    """A host backed up as node 'old', then renamed 'new': its segments go to commitlogs/new/.
+    A point-in-time restore of old's backup takes them (its host id), but prune judged
+    commitlogs/new/ by new's backups alone and deleted those archived before new's first
+    backup, exit 0; the restore then had less to replay, without a word."""
+    hid = '5f1c0c8e-0000-4000-8000-000000000010'
+    for name, node, when, seed in (('bo', 'old', T0, 1), ('bn', 'new', T0 + 2 * DAY, 2)):
+        src = tiny(tmp_path, name, seed)
+        cb('create', '--store', store, '--name', name, *data_dir_args(sample_dirs(src)), '--snapshot',
+           'nightly-1', '--node', node, '--host-id', hid)
+        set_backup_time(store, name, when)
+    seg = write_segment(str(tmp_path / 'cl'), T0 + DAY, seed=3)
+    archive_as(store, seg, 'new', hid, T0 + DAY + HOUR)
+    cb('prune', '--store', store)
+    assert stored(store) == {'new': [os.path.basename(seg)]}
+    live = live_dir(tmp_path, store, 'bo')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + DAY + 2 * HOUR),
+           '--cassandra-conf', str(conf), '--node', 'old', '--dry-run')
+    assert f'would copy commitlog segment {os.path.basename(seg)}' in r.stdout, r.stdout
+
+
 def test_a_clock_stepped_back_or_an_id_ahead_loses_no_segment(history, tmp_path):
     """Segments were judged by their archive time (the node's clock): s8, made and archived after
     s7, archived by a clock stepped back 2 hours (an NTP correction), seemed archived before b2's
