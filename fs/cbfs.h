@@ -25,6 +25,7 @@
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdarg.h>
 #include <stdbool.h>
 
 #include "catalog.h"
@@ -57,8 +58,9 @@ struct cbfs {
 	gid_t gid;
 	int64_t start_ns;
 	bool foreground;
-	atomic_bool log_stderr;  /* cbfs_log writes to stderr: in the foreground, and in a daemon
-				  * until its mount answers (main.c await_serving) */
+	atomic_int log_fd;       /* where cbfs_log writes its lines too: stderr in the foreground,
+				  * the pipe to the waiting mount command in a daemon until its mount
+				  * answers (main.c), then -1 */
 	unsigned readahead_kb;   /* 0: leave the kernel's default */
 	pthread_key_t conn_key;  /* each worker thread's struct conn */
 	atomic_bool readahead_done;
@@ -133,8 +135,9 @@ int cbfs_init_threads(struct cbfs *fs);
  * operation may run any more. */
 void cbfs_end_threads(struct cbfs *fs);
 
-/* One line to stderr in the foreground, to syslog when daemonized (and to stderr too until the
- * daemon's mount answers, so that mount(8) shows why it failed). */
+/* One line to stderr in the foreground, to syslog when daemonized (and to the mount command
+ * too until the daemon's mount answers, so that mount(8) shows why it failed). */
+void cbfs_vlog(const struct cbfs *fs, const char *fmt, va_list ap);
 void cbfs_log(const struct cbfs *fs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* readahead.c: is path a mount point (the topmost mount there) per /proc/self/mountinfo,

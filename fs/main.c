@@ -468,8 +468,8 @@ static void use_s3_settings(struct options *o, struct cbfs *fs)
 	}
 }
 
-/* After the fork: the store, its pack cache (and disk cache), the refresh thread. Failures go
- * to syslog; the mount then ends. 0 or -1. */
+/* After the fork: the store, its pack cache (and disk cache), the refresh thread. Failures are
+ * logged (cbfs_log: to the waiting mount command too). 0 or -1. */
 static int open_in_daemon(struct cbfs *fs, const struct options *o)
 {
 	struct strbuf err = {0};
@@ -486,23 +486,30 @@ static int open_in_daemon(struct cbfs *fs, const struct options *o)
 	return r < 0 ? -1 : 0;
 }
 
+/* --- the daemon: started by a parent that waits for its word ----------------------------- */
+
+/* The word the daemon ends its lines to the parent with once its mount answers. Log lines are
+ * text, so it cannot be in one. */
+#define READY_WORD '\0'
+
 /* The daemon a waiting parent stops when the parent is told to stop: the daemon is in a
- * session of its own, so Ctrl-C or a caller's timeout reach only the parent. */
+ * session of its own, so Ctrl-C or a caller's timeout reach only the parent. Until it has
+ * mounted, the daemon keeps the default action of SIGTERM: it ends at once, and no mount is
+ * left behind (the store is opened before the mount is made). */
 static volatile pid_t waited_daemon;
 
 static void stop_waiting(int sig)
 {
 	(void)sig;
 	static const char msg[] = "mount.cassbackup: interrupted before the mount answered; "
-				  "the daemon is told to stop and unmount\n";
+				  "the daemon is told to stop\n";
 	kill(waited_daemon, SIGTERM);
 	ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
 	(void)n;
 	_exit(1);
 }
 
-/* In the parent: SIGTERM, SIGINT and SIGHUP stop the daemon and end the wait, exit 1 (the
- * libfuse handlers the fork inherited would only mark the session ended). */
+/* In the parent: SIGTERM, SIGINT and SIGHUP stop the daemon and end the wait, exit 1. */
 static void stop_daemon_on_signals(pid_t daemon)
 {
 	waited_daemon = daemon;
@@ -513,54 +520,39 @@ static void stop_daemon_on_signals(pid_t daemon)
 		sigaction(sigs[i], &sa, NULL);
 }
 
-/* The parent's wait: what the daemon writes to stdout and stderr (its pipe err_fd) is copied
- * to the parent's stderr until the daemon's word on status_fd: 'y', mounted (exit 0), or the
- * pipe's end, it failed (exit 1, once it has ended: it unmounted). So the caller's stdout and
- * stderr are held by the parent alone, and are closed when it exits. */
-static void wait_for_daemon(pid_t pid, int status_fd, int err_fd)
+/* The parent's wait: the daemon's log lines (the pipe fd) are copied to the parent's stderr
+ * until READY_WORD, mounted (exit 0), or the pipe's end: it failed (exit 1, once it ended).
+ * Only the daemon holds the pipe (O_CLOEXEC: not the programs it runs, which may outlive it),
+ * and the caller's stdout and stderr are held by the parent alone. */
+static void wait_for_daemon(pid_t pid, int fd)
 {
-	struct pollfd fds[2] = {{.fd = status_fd, .events = POLLIN}, {.fd = err_fd, .events = POLLIN}};
 	char buf[4096];
-	int word = -1; /* 'y', or 0 at the status pipe's end */
-	while (word < 0 || fds[1].fd >= 0) {
-		if (poll(fds, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			_exit(1);
-		}
-		if (fds[1].revents) {
-			ssize_t n = read(err_fd, buf, sizeof(buf));
-			if (n > 0 && write(STDERR_FILENO, buf, (size_t)n) < 0)
-				n = 0;
-			if (n <= 0 && !(n < 0 && errno == EINTR))
-				fds[1].fd = -1; /* the daemon detached, or ended */
-		}
-		if (fds[0].revents && word < 0) {
-			char c = 0;
-			ssize_t n = read(status_fd, &c, 1);
-			if (n >= 0) {
-				word = n == 1 ? c : 0;
-				fds[0].fd = -1;
-			}
-		}
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		char *word = memchr(buf, READY_WORD, (size_t)n);
+		if (write(STDERR_FILENO, buf, word ? (size_t)(word - buf) : (size_t)n) < 0)
+			errno = 0; /* the caller's stderr gone: the exit status still tells */
+		if (word)
+			_exit(0);
 	}
-	if (word == 'y')
-		_exit(0);
 	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 		;
 	_exit(1);
 }
 
-/* fuse_daemonize's work, except that the parent waits for the child's word: the parent's exit
- * status is the mount's (mount(8), fstab and systemd read it), and fuse_daemonize's parent
- * exits 0 before the child opened the store or the kernel's INIT was answered. Until then the
- * child's stdout and stderr are a pipe to the parent (wait_for_daemon), so what fails is said
- * where the mount was asked for. In the parent: does not return. In the child: 0 with
- * *ready_fd, the pipe to write the word to (await_serving), or -1. */
-static int daemon_fork(int *ready_fd)
+/* fuse_daemonize's work, except that the parent waits for the daemon's word: the parent's exit
+ * status is the mount's (mount(8), fstab and systemd read it), where fuse_daemonize's parent
+ * exits 0 before the store is opened or the kernel's INIT is answered. The daemon's stdin,
+ * stdout and stderr are /dev/null; its log lines go to the parent through a pipe
+ * (fs->log_fd) until it has mounted. In the parent: does not return. In the daemon: 0, or -1. */
+static int daemon_fork(struct cbfs *fs)
 {
-	int p[2], e[2];
-	if (pipe2(p, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0) {
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0) {
 		fprintf(stderr, "mount.cassbackup: cannot start: %s\n", strerror(errno));
 		return -1;
 	}
@@ -582,28 +574,34 @@ static int daemon_fork(int *ready_fd)
 		stop_daemon_on_signals(pid);
 		sigprocmask(SIG_SETMASK, &was, NULL);
 		close(p[1]);
-		close(e[1]);
-		wait_for_daemon(pid, p[0], e[0]);
+		wait_for_daemon(pid, p[0]);
 	}
 	sigprocmask(SIG_SETMASK, &was, NULL);
 	close(p[0]);
-	close(e[0]);
+	atomic_store(&fs->log_fd, p[1]);
 	int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (setsid() < 0 || chdir("/") < 0 || nul < 0 || dup2(nul, STDIN_FILENO) < 0 ||
-	    dup2(e[1], STDOUT_FILENO) < 0 || dup2(e[1], STDERR_FILENO) < 0) {
-		fprintf(stderr, "mount.cassbackup: cannot start: %s\n", strerror(errno));
+	    dup2(nul, STDOUT_FILENO) < 0 || dup2(nul, STDERR_FILENO) < 0) {
+		cbfs_log(fs, "cannot start: %s", strerror(errno));
 		return -1;
 	}
 	close(nul);
-	close(e[1]);
-	*ready_fd = p[1];
 	return 0;
+}
+
+/* libfuse's messages (a refused INIT, an option it does not take) go where ours go: once
+ * daemonized its stderr is /dev/null. */
+static const struct cbfs *libfuse_log_fs;
+
+static void libfuse_log(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	(void)level;
+	cbfs_vlog(libfuse_log_fs, fmt, ap);
 }
 
 struct readiness {
 	struct cbfs *fs;
 	struct fuse_session *se;
-	int fd;        /* daemon_fork's pipe */
 	dev_t under;   /* the mountpoint's device before the mount */
 };
 
@@ -619,41 +617,36 @@ static int mount_answers(const struct readiness *r)
 }
 
 /* The daemon's last step of starting, on a thread of its own while the workers serve: once the
- * mount answers, stdout and stderr go to /dev/null and the parent exits 0; else the parent
- * exits 1, and the session ends. */
+ * mount answers, READY_WORD to the parent (which exits 0), and log lines go to syslog alone;
+ * else the session ends (the parent exits 1 when the daemon has). The pipe is not closed: a
+ * line another thread writes meanwhile goes into it, never into a file that took its number. */
 static void *await_serving(void *arg)
 {
 	struct readiness *r = arg;
 	int e = mount_answers(r);
 	if (e == 0) {
-		int nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
-		atomic_store(&r->fs->log_stderr, false);
-		if (nul >= 0) {
-			dup2(nul, STDOUT_FILENO);
-			dup2(nul, STDERR_FILENO);
-			close(nul);
-		}
-		if (write(r->fd, "y", 1) != 1)
+		int fd = atomic_exchange(&r->fs->log_fd, -1);
+		char word = READY_WORD;
+		if (fd >= 0 && write(fd, &word, 1) != 1)
 			cbfs_log(r->fs, "cannot tell the mount command it is mounted: %s", strerror(errno));
 	} else {
 		cbfs_log(r->fs, "the mount on %s does not answer: %s", r->fs->mountpoint, strerror(-e));
 		fuse_session_exit(r->se);
 		mount_answers(r); /* a request, so that a worker sees the session end */
 	}
-	close(r->fd);
 	free(r);
 	return NULL;
 }
 
-/* Starts await_serving (ready_fd < 0: in the foreground, nothing to wait for). 0 or -1. */
-static int start_await_serving(struct cbfs *fs, struct fuse_session *se, int ready_fd, dev_t under)
+/* Starts await_serving in a daemon (in the foreground, nothing waits). 0 or -1. */
+static int start_await_serving(struct cbfs *fs, struct fuse_session *se, dev_t under)
 {
-	if (ready_fd < 0)
+	if (fs->foreground)
 		return 0;
 	struct readiness *r = malloc(sizeof(*r));
 	pthread_t t;
 	if (r)
-		*r = (struct readiness){.fs = fs, .se = se, .fd = ready_fd, .under = under};
+		*r = (struct readiness){.fs = fs, .se = se, .under = under};
 	if (!r || pthread_create(&t, NULL, await_serving, r) != 0) {
 		cbfs_log(fs, "cannot start: %s", strerror(r ? EAGAIN : ENOMEM));
 		free(r);
@@ -691,7 +684,7 @@ int main(int argc, char **argv)
 		.gid = getgid(),
 		.start_ns = now_ns(),
 		.foreground = o.foreground,
-		.log_stderr = true,
+		.log_fd = STDERR_FILENO,
 		.readahead_kb = o.readahead_kb,
 		.gen = 1,
 		.sopts = {.flags = STORE_READONLY, .read_cache_bytes = (size_t)o.cache_mib << 20},
@@ -714,32 +707,36 @@ int main(int argc, char **argv)
 	struct fuse_session *se = fuse_session_new(&args, &cbfs_ops, sizeof(cbfs_ops), &fs);
 	if (!se)
 		goto err_out1; /* libfuse printed why (e.g. an unknown option) */
-	if (fuse_set_signal_handlers(se) != 0)
-		goto err_out2;
 	struct stat under;
 	if (stat(fs.mountpoint, &under) < 0) {
 		fprintf(stderr, "mount.cassbackup: mountpoint %s: %s\n", o.mnt, strerror(errno));
-		goto err_out3;
+		goto err_out2;
 	}
-	if (fuse_session_mount(se, fs.mountpoint) != 0) {
-		fprintf(stderr, "mount.cassbackup: cannot mount %s on %s\n", o.store, o.mnt);
-		goto err_out3;
+	if (!fs.foreground) {
+		if (daemon_fork(&fs) != 0)
+			goto err_out2;
+		libfuse_log_fs = &fs;
+		fuse_set_log_func(libfuse_log);
 	}
-	int ready_fd = -1;
-	if (!fs.foreground && daemon_fork(&ready_fd) != 0)
-		goto err_out4;
 	/* From here on, this is the process that serves: what holds locks or threads is made
-	 * now (SQLite's locks and threads do not survive the fork). */
-	if (open_in_daemon(&fs, &o) == 0 && !fuse_session_exited(se) && /* not told to stop meanwhile */
-	    start_await_serving(&fs, se, ready_fd, under.st_dev) == 0)
+	 * now (SQLite's locks and threads do not survive the fork). The store first: one that
+	 * does not answer leaves no mount behind, and a signal meanwhile ends the process (the
+	 * signal handlers come with the mount). */
+	if (open_in_daemon(&fs, &o) != 0)
+		goto err_out3;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto err_out3;
+	if (fuse_session_mount(se, fs.mountpoint) != 0) {
+		cbfs_log(&fs, "cannot mount %s on %s", o.store, o.mnt);
+		goto err_out4;
+	}
+	if (start_await_serving(&fs, se, under.st_dev) == 0)
 		rc = serve(se, &o);
-	else if (ready_fd >= 0)
-		close(ready_fd);
-	cbfs_refresh_stop(&fs);
-err_out4:
 	fuse_session_unmount(se);
-err_out3:
+err_out4:
 	fuse_remove_signal_handlers(se);
+err_out3:
+	cbfs_refresh_stop(&fs);
 err_out2:
 	fuse_session_destroy(se);
 err_out1:

@@ -25,27 +25,35 @@
 #define SHORT_TIMEOUT 1.0    /* the root and /backups, which gain entries */
 #define REFRESH_SECONDS 2    /* /backups is refreshed from the store at most this often */
 
-void cbfs_log(const struct cbfs *fs, const char *fmt, ...)
+void cbfs_vlog(const struct cbfs *fs, const char *fmt, va_list ap)
 {
 	/* One write per line: worker threads log at the same time. */
 	char line[1024];
-	va_list ap;
-	va_start(ap, fmt);
 	int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
-	va_end(ap);
 	if (n < 0)
 		return;
 	if ((size_t)n > sizeof(line) - 2)
 		n = sizeof(line) - 2;
+	while (n > 0 && line[n - 1] == '\n') /* libfuse's lines (main.c) end in one */
+		line[--n] = '\0';
 	if (!fs->foreground)
 		syslog(LOG_ERR, "%s", line);
-	if (!atomic_load(&fs->log_stderr))
+	int fd = atomic_load(&fs->log_fd);
+	if (fd < 0)
 		return;
 	line[n] = '\n';
 	char out[1100];
 	int m = snprintf(out, sizeof(out), "mount.cassbackup: %.*s", n + 1, line);
-	if (m > 0 && write(STDERR_FILENO, out, (size_t)m < sizeof(out) ? (size_t)m : sizeof(out) - 1) < 0)
+	if (m > 0 && write(fd, out, (size_t)m < sizeof(out) ? (size_t)m : sizeof(out) - 1) < 0)
 		return;
+}
+
+void cbfs_log(const struct cbfs *fs, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	cbfs_vlog(fs, fmt, ap);
+	va_end(ap);
 }
 
 /* A worker thread's catalog connection and the generation it serves (cbfs.h). */

@@ -137,6 +137,12 @@ def test_a_daemonized_mount_that_fails_after_the_fork_exits_1_saying_why(store, 
         umount(store, str(tmp_path / 'mnt2'), pid)
 
 
+def mounted_in_proc(mnt):
+    """Is something mounted on mnt, by /proc/mounts (a stat of a hung FUSE mount would hang)?"""
+    with open('/proc/mounts') as f:
+        return any(line.split()[1] == mnt for line in f)
+
+
 def stopped(pid):
     try:
         with open(f'/proc/{pid}/stat') as f:
@@ -167,6 +173,49 @@ def test_a_mount_told_to_stop_while_it_waits_stops_its_daemon(store, tmp_path):
             assert p.wait(timeout=60) == 1
             err.seek(0)
             assert 'interrupted before the mount answered' in err.read()
+        # the daemon mounts only once its store is open: a daemon stuck before (a store that
+        # does not answer) leaves no mount behind, whose every access would hang
+        assert not mounted_in_proc(mnt)
         os.kill(daemon, signal.SIGCONT)
         wait_for(lambda: not daemon_pids(store, mnt), f'daemon {daemon} ending after {sig.name}')
         assert not os.path.ismount(mnt)
+
+
+def test_a_program_the_daemon_started_does_not_hold_the_mount_command(tmp_path):
+    """The daemon's stderr was a pipe to the waiting mount command, and an S3 credential_process
+    helper the daemon ran inherited it: a helper that leaves an agent behind (caching helpers
+    do) kept the command from returning after the mount answered, as long as the agent lived.
+    The daemon's stderr is /dev/null; its lines go through a pipe its programs do not get."""
+    import json
+    import signal
+    from test_s3 import moto, s3_env
+    with moto(tmp_path) as (port, key, secret):
+        env = s3_env(port, key, secret, str(tmp_path / 'cache'))
+        loc = 's3://cbtest/stores/agent'
+        cb('init', '--store', loc, env=env)
+        helper, agent = tmp_path / 'cred.sh', tmp_path / 'agent.pid'
+        helper.write_text('#!/bin/sh\n# a credential helper leaving an agent behind, its stderr kept\n'
+                          f'sleep 600 >/dev/null </dev/null &\necho $! > {agent}\n'
+                          f"echo '{json.dumps({'Version': 1, 'AccessKeyId': key, 'SecretAccessKey': secret})}'\n")
+        helper.chmod(0o755)
+        (tmp_path / 'config').write_text(f'[default]\ncredential_process = {helper}\n')
+        e = {k: v for k, v in env.items() if k not in ('AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_PROFILE')}
+        e.update(AWS_CONFIG_FILE=str(tmp_path / 'config'), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / 'none'),
+                 HOME=str(tmp_path))
+        mnt = str(tmp_path / 'mnt')
+        os.makedirs(mnt)
+        try:
+            # to files: the helper the command itself runs (its check of the store, before the
+            # fork) hands the agent the command's stderr, as any program would
+            with open(tmp_path / 'out', 'w') as out, open(tmp_path / 'err', 'w') as err:
+                p = subprocess.Popen([MOUNT, loc, mnt], env=e, stdout=out, stderr=err)
+                assert p.wait(timeout=120) == 0, (tmp_path / 'err').read_text()
+            assert (tmp_path / 'err').read_text() == ''
+            assert sorted(os.listdir(mnt)) == ['backups', 'clusters', 'commitlogs']
+        finally:
+            subprocess.run(['fusermount3', '-u', mnt], capture_output=True)
+            for line in (agent.read_text().split() if agent.exists() else []):
+                try:
+                    os.kill(int(line), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
