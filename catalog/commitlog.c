@@ -781,8 +781,11 @@ int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *d
 			; /* l is by node: [i, end) is one node's */
 		struct commitlog_window w = {0};
 		int64_t start = 0, w_start = INT64_MIN;
+		int have = 1;
 		for (size_t k = i; r == 0 && k < end; k++) {
-			int have = segment_start(s, &o, &l->v[k], &start, err);
+			/* a node's segments mostly record one host id: its start is looked up once */
+			if (k == i || strcmp(l->v[k].host_id, l->v[k - 1].host_id) != 0)
+				have = segment_start(s, &o, &l->v[k], &start, err);
 			if (have < 0) {
 				r = have;
 				break;
