@@ -775,7 +775,7 @@ def test_point_in_time_takes_the_host_ids_segments_under_another_node_name(store
     r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 2 * HOUR),
            '--cassandra-conf', str(conf), '--node', 'n1', '--segments-dir', str(tmp_path / 'segs'))
     assert 'then 1 commitlog segment' in r.stdout, r.stdout
-    assert f'note: 1 of these commitlog segments were archived under another node name with host id {hid}' in r.stdout
+    assert f'note: 1 of the commitlog segments to replay was archived under another node name with host id {hid}' in r.stdout
     assert os.listdir(tmp_path / 'segs') == [os.path.basename(mine)]
     assert read(tmp_path / 'segs' / os.path.basename(mine)) == read(mine)
     # copy takes them along, under the name they were archived under

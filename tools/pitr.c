@@ -331,10 +331,9 @@ static bool same_node(const struct pitr *p, const struct commitlog_meta *m)
 /* The node's segments into *cand: those under commitlogs/<node name>/ of its host id (all read:
  * an unreadable one fails the plan, a replay that misses it loses its writes), and those of its
  * host id under other node names. *other_host counts those under its name that record another
- * host id, in the window, and *elsewhere those taken from other names. 0, or CB_EXIT_FAILED
- * after one line. */
+ * host id, in the window. 0, or CB_EXIT_FAILED after one line. */
 static int node_segments(struct pitr *p, struct store *s, struct commitlog_list *cand,
-			 unsigned *other_host, unsigned *elsewhere)
+			 unsigned *other_host)
 {
 	struct commitlog_list own = {0}, moved = {0};
 	struct strbuf err = {0};
@@ -359,7 +358,6 @@ static int node_segments(struct pitr *p, struct store *s, struct commitlog_list 
 	}
 	for (size_t i = 0; r == 0 && i < moved.n; i++)
 		cand->v[cand->n++] = moved.v[i];
-	*elsewhere = r == 0 ? (unsigned)moved.n : 0;
 	commitlog_list_free(&own);
 	commitlog_list_free(&moved);
 	sb_free(&err);
@@ -371,8 +369,8 @@ static int node_segments(struct pitr *p, struct store *s, struct commitlog_list 
 static int choose_segments(struct pitr *p, struct store *s)
 {
 	struct commitlog_list cand = {0};
-	unsigned other_host = 0, elsewhere = 0;
-	int rc = node_segments(p, s, &cand, &other_host, &elsewhere);
+	unsigned other_host = 0;
+	int rc = node_segments(p, s, &cand, &other_host);
 	p->segments = rc ? NULL : calloc(1, sizeof(*p->segments));
 	if (rc == 0 && (!p->segments || !(p->segments->v = calloc(cand.n + 1, sizeof(*cand.v))))) {
 		errorf("out of memory");
@@ -387,15 +385,14 @@ static int choose_segments(struct pitr *p, struct store *s)
 			taken_elsewhere += strcmp(cand.v[i].node, p->node_name) != 0;
 		}
 	if (rc == 0 && taken_elsewhere)
-		printf("note: %u of these commitlog segments were archived under another node name with "
-		       "host id %s (archive-commitlog given another --node, or the host renamed)\n",
-		       taken_elsewhere, p->host_id);
+		printf("note: %u of the commitlog segments to replay %s archived under another node name "
+		       "with host id %s (archive-commitlog given another --node, or the host renamed)\n",
+		       taken_elsewhere, taken_elsewhere == 1 ? "was" : "were", p->host_id);
 	if (rc == 0 && other_host)
 		printf("note: %u commitlog segment%s under node %s in the window left out: %s another "
 		       "host id than the backup's %s (a node that took over the name, or a stale host_id "
 		       "in the configuration of archive-commitlog)\n", other_host, other_host == 1 ? "" : "s",
 		       p->node_name, other_host == 1 ? "it records" : "they record", p->host_id);
-	(void)elsewhere;
 	commitlog_list_free(&cand);
 	return rc;
 }
