@@ -770,6 +770,30 @@ int commitlog_window_start(struct store *s, const struct manifest *m, int64_t *f
 	return r;
 }
 
+/* The least id of host_id's segments in l, under any node name, archived at or after from_ms;
+ * INT64_MAX when there is none or host_id is empty. */
+static int64_t host_first_id_since(const struct commitlog_list *l, const char *host_id, int64_t from_ms)
+{
+	int64_t first = INT64_MAX;
+	for (size_t j = 0; *host_id && j < l->n; j++)
+		if (!strcmp(l->v[j].host_id, host_id) && l->v[j].archived_ms >= from_ms && l->v[j].id < first)
+			first = l->v[j].id;
+	return first;
+}
+
+/* A segment's window for retention: from start, its ids bounded by segments of its node name
+ * and of its host id under any name. Point-in-time restore and copy take a host's segments
+ * under other names too (commitlog_list_host_elsewhere), so a window worked out from one name
+ * alone could let prune delete what they replay; this one holds theirs. */
+static void retention_window(const struct commitlog_list *l, size_t run, size_t end, const char *host_id,
+			     int64_t start, struct commitlog_window *w)
+{
+	commitlog_window_of(l->v + run, end - run, start, INT64_MAX, w);
+	int64_t host_first = host_first_id_since(l, host_id, start);
+	if (host_first < w->first_id)
+		w->first_id = host_first;
+}
+
 int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *due, struct strbuf *err)
 {
 	struct node_backups o = {0};
@@ -780,20 +804,19 @@ int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *d
 		for (end = i + 1; end < l->n && !strcmp(l->v[end].node, l->v[i].node); end++)
 			; /* l is by node: [i, end) is one node's */
 		struct commitlog_window w = {0};
-		int64_t start = 0, w_start = INT64_MIN;
+		int64_t start = 0;
 		int have = 1;
 		for (size_t k = i; r == 0 && k < end; k++) {
-			/* a node's segments mostly record one host id: its start is looked up once */
-			if (k == i || strcmp(l->v[k].host_id, l->v[k - 1].host_id) != 0)
+			/* a node's segments mostly record one host id: its window is worked out once */
+			bool new_host = k == i || strcmp(l->v[k].host_id, l->v[k - 1].host_id) != 0;
+			if (new_host)
 				have = segment_start(s, &o, &l->v[k], &start, err);
 			if (have < 0) {
 				r = have;
 				break;
 			}
-			if (have == 0 && (k == i || start != w_start)) { /* most share one start */
-				commitlog_window_of(l->v + i, end - i, start, INT64_MAX, &w);
-				w_start = start;
-			}
+			if (have == 0 && new_host)
+				retention_window(l, i, end, l->v[k].host_id, start, &w);
 			due[k] = have == 0 && !commitlog_in_window(&l->v[k], &w);
 		}
 	}

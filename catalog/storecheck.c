@@ -205,15 +205,56 @@ static uint32_t pack_number(const char *key)
 	return (uint32_t)v[0] << 24 | (uint32_t)v[1] << 16 | (uint32_t)v[2] << 8 | v[3];
 }
 
-bool storecheck_pack_selected(const struct storecheck_subset *s, const char *key)
+/* Where the pack at key ranks for seed: the first 8 bytes of SHA-256(seed, key). */
+static uint64_t pack_rank(uint64_t seed, const char *key)
 {
-	uint32_t n = pack_number(key);
-	switch (s->kind) {
-	case STORECHECK_READ_ALL: return true;
-	case STORECHECK_READ_NTH: return s->m && n % s->m == s->n - 1;
-	case STORECHECK_READ_SHARE: return (double)n < s->share * 4294967296.0;
-	default: return false;
-	}
+	unsigned char v[32], in[8];
+	sha256_ctx *h = NULL;
+	put_le64(in, seed);
+	if (sha256_new(&h) < 0 || sha256_update(h, in, sizeof(in)) < 0 || sha256_update(h, key, strlen(key)) < 0 ||
+	    sha256_final(h, v) < 0)
+		sha256_buf(key, strlen(key), v); /* out of memory: still a choice, only a fixed one */
+	sha256_free(h);
+	return get_le64(v);
+}
+
+struct ranked {
+	uint64_t rank;
+	size_t i;
+};
+
+static int cmp_ranked(const void *a, const void *b)
+{
+	const struct ranked *x = a, *y = b;
+	return x->rank < y->rank ? -1 : x->rank > y->rank ? 1 : (x->i > y->i) - (x->i < y->i);
+}
+
+static int select_share(const struct storecheck_subset *s, const char *const *keys, size_t n, bool *selected)
+{
+	if (!n)
+		return 0;
+	double exact = s->share * (double)n;
+	size_t want = (size_t)exact;
+	want += (double)want < exact; /* rounded up */
+	want = want < 1 ? 1 : want > n ? n : want;
+	struct ranked *v = malloc(n * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		v[i] = (struct ranked){.rank = pack_rank(s->seed, keys[i]), .i = i};
+	qsort(v, n, sizeof(*v), cmp_ranked);
+	for (size_t k = 0; k < want; k++)
+		selected[v[k].i] = true;
+	free(v);
+	return 0;
+}
+
+int storecheck_select(const struct storecheck_subset *s, const char *const *keys, size_t n, bool *selected)
+{
+	for (size_t i = 0; i < n; i++)
+		selected[i] = s->kind == STORECHECK_READ_ALL ||
+			      (s->kind == STORECHECK_READ_NTH && s->m && pack_number(keys[i]) % s->m == s->n - 1);
+	return s->kind == STORECHECK_READ_SHARE ? select_share(s, keys, n, selected) : 0;
 }
 
 /* "n/M" (1 <= n <= M) or "P%" (0 < P <= 100, decimals allowed). */
@@ -273,7 +314,6 @@ static int on_pack_key(void *ctx, const char *key, uint64_t size)
 	*p = (struct cpack){.key = strdup(key), .size = size};
 	if (!p->key)
 		return -ENOMEM;
-	p->selected = storecheck_pack_selected(&c->o->read, key);
 	c->npacks++;
 	return 0;
 }
@@ -314,12 +354,31 @@ static void check_pack(struct check *c, struct cpack *p)
 }
 
 /* Lists packs/, checks every pack, and builds the blob map from those that verify. */
+/* Marks the packs step 3 reads (storecheck_select). */
+static int select_packs(struct check *c)
+{
+	const char **keys = malloc((c->npacks ? c->npacks : 1) * sizeof(*keys));
+	bool *sel = calloc(c->npacks ? c->npacks : 1, sizeof(*sel));
+	int r = keys && sel ? 0 : -ENOMEM;
+	for (size_t i = 0; r == 0 && i < c->npacks; i++)
+		keys[i] = c->packs[i].key;
+	r = r ?: storecheck_select(&c->o->read, keys, c->npacks, sel);
+	for (size_t i = 0; r == 0 && i < c->npacks; i++)
+		c->packs[i].selected = sel[i];
+	free(keys);
+	free(sel);
+	return r;
+}
+
 static int check_packs(struct check *c)
 {
 	int r = cb_backend_list(store_backend(c->s), "packs/", on_pack_key, c);
 	if (r < 0)
 		return r;
 	sort(c->packs, c->npacks, sizeof(*c->packs), cmp_pack);
+	r = select_packs(c);
+	if (r < 0)
+		return r;
 	size_t n = 0;
 	for (size_t i = 0; i < c->npacks && !canceled(c); i++) {
 		check_pack(c, &c->packs[i]);

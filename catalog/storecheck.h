@@ -40,17 +40,22 @@ enum storecheck_read {
 	STORECHECK_READ_NONE,  /* none: steps 1, 2, 4, 5, 6 only */
 	STORECHECK_READ_ALL,
 	STORECHECK_READ_NTH,   /* part n of m: packs whose number mod m is n - 1 (1 <= n <= m) */
-	STORECHECK_READ_SHARE, /* packs whose number lies in the lowest share of the range */
+	STORECHECK_READ_SHARE, /* a share of the packs, chosen by seed (restic's "x%") */
 };
 
 struct storecheck_subset {
 	enum storecheck_read kind;
 	uint64_t n, m; /* STORECHECK_READ_NTH */
 	double share;  /* STORECHECK_READ_SHARE: in (0, 1] */
+	uint64_t seed; /* STORECHECK_READ_SHARE: which packs; a caller draws it anew for each run */
 };
 
-/* Whether s has the data of the pack at key read. */
-bool storecheck_pack_selected(const struct storecheck_subset *s, const char *key);
+/* Marks in selected[i] whether s has the data of the pack at keys[i] read, of the n packs the
+ * store holds. A share reads ceil(share * n) packs, at least one when there are any, those
+ * ranked first by a hash of seed and key: the same seed picks the same packs, and runs with
+ * seeds drawn at random come to read every pack (a weekly "10%" reads them all in about 30
+ * weeks), which a choice by pack number alone would not. -ENOMEM. */
+int storecheck_select(const struct storecheck_subset *s, const char *const *keys, size_t n, bool *selected);
 
 enum storecheck_finding {
 	STORECHECK_PROBLEM, /* the store is not whole there: the check fails */

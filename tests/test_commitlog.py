@@ -839,6 +839,37 @@ def test_prune_keeps_what_a_renamed_hosts_older_backup_replays(store, tmp_path):
     assert f'would copy commitlog segment {os.path.basename(seg)}' in r.stdout, r.stdout
 
 
+def test_prune_judges_a_renamed_hosts_segments_with_its_others(store, tmp_path):
+    """Segment B, made after A, archived under the host's other name by a clock stepped back
+    (its archive time before b1's snapshot): point-in-time restore and copy take it, as its id is
+    above A's, which was archived in the window. prune worked out that id from B's node name
+    alone, found none there, and deleted B, exit 0."""
+    hid = '5f1c0c8e-0000-4000-8000-000000000010'
+    src = tiny(tmp_path, 'b1', 1)
+    cb('create', '--store', store, '--name', 'b1', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--node', 'n1', '--host-id', hid)
+    set_backup_time(store, 'b1', T0)
+    a = write_segment(str(tmp_path / 'cla'), T0 + HOUR, seed=3)
+    archive_as(store, a, 'n1', hid, T0 + 2 * HOUR)
+    b = write_segment(str(tmp_path / 'clb'), T0 + 3 * HOUR, seed=4)
+    archive_as(store, b, 'n1.example.com', hid, T0 - 2 * HOUR)
+    live = live_dir(tmp_path, store, 'b1')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+
+    def replayed():
+        r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 5 * HOUR),
+               '--cassandra-conf', str(conf), '--node', 'n1', '--dry-run')
+        return sorted(ln.split()[4] for ln in r.stdout.splitlines()
+                      if ln.startswith('would copy commitlog segment '))
+
+    assert replayed() == sorted([os.path.basename(a), os.path.basename(b)])
+    r = cb('prune', '--store', store)
+    assert 'commitlog segment' not in r.stdout, r.stdout
+    assert stored(store) == {'n1': [os.path.basename(a)], 'n1.example.com': [os.path.basename(b)]}
+    assert replayed() == sorted([os.path.basename(a), os.path.basename(b)])
+
+
 def test_a_clock_stepped_back_or_an_id_ahead_loses_no_segment(history, tmp_path):
     """Segments were judged by their archive time (the node's clock): s8, made and archived after
     s7, archived by a clock stepped back 2 hours (an NTP correction), seemed archived before b2's

@@ -7,8 +7,8 @@
  * information, then one line per problem, naming the object and the reason, then a summary.
  * Exit 1 when there is any problem.
  *
- * --read-data-subset n/M reads part n of M (the M runs 1/M .. M/M read every pack once), P% the
- * packs in the lowest P% of the range of pack numbers: deterministic, see storecheck.h.
+ * --read-data-subset n/M reads part n of M (the M runs 1/M .. M/M read every pack once), P% that
+ * share of the packs (at least one), chosen at random for each run: see storecheck_select.
  */
 #include "cli.h"
 #include "metrics.h"
@@ -53,6 +53,7 @@ static int parse_subset(const char *arg, struct storecheck_subset *s)
 		if (end == arg + len - 1 && p > 0 && p <= 100) {
 			s->kind = STORECHECK_READ_SHARE;
 			s->share = p / 100;
+			s->seed = random_below(UINT64_MAX);
 			r = 0;
 		}
 	}

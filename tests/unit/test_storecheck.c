@@ -169,8 +169,19 @@ static void test_missing_pack(void)
 	fix_remove(root);
 }
 
-/* "n of M" reads every pack exactly once over the M parts; a share of 1 reads every pack, a
- * small share the packs of the lowest numbers; nothing read without a subset. */
+static unsigned count_selected(const struct storecheck_subset *s, const char *const *keys, size_t n, bool *sel)
+{
+	CHECK(storecheck_select(s, keys, n, sel) == 0);
+	unsigned k = 0;
+	for (size_t i = 0; i < n; i++)
+		k += sel[i];
+	return k;
+}
+
+/* "n of M" reads every pack exactly once over the M parts; a share of 1 reads every pack; a
+ * share reads that share of the packs rounded up, at least one, and seeds drawn anew come to
+ * read every pack (a choice by pack number alone read the same lowest ones every week);
+ * nothing read without a subset. */
 static void test_subset(void)
 {
 	const char *keys[] = {
@@ -180,27 +191,43 @@ static void test_subset(void)
 		"packs/12/12345678.tar.zst",
 		"packs/ab/abc.tar.zst", /* not named by its id: the SHA-256 of its key */
 	};
-	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
-		for (uint64_t m = 1; m <= 7; m++) {
-			unsigned parts = 0;
-			for (uint64_t n = 1; n <= m; n++) {
-				struct storecheck_subset s = {.kind = STORECHECK_READ_NTH, .n = n, .m = m};
-				parts += storecheck_pack_selected(&s, keys[i]);
-			}
-			CHECK(parts == 1);
+	enum { N = ARRAY_SIZE(keys) };
+	bool sel[N];
+	unsigned parts[N] = {0};
+	for (uint64_t m = 1; m <= 7; m++) {
+		memset(parts, 0, sizeof(parts));
+		for (uint64_t n = 1; n <= m; n++) {
+			struct storecheck_subset s = {.kind = STORECHECK_READ_NTH, .n = n, .m = m};
+			CHECK(storecheck_select(&s, keys, N, sel) == 0);
+			for (size_t i = 0; i < N; i++)
+				parts[i] += sel[i];
 		}
-		struct storecheck_subset all = {.kind = STORECHECK_READ_SHARE, .share = 1.0};
-		struct storecheck_subset none = {.kind = STORECHECK_READ_NONE};
-		CHECK(storecheck_pack_selected(&all, keys[i]));
-		CHECK(!storecheck_pack_selected(&none, keys[i]));
+		for (size_t i = 0; i < N; i++)
+			CHECK(parts[i] == 1);
 	}
-	struct storecheck_subset low = {.kind = STORECHECK_READ_SHARE, .share = 0.01};
-	CHECK(storecheck_pack_selected(&low, keys[0]) && !storecheck_pack_selected(&low, keys[1]));
-	struct storecheck_subset half = {.kind = STORECHECK_READ_SHARE, .share = 0.5};
-	CHECK(storecheck_pack_selected(&half, keys[1]) && !storecheck_pack_selected(&half, keys[2]));
+	struct storecheck_subset all = {.kind = STORECHECK_READ_SHARE, .share = 1.0};
+	CHECK(count_selected(&all, keys, N, sel) == N);
+	struct storecheck_subset none = {.kind = STORECHECK_READ_NONE};
+	CHECK(count_selected(&none, keys, N, sel) == 0);
 	/* part 1 of 2 holds the even numbers */
 	struct storecheck_subset first = {.kind = STORECHECK_READ_NTH, .n = 1, .m = 2};
-	CHECK(storecheck_pack_selected(&first, keys[0]) && !storecheck_pack_selected(&first, keys[1]));
+	CHECK(storecheck_select(&first, keys, N, sel) == 0 && sel[0] && !sel[1]);
+
+	struct storecheck_subset tenth = {.kind = STORECHECK_READ_SHARE, .share = 0.1};
+	CHECK(count_selected(&tenth, keys, N, sel) == 1);     /* 0.5 rounded up */
+	CHECK(count_selected(&tenth, keys, 0, sel) == 0);     /* an empty store */
+	struct storecheck_subset share = {.kind = STORECHECK_READ_SHARE, .share = 0.41};
+	CHECK(count_selected(&share, keys, N, sel) == 3);     /* 2.05 rounded up */
+	bool again[N];
+	CHECK(storecheck_select(&share, keys, N, again) == 0 && !memcmp(sel, again, sizeof(sel)));
+	memset(parts, 0, sizeof(parts));
+	for (tenth.seed = 1; tenth.seed <= 200; tenth.seed++) {
+		CHECK(count_selected(&tenth, keys, N, sel) == 1);
+		for (size_t i = 0; i < N; i++)
+			parts[i] += sel[i];
+	}
+	for (size_t i = 0; i < N; i++) /* each about 40 times in 200 */
+		CHECK(parts[i] >= 10);
 }
 
 /* A cancel stops the walk with -ECANCELED and says so; a finding the caller could not keep
