@@ -294,6 +294,12 @@ bool is_system_keyspace(const char *ks)
 	return false;
 }
 
+bool is_node_local_keyspace(const char *ks)
+{
+	return !strcmp(ks, "system") || !strcmp(ks, "system_schema") || !strcmp(ks, "system_views") ||
+	       !strcmp(ks, "system_virtual_schema");
+}
+
 /* Order of entries: by keyspace, then the keyspace's own entry (table NULL), then by table. */
 static int scope_cmp(const char *ks, const char *table, const struct manifest_scope_entry *e)
 {

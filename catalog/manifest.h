@@ -105,6 +105,9 @@ struct manifest_scope {
 
 /* Is ks one of Cassandra's system keyspaces (system, system_schema, system_auth, ...)? */
 bool is_system_keyspace(const char *ks);
+/* Is ks a keyspace of one node's own (system, system_schema, and the virtual ones): its tables
+ * describe that node (host id, tokens, schema) and go back only with the whole node? */
+bool is_node_local_keyspace(const char *ks);
 
 /* Adds keyspace ks (table NULL) or table ks.table, keeping s canonical. 0 or -ENOMEM. */
 int manifest_scope_add(struct manifest_scope *s, const char *ks, const char *table);

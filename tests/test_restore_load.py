@@ -300,6 +300,69 @@ def test_restore_two_candidate_dirs_refuses_until_chosen(store, sample_tree, tmp
     assert os.listdir(old) == [] and len(os.listdir(new)) == 16
 
 
+def test_restore_into_a_node_of_several_data_directories(store, tmp_path):
+    """Cassandra makes a table's directory in every data directory, under one id (JBOD):
+    restore refused every table as 'dropped and re-created?'. It now copies into the first
+    data directory's, and an sstable name taken in another (Cassandra keeps generations unique
+    across them) gets a generation above every one of them."""
+    src = make_sample(str(tmp_path / 'node'), '--data-dirs', '2', '--keyspaces', '1', '--tables', '1',
+                      '--sstables', '2', '--data-kib', '64', '--no-clutter', '--tag', 't')
+    d1, d2 = (os.path.join(src, f'data{i}') for i in (1, 2))
+    cb('create', '--store', store, '--name', 'b', '--data-dir', d1, '--data-dir', d2, '--snapshot', 't')
+    t1, t2 = (os.path.join(d, 'shop', n) for d in (d1, d2) for n in os.listdir(os.path.join(d, 'shop')))
+    assert os.path.basename(t1) == os.path.basename(t2)
+    for t in (t1, t2):  # the table lost on this node
+        for n in os.listdir(t):
+            if n != 'snapshots':
+                (shutil.rmtree if os.path.isdir(os.path.join(t, n)) else os.unlink)(os.path.join(t, n))
+    planted = {'nb-1-big-Data.db': b'other bytes\n', 'nb-7-big-Data.db': b'a later flush\n'}
+    for n, b in planted.items():
+        open(os.path.join(t2, n), 'wb').write(b)
+    r = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2)
+    assert 'next: nodetool import shop orders ' + t1 in r.stdout, r.stdout
+    assert sorted(n for n in os.listdir(t2) if n != 'snapshots') == sorted(planted)
+    for n, b in planted.items():
+        assert read(os.path.join(t2, n)) == b
+    restored = {n for n in os.listdir(t1) if n.endswith('Data.db')}
+    assert restored == {'nb-2-big-Data.db', 'nb-8-big-Data.db'}, restored
+    snap = snapshot_tables([d1, d2], 't')[('shop', 'orders')]
+    assert read(os.path.join(t1, 'nb-8-big-Data.db')) == read(snap['nb-1-big-Data.db'])
+    assert read(os.path.join(t1, 'nb-2-big-Data.db')) == read(snap['nb-2-big-Data.db'])
+
+
+def test_restore_and_load_leave_the_system_keyspaces_out(store, tmp_path):
+    """Backups made with --include-system (as `backup` and the timers make them) brought the
+    node's system and system_schema tables back into a live node with a plain restore, a
+    point-in-time one included, and load streamed them to another cluster. Only the tables
+    named, or with nothing named the user keyspaces, are taken; a node's own keyspaces go back
+    only with --whole-node."""
+    src = make_sample(str(tmp_path / 'node'), '--keyspaces', '3', '--tables', '1', '--sstables', '1',
+                      '--data-kib', '16', '--no-clutter', '--tag', 't')
+    d = os.path.join(src, 'data1')
+    os.rename(os.path.join(d, 'shop1'), os.path.join(d, 'system'))
+    os.rename(os.path.join(d, 'shop2'), os.path.join(d, 'system_auth'))
+    cb('create', '--store', store, '--name', 'b', '--data-dir', d, '--snapshot', 't', '--include-system')
+    plan = cb('restore', '--store', store, 'b', '--data-dir', d, '--dry-run').stdout
+    assert 'shop.orders ->' in plan and not [ln for ln in plan.splitlines() if ln.startswith('system')], plan
+    assert 'note: 2 tables of the system keyspaces left out' in plan
+    plan = cb('restore', '--store', store, 'b', '--data-dir', d, '--dry-run', '--keyspace', 'system_auth').stdout
+    assert 'system_auth.orders' in plan and 'shop.orders' not in plan, plan
+    for ks in ('system', 'system_schema'):
+        p = cb('restore', '--store', store, 'b', '--data-dir', d, '--keyspace', ks, check=False)
+        assert p.returncode == 2 and f'keyspace {ks}: a node\'s own tables' in p.stderr, p.stderr
+        assert '--whole-node' in p.stderr
+    state = tmp_path / 'state'
+    state.mkdir()
+    env = dict(os.environ, SSTABLELOADER_STANDIN_STATE=str(state),
+               SSTABLELOADER_STANDIN_LOG=str(tmp_path / 'loader.log'))
+    r = cb('load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', LOADER, env=env)
+    assert 'note: 2 tables of the system keyspaces left out' in r.stdout, r.stdout
+    assert [(c['keyspace'], c['table']) for c in log_lines(str(tmp_path / 'loader.log'))] == [('shop', 'orders')]
+    p = cb('load', '--store', store, 'b', '--hosts', 'h1', '--sstableloader', LOADER, '--keyspace', 'system',
+           env=env, check=False)
+    assert p.returncode == 2 and "keyspace system: a node's own tables" in p.stderr, p.stderr
+
+
 def test_restore_owner_and_refresh(store, sample_tree, tmp_path):
     dirs = sample_dirs(sample_tree)
     cb('create', '--store', store, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1',

@@ -462,6 +462,19 @@ bool selection_matches(struct selection *s, const char *ks, const char *table)
 	return any;
 }
 
+bool selection_takes(struct selection *s, const char *ks, const char *table)
+{
+	return s->n ? selection_matches(s, ks, table) : !is_system_keyspace(ks);
+}
+
+const struct selection_entry *selection_node_local(const struct selection *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (is_node_local_keyspace(s->v[i].keyspace))
+			return &s->v[i];
+	return NULL;
+}
+
 const struct selection_entry *selection_unmatched(const struct selection *s)
 {
 	for (size_t i = 0; i < s->n; i++)

@@ -136,6 +136,13 @@ bool selection_is_empty(const struct selection *s);
 /* Is ks.table selected (named by keyspace or by table, or nothing named)? Records which
  * entries matched, for selection_unmatched(). */
 bool selection_matches(struct selection *s, const char *ks, const char *table);
+/* What restore and load take of a backup: the tables s names, or with nothing named every table
+ * outside Cassandra's system keyspaces (backups hold those for restore --whole-node; copied into
+ * a live node they would bring back another time's roles, schema or the node's own identity).
+ * Records matches as selection_matches() does. */
+bool selection_takes(struct selection *s, const char *ks, const char *table);
+/* The first entry naming a keyspace of a node's own (is_node_local_keyspace), or NULL. */
+const struct selection_entry *selection_node_local(const struct selection *s);
 /* The first entry no selection_matches() call matched, or NULL. */
 const struct selection_entry *selection_unmatched(const struct selection *s);
 /* "keyspace KS" or "table KS.TABLE" (escaped for human output) into sb. */

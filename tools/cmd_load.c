@@ -91,6 +91,7 @@ struct backup_identity {
 struct load_plan {
 	struct ltable *t;
 	size_t n;
+	size_t system_left;      /* tables of system keyspaces not taken (selection_takes) */
 	struct backup_identity who;
 	char *hosts_key;         /* the hosts as a set: sorted, no repeats */
 	char throttle[24];       /* -t MBITS; "" when not given */
@@ -458,8 +459,10 @@ static int plan_select(struct load_opts *o, const struct tables *ts, struct load
 		return -ENOMEM;
 	for (size_t i = 0; i < ts->n; i++) {
 		const char *ks = ts->v[i].keyspace, *table = ts->v[i].table;
-		if (!selection_matches(&o->sel, ks, table))
+		if (!selection_takes(&o->sel, ks, table)) {
+			p->system_left += is_system_keyspace(ks);
 			continue;
+		}
 		if (!name_is_component(ks) || !name_is_component(table)) {
 			_cleanup_free_ char *shown = cli_escape(o->name);
 			errorf("backup %s: a table with an invalid keyspace or table name, ignoring", shown ? shown : "");
@@ -562,7 +565,11 @@ static int plan_load(struct load_opts *o, struct load_plan *p)
 		errorf("--target-keyspace %s: not a keyspace name", shown ? shown : "");
 		return CB_EXIT_USAGE;
 	}
-	return plan_programs(o, p) ?: plan_tables(o, p);
+	int rc = plan_programs(o, p) ?: plan_tables(o, p);
+	if (rc == 0 && p->system_left && !o->json)
+		printf("note: %zu table%s of the system keyspaces left out: --keyspace names system_auth, "
+		       "system_distributed or system_traces\n", p->system_left, p->system_left == 1 ? "" : "s");
+	return rc;
 }
 
 static void plan_free(struct load_plan *p)
@@ -1200,6 +1207,12 @@ int cmd_load(int argc, char **argv)
 		const char *why = cqlsh_option_problem(o.cqlsh_options.v[i]);
 		if (why)
 			rc = cli_usage_error(&cmd, "--cqlsh-option %s: %s", o.cqlsh_options.v[i], why);
+	}
+	const struct selection_entry *own = rc == CLI_RUN ? selection_node_local(&o.sel) : NULL;
+	if (own) {
+		_cleanup_free_ char *ks = cli_escape(own->keyspace);
+		rc = cli_usage_error(&cmd, "keyspace %s: a node's own tables (its identity, tokens and "
+				     "schema), not to be streamed into another cluster", ks ? ks : "");
 	}
 	if (rc == CLI_RUN && o.create_schema && o.target_ks)
 		rc = cli_usage_error(&cmd, "--create-schema creates the backed-up keyspaces; with "

@@ -54,6 +54,8 @@ struct restore_opts {
 	struct selection sel;
 	bool dry_run, import, refresh, json;
 	bool whole_node, set_tokens; /* --whole-node [--set-tokens] */
+	bool point_in_time;          /* the tables of a --point-in-time restore: Cassandra loads
+				      * them at the start that replays, so no nodetool next */
 	const char *cassandra_conf;  /* --cassandra-conf: where --set-tokens writes */
 	const char *nodetool; /* --nodetool or the config's nodetool; NULL: "nodetool" */
 	bool create_schema;   /* --create-schema: through cqlsh, before anything is copied */
@@ -74,6 +76,8 @@ struct totals {
 struct plan_table {
 	struct cb_table_row t;
 	char *target;        /* live table directory, absolute */
+	struct strv others;  /* the table's directories in the other data directories (JBOD):
+			      * an sstable name taken there is taken */
 	int fd;              /* target, opened O_DIRECTORY; every file is created beneath it;
 			      * -1 with --whole-node until execute_plan makes the directory */
 	struct vlist files;  /* without manifest.json / schema.cql */
@@ -91,6 +95,7 @@ struct plan_table {
 struct plan {
 	struct plan_table *v;
 	size_t n;
+	size_t system_left;  /* tables of system keyspaces not taken (selection_takes) */
 	bool bad;            /* a problem was printed: write nothing */
 };
 
@@ -126,6 +131,23 @@ static int find_table_dirs(const struct restore_opts *o, const char *ks, const c
 		sb_free(&kd);
 	}
 	return r;
+}
+
+/* Do the n directories in found share one name (<table>-<id>)? Cassandra makes a table's
+ * directory in every data directory (JBOD), under the same id; a table dropped and re-created
+ * has directories of two ids. */
+static bool one_table_id(const struct strbuf *found, size_t n)
+{
+	if (n == 0 || !found->buf)
+		return false;
+	const char *first = strrchr(found->buf, '/');
+	size_t off = 0;
+	for (size_t i = 0; i < n; i++, off += strlen(found->buf + off) + 1) {
+		const char *name = strrchr(found->buf + off, '/');
+		if (!first || !name || strcmp(name, first) != 0)
+			return false;
+	}
+	return true;
 }
 
 /* Says why ks.table has no single place to go. */
@@ -171,9 +193,12 @@ static int whole_node_target(const struct restore_opts *o, const struct cb_table
 	return r;
 }
 
-/* The table's live directory: --table-dir, else the one match in the data dirs. 0 with
- * *target set, 1 when there is none or several (said), -ENOMEM. */
-static int choose_target(const struct restore_opts *o, const struct cb_table_row *t, char **target)
+/* The table's live directory: --table-dir, else the one match in the data dirs, or of a table
+ * in several data directories under one id, the one in the first data directory given
+ * (Cassandra loads an sstable from any of them). 0 with *target set, 1 when there is none, or
+ * several of different ids (said), -ENOMEM. */
+static int choose_target(const struct restore_opts *o, const struct cb_table_row *t, char **target,
+			 struct strv *others)
 {
 	*target = NULL;
 	if (o->whole_node)
@@ -195,9 +220,13 @@ static int choose_target(const struct restore_opts *o, const struct cb_table_row
 	struct strbuf found = {0};
 	size_t n;
 	int r = find_table_dirs(o, t->keyspace, t->table, &found, &n);
-	if (r == 0 && n == 1 && !(*target = strdup(found.buf)))
+	bool one = n == 1 || one_table_id(&found, n);
+	if (r == 0 && one && !(*target = strdup(found.buf)))
 		r = -ENOMEM;
-	if (r == 0 && n != 1) {
+	for (size_t off = found.len ? strlen(found.buf) + 1 : 0; r == 0 && one && off < found.len;
+	     off += strlen(found.buf + off) + 1)
+		r = strv_push(others, found.buf + off);
+	if (r == 0 && !one) {
 		report_no_target(t, &found, n);
 		r = 1;
 	}
@@ -471,17 +500,52 @@ static uint64_t dir_max_generation(int dfd)
 	return m;
 }
 
+/* The table's directory for files in dir ("" or ".<index>") in its other data directory i,
+ * opened without following a symlink, or -1. */
+static int open_other_dir(const struct plan_table *pt, size_t i, const char *dir)
+{
+	int base = open(pt->others.v[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (base < 0 || !*dir)
+		return base;
+	int fd = openat(base, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	close(base);
+	return fd;
+}
+
+/* Is one of u's names in use in the table's directory of another data directory? Cassandra
+ * keeps a table's generations unique across its data directories. */
+static bool taken_in_others(const struct plan_table *pt, const struct unit *u)
+{
+	bool taken = false;
+	for (size_t i = 0; !taken && i < pt->others.n; i++) {
+		int fd = open_other_dir(pt, i, u->dir);
+		taken = fd >= 0 && unit_taken(fd, pt, u);
+		if (fd >= 0)
+			close(fd);
+	}
+	return taken;
+}
+
 struct in_use_ctx {
 	const struct plan_table *pt;
 	int dfd;
 };
 
-/* gen_alloc's question: the largest generation used in dir, in the target or in the backup. */
+/* gen_alloc's question: the largest generation used in dir, in the target, in the table's other
+ * data directories, or in the backup. */
 static uint64_t generation_in_use(void *ctx, const char *dir)
 {
 	const struct in_use_ctx *c = ctx;
-	uint64_t a = dir_max_generation(c->dfd), b = plan_max_generation(&c->pt->files, dir);
-	return a > b ? a : b;
+	uint64_t m = dir_max_generation(c->dfd), b = plan_max_generation(&c->pt->files, dir);
+	m = b > m ? b : m;
+	for (size_t i = 0; i < c->pt->others.n; i++) {
+		int fd = open_other_dir(c->pt, i, dir);
+		uint64_t g = fd >= 0 ? dir_max_generation(fd) : 0;
+		m = g > m ? g : m;
+		if (fd >= 0)
+			close(fd);
+	}
+	return m;
 }
 
 /* Opens the target's directory for unit files in dir ("" or ".<index>") without following a
@@ -506,11 +570,13 @@ static int plan_unit(struct plan_table *pt, struct unit *u, int dfd, struct gen_
 {
 	const struct vf *f0 = &pt->files.v[u->first];
 	bool sst = sstable_prefix_len(f0->name) > 0;
-	bool taken = dfd >= 0 && unit_taken(dfd, pt, u);
-	bool here = taken && unit_same_as(dfd, pt, u, NULL);
+	bool taken_here = dfd >= 0 && unit_taken(dfd, pt, u);
+	bool here = taken_here && unit_same_as(dfd, pt, u, NULL);
+	bool taken = taken_here || (sst && taken_in_others(pt, u));
 	if (sst && dfd >= 0 && !here)
 		u->present_as = unit_found_elsewhere(dfd, pt, u);
 	u->action = plan_decide(sst, taken, here, u->present_as != NULL);
+	resume = resume && taken_here; /* what a killed run left is in the target */
 	if (u->action == U_RENAME && resume && unit_left_by_a_kill(dfd, pt, u, 0))
 		u->action = U_RESUME;
 	if (u->action == U_RENAME && resume && (u->new_gen = unit_renamed_by_a_kill(dfd, pt, u)))
@@ -555,7 +621,7 @@ static int plan_table(catalog *cat, const struct restore_opts *o, struct plan_ta
 {
 	int r = load_table_files(cat, o, pt);
 	if (r == 0)
-		r = choose_target(o, &pt->t, &pt->target);
+		r = choose_target(o, &pt->t, &pt->target, &pt->others);
 	if (r == 0)
 		r = open_target(o, pt);
 	if (r == 0)
@@ -571,6 +637,7 @@ static void plan_free(struct plan *p)
 		free(pt->stage_root);
 		free(pt->stage);
 		strv_free(&pt->command);
+		strv_free(&pt->others);
 		if (pt->fd >= 0)
 			close(pt->fd);
 		plan_units_free(pt->units, pt->nunits);
@@ -590,8 +657,11 @@ static int make_plan(catalog *cat, struct restore_opts *o, const struct tables *
 	}
 	for (size_t i = 0; i < ts->n; i++) {
 		const struct cb_table_row *t = &ts->v[i];
-		if (!selection_matches(&o->sel, t->keyspace, t->table))
+		if (o->whole_node ? !selection_matches(&o->sel, t->keyspace, t->table)
+				  : !selection_takes(&o->sel, t->keyspace, t->table)) {
+			p->system_left += is_system_keyspace(t->keyspace);
 			continue;
+		}
 		struct plan_table *pt = &p->v[p->n++];
 		*pt = (struct plan_table){.t = *t, .fd = -1, .nodetool_status = -1};
 		int r = plan_table(cat, o, pt);
@@ -644,7 +714,7 @@ static void print_unit(const struct plan_table *pt, const struct unit *u, struct
 		break;
 	case U_RENAME:
 		final_name(u, f0, fin);
-		printf("  rename  %s -> %.*s (identifier taken in the target)\n", what,
+		printf("  rename  %s -> %.*s (identifier taken in the table's directories)\n", what,
 		       (int)sstable_prefix_len(fin->buf) - 1, fin->buf);
 		break;
 	case U_COPY:
@@ -1335,7 +1405,7 @@ static int tell_cassandra(const struct restore_opts *o, struct plan *p)
 		format_command(p->v[i].command.v, cmd, sizeof(cmd));
 		if (o->refresh)
 			rc |= run_command(o, &p->v[i]) != 0;
-		else if (!o->json)
+		else if (!o->json && !o->point_in_time)
 			printf("next: %s\n", cmd);
 	}
 	return rc;
@@ -1521,6 +1591,13 @@ static int check_args(const struct cli_command *cmd, struct restore_opts *o)
 	if (o->whole_node && (o->import || o->refresh || o->table_dirs.n || !selection_is_empty(&o->sel)))
 		return cli_usage_error(cmd, "--whole-node restores every table of the node into empty data "
 				       "directories: it takes no --import, --refresh, --keyspace, --table or --table-dir");
+	const struct selection_entry *own = o->whole_node ? NULL : selection_node_local(&o->sel);
+	if (own) {
+		_cleanup_free_ char *ks = cli_escape(own->keyspace);
+		return cli_usage_error(cmd, "keyspace %s: a node's own tables (its identity, tokens and "
+				       "schema) go back only with the whole node (--whole-node, Cassandra "
+				       "stopped)", ks ? ks : "");
+	}
 	if (o->from_node && o->node)
 		return cli_usage_error(cmd, "give the node once: --node NODE, or --from-node NODE for "
 				       "another node's backup");
@@ -1668,6 +1745,10 @@ static int plan_restore(catalog *cat, struct restore_opts *o, const struct table
 		for (size_t i = 0; i < p->n; i++)
 			for (size_t u = 0; u < p->v[i].nunits; u++)
 				count_unit(o, &p->v[i], &p->v[i].units[u]);
+	if (p->system_left && !o->json)
+		printf("note: %zu table%s of the system keyspaces left out: --whole-node brings a node's "
+		       "own back; --keyspace names system_auth, system_distributed or system_traces\n",
+		       p->system_left, p->system_left == 1 ? "" : "s");
 	return CLI_RUN;
 }
 
@@ -1843,6 +1924,7 @@ static int restore_point_in_time(const struct cli_command *cmd, struct restore_o
 		return rc;
 	o->name = p->backup_name;
 	o->node = p->backup_node; /* that node's backup of the name, whatever --node said */
+	o->point_in_time = true;
 	rc = restore_backup(o);
 	if (rc != CB_EXIT_OK) {
 		errorf("the backup was not restored whole; no commitlog replay was set up");
