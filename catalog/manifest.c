@@ -2,6 +2,7 @@
 #include "manifest.h"
 #include "hash.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <jansson.h>
@@ -953,6 +954,20 @@ bool manifest_node_key_ok(const char *key)
 		if (key[i] <= ' ' || key[i] >= 0x7f)
 			return false;
 	return true;
+}
+
+int host_id_canonical(const char *in, char out[37])
+{
+	if (strlen(in) != 36)
+		return -EINVAL;
+	for (int i = 0; i < 36; i++) {
+		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+		if (dash ? in[i] != '-' : !isxdigit((unsigned char)in[i]))
+			return -EINVAL;
+		out[i] = (char)tolower((unsigned char)in[i]);
+	}
+	out[36] = '\0';
+	return 0;
 }
 
 bool manifest_label_ok(const char *s)

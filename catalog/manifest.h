@@ -188,6 +188,12 @@ const char *manifest_node_key(const struct manifest *m);
  * printable ASCII with no blank. NODE_KEY_RULE says so to a user. */
 bool manifest_node_key_ok(const char *key);
 #define NODE_KEY_RULE "a node is 1 to 64 bytes of printable ASCII, no blank or '/', not '.' or '..'"
+/* A host id as Cassandra has it (nodetool info: java.util.UUID, lower-case 8-4-4-4-12 hex),
+ * from a user's spelling in either case, into out. -EINVAL, HOST_ID_RULE to a user, for
+ * anything else: host ids are compared as strings, so "1A1A..." given for "1a1a..." would
+ * make a node's backups and segments look like another node's. */
+int host_id_canonical(const char *in, char out[37]);
+#define HOST_ID_RULE "a host id is a UUID as nodetool info prints it (8-4-4-4-12 hexadecimal digits)"
 
 /* The time a backup holds its node's data as of, which retention orders backups by: its
  * snapshot's (snapshot_ns) when known and earlier than its commit (created_ns), else its

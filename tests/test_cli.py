@@ -275,7 +275,7 @@ def test_validate_config_refuses_what_the_commands_refuse(store, tmp_path):
     its least. Each is checked as the command checks it, with the command's words."""
     conf = tmp_path / 'cb.conf'
     bad = {'node': ('db 1', "a node is 1 to 64 bytes of printable ASCII, no blank or '/'"),
-           'host_id': ('a b', "a node is 1 to 64 bytes of printable ASCII"),
+           'host_id': ('zz', 'a host id is a UUID as nodetool info prints it'),
            'name_period': ('1 month', 'not a duration'),
            'incremental_name_period': ('x', 'not a duration'),
            'name': ('nightly-%Q', ''),
@@ -289,7 +289,7 @@ def test_validate_config_refuses_what_the_commands_refuse(store, tmp_path):
         # and the command refuses it too
         q = cb('--config', conf, 'backup', '--store', store, '--data-dir', str(tmp_path), check=False)
         assert q.returncode == 2, (key, q.stderr)
-    conf.write_text(f'store = {store}\nnode = db-1\nhost_id = 5f1c0c8e\nname = nightly-%Y%m%d\n'
+    conf.write_text(f'store = {store}\nnode = db-1\nhost_id = 5F1C0C8E-0000-4000-8000-000000000001\nname = nightly-%Y%m%d\n'
                     f'name_period = 1d\npack_size = 64M\nlimit_upload = 0\n')
     r = cb('--config', conf, 'validate-config')
     assert r.stdout.splitlines()[-1].endswith(': 7 settings checked, 0 problem(s)'), r.stdout

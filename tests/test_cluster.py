@@ -97,6 +97,27 @@ def test_two_of_three_status_names_the_missing_node(store, cluster):
     assert p.returncode == 3 and 'day9' in p.stderr and len(p.stderr.splitlines()) == 1
 
 
+def test_a_host_id_in_capitals_is_the_nodes_own(store, cluster, tmp_path):
+    """host_id was taken as given: a node's own host id in capitals (from the config) made its
+    backup a stranger to the ring, and status reported the node MISSING, exit 1; 'zz' was
+    stored as a host id. A host id is now a UUID, kept as Cassandra spells it."""
+    conf = tmp_path / 'cb.conf'
+    conf.write_text(f'host_id = {NODES[0]["host_id"].upper()}\n')
+    ring, dirs = cluster
+    cb('--config', conf, *create_args(store, dirs[0]), env=node_env(ring, 0))
+    for i in (1, 2):
+        create_on(store, cluster, i)
+    assert os.path.exists(os.path.join(store, 'backups', 'day1', NODES[0]['host_id'] + '.json'))
+    assert cb('status', '--store', store, 'day1').stdout.startswith('day1: 3 of 3 nodes committed')
+    for bad in ('zz', '{' + NODES[0]['host_id'] + '}', NODES[0]['host_id'].replace('-', '')):
+        p = cb(*create_args(store, dirs[0]), '--host-id', bad, env=node_env(ring, 0), check=False)
+        assert p.returncode == 2 and 'a host id is a UUID' in p.stderr, p.stderr
+    seg = tmp_path / 'CommitLog-7-1.log'
+    seg.write_bytes(b'')
+    p = cb('archive-commitlog', '--store', store, '--host-id', 'zz', str(seg), seg.name, check=False)
+    assert p.returncode == 2 and 'a host id is a UUID' in p.stderr, p.stderr
+
+
 def test_show_json_records_the_nodes_identity(store, cluster):
     ring, dirs = cluster
     env = dict(node_env(ring, 1), NODETOOL_STANDIN_RELEASE='5.0.2')
@@ -359,10 +380,10 @@ def test_mount_shows_nodes_and_the_cluster_view(store, cluster, tmp_path):
 
 def test_node_directories_of_host_ids_alike_in_their_first_8_characters(store, tmp_path):
     """Nodes that share a node name were told apart by the first 8 characters of their host
-    ids only: ids such as cassandra-node-0 and cassandra-node-1 (--host-id takes any printable
-    id) gave two directories of one name, and the mount answered EIO for the whole backup,
+    ids only: ids alike in their first 8 characters gave two directories of one name, and the mount answered EIO for the whole backup,
     calling the catalog damaged. As many characters as tell them apart are taken."""
-    ids = ['cassandra-node-0', 'cassandra-node-1', 'cassandra-node-10']
+    ids = ['1a1a1a1a-0000-4000-8000-000000000000', '1a1a1a1a-0000-4000-8000-000000000001',
+           '1a1a1a1a-0000-4000-8000-000000000010']
     srcs = {}
     for i, hid in enumerate(ids):
         src = str(tmp_path / f'src{i}')
@@ -372,12 +393,11 @@ def test_node_directories_of_host_ids_alike_in_their_first_8_characters(store, t
         cb('create', '--store', store, '--name', 'day1', *data_dir_args(sample_dirs(src)), '--snapshot',
            'nightly-1', '--nodetool', '/bin/false', '--node', 'dbhost', '--host-id', hid, '--no-schema',
            '--no-conf')
-    want = {'dbhost-cassandra-node-0': 'cassandra-node-0', 'dbhost-cassandra-node-1': 'cassandra-node-1',
-            'dbhost-cassandra-node-10': 'cassandra-node-10'}
     with mounted(store, str(tmp_path / 'mnt')) as m:
-        assert sorted(os.listdir(m.path('day1'))) == sorted(want)
+        want = {d: xattrs(m.path('day1', d))['user.cassbackup.host_id'] for d in os.listdir(m.path('day1'))}
+        assert sorted(want.values()) == ids
         for d, hid in want.items():
-            assert xattrs(m.path('day1', d))['user.cassbackup.host_id'] == hid
+            assert d.startswith('dbhost-1a1a1a1a-') and hid.startswith(d[len('dbhost-'):])
             for (ks, t), files in snapshot_tables(sample_dirs(srcs[hid]), 'nightly-1').items():
                 for name, src in files.items():
                     assert read(m.path('day1', d, ks, t, name)) == read(src)

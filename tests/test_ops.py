@@ -20,6 +20,8 @@ NODETOOL = os.path.join(HERE, 'standins', 'nodetool')
 PROMTOOL = shutil.which('promtool')
 SAMPLE_RE = re.compile(r'^([a-z_]+)\{(.*)\} (\S+)$')
 
+HID = '5f1c0c8e-0000-4000-8000-0000000000a1'
+
 
 def tiny(tmp_path, name='src', seed=7):
     return sample_dirs(make_sample(str(tmp_path / name), '--data-kib', '16', '--data-dirs', '1',
@@ -77,10 +79,10 @@ def test_metrics_after_a_successful_create(store, tmp_path):
     os.mkdir(os.path.dirname(mfile))
     conf = write_conf(tmp_path, metrics_file=mfile)
     before = time.time()
-    s = json.loads(create(conf, store, dirs, 'b1', '--json', '--host-id', 'h-1').stdout)
+    s = json.loads(create(conf, store, dirs, 'b1', '--json', '--host-id', HID).stdout)
     after = time.time()
     ms = metrics(mfile)
-    node = dict(NODE, store=store, host_id='h-1')
+    node = dict(NODE, store=store, host_id=HID)
     assert before - 0.001 <= of(ms, 'cassbackup_last_success_timestamp_seconds', **node) <= after + 0.001
     assert of(ms, 'cassbackup_last_run_timestamp_seconds', **node) == \
         of(ms, 'cassbackup_last_success_timestamp_seconds', **node)
@@ -96,7 +98,7 @@ def test_metrics_after_a_successful_create(store, tmp_path):
     assert stat.S_IMODE(os.stat(mfile).st_mode) == 0o644
     assert sorted(os.listdir(os.path.dirname(mfile))) == ['cassbackup.prom', 'cassbackup.prom.lock']
     # a second backup of the same files: all deduplicated, the counters add up
-    s2 = json.loads(create(conf, store, dirs, 'b2', '--json', '--host-id', 'h-1').stdout)
+    s2 = json.loads(create(conf, store, dirs, 'b2', '--json', '--host-id', HID).stdout)
     ms = metrics(mfile)
     assert of(ms, 'cassbackup_last_deduplicated_bytes', **node) == s2['bytes']
     assert of(ms, 'cassbackup_runs_total', **node) == 2

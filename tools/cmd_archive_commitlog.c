@@ -167,8 +167,12 @@ int cmd_archive_commitlog(int argc, char **argv)
 		return cli_usage_error(&cmd, "segment %s is not named %s: give %%path %%name, in that order",
 				       p ? p : "", n ? n : "");
 	}
-	if (o.host_id && (strlen(o.host_id) >= sizeof(((struct commitlog_meta *)0)->host_id) ||
-			  strpbrk(o.host_id, "\"\\\n")))
-		return cli_usage_error(&cmd, "--host-id: not a host id");
+	char host_id[37];
+	if (o.host_id && host_id_canonical(o.host_id, host_id) < 0) {
+		_cleanup_free_ char *shown = cli_escape(o.host_id);
+		return cli_usage_error(&cmd, "--host-id '%s': " HOST_ID_RULE, shown ? shown : "");
+	}
+	if (o.host_id)
+		o.host_id = host_id;
 	return store_segment(&o, path, name);
 }

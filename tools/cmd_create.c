@@ -74,6 +74,7 @@ struct create_opts {
 	uint64_t level, threads, frame_kib, pack_size, lock_wait;
 	struct duration name_period; /* --name-period: the time slot a name template rounds to */
 	char name_buf[256];          /* the name a template made */
+	char host_id_buf[37];        /* --host-id as Cassandra spells it (host_id_canonical) */
 	bool json, take_snapshot, include_system;
 	bool incremental, clear_links; /* --incremental, --clear-incremental-links */
 	bool clearing;                 /* clear_links, and no other chain's links (do_create) */
@@ -161,17 +162,21 @@ static int expand_name(struct create_opts *o)
 	return r;
 }
 
-/* --node and --host-id, when given, as the store takes a node's key (manifest_node_key_ok):
- * else one line and CB_EXIT_USAGE, before anything is done (no snapshot taken). */
-static int check_node_options(struct cli_command *cmd, const struct create_opts *o)
+/* --node as the store takes a node's key (manifest_node_key_ok), --host-id as a host id
+ * (host_id_canonical, which it becomes): else one line and CB_EXIT_USAGE, before anything is
+ * done (no snapshot taken). */
+static int check_node_options(struct cli_command *cmd, struct create_opts *o)
 {
-	const char *opt[] = {"--node", "--host-id"}, *v[] = {o->node, o->host_id};
-	for (int i = 0; i < 2; i++) {
-		if (!v[i] || manifest_node_key_ok(v[i]))
-			continue;
-		_cleanup_free_ char *shown = cli_escape(v[i]);
-		return cli_usage_error(cmd, "%s '%s': " NODE_KEY_RULE, opt[i], shown ? shown : "");
+	if (o->node && !manifest_node_key_ok(o->node)) {
+		_cleanup_free_ char *shown = cli_escape(o->node);
+		return cli_usage_error(cmd, "--node '%s': " NODE_KEY_RULE, shown ? shown : "");
 	}
+	if (o->host_id && host_id_canonical(o->host_id, o->host_id_buf) < 0) {
+		_cleanup_free_ char *shown = cli_escape(o->host_id);
+		return cli_usage_error(cmd, "--host-id '%s': " HOST_ID_RULE, shown ? shown : "");
+	}
+	if (o->host_id)
+		o->host_id = o->host_id_buf;
 	return CLI_RUN;
 }
 

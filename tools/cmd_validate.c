@@ -323,9 +323,11 @@ static void check_storage(struct vctx *v, const char *key, const char *value, in
 /* node, host_id: as create takes --node and --host-id (the store's node keys). */
 static void check_node(struct vctx *v, const char *key, const char *value, int line)
 {
-	bool ok = manifest_node_key_ok(value);
+	char canon[37];
+	bool host = !strcmp(key, "host_id");
+	bool ok = host ? host_id_canonical(value, canon) == 0 : manifest_node_key_ok(value);
 	say(v, ok ? V_OK : V_PROBLEM, line, key, value, "%s",
-	    ok ? (!strcmp(key, "node") ? "node name" : "host id") : NODE_KEY_RULE);
+	    ok ? (host ? "host id" : "node name") : host ? HOST_ID_RULE : NODE_KEY_RULE);
 }
 
 /* pack_size, limit_upload, limit_download: sizes as their options take them. */
