@@ -1,5 +1,6 @@
 /* catalog.c: see catalog.h. */
 #include "catalog.h"
+#include "hash.h"
 #include "manifest.h"
 #include "store.h"
 #include "util.h"
@@ -116,14 +117,10 @@ static const char schema_sql[] =
 	" CASE WHEN b.root_mode > 0 THEN b.root_gid ELSE -1 END, b.created_ns"
 /* How many nodes the ring recorded by backup row x has (0 for a damaged one). */
 #define RING_NODES(x) "CASE WHEN json_valid(" x ".ring) THEN json_array_length(" x ".ring) ELSE 0 END"
-/* A cluster's or datacenter's name x as one directory name of the cluster view, one to one:
- * '%' as %25 and '/' as %2F, and "." and ".." as %2E and %2E%2E (a cluster_name such as
- * 'prod/eu', a datacenter '..': Cassandra takes any string). */
-#define VIEW_NAME(x)                                                                             \
-	"CASE WHEN " x " IN ('.', '..') THEN REPLACE(" x ", '.', '%2E')"                            \
-	" ELSE REPLACE(REPLACE(" x ", '%', '%25'), '/', '%2F') END"
-#define CLUSTER_NAME VIEW_NAME("COALESCE(NULLIF(b.cluster, ''), 'unknown-cluster')")
-#define DC_NAME VIEW_NAME("COALESCE(NULLIF(b.datacenter, ''), 'unknown-dc')")
+/* A cluster's or datacenter's name as one directory name of the cluster view: view_name(),
+ * an SQL function of ours (sql_view_name). */
+#define CLUSTER_NAME "view_name(b.cluster, 'unknown-cluster')"
+#define DC_NAME "view_name(b.datacenter, 'unknown-dc')"
 
 /* Columns 16.. of a backup summary (read_summary). */
 #define SUMMARY_MORE ", b.ref, b.node_key, b.rack, b.schema_version, b.ring, b.tokens, b.base," \
@@ -481,6 +478,50 @@ int catalog_clear(catalog *c)
 	return errno_from_sqlite(c->db, sqlite3_exec(c->db, sql, NULL, NULL, NULL));
 }
 
+/* The directory name of the cluster view for a cluster's or datacenter's name x (Cassandra takes
+ * any string), one to one and at most NAME_MAX bytes: none recorded (NULL or '') as unknown;
+ * '%' as %25 and '/' as %2F; "." and ".." as %2E and %2E%2E; a name spelled as unknown with
+ * its '-' as %2D; a name whose escaped form is longer than 255 bytes as its first 200 bytes,
+ * then "%~" and 16 hex digits of the SHA-256 of the whole name. No escaped form holds a '%'
+ * followed by anything but 25, 2F, 2E or 2D, so no two names meet. */
+static int view_name_of(const char *x, const char *unknown, struct strbuf *out)
+{
+	if (!x || !*x)
+		return sb_puts(out, unknown);
+	if (!strcmp(x, ".") || !strcmp(x, ".."))
+		return sb_puts(out, x[1] ? "%2E%2E" : "%2E");
+	bool as_unknown = !strcmp(x, unknown);
+	int r = 0;
+	for (const char *p = x; r == 0 && *p; p++)
+		r = *p == '%' ? sb_puts(out, "%25")
+		  : *p == '/' ? sb_puts(out, "%2F")
+		  : *p == '-' && as_unknown ? sb_puts(out, "%2D")
+		  : sb_append(out, p, 1);
+	if (r == 0 && out->len > 255) {
+		unsigned char h[32];
+		char hex[17];
+		r = sha256_buf(x, strlen(x), h);
+		hex_encode(h, 8, hex);
+		out->len = 200;
+		r = r ?: sb_printf(out, "%%~%s", hex);
+	}
+	return r;
+}
+
+static void sql_view_name(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	(void)argc;
+	const char *x = (const char *)sqlite3_value_text(argv[0]);
+	const char *unknown = (const char *)sqlite3_value_text(argv[1]);
+	struct strbuf out = {0};
+	if (view_name_of(x, unknown ? unknown : "", &out) < 0 || !out.buf) {
+		sb_free(&out);
+		sqlite3_result_error_nomem(ctx);
+	} else {
+		sqlite3_result_text(ctx, out.buf, (int)out.len, free);
+	}
+}
+
 int catalog_open(catalog **out, const char *path, int flags)
 {
 	*out = NULL;
@@ -502,7 +543,10 @@ int catalog_open(catalog **out, const char *path, int flags)
 	if (r < 0)
 		goto fail;
 	sqlite3_busy_timeout(c->db, 30000);
-	rc = sqlite3_exec(c->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;", NULL, NULL, NULL);
+	rc = sqlite3_create_function(c->db, "view_name", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+				     sql_view_name, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(c->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;", NULL, NULL, NULL);
 	if (rc == SQLITE_OK && (flags & CATALOG_SMALL_CACHE))
 		rc = sqlite3_exec(c->db, "PRAGMA cache_size=-" CATALOG_SMALL_CACHE_KIB, NULL, NULL, NULL);
 	if (create && rc == SQLITE_OK)

@@ -19,8 +19,9 @@
  *                          the first node backup on.
  *   /clusters              CB_INO_CLUSTERS (kind SPECIAL, row 2)
  *   /clusters/<cluster>/<name>/<dc>/<node>
- *                          GROUPs of levels 2, 3, 4 ("unknown-cluster", "unknown-dc" when not
- *                          recorded), then the BACKUP rows as in a level-1 group, seen through
+ *                          GROUPs of levels 2, 3, 4 (names escaped one to one, at most 255
+ *                          bytes, "unknown-cluster", "unknown-dc" when not recorded:
+ *                          view_name_of in catalog.c), then the BACKUP rows as in a level-1 group, seen through
  *                          CB_INO_VIEW: that bit is set on them and everything below them, so
  *                          the cluster view has inode numbers of its own (the kernel keeps one
  *                          parent per directory) and the same bytes

@@ -426,6 +426,36 @@ def test_cluster_view_shows_clusters_and_datacenters_of_any_name(store, cluster,
                 assert read(os.path.join(d, ks, t, name)) == read(src)
 
 
+@pytest.mark.parametrize('names', [('unknown-cluster', ''), ('/' * 120, 'Shop'), ('x' * 240 + '%' * 10, 'x' * 240 + '%' * 9 + '/')],
+                         ids=['unknown', 'long', 'long-alike'])
+def test_cluster_view_names_never_meet_nor_overflow(store, cluster, tmp_path, names):
+    """A cluster named 'unknown-cluster' and one with no name recorded shared one directory of
+    /clusters (listed twice, one node backup unreachable); a cluster name whose escaped form
+    passed 255 bytes (120 '/' become 360) was left out, without a word. Each shows, apart."""
+    _, dirs = cluster
+    want = {}
+    for i, name in enumerate(names):
+        ring = tmp_path / f'ring{i}.json'
+        ring.write_text(json.dumps({'cluster': name, 'schema_version': SCHEMA, 'nodes': NODES}))
+        cb(*create_args(store, dirs[i]), env=node_env(str(ring), i))
+        want[NODES[i]['host_id']] = dirs[i]
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        root = os.path.join(m.mnt, 'clusters')
+        clusters = os.listdir(root)
+        assert len(clusters) == 2 and all(len(c.encode()) <= 255 for c in clusters), clusters
+        seen = {}
+        for c in clusters:
+            [dc] = os.listdir(os.path.join(root, c, 'day1'))
+            [node] = os.listdir(os.path.join(root, c, 'day1', dc))
+            d = os.path.join(root, c, 'day1', dc, node)
+            seen[xattrs(d)['user.cassbackup.host_id']] = d
+        assert sorted(seen) == sorted(want)
+        for hid, d in seen.items():
+            for (ks, t), files in snapshot_tables(want[hid], 'nightly-1').items():
+                for name, src in files.items():
+                    assert read(os.path.join(d, ks, t, name)) == read(src)
+
+
 def at_clock(when, env=None):
     """An environment whose processes see the wall clock at `when` (UTC, ISO 8601): the
     clockshift shim moves their clock by the difference, computed now."""
