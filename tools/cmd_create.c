@@ -684,10 +684,19 @@ static int nodetool_query(const struct create_opts *o, struct node_meta *m, bool
  * info is not asked for more). 0 or -ENOMEM. */
 static int read_nodetool(const struct create_opts *o, struct node_meta *m)
 {
-	char prog[PATH_MAX];
-	bool can = find_nodetool(o, prog, sizeof(prog)) == 0;
+	char prog[PATH_MAX] = "nodetool";
+	int found = find_nodetool(o, prog, sizeof(prog));
+	bool can = found == 0;
 	_cleanup_free_ char *out = NULL, *info = NULL, *status = NULL, *desc = NULL;
 	int r = 0;
+	/* a nodetool named (a typo in --nodetool) is said; none on PATH and none named is a
+	 * host without Cassandra's tools (a copied data directory), whose unknowns are expected */
+	if (o->nodetool && (found == -ENOENT || found == -EACCES)) {
+		_cleanup_free_ char *shown = cli_escape(prog);
+		sb_printf(&m->said, "nodetool %s: %s; the node's host id, datacenter, rack, tokens, ring and "
+			  "cluster are recorded as unknown (give --nodetool PATH)\n", shown ? shown : "",
+			  found == -ENOENT ? "not found" : "not an executable file");
+	}
 	if (!o->cassandra_version &&
 	    nodetool_query(o, m, can, (const char *const[]){"version", NULL}, "version",
 			   "the Cassandra version is", &out) == 0 &&

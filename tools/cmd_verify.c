@@ -511,7 +511,7 @@ static void report_text(const struct table_result *t, const char *backup)
 		sb_puts(&o, "schema.cql and cassandra-conf/");
 	}
 	if (!t->nerrors)
-		sb_printf(&o, ": %zu files, %s%s", t->files, size,
+		sb_printf(&o, ": %zu file%s, %s%s", t->files, t->files == 1 ? "" : "s", size,
 			  t->renamed ? " (some sstables under new generations)" : "");
 	if (!t->nerrors && (t->rewritten || t->not_imported))
 		sb_printf(&o, " (nodetool import: %zu Statistics.db rewritten, %zu files not imported)",
