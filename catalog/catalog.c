@@ -503,6 +503,11 @@ static int view_name_of(const char *x, const char *unknown, struct strbuf *out)
 		r = sha256_buf(x, strlen(x), h);
 		hex_encode(h, 8, hex);
 		out->len = 200;
+		/* cut before a character (not inside one's UTF-8 bytes) and before an escape */
+		while (out->len > 0 && ((unsigned char)out->buf[out->len] & 0xc0) == 0x80)
+			out->len--;
+		if (out->buf[out->len - 1] == '%' || out->buf[out->len - 2] == '%')
+			out->len -= out->buf[out->len - 1] == '%' ? 1 : 2;
 		r = r ?: sb_printf(out, "%%~%s", hex);
 	}
 	return r;

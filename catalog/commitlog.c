@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <zstd.h>
 
 #define META_MAGIC 0x184D2A53u /* a zstd skippable frame's (0x184D2A50 to 0x184D2A5F) */
@@ -561,7 +562,7 @@ int commitlog_list_host_elsewhere(struct cb_backend *b, const char *node, const 
 	if (!out->v)
 		r = -ENOMEM;
 	for (size_t i = 0; r == 0 && i < all.n; i++)
-		if (strcmp(all.v[i].node, node) != 0 && !strcmp(all.v[i].host_id, host_id))
+		if (strcmp(all.v[i].node, node) != 0 && !strcasecmp(all.v[i].host_id, host_id))
 			out->v[out->n++] = all.v[i];
 	out->bad = all.bad; /* named in err: whose they are is not known */
 	commitlog_list_free(&all);
@@ -720,7 +721,7 @@ static int segment_start(struct store *s, struct node_backups *o, const struct c
 {
 	int r = 1;
 	for (size_t i = 0; r >= 0 && i < o->n; i++) {
-		if (strcmp(o->node[i], m->node) != 0 && (!*m->host_id || strcmp(o->host[i], m->host_id) != 0))
+		if (strcmp(o->node[i], m->node) != 0 && (!*m->host_id || strcasecmp(o->host[i], m->host_id) != 0))
 			continue;
 		int64_t t;
 		int q = backup_start(s, o, i, &t, err);
@@ -776,22 +777,42 @@ static int64_t host_first_id_since(const struct commitlog_list *l, const char *h
 {
 	int64_t first = INT64_MAX;
 	for (size_t j = 0; *host_id && j < l->n; j++)
-		if (!strcmp(l->v[j].host_id, host_id) && l->v[j].archived_ms >= from_ms && l->v[j].id < first)
+		if (!strcasecmp(l->v[j].host_id, host_id) && l->v[j].archived_ms >= from_ms && l->v[j].id < first)
 			first = l->v[j].id;
 	return first;
 }
 
-/* A segment's window for retention: from start, its ids bounded by segments of its node name
- * and of its host id under any name. Point-in-time restore and copy take a host's segments
- * under other names too (commitlog_list_host_elsewhere), so a window worked out from one name
- * alone could let prune delete what they replay; this one holds theirs. */
-static void retention_window(const struct commitlog_list *l, size_t run, size_t end, const char *host_id,
-			     int64_t start, struct commitlog_window *w)
+/* The least id, archived at or after from_ms, of the segments under any name of host_id and of
+ * every host id a backup of node name node records: a point-in-time restore of such a backup
+ * bounds its window by them (commitlog_list_host_elsewhere), and takes the segments of node
+ * that record no host id. INT64_MAX when there is none. */
+static int64_t hosts_first_id_since(const struct commitlog_list *l, const struct node_backups *o,
+				    const char *node, const char *host_id, int64_t from_ms)
+{
+	int64_t first = host_first_id_since(l, host_id, from_ms);
+	for (size_t i = 0; i < o->n; i++) {
+		if (strcmp(o->node[i], node) != 0 || !*o->host[i] || !strcasecmp(o->host[i], host_id))
+			continue;
+		bool seen = false; /* a node's backups mostly share one host id: each looked up once */
+		for (size_t j = 0; !seen && j < i; j++)
+			seen = !strcmp(o->node[j], node) && !strcasecmp(o->host[j], o->host[i]);
+		int64_t f = seen ? INT64_MAX : host_first_id_since(l, o->host[i], from_ms);
+		first = f < first ? f : first;
+	}
+	return first;
+}
+
+/* A segment's window for retention: from start, its ids bounded by the segments of its node
+ * name (l->v[run, end)) and of the host ids hosts_first_id_since names. Point-in-time restore
+ * and copy take a host's segments under other names too, so a window worked out from one
+ * name alone could let prune delete what they replay; this one holds theirs. */
+static void retention_window(const struct commitlog_list *l, const struct node_backups *o, size_t run,
+			     size_t end, const char *host_id, int64_t start, struct commitlog_window *w)
 {
 	commitlog_window_of(l->v + run, end - run, start, INT64_MAX, w);
-	int64_t host_first = host_first_id_since(l, host_id, start);
-	if (host_first < w->first_id)
-		w->first_id = host_first;
+	int64_t hosts_first = hosts_first_id_since(l, o, l->v[run].node, host_id, start);
+	if (hosts_first < w->first_id)
+		w->first_id = hosts_first;
 }
 
 int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *due, struct strbuf *err)
@@ -808,7 +829,7 @@ int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *d
 		int have = 1;
 		for (size_t k = i; r == 0 && k < end; k++) {
 			/* a node's segments mostly record one host id: its window is worked out once */
-			bool new_host = k == i || strcmp(l->v[k].host_id, l->v[k - 1].host_id) != 0;
+			bool new_host = k == i || strcasecmp(l->v[k].host_id, l->v[k - 1].host_id) != 0;
 			if (new_host)
 				have = segment_start(s, &o, &l->v[k], &start, err);
 			if (have < 0) {
@@ -816,7 +837,7 @@ int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *d
 				break;
 			}
 			if (have == 0 && new_host)
-				retention_window(l, i, end, l->v[k].host_id, start, &w);
+				retention_window(l, &o, i, end, l->v[k].host_id, start, &w);
 			due[k] = have == 0 && !commitlog_in_window(&l->v[k], &w);
 		}
 	}

@@ -233,9 +233,9 @@ static int select_share(const struct storecheck_subset *s, const char *const *ke
 {
 	if (!n)
 		return 0;
-	double exact = s->share * (double)n;
-	size_t want = (size_t)exact;
-	want += (double)want < exact; /* rounded up */
+	double exact = s->share * (double)n - 1e-9; /* 0.28 * 25 is 7.000000000000001 */
+	size_t want = exact > 0 ? (size_t)exact : 0;
+	want += exact > 0 && (double)want < exact; /* rounded up */
 	want = want < 1 ? 1 : want > n ? n : want;
 	struct ranked *v = malloc(n * sizeof(*v));
 	if (!v)

@@ -6,6 +6,7 @@ nodetool info/status/describecluster print it. Real stores (local, and S3 on mot
 creates, the real mount."""
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -426,8 +427,9 @@ def test_cluster_view_shows_clusters_and_datacenters_of_any_name(store, cluster,
                 assert read(os.path.join(d, ks, t, name)) == read(src)
 
 
-@pytest.mark.parametrize('names', [('unknown-cluster', ''), ('/' * 120, 'Shop'), ('x' * 240 + '%' * 10, 'x' * 240 + '%' * 9 + '/')],
-                         ids=['unknown', 'long', 'long-alike'])
+@pytest.mark.parametrize('names', [('unknown-cluster', ''), ('/' * 120, 'Shop'), ('x' * 240 + '%' * 10, 'x' * 240 + '%' * 9 + '/'),
+                                   ('%' * 60 + 'a' * 19 + 'é' * 40, '%' * 66 + 'é' * 40)],
+                         ids=['unknown', 'long', 'long-alike', 'cut-between-characters'])
 def test_cluster_view_names_never_meet_nor_overflow(store, cluster, tmp_path, names):
     """A cluster named 'unknown-cluster' and one with no name recorded shared one directory of
     /clusters (listed twice, one node backup unreachable); a cluster name whose escaped form
@@ -442,7 +444,10 @@ def test_cluster_view_names_never_meet_nor_overflow(store, cluster, tmp_path, na
     with mounted(store, str(tmp_path / 'mnt')) as m:
         root = os.path.join(m.mnt, 'clusters')
         clusters = os.listdir(root)
+        # names of valid UTF-8 (surrogateescape gives an invalid one's bytes as surrogates,
+        # which encode() refuses), not cut inside an escape
         assert len(clusters) == 2 and all(len(c.encode()) <= 255 for c in clusters), clusters
+        assert all(not re.search(r'%(?![0-9A-F]{2}|~)', c) for c in clusters), clusters
         seen = {}
         for c in clusters:
             [dc] = os.listdir(os.path.join(root, c, 'day1'))

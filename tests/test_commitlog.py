@@ -751,7 +751,9 @@ def test_point_in_time_by_an_old_host_id_keeps_to_that_node(store, tmp_path):
 
 
 def archive_as(store, seg, node, host_id, archived_ms):
-    p = subprocess.run([CASSBACKUP, 'archive-commitlog', '--store', store, '--node', node, '--host-id', host_id,
+    """seg archived under node, recording host_id (None: none, as without --host-id and nodetool)."""
+    hid = ['--host-id', host_id] if host_id else []
+    p = subprocess.run([CASSBACKUP, 'archive-commitlog', '--store', store, '--node', node, *hid,
                         seg, os.path.basename(seg)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     set_archived(store, node, os.path.basename(seg), archived_ms)
@@ -870,6 +872,72 @@ def test_prune_judges_a_renamed_hosts_segments_with_its_others(store, tmp_path):
     assert 'commitlog segment' not in r.stdout, r.stdout
     assert stored(store) == {'n1': [os.path.basename(a)], 'n1.example.com': [os.path.basename(b)]}
     assert replayed() == sorted([os.path.basename(a), os.path.basename(b)])
+
+
+def test_prune_judges_a_segment_of_no_host_id_with_its_nodes_hosts(store, tmp_path):
+    """Segment B, under n1 recording no host id (archived without --host-id or nodetool), made
+    after A, which the host archived in the window under its other name, but archived by a
+    clock stepped back: point-in-time restore of n1's backup takes it (its id is above A's).
+    prune bounded its ids by n1's segments and B's empty host id alone, and deleted it."""
+    hid = '5f1c0c8e-0000-4000-8000-000000000010'
+    src = tiny(tmp_path, 'b1', 1)
+    cb('create', '--store', store, '--name', 'b1', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--node', 'n1', '--host-id', hid)
+    set_backup_time(store, 'b1', T0)
+    a = write_segment(str(tmp_path / 'cla'), T0 + HOUR, seed=3)
+    archive_as(store, a, 'n1.example.com', hid, T0 + 2 * HOUR)
+    b = write_segment(str(tmp_path / 'clb'), T0 + 3 * HOUR, seed=4)
+    archive_as(store, b, 'n1', None, T0 - 2 * HOUR)
+    live = live_dir(tmp_path, store, 'b1')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+
+    def replayed():
+        r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 5 * HOUR),
+               '--cassandra-conf', str(conf), '--node', 'n1', '--dry-run')
+        return sorted(ln.split()[4] for ln in r.stdout.splitlines()
+                      if ln.startswith('would copy commitlog segment '))
+
+    want = sorted(os.path.basename(x) for x in (a, b))
+    assert replayed() == want
+    r = cb('prune', '--store', store)
+    assert 'commitlog segment' not in r.stdout, r.stdout
+    assert replayed() == want
+
+
+def test_a_host_id_nodetool_prints_in_capitals_keeps_the_nodes_segments(store, tmp_path):
+    """A host id nodetool printed in capitals was kept as printed, while archive-commitlog
+    --host-id keeps it in lower case: point-in-time restore then left the node's own segment
+    out as another host's, exit 0. Host ids are kept in lower case, and a store that has both
+    spellings (made before) matches them."""
+    from test_cluster import NODETOOL, SCHEMA
+    hid = '5F1C0A5E-7D1B-4A3E-9C55-0000000000AB'
+    ring = tmp_path / 'ring.json'
+    ring.write_text(json.dumps({'cluster': 'C1', 'schema_version': SCHEMA, 'nodes': [
+        {'host_id': hid, 'address': '127.0.0.1', 'datacenter': 'dc1', 'rack': 'r1', 'tokens': ['0']}]}))
+    src = tiny(tmp_path, 'b1', 1)
+    env = dict(os.environ, NODETOOL_STANDIN_RING=str(ring), NODETOOL_STANDIN_NODE='127.0.0.1')
+    cb('create', '--store', store, '--name', 'b1', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--node', 'n1', '--nodetool', NODETOOL, env=env)
+    assert os.listdir(os.path.join(store, 'backups', 'b1')) == [hid.lower() + '.json']
+    set_backup_time(store, 'b1', T0)
+    seg = write_segment(str(tmp_path / 'cl'), T0 + HOUR, seed=3)
+    archive_as(store, seg, 'n1', hid, T0 + 2 * HOUR)
+    # a segment of a store made before: its host id as nodetool printed it
+    old = write_segment(str(tmp_path / 'cl2'), T0 + 2 * HOUR, seed=4)
+    archive_as(store, old, 'n1', hid.lower(), T0 + 3 * HOUR)
+    meta = os.path.join(store, 'commitlogs', 'n1', os.path.basename(old) + '.zst')
+    data = open(meta, 'rb').read()
+    assert hid.lower().encode() in data
+    open(meta, 'wb').write(data.replace(hid.lower().encode(), hid.encode()))
+    live = live_dir(tmp_path, store, 'b1')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 5 * HOUR),
+           '--cassandra-conf', str(conf), '--node', 'n1', '--dry-run')
+    assert f'would copy commitlog segment {os.path.basename(seg)}' in r.stdout, r.stdout
+    assert f'would copy commitlog segment {os.path.basename(old)}' in r.stdout, r.stdout
+    assert 'another host id' not in r.stdout
 
 
 def test_a_clock_stepped_back_or_an_id_ahead_loses_no_segment(history, tmp_path):

@@ -162,7 +162,8 @@ def test_a_node_the_store_cannot_name_is_a_usage_error(store, tmp_path, option, 
            '--take-snapshot', '--nodetool', os.path.join(os.path.dirname(__file__), 'standins', 'nodetool'),
            env=env, check=False)
     assert p.returncode == 2, p
-    one_error_line(p, option, 'a node is 1 to 64 bytes of printable ASCII')
+    one_error_line(p, option, 'a node is 1 to 64 bytes of printable ASCII' if option == '--node'
+                   else 'a host id is a UUID')
     assert backup_list(store) == [] and packs(store) == [] and tmp_files(store) == []
     assert not os.path.exists(nlog) or open(nlog).read() == ''  # nodetool never ran
 

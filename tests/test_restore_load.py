@@ -328,6 +328,26 @@ def test_restore_into_a_node_of_several_data_directories(store, tmp_path):
     snap = snapshot_tables([d1, d2], 't')[('shop', 'orders')]
     assert read(os.path.join(t1, 'nb-8-big-Data.db')) == read(snap['nb-1-big-Data.db'])
     assert read(os.path.join(t1, 'nb-2-big-Data.db')) == read(snap['nb-2-big-Data.db'])
+    # killed while placing the renamed sstable (its Data.db and its last component not there
+    # yet): the next run completes it in place, rather than copy it once more as nb-9
+    whole = sorted(os.listdir(t1))
+    renamed = sorted(n for n in whole if n.startswith('nb-8-big-'))
+    os.unlink(os.path.join(t1, 'nb-8-big-Data.db'))
+    os.unlink(os.path.join(t1, [n for n in renamed if n != 'nb-8-big-Data.db'][-1]))
+    plan = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run').stdout
+    assert 'resume  nb-1-big' in plan and 'nb-9' not in plan, plan
+    cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2)
+    assert sorted(os.listdir(t1)) == whole
+    # a node that lost one disk: what the other still holds, byte for byte, is not copied again
+    shutil.rmtree(t1)
+    os.mkdir(t1)
+    for n in os.listdir(t2):
+        os.unlink(os.path.join(t2, n)) if n in planted else None
+    for rel, src in snap.items():
+        if rel.startswith('nb-2-big-'):
+            shutil.copyfile(src, os.path.join(t2, rel))
+    plan = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run').stdout
+    assert f'skip    nb-2-big: already present in {t2}' in plan and 'copy    nb-1-big' in plan, plan
 
 
 def test_restore_and_load_leave_the_system_keyspaces_out(store, tmp_path):

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #define LOCK_WAIT_SECONDS 60
 #define MAX_THREADS 256
@@ -315,7 +316,7 @@ static size_t plan_segments(const struct copy_cmd *c, const struct copy_item *it
 			continue;
 		size_t k = 0;
 		while (k < nsegs && (strcmp(segs[k].node, items[i].st.node) != 0 ||
-				     strcmp(segs[k].host_id, items[i].st.host_id) != 0))
+				     strcasecmp(segs[k].host_id, items[i].st.host_id) != 0))
 			k++;
 		if (k == nsegs)
 			segs[nsegs++] = (struct segment_item){.node = items[i].st.node,

@@ -526,6 +526,26 @@ static bool taken_in_others(const struct plan_table *pt, const struct unit *u)
 	return taken;
 }
 
+/* The table's directory of another data directory that holds u with the backup's bytes, under
+ * its own identifier or (*as, as unit_found_elsewhere gives it) another one: its path,
+ * malloc'd, or NULL. A node that lost one of its disks keeps the sstables of the others. */
+static char *unit_in_others(const struct plan_table *pt, const struct unit *u, char **as)
+{
+	char *found = NULL;
+	for (size_t i = 0; !found && i < pt->others.n; i++) {
+		int fd = open_other_dir(pt, i, u->dir);
+		if (fd < 0)
+			continue;
+		bool same = unit_taken(fd, pt, u) && unit_same_as(fd, pt, u, NULL);
+		if (!same && (*as = unit_found_elsewhere(fd, pt, u)))
+			same = true;
+		if (same && asprintf(&found, "%s%s%s", pt->others.v[i], *u->dir ? "/" : "", u->dir) < 0)
+			found = NULL;
+		close(fd);
+	}
+	return found;
+}
+
 struct in_use_ctx {
 	const struct plan_table *pt;
 	int dfd;
@@ -575,11 +595,14 @@ static int plan_unit(struct plan_table *pt, struct unit *u, int dfd, struct gen_
 	bool taken = taken_here || (sst && taken_in_others(pt, u));
 	if (sst && dfd >= 0 && !here)
 		u->present_as = unit_found_elsewhere(dfd, pt, u);
-	u->action = plan_decide(sst, taken, here, u->present_as != NULL);
-	resume = resume && taken_here; /* what a killed run left is in the target */
-	if (u->action == U_RENAME && resume && unit_left_by_a_kill(dfd, pt, u, 0))
+	if (sst && !here && !u->present_as)
+		u->present_in = unit_in_others(pt, u, &u->present_as);
+	u->action = plan_decide(sst, taken, here, u->present_as || u->present_in);
+	/* what a killed run left is in the target: under its own names (which it took there),
+	 * or renamed, as when they were taken in the target or in another data directory */
+	if (u->action == U_RENAME && resume && taken_here && unit_left_by_a_kill(dfd, pt, u, 0))
 		u->action = U_RESUME;
-	if (u->action == U_RENAME && resume && (u->new_gen = unit_renamed_by_a_kill(dfd, pt, u)))
+	if (u->action == U_RENAME && resume && dfd >= 0 && (u->new_gen = unit_renamed_by_a_kill(dfd, pt, u)))
 		u->action = U_RESUME; /* under new_gen */
 	if (u->action != U_RENAME)
 		return 0;
@@ -705,8 +728,9 @@ static void print_unit(const struct plan_table *pt, const struct unit *u, struct
 		 pl ? (int)pl - 1 : (int)strlen(f0->name), f0->name);
 	switch (u->action) {
 	case U_PRESENT:
-		printf("  skip    %s: already present%s%.*s\n", what, u->present_as ? " as " : "",
-		       u->present_as ? (int)strlen(u->present_as) - 1 : 0, u->present_as ? u->present_as : "");
+		printf("  skip    %s: already present%s%.*s%s%s\n", what, u->present_as ? " as " : "",
+		       u->present_as ? (int)strlen(u->present_as) - 1 : 0, u->present_as ? u->present_as : "",
+		       u->present_in ? " in " : "", u->present_in ? u->present_in : "");
 		break;
 	case U_CONFLICT:
 		printf("  keep    %s: CONFLICT, the target's file of that name holds other bytes; "

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -325,7 +326,7 @@ static void choose_once(struct commitlog_list *l, const struct commitlog_meta *m
  * their host id, it must be the same. */
 static bool same_node(const struct pitr *p, const struct commitlog_meta *m)
 {
-	return !*p->host_id || !*m->host_id || !strcmp(p->host_id, m->host_id);
+	return !*p->host_id || !*m->host_id || !strcasecmp(p->host_id, m->host_id); /* older stores: any case */
 }
 
 /* The node's segments into *cand: those under commitlogs/<node name>/ of its host id (all read:

@@ -68,7 +68,10 @@ int plan_group_units(struct vlist *files, struct unit **units, size_t *nunits)
 void plan_units_free(struct unit *units, size_t nunits)
 {
 	for (size_t i = 0; units && i < nunits; i++)
+	{
 		free(units[i].present_as);
+		free(units[i].present_in);
+	}
 	free(units);
 }
 

@@ -34,6 +34,7 @@ struct unit {
 	enum unit_action action;
 	uint64_t new_gen;    /* U_RENAME; U_RESUME of a renamed sstable (else 0) */
 	char *present_as;    /* U_PRESENT under another identifier: that identifier ("nb-7-big-") */
+	char *present_in;    /* U_PRESENT in the table's directory of another data directory */
 };
 
 /* The action for a unit from what the target holds: is_sstable (a lone file otherwise), taken

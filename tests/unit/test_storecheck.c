@@ -218,6 +218,15 @@ static void test_subset(void)
 	CHECK(count_selected(&tenth, keys, 0, sel) == 0);     /* an empty store */
 	struct storecheck_subset share = {.kind = STORECHECK_READ_SHARE, .share = 0.41};
 	CHECK(count_selected(&share, keys, N, sel) == 3);     /* 2.05 rounded up */
+	const char *many[25];
+	char names[25][64];
+	for (size_t i = 0; i < 25; i++) {
+		snprintf(names[i], sizeof(names[i]), "packs/%02zx/%02zx000000000000000000000000000000.tar.zst", i, i);
+		many[i] = names[i];
+	}
+	bool sel25[25];
+	struct storecheck_subset p28 = {.kind = STORECHECK_READ_SHARE, .share = 0.28}; /* 7, not 8 */
+	CHECK(count_selected(&p28, many, 25, sel25) == 7);
 	bool again[N];
 	CHECK(storecheck_select(&share, keys, N, again) == 0 && !memcmp(sel, again, sizeof(sel)));
 	memset(parts, 0, sizeof(parts));
