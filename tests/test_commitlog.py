@@ -843,51 +843,20 @@ def test_prune_keeps_what_a_renamed_hosts_older_backup_replays(store, tmp_path):
     assert f'would copy commitlog segment {os.path.basename(seg)}' in r.stdout, r.stdout
 
 
-def test_prune_judges_a_renamed_hosts_segments_with_its_others(store, tmp_path):
-    """Segment B, made after A, archived under the host's other name by a clock stepped back
-    (its archive time before b1's snapshot): point-in-time restore and copy take it, as its id is
-    above A's, which was archived in the window. prune worked out that id from B's node name
-    alone, found none there, and deleted B, exit 0."""
+def prune_keeps_what_restore_replays(store, tmp_path, a_as, b_as):
+    """Backup b1 of n1 (host H) at T0; segment A made at T0+1h, archived in the window as
+    a_as (node, host id); B made after it, archived as b_as by a clock stepped back 2 hours
+    (before the snapshot). Point-in-time restore takes both (B's id is above A's); prune must
+    delete neither. Returns the segments' names."""
     hid = '5f1c0c8e-0000-4000-8000-000000000010'
     src = tiny(tmp_path, 'b1', 1)
     cb('create', '--store', store, '--name', 'b1', *data_dir_args(sample_dirs(src)), '--snapshot',
        'nightly-1', '--node', 'n1', '--host-id', hid)
     set_backup_time(store, 'b1', T0)
     a = write_segment(str(tmp_path / 'cla'), T0 + HOUR, seed=3)
-    archive_as(store, a, 'n1', hid, T0 + 2 * HOUR)
+    archive_as(store, a, a_as[0], a_as[1] and hid, T0 + 2 * HOUR)
     b = write_segment(str(tmp_path / 'clb'), T0 + 3 * HOUR, seed=4)
-    archive_as(store, b, 'n1.example.com', hid, T0 - 2 * HOUR)
-    live = live_dir(tmp_path, store, 'b1')
-    conf = tmp_path / 'conf'
-    conf.mkdir()
-
-    def replayed():
-        r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 5 * HOUR),
-               '--cassandra-conf', str(conf), '--node', 'n1', '--dry-run')
-        return sorted(ln.split()[4] for ln in r.stdout.splitlines()
-                      if ln.startswith('would copy commitlog segment '))
-
-    assert replayed() == sorted([os.path.basename(a), os.path.basename(b)])
-    r = cb('prune', '--store', store)
-    assert 'commitlog segment' not in r.stdout, r.stdout
-    assert stored(store) == {'n1': [os.path.basename(a)], 'n1.example.com': [os.path.basename(b)]}
-    assert replayed() == sorted([os.path.basename(a), os.path.basename(b)])
-
-
-def test_prune_judges_a_segment_of_no_host_id_with_its_nodes_hosts(store, tmp_path):
-    """Segment B, under n1 recording no host id (archived without --host-id or nodetool), made
-    after A, which the host archived in the window under its other name, but archived by a
-    clock stepped back: point-in-time restore of n1's backup takes it (its id is above A's).
-    prune bounded its ids by n1's segments and B's empty host id alone, and deleted it."""
-    hid = '5f1c0c8e-0000-4000-8000-000000000010'
-    src = tiny(tmp_path, 'b1', 1)
-    cb('create', '--store', store, '--name', 'b1', *data_dir_args(sample_dirs(src)), '--snapshot',
-       'nightly-1', '--node', 'n1', '--host-id', hid)
-    set_backup_time(store, 'b1', T0)
-    a = write_segment(str(tmp_path / 'cla'), T0 + HOUR, seed=3)
-    archive_as(store, a, 'n1.example.com', hid, T0 + 2 * HOUR)
-    b = write_segment(str(tmp_path / 'clb'), T0 + 3 * HOUR, seed=4)
-    archive_as(store, b, 'n1', None, T0 - 2 * HOUR)
+    archive_as(store, b, b_as[0], b_as[1] and hid, T0 - 2 * HOUR)
     live = live_dir(tmp_path, store, 'b1')
     conf = tmp_path / 'conf'
     conf.mkdir()
@@ -903,6 +872,22 @@ def test_prune_judges_a_segment_of_no_host_id_with_its_nodes_hosts(store, tmp_pa
     r = cb('prune', '--store', store)
     assert 'commitlog segment' not in r.stdout, r.stdout
     assert replayed() == want
+    return [os.path.basename(x) for x in (a, b)]
+
+
+def test_prune_judges_a_renamed_hosts_segments_with_its_others(store, tmp_path):
+    """B archived under the host's other name: prune worked out the least id in the window
+    from B's node name alone, found none there, and deleted B, exit 0."""
+    a, b = prune_keeps_what_restore_replays(store, tmp_path, ('n1', True), ('n1.example.com', True))
+    assert stored(store) == {'n1': [a], 'n1.example.com': [b]}
+
+
+def test_prune_judges_a_segment_of_no_host_id_with_its_nodes_hosts(store, tmp_path):
+    """B under n1 recording no host id (archived without --host-id or nodetool), A under the
+    host's other name: prune bounded B's ids by n1's segments and B's empty host id alone, and
+    deleted it."""
+    a, b = prune_keeps_what_restore_replays(store, tmp_path, ('n1.example.com', True), ('n1', False))
+    assert stored(store) == {'n1': [b], 'n1.example.com': [a]}
 
 
 def test_a_host_id_nodetool_prints_in_capitals_keeps_the_nodes_segments(store, tmp_path):
