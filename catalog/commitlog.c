@@ -782,37 +782,59 @@ static int64_t host_first_id_since(const struct commitlog_list *l, const char *h
 	return first;
 }
 
-/* The least id, archived at or after from_ms, of the segments under any name of host_id and of
- * every host id a backup of node name node records: a point-in-time restore of such a backup
- * bounds its window by them (commitlog_list_host_elsewhere), and takes the segments of node
- * that record no host id. INT64_MAX when there is none. */
-static int64_t hosts_first_id_since(const struct commitlog_list *l, const struct node_backups *o,
-				    const char *node, const char *host_id, int64_t from_ms)
+/* The least id of the segments under node name node archived at or after from_ms; INT64_MAX
+ * when there is none. */
+static int64_t node_first_id_since(const struct commitlog_list *l, const char *node, int64_t from_ms)
+{
+	int64_t first = INT64_MAX;
+	for (size_t j = 0; j < l->n; j++)
+		if (!strcmp(l->v[j].node, node) && l->v[j].archived_ms >= from_ms && l->v[j].id < first)
+			first = l->v[j].id;
+	return first;
+}
+
+/* Was the (node, host) pair of backup i already seen among o's first i backups? */
+static bool pair_seen(const struct node_backups *o, size_t i)
+{
+	for (size_t j = 0; j < i; j++)
+		if (!strcmp(o->node[j], o->node[i]) && !strcasecmp(o->host[j], o->host[i]))
+			return true;
+	return false;
+}
+
+/* The least id, archived at or after from_ms, among the segments a point-in-time restore of
+ * any backup that could take a segment of node and host_id works out its window from: such a
+ * backup is of that node name, or of that host id; its restore takes the segments under its
+ * node name (its host's, and those that record none) and its host's under every name
+ * (commitlog_list_host_elsewhere). Here every segment under its node name counts, which can
+ * only keep more. INT64_MAX when there is none. */
+static int64_t family_first_id_since(const struct commitlog_list *l, const struct node_backups *o,
+				      const char *node, const char *host_id, int64_t from_ms)
 {
 	int64_t first = host_first_id_since(l, host_id, from_ms);
 	for (size_t i = 0; i < o->n; i++) {
-		if (strcmp(o->node[i], node) != 0 || !*o->host[i] || !strcasecmp(o->host[i], host_id))
+		bool could_take = !strcmp(o->node[i], node) || (*host_id && !strcasecmp(o->host[i], host_id));
+		if (!could_take || pair_seen(o, i))
 			continue;
-		bool seen = false; /* a node's backups mostly share one host id: each looked up once */
-		for (size_t j = 0; !seen && j < i; j++)
-			seen = !strcmp(o->node[j], node) && !strcasecmp(o->host[j], o->host[i]);
-		int64_t f = seen ? INT64_MAX : host_first_id_since(l, o->host[i], from_ms);
+		int64_t f = node_first_id_since(l, o->node[i], from_ms);
+		first = f < first ? f : first;
+		f = host_first_id_since(l, o->host[i], from_ms);
 		first = f < first ? f : first;
 	}
 	return first;
 }
 
 /* A segment's window for retention: from start, its ids bounded by the segments of its node
- * name (l->v[run, end)) and of the host ids hosts_first_id_since names. Point-in-time restore
+ * name (l->v[run, end)) and those family_first_id_since names. Point-in-time restore
  * and copy take a host's segments under other names too, so a window worked out from one
  * name alone could let prune delete what they replay; this one holds theirs. */
 static void retention_window(const struct commitlog_list *l, const struct node_backups *o, size_t run,
 			     size_t end, const char *host_id, int64_t start, struct commitlog_window *w)
 {
 	commitlog_window_of(l->v + run, end - run, start, INT64_MAX, w);
-	int64_t hosts_first = hosts_first_id_since(l, o, l->v[run].node, host_id, start);
-	if (hosts_first < w->first_id)
-		w->first_id = hosts_first;
+	int64_t family_first = family_first_id_since(l, o, l->v[run].node, host_id, start);
+	if (family_first < w->first_id)
+		w->first_id = family_first;
 }
 
 int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *due, struct strbuf *err)

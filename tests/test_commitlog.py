@@ -890,6 +890,13 @@ def test_prune_judges_a_segment_of_no_host_id_with_its_nodes_hosts(store, tmp_pa
     assert stored(store) == {'n1': [b], 'n1.example.com': [a]}
 
 
+def test_prune_judges_a_renamed_hosts_segment_by_its_nodes_segments_of_no_host_id(store, tmp_path):
+    """A under n1 recording no host id, B under the host's other name: restore bounds B's ids
+    by A's (n1's segments); prune looked only at the host's segments, and deleted B."""
+    a, b = prune_keeps_what_restore_replays(store, tmp_path, ('n1', False), ('n1.example.com', True))
+    assert stored(store) == {'n1': [a], 'n1.example.com': [b]}
+
+
 def test_a_host_id_nodetool_prints_in_capitals_keeps_the_nodes_segments(store, tmp_path):
     """A host id nodetool printed in capitals was kept as printed, while archive-commitlog
     --host-id keeps it in lower case: point-in-time restore then left the node's own segment
@@ -923,6 +930,11 @@ def test_a_host_id_nodetool_prints_in_capitals_keeps_the_nodes_segments(store, t
     assert f'would copy commitlog segment {os.path.basename(seg)}' in r.stdout, r.stdout
     assert f'would copy commitlog segment {os.path.basename(old)}' in r.stdout, r.stdout
     assert 'another host id' not in r.stdout
+    # and restore knows the backup as this node's, nodetool's capitals or not
+    r = cb('restore', '--store', store, 'b1', '--data-dir', live, '--nodetool', NODETOOL, '--dry-run', env=env)
+    assert 'another node' not in r.stderr, r.stderr
+    r = cb('restore', '--store', store, 'b1', '--data-dir', live, '--node', hid[:8], '--dry-run')
+    assert 'another node' not in r.stderr, r.stderr
 
 
 def test_a_clock_stepped_back_or_an_id_ahead_loses_no_segment(history, tmp_path):

@@ -348,6 +348,21 @@ def test_restore_into_a_node_of_several_data_directories(store, tmp_path):
             shutil.copyfile(src, os.path.join(t2, rel))
     plan = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run').stdout
     assert f'skip    nb-2-big: already present in {t2}' in plan and 'copy    nb-1-big' in plan, plan
+    # the other data directory's table directory a symlink (to another disk): it counts too
+    elsewhere = str(tmp_path / 'disk3')
+    shutil.move(t2, elsewhere)
+    os.symlink(elsewhere, t2)
+    open(os.path.join(elsewhere, 'nb-1-big-Data.db'), 'wb').write(b'other bytes\n')
+    plan = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run').stdout
+    assert 'rename  nb-1-big -> nb-3-big' in plan and 'already present in' in plan, plan
+    # a table dropped and re-created in data1: --table-dir picks one, and the other data
+    # directory's directory of the same id still counts
+    os.makedirs(os.path.join(d1, 'shop', 'orders-' + 'e' * 32))
+    p = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run', check=False)
+    assert p.returncode == 1 and 'was it dropped and re-created?' in p.stderr, p.stderr
+    plan = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run',
+              '--table-dir', f'shop.orders={t1}/').stdout
+    assert 'rename  nb-1-big -> nb-3-big' in plan and 'already present in' in plan, plan
 
 
 def test_restore_and_load_leave_the_system_keyspaces_out(store, tmp_path):

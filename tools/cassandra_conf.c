@@ -1,5 +1,6 @@
 /* cassandra_conf.c: see cassandra_conf.h. */
 #include "cassandra_conf.h"
+#include "manifest.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -330,6 +331,15 @@ static void take_label(const char *p, size_t n, const char *label, bool word, ch
 		*out = label_dup(v, vlen);
 }
 
+/* A host id as the store keeps it (host_id_canonical): lower case, whatever nodetool's
+ * spelling; left as printed when it is not a UUID at all. */
+static void canonical_host_id(char *id)
+{
+	char canon[37];
+	if (id && host_id_canonical(id, canon) == 0)
+		memcpy(id, canon, sizeof(canon));
+}
+
 int nodetool_parse_info(const char *out, char **host_id, char **datacenter, char **rack)
 {
 	*host_id = *datacenter = *rack = NULL;
@@ -339,6 +349,7 @@ int nodetool_parse_info(const char *out, char **host_id, char **datacenter, char
 		take_label(p, n, "Data Center", false, datacenter);
 		take_label(p, n, "Rack", false, rack);
 	}
+	canonical_host_id(*host_id);
 	return 0;
 }
 
@@ -441,6 +452,7 @@ static bool status_row(const char *p, size_t n, const char *dc, struct status_no
 			return false;
 		x->address = label_dup(p + a, alen);
 		x->host_id = strndup(p + k, 36);
+		canonical_host_id(x->host_id);
 		x->rack = e > r ? label_dup(p + r, e - r) : strdup("");
 		x->datacenter = strdup(dc);
 		return true;

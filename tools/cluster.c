@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static char *dup_s(const char *s)
 {
@@ -112,9 +113,9 @@ int node_backups_named(catalog *cat, const char *name, struct node_backups *out)
 bool node_backup_matches(const struct node_backup *b, const char *node)
 {
 	size_t n = strlen(node);
-	return !strcmp(b->host_id, node) || !strcmp(b->node, node) || !strcmp(b->node_key, node) ||
+	return !strcasecmp(b->host_id, node) || !strcmp(b->node, node) || !strcmp(b->node_key, node) ||
 	       (*b->address && !strcmp(b->address, node)) ||
-	       (n >= 4 && !strncmp(b->host_id, node, n));
+	       (n >= 4 && !strncasecmp(b->host_id, node, n)); /* host ids: in either case */
 }
 
 int cluster_backup_narrow(const struct cluster_backup *g, const char *node, struct cluster_backup *out)

@@ -679,15 +679,6 @@ static int nodetool_query(const struct create_opts *o, struct node_meta *m, bool
 	return s;
 }
 
-/* A host id nodetool printed, as the store keeps host ids (host_id_canonical): in lower case
- * whatever the spelling; left as printed when it is not a UUID at all. */
-static void canonical_host_id(char *id)
-{
-	char canon[37];
-	if (id && host_id_canonical(id, canon) == 0)
-		memcpy(id, canon, sizeof(canon));
-}
-
 /* What nodetool tells of the node (version, info -T, status, describecluster); nothing when
  * it cannot be run, what a failing query would have told unknown (a node that does not answer
  * info is not asked for more). 0 or -ENOMEM. */
@@ -721,9 +712,6 @@ static int read_nodetool(const struct create_opts *o, struct node_meta *m)
 	if (r == 0 && nodetool_query(o, m, can, (const char *const[]){"status", NULL}, "status",
 				     "the ring is", &status) == 0)
 		r = nodetool_parse_status(status, &m->ring, &m->nring);
-	canonical_host_id(m->host_id);
-	for (size_t i = 0; i < m->nring; i++)
-		canonical_host_id(m->ring[i].host_id);
 	const char *address = NULL;
 	for (size_t i = 0; m->host_id && i < m->nring; i++)
 		if (!strcmp(m->ring[i].host_id, m->host_id))

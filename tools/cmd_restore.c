@@ -43,6 +43,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -133,6 +134,13 @@ static int find_table_dirs(const struct restore_opts *o, const char *ks, const c
 	return r;
 }
 
+/* Are paths a and b one directory (the same inode)? */
+static bool same_directory(const char *a, const char *b)
+{
+	struct stat x, y;
+	return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
 /* Do the n directories in found share one name (<table>-<id>)? Cassandra makes a table's
  * directory in every data directory (JBOD), under the same id; a table dropped and re-created
  * has directories of two ids. */
@@ -215,17 +223,26 @@ static int choose_target(const struct restore_opts *o, const struct cb_table_row
 	for (size_t k = 0; k < o->table_dirs.n; k++)
 		given |= !strncmp(o->table_dirs.v[k], key.buf, key.len);
 	sb_free(&key);
-	if (given)
-		return *target ? 0 : -ENOMEM;
+	if (given && !*target)
+		return -ENOMEM;
 	struct strbuf found = {0};
 	size_t n;
 	int r = find_table_dirs(o, t->keyspace, t->table, &found, &n);
-	bool one = n == 1 || one_table_id(&found, n);
+	bool one = !given && (n == 1 || one_table_id(&found, n));
 	if (r == 0 && one && !(*target = strdup(found.buf)))
 		r = -ENOMEM;
-	for (size_t off = found.len ? strlen(found.buf) + 1 : 0; r == 0 && one && off < found.len;
-	     off += strlen(found.buf + off) + 1)
-		r = strv_push(others, found.buf + off);
+	/* the others of its id: of the one found, or of the one --table-dir names */
+	_cleanup_free_ char *abs = r == 0 && *target ? realpath(*target, NULL) : NULL;
+	const char *base = abs ? strrchr(abs, '/') : NULL;
+	for (size_t off = 0; r == 0 && base && off < found.len; off += strlen(found.buf + off) + 1) {
+		const char *name = strrchr(found.buf + off, '/');
+		if (name && !strcmp(name, base) && !same_directory(found.buf + off, abs))
+			r = strv_push(others, found.buf + off);
+	}
+	if (given) {
+		sb_free(&found);
+		return r;
+	}
 	if (r == 0 && !one) {
 		report_no_target(t, &found, n);
 		r = 1;
@@ -500,11 +517,12 @@ static uint64_t dir_max_generation(int dfd)
 	return m;
 }
 
-/* The table's directory for files in dir ("" or ".<index>") in its other data directory i,
- * opened without following a symlink, or -1. */
+/* The table's directory for files in dir ("" or ".<index>") in its other data directory i
+ * (that directory followed where it is a symlink, as find_table_dirs took it and as the target
+ * is; dir not), or -1. Only read. */
 static int open_other_dir(const struct plan_table *pt, size_t i, const char *dir)
 {
-	int base = open(pt->others.v[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int base = open(pt->others.v[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (base < 0 || !*dir)
 		return base;
 	int fd = openat(base, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -1802,7 +1820,7 @@ static int pick_node_backup(catalog *cat, struct restore_opts *o)
 	node_backups_named(cat, o->name, &picked);
 	for (size_t i = 0; rc == 0 && i < picked.n; i++) {
 		const struct node_backup *b = &picked.v[i];
-		if (strcmp(b->ref, o->ref.v[0]) || !*b->host_id || !strcmp(b->host_id, local))
+		if (strcmp(b->ref, o->ref.v[0]) || !*b->host_id || !strcasecmp(b->host_id, local))
 			continue;
 		_cleanup_free_ char *who = node_backup_label(b);
 		errorf("backup %s of %s is another node's than this one (host id %s, as nodetool info "
