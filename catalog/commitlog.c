@@ -692,7 +692,9 @@ static void node_backups_free(struct node_backups *o)
 	free(o->start);
 }
 
-/* The start of backup i's window, read once. 0 or -errno with err. */
+/* The start of backup i's window, read once: an incremental's is its full backup's
+ * (commitlog_window_start), or the epoch when that one is gone (every segment of the node
+ * kept, rather than one too few). 0 or -errno with err. */
 static int backup_start(struct store *s, struct node_backups *o, size_t i, int64_t *start,
 			struct strbuf *err)
 {
@@ -700,10 +702,19 @@ static int backup_start(struct store *s, struct node_backups *o, size_t i, int64
 		struct manifest *m = NULL;
 		struct strbuf why = {0};
 		int q = store_read_manifest(s, o->ref[i], &m, NULL, &why);
-		if (q < 0)
+		if (q < 0) {
 			sb_printf(err, "cannot read backup %s: %s", o->ref[i], why.buf ? why.buf : strerror(-q));
-		else
-			o->start[i] = commitlog_backup_start_ms(m);
+		} else {
+			int64_t from = 0;
+			why.len = 0;
+			q = commitlog_window_start(s, m, &from, &why);
+			if (q == -ENOENT)
+				from = 0, q = 0;
+			if (q < 0)
+				sb_printf(err, "cannot read the full backup of %s: %s", o->ref[i],
+					  why.buf ? why.buf : strerror(-q));
+			o->start[i] = from;
+		}
 		manifest_free(m);
 		sb_free(&why);
 		if (q < 0)

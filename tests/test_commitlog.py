@@ -897,6 +897,44 @@ def test_prune_judges_a_renamed_hosts_segment_by_its_nodes_segments_of_no_host_i
     assert stored(store) == {'n1': [a], 'n1.example.com': [b]}
 
 
+def test_prune_keeps_what_an_incremental_of_a_renamed_host_replays(store, tmp_path):
+    """A host backed up in full as 'old', renamed 'new', then an incremental as 'new' on that
+    full backup. A segment under 'new' that records no host id, archived between the two: the
+    incremental's point-in-time restore replays it, as its window starts at its full backup.
+    prune started it at the incremental's own time, and deleted it, exit 0."""
+    import test_incremental as ti
+    hid = '5f1c0c8e-0000-4000-8000-000000000077'
+    node = ti.Node(tmp_path / 'node')
+
+    def create(name, *args):
+        return cb('create', '--store', store, '--data-dir', node.data, '--node', name, '--host-id', hid,
+                  '--cassandra-conf', str(node.conf), *args)
+
+    create('old', '--snapshot', ti.FIXTURE_TAG, '--name', 'full')
+    for t in ti.TABLES:
+        node.flush(t)
+    set_backup_time(store, 'full', T0)
+    create('new', '--incremental', '--name', 'inc1')
+    set_backup_time(store, 'inc1', T0 + DAY)
+    seg = write_segment(str(tmp_path / 'cl'), T0 + 3 * HOUR, seed=5)
+    archive_as(store, seg, 'new', None, T0 + 4 * HOUR)
+    live = tmp_path / 'live'
+    for t in ti.TABLES:
+        os.makedirs(live / ti.KS / (t + '-' + 'e' * 32))
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+
+    def replayed():
+        r = cb('restore', '--store', store, '--data-dir', str(live), '--point-in-time',
+               gmt(T0 + DAY + 3 * HOUR), '--cassandra-conf', str(conf), '--node', hid, '--dry-run')
+        return [ln.split()[4] for ln in r.stdout.splitlines() if ln.startswith('would copy commitlog segment ')]
+
+    assert replayed() == [os.path.basename(seg)]
+    r = cb('prune', '--store', store)
+    assert 'commitlog segment' not in r.stdout, r.stdout
+    assert replayed() == [os.path.basename(seg)]
+
+
 def test_a_host_id_nodetool_prints_in_capitals_keeps_the_nodes_segments(store, tmp_path):
     """A host id nodetool printed in capitals was kept as printed, while archive-commitlog
     --host-id keeps it in lower case: point-in-time restore then left the node's own segment
@@ -935,6 +973,18 @@ def test_a_host_id_nodetool_prints_in_capitals_keeps_the_nodes_segments(store, t
     assert 'another node' not in r.stderr, r.stderr
     r = cb('restore', '--store', store, 'b1', '--data-dir', live, '--node', hid[:8], '--dry-run')
     assert 'another node' not in r.stderr, r.stderr
+    # a backup an older cassbackup kept under the id in capitals (given so with --host-id):
+    # --point-in-time --node finds it by the id in either case
+    path = os.path.join(store, 'backups', 'b1', hid.lower() + '.json')
+    doc = json.load(open(path))
+    doc['host_id'] = hid
+    os.unlink(path)
+    rewrite_manifest(os.path.join(store, 'backups', 'b1', hid + '.json'), doc)
+    drop_catalog(store)
+    for spelling in (hid.lower(), hid):
+        r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 5 * HOUR),
+               '--cassandra-conf', str(conf), '--node', spelling, '--dry-run')
+        assert 'backup b1 of node n1' in r.stdout, r.stdout
 
 
 def test_a_clock_stepped_back_or_an_id_ahead_loses_no_segment(history, tmp_path):

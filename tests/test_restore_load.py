@@ -336,6 +336,11 @@ def test_restore_into_a_node_of_several_data_directories(store, tmp_path):
     os.unlink(os.path.join(t1, [n for n in renamed if n != 'nb-8-big-Data.db'][-1]))
     plan = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run').stdout
     assert 'resume  nb-1-big' in plan and 'nb-9' not in plan, plan
+    # unless a flush took that generation in the other data directory since: not there too
+    open(os.path.join(t2, 'nb-8-big-Data.db'), 'wb').write(b'a flush since\n')
+    plan = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run').stdout
+    assert 'rename  nb-1-big -> nb-9-big' in plan, plan
+    os.unlink(os.path.join(t2, 'nb-8-big-Data.db'))
     cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2)
     assert sorted(os.listdir(t1)) == whole
     # a node that lost one disk: what the other still holds, byte for byte, is not copied again
@@ -362,6 +367,15 @@ def test_restore_into_a_node_of_several_data_directories(store, tmp_path):
     assert p.returncode == 1 and 'was it dropped and re-created?' in p.stderr, p.stderr
     plan = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run',
               '--table-dir', f'shop.orders={t1}/').stdout
+    assert 'rename  nb-1-big -> nb-3-big' in plan and 'already present in' in plan, plan
+    shutil.rmtree(os.path.join(d1, 'shop', 'orders-' + 'e' * 32))
+    # the target a symlink to a directory of another name (a faster disk): its namesakes in the
+    # other data directories are found by the name it has in its data directory
+    ssd = str(tmp_path / 'ssd' / 'orders_on_ssd')
+    os.makedirs(os.path.dirname(ssd))
+    shutil.move(t1, ssd)
+    os.symlink(ssd, t1)
+    plan = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run').stdout
     assert 'rename  nb-1-big -> nb-3-big' in plan and 'already present in' in plan, plan
 
 

@@ -134,6 +134,21 @@ static int find_table_dirs(const struct restore_opts *o, const char *ks, const c
 	return r;
 }
 
+/* The last component of path, trailing slashes dropped, into out ("" when it has none or it
+ * does not fit): the name a table's directory has in its data directory. */
+static void table_dir_name(const char *path, char *out, size_t outlen)
+{
+	size_t end = strlen(path);
+	while (end > 1 && path[end - 1] == '/')
+		end--;
+	size_t start = end;
+	while (start > 0 && path[start - 1] != '/')
+		start--;
+	if (end - start >= outlen)
+		end = start;
+	snprintf(out, outlen, "%.*s", (int)(end - start), path + start);
+}
+
 /* Are paths a and b one directory (the same inode)? */
 static bool same_directory(const char *a, const char *b)
 {
@@ -231,12 +246,14 @@ static int choose_target(const struct restore_opts *o, const struct cb_table_row
 	bool one = !given && (n == 1 || one_table_id(&found, n));
 	if (r == 0 && one && !(*target = strdup(found.buf)))
 		r = -ENOMEM;
-	/* the others of its id: of the one found, or of the one --table-dir names */
-	_cleanup_free_ char *abs = r == 0 && *target ? realpath(*target, NULL) : NULL;
-	const char *base = abs ? strrchr(abs, '/') : NULL;
-	for (size_t off = 0; r == 0 && base && off < found.len; off += strlen(found.buf + off) + 1) {
+	/* the others of its id: of the one found, or of the one --table-dir names (by the name it
+	 * has in its data directory, a symlink to a directory of another name or not) */
+	char base[NAME_MAX + 2] = "";
+	if (r == 0 && *target)
+		table_dir_name(*target, base, sizeof(base));
+	for (size_t off = 0; r == 0 && *base && off < found.len; off += strlen(found.buf + off) + 1) {
 		const char *name = strrchr(found.buf + off, '/');
-		if (name && !strcmp(name, base) && !same_directory(found.buf + off, abs))
+		if (name && !strcmp(name + 1, base) && !same_directory(found.buf + off, *target))
 			r = strv_push(others, found.buf + off);
 	}
 	if (given) {
@@ -530,17 +547,26 @@ static int open_other_dir(const struct plan_table *pt, size_t i, const char *dir
 	return fd;
 }
 
-/* Is one of u's names in use in the table's directory of another data directory? Cassandra
- * keeps a table's generations unique across its data directories. */
-static bool taken_in_others(const struct plan_table *pt, const struct unit *u)
+/* Is one of u's names, under generation gen (0: its own), in use in the table's directory of
+ * another data directory? Cassandra keeps a table's generations unique across its data
+ * directories (a flush there may have taken one since a killed run chose it). */
+static bool taken_in_others(const struct plan_table *pt, const struct unit *u, uint64_t gen)
 {
 	bool taken = false;
+	struct strbuf name = {0};
 	for (size_t i = 0; !taken && i < pt->others.n; i++) {
 		int fd = open_other_dir(pt, i, u->dir);
-		taken = fd >= 0 && unit_taken(fd, pt, u);
+		for (size_t k = u->first; fd >= 0 && !taken && gen && k < u->first + u->count; k++) {
+			struct stat st;
+			name.len = 0;
+			taken = sstable_with_generation(pt->files.v[k].name, gen, &name) < 0 ||
+				fstatat(fd, name.buf, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT;
+		}
+		taken = taken || (fd >= 0 && !gen && unit_taken(fd, pt, u));
 		if (fd >= 0)
 			close(fd);
 	}
+	sb_free(&name);
 	return taken;
 }
 
@@ -610,7 +636,7 @@ static int plan_unit(struct plan_table *pt, struct unit *u, int dfd, struct gen_
 	bool sst = sstable_prefix_len(f0->name) > 0;
 	bool taken_here = dfd >= 0 && unit_taken(dfd, pt, u);
 	bool here = taken_here && unit_same_as(dfd, pt, u, NULL);
-	bool taken = taken_here || (sst && taken_in_others(pt, u));
+	bool taken = taken_here || (sst && taken_in_others(pt, u, 0));
 	if (sst && dfd >= 0 && !here)
 		u->present_as = unit_found_elsewhere(dfd, pt, u);
 	if (sst && !here && !u->present_as)
@@ -618,10 +644,14 @@ static int plan_unit(struct plan_table *pt, struct unit *u, int dfd, struct gen_
 	u->action = plan_decide(sst, taken, here, u->present_as || u->present_in);
 	/* what a killed run left is in the target: under its own names (which it took there),
 	 * or renamed, as when they were taken in the target or in another data directory */
-	if (u->action == U_RENAME && resume && taken_here && unit_left_by_a_kill(dfd, pt, u, 0))
+	if (u->action == U_RENAME && resume && taken_here && !taken_in_others(pt, u, 0) &&
+	    unit_left_by_a_kill(dfd, pt, u, 0))
 		u->action = U_RESUME;
-	if (u->action == U_RENAME && resume && dfd >= 0 && (u->new_gen = unit_renamed_by_a_kill(dfd, pt, u)))
+	if (u->action == U_RENAME && resume && dfd >= 0 && (u->new_gen = unit_renamed_by_a_kill(dfd, pt, u)) &&
+	    !taken_in_others(pt, u, u->new_gen))
 		u->action = U_RESUME; /* under new_gen */
+	if (u->action == U_RENAME)
+		u->new_gen = 0;
 	if (u->action != U_RENAME)
 		return 0;
 	struct in_use_ctx c = {pt, dfd};

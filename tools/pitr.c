@@ -96,7 +96,8 @@ static int consider_backup(void *ctx, const struct cb_backup_summary *b)
 	struct choose *c = ctx;
 	if (b->invalid || !b->complete)
 		return 0;
-	bool this_node = !strcmp(b->node, c->p->node_name) || !strcmp(b->node_key, c->p->node_name);
+	bool this_node = !strcmp(b->node, c->p->node_name) ||
+			 !strcasecmp(b->node_key, c->p->node_name); /* a host id: older stores' in capitals */
 	if (c->p->backup) {
 		if (strcmp(b->name, c->p->backup) == 0 && this_node) {
 			c->given_found = true;
