@@ -166,3 +166,30 @@ def test_policy_keeps_each_scope_apart(store, tmp_path):
     got = {d['name']: d['action'] for d in json.loads(p.stdout)}
     assert got == {'night-1': 'remove', 'one-1': 'remove', 'night-2': 'keep', 'one-2': 'keep'}
     assert names(store) == ['night-2', 'one-2']
+
+
+def test_a_host_id_an_older_cassbackup_kept_in_capitals_is_the_same_node(store, tmp_path):
+    """A backup an older cassbackup kept under a host id in capitals (given so with --host-id),
+    and one of the same host made now (lower case): forget --node refused every spelling as
+    naming two nodes, exit 2, and --keep-last took them for two nodes, so the older ones never
+    expired."""
+    hid = '5f1c0c8e-0000-4000-8000-0000000000ab'
+    now = time.time_ns()
+    for i, name in enumerate(['b1', 'b2', 'b3']):
+        cb('create', '--store', store, '--name', name, *data_dir_args(sample_dirs(tiny(tmp_path, name, 60 + i))),
+           '--snapshot', 'nightly-1', '--node', 'n1', '--host-id', hid)
+        path = manifest_path(store, name)
+        doc = json.load(open(path))
+        doc['created_ns'] = now - (3 - i) * DAY
+        if name != 'b3':  # as an older cassbackup kept them
+            doc['host_id'] = hid.upper()
+            os.unlink(path)
+            path = os.path.join(os.path.dirname(path), hid.upper() + '.json')
+        rewrite_manifest(path, doc)
+    for suffix in ('', '-wal', '-shm'):
+        if os.path.exists(os.path.join(store, 'catalog.db' + suffix)):
+            os.unlink(os.path.join(store, 'catalog.db' + suffix))
+    cb('forget', '--store', store, '--node', hid, 'b1')
+    assert names(store) == ['b2', 'b3']
+    cb('forget', '--store', store, '--keep-last', '1')
+    assert names(store) == ['b3']

@@ -3,6 +3,7 @@
  * its commit point; the bytes it alone used stay in packs until `cassbackup prune` (or
  * --prune) frees them. */
 #include "cli.h"
+#include "manifest.h"
 #include "cluster.h"
 #include "lock.h"
 #include "retention.h"
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct fopts {
 	const char *store, *node;
@@ -57,6 +59,9 @@ static int collect(void *ctx, const struct cb_backup_summary *b)
 				 .previous = strdup(b->previous ? b->previous : ""),
 				 .scope = strdup(b->scope ? b->scope : ""), .created_ns = b->created_ns,
 				 .time_ns = manifest_time_ns(b->created_ns, b->snapshot_ns)};
+	char canon[37]; /* a host id an older cassbackup kept in capitals is the same node's */
+	if (v[l->n].key && host_id_canonical(v[l->n].key, canon) == 0)
+		memcpy(v[l->n].key, canon, sizeof(canon));
 	if (!v[l->n].name || !v[l->n].node || !v[l->n].ref || !v[l->n].key || !v[l->n].host_id ||
 	    !v[l->n].previous || !v[l->n].scope) {
 		l->n++; /* freed with the list */
@@ -236,7 +241,7 @@ static int choose_node(struct store *s, const char *node, struct flist *l)
 		const char *id = nl.v[i].host_id;
 		if (*id && !one)
 			one = id;
-		else if (*id && strcmp(one, id) && !other)
+		else if (*id && strcasecmp(one, id) && !other) /* older stores: a host id in capitals */
 			other = id;
 	}
 	_cleanup_free_ char *shown = cli_escape(node), *a = cli_escape(one), *b = cli_escape(other);
