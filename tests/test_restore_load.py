@@ -336,12 +336,19 @@ def test_restore_into_a_node_of_several_data_directories(store, tmp_path):
     os.unlink(os.path.join(t1, [n for n in renamed if n != 'nb-8-big-Data.db'][-1]))
     plan = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run').stdout
     assert 'resume  nb-1-big' in plan and 'nb-9' not in plan, plan
-    # unless a flush took that generation in the other data directory since: not there too
+    # unless a flush took that generation in the other data directory since: then what the
+    # killed run left is removed, and the sstable copied under a generation of its own
     open(os.path.join(t2, 'nb-8-big-Data.db'), 'wb').write(b'a flush since\n')
     plan = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run').stdout
-    assert 'rename  nb-1-big -> nb-9-big' in plan, plan
-    os.unlink(os.path.join(t2, 'nb-8-big-Data.db'))
+    assert 'rename  nb-1-big -> nb-9-big' in plan and 'removing what a killed restore left as generation 8' in plan, plan
     cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2)
+    assert sorted(os.listdir(t1)) == sorted(n.replace('nb-8-', 'nb-9-') for n in whole)
+    assert read(os.path.join(t2, 'nb-8-big-Data.db')) == b'a flush since\n'
+    for n in renamed:
+        assert read(os.path.join(t1, n.replace('nb-8-', 'nb-9-'))) == read(snap[n.replace('nb-8-', 'nb-1-')])
+    os.unlink(os.path.join(t2, 'nb-8-big-Data.db'))
+    for n in renamed:
+        os.rename(os.path.join(t1, n.replace('nb-8-', 'nb-9-')), os.path.join(t1, n))
     assert sorted(os.listdir(t1)) == whole
     # a node that lost one disk: what the other still holds, byte for byte, is not copied again
     shutil.rmtree(t1)

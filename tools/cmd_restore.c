@@ -643,15 +643,20 @@ static int plan_unit(struct plan_table *pt, struct unit *u, int dfd, struct gen_
 		u->present_in = unit_in_others(pt, u, &u->present_as);
 	u->action = plan_decide(sst, taken, here, u->present_as || u->present_in);
 	/* what a killed run left is in the target: under its own names (which it took there),
-	 * or renamed, as when they were taken in the target or in another data directory */
-	if (u->action == U_RENAME && resume && taken_here && !taken_in_others(pt, u, 0) &&
-	    unit_left_by_a_kill(dfd, pt, u, 0))
-		u->action = U_RESUME;
-	if (u->action == U_RENAME && resume && dfd >= 0 && (u->new_gen = unit_renamed_by_a_kill(dfd, pt, u)) &&
-	    !taken_in_others(pt, u, u->new_gen))
-		u->action = U_RESUME; /* under new_gen */
-	if (u->action == U_RENAME)
-		u->new_gen = 0;
+	 * or renamed, as when they were taken in the target or in another data directory; it is
+	 * completed, unless another data directory took its generation since: then removed */
+	if (u->action == U_RENAME && resume && taken_here && unit_left_by_a_kill(dfd, pt, u, 0)) {
+		if (!taken_in_others(pt, u, 0))
+			u->action = U_RESUME;
+		else
+			u->leftover = true, u->leftover_gen = 0;
+	}
+	uint64_t left = u->action == U_RENAME && !u->leftover && resume && dfd >= 0
+				? unit_renamed_by_a_kill(dfd, pt, u) : 0;
+	if (left && !taken_in_others(pt, u, left))
+		u->action = U_RESUME, u->new_gen = left; /* under new_gen */
+	else if (left)
+		u->leftover = true, u->leftover_gen = left;
 	if (u->action != U_RENAME)
 		return 0;
 	struct in_use_ctx c = {pt, dfd};
@@ -786,8 +791,15 @@ static void print_unit(const struct plan_table *pt, const struct unit *u, struct
 		break;
 	case U_RENAME:
 		final_name(u, f0, fin);
-		printf("  rename  %s -> %.*s (identifier taken in the table's directories)\n", what,
+		printf("  rename  %s -> %.*s (identifier taken in the table's directories)", what,
 		       (int)sstable_prefix_len(fin->buf) - 1, fin->buf);
+		if (u->leftover && u->leftover_gen)
+			printf(", removing what a killed restore left as generation %llu (taken in another "
+			       "data directory since)", (unsigned long long)u->leftover_gen);
+		else if (u->leftover)
+			printf(", removing what a killed restore left under its own name (taken in another "
+			       "data directory since)");
+		printf("\n");
 		break;
 	case U_COPY:
 		printf("  copy    %s (%zu files)\n", what, u->count);
@@ -984,12 +996,34 @@ static int place_unit(int dfd, const char *dirpath, struct unit_names *n, struct
 
 /* Restores one unit into dfd: temp files, then renames with Data.db last; on failure no
  * temporary file stays. */
+/* Removes what a killed run left of u under u->leftover_gen (plan_unit): components only,
+ * never a Data.db (there is none: it is placed last). 0 or -errno (said in fail). */
+static int remove_leftover(int dfd, const char *dirpath, const struct plan_table *pt, const struct unit *u,
+			   struct failure *fail)
+{
+	struct strbuf name = {0};
+	int r = 0;
+	for (size_t k = u->first; r == 0 && k < u->first + u->count; k++) {
+		const char *own = pt->files.v[k].name;
+		name.len = 0;
+		r = u->leftover_gen ? sstable_with_generation(own, u->leftover_gen, &name) : sb_puts(&name, own);
+		if (r == 0 && !strstr(name.buf, "-Data.db") && unlinkat(dfd, name.buf, 0) < 0 && errno != ENOENT) {
+			r = -errno;
+			snprintf(fail->why, sizeof(fail->why), "cannot remove %s/%s, left by a killed restore: %s",
+				 dirpath, name.buf, strerror(-r));
+		}
+	}
+	sb_free(&name);
+	return r;
+}
+
 static int restore_unit(readback *rb, const struct plan_table *pt, const struct unit *u, int dfd,
 			const char *dirpath, struct progress *prog, struct failure *fail)
 {
 	struct unit_names n = {0};
 	struct strbuf path = {0}, tmp = {0};
-	int r = unit_names(u, pt, &n);
+	int r = u->leftover ? remove_leftover(dfd, dirpath, pt, u, fail) : 0;
+	r = r ?: unit_names(u, pt, &n);
 	for (size_t k = 0; r == 0 && k < u->count; k++) {
 		if (u->action == U_RESUME && same_bytes(dfd, n.fin.v[k], &pt->files.v[u->first + k])) {
 			r = strv_push(&n.tmp, ""); /* placed by the run that was killed */

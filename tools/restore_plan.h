@@ -35,6 +35,10 @@ struct unit {
 	uint64_t new_gen;    /* U_RENAME; U_RESUME of a renamed sstable (else 0) */
 	char *present_as;    /* U_PRESENT under another identifier: that identifier ("nb-7-big-") */
 	char *present_in;    /* U_PRESENT in the table's directory of another data directory */
+	bool leftover;       /* U_RENAME: what a killed run left of it in the target, under
+			      * leftover_gen (0: its own names), is removed first: that generation
+			      * was taken in another data directory since */
+	uint64_t leftover_gen;
 };
 
 /* The action for a unit from what the target holds: is_sstable (a lone file otherwise), taken
