@@ -386,6 +386,43 @@ def test_restore_into_a_node_of_several_data_directories(store, tmp_path):
     assert 'rename  nb-1-big -> nb-3-big' in plan and 'already present in' in plan, plan
 
 
+def test_a_kill_while_removing_a_killed_runs_leftover_leaves_it_findable(store, tmp_path):
+    """A restore killed while placing sstable nb-1 renamed as nb-3 (its Data.db and last
+    component not placed); since, the other data directory took generation 3 in another
+    format (oa-3, a flush after an upgrade: it was not seen, and nb-3 was completed beside
+    it). The next run removes the leftover, and is killed after its first removal: it removed
+    the first component, the one the next run finds a leftover by, and the rest stayed for
+    good. Removal goes last component first."""
+    src = make_sample(str(tmp_path / 'backups' / 'node'), '--data-dirs', '2', '--keyspaces', '1',
+                      '--tables', '1', '--sstables', '2', '--data-kib', '64', '--no-clutter', '--no-index',
+                      '--tag', 't')  # under a directory "backups": where the killat shim counts removals
+    d1, d2 = (os.path.join(src, f'data{i}') for i in (1, 2))
+    cb('create', '--store', store, '--name', 'b', '--data-dir', d1, '--data-dir', d2, '--snapshot', 't')
+    t1, t2 = (os.path.join(d, 'shop', n) for d in (d1, d2) for n in os.listdir(os.path.join(d, 'shop')))
+    for t in (t1, t2):
+        for n in os.listdir(t):
+            if n != 'snapshots':
+                os.unlink(os.path.join(t, n))
+    open(os.path.join(t2, 'nb-1-big-Data.db'), 'wb').write(b'other bytes\n')
+    cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2)
+    renamed = sorted(n for n in os.listdir(t1) if n.startswith('nb-3-big-'))
+    assert len(renamed) == 8, os.listdir(t1)
+    os.unlink(os.path.join(t1, 'nb-3-big-Data.db'))
+    os.unlink(os.path.join(t1, [n for n in renamed if n != 'nb-3-big-Data.db'][-1]))
+    open(os.path.join(t2, 'oa-3-big-Data.db'), 'wb').write(b'a flush since\n')
+    plan = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run').stdout
+    assert 'rename  nb-1-big -> nb-4-big' in plan and 'removing what a killed restore left as generation 3' in plan, plan
+    from conftest import preload
+    env = dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_KILL_AT_UNLINK='1',
+               CASSBACKUP_TEST_KILL_AFTER='1')
+    p = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, env=env, check=False)
+    assert p.returncode == -9, (p.returncode, p.stderr)
+    cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2)
+    left = sorted(os.listdir(t1))
+    assert not [n for n in left if n.startswith('nb-3-')], left
+    assert len([n for n in left if n.startswith('nb-4-big-')]) == 8 and read(os.path.join(t2, 'oa-3-big-Data.db')) == b'a flush since\n'
+
+
 def test_restore_and_load_leave_the_system_keyspaces_out(store, tmp_path):
     """Backups made with --include-system (as `backup` and the timers make them) brought the
     node's system and system_schema tables back into a live node with a plain restore, a

@@ -547,12 +547,32 @@ static int open_other_dir(const struct plan_table *pt, size_t i, const char *dir
 	return fd;
 }
 
-/* Is one of u's names, under generation gen (0: its own), in use in the table's directory of
- * another data directory? Cassandra keeps a table's generations unique across its data
- * directories (a flush there may have taken one since a killed run chose it). */
+/* Does a file of directory dfd other than u's own names have numeric generation gen, in any
+ * sstable version or format (an "oa-8-big" beside the backup's "nb-8-big")? */
+static bool generation_used_by_another(int dfd, const struct plan_table *pt, const struct unit *u, uint64_t gen)
+{
+	DIR *d = dir_stream(dfd);
+	bool used = false;
+	for (struct dirent *e; !used && d && (e = readdir(d));) {
+		if (sstable_numeric_generation(e->d_name) != gen)
+			continue;
+		used = true;
+		for (size_t k = u->first; used && k < u->first + u->count; k++)
+			used = strcmp(e->d_name, pt->files.v[k].name) != 0;
+	}
+	if (d)
+		closedir(d);
+	return used;
+}
+
+/* Is generation gen of u (0: its own, named or numeric) in use in the table's directory of
+ * another data directory, by one of u's names under it or by any file of that numeric
+ * generation? Cassandra keeps a table's generations unique across its data directories, in
+ * every sstable version (a flush there may have taken one since a killed run chose it). */
 static bool taken_in_others(const struct plan_table *pt, const struct unit *u, uint64_t gen)
 {
 	bool taken = false;
+	uint64_t numeric = gen ? gen : sstable_numeric_generation(pt->files.v[u->first].name);
 	struct strbuf name = {0};
 	for (size_t i = 0; !taken && i < pt->others.n; i++) {
 		int fd = open_other_dir(pt, i, u->dir);
@@ -562,7 +582,8 @@ static bool taken_in_others(const struct plan_table *pt, const struct unit *u, u
 			taken = sstable_with_generation(pt->files.v[k].name, gen, &name) < 0 ||
 				fstatat(fd, name.buf, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT;
 		}
-		taken = taken || (fd >= 0 && !gen && unit_taken(fd, pt, u));
+		taken = taken || (fd >= 0 && !gen && unit_taken(fd, pt, u)) ||
+			(fd >= 0 && numeric && generation_used_by_another(fd, pt, u, numeric));
 		if (fd >= 0)
 			close(fd);
 	}
@@ -636,7 +657,9 @@ static int plan_unit(struct plan_table *pt, struct unit *u, int dfd, struct gen_
 	bool sst = sstable_prefix_len(f0->name) > 0;
 	bool taken_here = dfd >= 0 && unit_taken(dfd, pt, u);
 	bool here = taken_here && unit_same_as(dfd, pt, u, NULL);
-	bool taken = taken_here || (sst && taken_in_others(pt, u, 0));
+	uint64_t numeric = sst ? sstable_numeric_generation(f0->name) : 0;
+	bool taken = taken_here || (sst && taken_in_others(pt, u, 0)) ||
+		     (numeric && dfd >= 0 && generation_used_by_another(dfd, pt, u, numeric));
 	if (sst && dfd >= 0 && !here)
 		u->present_as = unit_found_elsewhere(dfd, pt, u);
 	if (sst && !here && !u->present_as)
@@ -1003,7 +1026,9 @@ static int remove_leftover(int dfd, const char *dirpath, const struct plan_table
 {
 	struct strbuf name = {0};
 	int r = 0;
-	for (size_t k = u->first; r == 0 && k < u->first + u->count; k++) {
+	/* last component first: the next run finds a leftover by its first (unit_renamed_by_a_kill),
+	 * so a kill in here leaves what is left findable */
+	for (size_t k = u->first + u->count; r == 0 && k-- > u->first;) {
 		const char *own = pt->files.v[k].name;
 		name.len = 0;
 		r = u->leftover_gen ? sstable_with_generation(own, u->leftover_gen, &name) : sb_puts(&name, own);
