@@ -300,21 +300,29 @@ def test_restore_two_candidate_dirs_refuses_until_chosen(store, sample_tree, tmp
     assert os.listdir(old) == [] and len(os.listdir(new)) == 16
 
 
+def jbod_node_lost_its_table(store, root, *sample_args):
+    """A node of two data directories (Cassandra makes the table's directory in each, under one
+    id), backed up as b, then the table's files lost in both: (d1, d2, t1, t2), the data
+    directories and the table's directory in each."""
+    src = make_sample(str(root), '--data-dirs', '2', '--keyspaces', '1', '--tables', '1',
+                      '--sstables', '2', '--data-kib', '64', '--no-clutter', '--tag', 't', *sample_args)
+    d1, d2 = (os.path.join(src, f'data{i}') for i in (1, 2))
+    cb('create', '--store', store, '--name', 'b', '--data-dir', d1, '--data-dir', d2, '--snapshot', 't')
+    t1, t2 = (os.path.join(d, 'shop', n) for d in (d1, d2) for n in os.listdir(os.path.join(d, 'shop')))
+    assert os.path.basename(t1) == os.path.basename(t2)
+    for t in (t1, t2):
+        for n in os.listdir(t):
+            if n != 'snapshots':
+                (shutil.rmtree if os.path.isdir(os.path.join(t, n)) else os.unlink)(os.path.join(t, n))
+    return d1, d2, t1, t2
+
+
 def test_restore_into_a_node_of_several_data_directories(store, tmp_path):
     """Cassandra makes a table's directory in every data directory, under one id (JBOD):
     restore refused every table as 'dropped and re-created?'. It now copies into the first
     data directory's, and an sstable name taken in another (Cassandra keeps generations unique
     across them) gets a generation above every one of them."""
-    src = make_sample(str(tmp_path / 'node'), '--data-dirs', '2', '--keyspaces', '1', '--tables', '1',
-                      '--sstables', '2', '--data-kib', '64', '--no-clutter', '--tag', 't')
-    d1, d2 = (os.path.join(src, f'data{i}') for i in (1, 2))
-    cb('create', '--store', store, '--name', 'b', '--data-dir', d1, '--data-dir', d2, '--snapshot', 't')
-    t1, t2 = (os.path.join(d, 'shop', n) for d in (d1, d2) for n in os.listdir(os.path.join(d, 'shop')))
-    assert os.path.basename(t1) == os.path.basename(t2)
-    for t in (t1, t2):  # the table lost on this node
-        for n in os.listdir(t):
-            if n != 'snapshots':
-                (shutil.rmtree if os.path.isdir(os.path.join(t, n)) else os.unlink)(os.path.join(t, n))
+    d1, d2, t1, t2 = jbod_node_lost_its_table(store, tmp_path / 'node')
     planted = {'nb-1-big-Data.db': b'other bytes\n', 'nb-7-big-Data.db': b'a later flush\n'}
     for n, b in planted.items():
         open(os.path.join(t2, n), 'wb').write(b)
@@ -386,6 +394,21 @@ def test_restore_into_a_node_of_several_data_directories(store, tmp_path):
     assert 'rename  nb-1-big -> nb-3-big' in plan and 'already present in' in plan, plan
 
 
+def test_restore_import_into_a_node_of_several_data_directories(store, tmp_path):
+    """--import on a node with two data directories: the stage is on the first's file system,
+    nodetool import (the stand-in, as Cassandra, keeps generations unique across the table's
+    data directories) takes the sstables, and nothing is left staged."""
+    d1, d2, t1, t2 = jbod_node_lost_its_table(store, tmp_path / 'node', '--no-index')
+    open(os.path.join(t2, 'nb-1-big-Data.db'), 'wb').write(b'other bytes\n')
+    env = dict(os.environ, NODETOOL_STANDIN_DATA_DIRS=f'{d1}:{d2}')
+    cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--import', '--nodetool', NODETOOL,
+       env=env)
+    data1 = sorted(n for n in os.listdir(t1) if n.endswith('-Data.db'))
+    assert len(data1) == 2 and 'nb-1-big-Data.db' not in data1, data1
+    assert sorted(n for n in os.listdir(t2) if n != 'snapshots') == ['nb-1-big-Data.db']
+    assert not [n for n in os.listdir(d1) if n.startswith('.cassbackup-import-')]
+
+
 def test_a_kill_while_removing_a_killed_runs_leftover_leaves_it_findable(store, tmp_path):
     """A restore killed while placing sstable nb-1 renamed as nb-3 (its Data.db and last
     component not placed); since, the other data directory took generation 3 in another
@@ -393,16 +416,8 @@ def test_a_kill_while_removing_a_killed_runs_leftover_leaves_it_findable(store, 
     it). The next run removes the leftover, and is killed after its first removal: it removed
     the first component, the one the next run finds a leftover by, and the rest stayed for
     good. Removal goes last component first."""
-    src = make_sample(str(tmp_path / 'backups' / 'node'), '--data-dirs', '2', '--keyspaces', '1',
-                      '--tables', '1', '--sstables', '2', '--data-kib', '64', '--no-clutter', '--no-index',
-                      '--tag', 't')  # under a directory "backups": where the killat shim counts removals
-    d1, d2 = (os.path.join(src, f'data{i}') for i in (1, 2))
-    cb('create', '--store', store, '--name', 'b', '--data-dir', d1, '--data-dir', d2, '--snapshot', 't')
-    t1, t2 = (os.path.join(d, 'shop', n) for d in (d1, d2) for n in os.listdir(os.path.join(d, 'shop')))
-    for t in (t1, t2):
-        for n in os.listdir(t):
-            if n != 'snapshots':
-                os.unlink(os.path.join(t, n))
+    # under a directory "backups": where the killat shim counts removals
+    d1, d2, t1, t2 = jbod_node_lost_its_table(store, tmp_path / 'backups' / 'node', '--no-index')
     open(os.path.join(t2, 'nb-1-big-Data.db'), 'wb').write(b'other bytes\n')
     cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2)
     renamed = sorted(n for n in os.listdir(t1) if n.startswith('nb-3-big-'))
