@@ -502,12 +502,16 @@ static int view_name_of(const char *x, const char *unknown, struct strbuf *out)
 		char hex[17];
 		r = sha256_buf(x, strlen(x), h);
 		hex_encode(h, 8, hex);
-		out->len = 200;
-		/* cut before a character (not inside one's UTF-8 bytes) and before an escape */
-		while (out->len > 0 && ((unsigned char)out->buf[out->len] & 0xc0) == 0x80)
-			out->len--;
-		if (out->buf[out->len - 1] == '%' || out->buf[out->len - 2] == '%')
-			out->len -= out->buf[out->len - 1] == '%' ? 1 : 2;
+		/* cut before a character (not inside one's UTF-8 bytes: at most 3 follow its first)
+		 * and before an escape: at 195 to 200 bytes, whatever bytes the name holds */
+		size_t cut = 200;
+		for (int i = 0; i < 3 && ((unsigned char)out->buf[cut] & 0xc0) == 0x80; i++)
+			cut--;
+		if (out->buf[cut - 1] == '%')
+			cut -= 1;
+		else if (out->buf[cut - 2] == '%')
+			cut -= 2;
+		out->len = cut;
 		r = r ?: sb_printf(out, "%%~%s", hex);
 	}
 	return r;

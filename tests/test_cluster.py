@@ -461,6 +461,22 @@ def test_cluster_view_names_never_meet_nor_overflow(store, cluster, tmp_path, na
                     assert read(os.path.join(d, ks, t, name)) == read(src)
 
 
+def test_cluster_view_of_a_planted_name_stays_in_bounds(store, cluster, tmp_path):
+    """The catalog is a cache that can be damaged or planted: a cluster name of 300 bytes that
+    continue a UTF-8 character and begin none made the view's cut walk back past the start of
+    its buffer (a read before it; AddressSanitizer stops the mount there). The cut backs off
+    at most the 3 bytes a character can continue by."""
+    import sqlite3
+    create_on(store, cluster, 0)
+    db = sqlite3.connect(os.path.join(store, 'catalog.db'))
+    db.execute('UPDATE backups SET cluster = ?', (b'\x80' * 300,))
+    db.commit()
+    db.close()
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        [name] = os.listdir(os.path.join(m.mnt, 'clusters'))
+        assert len(os.fsencode(name)) <= 255 and '%~' in name, name
+
+
 def at_clock(when, env=None):
     """An environment whose processes see the wall clock at `when` (UTC, ISO 8601): the
     clockshift shim moves their clock by the difference, computed now."""
