@@ -438,6 +438,45 @@ def test_a_kill_while_removing_a_killed_runs_leftover_leaves_it_findable(store, 
     assert len([n for n in left if n.startswith('nb-4-big-')]) == 8 and read(os.path.join(t2, 'oa-3-big-Data.db')) == b'a flush since\n'
 
 
+def test_a_killed_runs_leftover_beside_another_version_of_its_generation(store, tmp_path):
+    """A leftover of a killed run in the target, whose generation a flush in another sstable
+    version took in the target itself since (an oa-3 beside a half-placed nb-3): under a
+    renamed generation it was no longer recognised and stayed for good; under its own name it
+    was completed, two sstables of one generation. Now each is removed and the sstable copied
+    under a fresh generation; the other version's files are left alone."""
+    d1, d2, t1, t2 = jbod_node_lost_its_table(store, tmp_path / 'node', '--no-index')
+    open(os.path.join(t2, 'nb-1-big-Data.db'), 'wb').write(b'other bytes\n')
+    cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2)
+    for gen, own, fresh in ((3, 'nb-1-big', 4), (2, 'nb-2-big', 5)):
+        os.unlink(os.path.join(t1, f'nb-{gen}-big-Data.db'))
+        os.unlink(os.path.join(t1, f'nb-{gen}-big-TOC.txt'))
+        open(os.path.join(t1, f'oa-{gen}-big-Data.db'), 'wb').write(b'a flush since\n')
+        plan = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run').stdout
+        assert f'rename  {own} -> nb-{fresh}-big' in plan and 'removing what a killed restore left' in plan, plan
+        cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2)
+        left = os.listdir(t1)
+        assert not [n for n in left if n.startswith(f'nb-{gen}-')], left
+        assert len([n for n in left if n.startswith(f'nb-{fresh}-big-')]) == 8, left
+        assert read(os.path.join(t1, f'oa-{gen}-big-Data.db')) == b'a flush since\n'
+
+
+def test_jbod_restore_sees_the_table_through_dot_paths_and_symlinked_indexes(store, tmp_path):
+    """--table-dir T/. lost the table's other data directories (matched by the name '.'), and an
+    index directory of another data directory that is a symlink (to another disk) was taken
+    for absent: generations were copied that those already had."""
+    d1, d2, t1, t2 = jbod_node_lost_its_table(store, tmp_path / 'node')
+    open(os.path.join(t2, 'nb-1-big-Data.db'), 'wb').write(b'other bytes\n')
+    plan = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run',
+              '--table-dir', f'shop.orders={t1}/.').stdout
+    assert 'rename  nb-1-big -> nb-3-big' in plan, plan
+    disk = tmp_path / 'disk3' / 'idx'
+    disk.mkdir(parents=True)
+    (disk / 'nb-1-big-Data.db').write_bytes(b'index bytes of another\n')
+    os.symlink(disk, os.path.join(t2, '.orders_by_customer_idx'))
+    plan = cb('restore', '--store', store, 'b', '--data-dir', d1, '--data-dir', d2, '--dry-run').stdout
+    assert 'rename  .orders_by_customer_idx/nb-1-big -> nb-3-big' in plan, plan
+
+
 def test_restore_and_load_leave_the_system_keyspaces_out(store, tmp_path):
     """Backups made with --include-system (as `backup` and the timers make them) brought the
     node's system and system_schema tables back into a live node with a plain restore, a

@@ -249,7 +249,10 @@ static int choose_target(const struct restore_opts *o, const struct cb_table_row
 	/* the others of its id: of the one found, or of the one --table-dir names (by the name it
 	 * has in its data directory, a symlink to a directory of another name or not) */
 	char base[NAME_MAX + 2] = "";
-	if (r == 0 && *target)
+	for (size_t off = 0; r == 0 && *target && !*base && off < found.len; off += strlen(found.buf + off) + 1)
+		if (same_directory(found.buf + off, *target)) /* "t1/.", or the path a symlink names */
+			table_dir_name(found.buf + off, base, sizeof(base));
+	if (r == 0 && *target && !*base)
 		table_dir_name(*target, base, sizeof(base));
 	for (size_t off = 0; r == 0 && *base && off < found.len; off += strlen(found.buf + off) + 1) {
 		const char *name = strrchr(found.buf + off, '/');
@@ -427,17 +430,27 @@ static bool gen_claimed(const struct plan_table *pt, const struct unit *u, uint6
 	return false;
 }
 
-/* Is every file of generation g in dfd named as one of u's components under g (nothing a
- * killed restore of another sstable left there)? */
+/* Is every file of dfd named with u's identifier under generation g (its version and format,
+ * "nb-8-big-") one of u's components under g (nothing a killed restore of another sstable
+ * left there)? Another version's sstable of that generation is not ours: it is left to
+ * generation_used_by_another. */
 static bool gen_holds_only(int dfd, const struct plan_table *pt, const struct unit *u, uint64_t g)
 {
-	DIR *d = dir_stream(dfd);
-	if (!d)
+	struct strbuf prefix = {0};
+	if (sstable_with_generation(pt->files.v[u->first].name, g, &prefix) < 0) {
+		sb_free(&prefix);
 		return false;
+	}
+	size_t plen = sstable_prefix_len(prefix.buf);
+	DIR *d = plen ? dir_stream(dfd) : NULL;
+	if (!d) {
+		sb_free(&prefix);
+		return false;
+	}
 	bool only = true;
 	struct strbuf name = {0};
 	for (struct dirent *e; only && (e = readdir(d));) {
-		if (sstable_numeric_generation(e->d_name) != g)
+		if (sstable_numeric_generation(e->d_name) != g || strncmp(e->d_name, prefix.buf, plen) != 0)
 			continue;
 		bool ours = false;
 		for (size_t k = u->first; !ours && k < u->first + u->count; k++) {
@@ -448,6 +461,7 @@ static bool gen_holds_only(int dfd, const struct plan_table *pt, const struct un
 		only = ours;
 	}
 	sb_free(&name);
+	sb_free(&prefix);
 	closedir(d);
 	return only;
 }
@@ -534,32 +548,40 @@ static uint64_t dir_max_generation(int dfd)
 	return m;
 }
 
-/* The table's directory for files in dir ("" or ".<index>") in its other data directory i
- * (that directory followed where it is a symlink, as find_table_dirs took it and as the target
- * is; dir not), or -1. Only read. */
+/* The table's directory for files in dir ("" or ".<index>") in its other data directory i,
+ * symlinks followed (as Cassandra reads through them), or -1. Only read. */
 static int open_other_dir(const struct plan_table *pt, size_t i, const char *dir)
 {
 	int base = open(pt->others.v[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (base < 0 || !*dir)
 		return base;
-	int fd = openat(base, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int fd = openat(base, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	close(base);
 	return fd;
 }
 
-/* Does a file of directory dfd other than u's own names have numeric generation gen, in any
- * sstable version or format (an "oa-8-big" beside the backup's "nb-8-big")? */
-static bool generation_used_by_another(int dfd, const struct plan_table *pt, const struct unit *u, uint64_t gen)
+/* Does a file of directory dfd have numeric generation gen, in any sstable version or format
+ * (an "oa-8-big" beside the backup's "nb-8-big"), other than u's names under generation
+ * as_gen (0: its own names: what a killed run of ours left there)? */
+static bool generation_used_by_another(int dfd, const struct plan_table *pt, const struct unit *u, uint64_t gen,
+				       uint64_t as_gen)
 {
 	DIR *d = dir_stream(dfd);
 	bool used = false;
+	struct strbuf name = {0};
 	for (struct dirent *e; !used && d && (e = readdir(d));) {
 		if (sstable_numeric_generation(e->d_name) != gen)
 			continue;
 		used = true;
-		for (size_t k = u->first; used && k < u->first + u->count; k++)
-			used = strcmp(e->d_name, pt->files.v[k].name) != 0;
+		for (size_t k = u->first; used && k < u->first + u->count; k++) {
+			name.len = 0;
+			const char *ours = pt->files.v[k].name;
+			if (as_gen && sstable_with_generation(ours, as_gen, &name) == 0)
+				ours = name.buf;
+			used = strcmp(e->d_name, ours) != 0;
+		}
 	}
+	sb_free(&name);
 	if (d)
 		closedir(d);
 	return used;
@@ -583,7 +605,7 @@ static bool taken_in_others(const struct plan_table *pt, const struct unit *u, u
 				fstatat(fd, name.buf, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT;
 		}
 		taken = taken || (fd >= 0 && !gen && unit_taken(fd, pt, u)) ||
-			(fd >= 0 && numeric && generation_used_by_another(fd, pt, u, numeric));
+			(fd >= 0 && numeric && generation_used_by_another(fd, pt, u, numeric, gen));
 		if (fd >= 0)
 			close(fd);
 	}
@@ -659,7 +681,7 @@ static int plan_unit(struct plan_table *pt, struct unit *u, int dfd, struct gen_
 	bool here = taken_here && unit_same_as(dfd, pt, u, NULL);
 	uint64_t numeric = sst ? sstable_numeric_generation(f0->name) : 0;
 	bool taken = taken_here || (sst && taken_in_others(pt, u, 0)) ||
-		     (numeric && dfd >= 0 && generation_used_by_another(dfd, pt, u, numeric));
+		     (numeric && dfd >= 0 && generation_used_by_another(dfd, pt, u, numeric, 0));
 	if (sst && dfd >= 0 && !here)
 		u->present_as = unit_found_elsewhere(dfd, pt, u);
 	if (sst && !here && !u->present_as)
@@ -669,14 +691,14 @@ static int plan_unit(struct plan_table *pt, struct unit *u, int dfd, struct gen_
 	 * or renamed, as when they were taken in the target or in another data directory; it is
 	 * completed, unless another data directory took its generation since: then removed */
 	if (u->action == U_RENAME && resume && taken_here && unit_left_by_a_kill(dfd, pt, u, 0)) {
-		if (!taken_in_others(pt, u, 0))
+		if (!taken_in_others(pt, u, 0) && !(numeric && generation_used_by_another(dfd, pt, u, numeric, 0)))
 			u->action = U_RESUME;
 		else
 			u->leftover = true, u->leftover_gen = 0;
 	}
 	uint64_t left = u->action == U_RENAME && !u->leftover && resume && dfd >= 0
 				? unit_renamed_by_a_kill(dfd, pt, u) : 0;
-	if (left && !taken_in_others(pt, u, left))
+	if (left && !taken_in_others(pt, u, left) && !generation_used_by_another(dfd, pt, u, left, left))
 		u->action = U_RESUME, u->new_gen = left; /* under new_gen */
 	else if (left)
 		u->leftover = true, u->leftover_gen = left;
