@@ -13,8 +13,9 @@
 #include <unistd.h>
 
 /* 4: incrementals' base and previous; the node's own files (catalog.h). 5: backups' scope
- * and clears_links. 6: manifests' versions (a replaced one is read again) and snapshot times */
-#define CATALOG_FORMAT "cassbackup-catalog-6"
+ * and clears_links. 6: manifests' versions (a replaced one is read again) and snapshot times.
+ * 7: host ids canonical (store_register_manifest) */
+#define CATALOG_FORMAT "cassbackup-catalog-7"
 /* Pages a CATALOG_SMALL_CACHE connection keeps (SQLite's default is 2 MiB per connection). */
 #define CATALOG_SMALL_CACHE_KIB "256"
 #define CB_SIZE_MAX_SQL "4611686018427387903" /* CB_SIZE_MAX */

@@ -745,8 +745,8 @@ static int segment_start(struct store *s, struct node_backups *o, const struct c
 	return r;
 }
 
-/* The manifest of node's backup name in either layout: backups/NAME/NODE.json, else the older
- * backups/NAME.json when it describes node (a store upgraded in place keeps its older full
+/* The manifest of node's backup name in either layout: backups/NAME/NODE.json (NODE a host id
+ * in either case), else the older backups/NAME.json when it describes node (a store upgraded in place keeps its older full
  * backups, and incrementals made since name them). -ENOENT, or the read's error with err. */
 static int read_node_backup(struct store *s, const char *name, const char *node, struct manifest **out,
 			    struct strbuf *err)
@@ -754,10 +754,17 @@ static int read_node_backup(struct store *s, const char *name, const char *node,
 	char ref[CB_REF_MAX];
 	int r = store_backup_ref(name, node, ref);
 	r = r ?: store_read_manifest(s, ref, out, NULL, err);
+	if (r == -ENOENT) {
+		r = store_backup_ref_other_case(s, name, node, ref);
+		if (r == 0)
+			r = store_read_manifest(s, ref, out, NULL, err);
+		else if (r != -ENOENT)
+			sb_printf(err, "cannot list backups/%s/: %s", name, cb_backend_why(r));
+	}
 	if (r != -ENOENT)
 		return r;
 	r = store_read_manifest(s, name, out, NULL, err);
-	if (r == 0 && strcmp(manifest_node_key(*out), node) != 0) {
+	if (r == 0 && !manifest_node_key_same(manifest_node_key(*out), node)) {
 		manifest_free(*out);
 		*out = NULL;
 		r = -ENOENT;

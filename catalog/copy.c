@@ -71,7 +71,7 @@ static int read_source_manifest(struct copy *c)
 		sb_printf(c->err, "%s/%s names backup \"%s\"", store_location(c->src), key.buf, c->m->name);
 		r = -EBADMSG;
 	}
-	if (r == 0 && *node && strcmp(manifest_node_key(c->m), node) != 0) {
+	if (r == 0 && *node && !manifest_node_key_same(manifest_node_key(c->m), node)) {
 		sb_printf(c->err, "%s/%s describes node %s", store_location(c->src), key.buf,
 			  manifest_node_key(c->m));
 		r = -EBADMSG;
@@ -102,7 +102,7 @@ static int target_holds(struct copy *c, const char *key, const char *node_of)
 		struct manifest *m = NULL;
 		char why[256];
 		bool ours = manifest_parse(doc, len, &m, why, sizeof(why)) == 0 &&
-			    !strcmp(manifest_node_key(m), node_of);
+			    manifest_node_key_same(manifest_node_key(m), node_of);
 		manifest_free(m);
 		if (!ours)
 			return 0;

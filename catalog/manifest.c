@@ -970,6 +970,13 @@ int host_id_canonical(const char *in, char out[37])
 	return 0;
 }
 
+bool manifest_node_key_same(const char *a, const char *b)
+{
+	char ca[37], cb[37];
+	return !strcmp(a, b) ||
+	       (host_id_canonical(a, ca) == 0 && host_id_canonical(b, cb) == 0 && !strcmp(ca, cb));
+}
+
 bool manifest_label_ok(const char *s)
 {
 	if (!s)

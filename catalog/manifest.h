@@ -193,6 +193,9 @@ bool manifest_node_key_ok(const char *key);
  * anything else: host ids are compared as strings, so "1A1A..." given for "1a1a..." would
  * make a node's backups and segments look like another node's. */
 int host_id_canonical(const char *in, char out[37]);
+/* Do node keys a and b name one node? Equal, or one host id spelled in two cases: an older
+ * cassbackup kept a host id as the user gave it, and its backups are the node's own. */
+bool manifest_node_key_same(const char *a, const char *b);
 #define HOST_ID_RULE "a host id is a UUID as nodetool info prints it (8-4-4-4-12 hexadecimal digits)"
 
 /* The time a backup holds its node's data as of, which retention orders backups by: its

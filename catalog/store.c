@@ -83,6 +83,38 @@ int store_backup_ref(const char *name, const char *node_key, char ref[CB_REF_MAX
 	return 0;
 }
 
+struct spelling_ctx {
+	const char *name, *node_key;
+	char *ref; /* CB_REF_MAX; "" until found */
+};
+
+static int note_spelling(void *ctx, const char *key, uint64_t size)
+{
+	(void)size;
+	struct spelling_ctx *c = ctx;
+	char ref[CB_REF_MAX], name[256], node[65];
+	if (store_manifest_name(key, ref) == 0 && store_ref_split(ref, name, node) == 0 &&
+	    !strcmp(name, c->name) && strcmp(node, c->node_key) != 0 &&
+	    manifest_node_key_same(node, c->node_key))
+		memcpy(c->ref, ref, CB_REF_MAX);
+	return 0;
+}
+
+int store_backup_ref_other_case(struct store *s, const char *name, const char *node_key,
+				char ref[CB_REF_MAX])
+{
+	char canon[37];
+	if (host_id_canonical(node_key, canon) < 0)
+		return -ENOENT;
+	struct strbuf prefix = {0};
+	struct spelling_ctx c = {.name = name, .node_key = node_key, .ref = ref};
+	*ref = '\0';
+	int r = sb_printf(&prefix, "backups/%s/", name) ?:
+		cb_backend_list(s->b, prefix.buf, note_spelling, &c);
+	sb_free(&prefix);
+	return r < 0 ? r : *ref ? 0 : -ENOENT;
+}
+
 int store_manifest_key(const char *ref, struct strbuf *key)
 {
 	char name[256], node[65];
@@ -766,18 +798,42 @@ static int join_tokens(const struct manifest *m, struct strbuf *out)
 	return r;
 }
 
+/* m's ring as JSON, its host ids canonical (host_id_canonical) where they are host ids. */
+static int ring_canonical(const struct manifest *m, struct strbuf *out)
+{
+	struct manifest_ring_node *v = calloc(m->nring + 1, sizeof(*v));
+	char (*ids)[37] = calloc(m->nring + 1, sizeof(*ids));
+	int r = v && ids ? 0 : -ENOMEM;
+	for (size_t i = 0; r == 0 && i < m->nring; i++) {
+		v[i] = m->ring[i];
+		if (host_id_canonical(m->ring[i].host_id, ids[i]) == 0)
+			v[i].host_id = ids[i];
+	}
+	r = r ?: manifest_ring_write(v, m->nring, out);
+	free(v);
+	free(ids);
+	return r;
+}
+
+/* The catalog keeps host ids canonical, so that a node whose id an older cassbackup kept in
+ * capitals (as the user gave it) is one node with its backups made since: the cluster view
+ * and the commit log match host ids as strings. The node key stays as the store's key
+ * spells it, so the row's ref names the manifest's object. */
 int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
 			    uint64_t manifest_size, const char *manifest_version)
 {
 	struct strbuf tokens = {0}, ring = {0}, scope = {0};
-	int r = join_tokens(m, &tokens) ?: manifest_ring_write(m->ring, m->nring, &ring) ?:
+	char host_id[37];
+	int r = join_tokens(m, &tokens) ?: ring_canonical(m, &ring) ?:
 		manifest_scope_write(&m->scope, &scope);
+	if (!m->host_id || host_id_canonical(m->host_id, host_id) < 0)
+		host_id[0] = '\0';
 	struct cb_backup_info b = {
 		.node_key = manifest_node_key(m), .nested = nested, .rack = m->rack,
 		.schema_version = m->schema_version, .ring = ring.buf ? ring.buf : "[]",
 		.name = m->name, .cluster = m->cluster, .datacenter = m->datacenter, .node = m->node,
-		.host_id = m->host_id, .snapshot_tag = m->snapshot_tag, .created_ns = m->created_ns,
-		.files = m->files, .bytes = m->bytes, .new_bytes = m->new_bytes,
+		.host_id = *host_id ? host_id : m->host_id, .snapshot_tag = m->snapshot_tag,
+		.created_ns = m->created_ns, .files = m->files, .bytes = m->bytes, .new_bytes = m->new_bytes,
 		.stored_bytes = m->stored_bytes, .cassandra_version = m->cassandra_version,
 		.tokens = tokens.buf, .root_mode = m->root_attr.mode, .root_uid = m->root_attr.uid,
 		.root_gid = m->root_attr.gid, .manifest_size = manifest_size,
@@ -828,7 +884,7 @@ int store_read_manifest(struct store *s, const char *ref, struct manifest **out,
 		*out = NULL;
 		r = -EBADMSG;
 	}
-	if (r == 0 && *node && strcmp(manifest_node_key(*out), node) != 0) {
+	if (r == 0 && *node && !manifest_node_key_same(manifest_node_key(*out), node)) {
 		sb_printf(err, "%s: describes node %s", key.buf, manifest_node_key(*out));
 		manifest_free(*out);
 		*out = NULL;

@@ -232,6 +232,11 @@ int store_manifest_name(const char *key, char ref[CB_REF_MAX]);
 /* The ref of node backup (name, node key): "NAME/NODE", into ref. -EINVAL when name or node
  * cannot be one's. */
 int store_backup_ref(const char *name, const char *node_key, char ref[CB_REF_MAX]);
+/* The ref of node's backup name under another spelling of its host id, which an older
+ * cassbackup kept as the user gave it (manifest_node_key_same), as backups/NAME/ lists it.
+ * 0, -ENOENT when there is none (node_key is no host id), or the listing's -errno. */
+int store_backup_ref_other_case(struct store *s, const char *name, const char *node_key,
+				char ref[CB_REF_MAX]);
 /* Splits a ref into its name and its node key ("" for the older layout). -EINVAL. */
 int store_ref_split(const char *ref, char name[256], char node_key[65]);
 

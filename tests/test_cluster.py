@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from conftest import (CASSBACKUP, cb, data_dir_args, make_sample, mounted, node_files_off, read, sample_dirs,
-                      snapshot_tables)
+from conftest import (CASSBACKUP, cb, data_dir_args, make_sample, mounted, node_files_off, read, rewrite_manifest,
+                      sample_dirs, snapshot_tables)
 
 NODETOOL = os.path.join(os.path.dirname(__file__), 'standins', 'nodetool')
 
@@ -117,6 +117,29 @@ def test_a_host_id_in_capitals_is_the_nodes_own(store, cluster, tmp_path):
     seg.write_bytes(b'')
     p = cb('archive-commitlog', '--store', store, '--host-id', 'zz', str(seg), seg.name, check=False)
     assert p.returncode == 2 and 'a host id is a UUID' in p.stderr, p.stderr
+
+
+def test_a_node_an_older_cassbackup_kept_in_capitals_is_one_node_of_the_cluster(store, cluster):
+    """A cluster backup one of whose nodes an older cassbackup made with its host id in
+    capitals (backups/day1/<ID>.json, its ring in capitals too), the others made now: status
+    said 3 of 6 nodes, each of them both committed and MISSING, exit 1, and list said 3/6."""
+    for i in range(3):
+        create_on(store, cluster, i)
+    h = NODES[1]['host_id']
+    path = os.path.join(store, 'backups', 'day1', h + '.json')
+    doc = json.load(open(path))
+    doc['host_id'] = h.upper()
+    for n in doc['ring']:
+        n['host_id'] = n['host_id'].upper()
+    os.unlink(path)
+    rewrite_manifest(os.path.join(store, 'backups', 'day1', h.upper() + '.json'), doc)
+    for suffix in ('', '-wal', '-shm'):
+        if os.path.exists(os.path.join(store, 'catalog.db' + suffix)):
+            os.unlink(os.path.join(store, 'catalog.db' + suffix))
+    p = cb('status', '--store', store, 'day1')
+    assert p.stdout.startswith('day1: 3 of 3 nodes committed') and 'MISSING' not in p.stdout, p.stdout
+    [g] = groups(store)
+    assert (g['nodes_done'], g['nodes_expected'], g['missing']) == (3, 3, []), g
 
 
 def test_show_json_records_the_nodes_identity(store, cluster):

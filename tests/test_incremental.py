@@ -694,6 +694,29 @@ def test_point_in_time_takes_the_full_backup_and_its_incrementals_before_the_tim
     assert 'backup full of node n1' in r.stdout, r.stdout + r.stderr
 
 
+def test_an_incremental_builds_on_a_full_backup_kept_under_its_host_id_in_capitals(node, store, tmp_path):
+    """An older cassbackup kept a host id as the user gave it: a full backup made with --host-id
+    in capitals is backups/full/<ID>.json. create --incremental of that node, its id now in lower
+    case, found no full backup to build on, exit 3; and a point-in-time restore of an
+    incremental on it could not find where its replay starts."""
+    hid = '5f1c0c8e-0000-4000-8000-0000000000ab'
+    node.full(store, 'full', '--host-id', hid)
+    path = manifest_path(store, 'full')
+    doc = json.load(open(path))
+    doc['host_id'] = hid.upper()
+    os.unlink(path)
+    rewrite_manifest(os.path.join(os.path.dirname(path), hid.upper() + '.json'), doc)
+    for t in TABLES:
+        node.flush(t)
+    node.incremental(store, 'inc1', '--host-id', hid)
+    assert manifest(store, 'inc1')['base'] == 'full'
+    assert os.listdir(os.path.join(store, 'backups', 'inc1')) == [hid + '.json']
+    pitr = point_in_time(store, tmp_path, {'full': T0, 'inc1': T0 + HOUR})
+    r = pitr(T0 + 2 * HOUR)
+    assert r.returncode == 0 and 'backup inc1 of node n1' in r.stdout, r.stdout + r.stderr
+    assert '(snapshot by 2026:01:01 00:00:00' in r.stdout, r.stdout
+
+
 def test_point_in_time_takes_a_full_backup_of_the_tables_restored(node, store, tmp_path):
     """A full backup of one table made after the nightly one of every table was taken for a
     point-in-time restore of the whole node: the other tables came back from no backup, and the

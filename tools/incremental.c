@@ -58,7 +58,7 @@ struct chain_ctx {
 static int note_candidate(void *ctx, const struct cb_backup_summary *b)
 {
 	struct chain_ctx *c = ctx;
-	if (b->invalid || strcmp(b->node_key, c->node_key) != 0)
+	if (b->invalid || !manifest_node_key_same(b->node_key, c->node_key))
 		return 0;
 	bool incremental = b->base && *b->base;
 	if (c->base_name ? strcmp(b->name, c->base_name) != 0 : incremental || !b->complete)
@@ -98,7 +98,7 @@ static int note_chain(void *ctx, const struct cb_backup_summary *b)
 	struct links_ctx *c = ctx;
 	/* an incomplete incremental (a pack lost) holds names whose bytes the store may not have:
 	 * never one to build on, nor to judge links by */
-	if (b->invalid || !b->complete || strcmp(b->node_key, c->node_key) != 0 || !b->base ||
+	if (b->invalid || !b->complete || !manifest_node_key_same(b->node_key, c->node_key) || !b->base ||
 	    strcmp(b->base, c->base) != 0)
 		return 0;
 	struct link *v = realloc(c->v, (c->n + 1) * sizeof(*v));
@@ -197,7 +197,7 @@ static int note_consumer(void *ctx, const struct cb_backup_summary *b)
 {
 	struct consumer_ctx *c = ctx;
 	bool incremental = b->base && *b->base;
-	if (*c->name || b->invalid || strcmp(b->node_key, c->node_key) != 0 ||
+	if (*c->name || b->invalid || !manifest_node_key_same(b->node_key, c->node_key) ||
 	    b->created_ns <= c->after || (incremental ? !strcmp(b->base, c->base)
 						      : !b->clears_links || !strcmp(b->name, c->base)))
 		return 0;
@@ -277,7 +277,7 @@ static struct tip *tip_of(struct tips_ctx *c, const char *base)
 static int note_tip(void *ctx, const struct cb_backup_summary *b)
 {
 	struct tips_ctx *c = ctx;
-	if (b->invalid || strcmp(b->node_key, c->node_key) != 0)
+	if (b->invalid || !manifest_node_key_same(b->node_key, c->node_key))
 		return 0;
 	if (!b->base || !*b->base) {
 		struct candidate *f = realloc(c->fulls, (c->nfulls + 1) * sizeof(*f));
