@@ -193,3 +193,33 @@ def test_a_host_id_an_older_cassbackup_kept_in_capitals_is_the_same_node(store, 
     assert names(store) == ['b2', 'b3']
     cb('forget', '--store', store, '--keep-last', '1')
     assert names(store) == ['b3']
+
+
+def test_a_backup_made_without_nodetool_ages_out_with_its_nodes_backups(store, tmp_path):
+    """A node's first backup made without nodetool is keyed by its node name, the later ones by
+    its host id: the policy took them for two nodes and kept the first for ever as the other
+    node's last backup. It joins the host id its node name's other backups all have; a node
+    name seen with two host ids (a host replaced under its name) keeps it apart."""
+    hid, other = '5f1c0c8e-0000-4000-8000-0000000000ab', '6e2d1d9f-0000-4000-8000-0000000000cd'
+    now = time.time_ns()
+
+    def make(name, i, *host):
+        cb('create', '--store', store, '--name', name, *data_dir_args(sample_dirs(tiny(tmp_path, name, 80 + i))),
+           '--snapshot', 'nightly-1', '--node', 'n1', *host)
+        path = manifest_path(store, name)
+        doc = json.load(open(path))
+        doc['created_ns'] = now - (9 - i) * DAY
+        rewrite_manifest(path, doc)
+
+    make('b1', 1)
+    make('b2', 2, '--host-id', hid)
+    make('b3', 3, '--host-id', hid)
+    for suffix in ('', '-wal', '-shm'):
+        if os.path.exists(os.path.join(store, 'catalog.db' + suffix)):
+            os.unlink(os.path.join(store, 'catalog.db' + suffix))
+    cb('forget', '--store', store, '--keep-last', '2')
+    assert names(store) == ['b2', 'b3']
+    make('b4', 4)
+    make('b5', 5, '--host-id', other)  # n1 is now another host: b4 is no longer sure to be hid's
+    cb('forget', '--store', store, '--keep-last', '1')
+    assert names(store) == ['b3', 'b4', 'b5']

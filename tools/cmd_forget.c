@@ -71,6 +71,33 @@ static int collect(void *ctx, const struct cb_backup_summary *b)
 	return 0;
 }
 
+/* A backup made without nodetool is keyed by its node name. When every backup of that node
+ * name made with nodetool has one host id, it is that node's and joins its group, so that a
+ * policy ages it out with them, rather than keeping it for ever as another node's last
+ * backup. A node name seen with several host ids (a host replaced under its name) leaves it
+ * in a group of its own, which keeps more. */
+static int join_host_groups(struct flist *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		const char *one = NULL;
+		bool several = false;
+		for (size_t k = 0; k < l->n && !*l->v[i].host_id && !several; k++) {
+			if (!*l->v[k].host_id || strcmp(l->v[k].node, l->v[i].node) != 0)
+				continue;
+			several = one && strcmp(one, l->v[k].key) != 0;
+			one = l->v[k].key;
+		}
+		if (one && !several) {
+			char *key = strdup(one);
+			if (!key)
+				return -ENOMEM;
+			free(l->v[i].key);
+			l->v[i].key = key;
+		}
+	}
+	return 0;
+}
+
 static void flist_free(struct flist *l)
 {
 	for (size_t i = 0; i < l->n; i++) {
@@ -334,7 +361,7 @@ static int forget(struct fopts *o, char **names, int nnames)
 		store_close(s);
 		return CB_EXIT_FAILED;
 	}
-	r = catalog_list_backups(store_catalog(s), collect, &l);
+	r = catalog_list_backups(store_catalog(s), collect, &l) ?: join_host_groups(&l);
 	for (size_t i = 0; r == 0 && i < l.n; i++)
 		l.v[i].chosen = !o->node;
 	if (r == 0 && o->node)
