@@ -266,6 +266,17 @@ static int copy_meta(backup_writer *w, const struct backup_meta *m)
 	return 0;
 }
 
+/* 1 when the store holds w's name for node under another spelling of its host id (an older
+ * cassbackup kept one as the user gave it), 0 when not, or -errno with err. */
+static int taken_in_other_case(backup_writer *w, const char *node, struct strbuf *err)
+{
+	char other[CB_REF_MAX];
+	int r = store_backup_ref_other_case(w->store, w->name, node, other);
+	if (r < 0 && r != -ENOENT)
+		sb_printf(err, "cannot list %s/backups/%s/: %s", w->root, w->name, cb_backend_why(r));
+	return r == 0 ? 1 : r == -ENOENT ? 0 : r;
+}
+
 /* The name is free for this node when neither the catalog nor the store has a manifest of
  * it by this node (backups/NAME/NODE.json, or one at backups/NAME.json the catalog took in).
  * Other nodes' backups of the name are the same cluster backup. */
@@ -289,6 +300,8 @@ static int check_name_free(backup_writer *w, struct strbuf *err)
 			sb_printf(err, "cannot learn whether %s/%s exists: %s", w->root, key.buf,
 				  cb_backend_why(r));
 		r = r == 0 ? 1 : r == -ENOENT ? 0 : r;
+		if (r == 0)
+			r = taken_in_other_case(w, node, err);
 	} else if (r == -EINVAL) {
 		sb_printf(err, "cannot name backup %s in the store: invalid backup name", w->name);
 	}

@@ -202,7 +202,9 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_READ_BEGIN] = "BEGIN DEFERRED",
 	[ST_COMMIT] = "COMMIT",
 	[ST_ROLLBACK] = "ROLLBACK",
-	[ST_BACKUP_EXISTS] = "SELECT 1 FROM backups WHERE name = ?1 AND (?2 IS NULL OR node_key = ?2)",
+	/* ?3: ?2 is a host id, canonical; the row's node key may spell it in capitals */
+	[ST_BACKUP_EXISTS] = "SELECT 1 FROM backups WHERE name = ?1 AND"
+			     " (?2 IS NULL OR node_key = ?2 OR (?3 AND lower(node_key) = ?2))",
 	[ST_BLOB_SIZE_EXISTS] = "SELECT 1 FROM blobs WHERE size = ?1 LIMIT 1",
 	[ST_FIND_BLOB] = "SELECT id FROM blobs WHERE sha256 = ?1 AND size = ?2 AND pack_id IS NOT NULL",
 	[ST_FIND_USED_BLOB] = "SELECT b.id FROM blobs b WHERE b.sha256 = ?1 AND b.size = ?2 AND "
@@ -672,11 +674,14 @@ int catalog_has_unlocated_blobs(catalog *c)
 int catalog_backup_exists(catalog *c, const char *name, const char *node_key)
 {
 	sqlite3_stmt *st = stmt(c, ST_BACKUP_EXISTS);
+	char canon[37];
+	bool host_id = node_key && host_id_canonical(node_key, canon) == 0;
 	bind_text(st, 1, name);
 	if (node_key)
-		bind_text(st, 2, node_key);
+		bind_text(st, 2, host_id ? canon : node_key);
 	else
 		sqlite3_bind_null(st, 2);
+	sqlite3_bind_int(st, 3, host_id);
 	int r = step_one(c, st);
 	return r == 1 ? done(c, st, 1) : r;
 }

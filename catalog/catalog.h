@@ -171,8 +171,8 @@ struct cb_file_info {
  * whose packs were not indexed yet), 0 when not, or -errno. */
 int catalog_has_unlocated_blobs(catalog *c);
 
-/* 1 when a backup of that name exists (of node node_key; NULL: of any node), 0 when not, or
- * -errno. */
+/* 1 when a backup of that name exists (of node node_key, a host id in either case; NULL: of
+ * any node), 0 when not, or -errno. */
 int catalog_backup_exists(catalog *c, const char *name, const char *node_key);
 /* 1 when some blob has exactly this size (a file of another size can't be a duplicate). */
 int catalog_blob_size_exists(catalog *c, uint64_t size);

@@ -223,3 +223,31 @@ def test_a_backup_made_without_nodetool_ages_out_with_its_nodes_backups(store, t
     make('b5', 5, '--host-id', other)  # n1 is now another host: b4 is no longer sure to be hid's
     cb('forget', '--store', store, '--keep-last', '1')
     assert names(store) == ['b3', 'b4', 'b5']
+
+
+def test_a_name_an_older_cassbackup_kept_under_a_host_id_in_capitals_is_taken(store, tmp_path):
+    """create compared node keys exactly: a backup name an older cassbackup kept under the host
+    id in capitals was free for the same node in lower case, so a second backup of the node
+    under the name was published, after which restore refused every --node. Such a pair (made
+    by older cassbackups) is restored by its ref."""
+    hid = '5f1c0c8e-0000-4000-8000-0000000000ab'
+    args = ['create', '--store', store, '--name', 'b1', *data_dir_args(sample_dirs(tiny(tmp_path, 'b1', 90))),
+            '--snapshot', 'nightly-1', '--node', 'n1', '--host-id', hid]
+    cb(*args)
+    path = manifest_path(store, 'b1')
+    doc = json.load(open(path))
+    doc['host_id'] = hid.upper()
+    os.unlink(path)
+    capitals = os.path.join(os.path.dirname(path), hid.upper() + '.json')
+    rewrite_manifest(capitals, doc)
+    p = cb(*args, check=False)
+    assert p.returncode == 1 and 'backup b1 of node ' + hid + ' already exists' in p.stderr, p.stderr
+    assert os.listdir(os.path.dirname(path)) == [hid.upper() + '.json']
+    doc['host_id'] = hid  # and both, as two older cassbackups could leave them
+    rewrite_manifest(path, doc)
+    out = tmp_path / 'b1.tar'
+    p = cb('export', '--store', store, 'b1', '--node', hid, '--output', out, check=False)
+    assert p.returncode == 2 and 'two spellings of its host id' in p.stderr and 'by its ref' in p.stderr, p.stderr
+    assert not out.exists()
+    cb('export', '--store', store, 'b1/' + hid.upper(), '--output', out)
+    assert out.stat().st_size > 0

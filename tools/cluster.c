@@ -268,6 +268,20 @@ void cluster_backups_free(struct cluster_backups *g)
 
 /* --- picking ----------------------------------------------------------------------------- */
 
+/* Are the backups of l --node matches all of one node, under two spellings of its host id? */
+static bool one_node_twice(const struct node_backups *l, const char *node)
+{
+	const char *first = NULL;
+	for (size_t i = 0; i < l->n; i++) {
+		if (!node_backup_matches(&l->v[i], node))
+			continue;
+		if (first && !manifest_node_key_same(first, l->v[i].node_key))
+			return false;
+		first = l->v[i].node_key;
+	}
+	return true;
+}
+
 /* "backup NAME has N node backups: a (...), b (...)" + tail, as one error line. */
 static void say_several(const char *name, const struct node_backups *l, const char *tail)
 {
@@ -330,7 +344,9 @@ int cluster_pick(struct store *st, const char *store, const char *name, const ch
 	} else if (node && matched > 1) {
 		sb_puts(&tail, "; --node ");
 		sb_escape(&tail, node);
-		sb_puts(&tail, " names more than one of them: give the whole host id");
+		sb_puts(&tail, one_node_twice(&l, node) ? " names one node's backups under two spellings of "
+			"its host id (an older cassbackup's): give one by its ref, NAME/NODE"
+			: " names more than one of them: give the whole host id");
 		say_several(name, &l, tail.buf ? tail.buf : "");
 		rc = CB_EXIT_USAGE;
 	} else if (node) {

@@ -27,7 +27,8 @@ struct fopts {
 struct fitem {
 	char *name, *node;
 	char *ref;     /* where its manifest is (store.h) */
-	char *key;     /* its node's key: host id, else node name; policies group by it */
+	char *key;     /* its node's key: host id, else node name */
+	const char *group; /* the node policies group it with: key, or a key of l it joins */
 	char *scope;   /* what it was made of (catalog.h); and by it, as restic by paths */
 	char *host_id;
 	char *previous; /* the backup an incremental follows ("" for a full one) */
@@ -76,7 +77,7 @@ static int collect(void *ctx, const struct cb_backup_summary *b)
  * policy ages it out with them, rather than keeping it for ever as another node's last
  * backup. A node name seen with several host ids (a host replaced under its name) leaves it
  * in a group of its own, which keeps more. */
-static int join_host_groups(struct flist *l)
+static void join_host_groups(struct flist *l)
 {
 	for (size_t i = 0; i < l->n; i++) {
 		const char *one = NULL;
@@ -87,15 +88,8 @@ static int join_host_groups(struct flist *l)
 			several = one && strcmp(one, l->v[k].key) != 0;
 			one = l->v[k].key;
 		}
-		if (one && !several) {
-			char *key = strdup(one);
-			if (!key)
-				return -ENOMEM;
-			free(l->v[i].key);
-			l->v[i].key = key;
-		}
+		l->v[i].group = one && !several ? one : l->v[i].key;
 	}
-	return 0;
 }
 
 static void flist_free(struct flist *l)
@@ -142,7 +136,7 @@ static int apply_policy(const struct fopts *o, struct flist *l)
 			continue;
 		size_t n = 0; /* the group of l->v[i]'s node and scope */
 		for (size_t k = i; k < l->n; k++)
-			if (l->v[k].chosen && !strcmp(l->v[k].key, l->v[i].key) &&
+			if (l->v[k].chosen && !strcmp(l->v[k].group, l->v[i].group) &&
 			    !strcmp(l->v[k].scope, l->v[i].scope)) {
 				idx[n] = k;
 				items[n++] = (struct retention_item){
@@ -361,7 +355,9 @@ static int forget(struct fopts *o, char **names, int nnames)
 		store_close(s);
 		return CB_EXIT_FAILED;
 	}
-	r = catalog_list_backups(store_catalog(s), collect, &l) ?: join_host_groups(&l);
+	r = catalog_list_backups(store_catalog(s), collect, &l);
+	if (r == 0)
+		join_host_groups(&l);
 	for (size_t i = 0; r == 0 && i < l.n; i++)
 		l.v[i].chosen = !o->node;
 	if (r == 0 && o->node)
