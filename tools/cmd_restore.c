@@ -1837,7 +1837,7 @@ static int check_whole_node(const struct restore_opts *o, const struct tables *t
 			       "restore; nothing was restored", why.buf ? why.buf : "nodetool answered");
 		else
 			errorf("out of memory");
-		rc = CB_EXIT_FAILED;
+		rc = r > 0 ? CB_EXIT_USAGE : CB_EXIT_FAILED; /* a node to stop: as a directory to empty */
 	}
 	sb_free(&why);
 	return rc;
