@@ -333,20 +333,10 @@ void prune_free(prune *p)
 
 /* --- delete, under the exclusive lock ------------------------------------------------------ */
 
-/* Drops the deleted packs k[0..n) from the catalog, in one transaction, and counts them. */
-static int forget_deleted(prune *p, struct prune_pack **k, size_t n, struct strbuf *err)
+/* Counts the packs k[0..n), deleted from the store: the summary tells what was freed even when
+ * the catalog cannot be told. */
+static void count_deleted(prune *p, struct prune_pack **k, size_t n)
 {
-	catalog *c = store_catalog(p->store);
-	int r = catalog_begin(c);
-	for (size_t i = 0; i < n && r == 0; i++)
-		r = catalog_remove_pack(c, k[i]->id);
-	r = r ?: catalog_commit(c);
-	if (r < 0) {
-		catalog_rollback(c);
-		sb_printf(err, "deleted %zu pack%s of %s, but cannot drop them from the catalog (the "
-			  "next open will): %s", n, n == 1 ? "" : "s", p->location, catalog_reason(c, r));
-		return r;
-	}
 	for (size_t i = 0; i < n; i++) {
 		k[i]->gone = true;
 		p->st.bytes_removed += k[i]->size;
@@ -357,7 +347,27 @@ static int forget_deleted(prune *p, struct prune_pack **k, size_t n, struct strb
 			p->copied_bytes -= k[i]->size;
 		}
 	}
-	return 0;
+}
+
+/* Drops the deleted packs k[0..n) from the catalog, in one transaction, and counts them. */
+static int forget_deleted(prune *p, struct prune_pack **k, size_t n, struct strbuf *err)
+{
+	count_deleted(p, k, n);
+	catalog *c = store_catalog(p->store);
+	int r = catalog_begin(c);
+#ifdef CASSBACKUP_TEST_HOOKS
+	if (r == 0 && getenv("CASSBACKUP_TEST_PRUNE_CATALOG_FULL")) /* the catalog's disk filled */
+		r = -ENOSPC;
+#endif
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = catalog_remove_pack(c, k[i]->id);
+	r = r ?: catalog_commit(c);
+	if (r < 0) {
+		catalog_rollback(c);
+		sb_printf(err, "deleted %zu pack%s of %s, but cannot drop them from the catalog (the "
+			  "next open will): %s", n, n == 1 ? "" : "s", p->location, catalog_reason(c, r));
+	}
+	return r;
 }
 
 /* A planned pack is deleted now when it is due (unused from the start, or repacked) and, by
@@ -620,6 +630,7 @@ struct blob_reader {
 	const struct prune_pack *from;
 	const struct live *b;
 	const struct prune_opts *o;
+	bool read_failed; /* the source pack failed, not the new pack's writing */
 };
 
 static int read_blob(void *ctx, uint64_t off, void *buf, size_t len)
@@ -628,6 +639,7 @@ static int read_blob(void *ctx, uint64_t off, void *buf, size_t len)
 	if (br->o->cancel && *br->o->cancel)
 		return -ECANCELED;
 	int r = pack_cache_read(br->pc, br->from->path, br->b->offset + off, buf, len);
+	br->read_failed = r < 0;
 	if (r == 0 && br->o->progress)
 		br->o->progress(br->o->pctx, len);
 	return r;
@@ -638,7 +650,7 @@ static int copy_blob(struct repack *rp, const struct prune_pack *from, const str
 {
 	struct pack_member m = {.path = b->member, .size = b->size, .mode = b->mode,
 				.uid = b->uid, .gid = b->gid, .mtime_ns = b->mtime_ns};
-	struct blob_reader br = {rp->pc, from, b, &rp->p->o};
+	struct blob_reader br = {rp->pc, from, b, &rp->p->o, false};
 	unsigned char sha[32];
 	int r = packer_add_reader(rp->pk, &m, read_blob, &br, sha, NULL);
 	char hex[65];
@@ -654,9 +666,12 @@ static int copy_blob(struct repack *rp, const struct prune_pack *from, const str
 		sb_puts(rp->err, "interrupted");
 	else if (r < 0 && *packer_errmsg(rp->pk))
 		sb_printf(rp->err, "%s", packer_errmsg(rp->pk));
-	else if (r < 0)
+	else if (r < 0 && br.read_failed)
 		sb_printf(rp->err, "cannot copy blob %s (%s) from %s/%s: %s", hex, b->member,
 			  rp->p->location, from->path, r == -ENOMEM ? strerror(-r) : pack_cache_strerror(r));
+	else if (r < 0)
+		sb_printf(rp->err, "cannot write a new pack in %s (copying blob %s, %s): %s",
+			  rp->p->location, hex, b->member, strerror(-r));
 	if (r == 0)
 		rp->p->st.bytes_rewritten += b->size;
 	return r;

@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <pthread.h>
@@ -36,6 +37,37 @@ static long stall_seconds(void)
 	return STALL_SECONDS;
 }
 #define ERROR_BODY_MAX 65536
+
+/* A transfer of known size (a ranged GET, a PUT) slower than this on average is given up on
+ * (and retried) once it has taken stall_seconds() more than the size at this rate: curl's own
+ * floor, 1 byte a second (CompleteMultipartUpload answers with a space now and then while it
+ * works), lets a server or link that dribbles its bytes hold a reader for hours. 16 KiB/s is
+ * far below any link a store is used over. */
+#define MIN_BYTES_PER_SECOND 16384
+
+/* MIN_BYTES_PER_SECOND; in a test build, CASSBACKUP_TEST_MIN_BYTES_PER_SECOND (higher only),
+ * so that a test sees a dribbling answer given up on in a second. */
+static uint64_t min_bytes_per_second(void)
+{
+#ifdef CASSBACKUP_TEST_HOOKS
+	const char *v = getenv("CASSBACKUP_TEST_MIN_BYTES_PER_SECOND");
+	unsigned long long n = v ? strtoull(v, NULL, 10) : 0;
+	if (n > MIN_BYTES_PER_SECOND && n < (1ull << 40))
+		return n;
+#endif
+	return MIN_BYTES_PER_SECOND;
+}
+
+/* How long one attempt at rq may take in all, in ms; 0 (no bound but curl's stall floor) when
+ * the size of what it moves is not known before it starts. */
+static long transfer_deadline_ms(const struct s3_req *rq)
+{
+	uint64_t bytes = rq->range_len ? rq->range_len : !strcmp(rq->method, "PUT") ? rq->body_len : 0;
+	if (!bytes)
+		return 0;
+	uint64_t ms = (uint64_t)stall_seconds() * 1000 + bytes * 1000 / min_bytes_per_second();
+	return ms > LONG_MAX ? LONG_MAX : (long)ms;
+}
 
 struct s3_client {
 	char *base;      /* URL up to and including the bucket, no trailing '/' */
@@ -445,6 +477,7 @@ static CURLcode perform(struct s3_client *c, CURL *h, const struct s3_req *rq, s
 	curl_easy_setopt(h, CURLOPT_EXPECT_100_TIMEOUT_MS, 0L); /* send the body at once */
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, stall_seconds());
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, transfer_deadline_ms(rq));
 	if (c->ca_file)
 		curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
 	set_method(h, rq, x);

@@ -45,6 +45,8 @@ struct store {
 	char *skipped_why;           /* which, and why (NULL: none) */
 	char gone_pack[256];         /* store_relocate: the pack the catalog's packs were last
 				      * read again for ("": none) */
+	unsigned packs_unread;       /* by the last reading of packs/ (under mu): packs that */
+	char packs_unread_why[512];  /* could not be indexed, and why the first ("": none) */
 };
 
 struct cb_backend *store_backend(struct store *s) { return s->b; }
@@ -667,6 +669,15 @@ int store_open(const char *location, const struct store_options *o, struct store
 	return 0;
 }
 
+unsigned store_packs_unread(struct store *s, char why[512])
+{
+	pthread_mutex_lock(&s->mu);
+	unsigned n = s->packs_unread;
+	memcpy(why, s->packs_unread_why, 512);
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
 const char *store_skipped_manifests(const struct store *s, unsigned *n)
 {
 	*n = s->skipped_manifests;
@@ -986,13 +997,16 @@ static void note(struct reconcile_stats *st, const char *fmt, ...)
 	sb_printf(&st->why, "%s%s", st->why.len ? "; " : "", line);
 }
 
-/* Reads a pack's trailer, verified seek table and index, and registers them. */
-static int index_pack(struct store *s, const char *key, uint64_t size, struct reconcile_stats *st)
+/* Reads a pack's trailer, verified seek table and index, and registers them; why says why
+ * not ("KEY: reason"). */
+static int index_pack(struct store *s, const char *key, uint64_t size, char why[512])
 {
 	struct cb_io *io = NULL;
 	struct pack_meta pm = {0};
 	char err[512] = "";
 	int r = cb_backend_open_read(s->b, key, &io);
+	if (r < 0)
+		snprintf(err, sizeof(err), "%s", cb_backend_why(r));
 	if (r == 0)
 		r = pack_meta_read(io, &pm, err, sizeof(err));
 	if (r == 0) {
@@ -1003,7 +1017,9 @@ static int index_pack(struct store *s, const char *key, uint64_t size, struct re
 		int64_t id;
 		r = store_register_pack(s->cat, &p, &pm.index, &id);
 	} else {
-		note(st, "%s: %s", key, *err ? err : strerror(-r));
+		/* a failed read: the request's own words (this thread's last) say more */
+		const char *said = r == -EREMOTEIO ? cb_backend_last_error() : "";
+		snprintf(why, 512, "%s: %s%s%s", key, *err ? err : strerror(-r), *said ? ": " : "", said);
 	}
 	pack_meta_free(&pm);
 	cb_io_close(io);
@@ -1027,16 +1043,28 @@ static int reconcile_packs(struct store *s, struct reconcile_stats *st, struct s
 		else if ((r = catalog_remove_pack(s->cat, known.v[i].id)) == 0)
 			st->packs_removed++;
 	}
+	unsigned unread = 0;
+	char why[512], first[512] = "";
 	for (size_t i = 0; r == 0 && i < have.n; i++) {
 		if (have.v[i].seen)
 			continue;
-		int k = index_pack(s, have.v[i].name, have.v[i].size, st);
+		int k = index_pack(s, have.v[i].name, have.v[i].size, why);
 		if (k == 0)
 			st->packs_added++;
 		else if (k == -ENOMEM || k == -EUCLEAN)
 			r = k;
-		else
-			st->bad_packs++; /* not indexed: its blobs stay unknown, check names it */
+		if (k == 0 || k == -ENOMEM || k == -EUCLEAN)
+			continue;
+		note(st, "%s", why); /* not indexed: its blobs stay unknown, check names it */
+		st->bad_packs++;
+		if (!unread++)
+			memcpy(first, why, sizeof(first));
+	}
+	if (r == 0) {
+		pthread_mutex_lock(&s->mu);
+		s->packs_unread = unread;
+		memcpy(s->packs_unread_why, first, sizeof(first));
+		pthread_mutex_unlock(&s->mu);
 	}
 	namelist_free(&have);
 	namelist_free(&known);

@@ -176,6 +176,11 @@ struct reconcile_stats {
 };
 void reconcile_stats_free(struct reconcile_stats *st);
 
+/* How many packs in packs/ the last reading of it could not index (a failed read, a damaged
+ * pack), and why the first, "KEY: reason", into why: the bytes they hold are in no pack the
+ * catalog knows until a reading succeeds. Safe from any thread. */
+unsigned store_packs_unread(struct store *s, char why[512]);
+
 /* How many manifests the reconcile store_open ran could not read or parse (*n), and which and
  * why ("" when none): their backups are not in the catalog, so list must say so. */
 const char *store_skipped_manifests(const struct store *s, unsigned *n);

@@ -695,7 +695,14 @@ static void log_read_error(struct cbfs *fs, struct open_file *of, const struct c
 		return;
 	char path[PATH_MAX];
 	file_path(of, path, sizeof(path));
-	if (!loc->pack_path[0]) /* the catalog knows no pack holding these bytes */
+	char why[512];
+	unsigned unread = loc->pack_path[0] ? 0 : store_packs_unread(fs->store, why);
+	if (!loc->pack_path[0] && unread) /* the catalog knows no pack holding these bytes */
+		cbfs_log(fs, "cannot read %s: %s: its bytes are in no pack the catalog knows: %u "
+			 "pack%s of the store could not be read (%s); the next refresh reads %s again",
+			 path, fs->location, unread, unread == 1 ? "" : "s", why,
+			 unread == 1 ? "it" : "them");
+	else if (!loc->pack_path[0])
 		cbfs_log(fs, "cannot read %s: %s: no pack in the store holds its bytes (pack file is "
 			 "missing)", path, fs->location);
 	else

@@ -30,6 +30,9 @@ contains `match` (target as sent: path and query), so with every >= 2 each retry
             can be renewed gets past it)
   hold      wait until px.release() (px.holding is set once one waits), then forward: a
             client paused at an exact request (not in FAULTS either)
+  dribble   forward, send the headers, then the body DRIBBLE_BYTES every DRIBBLE_PAUSE
+            seconds (160 bytes a second: above curl's floor of 1, hours for a pack's frames)
+            until it is sent or the client goes (not in FAULTS either)
 An answer without a body (HEAD, 204) under reset/truncate is cut inside its header block.
 
 Run alone: python3 tests/s3proxy.py UPSTREAM_PORT [FAULT [EVERY [MATCH]]] prints its port.
@@ -45,12 +48,13 @@ import time
 
 FAULTS = (None, 'slowdown', 'reset', 'truncate', 'stall', 'bad_range', 'notfound', 'forbidden',
           'empty')
-OTHER_FAULTS = ('expired', 'hold')
+OTHER_FAULTS = ('expired', 'hold', 'dribble')
 ERRORS = {'slowdown': (503, 'SlowDown', 'Please reduce your request rate.'),
           'expired': (400, 'ExpiredToken', 'The provided token has expired.'),
           'notfound': (404, 'NoSuchKey', 'The specified key does not exist.'),
           'forbidden': (403, 'AccessDenied', 'Access Denied')}
 STALL_SECONDS = 0.5
+DRIBBLE_BYTES, DRIBBLE_PAUSE = 16, 0.1
 
 def _error_body(code, message):
     return (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>%s</Code><Message>%s</Message>'
@@ -250,7 +254,23 @@ class _Handler(socketserver.BaseRequestHandler):
         head = _encode_response(status, rheaders)
         if fault in ('reset', 'truncate'):
             return self._cut(px, method, target, status, head, body, fault)
+        if fault == 'dribble':
+            return self._dribble(px, method, target, status, head, body)
         self.request.sendall(head + body)
+        px._record(method, target, status, len(body), forwarded=True)
+        return True
+
+    def _dribble(self, px, method, target, status, head, body):
+        sent = 0
+        try:
+            self.request.sendall(head)
+            while sent < len(body):
+                self.request.sendall(body[sent:sent + DRIBBLE_BYTES])
+                sent += DRIBBLE_BYTES
+                time.sleep(DRIBBLE_PAUSE)
+        except OSError:
+            px._record(method, target, status, min(sent, len(body)), forwarded=True)
+            return False
         px._record(method, target, status, len(body), forwarded=True)
         return True
 

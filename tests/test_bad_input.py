@@ -266,6 +266,20 @@ def test_disk_full_while_writing_pack(tmp_path, sample_tree):
         run('umount', '-l', fs, check=False)
 
 
+def test_export_to_a_full_disk_says_so(base, tmp_path):
+    """export -o onto a full file system said libarchive's "Write error", not why."""
+    store, _ = base
+    fs = tmp_path / 'small'
+    fs.mkdir()
+    run('mount', '-t', 'tmpfs', '-o', 'size=64k', 'cbtest', fs)
+    try:
+        p = cb('export', '--store', store, 'good', '-o', fs / 'good.tar', check=False)
+        one_error_line(p, 'cannot write', 'No space left on device')
+        assert os.listdir(fs) == []
+    finally:
+        run('umount', '-l', fs, check=False)
+
+
 def test_mountpoint_missing_or_busy(base, tmp_path):
     store, _ = base
     p = subprocess.run([MOUNT, store, tmp_path / 'nope', '-f'], capture_output=True, text=True)

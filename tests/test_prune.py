@@ -124,6 +124,27 @@ def test_removed_backup_frees_exactly_its_own_pack(store, tmp_path):
     check_through_mount(store, tmp_path, {'day1': (dirs, 'nightly-1'), 'day2': (dirs, 'nightly-2')})
 
 
+def test_packs_deleted_count_when_the_catalog_cannot_be_told(store, tmp_path):
+    """prune deleted a pack, then could not drop it from the catalog (its disk full): it
+    exited 1 saying so, but its summary said 0 packs deleted and 0 B freed."""
+    dirs, p1, p2 = two_days(tmp_path, store)
+    other = make_sample(str(tmp_path / 'other'), '--data-kib', '300', '--no-clutter', '--keyspaces', '1',
+                        '--tables', '1', '--seed', '7')
+    create(store, 'other-node', sample_dirs(other), 'nightly-1')
+    [p3] = sorted(set(pack_files(store)) - {p1, p2})
+    size3 = os.path.getsize(os.path.join(store, p3))
+    forget(store, 'other-node')
+    p = cb('prune', '--store', store, '--json', check=False,
+           env=dict(os.environ, CASSBACKUP_TEST_PRUNE_CATALOG_FULL='1'))
+    assert p.returncode == 1 and 'cannot drop them from the catalog' in p.stderr, p.stderr
+    res = json.loads(p.stdout)
+    assert res['packs']['deleted'] == 1 and res['bytes']['freed'] == size3, res
+    assert pack_files(store) == sorted([p1, p2])
+    again, _ = prune(store)  # the next open drops it
+    assert again['packs']['deleted'] == 0 and again['actions'] == []
+    check_through_mount(store, tmp_path, {'day1': (dirs, 'nightly-1'), 'day2': (dirs, 'nightly-2')})
+
+
 def test_forgotten_day_repacks_the_shared_pack_to_what_survivors_use(store, tmp_path):
     dirs, p1, p2 = two_days(tmp_path, store)
     in_p1 = pack_index(store, p1)

@@ -277,6 +277,20 @@ int report_unreadable_backup(struct store *st, const char *store, const char *na
 	return CB_EXIT_FAILED;
 }
 
+void say_no_pack_holds(struct store *st, const char *name, const char *path)
+{
+	char why[512];
+	unsigned n = store_packs_unread(st, why);
+	_cleanup_free_ char *said = cli_escape(why);
+	if (n)
+		errorf("backup %s: %s: its bytes are in no pack the catalog knows: %u pack%s of the "
+		       "store could not be read (%s); try again, 'cassbackup check' tells more", name,
+		       path, n, n == 1 ? "" : "s", said ? said : "");
+	else
+		errorf("backup %s: %s: its bytes are in no pack of the store (a pack is missing; "
+		       "'cassbackup check' tells more)", name, path);
+}
+
 int report_no_such_backup(struct store *st, const char *store, const char *name)
 {
 	int rc = report_unreadable_backup(st, store, name);

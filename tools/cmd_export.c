@@ -104,8 +104,7 @@ static int locate(struct export *x, const char *path, const struct manifest_file
 		errorf("backup %s: %s: %s", name ? name : "", shown ? shown : "",
 		       catalog_why(cat, r, why, sizeof(why)));
 	else if (r == 0 || loc->pack_id == 0)
-		errorf("backup %s: %s: its bytes are in no pack of the store (a pack is missing; "
-		       "'cassbackup check' tells more)", name ? name : "", shown ? shown : "");
+		say_no_pack_holds(x->s, name ? name : "", shown ? shown : "");
 	return r < 0 ? r : r == 0 || loc->pack_id == 0 ? -ENOENT : 0;
 }
 
@@ -192,7 +191,11 @@ static int archive_fail(struct export *x, const char *what)
 {
 	const char *s = archive_error_string(x->a);
 	int e = archive_errno(x->a);
-	errorf("cannot write %s: %s", what, s ? s : strerror(e > 0 ? e : EIO));
+	/* libarchive's words for a failed write(2) are "Write error": the errno says why */
+	if (e > 0 && (!s || !strcmp(s, "Write error")))
+		errorf("cannot write %s: %s", what, strerror(e));
+	else
+		errorf("cannot write %s: %s", what, s ? s : strerror(EIO));
 	return e > 0 ? -e : -EIO;
 }
 
