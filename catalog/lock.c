@@ -83,6 +83,8 @@ static int lock_write(struct cb_backend *b, const struct lock_info *li)
 	if (!s)
 		return -ENOMEM;
 	int r = cb_backend_put(b, li->key, s, strlen(s), 0);
+	if ((r == -ENOSPC || r == -EDQUOT) && cb_backend_delete(b, RESERVE_KEY) == 0)
+		r = cb_backend_put(b, li->key, s, strlen(s), 0); /* the disk is full: RESERVE_KEY */
 	free(s);
 	return r;
 }

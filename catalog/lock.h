@@ -43,6 +43,12 @@
 #include "backend.h"
 #include "util.h"
 
+/* A local store keeps this much of its file system in RESERVE_KEY (store.c makes it): a lock
+ * that cannot be written for want of space (ENOSPC, EDQUOT) deletes it and is written again,
+ * so that forget and prune, which free space, still run on a store whose disk filled up. */
+#define RESERVE_KEY "reserve"
+#define RESERVE_BYTES (UINT64_C(1) << 20)
+
 #define LOCK_REFRESH_SECONDS (5 * 60)
 #define LOCK_STALE_SECONDS (30 * 60)
 

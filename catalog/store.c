@@ -20,6 +20,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define CONFIG_KEY "config"
@@ -45,6 +46,10 @@ struct store {
 	char *skipped_why;           /* which, and why (NULL: none) */
 	char gone_pack[256];         /* store_relocate: the pack the catalog's packs were last
 				      * read again for ("": none) */
+	char *temp_catalog;          /* the private directory of a catalog for this run only
+				      * (use_temporary_catalog), removed at close; NULL: none */
+	char *temp_catalog_why;      /* why the usual catalog could not be used */
+	bool keeps_reserve;          /* a local store opened to write: RESERVE_KEY kept */
 	unsigned packs_unread;       /* by the last reading of packs/ (under mu): packs that */
 	char packs_unread_why[512];  /* could not be indexed, and why the first ("": none) */
 };
@@ -629,6 +634,74 @@ static int unlock(struct store *s, const struct store_options *o, struct strbuf 
 	return 0;
 }
 
+/* The reconcile of store_open: the catalog brought up to date with the store. */
+static int reconcile_at_open(struct store *s, struct strbuf *err)
+{
+	struct reconcile_stats st = {0};
+	int r = store_reconcile(s, RECONCILE_PACKS, &st, err);
+	s->skipped_manifests = st.bad_manifests;
+	free(s->skipped_why);
+	s->skipped_why = NULL;
+	if (st.bad_manifests && st.why.buf && !(s->skipped_why = strdup(st.why.buf)))
+		r = -ENOMEM;
+	reconcile_stats_free(&st);
+	return r;
+}
+
+/* Points s at a new catalog in a private temporary directory ($TMPDIR, else /tmp), for this
+ * run only; why the usual one could not be used goes to store_temporary_catalog. */
+static int use_temporary_catalog(struct store *s, const char *why, struct strbuf *err)
+{
+	const char *tmp = getenv("TMPDIR");
+	struct strbuf dir = {0}, path = {0};
+	int r = sb_printf(&dir, "%s/cassbackup-catalog-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (r == 0 && !mkdtemp(dir.buf)) {
+		r = -errno;
+		sb_printf(err, "; nor can a temporary one be made in %s: %s", tmp && *tmp ? tmp : "/tmp",
+			  strerror(-r));
+	}
+	r = r ?: sb_printf(&path, "%s/catalog.db", dir.buf);
+	if (r == 0 && (!(s->temp_catalog_why = strdup(why)))) {
+		rmdir(dir.buf);
+		r = -ENOMEM;
+	}
+	if (r < 0) {
+		sb_free(&dir);
+		sb_free(&path);
+		return r;
+	}
+	free(s->catalog_path);
+	s->catalog_path = path.buf;
+	s->temp_catalog = dir.buf;
+	return 0;
+}
+
+/* The catalog opened, and reconciled unless flags say not. The catalog is only a cache: one
+ * that cannot be opened or brought up to date for want of space (its disk full, or over
+ * quota) gives way to a temporary one, rebuilt from the store, so that a store whose disk
+ * filled up can still be read, and forgotten and pruned into space. */
+static int open_and_reconcile(struct store *s, const struct store_options *o, int flags,
+			      struct strbuf *err)
+{
+	int r = pick_catalog_path(s, o, err) ?: open_catalog(s, err);
+	if (r == 0 && !(flags & STORE_NO_RECONCILE))
+		r = reconcile_at_open(s, err);
+	if ((r != -ENOSPC && r != -EDQUOT) || s->temp_catalog)
+		return r;
+	struct strbuf why = {0};
+	sb_printf(&why, "%s: %s", s->catalog_path, strerror(-r));
+	catalog_close(s->cat);
+	s->cat = NULL;
+	err->len = 0;
+	if (err->buf)
+		err->buf[0] = '\0';
+	r = use_temporary_catalog(s, why.buf ? why.buf : strerror(-r), err) ?: open_catalog(s, err);
+	if (r == 0 && !(flags & STORE_NO_RECONCILE))
+		r = reconcile_at_open(s, err);
+	sb_free(&why);
+	return r;
+}
+
 int store_open(const char *location, const struct store_options *o, struct store **out,
 	       struct strbuf *err)
 {
@@ -652,19 +725,12 @@ int store_open(const char *location, const struct store_options *o, struct store
 		sb_printf(err, "%s", cb_backend_why(r));
 	r = r ?: read_config(s, err) ?: unlock(s, o, err);
 	if (r == 0 && !(flags & STORE_NO_CATALOG))
-		r = pick_catalog_path(s, o, err) ?: open_catalog(s, err);
-	if (r == 0 && !(flags & (STORE_NO_RECONCILE | STORE_NO_CATALOG))) {
-		struct reconcile_stats st = {0};
-		r = store_reconcile(s, RECONCILE_PACKS, &st, err);
-		s->skipped_manifests = st.bad_manifests;
-		if (st.bad_manifests && st.why.buf && !(s->skipped_why = strdup(st.why.buf)))
-			r = -ENOMEM;
-		reconcile_stats_free(&st);
-	}
+		r = open_and_reconcile(s, o, flags, err);
 	if (r < 0) {
 		store_close(s);
 		return r;
 	}
+	s->keeps_reserve = !(flags & STORE_READONLY) && !cb_location_is_remote(location);
 	*out = s;
 	return 0;
 }
@@ -684,6 +750,46 @@ const char *store_skipped_manifests(const struct store *s, unsigned *n)
 	return s->skipped_why ? s->skipped_why : "";
 }
 
+const char *store_temporary_catalog(const struct store *s)
+{
+	return s->temp_catalog ? s->temp_catalog_why : NULL;
+}
+
+/* Makes or completes RESERVE_KEY in a local store when its file system has room for it 64
+ * times over (lock.h): one stat when it is there. */
+static void keep_reserve(const struct store *s)
+{
+	struct strbuf path = {0};
+	struct stat st;
+	struct statvfs v;
+	if (sb_printf(&path, "%s/" RESERVE_KEY, s->location) < 0 ||
+	    (stat(path.buf, &st) == 0 && (uint64_t)st.st_size >= RESERVE_BYTES) ||
+	    statvfs(s->location, &v) < 0 || (uint64_t)v.f_bavail * v.f_frsize < 64 * RESERVE_BYTES) {
+		sb_free(&path);
+		return;
+	}
+	int fd = open(path.buf, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0 && posix_fallocate(fd, 0, (off_t)RESERVE_BYTES) != 0)
+		unlink(path.buf); /* taken back at once: not worth a message */
+	if (fd >= 0)
+		close(fd);
+	sb_free(&path);
+}
+
+/* Removes the temporary catalog's directory and what SQLite made in it. */
+static void remove_temporary_catalog(const struct store *s)
+{
+	if (!s->temp_catalog)
+		return;
+	drop_sidecars(s->catalog_path);
+	unlink(s->catalog_path);
+	struct strbuf lock = {0};
+	if (sb_printf(&lock, "%s.lock", s->catalog_path) == 0)
+		unlink(lock.buf);
+	sb_free(&lock);
+	rmdir(s->temp_catalog);
+}
+
 void store_close(struct store *s)
 {
 	if (!s)
@@ -691,8 +797,13 @@ void store_close(struct store *s)
 	filecheck_free(s->fc);
 	pack_cache_free(s->packs);
 	catalog_close(s->cat);
+	if (s->keeps_reserve)
+		keep_reserve(s);
+	remove_temporary_catalog(s);
 	cb_backend_close(s->b);
 	pthread_mutex_destroy(&s->mu);
+	free(s->temp_catalog);
+	free(s->temp_catalog_why);
 	free(s->catalog_path);
 	free(s->skipped_why);
 	free(s->location);

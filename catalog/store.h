@@ -176,6 +176,10 @@ struct reconcile_stats {
 };
 void reconcile_stats_free(struct reconcile_stats *st);
 
+/* NULL, or why this run keeps its catalog in a temporary directory of its own ("PATH:
+ * reason": the usual one's disk is full), rebuilt from the store and removed at close. */
+const char *store_temporary_catalog(const struct store *s);
+
 /* How many packs in packs/ the last reading of it could not index (a failed read, a damaged
  * pack), and why the first, "KEY: reason", into why: the bytes they hold are in no pack the
  * catalog knows until a reading succeeds. Safe from any thread. */

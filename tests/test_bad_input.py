@@ -266,6 +266,53 @@ def test_disk_full_while_writing_pack(tmp_path, sample_tree):
         run('umount', '-l', fs, check=False)
 
 
+def test_a_store_whose_disk_filled_up_is_read_forgotten_and_pruned(tmp_path):
+    """A local store whose file system filled up (another program's files, a backup too big):
+    every command stopped at "cannot open catalog ...: No space left on device", forget and
+    prune too, which would free the space. The catalog, a cache, is kept in a temporary
+    directory for the run, and a lock takes back the space the store reserved (reserve)."""
+    fs = tmp_path / 'disk'
+    fs.mkdir()
+    run('mount', '-t', 'tmpfs', '-o', 'size=72m', 'cbtest', fs)
+    try:
+        store = str(fs / 'store')
+        cb('init', '--store', store)
+        assert os.path.getsize(os.path.join(store, 'reserve')) == 1 << 20
+        days = {}
+        for i, name in enumerate(('old', 'new')):
+            src = make_sample(str(tmp_path / name), '--data-kib', '1024', '--incompressible', '--data-dirs', '1',
+                              '--keyspaces', '1', '--tables', '1', '--seed', str(40 + i))
+            days[name] = sample_dirs(src)
+            cb('create', '--store', store, '--name', name, *data_dir_args(days[name]), '--snapshot', 'nightly-1')
+        temps = {n for n in os.listdir('/tmp') if n.startswith('cassbackup-catalog-')}
+        st = os.statvfs(fs)
+        with open(fs / 'filler', 'wb') as f:
+            f.write(b'\0' * (st.f_bavail * st.f_frsize))
+        with pytest.raises(OSError) as e:
+            (fs / 'one-more').write_bytes(b'x' * 8192)
+        assert e.value.errno == errno.ENOSPC
+        note = 'No space left on device; this run keeps a temporary one'
+        p = cb('list', '--store', store)
+        assert sorted(b['name'] for b in backup_list(store)) == ['new', 'old'] and note in p.stderr, p.stderr
+        p = cb('forget', '--store', store, 'old')
+        assert note in p.stderr and not os.path.exists(os.path.join(store, 'reserve')), p.stderr
+        def pack_bytes():
+            return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(os.path.join(store, 'packs'))
+                       for f in names)
+        before = pack_bytes()
+        p = cb('prune', '--store', store)
+        assert pack_bytes() < before - (1 << 20), p.stdout + p.stderr  # old's own megabyte
+        with mounted(store, str(tmp_path / 'mnt')) as m:
+            for rel, src in snapshot_tables(days['new'], 'nightly-1')[('shop', 'orders')].items():
+                assert read(m.path('new', 'shop', 'orders', rel)) == read(src)
+        assert {n for n in os.listdir('/tmp') if n.startswith('cassbackup-catalog-')} <= temps  # removed
+        os.unlink(fs / 'filler')  # room again: the next writer makes the reserve again
+        cb('forget', '--store', store, '--keep-last', '1')
+        assert os.path.getsize(os.path.join(store, 'reserve')) == 1 << 20
+    finally:
+        run('umount', '-l', fs, check=False)
+
+
 def test_export_to_a_full_disk_says_so(base, tmp_path):
     """export -o onto a full file system said libarchive's "Write error", not why."""
     store, _ = base
