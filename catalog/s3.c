@@ -7,7 +7,6 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <pthread.h>
@@ -38,11 +37,12 @@ static long stall_seconds(void)
 }
 #define ERROR_BODY_MAX 65536
 
-/* A transfer of known size (a ranged GET, a PUT) slower than this on average is given up on
- * (and retried) once it has taken stall_seconds() more than the size at this rate: curl's own
- * floor, 1 byte a second (CompleteMultipartUpload answers with a space now and then while it
- * works), lets a server or link that dribbles its bytes hold a reader for hours. 16 KiB/s is
- * far below any link a store is used over. */
+/* A transfer slower than this on average, once its size is known (a ranged GET's, a PUT's, an
+ * answer's Content-Length), is given up on (and retried) when it has taken stall_seconds()
+ * more than its size at this rate: curl's own floor, 1 byte a second (CompleteMultipartUpload
+ * answers with a space now and then while it works, in a body of no stated length), lets a
+ * server or link that dribbles its bytes hold a reader for hours. 16 KiB/s is far below any
+ * link a store is used over. */
 #define MIN_BYTES_PER_SECOND 16384
 
 /* MIN_BYTES_PER_SECOND; in a test build, CASSBACKUP_TEST_MIN_BYTES_PER_SECOND (higher only),
@@ -56,17 +56,6 @@ static uint64_t min_bytes_per_second(void)
 		return n;
 #endif
 	return MIN_BYTES_PER_SECOND;
-}
-
-/* How long one attempt at rq may take in all, in ms; 0 (no bound but curl's stall floor) when
- * the size of what it moves is not known before it starts. */
-static long transfer_deadline_ms(const struct s3_req *rq)
-{
-	uint64_t bytes = rq->range_len ? rq->range_len : !strcmp(rq->method, "PUT") ? rq->body_len : 0;
-	if (!bytes)
-		return 0;
-	uint64_t ms = (uint64_t)stall_seconds() * 1000 + bytes * 1000 / min_bytes_per_second();
-	return ms > LONG_MAX ? LONG_MAX : (long)ms;
 }
 
 struct s3_client {
@@ -285,6 +274,8 @@ struct xfer {
 	bool has_cr;
 	bool headers_done; /* the empty line that ends the final answer's headers was seen */
 	int cred_error;    /* no credentials to sign with (awscred_get's return) */
+	struct timespec start; /* of this attempt (CLOCK_MONOTONIC) */
+	bool too_slow;     /* on_progress gave it up (MIN_BYTES_PER_SECOND) */
 	char key_id[48];   /* the access key id signed with (not a secret: for messages) */
 };
 
@@ -442,6 +433,27 @@ static void set_method(CURL *h, const struct s3_req *rq, struct xfer *x)
 	}
 }
 
+/* Gives up an attempt slower than MIN_BYTES_PER_SECOND once the size it moves is known. */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	(void)dlnow;
+	(void)ulnow;
+	struct xfer *x = ud;
+	uint64_t bytes = (uint64_t)(dltotal > ultotal ? dltotal : ultotal);
+	if (x->rq->range_len > bytes)
+		bytes = x->rq->range_len;
+	if (!bytes)
+		return 0;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	int64_t ms = (int64_t)(now.tv_sec - x->start.tv_sec) * 1000 +
+		     (now.tv_nsec - x->start.tv_nsec) / 1000000;
+	x->too_slow = ms > 0 && (uint64_t)ms > (uint64_t)stall_seconds() * 1000 +
+						 bytes * 1000 / min_bytes_per_second();
+	return x->too_slow;
+}
+
 /* One attempt. Returns the curl result; rs->status the HTTP status. */
 static CURLcode perform(struct s3_client *c, CURL *h, const struct s3_req *rq, struct s3_resp *rs,
 			struct xfer *x)
@@ -477,7 +489,11 @@ static CURLcode perform(struct s3_client *c, CURL *h, const struct s3_req *rq, s
 	curl_easy_setopt(h, CURLOPT_EXPECT_100_TIMEOUT_MS, 0L); /* send the body at once */
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, stall_seconds());
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, transfer_deadline_ms(rq));
+	clock_gettime(CLOCK_MONOTONIC, &x->start);
+	x->too_slow = false;
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	if (c->ca_file)
 		curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
 	set_method(h, rq, x);
@@ -528,6 +544,11 @@ static enum verdict judge(CURLcode cc, const struct s3_req *rq, const struct xfe
 		snprintf(why, n, "cannot connect to %s: %s", x->c->base,
 			 cc == CURLE_COULDNT_RESOLVE_HOST ? "host name not found"
 			 : os ? strerror((int)os) : curl_easy_strerror(cc));
+		return RETRY;
+	}
+	if (cc == CURLE_ABORTED_BY_CALLBACK && x->too_slow) {
+		snprintf(why, n, "too slow: under %llu bytes a second",
+			 (unsigned long long)min_bytes_per_second());
 		return RETRY;
 	}
 	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && x->overflow)) {

@@ -21,6 +21,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CONFIG_KEY "config"
@@ -49,6 +50,7 @@ struct store {
 	char *temp_catalog;          /* the private directory of a catalog for this run only
 				      * (use_temporary_catalog), removed at close; NULL: none */
 	char *temp_catalog_why;      /* why the usual catalog could not be used */
+	int temp_owner_fd;           /* its owner file, locked while this run uses it */
 	bool keeps_reserve;          /* a local store opened to write: RESERVE_KEY kept */
 	unsigned packs_unread;       /* by the last reading of packs/ (under mu): packs that */
 	char packs_unread_why[512];  /* could not be indexed, and why the first ("": none) */
@@ -648,24 +650,95 @@ static int reconcile_at_open(struct store *s, struct strbuf *err)
 	return r;
 }
 
+#define TEMP_CATALOG_PREFIX "cassbackup-catalog-"
+#define TEMP_CATALOG_OWNER "owner" /* flocked by the process using the directory */
+#define TEMP_CATALOG_GRACE_SECONDS 60
+
+/* Removes the entries of directory dfd (never following one) and the directory name in tmpfd. */
+static void remove_dir_at(int tmpfd, const char *name, int dfd)
+{
+	DIR *d = fdopendir(dfd);
+	struct dirent *e;
+	while (d && (e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			unlinkat(dirfd(d), e->d_name, 0);
+	if (d)
+		closedir(d);
+	else
+		close(dfd);
+	unlinkat(tmpfd, name, AT_REMOVEDIR);
+}
+
+/* Is directory dfd a temporary catalog's whose process is gone? Its owner file is not locked,
+ * or, never made, the directory is older than a process takes to make it. */
+static bool temp_catalog_abandoned(int dfd, const struct stat *st)
+{
+	int fd = openat(dfd, TEMP_CATALOG_OWNER, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT && time(NULL) - st->st_mtime > TEMP_CATALOG_GRACE_SECONDS;
+	bool unlocked = flock(fd, LOCK_EX | LOCK_NB) == 0;
+	close(fd);
+	return unlocked;
+}
+
+/* Removes the temporary catalogs of this user in tmp that runs killed before their store_close
+ * left behind (a kill -9, an interrupted list): each a copy of a whole catalog. */
+static void sweep_temporary_catalogs(const char *tmp)
+{
+	int tmpfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = tmpfd < 0 ? NULL : fdopendir(dup(tmpfd));
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		struct stat st;
+		if (strncmp(e->d_name, TEMP_CATALOG_PREFIX, strlen(TEMP_CATALOG_PREFIX)) != 0 ||
+		    fstatat(tmpfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode) ||
+		    st.st_uid != geteuid() || (st.st_mode & 077))
+			continue;
+		int dfd = openat(tmpfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dfd >= 0 && temp_catalog_abandoned(dfd, &st))
+			remove_dir_at(tmpfd, e->d_name, dfd);
+		else if (dfd >= 0)
+			close(dfd);
+	}
+	if (d)
+		closedir(d);
+	if (tmpfd >= 0)
+		close(tmpfd);
+}
+
 /* Points s at a new catalog in a private temporary directory ($TMPDIR, else /tmp), for this
- * run only; why the usual one could not be used goes to store_temporary_catalog. */
+ * run only, its owner file locked for the run; why the usual one could not be used goes to
+ * store_temporary_catalog. */
 static int use_temporary_catalog(struct store *s, const char *why, struct strbuf *err)
 {
 	const char *tmp = getenv("TMPDIR");
+	tmp = tmp && *tmp ? tmp : "/tmp";
+	sweep_temporary_catalogs(tmp);
 	struct strbuf dir = {0}, path = {0};
-	int r = sb_printf(&dir, "%s/cassbackup-catalog-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	if (r == 0 && !mkdtemp(dir.buf)) {
+	int r = sb_printf(&dir, "%s/" TEMP_CATALOG_PREFIX "XXXXXX", tmp);
+	if (r == 0 && !mkdtemp(dir.buf))
 		r = -errno;
-		sb_printf(err, "; nor can a temporary one be made in %s: %s", tmp && *tmp ? tmp : "/tmp",
-			  strerror(-r));
+	int owner = -1;
+	if (r == 0 && (r = sb_printf(&path, "%s/" TEMP_CATALOG_OWNER, dir.buf)) == 0 &&
+	    ((owner = open(path.buf, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0 ||
+	     flock(owner, LOCK_EX) < 0))
+		r = -errno;
+	if (r < 0)
+		sb_printf(err, "; nor can a temporary one be made in %s: %s", tmp, strerror(-r));
+	if (r == 0) {
+		path.len = 0;
+		r = sb_printf(&path, "%s/catalog.db", dir.buf);
 	}
-	r = r ?: sb_printf(&path, "%s/catalog.db", dir.buf);
-	if (r == 0 && (!(s->temp_catalog_why = strdup(why)))) {
-		rmdir(dir.buf);
+	if (r == 0 && !(s->temp_catalog_why = strdup(why)))
 		r = -ENOMEM;
-	}
 	if (r < 0) {
+		if (owner >= 0)
+			close(owner);
+		if (dir.buf) {
+			int dfd = open(dir.buf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (dfd >= 0)
+				remove_dir_at(AT_FDCWD, dir.buf, dfd);
+		}
 		sb_free(&dir);
 		sb_free(&path);
 		return r;
@@ -673,6 +746,7 @@ static int use_temporary_catalog(struct store *s, const char *why, struct strbuf
 	free(s->catalog_path);
 	s->catalog_path = path.buf;
 	s->temp_catalog = dir.buf;
+	s->temp_owner_fd = owner;
 	return 0;
 }
 
@@ -781,13 +855,10 @@ static void remove_temporary_catalog(const struct store *s)
 {
 	if (!s->temp_catalog)
 		return;
-	drop_sidecars(s->catalog_path);
-	unlink(s->catalog_path);
-	struct strbuf lock = {0};
-	if (sb_printf(&lock, "%s.lock", s->catalog_path) == 0)
-		unlink(lock.buf);
-	sb_free(&lock);
-	rmdir(s->temp_catalog);
+	int dfd = open(s->temp_catalog, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd >= 0)
+		remove_dir_at(AT_FDCWD, s->temp_catalog, dfd);
+	close(s->temp_owner_fd);
 }
 
 void store_close(struct store *s)

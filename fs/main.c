@@ -474,8 +474,9 @@ static int open_in_daemon(struct cbfs *fs, const struct options *o)
 	struct strbuf err = {0};
 	int r = store_open(fs->location, &fs->sopts, &fs->store, &err);
 	if (r == 0 && store_temporary_catalog(fs->store))
-		cbfs_log(fs, "%s: catalog %s; this mount keeps a temporary one, read from the store",
-			 fs->location, store_temporary_catalog(fs->store));
+		cbfs_log(fs, "%s: catalog %s; this mount keeps a temporary one, read from the store "
+			 "(%s)", fs->location, store_temporary_catalog(fs->store),
+			 store_catalog_path(fs->store));
 	if (r == 0 && (r = store_pack_cache(fs->store, &fs->packs)) < 0)
 		sb_puts(&err, "out of memory");
 	if (r == 0 && o->cache_dir)

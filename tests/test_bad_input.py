@@ -1,5 +1,6 @@
 """Bad input: a clear one-line error, a non-zero exit, and nothing changed."""
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -292,6 +293,19 @@ def test_a_store_whose_disk_filled_up_is_read_forgotten_and_pruned(tmp_path):
             (fs / 'one-more').write_bytes(b'x' * 8192)
         assert e.value.errno == errno.ENOSPC
         note = 'No space left on device; this run keeps a temporary one'
+        # what runs killed before their end left in TMPDIR: removed, unless a run still holds it
+        tmpdir = tmp_path / 'tmpdir'
+        left, held = tmpdir / 'cassbackup-catalog-killed', tmpdir / 'cassbackup-catalog-running'
+        for d in (left, held):
+            d.mkdir(parents=True, mode=0o700)
+            (d / 'owner').write_bytes(b'')
+            (d / 'catalog.db').write_bytes(b'x' * 4096)
+        holder = open(held / 'owner')
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        p = cb('list', '--store', store, env=dict(os.environ, TMPDIR=str(tmpdir)))
+        assert note in p.stderr and str(tmpdir) in p.stderr, p.stderr
+        assert os.listdir(tmpdir) == [held.name]
+        holder.close()
         p = cb('list', '--store', store)
         assert sorted(b['name'] for b in backup_list(store)) == ['new', 'old'] and note in p.stderr, p.stderr
         p = cb('forget', '--store', store, 'old')

@@ -292,12 +292,17 @@ def test_a_dribbling_answer_is_given_up_on_not_waited_for(store_s3, tmp_path):
         p = cb('export', '--store', loc, '--output', out, 'n1', env=penv, check=False, timeout=300)
         assert p.returncode == 1, p.stdout + p.stderr
         lines = [line for line in p.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1 and 'could not be read' in lines[0] and 'Timeout was reached' in lines[0], p.stderr
+        assert len(lines) == 1 and 'could not be read' in lines[0] and 'too slow' in lines[0], p.stderr
         assert not os.path.exists(out)
         assert any(st == 206 for _, t, st, _ in px.log if '/packs/' in t)
         px.set_fault(None)
         _, members = export_members(loc, penv, tmp_path)
         assert_export_matches(members, dirs)
+        # a whole object, its size known from its Content-Length: a manifest read anew
+        px.set_fault('dribble', every=1, match='GET /cbtest/stores/prod/backups/')
+        fresh = dict(penv, CASSBACKUP_CACHE_DIR=str(tmp_path / 'fresh-cache'))
+        p = cb('list', '--store', loc, env=fresh, check=False, timeout=300)
+        assert 'cannot be read' in p.stderr and 'too slow' in p.stderr, p.stdout + p.stderr
 
 
 # --- kill -9 during create -------------------------------------------------------------------
