@@ -746,8 +746,9 @@ static int segment_start(struct store *s, struct node_backups *o, const struct c
 }
 
 /* The manifest of node's backup name in either layout: backups/NAME/NODE.json (NODE a host id
- * in either case), else the older backups/NAME.json when it describes node (a store upgraded in place keeps its older full
- * backups, and incrementals made since name them). -ENOENT, or the read's error with err. */
+ * in either case), else the older backups/NAME.json when it describes node (a store upgraded
+ * in place keeps its older full backups, and incrementals made since name them). -ENOENT, or
+ * the read's error with err. */
 static int read_node_backup(struct store *s, const char *name, const char *node, struct manifest **out,
 			    struct strbuf *err)
 {

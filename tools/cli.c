@@ -150,7 +150,8 @@ int cli_store_open_key(const char *location, int flags, const char *key_file, st
 			errorf("cannot open store %s: %s", shown ? shown : "", err.buf ? err.buf : strerror(-r));
 	}
 	const char *why = r == 0 ? store_temporary_catalog(*out) : NULL;
-	_cleanup_free_ char *said = cli_escape(why), *temp = why ? cli_escape(store_catalog_path(*out)) : NULL;
+	_cleanup_free_ char *said = cli_escape(why);
+	_cleanup_free_ char *temp = why ? cli_escape(store_catalog_path(*out)) : NULL;
 	if (why)
 		errorf("note: catalog %s; this run keeps a temporary one, read from the store (%s)",
 		       said ? said : "", temp ? temp : "");
