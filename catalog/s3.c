@@ -37,11 +37,11 @@ static long stall_seconds(void)
 }
 #define ERROR_BODY_MAX 65536
 
-/* A transfer slower than this on average, once its size is known (a ranged GET's, a PUT's, an
- * answer's Content-Length), is given up on (and retried) when it has taken stall_seconds()
- * more than its size at this rate: curl's own floor, 1 byte a second (CompleteMultipartUpload
- * answers with a space now and then while it works, in a body of no stated length), lets a
- * server or link that dribbles its bytes hold a reader for hours. 16 KiB/s is far below any
+/* A request other than a POST that, past stall_seconds(), has moved fewer bytes either way
+ * than this many a second since it started is given up on (and retried): curl's own floor, 1
+ * byte a second, lets a server or link that dribbles its bytes hold a reader for hours,
+ * whatever length the answer claims. A POST is left to that floor: CompleteMultipartUpload
+ * answers after as long as S3 takes, with a space now and then. 16 KiB/s is far below any
  * link a store is used over. */
 #define MIN_BYTES_PER_SECOND 16384
 
@@ -433,24 +433,21 @@ static void set_method(CURL *h, const struct s3_req *rq, struct xfer *x)
 	}
 }
 
-/* Gives up an attempt slower than MIN_BYTES_PER_SECOND once the size it moves is known. */
+/* Gives up an attempt slower than MIN_BYTES_PER_SECOND (above). */
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 		       curl_off_t ulnow)
 {
-	(void)dlnow;
-	(void)ulnow;
+	(void)dltotal;
+	(void)ultotal;
 	struct xfer *x = ud;
-	uint64_t bytes = (uint64_t)(dltotal > ultotal ? dltotal : ultotal);
-	if (x->rq->range_len > bytes)
-		bytes = x->rq->range_len;
-	if (!bytes)
+	if (!strcmp(x->rq->method, "POST"))
 		return 0;
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	int64_t ms = (int64_t)(now.tv_sec - x->start.tv_sec) * 1000 +
-		     (now.tv_nsec - x->start.tv_nsec) / 1000000;
-	x->too_slow = ms > 0 && (uint64_t)ms > (uint64_t)stall_seconds() * 1000 +
-						 bytes * 1000 / min_bytes_per_second();
+		     (now.tv_nsec - x->start.tv_nsec) / 1000000 - (int64_t)stall_seconds() * 1000;
+	uint64_t moved = (uint64_t)(dlnow > 0 ? dlnow : 0) + (uint64_t)(ulnow > 0 ? ulnow : 0);
+	x->too_slow = ms > 0 && moved < (uint64_t)ms * min_bytes_per_second() / 1000;
 	return x->too_slow;
 }
 

@@ -50,7 +50,7 @@ struct store {
 	char *temp_catalog;          /* the private directory of a catalog for this run only
 				      * (use_temporary_catalog), removed at close; NULL: none */
 	char *temp_catalog_why;      /* why the usual catalog could not be used */
-	int temp_owner_fd;           /* its owner file, locked while this run uses it */
+	int temp_dir_fd;             /* that directory, flocked while this run uses it */
 	bool keeps_reserve;          /* a local store opened to write: RESERVE_KEY kept */
 	unsigned packs_unread;       /* by the last reading of packs/ (under mu): packs that */
 	char packs_unread_why[512];  /* could not be indexed, and why the first ("": none) */
@@ -537,6 +537,8 @@ static int open_catalog(struct store *s, struct strbuf *err)
 	return 0;
 }
 
+static int remake_temporary_catalog(struct store *s);
+
 int store_follow_catalog(struct store *s, struct strbuf *err)
 {
 	struct stat st;
@@ -554,7 +556,10 @@ int store_follow_catalog(struct store *s, struct strbuf *err)
 	}
 	catalog *old = s->cat;
 	s->cat = NULL;
-	int r = open_catalog(s, err);
+	int r = remake_temporary_catalog(s);
+	if (r < 0)
+		sb_printf(err, "cannot make %s again: %s", s->temp_catalog, strerror(-r));
+	r = r ?: open_catalog(s, err);
 	if (r < 0) { /* the one open stays */
 		s->cat = old;
 		return r;
@@ -651,10 +656,13 @@ static int reconcile_at_open(struct store *s, struct strbuf *err)
 }
 
 #define TEMP_CATALOG_PREFIX "cassbackup-catalog-"
-#define TEMP_CATALOG_OWNER "owner" /* flocked by the process using the directory */
+/* A temporary catalog's directory is flocked by the run using it (as systemd-tmpfiles
+ * honours); one unlocked and older than this is a killed run's. The age covers the moment
+ * between mkdtemp and flock. */
 #define TEMP_CATALOG_GRACE_SECONDS 60
 
-/* Removes the entries of directory dfd (never following one) and the directory name in tmpfd. */
+/* Removes the entries of directory dfd (never following one; dfd is closed) and then the
+ * directory, name under tmpfd. */
 static void remove_dir_at(int tmpfd, const char *name, int dfd)
 {
 	DIR *d = fdopendir(dfd);
@@ -669,20 +677,8 @@ static void remove_dir_at(int tmpfd, const char *name, int dfd)
 	unlinkat(tmpfd, name, AT_REMOVEDIR);
 }
 
-/* Is directory dfd a temporary catalog's whose process is gone? Its owner file is not locked,
- * or, never made, the directory is older than a process takes to make it. */
-static bool temp_catalog_abandoned(int dfd, const struct stat *st)
-{
-	int fd = openat(dfd, TEMP_CATALOG_OWNER, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT && time(NULL) - st->st_mtime > TEMP_CATALOG_GRACE_SECONDS;
-	bool unlocked = flock(fd, LOCK_EX | LOCK_NB) == 0;
-	close(fd);
-	return unlocked;
-}
-
-/* Removes the temporary catalogs of this user in tmp that runs killed before their store_close
- * left behind (a kill -9, an interrupted list): each a copy of a whole catalog. */
+/* Removes the temporary catalogs of this user in tmp that killed runs left behind (a kill -9,
+ * an interrupted list): each a copy of a whole catalog. */
 static void sweep_temporary_catalogs(const char *tmp)
 {
 	int tmpfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -692,11 +688,12 @@ static void sweep_temporary_catalogs(const char *tmp)
 		struct stat st;
 		if (strncmp(e->d_name, TEMP_CATALOG_PREFIX, strlen(TEMP_CATALOG_PREFIX)) != 0 ||
 		    fstatat(tmpfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode) ||
-		    st.st_uid != geteuid() || (st.st_mode & 077))
+		    st.st_uid != geteuid() || (st.st_mode & 077) ||
+		    time(NULL) - st.st_mtime <= TEMP_CATALOG_GRACE_SECONDS)
 			continue;
 		int dfd = openat(tmpfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (dfd >= 0 && temp_catalog_abandoned(dfd, &st))
-			remove_dir_at(tmpfd, e->d_name, dfd);
+		if (dfd >= 0 && flock(dfd, LOCK_EX | LOCK_NB) == 0)
+			remove_dir_at(tmpfd, e->d_name, dfd); /* closing dfd drops the lock */
 		else if (dfd >= 0)
 			close(dfd);
 	}
@@ -706,8 +703,22 @@ static void sweep_temporary_catalogs(const char *tmp)
 		close(tmpfd);
 }
 
+/* Opens directory path and locks it for this run: its descriptor, or -errno. */
+static int lock_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
 /* Points s at a new catalog in a private temporary directory ($TMPDIR, else /tmp), for this
- * run only, its owner file locked for the run; why the usual one could not be used goes to
+ * run only and locked by it; why the usual one could not be used goes to
  * store_temporary_catalog. */
 static int use_temporary_catalog(struct store *s, const char *why, struct strbuf *err)
 {
@@ -718,27 +729,19 @@ static int use_temporary_catalog(struct store *s, const char *why, struct strbuf
 	int r = sb_printf(&dir, "%s/" TEMP_CATALOG_PREFIX "XXXXXX", tmp);
 	if (r == 0 && !mkdtemp(dir.buf))
 		r = -errno;
-	int owner = -1;
-	if (r == 0 && (r = sb_printf(&path, "%s/" TEMP_CATALOG_OWNER, dir.buf)) == 0 &&
-	    ((owner = open(path.buf, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0 ||
-	     flock(owner, LOCK_EX) < 0))
-		r = -errno;
-	if (r < 0)
+	int fd = r < 0 ? r : lock_dir(dir.buf);
+	if (fd < 0) {
+		r = fd;
 		sb_printf(err, "; nor can a temporary one be made in %s: %s", tmp, strerror(-r));
-	if (r == 0) {
-		path.len = 0;
-		r = sb_printf(&path, "%s/catalog.db", dir.buf);
+		if (dir.buf)
+			rmdir(dir.buf);
 	}
+	r = r ?: sb_printf(&path, "%s/catalog.db", dir.buf);
 	if (r == 0 && !(s->temp_catalog_why = strdup(why)))
 		r = -ENOMEM;
 	if (r < 0) {
-		if (owner >= 0)
-			close(owner);
-		if (dir.buf) {
-			int dfd = open(dir.buf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (dfd >= 0)
-				remove_dir_at(AT_FDCWD, dir.buf, dfd);
-		}
+		if (fd >= 0)
+			remove_dir_at(AT_FDCWD, dir.buf, fd);
 		sb_free(&dir);
 		sb_free(&path);
 		return r;
@@ -746,7 +749,23 @@ static int use_temporary_catalog(struct store *s, const char *why, struct strbuf
 	free(s->catalog_path);
 	s->catalog_path = path.buf;
 	s->temp_catalog = dir.buf;
-	s->temp_owner_fd = owner;
+	s->temp_dir_fd = fd;
+	return 0;
+}
+
+/* The temporary catalog's directory made again, when something removed it under this run (a
+ * cleaner of /tmp that ignored its lock): 0, or -errno. */
+static int remake_temporary_catalog(struct store *s)
+{
+	if (!s->temp_catalog || access(s->temp_catalog, F_OK) == 0 || errno != ENOENT)
+		return 0;
+	if (mkdir(s->temp_catalog, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	int fd = lock_dir(s->temp_catalog);
+	if (fd < 0)
+		return fd;
+	close(s->temp_dir_fd);
+	s->temp_dir_fd = fd;
 	return 0;
 }
 
@@ -858,7 +877,7 @@ static void remove_temporary_catalog(const struct store *s)
 	int dfd = open(s->temp_catalog, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dfd >= 0)
 		remove_dir_at(AT_FDCWD, s->temp_catalog, dfd);
-	close(s->temp_owner_fd);
+	close(s->temp_dir_fd);
 }
 
 void store_close(struct store *s)

@@ -109,9 +109,9 @@ static int get_conn(struct cbfs *fs, struct conn **out)
 		cbfs_refresh(fs, REFRESH_REOPEN, 0, WAIT_REOPEN_NS);
 		r = open_conn(fs, cn);
 	}
-	if (r < 0) {
+	if (r < 0) { /* not "no such file": what the catalog holds is not known */
 		cbfs_log(fs, "cannot open the catalog of %s: %s", fs->location, strerror(-r));
-		return r;
+		return r == -ENOMEM ? r : -EIO;
 	}
 	*out = cn;
 	return 0;

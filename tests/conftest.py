@@ -320,6 +320,18 @@ def pid_space():
     return f'{boot}/{st.st_dev:x}:{st.st_ino:x}'
 
 
+def wait_for(cond, what, proc=None):
+    """Waits until cond() is true. Fails if proc exits first; the long guard only stops a hung
+    test, it measures nothing."""
+    deadline = time.monotonic() + 120
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f'exited {proc.returncode} before {what}\nstdout: {out}\nstderr: {err}')
+        assert time.monotonic() < deadline, f'no {what} after 120 s'
+        time.sleep(0.02)
+
+
 def rewrite_manifest(path, doc):
     """Writes manifest doc, edited by a test, over path: without the "manifest_sha256" member,
     which no longer matches its bytes (refused as damaged), so as a manifest from before it

@@ -33,6 +33,7 @@ contains `match` (target as sent: path and query), so with every >= 2 each retry
   dribble   forward, send the headers, then the body DRIBBLE_BYTES every DRIBBLE_PAUSE
             seconds (160 bytes a second: above curl's floor of 1, hours for a pack's frames)
             until it is sent or the client goes (not in FAULTS either)
+  dribble_inflated  the same under a Content-Length of a terabyte, as a server that lies
 An answer without a body (HEAD, 204) under reset/truncate is cut inside its header block.
 
 Run alone: python3 tests/s3proxy.py UPSTREAM_PORT [FAULT [EVERY [MATCH]]] prints its port.
@@ -48,7 +49,7 @@ import time
 
 FAULTS = (None, 'slowdown', 'reset', 'truncate', 'stall', 'bad_range', 'notfound', 'forbidden',
           'empty')
-OTHER_FAULTS = ('expired', 'hold', 'dribble')
+OTHER_FAULTS = ('expired', 'hold', 'dribble', 'dribble_inflated')
 ERRORS = {'slowdown': (503, 'SlowDown', 'Please reduce your request rate.'),
           'expired': (400, 'ExpiredToken', 'The provided token has expired.'),
           'notfound': (404, 'NoSuchKey', 'The specified key does not exist.'),
@@ -251,10 +252,13 @@ class _Handler(socketserver.BaseRequestHandler):
             rheaders = [(n, v) for n, v in rheaders if n != b'content-length']
             rheaders.append((b'content-length', b'0'))
             body = b''
+        if fault == 'dribble_inflated':
+            rheaders = [(n, v) for n, v in rheaders if n != b'content-length']
+            rheaders.append((b'content-length', str(10**12).encode()))
         head = _encode_response(status, rheaders)
         if fault in ('reset', 'truncate'):
             return self._cut(px, method, target, status, head, body, fault)
-        if fault == 'dribble':
+        if fault in ('dribble', 'dribble_inflated'):
             return self._dribble(px, method, target, status, head, body)
         self.request.sendall(head + body)
         px._record(method, target, status, len(body), forwarded=True)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import (CASSBACKUP, MOUNT, backup_list, cb, data_dir_args, make_sample, mounted,
-                      packs, read, run, sample_dirs, snapshot_tables, tmp_files, upload_size)
+                      packs, read, run, sample_dirs, snapshot_tables, tmp_files, upload_size, wait_for)
 
 
 def one_error_line(p, *words):
@@ -298,14 +298,14 @@ def test_a_store_whose_disk_filled_up_is_read_forgotten_and_pruned(tmp_path):
         left, held = tmpdir / 'cassbackup-catalog-killed', tmpdir / 'cassbackup-catalog-running'
         for d in (left, held):
             d.mkdir(parents=True, mode=0o700)
-            (d / 'owner').write_bytes(b'')
             (d / 'catalog.db').write_bytes(b'x' * 4096)
-        holder = open(held / 'owner')
+            os.utime(d, (time.time() - 120, time.time() - 120))  # past the grace of a minute
+        holder = os.open(held, os.O_RDONLY | os.O_DIRECTORY)  # a run using it locks it
         fcntl.flock(holder, fcntl.LOCK_EX)
         p = cb('list', '--store', store, env=dict(os.environ, TMPDIR=str(tmpdir)))
         assert note in p.stderr and str(tmpdir) in p.stderr, p.stderr
         assert os.listdir(tmpdir) == [held.name]
-        holder.close()
+        os.close(holder)
         p = cb('list', '--store', store)
         assert sorted(b['name'] for b in backup_list(store)) == ['new', 'old'] and note in p.stderr, p.stderr
         p = cb('forget', '--store', store, 'old')
@@ -316,8 +316,24 @@ def test_a_store_whose_disk_filled_up_is_read_forgotten_and_pruned(tmp_path):
         before = pack_bytes()
         p = cb('prune', '--store', store)
         assert pack_bytes() < before - (1 << 20), p.stdout + p.stderr  # old's own megabyte
-        with mounted(store, str(tmp_path / 'mnt')) as m:
-            for rel, src in snapshot_tables(days['new'], 'nightly-1')[('shop', 'orders')].items():
+        st = os.statvfs(fs)  # full again, what prune freed taken by the other program
+        with open(fs / 'filler', 'ab') as f:
+            f.write(b'\0' * (st.f_bavail * st.f_frsize))
+        with mounted(store, str(tmp_path / 'mnt'), env=dict(os.environ, TMPDIR=str(tmpdir)),
+                     expect_errors=('this mount keeps a temporary one', 'the catalog was made anew')) as m:
+            files = snapshot_tables(days['new'], 'nightly-1')[('shop', 'orders')]
+            for rel, src in files.items():
+                assert read(m.path('new', 'shop', 'orders', rel)) == read(src)
+            # its temporary catalog removed under it (a cleaner of /tmp): made again, never
+            # "No such file" for what the store holds
+            [mine] = [n for n in os.listdir(tmpdir) if n != held.name]
+            shutil.rmtree(tmpdir / mine)
+            # listings ask for refreshes, which look at the catalog's path
+            wait_for(lambda: os.listdir(m.path('new')) and os.path.exists(tmpdir / mine / 'catalog.db'),
+                     'the catalog made again')
+            with open('/proc/sys/vm/drop_caches', 'w') as f:
+                f.write('2')  # the kernel forgets its dentries: lookups reach the mount again
+            for rel, src in files.items():
                 assert read(m.path('new', 'shop', 'orders', rel)) == read(src)
         assert {n for n in os.listdir('/tmp') if n.startswith('cassbackup-catalog-')} <= temps  # removed
         os.unlink(fs / 'filler')  # room again: the next writer makes the reserve again

@@ -18,21 +18,9 @@ import time
 
 import pytest
 
-from conftest import BUILD, CASSBACKUP, MOUNT, cb, data_dir_args, run, sample_dirs, snapshot_tables
+from conftest import BUILD, CASSBACKUP, MOUNT, cb, data_dir_args, run, sample_dirs, snapshot_tables, wait_for
 from test_restore_load import LOADER, log_lines, sha
 
-
-
-def wait_for(cond, what, proc=None):
-    """Waits until cond() is true. Fails if proc exits first; the long guard only stops a hung
-    test, it measures nothing."""
-    deadline = time.monotonic() + 120
-    while not cond():
-        if proc is not None and proc.poll() is not None:
-            out, err = proc.communicate()
-            raise AssertionError(f'exited {proc.returncode} before {what}\nstdout: {out}\nstderr: {err}')
-        assert time.monotonic() < deadline, f'no {what} after 120 s'
-        time.sleep(0.02)
 
 
 def mounts_of(store):

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 from conftest import (MOUNT, CASSBACKUP, cb, data_dir_args, make_sample, read, sample_dirs,
-                      snapshot_tables)
+                      snapshot_tables, wait_for)
 
 
 def small_sample(tmp_path, name, seed):
@@ -33,13 +33,6 @@ def daemon_pids(store, mnt):
         if argv[:3] == [MOUNT.encode(), store.encode(), mnt.encode()] and state != 'Z':
             res.append(int(pid))
     return res
-
-
-def wait_for(cond, what, seconds=60):
-    deadline = time.monotonic() + seconds
-    while not cond():
-        assert time.monotonic() < deadline, f'{what}: not within {seconds} s'
-        time.sleep(0.05)
 
 
 def daemon_mount(store, mnt):
