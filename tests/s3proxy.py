@@ -34,6 +34,9 @@ contains `match` (target as sent: path and query), so with every >= 2 each retry
             seconds (160 bytes a second: above curl's floor of 1, hours for a pack's frames)
             until it is sent or the client goes (not in FAULTS either)
   dribble_inflated  the same under a Content-Length of a terabyte, as a server that lies
+  keepalive forward, then send the headers and KEEPALIVE_SPACES spaces, one each
+            KEEPALIVE_PAUSE seconds, before the body: as S3 answers a CompleteMultipartUpload
+            that takes it a while
 An answer without a body (HEAD, 204) under reset/truncate is cut inside its header block.
 
 Run alone: python3 tests/s3proxy.py UPSTREAM_PORT [FAULT [EVERY [MATCH]]] prints its port.
@@ -49,13 +52,14 @@ import time
 
 FAULTS = (None, 'slowdown', 'reset', 'truncate', 'stall', 'bad_range', 'notfound', 'forbidden',
           'empty')
-OTHER_FAULTS = ('expired', 'hold', 'dribble', 'dribble_inflated')
+OTHER_FAULTS = ('expired', 'hold', 'dribble', 'dribble_inflated', 'keepalive')
 ERRORS = {'slowdown': (503, 'SlowDown', 'Please reduce your request rate.'),
           'expired': (400, 'ExpiredToken', 'The provided token has expired.'),
           'notfound': (404, 'NoSuchKey', 'The specified key does not exist.'),
           'forbidden': (403, 'AccessDenied', 'Access Denied')}
 STALL_SECONDS = 0.5
 DRIBBLE_BYTES, DRIBBLE_PAUSE = 16, 0.1
+KEEPALIVE_SPACES, KEEPALIVE_PAUSE = 10, 0.3
 
 def _error_body(code, message):
     return (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>%s</Code><Message>%s</Message>'
@@ -252,6 +256,19 @@ class _Handler(socketserver.BaseRequestHandler):
             rheaders = [(n, v) for n, v in rheaders if n != b'content-length']
             rheaders.append((b'content-length', b'0'))
             body = b''
+        if fault == 'keepalive':
+            rheaders = [(n, v) for n, v in rheaders if n != b'content-length']
+            rheaders.append((b'content-length', str(KEEPALIVE_SPACES + len(body)).encode()))
+            try:
+                self.request.sendall(_encode_response(status, rheaders))
+                for _ in range(KEEPALIVE_SPACES):
+                    self.request.sendall(b' ')
+                    time.sleep(KEEPALIVE_PAUSE)
+                self.request.sendall(body)
+            except OSError:
+                return False
+            px._record(method, target, status, len(body), forwarded=True)
+            return True
         if fault == 'dribble_inflated':
             rheaders = [(n, v) for n, v in rheaders if n != b'content-length']
             rheaders.append((b'content-length', str(10**12).encode()))

@@ -307,6 +307,21 @@ def test_a_dribbling_answer_is_given_up_on_not_waited_for(store_s3, tmp_path, ho
         assert 'too slow' in p.stderr, p.stdout + p.stderr
 
 
+def test_a_complete_multipart_upload_s3_takes_a_while_over_is_waited_for(store_s3, tmp_path):
+    """S3 answers a CompleteMultipartUpload of a big object after as long as it takes, sending a
+    space now and then: the floor of 16 KiB/s once cut it short (its body of a few hundred bytes
+    took seconds), and every retry with it, so a create of a big pack failed."""
+    loc, env = store_s3
+    dirs = sample(tmp_path, kib=12288)
+    slow = dict(env, CASSBACKUP_TEST_STALL_SECONDS='1', CASSBACKUP_TEST_MIN_BYTES_PER_SECOND=str(1 << 16),
+                CASSBACKUP_S3_PART_SIZE='5M')
+    with S3Proxy(upstream_port(env), 'keepalive', every=1, match='POST /cbtest/stores/prod/packs/') as px:
+        create(loc, via(slow, px), dirs)
+        assert sum(1 for m, t, _, _ in px.log if m == 'POST' and 'uploadId=' in t) >= 1, px.log
+    _, members = export_members(loc, env, tmp_path)
+    assert_export_matches(members, dirs)
+
+
 # --- kill -9 during create -------------------------------------------------------------------
 
 def count_requests_of_create(loc, env, dirs, tmp_path):
