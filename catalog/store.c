@@ -498,8 +498,10 @@ static int create_catalog(const char *path)
 		/* private, whatever the umask (its -wal and -shm files take the same mode) */
 		r = chmod(tmp.buf, 0600) < 0 ? -errno : link(tmp.buf, path) < 0 ? -errno : 0;
 	}
-	if (tmp.buf)
+	if (tmp.buf) { /* and what SQLite made beside it when it failed (a disk full) */
 		unlink(tmp.buf);
+		drop_sidecars(tmp.buf);
+	}
 	if (lfd >= 0)
 		close(lfd);
 	sb_free(&tmp);

@@ -320,6 +320,29 @@ def pid_space():
     return f'{boot}/{st.st_dev:x}:{st.st_ino:x}'
 
 
+@contextlib.contextmanager
+def tmpfs(path, size):
+    """A tmpfs of size ('3m') mounted at path (made) for the block: a disk that fills up."""
+    path.mkdir()
+    run('mount', '-t', 'tmpfs', '-o', f'size={size}', 'cbtest', path)
+    try:
+        yield path
+    finally:
+        run('umount', '-l', path, check=False)
+
+
+@contextlib.contextmanager
+def read_only_bind(src, at):
+    """src bind-mounted read-only at at (made) for the block: a store on a read-only mount."""
+    os.mkdir(at)
+    run('mount', '--bind', src, at)
+    try:
+        run('mount', '-o', 'remount,bind,ro', at)
+        yield str(at)
+    finally:
+        run('umount', at, check=False)
+
+
 def wait_for(cond, what, proc=None):
     """Waits until cond() is true. Fails if proc exits first; the long guard only stops a hung
     test, it measures nothing."""

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from conftest import (CASSBACKUP, MOUNT, backup_list, cb, data_dir_args, make_sample, mounted,
-                      packs, read, run, sample_dirs, snapshot_tables, tmp_files, upload_size, wait_for)
+                      packs, read, run, sample_dirs, snapshot_tables, tmp_files, tmpfs, upload_size,
+                      wait_for)
 
 
 def one_error_line(p, *words):
@@ -243,10 +244,7 @@ def test_kill_9_during_create(base, tmp_path):
 
 def test_disk_full_while_writing_pack(tmp_path, sample_tree):
     """A real full file system: a 3 MiB tmpfs holding the store."""
-    fs = tmp_path / 'small'
-    fs.mkdir()
-    run('mount', '-t', 'tmpfs', '-o', 'size=3m', 'cbtest', fs)
-    try:
+    with tmpfs(tmp_path / 'small', '3m') as fs:
         store = str(fs / 'store')
         cb('init', '--store', store)
         small = make_sample(str(tmp_path / 'small-data'), '--data-kib', '64', '--data-dirs', '1',
@@ -263,8 +261,23 @@ def test_disk_full_while_writing_pack(tmp_path, sample_tree):
         with mounted(store, str(tmp_path / 'mnt')) as m:
             for rel, src in snapshot_tables(sample_dirs(small), 'nightly-1')[('shop', 'orders')].items():
                 assert read(m.path('fits', 'shop', 'orders', rel)) == read(src)
-    finally:
-        run('umount', '-l', fs, check=False)
+
+
+def fill_up(fs, leave=0):
+    """Takes every free byte of file system fs but leave (another program's files), in
+    fs/filler."""
+    st = os.statvfs(fs)
+    with open(fs / 'filler', 'ab') as f:
+        f.write(b'\0' * (st.f_bavail * st.f_frsize - leave))
+    if not leave:
+        with pytest.raises(OSError) as e:
+            (fs / 'one-more').write_bytes(b'x' * 8192)
+        assert e.value.errno == errno.ENOSPC
+
+
+def pack_bytes(store):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(os.path.join(store, 'packs'))
+               for f in names)
 
 
 def test_a_store_whose_disk_filled_up_is_read_forgotten_and_pruned(tmp_path):
@@ -272,10 +285,7 @@ def test_a_store_whose_disk_filled_up_is_read_forgotten_and_pruned(tmp_path):
     every command stopped at "cannot open catalog ...: No space left on device", forget and
     prune too, which would free the space. The catalog, a cache, is kept in a temporary
     directory for the run, and a lock takes back the space the store reserved (reserve)."""
-    fs = tmp_path / 'disk'
-    fs.mkdir()
-    run('mount', '-t', 'tmpfs', '-o', 'size=72m', 'cbtest', fs)
-    try:
+    with tmpfs(tmp_path / 'disk', '72m') as fs:
         store = str(fs / 'store')
         cb('init', '--store', store)
         assert os.path.getsize(os.path.join(store, 'reserve')) == 1 << 20
@@ -285,16 +295,13 @@ def test_a_store_whose_disk_filled_up_is_read_forgotten_and_pruned(tmp_path):
                               '--keyspaces', '1', '--tables', '1', '--seed', str(40 + i))
             days[name] = sample_dirs(src)
             cb('create', '--store', store, '--name', name, *data_dir_args(days[name]), '--snapshot', 'nightly-1')
-        temps = {n for n in os.listdir('/tmp') if n.startswith('cassbackup-catalog-')}
-        st = os.statvfs(fs)
-        with open(fs / 'filler', 'wb') as f:
-            f.write(b'\0' * (st.f_bavail * st.f_frsize))
-        with pytest.raises(OSError) as e:
-            (fs / 'one-more').write_bytes(b'x' * 8192)
-        assert e.value.errno == errno.ENOSPC
-        note = 'No space left on device; this run keeps a temporary one'
+        for n in os.listdir(store):  # no catalog: one is begun, and cannot be finished
+            if n.startswith('catalog.db'):
+                os.unlink(os.path.join(store, n))
+        fill_up(fs, leave=160 << 10)
         # what runs killed before their end left in TMPDIR: removed, unless a run still holds it
         tmpdir = tmp_path / 'tmpdir'
+        env = dict(os.environ, TMPDIR=str(tmpdir))
         left, held = tmpdir / 'cassbackup-catalog-killed', tmpdir / 'cassbackup-catalog-running'
         for d in (left, held):
             d.mkdir(parents=True, mode=0o700)
@@ -302,24 +309,21 @@ def test_a_store_whose_disk_filled_up_is_read_forgotten_and_pruned(tmp_path):
             os.utime(d, (time.time() - 120, time.time() - 120))  # past the grace of a minute
         holder = os.open(held, os.O_RDONLY | os.O_DIRECTORY)  # a run using it locks it
         fcntl.flock(holder, fcntl.LOCK_EX)
-        p = cb('list', '--store', store, env=dict(os.environ, TMPDIR=str(tmpdir)))
+        note = 'No space left on device; this run keeps a temporary one'
+        p = cb('list', '--store', store, env=env)
         assert note in p.stderr and str(tmpdir) in p.stderr, p.stderr
+        assert 'new' in p.stdout and 'old' in p.stdout, p.stdout
         assert os.listdir(tmpdir) == [held.name]
+        assert not [n for n in os.listdir(store) if n.startswith('catalog.db.new')]  # nothing half-made left
         os.close(holder)
-        p = cb('list', '--store', store)
-        assert sorted(b['name'] for b in backup_list(store)) == ['new', 'old'] and note in p.stderr, p.stderr
-        p = cb('forget', '--store', store, 'old')
+        fill_up(fs)
+        p = cb('forget', '--store', store, 'old', env=env)
         assert note in p.stderr and not os.path.exists(os.path.join(store, 'reserve')), p.stderr
-        def pack_bytes():
-            return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(os.path.join(store, 'packs'))
-                       for f in names)
-        before = pack_bytes()
-        p = cb('prune', '--store', store)
-        assert pack_bytes() < before - (1 << 20), p.stdout + p.stderr  # old's own megabyte
-        st = os.statvfs(fs)  # full again, what prune freed taken by the other program
-        with open(fs / 'filler', 'ab') as f:
-            f.write(b'\0' * (st.f_bavail * st.f_frsize))
-        with mounted(store, str(tmp_path / 'mnt'), env=dict(os.environ, TMPDIR=str(tmpdir)),
+        before = pack_bytes(store)
+        p = cb('prune', '--store', store, env=env)
+        assert pack_bytes(store) < before - (1 << 20), p.stdout + p.stderr  # old's own megabyte
+        fill_up(fs)  # what prune freed taken by the other program
+        with mounted(store, str(tmp_path / 'mnt'), env=env,
                      expect_errors=('this mount keeps a temporary one', 'the catalog was made anew')) as m:
             files = snapshot_tables(days['new'], 'nightly-1')[('shop', 'orders')]
             for rel, src in files.items():
@@ -335,26 +339,19 @@ def test_a_store_whose_disk_filled_up_is_read_forgotten_and_pruned(tmp_path):
                 f.write('2')  # the kernel forgets its dentries: lookups reach the mount again
             for rel, src in files.items():
                 assert read(m.path('new', 'shop', 'orders', rel)) == read(src)
-        assert {n for n in os.listdir('/tmp') if n.startswith('cassbackup-catalog-')} <= temps  # removed
+        assert os.listdir(tmpdir) == []  # each run removed its own; the held one, let go, swept
         os.unlink(fs / 'filler')  # room again: the next writer makes the reserve again
         cb('forget', '--store', store, '--keep-last', '1')
         assert os.path.getsize(os.path.join(store, 'reserve')) == 1 << 20
-    finally:
-        run('umount', '-l', fs, check=False)
 
 
 def test_export_to_a_full_disk_says_so(base, tmp_path):
     """export -o onto a full file system said libarchive's "Write error", not why."""
     store, _ = base
-    fs = tmp_path / 'small'
-    fs.mkdir()
-    run('mount', '-t', 'tmpfs', '-o', 'size=64k', 'cbtest', fs)
-    try:
+    with tmpfs(tmp_path / 'small', '64k') as fs:
         p = cb('export', '--store', store, 'good', '-o', fs / 'good.tar', check=False)
         one_error_line(p, 'cannot write', 'No space left on device')
         assert os.listdir(fs) == []
-    finally:
-        run('umount', '-l', fs, check=False)
 
 
 def test_mountpoint_missing_or_busy(base, tmp_path):

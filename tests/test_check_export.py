@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from conftest import (manifest_path, pid_space, CASSBACKUP, FIXTURE_TAG, backup_list, cb, data_dir_args, make_sample, mounted, packs, read,
-                      run, sample_dirs, snapshot_tables)
+                      read_only_bind, run, sample_dirs, snapshot_tables)
 from test_restore_load import rewrite_frame
 
 
@@ -94,6 +94,16 @@ def test_check_clean_store(real_backup, two_days):
     assert res['summary']['bytes_read'] > res['summary']['bytes'] / 2
     text = cb('check', '--store', store, '--read-data').stdout.splitlines()
     assert text[-1].startswith('3 backups, 3 packs (') and text[-1].endswith(': no problems')
+
+
+def test_check_a_store_on_a_read_only_mount(two_days, tmp_path):
+    """check wrote a probe lock to read the store's clock: on a read-only mount of a store
+    (a replica, a snapshot of its disk) it failed with "Read-only file system", exit 1."""
+    store, _ = two_days
+    with read_only_bind(store, str(tmp_path / 'ro')) as ro:
+        env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+        p = cb('check', '--store', ro, '--read-data', env=env)
+        assert p.stdout.splitlines()[-1].endswith(': no problems'), p.stdout + p.stderr
 
 
 def test_check_damaged_manifest(real_backup, two_days):

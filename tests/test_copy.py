@@ -14,7 +14,7 @@ import pytest
 import awssig
 
 from conftest import (manifest_path, CASSBACKUP, cb, preload, data_dir_args, make_sample, mounted, packs, read,
-                      sample_dirs, snapshot_tables, upload_size)
+                      read_only_bind, sample_dirs, snapshot_tables, upload_size)
 from test_s3 import moto, s3  # noqa: F401  (fixtures)
 
 
@@ -270,18 +270,11 @@ def test_copy_checks_every_blob_against_its_sha256(source, tmp_path):
 
 
 def test_copy_from_a_read_only_store(source, tmp_path):
-    ro = str(tmp_path / 'ro')
-    os.mkdir(ro)
-    if subprocess.run(['mount', '--bind', source[0], ro], capture_output=True).returncode != 0:
-        pytest.skip('cannot bind-mount here')
-    try:
-        subprocess.run(['mount', '-o', 'remount,bind,ro', ro], check=True)
+    with read_only_bind(source[0], str(tmp_path / 'ro')) as ro:
         dst = str(tmp_path / 'dst')
         cb('init', '--store', dst)
         cb('copy', '--from', ro, '--to', dst, 'n1', env=dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache')))
         cb('verify', '--store', dst, 'n1')
-    finally:
-        subprocess.run(['umount', ro], check=True)
 
 
 def wait_then_kill(proc, ready, what):

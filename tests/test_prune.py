@@ -97,13 +97,19 @@ def check_through_mount(store, tmp_path, expected):
                     assert read(os.path.join(tdir, rel)) == read(src), f'{name}/{ks}/{table}/{rel}'
 
 
-def test_removed_backup_frees_exactly_its_own_pack(store, tmp_path):
+def two_days_and_another_node(tmp_path, store):
+    """two_days, and a backup of another node, whose pack (p3) holds nothing the others use:
+    (dirs, p1, p2, p3)."""
     dirs, p1, p2 = two_days(tmp_path, store)
-    # a backup of another node: its pack holds nothing the others use
     other = make_sample(str(tmp_path / 'other'), '--data-kib', '300', '--no-clutter', '--keyspaces', '1',
                         '--tables', '1', '--seed', '7')
     create(store, 'other-node', sample_dirs(other), 'nightly-1')
     [p3] = sorted(set(pack_files(store)) - {p1, p2})
+    return dirs, p1, p2, p3
+
+
+def test_removed_backup_frees_exactly_its_own_pack(store, tmp_path):
+    dirs, p1, p2, p3 = two_days_and_another_node(tmp_path, store)
     size3 = os.path.getsize(os.path.join(store, p3))
     before = {p: os.stat(os.path.join(store, p)) for p in (p1, p2)}
     forget(store, 'other-node')
@@ -127,11 +133,7 @@ def test_removed_backup_frees_exactly_its_own_pack(store, tmp_path):
 def test_packs_deleted_count_when_the_catalog_cannot_be_told(store, tmp_path):
     """prune deleted a pack, then could not drop it from the catalog (its disk full): it
     exited 1 saying so, but its summary said 0 packs deleted and 0 B freed."""
-    dirs, p1, p2 = two_days(tmp_path, store)
-    other = make_sample(str(tmp_path / 'other'), '--data-kib', '300', '--no-clutter', '--keyspaces', '1',
-                        '--tables', '1', '--seed', '7')
-    create(store, 'other-node', sample_dirs(other), 'nightly-1')
-    [p3] = sorted(set(pack_files(store)) - {p1, p2})
+    dirs, p1, p2, p3 = two_days_and_another_node(tmp_path, store)
     size3 = os.path.getsize(os.path.join(store, p3))
     forget(store, 'other-node')
     p = cb('prune', '--store', store, '--json', check=False,
