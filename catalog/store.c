@@ -863,8 +863,10 @@ static void keep_reserve(const struct store *s)
 		sb_free(&path);
 		return;
 	}
-	int fd = open(path.buf, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd >= 0 && posix_fallocate(fd, 0, (off_t)RESERVE_BYTES) != 0)
+	int fd = open(path.buf, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+	/* only a file of its own: never one planted as a link to another (it would grow) */
+	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+	    posix_fallocate(fd, 0, (off_t)RESERVE_BYTES) != 0)
 		unlink(path.buf); /* taken back at once: not worth a message */
 	if (fd >= 0)
 		close(fd);

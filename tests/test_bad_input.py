@@ -341,6 +341,12 @@ def test_a_store_whose_disk_filled_up_is_read_forgotten_and_pruned(tmp_path):
                 assert read(m.path('new', 'shop', 'orders', rel)) == read(src)
         assert os.listdir(tmpdir) == []  # each run removed its own; the held one, let go, swept
         os.unlink(fs / 'filler')  # room again: the next writer makes the reserve again
+        other = fs / 'not-the-stores'
+        other.write_bytes(b'x')
+        os.link(other, os.path.join(store, 'reserve'))  # planted: never grown
+        cb('forget', '--store', store, '--keep-last', '1')
+        assert other.read_bytes() == b'x'
+        os.unlink(os.path.join(store, 'reserve'))
         cb('forget', '--store', store, '--keep-last', '1')
         assert os.path.getsize(os.path.join(store, 'reserve')) == 1 << 20
 
