@@ -332,10 +332,30 @@ static void put_pack(pack_cache *pc, struct preader *p)
 
 /* --- loading frames ---------------------------------------------------------------------- */
 
+/* Remembers that fetching frames [first, last] of p failed with err (FETCH_FAILURE_SECONDS).
+ * Called with mu held. */
+static void note_fetch_failure_locked(struct preader *p, uint32_t first, uint32_t last, int err)
+{
+	p->failed_first = first;
+	p->failed_last = last;
+	p->failed_err = err;
+	p->failed_at = mono_seconds();
+}
+
+/* The error of a fetch of frame i of p that failed under FETCH_FAILURE_SECONDS ago, or 0.
+ * Called with mu held. */
+static int recent_fetch_failure_locked(const struct preader *p, uint32_t i)
+{
+	if (!p->failed_err || i < p->failed_first || i > p->failed_last)
+		return 0;
+	return mono_seconds() - p->failed_at < FETCH_FAILURE_SECONDS ? p->failed_err : 0;
+}
+
 /* Claims for loading the frames of [first, last] the cache lacks, from the first it lacks to
  * just before the next it holds, at most RUN_MAX_FRAMES and RUN_MAX_BYTES compressed: each gets
  * a LOADING entry whose one reference is the caller's, in f[]. Returns how many (0: the cache
- * holds, or is loading, all of [first, last]), or -ENOMEM. */
+ * holds, or is loading, all of [first, last]), -ENOMEM, or the error of a fetch of the first
+ * frame to claim that failed just now (recent_fetch_failure_locked). */
 static int claim_run(pack_cache *pc, struct preader *p, uint32_t first, uint32_t last,
 			  bool prefetch, struct fc_frame **f)
 {
@@ -350,6 +370,12 @@ static int claim_run(pack_cache *pc, struct preader *p, uint32_t first, uint32_t
 		}
 		if (n && t->coff[i + 1] - t->coff[f[0]->index] > RUN_MAX_BYTES)
 			break;
+		int failed = recent_fetch_failure_locked(p, i);
+		if (failed) {
+			if (!n)
+				n = failed;
+			break; /* what is claimed is loaded; the rest fails when it is asked for */
+		}
 		struct fc_frame *nf = fc_claim_locked(&pc->fc, p->id, i, seek_table_frame_size(t, i),
 						      prefetch);
 		if (!nf) {
@@ -429,6 +455,8 @@ static void fetch_run(pack_cache *pc, struct preader *p, struct fc_frame **f, un
 		pthread_mutex_lock(&pc->fc.mu);
 		pc->fetches++;
 		pc->fetched_bytes += len;
+		if (r < 0 && r != -ENOMEM)
+			note_fetch_failure_locked(p, f[0]->index, f[n - 1]->index, r);
 		pthread_mutex_unlock(&pc->fc.mu);
 	}
 	for (unsigned k = 0; k < n; k++) {

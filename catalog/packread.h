@@ -48,7 +48,9 @@ void pack_cache_free(pack_cache *pc);
  *   -EIO      a frame is corrupt (checksum mismatch)
  *   -EREMOTEIO the pack could not be read (a disk error; object storage failing after its
  *             retries)
- *   -ENOMEM, or another -errno from opening or reading the pack. */
+ *   -ENOMEM, or another -errno from opening or reading the pack.
+ * A fetch that failed is the answer to reads of its frames for a moment after
+ * (FETCH_FAILURE_SECONDS): the same error, without asking the store again. */
 int pack_cache_read(pack_cache *pc, const char *key, uint64_t off, void *buf, size_t len);
 
 /* Zero-copy access: the decoded frames holding [off, off + len) stay pinned in the cache, and

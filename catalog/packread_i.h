@@ -19,6 +19,11 @@
  * positional read, so one ranged GET on object storage. */
 #define RUN_MAX_FRAMES 64
 #define RUN_MAX_BYTES (8u << 20)
+/* A fetch that failed, after the store's own retries, is the answer for this long to a read
+ * of the same frames: the kernel reads a page again as soon as its read-ahead of it failed,
+ * and a reader that waited on read-ahead's frames loads them again; each such read went
+ * through every retry once more (a server too slow to answer held one read for twice that). */
+#define FETCH_FAILURE_SECONDS 2.0
 
 /* Read-ahead, for object storage (a local pack's reads are cheap and the kernel reads ahead on
  * it already): up to STREAMS sequential readers per pack are followed; a read that starts
@@ -54,6 +59,10 @@ struct preader {
 	char dname[40];    /* disk-cache name of the pack's frames: "f-" + hex of sha256(path, table) */
 	unsigned refs;
 	struct stream streams[STREAMS];
+	/* The last fetch that failed (FETCH_FAILURE_SECONDS): its frames and error; 0: none. */
+	uint32_t failed_first, failed_last;
+	int failed_err;
+	double failed_at; /* mono_seconds() */
 	struct preader *next;
 };
 

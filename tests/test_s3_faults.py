@@ -31,7 +31,8 @@ import pytest
 
 import awssig
 
-from conftest import BUILD, cb, data_dir_args, make_sample, mounted, read, sample_dirs, snapshot_tables
+from conftest import (BUILD, cb, data_dir_args, make_sample, mounted, read, sample_dirs, snapshot_tables,
+                      wait_for)
 from s3proxy import S3Proxy
 from test_s3 import s3  # noqa: F401  (the fixture: an empty store on moto or s3rver)
 
@@ -305,6 +306,45 @@ def test_a_dribbling_answer_is_given_up_on_not_waited_for(store_s3, tmp_path, ho
         fresh = dict(penv, CASSBACKUP_CACHE_DIR=str(tmp_path / 'fresh-cache'), **slow)
         p = cb('list', '--store', loc, env=fresh, check=False, timeout=300)
         assert 'too slow' in p.stderr, p.stdout + p.stderr
+
+
+def test_a_mount_read_the_store_failed_fails_once_not_twice(store_s3, tmp_path):
+    """A read through the mount whose frames the server dribbles failed after every attempt at
+    them twice over: the kernel reads the page again as soon as its read-ahead of it failed,
+    and the mount fetched the frames again through all of the store's retries (a dribbling
+    server held one read about 6 minutes before EIO). A fetch that just failed is now the
+    answer to that second read: one round of attempts, and once the server answers again a
+    moment later the same bytes read whole."""
+    loc, env = store_s3
+    dirs = sample(tmp_path, kib=1024)
+    create(loc, env, dirs)
+    slow = {'CASSBACKUP_TEST_STALL_SECONDS': '1', 'CASSBACKUP_TEST_MIN_BYTES_PER_SECOND': str(1 << 16)}
+    (ks, table, rel), data = max(expected_files(dirs).items(), key=lambda kv: len(kv[1]))
+    with S3Proxy(upstream_port(env)) as px:
+        with mounted(loc, str(tmp_path / 'mnt'), env=dict(via(env, px), **slow),
+                     expect_errors=('too slow', 'cannot read the pack')) as m:
+            fd = os.open(m.path('n1', ks, table, rel), os.O_RDONLY)
+            try:
+                px.set_fault('dribble', every=1, match='GET /cbtest/stores/prod/packs/')
+                before = len(px.received)
+                with pytest.raises(OSError) as e:
+                    os.pread(fd, 4096, 0)
+                assert e.value.errno == 5
+                px.set_fault(None)
+                ranges = [h.get('range') for _, t, h in px.received[before:] if '/packs/' in t]
+                # one read's attempts: the first and CB_RETRIES_DEFAULT (5) more, of one range
+                assert len(set(ranges)) == 1 and 1 <= len(ranges) <= 6, ranges
+                wait_for(lambda: readable(fd, len(data)) == data, 'the file read again')
+            finally:
+                os.close(fd)
+
+
+def readable(fd, size):
+    """The first size bytes at fd, or None while reading them fails."""
+    try:
+        return os.pread(fd, size, 0)
+    except OSError:
+        return None
 
 
 def test_a_complete_multipart_upload_s3_takes_a_while_over_is_waited_for(store_s3, tmp_path):
