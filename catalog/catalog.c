@@ -534,6 +534,25 @@ static void sql_view_name(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 	}
 }
 
+int catalog_format_of(const char *path, char *out, size_t n)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'format'", -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	const unsigned char *v = rc == SQLITE_ROW ? sqlite3_column_text(st, 0) : NULL;
+	bool ours = v && !strncmp((const char *)v, "cassbackup-catalog-", 19) &&
+		    strspn((const char *)v + 19, "0123456789") == strlen((const char *)v + 19) && v[19];
+	if (ours)
+		snprintf(out, n, "%s", (const char *)v);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return ours ? 0 : -EMEDIUMTYPE;
+}
+
 int catalog_open(catalog **out, const char *path, int flags)
 {
 	*out = NULL;

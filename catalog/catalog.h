@@ -79,6 +79,11 @@ enum catalog_flags {
 int catalog_open(catalog **out, const char *path, int flags);
 void catalog_close(catalog *c); /* accepts NULL */
 
+/* The format a catalog file names itself by ("cassbackup-catalog-N"), into out (n bytes): 0,
+ * or -EMEDIUMTYPE when path is no readable catalog of any cassbackup format (damaged, or not
+ * one at all). For naming a catalog that catalog_open refused. */
+int catalog_format_of(const char *path, char *out, size_t n);
+
 /* The catalog file's identity: 32 hex digits made at random with the file, the same for every
  * connection to it ("" for a catalog from before identities, opened read-only). Row ids are
  * never reused within one identity (a rebuild in place makes new rows with new ids), so a

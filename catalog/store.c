@@ -514,7 +514,10 @@ static int open_catalog(struct store *s, struct strbuf *err)
 	int r = catalog_open(&s->cat, s->catalog_path, 0);
 	if (r == -EMEDIUMTYPE) { /* damaged, or of another format: it is only a cache */
 		struct strbuf aside = {0};
-		r = sb_printf(&aside, "%s.damaged", s->catalog_path);
+		char format[64];
+		r = catalog_format_of(s->catalog_path, format, sizeof(format)) == 0
+			    ? sb_printf(&aside, "%s.%s", s->catalog_path, format)
+			    : sb_printf(&aside, "%s.damaged", s->catalog_path);
 		if (r == 0 && rename(s->catalog_path, aside.buf) < 0)
 			r = -errno;
 		sb_free(&aside);

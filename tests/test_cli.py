@@ -147,6 +147,22 @@ def test_damaged_catalog_is_not_called_missing(two_backups):
     assert 'init' not in p.stderr and 'no catalog.db' not in p.stderr
     key = lambda b: b['name']
     assert sorted(json.loads(p.stdout), key=key) == sorted(before, key=key)
+    assert os.path.exists(db + '.damaged')
+
+
+def test_a_catalog_of_another_format_is_set_aside_under_its_format(two_backups):
+    """A catalog an older (or newer) release made is rebuilt, and the one set aside is named by
+    its format: it was called catalog.db.damaged, which sent an operator looking for a broken
+    disk after an upgrade."""
+    before = json.loads(cb('list', '--store', two_backups, '--json').stdout)
+    db = os.path.join(two_backups, 'catalog.db')
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE meta SET value = 'cassbackup-catalog-6' WHERE key = 'format'")
+    p = cb('list', '--store', two_backups, '--json')
+    key = lambda b: b['name']
+    assert sorted(json.loads(p.stdout), key=key) == sorted(before, key=key)
+    assert os.path.exists(db + '.cassbackup-catalog-6')
+    assert not os.path.exists(db + '.damaged')
 
 
 def test_bad_sha_length_is_not_not_an_error(two_backups):
