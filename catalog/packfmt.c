@@ -2,6 +2,7 @@
  * the SHA-256 the trailer holds, its index; see packfmt.h. The one place a pack's own word on
  * itself is read and checked. */
 #include "packfmt.h"
+#include "backend.h"
 #include "hash.h"
 #include "pack.h"
 
@@ -20,11 +21,17 @@ int pack_read_error(ssize_t got)
 
 const char *pack_cache_strerror(int err)
 {
+	static __thread char remote[600];
 	switch (err) {
 	case -ENOENT: return "pack file is missing";
 	case -EBADMSG: return "pack has no valid seek table";
 	case -EIO: return "pack data is corrupt (checksum mismatch, or fails authentication)";
-	case -EREMOTEIO: return "cannot read the pack from the store";
+	case -EREMOTEIO:
+		if (!*cb_backend_last_error())
+			return "cannot read the pack from the store";
+		snprintf(remote, sizeof(remote), "cannot read the pack from the store (%s)",
+			 cb_backend_last_error());
+		return remote;
 	case -ERANGE: return "file lies beyond the end of the pack (catalog and pack disagree)";
 	default: return strerror(-err);
 	}

@@ -59,8 +59,10 @@ int pack_index_size_ok(const struct pack_trailer *tr, char *err, size_t errlen);
 int pack_read_error(ssize_t got);
 
 /* The one text for each error of reading a pack, each with its one meaning (packread.h
- * pack_cache_read): "pack file is missing" for -ENOENT...; strerror's for any other. Never
- * NULL; a static string. */
+ * pack_cache_read): "pack file is missing" for -ENOENT...; strerror's for any other. For
+ * -EREMOTEIO it adds what the store said (this thread's cb_backend_last_error(), which a read
+ * of the pack cache sets whichever thread fetched): call it in the thread whose read failed,
+ * before its next call of the store. Never NULL; valid until this thread's next call. */
 const char *pack_cache_strerror(int err);
 
 #endif

@@ -4,6 +4,7 @@
 #include "packread_i.h"
 #include "io.h"
 #include "backend.h"
+#include "backend_i.h"
 #include "diskcache.h"
 #include "hash.h"
 #include "pack.h"
@@ -340,15 +341,25 @@ static void note_fetch_failure_locked(struct preader *p, uint32_t first, uint32_
 	p->failed_last = last;
 	p->failed_err = err;
 	p->failed_at = mono_seconds();
+	snprintf(p->failed_why, sizeof(p->failed_why), "%s", cb_backend_last_error());
 }
 
-/* The error of a fetch of frame i of p that failed under FETCH_FAILURE_SECONDS ago, or 0.
- * Called with mu held. */
+/* Makes the last fetch that failed of p this thread's backend error: a read that takes that
+ * failure as its answer says why, whichever thread fetched. Called with mu held. */
+static void adopt_fetch_failure_locked(const struct preader *p)
+{
+	cb_backend_set_error("%s", p->failed_why);
+}
+
+/* The error of a fetch of frame i of p that failed under FETCH_FAILURE_SECONDS ago (adopted:
+ * adopt_fetch_failure_locked), or 0. Called with mu held. */
 static int recent_fetch_failure_locked(const struct preader *p, uint32_t i)
 {
-	if (!p->failed_err || i < p->failed_first || i > p->failed_last)
+	if (!p->failed_err || i < p->failed_first || i > p->failed_last ||
+	    mono_seconds() - p->failed_at >= FETCH_FAILURE_SECONDS)
 		return 0;
-	return mono_seconds() - p->failed_at < FETCH_FAILURE_SECONDS ? p->failed_err : 0;
+	adopt_fetch_failure_locked(p);
+	return p->failed_err;
 }
 
 /* Claims for loading the frames of [first, last] the cache lacks, from the first it lacks to
@@ -536,6 +547,8 @@ static int get_frame(pack_cache *pc, struct preader *p, uint32_t index, struct f
 			f->refs++;
 			int r = fc_wait_locked(&pc->fc, f);
 			bool again = r && f->prefetched; /* read-ahead never fails a read: load it here */
+			if (r && !again && r == p->failed_err)
+				adopt_fetch_failure_locked(p); /* another reader's fetch failed */
 			if (r)
 				fc_release_locked(&pc->fc, f);
 			pthread_mutex_unlock(&pc->fc.mu);

@@ -59,10 +59,12 @@ struct preader {
 	char dname[40];    /* disk-cache name of the pack's frames: "f-" + hex of sha256(path, table) */
 	unsigned refs;
 	struct stream streams[STREAMS];
-	/* The last fetch that failed (FETCH_FAILURE_SECONDS): its frames and error; 0: none. */
+	/* The last fetch that failed (FETCH_FAILURE_SECONDS): its frames, error and the store's
+	 * words for it (cb_backend_last_error() of the thread that fetched); failed_err 0: none. */
 	uint32_t failed_first, failed_last;
 	int failed_err;
 	double failed_at; /* mono_seconds() */
+	char failed_why[256];
 	struct preader *next;
 };
 

@@ -314,7 +314,7 @@ def test_a_mount_read_the_store_failed_fails_once_not_twice(store_s3, tmp_path):
     and the mount fetched the frames again through all of the store's retries (a dribbling
     server held one read about 6 minutes before EIO). A fetch that just failed is now the
     answer to that second read: one round of attempts, and once the server answers again a
-    moment later the same bytes read whole."""
+    moment later the same bytes read whole. The mount's line says why the store failed."""
     loc, env = store_s3
     dirs = sample(tmp_path, kib=1024)
     create(loc, env, dirs)
@@ -334,6 +334,9 @@ def test_a_mount_read_the_store_failed_fails_once_not_twice(store_s3, tmp_path):
                 ranges = [h.get('range') for _, t, h in px.received[before:] if '/packs/' in t]
                 # one read's attempts: the first and CB_RETRIES_DEFAULT (5) more, of one range
                 assert len(set(ranges)) == 1 and 1 <= len(ranges) <= 6, ranges
+                # the line says what the store did, not only that the pack could not be read
+                assert re.search(r'cannot read the pack from the store \(GET stores/prod/packs/'
+                                 r'\S+: too slow', m.log()), m.log()
                 wait_for(lambda: readable(fd, len(data)) == data, 'the file read again')
             finally:
                 os.close(fd)
