@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README.md): installs dependencies, builds, runs gcc -fanalyzer over the
 # product's code (tests/analyze.sh: fails on a finding not in the reviewed baseline), and runs
-# every test twice: once in a plain build, once under AddressSanitizer + UndefinedBehaviorSanitizer;
-# then every fuzz target for FUZZ_SECONDS (default 20) each under libFuzzer.
+# every test twice, both at once: in a plain build, and under AddressSanitizer +
+# UndefinedBehaviorSanitizer; then every fuzz target for FUZZ_SECONDS (default 20) each under
+# libFuzzer.
 # Needs root: the tests mount FUSE and tmpfs file systems for real.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,15 +38,28 @@ setup build-sanitize -Dtests=true -Dtest_hooks=true -Db_sanitize=address,undefin
 echo "== static analysis (gcc -fanalyzer against tests/analyzer-baseline.txt)"
 bash tests/analyze.sh build-analyze
 
-# One meson test per pytest file (tests/meson.build); independent ones run side by side, two
-# per core unless TEST_PROCESSES says otherwise (most of a file's time is spent waiting on
-# servers, mounts and subprocesses: on 2 cores, 4 at once took the plain build's suite from
-# about 13 to 9 minutes).
+# Both builds' suites run side by side: most of a test file's time is spent waiting on
+# servers, mounts and subprocesses (tests/README.md has the figures). Their lines are shown
+# as they come, each prefixed with its build's name. One meson test per pytest file
+# (tests/meson.build); independent ones run side by side, two per core per build unless
+# TEST_PROCESSES says otherwise.
 jobs=${TEST_PROCESSES:-$(( $(nproc) * 2 ))}
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-echo "== plain build"
-meson test -C build --print-errorlogs --num-processes "$jobs"
-echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
-meson test -C build-sanitize --print-errorlogs --num-processes "$jobs"
+suite() { # name build-dir: the build's tests, their status
+	echo "[$1] == the $1 build's tests"
+	meson test -C "$2" --print-errorlogs --num-processes "$jobs" 2>&1 | sed -u "s/^/[$1] /"
+	return "${PIPESTATUS[0]}"
+}
+suite plain build &
+plain=$!
+suite sanitize build-sanitize & # AddressSanitizer + UndefinedBehaviorSanitizer
+sanitize=$!
+failed=()
+wait "$plain" || failed+=("the plain build's tests")
+wait "$sanitize" || failed+=("the AddressSanitizer + UndefinedBehaviorSanitizer build's tests")
+if [ "${#failed[@]}" -gt 0 ]; then
+	printf 'tests/run.sh: failed: %s\n' "${failed[@]}" >&2
+	exit 1
+fi
 echo "== fuzzing every parser of store bytes (libFuzzer, ${FUZZ_SECONDS:-20} s each)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash tests/fuzz/run.sh
