@@ -1722,7 +1722,9 @@ static int parse_owner(struct restore_opts *o, const char *spec)
 		errorf("--owner %s: no such user", spec);
 		return r;
 	}
-	struct passwd *pw = r == 1 ? getpwnam(s) : NULL;
+	/* without a group, the user's primary group (by name or by number, as chown USER: takes
+	 * it); a number no account has keeps the same number for its group */
+	struct passwd *pw = r == 1 ? getpwnam(s) : getpwuid(uid);
 	o->uid = uid;
 	o->gid = pw ? pw->pw_gid : uid;
 	if (colon && *colon) {
