@@ -410,6 +410,27 @@ def test_restore_import_into_a_node_of_several_data_directories(store, tmp_path)
     assert not [n for n in os.listdir(d1) if n.startswith('.cassbackup-import-')]
 
 
+def test_restore_import_run_again_imports_nothing_twice(store, sample_tree, tmp_path):
+    """nodetool import rewrites each sstable's Statistics.db (level and repair state reset):
+    for a leveled table above level 0 its bytes change, and a restore --import run again (as
+    its own failure line tells the operator to) took the imported sstables for others and
+    imported every one a second time."""
+    dirs = sample_dirs(sample_tree)
+    cb('create', '--store', store, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1',
+       '--table', 'shop.table2')
+    live = str(tmp_path / 'live')
+    t = os.path.join(live, 'shop', 'table2-' + 'd' * 32)
+    os.makedirs(t)
+    env = dict(os.environ, NODETOOL_STANDIN_DATA_DIRS=live, NODETOOL_STANDIN_LEVELED='1')
+    args = ('restore', '--store', store, 'b', '--data-dir', live, '--import', '--nodetool', NODETOOL)
+    cb(*args, env=env)
+    first = sorted(os.listdir(t))
+    assert len([n for n in first if n.endswith('-Data.db')]) == 2, first
+    out = cb(*args, env=env).stdout
+    assert sorted(os.listdir(t)) == first, out
+    assert '2 sstables already present' in out, out
+
+
 def test_a_kill_while_removing_a_killed_runs_leftover_leaves_it_findable(store, tmp_path):
     """A restore killed while placing sstable nb-1 renamed as nb-3 (its Data.db and last
     component not placed); since, the other data directory took generation 3 in another

@@ -373,8 +373,16 @@ static bool same_bytes(int dfd, const char *name, const struct vf *f)
 	       !memcmp(sha, f->want, 32);
 }
 
-/* Does directory dfd hold every file of u, with the backup's bytes, under prefix (NULL: the
- * unit's own names)? */
+/* Is name in dfd a regular file? */
+static bool regular_file_at(int dfd, const char *name)
+{
+	struct stat st;
+	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Does directory dfd hold sstable u, under prefix (NULL: the unit's own names): every file of
+ * it with the backup's bytes, but for a Statistics.db, which Cassandra rewrites in place
+ * (a restore run again after nodetool import took the sstable with its level reset)? */
 static bool unit_same_as(int dfd, const struct plan_table *pt, const struct unit *u, const char *prefix)
 {
 	bool same = true;
@@ -386,7 +394,9 @@ static bool unit_same_as(int dfd, const struct plan_table *pt, const struct unit
 			sb_printf(&name, "%s%s", prefix, f->name + sstable_prefix_len(f->name));
 		else
 			sb_puts(&name, f->name);
-		same = name.buf && same_bytes(dfd, name.buf, f);
+		same = name.buf && (sstable_component_rewritten_in_place(f->name)
+					    ? regular_file_at(dfd, name.buf)
+					    : same_bytes(dfd, name.buf, f));
 	}
 	sb_free(&name);
 	return same;

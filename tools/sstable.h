@@ -28,6 +28,11 @@ int sstable_with_generation(const char *name, uint64_t gen, struct strbuf *out);
 /* A numeric generation, or 0 when the generation is not a number (time-based ids). */
 uint64_t sstable_numeric_generation(const char *name);
 
+/* Is name an sstable's Statistics.db, the one component Cassandra rewrites in place
+ * (MetadataSerializer.rewriteSSTableMetadata: nodetool import resets its level and repair
+ * state, incremental repair marks it repaired)? The same sstable may hold other bytes there. */
+bool sstable_component_rewritten_in_place(const char *name);
+
 enum digest_kind { DIGEST_NONE, DIGEST_CRC32, DIGEST_ADLER32, DIGEST_SHA1 };
 
 /* The expected digest of Data.db from the contents of a Digest.* file of the given name. */
