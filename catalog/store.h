@@ -281,8 +281,10 @@ int store_keys_list(struct store *s,
 		    int (*cb)(void *ctx, const char *id, const struct crypt_slot_info *info,
 			      const char *why),
 		    void *ctx, struct strbuf *err);
-/* Removes slot id: -EBUSY for the slot the store was opened with, -ESTALE when that slot is
- * gone (another key removed it since the store was opened), -ENOENT when id is absent. The
+/* Removes slot id: 0; -EBUSY for the slot the store was opened with, -ESTALE when that slot
+ * is gone (another key removed it since the store was opened), -ENOENT when id is absent; 1
+ * when id was removed but the slot the store was opened with had gone meanwhile (a remove
+ * that ran while this one was paused past its lease) and was written back (err says so). The
  * caller holds the store's exclusive lock, so that removes do not interleave. */
 int store_keys_remove(struct store *s, const char *id, struct strbuf *err);
 

@@ -183,6 +183,33 @@ int store_keys_list(struct store *s,
 	return r;
 }
 
+/* After a remove: the slot this key opened must still be there. A remove paused past its
+ * lease (a suspended machine) may have let another key's remove take it meanwhile, and the two
+ * would leave no slot at all: it is written back, as it was (doc), and 1 returned with err
+ * saying so. 0 when it is there; -errno (err) when it cannot be read or written back. */
+static int keep_own_slot(struct store *s, const char *doc, size_t len, struct strbuf *err)
+{
+	char key[48], *now;
+	size_t now_len;
+	snprintf(key, sizeof(key), KEYS_PREFIX "%s.json", store_key_slot(s));
+	int r = get_slot(store_backend(s), store_key_slot(s), &now, &now_len);
+	if (r == 0) {
+		free(now);
+		return 0;
+	}
+	if (r == -ENOENT)
+		r = cb_backend_put(store_backend(s), key, doc, len, CB_PUT_EXCLUSIVE);
+	if (r == 0 || r == -EEXIST) {
+		sb_printf(err, "key slot %s, the one this key opened, was removed by another process "
+			  "meanwhile: written back, so that a key still opens the store (cassbackup key "
+			  "list)", store_key_slot(s));
+		return 1;
+	}
+	sb_printf(err, "key slot %s, the one this key opened, was removed by another process "
+		  "meanwhile and cannot be written back: %s", store_key_slot(s), cb_backend_why(r));
+	return r;
+}
+
 int store_keys_remove(struct store *s, const char *id, struct strbuf *err)
 {
 	char key[48], tmp[33];
@@ -199,15 +226,13 @@ int store_keys_remove(struct store *s, const char *id, struct strbuf *err)
 	/* the caller's own slot must still be there (removes are serialized by the store's
 	 * exclusive lock): else another key removed it meanwhile, and removing one more could
 	 * leave no slot at all */
-	char *doc;
-	size_t len;
-	int r = get_slot(store_backend(s), store_key_slot(s), &doc, &len);
-	if (r == 0)
-		free(doc);
-	else if (r == -ENOENT)
+	char *own;
+	size_t own_len;
+	int r = get_slot(store_backend(s), store_key_slot(s), &own, &own_len);
+	if (r == -ENOENT)
 		sb_printf(err, "key slot %s, the one this key opened, was removed meanwhile: refusing to "
 			  "remove another (cassbackup key list)", store_key_slot(s));
-	else
+	else if (r < 0)
 		sb_printf(err, "cannot read keys/%s.json: %s", store_key_slot(s), cb_backend_why(r));
 	if (r < 0)
 		return r == -ENOENT ? -ESTALE : r;
@@ -216,5 +241,8 @@ int store_keys_remove(struct store *s, const char *id, struct strbuf *err)
 		sb_printf(err, "no key slot %s", id);
 	else if (r < 0)
 		sb_printf(err, "cannot remove %s: %s", key, cb_backend_why(r));
+	else
+		r = keep_own_slot(s, own, own_len, err);
+	free(own);
 	return r;
 }

@@ -501,6 +501,38 @@ def test_key_slots_add_list_remove_and_passphrase(tmp_path, binaries):
     assert p.returncode != 0 and 'is not encrypted' in p.stderr
 
 
+def test_a_key_remove_paused_past_its_lease_never_leaves_the_store_without_a_slot(tmp_path, binaries):
+    """Keys k1 and k2, each removing the other's slot: the remove with k1, paused (a suspended
+    machine) after it saw its own slot and before it deleted k2's, lost its lease; the remove
+    with k2 took the store and deleted k1's slot; k1's then deleted k2's: no slot left, every
+    backup unreadable, both exit 0. It now looks again after its delete, writes its own slot
+    back as it was, and says so (exit 1)."""
+    from conftest import preload
+    from test_lease import stopped_at_state_t
+    loc, env, k1 = store_with_backup_b(tmp_path)
+    env = dict(env, CASSBACKUP_LOCK_STALE_SECONDS='2', CASSBACKUP_LOCK_REFRESH_SECONDS='1')
+    k2 = str(tmp_path / 'k2')
+    cb('key', 'add', '--store', loc, '--key-file', k1, '--new-key-file', k2, env=env)
+
+    def own_slot(key):
+        slots = json.loads(cb('key', 'list', '--store', loc, '--key-file', key, '--json', env=env).stdout)
+        return next(s['id'] for s in slots if s['current'])
+    s1, s2 = own_slot(k1), own_slot(k2)
+    first = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, 'key', 'remove', '--store', loc, '--key-file', k1, s2], text=True,
+        env=dict(env, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_UNLINK=f'{s2}.json'),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+        cb('key', 'remove', '--store', loc, '--key-file', k2, s1, env=env)  # waits out the lease
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 1, (out, err)
+    assert f'removed key slot {s2}' in out and f'key slot {s1}, the one this key opened, was removed' in err, err
+    assert sorted(os.listdir(os.path.join(loc, 'keys'))) == [f'{s1}.json']
+    cb('verify', '--store', loc, '--all', '--key-file', k1, env=env)
+
+
 def test_kill_9_while_writing_leaves_no_backup_and_no_plaintext(tmp_path, binaries):
     """An encrypted create killed while it writes a pack: no backup, nothing committed in
     plaintext; the next create, prune and check --read-data are clean."""

@@ -117,13 +117,13 @@ static int key_remove(struct store *s, const char *location, const char *id)
 		return CB_EXIT_FAILED;
 	struct strbuf err = {0};
 	int r = store_lock_check(lock, &err) ?: store_keys_remove(s, id, &err);
-	if (r < 0)
-		errorf("%s", err.buf ? err.buf : strerror(-r));
-	else
+	if (r >= 0)
 		printf("removed key slot %s\n", id);
+	if (r != 0)
+		errorf("%s", err.buf ? err.buf : strerror(-r));
 	sb_free(&err);
 	store_lock_release(lock);
-	return r < 0 ? CB_EXIT_FAILED : CB_EXIT_OK;
+	return r != 0 ? CB_EXIT_FAILED : CB_EXIT_OK;
 }
 
 int cmd_key(int argc, char **argv)

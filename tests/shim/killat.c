@@ -18,6 +18,9 @@
  * first open(2) or openat(2) of a path whose last component is NAME: a pause at a known point
  * of a command (restore opens each target table directory after reading that table's files
  * from the catalog), for another command to run there.
+ * And CASSBACKUP_TEST_STOP_AT_UNLINK=NAME stops the process (SIGSTOP) once, just before its
+ * first unlinkat(2) of a path whose last component is NAME: a pause between what a command
+ * checked and what it deletes (key remove's slot), for another command to run there.
  * And CASSBACKUP_TEST_STOP_AT_SETSID=1 stops the process (SIGSTOP) just before setsid(2): in
  * mount.cassbackup without -f, the daemon just after its fork, before it opens the store,
  * while the parent waits for its word. */
@@ -73,11 +76,23 @@ static void maybe_kill(int after_done)
 		raise(SIGKILL);
 }
 
+static int last_is(const char *variable, const char *path);
+
+static void maybe_stop_at_unlink(const char *path)
+{
+	static int stopped;
+	if (!stopped && last_is("CASSBACKUP_TEST_STOP_AT_UNLINK", path)) {
+		stopped = 1;
+		raise(SIGSTOP);
+	}
+}
+
 int unlinkat(int dirfd, const char *path, int flags)
 {
 	static int (*real)(int, const char *, int);
 	if (!real && !(real = (int (*)(int, const char *, int))dlsym(RTLD_NEXT, "unlinkat")))
 		abort();
+	maybe_stop_at_unlink(path);
 	int ours = !(flags & AT_REMOVEDIR) && in_backups(dirfd, path);
 	if (ours)
 		maybe_kill(0);
