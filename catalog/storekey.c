@@ -110,13 +110,16 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct c
 	}
 	const char *what = kind == CRYPT_SLOT_FILE ? "key file" : "passphrase";
 	if (r == -EKEYREJECTED && tried == 0 && damaged) {
-		sb_printf(err, "no %s key slot opens the store: keys/%s.json is damaged (%s)", what,
+		sb_printf(err, "no key slot for a %s opens the store: keys/%s.json is damaged (%s)", what,
 			  damaged_id, damaged_why);
 		if (damaged > 1)
 			sb_printf(err, ", and %u more slot%s", damaged - 1, damaged == 2 ? "" : "s");
 		r = -EBADMSG; /* the store's damage, not a wrong key */
 	} else if (r == -EKEYREJECTED && tried == 0) {
-		sb_printf(err, "the store has no %s key slots", what);
+		if (k.n)
+			sb_printf(err, "the store has no key slot for a %s", what);
+		else
+			sb_puts(err, "the store has no key slots at all (keys/ is empty): no key opens it");
 		r = k.n ? -EKEYREJECTED : -ENOKEY;
 	} else if (r == -EKEYREJECTED) {
 		sb_printf(err, "the %s opens none of the store's %u %s slot%s (wrong %s?)", what, tried,

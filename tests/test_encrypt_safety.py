@@ -104,7 +104,10 @@ def test_a_damaged_slot_is_named_and_check_reports_it(tmp_path, binaries):
     p = cb('list', '--store', loc, '--key-file', k2, env=env, check=False)
     # the store is damaged, not the configuration: exit 1, not 2
     assert p.returncode == 1 and len(p.stderr.splitlines()) == 1
-    assert f'no key file key slot opens the store: keys/{b}.json is damaged' in p.stderr, p.stderr
+    assert f'no key slot for a key file opens the store: keys/{b}.json is damaged' in p.stderr, p.stderr
+    os.unlink(os.path.join(loc, 'keys', b + '.json'))  # and none at all: said as such
+    p = cb('list', '--store', loc, '--key-file', k2, env=env, check=False)
+    assert p.returncode != 0 and 'the store has no key slots at all (keys/ is empty)' in p.stderr, p.stderr
 
 
 def test_a_key_file_another_user_owns_is_refused(tmp_path, binaries):
