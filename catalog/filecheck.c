@@ -35,6 +35,7 @@ struct digest_file {
 struct digest_table {
 	unsigned char name[16]; /* SHA-256 of "keyspace\0table", cut to 16 bytes */
 	uint64_t nfiles;
+	char id[33];            /* its id: 32 hex digits, or "" (manifest.h) */
 };
 
 struct index_blob {
@@ -234,6 +235,7 @@ static int digest_tables(const struct manifest *m, struct entry *e)
 		for (size_t t = 0; r == 0 && t < ks->ntables; t++, i++) {
 			r = table_hash(ks->name, ks->tables[t].name, v[i].name);
 			v[i].nfiles = ks->tables[t].nfiles;
+			snprintf(v[i].id, sizeof(v[i].id), "%s", ks->tables[t].id);
 		}
 	}
 	if (r == 0) {
@@ -330,11 +332,13 @@ static int digest_locked(struct store *s, struct filecheck *fc, const char *back
 }
 
 /* What the catalog says, to be asked of backup f->backup's digest; one of: file f has content
- * (sha, size); table f->keyspace/f->table has size files; the backup has size tables. */
+ * (sha, size); table f->keyspace/f->table has size files; table f->keyspace/f->table has id
+ * table_id; the backup has size tables. */
 struct digest_question {
 	const struct cb_file_ident *f;
 	const unsigned char *sha; /* set: a file's content */
 	uint64_t size;
+	const char *table_id; /* set: a table's id */
 	bool tables; /* set: the number of tables */
 };
 
@@ -348,6 +352,8 @@ static int digest_answer(const struct entry *e, const struct digest_question *q)
 		if (table_hash(q->f->keyspace, q->f->table, want.name) < 0)
 			return -ENOMEM;
 		const struct digest_table *t = bsearch(&want, e->tables, e->ntables, sizeof(want), cmp_table);
+		if (q->table_id)
+			return t && !strcmp(t->id, q->table_id);
 		return t && t->nfiles == q->size;
 	}
 	struct digest_file want;
@@ -410,6 +416,20 @@ int store_check_table_files(struct store *s, const struct cb_file_ident *t, size
 			  "another number (a stale or damaged catalog: 'cassbackup reindex' rebuilds it)",
 			  nfiles, nfiles == 1 ? "" : "s", shown(t), *t->keyspace ? "/" : "", t->keyspace,
 			  *t->table ? "/" : " (the node's own files)", t->table, t->backup);
+		return -EUCLEAN;
+	}
+	return r < 0 ? r : 0;
+}
+
+int store_check_table_id(struct store *s, const struct cb_file_ident *t, const char *table_id,
+			 struct strbuf *err)
+{
+	struct digest_question q = {.f = t, .table_id = table_id};
+	int r = digest_ask(s, &q, err);
+	if (r == 0) {
+		sb_printf(err, "the catalog's id of table %s/%s/%s is not the one backups/%s.json "
+			  "gives (a stale or damaged catalog: 'cassbackup reindex' rebuilds it)",
+			  shown(t), t->keyspace, t->table, t->backup);
 		return -EUCLEAN;
 	}
 	return r < 0 ? r : 0;

@@ -138,6 +138,12 @@ int store_check_file_content(struct store *s, const struct cb_file_ident *f,
 int store_check_table_files(struct store *s, const struct cb_file_ident *t, size_t nfiles,
 			    struct strbuf *err);
 
+/* The same for table t->keyspace/t->table's id: backups/<t->backup>.json must give it
+ * table_id (32 hex digits, or "" for a directory without one). 0; -EUCLEAN (err says so); else
+ * the error reading the manifest. Thread-safe. */
+int store_check_table_id(struct store *s, const struct cb_file_ident *t, const char *table_id,
+			 struct strbuf *err);
+
 /* The same for the backup's tables (b->backup; keyspace, table, dir and name unused): the
  * manifest must list exactly ntables tables (the node's own files are not one). */
 int store_check_backup_tables(struct store *s, const struct cb_file_ident *b, size_t ntables,

@@ -115,6 +115,54 @@ def test_whole_node_restore_refuses_a_data_directory_with_other_data(node, tmp_p
     assert sorted(os.listdir(target)) == ['other_ks']
 
 
+def test_whole_node_restore_refuses_a_node_that_ran_there(node, tmp_path):
+    """A new machine where Cassandra started once (a package starts it on install): its own
+    sstables sit in the system tables' directories, whose ids are the same on every node. The
+    restore took them for its own directories and placed the backup's beside them, renamed:
+    the node came back with the newer node's host id and tokens, exit 0. Refused now, in one
+    line, nothing written; what an interrupted run of the backup placed is no obstacle."""
+    target = tmp_path / 'data'
+    target.mkdir()
+    restore(node, target, 'day1')  # a first run, then a node of its own in one table
+    [sys_table] = sorted(os.listdir(target / 'system_schema'))[:1]
+    tdir = target / 'system_schema' / sys_table
+    for comp in ('Data.db', 'TOC.txt'):
+        (tdir / f'nb-9-big-{comp}').write_bytes(b'a fresh node of its own\n')
+    before = tree(target)[0]
+    p = restore(node, target, 'day1', check=False)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and 'nb-9-big-' in p.stderr, p.stderr
+    assert 'not this backup' in p.stderr and 'nothing was restored' in p.stderr, p.stderr
+    assert tree(target)[0] == before
+    # the same name as a backup's sstable, other bytes: the same refusal
+    for n in list(os.listdir(tdir)):
+        if n.startswith('nb-9-'):
+            os.unlink(tdir / n)
+    data = sorted(n for n in os.listdir(tdir) if n.endswith('-Data.db'))[0]
+    (tdir / data).write_bytes(b'another node wrote this\n')
+    p = restore(node, target, 'day1', check=False)
+    assert p.returncode == 2 and data[:-len('Data.db')] + '*' in p.stderr, p.stderr
+    assert 'not this backup' in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_whole_node_restore_refuses_a_catalog_whose_table_id_is_not_the_manifests(node, tmp_path):
+    """The table directories a whole-node restore makes are named by the catalog's table ids,
+    which nothing checked against the manifest: a damaged or planted catalog put every table
+    where Cassandra never reads it, exit 0."""
+    import sqlite3
+    store = str(tmp_path / 'store')
+    shutil.copytree(node['store'], store)
+    cb('list', '--store', store)  # the copy's catalog takes in its manifests' new versions
+    with sqlite3.connect(os.path.join(store, 'catalog.db')) as c:
+        c.execute("UPDATE tables SET table_id = 'deadbeefdeadbeefdeadbeefdeadbeef'")
+    target = tmp_path / 'data'
+    target.mkdir()
+    p = restore(dict(node, store=store), target, 'day1', check=False)
+    assert p.returncode != 0 and 'reindex' in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert os.listdir(target) == []
+
+
 def test_whole_node_restore_refuses_while_cassandra_answers(node, tmp_path):
     target = tmp_path / 'data'
     target.mkdir()

@@ -96,7 +96,8 @@ static int cmp_table_name(const void *a, const void *b)
 	return strcmp(x->keyspace, y->keyspace) ?: strcmp(x->table, y->table);
 }
 
-/* The catalog's tables of backup `name` are the manifest's: each named once, as many. */
+/* The catalog's tables of backup `name` are the manifest's: each named once, as many, each
+ * with its id (a restore --whole-node makes its directory by it). */
 static int tables_match_manifest(struct store *s, const char *name, const struct tables *ts,
 				 struct strbuf *why)
 {
@@ -107,6 +108,10 @@ static int tables_match_manifest(struct store *s, const char *name, const struct
 		sb_printf(why, "the catalog lists table %s.%s twice (a damaged catalog: 'cassbackup "
 			  "reindex' rebuilds it)", twice->keyspace, twice->table);
 		return -EUCLEAN;
+	}
+	for (size_t i = 0; r == 0 && i < ts->n; i++) {
+		struct cb_file_ident t = ident_of(name, ts->v[i].keyspace, ts->v[i].table);
+		r = store_check_table_id(s, &t, ts->v[i].table_id, why);
 	}
 	struct cb_file_ident id = ident_of(name, "", "");
 	return r < 0 ? r : store_check_backup_tables(s, &id, ts->n, why);

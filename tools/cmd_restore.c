@@ -746,8 +746,64 @@ static int plan_units(struct plan_table *pt, bool resume)
 	return r;
 }
 
+/* Is name a file of pt in dir ("" or ".<index>")? */
+static bool plan_has_file(const struct plan_table *pt, const char *dir, const char *name)
+{
+	for (size_t k = 0; k < pt->files.n; k++)
+		if (!strcmp(pt->files.v[k].dir, dir) && !strcmp(pt->files.v[k].name, name))
+			return true;
+	return false;
+}
+
+/* The first sstable component in pt's directory for dir that is not one of pt's files, into
+ * out (dir/name); false when there is none. */
+static bool foreign_component(const struct plan_table *pt, const char *dir, struct strbuf *out)
+{
+	int fd = open_unit_dir(pt, dir);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	bool found = false;
+	for (struct dirent *e; !found && (e = readdir(d));)
+		if (sstable_prefix_len(e->d_name) && !plan_has_file(pt, dir, e->d_name))
+			found = sb_printf(out, "%s%s%s", dir, *dir ? "/" : "", e->d_name) == 0;
+	closedir(d);
+	return found;
+}
+
+/* --whole-node: a table directory already in the target may hold this backup's sstables (what
+ * an interrupted run of it placed, with its bytes), nothing of another's. A node that ran there
+ * (Cassandra started once on the new machine) has sstables of its own under the system tables'
+ * fixed ids: restored beside them, the two would merge, the newer node's cells (its host id,
+ * its tokens) winning. 0, or 3 when it holds another's (said). */
+static int whole_node_refuse_foreign(const struct plan_table *pt)
+{
+	struct strbuf what = {0};
+	bool foreign = false;
+	for (size_t i = 0; !foreign && i < pt->nunits; i++) {
+		const struct unit *u = &pt->units[i];
+		const struct vf *f = &pt->files.v[u->first];
+		foreign = (u->action == U_RENAME && /* its name, other bytes */
+			   sb_printf(&what, "%s%s%.*s*", f->dir, *f->dir ? "/" : "",
+				     (int)sstable_prefix_len(f->name), f->name) == 0) ||
+			  ((i == 0 || strcmp(u->dir, pt->units[i - 1].dir)) &&
+			   foreign_component(pt, u->dir, &what));
+	}
+	if (foreign)
+		errorf("table directory %s holds %s, an sstable that is not this backup's (a node "
+		       "ran there: Cassandra started on this machine?); a whole-node restore writes "
+		       "only into empty data directories (move it aside); nothing was restored",
+		       pt->target, what.buf ? what.buf : "");
+	sb_free(&what);
+	return foreign ? 3 : 0;
+}
+
 /* Plans one selected table into pt. 0; 1 on a problem that was said, 2 on one that stops
- * everything at once (said); < 0 on a failure. */
+ * everything at once (said), 3 when a --whole-node target is not empty (said); < 0 on a
+ * failure. */
 static int plan_table(catalog *cat, const struct restore_opts *o, struct plan_table *pt)
 {
 	int r = load_table_files(cat, o, pt);
@@ -757,6 +813,8 @@ static int plan_table(catalog *cat, const struct restore_opts *o, struct plan_ta
 		r = open_target(o, pt);
 	if (r == 0)
 		r = plan_units(pt, !o->import);
+	if (r == 0 && o->whole_node && pt->fd >= 0)
+		r = whole_node_refuse_foreign(pt);
 	return r;
 }
 
@@ -803,6 +861,8 @@ static int make_plan(catalog *cat, struct restore_opts *o, const struct tables *
 		}
 		if (r == 2)
 			return -EINVAL; /* a name from the store that cannot be used: said, stop at once */
+		if (r == 3)
+			return -ENOTEMPTY; /* a whole-node target that is not empty: said */
 		p->bad |= r > 0; /* go on: tell about every table that has a problem */
 	}
 	const struct selection_entry *miss = selection_unmatched(&o->sel);
@@ -1895,8 +1955,9 @@ static int keep_tokens(const struct restore_opts *o)
  * status when it cannot go on (said), else CLI_RUN. */
 static int plan_restore(catalog *cat, struct restore_opts *o, const struct tables *ts, struct plan *p)
 {
-	if (make_plan(cat, o, ts, p) < 0)
-		return CB_EXIT_FAILED;
+	int r = make_plan(cat, o, ts, p);
+	if (r < 0)
+		return r == -ENOTEMPTY ? CB_EXIT_USAGE : CB_EXIT_FAILED; /* a directory to empty */
 	for (size_t i = 0; !p->bad && i < p->n; i++)
 		if ((o->import && plan_stage(&p->v[i]) < 0) || nodetool_cmd(o, &p->v[i]) < 0) {
 			errorf("out of memory");
