@@ -215,6 +215,10 @@ def test_missing_wrong_or_open_key_is_one_line(tmp_path, binaries):
                                               f'{tmp_path}/gone: No such file or directory\n'), p
     p = cb('init', '--store', str(tmp_path / 'other'), '--encrypt', env=env, check=False)
     assert p.returncode == 2 and '--key-file' in p.stderr
+    # a key without --encrypt said it failed, and left a plain store behind: refused first
+    p = cb('init', '--store', str(tmp_path / 'other'), '--key-file', key, env=env, check=False)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1 and 'not --encrypt' in p.stderr, p
+    assert not os.path.exists(tmp_path / 'other')
     # a key file init cannot use leaves nothing behind: the same init works once it is fixed
     os.chmod(key, 0o640)
     p = cb('init', '--store', str(tmp_path / 'other'), '--encrypt', '--key-file', key, env=env, check=False)

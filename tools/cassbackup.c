@@ -52,6 +52,11 @@ int cmd_init(int argc, char **argv)
 	if (encrypt && !o.key_file && !o.passphrase_file)
 		return cli_usage_error(&cmd, "--encrypt needs --key-file FILE (or key_file in the "
 				       "configuration, or --passphrase-file FILE)");
+	/* a plain store made with a key given would refuse every write with that key */
+	if (!encrypt && (o.key_file || o.passphrase_file))
+		return cli_usage_error(&cmd, "a key is given (--key-file, --passphrase-file, or key_file "
+				       "in the configuration) but not --encrypt: give --encrypt for an "
+				       "encrypted store, or no key for a plain one");
 	o.encrypt = encrypt;
 	bool made_key = false;
 	if (encrypt && o.key_file && access(o.key_file, F_OK) < 0 && errno == ENOENT) {
