@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -122,9 +123,53 @@ int crypt_keyfile_read(const char *path, struct crypt_secret **out, struct strbu
 	return crypt_secret_file_read(path, "key file", CRYPT_KEYFILE_MIN, out, err);
 }
 
+/* Whether uid may have chosen a key we read: ourselves or root. */
+static bool owner_trusted(uid_t uid)
+{
+	return uid == geteuid() || uid == 0;
+}
+
+/* Each symlink path goes through as its last component, followed as open(2) follows them, is
+ * owned by us or root: a link chooses the key as well as the file it names does (a link in a
+ * shared directory to a private file whose bytes are known to its planter). 0, or -EINVAL
+ * with err naming the link; a path that cannot be followed is left to open(2) to say. */
+static int check_links(const char *path, const char *what, struct strbuf *err)
+{
+	char cur[PATH_MAX], target[PATH_MAX];
+	snprintf(cur, sizeof(cur), "%s", path);
+	for (int hops = 0; hops < 40; hops++) {
+		struct stat st;
+		if (lstat(cur, &st) < 0 || !S_ISLNK(st.st_mode))
+			return 0;
+		if (!owner_trusted(st.st_uid)) {
+			sb_printf(err, "%s %s: the symlink %s is owned by user id %u, not by us (user id "
+				  "%u) or root: whoever owns it chooses the key (use the file it names)",
+				  what, path, cur, (unsigned)st.st_uid, (unsigned)geteuid());
+			return -EINVAL;
+		}
+		ssize_t n = readlink(cur, target, sizeof(target) - 1);
+		if (n < 0)
+			return 0;
+		target[n] = '\0';
+		char *slash = strrchr(cur, '/');
+		if (target[0] == '/' || !slash) {
+			snprintf(cur, sizeof(cur), "%s", target);
+		} else {
+			slash[1] = '\0';
+			if (strlen(cur) + strlen(target) >= sizeof(cur))
+				return 0;
+			strcat(cur, target);
+		}
+	}
+	return 0; /* a loop: open(2) says ELOOP */
+}
+
 int crypt_secret_file_read(const char *path, const char *what, size_t min,
 			   struct crypt_secret **out, struct strbuf *err)
 {
+	int lr = check_links(path, what, err);
+	if (lr < 0)
+		return lr;
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		int e = errno;
@@ -140,7 +185,7 @@ int crypt_secret_file_read(const char *path, const char *what, size_t min,
 		sb_printf(err, "%s %s: mode %03o lets others than its owner at the key (chmod 600)",
 			  what, path, (unsigned)(st.st_mode & 0777));
 		r = -EINVAL; /* not -EPERM: nothing was denied to us, the file is too open */
-	} else if (r == 0 && st.st_uid != geteuid() && st.st_uid != 0) {
+	} else if (r == 0 && !owner_trusted(st.st_uid)) {
 		/* root reading a file another user wrote: that user would choose the key */
 		sb_printf(err, "%s %s: owned by user id %u, not by us (user id %u) or root: whoever "
 			  "owns it could have written it (chown it, or use another file)", what, path,

@@ -127,6 +127,26 @@ def test_a_key_file_another_user_owns_is_refused(tmp_path, binaries):
     assert p.returncode != 0 and 'owned by user id 65534' in p.stderr
 
 
+def test_a_key_file_symlink_another_user_owns_is_refused(tmp_path, binaries):
+    """A symlink another user planted, naming a root-owned private file whose bytes that user
+    knows, chose the key as a planted file does; it was followed without a word. A link of
+    ours or root's (a Kubernetes secret's) is followed."""
+    os.chmod(tmp_path, 0o755)
+    key = keyfile(tmp_path / 'root.key')
+    link = tmp_path / 'planted-link'
+    os.symlink(key, link)
+    os.lchown(link, 65534, 65534)
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    p = cb('init', '--store', str(tmp_path / 's'), '--encrypt', '--key-file', link, env=env, check=False)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
+    assert f'the symlink {link} is owned by user id 65534' in p.stderr, p.stderr
+    assert not os.path.exists(tmp_path / 's')
+    ours = tmp_path / 'k8s-link'
+    os.symlink(key, ours)
+    cb('init', '--store', str(tmp_path / 's'), '--encrypt', '--key-file', ours, env=env)
+    cb('list', '--store', str(tmp_path / 's'), '--key-file', ours, env=env)
+
+
 def test_copy_never_writes_plaintext_into_a_target_made_to_look_plain(tmp_path, binaries):
     """Someone who may write the target but holds no key deletes "encryption" from its config
     and moves keys/ away: copy with the usual --key-file wrote the backups there in plaintext."""
