@@ -343,8 +343,25 @@ static uint64_t scrypt_n(void)
 #endif
 }
 
-int crypt_slot_make(const struct crypt_key *k, const char *store_id, enum crypt_slot_kind kind,
-		    const struct crypt_secret *secret, struct strbuf *doc)
+/* config_mac (crypt.h crypt_slot_make) of master for store_id and chunk. */
+static int config_mac(const unsigned char *master, const char *store_id, uint32_t chunk,
+		      unsigned char out[32])
+{
+	static const char label[] = "cassbackup config v1"; /* with its NUL */
+	unsigned char in[sizeof(label) + 65 + 4];
+	size_t idl = strnlen(store_id, 64), n = 0;
+	memcpy(in, label, sizeof(label));
+	n += sizeof(label);
+	memcpy(in + n, store_id, idl);
+	n += idl;
+	in[n++] = 0;
+	put_le32(in + n, chunk);
+	n += 4;
+	return hmac(master, CRYPT_KEY_LEN, in, n, NULL, 0, out);
+}
+
+int crypt_slot_make(const struct crypt_key *k, const char *store_id, uint32_t chunk,
+		    enum crypt_slot_kind kind, const struct crypt_secret *secret, struct strbuf *doc)
 {
 	unsigned char salt[32], nonce[12], wrapped[CRYPT_KEY_LEN + CRYPT_TAG], aad[160];
 	struct crypt_secret *wk = crypt_secret_new(32);
@@ -359,16 +376,19 @@ int crypt_slot_make(const struct crypt_key *k, const char *store_id, enum crypt_
 	r = r ?: gcm(c, true, wk->p, nonce, aad, aadlen, master_of(k), CRYPT_KEY_LEN, wrapped);
 	EVP_CIPHER_CTX_free(c);
 	crypt_secret_free(wk);
+	unsigned char mac[32];
+	r = r ?: config_mac(master_of(k), store_id, chunk, mac);
 	if (r < 0)
 		return r;
-	char hs[65], hn[25], hw[2 * sizeof(wrapped) + 1], host[256] = "";
+	char hs[65], hn[25], hw[2 * sizeof(wrapped) + 1], hm[65], host[256] = "";
 	hex_encode(salt, sizeof(salt), hs);
 	hex_encode(nonce, sizeof(nonce), hn);
 	hex_encode(wrapped, sizeof(wrapped), hw);
+	hex_encode(mac, sizeof(mac), hm);
 	gethostname(host, sizeof(host) - 1);
-	json_t *o = json_pack("{s:i, s:s, s:I, s:s, s:s, s:s, s:s}", "format", 1, "kind", kind_name(kind),
-			      "created_ns", (json_int_t)now_ns(), "host", host, "salt", hs, "nonce", hn,
-			      "wrapped", hw);
+	json_t *o = json_pack("{s:i, s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "format", 1, "kind",
+			      kind_name(kind), "created_ns", (json_int_t)now_ns(), "host", host, "salt",
+			      hs, "nonce", hn, "wrapped", hw, "store", store_id, "config_mac", hm);
 	json_t *kdf = kind == CRYPT_SLOT_FILE
 			      ? json_pack("{s:s}", "name", "hmac-sha256")
 			      : json_pack("{s:s, s:I, s:I, s:I}", "name", "scrypt", "N", (json_int_t)n,
@@ -388,6 +408,8 @@ int crypt_slot_make(const struct crypt_key *k, const char *store_id, enum crypt_
 struct slot {
 	struct crypt_slot_info info;
 	unsigned char salt[32], nonce[12], wrapped[CRYPT_KEY_LEN + CRYPT_TAG];
+	bool has_mac; /* config_mac given */
+	unsigned char config_mac[32];
 };
 
 static int bad(char *err, size_t errlen, const char *what)
@@ -431,6 +453,7 @@ static int slot_parse(const char *doc, size_t len, struct slot *s, char *err, si
 	const char *kdfname = json_string_value(json_object_get(kdf, "name"));
 	const char *host = json_string_value(json_object_get(root, "host"));
 	json_t *created = json_object_get(root, "created_ns");
+	json_t *store = json_object_get(root, "store"), *mac = json_object_get(root, "config_mac");
 	if (uint_field(root, "format", 1, 1, &fmt) < 0)
 		r = bad(err, errlen, "\"format\" is not 1");
 	else if (!kind || (strcmp(kind, "file") && strcmp(kind, "passphrase")))
@@ -441,7 +464,13 @@ static int slot_parse(const char *doc, size_t len, struct slot *s, char *err, si
 		 hex_field(root, "nonce", s->nonce, sizeof(s->nonce)) < 0 ||
 		 hex_field(root, "wrapped", s->wrapped, sizeof(s->wrapped)) < 0)
 		r = bad(err, errlen, "\"salt\", \"nonce\" or \"wrapped\" is not hex of its length");
+	else if ((store && (!json_is_string(store) || strlen(json_string_value(store)) >= sizeof(s->info.store))) ||
+		 (mac && hex_field(root, "config_mac", s->config_mac, sizeof(s->config_mac)) < 0))
+		r = bad(err, errlen, "\"store\" or \"config_mac\" is not what it should be");
 	if (r == 0) {
+		s->has_mac = mac != NULL;
+		if (store)
+			snprintf(s->info.store, sizeof(s->info.store), "%s", json_string_value(store));
 		s->info.kind = !strcmp(kind, "file") ? CRYPT_SLOT_FILE : CRYPT_SLOT_PASSPHRASE;
 		s->info.created_ns = json_integer_value(created);
 		snprintf(s->info.host, sizeof(s->info.host), "%s", host);
@@ -471,7 +500,7 @@ int crypt_slot_parse(const char *doc, size_t len, struct crypt_slot_info *info, 
 	return r;
 }
 
-int crypt_slot_open(const char *doc, size_t len, const char *store_id,
+int crypt_slot_open(const char *doc, size_t len, const char *store_id, uint32_t chunk,
 		    const struct crypt_secret *secret, struct crypt_key **out, char *err,
 		    size_t errlen)
 {
@@ -490,6 +519,15 @@ int crypt_slot_open(const char *doc, size_t len, const char *store_id,
 		r = -EKEYREJECTED;
 		if (err && errlen)
 			snprintf(err, errlen, "key slot: not opened by this key");
+	}
+	unsigned char mac[32];
+	if (r == 0 && s.has_mac && (r = config_mac(m->p, store_id, chunk, mac)) == 0 &&
+	    CRYPTO_memcmp(mac, s.config_mac, sizeof(mac)) != 0) {
+		r = -EUCLEAN;
+		if (err && errlen)
+			snprintf(err, errlen, "the key opens its slot, but the store's config does not "
+				 "say what the slot was made for (its encryption chunk size or id was "
+				 "changed: the config is damaged or was replaced; put back a copy)");
 	}
 	r = r ?: crypt_key_from_master(m->p, out);
 	EVP_CIPHER_CTX_free(c);

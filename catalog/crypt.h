@@ -100,14 +100,19 @@ enum crypt_slot_kind { CRYPT_SLOT_FILE, CRYPT_SLOT_PASSPHRASE };
 #define CRYPT_SCRYPT_P 1u
 #define CRYPT_SCRYPT_MAXMEM (UINT64_C(256) << 20)
 
-/* Appends to doc a key slot for store store_id holding k's master key, wrapped under the key
- * secret gives (a key file's bytes, or a passphrase): JSON
+/* Appends to doc a key slot for store store_id, whose objects are sealed in chunks of chunk
+ * bytes, holding k's master key, wrapped under the key secret gives (a key file's bytes, or a
+ * passphrase): JSON
  *   {"format": 1, "kind": "file"|"passphrase", "created_ns": N, "host": H,
  *    "kdf": {"name": "hmac-sha256"} | {"name": "scrypt", "N": n, "r": r, "p": p},
- *    "salt": HEX32, "nonce": HEX12, "wrapped": HEX48}
- * wrapped = AES-256-GCM(master) with AAD "cassbackup key slot v1" | store id | kind. */
-int crypt_slot_make(const struct crypt_key *k, const char *store_id, enum crypt_slot_kind kind,
-		    const struct crypt_secret *secret, struct strbuf *doc);
+ *    "salt": HEX32, "nonce": HEX12, "wrapped": HEX48, "store": ID, "config_mac": HEX32}
+ * wrapped = AES-256-GCM(master) with AAD "cassbackup key slot v1" | store id | kind.
+ * store: the store id the slot was made for, to name a config whose id changed since;
+ * config_mac = HMAC-SHA256(master, "cassbackup config v1" | store id | 0 | chunk as u32 LE),
+ * which binds the config's unauthenticated settings to the key (slots made before it lack both
+ * and are opened as before). */
+int crypt_slot_make(const struct crypt_key *k, const char *store_id, uint32_t chunk,
+		    enum crypt_slot_kind kind, const struct crypt_secret *secret, struct strbuf *doc);
 
 /* What a slot says of itself, without opening it. */
 struct crypt_slot_info {
@@ -115,6 +120,7 @@ struct crypt_slot_info {
 	int64_t created_ns;
 	char host[256];
 	uint64_t n, r, p; /* scrypt's, for a passphrase slot */
+	char store[65];   /* the store id it was made for; "" in a slot from before it said */
 };
 
 /* Parses a slot document (len bytes) and checks every field: -EBADMSG with err naming what
@@ -122,10 +128,12 @@ struct crypt_slot_info {
 int crypt_slot_parse(const char *doc, size_t len, struct crypt_slot_info *info, char *err,
 		     size_t errlen);
 
-/* Opens a slot with secret: *out gets the store's keys (the caller's). -EKEYREJECTED when the
- * secret is not this slot's (or the slot is another store's), -EBADMSG for a malformed slot,
- * -ENOMEM. */
-int crypt_slot_open(const char *doc, size_t len, const char *store_id,
+/* Opens a slot with secret for store store_id sealed in chunks of chunk bytes (its config's
+ * word): *out gets the store's keys (the caller's). -EKEYREJECTED when the secret is not this
+ * slot's (or the slot is another store's), -EBADMSG for a malformed slot, -EUCLEAN when the
+ * slot opens but its config_mac says the config's settings are not those it was made for (the
+ * config is damaged or was replaced: err says so), -ENOMEM. */
+int crypt_slot_open(const char *doc, size_t len, const char *store_id, uint32_t chunk,
 		    const struct crypt_secret *secret, struct crypt_key **out, char *err,
 		    size_t errlen);
 

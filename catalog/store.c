@@ -290,7 +290,7 @@ static int first_key_slot(struct cb_backend *b, const struct store_config *c, in
 	int r = crypt_key_new(&key);
 	if (r < 0)
 		sb_printf(err, "cannot make a key: %s", strerror(-r));
-	r = r ?: store_keys_add(b, c->id, key, kind, secret, id, err);
+	r = r ?: store_keys_add(b, c->id, c->crypt_chunk, key, kind, secret, id, err);
 	crypt_key_free(key);
 	return r;
 }
@@ -633,7 +633,8 @@ static int unlock(struct store *s, const struct store_options *o, struct strbuf 
 	struct cb_backend *cb;
 	int kind = key_file ? CRYPT_SLOT_FILE : CRYPT_SLOT_PASSPHRASE;
 	int r = typed ? 0 : read_secret(key_file, pass_file, &secret, err);
-	r = r ?: store_keys_unlock(s->b, s->config.id, typed ? typed : secret, kind, &key, s->key_slot, err);
+	r = r ?: store_keys_unlock(s->b, s->config.id, s->config.crypt_chunk, typed ? typed : secret, kind,
+				   &key, s->key_slot, err);
 	crypt_secret_free(secret);
 	if (r == 0 && (r = cb_backend_crypt(s->b, key, s->config.crypt_chunk, &cb)) < 0)
 		sb_printf(err, "%s", strerror(-r));

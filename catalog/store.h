@@ -266,15 +266,19 @@ struct crypt_key;
 struct crypt_secret;
 struct crypt_slot_info;
 
-/* Lists keys/ and opens the first slot of kind (enum crypt_slot_kind) secret opens: *key (the caller's) and slot_id (the
- * slot's id, 32 hex digits). -EKEYREJECTED (err: how many slots it opened none of), -ENOKEY
- * (no slots), -EBADMSG (every slot of that kind damaged), or the store's error. */
-int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct crypt_secret *secret,
-		      int kind, struct crypt_key **key, char slot_id[33], struct strbuf *err);
+/* Lists keys/ and opens the first slot of kind (enum crypt_slot_kind) secret opens, for the
+ * store id and chunk size its config gives: *key (the caller's) and slot_id (the slot's id, 32
+ * hex digits). -EKEYREJECTED (err: how many slots it opened none of), -ENOKEY (no slots),
+ * -EBADMSG (every slot of that kind damaged), -EUCLEAN (the config is not what the slots were
+ * made for: its id or chunk size changed; err says so), or the store's error. */
+int store_keys_unlock(struct cb_backend *b, const char *store_id, uint32_t chunk,
+		      const struct crypt_secret *secret, int kind, struct crypt_key **key,
+		      char slot_id[33], struct strbuf *err);
 /* Writes a new slot (kind: enum crypt_slot_kind) for key into keys/ID.json, exclusively; id
  * gets its id. */
-int store_keys_add(struct cb_backend *b, const char *store_id, const struct crypt_key *key,
-		   int kind, const struct crypt_secret *secret, char id[33], struct strbuf *err);
+int store_keys_add(struct cb_backend *b, const char *store_id, uint32_t chunk,
+		   const struct crypt_key *key, int kind, const struct crypt_secret *secret, char id[33],
+		   struct strbuf *err);
 
 /* The key and slot an encrypted store was opened with (NULL and "" for a plain one). */
 const struct crypt_key *store_key(const struct store *s);

@@ -64,8 +64,9 @@ static int get_slot(struct cb_backend *b, const char *id, char **doc, size_t *le
 	return cb_backend_get(b, key, CRYPT_SLOT_MAX, doc, len);
 }
 
-int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct crypt_secret *secret,
-		      int kind, struct crypt_key **key, char slot_id[33], struct strbuf *err)
+int store_keys_unlock(struct cb_backend *b, const char *store_id, uint32_t chunk,
+		      const struct crypt_secret *secret, int kind, struct crypt_key **key,
+		      char slot_id[33], struct strbuf *err)
 {
 	struct slot_keys k;
 	int r = list_slots(b, &k, err);
@@ -73,6 +74,7 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct c
 		return r;
 	unsigned tried = 0, damaged = 0;
 	char damaged_id[33] = "", damaged_why[160] = "";
+	char other_store[65] = ""; /* the store id a slot names, where it is not the config's */
 	r = -EKEYREJECTED;
 	for (size_t i = 0; r == -EKEYREJECTED && i < k.n; i++) {
 		char *doc, why[160];
@@ -99,11 +101,16 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct c
 			continue;
 		}
 		tried++;
-		g = crypt_slot_open(doc, len, store_id, secret, key, why, sizeof(why));
+		if (*info.store && strcmp(info.store, store_id))
+			snprintf(other_store, sizeof(other_store), "%s", info.store);
+		g = crypt_slot_open(doc, len, store_id, chunk, secret, key, why, sizeof(why));
 		free(doc);
 		if (g == 0) {
 			memcpy(slot_id, k.ids[i], 33);
 			r = 0;
+		} else if (g == -EUCLEAN) {
+			sb_printf(err, "keys/%s.json: %s", k.ids[i], why);
+			r = g;
 		} else if (g != -EKEYREJECTED && g != -EBADMSG) {
 			r = g;
 		}
@@ -121,6 +128,11 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct c
 		else
 			sb_puts(err, "the store has no key slots at all (keys/ is empty): no key opens it");
 		r = k.n ? -EKEYREJECTED : -ENOKEY;
+	} else if (r == -EKEYREJECTED && *other_store) {
+		sb_printf(err, "the store's config gives its id as %s, but its key slots were made for "
+			  "store %s: the config is damaged or was replaced (put back a copy)", store_id,
+			  other_store);
+		r = -EUCLEAN; /* the store's damage, not a wrong key */
 	} else if (r == -EKEYREJECTED) {
 		sb_printf(err, "the %s opens none of the store's %u %s slot%s (wrong %s?)", what, tried,
 			  what, tried == 1 ? "" : "s", kind == CRYPT_SLOT_FILE ? "key" : "passphrase");
@@ -134,8 +146,9 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, const struct c
 	return r;
 }
 
-int store_keys_add(struct cb_backend *b, const char *store_id, const struct crypt_key *key,
-		   int kind, const struct crypt_secret *secret, char id[33], struct strbuf *err)
+int store_keys_add(struct cb_backend *b, const char *store_id, uint32_t chunk,
+		   const struct crypt_key *key, int kind, const struct crypt_secret *secret, char id[33],
+		   struct strbuf *err)
 {
 	unsigned char raw[16];
 	if (getrandom(raw, sizeof(raw), 0) != sizeof(raw)) {
@@ -144,7 +157,7 @@ int store_keys_add(struct cb_backend *b, const char *store_id, const struct cryp
 	}
 	hex_encode(raw, sizeof(raw), id);
 	struct strbuf doc = {0}, k = {0};
-	int r = crypt_slot_make(key, store_id, (enum crypt_slot_kind)kind, secret, &doc) ?:
+	int r = crypt_slot_make(key, store_id, chunk, (enum crypt_slot_kind)kind, secret, &doc) ?:
 		sb_printf(&k, KEYS_PREFIX "%s.json", id);
 	if (r < 0)
 		sb_printf(err, "cannot make a key slot: %s", strerror(-r));

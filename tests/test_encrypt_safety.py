@@ -4,6 +4,7 @@ under copy, damage that must read as damage, and the mount under a configuration
 cache_dir. Each test failed before its fix."""
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -11,7 +12,7 @@ import subprocess
 import pytest
 
 from conftest import (CASSBACKUP, cb, data_dir_args, make_sample, mounted, node_files_off, sample_dirs,
-                      snapshot_tables, stop_while_writing)
+                      read, snapshot_tables, stop_while_writing)
 from test_encrypt import keyfile, store_files, store_with_backup_b
 from s3proxy import S3Proxy
 from test_restore_safety import live_with_tables
@@ -145,6 +146,36 @@ def test_a_key_file_symlink_another_user_owns_is_refused(tmp_path, binaries):
     os.symlink(key, ours)
     cb('init', '--store', str(tmp_path / 's'), '--encrypt', '--key-file', ours, env=env)
     cb('list', '--store', str(tmp_path / 's'), '--key-file', ours, env=env)
+
+
+def test_a_config_whose_encryption_settings_changed_is_named_not_the_key_or_the_packs(tmp_path, binaries):
+    """Nothing authenticated the plaintext config: one bit flipped in its chunk size made
+    check call every pack corrupt, while a create from another node sealed a new backup with
+    the wrong chunk size, unreadable once the config was put right; one flipped in its id
+    was reported as a wrong key. The slots now bind the config's id and chunk size to the
+    key: each is named as the config's damage, and nothing is written."""
+    loc, env, key = store_with_backup_b(tmp_path)
+    config = os.path.join(loc, 'config')
+    good = read(config)
+    src = make_sample(str(tmp_path / 's2'), '--data-kib', '64', '--data-dirs', '1', '--no-clutter', '--seed', '7')
+    for field, old, new in (('chunk', b'"chunk": 16384', b'"chunk": 16385'), ('id', None, None)):
+        bad = good.replace(old, new) if old else re.sub(rb'("id": "[0-9a-f])', lambda m: m.group(1)[:-1] + bytes([m.group(1)[-1] ^ 1]), good, count=1)
+        assert bad != good
+        with open(config, 'wb') as f:
+            f.write(bad)
+        for args in (('list',), ('check',)):
+            p = cb(*args, '--store', loc, '--key-file', key, env=env, check=False)
+            assert p.returncode != 0 and 'config' in p.stderr and 'wrong key' not in p.stderr, (field, p.stderr)
+            assert 'corrupt' not in p.stdout + p.stderr, (field, p.stdout + p.stderr)
+        before = sorted(store_files(loc))
+        p = cb('create', '--store', loc, '--name', 'c', *data_dir_args(sample_dirs(src)), '--snapshot',
+               'nightly-1', '--key-file', key, env=dict(env, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache2')),
+               check=False)
+        assert p.returncode != 0 and 'config' in p.stderr, (field, p.stderr)
+        assert sorted(store_files(loc)) == before
+        with open(config, 'wb') as f:
+            f.write(good)
+    cb('verify', '--store', loc, '--all', '--key-file', key, env=env)
 
 
 def test_copy_never_writes_plaintext_into_a_target_made_to_look_plain(tmp_path, binaries):

@@ -89,7 +89,8 @@ static int key_add(struct store *s, const char *new_key, const char *new_pass)
 			    : crypt_secret_file_read(new_pass, "passphrase file", CRYPT_PASSPHRASE_MIN,
 						     &secret, &err);
 	char id[33];
-	r = r ?: store_keys_add(store_backend(s), store_get_config(s)->id, store_key(s),
+	r = r ?: store_keys_add(store_backend(s), store_get_config(s)->id,
+				store_get_config(s)->crypt_chunk, store_key(s),
 				new_key ? CRYPT_SLOT_FILE : CRYPT_SLOT_PASSPHRASE, secret, id, &err);
 	crypt_secret_free(secret);
 	if (r < 0) {

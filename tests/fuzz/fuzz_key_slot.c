@@ -23,9 +23,9 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 		abort();
 	memset(s->p, 'k', s->len);
 	struct crypt_key *k = NULL;
-	r = crypt_slot_open((const char *)data, size, "0123456789abcdef0123456789abcdef", s, &k, err,
-			    sizeof(err));
-	if (r != 0 && r != -EKEYREJECTED)
+	r = crypt_slot_open((const char *)data, size, "0123456789abcdef0123456789abcdef", 16384, s,
+			    &k, err, sizeof(err));
+	if (r != 0 && r != -EKEYREJECTED && r != -EUCLEAN)
 		abort();
 	crypt_key_free(k);
 	crypt_secret_free(s);

@@ -162,8 +162,9 @@ static void test_slots(void)
 	for (int kind = CRYPT_SLOT_FILE; kind <= CRYPT_SLOT_PASSPHRASE; kind++) {
 		struct strbuf doc = {0};
 		char err[160], f1[17], f2[17];
-		CHECK(crypt_slot_make(k, id, (enum crypt_slot_kind)kind, s, &doc) == 0);
-		CHECK(crypt_slot_open(doc.buf, doc.len, id, s, &o, err, sizeof(err)) == 0);
+		CHECK(crypt_slot_make(k, id, 16384, (enum crypt_slot_kind)kind, s, &doc) == 0);
+		CHECK(strstr(doc.buf, "\"store\": \"0123456789abcdef0123456789abcdef\"") != NULL);
+		CHECK(crypt_slot_open(doc.buf, doc.len, id, 16384, s, &o, err, sizeof(err)) == 0);
 		crypt_key_fingerprint(k, f1);
 		if (o) {
 			crypt_key_fingerprint(o, f2);
@@ -171,10 +172,13 @@ static void test_slots(void)
 		}
 		crypt_key_free(o);
 		o = NULL;
-		CHECK(crypt_slot_open(doc.buf, doc.len, id, w, &o, err, sizeof(err)) == -EKEYREJECTED);
-		CHECK(crypt_slot_open(doc.buf, doc.len, "ffffffffffffffffffffffffffffffff", s, &o, err,
-				      sizeof(err)) == -EKEYREJECTED);
-		CHECK(crypt_slot_open(doc.buf, doc.len - 5, id, s, &o, err, sizeof(err)) == -EBADMSG);
+		CHECK(crypt_slot_open(doc.buf, doc.len, id, 16384, w, &o, err, sizeof(err)) == -EKEYREJECTED);
+		CHECK(crypt_slot_open(doc.buf, doc.len, "ffffffffffffffffffffffffffffffff", 16384, s, &o,
+				      err, sizeof(err)) == -EKEYREJECTED);
+		CHECK(crypt_slot_open(doc.buf, doc.len - 5, id, 16384, s, &o, err, sizeof(err)) == -EBADMSG);
+		/* the config's chunk size changed since (one bit): the key opens, the config is wrong */
+		CHECK(crypt_slot_open(doc.buf, doc.len, id, 16385, s, &o, err, sizeof(err)) == -EUCLEAN);
+		CHECK(o == NULL && strstr(err, "config") != NULL);
 		sb_free(&doc);
 	}
 	crypt_secret_free(s);
