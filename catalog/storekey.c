@@ -230,8 +230,10 @@ int store_keys_remove(struct store *s, const char *id, struct strbuf *err)
 {
 	char key[48], tmp[33];
 	snprintf(key, sizeof(key), KEYS_PREFIX "%s.json", id);
-	if (slot_id_of(key, tmp) < 0) {
-		sb_printf(err, "%s: not a key slot id (32 hex digits)", id);
+	/* as keys/ names them: lower case, so that no other spelling of the slot that opened the
+	 * store gets past the check below on a file system that ignores case */
+	if (slot_id_of(key, tmp) < 0 || strspn(id, "0123456789abcdef") != 32) {
+		sb_printf(err, "%s: not a key slot id (32 lower-case hex digits, as key list shows)", id);
 		return -EINVAL;
 	}
 	if (!strcmp(id, store_key_slot(s))) {

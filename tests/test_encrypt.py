@@ -488,6 +488,9 @@ def test_key_slots_add_list_remove_and_passphrase(tmp_path, binaries):
         assert os.listdir(m.path()) == ['b']
     p = cb('key', 'remove', '--store', loc, '--key-file', k2, cur['id'], env=env, check=False)
     assert p.returncode != 0 and 'refusing to remove it' in p.stderr
+    # another spelling of it, which a file system that ignores case would take for it
+    p = cb('key', 'remove', '--store', loc, '--key-file', k2, cur['id'].upper(), env=env, check=False)
+    assert p.returncode != 0 and 'lower-case hex' in p.stderr, p.stderr
     [k1_slot] = [s for s in json.loads(cb('key', 'list', '--store', loc, '--key-file', k1, '--json',
                                            env=env).stdout) if s['current']]
     cb('key', 'remove', '--store', loc, '--key-file', k2, k1_slot['id'], env=env)
