@@ -129,39 +129,62 @@ static bool owner_trusted(uid_t uid)
 	return uid == geteuid() || uid == 0;
 }
 
-/* Each symlink path goes through as its last component, followed as open(2) follows them, is
- * owned by us or root: a link chooses the key as well as the file it names does (a link in a
- * shared directory to a private file whose bytes are known to its planter). 0, or -EINVAL
- * with err naming the link; a path that cannot be followed is left to open(2) to say. */
+/* The next component of *p (skipping slashes) into comp, *p moved past it: false at the end
+ * or for a component longer than NAME_MAX. */
+static bool next_component(const char **p, char comp[NAME_MAX + 1])
+{
+	while (**p == '/')
+		(*p)++;
+	size_t n = strcspn(*p, "/");
+	if (!n || n > NAME_MAX)
+		return false;
+	memcpy(comp, *p, n);
+	comp[n] = '\0';
+	*p += n;
+	return true;
+}
+
+/* Each symlink path goes through, in any component, followed as open(2) follows them, is owned
+ * by us or root: a link chooses the key as well as the file it names does (a link planted in
+ * a shared directory, to a private file whose bytes its planter knows, or to a directory of
+ * theirs). 0, or -EINVAL with err naming the link; a path that cannot be followed is left to
+ * open(2) to say. */
 static int check_links(const char *path, const char *what, struct strbuf *err)
 {
-	char cur[PATH_MAX], target[PATH_MAX];
-	snprintf(cur, sizeof(cur), "%s", path);
-	for (int hops = 0; hops < 40; hops++) {
+	char done[PATH_MAX], rest[2 * PATH_MAX], comp[NAME_MAX + 1], cand[PATH_MAX], target[PATH_MAX];
+	snprintf(done, sizeof(done), "%s", path[0] == '/' ? "" : ".");
+	snprintf(rest, sizeof(rest), "%s", path);
+	const char *p = rest;
+	for (int hops = 0; next_component(&p, comp);) {
 		struct stat st;
-		if (lstat(cur, &st) < 0 || !S_ISLNK(st.st_mode))
-			return 0;
+		if (!strcmp(comp, "."))
+			continue;
+		if ((size_t)snprintf(cand, sizeof(cand), "%s/%s", done, comp) >= sizeof(cand) ||
+		    lstat(cand, &st) < 0)
+			return 0; /* what open(2) fails on, and says */
+		if (!S_ISLNK(st.st_mode)) {
+			memcpy(done, cand, sizeof(done));
+			continue;
+		}
 		if (!owner_trusted(st.st_uid)) {
 			sb_printf(err, "%s %s: the symlink %s is owned by user id %u, not by us (user id "
 				  "%u) or root: whoever owns it chooses the key (use the file it names)",
-				  what, path, cur, (unsigned)st.st_uid, (unsigned)geteuid());
+				  what, path, cand, (unsigned)st.st_uid, (unsigned)geteuid());
 			return -EINVAL;
 		}
-		ssize_t n = readlink(cur, target, sizeof(target) - 1);
-		if (n < 0)
-			return 0;
+		ssize_t n = readlink(cand, target, sizeof(target) - 1);
+		if (n < 0 || ++hops > 40)
+			return 0; /* a loop: open(2) says ELOOP */
 		target[n] = '\0';
-		char *slash = strrchr(cur, '/');
-		if (target[0] == '/' || !slash) {
-			snprintf(cur, sizeof(cur), "%s", target);
-		} else {
-			slash[1] = '\0';
-			if (strlen(cur) + strlen(target) >= sizeof(cur))
-				return 0;
-			strcat(cur, target);
-		}
+		char next[2 * PATH_MAX];
+		if ((size_t)snprintf(next, sizeof(next), "%s%s", target, p) >= sizeof(next))
+			return 0;
+		memcpy(rest, next, sizeof(rest));
+		p = rest;
+		if (target[0] == '/')
+			done[0] = '\0';
 	}
-	return 0; /* a loop: open(2) says ELOOP */
+	return 0;
 }
 
 int crypt_secret_file_read(const char *path, const char *what, size_t min,
@@ -525,9 +548,10 @@ int crypt_slot_open(const char *doc, size_t len, const char *store_id, uint32_t 
 	    CRYPTO_memcmp(mac, s.config_mac, sizeof(mac)) != 0) {
 		r = -EUCLEAN;
 		if (err && errlen)
-			snprintf(err, errlen, "the key opens its slot, but the store's config does not "
-				 "say what the slot was made for (its encryption chunk size or id was "
-				 "changed: the config is damaged or was replaced; put back a copy)");
+			snprintf(err, errlen, "the key opens it, but the store's config (its id or "
+				 "encryption chunk size) is not what the slot was made for: the config, or "
+				 "this slot's config_mac, is damaged or was replaced (put back a copy of the "
+				 "config; check names damaged slots)");
 	}
 	r = r ?: crypt_key_from_master(m->p, out);
 	EVP_CIPHER_CTX_free(c);

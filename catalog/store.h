@@ -294,8 +294,9 @@ int store_keys_list(struct store *s,
 /* Removes slot id: 0; -EBUSY for the slot the store was opened with, -ESTALE when that slot
  * is gone (another key removed it since the store was opened), -ENOENT when id is absent; 1
  * when id was removed but the slot the store was opened with had gone meanwhile (a remove
- * that ran while this one was paused past its lease) and was written back (err says so). The
- * caller holds the store's exclusive lock, so that removes do not interleave. */
+ * that ran while this one was paused past its lease): written back when no other slot was
+ * left, else left retired (err says which). The caller holds the store's exclusive lock, so
+ * that removes do not interleave. */
 int store_keys_remove(struct store *s, const char *id, struct strbuf *err);
 
 #endif

@@ -73,11 +73,14 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, uint32_t chunk
 	if (r < 0)
 		return r;
 	unsigned tried = 0, damaged = 0;
-	char damaged_id[33] = "", damaged_why[160] = "";
-	char other_store[65] = ""; /* the store id a slot names, where it is not the config's */
+	char damaged_id[33] = "", damaged_why[512] = "";
+	/* the store ids the slots tried name: another than the config's, and whether any names
+	 * none or the config's (then a slot that does not open is not this key's, as before) */
+	char other_store[65] = "";
+	bool all_name_another = true;
 	r = -EKEYREJECTED;
 	for (size_t i = 0; r == -EKEYREJECTED && i < k.n; i++) {
-		char *doc, why[160];
+		char *doc, why[512];
 		size_t len;
 		int g = get_slot(b, k.ids[i], &doc, &len);
 		if (g == -ENOENT || g == -EFBIG)
@@ -103,6 +106,8 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, uint32_t chunk
 		tried++;
 		if (*info.store && strcmp(info.store, store_id))
 			snprintf(other_store, sizeof(other_store), "%s", info.store);
+		else
+			all_name_another = false;
 		g = crypt_slot_open(doc, len, store_id, chunk, secret, key, why, sizeof(why));
 		free(doc);
 		if (g == 0) {
@@ -128,7 +133,7 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, uint32_t chunk
 		else
 			sb_puts(err, "the store has no key slots at all (keys/ is empty): no key opens it");
 		r = k.n ? -EKEYREJECTED : -ENOKEY;
-	} else if (r == -EKEYREJECTED && *other_store) {
+	} else if (r == -EKEYREJECTED && all_name_another) { /* tried > 0: each named another */
 		sb_printf(err, "the store's config gives its id as %s, but its key slots were made for "
 			  "store %s: the config is damaged or was replaced (put back a copy)", store_id,
 			  other_store);
@@ -199,10 +204,12 @@ int store_keys_list(struct store *s,
 	return r;
 }
 
-/* After a remove: the slot this key opened must still be there. A remove paused past its
- * lease (a suspended machine) may have let another key's remove take it meanwhile, and the two
- * would leave no slot at all: it is written back, as it was (doc), and 1 returned with err
- * saying so. 0 when it is there; -errno (err) when it cannot be read or written back. */
+/* After a remove: the slot this key opened is still there, or another slot is. A remove
+ * paused past its lease (a suspended machine) may have let another key's remove take this
+ * key's slot meanwhile; if that left the store with no slot at all, this key's is written back,
+ * as it was (doc). 0 when this key's slot is there; 1 when it is gone (err says whether it was
+ * written back, or another key retired it and other slots remain: that retirement stands);
+ * -errno (err) when the store cannot be read or the slot written back. */
 static int keep_own_slot(struct store *s, const char *doc, size_t len, struct strbuf *err)
 {
 	char key[48], *now;
@@ -213,16 +220,29 @@ static int keep_own_slot(struct store *s, const char *doc, size_t len, struct st
 		free(now);
 		return 0;
 	}
+	struct slot_keys left = {0};
 	if (r == -ENOENT)
+		r = list_slots(store_backend(s), &left, err);
+	if (r == 0 && left.n) {
+		sb_printf(err, "key slot %s, the one this key opened, was removed by another process "
+			  "meanwhile: this key no longer opens the store (%zu other slot%s remain%s; "
+			  "cassbackup key list)", store_key_slot(s), left.n, left.n == 1 ? "" : "s",
+			  left.n == 1 ? "s" : "");
+		free(left.ids);
+		return 1;
+	}
+	free(left.ids);
+	if (r == 0)
 		r = cb_backend_put(store_backend(s), key, doc, len, CB_PUT_EXCLUSIVE);
 	if (r == 0 || r == -EEXIST) {
 		sb_printf(err, "key slot %s, the one this key opened, was removed by another process "
-			  "meanwhile: written back, so that a key still opens the store (cassbackup key "
-			  "list)", store_key_slot(s));
+			  "meanwhile, the last one: written back, so that a key still opens the store "
+			  "(cassbackup key list)", store_key_slot(s));
 		return 1;
 	}
-	sb_printf(err, "key slot %s, the one this key opened, was removed by another process "
-		  "meanwhile and cannot be written back: %s", store_key_slot(s), cb_backend_why(r));
+	if (!err->len)
+		sb_printf(err, "key slot %s, the one this key opened, was removed by another process "
+			  "meanwhile and cannot be written back: %s", store_key_slot(s), cb_backend_why(r));
 	return r;
 }
 

@@ -536,8 +536,29 @@ def test_a_key_remove_paused_past_its_lease_never_leaves_the_store_without_a_slo
         out, err = first.communicate(timeout=120)
     assert first.returncode == 1, (out, err)
     assert f'removed key slot {s2}' in out and f'key slot {s1}, the one this key opened, was removed' in err, err
+    assert 'written back' in err, err
     assert sorted(os.listdir(os.path.join(loc, 'keys'))) == [f'{s1}.json']
     cb('verify', '--store', loc, '--all', '--key-file', k1, env=env)
+    # with a third key, the other remove's retirement of k1 stands: k1's slot is not written
+    # back while another slot opens the store (a key retired on purpose opened it again)
+    k3 = str(tmp_path / 'k3')
+    for new in (k2, k3):
+        os.unlink(new) if os.path.exists(new) else None
+        cb('key', 'add', '--store', loc, '--key-file', k1, '--new-key-file', new, env=env)
+    s2, s3 = own_slot(k2), own_slot(k3)
+    first = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, 'key', 'remove', '--store', loc, '--key-file', k1, s3], text=True,
+        env=dict(env, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_UNLINK=f'{s3}.json'),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+        cb('key', 'remove', '--store', loc, '--key-file', k2, s1, env=env)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 1 and 'this key no longer opens the store' in err, (out, err)
+    assert sorted(os.listdir(os.path.join(loc, 'keys'))) == [f'{s2}.json']
+    p = cb('list', '--store', loc, '--key-file', k1, env=env, check=False)
+    assert p.returncode == 2 and 'wrong key' in p.stderr, p.stderr
 
 
 def test_kill_9_while_writing_leaves_no_backup_and_no_plaintext(tmp_path, binaries):

@@ -5,6 +5,7 @@ cache_dir. Each test failed before its fix."""
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -142,8 +143,23 @@ def test_a_key_file_symlink_another_user_owns_is_refused(tmp_path, binaries):
     assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
     assert f'the symlink {link} is owned by user id 65534' in p.stderr, p.stderr
     assert not os.path.exists(tmp_path / 's')
+    # a link to a directory, anywhere on the way: the same (its owner can point it elsewhere)
+    (tmp_path / 'keys').mkdir()
+    os.rename(key, tmp_path / 'keys' / 'root.key')
+    dirlink = tmp_path / 'shared'
+    os.symlink(tmp_path / 'keys', dirlink)
+    os.lchown(dirlink, 65534, 65534)
+    for given in (dirlink / 'root.key', tmp_path / 'via'):
+        if given.name == 'via':
+            os.symlink('shared/root.key', given)  # ours, relative, through theirs
+        p = cb('init', '--store', str(tmp_path / 's'), '--encrypt', '--key-file', given, env=env, check=False)
+        assert p.returncode == 2 and f'the symlink {dirlink} is owned by user id 65534' in p.stderr, p.stderr
+    # a Kubernetes secret's layout, every link root's: followed
+    (tmp_path / '..2026_12_06').mkdir()
+    os.rename(tmp_path / 'keys' / 'root.key', tmp_path / '..2026_12_06' / 'key')
+    os.symlink('..2026_12_06', tmp_path / '..data')
     ours = tmp_path / 'k8s-link'
-    os.symlink(key, ours)
+    os.symlink('..data/key', ours)
     cb('init', '--store', str(tmp_path / 's'), '--encrypt', '--key-file', ours, env=env)
     cb('list', '--store', str(tmp_path / 's'), '--key-file', ours, env=env)
 
@@ -165,7 +181,8 @@ def test_a_config_whose_encryption_settings_changed_is_named_not_the_key_or_the_
             f.write(bad)
         for args in (('list',), ('check',)):
             p = cb(*args, '--store', loc, '--key-file', key, env=env, check=False)
-            assert p.returncode != 0 and 'config' in p.stderr and 'wrong key' not in p.stderr, (field, p.stderr)
+            assert p.returncode == 1 and 'wrong key' not in p.stderr, (field, p.stderr)
+            assert 'config' in p.stderr and 'put back a copy' in p.stderr, (field, p.stderr)  # whole
             assert 'corrupt' not in p.stdout + p.stderr, (field, p.stdout + p.stderr)
         before = sorted(store_files(loc))
         p = cb('create', '--store', loc, '--name', 'c', *data_dir_args(sample_dirs(src)), '--snapshot',
@@ -176,6 +193,13 @@ def test_a_config_whose_encryption_settings_changed_is_named_not_the_key_or_the_
         with open(config, 'wb') as f:
             f.write(good)
     cb('verify', '--store', loc, '--all', '--key-file', key, env=env)
+    # a slot of another store copied in beside this one's: a wrong key is still a wrong key
+    os.makedirs(tmp_path / 'other')
+    other, _, _ = store_with_backup_b(tmp_path / 'other')
+    [slot] = os.listdir(os.path.join(other, 'keys'))
+    shutil.copy(os.path.join(other, 'keys', slot), os.path.join(loc, 'keys', slot))
+    p = cb('list', '--store', loc, '--key-file', keyfile(tmp_path / 'wrong'), env=env, check=False)
+    assert p.returncode == 2 and 'wrong key' in p.stderr, p.stderr
 
 
 def test_copy_never_writes_plaintext_into_a_target_made_to_look_plain(tmp_path, binaries):
