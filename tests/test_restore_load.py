@@ -410,17 +410,24 @@ def test_restore_import_into_a_node_of_several_data_directories(store, tmp_path)
     assert not [n for n in os.listdir(d1) if n.startswith('.cassbackup-import-')]
 
 
-def test_restore_import_run_again_imports_nothing_twice(store, sample_tree, tmp_path):
-    """nodetool import rewrites each sstable's Statistics.db (level and repair state reset):
-    for a leveled table above level 0 its bytes change, and a restore --import run again (as
-    its own failure line tells the operator to) took the imported sstables for others and
-    imported every one a second time."""
+def table2_backup_and_live_dir(store, sample_tree, tmp_path):
+    """Backup b of table shop.table2 in store, and a node's data directory with an empty
+    table directory for it: (data directory, table directory)."""
     dirs = sample_dirs(sample_tree)
     cb('create', '--store', store, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1',
        '--table', 'shop.table2')
     live = str(tmp_path / 'live')
     t = os.path.join(live, 'shop', 'table2-' + 'd' * 32)
     os.makedirs(t)
+    return live, t
+
+
+def test_restore_import_run_again_imports_nothing_twice(store, sample_tree, tmp_path):
+    """nodetool import rewrites each sstable's Statistics.db (level and repair state reset):
+    for a leveled table above level 0 its bytes change, and a restore --import run again (as
+    its own failure line tells the operator to) took the imported sstables for others and
+    imported every one a second time."""
+    live, t = table2_backup_and_live_dir(store, sample_tree, tmp_path)
     env = dict(os.environ, NODETOOL_STANDIN_DATA_DIRS=live, NODETOOL_STANDIN_LEVELED='1')
     args = ('restore', '--store', store, 'b', '--data-dir', live, '--import', '--nodetool', NODETOOL)
     cb(*args, env=env)
@@ -533,12 +540,7 @@ def test_restore_and_load_leave_the_system_keyspaces_out(store, tmp_path):
 
 
 def test_restore_owner_and_refresh(store, sample_tree, tmp_path):
-    dirs = sample_dirs(sample_tree)
-    cb('create', '--store', store, '--name', 'b', *data_dir_args(dirs), '--snapshot', 'nightly-1',
-       '--table', 'shop.table2')
-    live = str(tmp_path / 'live')
-    t = os.path.join(live, 'shop', 'table2-' + 'd' * 32)
-    os.makedirs(t)
+    live, t = table2_backup_and_live_dir(store, sample_tree, tmp_path)
     os.chown(t, 65534, 65534)  # default owner: the table directory's
     nlog = str(tmp_path / 'n.log')
     env = dict(os.environ, NODETOOL_STANDIN_LOG=nlog, NODETOOL_STANDIN_DATA_DIRS=live)

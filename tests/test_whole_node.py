@@ -143,6 +143,17 @@ def test_whole_node_restore_refuses_a_node_that_ran_there(node, tmp_path):
     p = restore(node, target, 'day1', check=False)
     assert p.returncode == 2 and data[:-len('Data.db')] + '*' in p.stderr, p.stderr
     assert 'not this backup' in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    # two data directories: the node's own sstables in the table's directory of the second,
+    # the first (the backup's target) empty: Cassandra reads both, so the same refusal
+    first, second = tmp_path / 'd1', tmp_path / 'd2'
+    table = sorted(k for k in node['want'] if not k.startswith('system_schema/'))[0].split('/')[:2]
+    (first / table[0] / table[1]).mkdir(parents=True)
+    (second / table[0] / table[1]).mkdir(parents=True)
+    (second / table[0] / table[1] / 'nb-9-big-Data.db').write_bytes(b'a node of its own\n')
+    p = restore(node, first, 'day1', '--data-dir', second, check=False)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert f'{second}/{table[0]}/{table[1]} holds nb-9-big-Data.db' in p.stderr, p.stderr
+    assert os.listdir(first / table[0] / table[1]) == []
 
 
 def test_whole_node_restore_refuses_a_catalog_whose_table_id_is_not_the_manifests(node, tmp_path):

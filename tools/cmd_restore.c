@@ -755,11 +755,10 @@ static bool plan_has_file(const struct plan_table *pt, const char *dir, const ch
 	return false;
 }
 
-/* The first sstable component in pt's directory for dir that is not one of pt's files, into
- * out (dir/name); false when there is none. */
-static bool foreign_component(const struct plan_table *pt, const char *dir, struct strbuf *out)
+/* The first sstable component in directory fd (closed here) that is not one of pt's files in
+ * dir (pt NULL: any is not), into out as dir/name; false when there is none. */
+static bool foreign_in(int fd, const struct plan_table *pt, const char *dir, struct strbuf *out)
 {
-	int fd = open_unit_dir(pt, dir);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
 	if (!d) {
 		if (fd >= 0)
@@ -768,20 +767,50 @@ static bool foreign_component(const struct plan_table *pt, const char *dir, stru
 	}
 	bool found = false;
 	for (struct dirent *e; !found && (e = readdir(d));)
-		if (sstable_prefix_len(e->d_name) && !plan_has_file(pt, dir, e->d_name))
+		if (sstable_prefix_len(e->d_name) && !(pt && plan_has_file(pt, dir, e->d_name)))
 			found = sb_printf(out, "%s%s%s", dir, *dir ? "/" : "", e->d_name) == 0;
 	closedir(d);
 	return found;
 }
 
-/* --whole-node: a table directory already in the target may hold this backup's sstables (what
- * an interrupted run of it placed, with its bytes), nothing of another's. A node that ran there
- * (Cassandra started once on the new machine) has sstables of its own under the system tables'
- * fixed ids: restored beside them, the two would merge, the newer node's cells (its host id,
- * its tokens) winning. 0, or 3 when it holds another's (said). */
-static int whole_node_refuse_foreign(const struct plan_table *pt)
+/* Does the table's directory of the same name in a data directory other than the target's
+ * hold an sstable component (in it or an index directory of the backup's)? A whole-node
+ * restore writes only into the target, so any is another node's (Cassandra makes a table's
+ * directory in every data directory and reads sstables from each). where and what say which. */
+static bool foreign_in_other_data_dirs(const struct restore_opts *o, const struct plan_table *pt,
+				       struct strbuf *where, struct strbuf *what)
 {
-	struct strbuf what = {0};
+	const char *name = strrchr(pt->target, '/');
+	bool found = false;
+	for (size_t i = 0; name && !found && i < o->data_dirs.n; i++) {
+		where->len = 0;
+		if (sb_printf(where, "%s/%s%s", o->data_dirs.v[i], pt->t.keyspace, name) < 0 ||
+		    same_directory(where->buf, pt->target))
+			continue;
+		int base = open(where->buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		for (size_t u = 0; base >= 0 && !found && u < pt->nunits; u++) {
+			const char *dir = pt->units[u].dir;
+			if (u && !strcmp(dir, pt->units[u - 1].dir))
+				continue;
+			int fd = *dir ? openat(base, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+				      : fcntl(base, F_DUPFD_CLOEXEC, 0);
+			found = foreign_in(fd, NULL, dir, what);
+		}
+		if (base >= 0)
+			close(base);
+	}
+	return found;
+}
+
+/* --whole-node: a table directory already in the target may hold this backup's sstables (what
+ * an interrupted run of it placed, with its bytes), nothing of another's, and the table's
+ * directories in the other data directories nothing at all. A node that ran there (Cassandra
+ * started once on the new machine) has sstables of its own under the system tables' fixed
+ * ids: restored beside them, the two would merge, the newer node's cells (its host id, its
+ * tokens) winning. 0, or 3 when another's are there (said). */
+static int whole_node_refuse_foreign(const struct restore_opts *o, const struct plan_table *pt)
+{
+	struct strbuf what = {0}, where = {0};
 	bool foreign = false;
 	for (size_t i = 0; !foreign && i < pt->nunits; i++) {
 		const struct unit *u = &pt->units[i];
@@ -790,14 +819,20 @@ static int whole_node_refuse_foreign(const struct plan_table *pt)
 			   sb_printf(&what, "%s%s%.*s*", f->dir, *f->dir ? "/" : "",
 				     (int)sstable_prefix_len(f->name), f->name) == 0) ||
 			  ((i == 0 || strcmp(u->dir, pt->units[i - 1].dir)) &&
-			   foreign_component(pt, u->dir, &what));
+			   foreign_in(open_unit_dir(pt, u->dir), pt, u->dir, &what));
 	}
-	if (foreign)
+	if (!foreign && (foreign = foreign_in_other_data_dirs(o, pt, &where, &what)))
+		errorf("table directory %s holds %s, an sstable no whole-node restore of this backup "
+		       "put there (a node ran there: Cassandra started on this machine?); a whole-node "
+		       "restore writes only into empty data directories (move it aside); nothing was "
+		       "restored", where.buf ? where.buf : "", what.buf ? what.buf : "");
+	else if (foreign)
 		errorf("table directory %s holds %s, an sstable that is not this backup's (a node "
 		       "ran there: Cassandra started on this machine?); a whole-node restore writes "
 		       "only into empty data directories (move it aside); nothing was restored",
 		       pt->target, what.buf ? what.buf : "");
 	sb_free(&what);
+	sb_free(&where);
 	return foreign ? 3 : 0;
 }
 
@@ -813,8 +848,8 @@ static int plan_table(catalog *cat, const struct restore_opts *o, struct plan_ta
 		r = open_target(o, pt);
 	if (r == 0)
 		r = plan_units(pt, !o->import);
-	if (r == 0 && o->whole_node && pt->fd >= 0)
-		r = whole_node_refuse_foreign(pt);
+	if (r == 0 && o->whole_node)
+		r = whole_node_refuse_foreign(o, pt);
 	return r;
 }
 
