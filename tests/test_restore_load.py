@@ -436,6 +436,18 @@ def test_restore_import_run_again_imports_nothing_twice(store, sample_tree, tmp_
     out = cb(*args, env=env).stdout
     assert sorted(os.listdir(t)) == first, out
     assert '2 sstables already present' in out, out
+    # Cassandra resamples an sstable's index summary and saves Summary.db again: the same
+    summary = sorted(n for n in first if n.endswith('-Summary.db'))[0]
+    with open(os.path.join(t, summary), 'ab') as f:
+        f.write(b'resampled')
+    out = cb(*args, env=env).stdout
+    assert sorted(os.listdir(t)) == first and '2 sstables already present' in out, out
+    # but an sstable whose Data.db differs is another
+    data = sorted(n for n in first if n.endswith('-Data.db'))[0]
+    with open(os.path.join(t, data), 'r+b') as f:
+        f.write(b'X')
+    out = cb(*args, env=env).stdout
+    assert '1 sstables already present' in out or '1 sstable already present' in out, out
 
 
 def test_a_kill_while_removing_a_killed_runs_leftover_leaves_it_findable(store, tmp_path):

@@ -381,8 +381,9 @@ static bool regular_file_at(int dfd, const char *name)
 }
 
 /* Does directory dfd hold sstable u, under prefix (NULL: the unit's own names): every file of
- * it with the backup's bytes, but for a Statistics.db, which Cassandra rewrites in place
- * (a restore run again after nodetool import took the sstable with its level reset)? */
+ * it with the backup's bytes, but for a Statistics.db or Summary.db, which Cassandra rewrites
+ * in place (a restore run again after nodetool import took the sstable with its level reset,
+ * or once its index summary was resampled)? Data.db, its digest and the rest decide. */
 static bool unit_same_as(int dfd, const struct plan_table *pt, const struct unit *u, const char *prefix)
 {
 	bool same = true;

@@ -367,7 +367,7 @@ static void map_rewritten_statistics(struct vf *v, size_t n, char **orig, const 
 {
 	for (size_t i = 0; i < n; i++) {
 		size_t p = sstable_prefix_len(orig[i]);
-		if (v[i].path || !sstable_component_rewritten_in_place(orig[i]))
+		if (v[i].path || !sstable_is_statistics(orig[i]))
 			continue;
 		size_t k = 0; /* a component of the same sstable that was found */
 		while (k < n && !(v[k].path && k != i && !strcmp(v[k].dir, v[i].dir) &&

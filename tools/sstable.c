@@ -79,10 +79,16 @@ int sstable_with_generation(const char *name, uint64_t gen, struct strbuf *out)
 	return r;
 }
 
-bool sstable_component_rewritten_in_place(const char *name)
+bool sstable_is_statistics(const char *name)
 {
 	size_t p = sstable_prefix_len(name);
 	return p && !strcmp(name + p, "Statistics.db");
+}
+
+bool sstable_component_rewritten_in_place(const char *name)
+{
+	size_t p = sstable_prefix_len(name);
+	return p && (!strcmp(name + p, "Statistics.db") || !strcmp(name + p, "Summary.db"));
 }
 
 uint64_t sstable_numeric_generation(const char *name)

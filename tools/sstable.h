@@ -28,9 +28,14 @@ int sstable_with_generation(const char *name, uint64_t gen, struct strbuf *out);
 /* A numeric generation, or 0 when the generation is not a number (time-based ids). */
 uint64_t sstable_numeric_generation(const char *name);
 
-/* Is name an sstable's Statistics.db, the one component Cassandra rewrites in place
+/* Is name an sstable's Statistics.db? Cassandra rewrites it in place
  * (MetadataSerializer.rewriteSSTableMetadata: nodetool import resets its level and repair
- * state, incremental repair marks it repaired)? The same sstable may hold other bytes there. */
+ * state, incremental repair marks it repaired). */
+bool sstable_is_statistics(const char *name);
+
+/* Is name a component Cassandra rewrites in place, so that the same sstable may hold other
+ * bytes there than its backup: Statistics.db (above), or Summary.db (its index summary
+ * resampled: SSTableReader.cloneWithNewSummarySamplingLevel saves it again)? */
 bool sstable_component_rewritten_in_place(const char *name);
 
 enum digest_kind { DIGEST_NONE, DIGEST_CRC32, DIGEST_ADLER32, DIGEST_SHA1 };
