@@ -458,6 +458,8 @@ static void fetch_run(pack_cache *pc, struct preader *p, struct fc_frame **f, un
 		}
 	}
 	if (r == 0 && (r = pack_io(pc, p, &io)) == 0) {
+		cb_backend_set_error("%s", ""); /* a failure's words are this read's (a local pread
+						 * sets none), not an earlier call's */
 		ssize_t got = cb_io_pread(io, t->scratch, len, off);
 		r = got < 0 ? pack_read_error(got) : (size_t)got != len ? -EIO : 0;
 		if (r == 0) /* its frames are decoded in the cache now: the page cache need not keep
@@ -546,7 +548,9 @@ static int get_frame(pack_cache *pc, struct preader *p, uint32_t index, struct f
 		if (f) {
 			f->refs++;
 			int r = fc_wait_locked(&pc->fc, f);
-			bool again = r && f->prefetched; /* read-ahead never fails a read: load it here */
+			/* read-ahead never fails a read: load it here (unless that fetch failed just now:
+			 * claim_run answers with its failure, FETCH_FAILURE_SECONDS) */
+			bool again = r && f->prefetched;
 			if (r && !again && r == p->failed_err)
 				adopt_fetch_failure_locked(p); /* another reader's fetch failed */
 			if (r)
