@@ -229,8 +229,9 @@ static int open_table(pack_cache *pc, struct preader *p)
 		r = 0;
 	}
 	unsigned char *tail = NULL;
-	r = r ?: cb_backend_open_read(pc->backend, p->relpath, &p->io) ?: read_tail(p->io, &tail, &len)
-	    ?: table_from_tail(p, tail, len);
+	if (r == 0 && (r = cb_backend_open_read(pc->backend, p->relpath, &p->io)) < 0)
+		r = pack_read_error(r); /* the store failing, not the pack */
+	r = r ?: read_tail(p->io, &tail, &len) ?: table_from_tail(p, tail, len);
 	if (r == 0 && pc->disk)
 		disk_cache_put(pc->disk, tname, tail, len); /* a cache: failing to keep it is no error */
 	free(tail);
@@ -249,7 +250,7 @@ static int pack_io(pack_cache *pc, struct preader *p, struct cb_io **out)
 	}
 	int r = cb_backend_open_read(pc->backend, p->relpath, &io);
 	if (r < 0)
-		return r;
+		return pack_read_error(r); /* the store failing, not the pack */
 	if (io->size != p->size) { /* another pack than the one whose table the disk cache kept */
 		cb_io_close(io);
 		return -EBADMSG;
@@ -447,7 +448,7 @@ static void fetch_run(pack_cache *pc, struct preader *p, struct fc_frame **f, un
 	const struct seek_table *tb = p->table;
 	uint64_t off = tb->coff[f[0]->index];
 	size_t len = (size_t)(tb->coff[f[n - 1]->index + 1] - off);
-	struct cb_io *io;
+	struct cb_io *io = NULL;
 	int r = 0;
 	if (t->scratch_cap < len) {
 		void *s = realloc(t->scratch, len);
@@ -457,9 +458,10 @@ static void fetch_run(pack_cache *pc, struct preader *p, struct fc_frame **f, un
 			t->scratch_cap = len;
 		}
 	}
+	if (r == 0) /* a failure's words are this fetch's (a local pread sets none), not an
+		     * earlier call's */
+		cb_backend_set_error("%s", "");
 	if (r == 0 && (r = pack_io(pc, p, &io)) == 0) {
-		cb_backend_set_error("%s", ""); /* a failure's words are this read's (a local pread
-						 * sets none), not an earlier call's */
 		ssize_t got = cb_io_pread(io, t->scratch, len, off);
 		r = got < 0 ? pack_read_error(got) : (size_t)got != len ? -EIO : 0;
 		if (r == 0) /* its frames are decoded in the cache now: the page cache need not keep
@@ -468,8 +470,11 @@ static void fetch_run(pack_cache *pc, struct preader *p, struct fc_frame **f, un
 		pthread_mutex_lock(&pc->fc.mu);
 		pc->fetches++;
 		pc->fetched_bytes += len;
-		if (r < 0 && r != -ENOMEM)
-			note_fetch_failure_locked(p, f[0]->index, f[n - 1]->index, r);
+		pthread_mutex_unlock(&pc->fc.mu);
+	}
+	if (r < 0 && r != -ENOMEM) { /* opening the pack, or reading it */
+		pthread_mutex_lock(&pc->fc.mu);
+		note_fetch_failure_locked(p, f[0]->index, f[n - 1]->index, r);
 		pthread_mutex_unlock(&pc->fc.mu);
 	}
 	for (unsigned k = 0; k < n; k++) {

@@ -342,6 +342,30 @@ def test_a_mount_read_the_store_failed_fails_once_not_twice(store_s3, tmp_path):
                 os.close(fd)
 
 
+def test_a_pack_the_store_cannot_open_is_not_called_corrupt(store_s3, tmp_path):
+    """S3 answering 503 to a pack's HEAD (after the retries) made verify call every file's
+    pack "corrupt (checksum mismatch, or fails authentication)": opening a pack kept the
+    store's -EIO as the pack's own. It is the store failing, said with S3's words."""
+    loc, env = store_s3
+    dirs = sample(tmp_path, kib=64)
+    create(loc, env, dirs)
+    with S3Proxy(upstream_port(env)) as px:
+        penv = dict(via(env, px), CASSBACKUP_CACHE_DIR=str(tmp_path / 'other-host'))
+        cb('list', '--store', loc, env=penv)  # this host's catalog knows the pack
+        px.set_fault('slowdown', every=1, match='HEAD /cbtest/stores/prod/packs/')
+        p = cb('verify', '--store', loc, 'n1', env=penv, check=False)
+        out = p.stdout + p.stderr
+        assert p.returncode == 1 and 'corrupt' not in out, out
+        assert 'cannot read the pack from the store (HEAD stores/prod/packs/' in out, out
+        # a host whose catalog could not read the pack at all: not "STORE/: pack file is missing"
+        p = cb('verify', '--store', loc, 'n1', env=dict(penv, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cold')),
+               check=False)
+        out = p.stdout + p.stderr
+        assert p.returncode == 1 and 'pack file is missing' not in out, out
+        assert 'its bytes are in no pack the catalog knows: 1 pack of the store could not be read' in out, out
+    cb('verify', '--store', loc, 'n1', env=env)
+
+
 def readable(fd, size):
     """The first size bytes at fd, or None while reading them fails."""
     try:

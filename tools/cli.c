@@ -283,18 +283,25 @@ int report_unreadable_backup(struct store *st, const char *store, const char *na
 	return CB_EXIT_FAILED;
 }
 
-void say_no_pack_holds(struct store *st, const char *name, const char *path)
+int no_pack_holds_words(struct store *st, struct strbuf *out)
 {
 	char why[512];
 	unsigned n = store_packs_unread(st, why);
 	_cleanup_free_ char *said = cli_escape(why);
 	if (n)
-		errorf("backup %s: %s: its bytes are in no pack the catalog knows: %u pack%s of the "
-		       "store could not be read (%s); try again, 'cassbackup check' tells more", name,
-		       path, n, n == 1 ? "" : "s", said ? said : "");
-	else
-		errorf("backup %s: %s: its bytes are in no pack of the store (a pack is missing; "
-		       "'cassbackup check' tells more)", name, path);
+		return sb_printf(out, "its bytes are in no pack the catalog knows: %u pack%s of the "
+				 "store could not be read (%s); try again, 'cassbackup check' tells more",
+				 n, n == 1 ? "" : "s", said ? said : "");
+	return sb_puts(out, "its bytes are in no pack of the store (a pack is missing; 'cassbackup "
+			    "check' tells more)");
+}
+
+void say_no_pack_holds(struct store *st, const char *name, const char *path)
+{
+	struct strbuf words = {0};
+	no_pack_holds_words(st, &words);
+	errorf("backup %s: %s: %s", name, path, words.buf ? words.buf : "out of memory");
+	sb_free(&words);
 }
 
 int report_no_such_backup(struct store *st, const char *store, const char *name)

@@ -76,6 +76,8 @@ int cli_store_lock(struct store *s, const char *location, bool exclusive, const 
 /* Says, in one line, that path of backup name (both as shown) has its bytes in no pack the
  * catalog knows: packs that could not be read (store_packs_unread), else a pack missing. */
 void say_no_pack_holds(struct store *st, const char *name, const char *path);
+/* Those words alone ("its bytes are in no pack ..."), appended to out. 0 or -ENOMEM. */
+int no_pack_holds_words(struct store *st, struct strbuf *out);
 /* Prints "backup NAME: no such backup in STORE" and, when the store has names close to NAME
  * (edit distance), "; closest: A, B, C". Returns CB_EXIT_MISSING. But when the store has a
  * manifest of NAME that could not be read (store_skipped_manifests: damaged, unreadable),

@@ -81,6 +81,7 @@ static struct vf *find(struct vf *v, size_t n, const char *dir, const char *name
 /* What every read shares: the readback (the store's packs, one hash context, one buffer). */
 struct reader {
 	readback *rb;
+	struct store *st;
 	const char *store;
 };
 
@@ -146,6 +147,8 @@ static int read_vf(struct reader *rd, struct vf *f, bool *differs, uint64_t *got
 	*differs = r < 0 && res.step == READBACK_DIFFERS;
 	if (*differs)
 		r = 0; /* read whole: the caller tells how they differ */
+	else if (r < 0 && res.step == READBACK_SOURCE && fd < 0 && !f->loc.pack_path[0])
+		no_pack_holds_words(rd->st, why); /* not "STORE/: pack file is missing" */
 	else if (r < 0 && res.step == READBACK_SOURCE && fd < 0)
 		sb_printf(why, "%s/%s: %s", rd->store, f->loc.pack_path, pack_cache_strerror(r));
 	else if (r < 0 && res.step == READBACK_SOURCE)
@@ -624,6 +627,7 @@ static int plan(struct cli_command *cmd, struct verify *v, char **names, int nna
 		return CB_EXIT_FAILED;
 	}
 	v->rd.store = v->store;
+	v->rd.st = v->st;
 	return CLI_RUN;
 }
 
