@@ -204,6 +204,35 @@ int store_keys_list(struct store *s,
 	return r;
 }
 
+/* How many slots of keys/ could open this store: each that parses and was made for it (or
+ * says for none: a slot from before slots named their store); a damaged slot, or another
+ * store's copied in, opens nothing. 0 or -errno (err). */
+static int count_usable_slots(struct store *s, size_t *usable, struct strbuf *err)
+{
+	struct slot_keys k;
+	int r = list_slots(store_backend(s), &k, err);
+	*usable = 0;
+	for (size_t i = 0; r == 0 && i < k.n; i++) {
+		char *doc, why[512];
+		size_t len;
+		struct crypt_slot_info info;
+		int g = get_slot(store_backend(s), k.ids[i], &doc, &len);
+		if (g == -ENOENT || g == -EFBIG)
+			continue;
+		if (g < 0) {
+			sb_printf(err, "cannot read keys/%s.json: %s", k.ids[i], cb_backend_why(g));
+			r = g;
+			break;
+		}
+		if (crypt_slot_parse(doc, len, &info, why, sizeof(why)) == 0 &&
+		    (!*info.store || !strcmp(info.store, store_get_config(s)->id)))
+			(*usable)++;
+		free(doc);
+	}
+	free(k.ids);
+	return r;
+}
+
 /* After a remove: the slot this key opened is still there, or another slot is. A remove
  * paused past its lease (a suspended machine) may have let another key's remove take this
  * key's slot meanwhile; if that left the store with no slot at all, this key's is written back,
@@ -220,18 +249,16 @@ static int keep_own_slot(struct store *s, const char *doc, size_t len, struct st
 		free(now);
 		return 0;
 	}
-	struct slot_keys left = {0};
+	size_t usable = 0;
 	if (r == -ENOENT)
-		r = list_slots(store_backend(s), &left, err);
-	if (r == 0 && left.n) {
+		r = count_usable_slots(s, &usable, err);
+	if (r == 0 && usable) {
 		sb_printf(err, "key slot %s, the one this key opened, was removed by another process "
 			  "meanwhile: this key no longer opens the store (%zu other slot%s remain%s; "
-			  "cassbackup key list)", store_key_slot(s), left.n, left.n == 1 ? "" : "s",
-			  left.n == 1 ? "s" : "");
-		free(left.ids);
+			  "cassbackup key list)", store_key_slot(s), usable, usable == 1 ? "" : "s",
+			  usable == 1 ? "s" : "");
 		return 1;
 	}
-	free(left.ids);
 	if (r == 0)
 		r = cb_backend_put(store_backend(s), key, doc, len, CB_PUT_EXCLUSIVE);
 	if (r == 0 || r == -EEXIST) {

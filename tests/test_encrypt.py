@@ -559,6 +559,26 @@ def test_a_key_remove_paused_past_its_lease_never_leaves_the_store_without_a_slo
     assert sorted(os.listdir(os.path.join(loc, 'keys'))) == [f'{s2}.json']
     p = cb('list', '--store', loc, '--key-file', k1, env=env, check=False)
     assert p.returncode == 2 and 'wrong key' in p.stderr, p.stderr
+    # a slot that opens nothing here (another store's, copied in) is no slot left: k2's remove
+    # of k1's own slot, while k1 removes k2's, leaves k1's written back
+    os.makedirs(tmp_path / 'other')
+    other, _, _ = store_with_backup_b(tmp_path / 'other')
+    [foreign] = os.listdir(os.path.join(other, 'keys'))
+    shutil.copy(os.path.join(other, 'keys', foreign), os.path.join(loc, 'keys', foreign))
+    os.unlink(k1)
+    cb('key', 'add', '--store', loc, '--key-file', k2, '--new-key-file', k1, env=env)
+    s1 = own_slot(k1)
+    first = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, 'key', 'remove', '--store', loc, '--key-file', k1, s2], text=True,
+        env=dict(env, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_UNLINK=f'{s2}.json'),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+        cb('key', 'remove', '--store', loc, '--key-file', k2, s1, env=env)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 1 and 'written back' in err, (out, err)
+    cb('verify', '--store', loc, '--all', '--key-file', k1, env=env)
 
 
 def test_kill_9_while_writing_leaves_no_backup_and_no_plaintext(tmp_path, binaries):
