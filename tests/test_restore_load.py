@@ -442,6 +442,9 @@ def test_restore_import_run_again_imports_nothing_twice(store, sample_tree, tmp_
         f.write(b'resampled')
     out = cb(*args, env=env).stdout
     assert sorted(os.listdir(t)) == first and '2 sstables already present' in out, out
+    # and verify takes it as Cassandra's, as restore does (it said the file was missing)
+    out = cb('verify', '--store', store, '--dir', t, '--against', 'b/shop/table2', '--imported').stdout
+    assert '(1 Summary.db saved again by Cassandra: index summary resampled)' in out, out
     # but an sstable whose Data.db differs is another
     data = sorted(n for n in first if n.endswith('-Data.db'))[0]
     with open(os.path.join(t, data), 'r+b') as f:

@@ -36,7 +36,10 @@ struct table_result {
 	size_t files;
 	uint64_t bytes;
 	size_t renamed;
-	size_t rewritten, not_imported; /* --imported: Statistics.db rewritten, files not taken */
+	bool imported;                  /* --imported */
+	size_t rewritten, not_imported; /* Statistics.db rewritten (Cassandra: import, repair);
+					 * --imported: files not taken */
+	size_t resampled;               /* Summary.db saved again (index summary resampled) */
 	struct strv errors; /* one problem each, unescaped (escaped when printed) */
 	size_t nerrors;     /* errors.n, unless out of memory lost some of the texts */
 };
@@ -284,7 +287,7 @@ static void read_and_check(struct reader *rd, struct vf *v, size_t n, struct tab
 		}
 		f->read_ok = true;
 		if (f->may_differ)
-			continue; /* present is all that is asked of it (--imported) */
+			continue; /* present is all that is asked of it (rewritten in place by Cassandra) */
 		if (got != f->size)
 			add_error(res, "%s: size is %llu, the backup recorded %llu", rel(f, where, sizeof(where)),
 				  (unsigned long long)got, (unsigned long long)f->size);
@@ -344,10 +347,53 @@ static void map_new_generation(struct vf *f, const char *dir, struct table_resul
 	sb_free(&d);
 }
 
+/* A component Cassandra rewrites in place (sstable_component_rewritten_in_place: a
+ * Statistics.db that nodetool import or a repair rewrote, a Summary.db saved again once its
+ * index summary was resampled) has other bytes than the backup's. It must be there, in the
+ * generation the other components of its sstable were found under: v[i] is pointed at it.
+ * orig holds the names v had before map_new_generation renamed the ones found under new
+ * generations. */
+static void map_rewritten_in_place(struct vf *v, size_t n, char **orig, const char *dir,
+				   struct table_result *res)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t p = sstable_prefix_len(orig[i]);
+		if (v[i].path || !sstable_component_rewritten_in_place(orig[i]))
+			continue;
+		size_t k = 0; /* a component of the same sstable that was found */
+		while (k < n && !(v[k].path && k != i && !strcmp(v[k].dir, v[i].dir) &&
+				  sstable_prefix_len(orig[k]) == p && !strncmp(orig[k], orig[i], p)))
+			k++;
+		if (k == n)
+			continue;
+		struct strbuf name = {0}, path = {0};
+		sb_printf(&name, "%.*s%s", (int)sstable_prefix_len(v[k].name), v[k].name, orig[i] + p);
+		sb_printf(&path, "%s%s%s/%s", dir, *v[i].dir ? "/" : "", v[i].dir, name.buf ? name.buf : "");
+		struct stat st;
+		if (name.buf && path.buf && lstat(path.buf, &st) == 0 && S_ISREG(st.st_mode)) {
+			free(v[i].name);
+			v[i].name = name.buf, name.buf = NULL;
+			v[i].path = path.buf, path.buf = NULL;
+			v[i].may_differ = true;
+			if (sstable_is_statistics(orig[i]))
+				res->rewritten++;
+			else
+				res->resampled++;
+		}
+		sb_free(&name);
+		sb_free(&path);
+	}
+}
+
 /* Maps each backed-up file to the file in dir holding the same bytes: the same name, or an
- * sstable component restored under another generation. */
+ * sstable component restored under another generation; a component Cassandra rewrites in
+ * place only needs to be there (map_rewritten_in_place). */
 static void map_to_dir(struct vf *v, size_t n, const char *dir, struct table_result *res)
 {
+	char **orig = calloc(n ? n : 1, sizeof(*orig));
+	bool all = orig != NULL;
+	for (size_t i = 0; all && i < n; i++)
+		all = (orig[i] = strdup(v[i].name)) != NULL;
 	for (size_t i = 0; i < n; i++) {
 		struct strbuf p = {0};
 		sb_printf(&p, "%s%s%s/%s", dir, *v[i].dir ? "/" : "", v[i].dir, v[i].name);
@@ -359,54 +405,8 @@ static void map_to_dir(struct vf *v, size_t n, const char *dir, struct table_res
 	for (size_t i = 0; i < n; i++)
 		if (!v[i].path && sstable_prefix_len(v[i].name))
 			map_new_generation(&v[i], dir, res);
-}
-
-/* --imported: a Statistics.db that nodetool import rewrote (MetadataSerializer
- * .rewriteSSTableMetadata: level and repaired-at) has other bytes than the backup's. It must be
- * there, in the generation the other components of its sstable went to: v[i] is pointed at it.
- * orig holds the names v had before map_to_dir renamed the ones found under new generations. */
-static void map_rewritten_statistics(struct vf *v, size_t n, char **orig, const char *dir,
-				     struct table_result *res)
-{
-	for (size_t i = 0; i < n; i++) {
-		size_t p = sstable_prefix_len(orig[i]);
-		if (v[i].path || !sstable_is_statistics(orig[i]))
-			continue;
-		size_t k = 0; /* a component of the same sstable that was found */
-		while (k < n && !(v[k].path && k != i && !strcmp(v[k].dir, v[i].dir) &&
-				  sstable_prefix_len(orig[k]) == p && !strncmp(orig[k], orig[i], p)))
-			k++;
-		if (k == n)
-			continue;
-		struct strbuf name = {0}, path = {0};
-		sb_printf(&name, "%.*sStatistics.db", (int)sstable_prefix_len(v[k].name), v[k].name);
-		sb_printf(&path, "%s/%s", dir, name.buf ? name.buf : "");
-		struct stat st;
-		if (name.buf && path.buf && lstat(path.buf, &st) == 0 && S_ISREG(st.st_mode)) {
-			free(v[i].name);
-			v[i].name = name.buf, name.buf = NULL;
-			v[i].path = path.buf, path.buf = NULL;
-			v[i].may_differ = true;
-			res->rewritten++;
-		}
-		sb_free(&name);
-		sb_free(&path);
-	}
-}
-
-/* map_to_dir for a directory that took the backup through nodetool import (--imported): the
- * sstables of the table directory only, Statistics.db allowed to differ. */
-static void map_imported(struct vf *v, size_t n, const char *dir, struct table_result *res)
-{
-	char **orig = calloc(n ? n : 1, sizeof(*orig));
-	for (size_t i = 0; orig && i < n; i++)
-		orig[i] = strdup(v[i].name);
-	map_to_dir(v, n, dir, res);
-	bool all = orig != NULL;
-	for (size_t i = 0; all && i < n; i++)
-		all = orig[i] != NULL;
-	if (all)
-		map_rewritten_statistics(v, n, orig, dir, res);
+	if (all) /* out of memory: each must hold its bytes, as before */
+		map_rewritten_in_place(v, n, orig, dir, res);
 	for (size_t i = 0; orig && i < n; i++)
 		free(orig[i]);
 	free(orig);
@@ -486,6 +486,7 @@ static void report_json(struct json *j, const struct table_result *t, const char
 	json_kv_u64(j, "files", t->files);
 	json_kv_u64(j, "bytes", t->bytes);
 	json_kv_u64(j, "statistics_rewritten", t->rewritten);
+	json_kv_u64(j, "summaries_resampled", t->resampled);
 	json_kv_u64(j, "files_not_imported", t->not_imported);
 	json_key(j, "errors");
 	json_array_begin(j);
@@ -516,9 +517,14 @@ static void report_text(const struct table_result *t, const char *backup)
 	if (!t->nerrors)
 		sb_printf(&o, ": %zu file%s, %s%s", t->files, t->files == 1 ? "" : "s", size,
 			  t->renamed ? " (some sstables under new generations)" : "");
-	if (!t->nerrors && (t->rewritten || t->not_imported))
+	if (!t->nerrors && t->imported && (t->rewritten || t->not_imported))
 		sb_printf(&o, " (nodetool import: %zu Statistics.db rewritten, %zu files not imported)",
 			  t->rewritten, t->not_imported);
+	else if (!t->nerrors && t->rewritten)
+		sb_printf(&o, " (%zu Statistics.db rewritten by Cassandra)", t->rewritten);
+	if (!t->nerrors && t->resampled)
+		sb_printf(&o, " (%zu Summary.db saved again by Cassandra: index summary resampled)",
+			  t->resampled);
 	if (!t->nerrors)
 		sb_puts(&o, "\n");
 	else
@@ -654,12 +660,10 @@ static void execute_table(struct verify *v, const char *name, const char *shown,
 	if (v->dir) {
 		struct dir_ctx d = {.res = &res, .dir = v->dir};
 		n = vlist_partition(&l, n, not_snapshot_only, NULL, NULL);
-		if (v->imported) {
+		res.imported = v->imported;
+		if (v->imported)
 			n = vlist_partition(&l, n, imported_by_nodetool, not_imported, &res);
-			map_imported(l.v, n, v->dir, &res);
-		} else {
-			map_to_dir(l.v, n, v->dir, &res);
-		}
+		map_to_dir(l.v, n, v->dir, &res);
 		n = vlist_partition(&l, n, has_path, missing_from_dir, &d);
 	}
 	uint64_t bytes = 0;
@@ -849,7 +853,7 @@ int cmd_verify(int argc, char **argv)
 			       "With --dir, checks a restored table directory against the backup; with\n"
 			       "--imported, one that took it through nodetool import (restore --import):\n"
 			       "index sstables and other files are not looked for (Cassandra builds its\n"
-			       "indexes), and Statistics.db may differ (import rewrites it).\n"
+			       "indexes). Statistics.db and Summary.db may differ: Cassandra rewrites them.\n"
 			       "Exit 1 when any table fails.",
 		.options = opts,
 	};
