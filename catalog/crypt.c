@@ -144,60 +144,111 @@ static bool next_component(const char **p, char comp[NAME_MAX + 1])
 	return true;
 }
 
-/* Each symlink path goes through, in any component, followed as open(2) follows them, is owned
- * by us or root: a link chooses the key as well as the file it names does (a link planted in
- * a shared directory, to a private file whose bytes its planter knows, or to a directory of
- * theirs). 0, or -EINVAL with err naming the link; a path that cannot be followed is left to
- * open(2) to say. */
-static int check_links(const char *path, const char *what, struct strbuf *err)
+/* Opens the last component comp of directory dir for reading, as the O_PATH descriptor at
+ * names it (same file, or -EAGAIN: it was replaced meanwhile). */
+static int open_final(int dir, const char *comp, int at)
 {
-	char done[PATH_MAX], rest[2 * PATH_MAX], comp[NAME_MAX + 1], cand[PATH_MAX], target[PATH_MAX];
-	snprintf(done, sizeof(done), "%s", path[0] == '/' ? "" : ".");
-	snprintf(rest, sizeof(rest), "%s", path);
-	const char *p = rest;
-	for (int hops = 0; next_component(&p, comp);) {
-		struct stat st;
-		if (!strcmp(comp, "."))
-			continue;
-		if ((size_t)snprintf(cand, sizeof(cand), "%s/%s", done, comp) >= sizeof(cand) ||
-		    lstat(cand, &st) < 0)
-			return 0; /* what open(2) fails on, and says */
-		if (!S_ISLNK(st.st_mode)) {
-			memcpy(done, cand, sizeof(done));
-			continue;
-		}
-		if (!owner_trusted(st.st_uid)) {
-			sb_printf(err, "%s %s: the symlink %s is owned by user id %u, not by us (user id "
-				  "%u) or root: whoever owns it chooses the key (use the file it names)",
-				  what, path, cand, (unsigned)st.st_uid, (unsigned)geteuid());
-			return -EINVAL;
-		}
-		ssize_t n = readlink(cand, target, sizeof(target) - 1);
-		if (n < 0 || ++hops > 40)
-			return 0; /* a loop: open(2) says ELOOP */
-		target[n] = '\0';
-		char next[2 * PATH_MAX];
-		if ((size_t)snprintf(next, sizeof(next), "%s%s", target, p) >= sizeof(next))
-			return 0;
-		memcpy(rest, next, sizeof(rest));
-		p = rest;
-		if (target[0] == '/')
-			done[0] = '\0';
+	int fd = openat(dir, comp, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
+	struct stat a, b;
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &a) < 0 || fstat(at, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+		close(fd);
+		return -EAGAIN;
 	}
-	return 0;
+	return fd;
+}
+
+/* Opens path for reading as open(2) would, but one component at a time from directory
+ * descriptors (O_PATH | O_NOFOLLOW), each symlink on the way (in any component) owned by us or
+ * root: a link chooses the key as well as the file it names does (a link planted in a shared
+ * directory, to a private file whose bytes its planter knows, or to a directory of theirs).
+ * What is checked is what is opened: no name is looked up twice. The descriptor, or -errno;
+ * -EINVAL with err naming a link owned by another. */
+static int open_checked(const char *path, const char *what, struct strbuf *err)
+{
+	char rest[2 * PATH_MAX], comp[NAME_MAX + 1], target[PATH_MAX];
+	char walked[PATH_MAX]; /* the directories descended so far, as text: for messages only */
+	if ((size_t)snprintf(rest, sizeof(rest), "%s", path) >= sizeof(rest))
+		return -ENAMETOOLONG;
+	snprintf(walked, sizeof(walked), "%s", path[0] == '/' ? "" : ".");
+	int dir = open(path[0] == '/' ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int r = dir < 0 ? -errno : 0, hops = 0;
+	const char *p = rest;
+	while (r == 0) {
+		if (!next_component(&p, comp)) { /* "/" or "." itself: not a file, open(2) says */
+			if (p[strspn(p, "/")]) {
+				r = -ENAMETOOLONG; /* a component longer than NAME_MAX */
+				break;
+			}
+			r = openat(dir, ".", O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+			r = r < 0 ? -errno : r;
+			break;
+		}
+		const char *q = p;
+		while (*q == '/')
+			q++;
+		bool last = !*q && *p != '/'; /* "k/" names a directory: not the last as a file */
+		int at = openat(dir, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		struct stat st;
+		if (at < 0 || fstat(at, &st) < 0) {
+			r = -errno;
+			if (at >= 0)
+				close(at);
+			break;
+		}
+		if (S_ISLNK(st.st_mode)) {
+			ssize_t n = readlinkat(at, "", target, sizeof(target) - 1);
+			close(at);
+			if (st.st_uid != geteuid() && st.st_uid != 0) {
+				sb_printf(err, "%s %s: the symlink %s/%s is owned by user id %u, not by us "
+					  "(user id %u) or root: whoever owns it chooses the key (use the file "
+					  "it names)", what, path, walked, comp, (unsigned)st.st_uid,
+					  (unsigned)geteuid());
+				r = -EINVAL;
+			} else if (n < 0 || ++hops > 40) {
+				r = n < 0 ? -errno : -ELOOP;
+			} else {
+				target[n] = '\0';
+				char next[2 * PATH_MAX];
+				r = (size_t)snprintf(next, sizeof(next), "%s%s", target, p) >= sizeof(next)
+					    ? -ENAMETOOLONG : 0;
+				memcpy(rest, next, sizeof(rest));
+				p = rest;
+				if (r == 0 && target[0] == '/') {
+					close(dir);
+					dir = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+					r = dir < 0 ? -errno : 0;
+					walked[0] = '\0';
+				}
+			}
+			continue;
+		}
+		if (last) {
+			r = open_final(dir, comp, at);
+			close(at);
+			break;
+		}
+		close(dir);
+		dir = at;
+		if (!S_ISDIR(st.st_mode))
+			r = -ENOTDIR;
+		size_t wl = strlen(walked);
+		snprintf(walked + wl, sizeof(walked) - wl, "/%s", comp); /* cut short: only words */
+	}
+	if (dir >= 0)
+		close(dir);
+	return r;
 }
 
 int crypt_secret_file_read(const char *path, const char *what, size_t min,
 			   struct crypt_secret **out, struct strbuf *err)
 {
-	int lr = check_links(path, what, err);
-	if (lr < 0)
-		return lr;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	int fd = open_checked(path, what, err);
 	if (fd < 0) {
-		int e = errno;
-		sb_printf(err, "%s %s: %s", what, path, strerror(e));
-		return -e;
+		if (!err->len)
+			sb_printf(err, "%s %s: %s", what, path, strerror(-fd));
+		return fd;
 	}
 	struct stat st;
 	int r = fstat(fd, &st) < 0 ? -errno : 0;

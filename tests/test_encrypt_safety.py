@@ -202,6 +202,38 @@ def test_a_config_whose_encryption_settings_changed_is_named_not_the_key_or_the_
     assert p.returncode == 2 and 'wrong key' in p.stderr, p.stderr
 
 
+def test_a_key_file_swapped_for_a_link_as_it_is_opened_is_refused(tmp_path, binaries):
+    """The links on a key file's path were checked by name, then open(2) looked the path up
+    again: another user who may write a directory on it swapped in a link of theirs between
+    the two (held open here by the killat shim, just before the open), and key add made a
+    slot for the file that link chose. The path is walked once, from descriptors."""
+    from conftest import preload
+    from test_lease import stopped_at_state_t
+    os.chmod(tmp_path, 0o755)
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # a key directory others may write to (not sticky)
+    known = keyfile(tmp_path / 'known', 'A' * 64 + '\n')  # root's, its bytes known to others
+    key = keyfile(shared / 'ops.key')
+    evil = shared / 'evil'
+    os.symlink(known, evil)
+    os.lchown(evil, 65534, 65534)
+    loc, env, own = store_with_backup_b(tmp_path)
+    adder = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, 'key', 'add', '--store', loc, '--key-file', own, '--new-key-file', key],
+        env=dict(env, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_OPEN='ops.key'),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        os.rename(key, shared / 'ops.key.moved')  # what user 65534 may do in shared/
+        os.rename(evil, key)
+    finally:
+        os.kill(adder.pid, signal.SIGCONT)
+        out, err = adder.communicate(timeout=120)
+    assert adder.returncode != 0 and 'is owned by user id 65534' in err, (out, err)
+    p = cb('list', '--store', loc, '--key-file', known, env=env, check=False)
+    assert p.returncode == 2 and 'wrong key' in p.stderr, p.stderr
+
+
 def test_copy_never_writes_plaintext_into_a_target_made_to_look_plain(tmp_path, binaries):
     """Someone who may write the target but holds no key deletes "encryption" from its config
     and moves keys/ away: copy with the usual --key-file wrote the backups there in plaintext."""
