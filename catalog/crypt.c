@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -15,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 /* --- secrets ------------------------------------------------------------------------------ */
@@ -144,6 +146,13 @@ static bool next_component(const char **p, char comp[NAME_MAX + 1])
 	return true;
 }
 
+/* Is directory dir on procfs, where a symlink may be a magic link? */
+static bool on_procfs(int dir)
+{
+	struct statfs sf;
+	return fstatfs(dir, &sf) == 0 && sf.f_type == PROC_SUPER_MAGIC;
+}
+
 /* Opens the last component comp of directory dir for reading, as the O_PATH descriptor at
  * names it (same file, or -EAGAIN: it was replaced meanwhile). */
 static int open_final(int dir, const char *comp, int at)
@@ -206,6 +215,15 @@ static int open_checked(const char *path, const char *what, struct strbuf *err)
 					  "it names)", what, path, walked, comp, (unsigned)st.st_uid,
 					  (unsigned)geteuid());
 				r = -EINVAL;
+			} else if (on_procfs(dir)) { /* a magic link (/proc/PID/fd/N, .../root): its text
+						      * is no path; the kernel follows it to an open file */
+				int fd = openat(dir, comp, (last ? O_RDONLY | O_NOCTTY | O_NONBLOCK
+								 : O_PATH | O_DIRECTORY) | O_CLOEXEC);
+				r = fd < 0 ? -errno : last ? fd : 0;
+				if (last)
+					break;
+				close(dir);
+				dir = fd;
 			} else if (n < 0 || ++hops > 40) {
 				r = n < 0 ? -errno : -ELOOP;
 			} else {

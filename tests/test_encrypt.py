@@ -508,14 +508,31 @@ def test_key_slots_add_list_remove_and_passphrase(tmp_path, binaries):
     assert p.returncode != 0 and 'is not encrypted' in p.stderr
 
 
+def removes_crossing(loc, env, paused_key, its_target, other_key, other_target):
+    """Two key removes crossing: paused_key's remove of slot its_target, paused (a suspended
+    machine) after its checks and just before its delete, past its lease; meanwhile
+    other_key's remove of other_target runs (waiting out that lease); then the first goes on.
+    The first's (exit status, stdout, stderr)."""
+    from conftest import preload
+    from test_lease import stopped_at_state_t
+    first = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, 'key', 'remove', '--store', loc, '--key-file', paused_key, its_target], text=True,
+        env=dict(env, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_UNLINK=f'{its_target}.json'),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+        cb('key', 'remove', '--store', loc, '--key-file', other_key, other_target, env=env)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+        out, err = first.communicate(timeout=120)
+    return first.returncode, out, err
+
+
 def test_a_key_remove_paused_past_its_lease_never_leaves_the_store_without_a_slot(tmp_path, binaries):
     """Keys k1 and k2, each removing the other's slot: the remove with k1, paused (a suspended
     machine) after it saw its own slot and before it deleted k2's, lost its lease; the remove
     with k2 took the store and deleted k1's slot; k1's then deleted k2's: no slot left, every
     backup unreadable, both exit 0. It now looks again after its delete, writes its own slot
-    back as it was, and says so (exit 1)."""
-    from conftest import preload
-    from test_lease import stopped_at_state_t
+    back as it was when no usable slot is left, and says so (exit 1)."""
     loc, env, k1 = store_with_backup_b(tmp_path)
     env = dict(env, CASSBACKUP_LOCK_STALE_SECONDS='2', CASSBACKUP_LOCK_REFRESH_SECONDS='1')
     k2 = str(tmp_path / 'k2')
@@ -525,16 +542,8 @@ def test_a_key_remove_paused_past_its_lease_never_leaves_the_store_without_a_slo
         slots = json.loads(cb('key', 'list', '--store', loc, '--key-file', key, '--json', env=env).stdout)
         return next(s['id'] for s in slots if s['current'])
     s1, s2 = own_slot(k1), own_slot(k2)
-    first = stopped_at_state_t(subprocess.Popen(
-        [CASSBACKUP, 'key', 'remove', '--store', loc, '--key-file', k1, s2], text=True,
-        env=dict(env, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_UNLINK=f'{s2}.json'),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    try:
-        cb('key', 'remove', '--store', loc, '--key-file', k2, s1, env=env)  # waits out the lease
-    finally:
-        os.kill(first.pid, signal.SIGCONT)
-        out, err = first.communicate(timeout=120)
-    assert first.returncode == 1, (out, err)
+    rc, out, err = removes_crossing(loc, env, k1, s2, k2, s1)
+    assert rc == 1, (out, err)
     assert f'removed key slot {s2}' in out and f'key slot {s1}, the one this key opened, was removed' in err, err
     assert 'written back' in err, err
     assert sorted(os.listdir(os.path.join(loc, 'keys'))) == [f'{s1}.json']
@@ -543,19 +552,12 @@ def test_a_key_remove_paused_past_its_lease_never_leaves_the_store_without_a_slo
     # back while another slot opens the store (a key retired on purpose opened it again)
     k3 = str(tmp_path / 'k3')
     for new in (k2, k3):
-        os.unlink(new) if os.path.exists(new) else None
+        if os.path.exists(new):
+            os.unlink(new)
         cb('key', 'add', '--store', loc, '--key-file', k1, '--new-key-file', new, env=env)
     s2, s3 = own_slot(k2), own_slot(k3)
-    first = stopped_at_state_t(subprocess.Popen(
-        [CASSBACKUP, 'key', 'remove', '--store', loc, '--key-file', k1, s3], text=True,
-        env=dict(env, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_UNLINK=f'{s3}.json'),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    try:
-        cb('key', 'remove', '--store', loc, '--key-file', k2, s1, env=env)
-    finally:
-        os.kill(first.pid, signal.SIGCONT)
-        out, err = first.communicate(timeout=120)
-    assert first.returncode == 1 and 'this key no longer opens the store' in err, (out, err)
+    rc, out, err = removes_crossing(loc, env, k1, s3, k2, s1)
+    assert rc == 1 and 'this key no longer opens the store' in err, (out, err)
     assert sorted(os.listdir(os.path.join(loc, 'keys'))) == [f'{s2}.json']
     p = cb('list', '--store', loc, '--key-file', k1, env=env, check=False)
     assert p.returncode == 2 and 'wrong key' in p.stderr, p.stderr
@@ -568,16 +570,8 @@ def test_a_key_remove_paused_past_its_lease_never_leaves_the_store_without_a_slo
     os.unlink(k1)
     cb('key', 'add', '--store', loc, '--key-file', k2, '--new-key-file', k1, env=env)
     s1 = own_slot(k1)
-    first = stopped_at_state_t(subprocess.Popen(
-        [CASSBACKUP, 'key', 'remove', '--store', loc, '--key-file', k1, s2], text=True,
-        env=dict(env, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_UNLINK=f'{s2}.json'),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    try:
-        cb('key', 'remove', '--store', loc, '--key-file', k2, s1, env=env)
-    finally:
-        os.kill(first.pid, signal.SIGCONT)
-        out, err = first.communicate(timeout=120)
-    assert first.returncode == 1 and 'written back' in err, (out, err)
+    rc, out, err = removes_crossing(loc, env, k1, s2, k2, s1)
+    assert rc == 1 and 'written back' in err, (out, err)
     cb('verify', '--store', loc, '--all', '--key-file', k1, env=env)
 
 

@@ -162,6 +162,16 @@ def test_a_key_file_symlink_another_user_owns_is_refused(tmp_path, binaries):
     os.symlink('..data/key', ours)
     cb('init', '--store', str(tmp_path / 's'), '--encrypt', '--key-file', ours, env=env)
     cb('list', '--store', str(tmp_path / 's'), '--key-file', ours, env=env)
+    # a key handed over as an open descriptor, its name gone: /dev/fd/N is a magic link the
+    # kernel follows to the open file, not a path (its text named the removed file)
+    fd = os.open(ours, os.O_RDONLY)
+    try:
+        os.unlink(tmp_path / '..2026_12_06' / 'key')
+        p = subprocess.run([CASSBACKUP, 'list', '--store', str(tmp_path / 's'), '--key-file', f'/dev/fd/{fd}'],
+                           env=env, pass_fds=(fd,), capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+    finally:
+        os.close(fd)
 
 
 def test_a_config_whose_encryption_settings_changed_is_named_not_the_key_or_the_packs(tmp_path, binaries):
@@ -175,7 +185,9 @@ def test_a_config_whose_encryption_settings_changed_is_named_not_the_key_or_the_
     good = read(config)
     src = make_sample(str(tmp_path / 's2'), '--data-kib', '64', '--data-dirs', '1', '--no-clutter', '--seed', '7')
     for field, old, new in (('chunk', b'"chunk": 16384', b'"chunk": 16385'), ('id', None, None)):
-        bad = good.replace(old, new) if old else re.sub(rb'("id": "[0-9a-f])', lambda m: m.group(1)[:-1] + bytes([m.group(1)[-1] ^ 1]), good, count=1)
+        # the id: its first hex digit changed to another hex digit (a bit flip may leave hex)
+        bad = good.replace(old, new) if old else re.sub(
+            rb'("id": ")([0-9a-f])', lambda m: m.group(1) + (b'1' if m.group(2) == b'0' else b'0'), good, count=1)
         assert bad != good
         with open(config, 'wb') as f:
             f.write(bad)

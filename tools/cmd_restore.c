@@ -373,13 +373,6 @@ static bool same_bytes(int dfd, const char *name, const struct vf *f)
 	       !memcmp(sha, f->want, 32);
 }
 
-/* Is name in dfd a regular file? */
-static bool regular_file_at(int dfd, const char *name)
-{
-	struct stat st;
-	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
-}
-
 /* Does directory dfd hold sstable u, under prefix (NULL: the unit's own names): every file of
  * it with the backup's bytes, but for a Statistics.db or Summary.db, which Cassandra rewrites
  * in place (a restore run again after nodetool import took the sstable with its level reset,
@@ -396,7 +389,7 @@ static bool unit_same_as(int dfd, const struct plan_table *pt, const struct unit
 		else
 			sb_puts(&name, f->name);
 		same = name.buf && (sstable_component_rewritten_in_place(f->name)
-					    ? regular_file_at(dfd, name.buf)
+					    ? sstable_rewritten_component_there(dfd, name.buf)
 					    : same_bytes(dfd, name.buf, f));
 	}
 	sb_free(&name);

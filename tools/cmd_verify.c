@@ -369,8 +369,7 @@ static void map_rewritten_in_place(struct vf *v, size_t n, char **orig, const ch
 		struct strbuf name = {0}, path = {0};
 		sb_printf(&name, "%.*s%s", (int)sstable_prefix_len(v[k].name), v[k].name, orig[i] + p);
 		sb_printf(&path, "%s%s%s/%s", dir, *v[i].dir ? "/" : "", v[i].dir, name.buf ? name.buf : "");
-		struct stat st;
-		if (name.buf && path.buf && lstat(path.buf, &st) == 0 && S_ISREG(st.st_mode)) {
+		if (name.buf && path.buf && sstable_rewritten_component_there(AT_FDCWD, path.buf)) {
 			free(v[i].name);
 			v[i].name = name.buf, name.buf = NULL;
 			v[i].path = path.buf, path.buf = NULL;

@@ -4,8 +4,10 @@
 #include <ctype.h>
 #include <errno.h>
 #include <openssl/evp.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 /* Splits at '-' into at most 8 fields; returns the count. */
@@ -89,6 +91,13 @@ bool sstable_component_rewritten_in_place(const char *name)
 {
 	size_t p = sstable_prefix_len(name);
 	return p && (!strcmp(name + p, "Statistics.db") || !strcmp(name + p, "Summary.db"));
+}
+
+bool sstable_rewritten_component_there(int dfd, const char *name)
+{
+	struct stat st;
+	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+	       st.st_size > 0;
 }
 
 uint64_t sstable_numeric_generation(const char *name)

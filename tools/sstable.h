@@ -38,6 +38,11 @@ bool sstable_is_statistics(const char *name);
  * resampled: SSTableReader.cloneWithNewSummarySamplingLevel saves it again)? */
 bool sstable_component_rewritten_in_place(const char *name);
 
+/* Does name in directory dfd (AT_FDCWD: a path) stand for such a component Cassandra rewrote:
+ * a regular file, not a symlink, and not empty (a rewrite never empties one: an empty one is
+ * damage)? Its bytes are not compared. */
+bool sstable_rewritten_component_there(int dfd, const char *name);
+
 enum digest_kind { DIGEST_NONE, DIGEST_CRC32, DIGEST_ADLER32, DIGEST_SHA1 };
 
 /* The expected digest of Data.db from the contents of a Digest.* file of the given name. */
