@@ -51,3 +51,21 @@ def test_summary_counts_ok_and_failed_tables(store, small_tree):
     assert p.returncode == 1 and [t['status'] for t in res['tables']] == ['failed', 'ok']
     assert {k: res['summary'][k] for k in ('backups', 'tables', 'ok', 'failed')} == \
         {'backups': 1, 'tables': 2, 'ok': 1, 'failed': 1}
+
+
+def test_a_damaged_pack_the_catalog_could_not_index_is_named_damaged(store, small_tree):
+    """A host whose catalog must index a pack whose trailer is damaged: verify named the pack
+    as one that "could not be read; try again", framing damage as a store failing. It says
+    why (the trailer) and where to look, and no retry."""
+    cb('create', '--store', store, '--name', 'a', *data_dir_args(small_tree), '--snapshot', 'nightly-1')
+    [pack] = packs(store)
+    size = os.path.getsize(pack)
+    with open(pack, 'r+b') as f:
+        f.seek(size - 64)
+        f.write(b'\0' * 64)
+    for name in os.listdir(store):
+        if name.startswith('catalog.db'):
+            os.unlink(os.path.join(store, name))
+    p = cb('verify', '--store', store, '--all', check=False)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert 'damaged trailer or seek table' in p.stdout and 'try again' not in p.stdout, p.stdout

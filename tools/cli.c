@@ -290,8 +290,8 @@ int no_pack_holds_words(struct store *st, struct strbuf *out)
 	_cleanup_free_ char *said = cli_escape(why);
 	if (n)
 		return sb_printf(out, "its bytes are in no pack the catalog knows: %u pack%s of the "
-				 "store could not be read (%s); where the store failed, try again; "
-				 "'cassbackup check' tells more", n, n == 1 ? "" : "s", said ? said : "");
+				 "store could not be read (%s); 'cassbackup check' tells more", n,
+				 n == 1 ? "" : "s", said ? said : "");
 	return sb_puts(out, "its bytes are in no pack of the store (a pack is missing; 'cassbackup "
 			    "check' tells more)");
 }
