@@ -146,11 +146,30 @@ static bool next_component(const char **p, char comp[NAME_MAX + 1])
 	return true;
 }
 
-/* Is directory dir on procfs, where a symlink may be a magic link? */
-static bool on_procfs(int dir)
+/* Is directory dir on procfs below its root, where a symlink may be a magic link
+ * (/proc/PID/cwd, /root, /fd/N)? The links of /proc itself (self, thread-self, mounts) are
+ * plain ones, their text a path. */
+static bool magic_in_proc(int dir)
 {
 	struct statfs sf;
-	return fstatfs(dir, &sf) == 0 && sf.f_type == PROC_SUPER_MAGIC;
+	struct stat d, root;
+	return fstatfs(dir, &sf) == 0 && sf.f_type == PROC_SUPER_MAGIC && fstat(dir, &d) == 0 &&
+	       !(stat("/proc", &root) == 0 && root.st_dev == d.st_dev && root.st_ino == d.st_ino);
+}
+
+/* Is directory dir (on procfs) this process's own: /proc/self, /proc/thread-self, or their fd
+ * directories? Only their links are followed: another process's point where it chooses. */
+static bool ours_in_proc(int dir)
+{
+	static const char *const own[] = {"/proc/self", "/proc/self/fd", "/proc/thread-self",
+					  "/proc/thread-self/fd"};
+	struct stat d, o;
+	if (fstat(dir, &d) < 0)
+		return false;
+	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+		if (stat(own[i], &o) == 0 && o.st_dev == d.st_dev && o.st_ino == d.st_ino)
+			return true;
+	return false;
 }
 
 /* Opens the last component comp of directory dir for reading, as the O_PATH descriptor at
@@ -215,8 +234,15 @@ static int open_checked(const char *path, const char *what, struct strbuf *err)
 					  "it names)", what, path, walked, comp, (unsigned)st.st_uid,
 					  (unsigned)geteuid());
 				r = -EINVAL;
-			} else if (on_procfs(dir)) { /* a magic link (/proc/PID/fd/N, .../root): its text
-						      * is no path; the kernel follows it to an open file */
+			} else if (magic_in_proc(dir) && !ours_in_proc(dir)) {
+				/* another process's /proc/PID links: it chooses where they point, and one
+				 * that is not dumpable shows them as root's */
+				sb_printf(err, "%s %s: %s/%s is a link of another process in /proc: it "
+					  "chooses the key (use the file it names)", what, path, walked, comp);
+				r = -EINVAL;
+			} else if (magic_in_proc(dir)) { /* a magic link of ours (/proc/self/fd/N,
+							   * .../root): its text is no path; the
+							   * kernel follows it */
 				int fd = openat(dir, comp, (last ? O_RDONLY | O_NOCTTY | O_NONBLOCK
 								 : O_PATH | O_DIRECTORY) | O_CLOEXEC);
 				r = fd < 0 ? -errno : last ? fd : 0;
@@ -224,6 +250,8 @@ static int open_checked(const char *path, const char *what, struct strbuf *err)
 					break;
 				close(dir);
 				dir = fd;
+				size_t wl = strlen(walked);
+				snprintf(walked + wl, sizeof(walked) - wl, "/%s", comp);
 			} else if (n < 0 || ++hops > 40) {
 				r = n < 0 ? -errno : -ELOOP;
 			} else {

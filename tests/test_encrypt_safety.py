@@ -214,6 +214,44 @@ def test_a_config_whose_encryption_settings_changed_is_named_not_the_key_or_the_
     assert p.returncode == 2 and 'wrong key' in p.stderr, p.stderr
 
 
+def test_a_key_file_through_another_process_in_proc_is_refused(tmp_path, binaries):
+    """/proc/PID/cwd, /root and /fd/N of another user's process that made itself not dumpable
+    show as root's links: root followed them where that user pointed them (a root-owned
+    private file whose bytes it knows). Only this process's own /proc links are followed."""
+    import pathlib
+    import tempfile
+    shared = pathlib.Path(tempfile.mkdtemp(prefix='cb-proc-'))  # one user 65534 can reach
+    os.chmod(shared, 0o755)
+    rootdir = shared / 'rootdir'
+    rootdir.mkdir(mode=0o711)
+    planted = keyfile(rootdir / 'planted')
+    script = shared / 'holder.py'
+    script.write_text('import ctypes, os, sys, time\n'
+                      'ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)\n'  # PR_SET_DUMPABLE 0
+                      'os.chdir(sys.argv[1])\n'
+                      'fd = os.open(sys.argv[2], os.O_PATH)\n'
+                      'print(os.getpid(), fd, flush=True)\n'
+                      'time.sleep(120)\n')
+    holder = subprocess.Popen(['setpriv', '--reuid', '65534', '--regid', '65534', '--clear-groups',
+                               '/usr/bin/python3', str(script), str(rootdir), str(planted)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        pid, fd = holder.stdout.readline().split()
+        env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+        for given in (f'/proc/{pid}/cwd/planted', f'/proc/{pid}/fd/{fd}', f'/proc/{pid}/root{planted}'):
+            p = cb('init', '--store', str(tmp_path / 's'), '--encrypt', '--key-file', given, env=env,
+                   check=False)
+            assert p.returncode == 2 and 'a link of another process in /proc' in p.stderr, (given, p.stderr)
+            assert not os.path.exists(tmp_path / 's')
+        # this process's own: followed (as for /dev/fd/N)
+        cb('init', '--store', str(tmp_path / 's'), '--encrypt', '--key-file', f'/proc/self/root{planted}',
+           env=env)
+    finally:
+        holder.kill()
+        holder.wait()
+        shutil.rmtree(shared)
+
+
 def test_a_key_file_swapped_for_a_link_as_it_is_opened_is_refused(tmp_path, binaries):
     """The links on a key file's path were checked by name, then open(2) looked the path up
     again: another user who may write a directory on it swapped in a link of theirs between

@@ -69,3 +69,22 @@ def test_a_damaged_pack_the_catalog_could_not_index_is_named_damaged(store, smal
     p = cb('verify', '--store', store, '--all', check=False)
     assert p.returncode == 1, p.stdout + p.stderr
     assert 'damaged trailer or seek table' in p.stdout and 'try again' not in p.stdout, p.stdout
+
+
+def test_verify_dir_with_a_fifo_in_it_does_not_wait(store, small_tree, tmp_path):
+    """A FIFO under a component's name in the directory verify --dir checks: verify opened it
+    to compare its bytes and waited for a writer for ever. It is a file without them."""
+    cb('create', '--store', store, '--name', 'f', *data_dir_args(small_tree), '--snapshot', 'nightly-1',
+       '--table', 'shop.table1')
+    target = tmp_path / 'restored'
+    target.mkdir()
+    (target / 'shop').mkdir()
+    tdir = target / 'shop' / 'table1-0123456789abcdef0123456789abcdef'
+    tdir.mkdir()
+    cb('restore', '--store', store, 'f', '--data-dir', str(target))
+    stats = sorted(n for n in os.listdir(tdir) if n.endswith('-Statistics.db'))[0]
+    os.unlink(tdir / stats)
+    os.mkfifo(tdir / stats)
+    p = cb('verify', '--store', store, '--dir', str(tdir), '--against', 'f/shop/table1', check=False,
+           timeout=120)
+    assert p.returncode == 1 and stats in p.stdout, p.stdout

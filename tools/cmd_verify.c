@@ -91,7 +91,7 @@ struct reader {
 /* Opens f's file in --dir and gets its size: -errno with why set. */
 static int open_source(const struct vf *f, uint64_t *size, struct strbuf *why)
 {
-	int fd = open(f->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = open(f->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK); /* a FIFO: no wait */
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		int r = -errno;
@@ -304,7 +304,7 @@ static void read_and_check(struct reader *rd, struct vf *v, size_t n, struct tab
 /* Does path hold exactly f's bytes (a regular file, not followed through a symlink)? */
 static bool has_bytes(const char *path, const struct vf *f)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK); /* a FIFO: no wait */
 	if (fd < 0)
 		return false;
 	struct stat st;
