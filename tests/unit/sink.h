@@ -3,11 +3,15 @@
 #ifndef CASSBACKUP_TEST_SINK_H
 #define CASSBACKUP_TEST_SINK_H
 
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend.h"
 #include "packread.h"
+
+#define TEST_SINK_PREFIX "/tmp/cb-sink-"
 
 struct test_sink {
 	char dir[64];
@@ -19,7 +23,7 @@ struct test_sink {
 /* Starts an upload of a new temp file; NULL members on failure. */
 static inline int test_sink_open(struct test_sink *s)
 {
-	snprintf(s->dir, sizeof(s->dir), "/tmp/cb-sink-XXXXXX");
+	snprintf(s->dir, sizeof(s->dir), TEST_SINK_PREFIX "XXXXXX");
 	s->b = NULL;
 	s->u = NULL;
 	if (!mkdtemp(s->dir))
@@ -39,6 +43,30 @@ static inline int test_sink_close(struct test_sink *s, int commit)
 	s->u = NULL;
 	s->b = NULL;
 	return r;
+}
+
+static inline int test_sink_remove_one(const char *p, const struct stat *st, int type,
+				       struct FTW *f)
+{
+	(void)st, (void)type, (void)f;
+	return remove(p) < 0 ? -1 : 0;
+}
+
+/* Removes the sink directory path is in (or is), with everything in it: the stream, the
+ * backend's tmp/ and whatever a test put beside them. Any path not under a sink directory
+ * is left alone. */
+static inline void test_sink_remove(const char *path)
+{
+	const size_t prefix = strlen(TEST_SINK_PREFIX);
+	char dir[64];
+	if (strncmp(path, TEST_SINK_PREFIX, prefix) != 0)
+		return;
+	size_t n = prefix + strcspn(path + prefix, "/");
+	if (n >= sizeof(dir))
+		return;
+	memcpy(dir, path, n);
+	dir[n] = '\0';
+	nftw(dir, test_sink_remove_one, 8, FTW_DEPTH | FTW_PHYS);
 }
 
 /* A pack cache over the files of dir, read-only, as a store's would read its packs. */

@@ -248,8 +248,7 @@ static void test_seek_table_bit_flips(void)
 	CHECK(refused > 0);
 	CHECK(read_all(dir, base) == 1);
 	close(fd);
-	unlink(path);
-	rmdir(dir);
+	test_sink_remove(path);
 	free(dir);
 }
 
@@ -261,7 +260,7 @@ static void test_round_trip(unsigned threads)
 	check_offsets(path);
 	check_index(path);
 	check_tar(path);
-	unlink(path);
+	test_sink_remove(path);
 }
 
 static void test_errors(void)
@@ -288,6 +287,7 @@ static void test_errors(void)
 	close(sfd);
 	unlink(src);
 	test_sink_close(&sk, 0);
+	test_sink_remove(sk.dir);
 }
 
 /* How many of the file's pages are in the page cache. */
@@ -357,8 +357,7 @@ static void test_sources_of_every_size(void)
 		CHECK(memcmp(back, data, sizes[i]) == 0);
 	}
 	test_cache_close(tb, pc);
-	unlink(sk.path);
-	rmdir(sk.dir);
+	test_sink_remove(sk.dir);
 	/* one byte more or less than announced, on either side of a chunk: -ESTALE */
 	static const struct { size_t have, announced; } off_by_one[] = {
 		{4097, 4096}, {4095, 4096}, {(1u << 20) + 1, 1u << 20}, {1u << 20, (1u << 20) + 1}};
@@ -376,7 +375,7 @@ static void test_sources_of_every_size(void)
 		close(sfd);
 		unlink(src);
 		test_sink_close(&sk, 0);
-		rmdir(sk.dir);
+		test_sink_remove(sk.dir);
 	}
 	free(data);
 	free(back);
@@ -407,6 +406,7 @@ static void test_memory_budget(void)
 		}
 		seekable_writer_free(w);
 		test_sink_close(&sk, 0);
+		test_sink_remove(sk.dir);
 	}
 }
 

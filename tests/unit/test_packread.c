@@ -170,9 +170,7 @@ int main(void)
 	test_runs(d, dir);
 	test_disk(d, dir);
 	test_disk_cache_order(dir);
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	CHECK(system(cmd) == 0);
+	test_sink_remove(dir);
 	free(d);
 	if (failures)
 		fprintf(stderr, "%d check(s) failed\n", failures);

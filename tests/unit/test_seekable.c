@@ -149,7 +149,7 @@ static void test_round_trip(unsigned threads)
 	ZSTD_freeDCtx(dctx);
 	seek_table_free(t);
 	cb_io_close(io);
-	unlink(path);
+	test_sink_remove(path);
 	free(path);
 	free(d);
 }
@@ -203,7 +203,7 @@ static void test_concurrent_cache(void)
 		CHECK(args[i].bad == 0);
 	}
 	test_cache_close(tb, pc);
-	unlink(path);
+	test_sink_remove(path);
 	free(path);
 	free(dir);
 	free(d);
@@ -254,7 +254,7 @@ static void test_corruption(void)
 	free(buf);
 	ZSTD_freeDCtx(dctx);
 	seek_table_free(t);
-	unlink(path);
+	test_sink_remove(path);
 	free(path);
 	free(d);
 }
@@ -271,7 +271,7 @@ static void test_empty_stream(void)
 	CHECK(seek_table_read(io, &t) == 0 && t->frames == 0 && t->doff[0] == 0);
 	seek_table_free(t);
 	cb_io_close(io);
-	unlink(path);
+	test_sink_remove(path);
 	free(path);
 }
 
