@@ -2,8 +2,8 @@
 # The test command (README.md): installs dependencies, builds, runs gcc -fanalyzer over the
 # product's code (tests/analyze.sh: fails on a finding not in the reviewed baseline), and runs
 # every test twice, both at once: in a plain build, and under AddressSanitizer +
-# UndefinedBehaviorSanitizer; then every fuzz target for FUZZ_SECONDS (default 20) each under
-# libFuzzer.
+# UndefinedBehaviorSanitizer; then every fuzz target for FUZZ_SECONDS (default 10) each under
+# libFuzzer, from its corpus in tests/fuzz/corpus.
 # Needs root: the tests mount FUSE and tmpfs file systems for real.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,5 +61,5 @@ if [ "${#failed[@]}" -gt 0 ]; then
 	printf 'tests/run.sh: failed: %s\n' "${failed[@]}" >&2
 	exit 1
 fi
-echo "== fuzzing every parser of store bytes (libFuzzer, ${FUZZ_SECONDS:-20} s each)"
-FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash tests/fuzz/run.sh
+echo "== fuzzing every parser of store bytes (libFuzzer, ${FUZZ_SECONDS:-10} s each)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-10} bash tests/fuzz/run.sh

@@ -14,7 +14,7 @@ else
 	CC=clang meson setup "$dir" -Dtests=false -Dfuzz=true -Db_sanitize=address,undefined \
 		-Db_lundef=false -Dbuildtype=debugoptimized >/dev/null
 fi
-meson compile -C "$dir" >/dev/null
+meson compile -C "$dir" fuzzers >/dev/null
 mkdir -p "$dir/crashes"
 
 # One target: its corpus copied to a scratch directory, run for $secs, its summary lines to
