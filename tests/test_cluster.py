@@ -98,6 +98,31 @@ def test_two_of_three_status_names_the_missing_node(store, cluster):
     assert p.returncode == 3 and 'day9' in p.stderr and len(p.stderr.splitlines()) == 1
 
 
+def packs_of(store):
+    return {os.path.join(d, n) for d, _, names in os.walk(os.path.join(store, 'packs')) for n in names}
+
+
+def test_status_says_a_node_backup_whose_pack_is_gone_is_incomplete(store, cluster):
+    """status said 'complete': true, exit 0, for a cluster backup one of whose node backups had
+    lost its pack (list said INCOMPLETE); the rollback playbook gates its TRUNCATE on status."""
+    create_on(store, cluster, 0)
+    before = packs_of(store)
+    create_on(store, cluster, 1)
+    node1 = packs_of(store) - before  # its data is its own: packs of its own
+    create_on(store, cluster, 2)
+    assert node1 and cb('status', '--store', store, 'day1').returncode == 0
+    for f in node1:
+        os.unlink(f)
+    p = cb('status', '--store', store, 'day1', check=False)
+    lines = p.stdout.splitlines()
+    assert p.returncode == 1 and lines[0] == 'day1: 3 of 3 nodes committed'
+    assert [l.split()[0] for l in lines[1:4]] == ['done', 'INCOMPLETE', 'done']
+    assert NODES[1]['host_id'] in lines[2] and 'cassbackup check' in lines[-1]
+    s = json.loads(cb('status', '--store', store, 'day1', '--json', check=False).stdout)
+    assert not s['complete'] and s['nodes_incomplete'] == 1 and s['missing'] == []
+    assert [n['host_id'] for n in s['nodes'] if not n['complete']] == [NODES[1]['host_id']]
+
+
 def test_a_host_id_in_capitals_is_the_nodes_own(store, cluster, tmp_path):
     """host_id was taken as given: a node's own host id in capitals (from the config) made its
     backup a stranger to the ring, and status reported the node MISSING, exit 1; 'zz' was

@@ -174,6 +174,36 @@ def test_whole_node_restore_refuses_a_catalog_whose_table_id_is_not_the_manifest
     assert os.listdir(target) == []
 
 
+def test_whole_node_restore_without_node_refuses_a_backup_of_a_larger_ring(tmp_path):
+    """A cluster backup of three nodes of which only one had committed: --whole-node without
+    --node took that node's backup, its identity and tokens, onto whichever node ran it
+    (exit 0); with two committed it refused. The ring recorded decides now."""
+    nodes = [{'host_id': f'{c * 8}-0000-4000-8000-00000000000{k}', 'address': f'127.0.0.{k}',
+              'datacenter': 'dc1', 'rack': 'r1', 'tokens': [str(-9000 + 4000 * k)]}
+             for k, c in ((1, '1'), (2, '2'), (3, '3'))]
+    ring = tmp_path / 'ring.json'
+    ring.write_text(json.dumps({'cluster': 'C', 'schema_version': '5a5a5a5a-1111-3222-9333-444444444444',
+                                'nodes': nodes}))
+    out = make_sample(str(tmp_path / 'sample'), '--data-dirs', '1', '--keyspaces', '2', '--tables', '1',
+                      '--sstables', '1', '--data-kib', '16', '--tag', 'day1', '--no-clutter')
+    data = sample_dirs(out)[0]
+    os.rename(os.path.join(data, sorted(os.listdir(data))[-1]), os.path.join(data, 'system_schema'))
+    store = str(tmp_path / 'store')
+    cb('init', '--store', store)
+    cb('create', '--store', store, '--data-dir', data, '--snapshot', 'day1', '--include-system',
+       '--nodetool', NODETOOL, '--no-schema',
+       env=dict(os.environ, NODETOOL_STANDIN_RING=str(ring), NODETOOL_STANDIN_NODE='127.0.0.1'))
+    node = {'store': store}
+    target = tmp_path / 'data'
+    target.mkdir()
+    p = restore(node, target, 'day1', check=False)
+    assert p.returncode == 2 and len(p.stderr.splitlines()) == 1
+    assert 'cluster of 3 nodes' in p.stderr and '--node' in p.stderr and nodes[0]['host_id'] in p.stderr
+    assert os.listdir(target) == []
+    p = restore(node, target, 'day1', '--node', '127.0.0.1')  # named: that node's, on purpose
+    assert 'initial_token: -5000' in p.stdout and os.listdir(target)
+
+
 def test_whole_node_restore_refuses_while_cassandra_answers(node, tmp_path):
     target = tmp_path / 'data'
     target.mkdir()

@@ -2013,6 +2013,22 @@ static int plan_restore(catalog *cat, struct restore_opts *o, const struct table
  * replicas it holds, are another node's (load streams it to the nodes that own its rows).
  * --whole-node asks nodetool nothing: Cassandra is stopped, the node to bring back is named.
  * 0, or the exit status (said). */
+/* --whole-node without --node takes a node's identity and tokens from the only node backup of
+ * the name, which is this node's only if the cluster had no other: when the ring it recorded
+ * has more nodes (a cluster backup the others have not committed to yet, or lost), says so and
+ * returns true. */
+static bool refuse_whole_node_of_a_ring(const char *name, const struct node_backup *b)
+{
+	if (b->nring <= 1)
+		return false;
+	_cleanup_free_ char *who = node_backup_label(b), *shown = cli_escape(name);
+	errorf("backup %s was made in a cluster of %zu nodes and holds only the backup of %s so far: "
+	       "a whole-node restore takes that node's identity and tokens, so name it with --node "
+	       "(host id, node name or address) to restore it here; nothing was restored",
+	       shown ? shown : "", b->nring, who ? who : b->node);
+	return true;
+}
+
 static int pick_node_backup(catalog *cat, struct restore_opts *o)
 {
 	_cleanup_free_ char *local = NULL;
@@ -2025,6 +2041,10 @@ static int pick_node_backup(catalog *cat, struct restore_opts *o)
 	int r = node ? 0 : node_backups_named(cat, o->name, &l); /* how many, or -errno */
 	if (r > 1 && !node && local)
 		node = local; /* several: this node's, as nodetool tells it */
+	if (r == 1 && !node && o->whole_node && refuse_whole_node_of_a_ring(o->name, &l.v[0])) {
+		node_backups_free(&l);
+		return CB_EXIT_USAGE;
+	}
 	node_backups_free(&l);
 	int rc = cluster_pick(o->st, o->store, o->name, node, false, &o->ref);
 	if (rc != 0 || !local || o->from_node)

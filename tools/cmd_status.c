@@ -10,6 +10,17 @@
 
 /* --- status ------------------------------------------------------------------------------ */
 
+/* The node backups of g whose bytes are not all in packs (list says INCOMPLETE): committed,
+ * but not restorable whole. */
+static size_t count_incomplete(const struct cluster_backups *g)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < g->n; i++)
+		for (size_t k = 0; k < g->v[i].n; k++)
+			n += !g->v[i].v[k]->complete;
+	return n;
+}
+
 static void status_json(struct json *j, const char *name, const struct cluster_backups *g,
 			size_t done, size_t expected, bool ok)
 {
@@ -17,6 +28,7 @@ static void status_json(struct json *j, const char *name, const struct cluster_b
 	json_kv_str(j, "name", name);
 	json_kv_bool(j, "complete", ok);
 	json_kv_u64(j, "nodes_done", done);
+	json_kv_u64(j, "nodes_incomplete", count_incomplete(g));
 	json_key(j, "nodes_expected");
 	if (expected)
 		json_u64(j, expected);
@@ -56,9 +68,20 @@ static int status_text(struct strbuf *o, const char *name, const struct cluster_
 			const struct ring_entry *e = &g->v[i].ring[k];
 			_cleanup_free_ char *a = cli_escape(e->node->address), *h = cli_escape(e->node->host_id),
 					    *dc = cli_escape(e->node->datacenter);
-			r = sb_printf(o, "  %-8s %-16s %-36s %s\n", e->done ? "done" : "MISSING",
-				      a ? a : "", h ? h : "", dc ? dc : "");
+			const char *state = !e->done ? "MISSING" : e->done->complete ? "done" : "INCOMPLETE";
+			r = sb_printf(o, "  %-10s %-16s %-36s %s\n", state, a ? a : "", h ? h : "", dc ? dc : "");
 		}
+	size_t incomplete = count_incomplete(g);
+	for (size_t i = 0; r == 0 && !expected && i < g->n; i++)
+		for (size_t k = 0; r == 0 && k < g->v[i].n; k++) {
+			_cleanup_free_ char *who = g->v[i].v[k]->complete ? NULL : node_backup_label(g->v[i].v[k]);
+			if (who)
+				r = sb_printf(o, "  %-10s %s\n", "INCOMPLETE", who);
+		}
+	if (r == 0 && incomplete)
+		r = sb_printf(o, "%zu node backup%s INCOMPLETE: committed, but not every file's bytes are "
+			      "in a pack the store holds, so it cannot be restored whole ('cassbackup check' "
+			      "says what is missing)\n", incomplete, incomplete == 1 ? " is" : "s are");
 	return r;
 }
 
@@ -79,8 +102,9 @@ int cmd_status(int argc, char **argv)
 		.max_operands = 1,
 		.description = "Says whether every node of the ring the node backups of NAME recorded\n"
 			       "(the union of their rings) has committed its backup NAME, naming each\n"
-			       "node missing (address and host id). Exit status: 0 when all have, 1\n"
-			       "when some have not, 3 when there is no backup NAME.",
+			       "node missing (address and host id) and each node backup that is\n"
+			       "INCOMPLETE. Exit status: 0 when all have and all are complete, 1 when\n"
+			       "not, 3 when there is no backup NAME.",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
@@ -110,8 +134,9 @@ int cmd_status(int argc, char **argv)
 		struct json j;
 		json_init(&j, &out);
 		int r = 0;
+		bool whole = missing == 0 && count_incomplete(&g) == 0;
 		if (json)
-			status_json(&j, name, &g, done, expected, missing == 0);
+			status_json(&j, name, &g, done, expected, whole);
 		else
 			r = status_text(&out, name, &g, done, expected);
 		if (r < 0 || json_error(&j) < 0) {
@@ -119,7 +144,7 @@ int cmd_status(int argc, char **argv)
 			rc = CB_EXIT_FAILED;
 		} else {
 			fputs(out.buf ? out.buf : "", stdout);
-			rc = missing ? CB_EXIT_FAILED : CB_EXIT_OK;
+			rc = whole ? CB_EXIT_OK : CB_EXIT_FAILED;
 		}
 		sb_free(&out);
 	}
