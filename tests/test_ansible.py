@@ -221,6 +221,23 @@ def test_restore_playbook_maps_old_nodes_onto_new_ones_and_starts_seeds_first(cl
     assert seed_start < order[1]
 
 
+def test_restore_playbook_refuses_one_source_for_two_targets(cluster):
+    """A mapping whose node2 row named node1's backup again (by its address; node1's row by a
+    prefix of its host id): both came up with node1's identity and tokens, node2's backup was
+    restored nowhere, and the play succeeded. Refused now, before any node is stopped."""
+    cluster.playbook('backup.yml', '-e', 'cassbackup_name=day1')
+    mapping = os.path.join(cluster.base, 'mapping.csv')
+    with open(mapping, 'w') as f:
+        f.write(f'True,node1,{HOST_IDS[0][:8]}\nFalse,node2,{ADDRESSES[0]}\nFalse,node3,{HOST_IDS[2]}\n')
+    p = cluster.playbook('restore.yml', '-e', 'cassbackup_name=day1', '-e', f'cassbackup_host_map={mapping}',
+                         check=False)
+    assert p.returncode != 0
+    assert 'is the source of node1 and node2' in p.stdout and 'nothing was stopped' in p.stdout
+    assert 'Stop Cassandra' not in p.stdout
+    for n in cluster.nodes:  # every node still running, none restored
+        assert os.path.exists(os.path.join(n['dir'], 'running'))
+
+
 def test_restore_playbook_stops_everything_when_a_node_cannot_be_restored(cluster):
     cluster.playbook('backup.yml', '-e', 'cassbackup_name=day1')
     for n in cluster.nodes:
