@@ -99,6 +99,8 @@ struct backup_writer {
 	size_t ntokens;
 	struct backup_attr root_attr;
 	int64_t created_ns, snapshot_ns;
+	bool commitlog_seen;
+	int64_t commitlog_seen_id;
 	struct backup_writer_opts o;
 	catalog *cat;            /* the store's catalog (owned by store) */
 	struct store *store;     /* the caller's */
@@ -234,6 +236,8 @@ static int copy_meta(backup_writer *w, const struct backup_meta *m)
 	w->root_attr = m->root_attr;
 	w->created_ns = m->created_ns ? m->created_ns : now_ns();
 	w->snapshot_ns = m->snapshot_ns;
+	w->commitlog_seen = m->commitlog_seen;
+	w->commitlog_seen_id = m->commitlog_seen_id;
 	if (m->base && (!(w->base = strdup(m->base)) || !(w->previous = strdup(m->previous))))
 		return -ENOMEM;
 	if (m->scope && manifest_scope_copy(&w->scope, m->scope) < 0)
@@ -808,7 +812,8 @@ static int fill_manifest(const backup_writer *w, uint64_t stored, struct manifes
 		.nring = w->nring, .created_ns = w->created_ns, .files = w->files, .bytes = w->bytes,
 		.new_bytes = w->new_bytes, .stored_bytes = stored, .base = w->base,
 		.previous = w->previous, .scope = w->scope, .clears_links = w->clears_links,
-		.snapshot_ns = w->snapshot_ns, .root_attr = {w->root_attr.mode & 07777, w->root_attr.uid, w->root_attr.gid,
+		.snapshot_ns = w->snapshot_ns, .commitlog_seen = w->commitlog_seen,
+		.commitlog_seen_id = w->commitlog_seen_id, .root_attr = {w->root_attr.mode & 07777, w->root_attr.uid, w->root_attr.gid,
 			      w->root_attr.mtime_ns},
 	};
 	m->keyspaces = calloc(w->ntables + 1, sizeof(*m->keyspaces));

@@ -52,6 +52,8 @@ struct backup_meta {
 	struct backup_attr root_attr;    /* of the data directory: the mount shows the backup so */
 	int64_t created_ns; /* 0: now */
 	int64_t snapshot_ns; /* a full backup's snapshot's time (manifest.h); 0: unknown */
+	bool commitlog_seen; /* a full backup's commitlog_seen_id (manifest.h) is known */
+	int64_t commitlog_seen_id;
 	/* An incremental backup: the full backup of this node it follows and the backup it is
 	 * made on top of (manifest.h), both names; NULL for a full backup. The caller hands the
 	 * writer previous's files with backup_writer_add_stored and the new ones as usual. */

@@ -524,6 +524,29 @@ static int read_listed(struct list_ctx *c)
 	return 0;
 }
 
+static int note_seen(void *ctx, const char *key, uint64_t size)
+{
+	(void)size;
+	char node[256], name[256];
+	int32_t version;
+	int64_t id, *seen = ctx;
+	if (split_key(key, node, name) == 0 && commitlog_parse_name(name, &version, &id) == 0 && id > *seen)
+		*seen = id;
+	return 0;
+}
+
+int commitlog_seen_id(struct cb_backend *b, const char *node, int64_t *seen_id)
+{
+	*seen_id = -1;
+	if (!name_is_component(node) || node[0] == '.')
+		return -EINVAL;
+	struct strbuf prefix = {0};
+	int r = sb_printf(&prefix, COMMITLOG_PREFIX "%s/", node);
+	r = r ?: cb_backend_list(b, prefix.buf, note_seen, seen_id);
+	sb_free(&prefix);
+	return r;
+}
+
 int commitlog_list(struct cb_backend *b, const char *node, bool strict, struct commitlog_list *out,
 		   struct strbuf *err)
 {
@@ -586,18 +609,19 @@ int64_t commitlog_first_id_since(const struct commitlog_meta *v, size_t n, int64
 	return first;
 }
 
-void commitlog_window_of(const struct commitlog_meta *v, size_t n, int64_t from_ms, int64_t to_ms,
-			 struct commitlog_window *w)
+void commitlog_window_of(const struct commitlog_meta *v, size_t n, const struct commitlog_start *from,
+			 int64_t to_ms, struct commitlog_window *w)
 {
-	*w = (struct commitlog_window){.from_ms = from_ms, .to_ms = to_ms, .spanning_id = INT64_MAX};
-	w->first_id = commitlog_first_id_since(v, n, from_ms);
+	*w = (struct commitlog_window){.from_ms = from->ms, .to_ms = to_ms, .seen_id = from->seen_id,
+				       .spanning_id = INT64_MAX};
+	w->first_id = commitlog_first_id_since(v, n, from->ms);
 	if (to_ms != INT64_MAX)
 		w->spanning_id = commitlog_first_id_since(v, n, to_ms + 1);
 }
 
 bool commitlog_in_window(const struct commitlog_meta *m, const struct commitlog_window *w)
 {
-	return (m->archived_ms >= w->from_ms || m->id >= w->first_id) &&
+	return (m->archived_ms >= w->from_ms || m->id >= w->first_id || m->id > w->seen_id) &&
 	       (m->id <= w->to_ms || m->archived_ms <= w->to_ms || m->id <= w->spanning_id);
 }
 
@@ -639,7 +663,7 @@ int64_t commitlog_backup_start_ms(const struct manifest *m)
  * (an upload retried the next day) starts earlier. */
 struct node_backups {
 	char **node, **ref, **host;
-	int64_t *start; /* INT64_MIN until read */
+	struct commitlog_start *start; /* .ms INT64_MIN until read */
 	size_t n, cap;
 };
 
@@ -655,7 +679,7 @@ static int grow_backups(struct node_backups *o)
 	char **hs = realloc(o->host, cap * sizeof(*hs));
 	if (hs)
 		o->host = hs;
-	int64_t *st = realloc(o->start, cap * sizeof(*st));
+	struct commitlog_start *st = realloc(o->start, cap * sizeof(*st));
 	if (st)
 		o->start = st;
 	if (!nd || !rf || !hs || !st)
@@ -674,7 +698,7 @@ static int note_backup(void *ctx, const struct cb_backup_summary *b)
 	o->node[o->n] = strdup(b->node);
 	o->ref[o->n] = strdup(b->ref); /* the manifest's key below backups/ */
 	o->host[o->n] = strdup(b->host_id ? b->host_id : "");
-	o->start[o->n] = INT64_MIN;
+	o->start[o->n] = (struct commitlog_start){.ms = INT64_MIN};
 	o->n++;
 	return o->node[o->n - 1] && o->ref[o->n - 1] && o->host[o->n - 1] ? 0 : -ENOMEM;
 }
@@ -695,21 +719,21 @@ static void node_backups_free(struct node_backups *o)
 /* The start of backup i's window, read once: an incremental's is its full backup's
  * (commitlog_window_start), or the epoch when that one is gone (every segment of the node
  * kept, rather than one too few). 0 or -errno with err. */
-static int backup_start(struct store *s, struct node_backups *o, size_t i, int64_t *start,
-			struct strbuf *err)
+static int backup_start(struct store *s, struct node_backups *o, size_t i,
+			struct commitlog_start *start, struct strbuf *err)
 {
-	if (o->start[i] == INT64_MIN) {
+	if (o->start[i].ms == INT64_MIN) {
 		struct manifest *m = NULL;
 		struct strbuf why = {0};
 		int q = store_read_manifest(s, o->ref[i], &m, NULL, &why);
 		if (q < 0) {
 			sb_printf(err, "cannot read backup %s: %s", o->ref[i], why.buf ? why.buf : strerror(-q));
 		} else {
-			int64_t from = 0;
+			struct commitlog_start from = {0};
 			why.len = 0;
 			q = commitlog_window_start(s, m, &from, &why);
 			if (q == -ENOENT)
-				from = 0, q = 0;
+				from = (struct commitlog_start){0, -1}, q = 0;
 			if (q < 0)
 				sb_printf(err, "cannot read the full backup of %s: %s", o->ref[i],
 					  why.buf ? why.buf : strerror(-q));
@@ -728,19 +752,24 @@ static int backup_start(struct store *s, struct node_backups *o, size_t i, int64
  * and of its host id under any name (a host renamed since, whose point-in-time restore takes
  * it: commitlog_list_host_elsewhere). 0 with *start, 1 when no backup is of either, or -errno. */
 static int segment_start(struct store *s, struct node_backups *o, const struct commitlog_meta *m,
-			 int64_t *start, struct strbuf *err)
+			 struct commitlog_start *start, struct strbuf *err)
 {
 	int r = 1;
 	for (size_t i = 0; r >= 0 && i < o->n; i++) {
 		if (strcmp(o->node[i], m->node) != 0 && (!*m->host_id || strcasecmp(o->host[i], m->host_id) != 0))
 			continue;
-		int64_t t;
+		struct commitlog_start t;
 		int q = backup_start(s, o, i, &t, err);
-		if (q < 0)
+		if (q < 0) {
 			r = q;
-		else if (r == 1 || t < *start)
-			*start = t;
-		r = r < 0 ? r : 0;
+			break;
+		}
+		/* the union of their windows lies within: the earliest start, the least id seen */
+		if (r == 1 || t.ms < start->ms)
+			start->ms = t.ms;
+		if (r == 1 || t.seen_id < start->seen_id)
+			start->seen_id = t.seen_id;
+		r = 0;
 	}
 	return r;
 }
@@ -773,11 +802,18 @@ static int read_node_backup(struct store *s, const char *name, const char *node,
 	return r;
 }
 
-int commitlog_window_start(struct store *s, const struct manifest *m, int64_t *from_ms,
+static struct commitlog_start start_of(const struct manifest *full)
+{
+	return (struct commitlog_start){
+		.ms = commitlog_backup_start_ms(full),
+		.seen_id = full->commitlog_seen ? full->commitlog_seen_id : COMMITLOG_SEEN_UNKNOWN};
+}
+
+int commitlog_window_start(struct store *s, const struct manifest *m, struct commitlog_start *from,
 			   struct strbuf *err)
 {
 	if (!m->base || !*m->base) {
-		*from_ms = commitlog_backup_start_ms(m);
+		*from = start_of(m);
 		return 0;
 	}
 	struct manifest *base = NULL;
@@ -785,7 +821,7 @@ int commitlog_window_start(struct store *s, const struct manifest *m, int64_t *f
 	if (r == -ENOENT)
 		sb_printf(err, "its full backup %s is not in the store", m->base);
 	if (r == 0)
-		*from_ms = commitlog_backup_start_ms(base);
+		*from = start_of(base);
 	manifest_free(base);
 	return r;
 }
@@ -848,10 +884,11 @@ static int64_t family_first_id_since(const struct commitlog_list *l, const struc
  * and copy take a host's segments under other names too, so a window worked out from one
  * name alone could let prune delete what they replay; this one holds theirs. */
 static void retention_window(const struct commitlog_list *l, const struct node_backups *o, size_t run,
-			     size_t end, const char *host_id, int64_t start, struct commitlog_window *w)
+			     size_t end, const char *host_id, const struct commitlog_start *start,
+			     struct commitlog_window *w)
 {
 	commitlog_window_of(l->v + run, end - run, start, INT64_MAX, w);
-	int64_t family_first = family_first_id_since(l, o, l->v[run].node, host_id, start);
+	int64_t family_first = family_first_id_since(l, o, l->v[run].node, host_id, start->ms);
 	if (family_first < w->first_id)
 		w->first_id = family_first;
 }
@@ -866,7 +903,7 @@ int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *d
 		for (end = i + 1; end < l->n && !strcmp(l->v[end].node, l->v[i].node); end++)
 			; /* l is by node: [i, end) is one node's */
 		struct commitlog_window w = {0};
-		int64_t start = 0;
+		struct commitlog_start start = {0};
 		int have = 1;
 		for (size_t k = i; r == 0 && k < end; k++) {
 			/* a node's segments mostly record one host id: its window is worked out once */
@@ -878,7 +915,7 @@ int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *d
 				break;
 			}
 			if (have == 0 && new_host)
-				retention_window(l, &o, i, end, l->v[k].host_id, start, &w);
+				retention_window(l, &o, i, end, l->v[k].host_id, &start, &w);
 			due[k] = have == 0 && !commitlog_in_window(&l->v[k], &w);
 		}
 	}

@@ -137,13 +137,30 @@ struct manifest;
 struct store;
 int64_t commitlog_backup_start_ms(const struct manifest *m);
 
+/* The greatest id among the segments of node (commitlogs/NODE, their names) that b holds now,
+ * or -1 when it holds none, into *seen_id. create records it before its snapshot (manifest.h
+ * commitlog_seen_id): a node's ids only grow (commitlog_first_id_since), so every segment with
+ * a greater id was switched out after, the one written while the snapshot was taken among
+ * them, whatever the node's clock said when it was archived. A listing that missed some can
+ * only make it smaller, which takes more. 0, or -errno (the listing failed). */
+int commitlog_seen_id(struct cb_backend *b, const char *node, int64_t *seen_id);
+
+/* Where a backup's commitlog window starts. */
+#define COMMITLOG_SEEN_UNKNOWN INT64_MAX /* no commitlog_seen_id recorded: no id bound */
+struct commitlog_start {
+	int64_t ms;      /* commitlog_backup_start_ms; INT64_MIN: every segment */
+	int64_t seen_id; /* its commitlog_seen_id (-1: the store held none), or
+			  * COMMITLOG_SEEN_UNKNOWN */
+};
+
 /* Where the replay for the backup of manifest m (read from s) starts: an incremental takes
  * in flushed sstables without a flush of its own, so writes still in memtables then are in
  * segments that may have been archived before it, and its window starts where its full
- * backup's does (commitlog_backup_start_ms of that manifest, read from s in either layout). Mutations replayed
- * over sstables that hold them already are harmless (same timestamps). 0 with *from_ms, or
- * -ENOENT (the full backup is not in s) or the read's error, with err. */
-int commitlog_window_start(struct store *s, const struct manifest *m, int64_t *from_ms,
+ * backup's does (commitlog_backup_start_ms of that manifest, read from s in either layout, and
+ * its commitlog_seen_id). Mutations replayed over sstables that hold them already are
+ * harmless (same timestamps). 0 with *from, or -ENOENT (the full backup is not in s) or the
+ * read's error, with err. */
+int commitlog_window_start(struct store *s, const struct manifest *m, struct commitlog_start *from,
 			   struct strbuf *err);
 
 /* Retention: a kept backup needs the segments of its node from the start of its window up to
@@ -166,18 +183,21 @@ int commitlog_retention(struct store *s, const struct commitlog_list *l, bool *d
  * archive time says (the node's clock stepped back between two archives). */
 int64_t commitlog_first_id_since(const struct commitlog_meta *v, size_t n, int64_t from_ms);
 
-/* The window [from_ms, to_ms] (to_ms INT64_MAX: open) over one node's segments. */
+/* The window [from, to_ms] (to_ms INT64_MAX: open) over one node's segments. */
 struct commitlog_window {
 	int64_t from_ms, to_ms;
 	int64_t first_id;    /* commitlog_first_id_since(from_ms) */
+	int64_t seen_id;     /* the start's: ids above it were switched out after it */
 	int64_t spanning_id; /* the least id archived after to_ms: the segment written at to_ms
 			      * (INT64_MAX: none) */
 };
-void commitlog_window_of(const struct commitlog_meta *v, size_t n, int64_t from_ms, int64_t to_ms,
-			 struct commitlog_window *w);
+void commitlog_window_of(const struct commitlog_meta *v, size_t n, const struct commitlog_start *from,
+			 int64_t to_ms, struct commitlog_window *w);
 
 /* Does segment m (of the node of w) hold mutations of the window? It was archived at or after
- * from_ms, or its id is first_id or later; and it was made (its id) or archived at or before
+ * from_ms, or its id is first_id or later, or above seen_id (a node clock stepped back after
+ * the snapshot, before the first archive since: first_id cannot tell then, the id recorded
+ * before the snapshot can); and it was made (its id) or archived at or before
  * to_ms, or it is the one written at to_ms (spanning_id: ids ahead of real time, as a node
  * that started with its clock ahead keeps them, say nothing of when it was written). A
  * segment taken in vain costs a replay of mutations Cassandra skips (their time is after the

@@ -508,8 +508,8 @@ static void note_window(struct copy *c)
 	struct strbuf why = {0};
 	/* a window not known (its full backup is not in the source): every segment of the node,
 	 * rather than too few */
-	if (commitlog_window_start(c->src, c->m, &c->st->window_start_ms, &why) < 0)
-		c->st->window_start_ms = INT64_MIN;
+	if (commitlog_window_start(c->src, c->m, &c->st->window_start, &why) < 0)
+		c->st->window_start = (struct commitlog_start){INT64_MIN, -1};
 	sb_free(&why);
 }
 
@@ -601,8 +601,8 @@ static int add_host_elsewhere(struct store *src, const char *node, const char *h
 }
 
 int segments_copy(struct store *src, struct store *dst, const char *node, const char *host_id,
-		  int64_t from_ms, const struct copy_opts *o, struct segment_copy_stats *st,
-		  struct strbuf *err)
+		  const struct commitlog_start *from, const struct copy_opts *o,
+		  struct segment_copy_stats *st, struct strbuf *err)
 {
 	*st = (struct segment_copy_stats){0};
 	struct commitlog_list l;
@@ -618,9 +618,9 @@ int segments_copy(struct store *src, struct store *dst, const char *node, const 
 	}
 	int first = 0; /* the first failure, said in err; the others are counted */
 	unsigned failed = 0;
-	/* one node's (with every node, from_ms is INT64_MIN: all of them are in) */
+	/* one node's (with every node, from->ms is INT64_MIN: all of them are in) */
 	struct commitlog_window w;
-	commitlog_window_of(l.v, l.n, from_ms, INT64_MAX, &w);
+	commitlog_window_of(l.v, l.n, from, INT64_MAX, &w);
 	for (size_t i = 0; i < l.n; i++) {
 		if (!commitlog_in_window(&l.v[i], &w))
 			continue;

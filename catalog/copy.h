@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "commitlog.h"
 #include "hash.h"
 #include "util.h"
 
@@ -66,9 +67,9 @@ struct copy_stats {
 	uint64_t pack_bytes;                   /* of the new packs; 0 when none was written */
 	char node[256];          /* the backup's node: its segments are under commitlogs/NODE */
 	char host_id[64];        /* its host id ("" unknown): and those that record it elsewhere */
-	int64_t window_start_ms; /* where a point-in-time replay from it starts
-				  * (commitlog_window_start; INT64_MIN, every segment, when its full
-				  * backup is not in the source) */
+	struct commitlog_start window_start; /* where a point-in-time replay from it starts
+					      * (commitlog_window_start; .ms INT64_MIN, every
+					      * segment, when its full backup is not in the source) */
 };
 
 /* Copies backup name (a ref, store.h: one node backup) from src to dst (see above). 0 with st filled, or:
@@ -90,9 +91,9 @@ struct segment_copy_stats {
 
 /* Copies the Cassandra commitlog segments of node (commitlogs/NODE; NULL: every node), with
  * those that record host_id under other node names (commitlog_list_host_elsewhere; host_id
- * NULL or "": none), that are in the window from from_ms on (commitlog_in_window; INT64_MIN:
- * all of them) from src to dst, where a backup
- * copied with backup_copy needs them for a point-in-time restore (window_start_ms, and every
+ * NULL or "": none), that are in the window from from on (commitlog_in_window; from->ms
+ * INT64_MIN: all of them) from src to dst, where a backup
+ * copied with backup_copy needs them for a point-in-time restore (window_start, and every
  * segment after it: the target may lack the next backup). Each is read back and checked
  * against its SHA-256, then written with one exclusive put (commitlog.h), so it is whole or
  * absent at the target and never replaces another; one the target holds is not read. With
@@ -107,7 +108,7 @@ struct segment_copy_stats {
  * err gets one line naming the first failed segment and how many more failed. What was sent
  * stays: it is what the backup needs, and prune keeps the segments a kept backup needs. */
 int segments_copy(struct store *src, struct store *dst, const char *node, const char *host_id,
-		  int64_t from_ms, const struct copy_opts *o, struct segment_copy_stats *st,
-		  struct strbuf *err);
+		  const struct commitlog_start *from, const struct copy_opts *o,
+		  struct segment_copy_stats *st, struct strbuf *err);
 
 #endif

@@ -482,6 +482,8 @@ int manifest_write(const struct manifest *m, struct strbuf *out, char *err, size
 		r = json_object_set_new(root, "clears_links", json_true()) ? -ENOMEM : 0;
 	if (!r && m->snapshot_ns > 0)
 		r = put_int(root, "snapshot_ns", m->snapshot_ns);
+	if (!r && m->commitlog_seen)
+		r = put_int(root, "commitlog_seen_id", m->commitlog_seen_id);
 	for (size_t i = 0; !r && i < m->ntokens; i++)
 		r = json_array_append_new(tokens, json_string(m->tokens[i])) ? -ENOMEM : 0;
 	json_t *rootattr = json_object();
@@ -835,6 +837,9 @@ static int parse_header(json_t *root, struct manifest *m, struct perr *e)
 	m->clears_links = clears && json_is_true(clears);
 	if (json_object_get(root, "snapshot_ns") &&
 	    (r = get_int(root, "snapshot_ns", 0, INT64_MAX, &m->snapshot_ns, e, w)) < 0)
+		return r;
+	if ((m->commitlog_seen = json_object_get(root, "commitlog_seen_id") != NULL) &&
+	    (r = get_int(root, "commitlog_seen_id", -1, INT64_MAX - 1, &m->commitlog_seen_id, e, w)) < 0)
 		return r;
 	const char *labels[] = {m->node, m->cluster, m->datacenter, m->host_id, m->rack,
 				m->schema_version, m->cassandra_version};

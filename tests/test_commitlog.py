@@ -79,11 +79,15 @@ def set_archived(store, node, name, archived_ms, created_ms=0):
 
 
 def set_backup_time(store, name, snapshot_ms):
-    """The backup's files were last written at snapshot_ms; the backup was made a minute later."""
+    """The backup's files were last written at snapshot_ms; the backup was made a minute later,
+    before the segments its tests archive since (at made-up times) were there: the id create
+    saw then (commitlog_seen_id) is dropped, so its window goes by their times, as a backup
+    made before it was recorded does."""
     path = manifest_path(store, name)
     with open(path) as f:
         doc = json.load(f)
     doc['created_ns'] = (snapshot_ms + 60000) * 10**6
+    doc.pop('commitlog_seen_id', None)
 
     def walk(o):
         if isinstance(o, dict):
@@ -1030,6 +1034,33 @@ def test_a_clock_stepped_back_or_an_id_ahead_loses_no_segment(history, tmp_path)
     assert f'would copy commitlog segment {os.path.basename(s10)}' in r.stdout, r.stdout
     assert os.path.basename(s11) not in r.stdout
 
+
+
+def test_a_clock_stepped_back_after_the_snapshot_loses_no_segment(store, tmp_path):
+    """The segment written while b1's snapshot was taken was archived by a clock an hour behind
+    (an NTP step right after the snapshot): its archive time said 40 minutes before the
+    snapshot, and the id of the next one (the first archived since, by its time) could not
+    take it in. A point-in-time restore left it out and prune deleted it, exit 0. create now
+    records the greatest segment id the store held before its snapshot: every later one is in
+    its window, whatever the clock said (the real clock moves here: the clockshift shim)."""
+    def shifted(seconds):
+        return dict(os.environ, LD_PRELOAD=preload('clockshift'), CASSBACKUP_TEST_CLOCK_SHIFT=str(seconds))
+    d = str(tmp_path / 'commitlog')
+    base = int(time.time() * 1000) - 10 * DAY  # the node's idBase: when it started
+    s1 = write_segment(d, base + 1, seed=1)
+    archive(store, s1, env=shifted(-2 * 3600))  # two hours before the snapshot
+    src = tiny(tmp_path, 'b1', 1)
+    cb('create', '--store', store, '--name', 'b1', *data_dir_args(sample_dirs(src)), '--snapshot', 'nightly-1',
+       '--node', 'n1')
+    s2 = write_segment(d, base + 2, seed=2)
+    archive(store, s2, env=shifted(-40 * 60))   # the one written during the snapshot
+    s3 = write_segment(d, base + 3, seed=3)
+    archive(store, s3)
+    want = sorted(os.path.basename(p) for p in (s2, s3))
+    got = pitr_segments(store, tmp_path, 'b1', int(time.time() * 1000) + 2 * HOUR, 'pitr')
+    assert sorted(got) == want
+    cb('prune', '--store', store)
+    assert stored(store)['n1'] == want  # s1 went into b1's sstables: no backup needs it
 
 
 def test_point_in_time_with_whole_node(store, tmp_path):

@@ -50,7 +50,8 @@ struct segment_item {
 	const char *node;    /* a copy_item's st.node, or NULL */
 	const char *host_id; /* its st.host_id: a node replaced under its name has backups of
 			      * two host ids, and segments of each under other names */
-	int64_t from_ms;   /* the earliest window start of its copied backups */
+	struct commitlog_start from; /* the union of the windows of its copied backups: the
+				      * earliest start, the least id seen */
 	int r;
 	struct segment_copy_stats st;
 	char *error;       /* its one line, when r < 0 (owned) */
@@ -217,7 +218,7 @@ static void json_segments(struct json *j, const struct segment_item *s)
 	json_object_begin(j);
 	json_kv_str(j, "node", s->node); /* null: every node */
 	json_kv_str(j, "host_id", s->host_id && *s->host_id ? s->host_id : NULL);
-	json_kv_i64(j, "from_ms", s->from_ms);
+	json_kv_i64(j, "from_ms", s->from.ms);
 	json_kv_str(j, "result", s->r < 0 ? "failed" : "copied");
 	json_kv_u64(j, "segments_sent", s->st.sent);
 	json_kv_u64(j, "bytes_sent", s->st.bytes_sent);
@@ -307,7 +308,7 @@ static size_t plan_segments(const struct copy_cmd *c, const struct copy_item *it
 	if (c->no_commitlogs)
 		return 0;
 	if (c->all) {
-		segs[0] = (struct segment_item){.node = NULL, .from_ms = INT64_MIN};
+		segs[0] = (struct segment_item){.node = NULL, .from = {INT64_MIN, -1}};
 		return 1;
 	}
 	size_t nsegs = 0;
@@ -321,9 +322,12 @@ static size_t plan_segments(const struct copy_cmd *c, const struct copy_item *it
 		if (k == nsegs)
 			segs[nsegs++] = (struct segment_item){.node = items[i].st.node,
 							      .host_id = items[i].st.host_id,
-							      .from_ms = INT64_MAX};
-		if (items[i].st.window_start_ms < segs[k].from_ms)
-			segs[k].from_ms = items[i].st.window_start_ms;
+							      .from = {INT64_MAX, INT64_MAX}};
+		const struct commitlog_start *w = &items[i].st.window_start;
+		if (w->ms < segs[k].from.ms)
+			segs[k].from.ms = w->ms;
+		if (w->seen_id < segs[k].from.seen_id)
+			segs[k].from.seen_id = w->seen_id;
 	}
 	return nsegs;
 }
@@ -335,7 +339,7 @@ static void copy_segments(struct copy_cmd *c, struct segment_item *s, struct str
 	err->len = 0;
 	if (err->buf)
 		err->buf[0] = '\0';
-	s->r = segments_copy(c->src, c->dst, s->node, s->host_id, s->from_ms, &o, &s->st, err);
+	s->r = segments_copy(c->src, c->dst, s->node, s->host_id, &s->from, &o, &s->st, err);
 	if (s->r < 0) {
 		_cleanup_free_ char *node = s->node ? cli_escape(s->node) : NULL;
 		errorf("cannot copy the commitlog segments %s%s to %s: %s",

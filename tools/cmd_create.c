@@ -21,6 +21,7 @@
 #include "cassandra_conf.h"
 #include "nodemeta.h"
 #include "cli.h"
+#include "commitlog.h"
 #include "cluster.h"
 #include "exec.h"
 #include "hooks.h"
@@ -83,6 +84,8 @@ struct create_opts {
 	bool take_over;                /* --take-over: from another chain's links (check_take_over) */
 	struct inc_chain chain;        /* what an incremental follows (plan) */
 	int64_t snapshot_ns;           /* --take-snapshot: the time before it was taken */
+	bool commitlog_seen;           /* commitlog_seen_id (manifest.h) is known: */
+	int64_t commitlog_seen_id;
 	uint64_t links_removed;        /* --incremental: backups/ links removed after the commit */
 	struct strv data_dirs;
 	int node_lock;      /* the first data directory, flocked (lock_node); -1 before */
@@ -1132,6 +1135,8 @@ static int write_backup(const struct create_opts *o, const struct node_meta *nm,
 		meta.previous = o->chain.previous;
 	} else {
 		meta.snapshot_ns = scan->snapshot_ns;
+		meta.commitlog_seen = o->commitlog_seen;
+		meta.commitlog_seen_id = o->commitlog_seen_id;
 	}
 	meta.scope = &o->scope;
 	meta.clears_links = o->clearing;
@@ -1865,6 +1870,15 @@ static void record_metrics(const struct create_opts *o, bool ok, double secs)
 	free_node_meta(&nm);
 }
 
+
+/* Before the snapshot: the greatest id of this node's commitlog segments in the store
+ * (commitlog_seen_id), so its point-in-time window takes every segment switched out since,
+ * whatever the node's clock says when they are archived. A listing that fails leaves it
+ * unrecorded: the window then goes by archive times alone, as for backups made before. */
+static void note_commitlog_seen(struct create_opts *o)
+{
+	o->commitlog_seen = commitlog_seen_id(store_backend(o->s), o->nm.node, &o->commitlog_seen_id) == 0;
+}
 /* The backup: plan, snapshot, create, clear the snapshot. 0 or the exit code. */
 static int run_create(struct create_opts *o)
 {
@@ -1874,6 +1888,7 @@ static int run_create(struct create_opts *o)
 	install_cancel_handlers();
 	if (o->incremental)
 		return do_incremental(o);
+	note_commitlog_seen(o);
 	if (!o->take_snapshot)
 		return do_create(o);
 	o->snapshot_ns = now_ns();

@@ -297,7 +297,7 @@ static int choose_backup(struct pitr *p, struct store *s)
 		snprintf(p->host_id, sizeof(p->host_id), "%s", m->host_id ? m->host_id : "");
 		r = replay_list(p, m);
 	}
-	r = r ?: commitlog_window_start(s, m, &p->from_ms, &err);
+	r = r ?: commitlog_window_start(s, m, &p->from, &err);
 	if (r < 0) {
 		errorf("cannot read backup %s: %s", p->backup_name, err.buf ? err.buf : strerror(-r));
 	}
@@ -354,7 +354,7 @@ static int node_segments(struct pitr *p, struct store *s, struct commitlog_list 
 	for (size_t i = 0; r == 0 && i < own.n; i++) {
 		if (same_node(p, &own.v[i]))
 			cand->v[cand->n++] = own.v[i];
-		else if (own.v[i].archived_ms >= p->from_ms &&
+		else if ((own.v[i].archived_ms >= p->from.ms || own.v[i].id > p->from.seen_id) &&
 			 (own.v[i].id <= p->time_ms || own.v[i].archived_ms <= p->time_ms))
 			(*other_host)++; /* in the window by its own times */
 	}
@@ -379,7 +379,7 @@ static int choose_segments(struct pitr *p, struct store *s)
 		rc = CB_EXIT_FAILED;
 	}
 	struct commitlog_window w;
-	commitlog_window_of(cand.v, cand.n, p->from_ms, p->time_ms, &w);
+	commitlog_window_of(cand.v, cand.n, &p->from, p->time_ms, &w);
 	unsigned taken_elsewhere = 0;
 	for (size_t i = 0; rc == 0 && i < cand.n; i++)
 		if (commitlog_in_window(&cand.v[i], &w)) {
@@ -567,8 +567,8 @@ int pitr_plan(struct pitr *p, const char *location)
 		rc = CB_EXIT_USAGE;
 	if (rc == 0) {
 		char snap[64], from[64];
-		format_gmt(p->from_ms + COMMITLOG_FLUSH_SLACK_MS, snap, sizeof(snap));
-		format_gmt(p->from_ms, from, sizeof(from));
+		format_gmt(p->from.ms + COMMITLOG_FLUSH_SLACK_MS, snap, sizeof(snap));
+		format_gmt(p->from.ms, from, sizeof(from));
 		printf("point in time %s GMT: backup %s of node %s (snapshot by %s GMT), then %zu commitlog "
 		       "segment%s archived since %s GMT\n", p->time, p->backup_name, p->node_name, snap,
 		       p->segments->n, p->segments->n == 1 ? "" : "s", from);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "cli.h"
+#include "commitlog.h"
 
 #define PITR_PROPERTIES "commitlog_archiving.properties"
 #define PITR_SAVED PITR_PROPERTIES ".before-point-in-time"
@@ -41,7 +42,7 @@ struct pitr {
 	char backup_ref[512];  /* its key below backups/ (store.h), for its manifest */
 	char backup_node[256]; /* its node as restore --node takes it (host id, else node name) */
 	char host_id[64];      /* its node's host id, "" when unknown: the segments' must match */
-	int64_t from_ms;           /* the backup's snapshot, at the latest */
+	struct commitlog_start from; /* the backup's window start (snapshot, at the latest) */
 	char **replay_list;        /* "ks.table", for a selection */
 	size_t nreplay;
 	struct commitlog_list *segments;

@@ -99,8 +99,37 @@ static bool in(const struct commitlog_meta *m, const struct commitlog_meta *v, s
 	       int64_t to)
 {
 	struct commitlog_window w;
-	commitlog_window_of(v, n, from, to, &w);
+	struct commitlog_start start = {from, COMMITLOG_SEEN_UNKNOWN};
+	commitlog_window_of(v, n, &start, to, &w);
 	return commitlog_in_window(m, &w);
+}
+
+/* The same, from a backup that recorded seen_id before its snapshot. */
+static bool in_seen(const struct commitlog_meta *m, const struct commitlog_meta *v, size_t n,
+		    int64_t from, int64_t seen_id)
+{
+	struct commitlog_window w;
+	struct commitlog_start start = {from, seen_id};
+	commitlog_window_of(v, n, &start, INT64_MAX, &w);
+	return commitlog_in_window(m, &w);
+}
+
+/* A clock stepped back an hour after the snapshot at 10,000,000 ms, before the segment written
+ * during it (id 5002) was archived: its archive time says 40 minutes before the snapshot, and
+ * the next segment's (5003, clock right again) id cannot take it in. The id the backup saw
+ * before its snapshot (5001, archived two hours before) does. */
+static void test_window_clock_stepped_back_before_the_first_archive(void)
+{
+	const int64_t snap = 10000000, min = 60000;
+	struct commitlog_meta v[] = {{.id = 5001, .archived_ms = snap - 120 * min},
+				     {.id = 5002, .archived_ms = snap - 40 * min},
+				     {.id = 5003, .archived_ms = snap + 30 * min}};
+	const int64_t from = snap - COMMITLOG_FLUSH_SLACK_MS;
+	CHECK(!in(&v[1], v, 3, from, INT64_MAX)); /* by archive times alone: lost */
+	CHECK(in_seen(&v[1], v, 3, from, 5001) && in_seen(&v[2], v, 3, from, 5001));
+	CHECK(!in_seen(&v[0], v, 3, from, 5001)); /* flushed into the snapshot's sstables */
+	CHECK(in_seen(&v[0], v, 3, from, -1));    /* none seen: every segment is after */
+	CHECK(!in_seen(&v[0], v, 3, from, COMMITLOG_SEEN_UNKNOWN));
 }
 
 static void test_window(void)
@@ -149,6 +178,7 @@ int main(void)
 	test_names();
 	test_headers();
 	test_window();
+	test_window_clock_stepped_back_before_the_first_archive();
 	test_first_id_since();
 	if (failures)
 		fprintf(stderr, "%d check(s) failed\n", failures);
