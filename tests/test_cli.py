@@ -64,6 +64,12 @@ def test_exit_codes(store, tmp_path):
                    '--table nodot: expected KEYSPACE.TABLE')
     one_error_line(cb('list', '--store', store, '--config', check=False), 2, '--config needs a FILE')
     one_error_line(cb('init', check=False), 2, 'missing --store DIR')
+    # --node picks a node's backup of each NAME; with --all copy ignored it (every node's went)
+    # and verify stopped at the first other node's backup (exit 3, nothing verified)
+    other = tmp_path / 'other'
+    cb('init', '--store', other)
+    for args in (('verify', '--store', store), ('copy', '--from', store, '--to', other)):
+        one_error_line(cb(*args, '--all', '--node', 'n1', check=False), 2, 'give NAME... with --node, not --all')
 
 
 def test_init_takes_store_from_config(tmp_path):

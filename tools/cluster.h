@@ -81,6 +81,11 @@ void cluster_backups_free(struct cluster_backups *g);
  * or -ENOMEM. */
 int cluster_backup_narrow(const struct cluster_backup *g, const char *node, struct cluster_backup *out);
 
+/* The usage error of --all with --node (copy, verify): --node picks a node's backup of each
+ * NAME given; it does not narrow --all. */
+#define CLUSTER_ALL_WITH_NODE "give NAME... with --node, not --all (cassbackup list --node NODE " \
+			      "lists that node's backups)"
+
 /* The node backups of NAME that a command acts on, as refs into refs: with node, that node's
  * one; else all of them when all, else the only one (a name with several says so in one line,
  * listing them, and that --node picks one). Prints its own error line. 0, or the exit code

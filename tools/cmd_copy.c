@@ -455,6 +455,8 @@ int cmd_copy(int argc, char **argv)
 	if (c.all == (first < argc))
 		return cli_usage_error(&cmd, c.all ? "give NAME... or --all, not both"
 						   : "missing NAME... (or --all)");
+	if (c.all && c.node)
+		return cli_usage_error(&cmd, CLUSTER_ALL_WITH_NODE);
 	const struct cli_option *tk = cli_find_option(&cmd, "to-key-file");
 	if (c.to_plain && tk->given && !tk->from_config)
 		return cli_usage_error(&cmd, "give --to-plain or --to-key-file, not both");

@@ -602,6 +602,8 @@ static int plan(struct cli_command *cmd, struct verify *v, char **names, int nna
 		return cli_usage_error(cmd, "--imported goes with --dir");
 	if (!v->dir && v->all == (nnames > 0))
 		return cli_usage_error(cmd, "give backup names or --all");
+	if (v->all && v->node)
+		return cli_usage_error(cmd, CLUSTER_ALL_WITH_NODE);
 	int rc = v->dir ? plan_dir(cmd, v) : CLI_RUN;
 	if (rc != CLI_RUN)
 		return rc;
