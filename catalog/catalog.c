@@ -623,6 +623,11 @@ fail:
 	return r < 0 ? r : -EIO;
 }
 
+int catalog_checkpoint(catalog *c)
+{
+	return cerr(c, sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL));
+}
+
 void catalog_close(catalog *c)
 {
 	if (!c)

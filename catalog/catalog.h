@@ -78,6 +78,10 @@ enum catalog_flags {
  * a cassbackup catalog, other -errno for I/O. On failure *out is NULL. */
 int catalog_open(catalog **out, const char *path, int flags);
 void catalog_close(catalog *c); /* accepts NULL */
+/* Writes what the catalog's WAL holds into its file and empties the WAL, so that the file alone
+ * is the whole catalog (one about to be linked into place without its sidecars). 0, or -errno
+ * (-ENOSPC: the disk is full). */
+int catalog_checkpoint(catalog *c);
 
 /* The format a catalog file names itself by ("cassbackup-catalog-N"), into out (n bytes): 0,
  * or -EMEDIUMTYPE when path is no readable catalog of any cassbackup format (damaged, or not

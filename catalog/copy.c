@@ -349,6 +349,7 @@ static int start_packer(struct copy *c)
 struct reader {
 	struct copy *c;
 	struct centry *e;
+	int read_error; /* what reading the source failed with; 0: a failure is the target's */
 };
 
 /* The source pack of e is gone (a prune on the source repacked its content since the copy
@@ -386,6 +387,8 @@ static int read_source(void *ctx, uint64_t off, void *buf, size_t len)
 		r = pack_cache_read(rd->c->pc, rd->e->pack_path, rd->e->src_off + off, buf, len);
 	if (r == 0 && o->progress)
 		o->progress(o->pctx, len);
+	if (r < 0)
+		rd->read_error = r;
 	return r;
 }
 
@@ -395,7 +398,7 @@ static int send_one(struct copy *c, struct centry *e)
 	const struct cb_attr *a = &e->f->attr;
 	struct pack_member m = {.path = e->member, .size = e->size, .mode = a->mode, .uid = a->uid,
 				.gid = a->gid, .mtime_ns = a->mtime_ns};
-	struct reader rd = {c, e};
+	struct reader rd = {c, e, 0};
 	unsigned char sha[32];
 	int r = packer_add_reader(c->pk, &m, read_source, &rd, sha, NULL);
 	if (r == 0 && memcmp(sha, e->sha, 32) != 0) {
@@ -408,10 +411,13 @@ static int send_one(struct copy *c, struct centry *e)
 		sb_puts(c->err, "interrupted");
 	else if (r < 0 && *packer_errmsg(c->pk))
 		sb_printf(c->err, "%s; nothing copied", packer_errmsg(c->pk));
-	else if (r < 0)
+	else if (r < 0 && rd.read_error)
 		sb_printf(c->err, "file %s: cannot copy it from %s/%s: %s; nothing copied", e->member,
 			  store_location(c->src), e->pack_path,
 			  r == -ENOMEM ? strerror(-r) : pack_cache_strerror(r));
+	else if (r < 0) /* the source was read: writing the target's pack failed */
+		sb_printf(c->err, "file %s: cannot write it into a new pack of %s: %s; nothing copied",
+			  e->member, store_location(c->dst), r == -ENOMEM ? strerror(-r) : cb_backend_why(r));
 	return r;
 }
 

@@ -493,7 +493,12 @@ static int create_catalog(const char *path)
 	else if (access(path, F_OK) == 0)
 		r = -EEXIST;
 	if (r == 0 && (r = catalog_open(&c, tmp.buf, CATALOG_CREATE)) == 0) {
+		/* the file must hold it all: its WAL stays behind (a disk full at the checkpoint
+		 * that closing makes left the file without its tables: "Structure needs cleaning") */
+		r = catalog_checkpoint(c);
 		catalog_close(c);
+	}
+	if (r == 0) {
 		drop_sidecars(path);
 		/* private, whatever the umask (its -wal and -shm files take the same mode) */
 		r = chmod(tmp.buf, 0600) < 0 ? -errno : link(tmp.buf, path) < 0 ? -errno : 0;

@@ -242,6 +242,22 @@ def test_kill_9_during_create(base, tmp_path):
     assert [b['name'] for b in backup_list(store)] == ['good', 'next']
 
 
+def test_init_on_a_nearly_full_disk_leaves_a_whole_catalog_or_says_the_disk_is_full(tmp_path):
+    """With room for a new catalog and its WAL but not for the checkpoint closing makes, the
+    file was linked into place without its tables: init said 'cannot open catalog: Structure
+    needs cleaning' (240 to 320 KiB tmpfs here). Every size: a store that lists, or a full disk
+    said so."""
+    for kib in range(200, 420, 20):
+        with tmpfs(tmp_path / f'fs{kib}', f'{kib}k') as fs:
+            store = str(fs / 'store')
+            p = cb('init', '--store', store, check=False)
+            assert 'Structure needs cleaning' not in p.stderr, (kib, p.stderr)
+            if p.returncode == 0:
+                assert cb('list', '--store', store, '--json').stdout.strip() == '[]', kib
+            else:
+                assert 'No space left on device' in p.stderr, (kib, p.stderr)
+
+
 def test_disk_full_while_writing_pack(tmp_path, sample_tree):
     """A real full file system: a 3 MiB tmpfs holding the store."""
     with tmpfs(tmp_path / 'small', '3m') as fs:

@@ -14,7 +14,7 @@ import pytest
 import awssig
 
 from conftest import (manifest_path, CASSBACKUP, cb, preload, data_dir_args, make_sample, mounted, packs, read,
-                      read_only_bind, sample_dirs, snapshot_tables, upload_size)
+                      read_only_bind, sample_dirs, snapshot_tables, tmpfs, upload_size)
 from test_s3 import moto, s3  # noqa: F401  (fixtures)
 
 
@@ -86,6 +86,25 @@ def test_copy_local_to_local(source, tmp_path):
     for name in ('old', 'n1'):
         assert read(manifest_path(dst, name)) == read(manifest_path(src, name))
     assert_mount_matches(dst, tmp_path, 'n1', tables['n1'])
+
+
+def test_copy_onto_a_full_disk_names_the_target(tmp_path):
+    """The target's disk filled up partway through a pack: the error named the source pack
+    ('cannot copy it from SRC/packs/...: No space left on device'), which was only read."""
+    dirs = sample_dirs(make_sample(str(tmp_path / 'data'), '--data-kib', '16', '--data-dirs', '1',
+                                   '--keyspaces', '1', '--tables', '2', '--sstables', '1', '--no-index',
+                                   '--no-clutter'))
+    store = str(tmp_path / 'src')
+    cb('init', '--store', store)
+    cb('create', '--store', store, '--name', 'b1', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    with tmpfs(tmp_path / 'full', '40k') as full:
+        dst = str(full / 'dst')
+        cb('init', '--store', dst)
+        p = cb('copy', '--from', store, '--to', dst, 'b1', '--no-commitlogs', check=False)
+        [line] = [l for l in p.stderr.splitlines() if 'No space left on device' in l and 'cannot copy backup' in l]
+        assert p.returncode == 1 and f'new pack of {dst}: No space left' in line, p.stderr
+        assert 'cannot copy it from' not in line
+        assert not os.path.isdir(os.path.join(dst, 'backups')) or not os.listdir(os.path.join(dst, 'backups'))
 
 
 def test_copy_same_name(source, tmp_path):
