@@ -1330,6 +1330,37 @@ static size_t key_chars_needed(const struct set_entry *v, size_t n, size_t i)
 	return need;
 }
 
+/* Is name another entry's than v[i]'s: a node name kept as it is (need 0), or a name with a
+ * key made already (entries before i, named in order)? */
+static bool name_taken(const struct set_entry *v, size_t n, size_t i, const char *name,
+		       const size_t *need)
+{
+	for (size_t j = 0; j < n; j++)
+		if (j != i && (j < i || !need[j]) && !strcmp(v[j].n.name, name))
+			return true;
+	return false;
+}
+
+/* Names v[i] NAME-KEY with at least need[i] characters of its key, more while that is the name
+ * of another of the set (a node whose own name is "cass-2b2b2b2b" beside two called "cass",
+ * one of whose host ids begins 2b2b2b2b: two entries of one name made the directory fail).
+ * false when no length sets it apart. */
+static bool name_apart(struct set_entry *v, size_t n, size_t i, const size_t *need)
+{
+	size_t l = strlen(v[i].n.name), keylen = strlen(v[i].key);
+	char name[sizeof(v[i].n.name)];
+	for (size_t k = need[i]; k <= keylen && l + 1 + k < sizeof(name); k++) {
+		if (v[i].key[k - 1] == '-')
+			continue; /* a host id's dash does not end a name */
+		snprintf(name, sizeof(name), "%s-%.*s", v[i].n.name, (int)k, v[i].key);
+		if (!name_taken(v, n, i, name, need)) {
+			memcpy(v[i].n.name, name, sizeof(name));
+			return true;
+		}
+	}
+	return false;
+}
+
 /* The node backups of a level-1 or level-4 group: BACKUP nodes named by node name, or node
  * name-KEY8 (the first 8 characters of the node key, more where two keys share those) where
  * two share a node name; through CB_INO_VIEW in the cluster view. */
@@ -1361,10 +1392,10 @@ static int walk_set(catalog *c, int64_t rep, int level,
 		r = -ENOMEM;
 	for (size_t i = 0; r == 0 && i < n; i++)
 		need[i] = key_chars_needed(v, n, i); /* before any name changes */
+	for (size_t i = 0; r == 0 && i < n; i++)
+		if (need[i] && !name_apart(v, n, i, need))
+			v[i].n.name[0] = '\0'; /* no name of its own here: under clusters/ only */
 	for (size_t i = 0; r == 0 && i < n; i++) {
-		size_t l = strlen(v[i].n.name);
-		if (need[i] && l + 1 + need[i] < sizeof(v[i].n.name))
-			snprintf(v[i].n.name + l, sizeof(v[i].n.name) - l, "-%.*s", (int)need[i], v[i].key);
 		if (level == GROUP_DC)
 			v[i].n.ino |= CB_INO_VIEW;
 		if (name_is_component(v[i].n.name))

@@ -48,9 +48,9 @@ def create_args(store, dirs, *extra):
             '--nodetool', NODETOOL, *extra]
 
 
-def create_on(store, cluster, i, env=None, check=True):
+def create_on(store, cluster, i, env=None, check=True, extra=()):
     ring, dirs = cluster
-    return cb(*create_args(store, dirs[i]), env=node_env(ring, i, env), check=check)
+    return cb(*create_args(store, dirs[i], *extra), env=node_env(ring, i, env), check=check)
 
 
 def groups(store, env=None):
@@ -370,6 +370,21 @@ def test_old_layout_store_still_read(store, cluster, tmp_path):
 
 def xattrs(path):
     return {k: os.getxattr(path, k).decode() for k in os.listxattr(path)}
+
+
+def test_mount_names_a_node_apart_from_one_whose_own_name_it_would_take(store, cluster, tmp_path):
+    """Node A is called 'cass-2b2b2b2b'; B and C are both 'cass', B's host id beginning 2b2b2b2b.
+    The mount named B's directory 'cass-2b2b2b2b', A's own name: backups/day1 failed to list
+    (EIO, 'a damaged catalog: reindex', which changed nothing), and A's backup was out of
+    reach there. B's name now takes more of its host id."""
+    for i, name in enumerate(('cass-2b2b2b2b', 'cass', 'cass')):
+        create_on(store, cluster, i, extra=('--node', name))
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        day1 = os.path.join(m.mnt, 'backups', 'day1')
+        names = sorted(os.listdir(day1))
+        assert names == ['cass-2b2b2b2b', 'cass-2b2b2b2b-0', 'cass-3c3c3c3c']
+        ids = [xattrs(os.path.join(day1, n))['user.cassbackup.host_id'] for n in names]
+        assert ids == [NODES[0]['host_id'], NODES[1]['host_id'], NODES[2]['host_id']]
 
 
 def test_mount_shows_nodes_and_the_cluster_view(store, cluster, tmp_path):
