@@ -731,10 +731,48 @@ static int repack_all(prune *p, struct strbuf *err)
 /* Repacks under the shared lock (in delete phases when the copied packs pile up), then ends
  * with a delete phase: also after a repack that failed on a pack (what was planned to go and
  * what was copied still goes), not after an interruption or a lapsed lease. */
+/* Does the plan delete anything: packs (deleted, or repacked and then deleted) or segments? */
+static bool deletes_planned(const prune *p)
+{
+	return p->st.delete_packs || p->st.repack_packs || p->st.delete_segments;
+}
+
+/* With nothing to delete, the exclusive lock serves only the sweep of upload leftovers: it is
+ * tried once, not waited for. Another node's create can hold the store for hours, and a
+ * routine prune after a forget that kept everything failed after its wait (the backup job
+ * then failed for a backup it had made); the sweep waits for the next prune. */
+static int sweep_when_free(prune *p, struct strbuf *err)
+{
+	int r = store_lock_check(p->lock, err);
+	if (r < 0)
+		return r;
+	store_lock_release(p->lock);
+	p->lock = NULL;
+	struct lock_info holder = {0};
+	r = store_lock_take(store_backend(p->store), true, "prune", 0, NULL, NULL, &p->lock, &holder);
+	if (r == -EBUSY) {
+		snprintf(p->st.sweep_skipped_for, sizeof(p->st.sweep_skipped_for), "%s (pid %lld on %s, %s)",
+			 holder.command, (long long)holder.pid, holder.host,
+			 holder.exclusive ? "exclusive" : "shared");
+		return 0;
+	}
+	if (r < 0) {
+		sb_printf(err, "cannot lock store %s: %s", p->location, cb_backend_why(r));
+		return r;
+	}
+	p->exclusive = true;
+	p->st.delete_phases++;
+	p->st.leftovers_err = cb_backend_reclaim(store_backend(p->store), &p->st.leftovers);
+	p->st.reclaimed = true;
+	return 0;
+}
+
 int prune_run(prune *p, struct strbuf *err)
 {
 	if (p->o.dry_run)
 		return 0;
+	if (!deletes_planned(p))
+		return sweep_when_free(p, err);
 	int r = repack_all(p, err);
 	if (r == -ECANCELED || r == -ETIMEDOUT || (r < 0 && p->exclusive))
 		return r;

@@ -30,6 +30,9 @@
  *      backup made since the plan reads from (it deduplicated against a blob the plan took for
  *      unused) is kept. Then upload leftovers of dead writers go (on S3, pending multipart
  *      uploads, which only the exclusive lock makes safe to abort).
+ *      With nothing to delete (no pack or segment due), there is no delete phase: the
+ *      exclusive lock is tried once for the leftovers alone, and when another command holds
+ *      the store they wait for the next prune (sweep_skipped_for names the holder).
  *   6. in the delete phase, after the packs: lists commitlogs/ again and, from the catalog just
  *      read, deletes the commitlog segments no kept backup needs (commitlog_retention), each
  *      batch only while the lease holds. A segment whose metadata cannot be read stays.
@@ -101,6 +104,9 @@ struct prune_stats {
 	unsigned leftovers;          /* upload leftovers removed */
 	int leftovers_err;           /* 0, or why they could not be looked for */
 	bool reclaimed;              /* leftovers were looked for */
+	/* Nothing was due to go, and the exclusive lock, tried once for the leftovers' sweep only,
+	 * was another command's: who holds it ("create (pid N on HOST, shared)"), "" otherwise */
+	char sweep_skipped_for[640];
 	unsigned packs_in_use;       /* due packs kept: backups made since the plan use them */
 	unsigned delete_phases;      /* times the exclusive lock was taken to delete */
 	unsigned packs_deleted, packs_repacked, packs_written;

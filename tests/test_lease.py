@@ -330,6 +330,12 @@ def test_copy_paused_past_its_lease_commits_nothing(tmp_path, binaries):
                        '--no-clutter', '--keyspaces', '1', '--tables', '1', '--no-index')
     cb('create', '--store', src, '--name', 'big', *data_dir_args(sample_dirs(data)),
        '--snapshot', 'nightly-1')
+    # something for the prune to delete at the target, so that it waits for the store (with
+    # nothing due it tries the exclusive lock once, for its leftovers' sweep, and goes)
+    small = make_sample(str(tmp_path / 'small'), '--data-kib', '16', '--no-clutter', '--keyspaces', '1',
+                        '--tables', '1', '--no-index', '--seed', '5')
+    cb('create', '--store', dst, '--name', 'gone', *data_dir_args(sample_dirs(small)), '--snapshot', 'nightly-1')
+    cb('forget', '--store', dst, 'gone')
     c = stopped_while_writing([CASSBACKUP, 'copy', '--from', src, '--to', dst, 'big'], dst, LEASE)
     try:
         p = cb('prune', '--store', dst, '--lock-wait', LOCK_WAIT, env=LEASE, check=False)
@@ -488,6 +494,36 @@ def test_create_waits_for_a_prune_saying_for_whom(store, tmp_path):
     assert '--lock-wait SECONDS' in cb('help', 'create').stdout
 
 
+def test_a_prune_with_nothing_to_delete_does_not_wait_for_a_create(store, tmp_path):
+    """The backup job's prune after a forget that kept every backup waited its 60 s for the
+    exclusive lock that another node's running create held, and failed: the job exited 1 for a
+    backup it had made. With nothing due it tries the lock once, for its sweep of upload
+    leftovers only, and says it left that for the next prune; with something due it waits."""
+    big = make_sample(str(tmp_path / 'big'), '--data-kib', '32768', '--incompressible', '--no-clutter',
+                      '--keyspaces', '1', '--tables', '1', '--no-index')
+    c = stopped_while_writing([CASSBACKUP, 'create', '--store', store, '--name', 'other-node',
+                               *data_dir_args(sample_dirs(big)), '--snapshot', 'nightly-1'], store, None)
+    try:
+        p = cb('prune', '--store', store, check=False)  # the default wait: 60 s
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert f'upload leftovers not looked for: the store is in use by create (pid {c.pid} on ' in p.stdout
+        # a backup made and forgotten beside it: its pack is due, and the prune waits
+        small = make_sample(str(tmp_path / 'small'), '--data-kib', '16', '--no-clutter', '--keyspaces', '1',
+                            '--tables', '1', '--no-index', '--seed', '5')
+        cb('create', '--store', store, '--name', 'gone', *data_dir_args(sample_dirs(small)), '--snapshot',
+           'nightly-1')
+        gone = pack_files(store)
+        cb('forget', '--store', store, 'gone')
+        p = cb('prune', '--store', store, '--lock-wait', '1', check=False)
+        assert p.returncode == 1 and f'is locked by create (pid {c.pid} on ' in p.stderr
+        assert pack_files(store) == gone
+    finally:
+        rc, out, err = resumed(c)
+    assert rc == 0, err
+    assert backup_names(store) == ['other-node']
+    cb('check', '--store', store, '--read-data')
+
+
 def test_unlock_and_check_judge_locks_by_the_store_clock(store):
     host = socket.gethostname()
     now = time.time_ns()
@@ -510,9 +546,10 @@ def test_unlock_and_check_judge_locks_by_the_store_clock(store):
     u = cb('unlock', '--store', store)
     assert 'removed 1 stale lock; 2 held' in u.stdout
     assert sorted(os.listdir(os.path.join(store, 'locks'))) == ['behind.json', 'recent.json']
-    # a prune keeps out, whatever its clock says, and names a holder
+    # a prune keeps out, whatever its clock says, and names a holder (with nothing to delete,
+    # it only leaves its sweep of upload leftovers for the next prune)
     p = cb('prune', '--store', store, '--lock-wait', '0', env=AHEAD, check=False)
-    assert p.returncode == 1 and 'is locked by create (pid ' in p.stderr
+    assert p.returncode == 0 and 'upload leftovers not looked for: the store is in use by create (pid ' in p.stdout
     u = cb('unlock', '--store', store, env=AHEAD)
     assert 'removed 0 stale locks; 2 held' in u.stdout
 

@@ -142,6 +142,11 @@ static void report_json(const struct prune_cmd *c, const prune *p, double secs, 
 	json_kv_u64(&j, "unreadable", st->bad_segments);
 	json_object_end(&j);
 	json_kv_u64(&j, "upload_leftovers_removed", st->leftovers);
+	json_key(&j, "leftovers_not_looked_for");
+	if (*st->sweep_skipped_for) /* the holder of the store, when nothing else was due */
+		json_str(&j, st->sweep_skipped_for);
+	else
+		json_null(&j);
 	json_kv_u64(&j, "delete_phases", st->delete_phases);
 	json_key(&j, "actions");
 	json_array_begin(&j);
@@ -205,6 +210,16 @@ static void report_plan_text(const struct prune_cmd *c, const prune *p)
 		       st->bad_packs == 1 ? "is" : "are");
 }
 
+/* What became of the upload leftovers of dead writers. */
+static void report_sweep(const struct prune_stats *st)
+{
+	if (st->leftovers)
+		printf("removed %u upload leftover%s\n", st->leftovers, st->leftovers == 1 ? "" : "s");
+	if (*st->sweep_skipped_for)
+		printf("upload leftovers not looked for: the store is in use by %s; the next prune "
+		       "looks\n", st->sweep_skipped_for);
+}
+
 /* The outcome; after a failure (failed), only what was done before it, if anything. */
 static void report_text(const struct prune_cmd *c, const prune *p, double secs, bool failed)
 {
@@ -228,6 +243,7 @@ static void report_text(const struct prune_cmd *c, const prune *p, double secs, 
 	if (!t.deleted && !t.repacked && !failed) {
 		printf("nothing to prune: kept %s in %u pack%s (%s unused)\n", kept, t.packs_after,
 		       t.packs_after == 1 ? "" : "s", unused);
+		report_sweep(st);
 		return;
 	}
 	printf("deleted %u pack%s, repacked %u into %u: freed %s, rewrote %s, kept %s in %u pack%s "
@@ -237,8 +253,7 @@ static void report_text(const struct prune_cmd *c, const prune *p, double secs, 
 		printf("kept %u pack%s planned to go: backups made meanwhile use %s\n",
 		       st->packs_in_use, st->packs_in_use == 1 ? "" : "s",
 		       st->packs_in_use == 1 ? "it" : "them");
-	if (st->leftovers)
-		printf("removed %u upload leftover%s\n", st->leftovers, st->leftovers == 1 ? "" : "s");
+	report_sweep(st);
 	if (st->segments_deleted)
 		printf("deleted %u commitlog segment%s no kept backup needs\n", st->segments_deleted,
 		       st->segments_deleted == 1 ? "" : "s");
