@@ -1349,8 +1349,9 @@ static bool name_apart(struct set_entry *v, size_t n, size_t i, const size_t *ne
 {
 	size_t l = strlen(v[i].n.name), keylen = strlen(v[i].key);
 	char name[sizeof(v[i].n.name)];
-	for (size_t k = need[i]; k <= keylen && l + 1 + k < sizeof(name); k++) {
-		if (v[i].key[k - 1] == '-')
+	/* a key shorter than need (a node name, for a backup without a host id) goes whole */
+	for (size_t k = need[i] < keylen ? need[i] : keylen; k <= keylen && l + 1 + k < sizeof(name); k++) {
+		if (k && k < keylen && v[i].key[k - 1] == '-')
 			continue; /* a host id's dash does not end a name */
 		snprintf(name, sizeof(name), "%s-%.*s", v[i].n.name, (int)k, v[i].key);
 		if (!name_taken(v, n, i, name, need)) {
@@ -1394,7 +1395,7 @@ static int walk_set(catalog *c, int64_t rep, int level,
 		need[i] = key_chars_needed(v, n, i); /* before any name changes */
 	for (size_t i = 0; r == 0 && i < n; i++)
 		if (need[i] && !name_apart(v, n, i, need))
-			v[i].n.name[0] = '\0'; /* no name of its own here: under clusters/ only */
+			v[i].n.name[0] = '\0'; /* none (NODE-WHOLEKEY is another node's name): not shown */
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		if (level == GROUP_DC)
 			v[i].n.ino |= CB_INO_VIEW;

@@ -138,8 +138,8 @@ struct store;
 int64_t commitlog_backup_start_ms(const struct manifest *m);
 
 /* The greatest id among the segments of node (commitlogs/NODE, their names) that b holds now,
- * or -1 when it holds none, into *seen_id. create records it before its snapshot (manifest.h
- * commitlog_seen_id): a node's ids only grow (commitlog_first_id_since), so every segment with
+ * or -1 when it holds none, into *seen_id. create --take-snapshot records it before the
+ * snapshot (manifest.h commitlog_seen_id): a node's ids only grow (commitlog_first_id_since), so every segment with
  * a greater id was switched out after, the one written while the snapshot was taken among
  * them, whatever the node's clock said when it was archived. A listing that missed some can
  * only make it smaller, which takes more. 0, or -errno (the listing failed). */

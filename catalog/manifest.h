@@ -150,10 +150,12 @@ struct manifest {
 	 * Retention orders backups by it (manifest_time_ns): a snapshot backed up days later is
 	 * that old. */
 	int64_t snapshot_ns;
-	/* A full backup: the greatest id among its node's commitlog segments the store held when
-	 * its create began, before the snapshot (-1: none), when commitlog_seen (commitlog.h
-	 * commitlog_seen_id): the segments after it are in its point-in-time window whatever the
-	 * node's clock said. Not recorded by creates from before, or when the listing failed. */
+	/* A full backup made with create --take-snapshot: the greatest id among its node's
+	 * commitlog segments the store held before the snapshot (-1: none), when commitlog_seen
+	 * (commitlog.h commitlog_seen_id): the segments after it are in its point-in-time window
+	 * whatever the node's clock said. Not recorded for a snapshot taken before create ran
+	 * (segments archived since may have lower ids), by creates from before, or when the
+	 * listing failed. */
 	bool commitlog_seen;
 	int64_t commitlog_seen_id;
 	struct cb_attr root_attr; /* of the (first) data directory: the mount shows the backup so */

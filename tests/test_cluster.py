@@ -387,6 +387,20 @@ def test_mount_names_a_node_apart_from_one_whose_own_name_it_would_take(store, c
         assert ids == [NODES[0]['host_id'], NODES[1]['host_id'], NODES[2]['host_id']]
 
 
+def test_mount_names_a_node_without_a_host_id_beside_one_of_its_name(store, cluster, tmp_path):
+    """Two node backups 'cass', one without a host id (its key is its name, shorter than the 8
+    characters of key a name takes): the first version of the fix above showed it nowhere."""
+    _, dirs = cluster
+    common = ['--snapshot', 'nightly-1', '--name', 'day1', '--cluster', 'c1', '--datacenter', 'dc1',
+              '--nodetool', '/bin/false', '--node', 'cass']
+    cb('create', '--store', store, *data_dir_args(dirs[0]), *common, '--host-id', NODES[1]['host_id'])
+    cb('create', '--store', store, *data_dir_args(dirs[1]), *common)
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        assert sorted(os.listdir(os.path.join(m.mnt, 'backups', 'day1'))) == ['cass-2b2b2b2b', 'cass-cass']
+        assert sorted(os.listdir(os.path.join(m.mnt, 'clusters', 'c1', 'day1', 'dc1'))) == \
+            ['cass-2b2b2b2b', 'cass-cass']
+
+
 def test_mount_shows_nodes_and_the_cluster_view(store, cluster, tmp_path):
     """/backups/<name>/ of node backups that recorded a ring of several nodes: one directory per
     node (node name, with the host id's first 8 characters when node names collide, as here:

@@ -84,6 +84,7 @@ int cmd_init(int argc, char **argv)
 	if (made_key)
 		printf("created key file %s: keep a copy apart from the store; without it the backups "
 		       "cannot be read\n", kshown ? kshown : "");
+	sb_free(&err); /* a note's words may be left in it (a catalog that had no room) */
 	printf("created %sstore %s\n", encrypt ? "encrypted " : "", shown ? shown : "");
 	return CB_EXIT_OK;
 }

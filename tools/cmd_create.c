@@ -1871,10 +1871,12 @@ static void record_metrics(const struct create_opts *o, bool ok, double secs)
 }
 
 
-/* Before the snapshot: the greatest id of this node's commitlog segments in the store
- * (commitlog_seen_id), so its point-in-time window takes every segment switched out since,
- * whatever the node's clock says when they are archived. A listing that fails leaves it
- * unrecorded: the window then goes by archive times alone, as for backups made before. */
+/* With --take-snapshot, before the snapshot: the greatest id of this node's commitlog segments
+ * in the store (commitlog_seen_id), so its point-in-time window takes every segment switched
+ * out since, whatever the node's clock says when they are archived. Of a snapshot taken
+ * before create ran, segments archived in between may have lower ids than what the store
+ * holds now: nothing is recorded then. A listing that fails records nothing either: the
+ * window then goes by archive times alone, as for backups made before. */
 static void note_commitlog_seen(struct create_opts *o)
 {
 	o->commitlog_seen = commitlog_seen_id(store_backend(o->s), o->nm.node, &o->commitlog_seen_id) == 0;
@@ -1888,9 +1890,9 @@ static int run_create(struct create_opts *o)
 	install_cancel_handlers();
 	if (o->incremental)
 		return do_incremental(o);
-	note_commitlog_seen(o);
 	if (!o->take_snapshot)
 		return do_create(o);
+	note_commitlog_seen(o);
 	o->snapshot_ns = now_ns();
 	if (take_snapshot(o) < 0) /* not taken: nothing of ours to clear (it said what is on disk) */
 		return CB_EXIT_FAILED;

@@ -210,9 +210,12 @@ static void report_plan_text(const struct prune_cmd *c, const prune *p)
 		       st->bad_packs == 1 ? "is" : "are");
 }
 
-/* What became of the upload leftovers of dead writers. */
+/* What became of the commitlog segments due and the upload leftovers of dead writers. */
 static void report_sweep(const struct prune_stats *st)
 {
+	if (st->segments_deleted)
+		printf("deleted %u commitlog segment%s no kept backup needs\n", st->segments_deleted,
+		       st->segments_deleted == 1 ? "" : "s");
 	if (st->leftovers)
 		printf("removed %u upload leftover%s\n", st->leftovers, st->leftovers == 1 ? "" : "s");
 	if (*st->sweep_skipped_for)
@@ -241,7 +244,8 @@ static void report_text(const struct prune_cmd *c, const prune *p, double secs, 
 		return;
 	}
 	if (!t.deleted && !t.repacked && !failed) {
-		printf("nothing to prune: kept %s in %u pack%s (%s unused)\n", kept, t.packs_after,
+		printf("%s: kept %s in %u pack%s (%s unused)\n",
+		       st->segments_deleted ? "no pack to prune" : "nothing to prune", kept, t.packs_after,
 		       t.packs_after == 1 ? "" : "s", unused);
 		report_sweep(st);
 		return;
@@ -254,9 +258,6 @@ static void report_text(const struct prune_cmd *c, const prune *p, double secs, 
 		       st->packs_in_use, st->packs_in_use == 1 ? "" : "s",
 		       st->packs_in_use == 1 ? "it" : "them");
 	report_sweep(st);
-	if (st->segments_deleted)
-		printf("deleted %u commitlog segment%s no kept backup needs\n", st->segments_deleted,
-		       st->segments_deleted == 1 ? "" : "s");
 }
 
 /* --- execute ----------------------------------------------------------------------------- */
