@@ -741,7 +741,10 @@ static bool deletes_planned(const prune *p)
  * tried once, not waited for. Another node's create can hold the store for hours, and a
  * routine prune after a forget that kept everything failed after its wait (the backup job
  * then failed for a backup it had made); the sweep waits for the next prune. */
-static int sweep_when_free(prune *p, struct strbuf *err)
+/* Trades the shared lock for the exclusive one if no other command holds the store now,
+ * without waiting: 0 (held), 1 with the holder described in busy (n bytes; no lock held then),
+ * or -errno with err. */
+static int exclusive_if_free(prune *p, char *busy, size_t n, struct strbuf *err)
 {
 	int r = store_lock_check(p->lock, err);
 	if (r < 0)
@@ -751,16 +754,23 @@ static int sweep_when_free(prune *p, struct strbuf *err)
 	struct lock_info holder = {0};
 	r = store_lock_take(store_backend(p->store), true, "prune", 0, NULL, NULL, &p->lock, &holder);
 	if (r == -EBUSY) {
-		snprintf(p->st.sweep_skipped_for, sizeof(p->st.sweep_skipped_for), "%s (pid %lld on %s, %s)",
-			 holder.command, (long long)holder.pid, holder.host,
-			 holder.exclusive ? "exclusive" : "shared");
-		return 0;
+		snprintf(busy, n, "%s (pid %lld on %s, %s)", holder.command, (long long)holder.pid,
+			 holder.host, holder.exclusive ? "exclusive" : "shared");
+		return 1;
 	}
 	if (r < 0) {
 		sb_printf(err, "cannot lock store %s: %s", p->location, cb_backend_why(r));
 		return r;
 	}
 	p->exclusive = true;
+	return 0;
+}
+
+static int sweep_when_free(prune *p, struct strbuf *err)
+{
+	int r = exclusive_if_free(p, p->st.sweep_skipped_for, sizeof(p->st.sweep_skipped_for), err);
+	if (r != 0)
+		return r < 0 ? r : 0;
 	p->st.delete_phases++;
 	p->st.leftovers_err = cb_backend_reclaim(store_backend(p->store), &p->st.leftovers);
 	p->st.reclaimed = true;
@@ -773,6 +783,13 @@ int prune_run(prune *p, struct strbuf *err)
 		return 0;
 	if (!deletes_planned(p))
 		return sweep_when_free(p, err);
+	if (p->o.if_idle) { /* the store idle now: it goes on as any prune, under a shared lock */
+		int q = exclusive_if_free(p, p->st.busy_skipped_for, sizeof(p->st.busy_skipped_for), err);
+		if (q != 0)
+			return q < 0 ? q : 0;
+		if ((q = take_lock(p, false, err)) < 0)
+			return q;
+	}
 	int r = repack_all(p, err);
 	if (r == -ECANCELED || r == -ETIMEDOUT || (r < 0 && p->exclusive))
 		return r;

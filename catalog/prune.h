@@ -63,6 +63,10 @@
 struct prune_opts {
 	unsigned max_unused;  /* unused share of the store to tolerate, percent (0-100; 100: no repack) */
 	bool dry_run;         /* plan only: the store is not changed (the catalog, a cache, is) */
+	/* only when no other command holds the store now (the exclusive lock tried once): else
+	 * nothing is done (stats busy_skipped_for). The backup job's prune: of nodes sharing a
+	 * store, the last to finish its create prunes, instead of each waiting and failing. */
+	bool if_idle;
 	int lock_wait_seconds; /* how long to wait for other locks (a create's) to go */
 	/* called once when it starts to wait, naming a holder */
 	void (*lock_waiting)(void *lock_ctx, const struct lock_info *holder);
@@ -107,6 +111,8 @@ struct prune_stats {
 	/* Nothing was due to go, and the exclusive lock, tried once for the leftovers' sweep only,
 	 * was another command's: who holds it ("create (pid N on HOST, shared)"), "" otherwise */
 	char sweep_skipped_for[640];
+	/* with if_idle: the store was another command's, so nothing was done: who held it */
+	char busy_skipped_for[640];
 	unsigned packs_in_use;       /* due packs kept: backups made since the plan use them */
 	unsigned delete_phases;      /* times the exclusive lock was taken to delete */
 	unsigned packs_deleted, packs_repacked, packs_written;

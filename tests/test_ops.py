@@ -7,13 +7,15 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import sys
 import time
 
 import pytest
 
-from conftest import backup_list, cb, data_dir_args, make_sample, run, sample_dirs
+from conftest import (CASSBACKUP, backup_list, cb, data_dir_args, make_sample, packs, run, sample_dirs,
+                      stop_while_writing)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODETOOL = os.path.join(HERE, 'standins', 'nodetool')
@@ -362,6 +364,41 @@ def test_backup_takes_a_snapshot_creates_and_applies_the_retention(store, tmp_pa
     assert of(ms, 'cassbackup_runs_total', operation='create', node='n1') == 2
     assert of(ms, 'cassbackup_runs_total', operation='prune') == 2
     assert not glob.glob(os.path.join(dirs[0], '*', '*', 'snapshots', '*'))
+
+
+def test_backup_leaves_the_prune_to_the_last_node_while_another_creates(store, tmp_path):
+    """Nodes sharing a store run their jobs in one window: the job of a node that finished
+    while another node's create ran waited 60 s for the store in its prune and exited 1, for a
+    backup it had made. Its prune now runs --if-idle: it leaves the prune to the last node to
+    finish, says so, exit 0; that one's prune frees what is due."""
+    dirs = tiny(tmp_path)
+    no_snapshots(dirs)
+    env = dict(os.environ, NODETOOL_STANDIN_DATA_DIRS=':'.join(dirs))
+    conf = write_conf(tmp_path, store=store, data_dir=dirs[0], nodetool=NODETOOL, keep_last='1')
+    cb('--config', conf, 'backup', '--node', 'n1', '--name', 'n1-first', env=env)
+    first = set(packs(store))
+    big = sample_dirs(make_sample(str(tmp_path / 'n2'), '--data-kib', '32768', '--incompressible',
+                                  '--no-clutter', '--keyspaces', '1', '--tables', '1', '--no-index'))
+    other = stop_while_writing([CASSBACKUP, 'create', '--store', store, '--name', 'n2-day', '--node', 'n2',
+                                *data_dir_args(big), '--snapshot', 'nightly-1'], store, None)
+    assert other, 'the other node\'s create ended before it was stopped'
+    try:  # the node's data has changed since: n1-first's pack holds what no backup will use
+        dirs2 = tiny(tmp_path, 'src2', seed=8)
+        no_snapshots(dirs2)
+        env2 = dict(os.environ, NODETOOL_STANDIN_DATA_DIRS=':'.join(dirs2))
+        conf2 = write_conf(tmp_path, store=store, data_dir=dirs2[0], nodetool=NODETOOL, keep_last='1')
+        p = cb('--config', conf2, 'backup', '--node', 'n1', '--name', 'n1-second', env=env2)
+        assert f'not pruned (--if-idle): the store is in use by create (pid {other.pid} on ' in p.stdout
+        assert first <= set(packs(store))  # n1-first's pack is due, and still there
+    finally:
+        other.send_signal(signal.SIGCONT)
+        other.communicate(timeout=300)
+    assert other.returncode == 0
+    assert sorted(b['name'] for b in backup_list(store)) == ['n1-second', 'n2-day']
+    # the last one to finish: the store is idle (--max-unused 0: what n1-first alone used goes)
+    p = cb('prune', '--store', store, '--if-idle', '--max-unused', '0')
+    assert 'not pruned' not in p.stdout and not first & set(packs(store)), p.stdout
+    cb('check', '--store', store, '--read-data')
 
 
 def test_backup_stops_after_a_failed_create(store, tmp_path):

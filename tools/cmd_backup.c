@@ -8,8 +8,10 @@
  *      from the configuration as create reads it; hooks and metrics as create runs them;
  *   2. when the configuration sets a retention (keep_last, keep_hourly, keep_daily,
  *      keep_weekly, keep_monthly, keep_yearly, keep_within) and the create succeeded:
- *      cassbackup forget --node NODE --keep-... --prune: this node's backups only, so nodes
- *      sharing a store each keep their own, then prune (its metrics as prune records them).
+ *      cassbackup forget --node NODE --keep-...: this node's backups only, so nodes sharing a
+ *      store each keep their own; then cassbackup prune --if-idle (its metrics as prune
+ *      records them): the last node to finish prunes, not each one that finds another's
+ *      create running.
  *
  * With --incremental (cassbackup-incremental.service): cassbackup create --incremental --name NAME
  * --node NODE --include-system, NAME from the incremental_name template and its
@@ -17,7 +19,7 @@
  * full backup; "nothing new" in backups/ is success. No retention step: the full job's forget
  * keeps the incrementals' bases as long as it keeps them.
  *
- * It runs create and forget in this process, with the argv an operator would type, so what
+ * It runs create, forget and prune in this process, with the argv an operator would type, so what
  * they check, print and exit with is theirs. */
 #include "cli.h"
 #include "cluster.h"
@@ -157,12 +159,22 @@ static int forget_argv(struct strv *a, const char *store, const char *node)
 		if (!v)
 			continue;
 		int r = (a->n ? 0 : strv_push(a, "forget") ?: strv_push(a, "--store") ?: strv_push(a, store) ?:
-			 strv_push(a, "--node") ?: strv_push(a, node) ?: strv_push(a, "--prune")) ?:
+			 strv_push(a, "--node") ?: strv_push(a, node)) ?:
 			strv_push(a, option_of(keep_keys[i], opt, sizeof(opt))) ?: strv_push(a, v);
 		if (r < 0)
 			return r;
 	}
 	return 0;
+}
+
+/* The prune after the forget: only if no other command holds the store (prune --if-idle).
+ * Nodes sharing a store run their jobs in one window: one that finishes while another node's
+ * create runs leaves the prune to the last one, instead of waiting and failing its job. */
+static int run_prune_if_idle(const char *store)
+{
+	char *argv[] = {"prune", "--store", (char *)store, "--if-idle", NULL};
+	fflush(stdout);
+	return cmd_prune(4, argv);
 }
 
 static int run_create(const char *store, const char *node, const char *name)
@@ -203,7 +215,9 @@ int cmd_backup(int argc, char **argv)
 		.description =
 			"The routine job of a node, as cassbackup-backup.timer runs it: 'create\n"
 			"--take-snapshot' of a snapshot named as the backup, then, when the configuration\n"
-			"sets keep_* keys, 'forget --node NODE --keep-... --prune' of this node's backups.\n"
+			"sets keep_* keys, 'forget --node NODE --keep-...' of this node's backups and\n"
+			"'prune --if-idle' (left to the last node to finish when another node's create\n"
+			"holds the store).\n"
 			"The name comes from the configuration's name template and name_period, as\n"
 			"create makes it (default " DEFAULT_NAME " by the UTC day), so every node of a\n"
 			"cluster makes one cluster backup. Everything else comes from the configuration\n"
@@ -212,7 +226,8 @@ int cmd_backup(int argc, char **argv)
 			"--incremental' on top of the node's last full backup, named from\n"
 			"incremental_name and incremental_name_period (default " DEFAULT_INC_NAME "\n"
 			"by the UTC hour); nothing new in backups/ is success; no retention step.\n"
-			"Exit status: create's when it failed (nothing is forgotten then), else forget's.",
+			"Exit status: create's when it failed (nothing is forgotten then), else forget's\n"
+			"when it failed, else prune's.",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
@@ -238,6 +253,8 @@ int cmd_backup(int argc, char **argv)
 		fflush(stdout);
 		if (rc == CB_EXIT_OK && fa.n)
 			rc = cmd_forget((int)fa.n, fa.v);
+		if (rc == CB_EXIT_OK && fa.n)
+			rc = run_prune_if_idle(store);
 	}
 	strv_free(&fa);
 	return rc;

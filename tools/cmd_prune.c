@@ -21,7 +21,7 @@ struct prune_cmd {
 	const char *store;
 	const char *max_unused_arg;
 	unsigned max_unused;
-	bool dry_run, json;
+	bool dry_run, json, if_idle;
 	uint64_t lock_wait, pack_size;
 	char *shown; /* the store, escaped for messages */
 	struct metrics_run run; /* what the metrics file gets (metrics.h) */
@@ -142,6 +142,11 @@ static void report_json(const struct prune_cmd *c, const prune *p, double secs, 
 	json_kv_u64(&j, "unreadable", st->bad_segments);
 	json_object_end(&j);
 	json_kv_u64(&j, "upload_leftovers_removed", st->leftovers);
+	json_key(&j, "not_pruned_store_in_use_by");
+	if (*st->busy_skipped_for)
+		json_str(&j, st->busy_skipped_for);
+	else
+		json_null(&j);
 	json_key(&j, "leftovers_not_looked_for");
 	if (*st->sweep_skipped_for) /* the holder of the store, when nothing else was due */
 		json_str(&j, st->sweep_skipped_for);
@@ -243,6 +248,11 @@ static void report_text(const struct prune_cmd *c, const prune *p, double secs, 
 		       unused);
 		return;
 	}
+	if (*st->busy_skipped_for) {
+		printf("not pruned (--if-idle): the store is in use by %s; a prune when it is not "
+		       "(the backup job of the last node to finish) frees what is due\n", st->busy_skipped_for);
+		return;
+	}
 	if (!t.deleted && !t.repacked && !failed) {
 		printf("%s: kept %s in %u pack%s (%s unused)\n",
 		       st->segments_deleted ? "no pack to prune" : "nothing to prune", kept, t.packs_after,
@@ -277,7 +287,7 @@ static int execute(struct prune_cmd *c)
 {
 	struct progress prog;
 	progress_init(&prog, "repacking", 0, 0);
-	struct prune_opts o = {.max_unused = c->max_unused, .dry_run = c->dry_run,
+	struct prune_opts o = {.max_unused = c->max_unused, .dry_run = c->dry_run, .if_idle = c->if_idle,
 			       .lock_wait_seconds = (int)c->lock_wait, .lock_waiting = lock_waiting,
 			       .lock_ctx = c, .progress = progress_add, .pctx = &prog,
 			       .cancel = &cancel_requested, .pack_size = c->pack_size};
@@ -335,6 +345,8 @@ int cmd_prune(int argc, char **argv)
 		{.name = "pack-size", .type = OPT_SIZE, .value = &c.pack_size, .arg = "SIZE",
 		 .help = "bytes of tar stream per new pack (default 512M)", .config_key = "pack_size",
 		 .min = PACK_MIN_SIZE},
+		{.name = "if-idle", .type = OPT_FLAG, .value = &c.if_idle,
+		 .help = "only if no other command holds the store now; else do nothing, exit 0"},
 		{.name = "json", .type = OPT_FLAG, .value = &c.json, .help = "print JSON for scripts"},
 		{0},
 	};
