@@ -374,8 +374,11 @@ def test_backup_leaves_the_prune_to_the_last_node_while_another_creates(store, t
     dirs = tiny(tmp_path)
     no_snapshots(dirs)
     env = dict(os.environ, NODETOOL_STANDIN_DATA_DIRS=':'.join(dirs))
-    conf = write_conf(tmp_path, store=store, data_dir=dirs[0], nodetool=NODETOOL, keep_last='1')
+    mfile = str(tmp_path / 'cassbackup.prom')
+    conf = write_conf(tmp_path, store=store, data_dir=dirs[0], nodetool=NODETOOL, keep_last='1',
+                      metrics_file=mfile)
     cb('--config', conf, 'backup', '--node', 'n1', '--name', 'n1-first', env=env)
+    assert of(metrics(mfile), 'cassbackup_runs_total', operation='prune') == 1
     first = set(packs(store))
     big = sample_dirs(make_sample(str(tmp_path / 'n2'), '--data-kib', '32768', '--incompressible',
                                   '--no-clutter', '--keyspaces', '1', '--tables', '1', '--no-index'))
@@ -386,9 +389,12 @@ def test_backup_leaves_the_prune_to_the_last_node_while_another_creates(store, t
         dirs2 = tiny(tmp_path, 'src2', seed=8)
         no_snapshots(dirs2)
         env2 = dict(os.environ, NODETOOL_STANDIN_DATA_DIRS=':'.join(dirs2))
-        conf2 = write_conf(tmp_path, store=store, data_dir=dirs2[0], nodetool=NODETOOL, keep_last='1')
+        conf2 = write_conf(tmp_path, store=store, data_dir=dirs2[0], nodetool=NODETOOL, keep_last='1',
+                           metrics_file=mfile)
         p = cb('--config', conf2, 'backup', '--node', 'n1', '--name', 'n1-second', env=env2)
         assert f'not pruned (--if-idle): the store is in use by create (pid {other.pid} on ' in p.stdout
+        # no prune ran: its last success stays that of the first job (CassbackupNoRecentPrune)
+        assert of(metrics(mfile), 'cassbackup_runs_total', operation='prune') == 1
         assert first <= set(packs(store))  # n1-first's pack is due, and still there
     finally:
         other.send_signal(signal.SIGCONT)
@@ -467,7 +473,23 @@ tests:
         values: '0+60x2940'
       - series: 'cassbackup_last_run_success{{operation="incremental",store="/s",cluster="c1",datacenter="d",node="n2"}}'
         values: '1x1800 0x1140'
+      # a prune at 1h, then none (every job found another node's create running)
+      - series: 'cassbackup_last_success_timestamp_seconds{{operation="prune",store="/s"}}'
+        values: '3600x12000'
     alert_rule_test:
+      - eval_time: 160h
+        alertname: CassbackupNoRecentPrune
+        exp_alerts: []
+      - eval_time: 170h
+        alertname: CassbackupNoRecentPrune
+        exp_alerts:
+          - exp_labels: {{severity: warning, operation: prune, store: /s}}
+            exp_annotations:
+              summary: No cassbackup prune of /s for 7 days
+              description: >-
+                The backup jobs prune only when no other command holds the store (prune --if-idle),
+                and each found another node's create running. Run 'cassbackup prune --store
+                /s' when no backup runs.
       - eval_time: 20h
         alertname: CassbackupNoRecentBackup
         exp_alerts: []

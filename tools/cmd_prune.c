@@ -22,6 +22,7 @@ struct prune_cmd {
 	const char *max_unused_arg;
 	unsigned max_unused;
 	bool dry_run, json, if_idle;
+	bool left_to_another; /* --if-idle found the store in use: nothing was done */
 	uint64_t lock_wait, pack_size;
 	char *shown; /* the store, escaped for messages */
 	struct metrics_run run; /* what the metrics file gets (metrics.h) */
@@ -317,6 +318,7 @@ static int execute(struct prune_cmd *c)
 		       strerror(-st->leftovers_err));
 	if (r < 0)
 		errorf("prune: %s", err.buf ? err.buf : strerror(-r));
+	c->left_to_another = *st->busy_skipped_for != '\0';
 	if (r == 0)
 		count_done(c, st);
 	if (c->json)
@@ -375,7 +377,9 @@ int cmd_prune(int argc, char **argv)
 	c.run = (struct metrics_run){.operation = "prune", .store = c.store};
 	rc = execute(&c);
 	c.run.seconds = mono_seconds() - t0;
-	if (!c.dry_run) /* a dry run changes nothing: it is not a prune's run */
+	/* a dry run changes nothing, and --if-idle that found the store in use did nothing:
+	 * neither is a prune's run (the time of the last one stays: CassbackupNoRecentPrune) */
+	if (!c.dry_run && !c.left_to_another)
 		metrics_record_configured(&c.run);
 	free(c.shown);
 	return rc;
