@@ -43,15 +43,22 @@ def live_sstables(data):
     return want
 
 
+def node_tree(base, *sample_args):
+    """A node's data directory under base: a sample with snapshot day1, whose last keyspace is
+    its system_schema."""
+    out = make_sample(str(base / 'sample'), '--data-dirs', '1', '--keyspaces', '2', *sample_args,
+                      '--tag', 'day1', '--no-clutter')
+    data = sample_dirs(out)[0]
+    os.rename(os.path.join(data, sorted(os.listdir(data))[-1]), os.path.join(data, 'system_schema'))
+    return data
+
+
 @pytest.fixture(scope='module')
 def node(tmp_path_factory):
     """A node's data directory with a system_schema keyspace, its snapshot day1, and a backup
     of it (--include-system, tokens recorded) in a store."""
     base = tmp_path_factory.mktemp('node')
-    out = make_sample(str(base / 'sample'), '--data-dirs', '1', '--keyspaces', '2', '--tables', '2',
-                      '--sstables', '2', '--data-kib', '32', '--tag', 'day1', '--no-clutter')
-    data = sample_dirs(out)[0]
-    os.rename(os.path.join(data, sorted(os.listdir(data))[-1]), os.path.join(data, 'system_schema'))
+    data = node_tree(base, '--tables', '2', '--sstables', '2', '--data-kib', '32')
     store = str(base / 'store')
     cb('init', '--store', store)
     tokens = base / 'tokens'
@@ -184,10 +191,7 @@ def test_whole_node_restore_without_node_refuses_a_backup_of_a_larger_ring(tmp_p
     ring = tmp_path / 'ring.json'
     ring.write_text(json.dumps({'cluster': 'C', 'schema_version': '5a5a5a5a-1111-3222-9333-444444444444',
                                 'nodes': nodes}))
-    out = make_sample(str(tmp_path / 'sample'), '--data-dirs', '1', '--keyspaces', '2', '--tables', '1',
-                      '--sstables', '1', '--data-kib', '16', '--tag', 'day1', '--no-clutter')
-    data = sample_dirs(out)[0]
-    os.rename(os.path.join(data, sorted(os.listdir(data))[-1]), os.path.join(data, 'system_schema'))
+    data = node_tree(tmp_path, '--tables', '1', '--sstables', '1', '--data-kib', '16')
     store = str(tmp_path / 'store')
     cb('init', '--store', store)
     cb('create', '--store', store, '--data-dir', data, '--snapshot', 'day1', '--include-system',
