@@ -728,19 +728,12 @@ static int repack_all(prune *p, struct strbuf *err)
 	return r;
 }
 
-/* Repacks under the shared lock (in delete phases when the copied packs pile up), then ends
- * with a delete phase: also after a repack that failed on a pack (what was planned to go and
- * what was copied still goes), not after an interruption or a lapsed lease. */
 /* Does the plan delete anything: packs (deleted, or repacked and then deleted) or segments? */
 static bool deletes_planned(const prune *p)
 {
 	return p->st.delete_packs || p->st.repack_packs || p->st.delete_segments;
 }
 
-/* With nothing to delete, the exclusive lock serves only the sweep of upload leftovers: it is
- * tried once, not waited for. Another node's create can hold the store for hours, and a
- * routine prune after a forget that kept everything failed after its wait (the backup job
- * then failed for a backup it had made); the sweep waits for the next prune. */
 /* Trades the shared lock for the exclusive one if no other command holds the store now,
  * without waiting: 0 (held), 1 with the holder described in busy (n bytes; no lock held then),
  * or -errno with err. */
@@ -766,6 +759,10 @@ static int exclusive_if_free(prune *p, char *busy, size_t n, struct strbuf *err)
 	return 0;
 }
 
+/* With nothing to delete, the exclusive lock serves only the sweep of upload leftovers: it is
+ * tried once, not waited for. Another node's create can hold the store for hours, and a
+ * routine prune after a forget that kept everything failed after its wait (the backup job
+ * then failed for a backup it had made); the sweep waits for the next prune. */
 static int sweep_when_free(prune *p, struct strbuf *err)
 {
 	int r = exclusive_if_free(p, p->st.sweep_skipped_for, sizeof(p->st.sweep_skipped_for), err);
@@ -777,6 +774,10 @@ static int sweep_when_free(prune *p, struct strbuf *err)
 	return 0;
 }
 
+/* Repacks under the shared lock (in delete phases when the copied packs pile up), then ends
+ * with a delete phase: also after a repack that failed on a pack (what was planned to go and
+ * what was copied still goes), not after an interruption or a lapsed lease. With nothing to
+ * delete, only the sweep (sweep_when_free); with if_idle, nothing while the store is in use. */
 int prune_run(prune *p, struct strbuf *err)
 {
 	if (p->o.dry_run)
