@@ -611,6 +611,9 @@ def test_forget_takes_node_as_every_command_does(store, cluster):
         create_on(store, cluster, i)
     p = cb('export', '--store', store, 'day1', '--node', '5f1c', '-o', os.devnull, check=False)
     assert p.returncode == 2 and 'names more than one of them' in p.stderr, p
+    p = cb('list', '--store', store, '--node', '5f1c', check=False)  # it showed both, exit 0
+    assert p.returncode == 2 and p.stdout == '' and p.stderr.count('\n') == 1, p
+    assert '--node 5f1c names more than one node (host ids 5f1c0a5e-' in p.stderr, p
     for args in (['day1'], ['--keep-last', '1']):
         p = cb('forget', '--store', store, '--node', '5f1c', *args, check=False)
         assert p.returncode == 2 and p.stderr.count('\n') == 1, p
@@ -621,6 +624,7 @@ def test_forget_takes_node_as_every_command_does(store, cluster):
     assert 'day1' in out
     left = sorted(n['host_id'] for n in groups(store)[0]['nodes'])
     assert left == sorted([nodes[0]['host_id'], nodes[2]['host_id']])
+    assert len(json.loads(cb('list', '--store', store, '--node', '5f1c', '--json').stdout)) == 1
     cb('forget', '--store', store, '--node', '5f1c', 'day1')  # one node has it now: unambiguous
     assert [n['host_id'] for n in groups(store)[0]['nodes']] == [nodes[2]['host_id']]
 

@@ -269,6 +269,23 @@ void cluster_backups_free(struct cluster_backups *g)
 /* --- picking ----------------------------------------------------------------------------- */
 
 /* Are the backups of l --node matches all of one node, under two spellings of its host id? */
+bool node_names_several(const struct node_backups *l, const char *node, const char **a, const char **b)
+{
+	*a = *b = NULL;
+	for (size_t i = 0; i < l->n; i++) {
+		const char *id = l->v[i].host_id;
+		if (!*id || !node_backup_matches(&l->v[i], node))
+			continue;
+		if (!*a)
+			*a = id;
+		else if (strcasecmp(*a, id) != 0) /* older stores: a host id in capitals */
+			*b = id;
+		if (*b)
+			return true;
+	}
+	return false;
+}
+
 static bool one_node_twice(const struct node_backups *l, const char *node)
 {
 	const char *first = NULL;

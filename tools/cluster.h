@@ -50,6 +50,11 @@ int node_backups_named(catalog *cat, const char *name, struct node_backups *out)
 /* Whether node backup b is of the node the user named (see above). */
 bool node_backup_matches(const struct node_backup *b, const char *node);
 
+/* Does node (as --node gives it) name more than one node among l's backups that it matches:
+ * two host ids (a node name that is also a prefix of another node's host id)? Then *a and *b
+ * get two of them (owned by l). Spellings of one host id in other cases are one node. */
+bool node_names_several(const struct node_backups *l, const char *node, const char **a, const char **b);
+
 /* A cluster backup: node backups of one (cluster, name); the ring they recorded, merged. */
 struct ring_entry {
 	const struct manifest_ring_node *node; /* owned by one of the node backups */

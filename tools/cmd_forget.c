@@ -258,15 +258,9 @@ static int choose_node(struct store *s, const char *node, struct flist *l)
 	struct node_backups nl = {0};
 	int r = node_backups_all(store_catalog(s), node, &nl), rc = CB_EXIT_OK;
 	const char *one = NULL, *other = NULL;
-	for (size_t i = 0; r == 0 && i < nl.n; i++) {
-		const char *id = nl.v[i].host_id;
-		if (*id && !one)
-			one = id;
-		else if (*id && strcasecmp(one, id) && !other) /* older stores: a host id in capitals */
-			other = id;
-	}
+	bool several = r == 0 && node_names_several(&nl, node, &one, &other);
 	_cleanup_free_ char *shown = cli_escape(node), *a = cli_escape(one), *b = cli_escape(other);
-	if (other) {
+	if (several) {
 		errorf("--node %s names more than one node (host ids %s and %s): give the whole host id; "
 		       "nothing forgotten", shown ? shown : "", a ? a : "", b ? b : "");
 		rc = CB_EXIT_USAGE;

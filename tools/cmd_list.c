@@ -223,6 +223,16 @@ int cmd_list(int argc, char **argv)
 	/* grouped whole, then narrowed to --node's backups: the nodes a cluster backup lacks are
 	 * counted from all of its node backups */
 	r = node_backups_all(cat, NULL, &nb);
+	const char *one, *other;
+	if (r == 0 && l.node && node_names_several(&nb, l.node, &one, &other)) {
+		_cleanup_free_ char *shown = cli_escape(l.node), *a = cli_escape(one), *b = cli_escape(other);
+		errorf("--node %s names more than one node (host ids %s and %s): give the whole host id",
+		       shown ? shown : "", a ? a : "", b ? b : "");
+		node_backups_free(&nb);
+		sb_free(&l.out);
+		store_close(st);
+		return CB_EXIT_USAGE;
+	}
 	r = r ?: cluster_backups_group(&nb, true, &groups);
 	for (size_t i = 0; r == 0 && i < groups.n; i++) {
 		struct cluster_backup g = groups.v[i];
