@@ -32,8 +32,17 @@ static const char *catalog_reason(catalog *c, int r)
 
 /* --- locks ------------------------------------------------------------------------------ */
 
+/* "COMMAND (pid N on HOST, shared|exclusive)" of holder, into busy (n bytes). */
+static void describe_holder(const struct lock_info *holder, char *busy, size_t n)
+{
+	snprintf(busy, n, "%s (pid %lld on %s, %s)", holder->command, (long long)holder->pid,
+		 holder->host, holder->exclusive ? "exclusive" : "shared");
+}
+
 static void say_locked(prune *p, const struct lock_info *holder, struct strbuf *err)
 {
+	if (p->o.if_idle) /* not a failure: prune_begin and prune_run take it for a skip */
+		describe_holder(holder, p->st.busy_skipped_for, sizeof(p->st.busy_skipped_for));
 	if (holder->pending_write)
 		sb_printf(err, "store %s is locked by %s (pid %lld on %s), left until it lapses: a write "
 			  "of its failed without an answer and may still land; try again later",
@@ -280,6 +289,23 @@ static int reconcile_strict(prune *p, struct strbuf *err)
 	return r;
 }
 
+/* With if_idle, a lock in the way (say_locked named its holder) ends the prune where it is,
+ * as a success: true, *r 0, err emptied, no lock held. What was done stays (a repack's new
+ * packs: the old ones go at a later prune). */
+static bool skipped_for_another(prune *p, int *r, struct strbuf *err)
+{
+	if (*r != -EBUSY || !p->o.if_idle || !*p->st.busy_skipped_for)
+		return false;
+	store_lock_release(p->lock);
+	p->lock = NULL;
+	p->exclusive = false;
+	err->len = 0;
+	if (err->buf)
+		err->buf[0] = '\0';
+	*r = 0;
+	return true;
+}
+
 static int open_and_plan(prune *p, struct strbuf *err)
 {
 	return take_lock(p, false, err) ?: reconcile_strict(p, err) ?: make_plan(p, err);
@@ -298,7 +324,13 @@ int prune_begin(struct store *s, const struct prune_opts *o, prune **out, struct
 	p->o = *o;
 	if (p->o.max_unused > 100)
 		p->o.max_unused = 100;
+	if (p->o.if_idle)
+		p->o.lock_wait_seconds = 0; /* a lock in the way is a skip, never a wait */
 	int r = open_and_plan(p, err);
+	if (skipped_for_another(p, &r, err)) { /* nothing planned: prune_run does nothing */
+		*out = p;
+		return 0;
+	}
 	if (r < 0) {
 		if (r == -ENOMEM && !err->len)
 			sb_puts(err, "out of memory");
@@ -747,8 +779,7 @@ static int exclusive_if_free(prune *p, char *busy, size_t n, struct strbuf *err)
 	struct lock_info holder = {0};
 	r = store_lock_take(store_backend(p->store), true, "prune", 0, NULL, NULL, &p->lock, &holder);
 	if (r == -EBUSY) {
-		snprintf(busy, n, "%s (pid %lld on %s, %s)", holder.command, (long long)holder.pid,
-			 holder.host, holder.exclusive ? "exclusive" : "shared");
+		describe_holder(&holder, busy, n);
 		return 1;
 	}
 	if (r < 0) {
@@ -780,7 +811,7 @@ static int sweep_when_free(prune *p, struct strbuf *err)
  * delete, only the sweep (sweep_when_free); with if_idle, nothing while the store is in use. */
 int prune_run(prune *p, struct strbuf *err)
 {
-	if (p->o.dry_run)
+	if (p->o.dry_run || *p->st.busy_skipped_for)
 		return 0;
 	if (!deletes_planned(p))
 		return sweep_when_free(p, err);
@@ -789,13 +820,17 @@ int prune_run(prune *p, struct strbuf *err)
 		if (q != 0)
 			return q < 0 ? q : 0;
 		if ((q = take_lock(p, false, err)) < 0)
-			return q;
+			return skipped_for_another(p, &q, err) ? 0 : q;
 	}
 	int r = repack_all(p, err);
+	if (skipped_for_another(p, &r, err)) /* a delete phase met a lock (if_idle) */
+		return 0;
 	if (r == -ECANCELED || r == -ETIMEDOUT || (r < 0 && p->exclusive))
 		return r;
 	struct strbuf then = {0};
 	int d = delete_phase(p, false, r < 0 ? &then : err);
+	if (r == 0 && skipped_for_another(p, &d, err))
+		d = 0;
 	if (d < 0 && r < 0)
 		sb_printf(err, "; then %s", then.buf ? then.buf : strerror(-d));
 	sb_free(&then);

@@ -524,6 +524,42 @@ def test_a_prune_with_nothing_to_delete_does_not_wait_for_a_create(store, tmp_pa
     cb('check', '--store', store, '--read-data')
 
 
+def test_a_prune_if_idle_skips_wherever_the_store_is_in_use(store, tmp_path):
+    """prune --if-idle (the backup job's) still failed in two ways, exit 1: another prune held
+    the store (the jobs of two nodes finishing together), or a create started after its first
+    look and held the store when it came to delete (it waited 60 s). Each is a skip now, exit
+    0; what it did stays, and the next prune deletes what is due."""
+    dirs, p1 = day1_forgotten_day2_sharing_a_big_file(tmp_path, store, kib=16384)
+    small = make_sample(str(tmp_path / 'small'), '--data-kib', '16', '--no-clutter', '--keyspaces', '1',
+                        '--tables', '1', '--no-index', '--seed', '5')
+    first = stopped_while_writing([CASSBACKUP, 'prune', '--store', store, '--max-unused', '0', '--if-idle'],
+                                  store, None)
+    c = None
+    try:  # the first, repacking: another node's job prunes meanwhile
+        p = cb('prune', '--store', store, '--if-idle')
+        assert f'not pruned (--if-idle): the store is in use by prune (pid {first.pid} on ' in p.stdout, p
+        # a create starts now and holds the store when the first comes to delete
+        c = stopped_at_state_t(subprocess.Popen(
+            [CASSBACKUP, *node_files_off(['create', '--store', store, '--name', 'other',
+                                          *data_dir_args(sample_dirs(small)), '--snapshot', 'nightly-1'])],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='1')))
+        rc, out, err = resumed(first)
+        first = None
+        assert rc == 0, err
+        assert 'stopped there (--if-idle): the store is in use by create (pid ' in out, out
+        assert p1 in pack_files(store)  # repacked, and left for a prune when the store is idle
+    finally:
+        for proc in (first, c):
+            if proc:
+                rc, out, err = resumed(proc)
+    assert rc == 0, err
+    assert sorted(backup_names(store)) == ['day2', 'other']
+    cb('prune', '--store', store, '--if-idle')  # idle now: it deletes what was repacked
+    assert p1 not in pack_files(store)
+    cb('check', '--store', store, '--read-data')
+
+
 def test_unlock_and_check_judge_locks_by_the_store_clock(store):
     host = socket.gethostname()
     now = time.time_ns()

@@ -104,6 +104,19 @@ static void totals_of(const struct prune_cmd *c, const struct prune_stats *st, s
 	t->kept = c->dry_run ? st->bytes - st->freed_estimate : after;
 }
 
+/* The unused blob bytes of the packs still there, when an --if-idle prune stopped before its
+ * plan was carried out: a repacked pack's blobs are all copies now. */
+static uint64_t unused_left(const prune *p)
+{
+	size_t n;
+	const struct prune_pack *k = prune_packs(p, &n);
+	uint64_t sum = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!k[i].gone)
+			sum += k[i].copied ? k[i].blob_bytes : k[i].blob_bytes - k[i].used_bytes;
+	return sum;
+}
+
 static void report_json(const struct prune_cmd *c, const prune *p, double secs, const char *error)
 {
 	const struct prune_stats *st = prune_get_stats(p);
@@ -133,7 +146,7 @@ static void report_json(const struct prune_cmd *c, const prune *p, double secs, 
 	json_kv_u64(&j, "rewritten", t.rewritten);
 	json_kv_u64(&j, "written", t.written_bytes);
 	json_kv_u64(&j, "kept", t.kept);
-	json_kv_u64(&j, "unused_kept", st->keep_unused_bytes);
+	json_kv_u64(&j, "unused_kept", *st->busy_skipped_for ? unused_left(p) : st->keep_unused_bytes);
 	json_object_end(&j);
 	json_key(&j, "commitlog_segments");
 	json_object_begin(&j);
@@ -216,9 +229,13 @@ static void report_plan_text(const struct prune_cmd *c, const prune *p)
 		       st->bad_packs == 1 ? "is" : "are");
 }
 
-/* What became of the commitlog segments due and the upload leftovers of dead writers. */
+/* What became of the commitlog segments due and the upload leftovers of dead writers, and
+ * where an --if-idle prune stopped. */
 static void report_sweep(const struct prune_stats *st)
 {
+	if (*st->busy_skipped_for)
+		printf("stopped there (--if-idle): the store is in use by %s; a prune when it is not "
+		       "deletes what is due\n", st->busy_skipped_for);
 	if (st->segments_deleted)
 		printf("deleted %u commitlog segment%s no kept backup needs\n", st->segments_deleted,
 		       st->segments_deleted == 1 ? "" : "s");
@@ -249,7 +266,7 @@ static void report_text(const struct prune_cmd *c, const prune *p, double secs, 
 		       unused);
 		return;
 	}
-	if (*st->busy_skipped_for) {
+	if (*st->busy_skipped_for && !t.deleted && !t.repacked && !t.written) {
 		printf("not pruned (--if-idle): the store is in use by %s; a prune when it is not "
 		       "(the backup job of the last node to finish) frees what is due\n", st->busy_skipped_for);
 		return;
@@ -308,7 +325,7 @@ static int execute(struct prune_cmd *c)
 		return exit_code_for(r);
 	}
 	const struct prune_stats *st = prune_get_stats(p);
-	if (!c->json)
+	if (!c->json && !*st->busy_skipped_for) /* --if-idle: none was made, the store in use */
 		report_plan_text(c, p);
 	prog.total_bytes = st->repack_used_bytes;
 	r = prune_run(p, &err);
