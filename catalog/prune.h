@@ -63,9 +63,11 @@
 struct prune_opts {
 	unsigned max_unused;  /* unused share of the store to tolerate, percent (0-100; 100: no repack) */
 	bool dry_run;         /* plan only: the store is not changed (the catalog, a cache, is) */
-	/* only when no other command holds the store now (the exclusive lock tried once): else
-	 * nothing is done (stats busy_skipped_for). The backup job's prune: of nodes sharing a
-	 * store, the last to finish its create prunes, instead of each waiting and failing. */
+	/* only while no other command holds the store: no lock is waited for; one in the way
+	 * (another prune, a create, at the start or before a delete phase) ends the prune there
+	 * as a success, what was done kept (stats busy_skipped_for names the holder). The backup
+	 * job's prune: of nodes sharing a store, the last to finish prunes, instead of each
+	 * waiting and failing. */
 	bool if_idle;
 	int lock_wait_seconds; /* how long to wait for other locks (a create's) to go */
 	/* called once when it starts to wait, naming a holder */
@@ -111,7 +113,7 @@ struct prune_stats {
 	/* Nothing was due to go, and the exclusive lock, tried once for the leftovers' sweep only,
 	 * was another command's: who holds it ("create (pid N on HOST, shared)"), "" otherwise */
 	char sweep_skipped_for[640];
-	/* with if_idle: the store was another command's, so nothing was done: who held it */
+	/* with if_idle: the store was another command's, so the prune stopped there: who held it */
 	char busy_skipped_for[640];
 	unsigned packs_in_use;       /* due packs kept: backups made since the plan use them */
 	unsigned delete_phases;      /* times the exclusive lock was taken to delete */
