@@ -834,5 +834,7 @@ int prune_run(prune *p, struct strbuf *err)
 	if (d < 0 && r < 0)
 		sb_printf(err, "; then %s", then.buf ? then.buf : strerror(-d));
 	sb_free(&then);
+	if (r < 0 || d < 0) /* a failure, not a stop: a lock met on the way is no excuse */
+		p->st.busy_skipped_for[0] = '\0';
 	return r < 0 ? r : d;
 }

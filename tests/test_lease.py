@@ -12,6 +12,7 @@ store then uses the same ones.
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -547,7 +548,8 @@ def test_a_prune_if_idle_skips_wherever_the_store_is_in_use(store, tmp_path):
         rc, out, err = resumed(first)
         first = None
         assert rc == 0, err
-        assert 'stopped there (--if-idle): the store is in use by create (pid ' in out, out
+        assert 'stopped (--if-idle) after deleting 0 packs and writing 1: the store is in use by create (pid ' \
+            in out and 'nothing to prune' not in out, out
         assert p1 in pack_files(store)  # repacked, and left for a prune when the store is idle
     finally:
         for proc in (first, c):
@@ -558,6 +560,38 @@ def test_a_prune_if_idle_skips_wherever_the_store_is_in_use(store, tmp_path):
     cb('prune', '--store', store, '--if-idle')  # idle now: it deletes what was repacked
     assert p1 not in pack_files(store)
     cb('check', '--store', store, '--read-data')
+
+
+def test_a_prune_if_idle_that_fails_is_a_failure_in_its_metrics(store, tmp_path):
+    """A prune --if-idle whose repack failed (a damaged pack) and then met a create's lock was
+    taken for one that stopped for another: exit 1, but no run in the metrics file, so the
+    failed-prune alert could not fire for the backup job's prune."""
+    dirs, p1 = day1_forgotten_day2_sharing_a_big_file(tmp_path, store, kib=16384)
+    with open(os.path.join(store, p1), 'r+b') as f:  # a byte of a frame near its end
+        f.seek(os.path.getsize(os.path.join(store, p1)) * 3 // 4)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x40]))
+    mfile = tmp_path / 'cassbackup.prom'
+    conf = tmp_path / 'cb.conf'
+    conf.write_text(f'metrics_file = {mfile}\n')
+    small = make_sample(str(tmp_path / 'small'), '--data-kib', '16', '--no-clutter', '--keyspaces', '1',
+                        '--tables', '1', '--no-index', '--seed', '5')
+    pr = stopped_while_writing([CASSBACKUP, '--config', str(conf), 'prune', '--store', store, '--max-unused', '0',
+                                '--if-idle'], store, None)
+    c = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, *node_files_off(['create', '--store', store, '--name', 'other',
+                                      *data_dir_args(sample_dirs(small)), '--snapshot', 'nightly-1'])],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='1')))
+    try:
+        rc, out, err = resumed(pr)
+        assert rc == 1 and 'stopped (--if-idle)' not in out, out + err
+        text = mfile.read_text()
+        assert 'cassbackup_failures_total{operation="prune"' in text, text
+        assert re.search(r'cassbackup_last_run_success\{operation="prune"[^}]*\} 0', text), text
+    finally:
+        resumed(c)
 
 
 def test_unlock_and_check_judge_locks_by_the_store_clock(store):

@@ -229,13 +229,9 @@ static void report_plan_text(const struct prune_cmd *c, const prune *p)
 		       st->bad_packs == 1 ? "is" : "are");
 }
 
-/* What became of the commitlog segments due and the upload leftovers of dead writers, and
- * where an --if-idle prune stopped. */
+/* What became of the commitlog segments due and the upload leftovers of dead writers. */
 static void report_sweep(const struct prune_stats *st)
 {
-	if (*st->busy_skipped_for)
-		printf("stopped there (--if-idle): the store is in use by %s; a prune when it is not "
-		       "deletes what is due\n", st->busy_skipped_for);
 	if (st->segments_deleted)
 		printf("deleted %u commitlog segment%s no kept backup needs\n", st->segments_deleted,
 		       st->segments_deleted == 1 ? "" : "s");
@@ -244,6 +240,22 @@ static void report_sweep(const struct prune_stats *st)
 	if (*st->sweep_skipped_for)
 		printf("upload leftovers not looked for: the store is in use by %s; the next prune "
 		       "looks\n", st->sweep_skipped_for);
+}
+
+/* An --if-idle prune that found the store in use, at its start or on its way. */
+static void report_stop(const prune *p, const struct totals *t)
+{
+	const struct prune_stats *st = prune_get_stats(p);
+	char unused[32];
+	format_bytes(unused_left(p), unused, sizeof(unused));
+	if (!t->deleted && !t->repacked && !t->written)
+		printf("not pruned (--if-idle): the store is in use by %s; a prune when it is not "
+		       "(the backup job of the last node to finish) frees what is due\n", st->busy_skipped_for);
+	else
+		printf("stopped (--if-idle) after deleting %u pack%s and writing %u: the store is in use "
+		       "by %s; %s unused is left for a prune when it is not\n", t->deleted,
+		       t->deleted == 1 ? "" : "s", t->written, st->busy_skipped_for, unused);
+	report_sweep(st);
 }
 
 /* The outcome; after a failure (failed), only what was done before it, if anything. */
@@ -266,9 +278,8 @@ static void report_text(const struct prune_cmd *c, const prune *p, double secs, 
 		       unused);
 		return;
 	}
-	if (*st->busy_skipped_for && !t.deleted && !t.repacked && !t.written) {
-		printf("not pruned (--if-idle): the store is in use by %s; a prune when it is not "
-		       "(the backup job of the last node to finish) frees what is due\n", st->busy_skipped_for);
+	if (*st->busy_skipped_for && !failed) {
+		report_stop(p, &t);
 		return;
 	}
 	if (!t.deleted && !t.repacked && !failed) {
@@ -335,7 +346,7 @@ static int execute(struct prune_cmd *c)
 		       strerror(-st->leftovers_err));
 	if (r < 0)
 		errorf("prune: %s", err.buf ? err.buf : strerror(-r));
-	c->left_to_another = *st->busy_skipped_for != '\0';
+	c->left_to_another = r == 0 && *st->busy_skipped_for;
 	if (r == 0)
 		count_done(c, st);
 	if (c->json)
