@@ -222,6 +222,9 @@ with open({log!r}, 'a') as f:
                         'env': {{k: v for k, v in os.environ.items() if k in NAMES}},
                         'backups': sorted(os.listdir(backups)) if os.path.isdir(backups) else []}}) + '\\n')
 print('hook output on stdout')
+sys.stdout.flush()
+if os.environ.get('HOOK_SIGNAL_' + sys.argv[1]):
+    os.kill(os.getpid(), int(os.environ['HOOK_SIGNAL_' + sys.argv[1]]))
 sys.exit(int(os.environ.get('HOOK_EXIT_' + sys.argv[1], '0')))
 '''
 
@@ -293,14 +296,19 @@ def test_failed_create_runs_the_failure_hook_not_the_post_hook(store, tmp_path, 
     assert calls()[1]['env']['CASSBACKUP_FAILED'] == 'create'
 
 
-def test_failing_post_hook_fails_the_command_after_the_backup(store, tmp_path, hooks):
+# A hook that exits 130 on its own says so: the status a shell gives its killed child is not a
+# signal (it was reported as "killed by signal 2").
+@pytest.mark.parametrize('how, said', [({'HOOK_EXIT_post': '4'}, 'exit status 4'),
+                                       ({'HOOK_EXIT_post': '130'}, 'exit status 130'),
+                                       ({'HOOK_SIGNAL_post': '9'}, 'killed by signal 9')])
+def test_failing_post_hook_fails_the_command_after_the_backup(store, tmp_path, hooks, how, said):
     keys, calls = hooks
     dirs = tiny(tmp_path)
     mfile = str(tmp_path / 'cassbackup.prom')
     conf = write_conf(tmp_path, metrics_file=mfile, **keys)
-    p = create(conf, store, dirs, 'b1', env=dict(os.environ, HOOK_EXIT_post='4'), check=False)
+    p = create(conf, store, dirs, 'b1', env=dict(os.environ, **how), check=False)
     assert p.returncode == 1
-    assert re.search(r"^cassbackup: hook_post .* post failed: exit status 4; the backup was made$",
+    assert re.search(rf"^cassbackup: hook_post .* post failed: {said}; the backup was made$",
                      p.stderr, re.M)
     assert [b['name'] for b in backup_list(store)] == ['b1']
     assert [c['argv'][0] for c in calls()] == ['pre', 'post', 'failure']

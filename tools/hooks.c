@@ -38,18 +38,18 @@ static void clear_env(void)
 		unsetenv(env_names[i]);
 }
 
-/* Starts argv with its stdout on our stderr and waits. Its exit status (exec_run's) or -errno. */
-static int run_waiting(char *const argv[])
+/* Starts argv with its stdout on our stderr and waits: 0 with its waitpid() status in *ws,
+ * or -errno when it could not be started or waited for. */
+static int run_waiting(char *const argv[], int *ws)
 {
 	pid_t pid = exec_spawn(argv, &(struct exec_opts){.capture = (int[]){STDERR_FILENO, STDERR_FILENO},
 							 .parent_death_signal = SIGTERM});
 	if (pid < 0)
 		return pid;
-	int ws;
-	while (waitpid(pid, &ws, 0) < 0)
+	while (waitpid(pid, ws, 0) < 0)
 		if (errno != EINTR)
 			return -errno;
-	return exec_status(ws);
+	return 0;
 }
 
 int hook_run(const char *key, const struct hook_env *env, const char *what)
@@ -60,6 +60,7 @@ int hook_run(const char *key, const struct hook_env *env, const char *what)
 	struct strv argv = {0};
 	struct strbuf err = {0};
 	char found[4096], cmd[1024];
+	int ws = 0;
 	int r = config_split_words(value, &argv, &err);
 	if (r < 0) {
 		errorf("%s = %s: %s%s", key, value, err.buf ? err.buf : "", what);
@@ -67,12 +68,14 @@ int hook_run(const char *key, const struct hook_env *env, const char *what)
 		_cleanup_free_ char *shown = cli_escape(argv.v[0]);
 		errorf("%s %s: %s%s", key, shown ? shown : "", r == -ENOENT ? "not found" :
 		       "not an executable file", what);
-	} else if ((r = set_env(key, env)) < 0 || (r = run_waiting(argv.v)) != 0) {
+	} else if ((r = set_env(key, env)) < 0 || (r = run_waiting(argv.v, &ws)) < 0) {
 		format_command(argv.v, cmd, sizeof(cmd));
-		if (r < 0)
-			errorf("%s %s: cannot run it: %s%s", key, cmd, strerror(-r), what);
-		else if (r > 128 && r != 255)
-			errorf("%s %s failed: killed by signal %d%s", key, cmd, r - 128, what);
+		errorf("%s %s: cannot run it: %s%s", key, cmd, strerror(-r), what);
+	} else if ((r = exec_status(ws)) != 0) {
+		/* The wait status itself, not exec_status's 128 + N: a hook may exit 130 on its own. */
+		format_command(argv.v, cmd, sizeof(cmd));
+		if (WIFSIGNALED(ws))
+			errorf("%s %s failed: killed by signal %d%s", key, cmd, WTERMSIG(ws), what);
 		else
 			errorf("%s %s failed: exit status %d%s", key, cmd, r, what);
 	}
