@@ -445,6 +445,9 @@ def test_backup_refuses_a_bad_retention_before_the_snapshot(store, tmp_path, key
     ('x' * 300, 'name = ' + 'x' * 300 + ': makes no name (empty, or over 255 bytes); nothing was done'),
     ('a b', "name = a b: gives 'a b': use letters, digits and . _ : @ + - (not first), at most 200; "
             "nothing was done"),
+    # an unknown conversion is named as written, not as glibc expands it (40 spaces and a 1)
+    ('n-%41', "name = n-%41: '%41' is no strftime conversion (write %% for a %); nothing was done"),
+    ('n-%Y%', "name = n-%Y%: '%' is no strftime conversion (write %% for a %); nothing was done"),
 ])
 def test_backup_name_template_that_makes_no_name(store, tmp_path, template, said):
     nlog = str(tmp_path / 'nodetool.log')

@@ -408,9 +408,36 @@ int cluster_open_named(const char *store, const char *name, struct store **st,
 	return r == 0 ? report_no_such_backup(*st, store, name) : 0;
 }
 
+/* The first %-conversion of template that strftime(3) does not know ("%41", "%Q"), as its
+ * length from '%' to the character that ends it; 0 when every one is known. glibc leaves an
+ * unknown one in place, padded to its width, so it would make a name nobody asked for. */
+static size_t unknown_conversion(const char *template, const char **at)
+{
+	static const char known[] = "aAbBcCdDeFgGhHIjklmMnprRsStTuUVwWxXyYzZ+%";
+	for (const char *p = template; (p = strchr(p, '%')); ) {
+		const char *q = p + 1;
+		q += strspn(q, "_-0^#");
+		q += strspn(q, "0123456789");
+		if (*q == 'E' || *q == 'O')
+			q++;
+		if (!*q || !strchr(known, *q)) {
+			*at = p;
+			return (size_t)(q - p) + (*q ? 1 : 0);
+		}
+		p = q + 1;
+	}
+	return 0;
+}
+
 int cluster_name_expand(const char *template, const struct duration *period, time_t now, char *out,
 			size_t n, struct strbuf *why)
 {
+	const char *at;
+	size_t bad = unknown_conversion(template, &at);
+	if (bad) {
+		sb_printf(why, "'%.*s' is no strftime conversion (write %%%% for a %%)", (int)bad, at);
+		return -EINVAL;
+	}
 	if (period->years || period->months) {
 		sb_puts(why, "months and years are not slots of fixed length; use days, hours or minutes");
 		return -EINVAL;

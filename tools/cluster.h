@@ -128,8 +128,8 @@ int cluster_local_host_id(const char *nodetool, char **host_id);
  * of `now` in UTC rounded down to the start of its slot of length period (counted from the
  * epoch; a zero period: no rounding), so that the timers of several nodes that start minutes
  * apart make one name, and with it one cluster backup. Into out (n bytes). 0, or -EINVAL with
- * the reason in why (a period of months or years, which are no fixed length; a template that
- * makes no name or one over 255 bytes). */
+ * the reason in why (a period of months or years, which are no fixed length; a conversion
+ * strftime does not know; a template that makes no name or one over 255 bytes). */
 struct duration;
 int cluster_name_expand(const char *template, const struct duration *period, time_t now, char *out,
 			size_t n, struct strbuf *why);
