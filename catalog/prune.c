@@ -308,7 +308,9 @@ static bool skipped_for_another(prune *p, int *r, struct strbuf *err)
 
 static int open_and_plan(prune *p, struct strbuf *err)
 {
-	return take_lock(p, false, err) ?: reconcile_strict(p, err) ?: make_plan(p, err);
+	int r = take_lock(p, false, err) ?: reconcile_strict(p, err) ?: make_plan(p, err);
+	p->st.planned = r == 0;
+	return r;
 }
 
 int prune_begin(struct store *s, const struct prune_opts *o, prune **out, struct strbuf *err)

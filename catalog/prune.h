@@ -98,6 +98,9 @@ struct prune_pack {
 };
 
 struct prune_stats {
+	/* the store was read and a plan made; false when an if_idle prune found the store in
+	 * use at its start, and the figures of what was there are unknown, not 0 */
+	bool planned;
 	unsigned packs;              /* before */
 	unsigned delete_packs, repack_packs, keep_packs; /* the plan */
 	uint64_t bytes;              /* of all packs, before */

@@ -539,6 +539,13 @@ def test_a_prune_if_idle_skips_wherever_the_store_is_in_use(store, tmp_path):
     try:  # the first, repacking: another node's job prunes meanwhile
         p = cb('prune', '--store', store, '--if-idle')
         assert f'not pruned (--if-idle): the store is in use by prune (pid {first.pid} on ' in p.stdout, p
+        # its JSON: what it did not look at is unknown (it said 0 packs and 0 bytes before)
+        j = json.loads(cb('prune', '--store', store, '--if-idle', '--json').stdout)
+        assert j['not_pruned_store_in_use_by'].startswith(f'prune (pid {first.pid} on ')
+        assert j['packs'] == dict(before=None, deleted=0, repacked=0, written=0, after=None, unreadable=None,
+                                  in_use_again=0)
+        assert j['bytes']['before'] is None and j['bytes']['kept'] is None and j['bytes']['freed'] == 0
+        assert j['commitlog_segments'] == dict(before=None, due=None, deleted=0, unreadable=None)
         # a create starts now and holds the store when the first comes to delete
         c = stopped_at_state_t(subprocess.Popen(
             [CASSBACKUP, *node_files_off(['create', '--store', store, '--name', 'other',

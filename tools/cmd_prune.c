@@ -117,6 +117,17 @@ static uint64_t unused_left(const prune *p)
 	return sum;
 }
 
+/* key: v, or null when the store was not looked at (an --if-idle prune that found it in use
+ * at its start): what was there is unknown, not 0. */
+static void json_kv_seen(struct json *j, const struct prune_stats *st, const char *key, uint64_t v)
+{
+	json_key(j, key);
+	if (st->planned)
+		json_u64(j, v);
+	else
+		json_null(j);
+}
+
 static void report_json(const struct prune_cmd *c, const prune *p, double secs, const char *error)
 {
 	const struct prune_stats *st = prune_get_stats(p);
@@ -131,29 +142,29 @@ static void report_json(const struct prune_cmd *c, const prune *p, double secs, 
 	json_kv_u64(&j, "max_unused_percent", c->max_unused);
 	json_key(&j, "packs");
 	json_object_begin(&j);
-	json_kv_u64(&j, "before", st->packs);
+	json_kv_seen(&j, st, "before", st->packs);
 	json_kv_u64(&j, "deleted", t.deleted);
 	json_kv_u64(&j, "repacked", t.repacked);
 	json_kv_u64(&j, "written", t.written);
-	json_kv_u64(&j, "after", t.packs_after);
-	json_kv_u64(&j, "unreadable", st->bad_packs);
+	json_kv_seen(&j, st, "after", t.packs_after);
+	json_kv_seen(&j, st, "unreadable", st->bad_packs);
 	json_kv_u64(&j, "in_use_again", st->packs_in_use);
 	json_object_end(&j);
 	json_key(&j, "bytes");
 	json_object_begin(&j);
-	json_kv_u64(&j, "before", st->bytes);
+	json_kv_seen(&j, st, "before", st->bytes);
 	json_kv_u64(&j, "freed", t.freed);
 	json_kv_u64(&j, "rewritten", t.rewritten);
 	json_kv_u64(&j, "written", t.written_bytes);
-	json_kv_u64(&j, "kept", t.kept);
-	json_kv_u64(&j, "unused_kept", *st->busy_skipped_for ? unused_left(p) : st->keep_unused_bytes);
+	json_kv_seen(&j, st, "kept", t.kept);
+	json_kv_seen(&j, st, "unused_kept", *st->busy_skipped_for ? unused_left(p) : st->keep_unused_bytes);
 	json_object_end(&j);
 	json_key(&j, "commitlog_segments");
 	json_object_begin(&j);
-	json_kv_u64(&j, "before", st->segments);
-	json_kv_u64(&j, "due", st->delete_segments);
+	json_kv_seen(&j, st, "before", st->segments);
+	json_kv_seen(&j, st, "due", st->delete_segments);
 	json_kv_u64(&j, "deleted", st->segments_deleted);
-	json_kv_u64(&j, "unreadable", st->bad_segments);
+	json_kv_seen(&j, st, "unreadable", st->bad_segments);
 	json_object_end(&j);
 	json_kv_u64(&j, "upload_leftovers_removed", st->leftovers);
 	json_key(&j, "not_pruned_store_in_use_by");
