@@ -482,6 +482,11 @@ static void stop_renewing(struct store_lock *l)
 	l->thread_started = false;
 }
 
+const char *store_lock_key(const struct store_lock *l)
+{
+	return l->info.key;
+}
+
 void store_lock_release(struct store_lock *l)
 {
 	if (!l)

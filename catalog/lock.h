@@ -115,6 +115,9 @@ int store_lock_take_with(struct cb_backend *b, const struct lock_periods *p, boo
  * taken: a read-only store) gives 0. */
 int store_lock_check(struct store_lock *l, struct strbuf *err);
 
+/* The lock's object key ("locks/ID.json"). */
+const char *store_lock_key(const struct store_lock *l);
+
 /* Stops renewing and removes the lock (not once kept). Accepts NULL. */
 void store_lock_release(struct store_lock *l);
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct prune {
 	struct prune_opts o;
@@ -64,12 +65,11 @@ static int find_other_prune(void *ctx, const struct lock_info *li)
 /* Prunes run one at a time: two would copy the same blobs, and one would read packs the
  * other deleted. Looked for after this prune's own lock is written, so of two that race at
  * least one sees the other and backs off. */
-static int alone(prune *p, struct strbuf *err)
+static int alone(prune *p, struct lock_info *other, struct strbuf *err)
 {
-	struct lock_info other = {0};
-	int r = store_lock_list(store_backend(p->store), p->lock, find_other_prune, &other);
+	int r = store_lock_list(store_backend(p->store), p->lock, find_other_prune, other);
 	if (r == 1) {
-		say_locked(p, &other, err);
+		say_locked(p, other, err);
 		return -EBUSY;
 	}
 	if (r < 0)
@@ -78,8 +78,9 @@ static int alone(prune *p, struct strbuf *err)
 }
 
 /* Takes the shared lock (planning, repacking: what a create may do beside it) or the
- * exclusive one (deleting), releasing the one held first. */
-static int take_lock(prune *p, bool exclusive, struct strbuf *err)
+ * exclusive one (deleting), releasing the one held first. When the shared lock meets another
+ * prune's, -EBUSY with that lock in *other (when not NULL). */
+static int take_lock_seeing(prune *p, bool exclusive, struct lock_info *other, struct strbuf *err)
 {
 	store_lock_release(p->lock);
 	p->lock = NULL;
@@ -93,7 +94,38 @@ static int take_lock(prune *p, bool exclusive, struct strbuf *err)
 	else if (r < 0)
 		sb_printf(err, "cannot lock store %s: %s", p->location, cb_backend_why(r));
 	p->exclusive = r == 0 && exclusive;
-	return r < 0 || exclusive ? r : alone(p, err);
+	struct lock_info seen = {0};
+	return r < 0 || exclusive ? r : alone(p, other ? other : &seen, err);
+}
+
+static int take_lock(prune *p, bool exclusive, struct strbuf *err)
+{
+	return take_lock_seeing(p, exclusive, NULL, err);
+}
+
+#define START_RETRIES 4 /* waits of 0.5, 1, 2 and 4 s */
+
+/* The first shared lock. Two prunes that start together (the backup jobs of nodes that finish
+ * at once) each see the other, and each would back off: nobody would prune. So the one whose
+ * lock key sorts first lets go and tries again, a few times, while the other backs off at
+ * once; a prune that runs on stays in the way and ends it as before. Each try writes its lock
+ * before it looks, so two prunes never both go on. */
+static int take_first_lock(prune *p, struct strbuf *err)
+{
+	for (unsigned t = 0; ; t++) {
+		struct lock_info other = {0};
+		int r = take_lock_seeing(p, false, &other, err);
+		if (r != -EBUSY || !p->lock || t == START_RETRIES ||
+		    strcmp(store_lock_key(p->lock), other.key) > 0)
+			return r;
+		store_lock_release(p->lock);
+		p->lock = NULL;
+		err->len = 0;
+		if (err->buf)
+			err->buf[0] = '\0';
+		p->st.busy_skipped_for[0] = '\0';
+		usleep(500000u << t);
+	}
 }
 
 /* --- plan -------------------------------------------------------------------------------- */
@@ -308,7 +340,7 @@ static bool skipped_for_another(prune *p, int *r, struct strbuf *err)
 
 static int open_and_plan(prune *p, struct strbuf *err)
 {
-	int r = take_lock(p, false, err) ?: reconcile_strict(p, err) ?: make_plan(p, err);
+	int r = take_first_lock(p, err) ?: reconcile_strict(p, err) ?: make_plan(p, err);
 	p->st.planned = r == 0;
 	return r;
 }

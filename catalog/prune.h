@@ -135,7 +135,8 @@ typedef struct prune prune;
 
 /* Takes a shared lock of store s (the caller's, open until prune_free; waiting as o says),
  * reconciles the catalog from a complete reading of the store and plans. -EBUSY when an
- * exclusive lock stays, or another prune runs (err names the holder), -EBADMSG or the
+ * exclusive lock stays, or another prune runs (err names the holder; of two that start
+ * together, the one whose lock key sorts first tries again for a few seconds), -EBADMSG or the
  * backend's error when a manifest cannot be read (err names it). *out is the caller's
  * (prune_free), NULL on failure. */
 struct store;

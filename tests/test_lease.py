@@ -569,6 +569,51 @@ def test_a_prune_if_idle_skips_wherever_the_store_is_in_use(store, tmp_path):
     cb('check', '--store', store, '--read-data')
 
 
+def test_two_prunes_if_idle_that_start_together_leave_one_to_prune(store, tmp_path):
+    """The jobs of two nodes that finish together: each prune wrote its lock, saw the other's
+    and stopped, so neither pruned. The one whose lock key sorts first now lets go and tries
+    again, while the other backs off at once; a prune that stays in the way still ends it. The
+    other prune is a planted lock document of a live process (this one)."""
+    small = make_sample(str(tmp_path / 'small'), '--data-kib', '16', '--no-clutter', '--keyspaces', '1',
+                        '--tables', '1', '--no-index')
+    host = socket.gethostname()
+    doc = {'host': host, 'command': 'prune', 'pid': os.getpid(), 'exclusive': False, 'time_ns': time.time_ns(),
+           'renewals': 0}
+    said = f'not pruned (--if-idle): the store is in use by prune (pid {os.getpid()} on {host}, shared)'
+
+    def made_and_forgotten(name):
+        cb('create', '--store', store, '--name', name, *data_dir_args(sample_dirs(small)), '--snapshot',
+           'nightly-1')
+        cb('forget', '--store', store, name)
+        return pack_files(store)
+    due = made_and_forgotten('gone1')
+    # the other's key sorts first: this one backs off at once
+    other = write_lock(store, '0' * 32, doc)
+    p = cb('prune', '--store', store, '--if-idle')
+    assert said in p.stdout and pack_files(store) == due
+    os.unlink(other)
+    # the other's key sorts last: this one lets go of its lock (stopped there), the other backs
+    # off meanwhile, and this one prunes on its next try
+    other = write_lock(store, 'f' * 32, doc)
+    c = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, 'prune', '--store', store, '--if-idle'], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_UNLINK='*.json')))
+    try:
+        assert len(os.listdir(os.path.join(store, 'locks'))) == 2
+        os.unlink(other)
+    finally:
+        rc, out, err = resumed(c)
+    assert rc == 0 and 'deleted 1 pack' in out and 'not pruned' not in out, out + err
+    assert pack_files(store) == []
+    # a prune that stays in the way ends it after its tries (and two never both go on)
+    due = made_and_forgotten('gone2')
+    other = write_lock(store, 'f' * 32, doc)
+    p = cb('prune', '--store', store, '--if-idle')
+    assert said in p.stdout and pack_files(store) == due
+    assert os.listdir(os.path.join(store, 'locks')) == [os.path.basename(other)]
+
+
 def test_a_prune_if_idle_that_fails_is_a_failure_in_its_metrics(store, tmp_path):
     """A prune --if-idle whose repack failed (a damaged pack) and then met a create's lock was
     taken for one that stopped for another: exit 1, but no run in the metrics file, so the

@@ -21,6 +21,7 @@
  * And CASSBACKUP_TEST_STOP_AT_UNLINK=NAME stops the process (SIGSTOP) once, just before its
  * first unlinkat(2) of a path whose last component is NAME: a pause between what a command
  * checked and what it deletes (key remove's slot), for another command to run there.
+ * Every NAME here is a shell pattern (fnmatch(3)): "*.json" is the first lock a prune lets go.
  * And CASSBACKUP_TEST_STOP_AT_SETSID=1 stops the process (SIGSTOP) just before setsid(2): in
  * mount.cassbackup without -f, the daemon just after its fork, before it opens the store,
  * while the parent waits for its word. */
@@ -33,6 +34,7 @@
 #include <sys/stat.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -160,7 +162,7 @@ static int last_is(const char *variable, const char *path)
 	if (!name || !*name || !path)
 		return 0;
 	const char *last = strrchr(path, '/');
-	return strcmp(last ? last + 1 : path, name) == 0;
+	return fnmatch(name, last ? last + 1 : path, 0) == 0;
 }
 
 /* The mode argument of open(2) and openat(2): there with O_CREAT or O_TMPFILE only. */
