@@ -108,6 +108,7 @@ static int http_do(const struct http_call *c, long *status, struct strbuf *out, 
 	if (!h)
 		return -ENOMEM;
 	curl_easy_setopt(h, CURLOPT_URL, c->url);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, c->connect_timeout);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
@@ -697,7 +698,7 @@ static int chain(struct awscred *a, struct awscred_keys *k, struct strbuf *why)
 	if (off && !strcasecmp(off, "true")) {
 		sb_puts(why, "none in the environment (AWS_ACCESS_KEY_ID), the shared files, web identity "
 			"or container settings; instance metadata disabled (AWS_EC2_METADATA_DISABLED)");
-		return -EACCES;
+		return -EINVAL; /* nothing to ask: a configuration to fix, not a refusal */
 	}
 	const char *ep = env("AWS_EC2_METADATA_SERVICE_ENDPOINT") ?: "http://169.254.169.254";
 	r = set_source(a, SRC_IMDS, ep, "instance metadata %s", ep);

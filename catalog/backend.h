@@ -86,8 +86,11 @@ int cb_s3_options_resolve(struct cb_s3_options *o, const char *key_file, char **
  * configuration file, as for the AWS CLI. Every reader of cassbackup.conf(5) asks this (the
  * mount's -o options, given on its line, win over both). */
 bool cb_s3_env_overrides(const char *config_key);
-/* The SSE and storage-class part of cb_s3_options_resolve (reads sse_c_key_file). */
+/* The endpoint, SSE and storage-class part of cb_s3_options_resolve (reads sse_c_key_file). */
 int cb_s3_options_check(struct cb_s3_options *o);
+/* Whether url can be an S3 endpoint: http:// or https:// (libcurl would also take file://,
+ * ftp:// and others, and read a local file or wait a minute for an answer). */
+bool cb_s3_endpoint_ok(const char *url);
 
 /* Opens the store at location: a local directory path (which must exist), or
  * s3://bucket/prefix, as the stack retry(limit(local or S3 backend)) (backend_wrap.c), with

@@ -891,13 +891,17 @@ static const struct cb_backend_ops s3_ops = {
 };
 
 /* s3://bucket[/prefix]: bucket names as S3 allows them (3-63 of [a-z0-9.-]); the prefix made
- * of valid key parts. */
+ * of valid key parts (no empty one, no "." or ".."). -EINVAL with the reason in the backend's
+ * error. */
 static int parse_location(const char *loc, char *bucket, size_t blen, struct strbuf *prefix)
 {
 	const char *p = loc + 5, *slash = strchr(p, '/');
 	size_t n = slash ? (size_t)(slash - p) : strlen(p);
-	if (n < 3 || n > 63 || n >= blen || strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789.-") < n)
+	if (n < 3 || n > 63 || n >= blen || strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789.-") < n) {
+		cb_backend_set_error("not s3://BUCKET[/PREFIX]: '%.*s' is no bucket name (3 to 63 of "
+				     "a-z 0-9 . -)", (int)(n > 63 ? 63 : n), p);
 		return -EINVAL;
+	}
 	memcpy(bucket, p, n);
 	bucket[n] = '\0';
 	if (!slash)
@@ -909,8 +913,11 @@ static int parse_location(const char *loc, char *bucket, size_t blen, struct str
 		path[--l] = '\0';
 	if (!l)
 		return 0;
-	if (!cb_key_valid(path))
+	if (!cb_key_valid(path)) {
+		cb_backend_set_error("not s3://BUCKET[/PREFIX]: prefix '%s' has an empty, '.' or '..' "
+				     "part, or a character a key cannot hold", path);
 		return -EINVAL;
+	}
 	return sb_printf(prefix, "%s/", path);
 }
 
@@ -922,7 +929,6 @@ int cb_backend_open_s3(const char *location, int flags, const struct cb_s3_optio
 	int r = parse_location(location, bucket, sizeof(bucket), &prefix);
 	if (r < 0) {
 		sb_free(&prefix);
-		cb_backend_set_error("%s: not s3://BUCKET[/PREFIX] with a valid bucket name", location);
 		return r;
 	}
 	struct s3_backend *sb = calloc(1, sizeof(*sb));

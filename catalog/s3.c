@@ -476,6 +476,7 @@ static CURLcode perform(struct s3_client *c, CURL *h, const struct s3_req *rq, s
 		return CURLE_OUT_OF_MEMORY;
 	}
 	curl_easy_setopt(h, CURLOPT_URL, url.buf);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
@@ -948,8 +949,18 @@ static int storage_check(const struct cb_s3_options *o)
 	return -EINVAL;
 }
 
+bool cb_s3_endpoint_ok(const char *url)
+{
+	return !strncmp(url, "http://", 7) || !strncmp(url, "https://", 8);
+}
+
 int cb_s3_options_check(struct cb_s3_options *o)
 {
+	if (o->endpoint && *o->endpoint && !cb_s3_endpoint_ok(o->endpoint)) {
+		cb_backend_set_error("S3 endpoint %s (s3_endpoint, AWS_ENDPOINT_URL): expected an "
+				     "http:// or https:// URL", o->endpoint);
+		return -EINVAL;
+	}
 	int r = storage_check(o);
 	if (r == 0 && o->sse_c_key_file && o->sse_c_key_len != 32)
 		r = sse_c_key_read(o);

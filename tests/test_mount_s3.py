@@ -232,7 +232,8 @@ def test_s3_settings_as_mount_options(moto_store, tmp_path):
             assert read(m.path(rel)) == read(path)
     for bad, why in [('limit_download=fast', 'not a size'), (f's3_key_file={tmp_path}/none', 'No such file'),
                      ('s3_region=', 'needs a value'), ('s3_parallel=17', 'from 0 to 16'),
-                     ('s3_ca_file=none.pem', 'No such file')]:
+                     ('s3_ca_file=none.pem', 'No such file'),
+                     ('s3_endpoint=file:///etc', 'expected an http:// or https:// URL')]:
         p = run(MOUNT, loc, str(tmp_path / 'mnt'), '-o', bad, check=False, env=bare)
         assert p.returncode == 1 and len(p.stderr.splitlines()) == 1 and why in p.stderr, (bad, p.stderr)
 

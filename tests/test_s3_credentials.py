@@ -94,8 +94,31 @@ def test_environment_keys_and_what_validate_config_says(aws, tmp_path):
 
 def test_none_anywhere_is_one_line_naming_what_was_tried(aws):
     _, _, bare = aws
-    line = one_line_error(cb('list', '--store', LOC, env=bare, check=False))
+    p = cb('list', '--store', LOC, env=bare, check=False)
+    line = one_line_error(p)
     assert 'no S3 credentials' in line and 'AWS_ACCESS_KEY_ID' in line and 'AWS_EC2_METADATA_DISABLED' in line
+    assert p.returncode == 2  # a configuration to fix (it was 1, as for a failed request)
+
+
+@pytest.mark.parametrize('endpoint', ['ftp://127.0.0.1:9', 'file:///etc', '127.0.0.1:9000'])
+def test_an_endpoint_that_is_no_http_url_is_refused_at_once(aws, endpoint):
+    """libcurl took ftp:// (a minute's wait for an answer) and file:// (it read local files);
+    validate-config alone refused them."""
+    _, admin, _ = aws
+    p = cb('list', '--store', LOC, env=dict(admin, AWS_ENDPOINT_URL=endpoint), check=False)
+    assert p.returncode == 2 and p.stderr == (f'cassbackup: S3 endpoint {endpoint} (s3_endpoint, AWS_ENDPOINT_URL): '
+                                              'expected an http:// or https:// URL\n')
+
+
+@pytest.mark.parametrize('loc, said', [
+    ('s3://bucket1//x', "prefix '/x' has an empty, '.' or '..' part"),
+    ('s3://Bucket1/x', "'Bucket1' is no bucket name (3 to 63 of a-z 0-9 . -)"),
+])
+def test_a_malformed_location_says_which_part(aws, loc, said):
+    _, admin, _ = aws
+    p = cb('list', '--store', loc, env=admin, check=False)
+    assert p.returncode == 2 and one_line_error(p).startswith(f'cassbackup: cannot open store {loc}: not s3://BUCKET')
+    assert said in p.stderr
 
 
 def test_a_key_file_given_comes_first(aws, tmp_path):

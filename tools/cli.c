@@ -156,7 +156,8 @@ int cli_store_open_key(const char *location, int flags, const char *key_file, st
 		errorf("note: catalog %s; this run keeps a temporary one, read from the store (%s)",
 		       said ? said : "", temp ? temp : "");
 	sb_free(&err);
-	return r < 0 ? exit_code_for(r) : 0;
+	/* -EINVAL: a setting the store cannot open with (a location, an endpoint, credentials) */
+	return r == -EINVAL ? CB_EXIT_USAGE : r < 0 ? exit_code_for(r) : 0;
 }
 
 static void say_waiting(void *ctx, const struct lock_info *h)

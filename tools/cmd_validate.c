@@ -240,7 +240,7 @@ static void check_readable_file(struct vctx *v, const char *key, const char *val
 
 static void check_endpoint(struct vctx *v, const char *key, const char *value, int line)
 {
-	bool ok = !strncmp(value, "http://", 7) || !strncmp(value, "https://", 8);
+	bool ok = cb_s3_endpoint_ok(value);
 	say(v, ok ? V_OK : V_PROBLEM, line, key, value, "%s",
 	    ok ? "URL" : "expected an http:// or https:// URL");
 }
