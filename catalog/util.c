@@ -275,7 +275,7 @@ int read_small_file(const char *path, size_t max, char **out, size_t *len)
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		r = -EINVAL;
+		r = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 		goto out;
 	}
 	if ((uint64_t)st.st_size > max) {

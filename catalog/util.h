@@ -63,8 +63,8 @@ void hex_encode(const unsigned char *in, size_t n, char *out);
 int hex_decode(const char *in, unsigned char *out, size_t n);
 
 /* Reads a whole (small) regular file into a NUL-terminated malloc'd buffer; *len gets its
- * size. Refuses files over max bytes with -EFBIG, and anything but a regular file (a
- * directory, a FIFO: never waited on) with -EINVAL. */
+ * size. Refuses files over max bytes with -EFBIG, a directory with -EISDIR, and anything
+ * else but a regular file (a FIFO: never waited on) with -EINVAL. */
 int read_small_file(const char *path, size_t max, char **out, size_t *len);
 
 /* True when s is usable as one path component of something we create or show: not empty, not

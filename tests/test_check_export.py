@@ -484,7 +484,13 @@ def test_export_writes_through_a_symlink_and_keeps_it(real_backup, fixture_tree,
     os.symlink('nothing-there.tar', d / 'dangling')
     p = cb('export', '--store', store, 'real', '-o', d / 'dangling', check=False)
     assert p.returncode == 1 and p.stderr.count('\n') == 1 and 'it is a symlink to nothing' in p.stderr
-    assert sorted(os.listdir(d)) == ['dangling', 'out.tar', 'stdout']
+    # a loop: its reason stood where the target's name goes ("a symlink to Too many levels...")
+    os.symlink('loop-b', d / 'loop-a')
+    os.symlink('loop-a', d / 'loop-b')
+    p = cb('export', '--store', store, 'real', '-o', d / 'loop-a', check=False)
+    assert p.returncode == 1 and p.stderr == (f'cassbackup: cannot write {d}/loop-a: a symlink that cannot be '
+                                              'followed: Too many levels of symbolic links\n')
+    assert sorted(os.listdir(d)) == ['dangling', 'loop-a', 'loop-b', 'out.tar', 'stdout']
 
 
 def test_export_leaves_another_programs_temporary_file_alone(real_backup, tmp_path):

@@ -121,6 +121,15 @@ def test_config_error_names_the_right_line(store, tmp_path):
     conf.write_bytes(f'store = {store}\nnode = first\0\nnode = second\nkeep_last = 1\nbogus = 1\n'.encode())
     for args in (['list'], ['validate-config']):
         one_error_line(cb('--config', conf, *args, check=False), 2, 'line 2: a NUL byte')
+    # a key with no value: "store =" said "cannot open store : Invalid argument", exit 1;
+    # "key_file =" on a plain store that the store had been replaced
+    for key in ('store', 'key_file'):
+        conf.write_text(f'store = {store}\n{key} =  # later\n')
+        for args in (['list'], ['validate-config']):
+            one_error_line(cb('--config', conf, *args, check=False), 2,
+                           f'config {conf}, line 2: {key} has no value (remove the line for the default)')
+    # a directory as the configuration: "Invalid argument"
+    one_error_line(cb('--config', tmp_path, 'list', check=False), 2, f'config {tmp_path}: Is a directory')
 
 
 def test_a_size_below_its_least_says_the_least(store):

@@ -314,8 +314,12 @@ static int resolve_output(struct export *x)
 		return 0;
 	int r = -errno;
 	_cleanup_free_ char *shown = cli_escape(x->output);
-	errorf("cannot write %s: it is a symlink to %s", shown ? shown : "",
-	       r == -ENOENT ? "nothing (make the file it names, or give that file)" : strerror(-r));
+	if (r == -ENOENT)
+		errorf("cannot write %s: it is a symlink to nothing (make the file it names, or give "
+		       "that file)", shown ? shown : "");
+	else
+		errorf("cannot write %s: a symlink that cannot be followed: %s", shown ? shown : "",
+		       strerror(-r));
 	return r;
 }
 

@@ -85,6 +85,11 @@ static int parse_line(const char *path, char *l, int line, struct strbuf *err)
 		sb_printf(err, "config %s, line %d: unknown key '%s'", path, line, k);
 		return -EINVAL;
 	}
+	if (!*v) { /* "store =" opened store "", "key_file =" gave a key of no file */
+		sb_printf(err, "config %s, line %d: %s has no value (remove the line for the default)",
+			  path, line, k);
+		return -EINVAL;
+	}
 	int r = entry_add(k, v, line);
 	if (r < 0)
 		sb_printf(err, "config %s, line %d: %s", path, line, strerror(-r));

@@ -21,7 +21,8 @@
 #define CONFIG_DEFAULT_PATH "/etc/cassbackup.conf"
 
 /* Loads path. A missing file is an error only when must_exist (it was named with --config).
- * On error, err says which line and why (lines counted as an editor does, blank ones too).
+ * On error, err says which line and why (lines counted as an editor does, blank ones too): a
+ * line that is not "key = value", an unknown key, a key with no value.
  * Entries of an earlier call are kept. */
 int config_load(const char *path, bool must_exist, struct strbuf *err);
 const char *config_path(void); /* the file loaded, or NULL */
