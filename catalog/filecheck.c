@@ -50,6 +50,7 @@ struct entry {
 	size_t n, bytes;
 	struct digest_table *tables; /* a digest's: sorted, the node's own files included */
 	size_t ntables;
+	char version[CB_VERSION_MAX]; /* a digest's: its manifest's (local stores; else "") */
 	struct entry *prev, *next; /* most recent first */
 };
 
@@ -307,23 +308,58 @@ static int make_digest(const struct manifest *m, const char *key, struct entry *
 	return 0;
 }
 
-/* backup's digest, read from its manifest when the cache lacks it: 0 with fc->mu held and
- * *out valid until it is released, or < 0 (err says why) without it. */
+/* The version (backend.h) of backup's manifest now, into out, in a local store, where asking
+ * costs one stat: a manifest replaced there (forgotten and made again under its name by a
+ * host with a catalog of its own) is then seen at the next question, not only once the
+ * catalog has caught up. "" in object storage (a request per question would be too many).
+ * 0, -ENOENT when the backup is gone, or -errno. */
+static int manifest_version(struct store *s, const char *backup, char out[CB_VERSION_MAX])
+{
+	*out = '\0';
+	if (cb_location_is_remote(store_location(s)))
+		return 0;
+	struct strbuf key = {0};
+	struct cb_object_info info = {0};
+	int r = store_manifest_key(backup, &key) ?: cb_backend_stat_info(store_backend(s), key.buf, &info);
+	sb_free(&key);
+	if (r == 0)
+		memcpy(out, info.version, CB_VERSION_MAX);
+	return r;
+}
+
+/* backup's digest, read from its manifest when the cache lacks it or holds one of another
+ * version of it: 0 with fc->mu held and *out valid until it is released, or < 0 (err says
+ * why) without it. */
 static int digest_locked(struct store *s, struct filecheck *fc, const char *backup,
 			 struct entry **out, struct strbuf *err)
 {
+	char version[CB_VERSION_MAX];
+	int r = manifest_version(s, backup, version);
+	if (r < 0) {
+		if (r != -ENOENT)
+			sb_printf(err, "cannot look at backups/%s.json: %s", backup, strerror(-r));
+		return r;
+	}
 	pthread_mutex_lock(&fc->mu);
 	struct entry *e = lru_find(&fc->digests, backup);
+	if (e && strcmp(e->version, version) != 0) {
+		lru_unlink(&fc->digests, e);
+		entry_free(e);
+		e = NULL;
+	}
 	if (!e) {
 		pthread_mutex_unlock(&fc->mu);
 		struct manifest *m;
-		int r = store_read_manifest(s, backup, &m, NULL, err);
+		r = store_read_manifest(s, backup, &m, NULL, err);
 		if (r < 0)
 			return r;
 		r = make_digest(m, backup, &e); /* keyed as it is looked up: by ref */
 		manifest_free(m);
 		if (r < 0)
 			return r;
+		/* the version looked at before the read: were the manifest replaced in between,
+		 * the next question reads it again */
+		memcpy(e->version, version, CB_VERSION_MAX);
 		pthread_mutex_lock(&fc->mu);
 		lru_insert(&fc->digests, e);
 	}

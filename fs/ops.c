@@ -614,16 +614,32 @@ static int bind_location(struct cbfs *fs, struct open_file *of, struct strbuf *w
 	return r;
 }
 
-/* Binds the catalog's word on an open file to the store (store.h): its content is what the
- * backup's manifest lists, and its pack lists that content where the catalog reads it. 0;
- * -ENOENT when the backup was forgotten meanwhile; else -EIO (or -ENOMEM) with one line
- * logged: the catalog disagrees with the store, or the store cannot be read, and no byte of
- * the file is served. */
-static int bind_to_store(struct cbfs *fs, struct open_file *of)
+/* Whether catalog node `node`, which disagreed with its backup's manifest, is gone once the
+ * catalog has caught up with the store's backups/: the backup was forgotten and made again
+ * under its name (by a host with a catalog of its own) since the mount last looked. */
+static bool gone_after_refresh(struct cbfs *fs, uint64_t node)
+{
+	cbfs_refresh(fs, REFRESH_BACKUPS, 0, LIST_REFRESH_WAIT_NS);
+	struct conn *cn;
+	struct cb_node n;
+	return get_conn(fs, &cn) == 0 && catalog_node_get(cn->c, node, &n) == -ENOENT;
+}
+
+/* Binds the catalog's word on an open file (catalog node `node`) to the store (store.h): its
+ * content is what the backup's manifest lists, and its pack lists that content where the
+ * catalog reads it. 0; -ENOENT when the backup was forgotten meanwhile; -ESTALE when it was
+ * made again under its name (the kernel looks the path up again, and finds the new one);
+ * else -EIO (or -ENOMEM) with one line logged: the catalog disagrees with the store, or the
+ * store cannot be read, and no byte of the file is served. */
+static int bind_to_store(struct cbfs *fs, struct open_file *of, uint64_t node)
 {
 	struct strbuf why = {0};
 	char path[PATH_MAX];
 	int r = store_check_file_content(fs->store, &of->id, of->loc.sha256, of->loc.size, &why);
+	if (r == -EUCLEAN && gone_after_refresh(fs, node)) {
+		sb_free(&why);
+		return -ESTALE;
+	}
 	bool content = r < 0;
 	if (r == 0 && of->loc.pack_path[0])
 		r = bind_location(fs, of, &why);
@@ -672,7 +688,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	} else if (r == -ENOENT) {
 		r = -ESTALE; /* a file the kernel holds and the catalog lost */
 	} else if (r == 0) {
-		r = bind_to_store(fs, of);
+		r = bind_to_store(fs, of, node);
 	}
 	if (r < 0) {
 		free(of);

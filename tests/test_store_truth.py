@@ -571,6 +571,50 @@ def test_a_backup_forgotten_and_made_again_under_its_name_is_read_again(tmp_path
             assert t.extractfile(member).read() == (table / 'snapshots' / 's2' / 'nb-1-big-Data.db').read_bytes()
 
 
+def test_a_mount_never_opens_a_file_of_a_backup_made_again_under_its_name(tmp_path):
+    """Host B forgets backup b1 and makes it again with other bytes; host A's mount (an
+    encrypted store: a catalog of its own) had read the old b1. Opened before its catalog caught
+    up (a directory of the old b1 held open, as a copy in progress holds it; or within the 2 s
+    before it looks at backups/ again), a file of b1 was the forgotten backup's bytes: the
+    manifest digest the open is checked against was the old one too. The open now looks at the
+    manifest's version (one stat in a local store): the old file is stale (ESTALE), and b1's
+    path gives the new bytes."""
+    data = tmp_path / 'data'
+    table = data / 'ks' / 't-0123456789abcdef0123456789abcdef'
+    loc, key = str(tmp_path / 'store'), tmp_path / 'key'
+    key.write_text(os.urandom(32).hex() + '\n')
+    key.chmod(0o600)
+    content = {}
+
+    def at(host):
+        return dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / host))
+
+    def create(tag, host):
+        (table / 'snapshots' / tag).mkdir(parents=True)
+        for gen in (1, 2):
+            content[tag, gen] = os.urandom(5000)
+            (table / 'snapshots' / tag / f'nb-{gen}-big-Data.db').write_bytes(content[tag, gen])
+        cb('create', '--store', loc, '--key-file', str(key), '--data-dir', str(data), '--node', 'n1',
+           '--no-schema', '--no-conf', '--snapshot', tag, '--name', 'b1', env=at(host))
+    cb('init', '--store', loc, '--encrypt', '--key-file', str(key))
+    create('s1', 'host-a')
+    with mounted(loc, str(tmp_path / 'mnt'), opts=('-o', f'key_file={key}'), env=at('host-a')) as m:
+        old_dir = m.path('b1', 'ks', 't')
+        assert read_uncached(os.path.join(old_dir, 'nb-1-big-Data.db')) == content['s1', 1]
+        fd = os.open(old_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            cb('forget', '--store', loc, '--key-file', str(key), 'b1', env=at('host-b'))
+            create('s2', 'host-b')
+            with pytest.raises(OSError) as e:  # no lookup in backups/ since: the catalog is behind
+                os.open('nb-2-big-Data.db', os.O_RDONLY, dir_fd=fd)
+            assert e.value.errno in (errno.ESTALE, errno.ENOENT), e.value
+        finally:
+            os.close(fd)
+        for gen in (1, 2):
+            assert read_uncached(m.path('b1', 'ks', 't', f'nb-{gen}-big-Data.db')) == content['s2', gen]
+    # (the mount logs nothing: a backup made again is no damage to report)
+
+
 def test_a_writer_records_the_version_of_what_it_wrote_not_of_what_is_there_later(tmp_path):
     """A create looked at its manifest's key after writing it to learn its version: another
     host that forgot the backup and made it again meanwhile (same size) had its manifest's
