@@ -780,17 +780,32 @@ static int remake_temporary_catalog(struct store *s)
 	return 0;
 }
 
+/* Whether error r of opening the catalog file (not of reading the store) is its place's: a
+ * full disk, a quota, a read-only or unwritable place, or something else where a directory
+ * or the file should be (a cache place replaced by a file, catalog.db by a directory). */
+static bool catalog_place_unusable(int r)
+{
+	return r == -ENOSPC || r == -EDQUOT || r == -EROFS || r == -EACCES || r == -EPERM ||
+	       r == -ENOTDIR || r == -EISDIR;
+}
+
 /* The catalog opened, and reconciled unless flags say not. The catalog is only a cache: one
- * that cannot be opened or brought up to date for want of space (its disk full, or over
- * quota) gives way to a temporary one, rebuilt from the store, so that a store whose disk
- * filled up can still be read, and forgotten and pruned into space. */
+ * that cannot be opened where it belongs (catalog_place_unusable), or brought up to date for
+ * want of space, gives way to a temporary one, rebuilt from the store, so that a store whose
+ * disk filled up, or whose cache was damaged, can still be read, and forgotten and pruned
+ * into space. A cache directory that fails its ownership check still stops the command
+ * (pick_catalog_path): that one may be planted. */
 static int open_and_reconcile(struct store *s, const struct store_options *o, int flags,
 			      struct strbuf *err)
 {
-	int r = pick_catalog_path(s, o, err) ?: open_catalog(s, err);
+	int r = pick_catalog_path(s, o, err);
+	if (r < 0)
+		return r;
+	bool opened = (r = open_catalog(s, err)) == 0;
 	if (r == 0 && !(flags & STORE_NO_RECONCILE))
 		r = reconcile_at_open(s, err);
-	if ((r != -ENOSPC && r != -EDQUOT) || s->temp_catalog)
+	bool give_way = opened ? r == -ENOSPC || r == -EDQUOT : catalog_place_unusable(r);
+	if (!give_way || s->temp_catalog)
 		return r;
 	struct strbuf why = {0};
 	sb_printf(&why, "%s: %s", s->catalog_path, strerror(-r));

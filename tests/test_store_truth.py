@@ -471,6 +471,35 @@ def test_a_planted_cache_directory_is_refused(store, tmp_path):
         shutil.rmtree(top, ignore_errors=True)
 
 
+@pytest.mark.parametrize('damage', ['place-is-a-file', 'catalog-is-a-directory'])
+def test_a_damaged_cache_place_gives_way_to_a_temporary_catalog(tmp_path, damage):
+    """The cache place of an encrypted store's catalog replaced by a file stopped every command
+    with "Not a directory", exit 3 (no such store); catalog.db made a directory, exit 1. The
+    catalog is only a cache: the run keeps a temporary one, read from the store, and says so."""
+    loc, key = str(tmp_path / 'store'), tmp_path / 'key'
+    key.write_text(os.urandom(32).hex() + '\n')
+    key.chmod(0o600)
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    cb('init', '--store', loc, '--encrypt', '--key-file', str(key), env=env)
+    dirs = sample_dirs(sample(tmp_path, 'src', 5, kib='64'))
+    cb('create', '--store', loc, '--key-file', str(key), '--name', 'b1', *data_dir_args(dirs), '--snapshot',
+       'nightly-1', env=env)
+    [path] = [os.path.join(d, 'catalog.db') for d, _, names in os.walk(tmp_path / 'cache') if 'catalog.db' in names]
+    if damage == 'place-is-a-file':
+        shutil.rmtree(os.path.dirname(path))
+        with open(os.path.dirname(path), 'w') as f:
+            f.write('x')
+    else:
+        for name in os.listdir(os.path.dirname(path)):
+            os.unlink(os.path.join(os.path.dirname(path), name))
+        os.mkdir(path)
+    p = cb('list', '--store', loc, '--key-file', str(key), env=env)
+    assert p.stdout.splitlines()[1].startswith('b1 ')
+    [note] = p.stderr.splitlines()
+    assert note.startswith(f'cassbackup: note: catalog {path}: ') and 'this run keeps a temporary one' in note
+    cb('verify', '--store', loc, '--key-file', str(key), 'b1', env=env)
+
+
 def test_a_backup_committed_between_a_readers_listings_is_taken_in_whole(tmp_path):
     """A reader (its own catalog) brings its catalog up to date while a create commits: the
     backup's manifest appears in its listing of backups/, its pack not yet in its listing of
