@@ -237,11 +237,10 @@ def test_restore_playbook_refuses_one_source_for_two_targets(cluster):
     assert 'is the source of node1 and node2' in p.stdout and 'nothing was stopped' in p.stdout
     assert 'Stop Cassandra' not in p.stdout
     # one node replaced (--limit): the rows of the others count too (only play hosts did)
-    for limit in ('node2', 'node1'):
-        p = cluster.playbook('restore.yml', '-e', 'cassbackup_name=day1', '-e', f'cassbackup_host_map={mapping}',
-                             '--limit', limit, check=False)
-        assert p.returncode != 0
-        assert 'is the source of node1 and node2' in p.stdout and 'Stop Cassandra' not in p.stdout, p.stdout
+    p = cluster.playbook('restore.yml', '-e', 'cassbackup_name=day1', '-e', f'cassbackup_host_map={mapping}',
+                         '--limit', 'node2', check=False)
+    assert p.returncode != 0
+    assert 'is the source of node1 and node2' in p.stdout and 'Stop Cassandra' not in p.stdout, p.stdout
     for n in cluster.nodes:  # every node still running, none restored
         assert os.path.exists(os.path.join(n['dir'], 'running'))
 
