@@ -573,6 +573,28 @@ int commitlog_list(struct cb_backend *b, const char *node, bool strict, struct c
 	return r;
 }
 
+static int cmp_key(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int commitlog_keys(struct cb_backend *b, char ***keys, size_t *n)
+{
+	struct list_ctx c = {.b = b};
+	int r = cb_backend_list(b, COMMITLOG_PREFIX, collect_key, &c);
+	if (r < 0) {
+		for (size_t i = 0; i < c.nkeys; i++)
+			free(c.keys[i]);
+		free(c.keys);
+		return r;
+	}
+	if (c.nkeys)
+		qsort(c.keys, c.nkeys, sizeof(*c.keys), cmp_key);
+	*keys = c.keys;
+	*n = c.nkeys;
+	return 0;
+}
+
 int commitlog_list_host_elsewhere(struct cb_backend *b, const char *node, const char *host_id,
 				  struct commitlog_list *out, struct strbuf *err)
 {

@@ -107,6 +107,11 @@ struct commitlog_list {
 	unsigned bad;             /* objects skipped: their metadata did not read (err says) */
 };
 
+/* The keys of every segment object in the store (commitlogs/<node>/<name>.zst with a segment's
+ * name), sorted: *keys (each and the array the caller's, ptrv style) and *n. 0 or the
+ * listing's -errno. */
+int commitlog_keys(struct cb_backend *b, char ***keys, size_t *n);
+
 /* Lists the segments of node (NULL: every node), reading each one's metadata. An object whose
  * metadata cannot be read is counted in bad and named in err ("; "-separated) when strict is
  * false; with strict it fails the call (a decision that deletes must not take "unreadable" for

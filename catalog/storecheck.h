@@ -13,7 +13,10 @@
  *      index (and, where read, undamaged);
  *   5. the catalog agrees with the store: its packs, the blobs it says each holds, its backups
  *      and their files;
- *   6. stale locks and bytes no backup uses, as information.
+ *   6. every commitlog segment's metadata reads (commitlog.h) and, with a subset to read, the
+ *      segments it chooses (by the same rule, over their keys) decode to the bytes of their
+ *      SHA-256;
+ *   7. stale locks and bytes no backup uses, as information.
  * Each finding is handed to the caller as it is made: one line, a problem or information,
  * naming the object and the reason. Nothing here prints.
  *
@@ -37,7 +40,7 @@ struct store_lock;
 
 /* Which packs step 3 reads. */
 enum storecheck_read {
-	STORECHECK_READ_NONE,  /* none: steps 1, 2, 4, 5, 6 only */
+	STORECHECK_READ_NONE,  /* none: no pack's data, no segment's bytes */
 	STORECHECK_READ_ALL,
 	STORECHECK_READ_NTH,   /* part n of m: packs whose number mod m is n - 1 (1 <= n <= m) */
 	STORECHECK_READ_SHARE, /* a share of the packs, chosen by seed (restic's "x%") */
@@ -84,6 +87,8 @@ struct storecheck_stats {
 	uint64_t bytes_read;
 	uint64_t unused_blobs, unused_bytes;
 	size_t stale_locks;
+	size_t segments;       /* commitlog segments in commitlogs/ */
+	size_t segments_read;  /* step 6 */
 	size_t problems;       /* findings of kind STORECHECK_PROBLEM */
 };
 

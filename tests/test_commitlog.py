@@ -1162,8 +1162,11 @@ def test_prune_keeps_the_segments_kept_backups_need(history, tmp_path):
     # b2's window starts at its snapshot (T0 + 1 day): s4 reaches over it, s5 is after it
     assert stored(store) == {'n1': sorted([names['s4'], names['s5'], os.path.basename(garbage)[:-4]]),
                              'n2': [names['n2']]}
-    cb('check', '--store', store)
-    # a point-in-time restore will not go on without every segment of the node
+    # check names it (it passed), and a point-in-time restore will not go on without every
+    # segment of the node
+    p = cb('check', '--store', store, check=False)
+    assert p.returncode == 1 and f'PROBLEM {os.path.relpath(garbage, store)}: not a stored commitlog segment' \
+        in p.stdout, p.stdout
     live = live_dir(tmp_path, store, 'b2')
     conf = tmp_path / 'conf'
     conf.mkdir()
@@ -1329,6 +1332,37 @@ def test_copy_never_replaces_a_segment_and_checks_each_one(history, tmp_path):
     p = cb('copy', '--from', store, '--to', dst2, 'b2', check=False)
     assert p.returncode == 1 and f'n1/{name}: damaged' in p.stderr, p.stderr
     assert stored(dst2) == {'n1': [after]}
+
+
+def test_check_reads_the_segments(history, tmp_path):
+    """check did not look at commitlog segments: one whose bytes no longer gave its SHA-256, or
+    whose metadata did not read, passed, and a point-in-time restore failed on the day it was
+    needed. Their metadata is read by every check, their bytes by --read-data (and a subset)."""
+    store, segs = history
+    out = cb('check', '--store', store, '--read-data').stdout
+    assert out.rstrip().endswith('6 commitlog segments checked; data of 2 packs and 6 segments read (' +
+                                 out.rsplit('read (', 1)[1].split(')')[0] + '): no problems'), out
+    s4, s5 = (os.path.basename(segs[k]) for k in ('s4', 's5'))
+    path = object_path(store, 'n1', s4)
+    data = bytearray(read(path))
+    data[-20] ^= 0x40
+    with open(path, 'wb') as f:
+        f.write(bytes(data))
+    cb('check', '--store', store)  # the metadata still reads
+    p = cb('check', '--store', store, '--read-data', '--json', check=False)
+    j = json.loads(p.stdout)
+    assert p.returncode == 1 and len(j['problems']) == 1, j
+    assert j['problems'][0].startswith(f'commitlogs/n1/{s4}.zst: ') and 'point-in-time' in j['problems'][0]
+    assert j['summary']['commitlog_segments'] == 6 and j['summary']['commitlog_segments_read'] == 6
+    # a subset reads some of them; every part of 1/3..3/3 reads each once
+    read_in = [json.loads(cb('check', '--store', store, '--read-data-subset', f'{n}/3', '--json',
+                             check=False).stdout)['summary']['commitlog_segments_read'] for n in (1, 2, 3)]
+    assert sum(read_in) == 6, read_in
+    # metadata that does not read: every check says so
+    with open(object_path(store, 'n1', s5), 'wb') as f:
+        f.write(b'not a segment object')
+    p = cb('check', '--store', store, check=False)
+    assert p.returncode == 1 and f'PROBLEM commitlogs/n1/{s5}.zst: ' in p.stdout, p.stdout
 
 
 def test_copy_of_an_incremental_takes_the_segments_since_its_full_backup(store, tmp_path):

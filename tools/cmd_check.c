@@ -97,6 +97,8 @@ static void report_json(struct check *c)
 	json_kv_u64(&j, "unused_blobs", c->st.unused_blobs);
 	json_kv_u64(&j, "unused_bytes", c->st.unused_bytes);
 	json_kv_u64(&j, "stale_locks", c->st.stale_locks);
+	json_kv_u64(&j, "commitlog_segments", c->st.segments);
+	json_kv_u64(&j, "commitlog_segments_read", c->st.segments_read);
 	json_kv_u64(&j, "problems", c->problems.n);
 	json_kv_bool(&j, "encrypted", store_encrypted(c->s));
 	json_object_end(&j);
@@ -129,9 +131,16 @@ static void report_text(struct check *c)
 	char size[32], got[32];
 	format_bytes(c->st.blob_bytes, size, sizeof(size));
 	format_bytes(c->st.bytes_read, got, sizeof(got));
-	printf("%zu backup%s, %zu pack%s (%zu blobs, %s) checked", c->st.backups, c->st.backups == 1 ? "" : "s",
+	printf("%zu backup%s, %zu pack%s (%zu blobs, %s)", c->st.backups, c->st.backups == 1 ? "" : "s",
 	       c->st.packs, c->st.packs == 1 ? "" : "s", c->st.blobs, size);
-	if (c->sub.kind != STORECHECK_READ_NONE)
+	if (c->st.segments)
+		printf(", %zu commitlog segment%s", c->st.segments, c->st.segments == 1 ? "" : "s");
+	printf(" checked");
+	if (c->sub.kind != STORECHECK_READ_NONE && c->st.segments)
+		printf("; data of %zu pack%s and %zu segment%s read (%s)", c->st.packs_read,
+		       c->st.packs_read == 1 ? "" : "s", c->st.segments_read,
+		       c->st.segments_read == 1 ? "" : "s", got);
+	else if (c->sub.kind != STORECHECK_READ_NONE)
 		printf("; data of %zu pack%s read (%s)", c->st.packs_read, c->st.packs_read == 1 ? "" : "s", got);
 	if (c->problems.n)
 		printf(": %zu problem%s\n", c->problems.n, c->problems.n == 1 ? "" : "s");
