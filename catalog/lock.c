@@ -246,6 +246,7 @@ struct store_lock {
 	bool lapsed, gone;       /* sticky; gone: the object was removed by another process */
 	bool stop, thread_started;
 	bool kept;               /* store_lock_keep: left in place */
+	char held_key[64];       /* store_lock_take_over: the caller's other lock, no conflict */
 };
 
 static int new_lock(struct cb_backend *b, const struct lock_periods *p, bool exclusive,
@@ -365,6 +366,7 @@ static void *refresh_loop(void *arg)
 
 struct conflict_ctx {
 	const struct lock_info *mine;
+	const char *held_key; /* the taker's other lock ("": none) */
 	struct lock_info found;
 	bool any;
 };
@@ -372,7 +374,7 @@ struct conflict_ctx {
 static int find_conflict(void *ctx, const struct lock_info *li)
 {
 	struct conflict_ctx *c = ctx;
-	if (li->stale || li->probe)
+	if (li->stale || li->probe || !strcmp(li->key, c->held_key))
 		return 0;
 	if (c->mine->exclusive || li->exclusive) {
 		c->found = *li;
@@ -392,7 +394,7 @@ static int try_take(struct store_lock *l, struct lock_info *holder)
 	int r = lock_write(l->b, &l->info);
 	if (r < 0)
 		return r;
-	struct conflict_ctx c = {.mine = &l->info};
+	struct conflict_ctx c = {.mine = &l->info, .held_key = l->held_key};
 	r = list_locks(l->b, l->info.key, &l->p, find_conflict, &c);
 	if (r < 0 || c.any) {
 		cb_backend_delete_quiet(l->b, l->info.key);
@@ -404,18 +406,13 @@ static int try_take(struct store_lock *l, struct lock_info *holder)
 	return 0;
 }
 
-int store_lock_take_with(struct cb_backend *b, const struct lock_periods *p, bool exclusive,
-			 const char *command, int wait_seconds,
-			 void (*waiting)(void *ctx, const struct lock_info *holder), void *ctx,
-			 struct store_lock **out, struct lock_info *holder)
+/* Takes l (new_lock's), waiting as store_lock_take does; frees it on failure. */
+static int take_waiting(struct store_lock *l, int wait_seconds,
+			void (*waiting)(void *ctx, const struct lock_info *holder), void *ctx,
+			struct store_lock **out, struct lock_info *holder)
 {
-	*out = NULL;
-	if (cb_backend_readonly(b))
-		return -EROFS;
-	struct store_lock *l;
-	int r = new_lock(b, p, exclusive, command, &l);
-	if (r < 0)
-		return r;
+	struct cb_backend *b = l->b;
+	int r;
 	struct lock_info h;
 	double deadline = mono_seconds() + wait_seconds;
 	bool told = false;
@@ -439,6 +436,32 @@ int store_lock_take_with(struct cb_backend *b, const struct lock_periods *p, boo
 	}
 	*out = l;
 	return 0;
+}
+
+int store_lock_take_with(struct cb_backend *b, const struct lock_periods *p, bool exclusive,
+			 const char *command, int wait_seconds,
+			 void (*waiting)(void *ctx, const struct lock_info *holder), void *ctx,
+			 struct store_lock **out, struct lock_info *holder)
+{
+	*out = NULL;
+	if (cb_backend_readonly(b))
+		return -EROFS;
+	struct store_lock *l;
+	int r = new_lock(b, p, exclusive, command, &l);
+	return r < 0 ? r : take_waiting(l, wait_seconds, waiting, ctx, out, holder);
+}
+
+int store_lock_take_over(struct store_lock *held, bool exclusive, int wait_seconds,
+			 void (*waiting)(void *ctx, const struct lock_info *holder), void *ctx,
+			 struct store_lock **out, struct lock_info *holder)
+{
+	*out = NULL;
+	struct store_lock *l;
+	int r = new_lock(held->b, &held->p, exclusive, held->info.command, &l);
+	if (r < 0)
+		return r;
+	snprintf(l->held_key, sizeof(l->held_key), "%s", held->info.key);
+	return take_waiting(l, wait_seconds, waiting, ctx, out, holder);
 }
 
 int store_lock_take(struct cb_backend *b, bool exclusive, const char *command, int wait_seconds,

@@ -107,6 +107,16 @@ int store_lock_take_with(struct cb_backend *b, const struct lock_periods *p, boo
 			 void (*waiting)(void *ctx, const struct lock_info *holder), void *ctx,
 			 struct store_lock **out, struct lock_info *holder);
 
+/* Takes a lock of the kind exclusive says on held's store, as store_lock_take with held's
+ * command and periods would, while the caller keeps held: held is no conflict, and stays (and
+ * is renewed) while this one is waited for, so that a command that looks meanwhile still sees
+ * the caller at work (a prune waiting for the exclusive lock, then going back to a shared one,
+ * is never without a lock another prune would see). The caller releases held once this
+ * returns 0, and keeps it otherwise. */
+int store_lock_take_over(struct store_lock *held, bool exclusive, int wait_seconds,
+			 void (*waiting)(void *ctx, const struct lock_info *holder), void *ctx,
+			 struct store_lock **out, struct lock_info *holder);
+
 /* Before an irreversible step: renews the lease now when its last renewal is older than the
  * refresh period, then returns 0 when it was held without a gap since it was taken and has at
  * least the margin left. Otherwise -ETIMEDOUT, and err gets one line: "the lock of STORE

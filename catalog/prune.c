@@ -64,7 +64,9 @@ static int find_other_prune(void *ctx, const struct lock_info *li)
 
 /* Prunes run one at a time: two would copy the same blobs, and one would read packs the
  * other deleted. Looked for after this prune's own lock is written, so of two that race at
- * least one sees the other and backs off. */
+ * least one sees the other and backs off; and a prune holds a lock from its first until it
+ * ends (switch_lock keeps the old one while it waits for the next), so one that starts while
+ * another waits for the exclusive lock sees it too. */
 static int alone(prune *p, struct lock_info *other, struct strbuf *err)
 {
 	int r = store_lock_list(store_backend(p->store), p->lock, find_other_prune, other);
@@ -77,23 +79,37 @@ static int alone(prune *p, struct lock_info *other, struct strbuf *err)
 	return r;
 }
 
+/* Takes a lock of the kind exclusive says, waiting o.lock_wait_seconds, and then releases the
+ * one held: while it waits, the held one stays, so that another prune that starts meanwhile
+ * sees this one at work and backs off (alone). 0, or -errno with the held lock kept. */
+static int switch_lock(prune *p, bool exclusive, int wait_seconds, struct lock_info *holder)
+{
+	struct store_lock *l = NULL;
+	int r = p->lock ? store_lock_take_over(p->lock, exclusive, wait_seconds, p->o.lock_waiting,
+					       p->o.lock_ctx, &l, holder)
+			: store_lock_take(store_backend(p->store), exclusive, "prune", wait_seconds,
+					  p->o.lock_waiting, p->o.lock_ctx, &l, holder);
+	if (r < 0)
+		return r;
+	store_lock_release(p->lock);
+	p->lock = l;
+	p->exclusive = exclusive;
+	return 0;
+}
+
 /* Takes the shared lock (planning, repacking: what a create may do beside it) or the
- * exclusive one (deleting), releasing the one held first. When the shared lock meets another
- * prune's, -EBUSY with that lock in *other (when not NULL). */
+ * exclusive one (deleting) in place of the one held (switch_lock). When the shared lock meets
+ * another prune's, -EBUSY with that lock in *other (when not NULL). */
 static int take_lock_seeing(prune *p, bool exclusive, struct lock_info *other, struct strbuf *err)
 {
-	store_lock_release(p->lock);
-	p->lock = NULL;
 	struct lock_info holder = {0};
-	int r = store_lock_take(store_backend(p->store), exclusive, "prune", p->o.lock_wait_seconds,
-				p->o.lock_waiting, p->o.lock_ctx, &p->lock, &holder);
+	int r = switch_lock(p, exclusive, p->o.lock_wait_seconds, &holder);
 	if (r == -EBUSY)
 		say_locked(p, &holder, err);
 	else if (r == -EROFS)
 		sb_printf(err, "store %s is read-only", p->location);
 	else if (r < 0)
 		sb_printf(err, "cannot lock store %s: %s", p->location, cb_backend_why(r));
-	p->exclusive = r == 0 && exclusive;
 	struct lock_info seen = {0};
 	return r < 0 || exclusive ? r : alone(p, other ? other : &seen, err);
 }
@@ -801,27 +817,22 @@ static bool deletes_planned(const prune *p)
 }
 
 /* Trades the shared lock for the exclusive one if no other command holds the store now,
- * without waiting: 0 (held), 1 with the holder described in busy (n bytes; no lock held then),
- * or -errno with err. */
+ * without waiting: 0 (held), 1 with the holder described in busy (n bytes; the shared lock
+ * still held then), or -errno with err. */
 static int exclusive_if_free(prune *p, char *busy, size_t n, struct strbuf *err)
 {
 	int r = store_lock_check(p->lock, err);
 	if (r < 0)
 		return r;
-	store_lock_release(p->lock);
-	p->lock = NULL;
 	struct lock_info holder = {0};
-	r = store_lock_take(store_backend(p->store), true, "prune", 0, NULL, NULL, &p->lock, &holder);
+	r = switch_lock(p, true, 0, &holder);
 	if (r == -EBUSY) {
 		describe_holder(&holder, busy, n);
 		return 1;
 	}
-	if (r < 0) {
+	if (r < 0)
 		sb_printf(err, "cannot lock store %s: %s", p->location, cb_backend_why(r));
-		return r;
-	}
-	p->exclusive = true;
-	return 0;
+	return r;
 }
 
 /* With nothing to delete, the exclusive lock serves only the sweep of upload leftovers: it is

@@ -614,6 +614,39 @@ def test_two_prunes_if_idle_that_start_together_leave_one_to_prune(store, tmp_pa
     assert os.listdir(os.path.join(store, 'locks')) == [os.path.basename(other)]
 
 
+def test_a_prune_waiting_for_the_exclusive_lock_keeps_another_prune_out(store, tmp_path):
+    """A prune gave up its shared lock while it waited for the exclusive one (a create held the
+    store): a second prune that started then saw no other prune, planned and repacked beside
+    it. The first now keeps its shared lock until it has the exclusive one."""
+    small = make_sample(str(tmp_path / 'small'), '--data-kib', '16', '--no-clutter', '--keyspaces', '1',
+                        '--tables', '1', '--no-index')
+    other = make_sample(str(tmp_path / 'other'), '--data-kib', '16', '--no-clutter', '--keyspaces', '1',
+                        '--tables', '1', '--no-index', '--seed', '7')
+    cb('create', '--store', store, '--name', 'gone', *data_dir_args(sample_dirs(small)), '--snapshot', 'nightly-1')
+    cb('forget', '--store', store, 'gone')
+    c = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, *node_files_off(['create', '--store', store, '--name', 'other', '--node', 'n2',
+                                      *data_dir_args(sample_dirs(other)), '--snapshot', 'nightly-1'])],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='1')))
+    a = None
+    try:
+        a = subprocess.Popen([CASSBACKUP, 'prune', '--store', store, '--lock-wait', '300'], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = a.stderr.readline()  # planned; now waiting for the create's lock to go
+        assert 'is locked by create (pid' in line and 'waiting up to 300 s' in line, line
+        p = cb('prune', '--store', store, '--lock-wait', '300', check=False)
+        assert p.returncode == 1 and f'is locked by prune (pid {a.pid} on ' in p.stderr, p.stdout + p.stderr
+    finally:
+        rc, out, err = resumed(c)
+        assert rc == 0, err
+        if a:
+            out, err = a.communicate(timeout=300)
+    assert a.returncode == 0, out + err  # what it deletes depends on what the create shares
+    assert backup_names(store) == ['other']
+    cb('check', '--store', store, '--read-data')
+
+
 def test_a_prune_if_idle_that_fails_is_a_failure_in_its_metrics(store, tmp_path):
     """A prune --if-idle whose repack failed (a damaged pack) and then met a create's lock was
     taken for one that stopped for another: exit 1, but no run in the metrics file, so the
