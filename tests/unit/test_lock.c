@@ -134,6 +134,29 @@ static void test_shared_exclusive(struct cb_backend *b, const char *host)
 	sb_free(&err);
 }
 
+/* A lock taken over another the caller holds: the held one is no conflict and stays until
+ * released; another command's lock still is one. */
+static void test_take_over(struct cb_backend *b)
+{
+	struct store_lock *shared, *x, *back, *other;
+	struct lock_info h = {0};
+	CHECK(store_lock_take(b, false, "prune", 0, NULL, NULL, &shared, NULL) == 0);
+	CHECK(store_lock_take(b, false, "create", 0, NULL, NULL, &other, NULL) == 0);
+	CHECK(store_lock_take_over(shared, true, 0, NULL, NULL, &x, &h) == -EBUSY && x == NULL);
+	CHECK(!strcmp(h.command, "create"));
+	store_lock_release(other);
+	CHECK(store_lock_take_over(shared, true, 0, NULL, NULL, &x, NULL) == 0);
+	/* both are there until the caller lets go of the shared one: a newcomer sees each */
+	CHECK(store_lock_take(b, false, "create", 0, NULL, NULL, &other, &h) == -EBUSY && h.exclusive);
+	store_lock_release(shared);
+	/* and back: the shared one is taken while the exclusive one is held */
+	CHECK(store_lock_take_over(x, false, 0, NULL, NULL, &back, NULL) == 0);
+	store_lock_release(x);
+	CHECK(store_lock_take(b, false, "create", 0, NULL, NULL, &other, NULL) == 0);
+	store_lock_release(other);
+	store_lock_release(back);
+}
+
 /* Staleness is the store's: the objects' modification times, never the holders' time_ns. */
 static void test_stale_by_store_clock(struct cb_backend *b, const char *host)
 {
@@ -403,6 +426,7 @@ int main(void)
 
 	test_env_periods(); /* first: this process has not read them yet, so neither have its children */
 	test_shared_exclusive(b, host);
+	test_take_over(b);
 	test_stale_by_store_clock(b, host);
 	test_judge();
 	test_waiting(b);
