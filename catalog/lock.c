@@ -340,6 +340,19 @@ static int renew_locked(struct store_lock *l)
 	return 0;
 }
 
+/* Between renewals: marks l lapsed (gone) when its object is no longer in the store, which
+ * another process removed (unlock --all, or one that took it for stale) while this one was
+ * paused for less than a renewal period. A failed look alone changes nothing. Called with mu
+ * held. */
+static void look_still_there(struct store_lock *l)
+{
+	struct cb_object_info there;
+	if (cb_backend_stat_info(l->b, l->info.key, &there) == -ENOENT) {
+		l->gone = true;
+		mark_lapsed(l, boot_ns() - l->renewed);
+	}
+}
+
 static void *refresh_loop(void *arg)
 {
 	struct store_lock *l = arg;
@@ -479,13 +492,16 @@ int store_lock_check(struct store_lock *l, struct strbuf *err)
 	pthread_mutex_lock(&l->mu);
 	if (!l->lapsed && boot_ns() - l->renewed >= l->p.refresh_ns)
 		renew_locked(l); /* a failure alone is judged by the time left, below */
+	else if (!l->lapsed)
+		look_still_there(l);
 	int64_t since = boot_ns() - l->renewed;
 	if (!l->lapsed && since >= lapse_limit(&l->p))
 		mark_lapsed(l, since);
 	int r = l->lapsed ? -ETIMEDOUT : 0;
 	if (r < 0 && err && l->gone)
-		sb_printf(err, "the lock of %s lapsed (%s was removed by another process, which took "
-			  "it for stale), so nothing is committed", cb_backend_location(l->b), l->info.key);
+		sb_printf(err, "the lock of %s lapsed (%s was removed by another process: 'unlock "
+			  "--all', or one that took it for stale), so nothing is committed",
+			  cb_backend_location(l->b), l->info.key);
 	else if (r < 0 && err)
 		sb_printf(err, "the lock of %s lapsed (not renewed for %lld s: the process was paused "
 			  "or the store was unreachable), so nothing is committed",

@@ -118,8 +118,9 @@ int store_lock_take_over(struct store_lock *held, bool exclusive, int wait_secon
 			 struct store_lock **out, struct lock_info *holder);
 
 /* Before an irreversible step: renews the lease now when its last renewal is older than the
- * refresh period, then returns 0 when it was held without a gap since it was taken and has at
- * least the margin left. Otherwise -ETIMEDOUT, and err gets one line: "the lock of STORE
+ * refresh period, else looks that its object is still there (one request: another process
+ * may have removed it while this one was paused), then returns 0 when it was held without a
+ * gap since it was taken, is still there, and has at least the margin left. Otherwise -ETIMEDOUT, and err gets one line: "the lock of STORE
  * lapsed (...), so nothing is committed". Sticky: once lapsed, always -ETIMEDOUT. A failed
  * renewal alone does not fail the check while the lease has the margin left. NULL (no lock
  * taken: a read-only store) gives 0. */

@@ -614,6 +614,29 @@ def test_two_prunes_if_idle_that_start_together_leave_one_to_prune(store, tmp_pa
     assert os.listdir(os.path.join(store, 'locks')) == [os.path.basename(other)]
 
 
+def test_a_create_whose_lock_was_removed_while_paused_commits_nothing(store, tmp_path):
+    """A create paused (a suspended VM) just before its manifest, for less than a renewal
+    period, while 'unlock --all' removed its lock and a prune deleted its pack: it committed,
+    exit 0, a backup whose bytes were gone. The check before and after the manifest now looks
+    that the lock object is still there."""
+    src = make_sample(str(tmp_path / 'src'), '--data-kib', '64', '--no-clutter', '--keyspaces', '1',
+                      '--tables', '1', '--no-index')
+    c = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, *node_files_off(['create', '--store', store, '--name', 'b1', *data_dir_args(sample_dirs(src)),
+                                      '--snapshot', 'nightly-1'])],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='1')))
+    try:
+        assert 'removed 1' in cb('unlock', '--store', store, '--all').stdout
+        assert 'delete packs/' in cb('prune', '--store', store).stdout
+    finally:
+        rc, out, err = resumed(c)
+    assert rc == 1 and "was removed by another process: 'unlock --all', or one that took it for stale" in err, err
+    assert 'so nothing is committed' in err
+    assert backup_names(store) == []
+    cb('check', '--store', store)
+
+
 def test_a_prune_waiting_for_the_exclusive_lock_keeps_another_prune_out(store, tmp_path):
     """A prune gave up its shared lock while it waited for the exclusive one (a create held the
     store): a second prune that started then saw no other prune, planned and repacked beside
