@@ -427,11 +427,19 @@ static int make_private_dirs(int fd, const char *parent, const char *dir)
 	return r;
 }
 
+static bool catalog_place_unusable(int r);
+
 /* Where the catalog lives: beside the store when it is a local, writable one; else in the
  * user's own cache directory, under the store's id and which copy of it this is
- * (CACHE/ID/PLACE/catalog.db: store_place), for a remote store or a read-only or encrypted one. */
-static int pick_catalog_path(struct store *s, const struct store_options *o, struct strbuf *err)
+ * (CACHE/ID/PLACE/catalog.db: store_place), for a remote store or a read-only or encrypted one.
+ * A cache directory that cannot be used (none, not a directory, not this user's own) is
+ * -EINVAL with err: a setting to fix. Directories ID and PLACE in it that cannot be made
+ * (catalog_place_unusable: something else in their place) leave the path set and their error
+ * in *unusable, for a temporary catalog. */
+static int pick_catalog_path(struct store *s, const struct store_options *o, int *unusable,
+			     struct strbuf *err)
 {
+	*unusable = 0;
 	struct strbuf p = {0};
 	int r;
 	if (!cb_location_is_remote(s->location) && !store_encrypted(s) && access(s->location, W_OK) == 0) {
@@ -447,10 +455,12 @@ static int pick_catalog_path(struct store *s, const struct store_options *o, str
 		if (fd >= 0) {
 			r = make_private_dirs(fd, s->config.id, place);
 			close(fd);
-			if (r < 0)
+			if (r < 0 && catalog_place_unusable(r))
+				*unusable = r, r = 0;
+			else if (r < 0)
 				sb_printf(err, "cannot create %s/%s/%s: %s", p.buf, s->config.id, place, strerror(-r));
 		} else {
-			r = fd;
+			r = fd == -ENOMEM ? fd : -EINVAL;
 		}
 		r = r ?: sb_printf(&p, "/%s/%s/catalog.db", s->config.id, place);
 	}
@@ -798,10 +808,13 @@ static bool catalog_place_unusable(int r)
 static int open_and_reconcile(struct store *s, const struct store_options *o, int flags,
 			      struct strbuf *err)
 {
-	int r = pick_catalog_path(s, o, err);
+	int unusable;
+	int r = pick_catalog_path(s, o, &unusable, err);
 	if (r < 0)
 		return r;
-	bool opened = (r = open_catalog(s, err)) == 0;
+	bool opened = !unusable && (r = open_catalog(s, err)) == 0;
+	if (unusable)
+		r = unusable;
 	if (r == 0 && !(flags & STORE_NO_RECONCILE))
 		r = reconcile_at_open(s, err);
 	bool give_way = opened ? r == -ENOSPC || r == -EDQUOT : catalog_place_unusable(r);

@@ -471,7 +471,7 @@ def test_a_planted_cache_directory_is_refused(store, tmp_path):
         shutil.rmtree(top, ignore_errors=True)
 
 
-@pytest.mark.parametrize('damage', ['place-is-a-file', 'catalog-is-a-directory'])
+@pytest.mark.parametrize('damage', ['id-is-a-file', 'place-is-a-file', 'catalog-is-a-directory'])
 def test_a_damaged_cache_place_gives_way_to_a_temporary_catalog(tmp_path, damage):
     """The cache place of an encrypted store's catalog replaced by a file stopped every command
     with "Not a directory", exit 3 (no such store); catalog.db made a directory, exit 1. The
@@ -485,9 +485,10 @@ def test_a_damaged_cache_place_gives_way_to_a_temporary_catalog(tmp_path, damage
     cb('create', '--store', loc, '--key-file', str(key), '--name', 'b1', *data_dir_args(dirs), '--snapshot',
        'nightly-1', env=env)
     [path] = [os.path.join(d, 'catalog.db') for d, _, names in os.walk(tmp_path / 'cache') if 'catalog.db' in names]
-    if damage == 'place-is-a-file':
-        shutil.rmtree(os.path.dirname(path))
-        with open(os.path.dirname(path), 'w') as f:
+    if damage.endswith('-is-a-file'):
+        gone = os.path.dirname(path) if damage == 'place-is-a-file' else os.path.dirname(os.path.dirname(path))
+        shutil.rmtree(gone)
+        with open(gone, 'w') as f:
             f.write('x')
     else:
         for name in os.listdir(os.path.dirname(path)):
@@ -498,6 +499,10 @@ def test_a_damaged_cache_place_gives_way_to_a_temporary_catalog(tmp_path, damage
     [note] = p.stderr.splitlines()
     assert note.startswith(f'cassbackup: note: catalog {path}: ') and 'this run keeps a temporary one' in note
     cb('verify', '--store', loc, '--key-file', str(key), 'b1', env=env)
+    # the cache directory itself not one: a setting to fix (exit 2), not "no such store" (3)
+    p = cb('list', '--store', loc, '--key-file', str(key), check=False,
+           env=dict(env, CASSBACKUP_CACHE_DIR=str(tmp_path / 'key')))
+    assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and str(tmp_path / 'key') in p.stderr, p.stderr
 
 
 def test_a_backup_committed_between_a_readers_listings_is_taken_in_whole(tmp_path):
