@@ -160,6 +160,13 @@ enum cb_put_flags {
 	 * stores link the new object to its key (link(2) does not replace); S3 sends
 	 * If-None-Match: * and, for servers that may not honour it, checks with a HEAD first. */
 	CB_PUT_EXCLUSIVE = 1 << 0,
+	/* only replace: -ENOENT when the key is gone (a lock's renewal, whose object another
+	 * process may have removed: rewriting it would bring it back unseen). Local stores swap
+	 * the new object with the old one (renameat2 RENAME_EXCHANGE, which fails when there is
+	 * none; a plain rename where the file system cannot swap); object storage takes it as a
+	 * plain put (a conditional PUT that a retry repeats would find its own first write), so
+	 * there the caller looks first. */
+	CB_PUT_REPLACE_ONLY = 1 << 1,
 };
 
 /* Stores a small object atomically and durably: replacing one of the same key, or with

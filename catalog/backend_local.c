@@ -4,7 +4,8 @@
  * RESOLVE_NO_SYMLINKS), so a symlink planted in a store never leads outside it. Uploads are
  * O_TMPFILE files in tmp/, invisible until committed: fsync, then linked straight to the key
  * (CB_PUT_EXCLUSIVE: link(2) never replaces, so a taken key gives -EEXIST), or, to replace an
- * object, linked under tmp/ and renamed over the key; then the directory is fsynced. So a writer
+ * object, linked under tmp/ and renamed over the key (CB_PUT_REPLACE_ONLY: swapped with it,
+ * and the old one removed from tmp/); then the directory is fsynced. So a writer
  * killed at any point leaves either nothing (an unlinked inode the kernel frees), or the whole
  * object under its key, or (replacing only) a named tmp/ file. Without O_TMPFILE (NFS, some
  * FUSE file systems) the upload is a named tmp/ file its writer holds with flock(2), moved to
@@ -350,6 +351,8 @@ struct local_upload {
 	char name[48];   /* tmp/ name: linked at commit (or at once without O_TMPFILE) */
 	bool linked;     /* name exists in tmp/ */
 	bool exclusive;  /* CB_PUT_EXCLUSIVE */
+	bool replace_only; /* CB_PUT_REPLACE_ONLY */
+	bool swapped;    /* the tmp/ name holds the object replaced (replace_only) */
 	uint64_t synced; /* bytes handed to writeback so far */
 };
 
@@ -398,6 +401,14 @@ static int place(struct local_upload *l, int dfd, const char *base)
 	if (!l->linked && (r = link_tmpfile(l, l->tmpdir, l->name)) < 0)
 		return r;
 	l->linked = true;
+	if (l->replace_only) {
+		if (renameat2(l->tmpdir, l->name, dfd, base, RENAME_EXCHANGE) == 0) {
+			l->swapped = true;
+			return 0;
+		}
+		if (errno != EINVAL && errno != ENOSYS) /* ENOENT: the key is gone */
+			return -errno;
+	}
 	return renameat(l->tmpdir, l->name, dfd, base) < 0 ? -errno : 0;
 }
 
@@ -414,7 +425,8 @@ static int upload_commit(struct cb_upload *u)
 		return dfd;
 	int r = place(l, dfd, base);
 	if (r == 0) {
-		l->linked = false; /* the name in tmp/, if any, is the key's now */
+		l->linked = l->swapped; /* the name in tmp/, if any, is the key's now, or the old
+					 * object's (removed by upload_free) */
 		r = fsync(dfd) < 0 ? -errno : fsync(l->tmpdir) < 0 ? -errno : 0;
 	}
 	close(dfd);
@@ -465,7 +477,8 @@ static int local_upload_begin(struct cb_backend *b, const char *key, uint64_t si
 		return -ENOMEM;
 	*l = (struct local_upload){.u.ops = &local_upload_ops, .lb = (struct local_backend *)b,
 				   .fd = -1, .tmpdir = -1, .key = strdup(key),
-				   .exclusive = (flags & CB_PUT_EXCLUSIVE) != 0};
+				   .exclusive = (flags & CB_PUT_EXCLUSIVE) != 0,
+				   .replace_only = (flags & CB_PUT_REPLACE_ONLY) != 0};
 	unsigned char rnd[16];
 	char hex[33];
 	int r = !l->key ? -ENOMEM : getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd) ? -EIO : 0;

@@ -62,6 +62,7 @@ struct lru {
 struct filecheck {
 	pthread_mutex_t mu;
 	struct lru digests, indexes;
+	uint64_t manifest_reads; /* under mu */
 };
 
 int filecheck_new(struct filecheck **out)
@@ -361,10 +362,22 @@ static int digest_locked(struct store *s, struct filecheck *fc, const char *back
 		 * the next question reads it again */
 		memcpy(e->version, version, CB_VERSION_MAX);
 		pthread_mutex_lock(&fc->mu);
+		fc->manifest_reads++;
 		lru_insert(&fc->digests, e);
 	}
 	*out = e;
 	return 0;
+}
+
+uint64_t store_check_manifest_reads(struct store *s)
+{
+	struct filecheck *fc;
+	if (store_filecheck(s, &fc) < 0)
+		return 0;
+	pthread_mutex_lock(&fc->mu);
+	uint64_t n = fc->manifest_reads;
+	pthread_mutex_unlock(&fc->mu);
+	return n;
 }
 
 /* What the catalog says, to be asked of backup f->backup's digest; one of: file f has content

@@ -67,7 +67,8 @@ static int64_t boot_ns(void)
 
 /* --- the document ------------------------------------------------------------------------ */
 
-static int lock_write(struct cb_backend *b, const struct lock_info *li)
+/* Writes li's document under its key, put with flags (cb_put_flags). */
+static int lock_write_flags(struct cb_backend *b, const struct lock_info *li, int flags)
 {
 	json_t *o = json_pack("{s:s, s:s, s:I, s:b, s:I, s:I}", "host", li->host, "command",
 			      li->command, "pid", (json_int_t)li->pid, "exclusive", li->exclusive,
@@ -82,11 +83,16 @@ static int lock_write(struct cb_backend *b, const struct lock_info *li)
 	json_decref(o);
 	if (!s)
 		return -ENOMEM;
-	int r = cb_backend_put(b, li->key, s, strlen(s), 0);
+	int r = cb_backend_put(b, li->key, s, strlen(s), flags);
 	if ((r == -ENOSPC || r == -EDQUOT) && cb_backend_delete(b, RESERVE_KEY) == 0)
-		r = cb_backend_put(b, li->key, s, strlen(s), 0); /* the disk is full: RESERVE_KEY */
+		r = cb_backend_put(b, li->key, s, strlen(s), flags); /* the disk is full: RESERVE_KEY */
 	free(s);
 	return r;
+}
+
+static int lock_write(struct cb_backend *b, const struct lock_info *li)
+{
+	return lock_write_flags(b, li, 0);
 }
 
 int lock_info_parse(const char *buf, size_t len, struct lock_info *li)
@@ -308,20 +314,22 @@ static int renew_locked(struct store_lock *l)
 		mark_lapsed(l, start - l->renewed);
 		return -ETIMEDOUT;
 	}
-	/* Rewriting the object re-creates one that another process removed as stale; look
-	 * first. (One removed between this look and the write is caught by the gap: an observer
-	 * took it for stale only once it went unrenewed for longer than the limit.) */
+	/* Rewriting the object would re-create one that another process removed (as stale, or
+	 * 'unlock --all'): look first, and write it only where it is (CB_PUT_REPLACE_ONLY: in a
+	 * directory store, a removal between the look and the write is seen too; in object
+	 * storage, one removed as stale is caught by the gap, an observer took it for stale only
+	 * once it went unrenewed for longer than the limit). */
 	struct cb_object_info there;
+	struct lock_info next = l->info;
+	next.renewals++;
+	next.time_ns = now_ns();
 	int r = cb_backend_stat_info(l->b, l->info.key, &there);
+	r = r < 0 ? r : lock_write_flags(l->b, &next, CB_PUT_REPLACE_ONLY);
 	if (r == -ENOENT) {
 		l->gone = true;
 		mark_lapsed(l, start - l->renewed);
 		return -ETIMEDOUT;
 	}
-	struct lock_info next = l->info;
-	next.renewals++;
-	next.time_ns = now_ns();
-	r = r < 0 ? r : lock_write(l->b, &next);
 	if (r < 0) {
 		int64_t retry = l->p.refresh_ns / 5;
 		if (retry < NS_PER_S)
@@ -581,6 +589,7 @@ struct unlock_ctx {
 	bool all;
 	unsigned removed;
 	int (*kept)(void *ctx, const struct lock_info *li);
+	void (*live_removed)(void *ctx, const struct lock_info *li);
 	void *ctx;
 };
 
@@ -588,20 +597,24 @@ static int unlock_one(void *ctx, const struct lock_info *li)
 {
 	struct unlock_ctx *u = ctx;
 	if (u->all || li->stale) {
-		if (cb_backend_delete(u->b, li->key) == 0)
+		if (cb_backend_delete(u->b, li->key) == 0) {
 			u->removed++;
+			if (!li->stale && !li->probe && u->live_removed)
+				u->live_removed(u->ctx, li);
+		}
 		return 0;
 	}
 	return u->kept && !li->probe ? u->kept(u->ctx, li) : 0;
 }
 
 int store_unlock(struct cb_backend *b, bool all, unsigned *removed,
-		 int (*kept)(void *ctx, const struct lock_info *li), void *ctx)
+		 int (*kept)(void *ctx, const struct lock_info *li),
+		 void (*live_removed)(void *ctx, const struct lock_info *li), void *ctx)
 {
 	*removed = 0;
 	if (cb_backend_readonly(b))
 		return -EROFS;
-	struct unlock_ctx u = {b, all, 0, kept, ctx};
+	struct unlock_ctx u = {b, all, 0, kept, live_removed, ctx};
 	int r = store_lock_list(b, NULL, unlock_one, &u);
 	*removed = u.removed;
 	return r;

@@ -153,9 +153,11 @@ int store_lock_list(struct cb_backend *b, const struct store_lock *self,
 		    int (*cb)(void *ctx, const struct lock_info *li), void *ctx);
 
 /* Removes stale locks (all locks when all is set); *removed gets their count. kept (may be
- * NULL) is called for each lock left. -EROFS on a read-only store. */
+ * NULL) is called for each lock left, live_removed (may be NULL) for each live one all
+ * removed (a process may be working on the store under it). -EROFS on a read-only store. */
 int store_unlock(struct cb_backend *b, bool all, unsigned *removed,
-		 int (*kept)(void *ctx, const struct lock_info *li), void *ctx);
+		 int (*kept)(void *ctx, const struct lock_info *li),
+		 void (*live_removed)(void *ctx, const struct lock_info *li), void *ctx);
 
 /* The lock document: written and parsed here only. -EBADMSG for anything that is not one. */
 int lock_info_parse(const char *buf, size_t len, struct lock_info *li);

@@ -126,9 +126,13 @@ int store_catalog_connect(struct store *s, bool small, catalog **out);
  * (sha256, size) must be what backups/<f->backup>.json lists for f. 0; -EUCLEAN when they
  * differ (a stale, damaged or planted catalog; err says so); else the error reading the
  * manifest (-ENOENT: forgotten meanwhile). Manifests are read once and kept as compact
- * digests in a bounded cache. Thread-safe. */
+ * digests in a bounded cache; in a directory store each question also looks at the
+ * manifest's version (one stat), so one forgotten (-ENOENT) or made again under its name is
+ * seen at once. Thread-safe. */
 int store_check_file_content(struct store *s, const struct cb_file_ident *f,
 			     const unsigned char sha256[32], uint64_t size, struct strbuf *err);
+/* How many manifests the store_check_ functions have read so far (for tests). */
+uint64_t store_check_manifest_reads(struct store *s);
 
 /* Checks the catalog's count of the files of table t->keyspace/t->table (both "" for the
  * node's own files) of backup t->backup: backups/<t->backup>.json must list exactly nfiles

@@ -627,7 +627,9 @@ def test_a_create_whose_lock_was_removed_while_paused_commits_nothing(store, tmp
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='1')))
     try:
-        assert 'removed 1' in cb('unlock', '--store', store, '--all').stdout
+        u = cb('unlock', '--store', store, '--all').stdout  # it said "removed 1 stale lock"
+        assert f'removed live shared lock of create (pid {c.pid} on ' in u
+        assert u.endswith('removed 0 stale locks and 1 live one; 0 held\n'), u
         assert 'delete packs/' in cb('prune', '--store', store).stdout
     finally:
         rc, out, err = resumed(c)

@@ -164,6 +164,23 @@ static void test_exclusive_uploads(struct cb_backend *b)
 	CHECK(cb_backend_delete(b, "packs/ef/ef01.tar.zst") == 0);
 }
 
+/* CB_PUT_REPLACE_ONLY (a lock's renewal): a key that is gone stays gone (-ENOENT), one that
+ * is there is replaced; nothing is left in tmp/ either way. */
+static void test_replace_only(struct cb_backend *b)
+{
+	uint64_t size;
+	CHECK(cb_backend_put(b, "locks/r.json", "renewed", 7, CB_PUT_REPLACE_ONLY) == -ENOENT);
+	CHECK(cb_backend_stat(b, "locks/r.json", &size) == -ENOENT && count_dir("tmp") == 0);
+	CHECK(cb_backend_put(b, "locks/r.json", "first", 5, 0) == 0);
+	CHECK(cb_backend_put(b, "locks/r.json", "renewed", 7, CB_PUT_REPLACE_ONLY) == 0);
+	char *buf = NULL;
+	size_t len = 0;
+	CHECK(cb_backend_get(b, "locks/r.json", 64, &buf, &len) == 0 && len == 7 && !memcmp(buf, "renewed", 7));
+	free(buf);
+	CHECK(mode_of("locks/r.json") == 0600 && count_dir("tmp") == 0);
+	CHECK(cb_backend_delete(b, "locks/r.json") == 0);
+}
+
 /* S3 part sizes: the base size until an object needs more than 10,000 parts, then the
  * smallest multiple of 1 MiB that fits; S3's 5 MiB floor and 5 TiB / 5 GiB ceilings. */
 static void test_s3_part_size(void)
@@ -277,6 +294,7 @@ int main(void)
 	test_symlinks(b);
 	test_uploads(b);
 	test_exclusive_uploads(b);
+	test_replace_only(b);
 	test_s3_part_size();
 	test_s3_times();
 	test_reclaim_named(b);

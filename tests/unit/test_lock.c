@@ -196,10 +196,10 @@ static void test_stale_by_store_clock(struct cb_backend *b, const char *host)
 	CHECK(store_lock_take(b, true, "prune", 0, NULL, NULL, &x, &h) == -EBUSY);
 	unsigned removed = 0;
 	struct seen kept = {0};
-	CHECK(store_unlock(b, false, &removed, remember, &kept) == 0 && removed == 3);
+	CHECK(store_unlock(b, false, &removed, remember, NULL, &kept) == 0 && removed == 3);
 	CHECK(kept.n == 5 && find(&kept, "locks/behind.json") && find(&kept, "locks/live-elsewhere.json"));
 	store_lock_release(s1);
-	CHECK(store_unlock(b, true, &removed, NULL, NULL) == 0 && removed == 4);
+	CHECK(store_unlock(b, true, &removed, NULL, NULL, NULL) == 0 && removed == 4);
 	seen.n = 0;
 	CHECK(store_lock_list(b, NULL, remember, &seen) == 0 && seen.n == 0);
 }
@@ -307,8 +307,8 @@ static void test_lapsed_gone(struct cb_backend *b)
 	sleep_ms(300);
 	CHECK(store_lock_check(l, &err) == -ETIMEDOUT);
 	CHECK(err.buf && strstr(err.buf, key) && strstr(err.buf, "lapsed (") &&
-	      strstr(err.buf, "was removed by another process, which took it for stale), so nothing "
-			      "is committed"));
+	      strstr(err.buf, "was removed by another process: 'unlock --all', or one that took it "
+			      "for stale), so nothing is committed"));
 	/* it was not written again */
 	struct seen seen = {0};
 	CHECK(store_lock_list(b, NULL, remember, &seen) == 0 && seen.n == 0);
@@ -440,7 +440,7 @@ int main(void)
 	unsigned removed;
 	CHECK(cb_backend_open(root, CB_BACKEND_READONLY, NULL, &ro) == 0);
 	CHECK(store_lock_take(ro, false, "verify", 0, NULL, NULL, &x, NULL) == -EROFS);
-	CHECK(store_unlock(ro, false, &removed, NULL, NULL) == -EROFS);
+	CHECK(store_unlock(ro, false, &removed, NULL, NULL, NULL) == -EROFS);
 	cb_backend_close(ro);
 
 	struct lock_info li;
