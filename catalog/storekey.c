@@ -141,6 +141,10 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, uint32_t chunk
 	} else if (r == -EKEYREJECTED) {
 		sb_printf(err, "the %s opens none of the store's %u %s slot%s (wrong %s?)", what, tried,
 			  what, tried == 1 ? "" : "s", kind == CRYPT_SLOT_FILE ? "key" : "passphrase");
+		if (secret->len && (secret->p[secret->len - 1] == '\n' || secret->p[secret->len - 1] == '\r' ||
+				    secret->p[secret->len - 1] == ' '))
+			sb_printf(err, "; it ends with a blank line, a carriage return or a space, which "
+				  "count as part of it (only one final newline is dropped)");
 		if (damaged)
 			sb_printf(err, "; %u damaged slot%s not tried (keys/%s.json: %s)", damaged,
 				  damaged == 1 ? "" : "s", damaged_id, damaged_why);

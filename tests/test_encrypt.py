@@ -203,6 +203,14 @@ def test_missing_wrong_or_open_key_is_one_line(tmp_path, binaries):
     p = cb('list', '--store', loc, '--key-file', wrong, env=env, check=False)
     assert p.returncode == 2 and p.stderr.count('\n') == 1
     assert "the key file opens none of the store's 1 key file slot (wrong key?)" in p.stderr
+    assert 'blank line' not in p.stderr
+    # the right key with a second newline (an editor's): a wrong key, and it says why
+    with open(key) as f:
+        doubled = keyfile(tmp_path / 'doubled', f.read() + '\n')
+    p = cb('list', '--store', loc, '--key-file', doubled, env=env, check=False)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1
+    assert p.stderr.rstrip().endswith('(wrong key?); it ends with a blank line, a carriage return or a space, '
+                                      'which count as part of it (only one final newline is dropped)'), p.stderr
     os.chmod(key, 0o644)
     p = cb('list', '--store', loc, '--key-file', key, env=env, check=False)
     assert p.returncode == 2 and p.stderr.count('\n') == 1 and 'chmod 600' in p.stderr
