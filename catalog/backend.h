@@ -163,9 +163,8 @@ enum cb_put_flags {
 	/* only replace: -ENOENT when the key is gone (a lock's renewal, whose object another
 	 * process may have removed: rewriting it would bring it back unseen). Local stores swap
 	 * the new object with the old one (renameat2 RENAME_EXCHANGE, which fails when there is
-	 * none; a plain rename where the file system cannot swap); object storage takes it as a
-	 * plain put (a conditional PUT that a retry repeats would find its own first write), so
-	 * there the caller looks first. */
+	 * none; a plain rename where the file system cannot swap); S3 sends a small object with
+	 * If-Match on the ETag a HEAD just gave (a plain PUT where the server ignores it). */
 	CB_PUT_REPLACE_ONLY = 1 << 1,
 };
 

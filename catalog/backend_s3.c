@@ -416,6 +416,7 @@ struct s3_upload {
 	size_t part;         /* bytes per part */
 	unsigned max_inflight;
 	bool exclusive;
+	bool replace_only; /* CB_PUT_REPLACE_ONLY */
 	char *upload_id; /* NULL until the first part goes out */
 	char *buf;       /* the part being filled */
 	size_t len;
@@ -628,9 +629,39 @@ static int ours_after_all(struct s3_upload *up, const void *data, size_t len)
 	return r;
 }
 
+/* A small write that may only replace what is there (a lock's renewal): a HEAD for its ETag,
+ * then a PUT with If-Match on it, so that a removal between the two gives -ENOENT where the
+ * server honours the header (one that ignores it takes a plain PUT; one that refuses it, 501,
+ * gets a plain PUT). After a 412 the object there may be our own first attempt's. */
+static int replace_put(struct s3_upload *up)
+{
+	struct cb_object_info info;
+	int r = stat_retried(up->b, up->key, &info);
+	if (r < 0)
+		return r; /* -ENOENT: gone */
+	struct s3_req rq = {.method = "PUT", .key = up->key, .body = up->buf ? up->buf : "",
+			    .body_len = up->len, .if_match = *info.version ? info.version : NULL};
+	struct s3_resp rs = {0};
+	r = s3_request(up->c, &rq, &rs);
+	sb_free(&rs.body);
+	if (r < 0 && rq.if_match && rs.status == 501) {
+		rq.if_match = NULL;
+		rs = (struct s3_resp){0};
+		r = s3_request(up->c, &rq, &rs);
+		sb_free(&rs.body);
+	}
+	if (r == 0)
+		cb_version_from_etag(rs.etag, up->u.version);
+	else if (r == -EEXIST) /* replaced or removed since the HEAD, unless by our own first try */
+		r = ours_after_all(up, rq.body, rq.body_len) == 0 ? 0 : -ENOENT;
+	return r;
+}
+
 static int upload_commit(struct cb_upload *u)
 {
 	struct s3_upload *up = (struct s3_upload *)u;
+	if (up->replace_only && !up->upload_id)
+		return replace_put(up);
 	int r = check_free(up);
 	if (r == 0 && !up->upload_id) { /* small: one PUT */
 		struct s3_req rq = {.method = "PUT", .key = up->key, .body = up->buf ? up->buf : "",
@@ -706,6 +737,7 @@ static int s3_upload_begin(struct cb_backend *b, const char *key, uint64_t size_
 	up->b = b;
 	up->part = (size_t)part;
 	up->exclusive = flags & CB_PUT_EXCLUSIVE;
+	up->replace_only = flags & CB_PUT_REPLACE_ONLY;
 	uint64_t fit = UPLOAD_MEMORY / part;
 	up->max_inflight = fit < 1 ? 1 : fit < s3_client_parallel(up->c) ? (unsigned)fit
 					   : s3_client_parallel(up->c);

@@ -81,8 +81,11 @@ static int alone(prune *p, struct lock_info *other, struct strbuf *err)
 
 /* Takes a lock of the kind exclusive says, waiting o.lock_wait_seconds, and then releases the
  * one held: while it waits, the held one stays, so that another prune that starts meanwhile
- * sees this one at work and backs off (alone). 0, or -errno with the held lock kept. */
-static int switch_lock(prune *p, bool exclusive, int wait_seconds, struct lock_info *holder)
+ * sees this one at work and backs off (alone). 0, or -errno with the held lock kept:
+ * -ETIMEDOUT (err says why) when the held one lapsed or was removed meanwhile ('unlock
+ * --all'), for then another prune may have planned beside this one. */
+static int switch_lock(prune *p, bool exclusive, int wait_seconds, struct lock_info *holder,
+		       struct strbuf *err)
 {
 	struct store_lock *l = NULL;
 	int r = p->lock ? store_lock_take_over(p->lock, exclusive, wait_seconds, p->o.lock_waiting,
@@ -91,6 +94,10 @@ static int switch_lock(prune *p, bool exclusive, int wait_seconds, struct lock_i
 					  p->o.lock_waiting, p->o.lock_ctx, &l, holder);
 	if (r < 0)
 		return r;
+	if ((r = store_lock_check(p->lock, err)) < 0) {
+		store_lock_release(l);
+		return r;
+	}
 	store_lock_release(p->lock);
 	p->lock = l;
 	p->exclusive = exclusive;
@@ -103,12 +110,12 @@ static int switch_lock(prune *p, bool exclusive, int wait_seconds, struct lock_i
 static int take_lock_seeing(prune *p, bool exclusive, struct lock_info *other, struct strbuf *err)
 {
 	struct lock_info holder = {0};
-	int r = switch_lock(p, exclusive, p->o.lock_wait_seconds, &holder);
+	int r = switch_lock(p, exclusive, p->o.lock_wait_seconds, &holder, err);
 	if (r == -EBUSY)
 		say_locked(p, &holder, err);
 	else if (r == -EROFS)
 		sb_printf(err, "store %s is read-only", p->location);
-	else if (r < 0)
+	else if (r < 0 && r != -ETIMEDOUT) /* that one said by store_lock_check */
 		sb_printf(err, "cannot lock store %s: %s", p->location, cb_backend_why(r));
 	struct lock_info seen = {0};
 	return r < 0 || exclusive ? r : alone(p, other ? other : &seen, err);
@@ -825,12 +832,12 @@ static int exclusive_if_free(prune *p, char *busy, size_t n, struct strbuf *err)
 	if (r < 0)
 		return r;
 	struct lock_info holder = {0};
-	r = switch_lock(p, true, 0, &holder);
+	r = switch_lock(p, true, 0, &holder, err);
 	if (r == -EBUSY) {
 		describe_holder(&holder, busy, n);
 		return 1;
 	}
-	if (r < 0)
+	if (r < 0 && r != -ETIMEDOUT)
 		sb_printf(err, "cannot lock store %s: %s", p->location, cb_backend_why(r));
 	return r;
 }

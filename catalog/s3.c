@@ -410,6 +410,10 @@ static struct curl_slist *build_headers(struct s3_client *c, const struct s3_req
 	}
 	if (l && rq->if_none_match)
 		l = curl_slist_append(l, "If-None-Match: *");
+	if (l && rq->if_match) {
+		snprintf(h, sizeof(h), "If-Match: \"%s\"", rq->if_match);
+		l = curl_slist_append(l, h);
+	}
 	if (l && rq->body && !strcmp(rq->method, "POST"))
 		l = curl_slist_append(l, "Content-Type: application/xml");
 	return l;
@@ -598,7 +602,7 @@ static int errno_of(const struct s3_resp *rs)
 	case 403: return -EACCES;
 	case 401: return -EACCES;
 	case 416: return -EINVAL;
-	case 412: return -EEXIST; /* If-None-Match: the key is taken */
+	case 412: return -EEXIST; /* If-None-Match: the key is taken; If-Match: replaced */
 	default: return -EIO;
 	}
 }

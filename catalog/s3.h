@@ -47,6 +47,8 @@ struct s3_req {
 	const char *query;   /* canonical: parameters sorted, values URI-encoded; NULL: none */
 	const char *content_md5; /* Content-MD5 header (base64), which DeleteObjects requires */
 	bool if_none_match;      /* If-None-Match: * (create only; 412 gives -EEXIST) */
+	const char *if_match;    /* If-Match: this ETag, quoted (replace only; 412 gives -EEXIST,
+				  * a key that is gone -ENOENT); NULL: none */
 	const void *body;
 	size_t body_len;
 	uint64_t range_off, range_len; /* range_len > 0: GET of exactly these bytes (206) */

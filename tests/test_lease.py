@@ -293,6 +293,59 @@ def test_a_manifest_put_that_got_no_answer_keeps_prune_out_until_its_lock_lapses
         cb('check', '--store', store, '--read-data', env=a)
 
 
+def s3_keys(port, key, secret, prefix):
+    """The keys of bucket cbtest under prefix, as the server lists them (signed)."""
+    import awssig
+    body = awssig.request('GET', f'http://127.0.0.1:{port}/cbtest?list-type=2&prefix={prefix}', key,
+                          secret).read().decode()
+    return re.findall(r'<Key>([^<]+)</Key>', body)
+
+
+def test_a_renewal_in_flight_does_not_bring_back_a_lock_unlock_removed(tmp_path):
+    """Object storage: a create's lease renewal (a HEAD, then the PUT) was on its way while
+    'unlock --all' removed its lock and a prune deleted its packs; the PUT brought the lock back
+    unseen, and the create committed a backup whose packs were gone, exit 0. The PUT now goes
+    with If-Match on the ETag the HEAD gave: the lock stays gone, and the create commits
+    nothing."""
+    with moto(tmp_path) as (port, key, secret):
+        base = dict(os.environ, AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', AWS_ACCESS_KEY_ID=key,
+                    AWS_SECRET_ACCESS_KEY=secret, AWS_REGION='us-east-1',
+                    CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'), CASSBACKUP_LOCK_REFRESH_SECONDS='1',
+                    CASSBACKUP_LOCK_STALE_SECONDS='120')
+        store = 's3://cbtest/stores/renewal'
+        cb('init', '--store', store, env=base)
+        src = make_sample(str(tmp_path / 'src'), '--data-kib', '6000', '--incompressible', '--no-clutter',
+                          '--keyspaces', '1', '--tables', '4', '--no-index')
+        with S3Proxy(port) as px:
+            c = subprocess.Popen(
+                [CASSBACKUP, *node_files_off(['create', '--store', store, '--name', 'b1',
+                                              *data_dir_args(sample_dirs(src)), '--snapshot', 'nightly-1',
+                                              '--threads', '1', '--pack-size', '4M', '--limit-upload', '3M'])],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env=dict(base, AWS_ENDPOINT_URL=f'http://127.0.0.1:{px.port}'))
+            try:
+                # once a pack is committed, hold the create's next PUT of its lock: a renewal
+                while c.poll() is None and not [k for k in s3_keys(port, key, secret, 'stores/renewal/packs/')]:
+                    time.sleep(0.1)
+                px.set_fault('hold', match='PUT /cbtest/stores/renewal/locks/')
+                while c.poll() is None and not px.holding.wait(0.1):
+                    pass
+                assert c.poll() is None, 'the create ended before a renewal of its lock'
+                assert 'removed live shared lock of create' in cb('unlock', '--store', store, '--all', env=base).stdout
+                assert 'delete packs/' in cb('prune', '--store', store, env=base).stdout
+                px.set_fault(None)
+                px.release()
+                out, err = c.communicate(timeout=300)
+            finally:
+                if c.poll() is None:
+                    c.kill()
+                    c.communicate()
+        assert c.returncode == 1 and 'was removed by another process' in err, err
+        assert s3_keys(port, key, secret, 'stores/renewal/locks/') == []
+        assert json.loads(cb('list', '--store', store, '--json', env=base).stdout) == []
+        cb('check', '--store', store, '--read-data', env=base)
+
+
 def test_prune_with_its_clock_ahead_leaves_a_live_lock_alone(store, tmp_path):
     assert os.path.exists(SHIM), f'{SHIM} is not built'
     shifted = int(subprocess.run(['date', '+%s'], env=AHEAD_PLAIN, capture_output=True, text=True,
@@ -670,6 +723,38 @@ def test_a_prune_waiting_for_the_exclusive_lock_keeps_another_prune_out(store, t
     assert a.returncode == 0, out + err  # what it deletes depends on what the create shares
     assert backup_names(store) == ['other']
     cb('check', '--store', store, '--read-data')
+
+
+def test_a_prune_whose_lock_was_removed_while_it_waited_deletes_nothing(store, tmp_path):
+    """A prune waiting for the exclusive lock (a create held the store) keeps its shared lock;
+    'unlock --all' removed it, and the prune, once the create was gone, took the exclusive lock
+    and deleted, exit 0: for that while another prune could have planned beside it. It now looks
+    at the lock it held before it goes on, and stops."""
+    small = make_sample(str(tmp_path / 'small'), '--data-kib', '16', '--no-clutter', '--keyspaces', '1',
+                        '--tables', '1', '--no-index')
+    cb('create', '--store', store, '--name', 'gone', *data_dir_args(sample_dirs(small)), '--snapshot', 'nightly-1')
+    cb('forget', '--store', store, 'gone')
+    due = pack_files(store)
+    c = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, *node_files_off(['create', '--store', store, '--name', 'other', '--node', 'n2',
+                                      *data_dir_args(sample_dirs(small)), '--snapshot', 'nightly-1'])],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='1')))
+    a = None
+    try:
+        a = subprocess.Popen([CASSBACKUP, 'prune', '--store', store, '--lock-wait', '300'], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert 'waiting up to 300 s' in a.stderr.readline()
+        u = cb('unlock', '--store', store, '--all').stdout
+        assert f'removed live shared lock of prune (pid {a.pid} on ' in u, u
+    finally:
+        rc, out, err = resumed(c)  # its own lock was removed too: it commits nothing
+        assert rc == 1 and 'was removed by another process' in err, err
+        if a:
+            out, err = a.communicate(timeout=300)
+    assert a.returncode == 1 and 'was removed by another process' in err and 'deleted' not in out, out + err
+    assert pack_files(store) == due
+    cb('check', '--store', store)
 
 
 def test_a_prune_if_idle_that_fails_is_a_failure_in_its_metrics(store, tmp_path):
