@@ -314,13 +314,13 @@ def test_a_renewal_in_flight_does_not_bring_back_a_lock_unlock_removed(tmp_path)
                     CASSBACKUP_LOCK_STALE_SECONDS='120')
         store = 's3://cbtest/stores/renewal'
         cb('init', '--store', store, env=base)
-        src = make_sample(str(tmp_path / 'src'), '--data-kib', '6000', '--incompressible', '--no-clutter',
+        src = make_sample(str(tmp_path / 'src'), '--data-kib', '2500', '--incompressible', '--no-clutter',
                           '--keyspaces', '1', '--tables', '4', '--no-index')
         with S3Proxy(port) as px:
             c = subprocess.Popen(
                 [CASSBACKUP, *node_files_off(['create', '--store', store, '--name', 'b1',
                                               *data_dir_args(sample_dirs(src)), '--snapshot', 'nightly-1',
-                                              '--threads', '1', '--pack-size', '4M', '--limit-upload', '3M'])],
+                                              '--threads', '1', '--pack-size', '2M', '--limit-upload', '2M'])],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                 env=dict(base, AWS_ENDPOINT_URL=f'http://127.0.0.1:{px.port}'))
             try:
