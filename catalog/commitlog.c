@@ -315,6 +315,18 @@ static int split_key(const char *key, char node[256], char name[256])
 	return 0;
 }
 
+/* The metadata frame's header (the first 8 bytes of an object, n of them given): the length of
+ * the JSON that follows it in *js_len. 0, or -EBADMSG with err. */
+static int head_length(const unsigned char *h, size_t n, size_t *js_len, struct strbuf *err)
+{
+	if (n < 8 || le32(h) != META_MAGIC || le32(h + 4) > META_MAX) {
+		sb_printf(err, "not a stored commitlog segment (no metadata frame)");
+		return -EBADMSG;
+	}
+	*js_len = le32(h + 4);
+	return 0;
+}
+
 /* Reads the metadata frame at the start of an object: its JSON into js, and the offset where
  * the segment's frame starts. */
 static int read_head(struct cb_io *io, struct strbuf *js, uint64_t *data_off, struct strbuf *err)
@@ -323,11 +335,10 @@ static int read_head(struct cb_io *io, struct strbuf *js, uint64_t *data_off, st
 	ssize_t n = cb_io_pread(io, h, 8, 0);
 	if (n < 0)
 		return (int)n;
-	if (n < 8 || le32(h) != META_MAGIC || le32(h + 4) > META_MAX) {
-		sb_printf(err, "not a stored commitlog segment (no metadata frame)");
-		return -EBADMSG;
-	}
-	size_t len = le32(h + 4);
+	size_t len;
+	int r = head_length(h, (size_t)n, &len, err);
+	if (r < 0)
+		return r;
 	char *buf = malloc(len + 1);
 	if (!buf)
 		return -ENOMEM;
@@ -367,19 +378,18 @@ int commitlog_read_meta(struct cb_backend *b, const char *key, struct commitlog_
 	return r;
 }
 
-/* Decodes the segment frame of the object (whole, in buf) into m->size bytes, checked. */
+/* Decodes the segment frame (len bytes at buf) into m->size bytes, checked against m. */
 static int decode(const char *buf, size_t len, const struct commitlog_meta *m, void **data,
 		  struct strbuf *err)
 {
-	if (len < 8 || le32((const unsigned char *)buf + 4) > len - 8) {
-		sb_printf(err, "object cut short");
+	if (ZSTD_getFrameContentSize(buf, len) != m->size) { /* before a buffer of its size */
+		sb_puts(err, "damaged: its segment frame does not hold the size its metadata names");
 		return -EBADMSG;
 	}
-	size_t off = 8 + le32((const unsigned char *)buf + 4);
 	void *out = malloc(m->size ? m->size : 1);
 	if (!out)
 		return -ENOMEM;
-	size_t z = ZSTD_decompress(out, m->size, buf + off, len - off);
+	size_t z = ZSTD_decompress(out, m->size, buf, len);
 	unsigned char sha[32];
 	if (ZSTD_isError(z) || z != m->size || sha256_buf(out, z, sha) < 0 || memcmp(sha, m->sha256, 32)) {
 		if (ZSTD_isError(z))
@@ -393,6 +403,23 @@ static int decode(const char *buf, size_t len, const struct commitlog_meta *m, v
 	return 0;
 }
 
+int commitlog_parse_object(const char *key, const void *obj, size_t len, struct commitlog_meta *m,
+			   void **data, struct strbuf *err)
+{
+	char node[256], name[256];
+	if (split_key(key, node, name) < 0)
+		return -EINVAL;
+	const char *buf = obj;
+	size_t js_len;
+	int r = head_length(obj, len, &js_len, err);
+	if (r == 0 && js_len > len - 8) {
+		sb_printf(err, "metadata frame cut short");
+		r = -EBADMSG;
+	}
+	r = r ?: meta_parse(buf + 8, js_len, node, name, m, err);
+	return r ?: decode(buf + 8 + js_len, len - 8 - js_len, m, data, err);
+}
+
 int commitlog_read(struct cb_backend *b, const char *key, const struct commitlog_meta *m,
 		   void **data, struct strbuf *err)
 {
@@ -401,8 +428,15 @@ int commitlog_read(struct cb_backend *b, const char *key, const struct commitlog
 	int r = cb_backend_get(b, key, ZSTD_compressBound(m->size) + 8 + META_MAX, &buf, &len);
 	if (r < 0)
 		return r;
-	r = decode(buf, len, m, data, err);
+	struct commitlog_meta now;
+	r = commitlog_parse_object(key, buf, len, &now, data, err);
 	free(buf);
+	if (r == 0 && (now.size != m->size || memcmp(now.sha256, m->sha256, 32) != 0)) {
+		sb_puts(err, "replaced since its metadata was read: other bytes under this name");
+		free(*data);
+		*data = NULL;
+		r = -EBADMSG;
+	}
 	return r;
 }
 

@@ -96,8 +96,15 @@ int commitlog_find(struct cb_backend *b, const struct commitlog_meta *m, struct 
 int commitlog_read_meta(struct cb_backend *b, const char *key, struct commitlog_meta *m,
 			struct strbuf *err);
 
-/* Reads a segment's bytes: *data (malloc'd, the caller's) of m->size bytes, checked against
- * m's SHA-256 (-EBADMSG otherwise). */
+/* Parses a whole stored object (len bytes at obj) read from key (commitlogs/<node>/<name>.zst):
+ * its metadata into m, which must name the key's node and segment, and its segment into *data
+ * (malloc'd, the caller's), checked against the metadata's size and SHA-256. -EINVAL for a key
+ * that is not a segment's; -EBADMSG with err for bytes that are not a whole, intact object. */
+int commitlog_parse_object(const char *key, const void *obj, size_t len, struct commitlog_meta *m,
+			   void **data, struct strbuf *err);
+
+/* Reads a segment's bytes: *data (malloc'd, the caller's) of m->size bytes. -EBADMSG when the
+ * object does not parse (commitlog_parse_object) or holds another segment than m says. */
 int commitlog_read(struct cb_backend *b, const char *key, const struct commitlog_meta *m,
 		   void **data, struct strbuf *err);
 

@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 
@@ -173,6 +175,66 @@ static void test_first_id_since(void)
 	CHECK(commitlog_first_id_since(v, 0, 0) == INT64_MAX);
 }
 
+/* A stored object, whole and damaged: every damage is -EBADMSG with a reason and no bytes. */
+static void test_objects(void)
+{
+	char root[] = "/tmp/cb-test-commitlog-XXXXXX";
+	struct cb_backend *b = NULL;
+	CHECK(mkdtemp(root) != NULL && cb_backend_open(root, 0, NULL, &b) == 0);
+	if (!b)
+		return;
+	unsigned char seg[4096] = {0};
+	size_t n = header(seg, 7, 42, "{}");
+	for (size_t i = n; i < sizeof(seg); i++)
+		seg[i] = (unsigned char)(i * 7);
+	struct commitlog_meta m = {.archived_ms = 1000};
+	struct strbuf err = {0}, key = {0};
+	CHECK(commitlog_describe("CommitLog-7-42.log", seg, sizeof(seg), &m, &err) == 0);
+	snprintf(m.node, sizeof(m.node), "n1");
+	CHECK(commitlog_put(b, &m, seg, sizeof(seg), 3, &err) == COMMITLOG_STORED);
+	CHECK(commitlog_key("n1", "CommitLog-7-42.log", &key) == 0);
+	char *obj = NULL;
+	size_t len = 0;
+	CHECK(cb_backend_get(b, key.buf, 1 << 20, &obj, &len) == 0);
+	void *data = NULL;
+	struct commitlog_meta got;
+	CHECK(commitlog_parse_object(key.buf, obj, len, &got, &data, &err) == 0 && data &&
+	      got.size == sizeof(seg) && !memcmp(data, seg, sizeof(seg)));
+	free(data);
+	/* the same object under another segment's key names another segment */
+	data = NULL;
+	CHECK(commitlog_parse_object("commitlogs/n1/CommitLog-7-43.log.zst", obj, len, &got, &data,
+				     &err) == -EBADMSG && !data);
+	CHECK(commitlog_parse_object("packs/ab/x.tar.zst", obj, len, &got, &data, &err) == -EINVAL);
+	for (size_t at = 0; at < len; at += len / 97 + 1) { /* a bit flipped anywhere */
+		obj[at] ^= 0x10;
+		sb_free(&err);
+		data = NULL;
+		CHECK(commitlog_parse_object(key.buf, obj, len, &got, &data, &err) == -EBADMSG && !data &&
+		      err.len > 0);
+		obj[at] ^= 0x10;
+	}
+	for (size_t cut = 0; cut < len; cut += len / 31 + 1) { /* cut short anywhere */
+		data = NULL;
+		CHECK(commitlog_parse_object(key.buf, obj, cut, &got, &data, &err) == -EBADMSG && !data);
+	}
+	/* read against metadata of other bytes (an object replaced since its metadata was read) */
+	struct commitlog_meta other = m;
+	other.sha256[0] ^= 1;
+	data = NULL;
+	CHECK(commitlog_read(b, key.buf, &m, &data, &err) == 0 && data && !memcmp(data, seg, sizeof(seg)));
+	free(data);
+	data = NULL;
+	CHECK(commitlog_read(b, key.buf, &other, &data, &err) == -EBADMSG && !data);
+	free(obj);
+	sb_free(&err);
+	sb_free(&key);
+	cb_backend_close(b);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+	CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
 	test_names();
@@ -180,6 +242,7 @@ int main(void)
 	test_window();
 	test_window_clock_stepped_back_before_the_first_archive();
 	test_first_id_since();
+	test_objects();
 	if (failures)
 		fprintf(stderr, "%d check(s) failed\n", failures);
 	return failures != 0;
