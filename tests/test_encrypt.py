@@ -464,6 +464,38 @@ def test_copy_between_plain_and_encrypted_both_ways(tmp_path, binaries):
     assert packs and all(read(p)[:4] == b'\x28\xb5\x2f\xfd' for p in packs)
 
 
+def test_copy_never_writes_plaintext_into_a_target_made_to_say_plain(tmp_path, binaries):
+    """A plain source copied into an encrypted target, its key given as --key-file (the target's
+    key by default): after someone without the key made the target's config say plain and moved
+    keys/ aside, copy wrote the backup there in plaintext, exit 0, where create refused the
+    store. It is refused the same way (exit 2), and nothing lands in the target."""
+    env = dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / 'cache'))
+    plain, enc, k = str(tmp_path / 'plain'), str(tmp_path / 'enc'), str(tmp_path / 'k')
+    cb('init', '--store', plain, env=env)
+    cb('init', '--store', enc, '--encrypt', '--key-file', k, env=env)
+    src = make_sample(str(tmp_path / 's'), '--data-kib', '256', '--data-dirs', '1', '--no-clutter')
+    for name in ('p1', 'p2'):
+        cb('create', '--store', plain, '--name', name, *data_dir_args(sample_dirs(src)), '--snapshot',
+           'nightly-1', env=env)
+    cb('copy', '--from', plain, '--to', enc, '--key-file', k, 'p1', env=env)
+    shutil.move(os.path.join(enc, 'keys'), str(tmp_path / 'keys-aside'))
+    with open(os.path.join(enc, 'config')) as f:
+        config = json.load(f)
+    del config['encryption']
+    with open(os.path.join(enc, 'config'), 'w') as f:
+        json.dump(config, f)
+    def objects():  # what the store holds, but its catalog (a cache, made by any open)
+        return sorted(os.path.join(r, n) for r, _, ns in os.walk(enc) for n in ns
+                      if not n.startswith('catalog.db'))
+    before = objects()
+    for key_opt in ('--key-file', '--to-key-file'):
+        p = cb('copy', '--from', plain, '--to', enc, key_opt, k, 'p2', env=env, check=False)
+        assert p.returncode == 2, (p.stdout, p.stderr)
+        assert f'{key_opt}: store {enc} is not encrypted' in p.stderr and 'give --to-plain' in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert objects() == before, set(objects()) ^ set(before)
+
+
 def store_with_backup_b(tmp_path):
     """(location, environment, key file) of a local encrypted store holding one small backup,
     b; scrypt made cheap for passphrase slots."""

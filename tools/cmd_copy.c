@@ -100,6 +100,15 @@ static int names_of_source(struct copy_cmd *c)
 /* Backups of an encrypted store go into a plain one only when --to-plain says so: a target
  * whose config was made to say plain (and its key slots moved away) by someone without the
  * key would otherwise get them in plaintext. And --to-plain promises a plain target. */
+/* The key file given for the target: --to-key-file, else --key-file's (the configuration's
+ * key_file included), except with --to-plain, where --key-file is the source's alone. */
+static const char *target_key_file(const struct copy_cmd *c)
+{
+	if (c->to_key_file)
+		return c->to_key_file;
+	return c->to_plain ? NULL : cli_store_settings()->key_file;
+}
+
 static int check_plaintext_meant(const struct copy_cmd *c)
 {
 	if (c->to_plain && store_encrypted(c->dst)) {
@@ -107,15 +116,16 @@ static int check_plaintext_meant(const struct copy_cmd *c)
 		       c->to_shown);
 		return CB_EXIT_USAGE;
 	}
-	if (c->to_key_file && !store_encrypted(c->dst)) {
-		errorf("--to-key-file: store %s is not encrypted, and copy does not write plaintext "
-		       "when given a key for it (give --to-plain if a plain target is meant)", c->to_shown);
-		return CB_EXIT_USAGE;
-	}
 	if (!c->to_plain && store_encrypted(c->src) && !store_encrypted(c->dst)) {
 		errorf("refusing to copy encrypted store %s into %s, a plain store: its backups would be "
 		       "stored there in plaintext (give --to-plain if that is meant)", c->from_shown,
 		       c->to_shown);
+		return CB_EXIT_USAGE;
+	}
+	if (target_key_file(c) && !store_encrypted(c->dst)) { /* as create refuses it */
+		errorf("%s: store %s is not encrypted, and copy does not write plaintext when given "
+		       "a key for it (give --to-plain if a plain target is meant)",
+		       c->to_key_file ? "--to-key-file" : "--key-file", c->to_shown);
 		return CB_EXIT_USAGE;
 	}
 	return 0;
