@@ -440,8 +440,27 @@ int commitlog_read(struct cb_backend *b, const char *key, const struct commitlog
 	return r;
 }
 
-/* What the store holds under m's key: COMMITLOG_PRESENT (the same bytes), -EEXIST (others),
- * -ENOENT (nothing). */
+/* Whether the object at key, whose metadata (old) names the bytes of m, holds them whole:
+ * COMMITLOG_PRESENT, or -EEXIST with err (a damaged copy: saying "stored" would let Cassandra
+ * delete the one good copy), or the read's error. */
+static int stored_intact(struct cb_backend *b, const char *key, const struct commitlog_meta *old,
+			 struct strbuf *err)
+{
+	void *data = NULL;
+	struct strbuf why = {0};
+	int r = commitlog_read(b, key, old, &data, &why);
+	free(data);
+	if (r == -EBADMSG) {
+		sb_printf(err, "the store holds a damaged copy of this segment (%s); not replaced: delete "
+			  "%s from the store, then archive the segment again", why.buf ? why.buf : "", key);
+		r = -EEXIST;
+	}
+	sb_free(&why);
+	return r < 0 ? r : COMMITLOG_PRESENT;
+}
+
+/* What the store holds under m's key: COMMITLOG_PRESENT (the same bytes, read whole), -EEXIST
+ * (others, or a damaged copy), -ENOENT (nothing). */
 static int compare_stored(struct cb_backend *b, const char *key, const struct commitlog_meta *m,
 			  struct strbuf *err)
 {
@@ -459,7 +478,7 @@ static int compare_stored(struct cb_backend *b, const char *key, const struct co
 			  "not replaced", old.size, sha);
 		r = -EEXIST;
 	} else if (r == 0) {
-		r = COMMITLOG_PRESENT;
+		r = stored_intact(b, key, &old, err);
 	}
 	sb_free(&why);
 	return r;

@@ -145,6 +145,30 @@ def test_archive_stores_segment_once_and_zstd_gives_its_bytes(store, tmp_path):
     assert os.stat(obj).st_mtime_ns == mtime and zstd_d(obj) != read(seg)
 
 
+def test_archive_again_over_a_damaged_copy_is_refused(store, tmp_path):
+    """Cassandra archives a segment again after a restart; the store's copy was damaged (one bit
+    of its data frame): archive-commitlog said "already stored", exit 0, so Cassandra deleted its
+    one good copy, and a point-in-time restore could not have it. The copy is read whole now:
+    exit 1, one line naming it, nothing replaced."""
+    seg = write_segment(str(tmp_path / 'commitlog'), T0)
+    archive(store, seg)
+    obj = object_path(store, 'n1', os.path.basename(seg))
+    _, rest = read_meta(obj)
+    with open(obj, 'r+b') as f:
+        f.seek(os.path.getsize(obj) - len(rest) // 2)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0x04]))
+    damaged = read(obj)
+    p = archive(store, seg, check=False)
+    assert p.returncode == 1 and len(p.stderr.splitlines()) == 1, (p.stdout, p.stderr)
+    assert 'damaged copy of this segment' in p.stderr and 'not replaced' in p.stderr, p.stderr
+    assert read(obj) == damaged
+    os.unlink(obj)  # what the message says to do
+    archive(store, seg)
+    assert zstd_d(obj) == read(seg)
+
+
 def test_archive_refuses_what_is_not_a_segment(store, tmp_path):
     d = str(tmp_path / 'commitlog')
     seg = write_segment(d, T0)
