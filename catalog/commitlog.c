@@ -684,6 +684,28 @@ int64_t commitlog_first_id_since(const struct commitlog_meta *v, size_t n, int64
 	return first;
 }
 
+/* Whether segment m was written whole by t_ms: archived by then, or last written (its mtime,
+ * when known) by then. Its archive time alone can be far later: Cassandra archives a segment
+ * again after a restart when the first try failed. */
+static bool finished_by(const struct commitlog_meta *m, int64_t t_ms)
+{
+	return m->archived_ms <= t_ms || (m->mtime_ms > 0 && m->mtime_ms <= t_ms);
+}
+
+/* The segment being written at t_ms: a node writes its segments one after the other in id
+ * order, so it is the least id above every segment finished by then. INT64_MAX: none. */
+static int64_t spanning_id_at(const struct commitlog_meta *v, size_t n, int64_t t_ms)
+{
+	int64_t done = INT64_MIN, next = INT64_MAX;
+	for (size_t i = 0; i < n; i++)
+		if (finished_by(&v[i], t_ms) && v[i].id > done)
+			done = v[i].id;
+	for (size_t i = 0; i < n; i++)
+		if (v[i].id > done && v[i].id < next)
+			next = v[i].id;
+	return next;
+}
+
 void commitlog_window_of(const struct commitlog_meta *v, size_t n, const struct commitlog_start *from,
 			 int64_t to_ms, struct commitlog_window *w)
 {
@@ -691,7 +713,7 @@ void commitlog_window_of(const struct commitlog_meta *v, size_t n, const struct 
 				       .spanning_id = INT64_MAX};
 	w->first_id = commitlog_first_id_since(v, n, from->ms);
 	if (to_ms != INT64_MAX)
-		w->spanning_id = commitlog_first_id_since(v, n, to_ms + 1);
+		w->spanning_id = spanning_id_at(v, n, to_ms);
 }
 
 bool commitlog_in_window(const struct commitlog_meta *m, const struct commitlog_window *w)

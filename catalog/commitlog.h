@@ -200,8 +200,8 @@ struct commitlog_window {
 	int64_t from_ms, to_ms;
 	int64_t first_id;    /* commitlog_first_id_since(from_ms) */
 	int64_t seen_id;     /* the start's: ids above it were switched out after it */
-	int64_t spanning_id; /* the least id archived after to_ms: the segment written at to_ms
-			      * (INT64_MAX: none) */
+	int64_t spanning_id; /* the segment written at to_ms: the least id above every segment
+			      * archived, or last written (mtime), by then (INT64_MAX: none) */
 };
 void commitlog_window_of(const struct commitlog_meta *v, size_t n, const struct commitlog_start *from,
 			 int64_t to_ms, struct commitlog_window *w);

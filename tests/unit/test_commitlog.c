@@ -156,6 +156,18 @@ static void test_window(void)
 	CHECK(in(&ahead[0], ahead, 3, 1500, 2500));
 	CHECK(in(&ahead[1], ahead, 3, 1500, 2500));
 	CHECK(!in(&ahead[2], ahead, 3, 1500, 2500));
+	/* the same, with the segment before the one written at the point archived late (its first
+	 * archive failed; Cassandra archived it again at a restart an hour later): the one written
+	 * at the point is the next after it by id, not the least id archived after the point */
+	const int64_t t = 10000000, min = 60000;
+	struct commitlog_meta late[] = {
+		{.id = t + 86400000, .archived_ms = t - 30 * min, .mtime_ms = t - 31 * min},
+		{.id = t + 86400001, .archived_ms = t + 60 * min, .mtime_ms = t - 10 * min},
+		{.id = t + 86400002, .archived_ms = t + 1 * min, .mtime_ms = t + 1 * min - 500},
+		{.id = t + 86400003, .archived_ms = t + 120 * min, .mtime_ms = t + 120 * min - 500}};
+	for (int i = 0; i < 3; i++)
+		CHECK(in(&late[i], late, 4, t - 60 * min, t));
+	CHECK(!in(&late[3], late, 4, t - 60 * min, t));
 }
 
 static void test_first_id_since(void)
