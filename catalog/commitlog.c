@@ -16,7 +16,13 @@
 
 #define META_MAGIC 0x184D2A53u /* a zstd skippable frame's (0x184D2A50 to 0x184D2A5F) */
 #define META_MAX 65536u
-#define META_FORMAT 1
+/* Format 2 follows the metadata with a second skippable frame holding the SHA-256 of the
+ * metadata's bytes, so that damage there (an archive time: the window, prune) is seen; format
+ * 1 objects, written before, have none. */
+#define META_FORMAT 2
+#define META_FORMAT_UNSUMMED 1
+#define SUM_MAGIC 0x184D2A54u
+#define SUM_FRAME (8 + 32)
 
 static bool all_digits(const char *s, size_t n)
 {
@@ -210,9 +216,10 @@ static int get_i(json_t *o, const char *k, int64_t min, int64_t max, int64_t *ou
 	return 0;
 }
 
-/* Parses the metadata of a segment stored under node and name (from its key). */
+/* Parses the metadata of a segment stored under node and name (from its key); its format
+ * into *format. */
 static int meta_parse(const char *buf, size_t len, const char *node, const char *name,
-		      struct commitlog_meta *m, struct strbuf *err)
+		      struct commitlog_meta *m, int64_t *format, struct strbuf *err)
 {
 	json_error_t je;
 	json_t *o = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
@@ -222,8 +229,8 @@ static int meta_parse(const char *buf, size_t len, const char *node, const char 
 	}
 	memset(m, 0, sizeof(*m));
 	char sha[65];
-	int64_t fmt = 0, size = 0, version = 0;
-	int r = get_i(o, "format", META_FORMAT, META_FORMAT, &fmt);
+	int64_t size = 0, version = 0;
+	int r = get_i(o, "format", META_FORMAT_UNSUMMED, META_FORMAT, format);
 	r = r ?: get_s(o, "node", m->node, sizeof(m->node));
 	r = r ?: get_s(o, "host_id", m->host_id, sizeof(m->host_id));
 	r = r ?: get_s(o, "name", m->name, sizeof(m->name));
@@ -271,7 +278,7 @@ static int encode(const struct commitlog_meta *m, const void *data, size_t len, 
 		sb_free(&js);
 		return r < 0 ? r : -E2BIG;
 	}
-	size_t bound = ZSTD_compressBound(len), head = 8 + js.len;
+	size_t bound = ZSTD_compressBound(len), head = 8 + js.len + SUM_FRAME;
 	char *buf = malloc(head + bound);
 	ZSTD_CCtx *cc = ZSTD_createCCtx();
 	if (!buf || !cc) {
@@ -283,7 +290,16 @@ static int encode(const struct commitlog_meta *m, const void *data, size_t len, 
 	le32_put((unsigned char *)buf, META_MAGIC);
 	le32_put((unsigned char *)buf + 4, (uint32_t)js.len);
 	memcpy(buf + 8, js.buf, js.len);
+	unsigned char *sum = (unsigned char *)buf + 8 + js.len;
+	le32_put(sum, SUM_MAGIC);
+	le32_put(sum + 4, 32);
+	r = sha256_buf(js.buf, js.len, sum + 8);
 	sb_free(&js);
+	if (r < 0) {
+		free(buf);
+		ZSTD_freeCCtx(cc);
+		return r;
+	}
 	ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, level);
 	ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
 	size_t z = ZSTD_compress2(cc, buf + head, bound, data, len);
@@ -327,34 +343,60 @@ static int head_length(const unsigned char *h, size_t n, size_t *js_len, struct 
 	return 0;
 }
 
-/* Reads the metadata frame at the start of an object: its JSON into js, and the offset where
- * the segment's frame starts. */
-static int read_head(struct cb_io *io, struct strbuf *js, uint64_t *data_off, struct strbuf *err)
+/* The head of a stored object, from the n bytes at obj (its first bytes, or all of it): the
+ * metadata frame, checked against the frame after it holding its SHA-256 (required from
+ * format 2, checked wherever it is there), parsed for a segment stored under node and name.
+ * *data_off: where the segment's frame starts. 0, or -EBADMSG with err. */
+static int parse_head(const unsigned char *obj, size_t n, const char *node, const char *name,
+		      struct commitlog_meta *m, size_t *data_off, struct strbuf *err)
 {
-	unsigned char h[8];
-	ssize_t n = cb_io_pread(io, h, 8, 0);
-	if (n < 0)
-		return (int)n;
-	size_t len;
-	int r = head_length(h, (size_t)n, &len, err);
+	size_t js_len;
+	int r = head_length(obj, n, &js_len, err);
+	if (r == 0 && js_len > n - 8) {
+		sb_printf(err, "metadata frame cut short");
+		r = -EBADMSG;
+	}
 	if (r < 0)
 		return r;
-	char *buf = malloc(len + 1);
+	const unsigned char *sum = obj + 8 + js_len;
+	bool summed = n - 8 - js_len >= SUM_FRAME && le32(sum) == SUM_MAGIC && le32(sum + 4) == 32;
+	unsigned char want[32];
+	if (summed && (sha256_buf(obj + 8, js_len, want) < 0 || memcmp(want, sum + 8, 32) != 0)) {
+		sb_printf(err, "damaged: its metadata does not match the checksum stored with it");
+		return -EBADMSG;
+	}
+	int64_t format = 0;
+	r = meta_parse((const char *)obj + 8, js_len, node, name, m, &format, err);
+	if (r == 0 && format != META_FORMAT_UNSUMMED && !summed) {
+		sb_printf(err, "damaged: the checksum of its metadata is missing");
+		r = -EBADMSG;
+	}
+	*data_off = 8 + js_len + (summed ? SUM_FRAME : 0);
+	return r;
+}
+
+/* Reads the head of an object (its metadata frame and the checksum frame after it, as far as
+ * the object goes) into *head (malloc'd, the caller's), *n bytes. */
+static int read_head(struct cb_io *io, unsigned char **head, size_t *n, struct strbuf *err)
+{
+	unsigned char h[8];
+	ssize_t got = cb_io_pread(io, h, 8, 0);
+	if (got < 0)
+		return (int)got;
+	size_t len;
+	int r = head_length(h, (size_t)got, &len, err);
+	if (r < 0)
+		return r;
+	unsigned char *buf = malloc(8 + len + SUM_FRAME);
 	if (!buf)
 		return -ENOMEM;
-	n = cb_io_pread(io, buf, len, 8);
-	if (n >= 0 && (size_t)n < len) {
-		sb_printf(err, "metadata frame cut short");
-		n = -EBADMSG;
-	}
-	if (n < 0) {
+	got = cb_io_pread(io, buf, 8 + len + SUM_FRAME, 0);
+	if (got < 0) {
 		free(buf);
-		return (int)n;
+		return (int)got;
 	}
-	buf[len] = 0;
-	free(js->buf);
-	*js = (struct strbuf){.buf = buf, .len = len, .cap = len + 1};
-	*data_off = 8 + len;
+	*head = buf;
+	*n = (size_t)got;
 	return 0;
 }
 
@@ -365,15 +407,15 @@ int commitlog_read_meta(struct cb_backend *b, const char *key, struct commitlog_
 	if (split_key(key, node, name) < 0)
 		return -EINVAL;
 	struct cb_io *io = NULL;
-	struct strbuf js = {0};
-	uint64_t off;
+	unsigned char *head = NULL;
+	size_t n = 0, off;
 	int r = cb_backend_open_read(b, key, &io);
-	r = r ?: read_head(io, &js, &off, err);
-	r = r ?: meta_parse(js.buf, js.len, node, name, m, err);
+	r = r ?: read_head(io, &head, &n, err);
+	r = r ?: parse_head(head, n, node, name, m, &off, err);
 	if (r < 0 && !err->len && *cb_backend_last_error()) /* an encrypted object that fails
 							       * authentication says so there */
 		sb_puts(err, cb_backend_last_error());
-	sb_free(&js);
+	free(head);
 	cb_io_close(io);
 	return r;
 }
@@ -409,15 +451,9 @@ int commitlog_parse_object(const char *key, const void *obj, size_t len, struct 
 	char node[256], name[256];
 	if (split_key(key, node, name) < 0)
 		return -EINVAL;
-	const char *buf = obj;
-	size_t js_len;
-	int r = head_length(obj, len, &js_len, err);
-	if (r == 0 && js_len > len - 8) {
-		sb_printf(err, "metadata frame cut short");
-		r = -EBADMSG;
-	}
-	r = r ?: meta_parse(buf + 8, js_len, node, name, m, err);
-	return r ?: decode(buf + 8 + js_len, len - 8 - js_len, m, data, err);
+	size_t off;
+	int r = parse_head(obj, len, node, name, m, &off, err);
+	return r ?: decode((const char *)obj + off, len - off, m, data, err);
 }
 
 int commitlog_read(struct cb_backend *b, const char *key, const struct commitlog_meta *m,
@@ -425,7 +461,7 @@ int commitlog_read(struct cb_backend *b, const char *key, const struct commitlog
 {
 	char *buf = NULL;
 	size_t len = 0;
-	int r = cb_backend_get(b, key, ZSTD_compressBound(m->size) + 8 + META_MAX, &buf, &len);
+	int r = cb_backend_get(b, key, ZSTD_compressBound(m->size) + 8 + META_MAX + SUM_FRAME, &buf, &len);
 	if (r < 0)
 		return r;
 	struct commitlog_meta now;

@@ -33,6 +33,7 @@ DAY = 24 * HOUR
 # 2026:12:01 00:00:00 GMT
 T0 = calendar.timegm((2026, 12, 1, 0, 0, 0)) * 1000
 META_MAGIC = 0x184D2A53
+SUM_MAGIC = 0x184D2A54  # the frame of the metadata's SHA-256 (format 2)
 
 
 def archive(store, path, node='n1', check=True, env=None):
@@ -59,11 +60,28 @@ def object_path(store, node, name):
 
 
 def read_meta(path):
+    """(metadata, the segment's zstd frame) of a stored segment object; its metadata checksum
+    frame (format 2) checked."""
     with open(path, 'rb') as f:
         data = f.read()
     magic, n = struct.unpack('<II', data[:8])
     assert magic == META_MAGIC
-    return json.loads(data[8:8 + n]), data[8 + n:]
+    js, rest = data[8:8 + n], data[8 + n:]
+    meta = json.loads(js)
+    if meta['format'] >= 2:
+        assert rest[:8] == struct.pack('<II', SUM_MAGIC, 32) and rest[8:40] == hashlib.sha256(js).digest()
+        rest = rest[40:]
+    return meta, rest
+
+
+def meta_frames(meta):
+    """The metadata frame of meta and, from format 2, the frame of its SHA-256, as archive-commitlog
+    writes them."""
+    js = json.dumps(meta, sort_keys=True, separators=(',', ':')).encode()
+    out = struct.pack('<II', META_MAGIC, len(js)) + js
+    if meta['format'] >= 2:
+        out += struct.pack('<II', SUM_MAGIC, 32) + hashlib.sha256(js).digest()
+    return out
 
 
 def set_archived(store, node, name, archived_ms, created_ms=0):
@@ -73,9 +91,8 @@ def set_archived(store, node, name, archived_ms, created_ms=0):
     meta, rest = read_meta(path)
     meta['archived_ms'] = archived_ms
     meta['created_ms'] = created_ms
-    js = json.dumps(meta, sort_keys=True, separators=(',', ':')).encode()
     with open(path, 'wb') as f:
-        f.write(struct.pack('<II', META_MAGIC, len(js)) + js + rest)
+        f.write(meta_frames(meta) + rest)
 
 
 def set_backup_time(store, name, snapshot_ms):
@@ -985,9 +1002,11 @@ def test_a_host_id_nodetool_prints_in_capitals_keeps_the_nodes_segments(store, t
     old = write_segment(str(tmp_path / 'cl2'), T0 + 2 * HOUR, seed=4)
     archive_as(store, old, 'n1', hid.lower(), T0 + 3 * HOUR)
     meta = os.path.join(store, 'commitlogs', 'n1', os.path.basename(old) + '.zst')
-    data = open(meta, 'rb').read()
-    assert hid.lower().encode() in data
-    open(meta, 'wb').write(data.replace(hid.lower().encode(), hid.encode()))
+    m, rest = read_meta(meta)
+    assert m['host_id'] == hid.lower()
+    m['host_id'] = hid
+    with open(meta, 'wb') as f:
+        f.write(meta_frames(m) + rest)
     live = live_dir(tmp_path, store, 'b1')
     conf = tmp_path / 'conf'
     conf.mkdir()
@@ -1387,6 +1406,36 @@ def test_check_reads_the_segments(history, tmp_path):
         f.write(b'not a segment object')
     p = cb('check', '--store', store, check=False)
     assert p.returncode == 1 and f'PROBLEM commitlogs/n1/{s5}.zst: ' in p.stdout, p.stdout
+
+
+def test_damaged_segment_metadata_is_seen_and_the_segment_kept(history, tmp_path):
+    """One bit flipped in a segment's metadata (a digit of its archive time) passed check
+    --read-data, whose SHA-256 covers the segment's bytes only; a point-in-time restore then
+    left the segment out and prune deleted it, each exit 0. The metadata's own SHA-256 follows
+    it now (format 2): check names the damage, prune leaves the object alone and counts it.
+    An object of format 1 (no checksum frame, as written before) reads as it did."""
+    store, segs = history
+    s2 = os.path.basename(segs['s2'])
+    path = object_path(store, 'n1', s2)
+    meta, rest = read_meta(path)
+    assert meta['format'] == 2
+    data = bytearray(read(path))
+    at = data.index(b'"archived_ms":') + len('"archived_ms":') + 1
+    data[at] ^= 0x01  # still a digit: the JSON reads, the time is another
+    with open(path, 'wb') as f:
+        f.write(bytes(data))
+    p = cb('check', '--store', store, check=False)
+    assert p.returncode == 1, p.stdout
+    assert f'PROBLEM commitlogs/n1/{s2}.zst: damaged: its metadata does not match the checksum' in p.stdout, p.stdout
+    summary = json.loads(cb('prune', '--store', store, '--dry-run', '--json').stdout)
+    assert summary['commitlog_segments']['unreadable'] == 1, summary
+    cb('prune', '--store', store)
+    assert s2 in stored(store)['n1']
+    # format 1: the same metadata without its checksum frame
+    meta['format'] = 1
+    with open(path, 'wb') as f:
+        f.write(meta_frames(meta) + rest)
+    cb('check', '--store', store, '--read-data')
 
 
 def test_copy_of_an_incremental_takes_the_segments_since_its_full_backup(store, tmp_path):

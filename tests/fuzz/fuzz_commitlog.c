@@ -10,15 +10,20 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 
 #define KEY "commitlogs/node1/CommitLog-7-1700000000000.log.zst"
 
-/* A segment frame may legitimately claim up to 2 GiB; the fuzzer's memory is smaller. */
+/* A segment frame may legitimately claim up to 2 GiB; the fuzzer's memory is smaller. The
+ * segment's frame follows the skippable frames (metadata, its checksum). */
 static int too_big_to_decode(const unsigned char *data, size_t size)
 {
-	if (size < 8)
-		return 0;
-	size_t js = (size_t)data[4] | (size_t)data[5] << 8 | (size_t)data[6] << 16 | (size_t)data[7] << 24;
-	if (js > size - 8)
-		return 0;
-	unsigned long long cs = ZSTD_getFrameContentSize(data + 8 + js, size - 8 - js);
+	size_t at = 0;
+	while (size - at >= 8 && (data[at] & 0xf0) == 0x50 && data[at + 1] == 0x2a &&
+	       data[at + 2] == 0x4d && data[at + 3] == 0x18) {
+		size_t len = (size_t)data[at + 4] | (size_t)data[at + 5] << 8 |
+			     (size_t)data[at + 6] << 16 | (size_t)data[at + 7] << 24;
+		if (len > size - at - 8)
+			return 0;
+		at += 8 + len;
+	}
+	unsigned long long cs = ZSTD_getFrameContentSize(data + at, size - at);
 	return cs != ZSTD_CONTENTSIZE_ERROR && cs != ZSTD_CONTENTSIZE_UNKNOWN && cs > (64u << 20);
 }
 
