@@ -544,6 +544,7 @@ def test_point_in_time_restore_writes_what_cassandra_replays(history, tmp_path):
            '--cassandra-conf', str(conf), '--node', 'n1')
     assert 'backup b1 of node n1' in r.stdout and '2 commitlog segments' in r.stdout
     assert 'restored b1' in r.stdout and 'CASSANDRA-19448' not in r.stdout  # whole seconds
+    assert 'is in the store yet' not in r.stdout  # segments archived after the time are there
     assert '--point-in-time-done --cassandra-conf ' + str(conf) in r.stdout
     # Cassandra loads the tables at the start that replays: no nodetool import to run (it said so)
     assert 'nodetool' not in r.stdout, r.stdout
@@ -577,6 +578,21 @@ def test_point_in_time_restore_writes_what_cassandra_replays(history, tmp_path):
     assert not (conf / 'commitlog_archiving.properties.before-point-in-time').exists()
     p = cb('restore', '--point-in-time-done', '--cassandra-conf', str(conf), check=False)
     assert p.returncode == 1 and 'not written by cassbackup' in p.stderr
+
+
+def test_point_in_time_after_the_newest_archive_says_what_it_cannot_replay(history, tmp_path):
+    """A restore to a time after the newest archived segment of the node took what there was,
+    exit 0, without a word that the writes since (in the segment Cassandra was writing then)
+    are not in the store. It says so now, in one note line, and still restores."""
+    store, segs = history
+    newest = max(read_meta(object_path(store, 'n1', os.path.basename(p)))[0]['archived_ms']
+                 for k, p in segs.items() if k != 'n2')
+    live, conf = node_with_settings(tmp_path, store, 'b2', '')
+    r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(newest + 6 * HOUR),
+           '--cassandra-conf', str(conf), '--node', 'n1', '--dry-run')
+    [note] = [ln for ln in r.stdout.splitlines() if 'is in the store yet' in ln]
+    assert note.startswith(f'note: no commitlog segment of node n1 archived after {gmt(newest + 6 * HOUR)}')
+    assert f'writes made from {gmt(newest)}' in note, note
 
 
 def test_the_window_of_a_snapshot_without_manifest_files_starts_at_its_newest_file(store, tmp_path):

@@ -366,6 +366,32 @@ static int node_segments(struct pitr *p, struct store *s, struct commitlog_list 
 	return r < 0 ? CB_EXIT_FAILED : 0;
 }
 
+/* A note when none of the node's segments (cand) was archived after the point in time: the
+ * writes made since the newest one's archive, up to the time, are in the segment Cassandra
+ * was writing then, which the store does not hold yet. */
+static void note_tail_not_archived(const struct pitr *p, const struct commitlog_list *cand)
+{
+	int64_t newest = INT64_MIN;
+	for (size_t i = 0; i < cand->n; i++)
+		if (cand->v[i].archived_ms > newest)
+			newest = cand->v[i].archived_ms;
+	if (newest > p->time_ms)
+		return;
+	char when[48], at[48];
+	format_gmt(p->time_ms, when, sizeof(when));
+	if (!cand->n) {
+		printf("note: the store holds no commitlog segment of node %s: writes after the backup, up "
+		       "to %s, are not replayed (is archive-commitlog set up as its archive_command?)\n",
+		       p->node_name, when);
+		return;
+	}
+	format_gmt(newest, at, sizeof(at));
+	printf("note: no commitlog segment of node %s archived after %s is in the store yet: writes "
+	       "made from %s (the newest one's archive) up to then are in the segment Cassandra was "
+	       "writing, and are replayed only by a restore made once it is archived\n",
+	       p->node_name, when, at);
+}
+
 /* The segments of the node from the backup's snapshot up to the point in time
  * (commitlog_in_window), and a note for those left out or taken from elsewhere. */
 static int choose_segments(struct pitr *p, struct store *s)
@@ -390,6 +416,8 @@ static int choose_segments(struct pitr *p, struct store *s)
 		printf("note: %u of the commitlog segments to replay %s archived under another node name "
 		       "with host id %s (archive-commitlog given another --node, or the host renamed)\n",
 		       taken_elsewhere, taken_elsewhere == 1 ? "was" : "were", p->host_id);
+	if (rc == 0)
+		note_tail_not_archived(p, &cand);
 	if (rc == 0 && other_host)
 		printf("note: %u commitlog segment%s under node %s in the window left out: %s another "
 		       "host id than the backup's %s (a node that took over the name, or a stale host_id "
