@@ -300,7 +300,8 @@ int store_keys_list(struct store *s,
  * when id was removed but the slot the store was opened with had gone meanwhile (a remove
  * that ran while this one was paused past its lease): written back when no other slot was
  * left, else left retired (err says which). The caller holds the store's exclusive lock, so
- * that removes do not interleave. */
-int store_keys_remove(struct store *s, const char *id, struct strbuf *err);
+ * that removes do not interleave; it is checked (store_lock_check, its error returned) after
+ * the slot the store was opened with is seen and immediately before the delete. */
+int store_keys_remove(struct store *s, struct store_lock *lock, const char *id, struct strbuf *err);
 
 #endif

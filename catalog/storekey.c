@@ -2,6 +2,7 @@
  * keys/: any slot opens the one master key, so slots are added and removed without touching
  * packs or manifests. */
 #include "crypt.h"
+#include "lock.h"
 #include "store.h"
 
 #include <errno.h>
@@ -277,7 +278,7 @@ static int keep_own_slot(struct store *s, const char *doc, size_t len, struct st
 	return r;
 }
 
-int store_keys_remove(struct store *s, const char *id, struct strbuf *err)
+int store_keys_remove(struct store *s, struct store_lock *lock, const char *id, struct strbuf *err)
 {
 	char key[48], tmp[33];
 	snprintf(key, sizeof(key), KEYS_PREFIX "%s.json", id);
@@ -305,6 +306,13 @@ int store_keys_remove(struct store *s, const char *id, struct strbuf *err)
 		sb_printf(err, "cannot read keys/%s.json: %s", store_key_slot(s), cb_backend_why(r));
 	if (r < 0)
 		return r == -ENOENT ? -ESTALE : r;
+	/* a remove that ran meanwhile, while this one was paused past its lease, took the lock
+	 * over as stale: this one stops here */
+	r = store_lock_check(lock, err);
+	if (r < 0) {
+		free(own);
+		return r;
+	}
 	r = cb_backend_delete(store_backend(s), key);
 	if (r == -ENOENT)
 		sb_printf(err, "no key slot %s", id);

@@ -548,17 +548,17 @@ def test_key_slots_add_list_remove_and_passphrase(tmp_path, binaries):
     assert p.returncode != 0 and 'is not encrypted' in p.stderr
 
 
-def removes_crossing(loc, env, paused_key, its_target, other_key, other_target):
+def removes_crossing(loc, env, paused_key, its_target, other_key, other_target, stop=None):
     """Two key removes crossing: paused_key's remove of slot its_target, paused (a suspended
-    machine) after its checks and just before its delete, past its lease; meanwhile
-    other_key's remove of other_target runs (waiting out that lease); then the first goes on.
-    The first's (exit status, stdout, stderr)."""
+    machine) just before its delete (or where stop, the killat shim's variables, says), past
+    its lease; meanwhile other_key's remove of other_target runs (waiting out that lease);
+    then the first goes on. The first's (exit status, stdout, stderr)."""
     from conftest import preload
     from test_lease import stopped_at_state_t
+    stop = stop or {'CASSBACKUP_TEST_STOP_AT_UNLINK': f'{its_target}.json'}
     first = stopped_at_state_t(subprocess.Popen(
         [CASSBACKUP, 'key', 'remove', '--store', loc, '--key-file', paused_key, its_target], text=True,
-        env=dict(env, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_UNLINK=f'{its_target}.json'),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        env=dict(env, LD_PRELOAD=preload('killat'), **stop), stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     try:
         cb('key', 'remove', '--store', loc, '--key-file', other_key, other_target, env=env)
     finally:
@@ -613,6 +613,28 @@ def test_a_key_remove_paused_past_its_lease_never_leaves_the_store_without_a_slo
     rc, out, err = removes_crossing(loc, env, k1, s2, k2, s1)
     assert rc == 1 and 'written back' in err, (out, err)
     cb('verify', '--store', loc, '--all', '--key-file', k1, env=env)
+
+
+def test_a_key_remove_paused_past_its_lease_before_its_delete_deletes_nothing(tmp_path, binaries):
+    """Keys k1 and k2, each removing the other's slot: the remove with k1, paused (a suspended
+    machine) after it saw its own slot and before its delete, lost its lease; the remove with
+    k2 took the store and deleted k1's slot. k1's then deleted k2's, and only its write-back
+    (which a kill there would have missed) kept a slot. It looks at its lock just before the
+    delete now, and stops there: k2's slot stays, k2 opens the store."""
+    loc, env, k1 = store_with_backup_b(tmp_path)
+    env = dict(env, CASSBACKUP_LOCK_STALE_SECONDS='2', CASSBACKUP_LOCK_REFRESH_SECONDS='1')
+    k2 = str(tmp_path / 'k2')
+    cb('key', 'add', '--store', loc, '--key-file', k1, '--new-key-file', k2, env=env)
+    slots = {k: next(s['id'] for s in json.loads(cb('key', 'list', '--store', loc, '--key-file', k, '--json',
+                                                     env=env).stdout) if s['current']) for k in (k1, k2)}
+    # stopped with its own slot open, read as it is then: the unlock's read is the first
+    rc, out, err = removes_crossing(loc, env, k1, slots[k2], k2, slots[k1],
+                                    stop={'CASSBACKUP_TEST_STOP_AT_FSTAT': f'{slots[k1]}.json',
+                                          'CASSBACKUP_TEST_STOP_AT_FSTAT_NTH': '2'})
+    assert rc == 1 and 'lapsed' in err and len(err.splitlines()) == 1, (out, err)
+    assert 'removed key slot' not in out, out
+    assert sorted(os.listdir(os.path.join(loc, 'keys'))) == [f'{slots[k2]}.json']
+    cb('verify', '--store', loc, '--all', '--key-file', k2, env=env)
 
 
 def test_kill_9_while_writing_leaves_no_backup_and_no_plaintext(tmp_path, binaries):

@@ -117,7 +117,7 @@ static int key_remove(struct store *s, const char *location, const char *id)
 	if (cli_store_lock(s, location, true, "key remove", 60, &lock) < 0)
 		return CB_EXIT_FAILED;
 	struct strbuf err = {0};
-	int r = store_lock_check(lock, &err) ?: store_keys_remove(s, id, &err);
+	int r = store_keys_remove(s, lock, id, &err);
 	if (r >= 0)
 		printf("removed key slot %s\n", id);
 	if (r != 0)

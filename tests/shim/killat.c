@@ -22,6 +22,10 @@
  * first unlinkat(2) of a path whose last component is NAME: a pause between what a command
  * checked and what it deletes (key remove's slot), for another command to run there.
  * Every NAME here is a shell pattern (fnmatch(3)): "*.json" is the first lock a prune lets go.
+ * And CASSBACKUP_TEST_STOP_AT_FSTAT=NAME stops the process (SIGSTOP) once, at its Nth fstat(2)
+ * (CASSBACKUP_TEST_STOP_AT_FSTAT_NTH=N, default 1) of an open file whose name is NAME: the file
+ * is open, so what it reads is what the file held then, whatever another command does to its
+ * name meanwhile (key remove's look at its own slot, the unlock's being the first).
  * And CASSBACKUP_TEST_STOP_AT_SETSID=1 stops the process (SIGSTOP) just before setsid(2): in
  * mount.cassbackup without -f, the daemon just after its fork, before it opens the store,
  * while the parent waits for its word. */
@@ -209,6 +213,30 @@ int openat(int dirfd, const char *path, int flags, ...)
 	if (!real)
 		real = (int (*)(int, const char *, int, ...))dlsym(RTLD_NEXT, "openat");
 	return real(dirfd, path, flags, mode);
+}
+
+/* Stops at the Nth fstat of an open file named CASSBACKUP_TEST_STOP_AT_FSTAT. */
+static void maybe_stop_at_fstat(int fd)
+{
+	static long seen;
+	const char *nth = getenv("CASSBACKUP_TEST_STOP_AT_FSTAT_NTH");
+	char link[64], path[PATH_MAX + 1];
+	if (!getenv("CASSBACKUP_TEST_STOP_AT_FSTAT"))
+		return;
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, path, PATH_MAX);
+	path[n > 0 ? n : 0] = '\0';
+	if (n > 0 && last_is("CASSBACKUP_TEST_STOP_AT_FSTAT", path) && ++seen == (nth ? strtol(nth, NULL, 10) : 1))
+		raise(SIGSTOP);
+}
+
+int fstat(int fd, struct stat *st)
+{
+	static int (*real)(int, struct stat *);
+	maybe_stop_at_fstat(fd);
+	if (!real)
+		real = (int (*)(int, struct stat *))dlsym(RTLD_NEXT, "fstat");
+	return real(fd, st);
 }
 
 int fstatat(int dirfd, const char *path, struct stat *st, int flags)
