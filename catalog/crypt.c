@@ -528,7 +528,6 @@ int crypt_slot_make(const struct crypt_key *k, const char *store_id, uint32_t ch
 struct slot {
 	struct crypt_slot_info info;
 	unsigned char salt[32], nonce[12], wrapped[CRYPT_KEY_LEN + CRYPT_TAG];
-	bool has_mac; /* config_mac given */
 	unsigned char config_mac[32];
 };
 
@@ -588,7 +587,7 @@ static int slot_parse(const char *doc, size_t len, struct slot *s, char *err, si
 		 (mac && hex_field(root, "config_mac", s->config_mac, sizeof(s->config_mac)) < 0))
 		r = bad(err, errlen, "\"store\" or \"config_mac\" is not what it should be");
 	if (r == 0) {
-		s->has_mac = mac != NULL;
+		s->info.bound = mac != NULL;
 		if (store)
 			snprintf(s->info.store, sizeof(s->info.store), "%s", json_string_value(store));
 		s->info.kind = !strcmp(kind, "file") ? CRYPT_SLOT_FILE : CRYPT_SLOT_PASSPHRASE;
@@ -641,7 +640,7 @@ int crypt_slot_open(const char *doc, size_t len, const char *store_id, uint32_t 
 			snprintf(err, errlen, "key slot: not opened by this key");
 	}
 	unsigned char mac[32];
-	if (r == 0 && s.has_mac && (r = config_mac(m->p, store_id, chunk, mac)) == 0 &&
+	if (r == 0 && s.info.bound && (r = config_mac(m->p, store_id, chunk, mac)) == 0 &&
 	    CRYPTO_memcmp(mac, s.config_mac, sizeof(mac)) != 0) {
 		r = -EUCLEAN;
 		if (err && errlen)

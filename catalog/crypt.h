@@ -121,6 +121,8 @@ struct crypt_slot_info {
 	char host[256];
 	uint64_t n, r, p; /* scrypt's, for a passphrase slot */
 	char store[65];   /* the store id it was made for; "" in a slot from before it said */
+	bool bound;       /* it has a config_mac: the config's settings are bound to the key (a
+			   * slot from before has none, and does not notice a damaged config) */
 };
 
 /* Parses a slot document (len bytes) and checks every field: -EBADMSG with err naming what

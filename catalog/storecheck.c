@@ -1,6 +1,7 @@
 /* storecheck.c: see storecheck.h. */
 #include "storecheck.h"
 #include "commitlog.h"
+#include "crypt.h"
 #include "hash.h"
 #include "lock.h"
 #include "packread.h"
@@ -1075,6 +1076,11 @@ static int on_key_slot(void *ctx, const char *id, const struct crypt_slot_info *
 		problem((struct check *)ctx, "keys/%s.json: damaged key slot (%s): the key file or "
 			"passphrase it was made for no longer opens the store; add another with "
 			"'cassbackup key add', then remove this one", id, why);
+	else if (!info->bound)
+		information((struct check *)ctx, "keys/%s.json: a key slot without config_mac (made "
+			    "by a release before the config's settings were bound to the key, or the "
+			    "field removed): a damaged or replaced config is not noticed when it opens "
+			    "the store; add another with 'cassbackup key add', then remove this one", id);
 	return 0;
 }
 

@@ -637,6 +637,29 @@ def test_a_key_remove_paused_past_its_lease_before_its_delete_deletes_nothing(tm
     cb('verify', '--store', loc, '--all', '--key-file', k2, env=env)
 
 
+def test_a_key_slot_without_config_mac_is_named(tmp_path, binaries):
+    """A slot without config_mac (from a release before it, or the field removed by someone
+    with write access to the store) opens the store without noticing a damaged config: a
+    config given another chunk size then made create seal a backup nothing reads, exit 0.
+    check names such a slot (info, with what to do) and key list says it is not bound; a slot
+    made now is bound."""
+    loc, env, k1 = store_with_backup_b(tmp_path)
+    [slot] = os.listdir(os.path.join(loc, 'keys'))
+    assert json.loads(cb('key', 'list', '--store', loc, '--key-file', k1, '--json', env=env).stdout)[0]['config_bound']
+    assert 'config_mac' not in cb('check', '--store', loc, '--key-file', k1, env=env).stdout
+    path = os.path.join(loc, 'keys', slot)
+    with open(path) as f:
+        doc = json.load(f)
+    del doc['config_mac']
+    with open(path, 'w') as f:
+        json.dump(doc, f)
+    [listed] = json.loads(cb('key', 'list', '--store', loc, '--key-file', k1, '--json', env=env).stdout)
+    assert listed['config_bound'] is False
+    j = json.loads(cb('check', '--store', loc, '--key-file', k1, '--json', env=env).stdout)
+    [line] = [i for i in j['info'] if 'config_mac' in i]
+    assert line.startswith(f'keys/{slot}: a key slot without config_mac') and 'cassbackup key add' in line, line
+
+
 def test_kill_9_while_writing_leaves_no_backup_and_no_plaintext(tmp_path, binaries):
     """An encrypted create killed while it writes a pack: no backup, nothing committed in
     plaintext; the next create, prune and check --read-data are clean."""

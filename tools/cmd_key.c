@@ -39,6 +39,7 @@ static int list_one(void *ctx, const char *id, const struct crypt_slot_info *inf
 			json_kv_str(&l->j, "kind", info->kind == CRYPT_SLOT_FILE ? "file" : "passphrase");
 			json_kv_str(&l->j, "created", when);
 			json_kv_str(&l->j, "host", info->host);
+			json_kv_bool(&l->j, "config_bound", info->bound);
 		} else {
 			json_kv_str(&l->j, "error", why);
 		}
