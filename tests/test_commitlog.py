@@ -595,6 +595,29 @@ def test_point_in_time_after_the_newest_archive_says_what_it_cannot_replay(histo
     assert f'writes made from {gmt(newest)}' in note, note
 
 
+def test_point_in_time_with_a_damaged_segment_writes_nothing_in_the_node(history, tmp_path):
+    """A segment the restore needs was damaged in the store: the restore wrote the backup's
+    sstables into the node's tables, then failed on the segment, leaving the node half
+    restored. The segments are fetched and checked first now: nothing lands in the tables,
+    the settings stay the node's own."""
+    store, segs = history
+    before = '# the node\'s own settings\n'
+    live, conf = node_with_settings(tmp_path, store, 'b1', before)
+    path = object_path(store, 'n1', os.path.basename(segs['s3']))
+    data = bytearray(read(path))
+    data[-20] ^= 0x40
+    with open(path, 'wb') as f:
+        f.write(bytes(data))
+    files = lambda: sorted(os.path.join(r, n) for r, _, ns in os.walk(live) for n in ns)  # noqa: E731
+    assert files() == []
+    p = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + HOUR + HOUR // 2),
+           '--cassandra-conf', str(conf), '--node', 'n1', check=False)
+    assert p.returncode == 1 and 'the backup was not restored' in p.stderr, (p.stdout, p.stderr)
+    assert files() == [], files()
+    assert (conf / 'commitlog_archiving.properties').read_text() == before
+    assert sorted(os.listdir(conf)) == ['commitlog_archiving.properties']
+
+
 def test_the_window_of_a_snapshot_without_manifest_files_starts_at_its_newest_file(store, tmp_path):
     """Cassandra before 2.2 writes no manifest.json into a snapshot, and a table nobody writes
     has its last flush months back: taken for that table's snapshot, it held every segment

@@ -2194,7 +2194,7 @@ static int restore_point_in_time(const struct cli_command *cmd, struct restore_o
 	p->dry_run = o->dry_run;
 	p->sel = &o->sel;
 	p->whole_node = o->whole_node;
-	int rc = pitr_plan(p, o->store);
+	int rc = pitr_plan(p, o->store) ?: pitr_fetch(p, o->store);
 	if (rc != 0)
 		return rc;
 	o->name = p->backup_name;
@@ -2205,7 +2205,7 @@ static int restore_point_in_time(const struct cli_command *cmd, struct restore_o
 		errorf("the backup was not restored whole; no commitlog replay was set up");
 		return rc;
 	}
-	return pitr_apply(p, o->store);
+	return pitr_apply(p);
 }
 
 int cmd_restore(int argc, char **argv)

@@ -837,32 +837,42 @@ static int write_properties(const struct pitr *p, struct strbuf *err)
 	return r;
 }
 
-int pitr_apply(struct pitr *p, const char *location)
+int pitr_fetch(struct pitr *p, const char *location)
 {
 	if (p->dry_run) {
 		for (size_t i = 0; i < p->segments->n; i++)
 			printf("would copy commitlog segment %s into %s\n", p->segments->v[i].name, p->segments_dir);
-		printf("would write %s/%s; dry run: nothing was written\n", p->cassandra_conf, PITR_PROPERTIES);
 		return CB_EXIT_OK;
 	}
 	struct store *s = NULL;
-	struct strbuf err = {0};
 	int rc = cli_store_open(location, STORE_READONLY, &s), r;
 	if (rc != 0)
 		return rc;
 	if ((r = fetch_segments(p, s)) < 0) {
-		errorf("cannot fill --segments-dir %s: %s", p->segments_dir, strerror(-r));
-		rc = CB_EXIT_FAILED;
-	} else if ((r = write_properties(p, &err)) < 0) {
-		errorf("cannot write %s/%s: %s", p->cassandra_conf, PITR_PROPERTIES, err.len ? err.buf : strerror(-r));
+		errorf("cannot fill --segments-dir %s: %s; the backup was not restored", p->segments_dir,
+		       strerror(-r));
 		rc = CB_EXIT_FAILED;
 	}
 	store_close(s);
+	if (rc == 0)
+		printf("copied %zu commitlog segment%s into %s\n", p->segments->n,
+		       p->segments->n == 1 ? "" : "s", p->segments_dir);
+	return rc;
+}
+
+int pitr_apply(struct pitr *p)
+{
+	if (p->dry_run) {
+		printf("would write %s/%s; dry run: nothing was written\n", p->cassandra_conf, PITR_PROPERTIES);
+		return CB_EXIT_OK;
+	}
+	struct strbuf err = {0};
+	int r = write_properties(p, &err);
+	if (r < 0)
+		errorf("cannot write %s/%s: %s", p->cassandra_conf, PITR_PROPERTIES, err.len ? err.buf : strerror(-r));
 	sb_free(&err);
-	if (rc != 0)
-		return rc;
-	printf("copied %zu commitlog segment%s into %s\n", p->segments->n, p->segments->n == 1 ? "" : "s",
-	       p->segments_dir);
+	if (r < 0)
+		return CB_EXIT_FAILED;
 	printf("wrote %s/%s: at its next start Cassandra replays them up to %s GMT\n", p->cassandra_conf,
 	       PITR_PROPERTIES, p->time);
 	if (p->nreplay) {

@@ -53,10 +53,14 @@ struct pitr {
  * directories. 0, or the exit status after one line saying why. */
 int pitr_plan(struct pitr *p, const char *location);
 
-/* After the backup was restored: copies the segments into the segments directory and writes
- * commitlog_archiving.properties (the previous one kept beside it), then says what to do
- * next. The exit status. */
-int pitr_apply(struct pitr *p, const char *location);
+/* Before the backup is restored: copies the segments into the segments directory, each read
+ * whole and checked, so that a segment that cannot be had stops the restore before it writes
+ * anything in the node. The exit status. */
+int pitr_fetch(struct pitr *p, const char *location);
+
+/* After the backup was restored: writes commitlog_archiving.properties (the previous one kept
+ * beside it), then says what to do next. The exit status. */
+int pitr_apply(struct pitr *p);
 
 void pitr_free(struct pitr *p);
 
