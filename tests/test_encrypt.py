@@ -488,7 +488,7 @@ def test_copy_never_writes_plaintext_into_a_target_made_to_say_plain(tmp_path, b
         return sorted(os.path.join(r, n) for r, _, ns in os.walk(enc) for n in ns
                       if not n.startswith('catalog.db'))
     before = objects()
-    for key_opt in ('--key-file', '--to-key-file'):
+    for key_opt in ('--key-file', '--to-key-file', '--passphrase-file'):
         p = cb('copy', '--from', plain, '--to', enc, key_opt, k, 'p2', env=env, check=False)
         assert p.returncode == 2, (p.stdout, p.stderr)
         assert f'{key_opt}: store {enc} is not encrypted' in p.stderr and 'give --to-plain' in p.stderr, p.stderr

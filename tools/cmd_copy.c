@@ -100,13 +100,17 @@ static int names_of_source(struct copy_cmd *c)
 /* Backups of an encrypted store go into a plain one only when --to-plain says so: a target
  * whose config was made to say plain (and its key slots moved away) by someone without the
  * key would otherwise get them in plaintext. And --to-plain promises a plain target. */
-/* The key file given for the target: --to-key-file, else --key-file's (the configuration's
- * key_file included), except with --to-plain, where --key-file is the source's alone. */
-static const char *target_key_file(const struct copy_cmd *c)
+/* The option that gave a secret for the target, or NULL: --to-key-file, else --key-file or
+ * --passphrase-file (the configuration's key_file or passphrase_file included), which are the
+ * target's too except with --to-plain, where they are the source's alone. */
+static const char *target_secret_option(const struct copy_cmd *c)
 {
+	const struct store_options *o = cli_store_settings();
 	if (c->to_key_file)
-		return c->to_key_file;
-	return c->to_plain ? NULL : cli_store_settings()->key_file;
+		return "--to-key-file";
+	if (c->to_plain)
+		return NULL;
+	return o->key_file ? "--key-file" : o->passphrase_file ? "--passphrase-file" : NULL;
 }
 
 static int check_plaintext_meant(const struct copy_cmd *c)
@@ -122,10 +126,10 @@ static int check_plaintext_meant(const struct copy_cmd *c)
 		       c->to_shown);
 		return CB_EXIT_USAGE;
 	}
-	if (target_key_file(c) && !store_encrypted(c->dst)) { /* as create refuses it */
+	const char *secret = target_secret_option(c);
+	if (secret && !store_encrypted(c->dst)) { /* as create refuses it */
 		errorf("%s: store %s is not encrypted, and copy does not write plaintext when given "
-		       "a key for it (give --to-plain if a plain target is meant)",
-		       c->to_key_file ? "--to-key-file" : "--key-file", c->to_shown);
+		       "a key for it (give --to-plain if a plain target is meant)", secret, c->to_shown);
 		return CB_EXIT_USAGE;
 	}
 	return 0;
