@@ -618,6 +618,32 @@ def test_point_in_time_with_a_damaged_segment_writes_nothing_in_the_node(history
     assert sorted(os.listdir(conf)) == ['commitlog_archiving.properties']
 
 
+def test_point_in_time_whose_backup_cannot_be_restored_takes_its_segments_back(history, tmp_path):
+    """The segments are fetched before the backup is restored; when the backup then could not
+    be restored (a table directory of the node is a file), the segments stayed in the
+    segments directory, with no settings naming them, and a restore to another time was
+    refused ("holds ..., which is not one of the segments to replay"). They are taken back."""
+    store, segs = history
+    live, conf = node_with_settings(tmp_path, store, 'b1', '')
+    segdir = tmp_path / 'segs'
+    ks = sorted(os.listdir(live))[0]
+    table = os.path.join(live, ks, sorted(os.listdir(os.path.join(live, ks)))[0])
+    os.rmdir(table)
+    with open(table, 'w') as f:
+        f.write('not a directory')
+    p = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + HOUR + HOUR // 2),
+           '--cassandra-conf', str(conf), '--node', 'n1', '--segments-dir', str(segdir), check=False)
+    assert p.returncode != 0 and 'no commitlog replay was set up' in p.stderr, (p.stdout, p.stderr)
+    assert 'removed the 2 commitlog segments this restore had copied' in p.stdout, p.stdout
+    assert not segdir.exists()
+    assert (conf / 'commitlog_archiving.properties').read_text() == ''
+    os.unlink(table)
+    os.makedirs(table)
+    r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + DAY + HOUR),
+           '--cassandra-conf', str(conf), '--node', 'n1', '--segments-dir', str(segdir))
+    assert 'restored b' in r.stdout, r.stdout
+
+
 def test_the_window_of_a_snapshot_without_manifest_files_starts_at_its_newest_file(store, tmp_path):
     """Cassandra before 2.2 writes no manifest.json into a snapshot, and a table nobody writes
     has its last flush months back: taken for that table's snapshot, it held every segment

@@ -2202,6 +2202,7 @@ static int restore_point_in_time(const struct cli_command *cmd, struct restore_o
 	o->point_in_time = true;
 	rc = restore_backup(o);
 	if (rc != CB_EXIT_OK) {
+		pitr_unfetch(p);
 		errorf("the backup was not restored whole; no commitlog replay was set up");
 		return rc;
 	}

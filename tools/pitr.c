@@ -679,8 +679,13 @@ static int fetch_segments(struct pitr *p, struct store *s)
 	const char *ref = p->data_dir ? p->data_dir : p->cassandra_conf;
 	if (stat(ref, &owner) < 0)
 		return -errno;
-	if (mkdir(p->segments_dir, 0750) < 0 && errno != EEXIST)
+	if (mkdir(p->segments_dir, 0750) == 0)
+		p->made_segments_dir = true;
+	else if (errno != EEXIST)
 		return -errno;
+	free(p->fetched);
+	if (!(p->fetched = calloc(p->segments->n + 1, sizeof(*p->fetched))))
+		return -ENOMEM;
 	int dirfd = open(p->segments_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), r = 0;
 	if (dirfd < 0)
 		return -errno;
@@ -696,6 +701,7 @@ static int fetch_segments(struct pitr *p, struct store *s)
 		r = commitlog_key(m->node, m->name, &key);
 		r = r ?: commitlog_read(store_backend(s), key.buf, m, &data, &err);
 		r = r ?: write_file_at(dirfd, m->name, data, m->size, 0640, &owner);
+		p->fetched[i] = r == 0;
 		if (r < 0)
 			errorf("cannot copy commitlog segment %s: %s", m->name, err.len ? err.buf : cb_backend_why(r));
 		free(data);
@@ -857,7 +863,25 @@ int pitr_fetch(struct pitr *p, const char *location)
 	if (rc == 0)
 		printf("copied %zu commitlog segment%s into %s\n", p->segments->n,
 		       p->segments->n == 1 ? "" : "s", p->segments_dir);
+	else
+		pitr_unfetch(p);
 	return rc;
+}
+
+void pitr_unfetch(struct pitr *p)
+{
+	int dirfd = p->dry_run ? -1 : open(p->segments_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dirfd < 0)
+		return;
+	size_t removed = 0;
+	for (size_t i = 0; p->fetched && i < p->segments->n; i++)
+		if (p->fetched[i] && unlinkat(dirfd, p->segments->v[i].name, 0) == 0)
+			removed++;
+	close(dirfd);
+	bool gone = p->made_segments_dir && rmdir(p->segments_dir) == 0;
+	if (removed || gone)
+		printf("removed the %zu commitlog segment%s this restore had copied into %s%s\n", removed,
+		       removed == 1 ? "" : "s", p->segments_dir, gone ? ", and the directory" : "");
 }
 
 int pitr_apply(struct pitr *p)
@@ -895,6 +919,7 @@ void pitr_free(struct pitr *p)
 		commitlog_list_free(p->segments);
 	free(p->segments);
 	free(p->segments_dir_owned);
+	free(p->fetched);
 }
 
 /* ---- done ------------------------------------------------------------------------------- */

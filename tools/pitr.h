@@ -47,6 +47,8 @@ struct pitr {
 	size_t nreplay;
 	struct commitlog_list *segments;
 	char *segments_dir_owned;  /* the default segments_dir */
+	bool *fetched;             /* per segment: this run wrote it into segments_dir */
+	bool made_segments_dir;    /* this run made segments_dir */
 };
 
 /* Chooses the backup and the segments (the store at location, read-only) and checks the
@@ -57,6 +59,11 @@ int pitr_plan(struct pitr *p, const char *location);
  * whole and checked, so that a segment that cannot be had stops the restore before it writes
  * anything in the node. The exit status. */
 int pitr_fetch(struct pitr *p, const char *location);
+
+/* Takes back what pitr_fetch wrote (the backup could not be restored): the segments this run
+ * copied, and the segments directory when this run made it and it is empty then; what earlier
+ * runs copied stays (their settings may name it). */
+void pitr_unfetch(struct pitr *p);
 
 /* After the backup was restored: writes commitlog_archiving.properties (the previous one kept
  * beside it), then says what to do next. The exit status. */
