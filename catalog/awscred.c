@@ -4,6 +4,7 @@
 #include "s3.h"
 #include "sigv4.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
@@ -133,6 +134,19 @@ static int http_do(const struct http_call *c, long *status, struct strbuf *out, 
 	return 0;
 }
 
+/* Temporary keys until exp (ISO 8601; NULL: they do not expire). An Expiration that is not a
+ * time is refused: taken for "never", the keys would never be fetched again. */
+static int keys_with_expiration(struct awscred_keys *k, const char *ak, const char *sk,
+				const char *tok, const char *exp, const char *what, struct strbuf *why)
+{
+	int64_t until = exp ? s3_iso8601_ns(exp) : 0;
+	if (exp && !until) {
+		sb_printf(why, "%s: Expiration '%.40s' is not an ISO 8601 time", what, exp);
+		return -EACCES;
+	}
+	return keys_set(k, ak, sk, tok, until);
+}
+
 /* The keys of a JSON document as the container endpoint, IMDS and credential_process give
  * them; token_name is "Token" or "SessionToken". */
 static int keys_from_json(const struct strbuf *body, const char *token_name, struct awscred_keys *k,
@@ -148,7 +162,7 @@ static int keys_from_json(const struct strbuf *body, const char *token_name, str
 		sb_printf(why, "%s: no AccessKeyId and SecretAccessKey in its answer", what);
 		r = -EACCES;
 	} else {
-		r = keys_set(k, ak, sk, tok, exp ? s3_iso8601_ns(exp) : 0);
+		r = keys_with_expiration(k, ak, sk, tok, exp, what, why);
 	}
 	json_decref(j);
 	return r;
@@ -166,7 +180,7 @@ static int keys_from_sts(const struct strbuf *body, struct awscred_keys *k, cons
 		sb_printf(why, "%s: no credentials in STS's answer", what);
 		r = -EACCES;
 	} else {
-		r = keys_set(k, ak, sk, tok, exp ? s3_iso8601_ns(exp) : 0);
+		r = keys_with_expiration(k, ak, sk, tok, exp, what, why);
 	}
 	wipe_free(ak);
 	wipe_free(sk);
@@ -347,11 +361,23 @@ static int profile_read(const char *name, struct profile *p)
 static int profile_keys(struct awscred *a, const char *name, int depth, struct awscred_keys *out,
 			enum source_kind *kind, struct strbuf *why);
 
+/* The program a credential_process line runs (its first word, quotes dropped), for messages:
+ * its arguments may carry a secret (a token for a vault), and so never are. */
+static void program_of(const char *cmd, char *out, size_t n)
+{
+	cmd += strspn(cmd, " \t");
+	size_t len = *cmd == '"' || *cmd == '\'' ? strcspn(cmd + 1, *cmd == '"' ? "\"" : "'")
+						  : strcspn(cmd, " \t");
+	snprintf(out, n, "%.*s", (int)len, cmd + (*cmd == '"' || *cmd == '\''));
+}
+
 static int run_process(const char *cmd, struct awscred_keys *out, struct strbuf *why)
 {
+	char prog[256];
+	program_of(cmd, prog, sizeof(prog));
 	FILE *f = popen(cmd, "re");
 	if (!f) {
-		sb_printf(why, "credential_process %s: %s", cmd, strerror(errno));
+		sb_printf(why, "credential_process %s: %s", prog, strerror(errno));
 		return -EACCES;
 	}
 	struct strbuf body = {0};
@@ -362,8 +388,8 @@ static int run_process(const char *cmd, struct awscred_keys *out, struct strbuf 
 		r = body.len + n > HTTP_MAX_BODY ? -EFBIG : sb_append(&body, buf, n);
 	int st = pclose(f);
 	if (r == 0 && (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st))) {
-		sb_printf(why, "credential_process %s: exited with status %d", cmd,
-			  st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+		sb_printf(why, "credential_process %s: exited with status %d (its own words, if any, "
+			  "are on stderr)", prog, st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 		r = -EACCES;
 	}
 	r = r ?: keys_from_json(&body, "SessionToken", out, "credential_process", why);
@@ -389,7 +415,11 @@ static int assume_role(struct awscred *a, const struct profile *p, const char *n
 	}
 	struct awscred_keys base = {0};
 	enum source_kind k;
-	int r = profile_keys(a, src, depth + 1, &base, &k, why);
+	int r;
+	if (!strcmp(src, name) && p->v[P_AK] && p->v[P_SK]) /* as botocore: its own static keys */
+		r = keys_set(&base, p->v[P_AK], p->v[P_SK], p->v[P_TOKEN], 0);
+	else
+		r = profile_keys(a, src, depth + 1, &base, &k, why);
 	if (r == -ENOENT) {
 		sb_printf(why, "profile %s: source_profile %s has no credentials", name, src);
 		r = -EACCES;
@@ -607,30 +637,55 @@ static int set_source(struct awscred *a, enum source_kind kind, const char *arg,
 	return a->source ? 0 : -ENOMEM;
 }
 
+/* The host of an http:// URL (after "http://": up to the port, path, query or fragment), its
+ * length in *n; -EINVAL when the authority holds userinfo ("user@host"), which would make
+ * what looks like the host another's. */
+static int url_host(const char *after_scheme, size_t *n)
+{
+	size_t auth = strcspn(after_scheme, "/?#");
+	if (memchr(after_scheme, '@', auth))
+		return -EINVAL;
+	if (after_scheme[0] == '[') {
+		const char *close = memchr(after_scheme, ']', auth);
+		if (!close)
+			return -EINVAL;
+		*n = (size_t)(close - after_scheme) + 1;
+	} else {
+		const char *colon = memchr(after_scheme, ':', auth);
+		*n = colon ? (size_t)(colon - after_scheme) : auth;
+	}
+	return 0;
+}
+
+/* Whether h (n bytes) is a dotted IPv4 address in 127.0.0.0/8. */
+static bool ipv4_loopback(const char *h, size_t n)
+{
+	char buf[16];
+	struct in_addr in;
+	if (n >= sizeof(buf))
+		return false;
+	memcpy(buf, h, n);
+	buf[n] = '\0';
+	return inet_pton(AF_INET, buf, &in) == 1 && (ntohl(in.s_addr) >> 24) == 127;
+}
+
 /* True when a plain-http full URI goes where the SDKs let the container token go: loopback,
  * or the ECS and EKS Pod Identity agents' link-local addresses. Anything else needs https. */
 static bool container_host_ok(const char *url)
 {
-	static const char *const hosts[] = {"127.", "localhost", "[::1]", "169.254.170.2",
-					    "169.254.170.23", "[fd00:ec2::23]"};
+	static const char *const hosts[] = {"localhost", "[::1]", "169.254.170.2", "169.254.170.23",
+					    "[fd00:ec2::23]"};
 	if (!strncmp(url, "https://", 8))
 		return true;
-	if (strncmp(url, "http://", 7))
+	size_t n;
+	if (strncmp(url, "http://", 7) || url_host(url + 7, &n) < 0)
 		return false;
 	const char *h = url + 7;
-	size_t n = strcspn(h, "/?#");
-	if (h[0] != '[') {
-		const char *colon = memchr(h, ':', n);
-		n = colon ? (size_t)(colon - h) : n;
-	} else {
-		n = strcspn(h, "]") + 1;
-	}
-	for (size_t i = 0; i < sizeof(hosts) / sizeof(*hosts); i++) {
-		size_t l = strlen(hosts[i]);
-		if (hosts[i][l - 1] == '.' ? n > l && !strncmp(h, hosts[i], l)
-					   : n == l && !strncmp(h, hosts[i], l))
+	if (ipv4_loopback(h, n))
+		return true;
+	for (size_t i = 0; i < sizeof(hosts) / sizeof(*hosts); i++)
+		if (n == strlen(hosts[i]) && !strncasecmp(h, hosts[i], n))
 			return true;
-	}
 	return false;
 }
 
@@ -737,6 +792,11 @@ int awscred_new(const struct awscred_config *cfg, struct awscred **out)
 	} else if (ak && sk) {
 		r = set_source(a, SRC_ENV, NULL, "environment (AWS_ACCESS_KEY_ID)") ?:
 		    keys_set(&a->keys, ak, sk, env("AWS_SESSION_TOKEN"), 0);
+	} else if (ak || sk) { /* the environment applies but is half there: as botocore's
+				* PartialCredentialsError, never a silent step to the next source */
+		sb_printf(&why, "the environment sets %s but not %s", ak ? "AWS_ACCESS_KEY_ID" :
+			  "AWS_SECRET_ACCESS_KEY", ak ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID");
+		r = -EINVAL;
 	} else {
 		r = chain(a, &a->keys, &why);
 	}

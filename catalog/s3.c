@@ -718,6 +718,22 @@ int64_t s3_http_date_ns(const char *s)
 	return t < 0 ? 0 : t * 1000000000;
 }
 
+/* A UTC offset as ISO 8601 writes it, "+HH:MM", "-HH:MM", "+HHMM" or "+HH", in seconds. */
+static int utc_offset(const char *p, int64_t *seconds)
+{
+	int sign = *p == '+' ? 1 : *p == '-' ? -1 : 0, h = 0, m = 0, n = 0;
+	if (!sign)
+		return -EINVAL;
+	p++;
+	if (!((sscanf(p, "%2d:%2d%n", &h, &m, &n) == 2 && n == 5) ||
+	      (sscanf(p, "%2d%2d%n", &h, &m, &n) == 2 && n == 4) ||
+	      (m = 0, sscanf(p, "%2d%n", &h, &n) == 1 && n == 2)) || p[n] || h > 23 || m > 59 ||
+	    h < 0 || m < 0)
+		return -EINVAL;
+	*seconds = sign * (h * 3600 + m * 60);
+	return 0;
+}
+
 int64_t s3_iso8601_ns(const char *s)
 {
 	int year, mon, day, h, m, sec, n = 0;
@@ -732,9 +748,10 @@ int64_t s3_iso8601_ns(const char *s)
 				frac += (*p - '0') * scale;
 			}
 	}
-	if (t < 0 || (strcmp(p, "Z") && strcmp(p, "+00:00")))
+	int64_t offset = 0; /* seconds east of UTC: "+02:00" is 2 hours ahead */
+	if (t < 0 || (strcmp(p, "Z") && utc_offset(p, &offset) < 0))
 		return 0;
-	return t * 1000000000 + frac;
+	return (t - offset) * 1000000000 + frac;
 }
 
 /* --- XML --------------------------------------------------------------------------------- */
@@ -921,7 +938,6 @@ static int sse_c_key_read(struct cb_s3_options *o)
  * restore first, which a mount cannot wait for. */
 static const char *const readable_classes[] = {
 	"STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR",
-	"REDUCED_REDUNDANCY",
 };
 
 static int storage_check(const struct cb_s3_options *o)

@@ -76,8 +76,9 @@ int s3_request(struct s3_client *c, const struct s3_req *rq, struct s3_resp *rs)
 int s3_uri_encode(struct strbuf *sb, const char *s, bool keep_slash);
 
 /* The times S3 gives, as ns since the epoch; 0 when s is not one. An HTTP date (RFC 9110's
- * IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT": Last-Modified), and an ISO 8601 UTC time
- * ("2009-10-12T17:50:30.000Z": a listing's LastModified; any fraction of a second). */
+ * IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT": Last-Modified), and an ISO 8601 time
+ * ("2009-10-12T17:50:30.000Z": a listing's LastModified; any fraction of a second; a UTC
+ * offset, "+02:00", as a credential_process may write its Expiration). */
 int64_t s3_http_date_ns(const char *s);
 int64_t s3_iso8601_ns(const char *s);
 

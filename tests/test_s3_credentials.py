@@ -150,9 +150,19 @@ def test_profile_with_static_keys(aws, tmp_path):
 
 def test_a_profile_named_but_absent_is_an_error_not_the_next_source(aws, tmp_path):
     _, admin, bare = aws
-    env = dict(bare, AWS_PROFILE='nope', AWS_ACCESS_KEY_ID=admin['AWS_ACCESS_KEY_ID'])  # no secret: not env
+    env = dict(bare, AWS_PROFILE='nope')
     line = one_line_error(cb('list', '--store', LOC, env=env, check=False))
     assert 'no S3 credentials: profile nope is in neither' in line and '.aws/credentials' in line, line
+    # a key id in the environment without its secret is an error naming both, not a silent
+    # step to the next source (here a profile whose keys work): as botocore's
+    # PartialCredentialsError
+    creds = secret_file(tmp_path / 'credentials', f"[default]\naws_access_key_id = {admin['AWS_ACCESS_KEY_ID']}\n"
+                                                 f"aws_secret_access_key = {admin['AWS_SECRET_ACCESS_KEY']}\n")
+    works(dict(bare, AWS_SHARED_CREDENTIALS_FILE=creds))
+    for half in ({'AWS_ACCESS_KEY_ID': 'AKIAOPERATORKEY00001'}, {'AWS_SECRET_ACCESS_KEY': 'x'}):
+        p = cb('list', '--store', LOC, env=dict(bare, AWS_SHARED_CREDENTIALS_FILE=creds, **half), check=False)
+        line = one_line_error(p)
+        assert p.returncode == 2 and 'the environment sets AWS_' in line and 'but not AWS_' in line, line
     cfg = secret_file(tmp_path / 'config', '[profile eu]\nregion = eu-west-1\n')
     line = one_line_error(cb('list', '--store', LOC, env=dict(env, AWS_PROFILE='eu', AWS_CONFIG_FILE=cfg),
                              check=False))
@@ -174,6 +184,14 @@ def test_profile_assumes_a_role_through_sts(aws, tmp_path):
     cb('create', '--store', LOC, '--name', 'n1', *data_dir_args(dirs), '--snapshot', 'nightly-1', env=env)
     cb('verify', '--store', LOC, 'n1', env=env)
     assert f'S3 credentials from role {arn} (profile node, STS AssumeRole)' in source_of(config(tmp_path, ''), env)
+    # a role profile whose source_profile is itself: its own static keys assume the role (as
+    # botocore does; it recursed to the chain's depth limit)
+    creds_self = secret_file(tmp_path / 'credentials-self',
+                             f"[node]\naws_access_key_id = {admin['AWS_ACCESS_KEY_ID']}\n"
+                             f"aws_secret_access_key = {admin['AWS_SECRET_ACCESS_KEY']}\n")
+    cfg_self = secret_file(tmp_path / 'config-self', f'[profile node]\nrole_arn = {arn}\nsource_profile = node\n')
+    p = cb('list', '--store', LOC, env=dict(env, AWS_SHARED_CREDENTIALS_FILE=creds_self, AWS_CONFIG_FILE=cfg_self))
+    assert 'n1' in p.stdout and p.stderr == '', p.stderr
     # a source profile without keys: one line naming both profiles
     cfg2 = secret_file(tmp_path / 'config2', f'[profile node]\nrole_arn = {arn}\nsource_profile = gone\n')
     line = one_line_error(cb('list', '--store', LOC, env=dict(env, AWS_CONFIG_FILE=cfg2), check=False))
@@ -194,6 +212,20 @@ def test_profile_credential_process(aws, tmp_path):
     script.write_text('#!/bin/sh\necho no keys today >&2\nexit 3\n')
     p = cb('list', '--store', LOC, env=env, check=False)
     assert p.returncode != 0 and 'exited with status 3' in p.stderr, p.stderr
+    # its arguments may hold a secret (a vault token): the message names the program only
+    secret_file(tmp_path / 'config', f'[default]\ncredential_process = {script} --token s.SECRETVAULTTOKEN\n')
+    p = cb('list', '--store', LOC, env=env, check=False)
+    assert f'credential_process {script}: exited with status 3' in p.stderr, p.stderr
+    assert 'SECRETVAULTTOKEN' not in p.stderr + p.stdout, p.stderr
+    # an Expiration with a UTC offset is that instant (it was taken for "never expires": the
+    # expired keys were used and never fetched again); one that is no time is refused
+    for exp, said in (('2020-01-01T02:00:00+02:00', 'expired'), ('next tuesday', 'is not an ISO 8601 time')):
+        script.write_text('#!/bin/sh\ncat <<EOF\n' + json.dumps({
+            'Version': 1, 'AccessKeyId': admin['AWS_ACCESS_KEY_ID'], 'SessionToken': 'tok',
+            'SecretAccessKey': admin['AWS_SECRET_ACCESS_KEY'], 'Expiration': exp}) + '\nEOF\n')
+        secret_file(tmp_path / 'config', f'[default]\ncredential_process = {script}\n')
+        line = one_line_error(cb('list', '--store', LOC, env=env, check=False))
+        assert said in line, (exp, line)
 
 
 def test_web_identity(aws, tmp_path):
@@ -223,10 +255,14 @@ def test_container_credentials_with_their_token(aws, tmp_path):
         secret_file(tmp_path / 'pod-token', 'not-the-token\n')
         line = one_line_error(cb('list', '--store', LOC, env=env, check=False))
         assert f'container credentials {full}: HTTP 403' in line, line
-    # the token goes over plain http only to loopback or the ECS/EKS agents' addresses
-    env = dict(env, AWS_CONTAINER_CREDENTIALS_FULL_URI='http://198.51.100.7/creds')
-    line = one_line_error(cb('list', '--store', LOC, env=env, check=False))
-    assert 'AWS_CONTAINER_CREDENTIALS_FULL_URI http://198.51.100.7/creds: plain http only to loopback' in line, line
+    # the token goes over plain http only to loopback or the ECS/EKS agents' addresses; a
+    # loopback or agent address as userinfo ("user@host") is not the host
+    for uri in ('http://198.51.100.7/creds', 'http://127.0.0.1@198.51.100.7/creds',
+                'http://169.254.170.2@198.51.100.7:80/creds', 'http://localhost:1@198.51.100.7/',
+                'http://127.example.com/creds'):
+        env = dict(env, AWS_CONTAINER_CREDENTIALS_FULL_URI=uri)
+        line = one_line_error(cb('list', '--store', LOC, env=env, check=False))
+        assert f'AWS_CONTAINER_CREDENTIALS_FULL_URI {uri}: plain http only to loopback' in line, line
 
 
 def test_instance_metadata_with_imdsv2_tokens(aws, tmp_path):
@@ -401,7 +437,8 @@ def test_classes_that_need_a_restore_are_refused(aws, tmp_path):
         assert p.returncode == 1 and f's3_storage_class = {cls}' in p.stdout and 'need a restore' in p.stdout
     for bad, why in [('s3_sse = AES128', 'expected AES256 or aws:kms'),
                      ('s3_sse_kms_key_id = k1', 'needs s3_sse = aws:kms'),
-                     ('s3_storage_class = COLD', 'expected STANDARD')]:
+                     ('s3_storage_class = COLD', 'expected STANDARD'),
+                     ('s3_storage_class = REDUCED_REDUNDANCY', 'expected STANDARD')]:
         line = one_line_error(cb('--config', config(tmp_path, bad + '\n'), 'list', '--store', LOC,
                                  env=admin, check=False))
         assert why in line, (bad, line)

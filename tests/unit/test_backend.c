@@ -211,12 +211,18 @@ static void test_s3_times(void)
 	CHECK(s3_iso8601_ns("1994-11-06T08:49:37.25Z") == 784111777 * s + 250000000);
 	CHECK(s3_iso8601_ns("1994-11-06T08:49:37Z") == 784111777 * s);
 	CHECK(s3_iso8601_ns("1994-11-06T08:49:37.123456789123Z") == 784111777 * s + 123456789);
+	/* the same instant with a UTC offset (a credential_process's Expiration) */
+	CHECK(s3_iso8601_ns("1994-11-06T10:49:37+02:00") == 784111777 * s);
+	CHECK(s3_iso8601_ns("1994-11-06T10:49:37.5+0200") == 784111777 * s + 500000000);
+	CHECK(s3_iso8601_ns("1994-11-06T03:49:37-05") == 784111777 * s);
+	CHECK(s3_iso8601_ns("1994-11-06T08:49:37+00:00") == 784111777 * s);
 	const char *bad_http[] = {"", "06 Nov 1994 08:49:37 GMT", "Sun, 06 Now 1994 08:49:37 GMT",
 				  "Sun, 06 Nov 1994 08:49:37", "Sun, 06 Nov 1994 25:49:37 GMT",
 				  "Sun, 32 Nov 1994 08:49:37 GMT", "Sun, 06 ovD 1994 08:49:37 GMT"};
 	for (size_t i = 0; i < sizeof(bad_http) / sizeof(bad_http[0]); i++)
 		CHECK(s3_http_date_ns(bad_http[i]) == 0);
-	const char *bad_iso[] = {"", "1994-11-06", "1994-11-06T08:49:37.000", "1994-11-06T08:49:37+02:00",
+	const char *bad_iso[] = {"", "1994-11-06", "1994-11-06T08:49:37.000", "1994-11-06T08:49:37+2:00",
+				 "1994-11-06T08:49:37+24:00", "1994-11-06T08:49:37+02:60", "1994-11-06T08:49:37+02:00Z",
 				 "1994-13-06T08:49:37Z", "1994-11-06 08:49:37Z", "x994-11-06T08:49:37Z"};
 	for (size_t i = 0; i < sizeof(bad_iso) / sizeof(bad_iso[0]); i++)
 		CHECK(s3_iso8601_ns(bad_iso[i]) == 0);
