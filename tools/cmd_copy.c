@@ -120,16 +120,20 @@ static int check_plaintext_meant(const struct copy_cmd *c)
 		       c->to_shown);
 		return CB_EXIT_USAGE;
 	}
-	if (!c->to_plain && store_encrypted(c->src) && !store_encrypted(c->dst)) {
+	if (store_encrypted(c->dst))
+		return 0;
+	/* a plain target: a key given for it says it should not be (as create refuses it); a key
+	 * given by the options the source shares says so only where the source does not */
+	const char *secret = target_secret_option(c);
+	if (secret && (c->to_key_file || !store_encrypted(c->src))) {
+		errorf("%s: store %s is not encrypted, and copy does not write plaintext when given "
+		       "a key for it (give --to-plain if a plain target is meant)", secret, c->to_shown);
+		return CB_EXIT_USAGE;
+	}
+	if (!c->to_plain && store_encrypted(c->src)) {
 		errorf("refusing to copy encrypted store %s into %s, a plain store: its backups would be "
 		       "stored there in plaintext (give --to-plain if that is meant)", c->from_shown,
 		       c->to_shown);
-		return CB_EXIT_USAGE;
-	}
-	const char *secret = target_secret_option(c);
-	if (secret && !store_encrypted(c->dst)) { /* as create refuses it */
-		errorf("%s: store %s is not encrypted, and copy does not write plaintext when given "
-		       "a key for it (give --to-plain if a plain target is meant)", secret, c->to_shown);
 		return CB_EXIT_USAGE;
 	}
 	return 0;
