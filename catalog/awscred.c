@@ -361,11 +361,22 @@ static int profile_read(const char *name, struct profile *p)
 static int profile_keys(struct awscred *a, const char *name, int depth, struct awscred_keys *out,
 			enum source_kind *kind, struct strbuf *why);
 
+/* Whether word (up to a blank) is a shell variable assignment, NAME=value. */
+static bool is_assignment(const char *word)
+{
+	size_t name = strspn(word, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_");
+	return name > 0 && !(word[0] >= '0' && word[0] <= '9') && word[name] == '=';
+}
+
 /* The program a credential_process line runs (its first word, quotes dropped), for messages:
  * its arguments may carry a secret (a token for a vault), and so never are. */
 static void program_of(const char *cmd, char *out, size_t n)
 {
 	cmd += strspn(cmd, " \t");
+	while (is_assignment(cmd)) { /* "VAR=value program": the shell's, and the value secret */
+		cmd += strcspn(cmd, " \t");
+		cmd += strspn(cmd, " \t");
+	}
 	size_t len = *cmd == '"' || *cmd == '\'' ? strcspn(cmd + 1, *cmd == '"' ? "\"" : "'")
 						  : strcspn(cmd, " \t");
 	snprintf(out, n, "%.*s", (int)len, cmd + (*cmd == '"' || *cmd == '\''));
@@ -669,19 +680,33 @@ static bool ipv4_loopback(const char *h, size_t n)
 	return inet_pton(AF_INET, buf, &in) == 1 && (ntohl(in.s_addr) >> 24) == 127;
 }
 
+/* Whether h (n bytes) is "[ADDR]" with ADDR an IPv6 address equal to want, however written. */
+static bool ipv6_is(const char *h, size_t n, const struct in6_addr *want)
+{
+	char buf[INET6_ADDRSTRLEN + 2];
+	struct in6_addr in;
+	if (n < 3 || n >= sizeof(buf) || h[0] != '[' || h[n - 1] != ']')
+		return false;
+	memcpy(buf, h + 1, n - 2);
+	buf[n - 2] = '\0';
+	return inet_pton(AF_INET6, buf, &in) == 1 && !memcmp(&in, want, sizeof(in));
+}
+
+/* The EKS Pod Identity agent's IPv6 address, fd00:ec2::23. */
+static const struct in6_addr eks_agent_v6 = {.s6_addr = {0xfd, 0, 0x0e, 0xc2, [15] = 0x23}};
+
 /* True when a plain-http full URI goes where the SDKs let the container token go: loopback,
  * or the ECS and EKS Pod Identity agents' link-local addresses. Anything else needs https. */
 static bool container_host_ok(const char *url)
 {
-	static const char *const hosts[] = {"localhost", "[::1]", "169.254.170.2", "169.254.170.23",
-					    "[fd00:ec2::23]"};
+	static const char *const hosts[] = {"localhost", "169.254.170.2", "169.254.170.23"};
 	if (!strncmp(url, "https://", 8))
 		return true;
 	size_t n;
 	if (strncmp(url, "http://", 7) || url_host(url + 7, &n) < 0)
 		return false;
 	const char *h = url + 7;
-	if (ipv4_loopback(h, n))
+	if (ipv4_loopback(h, n) || ipv6_is(h, n, &in6addr_loopback) || ipv6_is(h, n, &eks_agent_v6))
 		return true;
 	for (size_t i = 0; i < sizeof(hosts) / sizeof(*hosts); i++)
 		if (n == strlen(hosts[i]) && !strncasecmp(h, hosts[i], n))
@@ -696,6 +721,12 @@ static int container_url(struct strbuf *url, struct strbuf *why)
 	const char *full = env("AWS_CONTAINER_CREDENTIALS_FULL_URI");
 	if (rel)
 		return sb_printf(url, "http://169.254.170.2%s", rel);
+	const char *auth = full ? strstr(full, "://") : NULL;
+	if (auth && memchr(auth + 3, '@', strcspn(auth + 3, "/?#"))) { /* not echoed: a password */
+		sb_puts(why, "AWS_CONTAINER_CREDENTIALS_FULL_URI: a user name or password in the URI "
+			"(user@host) is not supported; the token is sent in a header");
+		return -EACCES;
+	}
 	if (full && !container_host_ok(full)) {
 		sb_printf(why, "AWS_CONTAINER_CREDENTIALS_FULL_URI %s: plain http only to loopback or the "
 			  "ECS/EKS agent addresses (169.254.170.2, 169.254.170.23)", full);

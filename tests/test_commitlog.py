@@ -631,6 +631,15 @@ def test_point_in_time_whose_backup_cannot_be_restored_takes_its_segments_back(h
     os.rmdir(table)
     with open(table, 'w') as f:
         f.write('not a directory')
+    # a file under a chosen segment's name with other bytes (the operator's): refused, kept
+    # (it was overwritten, then removed as if this run had written it)
+    segdir.mkdir()
+    (segdir / os.path.basename(segs['s2'])).write_bytes(b'the operator\'s copy')
+    p = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + HOUR + HOUR // 2),
+           '--cassandra-conf', str(conf), '--node', 'n1', '--segments-dir', str(segdir), check=False)
+    assert p.returncode == 2 and 'but not the bytes the store holds under that name' in p.stderr, p.stderr
+    assert (segdir / os.path.basename(segs['s2'])).read_bytes() == b'the operator\'s copy'
+    shutil.rmtree(segdir)
     p = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + HOUR + HOUR // 2),
            '--cassandra-conf', str(conf), '--node', 'n1', '--segments-dir', str(segdir), check=False)
     assert p.returncode != 0 and 'no commitlog replay was set up' in p.stderr, (p.stdout, p.stderr)

@@ -212,11 +212,13 @@ def test_profile_credential_process(aws, tmp_path):
     script.write_text('#!/bin/sh\necho no keys today >&2\nexit 3\n')
     p = cb('list', '--store', LOC, env=env, check=False)
     assert p.returncode != 0 and 'exited with status 3' in p.stderr, p.stderr
-    # its arguments may hold a secret (a vault token): the message names the program only
-    secret_file(tmp_path / 'config', f'[default]\ncredential_process = {script} --token s.SECRETVAULTTOKEN\n')
-    p = cb('list', '--store', LOC, env=env, check=False)
-    assert f'credential_process {script}: exited with status 3' in p.stderr, p.stderr
-    assert 'SECRETVAULTTOKEN' not in p.stderr + p.stdout, p.stderr
+    # its arguments, or a variable set before it, may hold a secret (a vault token): the
+    # message names the program only
+    for line in (f'{script} --token s.SECRETVAULTTOKEN', f'VAULT_TOKEN=hvs.SECRETVAULTTOKEN {script} --role b'):
+        secret_file(tmp_path / 'config', f'[default]\ncredential_process = {line}\n')
+        p = cb('list', '--store', LOC, env=env, check=False)
+        assert f'credential_process {script}: exited with status 3' in p.stderr, p.stderr
+        assert 'SECRETVAULTTOKEN' not in p.stderr + p.stdout, p.stderr
     # an Expiration with a UTC offset is that instant (it was taken for "never expires": the
     # expired keys were used and never fetched again); one that is no time is refused
     for exp, said in (('2020-01-01T02:00:00+02:00', 'expired'), ('next tuesday', 'is not an ISO 8601 time')):
@@ -255,14 +257,25 @@ def test_container_credentials_with_their_token(aws, tmp_path):
         secret_file(tmp_path / 'pod-token', 'not-the-token\n')
         line = one_line_error(cb('list', '--store', LOC, env=env, check=False))
         assert f'container credentials {full}: HTTP 403' in line, line
-    # the token goes over plain http only to loopback or the ECS/EKS agents' addresses; a
-    # loopback or agent address as userinfo ("user@host") is not the host
-    for uri in ('http://198.51.100.7/creds', 'http://127.0.0.1@198.51.100.7/creds',
-                'http://169.254.170.2@198.51.100.7:80/creds', 'http://localhost:1@198.51.100.7/',
-                'http://127.example.com/creds'):
+    # the token goes over plain http only to loopback or the ECS/EKS agents' addresses
+    for uri in ('http://198.51.100.7/creds', 'http://127.example.com/creds', 'http://[::2]/creds'):
         env = dict(env, AWS_CONTAINER_CREDENTIALS_FULL_URI=uri)
         line = one_line_error(cb('list', '--store', LOC, env=env, check=False))
         assert f'AWS_CONTAINER_CREDENTIALS_FULL_URI {uri}: plain http only to loopback' in line, line
+    # a loopback or agent address as userinfo ("user@host") is not the host (the token went to
+    # the host after it); a URI with userinfo is refused, and not echoed (it may hold a password)
+    for uri in ('http://127.0.0.1@198.51.100.7/creds', 'http://169.254.170.2@198.51.100.7:80/creds',
+                'http://localhost:1@198.51.100.7/', 'https://user:pw-SECRET@example.com/creds'):
+        env = dict(env, AWS_CONTAINER_CREDENTIALS_FULL_URI=uri)
+        line = one_line_error(cb('list', '--store', LOC, env=env, check=False))
+        assert 'a user name or password in the URI (user@host) is not supported' in line, line
+        assert '198.51' not in line and 'SECRET' not in line, line
+    # loopback however it is written: asked (nothing listens on port 1), not refused
+    for uri in ('http://[::1]:1/creds', 'http://[0:0:0:0:0:0:0:1]:1/creds', 'http://[::0001]:1/creds',
+                'http://127.1.2.3:1/creds', 'http://LOCALHOST:1/creds'):
+        env = dict(env, AWS_CONTAINER_CREDENTIALS_FULL_URI=uri)
+        line = one_line_error(cb('list', '--store', LOC, env=env, check=False))
+        assert f'no S3 credentials: {uri}: ' in line and 'plain http only' not in line, line
 
 
 def test_instance_metadata_with_imdsv2_tokens(aws, tmp_path):

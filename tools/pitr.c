@@ -551,8 +551,10 @@ static const struct commitlog_meta *chosen(const struct pitr *p, const char *nam
 	return NULL;
 }
 
+static bool already_there(int dirfd, const struct commitlog_meta *m);
+
 /* Cassandra copies every file of restore_directories: the directory must hold nothing but the
- * chosen segments (from an earlier run) and leftovers of ours. */
+ * chosen segments (from an earlier run: the same bytes) and leftovers of ours. */
 static int check_segments_dir(const struct pitr *p)
 {
 	DIR *d = opendir(p->segments_dir);
@@ -564,12 +566,19 @@ static int check_segments_dir(const struct pitr *p)
 	struct dirent *e;
 	int r = 0;
 	while (r == 0 && (e = readdir(d))) {
+		const struct commitlog_meta *m = chosen(p, e->d_name);
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-		    !strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) || chosen(p, e->d_name))
+		    !strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) || (m && already_there(dirfd(d), m)))
 			continue;
 		_cleanup_free_ char *shown = cli_escape(e->d_name);
-		errorf("--segments-dir %s holds %s, which is not one of the segments to replay; Cassandra would "
-		       "replay every file there: give an empty directory", p->segments_dir, shown ? shown : "");
+		if (m)
+			errorf("--segments-dir %s holds %s, but not the bytes the store holds under that "
+			       "name; Cassandra would replay it: give an empty directory", p->segments_dir,
+			       shown ? shown : "");
+		else
+			errorf("--segments-dir %s holds %s, which is not one of the segments to replay; "
+			       "Cassandra would replay every file there: give an empty directory",
+			       p->segments_dir, shown ? shown : "");
 		r = -EEXIST;
 	}
 	closedir(d);
@@ -696,12 +705,15 @@ static int fetch_segments(struct pitr *p, struct store *s)
 		const struct commitlog_meta *m = &p->segments->v[i];
 		if (already_there(dirfd, m))
 			continue;
+		/* what was there under the name (planned since check_segments_dir) is not ours to
+		 * take back */
+		bool existed = faccessat(dirfd, m->name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
 		struct strbuf key = {0}, err = {0};
 		void *data = NULL;
 		r = commitlog_key(m->node, m->name, &key);
 		r = r ?: commitlog_read(store_backend(s), key.buf, m, &data, &err);
 		r = r ?: write_file_at(dirfd, m->name, data, m->size, 0640, &owner);
-		p->fetched[i] = r == 0;
+		p->fetched[i] = r == 0 && !existed;
 		if (r < 0)
 			errorf("cannot copy commitlog segment %s: %s", m->name, err.len ? err.buf : cb_backend_why(r));
 		free(data);
