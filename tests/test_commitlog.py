@@ -653,6 +653,43 @@ def test_point_in_time_whose_backup_cannot_be_restored_takes_its_segments_back(h
     assert 'restored b' in r.stdout, r.stdout
 
 
+def test_two_point_in_time_restores_never_share_a_segments_directory(history, tmp_path):
+    """Two restores into one --segments-dir: one whose backup could not be restored took back
+    the segments it had copied, while the other, which found them there, had written settings
+    that name them: Cassandra would have replayed nothing. A restore holds the directory to its
+    end now; the other is refused (exit 1) before it writes anything."""
+    from conftest import preload
+    from test_lease import stopped_at_state_t
+    store, segs = history
+    segdir = tmp_path / 'segs'
+    live_a, conf_a = node_with_settings(tmp_path / 'a', store, 'b1', '')
+    ks = sorted(os.listdir(live_a))[0]
+    table = os.path.join(live_a, ks, sorted(os.listdir(os.path.join(live_a, ks)))[0])
+    os.rmdir(table)
+    with open(table, 'w') as f:
+        f.write('not a directory')
+    at = gmt(T0 + HOUR + HOUR // 2)
+    a = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, 'restore', '--store', store, '--data-dir', live_a, '--point-in-time', at,
+         '--cassandra-conf', str(conf_a), '--node', 'n1', '--segments-dir', str(segdir)], text=True,
+        env=dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_UNLINK='CommitLog-*'),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+        live_b, conf_b = node_with_settings(tmp_path / 'b', store, 'b1', '')
+        p = cb('restore', '--store', store, '--data-dir', live_b, '--point-in-time', at,
+               '--cassandra-conf', str(conf_b), '--node', 'n1', '--segments-dir', str(segdir), check=False)
+        assert p.returncode == 1 and 'is in use by another point-in-time restore' in p.stderr, (p.stdout, p.stderr)
+        assert (conf_b / 'commitlog_archiving.properties').read_text() == ''
+        assert not any(f.endswith('Data.db') for _, _, fs in os.walk(live_b) for f in fs)
+    finally:
+        a.send_signal(signal.SIGCONT)
+        out, err = a.communicate(timeout=120)
+    assert a.returncode == 1 and 'removed the 2 commitlog segments' in out, (out, err)
+    cb('restore', '--store', store, '--data-dir', live_b, '--point-in-time', at,
+       '--cassandra-conf', str(conf_b), '--node', 'n1', '--segments-dir', str(segdir))
+    assert sorted(os.listdir(segdir)) == sorted(os.path.basename(segs[k]) for k in ('s2', 's3'))
+
+
 def test_the_window_of_a_snapshot_without_manifest_files_starts_at_its_newest_file(store, tmp_path):
     """Cassandra before 2.2 writes no manifest.json into a snapshot, and a table nobody writes
     has its last flush months back: taken for that table's snapshot, it held every segment

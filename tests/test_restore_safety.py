@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -464,6 +465,35 @@ def test_an_sstable_a_killed_restore_left_without_data_db_is_completed_in_place(
     r = cb('restore', '--store', store, 'b', '--data-dir', live)
     assert '1 sstables under new generations' in r.stdout, r.stdout
     assert read(os.path.join(tdir, others[1])) == whole[others[1]] + b'x'
+
+
+def test_a_data_db_that_appears_before_ours_takes_no_component_of_ours(store, sample_tree, tmp_path):
+    """A flush of the node made the Data.db of the generation a restore was placing, between
+    the renames of that sstable's other components and its Data.db: the restore stopped (it
+    never replaces a file) but left the backup's components beside the other Data.db, one
+    sstable of two, and said every sstable was wholly in place or absent. It takes them back."""
+    from conftest import CASSBACKUP, preload
+    from test_lease import stopped_at_state_t
+    sample_backup(store, sample_tree, '--table', 'shop.orders')
+    live = str(tmp_path / 'live')
+    tdir = live_with_tables(live, [('shop', 'orders')])[('shop', 'orders')]
+    c = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, 'restore', '--store', store, 'b', '--data-dir', live], text=True,
+        env=dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_RENAME='*-Data.db'),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+        placed = [n for n in os.listdir(tdir) if not n.startswith('.')]
+        prefixes = {n[:n.rindex('-') + 1] for n in placed}
+        assert len(prefixes) == 1 and len(placed) > 1, placed  # one sstable's components, no Data.db
+        [prefix] = prefixes
+        with open(os.path.join(tdir, prefix + 'Data.db'), 'wb') as f:
+            f.write(b'a flush of the node')
+    finally:
+        c.send_signal(signal.SIGCONT)
+        out, err = c.communicate(timeout=120)
+    assert c.returncode == 1 and 'appeared in the target during the restore' in err, (out, err)
+    assert sorted(os.listdir(tdir)) == [prefix + 'Data.db'], os.listdir(tdir)
+    assert read(os.path.join(tdir, prefix + 'Data.db')) == b'a flush of the node'
 
 
 def test_a_renamed_sstable_a_killed_restore_left_is_completed_under_its_generation(store, sample_tree,

@@ -1114,10 +1114,13 @@ static int unit_names(const struct unit *u, const struct plan_table *pt, struct 
 	return r;
 }
 
-/* Puts u's temporary files in place, Data.db last: Cassandra finds an sstable by its Data.db. */
+/* Puts u's temporary files in place, Data.db last: Cassandra finds an sstable by its Data.db.
+ * When one cannot be placed (a file of its name appeared: a flush of the node), the components
+ * this call placed are taken back, so that no sstable is made of another's Data.db and ours. */
 static int place_unit(int dfd, const char *dirpath, struct unit_names *n, struct failure *fail)
 {
-	int r = 0;
+	bool *placed = calloc(n->fin.n + 1, sizeof(*placed));
+	int r = placed ? 0 : -ENOMEM;
 	for (int pass = 0; r == 0 && pass < 2; pass++)
 		for (size_t k = 0; r == 0 && k < n->fin.n; k++) {
 			bool data = strstr(n->fin.v[k], "-Data.db") != NULL;
@@ -1125,12 +1128,18 @@ static int place_unit(int dfd, const char *dirpath, struct unit_names *n, struct
 				continue;
 			if ((r = rename_noreplace(dfd, n->tmp.v[k], n->fin.v[k])) < 0) {
 				snprintf(fail->why, sizeof(fail->why), "%s/%s: %s", dirpath, n->fin.v[k],
-					 r == -EEXIST ? "appeared in the target during the restore; left as it is"
+					 r == -EEXIST ? "appeared in the target during the restore; left as "
+							"it is, and this sstable's other files taken back"
 						      : strerror(-r));
 				break;
 			}
-			n->tmp.v[k][0] = '\0'; /* placed: nothing to clean up */
+			n->tmp.v[k][0] = '\0'; /* placed: no temporary file to clean up */
+			placed[k] = true;
 		}
+	for (size_t k = 0; r < 0 && placed && k < n->fin.n; k++)
+		if (placed[k])
+			unlinkat(dfd, n->fin.v[k], 0);
+	free(placed);
 	if (r == 0 && fsync(dfd) < 0) {
 		r = -errno;
 		snprintf(fail->why, sizeof(fail->why), "%s: %s", dirpath, strerror(-r));

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -698,6 +699,20 @@ static int fetch_segments(struct pitr *p, struct store *s)
 	int dirfd = open(p->segments_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), r = 0;
 	if (dirfd < 0)
 		return -errno;
+	/* one restore at a time in a segments directory, to its end: another's leftovers and
+	 * take-back would remove what this one's settings name */
+	if (flock(dirfd, LOCK_EX | LOCK_NB) < 0) {
+		r = -errno;
+		if (r == -EWOULDBLOCK)
+			errorf("--segments-dir %s is in use by another point-in-time restore; run this one "
+			       "once it ended", p->segments_dir);
+		close(dirfd);
+		return r == -EWOULDBLOCK ? -EBUSY : r;
+	}
+	p->segments_dir_lock = dirfd; /* held until pitr_free */
+	dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+	if (dirfd < 0)
+		return -errno;
 	if (fchown(dirfd, owner.st_uid, owner.st_gid) < 0 && errno != EPERM)
 		r = -errno;
 	r = r ?: remove_leftovers(dirfd, p->segments_dir);
@@ -932,6 +947,8 @@ void pitr_free(struct pitr *p)
 	free(p->segments);
 	free(p->segments_dir_owned);
 	free(p->fetched);
+	if (p->segments_dir_lock > 0)
+		close(p->segments_dir_lock);
 }
 
 /* ---- done ------------------------------------------------------------------------------- */

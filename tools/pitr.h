@@ -49,6 +49,7 @@ struct pitr {
 	char *segments_dir_owned;  /* the default segments_dir */
 	bool *fetched;             /* per segment: this run wrote it into segments_dir */
 	bool made_segments_dir;    /* this run made segments_dir */
+	int segments_dir_lock;     /* > 0: segments_dir, open and flock'ed by this run */
 };
 
 /* Chooses the backup and the segments (the store at location, read-only) and checks the

@@ -22,6 +22,9 @@
  * first unlinkat(2) of a path whose last component is NAME: a pause between what a command
  * checked and what it deletes (key remove's slot), for another command to run there.
  * Every NAME here is a shell pattern (fnmatch(3)): "*.json" is the first lock a prune lets go.
+ * And CASSBACKUP_TEST_STOP_AT_RENAME=NAME stops the process (SIGSTOP) once, just before its
+ * first renameat2(2) or linkat(2) to a name that is NAME: restore's placing of an sstable's Data.db, for a
+ * file of that name to appear first (a flush of the node).
  * And CASSBACKUP_TEST_STOP_AT_FSTAT=NAME stops the process (SIGSTOP) once, at its Nth fstat(2)
  * (CASSBACKUP_TEST_STOP_AT_FSTAT_NTH=N, default 1) of an open file whose name is NAME: the file
  * is open, so what it reads is what the file held then, whatever another command does to its
@@ -129,12 +132,22 @@ static void maybe_stop(int newdirfd, const char *newpath, const char *when)
 		raise(SIGSTOP);
 }
 
+static void maybe_stop_at_rename(const char *newpath)
+{
+	static int stopped;
+	if (!stopped && last_is("CASSBACKUP_TEST_STOP_AT_RENAME", newpath)) {
+		stopped = 1;
+		raise(SIGSTOP);
+	}
+}
+
 int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned flags)
 {
 	static int (*real)(int, const char *, int, const char *, unsigned);
 	if (!real && !(real = (int (*)(int, const char *, int, const char *, unsigned))dlsym(RTLD_NEXT, "renameat2")))
 		abort();
 	maybe_stop(newdirfd, newpath, "1");
+	maybe_stop_at_rename(newpath);
 	int r = real(olddirfd, oldpath, newdirfd, newpath, flags);
 	if (r == 0)
 		maybe_stop(newdirfd, newpath, "after");
@@ -153,6 +166,7 @@ int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
 		return -1;
 	}
 	maybe_stop(newdirfd, newpath, "1");
+	maybe_stop_at_rename(newpath);
 	int r = real(olddirfd, oldpath, newdirfd, newpath, flags);
 	if (r == 0)
 		maybe_stop(newdirfd, newpath, "after");
