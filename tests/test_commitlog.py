@@ -679,6 +679,7 @@ def test_two_point_in_time_restores_never_share_a_segments_directory(history, tm
         p = cb('restore', '--store', store, '--data-dir', live_b, '--point-in-time', at,
                '--cassandra-conf', str(conf_b), '--node', 'n1', '--segments-dir', str(segdir), check=False)
         assert p.returncode == 1 and 'is in use by another point-in-time restore' in p.stderr, (p.stdout, p.stderr)
+        assert len(p.stderr.splitlines()) == 1, p.stderr
         assert (conf_b / 'commitlog_archiving.properties').read_text() == ''
         assert not any(f.endswith('Data.db') for _, _, fs in os.walk(live_b) for f in fs)
     finally:

@@ -703,10 +703,8 @@ static int fetch_segments(struct pitr *p, struct store *s)
 	 * take-back would remove what this one's settings name */
 	if (flock(dirfd, LOCK_EX | LOCK_NB) < 0) {
 		r = -errno;
-		if (r == -EWOULDBLOCK)
-			errorf("--segments-dir %s is in use by another point-in-time restore; run this one "
-			       "once it ended", p->segments_dir);
 		close(dirfd);
+		p->made_segments_dir = false; /* the other's now, whoever made it */
 		return r == -EWOULDBLOCK ? -EBUSY : r;
 	}
 	p->segments_dir_lock = dirfd; /* held until pitr_free */
@@ -881,7 +879,11 @@ int pitr_fetch(struct pitr *p, const char *location)
 	int rc = cli_store_open(location, STORE_READONLY, &s), r;
 	if (rc != 0)
 		return rc;
-	if ((r = fetch_segments(p, s)) < 0) {
+	if ((r = fetch_segments(p, s)) == -EBUSY) {
+		errorf("--segments-dir %s is in use by another point-in-time restore; run this one once "
+		       "it ended (the backup was not restored)", p->segments_dir);
+		rc = CB_EXIT_FAILED;
+	} else if (r < 0) {
 		errorf("cannot fill --segments-dir %s: %s; the backup was not restored", p->segments_dir,
 		       strerror(-r));
 		rc = CB_EXIT_FAILED;
