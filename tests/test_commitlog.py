@@ -691,6 +691,52 @@ def test_two_point_in_time_restores_never_share_a_segments_directory(history, tm
     assert sorted(os.listdir(segdir)) == sorted(os.path.basename(segs[k]) for k in ('s2', 's3'))
 
 
+def test_a_segments_directory_is_one_restores_from_its_look_to_its_end(history, tmp_path):
+    """--point-in-time-done removed the segments of a restore that was using their directory
+    (its settings, written next, named a directory that was gone: exit 0, nothing replayed);
+    and a restore that looked at the directory before another's lock put a segment there it
+    did not choose, which Cassandra would replay. The directory is looked at again under the
+    lock, and --point-in-time-done takes the lock too."""
+    from conftest import preload
+    from test_lease import stopped_at_state_t
+    store, segs = history
+    segdir = tmp_path / 'segs'
+    live0, conf0 = node_with_settings(tmp_path / 'p0', store, 'b1', '')
+    at = gmt(T0 + HOUR + HOUR // 2)
+    cb('restore', '--store', store, '--data-dir', live0, '--point-in-time', at, '--cassandra-conf',
+       str(conf0), '--node', 'n1', '--segments-dir', str(segdir))
+
+    def restore(tag, when, stop):
+        live, conf = node_with_settings(tmp_path / tag, store, 'b1', '')
+        return stopped_at_state_t(subprocess.Popen(
+            [CASSBACKUP, 'restore', '--store', store, '--data-dir', live, '--point-in-time', when,
+             '--cassandra-conf', str(conf), '--node', 'n1', '--segments-dir', str(segdir)], text=True,
+            env=dict(os.environ, LD_PRELOAD=preload('killat'), **stop),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    a = restore('a', at, {'CASSBACKUP_TEST_STOP_AT_RENAME': '*-Data.db'})
+    try:
+        p = cb('restore', '--point-in-time-done', '--cassandra-conf', str(conf0), check=False)
+        assert p.returncode == 1 and 'is in use by a point-in-time restore' in p.stderr, p.stderr
+        assert sorted(os.listdir(segdir)) == sorted(os.path.basename(segs[k]) for k in ('s2', 's3'))
+    finally:
+        a.send_signal(signal.SIGCONT)
+        out, err = a.communicate(timeout=120)
+    assert a.returncode == 0, (out, err)
+    cb('restore', '--point-in-time-done', '--cassandra-conf', str(conf0))
+    assert not segdir.exists()
+    # b looks at the empty directory, then waits for its lock while c fills it for a later time
+    b = restore('b', at, {'CASSBACKUP_TEST_STOP_AT_FLOCK': '1'})
+    try:
+        live_c, conf_c = node_with_settings(tmp_path / 'c', store, 'b2', '')
+        cb('restore', '--store', store, '--data-dir', live_c, '--point-in-time', gmt(T0 + DAY + 5 * HOUR),
+           '--cassandra-conf', str(conf_c), '--node', 'n1', '--segments-dir', str(segdir))
+    finally:
+        b.send_signal(signal.SIGCONT)
+        out, err = b.communicate(timeout=120)
+    assert b.returncode == 2 and 'which is not one of the segments to replay' in err, (out, err)
+    assert (tmp_path / 'b' / 'conf' / 'commitlog_archiving.properties').read_text() == ''
+
+
 def test_the_window_of_a_snapshot_without_manifest_files_starts_at_its_newest_file(store, tmp_path):
     """Cassandra before 2.2 writes no manifest.json into a snapshot, and a table nobody writes
     has its last flush months back: taken for that table's snapshot, it held every segment

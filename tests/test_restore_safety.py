@@ -467,33 +467,67 @@ def test_an_sstable_a_killed_restore_left_without_data_db_is_completed_in_place(
     assert read(os.path.join(tdir, others[1])) == whole[others[1]] + b'x'
 
 
-def test_a_data_db_that_appears_before_ours_takes_no_component_of_ours(store, sample_tree, tmp_path):
-    """A flush of the node made the Data.db of the generation a restore was placing, between
-    the renames of that sstable's other components and its Data.db: the restore stopped (it
-    never replaces a file) but left the backup's components beside the other Data.db, one
-    sstable of two, and said every sstable was wholly in place or absent. It takes them back."""
+def restore_while_a_data_db_appears(store, live, tdir, other_writer):
+    """A restore of backup b into live, stopped just before it renames an sstable's Data.db
+    into tdir; other_writer(tdir, prefix) runs then (a flush of the node making that Data.db).
+    The restore's (exit status, stderr) and the sstable's prefix."""
     from conftest import CASSBACKUP, preload
     from test_lease import stopped_at_state_t
-    sample_backup(store, sample_tree, '--table', 'shop.orders')
-    live = str(tmp_path / 'live')
-    tdir = live_with_tables(live, [('shop', 'orders')])[('shop', 'orders')]
     c = stopped_at_state_t(subprocess.Popen(
         [CASSBACKUP, 'restore', '--store', store, 'b', '--data-dir', live], text=True,
         env=dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_RENAME='*-Data.db'),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     try:
-        placed = [n for n in os.listdir(tdir) if not n.startswith('.')]
-        prefixes = {n[:n.rindex('-') + 1] for n in placed}
-        assert len(prefixes) == 1 and len(placed) > 1, placed  # one sstable's components, no Data.db
+        names = [n for n in os.listdir(tdir) if not n.startswith('.')]
+        prefixes = {n[:n.rindex('-') + 1] for n in names} - {n[:-len('Data.db')] for n in names
+                                                            if n.endswith('-Data.db')}
+        assert len(prefixes) == 1, names  # one sstable's components, without its Data.db
         [prefix] = prefixes
-        with open(os.path.join(tdir, prefix + 'Data.db'), 'wb') as f:
-            f.write(b'a flush of the node')
+        other_writer(tdir, prefix)
     finally:
         c.send_signal(signal.SIGCONT)
         out, err = c.communicate(timeout=120)
-    assert c.returncode == 1 and 'appeared in the target during the restore' in err, (out, err)
+    return c.returncode, err, prefix
+
+
+def flush(tdir, prefix):
+    with open(os.path.join(tdir, prefix + 'Data.db'), 'wb') as f:
+        f.write(b'a flush of the node')
+
+
+def test_a_data_db_that_appears_before_ours_takes_no_component_of_ours(store, sample_tree, tmp_path):
+    """A flush of the node made the Data.db of the generation a restore was placing, between
+    the renames of that sstable's other components and its Data.db: the restore stopped (it
+    never replaces a file) but left the backup's components beside the other Data.db, one
+    sstable of two, and said every sstable was wholly in place or absent. It takes them back:
+    those it placed, those a killed run had placed (a resumed sstable), never a file another
+    process put under one of their names."""
+    sample_backup(store, sample_tree, '--table', 'shop.orders')
+    live = str(tmp_path / 'live')
+    tdir = live_with_tables(live, [('shop', 'orders')])[('shop', 'orders')]
+    rc, err, prefix = restore_while_a_data_db_appears(store, live, tdir, flush)
+    assert rc == 1 and 'appeared in the target during the restore' in err, err
     assert sorted(os.listdir(tdir)) == [prefix + 'Data.db'], os.listdir(tdir)
     assert read(os.path.join(tdir, prefix + 'Data.db')) == b'a flush of the node'
+    # a resumed sstable: a killed run placed its components, not its Data.db
+    os.unlink(os.path.join(tdir, prefix + 'Data.db'))
+    cb('restore', '--store', store, 'b', '--data-dir', live)
+    os.unlink(os.path.join(tdir, prefix + 'Data.db'))
+    whole = sorted(n for n in os.listdir(tdir) if not n.startswith(prefix))  # the other sstables
+    rc, err, _ = restore_while_a_data_db_appears(store, live, tdir, flush)
+    assert rc == 1 and sorted(os.listdir(tdir)) == sorted(whole + [prefix + 'Data.db']), (err, os.listdir(tdir))
+    # another writer's file under one of the names: left as it is
+    os.unlink(os.path.join(tdir, prefix + 'Data.db'))
+
+    def replace_index_then_flush(tdir, prefix):
+        with open(os.path.join(tdir, '.theirs'), 'wb') as f:
+            f.write(b'their index')
+        os.rename(os.path.join(tdir, '.theirs'), os.path.join(tdir, prefix + 'Index.db'))
+        flush(tdir, prefix)
+    rc, err, _ = restore_while_a_data_db_appears(store, live, tdir, replace_index_then_flush)
+    assert rc == 1 and sorted(os.listdir(tdir)) == sorted(whole + [prefix + 'Data.db', prefix + 'Index.db']), \
+        os.listdir(tdir)
+    assert read(os.path.join(tdir, prefix + 'Index.db')) == b'their index'
 
 
 def test_a_renamed_sstable_a_killed_restore_left_is_completed_under_its_generation(store, sample_tree,

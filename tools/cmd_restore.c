@@ -1114,13 +1114,33 @@ static int unit_names(const struct unit *u, const struct plan_table *pt, struct 
 	return r;
 }
 
+/* The inode of dfd/name, or 0. */
+static ino_t inode_at(int dfd, const char *name)
+{
+	struct stat st;
+	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_ino : 0;
+}
+
+/* Takes back the components of an sstable whose Data.db could not be placed (a file of that
+ * name appeared: a flush of the node), so that no sstable is made of another's Data.db and
+ * the backup's other files: each that is still the file placed (ino[k], the inode it had when
+ * placed, or when a killed run's was found there), never one another process put there. */
+static void take_back_unit(int dfd, const struct unit_names *n, const ino_t *ino)
+{
+	for (size_t k = 0; k < n->fin.n; k++)
+		if (ino[k] && !strstr(n->fin.v[k], "-Data.db") && inode_at(dfd, n->fin.v[k]) == ino[k])
+			unlinkat(dfd, n->fin.v[k], 0);
+}
+
 /* Puts u's temporary files in place, Data.db last: Cassandra finds an sstable by its Data.db.
- * When one cannot be placed (a file of its name appeared: a flush of the node), the components
- * this call placed are taken back, so that no sstable is made of another's Data.db and ours. */
+ * When one cannot be placed because a file of its name appeared, the unit's other components
+ * are taken back (take_back_unit), those a killed run placed included. */
 static int place_unit(int dfd, const char *dirpath, struct unit_names *n, struct failure *fail)
 {
-	bool *placed = calloc(n->fin.n + 1, sizeof(*placed));
-	int r = placed ? 0 : -ENOMEM;
+	ino_t *ino = calloc(n->fin.n + 1, sizeof(*ino));
+	int r = ino ? 0 : -ENOMEM;
+	for (size_t k = 0; r == 0 && k < n->fin.n; k++) /* "": placed by a killed run, checked */
+		ino[k] = n->tmp.v[k][0] ? inode_at(dfd, n->tmp.v[k]) : inode_at(dfd, n->fin.v[k]);
 	for (int pass = 0; r == 0 && pass < 2; pass++)
 		for (size_t k = 0; r == 0 && k < n->fin.n; k++) {
 			bool data = strstr(n->fin.v[k], "-Data.db") != NULL;
@@ -1134,12 +1154,10 @@ static int place_unit(int dfd, const char *dirpath, struct unit_names *n, struct
 				break;
 			}
 			n->tmp.v[k][0] = '\0'; /* placed: no temporary file to clean up */
-			placed[k] = true;
 		}
-	for (size_t k = 0; r < 0 && placed && k < n->fin.n; k++)
-		if (placed[k])
-			unlinkat(dfd, n->fin.v[k], 0);
-	free(placed);
+	if (r == -EEXIST)
+		take_back_unit(dfd, n, ino);
+	free(ino);
 	if (r == 0 && fsync(dfd) < 0) {
 		r = -errno;
 		snprintf(fail->why, sizeof(fail->why), "%s: %s", dirpath, strerror(-r));

@@ -681,6 +681,23 @@ static int remove_leftovers(int dirfd, const char *dir)
 	return r;
 }
 
+/* Takes the segments directory dir (open as dirfd) for this process, to its end: one
+ * point-in-time restore, or its --point-in-time-done, at a time, since one's leftovers and
+ * take-back would remove what another's settings name. 0; -EBUSY when another holds it; 0 too
+ * where the file system has no locks (ENOLCK, EOPNOTSUPP: an NFS without lockd), said once. */
+static int lock_segments_dir(int dirfd, const char *dir)
+{
+	if (flock(dirfd, LOCK_EX | LOCK_NB) == 0)
+		return 0;
+	if (errno == EWOULDBLOCK)
+		return -EBUSY;
+	if (errno != ENOLCK && errno != EOPNOTSUPP)
+		return -errno;
+	errorf("note: %s cannot be locked (%s): make sure no other point-in-time restore uses it",
+	       dir, strerror(errno));
+	return 0;
+}
+
 /* Copies the chosen segments into the segments directory (made like the data directory's
  * parent, owned as it is). */
 static int fetch_segments(struct pitr *p, struct store *s)
@@ -701,13 +718,15 @@ static int fetch_segments(struct pitr *p, struct store *s)
 		return -errno;
 	/* one restore at a time in a segments directory, to its end: another's leftovers and
 	 * take-back would remove what this one's settings name */
-	if (flock(dirfd, LOCK_EX | LOCK_NB) < 0) {
-		r = -errno;
+	if ((r = lock_segments_dir(dirfd, p->segments_dir)) < 0) {
 		close(dirfd);
 		p->made_segments_dir = false; /* the other's now, whoever made it */
-		return r == -EWOULDBLOCK ? -EBUSY : r;
+		return r;
 	}
 	p->segments_dir_lock = dirfd; /* held until pitr_free */
+	/* what another restore left between the plan's look and the lock (said there) */
+	if (check_segments_dir(p) < 0)
+		return -EEXIST;
 	dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
 	if (dirfd < 0)
 		return -errno;
@@ -883,6 +902,8 @@ int pitr_fetch(struct pitr *p, const char *location)
 		errorf("--segments-dir %s is in use by another point-in-time restore; run this one once "
 		       "it ended (the backup was not restored)", p->segments_dir);
 		rc = CB_EXIT_FAILED;
+	} else if (r == -EEXIST) { /* check_segments_dir said why */
+		rc = CB_EXIT_USAGE;
 	} else if (r < 0) {
 		errorf("cannot fill --segments-dir %s: %s; the backup was not restored", p->segments_dir,
 		       strerror(-r));
@@ -1015,6 +1036,15 @@ static int undo_properties(const char *conf)
 	bool saved = faccessat(dirfd, PITR_SAVED, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
 	_cleanup_free_ char *segments = mine == 1 ? our_segments_dir(text) : NULL;
 	free(text);
+	int segfd = segments ? open(segments, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+	int locked = segfd >= 0 ? lock_segments_dir(segfd, segments) : 0;
+	if (locked == -EBUSY) {
+		errorf("%s is in use by a point-in-time restore: run --point-in-time-done once it ended",
+		       segments);
+		close(segfd);
+		close(dirfd);
+		return CB_EXIT_FAILED;
+	}
 	if (mine == -ENOENT && !saved) {
 		errorf("%s/%s: no point-in-time settings to remove", conf, PITR_PROPERTIES);
 	} else if (mine == 0 || (mine == -ENOENT && saved)) {
@@ -1034,6 +1064,8 @@ static int undo_properties(const char *conf)
 			remove_segments(segments, written_ns);
 		rc = CB_EXIT_OK;
 	}
+	if (segfd >= 0)
+		close(segfd);
 	close(dirfd);
 	return rc;
 }

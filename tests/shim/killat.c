@@ -25,6 +25,8 @@
  * And CASSBACKUP_TEST_STOP_AT_RENAME=NAME stops the process (SIGSTOP) once, just before its
  * first renameat2(2) or linkat(2) to a name that is NAME: restore's placing of an sstable's Data.db, for a
  * file of that name to appear first (a flush of the node).
+ * And CASSBACKUP_TEST_STOP_AT_FLOCK=1 stops the process (SIGSTOP) once, just before its first
+ * flock(2): a point-in-time restore between its look at the segments directory and its lock.
  * And CASSBACKUP_TEST_STOP_AT_FSTAT=NAME stops the process (SIGSTOP) once, at its Nth fstat(2)
  * (CASSBACKUP_TEST_STOP_AT_FSTAT_NTH=N, default 1) of an open file whose name is NAME: the file
  * is open, so what it reads is what the file held then, whatever another command does to its
@@ -242,6 +244,20 @@ static void maybe_stop_at_fstat(int fd)
 	path[n > 0 ? n : 0] = '\0';
 	if (n > 0 && last_is("CASSBACKUP_TEST_STOP_AT_FSTAT", path) && ++seen == (nth ? strtol(nth, NULL, 10) : 1))
 		raise(SIGSTOP);
+}
+
+int flock(int fd, int op)
+{
+	static int (*real)(int, int);
+	static int stopped;
+	const char *want = getenv("CASSBACKUP_TEST_STOP_AT_FLOCK");
+	if (!stopped && want && strcmp(want, "1") == 0) {
+		stopped = 1;
+		raise(SIGSTOP);
+	}
+	if (!real)
+		real = (int (*)(int, int))dlsym(RTLD_NEXT, "flock");
+	return real(fd, op);
 }
 
 int fstat(int fd, struct stat *st)
