@@ -569,6 +569,35 @@ def test_kill_inside_link_removal(node, store, at, after):
     cb('verify', '--store', store, 'killed')
 
 
+def test_a_backup_forgotten_before_its_links_go_takes_none_of_them(node, store):
+    """An incremental paused after its commit, before it removed its backups/ links; meanwhile
+    its backup was forgotten: the links went all the same, their bytes in packs no backup used,
+    which the next prune deleted. The removals take a shared lock of the store (no prune runs
+    during them) and first look that the backup is still there: links left, said."""
+    from conftest import preload
+    from test_lease import stopped_at_state_t
+    node.full(store)
+    for t in TABLES:
+        node.flush(t)
+    before = node.links()
+    c = stopped_at_state_t(subprocess.Popen(
+        [CASSBACKUP, 'create', '--store', store, '--data-dir', node.data, '--node', 'n1',
+         '--cassandra-conf', str(node.conf), '--incremental', '--name', 'inc1'], text=True,
+        env=dict(os.environ, LD_PRELOAD=preload('killat'), CASSBACKUP_TEST_STOP_AT_MANIFEST='after'),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+        cb('forget', '--store', store, 'inc1')
+    finally:
+        c.send_signal(signal.SIGCONT)
+        out, err = c.communicate(timeout=120)
+    assert c.returncode == 1 and 'forgotten meanwhile' in err and 'links left in place' in err, (out, err)
+    cb('prune', '--store', store, '--max-unused', '0')
+    assert node.links() == before
+    node.incremental(store, 'inc2')  # the next one takes them in again, and removes them
+    assert links_in(node) == 0
+    check_no_link_lost(node, store, before)
+
+
 def test_retention_keeps_the_base(node, store, tmp_path):
     expected = a_day(node, store)
     # forget by name: the base of a staying incremental is refused, nothing forgotten
@@ -940,6 +969,33 @@ def test_a_truncated_table_shows_only_what_was_flushed_since(node, store):
     more = node.flush(t)
     node.incremental(store, 'inc2')
     assert tree_of(manifest(store, 'inc2'))[t] == {**since, **more}
+
+
+def test_a_cleared_truncate_snapshot_brings_no_truncated_rows_back(node, store):
+    """The truncate snapshot cleared (nodetool clearsnapshot) after the incremental that saw
+    it: the next one took the links flushed before the truncate in as new, removed them, and a
+    restore of it brought the truncated rows back. The truncate its previous backup recorded
+    (emptied_ms) leaves them out too, and in place."""
+    from conftest import preload
+    t = TABLES[1]
+    node.env = dict(os.environ, LD_PRELOAD=preload('clockshift'), CASSBACKUP_TEST_CLOCK_SHIFT='-1200')
+    if 'libasan' in node.env['LD_PRELOAD']:  # as in the tests above
+        node.env['ASAN_OPTIONS'] = ':'.join(filter(None, [os.environ.get('ASAN_OPTIONS', ''), 'detect_leaks=0']))
+    node.full(store)  # 20 minutes ago
+    node.env = None
+    stale = node.flush(t)  # flushed 15 minutes ago, then the table was truncated 10 minutes ago
+    backdate(node, t, stale, 900)
+    truncate(node, t, time.time() - 600)
+    since = node.flush(t)
+    node.incremental(store, 'inc1')
+    shutil.rmtree(os.path.join(node.dirs[t], 'snapshots', [n for n in os.listdir(os.path.join(node.dirs[t], 'snapshots'))
+                                                           if n.startswith('truncated-')][0]))
+    more = node.flush(t)
+    r = node.incremental(store, 'inc2')
+    assert f'{len(stale)} file(s) flushed before their table was truncated or dropped (as inc1 recorded) ' \
+        'left out, and in place' in r.stdout, r.stdout
+    assert tree_of(manifest(store, 'inc2'))[t] == {**since, **more}
+    assert sorted(listed(os.path.join(node.dirs[t], 'backups'))) == sorted(stale)
 
 
 def truncate(node, table, at):

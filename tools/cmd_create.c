@@ -1438,7 +1438,10 @@ static char **marked_dirs(const struct create_opts *o, const struct scan_result 
 	return v;
 }
 
-/* --clear-incremental-links, the full backup committed and marked: the backups/ links older
+static int lock_own_removals(struct create_opts *o, struct store_lock **lk);
+
+/* --clear-incremental-links, the full backup committed and marked (under lock_own_removals):
+ * the backups/ links older
  * than its snapshot whose bytes the store holds go from the directories it marked
  * (incremental_clear_links). Failing here leaves links in place and the backup made: said,
  * not fatal. */
@@ -1548,8 +1551,11 @@ static int do_create(struct create_opts *o)
 	int rc = complete ? record_and_write(o, &scan, t0, &o->sum) : CB_EXIT_FAILED;
 	o->made = rc == 0;
 	/* committed first, then marked, then cleared: a kill between them removed nothing */
-	if (rc == 0 && o->clearing && clearing_step(o, &scan, taken_records_mark) == 0)
+	struct store_lock *lk = NULL;
+	if (rc == 0 && o->clearing && lock_own_removals(o, &lk) == CB_EXIT_OK &&
+	    clearing_step(o, &scan, taken_records_mark) == 0)
 		clear_links(o, &scan);
+	store_lock_release(lk);
 	free_full_links(o, &scan);
 	scan_result_free(&scan);
 	return rc;
@@ -1569,31 +1575,69 @@ static void report_incremental(const struct create_opts *o, const struct inc_cou
 	if (c->incomplete)
 		printf("; %llu sstable(s) still being linked, left for the next one",
 		       (unsigned long long)c->incomplete);
+	if (c->before_emptied)
+		printf("; %llu file(s) flushed before their table was truncated or dropped (as %s "
+		       "recorded) left out, and in place", (unsigned long long)c->before_emptied,
+		       o->chain.previous);
 	printf("\n");
 }
 
-/* Nothing new: the links whose bytes previous holds are removed all the same, under a shared
- * lock of the store (no prune deletes a pack meanwhile) checked before the first removal.
- * 0 or the exit code. */
-static int remove_held_links(struct create_opts *o, const inc_plan *ip, uint64_t *removed)
+/* Takes a shared lock of the store for removing backups/ links (no prune deletes a pack
+ * meanwhile) and checks it, and that the backup at ref, whose bytes the links' removal leans
+ * on, is still in the store: one forgotten meanwhile (while this run was paused) holds nothing
+ * a prune would keep. 0 with *lk held (the caller releases it), or the exit code, said. */
+static int lock_for_removals(struct create_opts *o, const char *ref, struct store_lock **lk)
 {
-	struct store_lock *lk = NULL;
-	struct strbuf err = {0};
+	struct strbuf err = {0}, key = {0};
 	struct create_progress cp = {.o = o};
+	uint64_t size;
+	*lk = NULL;
 	int r = store_lock_take(store_backend(o->s), false, "create --incremental", (int)o->lock_wait,
-				lock_waiting, &cp, &lk, NULL);
+				lock_waiting, &cp, lk, NULL);
 	if (r == -EROFS)
 		r = 0; /* nothing can change there: nor can a link's bytes go */
 	if (r < 0)
 		errorf("cannot lock the store to remove backups/ links: %s; links left in place",
 		       r == -EBUSY ? "another process holds it (cassbackup unlock --list)" : strerror(-r));
-	else if ((r = store_lock_check(lk, &err)) < 0)
+	else if ((r = store_lock_check(*lk, &err)) < 0)
 		errorf("%s; backups/ links left in place", err.buf);
-	else
+	else if ((r = store_manifest_key(ref, &key)) == 0 &&
+		 (r = cb_backend_stat(store_backend(o->s), key.buf, &size)) < 0)
+		errorf("%s: %s; backups/ links left in place", key.buf, r == -ENOENT
+		       ? "forgotten meanwhile (by another process), so it holds their bytes no more"
+		       : cb_backend_why(r));
+	if (r < 0) {
+		store_lock_release(*lk);
+		*lk = NULL;
+	}
+	sb_free(&err);
+	sb_free(&key);
+	return r < 0 ? CB_EXIT_FAILED : CB_EXIT_OK;
+}
+
+/* lock_for_removals for the links this run's backup holds. */
+static int lock_own_removals(struct create_opts *o, struct store_lock **lk)
+{
+	char ref[CB_REF_MAX];
+	const char *node = *o->nm.host_id ? o->nm.host_id : o->nm.node;
+	*lk = NULL;
+	if (store_backup_ref(o->name, node, ref) < 0) {
+		errorf("backup name too long to name its manifest; backups/ links left in place");
+		return CB_EXIT_FAILED;
+	}
+	return lock_for_removals(o, ref, lk);
+}
+
+/* Nothing new: the links whose bytes previous holds are removed all the same (under
+ * lock_for_removals). 0 or the exit code. */
+static int remove_held_links(struct create_opts *o, const inc_plan *ip, uint64_t *removed)
+{
+	struct store_lock *lk;
+	int rc = lock_for_removals(o, o->chain.previous_ref, &lk);
+	if (rc == CB_EXIT_OK)
 		incremental_remove_links(store_catalog(o->s), ip, removed, report_link_left, NULL);
 	store_lock_release(lk);
-	sb_free(&err);
-	return r < 0 ? CB_EXIT_FAILED : CB_EXIT_OK;
+	return rc;
 }
 
 /* Scans backups/ and plans the incremental on previous, with what it records of the
@@ -1659,6 +1703,10 @@ static int do_incremental(struct create_opts *o)
 			if (c.incomplete) /* an sstable whose TOC.txt names a component not linked */
 				printf("; %llu sstable(s) still being linked, left for the next one",
 				       (unsigned long long)c.incomplete);
+			if (c.before_emptied)
+				printf("; %llu file(s) flushed before their table was truncated or "
+				       "dropped (as %s recorded) left out, and in place",
+				       (unsigned long long)c.before_emptied, o->chain.previous);
 			printf("\n");
 		}
 	} else {
@@ -1670,15 +1718,20 @@ static int do_incremental(struct create_opts *o)
 			errorf("%s; no backup was made", err.buf);
 		r = r ?: write_backup(o, &o->nm, &scan, ip, &o->sum);
 		uint64_t removed = 0;
-		/* Only now, the manifest written: backups/ marked (taken.h), then each link removed
-		 * holds bytes a committed backup has. A kill before the marks removes nothing and
-		 * leaves the directories as the manifest says it found them; one during the removals
-		 * leaves links whose bytes are committed (the next incremental holds them). */
-		bool marked = r == 0 && incremental_mark_links(ip, &err) == 0;
-		if (r == 0 && !marked) /* made, but a run that could not say so removes nothing */
+		/* Only now, the manifest written: under a shared lock of the store, and while the
+		 * backup is still there (lock_own_removals), backups/ marked (taken.h), then each
+		 * link removed holds bytes a committed backup has. A kill before the marks removes
+		 * nothing and leaves the directories as the manifest says it found them; one during
+		 * the removals leaves links whose bytes are committed (the next incremental holds
+		 * them). */
+		struct store_lock *lk = NULL;
+		bool locked = r == 0 && lock_own_removals(o, &lk) == CB_EXIT_OK; /* else said */
+		bool marked = locked && incremental_mark_links(ip, &err) == 0;
+		if (locked && !marked) /* made, but a run that could not say so removes nothing */
 			errorf("%s; backups/ links left in place", err.buf);
 		if (marked)
 			incremental_remove_links(store_catalog(o->s), ip, &removed, report_link_left, NULL);
+		store_lock_release(lk);
 		o->links_removed = removed;
 		if (r == 0) {
 			report_incremental(o, &c, removed);

@@ -918,10 +918,27 @@ static int merge_table(inc_plan *p, const struct scan_table *t)
 	return r;
 }
 
+/* Was every file of unit u flushed by recorded_ms (an emptying of the table that previous
+ * recorded: a truncate or drop whose snapshot may have been cleared since, so that the scan no
+ * longer sees it)? Such files are data the table no longer has. */
+static bool flushed_by(const struct unit *u, int64_t recorded_ms)
+{
+	if (recorded_ms <= 0)
+		return false;
+	for (size_t k = u->first; k < u->first + u->count; k++) {
+		const struct timespec *m = &u->t->files[k].st.st_mtim;
+		if ((int64_t)m->tv_sec * 1000 + m->tv_nsec / 1000000 > recorded_ms)
+			return false;
+	}
+	return true;
+}
+
 /* previous's tree of the table, and the files of backups/ it lacks. */
 static int merge_files(inc_plan *p, const struct scan_table *t)
 {
 	struct inc_table *it = find_table(p, t->keyspace, t->table);
+	/* the newest emptying of this table (its id) that previous recorded */
+	int64_t recorded = it && !strcmp(it->table_id, t->table_id) ? it->emptied_ms : -1;
 	int r;
 	/* emptied since previous: made again under another id, or under its own, or truncated
 	 * (emptied_since): previous's files are data it no longer has */
@@ -947,6 +964,10 @@ static int merge_files(inc_plan *p, const struct scan_table *t)
 		if (as) {
 			if ((r = note_held(p, it, &u, as, plen)) < 0)
 				return r;
+			continue;
+		}
+		if (flushed_by(&u, recorded)) { /* left out, and in place */
+			p->counts.before_emptied += u.count;
 			continue;
 		}
 		bool complete;

@@ -111,6 +111,8 @@ struct inc_counts {
 	uint64_t held;         /* backups/ files previous holds already (removed once hashed) */
 	uint64_t incomplete;   /* sstables still being linked, left for the next time */
 	uint64_t renamed;      /* sstables renamed to a fresh generation */
+	uint64_t before_emptied; /* backups/ files flushed before an emptying of their table that
+				  * previous recorded (its snapshot cleared since): left in place */
 };
 void incremental_counts(const inc_plan *p, struct inc_counts *c);
 
