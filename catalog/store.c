@@ -6,6 +6,7 @@
 #include "crypt.h"
 #include "lock.h"
 #include "hash.h"
+#include "tmpdir.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -47,10 +48,9 @@ struct store {
 	char *skipped_why;           /* which, and why (NULL: none) */
 	char gone_pack[256];         /* store_relocate: the pack the catalog's packs were last
 				      * read again for ("": none) */
-	char *temp_catalog;          /* the private directory of a catalog for this run only
-				      * (use_temporary_catalog), removed at close; NULL: none */
+	struct tmpdir temp_catalog;  /* the private directory of a catalog for this run only
+				      * (use_temporary_catalog), removed at close; path NULL: none */
 	char *temp_catalog_why;      /* why the usual catalog could not be used */
-	int temp_dir_fd;             /* that directory, flocked while this run uses it */
 	bool keeps_reserve;          /* a local store opened to write: RESERVE_KEY kept */
 	unsigned packs_unread;       /* by the last reading of packs/ (under mu): packs that */
 	char packs_unread_why[512];  /* could not be indexed, and why the first ("": none) */
@@ -557,8 +557,6 @@ static int open_catalog(struct store *s, struct strbuf *err)
 	return 0;
 }
 
-static int remake_temporary_catalog(struct store *s);
-
 int store_follow_catalog(struct store *s, struct strbuf *err)
 {
 	struct stat st;
@@ -576,9 +574,9 @@ int store_follow_catalog(struct store *s, struct strbuf *err)
 	}
 	catalog *old = s->cat;
 	s->cat = NULL;
-	int r = remake_temporary_catalog(s);
+	int r = tmpdir_remake(&s->temp_catalog);
 	if (r < 0)
-		sb_printf(err, "cannot make %s again: %s", s->temp_catalog, strerror(-r));
+		sb_printf(err, "cannot make %s again: %s", s->temp_catalog.path, strerror(-r));
 	r = r ?: open_catalog(s, err);
 	if (r < 0) { /* the one open stays */
 		s->cat = old;
@@ -676,117 +674,31 @@ static int reconcile_at_open(struct store *s, struct strbuf *err)
 	return r;
 }
 
-#define TEMP_CATALOG_PREFIX "cassbackup-catalog-"
-/* A temporary catalog's directory is flocked by the run using it (as systemd-tmpfiles
- * honours); one unlocked and older than this is a killed run's. The age covers the moment
- * between mkdtemp and flock. */
-#define TEMP_CATALOG_GRACE_SECONDS 60
-
-/* Removes the entries of directory dfd (never following one; dfd is closed) and then the
- * directory, name under tmpfd. */
-static void remove_dir_at(int tmpfd, const char *name, int dfd)
-{
-	DIR *d = fdopendir(dfd);
-	struct dirent *e;
-	while (d && (e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-			unlinkat(dirfd(d), e->d_name, 0);
-	if (d)
-		closedir(d);
-	else
-		close(dfd);
-	unlinkat(tmpfd, name, AT_REMOVEDIR);
-}
-
-/* Removes the temporary catalogs of this user in tmp that killed runs left behind (a kill -9,
- * an interrupted list): each a copy of a whole catalog. */
-static void sweep_temporary_catalogs(const char *tmp)
-{
-	int tmpfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = tmpfd < 0 ? NULL : fdopendir(dup(tmpfd));
-	struct dirent *e;
-	while (d && (e = readdir(d))) {
-		struct stat st;
-		if (strncmp(e->d_name, TEMP_CATALOG_PREFIX, strlen(TEMP_CATALOG_PREFIX)) != 0 ||
-		    fstatat(tmpfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode) ||
-		    st.st_uid != geteuid() || (st.st_mode & 077) ||
-		    time(NULL) - st.st_mtime <= TEMP_CATALOG_GRACE_SECONDS)
-			continue;
-		int dfd = openat(tmpfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (dfd >= 0 && flock(dfd, LOCK_EX | LOCK_NB) == 0)
-			remove_dir_at(tmpfd, e->d_name, dfd); /* closing dfd drops the lock */
-		else if (dfd >= 0)
-			close(dfd);
-	}
-	if (d)
-		closedir(d);
-	if (tmpfd >= 0)
-		close(tmpfd);
-}
-
-/* Opens directory path and locks it for this run: its descriptor, or -errno. */
-static int lock_dir(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (flock(fd, LOCK_EX) < 0) {
-		int e = errno;
-		close(fd);
-		return -e;
-	}
-	return fd;
-}
-
 /* Points s at a new catalog in a private temporary directory ($TMPDIR, else /tmp), for this
  * run only and locked by it; why the usual one could not be used goes to
  * store_temporary_catalog. */
 static int use_temporary_catalog(struct store *s, const char *why, struct strbuf *err)
 {
-	const char *tmp = getenv("TMPDIR");
-	tmp = tmp && *tmp ? tmp : "/tmp";
-	sweep_temporary_catalogs(tmp);
-	struct strbuf dir = {0}, path = {0};
-	int r = sb_printf(&dir, "%s/" TEMP_CATALOG_PREFIX "XXXXXX", tmp);
-	if (r == 0 && !mkdtemp(dir.buf))
-		r = -errno;
-	int fd = r < 0 ? r : lock_dir(dir.buf);
-	if (fd < 0) {
-		r = fd;
-		sb_printf(err, "; nor can a temporary one be made in %s: %s", tmp, strerror(-r));
-		if (dir.buf)
-			rmdir(dir.buf);
+	struct tmpdir t;
+	struct strbuf path = {0};
+	int r = tmpdir_make("catalog", &t);
+	if (r < 0) {
+		const char *tmp = getenv("TMPDIR");
+		sb_printf(err, "; nor can a temporary one be made in %s: %s", tmp && *tmp ? tmp : "/tmp",
+			  strerror(-r));
+		return r;
 	}
-	r = r ?: sb_printf(&path, "%s/catalog.db", dir.buf);
+	r = sb_printf(&path, "%s/catalog.db", t.path);
 	if (r == 0 && !(s->temp_catalog_why = strdup(why)))
 		r = -ENOMEM;
 	if (r < 0) {
-		if (fd >= 0)
-			remove_dir_at(AT_FDCWD, dir.buf, fd);
-		sb_free(&dir);
+		tmpdir_remove(&t);
 		sb_free(&path);
 		return r;
 	}
 	free(s->catalog_path);
 	s->catalog_path = path.buf;
-	s->temp_catalog = dir.buf;
-	s->temp_dir_fd = fd;
-	return 0;
-}
-
-/* The temporary catalog's directory made again, when something removed it under this run (a
- * cleaner of /tmp that ignored its lock): 0, or -errno. */
-static int remake_temporary_catalog(struct store *s)
-{
-	if (!s->temp_catalog || access(s->temp_catalog, F_OK) == 0 || errno != ENOENT)
-		return 0;
-	if (mkdir(s->temp_catalog, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	int fd = lock_dir(s->temp_catalog);
-	if (fd < 0)
-		return fd;
-	close(s->temp_dir_fd);
-	s->temp_dir_fd = fd;
+	s->temp_catalog = t;
 	return 0;
 }
 
@@ -818,7 +730,7 @@ static int open_and_reconcile(struct store *s, const struct store_options *o, in
 	if (r == 0 && !(flags & STORE_NO_RECONCILE))
 		r = reconcile_at_open(s, err);
 	bool give_way = opened ? r == -ENOSPC || r == -EDQUOT : catalog_place_unusable(r);
-	if (!give_way || s->temp_catalog)
+	if (!give_way || s->temp_catalog.path)
 		return r;
 	struct strbuf why = {0};
 	sb_printf(&why, "%s: %s", s->catalog_path, strerror(-r));
@@ -884,7 +796,7 @@ const char *store_skipped_manifests(const struct store *s, unsigned *n)
 
 const char *store_temporary_catalog(const struct store *s)
 {
-	return s->temp_catalog ? s->temp_catalog_why : NULL;
+	return s->temp_catalog.path ? s->temp_catalog_why : NULL;
 }
 
 /* Makes or completes RESERVE_KEY in a local store when its file system has room for it 64
@@ -910,17 +822,6 @@ static void keep_reserve(const struct store *s)
 	sb_free(&path);
 }
 
-/* Removes the temporary catalog's directory and what SQLite made in it. */
-static void remove_temporary_catalog(const struct store *s)
-{
-	if (!s->temp_catalog)
-		return;
-	int dfd = open(s->temp_catalog, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dfd >= 0)
-		remove_dir_at(AT_FDCWD, s->temp_catalog, dfd);
-	close(s->temp_dir_fd);
-}
-
 void store_close(struct store *s)
 {
 	if (!s)
@@ -930,10 +831,9 @@ void store_close(struct store *s)
 	catalog_close(s->cat);
 	if (s->keeps_reserve)
 		keep_reserve(s);
-	remove_temporary_catalog(s);
+	tmpdir_remove(&s->temp_catalog);
 	cb_backend_close(s->b);
 	pthread_mutex_destroy(&s->mu);
-	free(s->temp_catalog);
 	free(s->temp_catalog_why);
 	free(s->catalog_path);
 	free(s->skipped_why);

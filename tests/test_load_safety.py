@@ -7,6 +7,7 @@ Every test that interrupts a load checks the same promise: afterwards no mount o
 file says what happened.
 """
 import contextlib
+import fcntl
 import json
 import os
 import resource
@@ -278,6 +279,48 @@ def test_sigkill_still_takes_the_mount_and_loader_down(backup):
                  'the helper and loader to end and the mount to go')
         assert not procs_with(mount_dir)
     os.rmdir(mount_dir)  # the one thing left: an empty directory in /tmp
+
+
+def test_what_a_killed_load_left_in_tmpdir_goes_with_the_next_load(backup, tmp_path):
+    """A load killed by SIGKILL left its mount point and its --target-keyspace staging tree
+    (a directory of links per table) in /tmp, one pair per kill, for ever. Each is locked by
+    its run now; the next load removes those no run holds, and only those."""
+    store, env, status, expect = backup
+    tmpdir = tmp_path / 'tmpdir'
+    tmpdir.mkdir()
+    env = dict(env, TMPDIR=str(tmpdir), SSTABLELOADER_STANDIN_SOURCE_KEYSPACE='shop',
+               SSTABLELOADER_STANDIN_HANG='copy.orders')
+    args = load_args(store, status, '--keyspace', 'shop', '--target-keyspace', 'copy')
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    marker = os.path.join(env['SSTABLELOADER_STANDIN_STATE'], 'hang.copy.orders')
+    wait_for(lambda: os.path.exists(marker), 'the loader to start', proc)
+    loader = int(open(marker).read())
+    left = sorted(os.listdir(tmpdir))
+    assert [n.rsplit('-', 1)[0] for n in left] == ['cassbackup-load', 'cassbackup-load-stage'], left
+    proc.kill()
+    proc.communicate()
+    wait_for(lambda: not alive(loader) and not mounts_of(store), 'the loader to end and the mount to go')
+    assert sorted(os.listdir(tmpdir)) == left
+    assert any(files for _, _, files in os.walk(tmpdir))  # the staging tree's links
+    # another user's directory, and one a live run holds, under the same names: both stay
+    others = tmpdir / 'cassbackup-load-stage-other'
+    held = tmpdir / 'cassbackup-load-stage-held'
+    for d in (others, held):
+        d.mkdir(mode=0o700)
+        (d / 'keep').write_text('x')
+    os.chown(others, 12345, 12345)
+    for n in os.listdir(tmpdir):  # past the minute a run may take to lock what it made
+        os.utime(tmpdir / n, (time.time() - 120, time.time() - 120))
+    holder = os.open(held, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        open(env['SSTABLELOADER_STANDIN_LOG'], 'w').close()
+        env.pop('SSTABLELOADER_STANDIN_HANG')
+        run(*args, env=env)
+        assert sorted(os.listdir(tmpdir)) == sorted([others.name, held.name])
+        assert (others / 'keep').exists() and (held / 'keep').exists()
+    finally:
+        os.close(holder)
 
 
 # --- defect 9 (password), defect 22 (descriptors) ---------------------------------------------

@@ -107,7 +107,7 @@ struct load_plan {
 struct load_run {
 	struct mounter m;        /* our mount, when not --mount */
 	struct strbuf bdir;      /* <mount>/backups/<NAME> */
-	char staging[PATH_MAX];  /* --target-keyspace links; "" when none */
+	struct tmpdir staging;   /* --target-keyspace links (tmpdir.h); path NULL: none */
 	size_t running;
 };
 
@@ -646,7 +646,7 @@ static int open_source(const struct load_opts *o, const struct load_plan *p, str
 			errorf("cannot mount store %s: %s", o->store, why);
 			return e;
 		}
-		mnt = r->m.dir;
+		mnt = r->m.dir.path;
 	}
 	sb_printf(&r->bdir, "%s/backups/%s", mnt, o->name);
 	struct stat st;
@@ -660,11 +660,11 @@ static int open_source(const struct load_opts *o, const struct load_plan *p, str
 		return -ENOENT;
 	}
 	if (o->target_ks) {
-		snprintf(r->staging, sizeof(r->staging), "/tmp/cassbackup-stage-XXXXXX");
-		if (!mkdtemp(r->staging)) {
-			int e = -errno;
-			errorf("cannot make a staging directory in /tmp: %s", strerror(-e));
-			r->staging[0] = '\0';
+		int e = tmpdir_make("load-stage", &r->staging);
+		if (e < 0) {
+			const char *tmp = getenv("TMPDIR");
+			errorf("cannot make a staging directory in %s: %s", tmp && *tmp ? tmp : "/tmp",
+			       strerror(-e));
 			return e;
 		}
 	}
@@ -674,10 +674,7 @@ static int open_source(const struct load_opts *o, const struct load_plan *p, str
 /* Unmounts and removes what open_source made; the loaders are all reaped by now. */
 static void close_source(struct load_run *r)
 {
-	if (r->staging[0]) {
-		char *rm[] = {"rm", "-rf", r->staging, NULL};
-		exec_run(rm, NULL);
-	}
+	tmpdir_remove(&r->staging);
 	mounter_stop(&r->m);
 	sb_free(&r->bdir);
 }
@@ -727,7 +724,7 @@ static void start_table(const struct load_opts *o, const struct load_plan *p, st
 	sb_printf(&src, "%s/%s/%s", r->bdir.buf, t->keyspace, t->table);
 	if (o->target_ks) {
 		struct strbuf staged = {0};
-		int e = src.buf ? stage_table(r->staging, o->target_ks, src.buf, t->keyspace, t->table, &staged) : -ENOMEM;
+		int e = src.buf ? stage_table(r->staging.path, o->target_ks, src.buf, t->keyspace, t->table, &staged) : -ENOMEM;
 		sb_free(&src);
 		src = staged;
 		if (e < 0) {

@@ -44,10 +44,10 @@ bool mounter_exited(struct mounter *m)
 
 void mounter_stop(struct mounter *m)
 {
-	if (!m->dir[0])
+	if (!m->dir.path)
 		return;
-	char *u[] = {"fusermount3", "-u", m->dir, NULL};
-	char *lazy[] = {"fusermount3", "-u", "-z", m->dir, NULL};
+	char *u[] = {"fusermount3", "-u", m->dir.path, NULL};
+	char *lazy[] = {"fusermount3", "-u", "-z", m->dir.path, NULL};
 	/* A helper that exited on its own may leave a dead mount: always unmount. When neither
 	 * unmount works (not mounted yet, no fusermount3), SIGTERM: libfuse unmounts as the helper
 	 * exits. */
@@ -59,8 +59,7 @@ void mounter_stop(struct mounter *m)
 		reap(m->pid, &ws);
 		m->pid = 0;
 	}
-	rmdir(m->dir);
-	m->dir[0] = '\0';
+	tmpdir_remove(&m->dir);
 }
 
 /* Why the helper exited before mounting: its last line of output, else its exit status. */
@@ -82,7 +81,7 @@ static int wait_mounted(struct mounter *m, dev_t before, const char *log_path,
 	double deadline = mono_seconds() + MOUNT_WAIT_SECONDS;
 	for (;;) {
 		struct stat st;
-		if (stat(m->dir, &st) == 0 && st.st_dev != before)
+		if (stat(m->dir.path, &st) == 0 && st.st_dev != before)
 			return 0;
 		int ws;
 		if (waitpid(m->pid, &ws, WNOHANG) == m->pid) {
@@ -131,12 +130,12 @@ int mounter_start(struct mounter *m, const char *store, const char *tag, const c
 		snprintf(why, whylen, "cannot run %s: %s", m->helper, strerror(-r));
 		return r;
 	}
-	snprintf(m->dir, sizeof(m->dir), "/tmp/cassbackup-%s-XXXXXX", tag);
 	struct stat st;
-	if (!mkdtemp(m->dir) || stat(m->dir, &st) < 0) {
-		r = -errno;
-		snprintf(why, whylen, "cannot make a mount point in /tmp: %s", strerror(-r));
-		m->dir[0] = '\0';
+	if ((r = tmpdir_make(tag, &m->dir)) < 0 || (fstat(m->dir.fd, &st) < 0 && (r = -errno))) {
+		const char *tmp = getenv("TMPDIR");
+		snprintf(why, whylen, "cannot make a mount point in %s: %s", tmp && *tmp ? tmp : "/tmp",
+			 strerror(-r));
+		tmpdir_remove(&m->dir);
 		return r;
 	}
 	/* the configuration this command read (--config), and the key it opened an encrypted store
@@ -151,11 +150,10 @@ int mounter_start(struct mounter *m, const char *store, const char *tag, const c
 		if (r == -ENOMEM)
 			snprintf(why, whylen, "out of memory");
 		sb_free(&conf);
-		rmdir(m->dir);
-		m->dir[0] = '\0';
+		tmpdir_remove(&m->dir);
 		return r;
 	}
-	char *argv[] = {m->helper, (char *)store, m->dir, "-f", conf.len ? "-o" : NULL, conf.buf, NULL};
+	char *argv[] = {m->helper, (char *)store, m->dir.path, "-f", conf.len ? "-o" : NULL, conf.buf, NULL};
 	struct exec_opts eo = {.log_path = log_path, .own_group = true, .parent_death_signal = SIGTERM};
 	m->pid = exec_spawn(argv, &eo);
 	sb_free(&conf);

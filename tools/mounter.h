@@ -19,17 +19,20 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "tmpdir.h"
+
 /* The mount helper to run, into out (also when it is not usable, for the message). 0 when it
  * is an executable file, -ENOENT or -EACCES when not. */
 int mounter_find_helper(char *out, size_t n);
 
 struct mounter {
 	char helper[PATH_MAX]; /* the program started */
-	char dir[PATH_MAX];    /* the mount point, /tmp/cassbackup-TAG-XXXXXX; "" when none */
+	struct tmpdir dir;     /* the mount point, $TMPDIR/cassbackup-TAG-XXXXXX (tmpdir.h: the
+				* next one made sweeps it after a kill); path NULL: none */
 	pid_t pid;             /* the helper; 0 once reaped */
 };
 
-/* Mounts store read-only on a new directory /tmp/cassbackup-TAG-XXXXXX with the helper, whose
+/* Mounts store read-only on a new directory $TMPDIR/cassbackup-TAG-XXXXXX with the helper, whose
  * output is appended to log_path, and waits until the mount is there, the helper exits,
  * *cancel becomes non-zero or 15 s pass. m may be zeroed or used before.
  * 0, or -errno with why set to one line and everything it made undone: -ENOENT/-EACCES (no
