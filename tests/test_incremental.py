@@ -838,6 +838,38 @@ def test_index_sstables_and_a_table_made_again(node, store, tmp_path):
         assert mounted_tree(mt, 'inc1')[TABLES[0]] == made
 
 
+@pytest.mark.parametrize('where', ['backups/.idx', 'backups'])
+def test_a_mount_in_a_table_directory_is_not_crossed(node, store, tmp_path, where):
+    """A directory elsewhere bind-mounted at <table>/backups/.<name>/ (it looks like an index
+    directory) was taken in, and its files were unlinked there: another directory's, outside
+    the data directory. Cassandra's hard links never cross a mount; one is skipped, said."""
+    node.full(store)
+    t = TABLES[2]
+    at = os.path.join(node.dirs[t], where)
+    os.makedirs(at, exist_ok=True)
+    outside = tmp_path / 'elsewhere'
+    (outside / 'backups' / '.idx').mkdir(parents=True)
+    src, prefix = node.donors.pop(0)
+    for n in os.listdir(src):
+        if n.startswith(prefix):
+            for d in (outside, outside / 'backups', outside / 'backups' / '.idx'):
+                shutil.copyfile(os.path.join(src, n), d / ('nb-150-big-' + n[len(prefix):]))
+    before = {p: sha(p) for p in map(str, outside.rglob('*')) if os.path.isfile(p)}
+    made = node.flush(TABLES[0])
+    subprocess.run(['mount', '--bind', str(outside), at], check=True)
+    try:
+        r = node.incremental(store, 'inc1')
+    finally:
+        subprocess.run(['umount', at], check=True)
+    assert {p: sha(p) for p in map(str, outside.rglob('*')) if os.path.isfile(p)} == before
+    assert f'skipping {at}: a mount point' in r.stderr, r.stderr
+    m = manifest(store, 'inc1')
+    tables = {tb['name']: tb for ks in m['keyspaces'] for tb in ks['tables']}
+    have = {f['name']: f['sha256'] for f in tables[TABLES[0]]['files']}
+    assert {n: have.get(n) for n in made} == made
+    assert not any(f['name'].startswith('nb-150-') for f in tables[t]['files'])
+
+
 def recreate(node, table, id_hex, drop_snapshot):
     """Drops table as Cassandra does (its sstables gone, the directory and its backups/ left;
     with auto_snapshot a dropped-<millis>-<table> snapshot) and makes it again as <table>-<id>.

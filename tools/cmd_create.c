@@ -902,6 +902,11 @@ static void report_scan(const struct scan_result *scan)
 		_cleanup_free_ char *shown = cli_escape(scan->skipped[i]);
 		errorf("skipping %s: a symbolic link, not followed", shown ? shown : "");
 	}
+	for (size_t i = 0; i < scan->nmounts; i++) {
+		_cleanup_free_ char *shown = cli_escape(scan->mounts[i]);
+		errorf("skipping %s: a mount point (Cassandra's hard links never cross one), "
+		       "not crossed", shown ? shown : "");
+	}
 	for (size_t i = 0; i < scan->ntables; i++) {
 		const struct scan_table *t = &scan->tables[i];
 		if (!t->before_emptied)

@@ -242,16 +242,38 @@ static bool same_contents(const struct scan_file *a, const struct scan_file *b)
 	return same;
 }
 
-/* Notes a symlink that is not followed. */
-static int skip_link(struct ctx *c, const char *path)
+/* Adds a copy of path to the list v of n. 0 or -ENOMEM. */
+static int note_path(char ***v, size_t *n, const char *path)
 {
-	struct scan_result *res = c->res;
 	char *p = strdup(path);
-	if (!p || ptrv_push(&res->skipped, &res->nskipped, p) < 0) {
+	if (!p || ptrv_push(v, n, p) < 0) {
 		free(p);
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+/* Notes a symlink that is not followed. */
+static int skip_link(struct ctx *c, const char *path)
+{
+	return note_path(&c->res->skipped, &c->res->nskipped, path);
+}
+
+/* Is directory name under dirfd (st: its lstat) something mounted there: another file system
+ * than its parent's (dev), or a bind mount (the root of a mount, said by statx)? */
+static bool mounted_there(int dirfd, const char *name, const struct stat *st, dev_t dev)
+{
+	struct statx sx;
+	return st->st_dev != dev ||
+	       (statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC, STATX_TYPE, &sx) == 0 &&
+		(sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+		(sx.stx_attributes & STATX_ATTR_MOUNT_ROOT));
+}
+
+/* Notes a directory on another file system than its parent's, not crossed (scan.h). */
+static int skip_mount(struct ctx *c, const char *path)
+{
+	return note_path(&c->res->mounts, &c->res->nmounts, path);
 }
 
 /* Where a directory being scanned is: its fd and its path (for messages and scan_file.src). */
@@ -569,7 +591,10 @@ static int scan_files(struct ctx *c, struct scan_table *t, const struct place *d
 		return r;
 	}
 	struct dirent *e;
-	int r = 0;
+	struct stat dst;
+	int r = fstat(dirfd(d), &dst) < 0 ? -errno : 0;
+	if (r < 0)
+		sb_printf(c->err, "cannot read %s: %s", dir->path, strerror(-r));
 	struct strbuf p = {0};
 	while (r == 0 && (e = readdir(d))) {
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || excluded(e->d_name))
@@ -589,6 +614,9 @@ static int scan_files(struct ctx *c, struct scan_table *t, const struct place *d
 			r = add_file(c, t, dir, p.buf, e->d_name, idx, &st);
 		} else if (S_ISLNK(st.st_mode)) {
 			r = skip_link(c, p.buf);
+		} else if (S_ISDIR(st.st_mode) && idx < 0 && e->d_name[0] == '.' &&
+			   mounted_there(dir->fd, e->d_name, &st, dst.st_dev)) {
+			r = skip_mount(c, p.buf);
 		} else if (S_ISDIR(st.st_mode) && idx < 0 && e->d_name[0] == '.') {
 			struct place sub = {0};
 			struct strbuf sp = {0};
@@ -719,6 +747,11 @@ static int scan_backups_dir(struct ctx *c, const char *ks, const char *table, co
 		return 0; /* nothing flushed since incremental backups were turned on */
 	struct place b;
 	struct strbuf path = {0};
+	if (S_ISDIR(st.st_mode) && mounted_there(tdir->fd, "backups", &st, tst.st_dev)) {
+		int r = sb_printf(&path, "%s/backups", tdir->path) ?: skip_mount(c, path.buf);
+		sb_free(&path);
+		return r;
+	}
 	int r = open_place(c, tdir, "backups", &b, &path);
 	if (r == 0) {
 		struct scan_table *t = find_or_add_table(c, ks, table, id, dirname, &r);
@@ -1106,6 +1139,9 @@ void scan_result_free(struct scan_result *res)
 	free(res->tables);
 	for (size_t i = 0; i < res->nskipped; i++)
 		free(res->skipped[i]);
+	for (size_t i = 0; i < res->nmounts; i++)
+		free(res->mounts[i]);
+	free(res->mounts);
 	for (size_t i = 0; i < res->nsuperseded; i++)
 		free(res->superseded[i]);
 	free(res->superseded);

@@ -13,6 +13,11 @@
  * scan_result.skipped. Every directory is opened relative to its parent with O_NOFOLLOW, and
  * scan_open_file() opens a file the same way, so a symlink swapped in later is not followed
  * either. Names are bytes, taken as they are.
+ *
+ * Cassandra hard-links what it puts in snapshots/ and backups/, so nothing below a table
+ * directory is on another file system: a directory there that is (a mount of another file
+ * system, a bind mount of a directory elsewhere) is not crossed, and listed in
+ * scan_result.mounts; an incremental never removes a file there.
  */
 #ifndef CASSBACKUP_SCAN_H
 #define CASSBACKUP_SCAN_H
@@ -98,6 +103,8 @@ struct scan_result {
 	uint64_t bytes;
 	char **skipped;  /* paths of symlinks not followed */
 	size_t nskipped;
+	char **mounts;   /* paths of directories on another file system, not crossed */
+	size_t nmounts;
 	/* backups only: "<table dir>/backups (now <dir>)" of a table dropped and made again,
 	 * left alone: its links belong to no live table. Only a sure case: the directory holds
 	 * Cassandra's drop snapshot (dropped-<millis>-<name>, with auto_snapshot), no live
