@@ -272,11 +272,12 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_NAME_SET] = "SELECT COUNT(*) = 1 AND MAX(" RING_NODES("x") ") <= 1, MIN(id) FROM backups x"
 			" WHERE name = ?1",
 	[ST_FILE_PATH] = "SELECT bk.ref, k.name, t.name, f.dir_id, " DIR_NAME("f", "d") ", f.name,"
-			 " bk.id, bk.name, f.table_row < 0 FROM files f"
+			 " bk.id, bk.name, f.table_row < 0, t.id IS NULL OR k.backup_id IS f.backup_id FROM files f"
 			 " JOIN backups bk ON bk.id = f.backup_id LEFT JOIN tables t ON t.id = f.table_row"
 			 " LEFT JOIN keyspaces k ON k.id = t.keyspace_id LEFT JOIN dirs d ON d.id = f.dir_id"
 			 " WHERE f.id = ?1 AND (t.id IS NOT NULL OR f.table_row = -f.backup_id)",
-	/* (FILE_PATH's columns 6, 7: the backup's row and name) */
+	/* (FILE_PATH's columns 6, 7: the backup's row and name; 9: whether the table the file is
+	 * listed under is of that backup too) */
 	[ST_TABLE_FILE_COUNT] = "SELECT bk.ref, k.name, t.name, bk.id, bk.name,"
 				" (SELECT COUNT(*) FROM files f WHERE f.table_row = t.id) FROM tables t"
 				" JOIN keyspaces k ON k.id = t.keyspace_id JOIN backups bk ON bk.id = k.backup_id"
@@ -1796,6 +1797,10 @@ int catalog_file_ident(catalog *c, uint64_t ino, struct cb_file_ident *out)
 	    (node_file ? *ks || *t : !name_is_component(ks) || !name_is_component(t)) ||
 	    (dir && !name_is_component(dir)) || !name_is_component(name))
 		return done(c, st, bad_row(c, CB_INO_ROW(ino), "invalid name on the file's path"));
+	/* the bytes are checked against the manifest of the backup named here: it must be the one
+	 * whose directory lists the file */
+	if (!sqlite3_column_int64(st, 9))
+		return done(c, st, bad_row(c, CB_INO_ROW(ino), "listed under another backup's table"));
 	/* name_is_component: each fits its 256 bytes; a ref its CB_REF_MAX */
 	snprintf(out->backup, sizeof(out->backup), "%s", bk);
 	snprintf(out->keyspace, sizeof(out->keyspace), "%s", ks);

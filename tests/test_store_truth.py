@@ -171,9 +171,10 @@ def test_catalog_made_anew_under_a_mount_never_serves_another_file(store, tmp_pa
         assert r.errors == [], f'{len(r.errors)} reads failed: {r.errors[:5]}'
 
 
-def point_at_other_blob(store, name, other):
+def point_at_other_blob(store, name, other, with_its_backup=False):
     """Makes the catalog row of the file of backup name read the blob of backup other's file of
-    the same name: a stale or planted catalog."""
+    the same name (with_its_backup: and name backup other as its own, under name's table): a
+    stale or planted catalog."""
     where = ("FROM files f JOIN backups b ON b.id = f.backup_id JOIN tables t ON t.id = f.table_row"
              " JOIN keyspaces k ON k.id = t.keyspace_id WHERE b.name = ? AND f.dir_id = 0")
     (fid, fname, ks, table), = sql(store, f"SELECT f.id, f.name, k.name, t.name {where}"
@@ -182,13 +183,20 @@ def point_at_other_blob(store, name, other):
                    other, fname, ks, table)
     (size,), = sql(store, 'SELECT size FROM blobs WHERE id = ?', blob)
     sql(store, 'UPDATE files SET blob_id = ?, size = ? WHERE id = ?', blob, size, fid)
+    if with_its_backup:
+        sql(store, 'UPDATE files SET backup_id = (SELECT id FROM backups WHERE name = ?) WHERE id = ?',
+            other, fid)
     return os.path.join(name, ks, table, fname)
 
 
-def test_a_catalog_row_pointing_at_another_blob_is_refused_by_the_mount(store, tmp_path):
+@pytest.mark.parametrize('with_its_backup', [False, True])
+def test_a_catalog_row_pointing_at_another_blob_is_refused_by_the_mount(store, tmp_path, with_its_backup):
+    """with_its_backup: the row also named the other backup as its own, so its bytes were
+    checked against that backup's manifest, and read as the file of a, no error."""
     files = {**backup(store, tmp_path, 'a', 21), **backup(store, tmp_path, 'b', 22)}
-    target = point_at_other_blob(store, 'a', 'b')
-    with mounted(store, str(tmp_path / 'mnt'), expect_errors=('is not what backups/a/',)) as m:
+    target = point_at_other_blob(store, 'a', 'b', with_its_backup)
+    said = 'listed under another backup' if with_its_backup else 'is not what backups/a/'
+    with mounted(store, str(tmp_path / 'mnt'), expect_errors=(said,)) as m:
         with pytest.raises(OSError) as e:
             read(m.path(target))
         assert e.value.errno == errno.EIO
