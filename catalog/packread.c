@@ -425,7 +425,7 @@ static int frame_from_disk(pack_cache *pc, struct preader *p, struct fc_frame *f
 	int r = disk_cache_get(pc->disk, name, csize, &data, &len);
 	if (r < 0)
 		return r == -ENOMEM ? r : -ENOENT;
-	r = len == csize && has_checksum(data, len)
+	r = len == csize && has_checksum(data, len) && seek_table_frame_matches(p->table, f->index, data, len)
 		    ? seekable_decode_buf(data, len, t->dctx, f->data, f->len) : -EIO;
 	free(data);
 	if (r == -EIO) {
@@ -480,7 +480,8 @@ static void fetch_run(pack_cache *pc, struct preader *p, struct fc_frame **f, un
 	for (unsigned k = 0; k < n; k++) {
 		const unsigned char *src = (unsigned char *)t->scratch + (tb->coff[f[k]->index] - off);
 		size_t csize = (size_t)(tb->coff[f[k]->index + 1] - tb->coff[f[k]->index]);
-		int fr = r < 0 ? r : seekable_decode_buf(src, csize, t->dctx, f[k]->data, f[k]->len);
+		int fr = r < 0 ? r : !seek_table_frame_matches(tb, f[k]->index, src, csize) ? -EIO
+				   : seekable_decode_buf(src, csize, t->dctx, f[k]->data, f[k]->len);
 		if (fr == 0 && pc->disk && has_checksum(src, csize)) {
 			char name[64];
 			frame_name(p, f[k]->index, name, sizeof(name));

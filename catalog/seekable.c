@@ -53,7 +53,7 @@ struct seekable_writer {
 	ZSTD_CCtx *cctx; /* inline compression (nthreads == 0) */
 	uint64_t input;
 	uint64_t written;
-	uint32_t *entries; /* 2 per frame: compressed, decompressed */
+	uint32_t *entries; /* 3 per frame: compressed, decompressed, checksum */
 	uint32_t nentries, entries_cap;
 	int err;       /* the caller's sticky error */
 	int flush_err; /* the flusher's first error (under mu) */
@@ -124,20 +124,28 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-static int add_entry(seekable_writer *w, uint32_t csize, uint32_t dsize)
+/* The seek table's checksum of a frame we wrote: zstd's own content checksum, its last 4
+ * bytes, is the same low 32 bits of the XXH64 of its content that the format names. */
+static uint32_t frame_checksum(const unsigned char *frame, size_t csize)
+{
+	return csize >= 4 ? get_le32(frame + csize - 4) : 0;
+}
+
+static int add_entry(seekable_writer *w, uint32_t csize, uint32_t dsize, uint32_t sum)
 {
 	if (w->nentries >= SEEKABLE_MAX_FRAMES)
 		return -EFBIG;
 	if (w->nentries == w->entries_cap) {
 		uint32_t cap = w->entries_cap ? w->entries_cap * 2 : 256;
-		uint32_t *p = realloc(w->entries, (size_t)cap * 2 * sizeof(*p));
+		uint32_t *p = realloc(w->entries, (size_t)cap * 3 * sizeof(*p));
 		if (!p)
 			return -ENOMEM;
 		w->entries = p;
 		w->entries_cap = cap;
 	}
-	w->entries[2 * w->nentries] = csize;
-	w->entries[2 * w->nentries + 1] = dsize;
+	w->entries[3 * w->nentries] = csize;
+	w->entries[3 * w->nentries + 1] = dsize;
+	w->entries[3 * w->nentries + 2] = sum;
 	w->nentries++;
 	return 0;
 }
@@ -149,7 +157,8 @@ static int emit_job(seekable_writer *w, struct job *j)
 	if (r == 0)
 		r = cb_upload_write(w->sink, j->out, j->out_len);
 	if (r == 0)
-		r = add_entry(w, (uint32_t)j->out_len, (uint32_t)j->in_len);
+		r = add_entry(w, (uint32_t)j->out_len, (uint32_t)j->in_len,
+			      frame_checksum(j->out, j->out_len));
 	if (r == 0)
 		w->written += j->out_len;
 	return r;
@@ -358,7 +367,7 @@ static int drain(seekable_writer *w)
 /* The seek table frame of what was written, into t. */
 static int build_table(const seekable_writer *w, struct strbuf *t)
 {
-	size_t esize = 8;
+	size_t esize = 12;
 	size_t tsize = 8 + (size_t)w->nentries * esize + 9;
 	unsigned char *p = malloc(tsize), *q = p;
 	if (!p)
@@ -367,11 +376,12 @@ static int build_table(const seekable_writer *w, struct strbuf *t)
 	put_le32(q + 4, (uint32_t)(tsize - 8));
 	q += 8;
 	for (uint32_t i = 0; i < w->nentries; i++, q += esize) {
-		put_le32(q, w->entries[2 * i]);
-		put_le32(q + 4, w->entries[2 * i + 1]);
+		put_le32(q, w->entries[3 * i]);
+		put_le32(q + 4, w->entries[3 * i + 1]);
+		put_le32(q + 8, w->entries[3 * i + 2]);
 	}
 	put_le32(q, w->nentries);
-	q[4] = 0; /* descriptor: no checksums */
+	q[4] = 0x80; /* descriptor: checksums */
 	put_le32(q + 5, SEEKABLE_MAGIC);
 	int r = sb_append(t, p, tsize);
 	free(p);
@@ -452,6 +462,7 @@ void seek_table_free(struct seek_table *t)
 		return;
 	free(t->coff);
 	free(t->doff);
+	free(t->sum);
 	free(t);
 }
 
@@ -494,7 +505,8 @@ int seek_table_parse(const unsigned char *buf, uint64_t tsize, uint64_t frames_e
 	t->frames = frames;
 	t->coff = malloc(((size_t)frames + 1) * sizeof(uint64_t));
 	t->doff = malloc(((size_t)frames + 1) * sizeof(uint64_t));
-	if (!t->coff || !t->doff) {
+	t->sum = esize == 12 ? malloc(((size_t)frames + 1) * sizeof(uint32_t)) : NULL;
+	if (!t->coff || !t->doff || (esize == 12 && !t->sum)) {
 		seek_table_free(t);
 		return -ENOMEM;
 	}
@@ -510,6 +522,8 @@ int seek_table_parse(const unsigned char *buf, uint64_t tsize, uint64_t frames_e
 		}
 		c += get_le32(p);
 		d += dsize;
+		if (t->sum)
+			t->sum[i] = get_le32(p + 8);
 	}
 	t->coff[frames] = c;
 	t->doff[frames] = d;
@@ -567,9 +581,14 @@ int seekable_decode_frame(struct cb_io *io, const struct seek_table *t, uint32_t
 	if (n < 0) /* a failed read is not to be taken for a corrupt frame; bytes that fail
 		    * authentication are one (pack_read_error) */
 		return n == -EIO ? -EREMOTEIO : n == -EBADMSG ? -EIO : (int)n;
-	if ((size_t)n != csize)
+	if ((size_t)n != csize || !seek_table_frame_matches(t, i, *scratch, csize))
 		return -EIO;
 	return seekable_decode_buf(*scratch, csize, dctx, dst, dsize);
+}
+
+bool seek_table_frame_matches(const struct seek_table *t, uint32_t i, const void *src, size_t csize)
+{
+	return !t->sum || (csize >= 4 && frame_checksum(src, csize) == t->sum[i]);
 }
 
 int seekable_decode_buf(const void *src, size_t csize, ZSTD_DCtx *dctx, void *dst, size_t dsize)

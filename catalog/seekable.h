@@ -8,12 +8,16 @@
  *              | u32 n | u8 descriptor | 0x8F92EAB1             (all little-endian)
  *
  * Plain `zstd -d` skips the seek table; our reader uses it to decode only the frames a read
- * touches. We write no per-entry checksums (descriptor 0): every frame already carries zstd's
- * own content checksum, which the decoder verifies. We read tables with or without them.
+ * touches. Every frame carries zstd's own content checksum, which the decoder verifies; we
+ * write the per-entry checksums too (descriptor 0x80: the same low 32 bits of the content's
+ * XXH64, the frame's last 4 bytes), so a frame is held to its place in the table: one copied
+ * from elsewhere (another frame of the pack, a planted disk cache file) is refused. Tables
+ * without them (descriptor 0, packs written before) are read as before.
  */
 #ifndef CASSBACKUP_SEEKABLE_H
 #define CASSBACKUP_SEEKABLE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <zstd.h>
@@ -86,7 +90,12 @@ struct seek_table {
 	uint32_t frames;
 	uint64_t *coff; /* frames + 1 entries: compressed offset of frame i; coff[frames] = end */
 	uint64_t *doff; /* frames + 1 entries: decompressed offset of frame i; doff[frames] = total */
+	uint32_t *sum;  /* frame i's checksum; NULL: the table has none */
 };
+
+/* Is src (csize bytes, read for frame i) the frame the table names there: its checksum is the
+ * table's (true when the table has no checksums)? */
+bool seek_table_frame_matches(const struct seek_table *t, uint32_t i, const void *src, size_t csize);
 
 /* The size of the seek table frame at the end of io, from its footer. -EINVAL when there is no
  * footer. */
