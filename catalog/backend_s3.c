@@ -202,14 +202,16 @@ static int delete_batch(struct cb_backend *b, const char *const *keys, size_t n,
 		sb_free(&body);
 		return cb_backend_delete_each(b, keys, n, results);
 	}
+	/* A 404 of the request itself (no such bucket, a gateway's) says nothing of the keys:
+	 * none is taken for gone */
 	for (size_t i = 0; i < n; i++)
-		results[i] = r;
+		results[i] = r == -ENOENT ? -EIO : r;
 	if (r == 0)
 		delete_errors(c, &rs.body, keys, n, results);
 	sb_free(&rs.body);
 	sb_free(&body);
 	for (size_t i = 0; i < n; i++)
-		if (results[i] < 0)
+		if (results[i] < 0 && results[i] != -ENOENT)
 			return results[i];
 	return 0;
 }

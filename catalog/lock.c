@@ -1,5 +1,6 @@
 /* lock.c: see lock.h. */
 #include "lock.h"
+#include "backend_i.h"
 #include "util.h"
 
 #include <errno.h>
@@ -176,7 +177,7 @@ bool lock_judge(struct lock_info *li, int64_t store_now_ns, const struct lock_pe
 struct listing {
 	const char *self; /* the key whose modification time is the store's now */
 	int64_t now;      /* 0: not seen (yet) */
-	struct { char key[64]; int64_t mtime; } *v;
+	struct { char key[64]; int64_t mtime; uint64_t size; } *v;
 	size_t n, cap;
 };
 
@@ -198,8 +199,23 @@ static int collect(void *ctx, const char *key, const struct cb_object_info *info
 		l->cap = cap;
 	}
 	snprintf(l->v[l->n].key, sizeof(l->v->key), "%s", key);
+	l->v[l->n].size = info->size;
 	l->v[l->n++].mtime = info->mtime_ns;
 	return 0;
+}
+
+/* A lock the listing showed, read as absent: released meanwhile (0) only when a second look
+ * agrees; still there, it is one this run cannot read now (-EIO, said), never one to take for
+ * gone. */
+static int read_as_absent(struct cb_backend *b, const char *key)
+{
+	uint64_t size;
+	int r = cb_backend_stat(b, key, &size);
+	if (r == -ENOENT)
+		return 0;
+	if (r == 0)
+		cb_backend_set_error("%s: listed, then not found when read, though still there", key);
+	return r == 0 ? -EIO : r;
 }
 
 /* Lists locks/ (all but self), reads and judges each at the store's now: self's modification
@@ -217,9 +233,17 @@ static int list_locks(struct cb_backend *b, const char *self, const struct lock_
 		char *data = NULL;
 		size_t len;
 		r = cb_backend_get(b, l.v[i].key, LOCK_MAX_BYTES, &data, &len);
-		if (r == -ENOENT) { /* released meanwhile */
-			r = 0;
+		if (r == -ENOENT) { /* released meanwhile? */
+			if ((r = read_as_absent(b, l.v[i].key)) < 0)
+				break;
 			continue;
+		}
+		if (r == 0 && len == 0 && l.v[i].size > 0) { /* a cut answer (a gateway's, a cache's) */
+			free(data);
+			cb_backend_set_error("%s: listed with %llu bytes, read as none", l.v[i].key,
+					     (unsigned long long)l.v[i].size);
+			r = -EIO;
+			break;
 		}
 		/* -EBADMSG: an encrypted store's object that fails authentication, which nobody
 		 * holding the key wrote: no lock, as garbage is none in a plain store */

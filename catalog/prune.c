@@ -505,6 +505,19 @@ static int recheck(prune *p, struct strbuf *err)
 	return 0;
 }
 
+
+/* A delete request that failed may have reached the store all the same (no answer, a timeout,
+ * a reset) and land later: the lock stays in place until it lapses (store_lock_keep), as
+ * after a manifest write whose outcome is unknown, so no create takes the store meanwhile
+ * and names a pack that is then deleted under it. Said in err. */
+static void keep_lock_after_failed_delete(prune *p, struct strbuf *err)
+{
+	if (!cb_location_is_remote(p->location))
+		return;
+	store_lock_keep(p->lock);
+	sb_puts(err, "; the lock is left in place until it lapses, so that no backup is made on "
+		"what this delete may still remove");
+}
 /* Deletes the due packs no backup uses, PRUNE_BATCH at a time (one DeleteObjects on S3):
  * from the store, then from the catalog. A pack the catalog lacks now (gone meanwhile) counts
  * as used, so it is left alone. */
@@ -543,6 +556,7 @@ static int delete_due(prune *p, struct strbuf *err)
 						  cb_backend_why(results[j]));
 					break;
 				}
+			keep_lock_after_failed_delete(p, err);
 			return r;
 		}
 		if (rc < 0)
@@ -590,6 +604,8 @@ static int delete_segments(prune *p, struct strbuf *err)
 				sb_printf(err, "cannot delete %s/%s: %s", p->location, keys[j], cb_backend_why(results[j]));
 			free(keys[j]);
 		}
+		if (sent && r < 0)
+			keep_lock_after_failed_delete(p, err);
 	}
 	free(due);
 	commitlog_list_free(&l);
