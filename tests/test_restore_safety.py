@@ -530,6 +530,32 @@ def test_a_data_db_that_appears_before_ours_takes_no_component_of_ours(store, sa
     assert read(os.path.join(tdir, prefix + 'Index.db')) == b'their index'
 
 
+def test_two_restores_into_one_table_take_turns(store, sample_tree, tmp_path):
+    """A second restore into a table while the first was placing an sstable took the first's
+    components for a killed run's and completed the sstable; the first then found its Data.db
+    taken and took its components back: a Data.db alone, exit 0 for one of them. A restore
+    locks each target table directory now: the second is refused in one line, nothing placed."""
+    sample_backup(store, sample_tree, '--table', 'shop.orders')
+    live = str(tmp_path / 'live')
+    tdir = live_with_tables(live, [('shop', 'orders')])[('shop', 'orders')]
+    seen = {}
+
+    def second_restore(tdir, prefix):
+        seen['before'] = sorted(os.listdir(tdir))
+        seen['p'] = cb('restore', '--store', store, 'b', '--data-dir', live, check=False)
+        seen['after'] = sorted(os.listdir(tdir))
+    rc, err, prefix = restore_while_a_data_db_appears(store, live, tdir, second_restore)
+    p = seen['p']
+    assert p.returncode == 1 and p.stderr.splitlines() == [
+        f'cassbackup: table directory {tdir}: another restore is placing files in it; run this one '
+        'once it has ended', 'cassbackup: nothing was restored'], p.stderr
+    assert seen['after'] == seen['before']
+    assert rc == 0, err
+    files = snapshot_tables(sample_dirs(sample_tree), 'nightly-1')[('shop', 'orders')]
+    assert {n: read(os.path.join(tdir, n)) for n in os.listdir(tdir) if not n.startswith('.')} == \
+        {n: read(f) for n, f in files.items() if '/' not in n and n not in ('manifest.json', 'schema.cql')}
+
+
 def test_a_renamed_sstable_a_killed_restore_left_is_completed_under_its_generation(store, sample_tree,
                                                                                  tmp_path):
     """The target held other bytes under one of the backup's sstable identifiers, so restore

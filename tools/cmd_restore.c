@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -271,8 +272,27 @@ static int choose_target(const struct restore_opts *o, const struct cb_table_row
 	return r;
 }
 
-/* Opens the target table directory; nodetool runs elsewhere, so the path becomes absolute.
- * 0, or 1 when it is not a usable directory (said). */
+/* Locks target directory fd (flock) for this run, so that two restores never place files in
+ * one table at once: each would take the other's files for a killed run's and resume or take
+ * them back (a Data.db left without its components). 0, or -EWOULDBLOCK (another run holds
+ * it) or -errno. */
+static int lock_target(int fd)
+{
+	return flock(fd, LOCK_EX | LOCK_NB) < 0 ? -errno : 0;
+}
+
+static void say_target_taken(const char *target, int r)
+{
+	if (r == -EWOULDBLOCK)
+		errorf("table directory %s: another restore is placing files in it; run this one once "
+		       "it has ended", target);
+	else
+		errorf("table directory %s: cannot lock it: %s", target, strerror(-r));
+}
+
+/* Opens the target table directory and locks it (lock_target); nodetool runs elsewhere, so
+ * the path becomes absolute. 0, or 1 when it is not a usable directory or another restore
+ * holds it (said). */
 static int open_target(const struct restore_opts *o, struct plan_table *pt)
 {
 	char *abs = realpath(pt->target, NULL);
@@ -289,6 +309,11 @@ static int open_target(const struct restore_opts *o, struct plan_table *pt)
 	struct stat st;
 	if (pt->fd < 0 || fstat(pt->fd, &st) < 0) {
 		errorf("table directory %s: %s", pt->target, errno == ENOTDIR ? "not a directory" : strerror(errno));
+		return 1;
+	}
+	int r = lock_target(pt->fd);
+	if (r < 0) {
+		say_target_taken(pt->target, r);
 		return 1;
 	}
 	pt->uid = o->have_owner ? o->uid : st.st_uid;
@@ -1582,10 +1607,11 @@ static int make_table_dir(struct plan_table *pt, struct failure *fail)
 			return -e;
 		}
 	pt->fd = open(pt->target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (pt->fd < 0) {
-		int e = errno;
+	int e = pt->fd < 0 ? errno : -lock_target(pt->fd);
+	if (e) {
 		snprintf(fail->why, sizeof(fail->why), "%s: %s", pt->target,
-			 e == ELOOP ? "a symlink, not followed" : strerror(e));
+			 e == ELOOP ? "a symlink, not followed"
+			 : e == EWOULDBLOCK ? "another restore is placing files in it" : strerror(e));
 		return -e;
 	}
 	return 0;
