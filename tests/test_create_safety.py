@@ -240,6 +240,21 @@ def test_symlinked_snapshot_or_table_dir_not_followed(store, tmp_path):
     assert b['files'] == 1 and b['tables'] == 1
 
 
+def test_what_is_neither_a_file_nor_an_index_directory_is_named_when_left_out(store, tmp_path):
+    """A snapshot holding a directory whose name does not start with a dot (no index's) and a
+    FIFO named as an sstable component: both were left out without a word, exit 0."""
+    data = tmp_path / 'data'
+    snap = make_table(data, 'shop', 'orders', 'nightly-1', {b'nb-1-big-Data.db': b'orders' * 100,
+                                                          b'extra/nb-2-big-Data.db': b'extra'})
+    os.mkfifo(os.path.join(snap, b'nb-3-big-Data.db'))
+    p = cb('create', '--store', store, '--name', 'b', '--data-dir', data, '--snapshot', 'nightly-1')
+    said = sorted(l for l in p.stderr.splitlines() if 'neither a file nor an index directory' in l)
+    assert len(said) == 2 and 'nightly-1/extra:' in said[0] and 'nightly-1/nb-3-big-Data.db:' in said[1], \
+        p.stderr
+    [b] = backup_list(store)
+    assert b['files'] == 1
+
+
 def test_symlinked_keyspace_dir_not_followed(store, tmp_path):
     data = tmp_path / 'data'
     make_table(data, 'shop', 'orders', 'nightly-1', {b'nb-1-big-Data.db': b'orders'})

@@ -907,6 +907,11 @@ static void report_scan(const struct scan_result *scan)
 		errorf("skipping %s: a mount point (Cassandra's hard links never cross one), "
 		       "not crossed", shown ? shown : "");
 	}
+	for (size_t i = 0; i < scan->nothers; i++) {
+		_cleanup_free_ char *shown = cli_escape(scan->others[i]);
+		errorf("skipping %s: neither a file nor an index directory (Cassandra writes none "
+		       "such there), left out", shown ? shown : "");
+	}
 	for (size_t i = 0; i < scan->ntables; i++) {
 		const struct scan_table *t = &scan->tables[i];
 		if (!t->before_emptied)

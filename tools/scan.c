@@ -259,6 +259,12 @@ static int skip_link(struct ctx *c, const char *path)
 	return note_path(&c->res->skipped, &c->res->nskipped, path);
 }
 
+/* Notes an entry that is neither a file nor an index directory, left out (scan.h). */
+static int skip_other(struct ctx *c, const char *path)
+{
+	return note_path(&c->res->others, &c->res->nothers, path);
+}
+
 /* Is directory name under dirfd (st: its lstat) something mounted there: another file system
  * than its parent's (dev), or a bind mount (the root of a mount, said by statx)? */
 static bool mounted_there(int dirfd, const char *name, const struct stat *st, dev_t dev)
@@ -626,8 +632,9 @@ static int scan_files(struct ctx *c, struct scan_table *t, const struct place *d
 				r = scan_files(c, t, &sub, di);
 			r = r > 0 ? 0 : r;
 			sb_free(&sp);
+		} else {
+			r = skip_other(c, p.buf); /* no part of a snapshot: said, left out */
 		}
-		/* Anything else (other directories, devices, sockets) is not part of a snapshot. */
 	}
 	sb_free(&p);
 	closedir(d);
@@ -1142,6 +1149,9 @@ void scan_result_free(struct scan_result *res)
 	for (size_t i = 0; i < res->nmounts; i++)
 		free(res->mounts[i]);
 	free(res->mounts);
+	for (size_t i = 0; i < res->nothers; i++)
+		free(res->others[i]);
+	free(res->others);
 	for (size_t i = 0; i < res->nsuperseded; i++)
 		free(res->superseded[i]);
 	free(res->superseded);

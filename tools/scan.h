@@ -105,6 +105,9 @@ struct scan_result {
 	size_t nskipped;
 	char **mounts;   /* paths of directories on another file system, not crossed */
 	size_t nmounts;
+	char **others;   /* paths of other entries left out: directories that are not an index's,
+			  * FIFOs, devices, sockets (Cassandra writes none in snapshots/backups) */
+	size_t nothers;
 	/* backups only: "<table dir>/backups (now <dir>)" of a table dropped and made again,
 	 * left alone: its links belong to no live table. Only a sure case: the directory holds
 	 * Cassandra's drop snapshot (dropped-<millis>-<name>, with auto_snapshot), no live
