@@ -112,6 +112,8 @@ struct options {
 	bool single, debug, foreground, allow_other, nofail, nonempty;
 	unsigned cache_mib, max_threads, readahead_kb;
 	char *cache_dir;          /* -o cache_dir: the disk cache; NULL: none */
+	bool cache_dir_shared;    /* cache_dir is config_cache_dir's: another mount of the host may
+				   * hold it, and then this one goes on without a disk cache */
 	char *config_cache_dir;   /* cassbackup.conf's cache_dir (absolute): where the catalog
 				   * lives, as for every command; and the disk cache of a plain
 				   * store without -o cache_dir. NULL: not set */
@@ -350,9 +352,11 @@ static void check_store_and_mountpoint(struct cbfs *fs, struct options *o)
 	if (encrypted && o->cache_dir)
 		die("-o cache_dir: not available for an encrypted store (it would keep decrypted frames "
 		    "on disk)");
-	if (!encrypted && !o->cache_dir && o->config_cache_dir &&
-	    !(o->cache_dir = strdup(o->config_cache_dir)))
-		die("out of memory");
+	if (!encrypted && !o->cache_dir && o->config_cache_dir) {
+		if (!(o->cache_dir = strdup(o->config_cache_dir)))
+			die("out of memory");
+		o->cache_dir_shared = true;
+	}
 	struct stat st;
 	if (stat(o->mnt, &st) < 0)
 		die("mountpoint %s: %s", o->mnt, strerror(errno));
@@ -412,15 +416,37 @@ static uint64_t disk_cache_size(const struct options *o)
 	return o->disk_cache_size ? o->disk_cache_size : DISK_CACHE_DEFAULT;
 }
 
-static void check_disk_cache(const struct options *o)
+/* The configuration's cache_dir, held by another mount: this one goes on without a disk
+ * cache (it is only a cache), said. */
+static void share_given_way(struct options *o, void (*say)(void *ctx, const char *line), void *ctx)
+{
+	char line[PATH_MAX + 160];
+	snprintf(line, sizeof(line), "note: cache_dir %s (from the configuration) is in use by another "
+		 "mount; this mount keeps no disk cache", o->cache_dir);
+	say(ctx, line);
+	free(o->cache_dir);
+	o->cache_dir = NULL;
+}
+
+static void say_to_stderr(void *ctx, const char *line)
+{
+	(void)ctx;
+	fprintf(stderr, "mount.cassbackup: %s\n", line);
+}
+
+static void check_disk_cache(struct options *o)
 {
 	if (!o->cache_dir)
 		return;
 	struct disk_cache *dc;
 	struct strbuf err = {0};
-	if (disk_cache_open(o->cache_dir, disk_cache_size(o), &dc, &err) < 0)
+	int r = disk_cache_open(o->cache_dir, disk_cache_size(o), &dc, &err);
+	if (r == -EBUSY && o->cache_dir_shared)
+		share_given_way(o, say_to_stderr, NULL);
+	else if (r < 0)
 		die("-o cache_dir=%s: %s", o->cache_dir, err.buf ? err.buf : "out of memory");
-	disk_cache_close(dc);
+	else
+		disk_cache_close(dc);
 	sb_free(&err);
 }
 
@@ -469,7 +495,12 @@ static void use_s3_settings(struct options *o, struct cbfs *fs)
 
 /* After the fork: the store, its pack cache (and disk cache), the refresh thread. Failures are
  * logged (cbfs_log: to the waiting mount command too). 0 or -1. */
-static int open_in_daemon(struct cbfs *fs, const struct options *o)
+static void say_in_log(void *ctx, const char *line)
+{
+	cbfs_log(ctx, "%s", line);
+}
+
+static int open_in_daemon(struct cbfs *fs, struct options *o)
 {
 	struct strbuf err = {0};
 	int r = store_open(fs->location, &fs->sopts, &fs->store, &err);
@@ -479,8 +510,13 @@ static int open_in_daemon(struct cbfs *fs, const struct options *o)
 			 store_catalog_path(fs->store));
 	if (r == 0 && (r = store_pack_cache(fs->store, &fs->packs)) < 0)
 		sb_puts(&err, "out of memory");
-	if (r == 0 && o->cache_dir)
-		r = pack_cache_use_disk(fs->packs, o->cache_dir, disk_cache_size(o), &err);
+	if (r == 0 && o->cache_dir &&
+	    (r = pack_cache_use_disk(fs->packs, o->cache_dir, disk_cache_size(o), &err)) == -EBUSY &&
+	    o->cache_dir_shared) { /* taken since check_disk_cache */
+		sb_free(&err);
+		share_given_way(o, say_in_log, fs);
+		r = 0;
+	}
 	if (r == 0 && (r = cbfs_refresh_start(fs)) < 0)
 		sb_printf(&err, "cannot start: %s", strerror(-r));
 	if (r < 0)

@@ -212,3 +212,39 @@ def test_a_program_the_daemon_started_does_not_hold_the_mount_command(tmp_path):
                     os.kill(int(line), signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+def test_mounts_of_a_host_share_the_configurations_cache_dir(store, tmp_path):
+    """cache_dir in cassbackup.conf (read by every mount, as fstab runs them) made each mount's
+    disk cache that directory, which one mount locks: a second mount on the host, of the same
+    store or another, failed with "in use by another mount". It goes on without a disk cache
+    (one is only a cache), saying so once; -o cache_dir given and taken still fails."""
+    conf = tmp_path / 'cassbackup.conf'
+    conf.write_text(f"cache_dir = {tmp_path / 'cache'}\n")
+    other = str(tmp_path / 'other')
+    cb('init', '--store', other)
+    want = {}
+    for s, seed in ((store, 41), (other, 42)):
+        src = small_sample(tmp_path, f'src{seed}', seed)
+        cb('create', '--store', s, '--name', 'b', *data_dir_args(sample_dirs(src)), '--snapshot', 'nightly-1')
+        want[s] = snapshot_tables(sample_dirs(src), 'nightly-1')
+    mounts = []
+    try:
+        for i, s in enumerate((store, store, other)):
+            mnt = str(tmp_path / f'm{i}')
+            os.makedirs(mnt)
+            p = subprocess.run([MOUNT, s, mnt, '-o', f'config={conf}'], capture_output=True, text=True,
+                               timeout=60)
+            assert p.returncode == 0 and p.stdout == '', p
+            mounts.append((s, mnt, daemon_pids(s, mnt)[0]))
+            said = 'is in use by another mount; this mount keeps no disk cache'
+            assert (said in p.stderr) == (i > 0) and len(p.stderr.splitlines()) == (i > 0), p.stderr
+        for s, mnt, _ in mounts:
+            check_backup(mnt, 'b', want[s])
+        os.makedirs(tmp_path / 'm3')
+        p = subprocess.run([MOUNT, other, str(tmp_path / 'm3'), '-o', f"cache_dir={tmp_path / 'cache'}"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and 'in use by another mount' in p.stderr, p
+    finally:
+        for s, mnt, pid in mounts:
+            umount(s, mnt, pid)
