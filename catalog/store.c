@@ -717,6 +717,32 @@ static bool catalog_place_unusable(int r)
  * disk filled up, or whose cache was damaged, can still be read, and forgotten and pruned
  * into space. A cache directory that fails its ownership check still stops the command
  * (pick_catalog_path): that one may be planted. */
+/* The catalog s opened read as damaged inside (SQLITE_CORRUPT, or a row that does not hold
+ * together): it is only a cache, so it is set aside as catalog.db.damaged, unless another
+ * process did so first (the path names another file now), and s opens a new one (made empty,
+ * or the one that process made). 0 or -errno, said in err (emptied first). */
+static int set_aside_damaged(struct store *s, struct strbuf *err)
+{
+	catalog_close(s->cat);
+	s->cat = NULL;
+	err->len = 0;
+	if (err->buf)
+		err->buf[0] = '\0';
+	struct stat st;
+	struct strbuf aside = {0};
+	int r = sb_printf(&aside, "%s.damaged", s->catalog_path);
+	pthread_mutex_lock(&s->mu);
+	bool same = stat(s->catalog_path, &st) == 0 && st.st_dev == s->catalog_dev && st.st_ino == s->catalog_ino;
+	pthread_mutex_unlock(&s->mu);
+	if (r == 0 && same && rename(s->catalog_path, aside.buf) < 0 && errno != ENOENT) {
+		r = -errno;
+		sb_printf(err, "catalog %s is damaged, and cannot be set aside: %s", s->catalog_path,
+			  strerror(-r));
+	}
+	sb_free(&aside);
+	return r ?: open_catalog(s, err);
+}
+
 static int open_and_reconcile(struct store *s, const struct store_options *o, int flags,
 			      struct strbuf *err)
 {
@@ -728,6 +754,8 @@ static int open_and_reconcile(struct store *s, const struct store_options *o, in
 	if (unusable)
 		r = unusable;
 	if (r == 0 && !(flags & STORE_NO_RECONCILE))
+		r = reconcile_at_open(s, err);
+	if (opened && r == -EUCLEAN && (r = set_aside_damaged(s, err)) == 0 && !(flags & STORE_NO_RECONCILE))
 		r = reconcile_at_open(s, err);
 	bool give_way = opened ? r == -ENOSPC || r == -EDQUOT : catalog_place_unusable(r);
 	if (!give_way || s->temp_catalog.path)
@@ -1309,10 +1337,10 @@ static int end_reconcile(struct store *s, int r, struct strbuf *err)
 		r = catalog_commit(s->cat);
 	if (r == 0)
 		return 0;
-	catalog_rollback(s->cat);
-	if (!err->len)
+	if (!err->len) /* SQLite's words, before the rollback replaces them */
 		sb_printf(err, "cannot bring the catalog up to date: %s",
 			  r == -EUCLEAN || r == -EIO || r == -EBUSY ? catalog_errmsg(s->cat) : strerror(-r));
+	catalog_rollback(s->cat);
 	return r;
 }
 

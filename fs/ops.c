@@ -252,12 +252,20 @@ static int missing(catalog *c, uint64_t parent)
 	return special(parent) || catalog_node_get(c, parent, &p) == 0 ? -ENOENT : -ESTALE;
 }
 
+/* Replies error r (-errno): a catalog that does not read (damaged, a row that does not hold
+ * together, another format) is an I/O error to a reader, as the man page says, not
+ * "Structure needs cleaning". */
+static void reply_error(fuse_req_t req, int r)
+{
+	fuse_reply_err(req, r == -EUCLEAN || r == -EMEDIUMTYPE || r == -EBADMSG ? EIO : -r);
+}
+
 /* /commitlogs and below (commitlogs.c): the same replies, from the tree in memory. */
 static void reply_cl_entry(fuse_req_t req, struct cbfs *fs, int r, const struct cb_node *n)
 {
 	struct fuse_entry_param e;
 	if (r < 0) {
-		fuse_reply_err(req, -r);
+		reply_error(req, r);
 		return;
 	}
 	fill_entry(fs, n, 0, &e);
@@ -297,7 +305,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	if (r < 0) {
-		fuse_reply_err(req, -r);
+		reply_error(req, r);
 		return;
 	}
 	fill_entry(fs, &n, cn->gen, &e);
@@ -315,7 +323,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (cbfs_cl_ino(ino)) {
 		int r = cbfs_cl_get(fs, ino, &n);
 		if (r < 0) {
-			fuse_reply_err(req, r == -ENOENT ? ESTALE : -r);
+			reply_error(req, r == -ENOENT ? -ESTALE : r);
 			return;
 		}
 		node_stat(fs, &n, 0, &st);
@@ -326,7 +334,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (r == 0)
 		r = catalog_node_get(cn->c, node, &n);
 	if (r < 0) { /* a node the kernel holds and the catalog lost: forgotten, or rebuilt */
-		fuse_reply_err(req, r == -ENOENT && !special(node) ? ESTALE : -r);
+		reply_error(req, r == -ENOENT && !special(node) ? -ESTALE : r);
 		return;
 	}
 	node_stat(fs, &n, cn->gen, &st);
@@ -464,7 +472,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		if (d)
 			free(d->v);
 		free(d);
-		fuse_reply_err(req, -r);
+		reply_error(req, r);
 		return;
 	}
 	fi->fh = (uintptr_t)d;
@@ -664,7 +672,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		struct cbfs_cl_file *f = NULL;
 		int r = cbfs_cl_open(fs, ino, &f);
 		if (r < 0) {
-			fuse_reply_err(req, r == -ENOENT ? ESTALE : -r);
+			reply_error(req, r == -ENOENT ? -ESTALE : r);
 			return;
 		}
 		fi->fh = (uintptr_t)f;
@@ -692,7 +700,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (r < 0) {
 		free(of);
-		fuse_reply_err(req, -r);
+		reply_error(req, r);
 		return;
 	}
 	fi->fh = (uintptr_t)of;
@@ -859,7 +867,7 @@ static void reply_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	if (r == -EUCLEAN)
 		r = -EIO;
 	if (r < 0)
-		fuse_reply_err(req, -r);
+		reply_error(req, r);
 	else if (size == 0)
 		fuse_reply_xattr(req, x.out.len);
 	else
