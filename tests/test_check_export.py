@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from conftest import (manifest_path, pid_space, CASSBACKUP, FIXTURE_TAG, backup_list, cb, data_dir_args, make_sample, mounted, packs, read,
-                      read_only_bind, run, sample_dirs, snapshot_tables)
+                      read_only_bind, run, sample_dirs, snapshot_tables, wait_for)
 from test_restore_load import rewrite_frame
 
 
@@ -582,6 +582,47 @@ def test_reindex_names_what_it_cannot_take_in(two_days):
     assert any(l.startswith(f'not indexed: {os.path.relpath(pack, store)}: damaged trailer or seek table')
                for l in lines)
     assert [b['name'] for b in backup_list(store)] == ['day2']
+
+
+def test_a_backup_made_while_reindex_runs_is_no_failure(two_days, tmp_path):
+    """reindex lists the store again after its rebuild, to name what it could not take in; a
+    create that committed in between (both take shared locks) was "not indexed: it reads now
+    (changed while indexed?)", naming nothing, exit 1. Held at that moment: its stdout, a pipe
+    filled up, blocks its first line until the create has committed."""
+    import fcntl
+    store, dirs = two_days
+    rd, wr = os.pipe()
+    os.set_blocking(wr, False)
+    filled = 0
+    try:
+        while True:
+            filled += os.write(wr, b'x' * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(wr, True)
+    p = subprocess.Popen([CASSBACKUP, 'reindex', '--store', store], stdout=wr, stderr=subprocess.PIPE,
+                         text=True)
+    os.close(wr)
+    try:
+        def blocked():
+            with open(f'/proc/{p.pid}/wchan') as f:
+                return f.read().endswith('pipe_write') or p.poll() is not None
+        wait_for(blocked, 'reindex to write its first line')
+        assert p.poll() is None, p.stderr.read()
+        cb('create', '--store', store, '--name', 'day3', *data_dir_args(dirs), '--snapshot', 'nightly-2')
+    finally:
+        fcntl.fcntl(rd, fcntl.F_SETFL, 0)
+        with os.fdopen(rd, 'rb') as f:
+            out = f.read()[filled:].decode()
+        err = p.stderr.read()
+        p.wait()
+    assert p.returncode == 0, out + err
+    lines = out.splitlines()
+    assert lines[0] == f'reindexed {store}: 2 backups, 2 packs', lines
+    assert [l for l in lines[1:] if 'not indexed' in l] == [], lines
+    assert any(l.startswith('note: backups/day3') and 'written while the catalog was rebuilt' in l
+               for l in lines), lines
+    assert sorted(b['name'] for b in backup_list(store)) == ['day1', 'day2', 'day3']
 
 
 def test_empty_store(store):

@@ -64,17 +64,19 @@ static bool known(const struct strv *v, const char *s)
 }
 
 /* Why pack key could not be indexed, into why. */
-static void pack_why(struct reindex *x, const char *key, char *why, size_t n)
+/* Why pack key could not be indexed, into why; or true when it reads now (written while the
+ * catalog was rebuilt). */
+static bool pack_why(struct reindex *x, const char *key, char *why, size_t n)
 {
 	struct cb_io *io = NULL;
 	struct pack_meta pm = {0};
 	int r = cb_backend_open_read(store_backend(x->s), key, &io);
-	if (r == 0 && pack_meta_read(io, &pm, why, n) == 0)
-		snprintf(why, n, "it reads now (changed while indexed?)");
-	else if (r < 0)
+	bool reads = r == 0 && pack_meta_read(io, &pm, why, n) == 0;
+	if (r < 0)
 		snprintf(why, n, "%s", *cb_backend_last_error() ? cb_backend_last_error() : strerror(-r));
 	pack_meta_free(&pm);
 	cb_io_close(io);
+	return reads;
 }
 
 struct unindexed {
@@ -82,19 +84,22 @@ struct unindexed {
 	unsigned n;
 };
 
-/* A manifest or pack in the store that the new catalog lacks: name it and say why. */
+/* A manifest or pack in the store that the new catalog lacks: named, with why; one that reads
+ * now was written while the catalog was rebuilt (a create or copy beside reindex): no failure,
+ * the next command's reconcile takes it in. */
 static int on_store_key(void *ctx, const char *key, uint64_t size)
 {
 	(void)size;
 	struct unindexed *u = ctx;
 	struct reindex *x = u->x;
 	char why[768] = "";
+	bool reads;
 	size_t n = strlen(key);
 	if (!strncmp(key, "packs/", 6)) {
 		if (n < 8 || strcmp(key + n - 8, ".tar.zst") || known(&x->known, key))
 			return 0;
 		int k = snprintf(why, sizeof(why), "%s: ", key);
-		pack_why(x, key, why + k, sizeof(why) - (size_t)k);
+		reads = pack_why(x, key, why + k, sizeof(why) - (size_t)k);
 	} else {
 		struct strbuf err = {0};
 		struct manifest *m = NULL;
@@ -102,13 +107,18 @@ static int on_store_key(void *ctx, const char *key, uint64_t size)
 		if (store_manifest_name(key, name) < 0 || known(&x->known, name))
 			return 0;
 		int r = store_read_manifest(x->s, name, &m, NULL, &err); /* err names the key */
-		snprintf(why, sizeof(why), "%s", r == 0 ? "it reads now (changed while indexed?)"
-						 : err.buf ? err.buf : strerror(-r));
+		reads = r == 0;
+		snprintf(why, sizeof(why), "%s", err.buf ? err.buf : strerror(-r));
 		manifest_free(m);
 		sb_free(&err);
 	}
-	_cleanup_free_ char *shown = cli_escape(why);
-	printf("not indexed: %s\n", shown ? shown : "");
+	_cleanup_free_ char *k = cli_escape(key), *w = cli_escape(why);
+	if (reads) {
+		printf("note: %s: written while the catalog was rebuilt; the next command takes it in\n",
+		       k ? k : "");
+		return 0;
+	}
+	printf("not indexed: %s\n", w ? w : "");
 	u->n++;
 	return 0;
 }
