@@ -434,3 +434,9 @@ def uploading(pid, store):
                    for fd in os.listdir(f'/proc/{pid}/fd'))
     except OSError:
         return False
+
+
+def seek_entry_size(pack_bytes):
+    """Bytes of one seek table entry of a pack (seekable.h): 12 with per-frame checksums
+    (descriptor 0x80, every pack written now), 8 without (packs written before)."""
+    return 12 if pack_bytes[-5] & 0x80 else 8

@@ -391,12 +391,13 @@ def test_mountpoint_missing_or_busy(base, tmp_path):
 
 def frame_bounds(pack):
     """(compressed offset, size) of each frame, from the seek table at the pack's end."""
+    from conftest import seek_entry_size
     data = read(pack)
-    n = int.from_bytes(data[-9:-5], 'little')
-    table = data[-(9 + 8 * n):-9]
+    n, es = int.from_bytes(data[-9:-5], 'little'), seek_entry_size(data)
+    table = data[-(9 + es * n):-9]
     off, res = 0, []
     for i in range(n):
-        c = int.from_bytes(table[8 * i:8 * i + 4], 'little')
+        c = int.from_bytes(table[es * i:es * i + 4], 'little')
         res.append((off, c))
         off += c
     return res

@@ -205,8 +205,9 @@ def test_check_flipped_bits_in_seek_table_name_the_pack(real_backup):
     [pack] = packs(store)
     key = os.path.relpath(pack, store)
     orig = read(pack)
+    from conftest import seek_entry_size
     n = int.from_bytes(orig[-9:-5], 'little')
-    tsize = 8 + 8 * n + 9
+    tsize = 8 + seek_entry_size(orig) * n + 9
     start = len(orig) - tsize
     nbits = tsize * 8
     for bit in range(0, nbits, max(1, nbits // 40)):

@@ -133,28 +133,30 @@ def rewrite_frame(pack, member_offset, fn):
     when the seek table changed (the new frame's length differs), False when only the frame's
     bytes did (a re-encoded frame of the same length)."""
     import hashlib
+    from conftest import seek_entry_size
     data = read(pack)
-    n = int.from_bytes(data[-9:-5], 'little')
-    tsize = 8 + 8 * n + 9
+    n, es = int.from_bytes(data[-9:-5], 'little'), seek_entry_size(data)
+    tsize = 8 + es * n + 9
     trailer = data[len(data) - tsize - 64:len(data) - tsize]
-    base = len(data) - 9 - 8 * n
-    entries = [(int.from_bytes(data[base + 8 * i:][:4], 'little'),
-                int.from_bytes(data[base + 8 * i + 4:][:4], 'little')) for i in range(n)]
+    base = len(data) - 9 - es * n
+    entries = [(int.from_bytes(data[base + es * i:][:4], 'little'),
+                int.from_bytes(data[base + es * i + 4:][:4], 'little')) for i in range(n)]
     coff = doff = 0
-    out, new_entries = b'', []
+    out, new_entries, sums = b'', [], []
     for c, d in entries:
         frame = data[coff:coff + c]
         if doff <= member_offset < doff + d:
             plain = subprocess.run(['zstd', '-dc'], input=frame, capture_output=True, check=True).stdout
             plain = fn(plain, member_offset - doff)
-            frame = subprocess.run(['zstd', '-3', '-c', '--content-size'], input=plain, capture_output=True,
-                                   check=True).stdout
+            frame = subprocess.run(['zstd', '-3', '-c', '--check', '--content-size'], input=plain,
+                                   capture_output=True, check=True).stdout
         out += frame
         new_entries.append((len(frame), d))
+        sums.append(frame[-4:] if es == 12 else b'')  # the new frame's own checksum
         coff += c
         doff += d
-    st = b''.join(c.to_bytes(4, 'little') + d.to_bytes(4, 'little') for c, d in new_entries)
-    footer = n.to_bytes(4, 'little') + b'\0' + (0x8F92EAB1).to_bytes(4, 'little')
+    st = b''.join(c.to_bytes(4, 'little') + d.to_bytes(4, 'little') + x for (c, d), x in zip(new_entries, sums))
+    footer = n.to_bytes(4, 'little') + data[-5:-4] + (0x8F92EAB1).to_bytes(4, 'little')
     table = (0x184D2A5E).to_bytes(4, 'little') + (len(st) + 9).to_bytes(4, 'little') + st + footer
     out += trailer[:32] + hashlib.sha256(table).digest() + table
     open(pack, 'wb').write(out)
