@@ -39,7 +39,8 @@
 #define RA_WINDOW_MAX (32u << 20)
 #define RA_WORKERS_MAX 16
 #define JOBS_MAX 64
-#define TAIL_MAX (64u << 20) /* a pack's trailer and seek table, at most (512 Ki frames) */
+/* a pack's trailer and seek table, at most: 8 Mi entries of 12 bytes (1 TiB of 128 KiB frames) */
+#define TAIL_MAX (96u << 20)
 
 struct stream {
 	uint64_t next;    /* decoded offset just after the stream's last read */

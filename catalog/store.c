@@ -490,16 +490,50 @@ static void drop_sidecars(const char *path)
  * place, so a process that opens the catalog meanwhile never sees a half-made one. Creators
  * take turns on an flock of path.lock, so the sidecars dropped are never a new catalog's.
  * -EEXIST when another process made it first. */
+/* Takes the flock of path.lock, on which the creators of the catalog at path and those who set
+ * a damaged one aside take turns: its descriptor (closing it lets go), or -errno. */
+static int lock_catalog_place(const char *path)
+{
+	struct strbuf lock = {0};
+	int r = sb_printf(&lock, "%s.lock", path);
+	int lfd = r < 0 ? r : open(lock.buf, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (lfd < 0 && r == 0)
+		r = -errno;
+	if (lfd >= 0 && flock(lfd, LOCK_EX) < 0) {
+		r = -errno;
+		close(lfd);
+		lfd = -1;
+	}
+	sb_free(&lock);
+	return lfd >= 0 ? lfd : r;
+}
+
+/* Renames the catalog at path to path.SUFFIX under lock_catalog_place, only while path is
+ * still the file *was (the one found damaged): another process may have set it aside and
+ * made a new one meanwhile. 0 (also when it had done so) or -errno. */
+static int set_catalog_aside(const char *path, const char *suffix, const struct stat *was)
+{
+	struct strbuf aside = {0};
+	struct stat st;
+	int lfd = lock_catalog_place(path);
+	int r = lfd < 0 ? lfd : sb_printf(&aside, "%s.%s", path, suffix);
+	if (r == 0 && stat(path, &st) == 0 && st.st_dev == was->st_dev && st.st_ino == was->st_ino &&
+	    rename(path, aside.buf) < 0)
+		r = -errno;
+	if (lfd >= 0)
+		close(lfd);
+	sb_free(&aside);
+	return r;
+}
+
 static int create_catalog(const char *path)
 {
-	struct strbuf tmp = {0}, lock = {0};
+	struct strbuf tmp = {0};
 	catalog *c;
-	int r = sb_printf(&lock, "%s.lock", path) ?: sb_printf(&tmp, "%s.new-%d", path, (int)getpid());
-	int lfd = r < 0 ? r : open(lock.buf, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	int r = sb_printf(&tmp, "%s.new-%d", path, (int)getpid());
+	int lfd = r < 0 ? r : lock_catalog_place(path);
 	if (lfd < 0)
-		r = r < 0 ? r : -errno;
-	else if (flock(lfd, LOCK_EX) < 0)
-		r = -errno;
+		r = r < 0 ? r : lfd;
 	else if (access(path, F_OK) == 0)
 		r = -EEXIST;
 	if (r == 0 && (r = catalog_open(&c, tmp.buf, CATALOG_CREATE)) == 0) {
@@ -520,23 +554,18 @@ static int create_catalog(const char *path)
 	if (lfd >= 0)
 		close(lfd);
 	sb_free(&tmp);
-	sb_free(&lock);
 	return r;
 }
 
 static int open_catalog(struct store *s, struct strbuf *err)
 {
+	struct stat was;
+	bool there = stat(s->catalog_path, &was) == 0;
 	int r = catalog_open(&s->cat, s->catalog_path, 0);
-	if (r == -EMEDIUMTYPE) { /* damaged, or of another format: it is only a cache */
-		struct strbuf aside = {0};
-		char format[64];
-		r = catalog_format_of(s->catalog_path, format, sizeof(format)) == 0
-			    ? sb_printf(&aside, "%s.%s", s->catalog_path, format)
-			    : sb_printf(&aside, "%s.damaged", s->catalog_path);
-		if (r == 0 && rename(s->catalog_path, aside.buf) < 0)
-			r = -errno;
-		sb_free(&aside);
-		r = r ?: -ENOENT;
+	if ((r == -EMEDIUMTYPE || r == -EUCLEAN) && there) { /* damaged, or of another format: */
+		char format[64];                             /* it is only a cache */
+		bool other = catalog_format_of(s->catalog_path, format, sizeof(format)) == 0;
+		r = set_catalog_aside(s->catalog_path, other ? format : "damaged", &was) ?: -ENOENT;
 	}
 	if (r == -ENOENT) {
 		r = create_catalog(s->catalog_path);
@@ -728,19 +757,16 @@ static int set_aside_damaged(struct store *s, struct strbuf *err)
 	err->len = 0;
 	if (err->buf)
 		err->buf[0] = '\0';
-	struct stat st;
-	struct strbuf aside = {0};
-	int r = sb_printf(&aside, "%s.damaged", s->catalog_path);
 	pthread_mutex_lock(&s->mu);
-	bool same = stat(s->catalog_path, &st) == 0 && st.st_dev == s->catalog_dev && st.st_ino == s->catalog_ino;
+	struct stat was = {.st_dev = s->catalog_dev, .st_ino = s->catalog_ino};
 	pthread_mutex_unlock(&s->mu);
-	if (r == 0 && same && rename(s->catalog_path, aside.buf) < 0 && errno != ENOENT) {
-		r = -errno;
+	int r = set_catalog_aside(s->catalog_path, "damaged", &was);
+	if (r < 0) {
 		sb_printf(err, "catalog %s is damaged, and cannot be set aside: %s", s->catalog_path,
 			  strerror(-r));
+		return r;
 	}
-	sb_free(&aside);
-	return r ?: open_catalog(s, err);
+	return open_catalog(s, err);
 }
 
 static int open_and_reconcile(struct store *s, const struct store_options *o, int flags,

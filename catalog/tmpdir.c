@@ -1,5 +1,6 @@
 /* tmpdir.c: see tmpdir.h. */
 #include "tmpdir.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -10,7 +11,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,13 +33,8 @@ static int peek(int dirfd, const char *name, struct statx *sx)
 	return 0;
 }
 
-static dev_t dev_of(const struct statx *sx)
-{
-	return makedev(sx->stx_dev_major, sx->stx_dev_minor);
-}
-
 /* Removes the entries of directory dfd (closed here) on device dev, then name under parent;
- * a directory on another device (a mount) and what holds it stay. */
+ * a directory something is mounted on (mounted_at) and what holds it stay. */
 static void remove_tree_at(int parent, const char *name, int dfd, dev_t dev, int depth)
 {
 	DIR *d = fdopendir(dfd);
@@ -55,7 +50,7 @@ static void remove_tree_at(int parent, const char *name, int dfd, dev_t dev, int
 			unlinkat(dirfd(d), e->d_name, 0);
 			continue;
 		}
-		if (dev_of(&sx) != dev || depth >= TMPDIR_MAX_DEPTH)
+		if (mounted_at(dirfd(d), e->d_name, dev) || depth >= TMPDIR_MAX_DEPTH)
 			continue;
 		int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (sub >= 0)
@@ -70,7 +65,7 @@ static void remove_tree_at(int parent, const char *name, int dfd, dev_t dev, int
 static bool sweepable(int tmpfd, const char *name, dev_t dev)
 {
 	struct statx sx;
-	return peek(tmpfd, name, &sx) == 0 && S_ISDIR(sx.stx_mode) && dev_of(&sx) == dev &&
+	return peek(tmpfd, name, &sx) == 0 && S_ISDIR(sx.stx_mode) && !mounted_at(tmpfd, name, dev) &&
 	       sx.stx_uid == geteuid() && !(sx.stx_mode & 077) &&
 	       time(NULL) - sx.stx_mtime.tv_sec > TMPDIR_GRACE_SECONDS;
 }

@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -469,4 +470,14 @@ uint64_t random_below(uint64_t n)
 	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != sizeof(v))
 		v = (uint64_t)now_ns() ^ ((uint64_t)getpid() << 32); /* never blocks, never fails */
 	return v % n;
+}
+
+bool mounted_at(int dirfd, const char *name, dev_t parent_dev)
+{
+	struct statx sx;
+	if (statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC, STATX_TYPE, &sx) < 0)
+		return true;
+	return makedev(sx.stx_dev_major, sx.stx_dev_minor) != parent_dev ||
+	       ((sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+		(sx.stx_attributes & STATX_ATTR_MOUNT_ROOT));
 }

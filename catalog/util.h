@@ -133,4 +133,10 @@ static inline void freep(void *p) { free(*(void **)p); }
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Is name under dirfd (never followed) something mounted there: on another device than its
+ * parent's (parent_dev), or the root of a mount (a bind mount of a directory of the same file
+ * system; statx's STATX_ATTR_MOUNT_ROOT)? Asks only the kernel's cached attributes, so a
+ * stopped FUSE daemon cannot hang the caller. True too when name cannot be looked at. */
+bool mounted_at(int dirfd, const char *name, dev_t parent_dev);
+
 #endif

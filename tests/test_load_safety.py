@@ -302,13 +302,18 @@ def test_what_a_killed_load_left_in_tmpdir_goes_with_the_next_load(backup, tmp_p
     wait_for(lambda: not alive(loader) and not mounts_of(store), 'the loader to end and the mount to go')
     assert sorted(os.listdir(tmpdir)) == left
     assert any(files for _, _, files in os.walk(tmpdir))  # the staging tree's links
-    # another user's directory, and one a live run holds, under the same names: both stay
+    # another user's directory, and one a live run holds, under the same names: both stay; and
+    # a dead run's with a directory of this file system bind-mounted in it: that one's files stay
     others = tmpdir / 'cassbackup-load-stage-other'
     held = tmpdir / 'cassbackup-load-stage-held'
-    for d in (others, held):
-        d.mkdir(mode=0o700)
+    bound = tmpdir / 'cassbackup-load-stage-bound'
+    precious = tmp_path / 'precious'
+    for d in (others, held, bound / 'sub', precious):
+        d.mkdir(mode=0o700, parents=True)
         (d / 'keep').write_text('x')
+    os.chmod(bound, 0o700)  # as a run makes it
     os.chown(others, 12345, 12345)
+    subprocess.run(['mount', '--bind', str(precious), str(bound / 'sub')], check=True)
     for n in os.listdir(tmpdir):  # past the minute a run may take to lock what it made
         os.utime(tmpdir / n, (time.time() - 120, time.time() - 120))
     holder = os.open(held, os.O_RDONLY | os.O_DIRECTORY)
@@ -317,10 +322,12 @@ def test_what_a_killed_load_left_in_tmpdir_goes_with_the_next_load(backup, tmp_p
         open(env['SSTABLELOADER_STANDIN_LOG'], 'w').close()
         env.pop('SSTABLELOADER_STANDIN_HANG')
         run(*args, env=env)
-        assert sorted(os.listdir(tmpdir)) == sorted([others.name, held.name])
+        assert sorted(os.listdir(tmpdir)) == sorted([others.name, held.name, bound.name])
         assert (others / 'keep').exists() and (held / 'keep').exists()
+        assert os.listdir(precious) == ['keep'] and os.listdir(bound) == ['sub'], (os.listdir(precious), os.listdir(bound))
     finally:
         os.close(holder)
+        subprocess.run(['umount', str(bound / 'sub')], check=True)
 
 
 # --- defect 9 (password), defect 22 (descriptors) ---------------------------------------------

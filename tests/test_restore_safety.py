@@ -547,8 +547,8 @@ def test_two_restores_into_one_table_take_turns(store, sample_tree, tmp_path):
     rc, err, prefix = restore_while_a_data_db_appears(store, live, tdir, second_restore)
     p = seen['p']
     assert p.returncode == 1 and p.stderr.splitlines() == [
-        f'cassbackup: table directory {tdir}: another restore is placing files in it; run this one '
-        'once it has ended', 'cassbackup: nothing was restored'], p.stderr
+        f'cassbackup: table directory {tdir}: another restore is placing files in it (or another '
+        'table of this one is to go there too); run this one once it has ended', 'cassbackup: nothing was restored'], p.stderr
     assert seen['after'] == seen['before']
     assert rc == 0, err
     files = snapshot_tables(sample_dirs(sample_tree), 'nightly-1')[('shop', 'orders')]

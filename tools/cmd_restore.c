@@ -274,18 +274,22 @@ static int choose_target(const struct restore_opts *o, const struct cb_table_row
 
 /* Locks target directory fd (flock) for this run, so that two restores never place files in
  * one table at once: each would take the other's files for a killed run's and resume or take
- * them back (a Data.db left without its components). 0, or -EWOULDBLOCK (another run holds
- * it) or -errno. */
+ * them back (a Data.db left without its components). 0 (also where the file system has no
+ * such lock), or -EWOULDBLOCK (another run holds it) or -errno. */
 static int lock_target(int fd)
 {
-	return flock(fd, LOCK_EX | LOCK_NB) < 0 ? -errno : 0;
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return 0;
+	/* a file system without flock for a directory (NFS emulates it with a write lock, which
+	 * a descriptor open for reading cannot take): restores there do not take turns */
+	return errno == EBADF || errno == ENOLCK || errno == EOPNOTSUPP ? 0 : -errno;
 }
 
 static void say_target_taken(const char *target, int r)
 {
 	if (r == -EWOULDBLOCK)
-		errorf("table directory %s: another restore is placing files in it; run this one once "
-		       "it has ended", target);
+		errorf("table directory %s: another restore is placing files in it (or another table "
+		       "of this one is to go there too); run this one once it has ended", target);
 	else
 		errorf("table directory %s: cannot lock it: %s", target, strerror(-r));
 }
@@ -1611,7 +1615,8 @@ static int make_table_dir(struct plan_table *pt, struct failure *fail)
 	if (e) {
 		snprintf(fail->why, sizeof(fail->why), "%s: %s", pt->target,
 			 e == ELOOP ? "a symlink, not followed"
-			 : e == EWOULDBLOCK ? "another restore is placing files in it" : strerror(e));
+			 : e == EWOULDBLOCK ? "another restore is placing files in it (or another table of "
+			 "this one is to go there too)" : strerror(e));
 		return -e;
 	}
 	return 0;

@@ -265,17 +265,6 @@ static int skip_other(struct ctx *c, const char *path)
 	return note_path(&c->res->others, &c->res->nothers, path);
 }
 
-/* Is directory name under dirfd (st: its lstat) something mounted there: another file system
- * than its parent's (dev), or a bind mount (the root of a mount, said by statx)? */
-static bool mounted_there(int dirfd, const char *name, const struct stat *st, dev_t dev)
-{
-	struct statx sx;
-	return st->st_dev != dev ||
-	       (statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC, STATX_TYPE, &sx) == 0 &&
-		(sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
-		(sx.stx_attributes & STATX_ATTR_MOUNT_ROOT));
-}
-
 /* Notes a directory on another file system than its parent's, not crossed (scan.h). */
 static int skip_mount(struct ctx *c, const char *path)
 {
@@ -621,7 +610,7 @@ static int scan_files(struct ctx *c, struct scan_table *t, const struct place *d
 		} else if (S_ISLNK(st.st_mode)) {
 			r = skip_link(c, p.buf);
 		} else if (S_ISDIR(st.st_mode) && idx < 0 && e->d_name[0] == '.' &&
-			   mounted_there(dir->fd, e->d_name, &st, dst.st_dev)) {
+			   mounted_at(dir->fd, e->d_name, dst.st_dev)) {
 			r = skip_mount(c, p.buf);
 		} else if (S_ISDIR(st.st_mode) && idx < 0 && e->d_name[0] == '.') {
 			struct place sub = {0};
@@ -754,7 +743,7 @@ static int scan_backups_dir(struct ctx *c, const char *ks, const char *table, co
 		return 0; /* nothing flushed since incremental backups were turned on */
 	struct place b;
 	struct strbuf path = {0};
-	if (S_ISDIR(st.st_mode) && mounted_there(tdir->fd, "backups", &st, tst.st_dev)) {
+	if (S_ISDIR(st.st_mode) && mounted_at(tdir->fd, "backups", tst.st_dev)) {
 		int r = sb_printf(&path, "%s/backups", tdir->path) ?: skip_mount(c, path.buf);
 		sb_free(&path);
 		return r;
