@@ -505,7 +505,6 @@ static int recheck(prune *p, struct strbuf *err)
 	return 0;
 }
 
-
 /* A delete request that failed may have reached the store all the same (no answer, a timeout,
  * a reset) and land later: the lock stays in place until it lapses (store_lock_keep), as
  * after a manifest write whose outcome is unknown, so no create takes the store meanwhile
@@ -518,6 +517,7 @@ static void keep_lock_after_failed_delete(prune *p, struct strbuf *err)
 	sb_puts(err, "; the lock is left in place until it lapses, so that no backup is made on "
 		"what this delete may still remove");
 }
+
 /* Deletes the due packs no backup uses, PRUNE_BATCH at a time (one DeleteObjects on S3):
  * from the store, then from the catalog. A pack the catalog lacks now (gone meanwhile) counts
  * as used, so it is left alone. */

@@ -486,10 +486,6 @@ static void drop_sidecars(const char *path)
 	}
 }
 
-/* Creates an empty catalog at path, atomically: made under a name of its own, then linked into
- * place, so a process that opens the catalog meanwhile never sees a half-made one. Creators
- * take turns on an flock of path.lock, so the sidecars dropped are never a new catalog's.
- * -EEXIST when another process made it first. */
 /* Takes the flock of path.lock, on which the creators of the catalog at path and those who set
  * a damaged one aside take turns: its descriptor (closing it lets go), or -errno. */
 static int lock_catalog_place(const char *path)
@@ -526,6 +522,10 @@ static int set_catalog_aside(const char *path, const char *suffix, const struct 
 	return r;
 }
 
+/* Creates an empty catalog at path, atomically: made under a name of its own, then linked into
+ * place, so a process that opens the catalog meanwhile never sees a half-made one. Creators
+ * take turns on an flock of path.lock, so the sidecars dropped are never a new catalog's.
+ * -EEXIST when another process made it first. */
 static int create_catalog(const char *path)
 {
 	struct strbuf tmp = {0};
@@ -712,9 +712,7 @@ static int use_temporary_catalog(struct store *s, const char *why, struct strbuf
 	struct strbuf path = {0};
 	int r = tmpdir_make("catalog", &t);
 	if (r < 0) {
-		const char *tmp = getenv("TMPDIR");
-		sb_printf(err, "; nor can a temporary one be made in %s: %s", tmp && *tmp ? tmp : "/tmp",
-			  strerror(-r));
+		sb_printf(err, "; nor can a temporary one be made in %s: %s", tmpdir_root(), strerror(-r));
 		return r;
 	}
 	r = sb_printf(&path, "%s/catalog.db", t.path);

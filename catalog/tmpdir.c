@@ -17,7 +17,7 @@
 #define TMPDIR_GRACE_SECONDS 60
 #define TMPDIR_MAX_DEPTH 16 /* deeper than any tree a run makes */
 
-static const char *tmp_root(void)
+const char *tmpdir_root(void)
 {
 	const char *tmp = getenv("TMPDIR");
 	return tmp && *tmp ? tmp : "/tmp";
@@ -117,7 +117,7 @@ static int lock_dir(const char *path)
 int tmpdir_make(const char *kind, struct tmpdir *t)
 {
 	*t = (struct tmpdir){.fd = -1};
-	const char *tmp = tmp_root();
+	const char *tmp = tmpdir_root();
 	char prefix[64];
 	int n = snprintf(prefix, sizeof(prefix), "cassbackup-%s-", kind);
 	if (n < 0 || (size_t)n >= sizeof(prefix))

@@ -14,6 +14,9 @@ struct tmpdir {
 	int fd;     /* the directory, flocked; meaningful only with path */
 };
 
+/* Where they are made: $TMPDIR when set and not empty, else /tmp. */
+const char *tmpdir_root(void);
+
 /* Sweeps the dead runs' directories of kind, then makes and locks t (zeroed or removed
  * before). kind: letters and dashes. 0, or -errno with t left empty. */
 int tmpdir_make(const char *kind, struct tmpdir *t);

@@ -27,6 +27,7 @@
 #include "hooks.h"
 #include "metrics.h"
 #include "incremental.h"
+#include "tmpdir.h"
 #include "scan.h"
 #include "packer.h"
 #include "seekable.h"
@@ -626,9 +627,8 @@ static int nodetool_output(const struct create_opts *o, const char *const *args,
 	int r = nodetool_argv(&a, o->nodetool);
 	for (size_t i = 0; r == 0 && args[i]; i++)
 		r = strv_push(&a, args[i]);
-	const char *tmp = getenv("TMPDIR");
 	struct strbuf path = {0};
-	r = r ?: sb_printf(&path, "%s/cassbackup-nodetool-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	r = r ?: sb_printf(&path, "%s/cassbackup-nodetool-XXXXXX", tmpdir_root());
 	int fd = r < 0 ? r : mkostemp(path.buf, O_CLOEXEC);
 	if (r == 0 && fd < 0)
 		r = -errno;

@@ -662,9 +662,7 @@ static int open_source(const struct load_opts *o, const struct load_plan *p, str
 	if (o->target_ks) {
 		int e = tmpdir_make("load-stage", &r->staging);
 		if (e < 0) {
-			const char *tmp = getenv("TMPDIR");
-			errorf("cannot make a staging directory in %s: %s", tmp && *tmp ? tmp : "/tmp",
-			       strerror(-e));
+			errorf("cannot make a staging directory in %s: %s", tmpdir_root(), strerror(-e));
 			return e;
 		}
 	}

@@ -132,9 +132,7 @@ int mounter_start(struct mounter *m, const char *store, const char *tag, const c
 	}
 	struct stat st;
 	if ((r = tmpdir_make(tag, &m->dir)) < 0 || (fstat(m->dir.fd, &st) < 0 && (r = -errno))) {
-		const char *tmp = getenv("TMPDIR");
-		snprintf(why, whylen, "cannot make a mount point in %s: %s", tmp && *tmp ? tmp : "/tmp",
-			 strerror(-r));
+		snprintf(why, whylen, "cannot make a mount point in %s: %s", tmpdir_root(), strerror(-r));
 		tmpdir_remove(&m->dir);
 		return r;
 	}

@@ -4,6 +4,7 @@
 #include "manifest.h"
 #include "readback.h"
 #include "store.h"
+#include "tmpdir.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -328,9 +329,8 @@ static int describe_target(const struct schema_create *sc, struct ddl *have)
 /* Runs the statements through cqlsh -f. 0 or the exit code (said). */
 static int run_statements(const struct schema_create *sc, const struct strbuf *cql)
 {
-	const char *tmp = getenv("TMPDIR");
 	char path[4096];
-	snprintf(path, sizeof(path), "%s/cassbackup-schema-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	snprintf(path, sizeof(path), "%s/cassbackup-schema-XXXXXX", tmpdir_root());
 	int fd = mkstemp(path);
 	if (fd < 0 || write(fd, cql->buf, cql->len) != (ssize_t)cql->len || close(fd) < 0) {
 		errorf("cannot write %s: %s; nothing was created or restored", path, strerror(errno));
