@@ -296,7 +296,7 @@ def test_what_a_killed_load_left_in_tmpdir_goes_with_the_next_load(backup, tmp_p
     wait_for(lambda: os.path.exists(marker), 'the loader to start', proc)
     loader = int(open(marker).read())
     left = sorted(os.listdir(tmpdir))
-    assert [n.rsplit('-', 1)[0] for n in left] == ['cassbackup-load', 'cassbackup-load-stage'], left
+    assert sorted(n.rsplit('-', 1)[0] for n in left) == ['cassbackup-load', 'cassbackup-load-stage'], left
     proc.kill()
     proc.communicate()
     wait_for(lambda: not alive(loader) and not mounts_of(store), 'the loader to end and the mount to go')
