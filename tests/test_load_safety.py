@@ -292,13 +292,15 @@ def test_what_a_killed_load_left_in_tmpdir_goes_with_the_next_load(backup, tmp_p
                SSTABLELOADER_STANDIN_HANG='copy.orders')
     args = load_args(store, status, '--keyspace', 'shop', '--target-keyspace', 'copy')
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    marker = os.path.join(env['SSTABLELOADER_STANDIN_STATE'], 'hang.copy.orders')
-    wait_for(lambda: os.path.exists(marker), 'the loader to start', proc)
-    loader = int(open(marker).read())
-    left = sorted(os.listdir(tmpdir))
+    try:
+        marker = os.path.join(env['SSTABLELOADER_STANDIN_STATE'], 'hang.copy.orders')
+        wait_for(lambda: os.path.exists(marker), 'the loader to start', proc)
+        loader = int(open(marker).read())
+        left = sorted(os.listdir(tmpdir))
+    finally:  # SIGKILL: what the test is about, and what a failure above must end with too
+        proc.kill()
+        proc.communicate()
     assert sorted(n.rsplit('-', 1)[0] for n in left) == ['cassbackup-load', 'cassbackup-load-stage'], left
-    proc.kill()
-    proc.communicate()
     wait_for(lambda: not alive(loader) and not mounts_of(store), 'the loader to end and the mount to go')
     assert sorted(os.listdir(tmpdir)) == left
     assert any(files for _, _, files in os.walk(tmpdir))  # the staging tree's links
