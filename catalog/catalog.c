@@ -250,7 +250,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 		       " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
 	[ST_ADD_FILE] = "INSERT INTO files(backup_id, table_row, dir_id, name, size, mode, uid, gid,"
 			" mtime_ns, blob_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-	[ST_LIST_PACKS] = "SELECT id, path FROM packs ORDER BY id",
+	[ST_LIST_PACKS] = "SELECT id, path, size FROM packs ORDER BY id",
 	[ST_PACK_SHA] = "SELECT table_sha256 FROM packs WHERE id = ?1",
 	[ST_ROOT_ATTR] = "SELECT root_mode, root_uid, root_gid FROM backups WHERE root_mode > 0"
 			 " ORDER BY created_ns DESC LIMIT 1",
@@ -1011,13 +1011,13 @@ static int read_loc(catalog *c, sqlite3_stmt *st, int first, int64_t row, struct
 	return 0;
 }
 
-int catalog_list_packs(catalog *c, int (*cb)(void *ctx, int64_t id, const char *relpath),
+int catalog_list_packs(catalog *c, int (*cb)(void *ctx, int64_t id, const char *relpath, uint64_t size),
 		       void *ctx)
 {
 	sqlite3_stmt *st = stmt(c, ST_LIST_PACKS);
 	int rc, r = 0;
 	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
-		r = cb(ctx, sqlite3_column_int64(st, 0), col_text(st, 1));
+		r = cb(ctx, sqlite3_column_int64(st, 0), col_text(st, 1), (uint64_t)sqlite3_column_int64(st, 2));
 	if (r != 0)
 		return done(c, st, r);
 	return rc == SQLITE_DONE ? done(c, st, 0) : done(c, st, cerr(c, rc));

@@ -220,7 +220,7 @@ int catalog_backup_names(catalog *c, catalog_backup_name_fn cb, void *ctx);
 int catalog_pack_sha(catalog *c, int64_t pack_id, unsigned char sha[32]);
 
 /* Packs the catalog knows, for reclaiming packs it doesn't. cb returns 0 to go on. */
-int catalog_list_packs(catalog *c, int (*cb)(void *ctx, int64_t id, const char *relpath),
+int catalog_list_packs(catalog *c, int (*cb)(void *ctx, int64_t id, const char *relpath, uint64_t size),
 		       void *ctx);
 
 /* --- listing ----------------------------------------------------------------------------- */

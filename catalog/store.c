@@ -1175,9 +1175,9 @@ static int on_pack_key(void *ctx, const char *key, uint64_t size)
 	return namelist_add(ctx, key, size, 0, NULL);
 }
 
-static int on_catalog_pack(void *ctx, int64_t id, const char *path)
+static int on_catalog_pack(void *ctx, int64_t id, const char *path, uint64_t size)
 {
-	return namelist_add(ctx, path, 0, id, NULL);
+	return namelist_add(ctx, path, size, id, NULL);
 }
 
 static void note(struct reconcile_stats *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1232,7 +1232,9 @@ static int reconcile_packs(struct store *s, struct reconcile_stats *st, struct s
 		qsort(have.v, have.n, sizeof(*have.v), cmp_named);
 	for (size_t i = 0; r == 0 && i < known.n; i++) {
 		struct named *h = namelist_find(&have, known.v[i].name);
-		if (h)
+		/* a pack of another size than the one indexed (truncated, replaced) is not it: its
+		 * blobs are not "there" for a create or copy to build on; indexed again below */
+		if (h && h->size == known.v[i].size)
 			h->seen = true;
 		else if ((r = catalog_remove_pack(s->cat, known.v[i].id)) == 0)
 			st->packs_removed++;

@@ -263,8 +263,9 @@ int storecheck_select(const struct storecheck_subset *s, const char *const *keys
 
 /* ---- 1. the catalog brought up to date ---------------------------------------------------- */
 
-static int on_known_pack(void *ctx, int64_t id, const char *path)
+static int on_known_pack(void *ctx, int64_t id, const char *path, uint64_t size)
 {
+	(void)size;
 	return named_add(ctx, path, 0, id);
 }
 

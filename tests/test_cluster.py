@@ -7,6 +7,7 @@ creates, the real mount."""
 import json
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -655,3 +656,29 @@ def test_status_counts_a_node_once_whatever_cluster_name_it_gave(store, cluster)
     p = cb('status', '--store', store, 'day1')
     assert p.stdout.startswith('day1: 3 of 3 nodes committed'), p.stdout
     assert 'MISSING' not in p.stdout and p.stdout.count('done') == 3, p.stdout
+
+
+def test_the_backup_job_of_a_node_replaced_under_its_name_applies_its_retention(store, tmp_path):
+    """A node replaced keeps its name (cassbackup.conf's node, its host name) and gets a new
+    host id. The routine job then ran `forget --node NAME`, which names both the old and the
+    new host's backups and is refused: exit 2 every night, and no retention ever again. The
+    job forgets by the host id the backup it just made records."""
+    src = make_sample(str(tmp_path / 'node'), '--data-kib', '16', '--data-dirs', '1', '--keyspaces', '1',
+                      '--tables', '2', '--sstables', '1', '--no-index', '--no-clutter', '--seed', '77')
+    dirs = sample_dirs(src)
+    for d in dirs:  # the job takes its own snapshot (nodetool snapshot, the stand-in's)
+        for root, subdirs, _ in os.walk(d):
+            if 'snapshots' in subdirs:
+                shutil.rmtree(os.path.join(root, 'snapshots'))
+                subdirs.remove('snapshots')
+    conf = tmp_path / 'cassbackup.conf'
+    conf.write_text(f'store = {store}\ndata_dir = {dirs[0]}\nnodetool = {NODETOOL}\nkeep_last = 1\nnode = cass1\n')
+    old, new = dict(NODES[0]), dict(NODES[0], host_id='9f9f9f9f-0000-4000-8000-0000000000ff')
+    for name, n in (('day1', old), ('day2', new), ('day3', new)):
+        ring = tmp_path / f'ring-{name}.json'
+        ring.write_text(json.dumps({'cluster': 'Shop Cluster', 'schema_version': SCHEMA, 'nodes': [n]}))
+        env = dict(os.environ, NODETOOL_STANDIN_RING=str(ring), NODETOOL_STANDIN_NODE=n['address'],
+                   NODETOOL_STANDIN_DATA_DIRS=':'.join(dirs))
+        cb('--config', str(conf), 'backup', '--name', name, env=env)
+    kept = sorted((b['name'], n['host_id']) for b in groups(store) for n in b['nodes'])
+    assert kept == [('day1', old['host_id']), ('day3', new['host_id'])], kept

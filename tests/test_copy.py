@@ -419,3 +419,35 @@ def test_limited_copy_to_s3(s3, source, tmp_path):
            env=dict(env, CASSBACKUP_DEBUG='1'))
     assert 'upload 67108864 B/s, download 67108864 B/s' in p.stderr
     cb('verify', '--store', loc, 'n1', '--limit-download', '64M', env=env)
+
+
+def test_a_damaged_pack_of_the_target_is_never_built_on(tmp_path):
+    """The target's pack of b1, truncated after it was catalogued: a copy of b2 (the same
+    bytes) took them for "already there" (sent 0 blobs), committed b2, exit 0, and nothing
+    could read b2. A pack whose size is not the one indexed is not taken for the one indexed:
+    the copy sends the bytes again, and b2 reads whole. So does a create into that store."""
+    src_tree = make_sample(str(tmp_path / 'data'), '--data-dirs', '1', '--keyspaces', '1', '--tables', '1',
+                           '--sstables', '1', '--data-kib', '64', '--incompressible', '--no-clutter')
+    dirs = sample_dirs(src_tree)
+    src, dst = str(tmp_path / 'src'), str(tmp_path / 'dst')
+    for s in (src, dst):
+        cb('init', '--store', s)
+    for name in ('b1', 'b2'):
+        cb('create', '--store', src, '--name', name, *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    cb('copy', '--from', src, '--to', dst, 'b1')
+    [pack] = packs(dst)
+    os.truncate(pack, 1000)
+    cb('copy', '--from', src, '--to', dst, 'b2')
+    cb('verify', '--store', dst, 'b2')
+    cb('export', '--store', dst, 'b2', '-o', str(tmp_path / 'b2.tar'))
+    cb('create', '--store', dst, '--name', 'b3', *data_dir_args(dirs), '--snapshot', 'nightly-1')
+    cb('verify', '--store', dst, 'b3')
+
+
+def test_export_to_a_file_whose_name_is_name_max_long(source, tmp_path):
+    """export -o made its temporary file as FILE.tmp.XXXXXX: a FILE of 250 bytes, which tar
+    writes, failed with "File name too long". The temporary file has a name of its own."""
+    src = source[0]
+    out = tmp_path / ('x' * 250)
+    cb('export', '--store', src, names(src)[0], '-o', str(out))
+    assert out.stat().st_size > 0 and os.listdir(tmp_path) == [out.name]

@@ -8,8 +8,10 @@
  *      from the configuration as create reads it; hooks and metrics as create runs them;
  *   2. when the configuration sets a retention (keep_last, keep_hourly, keep_daily,
  *      keep_weekly, keep_monthly, keep_yearly, keep_within) and the create succeeded:
- *      cassbackup forget --node NODE --keep-...: this node's backups only, so nodes sharing a
- *      store each keep their own; then cassbackup prune --if-idle (its metrics as prune
+ *      cassbackup forget --node KEY --keep-...: this node's backups only, so nodes sharing a
+ *      store each keep their own (KEY: the host id the backup just made records, else NODE:
+ *      a node replaced under its name keeps the old host's backups apart, and NODE alone
+ *      would name both); then cassbackup prune --if-idle (its metrics as prune
  *      records them): the last node to finish prunes, not each one that finds another's
  *      create running.
  *
@@ -21,10 +23,12 @@
  *
  * It runs create, forget and prune in this process, with the argv an operator would type, so what
  * they check, print and exit with is theirs. */
+#include "catalog.h"
 #include "cli.h"
 #include "cluster.h"
 #include "conf.h"
 #include "exec.h"
+#include "store.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -150,6 +154,15 @@ static int check_retention(void)
 	return 0;
 }
 
+/* Does the configuration set a retention (a keep_* key)? */
+static bool retention_set(void)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(keep_keys); i++)
+		if (config_get(keep_keys[i]))
+			return true;
+	return false;
+}
+
 /* forget's argv for the configured retention, if any (a->n stays 0 when there is none). */
 static int forget_argv(struct strv *a, const char *store, const char *node)
 {
@@ -164,6 +177,39 @@ static int forget_argv(struct strv *a, const char *store, const char *node)
 		if (r < 0)
 			return r;
 	}
+	return 0;
+}
+
+struct made_backup {
+	const char *name, *node;
+	char key[256]; /* its node key (host id, else node name); "" until found */
+};
+
+static int find_made(void *ctx, const struct cb_backup_summary *b)
+{
+	struct made_backup *m = ctx;
+	if (!b->invalid && !strcmp(b->name, m->name) && !strcmp(b->node, m->node))
+		snprintf(m->key, sizeof(m->key), "%s", b->node_key);
+	return 0;
+}
+
+/* The node key (host id, else node name) of backup name of node just made, into key: what
+ * forget's --node takes to mean this node only. 0, or the exit code (said). */
+static int made_node_key(const char *store, const char *name, const char *node, char key[256])
+{
+	struct store *s;
+	int rc = cli_store_open(store, STORE_READONLY, &s);
+	if (rc)
+		return rc;
+	struct made_backup m = {name, node, ""};
+	int r = catalog_list_backups(store_catalog(s), find_made, &m);
+	store_close(s);
+	if (r < 0 || !m.key[0]) {
+		errorf("backup %s of node %s: %s; nothing forgotten", name, node,
+		       r < 0 ? strerror(-r) : "not in the store's catalog after its create");
+		return CB_EXIT_FAILED;
+	}
+	snprintf(key, 256, "%s", m.key);
 	return 0;
 }
 
@@ -245,17 +291,19 @@ int cmd_backup(int argc, char **argv)
 	if (check_retention() != 0)
 		return CB_EXIT_USAGE;
 	struct strv fa = {0};
-	if (forget_argv(&fa, store, node) < 0) {
+	char key[256] = "";
+	rc = run_create(store, node, name ? name : made);
+	fflush(stdout);
+	if (rc == CB_EXIT_OK && retention_set())
+		rc = made_node_key(store, name ? name : made, node, key);
+	if (rc == CB_EXIT_OK && forget_argv(&fa, store, key) < 0) {
 		errorf("out of memory");
 		rc = CB_EXIT_FAILED;
-	} else {
-		rc = run_create(store, node, name ? name : made);
-		fflush(stdout);
-		if (rc == CB_EXIT_OK && fa.n)
-			rc = cmd_forget((int)fa.n, fa.v);
-		if (rc == CB_EXIT_OK && fa.n)
-			rc = run_prune_if_idle(store);
 	}
+	if (rc == CB_EXIT_OK && fa.n)
+		rc = cmd_forget((int)fa.n, fa.v);
+	if (rc == CB_EXIT_OK && fa.n)
+		rc = run_prune_if_idle(store);
 	strv_free(&fa);
 	return rc;
 }

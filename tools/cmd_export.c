@@ -59,7 +59,8 @@ struct export {
 	struct archive *a;
 	locale_t utf8;
 	char *file;    /* the file renamed to: FILE, or what FILE, a symlink, names */
-	char *tmp;     /* <file>.tmp.XXXXXX, ours alone, while it is not renamed to file */
+	char *tmp;     /* <file's directory>/.cassbackup-export-XXXXXX, ours alone, while it is not
+			* renamed to file (a name of its own length: FILE's may be NAME_MAX long) */
 	int fd;
 	bool own_fd;   /* fd is FILE's itself (a device or FIFO), closed at the end */
 	readback *rb;
@@ -337,7 +338,9 @@ static int open_output(struct export *x)
 		return r < 0 ? r : 0;
 	if ((r = resolve_output(x)) < 0)
 		return r;
-	if (asprintf(&x->tmp, "%s.tmp.XXXXXX", x->file) < 0) {
+	const char *slash = strrchr(x->file, '/');
+	if (asprintf(&x->tmp, "%.*s.cassbackup-export-XXXXXX", slash ? (int)(slash - x->file + 1) : 0,
+		     x->file) < 0) {
 		x->tmp = NULL;
 		return -ENOMEM;
 	}

@@ -46,9 +46,10 @@ static int on_backup(void *ctx, int64_t id, const char *name, uint64_t size, con
 	return strv_push(ctx, name);
 }
 
-static int on_pack(void *ctx, int64_t id, const char *path)
+static int on_pack(void *ctx, int64_t id, const char *path, uint64_t size)
 {
 	(void)id;
+	(void)size;
 	return strv_push(ctx, path);
 }
 

@@ -348,8 +348,9 @@ static int check_live(void *ctx, const struct cb_live_blob *b)
 	return 0;
 }
 
-static int collect_pack(void *ctx, int64_t id, const char *relpath)
+static int collect_pack(void *ctx, int64_t id, const char *relpath, uint64_t size)
 {
+	(void)size;
 	struct names *nm = ctx;
 	CHECK(relpath);
 	if (nm->n < 64)
