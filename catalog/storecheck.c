@@ -265,8 +265,7 @@ int storecheck_select(const struct storecheck_subset *s, const char *const *keys
 
 static int on_known_pack(void *ctx, int64_t id, const char *path, uint64_t size)
 {
-	(void)size;
-	return named_add(ctx, path, 0, id);
+	return named_add(ctx, path, size, id);
 }
 
 /* Reconciles, and says what that changed. A failure leaves the catalog out of the comparison. */
@@ -402,10 +401,17 @@ static int check_packs(struct check *c)
 		}
 	}
 	sort(c->blobs, c->nblobs, sizeof(*c->blobs), cmp_blobref);
-	for (size_t i = 0; i < c->nknown; i++) /* packs the catalog had */
-		if (!pack_find(c, c->known[i].name))
+	for (size_t i = 0; i < c->nknown; i++) { /* packs the catalog had */
+		const struct cpack *p = pack_find(c, c->known[i].name);
+		if (!p)
 			information(c, "%s: catalog.db knew this pack; the store no longer has it",
 				    c->known[i].name);
+		else if (p->size != c->known[i].size) /* the reconcile took it in as it is now */
+			problem(c, "catalog.db: pack %s: %llu bytes in the store, %llu when it was indexed: "
+				"damaged or replaced since (packs never change; 'cassbackup check "
+				"--read-data' reads what it holds)", p->key, (unsigned long long)p->size,
+				(unsigned long long)c->known[i].size);
+	}
 	named_clear(c);
 	return 0;
 }
