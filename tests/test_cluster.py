@@ -682,3 +682,22 @@ def test_the_backup_job_of_a_node_replaced_under_its_name_applies_its_retention(
         cb('--config', str(conf), 'backup', '--name', name, env=env)
     kept = sorted((b['name'], n['host_id']) for b in groups(store) for n in b['nodes'])
     assert kept == [('day1', old['host_id']), ('day3', new['host_id'])], kept
+
+
+def test_status_says_node_backups_of_other_tables(store, cluster):
+    """One node's backup of the name was made with --table of one table only: status said "2
+    of 2 nodes committed", exit 0, and the rollback playbook, which asks status, would truncate
+    the other table across the cluster with one node's rows in no backup. Node backups of other
+    tables than the first node's are named (TABLES), exit 1."""
+    create_on(store, cluster, 0)
+    create_on(store, cluster, 1, extra=('--table', 'shop.table1'))
+    create_on(store, cluster, 2)
+    p = cb('status', '--store', store, 'day1', check=False)
+    assert p.returncode == 1, p.stdout
+    lines = p.stdout.splitlines()
+    assert lines[0] == 'day1: 3 of 3 nodes committed'
+    [tables] = [l for l in lines if l.split()[0] == 'TABLES']
+    assert NODES[1]['host_id'] in tables or '127.0.0.2' in tables, lines
+    assert '1 node backup is of other tables than' in p.stdout
+    st = json.loads(cb('status', '--store', store, 'day1', '--json', check=False).stdout)
+    assert st['complete'] is False and st['nodes_of_other_tables'] == 1

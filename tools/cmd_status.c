@@ -21,6 +21,27 @@ static size_t count_incomplete(const struct cluster_backups *g)
 	return n;
 }
 
+/* Is node backup b of other tables than first (their scopes, the system keyspaces aside: a
+ * node's own are its alone)? */
+static bool of_other_tables(const struct node_backup *first, const struct node_backup *b)
+{
+	struct manifest_scope x = first->scope, y = b->scope;
+	x.system = y.system = false;
+	return !manifest_scope_equal(&x, &y);
+}
+
+/* The node backups of g made of other tables than its first one (create --table on some
+ * nodes only): a table some nodes lack is not whole in this backup, whatever committed. */
+static size_t count_other_tables(const struct cluster_backups *g)
+{
+	size_t n = 0;
+	const struct node_backup *first = g->n && g->v[0].n ? g->v[0].v[0] : NULL;
+	for (size_t i = 0; first && i < g->n; i++)
+		for (size_t k = 0; k < g->v[i].n; k++)
+			n += of_other_tables(first, g->v[i].v[k]);
+	return n;
+}
+
 static void status_json(struct json *j, const char *name, const struct cluster_backups *g,
 			size_t done, size_t expected, bool ok)
 {
@@ -29,6 +50,7 @@ static void status_json(struct json *j, const char *name, const struct cluster_b
 	json_kv_bool(j, "complete", ok);
 	json_kv_u64(j, "nodes_done", done);
 	json_kv_u64(j, "nodes_incomplete", count_incomplete(g));
+	json_kv_u64(j, "nodes_of_other_tables", count_other_tables(g));
 	json_key(j, "nodes_expected");
 	if (expected)
 		json_u64(j, expected);
@@ -82,6 +104,21 @@ static int status_text(struct strbuf *o, const char *name, const struct cluster_
 		r = sb_printf(o, "%zu node backup%s INCOMPLETE: committed, but not every file's bytes are "
 			      "in a pack the store holds, so it cannot be restored whole ('cassbackup check' "
 			      "says what is missing)\n", incomplete, incomplete == 1 ? " is" : "s are");
+	const struct node_backup *first = g->n && g->v[0].n ? g->v[0].v[0] : NULL;
+	for (size_t i = 0; r == 0 && first && i < g->n; i++)
+		for (size_t k = 0; r == 0 && k < g->v[i].n; k++) {
+			_cleanup_free_ char *who = of_other_tables(first, g->v[i].v[k])
+							   ? node_backup_label(g->v[i].v[k]) : NULL;
+			if (who)
+				r = sb_printf(o, "  %-10s %s\n", "TABLES", who);
+		}
+	size_t other = count_other_tables(g);
+	if (r == 0 && other) {
+		_cleanup_free_ char *f = node_backup_label(first);
+		r = sb_printf(o, "%zu node backup%s of other tables than %s's ('cassbackup show' lists "
+			      "each one's): a table only some nodes hold is not whole in this backup\n",
+			      other, other == 1 ? " is" : "s are", f ? f : "");
+	}
 	return r;
 }
 
@@ -102,9 +139,10 @@ int cmd_status(int argc, char **argv)
 		.max_operands = 1,
 		.description = "Says whether every node of the ring the node backups of NAME recorded\n"
 			       "(the union of their rings) has committed its backup NAME, naming each\n"
-			       "node missing (address and host id) and each node backup that is\n"
-			       "INCOMPLETE. Exit status: 0 when all have and all are complete, 1 when\n"
-			       "not, 3 when there is no backup NAME.",
+			       "node missing (address and host id), each node backup that is\n"
+			       "INCOMPLETE, and each of other tables than the first node's (TABLES).\n"
+			       "Exit status: 0 when all have, all are complete and of the same tables,\n"
+			       "1 when not, 3 when there is no backup NAME.",
 		.options = opts,
 	};
 	int first, rc = cli_parse(&cmd, argc, argv, &first);
@@ -134,7 +172,7 @@ int cmd_status(int argc, char **argv)
 		struct json j;
 		json_init(&j, &out);
 		int r = 0;
-		bool whole = missing == 0 && count_incomplete(&g) == 0;
+		bool whole = missing == 0 && count_incomplete(&g) == 0 && count_other_tables(&g) == 0;
 		if (json)
 			status_json(&j, name, &g, done, expected, whole);
 		else
