@@ -90,6 +90,42 @@ static const char schema_sql[] =
  * whose row ids, never reused (AUTOINCREMENT), name the same rows for the file's life. */
 #define IDENTITY_SQL "INSERT OR IGNORE INTO meta(key, value) VALUES('id', lower(hex(randomblob(16))))" 
 
+/* The ids a rebuild in place keeps (catalog_clear), one table per kind of node, each keyed
+ * by what makes a node the same node: a backup by its ref and its manifest (size, version,
+ * time made), so one forgotten and made again under its name is another; a keyspace, table
+ * or directory by its parent's (kept) id and its name (a table by its table id too); a file
+ * by its parent's ids, its name and its content. The parent's new row has its old id only
+ * when kept, and a row's new id is never an old one (AUTOINCREMENT), so a node not kept
+ * matches nothing below it either. Made on every connection (ST_ADD_* read them), empty but
+ * within a rebuild's transaction. */
+#define KEPT_SQL                                                                                  \
+	"CREATE TEMP TABLE IF NOT EXISTS kept_backups(ref TEXT, created_ns INTEGER,"              \
+	"  manifest_size INTEGER, manifest_version TEXT, id INTEGER,"                             \
+	"  PRIMARY KEY(ref, created_ns, manifest_size, manifest_version)) WITHOUT ROWID;"        \
+	"CREATE TEMP TABLE IF NOT EXISTS kept_keyspaces(backup_id INTEGER, name TEXT, id INTEGER,"\
+	"  PRIMARY KEY(backup_id, name)) WITHOUT ROWID;"                                          \
+	"CREATE TEMP TABLE IF NOT EXISTS kept_tables(keyspace_id INTEGER, name TEXT,"              \
+	"  table_id TEXT, id INTEGER, PRIMARY KEY(keyspace_id, name, table_id)) WITHOUT ROWID;"    \
+	"CREATE TEMP TABLE IF NOT EXISTS kept_dirs(table_row INTEGER, name TEXT, id INTEGER,"      \
+	"  PRIMARY KEY(table_row, name)) WITHOUT ROWID;"                                          \
+	"CREATE TEMP TABLE IF NOT EXISTS kept_files(table_row INTEGER, dir_id INTEGER, name TEXT,"\
+	"  size INTEGER, sha256 BLOB, id INTEGER,"                                                \
+	"  PRIMARY KEY(table_row, dir_id, name, size, sha256)) WITHOUT ROWID;"
+#define FORGET_KEPT_SQL                                                                           \
+	"DELETE FROM temp.kept_backups; DELETE FROM temp.kept_keyspaces;"                         \
+	" DELETE FROM temp.kept_tables; DELETE FROM temp.kept_dirs; DELETE FROM temp.kept_files;"
+#define KEEP_IDS_SQL                                                                              \
+	FORGET_KEPT_SQL                                                                           \
+	" INSERT OR IGNORE INTO temp.kept_backups SELECT ref, created_ns, manifest_size,"         \
+	"  manifest_version, id FROM backups;"                                                    \
+	" INSERT OR IGNORE INTO temp.kept_keyspaces SELECT backup_id, name, id FROM keyspaces;"   \
+	" INSERT OR IGNORE INTO temp.kept_tables SELECT keyspace_id, name, table_id, id FROM tables;"\
+	" INSERT OR IGNORE INTO temp.kept_dirs SELECT table_row, name, id FROM dirs;"             \
+	" INSERT OR IGNORE INTO temp.kept_files SELECT f.table_row, f.dir_id, f.name, f.size,"    \
+	"  b.sha256, f.id FROM files f JOIN blobs b ON b.id = f.blob_id;"
+/* A backup's ref as ST_ADD_BACKUP makes it from its parameters */
+#define ADDED_REF "(CASE WHEN ?18 THEN ?1 || '/' || ?19 ELSE ?1 END)"
+
 /* Columns every node query returns: id, name, size, mode, uid, gid, mtime_ns. */
 #define NODE_COLS_DIR(t) "id, name, 0, mode, uid, gid, mtime_ns FROM " t
 /* A node file (table_row < 0, catalog.h) may hold passwords (cassandra.yaml's keystore ones):
@@ -218,14 +254,16 @@ static const char *const stmt_sql[ST__COUNT] = {
 			" pack_id = COALESCE(pack_id, excluded.pack_id)",
 	[ST_ADD_BLOB_LOC] = "INSERT OR IGNORE INTO blob_locs(blob_id, pack_id, offset)"
 			    " VALUES(?1, ?2, ?3)",
-	[ST_ADD_BACKUP] = "INSERT INTO backups(name, cluster, datacenter, node, host_id,"
+	/* Each ST_ADD_ of a node takes the id kept for it (KEPT_SQL) where there is one. */
+	[ST_ADD_BACKUP] = "INSERT INTO backups(id, name, cluster, datacenter, node, host_id,"
 			  " snapshot_tag, created_ns, files, bytes, new_bytes, stored_bytes,"
 			  " cassandra_version, tokens, root_mode, root_uid, root_gid, manifest_size,"
 			  " ref, node_key, rack, schema_version, ring, base, previous, scope, clears_links,"
 			  " manifest_version, snapshot_ns)"
-			  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
-			  " CASE WHEN ?18 THEN ?1 || '/' || ?19 ELSE ?1 END, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26,"
-			  " ?27, ?28)",
+			  " VALUES((SELECT id FROM temp.kept_backups WHERE ref = " ADDED_REF " AND"
+			  " created_ns = ?7 AND manifest_size = ?17 AND manifest_version = ?27),"
+			  " ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
+			  " " ADDED_REF ", ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
 	/* a row whose name does not agree with its ref is damaged: '' (no manifest's ref) has a
 	 * reconcile drop it and take its manifest in again */
 	[ST_BACKUP_NAMES] = "SELECT id, CASE WHEN ref = name OR ref = name || '/' || node_key"
@@ -242,14 +280,21 @@ static const char *const stmt_sql[ST__COUNT] = {
 	[ST_DEL_PACK] = "DELETE FROM packs WHERE id = ?1",
 	[ST_DEL_LOOSE_BLOBS] = "DELETE FROM blobs WHERE pack_id IS NULL AND NOT EXISTS"
 			       " (SELECT 1 FROM files f WHERE f.blob_id = blobs.id)",
-	[ST_ADD_KEYSPACE] = "INSERT INTO keyspaces(backup_id, name, mode, uid, gid, mtime_ns)"
-			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-	[ST_ADD_TABLE] = "INSERT INTO tables(backup_id, keyspace_id, name, table_id, schema_cql,"
-			 " mode, uid, gid, mtime_ns) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-	[ST_ADD_DIR] = "INSERT INTO dirs(table_row, name, mode, uid, gid, mtime_ns)"
-		       " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-	[ST_ADD_FILE] = "INSERT INTO files(backup_id, table_row, dir_id, name, size, mode, uid, gid,"
-			" mtime_ns, blob_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+	[ST_ADD_KEYSPACE] = "INSERT INTO keyspaces(id, backup_id, name, mode, uid, gid, mtime_ns)"
+			    " VALUES((SELECT id FROM temp.kept_keyspaces WHERE backup_id = ?1 AND"
+			    " name = ?2), ?1, ?2, ?3, ?4, ?5, ?6)",
+	[ST_ADD_TABLE] = "INSERT INTO tables(id, backup_id, keyspace_id, name, table_id, schema_cql,"
+			 " mode, uid, gid, mtime_ns)"
+			 " VALUES((SELECT id FROM temp.kept_tables WHERE keyspace_id = ?2 AND name = ?3"
+			 " AND table_id = ?4), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	[ST_ADD_DIR] = "INSERT INTO dirs(id, table_row, name, mode, uid, gid, mtime_ns)"
+		       " VALUES((SELECT id FROM temp.kept_dirs WHERE table_row = ?1 AND name = ?2),"
+		       " ?1, ?2, ?3, ?4, ?5, ?6)",
+	[ST_ADD_FILE] = "INSERT INTO files(id, backup_id, table_row, dir_id, name, size, mode, uid,"
+			" gid, mtime_ns, blob_id)"
+			" VALUES((SELECT id FROM temp.kept_files WHERE table_row = ?2 AND dir_id = ?3"
+			" AND name = ?4 AND size = ?5 AND sha256 = (SELECT sha256 FROM blobs WHERE"
+			" id = ?10)), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 	[ST_LIST_PACKS] = "SELECT id, path, size FROM packs ORDER BY id",
 	[ST_PACK_SHA] = "SELECT table_sha256 FROM packs WHERE id = ?1",
 	[ST_ROOT_ATTR] = "SELECT root_mode, root_uid, root_gid FROM backups WHERE root_mode > 0"
@@ -368,6 +413,7 @@ struct catalog {
 	sqlite3_stmt *st[ST__COUNT];
 	char why[160]; /* the last invalid row, for catalog_errmsg; "" when none */
 	char id[33];   /* the catalog's identity (meta 'id'); "" for an old read-only one */
+	bool kept;     /* catalog_clear kept ids in this transaction (KEPT_SQL) */
 };
 
 static const char *col_text(sqlite3_stmt *st, int i);
@@ -475,10 +521,12 @@ int catalog_renew_identity(catalog *c)
 
 int catalog_clear(catalog *c)
 {
-	static const char sql[] = "DELETE FROM files; DELETE FROM dirs; DELETE FROM tables;"
+	static const char sql[] = KEEP_IDS_SQL
+				  " DELETE FROM files; DELETE FROM dirs; DELETE FROM tables;"
 				  " DELETE FROM keyspaces; DELETE FROM backups; DELETE FROM blob_locs;"
 				  " DELETE FROM blobs; DELETE FROM packs;";
 	c->why[0] = '\0';
+	c->kept = true;
 	return errno_from_sqlite(c->db, sqlite3_exec(c->db, sql, NULL, NULL, NULL));
 }
 
@@ -606,7 +654,8 @@ int catalog_open(catalog **out, const char *path, int flags)
 	    ((r = errno_from_sqlite(c->db, sqlite3_exec(c->db, BACKUPS_BY_NAME, NULL, NULL, NULL))) < 0 ||
 	     (r = errno_from_sqlite(c->db, sqlite3_exec(c->db, IDENTITY_SQL, NULL, NULL, NULL))) < 0))
 		goto fail;
-	if ((r = read_identity(c)) < 0)
+	if ((r = read_identity(c)) < 0 ||
+	    (r = errno_from_sqlite(c->db, sqlite3_exec(c->db, KEPT_SQL, NULL, NULL, NULL))) < 0)
 		goto fail;
 
 	for (int i = 0; i < ST__COUNT; i++) {
@@ -658,11 +707,16 @@ int catalog_read_begin(catalog *c)
 
 int catalog_commit(catalog *c)
 {
-	return exec_stmt(c, stmt(c, ST_COMMIT));
+	int r = 0;
+	if (c->kept) /* the kept ids end with the rebuild that kept them */
+		r = errno_from_sqlite(c->db, sqlite3_exec(c->db, FORGET_KEPT_SQL, NULL, NULL, NULL));
+	c->kept = false;
+	return r ?: exec_stmt(c, stmt(c, ST_COMMIT));
 }
 
 void catalog_rollback(catalog *c)
 {
+	c->kept = false; /* the rollback takes the kept ids away with the rest */
 	if (!sqlite3_get_autocommit(c->db))
 		exec_stmt(c, stmt(c, ST_ROLLBACK));
 }

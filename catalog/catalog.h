@@ -89,10 +89,10 @@ int catalog_checkpoint(catalog *c);
 int catalog_format_of(const char *path, char *out, size_t n);
 
 /* The catalog file's identity: 32 hex digits made at random with the file, the same for every
- * connection to it ("" for a catalog from before identities, opened read-only). Row ids are
- * never reused within one identity (a rebuild in place makes new rows with new ids), so a
- * program that holds ids (the mount's inode numbers) must start afresh only when the identity
- * of the file at the path changes. */
+ * connection to it ("" for a catalog from before identities, opened read-only). Within one
+ * identity a row id names one node for good (a rebuild in place gives a node its old id, or
+ * one never used before: catalog_clear), so a program that holds ids (the mount's inode
+ * numbers) must start afresh only when the identity of the file at the path changes. */
 const char *catalog_identity(const catalog *c);
 /* Reads the identity again (another connection may have renewed it). */
 int catalog_reread_identity(catalog *c);
@@ -101,7 +101,11 @@ int catalog_reread_identity(catalog *c);
 int catalog_renew_identity(catalog *c);
 
 /* Deletes every backup, pack and blob row, within the caller's transaction (a rebuild in
- * place, store_rebuild_catalog); the identity and the id sequences stay. */
+ * place, store_rebuild_catalog); the identity and the id sequences stay. A node added again
+ * within that transaction gets its old id when it is the same node: the same backup (its ref,
+ * and its manifest's size, version and time made) and the same path below it, and for a file
+ * the same content. So the numbers a program holds (the mount's inode numbers) still name
+ * the same nodes after a rebuild, and name nothing when their node is not the same. */
 int catalog_clear(catalog *c);
 
 /* Why the last call on this handle failed, for a program to print: the invalid row it met

@@ -11,9 +11,11 @@
  * (struct conn), opened from the store so that it is to the same catalog.
  *
  * Inode numbers. A node's number is its catalog number (catalog.h CB_INO: row id and kind)
- * with the mount's catalog generation in bits GEN_SHIFT and up. Row ids are never reused
- * within one catalog (a rebuild in place makes new ids), so a number the kernel holds names
- * the same node, or none, for the catalog's life. Only a catalog file made anew at its path
+ * with the mount's catalog generation in bits GEN_SHIFT and up. Within one catalog a row id
+ * names one node for good (a rebuild in place, `cassbackup reindex`, keeps each node's id, so
+ * a walk from a working directory inside a backup goes on; a node that is not the same gets
+ * an id never used before), so a number the kernel holds names the same node, or none, for
+ * the catalog's life. Only a catalog file made anew at its path
  * (deleted, set aside as damaged) starts ids over: the refresh thread then moves the mount to
  * it and bumps the generation, and every number of an older generation is answered with
  * ESTALE, which makes the kernel look its path up again, instead of naming another file.

@@ -151,6 +151,84 @@ def test_reindex_forget_prune_and_create_under_a_mount_with_32_threads(store, tm
             assert read(m.path(p)) == read(src)
 
 
+def open_table_dirs(m, files):
+    """{table directory below /backups: an open fd of it} for the tables of files, as a
+    reader holds them (a working directory, rsync's sender, find, an openat walk)."""
+    dirs = {os.path.dirname(p) for p in files if os.path.basename(os.path.dirname(p)) != '.'}
+    return {d: os.open(m.path(d), os.O_RDONLY | os.O_DIRECTORY) for d in sorted(dirs)}
+
+
+def read_at(dfd, name):
+    fd = os.open(name, os.O_RDONLY, dir_fd=dfd)
+    try:
+        return os.read(fd, os.fstat(fd).st_size + 1)
+    finally:
+        os.close(fd)
+
+
+def test_a_walk_from_inside_a_backup_goes_on_after_reindex(store, tmp_path):
+    """reindex rebuilds the catalog under a running mount, taking the backups in by name (b
+    first, made last). A reader walking from inside a backup (an open directory: rsync's
+    sender, a working directory after cd) still opens every file there, with the same inode
+    number and its own bytes. The kernel cannot look such a walk up again from the root, and
+    it failed with ESTALE: the rebuild had given every node a new number."""
+    files = {**backup(store, tmp_path, 'c', 31, kib='64'), **backup(store, tmp_path, 'b', 32, kib='64')}
+    files = {p: src for p, src in files.items() if os.path.dirname(p).count('/') == 2}
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        dirs = open_table_dirs(m, files)
+        try:
+            inos = {p: os.stat(os.path.basename(p), dir_fd=dirs[os.path.dirname(p)]).st_ino
+                    for p in files}
+            for _ in range(2):
+                cb('reindex', '--store', store)
+                for p, src in files.items():
+                    dfd = dirs[os.path.dirname(p)]
+                    assert read_at(dfd, os.path.basename(p)) == read(src), p
+                    assert os.stat(os.path.basename(p), dir_fd=dfd).st_ino == inos[p], p
+        finally:
+            for fd in dirs.values():
+                os.close(fd)
+
+
+def test_a_reindex_never_gives_a_backup_made_again_the_old_ones_numbers(tmp_path):
+    """Host B forgets b1 and makes it again with other bytes; host A, whose catalog still has
+    the old b1, rebuilds it with reindex under its mount. The rebuild keeps the number of each
+    node that is the same node (the same backup, path and content), and the new b1 is another
+    backup: a directory of the old b1 held open finds none of the new one's files there."""
+    data = tmp_path / 'data'
+    table = data / 'ks' / 't-0123456789abcdef0123456789abcdef'
+    loc, key = str(tmp_path / 'store'), tmp_path / 'key'
+    key.write_text(os.urandom(32).hex() + '\n')
+    key.chmod(0o600)
+    content = {}
+
+    def at(host):
+        return dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / host))
+
+    def create(tag, host):
+        (table / 'snapshots' / tag).mkdir(parents=True)
+        content[tag] = os.urandom(5000)
+        (table / 'snapshots' / tag / 'nb-1-big-Data.db').write_bytes(content[tag])
+        cb('create', '--store', loc, '--key-file', str(key), '--data-dir', str(data), '--node', 'n1',
+           '--no-schema', '--no-conf', '--snapshot', tag, '--name', 'b1', env=at(host))
+    cb('init', '--store', loc, '--encrypt', '--key-file', str(key))
+    create('s1', 'host-a')
+    with mounted(loc, str(tmp_path / 'mnt'), opts=('-o', f'key_file={key}'), env=at('host-a')) as m:
+        fd = os.open(m.path('b1', 'ks', 't'), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert read_at(fd, 'nb-1-big-Data.db') == content['s1']
+            cb('forget', '--store', loc, '--key-file', str(key), 'b1', env=at('host-b'))
+            create('s2', 'host-b')
+            cb('reindex', '--store', loc, '--key-file', str(key), env=at('host-a'))
+            with pytest.raises(OSError) as e:
+                got = read_at(fd, 'nb-1-big-Data.db')
+                assert got != content['s2'], 'a directory of the old b1 gave the new b1\'s bytes'
+            assert e.value.errno in (errno.ESTALE, errno.ENOENT), e.value
+        finally:
+            os.close(fd)
+        assert read_uncached(m.path('b1', 'ks', 't', 'nb-1-big-Data.db')) == content['s2']
+
+
 def test_catalog_made_anew_under_a_mount_never_serves_another_file(store, tmp_path):
     """The catalog deleted and made anew (ids start over) while files are looked up and open:
     the mount moves to the new catalog, and a node number it handed out before names nothing

@@ -239,6 +239,78 @@ static void check_row_ids(const char *root)
 	sb_free(&path);
 }
 
+/* The rows of backup `name` made at created_ns: a keyspace, a table, an index directory and
+ * two files, nb-1 of content 1 and nb-2 of content `second` in the index directory; their
+ * ids in ids[0..5] (backup, keyspace, table, dir, nb-1, nb-2). Within the caller's
+ * transaction, after the pack and blobs. */
+static void add_tree(catalog *c, const char *name, int64_t created_ns, unsigned char second,
+		     int64_t ids[6])
+{
+	struct cb_dir_attr a = {.mode = 0755, .mtime_ns = 1};
+	struct cb_backup_info b = {.name = name, .node = "node-1", .created_ns = created_ns};
+	unsigned char sha[32];
+	int64_t pack, blob[2];
+	struct cb_pack_info pinfo = {.path = "packs/bb/bb.tar.zst", .size = 1000, .frames = 1};
+	CHECK(catalog_add_pack(c, &pinfo, &pack) == 0);
+	for (int i = 0; i < 2; i++) {
+		memset(sha, i ? second : 1, sizeof(sha));
+		CHECK(catalog_add_blob(c, sha, 10, pack, 512 * i, &blob[i]) == 0);
+	}
+	CHECK(catalog_add_backup(c, &b, &ids[0]) == 0);
+	CHECK(catalog_add_keyspace(c, ids[0], "shop", &a, &ids[1]) == 0);
+	CHECK(catalog_add_table(c, ids[0], ids[1], "orders", "0123456789abcdef0123456789abcdef", NULL,
+				&a, &ids[2]) == 0);
+	CHECK(catalog_add_dir(c, ids[2], ".orders_idx", &a, &ids[3]) == 0);
+	for (int i = 0; i < 2; i++) {
+		struct cb_file_info f = {.backup_id = ids[0], .table_row = ids[2], .dir_id = i ? ids[3] : 0,
+					 .name = i ? "nb-2-big-Data.db" : "nb-1-big-Data.db", .size = 10,
+					 .mode = 0644, .blob_id = blob[i]};
+		CHECK(catalog_add_file(c, &f, &ids[4 + i]) == 0);
+	}
+}
+
+/* A rebuild in place (catalog_clear, then the rows again in its transaction) gives each node
+ * that is the same node its old id; a file of other content, and every node of a backup made
+ * again at another time, get ids never used before; the kept ids end with the transaction. */
+static void check_clear_keeps_ids(const char *root)
+{
+	struct strbuf path = {0};
+	sb_printf(&path, "%s/kept.db", root);
+	catalog *c;
+	int64_t first[6], again[6], other[6], later[6];
+	CHECK(catalog_open(&c, path.buf, CATALOG_CREATE) == 0);
+	CHECK(catalog_begin(c) == 0);
+	add_tree(c, "k", 5, 2, first);
+	CHECK(catalog_commit(c) == 0);
+
+	CHECK(catalog_begin(c) == 0);
+	CHECK(catalog_clear(c) == 0);
+	add_tree(c, "k", 5, 3, again); /* nb-2 of other content */
+	CHECK(catalog_commit(c) == 0);
+	for (int i = 0; i < 5; i++)
+		CHECK(again[i] == first[i]);
+	CHECK(again[5] > first[5]);
+
+	CHECK(catalog_begin(c) == 0);
+	CHECK(catalog_clear(c) == 0);
+	add_tree(c, "k", 6, 3, other); /* forgotten and made again */
+	catalog_rollback(c);           /* and the rollback keeps the rows as they were */
+	struct cb_node n;
+	CHECK(catalog_node_get(c, CB_INO(CB_NODE_FILE, again[5]), &n) == 0);
+	CHECK(other[0] > again[0] && other[1] > again[1] && other[2] > again[2]);
+	CHECK(other[3] > again[3] && other[4] > again[5] && other[5] > other[4]);
+
+	CHECK(catalog_begin(c) == 0);
+	CHECK(catalog_clear(c) == 0);
+	CHECK(catalog_commit(c) == 0); /* nothing kept after the transaction */
+	CHECK(catalog_begin(c) == 0);
+	add_tree(c, "k", 5, 3, later);
+	CHECK(catalog_commit(c) == 0);
+	CHECK(later[0] > again[0] && later[4] > again[5]);
+	catalog_close(c);
+	sb_free(&path);
+}
+
 int main(void)
 {
 	char root[] = "/tmp/cb-catalog-XXXXXX";
@@ -381,6 +453,7 @@ int main(void)
 	check_invalid_rows(db.buf);
 	check_names_not_text(root);
 	check_row_ids(root);
+	check_clear_keeps_ids(root);
 
 	sb_free(&junk);
 	sb_free(&db);
