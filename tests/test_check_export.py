@@ -494,6 +494,24 @@ def test_export_writes_through_a_symlink_and_keeps_it(real_backup, fixture_tree,
     assert sorted(os.listdir(d)) == ['dangling', 'loop-a', 'loop-b', 'out.tar', 'stdout']
 
 
+def test_export_over_a_file_keeps_its_mode_and_owner(real_backup, tmp_path):
+    """An export over an existing FILE replaced it with a new 0600 file of root's: a tar the
+    operator had made 0640 for a group, or given to the cassandra user, was no longer theirs
+    to read. The replacement now has the old file's mode and owner; a new FILE is 0600."""
+    new = tmp_path / 'new.tar'
+    cb('export', '--store', real_backup, 'real', '-o', new)
+    assert stat.S_IMODE(os.stat(new).st_mode) == 0o600
+    old = tmp_path / 'old.tar'
+    old.write_bytes(b'yesterday')
+    os.chown(old, 4321, 4322)
+    os.chmod(old, 0o2640)
+    cb('export', '--store', real_backup, 'real', '-o', old)
+    st = os.stat(old)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o2640, 4321, 4322)
+    assert old.read_bytes() == new.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ['new.tar', 'old.tar', 'store']
+
+
 def test_export_leaves_another_programs_temporary_file_alone(real_backup, tmp_path):
     """Every export wrote FILE.tmp (O_TRUNC) and a failed one unlinked it: two exports to one
     FILE, or a file of the user's named FILE.tmp, were clobbered. A temporary file is now

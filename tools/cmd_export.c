@@ -324,6 +324,29 @@ static int resolve_output(struct export *x)
 	return r;
 }
 
+/* The temporary file gets the protection of the regular file it will replace, as a tar
+ * written over FILE in place would leave it: its mode, and its owner and group where this
+ * process may give them (root; else it stays the exporter's). A new FILE stays 0600: it holds
+ * every row of the backup, system_auth's too. 0 or < 0 (said). */
+static int keep_protection(struct export *x)
+{
+	struct stat st;
+	if (stat(x->file, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0;
+	/* owner first: a chown clears the set-id bits the mode then puts back */
+	if ((st.st_uid != geteuid() || st.st_gid != getegid()) &&
+	    fchown(x->fd, st.st_uid, st.st_gid) < 0 && errno != EPERM)
+		goto fail;
+	if (fchmod(x->fd, st.st_mode & 07777) == 0)
+		return 0;
+fail:;
+	int r = -errno;
+	_cleanup_free_ char *shown = cli_escape(x->tmp);
+	errorf("cannot give %s the mode and owner of the file it replaces: %s", shown ? shown : "",
+	       strerror(-r));
+	return r;
+}
+
 /* The output: a new temporary file beside the file (renamed to it when complete; another
  * export to the same FILE has its own), FILE itself when it is a device or a FIFO, or
  * standard output. */
@@ -353,7 +376,7 @@ static int open_output(struct export *x)
 		x->tmp = NULL;
 		return r;
 	}
-	return 0;
+	return keep_protection(x);
 }
 
 /* Makes the temporary file durable and renames it to the file. */
