@@ -615,18 +615,22 @@ static bool token_expired(const struct s3_resp *rs)
 }
 
 /* Words for a refusal, naming what was refused, where a code says more than "HTTP 403". */
-static void refusal_words(struct s3_client *c, const struct s3_resp *rs, const char *key_id,
-			  char *why, size_t n)
+static void refusal_words(struct s3_client *c, const struct s3_resp *rs, const char *method,
+			  const char *key_id, char *why, size_t n)
 {
 	char code[64];
 	error_code(rs, code, sizeof(code));
-	char refused_key[96], status[16];
-	snprintf(status, sizeof(status), "HTTP %ld ", rs->status);
+	char refused_key[96], status[80];
+	snprintf(status, sizeof(status), "HTTP %ld %s", rs->status, code);
 	snprintf(refused_key, sizeof(refused_key), "S3 refused the access key %s", key_id);
+	/* a HEAD's answer has no body, so no code: its 403 is a refusal all the same */
+	bool bare_403 = !*code && rs->status == 403;
+	if (bare_403)
+		snprintf(status, sizeof(status), "HTTP 403 to a %s", method);
 	const char *what = !strcmp(code, "InvalidAccessKeyId") ? refused_key
 			   : !strcmp(code, "SignatureDoesNotMatch") ? "S3 refused the signature (the "
 								     "secret key does not match the access key)"
-			   : !strcmp(code, "AccessDenied") ? "access denied"
+			   : !strcmp(code, "AccessDenied") || bare_403 ? "access denied"
 			   : !strcmp(code, "NoSuchBucket") ? "no such bucket"
 			   : !strcmp(code, "InvalidToken") || !strcmp(code, "ExpiredToken")
 				   ? "S3 refused the session token" : NULL;
@@ -639,7 +643,7 @@ static void refusal_words(struct s3_client *c, const struct s3_resp *rs, const c
 	else if (!strcmp(code, "NoSuchBucket"))
 		snprintf(why, n, "the bucket of %s does not exist (NoSuchBucket)", c->base);
 	else
-		snprintf(why, n, "%s (%s%s; credentials from %s; endpoint %s)", what, status, code,
+		snprintf(why, n, "%s (%s; credentials from %s; endpoint %s)", what, status,
 			 awscred_source(c->cred), c->base);
 	free(bucket);
 }
@@ -678,7 +682,7 @@ int s3_request(struct s3_client *c, const struct s3_req *rq, struct s3_resp *rs)
 	if (cred_error) /* no keys to sign with: awscred said why */
 		return cred_error;
 	if (rs->status >= 400)
-		refusal_words(c, rs, key_id, why, sizeof(why));
+		refusal_words(c, rs, rq->method, key_id, why, sizeof(why));
 	cb_backend_set_error("%s %s%s: %s", rq->method, c->prefix, rq->key ? rq->key : "", why);
 	if (rs->too_large)
 		return -EFBIG;

@@ -525,3 +525,45 @@ def test_key_file_mode_is_still_checked(aws, tmp_path):
     key.chmod(stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP)
     p = cb('--config', config(tmp_path, f's3_key_file = {key}\n'), 'validate-config', env=admin, check=False)
     assert p.returncode == 1 and 'mode 640' in p.stdout
+
+
+def readme_policy():
+    """The IAM policy README.md gives a node, as it stands there."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'README.md')) as f:
+        return json.loads(re.search(r'```json\n(.*?)```', f.read(), re.S).group(1))
+
+
+def test_the_readme_policy_runs_a_node_and_a_prefix_outside_it_is_access_denied(aws, tmp_path):
+    """A node with README's IAM policy (bucket acme-backups, prefix cass/prod) makes, lists,
+    forgets and checks backups there. An init of a prefix the policy does not cover
+    said only "HEAD cass/staging/config: HTTP 403" (a HEAD's answer carries no error code): it
+    now says access denied, with the credential source and the endpoint, as every other
+    refusal does."""
+    url, admin, bare = aws
+    awssig.request('PUT', f'{url}/acme-backups', admin['AWS_ACCESS_KEY_ID'],
+                   admin['AWS_SECRET_ACCESS_KEY']).read()
+    akey, asecret = admin['AWS_ACCESS_KEY_ID'], admin['AWS_SECRET_ACCESS_KEY']
+    awssig.query(url, 'iam', {'Action': 'CreateUser', 'UserName': 'node', 'Version': '2010-05-08'}, akey, asecret)
+    awssig.query(url, 'iam', {'Action': 'PutUserPolicy', 'UserName': 'node', 'PolicyName': 'readme',
+                              'PolicyDocument': json.dumps(readme_policy()), 'Version': '2010-05-08'},
+                 akey, asecret)
+    xml = awssig.query(url, 'iam', {'Action': 'CreateAccessKey', 'UserName': 'node', 'Version': '2010-05-08'},
+                       akey, asecret)
+    node = dict(bare, AWS_ACCESS_KEY_ID=re.search(r'<AccessKeyId>([^<]+)<', xml).group(1),
+                AWS_SECRET_ACCESS_KEY=re.search(r'<SecretAccessKey>([^<]+)<', xml).group(1))
+    prod = 's3://acme-backups/cass/prod'
+    cb('init', '--store', prod, env=node)
+    dirs = sample_dirs(make_sample(str(tmp_path / 'src'), '--data-kib', '64', '--tables', '1',
+                                   '--keyspaces', '1', '--no-clutter'))
+    cb('create', '--store', prod, '--name', 'b1', *data_dir_args(dirs), '--snapshot', 'nightly-1', env=node)
+    assert 'b1' in cb('list', '--store', prod, env=node).stdout
+    cb('forget', '--store', prod, 'b1', env=node)
+    # moto authorizes a DeleteObjects against the bucket's ARN; S3 authorizes s3:DeleteObject
+    # on each object it deletes, as the policy grants: prune runs with the admin's keys here
+    cb('prune', '--store', prod, env=admin)
+    assert cb('check', '--store', prod, env=node).stdout.rstrip().endswith('no problems')
+
+    p = cb('init', '--store', 's3://acme-backups/cass/staging', env=node, check=False)
+    assert p.returncode == 1 and p.stderr.count('\n') == 1, p.stderr
+    assert 'cass/staging/config: access denied (HTTP 403 to a HEAD; credentials from environment' in p.stderr, p.stderr
+    assert f'endpoint {url}/acme-backups' in p.stderr, p.stderr
