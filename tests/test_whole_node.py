@@ -223,9 +223,18 @@ def test_whole_node_restore_refuses_a_backup_without_the_schema(node, tmp_path):
     target = tmp_path / 'data'
     target.mkdir()
     p = restore(node, target, 'nosys', check=False)
-    assert p.returncode == 1
+    # exit 2 as cassbackup(8) says, as for the node's other refusals (it was 1)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
     assert 'system_schema' in p.stderr and '--include-system' in p.stderr
     assert os.listdir(target) == []
+
+
+def test_whole_node_restore_onto_a_missing_data_directory_says_to_make_it(node, tmp_path):
+    """A data directory not made yet (new hardware) was told to be moved aside."""
+    p = restore(node, tmp_path / 'data', 'day1', check=False)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
+    assert 'No such file or directory; make it, empty and owned by the user Cassandra runs as' in p.stderr
+    assert 'move it aside' not in p.stderr and os.listdir(tmp_path) == []
 
 
 def test_whole_node_restore_takes_no_table_selection(node, tmp_path):

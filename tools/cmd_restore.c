@@ -1978,11 +1978,16 @@ static int check_whole_node(const struct restore_opts *o, const struct tables *t
 	if (r < 0) {
 		errorf("cannot restore backup %s as a whole node: %s; nothing was restored",
 		       name ? name : "", why.buf ? why.buf : strerror(-r));
-		rc = CB_EXIT_FAILED;
+		rc = r == -ENOMEM ? CB_EXIT_FAILED : CB_EXIT_USAGE; /* a backup not fit for it */
 	}
 	for (size_t i = 0; rc == 0 && i < o->data_dirs.n; i++) {
 		why.len = 0;
-		if ((r = whole_node_check_data_dir(o->data_dirs.v[i], ts, &why)) < 0) {
+		if ((r = whole_node_check_data_dir(o->data_dirs.v[i], ts, &why)) == -ENOENT) {
+			errorf("--data-dir %s: %s; make it, empty and owned by the user Cassandra runs "
+			       "as, and run again; nothing was restored", o->data_dirs.v[i],
+			       why.buf ? why.buf : strerror(-r));
+			rc = CB_EXIT_USAGE;
+		} else if (r < 0) {
 			errorf("--data-dir %s: %s; a whole-node restore writes only into empty data "
 			       "directories (move it aside); nothing was restored", o->data_dirs.v[i],
 			       why.buf ? why.buf : strerror(-r));

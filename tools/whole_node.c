@@ -26,9 +26,10 @@ int whole_node_check_backup(const struct tables *ts, struct strbuf *why)
 	for (size_t i = 0; i < ts->n; i++)
 		if (!strcmp(ts->v[i].keyspace, WHOLE_NODE_SCHEMA_KEYSPACE))
 			return 0;
-	sb_printf(why, "it holds no %s keyspace (it was made without --include-system), and a node "
-		  "cannot start without its schema", WHOLE_NODE_SCHEMA_KEYSPACE);
-	return -EINVAL;
+	int r = sb_printf(why, "it holds no %s keyspace (made without --include-system, or the "
+			  "data directories it was made of had none), and a node cannot start without "
+			  "its schema", WHOLE_NODE_SCHEMA_KEYSPACE);
+	return r < 0 ? r : -EINVAL;
 }
 
 int whole_node_table_dir(const char *table, const char *id, struct strbuf *out)
