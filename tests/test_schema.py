@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from conftest import (REPO, cb, data_dir_args, make_sample, manifest_path, mounted, read, rewrite_manifest,
+from conftest import (CASSBACKUP, REPO, cb, data_dir_args, make_sample, manifest_path, mounted, read, rewrite_manifest,
                       sample_dirs)
 
 CQLSH = os.path.join(REPO, 'tests', 'standins', 'cqlsh')
@@ -171,13 +171,28 @@ def test_restore_conf_writes_the_files_back_and_refuses_to_overwrite(store, node
     cb('restore', '--store', store, 'b', '--conf', out, '--force')
     assert read(out / 'cassandra.yaml') == YAML and os.path.exists(out / 'jvm11-server.options')
     assert sorted(os.listdir(out)) == ['cassandra-rackdc.properties', 'cassandra.yaml', 'jvm11-server.options']
-    for bad, code, what in ((['--conf', node['tmp'] / 'nowhere', 'b'], 2, 'No such file or directory'),
+    for bad, code, what in ((['--conf', node['tmp'] / 'no' / 'where', 'b'], 2, 'No such file or directory'),
                             (['--conf', out, 'nob'], 3, 'no such backup')):
         p = cb('restore', '--store', store, *bad, check=False)
         assert p.returncode == code and p.stderr.count('\n') == 1 and what in p.stderr, p.stderr
     create(store, node, 'none', '--no-conf')
-    p = cb('restore', '--store', store, 'none', '--conf', node['tmp'], check=False)
+    p = cb('restore', '--store', store, 'none', '--conf', node['tmp'] / 'lost', check=False)
     assert p.returncode == 1 and 'kept no configuration files' in p.stderr
+    assert not os.path.exists(node['tmp'] / 'lost')
+
+
+def test_restore_conf_makes_a_lost_configuration_directory(store, node):
+    """README's runbook restores "a lost /etc/cassandra" with --conf: the directory itself
+    being gone, the restore refused with "No such file or directory". It is made now (0755,
+    whatever the umask), and said."""
+    create(store, node, 'b')
+    lost = node['tmp'] / 'lost-etc'
+    p = subprocess.run(['sh', '-c', 'umask 077; exec "$@"', 'sh', CASSBACKUP, 'restore', '--store', store, 'b',
+                        '--conf', lost], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(f'made {lost}\n') and stat.S_IMODE(os.stat(lost).st_mode) == 0o755
+    assert sorted(os.listdir(lost)) == ['cassandra-rackdc.properties', 'cassandra.yaml', 'jvm11-server.options']
+    assert read(lost / 'cassandra.yaml') == YAML
 
 
 def test_prune_copy_and_check_keep_the_node_files(store, node, tmp_path):

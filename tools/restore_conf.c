@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct conf_opts {
@@ -95,31 +96,45 @@ static int tmp_name(const struct manifest *m, char *buf, size_t n)
 	}
 }
 
+/* The directory dir, made (0755, as a package makes /etc/cassandra) when it alone is missing:
+ * a lost configuration directory is what this restore is for. Its descriptor, or -errno. */
+static int open_conf_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT && mkdir(dir, 0755) == 0) {
+		chmod(dir, 0755); /* whatever the umask */
+		printf("made %s\n", dir);
+		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	}
+	return fd < 0 ? -errno : fd;
+}
+
 /* Puts every configuration file of m into o->dir. 0 or the exit code (said). */
 static int restore_files(const struct conf_opts *o, struct store *st, const struct manifest *m)
 {
-	int dfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0) {
-		errorf("--conf %s: %s", o->dir, strerror(errno));
-		return CB_EXIT_USAGE;
-	}
-	int rc = 0;
 	size_t n = 0, exists = 0;
-	const char *first = NULL;
-	for (size_t i = 0; i < m->nnode_files; i++) {
-		const struct manifest_file *f = &m->node_files[i];
-		if (strcmp(f->dir, MANIFEST_CONF_DIR))
-			continue;
-		n++;
-		struct stat sb;
-		if (fstatat(dfd, f->name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && !exists++)
-			first = f->name;
-	}
+	for (size_t i = 0; i < m->nnode_files; i++)
+		n += !strcmp(m->node_files[i].dir, MANIFEST_CONF_DIR);
 	if (n == 0) {
 		errorf("backup %s kept no configuration files (made with --no-conf, or its "
 		       "configuration directory could not be read)", m->name);
-		rc = CB_EXIT_FAILED;
-	} else if (exists && !o->force) {
+		return CB_EXIT_FAILED;
+	}
+	int dfd = open_conf_dir(o->dir);
+	if (dfd < 0) {
+		errorf("--conf %s: %s", o->dir, strerror(-dfd));
+		return CB_EXIT_USAGE;
+	}
+	int rc = 0;
+	const char *first = NULL;
+	for (size_t i = 0; i < m->nnode_files; i++) {
+		const struct manifest_file *f = &m->node_files[i];
+		struct stat sb;
+		if (!strcmp(f->dir, MANIFEST_CONF_DIR) &&
+		    fstatat(dfd, f->name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && !exists++)
+			first = f->name;
+	}
+	if (exists && !o->force) {
 		errorf("--conf %s: %zu of the backup's %zu configuration files exist there (%s%s); "
 		       "nothing written (--force replaces them)", o->dir, exists, n, first,
 		       exists > 1 ? ", ..." : "");
