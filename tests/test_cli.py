@@ -109,6 +109,19 @@ def test_verify_selection(two_backups):
     one_error_line(p, 1, 'table shop.nosuch: not in backup nightly-1')
 
 
+def test_config_dev_null_is_none_and_a_special_file_says_why(store, tmp_path):
+    """--config /dev/null (the usual way to say "no configuration") said "config /dev/null:
+    Invalid argument". It is an empty configuration now; a FIFO or a directory says what a
+    configuration file must be."""
+    assert cb('--config', '/dev/null', 'list', '--store', store).returncode == 0
+    fifo = tmp_path / 'fifo'
+    os.mkfifo(fifo)
+    one_error_line(cb('--config', fifo, 'list', '--store', store, check=False), 2,
+                   f'config {fifo}: not a regular file (a text file of key = value lines; /dev/null for none)')
+    one_error_line(cb('--config', tmp_path, 'list', '--store', store, check=False), 2,
+                   f'config {tmp_path}: Is a directory')
+
+
 def test_config_error_names_the_right_line(store, tmp_path):
     """Defect 3: blank lines count, so the line number is the one an editor shows."""
     conf = tmp_path / 'cb.conf'

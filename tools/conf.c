@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 static const char *const known_keys[] = {
 	"store", "data_dir", "cassandra_conf", "nodetool", "nodetool_user", "nodetool_password_file",
@@ -96,15 +98,30 @@ static int parse_line(const char *path, char *l, int line, struct strbuf *err)
 	return r;
 }
 
+#define CONFIG_MAX (1 << 20)
+
+/* Is path the null device (the character device 1,3 wherever it is)? */
+static bool is_dev_null(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3);
+}
+
 int config_load(const char *path, bool must_exist, struct strbuf *err)
 {
 	char *text = NULL;
 	size_t len = 0;
-	int r = read_small_file(path, 1 << 20, &text, &len);
+	int r = read_small_file(path, CONFIG_MAX, &text, &len);
 	if (r == -ENOENT && !must_exist)
 		return 0;
+	if (r == -EINVAL && is_dev_null(path)) /* the usual way to say "none": an empty one */
+		r = (text = strdup("")) ? 0 : -ENOMEM;
 	if (r < 0) {
-		sb_printf(err, "config %s: %s", path, strerror(-r));
+		sb_printf(err, "config %s: %s", path,
+			  r == -EINVAL ? "not a regular file (a text file of key = value lines; "
+					 "/dev/null for none)"
+			  : r == -EFBIG ? "over 1 MiB, too large for a configuration file"
+					: strerror(-r));
 		return r;
 	}
 	const char *nul = memchr(text, '\0', len);

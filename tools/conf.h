@@ -20,7 +20,8 @@
 
 #define CONFIG_DEFAULT_PATH "/etc/cassbackup.conf"
 
-/* Loads path. A missing file is an error only when must_exist (it was named with --config).
+/* Loads path. A missing file is an error only when must_exist (it was named with --config);
+ * the null device is an empty configuration, any other file but a regular one an error.
  * On error, err says which line and why (lines counted as an editor does, blank ones too): a
  * line that is not "key = value", an unknown key, a key with no value.
  * Entries of an earlier call are kept. */
