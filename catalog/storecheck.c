@@ -1079,10 +1079,17 @@ static int check_segments(struct check *c)
 
 static int on_key_slot(void *ctx, const char *id, const struct crypt_slot_info *info, const char *why)
 {
+	struct check *c = ctx;
+	const char *store_id = store_get_config(c->s)->id;
 	if (!info)
 		problem((struct check *)ctx, "keys/%s.json: damaged key slot (%s): the key file or "
 			"passphrase it was made for no longer opens the store; add another with "
 			"'cassbackup key add', then remove this one", id, why);
+	else if (*info->store && strcmp(info->store, store_id))
+		problem(c, "keys/%s.json: a key slot made for another store (%s, not %s): it opens "
+			"nothing here (copied in, or put back from the wrong copy); remove it with "
+			"'cassbackup key remove %s', and add the key it was for with 'cassbackup key add'",
+			id, info->store, store_id, id);
 	else if (!info->bound)
 		information((struct check *)ctx, "keys/%s.json: a key slot without config_mac (made "
 			    "by a release before the config's settings were bound to the key, or the "

@@ -77,8 +77,8 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, uint32_t chunk
 	char damaged_id[33] = "", damaged_why[512] = "";
 	/* the store ids the slots tried name: another than the config's, and whether any names
 	 * none or the config's (then a slot that does not open is not this key's, as before) */
-	char other_store[65] = "";
-	bool all_name_another = true;
+	char other_store[65] = "", other_slot[33] = "";
+	bool all_name_another = true, any_names_this = false; /* any_names_this: of any kind */
 	r = -EKEYREJECTED;
 	for (size_t i = 0; r == -EKEYREJECTED && i < k.n; i++) {
 		char *doc, why[512];
@@ -100,15 +100,19 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, uint32_t chunk
 			}
 			continue;
 		}
+		bool another = *info.store && strcmp(info.store, store_id);
+		any_names_this |= !another;
 		if ((int)info.kind != kind) {
 			free(doc); /* another kind's: not tried */
 			continue;
 		}
 		tried++;
-		if (*info.store && strcmp(info.store, store_id))
+		if (another) {
 			snprintf(other_store, sizeof(other_store), "%s", info.store);
-		else
+			memcpy(other_slot, k.ids[i], 33);
+		} else {
 			all_name_another = false;
+		}
 		g = crypt_slot_open(doc, len, store_id, chunk, secret, key, why, sizeof(why));
 		free(doc);
 		if (g == 0) {
@@ -134,7 +138,16 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, uint32_t chunk
 		else
 			sb_puts(err, "the store has no key slots at all (keys/ is empty): no key opens it");
 		r = k.n ? -EKEYREJECTED : -ENOKEY;
-	} else if (r == -EKEYREJECTED && all_name_another) { /* tried > 0: each named another */
+	} else if (r == -EKEYREJECTED && all_name_another && any_names_this) {
+		/* tried > 0, each another store's, while a slot of another kind is this store's:
+		 * the config is right, and these slots were copied in */
+		sb_printf(err, "the store's %u %s slot%s %s made for another store (keys/%s.json: "
+			  "store %s, not %s): copied in, or put back from the wrong copy; open the "
+			  "store with its other slot (a %s) and 'cassbackup key add' a %s", tried, what,
+			  tried == 1 ? "" : "s", tried == 1 ? "was" : "were", other_slot, other_store,
+			  store_id, kind == CRYPT_SLOT_FILE ? "passphrase" : "key file", what);
+		r = -EUCLEAN; /* the store's damage, not a wrong key */
+	} else if (r == -EKEYREJECTED && all_name_another) { /* every slot named another */
 		sb_printf(err, "the store's config gives its id as %s, but its key slots were made for "
 			  "store %s: the config is damaged or was replaced (put back a copy)", store_id,
 			  other_store);

@@ -436,3 +436,34 @@ def test_copies_of_a_store_keep_catalogs_of_their_own(tmp_path, binaries):
             with sqlite3.connect(os.path.join(root, 'catalog.db')) as db:
                 catalogs[root] = sorted(n for (n,) in db.execute('SELECT DISTINCT name FROM backups'))
     assert sorted(catalogs.values()) == [['b', 'c'], ['c']], catalogs
+
+
+def test_another_stores_slot_in_place_of_the_key_files_is_named_not_the_config(tmp_path, binaries):
+    """Stores A and B made with one key file; A has a passphrase slot too. A's key file slot
+    replaced by B's (the wrong saved copy put back): opening A with the key file said "the
+    config is damaged or was replaced (put back a copy)", which it was not (the passphrase
+    still opens A), and check said "no problems". Both now name the slot made for B."""
+    loc, env, key = store_with_backup_b(tmp_path)
+    os.makedirs(tmp_path / 'b')
+    bloc = str(tmp_path / 'b' / 'store')
+    cb('init', '--store', bloc, '--encrypt', '--key-file', key, env=env)
+    pp = tmp_path / 'pp'
+    pp.write_text('a passphrase for the drawer\n')
+    os.chmod(pp, 0o600)
+    cb('key', 'add', '--store', loc, '--key-file', key, '--new-passphrase-file', pp, env=env)
+    [theirs] = os.listdir(os.path.join(bloc, 'keys'))
+    ours = [s for s in os.listdir(os.path.join(loc, 'keys'))
+            if json.loads(read(os.path.join(loc, 'keys', s)))['kind'] == 'file']
+    assert len(ours) == 1
+    os.unlink(os.path.join(loc, 'keys', ours[0]))
+    shutil.copy(os.path.join(bloc, 'keys', theirs), os.path.join(loc, 'keys', theirs))
+    p = cb('list', '--store', loc, '--key-file', key, env=env, check=False)
+    assert p.returncode == 1 and p.stderr.count('\n') == 1, p.stderr
+    assert f"key file slot was made for another store (keys/{theirs}" in p.stderr, p.stderr
+    assert 'config is damaged' not in p.stderr and "'cassbackup key add' a key file" in p.stderr, p.stderr
+    p = cb('check', '--store', loc, '--passphrase-file', pp, env=env, check=False)
+    assert p.returncode == 1 and f'keys/{theirs}: a key slot made for another store' in p.stdout, p.stdout
+    cb('key', 'remove', '--store', loc, '--passphrase-file', pp, theirs.removesuffix('.json'), env=env)
+    cb('key', 'add', '--store', loc, '--passphrase-file', pp, '--new-key-file', key, env=env)
+    cb('verify', '--store', loc, '--all', '--key-file', key, env=env)
+    assert cb('check', '--store', loc, '--key-file', key, env=env).stdout.rstrip().endswith('no problems')
