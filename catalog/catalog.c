@@ -91,38 +91,60 @@ static const char schema_sql[] =
 #define IDENTITY_SQL "INSERT OR IGNORE INTO meta(key, value) VALUES('id', lower(hex(randomblob(16))))" 
 
 /* The ids a rebuild in place keeps (catalog_clear), one table per kind of node, each keyed
- * by what makes a node the same node: a backup by its ref and its manifest (size, version,
- * time made), so one forgotten and made again under its name is another; a keyspace, table
- * or directory by its parent's (kept) id and its name (a table by its table id too); a file
- * by its parent's ids, its name and its content. The parent's new row has its old id only
- * when kept, and a row's new id is never an old one (AUTOINCREMENT), so a node not kept
- * matches nothing below it either. Made on every connection (ST_ADD_* read them), empty but
- * within a rebuild's transaction. */
+ * by what makes a node the same node, as the mount showed it: a backup by its ref, its
+ * manifest (size, version, time made) and its directory's protection, so one forgotten and
+ * made again under its name is another; a keyspace, table or directory by its parent's (kept)
+ * id, its name (a table by its table id too) and its attributes; a file by its parent's ids,
+ * its name, attributes and content. A row the old catalog had wrong (damaged, planted) is not
+ * the same node, and gets a new id, so what a running mount cached of it is looked up again.
+ * The parent's new row has its old id only when kept, and a row's new id is never an old one
+ * (AUTOINCREMENT, its sequence raised to the old ids first), so a node not kept matches
+ * nothing below it either. Made on every connection (ST_ADD_* read them), empty but within a
+ * rebuild's transaction. */
+#define KEPT_ATTRS "mode INTEGER, uid INTEGER, gid INTEGER, mtime_ns INTEGER"
 #define KEPT_SQL                                                                                  \
 	"CREATE TEMP TABLE IF NOT EXISTS kept_backups(ref TEXT, created_ns INTEGER,"              \
-	"  manifest_size INTEGER, manifest_version TEXT, id INTEGER,"                             \
-	"  PRIMARY KEY(ref, created_ns, manifest_size, manifest_version)) WITHOUT ROWID;"        \
-	"CREATE TEMP TABLE IF NOT EXISTS kept_keyspaces(backup_id INTEGER, name TEXT, id INTEGER,"\
-	"  PRIMARY KEY(backup_id, name)) WITHOUT ROWID;"                                          \
+	"  manifest_size INTEGER, manifest_version TEXT, root_mode INTEGER, root_uid INTEGER,"     \
+	"  root_gid INTEGER, id INTEGER, PRIMARY KEY(ref, created_ns, manifest_size,"              \
+	"  manifest_version, root_mode, root_uid, root_gid)) WITHOUT ROWID;"                       \
+	"CREATE TEMP TABLE IF NOT EXISTS kept_keyspaces(backup_id INTEGER, name TEXT, " KEPT_ATTRS \
+	", id INTEGER, PRIMARY KEY(backup_id, name, mode, uid, gid, mtime_ns)) WITHOUT ROWID;"     \
 	"CREATE TEMP TABLE IF NOT EXISTS kept_tables(keyspace_id INTEGER, name TEXT,"              \
-	"  table_id TEXT, id INTEGER, PRIMARY KEY(keyspace_id, name, table_id)) WITHOUT ROWID;"    \
-	"CREATE TEMP TABLE IF NOT EXISTS kept_dirs(table_row INTEGER, name TEXT, id INTEGER,"      \
-	"  PRIMARY KEY(table_row, name)) WITHOUT ROWID;"                                          \
+	"  table_id TEXT, " KEPT_ATTRS ", id INTEGER,"                                             \
+	"  PRIMARY KEY(keyspace_id, name, table_id, mode, uid, gid, mtime_ns)) WITHOUT ROWID;"     \
+	"CREATE TEMP TABLE IF NOT EXISTS kept_dirs(table_row INTEGER, name TEXT, " KEPT_ATTRS      \
+	", id INTEGER, PRIMARY KEY(table_row, name, mode, uid, gid, mtime_ns)) WITHOUT ROWID;"     \
 	"CREATE TEMP TABLE IF NOT EXISTS kept_files(table_row INTEGER, dir_id INTEGER, name TEXT,"\
-	"  size INTEGER, sha256 BLOB, id INTEGER,"                                                \
-	"  PRIMARY KEY(table_row, dir_id, name, size, sha256)) WITHOUT ROWID;"
+	"  size INTEGER, sha256 BLOB, " KEPT_ATTRS ", id INTEGER, PRIMARY KEY(table_row, dir_id,"  \
+	"  name, size, sha256, mode, uid, gid, mtime_ns)) WITHOUT ROWID;"
 #define FORGET_KEPT_SQL                                                                           \
 	"DELETE FROM temp.kept_backups; DELETE FROM temp.kept_keyspaces;"                         \
 	" DELETE FROM temp.kept_tables; DELETE FROM temp.kept_dirs; DELETE FROM temp.kept_files;"
+/* Table t's id sequence at least its greatest id: a sequence row lost (damaged) would have
+ * new rows numbered from 1, onto the ids kept. */
+#define RAISE_SEQUENCE(t)                                                                         \
+	" UPDATE sqlite_sequence SET seq = (SELECT MAX(id) FROM " t ") WHERE name = '" t "'"      \
+	"  AND seq < (SELECT MAX(id) FROM " t ");"                                               \
+	" INSERT INTO sqlite_sequence(name, seq) SELECT '" t "', MAX(id) FROM " t                 \
+	"  WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = '" t "')"                 \
+	"  HAVING MAX(id) IS NOT NULL;"
 #define KEEP_IDS_SQL                                                                              \
 	FORGET_KEPT_SQL                                                                           \
+	RAISE_SEQUENCE("backups") RAISE_SEQUENCE("keyspaces") RAISE_SEQUENCE("tables")            \
+	RAISE_SEQUENCE("dirs") RAISE_SEQUENCE("files")                                            \
 	" INSERT OR IGNORE INTO temp.kept_backups SELECT ref, created_ns, manifest_size,"         \
-	"  manifest_version, id FROM backups;"                                                    \
-	" INSERT OR IGNORE INTO temp.kept_keyspaces SELECT backup_id, name, id FROM keyspaces;"   \
-	" INSERT OR IGNORE INTO temp.kept_tables SELECT keyspace_id, name, table_id, id FROM tables;"\
-	" INSERT OR IGNORE INTO temp.kept_dirs SELECT table_row, name, id FROM dirs;"             \
+	"  manifest_version, root_mode, root_uid, root_gid, id FROM backups;"                     \
+	" INSERT OR IGNORE INTO temp.kept_keyspaces SELECT backup_id, name, mode, uid, gid,"      \
+	"  mtime_ns, id FROM keyspaces;"                                                          \
+	" INSERT OR IGNORE INTO temp.kept_tables SELECT keyspace_id, name, table_id, mode, uid,"  \
+	"  gid, mtime_ns, id FROM tables;"                                                        \
+	" INSERT OR IGNORE INTO temp.kept_dirs SELECT table_row, name, mode, uid, gid, mtime_ns,"\
+	"  id FROM dirs;"                                                                         \
 	" INSERT OR IGNORE INTO temp.kept_files SELECT f.table_row, f.dir_id, f.name, f.size,"    \
-	"  b.sha256, f.id FROM files f JOIN blobs b ON b.id = f.blob_id;"
+	"  b.sha256, f.mode, f.uid, f.gid, f.mtime_ns, f.id FROM files f JOIN blobs b"            \
+	"  ON b.id = f.blob_id;"
+/* A kept row's attributes are those of parameters m, u, g and t (KEPT_ATTRS) */
+#define KEPT_MATCH(m, u, g, t) "mode = ?" #m " AND uid = ?" #u " AND gid = ?" #g " AND mtime_ns = ?" #t
 /* A backup's ref as ST_ADD_BACKUP makes it from its parameters */
 #define ADDED_REF "(CASE WHEN ?18 THEN ?1 || '/' || ?19 ELSE ?1 END)"
 
@@ -261,7 +283,8 @@ static const char *const stmt_sql[ST__COUNT] = {
 			  " ref, node_key, rack, schema_version, ring, base, previous, scope, clears_links,"
 			  " manifest_version, snapshot_ns)"
 			  " VALUES((SELECT id FROM temp.kept_backups WHERE ref = " ADDED_REF " AND"
-			  " created_ns = ?7 AND manifest_size = ?17 AND manifest_version = ?27),"
+			  " created_ns = ?7 AND manifest_size = ?17 AND manifest_version = ?27 AND"
+			  " root_mode = ?14 AND root_uid = ?15 AND root_gid = ?16),"
 			  " ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
 			  " " ADDED_REF ", ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
 	/* a row whose name does not agree with its ref is damaged: '' (no manifest's ref) has a
@@ -282,19 +305,21 @@ static const char *const stmt_sql[ST__COUNT] = {
 			       " (SELECT 1 FROM files f WHERE f.blob_id = blobs.id)",
 	[ST_ADD_KEYSPACE] = "INSERT INTO keyspaces(id, backup_id, name, mode, uid, gid, mtime_ns)"
 			    " VALUES((SELECT id FROM temp.kept_keyspaces WHERE backup_id = ?1 AND"
-			    " name = ?2), ?1, ?2, ?3, ?4, ?5, ?6)",
+			    " name = ?2 AND " KEPT_MATCH(3, 4, 5, 6) "), ?1, ?2, ?3, ?4, ?5, ?6)",
 	[ST_ADD_TABLE] = "INSERT INTO tables(id, backup_id, keyspace_id, name, table_id, schema_cql,"
 			 " mode, uid, gid, mtime_ns)"
 			 " VALUES((SELECT id FROM temp.kept_tables WHERE keyspace_id = ?2 AND name = ?3"
-			 " AND table_id = ?4), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+			 " AND table_id = ?4 AND " KEPT_MATCH(6, 7, 8, 9) "),"
+			 " ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
 	[ST_ADD_DIR] = "INSERT INTO dirs(id, table_row, name, mode, uid, gid, mtime_ns)"
-		       " VALUES((SELECT id FROM temp.kept_dirs WHERE table_row = ?1 AND name = ?2),"
-		       " ?1, ?2, ?3, ?4, ?5, ?6)",
+		       " VALUES((SELECT id FROM temp.kept_dirs WHERE table_row = ?1 AND name = ?2"
+		       " AND " KEPT_MATCH(3, 4, 5, 6) "), ?1, ?2, ?3, ?4, ?5, ?6)",
 	[ST_ADD_FILE] = "INSERT INTO files(id, backup_id, table_row, dir_id, name, size, mode, uid,"
 			" gid, mtime_ns, blob_id)"
 			" VALUES((SELECT id FROM temp.kept_files WHERE table_row = ?2 AND dir_id = ?3"
-			" AND name = ?4 AND size = ?5 AND sha256 = (SELECT sha256 FROM blobs WHERE"
-			" id = ?10)), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+			" AND name = ?4 AND size = ?5 AND " KEPT_MATCH(6, 7, 8, 9) " AND"
+			" sha256 = (SELECT sha256 FROM blobs WHERE id = ?10)),"
+			" ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 	[ST_LIST_PACKS] = "SELECT id, path, size FROM packs ORDER BY id",
 	[ST_PACK_SHA] = "SELECT table_sha256 FROM packs WHERE id = ?1",
 	[ST_ROOT_ATTR] = "SELECT root_mode, root_uid, root_gid FROM backups WHERE root_mode > 0"
@@ -519,15 +544,15 @@ int catalog_renew_identity(catalog *c)
 	return r ?: read_identity(c);
 }
 
-int catalog_clear(catalog *c)
+int catalog_clear(catalog *c, bool keep_ids)
 {
-	static const char sql[] = KEEP_IDS_SQL
-				  " DELETE FROM files; DELETE FROM dirs; DELETE FROM tables;"
+	static const char sql[] = "DELETE FROM files; DELETE FROM dirs; DELETE FROM tables;"
 				  " DELETE FROM keyspaces; DELETE FROM backups; DELETE FROM blob_locs;"
 				  " DELETE FROM blobs; DELETE FROM packs;";
 	c->why[0] = '\0';
-	c->kept = true;
-	return errno_from_sqlite(c->db, sqlite3_exec(c->db, sql, NULL, NULL, NULL));
+	c->kept = keep_ids;
+	int rc = keep_ids ? sqlite3_exec(c->db, KEEP_IDS_SQL, NULL, NULL, NULL) : SQLITE_OK;
+	return errno_from_sqlite(c->db, rc == SQLITE_OK ? sqlite3_exec(c->db, sql, NULL, NULL, NULL) : rc);
 }
 
 /* The directory name of the cluster view for a cluster's or datacenter's name x (Cassandra takes

@@ -101,12 +101,14 @@ int catalog_reread_identity(catalog *c);
 int catalog_renew_identity(catalog *c);
 
 /* Deletes every backup, pack and blob row, within the caller's transaction (a rebuild in
- * place, store_rebuild_catalog); the identity and the id sequences stay. A node added again
- * within that transaction gets its old id when it is the same node: the same backup (its ref,
- * and its manifest's size, version and time made) and the same path below it, and for a file
- * the same content. So the numbers a program holds (the mount's inode numbers) still name
- * the same nodes after a rebuild, and name nothing when their node is not the same. */
-int catalog_clear(catalog *c);
+ * place, store_rebuild_catalog); the identity and the id sequences stay. keep_ids: a node
+ * added again within that transaction gets its old id when it is the same node: the same
+ * backup (its ref, its manifest's size, version and time made, its directory's protection)
+ * and the same path below it with the same attributes, and for a file the same content. So
+ * the numbers a program holds (the mount's inode numbers) still name the same nodes after a
+ * rebuild, and name nothing when their node is not the same. Without keep_ids every node gets
+ * a new id: what a program holds names nothing (a rebuild that distrusts the old rows' ids). */
+int catalog_clear(catalog *c, bool keep_ids);
 
 /* Why the last call on this handle failed, for a program to print: the invalid row it met
  * ("catalog row N: ..."), else SQLite's message. Never NULL; valid until the next call. */
@@ -122,8 +124,9 @@ int catalog_commit(catalog *c);
 void catalog_rollback(catalog *c);
 
 /* Read transaction: every query from the first after it until catalog_rollback sees one state
- * of the catalog, whatever another connection commits meanwhile (a reindex renumbers every
- * row: a plan made of several queries must not mix row ids of before and after). */
+ * of the catalog, whatever another connection commits meanwhile (a reindex renumbers the
+ * packs and blobs, and with --renumber every row: a plan made of several queries must not mix
+ * row ids of before and after). */
 int catalog_read_begin(catalog *c);
 
 /* --- writer ------------------------------------------------------------------------------ */

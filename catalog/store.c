@@ -948,15 +948,36 @@ static void attr_of(const struct cb_attr *a, struct cb_dir_attr *d)
 	*d = (struct cb_dir_attr){a->mode, a->uid, a->gid, a->mtime_ns};
 }
 
+/* The row of the directory of table t's i-th file, made (0700, as the file's owner) when the
+ * manifest does not list it: the first of t's files in it makes it, the others find it.
+ * rows[d] is the row of t->dirs[d]; unlisted[j] that of the directory the j-th file made (0:
+ * none). 0 when found, 1 when made, or -errno. */
+static int dir_row_of(catalog *c, int64_t table_row, const struct manifest_table *t,
+		      const int64_t *rows, const int64_t *unlisted, size_t i, int64_t *out)
+{
+	const struct manifest_file *f = &t->files[i];
+	for (size_t d = 0; d < t->ndirs; d++)
+		if (!strcmp(t->dirs[d].name, f->dir))
+			return *out = rows[d], 0;
+	for (size_t j = 0; j < i; j++)
+		if (unlisted[j] && !strcmp(t->files[j].dir, f->dir))
+			return *out = unlisted[j], 0;
+	struct cb_attr da = {0700, f->attr.uid, f->attr.gid, f->attr.mtime_ns};
+	struct cb_dir_attr a;
+	attr_of(&da, &a);
+	int r = catalog_add_dir(c, table_row, f->dir, &a, out);
+	return r < 0 ? r : 1;
+}
+
 static int register_table(catalog *c, int64_t backup_id, int64_t ks_row,
 			  const struct manifest_table *t)
 {
 	struct cb_dir_attr a;
 	attr_of(&t->attr, &a);
 	int64_t row, *dir_rows = calloc(t->ndirs + 1, sizeof(*dir_rows));
-	if (!dir_rows)
-		return -ENOMEM;
-	int r = catalog_add_table(c, backup_id, ks_row, t->name, t->id, t->schema_cql, &a, &row);
+	int64_t *unlisted = calloc(t->nfiles + 1, sizeof(*unlisted));
+	int r = dir_rows && unlisted ? 0 : -ENOMEM;
+	r = r ?: catalog_add_table(c, backup_id, ks_row, t->name, t->id, t->schema_cql, &a, &row);
 	for (size_t i = 0; r == 0 && i < t->ndirs; i++) {
 		attr_of(&t->dirs[i].attr, &a);
 		r = catalog_add_dir(c, row, t->dirs[i].name, &a, &dir_rows[i]);
@@ -964,13 +985,9 @@ static int register_table(catalog *c, int64_t backup_id, int64_t ks_row,
 	for (size_t i = 0; r == 0 && i < t->nfiles; i++) {
 		const struct manifest_file *f = &t->files[i];
 		int64_t dir_id = 0, blob, id;
-		for (size_t d = 0; *f->dir && d < t->ndirs; d++)
-			if (!strcmp(t->dirs[d].name, f->dir))
-				dir_id = dir_rows[d];
-		if (*f->dir && !dir_id) { /* a file in a directory the manifest did not list */
-			struct cb_attr da = {0700, f->attr.uid, f->attr.gid, f->attr.mtime_ns};
-			attr_of(&da, &a);
-			r = catalog_add_dir(c, row, f->dir, &a, &dir_id);
+		if (*f->dir && (r = dir_row_of(c, row, t, dir_rows, unlisted, i, &dir_id)) == 1) {
+			unlisted[i] = dir_id;
+			r = 0;
 		}
 		r = r ?: catalog_add_blob(c, f->sha256, f->size, 0, 0, &blob);
 		struct cb_file_info fi = {.backup_id = backup_id, .table_row = row, .dir_id = dir_id,
@@ -980,6 +997,7 @@ static int register_table(catalog *c, int64_t backup_id, int64_t ks_row,
 		r = r ?: catalog_add_file(c, &fi, &id);
 	}
 	free(dir_rows);
+	free(unlisted);
 	return r;
 }
 
@@ -1047,6 +1065,8 @@ int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
 	};
 	int64_t backup_id;
 	r = r ?: catalog_add_backup(c, &b, &backup_id);
+	if (r == -EEXIST) /* the node's other backup of the name (take_in) */
+		goto out;
 	for (size_t k = 0; r == 0 && k < m->nkeyspaces; k++) {
 		const struct manifest_keyspace *ks = &m->keyspaces[k];
 		struct cb_dir_attr a;
@@ -1058,6 +1078,11 @@ int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
 	}
 	for (size_t i = 0; r == 0 && i < m->nnode_files; i++)
 		r = register_node_file(c, backup_id, &m->node_files[i]);
+	/* a parsed manifest names each node once (manifest.c), so a row taken below the backup's
+	 * is the catalog's damage (its id sequence): never "another backup", which take_in skips */
+	if (r == -EEXIST)
+		r = -EUCLEAN;
+out:
 	sb_free(&tokens);
 	sb_free(&ring);
 	sb_free(&scope);
@@ -1403,11 +1428,13 @@ int store_relocate(struct store *s, const struct cb_blob_loc *loc, struct cb_blo
 	return r < 0 ? r : r == 1 ? 0 : -ENOENT;
 }
 
-int store_rebuild_catalog(struct store *s, struct reconcile_stats *st, struct strbuf *err)
+int store_rebuild_catalog(struct store *s, bool renumber, struct reconcile_stats *st,
+			  struct strbuf *err)
 {
 	struct reconcile_stats local = {0};
 	int r = catalog_begin(s->cat);
-	r = r ?: catalog_clear(s->cat) ?: reconcile_in_transaction(s, RECONCILE_PACKS, st ? st : &local, err);
+	r = r ?: catalog_clear(s->cat, !renumber) ?:
+	    reconcile_in_transaction(s, RECONCILE_PACKS, st ? st : &local, err);
 	reconcile_stats_free(&local);
 	return end_reconcile(s, r, err);
 }

@@ -216,8 +216,11 @@ int store_reconcile(struct store *s, int flags, struct reconcile_stats *st, stru
 /* Rebuilds the catalog from the store alone, in place and in one transaction: every row goes,
  * then backups/ and every pack's index are read again (as store_reconcile with
  * RECONCILE_PACKS). Readers of the catalog (a running mount) see the old rows or the new,
- * never a mix, and no row id is reused. */
-int store_rebuild_catalog(struct store *s, struct reconcile_stats *st, struct strbuf *err);
+ * never a mix. Each node keeps its row id where its old row was the same node
+ * (catalog_clear); renumber: none does, so that numbers a mount handed out from rows that
+ * may have been wrong name nothing. */
+int store_rebuild_catalog(struct store *s, bool renumber, struct reconcile_stats *st,
+			  struct strbuf *err);
 
 /* Registers, within the caller's catalog transaction, a pack and every blob its index lists. */
 int store_register_pack(catalog *c, const struct cb_pack_info *p, const struct pack_index *pi,
@@ -227,7 +230,9 @@ int store_register_pack(catalog *c, const struct cb_pack_info *p, const struct p
  * listed as incomplete, and reading them fails). */
 /* nested: the manifest is kept at backups/NAME/NODE.json (else backups/NAME.json).
  * manifest_version: the store's version of it (cb_object_info); "" or NULL when not known,
- * and the next reconcile reads it again. */
+ * and the next reconcile reads it again. 0; -EEXIST when the catalog has the node's backup
+ * of that name (nothing registered); -EUCLEAN when a row below the backup's is taken (the
+ * catalog is damaged); or another -errno. */
 int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
 			    uint64_t manifest_size, const char *manifest_version);
 

@@ -12,6 +12,7 @@ import random
 import re
 import shutil
 import signal
+import stat
 import sqlite3
 import subprocess
 import tarfile
@@ -22,7 +23,8 @@ import time
 import pytest
 
 from conftest import (CASSBACKUP, MOUNT, Mount, backup_list, cb, data_dir_args, make_sample,
-                      mounted, preload, read, run, sample_dirs, snapshot_tables)
+                      manifest_path, mounted, preload, read, rewrite_manifest, run, sample_dirs,
+                      snapshot_tables)
 from s3proxy import S3Proxy
 from test_s3 import moto, s3_env, s3rver
 
@@ -227,6 +229,89 @@ def test_a_reindex_never_gives_a_backup_made_again_the_old_ones_numbers(tmp_path
         finally:
             os.close(fd)
         assert read_uncached(m.path('b1', 'ks', 't', 'nb-1-big-Data.db')) == content['s2']
+
+
+def table_of(store, path):
+    """The catalog row of the table of path below /backups (backup/keyspace/table/...)."""
+    b, ks, t = path.split('/')[:3]
+    [(row,)] = sql(store, 'SELECT t.id FROM tables t JOIN keyspaces k ON k.id = t.keyspace_id JOIN backups b'
+                          ' ON b.id = t.backup_id WHERE b.name = ? AND k.name = ? AND t.name = ?', b, ks, t)
+    return row
+
+
+def test_a_reindex_gives_rows_the_catalog_had_wrong_new_numbers(store, tmp_path):
+    """A catalog with a file's mode and mtime and its table's mode planted (damaged): the mount
+    showed them, and reindex, which keeps each node's number, kept the planted attributes in the
+    kernel's caches (a day long) though the rebuilt catalog had them right. A row that is not as
+    the store has it is now another node: a new number, looked up again. Its sound siblings keep
+    theirs."""
+    files = backup(store, tmp_path, 'a', 9, kib='8')
+    p, sibling = sorted(f for f in files if f.count('/') == 3)[:2]
+    table = table_of(store, p)
+    with sqlite3.connect(os.path.join(store, 'catalog.db')) as c:
+        c.execute('UPDATE files SET mode = 33206, mtime_ns = 1000000000 WHERE table_row = ? AND name = ?',
+                  (table, os.path.basename(p)))
+        c.execute('UPDATE tables SET mode = 511 WHERE id = ?', (table,))
+    src, tsrc = os.stat(files[p]), os.stat(os.path.dirname(files[p]))
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        st = os.stat(m.path(p))
+        assert (stat.S_IMODE(st.st_mode), st.st_mtime_ns) == (0o666, 10 ** 9)  # the planted row
+        assert stat.S_IMODE(os.stat(m.path(os.path.dirname(p))).st_mode) == 0o777
+        kept = os.stat(m.path(sibling)).st_ino
+        cb('reindex', '--store', store)
+        assert read_uncached(m.path(p)) == read(files[p])
+        st = os.stat(m.path(p))
+        assert (st.st_mode, st.st_mtime_ns) == (src.st_mode, src.st_mtime_ns)
+        assert stat.S_IMODE(os.stat(m.path(os.path.dirname(p))).st_mode) == stat.S_IMODE(tsrc.st_mode)
+        assert os.stat(m.path(sibling)).st_ino != kept  # below a table given a new number
+    assert cb('check', '--store', store).stdout.rstrip().endswith('no problems')
+
+
+def test_reindex_renumber_undoes_numbers_swapped_in_the_catalog(store, tmp_path):
+    """Two files' row ids swapped in the catalog under a running mount: the kernel's Data.db
+    now names the Index.db row, and the mount serves Index.db's bytes for it (each checked
+    against its own manifest entry: the catalog alone cannot tell). A reindex keeps numbers
+    (the rows are sound, only misnumbered); reindex --renumber gives every node a new one, and
+    the mount looks each path up again: the right bytes."""
+    files = backup(store, tmp_path, 'a', 7, kib='64')
+    table = sorted({os.path.dirname(p) for p in files if p.count('/') == 3})[0]
+    data = next(p for p in files if p.startswith(table + '/') and p.endswith('Data.db'))
+    index = next(p for p in files if p.startswith(table + '/') and p.endswith('Index.db'))
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        rows = [(os.stat(m.path(p)).st_ino & ((1 << 48) - 1)) >> 3 for p in (data, index)]
+        assert read_uncached(m.path(data)) == read(files[data])
+        with sqlite3.connect(os.path.join(store, 'catalog.db')) as c:
+            c.execute('UPDATE files SET id = -5 WHERE id = ?', (rows[0],))
+            c.execute('UPDATE files SET id = ? WHERE id = ?', (rows[0], rows[1]))
+            c.execute('UPDATE files SET id = ? WHERE id = -5', (rows[1],))
+        assert read_uncached(m.path(data)) != read(files[data])
+        out = cb('reindex', '--store', store, '--renumber').stdout
+        assert out == f'reindexed {store}: 1 backup, 1 pack\n', out
+        for p, src in files.items():
+            assert read_uncached(m.path(p)) == read(src), p
+
+
+def test_files_in_index_directories_a_manifest_does_not_list_are_all_taken_in(store, tmp_path):
+    """A manifest whose files name index directories its table's "dirs" does not list (older
+    or hand-edited): the catalog makes the directory for the first file, and the second file
+    there hit the directory's UNIQUE constraint. The whole backup was then skipped as "another
+    backup of the node", reindex exited 0 with a table of it missing from the mount."""
+    files = backup(store, tmp_path, 'a', 11, kib='8')
+    mp = manifest_path(store, 'a')
+    with open(mp) as f:
+        doc = json.load(f)
+    in_dirs = 0
+    for k in doc['keyspaces']:
+        for t in k['tables']:
+            in_dirs += sum(1 for f in t['files'] if f.get('dir'))
+            t['dirs'] = []
+    assert in_dirs >= 2
+    rewrite_manifest(mp, doc)
+    p = cb('reindex', '--store', store)
+    assert p.stdout == f'reindexed {store}: 1 backup, 1 pack\n', p.stdout
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        for path, src in files.items():
+            assert read(m.path(path)) == read(src), path
 
 
 def test_catalog_made_anew_under_a_mount_never_serves_another_file(store, tmp_path):

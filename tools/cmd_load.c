@@ -520,7 +520,7 @@ static int plan_tables(struct load_opts *o, struct load_plan *p)
 		return r;
 	catalog *cat = store_catalog(st);
 	struct strv ref = {0};
-	/* one state of the catalog (a reindex beside it renumbers rows) */
+	/* one state of the catalog (a reindex beside it may renumber rows) */
 	if ((r = catalog_read_begin(cat)) < 0) {
 		errorf("cannot read catalog of %s: %s", o->store, catalog_why(cat, r, why, sizeof(why)));
 		goto out;

@@ -3,8 +3,8 @@
  * The catalog is a cache of backups/ and of the packs' indexes. Under a shared lock, reindex
  * empties it and reads every manifest and every pack's index again, in place and in one
  * transaction (store_rebuild_catalog): a running mount or command reading the catalog sees
- * the old rows or the new, and no row id is reused, so a mount's inode numbers never name
- * another file. (A catalog that does not open at all is set aside and made anew by the
+ * the old rows or the new. Each node keeps its row id (a mount's inode number) where the old
+ * row was the same node, so walks inside a backup go on; with --renumber none does. (A catalog that does not open at all is set aside and made anew by the
  * store's open.) Then it says what it found, and names every manifest and pack it could not
  * take in.
  */
@@ -26,6 +26,7 @@ struct reindex {
 	struct reconcile_stats st;
 	struct strv known; /* what the new catalog holds: backup names, then pack keys */
 	size_t backups, packs;
+	bool renumber;
 };
 
 /* Opens the store as its catalog is, takes a shared lock. */
@@ -130,7 +131,7 @@ static int execute(struct reindex *x)
 	catalog *cat = store_catalog(x->s);
 	_cleanup_free_ char *shown = cli_escape(x->store);
 	struct unindexed u = {x, 0};
-	int r = store_rebuild_catalog(x->s, &x->st, &err);
+	int r = store_rebuild_catalog(x->s, x->renumber, &x->st, &err);
 	if (r == 0 && (r = catalog_backup_names(cat, on_backup, &x->known)) == 0)
 		x->backups = x->known.n;
 	if (r == 0 && (r = catalog_list_packs(cat, on_pack, &x->known)) == 0)
@@ -163,6 +164,9 @@ int cmd_reindex(int argc, char **argv)
 	struct cli_option opts[] = {
 		{.name = "store", .short_name = 's', .type = OPT_STRING, .value = &x.store, .arg = "DIR",
 		 .help = "the store", .config_key = "store", .flags = OPT_REQUIRED},
+		{.name = "renumber", .type = OPT_FLAG, .value = &x.renumber,
+		 .help = "give every file and directory a new number (inode): running mounts look\n"
+			 "every path up again"},
 		{0},
 	};
 	struct cli_command cmd = {

@@ -2175,7 +2175,7 @@ static int restore_backup(struct restore_opts *o)
 		errorf("cannot open store %s: out of memory", o->store);
 		goto out;
 	}
-	/* the plan is read from one state of the catalog (a reindex beside it renumbers rows) */
+	/* the plan is read from one state of the catalog (a reindex beside it may renumber rows) */
 	if ((r = catalog_read_begin(cat)) < 0) {
 		char why[512];
 		errorf("cannot read catalog of %s: %s", o->store, catalog_why(cat, r, why, sizeof(why)));

@@ -735,7 +735,7 @@ static bool whole_backup(const struct verify *v)
 
 /* Backup name's tables, and into (*lists)[k] the files of each selected table k, and into
  * (*lists)[ts->n] the backup's own when whole_backup: read from one state of the catalog (a
- * reindex beside it renumbers rows), and then left, so that reading a pack that a prune
+ * reindex beside it may renumber rows), and then left, so that reading a pack that a prune
  * repacked meanwhile finds it where it is now. 0, or < 0 (said). */
 static int load_backup_files(struct verify *v, const char *name, struct tables *ts,
 			     struct vlist **lists)

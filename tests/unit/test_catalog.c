@@ -250,7 +250,9 @@ static void add_tree(catalog *c, const char *name, int64_t created_ns, unsigned 
 	struct cb_backup_info b = {.name = name, .node = "node-1", .created_ns = created_ns};
 	unsigned char sha[32];
 	int64_t pack, blob[2];
-	struct cb_pack_info pinfo = {.path = "packs/bb/bb.tar.zst", .size = 1000, .frames = 1};
+	char pack_path[64];
+	snprintf(pack_path, sizeof(pack_path), "packs/bb/%s.tar.zst", name);
+	struct cb_pack_info pinfo = {.path = pack_path, .size = 1000, .frames = 1};
 	CHECK(catalog_add_pack(c, &pinfo, &pack) == 0);
 	for (int i = 0; i < 2; i++) {
 		memset(sha, i ? second : 1, sizeof(sha));
@@ -284,7 +286,7 @@ static void check_clear_keeps_ids(const char *root)
 	CHECK(catalog_commit(c) == 0);
 
 	CHECK(catalog_begin(c) == 0);
-	CHECK(catalog_clear(c) == 0);
+	CHECK(catalog_clear(c, true) == 0);
 	add_tree(c, "k", 5, 3, again); /* nb-2 of other content */
 	CHECK(catalog_commit(c) == 0);
 	for (int i = 0; i < 5; i++)
@@ -292,7 +294,7 @@ static void check_clear_keeps_ids(const char *root)
 	CHECK(again[5] > first[5]);
 
 	CHECK(catalog_begin(c) == 0);
-	CHECK(catalog_clear(c) == 0);
+	CHECK(catalog_clear(c, true) == 0);
 	add_tree(c, "k", 6, 3, other); /* forgotten and made again */
 	catalog_rollback(c);           /* and the rollback keeps the rows as they were */
 	struct cb_node n;
@@ -301,12 +303,37 @@ static void check_clear_keeps_ids(const char *root)
 	CHECK(other[3] > again[3] && other[4] > again[5] && other[5] > other[4]);
 
 	CHECK(catalog_begin(c) == 0);
-	CHECK(catalog_clear(c) == 0);
+	CHECK(catalog_clear(c, true) == 0);
 	CHECK(catalog_commit(c) == 0); /* nothing kept after the transaction */
 	CHECK(catalog_begin(c) == 0);
 	add_tree(c, "k", 5, 3, later);
 	CHECK(catalog_commit(c) == 0);
 	CHECK(later[0] > again[0] && later[4] > again[5]);
+
+	/* the id sequences lost (damaged): new rows are still numbered after the kept ones */
+	sql(path.buf, "DELETE FROM sqlite_sequence");
+	int64_t kept[6], fresh[6];
+	CHECK(catalog_begin(c) == 0);
+	CHECK(catalog_clear(c, true) == 0);
+	for (int n = 0; n < 8; n++) { /* taken in before k (as "a..." before "k"), numbered first */
+		char name[8];
+		snprintf(name, sizeof(name), "a%d", n);
+		add_tree(c, name, 5, 3, fresh);
+		for (int i = 0; i < 6; i++)
+			CHECK(fresh[i] > later[i < 4 ? i : 5]);
+	}
+	add_tree(c, "k", 5, 3, kept);
+	CHECK(catalog_commit(c) == 0);
+	for (int i = 0; i < 6; i++)
+		CHECK(kept[i] == later[i]);
+
+	/* a row the old catalog had wrong (its mode planted) is another node: a new id */
+	sql(path.buf, "UPDATE files SET mode = 438 WHERE name = 'nb-1-big-Data.db'");
+	CHECK(catalog_begin(c) == 0);
+	CHECK(catalog_clear(c, true) == 0);
+	add_tree(c, "k", 5, 3, again);
+	CHECK(catalog_commit(c) == 0);
+	CHECK(again[3] == kept[3] && again[5] == kept[5] && again[4] > kept[5]);
 	catalog_close(c);
 	sb_free(&path);
 }
