@@ -1025,8 +1025,6 @@ static void check_free(struct check *c)
 	reconcile_stats_free(&c->rs);
 }
 
-/* A key slot that does not parse: the key file or passphrase it was made for no longer opens
- * the store (the slot kept for disaster recovery, maybe). */
 /* --- commitlog segments ------------------------------------------------------------------ */
 
 /* Segment key's metadata, and its bytes when selected: each one that does not read is a
@@ -1077,12 +1075,14 @@ static int check_segments(struct check *c)
 	return r;
 }
 
+/* A key slot that does not parse (the key file or passphrase it was made for no longer opens
+ * the store: the slot kept for disaster recovery, maybe), or made for another store. */
 static int on_key_slot(void *ctx, const char *id, const struct crypt_slot_info *info, const char *why)
 {
 	struct check *c = ctx;
 	const char *store_id = store_get_config(c->s)->id;
 	if (!info)
-		problem((struct check *)ctx, "keys/%s.json: damaged key slot (%s): the key file or "
+		problem(c, "keys/%s.json: damaged key slot (%s): the key file or "
 			"passphrase it was made for no longer opens the store; add another with "
 			"'cassbackup key add', then remove this one", id, why);
 	else if (*info->store && strcmp(info->store, store_id))
@@ -1091,7 +1091,7 @@ static int on_key_slot(void *ctx, const char *id, const struct crypt_slot_info *
 			"'cassbackup key remove %s', and add the key it was for with 'cassbackup key add'",
 			id, info->store, store_id, id);
 	else if (!info->bound)
-		information((struct check *)ctx, "keys/%s.json: a key slot without config_mac (made "
+		information(c, "keys/%s.json: a key slot without config_mac (made "
 			    "by a release before the config's settings were bound to the key, or the "
 			    "field removed): a damaged or replaced config is not noticed when it opens "
 			    "the store; add another with 'cassbackup key add', then remove this one", id);
