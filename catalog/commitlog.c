@@ -754,8 +754,31 @@ void commitlog_window_of(const struct commitlog_meta *v, size_t n, const struct 
 
 bool commitlog_in_window(const struct commitlog_meta *m, const struct commitlog_window *w)
 {
-	return (m->archived_ms >= w->from_ms || m->id >= w->first_id || m->id > w->seen_id) &&
+	return (m->archived_ms >= w->from_ms || m->id >= w->from_ms || m->id >= w->first_id ||
+		m->id > w->seen_id) &&
 	       (m->id <= w->to_ms || m->archived_ms <= w->to_ms || m->id <= w->spanning_id);
+}
+
+/* Whether segment b, archived next after a with ids between theirs missing, began a later run
+ * of the node (Cassandra numbers a run's segments from the time it started, in ms, then one by
+ * one): its file was made about when its id says, so it was a run's first; else (its birth time
+ * not kept) its id is not before a's last write, as a restart's is. Neither time known: taken
+ * for a restart, and no gap is claimed. */
+static bool began_a_run(const struct commitlog_meta *a, const struct commitlog_meta *b)
+{
+	if (b->created_ms > 0)
+		return b->created_ms - b->id < COMMITLOG_RUN_START_SLACK_MS;
+	return a->mtime_ms <= 0 || b->id >= a->mtime_ms - COMMITLOG_RUN_START_SLACK_MS;
+}
+
+ssize_t commitlog_next_gap(const struct commitlog_meta *v, size_t n, size_t from)
+{
+	for (size_t i = from; i + 1 < n; i++) {
+		int64_t missing = v[i + 1].id - v[i].id - 1;
+		if (missing > 0 && missing <= COMMITLOG_GAP_MAX && !began_a_run(&v[i], &v[i + 1]))
+			return (ssize_t)i;
+	}
+	return -1;
 }
 
 /* The mtime of table tb's snapshot manifest.json, which Cassandra (2.2 on) writes once the

@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "backend.h"
 #include "util.h"
@@ -207,7 +208,8 @@ void commitlog_window_of(const struct commitlog_meta *v, size_t n, const struct 
 			 int64_t to_ms, struct commitlog_window *w);
 
 /* Does segment m (of the node of w) hold mutations of the window? It was archived at or after
- * from_ms, or its id is first_id or later, or above seen_id (a node clock stepped back after
+ * from_ms, or made then or after (its id: a run that started after from_ms), or its id is
+ * first_id or later, or above seen_id (a node clock stepped back after
  * the snapshot, before the first archive since: first_id cannot tell then, the id recorded
  * before the snapshot can); and it was made (its id) or archived at or before
  * to_ms, or it is the one written at to_ms (spanning_id: ids ahead of real time, as a node
@@ -215,5 +217,19 @@ void commitlog_window_of(const struct commitlog_meta *v, size_t n, const struct 
  * segment taken in vain costs a replay of mutations Cassandra skips (their time is after the
  * point, or its sstables hold them); one left out loses its writes. */
 bool commitlog_in_window(const struct commitlog_meta *m, const struct commitlog_window *w);
+
+/* How far a run's first segment may be made after the time its id says (Cassandra makes it
+ * as the node starts). */
+#define COMMITLOG_RUN_START_SLACK_MS (10 * 60 * 1000)
+/* More ids than this between two segments is a restart whatever the times say: as many missing
+ * segments would be 32 TB of writes, and a restart 17 minutes or more after the run began
+ * jumps at least as far. */
+#define COMMITLOG_GAP_MAX 1000000
+
+/* In one node's segments v (by id), the first i from `from` on where v[i] and v[i + 1] are of
+ * one run of the node with the segments between them missing (a replay of both would skip
+ * their writes and apply later ones); -1 when none is found. A segment that began a later run
+ * (a restart) follows any id: what the previous run wrote last cannot be told missing. */
+ssize_t commitlog_next_gap(const struct commitlog_meta *v, size_t n, size_t from);
 
 #endif

@@ -84,13 +84,15 @@ def meta_frames(meta):
     return out
 
 
-def set_archived(store, node, name, archived_ms, created_ms=0):
+def set_archived(store, node, name, archived_ms, created_ms=0, mtime_ms=None):
     """Rewrites a stored segment's archive time and its file's birth time (its metadata frame;
-    0: the file system kept none)."""
+    0: the file system kept none), and its last write's when given."""
     path = object_path(store, node, name)
     meta, rest = read_meta(path)
     meta['archived_ms'] = archived_ms
     meta['created_ms'] = created_ms
+    if mtime_ms is not None:
+        meta['mtime_ms'] = mtime_ms
     with open(path, 'wb') as f:
         f.write(meta_frames(meta) + rest)
 
@@ -993,7 +995,8 @@ def test_point_in_time_takes_the_host_ids_segments_under_another_node_name(store
     # under a name other hosts archived under too, the host's own among theirs (the first and
     # last of the directory are another's): found, read from every segment's metadata
     other = '5f1c0c8e-0000-4000-8000-00000000000e'
-    shared = [write_segment(str(tmp_path / f'cl-s{i}'), T0 + HOUR // 2 + 10 + i, seed=20 + i) for i in range(3)]
+    # (the host's own the next after its first: a run's segments, none missing between)
+    shared = [write_segment(str(tmp_path / f'cl-s{i}'), T0 + HOUR // 2 + i, seed=20 + i) for i in (-1, 1, 2)]
     for seg, h in zip(shared, (other, hid, other)):
         archive_as(store, seg, 'shared', h, T0 + HOUR)
     # and one whose metadata does not read: whose it is, is not known, and said
@@ -1708,3 +1711,57 @@ def test_s3_killed_mid_upload_leaves_nothing_or_all(s3, tmp_path):  # noqa: F811
     archive(loc, seg, env=env)
     assert s3_segment(loc, env, tmp_path, name) == read(seg)
     assert commitlog_keys(env) == [f'stores/prod/commitlogs/n1/{name}.zst']
+
+
+def one_run(store, tmp_path, archived, created_ms=0):
+    """Backup b1 (snapshot at T0) and segments of one run of node n1 that started at T0 + 1 h:
+    ids T0 + 1 h, + 1, + 2..., each archived at the time given, last written then."""
+    src = tiny(tmp_path, 'b1', 1)
+    cb('create', '--store', store, '--name', 'b1', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--node', 'n1')
+    set_backup_time(store, 'b1', T0)
+    names = []
+    for i, at in enumerate(archived):
+        seg = write_segment(str(tmp_path / 'cl'), T0 + HOUR + i, seed=i)
+        archive(store, seg)
+        set_archived(store, 'n1', os.path.basename(seg), at, created_ms=created_ms if i == 0 else 0,
+                     mtime_ms=at)
+        names.append(os.path.basename(seg))
+    return names
+
+
+def test_point_in_time_refuses_a_segment_missing_within_a_run(store, tmp_path):
+    """A segment whose archive_command failed (Cassandra tries again only at its next start),
+    or deleted, between two of one run: the restore copied the others, wrote the settings,
+    exit 0, and Cassandra would replay the later segment over the hole. It is refused now, in
+    one line naming it, with nothing written; a point before the hole needs none of it."""
+    names = one_run(store, tmp_path, [T0 + 2 * HOUR, T0 + 3 * HOUR, T0 + 4 * HOUR])
+    os.unlink(object_path(store, 'n1', names[1]))
+    live = live_dir(tmp_path, store, 'b1')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    segs = tmp_path / 'segs'
+    r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 5 * HOUR),
+           '--cassandra-conf', str(conf), '--node', 'n1', '--segments-dir', str(segs), check=False)
+    assert r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr
+    assert (f'commitlog segment {T0 + HOUR + 1} is missing from the store for node n1, between {names[0]} '
+            f'and {names[2]} of one run of the node') in r.stderr, r.stderr
+    assert 'nothing was written' in r.stderr
+    assert os.listdir(conf) == [] and not os.path.exists(segs)
+    assert all(os.listdir(os.path.join(live, ks, t)) == [] for ks in os.listdir(live)
+               for t in os.listdir(os.path.join(live, ks)))
+    # up to the last write of the one before the hole: the missing one's writes come after
+    got = pitr_segments(store, tmp_path, 'b1', T0 + 2 * HOUR, 'before')
+    assert names[0] in got
+
+
+def test_a_run_started_after_the_snapshot_is_replayed_whatever_its_archive_time(store, tmp_path):
+    """The first segment of a run that started after the snapshot (its id is its start) was
+    archived by a clock stepped back before the snapshot: the window, which went by archive
+    times and by the least id archived since, left it out, and prune deleted it, exit 0. A
+    segment made after the snapshot's start is in its window."""
+    names = one_run(store, tmp_path, [T0 - 2 * HOUR, T0 + 3 * HOUR])
+    got = pitr_segments(store, tmp_path, 'b1', T0 + 4 * HOUR, 'pitr')
+    assert sorted(got) == sorted(names)
+    cb('prune', '--store', store)
+    assert stored(store)['n1'] == sorted(names)

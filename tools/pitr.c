@@ -393,6 +393,51 @@ static void note_tail_not_archived(const struct pitr *p, const struct commitlog_
 	       p->node_name, when, at);
 }
 
+static int by_id(const void *a, const void *b)
+{
+	int64_t x = ((const struct commitlog_meta *)a)->id, y = ((const struct commitlog_meta *)b)->id;
+	return (x > y) - (x < y);
+}
+
+/* When segment m was last written: its mtime, or its archive when earlier (a clock that
+ * stepped) or when the mtime was not kept. */
+static int64_t finished_ms(const struct commitlog_meta *m)
+{
+	return m->mtime_ms > 0 && m->mtime_ms < m->archived_ms ? m->mtime_ms : m->archived_ms;
+}
+
+/* The chosen segments (p->segments), put in id order, have none missing between two of one
+ * run of the node (commitlog_next_gap) before the point in time: a replay would skip the
+ * missing ones' writes and apply the later ones. (Segments missing after the segment written
+ * at the point hold only writes Cassandra skips.) 0, or CB_EXIT_FAILED after one line. */
+static int refuse_a_gap(const struct pitr *p)
+{
+	struct commitlog_list *l = p->segments;
+	if (l->n > 1)
+		qsort(l->v, l->n, sizeof(*l->v), by_id);
+	ssize_t i = -1;
+	do
+		i = commitlog_next_gap(l->v, l->n, (size_t)(i + 1));
+	while (i >= 0 && finished_ms(&l->v[i]) >= p->time_ms);
+	if (i < 0)
+		return 0;
+	const struct commitlog_meta *a = &l->v[i], *b = &l->v[i + 1];
+	bool many = b->id - a->id > 2;
+	char ids[64], at[48];
+	if (many)
+		snprintf(ids, sizeof(ids), "segments %" PRId64 " to %" PRId64 " are", a->id + 1, b->id - 1);
+	else
+		snprintf(ids, sizeof(ids), "segment %" PRId64 " is", a->id + 1);
+	format_gmt(finished_ms(a), at, sizeof(at));
+	errorf("commitlog %s missing from the store for node %s, between %s and %s of one run of "
+	       "the node: a replay would skip %s writes and apply the later ones; archive %s "
+	       "(Cassandra tries a failed archive_command again only at its next start: run "
+	       "archive-commitlog on %s), or restore to a point no later than %s (when %s was last "
+	       "written); nothing was written", ids, p->node_name, a->name, b->name,
+	       many ? "their" : "its", many ? "them" : "it", many ? "them" : "it", at, a->name);
+	return CB_EXIT_FAILED;
+}
+
 /* The segments of the node from the backup's snapshot up to the point in time
  * (commitlog_in_window), and a note for those left out or taken from elsewhere. */
 static int choose_segments(struct pitr *p, struct store *s)
@@ -425,7 +470,7 @@ static int choose_segments(struct pitr *p, struct store *s)
 		       "in the configuration of archive-commitlog)\n", other_host, other_host == 1 ? "" : "s",
 		       p->node_name, other_host == 1 ? "it records" : "they record", p->host_id);
 	commitlog_list_free(&cand);
-	return rc;
+	return rc ?: refuse_a_gap(p);
 }
 
 /* path made canonical (realpath), or, when it does not exist yet, its parent's made so with
