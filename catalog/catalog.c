@@ -98,9 +98,10 @@ static const char schema_sql[] =
  * its name, attributes and content. A row the old catalog had wrong (damaged, planted) is not
  * the same node, and gets a new id, so what a running mount cached of it is looked up again.
  * The parent's new row has its old id only when kept, and a row's new id is never an old one
- * (AUTOINCREMENT, its sequence raised to the old ids first), so a node not kept matches
- * nothing below it either. Made on every connection (ST_ADD_* read them), empty but within a
- * rebuild's transaction. */
+ * (AUTOINCREMENT, its sequence raised to the old ids first: RAISE_SEQUENCES), so a node not
+ * kept matches nothing below it either. An id the tree does not number (damaged) is not
+ * kept. Made on every connection (ST_ADD_* read them), empty but within a rebuild's
+ * transaction. */
 #define KEPT_ATTRS "mode INTEGER, uid INTEGER, gid INTEGER, mtime_ns INTEGER"
 #define KEPT_SQL                                                                                  \
 	"CREATE TEMP TABLE IF NOT EXISTS kept_backups(ref TEXT, created_ns INTEGER,"              \
@@ -120,29 +121,35 @@ static const char schema_sql[] =
 #define FORGET_KEPT_SQL                                                                           \
 	"DELETE FROM temp.kept_backups; DELETE FROM temp.kept_keyspaces;"                         \
 	" DELETE FROM temp.kept_tables; DELETE FROM temp.kept_dirs; DELETE FROM temp.kept_files;"
-/* Table t's id sequence at least its greatest id: a sequence row lost (damaged) would have
- * new rows numbered from 1, onto the ids kept. */
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+/* An id the tree numbers (CB_ROW_MAX), in SQL */
+#define SHOWN_ID "id < (1 << " STRINGIFY(CB_ROW_BITS) ")"
+/* Table t's id sequence at least its greatest id the tree numbers: a sequence row lost
+ * (damaged) would have new rows numbered from 1, onto ids kept or handed out before; one
+ * damaged id beyond the numbered ones must not take every new row past them too. */
 #define RAISE_SEQUENCE(t)                                                                         \
-	" UPDATE sqlite_sequence SET seq = (SELECT MAX(id) FROM " t ") WHERE name = '" t "'"      \
-	"  AND seq < (SELECT MAX(id) FROM " t ");"                                               \
+	" UPDATE sqlite_sequence SET seq = (SELECT MAX(id) FROM " t " WHERE " SHOWN_ID ")"        \
+	"  WHERE name = '" t "' AND seq < (SELECT MAX(id) FROM " t " WHERE " SHOWN_ID ");"        \
 	" INSERT INTO sqlite_sequence(name, seq) SELECT '" t "', MAX(id) FROM " t                 \
-	"  WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = '" t "')"                 \
+	"  WHERE " SHOWN_ID " AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = '" t "')"\
 	"  HAVING MAX(id) IS NOT NULL;"
+#define RAISE_SEQUENCES                                                                           \
+	RAISE_SEQUENCE("backups") RAISE_SEQUENCE("keyspaces") RAISE_SEQUENCE("tables")            \
+	RAISE_SEQUENCE("dirs") RAISE_SEQUENCE("files")
 #define KEEP_IDS_SQL                                                                              \
 	FORGET_KEPT_SQL                                                                           \
-	RAISE_SEQUENCE("backups") RAISE_SEQUENCE("keyspaces") RAISE_SEQUENCE("tables")            \
-	RAISE_SEQUENCE("dirs") RAISE_SEQUENCE("files")                                            \
 	" INSERT OR IGNORE INTO temp.kept_backups SELECT ref, created_ns, manifest_size,"         \
-	"  manifest_version, root_mode, root_uid, root_gid, id FROM backups;"                     \
+	"  manifest_version, root_mode, root_uid, root_gid, id FROM backups WHERE " SHOWN_ID ";"  \
 	" INSERT OR IGNORE INTO temp.kept_keyspaces SELECT backup_id, name, mode, uid, gid,"      \
-	"  mtime_ns, id FROM keyspaces;"                                                          \
+	"  mtime_ns, id FROM keyspaces WHERE " SHOWN_ID ";"                                       \
 	" INSERT OR IGNORE INTO temp.kept_tables SELECT keyspace_id, name, table_id, mode, uid,"  \
-	"  gid, mtime_ns, id FROM tables;"                                                        \
+	"  gid, mtime_ns, id FROM tables WHERE " SHOWN_ID ";"                                     \
 	" INSERT OR IGNORE INTO temp.kept_dirs SELECT table_row, name, mode, uid, gid, mtime_ns,"\
-	"  id FROM dirs;"                                                                         \
+	"  id FROM dirs WHERE " SHOWN_ID ";"                                                      \
 	" INSERT OR IGNORE INTO temp.kept_files SELECT f.table_row, f.dir_id, f.name, f.size,"    \
 	"  b.sha256, f.mode, f.uid, f.gid, f.mtime_ns, f.id FROM files f JOIN blobs b"            \
-	"  ON b.id = f.blob_id;"
+	"  ON b.id = f.blob_id WHERE f." SHOWN_ID ";"
 /* A kept row's attributes are those of parameters m, u, g and t (KEPT_ATTRS) */
 #define KEPT_MATCH(m, u, g, t) "mode = ?" #m " AND uid = ?" #u " AND gid = ?" #g " AND mtime_ns = ?" #t
 /* A backup's ref as ST_ADD_BACKUP makes it from its parameters */
@@ -551,7 +558,9 @@ int catalog_clear(catalog *c, bool keep_ids)
 				  " DELETE FROM blobs; DELETE FROM packs;";
 	c->why[0] = '\0';
 	c->kept = keep_ids;
-	int rc = keep_ids ? sqlite3_exec(c->db, KEEP_IDS_SQL, NULL, NULL, NULL) : SQLITE_OK;
+	int rc = sqlite3_exec(c->db, RAISE_SEQUENCES, NULL, NULL, NULL);
+	if (rc == SQLITE_OK && keep_ids)
+		rc = sqlite3_exec(c->db, KEEP_IDS_SQL, NULL, NULL, NULL);
 	return errno_from_sqlite(c->db, rc == SQLITE_OK ? sqlite3_exec(c->db, sql, NULL, NULL, NULL) : rc);
 }
 

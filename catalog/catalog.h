@@ -101,7 +101,9 @@ int catalog_reread_identity(catalog *c);
 int catalog_renew_identity(catalog *c);
 
 /* Deletes every backup, pack and blob row, within the caller's transaction (a rebuild in
- * place, store_rebuild_catalog); the identity and the id sequences stay. keep_ids: a node
+ * place, store_rebuild_catalog); the identity and the id sequences stay, raised first to the
+ * greatest id the tree numbers (a sequence row lost would number new rows from 1, onto ids
+ * handed out before). keep_ids: a node
  * added again within that transaction gets its old id when it is the same node: the same
  * backup (its ref, its manifest's size, version and time made, its directory's protection)
  * and the same path below it with the same attributes, and for a file the same content. So
@@ -330,6 +332,11 @@ bool catalog_node_mutable(uint64_t ino);
 #define CB_INO_VIEW ((uint64_t)1 << 47) /* the cluster view's copy of a node (see above) */
 #define CB_INO_KIND(ino) ((int)((ino) & 7))
 #define CB_INO_ROW(ino) ((int64_t)(((ino) & ~CB_INO_VIEW) >> 3))
+/* Rows below 2^CB_ROW_BITS are numbered in the tree (their CB_INO below CB_INO_VIEW, and below
+ * a mount's generation bits); a greater id (a damaged row) is never shown, nor kept by a
+ * rebuild (catalog_clear). */
+#define CB_ROW_BITS 44
+#define CB_ROW_MAX ((int64_t)1 << CB_ROW_BITS)
 #define CB_INO_ROOT CB_INO(CB_NODE_SPECIAL, 0) /* == 1, FUSE_ROOT_ID */
 #define CB_INO_BACKUPS CB_INO(CB_NODE_SPECIAL, 1)
 #define CB_INO_CLUSTERS CB_INO(CB_NODE_SPECIAL, 2)

@@ -706,6 +706,32 @@ static int check_unique(const struct manifest_file *files, size_t n, struct perr
 	return r;
 }
 
+static int cmp_dir(const void *a, const void *b)
+{
+	return strcmp((*(const struct manifest_dir *const *)a)->name,
+		      (*(const struct manifest_dir *const *)b)->name);
+}
+
+/* No index directory listed twice: the catalog has one row per directory of a table. */
+static int check_unique_dirs(const struct manifest_dir *dirs, size_t n, struct perr *e,
+			     const char *where)
+{
+	if (n < 2)
+		return 0;
+	const struct manifest_dir **v = malloc(n * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		v[i] = &dirs[i];
+	qsort(v, n, sizeof(*v), cmp_dir);
+	int r = 0;
+	for (size_t i = 1; i < n && !r; i++)
+		if (!cmp_dir(&v[i - 1], &v[i]))
+			r = fail(e, "%s: index directory \"%s\" appears twice", where, v[i]->name);
+	free(v);
+	return r;
+}
+
 static bool is_table_id(const char *s)
 {
 	size_t n = strlen(s);
@@ -775,6 +801,7 @@ static int parse_table(json_t *o, struct manifest_table *t, struct perr *e, cons
 			r = fail(e, "%s: index directory \"%s\" does not start with '.'", where,
 				 t->dirs[i].name);
 	}
+	r = r ?: check_unique_dirs(t->dirs, t->ndirs, e, where);
 	for (size_t i = 0; i < t->nfiles && !r; i++)
 		r = parse_file(json_array_get(files, i), &t->files[i], false, e, where);
 	return r ?: check_unique(t->files, t->nfiles, e, where);

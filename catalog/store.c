@@ -1078,10 +1078,11 @@ int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
 	}
 	for (size_t i = 0; r == 0 && i < m->nnode_files; i++)
 		r = register_node_file(c, backup_id, &m->node_files[i]);
-	/* a parsed manifest names each node once (manifest.c), so a row taken below the backup's
-	 * is the catalog's damage (its id sequence): never "another backup", which take_in skips */
+	/* a parsed manifest names each node once (manifest.c checks), so a row taken below the
+	 * backup's is not "another backup" (take_in skips those): what was registered of it goes,
+	 * and the manifest is one that cannot be taken in */
 	if (r == -EEXIST)
-		r = -EUCLEAN;
+		r = catalog_remove_backup(c, backup_id) ?: -EBADMSG;
 out:
 	sb_free(&tokens);
 	sb_free(&ring);
@@ -1308,6 +1309,16 @@ static int take_in(struct store *s, const char *name, const char *version, int64
 		    store_register_manifest(s->cat, m, strchr(name, '/') != NULL, size, version);
 		if (r == 0)
 			st->backups_added++;
+		if (r == -EBADMSG && (flags & RECONCILE_STRICT)) { /* as one that does not parse */
+			sb_printf(err, "backups/%s.json: names one directory or file of a table twice, "
+				  "and cannot be taken in", name);
+			st->unreadable = true;
+		} else if (r == -EBADMSG) {
+			note(st, "backups/%s.json: names one directory or file of a table twice, and "
+			     "cannot be taken in", name);
+			st->bad_manifests++;
+			r = 0;
+		}
 		if (r == -EEXIST) { /* backups/NAME.json and backups/NAME/NODE.json of one node */
 			note(st, "backups/%s.json: node %s has another backup %s in the store, ignored",
 			     name, manifest_node_key(m), m->name);

@@ -231,8 +231,8 @@ int store_register_pack(catalog *c, const struct cb_pack_info *p, const struct p
 /* nested: the manifest is kept at backups/NAME/NODE.json (else backups/NAME.json).
  * manifest_version: the store's version of it (cb_object_info); "" or NULL when not known,
  * and the next reconcile reads it again. 0; -EEXIST when the catalog has the node's backup
- * of that name (nothing registered); -EUCLEAN when a row below the backup's is taken (the
- * catalog is damaged); or another -errno. */
+ * of that name; -EBADMSG when a row below the backup's is taken (the manifest names a node
+ * twice): nothing registered either way; or another -errno. */
 int store_register_manifest(catalog *c, const struct manifest *m, bool nested,
 			    uint64_t manifest_size, const char *manifest_version);
 

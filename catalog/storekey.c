@@ -101,7 +101,7 @@ int store_keys_unlock(struct cb_backend *b, const char *store_id, uint32_t chunk
 			continue;
 		}
 		bool another = *info.store && strcmp(info.store, store_id);
-		any_names_this |= !another;
+		any_names_this |= *info.store && !another; /* a slot from before names none */
 		if ((int)info.kind != kind) {
 			free(doc); /* another kind's: not tried */
 			continue;

@@ -2,14 +2,18 @@
 import hashlib
 import json
 import os
+import pathlib
+import shutil
 import socket
 import sqlite3
 import stat
 import subprocess
+import sys
+import tempfile
 
 import pytest
 
-from conftest import (manifest_path, pid_space, CASSBACKUP, FIXTURE_TAG, backup_list, cb, data_dir_args, make_sample, mounted, packs, read,
+from conftest import (manifest_path, pid_space, CASSBACKUP, FIXTURE_TAG, REPO, backup_list, cb, data_dir_args, make_sample, mounted, packs, read,
                       read_only_bind, run, sample_dirs, snapshot_tables, wait_for)
 from test_restore_load import rewrite_frame
 
@@ -510,6 +514,37 @@ def test_export_over_a_file_keeps_its_mode_and_owner(real_backup, tmp_path):
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o2640, 4321, 4322)
     assert old.read_bytes() == new.read_bytes()
     assert sorted(os.listdir(tmp_path)) == ['new.tar', 'old.tar', 'store']
+
+
+def test_export_over_a_file_it_cannot_give_away_keeps_the_owners_bits_only(tmp_path, binaries, request):
+    """An exporter who is not root, over root:4322 0640 in a directory of its own: the group
+    read bit went to the exporter's own group (the whole backup readable by it). The file is
+    now the exporter's with the owner's part of the mode only."""
+    uid, gid = 65534, 65534
+    top = pathlib.Path(tempfile.mkdtemp(prefix='cb-export-owner-'))  # one user 65534 reaches
+    request.addfinalizer(lambda: shutil.rmtree(top, ignore_errors=True))
+    os.chmod(top, 0o755)
+    top = top / 'u'
+    top.mkdir()
+    os.chown(top, uid, gid)
+
+    def as_user(*args):
+        p = subprocess.run(['setpriv', f'--reuid={uid}', f'--regid={gid}', '--clear-groups', *map(str, args)],
+                           capture_output=True, text=True, env=dict(os.environ, HOME=str(top)))
+        assert p.returncode == 0, (args, p.stderr)
+    store, src = top / 'store', top / 'src'
+    as_user(CASSBACKUP, 'init', '--store', store)
+    as_user(sys.executable, os.path.join(REPO, 'tools', 'sample_data.py'), '--out', src, '--data-dirs', '1',
+            '--keyspaces', '1', '--tables', '1', '--data-kib', '4', '--no-clutter')
+    as_user(CASSBACKUP, 'create', '--store', store, '--name', 'b1', '--data-dir', src / 'data1',
+            '--snapshot', 'nightly-1', '--no-schema', '--no-conf')
+    tar = top / 'b1.tar'
+    tar.write_text('yesterday')
+    os.chown(tar, 0, 4322)
+    os.chmod(tar, 0o2640)
+    as_user(CASSBACKUP, 'export', '--store', store, 'b1', '-o', tar)
+    st = os.stat(tar)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (uid, gid, 0o600)
 
 
 def test_export_leaves_another_programs_temporary_file_alone(real_backup, tmp_path):

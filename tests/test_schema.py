@@ -193,6 +193,11 @@ def test_restore_conf_makes_a_lost_configuration_directory(store, node):
     assert p.stdout.startswith(f'made {lost}\n') and stat.S_IMODE(os.stat(lost).st_mode) == 0o755
     assert sorted(os.listdir(lost)) == ['cassandra-rackdc.properties', 'cassandra.yaml', 'jvm11-server.options']
     assert read(lost / 'cassandra.yaml') == YAML
+    # a link into the lost disk said "File exists"; two at once made it and failed on it
+    dangling = node['tmp'] / 'etc-link'
+    os.symlink(node['tmp'] / 'lost-disk' / 'cassandra', dangling)
+    p = cb('restore', '--store', store, 'b', '--conf', dangling, check=False)
+    assert p.returncode == 2 and p.stderr == f'cassbackup: --conf {dangling}: a symlink to nothing (make the directory it names)\n', p.stderr
 
 
 def test_prune_copy_and_check_keep_the_node_files(store, node, tmp_path):

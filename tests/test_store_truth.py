@@ -314,6 +314,64 @@ def test_files_in_index_directories_a_manifest_does_not_list_are_all_taken_in(st
             assert read(m.path(path)) == read(src), path
 
 
+def test_a_manifest_naming_an_index_directory_twice_is_named_and_the_store_goes_on(store, tmp_path):
+    """A manifest (hand-edited, or without its checksum) whose table lists one index directory
+    twice: its second row failed the catalog's UNIQUE constraint, which was taken for a damaged
+    catalog: every command failed and set catalog.db aside, again and again. The manifest is
+    now refused as damaged, named, and the other backups go on."""
+    backup(store, tmp_path, 'a', 13, kib='8')
+    files = backup(store, tmp_path, 'b', 14, kib='8')
+    mp = manifest_path(store, 'a')
+    with open(mp) as f:
+        doc = json.load(f)
+    t = next(t for k in doc['keyspaces'] for t in k['tables'] if t.get('dirs'))
+    t['dirs'].append(dict(t['dirs'][0]))
+    rewrite_manifest(mp, doc)
+    p = cb('reindex', '--store', store, check=False)
+    assert p.returncode == 1 and f'index directory "{t["dirs"][0]["name"]}" appears twice' in p.stdout, p.stdout
+    p = cb('list', '--store', store)
+    assert 'appears twice' in p.stderr and p.stderr.count('\n') == 1, p.stderr
+    assert [b['name'] for b in backup_list(store)] == ['b']
+    assert not [f for f in os.listdir(store) if 'damaged' in f]
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        for path, src in files.items():
+            assert read(m.path(path)) == read(src), path
+
+
+def test_a_damaged_id_beyond_the_numbered_ones_is_not_kept_by_reindex(store, tmp_path):
+    """One file row's id damaged to 2^45 (beyond what the tree numbers): reindex kept it and
+    raised the id sequence to it, so every file of every later backup was numbered past what
+    the mount shows: backup b's files were all missing from its directory. Such an id is not
+    kept, nor raises the sequence."""
+    backup(store, tmp_path, 'a', 15, kib='8')
+    with sqlite3.connect(os.path.join(store, 'catalog.db')) as c:
+        c.execute('UPDATE files SET id = ? WHERE id = (SELECT MAX(id) FROM files)', (1 << 45,))
+    cb('reindex', '--store', store)
+    [(seq,)] = sql(store, "SELECT seq FROM sqlite_sequence WHERE name = 'files'")
+    assert seq < 1 << 44
+    files = backup(store, tmp_path, 'b', 16, kib='8')
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        for path, src in files.items():
+            assert read(m.path(path)) == read(src), path
+
+
+def test_reindex_never_numbers_from_1_again_when_the_sequences_are_lost(store, tmp_path):
+    """The catalog's id sequences lost (sqlite_sequence rows damaged): a rebuild numbered rows
+    from 1 again, giving backup a the numbers z had had (z is made first, a taken in first), and
+    a running mount served a's bytes under z's paths. The sequences are raised to the ids
+    there first, with or without --renumber."""
+    files = {**backup(store, tmp_path, 'z', 17, kib='8'), **backup(store, tmp_path, 'a', 18, kib='8')}
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        for path in files:
+            os.stat(m.path(path))
+        for args in (('--renumber',), ()):
+            with sqlite3.connect(os.path.join(store, 'catalog.db')) as c:
+                c.execute('DELETE FROM sqlite_sequence')
+            cb('reindex', '--store', store, *args)
+            for path, src in files.items():
+                assert read_uncached(m.path(path)) == read(src), (args, path)
+
+
 def test_catalog_made_anew_under_a_mount_never_serves_another_file(store, tmp_path):
     """The catalog deleted and made anew (ids start over) while files are looked up and open:
     the mount moves to the new catalog, and a node number it handed out before names nothing

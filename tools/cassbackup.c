@@ -114,7 +114,7 @@ static const struct {
 	{"copy", cmd_copy, "--from STORE --to STORE (NAME... | --all) [--dry-run] [--json]",
 	 "copy backups to another store, sending only what it lacks"},
 	{"export", cmd_export, "--store DIR NAME [-o FILE] [--zstd]", "write one backup as a standalone tar"},
-	{"reindex", cmd_reindex, "--store DIR", "rebuild catalog.db from the store alone"},
+	{"reindex", cmd_reindex, "--store DIR [--renumber]", "rebuild catalog.db from the store alone"},
 	{"backup", cmd_backup, "[--store DIR] [--node NAME] [--name NAME]",
 	 "the routine job: create --take-snapshot, then forget --keep-* --prune (configuration)"},
 	{"install-timer", cmd_install_timer, "[--unit-dir DIR]",

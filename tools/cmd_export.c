@@ -324,20 +324,25 @@ static int resolve_output(struct export *x)
 	return r;
 }
 
-/* The temporary file gets the protection of the regular file it will replace, as a tar
- * written over FILE in place would leave it: its mode, and its owner and group where this
- * process may give them (root; else it stays the exporter's). A new FILE stays 0600: it holds
- * every row of the backup, system_auth's too. 0 or < 0 (said). */
+/* The temporary file gets the protection of the regular file it will replace: its owner,
+ * group and mode where this process may give them (root), as a tar written over FILE in place
+ * would keep them. Where it may not, the file stays the exporter's, with the owner's part of
+ * the mode only (as cp -p drops what it cannot give): the old mode's group and others bits
+ * were granted to the old group, not to the exporter's. A new FILE stays 0600: it holds every
+ * row of the backup, system_auth's too. 0 or < 0 (said). */
 static int keep_protection(struct export *x)
 {
 	struct stat st;
 	if (stat(x->file, &st) < 0 || !S_ISREG(st.st_mode))
 		return 0;
+	mode_t mode = st.st_mode & 07777;
 	/* owner first: a chown clears the set-id bits the mode then puts back */
-	if ((st.st_uid != geteuid() || st.st_gid != getegid()) &&
-	    fchown(x->fd, st.st_uid, st.st_gid) < 0 && errno != EPERM)
-		goto fail;
-	if (fchmod(x->fd, st.st_mode & 07777) == 0)
+	if ((st.st_uid != geteuid() || st.st_gid != getegid()) && fchown(x->fd, st.st_uid, st.st_gid) < 0) {
+		if (errno != EPERM)
+			goto fail;
+		mode &= 0700;
+	}
+	if (fchmod(x->fd, mode) == 0)
 		return 0;
 fail:;
 	int r = -errno;

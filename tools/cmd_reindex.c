@@ -4,9 +4,9 @@
  * empties it and reads every manifest and every pack's index again, in place and in one
  * transaction (store_rebuild_catalog): a running mount or command reading the catalog sees
  * the old rows or the new. Each node keeps its row id (a mount's inode number) where the old
- * row was the same node, so walks inside a backup go on; with --renumber none does. (A catalog that does not open at all is set aside and made anew by the
- * store's open.) Then it says what it found, and names every manifest and pack it could not
- * take in.
+ * row was the same node, so walks inside a backup go on; with --renumber none does. (A
+ * catalog that does not open at all is set aside and made anew by the store's open.) Then it
+ * says what it found, and names every manifest and pack it could not take in.
  */
 #include "cli.h"
 #include "lock.h"

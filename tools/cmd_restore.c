@@ -1982,7 +1982,9 @@ static int check_whole_node(const struct restore_opts *o, const struct tables *t
 	}
 	for (size_t i = 0; rc == 0 && i < o->data_dirs.n; i++) {
 		why.len = 0;
-		if ((r = whole_node_check_data_dir(o->data_dirs.v[i], ts, &why)) == -ENOENT) {
+		struct stat st;
+		if ((r = whole_node_check_data_dir(o->data_dirs.v[i], ts, &why)) == -ENOENT &&
+		    stat(o->data_dirs.v[i], &st) < 0 && errno == ENOENT) {
 			errorf("--data-dir %s: %s; make it, empty and owned by the user Cassandra runs "
 			       "as, and run again; nothing was restored", o->data_dirs.v[i],
 			       why.buf ? why.buf : strerror(-r));

@@ -22,7 +22,6 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 struct conf_opts {
@@ -97,16 +96,29 @@ static int tmp_name(const struct manifest *m, char *buf, size_t n)
 }
 
 /* The directory dir, made (0755, as a package makes /etc/cassandra) when it alone is missing:
- * a lost configuration directory is what this restore is for. Its descriptor, or -errno. */
+ * a lost configuration directory is what this restore is for. Its descriptor, or -errno with
+ * one line said. */
 static int open_conf_dir(const char *dir)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT && mkdir(dir, 0755) == 0) {
-		chmod(dir, 0755); /* whatever the umask */
+	if (fd >= 0 || errno != ENOENT)
+		goto out;
+	if (mkdir(dir, 0755) == 0) {
+		if (chmod(dir, 0755) < 0) /* whatever the umask */
+			goto out;
 		printf("made %s\n", dir);
-		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	} else if (errno != EEXIST) { /* EEXIST: another made it, or a symlink to nothing */
+		goto out;
 	}
-	return fd < 0 ? -errno : fd;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+out:;
+	int r = fd >= 0 ? fd : -errno;
+	struct stat st;
+	if (r == -ENOENT && lstat(dir, &st) == 0 && S_ISLNK(st.st_mode))
+		errorf("--conf %s: a symlink to nothing (make the directory it names)", dir);
+	else if (r < 0)
+		errorf("--conf %s: %s", dir, strerror(-r));
+	return r;
 }
 
 /* Puts every configuration file of m into o->dir. 0 or the exit code (said). */
@@ -121,10 +133,8 @@ static int restore_files(const struct conf_opts *o, struct store *st, const stru
 		return CB_EXIT_FAILED;
 	}
 	int dfd = open_conf_dir(o->dir);
-	if (dfd < 0) {
-		errorf("--conf %s: %s", o->dir, strerror(-dfd));
+	if (dfd < 0)
 		return CB_EXIT_USAGE;
-	}
 	int rc = 0;
 	const char *first = NULL;
 	for (size_t i = 0; i < m->nnode_files; i++) {
