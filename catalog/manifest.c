@@ -685,25 +685,36 @@ static int cmp_file(const void *a, const void *b)
 	return strcmp(x->dir, y->dir) ?: strcmp(x->name, y->name);
 }
 
+/* One of the n elements of v (each size bytes) that cmp (which compares pointers to
+ * elements) finds equal to another, into *twice (NULL: none). 0 or -ENOMEM. */
+static int find_twice(const void *v, size_t n, size_t size, int (*cmp)(const void *, const void *),
+		      const void **twice)
+{
+	*twice = NULL;
+	if (n < 2)
+		return 0;
+	const void **p = malloc(n * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		p[i] = (const char *)v + i * size;
+	qsort(p, n, sizeof(*p), cmp);
+	for (size_t i = 1; i < n && !*twice; i++)
+		if (!cmp(&p[i - 1], &p[i]))
+			*twice = p[i];
+	free(p);
+	return 0;
+}
+
 /* Two files of one table under the same directory and name would make the tree ambiguous. */
 static int check_unique(const struct manifest_file *files, size_t n, struct perr *e,
 			const char *where)
 {
-	if (n < 2)
-		return 0;
-	const struct manifest_file **v = malloc(n * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++)
-		v[i] = &files[i];
-	qsort(v, n, sizeof(*v), cmp_file);
-	int r = 0;
-	for (size_t i = 1; i < n && !r; i++)
-		if (!cmp_file(&v[i - 1], &v[i]))
-			r = fail(e, "%s: file \"%s%s%s\" appears twice", where, v[i]->dir,
-				 *v[i]->dir ? "/" : "", v[i]->name);
-	free(v);
-	return r;
+	const void *twice;
+	int r = find_twice(files, n, sizeof(*files), cmp_file, &twice);
+	const struct manifest_file *f = twice;
+	return r ?: f ? fail(e, "%s: file \"%s%s%s\" appears twice", where, f->dir, *f->dir ? "/" : "",
+			     f->name) : 0;
 }
 
 static int cmp_dir(const void *a, const void *b)
@@ -716,20 +727,10 @@ static int cmp_dir(const void *a, const void *b)
 static int check_unique_dirs(const struct manifest_dir *dirs, size_t n, struct perr *e,
 			     const char *where)
 {
-	if (n < 2)
-		return 0;
-	const struct manifest_dir **v = malloc(n * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++)
-		v[i] = &dirs[i];
-	qsort(v, n, sizeof(*v), cmp_dir);
-	int r = 0;
-	for (size_t i = 1; i < n && !r; i++)
-		if (!cmp_dir(&v[i - 1], &v[i]))
-			r = fail(e, "%s: index directory \"%s\" appears twice", where, v[i]->name);
-	free(v);
-	return r;
+	const void *twice;
+	int r = find_twice(dirs, n, sizeof(*dirs), cmp_dir, &twice);
+	const struct manifest_dir *d = twice;
+	return r ?: d ? fail(e, "%s: index directory \"%s\" appears twice", where, d->name) : 0;
 }
 
 static bool is_table_id(const char *s)

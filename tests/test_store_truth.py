@@ -192,43 +192,59 @@ def test_a_walk_from_inside_a_backup_goes_on_after_reindex(store, tmp_path):
                 os.close(fd)
 
 
+class TwoHosts:
+    """An encrypted local store (its catalog a cache per host: CASSBACKUP_CACHE_DIR) whose
+    backup b1 of node n1 hosts make and make again: create(tag, host) writes gens Data.db files
+    of random bytes into snapshot tag (content[tag, gen]) and backs them up as b1."""
+
+    def __init__(self, tmp_path, gens=(1,)):
+        self.tmp, self.gens = tmp_path, gens
+        self.table = tmp_path / 'data' / 'ks' / 't-0123456789abcdef0123456789abcdef'
+        self.loc, self.key = str(tmp_path / 'store'), tmp_path / 'key'
+        self.key.write_text(os.urandom(32).hex() + '\n')
+        self.key.chmod(0o600)
+        self.content = {}
+        cb('init', '--store', self.loc, '--encrypt', '--key-file', str(self.key))
+
+    def at(self, host):
+        return dict(os.environ, CASSBACKUP_CACHE_DIR=str(self.tmp / host))
+
+    def cb(self, *args, host):
+        return cb(*args, '--store', self.loc, '--key-file', str(self.key), env=self.at(host))
+
+    def create(self, tag, host):
+        (self.table / 'snapshots' / tag).mkdir(parents=True)
+        for gen in self.gens:
+            self.content[tag, gen] = os.urandom(5000)
+            (self.table / 'snapshots' / tag / f'nb-{gen}-big-Data.db').write_bytes(self.content[tag, gen])
+        self.cb('create', '--data-dir', str(self.tmp / 'data'), '--node', 'n1', '--no-schema', '--no-conf',
+                '--snapshot', tag, '--name', 'b1', host=host)
+
+    def mounted(self, host):
+        return mounted(self.loc, str(self.tmp / 'mnt'), opts=('-o', f'key_file={self.key}'), env=self.at(host))
+
+
 def test_a_reindex_never_gives_a_backup_made_again_the_old_ones_numbers(tmp_path):
     """Host B forgets b1 and makes it again with other bytes; host A, whose catalog still has
     the old b1, rebuilds it with reindex under its mount. The rebuild keeps the number of each
     node that is the same node (the same backup, path and content), and the new b1 is another
     backup: a directory of the old b1 held open finds none of the new one's files there."""
-    data = tmp_path / 'data'
-    table = data / 'ks' / 't-0123456789abcdef0123456789abcdef'
-    loc, key = str(tmp_path / 'store'), tmp_path / 'key'
-    key.write_text(os.urandom(32).hex() + '\n')
-    key.chmod(0o600)
-    content = {}
-
-    def at(host):
-        return dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / host))
-
-    def create(tag, host):
-        (table / 'snapshots' / tag).mkdir(parents=True)
-        content[tag] = os.urandom(5000)
-        (table / 'snapshots' / tag / 'nb-1-big-Data.db').write_bytes(content[tag])
-        cb('create', '--store', loc, '--key-file', str(key), '--data-dir', str(data), '--node', 'n1',
-           '--no-schema', '--no-conf', '--snapshot', tag, '--name', 'b1', env=at(host))
-    cb('init', '--store', loc, '--encrypt', '--key-file', str(key))
-    create('s1', 'host-a')
-    with mounted(loc, str(tmp_path / 'mnt'), opts=('-o', f'key_file={key}'), env=at('host-a')) as m:
+    h = TwoHosts(tmp_path)
+    h.create('s1', 'host-a')
+    with h.mounted('host-a') as m:
         fd = os.open(m.path('b1', 'ks', 't'), os.O_RDONLY | os.O_DIRECTORY)
         try:
-            assert read_at(fd, 'nb-1-big-Data.db') == content['s1']
-            cb('forget', '--store', loc, '--key-file', str(key), 'b1', env=at('host-b'))
-            create('s2', 'host-b')
-            cb('reindex', '--store', loc, '--key-file', str(key), env=at('host-a'))
+            assert read_at(fd, 'nb-1-big-Data.db') == h.content['s1', 1]
+            h.cb('forget', 'b1', host='host-b')
+            h.create('s2', 'host-b')
+            h.cb('reindex', host='host-a')
             with pytest.raises(OSError) as e:
                 got = read_at(fd, 'nb-1-big-Data.db')
-                assert got != content['s2'], 'a directory of the old b1 gave the new b1\'s bytes'
+                assert got != h.content['s2', 1], 'a directory of the old b1 gave the new b1\'s bytes'
             assert e.value.errno in (errno.ESTALE, errno.ENOENT), e.value
         finally:
             os.close(fd)
-        assert read_uncached(m.path('b1', 'ks', 't', 'nb-1-big-Data.db')) == content['s2']
+        assert read_uncached(m.path('b1', 'ks', 't', 'nb-1-big-Data.db')) == h.content['s2', 1]
 
 
 def table_of(store, path):
@@ -843,39 +859,22 @@ def test_a_mount_never_opens_a_file_of_a_backup_made_again_under_its_name(tmp_pa
     manifest digest the open is checked against was the old one too. The open now looks at the
     manifest's version (one stat in a local store): the old file is stale (ESTALE), and b1's
     path gives the new bytes."""
-    data = tmp_path / 'data'
-    table = data / 'ks' / 't-0123456789abcdef0123456789abcdef'
-    loc, key = str(tmp_path / 'store'), tmp_path / 'key'
-    key.write_text(os.urandom(32).hex() + '\n')
-    key.chmod(0o600)
-    content = {}
-
-    def at(host):
-        return dict(os.environ, CASSBACKUP_CACHE_DIR=str(tmp_path / host))
-
-    def create(tag, host):
-        (table / 'snapshots' / tag).mkdir(parents=True)
-        for gen in (1, 2):
-            content[tag, gen] = os.urandom(5000)
-            (table / 'snapshots' / tag / f'nb-{gen}-big-Data.db').write_bytes(content[tag, gen])
-        cb('create', '--store', loc, '--key-file', str(key), '--data-dir', str(data), '--node', 'n1',
-           '--no-schema', '--no-conf', '--snapshot', tag, '--name', 'b1', env=at(host))
-    cb('init', '--store', loc, '--encrypt', '--key-file', str(key))
-    create('s1', 'host-a')
-    with mounted(loc, str(tmp_path / 'mnt'), opts=('-o', f'key_file={key}'), env=at('host-a')) as m:
+    h = TwoHosts(tmp_path, gens=(1, 2))
+    h.create('s1', 'host-a')
+    with h.mounted('host-a') as m:
         old_dir = m.path('b1', 'ks', 't')
-        assert read_uncached(os.path.join(old_dir, 'nb-1-big-Data.db')) == content['s1', 1]
+        assert read_uncached(os.path.join(old_dir, 'nb-1-big-Data.db')) == h.content['s1', 1]
         fd = os.open(old_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            cb('forget', '--store', loc, '--key-file', str(key), 'b1', env=at('host-b'))
-            create('s2', 'host-b')
+            h.cb('forget', 'b1', host='host-b')
+            h.create('s2', 'host-b')
             with pytest.raises(OSError) as e:  # no lookup in backups/ since: the catalog is behind
                 os.open('nb-2-big-Data.db', os.O_RDONLY, dir_fd=fd)
             assert e.value.errno in (errno.ESTALE, errno.ENOENT), e.value
         finally:
             os.close(fd)
         for gen in (1, 2):
-            assert read_uncached(m.path('b1', 'ks', 't', f'nb-{gen}-big-Data.db')) == content['s2', gen]
+            assert read_uncached(m.path('b1', 'ks', 't', f'nb-{gen}-big-Data.db')) == h.content['s2', gen]
     # (the mount logs nothing: a backup made again is no damage to report)
 
 
