@@ -103,13 +103,13 @@ int catalog_renew_identity(catalog *c);
 /* Deletes every backup, pack and blob row, within the caller's transaction (a rebuild in
  * place, store_rebuild_catalog); the identity and the id sequences stay, raised first to the
  * greatest id the tree numbers (a sequence row lost would number new rows from 1, onto ids
- * handed out before). keep_ids: a node
- * added again within that transaction gets its old id when it is the same node: the same
- * backup (its ref, its manifest's size, version and time made, its directory's protection)
- * and the same path below it with the same attributes, and for a file the same content. So
- * the numbers a program holds (the mount's inode numbers) still name the same nodes after a
- * rebuild, and name nothing when their node is not the same. Without keep_ids every node gets
- * a new id: what a program holds names nothing (a rebuild that distrusts the old rows' ids). */
+ * handed out before). keep_ids: a node added again within that transaction gets its old id
+ * (one the tree numbers: CB_ROW_MAX) when it is the same node: the same backup (its ref, its
+ * manifest's size, version and time made, its directory's protection) and the same path
+ * below it with the same attributes, and for a file the same content. So the numbers a
+ * program holds (the mount's inode numbers) still name the same nodes after a rebuild, and
+ * name nothing when their node is not the same. Without keep_ids every node gets a new id:
+ * what a program holds names nothing (a rebuild that distrusts the old rows' ids). */
 int catalog_clear(catalog *c, bool keep_ids);
 
 /* Why the last call on this handle failed, for a program to print: the invalid row it met
