@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -524,3 +525,25 @@ def test_sstableloader_options_pass_through_with_passwords_hidden(backup, tmp_pa
         p = run(*load_args(store, status), '--loader-option', spec, env=env, check=False)
         assert p.returncode == 2 and f'--loader-option {spec}: ' in one_error_line(p) and says in p.stderr
         assert not os.path.exists(status) and not mounts_of(store)
+
+
+def test_a_table_the_loader_skipped_is_failed_and_loaded_by_the_next_run(backup, tmp_path):
+    """sstableloader exits 0 when it streamed nothing of a table the target cluster lacks
+    ("Skipping file ...: table ks.t doesn't exist"): load said "loaded", recorded it ok, and a
+    run after the table was created skipped it as loaded before, so its data never arrived.
+    Such a table is failed now, with the loader's line, and the next run loads it."""
+    store, env, status, expect = backup
+    tables = sorted(expect)
+    lacking = tables[0]
+    env = dict(env, SSTABLELOADER_STANDIN_TARGET_TABLES=','.join(tables[1:]))
+    r = run(*load_args(store, status), env=env, check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f'{len(tables) - 1} loaded, 0 already loaded before (skipped), 1 failed' in r.stdout, r.stdout
+    assert re.search(rf"cassbackup: {lacking}: sstableloader skipped [0-9]+ sstables? of it and exited 0: "
+                     "Skipping file ", r.stderr), r.stderr
+    assert f"table {lacking} doesn't exist" in r.stderr
+    st = {f"{t['keyspace']}.{t['table']}": t['status'] for t in json.load(open(status))['tables']}
+    assert st[lacking] == 'failed' and all(st[t] == 'ok' for t in tables[1:])
+    del env['SSTABLELOADER_STANDIN_TARGET_TABLES']  # the table made on the target
+    r = run(*load_args(store, status), env=env)
+    assert f'1 loaded, {len(tables) - 1} already loaded before (skipped), 0 failed' in r.stdout, r.stdout

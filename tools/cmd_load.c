@@ -765,15 +765,56 @@ static void start_table(const struct load_opts *o, const struct load_plan *p, st
 		fprintf(stderr, "cassbackup: loading %s.%s (attempt %u)\n", t->keyspace, t->table, t->attempts);
 }
 
+/* The sstables the last attempt's loader (its log: t->log, each attempt after a "# attempt"
+ * line) said it skipped, and the first such line into first. sstableloader exits 0 after
+ * "Skipping file NAME: table KS.T doesn't exist" (the target lacks the table), "... because
+ * COMPONENT is missing" or "..., error opening it: ..." (SSTableLoader.openSSTables), having
+ * streamed none of those. */
+static unsigned skipped_sstables(const char *log, char *first, size_t n)
+{
+	unsigned skipped = 0;
+	first[0] = '\0';
+	FILE *f = fopen(log, "re");
+	char line[1024];
+	while (f && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\r\n")] = '\0';
+		if (!strncmp(line, "# attempt ", 10)) {
+			skipped = 0;
+			first[0] = '\0';
+		} else if (!strncmp(line, "Skipping file ", 14) && !skipped++) {
+			snprintf(first, n, "%.300s", line);
+		}
+	}
+	if (f)
+		fclose(f);
+	return skipped;
+}
+
+/* Whether the loader of t, which exited 0, streamed every sstable: when it skipped some, t
+ * fails with the reason (no retry: what it skipped for stays), and its record is not "ok", so
+ * that a re-run loads it again. */
+static bool streamed_all(struct ltable *t)
+{
+	char first[400];
+	unsigned skipped = skipped_sstables(t->log, first, sizeof(first));
+	if (!skipped)
+		return true;
+	snprintf(t->last_error, sizeof(t->last_error), "sstableloader skipped %u sstable%s of it and "
+		 "exited 0: %s", skipped, skipped == 1 ? "" : "s", first);
+	t->status = T_FAILED;
+	t->finished_ns = now_ns();
+	return false;
+}
+
 /* Records how the loader of t ended (wait status ws): ok, retry later, or failed. */
 static void table_exited(const struct load_opts *o, const struct load_plan *p, struct ltable *t, int ws)
 {
 	int s = exec_status(ws);
-	if (s == 0) {
+	if (s == 0 && streamed_all(t)) {
 		t->status = T_OK;
 		t->last_error[0] = '\0';
 		t->finished_ns = now_ns();
-	} else {
+	} else if (s != 0) {
 		char line[400];
 		last_line(t->log, line, sizeof(line));
 		snprintf(t->last_error, sizeof(t->last_error), "exit status %d: %s", s, line);
@@ -818,6 +859,8 @@ static void stop_tables(const struct load_plan *p, struct load_run *r, enum tsta
 			while (waitpid(t->pid, &ws, 0) < 0 && errno == EINTR)
 				;
 			r->running--;
+			if (exec_status(ws) == 0 && !streamed_all(t))
+				continue;
 			t->status = exec_status(ws) == 0 ? T_OK : status;
 			t->finished_ns = now_ns();
 			snprintf(t->last_error, sizeof(t->last_error), "%s", t->status == T_OK ? "" : reason);
