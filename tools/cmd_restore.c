@@ -2029,8 +2029,8 @@ static int keep_tokens(const struct restore_opts *o)
 		if (r < 0)
 			errorf("--set-tokens: %s", err.buf ? err.buf : strerror(-r));
 		else if (!o->json)
-			printf("set initial_token (%zu tokens) and auto_bootstrap: false in %s (it was kept as "
-			       "%s.before-cassbackup)\n", m->ntokens, yaml.buf, yaml.buf);
+			printf("set num_tokens: %zu, initial_token and auto_bootstrap: false in %s (it was "
+			       "kept as %s.before-cassbackup)\n", m->ntokens, yaml.buf, yaml.buf);
 		rc = r < 0 ? CB_EXIT_FAILED : CB_EXIT_OK;
 	} else if (whole_node_yaml_lines(tokens.buf, &yaml) == 0) {
 		if (!o->json)
@@ -2316,7 +2316,7 @@ int cmd_restore(int argc, char **argv)
 		{.name = "whole-node", .type = OPT_FLAG, .value = &o.whole_node,
 		 .help = "bring the whole node back (Cassandra stopped) into empty data directories"},
 		{.name = "set-tokens", .type = OPT_FLAG, .value = &o.set_tokens,
-		 .help = "with --whole-node: set initial_token and auto_bootstrap in cassandra.yaml"},
+		 .help = "with --whole-node: set num_tokens, initial_token and auto_bootstrap in cassandra.yaml"},
 		{.name = "cassandra-conf", .type = OPT_STRING, .value = &o.cassandra_conf, .arg = "DIR",
 		 .help = "Cassandra's configuration directory (default /etc/cassandra): where --set-tokens and --point-in-time write",
 		 .config_key = "cassandra_conf"},
@@ -2357,8 +2357,8 @@ int cmd_restore(int argc, char **argv)
 			       "--whole-node brings a stopped node back onto empty data directories (a\n"
 			       "replaced disk, new hardware): every keyspace of the backup, system ones\n"
 			       "included, into <keyspace>/<table>-<id> directories it makes, owned by the\n"
-			       "cassandra user (or --owner); then it prints the initial_token and\n"
-			       "auto_bootstrap lines for cassandra.yaml, or sets them with --set-tokens.\n"
+			       "cassandra user (or --owner); then it prints the num_tokens, initial_token\n"
+			       "and auto_bootstrap lines for cassandra.yaml, or sets them with --set-tokens.\n"
 
 			       "--point-in-time restores the node's last backup made before that time, copies\n"
 			       "the commitlog segments archived since into --segments-dir and writes\n"

@@ -144,7 +144,9 @@ int whole_node_yaml_lines(const char *tokens, struct strbuf *out)
 	struct strbuf err = {0};
 	int r = tokens_parse_list(tokens, &t, &err);
 	sb_free(&err);
-	r = r ?: sb_puts(out, "initial_token: ");
+	/* Cassandra refuses to start when num_tokens is not the number of initial_token's
+	 * (DatabaseDescriptor.applyTokensConfig, 3.11 on), or is not set while they are several */
+	r = r ?: sb_printf(out, "num_tokens: %zu\ninitial_token: ", t.n);
 	for (size_t i = 0; r == 0 && i < t.n; i++)
 		r = sb_printf(out, "%s%s", i ? "," : "", t.v[i]);
 	r = r ?: sb_puts(out, "\nauto_bootstrap: false\n");
@@ -159,18 +161,26 @@ static bool line_sets(const char *line, const char *key)
 	return !strncmp(line, key, n) && line[n] == ':';
 }
 
-/* yaml with the lines of initial_token and auto_bootstrap replaced by those in set (which
- * holds both, as whole_node_yaml_lines makes them), or set appended where they were absent. */
+#define YAML_SET_MAX 4 /* lines whole_node_yaml_lines makes */
+
+/* yaml with the top-level lines of each key set sets ("key: value" lines, as
+ * whole_node_yaml_lines makes them) replaced by set's line (its first; later ones dropped),
+ * or set's line appended where the key was absent. */
 static int yaml_with(const char *yaml, const char *set, struct strbuf *out)
 {
-	const char *keys[] = {"initial_token", "auto_bootstrap"};
-	bool done[2] = {false, false};
-	const char *set_line[2] = {set, strchr(set, '\n') + 1};
+	char keys[YAML_SET_MAX][32];
+	const char *set_line[YAML_SET_MAX];
+	bool done[YAML_SET_MAX] = {false};
+	int n = 0;
+	for (const char *s = set; *s && n < YAML_SET_MAX; s += strcspn(s, "\n") + 1, n++) {
+		snprintf(keys[n], sizeof(keys[n]), "%.*s", (int)strcspn(s, ":"), s);
+		set_line[n] = s;
+	}
 	int r = 0;
 	for (const char *p = yaml; r == 0 && *p;) {
 		size_t len = strcspn(p, "\n");
 		bool replaced = false;
-		for (int k = 0; k < 2 && !replaced; k++)
+		for (int k = 0; k < n && !replaced; k++)
 			if (line_sets(p, keys[k])) {
 				if (!done[k])
 					r = sb_append(out, set_line[k], strcspn(set_line[k], "\n") + 1);
@@ -180,7 +190,7 @@ static int yaml_with(const char *yaml, const char *set, struct strbuf *out)
 			r = sb_append(out, p, len) ?: sb_puts(out, "\n");
 		p += len + (p[len] == '\n');
 	}
-	for (int k = 0; r == 0 && k < 2; k++)
+	for (int k = 0; r == 0 && k < n; k++)
 		if (!done[k])
 			r = sb_append(out, set_line[k], strcspn(set_line[k], "\n") + 1);
 	return r;

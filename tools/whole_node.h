@@ -42,13 +42,14 @@ int whole_node_default_owner(uid_t *uid, gid_t *gid);
 /* "<table>-<id>", or "<table>" for a table without an id (Cassandra < 2.1), into out. */
 int whole_node_table_dir(const char *table, const char *id, struct strbuf *out);
 
-/* The cassandra.yaml lines that make the node keep its tokens: "initial_token: t1,t2,...\n"
- * and "auto_bootstrap: false\n", from tokens separated by blanks. -EINVAL when tokens is
- * empty (the backup recorded none). */
+/* The cassandra.yaml lines that make the node keep its tokens: "num_tokens: N\n" (their
+ * number: Cassandra refuses another), "initial_token: t1,t2,...\n" and "auto_bootstrap:
+ * false\n", from tokens separated by blanks. -EINVAL when tokens is empty (the backup
+ * recorded none). */
 int whole_node_yaml_lines(const char *tokens, struct strbuf *out);
 
-/* Sets initial_token and auto_bootstrap in the cassandra.yaml at path: replaces the top-level
- * lines of those keys (or appends them), keeping every other line, the file's mode and owner.
+/* Sets num_tokens, initial_token and auto_bootstrap in the cassandra.yaml at path
+ * (whole_node_yaml_lines): replaces the top-level lines of those keys (or appends them), keeping every other line, the file's mode and owner.
  * The file as it was is kept once beside it as <path>.before-cassbackup (a second run does
  * not overwrite it). Written to a temporary file, fsynced, renamed over path. 0 or -errno
  * with the reason in err. */
