@@ -2022,3 +2022,29 @@ def test_retention_takes_a_full_backup_of_an_older_snapshot_as_that_old(node, st
     run('tar', '-xf', str(tmp_path / 'i1.tar'), '-C', str(out))
     got = {n: sha(os.path.join(root, n)) for root, _, names in os.walk(out) for n in names if n in flushed}
     assert got == flushed
+
+
+def test_an_incremental_while_nodetool_is_silent_takes_the_host_id_its_backups_record(node, store):
+    """The full backup was made while nodetool answered (keyed by the host id); Cassandra then
+    stopped, its drain's flush waiting in backups/. The incremental, whose host id nodetool did
+    not say, looked for the chain by the node name and said "no complete full backup", exit 3,
+    every hour. It takes the one host id the node name's backups record, says so, and records
+    it: the next incremental (nodetool back) goes on from it. Several host ids under the name
+    (a host replaced) cannot be chosen between: --host-id."""
+    hid = '5f1c0a5e-7d1b-4a3e-9c55-000000000001'
+    node.full(store, 'full', '--host-id', hid)
+    for t in TABLES:
+        node.flush(t)
+    r = node.incremental(store, 'inc1')
+    assert f"node n1's host id taken from its backups, which all record it: {hid}" in r.stderr, r.stderr
+    assert (manifest(store, 'inc1')['host_id'], manifest(store, 'inc1')['previous']) == (hid, 'full')
+    for t in TABLES:
+        node.flush(t)
+    r = node.incremental(store, 'inc2', '--host-id', hid)
+    assert manifest(store, 'inc2')['previous'] == 'inc1'
+    node.full(store, 'other', '--host-id', '5f1c0a5e-7d1b-4a3e-9c55-000000000002')
+    for t in TABLES:
+        node.flush(t)
+    r = node.incremental(store, 'inc3', check=False)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
+    assert "node n1's host id is not known (nodetool did not answer), and its backups record several" in r.stderr

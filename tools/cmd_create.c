@@ -484,12 +484,68 @@ static int scope_of_scan(struct create_opts *o, const struct scan_result *scan)
 }
 
 /* incremental_backups is on, and the backup to follow is known. 0, or the exit code. */
+struct host_ids {
+	const char *node;
+	char one[64]; /* the first host id seen, "" none */
+	bool several;
+};
+
+static int note_host_id(void *ctx, const struct cb_backup_summary *b)
+{
+	struct host_ids *h = ctx;
+	if (!b->host_id || !*b->host_id || strcmp(b->node, h->node))
+		return 0;
+	if (!*h->one)
+		snprintf(h->one, sizeof(h->one), "%s", b->host_id);
+	else if (strcasecmp(h->one, b->host_id))
+		h->several = true;
+	return 0;
+}
+
+/* With nodetool silent (Cassandra stopped: the links of its drain's flush wait in backups/),
+ * the node's host id is not known, and its chain, keyed by it, was not found ("no complete
+ * full backup"). The one host id the backups of its node name record is taken, said, and
+ * recorded in this backup, so that the chain goes on through it. 0, or the exit code (said):
+ * a name whose backups record several (a host replaced under its name) needs --host-id. */
+static int host_id_from_backups(struct create_opts *o)
+{
+	if (*o->nm.host_id)
+		return 0;
+	struct host_ids h = {.node = o->nm.node};
+	int r = catalog_list_backups(store_catalog(o->s), note_host_id, &h);
+	char *copy = NULL;
+	if (r == 0 && *h.one && !h.several && !(copy = strdup(h.one)))
+		r = -ENOMEM;
+	if (r < 0) {
+		char why[256];
+		errorf("cannot read the catalog: %s; no backup was made",
+		       catalog_why(store_catalog(o->s), r, why, sizeof(why)));
+		return CB_EXIT_FAILED;
+	}
+	if (h.several) {
+		errorf("node %s's host id is not known (nodetool did not answer), and its backups record "
+		       "several (a host replaced under its name): give --host-id; no backup was made",
+		       o->nm.node);
+		return CB_EXIT_USAGE;
+	}
+	if (copy) {
+		free(o->nm.host_id);
+		o->nm.host_id = copy;
+		if (sb_printf(&o->nm.said, "node %s's host id taken from its backups, which all record "
+			      "it: %s\n", o->nm.node, copy) < 0)
+			return CB_EXIT_FAILED;
+	}
+	return 0;
+}
+
 static int check_incremental(struct create_opts *o)
 {
 	struct strbuf err = {0};
 	int r = incremental_enabled(o->cassandra_conf, &err);
 	if (r == 0 && (r = scope_of_selection(o)) < 0)
 		return CB_EXIT_FAILED;
+	if (r == 0 && (r = host_id_from_backups(o)) != 0)
+		return r;
 	if (r == 0) {
 		const char *node = *o->nm.host_id ? o->nm.host_id : o->nm.node;
 		r = incremental_chain(o->s, node, o->base, &o->scope, &o->chain, &err);
