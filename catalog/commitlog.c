@@ -759,15 +759,16 @@ bool commitlog_in_window(const struct commitlog_meta *m, const struct commitlog_
 	       (m->id <= w->to_ms || m->archived_ms <= w->to_ms || m->id <= w->spanning_id);
 }
 
-/* Whether segment b, archived next after a with ids between theirs missing, began a later run
- * of the node (Cassandra numbers a run's segments from the time it started, in ms, then one by
- * one): its file was made about when its id says, so it was a run's first; else (its birth time
- * not kept) its id is not before a's last write, as a restart's is. Neither time known: taken
- * for a restart, and no gap is claimed. */
+/* Whether segment b, archived next after a with ids between theirs missing, may have begun a
+ * later run of the node. Cassandra numbers a run's segments from idBase + 1, idBase being the
+ * time it started (ms) or, with the clock behind, the greatest id there + 1
+ * (CommitLogSegment.getNextId), then one by one: a run that began after a was last written
+ * has ids after that write. b's id before a's last write (less a slack for the file
+ * timestamp's coarseness) is of a's run. a's last write not kept: no gap is claimed. (A restart with the clock
+ * stepped back skips one id after the greatest there: a gap is claimed, which
+ * --ignore-segment-gaps goes past.) */
 static bool began_a_run(const struct commitlog_meta *a, const struct commitlog_meta *b)
 {
-	if (b->created_ms > 0)
-		return b->created_ms - b->id < COMMITLOG_RUN_START_SLACK_MS;
 	return a->mtime_ms <= 0 || b->id >= a->mtime_ms - COMMITLOG_RUN_START_SLACK_MS;
 }
 

@@ -218,9 +218,9 @@ void commitlog_window_of(const struct commitlog_meta *v, size_t n, const struct 
  * point, or its sstables hold them); one left out loses its writes. */
 bool commitlog_in_window(const struct commitlog_meta *m, const struct commitlog_window *w);
 
-/* How far a run's first segment may be made after the time its id says (Cassandra makes it
- * as the node starts). */
-#define COMMITLOG_RUN_START_SLACK_MS (10 * 60 * 1000)
+/* How far before a segment's last write (by the same clock: a file's coarse timestamp) the
+ * next run's first id may be. */
+#define COMMITLOG_RUN_START_SLACK_MS 1000
 /* More ids than this between two segments is a restart whatever the times say: as many missing
  * segments would be 32 TB of writes, and a restart 17 minutes or more after the run began
  * jumps at least as far. */

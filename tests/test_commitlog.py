@@ -1753,6 +1753,37 @@ def test_point_in_time_refuses_a_segment_missing_within_a_run(store, tmp_path):
     # up to the last write of the one before the hole: the missing one's writes come after
     got = pitr_segments(store, tmp_path, 'b1', T0 + 2 * HOUR, 'before')
     assert names[0] in got
+    # ids no segment was given (a restart with the clock stepped back skips one): on purpose
+    got = pitr_segments(store, tmp_path, 'b1', T0 + 5 * HOUR, 'past', extra=('--ignore-segment-gaps',))
+    assert sorted(got) == [names[0], names[2]]
+
+
+def test_point_in_time_refuses_a_segment_missing_early_in_a_run(store, tmp_path):
+    """The same hole a minute into a run, each segment's birth time kept: it was taken for a
+    restart (a run's first segment made when its id says, give or take ten minutes) and
+    replayed over. What tells a run's segments is their ids being before the last write of the
+    one before."""
+    start = T0 + HOUR
+    names = []
+    src = tiny(tmp_path, 'b1', 1)
+    cb('create', '--store', store, '--name', 'b1', *data_dir_args(sample_dirs(src)), '--snapshot',
+       'nightly-1', '--node', 'n1')
+    set_backup_time(store, 'b1', T0)
+    for i in range(4):  # a segment a minute
+        seg = write_segment(str(tmp_path / 'cl'), start + i, seed=i)
+        archive(store, seg)
+        made = start + i * 60_000
+        set_archived(store, 'n1', os.path.basename(seg), made + 5 * 60_000, created_ms=made,
+                     mtime_ms=made + 60_000)
+        names.append(os.path.basename(seg))
+    os.unlink(object_path(store, 'n1', names[1]))
+    live = live_dir(tmp_path, store, 'b1')
+    conf = tmp_path / 'conf'
+    conf.mkdir()
+    r = cb('restore', '--store', store, '--data-dir', live, '--point-in-time', gmt(T0 + 5 * HOUR),
+           '--cassandra-conf', str(conf), '--node', 'n1', '--segments-dir', str(tmp_path / 'segs'),
+           check=False)
+    assert r.returncode == 1 and f'commitlog segment {start + 1} is missing from the store' in r.stderr, r.stderr
 
 
 def test_a_run_started_after_the_snapshot_is_replayed_whatever_its_archive_time(store, tmp_path):

@@ -2336,6 +2336,9 @@ int cmd_restore(int argc, char **argv)
 		 .config_key = "node"},
 		{.name = "segments-dir", .type = OPT_STRING, .value = &pt.segments_dir, .arg = "DIR",
 		 .help = "where --point-in-time puts the segments (default: commitlog_restore beside --data-dir)"},
+		{.name = "ignore-segment-gaps", .type = OPT_FLAG, .value = &pt.ignore_gaps,
+		 .help = "with --point-in-time: go on past ids missing within a run of the node\n"
+			 "(the one a restart with the clock stepped back skips)"},
 		{.name = "point-in-time-done", .type = OPT_FLAG, .value = &done,
 		 .help = "after the replay: remove the settings and segments --point-in-time wrote (alone, with --cassandra-conf)"},
 		{0},

@@ -415,6 +415,8 @@ static int refuse_a_gap(const struct pitr *p)
 	struct commitlog_list *l = p->segments;
 	if (l->n > 1)
 		qsort(l->v, l->n, sizeof(*l->v), by_id);
+	if (p->ignore_gaps)
+		return 0;
 	ssize_t i = -1;
 	do
 		i = commitlog_next_gap(l->v, l->n, (size_t)(i + 1));
@@ -433,8 +435,10 @@ static int refuse_a_gap(const struct pitr *p)
 	       "the node: a replay would skip %s writes and apply the later ones; archive %s "
 	       "(Cassandra tries a failed archive_command again only at its next start: run "
 	       "archive-commitlog on %s), or restore to a point no later than %s (when %s was last "
-	       "written); nothing was written", ids, p->node_name, a->name, b->name,
-	       many ? "their" : "its", many ? "them" : "it", many ? "them" : "it", at, a->name);
+	       "written), or, for ids no segment was given (a restart with the clock stepped back "
+	       "skips one), give --ignore-segment-gaps; nothing was written", ids, p->node_name,
+	       a->name, b->name, many ? "their" : "its", many ? "them" : "it", many ? "them" : "it",
+	       at, a->name);
 	return CB_EXIT_FAILED;
 }
 

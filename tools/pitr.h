@@ -34,6 +34,7 @@ struct pitr {
 	const char *segments_dir;  /* NULL: commitlog_restore beside the first data directory */
 	const char *data_dir;      /* the first --data-dir */
 	bool dry_run;
+	bool ignore_gaps;          /* go on past segments missing within a run (refuse_a_gap) */
 	struct selection *sel;     /* the tables restored: -Dcassandra.replayList when named */
 	bool whole_node;           /* restore --whole-node: a backup with the system keyspaces */
 	/* filled by pitr_plan */
