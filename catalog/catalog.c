@@ -151,7 +151,8 @@ static const char schema_sql[] =
 	"  b.sha256, f.mode, f.uid, f.gid, f.mtime_ns, f.id FROM files f JOIN blobs b"            \
 	"  ON b.id = f.blob_id WHERE f." SHOWN_ID ";"
 /* A kept row's attributes are those of parameters m, u, g and t (KEPT_ATTRS) */
-#define KEPT_MATCH(m, u, g, t) "mode = ?" #m " AND uid = ?" #u " AND gid = ?" #g " AND mtime_ns = ?" #t
+#define KEPT_MATCH(m, u, g, t)                                                                    \
+	"mode = ?" #m " AND uid = ?" #u " AND gid = ?" #g " AND mtime_ns = ?" #t
 /* A backup's ref as ST_ADD_BACKUP makes it from its parameters */
 #define ADDED_REF "(CASE WHEN ?18 THEN ?1 || '/' || ?19 ELSE ?1 END)"
 

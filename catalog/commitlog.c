@@ -764,9 +764,9 @@ bool commitlog_in_window(const struct commitlog_meta *m, const struct commitlog_
  * time it started (ms) or, with the clock behind, the greatest id there + 1
  * (CommitLogSegment.getNextId), then one by one: a run that began after a was last written
  * has ids after that write. b's id before a's last write (less a slack for the file
- * timestamp's coarseness) is of a's run. a's last write not kept: no gap is claimed. (A restart with the clock
- * stepped back skips one id after the greatest there: a gap is claimed, which
- * --ignore-segment-gaps goes past.) */
+ * timestamp's coarseness) is of a's run. a's last write not kept: no gap is claimed. (A
+ * restart with the clock stepped back skips one id after the greatest there: a gap is
+ * claimed, which --ignore-segment-gaps goes past.) */
 static bool began_a_run(const struct commitlog_meta *a, const struct commitlog_meta *b)
 {
 	return a->mtime_ms <= 0 || b->id >= a->mtime_ms - COMMITLOG_RUN_START_SLACK_MS;

@@ -483,7 +483,6 @@ static int scope_of_scan(struct create_opts *o, const struct scan_result *scan)
 	return r;
 }
 
-/* incremental_backups is on, and the backup to follow is known. 0, or the exit code. */
 struct host_ids {
 	const char *node;
 	char one[64]; /* the first host id seen, "" none */
@@ -538,6 +537,7 @@ static int host_id_from_backups(struct create_opts *o)
 	return 0;
 }
 
+/* incremental_backups is on, and the backup to follow is known. 0, or the exit code. */
 static int check_incremental(struct create_opts *o)
 {
 	struct strbuf err = {0};

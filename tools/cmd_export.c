@@ -337,7 +337,8 @@ static int keep_protection(struct export *x)
 		return 0;
 	mode_t mode = st.st_mode & 07777;
 	/* owner first: a chown clears the set-id bits the mode then puts back */
-	if ((st.st_uid != geteuid() || st.st_gid != getegid()) && fchown(x->fd, st.st_uid, st.st_gid) < 0) {
+	bool other_owner = st.st_uid != geteuid() || st.st_gid != getegid();
+	if (other_owner && fchown(x->fd, st.st_uid, st.st_gid) < 0) {
 		if (errno != EPERM)
 			goto fail;
 		mode &= 0700;
