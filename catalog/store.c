@@ -1247,7 +1247,7 @@ static int index_pack(struct store *s, const char *key, uint64_t size, char why[
 }
 
 /* Drops catalog packs the store no longer has; indexes store packs the catalog lacks. */
-static int reconcile_packs(struct store *s, struct reconcile_stats *st, struct strbuf *err)
+static int reconcile_packs(struct store *s, int flags, struct reconcile_stats *st, struct strbuf *err)
 {
 	struct namelist have = {0}, known = {0};
 	int r = cb_backend_list(s->b, "packs/", on_pack_key, &have);
@@ -1271,6 +1271,14 @@ static int reconcile_packs(struct store *s, struct reconcile_stats *st, struct s
 		if (have.v[i].seen)
 			continue;
 		int k = index_pack(s, have.v[i].name, have.v[i].size, why);
+		if (k < 0 && k != -ENOMEM && k != -EUCLEAN && (flags & RECONCILE_REBUILD)) {
+			k = index_pack(s, have.v[i].name, have.v[i].size, why); /* once more */
+			if (k < 0 && k != -ENOMEM && k != -EUCLEAN && k != -EBADMSG) {
+				sb_printf(err, "%s; the catalog was left as it was", why);
+				r = k;
+				break;
+			}
+		}
 		if (k == 0)
 			st->packs_added++;
 		else if (k == -ENOMEM || k == -EUCLEAN)
@@ -1297,13 +1305,27 @@ static int reconcile_packs(struct store *s, struct reconcile_stats *st, struct s
  * of it (old_id > 0). One that cannot be read is named in st, or, strict, fails the reconcile
  * with err saying why; the catalog keeps the backup's rows unless the manifest was read and
  * does not parse. */
-static int take_in(struct store *s, const char *name, const char *version, int64_t old_id,
-		   int flags, struct reconcile_stats *st, struct strbuf *err)
+static int take_in(struct store *s, const char *name, const char *version, uint64_t listed,
+		   int64_t old_id, int flags, struct reconcile_stats *st, struct strbuf *err)
 {
 	struct manifest *m;
 	uint64_t size;
 	struct strbuf why = {0};
 	int r = store_read_manifest(s, name, &m, &size, &why);
+	if (r < 0 && r != -ENOMEM && (flags & RECONCILE_REBUILD)) { /* once more (store.h) */
+		why.len = 0;
+		r = store_read_manifest(s, name, &m, &size, &why);
+		if (r < 0 && r != -ENOMEM && !(r == -EBADMSG && size == listed)) {
+			if (r == -ENOENT)
+				sb_printf(&why, "backups/%s.json: listed, then not found", name);
+			sb_printf(err, "%s; the catalog was left as it was", why.buf);
+			if (r == -EBADMSG) /* fewer bytes than listed: a request cut short */
+				sb_printf(err, " (%llu bytes read of %llu listed)", (unsigned long long)size,
+					  (unsigned long long)listed);
+			sb_free(&why);
+			return r;
+		}
+	}
 	if (r == 0) {
 		r = (old_id > 0 ? catalog_remove_backup(s->cat, old_id) : 0) ?:
 		    store_register_manifest(s->cat, m, strchr(name, '/') != NULL, size, version);
@@ -1364,14 +1386,14 @@ static int reconcile_backups(struct store *s, int flags, struct reconcile_stats 
 			/* replaced (forgotten and made again under its name): read it again; the size
 			 * alone may well be the same */
 			if (h->size != known.v[i].size || strcmp(h->version, known.v[i].version))
-				r = take_in(s, h->name, h->version, known.v[i].id, flags, st, err);
+				r = take_in(s, h->name, h->version, h->size, known.v[i].id, flags, st, err);
 		} else if ((r = catalog_remove_backup(s->cat, known.v[i].id)) == 0) {
 			st->backups_removed++;
 		}
 	}
 	for (size_t i = 0; r == 0 && i < have.n; i++)
 		if (!have.v[i].seen)
-			r = take_in(s, have.v[i].name, have.v[i].version, 0, flags, st, err);
+			r = take_in(s, have.v[i].name, have.v[i].version, have.v[i].size, 0, flags, st, err);
 	namelist_free(&have);
 	namelist_free(&known);
 	return r;
@@ -1388,7 +1410,7 @@ static int reconcile_in_transaction(struct store *s, int flags, struct reconcile
 	if (r == 0 && !(flags & RECONCILE_PACKS) && (flags & RECONCILE_PACKS_IF_NEEDED))
 		r = catalog_has_unlocated_blobs(s->cat);
 	if (r > 0 || (r == 0 && (flags & RECONCILE_PACKS)))
-		r = reconcile_packs(s, st, err);
+		r = reconcile_packs(s, flags, st, err);
 	return r < 0 ? r : 0;
 }
 
@@ -1445,7 +1467,7 @@ int store_rebuild_catalog(struct store *s, bool renumber, struct reconcile_stats
 	struct reconcile_stats local = {0};
 	int r = catalog_begin(s->cat);
 	r = r ?: catalog_clear(s->cat, !renumber) ?:
-	    reconcile_in_transaction(s, RECONCILE_PACKS, st ? st : &local, err);
+	    reconcile_in_transaction(s, RECONCILE_PACKS | RECONCILE_REBUILD, st ? st : &local, err);
 	reconcile_stats_free(&local);
 	return end_reconcile(s, r, err);
 }

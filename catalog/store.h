@@ -176,6 +176,12 @@ enum reconcile_flags {
 	 * read or parsed, whatever the reason (a failed GET, a 404 after the listing, an empty
 	 * body), fails the reconcile with -EBADMSG/-errno and err naming it, the catalog unchanged */
 	RECONCILE_STRICT = 1 << 2,
+	/* a rebuild in place (store_rebuild_catalog): the catalog was emptied first, so what is
+	 * not taken in is gone from it. A manifest or pack that does not read or parse is read
+	 * once more; one that then does not read (a failed request, fewer bytes than listed)
+	 * fails the rebuild with -errno and err naming it, the catalog as it was; one read whole
+	 * that does not parse is damaged: named (bad_manifests, bad_packs) and left out */
+	RECONCILE_REBUILD = 1 << 3,
 };
 
 struct reconcile_stats {

@@ -593,16 +593,24 @@ static void file_path(const struct open_file *of, char *out, size_t outlen)
 }
 
 /* Where the content (sha256, size) of loc is read from now: a prune may have moved it to
- * another pack and removed this one. Brings the catalog's packs up to date (at most once a
- * second) and looks it up again: 0 with *moved, or -ENOENT when no pack holds it. */
-static int re_resolve(struct cbfs *fs, const struct cb_blob_loc *loc, struct cb_blob_loc *moved)
+ * another pack and removed this one. Brings the catalog's packs up to date (unless that began
+ * within min_age_ns) and looks it up again: 0 with *moved, or -ENOENT when no pack holds it. */
+static int re_resolve_since(struct cbfs *fs, const struct cb_blob_loc *loc, int64_t min_age_ns,
+			    struct cb_blob_loc *moved)
 {
 	struct conn *cn;
-	cbfs_refresh(fs, REFRESH_PACKS, PACK_REFRESH_AGE_NS, PACK_REFRESH_WAIT_NS);
+	cbfs_refresh(fs, REFRESH_PACKS, min_age_ns, PACK_REFRESH_WAIT_NS);
 	int r = get_conn(fs, &cn);
 	if (r == 0)
 		r = catalog_blob_location(cn->c, loc->sha256, loc->size, moved);
 	return r < 0 ? r : r == 0 || !moved->pack_path[0] ? -ENOENT : 0;
+}
+
+/* re_resolve_since, at most once a second: for a pack gone under a reader, which a prune
+ * (repacking) makes; each read of it would ask again. */
+static int re_resolve(struct cbfs *fs, const struct cb_blob_loc *loc, struct cb_blob_loc *moved)
+{
+	return re_resolve_since(fs, loc, PACK_REFRESH_AGE_NS, moved);
 }
 
 static void log_read_error(struct cbfs *fs, struct open_file *of, const struct cb_blob_loc *loc,
@@ -649,6 +657,12 @@ static int bind_to_store(struct cbfs *fs, struct open_file *of, uint64_t node)
 		return -ESTALE;
 	}
 	bool content = r < 0;
+	struct cb_blob_loc found;
+	/* no pack the catalog knows holds it (one a rebuild could not read, one another host
+	 * wrote): the catalog's packs are brought up to date now (an open asks once) and it is
+	 * looked up again */
+	if (r == 0 && !of->loc.pack_path[0] && of->loc.size && re_resolve_since(fs, &of->loc, 0, &found) == 0)
+		of->loc = found;
 	if (r == 0 && of->loc.pack_path[0])
 		r = bind_location(fs, of, &why);
 	if ((content && r != -ENOENT && r != -ENOMEM) || r == -EUCLEAN) {

@@ -388,6 +388,21 @@ def test_reindex_never_numbers_from_1_again_when_the_sequences_are_lost(store, t
                 assert read_uncached(m.path(path)) == read(src), (args, path)
 
 
+def test_a_file_whose_pack_the_catalog_lost_is_looked_up_again_at_its_open(store, tmp_path):
+    """The catalog without the pack of a backup's files (as a rebuild left it when a GET of
+    the pack's index failed): every file of the live backup gave EIO until some later refresh
+    happened to index the pack. The open now brings the catalog's packs up to date and looks
+    its bytes up again."""
+    files = backup(store, tmp_path, 'a', 19, kib='8')
+    with mounted(store, str(tmp_path / 'mnt')) as m:
+        with sqlite3.connect(os.path.join(store, 'catalog.db')) as c:
+            c.execute('UPDATE blobs SET pack_id = NULL, offset = NULL')
+            c.execute('DELETE FROM blob_locs')
+            c.execute('DELETE FROM packs')
+        for p, src in files.items():
+            assert read_uncached(m.path(p)) == read(src), p
+
+
 def test_catalog_made_anew_under_a_mount_never_serves_another_file(store, tmp_path):
     """The catalog deleted and made anew (ids start over) while files are looked up and open:
     the mount moves to the new catalog, and a node number it handed out before names nothing
