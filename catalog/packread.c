@@ -211,29 +211,43 @@ static int read_tail(struct cb_io *io, unsigned char **out, size_t *len)
 	return 0;
 }
 
-/* Gives p its verified seek table: from the disk cache when it holds a good copy, else from
- * the pack (which is then opened), keeping a copy in the disk cache. */
+/* A disk cache copy of a pack's tail is the SHA-256 of the pack's key, then the tail: a copy
+ * put under another pack's name (copied, swapped) is not that pack's. */
+#define TAIL_BINDING 32
+
+/* Gives p its verified seek table: from the disk cache when it holds a good copy of this
+ * pack's, else from the pack (which is then opened), keeping a copy in the disk cache. */
 static int open_table(pack_cache *pc, struct preader *p)
 {
 	char tname[40];
-	int r = name_hash("t-", p->relpath, strlen(p->relpath), "", 0, tname);
+	unsigned char bind[TAIL_BINDING];
+	int r = name_hash("t-", p->relpath, strlen(p->relpath), "", 0, tname) ?:
+		sha256_buf(p->relpath, strlen(p->relpath), bind);
 	void *data;
 	size_t len;
-	if (r == 0 && pc->disk && disk_cache_get(pc->disk, tname, TAIL_MAX + 8 + PACK_TRAILER_SIZE,
-						 &data, &len) == 0) {
-		r = table_from_tail(p, data, len);
+	if (r == 0 && pc->disk &&
+	    disk_cache_get(pc->disk, tname, TAIL_BINDING + TAIL_MAX + 8 + PACK_TRAILER_SIZE, &data,
+			   &len) == 0) {
+		r = len > TAIL_BINDING && !memcmp(data, bind, TAIL_BINDING)
+			    ? table_from_tail(p, (unsigned char *)data + TAIL_BINDING, len - TAIL_BINDING)
+			    : -EBADMSG;
 		free(data);
 		if (r == 0 || r == -ENOMEM)
 			return r;
-		disk_cache_drop(pc->disk, tname); /* damaged: read the pack's own */
+		disk_cache_drop(pc->disk, tname); /* damaged, or another pack's: read the pack's own */
 		r = 0;
 	}
 	unsigned char *tail = NULL;
 	if (r == 0 && (r = cb_backend_open_read(pc->backend, p->relpath, &p->io)) < 0)
 		r = pack_read_error(r); /* the store failing, not the pack */
 	r = r ?: read_tail(p->io, &tail, &len) ?: table_from_tail(p, tail, len);
-	if (r == 0 && pc->disk)
-		disk_cache_put(pc->disk, tname, tail, len); /* a cache: failing to keep it is no error */
+	unsigned char *copy = r == 0 && pc->disk ? malloc(TAIL_BINDING + len) : NULL;
+	if (copy) { /* a cache: failing to keep it is no error */
+		memcpy(copy, bind, TAIL_BINDING);
+		memcpy(copy + TAIL_BINDING, tail, len);
+		disk_cache_put(pc->disk, tname, copy, TAIL_BINDING + len);
+		free(copy);
+	}
 	free(tail);
 	return r;
 }

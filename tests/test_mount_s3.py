@@ -167,6 +167,30 @@ def test_damaged_disk_cache_files_are_fetched_again(moto_store, tmp_path):
         assert got == read(files[rel])
 
 
+def test_pack_tails_swapped_in_the_disk_cache_are_fetched_again(moto_store, tmp_path):
+    """Two packs' cached tails (seek tables) swapped between their names: each agreed with
+    itself, so both were taken as verified, and every file of both backups gave EIO on this
+    mount and the next ("pack has no valid seek table", blaming sound packs). A cached tail
+    now carries its pack's key: another pack's is dropped and fetched again."""
+    loc, env, url, log = moto_store
+    files = {**backup(loc, env, tmp_path, 'a', kib=256, seed=3), **backup(loc, env, tmp_path, 'b', kib=512, seed=4)}
+    cdir = str(tmp_path / 'dcache')
+    opts = ('-o', f'cache_dir={cdir}')
+    with mounted(loc, str(tmp_path / 'mnt'), opts, env=env) as m:
+        for p, src in files.items():
+            assert read(m.path(p)) == read(src), p
+    x, y = sorted(p for n, p in cache_files(cdir).items() if n.startswith('t-'))
+    tx, ty = read(x), read(y)
+    with open(x, 'wb') as f:
+        f.write(ty)
+    with open(y, 'wb') as f:
+        f.write(tx)
+    for _ in range(2):
+        with mounted(loc, str(tmp_path / 'mnt'), opts, env=env) as m:
+            for p, src in files.items():
+                assert read(m.path(p)) == read(src), p
+
+
 def test_a_frame_copied_over_another_in_the_disk_cache_is_fetched_again(moto_store, tmp_path):
     """Incompressible frames all have one size: one cached frame copied over its neighbour's
     file passed every check (size, zstd's own checksum) and the file read the neighbour's
