@@ -253,6 +253,17 @@ static int cmp_ref(const void *a, const void *b)
  * (node_backup_matches: host id or a prefix of it, node name, address): l's chosen. A --node
  * that names more than one node (two host ids) is refused in one line, CB_EXIT_USAGE, as
  * export and restore refuse it: forget would take every one of them. */
+/* Chooses too the backups that join a chosen one's group (join_host_groups: made without
+ * nodetool, under the node name of that host id), so that --node KEY ages them out with the
+ * node's others, as forget without --node does. */
+static void choose_joined(struct flist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		for (size_t k = 0; k < l->n && !l->v[i].chosen && !*l->v[i].host_id; k++)
+			if (l->v[k].chosen && k != i && !strcmp(l->v[k].group, l->v[i].group))
+				l->v[i].chosen = true;
+}
+
 static int choose_node(struct store *s, const char *node, struct flist *l)
 {
 	struct node_backups nl = {0};
@@ -274,6 +285,8 @@ static int choose_node(struct store *s, const char *node, struct flist *l)
 		qsort(refs, nl.n, sizeof(*refs), cmp_ref);
 	for (size_t i = 0; r == 0 && rc == CB_EXIT_OK && i < l->n; i++)
 		l->v[i].chosen = refs && bsearch(&l->v[i].ref, refs, nl.n, sizeof(*refs), cmp_ref);
+	if (r == 0 && rc == CB_EXIT_OK)
+		choose_joined(l);
 	free(refs);
 	node_backups_free(&nl);
 	if (r < 0) {
