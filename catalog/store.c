@@ -1247,7 +1247,8 @@ static int index_pack(struct store *s, const char *key, uint64_t size, char why[
 }
 
 /* Drops catalog packs the store no longer has; indexes store packs the catalog lacks. */
-static int reconcile_packs(struct store *s, int flags, struct reconcile_stats *st, struct strbuf *err)
+static int reconcile_packs(struct store *s, int flags, struct reconcile_stats *st,
+			   struct strbuf *err)
 {
 	struct namelist have = {0}, known = {0};
 	int r = cb_backend_list(s->b, "packs/", on_pack_key, &have);

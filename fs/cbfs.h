@@ -38,7 +38,8 @@
 #define GEN_MAX 0xffffu
 /* Catalog rows whose number would reach the generation bits are not shown. */
 #define CBFS_ROW_MAX CB_ROW_MAX
-_Static_assert(CB_ROW_MAX <= (int64_t)1 << (GEN_SHIFT - 4), "row numbers reach the generation bits");
+_Static_assert(CB_ROW_MAX <= (int64_t)1 << (GEN_SHIFT - 4),
+	       "row numbers reach the generation bits");
 
 enum refresh_what {
 	REFRESH_BACKUPS = 1 << 0, /* backups/: new and forgotten backups */

@@ -661,7 +661,8 @@ static int bind_to_store(struct cbfs *fs, struct open_file *of, uint64_t node)
 	/* no pack the catalog knows holds it (one a rebuild could not read, one another host
 	 * wrote): the catalog's packs are brought up to date now (an open asks once) and it is
 	 * looked up again */
-	if (r == 0 && !of->loc.pack_path[0] && of->loc.size && re_resolve_since(fs, &of->loc, 0, &found) == 0)
+	if (r == 0 && !of->loc.pack_path[0] && of->loc.size &&
+	    re_resolve_since(fs, &of->loc, 0, &found) == 0)
 		of->loc = found;
 	if (r == 0 && of->loc.pack_path[0])
 		r = bind_location(fs, of, &why);

@@ -51,8 +51,8 @@ int whole_node_yaml_lines(const char *tokens, struct strbuf *out);
 /* Sets num_tokens, initial_token and auto_bootstrap in the cassandra.yaml at path
  * (whole_node_yaml_lines): replaces the top-level lines of those keys (or appends them),
  * keeping every other line, the file's mode and owner. The file as it was is kept once beside
- * it as <path>.before-cassbackup (a second run does not overwrite it). Written to a temporary file, fsynced, renamed over path. 0 or -errno
- * with the reason in err. */
+ * it as <path>.before-cassbackup (a second run does not overwrite it). Written to a temporary
+ * file, fsynced, renamed over path. 0 or -errno with the reason in err. */
 int whole_node_set_tokens(const char *path, const char *tokens, struct strbuf *err);
 
 #endif
