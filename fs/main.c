@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DISK_CACHE_DEFAULT (1ull << 30)
@@ -677,22 +678,40 @@ static void *await_serving(void *arg)
 	return NULL;
 }
 
-/* Starts await_serving in a daemon (in the foreground, nothing waits). 0 or -1. */
-static int start_await_serving(struct cbfs *fs, struct fuse_session *se, dev_t under)
+/* Starts await_serving in a daemon (in the foreground, nothing waits), into *t (joined or
+ * detached by end_await_serving). 0, 1 when none was started (the foreground), or -1. */
+static int start_await_serving(struct cbfs *fs, struct fuse_session *se, dev_t under, pthread_t *t)
 {
 	if (fs->foreground)
-		return 0;
+		return 1;
 	struct readiness *r = malloc(sizeof(*r));
-	pthread_t t;
 	if (r)
 		*r = (struct readiness){.fs = fs, .se = se, .under = under};
-	if (!r || pthread_create(&t, NULL, await_serving, r) != 0) {
+	if (!r || pthread_create(t, NULL, await_serving, r) != 0) {
 		cbfs_log(fs, "cannot start: %s", strerror(r ? EAGAIN : ENOMEM));
 		free(r);
 		return -1;
 	}
-	pthread_detach(t);
 	return 0;
+}
+
+#define AWAIT_JOIN_SECONDS 10
+
+/* After the session: a mount that never answered (the parent still waits for our word) has
+ * its await_serving say why before the process ends, and end using the session before it goes
+ * (its stat returns once the session is over; bounded all the same: a stat the kernel holds
+ * for an INIT never answered). One that answered is done: detached. */
+static void end_await_serving(struct cbfs *fs, pthread_t t)
+{
+	if (atomic_load(&fs->log_fd) < 0) {
+		pthread_detach(t);
+		return;
+	}
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += AWAIT_JOIN_SECONDS;
+	if (pthread_timedjoin_np(t, NULL, &until) != 0)
+		pthread_detach(t);
 }
 
 static void free_options(struct options *o)
@@ -769,9 +788,13 @@ int main(int argc, char **argv)
 		cbfs_log(&fs, "cannot mount %s on %s", o.store, o.mnt);
 		goto err_out4;
 	}
-	if (start_await_serving(&fs, se, under.st_dev) == 0)
+	pthread_t awaiter;
+	int started = start_await_serving(&fs, se, under.st_dev, &awaiter);
+	if (started >= 0)
 		rc = serve(se, &o);
 	fuse_session_unmount(se);
+	if (started == 0)
+		end_await_serving(&fs, awaiter);
 err_out4:
 	fuse_remove_signal_handlers(se);
 err_out3:
